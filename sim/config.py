@@ -1,0 +1,229 @@
+"""Scenario configuration: YAML in, frozen validated models out, one clear error otherwise.
+
+A scenario names a model, a GPU and TP degree (`fleet`), the roofline's assumptions (`roofline`,
+optionally starting from a bundled preset such as `seed`) and prices (`pricing`). Blocks are
+nested frozen pydantic models that reject unknown keys, so later parts of the simulator (engine,
+router, autoscaler, lifecycle, slo) extend the schema by adding blocks, not by loosening it.
+Paths inside a scenario are relative to the scenario file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sim.errors import FleetsimError, from_validation_error, unknown_name
+from sim.hardware import GIGA, TERA, GpuCatalog, GpuSpec, load_gpu_catalog, read_yaml
+from sim.models import ModelCatalog, ModelSpec, load_model_catalog, resolve_model
+from sim.roofline import RooflineSetup, check_fits
+
+DEFAULT_API = "gpt-3.5-turbo-2023-07"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GpuOverride(_Frozen):
+    """Per-GPU corrections to the catalog, in the catalog's units."""
+
+    bf16_tflops: float | None = Field(default=None, gt=0)
+    fp8_tflops: float | None = Field(default=None, gt=0)
+    hbm_gb: float | None = Field(default=None, gt=0)
+    hbm_bw_gb_per_s: float | None = Field(default=None, gt=0)
+    interconnect_gb_per_s: float | None = Field(default=None, gt=0)
+    allreduce_latency_s: float | None = Field(default=None, ge=0)
+    mfu: float | None = Field(default=None, gt=0, le=1)
+    mbu: float | None = Field(default=None, gt=0, le=1)
+    usd_per_gpu_hour: float | None = Field(default=None, ge=0)
+
+    def apply(self, gpu: GpuSpec) -> GpuSpec:
+        changes: dict[str, Any] = {}
+        scaled = {
+            "bf16_tflops": ("bf16_flops_per_s", TERA),
+            "fp8_tflops": ("fp8_flops_per_s", TERA),
+            "hbm_gb": ("hbm_bytes", GIGA),
+            "hbm_bw_gb_per_s": ("hbm_bw_bytes_per_s", GIGA),
+            "interconnect_gb_per_s": ("interconnect_bw_bytes_per_s", GIGA),
+        }
+        for key, value in self.model_dump(exclude_none=True).items():
+            field, factor = scaled.get(key, (key, 1.0))
+            changes[field] = value * factor
+        return replace(gpu, **changes)
+
+
+class RooflineConfig(_Frozen):
+    """Assumptions of the step-time model. Unset mfu/mbu take the GPU catalog's values."""
+
+    preset: str | None = None  # the bundled preset these values started from, if any
+    description: str = ""
+    weight_bits: Literal[4, 8, 16, 32] = 16
+    kv_bits: Literal[8, 16, 32] = 16
+    activation_bits: Literal[8, 16, 32] = 16
+    compute_dtype: Literal["bf16", "fp8"] = "bf16"
+    mfu: float | None = Field(default=None, gt=0, le=1)
+    mbu: float | None = Field(default=None, gt=0, le=1)
+    attention: bool = True
+    comm: bool = True
+    step_overhead_s: float = Field(default=0.0, ge=0)
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    memory_reserve_gb: float = Field(default=0.0, ge=0)
+    gpu_overrides: dict[str, GpuOverride] = Field(default_factory=dict)
+
+
+class FleetConfig(_Frozen):
+    gpu: str = Field(min_length=1)
+    tp: int = Field(default=1, ge=1)
+
+
+class PricingConfig(_Frozen):
+    usd_per_gpu_hour: float | None = Field(default=None, ge=0)  # None: the GPU catalog's price
+    compare_api: str = DEFAULT_API
+
+
+class Scenario(_Frozen):
+    model: str = Field(min_length=1)  # a catalog name or a path to a Hugging Face config.json
+    seed: int = Field(default=0, ge=0)
+    gpu_catalog: str | None = None  # extra GPUs (YAML, catalog format)
+    fleet: FleetConfig
+    roofline: RooflineConfig = RooflineConfig()
+    pricing: PricingConfig = PricingConfig()
+
+
+# --- presets -----------------------------------------------------------------------------------
+def preset_names() -> list[str]:
+    folder = resources.files("sim.data").joinpath("presets")
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    if name not in preset_names():
+        raise unknown_name("roofline preset", name, preset_names())
+    text = resources.files("sim.data").joinpath("presets", f"{name}.yaml").read_text()
+    data: dict[str, Any] = yaml.safe_load(text)
+    return data
+
+
+def merge_preset(block: Any) -> Any:
+    """A roofline block with `preset: NAME` becomes the preset's values overlaid with the block's."""
+    if not isinstance(block, dict) or "preset" not in block:
+        return block
+    block = dict(block)
+    name = block.pop("preset")
+    if not isinstance(name, str):
+        raise FleetsimError(f"roofline.preset must be a name (got {name!r})")
+    merged = load_preset(name)
+    overrides = {**merged.get("gpu_overrides", {})}
+    for gpu, body in (block.pop("gpu_overrides", None) or {}).items():
+        overrides[gpu] = {**overrides.get(gpu, {}), **(body or {})}
+    merged.update(block)
+    merged["gpu_overrides"] = overrides
+    merged["preset"] = name
+    return merged
+
+
+def roofline_config(preset: str | None = None, /, *, base: dict[str, Any] | None = None, **overrides: Any) -> RooflineConfig:
+    """Roofline assumptions: `base` (e.g. a scenario's block), then a preset's values, then overrides."""
+    block: dict[str, Any] = dict(base or {})
+    if preset:
+        block |= merge_preset({"preset": preset})
+    block |= {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return RooflineConfig.model_validate(block)
+    except ValidationError as err:
+        raise from_validation_error(err, prefix="roofline") from None
+
+
+# --- loading -----------------------------------------------------------------------------------
+def parse_config(raw: Any, *, where: str = "<config>") -> Scenario:
+    if not isinstance(raw, dict):
+        raise FleetsimError(f"{where}: a scenario must be a YAML mapping (got {type(raw).__name__})")
+    raw = dict(raw)
+    if "roofline" in raw:
+        raw["roofline"] = merge_preset(raw["roofline"])
+    try:
+        return Scenario.model_validate(raw)
+    except ValidationError as err:
+        raise from_validation_error(err, where=where) from None
+
+
+def load_config(path: str | Path) -> Scenario:
+    path = Path(path)
+    return parse_config(read_yaml(path), where=str(path))
+
+
+def build_setup(
+    model: ModelSpec,
+    gpu: GpuSpec,
+    *,
+    tp: int,
+    roofline: RooflineConfig,
+    usd_per_gpu_hour: float | None = None,
+) -> RooflineSetup:
+    """Check that the model can run on `tp` GPUs and fits, then resolve the roofline's numbers."""
+    model.check_tp(tp)
+    override = roofline.gpu_overrides.get(gpu.name)
+    if override is not None:
+        gpu = override.apply(gpu)
+    mfu = roofline.mfu if roofline.mfu is not None and (override is None or override.mfu is None) else gpu.mfu
+    mbu = roofline.mbu if roofline.mbu is not None and (override is None or override.mbu is None) else gpu.mbu
+    setup = RooflineSetup(
+        model=model,
+        gpu=gpu,
+        tp=tp,
+        effective_flops_per_s=gpu.peak_flops_per_s(roofline.compute_dtype) * mfu,
+        effective_hbm_bw_bytes_per_s=gpu.hbm_bw_bytes_per_s * mbu,
+        weight_bits=roofline.weight_bits,
+        kv_bits=roofline.kv_bits,
+        activation_bits=roofline.activation_bits,
+        compute_dtype=roofline.compute_dtype,
+        attention=roofline.attention,
+        comm=roofline.comm,
+        step_overhead_s=roofline.step_overhead_s,
+        gpu_memory_utilization=roofline.gpu_memory_utilization,
+        memory_reserve_bytes=roofline.memory_reserve_gb * GIGA,
+        usd_per_gpu_hour=usd_per_gpu_hour if usd_per_gpu_hour is not None else gpu.usd_per_gpu_hour,
+    )
+    check_fits(setup)
+    return setup
+
+
+def check_override_names(roofline: RooflineConfig, gpus: GpuCatalog) -> None:
+    for name in roofline.gpu_overrides:
+        if name.lower() not in gpus.gpus:
+            raise FleetsimError(f"roofline.gpu_overrides: {unknown_name('gpu', name, gpus.gpus)}")
+
+
+def _relative(path: str, base: Path) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else base / p
+
+
+def resolve_scenario(
+    scenario: Scenario,
+    *,
+    base_dir: Path = Path("."),
+    models: ModelCatalog | None = None,
+    gpus: GpuCatalog | None = None,
+) -> RooflineSetup:
+    """Names -> specs (catalog lookups, config.json import), then `build_setup`."""
+    if gpus is None:
+        extra = _relative(scenario.gpu_catalog, base_dir) if scenario.gpu_catalog else None
+        gpus = load_gpu_catalog(extra)
+    models = models or load_model_catalog()
+    check_override_names(scenario.roofline, gpus)
+    name = scenario.model
+    if name.strip().lower() not in models.models:
+        name = str(_relative(name, base_dir))
+    return build_setup(
+        resolve_model(name, models),
+        gpus.get(scenario.fleet.gpu),
+        tp=scenario.fleet.tp,
+        roofline=scenario.roofline,
+        usd_per_gpu_hour=scenario.pricing.usd_per_gpu_hour,
+    )

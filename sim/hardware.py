@@ -1,0 +1,150 @@
+"""GPU catalog: peak dense FLOP/s, HBM bytes and bandwidth, interconnect, default price.
+
+All quantities are SI inside the code (FLOP/s, bytes, bytes/s, seconds, USD). The catalog file
+`sim/data/gpus.yaml` states them in datasheet units named in each key (`bf16_tflops`, `hbm_gb`,
+`hbm_bw_gb_per_s`); they are converted once, here. Users add GPUs with a YAML file in the same
+format (`load_gpu_catalog(extra=...)`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sim.errors import FleetsimError, from_validation_error, unknown_name
+
+TERA = 1e12
+GIGA = 1e9
+
+
+@dataclass(frozen=True, slots=True)
+class GpuSpec:
+    """One accelerator, in SI units. Efficiencies turn peaks into what a serving engine reaches."""
+
+    name: str
+    description: str
+    bf16_flops_per_s: float
+    fp8_flops_per_s: float | None
+    hbm_bytes: float
+    hbm_bw_bytes_per_s: float
+    interconnect: str
+    interconnect_bw_bytes_per_s: float
+    allreduce_latency_s: float
+    mfu: float
+    mbu: float
+    usd_per_gpu_hour: float | None
+    price_source: str
+    price_as_of: str
+
+    def peak_flops_per_s(self, compute_dtype: str) -> float:
+        if compute_dtype == "bf16":
+            return self.bf16_flops_per_s
+        if compute_dtype == "fp8":
+            if self.fp8_flops_per_s is None:
+                raise FleetsimError(f"gpu {self.name}: compute_dtype fp8 is not supported (no FP8 tensor cores)")
+            return self.fp8_flops_per_s
+        raise FleetsimError(f"compute_dtype must be 'bf16' or 'fp8' (got {compute_dtype!r})")
+
+
+class _GpuEntry(BaseModel):
+    """The YAML form of a catalog entry (datasheet units in the key names)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    description: str = ""
+    aliases: list[str] = Field(default_factory=list)
+    bf16_tflops: float = Field(gt=0)
+    fp8_tflops: float | None = Field(default=None, gt=0)
+    hbm_gb: float = Field(gt=0)
+    hbm_bw_gb_per_s: float = Field(gt=0)
+    interconnect: str = ""
+    interconnect_gb_per_s: float = Field(gt=0)
+    allreduce_latency_s: float = Field(default=1e-5, ge=0)
+    mfu: float = Field(default=200 / 312, gt=0, le=1)
+    mbu: float = Field(default=0.65, gt=0, le=1)
+    usd_per_gpu_hour: float | None = Field(default=None, ge=0)
+    price_source: str = ""
+    price_as_of: str = ""
+
+    def to_spec(self, name: str) -> GpuSpec:
+        return GpuSpec(
+            name=name,
+            description=self.description,
+            bf16_flops_per_s=self.bf16_tflops * TERA,
+            fp8_flops_per_s=None if self.fp8_tflops is None else self.fp8_tflops * TERA,
+            hbm_bytes=self.hbm_gb * GIGA,
+            hbm_bw_bytes_per_s=self.hbm_bw_gb_per_s * GIGA,
+            interconnect=self.interconnect,
+            interconnect_bw_bytes_per_s=self.interconnect_gb_per_s * GIGA,
+            allreduce_latency_s=self.allreduce_latency_s,
+            mfu=self.mfu,
+            mbu=self.mbu,
+            usd_per_gpu_hour=self.usd_per_gpu_hour,
+            price_source=self.price_source,
+            price_as_of=self.price_as_of,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class GpuCatalog:
+    """Named GPUs plus aliases; lookups are case-insensitive."""
+
+    gpus: dict[str, GpuSpec]
+    aliases: dict[str, str]
+
+    def get(self, name: str) -> GpuSpec:
+        key = name.strip().lower()
+        key = self.aliases.get(key, key)
+        if key not in self.gpus:
+            raise unknown_name("gpu", name, self.gpus)
+        return self.gpus[key]
+
+    def names(self) -> list[str]:
+        return sorted(self.gpus)
+
+
+def parse_gpu_entries(raw: Any, *, where: str) -> tuple[dict[str, GpuSpec], dict[str, str]]:
+    if not isinstance(raw, dict) or not raw:
+        raise FleetsimError(f"{where}: a GPU catalog must be a mapping of name -> spec (got {type(raw).__name__})")
+    gpus: dict[str, GpuSpec] = {}
+    aliases: dict[str, str] = {}
+    for name, body in raw.items():
+        key = str(name).lower()
+        try:
+            entry = _GpuEntry.model_validate(body)
+        except ValidationError as err:
+            raise from_validation_error(err, where=where, prefix=key) from None
+        gpus[key] = entry.to_spec(key)
+        for alias in entry.aliases:
+            aliases[alias.lower()] = key
+    return gpus, aliases
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise FleetsimError(f"{path}: cannot read ({err.strerror})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or "invalid YAML"
+        raise FleetsimError(f"{path}{line}: invalid YAML ({problem})") from None
+
+
+def load_gpu_catalog(extra: Path | None = None) -> GpuCatalog:
+    """The bundled catalog, plus (overriding by name) the GPUs in `extra`, if given."""
+    text = resources.files("sim.data").joinpath("gpus.yaml").read_text()
+    gpus, aliases = parse_gpu_entries(yaml.safe_load(text), where="sim/data/gpus.yaml")
+    if extra is not None:
+        more_gpus, more_aliases = parse_gpu_entries(read_yaml(extra), where=str(extra))
+        gpus.update(more_gpus)
+        aliases.update(more_aliases)
+    return GpuCatalog(gpus=gpus, aliases=aliases)

@@ -1,0 +1,339 @@
+"""Model catalog and Hugging Face `config.json` import.
+
+Derives, from the architecture alone, what the roofline needs: parameters (total and, for
+mixture-of-experts, active per token), weight bytes at a given bit width, matmul FLOPs per token,
+attention FLOPs per (query token, context token) pair, and KV-cache bytes per token for MHA, GQA,
+MQA and MLA (DeepSeek's latent cache). Counts are exact sums over the weight matrices, biases and
+norms of a Llama-style decoder (gated MLP) and its MoE/MLA variants.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sim.errors import FleetsimError, unknown_name
+
+# Architectures whose MLP is up/down only (no gate projection).
+_UNGATED_MLP = {"gpt2", "gpt_neox", "opt", "bloom", "falcon", "gpt_bigcode", "phi"}
+# Architectures with q/k/v projection biases even though config.json has no `attention_bias` key.
+_QKV_BIAS = {"qwen2", "qwen2_moe"}
+
+
+@dataclass(frozen=True, slots=True)
+class MlaSpec:
+    """Multi-head latent attention (DeepSeek-V2/V3): the cache holds a compressed latent."""
+
+    q_lora_rank: int  # 0 = queries projected directly from the hidden state
+    kv_lora_rank: int
+    qk_nope_head_dim: int
+    qk_rope_head_dim: int
+    v_head_dim: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    name: str
+    hf_repo: str
+    model_type: str
+    hidden_size: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int
+    max_context_tokens: int
+    tie_embeddings: bool = False
+    qkv_bias: bool = False
+    gated_mlp: bool = True
+    n_experts: int = 0  # routed experts per MoE layer; 0 = dense model
+    n_experts_per_tok: int = 0
+    moe_intermediate_size: int = 0
+    n_shared_experts: int = 0
+    shared_expert_intermediate_size: int = 0
+    n_dense_layers: int = 0  # leading layers with a dense MLP in an MoE model
+    mla: MlaSpec | None = None
+
+    # --- structure -------------------------------------------------------------------------
+    @property
+    def is_moe(self) -> bool:
+        return self.n_experts > 0
+
+    @property
+    def attention_kind(self) -> str:
+        if self.mla is not None:
+            return "MLA"
+        if self.n_kv_heads == self.n_heads:
+            return "MHA"
+        return "MQA" if self.n_kv_heads == 1 else "GQA"
+
+    @property
+    def n_moe_layers(self) -> int:
+        return self.n_layers - self.n_dense_layers if self.is_moe else 0
+
+    @property
+    def attention_params_per_layer(self) -> int:
+        d, h = self.hidden_size, self.n_heads
+        if self.mla is not None:
+            m = self.mla
+            qk_dim = m.qk_nope_head_dim + m.qk_rope_head_dim
+            q = d * h * qk_dim if m.q_lora_rank == 0 else d * m.q_lora_rank + m.q_lora_rank + m.q_lora_rank * h * qk_dim
+            kv_a = d * (m.kv_lora_rank + m.qk_rope_head_dim) + m.kv_lora_rank
+            kv_b = m.kv_lora_rank * h * (m.qk_nope_head_dim + m.v_head_dim)
+            o = h * m.v_head_dim * d
+            return q + kv_a + kv_b + o
+        hd, kv = self.head_dim, self.n_kv_heads
+        params = d * h * hd + 2 * d * kv * hd + h * hd * d
+        if self.qkv_bias:
+            params += h * hd + 2 * kv * hd
+        return params
+
+    def _mlp_params(self, intermediate: int) -> int:
+        return (3 if self.gated_mlp else 2) * self.hidden_size * intermediate
+
+    @property
+    def expert_params(self) -> int:
+        """Parameters of one routed expert."""
+        size = self.moe_intermediate_size or self.intermediate_size
+        return self._mlp_params(size)
+
+    @property
+    def _shared_params_per_moe_layer(self) -> int:
+        """Shared experts and the router: read for every token of an MoE layer."""
+        size = self.shared_expert_intermediate_size or self.n_shared_experts * (
+            self.moe_intermediate_size or self.intermediate_size
+        )
+        shared = self._mlp_params(size) if size else 0
+        shared_gate = self.hidden_size if self.shared_expert_intermediate_size else 0
+        return shared + shared_gate + self.hidden_size * self.n_experts
+
+    @property
+    def embedding_params(self) -> int:
+        return self.vocab_size * self.hidden_size
+
+    @property
+    def lm_head_params(self) -> int:
+        return 0 if self.tie_embeddings else self.vocab_size * self.hidden_size
+
+    @property
+    def _norm_params(self) -> int:
+        return (2 * self.n_layers + 1) * self.hidden_size
+
+    @property
+    def _common_params(self) -> int:
+        """Everything except the MLP/MoE blocks."""
+        return self.n_layers * self.attention_params_per_layer + self._norm_params + self.embedding_params + self.lm_head_params
+
+    # --- parameter counts ------------------------------------------------------------------
+    @property
+    def routed_expert_params(self) -> int:
+        """All routed-expert parameters (0 for a dense model)."""
+        return self.n_moe_layers * self.n_experts * self.expert_params
+
+    @property
+    def n_params(self) -> int:
+        dense_layers = self.n_layers - self.n_moe_layers
+        mlp = dense_layers * self._mlp_params(self.intermediate_size)
+        moe = self.n_moe_layers * self._shared_params_per_moe_layer + self.routed_expert_params
+        return self._common_params + mlp + moe
+
+    @property
+    def n_active_params(self) -> int:
+        """Parameters used for one token (MoE: only `n_experts_per_tok` routed experts)."""
+        if not self.is_moe:
+            return self.n_params
+        inactive = self.n_moe_layers * (self.n_experts - self.n_experts_per_tok) * self.expert_params
+        return self.n_params - inactive
+
+    @property
+    def n_matmul_params_per_token(self) -> int:
+        """Active parameters that enter a matmul: all but the input-embedding lookup (unless tied)."""
+        lookup = 0 if self.tie_embeddings else self.embedding_params
+        return self.n_active_params - lookup
+
+    def weight_bytes(self, weight_bits: int) -> float:
+        return self.n_params * weight_bits / 8
+
+    # --- FLOPs and KV cache ----------------------------------------------------------------
+    @property
+    def flops_per_token(self) -> float:
+        """Matmul FLOPs of one token's forward pass, attention excluded: 2 per active weight."""
+        return 2.0 * self.n_matmul_params_per_token
+
+    @property
+    def attention_flops_per_pair(self) -> float:
+        """FLOPs for one query token against one context token: QK^T and AV over all heads/layers."""
+        if self.mla is not None:
+            qk = self.mla.qk_nope_head_dim + self.mla.qk_rope_head_dim
+            return 2.0 * self.n_layers * self.n_heads * (qk + self.mla.v_head_dim)
+        return 4.0 * self.n_layers * self.n_heads * self.head_dim
+
+    def kv_elements_per_token(self) -> int:
+        """Cached elements per token over all layers (one copy, no TP replication)."""
+        if self.mla is not None:
+            return self.n_layers * (self.mla.kv_lora_rank + self.mla.qk_rope_head_dim)
+        return 2 * self.n_layers * self.n_kv_heads * self.head_dim
+
+    def kv_bytes_per_token(self, kv_bits: int = 16) -> float:
+        return self.kv_elements_per_token() * kv_bits / 8
+
+    def kv_replication(self, tp: int) -> int:
+        """How many copies of each token's KV a TP group holds in total.
+
+        GQA/MQA with more GPUs than KV heads replicates each KV head (vLLM does so), and MLA's
+        latent cache is the same on every rank.
+        """
+        if self.mla is not None:
+            return tp
+        return max(1, tp // self.n_kv_heads) if tp > self.n_kv_heads else 1
+
+    def check_tp(self, tp: int) -> None:
+        """Raise unless tensor parallelism of degree `tp` can shard this model's heads."""
+        if tp < 1:
+            raise FleetsimError(f"tp must be >= 1 (got {tp})")
+        if self.n_heads % tp:
+            raise FleetsimError(
+                f"tp={tp} must divide num_attention_heads={self.n_heads} of {self.name}; "
+                f"valid tp: {', '.join(str(t) for t in _divisors(self.n_heads))}"
+            )
+        kv = self.n_kv_heads
+        if self.mla is None and (kv % tp if tp <= kv else tp % kv):
+            raise FleetsimError(
+                f"tp={tp} and num_key_value_heads={kv} of {self.name} must divide one another "
+                f"(KV heads are split when tp <= {kv}, replicated when tp > {kv})"
+            )
+
+
+def _divisors(n: int) -> list[int]:
+    return [t for t in range(1, n + 1) if n % t == 0 and t <= 64]
+
+
+# --- Hugging Face config.json ------------------------------------------------------------------
+def _need(cfg: dict[str, Any], key: str, where: str) -> int:
+    if key not in cfg or cfg[key] is None:
+        raise FleetsimError(f"{where}: missing required field {key!r}")
+    return _positive_int(cfg[key], key, where)
+
+
+def _positive_int(value: Any, key: str, where: str, *, allow_zero: bool = False) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
+        rule = ">= 0" if allow_zero else ">= 1"
+        raise FleetsimError(f"{where}: field {key!r} must be an integer {rule} (got {value!r})")
+    return value
+
+
+def _opt(cfg: dict[str, Any], key: str, where: str, default: int = 0) -> int:
+    value = cfg.get(key)
+    return default if value is None else _positive_int(value, key, where, allow_zero=True)
+
+
+def model_from_hf_config(cfg: Any, *, name: str, hf_repo: str = "", where: str = "") -> ModelSpec:
+    """Build a ModelSpec from the fields of a Hugging Face `config.json` (already parsed)."""
+    where = where or name
+    if not isinstance(cfg, dict):
+        raise FleetsimError(f"{where}: config must be a JSON object (got {type(cfg).__name__})")
+    if "text_config" in cfg and "hidden_size" not in cfg:  # multimodal wrappers
+        cfg = cfg["text_config"]
+    d = _need(cfg, "hidden_size", where)
+    layers = _need(cfg, "num_hidden_layers", where)
+    heads = _need(cfg, "num_attention_heads", where)
+    vocab = _need(cfg, "vocab_size", where)
+    kv_heads = _opt(cfg, "num_key_value_heads", where, default=heads) or heads
+    head_dim = _opt(cfg, "head_dim", where) or d // heads
+    n_experts = _opt(cfg, "num_local_experts", where) or _opt(cfg, "num_experts", where) or _opt(cfg, "n_routed_experts", where)
+    moe_ff = _opt(cfg, "moe_intermediate_size", where)
+    intermediate = _opt(cfg, "intermediate_size", where)
+    if not intermediate and not (n_experts and moe_ff):
+        raise FleetsimError(f"{where}: missing required field 'intermediate_size'")
+    model_type = str(cfg.get("model_type", ""))
+    mla = None
+    if cfg.get("kv_lora_rank"):
+        mla = MlaSpec(
+            q_lora_rank=_opt(cfg, "q_lora_rank", where),
+            kv_lora_rank=_need(cfg, "kv_lora_rank", where),
+            qk_nope_head_dim=_need(cfg, "qk_nope_head_dim", where),
+            qk_rope_head_dim=_need(cfg, "qk_rope_head_dim", where),
+            v_head_dim=_need(cfg, "v_head_dim", where),
+        )
+    per_tok = _opt(cfg, "num_experts_per_tok", where)
+    if n_experts and not 1 <= per_tok <= n_experts:
+        raise FleetsimError(f"{where}: field 'num_experts_per_tok' must be in 1..{n_experts} (got {per_tok})")
+    spec = ModelSpec(
+        name=name,
+        hf_repo=hf_repo or str(cfg.get("_name_or_path", "")),
+        model_type=model_type,
+        hidden_size=d,
+        n_layers=layers,
+        n_heads=heads,
+        n_kv_heads=kv_heads,
+        head_dim=head_dim,
+        intermediate_size=intermediate,
+        vocab_size=vocab,
+        max_context_tokens=_opt(cfg, "max_position_embeddings", where) or 4096,
+        tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        qkv_bias=bool(cfg.get("attention_bias", model_type in _QKV_BIAS)),
+        gated_mlp=model_type not in _UNGATED_MLP,
+        n_experts=n_experts,
+        n_experts_per_tok=per_tok if n_experts else 0,
+        moe_intermediate_size=moe_ff if n_experts else 0,
+        n_shared_experts=_opt(cfg, "n_shared_experts", where) if n_experts else 0,
+        shared_expert_intermediate_size=_opt(cfg, "shared_expert_intermediate_size", where) if n_experts else 0,
+        n_dense_layers=min(_opt(cfg, "first_k_dense_replace", where), layers) if n_experts else 0,
+        mla=mla,
+    )
+    if heads % kv_heads:
+        raise FleetsimError(f"{where}: num_attention_heads={heads} must be a multiple of num_key_value_heads={kv_heads}")
+    return spec
+
+
+def load_hf_config(path: Path) -> ModelSpec:
+    """Import a model from a local `config.json` (or a folder that holds one)."""
+    file = path / "config.json" if path.is_dir() else path
+    try:
+        cfg = json.loads(file.read_text())
+    except OSError as err:
+        raise FleetsimError(f"{file}: cannot read ({err.strerror})") from None
+    except json.JSONDecodeError as err:
+        raise FleetsimError(f"{file} line {err.lineno}: invalid JSON ({err.msg})") from None
+    name = file.parent.name if file.name == "config.json" else file.stem
+    return model_from_hf_config(cfg, name=name.lower(), where=str(file))
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCatalog:
+    models: dict[str, ModelSpec]
+
+    def get(self, name: str) -> ModelSpec:
+        key = name.strip().lower()
+        if key not in self.models:
+            raise unknown_name("model", name, self.models)
+        return self.models[key]
+
+    def names(self) -> list[str]:
+        return sorted(self.models)
+
+
+def load_model_catalog() -> ModelCatalog:
+    raw = yaml.safe_load(resources.files("sim.data").joinpath("models.yaml").read_text())
+    models = {
+        name: model_from_hf_config(body["config"], name=name, hf_repo=body.get("hf_repo", ""), where=f"models.yaml:{name}")
+        for name, body in raw.items()
+    }
+    return ModelCatalog(models=models)
+
+
+def resolve_model(name_or_path: str, catalog: ModelCatalog | None = None) -> ModelSpec:
+    """A catalog name, or a path to a config.json / a folder holding one."""
+    catalog = catalog or load_model_catalog()
+    if name_or_path.strip().lower() in catalog.models:
+        return catalog.get(name_or_path)
+    path = Path(name_or_path)
+    if path.suffix == ".json" or path.is_dir() or path.exists():
+        return load_hf_config(path)
+    raise unknown_name("model", name_or_path, catalog.models)

@@ -1,0 +1,165 @@
+"""The seed article's analysis for any model / GPU / TP: a dict (the `--json` keys) and its text form.
+
+Everything here is computed from `sim.roofline`; nothing is a constant copied from the article.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sim.cost import ApiPrice
+from sim.roofline import (
+    RooflineSetup,
+    crossover_prompt_tokens,
+    decode_cost,
+    decode_tokens_per_s,
+    kv_capacity_bytes,
+    kv_capacity_tokens,
+    max_batch,
+    prefill_time_s,
+    prompt_tokens_per_s,
+    usd_per_1k_tokens,
+)
+
+GB = 1e9
+
+
+def roofline_report(
+    setup: RooflineSetup,
+    *,
+    api: ApiPrice,
+    prompt_tokens: int = 2048,
+    prefill_lengths: Sequence[int] = (512, 1536),
+    batches: Sequence[int] = (1, 8, 32),
+    context_tokens: int = 0,
+    fit_context_tokens: int | None = None,
+    preset: str | None = None,
+) -> dict[str, Any]:
+    model, gpu = setup.model, setup.gpu
+    fit_ctx = fit_context_tokens or min(4096, model.max_context_tokens)
+    prompt_rate = prompt_tokens_per_s(setup, prompt_tokens=prompt_tokens)
+    decode_rate = {b: decode_tokens_per_s(setup, batch=b, context_tokens=context_tokens) for b in batches}
+    fit_batch = max_batch(setup, context_tokens=fit_ctx)
+    fit: dict[str, Any] = {"context_tokens": fit_ctx, "batch": fit_batch}
+    if fit_batch >= 1:
+        rate = decode_tokens_per_s(setup, batch=fit_batch, context_tokens=fit_ctx)
+        fit |= {"decode_tokens_per_s": rate, "usd_per_1k_completion_tokens": usd_per_1k_tokens(setup, rate)}
+    return {
+        "model": model.name,
+        "gpu": gpu.name,
+        "tp": setup.tp,
+        "preset": preset,
+        "assumptions": {
+            "weight_bits": setup.weight_bits,
+            "kv_bits": setup.kv_bits,
+            "compute_dtype": setup.compute_dtype,
+            "effective_flops_per_s_per_gpu": setup.effective_flops_per_s,
+            "effective_hbm_bw_bytes_per_s_per_gpu": setup.effective_hbm_bw_bytes_per_s,
+            "mfu": setup.effective_flops_per_s / setup.peak_flops_per_s,
+            "mbu": setup.effective_hbm_bw_bytes_per_s / gpu.hbm_bw_bytes_per_s,
+            "attention": setup.attention,
+            "comm": setup.comm,
+            "step_overhead_s": setup.step_overhead_s,
+            "gpu_memory_utilization": setup.gpu_memory_utilization,
+            "memory_reserve_bytes": setup.memory_reserve_bytes,
+            "usd_per_gpu_hour": setup.usd_per_gpu_hour,
+            "price_source": gpu.price_source,
+            "price_as_of": gpu.price_as_of,
+        },
+        "n_params": model.n_params,
+        "n_active_params": model.n_active_params,
+        "weight_bytes": setup.weight_bytes,
+        "flops_per_token": model.flops_per_token,
+        "kv_bytes_per_token": model.kv_bytes_per_token(setup.kv_bits),
+        "kv_bytes_per_token_replica": setup.kv_bytes_per_token,
+        "kv_capacity_bytes": kv_capacity_bytes(setup),
+        "kv_capacity_tokens": kv_capacity_tokens(setup),
+        "crossover_prompt_tokens": crossover_prompt_tokens(setup, peak=True),
+        "crossover_prompt_tokens_effective": crossover_prompt_tokens(setup, peak=False),
+        "usd_per_replica_hour": None if setup.usd_per_gpu_hour is None else setup.usd_per_gpu_hour * setup.tp,
+        "prompt_tokens": prompt_tokens,
+        "prompt_tokens_per_s": prompt_rate,
+        "usd_per_1k_prompt_tokens": usd_per_1k_tokens(setup, prompt_rate),
+        "prefill_latency_s": {str(n): prefill_time_s(setup, prompt_tokens=n) for n in prefill_lengths},
+        "context_tokens": context_tokens,
+        "decode_step_bytes": {str(b): decode_cost(setup, batch=b, context_tokens=context_tokens).bytes for b in batches},
+        "decode_tokens_per_s": {str(b): r for b, r in decode_rate.items()},
+        "usd_per_1k_completion_tokens": {str(b): usd_per_1k_tokens(setup, r) for b, r in decode_rate.items()},
+        "max_batch": fit,
+        "api": {
+            "name": api.name,
+            "usd_per_1k_prompt_tokens": api.usd_per_1k_prompt_tokens,
+            "usd_per_1k_completion_tokens": api.usd_per_1k_completion_tokens,
+        },
+    }
+
+
+def _usd(x: float | None) -> str:
+    if x is None:
+        return "n/a (no price)"
+    return f"${x:.3g}" if x < 0.01 else f"${x:.4f}"
+
+
+def _vs(ours: float | None, theirs: float) -> str:
+    if ours is None:
+        return ""
+    return f"{theirs / ours:.1f}x cheaper than the API" if ours <= theirs else f"{ours / theirs:.1f}x the API's price"
+
+
+def render_text(r: dict[str, Any]) -> str:
+    a = r["assumptions"]
+    api = r["api"]
+    lines = [
+        f"fleetsim roofline: {r['model']} on {r['tp']}x {r['gpu']}" + (f" (preset: {r['preset']})" if r["preset"] else ""),
+        f"  {a['weight_bits']}-bit weights, {a['kv_bits']}-bit KV; per GPU {a['effective_flops_per_s_per_gpu'] / 1e12:.1f} TFLOP/s"
+        f" and {a['effective_hbm_bw_bytes_per_s_per_gpu'] / 1e12:.2f} TB/s effective (mfu {a['mfu']:.3f}, mbu {a['mbu']:.3f});"
+        f" attention {'on' if a['attention'] else 'off'}, TP comm {'on' if a['comm'] else 'off'},"
+        f" step overhead {a['step_overhead_s'] * 1e3:g} ms",
+        f"  price ${r['usd_per_replica_hour']:.2f}/h for the replica (${a['usd_per_gpu_hour']:g}/GPU-h: {a['price_source']}, {a['price_as_of']})"
+        if r["usd_per_replica_hour"] is not None
+        else "  price: none in the catalog for this GPU; pass --price-per-gpu-hour",
+        "",
+        "model",
+        f"  parameters                 {r['n_params'] / 1e9:.2f} B (active per token {r['n_active_params'] / 1e9:.2f} B)",
+        f"  weights                    {r['weight_bytes'] / GB:.2f} GB",
+        f"  FLOPs per token            {r['flops_per_token'] / 1e9:.1f} GFLOP (2 x active matmul params)",
+        f"  KV cache per token         {r['kv_bytes_per_token']:,.0f} B ({r['kv_bytes_per_token'] / 1024:.1f} KiB)"
+        + (
+            f"; {r['kv_bytes_per_token_replica']:,.0f} B on the replica (heads replicated)"
+            if r["kv_bytes_per_token_replica"] != r["kv_bytes_per_token"]
+            else ""
+        ),
+        f"  HBM left for KV cache      {r['kv_capacity_bytes'] / GB:.2f} GB = {r['kv_capacity_tokens']:,} tokens"
+        f" (gpu_memory_utilization {a['gpu_memory_utilization']:g})",
+        f"  compute-bound above        {r['crossover_prompt_tokens']:.0f} prompt tokens at peak rates"
+        f" ({r['crossover_prompt_tokens_effective']:.0f} at effective rates)",
+        "",
+        f"prompt tokens (prefill)          vs {api['name']} at {_usd(api['usd_per_1k_prompt_tokens'])}/1K",
+        f"  throughput                 {r['prompt_tokens_per_s']:,.0f} tok/s (one {r['prompt_tokens']}-token prompt)",
+        f"  cost                       {_usd(r['usd_per_1k_prompt_tokens'])} / 1K prompt tokens"
+        f"  ({_vs(r['usd_per_1k_prompt_tokens'], api['usd_per_1k_prompt_tokens'])})",
+    ]
+    for n, t in r["prefill_latency_s"].items():
+        lines.append(f"  latency, {n:>6} tokens      {t:.3f} s (batch 1)")
+    lines += [
+        "",
+        f"completion tokens (decode)       vs {api['name']} at {_usd(api['usd_per_1k_completion_tokens'])}/1K;"
+        f" each sequence holds {r['context_tokens']} tokens of context",
+        "  batch    tok/s       $/1K completion   bytes/step",
+    ]
+    for b, rate in r["decode_tokens_per_s"].items():
+        usd = r["usd_per_1k_completion_tokens"][b]
+        lines.append(
+            f"  {b:>5}  {rate:>9,.1f}   {_usd(usd):>15}   {r['decode_step_bytes'][b] / GB:7.1f} GB"
+            f"   {_vs(usd, api['usd_per_1k_completion_tokens'])}"
+        )
+    fit = r["max_batch"]
+    if fit["batch"] >= 1:
+        lines.append(
+            f"  {fit['batch']:>5}  {fit['decode_tokens_per_s']:>9,.1f}   {_usd(fit['usd_per_1k_completion_tokens']):>15}"
+            f"   largest batch whose KV fits at {fit['context_tokens']} tokens/sequence"
+        )
+    else:
+        lines.append(f"  not even one sequence of {fit['context_tokens']} tokens fits in the KV cache")
+    return "\n".join(lines)

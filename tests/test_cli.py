@@ -1,0 +1,145 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from sim.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+SEED = ["roofline", "--model", "llama-2-70b", "--gpu", "a100-80gb", "--tp", "2", "--preset", "seed"]
+
+
+def run(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_seed_roofline_text_prints_the_article_figures():
+    r = run(*SEED)
+    assert r.exit_code == 0, r.output
+    out = r.stdout
+    for figure in [
+        "137.4 GFLOP",
+        "327,680 B (320.0 KiB)",
+        "2,911 tok/s",
+        "$0.000422 / 1K prompt tokens",
+        "0.176 s",
+        "0.528 s",
+        "18.8",
+        "$0.0651",
+        "$0.00814",
+        "$0.00204",
+        "$4.42/h",
+        "157 prompt tokens at peak rates",
+        "largest batch whose KV fits at 4096",
+    ]:
+        assert figure in out, figure
+
+
+def test_roofline_json_has_the_design_keys():
+    r = run(*SEED, "--json")
+    assert r.exit_code == 0
+    data = json.loads(r.stdout)
+    for key in [
+        "flops_per_token",
+        "kv_bytes_per_token",
+        "prompt_tokens_per_s",
+        "usd_per_1k_prompt_tokens",
+        "decode_tokens_per_s",
+        "usd_per_1k_completion_tokens",
+        "kv_capacity_tokens",
+        "crossover_prompt_tokens",
+    ]:
+        assert key in data, key
+    assert set(data["decode_tokens_per_s"]) == {"1", "8", "32"}
+    assert data["usd_per_1k_completion_tokens"]["1"] == pytest.approx(0.066, rel=0.02)
+    assert data["api"]["usd_per_1k_completion_tokens"] == 0.002
+    assert data["preset"] == "seed"
+
+
+def test_config_gives_the_same_report_as_flags():
+    by_flags = json.loads(run(*SEED, "--json").stdout)
+    by_config = json.loads(run("roofline", "--config", str(REPO / "configs" / "seed.yaml"), "--json").stdout)
+    assert by_config == by_flags
+
+
+def test_price_and_batches_options():
+    data = json.loads(run(*SEED, "--json", "--price-per-gpu-hour", "4.42", "--batches", "2,64").stdout)
+    assert data["usd_per_replica_hour"] == pytest.approx(8.84)
+    assert set(data["usd_per_1k_completion_tokens"]) == {"2", "64"}
+
+
+def test_context_tokens_slow_decode():
+    flat = json.loads(run(*SEED, "--json").stdout)["decode_tokens_per_s"]["32"]
+    long = json.loads(run(*SEED, "--json", "--context-tokens", "1024").stdout)["decode_tokens_per_s"]["32"]
+    assert long < flat
+
+
+def test_default_assumptions_differ_from_seed():
+    data = json.loads(run("roofline", "--model", "llama-2-70b", "--gpu", "a100-80gb", "--tp", "2", "--json").stdout)
+    assert data["preset"] is None
+    assert data["assumptions"]["attention"] is True and data["assumptions"]["comm"] is True
+    assert data["assumptions"]["gpu_memory_utilization"] == 0.9
+
+
+def test_models_and_gpus_listings():
+    r = run("models")
+    assert r.exit_code == 0 and "deepseek-v3" in r.stdout and "MLA" in r.stdout
+    rows = json.loads(run("gpus", "--json").stdout)
+    assert {row["name"] for row in rows} >= {"a100-80gb", "mi300x"}
+    assert "seed" in run("presets").stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "llama-9", "--gpu", "a100-80gb"], "unknown model 'llama-9'; valid names: deepseek-v3, "),
+        (["--model", "llama-2-70b", "--gpu", "v100", "--tp", "2"], "unknown gpu 'v100'; valid names: a100-40gb"),
+        (["--model", "llama-2-70b", "--gpu", "a100-80gb", "--tp", "3"], "tp=3 must divide num_attention_heads=64"),
+        (["--model", "llama-2-70b", "--gpu", "a100-80gb", "--tp", "1"], "short by 66.0 GB"),
+        (["--model", "llama-2-7b", "--gpu", "a100-80gb", "--batches", "0,8"], "--batches values must be >= 1 (got 0)"),
+        (["--model", "llama-2-7b", "--gpu", "a100-80gb", "--batches", "x"], "--batches must be comma-separated integers"),
+        (["--model", "llama-2-7b", "--gpu", "a100-80gb", "--prompt-tokens", "-5"], "--prompt-tokens must be >= 1 (got -5)"),
+        (["--model", "llama-2-7b", "--gpu", "a100-80gb", "--context-tokens", "-1"], "--context-tokens must be >= 0"),
+        (
+            ["--model", "llama-2-7b", "--gpu", "a100-80gb", "--weight-bits", "3"],
+            "roofline.weight_bits: Input should be 4, 8, 16 or 32 (got 3)",
+        ),
+        (["--model", "llama-2-7b", "--gpu", "a100-80gb", "--preset", "nope"], "unknown roofline preset 'nope'"),
+        (["--model", "llama-2-7b", "--gpu", "a100-80gb", "--compare-api", "gpt-9"], "unknown API price sheet 'gpt-9'"),
+        (["--model", "llama-2-7b"], "roofline needs --model and --gpu"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, message):
+    r = run("roofline", *args)
+    assert r.exit_code == 2
+    assert r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert message in lines[0]
+
+
+def test_bad_config_files(tmp_path):
+    (tmp_path / "s.yaml").write_text("model: llama-2-7b\nfleet: {gpu: a100-80gb}\nautoscaler: {policy: hpa}\n")
+    r = run("roofline", "--config", str(tmp_path / "s.yaml"))
+    assert r.exit_code == 2 and "s.yaml: autoscaler: unknown key" in r.stderr
+    (tmp_path / "config.json").write_text('{"hidden_size": 4096, "num_attention_heads": 32}')
+    r = run("roofline", "--model", str(tmp_path / "config.json"), "--gpu", "a100-80gb")
+    assert r.exit_code == 2 and "missing required field 'num_hidden_layers'" in r.stderr
+
+
+def test_process_exit_code_and_no_traceback():
+    proc = subprocess.run(
+        [sys.executable, "-m", "sim", "roofline", "--model", "llama-2-70b", "--gpu", "a100-80gb", "--tp", "1"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    ok = subprocess.run([sys.executable, "-m", "sim", *SEED], capture_output=True, text=True, cwd=REPO, check=False)
+    assert ok.returncode == 0 and "$0.0651" in ok.stdout

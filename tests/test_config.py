@@ -1,0 +1,115 @@
+from pathlib import Path
+
+import pytest
+
+from sim.config import load_config, parse_config, resolve_scenario, roofline_config
+from sim.errors import FleetsimError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_bundled_configs_load_and_resolve():
+    for path in sorted((REPO / "configs").glob("*.yaml")):
+        scenario = load_config(path)
+        setup = resolve_scenario(scenario, base_dir=path.parent)
+        assert setup.tp == scenario.fleet.tp
+
+
+def test_seed_config_resolves_to_the_article_numbers():
+    setup = resolve_scenario(load_config(REPO / "configs" / "seed.yaml"))
+    assert setup.effective_flops_per_s == pytest.approx(200e12)
+    assert setup.effective_hbm_bw_bytes_per_s == pytest.approx(1.3e12)
+    assert setup.gpu.hbm_bw_bytes_per_s == pytest.approx(2.0e12)
+    assert (setup.attention, setup.comm, setup.step_overhead_s) == (False, False, 0.0)
+    assert setup.usd_per_replica_s == pytest.approx(4.42 / 3600)
+
+
+def test_preset_values_can_be_overridden():
+    cfg = roofline_config("seed", attention=True, gpu_memory_utilization=0.9)
+    assert cfg.attention is True and cfg.comm is False and cfg.gpu_memory_utilization == 0.9
+    assert cfg.preset == "seed"
+    assert cfg.gpu_overrides["a100-80gb"].hbm_bw_gb_per_s == 2000
+
+
+def test_config_is_frozen():
+    s = parse_config({"model": "llama-2-7b", "fleet": {"gpu": "a100-80gb"}})
+    with pytest.raises(Exception, match="frozen"):
+        s.seed = 3  # type: ignore[misc]
+
+
+def test_unknown_key_is_rejected_with_its_path():
+    with pytest.raises(FleetsimError, match=r"^x.yaml: fleet.gpus: unknown key \(got 'h100'\)"):
+        parse_config({"model": "llama-2-7b", "fleet": {"gpu": "a100-80gb", "gpus": "h100"}}, where="x.yaml")
+
+
+def test_bad_value_names_path_rule_and_value():
+    with pytest.raises(FleetsimError, match=r"x.yaml: fleet.tp: Input should be greater than or equal to 1 \(got 0\)"):
+        parse_config({"model": "m", "fleet": {"gpu": "a100-80gb", "tp": 0}}, where="x.yaml")
+    with pytest.raises(FleetsimError, match=r"roofline.weight_bits: Input should be 4, 8, 16 or 32 \(got 12\)"):
+        parse_config({"model": "m", "fleet": {"gpu": "g"}, "roofline": {"weight_bits": 12}})
+
+
+def test_missing_required_block():
+    with pytest.raises(FleetsimError, match=r"fleet: Field required$"):
+        parse_config({"model": "llama-2-7b"})
+
+
+def test_unknown_preset_lists_valid():
+    with pytest.raises(FleetsimError, match=r"unknown roofline preset 'sed'; valid names: seed"):
+        parse_config({"model": "m", "fleet": {"gpu": "g"}, "roofline": {"preset": "sed"}})
+
+
+def test_unknown_gpu_and_model_in_scenario():
+    with pytest.raises(FleetsimError, match=r"unknown gpu 'a200'; valid names: .*a100-80gb"):
+        resolve_scenario(parse_config({"model": "llama-2-7b", "fleet": {"gpu": "a200"}}))
+    with pytest.raises(FleetsimError, match=r"unknown model 'gpt-5'"):
+        resolve_scenario(parse_config({"model": "gpt-5", "fleet": {"gpu": "a100-80gb"}}))
+
+
+def test_unknown_gpu_override_name():
+    s = parse_config(
+        {"model": "llama-2-7b", "fleet": {"gpu": "a100-80gb"}, "roofline": {"gpu_overrides": {"a100-80": {"mfu": 0.5}}}}
+    )
+    with pytest.raises(FleetsimError, match=r"roofline.gpu_overrides: unknown gpu 'a100-80'"):
+        resolve_scenario(s)
+
+
+def test_model_from_config_json_relative_to_scenario(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text(
+        '{"hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,'
+        ' "intermediate_size": 14336, "vocab_size": 128256, "max_position_embeddings": 131072}'
+    )
+    (tmp_path / "s.yaml").write_text("model: m/config.json\nfleet: {gpu: l4, tp: 1}\nroofline: {weight_bits: 8}\n")
+    setup = resolve_scenario(load_config(tmp_path / "s.yaml"), base_dir=tmp_path)
+    assert setup.model.n_params / 1e9 == pytest.approx(8.03, rel=0.01)
+
+
+def test_user_gpu_catalog(tmp_path):
+    (tmp_path / "gpus.yaml").write_text(
+        "my-gpu:\n  bf16_tflops: 100\n  hbm_gb: 200\n  hbm_bw_gb_per_s: 1000\n  interconnect_gb_per_s: 100\n"
+    )
+    (tmp_path / "s.yaml").write_text("model: llama-2-70b\ngpu_catalog: gpus.yaml\nfleet: {gpu: my-gpu}\n")
+    setup = resolve_scenario(load_config(tmp_path / "s.yaml"), base_dir=tmp_path)
+    assert setup.gpu.hbm_bytes == 200e9 and setup.usd_per_gpu_hour is None
+
+
+def test_bad_user_gpu_catalog(tmp_path):
+    (tmp_path / "gpus.yaml").write_text(
+        "my-gpu:\n  bf16_tflops: -1\n  hbm_gb: 1\n  hbm_bw_gb_per_s: 1\n  interconnect_gb_per_s: 1\n"
+    )
+    from sim.hardware import load_gpu_catalog
+
+    with pytest.raises(FleetsimError, match=r"gpus.yaml: my-gpu.bf16_tflops: Input should be greater than 0 \(got -1\)"):
+        load_gpu_catalog(tmp_path / "gpus.yaml")
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    (tmp_path / "bad.yaml").write_text("model: [unclosed\n")
+    with pytest.raises(FleetsimError, match=r"bad.yaml line \d+: invalid YAML"):
+        load_config(tmp_path / "bad.yaml")
+    with pytest.raises(FleetsimError, match=r"nope.yaml: cannot read"):
+        load_config(tmp_path / "nope.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    with pytest.raises(FleetsimError, match=r"a scenario must be a YAML mapping \(got list\)"):
+        load_config(tmp_path / "list.yaml")

@@ -1,0 +1,26 @@
+"""The README's printed figures are the CLI's real output."""
+
+import re
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from sim.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_readme_seed_block_matches_cli_output():
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"```text\n(fleetsim roofline: llama-2-70b.*?)\n```", readme, re.S)
+    assert block, "README lost its seed output block"
+    out = CliRunner().invoke(app, ["roofline", "--config", str(REPO / "configs" / "seed.yaml")]).stdout
+    assert block.group(1) == out.rstrip("\n")
+
+
+def test_readme_commands_match_ci():
+    readme = (REPO / "README.md").read_text()
+    ci = (REPO / ".ci" / "run").read_text()
+    test_cmd = ci.strip().splitlines()[-1]
+    assert test_cmd in readme
+    assert "pip install -e '.[test]'" in readme and "pip install --quiet -e '.[test]'" in ci

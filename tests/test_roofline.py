@@ -1,0 +1,178 @@
+"""Exact roofline values on a small made-up model and GPU, computed by hand."""
+
+from dataclasses import replace
+
+import pytest
+
+from sim.errors import FleetsimError
+from sim.hardware import GpuSpec
+from sim.models import model_from_hf_config
+from sim.roofline import (
+    RooflineSetup,
+    allreduce_time_s,
+    check_fits,
+    decode_cost,
+    decode_step_time_s,
+    expected_experts_touched,
+    kv_capacity_tokens,
+    prefill_cost,
+    step_cost,
+    weight_bytes_read,
+)
+from tests.conftest import make_setup
+
+# d=64, 2 layers, 4 heads of 16, 2 KV heads, ff=128, vocab 100, untied.
+TINY = model_from_hf_config(
+    {
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "intermediate_size": 128,
+        "vocab_size": 100,
+        "max_position_embeddings": 256,
+    },
+    name="tiny",
+)
+GPU = GpuSpec(
+    name="toy",
+    description="",
+    bf16_flops_per_s=1e9,
+    fp8_flops_per_s=None,
+    hbm_bytes=1e6,
+    hbm_bw_bytes_per_s=1e6,
+    interconnect="toy",
+    interconnect_bw_bytes_per_s=2e5,
+    allreduce_latency_s=1e-3,
+    mfu=1.0,
+    mbu=1.0,
+    usd_per_gpu_hour=3.6,
+    price_source="",
+    price_as_of="",
+)
+
+
+def tiny(**kw) -> RooflineSetup:
+    base = dict(
+        model=TINY,
+        gpu=GPU,
+        tp=1,
+        effective_flops_per_s=1e9,
+        effective_hbm_bw_bytes_per_s=1e6,
+        attention=True,
+        comm=False,
+        gpu_memory_utilization=1.0,
+    )
+    return RooflineSetup(**(base | kw))
+
+
+def test_tiny_param_count():
+    attn = 64 * 64 + 2 * 64 * 32 + 64 * 64  # q, k, v (2 KV heads x 16), o
+    mlp = 3 * 64 * 128
+    assert TINY.n_params == 2 * (attn + mlp + 2 * 64) + 64 + 2 * 100 * 64 == 86_848
+    assert TINY.flops_per_token == 2 * (86_848 - 6_400)
+    assert TINY.kv_bytes_per_token(16) == 2 * 2 * 2 * 16 * 2 == 256
+    assert TINY.attention_flops_per_pair == 4 * 2 * 4 * 16 == 512
+
+
+def test_decode_step_exact():
+    s = tiny()
+    c = decode_cost(s, batch=3, context_tokens=10)
+    assert c.flops == 3 * 160_896 + 3 * 11 * 512
+    assert c.bytes == 173_696 + 256 * (30 + 3)
+    assert c.compute_s == pytest.approx(c.flops / 1e9)
+    assert c.memory_s == pytest.approx(c.bytes / 1e6)
+    assert decode_step_time_s(s, batch=3, context_tokens=10) == pytest.approx(max(c.compute_s, c.memory_s))
+    assert not c.compute_bound
+
+
+def test_prefill_attention_pairs_causal_and_cached():
+    s = tiny()
+    # 4 new tokens after 6 cached: contexts 7, 8, 9, 10 -> 34 pairs; KV read for the 6 cached.
+    c = prefill_cost(s, prompt_tokens=4, cached_tokens=6)
+    assert c.flops == 4 * 160_896 + 34 * 512
+    assert c.bytes == 173_696 + 256 * (6 + 4)
+    assert prefill_cost(s, prompt_tokens=4, batch=2).flops == 2 * (4 * 160_896 + 10 * 512)
+
+
+def test_step_time_divides_by_tp_and_adds_overhead():
+    one, two = tiny(), tiny(tp=2, step_overhead_s=0.5)
+    c1 = step_cost(one, n_tokens=5, attention_pairs=0, kv_read_tokens=0)
+    c2 = step_cost(two, n_tokens=5, attention_pairs=0, kv_read_tokens=0)
+    assert c2.time_s == pytest.approx(c1.time_s / 2 + 0.5)
+
+
+def test_attention_switch():
+    on, off = tiny(), tiny(attention=False)
+    assert decode_cost(on, batch=1, context_tokens=99).flops - decode_cost(off, batch=1, context_tokens=99).flops == 100 * 512
+
+
+def test_allreduce_alpha_beta():
+    # 4 GPUs: 1 ms latency + 2 x 3/4 of 1000 B over one direction (2e5 / 2 B/s)
+    assert allreduce_time_s(GPU, tp=4, n_bytes=1000) == pytest.approx(1e-3 + 1.5 * 1000 / 1e5)
+    assert allreduce_time_s(GPU, tp=1, n_bytes=1000) == 0.0
+
+
+def test_comm_two_allreduces_per_layer():
+    s = tiny(tp=2, comm=True)
+    c = decode_cost(s, batch=4, context_tokens=0)
+    assert c.comm_s == pytest.approx(2 * 2 * allreduce_time_s(GPU, tp=2, n_bytes=4 * 64 * 2))
+    assert c.time_s == pytest.approx(max(c.compute_s, c.memory_s) + c.comm_s)
+
+
+def test_kv_capacity_tokens():
+    s = tiny(gpu_memory_utilization=0.5, memory_reserve_bytes=1_904)
+    assert kv_capacity_tokens(s) == (500_000 - 173_696 - 1_904) // 256
+
+
+def test_does_not_fit_says_by_how_much():
+    s = tiny(gpu=replace(GPU, hbm_bytes=1e5))
+    with pytest.raises(FleetsimError, match=r"tiny does not fit on 1x toy: .* need 0\.0 GB.*short by"):
+        check_fits(s)
+
+
+def test_llama70b_on_one_a100_does_not_fit():
+    with pytest.raises(
+        FleetsimError, match=r"llama-2-70b does not fit on 1x a100-80gb: .*need 138\.0 GB.*72\.0 GB.*short by 66\.0 GB"
+    ):
+        make_setup("llama-2-70b", "a100-80gb", tp=1)
+
+
+def test_moe_reads_only_touched_experts(models):
+    m = models.get("mixtral-8x7b")
+    s = make_setup("mixtral-8x7b", "h100-sxm", tp=2)
+    assert expected_experts_touched(m, 1) == pytest.approx(2.0)
+    assert expected_experts_touched(m, 1000) == pytest.approx(8.0)
+    one = weight_bytes_read(s, 1)
+    assert one == pytest.approx(2 * (m.n_active_params))  # 16-bit: only the 2 experts one token uses
+    assert weight_bytes_read(s, 10_000) == pytest.approx(s.weight_bytes)
+
+
+def test_dense_decode_time_grows_linearly_with_context():
+    s = make_setup("llama-3.1-8b", "h100-sxm", tp=1, comm=False)
+    t = [decode_step_time_s(s, batch=16, context_tokens=c) for c in (1000, 2000, 3000)]
+    assert t[2] - t[1] == pytest.approx(t[1] - t[0])
+
+
+def test_fp8_compute_needs_fp8_gpu():
+    with pytest.raises(FleetsimError, match=r"gpu a100-80gb: compute_dtype fp8 is not supported"):
+        make_setup("llama-3.1-8b", "a100-80gb", tp=1, compute_dtype="fp8")
+    s = make_setup("llama-3.1-8b", "h100-sxm", tp=1, compute_dtype="fp8")
+    assert s.effective_flops_per_s == pytest.approx(1979e12 * s.gpu.mfu)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (dict(batch=0, context_tokens=5), r"batch must be >= 1 \(got 0\)"),
+        (dict(batch=2, context_tokens=-1), r"context_tokens must be >= 0 \(got -1\)"),
+    ],
+)
+def test_decode_rejects_bad_sizes(bad, message):
+    with pytest.raises(FleetsimError, match=message):
+        decode_cost(tiny(), **bad)
+
+
+def test_prefill_rejects_zero_length():
+    with pytest.raises(FleetsimError, match=r"prompt_tokens must be >= 1 \(got 0\)"):
+        prefill_cost(tiny(), prompt_tokens=0)
