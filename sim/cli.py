@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
+from sim.cli_common import emit_json, int_list, positive, user_errors
+from sim.cli_trace import trace_app
 from sim.config import (
     RooflineConfig,
     build_setup,
@@ -20,7 +19,7 @@ from sim.config import (
     roofline_config,
 )
 from sim.cost import api_price
-from sim.errors import FleetsimError, unknown_name
+from sim.errors import FleetsimError
 from sim.hardware import load_gpu_catalog
 from sim.models import load_model_catalog, resolve_model
 from sim.roofline_report import render_text, roofline_report
@@ -32,44 +31,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def user_errors(fn: F) -> F:
-    """Turn a FleetsimError into `error: <one line>` on stderr and exit status 2."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except FleetsimError as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(code=2) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _int_list(option: str, text: str) -> list[int]:
-    values = []
-    for part in text.split(","):
-        try:
-            value = int(part.strip())
-        except ValueError:
-            raise FleetsimError(f"{option} must be comma-separated integers (got {part.strip()!r})") from None
-        if value < 1:
-            raise FleetsimError(f"{option} values must be >= 1 (got {value})")
-        values.append(value)
-    return values
-
-
-def _positive(option: str, value: int | None) -> None:
-    if value is not None and value < 1:
-        raise FleetsimError(f"{option} must be >= 1 (got {value})")
-
-
-def _emit_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2))
+app.add_typer(trace_app, name="trace")
 
 
 @app.command()
@@ -96,12 +58,12 @@ def roofline(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
     """The seed article's cost/latency analysis for a model on a GPU type at a TP degree."""
-    _positive("--prompt-tokens", prompt_tokens)
-    _positive("--fit-context-tokens", fit_context_tokens)
+    positive("--prompt-tokens", prompt_tokens)
+    positive("--fit-context-tokens", fit_context_tokens)
     if context_tokens < 0:
         raise FleetsimError(f"--context-tokens must be >= 0 (got {context_tokens})")
-    lengths = _int_list("--prefill-lengths", prefill_lengths)
-    batch_sizes = _int_list("--batches", batches)
+    lengths = int_list("--prefill-lengths", prefill_lengths)
+    batch_sizes = int_list("--batches", batches)
 
     base_dir = Path(".")
     rcfg: RooflineConfig
@@ -145,7 +107,7 @@ def roofline(
         preset=rcfg.preset,
     )
     if as_json:
-        _emit_json(report)
+        emit_json(report)
     else:
         typer.echo(render_text(report))
 
@@ -171,7 +133,7 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
             }
         )
     if as_json:
-        _emit_json(rows)
+        emit_json(rows)
         return
     typer.echo(
         f"{'name':<16}{'params':>9}{'active':>9}{'layers':>7}{'heads':>7}{'kv':>5}  {'attn':<5}{'KV B/token':>12}{'max ctx':>9}  hf repo"
@@ -210,7 +172,7 @@ def gpus(
         for g in (catalog.gpus[n] for n in catalog.names())
     ]
     if as_json:
-        _emit_json(rows)
+        emit_json(rows)
         return
     typer.echo(
         f"{'name':<11}{'bf16 TF':>8}{'fp8 TF':>8}{'HBM GB':>8}{'GB/s':>7}  {'interconnect':<20}{'$/GPU-h':>8}  price source"
@@ -243,4 +205,4 @@ def main() -> None:
         sys.exit(2)
 
 
-__all__ = ["app", "main", "unknown_name"]
+__all__ = ["app", "main"]

@@ -24,3 +24,12 @@ def test_readme_commands_match_ci():
     test_cmd = ci.strip().splitlines()[-1]
     assert test_cmd in readme
     assert "pip install -e '.[test]'" in readme and "pip install --quiet -e '.[test]'" in ci
+
+
+def test_readme_inspect_block_matches_cli_output(monkeypatch):
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"```text\n(traces/azure2023_conv.csv \(azure\).*?)\n```", readme, re.S)
+    assert block, "README lost its trace inspect block"
+    monkeypatch.chdir(REPO)
+    out = CliRunner().invoke(app, ["trace", "inspect", "traces/azure2023_conv.csv"]).stdout
+    assert block.group(1) == out.rstrip("\n")

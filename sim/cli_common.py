@@ -1,0 +1,50 @@
+"""Helpers shared by the CLI's command groups."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import typer
+
+from sim.errors import FleetsimError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(fn: F) -> F:
+    """Turn a FleetsimError into `error: <one line>` on stderr and exit status 2."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except FleetsimError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(code=2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def int_list(option: str, text: str) -> list[int]:
+    values = []
+    for part in text.split(","):
+        try:
+            value = int(part.strip())
+        except ValueError:
+            raise FleetsimError(f"{option} must be comma-separated integers (got {part.strip()!r})") from None
+        if value < 1:
+            raise FleetsimError(f"{option} values must be >= 1 (got {value})")
+        values.append(value)
+    return values
+
+
+def positive(option: str, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise FleetsimError(f"{option} must be >= 1 (got {value})")
+
+
+def emit_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2))

@@ -1,0 +1,199 @@
+"""`fleetsim trace ...`: inspect, generate, convert and merge request traces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import pandas as pd
+import typer
+
+from sim.cli_common import emit_json, user_errors
+from sim.errors import FleetsimError
+from sim.hardware import read_yaml
+from sim.workload import load_trace
+from sim.workload import transforms as tf
+from sim.workload.stats import describe
+from sim.workload.synthetic import generate, parse_lengths, parse_spec
+from sim.workload.writer import write_trace
+
+trace_app = typer.Typer(help="Inspect, generate, convert and merge request traces.", no_args_is_help=True)
+
+FormatOpt = Annotated[
+    str | None, typer.Option("--format", help="azure | burstgpt | mooncake | vidur | canonical | generic (default: detect).")
+]
+ColumnsOpt = Annotated[str | None, typer.Option(help="Generic format: arrival_at_s=COL,prompt_tokens=COL,output_tokens=COL.")]
+TimeUnitOpt = Annotated[str, typer.Option(help="Generic format: s | ms | us | ns | datetime.")]
+ModelOpt = Annotated[str | None, typer.Option(help="BurstGPT: keep only this Model (e.g. GPT-4).")]
+
+
+def _columns(text: str | None) -> dict[str, str] | None:
+    if text is None:
+        return None
+    mapping = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise FleetsimError(f"--columns must be CANONICAL=SOURCE pairs separated by commas (got {part!r})")
+        mapping[key.strip()] = value.strip()
+    return mapping
+
+
+def _load(path: Path, fmt: str | None, columns: str | None, time_unit: str, model: str | None) -> pd.DataFrame:
+    return load_trace(path, format=fmt, columns=_columns(columns), time_unit=time_unit, model=model)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float) and value.is_integer():
+        return f"{int(value):,}"
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.0f}"
+    return f"{value:,}"
+
+
+@trace_app.command()
+@user_errors
+def inspect(
+    file: Path,
+    fmt: FormatOpt = None,
+    columns: ColumnsOpt = None,
+    time_unit: TimeUnitOpt = "s",
+    model: ModelOpt = None,
+    plot: Annotated[Path | None, typer.Option(help="Write a PNG: arrivals per minute and token histograms.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Requests, duration, rate, burstiness (inter-arrival CV, per-minute peak/mean) and token statistics."""
+    frame = _load(file, fmt, columns, time_unit, model)
+    stats = describe(frame)
+    stats["format"] = frame.attrs.get("format")
+    for key in ("dropped_failed", "dropped_other_models"):
+        if key in frame.attrs:
+            stats[key] = frame.attrs[key]
+    if plot is not None:
+        from sim.plots import plot_trace
+
+        plot_trace(frame, plot, title=str(file))
+    if as_json:
+        emit_json(stats)
+        return
+    typer.echo(f"{file} ({stats['format']})")
+    for key, value in stats.items():
+        if key != "format":
+            typer.echo(f"  {key:<24}{_fmt(value)}")
+
+
+@trace_app.command()
+@user_errors
+def gen(
+    out: Annotated[Path, typer.Option(help="Output file (.csv or .parquet).")],
+    spec: Annotated[
+        Path | None, typer.Option(help="YAML spec: arrivals, prompt_tokens, output_tokens, duration_s | n_requests, seed.")
+    ] = None,
+    process: Annotated[str, typer.Option(help="poisson | gamma | onoff | diurnal.")] = "poisson",
+    rate: Annotated[float | None, typer.Option(help="Mean requests/s (onoff: the on-period rate).")] = None,
+    cv: Annotated[float | None, typer.Option(help="gamma: inter-arrival CV.")] = None,
+    off_rate: Annotated[float, typer.Option(help="onoff: rate in off periods.")] = 0.0,
+    mean_on_s: Annotated[float | None, typer.Option(help="onoff: mean on-period length.")] = None,
+    mean_off_s: Annotated[float | None, typer.Option(help="onoff: mean off-period length.")] = None,
+    amplitude: Annotated[float, typer.Option(help="diurnal: relative amplitude of the sinusoid.")] = 0.5,
+    period_s: Annotated[float, typer.Option(help="diurnal: period of the sinusoid.")] = 86_400.0,
+    rate_table: Annotated[str | None, typer.Option(help="diurnal: CSV of window_start_s, rate (e.g. ServeGen).")] = None,
+    time_scale: Annotated[float, typer.Option(help="diurnal rate table: compress its clock by this factor.")] = 1.0,
+    duration_s: Annotated[float | None, typer.Option(help="Length of the trace in seconds.")] = None,
+    requests: Annotated[int | None, typer.Option(help="Number of requests (instead of --duration-s).")] = None,
+    prompt: Annotated[
+        str, typer.Option(help="fixed:N | uniform:LOW:HIGH | lognormal:MEAN:CV[:MAX] | empirical:TRACE:COLUMN")
+    ] = "lognormal:1024:1.0",
+    output: Annotated[str, typer.Option(help="Output-length distribution, same forms as --prompt.")] = "lognormal:256:1.0",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Write a seeded synthetic trace (same spec and seed => the same file)."""
+    base_dir = Path(".")
+    if spec is not None:
+        parsed = parse_spec(read_yaml(spec), where=str(spec))
+        base_dir = spec.parent
+    else:
+        arrivals: dict[str, Any] = {"process": process}
+        if process in ("poisson", "gamma"):
+            arrivals |= {"rate_per_s": rate, "cv": cv} if process == "gamma" else {"rate_per_s": rate}
+        elif process == "onoff":
+            arrivals |= {"on_rate_per_s": rate, "off_rate_per_s": off_rate, "mean_on_s": mean_on_s, "mean_off_s": mean_off_s}
+        elif process == "diurnal":
+            arrivals |= {
+                "mean_rate_per_s": rate,
+                "amplitude": amplitude,
+                "period_s": period_s,
+                "rate_table": rate_table,
+                "time_scale": time_scale,
+            }
+        else:
+            raise FleetsimError(f"--process must be poisson, gamma, onoff or diurnal (got {process!r}); spikes need --spec")
+        raw = {
+            "arrivals": arrivals,
+            "prompt_tokens": parse_lengths(prompt).model_dump(),
+            "output_tokens": parse_lengths(output).model_dump(),
+            "duration_s": duration_s,
+            "n_requests": requests,
+            "seed": seed,
+        }
+        parsed = parse_spec(raw, where="trace gen")
+    frame = generate(parsed, base_dir=base_dir)
+    write_trace(frame, out)
+    stats = describe(frame)
+    typer.echo(
+        f"wrote {out}: {stats['requests']:,} requests over {stats['duration_s']:,.1f} s, rate {_fmt(stats['mean_rate_per_s'])}/s, IAT CV {_fmt(stats['iat_cv'])}"
+    )
+
+
+@trace_app.command()
+@user_errors
+def convert(
+    src: Path,
+    dst: Path,
+    fmt: FormatOpt = None,
+    columns: ColumnsOpt = None,
+    time_unit: TimeUnitOpt = "s",
+    model: ModelOpt = None,
+    start_s: Annotated[float | None, typer.Option(help="Keep arrivals at or after this time (s from the first).")] = None,
+    end_s: Annotated[float | None, typer.Option(help="Keep arrivals before this time.")] = None,
+    rate_scale: Annotated[float | None, typer.Option(help="Multiply the arrival rate (compress time).")] = None,
+    sample: Annotated[float | None, typer.Option(help="Keep each request with this probability.")] = None,
+    max_context: Annotated[int | None, typer.Option(help="Clip prompt + output to this many tokens.")] = None,
+    repeat: Annotated[int | None, typer.Option(help="Concatenate this many copies back to back.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for --sample.")] = 0,
+) -> None:
+    """Read any supported format, apply transforms (window, rate, sample, clip, repeat), write canonical CSV/Parquet."""
+    frame = _load(src, fmt, columns, time_unit, model)
+    if start_s is not None or end_s is not None:
+        frame = tf.window(frame, start_s=start_s or 0.0, end_s=end_s)
+    if rate_scale is not None:
+        frame = tf.scale_rate(frame, rate_scale)
+    if sample is not None:
+        frame = tf.subsample(frame, sample, np.random.default_rng(np.random.SeedSequence(seed)))
+    if max_context is not None:
+        frame = tf.clip_tokens(frame, max_context)
+    if repeat is not None:
+        frame = tf.repeat(frame, repeat)
+    write_trace(frame, dst)
+    typer.echo(f"wrote {dst}: {len(frame):,} requests")
+
+
+@trace_app.command()
+@user_errors
+def merge(
+    dst: Path,
+    inputs: Annotated[list[str], typer.Argument(help="FILE=KLASS pairs, KLASS interactive or batch.")],
+) -> None:
+    """Interleave traces by arrival time, labelling each request's klass by its source."""
+    frames, klass = {}, {}
+    for item in inputs:
+        path, sep, label = item.rpartition("=")
+        if not sep or not path:
+            raise FleetsimError(f"merge inputs are FILE=KLASS (got {item!r})")
+        frames[path] = load_trace(path)
+        klass[path] = label
+    write_trace(tf.merge(frames, klass=klass), dst)
+    typer.echo(f"wrote {dst}: {sum(len(f) for f in frames.values()):,} requests")

@@ -1,0 +1,333 @@
+"""Trace readers: real formats -> the canonical frame (`sim.workload.schema`).
+
+Formats, detected from the extension and the CSV header unless forced:
+  azure      Azure LLM inference 2023/2024 CSV: TIMESTAMP (wall clock), ContextTokens, GeneratedTokens
+  burstgpt   BurstGPT CSV: Timestamp (s), Model, Request tokens, Response tokens, Total tokens, Log Type;
+             optionally one Model; failed requests (0 response tokens) are dropped and counted
+  mooncake   Mooncake JSONL: timestamp (ms), input_length, output_length, hash_ids
+  vidur      Vidur trace CSV: arrived_at (s), num_prefill_tokens, num_decode_tokens
+  canonical  CSV or Parquet with the canonical columns
+  generic    CSV or Parquet with a column mapping and a time unit
+CSV files are streamed in blocks through pyarrow's typed parser and validated with numpy per block,
+so a file of tens of millions of rows never becomes a Python object per row. Errors name the file,
+the line (CSV/JSONL; the header is line 1) or row (Parquet, from 1) and the value.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.json as pa_json
+import pyarrow.parquet as pq
+
+from sim.errors import FleetsimError
+from sim.workload.schema import OPTIONAL, REQUIRED, Where, canonical_frame, check_times, check_tokens, validate_frame
+
+FORMATS = ("azure", "burstgpt", "mooncake", "vidur", "canonical", "generic")
+TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+BLOCK_BYTES = 16 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class CsvLayout:
+    """Which source columns hold time and tokens, and how the time is written."""
+
+    time: str
+    prompt: str
+    output: str
+    time_unit: str = "s"  # or "datetime"
+    extra: tuple[str, ...] = ()  # further columns to keep, by source name
+    filters: dict[str, str] = field(default_factory=dict)
+
+
+AZURE = CsvLayout("TIMESTAMP", "ContextTokens", "GeneratedTokens", time_unit="datetime")
+BURSTGPT = CsvLayout("Timestamp", "Request tokens", "Response tokens")
+VIDUR = CsvLayout("arrived_at", "num_prefill_tokens", "num_decode_tokens")
+CANONICAL = CsvLayout("arrival_at_s", "prompt_tokens", "output_tokens")
+HEADERS = {"azure": AZURE, "burstgpt": BURSTGPT, "vidur": VIDUR, "canonical": CANONICAL}
+
+
+def load_trace(
+    path: str | Path,
+    *,
+    format: str | None = None,
+    columns: Mapping[str, str] | None = None,
+    time_unit: str = "s",
+    model: str | None = None,
+) -> pd.DataFrame:
+    """Read a trace file into the canonical frame. `columns` maps canonical -> source names."""
+    path = Path(path)
+    if format is not None and format not in FORMATS:
+        raise FleetsimError(f"unknown trace format {format!r}; valid formats: {', '.join(FORMATS)}")
+    if time_unit not in (*TIME_UNITS, "datetime"):
+        raise FleetsimError(f"time unit must be one of {', '.join((*TIME_UNITS, 'datetime'))} (got {time_unit!r})")
+    if not path.is_file():
+        raise FleetsimError(f"{path}: no such trace file")
+    if path.stat().st_size == 0:
+        raise FleetsimError(f"{path}: empty file")
+    suffix = path.suffix.lower()
+    if columns is not None and format in (None, "generic"):
+        format = "generic"
+    if format is None:
+        format = _detect(path, suffix)
+    if format == "mooncake":
+        return _read_mooncake(path)
+    if suffix == ".parquet":
+        if format not in ("canonical", "generic"):
+            raise FleetsimError(f"{path}: format {format} is a CSV format; Parquet traces are canonical or generic")
+        return _read_parquet(path, columns=columns, time_unit=time_unit)
+    layout = _generic_layout(columns, time_unit, path) if format == "generic" else HEADERS[format]
+    if format == "burstgpt":
+        layout = CsvLayout(
+            BURSTGPT.time, BURSTGPT.prompt, BURSTGPT.output, extra=("Model",), filters={"Model": model} if model else {}
+        )
+    elif format == "canonical":
+        header = _header(path)
+        layout = CsvLayout(CANONICAL.time, CANONICAL.prompt, CANONICAL.output, extra=tuple(c for c in OPTIONAL if c in header))
+    return _read_csv(path, layout, format)
+
+
+def _detect(path: Path, suffix: str) -> str:
+    if suffix in (".jsonl", ".json"):
+        return "mooncake"
+    if suffix == ".parquet":
+        names = set(pq.ParquetFile(path).schema_arrow.names)
+        if set(REQUIRED) <= names:
+            return "canonical"
+        raise FleetsimError(f"{path}: Parquet without the canonical columns; pass --format generic with --columns")
+    header = set(_header(path))
+    for name, layout in HEADERS.items():
+        if {layout.time, layout.prompt, layout.output} <= header:
+            return name
+    raise FleetsimError(
+        f"{path}: cannot tell the trace format from its header {sorted(header)}; pass --format ({', '.join(FORMATS)})"
+    )
+
+
+def _header(path: Path) -> list[str]:
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        row = next(csv.reader(f), [])
+    return [c.strip() for c in row]
+
+
+def _generic_layout(columns: Mapping[str, str] | None, time_unit: str, path: Path) -> CsvLayout:
+    if not columns:
+        raise FleetsimError(
+            f"{path}: format generic needs a column mapping (arrival_at_s=..., prompt_tokens=..., output_tokens=...)"
+        )
+    missing = [c for c in REQUIRED if c not in columns]
+    if missing:
+        raise FleetsimError(f"column mapping: missing {missing[0]!r} (have {', '.join(columns)})")
+    unknown = [c for c in columns if c not in REQUIRED]
+    if unknown:
+        raise FleetsimError(f"column mapping: unknown canonical column {unknown[0]!r} (map {', '.join(REQUIRED)})")
+    return CsvLayout(columns["arrival_at_s"], columns["prompt_tokens"], columns["output_tokens"], time_unit=time_unit)
+
+
+# --- CSV -----------------------------------------------------------------------------------------
+def _read_csv(path: Path, layout: CsvLayout, format: str) -> pd.DataFrame:
+    header = _header(path)
+    needed = [layout.time, layout.prompt, layout.output, *layout.extra]
+    for col in needed:
+        if col not in header:
+            raise FleetsimError(f"{path}: missing column {col!r} for format {format} (found: {', '.join(header)})")
+    time_type = pa.timestamp("ns") if layout.time_unit == "datetime" else pa.float64()
+    types = {layout.time: time_type, layout.prompt: pa.int64(), layout.output: pa.int64()}
+    where = Where(str(path))
+    times, prompts, outputs, keep_masks = [], [], [], []
+    extras: dict[str, list[np.ndarray]] = {c: [] for c in layout.extra}
+    offset, previous, origin = 0, -np.inf, None
+    try:
+        for batch in _csv_batches(path, needed, types):
+            t_col = batch.column(layout.time)
+            if t_col.null_count:
+                bad = int(np.flatnonzero(t_col.is_null().to_numpy(zero_copy_only=False))[0])
+                raise FleetsimError(f"{where.at(offset + bad)}: {layout.time} is missing")
+            if layout.time_unit == "datetime":
+                ns = t_col.cast(pa.int64()).to_numpy()
+                origin = ns[0] if origin is None else origin
+                t = (ns - origin).astype(np.float64) * 1e-9
+            else:
+                t = t_col.to_numpy() * TIME_UNITS[layout.time_unit]
+            p = _int_column(batch, layout.prompt, where, offset)
+            o = _int_column(batch, layout.output, where, offset)
+            check_times(t, column=layout.time, where=where, offset=offset, previous=previous)
+            check_tokens(p, column=layout.prompt, where=where, offset=offset)
+            keep = np.ones(len(t), dtype=bool)
+            if format == "burstgpt":
+                keep &= o > 0  # failed requests: logged with 0 response tokens
+                for col, value in layout.filters.items():
+                    keep &= batch.column(col).to_numpy(zero_copy_only=False) == value
+            check_tokens(np.where(keep, o, 1), column=layout.output, where=where, offset=offset)
+            for col in layout.extra:
+                extras[col].append(batch.column(col).to_numpy(zero_copy_only=False))
+            times.append(t)
+            prompts.append(p)
+            outputs.append(o)
+            keep_masks.append(keep)
+            previous = t[-1] if len(t) else previous
+            offset += batch.num_rows
+    except pa.ArrowInvalid as err:
+        raise _locate_bad_value(path, layout, err) from None
+    if offset == 0:
+        raise FleetsimError(f"{path}: the trace has no requests (header only)")
+    keep_all = np.concatenate(keep_masks)
+    extra_cols: dict[str, object] = {c: np.concatenate(v)[keep_all] for c, v in extras.items() if c in OPTIONAL}
+    if "prefix_hash_ids" in extra_cols:  # written by write_trace as space-separated ints
+        extra_cols["prefix_hash_ids"] = [
+            np.array(str(h).split(), dtype=np.int64) if h is not None else None
+            for h in extra_cols["prefix_hash_ids"]  # type: ignore[attr-defined]
+        ]
+    frame = canonical_frame(
+        np.concatenate(times)[keep_all],
+        np.concatenate(prompts)[keep_all],
+        np.concatenate(outputs)[keep_all],
+        source=str(path),
+        extra=extra_cols,
+    )
+    frame.attrs["format"] = format
+    frame.attrs["rows_read"] = offset
+    if format == "burstgpt":
+        frame.attrs["dropped_failed"] = int(np.sum(np.concatenate(outputs) == 0))
+        frame.attrs["dropped_other_models"] = int(offset - keep_all.sum() - frame.attrs["dropped_failed"])
+    if len(frame) and extra_cols:
+        return validate_frame(frame, source=str(path), where=Where(str(path)))
+    return frame
+
+
+def _csv_batches(path: Path, columns: list[str], types: dict[str, pa.DataType]) -> Iterator[pa.RecordBatch]:
+    reader = pcsv.open_csv(
+        path,
+        read_options=pcsv.ReadOptions(block_size=BLOCK_BYTES, encoding="utf8"),
+        parse_options=pcsv.ParseOptions(newlines_in_values=False),
+        convert_options=pcsv.ConvertOptions(
+            column_types=types, include_columns=columns, null_values=[""], strings_can_be_null=True
+        ),
+    )
+    yield from reader
+
+
+def _int_column(batch: pa.RecordBatch, name: str, where: Where, offset: int) -> np.ndarray:
+    col = batch.column(name)
+    if col.null_count:
+        bad = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+        raise FleetsimError(f"{where.at(offset + bad)}: {name} is missing")
+    return np.asarray(col.to_numpy())
+
+
+def _locate_bad_value(path: Path, layout: CsvLayout, err: pa.ArrowInvalid) -> FleetsimError:
+    """pyarrow says a value did not parse but not where: scan as text (the error path only)."""
+    where = Where(str(path))
+    offset = 0
+    for chunk in pd.read_csv(
+        path, usecols=[layout.time, layout.prompt, layout.output], dtype=str, chunksize=1_000_000, keep_default_na=False
+    ):
+        for col, kind in ((layout.time, layout.time_unit), (layout.prompt, "int"), (layout.output, "int")):
+            text = chunk[col].str.strip()
+            if kind == "datetime":
+                ok = pd.to_datetime(text, errors="coerce", format="ISO8601").notna().to_numpy()
+                rule = "must be a date-time"
+            elif kind == "int":
+                ok = text.str.fullmatch(r"[+-]?\d+").to_numpy(dtype=bool)
+                rule = "must be an integer"
+            else:
+                ok = pd.to_numeric(text, errors="coerce").notna().to_numpy()
+                rule = "must be a number"
+            bad = np.flatnonzero(~ok)
+            if bad.size:
+                i = int(bad[0])
+                value = text.iloc[i]
+                if value == "":
+                    return FleetsimError(f"{where.at(offset + i)}: {col} is missing")
+                return FleetsimError(f"{where.at(offset + i)}: {col} {rule} (got {value!r})")
+        offset += len(chunk)
+    message = str(err).splitlines()[0]
+    return FleetsimError(f"{path}: cannot parse ({message})")
+
+
+# --- JSONL (Mooncake) ------------------------------------------------------------------------------
+MOONCAKE_FIELDS = ("timestamp", "input_length", "output_length")
+
+
+def _read_mooncake(path: Path) -> pd.DataFrame:
+    """Vectorized through pyarrow's JSON reader; a line-by-line scan only finds what it rejected."""
+    try:
+        table = pa_json.read_json(path, read_options=pa_json.ReadOptions(block_size=BLOCK_BYTES))
+    except pa.ArrowInvalid as err:
+        raise _locate_bad_json(path, err) from None
+    names = set(table.column_names)
+    for key in MOONCAKE_FIELDS:
+        if key not in names:
+            raise FleetsimError(f"{path}: missing field {key!r} (found: {', '.join(sorted(names))})")
+        if not (pa.types.is_integer(table[key].type) or pa.types.is_floating(table[key].type)):
+            raise _locate_bad_json(path, None)
+    lines = Where(str(path), first_row_number=1)
+    if table.num_rows == 0:
+        raise FleetsimError(f"{path}: the trace has no requests")
+    columns = {key: table[key].to_numpy().astype(np.float64) for key in MOONCAKE_FIELDS}  # nulls -> NaN
+    t = columns["timestamp"] * 1e-3
+    check_times(t, column="timestamp", where=lines)
+    check_tokens(columns["input_length"], column="input_length", where=lines)
+    check_tokens(columns["output_length"], column="output_length", where=lines)
+    extra: dict[str, object] = {}
+    if "hash_ids" in names:
+        extra["prefix_hash_ids"] = table["hash_ids"].to_pandas()
+    frame = canonical_frame(t, columns["input_length"], columns["output_length"], source=str(path), extra=extra)
+    frame.attrs["format"] = "mooncake"
+    frame.attrs["rows_read"] = len(frame)
+    return frame
+
+
+def _locate_bad_json(path: Path, err: pa.ArrowInvalid | None) -> FleetsimError:
+    where = Where(str(path), first_row_number=1)
+    with path.open(encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                return FleetsimError(f"{where.at(i)}: invalid JSON ({e.msg})")
+            if not isinstance(row, dict):
+                return FleetsimError(f"{where.at(i)}: each line must be a JSON object (got {type(row).__name__})")
+            for key in MOONCAKE_FIELDS:
+                value = row.get(key)
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    return FleetsimError(f"{where.at(i)}: {key} must be a number (got {value!r})")
+    detail = str(err).splitlines()[0] if err is not None else "inconsistent field types"
+    return FleetsimError(f"{path}: cannot parse as JSON lines ({detail})")
+
+
+# --- Parquet -----------------------------------------------------------------------------------------
+def _read_parquet(path: Path, *, columns: Mapping[str, str] | None, time_unit: str) -> pd.DataFrame:
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise FleetsimError(f"{path}: not a readable Parquet file ({str(err).splitlines()[0]})") from None
+    frame = table.to_pandas()
+    if columns:
+        layout = _generic_layout(columns, time_unit, path)
+        for col in (layout.time, layout.prompt, layout.output):
+            if col not in frame.columns:
+                raise FleetsimError(f"{path}: missing column {col!r} (found: {', '.join(frame.columns)})")
+        t = frame[layout.time]
+        seconds = (
+            (pd.to_datetime(t) - pd.to_datetime(t).iloc[0]).dt.total_seconds()
+            if time_unit == "datetime"
+            else pd.to_numeric(t, errors="coerce") * TIME_UNITS[time_unit]
+        )
+        frame = pd.DataFrame(
+            {"arrival_at_s": seconds, "prompt_tokens": frame[layout.prompt], "output_tokens": frame[layout.output]}
+        )
+    out = validate_frame(frame, source=str(path), where=Where(str(path), first_row_number=1, unit="row"))
+    out.attrs["format"] = "generic" if columns else "canonical"
+    out.attrs["rows_read"] = len(out)
+    return out

@@ -1,0 +1,172 @@
+"""The canonical trace frame every reader produces and every consumer reads.
+
+Columns (one row per request, ordered by arrival):
+  arrival_at_s   float64 >= 0, non-decreasing, seconds after the trace's first arrival
+  prompt_tokens  int64 >= 1
+  output_tokens  int64 >= 1
+optional:
+  request_id     string, unique
+  klass          "interactive" | "batch"
+  priority       int64 (lower is served first)
+  deadline_at_s  float64 >= arrival_at_s
+  prefix_hash_ids  list of int64 (Mooncake-style prefix-chained block hashes)
+
+Equal timestamps are legal: real traces log at millisecond resolution or coarser and hold many
+requests that arrive in the same instant; they keep their file order. A decreasing timestamp is an
+error (sort the file first), as are missing, non-numeric, zero or negative token counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from sim.errors import FleetsimError
+
+REQUIRED = ("arrival_at_s", "prompt_tokens", "output_tokens")
+OPTIONAL = ("request_id", "klass", "priority", "deadline_at_s", "prefix_hash_ids")
+KLASSES = ("interactive", "batch")
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    """How to name a row of a source in an error: `file line N` or `file row N`."""
+
+    source: str
+    first_row_number: int = 2  # the line of the first data row (after a CSV header)
+    unit: str = "line"
+
+    def at(self, index: int) -> str:
+        return f"{self.source} {self.unit} {self.first_row_number + index}"
+
+
+def first_bad(mask: np.ndarray) -> int | None:
+    hits = np.flatnonzero(mask)
+    return int(hits[0]) if hits.size else None
+
+
+def check_tokens(values: np.ndarray, *, column: str, where: Where, offset: int = 0) -> None:
+    """Token counts: present, integral and >= 1 (vectorized; names the first offending row)."""
+    bad = first_bad(~(values >= 1))  # NaN fails too
+    if bad is not None:
+        raise FleetsimError(f"{where.at(offset + bad)}: {column} must be >= 1 (got {_show(values[bad])})")
+    if values.dtype.kind == "f":
+        bad = first_bad(values != np.floor(values))
+        if bad is not None:
+            raise FleetsimError(f"{where.at(offset + bad)}: {column} must be an integer (got {_show(values[bad])})")
+
+
+def check_times(values: np.ndarray, *, column: str, where: Where, offset: int = 0, previous: float = -np.inf) -> None:
+    """Timestamps: finite and non-decreasing, also across chunk boundaries (`previous`)."""
+    bad = first_bad(~np.isfinite(values))
+    if bad is not None:
+        raise FleetsimError(f"{where.at(offset + bad)}: {column} must be a finite number (got {_show(values[bad])})")
+    if values.size:
+        prev = np.concatenate(([previous], values[:-1]))
+        bad = first_bad(values < prev)
+        if bad is not None:
+            raise FleetsimError(
+                f"{where.at(offset + bad)}: {column} must be non-decreasing (got {_show(values[bad])} after {_show(prev[bad])}); sort the trace by time"
+            )
+
+
+def _show(value: object) -> str:
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+def canonical_frame(
+    arrival_at_s: np.ndarray,
+    prompt_tokens: np.ndarray,
+    output_tokens: np.ndarray,
+    *,
+    source: str,
+    extra: dict[str, object] | None = None,
+) -> pd.DataFrame:
+    """Assemble a validated frame: times re-based to the first arrival, tokens as int64."""
+    if arrival_at_s.size == 0:
+        raise FleetsimError(f"{source}: the trace has no requests")
+    t = np.asarray(arrival_at_s, dtype=np.float64)
+    frame = pd.DataFrame(
+        {
+            "arrival_at_s": t - t[0],
+            "prompt_tokens": np.asarray(prompt_tokens, dtype=np.int64),
+            "output_tokens": np.asarray(output_tokens, dtype=np.int64),
+        }
+    )
+    for name, values in (extra or {}).items():
+        frame[name] = values
+    frame.attrs["source"] = source
+    return frame
+
+
+def validate_frame(frame: pd.DataFrame, *, source: str = "<trace>", where: Where | None = None) -> pd.DataFrame:
+    """Check a frame against the schema (used on frames built in Python and read from Parquet)."""
+    where = where or Where(source, first_row_number=0, unit="row")
+    missing = [c for c in REQUIRED if c not in frame.columns]
+    if missing:
+        raise FleetsimError(f"{source}: missing column {missing[0]!r} (found: {', '.join(map(str, frame.columns))})")
+    unknown = [c for c in frame.columns if c not in REQUIRED + OPTIONAL]
+    if unknown:
+        raise FleetsimError(f"{source}: unknown column {unknown[0]!r} (allowed: {', '.join(REQUIRED + OPTIONAL)})")
+    if len(frame) == 0:
+        raise FleetsimError(f"{source}: the trace has no requests")
+    t = _numeric(frame["arrival_at_s"], "arrival_at_s", where)
+    check_times(t, column="arrival_at_s", where=where)
+    bad = first_bad(t < 0)
+    if bad is not None:
+        raise FleetsimError(f"{where.at(bad)}: arrival_at_s must be >= 0 (got {_show(t[bad])})")
+    for col in ("prompt_tokens", "output_tokens"):
+        check_tokens(_numeric(frame[col], col, where), column=col, where=where)
+    out = frame.copy()
+    out["arrival_at_s"] = t - t[0]
+    out["prompt_tokens"] = frame["prompt_tokens"].to_numpy(dtype=np.float64).astype(np.int64)
+    out["output_tokens"] = frame["output_tokens"].to_numpy(dtype=np.float64).astype(np.int64)
+    _check_optional(out, where)
+    if "deadline_at_s" in out.columns:
+        deadline = out["deadline_at_s"].to_numpy(dtype=np.float64) - t[0]
+        bad = first_bad(deadline < out["arrival_at_s"].to_numpy())
+        if bad is not None:
+            raise FleetsimError(
+                f"{where.at(bad)}: deadline_at_s must be >= arrival_at_s (got {frame['deadline_at_s'].iloc[bad]!r})"
+            )
+        out["deadline_at_s"] = deadline
+    out.attrs["source"] = frame.attrs.get("source", source)
+    return out
+
+
+def _numeric(series: pd.Series, column: str, where: Where) -> np.ndarray:
+    values: np.ndarray = np.asarray(pd.to_numeric(series, errors="coerce"), dtype=np.float64)
+    bad = first_bad(np.isnan(values) & series.notna().to_numpy())
+    if bad is not None:
+        raise FleetsimError(f"{where.at(bad)}: {column} must be a number (got {series.iloc[bad]!r})")
+    bad = first_bad(np.isnan(values))
+    if bad is not None:
+        raise FleetsimError(f"{where.at(bad)}: {column} is missing")
+    return values
+
+
+def _check_optional(frame: pd.DataFrame, where: Where) -> None:
+    checks: dict[str, Callable[[pd.Series], np.ndarray]] = {
+        "klass": lambda s: ~s.isin(KLASSES).to_numpy(),
+        "deadline_at_s": lambda s: ~(pd.to_numeric(s, errors="coerce").to_numpy() >= 0),
+        "priority": lambda s: pd.to_numeric(s, errors="coerce").isna().to_numpy(),
+    }
+    rules = {
+        "klass": f"must be one of {', '.join(KLASSES)}",
+        "deadline_at_s": "must be a number >= 0",
+        "priority": "must be an integer",
+    }
+    for col, bad_of in checks.items():
+        if col in frame.columns:
+            bad = first_bad(bad_of(frame[col]))
+            if bad is not None:
+                raise FleetsimError(f"{where.at(bad)}: {col} {rules[col]} (got {frame[col].iloc[bad]!r})")
+    if "request_id" in frame.columns:
+        dup = first_bad(frame["request_id"].duplicated().to_numpy())
+        if dup is not None:
+            raise FleetsimError(f"{where.at(dup)}: request_id must be unique (got {frame['request_id'].iloc[dup]!r} again)")

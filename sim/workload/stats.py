@@ -1,0 +1,41 @@
+"""Trace characterization: the figures `fleetsim trace inspect` prints (keys in DESIGN.md).
+
+rate = requests / (last - first arrival); inter-arrival CV = population std / mean of the gaps;
+peak-to-mean of per-minute counts over every minute from the first arrival (empty ones included);
+token percentiles with numpy's linear interpolation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+def describe(frame: pd.DataFrame) -> dict[str, Any]:
+    t = frame["arrival_at_s"].to_numpy()
+    n = len(t)
+    duration = float(t[-1] - t[0]) if n else 0.0
+    gaps = np.diff(t)
+    per_min = np.bincount(np.floor((t - t[0]) / 60.0).astype(np.int64)) if n else np.zeros(1)
+    out: dict[str, Any] = {
+        "requests": n,
+        "duration_s": duration,
+        "mean_rate_per_s": n / duration if duration > 0 else None,
+        "iat_cv": float(gaps.std() / gaps.mean()) if gaps.size and gaps.mean() > 0 else None,
+        "peak_to_mean_per_min": float(per_min.max() / per_min.mean()),
+    }
+    for col, short in (("prompt_tokens", "prompt"), ("output_tokens", "output")):
+        x = frame[col].to_numpy()
+        out[f"{short}_tokens_mean"] = float(x.mean())
+        out[f"{short}_tokens_p50"] = float(np.percentile(x, 50))
+        out[f"{short}_tokens_p99"] = float(np.percentile(x, 99))
+    out["total_prompt_tokens"] = int(frame["prompt_tokens"].sum())
+    out["total_output_tokens"] = int(frame["output_tokens"].sum())
+    return out
+
+
+def arrivals_per_minute(frame: pd.DataFrame) -> np.ndarray:
+    t = frame["arrival_at_s"].to_numpy()
+    return np.bincount(np.floor((t - t[0]) / 60.0).astype(np.int64))

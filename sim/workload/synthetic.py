@@ -1,0 +1,336 @@
+"""Seeded synthetic traces: arrival processes x length distributions -> the canonical frame.
+
+Arrival processes (rates in requests/s, times in s):
+  poisson   homogeneous Poisson
+  gamma     renewal with Gamma gaps of a given CV (vLLM's --burstiness b is CV = 1/sqrt(b))
+  onoff     two-state Markov-modulated Poisson (MMPP-2): exponential on/off periods, a rate in each
+  diurnal   non-homogeneous Poisson: a sinusoid (period, amplitude) by thinning, or a rate table
+            (window_start_s, rate) such as ServeGen's, scaled to a target mean and optionally
+            compressed in time, as exact piecewise-constant segments
+  spikes    a base Poisson rate multiplied inside given windows
+Lengths: fixed, uniform (integers, inclusive), lognormal (mean and CV; clipped to [1, max]),
+empirical (resampled from a trace's column).
+Randomness: `np.random.SeedSequence(seed).spawn(3)` -> arrivals, prompt lengths, output lengths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sim.errors import FleetsimError, from_validation_error
+from sim.workload.schema import canonical_frame
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Poisson(_Spec):
+    process: Literal["poisson"] = "poisson"
+    rate_per_s: float = Field(gt=0)
+
+
+class GammaRenewal(_Spec):
+    process: Literal["gamma"] = "gamma"
+    rate_per_s: float = Field(gt=0)
+    cv: float = Field(gt=0)
+
+
+class OnOff(_Spec):
+    process: Literal["onoff"] = "onoff"
+    on_rate_per_s: float = Field(gt=0)
+    off_rate_per_s: float = Field(default=0.0, ge=0)
+    mean_on_s: float = Field(gt=0)
+    mean_off_s: float = Field(gt=0)
+
+
+class Diurnal(_Spec):
+    process: Literal["diurnal"] = "diurnal"
+    mean_rate_per_s: float = Field(gt=0)
+    period_s: float = Field(default=86_400.0, gt=0)
+    amplitude: float = Field(default=0.5, ge=0, le=1)  # rate = mean * (1 + a sin(2 pi (t - phase)/period))
+    phase_s: float = 0.0
+    rate_table: str | None = None  # CSV: window_start_s, rate (any second column name)
+    time_scale: float = Field(default=1.0, gt=0)  # >1 compresses the table's clock
+
+
+class Spike(_Spec):
+    at_s: float = Field(ge=0)
+    duration_s: float = Field(gt=0)
+    multiplier: float = Field(ge=0)
+
+
+class Spikes(_Spec):
+    process: Literal["spikes"] = "spikes"
+    rate_per_s: float = Field(gt=0)
+    spikes: list[Spike] = Field(min_length=1)
+
+
+Arrivals = Annotated[Poisson | GammaRenewal | OnOff | Diurnal | Spikes, Field(discriminator="process")]
+
+
+class Fixed(_Spec):
+    dist: Literal["fixed"] = "fixed"
+    tokens: int = Field(ge=1)
+
+
+class Uniform(_Spec):
+    dist: Literal["uniform"] = "uniform"
+    low: int = Field(ge=1)
+    high: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Uniform:
+        if self.high < self.low:
+            raise ValueError(f"high must be >= low (got {self.high} < {self.low})")
+        return self
+
+
+class Lognormal(_Spec):
+    dist: Literal["lognormal"] = "lognormal"
+    mean: float = Field(gt=0)
+    cv: float = Field(gt=0)
+    max: int | None = Field(default=None, ge=1)
+
+
+class Empirical(_Spec):
+    dist: Literal["empirical"] = "empirical"
+    trace: str
+    column: Literal["prompt_tokens", "output_tokens"]
+
+
+Lengths = Annotated[Fixed | Uniform | Lognormal | Empirical, Field(discriminator="dist")]
+
+
+class SyntheticSpec(_Spec):
+    arrivals: Arrivals
+    prompt_tokens: Lengths
+    output_tokens: Lengths
+    duration_s: float | None = Field(default=None, gt=0)
+    n_requests: int | None = Field(default=None, ge=1)
+    seed: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _one_length(self) -> SyntheticSpec:
+        if (self.duration_s is None) == (self.n_requests is None):
+            raise ValueError("give exactly one of duration_s and n_requests")
+        return self
+
+
+def parse_spec(raw: object, *, where: str = "<spec>") -> SyntheticSpec:
+    try:
+        return SyntheticSpec.model_validate(raw)
+    except ValidationError as err:
+        raise from_validation_error(err, where=where) from None
+
+
+# --- arrival processes ---------------------------------------------------------------------------
+def _renewal(
+    draw_gaps: Callable[[np.random.Generator, int], np.ndarray],
+    rng: np.random.Generator,
+    *,
+    rate: float,
+    duration_s: float | None,
+    n: int | None,
+) -> np.ndarray:
+    """Arrival instants of a renewal process whose first arrival is at 0."""
+    if n is not None:
+        gaps = draw_gaps(rng, n - 1)
+        return np.concatenate(([0.0], np.cumsum(gaps)))
+    assert duration_s is not None
+    chunks, total, t_end = [np.zeros(1)], 0.0, duration_s
+    block = max(1024, int(rate * duration_s * 1.1) + 16)
+    while total < t_end:
+        gaps = draw_gaps(rng, block)
+        times = total + np.cumsum(gaps)
+        chunks.append(times)
+        total = float(times[-1])
+    t = np.concatenate(chunks)
+    return t[t < t_end]
+
+
+def _piecewise_poisson(starts: np.ndarray, rates: np.ndarray, end_s: float, rng: np.random.Generator) -> np.ndarray:
+    """Exact non-homogeneous Poisson arrivals with a piecewise-constant rate."""
+    ends = np.append(starts[1:], end_s)
+    lengths = np.clip(ends - starts, 0, None)
+    counts = rng.poisson(rates * lengths)
+    seg = np.repeat(np.arange(len(starts)), counts)
+    t = starts[seg] + rng.random(seg.size) * lengths[seg]
+    return np.sort(t, kind="stable")
+
+
+def _until(t: np.ndarray, n: int | None, what: str) -> np.ndarray:
+    if n is not None:
+        if t.size < n:
+            raise FleetsimError(f"{what}: only {t.size} arrivals in the horizon, fewer than n_requests={n}; use duration_s")
+        return t[:n]
+    return t
+
+
+def arrival_times(spec: Arrivals, rng: np.random.Generator, *, duration_s: float | None, n: int | None) -> np.ndarray:
+    """Arrival instants (s) of `spec`, in [0, duration_s) or the first `n`."""
+    if isinstance(spec, Poisson):
+        return _renewal(lambda g, k: g.exponential(1 / spec.rate_per_s, k), rng, rate=spec.rate_per_s, duration_s=duration_s, n=n)
+    if isinstance(spec, GammaRenewal):
+        shape = 1.0 / spec.cv**2
+        scale = 1.0 / (spec.rate_per_s * shape)
+        return _renewal(lambda g, k: g.gamma(shape, scale, k), rng, rate=spec.rate_per_s, duration_s=duration_s, n=n)
+    if isinstance(spec, OnOff):
+        mean_rate = (spec.on_rate_per_s * spec.mean_on_s + spec.off_rate_per_s * spec.mean_off_s) / (
+            spec.mean_on_s + spec.mean_off_s
+        )
+        horizon = duration_s if duration_s is not None else 4.0 * (n or 1) / mean_rate + 10 * (spec.mean_on_s + spec.mean_off_s)
+        cycle = spec.mean_on_s + spec.mean_off_s
+        blocks = []
+        covered = 0.0
+        while covered < horizon:  # alternate on, off, on, ... until the horizon is covered
+            k = int((horizon - covered) / cycle * 1.2) + 16
+            block = np.empty(2 * k)
+            block[0::2] = rng.exponential(spec.mean_on_s, k)
+            block[1::2] = rng.exponential(spec.mean_off_s, k)
+            blocks.append(block)
+            covered += float(block.sum())
+        durations = np.concatenate(blocks)
+        starts = np.concatenate(([0.0], np.cumsum(durations)[:-1]))
+        rates = np.where(np.arange(durations.size) % 2 == 0, spec.on_rate_per_s, spec.off_rate_per_s)
+        keep = starts < horizon
+        t = _piecewise_poisson(starts[keep], rates[keep], horizon, rng)
+        return _until(t, n, "onoff")
+    if isinstance(spec, Diurnal):
+        return _diurnal(spec, rng, duration_s=duration_s, n=n)
+    if isinstance(spec, Spikes):
+        horizon = duration_s if duration_s is not None else _spike_horizon(spec, n or 1)
+        edges = sorted({0.0, horizon, *(s.at_s for s in spec.spikes), *(s.at_s + s.duration_s for s in spec.spikes)})
+        starts = np.array([e for e in edges if e < horizon])
+        rates = np.array([_spike_rate(spec, s) for s in starts])
+        return _until(_piecewise_poisson(starts, rates, horizon, rng), n, "spikes")
+    raise AssertionError(spec)
+
+
+def _spike_rate(spec: Spikes, t: float) -> float:
+    rate = spec.rate_per_s
+    for s in spec.spikes:
+        if s.at_s <= t < s.at_s + s.duration_s:
+            rate *= s.multiplier
+    return rate
+
+
+def _spike_horizon(spec: Spikes, n: int) -> float:
+    return 4.0 * n / spec.rate_per_s + max(s.at_s + s.duration_s for s in spec.spikes)
+
+
+def load_rate_table(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """A two-column CSV: window start (s, increasing) and the rate in that window."""
+    path = Path(path)
+    try:
+        table = pd.read_csv(path)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise FleetsimError(f"{path}: cannot read rate table ({str(err).splitlines()[0]})") from None
+    if table.shape[1] != 2 or len(table) == 0:
+        raise FleetsimError(
+            f"{path}: a rate table has two columns (window_start_s, rate) and at least one row (got {table.shape})"
+        )
+    starts = pd.to_numeric(table.iloc[:, 0], errors="coerce").to_numpy(dtype=np.float64)
+    rates = pd.to_numeric(table.iloc[:, 1], errors="coerce").to_numpy(dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(starts) | ~np.isfinite(rates) | (rates < 0))
+    if bad.size:
+        i = int(bad[0])
+        raise FleetsimError(
+            f"{path} line {i + 2}: window start and rate must be numbers, rate >= 0 (got {table.iloc[i, 0]!r}, {table.iloc[i, 1]!r})"
+        )
+    if np.any(np.diff(starts) <= 0):
+        i = int(np.flatnonzero(np.diff(starts) <= 0)[0]) + 1
+        raise FleetsimError(f"{path} line {i + 2}: window starts must increase (got {starts[i]:g} after {starts[i - 1]:g})")
+    return starts - starts[0], rates
+
+
+def _diurnal(spec: Diurnal, rng: np.random.Generator, *, duration_s: float | None, n: int | None) -> np.ndarray:
+    if spec.rate_table is not None:
+        starts, rates = load_rate_table(spec.rate_table)
+        width = np.diff(np.append(starts, starts[-1] + (starts[-1] - starts[-2] if len(starts) > 1 else 1.0)))
+        span = float(starts[-1] + width[-1])
+        mean = float(np.sum(rates * width) / span)
+        if mean <= 0:
+            raise FleetsimError(f"{spec.rate_table}: the rate table's mean rate is 0")
+        starts, span = starts / spec.time_scale, span / spec.time_scale
+        rates = rates * (spec.mean_rate_per_s / mean)
+        horizon = duration_s if duration_s is not None else span
+        if horizon > span:  # wrap the table around
+            reps = int(np.ceil(horizon / span))
+            starts = np.concatenate([starts + k * span for k in range(reps)])
+            rates = np.tile(rates, reps)
+        keep = starts < horizon
+        return _until(_piecewise_poisson(starts[keep], rates[keep], horizon, rng), n, "diurnal")
+    peak = spec.mean_rate_per_s * (1 + spec.amplitude)
+    horizon = duration_s if duration_s is not None else 4.0 * (n or 1) / spec.mean_rate_per_s + spec.period_s
+    candidates = _piecewise_poisson(np.zeros(1), np.array([peak]), horizon, rng)
+    rate = spec.mean_rate_per_s * (1 + spec.amplitude * np.sin(2 * np.pi * (candidates - spec.phase_s) / spec.period_s))
+    accepted = candidates[rng.random(candidates.size) * peak < rate]
+    return _until(accepted, n, "diurnal")
+
+
+# --- lengths -------------------------------------------------------------------------------------------
+def draw_lengths(spec: Lengths, rng: np.random.Generator, n: int, *, base_dir: Path = Path(".")) -> np.ndarray:
+    if isinstance(spec, Fixed):
+        return np.full(n, spec.tokens, dtype=np.int64)
+    if isinstance(spec, Uniform):
+        return rng.integers(spec.low, spec.high + 1, n, dtype=np.int64)
+    if isinstance(spec, Lognormal):
+        sigma2 = np.log1p(spec.cv**2)
+        mu = np.log(spec.mean) - sigma2 / 2
+        x = np.rint(rng.lognormal(mu, np.sqrt(sigma2), n))
+        return np.clip(x, 1, spec.max or np.inf).astype(np.int64)
+    if isinstance(spec, Empirical):
+        from sim.workload.readers import load_trace
+
+        path = Path(spec.trace)
+        source = load_trace(path if path.is_absolute() else base_dir / path)[spec.column].to_numpy()
+        return rng.choice(source, n, replace=True).astype(np.int64)
+    raise AssertionError(spec)
+
+
+def generate(spec: SyntheticSpec, *, base_dir: Path = Path(".")) -> pd.DataFrame:
+    """The canonical frame of a synthetic trace; same spec and seed => identical frame."""
+    arrivals_rng, prompt_rng, output_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(spec.seed).spawn(3))
+    arrivals = spec.arrivals
+    if isinstance(arrivals, Diurnal) and arrivals.rate_table is not None and not Path(arrivals.rate_table).is_absolute():
+        arrivals = arrivals.model_copy(update={"rate_table": str(base_dir / arrivals.rate_table)})
+    t = arrival_times(arrivals, arrivals_rng, duration_s=spec.duration_s, n=spec.n_requests)
+    if t.size == 0:
+        raise FleetsimError("synthetic trace: no arrivals in the horizon; raise duration_s or the rate")
+    n = t.size
+    frame = canonical_frame(
+        t,
+        draw_lengths(spec.prompt_tokens, prompt_rng, n, base_dir=base_dir),
+        draw_lengths(spec.output_tokens, output_rng, n, base_dir=base_dir),
+        source=f"synthetic:{spec.arrivals.process}",
+    )
+    frame.attrs["format"] = "synthetic"
+    return frame
+
+
+def parse_lengths(text: str) -> Lengths:
+    """CLI shorthand: fixed:N | uniform:LOW:HIGH | lognormal:MEAN:CV[:MAX] | empirical:TRACE:COLUMN."""
+    kind, _, rest = text.partition(":")
+    args = rest.split(":") if rest else []
+    try:
+        if kind == "fixed" and len(args) == 1:
+            return Fixed(tokens=int(args[0]))
+        if kind == "uniform" and len(args) == 2:
+            return Uniform(low=int(args[0]), high=int(args[1]))
+        if kind == "lognormal" and len(args) in (2, 3):
+            return Lognormal(mean=float(args[0]), cv=float(args[1]), max=int(args[2]) if len(args) == 3 else None)
+        if kind == "empirical" and len(args) == 2:
+            return Empirical.model_validate({"trace": args[0], "column": args[1]})
+    except (ValueError, ValidationError) as err:
+        detail = err.errors()[0]["msg"] if isinstance(err, ValidationError) else str(err)
+        raise FleetsimError(f"length distribution {text!r}: {detail}") from None
+    raise FleetsimError(
+        f"length distribution {text!r}: expected fixed:N, uniform:LOW:HIGH, lognormal:MEAN:CV[:MAX] or empirical:TRACE:COLUMN"
+    )

@@ -1,0 +1,112 @@
+"""Pure transforms of canonical trace frames. Each returns a new frame, re-based so that the
+first arrival is at 0 s; randomness only through a Generator passed in."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from sim.errors import FleetsimError
+from sim.workload.schema import KLASSES
+
+
+def _rebase(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    if len(frame) == 0:
+        raise FleetsimError(f"{source}: no requests left")
+    out = frame.reset_index(drop=True)
+    t0 = float(out["arrival_at_s"].iloc[0])
+    if t0:
+        out["arrival_at_s"] = out["arrival_at_s"] - t0
+        if "deadline_at_s" in out.columns:
+            out["deadline_at_s"] = out["deadline_at_s"] - t0
+    return out
+
+
+def window(frame: pd.DataFrame, *, start_s: float = 0.0, end_s: float | None = None) -> pd.DataFrame:
+    """Requests arriving in [start_s, end_s)."""
+    if end_s is not None and end_s <= start_s:
+        raise FleetsimError(f"window: end_s must be > start_s (got {end_s} <= {start_s})")
+    t = frame["arrival_at_s"]
+    mask = t >= start_s
+    if end_s is not None:
+        mask &= t < end_s
+    return _rebase(frame.loc[mask].copy(), f"window [{start_s}, {end_s})")
+
+
+def scale_rate(frame: pd.DataFrame, factor: float) -> pd.DataFrame:
+    """Compress time by `factor` (2.0 doubles the arrival rate); lengths unchanged."""
+    if not factor > 0:
+        raise FleetsimError(f"rate scale factor must be > 0 (got {factor})")
+    out = frame.copy()
+    out["arrival_at_s"] = frame["arrival_at_s"] / factor
+    if "deadline_at_s" in out.columns:
+        out["deadline_at_s"] = out["arrival_at_s"] + (frame["deadline_at_s"] - frame["arrival_at_s"])
+    return out
+
+
+def subsample(frame: pd.DataFrame, fraction: float, rng: np.random.Generator) -> pd.DataFrame:
+    """Keep each request independently with probability `fraction` (Bernoulli thinning)."""
+    if not 0 < fraction <= 1:
+        raise FleetsimError(f"subsample fraction must be in (0, 1] (got {fraction})")
+    keep = rng.random(len(frame)) < fraction
+    return _rebase(frame.loc[keep].copy(), "subsample")
+
+
+def clip_tokens(frame: pd.DataFrame, max_context_tokens: int) -> pd.DataFrame:
+    """Fit each request into a context window: prompt <= max - 1, then prompt + output <= max."""
+    if max_context_tokens < 2:
+        raise FleetsimError(f"max_context_tokens must be >= 2 (got {max_context_tokens})")
+    out = frame.copy()
+    prompt = np.minimum(frame["prompt_tokens"].to_numpy(), max_context_tokens - 1)
+    output = np.minimum(frame["output_tokens"].to_numpy(), max_context_tokens - prompt)
+    out["prompt_tokens"], out["output_tokens"] = prompt, output
+    out.attrs["clipped_requests"] = int(
+        np.sum((prompt != frame["prompt_tokens"].to_numpy()) | (output != frame["output_tokens"].to_numpy()))
+    )
+    return out
+
+
+def repeat(frame: pd.DataFrame, times: int, *, shift_s: float | None = None) -> pd.DataFrame:
+    """`times` back-to-back copies; each starts `shift_s` after the previous one's start
+    (default: the trace's span plus its mean inter-arrival gap)."""
+    if times < 1:
+        raise FleetsimError(f"repeat times must be >= 1 (got {times})")
+    t = frame["arrival_at_s"].to_numpy()
+    span = float(t[-1] - t[0])
+    if shift_s is None:
+        shift_s = span + (span / (len(t) - 1) if len(t) > 1 else 1.0)
+    if shift_s < span:
+        raise FleetsimError(f"repeat shift_s must be >= the trace's span {span:g} s to keep arrivals ordered (got {shift_s})")
+    parts = []
+    for k in range(times):
+        part = frame.copy()
+        part["arrival_at_s"] = t + k * shift_s
+        if "deadline_at_s" in part.columns:
+            part["deadline_at_s"] = frame["deadline_at_s"] + k * shift_s
+        if "request_id" in part.columns:
+            part["request_id"] = part["request_id"].astype(str) + f"#{k}"
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
+def merge(frames: Mapping[str, pd.DataFrame], *, klass: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Interleave several traces by arrival time (ties: the order given), labelling each
+    request's `klass` (interactive | batch) by the trace it came from."""
+    if not frames:
+        raise FleetsimError("merge needs at least one trace")
+    parts = []
+    for rank, (name, frame) in enumerate(frames.items()):
+        part = frame.copy()
+        if klass is not None:
+            if name not in klass:
+                raise FleetsimError(f"merge: no klass given for trace {name!r}")
+            if klass[name] not in KLASSES:
+                raise FleetsimError(f"merge: klass must be one of {', '.join(KLASSES)} (got {klass[name]!r} for {name})")
+            part["klass"] = klass[name]
+        part["_rank"] = rank
+        part["_row"] = np.arange(len(part))
+        parts.append(part)
+    merged = pd.concat(parts, ignore_index=True).sort_values(["arrival_at_s", "_rank", "_row"], kind="stable")
+    return _rebase(merged.drop(columns=["_rank", "_row"]), "merge")

@@ -1,0 +1,69 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from sim.errors import FleetsimError
+from sim.workload import transforms as tf
+from sim.workload import validate_frame
+
+
+def frame(times, prompt=None, output=None):
+    n = len(times)
+    return validate_frame(
+        pd.DataFrame(
+            {
+                "arrival_at_s": times,
+                "prompt_tokens": prompt or [10] * n,
+                "output_tokens": output or [5] * n,
+            }
+        )
+    )
+
+
+def test_window_rebases_to_first_kept_arrival():
+    f = tf.window(frame([0.0, 1.0, 2.0, 3.0, 4.0]), start_s=1.5, end_s=3.5)
+    assert f["arrival_at_s"].tolist() == [0.0, 1.0]
+    with pytest.raises(FleetsimError, match="no requests left"):
+        tf.window(frame([0.0, 1.0]), start_s=5.0)
+    with pytest.raises(FleetsimError, match=r"end_s must be > start_s"):
+        tf.window(frame([0.0]), start_s=2, end_s=1)
+
+
+def test_scale_rate_compresses_time():
+    assert tf.scale_rate(frame([0.0, 2.0, 4.0]), 2.0)["arrival_at_s"].tolist() == [0.0, 1.0, 2.0]
+    with pytest.raises(FleetsimError, match=r"must be > 0 \(got 0\)"):
+        tf.scale_rate(frame([0.0]), 0)
+
+
+def test_subsample_is_seeded_bernoulli():
+    f = frame(list(np.arange(10_000.0)))
+    a = tf.subsample(f, 0.3, np.random.default_rng(1))
+    b = tf.subsample(f, 0.3, np.random.default_rng(1))
+    assert a.equals(b) and len(a) == pytest.approx(3000, rel=0.05)
+
+
+def test_clip_tokens_fits_the_context():
+    f = tf.clip_tokens(frame([0.0, 1.0, 2.0], prompt=[100, 5000, 10], output=[50, 10, 9000]), 4096)
+    assert f["prompt_tokens"].tolist() == [100, 4095, 10]
+    assert f["output_tokens"].tolist() == [50, 1, 4086]
+    assert f.attrs["clipped_requests"] == 2
+
+
+def test_repeat_shifts_copies_and_keeps_order():
+    f = tf.repeat(frame([0.0, 1.0, 3.0]), 3)
+    t = f["arrival_at_s"].to_numpy()
+    assert len(t) == 9 and np.all(np.diff(t) >= 0)
+    assert t[3] == pytest.approx(3.0 + 1.5)  # span + mean gap
+    with pytest.raises(FleetsimError, match=r"shift_s must be >= the trace's span"):
+        tf.repeat(frame([0.0, 5.0]), 2, shift_s=1.0)
+
+
+def test_merge_interleaves_with_class_labels():
+    online = frame([0.0, 2.0, 4.0])
+    batch = frame([0.0, 2.0], prompt=[99, 98])  # each trace counts from its own first arrival
+    m = tf.merge({"online": online, "batch": batch}, klass={"online": "interactive", "batch": "batch"})
+    assert m["klass"].tolist() == ["interactive", "batch", "interactive", "batch", "interactive"]
+    assert m["arrival_at_s"].tolist() == [0.0, 0.0, 2.0, 2.0, 4.0]  # ties: the first trace first
+    validate_frame(m)
+    with pytest.raises(FleetsimError, match=r"klass must be one of interactive, batch \(got 'bulk'"):
+        tf.merge({"a": online}, klass={"a": "bulk"})
