@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from sim.cli_common import emit_json, int_list, positive, user_errors
+from sim.cli_run import run as run_command
 from sim.cli_trace import trace_app
 from sim.config import (
     RooflineConfig,
@@ -32,6 +33,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(trace_app, name="trace")
+app.command(name="run")(user_errors(run_command))
 
 
 @app.command()

@@ -1,7 +1,8 @@
 """Scenario configuration: YAML in, frozen validated models out, one clear error otherwise.
 
-A scenario names a model, a GPU and TP degree (`fleet`), the roofline's assumptions (`roofline`,
-optionally starting from a bundled preset such as `seed`) and prices (`pricing`). Blocks are
+A scenario names a model, a GPU and TP degree (`fleet`), a trace (a file or a synthetic generator
+block), the serving engine (`engine`), the roofline's assumptions (`roofline`, optionally starting
+from a bundled preset such as `seed`), prices (`pricing`) and SLOs (`slo`). Blocks are
 nested frozen pydantic models that reject unknown keys, so later parts of the simulator (engine,
 router, autoscaler, lifecycle, slo) extend the schema by adding blocks, not by loosening it.
 Paths inside a scenario are relative to the scenario file.
@@ -15,12 +16,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sim.errors import FleetsimError, from_validation_error, unknown_name
 from sim.hardware import GIGA, TERA, GpuCatalog, GpuSpec, load_gpu_catalog, read_yaml
 from sim.models import ModelCatalog, ModelSpec, load_model_catalog, resolve_model
 from sim.roofline import RooflineSetup, check_fits
+from sim.workload.synthetic import SyntheticSpec
+from sim.workload.transforms import TraceFile
 
 DEFAULT_API = "gpt-3.5-turbo-2023-07"
 
@@ -76,6 +79,55 @@ class RooflineConfig(_Frozen):
     gpu_overrides: dict[str, GpuOverride] = Field(default_factory=dict)
 
 
+class StepTimeConfig(_Frozen):
+    """`roofline` (default) or `constant`: fixed seconds per prompt token and per decode step."""
+
+    kind: Literal["roofline", "constant"] = "roofline"
+    prefill_s_per_token: float = Field(default=0.0, ge=0)
+    decode_step_s: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _constant_needs_times(self) -> StepTimeConfig:
+        if self.kind == "constant" and self.decode_step_s is None:
+            raise ValueError("kind constant needs decode_step_s")
+        return self
+
+
+class EngineConfig(_Frozen):
+    """One replica's serving engine (vLLM's knobs and defaults, where it has them)."""
+
+    policy: Literal["prefill_first", "chunked"] = "chunked"
+    max_num_seqs: int = Field(default=256, ge=1)
+    max_num_batched_tokens: int | None = Field(default=None, ge=1)  # None: 8192 chunked, max(context, 2048) prefill_first
+    block_size: int = Field(default=16, ge=1)
+    num_gpu_blocks_override: int | None = Field(default=None, ge=1)
+    fast_forward: bool = True
+    step_time: StepTimeConfig = StepTimeConfig()
+
+    @field_validator("block_size")
+    @classmethod
+    def _power_of_two(cls, v: int) -> int:
+        if v & (v - 1):
+            raise ValueError("must be a power of two")
+        return v
+
+    def batched_tokens(self, max_context_tokens: int) -> int:
+        if self.max_num_batched_tokens is not None:
+            return self.max_num_batched_tokens
+        return 8192 if self.policy == "chunked" else max(max_context_tokens, 2048)
+
+
+class SloConfig(_Frozen):
+    """Per-request service-level objectives in milliseconds (vLLM's --goodput)."""
+
+    ttft_ms: float | None = Field(default=None, gt=0)
+    tpot_ms: float | None = Field(default=None, gt=0)
+    e2el_ms: float | None = Field(default=None, gt=0)
+
+    def as_dict(self) -> dict[str, float]:
+        return {k.removesuffix("_ms"): v for k, v in self.model_dump().items() if v is not None}
+
+
 class FleetConfig(_Frozen):
     gpu: str = Field(min_length=1)
     tp: int = Field(default=1, ge=1)
@@ -90,9 +142,12 @@ class Scenario(_Frozen):
     model: str = Field(min_length=1)  # a catalog name or a path to a Hugging Face config.json
     seed: int = Field(default=0, ge=0)
     gpu_catalog: str | None = None  # extra GPUs (YAML, catalog format)
+    trace: str | TraceFile | SyntheticSpec | None = None  # a file (relative to the scenario), a file + transforms, or a generator
     fleet: FleetConfig
+    engine: EngineConfig = EngineConfig()
     roofline: RooflineConfig = RooflineConfig()
     pricing: PricingConfig = PricingConfig()
+    slo: SloConfig = SloConfig()
 
 
 # --- presets -----------------------------------------------------------------------------------
@@ -111,7 +166,7 @@ def load_preset(name: str) -> dict[str, Any]:
 
 def merge_preset(block: Any) -> Any:
     """A roofline block with `preset: NAME` becomes the preset's values overlaid with the block's."""
-    if not isinstance(block, dict) or "preset" not in block:
+    if not isinstance(block, dict) or block.get("preset") is None:
         return block
     block = dict(block)
     name = block.pop("preset")

@@ -8,6 +8,7 @@ format (`load_gpu_catalog(extra=...)`).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -139,10 +140,16 @@ def read_yaml(path: Path) -> Any:
         raise FleetsimError(f"{path}{line}: invalid YAML ({problem})") from None
 
 
+@functools.cache
+def _bundled_gpus() -> tuple[dict[str, GpuSpec], dict[str, str]]:
+    text = resources.files("sim.data").joinpath("gpus.yaml").read_text()
+    return parse_gpu_entries(yaml.safe_load(text), where="sim/data/gpus.yaml")
+
+
 def load_gpu_catalog(extra: Path | None = None) -> GpuCatalog:
     """The bundled catalog, plus (overriding by name) the GPUs in `extra`, if given."""
-    text = resources.files("sim.data").joinpath("gpus.yaml").read_text()
-    gpus, aliases = parse_gpu_entries(yaml.safe_load(text), where="sim/data/gpus.yaml")
+    bundled_gpus, bundled_aliases = _bundled_gpus()
+    gpus, aliases = dict(bundled_gpus), dict(bundled_aliases)
     if extra is not None:
         more_gpus, more_aliases = parse_gpu_entries(read_yaml(extra), where=str(extra))
         gpus.update(more_gpus)

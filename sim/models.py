@@ -9,6 +9,7 @@ norms of a Llama-style decoder (gated MLP) and its MoE/MLA variants.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from importlib import resources
@@ -36,7 +37,7 @@ class MlaSpec:
     v_head_dim: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     hf_repo: str
@@ -60,6 +61,7 @@ class ModelSpec:
     n_dense_layers: int = 0  # leading layers with a dense MLP in an MoE model
     mla: MlaSpec | None = None
 
+    # Derived counts are cached properties: the spec is frozen, so they never go stale.
     # --- structure -------------------------------------------------------------------------
     @property
     def is_moe(self) -> bool:
@@ -97,7 +99,7 @@ class ModelSpec:
     def _mlp_params(self, intermediate: int) -> int:
         return (3 if self.gated_mlp else 2) * self.hidden_size * intermediate
 
-    @property
+    @functools.cached_property
     def expert_params(self) -> int:
         """Parameters of one routed expert."""
         size = self.moe_intermediate_size or self.intermediate_size
@@ -131,19 +133,19 @@ class ModelSpec:
         return self.n_layers * self.attention_params_per_layer + self._norm_params + self.embedding_params + self.lm_head_params
 
     # --- parameter counts ------------------------------------------------------------------
-    @property
+    @functools.cached_property
     def routed_expert_params(self) -> int:
         """All routed-expert parameters (0 for a dense model)."""
         return self.n_moe_layers * self.n_experts * self.expert_params
 
-    @property
+    @functools.cached_property
     def n_params(self) -> int:
         dense_layers = self.n_layers - self.n_moe_layers
         mlp = dense_layers * self._mlp_params(self.intermediate_size)
         moe = self.n_moe_layers * self._shared_params_per_moe_layer + self.routed_expert_params
         return self._common_params + mlp + moe
 
-    @property
+    @functools.cached_property
     def n_active_params(self) -> int:
         """Parameters used for one token (MoE: only `n_experts_per_tok` routed experts)."""
         if not self.is_moe:
@@ -151,7 +153,7 @@ class ModelSpec:
         inactive = self.n_moe_layers * (self.n_experts - self.n_experts_per_tok) * self.expert_params
         return self.n_params - inactive
 
-    @property
+    @functools.cached_property
     def n_matmul_params_per_token(self) -> int:
         """Active parameters that enter a matmul: all but the input-embedding lookup (unless tied)."""
         lookup = 0 if self.tie_embeddings else self.embedding_params
@@ -161,12 +163,12 @@ class ModelSpec:
         return self.n_params * weight_bits / 8
 
     # --- FLOPs and KV cache ----------------------------------------------------------------
-    @property
+    @functools.cached_property
     def flops_per_token(self) -> float:
         """Matmul FLOPs of one token's forward pass, attention excluded: 2 per active weight."""
         return 2.0 * self.n_matmul_params_per_token
 
-    @property
+    @functools.cached_property
     def attention_flops_per_pair(self) -> float:
         """FLOPs for one query token against one context token: QK^T and AV over all heads/layers."""
         if self.mla is not None:
@@ -319,6 +321,7 @@ class ModelCatalog:
         return sorted(self.models)
 
 
+@functools.cache
 def load_model_catalog() -> ModelCatalog:
     raw = yaml.safe_load(resources.files("sim.data").joinpath("models.yaml").read_text())
     models = {

@@ -33,3 +33,13 @@ def test_readme_inspect_block_matches_cli_output(monkeypatch):
     monkeypatch.chdir(REPO)
     out = CliRunner().invoke(app, ["trace", "inspect", "traces/azure2023_conv.csv"]).stdout
     assert block.group(1) == out.rstrip("\n")
+
+
+def test_readme_run_block_matches_cli_output(tmp_path):
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"```text\n(=+ Simulation Result =+\n.*?)\n```", readme, re.S)
+    assert block, "README lost its run output block"
+    out = CliRunner().invoke(app, ["run", str(REPO / "configs" / "default.yaml"), "--out", str(tmp_path / "default")]).stdout
+    shown = [line for line in block.group(1).splitlines() if not line.startswith("wrote ")]
+    printed = [line for line in out.splitlines() if not line.startswith("wrote ")]
+    assert shown == printed

@@ -114,7 +114,7 @@ class SyntheticSpec(_Spec):
     output_tokens: Lengths
     duration_s: float | None = Field(default=None, gt=0)
     n_requests: int | None = Field(default=None, ge=1)
-    seed: int = Field(default=0, ge=0)
+    seed: int | None = Field(default=None, ge=0)  # None: 0, or the scenario's seed inside a scenario
 
     @model_validator(mode="after")
     def _one_length(self) -> SyntheticSpec:
@@ -295,9 +295,10 @@ def draw_lengths(spec: Lengths, rng: np.random.Generator, n: int, *, base_dir: P
     raise AssertionError(spec)
 
 
-def generate(spec: SyntheticSpec, *, base_dir: Path = Path(".")) -> pd.DataFrame:
+def generate(spec: SyntheticSpec, *, base_dir: Path = Path("."), default_seed: int = 0) -> pd.DataFrame:
     """The canonical frame of a synthetic trace; same spec and seed => identical frame."""
-    arrivals_rng, prompt_rng, output_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(spec.seed).spawn(3))
+    seed = spec.seed if spec.seed is not None else default_seed
+    arrivals_rng, prompt_rng, output_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
     arrivals = spec.arrivals
     if isinstance(arrivals, Diurnal) and arrivals.rate_table is not None and not Path(arrivals.rate_table).is_absolute():
         arrivals = arrivals.model_copy(update={"rate_table": str(base_dir / arrivals.rate_table)})

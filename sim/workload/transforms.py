@@ -4,9 +4,11 @@ first arrival is at 0 s; randomness only through a Generator passed in."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
 
 from sim.errors import FleetsimError
 from sim.workload.schema import KLASSES
@@ -110,3 +112,36 @@ def merge(frames: Mapping[str, pd.DataFrame], *, klass: Mapping[str, str] | None
         parts.append(part)
     merged = pd.concat(parts, ignore_index=True).sort_values(["arrival_at_s", "_rank", "_row"], kind="stable")
     return _rebase(merged.drop(columns=["_rank", "_row"]), "merge")
+
+
+class TraceFile(BaseModel):
+    """A trace file plus the transforms to apply, in this order: window, rate, sample, clip, repeat."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    file: str
+    format: str | None = None
+    start_s: float | None = Field(default=None, ge=0)
+    end_s: float | None = Field(default=None, gt=0)
+    rate_scale: float | None = Field(default=None, gt=0)
+    sample: float | None = Field(default=None, gt=0, le=1)
+    max_context: int | None = Field(default=None, ge=2)
+    repeat: int | None = Field(default=None, ge=1)
+
+
+def load_trace_file(spec: TraceFile, *, base_dir: Path, seed: int) -> pd.DataFrame:
+    from sim.workload.readers import load_trace
+
+    path = Path(spec.file)
+    frame = load_trace(path if path.is_absolute() else base_dir / path, format=spec.format)
+    if spec.start_s is not None or spec.end_s is not None:
+        frame = window(frame, start_s=spec.start_s or 0.0, end_s=spec.end_s)
+    if spec.rate_scale is not None:
+        frame = scale_rate(frame, spec.rate_scale)
+    if spec.sample is not None:
+        frame = subsample(frame, spec.sample, np.random.default_rng(np.random.SeedSequence(seed)))
+    if spec.max_context is not None:
+        frame = clip_tokens(frame, spec.max_context)
+    if spec.repeat is not None:
+        frame = repeat(frame, spec.repeat)
+    return frame

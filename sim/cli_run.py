@@ -1,0 +1,107 @@
+"""`fleetsim run`: simulate a scenario, print the summary, write the run folder."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from sim.cli_common import emit_json
+from sim.config import load_config
+from sim.errors import FleetsimError
+from sim.report import write_run
+from sim.simulation import SimResult, simulate
+from sim.workload import load_trace
+
+SECTIONS = [
+    ("Time to First Token", "ttft", "TTFT"),
+    ("Time per Output Token (excl. 1st token)", "tpot", "TPOT"),
+    ("Inter-token Latency", "itl", "ITL"),
+    ("End-to-end Latency", "e2el", "E2EL"),
+]
+
+
+def _line(label: str, value: Any, fmt: str = "{:.2f}") -> str:
+    shown = "n/a" if value is None else (fmt.format(value) if isinstance(value, float) else str(value))
+    return f"{label:<40}{shown}"
+
+
+def render_summary(result: SimResult, summary: dict[str, Any]) -> str:
+    sc, setup = result.scenario, result.setup
+    lines = [
+        "{s:{c}^50}".format(s=" Simulation Result ", c="="),
+        _line("Scenario:", f"{setup.model.name} on {setup.tp}x {setup.gpu.name}, {sc.engine.policy}"),
+        _line("Successful requests:", summary["completed"]),
+        _line("Rejected requests:", summary["rejected"]),
+        _line("Preemptions:", summary["n_preemptions"]),
+        _line("Benchmark duration (s):", summary["duration"]),
+        _line("Total input tokens:", summary["total_input_tokens"]),
+        _line("Total generated tokens:", summary["total_output_tokens"]),
+        _line("Request throughput (req/s):", summary["request_throughput"]),
+    ]
+    if summary["request_goodput"] is not None:
+        lines.append(_line("Request goodput (req/s):", summary["request_goodput"]))
+    lines += [
+        _line("Output token throughput (tok/s):", summary["output_throughput"]),
+        _line("Total token throughput (tok/s):", summary["total_token_throughput"]),
+        _line("GPU busy fraction:", summary["gpu_time_utilization"], "{:.3f}"),
+        _line("Cost (USD):", summary["cost_usd"], "{:.4f}"),
+        _line("Cost per 1K tokens (USD):", summary["usd_per_1k_tokens"], "{:.6f}"),
+    ]
+    for title, key, short in SECTIONS:
+        lines.append("{s:{c}^50}".format(s=title, c="-"))
+        for stat, label in (("mean", "Mean"), ("median", "Median"), ("p99", "P99")):
+            lines.append(_line(f"{label} {short} (ms):", summary[f"{stat}_{key}_ms"]))
+    lines.append("=" * 50)
+    return "\n".join(lines)
+
+
+def run(
+    config: Annotated[Path, typer.Argument(help="Scenario YAML.")],
+    trace: Annotated[Path | None, typer.Option(help="Replay this trace file instead of the scenario's.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder to write (default: runs/<scenario name>).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar over simulated time.")] = True,
+) -> None:
+    """Simulate a scenario: one replica replays the trace; prints vLLM-style metrics and writes a run folder."""
+    scenario = load_config(config)
+    if seed is not None:
+        if seed < 0:
+            raise FleetsimError(f"--seed must be >= 0 (got {seed})")
+        scenario = scenario.model_copy(update={"seed": seed})
+    frame = load_trace(trace) if trace is not None else None
+    out_dir = out if out is not None else Path("runs") / config.stem
+    console = Console(stderr=True)
+    show = progress and not as_json and console.is_terminal
+    if show:
+        with Progress(
+            TextColumn("simulating"),
+            BarColumn(),
+            TextColumn("{task.fields[sim]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("sim", total=1.0, sim="")
+
+            def tick(now: float, horizon: float) -> None:
+                bar.update(
+                    task, completed=min(1.0, now / horizon) if horizon else 1.0, sim=f"{now:,.0f} / {horizon:,.0f} s simulated"
+                )
+
+            result = simulate(scenario, frame, base_dir=config.parent, progress=tick)
+    else:
+        result = simulate(scenario, frame, base_dir=config.parent)
+    summary = result.summary()
+    write_run(result, out_dir, summary=summary)
+    if as_json:
+        emit_json(summary)
+    else:
+        typer.echo(render_summary(result, summary))
+        typer.echo(f"wrote {out_dir}/ (summary.json, requests.parquet, config.resolved.yaml)", err=False)
+    sys.stdout.flush()

@@ -1,0 +1,56 @@
+"""Per-request records as columns indexed by request, and inter-token gaps in compact form.
+
+Instants are seconds on the simulation clock (NaN until they happen). Inter-token latencies are
+kept exactly but without one entry per token: a fast-forwarded decode run of k steps over n
+sequences contributes each sequence's first gap individually and the remaining (k-1) step
+durations as linear pieces `value = a + b*j` (j in [j0, j1)) with weight n.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+IN_FLIGHT, COMPLETED, REJECTED = 1, 2, 3
+STATUS_NAMES = {0: "not_arrived", IN_FLIGHT: "in_flight", COMPLETED: "completed", REJECTED: "rejected"}
+
+
+@dataclass(slots=True)
+class ItlLog:
+    singles: list[float] = field(default_factory=list)
+    # linear pieces: a, b, j0, j1, weight
+    pieces: list[tuple[float, float, int, int, int]] = field(default_factory=list)
+
+
+class RequestLog:
+    """Columns for n requests; `reasons` maps a rejected request index to its reason."""
+
+    def __init__(self, arrival_at_s: np.ndarray, prompt_tokens: np.ndarray, output_tokens: np.ndarray) -> None:
+        n = len(arrival_at_s)
+        self.arrival_at_s = np.asarray(arrival_at_s, dtype=np.float64)
+        self.prompt_tokens = np.asarray(prompt_tokens, dtype=np.int64)
+        self.output_tokens = np.asarray(output_tokens, dtype=np.int64)
+        self.scheduled_at_s = np.full(n, np.nan)
+        self.first_token_at_s = np.full(n, np.nan)
+        self.completed_at_s = np.full(n, np.nan)
+        self.n_preemptions = np.zeros(n, dtype=np.int32)
+        self.replica_id = np.full(n, -1, dtype=np.int32)
+        self.status = np.zeros(n, dtype=np.int8)
+        self.reasons: dict[int, str] = {}
+        self.itl = ItlLog()
+
+    def __len__(self) -> int:
+        return len(self.arrival_at_s)
+
+    def reject(self, idx: int, reason: str) -> None:
+        self.status[idx] = REJECTED
+        self.reasons[idx] = reason
+
+    def check_invariants(self) -> None:
+        """Cheap end-of-run checks; a failure is a simulator bug."""
+        done = self.status == COMPLETED
+        assert not np.any(self.status == 0), "a request never arrived"
+        a, s, f, c = (x[done] for x in (self.arrival_at_s, self.scheduled_at_s, self.first_token_at_s, self.completed_at_s))
+        assert np.all(a <= s) and np.all(s <= f) and np.all(f <= c), "per-request timestamps out of order"
+        assert set(self.reasons) == set(np.flatnonzero(self.status == REJECTED).tolist()), "a rejection without a reason"

@@ -1,0 +1,254 @@
+"""One model replica as a SimPy process: continuous batching over a paged KV cache.
+
+Each step the batching policy picks the work; the step takes `StepTimeModel` seconds; at its end
+prefills that completed emit a token, decodes emit theirs, finished sequences free their blocks.
+
+Fast-forward: when a step would only decode running sequences (nothing admitted, nothing preempted)
+the batch cannot change until a sequence finishes, the KV cache runs out or a request arrives. The
+replica computes how many such steps fit (`k_max`), sums their closed-form durations (`StepLine`)
+and waits once. An arrival wakes it mid-run; it then waits for the first step boundary at or after
+that instant and resumes scheduling there, exactly where a step-by-step engine would have seen the
+arrival. `fast_forward=False` runs every step as its own event: the reference.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Generator
+from typing import Any
+
+import simpy
+
+from sim.engine.kv import KvBlockPool
+from sim.engine.records import COMPLETED, IN_FLIGHT, RequestLog
+from sim.engine.scheduler import Batch, BatchPolicy, Limits
+from sim.engine.sequence import Seq, blocks_for
+from sim.engine.step_time import StepLine, StepTimeModel
+
+
+def _key(seq: Seq) -> tuple[int, float, int]:
+    return seq.key
+
+
+class Replica:
+    def __init__(
+        self,
+        env: simpy.Environment,
+        *,
+        replica_id: int,
+        step_time: StepTimeModel,
+        policy: BatchPolicy,
+        limits: Limits,
+        pool: KvBlockPool,
+        log: RequestLog,
+        max_context_tokens: int,
+        fast_forward: bool = True,
+    ) -> None:
+        self.env = env
+        self.replica_id = replica_id
+        self.step_time = step_time
+        self.policy = policy
+        self.limits = limits
+        self.pool = pool
+        self.log = log
+        self.max_context_tokens = max_context_tokens
+        self.fast_forward = fast_forward
+        self.waiting: list[Seq] = []
+        self.running: list[Seq] = []
+        self._wake: simpy.Event | None = None
+        self._run: tuple[float, StepLine, list[Seq], int] | None = None  # start, line, seqs, k_max
+        self.n_steps = 0
+        self.n_runs = 0
+        self.busy_s = 0.0
+        self.process = env.process(self._loop())
+
+    # --- intake ----------------------------------------------------------------------------------
+    def admissible(self, prompt_tokens: int, output_tokens: int) -> str | None:
+        """Why a request can never be served here, or None."""
+        if prompt_tokens + output_tokens > self.max_context_tokens:
+            return f"prompt + output = {prompt_tokens + output_tokens} tokens exceeds the model's max context {self.max_context_tokens}"
+        slots = prompt_tokens + output_tokens - 1
+        if blocks_for(slots, self.pool.block_size) > self.pool.n_blocks:
+            return f"needs {slots} KV slots, more than the replica's KV cache holds ({self.pool.capacity_tokens})"
+        if not self.policy.chunks_prefill and prompt_tokens > self.limits.max_num_batched_tokens:
+            return f"prompt of {prompt_tokens} tokens exceeds max_num_batched_tokens={self.limits.max_num_batched_tokens} (prefill_first)"
+        return None
+
+    def enqueue(self, seq: Seq) -> None:
+        reason = self.admissible(seq.prompt_tokens, seq.output_tokens)
+        if reason is not None:
+            self.log.reject(seq.idx, reason)
+            return
+        self.log.status[seq.idx] = IN_FLIGHT
+        self.log.replica_id[seq.idx] = self.replica_id
+        bisect.insort(self.waiting, seq, key=_key)
+        if self._wake is not None and not self._wake.triggered:
+            self._wake.succeed()
+
+    # --- observation (exact mid-run state) ----------------------------------------------------------
+    def steps_done_in_run(self, now: float) -> int:
+        if self._run is None:
+            return 0
+        start, line, _, k_max = self._run
+        return line.steps_done_by(now - start, k_max)
+
+    def kv_blocks_used_at(self, now: float) -> int:
+        """Blocks in use at `now`, counting the growth of a decode run in progress."""
+        if self._run is None:
+            return self.pool.used
+        _, _, seqs, k_max = self._run
+        slots_ahead = min(self.steps_done_in_run(now) + 1, k_max)  # the step in progress holds its slot
+        bs = self.pool.block_size
+        return self.pool.used + sum(max(0, blocks_for(s.computed + slots_ahead, bs) - s.blocks) for s in seqs)
+
+    @property
+    def n_outstanding(self) -> int:
+        return len(self.waiting) + len(self.running)
+
+    # --- the process -----------------------------------------------------------------------------------
+    def _loop(self) -> Generator[simpy.Event, Any, None]:
+        env = self.env
+        while True:
+            batch = self.policy.next_batch(self.waiting, self.running, self.pool.free, self.limits)
+            for seq in batch.dropped:
+                self.log.reject(
+                    seq.idx,
+                    f"preempted, and its recompute of {seq.pending} tokens exceeds max_num_batched_tokens="
+                    f"{self.limits.max_num_batched_tokens} (prefill_first drops it, as vLLM v0 does)",
+                )
+            if batch.preempted:
+                self._preempt(batch.preempted)
+            if not batch.work:
+                if batch.preempted or batch.dropped:
+                    continue
+                assert not self.waiting, "idle with admissible work waiting"
+                self._wake = env.event()
+                yield self._wake
+                self._wake = None
+                continue
+            if self.fast_forward and batch.is_pure_decode:
+                yield from self._decode_run([s for s, _ in batch.work])
+            else:
+                yield from self._step(batch)
+
+    def _preempt(self, victims: list[Seq]) -> None:
+        for seq in victims:
+            self.running.remove(seq)
+            self.pool.release(seq)
+            seq.computed = 0
+            seq.n_preemptions += 1
+            self.log.n_preemptions[seq.idx] += 1
+            bisect.insort(self.waiting, seq, key=_key)
+
+    def _step(self, batch: Batch) -> Generator[simpy.Event, Any, None]:
+        env = self.env
+        now = env.now
+        if batch.admitted:
+            del self.waiting[: len(batch.admitted)]
+            for seq in batch.admitted:
+                self.running.append(seq)
+                if math.isnan(self.log.scheduled_at_s[seq.idx]):
+                    self.log.scheduled_at_s[seq.idx] = now
+        n_prefill = n_decode = 0
+        pairs = kv_read = 0
+        for seq, n in batch.work:
+            c = seq.computed
+            self.pool.grow(seq, c + n)
+            if seq.is_decoding:
+                n_decode += 1
+            else:
+                n_prefill += n
+            pairs += n * c + n * (n + 1) // 2
+            kv_read += c
+        dt = self.step_time.step_time_s(
+            n_prefill_tokens=n_prefill, n_decode_seqs=n_decode, attention_pairs=pairs, kv_read_tokens=kv_read
+        )
+        yield env.timeout(dt)
+        self.n_steps += 1
+        self.busy_s += dt
+        end = env.now
+        for seq, n in batch.work:
+            seq.computed += n
+            if seq.pending == 0:
+                self._emit(seq, end)
+
+    def _emit(self, seq: Seq, t: float) -> None:
+        if seq.generated == 0:
+            self.log.first_token_at_s[seq.idx] = t
+        else:
+            self.log.itl.singles.append(t - seq.last_token_at_s)
+        seq.generated += 1
+        seq.last_token_at_s = t
+        if seq.generated == seq.output_tokens:
+            self._finish(seq, t)
+
+    def _finish(self, seq: Seq, t: float) -> None:
+        self.log.completed_at_s[seq.idx] = t
+        self.log.status[seq.idx] = COMPLETED
+        self.pool.release(seq)
+        self.running.remove(seq)
+
+    def _kv_steps(self, seqs: list[Seq], k_max: int) -> int:
+        """Most steps (<= k_max) the free blocks can feed without preempting anyone."""
+        bs, free = self.pool.block_size, self.pool.free
+
+        def need(k: int) -> int:
+            return sum(max(0, blocks_for(s.computed + k, bs) - s.blocks) for s in seqs)
+
+        if need(k_max) <= free:  # the common case: the whole run fits
+            return k_max
+        lo, hi = 1, k_max - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if need(mid) <= free:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def _decode_run(self, seqs: list[Seq]) -> Generator[simpy.Event, Any, None]:
+        env = self.env
+        start = env.now
+        k_max = min(s.remaining_tokens for s in seqs)
+        if k_max > 1:
+            k_max = self._kv_steps(seqs, k_max)
+        line = self.step_time.decode_line(n_seqs=len(seqs), context_sum=sum(s.computed for s in seqs))
+        k = k_max
+        self._run = (start, line, seqs, k_max)
+        if k_max > 1:
+            self._wake = env.event()
+            done = env.timeout(line.total(k_max))
+            yield done | self._wake
+            self._wake = None
+            if not done.processed and env.now < start + line.total(k_max):
+                k = line.steps_to_reach(env.now - start, k_max)
+                yield env.timeout(start + line.total(k) - env.now)
+        else:
+            yield env.timeout(line.total(1))
+        self._run = None
+        self._advance(seqs, line, start, k)
+
+    def _advance(self, seqs: list[Seq], line: StepLine, start: float, k: int) -> None:
+        """Apply k decode steps of a run: KV growth, tokens, gaps, finishes."""
+        total = line.total(k)
+        end = start + total
+        first = start + line.at(0)
+        n = len(seqs)
+        singles = self.log.itl.singles
+        if k > 1:
+            for j0, j1, a, b in line.pieces(k):
+                j0 = max(j0, 1)
+                if j0 < j1:
+                    self.log.itl.pieces.append((a + line.e, b, j0, j1, n))
+        self.n_steps += k
+        self.n_runs += 1
+        self.busy_s += total
+        for seq in seqs:
+            singles.append(first - seq.last_token_at_s)
+            seq.computed += k
+            self.pool.grow(seq, seq.computed)
+            seq.generated += k
+            seq.last_token_at_s = end
+            if seq.generated == seq.output_tokens:
+                self._finish(seq, end)

@@ -1,0 +1,141 @@
+"""Batching policies: which sequences a step runs, how many tokens each, whom to preempt.
+
+Pure functions of the queues and the free KV blocks; they decide and the replica applies.
+- `prefill_first` (vLLM v0): if waiting requests can be admitted (FCFS, within `max_num_seqs`,
+  `max_num_batched_tokens` and free blocks; a request that does not fit stops admission), the step
+  prefills them whole and decodes nothing; otherwise it decodes every running sequence.
+- `chunked` (Sarathi-Serve / vLLM v1): running sequences first, in admission order, each taking its
+  pending tokens (1 when decoding, the next chunk when prefilling) from the `max_num_batched_tokens`
+  budget; then waiting requests fill what is left of the budget with prompt chunks. No admissions in a
+  step that preempted.
+Under KV pressure both preempt the most recently admitted running sequence (recompute), possibly the
+very sequence that needed the room, as vLLM does. Under `prefill_first` a preempted sequence whose
+recompute (prompt + generated tokens) exceeds `max_num_batched_tokens` can never be prefilled whole;
+vLLM v0 drops such a request ("ignored") and so does this policy, which reports it in `dropped`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sim.engine.sequence import Seq, blocks_for
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    block_size: int
+
+
+@dataclass(slots=True)
+class Batch:
+    """A step's plan: (seq, tokens to process) in order, newly admitted ones, preempted ones."""
+
+    work: list[tuple[Seq, int]] = field(default_factory=list)
+    admitted: list[Seq] = field(default_factory=list)
+    preempted: list[Seq] = field(default_factory=list)
+    dropped: list[Seq] = field(default_factory=list)  # waiting sequences that can never be scheduled
+
+    @property
+    def is_pure_decode(self) -> bool:
+        """Only decodes of already running sequences: a candidate for fast-forward."""
+        return (
+            bool(self.work) and not self.admitted and not self.preempted and all(n == 1 and s.is_decoding for s, n in self.work)
+        )
+
+
+class BatchPolicy(Protocol):
+    chunks_prefill: bool  # False: a prompt is prefilled whole, in one step
+
+    def next_batch(self, waiting: list[Seq], running: list[Seq], free_blocks: int, limits: Limits) -> Batch:
+        """Plan one step. May remove `dropped` sequences from the head of `waiting`."""
+        ...
+
+
+def _extra_blocks(seq: Seq, n_tokens: int, block_size: int) -> int:
+    return max(0, blocks_for(seq.computed + n_tokens, block_size) - seq.blocks)
+
+
+def _decode_with_preemption(
+    queue: list[Seq], free: int, limits: Limits, batch: Batch, budget: int | None
+) -> tuple[int, int | None]:
+    """Schedule running sequences in order, preempting from the back when blocks run out."""
+    i = 0
+    while i < len(queue):
+        if budget is not None and budget <= 0:
+            break
+        seq = queue[i]
+        n = seq.pending if budget is None else min(seq.pending, budget)
+        need = _extra_blocks(seq, n, limits.block_size)
+        preempted_self = False
+        while need > free:
+            victim = queue.pop()
+            batch.preempted.append(victim)
+            free += victim.blocks
+            if victim is seq:
+                preempted_self = True
+                break
+        if preempted_self:
+            break
+        batch.work.append((seq, n))
+        free -= need
+        if budget is not None:
+            budget -= n
+        i += 1
+    return free, budget
+
+
+class PrefillFirst:
+    chunks_prefill = False
+
+    def next_batch(self, waiting: list[Seq], running: list[Seq], free_blocks: int, limits: Limits) -> Batch:
+        batch = Batch()
+        budget, n_seqs, free = limits.max_num_batched_tokens, len(running), free_blocks
+        while waiting and waiting[0].pending > limits.max_num_batched_tokens:
+            # only a recompute (prompt + generated) can outgrow the budget; vLLM v0 ignores it
+            batch.dropped.append(waiting.pop(0))
+        for seq in waiting:
+            n = seq.pending
+            need = blocks_for(n, limits.block_size)
+            if n > budget or n_seqs + 1 > limits.max_num_seqs or need > free:
+                break
+            batch.work.append((seq, n))
+            batch.admitted.append(seq)
+            budget -= n
+            n_seqs += 1
+            free -= need
+        if batch.work:
+            return batch
+        _decode_with_preemption(list(running), free_blocks, limits, batch, budget=None)
+        return batch
+
+
+class Chunked:
+    chunks_prefill = True
+
+    def next_batch(self, waiting: list[Seq], running: list[Seq], free_blocks: int, limits: Limits) -> Batch:
+        batch = Batch()
+        queue = list(running)
+        free, budget = _decode_with_preemption(queue, free_blocks, limits, batch, budget=limits.max_num_batched_tokens)
+        assert budget is not None
+        if batch.preempted:
+            return batch
+        n_running = len(queue)
+        for seq in waiting:
+            if budget <= 0 or n_running >= limits.max_num_seqs:
+                break
+            n = min(seq.pending, budget)
+            need = blocks_for(n, limits.block_size)
+            if need > free:
+                break
+            batch.work.append((seq, n))
+            batch.admitted.append(seq)
+            budget -= n
+            free -= need
+            n_running += 1
+        return batch
+
+
+POLICIES: dict[str, type[PrefillFirst] | type[Chunked]] = {"prefill_first": PrefillFirst, "chunked": Chunked}

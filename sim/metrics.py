@@ -1,0 +1,172 @@
+"""Run summary with `vllm bench serve`'s keys and definitions (pure; numpy on the records).
+
+- TTFT = first token - arrival; E2EL = completion - arrival, over completed requests.
+- TPOT = (completion - first token) / (output tokens - 1), over completed requests with > 1 output
+  token (vLLM's "excl. 1st token"); a 1-token request counts as TPOT 0 for goodput, as in vLLM.
+- ITL = every inter-token gap, pooled over all requests and tokens. Computed exactly from the engine's
+  compact gap record (`ItlLog`): single gaps plus weighted linear pieces of decode-run step times;
+  order statistics by bisection on the value, so percentiles use numpy's linear interpolation
+  between the exact neighbouring gaps.
+- duration = the last completion (the trace starts at 0); throughputs divide by it.
+- request_goodput = completed requests meeting every given SLO, per second (vLLM's --goodput).
+Times in the summary are milliseconds, as vLLM prints them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sim.engine.records import COMPLETED, REJECTED, ItlLog, RequestLog
+
+PERCENTILES = (90, 99)
+
+
+@dataclass(frozen=True)
+class GapDistribution:
+    """Exact multiset of gaps: singles plus pieces a + b*j for j in [j0, j1), each with a weight."""
+
+    singles: np.ndarray  # sorted
+    a: np.ndarray
+    b: np.ndarray
+    j0: np.ndarray
+    j1: np.ndarray
+    w: np.ndarray
+
+    @classmethod
+    def from_log(cls, itl: ItlLog) -> GapDistribution:
+        p = np.array(itl.pieces, dtype=np.float64).reshape(-1, 5)
+        return cls(np.sort(np.asarray(itl.singles, dtype=np.float64)), p[:, 0], p[:, 1], p[:, 2], p[:, 3], p[:, 4])
+
+    @property
+    def count(self) -> int:
+        return int(self.singles.size + np.sum(self.w * (self.j1 - self.j0)))
+
+    def _sums(self) -> tuple[float, float]:
+        n = self.j1 - self.j0
+        s1 = (self.j1 * (self.j1 - 1) - self.j0 * (self.j0 - 1)) / 2  # sum of j
+        s2 = ((self.j1 - 1) * self.j1 * (2 * self.j1 - 1) - (self.j0 - 1) * self.j0 * (2 * self.j0 - 1)) / 6  # sum of j^2
+        total = float(self.singles.sum() + np.sum(self.w * (n * self.a + self.b * s1)))
+        squares = float(np.sum(self.singles**2) + np.sum(self.w * (n * self.a**2 + 2 * self.a * self.b * s1 + self.b**2 * s2)))
+        return total, squares
+
+    def mean(self) -> float:
+        return self._sums()[0] / self.count
+
+    def std(self) -> float:
+        total, squares = self._sums()
+        n = self.count
+        return math.sqrt(max(0.0, squares / n - (total / n) ** 2))
+
+    def _count_le(self, v: float) -> int:
+        c = int(np.searchsorted(self.singles, v, side="right"))
+        if self.a.size:
+            n = self.j1 - self.j0
+            with np.errstate(divide="ignore", invalid="ignore"):
+                x = (v - self.a) / self.b
+                up = np.clip(np.floor(x) - self.j0 + 1, 0, n)  # b > 0: j <= x
+                down = np.clip(self.j1 - np.ceil(x), 0, n)  # b < 0: j >= x
+            flat = np.where(self.a <= v, n, 0)
+            k = np.where(self.b > 0, up, np.where(self.b < 0, down, flat))
+            c += int(np.sum(self.w * k))
+        return c
+
+    def _bounds(self) -> tuple[float, float]:
+        lo, hi = [], []
+        if self.singles.size:
+            lo.append(self.singles[0])
+            hi.append(self.singles[-1])
+        if self.a.size:
+            ends = np.concatenate((self.a + self.b * self.j0, self.a + self.b * (self.j1 - 1)))
+            lo.append(ends.min())
+            hi.append(ends.max())
+        return float(min(lo)), float(max(hi))
+
+    def order_statistic(self, k: int) -> float:
+        """The k-th smallest gap (0-based)."""
+        lo, hi = self._bounds()
+        if self._count_le(lo) >= k + 1:
+            return lo
+        for _ in range(200):  # invariant: count_le(lo) < k + 1 <= count_le(hi)
+            mid = (lo + hi) / 2
+            if mid <= lo or mid >= hi:
+                break
+            if self._count_le(mid) >= k + 1:
+                hi = mid
+            else:
+                lo = mid
+        return hi
+
+    def percentile(self, q: float) -> float:
+        """numpy.percentile(all_gaps, q) with linear interpolation."""
+        h = (self.count - 1) * q / 100
+        k = math.floor(h)
+        lower = self.order_statistic(k)
+        if h == k:
+            return lower
+        return lower + (h - k) * (self.order_statistic(k + 1) - lower)
+
+
+def _stats(prefix: str, values_s: np.ndarray, percentiles: tuple[float, ...]) -> dict[str, float | None]:
+    ms = values_s * 1000
+    out: dict[str, float | None] = {}
+    empty = ms.size == 0
+    out[f"mean_{prefix}_ms"] = None if empty else float(np.mean(ms))
+    out[f"median_{prefix}_ms"] = None if empty else float(np.median(ms))
+    out[f"std_{prefix}_ms"] = None if empty else float(np.std(ms))
+    for p in percentiles:
+        out[f"p{p:g}_{prefix}_ms"] = None if empty else float(np.percentile(ms, p))
+    return out
+
+
+def _gap_stats(gaps: GapDistribution, percentiles: tuple[float, ...]) -> dict[str, float | None]:
+    keys = ["mean", "median", "std", *(f"p{p:g}" for p in percentiles)]
+    if gaps.count == 0:
+        return {f"{k}_itl_ms": None for k in keys}
+    values = [gaps.mean(), gaps.percentile(50), gaps.std(), *(gaps.percentile(p) for p in percentiles)]
+    return {f"{k}_itl_ms": v * 1000 for k, v in zip(keys, values, strict=True)}
+
+
+def summarize(
+    log: RequestLog, *, slo: dict[str, float] | None = None, percentiles: tuple[float, ...] = PERCENTILES
+) -> dict[str, Any]:
+    done = log.status == COMPLETED
+    arrival, first, completed = log.arrival_at_s[done], log.first_token_at_s[done], log.completed_at_s[done]
+    out_tokens, in_tokens = log.output_tokens[done], log.prompt_tokens[done]
+    n = int(done.sum())
+    duration = float(completed.max()) if n else 0.0
+    ttft, e2el = first - arrival, completed - arrival
+    multi = out_tokens > 1
+    tpot = (completed[multi] - first[multi]) / (out_tokens[multi] - 1)
+    summary: dict[str, Any] = {
+        "completed": n,
+        "rejected": int(np.sum(log.status == REJECTED)),
+        "in_flight": int(np.sum(~done & (log.status != REJECTED))),
+        "duration": duration,
+        "total_input_tokens": int(in_tokens.sum()),
+        "total_output_tokens": int(out_tokens.sum()),
+        "request_throughput": n / duration if duration else 0.0,
+        "output_throughput": float(out_tokens.sum()) / duration if duration else 0.0,
+        "total_token_throughput": float(in_tokens.sum() + out_tokens.sum()) / duration if duration else 0.0,
+        "request_goodput": None,
+        "n_preemptions": int(log.n_preemptions.sum()),
+    }
+    if slo:
+        good = np.ones(n, dtype=bool)
+        if "ttft" in slo:
+            good &= ttft * 1000 <= slo["ttft"]
+        if "tpot" in slo:
+            all_tpot = np.zeros(n)
+            all_tpot[multi] = tpot
+            good &= all_tpot * 1000 <= slo["tpot"]
+        if "e2el" in slo:
+            good &= e2el * 1000 <= slo["e2el"]
+        summary["request_goodput"] = int(good.sum()) / duration if duration else 0.0
+    summary |= _stats("ttft", ttft, percentiles)
+    summary |= _stats("tpot", tpot, percentiles)
+    summary |= _gap_stats(GapDistribution.from_log(log.itl), percentiles)
+    summary |= _stats("e2el", e2el, percentiles)
+    return summary

@@ -1,0 +1,120 @@
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from sim.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_default_scenario_writes_a_complete_run_folder(tmp_path):
+    out = tmp_path / "runs" / "default"
+    r = run("run", REPO / "configs" / "default.yaml", "--out", out)
+    assert r.exit_code == 0, r.output
+    assert "Simulation Result" in r.stdout and "Mean TTFT (ms):" in r.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    for key in (
+        "completed",
+        "duration",
+        "mean_ttft_ms",
+        "median_ttft_ms",
+        "p90_ttft_ms",
+        "p99_ttft_ms",
+        "mean_tpot_ms",
+        "mean_itl_ms",
+        "p99_itl_ms",
+        "mean_e2el_ms",
+        "request_throughput",
+        "output_throughput",
+        "total_token_throughput",
+        "request_goodput",
+        "rejected",
+        "cost_usd",
+        "usd_per_1k_tokens",
+    ):
+        assert key in summary, key
+    requests = pd.read_parquet(out / "requests.parquet")
+    assert list(requests.columns[:10]) == [
+        "request_id",
+        "arrival_at_s",
+        "scheduled_at_s",
+        "first_token_at_s",
+        "completed_at_s",
+        "prompt_tokens",
+        "output_tokens",
+        "n_preemptions",
+        "replica_id",
+        "status",
+    ]
+    assert len(requests) == summary["completed"] + summary["rejected"]
+    resolved = yaml.safe_load((out / "config.resolved.yaml").read_text())
+    assert Path(resolved["trace"]["file"]).is_absolute()
+    again = run("run", out / "config.resolved.yaml", "--out", tmp_path / "again", "--json")
+    assert json.loads(again.stdout)["mean_ttft_ms"] == summary["mean_ttft_ms"]  # deterministic, re-runnable
+
+
+def test_trace_and_seed_options(tmp_path):
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "model": "llama-3.1-8b",
+                "fleet": {"gpu": "h100-sxm"},
+                "trace": {
+                    "arrivals": {"process": "poisson", "rate_per_s": 5},
+                    "prompt_tokens": {"dist": "fixed", "tokens": 200},
+                    "output_tokens": {"dist": "lognormal", "mean": 100, "cv": 1},
+                    "duration_s": 60,
+                },
+            }
+        )
+    )
+    a = json.loads(run("run", cfg, "--out", tmp_path / "a", "--json", "--seed", "1").stdout)
+    b = json.loads(run("run", cfg, "--out", tmp_path / "b", "--json", "--seed", "1").stdout)
+    c = json.loads(run("run", cfg, "--out", tmp_path / "c", "--json", "--seed", "2").stdout)
+    assert (a == b and a["completed"] != c["completed"]) or a["mean_e2el_ms"] != c["mean_e2el_ms"]
+    d = json.loads(run("run", cfg, "--out", tmp_path / "d", "--json", "--trace", REPO / "traces" / "azure2023_code.csv").stdout)
+    assert d["completed"] + d["rejected"] == 8819
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"engine": {"block_size": 24}}, "engine.block_size: must be a power of two (got 24)"),
+        ({"engine": {"max_num_seqs": 0}}, "engine.max_num_seqs: Input should be greater than or equal to 1 (got 0)"),
+        ({"engine": {"max_num_batched_tokens": -5}}, "engine.max_num_batched_tokens: Input should be greater than or equal to 1"),
+        (
+            {"engine": {"policy": "prefill_first", "max_num_batched_tokens": 1000}},
+            "engine.max_num_batched_tokens=1000 is below the trace's largest prompt (4075 tokens)",
+        ),
+        ({"engine": {"step_time": {"kind": "constant"}}}, "kind constant needs decode_step_s"),
+        ({"trace": {"file": "nope.csv"}}, "nope.csv: no such trace file"),
+        ({"trace": None}, "no trace: give `trace:` in the scenario"),
+        ({"slo": {"ttft_ms": 0}}, "slo.ttft_ms: Input should be greater than 0"),
+    ],
+)
+def test_bad_scenarios_fail_with_one_line_and_write_nothing(tmp_path, body, message):
+    base = {"model": "llama-2-70b", "fleet": {"gpu": "a100-80gb", "tp": 2}, "trace": str(REPO / "traces" / "azure2023_conv.csv")}
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(yaml.safe_dump(base | body))
+    out = tmp_path / "out"
+    r = run("run", cfg, "--out", out)
+    assert r.exit_code == 2, r.output
+    assert r.stderr.count("\n") == 1 and message in r.stderr
+    assert not out.exists() and not any(p.name.startswith(".out") for p in tmp_path.iterdir())
+
+
+def test_malformed_trace_option(tmp_path):
+    bad = tmp_path / "t.csv"
+    bad.write_text("arrival_at_s,prompt_tokens,output_tokens\n0,5,1\n1,5,nan\n")
+    r = run("run", REPO / "configs" / "default.yaml", "--trace", bad, "--out", tmp_path / "o")
+    assert r.exit_code == 2 and "t.csv line 3: output_tokens must be an integer (got 'nan')" in r.stderr
