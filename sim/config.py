@@ -18,7 +18,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sim.autoscale import AutoscalerConfig, FixedConfig
 from sim.errors import FleetsimError, from_validation_error, unknown_name
+from sim.fleet.lifecycle import LifecycleConfig
 from sim.hardware import GIGA, TERA, GpuCatalog, GpuSpec, load_gpu_catalog, read_yaml
 from sim.models import ModelCatalog, ModelSpec, load_model_catalog, resolve_model
 from sim.roofline import RooflineSetup, check_fits
@@ -129,12 +131,36 @@ class SloConfig(_Frozen):
 
 
 class FleetConfig(_Frozen):
+    """Replicas of one GPU type and TP degree behind a router, scaled by an autoscaler."""
+
     gpu: str = Field(min_length=1)
     tp: int = Field(default=1, ge=1)
+    router: Literal["round_robin", "least_outstanding", "least_kv", "power_of_two"] = "least_outstanding"
+    autoscaler: AutoscalerConfig = FixedConfig()
+    lifecycle: LifecycleConfig = LifecycleConfig()
+    max_gpus: int | None = Field(default=None, ge=1)  # GPUs obtainable at once
+    reserved_replicas: int = Field(default=0, ge=0)  # capacity billed all the time
+    queue_max: int | None = Field(default=None, ge=0)  # fleet queue bound (requests waiting for any replica)
+    queue_timeout_s: float | None = Field(default=None, gt=0)
+    timeline_interval_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _gpu_cap(self) -> FleetConfig:
+        if self.max_gpus is not None and self.max_gpus < self.tp:
+            raise ValueError(f"max_gpus must be >= tp (got {self.max_gpus} < {self.tp})")
+        return self
+
+    @property
+    def replica_cap(self) -> int:
+        cap = self.autoscaler.max_replicas
+        return cap if self.max_gpus is None else min(cap, self.max_gpus // self.tp)
 
 
 class PricingConfig(_Frozen):
-    usd_per_gpu_hour: float | None = Field(default=None, ge=0)  # None: the GPU catalog's price
+    usd_per_gpu_hour: float | None = Field(default=None, ge=0)  # on demand; None: the GPU catalog's price
+    reserved_usd_per_gpu_hour: float | None = Field(default=None, ge=0)  # None: the on-demand price
+    billing_granularity_s: float = Field(default=1.0, ge=0)
+    billing_minimum_s: float = Field(default=0.0, ge=0)
     compare_api: str = DEFAULT_API
 
 

@@ -1,4 +1,5 @@
-"""Write a run folder: summary.json, requests.parquet, config.resolved.yaml.
+"""Write a run folder: summary.json, requests.parquet, timeline.parquet, replicas.parquet,
+config.resolved.yaml.
 
 Written into a temporary sibling folder and renamed into place at the end, so an interrupted or
 failed run never leaves a folder that looks complete. An existing folder is replaced only once the
@@ -47,6 +48,8 @@ def write_run(result: SimResult, out_dir: Path, *, summary: dict[str, Any] | Non
     try:
         (tmp / "summary.json").write_text(json.dumps(_clean(summary), indent=2) + "\n")
         result.requests.to_parquet(tmp / "requests.parquet", index=False)
+        result.timeline.to_parquet(tmp / "timeline.parquet", index=False)
+        result.replicas_frame().to_parquet(tmp / "replicas.parquet", index=False)
         (tmp / "config.resolved.yaml").write_text(
             "# The scenario as run: defaults filled in, file paths absolute; `fleetsim run` accepts it as is.\n"
             + yaml.safe_dump(result.scenario_as_run(), sort_keys=False)

@@ -7,6 +7,8 @@ result.requests       # one row per request (DataFrame)
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import itertools
 import math
 import time
@@ -19,16 +21,20 @@ import numpy as np
 import pandas as pd
 import simpy
 
+from sim.autoscale import FixedConfig, control_loop, make_policy
 from sim.config import Scenario, resolve_scenario
+from sim.cost import ReplicaLife, api_price, attribute_cost, fleet_bill, state_seconds
 from sim.engine.kv import KvBlockPool
-from sim.engine.records import STATUS_NAMES, RequestLog
-from sim.engine.replica import Replica
+from sim.engine.records import COMPLETED, STATUS_NAMES, RequestLog
+from sim.engine.replica import Replica, admission_reason
 from sim.engine.scheduler import POLICIES, Limits
 from sim.engine.sequence import Seq
 from sim.engine.step_time import ConstantStepTime, RooflineStepTime, StepTimeModel
 from sim.errors import FleetsimError
+from sim.fleet.cluster import Fleet
 from sim.metrics import summarize
 from sim.roofline import RooflineSetup, kv_capacity_tokens
+from sim.router import ROUTERS
 from sim.workload import load_trace
 from sim.workload.synthetic import SyntheticSpec, generate
 from sim.workload.transforms import TraceFile, load_trace_file
@@ -52,10 +58,97 @@ class SimResult:
     setup: RooflineSetup
     trace: pd.DataFrame
     log: RequestLog
-    replicas: list[Replica]
+    fleet: Fleet
     n_events: int
     wall_s: float
+    horizon_s: float
+    timeline: pd.DataFrame
     base_dir: Path = Path(".")
+    max_tokens_per_s: float | None = None  # one replica's saturated throughput for this length mix
+
+    @property
+    def replicas(self) -> list[Replica]:
+        """The engines of every replica that became ready, in id order."""
+        return [slot.engine for slot in self.fleet.slots if slot.engine is not None]
+
+    def lives(self) -> list[ReplicaLife]:
+        out = []
+        for slot in self.fleet.slots:
+            end = slot.released_at_s if not math.isnan(slot.released_at_s) else self.horizon_s
+            busy = slot.engine.busy_s_at(end) if slot.engine is not None else 0.0
+            drained = not math.isnan(slot.drain_at_s)
+            loading_at = slot.loading_at_s if not slot.cancelled or slot.loading_at_s <= end else math.nan
+            out.append(
+                ReplicaLife(
+                    slot.provision_at_s,
+                    loading_at,
+                    slot.ready_at_s,
+                    slot.drain_at_s,
+                    end,
+                    busy,
+                    slot.busy_at_drain_s if drained else busy,
+                )
+            )
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        sc, setup = self.scenario, self.setup
+        out = summarize(self.log, slo=sc.slo.as_dict() or None)
+        bill = fleet_bill(
+            self.lives(),
+            horizon_s=self.horizon_s,
+            tp=setup.tp,
+            usd_per_gpu_hour=setup.usd_per_gpu_hour,
+            reserved_usd_per_gpu_hour=sc.pricing.reserved_usd_per_gpu_hour,
+            reserved_replicas=sc.fleet.reserved_replicas,
+            granularity_s=sc.pricing.billing_granularity_s,
+            minimum_s=sc.pricing.billing_minimum_s,
+        )
+        engines = self.replicas
+        billed = bill["billed_gpu_seconds"]
+        busy_gpu_s = bill["gpu_seconds_by_state"]["busy"]
+        out |= bill
+        out |= attribute_cost(
+            bill["cost_usd"],
+            prefill_busy_s=sum(e.prefill_busy_s for e in engines),
+            decode_busy_s=sum(e.decode_busy_s for e in engines),
+            prompt_tokens=out["total_input_tokens"],
+            output_tokens=out["total_output_tokens"],
+            api=api_price(sc.pricing.compare_api),
+        )
+        flops, n_bytes = sum(e.flops for e in engines), sum(e.bytes for e in engines)
+        known = isinstance(engines[0].step_time, RooflineStepTime) if engines else False
+        out["gpu_time_utilization"] = busy_gpu_s / billed if billed else None
+        out["mfu"] = flops / (setup.peak_flops_per_s * billed) if billed and known else None
+        out["mbu"] = n_bytes / (setup.gpu.hbm_bw_bytes_per_s * billed) if billed and known else None
+        served = out["total_input_tokens"] + out["total_output_tokens"]
+        capacity = None if self.max_tokens_per_s is None else self.max_tokens_per_s * billed / setup.tp
+        out["max_tokens_per_s_per_replica"] = self.max_tokens_per_s
+        out["throughput_utilization"] = served / capacity if capacity else None
+        out["replicas_max"] = int(self.timeline["replicas_ready"].max()) if len(self.timeline) else len(engines)
+        out["replicas_launched"] = len(self.fleet.slots)
+        out["n_steps"] = sum(e.n_steps for e in engines)
+        out["n_events"] = self.n_events
+        out["kv_blocks"] = engines[0].pool.n_blocks if engines else 0
+        out["kv_peak_blocks"] = max((e.pool.peak_used for e in engines), default=0)
+        return out
+
+    def resolved(self) -> dict[str, Any]:
+        """What the scenario's defaults and catalogs resolved to, for the run folder."""
+        s = self.setup
+        engines = self.replicas
+        return {
+            "model_params": s.model.n_params,
+            "weight_bytes": s.weight_bytes,
+            "kv_bytes_per_token_replica": s.kv_bytes_per_token,
+            "kv_blocks_per_replica": engines[0].pool.n_blocks if engines else None,
+            "max_num_batched_tokens": engines[0].limits.max_num_batched_tokens if engines else None,
+            "effective_flops_per_s_per_gpu": s.effective_flops_per_s,
+            "effective_hbm_bw_bytes_per_s_per_gpu": s.effective_hbm_bw_bytes_per_s,
+            "usd_per_gpu_hour": s.usd_per_gpu_hour,
+            "weight_load_s": s.weight_bytes / self.scenario.fleet.lifecycle.load_bw_bytes_per_s(),
+            "trace_requests": len(self.trace),
+        }
 
     def scenario_as_run(self) -> dict[str, Any]:
         """The scenario with defaults filled in and file paths made absolute."""
@@ -72,44 +165,9 @@ class SimResult:
             trace["file"] = absolute(trace["file"])
         if data.get("gpu_catalog"):
             data["gpu_catalog"] = absolute(data["gpu_catalog"])
-        if not self.setup.model.name or Path(data["model"]).suffix == ".json":
+        if Path(data["model"]).suffix == ".json":
             data["model"] = absolute(data["model"])
         return data
-
-    def summary(self) -> dict[str, Any]:
-        out = summarize(self.log, slo=self.scenario.slo.as_dict() or None)
-        # one always-on replica, billed for the whole run
-        billed = self.setup.tp * out["duration"] * len(self.replicas)
-        price = self.setup.usd_per_gpu_hour
-        cost = None if price is None else billed * price / 3600
-        tokens = out["total_input_tokens"] + out["total_output_tokens"]
-        busy = sum(r.busy_s for r in self.replicas)
-        out |= {
-            "billed_gpu_seconds": billed,
-            "cost_usd": cost,
-            "usd_per_1k_tokens": None if cost is None or not tokens else cost / tokens * 1000,
-            "gpu_time_utilization": busy / (out["duration"] * len(self.replicas)) if out["duration"] else 0.0,
-        }
-        out["n_steps"] = sum(r.n_steps for r in self.replicas)
-        out["n_events"] = self.n_events
-        out["kv_blocks"] = sum(r.pool.n_blocks for r in self.replicas)
-        out["kv_peak_blocks"] = max(r.pool.peak_used for r in self.replicas)
-        return out
-
-    def resolved(self) -> dict[str, Any]:
-        """What the scenario's defaults and catalogs resolved to, for the run folder."""
-        s, r = self.setup, self.replicas[0]
-        return {
-            "model_params": s.model.n_params,
-            "weight_bytes": s.weight_bytes,
-            "kv_bytes_per_token_replica": s.kv_bytes_per_token,
-            "kv_blocks": r.pool.n_blocks,
-            "max_num_batched_tokens": r.limits.max_num_batched_tokens,
-            "effective_flops_per_s_per_gpu": s.effective_flops_per_s,
-            "effective_hbm_bw_bytes_per_s_per_gpu": s.effective_hbm_bw_bytes_per_s,
-            "usd_per_gpu_hour": s.usd_per_gpu_hour,
-            "trace_requests": len(self.trace),
-        }
 
     @property
     def requests(self) -> pd.DataFrame:
@@ -130,6 +188,25 @@ class SimResult:
         )
         frame["reject_reason"] = pd.Series(log.reasons, dtype="string").reindex(frame.index)
         return frame
+
+    def replicas_frame(self) -> pd.DataFrame:
+        rows = []
+        for slot, life in zip(self.fleet.slots, self.lives(), strict=True):
+            states = state_seconds(life)
+            rows.append(
+                {
+                    "replica_id": slot.replica_id,
+                    "provision_at_s": slot.provision_at_s,
+                    "loading_at_s": life.loading_at_s,
+                    "ready_at_s": slot.ready_at_s,
+                    "drain_at_s": slot.drain_at_s,
+                    "released_at_s": slot.released_at_s,
+                    "cancelled": slot.cancelled,
+                    **{f"{k}_s": v for k, v in states.items()},
+                    "requests": int(np.sum(self.log.replica_id == slot.replica_id)),
+                }
+            )
+        return pd.DataFrame(rows)
 
 
 def scenario_trace(scenario: Scenario, *, base_dir: Path = Path(".")) -> pd.DataFrame:
@@ -191,6 +268,80 @@ def _feed(
             )
 
 
+def _replica_factory(
+    env: simpy.Environment, scenario: Scenario, setup: RooflineSetup, log: RequestLog, n_blocks: int, budget: int
+) -> Callable[[int], Replica]:
+    engine = scenario.engine
+    step_time = _step_model(scenario, setup)
+    limits = Limits(max_num_seqs=engine.max_num_seqs, max_num_batched_tokens=budget, block_size=engine.block_size)
+
+    def make(replica_id: int) -> Replica:
+        return Replica(
+            env,
+            replica_id=replica_id,
+            step_time=step_time,
+            policy=POLICIES[engine.policy](),
+            limits=limits,
+            pool=KvBlockPool(n_blocks=n_blocks, block_size=engine.block_size),
+            log=log,
+            max_context_tokens=setup.model.max_context_tokens,
+            fast_forward=engine.fast_forward,
+        )
+
+    return make
+
+
+def _sampler(
+    env: simpy.Environment, fleet: Fleet, interval_s: float, rows: list[tuple[Any, ...]]
+) -> Generator[simpy.Event, Any, None]:
+    """Every interval: replicas by state, queues, KV use, arrival rate, busy fraction."""
+    last_busy: dict[int, float] = {}
+    last_arrivals = 0
+    while True:
+        yield env.timeout(interval_s)
+        now = env.now
+        counts = dict.fromkeys(("provisioning", "loading", "ready", "draining"), 0)
+        busy, kv, running, waiting = [], [], 0, len(fleet.queue)
+        for slot in fleet.slots:
+            if slot.state in counts:
+                counts[slot.state] += 1
+            engine = slot.engine
+            if engine is None or slot.state == "released":
+                continue
+            b = engine.busy_s_at(now)
+            busy.append(min(1.0, (b - last_busy.get(slot.replica_id, 0.0)) / interval_s))
+            last_busy[slot.replica_id] = b
+            kv.append(engine.kv_blocks_used_at(now) / engine.pool.n_blocks)
+            running += len(engine.running)
+            waiting += len(engine.waiting)
+        rows.append(
+            (
+                now,
+                *counts.values(),
+                waiting,
+                running,
+                float(np.mean(kv)) if kv else math.nan,
+                (fleet.n_arrivals - last_arrivals) / interval_s,
+                float(np.mean(busy)) if busy else math.nan,
+            )
+        )
+        last_arrivals = fleet.n_arrivals
+
+
+TIMELINE_COLUMNS = [
+    "t_s",
+    "replicas_provisioning",
+    "replicas_loading",
+    "replicas_ready",
+    "replicas_draining",
+    "waiting",
+    "running",
+    "kv_use",
+    "arrival_rate_per_s",
+    "busy_fraction",
+]
+
+
 def simulate(
     scenario: Scenario,
     trace: pd.DataFrame | None = None,
@@ -198,10 +349,13 @@ def simulate(
     base_dir: Path = Path("."),
     progress: Callable[[float, float], None] | None = None,
     observe: Callable[[simpy.Environment, list[Replica]], None] | None = None,
+    measure_capacity: bool = True,
 ) -> SimResult:
-    """Run `scenario` on `trace` (default: the scenario's own) for one replica until every request is
-    completed or rejected. `progress(now_s, horizon_s)` is called every ~1% of the trace's span;
-    `observe(env, replicas)` may start processes that watch the replicas (samplers)."""
+    """Run `scenario` on `trace` (default: the scenario's own) until every request is completed or
+    rejected. `progress(now_s, horizon_s)` is called every ~1% of the trace's span; `observe(env,
+    replicas)` may start processes that watch the initially ready replicas (samplers).
+    `measure_capacity` also measures one replica's saturated throughput for the trace's length mix
+    (for `throughput_utilization`)."""
     setup = resolve_scenario(scenario, base_dir=base_dir)
     if trace is None:
         trace = scenario_trace(scenario, base_dir=base_dir)
@@ -209,41 +363,110 @@ def simulate(
     budget = engine.batched_tokens(setup.model.max_context_tokens)
     n_blocks = engine.num_gpu_blocks_override or kv_capacity_tokens(setup) // engine.block_size
     _check_engine(scenario, setup, trace, n_blocks, budget)
+    router_rng, lifecycle_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(scenario.seed).spawn(2))
 
     env = CountingEnvironment()
     log = RequestLog(trace["arrival_at_s"].to_numpy(), trace["prompt_tokens"].to_numpy(), trace["output_tokens"].to_numpy())
-    replica = Replica(
+    done = env.event()
+
+    def all_resolved() -> None:
+        if not done.triggered:
+            done.succeed()
+
+    log.on_all_resolved = all_resolved
+    fcfg = scenario.fleet
+    fleet = Fleet(
         env,
-        replica_id=0,
-        step_time=_step_model(scenario, setup),
-        policy=POLICIES[engine.policy](),
-        limits=Limits(max_num_seqs=engine.max_num_seqs, max_num_batched_tokens=budget, block_size=engine.block_size),
-        pool=KvBlockPool(n_blocks=n_blocks, block_size=engine.block_size),
+        make_engine=_replica_factory(env, scenario, setup, log, n_blocks, budget),
+        admission=functools.partial(
+            admission_reason,
+            max_context_tokens=setup.model.max_context_tokens,
+            n_blocks=n_blocks,
+            block_size=engine.block_size,
+            whole_prompt_budget=None if engine.policy == "chunked" else budget,
+        ),
+        router=ROUTERS[fcfg.router](router_rng),
+        lifecycle=fcfg.lifecycle,
+        weight_bytes=setup.weight_bytes,
         log=log,
-        max_context_tokens=setup.model.max_context_tokens,
-        fast_forward=engine.fast_forward,
+        rng=lifecycle_rng,
+        max_replicas=fcfg.replica_cap,
+        queue_max=fcfg.queue_max,
+        queue_timeout_s=fcfg.queue_timeout_s,
     )
-    env.process(_feed(env, trace, log, replica.enqueue))
+    start_n = min(fcfg.autoscaler.start_replicas, fcfg.replica_cap)
+    if fcfg.lifecycle.start == "warm":
+        fleet.add_ready(start_n)
+    else:
+        fleet.launch(start_n)
+    if not isinstance(fcfg.autoscaler, FixedConfig):
+        env.process(control_loop(env, fleet, make_policy(fcfg.autoscaler), fcfg.autoscaler.interval_s))
+    env.process(_feed(env, trace, log, fleet.deliver))
+    rows: list[tuple[Any, ...]] = []
+    env.process(_sampler(env, fleet, fcfg.timeline_interval_s, rows))
     if observe is not None:
-        observe(env, [replica])
-    start = time.perf_counter()
+        observe(env, [slot.engine for slot in fleet.slots if slot.engine is not None])
+    wall_start = time.perf_counter()
     horizon = float(log.arrival_at_s[-1]) if len(log) else 0.0
     if progress is None:
-        env.run()
+        env.run(until=done)
     else:
         tick = max(horizon / 100, 1e-3)
-        while env.peek() != math.inf:
-            env.run(until=env.now + tick)
+        while not done.processed:
+            env.run(until=min(env.now + tick, env.peek()) if not done.triggered else done)
             progress(env.now, horizon)
-    wall = time.perf_counter() - start
+    wall = time.perf_counter() - wall_start
     log.check_invariants()
+    capacity = _max_tokens_per_s(scenario, setup, trace, base_dir) if measure_capacity else None
     return SimResult(
         scenario=scenario,
         setup=setup,
         trace=trace,
         log=log,
-        replicas=[replica],
+        fleet=fleet,
         n_events=env.n_events,
         wall_s=wall,
+        horizon_s=env.now,
+        timeline=pd.DataFrame(rows, columns=TIMELINE_COLUMNS),
         base_dir=base_dir,
+        max_tokens_per_s=capacity,
     )
+
+
+_CAPACITY_CACHE: dict[tuple[str, ...], float] = {}
+
+
+def _max_tokens_per_s(scenario: Scenario, setup: RooflineSetup, trace: pd.DataFrame, base_dir: Path) -> float | None:
+    """One replica's throughput (prompt + output tokens/s) kept saturated with this trace's length mix:
+    up to 1,000 requests (a seeded sample of the trace's servable ones) all queued at t = 0, measured
+    until the queue first empties. Cached per (model, GPU, TP, roofline, engine, length mix)."""
+    lengths = trace[["prompt_tokens", "output_tokens"]].to_numpy()
+    key = (
+        scenario.model,
+        scenario.fleet.gpu,
+        str(scenario.fleet.tp),
+        scenario.roofline.model_dump_json(),
+        scenario.engine.model_dump_json(),
+        hashlib.sha1(lengths.tobytes()).hexdigest(),
+    )
+    if key in _CAPACITY_CACHE:
+        return _CAPACITY_CACHE[key]
+    fits = lengths.sum(axis=1) <= setup.model.max_context_tokens
+    pool = lengths[fits]
+    if len(pool) == 0:
+        return None
+    rng = np.random.default_rng(0)
+    pick = pool[rng.choice(len(pool), size=min(1000, len(pool)), replace=False)] if len(pool) > 1000 else pool
+    frame = pd.DataFrame({"arrival_at_s": np.zeros(len(pick)), "prompt_tokens": pick[:, 0], "output_tokens": pick[:, 1]})
+    single = scenario.model_copy(
+        update={"fleet": scenario.fleet.model_copy(update={"autoscaler": FixedConfig(replicas=1), "queue_max": None})}
+    )
+    result = simulate(single, frame, base_dir=base_dir, measure_capacity=False)
+    log = result.log
+    cut = float(np.nanmax(log.scheduled_at_s))  # the queue is never empty before this instant
+    done = (log.status == COMPLETED) & (log.completed_at_s <= cut)
+    if cut <= 0 or not done.any():
+        return None
+    value = float((log.prompt_tokens[done].sum() + log.output_tokens[done].sum()) / cut)
+    _CAPACITY_CACHE[key] = value
+    return value

@@ -61,6 +61,10 @@ def assert_same(fast, slow):
     assert a["n_preemptions"].tolist() == b["n_preemptions"].tolist()
     assert a["status"].tolist() == b["status"].tolist()
     assert fast.summary()["n_steps"] == slow.summary()["n_steps"]
+    rf, rs = fast.replicas[0], slow.replicas[0]
+    for attr in ("busy_s", "prefill_busy_s", "decode_busy_s", "flops", "bytes"):
+        x, y = getattr(rf, attr), getattr(rs, attr)
+        assert abs(x - y) <= 1e-9 * max(1.0, abs(y)), attr
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

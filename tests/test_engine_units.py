@@ -194,6 +194,6 @@ def test_kv_observation_mid_run_matches_per_step():
         )
         simulate(sc, trace, observe=observe)
         seen[ff] = samples
-    assert len(seen[True]) == len(seen[False]) > 1000
+    assert len(seen[True]) == len(seen[False]) > 300  # sampled until the last request completes
     assert seen[True] == seen[False]
     assert max(seen[True]) > 20 and not math.isnan(seen[True][0])

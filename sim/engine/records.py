@@ -8,6 +8,7 @@ durations as linear pieces `value = a + b*j` (j in [j0, j1)) with weight n.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,13 +40,26 @@ class RequestLog:
         self.status = np.zeros(n, dtype=np.int8)
         self.reasons: dict[int, str] = {}
         self.itl = ItlLog()
+        self.n_resolved = 0
+        self.on_all_resolved: Callable[[], None] | None = None
 
     def __len__(self) -> int:
         return len(self.arrival_at_s)
 
+    def _resolved(self) -> None:
+        self.n_resolved += 1
+        if self.n_resolved == len(self.arrival_at_s) and self.on_all_resolved is not None:
+            self.on_all_resolved()
+
     def reject(self, idx: int, reason: str) -> None:
         self.status[idx] = REJECTED
         self.reasons[idx] = reason
+        self._resolved()
+
+    def complete(self, idx: int, t: float) -> None:
+        self.completed_at_s[idx] = t
+        self.status[idx] = COMPLETED
+        self._resolved()
 
     def check_invariants(self) -> None:
         """Cheap end-of-run checks; a failure is a simulator bug."""

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import simpy
 
 from sim.engine.kv import KvBlockPool
-from sim.engine.records import COMPLETED, IN_FLIGHT, RequestLog
+from sim.engine.records import IN_FLIGHT, RequestLog
 from sim.engine.scheduler import Batch, BatchPolicy, Limits
 from sim.engine.sequence import Seq, blocks_for
 from sim.engine.step_time import StepLine, StepTimeModel
@@ -29,6 +29,26 @@ from sim.engine.step_time import StepLine, StepTimeModel
 
 def _key(seq: Seq) -> tuple[int, float, int]:
     return seq.key
+
+
+def admission_reason(
+    prompt_tokens: int,
+    output_tokens: int,
+    *,
+    max_context_tokens: int,
+    n_blocks: int,
+    block_size: int,
+    whole_prompt_budget: int | None,
+) -> str | None:
+    """Why a request can never be served by a replica so configured, or None."""
+    if prompt_tokens + output_tokens > max_context_tokens:
+        return f"prompt + output = {prompt_tokens + output_tokens} tokens exceeds the model's max context {max_context_tokens}"
+    slots = prompt_tokens + output_tokens - 1
+    if blocks_for(slots, block_size) > n_blocks:
+        return f"needs {slots} KV slots, more than the replica's KV cache holds ({n_blocks * block_size})"
+    if whole_prompt_budget is not None and prompt_tokens > whole_prompt_budget:
+        return f"prompt of {prompt_tokens} tokens exceeds max_num_batched_tokens={whole_prompt_budget} (prefill_first)"
+    return None
 
 
 class Replica:
@@ -60,20 +80,26 @@ class Replica:
         self._run: tuple[float, StepLine, list[Seq], int] | None = None  # start, line, seqs, k_max
         self.n_steps = 0
         self.n_runs = 0
-        self.busy_s = 0.0
+        self.busy_s = 0.0  # seconds spent in steps, split next into prompt and completion work
+        self.prefill_busy_s = 0.0
+        self.decode_busy_s = 0.0
+        self.flops = 0.0
+        self.bytes = 0.0
+        self._work_start: float | None = None
+        self.on_idle: Callable[[Replica], None] | None = None  # called each time the replica runs out of work
         self.process = env.process(self._loop())
 
     # --- intake ----------------------------------------------------------------------------------
     def admissible(self, prompt_tokens: int, output_tokens: int) -> str | None:
         """Why a request can never be served here, or None."""
-        if prompt_tokens + output_tokens > self.max_context_tokens:
-            return f"prompt + output = {prompt_tokens + output_tokens} tokens exceeds the model's max context {self.max_context_tokens}"
-        slots = prompt_tokens + output_tokens - 1
-        if blocks_for(slots, self.pool.block_size) > self.pool.n_blocks:
-            return f"needs {slots} KV slots, more than the replica's KV cache holds ({self.pool.capacity_tokens})"
-        if not self.policy.chunks_prefill and prompt_tokens > self.limits.max_num_batched_tokens:
-            return f"prompt of {prompt_tokens} tokens exceeds max_num_batched_tokens={self.limits.max_num_batched_tokens} (prefill_first)"
-        return None
+        return admission_reason(
+            prompt_tokens,
+            output_tokens,
+            max_context_tokens=self.max_context_tokens,
+            n_blocks=self.pool.n_blocks,
+            block_size=self.pool.block_size,
+            whole_prompt_budget=None if self.policy.chunks_prefill else self.limits.max_num_batched_tokens,
+        )
 
     def enqueue(self, seq: Seq) -> None:
         reason = self.admissible(seq.prompt_tokens, seq.output_tokens)
@@ -106,6 +132,10 @@ class Replica:
     def n_outstanding(self) -> int:
         return len(self.waiting) + len(self.running)
 
+    def busy_s_at(self, now: float) -> float:
+        """Seconds spent working up to `now`, counting a step or run in progress."""
+        return self.busy_s + (now - self._work_start if self._work_start is not None else 0.0)
+
     # --- the process -----------------------------------------------------------------------------------
     def _loop(self) -> Generator[simpy.Event, Any, None]:
         env = self.env
@@ -123,6 +153,8 @@ class Replica:
                 if batch.preempted or batch.dropped:
                     continue
                 assert not self.waiting, "idle with admissible work waiting"
+                if self.on_idle is not None:
+                    self.on_idle(self)
                 self._wake = env.event()
                 yield self._wake
                 self._wake = None
@@ -150,23 +182,36 @@ class Replica:
                 self.running.append(seq)
                 if math.isnan(self.log.scheduled_at_s[seq.idx]):
                     self.log.scheduled_at_s[seq.idx] = now
-        n_prefill = n_decode = 0
+        n_prefill = n_decode = decode_ctx = 0
         pairs = kv_read = 0
         for seq, n in batch.work:
             c = seq.computed
             self.pool.grow(seq, c + n)
             if seq.is_decoding:
                 n_decode += 1
+                decode_ctx += c
             else:
                 n_prefill += n
             pairs += n * c + n * (n + 1) // 2
             kv_read += c
-        dt = self.step_time.step_time_s(
-            n_prefill_tokens=n_prefill, n_decode_seqs=n_decode, attention_pairs=pairs, kv_read_tokens=kv_read
-        )
+        shape = {"n_prefill_tokens": n_prefill, "n_decode_seqs": n_decode, "attention_pairs": pairs, "kv_read_tokens": kv_read}
+        dt = self.step_time.step_time_s(**shape)
+        self._work_start = now
         yield env.timeout(dt)
+        self._work_start = None
         self.n_steps += 1
         self.busy_s += dt
+        flops, n_bytes = self.step_time.step_work(**shape)
+        self.flops += flops
+        self.bytes += n_bytes
+        if n_decode and n_prefill:  # the decodes pay what they would cost alone; the prompt pays the rest
+            alone = min(dt, self.step_time.decode_line(n_seqs=n_decode, context_sum=decode_ctx).at(0))
+            self.decode_busy_s += alone
+            self.prefill_busy_s += dt - alone
+        elif n_decode:
+            self.decode_busy_s += dt
+        else:
+            self.prefill_busy_s += dt
         end = env.now
         for seq, n in batch.work:
             seq.computed += n
@@ -184,8 +229,7 @@ class Replica:
             self._finish(seq, t)
 
     def _finish(self, seq: Seq, t: float) -> None:
-        self.log.completed_at_s[seq.idx] = t
-        self.log.status[seq.idx] = COMPLETED
+        self.log.complete(seq.idx, t)
         self.pool.release(seq)
         self.running.remove(seq)
 
@@ -216,6 +260,7 @@ class Replica:
         line = self.step_time.decode_line(n_seqs=len(seqs), context_sum=sum(s.computed for s in seqs))
         k = k_max
         self._run = (start, line, seqs, k_max)
+        self._work_start = start
         if k_max > 1:
             self._wake = env.event()
             done = env.timeout(line.total(k_max))
@@ -227,6 +272,10 @@ class Replica:
         else:
             yield env.timeout(line.total(1))
         self._run = None
+        self._work_start = None
+        flops, n_bytes = self.step_time.run_work(n_seqs=len(seqs), context_sum=sum(s.computed for s in seqs), k=k)
+        self.flops += flops
+        self.bytes += n_bytes
         self._advance(seqs, line, start, k)
 
     def _advance(self, seqs: list[Seq], line: StepLine, start: float, k: int) -> None:
@@ -244,6 +293,7 @@ class Replica:
         self.n_steps += k
         self.n_runs += 1
         self.busy_s += total
+        self.decode_busy_s += total
         for seq in seqs:
             singles.append(first - seq.last_token_at_s)
             seq.computed += k

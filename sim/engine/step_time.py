@@ -96,6 +96,16 @@ class StepTimeModel(Protocol):
 
     def decode_line(self, *, n_seqs: int, context_sum: int) -> StepLine: ...
 
+    def step_work(
+        self, *, n_prefill_tokens: int, n_decode_seqs: int, attention_pairs: float, kv_read_tokens: float
+    ) -> tuple[float, float]:
+        """(FLOPs, bytes) of one step; (0, 0) when the model does not know them."""
+        ...
+
+    def run_work(self, *, n_seqs: int, context_sum: int, k: int) -> tuple[float, float]:
+        """(FLOPs, bytes) of the first k steps of a decode run."""
+        ...
+
 
 class RooflineStepTime:
     """The roofline as a step-time model; decode-run coefficients are memoized per batch size."""
@@ -117,6 +127,23 @@ class RooflineStepTime:
             kv_read_tokens=kv_read_tokens,
         )
         return cost.time_s
+
+    def step_work(
+        self, *, n_prefill_tokens: int, n_decode_seqs: int, attention_pairs: float, kv_read_tokens: float
+    ) -> tuple[float, float]:
+        cost = step_cost(
+            self.setup,
+            n_tokens=n_prefill_tokens + n_decode_seqs,
+            attention_pairs=attention_pairs,
+            kv_read_tokens=kv_read_tokens,
+        )
+        return cost.flops, cost.bytes
+
+    def run_work(self, *, n_seqs: int, context_sum: int, k: int) -> tuple[float, float]:
+        matmul_flops, weight_bytes, _ = self._batch_terms(n_seqs)
+        pairs = k * (context_sum + n_seqs) + n_seqs * k * (k - 1) / 2  # sum over j < k of S + n (j + 1)
+        kv_tokens = k * (context_sum + n_seqs) + n_seqs * k * (k - 1) / 2  # reads S + n j plus n writes
+        return k * matmul_flops + self._attn * pairs, k * weight_bytes + self._kv * kv_tokens
 
     def _batch_terms(self, n_seqs: int) -> tuple[float, float, float]:
         """Matmul FLOPs, weight bytes read and fixed seconds (comm + overhead) of an n-token step."""
@@ -155,3 +182,11 @@ class ConstantStepTime:
 
     def decode_line(self, *, n_seqs: int, context_sum: int) -> StepLine:
         return StepLine(a1=self.decode_step_s, b1=0.0, a2=0.0, b2=0.0, e=0.0)
+
+    def step_work(
+        self, *, n_prefill_tokens: int, n_decode_seqs: int, attention_pairs: float, kv_read_tokens: float
+    ) -> tuple[float, float]:
+        return 0.0, 0.0
+
+    def run_work(self, *, n_seqs: int, context_sum: int, k: int) -> tuple[float, float]:
+        return 0.0, 0.0

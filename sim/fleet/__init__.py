@@ -1,0 +1,1 @@
+"""The fleet: many replicas behind a router, with lifecycles (cold starts, draining) and billing."""

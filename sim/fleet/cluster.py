@@ -1,0 +1,229 @@
+"""The fleet as a SimPy model: replica lifecycles, routing, the fleet queue, scaling, sampling.
+
+A request goes to a ready replica chosen by the router. With no replica ready it waits in the fleet
+queue (bounded by `queue_max`, each request for at most `queue_timeout_s`; beyond either it is
+rejected with the reason) and, if nothing is starting either, one replica is launched at once (the
+"activator" of scale-from-zero systems). A scale-up cold-starts replicas (provision, image pull, weight
+load, warm-up; billed from provisioning); a scale-down first cancels replicas still starting (the
+youngest), then drains ready ones (the least loaded, newest first): they take no new requests, finish
+what they hold and are released.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import simpy
+
+from sim.autoscale import Observation
+from sim.engine.records import RequestLog
+from sim.engine.replica import Replica
+from sim.engine.sequence import Seq
+from sim.fleet.lifecycle import LifecycleConfig
+from sim.router import ReplicaView, Router
+
+
+@dataclass(eq=False)
+class ReplicaSlot:
+    """One replica's life: when each stage began, and its engine once ready."""
+
+    replica_id: int
+    provision_at_s: float
+    stages_s: tuple[float, float, float, float]  # provision, image pull, weight load, warm-up
+    state: str = "provisioning"
+    ready_at_s: float = math.nan
+    drain_at_s: float = math.nan
+    released_at_s: float = math.nan
+    busy_at_drain_s: float = 0.0
+    cancelled: bool = False
+    engine: Replica | None = None
+    process: simpy.Process | None = field(default=None, repr=False)
+
+    @property
+    def loading_at_s(self) -> float:
+        """When weight loading began (after provisioning and the image pull)."""
+        return self.provision_at_s + self.stages_s[0] + self.stages_s[1]
+
+
+class Fleet:
+    def __init__(
+        self,
+        env: simpy.Environment,
+        *,
+        make_engine: Callable[[int], Replica],
+        admission: Callable[[int, int], str | None],
+        router: Router,
+        lifecycle: LifecycleConfig,
+        weight_bytes: float,
+        log: RequestLog,
+        rng: np.random.Generator,
+        max_replicas: int,
+        queue_max: int | None = None,
+        queue_timeout_s: float | None = None,
+    ) -> None:
+        self.env = env
+        self.make_engine = make_engine
+        self.admission = admission
+        self.router = router
+        self.lifecycle = lifecycle
+        self.weight_bytes = weight_bytes
+        self.log = log
+        self.rng = rng
+        self.max_replicas = max_replicas
+        self.queue_max = queue_max
+        self.queue_timeout_s = queue_timeout_s
+        self.slots: list[ReplicaSlot] = []
+        self.queue: deque[Seq] = deque()
+        self._busy_seen: dict[int, tuple[float, float]] = {}  # replica id -> (time, busy seconds) at last observation
+        self.n_arrivals = 0
+
+    # --- views ---------------------------------------------------------------------------------------
+    def in_state(self, state: str) -> list[ReplicaSlot]:
+        return [s for s in self.slots if s.state == state]
+
+    @property
+    def ready(self) -> list[ReplicaSlot]:
+        return self.in_state("ready")
+
+    @property
+    def starting(self) -> list[ReplicaSlot]:
+        return [s for s in self.slots if s.state in ("provisioning", "loading")]
+
+    # --- requests ------------------------------------------------------------------------------------
+    def deliver(self, seq: Seq) -> None:
+        self.n_arrivals += 1
+        reason = self.admission(seq.prompt_tokens, seq.output_tokens)
+        if reason is not None:
+            self.log.reject(seq.idx, reason)
+            return
+        ready = self.ready
+        if ready:
+            self._route(seq, ready)
+            return
+        if self.queue_max is not None and len(self.queue) >= self.queue_max:
+            self.log.reject(seq.idx, f"fleet queue full ({self.queue_max} requests) with no replica ready")
+            return
+        self.log.status[seq.idx] = 1  # in flight, in the fleet queue
+        self.queue.append(seq)
+        if self.queue_timeout_s is not None:
+            self.env.process(self._expire(seq, self.queue_timeout_s))
+        if not self.starting and self.max_replicas > 0:
+            self.launch(1)
+
+    def _route(self, seq: Seq, ready: list[ReplicaSlot]) -> None:
+        now = self.env.now
+        views = []
+        for slot in ready:
+            engine = slot.engine
+            assert engine is not None
+            views.append(ReplicaView(slot.replica_id, engine.n_outstanding, engine.kv_blocks_used_at(now) / engine.pool.n_blocks))
+        target = ready[self.router.choose(views)].engine
+        assert target is not None
+        target.enqueue(seq)
+
+    def _expire(self, seq: Seq, timeout_s: float) -> Generator[simpy.Event, Any, None]:
+        yield self.env.timeout(timeout_s)
+        if seq in self.queue:
+            self.queue.remove(seq)
+            self.log.reject(seq.idx, f"waited {timeout_s:g} s in the fleet queue with no replica ready (queue_timeout_s)")
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+    def add_ready(self, n: int) -> None:
+        """Replicas that exist before the trace starts (warm): ready at once, billed from now."""
+        for _ in range(n):
+            slot = ReplicaSlot(len(self.slots), self.env.now, (0.0, 0.0, 0.0, 0.0))
+            self.slots.append(slot)
+            self._become_ready(slot)
+
+    def launch(self, n: int) -> None:
+        for _ in range(n):
+            stages = self.lifecycle.stages(self.weight_bytes, self.rng)
+            slot = ReplicaSlot(len(self.slots), self.env.now, stages)
+            self.slots.append(slot)
+            slot.process = self.env.process(self._cold_start(slot))
+
+    def _cold_start(self, slot: ReplicaSlot) -> Generator[simpy.Event, Any, None]:
+        provision, pull, load, warmup = slot.stages_s
+        try:
+            yield self.env.timeout(provision + pull)
+            slot.state = "loading"
+            yield self.env.timeout(load + warmup)
+        except simpy.Interrupt:
+            return
+        self._become_ready(slot)
+
+    def _become_ready(self, slot: ReplicaSlot) -> None:
+        slot.state = "ready"
+        slot.ready_at_s = self.env.now
+        engine = self.make_engine(slot.replica_id)
+        engine.on_idle = lambda _engine, slot=slot: self._idle(slot)
+        slot.engine = engine
+        self._busy_seen[slot.replica_id] = (self.env.now, 0.0)
+        while self.queue:
+            self._route(self.queue.popleft(), self.ready)
+
+    def _idle(self, slot: ReplicaSlot) -> None:
+        if slot.state == "draining":
+            self._release(slot)
+
+    def _release(self, slot: ReplicaSlot) -> None:
+        slot.state = "released"
+        slot.released_at_s = self.env.now
+
+    # --- scaling -------------------------------------------------------------------------------------
+    def scale_to(self, desired: int) -> None:
+        starting, ready = self.starting, self.ready
+        current = len(starting) + len(ready)
+        if desired > current:
+            self.launch(desired - current)
+            return
+        excess = current - desired
+        for slot in sorted(starting, key=lambda s: s.provision_at_s, reverse=True)[:excess]:
+            slot.cancelled = True
+            assert slot.process is not None
+            slot.process.interrupt()
+            self._release(slot)
+            excess -= 1
+        if excess <= 0:
+            return
+        now = self.env.now
+        for slot in sorted(ready, key=lambda s: (s.engine.n_outstanding if s.engine else 0, -s.replica_id))[:excess]:
+            engine = slot.engine
+            assert engine is not None
+            slot.state = "draining"
+            slot.drain_at_s = now
+            slot.busy_at_drain_s = engine.busy_s_at(now)
+            if engine.n_outstanding == 0:
+                self._release(slot)
+
+    def observe(self) -> Observation:
+        now = self.env.now
+        ready = self.ready
+        busy, kv = [], []
+        for slot in ready:
+            engine = slot.engine
+            assert engine is not None
+            t0, b0 = self._busy_seen.get(slot.replica_id, (now, 0.0))
+            b1 = engine.busy_s_at(now)
+            if now > t0:
+                busy.append((b1 - b0) / (now - t0))
+            self._busy_seen[slot.replica_id] = (now, b1)
+            kv.append(engine.kv_blocks_used_at(now) / engine.pool.n_blocks)
+        engines = [s.engine for s in self.slots if s.state in ("ready", "draining") and s.engine is not None]
+        in_flight = len(self.queue) + sum(e.n_outstanding for e in engines)
+        waiting = len(self.queue) + sum(len(e.waiting) for e in engines)
+        return Observation(
+            now=now,
+            n_ready=len(ready),
+            n_starting=len(self.starting),
+            n_draining=len(self.in_state("draining")),
+            in_flight=in_flight,
+            waiting=waiting,
+            busy_fraction=float(np.mean(busy)) if busy else None,
+            kv_use=float(np.mean(kv)) if kv else None,
+        )

@@ -1,0 +1,84 @@
+"""Replica lifecycle: provisioning -> image pull -> weight loading -> warm-up -> ready -> draining -> released.
+
+Durations in seconds. Weight loading takes weight bytes / the bandwidth of the storage tier the weights
+come from; the presets below are derived from published cold-start measurements (see
+reference figures in README): each is the effective GB/s of one such measurement.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from sim.errors import unknown_name
+
+# Effective weight-loading bandwidth (GB/s = 1e9 bytes/s) by storage tier, and where it comes from.
+STORAGE_TIERS: dict[str, tuple[float, str]] = {
+    "local_nvme": (138e9 / 84 / 1e9, "ServerlessLLM (OSDI'24): Llama-2-70B loads in 84 s with baseline loaders"),
+    "network_disk": (
+        15e9 / 47.99 / 1e9,
+        "NVIDIA Run:ai streamer benchmark: Llama-3-8B (15 GB) from AWS GP3 SSD, safetensors, 47.99 s",
+    ),
+    "object_store": (138e9 / 265 / 1e9, "Anyscale (2023): Llama-2-70B from S3 to a p4de in 4 min 25 s before optimizing"),
+    "host_ram": (70e9 / 10 / 1e9, "vLLM issue #19824: ~10 s to load Llama-70B-FP8 (~70 GB) from a hot page cache"),
+}
+
+REPLICA_STATES = ("provisioning", "loading", "ready", "draining", "released")
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class UniformDuration(_Spec):
+    dist: Literal["uniform"] = "uniform"
+    low: float = Field(ge=0)
+    high: float = Field(ge=0)
+
+
+class LognormalDuration(_Spec):
+    dist: Literal["lognormal"] = "lognormal"
+    mean: float = Field(gt=0)
+    cv: float = Field(gt=0)
+
+
+Duration = float | Annotated[UniformDuration | LognormalDuration, Field(discriminator="dist")]
+
+
+def draw(duration: Duration, rng: np.random.Generator) -> float:
+    if isinstance(duration, UniformDuration):
+        return float(rng.uniform(duration.low, max(duration.low, duration.high)))
+    if isinstance(duration, LognormalDuration):
+        sigma2 = np.log1p(duration.cv**2)
+        return float(rng.lognormal(np.log(duration.mean) - sigma2 / 2, np.sqrt(sigma2)))
+    return float(duration)
+
+
+class LifecycleConfig(_Spec):
+    """Cold-start stages. Defaults: ~5 minutes for a 70B model from local NVMe (assumptions: node
+    provisioning 2 min, an image pull of 1 min, CUDA-graph warm-up 30 s)."""
+
+    provision_s: Duration = 120.0
+    image_pull_s: Duration = 60.0
+    weights_from: str = "local_nvme"
+    load_gb_per_s: float | None = Field(default=None, gt=0)  # overrides the storage tier's bandwidth
+    warmup_s: Duration = 30.0
+    start: Literal["warm", "cold"] = "warm"  # the initial replicas: ready at t=0, or cold-starting then
+
+    def load_bw_bytes_per_s(self) -> float:
+        if self.load_gb_per_s is not None:
+            return self.load_gb_per_s * 1e9
+        if self.weights_from not in STORAGE_TIERS:
+            raise unknown_name("fleet.lifecycle.weights_from storage tier", self.weights_from, STORAGE_TIERS)
+        return STORAGE_TIERS[self.weights_from][0] * 1e9
+
+    def stages(self, weight_bytes: float, rng: np.random.Generator) -> tuple[float, float, float, float]:
+        """(provision, image pull, weight load, warm-up) seconds for one cold start."""
+        return (
+            draw(self.provision_s, rng),
+            draw(self.image_pull_s, rng),
+            weight_bytes / self.load_bw_bytes_per_s(),
+            draw(self.warmup_s, rng),
+        )
