@@ -177,6 +177,7 @@ class Fleet:
 
     # --- scaling -------------------------------------------------------------------------------------
     def scale_to(self, desired: int) -> None:
+        desired = min(desired, self.max_replicas)  # the GPU cap
         starting, ready = self.starting, self.ready
         current = len(starting) + len(ready)
         if desired > current:

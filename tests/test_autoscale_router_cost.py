@@ -1,0 +1,128 @@
+"""Pure policies on plain values: autoscalers, routers, billing."""
+
+import math
+
+import numpy as np
+import pytest
+
+from sim.autoscale import Hpa, HpaConfig, Kpa, KpaConfig, Observation, Queue, QueueConfig, Scheduled, ScheduledConfig
+from sim.config import parse_config
+from sim.cost import ReplicaLife, api_price, attribute_cost, billed_seconds, fleet_bill, state_seconds
+from sim.errors import FleetsimError
+from sim.router import LeastKv, LeastOutstanding, PowerOfTwo, ReplicaView, RoundRobin
+
+
+def obs(now, *, ready=2, starting=0, in_flight=0, waiting=0, busy=None, kv=None):
+    return Observation(
+        now=now,
+        n_ready=ready,
+        n_starting=starting,
+        n_draining=0,
+        in_flight=in_flight,
+        waiting=waiting,
+        busy_fraction=busy,
+        kv_use=kv,
+    )
+
+
+def test_hpa_scales_by_ratio_within_tolerance_and_limits():
+    hpa = Hpa(HpaConfig(metric="busy_fraction", target=0.5, min_replicas=1, max_replicas=20))
+    assert hpa.decide(obs(0, ready=4, busy=0.54)) == 4  # |0.54/0.5 - 1| = 0.08 <= 0.1: no change
+    assert hpa.decide(obs(15, ready=4, busy=1.0)) == 8  # ceil(4 x 2)
+    assert hpa.decide(obs(30, ready=2, busy=1.0 * 10)) == 6  # scale-up limit: 2 + max(100% of 2, 4 pods)
+
+
+def test_hpa_scale_down_waits_for_the_stabilization_window():
+    hpa = Hpa(HpaConfig(metric="busy_fraction", target=0.5, min_replicas=1, max_replicas=20, scale_down_stabilization_s=300))
+    assert hpa.decide(obs(0, ready=8, busy=0.5)) == 8
+    assert hpa.decide(obs(15, ready=8, busy=0.1)) == 8  # the 8 of t=0 is within the window
+    assert hpa.decide(obs(299, ready=8, busy=0.1)) == 8  # ...and still is
+    assert hpa.decide(obs(301, ready=8, busy=0.1)) == 2  # gone: ceil(8 x 0.1 / 0.5)
+
+
+def test_kpa_panics_on_a_burst_and_does_not_scale_down_while_panicking():
+    kpa = Kpa(KpaConfig(target_concurrency=10, min_replicas=1, max_replicas=50))
+    for t in range(0, 60, 2):
+        assert kpa.decide(obs(t, ready=1, in_flight=8)) == 1
+    # the 6 s panic window holds the ticks at 56, 58, 60: (8 + 8 + 100) / 3 = 38.7 -> 4 replicas, >= 200% of 1
+    assert kpa.decide(obs(60, ready=1, in_flight=100)) == 4
+    assert kpa.decide(obs(62, ready=4, in_flight=5)) == 4  # panicking: no scale-down
+    assert kpa.decide(obs(200, ready=10, in_flight=5)) == 1  # out of panic, stable average 5 -> 1
+
+
+def test_queue_policy_adds_for_excess_waiting_and_removes_after_calm():
+    q = Queue(QueueConfig(target_waiting=4, min_replicas=1, max_replicas=10, scale_down_delay_s=60))
+    assert q.decide(obs(0, ready=2, waiting=20)) == 5  # excess 12 -> 3 more
+    assert q.decide(obs(15, ready=5, waiting=0, busy=0.2)) == 5
+    assert q.decide(obs(75, ready=5, waiting=0, busy=0.2)) == 4
+
+
+def test_scheduled_follows_the_time_of_day_table():
+    s = Scheduled(
+        ScheduledConfig(min_replicas=0, max_replicas=9, table=[{"at_s": 3600, "replicas": 5}, {"at_s": 7200, "replicas": 2}])
+    )
+    assert [s.decide(obs(t)) for t in (0, 3600, 5000, 7200, 86_400 + 4000)] == [2, 5, 5, 2, 5]
+
+
+def test_autoscaler_bounds_are_validated():
+    with pytest.raises(FleetsimError, match=r"fleet.autoscaler.hpa: min_replicas must be <= max_replicas \(got 8 > 4\)"):
+        parse_config({"model": "m", "fleet": {"gpu": "g", "autoscaler": {"policy": "hpa", "min_replicas": 8, "max_replicas": 4}}})
+    with pytest.raises(FleetsimError, match=r"fleet: max_gpus must be >= tp \(got 1 < 2\)"):
+        parse_config({"model": "m", "fleet": {"gpu": "g", "tp": 2, "max_gpus": 1}})
+
+
+def views(*outstanding, kv=None):
+    kv = kv or [0.0] * len(outstanding)
+    return [ReplicaView(i, o, k) for i, (o, k) in enumerate(zip(outstanding, kv, strict=True))]
+
+
+def test_routers():
+    rr = RoundRobin()
+    assert [rr.choose(views(0, 0, 0)) for _ in range(4)] == [0, 1, 2, 0]
+    assert LeastOutstanding().choose(views(3, 1, 1)) == 1
+    assert LeastKv().choose(views(0, 5, 1, kv=[0.9, 0.1, 0.1])) == 2
+    p2 = PowerOfTwo(np.random.default_rng(0))
+    picks = [p2.choose(views(5, 0, 9, 9)) for _ in range(200)]
+    assert picks.count(1) == sum(1 for _ in range(200)) - picks.count(0) - picks.count(2) - picks.count(3)
+    assert picks.count(1) / 200 == pytest.approx(0.5, abs=0.1)  # replica 1 is picked whenever sampled: P = 1/2
+    assert picks.count(2) + picks.count(3) < picks.count(0)  # a 9 only wins against the other 9
+    assert PowerOfTwo(np.random.default_rng(0)).choose(views(4)) == 0
+
+
+def test_billing_granularity_minimum_and_states():
+    assert billed_seconds(61, granularity_s=60, minimum_s=0) == 120
+    assert billed_seconds(5, granularity_s=1, minimum_s=60) == 60
+    assert billed_seconds(59.5, granularity_s=0, minimum_s=0) == 59.5
+    life = ReplicaLife(
+        start_at_s=0, loading_at_s=100, ready_at_s=150, drain_at_s=400, end_at_s=450, busy_s=120, busy_before_drain_s=100
+    )
+    st = state_seconds(life)
+    assert st == {"provisioning": 100, "loading": 50, "busy": 120, "idle": 150, "draining": 30}
+    assert sum(st.values()) == 450
+
+
+def test_reserved_capacity_and_on_demand():
+    lives = [ReplicaLife(0, math.nan, 0, math.nan, 1000, 500, 500), ReplicaLife(100, 150, 200, math.nan, 700, 100, 100)]
+    bill = fleet_bill(
+        lives,
+        horizon_s=1000,
+        tp=2,
+        usd_per_gpu_hour=3.6,
+        reserved_usd_per_gpu_hour=1.8,
+        reserved_replicas=1,
+        granularity_s=60,
+        minimum_s=0,
+    )
+    # replica 0 sits on the reserved seat; replica 1 is on demand: 600 s, billed 600 s
+    assert bill["billed_gpu_seconds"] == (1000 + 600) * 2
+    assert bill["cost_usd"] == pytest.approx((600 * 3.6 + 1000 * 1.8) * 2 / 3600)
+    assert sum(bill["gpu_seconds_by_state"].values()) == pytest.approx(bill["billed_gpu_seconds"])
+
+
+def test_cost_attribution_splits_by_busy_time():
+    out = attribute_cost(
+        10.0, prefill_busy_s=1, decode_busy_s=3, prompt_tokens=2000, output_tokens=500, api=api_price("gpt-3.5-turbo-2023-07")
+    )
+    assert out["usd_per_1k_prompt_tokens"] == pytest.approx(10 * 0.25 / 2)
+    assert out["usd_per_1k_completion_tokens"] == pytest.approx(10 * 0.75 / 0.5)
+    assert out["api_usd_for_same_tokens"] == pytest.approx(2 * 0.0015 + 0.5 * 0.002)
