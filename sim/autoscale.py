@@ -2,7 +2,9 @@
 unit-testable without simpy) and the control loop that applies them every `interval_s`.
 
 - `fixed`: a constant count.
-- `hpa` (Kubernetes HPA): desired = ceil(ready x metric / target), skipped within `tolerance`; scale-down
+- `hpa` (Kubernetes HPA): desired = ceil(current x metric / target), the metric averaged over ready
+  replicas with those still starting counted as 0 (the HPA's rule for not-ready pods), skipped within
+  `tolerance`; scale-down
   takes the highest recommendation of the last `scale_down_stabilization_s`; scale-up is limited per
   period to max(`scale_up_percent` of current, `scale_up_pods`). Defaults are kube-controller-manager's:
   15 s sync, 0.1 tolerance, 300 s stabilization, 100% / 4 pods. Metrics: `busy_fraction` (of the last
@@ -151,23 +153,28 @@ class Fixed:
 class Hpa:
     def __init__(self, cfg: HpaConfig) -> None:
         self.cfg = cfg
-        self._recommendations: deque[tuple[float, int]] = deque()
+        # the deployment starts at its initial size, which counts as a recommendation made at t = 0
+        self._recommendations: deque[tuple[float, int]] = deque([(0.0, cfg.start_replicas)])
 
     def _metric(self, obs: Observation) -> float | None:
+        """The per-replica average, counting replicas still starting as 0 (as the HPA does for
+        not-ready pods), so that capacity on its way damps further scale-up."""
         if self.cfg.metric == "busy_fraction":
-            return obs.busy_fraction
-        if self.cfg.metric == "kv_use":
-            return obs.kv_use
-        return obs.in_flight / obs.n_ready if obs.n_ready else None
+            per_ready = obs.busy_fraction
+        elif self.cfg.metric == "kv_use":
+            per_ready = obs.kv_use
+        else:
+            per_ready = obs.in_flight / obs.n_ready if obs.n_ready else None
+        return None if per_ready is None else per_ready * obs.n_ready / obs.current
 
     def decide(self, obs: Observation) -> int:
         cfg, current = self.cfg, obs.current
-        value = self._metric(obs)
-        if obs.n_ready == 0 or value is None:
+        value = self._metric(obs) if obs.n_ready else None
+        if value is None:
             rec = current if current else (1 if obs.in_flight else 0)
         else:
             ratio = value / cfg.target
-            rec = current if abs(ratio - 1) <= cfg.tolerance else math.ceil(obs.n_ready * ratio)
+            rec = current if abs(ratio - 1) <= cfg.tolerance else math.ceil(current * ratio)
         rec = cfg.clamp(rec)
         limit = current + max(math.ceil(current * cfg.scale_up_percent / 100), cfg.scale_up_pods)
         rec = min(rec, limit)

@@ -48,16 +48,40 @@ def render_summary(result: SimResult, summary: dict[str, Any]) -> str:
     lines += [
         _line("Output token throughput (tok/s):", summary["output_throughput"]),
         _line("Total token throughput (tok/s):", summary["total_token_throughput"]),
-        _line("GPU busy fraction:", summary["gpu_time_utilization"], "{:.3f}"),
-        _line("Cost (USD):", summary["cost_usd"], "{:.4f}"),
-        _line("Cost per 1K tokens (USD):", summary["usd_per_1k_tokens"], "{:.6f}"),
     ]
     for title, key, short in SECTIONS:
         lines.append("{s:{c}^50}".format(s=title, c="-"))
         for stat, label in (("mean", "Mean"), ("median", "Median"), ("p99", "P99")):
             lines.append(_line(f"{label} {short} (ms):", summary[f"{stat}_{key}_ms"]))
+    lines += fleet_lines(summary)
     lines.append("=" * 50)
     return "\n".join(lines)
+
+
+def fleet_lines(summary: dict[str, Any]) -> list[str]:
+    states = summary["gpu_seconds_by_state"]
+    billed = summary["billed_gpu_seconds"]
+    lines = ["{s:{c}^50}".format(s="Fleet and cost", c="-")]
+    lines.append(_line("Replicas launched / most ready:", f"{summary['replicas_launched']} / {summary['replicas_max']}"))
+    lines.append(_line("Billed GPU-hours:", billed / 3600, "{:.3f}"))
+    for state in ("busy", "idle", "provisioning", "loading", "draining", "billing_rounding", "reserved_unused"):
+        if states[state] > 0:
+            lines.append(_line(f"  {state} (GPU-h, share):", f"{states[state] / 3600:.3f} ({states[state] / billed:.1%})"))
+    lines += [
+        _line("GPU time busy (fraction):", summary["gpu_time_utilization"], "{:.3f}"),
+        _line("Throughput utilization:", summary["throughput_utilization"], "{:.3f}"),
+        _line("MFU / MBU:", None if summary["mfu"] is None else f"{summary['mfu']:.3f} / {summary['mbu']:.3f}"),
+        _line("Cost (USD):", summary["cost_usd"], "{:.4f}"),
+        _line("USD per 1K tokens (all):", summary["usd_per_1k_tokens"], "{:.6f}"),
+        _line(
+            "USD per 1K prompt / completion:",
+            None
+            if summary["usd_per_1k_prompt_tokens"] is None
+            else f"{summary['usd_per_1k_prompt_tokens']:.6f} / {summary['usd_per_1k_completion_tokens']:.6f}",
+        ),
+        _line("Same tokens at API prices (USD):", f"{summary['api_usd_for_same_tokens']:.4f} ({summary['api']})"),
+    ]
+    return lines
 
 
 def run(
@@ -67,6 +91,7 @@ def run(
     seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar over simulated time.")] = True,
+    plot: Annotated[Path | None, typer.Option(help="Also write a PNG: load, replicas by state and TTFT over time.")] = None,
 ) -> None:
     """Simulate a scenario: one replica replays the trace; prints vLLM-style metrics and writes a run folder."""
     scenario = load_config(config)
@@ -99,9 +124,13 @@ def run(
         result = simulate(scenario, frame, base_dir=config.parent)
     summary = result.summary()
     write_run(result, out_dir, summary=summary)
+    if plot is not None:
+        from sim.plots import plot_run
+
+        plot_run(result, plot)
     if as_json:
         emit_json(summary)
     else:
         typer.echo(render_summary(result, summary))
-        typer.echo(f"wrote {out_dir}/ (summary.json, requests.parquet, config.resolved.yaml)", err=False)
+        typer.echo(f"wrote {out_dir}/ (summary.json, requests.parquet, timeline.parquet, replicas.parquet, config.resolved.yaml)")
     sys.stdout.flush()

@@ -15,7 +15,7 @@ import numpy as np
 class ReplicaView:
     replica_id: int
     outstanding: int  # waiting + running requests
-    kv_used_fraction: float
+    kv_used_fraction: float  # NaN unless the router declares `needs_kv = True`
 
 
 class Router(Protocol):
@@ -41,6 +41,8 @@ class LeastOutstanding:
 
 
 class LeastKv:
+    needs_kv = True
+
     def __init__(self, rng: np.random.Generator | None = None) -> None:
         pass
 

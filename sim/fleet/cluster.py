@@ -118,10 +118,12 @@ class Fleet:
     def _route(self, seq: Seq, ready: list[ReplicaSlot]) -> None:
         now = self.env.now
         views = []
+        needs_kv = getattr(self.router, "needs_kv", False)  # KV use mid-run costs O(batch); only least_kv reads it
         for slot in ready:
             engine = slot.engine
             assert engine is not None
-            views.append(ReplicaView(slot.replica_id, engine.n_outstanding, engine.kv_blocks_used_at(now) / engine.pool.n_blocks))
+            kv = engine.kv_blocks_used_at(now) / engine.pool.n_blocks if needs_kv else math.nan
+            views.append(ReplicaView(slot.replica_id, engine.n_outstanding, kv))
         target = ready[self.router.choose(views)].engine
         assert target is not None
         target.enqueue(seq)
