@@ -1,43 +1,44 @@
-"""Routing policies: which ready replica gets a request. Pure: they see plain views, no simpy.
+"""Routing policies: which ready replica gets a request. Pure: they see plain numbers, no simpy.
 
-`choose(views)` returns an index into `views` (ready replicas, in id order). Ties go to the lowest id.
+`choose(outstanding, kv_used)` gets, for the ready replicas in id order, their outstanding requests
+(waiting + running) and, for routers that declare `needs_kv = True`, their KV-cache use (a fraction);
+it returns an index into those lists. Ties go to the lowest index.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
 
 
-@dataclass(frozen=True, slots=True)
-class ReplicaView:
-    replica_id: int
-    outstanding: int  # waiting + running requests
-    kv_used_fraction: float  # NaN unless the router declares `needs_kv = True`
-
-
 class Router(Protocol):
-    def choose(self, views: list[ReplicaView]) -> int: ...
+    needs_kv: bool
+
+    def choose(self, outstanding: Sequence[int], kv_used: Sequence[float] | None = None) -> int: ...
 
 
 class RoundRobin:
+    needs_kv = False
+
     def __init__(self, rng: np.random.Generator | None = None) -> None:
         self._next = 0
 
-    def choose(self, views: list[ReplicaView]) -> int:
-        i = self._next % len(views)
+    def choose(self, outstanding: Sequence[int], kv_used: Sequence[float] | None = None) -> int:
+        i = self._next % len(outstanding)
         self._next += 1
         return i
 
 
 class LeastOutstanding:
+    needs_kv = False
+
     def __init__(self, rng: np.random.Generator | None = None) -> None:
         pass
 
-    def choose(self, views: list[ReplicaView]) -> int:
-        return min(range(len(views)), key=lambda i: (views[i].outstanding, views[i].replica_id))
+    def choose(self, outstanding: Sequence[int], kv_used: Sequence[float] | None = None) -> int:
+        return min(range(len(outstanding)), key=outstanding.__getitem__)
 
 
 class LeastKv:
@@ -46,21 +47,24 @@ class LeastKv:
     def __init__(self, rng: np.random.Generator | None = None) -> None:
         pass
 
-    def choose(self, views: list[ReplicaView]) -> int:
-        return min(range(len(views)), key=lambda i: (views[i].kv_used_fraction, views[i].outstanding, views[i].replica_id))
+    def choose(self, outstanding: Sequence[int], kv_used: Sequence[float] | None = None) -> int:
+        assert kv_used is not None
+        return min(range(len(outstanding)), key=lambda i: (kv_used[i], outstanding[i]))
 
 
 class PowerOfTwo:
     """Sample two distinct replicas (seeded), keep the one with fewer outstanding requests."""
 
+    needs_kv = False
+
     def __init__(self, rng: np.random.Generator | None = None) -> None:
         self._rng = rng if rng is not None else np.random.default_rng(0)
 
-    def choose(self, views: list[ReplicaView]) -> int:
-        if len(views) == 1:
+    def choose(self, outstanding: Sequence[int], kv_used: Sequence[float] | None = None) -> int:
+        if len(outstanding) == 1:
             return 0
-        a, b = (int(x) for x in self._rng.choice(len(views), size=2, replace=False))
-        return min((a, b), key=lambda i: (views[i].outstanding, views[i].replica_id))
+        a, b = (int(x) for x in self._rng.choice(len(outstanding), size=2, replace=False))
+        return min((a, b), key=lambda i: (outstanding[i], i))
 
 
 ROUTERS: dict[str, type[RoundRobin] | type[LeastOutstanding] | type[LeastKv] | type[PowerOfTwo]] = {

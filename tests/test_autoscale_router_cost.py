@@ -9,7 +9,7 @@ from sim.autoscale import Hpa, HpaConfig, Kpa, KpaConfig, Observation, Queue, Qu
 from sim.config import parse_config
 from sim.cost import ReplicaLife, api_price, attribute_cost, billed_seconds, fleet_bill, state_seconds
 from sim.errors import FleetsimError
-from sim.router import LeastKv, LeastOutstanding, PowerOfTwo, ReplicaView, RoundRobin
+from sim.router import LeastKv, LeastOutstanding, PowerOfTwo, RoundRobin
 
 
 def obs(now, *, ready=2, starting=0, in_flight=0, waiting=0, busy=None, kv=None):
@@ -71,22 +71,17 @@ def test_autoscaler_bounds_are_validated():
         parse_config({"model": "m", "fleet": {"gpu": "g", "tp": 2, "max_gpus": 1}})
 
 
-def views(*outstanding, kv=None):
-    kv = kv or [0.0] * len(outstanding)
-    return [ReplicaView(i, o, k) for i, (o, k) in enumerate(zip(outstanding, kv, strict=True))]
-
-
 def test_routers():
     rr = RoundRobin()
-    assert [rr.choose(views(0, 0, 0)) for _ in range(4)] == [0, 1, 2, 0]
-    assert LeastOutstanding().choose(views(3, 1, 1)) == 1
-    assert LeastKv().choose(views(0, 5, 1, kv=[0.9, 0.1, 0.1])) == 2
+    assert [rr.choose([0, 0, 0]) for _ in range(4)] == [0, 1, 2, 0]
+    assert LeastOutstanding().choose([3, 1, 1]) == 1
+    assert LeastKv().choose([0, 5, 1], [0.9, 0.1, 0.1]) == 2
     p2 = PowerOfTwo(np.random.default_rng(0))
-    picks = [p2.choose(views(5, 0, 9, 9)) for _ in range(200)]
+    picks = [p2.choose([5, 0, 9, 9]) for _ in range(200)]
     assert picks.count(1) == sum(1 for _ in range(200)) - picks.count(0) - picks.count(2) - picks.count(3)
     assert picks.count(1) / 200 == pytest.approx(0.5, abs=0.1)  # replica 1 is picked whenever sampled: P = 1/2
     assert picks.count(2) + picks.count(3) < picks.count(0)  # a 9 only wins against the other 9
-    assert PowerOfTwo(np.random.default_rng(0)).choose(views(4)) == 0
+    assert PowerOfTwo(np.random.default_rng(0)).choose([4]) == 0
 
 
 def test_billing_granularity_minimum_and_states():

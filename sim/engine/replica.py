@@ -184,24 +184,23 @@ class Replica:
                     self.log.scheduled_at_s[seq.idx] = now
         n_prefill = n_decode = decode_ctx = 0
         pairs = kv_read = 0
+        pool = self.pool
         for seq, n in batch.work:
             c = seq.computed
-            self.pool.grow(seq, c + n)
-            if seq.is_decoding:
+            pool.grow(seq, c + n)
+            if seq.generated >= 1 and seq.prompt_tokens + seq.generated - c == 1:  # decoding
                 n_decode += 1
                 decode_ctx += c
             else:
                 n_prefill += n
             pairs += n * c + n * (n + 1) // 2
             kv_read += c
-        shape = {"n_prefill_tokens": n_prefill, "n_decode_seqs": n_decode, "attention_pairs": pairs, "kv_read_tokens": kv_read}
-        dt = self.step_time.step_time_s(**shape)
+        dt, flops, n_bytes = self.step_time.step(n_prefill, n_decode, pairs, kv_read)
         self._work_start = now
         yield env.timeout(dt)
         self._work_start = None
         self.n_steps += 1
         self.busy_s += dt
-        flops, n_bytes = self.step_time.step_work(**shape)
         self.flops += flops
         self.bytes += n_bytes
         if n_decode and n_prefill:  # the decodes pay what they would cost alone; the prompt pays the rest
@@ -215,7 +214,7 @@ class Replica:
         end = env.now
         for seq, n in batch.work:
             seq.computed += n
-            if seq.pending == 0:
+            if seq.computed == seq.prompt_tokens + seq.generated:
                 self._emit(seq, end)
 
     def _emit(self, seq: Seq, t: float) -> None:
@@ -238,7 +237,12 @@ class Replica:
         bs, free = self.pool.block_size, self.pool.free
 
         def need(k: int) -> int:
-            return sum(max(0, blocks_for(s.computed + k, bs) - s.blocks) for s in seqs)
+            total = 0
+            for s in seqs:
+                extra = -(-(s.computed + k) // bs) - s.blocks
+                if extra > 0:
+                    total += extra
+            return total
 
         if need(k_max) <= free:  # the common case: the whole run fits
             return k_max
@@ -254,26 +258,28 @@ class Replica:
     def _decode_run(self, seqs: list[Seq]) -> Generator[simpy.Event, Any, None]:
         env = self.env
         start = env.now
-        k_max = min(s.remaining_tokens for s in seqs)
+        k_max = min(s.output_tokens - s.generated for s in seqs)
         if k_max > 1:
             k_max = self._kv_steps(seqs, k_max)
-        line = self.step_time.decode_line(n_seqs=len(seqs), context_sum=sum(s.computed for s in seqs))
+        context_sum = sum(s.computed for s in seqs)
+        line = self.step_time.decode_line(n_seqs=len(seqs), context_sum=context_sum)
         k = k_max
         self._run = (start, line, seqs, k_max)
         self._work_start = start
         if k_max > 1:
             self._wake = env.event()
-            done = env.timeout(line.total(k_max))
+            end = line.total(k_max)
+            done = env.timeout(end)
             yield done | self._wake
             self._wake = None
-            if not done.processed and env.now < start + line.total(k_max):
+            if not done.processed and env.now < start + end:
                 k = line.steps_to_reach(env.now - start, k_max)
                 yield env.timeout(start + line.total(k) - env.now)
         else:
             yield env.timeout(line.total(1))
         self._run = None
         self._work_start = None
-        flops, n_bytes = self.step_time.run_work(n_seqs=len(seqs), context_sum=sum(s.computed for s in seqs), k=k)
+        flops, n_bytes = self.step_time.run_work(n_seqs=len(seqs), context_sum=context_sum, k=k)
         self.flops += flops
         self.bytes += n_bytes
         self._advance(seqs, line, start, k)
@@ -294,11 +300,24 @@ class Replica:
         self.n_runs += 1
         self.busy_s += total
         self.decode_busy_s += total
+        pool = self.pool
+        bs = pool.block_size
+        grown = 0
+        finished = []
         for seq in seqs:
             singles.append(first - seq.last_token_at_s)
             seq.computed += k
-            self.pool.grow(seq, seq.computed)
+            extra = -(-seq.computed // bs) - seq.blocks
+            if extra > 0:
+                seq.blocks += extra
+                grown += extra
             seq.generated += k
             seq.last_token_at_s = end
             if seq.generated == seq.output_tokens:
-                self._finish(seq, end)
+                finished.append(seq)
+        if grown:
+            pool.used += grown
+            assert pool.used <= pool.n_blocks, "KV pool over capacity"
+            pool.peak_used = max(pool.peak_used, pool.used)
+        for seq in finished:
+            self._finish(seq, end)

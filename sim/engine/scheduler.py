@@ -54,33 +54,36 @@ class BatchPolicy(Protocol):
         ...
 
 
-def _extra_blocks(seq: Seq, n_tokens: int, block_size: int) -> int:
-    return max(0, blocks_for(seq.computed + n_tokens, block_size) - seq.blocks)
-
-
 def _decode_with_preemption(
     queue: list[Seq], free: int, limits: Limits, batch: Batch, budget: int | None
 ) -> tuple[int, int | None]:
-    """Schedule running sequences in order, preempting from the back when blocks run out."""
+    """Schedule running sequences in order, preempting from the back when blocks run out.
+    (The hot loop of the engine: block arithmetic inlined.)"""
+    bs = limits.block_size
+    work = batch.work
     i = 0
     while i < len(queue):
         if budget is not None and budget <= 0:
             break
         seq = queue[i]
-        n = seq.pending if budget is None else min(seq.pending, budget)
-        need = _extra_blocks(seq, n, limits.block_size)
-        preempted_self = False
-        while need > free:
-            victim = queue.pop()
-            batch.preempted.append(victim)
-            free += victim.blocks
-            if victim is seq:
-                preempted_self = True
+        c = seq.computed
+        pending = seq.prompt_tokens + seq.generated - c
+        n = pending if budget is None or pending <= budget else budget
+        need = -(-(c + n) // bs) - seq.blocks
+        if need > free:
+            preempted_self = False
+            while need > free:
+                victim = queue.pop()
+                batch.preempted.append(victim)
+                free += victim.blocks
+                if victim is seq:
+                    preempted_self = True
+                    break
+            if preempted_self:
                 break
-        if preempted_self:
-            break
-        batch.work.append((seq, n))
-        free -= need
+        work.append((seq, n))
+        if need > 0:
+            free -= need
         if budget is not None:
             budget -= n
         i += 1

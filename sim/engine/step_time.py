@@ -24,46 +24,52 @@ from typing import Protocol
 from sim.roofline import RooflineSetup, allreduce_time_s, step_cost, weight_bytes_read
 
 
-@dataclass(frozen=True, slots=True)
 class StepLine:
-    """Step j of a decode run takes max(a1 + b1 j, a2 + b2 j) + e seconds."""
+    """Step j of a decode run takes max(a1 + b1 j, a2 + b2 j) + e seconds.
 
-    a1: float
-    b1: float
-    a2: float
-    b2: float
-    e: float
+    The steps split once, at `split`, between the line that is the max before and the one after it
+    (precomputed: `total` runs inside bisections)."""
+
+    __slots__ = ("_after", "_before", "_split", "a1", "a2", "b1", "b2", "e")
+
+    def __init__(self, *, a1: float, b1: float, a2: float, b2: float, e: float) -> None:
+        self.a1, self.b1, self.a2, self.b2, self.e = a1, b1, a2, b2, e
+        d, g = b1 - b2, a2 - a1  # line 1 is the max where d * j >= g
+        if d == 0:
+            split, line1_after = (0 if g <= 0 else math.inf), True
+        elif d > 0:
+            split, line1_after = max(0, math.ceil(g / d)), True  # line 2 on [0, split), line 1 after
+        else:
+            split, line1_after = max(0, math.floor(g / d) + 1), False  # line 1 on [0, split), line 2 after
+        self._split = split
+        self._before, self._after = ((a2, b2), (a1, b1)) if line1_after else ((a1, b1), (a2, b2))
+
+    def __repr__(self) -> str:
+        return f"StepLine(a1={self.a1!r}, b1={self.b1!r}, a2={self.a2!r}, b2={self.b2!r}, e={self.e!r})"
 
     def at(self, j: int) -> float:
         return max(self.a1 + self.b1 * j, self.a2 + self.b2 * j) + self.e
 
     def pieces(self, k: int) -> list[tuple[int, int, float, float]]:
         """Split steps [0, k) into at most two linear pieces (start, stop, a, b)."""
-        d, g = self.b1 - self.b2, self.a2 - self.a1
-        if d == 0:
-            split = 0 if g <= 0 else k  # line 1 always / never
-            first_is_line1_after = True
-        elif d > 0:
-            split = min(k, max(0, math.ceil(g / d)))  # line 2 on [0, split), line 1 after
-            first_is_line1_after = True
-        else:
-            split = min(k, max(0, math.floor(g / d) + 1))  # line 1 on [0, split), line 2 after
-            first_is_line1_after = False
-        before, after = (
-            ((self.a2, self.b2), (self.a1, self.b1)) if first_is_line1_after else ((self.a1, self.b1), (self.a2, self.b2))
-        )
+        m = int(min(k, self._split))
         out = []
-        if split > 0:
-            out.append((0, split, *before))
-        if split < k:
-            out.append((split, k, *after))
+        if m > 0:
+            out.append((0, m, *self._before))
+        if m < k:
+            out.append((m, k, *self._after))
         return out
 
     def total(self, k: int) -> float:
         """T(k): the time of steps 0..k-1."""
         s = self.e * k
-        for start, stop, a, b in self.pieces(k):
-            s += (stop - start) * a + b * (stop * (stop - 1) - start * (start - 1)) / 2
+        m = k if self._split >= k else int(self._split)
+        if m > 0:
+            a, b = self._before
+            s += m * a + b * (m * (m - 1)) / 2
+        if m < k:
+            a, b = self._after
+            s += (k - m) * a + b * (k * (k - 1) - m * (m - 1)) / 2
         return s
 
     def steps_to_reach(self, elapsed: float, k_max: int) -> int:
@@ -96,10 +102,10 @@ class StepTimeModel(Protocol):
 
     def decode_line(self, *, n_seqs: int, context_sum: int) -> StepLine: ...
 
-    def step_work(
-        self, *, n_prefill_tokens: int, n_decode_seqs: int, attention_pairs: float, kv_read_tokens: float
-    ) -> tuple[float, float]:
-        """(FLOPs, bytes) of one step; (0, 0) when the model does not know them."""
+    def step(
+        self, n_prefill_tokens: int, n_decode_seqs: int, attention_pairs: float, kv_read_tokens: float
+    ) -> tuple[float, float, float]:
+        """(seconds, FLOPs, bytes) of one step in one evaluation (FLOPs and bytes 0 when unknown)."""
         ...
 
     def run_work(self, *, n_seqs: int, context_sum: int, k: int) -> tuple[float, float]:
@@ -128,16 +134,13 @@ class RooflineStepTime:
         )
         return cost.time_s
 
-    def step_work(
-        self, *, n_prefill_tokens: int, n_decode_seqs: int, attention_pairs: float, kv_read_tokens: float
-    ) -> tuple[float, float]:
+    def step(
+        self, n_prefill_tokens: int, n_decode_seqs: int, attention_pairs: float, kv_read_tokens: float
+    ) -> tuple[float, float, float]:
         cost = step_cost(
-            self.setup,
-            n_tokens=n_prefill_tokens + n_decode_seqs,
-            attention_pairs=attention_pairs,
-            kv_read_tokens=kv_read_tokens,
+            self.setup, n_tokens=n_prefill_tokens + n_decode_seqs, attention_pairs=attention_pairs, kv_read_tokens=kv_read_tokens
         )
-        return cost.flops, cost.bytes
+        return cost.time_s, cost.flops, cost.bytes
 
     def run_work(self, *, n_seqs: int, context_sum: int, k: int) -> tuple[float, float]:
         matmul_flops, weight_bytes, _ = self._batch_terms(n_seqs)
@@ -183,10 +186,16 @@ class ConstantStepTime:
     def decode_line(self, *, n_seqs: int, context_sum: int) -> StepLine:
         return StepLine(a1=self.decode_step_s, b1=0.0, a2=0.0, b2=0.0, e=0.0)
 
-    def step_work(
-        self, *, n_prefill_tokens: int, n_decode_seqs: int, attention_pairs: float, kv_read_tokens: float
-    ) -> tuple[float, float]:
-        return 0.0, 0.0
+    def step(
+        self, n_prefill_tokens: int, n_decode_seqs: int, attention_pairs: float, kv_read_tokens: float
+    ) -> tuple[float, float, float]:
+        dt = self.step_time_s(
+            n_prefill_tokens=n_prefill_tokens,
+            n_decode_seqs=n_decode_seqs,
+            attention_pairs=attention_pairs,
+            kv_read_tokens=kv_read_tokens,
+        )
+        return dt, 0.0, 0.0
 
     def run_work(self, *, n_seqs: int, context_sum: int, k: int) -> tuple[float, float]:
         return 0.0, 0.0

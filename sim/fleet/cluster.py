@@ -25,7 +25,7 @@ from sim.engine.records import RequestLog
 from sim.engine.replica import Replica
 from sim.engine.sequence import Seq
 from sim.fleet.lifecycle import LifecycleConfig
-from sim.router import ReplicaView, Router
+from sim.router import Router
 
 
 @dataclass(eq=False)
@@ -116,15 +116,13 @@ class Fleet:
             self.launch(1)
 
     def _route(self, seq: Seq, ready: list[ReplicaSlot]) -> None:
-        now = self.env.now
-        views = []
-        needs_kv = getattr(self.router, "needs_kv", False)  # KV use mid-run costs O(batch); only least_kv reads it
-        for slot in ready:
-            engine = slot.engine
-            assert engine is not None
-            kv = engine.kv_blocks_used_at(now) / engine.pool.n_blocks if needs_kv else math.nan
-            views.append(ReplicaView(slot.replica_id, engine.n_outstanding, kv))
-        target = ready[self.router.choose(views)].engine
+        engines = [slot.engine for slot in ready]
+        outstanding = [len(e.waiting) + len(e.running) for e in engines]  # type: ignore[union-attr]
+        kv = None
+        if self.router.needs_kv:  # KV use mid-run costs O(batch): only computed for least_kv
+            now = self.env.now
+            kv = [e.kv_blocks_used_at(now) / e.pool.n_blocks for e in engines]  # type: ignore[union-attr]
+        target = engines[self.router.choose(outstanding, kv)]
         assert target is not None
         target.enqueue(seq)
 
