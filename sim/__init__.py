@@ -1,6 +1,9 @@
 """fleetsim: a discrete-event simulator of an LLM-inference GPU fleet.
 
-Public API so far: scenario loading and the roofline step-time model.
+from sim import load_config, load_trace, simulate
+result = simulate(load_config("configs/default.yaml"), base_dir=Path("configs"))
+result.summary()    # the dict written to summary.json
+result.requests     # one row per request (a DataFrame)
 """
 
 from sim.config import Scenario, build_setup, load_config, resolve_scenario
@@ -8,6 +11,8 @@ from sim.errors import FleetsimError
 from sim.hardware import GpuSpec, load_gpu_catalog
 from sim.models import ModelSpec, load_hf_config, load_model_catalog
 from sim.roofline import RooflineSetup
+from sim.simulation import SimResult, simulate
+from sim.workload import load_trace
 
 __all__ = [
     "FleetsimError",
@@ -15,10 +20,13 @@ __all__ = [
     "ModelSpec",
     "RooflineSetup",
     "Scenario",
+    "SimResult",
     "build_setup",
     "load_config",
     "load_gpu_catalog",
     "load_hf_config",
     "load_model_catalog",
+    "load_trace",
     "resolve_scenario",
+    "simulate",
 ]

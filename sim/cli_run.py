@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sim.cli_common import emit_json
-from sim.config import load_config
+from sim.config import SloConfig, load_config
 from sim.errors import FleetsimError
 from sim.report import write_run
 from sim.simulation import SimResult, simulate
@@ -84,6 +84,25 @@ def fleet_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def parse_goodput(text: str) -> SloConfig:
+    """vLLM's --goodput syntax: space-separated METRIC:MILLISECONDS pairs, metrics ttft, tpot, e2el."""
+    values: dict[str, float] = {}
+    for part in text.replace(",", " ").split():
+        key, sep, value = part.partition(":")
+        if not sep or key not in ("ttft", "tpot", "e2el"):
+            raise FleetsimError(f"--goodput takes METRIC:MS pairs with METRIC ttft, tpot or e2el (got {part!r})")
+        try:
+            ms = float(value)
+        except ValueError:
+            raise FleetsimError(f"--goodput {key}: milliseconds must be a number (got {value!r})") from None
+        if not ms > 0:
+            raise FleetsimError(f"--goodput {key}: milliseconds must be > 0 (got {value})")
+        values[f"{key}_ms"] = ms
+    if not values:
+        raise FleetsimError("--goodput needs at least one METRIC:MS pair, e.g. ttft:2000")
+    return SloConfig(**values)
+
+
 def run(
     config: Annotated[Path, typer.Argument(help="Scenario YAML.")],
     trace: Annotated[Path | None, typer.Option(help="Replay this trace file instead of the scenario's.")] = None,
@@ -92,6 +111,10 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar over simulated time.")] = True,
     plot: Annotated[Path | None, typer.Option(help="Also write a PNG: load, replicas by state and TTFT over time.")] = None,
+    goodput: Annotated[
+        str | None,
+        typer.Option(help="SLOs in ms, as vLLM's --goodput: \"ttft:2000 tpot:200 e2el:30000\" (overrides the scenario's slo)."),
+    ] = None,
 ) -> None:
     """Simulate a scenario: one replica replays the trace; prints vLLM-style metrics and writes a run folder."""
     scenario = load_config(config)
@@ -99,6 +122,8 @@ def run(
         if seed < 0:
             raise FleetsimError(f"--seed must be >= 0 (got {seed})")
         scenario = scenario.model_copy(update={"seed": seed})
+    if goodput is not None:
+        scenario = scenario.model_copy(update={"slo": parse_goodput(goodput)})
     frame = load_trace(trace) if trace is not None else None
     out_dir = out if out is not None else Path("runs") / config.stem
     console = Console(stderr=True)

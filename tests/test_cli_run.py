@@ -118,3 +118,24 @@ def test_malformed_trace_option(tmp_path):
     bad.write_text("arrival_at_s,prompt_tokens,output_tokens\n0,5,1\n1,5,nan\n")
     r = run("run", REPO / "configs" / "default.yaml", "--trace", bad, "--out", tmp_path / "o")
     assert r.exit_code == 2 and "t.csv line 3: output_tokens must be an integer (got 'nan')" in r.stderr
+
+
+def test_goodput_option_like_vllm(tmp_path):
+    base = ["run", REPO / "configs" / "default.yaml", "--json"]
+    strict = json.loads(run(*base, "--out", tmp_path / "a", "--goodput", "ttft:500 tpot:100").stdout)
+    loose = json.loads(run(*base, "--out", tmp_path / "b", "--goodput", "ttft:60000").stdout)
+    assert 0 < strict["request_goodput"] < loose["request_goodput"] <= loose["request_throughput"]
+    bad = run(*base, "--out", tmp_path / "c", "--goodput", "itl:5")
+    assert bad.exit_code == 2 and "--goodput takes METRIC:MS pairs" in bad.stderr
+
+
+def test_python_api():
+    from sim import load_config, load_trace, simulate
+
+    result = simulate(
+        load_config(REPO / "configs" / "default.yaml"),
+        load_trace(REPO / "traces" / "azure2023_conv.csv").head(50),
+        base_dir=REPO / "configs",
+    )
+    assert result.summary()["completed"] + result.summary()["rejected"] == 50
+    assert len(result.requests) == 50
