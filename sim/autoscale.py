@@ -29,7 +29,9 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from sim.spec import Frozen
 
 if TYPE_CHECKING:
     import simpy
@@ -53,9 +55,7 @@ class Observation:
         return self.n_ready + self.n_starting
 
 
-class _Common(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class _Common(Frozen):
     min_replicas: int = Field(default=1, ge=0)
     max_replicas: int = Field(default=1, ge=1)
     initial_replicas: int | None = Field(default=None, ge=0)  # default: min_replicas
@@ -76,9 +76,7 @@ class _Common(BaseModel):
         return max(self.min_replicas, min(self.max_replicas, n))
 
 
-class FixedConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class FixedConfig(Frozen):
     policy: Literal["fixed"] = "fixed"
     replicas: int = Field(default=1, ge=1)
     interval_s: float = Field(default=60.0, gt=0)
@@ -121,9 +119,7 @@ class QueueConfig(_Common):
     scale_down_busy: float = Field(default=0.5, gt=0, le=1)
 
 
-class ScheduleEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class ScheduleEntry(Frozen):
     at_s: float = Field(ge=0)
     replicas: int = Field(ge=0)
 

@@ -12,6 +12,7 @@ from sim.cli_common import emit_json, int_list, positive, user_errors
 from sim.cli_run import run as run_command
 from sim.cli_trace import trace_app
 from sim.config import (
+    DEFAULT_API,
     RooflineConfig,
     build_setup,
     check_override_names,
@@ -100,7 +101,7 @@ def roofline(
     )
     report = roofline_report(
         setup,
-        api=api_price(api_name or "gpt-3.5-turbo-2023-07"),
+        api=api_price(api_name or DEFAULT_API),
         prompt_tokens=prompt_tokens,
         prefill_lengths=lengths,
         batches=batch_sizes,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from sim.autoscale import AutoscalerConfig, FixedConfig
 from sim.errors import FleetsimError, from_validation_error, unknown_name
@@ -24,17 +24,14 @@ from sim.fleet.lifecycle import LifecycleConfig
 from sim.hardware import GIGA, TERA, GpuCatalog, GpuSpec, load_gpu_catalog, read_yaml
 from sim.models import ModelCatalog, ModelSpec, load_model_catalog, resolve_model
 from sim.roofline import RooflineSetup, check_fits
+from sim.spec import Frozen
 from sim.workload.synthetic import SyntheticSpec
 from sim.workload.transforms import TraceFile
 
 DEFAULT_API = "gpt-3.5-turbo-2023-07"
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class GpuOverride(_Frozen):
+class GpuOverride(Frozen):
     """Per-GPU corrections to the catalog, in the catalog's units."""
 
     bf16_tflops: float | None = Field(default=None, gt=0)
@@ -62,7 +59,7 @@ class GpuOverride(_Frozen):
         return replace(gpu, **changes)
 
 
-class RooflineConfig(_Frozen):
+class RooflineConfig(Frozen):
     """Assumptions of the step-time model. Unset mfu/mbu take the GPU catalog's values."""
 
     preset: str | None = None  # the bundled preset these values started from, if any
@@ -81,7 +78,7 @@ class RooflineConfig(_Frozen):
     gpu_overrides: dict[str, GpuOverride] = Field(default_factory=dict)
 
 
-class StepTimeConfig(_Frozen):
+class StepTimeConfig(Frozen):
     """`roofline` (default) or `constant`: fixed seconds per prompt token and per decode step."""
 
     kind: Literal["roofline", "constant"] = "roofline"
@@ -95,7 +92,7 @@ class StepTimeConfig(_Frozen):
         return self
 
 
-class EngineConfig(_Frozen):
+class EngineConfig(Frozen):
     """One replica's serving engine (vLLM's knobs and defaults, where it has them)."""
 
     policy: Literal["prefill_first", "chunked"] = "chunked"
@@ -119,7 +116,7 @@ class EngineConfig(_Frozen):
         return 8192 if self.policy == "chunked" else max(max_context_tokens, 2048)
 
 
-class SloConfig(_Frozen):
+class SloConfig(Frozen):
     """Per-request service-level objectives in milliseconds (vLLM's --goodput)."""
 
     ttft_ms: float | None = Field(default=None, gt=0)
@@ -130,7 +127,7 @@ class SloConfig(_Frozen):
         return {k.removesuffix("_ms"): v for k, v in self.model_dump().items() if v is not None}
 
 
-class FleetConfig(_Frozen):
+class FleetConfig(Frozen):
     """Replicas of one GPU type and TP degree behind a router, scaled by an autoscaler."""
 
     gpu: str = Field(min_length=1)
@@ -156,7 +153,7 @@ class FleetConfig(_Frozen):
         return cap if self.max_gpus is None else min(cap, self.max_gpus // self.tp)
 
 
-class PricingConfig(_Frozen):
+class PricingConfig(Frozen):
     usd_per_gpu_hour: float | None = Field(default=None, ge=0)  # on demand; None: the GPU catalog's price
     reserved_usd_per_gpu_hour: float | None = Field(default=None, ge=0)  # None: the on-demand price
     billing_granularity_s: float = Field(default=1.0, ge=0)
@@ -164,7 +161,7 @@ class PricingConfig(_Frozen):
     compare_api: str = DEFAULT_API
 
 
-class Scenario(_Frozen):
+class Scenario(Frozen):
     model: str = Field(min_length=1)  # a catalog name or a path to a Hugging Face config.json
     seed: int = Field(default=0, ge=0)
     gpu_catalog: str | None = None  # extra GPUs (YAML, catalog format)

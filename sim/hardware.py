@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from sim.errors import FleetsimError, from_validation_error, unknown_name
+from sim.spec import Frozen
 
 TERA = 1e12
 GIGA = 1e9
@@ -52,10 +53,8 @@ class GpuSpec:
         raise FleetsimError(f"compute_dtype must be 'bf16' or 'fp8' (got {compute_dtype!r})")
 
 
-class _GpuEntry(BaseModel):
+class _GpuEntry(Frozen):
     """The YAML form of a catalog entry (datasheet units in the key names)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     description: str = ""
     aliases: list[str] = Field(default_factory=list)

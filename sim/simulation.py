@@ -463,7 +463,10 @@ def _max_tokens_per_s(scenario: Scenario, setup: RooflineSetup, trace: pd.DataFr
     )
     result = simulate(single, frame, base_dir=base_dir, measure_capacity=False)
     log = result.log
-    cut = float(np.nanmax(log.scheduled_at_s))  # the queue is never empty before this instant
+    scheduled = log.scheduled_at_s[~np.isnan(log.scheduled_at_s)]
+    if scheduled.size == 0:
+        return None
+    cut = float(scheduled.max())  # the queue is never empty before this instant
     done = (log.status == COMPLETED) & (log.completed_at_s <= cut)
     if cut <= 0 or not done.any():
         return None

@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from sim.errors import unknown_name
+from sim.spec import Frozen
 
 # Effective weight-loading bandwidth (GB/s = 1e9 bytes/s) by storage tier, and where it comes from.
 STORAGE_TIERS: dict[str, tuple[float, str]] = {
@@ -28,17 +29,13 @@ STORAGE_TIERS: dict[str, tuple[float, str]] = {
 REPLICA_STATES = ("provisioning", "loading", "ready", "draining", "released")
 
 
-class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class UniformDuration(_Spec):
+class UniformDuration(Frozen):
     dist: Literal["uniform"] = "uniform"
     low: float = Field(ge=0)
     high: float = Field(ge=0)
 
 
-class LognormalDuration(_Spec):
+class LognormalDuration(Frozen):
     dist: Literal["lognormal"] = "lognormal"
     mean: float = Field(gt=0)
     cv: float = Field(gt=0)
@@ -56,7 +53,7 @@ def draw(duration: Duration, rng: np.random.Generator) -> float:
     return float(duration)
 
 
-class LifecycleConfig(_Spec):
+class LifecycleConfig(Frozen):
     """Cold-start stages. Defaults: ~5 minutes for a 70B model from local NVMe (assumptions: node
     provisioning 2 min, an image pull of 1 min, CUDA-graph warm-up 30 s)."""
 

@@ -20,6 +20,7 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -204,15 +205,16 @@ def _read_csv(path: Path, layout: CsvLayout, format: str) -> pd.DataFrame:
 
 
 def _csv_batches(path: Path, columns: list[str], types: dict[str, pa.DataType]) -> Iterator[pa.RecordBatch]:
-    reader = pcsv.open_csv(
-        path,
-        read_options=pcsv.ReadOptions(block_size=BLOCK_BYTES, encoding="utf8"),
-        parse_options=pcsv.ParseOptions(newlines_in_values=False),
-        convert_options=pcsv.ConvertOptions(
-            column_types=types, include_columns=columns, null_values=[""], strings_can_be_null=True
-        ),
-    )
-    yield from reader
+    with pa.OSFile(str(path), "rb") as source:  # closed even when validation stops the read early
+        reader = pcsv.open_csv(
+            source,
+            read_options=pcsv.ReadOptions(block_size=BLOCK_BYTES, encoding="utf8"),
+            parse_options=pcsv.ParseOptions(newlines_in_values=False),
+            convert_options=pcsv.ConvertOptions(
+                column_types=types, include_columns=columns, null_values=[""], strings_can_be_null=True
+            ),
+        )
+        yield from reader
 
 
 def _int_column(batch: pa.RecordBatch, name: str, where: Where, offset: int) -> np.ndarray:
@@ -225,11 +227,17 @@ def _int_column(batch: pa.RecordBatch, name: str, where: Where, offset: int) -> 
 
 def _locate_bad_value(path: Path, layout: CsvLayout, err: pa.ArrowInvalid) -> FleetsimError:
     """pyarrow says a value did not parse but not where: scan as text (the error path only)."""
-    where = Where(str(path))
+    columns = [layout.time, layout.prompt, layout.output]
+    with pd.read_csv(path, usecols=columns, dtype=str, chunksize=1_000_000, keep_default_na=False) as chunks:
+        found = _first_unparsable(chunks, layout, Where(str(path)))
+    if found is not None:
+        return found
+    return FleetsimError(f"{path}: cannot parse ({str(err).splitlines()[0]})")
+
+
+def _first_unparsable(chunks: Any, layout: CsvLayout, where: Where) -> FleetsimError | None:
     offset = 0
-    for chunk in pd.read_csv(
-        path, usecols=[layout.time, layout.prompt, layout.output], dtype=str, chunksize=1_000_000, keep_default_na=False
-    ):
+    for chunk in chunks:
         for col, kind in ((layout.time, layout.time_unit), (layout.prompt, "int"), (layout.output, "int")):
             text = chunk[col].str.strip()
             if kind == "datetime":
@@ -249,8 +257,7 @@ def _locate_bad_value(path: Path, layout: CsvLayout, err: pa.ArrowInvalid) -> Fl
                     return FleetsimError(f"{where.at(offset + i)}: {col} is missing")
                 return FleetsimError(f"{where.at(offset + i)}: {col} {rule} (got {value!r})")
         offset += len(chunk)
-    message = str(err).splitlines()[0]
-    return FleetsimError(f"{path}: cannot parse ({message})")
+    return None
 
 
 # --- JSONL (Mooncake) ------------------------------------------------------------------------------

@@ -21,28 +21,25 @@ from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from sim.errors import FleetsimError, from_validation_error
+from sim.spec import Frozen
 from sim.workload.schema import canonical_frame
 
 
-class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Poisson(_Spec):
+class Poisson(Frozen):
     process: Literal["poisson"] = "poisson"
     rate_per_s: float = Field(gt=0)
 
 
-class GammaRenewal(_Spec):
+class GammaRenewal(Frozen):
     process: Literal["gamma"] = "gamma"
     rate_per_s: float = Field(gt=0)
     cv: float = Field(gt=0)
 
 
-class OnOff(_Spec):
+class OnOff(Frozen):
     process: Literal["onoff"] = "onoff"
     on_rate_per_s: float = Field(gt=0)
     off_rate_per_s: float = Field(default=0.0, ge=0)
@@ -50,7 +47,7 @@ class OnOff(_Spec):
     mean_off_s: float = Field(gt=0)
 
 
-class Diurnal(_Spec):
+class Diurnal(Frozen):
     process: Literal["diurnal"] = "diurnal"
     mean_rate_per_s: float = Field(gt=0)
     period_s: float = Field(default=86_400.0, gt=0)
@@ -60,13 +57,13 @@ class Diurnal(_Spec):
     time_scale: float = Field(default=1.0, gt=0)  # >1 compresses the table's clock
 
 
-class Spike(_Spec):
+class Spike(Frozen):
     at_s: float = Field(ge=0)
     duration_s: float = Field(gt=0)
     multiplier: float = Field(ge=0)
 
 
-class Spikes(_Spec):
+class Spikes(Frozen):
     process: Literal["spikes"] = "spikes"
     rate_per_s: float = Field(gt=0)
     spikes: list[Spike] = Field(min_length=1)
@@ -75,12 +72,12 @@ class Spikes(_Spec):
 Arrivals = Annotated[Poisson | GammaRenewal | OnOff | Diurnal | Spikes, Field(discriminator="process")]
 
 
-class Fixed(_Spec):
+class Fixed(Frozen):
     dist: Literal["fixed"] = "fixed"
     tokens: int = Field(ge=1)
 
 
-class Uniform(_Spec):
+class Uniform(Frozen):
     dist: Literal["uniform"] = "uniform"
     low: int = Field(ge=1)
     high: int = Field(ge=1)
@@ -92,14 +89,14 @@ class Uniform(_Spec):
         return self
 
 
-class Lognormal(_Spec):
+class Lognormal(Frozen):
     dist: Literal["lognormal"] = "lognormal"
     mean: float = Field(gt=0)
     cv: float = Field(gt=0)
     max: int | None = Field(default=None, ge=1)
 
 
-class Empirical(_Spec):
+class Empirical(Frozen):
     dist: Literal["empirical"] = "empirical"
     trace: str
     column: Literal["prompt_tokens", "output_tokens"]
@@ -108,7 +105,7 @@ class Empirical(_Spec):
 Lengths = Annotated[Fixed | Uniform | Lognormal | Empirical, Field(discriminator="dist")]
 
 
-class SyntheticSpec(_Spec):
+class SyntheticSpec(Frozen):
     arrivals: Arrivals
     prompt_tokens: Lengths
     output_tokens: Lengths

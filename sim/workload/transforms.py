@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from sim.errors import FleetsimError
+from sim.spec import Frozen
 from sim.workload.schema import KLASSES
 
 
@@ -114,10 +115,8 @@ def merge(frames: Mapping[str, pd.DataFrame], *, klass: Mapping[str, str] | None
     return _rebase(merged.drop(columns=["_rank", "_row"]), "merge")
 
 
-class TraceFile(BaseModel):
+class TraceFile(Frozen):
     """A trace file plus the transforms to apply, in this order: window, rate, sample, clip, repeat."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     file: str
     format: str | None = None
