@@ -1,7 +1,7 @@
 """fleetsim: a discrete-event simulator of an LLM-inference GPU fleet.
 
 from sim import load_config, load_trace, simulate
-result = simulate(load_config("configs/default.yaml"), base_dir=Path("configs"))
+result = simulate(load_config("configs/default.yaml"))  # relative paths: from the scenario file
 result.summary()    # the dict written to summary.json
 result.requests     # one row per request (a DataFrame)
 """

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from sim.autoscale import AutoscalerConfig, FixedConfig
 from sim.errors import FleetsimError, from_validation_error, unknown_name
@@ -171,6 +171,11 @@ class Scenario(Frozen):
     roofline: RooflineConfig = RooflineConfig()
     pricing: PricingConfig = PricingConfig()
     slo: SloConfig = SloConfig()
+    _base_dir: Path | None = PrivateAttr(default=None)  # the scenario file's folder: relative paths start there
+
+    @property
+    def base_dir(self) -> Path:
+        return self._base_dir if self._base_dir is not None else Path(".")
 
 
 # --- presets -----------------------------------------------------------------------------------
@@ -231,8 +236,11 @@ def parse_config(raw: Any, *, where: str = "<config>") -> Scenario:
 
 
 def load_config(path: str | Path) -> Scenario:
+    """Read and validate a scenario; paths inside it are then relative to its folder."""
     path = Path(path)
-    return parse_config(read_yaml(path), where=str(path))
+    scenario = parse_config(read_yaml(path), where=str(path))
+    scenario._base_dir = path.parent
+    return scenario
 
 
 def build_setup(
@@ -285,11 +293,12 @@ def _relative(path: str, base: Path) -> Path:
 def resolve_scenario(
     scenario: Scenario,
     *,
-    base_dir: Path = Path("."),
+    base_dir: Path | None = None,
     models: ModelCatalog | None = None,
     gpus: GpuCatalog | None = None,
 ) -> RooflineSetup:
     """Names -> specs (catalog lookups, config.json import), then `build_setup`."""
+    base_dir = base_dir if base_dir is not None else scenario.base_dir
     if gpus is None:
         extra = _relative(scenario.gpu_catalog, base_dir) if scenario.gpu_catalog else None
         gpus = load_gpu_catalog(extra)

@@ -1,6 +1,6 @@
 """Build a simulation from a scenario and a trace, run it, return in-memory results (no files).
 
-result = simulate(load_config("configs/default.yaml"))
+result = simulate(load_config("configs/default.yaml"))   # paths in the scenario: relative to its file
 result.summary()      # the dict written to summary.json
 result.requests       # one row per request (DataFrame)
 """
@@ -346,7 +346,7 @@ def simulate(
     scenario: Scenario,
     trace: pd.DataFrame | None = None,
     *,
-    base_dir: Path = Path("."),
+    base_dir: Path | None = None,
     progress: Callable[[float, float], None] | None = None,
     observe: Callable[[simpy.Environment, list[Replica]], None] | None = None,
     measure_capacity: bool = True,
@@ -356,6 +356,7 @@ def simulate(
     replicas)` may start processes that watch the initially ready replicas (samplers).
     `measure_capacity` also measures one replica's saturated throughput for the trace's length mix
     (for `throughput_utilization`)."""
+    base_dir = base_dir if base_dir is not None else scenario.base_dir
     setup = resolve_scenario(scenario, base_dir=base_dir)
     if trace is None:
         trace = scenario_trace(scenario, base_dir=base_dir)
