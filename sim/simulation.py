@@ -413,8 +413,8 @@ def simulate(
         env.run(until=done)
     else:
         tick = max(horizon / 100, 1e-3)
-        while not done.processed:
-            env.run(until=min(env.now + tick, env.peek()) if not done.triggered else done)
+        while not done.triggered:
+            env.run(until=env.any_of([env.timeout(tick), done]))
             progress(env.now, horizon)
     wall = time.perf_counter() - wall_start
     log.check_invariants()

@@ -139,3 +139,15 @@ def test_python_api():
     )
     assert result.summary()["completed"] + result.summary()["rejected"] == 50
     assert len(result.requests) == 50
+
+
+def test_progress_callback_reaches_the_end_and_changes_nothing():
+    from sim import load_config, simulate
+
+    seen = []
+    scenario = load_config(REPO / "configs" / "startup-autoscale.yaml")
+    with_bar = simulate(scenario, progress=lambda now, horizon: seen.append((now, horizon)), measure_capacity=False)
+    without = simulate(scenario, measure_capacity=False)
+    assert len(seen) > 50 and seen[-1][0] == with_bar.horizon_s
+    assert all(b[0] >= a[0] for a, b in zip(seen, seen[1:], strict=False))
+    assert with_bar.requests.equals(without.requests)
