@@ -1,3 +1,4 @@
+import itertools
 import json
 from pathlib import Path
 
@@ -149,5 +150,5 @@ def test_progress_callback_reaches_the_end_and_changes_nothing():
     with_bar = simulate(scenario, progress=lambda now, horizon: seen.append((now, horizon)), measure_capacity=False)
     without = simulate(scenario, measure_capacity=False)
     assert len(seen) > 50 and seen[-1][0] == with_bar.horizon_s
-    assert all(b[0] >= a[0] for a, b in zip(seen, seen[1:], strict=False))
+    assert all(b[0] >= a[0] for a, b in itertools.pairwise(seen))
     assert with_bar.requests.equals(without.requests)
