@@ -152,3 +152,15 @@ def test_progress_callback_reaches_the_end_and_changes_nothing():
     assert len(seen) > 50 and seen[-1][0] == with_bar.horizon_s
     assert all(b[0] >= a[0] for a, b in itertools.pairwise(seen))
     assert with_bar.requests.equals(without.requests)
+
+
+def test_plot_option_writes_a_png(tmp_path):
+    png = tmp_path / "fleet.png"
+    r = run("run", REPO / "configs" / "startup-autoscale.yaml", "--out", tmp_path / "o", "--plot", png)
+    assert r.exit_code == 0, r.output
+    assert "Replicas launched / most ready:" in r.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    for name in ("summary.json", "requests.parquet", "timeline.parquet", "replicas.parquet", "config.resolved.yaml"):
+        assert (tmp_path / "o" / name).exists()
+    timeline = pd.read_parquet(tmp_path / "o" / "timeline.parquet")
+    assert timeline["replicas_ready"].max() > 2  # it scaled out
