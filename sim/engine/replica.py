@@ -76,7 +76,8 @@ class Replica:
         self.fast_forward = fast_forward
         self.waiting: list[Seq] = []
         self.running: list[Seq] = []
-        self._wake: simpy.Event | None = None
+        self._wake: simpy.Event | None = None  # idle: the next arrival succeeds it
+        self._interruptible = False  # in a fast-forwarded run: the next arrival interrupts it
         self._run: tuple[float, StepLine, list[Seq], int] | None = None  # start, line, seqs, k_max
         self.n_steps = 0
         self.n_runs = 0
@@ -109,7 +110,10 @@ class Replica:
         self.log.status[seq.idx] = IN_FLIGHT
         self.log.replica_id[seq.idx] = self.replica_id
         bisect.insort(self.waiting, seq, key=_key)
-        if self._wake is not None and not self._wake.triggered:
+        if self._interruptible:
+            self._interruptible = False
+            self.process.interrupt()
+        elif self._wake is not None and not self._wake.triggered:
             self._wake.succeed()
 
     # --- observation (exact mid-run state) ----------------------------------------------------------
@@ -267,14 +271,14 @@ class Replica:
         self._run = (start, line, seqs, k_max)
         self._work_start = start
         if k_max > 1:
-            self._wake = env.event()
             end = line.total(k_max)
-            done = env.timeout(end)
-            yield done | self._wake
-            self._wake = None
-            if not done.processed and env.now < start + end:
-                k = line.steps_to_reach(env.now - start, k_max)
-                yield env.timeout(start + line.total(k) - env.now)
+            self._interruptible = True  # an arrival interrupts the wait (see enqueue)
+            try:
+                yield env.timeout(end)
+            except simpy.Interrupt:
+                k = line.steps_to_reach(env.now - start, k_max)  # join at the next step boundary
+                yield env.timeout(max(0.0, start + line.total(k) - env.now))
+            self._interruptible = False
         else:
             yield env.timeout(line.total(1))
         self._run = None
