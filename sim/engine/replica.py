@@ -262,10 +262,14 @@ class Replica:
     def _decode_run(self, seqs: list[Seq]) -> Generator[simpy.Event, Any, None]:
         env = self.env
         start = env.now
-        k_max = min(s.output_tokens - s.generated for s in seqs)
+        k_max, context_sum = 1 << 62, 0
+        for s in seqs:
+            left = s.output_tokens - s.generated
+            if left < k_max:
+                k_max = left
+            context_sum += s.computed
         if k_max > 1:
             k_max = self._kv_steps(seqs, k_max)
-        context_sum = sum(s.computed for s in seqs)
         line = self.step_time.decode_line(n_seqs=len(seqs), context_sum=context_sum)
         k = k_max
         self._run = (start, line, seqs, k_max)

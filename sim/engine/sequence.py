@@ -38,10 +38,6 @@ class Seq:
     def is_decoding(self) -> bool:
         return self.generated >= 1 and self.pending == 1
 
-    @property
-    def remaining_tokens(self) -> int:
-        return self.output_tokens - self.generated
-
 
 def blocks_for(n_slots: int, block_size: int) -> int:
     return -(-n_slots // block_size)
