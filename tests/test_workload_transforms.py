@@ -67,3 +67,21 @@ def test_merge_interleaves_with_class_labels():
     validate_frame(m)
     with pytest.raises(FleetsimError, match=r"klass must be one of interactive, batch \(got 'bulk'"):
         tf.merge({"a": online}, klass={"a": "bulk"})
+
+
+def test_trace_file_spec_passes_reader_options(tmp_path):
+    from sim.workload.transforms import TraceFile, load_trace_file
+
+    (tmp_path / "b.csv").write_text(
+        "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+        "5,ChatGPT,100,20,120,Conversation log\n7,GPT-4,300,30,330,API log\n9,GPT-4,50,0,50,API log\n"
+    )
+    f = load_trace_file(TraceFile(file="b.csv", model="GPT-4"), base_dir=tmp_path, seed=0)
+    assert f["prompt_tokens"].tolist() == [300]
+    (tmp_path / "g.csv").write_text("t,i,o\n1000,5,1\n3000,6,2\n")
+    g = load_trace_file(
+        TraceFile(file="g.csv", columns={"arrival_at_s": "t", "prompt_tokens": "i", "output_tokens": "o"}, time_unit="ms"),
+        base_dir=tmp_path,
+        seed=0,
+    )
+    assert g["arrival_at_s"].tolist() == [0.0, 2.0]

@@ -120,6 +120,9 @@ class TraceFile(Frozen):
 
     file: str
     format: str | None = None
+    columns: dict[str, str] | None = None  # generic format: canonical name -> column in the file
+    time_unit: str = "s"  # generic format: s | ms | us | ns | datetime
+    model: str | None = None  # BurstGPT: keep only this Model
     start_s: float | None = Field(default=None, ge=0)
     end_s: float | None = Field(default=None, gt=0)
     rate_scale: float | None = Field(default=None, gt=0)
@@ -132,7 +135,13 @@ def load_trace_file(spec: TraceFile, *, base_dir: Path, seed: int) -> pd.DataFra
     from sim.workload.readers import load_trace
 
     path = Path(spec.file)
-    frame = load_trace(path if path.is_absolute() else base_dir / path, format=spec.format)
+    frame = load_trace(
+        path if path.is_absolute() else base_dir / path,
+        format=spec.format,
+        columns=spec.columns,
+        time_unit=spec.time_unit,
+        model=spec.model,
+    )
     if spec.start_s is not None or spec.end_s is not None:
         frame = window(frame, start_s=spec.start_s or 0.0, end_s=spec.end_s)
     if spec.rate_scale is not None:
