@@ -164,7 +164,7 @@ class Replica:
                 self._wake = None
                 continue
             if self.fast_forward and batch.is_pure_decode:
-                yield from self._decode_run([s for s, _ in batch.work])
+                yield from self._decode_run([s for s, _ in batch.work], batch.min_tokens_left, batch.context_sum)
             else:
                 yield from self._step(batch)
 
@@ -239,6 +239,8 @@ class Replica:
     def _kv_steps(self, seqs: list[Seq], k_max: int) -> int:
         """Most steps (<= k_max) the free blocks can feed without preempting anyone."""
         bs, free = self.pool.block_size, self.pool.free
+        if len(seqs) * -(-k_max // bs) <= free:  # bound: each sequence needs at most ceil(k / bs) more blocks
+            return k_max
 
         def need(k: int) -> int:
             total = 0
@@ -259,15 +261,10 @@ class Replica:
                 hi = mid - 1
         return lo
 
-    def _decode_run(self, seqs: list[Seq]) -> Generator[simpy.Event, Any, None]:
+    def _decode_run(self, seqs: list[Seq], k_max: int, context_sum: int) -> Generator[simpy.Event, Any, None]:
+        """`k_max`: the fewest tokens any of `seqs` has left; `context_sum`: their cached tokens."""
         env = self.env
         start = env.now
-        k_max, context_sum = 1 << 62, 0
-        for s in seqs:
-            left = s.output_tokens - s.generated
-            if left < k_max:
-                k_max = left
-            context_sum += s.computed
         if k_max > 1:
             k_max = self._kv_steps(seqs, k_max)
         line = self.step_time.decode_line(n_seqs=len(seqs), context_sum=context_sum)

@@ -37,13 +37,15 @@ class Batch:
     admitted: list[Seq] = field(default_factory=list)
     preempted: list[Seq] = field(default_factory=list)
     dropped: list[Seq] = field(default_factory=list)  # waiting sequences that can never be scheduled
+    # filled while planning, for the fast-forward: do all work items decode, and the decoders' figures
+    decodes_only: bool = True
+    min_tokens_left: int = 1 << 62  # fewest output tokens any decoder still has to produce
+    context_sum: int = 0  # decoders' cached tokens
 
     @property
     def is_pure_decode(self) -> bool:
         """Only decodes of already running sequences: a candidate for fast-forward."""
-        return (
-            bool(self.work) and not self.admitted and not self.preempted and all(n == 1 and s.is_decoding for s, n in self.work)
-        )
+        return bool(self.work) and self.decodes_only and not self.admitted and not self.preempted
 
 
 class BatchPolicy(Protocol):
@@ -82,6 +84,13 @@ def _decode_with_preemption(
             if preempted_self:
                 break
         work.append((seq, n))
+        if n == 1 and pending == 1 and seq.generated >= 1:
+            left = seq.output_tokens - seq.generated
+            if left < batch.min_tokens_left:
+                batch.min_tokens_left = left
+            batch.context_sum += c
+        else:
+            batch.decodes_only = False
         if need > 0:
             free -= need
         if budget is not None:
@@ -106,6 +115,7 @@ class PrefillFirst:
                 break
             batch.work.append((seq, n))
             batch.admitted.append(seq)
+            batch.decodes_only = False
             budget -= n
             n_seqs += 1
             free -= need
@@ -135,6 +145,7 @@ class Chunked:
                 break
             batch.work.append((seq, n))
             batch.admitted.append(seq)
+            batch.decodes_only = False
             budget -= n
             free -= need
             n_running += 1

@@ -34,10 +34,6 @@ class Seq:
     def pending(self) -> int:
         return self.prompt_tokens + self.generated - self.computed
 
-    @property
-    def is_decoding(self) -> bool:
-        return self.generated >= 1 and self.pending == 1
-
 
 def blocks_for(n_slots: int, block_size: int) -> int:
     return -(-n_slots // block_size)
