@@ -10,8 +10,9 @@ from sim.config import Scenario, build_setup, load_config, resolve_scenario
 from sim.errors import FleetsimError
 from sim.hardware import GpuSpec, load_gpu_catalog
 from sim.models import ModelSpec, load_hf_config, load_model_catalog
+from sim.result import SimResult
 from sim.roofline import RooflineSetup
-from sim.simulation import SimResult, simulate
+from sim.simulation import simulate
 from sim.workload import load_trace
 
 __all__ = [

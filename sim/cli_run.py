@@ -14,7 +14,8 @@ from sim.cli_common import emit_json
 from sim.config import SloConfig, load_config
 from sim.errors import FleetsimError
 from sim.report import write_run
-from sim.simulation import SimResult, simulate
+from sim.result import SimResult
+from sim.simulation import simulate
 from sim.workload import load_trace
 
 SECTIONS = [

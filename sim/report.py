@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from sim.errors import FleetsimError
-from sim.simulation import SimResult
+from sim.result import SimResult
 
 
 def _clean(value: Any) -> Any:
