@@ -183,40 +183,12 @@ TIMELINE_COLUMNS = [
 ]
 
 
-def simulate(
-    scenario: Scenario,
-    trace: pd.DataFrame | None = None,
-    *,
-    base_dir: Path | None = None,
-    progress: Callable[[float, float], None] | None = None,
-    observe: Callable[[simpy.Environment, list[Replica]], None] | None = None,
-    measure_capacity: bool = True,
-) -> SimResult:
-    """Run `scenario` on `trace` (default: the scenario's own) until every request is completed or
-    rejected. `progress(now_s, horizon_s)` is called every ~1% of the trace's span; `observe(env,
-    replicas)` may start processes that watch the initially ready replicas (samplers).
-    `measure_capacity` also measures one replica's saturated throughput for the trace's length mix
-    (for `throughput_utilization`)."""
-    base_dir = base_dir if base_dir is not None else scenario.base_dir
-    setup = resolve_scenario(scenario, base_dir=base_dir)
-    if trace is None:
-        trace = scenario_trace(scenario, base_dir=base_dir)
-    engine = scenario.engine
-    budget = engine.batched_tokens(setup.model.max_context_tokens)
-    n_blocks = engine.num_gpu_blocks_override or kv_capacity_tokens(setup) // engine.block_size
-    _check_engine(scenario, setup, trace, n_blocks, budget)
+def _build_fleet(
+    env: simpy.Environment, scenario: Scenario, setup: RooflineSetup, log: RequestLog, *, n_blocks: int, budget: int
+) -> Fleet:
+    """The fleet with its initial replicas (warm or cold-starting) and, unless fixed, its autoscaler."""
+    engine, fcfg = scenario.engine, scenario.fleet
     router_rng, lifecycle_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(scenario.seed).spawn(2))
-
-    env = CountingEnvironment()
-    log = RequestLog(trace["arrival_at_s"].to_numpy(), trace["prompt_tokens"].to_numpy(), trace["output_tokens"].to_numpy())
-    done = env.event()
-
-    def all_resolved() -> None:
-        if not done.triggered:
-            done.succeed()
-
-    log.on_all_resolved = all_resolved
-    fcfg = scenario.fleet
     fleet = Fleet(
         env,
         make_engine=_replica_factory(env, scenario, setup, log, n_blocks, budget),
@@ -243,6 +215,43 @@ def simulate(
         fleet.launch(start_n)
     if not isinstance(fcfg.autoscaler, FixedConfig):
         env.process(control_loop(env, fleet, make_policy(fcfg.autoscaler), fcfg.autoscaler.interval_s))
+    return fleet
+
+
+def simulate(
+    scenario: Scenario,
+    trace: pd.DataFrame | None = None,
+    *,
+    base_dir: Path | None = None,
+    progress: Callable[[float, float], None] | None = None,
+    observe: Callable[[simpy.Environment, list[Replica]], None] | None = None,
+    measure_capacity: bool = True,
+) -> SimResult:
+    """Run `scenario` on `trace` (default: the scenario's own) until every request is completed or
+    rejected. `progress(now_s, horizon_s)` is called every ~1% of the trace's span; `observe(env,
+    replicas)` may start processes that watch the initially ready replicas (samplers).
+    `measure_capacity` also measures one replica's saturated throughput for the trace's length mix
+    (for `throughput_utilization`)."""
+    base_dir = base_dir if base_dir is not None else scenario.base_dir
+    setup = resolve_scenario(scenario, base_dir=base_dir)
+    if trace is None:
+        trace = scenario_trace(scenario, base_dir=base_dir)
+    engine = scenario.engine
+    budget = engine.batched_tokens(setup.model.max_context_tokens)
+    n_blocks = engine.num_gpu_blocks_override or kv_capacity_tokens(setup) // engine.block_size
+    _check_engine(scenario, setup, trace, n_blocks, budget)
+
+    env = CountingEnvironment()
+    log = RequestLog(trace["arrival_at_s"].to_numpy(), trace["prompt_tokens"].to_numpy(), trace["output_tokens"].to_numpy())
+    done = env.event()
+
+    def all_resolved() -> None:
+        if not done.triggered:
+            done.succeed()
+
+    log.on_all_resolved = all_resolved
+    fleet = _build_fleet(env, scenario, setup, log, n_blocks=n_blocks, budget=budget)
+    fcfg = scenario.fleet
     env.process(_feed(env, trace, log, fleet.deliver))
     rows: list[tuple[Any, ...]] = []
     env.process(_sampler(env, fleet, fcfg.timeline_interval_s, rows))
