@@ -112,7 +112,7 @@ class Fleet:
         self.queue.append(seq)
         if self.queue_timeout_s is not None:
             self.env.process(self._expire(seq, self.queue_timeout_s))
-        if not self.starting and self.max_replicas > 0:
+        if not self.starting and self._held() < self.max_replicas:
             self.launch(1)
 
     def _route(self, seq: Seq, ready: list[ReplicaSlot]) -> None:
@@ -176,12 +176,18 @@ class Fleet:
         slot.released_at_s = self.env.now
 
     # --- scaling -------------------------------------------------------------------------------------
+    def _held(self) -> int:
+        """Replicas holding GPUs: starting, ready or draining."""
+        return sum(1 for s in self.slots if s.state != "released")
+
     def scale_to(self, desired: int) -> None:
-        desired = min(desired, self.max_replicas)  # the GPU cap
+        desired = min(desired, self.max_replicas)
         starting, ready = self.starting, self.ready
         current = len(starting) + len(ready)
         if desired > current:
-            self.launch(desired - current)
+            room = self.max_replicas - self._held()  # the GPU cap counts draining replicas too
+            if room > 0:
+                self.launch(min(desired - current, room))
             return
         excess = current - desired
         for slot in sorted(starting, key=lambda s: s.provision_at_s, reverse=True)[:excess]:
