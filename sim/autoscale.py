@@ -224,7 +224,9 @@ class Queue:
         excess = obs.waiting - cfg.target_waiting * obs.n_ready
         if obs.waiting and (excess > 0 or current == 0):
             self._calm_since = None
-            return cfg.clamp(current + max(1, math.ceil(excess / cfg.target_waiting)) - obs.n_starting)
+            # enough ready replicas to hold the excess; replicas already starting count towards it
+            needed = obs.n_ready + max(1, math.ceil(excess / cfg.target_waiting))
+            return cfg.clamp(max(current, needed))
         calm = obs.waiting == 0 and (obs.busy_fraction is None or obs.busy_fraction < cfg.scale_down_busy)
         if not calm:
             self._calm_since = None

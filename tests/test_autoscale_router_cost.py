@@ -121,3 +121,10 @@ def test_cost_attribution_splits_by_busy_time():
     assert out["usd_per_1k_prompt_tokens"] == pytest.approx(10 * 0.25 / 2)
     assert out["usd_per_1k_completion_tokens"] == pytest.approx(10 * 0.75 / 0.5)
     assert out["api_usd_for_same_tokens"] == pytest.approx(2 * 0.0015 + 0.5 * 0.002)
+
+
+def test_queue_policy_counts_starting_replicas_and_never_cancels_them_to_scale_up():
+    q = Queue(QueueConfig(target_waiting=4, min_replicas=0, max_replicas=20))
+    assert q.decide(obs(0, ready=2, starting=3, waiting=20)) == 5  # 2 ready + 3 for the excess: the 3 starting suffice
+    assert q.decide(obs(15, ready=2, starting=5, waiting=9)) == 7  # more than enough starting: keep them
+    assert q.decide(obs(30, ready=0, starting=0, waiting=1)) == 1  # from zero
