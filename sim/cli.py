@@ -34,6 +34,25 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(trace_app, name="trace")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"fleetsim {version('fleetsim')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Discrete-event simulator of an LLM-inference GPU fleet: roofline step times, cost and latency."""
+
+
 app.command(name="run")(user_errors(run_command))
 
 

@@ -117,7 +117,7 @@ def run(
         typer.Option(help="SLOs in ms, as vLLM's --goodput: \"ttft:2000 tpot:200 e2el:30000\" (overrides the scenario's slo)."),
     ] = None,
 ) -> None:
-    """Simulate a scenario: one replica replays the trace; prints vLLM-style metrics and writes a run folder."""
+    """Simulate a scenario: its fleet replays the trace; prints vLLM-style metrics, cost and utilization; writes a run folder."""
     scenario = load_config(config)
     if seed is not None:
         if seed < 0:

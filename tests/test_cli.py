@@ -143,3 +143,9 @@ def test_process_exit_code_and_no_traceback():
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     ok = subprocess.run([sys.executable, "-m", "sim", *SEED], capture_output=True, text=True, cwd=REPO, check=False)
     assert ok.returncode == 0 and "$0.0651" in ok.stdout
+
+
+def test_version_and_help():
+    r = run("--version")
+    assert r.exit_code == 0 and r.stdout.startswith("fleetsim 0.")
+    assert all(cmd in run("--help").stdout for cmd in ("run", "roofline", "trace", "models", "gpus", "presets"))
