@@ -181,23 +181,23 @@ def _read_csv(path: Path, layout: CsvLayout, format: str) -> pd.DataFrame:
     if offset == 0:
         raise FleetsimError(f"{path}: the trace has no requests (header only)")
     keep_all = np.concatenate(keep_masks)
+    n_failed = int(sum(int(np.sum(o == 0)) for o in outputs)) if format == "burstgpt" else 0
     extra_cols: dict[str, object] = {c: np.concatenate(v)[keep_all] for c, v in extras.items() if c in OPTIONAL}
     if "prefix_hash_ids" in extra_cols:  # written by write_trace as space-separated ints
         extra_cols["prefix_hash_ids"] = [
             np.array(str(h).split(), dtype=np.int64) if h is not None else None
             for h in extra_cols["prefix_hash_ids"]  # type: ignore[attr-defined]
         ]
-    frame = canonical_frame(
-        np.concatenate(times)[keep_all],
-        np.concatenate(prompts)[keep_all],
-        np.concatenate(outputs)[keep_all],
-        source=str(path),
-        extra=extra_cols,
-    )
+    columns = []
+    for chunks in (times, prompts, outputs):  # one column at a time, freeing each column's chunks as we go
+        column = np.concatenate(chunks)
+        chunks.clear()
+        columns.append(column if keep_all.all() else column[keep_all])
+    frame = canonical_frame(*columns, source=str(path), extra=extra_cols)
     frame.attrs["format"] = format
     frame.attrs["rows_read"] = offset
     if format == "burstgpt":
-        frame.attrs["dropped_failed"] = int(np.sum(np.concatenate(outputs) == 0))
+        frame.attrs["dropped_failed"] = n_failed
         frame.attrs["dropped_other_models"] = int(offset - keep_all.sum() - frame.attrs["dropped_failed"])
     if len(frame) and extra_cols:
         return validate_frame(frame, source=str(path), where=Where(str(path)))

@@ -96,7 +96,8 @@ def canonical_frame(
             "arrival_at_s": t - t[0],
             "prompt_tokens": np.asarray(prompt_tokens, dtype=np.int64),
             "output_tokens": np.asarray(output_tokens, dtype=np.int64),
-        }
+        },
+        copy=False,
     )
     for name, values in (extra or {}).items():
         frame[name] = values
