@@ -20,10 +20,8 @@ import math
 from dataclasses import dataclass
 
 from sim.errors import FleetsimError
-from sim.hardware import GpuSpec
+from sim.hardware import GIGA, GpuSpec
 from sim.models import ModelSpec
-
-GB = 1e9
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,9 +213,9 @@ def check_fits(setup: RooflineSetup) -> None:
     have = memory_budget_bytes(setup)
     raise FleetsimError(
         f"{setup.model.name} does not fit on {setup.tp}x {setup.gpu.name}: weights at {setup.weight_bits}-bit"
-        f"{' + reserve' if setup.memory_reserve_bytes else ''} need {need / GB:.1f} GB, the GPUs offer "
-        f"{have / GB:.1f} GB at gpu_memory_utilization={setup.gpu_memory_utilization:g} "
-        f"(short by {(need - have) / GB:.1f} GB, before any KV cache); raise tp or lower weight_bits"
+        f"{' + reserve' if setup.memory_reserve_bytes else ''} need {need / GIGA:.1f} GB, the GPUs offer "
+        f"{have / GIGA:.1f} GB at gpu_memory_utilization={setup.gpu_memory_utilization:g} "
+        f"(short by {(need - have) / GIGA:.1f} GB, before any KV cache); raise tp or lower weight_bits"
     )
 
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sim.cost import ApiPrice
+from sim.hardware import GIGA
 from sim.roofline import (
     RooflineSetup,
     crossover_prompt_tokens,
@@ -21,8 +22,6 @@ from sim.roofline import (
     prompt_tokens_per_s,
     usd_per_1k_tokens,
 )
-
-GB = 1e9
 
 
 def roofline_report(
@@ -122,7 +121,7 @@ def render_text(r: dict[str, Any]) -> str:
         "",
         "model",
         f"  parameters                 {r['n_params'] / 1e9:.2f} B (active per token {r['n_active_params'] / 1e9:.2f} B)",
-        f"  weights                    {r['weight_bytes'] / GB:.2f} GB",
+        f"  weights                    {r['weight_bytes'] / GIGA:.2f} GB",
         f"  FLOPs per token            {r['flops_per_token'] / 1e9:.1f} GFLOP (2 x active matmul params)",
         f"  KV cache per token         {r['kv_bytes_per_token']:,.0f} B ({r['kv_bytes_per_token'] / 1024:.1f} KiB)"
         + (
@@ -130,7 +129,7 @@ def render_text(r: dict[str, Any]) -> str:
             if r["kv_bytes_per_token_replica"] != r["kv_bytes_per_token"]
             else ""
         ),
-        f"  HBM left for KV cache      {r['kv_capacity_bytes'] / GB:.2f} GB = {r['kv_capacity_tokens']:,} tokens"
+        f"  HBM left for KV cache      {r['kv_capacity_bytes'] / GIGA:.2f} GB = {r['kv_capacity_tokens']:,} tokens"
         f" (gpu_memory_utilization {a['gpu_memory_utilization']:g})",
         f"  compute-bound above        {r['crossover_prompt_tokens']:.0f} prompt tokens at peak rates"
         f" ({r['crossover_prompt_tokens_effective']:.0f} at effective rates)",
@@ -151,7 +150,7 @@ def render_text(r: dict[str, Any]) -> str:
     for b, rate in r["decode_tokens_per_s"].items():
         usd = r["usd_per_1k_completion_tokens"][b]
         lines.append(
-            f"  {b:>5}  {rate:>9,.1f}   {_usd(usd):>15}   {r['decode_step_bytes'][b] / GB:7.1f} GB"
+            f"  {b:>5}  {rate:>9,.1f}   {_usd(usd):>15}   {r['decode_step_bytes'][b] / GIGA:7.1f} GB"
             f"   {_vs(usd, api['usd_per_1k_completion_tokens'])}"
         )
     fit = r["max_batch"]

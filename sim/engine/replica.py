@@ -91,22 +91,8 @@ class Replica:
         self.process = env.process(self._loop())
 
     # --- intake ----------------------------------------------------------------------------------
-    def admissible(self, prompt_tokens: int, output_tokens: int) -> str | None:
-        """Why a request can never be served here, or None."""
-        return admission_reason(
-            prompt_tokens,
-            output_tokens,
-            max_context_tokens=self.max_context_tokens,
-            n_blocks=self.pool.n_blocks,
-            block_size=self.pool.block_size,
-            whole_prompt_budget=None if self.policy.chunks_prefill else self.limits.max_num_batched_tokens,
-        )
-
     def enqueue(self, seq: Seq) -> None:
-        reason = self.admissible(seq.prompt_tokens, seq.output_tokens)
-        if reason is not None:
-            self.log.reject(seq.idx, reason)
-            return
+        """Take a request the fleet routed here (it has already rejected those no replica can serve)."""
         self.log.status[seq.idx] = IN_FLIGHT
         self.log.replica_id[seq.idx] = self.replica_id
         bisect.insort(self.waiting, seq, key=_key)

@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from sim.errors import unknown_name
 from sim.spec import Frozen
+from sim.workload.synthetic import lognormal
 
 # Effective weight-loading bandwidth (GB/s = 1e9 bytes/s) by storage tier, and where it comes from.
 STORAGE_TIERS: dict[str, tuple[float, str]] = {
@@ -26,13 +27,17 @@ STORAGE_TIERS: dict[str, tuple[float, str]] = {
     "host_ram": (70e9 / 10 / 1e9, "vLLM issue #19824: ~10 s to load Llama-70B-FP8 (~70 GB) from a hot page cache"),
 }
 
-REPLICA_STATES = ("provisioning", "loading", "ready", "draining", "released")
-
 
 class UniformDuration(Frozen):
     dist: Literal["uniform"] = "uniform"
     low: float = Field(ge=0)
     high: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> UniformDuration:
+        if self.high < self.low:
+            raise ValueError(f"high must be >= low (got {self.high} < {self.low})")
+        return self
 
 
 class LognormalDuration(Frozen):
@@ -46,10 +51,9 @@ Duration = float | Annotated[UniformDuration | LognormalDuration, Field(discrimi
 
 def draw(duration: Duration, rng: np.random.Generator) -> float:
     if isinstance(duration, UniformDuration):
-        return float(rng.uniform(duration.low, max(duration.low, duration.high)))
+        return float(rng.uniform(duration.low, duration.high))
     if isinstance(duration, LognormalDuration):
-        sigma2 = np.log1p(duration.cv**2)
-        return float(rng.lognormal(np.log(duration.mean) - sigma2 / 2, np.sqrt(sigma2)))
+        return float(lognormal(rng, mean=duration.mean, cv=duration.cv))
     return float(duration)
 
 

@@ -273,16 +273,20 @@ def _diurnal(spec: Diurnal, rng: np.random.Generator, *, duration_s: float | Non
 
 
 # --- lengths -------------------------------------------------------------------------------------------
+def lognormal(rng: np.random.Generator, *, mean: float, cv: float, size: int | None = None) -> np.ndarray:
+    """Lognormal draws parameterized by their own mean and coefficient of variation."""
+    sigma2 = np.log1p(cv**2)
+    return np.asarray(rng.lognormal(np.log(mean) - sigma2 / 2, np.sqrt(sigma2), size))
+
+
 def draw_lengths(spec: Lengths, rng: np.random.Generator, n: int, *, base_dir: Path = Path(".")) -> np.ndarray:
     if isinstance(spec, Fixed):
         return np.full(n, spec.tokens, dtype=np.int64)
     if isinstance(spec, Uniform):
         return rng.integers(spec.low, spec.high + 1, n, dtype=np.int64)
     if isinstance(spec, Lognormal):
-        sigma2 = np.log1p(spec.cv**2)
-        mu = np.log(spec.mean) - sigma2 / 2
-        x = np.rint(rng.lognormal(mu, np.sqrt(sigma2), n))
-        return np.clip(x, 1, spec.max or np.inf).astype(np.int64)
+        x = np.rint(lognormal(rng, mean=spec.mean, cv=spec.cv, size=n))
+        return np.asarray(np.clip(x, 1, spec.max or np.inf), dtype=np.int64)
     if isinstance(spec, Empirical):
         from sim.workload.readers import load_trace
 
