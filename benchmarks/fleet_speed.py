@@ -1,8 +1,8 @@
 """Fleet speed: a 16-replica autoscaled fleet replaying the bundled Azure conversation hour.
 
 Llama-2-70B on 2x A100-80GB replicas (default roofline, chunked), HPA on requests in flight per
-replica, the Azure 2023 conversation trace (19,366 requests in ~58 min) rate-scaled so that ~16
-replicas are needed (one replica serves ~0.83 req/s of this mix). Prints wall seconds, simulated
+replica, the Azure 2023 conversation trace (19,366 requests in ~58 min) rate-scaled so that 16
+replicas are needed at full load (one replica's capacity for this mix is measured first). Prints wall seconds, simulated
 requests per wall second and events per request, then the top of a profile.
     python benchmarks/fleet_speed.py [--profile]
 """
@@ -28,7 +28,6 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     conv = clip_tokens(load_trace(REPO / "traces" / "azure2023_conv.csv"), 4096)
-    trace = scale_rate(conv, 16 * 0.83 / 5.53)
     sc = parse_config(
         {
             "model": "llama-2-70b",
@@ -46,6 +45,13 @@ def main() -> None:
             },
         }
     )
+    # one replica's measured capacity for this length mix (saturated, the same engine), in requests/s
+    probe = simulate(sc, conv.head(1000))
+    per_request = conv["prompt_tokens"].mean() + conv["output_tokens"].mean()
+    capacity = probe.max_tokens_per_s / per_request
+    rate = len(conv) / conv["arrival_at_s"].iloc[-1]
+    trace = scale_rate(conv, 16 * capacity / rate)
+    print(f"one replica serves {capacity:.2f} req/s of this mix; trace scaled from {rate:.2f} to {16 * capacity:.2f} req/s")
     start = time.perf_counter()
     result = simulate(sc, trace, measure_capacity=False)
     wall = time.perf_counter() - start
