@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import time
 
-from sim.config import build_setup, roofline_config
+from sim.build import build_setup
+from sim.config import roofline_config
 from sim.hardware import load_gpu_catalog
 from sim.models import load_model_catalog
 from sim.roofline import decode_step_time_s, prefill_time_s

@@ -6,7 +6,8 @@ result.summary()    # the dict written to summary.json
 result.requests     # one row per request (a DataFrame)
 """
 
-from sim.config import Scenario, build_setup, load_config, resolve_scenario
+from sim.build import build_setup, resolve_scenario
+from sim.config import Scenario, load_config
 from sim.errors import FleetsimError
 from sim.hardware import GpuSpec, load_gpu_catalog
 from sim.models import ModelSpec, load_hf_config, load_model_catalog

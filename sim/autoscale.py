@@ -1,5 +1,6 @@
 """Autoscaling: policies named after the systems users run (pure `decide(obs) -> desired replicas`,
-unit-testable without simpy) and the control loop that applies them every `interval_s`.
+unit-testable without simpy; the control loop that applies them every `interval_s` is
+`sim.fleet.control`).
 
 - `fixed`: a constant count.
 - `hpa` (Kubernetes HPA): desired = ceil(current x metric / target), the metric averaged over ready
@@ -25,18 +26,12 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import Field, model_validator
 
 from sim.spec import Frozen
-
-if TYPE_CHECKING:
-    import simpy
-
-    from sim.fleet.cluster import Fleet
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,10 +252,3 @@ def make_policy(cfg: FixedConfig | HpaConfig | KpaConfig | QueueConfig | Schedul
     policies: dict[str, Any] = {"fixed": Fixed, "hpa": Hpa, "kpa": Kpa, "queue": Queue, "scheduled": Scheduled}
     policy: Policy = policies[cfg.policy](cfg)
     return policy
-
-
-def control_loop(env: simpy.Environment, fleet: Fleet, policy: Policy, interval_s: float) -> Generator[simpy.Event, Any, None]:
-    """Every `interval_s`: observe the fleet, ask the policy, reconcile."""
-    while True:
-        yield env.timeout(interval_s)
-        fleet.scale_to(policy.decide(fleet.observe()))

@@ -3,13 +3,14 @@
 - TTFT = first token - arrival; E2EL = completion - arrival, over completed requests.
 - TPOT = (completion - first token) / (output tokens - 1), over completed requests with > 1 output
   token (vLLM's "excl. 1st token"); a 1-token request counts as TPOT 0 for goodput, as in vLLM.
-- ITL = every inter-token gap, pooled over all requests and tokens. Computed exactly from the engine's
-  compact gap record (`ItlLog`): single gaps plus weighted linear pieces of decode-run step times;
+- ITL = every inter-token gap, pooled over all requests and tokens. Computed exactly from the run's
+  compact gap record (`GapDistribution`): single gaps plus weighted linear pieces of decode-run step times;
   order statistics by bisection on the value, so percentiles use numpy's linear interpolation
   between the exact neighbouring gaps.
 - duration = the last completion (the trace starts at 0); throughputs divide by it.
 - request_goodput = completed requests meeting every given SLO, per second (vLLM's --goodput).
-Times in the summary are milliseconds, as vLLM prints them.
+Times in the summary are milliseconds, as vLLM prints them. Reads records only (the `requests`
+frame and the gap record), never engine or fleet objects.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from sim.engine.records import COMPLETED, REJECTED, ItlLog, RequestLog
+from sim.states import RequestStatus
 
 PERCENTILES = (90, 99)
 
@@ -37,9 +39,31 @@ class GapDistribution:
     w: np.ndarray
 
     @classmethod
-    def from_log(cls, itl: ItlLog) -> GapDistribution:
-        p = np.array(itl.pieces, dtype=np.float64).reshape(-1, 5)
-        return cls(np.sort(np.asarray(itl.singles, dtype=np.float64)), p[:, 0], p[:, 1], p[:, 2], p[:, 3], p[:, 4])
+    def from_lists(cls, singles: list[float], pieces: list[tuple[float, float, int, int, int]]) -> GapDistribution:
+        """From the engine's running record: single gaps, and pieces (a, b, j0, j1, weight)."""
+        p = np.array(pieces, dtype=np.float64).reshape(-1, 5)
+        return cls(np.sort(np.asarray(singles, dtype=np.float64)), p[:, 0], p[:, 1], p[:, 2], p[:, 3], p[:, 4])
+
+    # As a table (the run folder's itl.parquet): a single gap g is the row (a=g, b=0, j0=0, j1=1,
+    # weight=1); pieces always have j0 >= 1 (a run's first gap is a single), so rows split back exactly.
+    def to_frame(self) -> pd.DataFrame:
+        n = self.singles.size
+        return pd.DataFrame(
+            {
+                "a": np.concatenate((self.singles, self.a)),
+                "b": np.concatenate((np.zeros(n), self.b)),
+                "j0": np.concatenate((np.zeros(n), self.j0)).astype(np.int64),
+                "j1": np.concatenate((np.ones(n), self.j1)).astype(np.int64),
+                "weight": np.concatenate((np.ones(n), self.w)).astype(np.int64),
+            }
+        )
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> GapDistribution:
+        single = frame["j0"].to_numpy() == 0
+        col = {c: frame[c].to_numpy(dtype=np.float64) for c in ("a", "b", "j0", "j1", "weight")}
+        p = ~single
+        return cls(np.sort(col["a"][single]), col["a"][p], col["b"][p], col["j0"][p], col["j1"][p], col["weight"][p])
 
     @property
     def count(self) -> int:
@@ -130,12 +154,25 @@ def _gap_stats(gaps: GapDistribution, percentiles: tuple[float, ...]) -> dict[st
     return {f"{k}_itl_ms": v * 1000 for k, v in zip(keys, values, strict=True)}
 
 
+def status_codes(requests: pd.DataFrame) -> np.ndarray:
+    """The `status` column as `RequestStatus` codes (it is stored as a categorical of their labels)."""
+    return np.asarray(requests["status"].cat.codes.to_numpy())
+
+
 def summarize(
-    log: RequestLog, *, slo: dict[str, float] | None = None, percentiles: tuple[float, ...] = PERCENTILES
+    requests: pd.DataFrame,
+    itl: GapDistribution,
+    *,
+    slo: dict[str, float] | None = None,
+    percentiles: tuple[float, ...] = PERCENTILES,
 ) -> dict[str, Any]:
-    done = log.status == COMPLETED
-    arrival, first, completed = log.arrival_at_s[done], log.first_token_at_s[done], log.completed_at_s[done]
-    out_tokens, in_tokens = log.output_tokens[done], log.prompt_tokens[done]
+    """vLLM's metrics over the `requests` records and the gap record; `slo` in ms by metric."""
+    status = status_codes(requests)
+    done = status == RequestStatus.COMPLETED
+    col = {c: requests[c].to_numpy() for c in ("arrival_at_s", "first_token_at_s", "completed_at_s")}
+    arrival, first, completed = col["arrival_at_s"][done], col["first_token_at_s"][done], col["completed_at_s"][done]
+    out_tokens = requests["output_tokens"].to_numpy()[done]
+    in_tokens = requests["prompt_tokens"].to_numpy()[done]
     n = int(done.sum())
     duration = float(completed.max()) if n else 0.0
     ttft, e2el = first - arrival, completed - arrival
@@ -143,8 +180,8 @@ def summarize(
     tpot = (completed[multi] - first[multi]) / (out_tokens[multi] - 1)
     summary: dict[str, Any] = {
         "completed": n,
-        "rejected": int(np.sum(log.status == REJECTED)),
-        "in_flight": int(np.sum(~done & (log.status != REJECTED))),
+        "rejected": int(np.sum(status == RequestStatus.REJECTED)),
+        "in_flight": int(np.sum(~done & (status != RequestStatus.REJECTED))),
         "duration": duration,
         "total_input_tokens": int(in_tokens.sum()),
         "total_output_tokens": int(out_tokens.sum()),
@@ -152,7 +189,7 @@ def summarize(
         "output_throughput": float(out_tokens.sum()) / duration if duration else 0.0,
         "total_token_throughput": float(in_tokens.sum() + out_tokens.sum()) / duration if duration else 0.0,
         "request_goodput": None,
-        "n_preemptions": int(log.n_preemptions.sum()),
+        "n_preemptions": int(requests["n_preemptions"].sum()),
     }
     if slo:
         good = np.ones(n, dtype=bool)
@@ -167,6 +204,6 @@ def summarize(
         summary["request_goodput"] = int(good.sum()) / duration if duration else 0.0
     summary |= _stats("ttft", ttft, percentiles)
     summary |= _stats("tpot", tpot, percentiles)
-    summary |= _gap_stats(GapDistribution.from_log(log.itl), percentiles)
+    summary |= _gap_stats(itl, percentiles)
     summary |= _stats("e2el", e2el, percentiles)
     return summary

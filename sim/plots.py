@@ -38,7 +38,7 @@ def plot_run(result: Any, path: Path) -> Path:
     """Arrivals per minute, replicas by state and TTFT over the run (a `SimResult`)."""
     fig, axes = plt.subplots(3, 1, figsize=(11, 9), sharex=True, constrained_layout=True)
     t = result.timeline
-    minutes = arrivals_per_minute(result.trace)
+    minutes = arrivals_per_minute(result.requests)
     axes[0].step(np.arange(minutes.size) * 60, minutes / 60, where="post", label="arrivals")
     axes[0].set(ylabel="requests / s", title="load")
     states = ["replicas_ready", "replicas_loading", "replicas_provisioning", "replicas_draining"]
@@ -49,7 +49,7 @@ def plot_run(result: Any, path: Path) -> Path:
     done = r[r["status"] == "completed"]
     axes[2].scatter(done["arrival_at_s"], (done["first_token_at_s"] - done["arrival_at_s"]) * 1000, s=2, alpha=0.4)
     axes[2].set(yscale="log", ylabel="TTFT (ms)", xlabel="time (s)", title="time to first token, by arrival")
-    slo = result.scenario.slo.ttft_ms
+    slo = result.scenario["slo"]["ttft_ms"]
     if slo:
         axes[2].axhline(slo, color="red", lw=1, ls="--", label=f"SLO {slo:g} ms")
         axes[2].legend(loc="upper left", fontsize=8)

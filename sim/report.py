@@ -1,5 +1,5 @@
-"""Write a run folder: summary.json, requests.parquet, timeline.parquet, replicas.parquet,
-config.resolved.yaml.
+"""Write a run folder: the records (requests, replicas, timeline, itl as Parquet; meta.json), the
+summary (summary.json) and the scenario as run (config.resolved.yaml). `SimResult.load` reads it back.
 
 Written into a temporary sibling folder and renamed into place at the end, so an interrupted or
 failed run never leaves a folder that looks complete. An existing folder is replaced only once the
@@ -9,28 +9,38 @@ new one is whole.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from sim.errors import FleetsimError
-from sim.result import SimResult
+from sim.result import SimResult, json_safe
+
+RUN_FILES = (
+    "summary.json",
+    "requests.parquet",
+    "timeline.parquet",
+    "replicas.parquet",
+    "itl.parquet",
+    "meta.json",
+    "config.resolved.yaml",
+)
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    return value
+def summary_with_resolved(result: SimResult, summary: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What summary.json holds: the summary and what the scenario resolved to."""
+    out = dict(summary if summary is not None else result.summary())
+    out["resolved"] = result.meta["resolved"]
+    return out
 
 
 def write_run(result: SimResult, out_dir: Path, *, summary: dict[str, Any] | None = None) -> Path:
+    start = time.perf_counter()
     out_dir = Path(out_dir)
     parent = out_dir.parent if str(out_dir.parent) else Path(".")
     try:
@@ -39,21 +49,23 @@ def write_run(result: SimResult, out_dir: Path, *, summary: dict[str, Any] | Non
         raise FleetsimError(f"{out_dir}: cannot create folder {parent} ({err.strerror})") from None
     if out_dir.exists() and not out_dir.is_dir():
         raise FleetsimError(f"{out_dir}: exists and is not a folder")
-    summary = dict(summary if summary is not None else result.summary())
-    summary["resolved"] = result.resolved()
+    full = summary_with_resolved(result, summary)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".part", dir=parent))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)
     try:
-        (tmp / "summary.json").write_text(json.dumps(_clean(summary), indent=2) + "\n")
+        (tmp / "summary.json").write_text(json.dumps(json_safe(full), indent=2) + "\n")
         result.requests.to_parquet(tmp / "requests.parquet", index=False)
         result.timeline.to_parquet(tmp / "timeline.parquet", index=False)
-        result.replicas_frame().to_parquet(tmp / "replicas.parquet", index=False)
+        result.replicas.to_parquet(tmp / "replicas.parquet", index=False)
+        result.itl.to_frame().to_parquet(tmp / "itl.parquet", index=False)
         (tmp / "config.resolved.yaml").write_text(
             "# The scenario as run: defaults filled in, file paths absolute; `fleetsim run` accepts it as is.\n"
-            + yaml.safe_dump(result.scenario_as_run(), sort_keys=False)
+            + yaml.safe_dump(result.scenario, sort_keys=False)
         )
+        result.meta["wall_s"]["write"] = time.perf_counter() - start
+        (tmp / "meta.json").write_text(json.dumps(json_safe(result.meta), indent=2) + "\n")  # last: the write time
         if out_dir.exists():
             old = parent / f".{out_dir.name}.old"
             shutil.rmtree(old, ignore_errors=True)

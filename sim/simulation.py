@@ -1,4 +1,5 @@
-"""Build a simulation from a scenario and a trace, run it, return in-memory results (no files).
+"""A run in three phases: build (resolve the scenario, check it, create the fleet) -> run (SimPy) ->
+freeze (records). What leaves `simulate()` is a `SimResult` of records only (no files written).
 
 result = simulate(load_config("configs/default.yaml"))   # paths in the scenario: relative to its file
 result.summary()      # the dict written to summary.json
@@ -8,11 +9,12 @@ result.requests       # one row per request (DataFrame)
 from __future__ import annotations
 
 import functools
-import hashlib
 import itertools
 import math
 import time
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -20,34 +22,30 @@ import numpy as np
 import pandas as pd
 import simpy
 
-from sim.autoscale import FixedConfig, control_loop, make_policy
-from sim.config import Scenario, resolve_scenario
+from sim.autoscale import FixedConfig, make_policy
+from sim.build import resolve_scenario
+from sim.capacity import saturated_capacity
+from sim.clock import ARRIVAL, At, CountingEnvironment
+from sim.config import Scenario
+from sim.cost import ReplicaLife, state_seconds
 from sim.engine.kv import KvBlockPool
-from sim.engine.records import COMPLETED, RequestLog
+from sim.engine.records import RequestLog
 from sim.engine.replica import Replica, admission_reason
 from sim.engine.scheduler import POLICIES, Limits
 from sim.engine.sequence import Seq
 from sim.engine.step_time import ConstantStepTime, RooflineStepTime, StepTimeModel
 from sim.errors import FleetsimError
 from sim.fleet.cluster import Fleet
+from sim.fleet.control import TIMELINE_COLUMNS, control_loop, sample_timeline
+from sim.metrics import GapDistribution
 from sim.result import SimResult
 from sim.roofline import RooflineSetup, kv_capacity_tokens
 from sim.router import ROUTERS
+from sim.states import STATUS_LABELS
+from sim.streams import RunStreams
 from sim.workload import load_trace
 from sim.workload.synthetic import SyntheticSpec, generate
 from sim.workload.transforms import TraceFile, load_trace_file
-
-
-class CountingEnvironment(simpy.Environment):
-    """A SimPy environment that counts the events it processes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.n_events = 0
-
-    def step(self) -> None:
-        self.n_events += 1
-        super().step()
 
 
 def scenario_trace(scenario: Scenario, *, base_dir: Path = Path(".")) -> pd.DataFrame:
@@ -96,7 +94,7 @@ def _feed(
         while env.now + delay < t[lo]:  # float: make the clock land on (not just below) the arrival
             delay = math.nextafter(delay, math.inf)
         if delay > 0:
-            yield env.timeout(delay)
+            yield At(env, delay, ARRIVAL)
         for i in range(lo, hi):
             deliver(
                 Seq(
@@ -132,63 +130,18 @@ def _replica_factory(
     return make
 
 
-def _sampler(
-    env: simpy.Environment, fleet: Fleet, interval_s: float, rows: list[tuple[Any, ...]]
-) -> Generator[simpy.Event, Any, None]:
-    """Every interval: replicas by state, queues, KV use, arrival rate, busy fraction."""
-    last_busy: dict[int, float] = {}
-    last_arrivals = 0
-    while True:
-        yield env.timeout(interval_s)
-        now = env.now
-        counts = dict.fromkeys(("provisioning", "loading", "ready", "draining"), 0)
-        busy, kv, running, waiting = [], [], 0, len(fleet.queue)
-        for slot in fleet.slots:
-            if slot.state in counts:
-                counts[slot.state] += 1
-            engine = slot.engine
-            if engine is None or slot.state == "released":
-                continue
-            b = engine.busy_s_at(now)
-            busy.append(min(1.0, (b - last_busy.get(slot.replica_id, 0.0)) / interval_s))
-            last_busy[slot.replica_id] = b
-            kv.append(engine.kv_blocks_used_at(now) / engine.pool.n_blocks)
-            running += len(engine.running)
-            waiting += len(engine.waiting)
-        rows.append(
-            (
-                now,
-                *counts.values(),
-                waiting,
-                running,
-                float(np.mean(kv)) if kv else math.nan,
-                (fleet.n_arrivals - last_arrivals) / interval_s,
-                float(np.mean(busy)) if busy else math.nan,
-            )
-        )
-        last_arrivals = fleet.n_arrivals
-
-
-TIMELINE_COLUMNS = [
-    "t_s",
-    "replicas_provisioning",
-    "replicas_loading",
-    "replicas_ready",
-    "replicas_draining",
-    "waiting",
-    "running",
-    "kv_use",
-    "arrival_rate_per_s",
-    "busy_fraction",
-]
-
-
 def _build_fleet(
-    env: simpy.Environment, scenario: Scenario, setup: RooflineSetup, log: RequestLog, *, n_blocks: int, budget: int
+    env: simpy.Environment,
+    scenario: Scenario,
+    setup: RooflineSetup,
+    log: RequestLog,
+    streams: RunStreams,
+    *,
+    n_blocks: int,
+    budget: int,
 ) -> Fleet:
     """The fleet with its initial replicas (warm or cold-starting) and, unless fixed, its autoscaler."""
     engine, fcfg = scenario.engine, scenario.fleet
-    router_rng, lifecycle_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(scenario.seed).spawn(2))
     fleet = Fleet(
         env,
         make_engine=_replica_factory(env, scenario, setup, log, n_blocks, budget),
@@ -199,11 +152,11 @@ def _build_fleet(
             block_size=engine.block_size,
             whole_prompt_budget=None if engine.policy == "chunked" else budget,
         ),
-        router=ROUTERS[fcfg.router](router_rng),
+        router=ROUTERS[fcfg.router](streams.generator("router")),
         lifecycle=fcfg.lifecycle,
         weight_bytes=setup.weight_bytes,
         log=log,
-        rng=lifecycle_rng,
+        rng=streams.generator("lifecycle"),
         max_replicas=fcfg.replica_cap,
         queue_max=fcfg.queue_max,
         queue_timeout_s=fcfg.queue_timeout_s,
@@ -216,6 +169,211 @@ def _build_fleet(
     if not isinstance(fcfg.autoscaler, FixedConfig):
         env.process(control_loop(env, fleet, make_policy(fcfg.autoscaler), fcfg.autoscaler.interval_s))
     return fleet
+
+
+def _version() -> str:
+    try:
+        return version("fleetsim")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
+def scenario_as_run(scenario: Scenario, base_dir: Path) -> dict[str, Any]:
+    """The scenario with defaults filled in and file paths made absolute (plain data)."""
+    data = scenario.model_dump(mode="json")
+
+    def absolute(path: str) -> str:
+        p = Path(path)
+        return str(p if p.is_absolute() else (base_dir / p).resolve())
+
+    trace = data.get("trace")
+    if isinstance(trace, str):
+        data["trace"] = absolute(trace)
+    elif isinstance(trace, dict) and "file" in trace:
+        trace["file"] = absolute(trace["file"])
+    if data.get("gpu_catalog"):
+        data["gpu_catalog"] = absolute(data["gpu_catalog"])
+    if Path(data["model"]).suffix == ".json":
+        data["model"] = absolute(data["model"])
+    return data
+
+
+@dataclass
+class _Built:
+    """The build phase's product: a ready-to-run SimPy model."""
+
+    env: CountingEnvironment
+    fleet: Fleet
+    log: RequestLog
+    done: simpy.Event
+    rows: list[tuple[Any, ...]]
+    n_blocks: int
+    budget: int
+
+
+def _build(scenario: Scenario, setup: RooflineSetup, trace: pd.DataFrame, streams: RunStreams) -> _Built:
+    engine = scenario.engine
+    budget = engine.batched_tokens(setup.model.max_context_tokens)
+    n_blocks = engine.num_gpu_blocks_override or kv_capacity_tokens(setup) // engine.block_size
+    _check_engine(scenario, setup, trace, n_blocks, budget)
+    env = CountingEnvironment()
+    log = RequestLog(trace["arrival_at_s"].to_numpy(), trace["prompt_tokens"].to_numpy(), trace["output_tokens"].to_numpy())
+    done = env.event()
+
+    def all_resolved() -> None:
+        if not done.triggered:
+            done.succeed()
+
+    log.on_all_resolved = all_resolved
+    fleet = _build_fleet(env, scenario, setup, log, streams, n_blocks=n_blocks, budget=budget)
+    env.process(_feed(env, trace, log, fleet.deliver))
+    rows: list[tuple[Any, ...]] = []
+    env.process(sample_timeline(env, fleet, scenario.fleet.timeline_interval_s, rows))
+    return _Built(env, fleet, log, done, rows, n_blocks, budget)
+
+
+def _run(built: _Built, progress: Callable[[float, float], None] | None) -> None:
+    env, done, log = built.env, built.done, built.log
+    horizon = float(log.arrival_at_s[-1]) if len(log) else 0.0
+    if progress is None:
+        env.run(until=done)
+    else:
+        tick = max(horizon / 100, 1e-3)
+        while not done.triggered:
+            env.run(until=env.any_of([env.timeout(tick), done]))
+            progress(env.now, horizon)
+    log.check_invariants()
+
+
+def _requests_frame(log: RequestLog) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        {
+            "request_id": np.arange(len(log)),
+            "arrival_at_s": log.arrival_at_s,
+            "scheduled_at_s": log.scheduled_at_s,
+            "first_token_at_s": log.first_token_at_s,
+            "completed_at_s": log.completed_at_s,
+            "prompt_tokens": log.prompt_tokens,
+            "output_tokens": log.output_tokens,
+            "n_preemptions": log.n_preemptions,
+            "replica_id": log.replica_id,
+            "status": pd.Categorical.from_codes(log.status, categories=STATUS_LABELS),
+        }
+    )
+    frame["reject_reason"] = pd.Series(log.reasons, dtype="string").reindex(frame.index)
+    return frame
+
+
+def _replicas_frame(fleet: Fleet, log: RequestLog, horizon_s: float) -> pd.DataFrame:
+    """One row per replica ever launched: lifecycle instants, seconds by state, the work it did."""
+    routed = np.bincount(log.replica_id[log.replica_id >= 0], minlength=len(fleet.slots))
+    rows = []
+    for slot in fleet.slots:
+        end = slot.released_at_s if not math.isnan(slot.released_at_s) else horizon_s
+        e = slot.engine
+        busy = e.busy_s_at(end) if e is not None else 0.0
+        drained = not math.isnan(slot.drain_at_s)
+        loading_at = slot.loading_at_s if not slot.cancelled or slot.loading_at_s <= end else math.nan
+        life = ReplicaLife(
+            slot.provision_at_s,
+            loading_at,
+            slot.ready_at_s,
+            slot.drain_at_s,
+            end,
+            busy,
+            slot.busy_at_drain_s if drained else busy,
+        )
+        rows.append(
+            {
+                "replica_id": slot.replica_id,
+                "provision_at_s": slot.provision_at_s,
+                "loading_at_s": loading_at,
+                "ready_at_s": slot.ready_at_s,
+                "drain_at_s": slot.drain_at_s,
+                "released_at_s": slot.released_at_s,
+                "end_at_s": end,
+                "cancelled": slot.cancelled,
+                **{f"{k}_s": v for k, v in state_seconds(life).items()},
+                "busy_before_drain_s": life.busy_before_drain_s,
+                "prefill_busy_s": e.prefill_busy_s if e is not None else 0.0,
+                "decode_busy_s": e.decode_busy_s if e is not None else 0.0,
+                "flops": e.flops if e is not None else 0.0,
+                "bytes": e.bytes if e is not None else 0.0,
+                "n_steps": e.n_steps if e is not None else 0,
+                "n_runs": e.n_runs if e is not None else 0,
+                "kv_blocks": e.pool.n_blocks if e is not None else 0,
+                "kv_peak_blocks": e.pool.peak_used if e is not None else 0,
+                "requests": int(routed[slot.replica_id]),
+            }
+        )
+    return pd.DataFrame(rows, columns=REPLICA_COLUMNS)
+
+
+REPLICA_COLUMNS = [
+    "replica_id",
+    "provision_at_s",
+    "loading_at_s",
+    "ready_at_s",
+    "drain_at_s",
+    "released_at_s",
+    "end_at_s",
+    "cancelled",
+    "provisioning_s",
+    "loading_s",
+    "busy_s",
+    "idle_s",
+    "draining_s",
+    "busy_before_drain_s",
+    "prefill_busy_s",
+    "decode_busy_s",
+    "flops",
+    "bytes",
+    "n_steps",
+    "n_runs",
+    "kv_blocks",
+    "kv_peak_blocks",
+    "requests",
+]
+
+
+def _freeze(built: _Built, scenario: Scenario, setup: RooflineSetup, base_dir: Path, n_trace: int) -> SimResult:
+    env, log = built.env, built.log
+    meta: dict[str, Any] = {
+        "fleetsim_version": _version(),
+        "seed": scenario.seed,
+        "scenario": scenario_as_run(scenario, base_dir),
+        "model": setup.model.name,
+        "gpu": setup.gpu.name,
+        "tp": setup.tp,
+        "engine_policy": scenario.engine.policy,
+        "step_time": scenario.engine.step_time.kind,
+        "usd_per_gpu_hour": setup.usd_per_gpu_hour,
+        "peak_flops_per_s_per_gpu": setup.peak_flops_per_s,
+        "hbm_bw_bytes_per_s_per_gpu": setup.gpu.hbm_bw_bytes_per_s,
+        "resolved": {
+            "model_params": setup.model.n_params,
+            "weight_bytes": setup.weight_bytes,
+            "kv_bytes_per_token_replica": setup.kv_bytes_per_token,
+            "kv_blocks_per_replica": built.n_blocks,
+            "max_num_batched_tokens": built.budget,
+            "effective_flops_per_s_per_gpu": setup.effective_flops_per_s,
+            "effective_hbm_bw_bytes_per_s_per_gpu": setup.effective_hbm_bw_bytes_per_s,
+            "usd_per_gpu_hour": setup.usd_per_gpu_hour,
+            "weight_load_s": setup.weight_bytes / scenario.fleet.lifecycle.load_bw_bytes_per_s(),
+            "trace_requests": n_trace,
+        },
+        "horizon_s": env.now,
+        "n_events": env.n_events,
+        "capacity": {"measured": False, "max_tokens_per_s_per_replica": None, "cached": False},
+        "wall_s": {"build": 0.0, "simulate": 0.0, "capacity": 0.0, "write": None},
+    }
+    return SimResult(
+        requests=_requests_frame(log),
+        replicas=_replicas_frame(built.fleet, log, env.now),
+        timeline=pd.DataFrame(built.rows, columns=TIMELINE_COLUMNS),
+        itl=GapDistribution.from_lists(log.itl.singles, log.itl.pieces),
+        meta=meta,
+    )
 
 
 def simulate(
@@ -231,96 +389,43 @@ def simulate(
     rejected. `progress(now_s, horizon_s)` is called every ~1% of the trace's span; `observe(env,
     replicas)` may start processes that watch the initially ready replicas (samplers).
     `measure_capacity` also measures one replica's saturated throughput for the trace's length mix
-    (for `throughput_utilization`)."""
+    (for `throughput_utilization`; see `sim.capacity`)."""
+    start = time.perf_counter()
     base_dir = base_dir if base_dir is not None else scenario.base_dir
     setup = resolve_scenario(scenario, base_dir=base_dir)
     if trace is None:
         trace = scenario_trace(scenario, base_dir=base_dir)
-    engine = scenario.engine
-    budget = engine.batched_tokens(setup.model.max_context_tokens)
-    n_blocks = engine.num_gpu_blocks_override or kv_capacity_tokens(setup) // engine.block_size
-    _check_engine(scenario, setup, trace, n_blocks, budget)
-
-    env = CountingEnvironment()
-    log = RequestLog(trace["arrival_at_s"].to_numpy(), trace["prompt_tokens"].to_numpy(), trace["output_tokens"].to_numpy())
-    done = env.event()
-
-    def all_resolved() -> None:
-        if not done.triggered:
-            done.succeed()
-
-    log.on_all_resolved = all_resolved
-    fleet = _build_fleet(env, scenario, setup, log, n_blocks=n_blocks, budget=budget)
-    fcfg = scenario.fleet
-    env.process(_feed(env, trace, log, fleet.deliver))
-    rows: list[tuple[Any, ...]] = []
-    env.process(_sampler(env, fleet, fcfg.timeline_interval_s, rows))
+    built = _build(scenario, setup, trace, RunStreams(scenario.seed))
     if observe is not None:
-        observe(env, [slot.engine for slot in fleet.slots if slot.engine is not None])
-    wall_start = time.perf_counter()
-    horizon = float(log.arrival_at_s[-1]) if len(log) else 0.0
-    if progress is None:
-        env.run(until=done)
-    else:
-        tick = max(horizon / 100, 1e-3)
-        while not done.triggered:
-            env.run(until=env.any_of([env.timeout(tick), done]))
-            progress(env.now, horizon)
-    wall = time.perf_counter() - wall_start
-    log.check_invariants()
-    capacity = _max_tokens_per_s(scenario, setup, trace, base_dir) if measure_capacity else None
-    return SimResult(
-        scenario=scenario,
-        setup=setup,
-        trace=trace,
-        log=log,
-        fleet=fleet,
-        n_events=env.n_events,
-        wall_s=wall,
-        horizon_s=env.now,
-        timeline=pd.DataFrame(rows, columns=TIMELINE_COLUMNS),
-        base_dir=base_dir,
-        max_tokens_per_s=capacity,
-    )
+        observe(built.env, [slot.engine for slot in built.fleet.slots if slot.engine is not None])
+    built_at = time.perf_counter()
+    _run(built, progress)
+    ran_at = time.perf_counter()
+    result = _freeze(built, scenario, setup, base_dir, len(trace))
+    wall = result.meta["wall_s"]
+    wall["build"], wall["simulate"] = built_at - start, ran_at - built_at  # freezing counts as simulating
+    if measure_capacity:
+        capacity = saturated_capacity(
+            setup,
+            scenario.engine,
+            trace[["prompt_tokens", "output_tokens"]].to_numpy(),
+            run_saturated=functools.partial(_run_saturated, scenario, setup),
+        )
+        wall["capacity"] = capacity.wall_s
+        result.meta["capacity"] = {
+            "measured": True,
+            "max_tokens_per_s_per_replica": capacity.max_tokens_per_s_per_replica,
+            "cached": capacity.cached,
+        }
+    wall["simulate"] = time.perf_counter() - built_at - wall["capacity"]
+    return result
 
 
-_CAPACITY_CACHE: dict[tuple[str, ...], float] = {}
-
-
-def _max_tokens_per_s(scenario: Scenario, setup: RooflineSetup, trace: pd.DataFrame, base_dir: Path) -> float | None:
-    """One replica's throughput (prompt + output tokens/s) kept saturated with this trace's length mix:
-    up to 1,000 requests (a seeded sample of the trace's servable ones) all queued at t = 0, measured
-    until the queue first empties. Cached per (model, GPU, TP, roofline, engine, length mix)."""
-    lengths = trace[["prompt_tokens", "output_tokens"]].to_numpy()
-    key = (
-        scenario.model,
-        scenario.fleet.gpu,
-        str(scenario.fleet.tp),
-        scenario.roofline.model_dump_json(),
-        scenario.engine.model_dump_json(),
-        hashlib.sha1(lengths.tobytes()).hexdigest(),
-    )
-    if key in _CAPACITY_CACHE:
-        return _CAPACITY_CACHE[key]
-    fits = lengths.sum(axis=1) <= setup.model.max_context_tokens
-    pool = lengths[fits]
-    if len(pool) == 0:
-        return None
-    rng = np.random.default_rng(0)
-    pick = pool[rng.choice(len(pool), size=min(1000, len(pool)), replace=False)] if len(pool) > 1000 else pool
-    frame = pd.DataFrame({"arrival_at_s": np.zeros(len(pick)), "prompt_tokens": pick[:, 0], "output_tokens": pick[:, 1]})
+def _run_saturated(scenario: Scenario, setup: RooflineSetup, frame: pd.DataFrame) -> pd.DataFrame:
+    """One replica of `setup` (the scenario's engine, no fleet queue bound) on `frame`: its request records."""
     single = scenario.model_copy(
         update={"fleet": scenario.fleet.model_copy(update={"autoscaler": FixedConfig(replicas=1), "queue_max": None})}
     )
-    result = simulate(single, frame, base_dir=base_dir, measure_capacity=False)
-    log = result.log
-    scheduled = log.scheduled_at_s[~np.isnan(log.scheduled_at_s)]
-    if scheduled.size == 0:
-        return None
-    cut = float(scheduled.max())  # the queue is never empty before this instant
-    done = (log.status == COMPLETED) & (log.completed_at_s <= cut)
-    if cut <= 0 or not done.any():
-        return None
-    value = float((log.prompt_tokens[done].sum() + log.output_tokens[done].sum()) / cut)
-    _CAPACITY_CACHE[key] = value
-    return value
+    built = _build(single, setup, frame, RunStreams(scenario.seed))
+    _run(built, None)
+    return _requests_frame(built.log)

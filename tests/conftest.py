@@ -5,7 +5,8 @@ import os
 import pytest
 from hypothesis import settings
 
-from sim.config import build_setup, roofline_config
+from sim.build import build_setup
+from sim.config import roofline_config
 from sim.hardware import load_gpu_catalog
 from sim.models import load_model_catalog
 from sim.roofline import RooflineSetup

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from sim.config import load_config, parse_config, resolve_scenario, roofline_config
+from sim.build import resolve_scenario
+from sim.config import load_config, parse_config, roofline_config
 from sim.errors import FleetsimError
 
 REPO = Path(__file__).resolve().parents[1]

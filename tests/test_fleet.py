@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.config import parse_config, resolve_scenario
+from sim.build import resolve_scenario
+from sim.config import parse_config
 from sim.simulation import simulate
 from sim.workload import validate_frame
 
@@ -73,7 +74,7 @@ def test_scale_to_zero_releases_after_grace_and_the_next_request_pays_the_cold_s
         "scale_to_zero_grace_s": 30,
     }
     r = simulate(scenario(kpa), frame([(0.0, 100, 3), (2000.0, 100, 3)]))
-    reps = r.replicas_frame()
+    reps = r.replicas
     first = reps.iloc[0]
     # the request is done at 0.12 s, before the first 2 s tick: every tick sees no concurrency, so the
     # autoscaler wants 0 at once and the last replica lingers for the 30 s grace period
@@ -155,7 +156,7 @@ def test_draining_finishes_work_then_releases():
         "table": [{"at_s": 0, "replicas": 2}, {"at_s": 10, "replicas": 1}],
     }
     r = simulate(scenario(sched, router="round_robin"), frame([(0.0, 10, 2000), (0.5, 10, 2000)]))
-    reps = r.replicas_frame()
+    reps = r.replicas
     drained = reps[~reps["drain_at_s"].isna()].iloc[0]
     assert drained["drain_at_s"] == pytest.approx(10.0)
     done = r.requests.set_index("replica_id").loc[drained["replica_id"], "completed_at_s"]

@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-IN_FLIGHT, COMPLETED, REJECTED = 1, 2, 3
-STATUS_NAMES = {0: "not_arrived", IN_FLIGHT: "in_flight", COMPLETED: "completed", REJECTED: "rejected"}
+from sim.states import RequestStatus
+
+# plain ints for the hot path (numpy stores them in an int8 column)
+NOT_ARRIVED, IN_FLIGHT, COMPLETED, REJECTED = (int(s) for s in RequestStatus)
 
 
 @dataclass(slots=True)

@@ -21,11 +21,13 @@ import numpy as np
 import simpy
 
 from sim.autoscale import Observation
-from sim.engine.records import RequestLog
+from sim.clock import LIFECYCLE, At
+from sim.engine.records import IN_FLIGHT, RequestLog
 from sim.engine.replica import Replica
 from sim.engine.sequence import Seq
 from sim.fleet.lifecycle import LifecycleConfig
 from sim.router import Router
+from sim.states import STARTING, ReplicaState
 
 
 @dataclass(eq=False)
@@ -35,7 +37,7 @@ class ReplicaSlot:
     replica_id: int
     provision_at_s: float
     stages_s: tuple[float, float, float, float]  # provision, image pull, weight load, warm-up
-    state: str = "provisioning"
+    state: ReplicaState = ReplicaState.PROVISIONING
     ready_at_s: float = math.nan
     drain_at_s: float = math.nan
     released_at_s: float = math.nan
@@ -83,16 +85,16 @@ class Fleet:
         self.n_arrivals = 0
 
     # --- views ---------------------------------------------------------------------------------------
-    def in_state(self, state: str) -> list[ReplicaSlot]:
+    def in_state(self, state: ReplicaState) -> list[ReplicaSlot]:
         return [s for s in self.slots if s.state == state]
 
     @property
     def ready(self) -> list[ReplicaSlot]:
-        return self.in_state("ready")
+        return self.in_state(ReplicaState.READY)
 
     @property
     def starting(self) -> list[ReplicaSlot]:
-        return [s for s in self.slots if s.state in ("provisioning", "loading")]
+        return [s for s in self.slots if s.state in STARTING]
 
     # --- requests ------------------------------------------------------------------------------------
     def deliver(self, seq: Seq) -> None:
@@ -108,7 +110,7 @@ class Fleet:
         if self.queue_max is not None and len(self.queue) >= self.queue_max:
             self.log.reject(seq.idx, f"fleet queue full ({self.queue_max} requests) with no replica ready")
             return
-        self.log.status[seq.idx] = 1  # in flight, in the fleet queue
+        self.log.status[seq.idx] = IN_FLIGHT  # in the fleet queue
         self.queue.append(seq)
         if self.queue_timeout_s is not None:
             self.env.process(self._expire(seq, self.queue_timeout_s))
@@ -150,15 +152,15 @@ class Fleet:
     def _cold_start(self, slot: ReplicaSlot) -> Generator[simpy.Event, Any, None]:
         provision, pull, load, warmup = slot.stages_s
         try:
-            yield self.env.timeout(provision + pull)
-            slot.state = "loading"
-            yield self.env.timeout(load + warmup)
+            yield At(self.env, provision + pull, LIFECYCLE)
+            slot.state = ReplicaState.LOADING
+            yield At(self.env, load + warmup, LIFECYCLE)
         except simpy.Interrupt:
             return
         self._become_ready(slot)
 
     def _become_ready(self, slot: ReplicaSlot) -> None:
-        slot.state = "ready"
+        slot.state = ReplicaState.READY
         slot.ready_at_s = self.env.now
         engine = self.make_engine(slot.replica_id)
         engine.on_idle = lambda _engine, slot=slot: self._idle(slot)
@@ -168,17 +170,17 @@ class Fleet:
             self._route(self.queue.popleft(), self.ready)
 
     def _idle(self, slot: ReplicaSlot) -> None:
-        if slot.state == "draining":
+        if slot.state == ReplicaState.DRAINING:
             self._release(slot)
 
     def _release(self, slot: ReplicaSlot) -> None:
-        slot.state = "released"
+        slot.state = ReplicaState.RELEASED
         slot.released_at_s = self.env.now
 
     # --- scaling -------------------------------------------------------------------------------------
     def _held(self) -> int:
         """Replicas holding GPUs: starting, ready or draining."""
-        return sum(1 for s in self.slots if s.state != "released")
+        return sum(1 for s in self.slots if s.state != ReplicaState.RELEASED)
 
     def scale_to(self, desired: int) -> None:
         desired = min(desired, self.max_replicas)
@@ -202,7 +204,7 @@ class Fleet:
         for slot in sorted(ready, key=lambda s: (s.engine.n_outstanding if s.engine else 0, -s.replica_id))[:excess]:
             engine = slot.engine
             assert engine is not None
-            slot.state = "draining"
+            slot.state = ReplicaState.DRAINING
             slot.drain_at_s = now
             slot.busy_at_drain_s = engine.busy_s_at(now)
             if engine.n_outstanding == 0:
@@ -221,14 +223,16 @@ class Fleet:
                 busy.append((b1 - b0) / (now - t0))
             self._busy_seen[slot.replica_id] = (now, b1)
             kv.append(engine.kv_blocks_used_at(now) / engine.pool.n_blocks)
-        engines = [s.engine for s in self.slots if s.state in ("ready", "draining") and s.engine is not None]
+        engines = [
+            s.engine for s in self.slots if s.state in (ReplicaState.READY, ReplicaState.DRAINING) and s.engine is not None
+        ]
         in_flight = len(self.queue) + sum(e.n_outstanding for e in engines)
         waiting = len(self.queue) + sum(len(e.waiting) for e in engines)
         return Observation(
             now=now,
             n_ready=len(ready),
             n_starting=len(self.starting),
-            n_draining=len(self.in_state("draining")),
+            n_draining=len(self.in_state(ReplicaState.DRAINING)),
             in_flight=in_flight,
             waiting=waiting,
             busy_fraction=float(np.mean(busy)) if busy else None,

@@ -12,9 +12,9 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
+from sim.distributions import lognormal
 from sim.errors import unknown_name
 from sim.spec import Frozen
-from sim.workload.synthetic import lognormal
 
 # Effective weight-loading bandwidth (GB/s = 1e9 bytes/s) by storage tier, and where it comes from.
 STORAGE_TIERS: dict[str, tuple[float, str]] = {

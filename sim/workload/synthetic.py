@@ -10,7 +10,8 @@ Arrival processes (rates in requests/s, times in s):
   spikes    a base Poisson rate multiplied inside given windows
 Lengths: fixed, uniform (integers, inclusive), lognormal (mean and CV; clipped to [1, max]),
 empirical (resampled from a trace's column).
-Randomness: `np.random.SeedSequence(seed).spawn(3)` -> arrivals, prompt lengths, output lengths.
+Randomness: the `arrivals`, `prompt_lengths` and `output_lengths` streams of `RunStreams(seed)` (sim/streams.py),
+seed = the generator block's own `seed`, else the scenario's.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, ValidationError, model_validator
 
+from sim.distributions import lognormal
 from sim.errors import FleetsimError, from_validation_error
 from sim.spec import Frozen
+from sim.streams import RunStreams
 from sim.workload.schema import canonical_frame
 
 
@@ -273,12 +276,6 @@ def _diurnal(spec: Diurnal, rng: np.random.Generator, *, duration_s: float | Non
 
 
 # --- lengths -------------------------------------------------------------------------------------------
-def lognormal(rng: np.random.Generator, *, mean: float, cv: float, size: int | None = None) -> np.ndarray:
-    """Lognormal draws parameterized by their own mean and coefficient of variation."""
-    sigma2 = np.log1p(cv**2)
-    return np.asarray(rng.lognormal(np.log(mean) - sigma2 / 2, np.sqrt(sigma2), size))
-
-
 def draw_lengths(spec: Lengths, rng: np.random.Generator, n: int, *, base_dir: Path = Path(".")) -> np.ndarray:
     if isinstance(spec, Fixed):
         return np.full(n, spec.tokens, dtype=np.int64)
@@ -299,7 +296,8 @@ def draw_lengths(spec: Lengths, rng: np.random.Generator, n: int, *, base_dir: P
 def generate(spec: SyntheticSpec, *, base_dir: Path = Path("."), default_seed: int = 0) -> pd.DataFrame:
     """The canonical frame of a synthetic trace; same spec and seed => identical frame."""
     seed = spec.seed if spec.seed is not None else default_seed
-    arrivals_rng, prompt_rng, output_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
+    streams = RunStreams(seed)
+    arrivals_rng, prompt_rng, output_rng = (streams.generator(name) for name in ("arrivals", "prompt_lengths", "output_lengths"))
     arrivals = spec.arrivals
     if isinstance(arrivals, Diurnal) and arrivals.rate_table is not None and not Path(arrivals.rate_table).is_absolute():
         arrivals = arrivals.model_copy(update={"rate_table": str(base_dir / arrivals.rate_table)})

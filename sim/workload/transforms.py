@@ -12,6 +12,7 @@ from pydantic import Field
 
 from sim.errors import FleetsimError
 from sim.spec import Frozen
+from sim.streams import RunStreams
 from sim.workload.schema import KLASSES
 
 
@@ -147,7 +148,7 @@ def load_trace_file(spec: TraceFile, *, base_dir: Path, seed: int) -> pd.DataFra
     if spec.rate_scale is not None:
         frame = scale_rate(frame, spec.rate_scale)
     if spec.sample is not None:
-        frame = subsample(frame, spec.sample, np.random.default_rng(np.random.SeedSequence(seed)))
+        frame = subsample(frame, spec.sample, RunStreams(seed).generator("trace_sample"))
     if spec.max_context is not None:
         frame = clip_tokens(frame, spec.max_context)
     if spec.repeat is not None:

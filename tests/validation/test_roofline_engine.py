@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.config import parse_config, resolve_scenario
+from sim.build import resolve_scenario
+from sim.config import parse_config
 from sim.roofline import decode_step_time_s, prefill_time_s
 from sim.simulation import simulate
 from sim.workload import validate_frame

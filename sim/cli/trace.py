@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import pandas as pd
 import typer
 
-from sim.cli_common import emit_json, user_errors
+from sim.cli.common import emit_json, user_errors
 from sim.errors import FleetsimError
 from sim.hardware import read_yaml
+from sim.streams import RunStreams
 from sim.workload import load_trace
 from sim.workload import transforms as tf
 from sim.workload.stats import describe
@@ -172,7 +172,7 @@ def convert(
     if rate_scale is not None:
         frame = tf.scale_rate(frame, rate_scale)
     if sample is not None:
-        frame = tf.subsample(frame, sample, np.random.default_rng(np.random.SeedSequence(seed)))
+        frame = tf.subsample(frame, sample, RunStreams(seed).generator("trace_sample"))
     if max_context is not None:
         frame = tf.clip_tokens(frame, max_context)
     if repeat is not None:

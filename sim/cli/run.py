@@ -10,10 +10,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sim.cli_common import emit_json
+from sim.cli.common import emit_json
 from sim.config import SloConfig, load_config
 from sim.errors import FleetsimError
-from sim.report import write_run
+from sim.report import RUN_FILES, write_run
 from sim.result import SimResult
 from sim.simulation import simulate
 from sim.workload import load_trace
@@ -32,10 +32,10 @@ def _line(label: str, value: Any, fmt: str = "{:.2f}") -> str:
 
 
 def render_summary(result: SimResult, summary: dict[str, Any]) -> str:
-    sc, setup = result.scenario, result.setup
+    meta = result.meta
     lines = [
         "{s:{c}^50}".format(s=" Simulation Result ", c="="),
-        _line("Scenario:", f"{setup.model.name} on {setup.tp}x {setup.gpu.name}, {sc.engine.policy}"),
+        _line("Scenario:", f"{meta['model']} on {meta['tp']}x {meta['gpu']}, {meta['engine_policy']}"),
         _line("Successful requests:", summary["completed"]),
         _line("Rejected requests:", summary["rejected"]),
         _line("Preemptions:", summary["n_preemptions"]),
@@ -57,6 +57,20 @@ def render_summary(result: SimResult, summary: dict[str, Any]) -> str:
     lines += fleet_lines(summary)
     lines.append("=" * 50)
     return "\n".join(lines)
+
+
+def timing_line(meta: dict[str, Any]) -> str:
+    """Wall seconds by phase (they vary from machine to machine, unlike everything above)."""
+    wall = meta["wall_s"]
+    capacity = meta["capacity"]
+    if not capacity["measured"]:
+        cap = "capacity not measured (--no-capacity)"
+    elif capacity["cached"]:
+        cap = "capacity cached"
+    else:
+        cap = f"capacity {wall['capacity']:.2f}"
+    write = "" if wall.get("write") is None else f", write {wall['write']:.2f}"
+    return f"timing (wall s): build {wall['build']:.2f}, simulate {wall['simulate']:.2f}, {cap}{write}"
 
 
 def fleet_lines(summary: dict[str, Any]) -> list[str]:
@@ -116,6 +130,13 @@ def run(
         str | None,
         typer.Option(help="SLOs in ms, as vLLM's --goodput: \"ttft:2000 tpot:200 e2el:30000\" (overrides the scenario's slo)."),
     ] = None,
+    capacity: Annotated[
+        bool,
+        typer.Option(
+            "--capacity/--no-capacity",
+            help="Measure one replica's saturated throughput for throughput_utilization (--no-capacity: reported as n/a).",
+        ),
+    ] = True,
 ) -> None:
     """Simulate a scenario: its fleet replays the trace; prints vLLM-style metrics, cost and utilization; writes a run folder."""
     scenario = load_config(config)
@@ -145,9 +166,9 @@ def run(
                     task, completed=min(1.0, now / horizon) if horizon else 1.0, sim=f"{now:,.0f} / {horizon:,.0f} s simulated"
                 )
 
-            result = simulate(scenario, frame, base_dir=config.parent, progress=tick)
+            result = simulate(scenario, frame, base_dir=config.parent, progress=tick, measure_capacity=capacity)
     else:
-        result = simulate(scenario, frame, base_dir=config.parent)
+        result = simulate(scenario, frame, base_dir=config.parent, measure_capacity=capacity)
     summary = result.summary()
     write_run(result, out_dir, summary=summary)
     if plot is not None:
@@ -158,5 +179,20 @@ def run(
         emit_json(summary)
     else:
         typer.echo(render_summary(result, summary))
-        typer.echo(f"wrote {out_dir}/ (summary.json, requests.parquet, timeline.parquet, replicas.parquet, config.resolved.yaml)")
+        typer.echo(f"wrote {out_dir}/ ({', '.join(RUN_FILES)})")
+        typer.echo(timing_line(result.meta))
     sys.stdout.flush()
+
+
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `fleetsim run`.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Reprint a run's summary from its run folder (recomputed from its records)."""
+    result = SimResult.load(run_dir)
+    summary = result.summary()
+    if as_json:
+        emit_json(summary)
+    else:
+        typer.echo(render_summary(result, summary))
+        typer.echo(timing_line(result.meta))

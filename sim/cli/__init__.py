@@ -8,23 +8,17 @@ from typing import Annotated, Any
 
 import typer
 
-from sim.cli_common import emit_json, int_list, positive, user_errors
-from sim.cli_run import run as run_command
-from sim.cli_trace import trace_app
-from sim.config import (
-    DEFAULT_API,
-    RooflineConfig,
-    build_setup,
-    check_override_names,
-    load_config,
-    preset_names,
-    roofline_config,
-)
+from sim.build import build_setup, check_override_names
+from sim.cli.common import emit_json, int_list, positive, user_errors
+from sim.cli.roofline import render_text, roofline_report
+from sim.cli.run import report as report_command
+from sim.cli.run import run as run_command
+from sim.cli.trace import trace_app
+from sim.config import DEFAULT_API, RooflineConfig, load_config, preset_names, roofline_config
 from sim.cost import api_price
 from sim.errors import FleetsimError
 from sim.hardware import load_gpu_catalog
 from sim.models import load_model_catalog, resolve_model
-from sim.roofline_report import render_text, roofline_report
 
 app = typer.Typer(
     name="fleetsim",
@@ -54,6 +48,7 @@ def _main(
 
 
 app.command(name="run")(user_errors(run_command))
+app.command(name="report")(user_errors(report_command))
 
 
 @app.command()

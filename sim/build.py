@@ -1,0 +1,88 @@
+"""The build phase's physics: a scenario's names resolved to specs (catalog lookups, a Hugging Face
+config.json import, the user's GPU catalog), the roofline's numbers for one replica, and the checks
+that the model runs on `tp` GPUs and fits in their memory. `config` only validates the schema; this
+module is where a valid scenario can still turn out impossible (one-line errors, as everywhere).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sim.config import RooflineConfig, Scenario
+from sim.errors import FleetsimError, unknown_name
+from sim.hardware import GIGA, GpuCatalog, GpuSpec, load_gpu_catalog
+from sim.models import ModelCatalog, ModelSpec, load_model_catalog, resolve_model
+from sim.roofline import RooflineSetup, check_fits
+
+
+def build_setup(
+    model: ModelSpec,
+    gpu: GpuSpec,
+    *,
+    tp: int,
+    roofline: RooflineConfig,
+    usd_per_gpu_hour: float | None = None,
+) -> RooflineSetup:
+    """Check that the model can run on `tp` GPUs and fits, then resolve the roofline's numbers."""
+    model.check_tp(tp)
+    override = roofline.gpu_overrides.get(gpu.name)
+    if override is not None:
+        gpu = override.apply(gpu)
+    mfu = roofline.mfu if roofline.mfu is not None and (override is None or override.mfu is None) else gpu.mfu
+    mbu = roofline.mbu if roofline.mbu is not None and (override is None or override.mbu is None) else gpu.mbu
+    setup = RooflineSetup(
+        model=model,
+        gpu=gpu,
+        tp=tp,
+        effective_flops_per_s=gpu.peak_flops_per_s(roofline.compute_dtype) * mfu,
+        effective_hbm_bw_bytes_per_s=gpu.hbm_bw_bytes_per_s * mbu,
+        weight_bits=roofline.weight_bits,
+        kv_bits=roofline.kv_bits,
+        activation_bits=roofline.activation_bits,
+        compute_dtype=roofline.compute_dtype,
+        attention=roofline.attention,
+        comm=roofline.comm,
+        step_overhead_s=roofline.step_overhead_s,
+        gpu_memory_utilization=roofline.gpu_memory_utilization,
+        memory_reserve_bytes=roofline.memory_reserve_gb * GIGA,
+        usd_per_gpu_hour=usd_per_gpu_hour if usd_per_gpu_hour is not None else gpu.usd_per_gpu_hour,
+    )
+    check_fits(setup)
+    return setup
+
+
+def check_override_names(roofline: RooflineConfig, gpus: GpuCatalog) -> None:
+    for name in roofline.gpu_overrides:
+        if name.lower() not in gpus.gpus:
+            raise FleetsimError(f"roofline.gpu_overrides: {unknown_name('gpu', name, gpus.gpus)}")
+
+
+def _relative(path: str, base: Path) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else base / p
+
+
+def resolve_scenario(
+    scenario: Scenario,
+    *,
+    base_dir: Path | None = None,
+    models: ModelCatalog | None = None,
+    gpus: GpuCatalog | None = None,
+) -> RooflineSetup:
+    """Names -> specs (catalog lookups, config.json import), then `build_setup`."""
+    base_dir = base_dir if base_dir is not None else scenario.base_dir
+    if gpus is None:
+        extra = _relative(scenario.gpu_catalog, base_dir) if scenario.gpu_catalog else None
+        gpus = load_gpu_catalog(extra)
+    models = models or load_model_catalog()
+    check_override_names(scenario.roofline, gpus)
+    name = scenario.model
+    if name.strip().lower() not in models.models:
+        name = str(_relative(name, base_dir))
+    return build_setup(
+        resolve_model(name, models),
+        gpus.get(scenario.fleet.gpu),
+        tp=scenario.fleet.tp,
+        roofline=scenario.roofline,
+        usd_per_gpu_hour=scenario.pricing.usd_per_gpu_hour,
+    )

@@ -1,0 +1,51 @@
+"""The order of simultaneous events: a contract, pinned by exact-time tests (tests/test_event_order.py).
+
+SimPy processes events by (time, priority, insertion order). fleetsim gives each kind of event a
+priority, so that whatever was scheduled first, things that happen at the same instant are seen in
+this order:
+
+1. `LIFECYCLE` (-2): a replica's cold-start stage ends; a replica that becomes ready at t takes the
+   requests that arrive at t and is counted by an autoscaler tick at t.
+2. `ARRIVAL` (-1): requests arriving at t are routed (or queued) before any replica plans its next step
+   at t: a step that ends at t is followed by a batch that already sees them, as in a real engine whose
+   scheduler runs after the step's outputs are processed.
+3. SimPy's own URGENT (0) and NORMAL (1): process starts, interrupts, engine step ends, queue timeouts.
+4. `OBSERVE` (2): the autoscaler's tick observes the fleet after everything else at t.
+5. `SAMPLE` (3): the timeline sampler records t last, after the autoscaler's decision at t.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import simpy
+from simpy.events import EventPriority
+
+LIFECYCLE = EventPriority(-2)
+ARRIVAL = EventPriority(-1)
+OBSERVE = EventPriority(2)
+SAMPLE = EventPriority(3)
+
+
+class At(simpy.Event):
+    """A timeout of `delay` seconds processed with `priority` among the events of its instant."""
+
+    def __init__(self, env: simpy.Environment, delay: float, priority: EventPriority, value: Any = None) -> None:
+        if delay < 0:
+            raise ValueError(f"negative delay {delay}")
+        super().__init__(env)
+        self._ok = True
+        self._value = value
+        env.schedule(self, priority, delay)
+
+
+class CountingEnvironment(simpy.Environment):
+    """A SimPy environment that counts the events it processes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.n_events = 0
+
+    def step(self) -> None:
+        self.n_events += 1
+        super().step()

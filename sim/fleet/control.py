@@ -1,0 +1,78 @@
+"""The fleet's periodic processes: the autoscaler's control loop and the timeline sampler.
+
+Both run at low priority among the events of an instant (`sim.clock`): the autoscaler observes
+after every arrival, step end and lifecycle change at its tick, and the sampler records after the
+autoscaler has acted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator
+from typing import Any
+
+import numpy as np
+import simpy
+
+from sim.autoscale import Policy
+from sim.clock import OBSERVE, SAMPLE, At
+from sim.fleet.cluster import Fleet
+from sim.states import ReplicaState
+
+TIMELINE_COLUMNS = [
+    "t_s",
+    "replicas_provisioning",
+    "replicas_loading",
+    "replicas_ready",
+    "replicas_draining",
+    "waiting",
+    "running",
+    "kv_use",
+    "arrival_rate_per_s",
+    "busy_fraction",
+]
+
+
+def control_loop(env: simpy.Environment, fleet: Fleet, policy: Policy, interval_s: float) -> Generator[simpy.Event, Any, None]:
+    """Every `interval_s`: observe the fleet, ask the policy, reconcile."""
+    while True:
+        yield At(env, interval_s, OBSERVE)
+        fleet.scale_to(policy.decide(fleet.observe()))
+
+
+def sample_timeline(
+    env: simpy.Environment, fleet: Fleet, interval_s: float, rows: list[tuple[Any, ...]]
+) -> Generator[simpy.Event, Any, None]:
+    """Every interval: replicas by state, queues, KV use, arrival rate, busy fraction (see TIMELINE_COLUMNS)."""
+    last_busy: dict[int, float] = {}
+    last_arrivals = 0
+    states = (ReplicaState.PROVISIONING, ReplicaState.LOADING, ReplicaState.READY, ReplicaState.DRAINING)
+    while True:
+        yield At(env, interval_s, SAMPLE)
+        now = env.now
+        counts = dict.fromkeys(states, 0)
+        busy, kv, running, waiting = [], [], 0, len(fleet.queue)
+        for slot in fleet.slots:
+            if slot.state in counts:
+                counts[slot.state] += 1
+            engine = slot.engine
+            if engine is None or slot.state == ReplicaState.RELEASED:
+                continue
+            b = engine.busy_s_at(now)
+            busy.append(min(1.0, (b - last_busy.get(slot.replica_id, 0.0)) / interval_s))
+            last_busy[slot.replica_id] = b
+            kv.append(engine.kv_blocks_used_at(now) / engine.pool.n_blocks)
+            running += len(engine.running)
+            waiting += len(engine.waiting)
+        rows.append(
+            (
+                now,
+                *counts.values(),
+                waiting,
+                running,
+                float(np.mean(kv)) if kv else math.nan,
+                (fleet.n_arrivals - last_arrivals) / interval_s,
+                float(np.mean(busy)) if busy else math.nan,
+            )
+        )
+        last_arrivals = fleet.n_arrivals

@@ -1,0 +1,47 @@
+"""Randomness for one run: one owner, named streams.
+
+A `RunStreams(seed)` hands out one `numpy.random.Generator` per named consumer. Each name has a
+fixed spawn key, so a stream's draws depend only on (seed, name): adding a consumer, or asking for
+streams in another order, never changes another's numbers, and no two names share a sequence.
+Nothing else in `sim/` seeds a generator from a run's seed.
+
+Streams (spawn key in brackets; append new names, never renumber):
+  arrivals [0], prompt_lengths [1], output_lengths [2]   synthetic traces (with the trace's own seed if given)
+  router [3]                                           randomized routers (power_of_two)
+  lifecycle [4]                                        cold-start stage durations drawn from distributions
+  autoscaler [5]                                       reserved for randomized autoscaling policies
+  trace_sample [6]                                     subsampling a trace file (`sample:`, `trace convert --sample`)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+STREAMS: dict[str, int] = {
+    "arrivals": 0,
+    "prompt_lengths": 1,
+    "output_lengths": 2,
+    "router": 3,
+    "lifecycle": 4,
+    "autoscaler": 5,
+    "trace_sample": 6,
+}
+
+
+class RunStreams:
+    """Named, independent random streams of one run (see the module docstring)."""
+
+    def __init__(self, seed: int) -> None:
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0 (got {seed})")
+        self.seed = seed
+        self._root = np.random.SeedSequence(seed)
+
+    def sequence(self, name: str) -> np.random.SeedSequence:
+        if name not in STREAMS:
+            raise KeyError(f"unknown random stream {name!r}; known: {', '.join(STREAMS)}")
+        return np.random.SeedSequence(self._root.entropy, spawn_key=(STREAMS[name],))
+
+    def generator(self, name: str) -> np.random.Generator:
+        """A fresh generator for `name`: the same (seed, name) always gives the same draws."""
+        return np.random.default_rng(self.sequence(name))
