@@ -14,7 +14,6 @@ import math
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,6 @@ from sim.build import resolve_scenario
 from sim.capacity import saturated_capacity
 from sim.clock import ARRIVAL, At, CountingEnvironment
 from sim.config import Scenario
-from sim.cost import ReplicaLife, state_seconds
 from sim.engine.kv import KvBlockPool
 from sim.engine.records import RequestLog
 from sim.engine.replica import Replica, admission_reason
@@ -37,11 +35,11 @@ from sim.engine.step_time import ConstantStepTime, RooflineStepTime, StepTimeMod
 from sim.errors import FleetsimError
 from sim.fleet.cluster import Fleet
 from sim.fleet.control import TIMELINE_COLUMNS, control_loop, sample_timeline
+from sim.freeze import replicas_frame, requests_frame, run_meta
 from sim.metrics import GapDistribution
 from sim.result import SimResult
 from sim.roofline import RooflineSetup, kv_capacity_tokens
 from sim.router import ROUTERS
-from sim.states import STATUS_LABELS
 from sim.streams import RunStreams
 from sim.workload import load_trace
 from sim.workload.synthetic import SyntheticSpec, generate
@@ -171,33 +169,6 @@ def _build_fleet(
     return fleet
 
 
-def _version() -> str:
-    try:
-        return version("fleetsim")
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        return "unknown"
-
-
-def scenario_as_run(scenario: Scenario, base_dir: Path) -> dict[str, Any]:
-    """The scenario with defaults filled in and file paths made absolute (plain data)."""
-    data = scenario.model_dump(mode="json")
-
-    def absolute(path: str) -> str:
-        p = Path(path)
-        return str(p if p.is_absolute() else (base_dir / p).resolve())
-
-    trace = data.get("trace")
-    if isinstance(trace, str):
-        data["trace"] = absolute(trace)
-    elif isinstance(trace, dict) and "file" in trace:
-        trace["file"] = absolute(trace["file"])
-    if data.get("gpu_catalog"):
-        data["gpu_catalog"] = absolute(data["gpu_catalog"])
-    if Path(data["model"]).suffix == ".json":
-        data["model"] = absolute(data["model"])
-    return data
-
-
 @dataclass
 class _Built:
     """The build phase's product: a ready-to-run SimPy model."""
@@ -245,131 +216,21 @@ def _run(built: _Built, progress: Callable[[float, float], None] | None) -> None
     log.check_invariants()
 
 
-def _requests_frame(log: RequestLog) -> pd.DataFrame:
-    frame = pd.DataFrame(
-        {
-            "request_id": np.arange(len(log)),
-            "arrival_at_s": log.arrival_at_s,
-            "scheduled_at_s": log.scheduled_at_s,
-            "first_token_at_s": log.first_token_at_s,
-            "completed_at_s": log.completed_at_s,
-            "prompt_tokens": log.prompt_tokens,
-            "output_tokens": log.output_tokens,
-            "n_preemptions": log.n_preemptions,
-            "replica_id": log.replica_id,
-            "status": pd.Categorical.from_codes(log.status, categories=STATUS_LABELS),
-        }
-    )
-    frame["reject_reason"] = pd.Series(log.reasons, dtype="string").reindex(frame.index)
-    return frame
-
-
-def _replicas_frame(fleet: Fleet, log: RequestLog, horizon_s: float) -> pd.DataFrame:
-    """One row per replica ever launched: lifecycle instants, seconds by state, the work it did."""
-    routed = np.bincount(log.replica_id[log.replica_id >= 0], minlength=len(fleet.slots))
-    rows = []
-    for slot in fleet.slots:
-        end = slot.released_at_s if not math.isnan(slot.released_at_s) else horizon_s
-        e = slot.engine
-        busy = e.busy_s_at(end) if e is not None else 0.0
-        drained = not math.isnan(slot.drain_at_s)
-        loading_at = slot.loading_at_s if not slot.cancelled or slot.loading_at_s <= end else math.nan
-        life = ReplicaLife(
-            slot.provision_at_s,
-            loading_at,
-            slot.ready_at_s,
-            slot.drain_at_s,
-            end,
-            busy,
-            slot.busy_at_drain_s if drained else busy,
-        )
-        rows.append(
-            {
-                "replica_id": slot.replica_id,
-                "provision_at_s": slot.provision_at_s,
-                "loading_at_s": loading_at,
-                "ready_at_s": slot.ready_at_s,
-                "drain_at_s": slot.drain_at_s,
-                "released_at_s": slot.released_at_s,
-                "end_at_s": end,
-                "cancelled": slot.cancelled,
-                **{f"{k}_s": v for k, v in state_seconds(life).items()},
-                "busy_before_drain_s": life.busy_before_drain_s,
-                "prefill_busy_s": e.prefill_busy_s if e is not None else 0.0,
-                "decode_busy_s": e.decode_busy_s if e is not None else 0.0,
-                "flops": e.flops if e is not None else 0.0,
-                "bytes": e.bytes if e is not None else 0.0,
-                "n_steps": e.n_steps if e is not None else 0,
-                "n_runs": e.n_runs if e is not None else 0,
-                "kv_blocks": e.pool.n_blocks if e is not None else 0,
-                "kv_peak_blocks": e.pool.peak_used if e is not None else 0,
-                "requests": int(routed[slot.replica_id]),
-            }
-        )
-    return pd.DataFrame(rows, columns=REPLICA_COLUMNS)
-
-
-REPLICA_COLUMNS = [
-    "replica_id",
-    "provision_at_s",
-    "loading_at_s",
-    "ready_at_s",
-    "drain_at_s",
-    "released_at_s",
-    "end_at_s",
-    "cancelled",
-    "provisioning_s",
-    "loading_s",
-    "busy_s",
-    "idle_s",
-    "draining_s",
-    "busy_before_drain_s",
-    "prefill_busy_s",
-    "decode_busy_s",
-    "flops",
-    "bytes",
-    "n_steps",
-    "n_runs",
-    "kv_blocks",
-    "kv_peak_blocks",
-    "requests",
-]
-
-
 def _freeze(built: _Built, scenario: Scenario, setup: RooflineSetup, base_dir: Path, n_trace: int) -> SimResult:
     env, log = built.env, built.log
-    meta: dict[str, Any] = {
-        "fleetsim_version": _version(),
-        "seed": scenario.seed,
-        "scenario": scenario_as_run(scenario, base_dir),
-        "model": setup.model.name,
-        "gpu": setup.gpu.name,
-        "tp": setup.tp,
-        "engine_policy": scenario.engine.policy,
-        "step_time": scenario.engine.step_time.kind,
-        "usd_per_gpu_hour": setup.usd_per_gpu_hour,
-        "peak_flops_per_s_per_gpu": setup.peak_flops_per_s,
-        "hbm_bw_bytes_per_s_per_gpu": setup.gpu.hbm_bw_bytes_per_s,
-        "resolved": {
-            "model_params": setup.model.n_params,
-            "weight_bytes": setup.weight_bytes,
-            "kv_bytes_per_token_replica": setup.kv_bytes_per_token,
-            "kv_blocks_per_replica": built.n_blocks,
-            "max_num_batched_tokens": built.budget,
-            "effective_flops_per_s_per_gpu": setup.effective_flops_per_s,
-            "effective_hbm_bw_bytes_per_s_per_gpu": setup.effective_hbm_bw_bytes_per_s,
-            "usd_per_gpu_hour": setup.usd_per_gpu_hour,
-            "weight_load_s": setup.weight_bytes / scenario.fleet.lifecycle.load_bw_bytes_per_s(),
-            "trace_requests": n_trace,
-        },
-        "horizon_s": env.now,
-        "n_events": env.n_events,
-        "capacity": {"measured": False, "max_tokens_per_s_per_replica": None, "cached": False},
-        "wall_s": {"build": 0.0, "simulate": 0.0, "capacity": 0.0, "write": None},
-    }
+    meta = run_meta(
+        scenario,
+        setup,
+        base_dir,
+        n_blocks=built.n_blocks,
+        budget=built.budget,
+        n_trace=n_trace,
+        horizon_s=env.now,
+        n_events=env.n_events,
+    )
     return SimResult(
-        requests=_requests_frame(log),
-        replicas=_replicas_frame(built.fleet, log, env.now),
+        requests=requests_frame(log),
+        replicas=replicas_frame(built.fleet, log, env.now),
         timeline=pd.DataFrame(built.rows, columns=TIMELINE_COLUMNS),
         itl=GapDistribution.from_lists(log.itl.singles, log.itl.pieces),
         meta=meta,
@@ -428,4 +289,4 @@ def _run_saturated(scenario: Scenario, setup: RooflineSetup, frame: pd.DataFrame
     )
     built = _build(single, setup, frame, RunStreams(scenario.seed))
     _run(built, None)
-    return _requests_frame(built.log)
+    return requests_frame(built.log)
