@@ -1,0 +1,200 @@
+"""A run ends as records: the result pickles, rebuilds from its run folder with an identical summary,
+and the modules that read it import nothing from the engine or the fleet."""
+
+import ast
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from sim.cli import app
+from sim.config import parse_config
+from sim.errors import FleetsimError
+from sim.report import RUN_FILES, write_run
+from sim.result import SimResult
+from sim.simulation import simulate
+from sim.workload import validate_frame
+
+REPO = Path(__file__).resolve().parents[1]
+SIM = REPO / "sim"
+
+
+def fleet_scenario(seed=0):
+    return parse_config(
+        {
+            "model": "llama-3.1-8b",
+            "seed": seed,
+            "fleet": {
+                "gpu": "a100-80gb",
+                "router": "power_of_two",
+                "autoscaler": {
+                    "policy": "hpa",
+                    "metric": "outstanding_per_replica",
+                    "target": 3,
+                    "max_replicas": 4,
+                    "interval_s": 2,
+                },
+                "lifecycle": {
+                    "provision_s": {"dist": "uniform", "low": 1, "high": 5},
+                    "image_pull_s": 1,
+                    "load_gb_per_s": 16,
+                    "warmup_s": 1,
+                },
+                "timeline_interval_s": 1.0,
+            },
+            "engine": {"max_num_seqs": 8, "num_gpu_blocks_override": 300},
+            "slo": {"ttft_ms": 500, "tpot_ms": 50},
+            "pricing": {"usd_per_gpu_hour": 3.0, "billing_granularity_s": 10},
+        }
+    )
+
+
+def busy_trace(n=600, seed=1):
+    rng = np.random.default_rng(seed)
+    return validate_frame(
+        pd.DataFrame(
+            {
+                "arrival_at_s": np.cumsum(rng.exponential(0.04, n)),
+                "prompt_tokens": rng.integers(10, 900, n),
+                "output_tokens": rng.integers(1, 300, n),
+            }
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def result():
+    return simulate(fleet_scenario(), busy_trace())
+
+
+def test_result_holds_records_only(result):
+    assert isinstance(result.requests, pd.DataFrame) and isinstance(result.replicas, pd.DataFrame)
+    assert isinstance(result.timeline, pd.DataFrame) and isinstance(result.meta, dict)
+    assert set(vars(result)) == {"requests", "replicas", "timeline", "itl", "meta"}
+    json.dumps(result.meta)  # meta is plain data
+    assert result.summary()["replicas_launched"] == len(result.replicas) > 1  # the fleet did scale
+
+
+def test_result_pickles_with_an_identical_summary(result):
+    again = pickle.loads(pickle.dumps(result))
+    assert again.summary() == result.summary()
+    assert again.requests.equals(result.requests)
+
+
+def test_load_rebuilds_the_result_from_a_run_folder(result, tmp_path):
+    out = write_run(result, tmp_path / "run")
+    assert sorted(p.name for p in out.iterdir()) == sorted(RUN_FILES)
+    loaded = SimResult.load(out)
+    assert loaded.summary() == result.summary()
+    for name in ("requests", "replicas", "timeline"):
+        pd.testing.assert_frame_equal(getattr(loaded, name), getattr(result, name), check_dtype=False)
+    assert np.array_equal(loaded.itl.singles, result.itl.singles) and np.array_equal(loaded.itl.a, result.itl.a)
+    assert loaded.meta["wall_s"]["write"] is not None
+    summary_file = json.loads((out / "summary.json").read_text())
+    assert summary_file["p99_itl_ms"] == result.summary()["p99_itl_ms"]
+
+
+def test_load_refuses_what_is_not_a_run_folder(tmp_path):
+    with pytest.raises(FleetsimError, match="not a run folder"):
+        SimResult.load(tmp_path / "nope")
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "summary.json").write_text("{}")
+    with pytest.raises(FleetsimError, match=r"not a complete run folder \(missing requests.parquet"):
+        SimResult.load(tmp_path / "half")
+
+
+def test_fleetsim_report_reprints_the_run(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "default"
+    ran = runner.invoke(app, ["run", str(REPO / "configs" / "default.yaml"), "--out", str(out), "--json"])
+    assert ran.exit_code == 0, ran.output
+    again = runner.invoke(app, ["report", str(out), "--json"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout) == json.loads(ran.stdout)
+    text = runner.invoke(app, ["report", str(out)])
+    assert "Simulation Result" in text.stdout and "llama-2-70b on 2x a100-80gb, chunked" in text.stdout
+    missing = runner.invoke(app, ["report", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "not a run folder" in missing.stderr
+
+
+def test_no_capacity_reports_utilization_as_not_available(tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(app, ["run", str(REPO / "configs" / "default.yaml"), "--out", str(tmp_path / "d"), "--no-capacity"])
+    assert r.exit_code == 0, r.output
+    assert "Throughput utilization:                 n/a" in r.stdout
+    assert "capacity not measured (--no-capacity)" in r.stdout
+
+
+def test_same_seed_gives_identical_run_folders(tmp_path):
+    folders = [write_run(simulate(fleet_scenario(seed=5), busy_trace()), tmp_path / f"run{i}") for i in range(2)]
+    for name in RUN_FILES:
+        a, b = ((f / name).read_bytes() for f in folders)
+        if name == "meta.json":  # wall seconds differ; everything else must not
+            a, b = (json.loads(x) for x in (a, b))
+            a.pop("wall_s"), b.pop("wall_s")
+        assert a == b, name
+    other = simulate(fleet_scenario(seed=6), busy_trace())
+    assert not other.requests.equals(SimResult.load(folders[0]).requests)  # another seed: other draws
+
+
+# --- module boundaries ------------------------------------------------------------------------------
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Every `sim` module -> the `sim` modules it imports (anywhere in the file, type-checking blocks too)."""
+    modules = {_module_name(p): p for p in SIM.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            edges |= {t for t in targets if t in modules and t != name}
+        graph[name] = edges
+    return graph
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in graph[todo.pop()]:
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def test_result_metrics_and_cost_import_nothing_from_engine_or_fleet():
+    graph = import_graph()
+    for module in ("sim.result", "sim.metrics", "sim.cost", "sim.report"):
+        bad = {m for m in reachable(graph, module) if m.startswith(("sim.engine", "sim.fleet", "sim.simulation"))}
+        assert not bad, (module, bad)
+
+
+def test_pure_modules_stay_pure():
+    graph = import_graph()
+    assert not {m for m in reachable(graph, "sim.autoscale") if m.startswith("sim.fleet")}  # policies without the fleet
+    assert "sim.roofline" not in reachable(graph, "sim.config") and "sim.build" not in reachable(graph, "sim.config")
+    for module in ("sim.autoscale", "sim.router", "sim.engine.scheduler", "sim.cost", "sim.metrics"):
+        source = (REPO / (module.replace(".", "/") + ".py")).read_text()
+        assert "import simpy" not in source, module
+
+
+def test_no_import_cycles():
+    graph = import_graph()
+    packages = {m for m in graph if (SIM / Path(*m.split(".")[1:]) / "__init__.py").exists() or m == "sim"}
+    # a package's __init__ re-exporting its submodules is not a cycle of the code
+    inner = {m: {t for t in e if t not in packages} for m, e in graph.items()}
+    for module in inner:
+        assert module not in reachable(inner, module), f"{module} imports itself through {sorted(reachable(inner, module))}"
