@@ -78,7 +78,11 @@ def test_routers():
     assert LeastKv().choose([0, 5, 1], [0.9, 0.1, 0.1]) == 2
     p2 = PowerOfTwo(np.random.default_rng(0))
     picks = [p2.choose([5, 0, 9, 9]) for _ in range(200)]
-    assert picks.count(1) == sum(1 for _ in range(200)) - picks.count(0) - picks.count(2) - picks.count(3)
+    # the rule, from the same random numbers: sample two distinct replicas, keep the less loaded one
+    same = np.random.default_rng(0)
+    load = [5, 0, 9, 9]
+    expected = [min(same.choice(4, size=2, replace=False).tolist(), key=lambda i: (load[i], i)) for _ in range(200)]
+    assert picks == expected
     assert picks.count(1) / 200 == pytest.approx(0.5, abs=0.1)  # replica 1 is picked whenever sampled: P = 1/2
     assert picks.count(2) + picks.count(3) < picks.count(0)  # a 9 only wins against the other 9
     assert PowerOfTwo(np.random.default_rng(0)).choose([4]) == 0
