@@ -11,10 +11,15 @@ from sim.hardware import load_gpu_catalog
 from sim.models import load_model_catalog
 from sim.roofline import RooflineSetup
 
-# CI replays the same property-test examples every run (a landing never hinges on a new random draw);
-# locally hypothesis explores new examples each time.
-settings.register_profile("ci", derandomize=True, print_blob=True)
-settings.load_profile("ci" if os.environ.get("CI") else "default")
+# Property-test profiles, chosen by FLEETSIM_HYPOTHESIS_PROFILE (default: `ci` under CI, else `dev`):
+# - ci: the same 50 examples per property every run (derandomized: a landing never hinges on a new draw);
+# - dev: 50 new examples per property each run;
+# - nightly: 500 new examples per property (about 10x the suite's property time), for a scheduled run:
+#     FLEETSIM_HYPOTHESIS_PROFILE=nightly python -m pytest tests/test_engine_equivalence.py tests/test_fleet_properties.py
+settings.register_profile("ci", max_examples=50, derandomize=True, print_blob=True)
+settings.register_profile("dev", max_examples=50)
+settings.register_profile("nightly", max_examples=500, print_blob=True)
+settings.load_profile(os.environ.get("FLEETSIM_HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ and the modules that read it import nothing from the engine or the fleet."""
 import ast
 import json
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -198,3 +199,20 @@ def test_no_import_cycles():
     inner = {m: {t for t in e if t not in packages} for m, e in graph.items()}
     for module in inner:
         assert module not in reachable(inner, module), f"{module} imports itself through {sorted(reachable(inner, module))}"
+
+
+def test_the_metrics_glossary_documents_every_key_and_column(result, tmp_path):
+    glossary = (REPO / "docs" / "metrics.md").read_text()
+    documented = set(re.findall(r"`([a-z0-9_]+)`", glossary))
+    for stat in ("mean", "median", "std", "p90", "p99"):  # written once as {mean,median,std,p90,p99}_ttft_ms
+        documented |= {f"{stat}_{m}_ms" for m in ("ttft", "tpot", "itl", "e2el")}
+    out = write_run(result, tmp_path / "run")
+    summary = json.loads((out / "summary.json").read_text())
+    names = set(summary) | set(summary["gpu_seconds_by_state"]) | set(summary["resolved"])
+    for table in ("requests", "replicas", "timeline", "itl"):
+        names |= set(pd.read_parquet(out / f"{table}.parquet").columns)
+    names |= set(result.meta) | set(result.meta["wall_s"]) | set(result.meta["capacity"])
+    for state in ("provisioning", "loading", "busy", "idle", "draining"):
+        names.discard(state + "_s")  # written once as provisioning_s, loading_s, ...
+        documented.add(state)
+    assert not names - documented

@@ -67,7 +67,7 @@ def assert_same(fast, slow):
         assert abs(x - y) <= 1e-9 * max(1.0, abs(y)), attr
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.integers(0, 2**32 - 1),
     n=st.integers(1, 40),
