@@ -216,3 +216,22 @@ def test_the_metrics_glossary_documents_every_key_and_column(result, tmp_path):
         names.discard(state + "_s")  # written once as provisioning_s, loading_s, ...
         documented.add(state)
     assert not names - documented
+
+
+def test_capacity_is_cached_on_resolved_content_not_on_names(tmp_path):
+    """A user catalog that redefines a GPU name gets its own saturated capacity (the stale-cache bug)."""
+    slow = tmp_path / "gpus.yaml"
+    slow.write_text(
+        "a100-80gb:\n  description: an A100 at half the bandwidth\n  bf16_tflops: 312\n  hbm_gb: 80\n"
+        "  hbm_bw_gb_per_s: 1019.5\n  interconnect: NVLink3\n  interconnect_gb_per_s: 600\n"
+        "  allreduce_latency_s: 1.0e-5\n  mfu: 0.641\n  mbu: 0.65\n  usd_per_gpu_hour: 1.0\n"
+        "  price_source: test\n  price_as_of: '2026'\n"
+    )
+    base = {"model": "llama-3.1-8b", "fleet": {"gpu": "a100-80gb"}, "engine": {"max_num_seqs": 4}}
+    trace = busy_trace(n=60)
+    plain = simulate(parse_config(base), trace)
+    user = simulate(parse_config({**base, "gpu_catalog": str(slow)}), trace)
+    again = simulate(parse_config(base), trace)
+    assert user.max_tokens_per_s < 0.75 * plain.max_tokens_per_s  # decode-bound: about half as fast
+    assert again.meta["capacity"]["cached"] and again.max_tokens_per_s == plain.max_tokens_per_s
+    assert not user.meta["capacity"]["cached"]

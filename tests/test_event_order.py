@@ -90,6 +90,7 @@ def test_a_replica_ready_at_a_tick_is_observed_ready_and_the_sample_follows_the_
     at_30 = next(o for o in observations if o.now == 30.0)
     assert at_30.n_ready == 1 and at_30.n_starting == 0  # the replica that became ready at 30 counts
     assert at_30.waiting == 8  # the arrivals at 30 are seen too (routed to it, waiting: max_num_seqs 1)
+    assert at_30.in_flight == 9  # and the one it is running
     t = r.timeline.set_index("t_s")
     # provisioning + image pull end at exactly 15: the sample at 15 already sees it loading
     assert t.loc[15.0, "replicas_loading"] == 1 and t.loc[15.0, "replicas_provisioning"] == 0

@@ -80,19 +80,19 @@ def test_kv_use_counts_blocks_held_mid_run(observations):
     assert observations[1].kv_use == pytest.approx(0.22) and r.timeline["kv_use"].iloc[1] == pytest.approx(0.22)
 
 
-@pytest.mark.parametrize("metric", ["busy_fraction", "kv_use"])
-def test_hpa_default_and_kv_metrics_scale_a_loaded_fleet_out_and_back(metric):
-    """The HPA's default metric (busy_fraction) and kv_use, on a real fleet: a saturated replica makes it
-    scale out; once the load is gone it scales back in after the stabilization window."""
-    hpa = {
-        "policy": "hpa",
-        "metric": metric,
-        "target": 0.5 if metric == "busy_fraction" else 0.3,
-        "min_replicas": 1,
-        "max_replicas": 4,
-        "interval_s": 5,
-        "scale_down_stabilization_s": 30,
-    }
+AUTOSCALERS = {
+    "hpa busy_fraction (default)": {"policy": "hpa", "target": 0.5, "scale_down_stabilization_s": 30},
+    "hpa kv_use": {"policy": "hpa", "metric": "kv_use", "target": 0.3, "scale_down_stabilization_s": 30},
+    "kpa concurrency (default metric)": {"policy": "kpa", "target_concurrency": 40, "stable_window_s": 20},
+    "queue waiting (default metric)": {"policy": "queue", "target_waiting": 20, "scale_down_delay_s": 30},
+}
+
+
+@pytest.mark.parametrize("name", list(AUTOSCALERS))
+def test_autoscalers_default_metrics_scale_a_loaded_fleet_out_and_back(name):
+    """Each policy's default metric (and the HPA's kv_use), observed on a real fleet: a saturated
+    replica makes it scale out; once the load is gone it scales back in."""
+    hpa = {**AUTOSCALERS[name], "min_replicas": 1, "max_replicas": 4, "interval_s": 5}
     rows = [(0.1 * i, 200, 800) for i in range(600)] + [(300.0, 10, 2)]  # 10 req/s for 60 s, then one late request
     engine = {"num_gpu_blocks_override": 3000, "max_num_seqs": 64}
     r = simulate(scenario(hpa, engine=engine, timeline_interval_s=5), frame(rows), measure_capacity=False)
