@@ -6,13 +6,31 @@ module is where a valid scenario can still turn out impossible (one-line errors,
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from sim.config import RooflineConfig, Scenario
+from sim.config import GpuOverride, RooflineConfig, Scenario
 from sim.errors import FleetsimError, unknown_name
-from sim.hardware import GIGA, GpuCatalog, GpuSpec, load_gpu_catalog
+from sim.hardware import GIGA, TERA, GpuCatalog, GpuSpec, load_gpu_catalog
 from sim.models import ModelCatalog, ModelSpec, load_model_catalog, resolve_model
 from sim.roofline import RooflineSetup, check_fits
+
+
+def apply_override(override: GpuOverride, gpu: GpuSpec) -> GpuSpec:
+    """The catalog's GPU with a scenario's per-GPU corrections (given in the catalog's units)."""
+    changes: dict[str, Any] = {}
+    scaled = {
+        "bf16_tflops": ("bf16_flops_per_s", TERA),
+        "fp8_tflops": ("fp8_flops_per_s", TERA),
+        "hbm_gb": ("hbm_bytes", GIGA),
+        "hbm_bw_gb_per_s": ("hbm_bw_bytes_per_s", GIGA),
+        "interconnect_gb_per_s": ("interconnect_bw_bytes_per_s", GIGA),
+    }
+    for key, value in override.model_dump(exclude_none=True).items():
+        field, factor = scaled.get(key, (key, 1.0))
+        changes[field] = value * factor
+    return replace(gpu, **changes)
 
 
 def build_setup(
@@ -27,7 +45,7 @@ def build_setup(
     model.check_tp(tp)
     override = roofline.gpu_overrides.get(gpu.name)
     if override is not None:
-        gpu = override.apply(gpu)
+        gpu = apply_override(override, gpu)
     mfu = roofline.mfu if roofline.mfu is not None and (override is None or override.mfu is None) else gpu.mfu
     mbu = roofline.mbu if roofline.mbu is not None and (override is None or override.mbu is None) else gpu.mbu
     setup = RooflineSetup(

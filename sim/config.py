@@ -5,12 +5,13 @@ block), the serving engine (`engine`), the roofline's assumptions (`roofline`, o
 from a bundled preset such as `seed`), prices (`pricing`) and SLOs (`slo`). Blocks are
 nested frozen pydantic models that reject unknown keys, so later parts of the simulator (engine,
 router, autoscaler, lifecycle, slo) extend the schema by adding blocks, not by loosening it.
-Paths inside a scenario are relative to the scenario file.
+Paths inside a scenario are relative to the scenario file. This module is the schema only: turning
+names into specs, the roofline's numbers and the checks that a model fits are the build phase
+(`sim/build.py`).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +22,7 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator, model
 from sim.autoscale import AutoscalerConfig, FixedConfig
 from sim.errors import FleetsimError, from_validation_error, unknown_name
 from sim.fleet.lifecycle import LifecycleConfig
-from sim.hardware import GIGA, TERA, GpuSpec, read_yaml
+from sim.hardware import read_yaml
 from sim.spec import Frozen
 from sim.workload.synthetic import SyntheticSpec
 from sim.workload.transforms import TraceFile
@@ -41,20 +42,6 @@ class GpuOverride(Frozen):
     mfu: float | None = Field(default=None, gt=0, le=1)
     mbu: float | None = Field(default=None, gt=0, le=1)
     usd_per_gpu_hour: float | None = Field(default=None, ge=0)
-
-    def apply(self, gpu: GpuSpec) -> GpuSpec:
-        changes: dict[str, Any] = {}
-        scaled = {
-            "bf16_tflops": ("bf16_flops_per_s", TERA),
-            "fp8_tflops": ("fp8_flops_per_s", TERA),
-            "hbm_gb": ("hbm_bytes", GIGA),
-            "hbm_bw_gb_per_s": ("hbm_bw_bytes_per_s", GIGA),
-            "interconnect_gb_per_s": ("interconnect_bw_bytes_per_s", GIGA),
-        }
-        for key, value in self.model_dump(exclude_none=True).items():
-            field, factor = scaled.get(key, (key, 1.0))
-            changes[field] = value * factor
-        return replace(gpu, **changes)
 
 
 class RooflineConfig(Frozen):
