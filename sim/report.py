@@ -2,8 +2,10 @@
 summary (summary.json) and the scenario as run (config.resolved.yaml). `SimResult.load` reads it back.
 
 Written into a temporary sibling folder and renamed into place at the end, so an interrupted or
-failed run never leaves a folder that looks complete. An existing folder is replaced only once the
-new one is whole.
+failed run never leaves a folder that looks complete. A run folder carries a marker file
+(`.fleetsim-run`); an existing folder is replaced only if it is empty or an earlier run folder (or
+with `force`), and only once the new one is whole. The working folder, its parents, the home folder
+and its parents are never replaced, `force` or not.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import yaml
 from sim.errors import FleetsimError
 from sim.result import SimResult, json_safe
 
+RUN_MARKER = ".fleetsim-run"
 RUN_FILES = (
     "summary.json",
     "requests.parquet",
@@ -39,22 +42,55 @@ def summary_with_resolved(result: SimResult, summary: dict[str, Any] | None = No
     return out
 
 
-def write_run(result: SimResult, out_dir: Path, *, summary: dict[str, Any] | None = None) -> Path:
+def check_out_dir(out_dir: Path, *, force: bool = False) -> None:
+    """Refuse, before anything is simulated, a run folder that would destroy data or cannot be written."""
+    resolved = Path(out_dir).resolve()
+    cwd, home = Path.cwd().resolve(), Path.home().resolve()
+    protected = {cwd, home, *cwd.parents, *home.parents}
+    if resolved in protected:
+        what = (
+            "the working folder"
+            if resolved == cwd
+            else "the home folder"
+            if resolved == home
+            else "a parent of the working or home folder"
+        )
+        raise FleetsimError(f"--out {out_dir}: is {what}; a run needs a folder of its own, e.g. runs/NAME")
+    if resolved.exists():
+        if not resolved.is_dir():
+            raise FleetsimError(f"--out {out_dir}: exists and is not a folder")
+        try:
+            holds_files = any(resolved.iterdir())
+        except OSError as err:
+            raise FleetsimError(f"--out {out_dir}: cannot read the folder ({err.strerror})") from None
+        if holds_files and not (resolved / RUN_MARKER).is_file() and not force:
+            raise FleetsimError(
+                f"--out {out_dir}: the folder holds files and is not a fleetsim run folder (no {RUN_MARKER}); "
+                "pick another folder, or pass --force to replace it"
+            )
+    existing = next(p for p in (resolved, *resolved.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise FleetsimError(f"--out {out_dir}: cannot write in {existing}")
+
+
+def write_run(result: SimResult, out_dir: Path, *, summary: dict[str, Any] | None = None, force: bool = False) -> Path:
     start = time.perf_counter()
     out_dir = Path(out_dir)
+    check_out_dir(out_dir, force=force)
     parent = out_dir.parent if str(out_dir.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise FleetsimError(f"{out_dir}: cannot create folder {parent} ({err.strerror})") from None
-    if out_dir.exists() and not out_dir.is_dir():
-        raise FleetsimError(f"{out_dir}: exists and is not a folder")
     full = summary_with_resolved(result, summary)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".part", dir=parent))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)
     try:
+        (tmp / RUN_MARKER).write_text(
+            f"A fleetsim run folder: `fleetsim run --out` may replace it. {result.meta['fleetsim_version']}\n"
+        )
         (tmp / "summary.json").write_text(json.dumps(json_safe(full), indent=2) + "\n")
         result.requests.to_parquet(tmp / "requests.parquet", index=False)
         result.timeline.to_parquet(tmp / "timeline.parquet", index=False)

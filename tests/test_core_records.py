@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from sim.cli import app
 from sim.config import parse_config
 from sim.errors import FleetsimError
-from sim.report import RUN_FILES, write_run
+from sim.report import RUN_FILES, RUN_MARKER, write_run
 from sim.result import SimResult
 from sim.simulation import simulate
 from sim.workload import validate_frame
@@ -88,7 +88,7 @@ def test_result_pickles_with_an_identical_summary(result):
 
 def test_load_rebuilds_the_result_from_a_run_folder(result, tmp_path):
     out = write_run(result, tmp_path / "run")
-    assert sorted(p.name for p in out.iterdir()) == sorted(RUN_FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*RUN_FILES, RUN_MARKER])
     loaded = SimResult.load(out)
     assert loaded.summary() == result.summary()
     for name in ("requests", "replicas", "timeline"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,7 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from sim.cli.common import emit_json
 from sim.config import SloConfig, load_config
 from sim.errors import FleetsimError
-from sim.report import RUN_FILES, write_run
+from sim.report import RUN_FILES, check_out_dir, write_run
 from sim.result import SimResult
 from sim.simulation import simulate
 from sim.workload import load_trace
@@ -99,6 +100,16 @@ def fleet_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def check_plot_path(path: Path) -> None:
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise FleetsimError(f"--plot {path}: is a folder; give a file name such as run.png")
+    if not folder.is_dir():
+        raise FleetsimError(f"--plot {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise FleetsimError(f"--plot {path}: cannot write in {folder}")
+
+
 def parse_goodput(text: str) -> SloConfig:
     """vLLM's --goodput syntax: space-separated METRIC:MILLISECONDS pairs, metrics ttft, tpot, e2el."""
     values: dict[str, float] = {}
@@ -130,6 +141,9 @@ def run(
         str | None,
         typer.Option(help="SLOs in ms, as vLLM's --goodput: \"ttft:2000 tpot:200 e2el:30000\" (overrides the scenario's slo)."),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace --out even if it holds files and is not a fleetsim run folder.")
+    ] = False,
     capacity: Annotated[
         bool,
         typer.Option(
@@ -148,6 +162,9 @@ def run(
         scenario = scenario.model_copy(update={"slo": parse_goodput(goodput)})
     frame = load_trace(trace) if trace is not None else None
     out_dir = out if out is not None else Path("runs") / config.stem
+    check_out_dir(out_dir, force=force)  # every output path is checked before anything is simulated
+    if plot is not None:
+        check_plot_path(plot)
     console = Console(stderr=True)
     show = progress and not as_json and console.is_terminal
     if show:
@@ -170,7 +187,7 @@ def run(
     else:
         result = simulate(scenario, frame, base_dir=config.parent, measure_capacity=capacity)
     summary = result.summary()
-    write_run(result, out_dir, summary=summary)
+    write_run(result, out_dir, summary=summary, force=force)
     if plot is not None:
         from sim.plots import plot_run
 
