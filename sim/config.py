@@ -22,10 +22,10 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator, model
 from sim.autoscale import AutoscalerConfig, FixedConfig
 from sim.errors import FleetsimError, from_validation_error, unknown_name
 from sim.fleet.lifecycle import LifecycleConfig
-from sim.hardware import read_yaml
 from sim.spec import Frozen
 from sim.workload.synthetic import SyntheticSpec
 from sim.workload.transforms import TraceFile
+from sim.yaml_input import read_yaml
 
 DEFAULT_API = "gpt-3.5-turbo-2023-07"
 
@@ -217,7 +217,7 @@ def parse_config(raw: Any, *, where: str = "<config>") -> Scenario:
     try:
         return Scenario.model_validate(raw)
     except ValidationError as err:
-        raise from_validation_error(err, where=where) from None
+        raise from_validation_error(err, where=where, data=raw) from None
 
 
 def load_config(path: str | Path) -> Scenario:

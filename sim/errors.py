@@ -6,6 +6,7 @@ line. The CLI prints it and exits with status 2; anything else escaping is a bug
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -28,26 +29,70 @@ def _loc(loc: Sequence[int | str]) -> str:
     return out
 
 
-def from_validation_error(err: ValidationError, *, where: str = "", prefix: str = "") -> FleetsimError:
-    """Turn pydantic's multi-line report into one line per the house rule (first error first)."""
-    parts = []
-    for e in err.errors(include_url=False):
-        loc = _loc(tuple(e["loc"]))
-        if prefix:
-            loc = f"{prefix}.{loc}" if loc else prefix
-        msg = e["msg"]
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, ") :]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-        value: Any = e.get("input")
-        shown = "" if e["type"] == "missing" else f" (got {_short(value)})"
-        parts.append(f"{loc or '<top>'}: {msg}{shown}")
+def _user_loc(loc: Sequence[int | str], data: Any) -> list[int | str]:
+    """The error's path as the user wrote it: pydantic adds the name of the union member or the
+    discriminator value it tried (`trace.TraceFile.smaple`, `fleet.autoscaler.hpa.target`); parts that
+    are not keys or indices of the input at that point are such tags and are dropped. Past the end of
+    the input (a missing key), the remaining parts are kept."""
+    out: list[int | str] = []
+    node: Any = data
+    for i, part in enumerate(loc):
+        if isinstance(node, dict) and part in node:
+            out.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):  # noqa: SIM114 (mypy narrows apart)
+            out.append(part)
+            node = node[part]
+        elif isinstance(node, dict) and i == len(loc) - 1:
+            out.append(part)  # a missing key
+        elif not isinstance(node, dict | list):
+            out.append(part)
+            node = None
+    return out
+
+
+# Which of several errors to show: a key nobody knows (a typo) first, then a missing key, then a
+# value out of range; a type mismatch against one member of a union last (it says what the input is
+# not, rarely what is wrong with it).
+def _rank(e: Any) -> tuple[int, int]:
+    kind = e["type"]
+    if kind == "extra_forbidden":
+        order = 0
+    elif kind == "missing":
+        order = 1
+    elif kind.endswith("_type") or kind in ("model_attributes_type", "union_tag_invalid"):
+        order = 3
+    else:
+        order = 2
+    return order, -len(e["loc"])
+
+
+def from_validation_error(err: ValidationError, *, where: str = "", prefix: str = "", data: Any = None) -> FleetsimError:
+    """Turn pydantic's multi-line report into one line per the house rule: the most telling error (see
+    `_rank`), its path as written in the input `data` if given, the rule and the value."""
+    errors = err.errors(include_url=False)
+    best = min(range(len(errors)), key=lambda k: (_rank(errors[k]), k))
+    e = errors[best]
+    loc = _loc(_user_loc(tuple(e["loc"]), data) if data is not None else tuple(e["loc"]))
+    if prefix:
+        loc = f"{prefix}.{loc}" if loc else prefix
+    msg = e["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if e["type"] == "extra_forbidden":
+        msg = "unknown key"
+    value: Any = e.get("input")
+    shown = "" if e["type"] == "missing" else f" (got {_short(value)})"
     head = f"{where}: " if where else ""
-    more = f" (+{len(parts) - 1} more)" if len(parts) > 1 else ""
-    return FleetsimError(f"{head}{parts[0]}{more}")
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    return FleetsimError(f"{head}{loc or '<top>'}: {msg}{shown}{more}")
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxstring, _REPR.maxother = 3, 4, 4, 40, 40
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    """A bounded rendering of any value (an alias bomb or a huge string costs nothing to print)."""
+    text = _REPR.repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError
 
 from sim.errors import FleetsimError, from_validation_error, unknown_name
 from sim.spec import Frozen
+from sim.yaml_input import read_yaml
 
 TERA = 1e12
 GIGA = 1e9
@@ -118,25 +119,11 @@ def parse_gpu_entries(raw: Any, *, where: str) -> tuple[dict[str, GpuSpec], dict
         try:
             entry = _GpuEntry.model_validate(body)
         except ValidationError as err:
-            raise from_validation_error(err, where=where, prefix=key) from None
+            raise from_validation_error(err, where=where, prefix=key, data=body) from None
         gpus[key] = entry.to_spec(key)
         for alias in entry.aliases:
             aliases[alias.lower()] = key
     return gpus, aliases
-
-
-def read_yaml(path: Path) -> Any:
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise FleetsimError(f"{path}: cannot read ({err.strerror})") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(err, "problem", None) or "invalid YAML"
-        raise FleetsimError(f"{path}{line}: invalid YAML ({problem})") from None
 
 
 @functools.cache

@@ -1,4 +1,6 @@
-"""The base of every validated spec: frozen (never mutated after validation), unknown keys rejected."""
+"""The base of every validated spec: frozen (never mutated after validation), unknown keys rejected,
+no infinite or NaN numbers, and no silent coercions (strict types: `true` is not a token count, the
+string "8" is not a replica count; an integer is still accepted where a float is expected)."""
 
 from __future__ import annotations
 
@@ -6,4 +8,4 @@ from pydantic import BaseModel, ConfigDict
 
 
 class Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)

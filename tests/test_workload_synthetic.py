@@ -146,7 +146,7 @@ def test_spec_validation_errors():
                 "output_tokens": {"dist": "fixed", "tokens": 1},
             }
         )
-    with pytest.raises(FleetsimError, match=r"arrivals.poisson.rate_per_s: Input should be greater than 0 \(got -1\)"):
+    with pytest.raises(FleetsimError, match=r"<spec>: arrivals.rate_per_s: Input should be greater than 0 \(got -1\)"):
         parse_spec(
             {
                 "arrivals": {"process": "poisson", "rate_per_s": -1},

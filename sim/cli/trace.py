@@ -10,13 +10,13 @@ import typer
 
 from sim.cli.common import emit_json, user_errors
 from sim.errors import FleetsimError
-from sim.hardware import read_yaml
 from sim.streams import RunStreams
 from sim.workload import load_trace
 from sim.workload import transforms as tf
 from sim.workload.stats import describe
 from sim.workload.synthetic import generate, parse_lengths, parse_spec
 from sim.workload.writer import write_trace
+from sim.yaml_input import read_yaml
 
 trace_app = typer.Typer(help="Inspect, generate, convert and merge request traces.", no_args_is_help=True)
 

@@ -127,7 +127,7 @@ def parse_spec(raw: object, *, where: str = "<spec>") -> SyntheticSpec:
     try:
         return SyntheticSpec.model_validate(raw)
     except ValidationError as err:
-        raise from_validation_error(err, where=where) from None
+        raise from_validation_error(err, where=where, data=raw) from None
 
 
 # --- arrival processes ---------------------------------------------------------------------------

@@ -1,0 +1,101 @@
+"""Reading a user's YAML file (scenario, GPU catalog, generator spec) defensively: one line naming the
+file and the problem for anything that is not a small, well-formed UTF-8 YAML document.
+
+Refused: a missing or unreadable file, a folder, a file over `MAX_BYTES`, bytes that are not UTF-8 (a
+gzip or binary file, Latin-1 text), invalid YAML, a key given twice in one mapping (YAML says keys are
+unique; PyYAML would silently keep the last), nesting deeper than `MAX_DEPTH`, and a document whose
+aliases expand to more than `MAX_NODES` values (an "alias bomb").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sim.errors import FleetsimError
+
+MAX_BYTES = 1_000_000  # a scenario is a page of text; a megabyte is far beyond any real one
+MAX_DEPTH = 50
+MAX_NODES = 100_000
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    pass
+
+
+def _mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            duplicate = key in seen
+        except TypeError:  # an unhashable key: let the base constructor report it
+            break
+        if duplicate:
+            raise FleetsimError(f"line {key_node.start_mark.line + 1}: key {key!r} is given twice")
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+def _check_size(value: Any) -> None:
+    """Walk the loaded value (aliases counted each time they are reached), bounded in nodes and depth."""
+    count = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        count += 1
+        if count > MAX_NODES:
+            raise FleetsimError(f"more than {MAX_NODES:,} values once aliases are expanded")
+        if depth > MAX_DEPTH:
+            raise FleetsimError(f"nested more than {MAX_DEPTH} levels deep")
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+
+
+def parse_yaml(text: str, *, where: str) -> Any:
+    try:
+        value = yaml.load(text, Loader=_UniqueKeyLoader)
+    except FleetsimError as err:
+        raise FleetsimError(f"{where} {err}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or "invalid YAML"
+        raise FleetsimError(f"{where}{line}: invalid YAML ({problem})") from None
+    except RecursionError:
+        raise FleetsimError(f"{where}: invalid YAML (nested more than the parser can follow)") from None
+    try:
+        _check_size(value)
+    except FleetsimError as err:
+        raise FleetsimError(f"{where}: too large ({err})") from None
+    return value
+
+
+def read_text(path: Path, *, max_bytes: int = MAX_BYTES, what: str = "file") -> str:
+    """A small UTF-8 text file (a BOM is allowed), or one line saying why not."""
+    if path.is_dir():
+        raise FleetsimError(f"{path}: is a folder, not a {what}")
+    try:
+        with path.open("rb") as f:
+            data = f.read(max_bytes + 1)
+    except OSError as err:
+        raise FleetsimError(f"{path}: cannot read ({err.strerror or err})") from None
+    if len(data) > max_bytes:
+        raise FleetsimError(f"{path}: larger than {max_bytes:,} bytes; a {what} is a small text file")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise FleetsimError(
+            f"{path}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); save it as UTF-8"
+        ) from None
+
+
+def read_yaml(path: Path, *, what: str = "YAML file") -> Any:
+    return parse_yaml(read_text(Path(path), what=what), where=str(path))
