@@ -37,10 +37,10 @@ def _user_loc(loc: Sequence[int | str], data: Any) -> list[int | str]:
     out: list[int | str] = []
     node: Any = data
     for i, part in enumerate(loc):
-        if isinstance(node, dict) and part in node:
+        if isinstance(node, dict) and part in node:  # noqa: SIM114 (mypy narrows the branches apart)
             out.append(part)
             node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):  # noqa: SIM114 (mypy narrows apart)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             out.append(part)
             node = node[part]
         elif isinstance(node, dict) and i == len(loc) - 1:
