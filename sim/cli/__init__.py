@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -214,12 +215,49 @@ def presets() -> None:
         typer.echo(f"{name:<10}{load_preset(name).get('description', '')}")
 
 
-def main() -> None:
+try:  # typer >= 0.23 vendors click; earlier versions use click itself
+    from typer._click import exceptions as cx
+except ImportError:  # pragma: no cover
+    from click import exceptions as cx  # type: ignore[no-redef]
+
+_NO_ARGS = getattr(cx, "NoArgsIsHelpError", ())
+
+
+class Interrupted(Exception):
+    """SIGTERM, turned into an exception so that every `finally` (the run folder's temporary copy) runs."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Interrupted()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script: every user error, a usage mistake included, ends in one line on stderr and
+    exit status 2; an interrupt (Ctrl-C, SIGTERM) in one line and 130 / 143, with nothing half-written."""
+    signal.signal(signal.SIGTERM, _terminate)
     try:
-        app()
+        code = app(args=argv, prog_name="fleetsim", standalone_mode=False)
+    except _NO_ARGS as err:  # `fleetsim` or `fleetsim trace` alone: the help
+        typer.echo(err.ctx.get_help() if err.ctx is not None else str(err))
+        code = 0
+    except cx.UsageError as err:
+        command = err.ctx.command_path if err.ctx is not None else "fleetsim"
+        message = " ".join(err.format_message().split())
+        typer.echo(f"error: {message} (see {command} --help)", err=True)
+        code = 2
+    except cx.ClickException as err:  # e.g. a file option that cannot be opened
+        typer.echo(f"error: {' '.join(err.format_message().split())}", err=True)
+        code = 2
     except FleetsimError as err:  # raised outside a command (should not happen)
         typer.echo(f"error: {err}", err=True)
-        sys.exit(2)
+        code = 2
+    except (KeyboardInterrupt, typer.Abort):
+        typer.echo("error: interrupted; nothing written", err=True)
+        code = 130
+    except Interrupted:
+        typer.echo("error: terminated; nothing written", err=True)
+        code = 143
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 __all__ = ["app", "main"]

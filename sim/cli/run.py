@@ -130,7 +130,7 @@ def parse_goodput(text: str) -> SloConfig:
 
 
 def run(
-    config: Annotated[Path, typer.Argument(help="Scenario YAML.")],
+    config: Annotated[Path, typer.Argument(help="Scenario YAML.", metavar="CONFIG")],
     trace: Annotated[Path | None, typer.Option(help="Replay this trace file instead of the scenario's.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder to write (default: runs/<scenario name>).")] = None,
     seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
@@ -202,7 +202,7 @@ def run(
 
 
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `fleetsim run`.")],
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `fleetsim run`.", metavar="RUN_DIR")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Reprint a run's summary from its run folder (recomputed from its records)."""

@@ -57,7 +57,7 @@ def _fmt(value: Any) -> str:
 @trace_app.command()
 @user_errors
 def inspect(
-    file: Path,
+    file: Annotated[Path, typer.Argument(help="A trace file.", metavar="FILE")],
     fmt: FormatOpt = None,
     columns: ColumnsOpt = None,
     time_unit: TimeUnitOpt = "s",
@@ -151,8 +151,8 @@ def gen(
 @trace_app.command()
 @user_errors
 def convert(
-    src: Path,
-    dst: Path,
+    src: Annotated[Path, typer.Argument(help="The trace to read.", metavar="SRC")],
+    dst: Annotated[Path, typer.Argument(help="The file to write (.csv or .parquet).", metavar="DST")],
     fmt: FormatOpt = None,
     columns: ColumnsOpt = None,
     time_unit: TimeUnitOpt = "s",
@@ -184,8 +184,8 @@ def convert(
 @trace_app.command()
 @user_errors
 def merge(
-    dst: Path,
-    inputs: Annotated[list[str], typer.Argument(help="FILE=KLASS pairs, KLASS interactive or batch.")],
+    dst: Annotated[Path, typer.Argument(help="The file to write (.csv or .parquet).", metavar="DST")],
+    inputs: Annotated[list[str], typer.Argument(help="FILE=KLASS pairs, KLASS interactive or batch.", metavar="FILE=KLASS...")],
 ) -> None:
     """Interleave traces by arrival time, labelling each request's klass by its source."""
     frames, klass = {}, {}

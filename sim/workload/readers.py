@@ -64,12 +64,32 @@ def load_trace(
     time_unit: str = "s",
     model: str | None = None,
 ) -> pd.DataFrame:
-    """Read a trace file into the canonical frame. `columns` maps canonical -> source names."""
+    """Read a trace file into the canonical frame. `columns` maps canonical -> source names. Anything
+    that cannot be read (not UTF-8, compressed, truncated or corrupt Parquet, not a table) is one line
+    naming the file."""
     path = Path(path)
+    try:
+        return _load_trace(path, format=format, columns=columns, time_unit=time_unit, model=model)
+    except FleetsimError:
+        raise
+    except UnicodeDecodeError as err:
+        raise FleetsimError(
+            f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); a trace is UTF-8 CSV, JSON lines or Parquet"
+        ) from None
+    except (pa.ArrowException, pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error, OSError, EOFError, ValueError) as err:
+        detail = " ".join(str(err).split())[:160] or type(err).__name__
+        raise FleetsimError(f"{path}: cannot read this trace ({detail})") from None
+
+
+def _load_trace(
+    path: Path, *, format: str | None, columns: Mapping[str, str] | None, time_unit: str, model: str | None
+) -> pd.DataFrame:
     if format is not None and format not in FORMATS:
         raise FleetsimError(f"unknown trace format {format!r}; valid formats: {', '.join(FORMATS)}")
     if time_unit not in (*TIME_UNITS, "datetime"):
         raise FleetsimError(f"time unit must be one of {', '.join((*TIME_UNITS, 'datetime'))} (got {time_unit!r})")
+    if path.is_dir():
+        raise FleetsimError(f"{path}: is a folder, not a trace file")
     if not path.is_file():
         raise FleetsimError(f"{path}: no such trace file")
     if path.stat().st_size == 0:
@@ -103,13 +123,15 @@ def _detect(path: Path, suffix: str) -> str:
         names = set(pq.ParquetFile(path).schema_arrow.names)
         if set(REQUIRED) <= names:
             return "canonical"
-        raise FleetsimError(f"{path}: Parquet without the canonical columns; pass --format generic with --columns")
+        raise FleetsimError(
+            f"{path}: Parquet without the canonical columns; give the format as generic with its columns (trace commands: --format generic --columns; a scenario: trace: {{file, format: generic, columns}})"
+        )
     header = set(_header(path))
     for name, layout in HEADERS.items():
         if {layout.time, layout.prompt, layout.output} <= header:
             return name
     raise FleetsimError(
-        f"{path}: cannot tell the trace format from its header {sorted(header)}; pass --format ({', '.join(FORMATS)})"
+        f"{path}: cannot tell the trace format from its header {sorted(header)}; give the format ({', '.join(FORMATS)}): --format on trace commands, `trace: {{file, format}}` in a scenario"
     )
 
 

@@ -26,6 +26,9 @@ def write_trace(frame: pd.DataFrame, path: str | Path) -> Path:
         ]
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 is for secrets; a trace gets the mode any new file would
     try:
         if suffix == ".csv":
             out.to_csv(tmp, index=False, float_format="%.9f")
