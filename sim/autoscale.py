@@ -31,7 +31,7 @@ from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import Field, model_validator
 
-from sim.spec import Frozen
+from sim.spec import Frozen, IntervalS
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +74,7 @@ class _Common(Frozen):
 class FixedConfig(Frozen):
     policy: Literal["fixed"] = "fixed"
     replicas: int = Field(default=1, ge=1)
-    interval_s: float = Field(default=60.0, gt=0)
+    interval_s: IntervalS = 60.0
 
     @property
     def start_replicas(self) -> int:
@@ -90,7 +90,7 @@ class HpaConfig(_Common):
     metric: Literal["busy_fraction", "outstanding_per_replica", "kv_use"] = "busy_fraction"
     target: float = Field(default=0.7, gt=0)
     tolerance: float = Field(default=0.1, ge=0)
-    interval_s: float = Field(default=15.0, gt=0)
+    interval_s: IntervalS = 15.0
     scale_down_stabilization_s: float = Field(default=300.0, ge=0)
     scale_up_percent: float = Field(default=100.0, gt=0)
     scale_up_pods: int = Field(default=4, ge=1)
@@ -102,14 +102,14 @@ class KpaConfig(_Common):
     stable_window_s: float = Field(default=60.0, gt=0)
     panic_window_percentage: float = Field(default=10.0, gt=0, le=100)
     panic_threshold_percentage: float = Field(default=200.0, gt=100)
-    interval_s: float = Field(default=2.0, gt=0)  # Knative's tick-interval
+    interval_s: IntervalS = 2.0  # Knative's tick-interval
     scale_to_zero_grace_s: float = Field(default=30.0, ge=0)
 
 
 class QueueConfig(_Common):
     policy: Literal["queue"] = "queue"
     target_waiting: float = Field(default=4.0, gt=0)
-    interval_s: float = Field(default=15.0, gt=0)
+    interval_s: IntervalS = 15.0
     scale_down_delay_s: float = Field(default=300.0, ge=0)
     scale_down_busy: float = Field(default=0.5, gt=0, le=1)
 
@@ -123,7 +123,7 @@ class ScheduledConfig(_Common):
     policy: Literal["scheduled"] = "scheduled"
     table: list[ScheduleEntry] = Field(min_length=1)
     period_s: float = Field(default=86_400.0, gt=0)
-    interval_s: float = Field(default=60.0, gt=0)
+    interval_s: IntervalS = 60.0
 
 
 AutoscalerConfig = Annotated[FixedConfig | HpaConfig | KpaConfig | QueueConfig | ScheduledConfig, Field(discriminator="policy")]

@@ -6,9 +6,10 @@ module is where a valid scenario can still turn out impossible (one-line errors,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sim.config import GpuOverride, RooflineConfig, Scenario
 from sim.errors import FleetsimError, unknown_name
@@ -96,11 +97,27 @@ def resolve_scenario(
     check_override_names(scenario.roofline, gpus)
     name = scenario.model
     if name.strip().lower() not in models.models:
-        name = str(_relative(name, base_dir))
-    return build_setup(
-        resolve_model(name, models),
-        gpus.get(scenario.fleet.gpu),
-        tp=scenario.fleet.tp,
-        roofline=scenario.roofline,
-        usd_per_gpu_hour=scenario.pricing.usd_per_gpu_hour,
+        candidate = _relative(name, base_dir)
+        if not (candidate.suffix == ".json" or candidate.exists()):  # a name that is not in the catalog
+            raise FleetsimError(f"model: {unknown_name('model', name, models.models)} (or a path to a config.json)")
+        name = str(candidate)
+    model = _keyed("model", lambda: resolve_model(name, models))
+    gpu = _keyed("fleet.gpu", lambda: gpus.get(scenario.fleet.gpu))
+    _keyed("fleet.tp", lambda: model.check_tp(scenario.fleet.tp))
+    return _keyed(
+        "fleet.gpu, fleet.tp",
+        lambda: build_setup(
+            model, gpu, tp=scenario.fleet.tp, roofline=scenario.roofline, usd_per_gpu_hour=scenario.pricing.usd_per_gpu_hour
+        ),
     )
+
+
+T = TypeVar("T")
+
+
+def _keyed(key: str, step: Callable[[], T]) -> T:
+    """Run one resolution step; its error names the scenario key it came from."""
+    try:
+        return step()
+    except FleetsimError as err:
+        raise FleetsimError(f"{key}: {err}") from None

@@ -22,7 +22,7 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator, model
 from sim.autoscale import AutoscalerConfig, FixedConfig
 from sim.errors import FleetsimError, from_validation_error, unknown_name
 from sim.fleet.lifecycle import LifecycleConfig
-from sim.spec import Frozen
+from sim.spec import Frozen, IntervalS
 from sim.workload.synthetic import SyntheticSpec
 from sim.workload.transforms import TraceFile
 from sim.yaml_input import read_yaml
@@ -124,7 +124,7 @@ class FleetConfig(Frozen):
     reserved_replicas: int = Field(default=0, ge=0)  # capacity billed all the time
     queue_max: int | None = Field(default=None, ge=0)  # fleet queue bound (requests waiting for any replica)
     queue_timeout_s: float | None = Field(default=None, gt=0)
-    timeline_interval_s: float = Field(default=10.0, gt=0)
+    timeline_interval_s: IntervalS = 10.0
 
     @model_validator(mode="after")
     def _gpu_cap(self) -> FleetConfig:
@@ -157,10 +157,16 @@ class Scenario(Frozen):
     pricing: PricingConfig = PricingConfig()
     slo: SloConfig = SloConfig()
     _base_dir: Path | None = PrivateAttr(default=None)  # the scenario file's folder: relative paths start there
+    _source: str | None = PrivateAttr(default=None)  # the scenario file, for errors found after validation
 
     @property
     def base_dir(self) -> Path:
         return self._base_dir if self._base_dir is not None else Path(".")
+
+    @property
+    def source(self) -> str | None:
+        """The file this scenario was read from, if any."""
+        return self._source
 
 
 # --- presets -----------------------------------------------------------------------------------
@@ -225,4 +231,5 @@ def load_config(path: str | Path) -> Scenario:
     path = Path(path)
     scenario = parse_config(read_yaml(path), where=str(path))
     scenario._base_dir = path.parent
+    scenario._source = str(path)
     return scenario

@@ -32,8 +32,8 @@ def _loc(loc: Sequence[int | str]) -> str:
 def _user_loc(loc: Sequence[int | str], data: Any) -> list[int | str]:
     """The error's path as the user wrote it: pydantic adds the name of the union member or the
     discriminator value it tried (`trace.TraceFile.smaple`, `fleet.autoscaler.hpa.target`); parts that
-    are not keys or indices of the input at that point are such tags and are dropped. Past the end of
-    the input (a missing key), the remaining parts are kept."""
+    are not keys or indices of the input at that point are such tags and are dropped; a key missing
+    from a mapping is kept as the last part."""
     out: list[int | str] = []
     node: Any = data
     for i, part in enumerate(loc):
@@ -45,9 +45,7 @@ def _user_loc(loc: Sequence[int | str], data: Any) -> list[int | str]:
             node = node[part]
         elif isinstance(node, dict) and i == len(loc) - 1:
             out.append(part)  # a missing key
-        elif not isinstance(node, dict | list):
-            out.append(part)
-            node = None
+        # else: a union member's tag (`constrained-float`, `TraceFile`, `hpa`): not part of the user's path
     return out
 
 

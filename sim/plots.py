@@ -17,8 +17,9 @@ from sim.workload.stats import arrivals_per_minute
 
 def plot_trace(frame: pd.DataFrame, path: Path, *, title: str) -> Path:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
-    per_min = arrivals_per_minute(frame)
-    axes[0].step(np.arange(per_min.size), per_min, where="post")
+    counts, width_s = arrivals_per_minute(frame)
+    per_min = counts * 60.0 / width_s
+    axes[0].step(np.arange(per_min.size) * width_s / 60.0, per_min, where="post")
     axes[0].axhline(per_min.mean(), color="grey", ls="--", lw=1, label=f"mean {per_min.mean():.1f}")
     axes[0].set(xlabel="minute", ylabel="arrivals per minute", title="load")
     axes[0].legend()
@@ -38,13 +39,16 @@ def plot_run(result: Any, path: Path) -> Path:
     """Arrivals per minute, replicas by state and TTFT over the run (a `SimResult`)."""
     fig, axes = plt.subplots(3, 1, figsize=(11, 9), sharex=True, constrained_layout=True)
     t = result.timeline
-    minutes = arrivals_per_minute(result.requests)
-    axes[0].step(np.arange(minutes.size) * 60, minutes / 60, where="post", label="arrivals")
+    counts, width_s = arrivals_per_minute(result.requests)
+    axes[0].step(np.arange(counts.size) * width_s, counts / width_s, where="post", label="arrivals")
     axes[0].set(ylabel="requests / s", title="load")
     states = ["replicas_ready", "replicas_loading", "replicas_provisioning", "replicas_draining"]
-    axes[1].stackplot(t["t_s"], *(t[c] for c in states), labels=[c.removeprefix("replicas_") for c in states], step="post")
+    if len(t):
+        axes[1].stackplot(t["t_s"], *(t[c] for c in states), labels=[c.removeprefix("replicas_") for c in states], step="post")
+        axes[1].legend(loc="upper left", fontsize=8)
+    else:
+        axes[1].text(0.5, 0.5, "the run ended before the first timeline sample", ha="center", transform=axes[1].transAxes)
     axes[1].set(ylabel="replicas", title="replicas by state")
-    axes[1].legend(loc="upper left", fontsize=8)
     r = result.requests
     done = r[r["status"] == "completed"]
     axes[2].scatter(done["arrival_at_s"], (done["first_token_at_s"] - done["arrival_at_s"]) * 1000, s=2, alpha=0.4)

@@ -34,7 +34,14 @@ from sim.engine.sequence import Seq
 from sim.engine.step_time import ConstantStepTime, RooflineStepTime, StepTimeModel
 from sim.errors import FleetsimError
 from sim.fleet.cluster import Fleet
-from sim.fleet.control import TIMELINE_COLUMNS, control_loop, sample_timeline
+from sim.fleet.control import (
+    MAX_AUTOSCALER_TICKS,
+    MAX_TIMELINE_SAMPLES,
+    TIMELINE_COLUMNS,
+    TIMELINE_DTYPES,
+    control_loop,
+    sample_timeline,
+)
 from sim.freeze import replicas_frame, requests_frame, run_meta
 from sim.metrics import GapDistribution
 from sim.result import SimResult
@@ -63,6 +70,25 @@ def _step_model(scenario: Scenario, setup: RooflineSetup) -> StepTimeModel:
         assert cfg.decode_step_s is not None
         return ConstantStepTime(prefill_s_per_token=cfg.prefill_s_per_token, decode_step_s=cfg.decode_step_s)
     return RooflineStepTime(setup)
+
+
+def _check_bounds(scenario: Scenario, trace: pd.DataFrame) -> None:
+    """Refuse a run whose periodic processes would need more samples or ticks than the stated bounds."""
+    span = float(trace["arrival_at_s"].iloc[-1]) if len(trace) else 0.0
+    fleet = scenario.fleet
+    samples = span / fleet.timeline_interval_s
+    if samples > MAX_TIMELINE_SAMPLES:
+        raise FleetsimError(
+            f"fleet.timeline_interval_s={fleet.timeline_interval_s:g} over a trace of {span:,.0f} s is {samples:,.0f} samples, "
+            f"more than {MAX_TIMELINE_SAMPLES:,}; raise it to at least {span / MAX_TIMELINE_SAMPLES:.3g}"
+        )
+    if not isinstance(fleet.autoscaler, FixedConfig):
+        ticks = span / fleet.autoscaler.interval_s
+        if ticks > MAX_AUTOSCALER_TICKS:
+            raise FleetsimError(
+                f"fleet.autoscaler.interval_s={fleet.autoscaler.interval_s:g} over a trace of {span:,.0f} s is {ticks:,.0f} ticks, "
+                f"more than {MAX_AUTOSCALER_TICKS:,}; raise it to at least {span / MAX_AUTOSCALER_TICKS:.3g}"
+            )
 
 
 def _check_engine(scenario: Scenario, setup: RooflineSetup, trace: pd.DataFrame, n_blocks: int, budget: int) -> None:
@@ -187,6 +213,7 @@ def _build(scenario: Scenario, setup: RooflineSetup, trace: pd.DataFrame, stream
     budget = engine.batched_tokens(setup.model.max_context_tokens)
     n_blocks = engine.num_gpu_blocks_override or kv_capacity_tokens(setup) // engine.block_size
     _check_engine(scenario, setup, trace, n_blocks, budget)
+    _check_bounds(scenario, trace)
     env = CountingEnvironment()
     log = RequestLog(trace["arrival_at_s"].to_numpy(), trace["prompt_tokens"].to_numpy(), trace["output_tokens"].to_numpy())
     done = env.event()
@@ -231,7 +258,7 @@ def _freeze(built: _Built, scenario: Scenario, setup: RooflineSetup, base_dir: P
     return SimResult(
         requests=requests_frame(log),
         replicas=replicas_frame(built.fleet, log, env.now),
-        timeline=pd.DataFrame(built.rows, columns=TIMELINE_COLUMNS),
+        timeline=pd.DataFrame(built.rows, columns=TIMELINE_COLUMNS).astype(TIMELINE_DTYPES),
         itl=GapDistribution.from_lists(log.itl.singles, log.itl.pieces),
         meta=meta,
     )
@@ -253,10 +280,16 @@ def simulate(
     (for `throughput_utilization`; see `sim.capacity`)."""
     start = time.perf_counter()
     base_dir = base_dir if base_dir is not None else scenario.base_dir
-    setup = resolve_scenario(scenario, base_dir=base_dir)
-    if trace is None:
-        trace = scenario_trace(scenario, base_dir=base_dir)
-    built = _build(scenario, setup, trace, RunStreams(scenario.seed))
+    try:
+        setup = resolve_scenario(scenario, base_dir=base_dir)
+        if trace is None:
+            trace = scenario_trace(scenario, base_dir=base_dir)
+        built = _build(scenario, setup, trace, RunStreams(scenario.seed))
+    except FleetsimError as err:  # the build phase's errors name the scenario file, when there is one
+        source = scenario.source
+        if source is None or str(err).startswith(source):
+            raise
+        raise FleetsimError(f"{source}: {err}") from None
     if observe is not None:
         observe(built.env, [slot.engine for slot in built.fleet.slots if slot.engine is not None])
     built_at = time.perf_counter()

@@ -4,7 +4,13 @@ string "8" is not a replica count; an integer is still accepted where a float is
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# The shortest period a scenario may ask of a periodic process (autoscaler tick, timeline sample): 1 ms.
+MIN_INTERVAL_S = 1e-3
+IntervalS = Annotated[float, Field(ge=MIN_INTERVAL_S)]
 
 
 class Frozen(BaseModel):

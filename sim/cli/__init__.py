@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 from pathlib import Path
@@ -78,6 +79,11 @@ def roofline(
     """The seed article's cost/latency analysis for a model on a GPU type at a TP degree."""
     positive("--prompt-tokens", prompt_tokens)
     positive("--fit-context-tokens", fit_context_tokens)
+    positive("--tp", tp)
+    if price_per_gpu_hour is not None and not (math.isfinite(price_per_gpu_hour) and price_per_gpu_hour >= 0):
+        raise FleetsimError(f"--price-per-gpu-hour must be a finite number >= 0 (got {price_per_gpu_hour})")
+    if gpu_memory_utilization is not None and not 0 < gpu_memory_utilization <= 1:
+        raise FleetsimError(f"--gpu-memory-utilization must be in (0, 1] (got {gpu_memory_utilization})")
     if context_tokens < 0:
         raise FleetsimError(f"--context-tokens must be >= 0 (got {context_tokens})")
     lengths = int_list("--prefill-lengths", prefill_lengths)

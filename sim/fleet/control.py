@@ -16,6 +16,7 @@ import simpy
 
 from sim.autoscale import Policy
 from sim.clock import OBSERVE, SAMPLE, At
+from sim.errors import FleetsimError
 from sim.fleet.cluster import Fleet
 from sim.states import ReplicaState
 
@@ -33,11 +34,26 @@ TIMELINE_COLUMNS = [
 ]
 
 
+# Bounds on the periodic processes (each tick or sample costs microseconds to tens of microseconds): a
+# scenario whose trace needs more is refused before it runs, and a run that goes on this long past its
+# trace (a cold start of years, say) stops with an error instead of running for hours.
+MAX_TIMELINE_SAMPLES = 2_000_000
+MAX_AUTOSCALER_TICKS = 2_000_000
+
+TIMELINE_DTYPES = {
+    c: ("float64" if c in ("t_s", "kv_use", "arrival_rate_per_s", "busy_fraction") else "int64") for c in TIMELINE_COLUMNS
+}
+
+
 def control_loop(env: simpy.Environment, fleet: Fleet, policy: Policy, interval_s: float) -> Generator[simpy.Event, Any, None]:
     """Every `interval_s`: observe the fleet, ask the policy, reconcile."""
-    while True:
+    for _ in range(MAX_AUTOSCALER_TICKS):
         yield At(env, interval_s, OBSERVE)
         fleet.scale_to(policy.decide(fleet.observe()))
+    raise FleetsimError(
+        f"the run went on for {MAX_AUTOSCALER_TICKS:,} autoscaler ticks ({env.now:,.0f} s simulated) without resolving "
+        "every request; check the cold-start durations and the trace's time span"
+    )
 
 
 def sample_timeline(
@@ -47,7 +63,7 @@ def sample_timeline(
     last_busy: dict[int, float] = {}
     last_arrivals = 0
     states = (ReplicaState.PROVISIONING, ReplicaState.LOADING, ReplicaState.READY, ReplicaState.DRAINING)
-    while True:
+    for _ in range(MAX_TIMELINE_SAMPLES):
         yield At(env, interval_s, SAMPLE)
         now = env.now
         counts = dict.fromkeys(states, 0)
@@ -76,3 +92,7 @@ def sample_timeline(
             )
         )
         last_arrivals = fleet.n_arrivals
+    raise FleetsimError(
+        f"the run went on for {MAX_TIMELINE_SAMPLES:,} timeline samples ({env.now:,.0f} s simulated) without resolving "
+        "every request; raise fleet.timeline_interval_s, or check the cold-start durations"
+    )

@@ -46,7 +46,7 @@ class LognormalDuration(Frozen):
     cv: float = Field(gt=0)
 
 
-Duration = float | Annotated[UniformDuration | LognormalDuration, Field(discriminator="dist")]
+Duration = Annotated[float, Field(ge=0)] | Annotated[UniformDuration | LognormalDuration, Field(discriminator="dist")]
 
 
 def draw(duration: Duration, rng: np.random.Generator) -> float:

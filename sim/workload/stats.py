@@ -18,13 +18,17 @@ def describe(frame: pd.DataFrame) -> dict[str, Any]:
     n = len(t)
     duration = float(t[-1] - t[0]) if n else 0.0
     gaps = np.diff(t)
-    per_min = np.bincount(np.floor((t - t[0]) / 60.0).astype(np.int64)) if n else np.zeros(1)
+    # per-minute counts without an array over every minute (a trace may span years): the busiest
+    # minute over the mean of all minutes from the first arrival, empty ones included
+    minutes = np.floor((t - t[0]) / 60.0) if n else np.zeros(0)
+    _, counts = np.unique(minutes, return_counts=True)
+    n_minutes = float(minutes[-1]) + 1 if n else 1.0
     out: dict[str, Any] = {
         "requests": n,
         "duration_s": duration,
         "mean_rate_per_s": n / duration if duration > 0 else None,
         "iat_cv": float(gaps.std() / gaps.mean()) if gaps.size and gaps.mean() > 0 else None,
-        "peak_to_mean_per_min": float(per_min.max() / per_min.mean()),
+        "peak_to_mean_per_min": float(counts.max() / (n / n_minutes)) if n else 0.0,
     }
     for col, short in (("prompt_tokens", "prompt"), ("output_tokens", "output")):
         x = frame[col].to_numpy()
@@ -36,6 +40,12 @@ def describe(frame: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
-def arrivals_per_minute(frame: pd.DataFrame) -> np.ndarray:
+def arrivals_per_minute(frame: pd.DataFrame, *, max_bins: int = 100_000) -> tuple[np.ndarray, float]:
+    """Arrivals per bin and the bin's width in seconds: one minute, or wider (a whole number of minutes)
+    when the trace spans more than `max_bins` minutes, so the array stays small whatever the span."""
     t = frame["arrival_at_s"].to_numpy()
-    return np.bincount(np.floor((t - t[0]) / 60.0).astype(np.int64))
+    if t.size == 0:
+        return np.zeros(1, dtype=np.int64), 60.0
+    span_min = float(t[-1] - t[0]) / 60.0
+    width = 60.0 * max(1.0, float(np.ceil((span_min + 1) / max_bins)))
+    return np.bincount(np.floor((t - t[0]) / width).astype(np.int64)), width

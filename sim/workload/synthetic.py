@@ -108,6 +108,21 @@ class Empirical(Frozen):
 Lengths = Annotated[Fixed | Uniform | Lognormal | Empirical, Field(discriminator="dist")]
 
 
+MAX_REQUESTS = 100_000_000  # a generated trace's bound (about 3 GB as a frame); larger traces: generate in parts
+
+
+def peak_rate_per_s(arrivals: Poisson | GammaRenewal | OnOff | Diurnal | Spikes) -> float:
+    """An upper bound on the process's mean rate over any long window (the table's peak is not known
+    before it is read; its scaled mean is used)."""
+    if isinstance(arrivals, OnOff):
+        return max(arrivals.on_rate_per_s, arrivals.off_rate_per_s)
+    if isinstance(arrivals, Diurnal):
+        return arrivals.mean_rate_per_s * (1 + arrivals.amplitude if arrivals.rate_table is None else 1)
+    if isinstance(arrivals, Spikes):
+        return arrivals.rate_per_s * max(1.0, *(s.multiplier for s in arrivals.spikes))
+    return arrivals.rate_per_s
+
+
 class SyntheticSpec(Frozen):
     arrivals: Arrivals
     prompt_tokens: Lengths
@@ -120,6 +135,15 @@ class SyntheticSpec(Frozen):
     def _one_length(self) -> SyntheticSpec:
         if (self.duration_s is None) == (self.n_requests is None):
             raise ValueError("give exactly one of duration_s and n_requests")
+        if self.n_requests is not None and self.n_requests > MAX_REQUESTS:
+            raise ValueError(f"n_requests must be <= {MAX_REQUESTS:,} (got {self.n_requests:,})")
+        if self.duration_s is not None:
+            expected = peak_rate_per_s(self.arrivals) * self.duration_s
+            if expected > MAX_REQUESTS:
+                raise ValueError(
+                    f"duration_s x rate asks for about {expected:,.0f} requests, more than {MAX_REQUESTS:,}; "
+                    "shorten the duration or lower the rate"
+                )
         return self
 
 
