@@ -71,8 +71,12 @@ def main() -> None:
         names = by_module[module]
         k = len(names) if args.sample >= 1 else max(1, round(len(names) * args.sample))
         picked += rng.sample(names, k)
-    subprocess.run(["mutmut", "run", "--max-children", str(args.children), *picked], cwd=REPO, capture_output=True, check=False)
+    ran = subprocess.run(
+        ["mutmut", "run", "--max-children", str(args.children), *picked], cwd=REPO, capture_output=True, text=True, check=False
+    )
     done = statuses()
+    if not any(done.get(n) in ("killed", "timeout", "survived") for n in picked):
+        sys.exit("mutmut ran no mutant; its output ends:\n" + ran.stdout[-2000:].replace("\r", "\n") + ran.stderr[-2000:])
     rows: dict[str, Counter[str]] = defaultdict(Counter)
     for name in picked:
         rows[module_of(name)][done.get(name, "missing")] += 1
@@ -92,7 +96,9 @@ def main() -> None:
     killed = total["killed"] + total["timeout"]
     decided = killed + total["survived"]
     lo, hi = wilson(killed, decided)
-    print(f"kill rate {killed}/{decided} = {killed / decided:.1%} (95% interval {lo:.1%}-{hi:.1%}); {time.perf_counter() - start:.0f} s")
+    print(
+        f"kill rate {killed}/{decided} = {killed / decided:.1%} (95% interval {lo:.1%}-{hi:.1%}); {time.perf_counter() - start:.0f} s"
+    )
     survivors = sorted(n for n in picked if done.get(n) == "survived")
     if survivors:
         print("survived:", " ".join(survivors))

@@ -29,12 +29,13 @@ def _loc(loc: Sequence[int | str]) -> str:
     return out
 
 
-def _user_loc(loc: Sequence[int | str], data: Any) -> list[int | str]:
-    """The error's path as the user wrote it: pydantic adds the name of the union member or the
-    discriminator value it tried (`trace.TraceFile.smaple`, `fleet.autoscaler.hpa.target`); parts that
-    are not keys or indices of the input at that point are such tags and are dropped; a key missing
-    from a mapping is kept as the last part."""
+def _user_loc(loc: Sequence[int | str], data: Any) -> tuple[list[int | str], tuple[int | str, ...]]:
+    """The error's path as the user wrote it, and the union tags it went through: pydantic adds the
+    name of the union member or the discriminator value it tried (`trace.TraceFile.smaple`,
+    `fleet.autoscaler.hpa.target`); parts that are not keys or indices of the input at that point are
+    such tags and are dropped; a key missing from a mapping is kept as the last part."""
     out: list[int | str] = []
+    tags: list[int | str] = []
     node: Any = data
     for i, part in enumerate(loc):
         if isinstance(node, dict) and part in node:  # noqa: SIM114 (mypy narrows the branches apart)
@@ -45,33 +46,46 @@ def _user_loc(loc: Sequence[int | str], data: Any) -> list[int | str]:
             node = node[part]
         elif isinstance(node, dict) and i == len(loc) - 1:
             out.append(part)  # a missing key
-        # else: a union member's tag (`constrained-float`, `TraceFile`, `hpa`): not part of the user's path
-    return out
+        else:
+            tags.append(part)
+    return out, tuple(tags)
 
 
 # Which of several errors to show: a key nobody knows (a typo) first, then a missing key, then a
-# value out of range; a type mismatch against one member of a union last (it says what the input is
-# not, rarely what is wrong with it).
-def _rank(e: Any) -> tuple[int, int]:
+# value out of range; a type mismatch last (it says what the input is not, rarely what is wrong).
+def _rank(e: Any) -> int:
     kind = e["type"]
     if kind == "extra_forbidden":
-        order = 0
-    elif kind == "missing":
-        order = 1
-    elif kind.endswith("_type") or kind in ("model_attributes_type", "union_tag_invalid"):
-        order = 3
-    else:
-        order = 2
-    return order, -len(e["loc"])
+        return 0
+    if kind == "missing":
+        return 1
+    if _is_type_error(e):
+        return 3
+    return 2
+
+
+def _is_type_error(e: Any) -> bool:
+    kind = e["type"]
+    return bool(kind.endswith("_type") or kind.endswith("_parsing") or kind in ("union_tag_invalid", "literal_error"))
 
 
 def from_validation_error(err: ValidationError, *, where: str = "", prefix: str = "", data: Any = None) -> FleetsimError:
-    """Turn pydantic's multi-line report into one line per the house rule: the most telling error (see
-    `_rank`), its path as written in the input `data` if given, the rule and the value."""
+    """Turn pydantic's multi-line report into one line per the house rule: the most telling error, its
+    path as written in the input `data` if given, the rule and the value. With a union, the member the
+    input came closest to is the one explained: the fewest errors, type mismatches aside."""
     errors = err.errors(include_url=False)
-    best = min(range(len(errors)), key=lambda k: (_rank(errors[k]), k))
+    located = [_user_loc(tuple(e["loc"]), data) if data is not None else (list(e["loc"]), ()) for e in errors]
+    branches: dict[tuple[int | str, ...], list[int]] = {}
+    for k, (_, tags) in enumerate(located):
+        branches.setdefault(tags, []).append(k)
+
+    def closeness(members: list[int]) -> tuple[bool, int]:
+        return all(_is_type_error(errors[k]) for k in members), len(members)
+
+    best_branch = min(branches.values(), key=lambda m: (closeness(m), m[0]))
+    best = min(best_branch, key=lambda k: (_rank(errors[k]), -len(errors[k]["loc"]), k))
     e = errors[best]
-    loc = _loc(_user_loc(tuple(e["loc"]), data) if data is not None else tuple(e["loc"]))
+    loc = _loc(located[best][0])
     if prefix:
         loc = f"{prefix}.{loc}" if loc else prefix
     msg = e["msg"]

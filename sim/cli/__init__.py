@@ -240,7 +240,7 @@ def _terminate(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> None:
     """The console script: every user error, a usage mistake included, ends in one line on stderr and
     exit status 2; an interrupt (Ctrl-C, SIGTERM) in one line and 130 / 143, with nothing half-written."""
-    signal.signal(signal.SIGTERM, _terminate)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         code = app(args=argv, prog_name="fleetsim", standalone_mode=False)
     except _NO_ARGS as err:  # `fleetsim` or `fleetsim trace` alone: the help
@@ -263,6 +263,8 @@ def main(argv: list[str] | None = None) -> None:
     except Interrupted:
         typer.echo("error: terminated; nothing written", err=True)
         code = 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from sim.distributions import lognormal
 from sim.errors import unknown_name
@@ -67,6 +67,13 @@ class LifecycleConfig(Frozen):
     load_gb_per_s: float | None = Field(default=None, gt=0)  # overrides the storage tier's bandwidth
     warmup_s: Duration = 30.0
     start: Literal["warm", "cold"] = "warm"  # the initial replicas: ready at t=0, or cold-starting then
+
+    @field_validator("weights_from")
+    @classmethod
+    def _known_tier(cls, v: str) -> str:
+        if v not in STORAGE_TIERS:
+            raise ValueError(f"unknown storage tier {v!r}; valid: {', '.join(sorted(STORAGE_TIERS))}")
+        return v
 
     def load_bw_bytes_per_s(self) -> float:
         if self.load_gb_per_s is not None:
