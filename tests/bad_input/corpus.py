@@ -110,7 +110,11 @@ BAD_SCENARIOS = [
         "provision_s",
         "unknown-duration-dist",
     ),
-    scenario("model: llama-2-7b\nfleet: {gpu: a100-80gb, lifecycle: {weights_from: floppy}}\ntrace: t.csv\n", "storage tier", "unknown-tier"),
+    scenario(
+        "model: llama-2-7b\nfleet: {gpu: a100-80gb, lifecycle: {weights_from: floppy}}\ntrace: t.csv\n",
+        "storage tier",
+        "unknown-tier",
+    ),
     scenario(SCENARIO + "pricing: {usd_per_gpu_hour: .inf}\n", "pricing.usd_per_gpu_hour", "inf-price"),
     scenario(SCENARIO + "pricing: {usd_per_gpu_hour: -2}\n", "pricing.usd_per_gpu_hour", "negative-price"),
     scenario(SCENARIO + "pricing: {compare_api: gpt-99}\n", "unknown API price sheet", "unknown-api"),
