@@ -31,7 +31,7 @@ from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import Field, model_validator
 
-from sim.spec import Frozen, IntervalS
+from sim.spec import MAX_REPLICAS, Frozen, IntervalS
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +51,9 @@ class Observation:
 
 
 class _Common(Frozen):
-    min_replicas: int = Field(default=1, ge=0)
-    max_replicas: int = Field(default=1, ge=1)
-    initial_replicas: int | None = Field(default=None, ge=0)  # default: min_replicas
+    min_replicas: int = Field(default=1, ge=0, le=MAX_REPLICAS)
+    max_replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)
+    initial_replicas: int | None = Field(default=None, ge=0, le=MAX_REPLICAS)  # default: min_replicas
 
     @model_validator(mode="after")
     def _bounds(self) -> _Common:
@@ -73,7 +73,7 @@ class _Common(Frozen):
 
 class FixedConfig(Frozen):
     policy: Literal["fixed"] = "fixed"
-    replicas: int = Field(default=1, ge=1)
+    replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)
     interval_s: IntervalS = 60.0
 
     @property
@@ -93,7 +93,7 @@ class HpaConfig(_Common):
     interval_s: IntervalS = 15.0
     scale_down_stabilization_s: float = Field(default=300.0, ge=0)
     scale_up_percent: float = Field(default=100.0, gt=0)
-    scale_up_pods: int = Field(default=4, ge=1)
+    scale_up_pods: int = Field(default=4, ge=1, le=MAX_REPLICAS)
 
 
 class KpaConfig(_Common):
@@ -116,7 +116,7 @@ class QueueConfig(_Common):
 
 class ScheduleEntry(Frozen):
     at_s: float = Field(ge=0)
-    replicas: int = Field(ge=0)
+    replicas: int = Field(ge=0, le=MAX_REPLICAS)
 
 
 class ScheduledConfig(_Common):

@@ -20,9 +20,10 @@ import yaml
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from sim.autoscale import AutoscalerConfig, FixedConfig
+from sim.cost import load_api_prices
 from sim.errors import FleetsimError, from_validation_error, unknown_name
 from sim.fleet.lifecycle import LifecycleConfig
-from sim.spec import Frozen, IntervalS
+from sim.spec import MAX_COUNT, MAX_REPLICAS, MAX_TOKENS, Frozen, IntervalS
 from sim.workload.synthetic import SyntheticSpec
 from sim.workload.transforms import TraceFile
 from sim.yaml_input import read_yaml
@@ -81,10 +82,12 @@ class EngineConfig(Frozen):
     """One replica's serving engine (vLLM's knobs and defaults, where it has them)."""
 
     policy: Literal["prefill_first", "chunked"] = "chunked"
-    max_num_seqs: int = Field(default=256, ge=1)
-    max_num_batched_tokens: int | None = Field(default=None, ge=1)  # None: 8192 chunked, max(context, 2048) prefill_first
-    block_size: int = Field(default=16, ge=1)
-    num_gpu_blocks_override: int | None = Field(default=None, ge=1)
+    max_num_seqs: int = Field(default=256, ge=1, le=MAX_COUNT)
+    max_num_batched_tokens: int | None = Field(
+        default=None, ge=1, le=MAX_TOKENS
+    )  # None: 8192 chunked, max(context, 2048) prefill_first
+    block_size: int = Field(default=16, ge=1, le=65_536)
+    num_gpu_blocks_override: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     fast_forward: bool = True
     step_time: StepTimeConfig = StepTimeConfig()
 
@@ -116,13 +119,13 @@ class FleetConfig(Frozen):
     """Replicas of one GPU type and TP degree behind a router, scaled by an autoscaler."""
 
     gpu: str = Field(min_length=1)
-    tp: int = Field(default=1, ge=1)
+    tp: int = Field(default=1, ge=1, le=1024)
     router: Literal["round_robin", "least_outstanding", "least_kv", "power_of_two"] = "least_outstanding"
     autoscaler: AutoscalerConfig = FixedConfig()
     lifecycle: LifecycleConfig = LifecycleConfig()
-    max_gpus: int | None = Field(default=None, ge=1)  # GPUs obtainable at once
-    reserved_replicas: int = Field(default=0, ge=0)  # capacity billed all the time
-    queue_max: int | None = Field(default=None, ge=0)  # fleet queue bound (requests waiting for any replica)
+    max_gpus: int | None = Field(default=None, ge=1, le=MAX_COUNT)  # GPUs obtainable at once
+    reserved_replicas: int = Field(default=0, ge=0, le=MAX_REPLICAS)  # capacity billed all the time
+    queue_max: int | None = Field(default=None, ge=0, le=MAX_TOKENS)  # fleet queue bound (requests waiting for any replica)
     queue_timeout_s: float | None = Field(default=None, gt=0)
     timeline_interval_s: IntervalS = 10.0
 
@@ -145,10 +148,18 @@ class PricingConfig(Frozen):
     billing_minimum_s: float = Field(default=0.0, ge=0)
     compare_api: str = DEFAULT_API
 
+    @field_validator("compare_api")
+    @classmethod
+    def _known_sheet(cls, v: str) -> str:
+        sheets = load_api_prices()
+        if v not in sheets:
+            raise ValueError(f"unknown API price sheet {v!r}; valid: {', '.join(sorted(sheets))}")
+        return v
+
 
 class Scenario(Frozen):
     model: str = Field(min_length=1)  # a catalog name or a path to a Hugging Face config.json
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
     gpu_catalog: str | None = None  # extra GPUs (YAML, catalog format)
     trace: str | TraceFile | SyntheticSpec | None = None  # a file (relative to the scenario), a file + transforms, or a generator
     fleet: FleetConfig

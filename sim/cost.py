@@ -4,6 +4,7 @@ split into prompt and completion next to an API's bill for the same tokens."""
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from importlib import resources
@@ -23,6 +24,7 @@ class ApiPrice:
     source: str
 
 
+@functools.cache
 def load_api_prices() -> dict[str, ApiPrice]:
     raw = yaml.safe_load(resources.files("sim.data").joinpath("api_prices.yaml").read_text())
     return {name: ApiPrice(name=name, **body) for name, body in raw.items()}

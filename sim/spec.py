@@ -11,6 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field
 # The shortest period a scenario may ask of a periodic process (autoscaler tick, timeline sample): 1 ms.
 MIN_INTERVAL_S = 1e-3
 IntervalS = Annotated[float, Field(ge=MIN_INTERVAL_S)]
+# Upper bounds on counts, far beyond any real deployment, so that a typo (or 2**63) is an error, not an
+# overflow or an hours-long run: replicas in one fleet, other counts (sequences, GPUs), and tokens.
+MAX_REPLICAS = 100_000
+MAX_COUNT = 10_000_000
+MAX_TOKENS = 10_000_000_000
 
 
 class Frozen(BaseModel):

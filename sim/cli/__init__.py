@@ -241,8 +241,11 @@ def main(argv: list[str] | None = None) -> None:
     """The console script: every user error, a usage mistake included, ends in one line on stderr and
     exit status 2; an interrupt (Ctrl-C, SIGTERM) in one line and 130 / 143, with nothing half-written."""
     previous = signal.signal(signal.SIGTERM, _terminate)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)  # even where the parent ignored it
     try:
         code = app(args=argv, prog_name="fleetsim", standalone_mode=False)
+        if code == 130:  # typer turns Ctrl-C inside a command into a silent exit status 130
+            raise KeyboardInterrupt
     except _NO_ARGS as err:  # `fleetsim` or `fleetsim trace` alone: the help
         typer.echo(err.ctx.get_help() if err.ctx is not None else str(err))
         code = 0
@@ -265,6 +268,7 @@ def main(argv: list[str] | None = None) -> None:
         code = 143
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     sys.exit(code if isinstance(code, int) else 0)
 
 

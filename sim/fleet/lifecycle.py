@@ -28,10 +28,13 @@ STORAGE_TIERS: dict[str, tuple[float, str]] = {
 }
 
 
+MAX_STAGE_S = 86_400.0  # one cold-start stage lasts at most a day (a longer one is a units mistake)
+
+
 class UniformDuration(Frozen):
     dist: Literal["uniform"] = "uniform"
-    low: float = Field(ge=0)
-    high: float = Field(ge=0)
+    low: float = Field(ge=0, le=MAX_STAGE_S)
+    high: float = Field(ge=0, le=MAX_STAGE_S)
 
     @model_validator(mode="after")
     def _ordered(self) -> UniformDuration:
@@ -42,11 +45,13 @@ class UniformDuration(Frozen):
 
 class LognormalDuration(Frozen):
     dist: Literal["lognormal"] = "lognormal"
-    mean: float = Field(gt=0)
-    cv: float = Field(gt=0)
+    mean: float = Field(gt=0, le=MAX_STAGE_S)
+    cv: float = Field(gt=0, le=10)
 
 
-Duration = Annotated[float, Field(ge=0)] | Annotated[UniformDuration | LognormalDuration, Field(discriminator="dist")]
+Duration = (
+    Annotated[float, Field(ge=0, le=MAX_STAGE_S)] | Annotated[UniformDuration | LognormalDuration, Field(discriminator="dist")]
+)
 
 
 def draw(duration: Duration, rng: np.random.Generator) -> float:

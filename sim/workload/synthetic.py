@@ -26,7 +26,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from sim.distributions import lognormal
 from sim.errors import FleetsimError, from_validation_error
-from sim.spec import Frozen
+from sim.spec import MAX_TOKENS, Frozen
 from sim.streams import RunStreams
 from sim.workload.schema import canonical_frame
 
@@ -77,13 +77,13 @@ Arrivals = Annotated[Poisson | GammaRenewal | OnOff | Diurnal | Spikes, Field(di
 
 class Fixed(Frozen):
     dist: Literal["fixed"] = "fixed"
-    tokens: int = Field(ge=1)
+    tokens: int = Field(ge=1, le=MAX_TOKENS)
 
 
 class Uniform(Frozen):
     dist: Literal["uniform"] = "uniform"
-    low: int = Field(ge=1)
-    high: int = Field(ge=1)
+    low: int = Field(ge=1, le=MAX_TOKENS)
+    high: int = Field(ge=1, le=MAX_TOKENS)
 
     @model_validator(mode="after")
     def _ordered(self) -> Uniform:
@@ -96,7 +96,7 @@ class Lognormal(Frozen):
     dist: Literal["lognormal"] = "lognormal"
     mean: float = Field(gt=0)
     cv: float = Field(gt=0)
-    max: int | None = Field(default=None, ge=1)
+    max: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
 
 
 class Empirical(Frozen):
@@ -129,7 +129,7 @@ class SyntheticSpec(Frozen):
     output_tokens: Lengths
     duration_s: float | None = Field(default=None, gt=0)
     n_requests: int | None = Field(default=None, ge=1)
-    seed: int | None = Field(default=None, ge=0)  # None: 0, or the scenario's seed inside a scenario
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)  # None: 0, or the scenario's seed inside a scenario
 
     @model_validator(mode="after")
     def _one_length(self) -> SyntheticSpec:
