@@ -73,10 +73,45 @@ PATHS = [
 ]
 BENIGN = st.sampled_from([1, 2, 4, 16, 0.9, 100, 3600, "least_kv", "power_of_two", "prefill_first", "kv_use", "busy_fraction"])
 HOSTILE = st.sampled_from(
-    [None, True, False, 0, 1, -1, 2, 3, 7, 64, 2**31, 2**63, 0.5, -0.5, 1e-9, 1e12, math.nan, math.inf, -math.inf]
-    + ["", "x", "llama-2-7b", "a100-80gb", "hpa", "kpa", "queue", "fixed", "prefill_first", "seed", [], [1, 2], {}]
-    + [{"policy": "kpa"}, {"policy": "queue", "min_replicas": 0}, {"kind": "constant", "decode_step_s": 0.01}]
-    + [{"dist": "uniform", "low": 1, "high": 3}, {"dist": "lognormal", "mean": 5, "cv": 20}]
+    [
+        None,
+        True,
+        False,
+        0,
+        1,
+        -1,
+        2,
+        3,
+        7,
+        64,
+        2**31,
+        2**63,
+        0.5,
+        -0.5,
+        1e-09,
+        1000000000000.0,
+        math.nan,
+        math.inf,
+        -math.inf,
+        "",
+        "x",
+        "llama-2-7b",
+        "a100-80gb",
+        "hpa",
+        "kpa",
+        "queue",
+        "fixed",
+        "prefill_first",
+        "seed",
+        [],
+        [1, 2],
+        {},
+        {"policy": "kpa"},
+        {"policy": "queue", "min_replicas": 0},
+        {"kind": "constant", "decode_step_s": 0.01},
+        {"dist": "uniform", "low": 1, "high": 3},
+        {"dist": "lognormal", "mean": 5, "cv": 20},
+    ]
 )
 NASTY = st.one_of(HOSTILE, BENIGN)
 

@@ -46,7 +46,7 @@ def test_a_signal_mid_run_leaves_nothing(long_run, sig, code, message):
     time.sleep(4)  # past the imports, inside the simulation
     assert proc.poll() is None, proc.communicate()
     proc.send_signal(sig)
-    stdout, stderr = proc.communicate(timeout=60)
+    _stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == code, stderr
     assert stderr == f"error: {message}; nothing written\n"
     assert not out.exists() and not list(Path(long_run).glob(".*part"))
