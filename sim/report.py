@@ -60,10 +60,12 @@ def check_out_dir(out_dir: Path, *, force: bool = False) -> None:
         if not resolved.is_dir():
             raise FleetsimError(f"--out {out_dir}: exists and is not a folder")
         try:
-            holds_files = any(resolved.iterdir())
+            names = {p.name for p in resolved.iterdir()}
         except OSError as err:
             raise FleetsimError(f"--out {out_dir}: cannot read the folder ({err.strerror})") from None
-        if holds_files and not (resolved / RUN_MARKER).is_file() and not force:
+        # a run folder: it has the marker, or holds nothing but run files (one written before the marker)
+        run_folder = RUN_MARKER in names or names <= {*RUN_FILES, RUN_MARKER}
+        if names and not run_folder and not force:
             raise FleetsimError(
                 f"--out {out_dir}: the folder holds files and is not a fleetsim run folder (no {RUN_MARKER}); "
                 "pick another folder, or pass --force to replace it"

@@ -107,6 +107,7 @@ class SimResult:
         capacity = None if self.max_tokens_per_s is None else self.max_tokens_per_s * billed / tp
         out["max_tokens_per_s_per_replica"] = self.max_tokens_per_s
         out["throughput_utilization"] = served / capacity if capacity else None
+        out["throughput_utilization_rel_se"] = meta["capacity"].get("rel_se") if capacity else None
         t = self.timeline
         out["replicas_max"] = int(t["replicas_ready"].max()) if len(t) else len(served_by)
         out["replicas_launched"] = len(reps)

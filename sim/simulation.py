@@ -309,6 +309,7 @@ def simulate(
         result.meta["capacity"] = {
             "measured": True,
             "max_tokens_per_s_per_replica": capacity.max_tokens_per_s_per_replica,
+            "rel_se": capacity.rel_se,
             "cached": capacity.cached,
         }
     wall["simulate"] = time.perf_counter() - built_at - wall["capacity"]

@@ -235,3 +235,28 @@ def test_capacity_is_cached_on_resolved_content_not_on_names(tmp_path):
     assert user.max_tokens_per_s < 0.75 * plain.max_tokens_per_s  # decode-bound: about half as fast
     assert again.meta["capacity"]["cached"] and again.max_tokens_per_s == plain.max_tokens_per_s
     assert not user.meta["capacity"]["cached"]
+
+
+def test_saturated_capacity_of_a_single_server_is_its_service_rate():
+    """max_num_seqs 1, constant step times, identical requests: one request at a time, each taking
+    S = P x a + (O - 1) x d seconds, so the replica serves (P + O) / S tokens per second, exactly."""
+    sc = parse_config(
+        {
+            "model": "llama-3.1-8b",
+            "fleet": {"gpu": "a100-80gb"},
+            "engine": {"max_num_seqs": 1, "step_time": {"kind": "constant", "prefill_s_per_token": 0.001, "decode_step_s": 0.02}},
+        }
+    )
+    n, p, o = 400, 300, 51
+    trace = validate_frame(pd.DataFrame({"arrival_at_s": np.arange(n) * 100.0, "prompt_tokens": p, "output_tokens": o}))
+    r = simulate(sc, trace)
+    assert r.max_tokens_per_s == pytest.approx((p + o) / (p * 0.001 + (o - 1) * 0.02), rel=1e-9)
+    assert r.meta["capacity"]["rel_se"] < 0.01  # windows cut through a request now and then; nothing else varies
+    s = r.summary()
+    assert s["throughput_utilization"] == pytest.approx(n * (p + o) / (r.max_tokens_per_s * s["billed_gpu_seconds"]))
+
+
+def test_capacity_reports_its_uncertainty(result):
+    rel_se = result.meta["capacity"]["rel_se"]
+    assert 0 < rel_se < 0.1
+    assert result.summary()["throughput_utilization_rel_se"] == rel_se

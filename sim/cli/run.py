@@ -60,6 +60,13 @@ def render_summary(result: SimResult, summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _utilization(summary: dict[str, Any]) -> str | None:
+    value, rel_se = summary["throughput_utilization"], summary["throughput_utilization_rel_se"]
+    if value is None:
+        return None
+    return f"{value:.3f}" if rel_se is None else f"{value:.3f} +- {value * rel_se:.3f}"
+
+
 def timing_line(meta: dict[str, Any]) -> str:
     """Wall seconds by phase (they vary from machine to machine, unlike everything above)."""
     wall = meta["wall_s"]
@@ -85,7 +92,7 @@ def fleet_lines(summary: dict[str, Any]) -> list[str]:
             lines.append(_line(f"  {state} (GPU-h, share):", f"{states[state] / 3600:.3f} ({states[state] / billed:.1%})"))
     lines += [
         _line("GPU time busy (fraction):", summary["gpu_time_utilization"], "{:.3f}"),
-        _line("Throughput utilization:", summary["throughput_utilization"], "{:.3f}"),
+        _line("Throughput utilization:", _utilization(summary)),
         _line("MFU / MBU:", None if summary["mfu"] is None else f"{summary['mfu']:.3f} / {summary['mbu']:.3f}"),
         _line("Cost (USD):", summary["cost_usd"], "{:.4f}"),
         _line("USD per 1K tokens (all):", summary["usd_per_1k_tokens"], "{:.6f}"),
