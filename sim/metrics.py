@@ -15,6 +15,7 @@ frame and the gap record), never engine or fleet objects.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +42,8 @@ class GapDistribution:
     @classmethod
     def from_lists(cls, singles: list[float], pieces: list[tuple[float, float, int, int, int]]) -> GapDistribution:
         """From the engine's running record: single gaps, and pieces (a, b, j0, j1, weight)."""
-        p = np.array(pieces, dtype=np.float64).reshape(-1, 5)
+        flat = itertools.chain.from_iterable(pieces)  # faster than np.array on a list of tuples
+        p = np.fromiter(flat, dtype=np.float64, count=5 * len(pieces)).reshape(-1, 5)
         return cls(np.sort(np.asarray(singles, dtype=np.float64)), p[:, 0], p[:, 1], p[:, 2], p[:, 3], p[:, 4])
 
     # As a table (the run folder's itl.parquet): a single gap g is the row (a=g, b=0, j0=0, j1=1,
