@@ -178,6 +178,6 @@ def run_meta(
         },
         "horizon_s": horizon_s,
         "n_events": n_events,
-        "capacity": {"measured": False, "max_tokens_per_s_per_replica": None, "rel_se": None, "cached": False},
-        "wall_s": {"build": 0.0, "simulate": 0.0, "capacity": 0.0, "write": None},
+        "capacity": {"measured": False, "max_tokens_per_s_per_replica": None, "rel_se": None},
+        "wall_s": {"build": 0.0, "simulate": 0.0, "capacity": 0.0, "capacity_cached": False, "write": None},
     }

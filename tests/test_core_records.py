@@ -233,8 +233,8 @@ def test_capacity_is_cached_on_resolved_content_not_on_names(tmp_path):
     user = simulate(parse_config({**base, "gpu_catalog": str(slow)}), trace)
     again = simulate(parse_config(base), trace)
     assert user.max_tokens_per_s < 0.75 * plain.max_tokens_per_s  # decode-bound: about half as fast
-    assert again.meta["capacity"]["cached"] and again.max_tokens_per_s == plain.max_tokens_per_s
-    assert not user.meta["capacity"]["cached"]
+    assert again.meta["wall_s"]["capacity_cached"] and again.max_tokens_per_s == plain.max_tokens_per_s
+    assert not user.meta["wall_s"]["capacity_cached"]
 
 
 def test_saturated_capacity_of_a_single_server_is_its_service_rate():

@@ -73,7 +73,7 @@ def timing_line(meta: dict[str, Any]) -> str:
     capacity = meta["capacity"]
     if not capacity["measured"]:
         cap = "capacity not measured (--no-capacity)"
-    elif capacity["cached"]:
+    elif wall.get("capacity_cached"):
         cap = "capacity cached"
     else:
         cap = f"capacity {wall['capacity']:.2f}"

@@ -23,7 +23,7 @@ def long_run(tmp_path_factory):
             "arrivals": {"process": "poisson", "rate_per_s": 50},
             "prompt_tokens": {"dist": "uniform", "low": 50, "high": 500},
             "output_tokens": {"dist": "uniform", "low": 20, "high": 300},
-            "n_requests": 400_000,  # tens of seconds of simulation: the signal always lands mid-run
+            "n_requests": 600_000,  # tens of seconds of simulation: the signal always lands mid-run
         }
     )
     write_trace(generate(spec), folder / "long.parquet")
@@ -43,7 +43,7 @@ def test_a_signal_mid_run_leaves_nothing(long_run, sig, code, message):
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    time.sleep(4)  # past the imports, inside the simulation
+    time.sleep(8)  # past the imports (a few seconds on a busy machine), inside the simulation
     assert proc.poll() is None, proc.communicate()
     proc.send_signal(sig)
     _stdout, stderr = proc.communicate(timeout=60)
