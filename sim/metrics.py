@@ -71,27 +71,30 @@ class GapDistribution:
     def count(self) -> int:
         return int(self.singles.size + np.sum(self.w * (self.j1 - self.j0)))
 
-    def _sums(self) -> tuple[float, float]:
+    def _sums(self, shift: float = 0.0) -> tuple[float, float]:
+        """Sum of (gap - shift) and of its square, in closed form over the pieces."""
         n = self.j1 - self.j0
         s1 = (self.j1 * (self.j1 - 1) - self.j0 * (self.j0 - 1)) / 2  # sum of j
         s2 = ((self.j1 - 1) * self.j1 * (2 * self.j1 - 1) - (self.j0 - 1) * self.j0 * (2 * self.j0 - 1)) / 6  # sum of j^2
-        total = float(self.singles.sum() + np.sum(self.w * (n * self.a + self.b * s1)))
-        squares = float(np.sum(self.singles**2) + np.sum(self.w * (n * self.a**2 + 2 * self.a * self.b * s1 + self.b**2 * s2)))
+        a, x = self.a - shift, self.singles - shift
+        total = float(x.sum() + np.sum(self.w * (n * a + self.b * s1)))
+        squares = float(np.sum(x**2) + np.sum(self.w * (n * a**2 + 2 * a * self.b * s1 + self.b**2 * s2)))
         return total, squares
 
     def mean(self) -> float:
         return self._sums()[0] / self.count
 
     def std(self) -> float:
-        total, squares = self._sums()
+        """Population standard deviation; the sums are taken about the mean, where they do not cancel."""
         n = self.count
+        total, squares = self._sums(shift=self.mean())
         return math.sqrt(max(0.0, squares / n - (total / n) ** 2))
 
     def _count_le(self, v: float) -> int:
         c = int(np.searchsorted(self.singles, v, side="right"))
         if self.a.size:
             n = self.j1 - self.j0
-            with np.errstate(divide="ignore", invalid="ignore"):
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                 x = (v - self.a) / self.b
                 up = np.clip(np.floor(x) - self.j0 + 1, 0, n)  # b > 0: j <= x
                 down = np.clip(self.j1 - np.ceil(x), 0, n)  # b < 0: j >= x

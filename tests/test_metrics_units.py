@@ -1,0 +1,97 @@
+"""Pure metrics and billing against independent computations: the compact gap record against numpy on
+the expanded gaps, throughputs of an empty run, a reserved seat reused by successive replicas."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sim.cost import ReplicaLife, fleet_bill
+from sim.metrics import GapDistribution, summarize
+from sim.states import STATUS_LABELS, RequestStatus
+
+PIECE = st.tuples(
+    st.floats(0.001, 1.0),  # a
+    st.floats(-0.001, 0.001),  # b (the step time may shrink or grow along a run)
+    st.integers(1, 30),  # j0 (pieces start at a run's second gap or later)
+    st.integers(1, 40),  # length
+    st.integers(1, 5),  # weight
+)
+
+
+@settings(deadline=None)
+@given(singles=st.lists(st.floats(0.0001, 2.0), max_size=30), pieces=st.lists(PIECE, max_size=8))
+def test_gap_distribution_equals_numpy_on_the_expanded_gaps(singles, pieces):
+    rows = [(a, b, j0, j0 + n, w) for a, b, j0, n, w in pieces]
+    gaps = GapDistribution.from_lists(singles, rows)
+    expanded = np.array(singles + [a + b * j for a, b, j0, j1, w in rows for j in range(j0, j1) for _ in range(w)])
+    if expanded.size == 0:
+        assert gaps.count == 0
+        return
+    assert gaps.count == expanded.size
+    assert gaps.mean() == pytest.approx(expanded.mean(), rel=1e-9, abs=1e-12)
+    assert gaps.std() == pytest.approx(expanded.std(), rel=1e-6, abs=1e-9)
+    for q in (0, 10, 50, 90, 99, 100):
+        assert gaps.percentile(q) == pytest.approx(np.percentile(expanded, q), rel=1e-9, abs=1e-12), q
+    again = GapDistribution.from_frame(gaps.to_frame())
+    assert again.count == gaps.count and again.percentile(50) == gaps.percentile(50)
+
+
+def frame(statuses, arrival, first, completed, prompt, output):
+    n = len(statuses)
+    return pd.DataFrame(
+        {
+            "arrival_at_s": arrival,
+            "first_token_at_s": first,
+            "completed_at_s": completed,
+            "prompt_tokens": prompt,
+            "output_tokens": output,
+            "n_preemptions": np.zeros(n, dtype=np.int32),
+            "status": pd.Categorical.from_codes(statuses, categories=STATUS_LABELS),
+        }
+    )
+
+
+def test_a_run_with_nothing_completed_has_zero_throughputs():
+    nan = math.nan
+    r = frame([RequestStatus.REJECTED] * 2, [0.0, 1.0], [nan, nan], [nan, nan], [5000, 6000], [5, 5])
+    s = summarize(r, GapDistribution.from_lists([], []), slo={"ttft": 100.0})
+    assert s["completed"] == 0 and s["rejected"] == 2 and s["duration"] == 0.0
+    assert s["request_throughput"] == s["output_throughput"] == s["total_token_throughput"] == 0.0
+    assert s["request_goodput"] == 0.0 and s["mean_ttft_ms"] is None and s["mean_itl_ms"] is None
+
+
+def test_goodput_counts_requests_meeting_every_slo():
+    # ttft 0.1 / 0.5 / 0.1 s; tpot 0.01 / 0.01 / 0.2 s: only the first meets both 200 ms TTFT and 50 ms TPOT
+    done = [RequestStatus.COMPLETED] * 3
+    r = frame(done, [0.0, 0.0, 0.0], [0.1, 0.5, 0.1], [0.2, 0.6, 2.1], [10, 10, 10], [11, 11, 11])
+    s = summarize(r, GapDistribution.from_lists([], []), slo={"ttft": 200.0, "tpot": 50.0})
+    assert s["request_goodput"] == pytest.approx(1 / 2.1)
+    s = summarize(r, GapDistribution.from_lists([], []), slo={"tpot": 50.0, "ttft": 200.0})
+    assert s["request_goodput"] == pytest.approx(1 / 2.1)
+
+
+def test_a_reserved_seat_serves_successive_replicas():
+    # one reserved seat over 1000 s; replica A sits on it for [0, 300], replica B for [400, 900]; C starts
+    # at 100 while the seat is taken: on demand. Unused reservation: 1000 - 300 - 500 = 200 s.
+    lives = [
+        ReplicaLife(0, math.nan, 0, math.nan, 300, 0, 0),
+        ReplicaLife(100, math.nan, 100, math.nan, 200, 0, 0),
+        ReplicaLife(400, math.nan, 400, math.nan, 900, 0, 0),
+    ]
+    bill = fleet_bill(
+        lives,
+        horizon_s=1000,
+        tp=1,
+        usd_per_gpu_hour=3.6,
+        reserved_usd_per_gpu_hour=1.8,
+        reserved_replicas=1,
+        granularity_s=0,
+        minimum_s=0,
+    )
+    assert bill["gpu_seconds_by_state"]["reserved_unused"] == pytest.approx(200)
+    assert bill["billed_gpu_seconds"] == pytest.approx(1000 + 100)
+    assert bill["cost_usd"] == pytest.approx((1000 * 1.8 + 100 * 3.6) / 3600)
