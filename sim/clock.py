@@ -33,9 +33,11 @@ class At(simpy.Event):
     def __init__(self, env: simpy.Environment, delay: float, priority: EventPriority, value: Any = None) -> None:
         if delay < 0:
             raise ValueError(f"negative delay {delay}")
-        super().__init__(env)
-        self._ok = True
+        # Event.__init__ inlined, as simpy's own Timeout does (this runs once per arrival and per tick)
+        self.env = env
+        self.callbacks: list[Any] = []
         self._value = value
+        self._ok = True
         env.schedule(self, priority, delay)
 
 
