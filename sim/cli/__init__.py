@@ -221,10 +221,10 @@ def presets() -> None:
         typer.echo(f"{name:<10}{load_preset(name).get('description', '')}")
 
 
-try:  # typer >= 0.23 vendors click; earlier versions use click itself
+try:  # recent typer vendors click (and does not install it); earlier versions use click itself
     from typer._click import exceptions as cx
 except ImportError:  # pragma: no cover
-    from click import exceptions as cx  # type: ignore[no-redef]
+    from click import exceptions as cx  # type: ignore[no-redef, import-not-found, unused-ignore]
 
 _NO_ARGS = getattr(cx, "NoArgsIsHelpError", ())
 
