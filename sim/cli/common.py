@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -51,3 +53,18 @@ def emit_json(data: Any) -> None:
     from sim.result import json_safe
 
     typer.echo(json.dumps(json_safe(data), indent=2, allow_nan=False))
+
+
+PLOT_FORMATS = {".png", ".svg", ".pdf", ".jpg", ".jpeg", ".webp"}
+
+
+def check_plot_path(path: Path) -> None:
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise FleetsimError(f"--plot {path}: is a folder; give a file name such as run.png")
+    if path.suffix.lower() not in PLOT_FORMATS:
+        raise FleetsimError(f"--plot {path}: the file name must end in {', '.join(sorted(PLOT_FORMATS))}")
+    if not folder.is_dir():
+        raise FleetsimError(f"--plot {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise FleetsimError(f"--plot {path}: cannot write in {folder}")

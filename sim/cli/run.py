@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sim.cli.common import emit_json
+from sim.cli.common import check_plot_path, emit_json
 from sim.config import SloConfig, load_config
 from sim.errors import FleetsimError
 from sim.report import RUN_FILES, check_out_dir, write_run
@@ -107,16 +106,6 @@ def fleet_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def check_plot_path(path: Path) -> None:
-    folder = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise FleetsimError(f"--plot {path}: is a folder; give a file name such as run.png")
-    if not folder.is_dir():
-        raise FleetsimError(f"--plot {path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise FleetsimError(f"--plot {path}: cannot write in {folder}")
-
-
 def parse_goodput(text: str) -> SloConfig:
     """vLLM's --goodput syntax: space-separated METRIC:MILLISECONDS pairs, metrics ttft, tpot, e2el."""
     values: dict[str, float] = {}
@@ -194,11 +183,11 @@ def run(
     else:
         result = simulate(scenario, frame, base_dir=config.parent, measure_capacity=capacity)
     summary = result.summary()
-    write_run(result, out_dir, summary=summary, force=force)
-    if plot is not None:
+    if plot is not None:  # before the run folder: a run folder is the last thing written
         from sim.plots import plot_run
 
         plot_run(result, plot)
+    write_run(result, out_dir, summary=summary, force=force)
     if as_json:
         emit_json(summary)
     else:

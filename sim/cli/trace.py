@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import pandas as pd
 import typer
 
-from sim.cli.common import emit_json, user_errors
+from sim.cli.common import check_plot_path, emit_json, user_errors
 from sim.errors import FleetsimError
 from sim.streams import RunStreams
 from sim.workload import load_trace
@@ -66,6 +66,8 @@ def inspect(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Requests, duration, rate, burstiness (inter-arrival CV, per-minute peak/mean) and token statistics."""
+    if plot is not None:
+        check_plot_path(plot)
     frame = _load(file, fmt, columns, time_unit, model)
     stats = describe(frame)
     stats["format"] = frame.attrs.get("format")

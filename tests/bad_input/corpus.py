@@ -292,6 +292,8 @@ BAD_CLI = [
     Case("out-under-file", "cli", {**_FILES, "f.txt": b"x"}, [*_RUN, "--out", "f.txt/run"], "cannot write in"),
     Case("plot-missing-folder", "cli", _FILES, [*_RUN, "--out", "out", "--plot", "no/p.png"], "does not exist"),
     Case("plot-is-folder", "cli", {**_FILES, "d/x": b""}, [*_RUN, "--out", "out", "--plot", "d"], "is a folder"),
+    Case("plot-bad-format", "cli", _FILES, [*_RUN, "--out", "out", "--plot", "p.xyz"], "must end in"),
+    Case("inspect-plot-bad-format", "cli", {"t.csv": _b(CSV)}, ["trace", "inspect", "t.csv", "--plot", "p.xyz"], "must end in"),
     Case("goodput-bad-metric", "cli", _FILES, [*_RUN, "--out", "out", "--goodput", "latency:5"], "--goodput"),
     Case("goodput-negative", "cli", _FILES, [*_RUN, "--out", "out", "--goodput", "ttft:-5"], "--goodput"),
     Case("goodput-empty", "cli", _FILES, [*_RUN, "--out", "out", "--goodput", " "], "--goodput"),
