@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -117,8 +118,8 @@ def parse_goodput(text: str) -> SloConfig:
             ms = float(value)
         except ValueError:
             raise FleetsimError(f"--goodput {key}: milliseconds must be a number (got {value!r})") from None
-        if not ms > 0:
-            raise FleetsimError(f"--goodput {key}: milliseconds must be > 0 (got {value})")
+        if not (ms > 0 and math.isfinite(ms)):
+            raise FleetsimError(f"--goodput {key}: milliseconds must be a finite number > 0 (got {value})")
         values[f"{key}_ms"] = ms
     if not values:
         raise FleetsimError("--goodput needs at least one METRIC:MS pair, e.g. ttft:2000")

@@ -29,6 +29,7 @@ from sim.errors import FleetsimError
 REQUIRED = ("arrival_at_s", "prompt_tokens", "output_tokens")
 OPTIONAL = ("request_id", "klass", "priority", "deadline_at_s", "prefix_hash_ids")
 KLASSES = ("interactive", "batch")
+MAX_REQUESTS = 100_000_000  # the most requests a generated or transformed trace may hold (about 3 GB as a frame)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from sim.distributions import lognormal
 from sim.errors import FleetsimError, from_validation_error
 from sim.spec import MAX_TOKENS, Frozen
 from sim.streams import RunStreams
-from sim.workload.schema import canonical_frame
+from sim.workload.schema import MAX_REQUESTS, canonical_frame
 
 
 class Poisson(Frozen):
@@ -108,9 +108,6 @@ class Empirical(Frozen):
 Lengths = Annotated[Fixed | Uniform | Lognormal | Empirical, Field(discriminator="dist")]
 
 
-MAX_REQUESTS = 100_000_000  # a generated trace's bound (about 3 GB as a frame); larger traces: generate in parts
-
-
 def peak_rate_per_s(arrivals: Poisson | GammaRenewal | OnOff | Diurnal | Spikes) -> float:
     """An upper bound on the process's mean rate over any long window (the table's peak is not known
     before it is read; its scaled mean is used)."""
@@ -141,7 +138,7 @@ class SyntheticSpec(Frozen):
             expected = peak_rate_per_s(self.arrivals) * self.duration_s
             if expected > MAX_REQUESTS:
                 raise ValueError(
-                    f"duration_s x rate asks for about {expected:,.0f} requests, more than {MAX_REQUESTS:,}; "
+                    f"duration_s x rate asks for about {expected:.3g} requests, more than {MAX_REQUESTS:,}; "
                     "shorten the duration or lower the rate"
                 )
         return self

@@ -3,6 +3,7 @@ first arrival is at 0 s; randomness only through a Generator passed in."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from pydantic import Field
 from sim.errors import FleetsimError
 from sim.spec import Frozen
 from sim.streams import RunStreams
-from sim.workload.schema import KLASSES
+from sim.workload.schema import KLASSES, MAX_REQUESTS
 
 
 def _rebase(frame: pd.DataFrame, source: str) -> pd.DataFrame:
@@ -41,8 +42,8 @@ def window(frame: pd.DataFrame, *, start_s: float = 0.0, end_s: float | None = N
 
 def scale_rate(frame: pd.DataFrame, factor: float) -> pd.DataFrame:
     """Compress time by `factor` (2.0 doubles the arrival rate); lengths unchanged."""
-    if not factor > 0:
-        raise FleetsimError(f"rate scale factor must be > 0 (got {factor})")
+    if not (factor > 0 and math.isfinite(factor)):
+        raise FleetsimError(f"rate scale factor must be a finite number > 0 (got {factor})")
     out = frame.copy()
     out["arrival_at_s"] = frame["arrival_at_s"] / factor
     if "deadline_at_s" in out.columns:
@@ -77,6 +78,10 @@ def repeat(frame: pd.DataFrame, times: int, *, shift_s: float | None = None) -> 
     (default: the trace's span plus its mean inter-arrival gap)."""
     if times < 1:
         raise FleetsimError(f"repeat times must be >= 1 (got {times})")
+    if times * len(frame) > MAX_REQUESTS:
+        raise FleetsimError(
+            f"repeat {times:,} x {len(frame):,} requests is more than {MAX_REQUESTS:,}; repeat fewer times or generate in parts"
+        )
     t = frame["arrival_at_s"].to_numpy()
     span = float(t[-1] - t[0])
     if shift_s is None:
@@ -129,7 +134,7 @@ class TraceFile(Frozen):
     rate_scale: float | None = Field(default=None, gt=0)
     sample: float | None = Field(default=None, gt=0, le=1)
     max_context: int | None = Field(default=None, ge=2)
-    repeat: int | None = Field(default=None, ge=1)
+    repeat: int | None = Field(default=None, ge=1, le=1_000_000)
 
 
 def load_trace_file(spec: TraceFile, *, base_dir: Path, seed: int) -> pd.DataFrame:

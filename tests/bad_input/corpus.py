@@ -296,6 +296,21 @@ BAD_CLI = [
     Case("inspect-plot-bad-format", "cli", {"t.csv": _b(CSV)}, ["trace", "inspect", "t.csv", "--plot", "p.xyz"], "must end in"),
     Case("goodput-bad-metric", "cli", _FILES, [*_RUN, "--out", "out", "--goodput", "latency:5"], "--goodput"),
     Case("goodput-negative", "cli", _FILES, [*_RUN, "--out", "out", "--goodput", "ttft:-5"], "--goodput"),
+    Case("goodput-infinite", "cli", _FILES, [*_RUN, "--out", "out", "--goodput", "ttft:inf"], "finite number"),
+    Case(
+        "convert-rate-scale-inf",
+        "cli",
+        {"t.csv": _b(CSV)},
+        ["trace", "convert", "t.csv", "c.csv", "--rate-scale", "inf"],
+        "finite",
+    ),
+    Case(
+        "convert-repeat-huge",
+        "cli",
+        {"t.csv": _b(CSV)},
+        ["trace", "convert", "t.csv", "c.csv", "--repeat", "100000000"],
+        "repeat",
+    ),
     Case("goodput-empty", "cli", _FILES, [*_RUN, "--out", "out", "--goodput", " "], "--goodput"),
     Case(
         "roofline-tp-zero",
