@@ -31,6 +31,22 @@ from sim.metrics import GapDistribution, summarize
 from sim.states import STATUS_LABELS
 
 # The run folder's record files (written by `report.write_run`, read by `SimResult.load`).
+META_KEYS = (  # what summary() and the report read from meta.json
+    "scenario",
+    "tp",
+    "usd_per_gpu_hour",
+    "peak_flops_per_s_per_gpu",
+    "hbm_bw_bytes_per_s_per_gpu",
+    "step_time",
+    "horizon_s",
+    "n_events",
+    "capacity",
+    "resolved",
+    "wall_s",
+    "model",
+    "gpu",
+    "engine_policy",
+)
 RECORD_FILES = ("requests.parquet", "replicas.parquet", "timeline.parquet", "itl.parquet", "meta.json")
 
 
@@ -129,6 +145,11 @@ class SimResult:
             raise FleetsimError(f"{run_dir}: not a complete run folder (missing {', '.join(missing)})")
         try:
             meta = json.loads((run_dir / "meta.json").read_text())
+            if not isinstance(meta, dict):
+                raise ValueError("meta.json is not a JSON object")
+            missing_keys = [k for k in META_KEYS if k not in meta]
+            if missing_keys:
+                raise ValueError(f"meta.json lacks {', '.join(missing_keys)}")
             requests = pd.read_parquet(run_dir / "requests.parquet")
             requests["status"] = pd.Categorical(requests["status"].astype(str), categories=STATUS_LABELS)
             return cls(

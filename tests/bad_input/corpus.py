@@ -383,6 +383,21 @@ BAD_CLI = [
     Case("merge-bad-klass", "cli", {"t.csv": _b(CSV)}, ["trace", "merge", "m.csv", "t.csv=urgent"], "urgent"),
     Case("report-missing", "cli", {}, ["report", "nowhere"], "not a run folder"),
     Case("report-not-a-run", "cli", {"d/x.txt": b"x"}, ["report", "d"], "not a complete run folder"),
+    Case(
+        "report-meta-empty",
+        "cli",
+        {"d/" + n: b"x" for n in ("requests.parquet", "replicas.parquet", "timeline.parquet", "itl.parquet")}
+        | {"d/meta.json": b"{}"},
+        ["report", "d"],
+        "meta.json lacks",
+    ),
+    Case(
+        "report-corrupt-parquet",
+        "cli",
+        {"d/" + n: b"x" for n in ("requests.parquet", "replicas.parquet", "timeline.parquet", "itl.parquet", "meta.json")},
+        ["report", "d"],
+        "cannot read the run folder",
+    ),
     Case("inspect-no-arg", "cli", {}, ["trace", "inspect"], "Missing argument"),
 ]
 
