@@ -72,6 +72,26 @@ def _step_model(scenario: Scenario, setup: RooflineSetup) -> StepTimeModel:
     return RooflineStepTime(setup)
 
 
+def _check_frame(trace: pd.DataFrame) -> None:
+    """A frame handed to `simulate` from Python (files are validated by their readers): the schema's
+    essentials, checked without copying it."""
+    missing = [c for c in ("arrival_at_s", "prompt_tokens", "output_tokens") if c not in trace.columns]
+    if missing:
+        raise FleetsimError(f"trace: missing column {missing[0]!r} (found: {', '.join(map(str, trace.columns))})")
+    if len(trace) == 0:
+        raise FleetsimError("trace: the trace has no requests")
+    try:
+        t = trace["arrival_at_s"].to_numpy(dtype=np.float64)
+        tokens = [trace[c].to_numpy(dtype=np.float64) for c in ("prompt_tokens", "output_tokens")]
+    except (TypeError, ValueError):
+        raise FleetsimError("trace: arrival_at_s, prompt_tokens and output_tokens must be numbers") from None
+    if not np.isfinite(t).all() or t[0] < 0 or np.any(np.diff(t) < 0):
+        raise FleetsimError("trace: arrival_at_s must be finite, >= 0 and non-decreasing (use sim.workload.validate_frame)")
+    for name, x in zip(("prompt_tokens", "output_tokens"), tokens, strict=True):
+        if not np.isfinite(x).all() or np.any(x < 1) or np.any(x != np.floor(x)):
+            raise FleetsimError(f"trace: {name} must be whole numbers >= 1")
+
+
 def _check_bounds(scenario: Scenario, trace: pd.DataFrame) -> None:
     """Refuse a run whose periodic processes would need more samples or ticks than the stated bounds."""
     span = float(trace["arrival_at_s"].iloc[-1]) if len(trace) else 0.0
@@ -284,6 +304,8 @@ def simulate(
         setup = resolve_scenario(scenario, base_dir=base_dir)
         if trace is None:
             trace = scenario_trace(scenario, base_dir=base_dir)
+        else:
+            _check_frame(trace)
         built = _build(scenario, setup, trace, RunStreams(scenario.seed))
     except FleetsimError as err:  # the build phase's errors name the scenario file, when there is one
         source = scenario.source
