@@ -2,9 +2,10 @@
 
 Llama-2-70B on 2x A100-80GB replicas (default roofline, chunked), HPA on requests in flight per
 replica, the Azure 2023 conversation trace (19,366 requests in ~58 min) rate-scaled so that 16
-replicas are needed at full load (one replica's capacity for this mix is measured first). Prints wall seconds, simulated
-requests per wall second and events per request, then the top of a profile.
-    python benchmarks/fleet_speed.py [--profile]
+replicas are needed at full load (one replica's capacity for this mix is measured first, and reported apart).
+Prints CPU and wall seconds (best and median of --runs), simulated requests per CPU second and per wall
+second, and events per request, then (with --profile) the top of a profile.
+    python benchmarks/fleet_speed.py [--runs 3] [--profile]
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import cProfile
 import pstats
 import time
 from pathlib import Path
+
+from _timing import timed
 
 from sim.config import parse_config
 from sim.simulation import simulate
@@ -26,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     conv = clip_tokens(load_trace(REPO / "traces" / "azure2023_conv.csv"), 4096)
     sc = parse_config(
@@ -46,21 +50,27 @@ def main() -> None:
         }
     )
     # one replica's measured capacity for this length mix (saturated, the same engine), in requests/s
+    probe_start = time.process_time()
     probe = simulate(sc, conv.head(1000))
+    probe_cpu = time.process_time() - probe_start
     per_request = conv["prompt_tokens"].mean() + conv["output_tokens"].mean()
     capacity = probe.max_tokens_per_s / per_request
     rate = len(conv) / conv["arrival_at_s"].iloc[-1]
     trace = scale_rate(conv, 16 * capacity / rate)
-    print(f"one replica serves {capacity:.2f} req/s of this mix; trace scaled from {rate:.2f} to {16 * capacity:.2f} req/s")
-    start = time.perf_counter()
-    result = simulate(sc, trace, measure_capacity=False)
-    wall = time.perf_counter() - start
-    s = result.summary()
+    print(f"one replica serves {capacity:.2f} req/s of this mix ({probe_cpu:.2f} CPU-s to measure, not timed below);")
+    print(f"trace scaled from {rate:.2f} to {16 * capacity:.2f} req/s")
+
+    def run():
+        result = simulate(sc, trace, measure_capacity=False)
+        return result, result.summary()
+
+    timing, (result, s) = timed(run, args.runs)
     n = len(trace)
     print(
         f"{n:,} requests over {result.horizon_s / 60:.0f} simulated minutes; replicas launched {s['replicas_launched']}, most ready {s['replicas_max']}"
     )
-    print(f"wall {wall:.2f} s = {n / wall:,.0f} simulated requests per wall second; {s['n_events'] / n:.2f} events/request")
+    print(f"simulate + summary: {timing}")
+    print(f"= {timing.per_s(n)} simulated requests; {s['n_events'] / n:.2f} events/request")
     print(f"p99 TTFT {s['p99_ttft_ms'] / 1000:.1f} s; throughput {s['request_throughput']:.2f} req/s")
     if args.profile:
         profile = cProfile.Profile()

@@ -1,0 +1,47 @@
+"""Timing for the benchmarks: CPU time (`time.process_time`, what a shared machine's load disturbs least)
+and wall time, best and median of several runs. One-time work (imports, trace generation, capacity
+probes) stays outside the timed function."""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Timing:
+    cpu_best_s: float
+    cpu_median_s: float
+    wall_best_s: float
+    wall_median_s: float
+    runs: int
+
+    def per_s(self, work: float) -> str:
+        """`work` units per CPU second (best run) and per wall second (best run)."""
+        return f"{work / self.cpu_best_s:,.0f} per CPU-s, {work / self.wall_best_s:,.0f} per wall-s"
+
+    def __str__(self) -> str:
+        return (
+            f"CPU best {self.cpu_best_s:.3f} s (median {self.cpu_median_s:.3f}), "
+            f"wall best {self.wall_best_s:.3f} s (median {self.wall_median_s:.3f}), {self.runs} runs"
+        )
+
+
+def timed(fn: Callable[[], Any], runs: int = 3) -> tuple[Timing, Any]:
+    """Run `fn` `runs` times; its timings and the last result."""
+    cpu, wall, result = [], [], None
+    for _ in range(runs):
+        c0, w0 = time.process_time(), time.perf_counter()
+        result = fn()
+        cpu.append(time.process_time() - c0)
+        wall.append(time.perf_counter() - w0)
+    return Timing(min(cpu), statistics.median(cpu), min(wall), statistics.median(wall), runs), result
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
