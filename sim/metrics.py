@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,16 +50,32 @@ class GapDistribution:
     # As a table (the run folder's itl.parquet): a single gap g is the row (a=g, b=0, j0=0, j1=1,
     # weight=1); pieces always have j0 >= 1 (a run's first gap is a single), so rows split back exactly.
     def to_frame(self) -> pd.DataFrame:
-        n = self.singles.size
-        return pd.DataFrame(
-            {
-                "a": np.concatenate((self.singles, self.a)),
-                "b": np.concatenate((np.zeros(n), self.b)),
-                "j0": np.concatenate((np.zeros(n), self.j0)).astype(np.int64),
-                "j1": np.concatenate((np.ones(n), self.j1)).astype(np.int64),
-                "weight": np.concatenate((np.ones(n), self.w)).astype(np.int64),
-            }
-        )
+        return pd.concat(list(self.frame_chunks()), ignore_index=True)
+
+    def frame_chunks(self, rows: int = 1_000_000) -> Iterator[pd.DataFrame]:
+        """`to_frame()` in pieces of at most `rows` rows (a long run has tens of millions of gaps)."""
+        for lo in range(0, self.singles.size, rows):
+            part = self.singles[lo : lo + rows]
+            n = part.size
+            yield pd.DataFrame(
+                {
+                    "a": part,
+                    "b": np.zeros(n),
+                    "j0": np.zeros(n, np.int64),
+                    "j1": np.ones(n, np.int64),
+                    "weight": np.ones(n, np.int64),
+                }
+            )
+        if self.a.size or not self.singles.size:
+            yield pd.DataFrame(
+                {
+                    "a": self.a,
+                    "b": self.b,
+                    "j0": self.j0.astype(np.int64),
+                    "j1": self.j1.astype(np.int64),
+                    "weight": self.w.astype(np.int64),
+                }
+            )
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame) -> GapDistribution:

@@ -15,9 +15,13 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import yaml
 
 from sim.errors import FleetsimError
@@ -40,6 +44,20 @@ def summary_with_resolved(result: SimResult, summary: dict[str, Any] | None = No
     out = dict(summary if summary is not None else result.summary())
     out["resolved"] = result.meta["resolved"]
     return out
+
+
+def _write_chunks(chunks: Iterator[pd.DataFrame], path: Path) -> None:
+    """One Parquet file from frames of one schema, a row group each (memory bounded by one chunk)."""
+    writer: pq.ParquetWriter | None = None
+    try:
+        for chunk in chunks:
+            table = pa.Table.from_pandas(chunk, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(path, table.schema)
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 def check_out_dir(out_dir: Path, *, force: bool = False) -> None:
@@ -97,7 +115,7 @@ def write_run(result: SimResult, out_dir: Path, *, summary: dict[str, Any] | Non
         result.requests.to_parquet(tmp / "requests.parquet", index=False)
         result.timeline.to_parquet(tmp / "timeline.parquet", index=False)
         result.replicas.to_parquet(tmp / "replicas.parquet", index=False)
-        result.itl.to_frame().to_parquet(tmp / "itl.parquet", index=False)
+        _write_chunks(result.itl.frame_chunks(), tmp / "itl.parquet")
         (tmp / "config.resolved.yaml").write_text(
             "# The scenario as run: defaults filled in, file paths absolute; `fleetsim run` accepts it as is.\n"
             + yaml.safe_dump(result.scenario, sort_keys=False)
