@@ -64,18 +64,25 @@ def sample_requests(lengths: np.ndarray, max_context_tokens: int) -> np.ndarray:
     return pool
 
 
-def tokens_per_s_until_queue_empties(requests: pd.DataFrame) -> float | None:
-    """Throughput of a saturated run (records of a closed batch queued at t = 0): tokens of the requests
-    completed by the instant the last request was scheduled (until then the queue was never empty)."""
+def _saturated_stretch(requests: pd.DataFrame) -> tuple[float, np.ndarray] | None:
+    """The instant the last request was scheduled (until then the queue was never empty) and which
+    requests had completed by then; None if nothing was scheduled."""
     scheduled = requests["scheduled_at_s"].to_numpy(dtype=np.float64)
-    scheduled = scheduled[~np.isnan(scheduled)]
-    if scheduled.size == 0:
+    if np.isnan(scheduled).all():
         return None
-    cut = float(scheduled.max())
+    cut = float(np.nanmax(scheduled))
     status = np.asarray(requests["status"].cat.codes.to_numpy())
     done = (status == RequestStatus.COMPLETED) & (requests["completed_at_s"].to_numpy() <= cut)
-    if cut <= 0 or not done.any():
+    return cut, done
+
+
+def tokens_per_s_until_queue_empties(requests: pd.DataFrame) -> float | None:
+    """Throughput of a saturated run (records of a closed batch queued at t = 0): tokens of the requests
+    completed by the instant the last request was scheduled."""
+    stretch = _saturated_stretch(requests)
+    if stretch is None or stretch[0] <= 0 or not stretch[1].any():
         return None
+    cut, done = stretch
     tokens = requests["prompt_tokens"].to_numpy()[done].sum() + requests["output_tokens"].to_numpy()[done].sum()
     return float(tokens / cut)
 
@@ -83,20 +90,17 @@ def tokens_per_s_until_queue_empties(requests: pd.DataFrame) -> float | None:
 def relative_standard_error(requests: pd.DataFrame) -> float | None:
     """Batch means over the saturated stretch: after the first 20% of completions (the batch filling up)
     until the queue first empties, cut into N_WINDOWS equal windows; tokens count at completion."""
-    scheduled = requests["scheduled_at_s"].to_numpy(dtype=np.float64)
-    if np.isnan(scheduled).all():
+    stretch = _saturated_stretch(requests)
+    if stretch is None or stretch[1].sum() < 5 * N_WINDOWS:  # too few completions to spread over the windows
         return None
-    cut = float(np.nanmax(scheduled))
-    completed = requests["completed_at_s"].to_numpy(dtype=np.float64)
-    done = completed <= cut
-    if done.sum() < 5 * N_WINDOWS:
-        return None
-    start = float(np.quantile(completed[done], 0.2))
+    cut, done = stretch
+    completed = requests["completed_at_s"].to_numpy(dtype=np.float64)[done]
+    start = float(np.quantile(completed, 0.2))
     if cut <= start:
         return None
     tokens = (requests["prompt_tokens"].to_numpy() + requests["output_tokens"].to_numpy())[done]
     edges = np.linspace(start, cut, N_WINDOWS + 1)
-    per_window = np.histogram(completed[done], bins=edges, weights=tokens)[0] / np.diff(edges)
+    per_window = np.histogram(completed, bins=edges, weights=tokens)[0] / np.diff(edges)
     mean = float(per_window.mean())
     return float(per_window.std(ddof=1) / np.sqrt(N_WINDOWS) / mean) if mean > 0 else None
 

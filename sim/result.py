@@ -30,7 +30,6 @@ from sim.errors import FleetsimError
 from sim.metrics import GapDistribution, summarize
 from sim.states import STATUS_LABELS
 
-# The run folder's record files (written by `report.write_run`, read by `SimResult.load`).
 META_KEYS = (  # what summary() and the report read from meta.json
     "scenario",
     "tp",
@@ -47,6 +46,7 @@ META_KEYS = (  # what summary() and the report read from meta.json
     "gpu",
     "engine_policy",
 )
+# The run folder's record files (written by `report.write_run`, read by `SimResult.load`).
 RECORD_FILES = ("requests.parquet", "replicas.parquet", "timeline.parquet", "itl.parquet", "meta.json")
 
 
