@@ -50,3 +50,25 @@ def seed2() -> RooflineSetup:
 @pytest.fixture(scope="session")
 def seed8() -> RooflineSetup:
     return make_setup("llama-2-70b", "a100-80gb", tp=8, preset="seed")
+
+
+@pytest.fixture
+def observations(monkeypatch):
+    """Every `Observation` the autoscaler's policy is given during the test's simulations, in order."""
+    import sim.simulation as simulation
+
+    seen = []
+    real = simulation.make_policy
+
+    def spy(cfg):
+        policy = real(cfg)
+
+        class Recorder:
+            def decide(self, obs):
+                seen.append(obs)
+                return policy.decide(obs)
+
+        return Recorder()
+
+    monkeypatch.setattr(simulation, "make_policy", spy)
+    return seen

@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 import simpy
 
-import sim.simulation as simulation
 from sim.clock import ARRIVAL, LIFECYCLE, OBSERVE, SAMPLE, At
 from sim.config import parse_config
 from sim.simulation import simulate
@@ -55,22 +54,8 @@ def test_an_arrival_at_a_step_end_is_in_the_next_batch(policy, ff):
         assert r["first_token_at_s"].tolist() == [0.25, 0.625, 0.625]
 
 
-def test_a_replica_ready_at_a_tick_is_observed_ready_and_the_sample_follows_the_decision(monkeypatch):
+def test_a_replica_ready_at_a_tick_is_observed_ready_and_the_sample_follows_the_decision(observations):
     # cold start: 10 + 5 + weights 1 s (137.95 GB at 137.95 GB/s) + 14 = 30 s, a multiple of the 15 s tick
-    observations = []
-    real = simulation.make_policy
-
-    def spy(cfg):
-        policy = real(cfg)
-
-        class Recorder:
-            def decide(self, obs):
-                observations.append(obs)
-                return policy.decide(obs)
-
-        return Recorder()
-
-    monkeypatch.setattr(simulation, "make_policy", spy)
     sc = parse_config(
         {
             "model": "llama-2-70b",

@@ -9,7 +9,6 @@ import math
 import pandas as pd
 import pytest
 
-import sim.simulation as simulation
 from sim.config import parse_config
 from sim.simulation import simulate
 from sim.workload import validate_frame
@@ -35,25 +34,6 @@ def scenario(autoscaler, *, engine=None, **fleet):
             "engine": {"step_time": STEP, **(engine or {})},
         }
     )
-
-
-@pytest.fixture
-def observations(monkeypatch):
-    seen = []
-    real = simulation.make_policy
-
-    def spy(cfg):
-        policy = real(cfg)
-
-        class Recorder:
-            def decide(self, obs):
-                seen.append(obs)
-                return policy.decide(obs)
-
-        return Recorder()
-
-    monkeypatch.setattr(simulation, "make_policy", spy)
-    return seen
 
 
 def test_busy_fraction_is_the_share_of_the_interval_spent_in_steps(observations):
