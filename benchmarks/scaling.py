@@ -21,7 +21,7 @@ from sim.workload import load_trace, validate_frame
 from sim.workload.transforms import clip_tokens
 
 REPO = Path(__file__).resolve().parents[1]
-PER_REPLICA_REQ_S = 0.6  # ~80% of one replica's saturated rate for this mix (benchmarks/engine_speed.py measures it)
+LOAD = 0.8  # offered load per replica, as a share of one replica's measured saturated rate for this mix
 
 
 def poisson(n: int, rate: float, pool: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
@@ -60,16 +60,20 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a minute instead of several)")
     args = parser.parse_args()
     pool = clip_tokens(load_trace(REPO / "traces" / "azure2023_conv.csv"), 4096)
+    # one replica's saturated rate for this mix, measured once (not timed)
+    probe = simulate(fleet(1), pool.head(1000).assign(arrival_at_s=0.0))
+    per_replica = LOAD * probe.max_tokens_per_s / (pool["prompt_tokens"].mean() + pool["output_tokens"].mean())
+    print(f"one replica at {LOAD:.0%} load: {per_replica:.3f} req/s\n")
     head = f"{'case':<28}{'requests':>9}{'CPU us/req':>12}{'req/CPU-s':>12}{'ev/req':>9}"
 
     print("requests (8 replicas at 80% load)\n" + head)
     for n in (10_000, 30_000, 100_000) if args.quick else (10_000, 30_000, 100_000, 300_000):
-        row(f"{n:,} requests", fleet(8), poisson(n, 8 * PER_REPLICA_REQ_S, pool), args.runs)
+        row(f"{n:,} requests", fleet(8), poisson(n, 8 * per_replica, pool), args.runs)
 
     print("\nreplicas at proportional load (1,000 requests per replica, at least 10,000)\n" + head)
     for r in (1, 4, 16, 64) if args.quick else (1, 4, 16, 64, 256):
         n = max(10_000, 1_000 * r)
-        row(f"{r} replicas", fleet(r), poisson(n, r * PER_REPLICA_REQ_S, pool), args.runs)
+        row(f"{r} replicas", fleet(r), poisson(n, r * per_replica, pool), args.runs)
 
     print("\nmean batch (one replica kept saturated, max_num_seqs = target batch, KV ample)\n" + head)
     for batch in (10, 30, 60, 90):

@@ -36,4 +36,3 @@ class ReplicaState(StrEnum):
 
 
 STARTING = (ReplicaState.PROVISIONING, ReplicaState.LOADING)
-HOLDING_GPUS = (ReplicaState.PROVISIONING, ReplicaState.LOADING, ReplicaState.READY, ReplicaState.DRAINING)

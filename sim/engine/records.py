@@ -66,7 +66,7 @@ class RequestLog:
     def check_invariants(self) -> None:
         """Cheap end-of-run checks; a failure is a simulator bug."""
         done = self.status == COMPLETED
-        assert not np.any(self.status == 0), "a request never arrived"
+        assert not np.any(self.status == NOT_ARRIVED), "a request never arrived"
         a, s, f, c = (x[done] for x in (self.arrival_at_s, self.scheduled_at_s, self.first_token_at_s, self.completed_at_s))
         assert np.all(a <= s) and np.all(s <= f) and np.all(f <= c), "per-request timestamps out of order"
         assert set(self.reasons) == set(np.flatnonzero(self.status == REJECTED).tolist()), "a rejection without a reason"
