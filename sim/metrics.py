@@ -31,7 +31,7 @@ PERCENTILES = (90, 99)
 
 @dataclass(frozen=True)
 class GapDistribution:
-    """Exact multiset of gaps: singles plus pieces a + b*j for j in [j0, j1), each with a weight."""
+    """Exact multiset of gaps: weighted singles plus pieces a + b*j for j in [j0, j1), each with a weight."""
 
     singles: np.ndarray  # sorted
     a: np.ndarray
@@ -39,16 +39,37 @@ class GapDistribution:
     j0: np.ndarray
     j1: np.ndarray
     w: np.ndarray
+    sw: np.ndarray | None = None  # the singles' weights (None: each 1)
+
+    def __post_init__(self) -> None:
+        sw = np.ones(self.singles.size) if self.sw is None else np.asarray(self.sw, dtype=np.float64)
+        object.__setattr__(self, "sw", sw)
+        object.__setattr__(self, "_cum", np.cumsum(sw))  # gaps <= singles[i]: _cum[i]
+
+    @property
+    def single_weights(self) -> np.ndarray:
+        assert self.sw is not None
+        return self.sw
 
     @classmethod
-    def from_lists(cls, singles: list[float], pieces: list[tuple[float, float, int, int, int]]) -> GapDistribution:
-        """From the engine's running record: single gaps, and pieces (a, b, j0, j1, weight)."""
+    def from_lists(
+        cls,
+        singles: list[float],
+        pieces: list[tuple[float, float, int, int, int]],
+        grouped: list[tuple[float, int]] | None = None,
+    ) -> GapDistribution:
+        """From the engine's running record: single gaps, pieces (a, b, j0, j1, weight) and weighted
+        single gaps (value, weight)."""
         flat = itertools.chain.from_iterable(pieces)  # faster than np.array on a list of tuples
         p = np.fromiter(flat, dtype=np.float64, count=5 * len(pieces)).reshape(-1, 5)
-        return cls(np.sort(np.asarray(singles, dtype=np.float64)), p[:, 0], p[:, 1], p[:, 2], p[:, 3], p[:, 4])
+        g = np.fromiter(itertools.chain.from_iterable(grouped or ()), dtype=np.float64, count=2 * len(grouped or ())).reshape(-1, 2)
+        values = np.concatenate((np.asarray(singles, dtype=np.float64), g[:, 0]))
+        weights = np.concatenate((np.ones(len(singles)), g[:, 1]))
+        order = np.argsort(values, kind="stable")
+        return cls(values[order], p[:, 0], p[:, 1], p[:, 2], p[:, 3], p[:, 4], weights[order])
 
-    # As a table (the run folder's itl.parquet): a single gap g is the row (a=g, b=0, j0=0, j1=1,
-    # weight=1); pieces always have j0 >= 1 (a run's first gap is a single), so rows split back exactly.
+    # As a table (the run folder's itl.parquet): a single gap g with weight w is the row (a=g, b=0, j0=0,
+    # j1=1, weight=w); pieces always have j0 >= 1 (a run's first gap is a single), so rows split back exactly.
     def to_frame(self) -> pd.DataFrame:
         return pd.concat(list(self.frame_chunks()), ignore_index=True)
 
@@ -63,7 +84,7 @@ class GapDistribution:
                     "b": np.zeros(n),
                     "j0": np.zeros(n, np.int64),
                     "j1": np.ones(n, np.int64),
-                    "weight": np.ones(n, np.int64),
+                    "weight": self.single_weights[lo : lo + rows].astype(np.int64),
                 }
             )
         if self.a.size or not self.singles.size:
@@ -82,20 +103,23 @@ class GapDistribution:
         single = frame["j0"].to_numpy() == 0
         col = {c: frame[c].to_numpy(dtype=np.float64) for c in ("a", "b", "j0", "j1", "weight")}
         p = ~single
-        return cls(np.sort(col["a"][single]), col["a"][p], col["b"][p], col["j0"][p], col["j1"][p], col["weight"][p])
+        order = np.argsort(col["a"][single], kind="stable")
+        return cls(
+            col["a"][single][order], col["a"][p], col["b"][p], col["j0"][p], col["j1"][p], col["weight"][p], col["weight"][single][order]
+        )
 
     @property
     def count(self) -> int:
-        return int(self.singles.size + np.sum(self.w * (self.j1 - self.j0)))
+        return int(self.single_weights.sum() + np.sum(self.w * (self.j1 - self.j0)))
 
     def _sums(self, shift: float = 0.0) -> tuple[float, float]:
         """Sum of (gap - shift) and of its square, in closed form over the pieces."""
         n = self.j1 - self.j0
         s1 = (self.j1 * (self.j1 - 1) - self.j0 * (self.j0 - 1)) / 2  # sum of j
         s2 = ((self.j1 - 1) * self.j1 * (2 * self.j1 - 1) - (self.j0 - 1) * self.j0 * (2 * self.j0 - 1)) / 6  # sum of j^2
-        a, x = self.a - shift, self.singles - shift
-        total = float(x.sum() + np.sum(self.w * (n * a + self.b * s1)))
-        squares = float(np.sum(x**2) + np.sum(self.w * (n * a**2 + 2 * a * self.b * s1 + self.b**2 * s2)))
+        a, x, sw = self.a - shift, self.singles - shift, self.single_weights
+        total = float(np.sum(sw * x) + np.sum(self.w * (n * a + self.b * s1)))
+        squares = float(np.sum(sw * x**2) + np.sum(self.w * (n * a**2 + 2 * a * self.b * s1 + self.b**2 * s2)))
         return total, squares
 
     def mean(self) -> float:
@@ -108,7 +132,8 @@ class GapDistribution:
         return math.sqrt(max(0.0, squares / n - (total / n) ** 2))
 
     def _count_le(self, v: float) -> int:
-        c = int(np.searchsorted(self.singles, v, side="right"))
+        i = int(np.searchsorted(self.singles, v, side="right"))
+        c = int(self._cum[i - 1]) if i else 0  # type: ignore[attr-defined]
         if self.a.size:
             n = self.j1 - self.j0
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):

@@ -15,12 +15,14 @@ import numpy as np
 
 class Router(Protocol):
     needs_kv: bool
+    indexed: bool  # True: the fleet may answer with `LeastLoaded` instead of calling `choose`
 
     def choose(self, outstanding: Sequence[int], kv_used: Sequence[float] | None = None) -> int: ...
 
 
 class RoundRobin:
     needs_kv = False
+    indexed = False
 
     def __init__(self, rng: np.random.Generator | None = None) -> None:
         self._next = 0
@@ -33,6 +35,7 @@ class RoundRobin:
 
 class LeastOutstanding:
     needs_kv = False
+    indexed = True  # the fleet keeps a `LeastLoaded` index that gives the same answer in O(log R)
 
     def __init__(self, rng: np.random.Generator | None = None) -> None:
         pass
@@ -43,6 +46,7 @@ class LeastOutstanding:
 
 class LeastKv:
     needs_kv = True
+    indexed = False  # KV use moves every decode step: O(R) per request
 
     def __init__(self, rng: np.random.Generator | None = None) -> None:
         pass
@@ -56,6 +60,7 @@ class PowerOfTwo:
     """Sample two distinct replicas (seeded), keep the one with fewer outstanding requests."""
 
     needs_kv = False
+    indexed = False
 
     def __init__(self, rng: np.random.Generator | None = None) -> None:
         self._rng = rng if rng is not None else np.random.default_rng(0)

@@ -2,8 +2,9 @@
 
 Instants are seconds on the simulation clock (NaN until they happen). Inter-token latencies are
 kept exactly but without one entry per token: a fast-forwarded decode run of k steps over n
-sequences contributes each sequence's first gap individually and the remaining (k-1) step
-durations as linear pieces `value = a + b*j` (j in [j0, j1)) with weight n.
+sequences contributes its first gap once per distinct previous-token instant (weighted by the sequences
+that share it: the decode group's members share one) and the remaining (k-1) step durations as linear
+pieces `value = a + b*j` (j in [j0, j1)) with weight n.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ NOT_ARRIVED, IN_FLIGHT, COMPLETED, REJECTED = (int(s) for s in RequestStatus)
 @dataclass(slots=True)
 class ItlLog:
     singles: list[float] = field(default_factory=list)
+    grouped: list[tuple[float, int]] = field(default_factory=list)  # a gap and how many sequences had it
     # linear pieces: a, b, j0, j1, weight
     pieces: list[tuple[float, float, int, int, int]] = field(default_factory=list)
 

@@ -9,6 +9,14 @@ replica computes how many such steps fit (`k_max`), sums their closed-form durat
 and waits once. An arrival wakes it mid-run; it then waits for the first step boundary at or after
 that instant and resumes scheduling there, exactly where a step-by-step engine would have seen the
 arrival. `fast_forward=False` runs every step as its own event: the reference.
+
+Lazy decoders (fast-forward mode only): running sequences that decode in lock-step live in a
+`DecodeGroup` (aggregates, O(1) a step); the rest (prompt chunks, recomputes, decoders whose last token
+came at another instant) are explicit in `running`, in admission order. A step that serves every running
+sequence is planned by the policy's `plan` from the aggregates; any other step (budget or KV shortfall:
+the order of sequences matters) first returns the group's members to `running` and plans per sequence
+with `next_batch`, the reference's own code. After a step, explicit decoders that emitted with the group
+join it. The reference mode never forms a group: it is the per-sequence engine, step by step.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from typing import Any
 
 import simpy
 
+from sim.engine.group import DecodeGroup
 from sim.engine.kv import KvBlockPool
 from sim.engine.records import IN_FLIGHT, RequestLog
 from sim.engine.scheduler import Batch, BatchPolicy, Limits
@@ -75,10 +84,14 @@ class Replica:
         self.max_context_tokens = max_context_tokens
         self.fast_forward = fast_forward
         self.waiting: list[Seq] = []
-        self.running: list[Seq] = []
+        self.running: list[Seq] = []  # explicit running sequences, in admission order
+        self.group = DecodeGroup(limits.block_size)  # lock-step decoders (fast-forward mode only)
+        self._n_admitted = 0
+        self.n_outstanding = 0  # requests routed here and not yet completed or dropped
+        self.on_load: Callable[[Replica], None] | None = None  # called each time n_outstanding changes
         self._wake: simpy.Event | None = None  # idle: the next arrival succeeds it
         self._interruptible = False  # in a fast-forwarded run: the next arrival interrupts it
-        self._run: tuple[float, StepLine, list[Seq], int] | None = None  # start, line, seqs, k_max
+        self._run: tuple[float, StepLine, list[Seq], int] | None = None  # start, line, explicit seqs, k_max
         self.n_steps = 0
         self.n_runs = 0
         self.busy_s = 0.0  # seconds spent in steps, split next into prompt and completion work
@@ -95,7 +108,14 @@ class Replica:
         """Take a request the fleet routed here (it has already rejected those no replica can serve)."""
         self.log.status[seq.idx] = IN_FLIGHT
         self.log.replica_id[seq.idx] = self.replica_id
-        bisect.insort(self.waiting, seq, key=_key)
+        self.n_outstanding += 1
+        if self.on_load is not None:
+            self.on_load(self)
+        waiting = self.waiting
+        if not waiting or _key(waiting[-1]) <= seq.key:  # FCFS arrivals append
+            waiting.append(seq)
+        else:
+            bisect.insort(waiting, seq, key=_key)
         if self._interruptible:
             self._interruptible = False
             self.process.interrupt()
@@ -116,22 +136,37 @@ class Replica:
         _, _, seqs, k_max = self._run
         slots_ahead = min(self.steps_done_in_run(now) + 1, k_max)  # the step in progress holds its slot
         bs = self.pool.block_size
-        return self.pool.used + sum(max(0, blocks_for(s.computed + slots_ahead, bs) - s.blocks) for s in seqs)
+        explicit = sum(max(0, blocks_for(s.computed + slots_ahead, bs) - s.blocks) for s in seqs)
+        return self.pool.used + self.group.blocks_needed(slots_ahead) + explicit
 
     @property
-    def n_outstanding(self) -> int:
-        return len(self.waiting) + len(self.running)
+    def n_running(self) -> int:
+        return len(self.running) + self.group.n
 
     def busy_s_at(self, now: float) -> float:
         """Seconds spent working up to `now`, counting a step or run in progress."""
         return self.busy_s + (now - self._work_start if self._work_start is not None else 0.0)
 
     # --- the process -----------------------------------------------------------------------------------
+    def _plan(self) -> Batch:
+        group, pool, limits = self.group, self.pool, self.limits
+        if group.n:
+            batch = self.policy.plan(self.waiting, self.running, group.n, group.next_step_blocks, pool.free, limits)
+            if batch is not None:
+                return batch
+            members = group.release_all()  # per-sequence planning, in admission order
+            if self.running:
+                members.extend(self.running)
+                members.sort(key=_admit_no)
+            self.running = members
+        return self.policy.next_batch(self.waiting, self.running, pool.free, limits)
+
     def _loop(self) -> Generator[simpy.Event, Any, None]:
         env = self.env
         while True:
-            batch = self.policy.next_batch(self.waiting, self.running, self.pool.free, self.limits)
+            batch = self._plan()
             for seq in batch.dropped:
+                self._resolved(1)
                 self.log.reject(
                     seq.idx,
                     f"preempted, and its recompute of {seq.pending} tokens exceeds max_num_batched_tokens="
@@ -139,7 +174,7 @@ class Replica:
                 )
             if batch.preempted:
                 self._preempt(batch.preempted)
-            if not batch.work:
+            if not batch.work and not batch.group:
                 if batch.preempted or batch.dropped:
                     continue
                 assert not self.waiting, "idle with admissible work waiting"
@@ -150,7 +185,7 @@ class Replica:
                 self._wake = None
                 continue
             if self.fast_forward and batch.is_pure_decode:
-                yield from self._decode_run([s for s, _ in batch.work], batch.min_tokens_left, batch.context_sum)
+                yield from self._decode_run(batch)
             else:
                 yield from self._step(batch)
 
@@ -168,10 +203,13 @@ class Replica:
         now = env.now
         if batch.admitted:
             del self.waiting[: len(batch.admitted)]
+            scheduled = self.log.scheduled_at_s
             for seq in batch.admitted:
+                self._n_admitted += 1
+                seq.admit_no = self._n_admitted
                 self.running.append(seq)
-                if math.isnan(self.log.scheduled_at_s[seq.idx]):
-                    self.log.scheduled_at_s[seq.idx] = now
+                if math.isnan(scheduled[seq.idx]):
+                    scheduled[seq.idx] = now
         n_prefill = n_decode = decode_ctx = 0
         pairs = kv_read = 0
         pool = self.pool
@@ -185,6 +223,13 @@ class Replica:
                 n_prefill += n
             pairs += n * c + n * (n + 1) // 2
             kv_read += c
+        group = self.group
+        if batch.group:
+            n_decode += group.n
+            decode_ctx += group.ctx
+            pairs += group.ctx + group.n
+            kv_read += group.ctx
+            self._grant(group.next_step_blocks)
         dt, flops, n_bytes = self.step_time.step(n_prefill, n_decode, pairs, kv_read)
         self._work_start = now
         yield env.timeout(dt)
@@ -202,10 +247,54 @@ class Replica:
         else:
             self.prefill_busy_s += dt
         end = env.now
+        if batch.group:
+            self._group_steps(1, end - group.t_last, end)
+        emitted = False
         for seq, n in batch.work:
             seq.computed += n
             if seq.computed == seq.prompt_tokens + seq.generated:
                 self._emit(seq, end)
+                emitted = True
+        if emitted and self.fast_forward and (batch.group or not group.n):
+            self._regroup(end)
+
+    def _grant(self, blocks: int) -> None:
+        """The decode group takes `blocks` new KV blocks."""
+        if blocks:
+            pool = self.pool
+            pool.used += blocks
+            assert pool.used <= pool.n_blocks, "KV pool over capacity"
+            if pool.used > pool.peak_used:
+                pool.peak_used = pool.used
+
+    def _group_steps(self, k: int, first_gap: float, end: float) -> None:
+        """The group took k steps ending at `end`, its first gap `first_gap`: record it, finish those done."""
+        group = self.group
+        self.log.itl.grouped.append((first_gap, group.n))
+        done = group.advance(k, end)
+        if done:
+            self._resolved(len(done))
+            for seq in done:
+                self.log.complete(seq.idx, end)
+                self.pool.release(seq)
+
+    def _resolved(self, n: int) -> None:
+        self.n_outstanding -= n
+        if self.on_load is not None:
+            self.on_load(self)
+
+    def _regroup(self, t: float) -> None:
+        """Explicit decoders whose last token came at `t` join the group (which then emitted at `t`)."""
+        group = self.group
+        keep = []
+        for seq in self.running:
+            if seq.last_token_at_s == t and seq.generated >= 1 and seq.computed == seq.prompt_tokens + seq.generated - 1:
+                if not group.n:
+                    group.t_last = t
+                group.join(seq)
+            else:
+                keep.append(seq)
+        self.running = keep
 
     def _emit(self, seq: Seq, t: float) -> None:
         if seq.generated == 0:
@@ -218,18 +307,19 @@ class Replica:
             self._finish(seq, t)
 
     def _finish(self, seq: Seq, t: float) -> None:
+        self._resolved(1)
         self.log.complete(seq.idx, t)
         self.pool.release(seq)
         self.running.remove(seq)
 
     def _kv_steps(self, seqs: list[Seq], k_max: int) -> int:
         """Most steps (<= k_max) the free blocks can feed without preempting anyone."""
-        bs, free = self.pool.block_size, self.pool.free
-        if len(seqs) * -(-k_max // bs) <= free:  # bound: each sequence needs at most ceil(k / bs) more blocks
+        bs, free, group = self.pool.block_size, self.pool.free, self.group
+        if (len(seqs) + group.n) * -(-k_max // bs) <= free:  # bound: each needs at most ceil(k / bs) more blocks
             return k_max
 
         def need(k: int) -> int:
-            total = 0
+            total = group.blocks_needed(k)
             for s in seqs:
                 extra = -(-(s.computed + k) // bs) - s.blocks
                 if extra > 0:
@@ -247,13 +337,18 @@ class Replica:
                 hi = mid - 1
         return lo
 
-    def _decode_run(self, seqs: list[Seq], k_max: int, context_sum: int) -> Generator[simpy.Event, Any, None]:
-        """`k_max`: the fewest tokens any of `seqs` has left; `context_sum`: their cached tokens."""
+    def _decode_run(self, batch: Batch) -> Generator[simpy.Event, Any, None]:
+        """Decode steps of the explicit decoders in `batch.work` and the group, until the batch changes."""
         env = self.env
         start = env.now
+        seqs = [s for s, _ in batch.work]
+        group = self.group
+        n_seqs = len(seqs) + group.n
+        context_sum = batch.context_sum + group.ctx
+        k_max = min(batch.min_tokens_left, group.min_tokens_left)
         if k_max > 1:
             k_max = self._kv_steps(seqs, k_max)
-        line = self.step_time.decode_line(n_seqs=len(seqs), context_sum=context_sum)
+        line = self.step_time.decode_line(n_seqs=n_seqs, context_sum=context_sum)
         k = k_max
         self._run = (start, line, seqs, k_max)
         self._work_start = start
@@ -270,7 +365,7 @@ class Replica:
             yield env.timeout(line.total(1))
         self._run = None
         self._work_start = None
-        flops, n_bytes = self.step_time.run_work(n_seqs=len(seqs), context_sum=context_sum, k=k)
+        flops, n_bytes = self.step_time.run_work(n_seqs=n_seqs, context_sum=context_sum, k=k)
         self.flops += flops
         self.bytes += n_bytes
         self._advance(seqs, line, start, k)
@@ -280,8 +375,8 @@ class Replica:
         total = line.total(k)
         end = start + total
         first = start + line.at(0)
-        n = len(seqs)
-        singles = self.log.itl.singles
+        group = self.group
+        n = len(seqs) + group.n
         if k > 1:
             for j0, j1, a, b in line.pieces(k):
                 j0 = max(j0, 1)
@@ -293,8 +388,9 @@ class Replica:
         self.decode_busy_s += total
         pool = self.pool
         bs = pool.block_size
-        grown = 0
+        grown = group.blocks_needed(k)
         finished = []
+        singles = self.log.itl.singles
         for seq in seqs:
             singles.append(first - seq.last_token_at_s)
             seq.computed += k
@@ -306,9 +402,14 @@ class Replica:
             seq.last_token_at_s = end
             if seq.generated == seq.output_tokens:
                 finished.append(seq)
-        if grown:
-            pool.used += grown
-            assert pool.used <= pool.n_blocks, "KV pool over capacity"
-            pool.peak_used = max(pool.peak_used, pool.used)
+        self._grant(grown)
+        if group.n:
+            self._group_steps(k, first - group.t_last, end)
         for seq in finished:
             self._finish(seq, end)
+        if seqs and self.fast_forward:
+            self._regroup(end)
+
+
+def _admit_no(seq: Seq) -> int:
+    return seq.admit_no

@@ -12,6 +12,13 @@ Under KV pressure both preempt the most recently admitted running sequence (reco
 very sequence that needed the room, as vLLM does. Under `prefill_first` a preempted sequence whose
 recompute (prompt + generated tokens) exceeds `max_num_batched_tokens` can never be prefilled whole;
 vLLM v0 drops such a request ("ignored") and so does this policy, which reports it in `dropped`.
+
+Two entry points with one meaning: `next_batch` plans over explicit sequences (the per-step reference
+and the fallback); `plan` plans the common step in which every running sequence is served, given the
+lock-step decoders as an aggregate (`sim.engine.group`): their number and the blocks their next step
+needs. When every running sequence gets all its pending tokens within the budget and the free blocks,
+order cannot matter and no one is preempted, so `plan` decides exactly what `next_batch` would in time
+O(non-group sequences); otherwise it returns None and the replica falls back to `next_batch`.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ class Batch:
     admitted: list[Seq] = field(default_factory=list)
     preempted: list[Seq] = field(default_factory=list)
     dropped: list[Seq] = field(default_factory=list)  # waiting sequences that can never be scheduled
+    group: bool = False  # the decode group takes its step too (one token each)
     # filled while planning, for the fast-forward: do all work items decode, and the decoders' figures
     decodes_only: bool = True
     min_tokens_left: int = 1 << 62  # fewest output tokens any decoder still has to produce
@@ -45,7 +53,7 @@ class Batch:
     @property
     def is_pure_decode(self) -> bool:
         """Only decodes of already running sequences: a candidate for fast-forward."""
-        return bool(self.work) and self.decodes_only and not self.admitted and not self.preempted
+        return (bool(self.work) or self.group) and self.decodes_only and not self.admitted and not self.preempted
 
 
 class BatchPolicy(Protocol):
@@ -54,6 +62,33 @@ class BatchPolicy(Protocol):
     def next_batch(self, waiting: list[Seq], running: list[Seq], free_blocks: int, limits: Limits) -> Batch:
         """Plan one step. May remove `dropped` sequences from the head of `waiting`."""
         ...
+
+    def plan(
+        self, waiting: list[Seq], running: list[Seq], n_group: int, group_need: int, free_blocks: int, limits: Limits
+    ) -> Batch | None:
+        """Plan a step that serves all of `running` plus a decode group of `n_group` needing `group_need`
+        blocks, or None when that step is not the one `next_batch` would plan."""
+        ...
+
+
+def _serve_all(running: list[Seq], batch: Batch, bs: int) -> tuple[int, int]:
+    """Every running sequence takes all its pending tokens: (tokens, new blocks) that costs."""
+    demand = need = 0
+    work = batch.work
+    for seq in running:
+        c = seq.computed
+        pending = seq.prompt_tokens + seq.generated - c
+        demand += pending
+        need += -(-(c + pending) // bs) - seq.blocks
+        work.append((seq, pending))
+        if pending == 1 and seq.generated >= 1:
+            left = seq.output_tokens - seq.generated
+            if left < batch.min_tokens_left:
+                batch.min_tokens_left = left
+            batch.context_sum += c
+        else:
+            batch.decodes_only = False
+    return demand, need
 
 
 def _decode_with_preemption(
@@ -124,6 +159,33 @@ class PrefillFirst:
         _decode_with_preemption(list(running), free_blocks, limits, batch, budget=None)
         return batch
 
+    def plan(
+        self, waiting: list[Seq], running: list[Seq], n_group: int, group_need: int, free_blocks: int, limits: Limits
+    ) -> Batch | None:
+        budget = limits.max_num_batched_tokens
+        if waiting and waiting[0].pending > budget:
+            return None  # next_batch drops it
+        batch = Batch()
+        n_seqs, free = n_group + len(running), free_blocks
+        for seq in waiting:
+            n = seq.pending
+            need = blocks_for(n, limits.block_size)
+            if n > budget or n_seqs + 1 > limits.max_num_seqs or need > free:
+                break
+            batch.work.append((seq, n))
+            batch.admitted.append(seq)
+            batch.decodes_only = False
+            budget -= n
+            n_seqs += 1
+            free -= need
+        if batch.work:
+            return batch
+        _, need = _serve_all(running, batch, limits.block_size)
+        if need + group_need > free_blocks:
+            return None
+        batch.group = n_group > 0
+        return batch
+
 
 class Chunked:
     chunks_prefill = True
@@ -136,6 +198,34 @@ class Chunked:
         if batch.preempted:
             return batch
         n_running = len(queue)
+        for seq in waiting:
+            if budget <= 0 or n_running >= limits.max_num_seqs:
+                break
+            n = min(seq.pending, budget)
+            need = blocks_for(n, limits.block_size)
+            if need > free:
+                break
+            batch.work.append((seq, n))
+            batch.admitted.append(seq)
+            batch.decodes_only = False
+            budget -= n
+            free -= need
+            n_running += 1
+        return batch
+
+    def plan(
+        self, waiting: list[Seq], running: list[Seq], n_group: int, group_need: int, free_blocks: int, limits: Limits
+    ) -> Batch | None:
+        batch = Batch()
+        demand, need = _serve_all(running, batch, limits.block_size)
+        demand += n_group
+        need += group_need
+        budget = limits.max_num_batched_tokens - demand
+        free = free_blocks - need
+        if budget < 0 or free < 0:
+            return None
+        batch.group = n_group > 0
+        n_running = n_group + len(running)
         for seq in waiting:
             if budget <= 0 or n_running >= limits.max_num_seqs:
                 break

@@ -24,6 +24,8 @@ class Seq:
     blocks: int = 0
     n_preemptions: int = 0
     last_token_at_s: float = 0.0
+    admit_no: int = 0  # order of (latest) admission into the running batch
+    join_d: int = 0  # the decode group's step count when this sequence joined it (see sim.engine.group)
 
     @property
     def key(self) -> tuple[int, float, int]:

@@ -72,27 +72,46 @@ class StepLine:
             s += (k - m) * a + b * (k * (k - 1) - m * (m - 1)) / 2
         return s
 
+    def _k_at(self, elapsed: float) -> float:
+        """The real k with T(k) = elapsed, T continued between integers (the sum's quadratic form)."""
+        m = self._split
+        a, b = self._before
+        base = 0.0
+        if m > 0 and (m == math.inf or elapsed <= self.total(int(m))):
+            m = 0
+        elif m > 0:
+            m = int(m)
+            base = self.total(m)
+            a, b = self._after
+            a += b * m
+        else:
+            a, b = self._after
+        # T(m + i) - T(m) = (b/2) i^2 + (a + e - b/2) i: the root in its stable form
+        x = elapsed - base
+        lin = a + self.e - b / 2
+        den = lin + math.sqrt(max(0.0, lin * lin + 2 * b * x))
+        return m + (2 * x / den if den > 0 else 0.0)
+
     def steps_to_reach(self, elapsed: float, k_max: int) -> int:
-        """Smallest k in [1, k_max] with T(k) >= elapsed: the first step boundary at or after it."""
-        lo, hi = 1, k_max
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self.total(mid) >= elapsed:
-                hi = mid
-            else:
-                lo = mid + 1
-        return lo
+        """Smallest k in [1, k_max] with T(k) >= elapsed: the first step boundary at or after it.
+        (The quadratic's root, then corrected against `total` itself, so it is exact.)"""
+        est = self._k_at(elapsed)
+        k = min(max(math.ceil(est), 1), k_max) if math.isfinite(est) else k_max
+        while k > 1 and self.total(k - 1) >= elapsed:
+            k -= 1
+        while k < k_max and self.total(k) < elapsed:
+            k += 1
+        return k
 
     def steps_done_by(self, elapsed: float, k_max: int) -> int:
         """Largest k in [0, k_max] with T(k) <= elapsed: steps completed by then."""
-        lo, hi = 0, k_max
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if self.total(mid) <= elapsed:
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
+        est = self._k_at(elapsed)
+        k = min(max(math.floor(est), 0), k_max) if math.isfinite(est) else k_max
+        while k > 0 and self.total(k) > elapsed:
+            k -= 1
+        while k < k_max and self.total(k + 1) <= elapsed:
+            k += 1
+        return k
 
 
 class StepTimeModel(Protocol):

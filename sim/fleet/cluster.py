@@ -26,6 +26,7 @@ from sim.engine.records import IN_FLIGHT, RequestLog
 from sim.engine.replica import Replica
 from sim.engine.sequence import Seq
 from sim.fleet.lifecycle import LifecycleConfig
+from sim.fleet.load_index import LeastLoaded
 from sim.router import Router
 from sim.states import STARTING, ReplicaState
 
@@ -80,21 +81,48 @@ class Fleet:
         self.queue_max = queue_max
         self.queue_timeout_s = queue_timeout_s
         self.slots: list[ReplicaSlot] = []
+        self._live: list[ReplicaSlot] = []  # slots not yet released, in id order
+        self._ready: list[ReplicaSlot] | None = None  # the ready slots, in id order (None: recompute)
+        self._index = LeastLoaded() if getattr(router, "indexed", False) else None
         self.queue: deque[Seq] = deque()
         self._busy_seen: dict[int, tuple[float, float]] = {}  # replica id -> (time, busy seconds) at last observation
         self.n_arrivals = 0
 
-    # --- views ---------------------------------------------------------------------------------------
+    # --- views (no scan of released slots: a long day launches hundreds) ------------------------------
     def in_state(self, state: ReplicaState) -> list[ReplicaSlot]:
-        return [s for s in self.slots if s.state == state]
+        return [s for s in self._live if s.state == state]
 
     @property
     def ready(self) -> list[ReplicaSlot]:
-        return self.in_state(ReplicaState.READY)
+        if self._ready is None:
+            self._ready = self.in_state(ReplicaState.READY)
+        return self._ready
+
+    @property
+    def live(self) -> list[ReplicaSlot]:
+        """Slots not released (starting, ready or draining), in id order."""
+        return self._live
 
     @property
     def starting(self) -> list[ReplicaSlot]:
-        return [s for s in self.slots if s.state in STARTING]
+        return [s for s in self._live if s.state in STARTING]
+
+    def _set_state(self, slot: ReplicaSlot, state: ReplicaState) -> None:
+        if (slot.state == ReplicaState.READY) != (state == ReplicaState.READY):
+            self._ready = None
+            if self._index is not None:
+                if state == ReplicaState.READY:
+                    assert slot.engine is not None
+                    self._index.add(slot.replica_id, slot.engine.n_outstanding)
+                else:
+                    self._index.remove(slot.replica_id)
+        slot.state = state
+        if state == ReplicaState.RELEASED:
+            self._live.remove(slot)
+
+    def _load_changed(self, engine: Replica) -> None:
+        if self._index is not None:
+            self._index.update(engine.replica_id, engine.n_outstanding)
 
     # --- requests ------------------------------------------------------------------------------------
     def deliver(self, seq: Seq) -> None:
@@ -118,8 +146,13 @@ class Fleet:
             self.launch(1)
 
     def _route(self, seq: Seq, ready: list[ReplicaSlot]) -> None:
+        if self._index is not None:
+            target_slot = self.slots[self._index.least()]
+            assert target_slot.engine is not None
+            target_slot.engine.enqueue(seq)
+            return
         engines = [slot.engine for slot in ready]
-        outstanding = [len(e.waiting) + len(e.running) for e in engines]  # type: ignore[union-attr]
+        outstanding = [e.n_outstanding for e in engines]  # type: ignore[union-attr]
         kv = None
         if self.router.needs_kv:  # KV use mid-run costs O(batch): only computed for least_kv
             now = self.env.now
@@ -140,6 +173,7 @@ class Fleet:
         for _ in range(n):
             slot = ReplicaSlot(len(self.slots), self.env.now, (0.0, 0.0, 0.0, 0.0))
             self.slots.append(slot)
+            self._live.append(slot)
             self._become_ready(slot)
 
     def launch(self, n: int) -> None:
@@ -147,24 +181,26 @@ class Fleet:
             stages = self.lifecycle.stages(self.weight_bytes, self.rng)
             slot = ReplicaSlot(len(self.slots), self.env.now, stages)
             self.slots.append(slot)
+            self._live.append(slot)
             slot.process = self.env.process(self._cold_start(slot))
 
     def _cold_start(self, slot: ReplicaSlot) -> Generator[simpy.Event, Any, None]:
         provision, pull, load, warmup = slot.stages_s
         try:
             yield At(self.env, provision + pull, LIFECYCLE)
-            slot.state = ReplicaState.LOADING
+            self._set_state(slot, ReplicaState.LOADING)
             yield At(self.env, load + warmup, LIFECYCLE)
         except simpy.Interrupt:
             return
         self._become_ready(slot)
 
     def _become_ready(self, slot: ReplicaSlot) -> None:
-        slot.state = ReplicaState.READY
         slot.ready_at_s = self.env.now
         engine = self.make_engine(slot.replica_id)
         engine.on_idle = lambda _engine, slot=slot: self._idle(slot)
+        engine.on_load = self._load_changed
         slot.engine = engine
+        self._set_state(slot, ReplicaState.READY)
         self._busy_seen[slot.replica_id] = (self.env.now, 0.0)
         while self.queue:
             self._route(self.queue.popleft(), self.ready)
@@ -174,13 +210,13 @@ class Fleet:
             self._release(slot)
 
     def _release(self, slot: ReplicaSlot) -> None:
-        slot.state = ReplicaState.RELEASED
+        self._set_state(slot, ReplicaState.RELEASED)
         slot.released_at_s = self.env.now
 
     # --- scaling -------------------------------------------------------------------------------------
     def _held(self) -> int:
         """Replicas holding GPUs: starting, ready or draining."""
-        return sum(1 for s in self.slots if s.state != ReplicaState.RELEASED)
+        return len(self._live)
 
     def scale_to(self, desired: int) -> None:
         desired = min(desired, self.max_replicas)
@@ -204,7 +240,7 @@ class Fleet:
         for slot in sorted(ready, key=lambda s: (s.engine.n_outstanding if s.engine else 0, -s.replica_id))[:excess]:
             engine = slot.engine
             assert engine is not None
-            slot.state = ReplicaState.DRAINING
+            self._set_state(slot, ReplicaState.DRAINING)
             slot.drain_at_s = now
             slot.busy_at_drain_s = engine.busy_s_at(now)
             if engine.n_outstanding == 0:
@@ -224,7 +260,7 @@ class Fleet:
             self._busy_seen[slot.replica_id] = (now, b1)
             kv.append(engine.kv_blocks_used_at(now) / engine.pool.n_blocks)
         engines = [
-            s.engine for s in self.slots if s.state in (ReplicaState.READY, ReplicaState.DRAINING) and s.engine is not None
+            s.engine for s in self._live if s.state in (ReplicaState.READY, ReplicaState.DRAINING) and s.engine is not None
         ]
         in_flight = len(self.queue) + sum(e.n_outstanding for e in engines)
         waiting = len(self.queue) + sum(len(e.waiting) for e in engines)

@@ -68,7 +68,7 @@ def sample_timeline(
         now = env.now
         counts = dict.fromkeys(states, 0)
         busy, kv, running, waiting = [], [], 0, len(fleet.queue)
-        for slot in fleet.slots:
+        for slot in fleet.live:
             if slot.state in counts:
                 counts[slot.state] += 1
             engine = slot.engine
@@ -78,7 +78,7 @@ def sample_timeline(
             busy.append(min(1.0, (b - last_busy.get(slot.replica_id, 0.0)) / interval_s))
             last_busy[slot.replica_id] = b
             kv.append(engine.kv_blocks_used_at(now) / engine.pool.n_blocks)
-            running += len(engine.running)
+            running += engine.n_running
             waiting += len(engine.waiting)
         rows.append(
             (
