@@ -6,15 +6,47 @@ result.summary()    # the dict written to summary.json
 result.requests     # one row per request (a DataFrame)
 """
 
-from sim.build import build_setup, resolve_scenario
-from sim.config import Scenario, load_config
-from sim.errors import FleetsimError
-from sim.hardware import GpuSpec, load_gpu_catalog
-from sim.models import ModelSpec, load_hf_config, load_model_catalog
-from sim.result import SimResult
-from sim.roofline import RooflineSetup
-from sim.simulation import simulate
-from sim.workload import load_trace
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sim.build import build_setup, resolve_scenario
+    from sim.config import Scenario, load_config
+    from sim.errors import FleetsimError
+    from sim.hardware import GpuSpec, load_gpu_catalog
+    from sim.models import ModelSpec, load_hf_config, load_model_catalog
+    from sim.result import SimResult
+    from sim.roofline import RooflineSetup
+    from sim.simulation import simulate
+    from sim.workload import load_trace
+
+# Imported on first use (PEP 562), so that `import sim.cli` or `sim.roofline` does not load pandas and SimPy.
+_LAZY = {
+    "build_setup": "sim.build",
+    "resolve_scenario": "sim.build",
+    "Scenario": "sim.config",
+    "load_config": "sim.config",
+    "FleetsimError": "sim.errors",
+    "GpuSpec": "sim.hardware",
+    "load_gpu_catalog": "sim.hardware",
+    "ModelSpec": "sim.models",
+    "load_hf_config": "sim.models",
+    "load_model_catalog": "sim.models",
+    "SimResult": "sim.result",
+    "RooflineSetup": "sim.roofline",
+    "simulate": "sim.simulation",
+    "load_trace": "sim.workload",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sim' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "FleetsimError",

@@ -42,12 +42,9 @@ class At(simpy.Event):
 
 
 class CountingEnvironment(simpy.Environment):
-    """A SimPy environment that counts the events it processes."""
+    """A SimPy environment that can tell how many events it processed, at no cost per event: every event
+    scheduled so far (SimPy numbers them from 0) was processed or is still queued."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.n_events = 0
-
-    def step(self) -> None:
-        self.n_events += 1
-        super().step()
+    def events_processed(self) -> int:
+        scheduled = next(self._eid)  # the next event's number: how many were scheduled (skipping one is harmless)
+        return scheduled - len(self._queue)

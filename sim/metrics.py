@@ -62,7 +62,9 @@ class GapDistribution:
         single gaps (value, weight)."""
         flat = itertools.chain.from_iterable(pieces)  # faster than np.array on a list of tuples
         p = np.fromiter(flat, dtype=np.float64, count=5 * len(pieces)).reshape(-1, 5)
-        g = np.fromiter(itertools.chain.from_iterable(grouped or ()), dtype=np.float64, count=2 * len(grouped or ())).reshape(-1, 2)
+        g = np.fromiter(itertools.chain.from_iterable(grouped or ()), dtype=np.float64, count=2 * len(grouped or ())).reshape(
+            -1, 2
+        )
         values = np.concatenate((np.asarray(singles, dtype=np.float64), g[:, 0]))
         weights = np.concatenate((np.ones(len(singles)), g[:, 1]))
         order = np.argsort(values, kind="stable")
@@ -105,7 +107,13 @@ class GapDistribution:
         p = ~single
         order = np.argsort(col["a"][single], kind="stable")
         return cls(
-            col["a"][single][order], col["a"][p], col["b"][p], col["j0"][p], col["j1"][p], col["weight"][p], col["weight"][single][order]
+            col["a"][single][order],
+            col["a"][p],
+            col["b"][p],
+            col["j0"][p],
+            col["j1"][p],
+            col["weight"][p],
+            col["weight"][single][order],
         )
 
     @property

@@ -276,7 +276,7 @@ def _freeze(built: _Built, scenario: Scenario, setup: RooflineSetup, base_dir: P
         budget=built.budget,
         n_trace=n_trace,
         horizon_s=env.now,
-        n_events=env.n_events,
+        n_events=env.events_processed(),
     )
     return SimResult(
         requests=requests_frame(log),

@@ -159,3 +159,24 @@ def test_version_and_help():
     r = run("--version")
     assert r.exit_code == 0 and r.stdout.startswith("fleetsim 0.")
     assert all(cmd in run("--help").stdout for cmd in ("run", "roofline", "trace", "models", "gpus", "presets"))
+
+
+def test_the_cli_imports_the_simulator_only_when_a_command_needs_it():
+    """`fleetsim --version` and `fleetsim roofline` start fast: building the CLI loads neither pandas,
+    pyarrow, SimPy nor rich (they are imported by the commands that simulate or read traces)."""
+    import subprocess
+    import sys
+
+    heavy = ("pandas", "pyarrow", "simpy", "rich", "matplotlib")
+    code = (
+        "import sys, types, sim.cli.commands; "
+        "print(','.join(m for m in %r if type(sys.modules.get(m)) is types.ModuleType))" % (heavy,)
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""
+    version = subprocess.run(
+        [sys.executable, "-c", "import sys; from sim.cli import main; main(['--version'])\n"],
+        capture_output=True,
+        text=True,
+    )
+    assert version.returncode == 0 and version.stdout.startswith("fleetsim ")

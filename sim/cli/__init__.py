@@ -1,275 +1,33 @@
-"""`fleetsim` command line. Input errors print one line and exit 2; a traceback is a bug."""
+"""`fleetsim` command line. Input errors print one line and exit 2; a traceback is a bug.
+
+This module stays light: `fleetsim --version` answers without importing the simulator; everything else
+builds the Typer application (`sim.cli.commands`), whose commands import what they need when they run."""
 
 from __future__ import annotations
 
-import math
-import signal
 import sys
-from pathlib import Path
-from typing import Annotated, Any
-
-import typer
-
-from sim.build import build_setup, check_override_names
-from sim.cli.common import emit_json, int_list, positive, user_errors
-from sim.cli.roofline import render_text, roofline_report
-from sim.cli.run import report as report_command
-from sim.cli.run import run as run_command
-from sim.cli.trace import trace_app
-from sim.config import DEFAULT_API, RooflineConfig, load_config, preset_names, roofline_config
-from sim.cost import api_price
-from sim.errors import FleetsimError
-from sim.hardware import load_gpu_catalog
-from sim.models import load_model_catalog, resolve_model
-
-app = typer.Typer(
-    name="fleetsim",
-    help="Discrete-event simulator of an LLM-inference GPU fleet: roofline step times, cost and latency.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-app.add_typer(trace_app, name="trace")
-
-
-def _version(value: bool) -> None:
-    if value:
-        from importlib.metadata import version
-
-        typer.echo(f"fleetsim {version('fleetsim')}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _main(
-    show_version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
-    ] = False,
-) -> None:
-    """Discrete-event simulator of an LLM-inference GPU fleet: roofline step times, cost and latency."""
-
-
-app.command(name="run")(user_errors(run_command))
-app.command(name="report")(user_errors(report_command))
-
-
-@app.command()
-@user_errors
-def roofline(
-    model: Annotated[str | None, typer.Option(help="Catalog name or path to a Hugging Face config.json.")] = None,
-    gpu: Annotated[str | None, typer.Option(help="GPU catalog name (see `fleetsim gpus`).")] = None,
-    tp: Annotated[int | None, typer.Option(help="Tensor-parallel degree (GPUs per replica).")] = None,
-    config: Annotated[Path | None, typer.Option(help="Scenario YAML giving model, fleet.gpu/tp, roofline, pricing.")] = None,
-    preset: Annotated[str | None, typer.Option(help="Roofline assumptions preset, e.g. `seed`.")] = None,
-    price_per_gpu_hour: Annotated[float | None, typer.Option(help="USD per GPU-hour (default: the catalog's).")] = None,
-    weight_bits: Annotated[int | None, typer.Option(help="Weight precision in bits (4, 8, 16, 32).")] = None,
-    kv_bits: Annotated[int | None, typer.Option(help="KV-cache precision in bits (8, 16, 32).")] = None,
-    gpu_memory_utilization: Annotated[float | None, typer.Option(help="Share of HBM the engine may use.")] = None,
-    prompt_tokens: Annotated[int, typer.Option(help="Prompt length for the prefill throughput and cost.")] = 2048,
-    prefill_lengths: Annotated[str, typer.Option(help="Prompt lengths for batch-1 prefill latency.")] = "512,1536",
-    batches: Annotated[str, typer.Option(help="Decode batch sizes to price.")] = "1,8,32",
-    context_tokens: Annotated[int, typer.Option(help="KV context per decoding sequence (0: weights only, as the seed).")] = 0,
-    fit_context_tokens: Annotated[
-        int | None, typer.Option(help="Sequence length for the largest batch that fits (default min(4096, model max)).")
-    ] = None,
-    compare_api: Annotated[str | None, typer.Option(help="API price sheet to compare against.")] = None,
-    gpu_catalog: Annotated[Path | None, typer.Option(help="YAML file with extra GPUs (catalog format).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
-) -> None:
-    """The seed article's cost/latency analysis for a model on a GPU type at a TP degree."""
-    positive("--prompt-tokens", prompt_tokens)
-    positive("--fit-context-tokens", fit_context_tokens)
-    positive("--tp", tp)
-    if price_per_gpu_hour is not None and not (math.isfinite(price_per_gpu_hour) and price_per_gpu_hour >= 0):
-        raise FleetsimError(f"--price-per-gpu-hour must be a finite number >= 0 (got {price_per_gpu_hour})")
-    if gpu_memory_utilization is not None and not 0 < gpu_memory_utilization <= 1:
-        raise FleetsimError(f"--gpu-memory-utilization must be in (0, 1] (got {gpu_memory_utilization})")
-    if context_tokens < 0:
-        raise FleetsimError(f"--context-tokens must be >= 0 (got {context_tokens})")
-    lengths = int_list("--prefill-lengths", prefill_lengths)
-    batch_sizes = int_list("--batches", batches)
-
-    base_dir = Path(".")
-    rcfg: RooflineConfig
-    api_name = compare_api
-    overrides: dict[str, Any] = {"weight_bits": weight_bits, "kv_bits": kv_bits, "gpu_memory_utilization": gpu_memory_utilization}
-    if config is not None:
-        scenario = load_config(config)
-        base_dir = config.parent
-        model = model or scenario.model
-        gpu = gpu or scenario.fleet.gpu
-        tp = tp or scenario.fleet.tp
-        price_per_gpu_hour = price_per_gpu_hour if price_per_gpu_hour is not None else scenario.pricing.usd_per_gpu_hour
-        api_name = api_name or scenario.pricing.compare_api
-        rcfg = roofline_config(preset, base=scenario.roofline.model_dump(exclude_defaults=True), **overrides)
-        if gpu_catalog is None and scenario.gpu_catalog:
-            gpu_catalog = base_dir / scenario.gpu_catalog
-    else:
-        rcfg = roofline_config(preset, **overrides)
-    if model is None or gpu is None:
-        raise FleetsimError("roofline needs --model and --gpu (or --config with a scenario)")
-    gpus = load_gpu_catalog(gpu_catalog)
-    check_override_names(rcfg, gpus)
-    models = load_model_catalog()
-    if model.strip().lower() not in models.models and not Path(model).is_absolute():
-        model = str(base_dir / model) if config is not None else model
-    setup = build_setup(
-        resolve_model(model, models),
-        gpus.get(gpu),
-        tp=tp or 1,
-        roofline=rcfg,
-        usd_per_gpu_hour=price_per_gpu_hour,
-    )
-    report = roofline_report(
-        setup,
-        api=api_price(api_name or DEFAULT_API),
-        prompt_tokens=prompt_tokens,
-        prefill_lengths=lengths,
-        batches=batch_sizes,
-        context_tokens=context_tokens,
-        fit_context_tokens=fit_context_tokens,
-        preset=rcfg.preset,
-    )
-    if as_json:
-        emit_json(report)
-    else:
-        typer.echo(render_text(report))
-
-
-@app.command()
-@user_errors
-def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """List the model catalog with derived parameter counts and KV bytes per token."""
-    rows: list[dict[str, Any]] = []
-    for name, m in load_model_catalog().models.items():
-        rows.append(
-            {
-                "name": name,
-                "hf_repo": m.hf_repo,
-                "n_params": m.n_params,
-                "n_active_params": m.n_active_params,
-                "n_layers": m.n_layers,
-                "n_heads": m.n_heads,
-                "n_kv_heads": m.n_kv_heads,
-                "attention": m.attention_kind,
-                "kv_bytes_per_token": m.kv_bytes_per_token(16),
-                "max_context_tokens": m.max_context_tokens,
-            }
-        )
-    if as_json:
-        emit_json(rows)
-        return
-    typer.echo(
-        f"{'name':<16}{'params':>9}{'active':>9}{'layers':>7}{'heads':>7}{'kv':>5}  {'attn':<5}{'KV B/token':>12}{'max ctx':>9}  hf repo"
-    )
-    for r in rows:
-        typer.echo(
-            f"{r['name']:<16}{r['n_params'] / 1e9:>8.2f}B{r['n_active_params'] / 1e9:>8.2f}B{r['n_layers']:>7}{r['n_heads']:>7}"
-            f"{r['n_kv_heads']:>5}  {r['attention']:<5}{r['kv_bytes_per_token']:>12,.0f}{r['max_context_tokens']:>9}  {r['hf_repo']}"
-        )
-
-
-@app.command()
-@user_errors
-def gpus(
-    gpu_catalog: Annotated[Path | None, typer.Option(help="YAML file with extra GPUs.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """List the GPU catalog (dense peaks, memory, bandwidth, default price and its source)."""
-    catalog = load_gpu_catalog(gpu_catalog)
-    rows = [
-        {
-            "name": g.name,
-            "description": g.description,
-            "bf16_tflops": g.bf16_flops_per_s / 1e12,
-            "fp8_tflops": None if g.fp8_flops_per_s is None else g.fp8_flops_per_s / 1e12,
-            "hbm_gb": g.hbm_bytes / 1e9,
-            "hbm_bw_gb_per_s": g.hbm_bw_bytes_per_s / 1e9,
-            "interconnect": g.interconnect,
-            "interconnect_gb_per_s": g.interconnect_bw_bytes_per_s / 1e9,
-            "mfu": g.mfu,
-            "mbu": g.mbu,
-            "usd_per_gpu_hour": g.usd_per_gpu_hour,
-            "price_source": g.price_source,
-            "price_as_of": g.price_as_of,
-        }
-        for g in (catalog.gpus[n] for n in catalog.names())
-    ]
-    if as_json:
-        emit_json(rows)
-        return
-    typer.echo(
-        f"{'name':<11}{'bf16 TF':>8}{'fp8 TF':>8}{'HBM GB':>8}{'GB/s':>7}  {'interconnect':<20}{'$/GPU-h':>8}  price source"
-    )
-    for r in rows:
-        fp8 = "-" if r["fp8_tflops"] is None else f"{r['fp8_tflops']:.0f}"
-        price = "-" if r["usd_per_gpu_hour"] is None else f"{r['usd_per_gpu_hour']:.2f}"
-        link = f"{r['interconnect']} {r['interconnect_gb_per_s']:.0f}"
-        typer.echo(
-            f"{r['name']:<11}{r['bf16_tflops']:>8.0f}{fp8:>8}{r['hbm_gb']:>8.0f}{r['hbm_bw_gb_per_s']:>7.0f}  {link:<20}{price:>8}"
-            f"  {r['price_source']} ({r['price_as_of']})"
-        )
-
-
-@app.command()
-@user_errors
-def presets() -> None:
-    """List the bundled roofline presets."""
-    from sim.config import load_preset
-
-    for name in preset_names():
-        typer.echo(f"{name:<10}{load_preset(name).get('description', '')}")
-
-
-try:  # recent typer vendors click (and does not install it); earlier versions use click itself
-    from typer._click import exceptions as cx
-except ImportError:  # pragma: no cover
-    from click import exceptions as cx  # type: ignore[no-redef, import-not-found, unused-ignore]
-
-_NO_ARGS = getattr(cx, "NoArgsIsHelpError", ())
-
-
-class Interrupted(Exception):
-    """SIGTERM, turned into an exception so that every `finally` (the run folder's temporary copy) runs."""
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise Interrupted()
+from typing import Any
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The console script: every user error, a usage mistake included, ends in one line on stderr and
-    exit status 2; an interrupt (Ctrl-C, SIGTERM) in one line and 130 / 143, with nothing half-written."""
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)  # even where the parent ignored it
-    try:
-        code = app(args=argv, prog_name="fleetsim", standalone_mode=False)
-        if code == 130:  # typer turns Ctrl-C inside a command into a silent exit status 130
-            raise KeyboardInterrupt
-    except _NO_ARGS as err:  # `fleetsim` or `fleetsim trace` alone: the help
-        typer.echo(err.ctx.get_help() if err.ctx is not None else str(err))
-        code = 0
-    except cx.UsageError as err:
-        command = err.ctx.command_path if err.ctx is not None else "fleetsim"
-        message = " ".join(err.format_message().split())
-        typer.echo(f"error: {message} (see {command} --help)", err=True)
-        code = 2
-    except cx.ClickException as err:  # e.g. a file option that cannot be opened
-        typer.echo(f"error: {' '.join(err.format_message().split())}", err=True)
-        code = 2
-    except FleetsimError as err:  # raised outside a command (should not happen)
-        typer.echo(f"error: {err}", err=True)
-        code = 2
-    except (KeyboardInterrupt, typer.Abort):
-        typer.echo("error: interrupted; nothing written", err=True)
-        code = 130
-    except Interrupted:
-        typer.echo("error: terminated; nothing written", err=True)
-        code = 143
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        signal.signal(signal.SIGINT, previous_int)
-    sys.exit(code if isinstance(code, int) else 0)
+    """The console script (see `sim.cli.commands.main`)."""
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["--version"]:
+        from importlib.metadata import version
+
+        print(f"fleetsim {version('fleetsim')}")
+        sys.exit(0)
+    from sim.cli.commands import main as app_main
+
+    app_main(argv)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        from sim.cli.commands import app
+
+        return app
+    raise AttributeError(f"module 'sim.cli' has no attribute {name!r}")
 
 
 __all__ = ["app", "main"]

@@ -5,19 +5,16 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sim.cli.common import check_plot_path, emit_json
 from sim.config import SloConfig, load_config
 from sim.errors import FleetsimError
-from sim.report import RUN_FILES, check_out_dir, write_run
-from sim.result import SimResult
-from sim.simulation import simulate
-from sim.workload import load_trace
+
+if TYPE_CHECKING:
+    from sim.result import SimResult
 
 SECTIONS = [
     ("Time to First Token", "ttft", "TTFT"),
@@ -150,6 +147,13 @@ def run(
     ] = True,
 ) -> None:
     """Simulate a scenario: its fleet replays the trace; prints vLLM-style metrics, cost and utilization; writes a run folder."""
+    from rich.console import Console  # the simulator is imported by the commands that run it
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from sim.report import RUN_FILES, check_out_dir, write_run
+    from sim.simulation import simulate
+    from sim.workload import load_trace
+
     scenario = load_config(config)
     if seed is not None:
         if seed < 0:
@@ -203,6 +207,8 @@ def report(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Reprint a run's summary from its run folder (recomputed from its records)."""
+    from sim.result import SimResult
+
     result = SimResult.load(run_dir)
     summary = result.summary()
     if as_json:

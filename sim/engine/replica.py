@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Callable, Generator
-from typing import Any
+from collections.abc import Callable
 
 import simpy
+from simpy.events import NORMAL, URGENT, EventPriority
 
+from sim.clock import At
 from sim.engine.group import DecodeGroup
 from sim.engine.kv import KvBlockPool
 from sim.engine.records import IN_FLIGHT, RequestLog
@@ -89,9 +90,13 @@ class Replica:
         self._n_admitted = 0
         self.n_outstanding = 0  # requests routed here and not yet completed or dropped
         self.on_load: Callable[[Replica], None] | None = None  # called each time n_outstanding changes
-        self._wake: simpy.Event | None = None  # idle: the next arrival succeeds it
-        self._interruptible = False  # in a fast-forwarded run: the next arrival interrupts it
+        self._idle = False  # waiting for work: the next arrival schedules a wake-up
+        self._interruptible = False  # in a fast-forwarded run: the next arrival cuts it short
         self._run: tuple[float, StepLine, list[Seq], int] | None = None  # start, line, explicit seqs, k_max
+        self._run_steps = 0  # steps the run in progress will take
+        self._run_work: tuple[int, int] = (0, 0)  # its batch size and context sum at the start
+        self._run_end_event: simpy.Event | None = None
+        self._stepping: tuple[Batch, float, int, int, int] | None = None  # the step in progress
         self.n_steps = 0
         self.n_runs = 0
         self.busy_s = 0.0  # seconds spent in steps, split next into prompt and completion work
@@ -101,7 +106,7 @@ class Replica:
         self.bytes = 0.0
         self._work_start: float | None = None
         self.on_idle: Callable[[Replica], None] | None = None  # called each time the replica runs out of work
-        self.process = env.process(self._loop())
+        self._after(0.0, self._next, URGENT)  # as a process would start: after what is already due now
 
     # --- intake ----------------------------------------------------------------------------------
     def enqueue(self, seq: Seq) -> None:
@@ -117,10 +122,10 @@ class Replica:
         else:
             bisect.insort(waiting, seq, key=_key)
         if self._interruptible:
-            self._interruptible = False
-            self.process.interrupt()
-        elif self._wake is not None and not self._wake.triggered:
-            self._wake.succeed()
+            self._cut_run()
+        elif self._idle:
+            self._idle = False
+            self._after(0.0, self._next)
 
     # --- observation (exact mid-run state) ----------------------------------------------------------
     def steps_done_in_run(self, now: float) -> int:
@@ -147,7 +152,18 @@ class Replica:
         """Seconds spent working up to `now`, counting a step or run in progress."""
         return self.busy_s + (now - self._work_start if self._work_start is not None else 0.0)
 
-    # --- the process -----------------------------------------------------------------------------------
+    # --- the process: callbacks on the SimPy kernel -----------------------------------------------------
+    # The replica is a chain of events rather than a generator process: `_next` plans and schedules the
+    # step's (or run's) end, whose callback applies it and calls `_next` again. An idle replica waits for
+    # a wake-up event that `enqueue` schedules at the arrival's instant (so every request of that instant
+    # is queued before the replica plans); a run in progress is cut short by scheduling its end at the
+    # next step boundary (the event scheduled before goes stale and is ignored). Same instants, same order
+    # as a SimPy process, without a generator resume or an Interrupt per event.
+    def _after(self, delay: float, callback: Callable[[simpy.Event], None], priority: EventPriority = NORMAL) -> simpy.Event:
+        event = At(self.env, delay, priority)
+        event.callbacks.append(callback)
+        return event
+
     def _plan(self) -> Batch:
         group, pool, limits = self.group, self.pool, self.limits
         if group.n:
@@ -161,8 +177,8 @@ class Replica:
             self.running = members
         return self.policy.next_batch(self.waiting, self.running, pool.free, limits)
 
-    def _loop(self) -> Generator[simpy.Event, Any, None]:
-        env = self.env
+    def _next(self, _event: simpy.Event | None = None) -> None:
+        """Plan and start the next step or decode run, or go idle."""
         while True:
             batch = self._plan()
             for seq in batch.dropped:
@@ -174,20 +190,19 @@ class Replica:
                 )
             if batch.preempted:
                 self._preempt(batch.preempted)
-            if not batch.work and not batch.group:
-                if batch.preempted or batch.dropped:
-                    continue
-                assert not self.waiting, "idle with admissible work waiting"
-                if self.on_idle is not None:
-                    self.on_idle(self)
-                self._wake = env.event()
-                yield self._wake
-                self._wake = None
+            if batch.work or batch.group:
+                break
+            if batch.preempted or batch.dropped:
                 continue
-            if self.fast_forward and batch.is_pure_decode:
-                yield from self._decode_run(batch)
-            else:
-                yield from self._step(batch)
+            assert not self.waiting, "idle with admissible work waiting"
+            self._idle = True
+            if self.on_idle is not None:
+                self.on_idle(self)
+            return
+        if self.fast_forward and batch.is_pure_decode:
+            self._start_run(batch)
+        else:
+            self._start_step(batch)
 
     def _preempt(self, victims: list[Seq]) -> None:
         for seq in victims:
@@ -198,9 +213,8 @@ class Replica:
             self.log.n_preemptions[seq.idx] += 1
             bisect.insort(self.waiting, seq, key=_key)
 
-    def _step(self, batch: Batch) -> Generator[simpy.Event, Any, None]:
-        env = self.env
-        now = env.now
+    def _start_step(self, batch: Batch) -> None:
+        now = self.env.now
         if batch.admitted:
             del self.waiting[: len(batch.admitted)]
             scheduled = self.log.scheduled_at_s
@@ -232,12 +246,17 @@ class Replica:
             self._grant(group.next_step_blocks)
         dt, flops, n_bytes = self.step_time.step(n_prefill, n_decode, pairs, kv_read)
         self._work_start = now
-        yield env.timeout(dt)
+        self._stepping = (batch, dt, n_prefill, n_decode, decode_ctx)
+        self.flops += flops
+        self.bytes += n_bytes
+        self._after(dt, self._step_end)
+
+    def _step_end(self, _event: simpy.Event) -> None:
+        assert self._stepping is not None
+        batch, dt, n_prefill, n_decode, decode_ctx = self._stepping
         self._work_start = None
         self.n_steps += 1
         self.busy_s += dt
-        self.flops += flops
-        self.bytes += n_bytes
         if n_decode and n_prefill:  # the decodes pay what they would cost alone; the prompt pays the rest
             alone = min(dt, self.step_time.decode_line(n_seqs=n_decode, context_sum=decode_ctx).at(0))
             self.decode_busy_s += alone
@@ -246,7 +265,8 @@ class Replica:
             self.decode_busy_s += dt
         else:
             self.prefill_busy_s += dt
-        end = env.now
+        end = self.env.now
+        group = self.group
         if batch.group:
             self._group_steps(1, end - group.t_last, end)
         emitted = False
@@ -257,6 +277,7 @@ class Replica:
                 emitted = True
         if emitted and self.fast_forward and (batch.group or not group.n):
             self._regroup(end)
+        self._next()
 
     def _grant(self, blocks: int) -> None:
         """The decode group takes `blocks` new KV blocks."""
@@ -337,10 +358,9 @@ class Replica:
                 hi = mid - 1
         return lo
 
-    def _decode_run(self, batch: Batch) -> Generator[simpy.Event, Any, None]:
+    def _start_run(self, batch: Batch) -> None:
         """Decode steps of the explicit decoders in `batch.work` and the group, until the batch changes."""
-        env = self.env
-        start = env.now
+        start = self.env.now
         seqs = [s for s, _ in batch.work]
         group = self.group
         n_seqs = len(seqs) + group.n
@@ -349,26 +369,39 @@ class Replica:
         if k_max > 1:
             k_max = self._kv_steps(seqs, k_max)
         line = self.step_time.decode_line(n_seqs=n_seqs, context_sum=context_sum)
-        k = k_max
         self._run = (start, line, seqs, k_max)
+        self._run_steps = k_max
+        self._run_work = (n_seqs, context_sum)
         self._work_start = start
-        if k_max > 1:
-            end = line.total(k_max)
-            self._interruptible = True  # an arrival interrupts the wait (see enqueue)
-            try:
-                yield env.timeout(end)
-            except simpy.Interrupt:
-                k = line.steps_to_reach(env.now - start, k_max)  # join at the next step boundary
-                yield env.timeout(max(0.0, start + line.total(k) - env.now))
-            self._interruptible = False
-        else:
-            yield env.timeout(line.total(1))
+        self._interruptible = k_max > 1  # an arrival cuts the run at the next step boundary (see enqueue)
+        self._run_end_event = self._after(line.total(k_max), self._run_end)
+
+    def _cut_run(self) -> None:
+        """An arrival mid-run: end the run at the first step boundary at or after now."""
+        assert self._run is not None
+        self._interruptible = False
+        start, line, _, k_max = self._run
+        now = self.env.now
+        k = line.steps_to_reach(now - start, k_max)
+        self._run_steps = k
+        self._run_end_event = self._after(max(0.0, start + line.total(k) - now), self._run_end)
+
+    def _run_end(self, event: simpy.Event) -> None:
+        if event is not self._run_end_event:
+            return  # superseded by `_cut_run`
+        assert self._run is not None
+        start, line, seqs, _ = self._run
+        k = self._run_steps
         self._run = None
+        self._run_end_event = None
+        self._interruptible = False
         self._work_start = None
+        n_seqs, context_sum = self._run_work
         flops, n_bytes = self.step_time.run_work(n_seqs=n_seqs, context_sum=context_sum, k=k)
         self.flops += flops
         self.bytes += n_bytes
         self._advance(seqs, line, start, k)
+        self._next()
 
     def _advance(self, seqs: list[Seq], line: StepLine, start: float, k: int) -> None:
         """Apply k decode steps of a run: KV growth, tokens, gaps, finishes."""

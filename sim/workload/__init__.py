@@ -1,6 +1,31 @@
-"""Workloads: the canonical trace frame, readers for real trace formats, transforms, generators."""
+"""Workloads: the canonical trace frame, readers for real trace formats, transforms, generators.
 
-from sim.workload.readers import FORMATS, load_trace
-from sim.workload.schema import OPTIONAL, REQUIRED, validate_frame
+The names below are imported on first use (PEP 562): the config schema imports `sim.workload.synthetic`
+and `sim.workload.transforms`, which must not pull in the readers (and pandas) with them."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sim.workload.readers import FORMATS, load_trace
+    from sim.workload.schema import OPTIONAL, REQUIRED, validate_frame
+
+_LAZY = {
+    "FORMATS": "sim.workload.readers",
+    "load_trace": "sim.workload.readers",
+    "OPTIONAL": "sim.workload.schema",
+    "REQUIRED": "sim.workload.schema",
+    "validate_frame": "sim.workload.schema",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sim.workload' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = ["FORMATS", "OPTIONAL", "REQUIRED", "load_trace", "validate_frame"]

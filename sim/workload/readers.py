@@ -20,14 +20,24 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.csv as pcsv
-import pyarrow.json as pa_json
-import pyarrow.parquet as pq
+
+from sim.lazy import LazyModule
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+    import pyarrow.json as pa_json
+    import pyarrow.parquet as pq
+else:  # loaded when a trace is read
+    pd = LazyModule("pandas")
+    pa = LazyModule("pyarrow")
+    pcsv = LazyModule("pyarrow.csv")
+    pa_json = LazyModule("pyarrow.json")
+    pq = LazyModule("pyarrow.parquet")
 
 from sim.errors import FleetsimError
 from sim.workload.schema import OPTIONAL, REQUIRED, Where, canonical_frame, check_times, check_tokens, validate_frame

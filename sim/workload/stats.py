@@ -7,10 +7,16 @@ token percentiles with numpy's linear interpolation.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+from sim.lazy import LazyModule
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    pd = LazyModule("pandas")
 
 
 def describe(frame: pd.DataFrame) -> dict[str, Any]:

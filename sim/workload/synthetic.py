@@ -18,13 +18,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
-import pandas as pd
 from pydantic import Field, ValidationError, model_validator
 
 from sim.distributions import lognormal
+from sim.lazy import LazyModule
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    pd = LazyModule("pandas")  # only what reads or builds a trace needs pandas
+
 from sim.errors import FleetsimError, from_validation_error
 from sim.spec import MAX_TOKENS, Frozen
 from sim.streams import RunStreams
