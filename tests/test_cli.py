@@ -170,7 +170,7 @@ def test_the_cli_imports_the_simulator_only_when_a_command_needs_it():
     heavy = ("pandas", "pyarrow", "simpy", "rich", "matplotlib")
     code = (
         "import sys, types, sim.cli.commands; "
-        "print(','.join(m for m in %r if type(sys.modules.get(m)) is types.ModuleType))" % (heavy,)
+        f"print(','.join(m for m in {heavy!r} if type(sys.modules.get(m)) is types.ModuleType))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
