@@ -15,7 +15,6 @@ frame and the gap record), never engine or fleet objects.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -58,17 +57,39 @@ class GapDistribution:
         pieces: list[tuple[float, float, int, int, int]],
         grouped: list[tuple[float, int]] | None = None,
     ) -> GapDistribution:
-        """From the engine's running record: single gaps, pieces (a, b, j0, j1, weight) and weighted
-        single gaps (value, weight)."""
-        flat = itertools.chain.from_iterable(pieces)  # faster than np.array on a list of tuples
-        p = np.fromiter(flat, dtype=np.float64, count=5 * len(pieces)).reshape(-1, 5)
-        g = np.fromiter(itertools.chain.from_iterable(grouped or ()), dtype=np.float64, count=2 * len(grouped or ())).reshape(
-            -1, 2
+        """From lists: single gaps, pieces (a, b, j0, j1, weight) and weighted single gaps (value, weight)."""
+        p = np.array(pieces, dtype=np.float64).reshape(-1, 5)
+        g = np.array(grouped or [], dtype=np.float64).reshape(-1, 2)
+        return cls.from_arrays(
+            np.asarray(singles, dtype=np.float64), g[:, 0], g[:, 1], p[:, 0], p[:, 1], p[:, 2], p[:, 3], p[:, 4]
         )
-        values = np.concatenate((np.asarray(singles, dtype=np.float64), g[:, 0]))
-        weights = np.concatenate((np.ones(len(singles)), g[:, 1]))
+
+    @classmethod
+    def from_arrays(
+        cls,
+        singles: np.ndarray,
+        grouped_v: np.ndarray,
+        grouped_w: np.ndarray,
+        piece_a: np.ndarray,
+        piece_b: np.ndarray,
+        piece_j0: np.ndarray,
+        piece_j1: np.ndarray,
+        piece_w: np.ndarray,
+    ) -> GapDistribution:
+        """From the engine's record (`sim.engine.records.ItlLog.arrays()`)."""
+        values = np.concatenate((singles, grouped_v))
+        weights = np.concatenate((np.ones(singles.size), grouped_w.astype(np.float64)))
         order = np.argsort(values, kind="stable")
-        return cls(values[order], p[:, 0], p[:, 1], p[:, 2], p[:, 3], p[:, 4], weights[order])
+        f = np.float64
+        return cls(
+            values[order],
+            piece_a.astype(f),
+            piece_b.astype(f),
+            piece_j0.astype(f),
+            piece_j1.astype(f),
+            piece_w.astype(f),
+            weights[order],
+        )
 
     # As a table (the run folder's itl.parquet): a single gap g with weight w is the row (a=g, b=0, j0=0,
     # j1=1, weight=w); pieces always have j0 >= 1 (a run's first gap is a single), so rows split back exactly.
@@ -140,18 +161,11 @@ class GapDistribution:
         return math.sqrt(max(0.0, squares / n - (total / n) ** 2))
 
     def _count_le(self, v: float) -> int:
+        return self._singles_le(v) + _pieces_le(v, self.a, self.b, self.j0, self.j1, self.w)
+
+    def _singles_le(self, v: float) -> int:
         i = int(np.searchsorted(self.singles, v, side="right"))
-        c = int(self._cum[i - 1]) if i else 0  # type: ignore[attr-defined]
-        if self.a.size:
-            n = self.j1 - self.j0
-            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                x = (v - self.a) / self.b
-                up = np.clip(np.floor(x) - self.j0 + 1, 0, n)  # b > 0: j <= x
-                down = np.clip(self.j1 - np.ceil(x), 0, n)  # b < 0: j >= x
-            flat = np.where(self.a <= v, n, 0)
-            k = np.where(self.b > 0, up, np.where(self.b < 0, down, flat))
-            c += int(np.sum(self.w * k))
-        return c
+        return int(self._cum[i - 1]) if i else 0  # type: ignore[attr-defined]
 
     def _bounds(self) -> tuple[float, float]:
         lo, hi = [], []
@@ -165,15 +179,26 @@ class GapDistribution:
         return float(min(lo)), float(max(hi))
 
     def order_statistic(self, k: int) -> float:
-        """The k-th smallest gap (0-based)."""
+        """The k-th smallest gap (0-based): bisection on the value. Each round first sets aside the pieces
+        that lie wholly at or below the bracket (all their gaps count) or wholly above it (none do), so a
+        round costs O(pieces that straddle the bracket), which shrink with it, not O(all pieces)."""
         lo, hi = self._bounds()
         if self._count_le(lo) >= k + 1:
             return lo
+        a, b, j0, j1, w = self.a, self.b, self.j0, self.j1, self.w
+        first, last = a + b * j0, a + b * (j1 - 1)
+        low, high = np.minimum(first, last), np.maximum(first, last)
+        below = 0  # gaps of the pieces set aside as wholly <= lo
         for _ in range(200):  # invariant: count_le(lo) < k + 1 <= count_le(hi)
             mid = (lo + hi) / 2
             if mid <= lo or mid >= hi:
                 break
-            if self._count_le(mid) >= k + 1:
+            under, over = high <= lo, low > hi
+            if under.any() or over.any():
+                below += int(np.sum(w[under] * (j1[under] - j0[under])))
+                keep = ~(under | over)
+                a, b, j0, j1, w, low, high = a[keep], b[keep], j0[keep], j1[keep], w[keep], low[keep], high[keep]
+            if self._singles_le(mid) + below + _pieces_le(mid, a, b, j0, j1, w) >= k + 1:
                 hi = mid
             else:
                 lo = mid
@@ -187,6 +212,20 @@ class GapDistribution:
         if h == k:
             return lower
         return lower + (h - k) * (self.order_statistic(k + 1) - lower)
+
+
+def _pieces_le(v: float, a: np.ndarray, b: np.ndarray, j0: np.ndarray, j1: np.ndarray, w: np.ndarray) -> int:
+    """Gaps <= v among pieces a + b*j, j in [j0, j1), weighted by w."""
+    if not a.size:
+        return 0
+    n = j1 - j0
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        x = (v - a) / b
+        up = np.clip(np.floor(x) - j0 + 1, 0, n)  # b > 0: j <= x
+        down = np.clip(j1 - np.ceil(x), 0, n)  # b < 0: j >= x
+    flat = np.where(a <= v, n, 0)
+    k = np.where(b > 0, up, np.where(b < 0, down, flat))
+    return int(np.sum(w * k))
 
 
 def _stats(prefix: str, values_s: np.ndarray, percentiles: tuple[float, ...]) -> dict[str, float | None]:

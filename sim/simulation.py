@@ -282,7 +282,7 @@ def _freeze(built: _Built, scenario: Scenario, setup: RooflineSetup, base_dir: P
         requests=requests_frame(log),
         replicas=replicas_frame(built.fleet, log, env.now),
         timeline=pd.DataFrame(built.rows, columns=TIMELINE_COLUMNS).astype(TIMELINE_DTYPES),
-        itl=GapDistribution.from_lists(log.itl.singles, log.itl.pieces, log.itl.grouped),
+        itl=GapDistribution.from_arrays(**log.itl.arrays()),
         meta=meta,
     )
 

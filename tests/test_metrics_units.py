@@ -23,11 +23,19 @@ PIECE = st.tuples(
 
 
 @settings(deadline=None)
-@given(singles=st.lists(st.floats(0.0001, 2.0), max_size=30), pieces=st.lists(PIECE, max_size=8))
-def test_gap_distribution_equals_numpy_on_the_expanded_gaps(singles, pieces):
+@given(
+    singles=st.lists(st.floats(0.0001, 2.0), max_size=30),
+    pieces=st.lists(PIECE, max_size=8),
+    grouped=st.lists(st.tuples(st.floats(0.0001, 2.0), st.integers(1, 6)), max_size=8),
+)
+def test_gap_distribution_equals_numpy_on_the_expanded_gaps(singles, pieces, grouped):
     rows = [(a, b, j0, j0 + n, w) for a, b, j0, n, w in pieces]
-    gaps = GapDistribution.from_lists(singles, rows)
-    expanded = np.array(singles + [a + b * j for a, b, j0, j1, w in rows for j in range(j0, j1) for _ in range(w)])
+    gaps = GapDistribution.from_lists(singles, rows, grouped)
+    expanded = np.array(
+        singles
+        + [v for v, w in grouped for _ in range(w)]
+        + [a + b * j for a, b, j0, j1, w in rows for j in range(j0, j1) for _ in range(w)]
+    )
     if expanded.size == 0:
         assert gaps.count == 0
         return

@@ -9,8 +9,8 @@ pieces `value = a + b*j` (j in [j0, j1)) with weight n.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -20,12 +20,36 @@ from sim.states import RequestStatus
 NOT_ARRIVED, IN_FLIGHT, COMPLETED, REJECTED = (int(s) for s in RequestStatus)
 
 
-@dataclass(slots=True)
 class ItlLog:
-    singles: list[float] = field(default_factory=list)
-    grouped: list[tuple[float, int]] = field(default_factory=list)  # a gap and how many sequences had it
-    # linear pieces: a, b, j0, j1, weight
-    pieces: list[tuple[float, float, int, int, int]] = field(default_factory=list)
+    """The gap record in typed arrays (8 bytes a number: a 1 M-request day holds millions of entries)."""
+
+    __slots__ = ("grouped_v", "grouped_w", "piece_a", "piece_b", "piece_j0", "piece_j1", "piece_w", "singles")
+
+    def __init__(self) -> None:
+        self.singles = array("d")  # single gaps
+        self.grouped_v, self.grouped_w = array("d"), array("q")  # a gap and how many sequences had it
+        # linear pieces: a + b*j for j in [j0, j1), each with a weight
+        self.piece_a, self.piece_b = array("d"), array("d")
+        self.piece_j0, self.piece_j1, self.piece_w = array("q"), array("q"), array("q")
+
+    def add_grouped(self, gap: float, weight: int) -> None:
+        self.grouped_v.append(gap)
+        self.grouped_w.append(weight)
+
+    def add_piece(self, a: float, b: float, j0: int, j1: int, weight: int) -> None:
+        self.piece_a.append(a)
+        self.piece_b.append(b)
+        self.piece_j0.append(j0)
+        self.piece_j1.append(j1)
+        self.piece_w.append(weight)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The record as numpy arrays (views of the same memory)."""
+        names = ("singles", "grouped_v", "grouped_w", "piece_a", "piece_b", "piece_j0", "piece_j1", "piece_w")
+        return {name: np.frombuffer(getattr(self, name), dtype=np.float64 if name in _FLOAT else np.int64) for name in names}
+
+
+_FLOAT = {"singles", "grouped_v", "piece_a", "piece_b"}
 
 
 class RequestLog:

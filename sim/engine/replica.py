@@ -291,7 +291,7 @@ class Replica:
     def _group_steps(self, k: int, first_gap: float, end: float) -> None:
         """The group took k steps ending at `end`, its first gap `first_gap`: record it, finish those done."""
         group = self.group
-        self.log.itl.grouped.append((first_gap, group.n))
+        self.log.itl.add_grouped(first_gap, group.n)
         done = group.advance(k, end)
         if done:
             self._resolved(len(done))
@@ -414,7 +414,7 @@ class Replica:
             for j0, j1, a, b in line.pieces(k):
                 j0 = max(j0, 1)
                 if j0 < j1:
-                    self.log.itl.pieces.append((a + line.e, b, j0, j1, n))
+                    self.log.itl.add_piece(a + line.e, b, j0, j1, n)
         self.n_steps += k
         self.n_runs += 1
         self.busy_s += total
