@@ -258,7 +258,7 @@ class Replica:
         self.n_steps += 1
         self.busy_s += dt
         if n_decode and n_prefill:  # the decodes pay what they would cost alone; the prompt pays the rest
-            alone = min(dt, self.step_time.decode_line(n_seqs=n_decode, context_sum=decode_ctx).at(0))
+            alone = min(dt, self.step_time.first_decode_s(n_decode, decode_ctx))
             self.decode_busy_s += alone
             self.prefill_busy_s += dt - alone
         elif n_decode:
@@ -410,11 +410,13 @@ class Replica:
         first = start + line.at(0)
         group = self.group
         n = len(seqs) + group.n
-        if k > 1:
-            for j0, j1, a, b in line.pieces(k):
-                j0 = max(j0, 1)
-                if j0 < j1:
-                    self.log.itl.add_piece(a + line.e, b, j0, j1, n)
+        if k > 1:  # gaps 1..k-1 as `line.pieces(k)`, the first gap (j = 0) left to the singles
+            itl = self.log.itl
+            m = k if line._split >= k else int(line._split)
+            if m > 1:
+                itl.add_piece(line._a_before + line.e, line._b_before, 1, m, n)
+            if m < k:
+                itl.add_piece(line._a_after + line.e, line._b_after, max(m, 1), k, n)
         self.n_steps += k
         self.n_runs += 1
         self.busy_s += total

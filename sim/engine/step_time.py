@@ -30,7 +30,7 @@ class StepLine:
     The steps split once, at `split`, between the line that is the max before and the one after it
     (precomputed: `total` runs inside bisections)."""
 
-    __slots__ = ("_after", "_before", "_split", "a1", "a2", "b1", "b2", "e")
+    __slots__ = ("_a_after", "_a_before", "_b_after", "_b_before", "_split", "a1", "a2", "b1", "b2", "e")
 
     def __init__(self, *, a1: float, b1: float, a2: float, b2: float, e: float) -> None:
         self.a1, self.b1, self.a2, self.b2, self.e = a1, b1, a2, b2, e
@@ -42,7 +42,18 @@ class StepLine:
         else:
             split, line1_after = max(0, math.floor(g / d) + 1), False  # line 1 on [0, split), line 2 after
         self._split = split
-        self._before, self._after = ((a2, b2), (a1, b1)) if line1_after else ((a1, b1), (a2, b2))
+        if line1_after:
+            self._a_before, self._b_before, self._a_after, self._b_after = a2, b2, a1, b1
+        else:
+            self._a_before, self._b_before, self._a_after, self._b_after = a1, b1, a2, b2
+
+    @property
+    def _before(self) -> tuple[float, float]:
+        return self._a_before, self._b_before
+
+    @property
+    def _after(self) -> tuple[float, float]:
+        return self._a_after, self._b_after
 
     def __repr__(self) -> str:
         return f"StepLine(a1={self.a1!r}, b1={self.b1!r}, a2={self.a2!r}, b2={self.b2!r}, e={self.e!r})"
@@ -55,37 +66,38 @@ class StepLine:
         m = int(min(k, self._split))
         out = []
         if m > 0:
-            out.append((0, m, *self._before))
+            out.append((0, m, self._a_before, self._b_before))
         if m < k:
-            out.append((m, k, *self._after))
+            out.append((m, k, self._a_after, self._b_after))
         return out
 
     def total(self, k: int) -> float:
         """T(k): the time of steps 0..k-1."""
         s = self.e * k
-        m = k if self._split >= k else int(self._split)
+        split = self._split
+        if split >= k:
+            if k > 0:
+                s += k * self._a_before + self._b_before * (k * (k - 1)) / 2
+            return s
+        m = int(split)
         if m > 0:
-            a, b = self._before
-            s += m * a + b * (m * (m - 1)) / 2
-        if m < k:
-            a, b = self._after
-            s += (k - m) * a + b * (k * (k - 1) - m * (m - 1)) / 2
-        return s
+            s += m * self._a_before + self._b_before * (m * (m - 1)) / 2
+        return s + ((k - m) * self._a_after + self._b_after * (k * (k - 1) - m * (m - 1)) / 2)
 
     def _k_at(self, elapsed: float) -> float:
         """The real k with T(k) = elapsed, T continued between integers (the sum's quadratic form)."""
         m = self._split
-        a, b = self._before
+        a, b = self._a_before, self._b_before
         base = 0.0
         if m > 0 and (m == math.inf or elapsed <= self.total(int(m))):
             m = 0
         elif m > 0:
             m = int(m)
             base = self.total(m)
-            a, b = self._after
+            a, b = self._a_after, self._b_after
             a += b * m
         else:
-            a, b = self._after
+            a, b = self._a_after, self._b_after
         # T(m + i) - T(m) = (b/2) i^2 + (a + e - b/2) i: the root in its stable form
         x = elapsed - base
         lin = a + self.e - b / 2
@@ -121,6 +133,10 @@ class StepTimeModel(Protocol):
 
     def decode_line(self, *, n_seqs: int, context_sum: int) -> StepLine: ...
 
+    def first_decode_s(self, n_seqs: int, context_sum: int) -> float:
+        """`decode_line(n_seqs=n_seqs, context_sum=context_sum).at(0)`, cheaper."""
+        ...
+
     def step(
         self, n_prefill_tokens: int, n_decode_seqs: int, attention_pairs: float, kv_read_tokens: float
     ) -> tuple[float, float, float]:
@@ -142,7 +158,11 @@ class RooflineStepTime:
         self._bytes_per_s = s.tp * s.effective_hbm_bw_bytes_per_s
         self._attn = m.attention_flops_per_pair if s.attention else 0.0
         self._kv = s.kv_bytes_per_token
+        self._attention = s.attention
+        self._attn_per_pair = m.attention_flops_per_pair
+        self._overhead = s.step_overhead_s
         self._per_batch: dict[int, tuple[float, float, float]] = {}
+        self._step_terms: dict[int, tuple[float, float, float]] = {}
 
     def step_time_s(self, *, n_prefill_tokens: int, n_decode_seqs: int, attention_pairs: float, kv_read_tokens: float) -> float:
         cost = step_cost(
@@ -156,10 +176,34 @@ class RooflineStepTime:
     def step(
         self, n_prefill_tokens: int, n_decode_seqs: int, attention_pairs: float, kv_read_tokens: float
     ) -> tuple[float, float, float]:
-        cost = step_cost(
-            self.setup, n_tokens=n_prefill_tokens + n_decode_seqs, attention_pairs=attention_pairs, kv_read_tokens=kv_read_tokens
+        """`step_cost`'s arithmetic, operation for operation (so the same floats), with its per-token-count
+        terms memoized."""
+        n = n_prefill_tokens + n_decode_seqs
+        terms = self._step_terms.get(n)
+        if terms is None:
+            s, m = self.setup, self.setup.model
+            comm = 0.0
+            if s.comm and s.tp > 1 and n > 0:
+                comm = 2 * m.n_layers * allreduce_time_s(s.gpu, tp=s.tp, n_bytes=n * m.hidden_size * s.activation_bits / 8)
+            terms = (n * m.flops_per_token, weight_bytes_read(s, n), comm)
+            self._step_terms[n] = terms
+        flops, weight_bytes, comm = terms
+        if self._attention:
+            flops += attention_pairs * self._attn_per_pair
+        n_bytes = weight_bytes + self._kv * (kv_read_tokens + n)
+        time_s = max(flops / self._flops_per_s, n_bytes / self._bytes_per_s) + comm + self._overhead
+        return time_s, flops, n_bytes
+
+    def first_decode_s(self, n_seqs: int, context_sum: int) -> float:
+        """Step 0 of `decode_line(n_seqs, context_sum)` without building the line."""
+        matmul_flops, weight_bytes, fixed = self._batch_terms(n_seqs)
+        return (
+            max(
+                (matmul_flops + self._attn * (context_sum + n_seqs)) / self._flops_per_s,
+                (weight_bytes + self._kv * (context_sum + n_seqs)) / self._bytes_per_s,
+            )
+            + fixed
         )
-        return cost.time_s, cost.flops, cost.bytes
 
     def run_work(self, *, n_seqs: int, context_sum: int, k: int) -> tuple[float, float]:
         matmul_flops, weight_bytes, _ = self._batch_terms(n_seqs)
@@ -204,6 +248,9 @@ class ConstantStepTime:
 
     def decode_line(self, *, n_seqs: int, context_sum: int) -> StepLine:
         return StepLine(a1=self.decode_step_s, b1=0.0, a2=0.0, b2=0.0, e=0.0)
+
+    def first_decode_s(self, n_seqs: int, context_sum: int) -> float:
+        return self.decode_line(n_seqs=n_seqs, context_sum=context_sum).at(0)
 
     def step(
         self, n_prefill_tokens: int, n_decode_seqs: int, attention_pairs: float, kv_read_tokens: float
