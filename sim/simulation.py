@@ -9,10 +9,9 @@ result.requests       # one row per request (DataFrame)
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import simpy
+from simpy.events import URGENT
 
 from sim.autoscale import FixedConfig, make_policy
 from sim.build import resolve_scenario
@@ -28,7 +28,7 @@ from sim.clock import ARRIVAL, At, CountingEnvironment
 from sim.config import Scenario
 from sim.engine.kv import KvBlockPool
 from sim.engine.records import RequestLog
-from sim.engine.replica import Replica, admission_reason
+from sim.engine.replica import Replica, inadmissible
 from sim.engine.scheduler import POLICIES, Limits
 from sim.engine.sequence import Seq
 from sim.engine.step_time import ConstantStepTime, RooflineStepTime, StepTimeModel
@@ -128,30 +128,43 @@ def _check_engine(scenario: Scenario, setup: RooflineSetup, trace: pd.DataFrame,
             )
 
 
-def _feed(
-    env: simpy.Environment, trace: pd.DataFrame, log: RequestLog, deliver: Callable[[Seq], None]
-) -> Generator[simpy.Event, Any, None]:
-    """Deliver requests at their arrival times, all requests of one instant together."""
-    t = log.arrival_at_s
-    prompt, output = log.prompt_tokens, log.output_tokens
-    priority = trace["priority"].to_numpy() if "priority" in trace.columns else np.zeros(len(t), dtype=np.int64)
-    bounds = np.concatenate(([0], np.flatnonzero(np.diff(t) > 0) + 1, [len(t)]))
-    for lo, hi in itertools.pairwise(bounds):
-        delay = t[lo] - env.now
-        while env.now + delay < t[lo]:  # float: make the clock land on (not just below) the arrival
+class _Feed:
+    """Delivers the trace's requests at their arrival times, all requests of one instant together: one
+    `ARRIVAL` event per distinct instant, each scheduling the next (a callback, not a process)."""
+
+    def __init__(self, env: simpy.Environment, trace: pd.DataFrame, log: RequestLog, deliver: Callable[[Seq], None]) -> None:
+        self.env, self.deliver = env, deliver
+        t = log.arrival_at_s
+        self.times = t.tolist()
+        self.prompt, self.output = log.prompt_tokens.tolist(), log.output_tokens.tolist()
+        self.priority = trace["priority"].tolist() if "priority" in trace.columns else [0] * len(t)
+        self.bounds = np.concatenate((np.flatnonzero(np.diff(t) > 0) + 1, [len(t)])).tolist()
+        self.lo = 0
+        self.next_bound = 0  # index into bounds
+        if len(t):  # started as a process would be: after what is already due at the start
+            event = At(env, 0.0, URGENT)
+            event.callbacks.append(self._schedule)
+
+    def _schedule(self, _event: simpy.Event | None = None) -> None:
+        env, at = self.env, self.times[self.lo]
+        delay = at - env.now
+        while env.now + delay < at:  # float: make the clock land on (not just below) the arrival
             delay = math.nextafter(delay, math.inf)
         if delay > 0:
-            yield At(env, delay, ARRIVAL)
+            event = At(env, delay, ARRIVAL)
+            event.callbacks.append(self._arrive)
+        else:
+            self._arrive(None)
+
+    def _arrive(self, _event: simpy.Event | None) -> None:
+        lo, hi = self.lo, self.bounds[self.next_bound]
+        times, prompt, output, priority, deliver = self.times, self.prompt, self.output, self.priority, self.deliver
         for i in range(lo, hi):
-            deliver(
-                Seq(
-                    idx=i,
-                    arrival_at_s=float(t[i]),
-                    prompt_tokens=int(prompt[i]),
-                    output_tokens=int(output[i]),
-                    priority=int(priority[i]),
-                )
-            )
+            deliver(Seq(i, times[i], prompt[i], output[i], priority[i]))
+        self.lo = hi
+        self.next_bound += 1
+        if hi < len(times):
+            self._schedule()
 
 
 def _replica_factory(
@@ -192,8 +205,9 @@ def _build_fleet(
     fleet = Fleet(
         env,
         make_engine=_replica_factory(env, scenario, setup, log, n_blocks, budget),
-        admission=functools.partial(
-            admission_reason,
+        inadmissible=inadmissible(
+            log.prompt_tokens,
+            log.output_tokens,
             max_context_tokens=setup.model.max_context_tokens,
             n_blocks=n_blocks,
             block_size=engine.block_size,
@@ -247,7 +261,7 @@ def _build(scenario: Scenario, setup: RooflineSetup, trace: pd.DataFrame, stream
 
     log.on_all_resolved = all_resolved
     fleet = _build_fleet(env, scenario, setup, log, streams, n_blocks=n_blocks, budget=budget)
-    env.process(_feed(env, trace, log, fleet.deliver))
+    _Feed(env, trace, log, fleet.deliver)
     rows: list[tuple[Any, ...]] = []
     env.process(sample_timeline(env, fleet, scenario.fleet.timeline_interval_s, rows))
     return _Built(env, fleet, log, done, rows, n_blocks, budget)

@@ -25,6 +25,7 @@ import bisect
 import math
 from collections.abc import Callable
 
+import numpy as np
 import simpy
 from simpy.events import NORMAL, URGENT, EventPriority
 
@@ -39,6 +40,36 @@ from sim.engine.step_time import StepLine, StepTimeModel
 
 def _key(seq: Seq) -> tuple[int, float, int]:
     return seq.key
+
+
+def inadmissible(
+    prompt_tokens: np.ndarray,
+    output_tokens: np.ndarray,
+    *,
+    max_context_tokens: int,
+    n_blocks: int,
+    block_size: int,
+    whole_prompt_budget: int | None,
+) -> dict[int, str]:
+    """The requests (by index) that no replica so configured can ever serve, with `admission_reason`'s
+    reason: decided for the whole trace at once (numpy), so the fleet looks a request up instead of checking it."""
+    p, o = np.asarray(prompt_tokens, dtype=np.int64), np.asarray(output_tokens, dtype=np.int64)
+    bad = (p + o > max_context_tokens) | (-(-(p + o - 1) // block_size) > n_blocks)
+    if whole_prompt_budget is not None:
+        bad |= p > whole_prompt_budget
+    out = {}
+    for i in np.flatnonzero(bad).tolist():
+        reason = admission_reason(
+            int(p[i]),
+            int(o[i]),
+            max_context_tokens=max_context_tokens,
+            n_blocks=n_blocks,
+            block_size=block_size,
+            whole_prompt_budget=whole_prompt_budget,
+        )
+        if reason is not None:
+            out[i] = reason
+    return out
 
 
 def admission_reason(
@@ -179,6 +210,18 @@ class Replica:
 
     def _next(self, _event: simpy.Event | None = None) -> None:
         """Plan and start the next step or decode run, or go idle."""
+        group = self.group
+        # only the group, nothing to admit: the policies' plan is its decode run when the budget and the
+        # free blocks allow a step (checked here as the chunked policy does, the stricter of the two)
+        if (
+            group.n
+            and not self.running
+            and not self.waiting
+            and group.n <= self.limits.max_num_batched_tokens
+            and group.next_step_blocks <= self.pool.free
+        ):
+            self._start_run([], 0, 1 << 62)
+            return
         while True:
             batch = self._plan()
             for seq in batch.dropped:
@@ -200,7 +243,7 @@ class Replica:
                 self.on_idle(self)
             return
         if self.fast_forward and batch.is_pure_decode:
-            self._start_run(batch)
+            self._start_run([s for s, _ in batch.work], batch.context_sum, batch.min_tokens_left)
         else:
             self._start_step(batch)
 
@@ -358,14 +401,16 @@ class Replica:
                 hi = mid - 1
         return lo
 
-    def _start_run(self, batch: Batch) -> None:
-        """Decode steps of the explicit decoders in `batch.work` and the group, until the batch changes."""
+    def _start_run(self, seqs: list[Seq], context_sum: int, min_tokens_left: int) -> None:
+        """Decode steps of the explicit decoders `seqs` (their cached tokens `context_sum`, the fewest
+        tokens any has left `min_tokens_left`) and the group, until the batch changes."""
         start = self.env.now
-        seqs = [s for s, _ in batch.work]
         group = self.group
         n_seqs = len(seqs) + group.n
-        context_sum = batch.context_sum + group.ctx
-        k_max = min(batch.min_tokens_left, group.min_tokens_left)
+        context_sum += group.ctx
+        k_max = group.min_tokens_left
+        if min_tokens_left < k_max:
+            k_max = min_tokens_left
         if k_max > 1:
             k_max = self._kv_steps(seqs, k_max)
         line = self.step_time.decode_line(n_seqs=n_seqs, context_sum=context_sum)
@@ -374,7 +419,9 @@ class Replica:
         self._run_work = (n_seqs, context_sum)
         self._work_start = start
         self._interruptible = k_max > 1  # an arrival cuts the run at the next step boundary (see enqueue)
-        self._run_end_event = self._after(line.total(k_max), self._run_end)
+        event = At(self.env, line.total(k_max), NORMAL)
+        event.callbacks.append(self._run_end)
+        self._run_end_event = event
 
     def _cut_run(self) -> None:
         """An arrival mid-run: end the run at the first step boundary at or after now."""

@@ -59,7 +59,7 @@ class Fleet:
         env: simpy.Environment,
         *,
         make_engine: Callable[[int], Replica],
-        admission: Callable[[int, int], str | None],
+        inadmissible: dict[int, str],
         router: Router,
         lifecycle: LifecycleConfig,
         weight_bytes: float,
@@ -71,7 +71,7 @@ class Fleet:
     ) -> None:
         self.env = env
         self.make_engine = make_engine
-        self.admission = admission
+        self.inadmissible = inadmissible  # request index -> why no replica can ever serve it
         self.router = router
         self.lifecycle = lifecycle
         self.weight_bytes = weight_bytes
@@ -127,7 +127,7 @@ class Fleet:
     # --- requests ------------------------------------------------------------------------------------
     def deliver(self, seq: Seq) -> None:
         self.n_arrivals += 1
-        reason = self.admission(seq.prompt_tokens, seq.output_tokens)
+        reason = self.inadmissible.get(seq.idx)
         if reason is not None:
             self.log.reject(seq.idx, reason)
             return
