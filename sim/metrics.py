@@ -15,6 +15,7 @@ frame and the gap record), never engine or fleet objects.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,7 +44,17 @@ class GapDistribution:
     def __post_init__(self) -> None:
         sw = np.ones(self.singles.size) if self.sw is None else np.asarray(self.sw, dtype=np.float64)
         object.__setattr__(self, "sw", sw)
-        object.__setattr__(self, "_cum", np.cumsum(sw))  # gaps <= singles[i]: _cum[i]
+
+    @functools.cached_property
+    def _cum(self) -> np.ndarray:
+        """Gaps <= singles[i]: _cum[i]."""
+        return np.cumsum(self.single_weights)
+
+    @functools.cached_property
+    def _extent(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each piece's smallest and largest gap."""
+        first, last = self.a + self.b * self.j0, self.a + self.b * (self.j1 - 1)
+        return np.minimum(first, last), np.maximum(first, last)
 
     @property
     def single_weights(self) -> np.ndarray:
@@ -161,11 +172,15 @@ class GapDistribution:
         return math.sqrt(max(0.0, squares / n - (total / n) ** 2))
 
     def _count_le(self, v: float) -> int:
-        return self._singles_le(v) + _pieces_le(v, self.a, self.b, self.j0, self.j1, self.w)
+        count = self._singles_le(v)
+        for lo in range(0, self.a.size, _BLOCK):
+            hi = lo + _BLOCK
+            count += _pieces_le(v, self.a[lo:hi], self.b[lo:hi], self.j0[lo:hi], self.j1[lo:hi], self.w[lo:hi])
+        return count
 
     def _singles_le(self, v: float) -> int:
         i = int(np.searchsorted(self.singles, v, side="right"))
-        return int(self._cum[i - 1]) if i else 0  # type: ignore[attr-defined]
+        return int(self._cum[i - 1]) if i else 0
 
     def _bounds(self) -> tuple[float, float]:
         lo, hi = [], []
@@ -181,24 +196,30 @@ class GapDistribution:
     def order_statistic(self, k: int) -> float:
         """The k-th smallest gap (0-based): bisection on the value. Each round first sets aside the pieces
         that lie wholly at or below the bracket (all their gaps count) or wholly above it (none do), so a
-        round costs O(pieces that straddle the bracket), which shrink with it, not O(all pieces)."""
+        round costs O(pieces that straddle the bracket), which shrink with it, not O(all pieces); pieces
+        are handled by index, a block at a time, so memory stays O(block) beyond the record itself."""
         lo, hi = self._bounds()
         if self._count_le(lo) >= k + 1:
             return lo
-        a, b, j0, j1, w = self.a, self.b, self.j0, self.j1, self.w
-        first, last = a + b * j0, a + b * (j1 - 1)
-        low, high = np.minimum(first, last), np.maximum(first, last)
+        active = np.arange(self.a.size)
+        piece_low, piece_high = self._extent
         below = 0  # gaps of the pieces set aside as wholly <= lo
         for _ in range(200):  # invariant: count_le(lo) < k + 1 <= count_le(hi)
             mid = (lo + hi) / 2
             if mid <= lo or mid >= hi:
                 break
-            under, over = high <= lo, low > hi
-            if under.any() or over.any():
-                below += int(np.sum(w[under] * (j1[under] - j0[under])))
-                keep = ~(under | over)
-                a, b, j0, j1, w, low, high = a[keep], b[keep], j0[keep], j1[keep], w[keep], low[keep], high[keep]
-            if self._singles_le(mid) + below + _pieces_le(mid, a, b, j0, j1, w) >= k + 1:
+            keep = []
+            for part in _blocks(active):
+                low, high = piece_low[part], piece_high[part]
+                under = high <= lo
+                if under.any():
+                    below += int(np.sum(self.w[part[under]] * (self.j1[part[under]] - self.j0[part[under]])))
+                keep.append(part[~(under | (low > hi))])
+            active = np.concatenate(keep) if keep else active
+            count = self._singles_le(mid) + below
+            for part in _blocks(active):
+                count += _pieces_le(mid, self.a[part], self.b[part], self.j0[part], self.j1[part], self.w[part])
+            if count >= k + 1:
                 hi = mid
             else:
                 lo = mid
@@ -212,6 +233,14 @@ class GapDistribution:
         if h == k:
             return lower
         return lower + (h - k) * (self.order_statistic(k + 1) - lower)
+
+
+_BLOCK = 1 << 18  # pieces evaluated at a time (bounds the temporaries of a pass to a few MB)
+
+
+def _blocks(index: np.ndarray) -> Iterator[np.ndarray]:
+    for lo in range(0, index.size, _BLOCK):
+        yield index[lo : lo + _BLOCK]
 
 
 def _pieces_le(v: float, a: np.ndarray, b: np.ndarray, j0: np.ndarray, j1: np.ndarray, w: np.ndarray) -> int:

@@ -130,23 +130,35 @@ def _check_engine(scenario: Scenario, setup: RooflineSetup, trace: pd.DataFrame,
 
 class _Feed:
     """Delivers the trace's requests at their arrival times, all requests of one instant together: one
-    `ARRIVAL` event per distinct instant, each scheduling the next (a callback, not a process)."""
+    `ARRIVAL` event per distinct instant, each scheduling the next (a callback, not a process). The
+    columns are turned into Python numbers a window at a time (a whole 1 M-request trace as lists would
+    hold ~100 MB)."""
+
+    WINDOW = 4096
 
     def __init__(self, env: simpy.Environment, trace: pd.DataFrame, log: RequestLog, deliver: Callable[[Seq], None]) -> None:
         self.env, self.deliver = env, deliver
         t = log.arrival_at_s
-        self.times = t.tolist()
-        self.prompt, self.output = log.prompt_tokens.tolist(), log.output_tokens.tolist()
-        self.priority = trace["priority"].tolist() if "priority" in trace.columns else [0] * len(t)
-        self.bounds = np.concatenate((np.flatnonzero(np.diff(t) > 0) + 1, [len(t)])).tolist()
-        self.lo = 0
-        self.next_bound = 0  # index into bounds
-        if len(t):  # started as a process would be: after what is already due at the start
+        self.n = len(t)
+        priority = trace["priority"].to_numpy(dtype=np.int64) if "priority" in trace.columns else np.zeros(self.n, np.int64)
+        self.columns = (t, log.prompt_tokens, log.output_tokens, priority)
+        self.window: tuple[list[Any], ...] = ([], [], [], [])
+        self.window_lo = 0
+        self.i = 0  # the next request to deliver
+        if self.n:  # started as a process would be: after what is already due at the start
             event = At(env, 0.0, URGENT)
             event.callbacks.append(self._schedule)
 
+    def _column(self, i: int) -> int:
+        """Make request i part of the window; its offset in it."""
+        if i >= self.window_lo + len(self.window[0]):
+            self.window_lo = i
+            self.window = tuple(c[i : i + self.WINDOW].tolist() for c in self.columns)
+        return i - self.window_lo
+
     def _schedule(self, _event: simpy.Event | None = None) -> None:
-        env, at = self.env, self.times[self.lo]
+        j = self._column(self.i)  # (before reading the window: it may move)
+        env, at = self.env, self.window[0][j]
         delay = at - env.now
         while env.now + delay < at:  # float: make the clock land on (not just below) the arrival
             delay = math.nextafter(delay, math.inf)
@@ -157,13 +169,25 @@ class _Feed:
             self._arrive(None)
 
     def _arrive(self, _event: simpy.Event | None) -> None:
-        lo, hi = self.lo, self.bounds[self.next_bound]
-        times, prompt, output, priority, deliver = self.times, self.prompt, self.output, self.priority, self.deliver
-        for i in range(lo, hi):
-            deliver(Seq(i, times[i], prompt[i], output[i], priority[i]))
-        self.lo = hi
-        self.next_bound += 1
-        if hi < len(times):
+        i, n, deliver = self.i, self.n, self.deliver
+        j = self._column(i)
+        times, prompt, output, priority = self.window
+        m = len(times)
+        at = times[j]
+        while True:
+            deliver(Seq(i, at, prompt[j], output[j], priority[j]))
+            i += 1
+            j += 1
+            if i == n:
+                break
+            if j == m:
+                j = self._column(i)
+                times, prompt, output, priority = self.window
+                m = len(times)
+            if times[j] != at:
+                break
+        self.i = i
+        if i < n:
             self._schedule()
 
 
