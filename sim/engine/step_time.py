@@ -23,6 +23,8 @@ from typing import Protocol
 
 from sim.roofline import RooflineSetup, allreduce_time_s, step_cost, weight_bytes_read
 
+_NEVER = 1e15  # steps: a crossing further away than this is treated as never reached
+
 
 class StepLine:
     """Step j of a decode run takes max(a1 + b1 j, a2 + b2 j) + e seconds.
@@ -35,12 +37,15 @@ class StepLine:
     def __init__(self, *, a1: float, b1: float, a2: float, b2: float, e: float) -> None:
         self.a1, self.b1, self.a2, self.b2, self.e = a1, b1, a2, b2, e
         d, g = b1 - b2, a2 - a1  # line 1 is the max where d * j >= g
+        q = g / d if d != 0 else math.inf
         if d == 0:
             split, line1_after = (0 if g <= 0 else math.inf), True
+        elif abs(q) > _NEVER:  # the lines cross beyond any run (or the slopes differ by a denormal)
+            split, line1_after = (math.inf if q > 0 else 0), d > 0
         elif d > 0:
-            split, line1_after = max(0, math.ceil(g / d)), True  # line 2 on [0, split), line 1 after
+            split, line1_after = max(0, math.ceil(q)), True  # line 2 on [0, split), line 1 after
         else:
-            split, line1_after = max(0, math.floor(g / d) + 1), False  # line 1 on [0, split), line 2 after
+            split, line1_after = max(0, math.floor(q) + 1), False  # line 1 on [0, split), line 2 after
         self._split = split
         if line1_after:
             self._a_before, self._b_before, self._a_after, self._b_after = a2, b2, a1, b1
