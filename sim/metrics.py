@@ -89,18 +89,11 @@ class GapDistribution:
     ) -> GapDistribution:
         """From the engine's record (`sim.engine.records.ItlLog.arrays()`)."""
         values = np.concatenate((singles, grouped_v))
-        weights = np.concatenate((np.ones(singles.size), grouped_w.astype(np.float64)))
         order = np.argsort(values, kind="stable")
-        f = np.float64
-        return cls(
-            values[order],
-            piece_a.astype(f),
-            piece_b.astype(f),
-            piece_j0.astype(f),
-            piece_j1.astype(f),
-            piece_w.astype(f),
-            weights[order],
-        )
+        values = values[order]
+        weights = np.concatenate((np.ones(singles.size), grouped_w))[order]  # float64
+        del order
+        return cls(values, piece_a, piece_b, piece_j0, piece_j1, piece_w, weights)  # the pieces as given: no copy
 
     # As a table (the run folder's itl.parquet): a single gap g with weight w is the row (a=g, b=0, j0=0,
     # j1=1, weight=w); pieces always have j0 >= 1 (a run's first gap is a single), so rows split back exactly.
@@ -154,12 +147,20 @@ class GapDistribution:
 
     def _sums(self, shift: float = 0.0) -> tuple[float, float]:
         """Sum of (gap - shift) and of its square, in closed form over the pieces."""
-        n = self.j1 - self.j0
-        s1 = (self.j1 * (self.j1 - 1) - self.j0 * (self.j0 - 1)) / 2  # sum of j
-        s2 = ((self.j1 - 1) * self.j1 * (2 * self.j1 - 1) - (self.j0 - 1) * self.j0 * (2 * self.j0 - 1)) / 6  # sum of j^2
-        a, x, sw = self.a - shift, self.singles - shift, self.single_weights
-        total = float(np.sum(sw * x) + np.sum(self.w * (n * a + self.b * s1)))
-        squares = float(np.sum(sw * x**2) + np.sum(self.w * (n * a**2 + 2 * a * self.b * s1 + self.b**2 * s2)))
+        total = squares = 0.0
+        for lo in range(0, self.singles.size, _BLOCK):  # a block at a time: bounded temporaries
+            x, sw = self.singles[lo : lo + _BLOCK] - shift, self.single_weights[lo : lo + _BLOCK]
+            total += float(np.sum(sw * x))
+            squares += float(np.sum(sw * x**2))
+        for lo in range(0, self.a.size, _BLOCK):
+            part = slice(lo, lo + _BLOCK)
+            j0, j1, w = (np.asarray(v[part], dtype=np.float64) for v in (self.j0, self.j1, self.w))  # (the engine's are int64)
+            a, b = self.a[part] - shift, self.b[part]
+            n = j1 - j0
+            s1 = (j1 * (j1 - 1) - j0 * (j0 - 1)) / 2  # sum of j
+            s2 = ((j1 - 1) * j1 * (2 * j1 - 1) - (j0 - 1) * j0 * (2 * j0 - 1)) / 6  # sum of j^2
+            total += float(np.sum(w * (n * a + b * s1)))
+            squares += float(np.sum(w * (n * a**2 + 2 * a * b * s1 + b**2 * s2)))
         return total, squares
 
     def mean(self) -> float:

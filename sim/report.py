@@ -60,6 +60,14 @@ def _write_chunks(chunks: Iterator[pd.DataFrame], path: Path) -> None:
             writer.close()
 
 
+CHUNK_ROWS = 1 << 18  # rows per Parquet row group of the large tables: bounds the memory a write takes
+
+
+def _row_chunks(frame: pd.DataFrame) -> Iterator[pd.DataFrame]:
+    for lo in range(0, max(len(frame), 1), CHUNK_ROWS):
+        yield frame.iloc[lo : lo + CHUNK_ROWS]
+
+
 def check_out_dir(out_dir: Path, *, force: bool = False) -> None:
     """Refuse, before anything is simulated, a run folder that would destroy data or cannot be written."""
     resolved = Path(out_dir).resolve()
@@ -112,10 +120,10 @@ def write_run(result: SimResult, out_dir: Path, *, summary: dict[str, Any] | Non
             f"A fleetsim run folder: `fleetsim run --out` may replace it. {result.meta['fleetsim_version']}\n"
         )
         (tmp / "summary.json").write_text(json.dumps(json_safe(full), indent=2) + "\n")
-        result.requests.to_parquet(tmp / "requests.parquet", index=False)
+        _write_chunks(_row_chunks(result.requests), tmp / "requests.parquet")
         result.timeline.to_parquet(tmp / "timeline.parquet", index=False)
         result.replicas.to_parquet(tmp / "replicas.parquet", index=False)
-        _write_chunks(result.itl.frame_chunks(), tmp / "itl.parquet")
+        _write_chunks(result.itl.frame_chunks(CHUNK_ROWS), tmp / "itl.parquet")
         (tmp / "config.resolved.yaml").write_text(
             "# The scenario as run: defaults filled in, file paths absolute; `fleetsim run` accepts it as is.\n"
             + yaml.safe_dump(result.scenario, sort_keys=False)
