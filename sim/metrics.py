@@ -15,7 +15,6 @@ frame and the gap record), never engine or fleet objects.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,27 +38,27 @@ class GapDistribution:
     j0: np.ndarray
     j1: np.ndarray
     w: np.ndarray
-    sw: np.ndarray | None = None  # the singles' weights (None: each 1)
+    sw: np.ndarray | None = None  # the singles' weights (None: each 1); kept as their running sum, `_cum`
 
     def __post_init__(self) -> None:
         sw = np.ones(self.singles.size) if self.sw is None else np.asarray(self.sw, dtype=np.float64)
-        object.__setattr__(self, "sw", sw)
+        object.__setattr__(self, "_cum", np.cumsum(sw))  # gaps <= singles[i]: _cum[i] (exact: integers < 2**53)
+        object.__setattr__(self, "sw", None)
 
-    @functools.cached_property
-    def _cum(self) -> np.ndarray:
-        """Gaps <= singles[i]: _cum[i]."""
-        return np.cumsum(self.single_weights)
-
-    @functools.cached_property
-    def _extent(self) -> tuple[np.ndarray, np.ndarray]:
-        """Each piece's smallest and largest gap."""
-        first, last = self.a + self.b * self.j0, self.a + self.b * (self.j1 - 1)
-        return np.minimum(first, last), np.maximum(first, last)
+    def _weights(self, lo: int, hi: int) -> np.ndarray:
+        """The singles' weights in [lo, hi)."""
+        cum = self._cum  # type: ignore[attr-defined]
+        return np.diff(cum[lo:hi], prepend=cum[lo - 1] if lo else 0.0)
 
     @property
     def single_weights(self) -> np.ndarray:
-        assert self.sw is not None
-        return self.sw
+        return self._weights(0, self.singles.size)
+
+    def _piece_extent(self, part: slice | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The smallest and largest gap of the pieces `part`."""
+        a, b = self.a[part], self.b[part]
+        first, last = a + b * self.j0[part], a + b * (self.j1[part] - 1)
+        return np.minimum(first, last), np.maximum(first, last)
 
     @classmethod
     def from_lists(
@@ -111,7 +110,7 @@ class GapDistribution:
                     "b": np.zeros(n),
                     "j0": np.zeros(n, np.int64),
                     "j1": np.ones(n, np.int64),
-                    "weight": self.single_weights[lo : lo + rows].astype(np.int64),
+                    "weight": self._weights(lo, lo + rows).astype(np.int64),
                 }
             )
         if self.a.size or not self.singles.size:
@@ -143,13 +142,14 @@ class GapDistribution:
 
     @property
     def count(self) -> int:
-        return int(self.single_weights.sum() + np.sum(self.w * (self.j1 - self.j0)))
+        singles = float(self._cum[-1]) if self.singles.size else 0.0  # type: ignore[attr-defined]
+        return int(singles + np.sum(self.w * (self.j1 - self.j0)))
 
     def _sums(self, shift: float = 0.0) -> tuple[float, float]:
         """Sum of (gap - shift) and of its square, in closed form over the pieces."""
         total = squares = 0.0
         for lo in range(0, self.singles.size, _BLOCK):  # a block at a time: bounded temporaries
-            x, sw = self.singles[lo : lo + _BLOCK] - shift, self.single_weights[lo : lo + _BLOCK]
+            x, sw = self.singles[lo : lo + _BLOCK] - shift, self._weights(lo, lo + _BLOCK)
             total += float(np.sum(sw * x))
             squares += float(np.sum(sw * x**2))
         for lo in range(0, self.a.size, _BLOCK):
@@ -181,17 +181,17 @@ class GapDistribution:
 
     def _singles_le(self, v: float) -> int:
         i = int(np.searchsorted(self.singles, v, side="right"))
-        return int(self._cum[i - 1]) if i else 0
+        return int(self._cum[i - 1]) if i else 0  # type: ignore[attr-defined]
 
     def _bounds(self) -> tuple[float, float]:
         lo, hi = [], []
         if self.singles.size:
             lo.append(self.singles[0])
             hi.append(self.singles[-1])
-        if self.a.size:
-            ends = np.concatenate((self.a + self.b * self.j0, self.a + self.b * (self.j1 - 1)))
-            lo.append(ends.min())
-            hi.append(ends.max())
+        for start in range(0, self.a.size, _BLOCK):
+            low, high = self._piece_extent(slice(start, start + _BLOCK))
+            lo.append(low.min())
+            hi.append(high.max())
         return float(min(lo)), float(max(hi))
 
     def order_statistic(self, k: int) -> float:
@@ -203,7 +203,6 @@ class GapDistribution:
         if self._count_le(lo) >= k + 1:
             return lo
         active = np.arange(self.a.size)
-        piece_low, piece_high = self._extent
         below = 0  # gaps of the pieces set aside as wholly <= lo
         for _ in range(200):  # invariant: count_le(lo) < k + 1 <= count_le(hi)
             mid = (lo + hi) / 2
@@ -211,7 +210,7 @@ class GapDistribution:
                 break
             keep = []
             for part in _blocks(active):
-                low, high = piece_low[part], piece_high[part]
+                low, high = self._piece_extent(part)
                 under = high <= lo
                 if under.any():
                     below += int(np.sum(self.w[part[under]] * (self.j1[part[under]] - self.j0[part[under]])))
@@ -233,7 +232,9 @@ class GapDistribution:
         lower = self.order_statistic(k)
         if h == k:
             return lower
-        return lower + (h - k) * (self.order_statistic(k + 1) - lower)
+        # the next gap is the same value when at least k + 2 gaps are <= it (weighted gaps: usually)
+        upper = lower if self._count_le(lower) >= k + 2 else self.order_statistic(k + 1)
+        return lower + (h - k) * (upper - lower)
 
 
 _BLOCK = 1 << 18  # pieces evaluated at a time (bounds the temporaries of a pass to a few MB)
@@ -259,7 +260,7 @@ def _pieces_le(v: float, a: np.ndarray, b: np.ndarray, j0: np.ndarray, j1: np.nd
 
 
 def _stats(prefix: str, values_s: np.ndarray, percentiles: tuple[float, ...]) -> dict[str, float | None]:
-    ms = values_s * 1000
+    ms = np.multiply(values_s, 1000, out=values_s)  # in place: the caller's array is a temporary
     out: dict[str, float | None] = {}
     empty = ms.size == 0
     out[f"mean_{prefix}_ms"] = None if empty else float(np.mean(ms))
@@ -326,8 +327,10 @@ def summarize(
         if "e2el" in slo:
             good &= e2el * 1000 <= slo["e2el"]
         summary["request_goodput"] = int(good.sum()) / duration if duration else 0.0
+    del arrival, first, completed, out_tokens, in_tokens, multi
     summary |= _stats("ttft", ttft, percentiles)
     summary |= _stats("tpot", tpot, percentiles)
+    del ttft, tpot
     summary |= _gap_stats(itl, percentiles)
     summary |= _stats("e2el", e2el, percentiles)
     return summary
