@@ -113,14 +113,15 @@ class GapDistribution:
                     "weight": self._weights(lo, lo + rows).astype(np.int64),
                 }
             )
-        if self.a.size or not self.singles.size:
+        for lo in range(0, max(self.a.size, 0 if self.singles.size else 1), rows):
+            part = slice(lo, lo + rows)
             yield pd.DataFrame(
                 {
-                    "a": self.a,
-                    "b": self.b,
-                    "j0": self.j0.astype(np.int64),
-                    "j1": self.j1.astype(np.int64),
-                    "weight": self.w.astype(np.int64),
+                    "a": self.a[part],
+                    "b": self.b[part],
+                    "j0": self.j0[part].astype(np.int64),
+                    "j1": self.j1[part].astype(np.int64),
+                    "weight": self.w[part].astype(np.int64),
                 }
             )
 
