@@ -16,6 +16,8 @@ this order:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from heapq import heappush
 from typing import Any
 
 import simpy
@@ -39,6 +41,23 @@ class At(simpy.Event):
         self._value = value
         self._ok = True
         env.schedule(self, priority, delay)
+
+
+def call_at(
+    env: simpy.Environment, delay: float, priority: EventPriority, callback: Callable[[simpy.Event], None]
+) -> simpy.Event:
+    """Schedule `callback(event)` `delay` seconds from now, processed with `priority` among the events of its
+    instant: what `At` plus a callback does, with SimPy's own event initialization and scheduling inlined
+    (the engine calls it for every step)."""
+    if delay < 0:
+        raise ValueError(f"negative delay {delay}")
+    event = simpy.Event.__new__(simpy.Event)
+    event.env = env
+    event.callbacks = [callback]
+    event._value = None
+    event._ok = True
+    heappush(env._queue, (env._now + delay, priority, next(env._eid), event))  # Environment.schedule
+    return event
 
 
 class CountingEnvironment(simpy.Environment):

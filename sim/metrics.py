@@ -114,14 +114,14 @@ class GapDistribution:
                 }
             )
         for lo in range(0, max(self.a.size, 0 if self.singles.size else 1), rows):
-            part = slice(lo, lo + rows)
+            rng = slice(lo, lo + rows)
             yield pd.DataFrame(
                 {
-                    "a": self.a[part],
-                    "b": self.b[part],
-                    "j0": self.j0[part].astype(np.int64),
-                    "j1": self.j1[part].astype(np.int64),
-                    "weight": self.w[part].astype(np.int64),
+                    "a": self.a[rng],
+                    "b": self.b[rng],
+                    "j0": self.j0[rng].astype(np.int64),
+                    "j1": self.j1[rng].astype(np.int64),
+                    "weight": self.w[rng].astype(np.int64),
                 }
             )
 

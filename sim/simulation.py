@@ -24,7 +24,7 @@ from simpy.events import URGENT
 from sim.autoscale import FixedConfig, make_policy
 from sim.build import resolve_scenario
 from sim.capacity import saturated_capacity
-from sim.clock import ARRIVAL, At, CountingEnvironment
+from sim.clock import ARRIVAL, CountingEnvironment, call_at
 from sim.config import Scenario
 from sim.engine.kv import KvBlockPool
 from sim.engine.records import RequestLog
@@ -146,8 +146,7 @@ class _Feed:
         self.window_lo = 0
         self.i = 0  # the next request to deliver
         if self.n:  # started as a process would be: after what is already due at the start
-            event = At(env, 0.0, URGENT)
-            event.callbacks.append(self._schedule)
+            call_at(env, 0.0, URGENT, self._schedule)
 
     def _column(self, i: int) -> int:
         """Make request i part of the window; its offset in it."""
@@ -163,8 +162,7 @@ class _Feed:
         while env.now + delay < at:  # float: make the clock land on (not just below) the arrival
             delay = math.nextafter(delay, math.inf)
         if delay > 0:
-            event = At(env, delay, ARRIVAL)
-            event.callbacks.append(self._arrive)
+            call_at(env, delay, ARRIVAL, self._arrive)
         else:
             self._arrive(None)
 

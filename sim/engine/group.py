@@ -79,10 +79,13 @@ class DecodeGroup:
         bs = self.block_size
         full, rem = divmod(k, bs)
         total = full * self.n
-        if rem:
-            count, d = self.count, self.d
-            for j in range(rem):
-                total += count[-(d + j) % bs]
+        if rem:  # phases -d, -d-1, ..., -d-rem+1 (mod bs): a window of `count` read downward, maybe wrapping
+            count, top = self.count, -self.d % bs
+            bottom = top - rem + 1
+            if bottom >= 0:
+                total += sum(count[bottom : top + 1])
+            else:
+                total += sum(count[: top + 1]) + sum(count[bs + bottom :])
         return total
 
     def advance(self, k: int, t: float) -> list[Seq]:

@@ -29,7 +29,7 @@ import numpy as np
 import simpy
 from simpy.events import NORMAL, URGENT, EventPriority
 
-from sim.clock import At
+from sim.clock import call_at
 from sim.engine.group import DecodeGroup
 from sim.engine.kv import KvBlockPool
 from sim.engine.records import IN_FLIGHT, RequestLog
@@ -127,6 +127,7 @@ class Replica:
         self._run_steps = 0  # steps the run in progress will take
         self._run_work: tuple[int, int] = (0, 0)  # its batch size and context sum at the start
         self._run_end_event: simpy.Event | None = None
+        self._run_total = 0.0  # line.total(_run_steps)
         self._stepping: tuple[Batch, float, int, int, int] | None = None  # the step in progress
         self.n_steps = 0
         self.n_runs = 0
@@ -191,9 +192,7 @@ class Replica:
     # next step boundary (the event scheduled before goes stale and is ignored). Same instants, same order
     # as a SimPy process, without a generator resume or an Interrupt per event.
     def _after(self, delay: float, callback: Callable[[simpy.Event], None], priority: EventPriority = NORMAL) -> simpy.Event:
-        event = At(self.env, delay, priority)
-        event.callbacks.append(callback)
-        return event
+        return call_at(self.env, delay, priority, callback)
 
     def _plan(self) -> Batch:
         group, pool, limits = self.group, self.pool, self.limits
@@ -419,9 +418,8 @@ class Replica:
         self._run_work = (n_seqs, context_sum)
         self._work_start = start
         self._interruptible = k_max > 1  # an arrival cuts the run at the next step boundary (see enqueue)
-        event = At(self.env, line.total(k_max), NORMAL)
-        event.callbacks.append(self._run_end)
-        self._run_end_event = event
+        self._run_total = line.total(k_max)
+        self._run_end_event = call_at(self.env, self._run_total, NORMAL, self._run_end)
 
     def _cut_run(self) -> None:
         """An arrival mid-run: end the run at the first step boundary at or after now."""
@@ -431,7 +429,8 @@ class Replica:
         now = self.env.now
         k = line.steps_to_reach(now - start, k_max)
         self._run_steps = k
-        self._run_end_event = self._after(max(0.0, start + line.total(k) - now), self._run_end)
+        self._run_total = line.total(k)
+        self._run_end_event = self._after(max(0.0, start + self._run_total - now), self._run_end)
 
     def _run_end(self, event: simpy.Event) -> None:
         if event is not self._run_end_event:
@@ -447,12 +446,11 @@ class Replica:
         flops, n_bytes = self.step_time.run_work(n_seqs=n_seqs, context_sum=context_sum, k=k)
         self.flops += flops
         self.bytes += n_bytes
-        self._advance(seqs, line, start, k)
+        self._advance(seqs, line, start, k, self._run_total)
         self._next()
 
-    def _advance(self, seqs: list[Seq], line: StepLine, start: float, k: int) -> None:
-        """Apply k decode steps of a run: KV growth, tokens, gaps, finishes."""
-        total = line.total(k)
+    def _advance(self, seqs: list[Seq], line: StepLine, start: float, k: int, total: float) -> None:
+        """Apply k decode steps of a run (`total` = `line.total(k)` seconds): KV growth, tokens, gaps, finishes."""
         end = start + total
         first = start + line.at(0)
         group = self.group
