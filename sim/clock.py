@@ -17,10 +17,11 @@ this order:
 from __future__ import annotations
 
 from collections.abc import Callable
-from heapq import heappush
+from heapq import heappop, heappush
 from typing import Any
 
 import simpy
+from simpy.core import StopSimulation
 from simpy.events import EventPriority
 
 LIFECYCLE = EventPriority(-2)
@@ -63,6 +64,27 @@ def call_at(
 class CountingEnvironment(simpy.Environment):
     """A SimPy environment that can tell how many events it processed, at no cost per event: every event
     scheduled so far (SimPy numbers them from 0) was processed or is still queued."""
+
+    def run_until(self, until: simpy.Event) -> None:
+        """`run(until=until)`, with SimPy's `step` inlined in the loop (one Python call less per event; the
+        same order, the same failure and stop semantics)."""
+        if until.callbacks is None:  # already processed
+            return
+        until.callbacks.append(StopSimulation.callback)
+        queue = self._queue
+        try:
+            while queue:
+                self._now, _, _, event = heappop(queue)
+                callbacks, event.callbacks = event.callbacks, None  # type: ignore[assignment]
+                for callback in callbacks:
+                    callback(event)
+                if not event._ok and not hasattr(event, "_defused"):  # a failed event crashes the run, as in SimPy
+                    exc = type(event._value)(*event._value.args)
+                    exc.__cause__ = event._value
+                    raise exc
+        except StopSimulation:
+            return
+        raise RuntimeError(f'No scheduled events left but "until" event was not triggered: {until}')
 
     def events_processed(self) -> int:
         scheduled = next(self._eid)  # the next event's number: how many were scheduled (skipping one is harmless)

@@ -293,11 +293,11 @@ def _run(built: _Built, progress: Callable[[float, float], None] | None) -> None
     env, done, log = built.env, built.done, built.log
     horizon = float(log.arrival_at_s[-1]) if len(log) else 0.0
     if progress is None:
-        env.run(until=done)
+        env.run_until(done)
     else:
         tick = max(horizon / 100, 1e-3)
         while not done.triggered:
-            env.run(until=env.any_of([env.timeout(tick), done]))
+            env.run_until(env.any_of([env.timeout(tick), done]))
             progress(env.now, horizon)
     log.check_invariants()
 

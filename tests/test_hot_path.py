@@ -176,3 +176,42 @@ def test_inadmissible_requests_are_rejected_with_the_reason():
     assert status == ["completed", "rejected", "completed"]
     assert "max context" in r.requests["reject_reason"].iloc[1]
     assert math.isnan(r.requests["first_token_at_s"].iloc[1])
+
+
+def test_run_until_keeps_simpy_semantics():
+    """The inlined dispatch loop: same order as `Environment.run`, stops at the event, re-raises a failed
+    process's exception, and reports an exhausted schedule."""
+    from sim.clock import CountingEnvironment
+
+    def trace_of(runner):
+        env = CountingEnvironment()
+        seen = []
+
+        def proc(name, delay):
+            yield env.timeout(delay)
+            seen.append((env.now, name))
+
+        for i, d in enumerate([3, 1, 2, 1, 5]):
+            env.process(proc(i, d))
+        stop = env.timeout(4)
+        runner(env, stop)
+        return seen, env.now, env.events_processed()
+
+    ours = trace_of(lambda env, stop: env.run_until(stop))
+    simpys = trace_of(lambda env, stop: env.run(until=stop))
+    assert ours[:2] == simpys[:2] and ours[0] == [(1, 1), (1, 3), (2, 2), (3, 0)]
+
+    env = CountingEnvironment()
+
+    def boom():
+        yield env.timeout(1)
+        raise ValueError("bad thing")
+
+    env.process(boom())
+    with pytest.raises(ValueError, match="bad thing"):
+        env.run_until(env.timeout(10))
+    env = CountingEnvironment()
+    never = env.event()
+    env.timeout(1)
+    with pytest.raises(RuntimeError, match="No scheduled events left"):
+        env.run_until(never)
