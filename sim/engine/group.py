@@ -25,6 +25,8 @@ import heapq
 
 from sim.engine.sequence import Seq
 
+_NONE: list[Seq] = []  # no one finished (shared; never appended to)
+
 
 class DecodeGroup:
     __slots__ = ("block_size", "count", "ctx", "d", "heap", "n", "t_last")
@@ -91,12 +93,14 @@ class DecodeGroup:
     def advance(self, k: int, t: float) -> list[Seq]:
         """Take k steps ending at `t` (blocks already granted); return the members that finished, synced
         and removed."""
-        self.d += k
+        d = self.d = self.d + k
         self.ctx += self.n * k
         self.t_last = t
-        done: list[Seq] = []
         heap = self.heap
-        while heap and heap[0][0] <= self.d:
+        if not heap or heap[0][0] > d:
+            return _NONE
+        done: list[Seq] = []
+        while heap and heap[0][0] <= d:
             seq = heapq.heappop(heap)[2]
             self.sync(seq)
             self._drop(seq)

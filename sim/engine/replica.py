@@ -291,7 +291,7 @@ class Replica:
         self._stepping = (batch, dt, n_prefill, n_decode, decode_ctx)
         self.flops += flops
         self.bytes += n_bytes
-        self._after(dt, self._step_end)
+        call_at(self.env, dt, NORMAL, self._step_end)
 
     def _step_end(self, _event: simpy.Event) -> None:
         assert self._stepping is not None
@@ -427,10 +427,8 @@ class Replica:
         self._interruptible = False
         start, line, _, k_max = self._run
         now = self.env.now
-        k = line.steps_to_reach(now - start, k_max)
-        self._run_steps = k
-        self._run_total = line.total(k)
-        self._run_end_event = self._after(max(0.0, start + self._run_total - now), self._run_end)
+        self._run_steps, self._run_total = line.boundary(now - start, k_max)
+        self._run_end_event = call_at(self.env, max(0.0, start + self._run_total - now), NORMAL, self._run_end)
 
     def _run_end(self, event: simpy.Event) -> None:
         if event is not self._run_end_event:
@@ -443,7 +441,7 @@ class Replica:
         self._interruptible = False
         self._work_start = None
         n_seqs, context_sum = self._run_work
-        flops, n_bytes = self.step_time.run_work(n_seqs=n_seqs, context_sum=context_sum, k=k)
+        flops, n_bytes = self.step_time.run_work(n_seqs, context_sum, k)
         self.flops += flops
         self.bytes += n_bytes
         self._advance(seqs, line, start, k, self._run_total)

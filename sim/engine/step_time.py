@@ -34,7 +34,7 @@ class StepLine:
 
     __slots__ = ("_a_after", "_a_before", "_b_after", "_b_before", "_split", "a1", "a2", "b1", "b2", "e")
 
-    def __init__(self, *, a1: float, b1: float, a2: float, b2: float, e: float) -> None:
+    def __init__(self, a1: float, b1: float, a2: float, b2: float, e: float) -> None:
         self.a1, self.b1, self.a2, self.b2, self.e = a1, b1, a2, b2, e
         d, g = b1 - b2, a2 - a1  # line 1 is the max where d * j >= g
         q = g / d if d != 0 else math.inf
@@ -112,13 +112,19 @@ class StepLine:
     def steps_to_reach(self, elapsed: float, k_max: int) -> int:
         """Smallest k in [1, k_max] with T(k) >= elapsed: the first step boundary at or after it.
         (The quadratic's root, then corrected against `total` itself, so it is exact.)"""
+        return self.boundary(elapsed, k_max)[0]
+
+    def boundary(self, elapsed: float, k_max: int) -> tuple[int, float]:
+        """`steps_to_reach(elapsed, k_max)` and T of it."""
         est = self._k_at(elapsed)
         k = min(max(math.ceil(est), 1), k_max) if math.isfinite(est) else k_max
         while k > 1 and self.total(k - 1) >= elapsed:
             k -= 1
-        while k < k_max and self.total(k) < elapsed:
+        while True:
+            t = self.total(k)
+            if k == k_max or t >= elapsed:
+                return k, t
             k += 1
-        return k
 
     def steps_done_by(self, elapsed: float, k_max: int) -> int:
         """Largest k in [0, k_max] with T(k) <= elapsed: steps completed by then."""
@@ -148,7 +154,7 @@ class StepTimeModel(Protocol):
         """(seconds, FLOPs, bytes) of one step in one evaluation (FLOPs and bytes 0 when unknown)."""
         ...
 
-    def run_work(self, *, n_seqs: int, context_sum: int, k: int) -> tuple[float, float]:
+    def run_work(self, n_seqs: int, context_sum: int, k: int) -> tuple[float, float]:
         """(FLOPs, bytes) of the first k steps of a decode run."""
         ...
 
@@ -210,7 +216,7 @@ class RooflineStepTime:
             + fixed
         )
 
-    def run_work(self, *, n_seqs: int, context_sum: int, k: int) -> tuple[float, float]:
+    def run_work(self, n_seqs: int, context_sum: int, k: int) -> tuple[float, float]:
         matmul_flops, weight_bytes, _ = self._batch_terms(n_seqs)
         pairs = k * (context_sum + n_seqs) + n_seqs * k * (k - 1) / 2  # sum over j < k of S + n (j + 1)
         kv_tokens = k * (context_sum + n_seqs) + n_seqs * k * (k - 1) / 2  # reads S + n j plus n writes
@@ -233,11 +239,11 @@ class RooflineStepTime:
         matmul_flops, weight_bytes, fixed = self._batch_terms(n_seqs)
         # step j: pairs = context_sum + n (j + 1); KV read = context_sum + n j; KV written = n
         return StepLine(
-            a1=(matmul_flops + self._attn * (context_sum + n_seqs)) / self._flops_per_s,
-            b1=self._attn * n_seqs / self._flops_per_s,
-            a2=(weight_bytes + self._kv * (context_sum + n_seqs)) / self._bytes_per_s,
-            b2=self._kv * n_seqs / self._bytes_per_s,
-            e=fixed,
+            (matmul_flops + self._attn * (context_sum + n_seqs)) / self._flops_per_s,
+            self._attn * n_seqs / self._flops_per_s,
+            (weight_bytes + self._kv * (context_sum + n_seqs)) / self._bytes_per_s,
+            self._kv * n_seqs / self._bytes_per_s,
+            fixed,
         )
 
 
@@ -268,5 +274,5 @@ class ConstantStepTime:
         )
         return dt, 0.0, 0.0
 
-    def run_work(self, *, n_seqs: int, context_sum: int, k: int) -> tuple[float, float]:
+    def run_work(self, n_seqs: int, context_sum: int, k: int) -> tuple[float, float]:
         return 0.0, 0.0
