@@ -120,7 +120,7 @@ class Replica:
         self.group = DecodeGroup(limits.block_size)  # lock-step decoders (fast-forward mode only)
         self._n_admitted = 0
         self.n_outstanding = 0  # requests routed here and not yet completed or dropped
-        self.on_load: Callable[[Replica], None] | None = None  # called each time n_outstanding changes
+        self.on_load: Callable[[int, int], None] | None = None  # on_load(replica_id, n_outstanding) at each change
         self._idle = False  # waiting for work: the next arrival schedules a wake-up
         self._interruptible = False  # in a fast-forwarded run: the next arrival cuts it short
         self._run: tuple[float, StepLine, list[Seq], int] | None = None  # start, line, explicit seqs, k_max
@@ -147,7 +147,7 @@ class Replica:
         self.log.replica_id[seq.idx] = self.replica_id
         self.n_outstanding += 1
         if self.on_load is not None:
-            self.on_load(self)
+            self.on_load(self.replica_id, self.n_outstanding)
         waiting = self.waiting
         if not waiting or _key(waiting[-1]) <= seq.key:  # FCFS arrivals append
             waiting.append(seq)
@@ -333,7 +333,9 @@ class Replica:
     def _group_steps(self, k: int, first_gap: float, end: float) -> None:
         """The group took k steps ending at `end`, its first gap `first_gap`: record it, finish those done."""
         group = self.group
-        self.log.itl.add_grouped(first_gap, group.n)
+        itl = self.log.itl
+        itl.grouped_v.append(first_gap)
+        itl.grouped_w.append(group.n)
         done = group.advance(k, end)
         if done:
             self._resolved(len(done))
@@ -344,7 +346,7 @@ class Replica:
     def _resolved(self, n: int) -> None:
         self.n_outstanding -= n
         if self.on_load is not None:
-            self.on_load(self)
+            self.on_load(self.replica_id, self.n_outstanding)
 
     def _regroup(self, t: float) -> None:
         """Explicit decoders whose last token came at `t` join the group (which then emitted at `t`)."""
@@ -410,7 +412,7 @@ class Replica:
         k_max = group.min_tokens_left
         if min_tokens_left < k_max:
             k_max = min_tokens_left
-        if k_max > 1:
+        if k_max > 1 and n_seqs * -(-k_max // self.pool.block_size) > self.pool.free:  # else: the whole run fits
             k_max = self._kv_steps(seqs, k_max)
         line = self.step_time.decode_line(n_seqs=n_seqs, context_sum=context_sum)
         self._run = (start, line, seqs, k_max)
@@ -450,7 +452,7 @@ class Replica:
     def _advance(self, seqs: list[Seq], line: StepLine, start: float, k: int, total: float) -> None:
         """Apply k decode steps of a run (`total` = `line.total(k)` seconds): KV growth, tokens, gaps, finishes."""
         end = start + total
-        first = start + line.at(0)
+        first = start + (max(line.a1, line.a2) + line.e)  # start + line.at(0)
         group = self.group
         n = len(seqs) + group.n
         if k > 1:  # gaps 1..k-1 as `line.pieces(k)`, the first gap (j = 0) left to the singles

@@ -120,10 +120,6 @@ class Fleet:
         if state == ReplicaState.RELEASED:
             self._live.remove(slot)
 
-    def _load_changed(self, engine: Replica) -> None:
-        if self._index is not None:
-            self._index.update(engine.replica_id, engine.n_outstanding)
-
     # --- requests ------------------------------------------------------------------------------------
     def deliver(self, seq: Seq) -> None:
         self.n_arrivals += 1
@@ -198,7 +194,8 @@ class Fleet:
         slot.ready_at_s = self.env.now
         engine = self.make_engine(slot.replica_id)
         engine.on_idle = lambda _engine, slot=slot: self._idle(slot)
-        engine.on_load = self._load_changed
+        if self._index is not None:
+            engine.on_load = self._index.update
         slot.engine = engine
         self._set_state(slot, ReplicaState.READY)
         self._busy_seen[slot.replica_id] = (self.env.now, 0.0)
