@@ -3,9 +3,10 @@
 Llama-2-70B on 2x A100-80GB replicas (default roofline, chunked), HPA on requests in flight per
 replica, the Azure 2023 conversation trace (19,366 requests in ~58 min) rate-scaled so that 16
 replicas are needed at full load (one replica's capacity for this mix is measured first, and reported apart).
+With --fixed N: N fixed replicas instead, the trace scaled to 90% of their measured capacity.
 Prints CPU and wall seconds (best and median of --runs), simulated requests per CPU second and per wall
 second, and events per request, then (with --profile) the top of a profile.
-    python benchmarks/fleet_speed.py [--runs 3] [--profile]
+    python benchmarks/fleet_speed.py [--runs 3] [--fixed 8] [--profile]
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--fixed", type=int, default=None, help="N fixed replicas at 90%% load instead of the HPA fleet")
     args = parser.parse_args()
     conv = clip_tokens(load_trace(REPO / "traces" / "azure2023_conv.csv"), 4096)
     sc = parse_config(
@@ -56,9 +58,21 @@ def main() -> None:
     per_request = conv["prompt_tokens"].mean() + conv["output_tokens"].mean()
     capacity = probe.max_tokens_per_s / per_request
     rate = len(conv) / conv["arrival_at_s"].iloc[-1]
-    trace = scale_rate(conv, 16 * capacity / rate)
+    target = 16 * capacity if args.fixed is None else 0.9 * args.fixed * capacity
+    if args.fixed is not None:
+        sc = sc.model_copy(
+            update={
+                "fleet": parse_config(
+                    {
+                        "model": "llama-2-70b",
+                        "fleet": {"gpu": "a100-80gb", "tp": 2, "autoscaler": {"policy": "fixed", "replicas": args.fixed}},
+                    }
+                ).fleet
+            }
+        )
+    trace = scale_rate(conv, target / rate)
     print(f"one replica serves {capacity:.2f} req/s of this mix ({probe_cpu:.2f} CPU-s to measure, not timed below);")
-    print(f"trace scaled from {rate:.2f} to {16 * capacity:.2f} req/s")
+    print(f"trace scaled from {rate:.2f} to {target:.2f} req/s")
 
     def run():
         result = simulate(sc, trace, measure_capacity=False)
