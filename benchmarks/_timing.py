@@ -45,3 +45,16 @@ def timed(fn: Callable[[], Any], runs: int = 3) -> tuple[Timing, Any]:
 def peak_rss_mib() -> float:
     """This process's peak resident memory so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def print_profile(fn: Callable[[], Any], repeat: int = 1, top: int = 15) -> None:
+    """cProfile `fn` (called `repeat` times) and print the `top` functions by own time."""
+    import cProfile
+    import pstats
+
+    profile = cProfile.Profile()
+    profile.enable()
+    for _ in range(repeat):
+        fn()
+    profile.disable()
+    pstats.Stats(profile).sort_stats("tottime").print_stats(top)

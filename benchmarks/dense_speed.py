@@ -12,12 +12,10 @@ and median of --runs), simulated requests per CPU second and per wall second, an
 from __future__ import annotations
 
 import argparse
-import cProfile
-import pstats
 
 import numpy as np
 import pandas as pd
-from _timing import timed
+from _timing import print_profile, timed
 
 from sim.config import parse_config
 from sim.simulation import simulate
@@ -66,12 +64,7 @@ def main() -> None:
     print(f"= {timing.per_s(n)} simulated requests; {s['n_events'] / n:.2f} events/request, {s['n_steps'] / n:.1f} steps/request")
     print(f"mean TTFT {s['mean_ttft_ms']:.1f} ms, mean TPOT {s['mean_tpot_ms']:.2f} ms")
     if args.profile:
-        profile = cProfile.Profile()
-        profile.enable()
-        for _ in range(5):
-            simulate(sc, t, measure_capacity=False)
-        profile.disable()
-        pstats.Stats(profile).sort_stats("tottime").print_stats(15)
+        print_profile(lambda: simulate(sc, t, measure_capacity=False), repeat=5)
 
 
 if __name__ == "__main__":

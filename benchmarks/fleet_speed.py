@@ -12,12 +12,10 @@ second, and events per request, then (with --profile) the top of a profile.
 from __future__ import annotations
 
 import argparse
-import cProfile
-import pstats
 import time
 from pathlib import Path
 
-from _timing import timed
+from _timing import print_profile, timed
 
 from sim.config import parse_config
 from sim.simulation import simulate
@@ -87,11 +85,7 @@ def main() -> None:
     print(f"= {timing.per_s(n)} simulated requests; {s['n_events'] / n:.2f} events/request")
     print(f"p99 TTFT {s['p99_ttft_ms'] / 1000:.1f} s; throughput {s['request_throughput']:.2f} req/s")
     if args.profile:
-        profile = cProfile.Profile()
-        profile.enable()
-        simulate(sc, trace, measure_capacity=False)
-        profile.disable()
-        pstats.Stats(profile).sort_stats("tottime").print_stats(12)
+        print_profile(lambda: simulate(sc, trace, measure_capacity=False), top=12)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ result.requests     # one row per request (a DataFrame)
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from sim.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from sim.build import build_setup, resolve_scenario
@@ -41,12 +42,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'sim' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
+__getattr__ = lazy_attributes("sim", _LAZY)
 
 __all__ = [
     "FleetsimError",

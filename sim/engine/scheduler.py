@@ -50,6 +50,17 @@ class Batch:
     min_tokens_left: int = 1 << 62  # fewest output tokens any decoder still has to produce
     context_sum: int = 0  # decoders' cached tokens
 
+    def note(self, seq: Seq, computed: int, n: int, pending: int) -> None:
+        """Account for `seq` taking n of its `pending` tokens with `computed` cached: a decode (one token,
+        the last) feeds the fast-forward's figures, anything else rules it out."""
+        if n == 1 and pending == 1 and seq.generated >= 1:
+            left = seq.output_tokens - seq.generated
+            if left < self.min_tokens_left:
+                self.min_tokens_left = left
+            self.context_sum += computed
+        else:
+            self.decodes_only = False
+
     @property
     def is_pure_decode(self) -> bool:
         """Only decodes of already running sequences: a candidate for fast-forward."""
@@ -81,13 +92,7 @@ def _serve_all(running: list[Seq], batch: Batch, bs: int) -> tuple[int, int]:
         demand += pending
         need += -(-(c + pending) // bs) - seq.blocks
         work.append((seq, pending))
-        if pending == 1 and seq.generated >= 1:
-            left = seq.output_tokens - seq.generated
-            if left < batch.min_tokens_left:
-                batch.min_tokens_left = left
-            batch.context_sum += c
-        else:
-            batch.decodes_only = False
+        batch.note(seq, c, pending, pending)
     return demand, need
 
 
@@ -119,13 +124,7 @@ def _decode_with_preemption(
             if preempted_self:
                 break
         work.append((seq, n))
-        if n == 1 and pending == 1 and seq.generated >= 1:
-            left = seq.output_tokens - seq.generated
-            if left < batch.min_tokens_left:
-                batch.min_tokens_left = left
-            batch.context_sum += c
-        else:
-            batch.decodes_only = False
+        batch.note(seq, c, n, pending)
         if need > 0:
             free -= need
         if budget is not None:
@@ -134,26 +133,50 @@ def _decode_with_preemption(
     return free, budget
 
 
+def _admit_whole(waiting: list[Seq], batch: Batch, n_seqs: int, free: int, limits: Limits) -> None:
+    """prefill_first's admission: whole prompts in FCFS order until one does not fit the token budget,
+    `max_num_seqs` (counting the `n_seqs` running) or the free blocks."""
+    budget = limits.max_num_batched_tokens
+    for seq in waiting:
+        n = seq.pending
+        need = blocks_for(n, limits.block_size)
+        if n > budget or n_seqs + 1 > limits.max_num_seqs or need > free:
+            break
+        batch.work.append((seq, n))
+        batch.admitted.append(seq)
+        batch.decodes_only = False
+        budget -= n
+        n_seqs += 1
+        free -= need
+
+
+def _admit_chunks(waiting: list[Seq], batch: Batch, budget: int, n_running: int, free: int, limits: Limits) -> None:
+    """chunked's admission: prompt chunks in FCFS order from what is left of the token budget, while
+    `max_num_seqs` (counting the `n_running`) and the free blocks allow."""
+    for seq in waiting:
+        if budget <= 0 or n_running >= limits.max_num_seqs:
+            break
+        n = min(seq.pending, budget)
+        need = blocks_for(n, limits.block_size)
+        if need > free:
+            break
+        batch.work.append((seq, n))
+        batch.admitted.append(seq)
+        batch.decodes_only = False
+        budget -= n
+        free -= need
+        n_running += 1
+
+
 class PrefillFirst:
     chunks_prefill = False
 
     def next_batch(self, waiting: list[Seq], running: list[Seq], free_blocks: int, limits: Limits) -> Batch:
         batch = Batch()
-        budget, n_seqs, free = limits.max_num_batched_tokens, len(running), free_blocks
         while waiting and waiting[0].pending > limits.max_num_batched_tokens:
             # only a recompute (prompt + generated) can outgrow the budget; vLLM v0 ignores it
             batch.dropped.append(waiting.pop(0))
-        for seq in waiting:
-            n = seq.pending
-            need = blocks_for(n, limits.block_size)
-            if n > budget or n_seqs + 1 > limits.max_num_seqs or need > free:
-                break
-            batch.work.append((seq, n))
-            batch.admitted.append(seq)
-            batch.decodes_only = False
-            budget -= n
-            n_seqs += 1
-            free -= need
+        _admit_whole(waiting, batch, len(running), free_blocks, limits)
         if batch.work:
             return batch
         _decode_with_preemption(list(running), free_blocks, limits, batch, budget=None)
@@ -166,18 +189,7 @@ class PrefillFirst:
         if waiting and waiting[0].pending > budget:
             return None  # next_batch drops it
         batch = Batch()
-        n_seqs, free = n_group + len(running), free_blocks
-        for seq in waiting:
-            n = seq.pending
-            need = blocks_for(n, limits.block_size)
-            if n > budget or n_seqs + 1 > limits.max_num_seqs or need > free:
-                break
-            batch.work.append((seq, n))
-            batch.admitted.append(seq)
-            batch.decodes_only = False
-            budget -= n
-            n_seqs += 1
-            free -= need
+        _admit_whole(waiting, batch, n_group + len(running), free_blocks, limits)
         if batch.work:
             return batch
         _, need = _serve_all(running, batch, limits.block_size)
@@ -197,20 +209,7 @@ class Chunked:
         assert budget is not None
         if batch.preempted:
             return batch
-        n_running = len(queue)
-        for seq in waiting:
-            if budget <= 0 or n_running >= limits.max_num_seqs:
-                break
-            n = min(seq.pending, budget)
-            need = blocks_for(n, limits.block_size)
-            if need > free:
-                break
-            batch.work.append((seq, n))
-            batch.admitted.append(seq)
-            batch.decodes_only = False
-            budget -= n
-            free -= need
-            n_running += 1
+        _admit_chunks(waiting, batch, budget, len(queue), free, limits)
         return batch
 
     def plan(
@@ -225,20 +224,7 @@ class Chunked:
         if budget < 0 or free < 0:
             return None
         batch.group = n_group > 0
-        n_running = n_group + len(running)
-        for seq in waiting:
-            if budget <= 0 or n_running >= limits.max_num_seqs:
-                break
-            n = min(seq.pending, budget)
-            need = blocks_for(n, limits.block_size)
-            if need > free:
-                break
-            batch.work.append((seq, n))
-            batch.admitted.append(seq)
-            batch.decodes_only = False
-            budget -= n
-            free -= need
-            n_running += 1
+        _admit_chunks(waiting, batch, budget, n_group + len(running), free, limits)
         return batch
 
 

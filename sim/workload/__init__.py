@@ -5,8 +5,9 @@ and `sim.workload.transforms`, which must not pull in the readers (and pandas) w
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from sim.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from sim.workload.readers import FORMATS, load_trace
@@ -21,11 +22,6 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'sim.workload' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
+__getattr__ = lazy_attributes("sim.workload", _LAZY)
 
 __all__ = ["FORMATS", "OPTIONAL", "REQUIRED", "load_trace", "validate_frame"]
