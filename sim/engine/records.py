@@ -55,6 +55,22 @@ _FLOAT = {"singles", "grouped_v", "piece_a", "piece_b"}
 class RequestLog:
     """Columns for n requests; `reasons` maps a rejected request index to its reason."""
 
+    __slots__ = (
+        "arrival_at_s",
+        "completed_at_s",
+        "first_token_at_s",
+        "itl",
+        "n_preemptions",
+        "n_resolved",
+        "on_all_resolved",
+        "output_tokens",
+        "prompt_tokens",
+        "reasons",
+        "replica_id",
+        "scheduled_at_s",
+        "status",
+    )
+
     def __init__(self, arrival_at_s: np.ndarray, prompt_tokens: np.ndarray, output_tokens: np.ndarray) -> None:
         n = len(arrival_at_s)
         self.arrival_at_s = np.asarray(arrival_at_s, dtype=np.float64)

@@ -93,6 +93,41 @@ def admission_reason(
 
 
 class Replica:
+    __slots__ = (
+        "_idle",
+        "_interruptible",
+        "_n_admitted",
+        "_run",
+        "_run_end_event",
+        "_run_steps",
+        "_run_total",
+        "_run_work",
+        "_stepping",
+        "_work_start",
+        "busy_s",
+        "bytes",
+        "decode_busy_s",
+        "env",
+        "fast_forward",
+        "flops",
+        "group",
+        "limits",
+        "log",
+        "max_context_tokens",
+        "n_outstanding",
+        "n_runs",
+        "n_steps",
+        "on_idle",
+        "on_load",
+        "policy",
+        "pool",
+        "prefill_busy_s",
+        "replica_id",
+        "running",
+        "step_time",
+        "waiting",
+    )
+
     def __init__(
         self,
         env: simpy.Environment,
@@ -149,10 +184,14 @@ class Replica:
         if self.on_load is not None:
             self.on_load(self.replica_id, self.n_outstanding)
         waiting = self.waiting
-        if not waiting or _key(waiting[-1]) <= seq.key:  # FCFS arrivals append
+        if not waiting:
             waiting.append(seq)
         else:
-            bisect.insort(waiting, seq, key=_key)
+            last = waiting[-1]
+            if last.priority == seq.priority and last.arrival_at_s <= seq.arrival_at_s and last.idx < seq.idx:
+                waiting.append(seq)  # FCFS arrivals append (the key order, without building the keys)
+            else:
+                bisect.insort(waiting, seq, key=_key)
         if self._interruptible:
             self._cut_run()
         elif self._idle:

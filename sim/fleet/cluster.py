@@ -127,6 +127,12 @@ class Fleet:
         if reason is not None:
             self.log.reject(seq.idx, reason)
             return
+        index = self._index
+        if index is not None and len(index):  # least outstanding, by the index: no list of the ready replicas
+            engine = self.slots[index.least()].engine
+            assert engine is not None
+            engine.enqueue(seq)
+            return
         ready = self.ready
         if ready:
             self._route(seq, ready)
