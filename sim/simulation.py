@@ -157,9 +157,14 @@ class _Feed:
 
     def _schedule(self, _event: simpy.Event | None = None) -> None:
         j = self._column(self.i)  # (before reading the window: it may move)
-        env, at = self.env, self.window[0][j]
-        delay = at - env.now
-        while env.now + delay < at:  # float: make the clock land on (not just below) the arrival
+        self._wake_at(self.window[0][j])
+
+    def _wake_at(self, at: float) -> None:
+        """Deliver the requests of instant `at` then (now, if it is now)."""
+        env = self.env
+        now = env.now
+        delay = at - now
+        while now + delay < at:  # float: make the clock land on (not just below) the arrival
             delay = math.nextafter(delay, math.inf)
         if delay > 0:
             call_at(env, delay, ARRIVAL, self._arrive)
@@ -186,7 +191,7 @@ class _Feed:
                 break
         self.i = i
         if i < n:
-            self._schedule()
+            self._wake_at(times[j])
 
 
 def _replica_factory(

@@ -236,7 +236,8 @@ class Replica:
     def _plan(self) -> Batch:
         group, pool, limits = self.group, self.pool, self.limits
         if group.n:
-            batch = self.policy.plan(self.waiting, self.running, group.n, group.next_step_blocks, pool.free, limits)
+            need = group.count[-group.d % group.block_size]  # group.next_step_blocks
+            batch = self.policy.plan(self.waiting, self.running, group.n, need, pool.n_blocks - pool.used, limits)
             if batch is not None:
                 return batch
             members = group.release_all()  # per-sequence planning, in admission order
@@ -256,7 +257,7 @@ class Replica:
             and not self.running
             and not self.waiting
             and group.n <= self.limits.max_num_batched_tokens
-            and group.next_step_blocks <= self.pool.free
+            and group.count[-group.d % group.block_size] <= self.pool.n_blocks - self.pool.used  # next_step_blocks <= free
         ):
             self._start_run([], 0, 1 << 62)
             return
@@ -295,7 +296,7 @@ class Replica:
             bisect.insort(self.waiting, seq, key=_key)
 
     def _start_step(self, batch: Batch) -> None:
-        now = self.env.now
+        now = self.env._now  # (SimPy's clock, read without the property: once per step)
         if batch.admitted:
             del self.waiting[: len(batch.admitted)]
             scheduled = self.log.scheduled_at_s
@@ -324,7 +325,9 @@ class Replica:
             decode_ctx += group.ctx
             pairs += group.ctx + group.n
             kv_read += group.ctx
-            self._grant(group.next_step_blocks)
+            need = group.count[-group.d % group.block_size]  # group.next_step_blocks
+            if need:
+                self._grant(need)
         dt, flops, n_bytes = self.step_time.step(n_prefill, n_decode, pairs, kv_read)
         self._work_start = now
         self._stepping = (batch, dt, n_prefill, n_decode, decode_ctx)
@@ -346,7 +349,7 @@ class Replica:
             self.decode_busy_s += dt
         else:
             self.prefill_busy_s += dt
-        end = self.env.now
+        end = self.env._now
         group = self.group
         if batch.group:
             self._group_steps(1, end - group.t_last, end)
@@ -444,14 +447,15 @@ class Replica:
     def _start_run(self, seqs: list[Seq], context_sum: int, min_tokens_left: int) -> None:
         """Decode steps of the explicit decoders `seqs` (their cached tokens `context_sum`, the fewest
         tokens any has left `min_tokens_left`) and the group, until the batch changes."""
-        start = self.env.now
+        start = self.env._now
         group = self.group
         n_seqs = len(seqs) + group.n
         context_sum += group.ctx
         k_max = group.min_tokens_left
         if min_tokens_left < k_max:
             k_max = min_tokens_left
-        if k_max > 1 and n_seqs * -(-k_max // self.pool.block_size) > self.pool.free:  # else: the whole run fits
+        pool = self.pool
+        if k_max > 1 and n_seqs * -(-k_max // pool.block_size) > pool.n_blocks - pool.used:  # else: the whole run fits
             k_max = self._kv_steps(seqs, k_max)
         line = self.step_time.decode_line(n_seqs=n_seqs, context_sum=context_sum)
         self._run = (start, line, seqs, k_max)
@@ -467,7 +471,7 @@ class Replica:
         assert self._run is not None
         self._interruptible = False
         start, line, _, k_max = self._run
-        now = self.env.now
+        now = self.env._now
         self._run_steps, self._run_total = line.boundary(now - start, k_max)
         self._run_end_event = call_at(self.env, max(0.0, start + self._run_total - now), NORMAL, self._run_end)
 
@@ -521,7 +525,8 @@ class Replica:
             seq.last_token_at_s = end
             if seq.generated == seq.output_tokens:
                 finished.append(seq)
-        self._grant(grown)
+        if grown:
+            self._grant(grown)
         if group.n:
             self._group_steps(k, first - group.t_last, end)
         for seq in finished:
