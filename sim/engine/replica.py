@@ -88,7 +88,10 @@ def admission_reason(
     if blocks_for(slots, block_size) > n_blocks:
         return f"needs {slots} KV slots, more than the replica's KV cache holds ({n_blocks * block_size})"
     if whole_prompt_budget is not None and prompt_tokens > whole_prompt_budget:
-        return f"prompt of {prompt_tokens} tokens exceeds max_num_batched_tokens={whole_prompt_budget} (prefill_first)"
+        return (
+            f"prompt of {prompt_tokens} tokens exceeds max_num_batched_tokens={whole_prompt_budget}: prefill_first "
+            "prefills a prompt whole (vLLM v0 ignores such a request)"
+        )
     return None
 
 

@@ -167,11 +167,6 @@ BAD_SCENARIOS = [
         "synthetic-no-length",
     ),
     scenario(
-        "model: llama-2-7b\nfleet: {gpu: a100-80gb}\ntrace: t.csv\nengine: {policy: prefill_first, max_num_batched_tokens: 16}\n",
-        "below the trace's largest prompt",
-        "prefill-first-budget",
-    ),
-    scenario(
         SCENARIO,
         "timeline_interval_s=10 over a trace",
         "span-too-long",
@@ -420,6 +415,13 @@ GOOD = [
         None,
     ),
     Case("one-request", "good", {"s.yaml": _b(SCENARIO), "t.csv": _b(_H + "0,10,5\n")}, _GOOD_RUN, None),
+    Case(  # prefill_first with prompts over its token budget: those requests are rejected, the run goes on
+        "prefill-first-budget",
+        "good",
+        {"s.yaml": _b(SCENARIO + "engine: {policy: prefill_first, max_num_batched_tokens: 16}\n"), "t.csv": _b(CSV)},
+        _GOOD_RUN,
+        None,
+    ),
     Case("all-rejected", "good", {"s.yaml": _b(SCENARIO), "t.csv": _b(_H + "0,5000,5\n1,4000,200\n")}, _GOOD_RUN, None),
     Case(
         "shorter-than-a-sample",
