@@ -123,3 +123,61 @@ def test_fleet_invariants(seed, policy, router, engine_policy, n, rate, cold, ma
     assert len(t) == 0 or held.max() <= cap
     again = simulate(sc, trace, measure_capacity=False)
     assert again.requests.equals(r) and again.summary() == s
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**31),
+    policy=st.sampled_from(sorted(POLICIES)),
+    router=st.sampled_from(["round_robin", "least_outstanding", "least_kv", "power_of_two"]),
+    engine_policy=st.sampled_from(["chunked", "prefill_first"]),
+    n=st.integers(1, 50),
+    rate=st.floats(0.5, 30),
+    n_blocks=st.integers(12, 60),
+)
+def test_fleet_fast_forward_matches_per_step(seed, policy, router, engine_policy, n, rate, n_blocks):
+    """The lazy engine (decode group, fast-forwarded runs, cut runs) inside a fleet that routes on its
+    load and KV use, scales and drains: every request's instants equal the per-step reference's."""
+    rng = np.random.default_rng(seed)
+    trace = validate_frame(
+        pd.DataFrame(
+            {
+                "arrival_at_s": np.cumsum(rng.exponential(1 / rate, n)),
+                "prompt_tokens": rng.integers(1, 150, n),
+                "output_tokens": rng.integers(1, 100, n),
+            }
+        )
+    )
+
+    def scenario(fast_forward):
+        return parse_config(
+            {
+                "model": "llama-3.1-8b",
+                "seed": seed % 1000,
+                "fleet": {
+                    "gpu": "a100-80gb",
+                    "tp": 1,
+                    "router": router,
+                    "autoscaler": POLICIES[policy],
+                    "lifecycle": {"provision_s": 3.1, "image_pull_s": 0.7, "load_gb_per_s": 16.0, "warmup_s": 0.3},
+                },
+                "engine": {
+                    "policy": engine_policy,
+                    "fast_forward": fast_forward,
+                    "max_num_batched_tokens": 160,
+                    "max_num_seqs": 12,
+                    "num_gpu_blocks_override": n_blocks,
+                },
+            }
+        )
+
+    fast = simulate(scenario(True), trace, measure_capacity=False).requests
+    slow = simulate(scenario(False), trace, measure_capacity=False).requests
+    assert fast["status"].tolist() == slow["status"].tolist()
+    assert fast["replica_id"].tolist() == slow["replica_id"].tolist()
+    assert fast["n_preemptions"].tolist() == slow["n_preemptions"].tolist()
+    for col in ("scheduled_at_s", "first_token_at_s", "completed_at_s"):
+        x, y = fast[col].to_numpy(), slow[col].to_numpy()
+        assert np.array_equal(np.isnan(x), np.isnan(y)), col
+        ok = ~np.isnan(x)
+        assert np.max(np.abs(x[ok] - y[ok]), initial=0.0) <= 1e-9, col
