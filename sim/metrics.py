@@ -38,16 +38,27 @@ class GapDistribution:
     j0: np.ndarray
     j1: np.ndarray
     w: np.ndarray
-    sw: np.ndarray | None = None  # the singles' weights (None: each 1); kept as their running sum, `_cum`
+    cum: np.ndarray | None = None  # the singles' weights as a running sum: gaps <= singles[i] is cum[i] (None: each 1)
 
     def __post_init__(self) -> None:
-        sw = np.ones(self.singles.size) if self.sw is None else np.asarray(self.sw, dtype=np.float64)
-        object.__setattr__(self, "_cum", np.cumsum(sw))  # gaps <= singles[i]: _cum[i] (exact: integers < 2**53)
-        object.__setattr__(self, "sw", None)
+        if self.cum is None:
+            object.__setattr__(self, "cum", np.arange(1, self.singles.size + 1, dtype=np.float64))
+
+    @classmethod
+    def weighted(
+        cls, singles: np.ndarray, a: np.ndarray, b: np.ndarray, j0: np.ndarray, j1: np.ndarray, w: np.ndarray, sw: np.ndarray
+    ) -> GapDistribution:
+        """From the singles' weights `sw` (kept as their running sum: exact, integers < 2**53)."""
+        return cls(singles, a, b, j0, j1, w, np.cumsum(np.asarray(sw, dtype=np.float64)))
+
+    @property
+    def _cum(self) -> np.ndarray:
+        assert self.cum is not None
+        return self.cum
 
     def _weights(self, lo: int, hi: int) -> np.ndarray:
         """The singles' weights in [lo, hi)."""
-        cum = self._cum  # type: ignore[attr-defined]
+        cum = self._cum
         return np.diff(cum[lo:hi], prepend=cum[lo - 1] if lo else 0.0)
 
     @property
@@ -92,7 +103,7 @@ class GapDistribution:
         values = values[order]
         weights = np.concatenate((np.ones(singles.size), grouped_w))[order]  # float64
         del order
-        return cls(values, piece_a, piece_b, piece_j0, piece_j1, piece_w, weights)  # the pieces as given: no copy
+        return cls.weighted(values, piece_a, piece_b, piece_j0, piece_j1, piece_w, weights)  # the pieces as given: no copy
 
     # As a table (the run folder's itl.parquet): a single gap g with weight w is the row (a=g, b=0, j0=0,
     # j1=1, weight=w); pieces always have j0 >= 1 (a run's first gap is a single), so rows split back exactly.
@@ -131,7 +142,7 @@ class GapDistribution:
         col = {c: frame[c].to_numpy(dtype=np.float64) for c in ("a", "b", "j0", "j1", "weight")}
         p = ~single
         order = np.argsort(col["a"][single], kind="stable")
-        return cls(
+        return cls.weighted(
             col["a"][single][order],
             col["a"][p],
             col["b"][p],
@@ -143,7 +154,7 @@ class GapDistribution:
 
     @property
     def count(self) -> int:
-        singles = float(self._cum[-1]) if self.singles.size else 0.0  # type: ignore[attr-defined]
+        singles = float(self._cum[-1]) if self.singles.size else 0.0
         return int(singles + np.sum(self.w * (self.j1 - self.j0)))
 
     def _sums(self, shift: float = 0.0) -> tuple[float, float]:
@@ -182,7 +193,7 @@ class GapDistribution:
 
     def _singles_le(self, v: float) -> int:
         i = int(np.searchsorted(self.singles, v, side="right"))
-        return int(self._cum[i - 1]) if i else 0  # type: ignore[attr-defined]
+        return int(self._cum[i - 1]) if i else 0
 
     def _bounds(self) -> tuple[float, float]:
         lo, hi = [], []

@@ -103,3 +103,14 @@ def test_a_reserved_seat_serves_successive_replicas():
     assert bill["gpu_seconds_by_state"]["reserved_unused"] == pytest.approx(200)
     assert bill["billed_gpu_seconds"] == pytest.approx(1000 + 100)
     assert bill["cost_usd"] == pytest.approx((1000 * 1.8 + 100 * 3.6) / 3600)
+
+
+def test_gap_distribution_survives_replace_and_pickle():
+    """The singles' weights live in a field (their running sum), so a copy keeps them."""
+    import dataclasses
+    import pickle
+
+    gaps = GapDistribution.from_lists([0.5], [(0.1, 0.0, 1, 3, 2)], [(0.2, 7)])
+    for copy in (dataclasses.replace(gaps), pickle.loads(pickle.dumps(gaps))):
+        assert copy.count == gaps.count == 1 + 4 + 7
+        assert copy.percentile(50) == gaps.percentile(50) and copy.mean() == gaps.mean()
