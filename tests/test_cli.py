@@ -180,3 +180,20 @@ def test_the_cli_imports_the_simulator_only_when_a_command_needs_it():
         text=True,
     )
     assert version.returncode == 0 and version.stdout.startswith("fleetsim ")
+
+
+def test_a_user_supplied_price_is_not_credited_to_the_catalog():
+    """`--price-per-gpu-hour` replaces the catalog's price: the report says so instead of citing the
+    catalog's source and date."""
+    from typer.testing import CliRunner
+
+    from sim.cli import app
+
+    runner = CliRunner()
+    mine = runner.invoke(
+        app, ["roofline", "--model", "llama-2-70b", "--gpu", "a100-80gb", "--tp", "2", "--price-per-gpu-hour", "1.5"]
+    )
+    assert mine.exit_code == 0, mine.output
+    assert "$1.5/GPU-h: user-supplied)" in mine.stdout and "CoreWeave" not in mine.stdout
+    stock = runner.invoke(app, ["roofline", "--model", "llama-2-70b", "--gpu", "a100-80gb", "--tp", "2"])
+    assert "CoreWeave" in stock.stdout

@@ -63,8 +63,9 @@ def roofline_report(
             "gpu_memory_utilization": setup.gpu_memory_utilization,
             "memory_reserve_bytes": setup.memory_reserve_bytes,
             "usd_per_gpu_hour": setup.usd_per_gpu_hour,
-            "price_source": gpu.price_source,
-            "price_as_of": gpu.price_as_of,
+            # a price other than the catalog's came from the user (--price-per-gpu-hour or pricing:)
+            "price_source": gpu.price_source if setup.usd_per_gpu_hour == gpu.usd_per_gpu_hour else "user-supplied",
+            "price_as_of": gpu.price_as_of if setup.usd_per_gpu_hour == gpu.usd_per_gpu_hour else None,
         },
         "n_params": model.n_params,
         "n_active_params": model.n_active_params,
@@ -115,7 +116,8 @@ def render_text(r: dict[str, Any]) -> str:
         f" and {a['effective_hbm_bw_bytes_per_s_per_gpu'] / 1e12:.2f} TB/s effective (mfu {a['mfu']:.3f}, mbu {a['mbu']:.3f});"
         f" attention {'on' if a['attention'] else 'off'}, TP comm {'on' if a['comm'] else 'off'},"
         f" step overhead {a['step_overhead_s'] * 1e3:g} ms",
-        f"  price ${r['usd_per_replica_hour']:.2f}/h for the replica (${a['usd_per_gpu_hour']:g}/GPU-h: {a['price_source']}, {a['price_as_of']})"
+        f"  price ${r['usd_per_replica_hour']:.2f}/h for the replica (${a['usd_per_gpu_hour']:g}/GPU-h: {a['price_source']}"
+        + (f", {a['price_as_of']})" if a["price_as_of"] else ")")
         if r["usd_per_replica_hour"] is not None
         else "  price: none in the catalog for this GPU; pass --price-per-gpu-hour",
         "",
