@@ -197,3 +197,16 @@ def test_a_user_supplied_price_is_not_credited_to_the_catalog():
     assert "$1.5/GPU-h: user-supplied)" in mine.stdout and "CoreWeave" not in mine.stdout
     stock = runner.invoke(app, ["roofline", "--model", "llama-2-70b", "--gpu", "a100-80gb", "--tp", "2"])
     assert "CoreWeave" in stock.stdout
+
+
+def test_a_gpu_alias_is_named_once(tmp_path):
+    """`--gpu h100` is the catalog's h100-sxm: the CLI says so on stderr instead of silently choosing."""
+    from typer.testing import CliRunner
+
+    from sim.cli import app
+
+    r = CliRunner().invoke(app, ["roofline", "--model", "llama-3.1-8b", "--gpu", "h100"])
+    assert r.exit_code == 0, r.output
+    assert r.stderr.count("note: GPU 'h100' is the catalog's 'h100-sxm'") == 1
+    exact = CliRunner().invoke(app, ["roofline", "--model", "llama-3.1-8b", "--gpu", "h100-sxm"])
+    assert "note:" not in exact.stderr

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from sim.build import build_setup, check_override_names
-from sim.cli.common import emit_json, int_list, positive, user_errors
+from sim.cli.common import alias_note, emit_json, int_list, positive, user_errors
 from sim.cli.roofline import render_text, roofline_report
 from sim.cli.run import report as report_command
 from sim.cli.run import run as run_command
@@ -113,9 +113,11 @@ def roofline(
     models = load_model_catalog()
     if model.strip().lower() not in models.models and not Path(model).is_absolute():
         model = str(base_dir / model) if config is not None else model
+    gpu_spec = gpus.get(gpu)
+    alias_note(gpu, gpu_spec.name)
     setup = build_setup(
         resolve_model(model, models),
-        gpus.get(gpu),
+        gpu_spec,
         tp=tp or 1,
         roofline=rcfg,
         usd_per_gpu_hour=price_per_gpu_hour,

@@ -68,3 +68,9 @@ def check_plot_path(path: Path) -> None:
         raise FleetsimError(f"--plot {path}: folder {folder} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise FleetsimError(f"--plot {path}: cannot write in {folder}")
+
+
+def alias_note(asked: str, resolved: str) -> None:
+    """Say once, on stderr, when a GPU name the user gave is the catalog's alias for another."""
+    if asked.strip().lower() != resolved.lower():
+        typer.echo(f"note: GPU {asked!r} is the catalog's {resolved!r}", err=True)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from sim.cli.common import check_plot_path, emit_json
+from sim.cli.common import alias_note, check_plot_path, emit_json
 from sim.config import SloConfig, load_config
 from sim.errors import FleetsimError
 
@@ -187,6 +187,7 @@ def run(
             result = simulate(scenario, frame, base_dir=config.parent, progress=tick, measure_capacity=capacity)
     else:
         result = simulate(scenario, frame, base_dir=config.parent, measure_capacity=capacity)
+    alias_note(scenario.fleet.gpu, result.meta["gpu"])
     summary = result.summary()
     if plot is not None:  # before the run folder: a run folder is the last thing written
         from sim.plots import plot_run
