@@ -186,3 +186,10 @@ def test_prefill_first_rejects_only_the_prompts_over_its_budget(tmp_path):
     dropped = served["status"] != "completed"  # preempted, and their recompute outgrew the budget: vLLM v0 drops those too
     assert served.loc[dropped, "reject_reason"].str.startswith("preempted, and its recompute").all()
     assert dropped.sum() < 0.01 * len(served)
+
+
+def test_the_summary_names_the_fleet_not_just_one_replica(tmp_path):
+    """A multi-replica run says how many replicas of what (and the autoscaler), not "on 2x <gpu>"."""
+    r = run("run", REPO / "configs" / "startup-autoscale.yaml", "--out", tmp_path / "s", "--no-capacity", "--no-progress")
+    assert r.exit_code == 0, r.output
+    assert "llama-2-70b, hpa 1-16 replicas of 2x a100-80gb, chunked" in r.stdout
