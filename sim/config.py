@@ -158,6 +158,7 @@ class PricingConfig(Frozen):
 
 
 class Scenario(Frozen):
+    name: str | None = Field(default=None, min_length=1, max_length=200)  # default: the scenario file's name
     model: str = Field(min_length=1)  # a catalog name or a path to a Hugging Face config.json
     seed: int = Field(default=0, ge=0, le=2**63 - 1)
     gpu_catalog: str | None = None  # extra GPUs (YAML, catalog format)

@@ -154,6 +154,7 @@ def run_meta(
     seconds are filled in by `simulate`."""
     return {
         "fleetsim_version": _version(),
+        "name": scenario.name or (Path(scenario.source).stem if scenario.source else None),
         "seed": scenario.seed,
         "scenario": scenario_as_run(scenario, base_dir),
         "model": setup.model.name,

@@ -50,6 +50,16 @@ META_KEYS = (  # what summary() and the report read from meta.json
 RECORD_FILES = ("requests.parquet", "replicas.parquet", "timeline.parquet", "itl.parquet", "meta.json")
 
 
+def fleet_words(fleet: dict[str, Any], meta: dict[str, Any]) -> str:
+    """The fleet in a few words: "1 replica of 2x a100-80gb", "hpa 4-24 replicas of 2x h100-sxm"."""
+    replica = f"{meta['tp']}x {meta['gpu']}"
+    auto = fleet["autoscaler"]
+    if auto["policy"] == "fixed":
+        n = auto["replicas"]
+        return f"{n} replica{'' if n == 1 else 's'} of {replica}"
+    return f"{auto['policy']} {auto['min_replicas']}-{auto['max_replicas']} replicas of {replica}"
+
+
 @dataclass
 class SimResult:
     requests: pd.DataFrame
@@ -131,6 +141,8 @@ class SimResult:
         out["n_events"] = self.n_events
         out["kv_blocks"] = int(served_by["kv_blocks"].iloc[0]) if len(served_by) else 0
         out["kv_peak_blocks"] = int(reps["kv_peak_blocks"].max()) if len(reps) else 0
+        out["scenario"] = meta.get("name")  # (a run folder from before names has none)
+        out["fleet"] = fleet_words(sc["fleet"], meta)
         return out
 
     # --- persistence -----------------------------------------------------------------------------------

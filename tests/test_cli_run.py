@@ -192,4 +192,4 @@ def test_the_summary_names_the_fleet_not_just_one_replica(tmp_path):
     """A multi-replica run says how many replicas of what (and the autoscaler), not "on 2x <gpu>"."""
     r = run("run", REPO / "configs" / "startup-autoscale.yaml", "--out", tmp_path / "s", "--no-capacity", "--no-progress")
     assert r.exit_code == 0, r.output
-    assert "llama-2-70b, hpa 1-16 replicas of 2x a100-80gb, chunked" in r.stdout
+    assert "startup-autoscale: llama-2-70b, hpa 1-16 replicas of 2x a100-80gb, chunked" in r.stdout

@@ -117,7 +117,7 @@ def test_fleetsim_report_reprints_the_run(tmp_path):
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout) == json.loads(ran.stdout)
     text = runner.invoke(app, ["report", str(out)])
-    assert "Simulation Result" in text.stdout and "llama-2-70b, 1 replica of 2x a100-80gb, chunked" in text.stdout
+    assert "Simulation Result" in text.stdout and "default: llama-2-70b, 1 replica of 2x a100-80gb, chunked" in text.stdout
     missing = runner.invoke(app, ["report", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "not a run folder" in missing.stderr
 

@@ -29,21 +29,15 @@ def _line(label: str, value: Any, fmt: str = "{:.2f}") -> str:
     return f"{label:<40}{shown}"
 
 
-def fleet_words(fleet: dict[str, Any], meta: dict[str, Any]) -> str:
-    """The fleet in a few words: "1 replica of 2x a100-80gb", "hpa 4-24 replicas of 2x h100-sxm"."""
-    replica = f"{meta['tp']}x {meta['gpu']}"
-    auto = fleet["autoscaler"]
-    if auto["policy"] == "fixed":
-        n = auto["replicas"]
-        return f"{n} replica{'' if n == 1 else 's'} of {replica}"
-    return f"{auto['policy']} {auto['min_replicas']}-{auto['max_replicas']} replicas of {replica}"
-
-
 def render_summary(result: SimResult, summary: dict[str, Any]) -> str:
     meta = result.meta
     lines = [
         "{s:{c}^50}".format(s=" Simulation Result ", c="="),
-        _line("Scenario:", f"{meta['model']}, {fleet_words(result.scenario['fleet'], meta)}, {meta['engine_policy']}"),
+        _line(
+            "Scenario:",
+            (f"{summary['scenario']}: " if summary.get("scenario") else "")
+            + f"{meta['model']}, {summary['fleet']}, {meta['engine_policy']}",
+        ),
         _line("Successful requests:", summary["completed"]),
         _line("Rejected requests:", summary["rejected"]),
         _line("Preemptions:", summary["n_preemptions"]),
