@@ -137,3 +137,35 @@ def test_malformed_file_keeps_output_absent(tmp_path):
     r = run("trace", "convert", bad, tmp_path / "out.csv")
     assert r.exit_code == 2 and "bad.csv line 3: prompt_tokens must be >= 1 (got -2)" in r.stderr
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_gen_prints_the_per_minute_burstiness(tmp_path):
+    """`trace gen` reports the per-minute peak/mean that `trace inspect` computes: on/off periods make
+    minute-scale bursts, a Gamma renewal process of the same CV mostly does not."""
+    figures = {}
+    for name, process in (
+        ("gamma", ["--process", "gamma", "--rate", "5", "--cv", "3"]),
+        ("onoff", ["--process", "onoff", "--rate", "10", "--mean-on-s", "120", "--mean-off-s", "120"]),
+    ):
+        out = tmp_path / f"{name}.csv"
+        r = run(
+            "trace",
+            "gen",
+            *process,
+            "--duration-s",
+            "3600",
+            "--prompt",
+            "fixed:100",
+            "--output",
+            "fixed:100",
+            "--seed",
+            "1",
+            "--out",
+            out,
+        )
+        assert r.exit_code == 0, r.output
+        printed = float(r.stdout.rsplit("per-minute peak/mean ", 1)[1].split()[0])
+        inspected = json.loads(run("trace", "inspect", out, "--json").stdout)["peak_to_mean_per_min"]
+        assert printed == pytest.approx(inspected, rel=0.01)
+        figures[name] = inspected
+    assert figures["onoff"] > 2 * figures["gamma"]

@@ -152,7 +152,8 @@ def gen(
     write_trace(frame, out)
     stats = describe(frame)
     typer.echo(
-        f"wrote {out}: {stats['requests']:,} requests over {stats['duration_s']:,.1f} s, rate {_fmt(stats['mean_rate_per_s'])}/s, IAT CV {_fmt(stats['iat_cv'])}"
+        f"wrote {out}: {stats['requests']:,} requests over {stats['duration_s']:,.1f} s, rate {_fmt(stats['mean_rate_per_s'])}/s, "
+        f"IAT CV {_fmt(stats['iat_cv'])}, per-minute peak/mean {_fmt(stats['peak_to_mean_per_min'])}"
     )
 
 
