@@ -174,7 +174,7 @@ def run_meta(
             "effective_flops_per_s_per_gpu": setup.effective_flops_per_s,
             "effective_hbm_bw_bytes_per_s_per_gpu": setup.effective_hbm_bw_bytes_per_s,
             "usd_per_gpu_hour": setup.usd_per_gpu_hour,
-            "weight_load_s": setup.weight_bytes / scenario.fleet.lifecycle.load_bw_bytes_per_s(),
+            "weight_load_s": scenario.fleet.lifecycle.weight_load_s(setup.weight_bytes),
             "trace_requests": n_trace,
         },
         "horizon_s": horizon_s,

@@ -181,3 +181,25 @@ def test_gpu_cap_limits_replicas():
     held = t["replicas_provisioning"] + t["replicas_loading"] + t["replicas_ready"] + t["replicas_draining"]
     assert held.max() <= 3
     assert not math.isnan(s["mean_ttft_ms"])
+
+
+def test_a_cold_start_given_as_one_total():
+    """`lifecycle.cold_start_s` replaces the four stages: a cold replica is ready exactly that long after
+    it is launched, billed as provisioning throughout; giving it with a stage is an error."""
+    from sim.errors import FleetsimError
+
+    trace = validate_frame(pd.DataFrame({"arrival_at_s": [0.0, 1.0], "prompt_tokens": [100, 100], "output_tokens": [10, 10]}))
+    sc = parse_config(
+        {
+            "model": "llama-3.1-8b",
+            "fleet": {"gpu": "a100-80gb", "tp": 1, "lifecycle": {"cold_start_s": 100, "start": "cold"}},
+        }
+    )
+    r = simulate(sc, trace, measure_capacity=False)
+    assert r.replicas["ready_at_s"].iloc[0] == 100.0
+    assert r.requests["first_token_at_s"].min() > 100.0
+    states = r.summary()["gpu_seconds_by_state"]
+    assert states["provisioning"] == pytest.approx(100.0) and states["loading"] == 0.0
+    assert r.meta["resolved"]["weight_load_s"] == 0.0
+    with pytest.raises(FleetsimError, match="give either cold_start_s or the stages"):
+        parse_config({"model": "llama-3.1-8b", "fleet": {"gpu": "a100-80gb", "lifecycle": {"cold_start_s": 100, "warmup_s": 5}}})

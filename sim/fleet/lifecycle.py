@@ -72,6 +72,18 @@ class LifecycleConfig(Frozen):
     load_gb_per_s: float | None = Field(default=None, gt=0)  # overrides the storage tier's bandwidth
     warmup_s: Duration = 30.0
     start: Literal["warm", "cold"] = "warm"  # the initial replicas: ready at t=0, or cold-starting then
+    # the whole cold start as one figure, for who knows only the total: it replaces the four stages (and
+    # is billed and sampled as provisioning)
+    cold_start_s: Duration | None = None
+
+    @model_validator(mode="after")
+    def _total_or_stages(self) -> LifecycleConfig:
+        stages = {"provision_s", "image_pull_s", "weights_from", "load_gb_per_s", "warmup_s"} & self.model_fields_set
+        if self.cold_start_s is not None and stages:
+            raise ValueError(
+                f"give either cold_start_s or the stages, not both (got cold_start_s and {', '.join(sorted(stages))})"
+            )
+        return self
 
     @field_validator("weights_from")
     @classmethod
@@ -87,8 +99,14 @@ class LifecycleConfig(Frozen):
             raise unknown_name("fleet.lifecycle.weights_from storage tier", self.weights_from, STORAGE_TIERS)
         return STORAGE_TIERS[self.weights_from][0] * 1e9
 
+    def weight_load_s(self, weight_bytes: float) -> float:
+        """The weight-loading stage (0 when `cold_start_s` gives the whole cold start)."""
+        return 0.0 if self.cold_start_s is not None else weight_bytes / self.load_bw_bytes_per_s()
+
     def stages(self, weight_bytes: float, rng: np.random.Generator) -> tuple[float, float, float, float]:
         """(provision, image pull, weight load, warm-up) seconds for one cold start."""
+        if self.cold_start_s is not None:
+            return (draw(self.cold_start_s, rng), 0.0, 0.0, 0.0)
         return (
             draw(self.provision_s, rng),
             draw(self.image_pull_s, rng),
