@@ -20,3 +20,17 @@ def test_notebook_executes(name, monkeypatch):
     assert "Traceback" not in printed
     assert "of what its billed GPUs could" in printed  # the answer cell ran and printed its sentence
     assert os.environ["FLEETSIM_NOTEBOOK_SMALL"] == "1"
+
+
+def test_the_documented_rerun_command_executes_a_notebook_in_place(tmp_path):
+    """`python notebooks/run.py NAME` (the README's rerun command) executes the cells and saves the outputs."""
+    import subprocess
+    import sys
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import sim\nprint('ran', 6 * 7)")]
+    path = tmp_path / "tiny.ipynb"
+    nbformat.write(nb, path)
+    subprocess.run([sys.executable, str(NOTEBOOKS / "run.py"), str(path)], check=True, capture_output=True, text=True)
+    out = nbformat.read(path, as_version=4)
+    assert "ran 42" in "".join(o.get("text", "") for o in out.cells[0].outputs)
