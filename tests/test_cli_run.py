@@ -2,6 +2,7 @@ import itertools
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -193,3 +194,28 @@ def test_the_summary_names_the_fleet_not_just_one_replica(tmp_path):
     r = run("run", REPO / "configs" / "startup-autoscale.yaml", "--out", tmp_path / "s", "--no-capacity", "--no-progress")
     assert r.exit_code == 0, r.output
     assert "startup-autoscale: llama-2-70b, hpa 1-16 replicas of 2x a100-80gb, chunked" in r.stdout
+
+
+def test_report_writes_the_timeline_as_openmetrics(tmp_path):
+    """`fleetsim report RUN_DIR --openmetrics FILE`: the timeline under vLLM's metric names, parsed by
+    prometheus_client's OpenMetrics parser, every sample equal to timeline.parquet at epoch + t."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    out = tmp_path / "run"
+    assert run("run", REPO / "configs" / "startup-autoscale.yaml", "--out", out, "--no-capacity", "--no-progress").exit_code == 0
+    prom = tmp_path / "run.om"
+    r = run("report", out, "--openmetrics", prom, "--epoch", "1700000000")
+    assert r.exit_code == 0, r.output
+    families = {f.name: f for f in text_string_to_metric_families(prom.read_text())}
+    timeline = pd.read_parquet(out / "timeline.parquet")
+    for name, column in (("vllm:num_requests_running", "running"), ("vllm:num_requests_waiting", "waiting")):
+        samples = families[name].samples
+        assert [s.value for s in samples] == timeline[column].astype(float).tolist()
+        assert [float(s.timestamp) for s in samples] == (1_700_000_000 + timeline["t_s"]).tolist()
+        assert samples[0].labels == {"scenario": "startup-autoscale", "model": "llama-2-70b", "gpu": "a100-80gb"}
+    kv = [s.value for s in families["vllm:kv_cache_usage_perc"].samples]
+    assert np.allclose(kv, timeline["kv_use"], equal_nan=True)
+    ready = [s.value for s in families["fleetsim:replicas"].samples if s.labels["state"] == "ready"]
+    assert ready == timeline["replicas_ready"].astype(float).tolist()
+    bad = run("report", out, "--openmetrics", tmp_path / "nowhere" / "x.om")
+    assert bad.exit_code != 0 and "does not exist" in bad.output

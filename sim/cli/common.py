@@ -59,18 +59,39 @@ PLOT_FORMATS = {".png", ".svg", ".pdf", ".jpg", ".jpeg", ".webp"}
 
 
 def check_plot_path(path: Path) -> None:
-    folder = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise FleetsimError(f"--plot {path}: is a folder; give a file name such as run.png")
     if path.suffix.lower() not in PLOT_FORMATS:
         raise FleetsimError(f"--plot {path}: the file name must end in {', '.join(sorted(PLOT_FORMATS))}")
-    if not folder.is_dir():
-        raise FleetsimError(f"--plot {path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise FleetsimError(f"--plot {path}: cannot write in {folder}")
+    check_out_file(path, "--plot")
 
 
 def alias_note(asked: str, resolved: str) -> None:
     """Say once, on stderr, when a GPU name the user gave is the catalog's alias for another."""
     if asked.strip().lower() != resolved.lower():
         typer.echo(f"note: GPU {asked!r} is the catalog's {resolved!r}", err=True)
+
+
+def check_out_file(path: Path, option: str) -> None:
+    """A file an option will write: not a folder, in a folder that exists and can be written."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise FleetsimError(f"{option} {path}: is a folder; give a file name")
+    if not folder.is_dir():
+        raise FleetsimError(f"{option} {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise FleetsimError(f"{option} {path}: cannot write in {folder}")
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file beside it: never a half-written file."""
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent if str(path.parent) else ".")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

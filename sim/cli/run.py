@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from sim.cli.common import alias_note, check_plot_path, emit_json
+from sim.cli.common import alias_note, check_out_file, check_plot_path, emit_json, write_text_atomically
 from sim.config import SloConfig, load_config
 from sim.errors import FleetsimError
 
@@ -210,11 +210,26 @@ def run(
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A run folder written by `fleetsim run`.", metavar="RUN_DIR")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    openmetrics: Annotated[
+        Path | None,
+        typer.Option(help="Also write the timeline as OpenMetrics text (vLLM's metric names) to this file."),
+    ] = None,
+    epoch: Annotated[
+        float, typer.Option(help="With --openmetrics: the Unix time of the trace's start (samples are stamped epoch + t).")
+    ] = 0.0,
 ) -> None:
     """Reprint a run's summary from its run folder (recomputed from its records)."""
     from sim.result import SimResult
 
+    if openmetrics is not None:
+        check_out_file(openmetrics, "--openmetrics")
+    if not math.isfinite(epoch) or epoch < 0:
+        raise FleetsimError(f"--epoch must be a finite number of seconds >= 0 (got {epoch})")
     result = SimResult.load(run_dir)
+    if openmetrics is not None:
+        from sim.openmetrics import to_openmetrics
+
+        write_text_atomically(openmetrics, to_openmetrics(result, epoch_s=epoch))
     summary = result.summary()
     if as_json:
         emit_json(summary)
