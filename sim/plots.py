@@ -14,49 +14,98 @@ import pandas as pd
 
 from sim.workload.stats import arrivals_per_minute
 
+FONT: Any = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 10, "figure.titlesize": 13}
+OUTSIDE = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "borderaxespad": 0.0}  # legends beside the data
+
+
+def _figures(text: str | None, fmt: str) -> str:
+    return "n/a" if text is None else fmt.format(text)
+
+
+def trace_figure(frame: pd.DataFrame, *, title: str) -> Any:
+    """Per-minute load and the two length histograms; the title carries the trace's figures."""
+    from sim.workload.stats import describe
+
+    stats = describe(frame)
+    with plt.rc_context(FONT):
+        fig, axes = plt.subplots(1, 3, figsize=(16, 4.5), constrained_layout=True)
+        counts, width_s = arrivals_per_minute(frame)
+        per_min = counts * 60.0 / width_s
+        axes[0].step(np.arange(per_min.size) * width_s / 60.0, per_min, where="post", label="arrivals")
+        axes[0].axhline(per_min.mean(), color="grey", ls="--", lw=1, label=f"mean {per_min.mean():.1f}")
+        axes[0].set(xlabel="minute", ylabel="arrivals per minute", title="load")
+        axes[0].legend(**OUTSIDE)
+        for ax, col in zip(axes[1:], ("prompt_tokens", "output_tokens"), strict=True):
+            x = frame[col].to_numpy()
+            bins = np.logspace(0, np.log10(max(x.max(), 2)), 50)
+            ax.hist(x, bins=bins)
+            ax.set_xscale("log")
+            ax.set(xlabel=col.replace("_", " "), ylabel="requests", title=f"{col.split('_')[0]} length (mean {x.mean():.0f})")
+        fig.suptitle(
+            f"{title}: {stats['requests']:,} requests, {_figures(stats['mean_rate_per_s'], '{:.2f}')} req/s, "
+            f"inter-arrival CV {_figures(stats['iat_cv'], '{:.2f}')}, per-minute peak/mean {stats['peak_to_mean_per_min']:.2f}"
+        )
+    return fig
+
 
 def plot_trace(frame: pd.DataFrame, path: Path, *, title: str) -> Path:
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
-    counts, width_s = arrivals_per_minute(frame)
-    per_min = counts * 60.0 / width_s
-    axes[0].step(np.arange(per_min.size) * width_s / 60.0, per_min, where="post")
-    axes[0].axhline(per_min.mean(), color="grey", ls="--", lw=1, label=f"mean {per_min.mean():.1f}")
-    axes[0].set(xlabel="minute", ylabel="arrivals per minute", title="load")
-    axes[0].legend()
-    for ax, col in zip(axes[1:], ("prompt_tokens", "output_tokens"), strict=True):
-        x = frame[col].to_numpy()
-        bins = np.logspace(0, np.log10(max(x.max(), 2)), 50)
-        ax.hist(x, bins=bins)
-        ax.set_xscale("log")
-        ax.set(xlabel=col.replace("_", " "), ylabel="requests", title=f"{col.split('_')[0]} length (mean {x.mean():.0f})")
-    fig.suptitle(title)
+    fig = trace_figure(frame, title=title)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
 
-def plot_run(result: Any, path: Path) -> Path:
-    """Arrivals per minute, replicas by state and TTFT over the run (a `SimResult`)."""
-    fig, axes = plt.subplots(3, 1, figsize=(11, 9), sharex=True, constrained_layout=True)
-    t = result.timeline
-    counts, width_s = arrivals_per_minute(result.requests)
-    axes[0].step(np.arange(counts.size) * width_s, counts / width_s, where="post", label="arrivals")
-    axes[0].set(ylabel="requests / s", title="load")
-    states = ["replicas_ready", "replicas_loading", "replicas_provisioning", "replicas_draining"]
-    if len(t):
-        axes[1].stackplot(t["t_s"], *(t[c] for c in states), labels=[c.removeprefix("replicas_") for c in states], step="post")
-        axes[1].legend(loc="upper left", fontsize=8)
-    else:
-        axes[1].text(0.5, 0.5, "the run ended before the first timeline sample", ha="center", transform=axes[1].transAxes)
-    axes[1].set(ylabel="replicas", title="replicas by state")
-    r = result.requests
-    done = r[r["status"] == "completed"]
-    axes[2].scatter(done["arrival_at_s"], (done["first_token_at_s"] - done["arrival_at_s"]) * 1000, s=2, alpha=0.4)
-    axes[2].set(yscale="log", ylabel="TTFT (ms)", xlabel="time (s)", title="time to first token, by arrival")
-    slo = result.scenario["slo"]["ttft_ms"]
-    if slo:
-        axes[2].axhline(slo, color="red", lw=1, ls="--", label=f"SLO {slo:g} ms")
-        axes[2].legend(loc="upper left", fontsize=8)
+def run_title(result: Any, summary: dict[str, Any]) -> str:
+    """The run in one line: scenario, fleet and the figures a reader looks for first."""
+    name = f"{summary['scenario']}: " if summary.get("scenario") else ""
+    p99 = summary["p99_ttft_ms"]
+    usd = summary["usd_per_1k_tokens"]
+    util = summary["throughput_utilization"]
+    busy = summary["gpu_time_utilization"]
+    figures = [
+        f"p99 TTFT {p99 / 1000:.2f} s" if p99 is not None else "p99 TTFT n/a",
+        f"${usd:.5f} per 1K tokens" if usd is not None else "$/1K n/a",
+        f"throughput utilization {util:.0%}" if util is not None else "throughput utilization n/a",
+        f"GPU time busy {busy:.0%}" if busy is not None else "GPU time busy n/a",
+    ]
+    return f"{name}{result.meta['model']}, {summary['fleet']}\n" + "; ".join(figures)
+
+
+def run_figure(result: Any, summary: dict[str, Any] | None = None) -> Any:
+    """Arrivals per minute, replicas by state and TTFT over the run (a `SimResult`), titled with its figures."""
+    summary = summary if summary is not None else result.summary()
+    with plt.rc_context(FONT):
+        fig, axes = plt.subplots(3, 1, figsize=(12, 10), sharex=True, constrained_layout=True)
+        t = result.timeline
+        counts, width_s = arrivals_per_minute(result.requests)
+        axes[0].step(np.arange(counts.size) * width_s, counts / width_s, where="post", label="arrivals")
+        axes[0].set(ylabel="requests / s", title="load")
+        axes[0].legend(**OUTSIDE)
+        states = ["replicas_ready", "replicas_loading", "replicas_provisioning", "replicas_draining"]
+        if len(t):
+            axes[1].stackplot(
+                t["t_s"], *(t[c] for c in states), labels=[c.removeprefix("replicas_") for c in states], step="post"
+            )
+            axes[1].legend(**OUTSIDE)
+        else:
+            axes[1].text(0.5, 0.5, "the run ended before the first timeline sample", ha="center", transform=axes[1].transAxes)
+        axes[1].set(ylabel="replicas", title="replicas by state")
+        r = result.requests
+        done = r[r["status"] == "completed"]
+        axes[2].scatter(
+            done["arrival_at_s"], (done["first_token_at_s"] - done["arrival_at_s"]) * 1000, s=3, alpha=0.4, label="requests"
+        )
+        axes[2].set(yscale="log", ylabel="TTFT (ms)", xlabel="time (s)", title="time to first token, by arrival")
+        slo = result.scenario["slo"]["ttft_ms"]
+        if slo:
+            axes[2].axhline(slo, color="red", lw=1, ls="--", label=f"SLO {slo:g} ms")
+        axes[2].legend(**OUTSIDE)
+        fig.suptitle(run_title(result, summary))
+    return fig
+
+
+def plot_run(result: Any, path: Path, summary: dict[str, Any] | None = None) -> Path:
+    fig = run_figure(result, summary)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

@@ -219,3 +219,29 @@ def test_report_writes_the_timeline_as_openmetrics(tmp_path):
     assert ready == timeline["replicas_ready"].astype(float).tolist()
     bad = run("report", out, "--openmetrics", tmp_path / "nowhere" / "x.om")
     assert bad.exit_code != 0 and "does not exist" in bad.output
+
+
+def test_run_plot_carries_its_numbers(tmp_path):
+    """The --plot figure says which run it is and its key figures, in readable type, with every legend
+    beside the data rather than on it."""
+    from sim.plots import run_figure
+    from sim.result import SimResult
+
+    out = tmp_path / "run"
+    png = tmp_path / "run.png"
+    r = run("run", REPO / "configs" / "startup-autoscale.yaml", "--out", out, "--no-progress", "--plot", png)
+    assert r.exit_code == 0, r.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    result = SimResult.load(out)
+    s = result.summary()
+    fig = run_figure(result, s)
+    title = fig._suptitle.get_text()
+    assert title.startswith("startup-autoscale: llama-2-70b, hpa 1-16 replicas of 2x a100-80gb")
+    assert f"p99 TTFT {s['p99_ttft_ms'] / 1000:.2f} s" in title and f"${s['usd_per_1k_tokens']:.5f} per 1K tokens" in title
+    assert f"throughput utilization {s['throughput_utilization']:.0%}" in title
+    fig.canvas.draw()
+    for ax in fig.axes:
+        legend = ax.get_legend()
+        assert legend is not None
+        assert legend.get_window_extent().x0 >= ax.get_window_extent().x1  # beside the axes, not over the data
+        assert ax.title.get_fontsize() >= 12 and ax.xaxis.label.get_fontsize() >= 11

@@ -196,7 +196,7 @@ def run(
     if plot is not None:  # before the run folder: a run folder is the last thing written
         from sim.plots import plot_run
 
-        plot_run(result, plot)
+        plot_run(result, plot, summary)
     write_run(result, out_dir, summary=summary, force=force)
     if as_json:
         emit_json(summary)
