@@ -14,6 +14,12 @@ import pandas as pd
 
 from sim.workload.stats import arrivals_per_minute
 
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the headless backend."""
+    return plt
+
+
 FONT: Any = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 10, "figure.titlesize": 13}
 OUTSIDE = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "borderaxespad": 0.0}  # legends beside the data
 

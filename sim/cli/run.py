@@ -135,6 +135,9 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar over simulated time.")] = True,
     plot: Annotated[Path | None, typer.Option(help="Also write a PNG: load, replicas by state and TTFT over time.")] = None,
+    html_file: Annotated[
+        Path | None, typer.Option("--html", help="Also write the run as one self-contained HTML page to this file.")
+    ] = None,
     goodput: Annotated[
         str | None,
         typer.Option(help="SLOs in ms, as vLLM's --goodput: \"ttft:2000 tpot:200 e2el:30000\" (overrides the scenario's slo)."),
@@ -170,6 +173,8 @@ def run(
     check_out_dir(out_dir, force=force)  # every output path is checked before anything is simulated
     if plot is not None:
         check_plot_path(plot)
+    if html_file is not None:
+        check_out_file(html_file, "--html")
     console = Console(stderr=True)
     show = progress and not as_json and console.is_terminal
     if show:
@@ -197,6 +202,10 @@ def run(
         from sim.plots import plot_run
 
         plot_run(result, plot, summary)
+    if html_file is not None:
+        from sim.html_report import render_html
+
+        write_text_atomically(html_file, render_html(result, summary))
     write_run(result, out_dir, summary=summary, force=force)
     if as_json:
         emit_json(summary)
@@ -214,6 +223,9 @@ def report(
         Path | None,
         typer.Option(help="Also write the timeline as OpenMetrics text (vLLM's metric names) to this file."),
     ] = None,
+    html_file: Annotated[
+        Path | None, typer.Option("--html", help="Also write the run as one self-contained HTML page to this file.")
+    ] = None,
     epoch: Annotated[
         float, typer.Option(help="With --openmetrics: the Unix time of the trace's start (samples are stamped epoch + t).")
     ] = 0.0,
@@ -223,6 +235,8 @@ def report(
 
     if openmetrics is not None:
         check_out_file(openmetrics, "--openmetrics")
+    if html_file is not None:
+        check_out_file(html_file, "--html")
     if not math.isfinite(epoch) or epoch < 0:
         raise FleetsimError(f"--epoch must be a finite number of seconds >= 0 (got {epoch})")
     result = SimResult.load(run_dir)
@@ -231,6 +245,10 @@ def report(
 
         write_text_atomically(openmetrics, to_openmetrics(result, epoch_s=epoch))
     summary = result.summary()
+    if html_file is not None:
+        from sim.html_report import render_html
+
+        write_text_atomically(html_file, render_html(result, summary))
     if as_json:
         emit_json(summary)
     else:
