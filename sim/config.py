@@ -12,6 +12,8 @@ names into specs, the roofline's numbers and the checks that a model fits are th
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -238,10 +240,43 @@ def parse_config(raw: Any, *, where: str = "<config>") -> Scenario:
         raise from_validation_error(err, where=where, data=raw) from None
 
 
-def load_config(path: str | Path) -> Scenario:
-    """Read and validate a scenario; paths inside it are then relative to its folder."""
+def apply_sets(raw: dict[str, Any], sets: Sequence[str]) -> dict[str, Any]:
+    """`--set PATH=VALUE` overrides on a scenario's raw data: PATH is dotted (`engine.max_num_seqs`), VALUE is
+    read as YAML (`128`, `l40s`, `[1, 2]`, `{policy: fixed, replicas: 4}`, `null`); blocks are created as
+    needed. The result is validated like the file itself, so a wrong path or value is named there."""
+    out = copy.deepcopy(raw)
+    for item in sets:
+        path, sep, text = item.partition("=")
+        keys = path.strip().split(".")
+        if not sep or not all(k.strip() for k in keys):
+            raise FleetsimError(f"--set {item!r}: give PATH=VALUE with a dotted PATH, e.g. --set fleet.gpu=l40s")
+        keys = [k.strip() for k in keys]
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or "not valid YAML"
+            raise FleetsimError(f"--set {path.strip()}: the value {text!r} is {problem}") from None
+        node: dict[str, Any] = out
+        for depth, key in enumerate(keys[:-1]):
+            child = node.get(key)
+            if child is None:
+                child = node[key] = {}
+            elif not isinstance(child, dict):
+                where = ".".join(keys[: depth + 1])
+                raise FleetsimError(f"--set {path.strip()}: {where} is a value ({child!r}), not a block; set {where} itself")
+            node = child
+        node[keys[-1]] = value
+    return out
+
+
+def load_config(path: str | Path, sets: Sequence[str] = ()) -> Scenario:
+    """Read and validate a scenario, with `--set` overrides; paths inside it are then relative to its folder."""
     path = Path(path)
-    scenario = parse_config(read_yaml(path), where=str(path))
+    raw = read_yaml(path)
+    if sets and isinstance(raw, dict):
+        raw = apply_sets(raw, sets)
+    where = f"{path} (with --set)" if sets else str(path)
+    scenario = parse_config(raw, where=where)
     scenario._base_dir = path.parent
     scenario._source = str(path)
     return scenario

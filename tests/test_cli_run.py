@@ -245,3 +245,33 @@ def test_run_plot_carries_its_numbers(tmp_path):
         assert legend is not None
         assert legend.get_window_extent().x0 >= ax.get_window_extent().x1  # beside the axes, not over the data
         assert ax.title.get_fontsize() >= 12 and ax.xaxis.label.get_fontsize() >= 11
+
+
+def test_set_overrides_a_scenario_field_and_names_a_bad_one(tmp_path):
+    """`--set PATH=VALUE` (VALUE read as YAML) changes the scenario before it is validated; a wrong path or
+    value is one line naming it, exit 2, nothing written."""
+    out = tmp_path / "set"
+    r = run(
+        "run", REPO / "configs" / "default.yaml", "--out", out, "--no-progress", "--no-capacity",
+        "--set", "fleet.gpu=h100-sxm", "--set", "engine.max_num_seqs=64", "--set", "slo={ttft_ms: 500}",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    resolved = yaml.safe_load((out / "config.resolved.yaml").read_text())
+    assert resolved["fleet"]["gpu"] == "h100-sxm" and resolved["engine"]["max_num_seqs"] == 64
+    assert resolved["slo"]["ttft_ms"] == 500 and resolved["slo"]["tpot_ms"] is None
+    assert "1 replica of 2x h100-sxm" in r.stdout
+    for bad, message in (
+        ("engine.max_num_seq=5", "(with --set): engine.max_num_seq: unknown key"),
+        ("engine.max_num_seqs=-1", "engine.max_num_seqs: Input should be greater than or equal to 1"),
+        ("nokey", "give PATH=VALUE"),
+        ("fleet..gpu=x", "give PATH=VALUE"),
+        ("model.name=x", "model is a value ('llama-2-70b'), not a block"),
+        ("fleet.gpu=[unclosed", "--set fleet.gpu: the value '[unclosed' is"),
+    ):
+        r = run("run", REPO / "configs" / "default.yaml", "--out", tmp_path / "bad", "--set", bad)
+        assert r.exit_code == 2, (bad, r.output)
+        assert message in r.output and len(r.output.strip().splitlines()) == 1, (bad, r.output)
+        assert not (tmp_path / "bad").exists()
+    roof = run("roofline", "--config", REPO / "configs" / "default.yaml", "--set", "fleet.tp=4", "--json")
+    assert roof.exit_code == 0 and json.loads(roof.stdout)["tp"] == 4
+    assert run("roofline", "--model", "llama-2-7b", "--gpu", "l4", "--set", "fleet.tp=1").exit_code == 2

@@ -60,6 +60,9 @@ def roofline(
     gpu: Annotated[str | None, typer.Option(help="GPU catalog name (see `fleetsim gpus`).")] = None,
     tp: Annotated[int | None, typer.Option(help="Tensor-parallel degree (GPUs per replica).")] = None,
     config: Annotated[Path | None, typer.Option(help="Scenario YAML giving model, fleet.gpu/tp, roofline, pricing.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="With --config: override a scenario field (PATH=VALUE, VALUE as YAML).")
+    ] = None,
     preset: Annotated[str | None, typer.Option(help="Roofline assumptions preset, e.g. `seed`.")] = None,
     price_per_gpu_hour: Annotated[float | None, typer.Option(help="USD per GPU-hour (default: the catalog's).")] = None,
     weight_bits: Annotated[int | None, typer.Option(help="Weight precision in bits (4, 8, 16, 32).")] = None,
@@ -78,6 +81,8 @@ def roofline(
 ) -> None:
     """The seed article's cost/latency analysis for a model on a GPU type at a TP degree."""
     positive("--prompt-tokens", prompt_tokens)
+    if set_ and config is None:
+        raise FleetsimError("--set overrides a scenario: give --config too")
     positive("--fit-context-tokens", fit_context_tokens)
     positive("--tp", tp)
     if price_per_gpu_hour is not None and not (math.isfinite(price_per_gpu_hour) and price_per_gpu_hour >= 0):
@@ -94,7 +99,7 @@ def roofline(
     api_name = compare_api
     overrides: dict[str, Any] = {"weight_bits": weight_bits, "kv_bits": kv_bits, "gpu_memory_utilization": gpu_memory_utilization}
     if config is not None:
-        scenario = load_config(config)
+        scenario = load_config(config, sets=set_ or ())
         base_dir = config.parent
         model = model or scenario.model
         gpu = gpu or scenario.fleet.gpu

@@ -138,6 +138,12 @@ def run(
     html_file: Annotated[
         Path | None, typer.Option("--html", help="Also write the run as one self-contained HTML page to this file.")
     ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Override a scenario field: --set fleet.gpu=l40s --set engine.max_num_seqs=128 (VALUE as YAML)."
+        ),
+    ] = None,
     goodput: Annotated[
         str | None,
         typer.Option(help="SLOs in ms, as vLLM's --goodput: \"ttft:2000 tpot:200 e2el:30000\" (overrides the scenario's slo)."),
@@ -161,7 +167,7 @@ def run(
     from sim.simulation import simulate
     from sim.workload import load_trace
 
-    scenario = load_config(config)
+    scenario = load_config(config, sets=set_ or ())
     if seed is not None:
         if seed < 0:
             raise FleetsimError(f"--seed must be >= 0 (got {seed})")
