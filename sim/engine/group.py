@@ -25,8 +25,6 @@ import heapq
 
 from sim.engine.sequence import Seq
 
-_NONE: list[Seq] = []  # no one finished (shared; never appended to)
-
 
 class DecodeGroup:
     __slots__ = ("block_size", "count", "ctx", "d", "heap", "n", "t_last")
@@ -97,8 +95,6 @@ class DecodeGroup:
         self.ctx += self.n * k
         self.t_last = t
         heap = self.heap
-        if not heap or heap[0][0] > d:
-            return _NONE
         done: list[Seq] = []
         while heap and heap[0][0] <= d:
             seq = heapq.heappop(heap)[2]

@@ -1,4 +1,4 @@
-"""One model replica as a SimPy process: continuous batching over a paged KV cache.
+"""One model replica on the SimPy kernel: continuous batching over a paged KV cache.
 
 Each step the batching policy picks the work; the step takes `StepTimeModel` seconds; at its end
 prefills that completed emit a token, decodes emit theirs, finished sequences free their blocks.
@@ -190,9 +190,8 @@ class Replica:
         if not waiting:
             waiting.append(seq)
         else:
-            last = waiting[-1]
-            if last.priority == seq.priority and last.arrival_at_s <= seq.arrival_at_s and last.idx < seq.idx:
-                waiting.append(seq)  # FCFS arrivals append (the key order, without building the keys)
+            if _key(waiting[-1]) <= seq.key:  # FCFS arrivals append
+                waiting.append(seq)
             else:
                 bisect.insort(waiting, seq, key=_key)
         if self._interruptible:
@@ -239,8 +238,7 @@ class Replica:
     def _plan(self) -> Batch:
         group, pool, limits = self.group, self.pool, self.limits
         if group.n:
-            need = group.count[-group.d % group.block_size]  # group.next_step_blocks
-            batch = self.policy.plan(self.waiting, self.running, group.n, need, pool.n_blocks - pool.used, limits)
+            batch = self.policy.plan(self.waiting, self.running, group.n, group.next_step_blocks, pool.free, limits)
             if batch is not None:
                 return batch
             members = group.release_all()  # per-sequence planning, in admission order
@@ -260,7 +258,7 @@ class Replica:
             and not self.running
             and not self.waiting
             and group.n <= self.limits.max_num_batched_tokens
-            and group.count[-group.d % group.block_size] <= self.pool.n_blocks - self.pool.used  # next_step_blocks <= free
+            and group.next_step_blocks <= self.pool.free
         ):
             self._start_run([], 0, 1 << 62)
             return
@@ -299,7 +297,7 @@ class Replica:
             bisect.insort(self.waiting, seq, key=_key)
 
     def _start_step(self, batch: Batch) -> None:
-        now = self.env._now  # (SimPy's clock, read without the property: once per step)
+        now = self.env._now  # SimPy's clock without its property (the hot path reads it once per event)
         if batch.admitted:
             del self.waiting[: len(batch.admitted)]
             scheduled = self.log.scheduled_at_s
@@ -328,9 +326,7 @@ class Replica:
             decode_ctx += group.ctx
             pairs += group.ctx + group.n
             kv_read += group.ctx
-            need = group.count[-group.d % group.block_size]  # group.next_step_blocks
-            if need:
-                self._grant(need)
+            self._grant(group.next_step_blocks)
         dt, flops, n_bytes = self.step_time.step(n_prefill, n_decode, pairs, kv_read)
         self._work_start = now
         self._stepping = (batch, dt, n_prefill, n_decode, decode_ctx)
@@ -378,9 +374,7 @@ class Replica:
     def _group_steps(self, k: int, first_gap: float, end: float) -> None:
         """The group took k steps ending at `end`, its first gap `first_gap`: record it, finish those done."""
         group = self.group
-        itl = self.log.itl
-        itl.grouped_v.append(first_gap)
-        itl.grouped_w.append(group.n)
+        self.log.itl.add_grouped(first_gap, group.n)
         done = group.advance(k, end)
         if done:
             self._resolved(len(done))
@@ -425,8 +419,6 @@ class Replica:
     def _kv_steps(self, seqs: list[Seq], k_max: int) -> int:
         """Most steps (<= k_max) the free blocks can feed without preempting anyone."""
         bs, free, group = self.pool.block_size, self.pool.free, self.group
-        if (len(seqs) + group.n) * -(-k_max // bs) <= free:  # bound: each needs at most ceil(k / bs) more blocks
-            return k_max
 
         def need(k: int) -> int:
             total = group.blocks_needed(k)
@@ -457,8 +449,8 @@ class Replica:
         k_max = group.min_tokens_left
         if min_tokens_left < k_max:
             k_max = min_tokens_left
-        pool = self.pool
-        if k_max > 1 and n_seqs * -(-k_max // pool.block_size) > pool.n_blocks - pool.used:  # else: the whole run fits
+        # each sequence needs at most ceil(k / block_size) more blocks: within that bound the whole run fits
+        if k_max > 1 and n_seqs * -(-k_max // self.pool.block_size) > self.pool.free:
             k_max = self._kv_steps(seqs, k_max)
         line = self.step_time.decode_line(n_seqs=n_seqs, context_sum=context_sum)
         self._run = (start, line, seqs, k_max)
@@ -498,16 +490,16 @@ class Replica:
     def _advance(self, seqs: list[Seq], line: StepLine, start: float, k: int, total: float) -> None:
         """Apply k decode steps of a run (`total` = `line.total(k)` seconds): KV growth, tokens, gaps, finishes."""
         end = start + total
-        first = start + (max(line.a1, line.a2) + line.e)  # start + line.at(0)
+        first = start + line.at(0)
         group = self.group
         n = len(seqs) + group.n
-        if k > 1:  # gaps 1..k-1 as `line.pieces(k)`, the first gap (j = 0) left to the singles
+        if k > 1:  # gaps 1..k-1 as `line.pieces(k)` (read off its split, no list), the first gap (j = 0) a single
             itl = self.log.itl
-            m = k if line._split >= k else int(line._split)
+            m = k if line.split >= k else int(line.split)
             if m > 1:
-                itl.add_piece(line._a_before + line.e, line._b_before, 1, m, n)
+                itl.add_piece(line.a_before + line.e, line.b_before, 1, m, n)
             if m < k:
-                itl.add_piece(line._a_after + line.e, line._b_after, max(m, 1), k, n)
+                itl.add_piece(line.a_after + line.e, line.b_after, max(m, 1), k, n)
         self.n_steps += k
         self.n_runs += 1
         self.busy_s += total
@@ -528,8 +520,7 @@ class Replica:
             seq.last_token_at_s = end
             if seq.generated == seq.output_tokens:
                 finished.append(seq)
-        if grown:
-            self._grant(grown)
+        self._grant(grown)
         if group.n:
             self._group_steps(k, first - group.t_last, end)
         for seq in finished:

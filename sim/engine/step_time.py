@@ -29,10 +29,10 @@ _NEVER = 1e15  # steps: a crossing further away than this is treated as never re
 class StepLine:
     """Step j of a decode run takes max(a1 + b1 j, a2 + b2 j) + e seconds.
 
-    The steps split once, at `split`, between the line that is the max before and the one after it
-    (precomputed: `total` runs inside bisections)."""
+    The steps split once, at `split`, between the line that is the max before it (`a_before + b_before j`)
+    and the one after it (`a_after + b_after j`), precomputed: `total` runs inside bisections."""
 
-    __slots__ = ("_a_after", "_a_before", "_b_after", "_b_before", "_split", "a1", "a2", "b1", "b2", "e")
+    __slots__ = ("a1", "a2", "a_after", "a_before", "b1", "b2", "b_after", "b_before", "e", "split")
 
     def __init__(self, a1: float, b1: float, a2: float, b2: float, e: float) -> None:
         self.a1, self.b1, self.a2, self.b2, self.e = a1, b1, a2, b2, e
@@ -46,19 +46,11 @@ class StepLine:
             split, line1_after = max(0, math.ceil(q)), True  # line 2 on [0, split), line 1 after
         else:
             split, line1_after = max(0, math.floor(q) + 1), False  # line 1 on [0, split), line 2 after
-        self._split = split
+        self.split = split
         if line1_after:
-            self._a_before, self._b_before, self._a_after, self._b_after = a2, b2, a1, b1
+            self.a_before, self.b_before, self.a_after, self.b_after = a2, b2, a1, b1
         else:
-            self._a_before, self._b_before, self._a_after, self._b_after = a1, b1, a2, b2
-
-    @property
-    def _before(self) -> tuple[float, float]:
-        return self._a_before, self._b_before
-
-    @property
-    def _after(self) -> tuple[float, float]:
-        return self._a_after, self._b_after
+            self.a_before, self.b_before, self.a_after, self.b_after = a1, b1, a2, b2
 
     def __repr__(self) -> str:
         return f"StepLine(a1={self.a1!r}, b1={self.b1!r}, a2={self.a2!r}, b2={self.b2!r}, e={self.e!r})"
@@ -68,41 +60,38 @@ class StepLine:
 
     def pieces(self, k: int) -> list[tuple[int, int, float, float]]:
         """Split steps [0, k) into at most two linear pieces (start, stop, a, b)."""
-        m = int(min(k, self._split))
+        m = int(min(k, self.split))
         out = []
         if m > 0:
-            out.append((0, m, self._a_before, self._b_before))
+            out.append((0, m, self.a_before, self.b_before))
         if m < k:
-            out.append((m, k, self._a_after, self._b_after))
+            out.append((m, k, self.a_after, self.b_after))
         return out
 
     def total(self, k: int) -> float:
         """T(k): the time of steps 0..k-1."""
         s = self.e * k
-        split = self._split
-        if split >= k:
-            if k > 0:
-                s += k * self._a_before + self._b_before * (k * (k - 1)) / 2
-            return s
-        m = int(split)
+        m = k if self.split >= k else int(self.split)
         if m > 0:
-            s += m * self._a_before + self._b_before * (m * (m - 1)) / 2
-        return s + ((k - m) * self._a_after + self._b_after * (k * (k - 1) - m * (m - 1)) / 2)
+            s += m * self.a_before + self.b_before * (m * (m - 1)) / 2
+        if m < k:
+            s += (k - m) * self.a_after + self.b_after * (k * (k - 1) - m * (m - 1)) / 2
+        return s
 
     def _k_at(self, elapsed: float) -> float:
         """The real k with T(k) = elapsed, T continued between integers (the sum's quadratic form)."""
-        m = self._split
-        a, b = self._a_before, self._b_before
+        m = self.split
+        a, b = self.a_before, self.b_before
         base = 0.0
         if m > 0 and (m == math.inf or elapsed <= self.total(int(m))):
             m = 0
         elif m > 0:
             m = int(m)
             base = self.total(m)
-            a, b = self._a_after, self._b_after
+            a, b = self.a_after, self.b_after
             a += b * m
         else:
-            a, b = self._a_after, self._b_after
+            a, b = self.a_after, self.b_after
         # T(m + i) - T(m) = (b/2) i^2 + (a + e - b/2) i: the root in its stable form
         x = elapsed - base
         lin = a + self.e - b / 2

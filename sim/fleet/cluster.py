@@ -83,7 +83,7 @@ class Fleet:
         self.slots: list[ReplicaSlot] = []
         self._live: list[ReplicaSlot] = []  # slots not yet released, in id order
         self._ready: list[ReplicaSlot] | None = None  # the ready slots, in id order (None: recompute)
-        self._index = LeastLoaded() if getattr(router, "indexed", False) else None
+        self._index = LeastLoaded() if router.indexed else None
         self.queue: deque[Seq] = deque()
         self._busy_seen: dict[int, tuple[float, float]] = {}  # replica id -> (time, busy seconds) at last observation
         self.n_arrivals = 0
@@ -127,15 +127,8 @@ class Fleet:
         if reason is not None:
             self.log.reject(seq.idx, reason)
             return
-        index = self._index
-        if index is not None and len(index):  # least outstanding, by the index: no list of the ready replicas
-            engine = self.slots[index.least()].engine
-            assert engine is not None
-            engine.enqueue(seq)
-            return
-        ready = self.ready
-        if ready:
-            self._route(seq, ready)
+        if len(self._index) if self._index is not None else self.ready:
+            self._route(seq)
             return
         if self.queue_max is not None and len(self.queue) >= self.queue_max:
             self.log.reject(seq.idx, f"fleet queue full ({self.queue_max} requests) with no replica ready")
@@ -147,13 +140,15 @@ class Fleet:
         if not self.starting and self._held() < self.max_replicas:
             self.launch(1)
 
-    def _route(self, seq: Seq, ready: list[ReplicaSlot]) -> None:
+    def _route(self, seq: Seq) -> None:
+        """To a ready replica (there is one): by the least-loaded index when the router has one, else by the
+        router's choice over the ready replicas in id order."""
         if self._index is not None:
-            target_slot = self.slots[self._index.least()]
-            assert target_slot.engine is not None
-            target_slot.engine.enqueue(seq)
+            engine = self.slots[self._index.least()].engine
+            assert engine is not None
+            engine.enqueue(seq)
             return
-        engines = [slot.engine for slot in ready]
+        engines = [slot.engine for slot in self.ready]
         outstanding = [e.n_outstanding for e in engines]  # type: ignore[union-attr]
         kv = None
         if self.router.needs_kv:  # KV use mid-run costs O(batch): only computed for least_kv
@@ -206,7 +201,7 @@ class Fleet:
         self._set_state(slot, ReplicaState.READY)
         self._busy_seen[slot.replica_id] = (self.env.now, 0.0)
         while self.queue:
-            self._route(self.queue.popleft(), self.ready)
+            self._route(self.queue.popleft())
 
     def _idle(self, slot: ReplicaSlot) -> None:
         if slot.state == ReplicaState.DRAINING:
