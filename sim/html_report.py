@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from sim.cost import api_price
-from sim.plots import pyplot
+from sim.plots import FONT, OUTSIDE, pyplot, replicas_by_state
 from sim.result import SimResult
 from sim.workload.stats import describe
 
@@ -93,7 +93,7 @@ def _cdfs(result: SimResult, summary: dict[str, Any]) -> str:
     }
     slo = result.scenario["slo"]
     limits = {"TTFT": slo["ttft_ms"], "TPOT": slo["tpot_ms"], "E2E latency": slo["e2el_ms"]}
-    with plt.rc_context({"font.size": 11}):
+    with plt.rc_context(FONT):
         fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), constrained_layout=True)
         for ax, (name, x) in zip(axes, series.items(), strict=True):
             if x.size:
@@ -116,22 +116,23 @@ def _timeline(result: SimResult) -> str:
     plt = pyplot()
 
     t = result.timeline
-    with plt.rc_context({"font.size": 11}):
+    with plt.rc_context(FONT):
         fig, axes = plt.subplots(5, 1, figsize=(12, 11), sharex=True, constrained_layout=True)
-        outside = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "borderaxespad": 0.0}
+        replicas_by_state(axes[1], t)
         if len(t):
             x = t["t_s"]
             axes[0].step(x, t["arrival_rate_per_s"], where="post", label="arrivals")
-            states = ["replicas_ready", "replicas_loading", "replicas_provisioning", "replicas_draining"]
-            axes[1].stackplot(x, *(t[c] for c in states), labels=[c.removeprefix("replicas_") for c in states], step="post")
             axes[2].step(x, t["waiting"], where="post", label="waiting")
             axes[2].step(x, t["running"], where="post", label="running")
             axes[3].step(x, t["kv_use"], where="post", label="KV cache in use")
             axes[4].step(x, t["busy_fraction"], where="post", label="busy fraction")
-            for ax in axes:
-                ax.legend(**outside)
-        titles = ["arrival rate (req/s)", "replicas by state", "requests waiting and running", "KV cache use", "busy fraction"]
-        for ax, title in zip(axes, titles, strict=True):
+            for ax in (axes[0], *axes[2:]):
+                ax.legend(**OUTSIDE)
+        for ax, title in zip(
+            axes,
+            ("arrival rate (req/s)", "replicas by state", "requests waiting and running", "KV cache use", "busy fraction"),
+            strict=True,
+        ):
             ax.set_title(title)
         axes[-1].set_xlabel("time (s)")
     alt = (

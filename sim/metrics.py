@@ -61,10 +61,6 @@ class GapDistribution:
         cum = self._cum
         return np.diff(cum[lo:hi], prepend=cum[lo - 1] if lo else 0.0)
 
-    @property
-    def single_weights(self) -> np.ndarray:
-        return self._weights(0, self.singles.size)
-
     def _piece_extent(self, part: slice | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The smallest and largest gap of the pieces `part`."""
         a, b = self.a[part], self.b[part]

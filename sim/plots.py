@@ -61,6 +61,18 @@ def plot_trace(frame: pd.DataFrame, path: Path, *, title: str) -> Path:
     return path
 
 
+def replicas_by_state(ax: Any, timeline: pd.DataFrame) -> None:
+    """The timeline's replicas as stacked states (legend beside the axes)."""
+    states = ["replicas_ready", "replicas_loading", "replicas_provisioning", "replicas_draining"]
+    if len(timeline):
+        labels = [c.removeprefix("replicas_") for c in states]
+        ax.stackplot(timeline["t_s"], *(timeline[c] for c in states), labels=labels, step="post")
+        ax.legend(**OUTSIDE)
+    else:
+        ax.text(0.5, 0.5, "the run ended before the first timeline sample", ha="center", transform=ax.transAxes)
+    ax.set(ylabel="replicas", title="replicas by state")
+
+
 def run_title(result: Any, summary: dict[str, Any]) -> str:
     """The run in one line: scenario, fleet and the figures a reader looks for first."""
     name = f"{summary['scenario']}: " if summary.get("scenario") else ""
@@ -87,15 +99,7 @@ def run_figure(result: Any, summary: dict[str, Any] | None = None) -> Any:
         axes[0].step(np.arange(counts.size) * width_s, counts / width_s, where="post", label="arrivals")
         axes[0].set(ylabel="requests / s", title="load")
         axes[0].legend(**OUTSIDE)
-        states = ["replicas_ready", "replicas_loading", "replicas_provisioning", "replicas_draining"]
-        if len(t):
-            axes[1].stackplot(
-                t["t_s"], *(t[c] for c in states), labels=[c.removeprefix("replicas_") for c in states], step="post"
-            )
-            axes[1].legend(**OUTSIDE)
-        else:
-            axes[1].text(0.5, 0.5, "the run ended before the first timeline sample", ha="center", transform=axes[1].transAxes)
-        axes[1].set(ylabel="replicas", title="replicas by state")
+        replicas_by_state(axes[1], t)
         r = result.requests
         done = r[r["status"] == "completed"]
         axes[2].scatter(
