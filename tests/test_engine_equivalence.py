@@ -51,7 +51,8 @@ def both_modes(trace, **kw):
     return fast, slow
 
 
-def assert_same(fast, slow):
+def assert_same_requests(fast, slow):
+    """Every request's instants within 1e-9 s, its preemptions, status and replica; the same engine steps."""
     a, b = fast.requests, slow.requests
     for col in ("scheduled_at_s", "first_token_at_s", "completed_at_s"):
         x, y = a[col].to_numpy(), b[col].to_numpy()
@@ -60,7 +61,12 @@ def assert_same(fast, slow):
         assert np.max(np.abs(x[ok] - y[ok]), initial=0.0) <= 1e-9, col
     assert a["n_preemptions"].tolist() == b["n_preemptions"].tolist()
     assert a["status"].tolist() == b["status"].tolist()
+    assert a["replica_id"].tolist() == b["replica_id"].tolist()
     assert fast.summary()["n_steps"] == slow.summary()["n_steps"]
+
+
+def assert_same(fast, slow):
+    assert_same_requests(fast, slow)
     rf, rs = fast.replicas.iloc[0], slow.replicas.iloc[0]
     for attr in ("busy_s", "prefill_busy_s", "decode_busy_s", "flops", "bytes"):
         x, y = rf[attr], rs[attr]

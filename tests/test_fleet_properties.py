@@ -12,6 +12,7 @@ from sim.config import parse_config
 from sim.cost import state_seconds
 from sim.simulation import simulate
 from sim.workload import validate_frame
+from tests.test_engine_equivalence import assert_same_requests, random_trace
 
 POLICIES = {
     "hpa": {
@@ -138,16 +139,7 @@ def test_fleet_invariants(seed, policy, router, engine_policy, n, rate, cold, ma
 def test_fleet_fast_forward_matches_per_step(seed, policy, router, engine_policy, n, rate, n_blocks):
     """The lazy engine (decode group, fast-forwarded runs, cut runs) inside a fleet that routes on its
     load and KV use, scales and drains: every request's instants equal the per-step reference's."""
-    rng = np.random.default_rng(seed)
-    trace = validate_frame(
-        pd.DataFrame(
-            {
-                "arrival_at_s": np.cumsum(rng.exponential(1 / rate, n)),
-                "prompt_tokens": rng.integers(1, 150, n),
-                "output_tokens": rng.integers(1, 100, n),
-            }
-        )
-    )
+    trace = random_trace(seed, n, rate, 149, 99)
 
     def scenario(fast_forward):
         return parse_config(
@@ -171,13 +163,6 @@ def test_fleet_fast_forward_matches_per_step(seed, policy, router, engine_policy
             }
         )
 
-    fast = simulate(scenario(True), trace, measure_capacity=False).requests
-    slow = simulate(scenario(False), trace, measure_capacity=False).requests
-    assert fast["status"].tolist() == slow["status"].tolist()
-    assert fast["replica_id"].tolist() == slow["replica_id"].tolist()
-    assert fast["n_preemptions"].tolist() == slow["n_preemptions"].tolist()
-    for col in ("scheduled_at_s", "first_token_at_s", "completed_at_s"):
-        x, y = fast[col].to_numpy(), slow[col].to_numpy()
-        assert np.array_equal(np.isnan(x), np.isnan(y)), col
-        ok = ~np.isnan(x)
-        assert np.max(np.abs(x[ok] - y[ok]), initial=0.0) <= 1e-9, col
+    fast = simulate(scenario(True), trace, measure_capacity=False)
+    slow = simulate(scenario(False), trace, measure_capacity=False)
+    assert_same_requests(fast, slow)
