@@ -61,22 +61,15 @@ def _table(caption: str, head: list[str], rows: list[list[str]], ident: str) -> 
 
 def scenario_words(result: SimResult, summary: dict[str, Any]) -> str:
     sc, meta = result.scenario, result.meta
-    fleet = sc["fleet"]
-    auto = fleet["autoscaler"]
-    scaling = (
-        f"a fixed fleet of {auto['replicas']}"
-        if auto["policy"] == "fixed"
-        else f"{auto['policy'].upper()} autoscaling between {auto['min_replicas']} and {auto['max_replicas']} replicas"
-    )
-    trace = describe(result.requests.sort_values("arrival_at_s"))
+    trace = describe(result.requests)  # (in arrival order, as the trace)
     slo = {k.removesuffix("_ms"): v for k, v in sc["slo"].items() if v is not None}
     slo_words = ", ".join(f"{k.upper()} ≤ {v:g} ms" for k, v in slo.items()) or "none"
     return (
-        f"{_e(meta['model'])} served by replicas of {meta['tp']}x {_e(meta['gpu'])} ({_e(scaling)}, router "
-        f"{_e(fleet['router'])}, engine policy {_e(meta['engine_policy'])}); a trace of {trace['requests']:,} requests at "
-        f"{_num(trace['mean_rate_per_s'])} req/s (inter-arrival CV {_num(trace['iat_cv'])}, busiest minute "
-        f"{trace['peak_to_mean_per_min']:.2f}x the mean), mean prompt {trace['prompt_tokens_mean']:,.0f} and output "
-        f"{trace['output_tokens_mean']:,.0f} tokens; SLOs: {_e(slo_words)}; seed {meta['seed']}."
+        f"{_e(meta['model'])} served by {_e(summary['fleet'])} (router {_e(sc['fleet']['router'])}, engine policy "
+        f"{_e(meta['engine_policy'])}); a trace of {trace['requests']:,} requests at {_num(trace['mean_rate_per_s'])} req/s "
+        f"(inter-arrival CV {_num(trace['iat_cv'])}, busiest minute {trace['peak_to_mean_per_min']:.2f}x the mean), mean "
+        f"prompt {trace['prompt_tokens_mean']:,.0f} and output {trace['output_tokens_mean']:,.0f} tokens; SLOs: "
+        f"{_e(slo_words)}; seed {meta['seed']}."
     )
 
 

@@ -218,3 +218,21 @@ def test_run_until_keeps_simpy_semantics():
     env.timeout(1)
     with pytest.raises(RuntimeError, match="No scheduled events left"):
         env.run_until(never)
+
+
+@settings(deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 5000), st.integers(1, 5000)), min_size=1, max_size=60),
+    st.integers(1, 400),
+    st.sampled_from([1, 16, 128]),
+    st.sampled_from([None, 512, 3000]),
+)
+def test_the_trace_wide_admission_check_is_admission_reason(lengths, n_blocks, block_size, budget):
+    """`inadmissible` (numpy over the whole trace) rejects exactly the requests `admission_reason` would,
+    with its reason."""
+    from sim.engine.replica import admission_reason, inadmissible
+
+    p, o = np.array([x for x, _ in lengths]), np.array([y for _, y in lengths])
+    kw = {"max_context_tokens": 4096, "n_blocks": n_blocks, "block_size": block_size, "whole_prompt_budget": budget}
+    expected = {i: r for i, (x, y) in enumerate(lengths) if (r := admission_reason(x, y, **kw)) is not None}
+    assert inadmissible(p, o, **kw) == expected
