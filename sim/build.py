@@ -47,8 +47,15 @@ def build_setup(
     override = roofline.gpu_overrides.get(gpu.name)
     if override is not None:
         gpu = apply_override(override, gpu)
-    mfu = roofline.mfu if roofline.mfu is not None and (override is None or override.mfu is None) else gpu.mfu
-    mbu = roofline.mbu if roofline.mbu is not None and (override is None or override.mbu is None) else gpu.mbu
+
+    def pick(name: str) -> float:
+        """The GPU's own figure (catalog, or its `gpu_overrides` entry, which wins) unless the block sets one."""
+        block = getattr(roofline, name)
+        if block is not None and (override is None or getattr(override, name) is None):
+            return float(block)
+        return float(getattr(gpu, name))
+
+    mfu, mbu = pick("mfu"), pick("mbu")
     setup = RooflineSetup(
         model=model,
         gpu=gpu,
@@ -62,6 +69,8 @@ def build_setup(
         attention=roofline.attention,
         comm=roofline.comm,
         step_overhead_s=roofline.step_overhead_s,
+        layer_overhead_s=pick("layer_overhead_s"),
+        overlap=pick("overlap"),
         gpu_memory_utilization=roofline.gpu_memory_utilization,
         memory_reserve_bytes=roofline.memory_reserve_gb * GIGA,
         usd_per_gpu_hour=usd_per_gpu_hour if usd_per_gpu_hour is not None else gpu.usd_per_gpu_hour,

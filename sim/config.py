@@ -44,11 +44,14 @@ class GpuOverride(Frozen):
     allreduce_latency_s: float | None = Field(default=None, ge=0)
     mfu: float | None = Field(default=None, gt=0, le=1)
     mbu: float | None = Field(default=None, gt=0, le=1)
+    layer_overhead_s: float | None = Field(default=None, ge=0)
+    overlap: float | None = Field(default=None, ge=0, le=1)
     usd_per_gpu_hour: float | None = Field(default=None, ge=0)
 
 
 class RooflineConfig(Frozen):
-    """Assumptions of the step-time model. Unset mfu/mbu take the GPU catalog's values."""
+    """Assumptions of the step-time model. Unset mfu, mbu, layer_overhead_s and overlap take the GPU
+    catalog's values (a `gpu_overrides` entry for the GPU wins over the block-wide value)."""
 
     preset: str | None = None  # the bundled preset these values started from, if any
     description: str = ""
@@ -60,7 +63,9 @@ class RooflineConfig(Frozen):
     mbu: float | None = Field(default=None, gt=0, le=1)
     attention: bool = True
     comm: bool = True
-    step_overhead_s: float = Field(default=0.0, ge=0)
+    step_overhead_s: float = Field(default=0.0, ge=0)  # fixed seconds per step (scheduler, sampling on the host)
+    layer_overhead_s: float | None = Field(default=None, ge=0)  # fixed seconds per layer per step
+    overlap: float | None = Field(default=None, ge=0, le=1)  # 1: max(compute, memory); 0: their sum
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
     memory_reserve_gb: float = Field(default=0.0, ge=0)
     gpu_overrides: dict[str, GpuOverride] = Field(default_factory=dict)
@@ -197,15 +202,40 @@ def load_preset(name: str) -> dict[str, Any]:
     return data
 
 
-def merge_preset(block: Any) -> Any:
-    """A roofline block with `preset: NAME` becomes the preset's values overlaid with the block's."""
+def is_preset_file(name: str) -> bool:
+    return name.endswith((".yaml", ".yml")) or "/" in name or "\\" in name
+
+
+def load_preset_file(path: Path) -> dict[str, Any]:
+    """A roofline block kept in a file (as `fleetsim calibrate --out` writes it): the file's `roofline:` block,
+    or the whole file when it is a roofline block itself."""
+    try:
+        data = read_yaml(path)
+    except FleetsimError as err:
+        raise FleetsimError(f"roofline.preset: {err}") from None
+    if isinstance(data, dict) and set(data) == {"roofline"}:
+        data = data["roofline"]
+    if not isinstance(data, dict):
+        raise FleetsimError(f"roofline.preset {path}: a preset file must hold a roofline block (a mapping)")
+    if data.get("preset") is not None:
+        raise FleetsimError(f"roofline.preset {path}: a preset file cannot name another preset (preset: {data['preset']!r})")
+    return dict(data)
+
+
+def merge_preset(block: Any, base_dir: Path | None = None) -> Any:
+    """A roofline block with `preset: NAME` becomes the preset's values overlaid with the block's. NAME is a
+    bundled preset or a YAML file (relative to the scenario's folder) holding a roofline block."""
     if not isinstance(block, dict) or block.get("preset") is None:
         return block
     block = dict(block)
     name = block.pop("preset")
     if not isinstance(name, str):
-        raise FleetsimError(f"roofline.preset must be a name (got {name!r})")
-    merged = load_preset(name)
+        raise FleetsimError(f"roofline.preset must be a name or a .yaml file (got {name!r})")
+    if is_preset_file(name):
+        path = Path(name) if Path(name).is_absolute() or base_dir is None else base_dir / name
+        merged = load_preset_file(path)
+    else:
+        merged = load_preset(name)
     overrides = {**merged.get("gpu_overrides", {})}
     for gpu, body in (block.pop("gpu_overrides", None) or {}).items():
         overrides[gpu] = {**overrides.get(gpu, {}), **(body or {})}
@@ -228,12 +258,12 @@ def roofline_config(preset: str | None = None, /, *, base: dict[str, Any] | None
 
 
 # --- loading -----------------------------------------------------------------------------------
-def parse_config(raw: Any, *, where: str = "<config>") -> Scenario:
+def parse_config(raw: Any, *, where: str = "<config>", base_dir: Path | None = None) -> Scenario:
     if not isinstance(raw, dict):
         raise FleetsimError(f"{where}: a scenario must be a YAML mapping (got {type(raw).__name__})")
     raw = dict(raw)
     if "roofline" in raw:
-        raw["roofline"] = merge_preset(raw["roofline"])
+        raw["roofline"] = merge_preset(raw["roofline"], base_dir)
     try:
         return Scenario.model_validate(raw)
     except ValidationError as err:
@@ -276,7 +306,7 @@ def load_config(path: str | Path, sets: Sequence[str] = ()) -> Scenario:
     if sets and isinstance(raw, dict):
         raw = apply_sets(raw, sets)
     where = f"{path} (with --set)" if sets else str(path)
-    scenario = parse_config(raw, where=where)
+    scenario = parse_config(raw, where=where, base_dir=path.parent)
     scenario._base_dir = path.parent
     scenario._source = str(path)
     return scenario

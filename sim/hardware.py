@@ -24,6 +24,13 @@ from sim.yaml_input import read_yaml
 TERA = 1e12
 GIGA = 1e9
 
+# Defaults for a GPU that has no reference step times of its own (a user catalog entry that leaves them out):
+# the means of the fitted A100 and H100 values in sim/data/gpus.yaml (see benchmarks/steptime_defaults.py).
+GENERIC_MFU = 0.68
+GENERIC_MBU = 0.76
+GENERIC_LAYER_OVERHEAD_S = 2.2e-5
+GENERIC_OVERLAP = 0.68
+
 
 @dataclass(frozen=True, slots=True)
 class GpuSpec:
@@ -43,6 +50,8 @@ class GpuSpec:
     usd_per_gpu_hour: float | None
     price_source: str
     price_as_of: str
+    layer_overhead_s: float = 0.0  # fixed seconds per layer per step: launches, norms, rotary, sampling
+    overlap: float = 1.0  # share of the shorter of compute and memory time hidden under the longer (1: max)
 
     def peak_flops_per_s(self, compute_dtype: str) -> float:
         if compute_dtype == "bf16":
@@ -66,8 +75,10 @@ class _GpuEntry(Frozen):
     interconnect: str = ""
     interconnect_gb_per_s: float = Field(gt=0)
     allreduce_latency_s: float = Field(default=1e-5, ge=0)
-    mfu: float = Field(default=200 / 312, gt=0, le=1)
-    mbu: float = Field(default=0.65, gt=0, le=1)
+    mfu: float = Field(default=GENERIC_MFU, gt=0, le=1)
+    mbu: float = Field(default=GENERIC_MBU, gt=0, le=1)
+    layer_overhead_s: float = Field(default=GENERIC_LAYER_OVERHEAD_S, ge=0)
+    overlap: float = Field(default=GENERIC_OVERLAP, ge=0, le=1)
     usd_per_gpu_hour: float | None = Field(default=None, ge=0)
     price_source: str = ""
     price_as_of: str = ""
@@ -85,6 +96,8 @@ class _GpuEntry(Frozen):
             allreduce_latency_s=self.allreduce_latency_s,
             mfu=self.mfu,
             mbu=self.mbu,
+            layer_overhead_s=self.layer_overhead_s,
+            overlap=self.overlap,
             usd_per_gpu_hour=self.usd_per_gpu_hour,
             price_source=self.price_source,
             price_as_of=self.price_as_of,

@@ -5,13 +5,19 @@ For one step of a replica of `tp` GPUs that processes `n_tokens` new tokens:
     flops   = n_tokens * 2 * active matmul params  +  attention_pairs * attention FLOPs/pair
     bytes   = weights read (all of them; MoE: the experts the step's tokens touch)
               + KV bytes/token * (kv_read_tokens + n_tokens)        [reads + writes]
-    time    = max(flops / (tp * F), bytes / (tp * B)) + comm + step_overhead_s
+    C, M    = flops / (tp * F), bytes / (tp * B)
+    time    = max(C, M) + (1 - overlap) * min(C, M) + comm + n_layers * layer_overhead_s + step_overhead_s
 
 with F, B the per-GPU *effective* FLOP/s and bytes/s (peak x mfu, peak x mbu). `attention_pairs`
 counts (query token, context token) pairs: a decode token at context c has c + 1, a causal prefill
 chunk of n tokens after c cached ones has n*c + n(n+1)/2. comm is two all-reduces of the step's
-activations per layer (alpha-beta over the GPU interconnect). With attention, comm and the
-overhead switched off this is exactly the seed article's arithmetic (see SEED.md and tests).
+activations per layer (alpha-beta over the GPU interconnect: a fixed latency per call plus the ring's
+bytes over the link). `overlap` is the share of the shorter of compute and memory time that hides under
+the longer: 1 is a perfect roofline (the max), 0 runs them back to back; real kernels sit between (near
+the crossover a decode step is a third slower than the max). `layer_overhead_s` is the floor a roofline of
+FLOPs and bytes does not see: kernel launches, norms, rotary embedding, the KV-cache write, sampling.
+With attention, comm and both overheads off and overlap 1 this is exactly the seed article's arithmetic
+(see SEED.md and tests). Where the defaults come from and how accurate they are: docs/steptime.md.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ class RooflineSetup:
     attention: bool = True
     comm: bool = True
     step_overhead_s: float = 0.0
+    layer_overhead_s: float = 0.0
+    overlap: float = 1.0
     gpu_memory_utilization: float = 0.9
     memory_reserve_bytes: float = 0.0
     usd_per_gpu_hour: float | None = None
@@ -71,15 +79,30 @@ class StepCost:
     compute_s: float
     memory_s: float
     comm_s: float
-    overhead_s: float
+    overhead_s: float  # fixed: per step plus per layer
+    overlap: float = 1.0
 
     @property
     def time_s(self) -> float:
-        return max(self.compute_s, self.memory_s) + self.comm_s + self.overhead_s
+        return combine(self.compute_s, self.memory_s, self.overlap) + self.comm_s + self.overhead_s
 
     @property
     def compute_bound(self) -> bool:
         return self.compute_s >= self.memory_s
+
+
+def combine(compute_s: float, memory_s: float, overlap: float) -> float:
+    """Compute and memory time of one step, `overlap` of the shorter hidden under the longer."""
+    if overlap == 1.0:
+        return max(compute_s, memory_s)
+    if compute_s >= memory_s:
+        return compute_s + (1.0 - overlap) * memory_s
+    return memory_s + (1.0 - overlap) * compute_s
+
+
+def fixed_overhead_s(setup: RooflineSetup) -> float:
+    """Seconds every step costs whatever its size: per layer plus per step."""
+    return setup.model.n_layers * setup.layer_overhead_s + setup.step_overhead_s
 
 
 def expected_experts_touched(model: ModelSpec, n_tokens: int) -> float:
@@ -129,7 +152,8 @@ def step_cost(setup: RooflineSetup, *, n_tokens: int, attention_pairs: float, kv
         compute_s=flops / (tp * setup.effective_flops_per_s),
         memory_s=n_bytes / (tp * setup.effective_hbm_bw_bytes_per_s),
         comm_s=comm_s,
-        overhead_s=setup.step_overhead_s,
+        overhead_s=fixed_overhead_s(setup),
+        overlap=setup.overlap,
     )
 
 

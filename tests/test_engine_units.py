@@ -23,6 +23,9 @@ from tests.conftest import make_setup
         StepLine(a1=3.0, b1=0.1, a2=1.0, b2=0.5, e=0.0),  # line 1 first, line 2 after
         StepLine(a1=2.0, b1=0.0, a2=1.0, b2=0.0, e=0.1),  # parallel
         StepLine(a1=0.02, b1=0.0, a2=0.0, b2=0.0, e=0.0),
+        StepLine(a1=1.0, b1=0.5, a2=3.0, b2=0.1, e=0.2, g=0.3),  # partial overlap: max + 0.3 min
+        StepLine(a1=3.0, b1=0.1, a2=1.0, b2=0.5, e=0.0, g=1.0),  # no overlap: the sum
+        StepLine(a1=2.0, b1=0.0, a2=1.0, b2=0.0, e=0.1, g=0.5),
     ],
 )
 def test_step_line_sums_and_inverts(line):
@@ -46,6 +49,13 @@ def test_roofline_decode_line_matches_step_time(model):
     for j in (0, 1, 50, 4000):
         direct = st.step_time_s(n_prefill_tokens=0, n_decode_seqs=n, attention_pairs=s0 + n * (j + 1), kv_read_tokens=s0 + n * j)
         assert line.at(j) == pytest.approx(direct, rel=1e-12)
+
+
+def test_step_line_with_overlap_is_max_plus_share_of_min():
+    line = StepLine(a1=1.0, b1=0.5, a2=3.0, b2=0.1, e=0.2, g=0.25)
+    for j in range(12):
+        l1, l2 = 1.0 + 0.5 * j, 3.0 + 0.1 * j
+        assert line.at(j) == pytest.approx(max(l1, l2) + 0.25 * min(l1, l2) + 0.2, rel=1e-12)
 
 
 def test_kv_pool_grows_releases_and_guards_capacity():

@@ -36,9 +36,10 @@ COEF = st.floats(0.0, 1.0, allow_nan=False)
     e=st.floats(0.0, 0.1),
     k_max=st.integers(1, 1_000_000),
     share=st.floats(0.0, 1.0),
+    g=st.sampled_from([0.0, 0.32, 1.0]) | st.floats(0.0, 1.0),
 )
-def test_step_line_inversion_is_exact_at_any_length(a1, b1, a2, b2, e, k_max, share):
-    line = StepLine(a1=a1, b1=b1, a2=a2, b2=b2, e=e)
+def test_step_line_inversion_is_exact_at_any_length(a1, b1, a2, b2, e, k_max, share, g):
+    line = StepLine(a1=a1, b1=b1, a2=a2, b2=b2, e=e, g=g)
     elapsed = share * line.total(k_max)
     k = line.steps_to_reach(elapsed, k_max)
     assert 1 <= k <= k_max and (line.total(k) >= elapsed or k == k_max)

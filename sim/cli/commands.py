@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from sim.build import build_setup, check_override_names
+from sim.cli.calibrate import calibrate as calibrate_command
 from sim.cli.common import alias_note, emit_json, int_list, positive, user_errors
 from sim.cli.roofline import render_text, roofline_report
 from sim.cli.run import report as report_command
@@ -51,6 +52,7 @@ def _main(
 
 app.command(name="run")(user_errors(run_command))
 app.command(name="report")(user_errors(report_command))
+app.command(name="calibrate")(user_errors(calibrate_command))
 
 
 @app.command()

@@ -60,6 +60,9 @@ def roofline_report(
             "attention": setup.attention,
             "comm": setup.comm,
             "step_overhead_s": setup.step_overhead_s,
+            "layer_overhead_s": setup.layer_overhead_s,
+            "overlap": setup.overlap,
+            "allreduce_latency_s": gpu.allreduce_latency_s,
             "gpu_memory_utilization": setup.gpu_memory_utilization,
             "memory_reserve_bytes": setup.memory_reserve_bytes,
             "usd_per_gpu_hour": setup.usd_per_gpu_hour,
@@ -114,8 +117,10 @@ def render_text(r: dict[str, Any]) -> str:
         f"fleetsim roofline: {r['model']} on {r['tp']}x {r['gpu']}" + (f" (preset: {r['preset']})" if r["preset"] else ""),
         f"  {a['weight_bits']}-bit weights, {a['kv_bits']}-bit KV; per GPU {a['effective_flops_per_s_per_gpu'] / 1e12:.1f} TFLOP/s"
         f" and {a['effective_hbm_bw_bytes_per_s_per_gpu'] / 1e12:.2f} TB/s effective (mfu {a['mfu']:.3f}, mbu {a['mbu']:.3f});"
-        f" attention {'on' if a['attention'] else 'off'}, TP comm {'on' if a['comm'] else 'off'},"
-        f" step overhead {a['step_overhead_s'] * 1e3:g} ms",
+        f" attention {'on' if a['attention'] else 'off'}, TP comm {'on' if a['comm'] else 'off'}"
+        + (f" (all-reduce latency {a['allreduce_latency_s'] * 1e6:g} us)" if a["comm"] and r["tp"] > 1 else "")
+        + f"; overhead {a['layer_overhead_s'] * 1e6:g} us per layer + {a['step_overhead_s'] * 1e3:g} ms per step;"
+        f" compute/memory overlap {a['overlap']:g}",
         f"  price ${r['usd_per_replica_hour']:.2f}/h for the replica (${a['usd_per_gpu_hour']:g}/GPU-h: {a['price_source']}"
         + (f", {a['price_as_of']})" if a["price_as_of"] else ")")
         if r["usd_per_replica_hour"] is not None

@@ -5,12 +5,13 @@ for each of `n_decode_seqs` decoding sequences. Besides the time of any one step
 closed form of a *decode run*: steps with the same `n_seqs` decoding sequences whose contexts each
 grow by one token per step. Step j of such a run takes
 
-    t(j) = max(a1 + b1*j, a2 + b2*j) + e            (a `StepLine`; seconds)
+    t(j) = max(l1, l2) + g * min(l1, l2) + e,   l1 = a1 + b1*j, l2 = a2 + b2*j    (a `StepLine`; seconds)
 
 which the replica sums and inverts in O(1)/O(log n) to fast-forward a whole run in one event.
 
 - `RooflineStepTime`: the roofline (`sim.roofline.step_cost`); the two lines are its compute and
-  memory terms, `e` its communication and fixed overhead.
+  memory terms, g = 1 - overlap, `e` its communication and fixed overheads. The step time stays linear in
+  j on either side of the lines' crossing, so a run's total is still a sum of two arithmetic series.
 - `ConstantStepTime`: fixed seconds per prompt token and per decode step (a test double whose
   queueing behaviour has closed forms: M/D/1, M/G/1).
 """
@@ -21,25 +22,26 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
-from sim.roofline import RooflineSetup, allreduce_time_s, step_cost, weight_bytes_read
+from sim.roofline import RooflineSetup, allreduce_time_s, combine, fixed_overhead_s, step_cost, weight_bytes_read
 
 _NEVER = 1e15  # steps: a crossing further away than this is treated as never reached
 
 
 class StepLine:
-    """Step j of a decode run takes max(a1 + b1 j, a2 + b2 j) + e seconds.
+    """Step j of a decode run takes max(l1, l2) + g min(l1, l2) + e seconds, l1 = a1 + b1 j, l2 = a2 + b2 j.
 
-    The steps split once, at `split`, between the line that is the max before it (`a_before + b_before j`)
-    and the one after it (`a_after + b_after j`), precomputed: `total` runs inside bisections."""
+    The steps split once, at `split`, where the lines cross; on either side the step time is one line,
+    `a_before + b_before j` before and `a_after + b_after j` after (the larger line plus g times the smaller),
+    precomputed: `total` runs inside bisections."""
 
-    __slots__ = ("a1", "a2", "a_after", "a_before", "b1", "b2", "b_after", "b_before", "e", "split")
+    __slots__ = ("a1", "a2", "a_after", "a_before", "b1", "b2", "b_after", "b_before", "e", "g", "split")
 
-    def __init__(self, a1: float, b1: float, a2: float, b2: float, e: float) -> None:
-        self.a1, self.b1, self.a2, self.b2, self.e = a1, b1, a2, b2, e
-        d, g = b1 - b2, a2 - a1  # line 1 is the max where d * j >= g
-        q = g / d if d != 0 else math.inf
+    def __init__(self, a1: float, b1: float, a2: float, b2: float, e: float, g: float = 0.0) -> None:
+        self.a1, self.b1, self.a2, self.b2, self.e, self.g = a1, b1, a2, b2, e, g
+        d, gap = b1 - b2, a2 - a1  # line 1 is the max where d * j >= gap
+        q = gap / d if d != 0 else math.inf
         if d == 0:
-            split, line1_after = (0 if g <= 0 else math.inf), True
+            split, line1_after = (0 if gap <= 0 else math.inf), True
         elif abs(q) > _NEVER:  # the lines cross beyond any run (or the slopes differ by a denormal)
             split, line1_after = (math.inf if q > 0 else 0), d > 0
         elif d > 0:
@@ -47,16 +49,25 @@ class StepLine:
         else:
             split, line1_after = max(0, math.floor(q) + 1), False  # line 1 on [0, split), line 2 after
         self.split = split
+        # the larger line before the split and the larger after it; each is the smaller on the other side
         if line1_after:
-            self.a_before, self.b_before, self.a_after, self.b_after = a2, b2, a1, b1
+            ba, bb, aa, ab = a2, b2, a1, b1
         else:
-            self.a_before, self.b_before, self.a_after, self.b_after = a1, b1, a2, b2
+            ba, bb, aa, ab = a1, b1, a2, b2
+        if g:
+            self.a_before, self.b_before = ba + g * aa, bb + g * ab
+            self.a_after, self.b_after = aa + g * ba, ab + g * bb
+        else:
+            self.a_before, self.b_before, self.a_after, self.b_after = ba, bb, aa, ab
 
     def __repr__(self) -> str:
-        return f"StepLine(a1={self.a1!r}, b1={self.b1!r}, a2={self.a2!r}, b2={self.b2!r}, e={self.e!r})"
+        return f"StepLine(a1={self.a1!r}, b1={self.b1!r}, a2={self.a2!r}, b2={self.b2!r}, e={self.e!r}, g={self.g!r})"
 
     def at(self, j: int) -> float:
-        return max(self.a1 + self.b1 * j, self.a2 + self.b2 * j) + self.e
+        l1, l2 = self.a1 + self.b1 * j, self.a2 + self.b2 * j
+        if self.g:
+            return (l1 + self.g * l2 if l1 >= l2 else l2 + self.g * l1) + self.e
+        return max(l1, l2) + self.e
 
     def pieces(self, k: int) -> list[tuple[int, int, float, float]]:
         """Split steps [0, k) into at most two linear pieces (start, stop, a, b)."""
@@ -160,7 +171,9 @@ class RooflineStepTime:
         self._kv = s.kv_bytes_per_token
         self._attention = s.attention
         self._attn_per_pair = m.attention_flops_per_pair
-        self._overhead = s.step_overhead_s
+        self._overhead = fixed_overhead_s(s)
+        self._overlap = s.overlap
+        self._g = 1.0 - s.overlap
         self._per_batch: dict[int, tuple[float, float, float]] = {}
         self._step_terms: dict[int, tuple[float, float, float]] = {}
 
@@ -191,16 +204,21 @@ class RooflineStepTime:
         if self._attention:
             flops += attention_pairs * self._attn_per_pair
         n_bytes = weight_bytes + self._kv * (kv_read_tokens + n)
-        time_s = max(flops / self._flops_per_s, n_bytes / self._bytes_per_s) + comm + self._overhead
-        return time_s, flops, n_bytes
+        compute_s, memory_s = flops / self._flops_per_s, n_bytes / self._bytes_per_s
+        if self._overlap == 1.0:
+            core = max(compute_s, memory_s)
+        else:
+            core = compute_s + self._g * memory_s if compute_s >= memory_s else memory_s + self._g * compute_s
+        return core + comm + self._overhead, flops, n_bytes
 
     def first_decode_s(self, n_seqs: int, context_sum: int) -> float:
         """Step 0 of `decode_line(n_seqs, context_sum)` without building the line."""
         matmul_flops, weight_bytes, fixed = self._batch_terms(n_seqs)
         return (
-            max(
+            combine(
                 (matmul_flops + self._attn * (context_sum + n_seqs)) / self._flops_per_s,
                 (weight_bytes + self._kv * (context_sum + n_seqs)) / self._bytes_per_s,
+                self._overlap,
             )
             + fixed
         )
@@ -219,7 +237,7 @@ class RooflineStepTime:
             comm = 0.0
             if s.comm and s.tp > 1:
                 comm = 2 * m.n_layers * allreduce_time_s(s.gpu, tp=s.tp, n_bytes=n_seqs * m.hidden_size * s.activation_bits / 8)
-            terms = (n_seqs * m.flops_per_token, weight_bytes_read(s, n_seqs), comm + s.step_overhead_s)
+            terms = (n_seqs * m.flops_per_token, weight_bytes_read(s, n_seqs), comm + self._overhead)
             self._per_batch[n_seqs] = terms
         return terms
 
@@ -233,6 +251,7 @@ class RooflineStepTime:
             (weight_bytes + self._kv * (context_sum + n_seqs)) / self._bytes_per_s,
             self._kv * n_seqs / self._bytes_per_s,
             fixed,
+            self._g,
         )
 
 

@@ -1,0 +1,121 @@
+"""`fleetsim calibrate`: fit the step-time model to measured step times and say how good the fit is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from sim.cli.common import alias_note, check_out_file, emit_json, positive, write_text_atomically
+from sim.errors import FleetsimError
+
+
+def calibrate(
+    steptimes: Annotated[Path, typer.Argument(help="CSV of step shapes and times (steps or vllm-latency layout).")],
+    model: Annotated[str, typer.Option(help="Catalog name or path to a Hugging Face config.json.")],
+    gpu: Annotated[str, typer.Option(help="GPU catalog name (see `fleetsim gpus`).")],
+    tp: Annotated[int, typer.Option(help="Tensor-parallel degree the times were measured at.")] = 1,
+    layout: Annotated[str, typer.Option(help="auto, steps or vllm-latency (see docs/steptime.md).")] = "auto",
+    fix: Annotated[
+        str, typer.Option(help="Parameters to hold at their defaults, comma-separated (mfu, mbu, layer_overhead_s, ...).")
+    ] = "",
+    out: Annotated[Path | None, typer.Option(help="Write the fitted `roofline:` block to this YAML file.")] = None,
+    gpu_catalog: Annotated[Path | None, typer.Option(help="YAML file with extra GPUs (catalog format).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Fit mfu, mbu, the per-layer overhead, the all-reduce latency and the overlap to measured step times
+    (least squares on relative error); print per-shape errors before and after, the fitted values and the
+    leave-one-out error; optionally write a `roofline:` block a scenario can use."""
+    import yaml
+
+    from sim.build import build_setup
+    from sim.calibrate import PARAMS, overrides_block, read_shapes
+    from sim.calibrate import calibrate as run_calibration
+    from sim.config import roofline_config
+    from sim.hardware import load_gpu_catalog
+    from sim.models import load_model_catalog, resolve_model
+
+    positive("--tp", tp)
+    held = [p.strip() for p in fix.split(",") if p.strip()]
+    unknown = [p for p in held if p not in PARAMS]
+    if unknown:
+        raise FleetsimError(f"--fix: unknown parameter {unknown[0]!r}; valid: {', '.join(PARAMS)}")
+    if out is not None:
+        check_out_file(out, "--out")
+    shapes = read_shapes(steptimes, layout)
+    gpus = load_gpu_catalog(gpu_catalog)
+    gpu_spec = gpus.get(gpu)
+    alias_note(gpu, gpu_spec.name)
+    setup = build_setup(resolve_model(model, load_model_catalog()), gpu_spec, tp=tp, roofline=roofline_config())
+    cal = run_calibration(setup, shapes, fix=held)
+    block = overrides_block(gpu_spec.name, cal.after, cal.fitted)
+    before, after, loo = cal.errors("before"), cal.errors("after"), cal.errors("loo")
+    summary: dict[str, Any] = {
+        "model": setup.model.name,
+        "gpu": gpu_spec.name,
+        "tp": tp,
+        "file": str(steptimes),
+        "shapes": [
+            {
+                "shape": s.label,
+                "measured_ms": s.measured_s * 1e3,
+                "default_ms": b * 1e3,
+                "default_error": eb,
+                "fitted_ms": a * 1e3,
+                "fitted_error": ea,
+                "leave_one_out_error": None if loo.size == 0 else float(loo[i]),
+            }
+            for i, (s, b, a, eb, ea) in enumerate(zip(shapes, cal.before_s, cal.after_s, before, after, strict=True))
+        ],
+        "mean_abs_error": {
+            "default": float(abs(before).mean()),
+            "fitted": float(abs(after).mean()),
+            "leave_one_out": None if loo.size == 0 else float(abs(loo).mean()),
+        },
+        "max_abs_error": {"default": float(abs(before).max()), "fitted": float(abs(after).max())},
+        "default": cal.before,
+        "fitted": {p: cal.after[p] for p in cal.fitted},
+        "roofline": block["roofline"],
+    }
+    if out is not None:
+        header = (
+            f"# fleetsim calibrate {steptimes.name}: {setup.model.name} on {tp}x {gpu_spec.name}, {len(shapes)} shapes;\n"
+            f"# mean |error| {abs(before).mean():.1%} with the defaults, {abs(after).mean():.1%} fitted"
+            + ("" if loo.size == 0 else f", {abs(loo).mean():.1%} leave-one-out")
+            + ".\n# Use it in a scenario as `roofline: {preset: "
+            + out.name
+            + "}` (a path relative to the scenario), or paste the block.\n"
+        )
+        write_text_atomically(out, header + yaml.safe_dump(block, sort_keys=False))
+    if as_json:
+        emit_json(summary)
+        return
+    typer.echo(f"fleetsim calibrate: {setup.model.name} on {tp}x {gpu_spec.name}, {len(shapes)} shapes from {steptimes}")
+    width = max(len(s.label) for s in shapes)
+    typer.echo(f"  {'shape':<{width}}  {'measured':>10}  {'default':>10} {'error':>7}  {'fitted':>10} {'error':>7}")
+    for row in summary["shapes"]:
+        typer.echo(
+            f"  {row['shape']:<{width}}  {row['measured_ms']:>8.2f}ms  {row['default_ms']:>8.2f}ms {row['default_error']:>+7.1%}"
+            f"  {row['fitted_ms']:>8.2f}ms {row['fitted_error']:>+7.1%}"
+        )
+    m, x = summary["mean_abs_error"], summary["max_abs_error"]
+    typer.echo(
+        f"  mean |error| {m['default']:.1%} -> {m['fitted']:.1%} (max {x['default']:.1%} -> {x['fitted']:.1%})"
+        + (
+            "; leave-one-out mean " + f"{m['leave_one_out']:.1%}"
+            if m["leave_one_out"] is not None
+            else "; too few shapes for leave-one-out"
+        )
+    )
+    typer.echo("parameters            default      fitted")
+    for p in PARAMS:
+        val = f"{cal.after[p]:>11.4g}" if p in cal.fitted else f"{'(held)':>11}"
+        typer.echo(f"  {p:<20}{cal.before[p]:>9.4g}  {val}")
+    if tp > 1 and "layer_overhead_s" not in held and "layer_overhead_s" not in cal.fitted:
+        typer.echo(
+            "  (at tp > 1 the per-layer overhead and the all-reduce latency each cost a constant per layer: one table"
+            " cannot separate them, so the latency is fitted and the overhead held; see docs/steptime.md)"
+        )
+    if out is not None:
+        typer.echo(f"wrote {out}: use it as `roofline: {{preset: {out.name}}}` in a scenario beside it")
