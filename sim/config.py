@@ -95,6 +95,8 @@ class EngineConfig(Frozen):
     )  # None: 8192 chunked, max(context, 2048) prefill_first
     block_size: int = Field(default=16, ge=1, le=65_536)
     num_gpu_blocks_override: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    watermark: float = Field(default=0.01, ge=0, lt=1)  # share of KV blocks an admission must leave free (vLLM: 1%)
+    admission: Literal["first_chunk", "whole_prompt"] = "first_chunk"  # chunked: room for the first chunk or the prompt
     fast_forward: bool = True
     step_time: StepTimeConfig = StepTimeConfig()
 

@@ -25,7 +25,7 @@ from sim.autoscale import FixedConfig, make_policy
 from sim.build import resolve_scenario
 from sim.capacity import saturated_capacity
 from sim.clock import ARRIVAL, CountingEnvironment, call_at
-from sim.config import Scenario
+from sim.config import EngineConfig, Scenario
 from sim.engine.kv import KvBlockPool
 from sim.engine.records import RequestLog
 from sim.engine.replica import Replica, inadmissible
@@ -188,12 +188,24 @@ class _Feed:
             self._wake_at(times[j])
 
 
+def watermark_blocks(engine: EngineConfig, n_blocks: int) -> int:
+    """The blocks admission keeps free: vLLM's int(watermark x number of GPU blocks)."""
+    return int(engine.watermark * n_blocks)
+
+
 def _replica_factory(
     env: simpy.Environment, scenario: Scenario, setup: RooflineSetup, log: RequestLog, n_blocks: int, budget: int
 ) -> Callable[[int], Replica]:
     engine = scenario.engine
     step_time = _step_model(scenario, setup)
-    limits = Limits(max_num_seqs=engine.max_num_seqs, max_num_batched_tokens=budget, block_size=engine.block_size)
+    limits = Limits(
+        max_num_seqs=engine.max_num_seqs,
+        max_num_batched_tokens=budget,
+        block_size=engine.block_size,
+        n_blocks=n_blocks,
+        watermark_blocks=watermark_blocks(engine, n_blocks),
+        whole_prompt=engine.admission == "whole_prompt",
+    )
 
     def make(replica_id: int) -> Replica:
         return Replica(
@@ -233,6 +245,8 @@ def _build_fleet(
             n_blocks=n_blocks,
             block_size=engine.block_size,
             whole_prompt_budget=None if engine.policy == "chunked" else budget,
+            watermark_blocks=watermark_blocks(engine, n_blocks),
+            first_chunk=budget if engine.policy == "chunked" and engine.admission == "first_chunk" else None,
         ),
         router=ROUTERS[fcfg.router](streams.generator("router")),
         lifecycle=fcfg.lifecycle,

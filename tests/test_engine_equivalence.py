@@ -11,7 +11,7 @@ from sim.simulation import simulate
 from sim.workload import validate_frame
 
 
-def scenario(*, policy, fast_forward, n_blocks, max_num_seqs, budget, kind):
+def scenario(*, policy, fast_forward, n_blocks, max_num_seqs, budget, kind, watermark=0.01, admission="first_chunk"):
     step_time = (
         {"kind": "constant", "prefill_s_per_token": 1e-4, "decode_step_s": 0.02} if kind == "constant" else {"kind": "roofline"}
     )
@@ -26,6 +26,8 @@ def scenario(*, policy, fast_forward, n_blocks, max_num_seqs, budget, kind):
                 "max_num_seqs": max_num_seqs,
                 "max_num_batched_tokens": budget,
                 "block_size": 16,
+                "watermark": watermark,
+                "admission": admission,
                 "step_time": step_time,
             },
         }
@@ -84,11 +86,24 @@ def assert_same(fast, slow):
     max_num_seqs=st.integers(1, 12),
     max_prompt=st.integers(1, 150),
     max_output=st.integers(1, 120),
+    watermark=st.sampled_from([0.0, 0.01, 0.1, 0.3]),
+    admission=st.sampled_from(["first_chunk", "whole_prompt"]),
 )
-def test_fast_forward_matches_per_step(seed, n, rate, policy, kind, n_blocks, max_num_seqs, max_prompt, max_output):
+def test_fast_forward_matches_per_step(
+    seed, n, rate, policy, kind, n_blocks, max_num_seqs, max_prompt, max_output, watermark, admission
+):
     budget = 160 if policy == "prefill_first" else 48
     trace = random_trace(seed, n, rate, max_prompt, max_output)
-    fast, slow = both_modes(trace, policy=policy, n_blocks=n_blocks, max_num_seqs=max_num_seqs, budget=budget, kind=kind)
+    fast, slow = both_modes(
+        trace,
+        policy=policy,
+        n_blocks=n_blocks,
+        max_num_seqs=max_num_seqs,
+        budget=budget,
+        kind=kind,
+        watermark=watermark,
+        admission=admission,
+    )
     assert_same(fast, slow)
 
 

@@ -126,7 +126,8 @@ def test_prefill_first_drops_a_recompute_that_outgrew_the_budget():
     s.generated = 20  # preempted after 20 tokens: recompute = 110 > 100
     waiting = [s]
     b = PrefillFirst().next_batch(waiting, [], free_blocks=100, limits=LIMITS)
-    assert b.dropped == [s] and waiting == []
+    assert [seq for seq, _ in b.dropped] == [s] and waiting == []
+    assert "recompute of 110 tokens exceeds max_num_batched_tokens=100" in b.dropped[0][1]
 
 
 def tiny_scenario(policy="chunked", fast_forward=True, **engine):

@@ -50,6 +50,8 @@ def inadmissible(
     n_blocks: int,
     block_size: int,
     whole_prompt_budget: int | None,
+    watermark_blocks: int = 0,
+    first_chunk: int | None = None,
 ) -> dict[int, str]:
     """The requests (by index) that no replica so configured can ever serve, with `admission_reason`'s
     reason: decided for the whole trace at once (numpy), so the fleet looks a request up instead of checking it."""
@@ -57,6 +59,8 @@ def inadmissible(
     bad = (p + o > max_context_tokens) | (-(-(p + o - 1) // block_size) > n_blocks)
     if whole_prompt_budget is not None:
         bad |= p > whole_prompt_budget
+    admit = p if first_chunk is None else np.minimum(p, first_chunk)
+    bad |= -(-admit // block_size) > n_blocks - watermark_blocks
     out = {}
     for i in np.flatnonzero(bad).tolist():
         reason = admission_reason(
@@ -66,6 +70,8 @@ def inadmissible(
             n_blocks=n_blocks,
             block_size=block_size,
             whole_prompt_budget=whole_prompt_budget,
+            watermark_blocks=watermark_blocks,
+            first_chunk=first_chunk,
         )
         if reason is not None:
             out[i] = reason
@@ -80,8 +86,11 @@ def admission_reason(
     n_blocks: int,
     block_size: int,
     whole_prompt_budget: int | None,
+    watermark_blocks: int = 0,
+    first_chunk: int | None = None,
 ) -> str | None:
-    """Why a request can never be served by a replica so configured, or None."""
+    """Why a request can never be served by a replica so configured, or None. `first_chunk`: the tokens
+    admission needs room for when a policy admits a prompt by its first chunk (None: the whole prompt)."""
     if prompt_tokens + output_tokens > max_context_tokens:
         return f"prompt + output = {prompt_tokens + output_tokens} tokens exceeds the model's max context {max_context_tokens}"
     slots = prompt_tokens + output_tokens - 1
@@ -91,6 +100,13 @@ def admission_reason(
         return (
             f"prompt of {prompt_tokens} tokens exceeds max_num_batched_tokens={whole_prompt_budget}: prefill_first "
             "prefills a prompt whole (vLLM v0 ignores such a request)"
+        )
+    admit = prompt_tokens if first_chunk is None else min(prompt_tokens, first_chunk)
+    need = blocks_for(admit, block_size)
+    if need > n_blocks - watermark_blocks:
+        return (
+            f"admitting its prompt needs {need} KV blocks, more than the {n_blocks} - {watermark_blocks} (engine.watermark)"
+            " an empty cache offers"
         )
     return None
 
@@ -264,13 +280,9 @@ class Replica:
             return
         while True:
             batch = self._plan()
-            for seq in batch.dropped:
+            for seq, reason in batch.dropped:
                 self._resolved(1)
-                self.log.reject(
-                    seq.idx,
-                    f"preempted, and its recompute of {seq.pending} tokens exceeds max_num_batched_tokens="
-                    f"{self.limits.max_num_batched_tokens} (prefill_first drops it, as vLLM v0 does)",
-                )
+                self.log.reject(seq.idx, reason)
             if batch.preempted:
                 self._preempt(batch.preempted)
             if batch.work or batch.group:

@@ -13,6 +13,14 @@ very sequence that needed the room, as vLLM does. Under `prefill_first` a preemp
 recompute (prompt + generated tokens) exceeds `max_num_batched_tokens` can never be prefilled whole;
 vLLM v0 drops such a request ("ignored") and so does this policy, which reports it in `dropped`.
 
+Admission keeps a watermark, as vLLM's block manager does: a waiting sequence is admitted only if the
+blocks it needs leave at least `watermark_blocks` free (`engine.watermark`, a share of the cache, 1% by
+default); running sequences grow into the reserve. What admission needs: `prefill_first`, the whole prompt;
+`chunked`, its first chunk (vLLM v1's default), or with `whole_prompt` (vLLM's option to schedule on the
+full input length) room for the whole prompt, counted against the free blocks, while its chunks are still
+allocated as they run. A waiting sequence that could not be admitted even into an empty cache is dropped
+with the reason (a recompute that outgrew the reserve), never left to wait forever.
+
 Two entry points with one meaning: `next_batch` plans over explicit sequences (the per-step reference
 and the fallback); `plan` plans the common step in which every running sequence is served, given the
 lock-step decoders as an aggregate (`sim.engine.group`): their number and the blocks their next step
@@ -34,6 +42,30 @@ class Limits:
     max_num_seqs: int
     max_num_batched_tokens: int
     block_size: int
+    n_blocks: int = 1 << 62  # the replica's KV cache, in blocks
+    watermark_blocks: int = 0  # free blocks an admission must leave
+    whole_prompt: bool = False  # chunked: admit only when the whole prompt's blocks fit
+
+    def admission_blocks(self, pending: int, chunks: bool) -> int:
+        """Blocks a waiting sequence with `pending` tokens must find free to be admitted (before the watermark)
+        when the budget is whole."""
+        n = pending if not chunks or self.whole_prompt else min(pending, self.max_num_batched_tokens)
+        return blocks_for(n, self.block_size)
+
+    def never_admitted(self, seq: Seq, chunks: bool) -> str | None:
+        """Why a waiting sequence can never be admitted (even into an empty cache), or None."""
+        if not chunks and seq.pending > self.max_num_batched_tokens:
+            return (
+                f"preempted, and its recompute of {seq.pending} tokens exceeds max_num_batched_tokens="
+                f"{self.max_num_batched_tokens} (prefill_first drops it, as vLLM v0 does)"
+            )
+        need = self.admission_blocks(seq.pending, chunks)
+        if need > self.n_blocks - self.watermark_blocks:
+            return (
+                f"its {'recompute' if seq.generated else 'prompt'} needs {need} KV blocks to be admitted, more than the "
+                f"{self.n_blocks} - {self.watermark_blocks} (watermark) an empty cache offers"
+            )
+        return None
 
 
 @dataclass(slots=True)
@@ -43,7 +75,7 @@ class Batch:
     work: list[tuple[Seq, int]] = field(default_factory=list)
     admitted: list[Seq] = field(default_factory=list)
     preempted: list[Seq] = field(default_factory=list)
-    dropped: list[Seq] = field(default_factory=list)  # waiting sequences that can never be scheduled
+    dropped: list[tuple[Seq, str]] = field(default_factory=list)  # waiting sequences that can never be scheduled, why
     group: bool = False  # the decode group takes its step too (one token each)
     # filled while planning, for the fast-forward: do all work items decode, and the decoders' figures
     decodes_only: bool = True
@@ -133,10 +165,20 @@ def _decode_with_preemption(
     return free, budget
 
 
+def _drop_never(waiting: list[Seq], batch: Batch, limits: Limits, chunks: bool) -> None:
+    """Drop, from the head of the queue, the sequences that can never be admitted."""
+    while waiting:
+        reason = limits.never_admitted(waiting[0], chunks)
+        if reason is None:
+            return
+        batch.dropped.append((waiting.pop(0), reason))
+
+
 def _admit_whole(waiting: list[Seq], batch: Batch, n_seqs: int, free: int, limits: Limits) -> None:
     """prefill_first's admission: whole prompts in FCFS order until one does not fit the token budget,
-    `max_num_seqs` (counting the `n_seqs` running) or the free blocks."""
+    `max_num_seqs` (counting the `n_seqs` running) or the free blocks above the watermark."""
     budget = limits.max_num_batched_tokens
+    free -= limits.watermark_blocks
     for seq in waiting:
         n = seq.pending
         need = blocks_for(n, limits.block_size)
@@ -152,12 +194,15 @@ def _admit_whole(waiting: list[Seq], batch: Batch, n_seqs: int, free: int, limit
 
 def _admit_chunks(waiting: list[Seq], batch: Batch, budget: int, n_running: int, free: int, limits: Limits) -> None:
     """chunked's admission: prompt chunks in FCFS order from what is left of the token budget, while
-    `max_num_seqs` (counting the `n_running`) and the free blocks allow."""
+    `max_num_seqs` (counting the `n_running`) and the free blocks above the watermark allow (with
+    `whole_prompt`, room for the whole prompt)."""
+    free -= limits.watermark_blocks
+    bs = limits.block_size
     for seq in waiting:
         if budget <= 0 or n_running >= limits.max_num_seqs:
             break
         n = min(seq.pending, budget)
-        need = blocks_for(n, limits.block_size)
+        need = blocks_for(seq.pending if limits.whole_prompt else n, bs)
         if need > free:
             break
         batch.work.append((seq, n))
@@ -173,9 +218,7 @@ class PrefillFirst:
 
     def next_batch(self, waiting: list[Seq], running: list[Seq], free_blocks: int, limits: Limits) -> Batch:
         batch = Batch()
-        while waiting and waiting[0].pending > limits.max_num_batched_tokens:
-            # only a recompute (prompt + generated) can outgrow the budget; vLLM v0 ignores it
-            batch.dropped.append(waiting.pop(0))
+        _drop_never(waiting, batch, limits, chunks=False)
         _admit_whole(waiting, batch, len(running), free_blocks, limits)
         if batch.work:
             return batch
@@ -185,8 +228,7 @@ class PrefillFirst:
     def plan(
         self, waiting: list[Seq], running: list[Seq], n_group: int, group_need: int, free_blocks: int, limits: Limits
     ) -> Batch | None:
-        budget = limits.max_num_batched_tokens
-        if waiting and waiting[0].pending > budget:
+        if waiting and limits.never_admitted(waiting[0], chunks=False):
             return None  # next_batch drops it
         batch = Batch()
         _admit_whole(waiting, batch, n_group + len(running), free_blocks, limits)
@@ -209,12 +251,15 @@ class Chunked:
         assert budget is not None
         if batch.preempted:
             return batch
+        _drop_never(waiting, batch, limits, chunks=True)
         _admit_chunks(waiting, batch, budget, len(queue), free, limits)
         return batch
 
     def plan(
         self, waiting: list[Seq], running: list[Seq], n_group: int, group_need: int, free_blocks: int, limits: Limits
     ) -> Batch | None:
+        if waiting and limits.never_admitted(waiting[0], chunks=True):
+            return None  # next_batch drops it
         batch = Batch()
         demand, need = _serve_all(running, batch, limits.block_size)
         demand += n_group
