@@ -6,7 +6,8 @@ replicas are needed at full load (one replica's capacity for this mix is measure
 With --fixed N: N fixed replicas instead, the trace scaled to 90% of their measured capacity.
 Prints CPU and wall seconds (best and median of --runs), simulated requests per CPU second and per wall
 second, and events per request, then (with --profile) the top of a profile.
-    python benchmarks/fleet_speed.py [--runs 3] [--fixed 8] [--profile]
+With --set PATH=VALUE: a scenario override (e.g. the previous step-time model, to time like for like).
+    python benchmarks/fleet_speed.py [--runs 3] [--fixed 8] [--profile] [--set engine.watermark=0]
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from _timing import print_profile, timed
 
-from sim.config import parse_config
+from sim.config import apply_sets, parse_config
 from sim.simulation import simulate
 from sim.workload import load_trace
 from sim.workload.transforms import clip_tokens, scale_rate
@@ -30,25 +31,29 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--fixed", type=int, default=None, help="N fixed replicas at 90%% load instead of the HPA fleet")
+    parser.add_argument(
+        "--set", dest="sets", action="append", default=[], help="scenario override PATH=VALUE, as `fleetsim run --set`"
+    )
     args = parser.parse_args()
     conv = clip_tokens(load_trace(REPO / "traces" / "azure2023_conv.csv"), 4096)
-    sc = parse_config(
-        {
-            "model": "llama-2-70b",
-            "fleet": {
-                "gpu": "a100-80gb",
-                "tp": 2,
-                "autoscaler": {
-                    "policy": "hpa",
-                    "metric": "outstanding_per_replica",
-                    "target": 12,
-                    "min_replicas": 4,
-                    "max_replicas": 24,
-                    "initial_replicas": 16,
-                },
+    raw = {
+        "model": "llama-2-70b",
+        "fleet": {
+            "gpu": "a100-80gb",
+            "tp": 2,
+            "autoscaler": {
+                "policy": "hpa",
+                "metric": "outstanding_per_replica",
+                "target": 12,
+                "min_replicas": 4,
+                "max_replicas": 24,
+                "initial_replicas": 16,
             },
-        }
-    )
+        },
+    }
+    if args.fixed is not None:
+        raw["fleet"]["autoscaler"] = {"policy": "fixed", "replicas": args.fixed}
+    sc = parse_config(apply_sets(raw, args.sets))
     # one replica's measured capacity for this length mix (saturated, the same engine), in requests/s
     probe_start = time.process_time()
     probe = simulate(sc, conv.head(1000))
@@ -57,17 +62,6 @@ def main() -> None:
     capacity = probe.max_tokens_per_s / per_request
     rate = len(conv) / conv["arrival_at_s"].iloc[-1]
     target = 16 * capacity if args.fixed is None else 0.9 * args.fixed * capacity
-    if args.fixed is not None:
-        sc = sc.model_copy(
-            update={
-                "fleet": parse_config(
-                    {
-                        "model": "llama-2-70b",
-                        "fleet": {"gpu": "a100-80gb", "tp": 2, "autoscaler": {"policy": "fixed", "replicas": args.fixed}},
-                    }
-                ).fleet
-            }
-        )
     trace = scale_rate(conv, target / rate)
     print(f"one replica serves {capacity:.2f} req/s of this mix ({probe_cpu:.2f} CPU-s to measure, not timed below);")
     print(f"trace scaled from {rate:.2f} to {target:.2f} req/s")

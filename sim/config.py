@@ -28,7 +28,7 @@ from sim.fleet.lifecycle import LifecycleConfig
 from sim.spec import MAX_COUNT, MAX_REPLICAS, MAX_TOKENS, Frozen, IntervalS
 from sim.workload.synthetic import SyntheticSpec
 from sim.workload.transforms import TraceFile
-from sim.yaml_input import read_yaml
+from sim.yaml_input import load_value, read_yaml
 
 DEFAULT_API = "gpt-3.5-turbo-2023-07"
 
@@ -284,9 +284,9 @@ def apply_sets(raw: dict[str, Any], sets: Sequence[str]) -> dict[str, Any]:
             raise FleetsimError(f"--set {item!r}: give PATH=VALUE with a dotted PATH, e.g. --set fleet.gpu=l40s")
         keys = [k.strip() for k in keys]
         try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            problem = getattr(err, "problem", None) or "not valid YAML"
+            value = load_value(text)
+        except (yaml.YAMLError, FleetsimError) as err:
+            problem = str(err) if isinstance(err, FleetsimError) else getattr(err, "problem", None) or "not valid YAML"
             raise FleetsimError(f"--set {path.strip()}: the value {text!r} is {problem}") from None
         node: dict[str, Any] = out
         for depth, key in enumerate(keys[:-1]):

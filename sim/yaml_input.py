@@ -9,6 +9,7 @@ aliases expand to more than `MAX_NODES` values (an "alias bomb").
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,18 @@ def _mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+# YAML 1.2 reads `1e-5` and `3E4` as numbers; PyYAML's YAML 1.1 rules need a dot and a signed exponent
+# (`1.0e-5`) and would hand the scenario the string "1e-5". Accept the 1.2 forms too.
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_value(text: str) -> Any:
+    """One YAML value (a `--set` VALUE), read with the same rules as a scenario file."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
 
 
 def _check_size(value: Any) -> None:

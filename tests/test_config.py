@@ -114,3 +114,15 @@ def test_invalid_yaml_and_missing_file(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n")
     with pytest.raises(FleetsimError, match=r"a scenario must be a YAML mapping \(got list\)"):
         load_config(tmp_path / "list.yaml")
+
+
+def test_exponent_numbers_read_as_numbers_in_files_and_sets(tmp_path):
+    """YAML 1.2 numbers such as 1e-5 (PyYAML's 1.1 rules would read a string) in a file and in --set."""
+    from sim.config import apply_sets, load_config
+
+    path = tmp_path / "s.yaml"
+    path.write_text("model: llama-3.1-8b\nfleet: {gpu: h100-sxm, tp: 1}\nroofline: {step_overhead_s: 1e-3}\n")
+    sc = load_config(path, sets=["roofline.gpu_overrides.h100-sxm.allreduce_latency_s=2E-5"])
+    assert sc.roofline.step_overhead_s == 1e-3
+    assert sc.roofline.gpu_overrides["h100-sxm"].allreduce_latency_s == 2e-5
+    assert apply_sets({}, ["a=1e", "b=abc"]) == {"a": "1e", "b": "abc"}

@@ -45,6 +45,14 @@ class Limits:
     n_blocks: int = 1 << 62  # the replica's KV cache, in blocks
     watermark_blocks: int = 0  # free blocks an admission must leave
     whole_prompt: bool = False  # chunked: admit only when the whole prompt's blocks fit
+    # derived: a waiting sequence with more pending tokens than this can never be admitted (prefill_first, chunked)
+    never_above: tuple[int, int] = field(init=False, default=(0, 0))
+
+    def __post_init__(self) -> None:
+        room = (self.n_blocks - self.watermark_blocks) * self.block_size  # tokens an empty cache admits
+        budget = self.max_num_batched_tokens
+        chunked = room if self.whole_prompt or budget > room else 1 << 62  # a first chunk <= budget always fits
+        object.__setattr__(self, "never_above", (min(budget, room), chunked))
 
     def admission_blocks(self, pending: int, chunks: bool) -> int:
         """Blocks a waiting sequence with `pending` tokens must find free to be admitted (before the watermark)
@@ -54,6 +62,8 @@ class Limits:
 
     def never_admitted(self, seq: Seq, chunks: bool) -> str | None:
         """Why a waiting sequence can never be admitted (even into an empty cache), or None."""
+        if seq.prompt_tokens + seq.generated - seq.computed <= self.never_above[chunks]:
+            return None  # the common case, decided by one comparison
         if not chunks and seq.pending > self.max_num_batched_tokens:
             return (
                 f"preempted, and its recompute of {seq.pending} tokens exceeds max_num_batched_tokens="
