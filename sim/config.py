@@ -288,17 +288,22 @@ def apply_sets(raw: dict[str, Any], sets: Sequence[str]) -> dict[str, Any]:
         except (yaml.YAMLError, FleetsimError) as err:
             problem = str(err) if isinstance(err, FleetsimError) else getattr(err, "problem", None) or "not valid YAML"
             raise FleetsimError(f"--set {path.strip()}: the value {text!r} is {problem}") from None
-        node: dict[str, Any] = out
-        for depth, key in enumerate(keys[:-1]):
-            child = node.get(key)
-            if child is None:
-                child = node[key] = {}
-            elif not isinstance(child, dict):
-                where = ".".join(keys[: depth + 1])
-                raise FleetsimError(f"--set {path.strip()}: {where} is a value ({child!r}), not a block; set {where} itself")
-            node = child
-        node[keys[-1]] = value
+        set_path(out, keys, value, label=f"--set {path.strip()}")
     return out
+
+
+def set_path(raw: dict[str, Any], keys: Sequence[str], value: Any, *, label: str) -> None:
+    """Put `value` at the dotted path `keys` of a scenario's raw data (in place), creating blocks as needed."""
+    node: dict[str, Any] = raw
+    for depth, key in enumerate(keys[:-1]):
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        elif not isinstance(child, dict):
+            where = ".".join(keys[: depth + 1])
+            raise FleetsimError(f"{label}: {where} is a value ({child!r}), not a block; set {where} itself")
+        node = child
+    node[keys[-1]] = copy.deepcopy(value)
 
 
 def load_config(path: str | Path, sets: Sequence[str] = ()) -> Scenario:

@@ -3,6 +3,7 @@
 import re
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from sim.cli import app
@@ -56,3 +57,18 @@ def test_readme_study_figures_come_from_the_committed_notebook_run():
     for figure in re.findall(r"(\d+%)", answer):
         assert figure in readme, figure
     assert "serves 15% of what its billed GPUs could" in answer and "it reaches 39%" in answer
+
+
+@pytest.mark.slow
+def test_readme_sweep_block_matches_cli_output(tmp_path):
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"```text\n(fleetsim sweep sweep-gpus:.*?)\n```", readme, re.S)
+    assert block, "README lost its sweep output block"
+    out = (
+        CliRunner()
+        .invoke(app, ["sweep", str(REPO / "configs" / "sweep-gpus.yaml"), "--workers", "2", "--out", str(tmp_path / "s")])
+        .stdout
+    )
+    shown = [line for line in block.group(1).splitlines() if not line.startswith("wrote ")]
+    printed = [line for line in out.splitlines() if not line.startswith("wrote ")]
+    assert shown == printed

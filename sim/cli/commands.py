@@ -16,6 +16,7 @@ from sim.cli.common import alias_note, emit_json, int_list, positive, user_error
 from sim.cli.roofline import render_text, roofline_report
 from sim.cli.run import report as report_command
 from sim.cli.run import run as run_command
+from sim.cli.sweep import sweep as sweep_command
 from sim.cli.trace import trace_app
 from sim.config import DEFAULT_API, RooflineConfig, load_config, preset_names, roofline_config
 from sim.cost import api_price
@@ -53,6 +54,7 @@ def _main(
 app.command(name="run")(user_errors(run_command))
 app.command(name="report")(user_errors(report_command))
 app.command(name="calibrate")(user_errors(calibrate_command))
+app.command(name="sweep")(user_errors(sweep_command))
 
 
 @app.command()

@@ -1,0 +1,82 @@
+"""`fleetsim sweep`: a base scenario over axes and seeds, on local processes or a Dask cluster, resumable."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from sim.cli.common import emit_json, positive
+from sim.errors import FleetsimError
+
+
+def _fmt(x: Any) -> str:
+    if isinstance(x, float):
+        if math.isnan(x):
+            return "n/a"
+        return f"{x:.4g}"
+    return str(x)
+
+
+def sweep(
+    sweep_file: Annotated[Path, typer.Argument(help="Sweep YAML (base scenario, axes, seeds).", metavar="SWEEP")],
+    out: Annotated[Path | None, typer.Option(help="Sweep folder (default: sweeps/<sweep name>); rerun to resume.")] = None,
+    workers: Annotated[int, typer.Option(help="Local worker processes.")] = 1,
+    scheduler: Annotated[
+        str | None, typer.Option(help="A Dask scheduler address (tcp://host:port) to run the points on instead.")
+    ] = None,
+    precision: Annotated[float, typer.Option(help="Relative precision the seeds-needed figure aims at.")] = 0.05,
+    force: Annotated[bool, typer.Option("--force", help="Write into --out even if it holds other files.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the per-point statistics as JSON.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar over the runs.")] = True,
+) -> None:
+    """Run a scenario over axes (crossed or zipped) and seeds; write results.parquet (a row per point and seed)
+    and stats.parquet (mean and 95% bootstrap interval across seeds, and the seeds a stated precision needs)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from sim.sweep import STAT_METRICS, check_sweep_dir, load_sweep, run_sweep, seed_stats
+
+    positive("--workers", workers)
+    if not (math.isfinite(precision) and 0 < precision < 1):
+        raise FleetsimError(f"--precision must be in (0, 1) (got {precision})")
+    spec = load_sweep(sweep_file)
+    out_dir = out if out is not None else Path("sweeps") / spec.name
+    check_sweep_dir(out_dir, force=force)
+    console = Console(stderr=True)
+    n_runs = len(spec.points) * len(spec.seeds)
+    if progress and not as_json and console.is_terminal:
+        with Progress(
+            TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True
+        ) as bar:
+            task = bar.add_task("runs", total=n_runs)
+            rows = run_sweep(
+                spec, out_dir, workers=workers, scheduler=scheduler, progress=lambda d, t: bar.update(task, completed=d)
+            )
+    else:
+        rows = run_sweep(spec, out_dir, workers=workers, scheduler=scheduler)
+    stats = seed_stats(rows, spec.axes, precision=precision)
+    if precision != 0.05:
+        stats.to_parquet(out_dir / "stats.parquet", index=False)
+    if as_json:
+        emit_json(stats.to_dict(orient="records"))
+        return
+    errors = rows["error"].notna().sum() if "error" in rows else 0
+    typer.echo(
+        f"fleetsim sweep {spec.name}: {len(spec.points)} points x {len(spec.seeds)} seeds = {n_runs} runs ({errors} could not run)"
+    )
+    header = ["point", *spec.axes, "seeds", *(f"{m} mean [95% CI]" for m in STAT_METRICS), "seeds needed"]
+    typer.echo("  " + " | ".join(header))
+    for rec in stats.to_dict(orient="records"):
+        cells = [_fmt(rec["point"]), *(_fmt(rec[a]) for a in spec.axes), f"{rec['n_seeds'] - rec['errors']}/{rec['n_seeds']}"]
+        for m in STAT_METRICS:
+            mean, lo, hi = rec[f"{m}_mean"], rec[f"{m}_ci_low"], rec[f"{m}_ci_high"]
+            cells.append(_fmt(mean) + ("" if math.isnan(lo) else f" [{_fmt(lo)}, {_fmt(hi)}]"))
+        cells.append(_fmt(rec["seeds_needed"]))
+        typer.echo("  " + " | ".join(cells))
+    failed = rows[rows["error"].notna()] if "error" in rows else rows.iloc[0:0]
+    for _, r in failed.drop_duplicates("point").iterrows():
+        typer.echo(f"  point {r['point']} could not run: {r['error']}")
+    typer.echo(f"wrote {out_dir}/ (results.parquet: {len(rows)} rows; stats.parquet; points/ for resuming)")

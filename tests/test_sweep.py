@@ -1,0 +1,228 @@
+"""`fleetsim sweep`: points, seeds, resuming, worker deaths, executors, statistics, errors."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from sim.cli import app
+from sim.errors import FleetsimError
+from sim.sweep import load_sweep, run_one, run_sweep, seed_stats
+
+runner = CliRunner()
+
+BASE = """\
+model: llama-3.1-8b
+fleet: {gpu: a100-80gb, tp: 1}
+engine:
+  max_num_seqs: 4
+  step_time: {kind: constant, prefill_s_per_token: 0.0002, decode_step_s: 0.02}
+trace:
+  arrivals: {process: poisson, rate_per_s: 3}
+  n_requests: 60
+  prompt_tokens: {dist: uniform, low: 50, high: 400}
+  output_tokens: {dist: uniform, low: 10, high: 60}
+"""
+
+SWEEP = """\
+name: t
+base: base.yaml
+cross:
+  engine.max_num_seqs: [2, 8]
+zip:
+  fleet.autoscaler: [{policy: fixed, replicas: 1}, {policy: fixed, replicas: 2}]
+  engine.max_num_batched_tokens: {from: 512, to: 1024, step: 512}
+seeds: 3
+"""
+
+
+def make(tmp_path, sweep=SWEEP, base=BASE):
+    (tmp_path / "base.yaml").write_text(base)
+    (tmp_path / "sweep.yaml").write_text(sweep)
+    return load_sweep(tmp_path / "sweep.yaml")
+
+
+def stable(rows):
+    return rows.drop(columns=["wall_s"])
+
+
+def test_points_are_the_cross_product_times_the_zip_rows(tmp_path):
+    sw = make(tmp_path)
+    assert sw.axes == ["engine.max_num_seqs", "fleet.autoscaler", "engine.max_num_batched_tokens"]
+    assert [p.values["engine.max_num_seqs"] for p in sw.points] == [2, 2, 8, 8]
+    assert [p.values["engine.max_num_batched_tokens"] for p in sw.points] == [512, 1024, 512, 1024]
+    assert [p.values["fleet.autoscaler"]["replicas"] for p in sw.points] == [1, 2, 1, 2]
+    assert sw.seeds == [0, 1, 2]
+
+
+def test_rows_per_point_and_seed_and_the_same_rows_for_any_worker_count(tmp_path):
+    sw = make(tmp_path)
+    one = run_sweep(sw, tmp_path / "one", workers=1)
+    three = run_sweep(sw, tmp_path / "three", workers=3)
+    assert len(one) == 4 * 3 and one["error"].isna().all()
+    assert one[["point", "seed"]].values.tolist() == [[p, s] for p in range(4) for s in range(3)]
+    pd.testing.assert_frame_equal(stable(one), stable(three))
+    assert (one["completed"] == 60).all()
+    on_disk = pd.read_parquet(tmp_path / "one" / "results.parquet")
+    pd.testing.assert_frame_equal(stable(on_disk), stable(one))
+    # each row is the run itself: the same scenario and seed through `simulate` directly
+    from sim.config import parse_config
+    from sim.simulation import simulate
+
+    direct = simulate(parse_config(sw.scenario_raw(sw.points[3], 2), base_dir=tmp_path), base_dir=tmp_path).summary()
+    row = one[(one["point"] == 3) & (one["seed"] == 2)].iloc[0]
+    assert row["p99_ttft_ms"] == direct["p99_ttft_ms"] and row["cost_usd"] == direct["cost_usd"]
+
+
+def test_a_dask_cluster_gives_the_same_rows(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    sw = make(tmp_path)
+    local = run_sweep(sw, tmp_path / "local", workers=1)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        dask = run_sweep(sw, tmp_path / "dask", scheduler=cluster.scheduler_address)
+    pd.testing.assert_frame_equal(stable(local), stable(dask))
+
+
+def test_an_interrupted_sweep_computes_only_what_is_missing(tmp_path):
+    sw = make(tmp_path)
+    first = run_sweep(sw, tmp_path / "o")
+    lost = sorted((tmp_path / "o" / "points").glob("*.parquet"))[:2]
+    for f in lost:
+        f.unlink()
+    calls = []
+
+    def counting(raw, base_dir, row, out_file):
+        calls.append(Path(out_file).name)
+        return run_one(raw, base_dir, row, out_file)
+
+    again = run_sweep(sw, tmp_path / "o", task=counting)
+    assert sorted(calls) == sorted(f.name for f in lost)
+    pd.testing.assert_frame_equal(stable(first), stable(again))
+    # an edited base is a different run: nothing stale is reused
+    (tmp_path / "base.yaml").write_text(BASE.replace("rate_per_s: 3", "rate_per_s: 4"))
+    calls.clear()
+    run_sweep(load_sweep(tmp_path / "sweep.yaml"), tmp_path / "o", task=counting)
+    assert len(calls) == 12
+
+
+def dies_once(raw, base_dir, row, out_file):
+    marker = Path(out_file).parent.parent / f"died-{row['run_id']}"
+    if row["point"] == 1 and row["seed"] == 0 and not marker.exists():
+        marker.touch()
+        os._exit(3)
+    return run_one(raw, base_dir, row, out_file)
+
+
+def always_dies(raw, base_dir, row, out_file):
+    if row["point"] == 1:
+        os._exit(3)
+    return run_one(raw, base_dir, row, out_file)
+
+
+def test_a_worker_that_dies_loses_only_its_run_which_is_retried(tmp_path):
+    sw = make(tmp_path)
+    reference = run_sweep(sw, tmp_path / "ref", workers=1)
+    rows = run_sweep(sw, tmp_path / "o", workers=2, task=dies_once)
+    assert len(list((tmp_path / "o").glob("died-*"))) == 1
+    pd.testing.assert_frame_equal(stable(reference), stable(rows))
+
+
+def test_a_run_that_always_kills_its_worker_is_recorded_as_an_error(tmp_path):
+    sw = make(tmp_path)
+    rows = run_sweep(sw, tmp_path / "o", workers=2, task=always_dies)
+    bad = rows[rows["point"] == 1]
+    assert bad["error"].str.startswith("worker died 3 times").all()
+    assert rows[rows["point"] != 1]["error"].isna().all() and len(rows) == 12
+
+
+def test_a_point_that_cannot_run_is_a_row_with_its_reason(tmp_path):
+    sweep = "base: base.yaml\ncross:\n  model: [llama-3.1-8b, llama-2-70b]\nseeds: 2\n"
+    sw = make(tmp_path, sweep=sweep)
+    rows = run_sweep(sw, tmp_path / "o")
+    ok, bad = rows[rows["point"] == 0], rows[rows["point"] == 1]
+    assert ok["error"].isna().all() and len(bad) == 2
+    assert bad["error"].str.contains("does not fit on 1x a100-80gb").all() and bad["p99_ttft_ms"].isna().all()
+    stats = seed_stats(rows, sw.axes)
+    assert stats["errors"].tolist() == [0, 2] and np.isnan(stats.loc[1, "p99_ttft_ms_mean"])
+
+
+def test_seed_statistics_by_hand():
+    x = np.array([100.0, 110.0, 90.0, 105.0, 95.0])
+    rows = pd.DataFrame(
+        {
+            "point": 0,
+            "a": "x",
+            "seed": range(5),
+            "error": None,
+            "p99_ttft_ms": x,
+            "p99_tpot_ms": 7.0,
+            "usd_per_1k_tokens": x / 1e5,
+        }
+    )
+    s = seed_stats(rows, ["a"], precision=0.05).iloc[0]
+    assert s["p99_ttft_ms_mean"] == pytest.approx(100.0)
+    assert s["p99_ttft_ms_ci_low"] < 100.0 < s["p99_ttft_ms_ci_high"]
+    assert s["p99_ttft_ms_ci_low"] >= 90.0 and s["p99_ttft_ms_ci_high"] <= 110.0
+    # seeds for a 5% half-width: (1.96 x sd / (0.05 x mean))^2 with sd = 7.906
+    assert s["p99_ttft_ms_seeds_needed"] == np.ceil((1.959964 * x.std(ddof=1) / 5.0) ** 2)
+    assert s["p99_tpot_ms_ci_low"] == s["p99_tpot_ms_ci_high"] == 7.0 and s["p99_tpot_ms_seeds_needed"] == 2
+    assert np.isnan(s["throughput_utilization_mean"])  # not in the rows
+    again = seed_stats(rows, ["a"], precision=0.05).iloc[0]
+    assert again["p99_ttft_ms_ci_low"] == s["p99_ttft_ms_ci_low"]  # a fixed generator: the same interval
+
+
+def test_the_bootstrap_interval_covers_the_mean_about_95_percent_of_the_time():
+    rng = np.random.default_rng(1)
+    hits = 0
+    for _trial in range(200):
+        x = rng.normal(50.0, 5.0, 20)
+        rows = pd.DataFrame({"point": 0, "seed": range(20), "error": None, "p99_ttft_ms": x})
+        s = seed_stats(rows, []).iloc[0]
+        hits += s["p99_ttft_ms_ci_low"] <= 50.0 <= s["p99_ttft_ms_ci_high"]
+    assert 0.88 <= hits / 200 <= 0.99
+
+
+@pytest.mark.parametrize(
+    ("sweep", "message"),
+    [
+        (
+            "base: base.yaml\ncross:\n  engine.max_num_seq: [1, 2]\n",
+            "point 0 (engine.max_num_seq=1): engine.max_num_seq: unknown key",
+        ),
+        ("base: base.yaml\nzip:\n  engine.max_num_seqs: [1, 2]\n  engine.block_size: [16]\n", "zip axes must have equal lengths"),
+        ("base: base.yaml\ncross:\n  seed: [1, 2]\n", "seed is not an axis"),
+        ("base: base.yaml\ncross:\n  engine.max_num_seqs: {from: 4, to: 1}\n", "to must be >= from"),
+        ("base: base.yaml\nseeds: 0\n", "seeds"),
+        ("base: missing.yaml\n", "missing.yaml"),
+        ("base: base.yaml\ncross:\n  fleet.gpu: []\n", "cross.fleet.gpu: no values"),
+        ("cross: {}\n", "base"),
+    ],
+)
+def test_a_bad_sweep_is_one_line_and_exit_2(tmp_path, sweep, message):
+    (tmp_path / "base.yaml").write_text(BASE)
+    (tmp_path / "sweep.yaml").write_text(sweep)
+    with pytest.raises(FleetsimError) as info:
+        load_sweep(tmp_path / "sweep.yaml")
+    assert message in str(info.value)
+    r = runner.invoke(app, ["sweep", str(tmp_path / "sweep.yaml"), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and message in r.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_prints_the_table_resumes_and_guards_its_folder(tmp_path):
+    make(tmp_path)
+    out = tmp_path / "o"
+    r = runner.invoke(app, ["sweep", str(tmp_path / "sweep.yaml"), "--out", str(out), "--workers", "2"])
+    assert r.exit_code == 0, r.output
+    assert "4 points x 3 seeds = 12 runs (0 could not run)" in r.stdout and "p99_ttft_ms mean [95% CI]" in r.stdout
+    j = json.loads(runner.invoke(app, ["sweep", str(tmp_path / "sweep.yaml"), "--out", str(out), "--json"]).stdout)
+    assert len(j) == 4 and {"p99_ttft_ms_ci_low", "seeds_needed"} <= set(j[0])
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    r = runner.invoke(app, ["sweep", str(tmp_path / "sweep.yaml"), "--out", str(other)])
+    assert r.exit_code == 2 and "not a fleetsim sweep folder" in r.output and (other / "keep.txt").read_text() == "mine"
