@@ -10,7 +10,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_bundled_configs_load_and_resolve():
+    """Every bundled scenario resolves; every bundled sweep (configs/sweep-*.yaml) validates all its points."""
+    from sim.sweep import load_sweep
+
     for path in sorted((REPO / "configs").glob("*.yaml")):
+        if path.name.startswith("sweep-"):
+            assert load_sweep(path).points
+            continue
         scenario = load_config(path)
         setup = resolve_scenario(scenario, base_dir=path.parent)
         assert setup.tp == scenario.fleet.tp
