@@ -396,3 +396,16 @@ def _run_saturated(scenario: Scenario, setup: RooflineSetup, frame: pd.DataFrame
     built = _build(single, setup, frame, RunStreams(scenario.seed))
     _run(built, None)
     return requests_frame(built.log)
+
+
+def replica_capacity(scenario: Scenario, trace: pd.DataFrame, *, base_dir: Path) -> float | None:
+    """One replica's saturated throughput (tokens/s) for `trace`'s length mix under the scenario's engine:
+    the figure `throughput_utilization` divides by (cached on the resolved setup)."""
+    setup = resolve_scenario(scenario, base_dir=base_dir)
+    capacity = saturated_capacity(
+        setup,
+        scenario.engine,
+        trace[["prompt_tokens", "output_tokens"]].to_numpy(),
+        run_saturated=functools.partial(_run_saturated, scenario, setup),
+    )
+    return capacity.max_tokens_per_s_per_replica

@@ -204,7 +204,7 @@ def run_one(raw: dict[str, Any], base_dir: str, row: dict[str, Any], out_file: s
     from sim.simulation import simulate
 
     start = time.perf_counter()
-    row = dict(row)
+    row = {**row, "labels": json.dumps(list(row))}  # which columns name the run (the rest are its figures)
     try:
         scenario = parse_config(raw, where="sweep point", base_dir=Path(base_dir))
         summary = simulate(scenario, base_dir=Path(base_dir)).summary()
@@ -298,19 +298,15 @@ def jobs_for(sweep: Sweep, out: Path) -> list[Job]:
     return jobs
 
 
-def run_sweep(
-    sweep: Sweep,
-    out: Path,
+def execute(
+    jobs: Sequence[Job],
     *,
     workers: int = 1,
     scheduler: str | None = None,
     progress: Callable[[int, int], None] | None = None,
     task: Task = run_one,
 ) -> pd.DataFrame:
-    """Run every (point, seed) not already in `out`, then write and return the results (sorted by point, seed)."""
-    (out / "points").mkdir(parents=True, exist_ok=True)
-    (out / MARKER).touch()
-    jobs = jobs_for(sweep, out)
+    """Run the jobs whose row file is not there yet; return every job's row (in the jobs' order)."""
     todo = [j for j in jobs if not Path(j.out_file).exists()]
     done = len(jobs) - len(todo)
     if progress:
@@ -329,7 +325,32 @@ def run_sweep(
             finished(task(job.raw, job.base_dir, job.row, job.out_file))
     else:
         _run_processes(todo, workers, task, finished)
-    rows = pd.concat([pd.read_parquet(j.out_file) for j in jobs], ignore_index=True)
+    return pd.concat([_read_row(j) for j in jobs], ignore_index=True)
+
+
+def _read_row(job: Job) -> pd.DataFrame:
+    """A run's stored row, labelled as this job: the file is named by the run's content, so an earlier sweep or
+    plan (another enumeration, other axis names) may have written it; its figures hold, its labels are ours."""
+    row = pd.read_parquet(job.out_file)
+    labels = json.loads(row["labels"].iloc[0]) if "labels" in row else []
+    row = row.drop(columns=[c for c in {*labels, *job.row, "labels"} if c in row.columns])
+    front = {k: [json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v] for k, v in job.row.items()}
+    return pd.concat([pd.DataFrame(front), row.reset_index(drop=True)], axis=1)
+
+
+def run_sweep(
+    sweep: Sweep,
+    out: Path,
+    *,
+    workers: int = 1,
+    scheduler: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    task: Task = run_one,
+) -> pd.DataFrame:
+    """Run every (point, seed) not already in `out`, then write and return the results (sorted by point, seed)."""
+    (out / "points").mkdir(parents=True, exist_ok=True)
+    (out / MARKER).touch()
+    rows = execute(jobs_for(sweep, out), workers=workers, scheduler=scheduler, progress=progress, task=task)
     rows = rows.sort_values(["point", "seed"], kind="stable").reset_index(drop=True)
     stats = seed_stats(rows, sweep.axes)
     _write_frame(rows, out / "results.parquet")
@@ -349,7 +370,7 @@ def _write_frame(frame: pd.DataFrame, path: Path) -> None:
 
 
 def _failed_row(job: Job, why: str) -> dict[str, Any]:
-    row = {**job.row, "error": why, "wall_s": float("nan")}
+    row = {**job.row, "labels": json.dumps(list(job.row)), "error": why, "wall_s": float("nan")}
     write_row(row, Path(job.out_file))
     return row
 
@@ -455,8 +476,15 @@ def _run_dask(todo: list[Job], scheduler: str, task: Task, finished: Callable[[d
 
 
 # --- statistics across seeds -----------------------------------------------------------------------
-def seed_stats(rows: pd.DataFrame, axes: Sequence[str], *, precision: float = 0.05, confidence: float = 0.95) -> pd.DataFrame:
-    """Per point: for each of STAT_METRICS the mean over seeds, a `confidence` interval of the mean by the
+def seed_stats(
+    rows: pd.DataFrame,
+    axes: Sequence[str],
+    *,
+    precision: float = 0.05,
+    confidence: float = 0.95,
+    metrics: Sequence[str] = STAT_METRICS,
+) -> pd.DataFrame:
+    """Per point: for each of `metrics` (default STAT_METRICS) the mean over seeds, a `confidence` interval of the mean by the
     bootstrap (scipy.stats.bootstrap, percentile method, 9,999 resamples, a fixed generator: the same rows give
     the same interval), and the seeds needed for the interval's half-width to be within `precision` of the
     mean (normal approximation from the sample's spread: n = (z s / (precision |mean|))^2, at least 2);
@@ -470,7 +498,7 @@ def seed_stats(rows: pd.DataFrame, axes: Sequence[str], *, precision: float = 0.
         ok = group[group["error"].isna()] if "error" in group else group
         rec["errors"] = len(group) - len(ok)
         needed = []
-        for m in STAT_METRICS:
+        for m in metrics:
             x = ok[m].to_numpy(dtype=float) if m in ok else np.array([])
             x = x[np.isfinite(x)]
             mean = float(x.mean()) if x.size else math.nan

@@ -10,12 +10,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_bundled_configs_load_and_resolve():
-    """Every bundled scenario resolves; every bundled sweep (configs/sweep-*.yaml) validates all its points."""
+    """Every bundled scenario resolves; every bundled sweep and plan (configs/sweep-*.yaml, plan-*.yaml)
+    validates all its points."""
+    from sim.plan import load_plan
     from sim.sweep import load_sweep
 
     for path in sorted((REPO / "configs").glob("*.yaml")):
         if path.name.startswith("sweep-"):
             assert load_sweep(path).points
+            continue
+        if path.name.startswith("plan-"):
+            assert load_plan(path).groups
             continue
         scenario = load_config(path)
         setup = resolve_scenario(scenario, base_dir=path.parent)

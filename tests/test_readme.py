@@ -72,3 +72,18 @@ def test_readme_sweep_block_matches_cli_output(tmp_path):
     shown = [line for line in block.group(1).splitlines() if not line.startswith("wrote ")]
     printed = [line for line in out.splitlines() if not line.startswith("wrote ")]
     assert shown == printed
+
+
+@pytest.mark.slow
+def test_readme_plan_block_matches_cli_output(tmp_path):
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"```text\n(fleetsim plan plan-llama70b:.*?)\n```", readme, re.S)
+    assert block, "README lost its plan output block"
+    out = (
+        CliRunner()
+        .invoke(app, ["plan", str(REPO / "configs" / "plan-llama70b.yaml"), "--workers", "2", "--out", str(tmp_path / "p")])
+        .stdout
+    )
+    shown = [line for line in block.group(1).splitlines() if not line.startswith("wrote ")]
+    printed = [line for line in out.splitlines() if not line.startswith("wrote ")]
+    assert shown == printed

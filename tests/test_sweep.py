@@ -226,3 +226,25 @@ def test_cli_prints_the_table_resumes_and_guards_its_folder(tmp_path):
     (other / "keep.txt").write_text("mine")
     r = runner.invoke(app, ["sweep", str(tmp_path / "sweep.yaml"), "--out", str(other)])
     assert r.exit_code == 2 and "not a fleetsim sweep folder" in r.output and (other / "keep.txt").read_text() == "mine"
+
+
+def test_a_run_stored_by_another_sweep_is_relabelled_not_duplicated(tmp_path):
+    """Runs are stored by content: a second sweep that reaches the same scenario under another axis name and
+    index reuses the figures with its own labels."""
+    sw = make(tmp_path)
+    first = run_sweep(sw, tmp_path / "o")
+    (tmp_path / "other.yaml").write_text(
+        "base: base.yaml\nset: {engine.max_num_seqs: 8, fleet.autoscaler: {policy: fixed, replicas: 2}}\n"
+        "cross:\n  engine.max_num_batched_tokens: [1024]\nseeds: [2]\n"
+    )
+    calls = []
+
+    def counting(raw, base_dir, row, out_file):
+        calls.append(row)
+        return run_one(raw, base_dir, row, out_file)
+
+    rows = run_sweep(load_sweep(tmp_path / "other.yaml"), tmp_path / "o", task=counting)
+    assert calls == [] and list(rows.columns[:4]) == ["point", "engine.max_num_batched_tokens", "seed", "run_id"]
+    assert rows["point"].tolist() == [0] and "engine.max_num_seqs" not in rows.columns
+    same = first[(first["point"] == 3) & (first["seed"] == 2)].iloc[0]
+    assert rows["p99_ttft_ms"].iloc[0] == same["p99_ttft_ms"]

@@ -13,6 +13,7 @@ import typer
 from sim.build import build_setup, check_override_names
 from sim.cli.calibrate import calibrate as calibrate_command
 from sim.cli.common import alias_note, emit_json, int_list, positive, user_errors
+from sim.cli.plan import plan as plan_command
 from sim.cli.roofline import render_text, roofline_report
 from sim.cli.run import report as report_command
 from sim.cli.run import run as run_command
@@ -55,6 +56,7 @@ app.command(name="run")(user_errors(run_command))
 app.command(name="report")(user_errors(report_command))
 app.command(name="calibrate")(user_errors(calibrate_command))
 app.command(name="sweep")(user_errors(sweep_command))
+app.command(name="plan")(user_errors(plan_command))
 
 
 @app.command()

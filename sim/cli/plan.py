@@ -1,0 +1,163 @@
+"""`fleetsim plan`: the cheapest fleet configuration that meets an SLO, searched, ranked and verified."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from sim.cli.common import check_plot_path, emit_json, positive
+
+
+def _num(x: Any, fmt: str = "{:,.0f}") -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return fmt.format(x)
+
+
+def _ci(r: dict[str, Any], key: str, fmt: str) -> str:
+    mean, lo, hi = r.get(f"{key}_mean"), r.get(f"{key}_ci_low"), r.get(f"{key}_ci_high")
+    text = _num(mean, fmt)
+    if lo is not None and not (isinstance(lo, float) and math.isnan(lo)) and lo != hi:
+        text += f" [{_num(lo, fmt)}, {_num(hi, fmt)}]"
+    return text
+
+
+def plan(
+    plan_file: Annotated[Path, typer.Argument(help="Plan YAML (base scenario, search axes, scale, SLO).", metavar="PLAN")],
+    out: Annotated[Path | None, typer.Option(help="Plan folder (default: plans/<plan name>); rerun to resume.")] = None,
+    workers: Annotated[int, typer.Option(help="Local worker processes.")] = 1,
+    scheduler: Annotated[str | None, typer.Option(help="A Dask scheduler address (tcp://host:port).")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a field of the base scenario (PATH=VALUE, as fleetsim run).")
+    ] = None,
+    plot: Annotated[Path | None, typer.Option(help="Also write the cost vs p99 TTFT plot (PNG, SVG, ...).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Write into --out even if it holds other files.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
+) -> None:
+    """Search GPU type, TP, replica count (and any other axes) for the cheapest configuration that meets the
+    SLO with the stated confidence: roofline screen, bisection on replicas, ranked table, Pareto frontier, and
+    the pick re-simulated with new seeds next to its cheaper neighbours."""
+    from sim.plan import load_plan, plan_fleet
+    from sim.sweep import check_sweep_dir
+
+    positive("--workers", workers)
+    p = load_plan(plan_file, sets=set_ or ())
+    out_dir = out if out is not None else Path("plans") / p.name
+    check_sweep_dir(out_dir, force=force)
+    if plot is not None:
+        check_plot_path(plot)
+    note = None if as_json else (lambda msg: typer.echo(f"  {msg}", err=True))
+    outcome = plan_fleet(p, out_dir, workers=workers, scheduler=scheduler, progress=note)
+    scale = p.spec.scale.path
+    if plot is not None:
+        _plot(outcome, p, plot)
+    if as_json:
+        emit_json(
+            {
+                "pick": outcome.pick,
+                "ranking": outcome.ranking.to_dict(orient="records"),
+                "frontier": outcome.frontier.to_dict(orient="records"),
+                "verification": outcome.verification,
+                "closest_miss": outcome.closest_miss,
+            }
+        )
+        return
+    slo = p.spec.slo
+    targets = ", ".join(
+        t
+        for t in (
+            None if slo.p99_ttft_ms is None else f"p99 TTFT <= {slo.p99_ttft_ms:g} ms",
+            None if slo.p99_tpot_ms is None else f"p99 TPOT <= {slo.p99_tpot_ms:g} ms",
+            None if slo.attainment is None else f"{slo.attainment:.1%} of requests within the scenario's slo",
+        )
+        if t
+    )
+    typer.echo(
+        f"fleetsim plan {p.name}: the cheapest configuration by {p.spec.objective} meeting {targets} "
+        f"({p.spec.confidence:.0%} confidence over {len(p.sweep.seeds)} seed{'' if len(p.sweep.seeds) == 1 else 's'})"
+    )
+    axes = list(p.spec.search)
+    typer.echo("  " + " | ".join(["rank", *axes, "replicas", "$/1K tokens", "$/hour", "p99 TTFT ms", "p99 TPOT ms", "status"]))
+    rank = 0
+    for r in outcome.ranking.to_dict(orient="records"):
+        if r["status"] == "meets":
+            rank += 1
+            cells = [str(rank), *(str(r[a]) for a in axes), _num(r[scale])]
+            cells += [_ci(r, "usd_per_1k_tokens", "{:.6f}"), _ci(r, "usd_per_hour", "{:,.2f}")]
+            cells += [_ci(r, "p99_ttft_ms", "{:,.0f}"), _ci(r, "p99_tpot_ms", "{:,.1f}"), "meets"]
+        else:
+            cells = ["-", *(str(r[a]) for a in axes), "-", "-", "-", "-", "-", f"{r['status']}: {r['why']}"]
+        typer.echo("  " + " | ".join(cells))
+    ev = outcome.evaluated
+    typer.echo(f"  ({len(ev)} configurations simulated; the rest ruled out by the roofline and one-replica capacity)")
+    if len(outcome.frontier):
+        points = [
+            f"{', '.join(str(f[a]) for a in axes)} x{_num(f[scale])}: ${f[f'{p.spec.objective}_mean']:.3g}, {f['p99_ttft_ms_mean']:,.0f} ms"
+            for f in outcome.frontier.to_dict(orient="records")
+        ]
+        typer.echo("Pareto frontier (cost, p99 TTFT): " + "; ".join(points))
+    if outcome.pick is not None:
+        pk = outcome.pick
+        typer.echo(
+            f"pick: {', '.join(f'{a}={pk[a]}' for a in axes)}, {_num(pk[scale])} replicas at "
+            f"${pk[f'{p.spec.objective}_mean']:.3g} ({p.spec.objective})"
+        )
+        for v in outcome.verification:
+            mark = "confirmed" if v["confirmed"] else "NOT confirmed"
+            typer.echo(
+                f"  new seeds, {', '.join(str(v[a]) for a in axes)} x{v[scale]}: should {v['expected'].removesuffix('s')}, "
+                f"{v['observed']} ({mark}; {v['why']})"
+            )
+    else:
+        typer.echo("no configuration meets the SLO")
+        cm = outcome.closest_miss
+        if cm is None:
+            typer.echo("every configuration was ruled out before simulation (the reasons are in the table)")
+        else:
+            g = p.groups[int(cm["group"])]
+            typer.echo(
+                f"closest miss: {', '.join(f'{k}={v}' for k, v in g.values.items())}, {_num(cm[scale])} replicas: "
+                f"{cm['why']} ({cm['shortfall']:.2f}x the target)"
+            )
+    typer.echo(f"wrote {out_dir}/ (ranking, evaluated, frontier, runs .parquet)" + (f" and {plot}" if plot else ""))
+
+
+def _plot(outcome: Any, p: Any, path: Path) -> None:
+    from sim.plots import pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    ev = outcome.evaluated
+    objective = f"{p.spec.objective}_mean"
+    for gi, grp in ev.groupby("group"):
+        label = ", ".join(str(v) for v in p.groups[int(gi)].values.values()) or "configurations"
+        ax.scatter(grp["p99_ttft_ms_mean"] / 1e3, grp[objective], label=label, s=24)
+    fr = outcome.frontier
+    if len(fr):
+        ax.plot(fr["p99_ttft_ms_mean"] / 1e3, fr[objective], color="0.3", lw=1, label="Pareto frontier")
+    if p.spec.slo.p99_ttft_ms is not None:
+        ax.axvline(p.spec.slo.p99_ttft_ms / 1e3, color="tab:red", ls="--", lw=1, label="p99 TTFT target")
+    if outcome.pick is not None:
+        ax.scatter(
+            [outcome.pick["p99_ttft_ms_mean"] / 1e3],
+            [outcome.pick[objective]],
+            marker="*",
+            s=220,
+            color="gold",
+            edgecolor="black",
+            zorder=5,
+            label="pick",
+        )
+    ax.set(
+        xscale="log",
+        xlabel="p99 TTFT (s, mean over seeds)",
+        ylabel=p.spec.objective.replace("_", " "),
+        title=f"fleetsim plan {p.name}",
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

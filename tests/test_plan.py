@@ -1,0 +1,146 @@
+"""`fleetsim plan`: roofline screen, bisection against the grid, ranking, verification, infeasible plans."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from sim.cli import app
+from sim.errors import FleetsimError
+from sim.plan import copy_plan, load_plan, plan_fleet
+
+runner = CliRunner()
+
+BASE = """\
+model: llama-3.1-8b
+fleet: {gpu: a100-80gb, tp: 1, autoscaler: {policy: fixed, replicas: 1}}
+engine: {max_num_seqs: 32}
+trace:
+  arrivals: {process: poisson, rate_per_s: 15}
+  n_requests: 800
+  prompt_tokens: {dist: uniform, low: 200, high: 2000}
+  output_tokens: {dist: uniform, low: 50, high: 300}
+slo: {ttft_ms: 500, tpot_ms: 50}
+"""
+
+
+def plan_file(tmp_path, slo="{p99_ttft_ms: 1000, p99_tpot_ms: 60}", search="fleet.gpu: [a100-80gb, h100-sxm, l4]", extra=""):
+    (tmp_path / "base.yaml").write_text(BASE)
+    text = (
+        "base: base.yaml\nset: {pricing.usd_per_gpu_hour: null}\n"
+        f"search:\n  {search}\n"
+        "scale: {path: fleet.autoscaler.replicas, from: 1, to: 16}\n"
+        f"slo: {slo}\nseeds: 2\n{extra}"
+    )
+    (tmp_path / "plan.yaml").write_text(text)
+    return tmp_path / "plan.yaml"
+
+
+def summary(outcome):
+    def count(r):
+        n = r.get("fleet.autoscaler.replicas")
+        return None if n is None or n != n else int(n)
+
+    return [(r["group"], r["status"], count(r)) for r in outcome.ranking.to_dict(orient="records")]
+
+
+@pytest.mark.parametrize("slo", ["{p99_ttft_ms: 1000, p99_tpot_ms: 60}", "{p99_ttft_ms: 220}", "{attainment: 0.9}"])
+def test_bisection_finds_the_grids_choice(tmp_path, slo):
+    p = load_plan(plan_file(tmp_path, slo=slo))
+    bisect = plan_fleet(p, tmp_path / "b", workers=2)
+    grid = plan_fleet(copy_plan(p, method="grid"), tmp_path / "g", workers=2)
+    assert summary(bisect) == summary(grid)
+    assert bisect.pick is not None and bisect.pick["group"] == grid.pick["group"]
+    assert len(bisect.evaluated) < len(grid.evaluated)  # and it simulated less
+
+
+def test_the_roofline_screen_and_the_capacity_bound(tmp_path):
+    p = load_plan(plan_file(tmp_path, search="fleet.gpu: [a100-80gb, l4]\n  model: [llama-3.1-8b, llama-2-70b]"))
+    out = plan_fleet(p, tmp_path / "o")
+    by = {(r["fleet.gpu"], r["model"]): r for r in out.ranking.to_dict(orient="records")}
+    assert by[("l4", "llama-3.1-8b")]["status"] == "ruled out"
+    assert "one decode step at batch 1 takes" in by[("l4", "llama-3.1-8b")]["why"]
+    assert "does not fit on 1x a100-80gb" in by[("a100-80gb", "llama-2-70b")]["why"]
+    ok = by[("a100-80gb", "llama-3.1-8b")]
+    assert ok["status"] == "meets" and ok["fleet.autoscaler.replicas"] >= ok["min_replicas"] >= 2
+    # nothing below the capacity bound was simulated in the search; the verification shows the count below fails
+    assert out.evaluated["fleet.autoscaler.replicas"].min() >= ok["min_replicas"]
+    below = [v for v in out.verification if v["expected"] == "fails"]
+    assert below and all(v["confirmed"] for v in out.verification)
+
+
+def test_the_pick_is_the_cheapest_passing_configuration_and_is_verified(tmp_path):
+    out = plan_fleet(load_plan(plan_file(tmp_path)), tmp_path / "o", workers=2)
+    meets = out.ranking[out.ranking["status"] == "meets"]
+    assert out.pick["usd_per_1k_tokens_mean"] == meets["usd_per_1k_tokens_mean"].min()
+    assert out.verification[0]["expected"] == "meets" and out.verification[0]["confirmed"]
+    assert out.verification[1]["fleet.autoscaler.replicas"] == out.pick["fleet.autoscaler.replicas"] - 1
+    assert out.verification[1]["observed"] == "fails"
+    # every evaluated configuration that meets the SLO costs at least the pick
+    ev = out.evaluated
+    assert (ev[ev["meets"]]["usd_per_1k_tokens_mean"] >= out.pick["usd_per_1k_tokens_mean"] - 1e-12).all()
+    # the frontier is non-dominated: cheaper means slower along it
+    fr = out.frontier
+    assert fr["usd_per_1k_tokens_mean"].is_monotonic_increasing and fr["p99_ttft_ms_mean"].is_monotonic_decreasing
+
+
+def test_an_infeasible_plan_says_so_with_the_closest_miss(tmp_path):
+    path = plan_file(tmp_path, slo="{p99_ttft_ms: 46}", search="fleet.gpu: [a100-80gb, h100-sxm]")
+    r = runner.invoke(app, ["plan", str(path), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    assert "no configuration meets the SLO" in r.stdout and "closest miss: fleet.gpu=h100-sxm" in r.stdout
+    assert "x the target" in r.stdout and "ruled out: one p99-length prompt" in r.stdout  # the A100 never simulated
+
+
+def test_a_plan_ruled_out_entirely_by_the_roofline_simulates_nothing(tmp_path):
+    path = plan_file(tmp_path, slo="{p99_ttft_ms: 30}", search="fleet.gpu: [a100-80gb, h100-sxm]")
+    r = runner.invoke(app, ["plan", str(path), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    assert "every configuration was ruled out before simulation" in r.stdout
+    assert not list((tmp_path / "o" / "points").iterdir())
+
+
+def test_cli_prints_ranking_frontier_and_pick_and_resumes(tmp_path):
+    path = plan_file(tmp_path)
+    out = tmp_path / "o"
+    r = runner.invoke(app, ["plan", str(path), "--out", str(out), "--workers", "2", "--plot", str(tmp_path / "p.png")])
+    assert r.exit_code == 0, r.output
+    assert "rank | fleet.gpu | replicas" in r.stdout and "Pareto frontier" in r.stdout and "pick: fleet.gpu=" in r.stdout
+    assert "(confirmed;" in r.stdout and (tmp_path / "p.png").stat().st_size > 10_000
+    files = sorted(p.name for p in (out / "points").iterdir())
+    j = json.loads(runner.invoke(app, ["plan", str(path), "--out", str(out), "--json"]).stdout)
+    assert sorted(p.name for p in (out / "points").iterdir()) == files  # the rerun simulated nothing new
+    assert j["pick"]["fleet.gpu"] in ("a100-80gb", "h100-sxm") and j["verification"][0]["confirmed"]
+    r = runner.invoke(app, ["plan", str(path), "--out", str(tmp_path / "o2"), "--set", "trace.n_requests=400"])
+    assert r.exit_code == 0 and "pick:" in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("base: base.yaml\nscale: {path: fleet.autoscaler.replicas, from: 1, to: 4}\n", "slo"),
+        ("base: base.yaml\nscale: {path: fleet.autoscaler.replicas, from: 1, to: 4}\nslo: {}\n", "give at least one"),
+        (
+            "base: base.yaml\nsearch: {fleet.autoscaler.replicas: [1]}\nscale: {path: fleet.autoscaler.replicas, from: 1, to: 4}\n"
+            "slo: {p99_ttft_ms: 100}\n",
+            "scale.path must not be a search axis",
+        ),
+        (
+            "base: base.yaml\nsearch: {fleet.gpuu: [h100-sxm]}\nscale: {path: fleet.autoscaler.replicas, from: 1, to: 4}\n"
+            "slo: {p99_ttft_ms: 100}\n",
+            "fleet.gpuu: unknown key",
+        ),
+        (
+            "base: base.yaml\nscale: {path: fleet.autoscaler.replicas, from: 4, to: 1}\nslo: {p99_ttft_ms: 100}\n",
+            "to must be >= from",
+        ),
+    ],
+)
+def test_a_bad_plan_is_one_line_and_exit_2(tmp_path, text, message):
+    (tmp_path / "base.yaml").write_text(BASE)
+    (tmp_path / "plan.yaml").write_text(text)
+    with pytest.raises(FleetsimError) as info:
+        load_plan(tmp_path / "plan.yaml")
+    assert message in str(info.value)
+    r = runner.invoke(app, ["plan", str(tmp_path / "plan.yaml"), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and message in r.output
