@@ -130,6 +130,8 @@ class FleetConfig(Frozen):
     gpu: str = Field(min_length=1)
     tp: int = Field(default=1, ge=1, le=1024)
     router: Literal["round_robin", "least_outstanding", "least_kv", "power_of_two"] = "least_outstanding"
+    # the router's cap (Ray Serve's max_ongoing_requests): at it, requests wait in the fleet queue (None: no cap)
+    max_outstanding_per_replica: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     autoscaler: AutoscalerConfig = FixedConfig()
     lifecycle: LifecycleConfig = LifecycleConfig()
     max_gpus: int | None = Field(default=None, ge=1, le=MAX_COUNT)  # GPUs obtainable at once

@@ -256,6 +256,7 @@ def _build_fleet(
         max_replicas=fcfg.replica_cap,
         queue_max=fcfg.queue_max,
         queue_timeout_s=fcfg.queue_timeout_s,
+        max_outstanding=fcfg.max_outstanding_per_replica,
     )
     start_n = min(fcfg.autoscaler.start_replicas, fcfg.replica_cap)
     if fcfg.lifecycle.start == "warm":

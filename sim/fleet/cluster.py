@@ -1,9 +1,13 @@
 """The fleet as a SimPy model: replica lifecycles, routing, the fleet queue, scaling, sampling.
 
-A request goes to a ready replica chosen by the router. With no replica ready it waits in the fleet
-queue (bounded by `queue_max`, each request for at most `queue_timeout_s`; beyond either it is
-rejected with the reason) and, if nothing is starting either, one replica is launched at once (the
-"activator" of scale-from-zero systems). A scale-up cold-starts replicas (provision, image pull, weight
+A request goes to a ready replica chosen by the router, at once, whatever that replica already holds
+(vLLM behind a plain load balancer). With `max_outstanding_per_replica` (Ray Serve's
+`max_ongoing_requests`, llm-d's flow control) the router only sends it to a ready replica holding fewer
+requests than that, and when every ready replica is at the cap it waits in the fleet's queue instead
+(priority, then arrival order), dispatched the instant a replica frees a slot or a new one becomes ready.
+With no replica ready it also waits in the fleet queue (bounded by `queue_max`, each request for at most
+`queue_timeout_s`; beyond either it is rejected with the reason) and, if nothing is starting either, one
+replica is launched at once (the "activator" of scale-from-zero systems). A scale-up cold-starts replicas (provision, image pull, weight
 load, warm-up; billed from provisioning); a scale-down first cancels replicas still starting (the
 youngest), then drains ready ones (the least loaded, newest first): they take no new requests, finish
 what they hold and are released.
@@ -11,8 +15,8 @@ what they hold and are released.
 
 from __future__ import annotations
 
+import heapq
 import math
-from collections import deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +25,7 @@ import numpy as np
 import simpy
 
 from sim.autoscale import Observation
-from sim.clock import LIFECYCLE, At
+from sim.clock import ARRIVAL, LIFECYCLE, At, call_at
 from sim.engine.records import IN_FLIGHT, RequestLog
 from sim.engine.replica import Replica
 from sim.engine.sequence import Seq
@@ -29,6 +33,42 @@ from sim.fleet.lifecycle import LifecycleConfig
 from sim.fleet.load_index import LeastLoaded
 from sim.router import Router
 from sim.states import STARTING, ReplicaState
+
+
+class FleetQueue:
+    """Requests waiting for any replica: priority class, then arrival, then index (the engine's order);
+    removal (a timeout) is lazy."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[tuple[int, float, int], Seq]] = []
+        self._gone: set[int] = set()
+        self._n = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __bool__(self) -> bool:
+        return self._n > 0
+
+    def __contains__(self, seq: Seq) -> bool:
+        return seq.idx not in self._gone and any(s is seq for _, s in self._heap)
+
+    def append(self, seq: Seq) -> None:
+        heapq.heappush(self._heap, (seq.key, seq))
+        self._n += 1
+
+    def popleft(self) -> Seq:
+        while True:
+            _, seq = heapq.heappop(self._heap)
+            if seq.idx in self._gone:
+                self._gone.discard(seq.idx)
+                continue
+            self._n -= 1
+            return seq
+
+    def remove(self, seq: Seq) -> None:
+        self._gone.add(seq.idx)
+        self._n -= 1
 
 
 @dataclass(eq=False)
@@ -68,6 +108,7 @@ class Fleet:
         max_replicas: int,
         queue_max: int | None = None,
         queue_timeout_s: float | None = None,
+        max_outstanding: int | None = None,
     ) -> None:
         self.env = env
         self.make_engine = make_engine
@@ -80,11 +121,13 @@ class Fleet:
         self.max_replicas = max_replicas
         self.queue_max = queue_max
         self.queue_timeout_s = queue_timeout_s
+        self.max_outstanding = max_outstanding  # per replica, the router's cap (None: none)
+        self._pump_due = False
         self.slots: list[ReplicaSlot] = []
         self._live: list[ReplicaSlot] = []  # slots not yet released, in id order
         self._ready: list[ReplicaSlot] | None = None  # the ready slots, in id order (None: recompute)
         self._index = LeastLoaded() if router.indexed else None
-        self.queue: deque[Seq] = deque()
+        self.queue = FleetQueue()
         self._busy_seen: dict[int, tuple[float, float]] = {}  # replica id -> (time, busy seconds) at last observation
         self.n_arrivals = 0
 
@@ -127,28 +170,46 @@ class Fleet:
         if reason is not None:
             self.log.reject(seq.idx, reason)
             return
-        if len(self._index) if self._index is not None else self.ready:
+        if self._has_room():
             self._route(seq)
             return
         if self.queue_max is not None and len(self.queue) >= self.queue_max:
-            self.log.reject(seq.idx, f"fleet queue full ({self.queue_max} requests) with no replica ready")
+            why = "with no replica ready" if not self._any_ready() else "with every ready replica at max_outstanding_per_replica"
+            self.log.reject(seq.idx, f"fleet queue full ({self.queue_max} requests) {why}")
             return
         self.log.status[seq.idx] = IN_FLIGHT  # in the fleet queue
         self.queue.append(seq)
         if self.queue_timeout_s is not None:
             self.env.process(self._expire(seq, self.queue_timeout_s))
-        if not self.starting and self._held() < self.max_replicas:
+        if not self._any_ready() and not self.starting and self._held() < self.max_replicas:
             self.launch(1)
 
+    def _any_ready(self) -> bool:
+        return bool(len(self._index) if self._index is not None else self.ready)
+
+    def _has_room(self) -> bool:
+        """Is there a ready replica the router may send a request to now?"""
+        if not self._any_ready():
+            return False
+        cap = self.max_outstanding
+        if cap is None:
+            return True
+        if self._index is not None:
+            engine = self.slots[self._index.least()].engine
+            return engine is not None and engine.n_outstanding < cap
+        return any(slot.engine is not None and slot.engine.n_outstanding < cap for slot in self.ready)
+
     def _route(self, seq: Seq) -> None:
-        """To a ready replica (there is one): by the least-loaded index when the router has one, else by the
-        router's choice over the ready replicas in id order."""
+        """To a ready replica with room (there is one): by the least-loaded index when the router has one, else
+        by the router's choice over the ready replicas with room, in id order."""
         if self._index is not None:
             engine = self.slots[self._index.least()].engine
             assert engine is not None
             engine.enqueue(seq)
             return
-        engines = [slot.engine for slot in self.ready]
+        cap = self.max_outstanding
+        ready = self.ready if cap is None else [s for s in self.ready if s.engine is not None and s.engine.n_outstanding < cap]
+        engines = [slot.engine for slot in ready]
         outstanding = [e.n_outstanding for e in engines]  # type: ignore[union-attr]
         kv = None
         if self.router.needs_kv:  # KV use mid-run costs O(batch): only computed for least_kv
@@ -160,9 +221,25 @@ class Fleet:
 
     def _expire(self, seq: Seq, timeout_s: float) -> Generator[simpy.Event, Any, None]:
         yield self.env.timeout(timeout_s)
-        if seq in self.queue:
+        if self.log.replica_id[seq.idx] < 0 and self.log.status[seq.idx] == IN_FLIGHT:  # still in the fleet queue
             self.queue.remove(seq)
-            self.log.reject(seq.idx, f"waited {timeout_s:g} s in the fleet queue with no replica ready (queue_timeout_s)")
+            self.log.reject(seq.idx, f"waited {timeout_s:g} s in the fleet queue for a replica (queue_timeout_s)")
+
+    def _pump(self, _event: simpy.Event | None = None) -> None:
+        """Dispatch waiting requests while a ready replica has room (the queue's order)."""
+        self._pump_due = False
+        while self.queue and self._has_room():
+            self._route(self.queue.popleft())
+
+    def _load_changed(self, replica_id: int, n: int) -> None:
+        """A replica's outstanding count changed: keep the index, and when a capped replica frees a slot with
+        requests waiting, dispatch them at this instant (as an arrival would be: before the replicas plan)."""
+        if self._index is not None:
+            self._index.update(replica_id, n)
+        cap = self.max_outstanding
+        if cap is not None and n < cap and self.queue and not self._pump_due:
+            self._pump_due = True
+            call_at(self.env, 0.0, ARRIVAL, self._pump)
 
     # --- lifecycle -----------------------------------------------------------------------------------
     def add_ready(self, n: int) -> None:
@@ -195,13 +272,14 @@ class Fleet:
         slot.ready_at_s = self.env.now
         engine = self.make_engine(slot.replica_id)
         engine.on_idle = lambda _engine, slot=slot: self._idle(slot)
-        if self._index is not None:
+        if self.max_outstanding is not None:
+            engine.on_load = self._load_changed
+        elif self._index is not None:
             engine.on_load = self._index.update
         slot.engine = engine
         self._set_state(slot, ReplicaState.READY)
         self._busy_seen[slot.replica_id] = (self.env.now, 0.0)
-        while self.queue:
-            self._route(self.queue.popleft())
+        self._pump()
 
     def _idle(self, slot: ReplicaSlot) -> None:
         if slot.state == ReplicaState.DRAINING:
