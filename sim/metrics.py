@@ -9,6 +9,7 @@
   between the exact neighbouring gaps.
 - duration = the last completion (the trace starts at 0); throughputs divide by it.
 - request_goodput = completed requests meeting every given SLO, per second (vLLM's --goodput).
+- slo_attainment = the share of all requests (rejected and unfinished ones count as misses) meeting every SLO.
 Times in the summary are milliseconds, as vLLM prints them. Reads records only (the `requests`
 frame and the gap record), never engine or fleet objects.
 """
@@ -322,6 +323,7 @@ def summarize(
         "output_throughput": float(out_tokens.sum()) / duration if duration else 0.0,
         "total_token_throughput": float(in_tokens.sum() + out_tokens.sum()) / duration if duration else 0.0,
         "request_goodput": None,
+        "slo_attainment": None,
         "n_preemptions": int(requests["n_preemptions"].sum()),
     }
     if slo:
@@ -335,6 +337,7 @@ def summarize(
         if "e2el" in slo:
             good &= e2el * 1000 <= slo["e2el"]
         summary["request_goodput"] = int(good.sum()) / duration if duration else 0.0
+        summary["slo_attainment"] = int(good.sum()) / len(requests) if len(requests) else None
     del arrival, first, completed, out_tokens, in_tokens, multi
     summary |= _stats("ttft", ttft, percentiles)
     summary |= _stats("tpot", tpot, percentiles)

@@ -212,9 +212,10 @@ def screen(plan: Plan) -> None:
 
 # --- evaluating configurations --------------------------------------------------------------------------
 def attainment(rows: pd.DataFrame) -> pd.Series:
-    """Share of a run's requests that met the scenario's SLO block (vLLM goodput x duration / requests)."""
-    total = rows["completed"] + rows["rejected"] + rows.get("in_flight", 0)
-    out: pd.Series = rows["request_goodput"] * rows["duration"] / total
+    """Share of a run's requests that met the scenario's SLO block (the summary's `slo_attainment`; 0 without one)."""
+    out: pd.Series = (
+        rows["slo_attainment"].astype(float).fillna(0.0) if "slo_attainment" in rows else pd.Series(0.0, index=rows.index)
+    )
     return out
 
 
@@ -268,7 +269,7 @@ class Evaluator:
         rows["group"] = [todo[p][0].index for p in rows["point"]]
         rows["verify"] = verify
         ok = rows["error"].isna()
-        rows["attainment"] = np.where(ok, attainment(rows.fillna({"request_goodput": 0.0})), np.nan)
+        rows["attainment"] = np.where(ok, attainment(rows), np.nan)
         rows["usd_per_hour"] = rows["cost_usd"] / rows["duration"] * 3600
         self.rows.append(rows)
         stats = seed_stats(rows, self.plan.axes, confidence=self.plan.spec.confidence, metrics=STAT_KEYS)

@@ -49,7 +49,7 @@ from sim.errors import FleetsimError, from_validation_error
 from sim.spec import Frozen
 from sim.yaml_input import read_yaml
 
-STAT_METRICS = ("p99_ttft_ms", "p99_tpot_ms", "usd_per_1k_tokens", "throughput_utilization")
+STAT_METRICS = ("p99_ttft_ms", "p99_tpot_ms", "usd_per_1k_tokens", "throughput_utilization", "slo_attainment")
 STRING_KEYS = frozenset({"api", "scenario", "fleet", "error"})
 MARKER = ".fleetsim-sweep"
 RETRIES = 2

@@ -87,3 +87,26 @@ def test_readme_plan_block_matches_cli_output(tmp_path):
     shown = [line for line in block.group(1).splitlines() if not line.startswith("wrote ")]
     printed = [line for line in out.splitlines() if not line.startswith("wrote ")]
     assert shown == printed
+
+
+@pytest.mark.slow
+def test_readme_frontier_table_comes_from_the_sweep(tmp_path):
+    """The frontier table: each cell is the sweep's mean [95% CI] utilization / mean attainment, as printed."""
+    import pandas as pd
+
+    r = CliRunner().invoke(
+        app, ["sweep", str(REPO / "configs" / "sweep-startup-frontier.yaml"), "--workers", "2", "--out", str(tmp_path / "f")]
+    )
+    assert r.exit_code == 0, r.output
+    stats = pd.read_parquet(tmp_path / "f" / "stats.parquet")
+    readme = (REPO / "README.md").read_text()
+    loads = sorted(stats["trace.arrivals.rate_per_s"].unique())
+    for target in sorted(stats["fleet.autoscaler.target"].unique()):
+        cells = [str(int(target))]
+        for load in loads:
+            s = stats[(stats["fleet.autoscaler.target"] == target) & (stats["trace.arrivals.rate_per_s"] == load)].iloc[0]
+            cells.append(
+                f"{s['throughput_utilization_mean']:.0%} [{s['throughput_utilization_ci_low']:.0%}, "
+                f"{s['throughput_utilization_ci_high']:.0%}] / {s['slo_attainment_mean']:.0%}"
+            )
+        assert "| " + " | ".join(cells) + " |" in readme, cells

@@ -159,3 +159,21 @@ def test_spec_validation_errors():
         parse_lengths("uniform:5:1")
     with pytest.raises(FleetsimError, match=r"expected fixed:N"):
         parse_lengths("normal:5")
+
+
+def test_max_context_clips_independently_drawn_lengths():
+    from sim.workload.synthetic import parse_spec
+
+    spec = parse_spec(
+        {
+            "arrivals": {"process": "poisson", "rate_per_s": 5},
+            "n_requests": 500,
+            "prompt_tokens": {"dist": "uniform", "low": 100, "high": 4000},
+            "output_tokens": {"dist": "uniform", "low": 100, "high": 4000},
+            "max_context": 4096,
+        }
+    )
+    clipped, free = generate(spec), generate(spec.model_copy(update={"max_context": None}))
+    assert ((clipped["prompt_tokens"] + clipped["output_tokens"]) <= 4096).all()
+    assert ((free["prompt_tokens"] + free["output_tokens"]) > 4096).any()
+    assert (clipped["prompt_tokens"] == free["prompt_tokens"]).all()  # prompts fit already: only outputs shrink

@@ -133,6 +133,7 @@ class SyntheticSpec(Frozen):
     duration_s: float | None = Field(default=None, gt=0)
     n_requests: int | None = Field(default=None, ge=1)
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)  # None: 0, or the scenario's seed inside a scenario
+    max_context: int | None = Field(default=None, ge=2, le=MAX_TOKENS)  # clip each request into this context
 
     @model_validator(mode="after")
     def _one_length(self) -> SyntheticSpec:
@@ -339,6 +340,12 @@ def generate(spec: SyntheticSpec, *, base_dir: Path = Path("."), default_seed: i
         source=f"synthetic:{spec.arrivals.process}",
     )
     frame.attrs["format"] = "synthetic"
+    if spec.max_context is not None:  # lengths drawn apart can add up past a model's context: fit them in
+        from sim.workload.transforms import clip_tokens
+
+        clipped = clip_tokens(frame, spec.max_context)
+        clipped.attrs["format"] = "synthetic"
+        return clipped
     return frame
 
 
