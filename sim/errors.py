@@ -44,8 +44,8 @@ def _user_loc(loc: Sequence[int | str], data: Any) -> tuple[list[int | str], tup
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             out.append(part)
             node = node[part]
-        elif isinstance(node, dict) and i == len(loc) - 1:
-            out.append(part)  # a missing key
+        elif isinstance(node, dict) and i == len(loc) - 1 and not (isinstance(part, str) and ("[" in part or "(" in part)):
+            out.append(part)  # a missing key (not a union member's tag such as "function-after[...]")
         else:
             tags.append(part)
     return out, tuple(tags)

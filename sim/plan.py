@@ -49,7 +49,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from sim.errors import FleetsimError, from_validation_error
 from sim.spec import Frozen
-from sim.sweep import MARKER, AxisValues, Job, Point, Sweep, SweepSpec, _values, execute, jobs_for, seed_stats
+from sim.sweep import MARKER, AxisValues, Job, Point, Sweep, SweepSpec, _values, check_paths, execute, jobs_for, seed_stats
 from sim.yaml_input import read_yaml
 
 VERIFY_SEED_OFFSET = 1_000_000
@@ -132,6 +132,7 @@ def load_plan(path: str | Path, sets: Sequence[str] = ()) -> Plan:
         spec = PlanSpec.model_validate(raw)
     except ValidationError as err:
         raise from_validation_error(err, where=str(path), data=raw) from None
+    check_paths(path, {"set": spec.set, "search": spec.search, "scale": {spec.scale.path: None}})
     if spec.scale.path in spec.search or "seed" in spec.search or spec.scale.path == "seed":
         raise FleetsimError(f"{path}: scale.path must not be a search axis or the seed")
     base_path = path.parent / spec.base
@@ -151,7 +152,11 @@ def load_plan(path: str | Path, sets: Sequence[str] = ()) -> Plan:
         for n in (spec.scale.start, spec.scale.to):
             point = Point(0, {**g.values, spec.scale.path: n})
             where = f"{path}{' (with --set)' if sets else ''}: group {g.index} ({', '.join(f'{k}={v!r}' for k, v in point.values.items())})"
-            parse_config(sweep.scenario_raw(point, sweep.seeds[0]), where=where, base_dir=sweep.base_dir)
+            try:
+                raw_point = sweep.scenario_raw(point, sweep.seeds[0])
+            except FleetsimError as err:
+                raise FleetsimError(f"{path}: {err}") from None
+            parse_config(raw_point, where=where, base_dir=sweep.base_dir)
     return Plan(sweep.name, spec, sweep, groups, axes)
 
 

@@ -169,6 +169,7 @@ def load_sweep(path: str | Path) -> Sweep:
         for axis, vals in axes.items():
             if not _values(vals):
                 raise FleetsimError(f"{path}: {name}.{axis}: no values")
+    check_paths(path, {"set": spec.set, "cross": spec.cross, "zip": spec.zip})
     if "seed" in spec.cross or "seed" in spec.zip or "seed" in spec.set:
         raise FleetsimError(f"{path}: seed is not an axis; give the seeds as `seeds:` (a count or a list)")
     overlap = set(spec.cross) & set(spec.zip)
@@ -192,8 +193,20 @@ def load_sweep(path: str | Path) -> Sweep:
     sweep = Sweep(spec.name or path.stem, spec, base_raw, base_path.parent, points, cross_axes + zip_axes, spec.seed_list())
     for point in points:
         where = f"{path}: point {point.index} ({', '.join(f'{k}={v!r}' for k, v in point.values.items()) or 'the base'})"
-        parse_config(sweep.scenario_raw(point, sweep.seeds[0]), where=where, base_dir=sweep.base_dir)
+        try:
+            raw_point = sweep.scenario_raw(point, sweep.seeds[0])
+        except FleetsimError as err:
+            raise FleetsimError(f"{path}: {err}") from None
+        parse_config(raw_point, where=where, base_dir=sweep.base_dir)
     return sweep
+
+
+def check_paths(path: Path, blocks: Mapping[str, Mapping[str, Any]]) -> None:
+    """Axis and override paths are dotted field names: no empty part (`fleet..gpu`)."""
+    for name, block in blocks.items():
+        for key in block:
+            if not all(part.strip() for part in str(key).split(".")):
+                raise FleetsimError(f"{path}: {name}.{key}: a path is field names joined by dots, with no empty part")
 
 
 # --- one run ---------------------------------------------------------------------------------------
