@@ -288,6 +288,61 @@ def _gap_stats(gaps: GapDistribution, percentiles: tuple[float, ...]) -> dict[st
     return {f"{k}_itl_ms": v * 1000 for k, v in zip(keys, values, strict=True)}
 
 
+CLASS_PERCENTILES = (90.0, 99.0)
+
+
+def class_summary(requests: pd.DataFrame, *, slo: dict[str, float] | None = None) -> dict[str, dict[str, Any]] | None:
+    """Per request class (the trace's `klass`: interactive, batch), the latency summary of its requests:
+    counts, TTFT, TPOT and E2E latency (mean and p50/p90/p99, ms) and, with an SLO, goodput and attainment. Each
+    class's own duration is its first arrival to its last completion. Inter-token gaps are pooled for the
+    whole run (the compact gap record keeps no request identity), so they are not split. None without classes."""
+    if "klass" not in requests.columns:
+        return None
+    out: dict[str, dict[str, Any]] = {}
+    status = status_codes(requests)
+    klass = requests["klass"].astype("string").fillna("interactive").to_numpy()
+    for name in sorted(set(klass)):
+        mine = klass == name
+        done = mine & (status == RequestStatus.COMPLETED)
+        arrival = requests["arrival_at_s"].to_numpy()[done]
+        first = requests["first_token_at_s"].to_numpy()[done]
+        completed = requests["completed_at_s"].to_numpy()[done]
+        out_tokens = requests["output_tokens"].to_numpy()[done]
+        n = int(done.sum())
+        start = float(requests["arrival_at_s"].to_numpy()[mine].min())
+        duration = float(completed.max()) - start if n else 0.0
+        multi = out_tokens > 1
+        ttft, e2el = first - arrival, completed - arrival
+        tpot = (completed[multi] - first[multi]) / (out_tokens[multi] - 1)
+        rec: dict[str, Any] = {
+            "requests": int(mine.sum()),
+            "completed": n,
+            "rejected": int(np.sum(mine & (status == RequestStatus.REJECTED))),
+            "duration": duration,
+            "total_output_tokens": int(out_tokens.sum()),
+            "request_throughput": n / duration if duration else 0.0,
+            "request_goodput": None,
+            "slo_attainment": None,
+        }
+        if slo:
+            good = np.ones(n, dtype=bool)
+            if "ttft" in slo:
+                good &= ttft * 1000 <= slo["ttft"]
+            if "tpot" in slo:
+                all_tpot = np.zeros(n)
+                all_tpot[multi] = tpot
+                good &= all_tpot * 1000 <= slo["tpot"]
+            if "e2el" in slo:
+                good &= e2el * 1000 <= slo["e2el"]
+            rec["request_goodput"] = int(good.sum()) / duration if duration else 0.0
+            rec["slo_attainment"] = int(good.sum()) / int(mine.sum())
+        for prefix, values in (("ttft", ttft), ("tpot", tpot), ("e2el", e2el)):
+            stats = _stats(prefix, values.astype(np.float64, copy=True), CLASS_PERCENTILES)
+            rec |= {k: v for k, v in stats.items() if not k.startswith("std_")}
+        out[name] = rec
+    return out
+
+
 def status_codes(requests: pd.DataFrame) -> np.ndarray:
     """The `status` column as `RequestStatus` codes (it is stored as a categorical of their labels)."""
     return np.asarray(requests["status"].cat.codes.to_numpy())

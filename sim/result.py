@@ -27,7 +27,7 @@ import pandas as pd
 
 from sim.cost import ReplicaLife, api_price, attribute_cost, fleet_bill
 from sim.errors import FleetsimError
-from sim.metrics import GapDistribution, summarize
+from sim.metrics import GapDistribution, class_summary, summarize
 from sim.states import STATUS_LABELS
 
 META_KEYS = (  # what summary() and the report read from meta.json
@@ -141,6 +141,9 @@ class SimResult:
         out["n_events"] = self.n_events
         out["kv_blocks"] = int(served_by["kv_blocks"].iloc[0]) if len(served_by) else 0
         out["kv_peak_blocks"] = int(reps["kv_peak_blocks"].max()) if len(reps) else 0
+        by_class = class_summary(self.requests, slo=slo or None)
+        if by_class is not None:
+            out["by_class"] = by_class
         out["scenario"] = meta.get("name")  # (a run folder from before names has none)
         out["fleet"] = fleet_words(sc["fleet"], meta)
         return out

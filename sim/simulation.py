@@ -49,7 +49,7 @@ from sim.roofline import RooflineSetup, kv_capacity_tokens
 from sim.router import ROUTERS
 from sim.streams import RunStreams
 from sim.workload import load_trace
-from sim.workload.schema import REQUIRED, Where, check_times, check_tokens
+from sim.workload.schema import KLASSES, REQUIRED, Where, check_times, check_tokens
 from sim.workload.synthetic import SyntheticSpec, generate
 from sim.workload.transforms import TraceFile, load_trace_file
 
@@ -316,8 +316,9 @@ def _run(built: _Built, progress: Callable[[float, float], None] | None) -> None
     log.check_invariants()
 
 
-def _freeze(built: _Built, scenario: Scenario, setup: RooflineSetup, base_dir: Path, n_trace: int) -> SimResult:
+def _freeze(built: _Built, scenario: Scenario, setup: RooflineSetup, base_dir: Path, trace: pd.DataFrame) -> SimResult:
     env, log = built.env, built.log
+    n_trace = len(trace)
     meta = run_meta(
         scenario,
         setup,
@@ -328,8 +329,13 @@ def _freeze(built: _Built, scenario: Scenario, setup: RooflineSetup, base_dir: P
         horizon_s=env.now,
         n_events=env.events_processed(),
     )
+    requests = requests_frame(log)
+    if "klass" in trace.columns:  # the request's class and priority, as the trace gave them
+        requests["klass"] = pd.Categorical(trace["klass"].to_numpy(), categories=KLASSES)
+    if "priority" in trace.columns:
+        requests["priority"] = trace["priority"].to_numpy(dtype=np.int64)
     return SimResult(
-        requests=requests_frame(log),
+        requests=requests,
         replicas=replicas_frame(built.fleet, log, env.now),
         timeline=pd.DataFrame(built.rows, columns=TIMELINE_COLUMNS).astype(TIMELINE_DTYPES),
         itl=GapDistribution.from_arrays(**log.itl.arrays()),
@@ -369,7 +375,7 @@ def simulate(
         observe(built.env, [slot.engine for slot in built.fleet.slots if slot.engine is not None])
     built_at = time.perf_counter()
     _run(built, progress)
-    result = _freeze(built, scenario, setup, base_dir, len(trace))
+    result = _freeze(built, scenario, setup, base_dir, trace)
     wall = result.meta["wall_s"]
     wall["build"], wall["simulate"] = built_at - start, time.perf_counter() - built_at  # freezing counts as simulating
     if measure_capacity:

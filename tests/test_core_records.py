@@ -260,3 +260,46 @@ def test_capacity_reports_its_uncertainty(result):
     rel_se = result.meta["capacity"]["rel_se"]
     assert 0 < rel_se < 0.1
     assert result.summary()["throughput_utilization_rel_se"] == rel_se
+
+
+def test_request_classes_are_recorded_and_summarized_per_class(tmp_path):
+    """A trace labelled interactive/batch: requests.parquet keeps klass and priority; `by_class` is each class's
+    own figures, computed from its requests alone (checked against numpy), and survives a run folder's reload."""
+    from sim.config import parse_config
+    from sim.report import write_run
+    from sim.result import SimResult
+    from sim.simulation import simulate
+    from sim.workload import validate_frame
+
+    rng = np.random.default_rng(0)
+    n = 300
+    frame = validate_frame(
+        pd.DataFrame(
+            {
+                "arrival_at_s": np.sort(rng.uniform(0, 100, n)),
+                "prompt_tokens": rng.integers(50, 800, n),
+                "output_tokens": rng.integers(2, 200, n),
+                "klass": np.where(rng.random(n) < 0.3, "batch", "interactive"),
+                "priority": 0,
+            }
+        )
+    )
+    frame.loc[frame["klass"] == "batch", "priority"] = 1
+    sc = parse_config({"model": "llama-3.1-8b", "fleet": {"gpu": "a100-80gb"}, "slo": {"ttft_ms": 100, "tpot_ms": 30}})
+    result = simulate(sc, frame)
+    req = result.requests
+    assert req["klass"].tolist() == frame["klass"].tolist() and req["priority"].tolist() == frame["priority"].tolist()
+    s = result.summary()
+    assert set(s["by_class"]) == {"batch", "interactive"}
+    for name, rec in s["by_class"].items():
+        mine = req[req["klass"] == name]
+        ttft = (mine["first_token_at_s"] - mine["arrival_at_s"]).to_numpy() * 1000
+        tpot = ((mine["completed_at_s"] - mine["first_token_at_s"]) / (mine["output_tokens"] - 1)).to_numpy() * 1000
+        assert rec["requests"] == rec["completed"] == len(mine)
+        assert rec["p99_ttft_ms"] == pytest.approx(np.percentile(ttft, 99))
+        assert rec["mean_tpot_ms"] == pytest.approx(tpot.mean())
+        assert rec["slo_attainment"] == pytest.approx(np.mean((ttft <= 100) & (tpot <= 30)))
+    assert sum(r["completed"] for r in s["by_class"].values()) == s["completed"]
+    out = write_run(result, tmp_path / "run")
+    again = SimResult.load(out).summary()
+    assert again["by_class"] == s["by_class"]

@@ -56,6 +56,14 @@ def render_summary(result: SimResult, summary: dict[str, Any]) -> str:
         lines.append("{s:{c}^50}".format(s=title, c="-"))
         for stat, label in (("mean", "Mean"), ("median", "Median"), ("p99", "P99")):
             lines.append(_line(f"{label} {short} (ms):", summary[f"{stat}_{key}_ms"]))
+    for name, rec in (summary.get("by_class") or {}).items():
+        lines.append("{s:{c}^50}".format(s=f"Class: {name}", c="-"))
+        lines.append(_line("Requests (completed / all):", f"{rec['completed']} / {rec['requests']}"))
+        lines.append(_line("P99 TTFT (ms):", rec["p99_ttft_ms"]))
+        lines.append(_line("P99 TPOT (ms):", rec["p99_tpot_ms"]))
+        lines.append(_line("P99 E2EL (ms):", rec["p99_e2el_ms"]))
+        if rec["slo_attainment"] is not None:
+            lines.append(_line("Within the SLO (share):", rec["slo_attainment"], "{:.3f}"))
     lines += fleet_lines(summary)
     lines.append("=" * 50)
     return "\n".join(lines)
