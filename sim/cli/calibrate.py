@@ -24,9 +24,7 @@ def calibrate(
     gpu_catalog: Annotated[Path | None, typer.Option(help="YAML file with extra GPUs (catalog format).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
-    """Fit mfu, mbu, the per-layer overhead, the all-reduce latency and the overlap to measured step times
-    (least squares on relative error); print per-shape errors before and after, the fitted values and the
-    leave-one-out error; optionally write a `roofline:` block a scenario can use."""
+    """Fit the step-time model (mfu, mbu, overheads, all-reduce latency, overlap) to measured step times."""
     import yaml
 
     from sim.build import build_setup

@@ -37,9 +37,7 @@ def plan(
     force: Annotated[bool, typer.Option("--force", help="Write into --out even if it holds other files.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
 ) -> None:
-    """Search GPU type, TP, replica count (and any other axes) for the cheapest configuration that meets the
-    SLO with the stated confidence: roofline screen, bisection on replicas, ranked table, Pareto frontier, and
-    the pick re-simulated with new seeds next to its cheaper neighbours."""
+    """Find the cheapest GPU / TP / replica count that meets an SLO: screened, bisected, ranked and verified."""
     from sim.plan import load_plan, plan_fleet
     from sim.sweep import check_sweep_dir
 

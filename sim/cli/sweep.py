@@ -32,8 +32,7 @@ def sweep(
     as_json: Annotated[bool, typer.Option("--json", help="Print the per-point statistics as JSON.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar over the runs.")] = True,
 ) -> None:
-    """Run a scenario over axes (crossed or zipped) and seeds; write results.parquet (a row per point and seed)
-    and stats.parquet (mean and 95% bootstrap interval across seeds, and the seeds a stated precision needs)."""
+    """Run a scenario over axes and seeds; write results.parquet and stats.parquet (95% CIs across seeds)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
