@@ -398,10 +398,25 @@ def fit_defaults(tables: Sequence[Table]) -> dict[str, dict[str, float]]:
     return fit_joint(tables, per_group=DEFAULT_PER_GPU, shared=DEFAULT_SHARED)
 
 
+def previous_model(setup: RooflineSetup) -> RooflineSetup:
+    """The step-time model before per-layer overheads and partial overlap: max(compute, memory) plus 10 us
+    all-reduces, the seed article's efficiencies (mfu 200/312, mbu 0.65) for every GPU. For comparison only."""
+    return replace(
+        setup,
+        effective_flops_per_s=setup.peak_flops_per_s * 200 / 312,
+        effective_hbm_bw_bytes_per_s=setup.gpu.hbm_bw_bytes_per_s * 0.65,
+        layer_overhead_s=0.0,
+        overlap=1.0,
+        gpu=replace(setup.gpu, allreduce_latency_s=1e-5),
+    )
+
+
 @dataclass(frozen=True)
 class Accuracy:
     table: str
     shapes: int
+    previous_mean: float
+    previous_max: float
     default_mean: float
     default_max: float
     held_out_mean: float | None  # the defaults refitted without this table, then tested on it
@@ -420,6 +435,7 @@ def accuracy(tables: Sequence[Table], *, held_out: bool = True, loo: bool = True
     for a GPU without a reference); `fleetsim calibrate` on the table (in-sample and leave-one-shape-out)."""
     out = []
     for i, t in enumerate(tables):
+        p_mean, p_max = _abs(predict(previous_model(t.setup), t.shapes) / t.measured - 1)
         d_mean, d_max = _abs(predict(t.setup, t.shapes) / t.measured - 1)
         ho = None
         rest = [u for j, u in enumerate(tables) if j != i]
@@ -433,5 +449,9 @@ def accuracy(tables: Sequence[Table], *, held_out: bool = True, loo: bool = True
         cal = calibrate(t.setup, t.shapes, loo=loo)
         c_mean, c_max = _abs(cal.errors("after"))
         loo_e = cal.errors("loo")
-        out.append(Accuracy(t.name, len(t.shapes), d_mean, d_max, ho, c_mean, c_max, _abs(loo_e)[0] if loo_e.size else None))
+        out.append(
+            Accuracy(
+                t.name, len(t.shapes), p_mean, p_max, d_mean, d_max, ho, c_mean, c_max, _abs(loo_e)[0] if loo_e.size else None
+            )
+        )
     return out

@@ -291,9 +291,24 @@ def _gap_stats(gaps: GapDistribution, percentiles: tuple[float, ...]) -> dict[st
 CLASS_PERCENTILES = (90.0, 99.0)
 
 
+def _meets_slo(slo: dict[str, float], *, ttft: np.ndarray, tpot: np.ndarray, multi: np.ndarray, e2el: np.ndarray) -> np.ndarray:
+    """Which completed requests meet every SLO given (ms); `tpot` holds only the `multi`-token ones (a 1-token
+    request has TPOT 0)."""
+    good = np.ones(ttft.size, dtype=bool)
+    if "ttft" in slo:
+        good &= ttft * 1000 <= slo["ttft"]
+    if "tpot" in slo:
+        all_tpot = np.zeros(ttft.size)
+        all_tpot[multi] = tpot
+        good &= all_tpot * 1000 <= slo["tpot"]
+    if "e2el" in slo:
+        good &= e2el * 1000 <= slo["e2el"]
+    return good
+
+
 def class_summary(requests: pd.DataFrame, *, slo: dict[str, float] | None = None) -> dict[str, dict[str, Any]] | None:
     """Per request class (the trace's `klass`: interactive, batch), the latency summary of its requests:
-    counts, TTFT, TPOT and E2E latency (mean and p50/p90/p99, ms) and, with an SLO, goodput and attainment. Each
+    counts, TTFT, TPOT and E2E latency (mean, median, p90, p99; ms) and, with an SLO, goodput and attainment. Each
     class's own duration is its first arrival to its last completion. Inter-token gaps are pooled for the
     whole run (the compact gap record keeps no request identity), so they are not split. None without classes."""
     if "klass" not in requests.columns:
@@ -325,15 +340,7 @@ def class_summary(requests: pd.DataFrame, *, slo: dict[str, float] | None = None
             "slo_attainment": None,
         }
         if slo:
-            good = np.ones(n, dtype=bool)
-            if "ttft" in slo:
-                good &= ttft * 1000 <= slo["ttft"]
-            if "tpot" in slo:
-                all_tpot = np.zeros(n)
-                all_tpot[multi] = tpot
-                good &= all_tpot * 1000 <= slo["tpot"]
-            if "e2el" in slo:
-                good &= e2el * 1000 <= slo["e2el"]
+            good = _meets_slo(slo, ttft=ttft, tpot=tpot, multi=multi, e2el=e2el)
             rec["request_goodput"] = int(good.sum()) / duration if duration else 0.0
             rec["slo_attainment"] = int(good.sum()) / int(mine.sum())
         for prefix, values in (("ttft", ttft), ("tpot", tpot), ("e2el", e2el)):
@@ -382,15 +389,7 @@ def summarize(
         "n_preemptions": int(requests["n_preemptions"].sum()),
     }
     if slo:
-        good = np.ones(n, dtype=bool)
-        if "ttft" in slo:
-            good &= ttft * 1000 <= slo["ttft"]
-        if "tpot" in slo:
-            all_tpot = np.zeros(n)
-            all_tpot[multi] = tpot
-            good &= all_tpot * 1000 <= slo["tpot"]
-        if "e2el" in slo:
-            good &= e2el * 1000 <= slo["e2el"]
+        good = _meets_slo(slo, ttft=ttft, tpot=tpot, multi=multi, e2el=e2el)
         summary["request_goodput"] = int(good.sum()) / duration if duration else 0.0
         summary["slo_attainment"] = int(good.sum()) / len(requests) if len(requests) else None
     del arrival, first, completed, out_tokens, in_tokens, multi

@@ -45,12 +45,26 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from sim.errors import FleetsimError, from_validation_error
+from sim.errors import FleetsimError
 from sim.spec import Frozen
-from sim.sweep import MARKER, AxisValues, Job, Point, Sweep, SweepSpec, _values, check_paths, execute, jobs_for, seed_stats
-from sim.yaml_input import read_yaml
+from sim.sweep import (
+    MARKER,
+    AxisValues,
+    Job,
+    Point,
+    Sweep,
+    SweepSpec,
+    _values,
+    check_axes,
+    check_point,
+    execute,
+    jobs_for,
+    read_base,
+    read_spec,
+    seed_stats,
+)
 
 VERIFY_SEED_OFFSET = 1_000_000
 CAPACITY_MARGIN = 0.25  # the capacity bound rules out only fleets 25% short of the trace's token rate
@@ -122,28 +136,19 @@ class Plan:
 
 def load_plan(path: str | Path, sets: Sequence[str] = ()) -> Plan:
     """Read and check a plan file; `sets` are `--set PATH=VALUE` overrides of its base scenario."""
-    from sim.config import apply_sets, parse_config
+    from sim.config import apply_sets
 
     path = Path(path)
-    raw = read_yaml(path)
-    if not isinstance(raw, dict):
-        raise FleetsimError(f"{path}: a plan must be a YAML mapping (got {type(raw).__name__})")
-    try:
-        spec = PlanSpec.model_validate(raw)
-    except ValidationError as err:
-        raise from_validation_error(err, where=str(path), data=raw) from None
-    check_paths(path, {"set": spec.set, "search": spec.search, "scale": {spec.scale.path: None}})
-    if spec.scale.path in spec.search or "seed" in spec.search or spec.scale.path == "seed":
-        raise FleetsimError(f"{path}: scale.path must not be a search axis or the seed")
-    base_path = path.parent / spec.base
-    base_raw = read_yaml(base_path)
-    if not isinstance(base_raw, dict):
-        raise FleetsimError(f"{base_path}: a scenario must be a YAML mapping")
+    spec: PlanSpec = read_spec(path, PlanSpec, "plan")
+    check_axes(path, {"set": spec.set, "search": spec.search, "scale": {spec.scale.path: None}}, valued=("search",))
+    if spec.scale.path in spec.search:
+        raise FleetsimError(f"{path}: scale.path must not be a search axis")
+    base_raw, base_dir = read_base(path, spec.base)
     if sets:
         base_raw = apply_sets(base_raw, sets)
     sweep_spec = SweepSpec(base=spec.base, set=spec.set, seeds=spec.seeds)
     axes = [*spec.search, spec.scale.path]
-    sweep = Sweep(spec.name or path.stem, sweep_spec, base_raw, base_path.parent, [], axes, sweep_spec.seed_list())
+    sweep = Sweep(spec.name or path.stem, sweep_spec, base_raw, base_dir, [], axes, sweep_spec.seed_list())
     names = list(spec.search)
     groups: list[Group] = []
     for combo in itertools.product(*(_values(spec.search[a]) for a in names)):
@@ -151,12 +156,8 @@ def load_plan(path: str | Path, sets: Sequence[str] = ()) -> Plan:
     for g in groups:  # every configuration's scenario is valid before anything runs
         for n in (spec.scale.start, spec.scale.to):
             point = Point(0, {**g.values, spec.scale.path: n})
-            where = f"{path}{' (with --set)' if sets else ''}: group {g.index} ({', '.join(f'{k}={v!r}' for k, v in point.values.items())})"
-            try:
-                raw_point = sweep.scenario_raw(point, sweep.seeds[0])
-            except FleetsimError as err:
-                raise FleetsimError(f"{path}: {err}") from None
-            parse_config(raw_point, where=where, base_dir=sweep.base_dir)
+            values = ", ".join(f"{k}={v!r}" for k, v in point.values.items())
+            check_point(sweep, point, path, f"{path}{' (with --set)' if sets else ''}: group {g.index} ({values})")
     return Plan(sweep.name, spec, sweep, groups, axes)
 
 

@@ -23,7 +23,7 @@ from simpy.events import URGENT
 
 from sim.autoscale import FixedConfig, make_policy
 from sim.build import resolve_scenario
-from sim.capacity import saturated_capacity
+from sim.capacity import Capacity, saturated_capacity
 from sim.clock import ARRIVAL, CountingEnvironment, call_at
 from sim.config import EngineConfig, Scenario
 from sim.engine.kv import KvBlockPool
@@ -379,12 +379,7 @@ def simulate(
     wall = result.meta["wall_s"]
     wall["build"], wall["simulate"] = built_at - start, time.perf_counter() - built_at  # freezing counts as simulating
     if measure_capacity:
-        capacity = saturated_capacity(
-            setup,
-            scenario.engine,
-            trace[["prompt_tokens", "output_tokens"]].to_numpy(),
-            run_saturated=functools.partial(_run_saturated, scenario, setup),
-        )
+        capacity = _capacity(scenario, setup, trace)
         wall["capacity"] = capacity.wall_s
         result.meta["capacity"] = {
             "measured": True,
@@ -408,11 +403,14 @@ def _run_saturated(scenario: Scenario, setup: RooflineSetup, frame: pd.DataFrame
 def replica_capacity(scenario: Scenario, trace: pd.DataFrame, *, base_dir: Path) -> float | None:
     """One replica's saturated throughput (tokens/s) for `trace`'s length mix under the scenario's engine:
     the figure `throughput_utilization` divides by (cached on the resolved setup)."""
-    setup = resolve_scenario(scenario, base_dir=base_dir)
-    capacity = saturated_capacity(
+    return _capacity(scenario, resolve_scenario(scenario, base_dir=base_dir), trace).max_tokens_per_s_per_replica
+
+
+def _capacity(scenario: Scenario, setup: RooflineSetup, trace: pd.DataFrame) -> Capacity:
+    """One replica of `setup` kept saturated with the trace's lengths (`sim.capacity`; cached)."""
+    return saturated_capacity(
         setup,
         scenario.engine,
         trace[["prompt_tokens", "output_tokens"]].to_numpy(),
         run_saturated=functools.partial(_run_saturated, scenario, setup),
     )
-    return capacity.max_tokens_per_s_per_replica

@@ -33,8 +33,6 @@ import hashlib
 import itertools
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -45,6 +43,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from sim.atomic import atomic_file
 from sim.errors import FleetsimError, from_validation_error
 from sim.spec import Frozen
 from sim.yaml_input import read_yaml
@@ -148,30 +147,57 @@ def _values(v: AxisValues) -> list[Any]:
     return v.values() if isinstance(v, Range) else list(v)
 
 
-def load_sweep(path: str | Path) -> Sweep:
-    """Read and check a sweep file; every point's scenario is validated now, so a typo in an axis stops the
-    sweep before anything runs (one line naming the point and the field)."""
-    from sim.config import parse_config
-
-    path = Path(path)
+def read_spec(path: Path, model: type[Frozen], what: str) -> Any:
+    """A sweep or plan file read and validated against its schema (one-line errors naming the file)."""
     raw = read_yaml(path)
     if not isinstance(raw, dict):
-        raise FleetsimError(f"{path}: a sweep must be a YAML mapping (got {type(raw).__name__})")
+        raise FleetsimError(f"{path}: a {what} must be a YAML mapping (got {type(raw).__name__})")
     try:
-        spec = SweepSpec.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as err:
         raise from_validation_error(err, where=str(path), data=raw) from None
-    base_path = path.parent / spec.base
+
+
+def read_base(path: Path, base: str) -> tuple[dict[str, Any], Path]:
+    """The base scenario a sweep or plan file names (relative to it): its raw data and its folder."""
+    base_path = path.parent / base
     base_raw = read_yaml(base_path)
     if not isinstance(base_raw, dict):
         raise FleetsimError(f"{base_path}: a scenario must be a YAML mapping")
-    for name, axes in (("cross", spec.cross), ("zip", spec.zip)):
-        for axis, vals in axes.items():
-            if not _values(vals):
-                raise FleetsimError(f"{path}: {name}.{axis}: no values")
-    check_paths(path, {"set": spec.set, "cross": spec.cross, "zip": spec.zip})
-    if "seed" in spec.cross or "seed" in spec.zip or "seed" in spec.set:
-        raise FleetsimError(f"{path}: seed is not an axis; give the seeds as `seeds:` (a count or a list)")
+    return base_raw, base_path.parent
+
+
+def check_axes(path: Path, blocks: Mapping[str, Mapping[str, Any]], *, valued: Sequence[str]) -> None:
+    """Axis and override paths are dotted field names (no empty part, not the seed); the `valued` blocks'
+    axes have at least one value."""
+    for name, block in blocks.items():
+        for key, vals in block.items():
+            if not all(part.strip() for part in str(key).split(".")):
+                raise FleetsimError(f"{path}: {name}.{key}: a path is field names joined by dots, with no empty part")
+            if key == "seed":
+                raise FleetsimError(f"{path}: seed is not an axis; give the seeds as `seeds:` (a count or a list)")
+            if name in valued and not _values(vals):
+                raise FleetsimError(f"{path}: {name}.{key}: no values")
+
+
+def check_point(sweep: Sweep, point: Point, path: Path, where: str) -> None:
+    """A point's scenario is valid (the error names the file and the point)."""
+    from sim.config import parse_config
+
+    try:
+        raw_point = sweep.scenario_raw(point, sweep.seeds[0])
+    except FleetsimError as err:
+        raise FleetsimError(f"{path}: {err}") from None
+    parse_config(raw_point, where=where, base_dir=sweep.base_dir)
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Read and check a sweep file; every point's scenario is validated now, so a typo in an axis stops the
+    sweep before anything runs (one line naming the point and the field)."""
+    path = Path(path)
+    spec: SweepSpec = read_spec(path, SweepSpec, "sweep")
+    base_raw, base_dir = read_base(path, spec.base)
+    check_axes(path, {"set": spec.set, "cross": spec.cross, "zip": spec.zip}, valued=("cross", "zip"))
     overlap = set(spec.cross) & set(spec.zip)
     if overlap:
         raise FleetsimError(f"{path}: {sorted(overlap)[0]} is both a cross and a zip axis")
@@ -190,23 +216,11 @@ def load_sweep(path: str | Path) -> Sweep:
             )
     if len(points) * len(spec.seed_list()) > 100_000:
         raise FleetsimError(f"{path}: {len(points)} points x {len(spec.seed_list())} seeds is more than 100,000 runs")
-    sweep = Sweep(spec.name or path.stem, spec, base_raw, base_path.parent, points, cross_axes + zip_axes, spec.seed_list())
+    sweep = Sweep(spec.name or path.stem, spec, base_raw, base_dir, points, cross_axes + zip_axes, spec.seed_list())
     for point in points:
-        where = f"{path}: point {point.index} ({', '.join(f'{k}={v!r}' for k, v in point.values.items()) or 'the base'})"
-        try:
-            raw_point = sweep.scenario_raw(point, sweep.seeds[0])
-        except FleetsimError as err:
-            raise FleetsimError(f"{path}: {err}") from None
-        parse_config(raw_point, where=where, base_dir=sweep.base_dir)
+        values = ", ".join(f"{k}={v!r}" for k, v in point.values.items()) or "the base"
+        check_point(sweep, point, path, f"{path}: point {point.index} ({values})")
     return sweep
-
-
-def check_paths(path: Path, blocks: Mapping[str, Mapping[str, Any]]) -> None:
-    """Axis and override paths are dotted field names: no empty part (`fleet..gpu`)."""
-    for name, block in blocks.items():
-        for key in block:
-            if not all(part.strip() for part in str(key).split(".")):
-                raise FleetsimError(f"{path}: {name}.{key}: a path is field names joined by dots, with no empty part")
 
 
 # --- one run ---------------------------------------------------------------------------------------
@@ -262,14 +276,8 @@ def write_row(row: Mapping[str, Any], path: Path) -> None:
     import pyarrow.parquet as pq
 
     table = pa.table({k: _column(k, [v]) for k, v in row.items()})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --- running a sweep -------------------------------------------------------------------------------
@@ -372,14 +380,8 @@ def run_sweep(
 
 
 def _write_frame(frame: pd.DataFrame, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _failed_row(job: Job, why: str) -> dict[str, Any]:

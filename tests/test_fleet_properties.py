@@ -64,8 +64,9 @@ POLICIES = {
     max_gpus=st.sampled_from([None, 2, 6]),
     granularity=st.sampled_from([0, 1, 7]),
     queue_timeout=st.sampled_from([None, 8.0]),
+    cap=st.sampled_from([None, 1, 3]),
 )
-def test_fleet_invariants(seed, policy, router, engine_policy, n, rate, cold, max_gpus, granularity, queue_timeout):
+def test_fleet_invariants(seed, policy, router, engine_policy, n, rate, cold, max_gpus, granularity, queue_timeout, cap):
     rng = np.random.default_rng(seed)
     trace = validate_frame(
         pd.DataFrame(
@@ -87,6 +88,7 @@ def test_fleet_invariants(seed, policy, router, engine_policy, n, rate, cold, ma
                 "autoscaler": POLICIES[policy],
                 "max_gpus": max_gpus,
                 "queue_timeout_s": queue_timeout,
+                "max_outstanding_per_replica": cap,
                 "timeline_interval_s": 1.0,
                 "lifecycle": {
                     "provision_s": {"dist": "uniform", "low": 0, "high": cold},
@@ -135,8 +137,9 @@ def test_fleet_invariants(seed, policy, router, engine_policy, n, rate, cold, ma
     n=st.integers(1, 50),
     rate=st.floats(0.5, 30),
     n_blocks=st.integers(12, 60),
+    cap=st.sampled_from([None, 1, 4]),
 )
-def test_fleet_fast_forward_matches_per_step(seed, policy, router, engine_policy, n, rate, n_blocks):
+def test_fleet_fast_forward_matches_per_step(seed, policy, router, engine_policy, n, rate, n_blocks, cap):
     """The lazy engine (decode group, fast-forwarded runs, cut runs) inside a fleet that routes on its
     load and KV use, scales and drains: every request's instants equal the per-step reference's."""
     trace = random_trace(seed, n, rate, 149, 99)
@@ -151,6 +154,7 @@ def test_fleet_fast_forward_matches_per_step(seed, policy, router, engine_policy
                     "tp": 1,
                     "router": router,
                     "autoscaler": POLICIES[policy],
+                    "max_outstanding_per_replica": cap,
                     "lifecycle": {"provision_s": 3.1, "image_pull_s": 0.7, "load_gb_per_s": 16.0, "warmup_s": 0.3},
                 },
                 "engine": {

@@ -59,34 +59,27 @@ def test_readme_study_figures_come_from_the_committed_notebook_run():
     assert "serves 15% of what its billed GPUs could" in answer and "it reaches 39%" in answer
 
 
+def assert_block_is_output(start: str, args: list[str]) -> None:
+    """The README's ```text block that begins with `start` is what `fleetsim ARGS` prints (its `wrote` line aside)."""
+    block = re.search(r"```text\n(" + re.escape(start) + r".*?)\n```", (REPO / "README.md").read_text(), re.S)
+    assert block, f"README lost its {start!r} block"
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    shown = [line for line in block.group(1).splitlines() if not line.startswith("wrote ")]
+    printed = [line for line in r.stdout.splitlines() if not line.startswith("wrote ")]
+    assert shown == printed
+
+
 @pytest.mark.slow
 def test_readme_sweep_block_matches_cli_output(tmp_path):
-    readme = (REPO / "README.md").read_text()
-    block = re.search(r"```text\n(fleetsim sweep sweep-gpus:.*?)\n```", readme, re.S)
-    assert block, "README lost its sweep output block"
-    out = (
-        CliRunner()
-        .invoke(app, ["sweep", str(REPO / "configs" / "sweep-gpus.yaml"), "--workers", "2", "--out", str(tmp_path / "s")])
-        .stdout
-    )
-    shown = [line for line in block.group(1).splitlines() if not line.startswith("wrote ")]
-    printed = [line for line in out.splitlines() if not line.startswith("wrote ")]
-    assert shown == printed
+    args = ["sweep", str(REPO / "configs" / "sweep-gpus.yaml"), "--workers", "2", "--out", str(tmp_path / "s")]
+    assert_block_is_output("fleetsim sweep sweep-gpus:", args)
 
 
 @pytest.mark.slow
 def test_readme_plan_block_matches_cli_output(tmp_path):
-    readme = (REPO / "README.md").read_text()
-    block = re.search(r"```text\n(fleetsim plan plan-llama70b:.*?)\n```", readme, re.S)
-    assert block, "README lost its plan output block"
-    out = (
-        CliRunner()
-        .invoke(app, ["plan", str(REPO / "configs" / "plan-llama70b.yaml"), "--workers", "2", "--out", str(tmp_path / "p")])
-        .stdout
-    )
-    shown = [line for line in block.group(1).splitlines() if not line.startswith("wrote ")]
-    printed = [line for line in out.splitlines() if not line.startswith("wrote ")]
-    assert shown == printed
+    args = ["plan", str(REPO / "configs" / "plan-llama70b.yaml"), "--workers", "2", "--out", str(tmp_path / "p")]
+    assert_block_is_output("fleetsim plan plan-llama70b:", args)
 
 
 @pytest.mark.slow

@@ -2,7 +2,6 @@
 `fleetsim calibrate`'s recovery of known parameters, its goal, and its input errors."""
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from sim.calibrate import (
     fit_defaults,
     params_of,
     predict,
+    previous_model,
     read_shapes,
     reference_tables,
     with_params,
@@ -76,14 +76,7 @@ def test_the_new_terms_beat_the_old_model_on_every_table(tables):
     """The same references priced by the previous model (max of compute and memory, no per-layer cost, the
     seed's efficiencies): it misses by more, on every table; this is what the new terms buy."""
     for t in tables:
-        old = replace(
-            t.setup,
-            effective_flops_per_s=t.setup.peak_flops_per_s * 200 / 312,
-            effective_hbm_bw_bytes_per_s=t.setup.gpu.hbm_bw_bytes_per_s * 0.65,
-            layer_overhead_s=0.0,
-            overlap=1.0,
-            gpu=replace(t.setup.gpu, allreduce_latency_s=1e-5),
-        )
+        old = previous_model(t.setup)
         err_old = np.abs(predict(old, t.shapes) / t.measured - 1).mean()
         err_new = np.abs(predict(t.setup, t.shapes) / t.measured - 1).mean()
         assert err_new < err_old, t.name
@@ -239,3 +232,17 @@ def test_a_missing_preset_file_is_named(tmp_path):
     scenario.write_text("model: llama-3.1-8b\nfleet: {gpu: h100-sxm, tp: 1}\nroofline: {preset: gone.yaml}\n")
     r = runner.invoke(app, ["roofline", "--config", str(scenario)])
     assert r.exit_code == 2 and "roofline.preset" in r.output and "gone.yaml" in r.output
+
+
+def test_a_gpu_without_a_reference_takes_the_mean_of_the_fitted_ones():
+    """The generic defaults (a user catalog entry without them; L4, L40S, MI300X) are the A100's and H100's mean."""
+    from sim.hardware import GENERIC_LAYER_OVERHEAD_S, GENERIC_MBU, GENERIC_MFU, GENERIC_OVERLAP
+
+    gpus = load_gpu_catalog()
+    a, h = gpus.get("a100-80gb"), gpus.get("h100-sxm")
+    assert abs(GENERIC_MFU - (a.mfu + h.mfu) / 2) <= 0.01
+    assert abs(GENERIC_MBU - (a.mbu + h.mbu) / 2) <= 0.01
+    assert (GENERIC_LAYER_OVERHEAD_S, GENERIC_OVERLAP) == (a.layer_overhead_s, a.overlap) == (h.layer_overhead_s, h.overlap)
+    for name in ("l4", "l40s", "mi300x"):
+        g = gpus.get(name)
+        assert (g.mfu, g.mbu) == (GENERIC_MFU, GENERIC_MBU), name

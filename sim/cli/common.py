@@ -85,16 +85,7 @@ def check_out_file(path: Path, option: str) -> None:
 
 def write_text_atomically(path: Path, text: str) -> None:
     """Write `text` to `path` through a temporary file beside it: never a half-written file."""
-    import tempfile
+    from sim.atomic import atomic_file
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent if str(path.parent) else ".")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # as an ordinary file (mkstemp makes it private)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)

@@ -90,7 +90,12 @@ def plan(
             cells = ["-", *(str(r[a]) for a in axes), "-", "-", "-", "-", "-", f"{r['status']}: {r['why']}"]
         typer.echo("  " + " | ".join(cells))
     ev = outcome.evaluated
-    typer.echo(f"  ({len(ev)} configurations simulated; the rest ruled out by the roofline and one-replica capacity)")
+    n_all = len(p.groups) * len(p.spec.scale.values())
+    how = "bisection" if p.spec.method == "bisect" else "the grid"
+    typer.echo(
+        f"  ({len(ev)} of {n_all} configurations simulated: the roofline and the capacity bound ruled the rest out,"
+        f" or {how} did not need them)"
+    )
     if len(outcome.frontier):
         points = [
             f"{', '.join(str(f[a]) for a in axes)} x{_num(f[scale])}: ${f[f'{p.spec.objective}_mean']:.3g}, {f['p99_ttft_ms_mean']:,.0f} ms"
