@@ -193,12 +193,9 @@ def watermark_blocks(engine: EngineConfig, n_blocks: int) -> int:
     return int(engine.watermark * n_blocks)
 
 
-def _replica_factory(
-    env: simpy.Environment, scenario: Scenario, setup: RooflineSetup, log: RequestLog, n_blocks: int, budget: int
-) -> Callable[[int], Replica]:
-    engine = scenario.engine
-    step_time = _step_model(scenario, setup)
-    limits = Limits(
+def engine_limits(engine: EngineConfig, n_blocks: int, budget: int) -> Limits:
+    """A replica's batching and admission limits, as its engine block and KV cache set them."""
+    return Limits(
         max_num_seqs=engine.max_num_seqs,
         max_num_batched_tokens=budget,
         block_size=engine.block_size,
@@ -207,6 +204,13 @@ def _replica_factory(
         whole_prompt=engine.admission == "whole_prompt",
     )
 
+
+def _replica_factory(
+    env: simpy.Environment, scenario: Scenario, setup: RooflineSetup, log: RequestLog, limits: Limits
+) -> Callable[[int], Replica]:
+    engine = scenario.engine
+    step_time = _step_model(scenario, setup)
+
     def make(replica_id: int) -> Replica:
         return Replica(
             env,
@@ -214,7 +218,7 @@ def _replica_factory(
             step_time=step_time,
             policy=POLICIES[engine.policy](),
             limits=limits,
-            pool=KvBlockPool(n_blocks=n_blocks, block_size=engine.block_size),
+            pool=KvBlockPool(n_blocks=limits.n_blocks, block_size=engine.block_size),
             log=log,
             max_context_tokens=setup.model.max_context_tokens,
             fast_forward=engine.fast_forward,
@@ -235,18 +239,16 @@ def _build_fleet(
 ) -> Fleet:
     """The fleet with its initial replicas (warm or cold-starting) and, unless fixed, its autoscaler."""
     engine, fcfg = scenario.engine, scenario.fleet
+    limits = engine_limits(engine, n_blocks, budget)
     fleet = Fleet(
         env,
-        make_engine=_replica_factory(env, scenario, setup, log, n_blocks, budget),
+        make_engine=_replica_factory(env, scenario, setup, log, limits),
         inadmissible=inadmissible(
             log.prompt_tokens,
             log.output_tokens,
             max_context_tokens=setup.model.max_context_tokens,
-            n_blocks=n_blocks,
-            block_size=engine.block_size,
-            whole_prompt_budget=None if engine.policy == "chunked" else budget,
-            watermark_blocks=watermark_blocks(engine, n_blocks),
-            first_chunk=budget if engine.policy == "chunked" and engine.admission == "first_chunk" else None,
+            limits=limits,
+            chunks=POLICIES[engine.policy].chunks_prefill,
         ),
         router=ROUTERS[fcfg.router](streams.generator("router")),
         lifecycle=fcfg.lifecycle,

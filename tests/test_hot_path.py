@@ -227,13 +227,25 @@ def test_run_until_keeps_simpy_semantics():
     st.integers(1, 400),
     st.sampled_from([1, 16, 128]),
     st.sampled_from([None, 512, 3000]),
+    st.sampled_from([0, 3]),
+    st.booleans(),
 )
-def test_the_trace_wide_admission_check_is_admission_reason(lengths, n_blocks, block_size, budget):
+def test_the_trace_wide_admission_check_is_admission_reason(lengths, n_blocks, block_size, budget, watermark, whole):
     """`inadmissible` (numpy over the whole trace) rejects exactly the requests `admission_reason` would,
-    with its reason."""
+    with its reason. (budget None: chunked, admitting by the first 8192-token chunk or the whole prompt;
+    else prefill_first with that budget.)"""
     from sim.engine.replica import admission_reason, inadmissible
+    from sim.engine.scheduler import Limits
 
     p, o = np.array([x for x, _ in lengths]), np.array([y for _, y in lengths])
-    kw = {"max_context_tokens": 4096, "n_blocks": n_blocks, "block_size": block_size, "whole_prompt_budget": budget}
+    limits = Limits(
+        max_num_seqs=8,
+        max_num_batched_tokens=8192 if budget is None else budget,
+        block_size=block_size,
+        n_blocks=n_blocks,
+        watermark_blocks=min(watermark, n_blocks),
+        whole_prompt=whole,
+    )
+    kw = {"max_context_tokens": 4096, "limits": limits, "chunks": budget is None}
     expected = {i: r for i, (x, y) in enumerate(lengths) if (r := admission_reason(x, y, **kw)) is not None}
     assert inadmissible(p, o, **kw) == expected

@@ -43,72 +43,32 @@ def _key(seq: Seq) -> tuple[int, float, int]:
 
 
 def inadmissible(
-    prompt_tokens: np.ndarray,
-    output_tokens: np.ndarray,
-    *,
-    max_context_tokens: int,
-    n_blocks: int,
-    block_size: int,
-    whole_prompt_budget: int | None,
-    watermark_blocks: int = 0,
-    first_chunk: int | None = None,
+    prompt_tokens: np.ndarray, output_tokens: np.ndarray, *, max_context_tokens: int, limits: Limits, chunks: bool
 ) -> dict[int, str]:
     """The requests (by index) that no replica so configured can ever serve, with `admission_reason`'s
     reason: decided for the whole trace at once (numpy), so the fleet looks a request up instead of checking it."""
     p, o = np.asarray(prompt_tokens, dtype=np.int64), np.asarray(output_tokens, dtype=np.int64)
-    bad = (p + o > max_context_tokens) | (-(-(p + o - 1) // block_size) > n_blocks)
-    if whole_prompt_budget is not None:
-        bad |= p > whole_prompt_budget
-    admit = p if first_chunk is None else np.minimum(p, first_chunk)
-    bad |= -(-admit // block_size) > n_blocks - watermark_blocks
+    bad = (p + o > max_context_tokens) | (-(-(p + o - 1) // limits.block_size) > limits.n_blocks)
+    bad |= p > limits.never_above[chunks]
     out = {}
     for i in np.flatnonzero(bad).tolist():
-        reason = admission_reason(
-            int(p[i]),
-            int(o[i]),
-            max_context_tokens=max_context_tokens,
-            n_blocks=n_blocks,
-            block_size=block_size,
-            whole_prompt_budget=whole_prompt_budget,
-            watermark_blocks=watermark_blocks,
-            first_chunk=first_chunk,
-        )
+        reason = admission_reason(int(p[i]), int(o[i]), max_context_tokens=max_context_tokens, limits=limits, chunks=chunks)
         if reason is not None:
             out[i] = reason
     return out
 
 
 def admission_reason(
-    prompt_tokens: int,
-    output_tokens: int,
-    *,
-    max_context_tokens: int,
-    n_blocks: int,
-    block_size: int,
-    whole_prompt_budget: int | None,
-    watermark_blocks: int = 0,
-    first_chunk: int | None = None,
+    prompt_tokens: int, output_tokens: int, *, max_context_tokens: int, limits: Limits, chunks: bool
 ) -> str | None:
-    """Why a request can never be served by a replica so configured, or None. `first_chunk`: the tokens
-    admission needs room for when a policy admits a prompt by its first chunk (None: the whole prompt)."""
+    """Why a request can never be served by a replica so configured, or None: it outgrows the model's context or
+    the whole KV cache, or its prompt can never be admitted (`Limits.never_reason`)."""
     if prompt_tokens + output_tokens > max_context_tokens:
         return f"prompt + output = {prompt_tokens + output_tokens} tokens exceeds the model's max context {max_context_tokens}"
     slots = prompt_tokens + output_tokens - 1
-    if blocks_for(slots, block_size) > n_blocks:
-        return f"needs {slots} KV slots, more than the replica's KV cache holds ({n_blocks * block_size})"
-    if whole_prompt_budget is not None and prompt_tokens > whole_prompt_budget:
-        return (
-            f"prompt of {prompt_tokens} tokens exceeds max_num_batched_tokens={whole_prompt_budget}: prefill_first "
-            "prefills a prompt whole (vLLM v0 ignores such a request)"
-        )
-    admit = prompt_tokens if first_chunk is None else min(prompt_tokens, first_chunk)
-    need = blocks_for(admit, block_size)
-    if need > n_blocks - watermark_blocks:
-        return (
-            f"admitting its prompt needs {need} KV blocks, more than the {n_blocks} - {watermark_blocks} (engine.watermark)"
-            " an empty cache offers"
-        )
-    return None
+    if blocks_for(slots, limits.block_size) > limits.n_blocks:
+        return f"needs {slots} KV slots, more than the replica's KV cache holds ({limits.n_blocks * limits.block_size})"
+    return limits.never_reason(prompt_tokens, recompute=False, chunks=chunks)
 
 
 class Replica:

@@ -54,28 +54,32 @@ class Limits:
         chunked = room if self.whole_prompt or budget > room else 1 << 62  # a first chunk <= budget always fits
         object.__setattr__(self, "never_above", (min(budget, room), chunked))
 
-    def admission_blocks(self, pending: int, chunks: bool) -> int:
-        """Blocks a waiting sequence with `pending` tokens must find free to be admitted (before the watermark)
-        when the budget is whole."""
-        n = pending if not chunks or self.whole_prompt else min(pending, self.max_num_batched_tokens)
-        return blocks_for(n, self.block_size)
+    def never_reason(self, pending: int, *, recompute: bool, chunks: bool) -> str | None:
+        """Why a waiting sequence with `pending` tokens to compute can never be admitted (even into an empty
+        cache), or None: `prefill_first` (chunks False) prefills it whole, within the token budget; admission
+        needs its blocks (the first chunk's, or the prompt's with `whole_prompt`) above the watermark."""
+        if pending <= self.never_above[chunks]:
+            return None  # the common case, decided by one comparison
+        budget = self.max_num_batched_tokens
+        what = "recompute" if recompute else "prompt"
+        if not chunks and pending > budget:
+            return (
+                f"{'preempted, and its recompute' if recompute else 'its prompt'} of {pending} tokens exceeds "
+                f"max_num_batched_tokens={budget} (prefill_first prefills it whole; vLLM v0 ignores such a request)"
+            )
+        n = pending if not chunks or self.whole_prompt else min(pending, budget)
+        need = blocks_for(n, self.block_size)
+        return (
+            f"its {what} needs {need} KV blocks to be admitted, more than the {self.n_blocks} - "
+            f"{self.watermark_blocks} (engine.watermark) an empty cache offers"
+        )
 
     def never_admitted(self, seq: Seq, chunks: bool) -> str | None:
-        """Why a waiting sequence can never be admitted (even into an empty cache), or None."""
-        if seq.prompt_tokens + seq.generated - seq.computed <= self.never_above[chunks]:
-            return None  # the common case, decided by one comparison
-        if not chunks and seq.pending > self.max_num_batched_tokens:
-            return (
-                f"preempted, and its recompute of {seq.pending} tokens exceeds max_num_batched_tokens="
-                f"{self.max_num_batched_tokens} (prefill_first drops it, as vLLM v0 does)"
-            )
-        need = self.admission_blocks(seq.pending, chunks)
-        if need > self.n_blocks - self.watermark_blocks:
-            return (
-                f"its {'recompute' if seq.generated else 'prompt'} needs {need} KV blocks to be admitted, more than the "
-                f"{self.n_blocks} - {self.watermark_blocks} (watermark) an empty cache offers"
-            )
-        return None
+        """`never_reason` for a waiting sequence (a recompute once it has generated tokens)."""
+        pending = seq.prompt_tokens + seq.generated - seq.computed
+        if pending <= self.never_above[chunks]:
+            return None
+        return self.never_reason(pending, recompute=seq.generated > 0, chunks=chunks)
 
 
 @dataclass(slots=True)
