@@ -26,6 +26,7 @@ from sim.cost import load_api_prices
 from sim.errors import FleetsimError, from_validation_error, unknown_name
 from sim.fleet.lifecycle import LifecycleConfig
 from sim.spec import MAX_COUNT, MAX_REPLICAS, MAX_TOKENS, Frozen, IntervalS
+from sim.workload.jobs import BatchJob
 from sim.workload.synthetic import SyntheticSpec
 from sim.workload.transforms import TraceFile
 from sim.yaml_input import load_value, read_yaml
@@ -97,6 +98,7 @@ class EngineConfig(Frozen):
     num_gpu_blocks_override: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     watermark: float = Field(default=0.01, ge=0, lt=1)  # share of KV blocks an admission must leave free (vLLM: 1%)
     admission: Literal["first_chunk", "whole_prompt"] = "first_chunk"  # chunked: room for the first chunk or the prompt
+    preempt_for_priority: bool = False  # vLLM's priority scheduling: a waiting request preempts lower-priority running ones
     fast_forward: bool = True
     step_time: StepTimeConfig = StepTimeConfig()
 
@@ -152,6 +154,51 @@ class FleetConfig(Frozen):
         return cap if self.max_gpus is None else min(cap, self.max_gpus // self.tp)
 
 
+class GuardConfig(Frozen):
+    """Holds batch work back while interactive p99 latency is above target (see `sim.fleet.batch`)."""
+
+    ttft_ms: float | None = Field(default=None, gt=0)  # default: slo.ttft_ms
+    tpot_ms: float | None = Field(default=None, gt=0)  # default: slo.tpot_ms
+    interval_s: IntervalS = 60.0
+    step: int = Field(default=1, ge=1, le=MAX_COUNT)  # additive increase of the per-replica batch cap per interval
+
+
+class DedicatedConfig(Frozen):
+    """A pool of the fleet's replica type serving only batch work, launched at the first job's submission."""
+
+    replicas: int | Literal["auto"] = "auto"  # auto: sized so the jobs finish deadline_margin_s before the earliest deadline
+    max_replicas: int | None = Field(default=None, ge=1, le=MAX_REPLICAS)  # with deadline_scaling: its ceiling
+
+    @field_validator("replicas")
+    @classmethod
+    def _positive(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and not 1 <= v <= MAX_REPLICAS:
+            raise ValueError(f"must be 'auto' or an integer in [1, {MAX_REPLICAS}]")
+        return v
+
+
+class BatchConfig(Frozen):
+    """Offline batch jobs and how the fleet serves them (see `sim.fleet.batch` and `sim.workload.jobs`)."""
+
+    jobs: list[BatchJob] = Field(default_factory=list)
+    fleet: Literal["backfill", "dedicated"] = "backfill"  # the online fleet's spare capacity, or a pool of their own
+    max_per_replica: int | None = Field(default=None, ge=1, le=MAX_COUNT)  # batch requests a replica holds (default max_num_seqs)
+    guard: GuardConfig | None = None
+    deadline_scaling: bool = False  # scale up when the backlog would miss its deadline at the measured rate
+    deadline_margin_s: float = Field(default=1800.0, ge=0)  # finish this long before the deadline (cold starts)
+    dedicated: DedicatedConfig = DedicatedConfig()
+
+    @field_validator("jobs")
+    @classmethod
+    def _unique_ids(cls, v: list[BatchJob]) -> list[BatchJob]:
+        seen: set[str] = set()
+        for job in v:
+            if job.job_id in seen:
+                raise ValueError(f"job_id must be unique (got {job.job_id!r} twice)")
+            seen.add(job.job_id)
+        return v
+
+
 class PricingConfig(Frozen):
     usd_per_gpu_hour: float | None = Field(default=None, ge=0)  # on demand; None: the GPU catalog's price
     reserved_usd_per_gpu_hour: float | None = Field(default=None, ge=0)  # None: the on-demand price
@@ -179,6 +226,7 @@ class Scenario(Frozen):
     roofline: RooflineConfig = RooflineConfig()
     pricing: PricingConfig = PricingConfig()
     slo: SloConfig = SloConfig()
+    batch: BatchConfig | None = None  # offline batch jobs (None: batch-class requests of the trace, if any, take its defaults)
     _base_dir: Path | None = PrivateAttr(default=None)  # the scenario file's folder: relative paths start there
     _source: str | None = PrivateAttr(default=None)  # the scenario file, for errors found after validation
 

@@ -350,6 +350,50 @@ def class_summary(requests: pd.DataFrame, *, slo: dict[str, float] | None = None
     return out
 
 
+def job_summary(requests: pd.DataFrame) -> dict[str, dict[str, Any]] | None:
+    """Per batch job (`job_id`): its requests, when it was submitted (first arrival), its deadline (the latest of
+    its requests'), when it finished (its last completion; null while any request is unfinished or rejected),
+    whether it met the deadline (every request completed by then), how late it was, and its tokens. None without
+    jobs."""
+    if "job_id" not in requests.columns:
+        return None
+    job = requests["job_id"].astype("string")
+    if not job.notna().any():
+        return None
+    status = status_codes(requests)
+    out: dict[str, dict[str, Any]] = {}
+    arrival = requests["arrival_at_s"].to_numpy()
+    completed_at = requests["completed_at_s"].to_numpy()
+    deadline_col = requests["deadline_at_s"].to_numpy(dtype=np.float64) if "deadline_at_s" in requests.columns else None
+    tokens = requests["prompt_tokens"].to_numpy() + requests["output_tokens"].to_numpy()
+    names = job.to_numpy(dtype=object, na_value=None)
+    for name in sorted({n for n in names if n is not None}):
+        mine = names == name
+        done = mine & (status == RequestStatus.COMPLETED)
+        n, n_done = int(mine.sum()), int(done.sum())
+        finished = n_done == n
+        last = float(completed_at[done].max()) if n_done else math.nan
+        deadline = (
+            float(np.nanmax(deadline_col[mine])) if deadline_col is not None and np.isfinite(deadline_col[mine]).any() else None
+        )
+        submitted = float(arrival[mine].min())
+        rec: dict[str, Any] = {
+            "requests": n,
+            "completed": n_done,
+            "rejected": int(np.sum(mine & (status == RequestStatus.REJECTED))),
+            "submitted_at_s": submitted,
+            "deadline_at_s": deadline,
+            "completed_at_s": last if finished else None,
+            "makespan_s": last - submitted if finished else None,
+            "deadline_met": bool(finished and deadline is not None and last <= deadline) if deadline is not None else None,
+            "late_s": max(0.0, last - deadline) if finished and deadline is not None else None,
+            "on_time_share": float(np.sum(done & (completed_at <= (deadline if deadline is not None else math.inf))) / n),
+            "tokens": int(tokens[done].sum()),
+        }
+        out[name] = rec
+    return out
+
+
 def status_codes(requests: pd.DataFrame) -> np.ndarray:
     """The `status` column as `RequestStatus` codes (it is stored as a categorical of their labels)."""
     return np.asarray(requests["status"].cat.codes.to_numpy())

@@ -27,7 +27,7 @@ import pandas as pd
 
 from sim.cost import ReplicaLife, api_price, attribute_cost, fleet_bill
 from sim.errors import FleetsimError
-from sim.metrics import GapDistribution, class_summary, summarize
+from sim.metrics import GapDistribution, class_summary, job_summary, summarize
 from sim.states import STATUS_LABELS
 
 META_KEYS = (  # what summary() and the report read from meta.json
@@ -144,8 +144,46 @@ class SimResult:
         by_class = class_summary(self.requests, slo=slo or None)
         if by_class is not None:
             out["by_class"] = by_class
+        by_pool = self._pool_bills(tp, pricing)
+        if by_pool is not None:
+            out["by_pool"] = by_pool
+        by_job = job_summary(self.requests)
+        if by_job is not None:
+            hours = {name: pool["billed_gpu_seconds"] / 3600 for name, pool in (by_pool or {}).items()}
+            batch_hours = hours.get("batch", billed / 3600)  # the dedicated pool's, else the whole fleet's (shared)
+            for rec in by_job.values():
+                rec["tokens_per_gpu_hour"] = rec["tokens"] / batch_hours if batch_hours else None
+            out["by_job"] = by_job
         out["scenario"] = meta.get("name")  # (a run folder from before names has none)
         out["fleet"] = fleet_words(sc["fleet"], meta)
+        return out
+
+    def _pool_bills(self, tp: int, pricing: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
+        """With a dedicated batch pool: each pool's bill (reserved replicas belong to the online fleet) and busy time."""
+        reps = self.replicas
+        if "pool" not in reps.columns or set(reps["pool"]) <= {"online"}:
+            return None
+        lives = self.lives()
+        pools = reps["pool"].to_numpy()
+        out = {}
+        for name in sorted(set(pools)):
+            mine = pools == name
+            bill = fleet_bill(
+                [life for life, m in zip(lives, mine, strict=True) if m],
+                horizon_s=self.horizon_s,
+                tp=tp,
+                usd_per_gpu_hour=self.meta["usd_per_gpu_hour"],
+                reserved_usd_per_gpu_hour=pricing["reserved_usd_per_gpu_hour"],
+                reserved_replicas=self.scenario["fleet"]["reserved_replicas"] if name == "online" else 0,
+                granularity_s=pricing["billing_granularity_s"],
+                minimum_s=pricing["billing_minimum_s"],
+            )
+            out[str(name)] = {
+                "replicas_launched": int(mine.sum()),
+                "billed_gpu_seconds": bill["billed_gpu_seconds"],
+                "busy_gpu_seconds": bill["gpu_seconds_by_state"]["busy"],
+                "cost_usd": bill["cost_usd"],
+            }
         return out
 
     # --- persistence -----------------------------------------------------------------------------------

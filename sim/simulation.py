@@ -25,7 +25,7 @@ from sim.autoscale import FixedConfig, make_policy
 from sim.build import resolve_scenario
 from sim.capacity import Capacity, saturated_capacity
 from sim.clock import ARRIVAL, CountingEnvironment, call_at
-from sim.config import EngineConfig, Scenario
+from sim.config import BatchConfig, EngineConfig, Scenario
 from sim.engine.kv import KvBlockPool
 from sim.engine.records import RequestLog
 from sim.engine.replica import Replica, inadmissible
@@ -33,6 +33,7 @@ from sim.engine.scheduler import POLICIES, Limits
 from sim.engine.sequence import Seq
 from sim.engine.step_time import ConstantStepTime, RooflineStepTime, StepTimeModel
 from sim.errors import FleetsimError
+from sim.fleet.batch import BatchLane, dedicated_loop, guard_loop
 from sim.fleet.cluster import Fleet
 from sim.fleet.control import (
     MAX_AUTOSCALER_TICKS,
@@ -49,6 +50,7 @@ from sim.roofline import RooflineSetup, kv_capacity_tokens
 from sim.router import ROUTERS
 from sim.streams import RunStreams
 from sim.workload import load_trace
+from sim.workload.jobs import add_jobs, with_classes
 from sim.workload.schema import KLASSES, REQUIRED, Where, check_times, check_tokens
 from sim.workload.synthetic import SyntheticSpec, generate
 from sim.workload.transforms import TraceFile, load_trace_file
@@ -63,6 +65,17 @@ def scenario_trace(scenario: Scenario, *, base_dir: Path = Path(".")) -> pd.Data
         return load_trace_file(scenario.trace, base_dir=base_dir, seed=scenario.seed)
     path = Path(scenario.trace)
     return load_trace(path if path.is_absolute() else base_dir / path)
+
+
+def with_batch_jobs(scenario: Scenario, trace: pd.DataFrame, *, base_dir: Path) -> pd.DataFrame:
+    """The trace with the scenario's batch jobs merged in and every request's class, priority, job and deadline
+    filled in (`sim.workload.jobs`); a trace without classes or jobs is returned as it is."""
+    jobs = scenario.batch.jobs if scenario.batch is not None else []
+    if jobs:
+        return add_jobs(trace, jobs, base_dir=base_dir, seed=scenario.seed)
+    if "klass" in trace.columns:
+        return with_classes(trace)
+    return trace
 
 
 def _step_model(scenario: Scenario, setup: RooflineSetup) -> StepTimeModel:
@@ -126,17 +139,29 @@ class _Feed:
     """Delivers the trace's requests at their arrival times, all requests of one instant together: one
     `ARRIVAL` event per distinct instant, each scheduling the next (a callback, not a process). The
     columns are turned into Python numbers a window at a time (a whole 1 M-request trace as lists would
-    hold ~100 MB)."""
+    hold ~100 MB). Batch-job requests go to the batch lane (`deliver_batch(index)`) when there is one."""
 
     WINDOW = 4096
 
-    def __init__(self, env: simpy.Environment, trace: pd.DataFrame, log: RequestLog, deliver: Callable[[Seq], None]) -> None:
-        self.env, self.deliver = env, deliver
+    def __init__(
+        self,
+        env: simpy.Environment,
+        trace: pd.DataFrame,
+        log: RequestLog,
+        deliver: Callable[[Seq], None],
+        deliver_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self.env, self.deliver, self.deliver_batch = env, deliver, deliver_batch
         t = log.arrival_at_s
         self.n = len(t)
         priority = trace["priority"].to_numpy(dtype=np.int64) if "priority" in trace.columns else np.zeros(self.n, np.int64)
-        self.columns = (t, log.prompt_tokens, log.output_tokens, priority)
-        self.window: tuple[list[Any], ...] = ([], [], [], [])
+        batch = (
+            trace["klass"].to_numpy() == "batch"
+            if deliver_batch is not None and "klass" in trace.columns
+            else np.zeros(self.n, dtype=bool)
+        )
+        self.columns = (t, log.prompt_tokens, log.output_tokens, priority, batch)
+        self.window: tuple[list[Any], ...] = ([], [], [], [], [])
         self.window_lo = 0
         self.i = 0  # the next request to deliver
         if self.n:  # started as a process would be: after what is already due at the start
@@ -166,20 +191,23 @@ class _Feed:
             self._arrive(None)
 
     def _arrive(self, _event: simpy.Event | None) -> None:
-        i, n, deliver = self.i, self.n, self.deliver
+        i, n, deliver, deliver_batch = self.i, self.n, self.deliver, self.deliver_batch
         j = self._column(i)
-        times, prompt, output, priority = self.window
+        times, prompt, output, priority, batch = self.window
         m = len(times)
         at = times[j]
         while True:
-            deliver(Seq(i, at, prompt[j], output[j], priority[j]))
+            if batch[j]:
+                deliver_batch(i)  # type: ignore[misc]
+            else:
+                deliver(Seq(i, at, prompt[j], output[j], priority[j]))
             i += 1
             j += 1
             if i == n:
                 break
             if j == m:
                 j = self._column(i)
-                times, prompt, output, priority = self.window
+                times, prompt, output, priority, batch = self.window
                 m = len(times)
             if times[j] != at:
                 break
@@ -202,6 +230,7 @@ def engine_limits(engine: EngineConfig, n_blocks: int, budget: int) -> Limits:
         n_blocks=n_blocks,
         watermark_blocks=watermark_blocks(engine, n_blocks),
         whole_prompt=engine.admission == "whole_prompt",
+        preempt_for_priority=engine.preempt_for_priority,
     )
 
 
@@ -236,8 +265,10 @@ def _build_fleet(
     *,
     n_blocks: int,
     budget: int,
+    floor: Callable[[int], int] | None = None,
 ) -> Fleet:
-    """The fleet with its initial replicas (warm or cold-starting) and, unless fixed, its autoscaler."""
+    """The fleet with its initial replicas (warm or cold-starting) and, unless fixed, its autoscaler (which
+    scales to at least `floor(ready replicas)` when given: the batch lane's deadline scaling)."""
     engine, fcfg = scenario.engine, scenario.fleet
     limits = engine_limits(engine, n_blocks, budget)
     fleet = Fleet(
@@ -266,8 +297,72 @@ def _build_fleet(
     else:
         fleet.launch(start_n)
     if not isinstance(fcfg.autoscaler, FixedConfig):
-        env.process(control_loop(env, fleet, make_policy(fcfg.autoscaler), fcfg.autoscaler.interval_s))
+        env.process(control_loop(env, fleet, make_policy(fcfg.autoscaler), fcfg.autoscaler.interval_s, floor=floor))
     return fleet
+
+
+def _batch_pool(env: simpy.Environment, scenario: Scenario, online: Fleet, streams: RunStreams, *, max_replicas: int) -> Fleet:
+    """A pool of the online fleet's replica type for batch work only (same engine, router and lifecycle)."""
+    return Fleet(
+        env,
+        make_engine=online.make_engine,
+        inadmissible=online.inadmissible,
+        router=ROUTERS[scenario.fleet.router](streams.sub_generator("router", 1)),
+        lifecycle=online.lifecycle,
+        weight_bytes=online.weight_bytes,
+        log=online.log,
+        rng=streams.sub_generator("lifecycle", 1),
+        max_replicas=max_replicas,
+        pool="batch",
+        slots=online.slots,
+    )
+
+
+def _batch_setup(
+    env: simpy.Environment,
+    scenario: Scenario,
+    setup: RooflineSetup,
+    trace: pd.DataFrame,
+    log: RequestLog,
+) -> tuple[BatchLane | None, BatchConfig]:
+    """The batch lane, when the trace holds batch-class requests (its settings: the scenario's `batch` block or
+    the defaults)."""
+    cfg = scenario.batch or BatchConfig()
+    if "klass" not in trace.columns:
+        return None, cfg
+    is_batch = trace["klass"].to_numpy() == "batch"
+    if not is_batch.any():
+        return None, cfg
+    guard = None
+    if cfg.guard is not None:
+        ttft = cfg.guard.ttft_ms if cfg.guard.ttft_ms is not None else scenario.slo.ttft_ms
+        tpot = cfg.guard.tpot_ms if cfg.guard.tpot_ms is not None else scenario.slo.tpot_ms
+        if ttft is None and tpot is None:
+            raise FleetsimError("batch.guard: give ttft_ms or tpot_ms (or an slo: block) for the guard to hold")
+        guard = (None if ttft is None else ttft / 1000, None if tpot is None else tpot / 1000)
+    rate = _capacity(scenario, setup, trace.loc[is_batch]).max_tokens_per_s_per_replica if _needs_rate(cfg) else None
+    lane = BatchLane(
+        env,
+        log,
+        priority=trace["priority"].to_numpy(dtype=np.int64),
+        deadline_at_s=trace["deadline_at_s"].to_numpy(dtype=np.float64),
+        n_batch=int(is_batch.sum()),
+        cap=cfg.max_per_replica or scenario.engine.max_num_seqs,
+        guard=guard,
+        guard_step=cfg.guard.step if cfg.guard is not None else 1,
+        deadline_margin_s=cfg.deadline_margin_s,
+        replica_tokens_per_s=rate,
+    )
+    if guard is not None:
+        log.watch, log.watch_mask = [], ~is_batch
+        lane.completed_interactive = log.watch
+        assert cfg.guard is not None
+        env.process(guard_loop(env, lane, cfg.guard.interval_s))
+    return lane, cfg
+
+
+def _needs_rate(cfg: BatchConfig) -> bool:
+    return cfg.deadline_scaling or (cfg.fleet == "dedicated" and cfg.dedicated.replicas == "auto")
 
 
 @dataclass
@@ -281,6 +376,7 @@ class _Built:
     rows: list[tuple[Any, ...]]
     n_blocks: int
     budget: int
+    fleets: list[Fleet]  # the online fleet, then a dedicated batch pool if any
 
 
 def _build(scenario: Scenario, setup: RooflineSetup, trace: pd.DataFrame, streams: RunStreams) -> _Built:
@@ -298,11 +394,61 @@ def _build(scenario: Scenario, setup: RooflineSetup, trace: pd.DataFrame, stream
             done.succeed()
 
     log.on_all_resolved = all_resolved
-    fleet = _build_fleet(env, scenario, setup, log, streams, n_blocks=n_blocks, budget=budget)
-    _Feed(env, trace, log, fleet.deliver)
+    lane, bcfg = _batch_setup(env, scenario, setup, trace, log)
+    if (
+        lane is not None
+        and bcfg.deadline_scaling
+        and bcfg.fleet == "backfill"
+        and isinstance(scenario.fleet.autoscaler, FixedConfig)
+    ):
+        raise FleetsimError(
+            "batch.deadline_scaling with fleet: backfill scales the online fleet: give fleet.autoscaler a policy with "
+            "max_replicas (it is fixed), or use fleet: dedicated"
+        )
+    floor = lane.replicas_needed if lane is not None and bcfg.deadline_scaling and bcfg.fleet == "backfill" else None
+    fleet = _build_fleet(env, scenario, setup, log, streams, n_blocks=n_blocks, budget=budget, floor=floor)
+    fleets = [fleet]
+    if lane is not None:
+        if bcfg.fleet == "dedicated":
+            size, ceiling = _dedicated_size(scenario, bcfg, lane, trace)
+            pool = _batch_pool(env, scenario, fleet, streams, max_replicas=ceiling)
+            pool.set_lane(lane)
+            start_at = float(trace["arrival_at_s"].to_numpy()[trace["klass"].to_numpy() == "batch"][0])
+            interval = scenario.fleet.autoscaler.interval_s
+            env.process(
+                dedicated_loop(env, pool, lane, start_at=start_at, size=size, interval_s=interval, scaling=bcfg.deadline_scaling)
+            )
+            fleets.append(pool)
+        else:
+            fleet.set_lane(lane)
+    _Feed(env, trace, log, fleet.deliver, lane.add if lane is not None else None)
     rows: list[tuple[Any, ...]] = []
-    env.process(sample_timeline(env, fleet, scenario.fleet.timeline_interval_s, rows))
-    return _Built(env, fleet, log, done, rows, n_blocks, budget)
+    env.process(sample_timeline(env, fleets, scenario.fleet.timeline_interval_s, rows))
+    return _Built(env, fleet, log, done, rows, n_blocks, budget, fleets)
+
+
+def _dedicated_size(scenario: Scenario, cfg: BatchConfig, lane: BatchLane, trace: pd.DataFrame) -> tuple[int, int]:
+    """The dedicated pool's size at launch and its ceiling. `auto`: the batch tokens over one replica's saturated
+    throughput for the batch mix times the time from the first submission to `deadline_margin_s` before the
+    earliest deadline."""
+    ceiling = cfg.dedicated.max_replicas
+    if cfg.dedicated.replicas != "auto":
+        size = int(cfg.dedicated.replicas)
+        return size, max(size, ceiling or size)
+    batch = trace["klass"].to_numpy() == "batch"
+    tokens = float(trace["prompt_tokens"].to_numpy()[batch].sum() + trace["output_tokens"].to_numpy()[batch].sum())
+    start = float(trace["arrival_at_s"].to_numpy()[batch].min())
+    window = float(np.nanmin(trace["deadline_at_s"].to_numpy()[batch])) - cfg.deadline_margin_s - start
+    if window <= 0:
+        raise FleetsimError(
+            f"batch.dedicated.replicas: auto: the earliest deadline leaves no time after batch.deadline_margin_s="
+            f"{cfg.deadline_margin_s:g} s; lower the margin or give a replica count"
+        )
+    assert lane.replica_tokens_per_s
+    size = max(1, math.ceil(tokens / (lane.replica_tokens_per_s * window)))
+    if ceiling is not None:
+        size = min(size, ceiling)
+    return size, max(size, ceiling or size)
 
 
 def _run(built: _Built, progress: Callable[[float, float], None] | None) -> None:
@@ -332,10 +478,14 @@ def _freeze(built: _Built, scenario: Scenario, setup: RooflineSetup, base_dir: P
         n_events=env.events_processed(),
     )
     requests = requests_frame(log)
-    if "klass" in trace.columns:  # the request's class and priority, as the trace gave them
+    if "klass" in trace.columns:  # the request's class, priority, job and deadline (`sim.workload.jobs.with_classes`)
         requests["klass"] = pd.Categorical(trace["klass"].to_numpy(), categories=KLASSES)
     if "priority" in trace.columns:
         requests["priority"] = trace["priority"].to_numpy(dtype=np.int64)
+    if "job_id" in trace.columns:
+        requests["job_id"] = pd.Series(trace["job_id"].to_numpy(), dtype="string")
+    if "deadline_at_s" in trace.columns:
+        requests["deadline_at_s"] = trace["deadline_at_s"].to_numpy(dtype=np.float64)
     return SimResult(
         requests=requests,
         replicas=replicas_frame(built.fleet, log, env.now),
@@ -367,6 +517,7 @@ def simulate(
             trace = scenario_trace(scenario, base_dir=base_dir)
         else:
             _check_frame(trace)
+        trace = with_batch_jobs(scenario, trace, base_dir=base_dir)
         built = _build(scenario, setup, trace, RunStreams(scenario.seed))
     except FleetsimError as err:  # the build phase's errors name the scenario file, when there is one
         source = scenario.source

@@ -11,6 +11,7 @@ Streams (spawn key in brackets; append new names, never renumber):
   lifecycle [4]                                        cold-start stage durations drawn from distributions
   autoscaler [5]                                       reserved for randomized autoscaling policies
   trace_sample [6]                                     subsampling a trace file (`sample:`, `trace convert --sample`)
+  batch_prompt [7, job], batch_output [8, job]         a generated batch job's lengths (one stream per job in the list)
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ STREAMS: dict[str, int] = {
     "lifecycle": 4,
     "autoscaler": 5,
     "trace_sample": 6,
+    "batch_prompt": 7,
+    "batch_output": 8,
 }
 
 
@@ -45,3 +48,9 @@ class RunStreams:
     def generator(self, name: str) -> np.random.Generator:
         """A fresh generator for `name`: the same (seed, name) always gives the same draws."""
         return np.random.default_rng(self.sequence(name))
+
+    def sub_generator(self, name: str, k: int) -> np.random.Generator:
+        """Stream `name`'s k-th independent sub-stream (one per batch job, say)."""
+        if name not in STREAMS:
+            raise KeyError(f"unknown random stream {name!r}; known: {', '.join(STREAMS)}")
+        return np.random.default_rng(np.random.SeedSequence(self._root.entropy, spawn_key=(STREAMS[name], k)))

@@ -69,6 +69,8 @@ class RequestLog:
         "replica_id",
         "scheduled_at_s",
         "status",
+        "watch",
+        "watch_mask",
     )
 
     def __init__(self, arrival_at_s: np.ndarray, prompt_tokens: np.ndarray, output_tokens: np.ndarray) -> None:
@@ -86,6 +88,8 @@ class RequestLog:
         self.itl = ItlLog()
         self.n_resolved = 0
         self.on_all_resolved: Callable[[], None] | None = None
+        self.watch: list[int] | None = None  # completed requests of `watch_mask`, in completion order (the batch guard's)
+        self.watch_mask: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.arrival_at_s)
@@ -103,6 +107,8 @@ class RequestLog:
     def complete(self, idx: int, t: float) -> None:
         self.completed_at_s[idx] = t
         self.status[idx] = COMPLETED
+        if self.watch is not None and self.watch_mask[idx]:  # type: ignore[index]
+            self.watch.append(idx)
         self._resolved()
 
     def check_invariants(self) -> None:

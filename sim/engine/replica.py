@@ -93,14 +93,17 @@ class Replica:
         "limits",
         "log",
         "max_context_tokens",
+        "n_batch",
         "n_outstanding",
         "n_runs",
         "n_steps",
+        "on_batch_done",
         "on_idle",
         "on_load",
         "policy",
         "pool",
         "prefill_busy_s",
+        "prio_running",
         "replica_id",
         "running",
         "step_time",
@@ -135,6 +138,10 @@ class Replica:
         self._n_admitted = 0
         self.n_outstanding = 0  # requests routed here and not yet completed or dropped
         self.on_load: Callable[[int, int], None] | None = None  # on_load(replica_id, n_outstanding) at each change
+        self.n_batch = 0  # of those, batch-job requests
+        self.on_batch_done: Callable[[Replica, Seq], None] | None = None  # a batch request completed or was dropped
+        # with priority preemption: running sequences by priority (how many of each), to know when to plan per sequence
+        self.prio_running: dict[int, int] | None = {} if limits.preempt_for_priority else None
         self._idle = False  # waiting for work: the next arrival schedules a wake-up
         self._interruptible = False  # in a fast-forwarded run: the next arrival cuts it short
         self._run: tuple[float, StepLine, list[Seq], int] | None = None  # start, line, explicit seqs, k_max
@@ -160,6 +167,8 @@ class Replica:
         self.log.status[seq.idx] = IN_FLIGHT
         self.log.replica_id[seq.idx] = self.replica_id
         self.n_outstanding += 1
+        if seq.batch:
+            self.n_batch += 1
         if self.on_load is not None:
             self.on_load(self.replica_id, self.n_outstanding)
         waiting = self.waiting
@@ -211,12 +220,27 @@ class Replica:
     def _after(self, delay: float, callback: Callable[[simpy.Event], None], priority: EventPriority = NORMAL) -> simpy.Event:
         return call_at(self.env, delay, priority, callback)
 
+    def _outranked(self) -> bool:
+        """With priority preemption: does the head of the queue outrank (lower value) some running sequence? Then
+        the step may preempt for it, and only the per-sequence planner decides which."""
+        prio = self.prio_running
+        if prio is None or not self.waiting:
+            return False
+        head = self.waiting[0].priority
+        return any(p > head for p, n in prio.items() if n)
+
+    def _count_running(self, seq: Seq, delta: int) -> None:
+        prio = self.prio_running
+        if prio is not None:
+            prio[seq.priority] = prio.get(seq.priority, 0) + delta
+
     def _plan(self) -> Batch:
         group, pool, limits = self.group, self.pool, self.limits
         if group.n:
-            batch = self.policy.plan(self.waiting, self.running, group.n, group.next_step_blocks, pool.free, limits)
-            if batch is not None:
-                return batch
+            if not (self.prio_running is not None and self._outranked()):
+                batch = self.policy.plan(self.waiting, self.running, group.n, group.next_step_blocks, pool.free, limits)
+                if batch is not None:
+                    return batch
             members = group.release_all()  # per-sequence planning, in admission order
             if self.running:
                 members.extend(self.running)
@@ -243,6 +267,8 @@ class Replica:
             for seq, reason in batch.dropped:
                 self._resolved(1)
                 self.log.reject(seq.idx, reason)
+                if seq.batch:
+                    self._batch_done(seq)
             if batch.preempted:
                 self._preempt(batch.preempted)
             if batch.work or batch.group:
@@ -266,17 +292,23 @@ class Replica:
             seq.computed = 0
             seq.n_preemptions += 1
             self.log.n_preemptions[seq.idx] += 1
+            self._count_running(seq, -1)
             bisect.insort(self.waiting, seq, key=_key)
 
     def _start_step(self, batch: Batch) -> None:
         now = self.env._now  # SimPy's clock without its property (the hot path reads it once per event)
         if batch.admitted:
-            del self.waiting[: len(batch.admitted)]
+            if batch.preempted:  # preempted for priority: the victims went back to the queue, maybe among the admitted
+                gone = {id(seq) for seq in batch.admitted}
+                self.waiting = [seq for seq in self.waiting if id(seq) not in gone]
+            else:
+                del self.waiting[: len(batch.admitted)]
             scheduled = self.log.scheduled_at_s
             for seq in batch.admitted:
                 self._n_admitted += 1
                 seq.admit_no = self._n_admitted
                 self.running.append(seq)
+                self._count_running(seq, 1)
                 if math.isnan(scheduled[seq.idx]):
                     scheduled[seq.idx] = now
         n_prefill = n_decode = decode_ctx = 0
@@ -353,6 +385,14 @@ class Replica:
             for seq in done:
                 self.log.complete(seq.idx, end)
                 self.pool.release(seq)
+                self._count_running(seq, -1)
+                if seq.batch:
+                    self._batch_done(seq)
+
+    def _batch_done(self, seq: Seq) -> None:
+        self.n_batch -= 1
+        if self.on_batch_done is not None:
+            self.on_batch_done(self, seq)
 
     def _resolved(self, n: int) -> None:
         self.n_outstanding -= n
@@ -387,6 +427,9 @@ class Replica:
         self.log.complete(seq.idx, t)
         self.pool.release(seq)
         self.running.remove(seq)
+        self._count_running(seq, -1)
+        if seq.batch:
+            self._batch_done(seq)
 
     def _kv_steps(self, seqs: list[Seq], k_max: int) -> int:
         """Most steps (<= k_max) the free blocks can feed without preempting anyone."""

@@ -21,6 +21,12 @@ full input length) room for the whole prompt, counted against the free blocks, w
 allocated as they run. A waiting sequence that could not be admitted even into an empty cache is dropped
 with the reason (a recompute that outgrew the reserve), never left to wait forever.
 
+Priority preemption (`engine.preempt_for_priority`, vLLM's `--scheduling-policy priority`): the waiting
+queue is always ordered by priority (lower first), then arrival. With the option on, when the head of the
+queue is not admitted by the step the policy planned, the running sequence of the lowest priority
+(the numerically largest; the most recently admitted among equals) with a lower priority than the head is
+preempted (recompute) and the step planned again, until the head is admitted or no such sequence runs.
+
 Two entry points with one meaning: `next_batch` plans over explicit sequences (the per-step reference
 and the fallback); `plan` plans the common step in which every running sequence is served, given the
 lock-step decoders as an aggregate (`sim.engine.group`): their number and the blocks their next step
@@ -31,6 +37,7 @@ O(non-group sequences); otherwise it returns None and the replica falls back to 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -45,6 +52,7 @@ class Limits:
     n_blocks: int = 1 << 62  # the replica's KV cache, in blocks
     watermark_blocks: int = 0  # free blocks an admission must leave
     whole_prompt: bool = False  # chunked: admit only when the whole prompt's blocks fit
+    preempt_for_priority: bool = False  # a waiting request that cannot be admitted preempts lower-priority running ones
     # derived: a waiting sequence with more pending tokens than this can never be admitted (prefill_first, chunked)
     never_above: tuple[int, int] = field(init=False, default=(0, 0))
 
@@ -227,10 +235,52 @@ def _admit_chunks(waiting: list[Seq], batch: Batch, budget: int, n_running: int,
         n_running += 1
 
 
+def _lower_priority_victim(running: list[Seq], than: int) -> Seq | None:
+    """The running sequence to preempt for a waiting one of priority `than`: the lowest priority (largest
+    value) above it, the most recently admitted among equals; None if every running one ranks as high."""
+    victim = None
+    for seq in running:
+        if seq.priority > than and (victim is None or (seq.priority, seq.admit_no) > (victim.priority, victim.admit_no)):
+            victim = seq
+    return victim
+
+
+def with_priority_preemption(
+    plan: Callable[[list[Seq], list[Seq], int, Limits], Batch],
+    waiting: list[Seq],
+    running: list[Seq],
+    free_blocks: int,
+    limits: Limits,
+) -> Batch:
+    """`plan`, and while the head of `waiting` is not admitted and lower-priority work runs, preempt the
+    lowest-priority running sequence and plan again (the victims join the batch's `preempted`)."""
+    batch = plan(waiting, running, free_blocks, limits)
+    if not limits.preempt_for_priority:
+        return batch
+    victims: list[Seq] = []
+    rest = running
+    while waiting and not (batch.admitted and batch.admitted[0] is waiting[0]):
+        victim = _lower_priority_victim(rest, waiting[0].priority)
+        if victim is None:
+            break
+        if rest is running:
+            rest = list(running)
+        rest.remove(victim)
+        victims.append(victim)
+        free_blocks += victim.blocks
+        batch = plan(waiting, rest, free_blocks, limits)
+    if victims:
+        batch.preempted[:0] = victims
+    return batch
+
+
 class PrefillFirst:
     chunks_prefill = False
 
     def next_batch(self, waiting: list[Seq], running: list[Seq], free_blocks: int, limits: Limits) -> Batch:
+        return with_priority_preemption(self._next_batch, waiting, running, free_blocks, limits)
+
+    def _next_batch(self, waiting: list[Seq], running: list[Seq], free_blocks: int, limits: Limits) -> Batch:
         batch = Batch()
         _drop_never(waiting, batch, limits, chunks=False)
         _admit_whole(waiting, batch, len(running), free_blocks, limits)
@@ -259,6 +309,9 @@ class Chunked:
     chunks_prefill = True
 
     def next_batch(self, waiting: list[Seq], running: list[Seq], free_blocks: int, limits: Limits) -> Batch:
+        return with_priority_preemption(self._next_batch, waiting, running, free_blocks, limits)
+
+    def _next_batch(self, waiting: list[Seq], running: list[Seq], free_blocks: int, limits: Limits) -> Batch:
         batch = Batch()
         queue = list(running)
         free, budget = _decode_with_preemption(queue, free_blocks, limits, batch, budget=limits.max_num_batched_tokens)

@@ -19,6 +19,7 @@ class Seq:
     prompt_tokens: int
     output_tokens: int
     priority: int = 0
+    batch: bool = False  # an offline batch-job request (klass batch): the gateway's batch lane dispatched it
     generated: int = 0
     computed: int = 0
     blocks: int = 0

@@ -19,7 +19,7 @@ import heapq
 import math
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import simpy
@@ -33,6 +33,9 @@ from sim.fleet.lifecycle import LifecycleConfig
 from sim.fleet.load_index import LeastLoaded
 from sim.router import Router
 from sim.states import STARTING, ReplicaState
+
+if TYPE_CHECKING:
+    from sim.fleet.batch import BatchLane
 
 
 class FleetQueue:
@@ -84,6 +87,7 @@ class ReplicaSlot:
     released_at_s: float = math.nan
     busy_at_drain_s: float = 0.0
     cancelled: bool = False
+    pool: str = "online"  # the pool it belongs to: online, or batch (a dedicated batch pool)
     engine: Replica | None = None
     process: simpy.Process | None = field(default=None, repr=False)
 
@@ -109,6 +113,8 @@ class Fleet:
         queue_max: int | None = None,
         queue_timeout_s: float | None = None,
         max_outstanding: int | None = None,
+        pool: str = "online",
+        slots: list[ReplicaSlot] | None = None,
     ) -> None:
         self.env = env
         self.make_engine = make_engine
@@ -123,13 +129,22 @@ class Fleet:
         self.queue_timeout_s = queue_timeout_s
         self.max_outstanding = max_outstanding  # per replica, the router's cap (None: none)
         self._pump_due = False
-        self.slots: list[ReplicaSlot] = []
+        self.pool = pool
+        self.slots: list[ReplicaSlot] = slots if slots is not None else []  # every pool's, by replica id (shared)
+        self.lane: BatchLane | None = None  # the batch lane that feeds this pool, if any
         self._live: list[ReplicaSlot] = []  # slots not yet released, in id order
         self._ready: list[ReplicaSlot] | None = None  # the ready slots, in id order (None: recompute)
         self._index = LeastLoaded() if router.indexed else None
         self.queue = FleetQueue()
         self._busy_seen: dict[int, tuple[float, float]] = {}  # replica id -> (time, busy seconds) at last observation
         self.n_arrivals = 0
+
+    def set_lane(self, lane: BatchLane) -> None:
+        """Feed this pool from `lane` (the replicas ready now and those to come)."""
+        self.lane, lane.fleet = lane, self
+        for slot in self._live:
+            if slot.engine is not None:
+                lane.attach(slot.engine)
 
     # --- views (no scan of released slots: a long day launches hundreds) ------------------------------
     def in_state(self, state: ReplicaState) -> list[ReplicaSlot]:
@@ -245,7 +260,7 @@ class Fleet:
     def add_ready(self, n: int) -> None:
         """Replicas that exist before the trace starts (warm): ready at once, billed from now."""
         for _ in range(n):
-            slot = ReplicaSlot(len(self.slots), self.env.now, (0.0, 0.0, 0.0, 0.0))
+            slot = ReplicaSlot(len(self.slots), self.env.now, (0.0, 0.0, 0.0, 0.0), pool=self.pool)
             self.slots.append(slot)
             self._live.append(slot)
             self._become_ready(slot)
@@ -253,7 +268,7 @@ class Fleet:
     def launch(self, n: int) -> None:
         for _ in range(n):
             stages = self.lifecycle.stages(self.weight_bytes, self.rng)
-            slot = ReplicaSlot(len(self.slots), self.env.now, stages)
+            slot = ReplicaSlot(len(self.slots), self.env.now, stages, pool=self.pool)
             self.slots.append(slot)
             self._live.append(slot)
             slot.process = self.env.process(self._cold_start(slot))
@@ -280,6 +295,9 @@ class Fleet:
         self._set_state(slot, ReplicaState.READY)
         self._busy_seen[slot.replica_id] = (self.env.now, 0.0)
         self._pump()
+        if self.lane is not None:
+            self.lane.attach(engine)
+            self.lane.pump_soon()
 
     def _idle(self, slot: ReplicaSlot) -> None:
         if slot.state == ReplicaState.DRAINING:

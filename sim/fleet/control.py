@@ -8,7 +8,7 @@ autoscaler has acted.
 from __future__ import annotations
 
 import math
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import numpy as np
@@ -45,11 +45,18 @@ TIMELINE_DTYPES = {
 }
 
 
-def control_loop(env: simpy.Environment, fleet: Fleet, policy: Policy, interval_s: float) -> Generator[simpy.Event, Any, None]:
-    """Every `interval_s`: observe the fleet, ask the policy, reconcile."""
+def control_loop(
+    env: simpy.Environment, fleet: Fleet, policy: Policy, interval_s: float, floor: Callable[[int], int] | None = None
+) -> Generator[simpy.Event, Any, None]:
+    """Every `interval_s`: observe the fleet, ask the policy (and scale to at least `floor(ready replicas)` when
+    given), reconcile."""
     for _ in range(MAX_AUTOSCALER_TICKS):
         yield At(env, interval_s, OBSERVE)
-        fleet.scale_to(policy.decide(fleet.observe()))
+        obs = fleet.observe()
+        desired = policy.decide(obs)
+        if floor is not None:
+            desired = max(desired, floor(obs.n_ready))
+        fleet.scale_to(desired)
     raise FleetsimError(
         f"the run went on for {MAX_AUTOSCALER_TICKS:,} autoscaler ticks ({env.now:,.0f} s simulated) without resolving "
         "every request; check the cold-start durations and the trace's time span"
@@ -57,9 +64,16 @@ def control_loop(env: simpy.Environment, fleet: Fleet, policy: Policy, interval_
 
 
 def sample_timeline(
-    env: simpy.Environment, fleet: Fleet, interval_s: float, rows: list[tuple[Any, ...]]
+    env: simpy.Environment, fleets: list[Fleet], interval_s: float, rows: list[tuple[Any, ...]]
 ) -> Generator[simpy.Event, Any, None]:
-    """Every interval: replicas by state, queues, KV use, arrival rate, busy fraction (see TIMELINE_COLUMNS)."""
+    """Every interval: replicas by state, queues, KV use, arrival rate, busy fraction (see TIMELINE_COLUMNS), over
+    every pool (the online fleet and a dedicated batch pool); `waiting` counts the batch lane's queue too."""
+    fleet = fleets[0]
+    lanes = {id(f.lane): f.lane for f in fleets if f.lane is not None}
+
+    def arrivals() -> int:
+        return fleet.n_arrivals + sum(lane.n_added for lane in lanes.values())
+
     last_busy: dict[int, float] = {}
     last_arrivals = 0
     states = (ReplicaState.PROVISIONING, ReplicaState.LOADING, ReplicaState.READY, ReplicaState.DRAINING)
@@ -67,8 +81,9 @@ def sample_timeline(
         yield At(env, interval_s, SAMPLE)
         now = env.now
         counts = dict.fromkeys(states, 0)
-        busy, kv, running, waiting = [], [], 0, len(fleet.queue)
-        for slot in fleet.live:
+        busy, kv, running = [], [], 0
+        waiting = len(fleet.queue) + sum(lane.n_queued for lane in lanes.values())
+        for slot in (s for f in fleets for s in f.live):
             if slot.state in counts:
                 counts[slot.state] += 1
             engine = slot.engine
@@ -87,11 +102,11 @@ def sample_timeline(
                 waiting,
                 running,
                 float(np.mean(kv)) if kv else math.nan,
-                (fleet.n_arrivals - last_arrivals) / interval_s,
+                (arrivals() - last_arrivals) / interval_s,
                 float(np.mean(busy)) if busy else math.nan,
             )
         )
-        last_arrivals = fleet.n_arrivals
+        last_arrivals = arrivals()
     raise FleetsimError(
         f"the run went on for {MAX_TIMELINE_SAMPLES:,} timeline samples ({env.now:,.0f} s simulated) without resolving "
         "every request; raise fleet.timeline_interval_s, or check the cold-start durations"

@@ -8,7 +8,8 @@ optional:
   request_id     string, unique
   klass          "interactive" | "batch"
   priority       int64 (lower is served first)
-  deadline_at_s  float64 >= arrival_at_s
+  deadline_at_s  float64 >= arrival_at_s (a batch request's job deadline)
+  job_id         string (the batch job a request belongs to)
   prefix_hash_ids  list of int64 (Mooncake-style prefix-chained block hashes)
 
 Equal timestamps are legal: real traces log at millisecond resolution or coarser and hold many
@@ -34,7 +35,7 @@ else:
 from sim.errors import FleetsimError
 
 REQUIRED = ("arrival_at_s", "prompt_tokens", "output_tokens")
-OPTIONAL = ("request_id", "klass", "priority", "deadline_at_s", "prefix_hash_ids")
+OPTIONAL = ("request_id", "klass", "priority", "deadline_at_s", "job_id", "prefix_hash_ids")
 KLASSES = ("interactive", "batch")
 MAX_REQUESTS = 100_000_000  # the most requests a generated or transformed trace may hold (about 3 GB as a frame)
 

@@ -1,0 +1,282 @@
+"""The gateway's batch lane: offline batch-job requests held at the gateway and fed to replicas as they
+have room, as a batch API does (OpenAI's and Anthropic's batch endpoints accept a job and finish it
+within a window; llm-d's flow control keeps a lane per priority band).
+
+- **Queue.** A batch request that arrives (a job submitted at once delivers all its requests in one
+  instant) waits here, by priority (lower first), then arrival, then index. It is held as an index, and
+  becomes an engine sequence only when dispatched, so a million-request job costs a few bytes a request.
+- **Backfill slots.** A ready replica is given batch requests while it holds fewer than `cap` of them
+  (`batch.max_per_replica`; default the engine's `max_num_seqs`): the lane dispatches whenever a batch
+  request completes, a replica becomes ready or a request is submitted, at that instant (as an arrival
+  would be, before the replicas plan). Interactive requests are not held: they reach the replicas at once,
+  and the engine's queue serves them first (priority order; with `engine.preempt_for_priority` they
+  preempt running batch work).
+- **Guard** (`batch.guard`, optional): the per-replica cap is a congestion window, as TCP's. It starts at 1;
+  every `interval_s` the lane reads the p99 TTFT and p99 TPOT of the interactive requests completed in the
+  interval; above a target (`ttft_ms`, `tpot_ms`; default the scenario's SLO) it halves the cap (to 0:
+  no batch work is dispatched until an interval passes clean), otherwise it doubles it until the first
+  violation (slow start) and then raises it by `step` (additive increase, multiplicative decrease), never
+  above `max_per_replica`. Batch requests already on a replica finish; the guard only holds back new ones.
+  Reactive: a violation is seen after it happened, so the guard bounds the interactive p99 to within what
+  one interval of over-admission can do.
+- **Deadline scaling** (`batch.deadline_scaling`): at each autoscaler tick the lane estimates the
+  replicas the backlog needs to finish `deadline_margin_s` before its earliest pending deadline:
+  ceil(remaining batch tokens / (batch tokens/s per ready replica x time left)), the rate measured over the
+  last tick (batch tokens of requests completed / seconds / ready replicas), or, before any, one
+  replica's saturated throughput for the batch mix. The fleet scales to at least that (within its
+  max_replicas); otherwise the autoscaler alone decides. Remaining tokens count a request whole until it
+  completes, so the estimate errs early.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import simpy
+
+from sim.clock import ARRIVAL, LIFECYCLE, OBSERVE, At, call_at
+from sim.engine.records import COMPLETED, IN_FLIGHT, RequestLog
+from sim.engine.sequence import Seq
+
+if TYPE_CHECKING:
+    from sim.engine.replica import Replica
+
+
+class Pool(Protocol):
+    """What the lane needs of the fleet (or pool) it feeds (`sim.fleet.cluster.Fleet`)."""
+
+    inadmissible: dict[int, str]
+    lifecycle: Any
+
+    @property
+    def ready(self) -> list[Any]: ...  # ReplicaSlot (sim.fleet.cluster imports this module)
+
+    def scale_to(self, desired: int) -> None: ...
+
+    def add_ready(self, n: int) -> None: ...
+
+    def launch(self, n: int) -> None: ...
+
+
+class BatchLane:
+    def __init__(
+        self,
+        env: simpy.Environment,
+        log: RequestLog,
+        *,
+        priority: np.ndarray,
+        deadline_at_s: np.ndarray,
+        n_batch: int,
+        cap: int,
+        guard: tuple[float | None, float | None] | None = None,
+        guard_step: int = 1,
+        deadline_margin_s: float = 0.0,
+        replica_tokens_per_s: float | None = None,
+    ) -> None:
+        self.env, self.log = env, log
+        self.priority = priority
+        self.deadline_at_s = deadline_at_s
+        self.max_cap = cap
+        self.cap = cap if guard is None else 1  # a guarded lane starts small and doubles until latency objects
+        self._slow_start = True
+        self.guard = guard  # (ttft_s, tpot_s) targets of the interactive p99, or None
+        self.guard_step = guard_step
+        self.deadline_margin_s = deadline_margin_s
+        self.replica_tokens_per_s = replica_tokens_per_s
+        self.fleet: Pool | None = None
+        self.n_batch = n_batch  # batch requests in the trace
+        self.n_resolved = 0  # of those, completed or rejected
+        self.on_finished: Callable[[], None] | None = None  # every batch request resolved
+        self._heap: list[tuple[int, float, int]] = []
+        self._fifo: list[int] = []  # requests in key order, appended in order (the common case: no heap)
+        self._fifo_at = 0
+        self._pump_due = False
+        self.n_queued = 0
+        self.n_added = 0  # batch requests submitted to the lane (rejected ones excluded)
+        self.remaining_tokens = 0  # prompt + output tokens of batch requests submitted and not resolved
+        self.done_tokens = 0  # of batch requests completed
+        self._pending_deadlines: list[tuple[float, int]] = []  # (deadline, idx) heap, lazily pruned
+        self._seen_done = (0.0, 0)  # (time, done_tokens) at the last deadline estimate
+        self._guard_from = 0  # interactive completions looked at so far
+        self.completed_interactive: list[int] | None = None  # the log's watch list (interactive completions) with a guard
+        self.cap_changes: list[tuple[float, int]] = []  # (time, cap) each time the guard moves it
+
+    # --- intake -----------------------------------------------------------------------------------
+    def add(self, idx: int) -> None:
+        """A batch request arrives at the gateway."""
+        assert self.fleet is not None
+        reason = self.fleet.inadmissible.get(idx)
+        if reason is not None:
+            self.log.reject(idx, reason)
+            self._resolved()
+            return
+        self.log.status[idx] = IN_FLIGHT
+        key = (int(self.priority[idx]), float(self.log.arrival_at_s[idx]), idx)
+        fifo = self._fifo
+        if not self._heap and (self._fifo_at == len(fifo) or self._key(fifo[-1]) <= key):
+            fifo.append(idx)
+        else:
+            heapq.heappush(self._heap, key)
+        self.n_queued += 1
+        self.n_added += 1
+        self.remaining_tokens += int(self.log.prompt_tokens[idx] + self.log.output_tokens[idx])
+        heapq.heappush(self._pending_deadlines, (float(self.deadline_at_s[idx]), idx))
+        self.pump_soon()
+
+    def _key(self, idx: int) -> tuple[int, float, int]:
+        return (int(self.priority[idx]), float(self.log.arrival_at_s[idx]), idx)
+
+    def _pop(self) -> int:
+        fifo, heap = self._fifo, self._heap
+        if self._fifo_at < len(fifo) and (not heap or self._key(fifo[self._fifo_at]) <= heap[0]):
+            idx = fifo[self._fifo_at]
+            self._fifo_at += 1
+            if self._fifo_at > 4096 and self._fifo_at * 2 > len(fifo):  # drop the consumed head now and then
+                del fifo[: self._fifo_at]
+                self._fifo_at = 0
+        else:
+            idx = heapq.heappop(heap)[2]
+        self.n_queued -= 1
+        return idx
+
+    # --- dispatch ---------------------------------------------------------------------------------
+    def pump_soon(self, *_: object) -> None:
+        """Dispatch at this instant, once, among the arrivals (before the replicas plan)."""
+        if not self._pump_due and self.n_queued:
+            self._pump_due = True
+            call_at(self.env, 0.0, ARRIVAL, self._pump)
+
+    def _pump(self, _event: simpy.Event | None = None) -> None:
+        self._pump_due = False
+        assert self.fleet is not None
+        if not self.n_queued or self.cap <= 0:
+            return
+        log, priority = self.log, self.priority
+        for slot in self.fleet.ready:
+            engine = slot.engine
+            assert engine is not None
+            while engine.n_batch < self.cap and self.n_queued:
+                idx = self._pop()
+                engine.enqueue(
+                    Seq(
+                        idx,
+                        float(log.arrival_at_s[idx]),
+                        int(log.prompt_tokens[idx]),
+                        int(log.output_tokens[idx]),
+                        int(priority[idx]),
+                        True,
+                    )
+                )
+            if not self.n_queued:
+                return
+
+    def attach(self, engine: Replica) -> None:
+        engine.on_batch_done = self._done
+
+    def _done(self, _engine: Replica, seq: Seq) -> None:
+        tokens = seq.prompt_tokens + seq.output_tokens
+        self.remaining_tokens -= tokens
+        if self.log.status[seq.idx] == COMPLETED:
+            self.done_tokens += tokens
+        self._resolved()
+        self.pump_soon()
+
+    def _resolved(self) -> None:
+        self.n_resolved += 1
+        if self.n_resolved == self.n_batch and self.on_finished is not None:
+            call_at(self.env, 0.0, ARRIVAL, lambda _event: self.on_finished())  # type: ignore[misc]
+
+    # --- guard --------------------------------------------------------------------------------------
+    def guard_tick(self) -> None:
+        """AIMD on `cap` from the interactive p99 TTFT and TPOT of the requests completed since the last tick."""
+        assert self.guard is not None and self.completed_interactive is not None
+        done = self.completed_interactive
+        idx = np.asarray(done[self._guard_from :], dtype=np.int64)
+        self._guard_from = len(done)
+        ttft_target, tpot_target = self.guard
+        over = False
+        if idx.size:
+            log = self.log
+            first, arrival = log.first_token_at_s[idx], log.arrival_at_s[idx]
+            if ttft_target is not None and float(np.percentile(first - arrival, 99)) > ttft_target:
+                over = True
+            out = log.output_tokens[idx]
+            multi = out > 1
+            if tpot_target is not None and multi.any():
+                tpot = (log.completed_at_s[idx][multi] - first[multi]) / (out[multi] - 1)
+                if float(np.percentile(tpot, 99)) > tpot_target:
+                    over = True
+        if over:
+            self._slow_start = False
+            new = self.cap // 2
+        else:
+            new = min(self.max_cap, max(1, self.cap * 2) if self._slow_start else self.cap + self.guard_step)
+        if new != self.cap:
+            self.cap = new
+            self.cap_changes.append((self.env.now, new))
+            self.pump_soon()
+
+    # --- deadline ------------------------------------------------------------------------------------
+    def earliest_deadline(self) -> float | None:
+        """The earliest deadline among batch requests not yet resolved."""
+        heap, status = self._pending_deadlines, self.log.status
+        while heap and status[heap[0][1]] != IN_FLIGHT:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def replicas_needed(self, n_ready: int) -> int:
+        """Ready replicas the backlog needs to finish `deadline_margin_s` before its earliest pending deadline
+        (0 with nothing pending); see the module's docstring."""
+        now = self.env.now
+        t0, d0 = self._seen_done
+        self._seen_done = (now, self.done_tokens)
+        deadline = self.earliest_deadline()
+        if deadline is None or self.remaining_tokens <= 0:
+            return 0
+        rate = None
+        if now > t0 and self.done_tokens > d0 and n_ready:
+            rate = (self.done_tokens - d0) / (now - t0) / n_ready
+        if rate is None:
+            rate = self.replica_tokens_per_s
+        left = deadline - self.deadline_margin_s - now
+        if not rate or left <= 0:
+            return 1 << 30  # at risk and no time or no measure: as many as allowed
+        return math.ceil(self.remaining_tokens / (rate * left))
+
+
+def guard_loop(env: simpy.Environment, lane: BatchLane, interval_s: float) -> Generator[simpy.Event, Any, None]:
+    """The guard's tick, every `interval_s` while batch work remains."""
+    while lane.n_resolved < lane.n_batch:
+        yield At(env, interval_s, OBSERVE)
+        lane.guard_tick()
+
+
+def dedicated_loop(
+    env: simpy.Environment, pool: Pool, lane: BatchLane, *, start_at: float, size: int, interval_s: float, scaling: bool
+) -> Generator[simpy.Event, Any, None]:
+    """A dedicated batch pool: `size` replicas launched at the first submission (cold, or ready at once with a
+    warm lifecycle), released (drained) when every batch request is resolved; with deadline scaling, every
+    `interval_s` scaled to max(size, what the backlog needs), within its ceiling."""
+    yield At(env, max(0.0, start_at - env.now), LIFECYCLE)
+    finished = False
+
+    def release() -> None:
+        nonlocal finished
+        finished = True
+        pool.scale_to(0)
+
+    lane.on_finished = release
+    if pool.lifecycle.start == "warm":
+        pool.add_ready(size)
+    else:
+        pool.launch(size)
+    if lane.n_resolved == lane.n_batch:
+        release()
+    while scaling and not finished:
+        yield At(env, interval_s, OBSERVE)
+        if not finished:
+            pool.scale_to(max(size, lane.replicas_needed(len(pool.ready))))
