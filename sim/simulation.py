@@ -57,8 +57,10 @@ from sim.workload.transforms import TraceFile, load_trace_file
 
 
 def scenario_trace(scenario: Scenario, *, base_dir: Path = Path(".")) -> pd.DataFrame:
+    if scenario.trace is None and scenario.batch is not None and scenario.batch.jobs:
+        return pd.DataFrame({c: pd.Series(dtype="float64" if c == "arrival_at_s" else "int64") for c in REQUIRED})  # jobs only
     if scenario.trace is None:
-        raise FleetsimError("no trace: give `trace:` in the scenario (a file or a generator block) or --trace FILE")
+        raise FleetsimError("no trace: give `trace:` in the scenario (a file or a generator block), --trace FILE, or batch.jobs")
     if isinstance(scenario.trace, SyntheticSpec):
         return generate(scenario.trace, base_dir=base_dir, default_seed=scenario.seed)
     if isinstance(scenario.trace, TraceFile):
@@ -352,6 +354,7 @@ def _batch_setup(
         guard_step=cfg.guard.step if cfg.guard is not None else 1,
         deadline_margin_s=cfg.deadline_margin_s,
         replica_tokens_per_s=rate,
+        cold_start_s=scenario.fleet.lifecycle.expected_cold_start_s(setup.weight_bytes),
     )
     if guard is not None:
         log.watch, log.watch_mask = [], ~is_batch

@@ -19,6 +19,7 @@ from sim.errors import FleetsimError
 from sim.streams import RunStreams
 from sim.workload import load_trace
 from sim.workload import transforms as tf
+from sim.workload.jobs import label
 from sim.workload.stats import describe
 from sim.workload.synthetic import generate, parse_lengths, parse_spec
 from sim.workload.writer import write_trace
@@ -32,6 +33,12 @@ FormatOpt = Annotated[
 ColumnsOpt = Annotated[str | None, typer.Option(help="Generic format: arrival_at_s=COL,prompt_tokens=COL,output_tokens=COL.")]
 TimeUnitOpt = Annotated[str, typer.Option(help="Generic format: s | ms | us | ns | datetime.")]
 ModelOpt = Annotated[str | None, typer.Option(help="BurstGPT: keep only this Model (e.g. GPT-4).")]
+
+
+KlassOpt = Annotated[str | None, typer.Option(help="Label every request: interactive | batch.")]
+PriorityOpt = Annotated[int | None, typer.Option(help="Label every request with this priority (lower is served first).")]
+DeadlineOpt = Annotated[float | None, typer.Option(help="Batch: the job is due this many seconds after its first arrival.")]
+JobOpt = Annotated[str | None, typer.Option(help="Batch: the job id of every request.")]
 
 
 def _columns(text: str | None) -> dict[str, str] | None:
@@ -117,6 +124,10 @@ def gen(
     ] = "lognormal:1024:1.0",
     output: Annotated[str, typer.Option(help="Output-length distribution, same forms as --prompt.")] = "lognormal:256:1.0",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    klass: KlassOpt = None,
+    priority: PriorityOpt = None,
+    deadline_s: DeadlineOpt = None,
+    job_id: JobOpt = None,
 ) -> None:
     """Write a seeded synthetic trace (same spec and seed => the same file)."""
     base_dir = Path(".")
@@ -149,6 +160,7 @@ def gen(
         }
         parsed = parse_spec(raw, where="trace gen")
     frame = generate(parsed, base_dir=base_dir)
+    frame = label(frame, klass=klass, priority=priority, deadline_s=deadline_s, job_id=job_id, source="trace gen")
     write_trace(frame, out)
     stats = describe(frame)
     typer.echo(
@@ -194,15 +206,44 @@ def convert(
 @user_errors
 def merge(
     dst: Annotated[Path, typer.Argument(help="The file to write (.csv or .parquet).", metavar="DST")],
-    inputs: Annotated[list[str], typer.Argument(help="FILE=KLASS pairs, KLASS interactive or batch.", metavar="FILE=KLASS...")],
+    inputs: Annotated[
+        list[str],
+        typer.Argument(help="FILE=KLASS pairs (KLASS interactive or batch), or FILE with --klass.", metavar="FILE=KLASS..."),
+    ],
+    klass: Annotated[str | None, typer.Option(help="The class of inputs given without =KLASS.")] = None,
+    priority: Annotated[
+        int | None, typer.Option(help="Priority of batch inputs that carry none (default 1; interactive 0).")
+    ] = None,
+    deadline_s: Annotated[
+        float | None, typer.Option(help="Batch inputs without deadlines: due this long after their first arrival.")
+    ] = None,
+    job_id: Annotated[
+        str | None, typer.Option(help="Job id of batch inputs that carry none (default: the file's name without suffix).")
+    ] = None,
 ) -> None:
-    """Interleave traces by arrival time, labelling each request's klass by its source."""
-    frames, klass = {}, {}
+    """Interleave traces by arrival time, labelling each request's klass by its source (batch inputs: job, priority, deadline)."""
+    frames: dict[str, pd.DataFrame] = {}
+    klasses: dict[str, str] = {}
     for item in inputs:
-        path, sep, label = item.rpartition("=")
-        if not sep or not path:
+        path, sep, name = item.rpartition("=")
+        if not sep:
+            path, name = item, klass or ""
+            if not name:
+                raise FleetsimError(f"merge inputs are FILE=KLASS, or FILE with --klass (got {item!r})")
+        if not path:
             raise FleetsimError(f"merge inputs are FILE=KLASS (got {item!r})")
-        frames[path] = load_trace(path)
-        klass[path] = label
-    write_trace(tf.merge(frames, klass=klass), dst)
+        frame = load_trace(path)
+        if name == "batch":
+            frame = label(
+                frame,
+                klass="batch",
+                priority=priority if "priority" not in frame.columns and priority is not None else None,
+                deadline_s=deadline_s if "deadline_at_s" not in frame.columns else None,
+                job_id=(job_id or Path(path).stem) if "job_id" not in frame.columns else None,
+                source=path,
+            )
+        key = path if path not in frames else f"{path} (input {len(frames) + 1})"
+        frames[key] = frame
+        klasses[key] = name
+    write_trace(tf.merge(frames, klass=klasses), dst)
     typer.echo(f"wrote {dst}: {sum(len(f) for f in frames.values()):,} requests")

@@ -22,8 +22,12 @@ within a window; llm-d's flow control keeps a lane per priority band).
 - **Deadline scaling** (`batch.deadline_scaling`): at each autoscaler tick the lane estimates the
   replicas the backlog needs to finish `deadline_margin_s` before its earliest pending deadline:
   ceil(remaining batch tokens / (batch tokens/s per ready replica x time left)), the rate measured over the
-  last tick (batch tokens of requests completed / seconds / ready replicas), or, before any, one
-  replica's saturated throughput for the batch mix. The fleet scales to at least that (within its
+  last 5 minutes (batch tokens of requests completed / ready replica-seconds) once that window saw a full
+  batch (`max_per_replica`) of completions per replica, before that one replica's saturated throughput for
+  the batch mix. A replica added now serves only after the
+  lifecycle's mean cold start, so the ask is the ready replicas plus what covers the shortfall from then
+  on, and nothing is added once no cold start could finish in time (the job is then reported late, not
+  hidden). The fleet scales to at least the highest such ask of the last 5 minutes (within its
   max_replicas); otherwise the autoscaler alone decides. Remaining tokens count a request whole until it
   completes, so the estimate errs early.
 """
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import deque
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -55,11 +60,17 @@ class Pool(Protocol):
     @property
     def ready(self) -> list[Any]: ...  # ReplicaSlot (sim.fleet.cluster imports this module)
 
+    @property
+    def starting(self) -> list[Any]: ...
+
     def scale_to(self, desired: int) -> None: ...
 
     def add_ready(self, n: int) -> None: ...
 
     def launch(self, n: int) -> None: ...
+
+
+RATE_WINDOW_S = 300.0  # deadline scaling: the batch rate is measured, and asks held, over this window
 
 
 class BatchLane:
@@ -76,6 +87,7 @@ class BatchLane:
         guard_step: int = 1,
         deadline_margin_s: float = 0.0,
         replica_tokens_per_s: float | None = None,
+        cold_start_s: float = 0.0,
     ) -> None:
         self.env, self.log = env, log
         self.priority = priority
@@ -87,6 +99,7 @@ class BatchLane:
         self.guard_step = guard_step
         self.deadline_margin_s = deadline_margin_s
         self.replica_tokens_per_s = replica_tokens_per_s
+        self.cold_start_s = cold_start_s  # a replica added now serves this much later (the lifecycle's mean)
         self.fleet: Pool | None = None
         self.n_batch = n_batch  # batch requests in the trace
         self.n_resolved = 0  # of those, completed or rejected
@@ -99,8 +112,12 @@ class BatchLane:
         self.n_added = 0  # batch requests submitted to the lane (rejected ones excluded)
         self.remaining_tokens = 0  # prompt + output tokens of batch requests submitted and not resolved
         self.done_tokens = 0  # of batch requests completed
+        self.n_done = 0  # batch requests completed
         self._pending_deadlines: list[tuple[float, int]] = []  # (deadline, idx) heap, lazily pruned
-        self._seen_done = (0.0, 0)  # (time, done_tokens) at the last deadline estimate
+        # deadline scaling: (time, batch tokens completed, ready replica-seconds so far) at each tick, and the asks
+        self._history: deque[tuple[float, int, float, int]] = deque()
+        self._n_ready_prev = 0
+        self._asked: deque[tuple[float, int]] = deque()
         self._guard_from = 0  # interactive completions looked at so far
         self.completed_interactive: list[int] | None = None  # the log's watch list (interactive completions) with a guard
         self.cap_changes: list[tuple[float, int]] = []  # (time, cap) each time the guard moves it
@@ -182,6 +199,7 @@ class BatchLane:
         self.remaining_tokens -= tokens
         if self.log.status[seq.idx] == COMPLETED:
             self.done_tokens += tokens
+            self.n_done += 1
         self._resolved()
         self.pump_soon()
 
@@ -229,23 +247,49 @@ class BatchLane:
         return heap[0][0] if heap else None
 
     def replicas_needed(self, n_ready: int) -> int:
-        """Ready replicas the backlog needs to finish `deadline_margin_s` before its earliest pending deadline
-        (0 with nothing pending); see the module's docstring."""
+        """Replicas the backlog needs to finish `deadline_margin_s` before its earliest pending deadline (0 with
+        nothing pending); see the module's docstring. Called once per autoscaler tick."""
         now = self.env.now
-        t0, d0 = self._seen_done
-        self._seen_done = (now, self.done_tokens)
+        history = self._history
+        t_prev, _, rs_prev, _ = history[-1] if history else (now, 0, 0.0, 0)
+        history.append((now, self.done_tokens, rs_prev + self._n_ready_prev * (now - t_prev), self.n_done))
+        self._n_ready_prev = n_ready
+        while len(history) > 2 and history[1][0] <= now - RATE_WINDOW_S:
+            history.popleft()
         deadline = self.earliest_deadline()
         if deadline is None or self.remaining_tokens <= 0:
+            self._asked.clear()
             return 0
-        rate = None
-        if now > t0 and self.done_tokens > d0 and n_ready:
-            rate = (self.done_tokens - d0) / (now - t0) / n_ready
-        if rate is None:
-            rate = self.replica_tokens_per_s
+        t0, d0, rs0, n0 = history[0]
+        t1, d1, rs1, n1 = history[-1]
+        # measured once the window saw a full batch of completions per replica (before, a batch's first
+        # completions are still to come and the rate reads low), else one replica's saturated rate
+        measured = rs1 > rs0 and n1 - n0 >= self.max_cap * (rs1 - rs0) / max(t1 - t0, 1e-9)
+        rate = (d1 - d0) / (rs1 - rs0) if measured else self.replica_tokens_per_s
         left = deadline - self.deadline_margin_s - now
-        if not rate or left <= 0:
-            return 1 << 30  # at risk and no time or no measure: as many as allowed
-        return math.ceil(self.remaining_tokens / (rate * left))
+        remaining = self.remaining_tokens
+        if not rate:
+            need = 1 << 30
+        elif remaining <= rate * n_ready * max(left, 0.0):
+            need = math.ceil(remaining / (rate * left))  # the ready replicas (or fewer) make it
+        else:  # replicas starting serve from the end of their cold start, one added now a whole cold start later
+            assert self.fleet is not None
+            need, covered = n_ready, rate * n_ready * max(left, 0.0)
+            for started in sorted(s.provision_at_s for s in self.fleet.starting):
+                if covered >= remaining:
+                    break
+                covered += rate * max(0.0, left - max(0.0, self.cold_start_s - (now - started)))
+                need += 1
+            useful = left - self.cold_start_s
+            if covered < remaining and useful > 0:  # none is added too late to help
+                need += math.ceil((remaining - covered) / (rate * useful))
+        # hold the highest ask of the last window (as the HPA's scale-down stabilization): completions come in
+        # bursts, and a replica cancelled while it cold-starts is paid for and serves nothing
+        asked = self._asked
+        asked.append((now, need))
+        while asked and asked[0][0] <= now - RATE_WINDOW_S:
+            asked.popleft()
+        return max(n for _, n in asked)
 
 
 def guard_loop(env: simpy.Environment, lane: BatchLane, interval_s: float) -> Generator[simpy.Event, Any, None]:

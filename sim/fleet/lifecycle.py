@@ -62,6 +62,14 @@ def draw(duration: Duration, rng: np.random.Generator) -> float:
     return float(duration)
 
 
+def _mean(duration: Duration) -> float:
+    if isinstance(duration, UniformDuration):
+        return (duration.low + duration.high) / 2
+    if isinstance(duration, LognormalDuration):
+        return duration.mean
+    return float(duration)
+
+
 class LifecycleConfig(Frozen):
     """Cold-start stages. Defaults: ~5 minutes for a 70B model from local NVMe (assumptions: node
     provisioning 2 min, an image pull of 1 min, CUDA-graph warm-up 30 s)."""
@@ -102,6 +110,11 @@ class LifecycleConfig(Frozen):
     def weight_load_s(self, weight_bytes: float) -> float:
         """The weight-loading stage (0 when `cold_start_s` gives the whole cold start)."""
         return 0.0 if self.cold_start_s is not None else weight_bytes / self.load_bw_bytes_per_s()
+
+    def expected_cold_start_s(self, weight_bytes: float) -> float:
+        """The mean cold start: each stage's mean (a uniform's midpoint, a lognormal's mean) plus the weight load."""
+        parts = (self.cold_start_s,) if self.cold_start_s is not None else (self.provision_s, self.image_pull_s, self.warmup_s)
+        return sum(_mean(d) for d in parts) + self.weight_load_s(weight_bytes)
 
     def stages(self, weight_bytes: float, rng: np.random.Generator) -> tuple[float, float, float, float]:
         """(provision, image pull, weight load, warm-up) seconds for one cold start."""

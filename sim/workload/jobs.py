@@ -135,3 +135,38 @@ def add_jobs(trace: pd.DataFrame, jobs: list[BatchJob], *, base_dir: Path, seed:
     merged = merged.drop(columns=["_rank", "_row"]).reset_index(drop=True)
     merged.attrs = dict(trace.attrs)
     return merged
+
+
+def label(
+    frame: pd.DataFrame,
+    *,
+    klass: str | None = None,
+    priority: int | None = None,
+    deadline_s: float | None = None,
+    job_id: str | None = None,
+    source: str = "trace",
+) -> pd.DataFrame:
+    """Label every request of `frame` (`trace gen` / `trace merge` options): its class, priority, job, and a
+    deadline `deadline_s` after the first arrival (a job's submission). Options left None leave the columns as
+    they are; a job or a deadline needs the batch class."""
+    from sim.workload.schema import KLASSES
+
+    out = frame.copy()
+    if klass is not None:
+        if klass not in KLASSES:
+            raise FleetsimError(f"{source}: --klass must be one of {', '.join(KLASSES)} (got {klass!r})")
+        out["klass"] = klass
+    is_batch = "klass" in out.columns and bool((out["klass"] == "batch").all())
+    if (job_id is not None or deadline_s is not None) and not is_batch:
+        raise FleetsimError(f"{source}: --job-id and --deadline-s label batch jobs: give --klass batch too")
+    if priority is not None:
+        out["priority"] = np.full(len(out), priority, dtype=np.int64)
+    if job_id is not None:
+        if not job_id.strip():
+            raise FleetsimError(f"{source}: --job-id must not be empty")
+        out["job_id"] = job_id
+    if deadline_s is not None:
+        if not (deadline_s > 0 and np.isfinite(deadline_s)):
+            raise FleetsimError(f"{source}: --deadline-s must be a number > 0 (got {deadline_s})")
+        out["deadline_at_s"] = float(out["arrival_at_s"].iloc[0]) + deadline_s
+    return out

@@ -6,10 +6,10 @@ Columns (one row per request, ordered by arrival):
   output_tokens  int64 >= 1
 optional:
   request_id     string, unique
-  klass          "interactive" | "batch"
-  priority       int64 (lower is served first)
-  deadline_at_s  float64 >= arrival_at_s (a batch request's job deadline)
-  job_id         string (the batch job a request belongs to)
+  klass          "interactive" | "batch" (empty: interactive)
+  priority       int64, lower is served first (empty: 0 for interactive, 1 for batch)
+  deadline_at_s  float64 >= arrival_at_s, a batch request's job deadline (empty: 24 h after its job's first arrival)
+  job_id         string, the batch job a request belongs to (empty: job "batch")
   prefix_hash_ids  list of int64 (Mooncake-style prefix-chained block hashes)
 
 Equal timestamps are legal: real traces log at millisecond resolution or coarser and hold many
@@ -162,14 +162,16 @@ def _numeric(series: pd.Series, column: str, where: Where) -> np.ndarray:
 
 def _check_optional(frame: pd.DataFrame, where: Where) -> None:
     checks: dict[str, Callable[[pd.Series], np.ndarray]] = {
-        "klass": lambda s: ~s.isin(KLASSES).to_numpy(),
-        "deadline_at_s": lambda s: ~(pd.to_numeric(s, errors="coerce").to_numpy() >= 0),
-        "priority": lambda s: pd.to_numeric(s, errors="coerce").isna().to_numpy(),
+        "klass": lambda s: (s.notna() & ~s.isin(KLASSES)).to_numpy(),
+        "deadline_at_s": lambda s: s.notna().to_numpy() & ~(pd.to_numeric(s, errors="coerce").to_numpy() >= 0),
+        "priority": lambda s: (
+            s.notna().to_numpy() & ~(pd.to_numeric(s, errors="coerce") == np.floor(pd.to_numeric(s, errors="coerce"))).to_numpy()
+        ),
     }
     rules = {
         "klass": f"must be one of {', '.join(KLASSES)}",
-        "deadline_at_s": "must be a number >= 0",
-        "priority": "must be an integer",
+        "deadline_at_s": "must be a number >= 0 (or empty: no deadline)",
+        "priority": "must be an integer (or empty: the class's default)",
     }
     for col, bad_of in checks.items():
         if col in frame.columns:

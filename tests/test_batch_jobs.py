@@ -1,0 +1,325 @@
+"""Offline batch jobs: classes and jobs in the trace, the gateway's batch lane (backfill and dedicated pools),
+priority preemption, the latency guard, deadline scaling, and per-job / per-class / per-pool reporting."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sim.build import resolve_scenario
+from sim.config import parse_config
+from sim.engine.scheduler import Chunked, Limits, PrefillFirst
+from sim.engine.sequence import Seq
+from sim.engine.step_time import RooflineStepTime
+from sim.errors import FleetsimError
+from sim.metrics import status_codes
+from sim.simulation import simulate, with_batch_jobs
+from sim.states import RequestStatus
+from sim.workload import validate_frame
+from sim.workload.jobs import label, with_classes
+from tests.test_engine_equivalence import assert_same_requests
+
+
+def poisson_trace(rate, duration, seed=0, prompt=(200, 1200), output=(20, 200)):
+    rng = np.random.default_rng(seed)
+    n = rng.poisson(rate * duration)
+    return validate_frame(
+        pd.DataFrame(
+            {
+                "arrival_at_s": np.sort(rng.uniform(0, duration, n)),
+                "prompt_tokens": rng.integers(prompt[0], prompt[1], n),
+                "output_tokens": rng.integers(output[0], output[1], n),
+            }
+        )
+    )
+
+
+def scenario(*, batch=None, engine=None, fleet=None, slo=None, seed=0):
+    raw = {
+        "model": "llama-3.1-8b",
+        "seed": seed,
+        "fleet": {"gpu": "h100-sxm", "tp": 1, **(fleet or {})},
+        "engine": {"policy": "chunked", "max_num_batched_tokens": 2048, **(engine or {})},
+        "slo": slo or {},
+    }
+    if batch is not None:
+        raw["batch"] = batch
+    return parse_config(raw)
+
+
+def job(n, prompt=1000, output=100, **kw):
+    return {
+        "job_id": kw.pop("job_id", "j"),
+        "requests": n,
+        "prompt_tokens": {"dist": "fixed", "tokens": prompt},
+        "output_tokens": {"dist": "fixed", "tokens": output},
+        **kw,
+    }
+
+
+# --- the scheduler: priority preemption ------------------------------------------------------------------
+def seq(idx, prompt, output, priority, *, computed=0, generated=0, admit_no=0, blocks=0):
+    s = Seq(idx, 0.0, prompt, output, priority)
+    s.computed, s.generated, s.admit_no, s.blocks = computed, generated, admit_no, blocks
+    return s
+
+
+@pytest.mark.parametrize("policy", [Chunked, PrefillFirst])
+def test_a_waiting_interactive_request_preempts_the_lowest_priority_most_recent_batch_sequence(policy):
+    limits = Limits(max_num_seqs=3, max_num_batched_tokens=4096, block_size=16, n_blocks=1000, preempt_for_priority=True)
+    running = [
+        seq(0, 100, 50, 1, computed=110, generated=10, admit_no=1, blocks=7),
+        seq(1, 100, 50, 2, computed=110, generated=10, admit_no=2, blocks=7),
+        seq(2, 100, 50, 1, computed=110, generated=10, admit_no=3, blocks=7),
+    ]
+    head = seq(3, 64, 10, 0)
+    batch = policy().next_batch([head], list(running), free_blocks=979, limits=limits)
+    assert batch.preempted == [running[1]]  # priority 2 is the lowest, though not the most recent
+    assert batch.admitted == [head]
+    # without the option, max_num_seqs holds the request back
+    off = Limits(max_num_seqs=3, max_num_batched_tokens=4096, block_size=16, n_blocks=1000)
+    batch = policy().next_batch([head], list(running), free_blocks=979, limits=off)
+    assert not batch.preempted and not batch.admitted
+
+
+def test_priority_preemption_never_preempts_work_of_equal_or_higher_priority():
+    limits = Limits(max_num_seqs=1, max_num_batched_tokens=4096, block_size=16, n_blocks=1000, preempt_for_priority=True)
+    running = [seq(0, 100, 50, 1, computed=110, generated=10, admit_no=1, blocks=7)]
+    batch = Chunked().next_batch([seq(1, 64, 10, 1)], list(running), free_blocks=993, limits=limits)
+    assert not batch.preempted and not batch.admitted
+
+
+# --- jobs in the trace ----------------------------------------------------------------------------------
+def test_jobs_merge_into_the_trace_with_class_job_priority_and_deadline():
+    sc = scenario(batch={"jobs": [job(5, submit_at_s=2.0, window_s=10.0, deadline_s=100.0), job(3, job_id="k", priority=4)]})
+    trace = poisson_trace(1.0, 10)
+    merged = with_batch_jobs(sc, trace, base_dir=sc.base_dir)
+    assert len(merged) == len(trace) + 8
+    assert np.all(np.diff(merged["arrival_at_s"].to_numpy()) >= 0)
+    b = merged[merged["klass"] == "batch"]
+    j = b[b["job_id"] == "j"]
+    assert j["arrival_at_s"].tolist() == pytest.approx([2.0, 4.0, 6.0, 8.0, 10.0])  # evenly over the window
+    assert set(j["deadline_at_s"]) == {102.0} and set(j["priority"]) == {1}
+    k = b[b["job_id"] == "k"]
+    assert set(k["arrival_at_s"]) == {0.0} and set(k["deadline_at_s"]) == {86_400.0} and set(k["priority"]) == {4}
+    i = merged[merged["klass"] == "interactive"]
+    assert set(i["priority"]) == {0} and i["job_id"].isna().all() and i["deadline_at_s"].isna().all()
+
+
+def test_classes_default_from_a_labelled_trace():
+    trace = validate_frame(
+        pd.DataFrame(
+            {
+                "arrival_at_s": [0.0, 5.0, 7.0],
+                "prompt_tokens": [10, 10, 10],
+                "output_tokens": [2, 2, 2],
+                "klass": ["interactive", "batch", None],
+            }
+        )
+    )
+    out = with_classes(trace)
+    assert out["klass"].tolist() == ["interactive", "batch", "interactive"]
+    assert out["priority"].tolist() == [0, 1, 0]
+    assert out["job_id"].tolist()[1] == "batch" and out["deadline_at_s"].tolist()[1] == 5.0 + 86_400.0
+
+
+def test_label_needs_the_batch_class_for_jobs_and_deadlines():
+    frame = poisson_trace(1.0, 10)
+    with pytest.raises(FleetsimError, match="--klass batch"):
+        label(frame, job_id="x")
+    out = label(frame, klass="batch", job_id="x", deadline_s=60.0, priority=3)
+    assert set(out["deadline_at_s"]) == {float(frame["arrival_at_s"].iloc[0]) + 60.0}
+
+
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        ({"jobs": [{"job_id": "a", "requests": 10}]}, "prompt_tokens and output_tokens"),
+        ({"jobs": [job(1), job(1)]}, "job_id must be unique"),
+        ({"jobs": [job(1, deadline_s=0)]}, "deadline_s"),
+        ({"fleet": "elsewhere"}, "batch.fleet"),
+    ],
+)
+def test_bad_batch_blocks_are_one_line_errors(block, message):
+    with pytest.raises(FleetsimError, match=message) as err:
+        scenario(batch=block)
+    assert "\n" not in str(err.value)
+
+
+# --- the roofline's prediction for a batch job alone ------------------------------------------------------
+def test_a_batch_job_alone_finishes_when_the_roofline_predicts_for_its_tokens_at_the_configured_batch():
+    # N identical requests submitted at once, B at a time (the lane's cap): each wave prefills its B prompts in
+    # one step (prefill_first, budget >= B x P) and decodes O - 1 steps at batch B; the next wave starts at once.
+    n, b, p, o = 64, 16, 512, 64
+    sc = scenario(
+        batch={"jobs": [job(n, prompt=p, output=o)], "max_per_replica": b},
+        engine={"policy": "prefill_first", "max_num_batched_tokens": b * p, "max_num_seqs": 256},
+    )
+    result = simulate(sc)  # no trace: the job alone
+    model = RooflineStepTime(resolve_scenario(sc, base_dir=sc.base_dir))
+    wave = model.step(b * p, 0, b * (p * (p + 1) // 2), 0)[0]
+    for j in range(1, o):  # decode step j: each sequence holds p + j - 1 cached tokens and adds one
+        c = p + j - 1
+        wave += model.step(0, b, b * (c + 1), b * c)[0]
+    predicted = (n // b) * wave
+    report = result.summary()["by_job"]["j"]
+    assert report["makespan_s"] == pytest.approx(predicted, rel=1e-6)
+    assert report["deadline_met"] is True
+
+
+# --- fast-forward and the reference agree with batch work, priorities and preemption ---------------------------
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    cap=st.integers(1, 12),
+    n_blocks=st.integers(200, 600),
+    policy=st.sampled_from(["chunked", "prefill_first"]),
+    preempt=st.booleans(),
+)
+def test_fast_forward_equals_the_per_step_reference_with_a_batch_lane(seed, cap, n_blocks, policy, preempt):
+    trace = poisson_trace(4.0, 20, seed=seed % 1000, prompt=(20, 300), output=(2, 60))
+    batch = {"jobs": [job(40, prompt=150, output=30, window_s=5.0)], "max_per_replica": cap}
+    kw = {
+        "num_gpu_blocks_override": n_blocks,
+        "max_num_seqs": 16,
+        "max_num_batched_tokens": 512,
+        "policy": policy,
+        "preempt_for_priority": preempt,
+    }
+    fast = simulate(scenario(batch=batch, engine={**kw, "fast_forward": True}), trace, measure_capacity=False)
+    slow = simulate(scenario(batch=batch, engine={**kw, "fast_forward": False}), trace, measure_capacity=False)
+    assert_same_requests(fast, slow)
+
+
+# --- conservation, determinism, honesty of deadlines ------------------------------------------------------------
+def test_requests_and_tokens_are_conserved_per_class_and_job():
+    sc = scenario(batch={"jobs": [job(300, prompt=800, output=80), job(200, job_id="k", submit_at_s=30.0)]})
+    trace = poisson_trace(3.0, 120)
+    result = simulate(sc, trace, measure_capacity=False)
+    s, r = result.summary(), result.requests
+    status = status_codes(r)
+    assert s["by_class"]["batch"]["requests"] == 500 and s["by_class"]["interactive"]["requests"] == len(trace)
+    for name, rec in s["by_class"].items():
+        assert rec["completed"] + rec["rejected"] == rec["requests"], name
+    done = status == RequestStatus.COMPLETED
+    for name, rec in s["by_job"].items():
+        mine = (r["job_id"] == name).fillna(False).to_numpy(dtype=bool)
+        assert rec["requests"] == mine.sum()
+        assert rec["tokens"] == int((r["prompt_tokens"] + r["output_tokens"]).to_numpy()[mine & done].sum())
+    assert s["total_output_tokens"] == sum(rec["total_output_tokens"] for rec in s["by_class"].values())
+    again = simulate(sc, trace, measure_capacity=False)
+    pd.testing.assert_frame_equal(r, again.requests)
+
+
+def test_deadlines_are_reported_as_the_records_show():
+    # one replica, two jobs: a generous deadline and one it cannot make
+    sc = scenario(
+        batch={
+            "jobs": [
+                job(400, prompt=2000, output=200, deadline_s=5.0, job_id="tight"),
+                job(50, job_id="easy", deadline_s=86_400.0),
+            ]
+        }
+    )
+    result = simulate(sc, poisson_trace(0.5, 30), measure_capacity=False)
+    jobs, r = result.summary()["by_job"], result.requests
+    for name, rec in jobs.items():
+        mine = r[r["job_id"] == name]
+        last = float(mine["completed_at_s"].max())
+        assert rec["completed_at_s"] == pytest.approx(last)
+        assert rec["deadline_met"] == (last <= rec["deadline_at_s"])
+        assert rec["late_s"] == pytest.approx(max(0.0, last - rec["deadline_at_s"]))
+        assert rec["on_time_share"] == pytest.approx(float((mine["completed_at_s"] <= rec["deadline_at_s"]).mean()))
+    assert jobs["tight"]["deadline_met"] is False and jobs["tight"]["late_s"] > 0
+    assert jobs["easy"]["deadline_met"] is True
+
+
+def test_a_job_with_a_rejected_request_is_not_finished():
+    sc = scenario(batch={"jobs": [job(5, prompt=200_000, output=10)]})  # longer than the model's context
+    jobs = simulate(sc, poisson_trace(0.5, 10), measure_capacity=False).summary()["by_job"]
+    assert jobs["j"]["rejected"] == 5 and jobs["j"]["completed_at_s"] is None and jobs["j"]["deadline_met"] is False
+
+
+# --- backfill and the guard --------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_the_guard_keeps_interactive_p99_latency_within_its_targets():
+    trace = poisson_trace(2.0, 1200, seed=3, prompt=(200, 2000), output=(20, 300))
+    slo = {"ttft_ms": 1000, "tpot_ms": 40}
+    alone = simulate(scenario(slo=slo), trace, measure_capacity=False).summary()
+    assert alone["p99_tpot_ms"] < 40 and alone["p99_ttft_ms"] < 1000  # the targets hold without batch work
+    work = {"jobs": [job(20_000, prompt=1500, output=150)]}
+    engine = {"preempt_for_priority": True, "max_num_batched_tokens": 8192}
+    unguarded = simulate(scenario(batch=work, engine=engine, slo=slo), trace, measure_capacity=False).summary()
+    guarded = simulate(
+        scenario(batch={**work, "guard": {"interval_s": 30}}, engine=engine, slo=slo), trace, measure_capacity=False
+    ).summary()
+    assert unguarded["by_class"]["interactive"]["p99_tpot_ms"] > 40  # batch work breaks the TPOT target ...
+    assert guarded["by_class"]["interactive"]["p99_tpot_ms"] <= 40  # ... and the guard holds it
+    assert guarded["by_class"]["interactive"]["p99_ttft_ms"] <= 1000
+    assert guarded["by_class"]["batch"]["completed"] == 20_000  # while the batch work still gets done
+
+
+def test_batch_work_waits_at_the_gateway_not_on_the_replicas():
+    sc = scenario(batch={"jobs": [job(500)], "max_per_replica": 8})
+    result = simulate(sc, poisson_trace(1.0, 60), measure_capacity=False)
+    assert result.timeline["waiting"].max() > 400  # the lane's queue, counted in the timeline
+    assert result.summary()["by_class"]["batch"]["completed"] == 500
+
+
+# --- dedicated pools and deadline scaling ----------------------------------------------------------------------------
+def test_a_dedicated_pool_serves_only_batch_work_and_is_released_when_it_is_done():
+    sc = scenario(batch={"jobs": [job(600, deadline_s=600.0)], "fleet": "dedicated", "deadline_margin_s": 60.0})
+    result = simulate(sc, poisson_trace(1.0, 300), measure_capacity=False)
+    r, reps = result.requests, result.replicas
+    pool_of = dict(zip(reps["replica_id"], reps["pool"], strict=True))
+    served = r["replica_id"].map(pool_of)
+    assert set(served[r["klass"] == "batch"]) == {"batch"} and set(served[r["klass"] == "interactive"]) == {"online"}
+    batch_reps = reps[reps["pool"] == "batch"]
+    last = float(r.loc[r["klass"] == "batch", "completed_at_s"].max())
+    assert np.allclose(batch_reps["released_at_s"], last)
+    s = result.summary()
+    assert s["by_pool"]["batch"]["replicas_launched"] == len(batch_reps)
+    assert s["cost_usd"] == pytest.approx(sum(p["cost_usd"] for p in s["by_pool"].values()))
+    assert s["by_job"]["j"]["deadline_met"] is True
+
+
+def test_auto_sizing_takes_the_tokens_over_the_saturated_rate_and_the_window():
+    from sim.simulation import _capacity
+
+    sc = scenario(batch={"jobs": [job(3000, deadline_s=900.0)], "fleet": "dedicated", "deadline_margin_s": 300.0})
+    trace = with_batch_jobs(sc, poisson_trace(0.2, 60), base_dir=sc.base_dir)
+    b = trace[trace["klass"] == "batch"]
+    rate = _capacity(sc, resolve_scenario(sc, base_dir=sc.base_dir), b).max_tokens_per_s_per_replica
+    expected = math.ceil(3000 * 1100 / (rate * 600.0))
+    result = simulate(sc, poisson_trace(0.2, 60), measure_capacity=False)
+    assert int((result.replicas["pool"] == "batch").sum()) == expected
+    assert result.summary()["by_job"]["j"]["deadline_met"] is True
+
+
+def test_deadline_scaling_adds_replicas_only_when_the_deadline_is_at_risk():
+    # a schedule that holds one replica: what the batch backlog adds is deadline scaling's doing alone
+    auto = {"policy": "scheduled", "table": [{"at_s": 0, "replicas": 1}], "min_replicas": 1, "max_replicas": 8, "interval_s": 15}
+    fleet = {"autoscaler": auto, "lifecycle": {"start": "warm"}}
+    trace = poisson_trace(0.5, 60)
+    tight = {"jobs": [job(20_000, deadline_s=400.0)], "deadline_margin_s": 60.0}
+    plain = simulate(scenario(batch=tight, fleet=fleet), trace, measure_capacity=False).summary()
+    scaled = simulate(scenario(batch={**tight, "deadline_scaling": True}, fleet=fleet), trace, measure_capacity=False).summary()
+    assert plain["by_job"]["j"]["deadline_met"] is False
+    assert scaled["by_job"]["j"]["deadline_met"] is True and scaled["replicas_launched"] > plain["replicas_launched"]
+    easy = {"jobs": [job(200, deadline_s=86_400.0)], "deadline_scaling": True}
+    relaxed = simulate(scenario(batch=easy, fleet=fleet), trace, measure_capacity=False).summary()
+    assert (
+        relaxed["replicas_launched"]
+        == simulate(scenario(batch={"jobs": [job(200)]}, fleet=fleet), trace, measure_capacity=False).summary()[
+            "replicas_launched"
+        ]
+    )
+
+
+def test_deadline_scaling_of_a_fixed_backfill_fleet_is_refused():
+    sc = scenario(batch={"jobs": [job(10)], "deadline_scaling": True})
+    with pytest.raises(FleetsimError, match="deadline_scaling"):
+        simulate(sc, poisson_trace(0.5, 10), measure_capacity=False)
