@@ -325,7 +325,7 @@ def parse_config(raw: Any, *, where: str = "<config>", base_dir: Path | None = N
 def apply_sets(raw: dict[str, Any], sets: Sequence[str]) -> dict[str, Any]:
     """`--set PATH=VALUE` overrides on a scenario's raw data: PATH is dotted (`engine.max_num_seqs`), VALUE is
     read as YAML (`128`, `l40s`, `[1, 2]`, `{policy: fixed, replicas: 4}`, `null`); blocks are created as
-    needed. The result is validated like the file itself, so a wrong path or value is named there."""
+    needed, and a number indexes a list (`batch.jobs.0.deadline_s`). The result is validated like the file itself, so a wrong path or value is named there."""
     out = copy.deepcopy(raw)
     for item in sets:
         path, sep, text = item.partition("=")
@@ -343,17 +343,30 @@ def apply_sets(raw: dict[str, Any], sets: Sequence[str]) -> dict[str, Any]:
 
 
 def set_path(raw: dict[str, Any], keys: Sequence[str], value: Any, *, label: str) -> None:
-    """Put `value` at the dotted path `keys` of a scenario's raw data (in place), creating blocks as needed."""
-    node: dict[str, Any] = raw
-    for depth, key in enumerate(keys[:-1]):
+    """Put `value` at the dotted path `keys` of a scenario's raw data (in place), creating blocks as needed; an
+    integer key indexes a list that exists (`batch.jobs.0.requests`)."""
+    node: Any = raw
+    for depth, key in enumerate(keys):
+        where = ".".join(keys[: depth + 1])
+        last = depth == len(keys) - 1
+        if isinstance(node, list):
+            if not (key.isdigit() and int(key) < len(node)):
+                parent = ".".join(keys[:depth])
+                raise FleetsimError(f"{label}: {parent} is a list of {len(node)}; index it 0-{len(node) - 1} (got {key!r})")
+            if last:
+                node[int(key)] = copy.deepcopy(value)
+                return
+            node = node[int(key)]
+            continue
+        if last:
+            node[key] = copy.deepcopy(value)
+            return
         child = node.get(key)
         if child is None:
             child = node[key] = {}
-        elif not isinstance(child, dict):
-            where = ".".join(keys[: depth + 1])
+        elif not isinstance(child, dict | list):
             raise FleetsimError(f"{label}: {where} is a value ({child!r}), not a block; set {where} itself")
         node = child
-    node[keys[-1]] = copy.deepcopy(value)
 
 
 def load_config(path: str | Path, sets: Sequence[str] = ()) -> Scenario:

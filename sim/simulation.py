@@ -336,7 +336,7 @@ def _batch_setup(
     if not is_batch.any():
         return None, cfg
     guard = None
-    if cfg.guard is not None:
+    if cfg.guard is not None and cfg.fleet == "backfill":  # a dedicated pool shares nothing with interactive work
         ttft = cfg.guard.ttft_ms if cfg.guard.ttft_ms is not None else scenario.slo.ttft_ms
         tpot = cfg.guard.tpot_ms if cfg.guard.tpot_ms is not None else scenario.slo.tpot_ms
         if ttft is None and tpot is None:

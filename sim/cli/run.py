@@ -64,9 +64,25 @@ def render_summary(result: SimResult, summary: dict[str, Any]) -> str:
         lines.append(_line("P99 E2EL (ms):", rec["p99_e2el_ms"]))
         if rec["slo_attainment"] is not None:
             lines.append(_line("Within the SLO (share):", rec["slo_attainment"], "{:.3f}"))
+    for name, rec in (summary.get("by_job") or {}).items():
+        lines.append("{s:{c}^50}".format(s=f"Job: {name}", c="-"))
+        lines.append(_line("Requests (completed / all):", f"{rec['completed']} / {rec['requests']}"))
+        done = rec["completed_at_s"]
+        lines.append(_line("Finished at (h):", "unfinished" if done is None else f"{done / 3600:.2f}"))
+        if rec["deadline_at_s"] is not None:
+            verdict = "met" if rec["deadline_met"] else ("missed" if done is None else f"missed by {rec['late_s'] / 3600:.2f} h")
+            lines.append(_line(f"Deadline ({rec['deadline_at_s'] / 3600:.2f} h):", verdict))
+        if rec["tokens_per_gpu_hour"] is not None:
+            lines.append(_line("Tokens per GPU-hour:", f"{rec['tokens_per_gpu_hour']:,.0f}"))
+    for name, rec in (summary.get("by_pool") or {}).items():
+        lines.append(_line(f"Pool {name}: replicas, $:", f"{rec['replicas_launched']}, {_money(rec['cost_usd'])}"))
     lines += fleet_lines(summary)
     lines.append("=" * 50)
     return "\n".join(lines)
+
+
+def _money(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.2f}"
 
 
 def _utilization(summary: dict[str, Any]) -> str | None:

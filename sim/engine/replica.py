@@ -237,10 +237,13 @@ class Replica:
     def _plan(self) -> Batch:
         group, pool, limits = self.group, self.pool, self.limits
         if group.n:
-            if not (self.prio_running is not None and self._outranked()):
-                batch = self.policy.plan(self.waiting, self.running, group.n, group.next_step_blocks, pool.free, limits)
-                if batch is not None:
-                    return batch
+            batch = self.policy.plan(self.waiting, self.running, group.n, group.next_step_blocks, pool.free, limits)
+            # when the head of the queue outranks running work, the plan stands only if it admits the head (then
+            # priority preemption has nothing to do); otherwise the per-sequence planner picks the victims
+            if batch is not None and (
+                self.prio_running is None or not self._outranked() or (batch.admitted and batch.admitted[0] is self.waiting[0])
+            ):
+                return batch
             members = group.release_all()  # per-sequence planning, in admission order
             if self.running:
                 members.extend(self.running)
