@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from array import array
 from collections import deque
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, Protocol
@@ -70,7 +71,9 @@ class Pool(Protocol):
     def launch(self, n: int) -> None: ...
 
 
-RATE_WINDOW_S = 300.0  # deadline scaling: the batch rate is measured, and asks held, over this window
+RATE_WINDOW_S = 300.0  # deadline scaling: the batch rate is measured over this window,
+HOLD_S = 1800.0  # asks are held this long (scale-down stabilization: no replica launched for a deadline is drained
+AIM = 0.8  # sooner), and the backlog is planned to finish within this share of the time left
 
 
 class BatchLane:
@@ -105,7 +108,7 @@ class BatchLane:
         self.n_resolved = 0  # of those, completed or rejected
         self.on_finished: Callable[[], None] | None = None  # every batch request resolved
         self._heap: list[tuple[int, float, int]] = []
-        self._fifo: list[int] = []  # requests in key order, appended in order (the common case: no heap)
+        self._fifo = array("q")  # requests in key order, appended in order (the common case: no heap); 8 bytes each
         self._fifo_at = 0
         self._pump_due = False
         self.n_queued = 0
@@ -113,7 +116,7 @@ class BatchLane:
         self.remaining_tokens = 0  # prompt + output tokens of batch requests submitted and not resolved
         self.done_tokens = 0  # of batch requests completed
         self.n_done = 0  # batch requests completed
-        self._pending_deadlines: list[tuple[float, int]] = []  # (deadline, idx) heap, lazily pruned
+        self._pending: dict[float, int] = {}  # deadline -> batch requests submitted and unresolved (a job shares one)
         # deadline scaling: (time, batch tokens completed, ready replica-seconds so far) at each tick, and the asks
         self._history: deque[tuple[float, int, float, int]] = deque()
         self._n_ready_prev = 0
@@ -141,7 +144,8 @@ class BatchLane:
         self.n_queued += 1
         self.n_added += 1
         self.remaining_tokens += int(self.log.prompt_tokens[idx] + self.log.output_tokens[idx])
-        heapq.heappush(self._pending_deadlines, (float(self.deadline_at_s[idx]), idx))
+        deadline = float(self.deadline_at_s[idx])
+        self._pending[deadline] = self._pending.get(deadline, 0) + 1
         self.pump_soon()
 
     def _key(self, idx: int) -> tuple[int, float, int]:
@@ -194,7 +198,16 @@ class BatchLane:
     def attach(self, engine: Replica) -> None:
         engine.on_batch_done = self._done
 
+    def _unpend(self, idx: int) -> None:
+        deadline = float(self.deadline_at_s[idx])
+        left = self._pending[deadline] - 1
+        if left:
+            self._pending[deadline] = left
+        else:
+            del self._pending[deadline]
+
     def _done(self, _engine: Replica, seq: Seq) -> None:
+        self._unpend(seq.idx)
         tokens = seq.prompt_tokens + seq.output_tokens
         self.remaining_tokens -= tokens
         if self.log.status[seq.idx] == COMPLETED:
@@ -241,10 +254,7 @@ class BatchLane:
     # --- deadline ------------------------------------------------------------------------------------
     def earliest_deadline(self) -> float | None:
         """The earliest deadline among batch requests not yet resolved."""
-        heap, status = self._pending_deadlines, self.log.status
-        while heap and status[heap[0][1]] != IN_FLIGHT:
-            heapq.heappop(heap)
-        return heap[0][0] if heap else None
+        return min(self._pending) if self._pending else None
 
     def replicas_needed(self, n_ready: int) -> int:
         """Replicas the backlog needs to finish `deadline_margin_s` before its earliest pending deadline (0 with
@@ -266,7 +276,7 @@ class BatchLane:
         # completions are still to come and the rate reads low), else one replica's saturated rate
         measured = rs1 > rs0 and n1 - n0 >= self.max_cap * (rs1 - rs0) / max(t1 - t0, 1e-9)
         rate = (d1 - d0) / (rs1 - rs0) if measured else self.replica_tokens_per_s
-        left = deadline - self.deadline_margin_s - now
+        left = AIM * (deadline - self.deadline_margin_s - now)
         remaining = self.remaining_tokens
         if not rate:
             need = 1 << 30
@@ -287,7 +297,7 @@ class BatchLane:
         # bursts, and a replica cancelled while it cold-starts is paid for and serves nothing
         asked = self._asked
         asked.append((now, need))
-        while asked and asked[0][0] <= now - RATE_WINDOW_S:
+        while asked and asked[0][0] <= now - HOLD_S:
             asked.popleft()
         return max(n for _, n in asked)
 

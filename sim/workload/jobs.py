@@ -21,7 +21,7 @@ from pydantic import Field, model_validator
 from sim.lazy import LazyModule
 from sim.spec import MAX_TOKENS, Frozen
 from sim.streams import RunStreams
-from sim.workload.schema import MAX_REQUESTS
+from sim.workload.schema import KLASSES, MAX_REQUESTS
 from sim.workload.synthetic import Lengths, draw_lengths
 from sim.workload.transforms import TraceFile, clip_tokens, load_trace_file
 
@@ -81,8 +81,8 @@ def job_frame(job: BatchJob, *, base_dir: Path, seed: int, rank: int) -> pd.Data
     if job.max_context is not None:
         frame = clip_tokens(frame, job.max_context)
     n = len(frame)
-    frame["klass"] = "batch"
-    frame["job_id"] = job.job_id
+    frame["klass"] = pd.Categorical.from_codes(np.full(n, KLASSES.index("batch"), dtype=np.int8), categories=KLASSES)
+    frame["job_id"] = pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), categories=[job.job_id])
     frame["priority"] = np.full(n, job.priority, dtype=np.int64)
     frame["deadline_at_s"] = np.full(n, job.submit_at_s + job.deadline_s)
     return frame
@@ -91,19 +91,23 @@ def job_frame(job: BatchJob, *, base_dir: Path, seed: int, rank: int) -> pd.Data
 def with_classes(trace: pd.DataFrame) -> pd.DataFrame:
     """The trace with klass, priority, job_id and deadline_at_s filled in: interactive (priority 0) where it
     has no class; batch requests without a priority at 1, without a job in job "batch", without a deadline
-    24 h after their job's first arrival."""
+    24 h after their job's first arrival. `klass` and `job_id` become categoricals (a byte or two a request);
+    a trace already complete is returned as it is."""
+    if _complete(trace):
+        return trace
     out = trace.copy()
     n = len(out)
     klass = out["klass"].astype("string").fillna("interactive") if "klass" in out.columns else pd.Series(["interactive"] * n)
-    out["klass"] = klass.to_numpy()
-    batch = out["klass"].to_numpy() == "batch"
+    batch = klass.to_numpy() == "batch"
+    out["klass"] = pd.Categorical(np.where(batch, "batch", "interactive"), categories=KLASSES)
     if "priority" not in out.columns:
         out["priority"] = np.where(batch, BATCH_PRIORITY, 0).astype(np.int64)
     else:
-        out["priority"] = pd.to_numeric(out["priority"]).fillna(0).astype(np.int64)
+        given = pd.to_numeric(out["priority"]).to_numpy(dtype=np.float64)
+        out["priority"] = np.where(np.isnan(given), np.where(batch, BATCH_PRIORITY, 0), given).astype(np.int64)
     job = out["job_id"].astype("string") if "job_id" in out.columns else pd.Series(pd.NA, index=out.index, dtype="string")
     job = job.where(~batch | job.notna(), "batch").where(batch, pd.NA)
-    out["job_id"] = job.to_numpy()
+    out["job_id"] = pd.Categorical(job.to_numpy(dtype=object, na_value=None))
     deadline = (
         out["deadline_at_s"].to_numpy(dtype=np.float64, copy=True)
         if "deadline_at_s" in out.columns
@@ -118,6 +122,19 @@ def with_classes(trace: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _complete(trace: pd.DataFrame) -> bool:
+    """Already labelled by `with_classes` (categorical class and job, an integer priority)."""
+    cols = trace.columns
+    return (
+        all(c in cols for c in ("klass", "priority", "job_id", "deadline_at_s"))
+        and isinstance(trace["klass"].dtype, pd.CategoricalDtype)
+        and list(trace["klass"].cat.categories) == list(KLASSES)
+        and not trace["klass"].isna().any()
+        and isinstance(trace["job_id"].dtype, pd.CategoricalDtype)
+        and trace["priority"].dtype == np.int64
+    )
+
+
 def add_jobs(trace: pd.DataFrame, jobs: list[BatchJob], *, base_dir: Path, seed: int) -> pd.DataFrame:
     """The interactive trace and the jobs' requests, by arrival (ties: the trace first, then the jobs in order)."""
     frames = [with_classes(trace)]
@@ -128,11 +145,27 @@ def add_jobs(trace: pd.DataFrame, jobs: list[BatchJob], *, base_dir: Path, seed:
     total = sum(len(f) for f in frames)
     if total > MAX_REQUESTS:
         raise FleetsimError(f"batch.jobs: the trace and jobs hold {total:,} requests, more than {MAX_REQUESTS:,}")
-    for rank, frame in enumerate(frames):
-        frame["_rank"] = rank
-        frame["_row"] = np.arange(len(frame))
-    merged = pd.concat(frames, ignore_index=True).sort_values(["arrival_at_s", "_rank", "_row"], kind="stable")
-    merged = merged.drop(columns=["_rank", "_row"]).reset_index(drop=True)
+    # column by column, in one stable order (arrival, then the frame's rank, then its row): no frame-wide copies
+    arrival = np.concatenate([f["arrival_at_s"].to_numpy(dtype=np.float64) for f in frames])
+    ranks = np.concatenate([np.full(len(f), k, dtype=np.int32) for k, f in enumerate(frames)])
+    order = np.lexsort((ranks, arrival))  # stable: rows of a frame keep their order
+    columns: dict[str, object] = {}
+    for name in frames[0].columns:
+        if name == "job_id":
+            names = sorted({str(c) for f in frames for c in f["job_id"].cat.categories})
+            where = {c: i for i, c in enumerate(names)}
+            codes = []
+            for f in frames:  # each frame's codes into the union's (-1, no job, stays -1)
+                remap = np.array([where[str(c)] for c in f["job_id"].cat.categories] + [-1], dtype=np.int32)
+                codes.append(remap[f["job_id"].cat.codes.to_numpy()])
+            columns[name] = pd.Categorical.from_codes(np.concatenate(codes)[order], categories=names)
+        elif name == "klass":
+            columns[name] = pd.Categorical.from_codes(
+                np.concatenate([f["klass"].cat.codes.to_numpy() for f in frames])[order], categories=KLASSES
+            )
+        elif all(name in f.columns for f in frames):
+            columns[name] = np.concatenate([f[name].to_numpy() for f in frames])[order]
+    merged = pd.DataFrame(columns)
     merged.attrs = dict(trace.attrs)
     return merged
 
@@ -149,8 +182,6 @@ def label(
     """Label every request of `frame` (`trace gen` / `trace merge` options): its class, priority, job, and a
     deadline `deadline_s` after the first arrival (a job's submission). Options left None leave the columns as
     they are; a job or a deadline needs the batch class."""
-    from sim.workload.schema import KLASSES
-
     out = frame.copy()
     if klass is not None:
         if klass not in KLASSES:
