@@ -59,6 +59,37 @@ def test_readme_study_figures_come_from_the_committed_notebook_run():
     assert "serves 15% of what its billed GPUs could" in answer and "it reaches 39%" in answer
 
 
+def test_readme_batch_table_comes_from_the_committed_notebook_run():
+    """The batch study's table and answer quote notebooks/batch_jobs.ipynb's full run (committed with its outputs)."""
+    import nbformat
+
+    nb = nbformat.read(REPO / "notebooks" / "batch_jobs.ipynb", as_version=4)
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "day 86400 s, job 1,000,000 requests; small=False" in printed  # the full run, not the reduced one
+    answer = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Batch jobs next to interactive traffic") : readme.index("## Speed")]
+    for hours in re.findall(r"(\d+\.\d) h", answer):
+        assert f"{hours} h" in section, hours
+    for dollars in re.findall(r"\$([\d.]+)", answer):
+        assert f"${float(dollars):,.2f}" in section, dollars
+    for ttft, tpot in re.findall(r"(\d+) ms / ([\d.]+) ms", answer):
+        assert f"{ttft} / {tpot} ms" in section, (ttft, tpot)
+    for share in re.findall(r"(\d+%)", answer):
+        assert share in section, share
+
+
+@pytest.mark.slow
+def test_readme_batch_run_excerpt_matches_cli_output(tmp_path):
+    block = re.search(r"```text\n(-+Class: interactive-+\n.*?)\n```", (REPO / "README.md").read_text(), re.S)
+    assert block, "README lost its batch run excerpt"
+    r = CliRunner().invoke(
+        app, ["run", str(REPO / "configs" / "batch-backfill.yaml"), "--out", str(tmp_path / "run"), "--no-capacity"]
+    )
+    assert r.exit_code == 0, r.output
+    assert block.group(1) in r.stdout
+
+
 def assert_block_is_output(start: str, args: list[str]) -> None:
     """The README's ```text block that begins with `start` is what `fleetsim ARGS` prints (its `wrote` line aside)."""
     block = re.search(r"```text\n(" + re.escape(start) + r".*?)\n```", (REPO / "README.md").read_text(), re.S)
