@@ -126,12 +126,57 @@ class SloConfig(Frozen):
         return {k.removesuffix("_ms"): v for k, v in self.model_dump().items() if v is not None}
 
 
+LINK_PRESETS: dict[str, tuple[float, float, str]] = {  # GB/s per GPU (one direction), per-transfer latency s, source
+    "nvlink": (450.0, 1e-5, "NVLink4 within an HGX H100 node: 900 GB/s per GPU both directions"),
+    "infiniband_400g": (50.0, 2e-5, "NDR InfiniBand / ConnectX-7, 400 Gb/s per GPU (one NIC per GPU, as DGX H100)"),
+    "roce_200g": (25.0, 3e-5, "RoCE v2 at 200 Gb/s per GPU (ConnectX-6 Dx class)"),
+    "ethernet_100g": (12.5, 1e-4, "100 GbE per GPU over TCP"),
+}
+
+
+class LinkConfig(Frozen):
+    """The KV-cache transfer link of a disaggregated fleet, per prefill replica: its GPUs send their shards in
+    parallel, each at the per-GPU bandwidth; transfers from one replica queue (FIFO) on it."""
+
+    preset: str = "infiniband_400g"
+    gb_per_s_per_gpu: float | None = Field(default=None, gt=0)  # overrides the preset's
+    latency_s: float | None = Field(default=None, ge=0, le=3600)
+
+    @field_validator("preset")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in LINK_PRESETS:
+            raise ValueError(f"unknown link preset {v!r}; valid: {', '.join(LINK_PRESETS)}")
+        return v
+
+    @property
+    def bytes_per_s_per_gpu(self) -> float:
+        return (self.gb_per_s_per_gpu if self.gb_per_s_per_gpu is not None else LINK_PRESETS[self.preset][0]) * 1e9
+
+    @property
+    def latency(self) -> float:
+        return self.latency_s if self.latency_s is not None else LINK_PRESETS[self.preset][1]
+
+
+class PoolConfig(Frozen):
+    """One pool of a disaggregated fleet; unset keys take the fleet's (gpu, tp, lifecycle), the scenario's
+    (engine) or the catalog's (price)."""
+
+    gpu: str | None = Field(default=None, min_length=1)
+    tp: int | None = Field(default=None, ge=1, le=1024)
+    router: Literal["round_robin", "least_outstanding", "least_kv", "power_of_two", "least_prompt_tokens"] | None = None
+    autoscaler: AutoscalerConfig = FixedConfig()
+    lifecycle: LifecycleConfig | None = None
+    engine: EngineConfig | None = None
+    usd_per_gpu_hour: float | None = Field(default=None, ge=0)
+
+
 class FleetConfig(Frozen):
     """Replicas of one GPU type and TP degree behind a router, scaled by an autoscaler."""
 
     gpu: str = Field(min_length=1)
     tp: int = Field(default=1, ge=1, le=1024)
-    router: Literal["round_robin", "least_outstanding", "least_kv", "power_of_two"] = "least_outstanding"
+    router: Literal["round_robin", "least_outstanding", "least_kv", "power_of_two", "least_prompt_tokens"] = "least_outstanding"
     # the router's cap (Ray Serve's max_ongoing_requests): at it, requests wait in the fleet queue (None: no cap)
     max_outstanding_per_replica: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     autoscaler: AutoscalerConfig = FixedConfig()
@@ -141,6 +186,10 @@ class FleetConfig(Frozen):
     queue_max: int | None = Field(default=None, ge=0, le=MAX_TOKENS)  # fleet queue bound (requests waiting for any replica)
     queue_timeout_s: float | None = Field(default=None, gt=0)
     timeline_interval_s: IntervalS = 10.0
+    mode: Literal["colocated", "disaggregated"] = "colocated"
+    prefill: PoolConfig = PoolConfig()  # disaggregated: the prefill pool (router default least_prompt_tokens)
+    decode: PoolConfig = PoolConfig()  # disaggregated: the decode pool
+    link: LinkConfig = LinkConfig()  # disaggregated: the KV-cache transfer link
 
     @model_validator(mode="after")
     def _gpu_cap(self) -> FleetConfig:

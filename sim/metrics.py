@@ -394,6 +394,23 @@ def job_summary(requests: pd.DataFrame) -> dict[str, dict[str, Any]] | None:
     return out
 
 
+def transfer_summary(requests: pd.DataFrame) -> dict[str, Any] | None:
+    """A disaggregated run's KV transfers, over the requests that made one: the wait for a decode replica with
+    room (first token -> transfer start: backpressure) and the transfer itself (start -> end: the link's queue
+    and wire time), mean / median / p99 in ms. None without transfers."""
+    if "transfer_end_at_s" not in requests.columns:
+        return None
+    start = requests["transfer_start_at_s"].to_numpy(dtype=np.float64)
+    end = requests["transfer_end_at_s"].to_numpy(dtype=np.float64)
+    first = requests["first_token_at_s"].to_numpy(dtype=np.float64)
+    done = ~np.isnan(end)
+    out: dict[str, Any] = {"kv_transfers": int(done.sum())}
+    for prefix, values in (("transfer_wait", start[done] - first[done]), ("transfer", end[done] - start[done])):
+        stats = _stats(prefix, values, CLASS_PERCENTILES)
+        out |= {k: v for k, v in stats.items() if not k.startswith(("std_", "p90_"))}
+    return out
+
+
 def status_codes(requests: pd.DataFrame) -> np.ndarray:
     """The `status` column as `RequestStatus` codes (it is stored as a categorical of their labels)."""
     return np.asarray(requests["status"].cat.codes.to_numpy())

@@ -27,7 +27,7 @@ import pandas as pd
 
 from sim.cost import ReplicaLife, api_price, attribute_cost, fleet_bill
 from sim.errors import FleetsimError
-from sim.metrics import GapDistribution, class_summary, job_summary, summarize
+from sim.metrics import GapDistribution, class_summary, job_summary, summarize, transfer_summary
 from sim.states import STATUS_LABELS
 
 META_KEYS = (  # what summary() and the report read from meta.json
@@ -52,6 +52,18 @@ RECORD_FILES = ("requests.parquet", "replicas.parquet", "timeline.parquet", "itl
 
 def fleet_words(fleet: dict[str, Any], meta: dict[str, Any]) -> str:
     """The fleet in a few words: "1 replica of 2x a100-80gb", "hpa 4-24 replicas of 2x h100-sxm"."""
+    if fleet.get("mode") == "disaggregated" and "pools" in meta:
+        parts = []
+        for name in ("prefill", "decode"):
+            pool = meta["pools"][name]
+            auto = fleet[name]["autoscaler"]
+            count = (
+                str(auto["replicas"])
+                if auto["policy"] == "fixed"
+                else f"{auto['policy']} {auto['min_replicas']}-{auto['max_replicas']}"
+            )
+            parts.append(f"{count} {name} of {pool['tp']}x {pool['gpu']}")
+        return "disaggregated: " + " + ".join(parts)
     replica = f"{meta['tp']}x {meta['gpu']}"
     auto = fleet["autoscaler"]
     if auto["policy"] == "fixed":
@@ -104,16 +116,22 @@ class SimResult:
         slo = {k.removesuffix("_ms"): v for k, v in sc["slo"].items() if v is not None}
         out = summarize(self.requests, self.itl, slo=slo or None)
         pricing, tp = sc["pricing"], int(meta["tp"])
-        bill = fleet_bill(
-            self.lives(),
-            horizon_s=self.horizon_s,
-            tp=tp,
-            usd_per_gpu_hour=meta["usd_per_gpu_hour"],
-            reserved_usd_per_gpu_hour=pricing["reserved_usd_per_gpu_hour"],
-            reserved_replicas=sc["fleet"]["reserved_replicas"],
-            granularity_s=pricing["billing_granularity_s"],
-            minimum_s=pricing["billing_minimum_s"],
-        )
+        by_pool = self._pool_bills(tp, pricing)
+        if "pools" in meta and by_pool is not None:  # disaggregated: each pool billed at its own GPUs and price
+            bill = _sum_bills([pool.pop("_bill") for pool in by_pool.values()])
+        else:
+            for pool in (by_pool or {}).values():
+                pool.pop("_bill")
+            bill = fleet_bill(
+                self.lives(),
+                horizon_s=self.horizon_s,
+                tp=tp,
+                usd_per_gpu_hour=meta["usd_per_gpu_hour"],
+                reserved_usd_per_gpu_hour=pricing["reserved_usd_per_gpu_hour"],
+                reserved_replicas=sc["fleet"]["reserved_replicas"],
+                granularity_s=pricing["billing_granularity_s"],
+                minimum_s=pricing["billing_minimum_s"],
+            )
         billed = bill["billed_gpu_seconds"]
         out |= bill
         out |= attribute_cost(
@@ -127,8 +145,12 @@ class SimResult:
         served_by = reps[~np.isnan(reps["ready_at_s"].to_numpy(dtype=np.float64))]  # replicas that became ready
         known = meta["step_time"] == "roofline" and len(served_by) > 0  # FLOPs and bytes are the roofline's
         out["gpu_time_utilization"] = bill["gpu_seconds_by_state"]["busy"] / billed if billed else None
-        out["mfu"] = float(reps["flops"].sum()) / (meta["peak_flops_per_s_per_gpu"] * billed) if billed and known else None
-        out["mbu"] = float(reps["bytes"].sum()) / (meta["hbm_bw_bytes_per_s_per_gpu"] * billed) if billed and known else None
+        peak_flops, peak_bytes = meta["peak_flops_per_s_per_gpu"] * billed, meta["hbm_bw_bytes_per_s_per_gpu"] * billed
+        if "pools" in meta and by_pool is not None:  # each pool's GPU-seconds at its own GPU's peaks
+            peak_flops = sum(meta["pools"][n]["peak_flops_per_s_per_gpu"] * p["billed_gpu_seconds"] for n, p in by_pool.items())
+            peak_bytes = sum(meta["pools"][n]["hbm_bw_bytes_per_s_per_gpu"] * p["billed_gpu_seconds"] for n, p in by_pool.items())
+        out["mfu"] = float(reps["flops"].sum()) / peak_flops if billed and known else None
+        out["mbu"] = float(reps["bytes"].sum()) / peak_bytes if billed and known else None
         served = out["total_input_tokens"] + out["total_output_tokens"]
         capacity = None if self.max_tokens_per_s is None else self.max_tokens_per_s * billed / tp
         out["max_tokens_per_s_per_replica"] = self.max_tokens_per_s
@@ -144,9 +166,11 @@ class SimResult:
         by_class = class_summary(self.requests, slo=slo or None)
         if by_class is not None:
             out["by_class"] = by_class
-        by_pool = self._pool_bills(tp, pricing)
         if by_pool is not None:
             out["by_pool"] = by_pool
+        transfers = transfer_summary(self.requests)
+        if transfers is not None:
+            out |= transfers
         by_job = job_summary(self.requests)
         if by_job is not None:
             hours = {name: pool["billed_gpu_seconds"] / 3600 for name, pool in (by_pool or {}).items()}
@@ -159,22 +183,26 @@ class SimResult:
         return out
 
     def _pool_bills(self, tp: int, pricing: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
-        """With a dedicated batch pool: each pool's bill (reserved replicas belong to the online fleet) and busy time."""
+        """With more than one pool (a dedicated batch pool; a disaggregated fleet's prefill and decode pools): each
+        pool's bill at its own GPUs' count and price (the fleet's reserved replicas belong to the online or prefill
+        pool), its busy time, and the bill itself under `_bill` for the caller."""
         reps = self.replicas
         if "pool" not in reps.columns or set(reps["pool"]) <= {"online"}:
             return None
         lives = self.lives()
         pools = reps["pool"].to_numpy()
+        meta_pools = self.meta.get("pools", {})
         out = {}
         for name in sorted(set(pools)):
             mine = pools == name
+            own = meta_pools.get(str(name), {})
             bill = fleet_bill(
                 [life for life, m in zip(lives, mine, strict=True) if m],
                 horizon_s=self.horizon_s,
-                tp=tp,
-                usd_per_gpu_hour=self.meta["usd_per_gpu_hour"],
+                tp=int(own.get("tp", tp)),
+                usd_per_gpu_hour=own.get("usd_per_gpu_hour", self.meta["usd_per_gpu_hour"]),
                 reserved_usd_per_gpu_hour=pricing["reserved_usd_per_gpu_hour"],
-                reserved_replicas=self.scenario["fleet"]["reserved_replicas"] if name == "online" else 0,
+                reserved_replicas=self.scenario["fleet"]["reserved_replicas"] if name in ("online", "prefill") else 0,
                 granularity_s=pricing["billing_granularity_s"],
                 minimum_s=pricing["billing_minimum_s"],
             )
@@ -183,6 +211,7 @@ class SimResult:
                 "billed_gpu_seconds": bill["billed_gpu_seconds"],
                 "busy_gpu_seconds": bill["gpu_seconds_by_state"]["busy"],
                 "cost_usd": bill["cost_usd"],
+                "_bill": bill,
             }
         return out
 
@@ -214,6 +243,17 @@ class SimResult:
             )
         except (OSError, ValueError, KeyError) as err:
             raise FleetsimError(f"{run_dir}: cannot read the run folder ({type(err).__name__}: {err})") from None
+
+
+def _sum_bills(bills: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pools' bills added up (a cost is unknown if any pool's is)."""
+    states = {k: sum(b["gpu_seconds_by_state"][k] for b in bills) for k in bills[0]["gpu_seconds_by_state"]}
+    costs = [b["cost_usd"] for b in bills]
+    return {
+        "billed_gpu_seconds": sum(b["billed_gpu_seconds"] for b in bills),
+        "gpu_seconds_by_state": states,
+        "cost_usd": None if any(c is None for c in costs) else sum(costs),
+    }
 
 
 def json_safe(value: Any) -> Any:

@@ -56,6 +56,31 @@ class LeastKv:
         return min(range(len(outstanding)), key=lambda i: (kv_used[i], outstanding[i]))
 
 
+class LeastPromptTokens:
+    """The replica with the fewest prompt tokens routed to it and not yet prefilled (a disaggregated prefill
+    pool's default: prefill time follows prompt tokens, not requests); `outstanding` holds those token counts."""
+
+    needs_kv = False
+    indexed = False
+    load = "prompt_tokens"
+
+    def __init__(self, rng: np.random.Generator | None = None) -> None:
+        pass
+
+    def choose(self, outstanding: Sequence[int], kv_used: Sequence[float] | None = None) -> int:
+        return min(range(len(outstanding)), key=outstanding.__getitem__)
+
+
+def least_kv_with_room(kv_used: Sequence[float], room: Sequence[bool]) -> int | None:
+    """A disaggregated decode pool's choice for a finished prefill: among the replicas with room for its KV (and
+    a sequence slot), the least KV use (ties: lowest index); None when none has room."""
+    best = None
+    for i, ok in enumerate(room):
+        if ok and (best is None or kv_used[i] < kv_used[best]):
+            best = i
+    return best
+
+
 class PowerOfTwo:
     """Sample two distinct replicas (seeded), keep the one with fewer outstanding requests."""
 
@@ -72,8 +97,9 @@ class PowerOfTwo:
         return min((a, b), key=lambda i: (outstanding[i], i))
 
 
-ROUTERS: dict[str, type[RoundRobin] | type[LeastOutstanding] | type[LeastKv] | type[PowerOfTwo]] = {
+ROUTERS: dict[str, type[RoundRobin] | type[LeastOutstanding] | type[LeastKv] | type[PowerOfTwo] | type[LeastPromptTokens]] = {
     "round_robin": RoundRobin,
+    "least_prompt_tokens": LeastPromptTokens,
     "least_outstanding": LeastOutstanding,
     "least_kv": LeastKv,
     "power_of_two": PowerOfTwo,

@@ -25,7 +25,7 @@ from sim.autoscale import FixedConfig, make_policy
 from sim.build import resolve_scenario
 from sim.capacity import Capacity, saturated_capacity
 from sim.clock import ARRIVAL, CountingEnvironment, call_at
-from sim.config import BatchConfig, EngineConfig, Scenario
+from sim.config import BatchConfig, EngineConfig, FleetConfig, Scenario
 from sim.engine.kv import KvBlockPool
 from sim.engine.records import RequestLog
 from sim.engine.replica import Replica, inadmissible
@@ -43,6 +43,7 @@ from sim.fleet.control import (
     control_loop,
     sample_timeline,
 )
+from sim.fleet.disagg import Transfers
 from sim.freeze import replicas_frame, requests_frame, run_meta
 from sim.metrics import GapDistribution
 from sim.result import SimResult
@@ -237,7 +238,7 @@ def engine_limits(engine: EngineConfig, n_blocks: int, budget: int) -> Limits:
 
 
 def _replica_factory(
-    env: simpy.Environment, scenario: Scenario, setup: RooflineSetup, log: RequestLog, limits: Limits
+    env: simpy.Environment, scenario: Scenario, setup: RooflineSetup, log: RequestLog, limits: Limits, role: str = "colocated"
 ) -> Callable[[int], Replica]:
     engine = scenario.engine
     step_time = _step_model(scenario, setup)
@@ -253,6 +254,7 @@ def _replica_factory(
             log=log,
             max_context_tokens=setup.model.max_context_tokens,
             fast_forward=engine.fast_forward,
+            role=role,
         )
 
     return make
@@ -293,6 +295,12 @@ def _build_fleet(
         queue_timeout_s=fcfg.queue_timeout_s,
         max_outstanding=fcfg.max_outstanding_per_replica,
     )
+    _start_pool(env, fleet, fcfg, floor=floor)
+    return fleet
+
+
+def _start_pool(env: simpy.Environment, fleet: Fleet, fcfg: FleetConfig, *, floor: Callable[[int], int] | None = None) -> None:
+    """A pool's initial replicas (warm or cold-starting) and, unless fixed, its autoscaler."""
     start_n = min(fcfg.autoscaler.start_replicas, fcfg.replica_cap)
     if fcfg.lifecycle.start == "warm":
         fleet.add_ready(start_n)
@@ -300,7 +308,149 @@ def _build_fleet(
         fleet.launch(start_n)
     if not isinstance(fcfg.autoscaler, FixedConfig):
         env.process(control_loop(env, fleet, make_policy(fcfg.autoscaler), fcfg.autoscaler.interval_s, floor=floor))
-    return fleet
+
+
+POOLS = ("prefill", "decode")
+
+
+def pool_scenario(scenario: Scenario, name: str) -> Scenario:
+    """A disaggregated fleet's pool as a colocated scenario: the pool's GPU, TP, router, autoscaler, lifecycle,
+    engine and price over the fleet's and the scenario's."""
+    f = scenario.fleet
+    pool = getattr(f, name)
+    router = pool.router or ("least_prompt_tokens" if name == "prefill" else f.router)
+    fleet = f.model_copy(
+        update={
+            "gpu": pool.gpu or f.gpu,
+            "tp": pool.tp or f.tp,
+            "router": router,
+            "autoscaler": pool.autoscaler,
+            "lifecycle": pool.lifecycle or f.lifecycle,
+            "mode": "colocated",
+        }
+    )
+    update: dict[str, Any] = {"fleet": fleet, "engine": pool.engine or scenario.engine}
+    if pool.usd_per_gpu_hour is not None:
+        update["pricing"] = scenario.pricing.model_copy(update={"usd_per_gpu_hour": pool.usd_per_gpu_hour})
+    return scenario.model_copy(update=update)
+
+
+@dataclass
+class _Pool:
+    scenario: Scenario
+    setup: RooflineSetup
+    n_blocks: int
+    budget: int
+    limits: Limits
+
+
+def _pools(scenario: Scenario, base_dir: Path) -> dict[str, _Pool]:
+    out = {}
+    for name in POOLS:
+        psc = pool_scenario(scenario, name)
+        try:
+            setup = resolve_scenario(psc, base_dir=base_dir)
+            engine = psc.engine
+            budget = engine.batched_tokens(setup.model.max_context_tokens)
+            n_blocks = engine.num_gpu_blocks_override or kv_capacity_tokens(setup) // engine.block_size
+            _check_engine(psc, setup, n_blocks)
+        except FleetsimError as err:
+            raise FleetsimError(f"fleet.{name}: {err}") from None
+        out[name] = _Pool(psc, setup, n_blocks, budget, engine_limits(psc.engine, n_blocks, budget))
+    return out
+
+
+def _disaggregated_inadmissible(log: RequestLog, pools: dict[str, _Pool]) -> dict[int, str]:
+    """Requests no prefill replica could prefill, or no decode replica could take (its KV and next token above
+    the watermark) or finish (its whole context)."""
+    p, o = log.prompt_tokens, log.output_tokens
+    pre, dec = pools["prefill"], pools["decode"]
+    chunks = POLICIES[pre.scenario.engine.policy].chunks_prefill
+    ctx = pre.setup.model.max_context_tokens
+    out = {
+        i: f"prefill pool: {why}"
+        for i, why in inadmissible(p, np.ones_like(o), max_context_tokens=ctx, limits=pre.limits, chunks=chunks).items()
+    }
+    lim = dec.limits
+    room = lim.n_blocks - lim.watermark_blocks
+    bad = (-(-(p + 1) // lim.block_size) > room) & (o > 1)
+    for i in np.flatnonzero(bad).tolist():
+        out.setdefault(
+            i,
+            f"decode pool: its prompt's KV and next token need {-(-(int(p[i]) + 1) // lim.block_size)} KV blocks, more than "
+            f"the {lim.n_blocks} - {lim.watermark_blocks} (engine.watermark) a decode replica offers",
+        )
+    for i, why in inadmissible(
+        p, o, max_context_tokens=ctx, limits=lim, chunks=POLICIES[dec.scenario.engine.policy].chunks_prefill
+    ).items():
+        if int(o[i]) > 1:
+            out.setdefault(i, f"decode pool: {why}")
+    return out
+
+
+def _build_disaggregated(
+    env: simpy.Environment, scenario: Scenario, base_dir: Path, trace: pd.DataFrame, log: RequestLog, streams: RunStreams
+) -> tuple[list[Fleet], Transfers, dict[str, _Pool]]:
+    """The prefill pool (which takes the arrivals), the decode pool and the transfers between them."""
+    if "klass" in trace.columns and bool((trace["klass"].to_numpy() == "batch").any()):
+        raise FleetsimError("batch jobs with fleet.mode: disaggregated are not supported; serve them colocated")
+    pools = _pools(scenario, base_dir)
+    pre, dec = pools["prefill"], pools["decode"]
+    rejected = _disaggregated_inadmissible(log, pools)
+    decode = Fleet(
+        env,
+        make_engine=_replica_factory(env, dec.scenario, dec.setup, log, dec.limits, role="decode"),
+        inadmissible={},
+        router=ROUTERS[dec.scenario.fleet.router](streams.sub_generator("router", 2)),
+        lifecycle=dec.scenario.fleet.lifecycle,
+        weight_bytes=dec.setup.weight_bytes,
+        log=log,
+        rng=streams.sub_generator("lifecycle", 2),
+        max_replicas=dec.scenario.fleet.replica_cap,
+        pool="decode",
+    )
+    link = scenario.fleet.link
+    transfers = Transfers(
+        env,
+        log,
+        decode=decode,
+        kv_bytes_per_token=pre.setup.model.kv_bytes_per_token(pre.setup.kv_bits),
+        link_bytes_per_s=lambda replica: link.bytes_per_s_per_gpu * pre.setup.tp,
+        latency_s=link.latency,
+    )
+
+    def decode_ready(engine: Replica) -> None:
+        transfers.attach(engine)
+        transfers.pump_soon()
+
+    decode.on_ready = decode_ready
+    make_prefill = _replica_factory(env, pre.scenario, pre.setup, log, pre.limits, role="prefill")
+
+    def make(replica_id: int) -> Replica:
+        engine = make_prefill(replica_id)
+        engine.on_prefilled = transfers.prefilled
+        return engine
+
+    pfc = pre.scenario.fleet
+    prefill = Fleet(
+        env,
+        make_engine=make,
+        inadmissible=rejected,
+        router=ROUTERS[pfc.router](streams.generator("router")),
+        lifecycle=pfc.lifecycle,
+        weight_bytes=pre.setup.weight_bytes,
+        log=log,
+        rng=streams.generator("lifecycle"),
+        max_replicas=pfc.replica_cap,
+        queue_max=pfc.queue_max,
+        queue_timeout_s=pfc.queue_timeout_s,
+        max_outstanding=pfc.max_outstanding_per_replica,
+        pool="prefill",
+        slots=decode.slots,
+    )
+    _start_pool(env, prefill, pfc)
+    _start_pool(env, decode, dec.scenario.fleet)
+    return [prefill, decode], transfers, pools
 
 
 def _batch_pool(env: simpy.Environment, scenario: Scenario, online: Fleet, streams: RunStreams, *, max_replicas: int) -> Fleet:
@@ -379,10 +529,15 @@ class _Built:
     rows: list[tuple[Any, ...]]
     n_blocks: int
     budget: int
-    fleets: list[Fleet]  # the online fleet, then a dedicated batch pool if any
+    fleets: list[Fleet]  # the online fleet, then a dedicated batch pool if any (disaggregated: prefill, decode)
+    transfers: Transfers | None = None
+    pools: dict[str, _Pool] | None = None
+    scenario_link: tuple[float, float] = (0.0, 0.0)  # disaggregated: bytes/s per GPU, latency s
 
 
-def _build(scenario: Scenario, setup: RooflineSetup, trace: pd.DataFrame, streams: RunStreams) -> _Built:
+def _build(
+    scenario: Scenario, setup: RooflineSetup, trace: pd.DataFrame, streams: RunStreams, base_dir: Path = Path(".")
+) -> _Built:
     engine = scenario.engine
     budget = engine.batched_tokens(setup.model.max_context_tokens)
     n_blocks = engine.num_gpu_blocks_override or kv_capacity_tokens(setup) // engine.block_size
@@ -397,6 +552,25 @@ def _build(scenario: Scenario, setup: RooflineSetup, trace: pd.DataFrame, stream
             done.succeed()
 
     log.on_all_resolved = all_resolved
+    if scenario.fleet.mode == "disaggregated":
+        fleets, transfers, pools = _build_disaggregated(env, scenario, base_dir, trace, log, streams)
+        _Feed(env, trace, log, fleets[0].deliver)
+        rows_d: list[tuple[Any, ...]] = []
+        env.process(sample_timeline(env, fleets, scenario.fleet.timeline_interval_s, rows_d))
+        link = scenario.fleet.link
+        return _Built(
+            env,
+            fleets[0],
+            log,
+            done,
+            rows_d,
+            n_blocks,
+            budget,
+            fleets,
+            transfers,
+            pools,
+            (link.bytes_per_s_per_gpu, link.latency),
+        )
     lane, bcfg = _batch_setup(env, scenario, setup, trace, log)
     if (
         lane is not None
@@ -489,9 +663,36 @@ def _freeze(built: _Built, scenario: Scenario, setup: RooflineSetup, base_dir: P
         requests["job_id"] = pd.Series(trace["job_id"].to_numpy(), dtype="string")
     if "deadline_at_s" in trace.columns:
         requests["deadline_at_s"] = trace["deadline_at_s"].to_numpy(dtype=np.float64)
+    if built.transfers is not None and built.pools is not None:
+        t = built.transfers
+        requests["decode_replica_id"] = t.decode_replica_id
+        requests["transfer_start_at_s"] = t.transfer_start_at_s
+        requests["transfer_end_at_s"] = t.transfer_end_at_s
+        meta["pools"] = {
+            name: {
+                "gpu": pool.setup.gpu.name,
+                "tp": pool.setup.tp,
+                "usd_per_gpu_hour": pool.setup.usd_per_gpu_hour,
+                "peak_flops_per_s_per_gpu": pool.setup.peak_flops_per_s,
+                "hbm_bw_bytes_per_s_per_gpu": pool.setup.gpu.hbm_bw_bytes_per_s,
+                "kv_blocks_per_replica": pool.n_blocks,
+                "max_num_batched_tokens": pool.budget,
+                "engine_policy": pool.scenario.engine.policy,
+            }
+            for name, pool in built.pools.items()
+        }
+        meta["link"] = {
+            "bytes_per_s_per_gpu": built.scenario_link[0],
+            "latency_s": built.scenario_link[1],
+            "peak_transfers_waiting": t.peak_waiting,
+        }
+    replicas = replicas_frame(built.fleet, log, env.now)
+    if built.transfers is not None:  # a decode replica served the requests transferred to it
+        d = built.transfers.decode_replica_id
+        replicas["requests"] += np.bincount(d[d >= 0], minlength=len(replicas))[: len(replicas)]
     return SimResult(
         requests=requests,
-        replicas=replicas_frame(built.fleet, log, env.now),
+        replicas=replicas,
         timeline=pd.DataFrame(built.rows, columns=TIMELINE_COLUMNS).astype(TIMELINE_DTYPES),
         itl=GapDistribution.from_arrays(**log.itl.arrays()),
         meta=meta,
@@ -521,7 +722,7 @@ def simulate(
         else:
             _check_frame(trace)
         trace = with_batch_jobs(scenario, trace, base_dir=base_dir)
-        built = _build(scenario, setup, trace, RunStreams(scenario.seed))
+        built = _build(scenario, setup, trace, RunStreams(scenario.seed), base_dir)
     except FleetsimError as err:  # the build phase's errors name the scenario file, when there is one
         source = scenario.source
         if source is None or str(err).startswith(source):
@@ -534,7 +735,7 @@ def simulate(
     result = _freeze(built, scenario, setup, base_dir, trace)
     wall = result.meta["wall_s"]
     wall["build"], wall["simulate"] = built_at - start, time.perf_counter() - built_at  # freezing counts as simulating
-    if measure_capacity:
+    if measure_capacity and scenario.fleet.mode == "colocated":  # (one replica's saturation: no disaggregated analogue)
         capacity = _capacity(scenario, setup, trace)
         wall["capacity"] = capacity.wall_s
         result.meta["capacity"] = {

@@ -74,11 +74,27 @@ def render_summary(result: SimResult, summary: dict[str, Any]) -> str:
             lines.append(_line(f"Deadline ({rec['deadline_at_s'] / 3600:.2f} h):", verdict))
         if rec["tokens_per_gpu_hour"] is not None:
             lines.append(_line("Tokens per GPU-hour:", f"{rec['tokens_per_gpu_hour']:,.0f}"))
+    if summary.get("kv_transfers") is not None:
+        lines.append("{s:{c}^50}".format(s="KV transfers (prefill -> decode)", c="-"))
+        lines.append(_line("Transfers:", summary["kv_transfers"]))
+        lines.append(
+            _line(
+                "Mean / P99 wait for a decode slot (ms):",
+                f"{_ms(summary['mean_transfer_wait_ms'])} / {_ms(summary['p99_transfer_wait_ms'])}",
+            )
+        )
+        lines.append(
+            _line("Mean / P99 transfer (ms):", f"{_ms(summary['mean_transfer_ms'])} / {_ms(summary['p99_transfer_ms'])}")
+        )
     for name, rec in (summary.get("by_pool") or {}).items():
         lines.append(_line(f"Pool {name}: replicas, $:", f"{rec['replicas_launched']}, {_money(rec['cost_usd'])}"))
     lines += fleet_lines(summary)
     lines.append("=" * 50)
     return "\n".join(lines)
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def _money(value: float | None) -> str:

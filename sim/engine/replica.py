@@ -90,21 +90,26 @@ class Replica:
         "fast_forward",
         "flops",
         "group",
+        "held_blocks",
         "limits",
         "log",
         "max_context_tokens",
         "n_batch",
+        "n_incoming",
         "n_outstanding",
         "n_runs",
         "n_steps",
         "on_batch_done",
         "on_idle",
         "on_load",
+        "on_prefilled",
+        "pending_prompt_tokens",
         "policy",
         "pool",
         "prefill_busy_s",
         "prio_running",
         "replica_id",
+        "role",
         "running",
         "step_time",
         "waiting",
@@ -122,8 +127,10 @@ class Replica:
         log: RequestLog,
         max_context_tokens: int,
         fast_forward: bool = True,
+        role: str = "colocated",
     ) -> None:
         self.env = env
+        self.role = role  # colocated, or in a disaggregated fleet prefill (hands a sequence off at its first token) or decode
         self.replica_id = replica_id
         self.step_time = step_time
         self.policy = policy
@@ -139,6 +146,12 @@ class Replica:
         self.n_outstanding = 0  # requests routed here and not yet completed or dropped
         self.on_load: Callable[[int, int], None] | None = None  # on_load(replica_id, n_outstanding) at each change
         self.n_batch = 0  # of those, batch-job requests
+        self.pending_prompt_tokens = 0  # prompt tokens of requests routed here and not yet prefilled
+        # disaggregated: a prefill replica calls on_prefilled(replica, seq) at a sequence's first token and holds its
+        # KV blocks (`held_blocks`) until `release_held`; a decode replica reserves blocks for incoming transfers
+        self.on_prefilled: Callable[[Replica, Seq], None] | None = None
+        self.held_blocks = 0
+        self.n_incoming = 0  # transfers on their way here (blocks reserved, a sequence slot promised)
         self.on_batch_done: Callable[[Replica, Seq], None] | None = None  # a batch request completed or was dropped
         # with priority preemption: running sequences by priority (how many of each), to know when to plan per sequence
         self.prio_running: dict[int, int] | None = {} if limits.preempt_for_priority else None
@@ -167,6 +180,7 @@ class Replica:
         self.log.status[seq.idx] = IN_FLIGHT
         self.log.replica_id[seq.idx] = self.replica_id
         self.n_outstanding += 1
+        self.pending_prompt_tokens += seq.prompt_tokens
         if seq.batch:
             self.n_batch += 1
         if self.on_load is not None:
@@ -268,6 +282,8 @@ class Replica:
         while True:
             batch = self._plan()
             for seq, reason in batch.dropped:
+                if seq.generated == 0:
+                    self.pending_prompt_tokens -= seq.prompt_tokens
                 self._resolved(1)
                 self.log.reject(seq.idx, reason)
                 if seq.batch:
@@ -278,7 +294,8 @@ class Replica:
                 break
             if batch.preempted or batch.dropped:
                 continue
-            assert not self.waiting, "idle with admissible work waiting"
+            # (blocks held for a transfer out, or reserved for one coming in: a release or an arrival wakes it)
+            assert not self.waiting or self.held_blocks or self.n_incoming, "idle with admissible work waiting"
             self._idle = True
             if self.on_idle is not None:
                 self.on_idle(self)
@@ -418,12 +435,70 @@ class Replica:
     def _emit(self, seq: Seq, t: float) -> None:
         if seq.generated == 0:
             self.log.first_token_at_s[seq.idx] = t
+            self.pending_prompt_tokens -= seq.prompt_tokens
         else:
             self.log.itl.singles.append(t - seq.last_token_at_s)
         seq.generated += 1
         seq.last_token_at_s = t
         if seq.generated == seq.output_tokens:
             self._finish(seq, t)
+        elif self.on_prefilled is not None and seq.generated == 1:
+            self._hand_off(seq)
+
+    # --- disaggregation ---------------------------------------------------------------------------------
+    def _hand_off(self, seq: Seq) -> None:
+        """A prefill replica's sequence produced its first token: it leaves the batch (and this replica's load)
+        but its KV blocks stay held here until the transfer has sent them (`release_held`)."""
+        self.running.remove(seq)
+        self._count_running(seq, -1)
+        self.held_blocks += seq.blocks
+        self._resolved(1)
+        assert self.on_prefilled is not None
+        self.on_prefilled(self, seq)
+
+    def release_held(self, seq: Seq) -> None:
+        """The transfer of `seq`'s KV has completed: free its blocks here (and plan, if waiting work was blocked)."""
+        self.held_blocks -= seq.blocks
+        self.pool.release(seq)
+        if self._idle and self.waiting:
+            self._idle = False
+            self._after(0.0, self._next)
+
+    def room_for(self, seq: Seq) -> int | None:
+        """A decode replica: the blocks `seq` (its prompt cached, its first token emitted) needs if it can be taken
+        now — a sequence slot and the blocks, above the watermark — else None."""
+        limits = self.limits
+        if self.n_running + self.n_incoming + len(self.waiting) >= limits.max_num_seqs:
+            return None
+        need = blocks_for(seq.computed + 1, limits.block_size)  # its KV and the slot of its next token
+        free = self.pool.n_blocks - self.kv_blocks_used_at(self.env._now)  # mid-run: as a step-by-step engine sees it
+        return need if need <= free - limits.watermark_blocks else None
+
+    def reserve(self, blocks: int) -> None:
+        """Reserve KV blocks for a transfer on its way (they count as used from now); a decode run in progress ends at
+        its next step boundary, where a step-by-step engine would first see the smaller free pool."""
+        self._grant(blocks)
+        self.n_incoming += 1
+        if self._interruptible:
+            self._cut_run()
+
+    def receive(self, seq: Seq, blocks: int) -> None:
+        """A transferred sequence arrives with its KV (`blocks` reserved for it): it joins the running batch at the
+        next step boundary, as an arrival would."""
+        self.n_incoming -= 1
+        seq.blocks = blocks
+        self._n_admitted += 1
+        seq.admit_no = self._n_admitted
+        self.running.append(seq)
+        self._count_running(seq, 1)
+        self.n_outstanding += 1
+        if self.on_load is not None:
+            self.on_load(self.replica_id, self.n_outstanding)
+        if self._interruptible:
+            self._cut_run()
+        elif self._idle:
+            self._idle = False
+            self._after(0.0, self._next)
 
     def _finish(self, seq: Seq, t: float) -> None:
         self._resolved(1)

@@ -132,6 +132,7 @@ class Fleet:
         self.pool = pool
         self.slots: list[ReplicaSlot] = slots if slots is not None else []  # every pool's, by replica id (shared)
         self.lane: BatchLane | None = None  # the batch lane that feeds this pool, if any
+        self.on_ready: Callable[[Replica], None] | None = None  # called with each replica's engine as it becomes ready
         self._live: list[ReplicaSlot] = []  # slots not yet released, in id order
         self._ready: list[ReplicaSlot] | None = None  # the ready slots, in id order (None: recompute)
         self._index = LeastLoaded() if router.indexed else None
@@ -225,7 +226,10 @@ class Fleet:
         cap = self.max_outstanding
         ready = self.ready if cap is None else [s for s in self.ready if s.engine is not None and s.engine.n_outstanding < cap]
         engines = [slot.engine for slot in ready]
-        outstanding = [e.n_outstanding for e in engines]  # type: ignore[union-attr]
+        if getattr(self.router, "load", "requests") == "prompt_tokens":
+            outstanding = [e.pending_prompt_tokens for e in engines]  # type: ignore[union-attr]
+        else:
+            outstanding = [e.n_outstanding for e in engines]  # type: ignore[union-attr]
         kv = None
         if self.router.needs_kv:  # KV use mid-run costs O(batch): only computed for least_kv
             now = self.env.now
@@ -298,6 +302,8 @@ class Fleet:
         if self.lane is not None:
             self.lane.attach(engine)
             self.lane.pump_soon()
+        if self.on_ready is not None:
+            self.on_ready(engine)
 
     def _idle(self, slot: ReplicaSlot) -> None:
         if slot.state == ReplicaState.DRAINING:

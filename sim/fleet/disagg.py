@@ -1,0 +1,146 @@
+"""Disaggregated serving: a prefill pool, a decode pool, and the KV-cache transfers between them
+(DistServe, Splitwise, Mooncake, NVIDIA Dynamo, llm-d).
+
+- A request is routed to a prefill replica (by default the one with the fewest prompt tokens routed and not yet
+  prefilled) and prefilled there (chunked or whole, as the pool's engine says). Its first token ends the prefill:
+  TTFT is measured there (DistServe's and Splitwise's definition). A one-token request ends there.
+- It then waits, its KV blocks held on the prefill replica, for a decode replica with room: a sequence slot and
+  blocks for its KV plus its next token, above the watermark. Among those with room, the least KV use wins
+  (reservations included); with none, the transfer waits (FIFO, in order of prefill completion) and the held
+  blocks push back on the prefill replica's admissions — backpressure, never a lost request. A decode pool
+  with no replica ready and none starting launches one.
+- The chosen decode replica reserves the blocks, and the KV moves over the prefill replica's link: `latency +
+  bytes / bandwidth`, bytes = the model's KV bytes per token (at its KV precision; MLA's latent included) x the
+  prompt, bandwidth = the link's per-GPU bandwidth x the prefill replica's TP (its GPUs send their shards in
+  parallel). Transfers from one prefill replica go one at a time, first come first served (FIFO, not fair
+  sharing: a transfer's time is its own wire time plus the queue ahead of it).
+- On arrival the prefill replica frees the blocks and the sequence joins the decode replica's running batch at
+  its next step boundary. Its second token's gap includes the wait and the transfer. If the decode replica
+  preempts it later, it recomputes there (prompt and generated tokens), as a colocated engine would.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import simpy
+
+from sim.clock import ARRIVAL, call_at
+from sim.engine.records import RequestLog
+from sim.engine.sequence import Seq
+from sim.router import least_kv_with_room
+
+if TYPE_CHECKING:
+    from sim.engine.replica import Replica
+
+
+class DecodePool(Protocol):
+    """What the transfers need of the decode pool (`sim.fleet.cluster.Fleet`)."""
+
+    max_replicas: int
+
+    @property
+    def ready(self) -> list[Any]: ...  # ReplicaSlot
+
+    @property
+    def starting(self) -> list[Any]: ...
+
+    def launch(self, n: int) -> None: ...
+
+    def _held(self) -> int: ...
+
+
+class Transfers:
+    def __init__(
+        self,
+        env: simpy.Environment,
+        log: RequestLog,
+        *,
+        decode: DecodePool,
+        kv_bytes_per_token: float,
+        link_bytes_per_s: Callable[[Replica], float],
+        latency_s: float,
+    ) -> None:
+        self.env, self.log, self.decode = env, log, decode
+        self.kv_bytes_per_token = kv_bytes_per_token
+        self.link_bytes_per_s = link_bytes_per_s  # of a prefill replica's link
+        self.latency_s = latency_s
+        self.waiting: deque[tuple[Replica, Seq]] = deque()  # prefilled, waiting for a decode replica with room
+        self._link_free_at: dict[int, float] = {}  # prefill replica id -> when its link is free
+        self._pump_due = False
+        n = len(log)
+        self.decode_replica_id = np.full(n, -1, dtype=np.int32)
+        self.transfer_start_at_s = np.full(n, np.nan)  # the decode replica reserved room and the bytes began to queue
+        self.transfer_end_at_s = np.full(n, np.nan)
+        self.n_transfers = 0
+        self.peak_waiting = 0
+
+    # --- the prefill side ------------------------------------------------------------------------------------
+    def prefilled(self, replica: Replica, seq: Seq) -> None:
+        """A prefill replica's sequence emitted its first token (its KV is held there)."""
+        self.waiting.append((replica, seq))
+        if len(self.waiting) > self.peak_waiting:
+            self.peak_waiting = len(self.waiting)
+        self.pump_soon()
+
+    # --- dispatch ----------------------------------------------------------------------------------------------
+    def pump_soon(self, *_: object) -> None:
+        if not self._pump_due and self.waiting:
+            self._pump_due = True
+            call_at(self.env, 0.0, ARRIVAL, self._pump)
+
+    def _pump(self, _event: simpy.Event | None = None) -> None:
+        self._pump_due = False
+        decode = self.decode
+        while self.waiting:
+            prefill, seq = self.waiting[0]
+            engines = [slot.engine for slot in decode.ready]
+            needs = [e.room_for(seq) for e in engines]
+            choice = least_kv_with_room(
+                [e.kv_blocks_used_at(self.env.now) / e.pool.n_blocks for e in engines], [n is not None for n in needs]
+            )
+            if choice is None:
+                if not engines and not decode.starting and decode._held() < decode.max_replicas:
+                    decode.launch(1)  # scale from zero: the activator
+                return  # backpressure: retried when a decode replica frees room or becomes ready
+            self.waiting.popleft()
+            blocks = needs[choice]
+            assert blocks is not None
+            self._start(prefill, seq, engines[choice], blocks)
+
+    def _start(self, prefill: Replica, seq: Seq, decode: Replica, blocks: int) -> None:
+        now = self.env.now
+        decode.reserve(blocks)
+        wire = self.latency_s + seq.prompt_tokens * self.kv_bytes_per_token / self.link_bytes_per_s(prefill)
+        start = max(now, self._link_free_at.get(prefill.replica_id, now))
+        end = start + wire
+        self._link_free_at[prefill.replica_id] = end
+        self.transfer_start_at_s[seq.idx] = now
+        self.decode_replica_id[seq.idx] = decode.replica_id
+        self.n_transfers += 1
+
+        def arrive(_event: simpy.Event) -> None:
+            self.transfer_end_at_s[seq.idx] = self.env.now
+            prefill.release_held(seq)
+            decode.receive(seq, blocks)
+
+        delay = end - now
+        while now + delay < end:  # land on the instant
+            delay = math.nextafter(delay, math.inf)
+        call_at(self.env, delay, ARRIVAL, arrive)
+
+    def attach(self, engine: Replica) -> None:
+        """A decode replica: each request it resolves frees room for waiting transfers."""
+        previous = engine.on_load
+
+        def on_load(replica_id: int, n: int) -> None:
+            if previous is not None:
+                previous(replica_id, n)
+            if self.waiting:
+                self.pump_soon()
+
+        engine.on_load = on_load
