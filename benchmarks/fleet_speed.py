@@ -7,7 +7,10 @@ With --fixed N: N fixed replicas instead, the trace scaled to 90% of their measu
 Prints CPU and wall seconds (best and median of --runs), simulated requests per CPU second and per wall
 second, and events per request, then (with --profile) the top of a profile.
 With --set PATH=VALUE: a scenario override (e.g. the previous step-time model, to time like for like).
+With --fixed N --disaggregated P:D: also P prefill + D decode replicas (P + D = N, the same GPUs) on the same
+trace, timed in the same run, and the ratio of the two modes' simulated requests per CPU second.
     python benchmarks/fleet_speed.py [--runs 3] [--fixed 8] [--profile] [--set engine.watermark=0]
+    python benchmarks/fleet_speed.py --fixed 8 --disaggregated 3:5
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--fixed", type=int, default=None, help="N fixed replicas at 90%% load instead of the HPA fleet")
+    parser.add_argument("--disaggregated", default=None, help="P:D prefill and decode replicas (with --fixed N, P + D = N)")
     parser.add_argument(
         "--set", dest="sets", action="append", default=[], help="scenario override PATH=VALUE, as `fleetsim run --set`"
     )
@@ -78,6 +82,28 @@ def main() -> None:
     print(f"simulate + summary: {timing}")
     print(f"= {timing.per_s(n)} simulated requests; {s['n_events'] / n:.2f} events/request")
     print(f"p99 TTFT {s['p99_ttft_ms'] / 1000:.1f} s; throughput {s['request_throughput']:.2f} req/s")
+    if args.disaggregated is not None:
+        n_p, n_d = (int(x) for x in args.disaggregated.split(":"))
+        assert args.fixed is not None and n_p + n_d == args.fixed, "--disaggregated P:D needs --fixed P+D"
+        fixed = lambda k: {"autoscaler": {"policy": "fixed", "replicas": k}}  # noqa: E731
+        dis = parse_config(
+            apply_sets(
+                {**raw, "fleet": {**raw["fleet"], "mode": "disaggregated", "prefill": fixed(n_p), "decode": fixed(n_d)}},
+                args.sets,
+            )
+        )
+
+        def run_dis():
+            result = simulate(dis, trace, measure_capacity=False)
+            return result, result.summary()
+
+        dis_timing, (_, ds) = timed(run_dis, args.runs)
+        print(f"disaggregated {n_p}:{n_d}, simulate + summary: {dis_timing}")
+        print(f"= {dis_timing.per_s(n)} simulated requests; {ds['n_events'] / n:.2f} events/request")
+        print(
+            f"p99 TTFT {ds['p99_ttft_ms'] / 1000:.1f} s, p99 TPOT {ds['p99_tpot_ms']:.0f} ms (colocated {s['p99_tpot_ms']:.0f} ms)"
+        )
+        print(f"requests per CPU-s, disaggregated / colocated: {timing.cpu_best_s / dis_timing.cpu_best_s:.2f}")
     if args.profile:
         print_profile(lambda: simulate(sc, trace, measure_capacity=False), top=12)
 

@@ -421,7 +421,7 @@ def _build_disaggregated(
 
     def decode_ready(engine: Replica) -> None:
         transfers.attach(engine)
-        transfers.pump_soon()
+        transfers.freed(engine)
 
     decode.on_ready = decode_ready
     make_prefill = _replica_factory(env, pre.scenario, pre.setup, log, pre.limits, role="prefill")
@@ -735,7 +735,9 @@ def simulate(
     result = _freeze(built, scenario, setup, base_dir, trace)
     wall = result.meta["wall_s"]
     wall["build"], wall["simulate"] = built_at - start, time.perf_counter() - built_at  # freezing counts as simulating
-    if measure_capacity and scenario.fleet.mode == "colocated":  # (one replica's saturation: no disaggregated analogue)
+    if measure_capacity and scenario.fleet.mode != "colocated":  # one replica's saturation has no disaggregated analogue
+        result.meta["capacity"]["reason"] = "disaggregated"
+    if measure_capacity and scenario.fleet.mode == "colocated":
         capacity = _capacity(scenario, setup, trace)
         wall["capacity"] = capacity.wall_s
         result.meta["capacity"] = {

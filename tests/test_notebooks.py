@@ -12,6 +12,7 @@ ANSWERS = {  # what each notebook's last cell says when it has run to the end
     "startup_utilization.ipynb": "of what its billed GPUs could",
     "fleet_planning.ipynb": "the cheapest fleet for Llama-2-70B",
     "batch_jobs.ipynb": "Backfilling the online fleet finishes",
+    "disaggregation.ipynb": "On the same four GPUs, disaggregation pays",
 }
 
 

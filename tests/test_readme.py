@@ -79,6 +79,21 @@ def test_readme_batch_table_comes_from_the_committed_notebook_run():
         assert share in section, share
 
 
+def test_readme_disaggregation_figures_come_from_the_committed_notebook_run():
+    import nbformat
+
+    nb = nbformat.read(REPO / "notebooks" / "disaggregation.ipynb", as_version=4)
+    answer = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
+    assert answer.startswith("On the same four GPUs, disaggregation pays")
+    readme = (REPO / "README.md").read_text()
+    section = readme[
+        readme.index("## Disaggregated prefill and decode") : readme.index("## Batch jobs next to interactive traffic")
+    ]
+    numbers = re.findall(r"\d[\d,]*\.?\d*", answer.replace("3:1", "").replace("1:3", "").replace("1:1", "").replace("2:2", ""))
+    for number in numbers:
+        assert number.rstrip(".") in section, number
+
+
 @pytest.mark.slow
 def test_readme_batch_run_excerpt_matches_cli_output(tmp_path):
     block = re.search(r"```text\n(-+Class: interactive-+\n.*?)\n```", (REPO / "README.md").read_text(), re.S)

@@ -113,7 +113,7 @@ def timing_line(meta: dict[str, Any]) -> str:
     wall = meta["wall_s"]
     capacity = meta["capacity"]
     if not capacity["measured"]:
-        cap = "capacity not measured (--no-capacity)"
+        cap = f"capacity not measured ({capacity.get('reason', '--no-capacity')})"
     elif wall.get("capacity_cached"):
         cap = "capacity cached"
     else:

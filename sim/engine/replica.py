@@ -103,6 +103,7 @@ class Replica:
         "on_idle",
         "on_load",
         "on_prefilled",
+        "on_room",
         "pending_prompt_tokens",
         "policy",
         "pool",
@@ -152,6 +153,7 @@ class Replica:
         self.on_prefilled: Callable[[Replica, Seq], None] | None = None
         self.held_blocks = 0
         self.n_incoming = 0  # transfers on their way here (blocks reserved, a sequence slot promised)
+        self.on_room: Callable[[], None] | None = None  # a preemption freed KV blocks (resolutions: on_load)
         self.on_batch_done: Callable[[Replica, Seq], None] | None = None  # a batch request completed or was dropped
         # with priority preemption: running sequences by priority (how many of each), to know when to plan per sequence
         self.prio_running: dict[int, int] | None = {} if limits.preempt_for_priority else None
@@ -306,6 +308,8 @@ class Replica:
             self._start_step(batch)
 
     def _preempt(self, victims: list[Seq]) -> None:
+        if self.on_room is not None:
+            self.on_room()
         for seq in victims:
             self.running.remove(seq)
             self.pool.release(seq)
@@ -464,15 +468,15 @@ class Replica:
             self._idle = False
             self._after(0.0, self._next)
 
-    def room_for(self, seq: Seq) -> int | None:
-        """A decode replica: the blocks `seq` (its prompt cached, its first token emitted) needs if it can be taken
-        now — a sequence slot and the blocks, above the watermark — else None."""
+    def room_for(self, seq: Seq) -> tuple[int, int] | None:
+        """A decode replica: (the blocks `seq` needs — its prompt cached, its first token emitted —, the blocks in use
+        now) if it can be taken now — a sequence slot and the blocks, above the watermark — else None."""
         limits = self.limits
         if self.n_running + self.n_incoming + len(self.waiting) >= limits.max_num_seqs:
             return None
         need = blocks_for(seq.computed + 1, limits.block_size)  # its KV and the slot of its next token
-        free = self.pool.n_blocks - self.kv_blocks_used_at(self.env._now)  # mid-run: as a step-by-step engine sees it
-        return need if need <= free - limits.watermark_blocks else None
+        used = self.kv_blocks_used_at(self.env._now)  # mid-run: as a step-by-step engine sees it
+        return (need, used) if need <= self.pool.n_blocks - used - limits.watermark_blocks else None
 
     def reserve(self, blocks: int) -> None:
         """Reserve KV blocks for a transfer on its way (they count as used from now); a decode run in progress ends at

@@ -14,6 +14,8 @@
   prompt, bandwidth = the link's per-GPU bandwidth x the prefill replica's TP (its GPUs send their shards in
   parallel). Transfers from one prefill replica go one at a time, first come first served (FIFO, not fair
   sharing: a transfer's time is its own wire time plus the queue ahead of it).
+- A search that found no room is retried when a decode replica resolves a request, preempts one or becomes ready,
+  and then only on those replicas (any other's room can only have shrunk), so backpressure costs O(1) a retry.
 - On arrival the prefill replica frees the blocks and the sequence joins the decode replica's running batch at
   its next step boundary. Its second token's gap includes the wait and the transfer. If the decode replica
   preempts it later, it recomputes there (prompt and generated tokens), as a colocated engine would.
@@ -72,6 +74,10 @@ class Transfers:
         self.waiting: deque[tuple[Replica, Seq]] = deque()  # prefilled, waiting for a decode replica with room
         self._link_free_at: dict[int, float] = {}  # prefill replica id -> when its link is free
         self._pump_due = False
+        # a failed search's head, and the decode replicas that may have freed room since (a replica's room only
+        # shrinks otherwise: its sequences grow), so a retry for the same head looks only at those
+        self._blocked: Seq | None = None
+        self._dirty: set[int] = set()
         n = len(log)
         self.decode_replica_id = np.full(n, -1, dtype=np.int32)
         self.transfer_start_at_s = np.full(n, np.nan)  # the decode replica reserved room and the bytes began to queue
@@ -88,6 +94,11 @@ class Transfers:
         self.pump_soon()
 
     # --- dispatch ----------------------------------------------------------------------------------------------
+    def freed(self, engine: Replica) -> None:
+        """A decode replica may have more room (a resolution, a preemption, or it just became ready)."""
+        self._dirty.add(engine.replica_id)
+        self.pump_soon()
+
     def pump_soon(self, *_: object) -> None:
         if not self._pump_due and self.waiting:
             self._pump_due = True
@@ -99,18 +110,26 @@ class Transfers:
         while self.waiting:
             prefill, seq = self.waiting[0]
             engines = [slot.engine for slot in decode.ready]
-            needs = [e.room_for(seq) for e in engines]
+            if seq is self._blocked:  # it found no room last time: only replicas that freed some since can have it now
+                dirty = self._dirty
+                rooms = [e.room_for(seq) if e.replica_id in dirty else None for e in engines]
+            else:
+                rooms = [e.room_for(seq) for e in engines]  # (blocks needed, blocks in use) or None
+            self._dirty = set()
             choice = least_kv_with_room(
-                [e.kv_blocks_used_at(self.env.now) / e.pool.n_blocks for e in engines], [n is not None for n in needs]
+                [r[1] / e.pool.n_blocks if r is not None else 1.0 for e, r in zip(engines, rooms, strict=True)],
+                [r is not None for r in rooms],
             )
             if choice is None:
+                self._blocked = seq
                 if not engines and not decode.starting and decode._held() < decode.max_replicas:
                     decode.launch(1)  # scale from zero: the activator
                 return  # backpressure: retried when a decode replica frees room or becomes ready
+            self._blocked = None
             self.waiting.popleft()
-            blocks = needs[choice]
-            assert blocks is not None
-            self._start(prefill, seq, engines[choice], blocks)
+            room = rooms[choice]
+            assert room is not None
+            self._start(prefill, seq, engines[choice], room[0])
 
     def _start(self, prefill: Replica, seq: Seq, decode: Replica, blocks: int) -> None:
         now = self.env.now
@@ -134,13 +153,17 @@ class Transfers:
         call_at(self.env, delay, ARRIVAL, arrive)
 
     def attach(self, engine: Replica) -> None:
-        """A decode replica: each request it resolves frees room for waiting transfers."""
+        """A decode replica: each request it resolves, and each preemption, frees room for waiting transfers (a
+        transfer's arrival frees none, so it does not retry them)."""
         previous = engine.on_load
+        last = [engine.n_outstanding]
 
         def on_load(replica_id: int, n: int) -> None:
             if previous is not None:
                 previous(replica_id, n)
-            if self.waiting:
-                self.pump_soon()
+            if n < last[0]:  # a request resolved: its slot and blocks are free (an arrival frees nothing)
+                self.freed(engine)
+            last[0] = n
 
         engine.on_load = on_load
+        engine.on_room = lambda: self.freed(engine)  # a preemption freed blocks
