@@ -29,6 +29,11 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
         "busy_fraction",
         "Share of the last interval spent in engine steps, mean over ready and draining replicas.",
     ),
+    (
+        "fleetsim:kv_transfers_waiting",
+        "kv_transfers_waiting",
+        "Disaggregated: prefilled requests waiting for a decode replica with room (0 when colocated).",
+    ),
 )
 REPLICA_STATES = ("provisioning", "loading", "ready", "draining")
 

@@ -146,6 +146,12 @@ def load_plan(path: str | Path, sets: Sequence[str] = ()) -> Plan:
     base_raw, base_dir = read_base(path, spec.base)
     if sets:
         base_raw = apply_sets(base_raw, sets)
+    fleet = base_raw.get("fleet") if isinstance(base_raw, dict) else None
+    if isinstance(fleet, dict) and fleet.get("mode") == "disaggregated":
+        raise FleetsimError(
+            f"{path}: plan searches colocated fleets (its capacity bound is one colocated replica's); compare "
+            "disaggregated splits with `fleetsim sweep` over fleet.prefill / fleet.decode"
+        )
     sweep_spec = SweepSpec(base=spec.base, set=spec.set, seeds=spec.seeds)
     axes = [*spec.search, spec.scale.path]
     sweep = Sweep(spec.name or path.stem, sweep_spec, base_raw, base_dir, [], axes, sweep_spec.seed_list())

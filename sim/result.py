@@ -206,10 +206,13 @@ class SimResult:
                 granularity_s=pricing["billing_granularity_s"],
                 minimum_s=pricing["billing_minimum_s"],
             )
+            billed = bill["billed_gpu_seconds"]
             out[str(name)] = {
                 "replicas_launched": int(mine.sum()),
-                "billed_gpu_seconds": bill["billed_gpu_seconds"],
+                "billed_gpu_seconds": billed,
                 "busy_gpu_seconds": bill["gpu_seconds_by_state"]["busy"],
+                "gpu_time_utilization": bill["gpu_seconds_by_state"]["busy"] / billed if billed else None,
+                "gpu_seconds_by_state": dict(bill["gpu_seconds_by_state"]),
                 "cost_usd": bill["cost_usd"],
                 "_bill": bill,
             }

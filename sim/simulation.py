@@ -556,7 +556,11 @@ def _build(
         fleets, transfers, pools = _build_disaggregated(env, scenario, base_dir, trace, log, streams)
         _Feed(env, trace, log, fleets[0].deliver)
         rows_d: list[tuple[Any, ...]] = []
-        env.process(sample_timeline(env, fleets, scenario.fleet.timeline_interval_s, rows_d))
+        env.process(
+            sample_timeline(
+                env, fleets, scenario.fleet.timeline_interval_s, rows_d, transfers_waiting=lambda: len(transfers.waiting)
+            )
+        )
         link = scenario.fleet.link
         return _Built(
             env,

@@ -100,6 +100,7 @@ def test_a_slow_link_and_a_small_decode_cache_push_back_instead_of_losing_reques
     s = result.summary()
     assert s["completed"] == n and s["rejected"] == 0  # nothing lost
     assert s["p99_transfer_wait_ms"] > 0 and result.meta["link"]["peak_transfers_waiting"] > 1  # transfers waited for room
+    assert result.timeline["kv_transfers_waiting"].max() > 0  # and the timeline shows it
     q = result.requests
     assert np.all(q["transfer_start_at_s"] >= q["first_token_at_s"]) and np.all(q["transfer_end_at_s"] <= q["completed_at_s"])
     for e in engines:  # no KV block leaks in either pool, nothing held for a transfer

@@ -31,6 +31,7 @@ TIMELINE_COLUMNS = [
     "kv_use",
     "arrival_rate_per_s",
     "busy_fraction",
+    "kv_transfers_waiting",
 ]
 
 
@@ -64,7 +65,11 @@ def control_loop(
 
 
 def sample_timeline(
-    env: simpy.Environment, fleets: list[Fleet], interval_s: float, rows: list[tuple[Any, ...]]
+    env: simpy.Environment,
+    fleets: list[Fleet],
+    interval_s: float,
+    rows: list[tuple[Any, ...]],
+    transfers_waiting: Callable[[], int] | None = None,
 ) -> Generator[simpy.Event, Any, None]:
     """Every interval: replicas by state, queues, KV use, arrival rate, busy fraction (see TIMELINE_COLUMNS), over
     every pool (the online fleet and a dedicated batch pool); `waiting` counts the batch lane's queue too."""
@@ -104,6 +109,7 @@ def sample_timeline(
                 float(np.mean(kv)) if kv else math.nan,
                 (arrivals() - last_arrivals) / interval_s,
                 float(np.mean(busy)) if busy else math.nan,
+                transfers_waiting() if transfers_waiting is not None else 0,
             )
         )
         last_arrivals = arrivals()
