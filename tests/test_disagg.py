@@ -238,3 +238,31 @@ def test_a_model_that_does_not_fit_the_decode_gpu_is_named():
     )
     with pytest.raises(FleetsimError, match=r"fleet\.decode"):
         simulate(sc, frame([(0.0, 10, 2)]), measure_capacity=False)
+
+
+def test_a_draining_replica_is_released_only_after_its_transfers_and_requests():
+    # two replicas per pool until t = 10 s, then one: each pool drains a replica while slow transfers are still
+    # leaving it (prefill: KV held) or on their way to it (decode: blocks reserved)
+    rng = np.random.default_rng(4)
+    n = 60
+    trace = frame(list(zip(np.sort(rng.uniform(0, 5, n)), rng.integers(200, 3000, n), rng.integers(2, 80, n), strict=True)))
+    auto = {
+        "policy": "scheduled",
+        "table": [{"at_s": 0, "replicas": 2}, {"at_s": 10, "replicas": 1}],
+        "period_s": 1e6,
+        "min_replicas": 1,
+        "max_replicas": 2,
+        "initial_replicas": 2,
+        "interval_s": 1,
+    }
+    sc = scenario(prefill={"autoscaler": auto}, decode={"autoscaler": auto}, link={"gb_per_s_per_gpu": 0.2})
+    result = simulate(sc, trace, measure_capacity=False)
+    q, reps = result.requests, result.replicas.set_index("replica_id")
+    assert result.summary()["completed"] == n
+    assert reps["drain_at_s"].notna().sum() == 2  # one replica of each pool drained
+    released = reps["released_at_s"]
+    for _, r in q.iterrows():
+        assert not released.get(r["replica_id"]) < r["transfer_end_at_s"]  # the prefill replica held the KV until sent
+        assert not released.get(r["decode_replica_id"]) < r["completed_at_s"]
+    drained = reps[reps["drain_at_s"].notna()]
+    assert (drained["released_at_s"] > drained["drain_at_s"] + 1).all()  # it waited for its transfers

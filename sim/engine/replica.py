@@ -467,6 +467,8 @@ class Replica:
         if self._idle and self.waiting:
             self._idle = False
             self._after(0.0, self._next)
+        elif self._idle and self.on_idle is not None:  # idle already: a draining replica may now be released
+            self.on_idle(self)
 
     def room_for(self, seq: Seq) -> tuple[int, int] | None:
         """A decode replica: (the blocks `seq` needs — its prompt cached, its first token emitted —, the blocks in use

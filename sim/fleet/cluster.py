@@ -306,7 +306,7 @@ class Fleet:
             self.on_ready(engine)
 
     def _idle(self, slot: ReplicaSlot) -> None:
-        if slot.state == ReplicaState.DRAINING:
+        if slot.state == ReplicaState.DRAINING and _settled(slot.engine):
             self._release(slot)
 
     def _release(self, slot: ReplicaSlot) -> None:
@@ -343,7 +343,7 @@ class Fleet:
             self._set_state(slot, ReplicaState.DRAINING)
             slot.drain_at_s = now
             slot.busy_at_drain_s = engine.busy_s_at(now)
-            if engine.n_outstanding == 0:
+            if engine.n_outstanding == 0 and _settled(engine):
                 self._release(slot)
 
     def observe(self) -> Observation:
@@ -374,3 +374,8 @@ class Fleet:
             busy_fraction=float(np.mean(busy)) if busy else None,
             kv_use=float(np.mean(kv)) if kv else None,
         )
+
+
+def _settled(engine: Replica | None) -> bool:
+    """No KV transfer in flight to or from it (disaggregated): a draining replica is released only then."""
+    return engine is None or (engine.held_blocks == 0 and engine.n_incoming == 0)
