@@ -273,10 +273,14 @@ def _build_fleet(
 ) -> Fleet:
     """The fleet with its initial replicas (warm or cold-starting) and, unless fixed, its autoscaler (which
     scales to at least `floor(ready replicas)` when given: the batch lane's deadline scaling)."""
-    engine, fcfg = scenario.engine, scenario.fleet
+    engine = scenario.engine
     limits = engine_limits(engine, n_blocks, budget)
-    fleet = Fleet(
+    fleet = _fleet(
         env,
+        scenario,
+        setup,
+        log,
+        streams,
         make_engine=_replica_factory(env, scenario, setup, log, limits),
         inadmissible=inadmissible(
             log.prompt_tokens,
@@ -285,18 +289,48 @@ def _build_fleet(
             limits=limits,
             chunks=POLICIES[engine.policy].chunks_prefill,
         ),
-        router=ROUTERS[fcfg.router](streams.generator("router")),
+    )
+    fcfg = scenario.fleet
+    _start_pool(env, fleet, fcfg, floor=floor)
+    return fleet
+
+
+def _fleet(
+    env: simpy.Environment,
+    scenario: Scenario,
+    setup: RooflineSetup,
+    log: RequestLog,
+    streams: RunStreams,
+    *,
+    make_engine: Callable[[int], Replica],
+    inadmissible: dict[int, str],
+    pool: str = "online",
+    slots: list[Any] | None = None,
+    stream: int | None = None,
+) -> Fleet:
+    """A pool of `scenario.fleet`'s replicas (not started): its router and cold starts draw from the run's
+    `router` and `lifecycle` streams, or with `stream` k from their k-th sub-streams (a second pool's)."""
+    fcfg = scenario.fleet
+
+    def rng(name: str) -> np.random.Generator:
+        return streams.generator(name) if stream is None else streams.sub_generator(name, stream)
+
+    return Fleet(
+        env,
+        make_engine=make_engine,
+        inadmissible=inadmissible,
+        router=ROUTERS[fcfg.router](rng("router")),
         lifecycle=fcfg.lifecycle,
         weight_bytes=setup.weight_bytes,
         log=log,
-        rng=streams.generator("lifecycle"),
+        rng=rng("lifecycle"),
         max_replicas=fcfg.replica_cap,
         queue_max=fcfg.queue_max,
         queue_timeout_s=fcfg.queue_timeout_s,
         max_outstanding=fcfg.max_outstanding_per_replica,
+        pool=pool,
+        slots=slots,
     )
-    _start_pool(env, fleet, fcfg, floor=floor)
-    return fleet
 
 
 def _start_pool(env: simpy.Environment, fleet: Fleet, fcfg: FleetConfig, *, floor: Callable[[int], int] | None = None) -> None:
@@ -397,17 +431,16 @@ def _build_disaggregated(
     pools = _pools(scenario, base_dir)
     pre, dec = pools["prefill"], pools["decode"]
     rejected = _disaggregated_inadmissible(log, pools)
-    decode = Fleet(
+    decode = _fleet(
         env,
+        dec.scenario,
+        dec.setup,
+        log,
+        streams,
         make_engine=_replica_factory(env, dec.scenario, dec.setup, log, dec.limits, role="decode"),
         inadmissible={},
-        router=ROUTERS[dec.scenario.fleet.router](streams.sub_generator("router", 2)),
-        lifecycle=dec.scenario.fleet.lifecycle,
-        weight_bytes=dec.setup.weight_bytes,
-        log=log,
-        rng=streams.sub_generator("lifecycle", 2),
-        max_replicas=dec.scenario.fleet.replica_cap,
         pool="decode",
+        stream=2,
     )
     link = scenario.fleet.link
     transfers = Transfers(
@@ -432,21 +465,8 @@ def _build_disaggregated(
         return engine
 
     pfc = pre.scenario.fleet
-    prefill = Fleet(
-        env,
-        make_engine=make,
-        inadmissible=rejected,
-        router=ROUTERS[pfc.router](streams.generator("router")),
-        lifecycle=pfc.lifecycle,
-        weight_bytes=pre.setup.weight_bytes,
-        log=log,
-        rng=streams.generator("lifecycle"),
-        max_replicas=pfc.replica_cap,
-        queue_max=pfc.queue_max,
-        queue_timeout_s=pfc.queue_timeout_s,
-        max_outstanding=pfc.max_outstanding_per_replica,
-        pool="prefill",
-        slots=decode.slots,
+    prefill = _fleet(
+        env, pre.scenario, pre.setup, log, streams, make_engine=make, inadmissible=rejected, pool="prefill", slots=decode.slots
     )
     _start_pool(env, prefill, pfc)
     _start_pool(env, decode, dec.scenario.fleet)
