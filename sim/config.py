@@ -86,6 +86,36 @@ class StepTimeConfig(Frozen):
         return self
 
 
+class SpeculativeConfig(Frozen):
+    """Speculative decoding (vLLM's speculative_config; see `sim.speculative`)."""
+
+    method: Literal["draft", "mtp", "ngram"]
+    num_speculative_tokens: int = Field(ge=1, le=32)
+    acceptance_rate: float | list[float]  # per draft position given the earlier ones were accepted (one value: i.i.d.)
+    draft_model: str | None = Field(default=None, min_length=1)  # method draft: a catalog name or a config.json
+    draft_cost: float | None = Field(default=None, ge=0, le=10)  # mtp: a draft token's share of a target decode step
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SpeculativeConfig:
+        rates = self.acceptance_rate if isinstance(self.acceptance_rate, list) else [self.acceptance_rate]
+        if isinstance(self.acceptance_rate, list) and len(rates) != self.num_speculative_tokens:
+            raise ValueError(
+                f"acceptance_rate: give one rate or one per draft position ({self.num_speculative_tokens}; got {len(rates)})"
+            )
+        if any(not 0 <= a <= 1 for a in rates):
+            raise ValueError(f"acceptance_rate must be within [0, 1] (got {self.acceptance_rate})")
+        if (self.method == "draft") != (self.draft_model is not None):
+            raise ValueError("draft_model is needed with method: draft, and only then")
+        if self.draft_cost is not None and self.method != "mtp":
+            raise ValueError("draft_cost applies to method: mtp")
+        return self
+
+    @property
+    def alphas(self) -> list[float]:
+        a = self.acceptance_rate
+        return list(a) if isinstance(a, list) else [a] * self.num_speculative_tokens
+
+
 class EngineConfig(Frozen):
     """One replica's serving engine (vLLM's knobs and defaults, where it has them)."""
 
@@ -101,6 +131,7 @@ class EngineConfig(Frozen):
     preempt_for_priority: bool = False  # vLLM's priority scheduling: a waiting request preempts lower-priority running ones
     fast_forward: bool = True
     step_time: StepTimeConfig = StepTimeConfig()
+    speculative: SpeculativeConfig | None = None  # runs step by step (the accepted tokens vary per sequence)
 
     @field_validator("block_size")
     @classmethod

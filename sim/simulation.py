@@ -49,6 +49,7 @@ from sim.metrics import GapDistribution
 from sim.result import SimResult
 from sim.roofline import RooflineSetup, kv_capacity_tokens
 from sim.router import ROUTERS
+from sim.speculative import Speculation
 from sim.streams import RunStreams
 from sim.workload import load_trace
 from sim.workload.jobs import add_jobs, with_classes
@@ -234,14 +235,55 @@ def engine_limits(engine: EngineConfig, n_blocks: int, budget: int) -> Limits:
         watermark_blocks=watermark_blocks(engine, n_blocks),
         whole_prompt=engine.admission == "whole_prompt",
         preempt_for_priority=engine.preempt_for_priority,
+        lookahead=engine.speculative.num_speculative_tokens if engine.speculative is not None else 0,
     )
 
 
+def _draft_setup(scenario: Scenario, base_dir: Path) -> RooflineSetup | None:
+    """Speculative decoding with a draft model: the draft on the scenario's GPUs and TP."""
+    spec = scenario.engine.speculative
+    if spec is None or spec.draft_model is None:
+        return None
+    try:
+        return resolve_scenario(scenario.model_copy(update={"model": spec.draft_model}), base_dir=base_dir)
+    except FleetsimError as err:
+        raise FleetsimError(f"engine.speculative.draft_model: {err}") from None
+
+
+def kv_blocks(scenario: Scenario, setup: RooflineSetup, draft: RooflineSetup | None) -> int:
+    """A replica's KV-cache blocks: what memory leaves after the weights (a draft model's too), or the override."""
+    engine = scenario.engine
+    if engine.num_gpu_blocks_override:
+        return engine.num_gpu_blocks_override
+    tokens = kv_capacity_tokens(setup)
+    if draft is not None:
+        tokens -= math.ceil(draft.weight_bytes / setup.kv_bytes_per_token)
+    return max(0, tokens) // engine.block_size
+
+
 def _replica_factory(
-    env: simpy.Environment, scenario: Scenario, setup: RooflineSetup, log: RequestLog, limits: Limits, role: str = "colocated"
+    env: simpy.Environment,
+    scenario: Scenario,
+    setup: RooflineSetup,
+    log: RequestLog,
+    limits: Limits,
+    role: str = "colocated",
+    *,
+    streams: RunStreams | None = None,
+    draft: RooflineSetup | None = None,
 ) -> Callable[[int], Replica]:
     engine = scenario.engine
     step_time = _step_model(scenario, setup)
+    spec = engine.speculative
+    alphas = np.asarray(spec.alphas, dtype=np.float64) if spec is not None else None
+
+    def speculation(replica_id: int) -> Speculation | None:
+        if spec is None:
+            return None
+        assert streams is not None and alphas is not None
+        return Speculation(
+            spec.method, alphas, setup, draft, spec.draft_cost, rng=streams.sub_generator("speculative", replica_id)
+        )
 
     def make(replica_id: int) -> Replica:
         return Replica(
@@ -255,6 +297,7 @@ def _replica_factory(
             max_context_tokens=setup.model.max_context_tokens,
             fast_forward=engine.fast_forward,
             role=role,
+            spec=speculation(replica_id),
         )
 
     return make
@@ -270,6 +313,7 @@ def _build_fleet(
     n_blocks: int,
     budget: int,
     floor: Callable[[int], int] | None = None,
+    draft: RooflineSetup | None = None,
 ) -> Fleet:
     """The fleet with its initial replicas (warm or cold-starting) and, unless fixed, its autoscaler (which
     scales to at least `floor(ready replicas)` when given: the batch lane's deadline scaling)."""
@@ -281,7 +325,7 @@ def _build_fleet(
         setup,
         log,
         streams,
-        make_engine=_replica_factory(env, scenario, setup, log, limits),
+        make_engine=_replica_factory(env, scenario, setup, log, limits, streams=streams, draft=draft),
         inadmissible=inadmissible(
             log.prompt_tokens,
             log.output_tokens,
@@ -376,6 +420,7 @@ class _Pool:
     n_blocks: int
     budget: int
     limits: Limits
+    draft: RooflineSetup | None = None
 
 
 def _pools(scenario: Scenario, base_dir: Path) -> dict[str, _Pool]:
@@ -386,11 +431,12 @@ def _pools(scenario: Scenario, base_dir: Path) -> dict[str, _Pool]:
             setup = resolve_scenario(psc, base_dir=base_dir)
             engine = psc.engine
             budget = engine.batched_tokens(setup.model.max_context_tokens)
-            n_blocks = engine.num_gpu_blocks_override or kv_capacity_tokens(setup) // engine.block_size
+            draft = _draft_setup(psc, base_dir)
+            n_blocks = kv_blocks(psc, setup, draft)
             _check_engine(psc, setup, n_blocks)
         except FleetsimError as err:
             raise FleetsimError(f"fleet.{name}: {err}") from None
-        out[name] = _Pool(psc, setup, n_blocks, budget, engine_limits(psc.engine, n_blocks, budget))
+        out[name] = _Pool(psc, setup, n_blocks, budget, engine_limits(psc.engine, n_blocks, budget), draft)
     return out
 
 
@@ -437,7 +483,9 @@ def _build_disaggregated(
         dec.setup,
         log,
         streams,
-        make_engine=_replica_factory(env, dec.scenario, dec.setup, log, dec.limits, role="decode"),
+        make_engine=_replica_factory(
+            env, dec.scenario, dec.setup, log, dec.limits, role="decode", streams=streams, draft=dec.draft
+        ),
         inadmissible={},
         pool="decode",
         stream=2,
@@ -457,7 +505,9 @@ def _build_disaggregated(
         transfers.freed(engine)
 
     decode.on_ready = decode_ready
-    make_prefill = _replica_factory(env, pre.scenario, pre.setup, log, pre.limits, role="prefill")
+    make_prefill = _replica_factory(
+        env, pre.scenario, pre.setup, log, pre.limits, role="prefill", streams=streams, draft=pre.draft
+    )
 
     def make(replica_id: int) -> Replica:
         engine = make_prefill(replica_id)
@@ -560,7 +610,8 @@ def _build(
 ) -> _Built:
     engine = scenario.engine
     budget = engine.batched_tokens(setup.model.max_context_tokens)
-    n_blocks = engine.num_gpu_blocks_override or kv_capacity_tokens(setup) // engine.block_size
+    draft = _draft_setup(scenario, base_dir) if scenario.fleet.mode == "colocated" else None
+    n_blocks = kv_blocks(scenario, setup, draft)
     _check_engine(scenario, setup, n_blocks)
     _check_bounds(scenario, trace)
     env = CountingEnvironment()
@@ -607,7 +658,7 @@ def _build(
             "max_replicas (it is fixed), or use fleet: dedicated"
         )
     floor = lane.replicas_needed if lane is not None and bcfg.deadline_scaling and bcfg.fleet == "backfill" else None
-    fleet = _build_fleet(env, scenario, setup, log, streams, n_blocks=n_blocks, budget=budget, floor=floor)
+    fleet = _build_fleet(env, scenario, setup, log, streams, n_blocks=n_blocks, budget=budget, floor=floor, draft=draft)
     fleets = [fleet]
     if lane is not None:
         if bcfg.fleet == "dedicated":
@@ -778,7 +829,7 @@ def _run_saturated(scenario: Scenario, setup: RooflineSetup, frame: pd.DataFrame
     single = scenario.model_copy(
         update={"fleet": scenario.fleet.model_copy(update={"autoscaler": FixedConfig(replicas=1), "queue_max": None})}
     )
-    built = _build(single, setup, frame, RunStreams(scenario.seed))
+    built = _build(single, setup, frame, RunStreams(scenario.seed), scenario.base_dir)
     _run(built, None)
     return requests_frame(built.log)
 

@@ -12,6 +12,7 @@ Streams (spawn key in brackets; append new names, never renumber):
   autoscaler [5]                                       reserved for randomized autoscaling policies
   trace_sample [6]                                     subsampling a trace file (`sample:`, `trace convert --sample`)
   batch_prompt [7, job], batch_output [8, job]         a generated batch job's lengths (one stream per job in the list)
+  speculative [9, replica]                             accepted draft tokens (one stream per replica)
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ STREAMS: dict[str, int] = {
     "trace_sample": 6,
     "batch_prompt": 7,
     "batch_output": 8,
+    "speculative": 9,
 }
 
 

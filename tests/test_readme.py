@@ -94,6 +94,15 @@ def test_readme_disaggregation_figures_come_from_the_committed_notebook_run():
         assert number.rstrip(".") in section, number
 
 
+def test_readme_speculative_block_matches_cli_output():
+    block = re.search(r"```text\n(with speculative decoding:.*?)\n```", (REPO / "README.md").read_text(), re.S)
+    assert block, "README lost its speculative decoding block"
+    args = ["roofline", "--model", "llama-3.1-70b", "--gpu", "h100-sxm", "--tp", "4", "--context-tokens", "1024"]
+    r = CliRunner().invoke(app, [*args, "--batches", "1,8,32,128,512", "--speculative", "4:0.7:llama-3.1-8b"])
+    assert r.exit_code == 0, r.output
+    assert block.group(1) in r.stdout
+
+
 @pytest.mark.slow
 def test_readme_batch_run_excerpt_matches_cli_output(tmp_path):
     block = re.search(r"```text\n(-+Class: interactive-+\n.*?)\n```", (REPO / "README.md").read_text(), re.S)

@@ -83,6 +83,12 @@ def roofline(
     ] = None,
     compare_api: Annotated[str | None, typer.Option(help="API price sheet to compare against.")] = None,
     gpu_catalog: Annotated[Path | None, typer.Option(help="YAML file with extra GPUs (catalog format).")] = None,
+    speculative: Annotated[
+        str | None,
+        typer.Option(
+            help="K:ALPHA[:DRAFT]: decode with K draft tokens accepted at rate ALPHA; DRAFT a draft model, or mtp (default) or ngram."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
     """The seed article's cost/latency analysis for a model on a GPU type at a TP degree."""
@@ -133,6 +139,17 @@ def roofline(
         roofline=rcfg,
         usd_per_gpu_hour=price_per_gpu_hour,
     )
+    spec = None
+    if speculative is not None:
+        method, alphas, draft_name = parse_speculative(speculative)
+        draft = None
+        if draft_name is not None:
+            if draft_name.strip().lower() not in models.models and not Path(draft_name).is_absolute():
+                draft_name = str(base_dir / draft_name) if config is not None else draft_name
+            draft = build_setup(
+                resolve_model(draft_name, models), gpu_spec, tp=tp or 1, roofline=rcfg, usd_per_gpu_hour=price_per_gpu_hour
+            )
+        spec = (method, alphas, draft)
     report = roofline_report(
         setup,
         api=api_price(api_name or DEFAULT_API),
@@ -142,11 +159,29 @@ def roofline(
         context_tokens=context_tokens,
         fit_context_tokens=fit_context_tokens,
         preset=rcfg.preset,
+        speculative=spec,
     )
     if as_json:
         emit_json(report)
     else:
         typer.echo(render_text(report))
+
+
+def parse_speculative(text: str) -> tuple[str, list[float], str | None]:
+    """`K:ALPHA[:DRAFT]` -> (method, per-position acceptance rates, draft model or None)."""
+    parts = text.split(":")
+    try:
+        k, alpha = int(parts[0]), float(parts[1])
+    except (ValueError, IndexError):
+        raise FleetsimError(f"--speculative must be K:ALPHA[:DRAFT], e.g. 4:0.7 or 4:0.7:llama-3.1-8b (got {text!r})") from None
+    if not 1 <= k <= 32:
+        raise FleetsimError(f"--speculative: K must be within [1, 32] (got {k})")
+    if not (math.isfinite(alpha) and 0 <= alpha <= 1):
+        raise FleetsimError(f"--speculative: ALPHA must be within [0, 1] (got {parts[1]})")
+    rest = ":".join(parts[2:]) or "mtp"
+    if rest in ("mtp", "ngram"):
+        return rest, [alpha] * k, None
+    return "draft", [alpha] * k, rest
 
 
 @app.command()

@@ -22,6 +22,7 @@ from sim.roofline import (
     prompt_tokens_per_s,
     usd_per_1k_tokens,
 )
+from sim.speculative import expected_tokens_per_step, speculative_decode_tokens_per_s
 
 
 def roofline_report(
@@ -34,6 +35,7 @@ def roofline_report(
     context_tokens: int = 0,
     fit_context_tokens: int | None = None,
     preset: str | None = None,
+    speculative: tuple[str, Sequence[float], RooflineSetup | None] | None = None,
 ) -> dict[str, Any]:
     model, gpu = setup.model, setup.gpu
     fit_ctx = fit_context_tokens or min(4096, model.max_context_tokens)
@@ -44,7 +46,27 @@ def roofline_report(
     if fit_batch >= 1:
         rate = decode_tokens_per_s(setup, batch=fit_batch, context_tokens=fit_ctx)
         fit |= {"decode_tokens_per_s": rate, "usd_per_1k_completion_tokens": usd_per_1k_tokens(setup, rate)}
+    spec_block = None
+    if speculative is not None:
+        method, alphas, draft = speculative
+        rates = {
+            b: speculative_decode_tokens_per_s(
+                setup, method=method, alphas=alphas, batch=b, context_tokens=context_tokens, draft=draft
+            )
+            for b in batches
+        }
+        spec_block = {
+            "method": method,
+            "num_speculative_tokens": len(alphas),
+            "acceptance_rate": list(alphas),
+            "draft_model": draft.model.name if draft is not None else None,
+            "expected_tokens_per_step": expected_tokens_per_step(alphas),
+            "decode_tokens_per_s": {str(b): r for b, r in rates.items()},
+            "usd_per_1k_completion_tokens": {str(b): usd_per_1k_tokens(setup, r) for b, r in rates.items()},
+            "speedup": {str(b): r / decode_rate[b] for b, r in rates.items()},
+        }
     return {
+        "speculative": spec_block,
         "model": model.name,
         "gpu": gpu.name,
         "tp": setup.tp,
@@ -168,4 +190,18 @@ def render_text(r: dict[str, Any]) -> str:
         )
     else:
         lines.append(f"  not even one sequence of {fit['context_tokens']} tokens fits in the KV cache")
+    spec = r.get("speculative")
+    if spec:
+        drafts = spec["draft_model"] or spec["method"]
+        rates = ", ".join(f"{a:g}" for a in spec["acceptance_rate"])
+        lines += [
+            "",
+            f"with speculative decoding: {spec['num_speculative_tokens']} draft tokens ({drafts}), acceptance {rates}:"
+            f" {spec['expected_tokens_per_step']:.2f} tokens per verify step",
+            "  batch    tok/s       $/1K completion   vs without",
+        ]
+        for b, rate in spec["decode_tokens_per_s"].items():
+            lines.append(
+                f"  {b:>5}  {rate:>9,.1f}   {_usd(spec['usd_per_1k_completion_tokens'][b]):>15}   {spec['speedup'][b]:.2f}x"
+            )
     return "\n".join(lines)

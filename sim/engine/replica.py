@@ -36,6 +36,7 @@ from sim.engine.records import IN_FLIGHT, RequestLog
 from sim.engine.scheduler import Batch, BatchPolicy, Limits
 from sim.engine.sequence import Seq, blocks_for
 from sim.engine.step_time import StepLine, StepTimeModel
+from sim.speculative import Speculation
 
 
 def _key(seq: Seq) -> tuple[int, float, int]:
@@ -82,6 +83,7 @@ class Replica:
         "_run_total",
         "_run_work",
         "_stepping",
+        "_verifying",
         "_work_start",
         "busy_s",
         "bytes",
@@ -112,6 +114,7 @@ class Replica:
         "replica_id",
         "role",
         "running",
+        "spec",
         "step_time",
         "waiting",
     )
@@ -129,6 +132,7 @@ class Replica:
         max_context_tokens: int,
         fast_forward: bool = True,
         role: str = "colocated",
+        spec: Speculation | None = None,
     ) -> None:
         self.env = env
         self.role = role  # colocated, or in a disaggregated fleet prefill (hands a sequence off at its first token) or decode
@@ -139,7 +143,9 @@ class Replica:
         self.pool = pool
         self.log = log
         self.max_context_tokens = max_context_tokens
-        self.fast_forward = fast_forward
+        self.spec = spec  # speculative decoding (then every step is its own event: see `_start_spec_step`)
+        self.fast_forward = fast_forward and spec is None
+        self._verifying: list[Seq] = []  # the step in progress's speculating decoders
         self.waiting: list[Seq] = []
         self.running: list[Seq] = []  # explicit running sequences, in admission order
         self.group = DecodeGroup(limits.block_size)  # lock-step decoders (fast-forward mode only)
@@ -335,6 +341,9 @@ class Replica:
                 self._count_running(seq, 1)
                 if math.isnan(scheduled[seq.idx]):
                     scheduled[seq.idx] = now
+        if self.spec is not None:
+            self._start_spec_step(batch, now)
+            return
         n_prefill = n_decode = decode_ctx = 0
         pairs = kv_read = 0
         pool = self.pool
@@ -356,6 +365,37 @@ class Replica:
             kv_read += group.ctx
             self._grant(group.next_step_blocks)
         dt, flops, n_bytes = self.step_time.step(n_prefill, n_decode, pairs, kv_read)
+        self._work_start = now
+        self._stepping = (batch, dt, n_prefill, n_decode, decode_ctx)
+        self.flops += flops
+        self.bytes += n_bytes
+        call_at(self.env, dt, NORMAL, self._step_end)
+
+    def _start_spec_step(self, batch: Batch, now: float) -> None:
+        """A step with speculative decoding: each decoder verifies its pending token and k drafts (k + 1 tokens
+        against its context, k lookahead slots) after k draft steps; prompt work is as without."""
+        spec = self.spec
+        assert spec is not None
+        k = spec.k
+        n_prefill = n_decode = decode_ctx = pairs = kv_read = 0
+        verifying = []
+        pool = self.pool
+        for seq, n in batch.work:
+            c = seq.computed
+            if seq.generated >= 1 and seq.prompt_tokens + seq.generated - c == 1:  # decoding: verify
+                pool.grow(seq, c + 1 + k)
+                n_decode += 1
+                decode_ctx += c
+                pairs += (k + 1) * c + (k + 1) * (k + 2) // 2
+                verifying.append(seq)
+            else:
+                pool.grow(seq, c + n)
+                n_prefill += n
+                pairs += n * c + n * (n + 1) // 2
+            kv_read += c
+        dt, flops, n_bytes = self.step_time.step(n_prefill + n_decode * k, n_decode, pairs, kv_read)
+        dt += spec.draft_s(n_decode, decode_ctx)
+        self._verifying = verifying
         self._work_start = now
         self._stepping = (batch, dt, n_prefill, n_decode, decode_ctx)
         self.flops += flops
@@ -386,6 +426,13 @@ class Replica:
             if seq.computed == seq.prompt_tokens + seq.generated:
                 self._emit(seq, end)
                 emitted = True
+        if self._verifying:  # speculative: the accepted drafts are emitted with the step's own token
+            assert self.spec is not None
+            for seq, j in zip(self._verifying, self.spec.accepted(len(self._verifying)), strict=True):
+                for _ in range(min(j, seq.output_tokens - seq.generated)):
+                    seq.computed += 1
+                    self._emit(seq, end)
+            self._verifying = []
         if emitted and self.fast_forward and (batch.group or not group.n):
             self._regroup(end)
         self._next()

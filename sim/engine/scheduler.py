@@ -53,6 +53,7 @@ class Limits:
     watermark_blocks: int = 0  # free blocks an admission must leave
     whole_prompt: bool = False  # chunked: admit only when the whole prompt's blocks fit
     preempt_for_priority: bool = False  # a waiting request that cannot be admitted preempts lower-priority running ones
+    lookahead: int = 0  # speculative decoding: draft tokens a decoding sequence also verifies (slots and budget)
     # derived: a waiting sequence with more pending tokens than this can never be admitted (prefill_first, chunked)
     never_above: tuple[int, int] = field(init=False, default=(0, 0))
 
@@ -156,6 +157,7 @@ def _decode_with_preemption(
     """Schedule running sequences in order, preempting from the back when blocks run out.
     (The hot loop of the engine: block arithmetic inlined.)"""
     bs = limits.block_size
+    la = limits.lookahead
     work = batch.work
     i = 0
     while i < len(queue):
@@ -165,7 +167,10 @@ def _decode_with_preemption(
         c = seq.computed
         pending = seq.prompt_tokens + seq.generated - c
         n = pending if budget is None or pending <= budget else budget
-        need = -(-(c + n) // bs) - seq.blocks
+        extra = la if la and pending == 1 and seq.generated >= 1 else 0  # a speculating decoder's draft slots
+        if extra and budget is not None and n + extra > budget:
+            break  # its verify does not fit what is left of the token budget
+        need = -(-(c + n + extra) // bs) - seq.blocks
         if need > free:
             preempted_self = False
             while need > free:
@@ -182,7 +187,7 @@ def _decode_with_preemption(
         if need > 0:
             free -= need
         if budget is not None:
-            budget -= n
+            budget -= n + extra
         i += 1
     return free, budget
 

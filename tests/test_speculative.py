@@ -1,0 +1,142 @@
+"""Speculative decoding: tokens per verify step at alpha 1 and 0, the mean accepted length against the formula,
+the verify step's cost, the draft model's memory, determinism and conservation, and `fleetsim roofline
+--speculative`."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from sim.build import resolve_scenario
+from sim.cli.commands import app
+from sim.config import parse_config
+from sim.errors import FleetsimError
+from sim.roofline import kv_capacity_tokens
+from sim.simulation import simulate
+from sim.speculative import expected_tokens_per_step, verify_cost
+from sim.workload import validate_frame
+
+A, D = 1e-4, 0.02
+
+
+def scenario(spec, *, step="constant", model="llama-3.1-8b", gpu="h100-sxm", tp=1, **engine):
+    st = {"kind": "constant", "prefill_s_per_token": A, "decode_step_s": D} if step == "constant" else {"kind": "roofline"}
+    return parse_config(
+        {
+            "model": model,
+            "fleet": {"gpu": gpu, "tp": tp},
+            "engine": {"max_num_batched_tokens": 65536, "step_time": st, "speculative": spec, **engine},
+        }
+    )
+
+
+def one(prompt, output):
+    return validate_frame(pd.DataFrame({"arrival_at_s": [0.0], "prompt_tokens": [prompt], "output_tokens": [output]}))
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_alpha_one_emits_k_plus_one_tokens_per_verify_step(k):
+    p, o = 500, 101
+    spec = {"method": "ngram", "num_speculative_tokens": k, "acceptance_rate": 1.0}
+    r = simulate(scenario(spec), one(p, o), measure_capacity=False)
+    verify_steps = math.ceil((o - 1) / (k + 1))
+    req = r.requests.iloc[0]
+    assert req["first_token_at_s"] == pytest.approx(p * A)
+    assert req["completed_at_s"] == pytest.approx(p * A + verify_steps * (D + k * A))  # a verify: k + 1 tokens' work
+    assert r.summary()["n_steps"] == 1 + verify_steps
+    assert r.itl.count == o - 1  # every token but the first has a gap: an accepted draft's is 0 (same step)
+    zeros = (o - 1) - verify_steps
+    assert r.itl.percentile(100 * (zeros - 1) / (o - 2)) == pytest.approx(0.0, abs=1e-12) and r.itl.percentile(
+        100
+    ) == pytest.approx(D + k * A)
+
+
+def test_alpha_zero_emits_one_token_per_step_at_the_verify_steps_cost():
+    p, o, k = 300, 40, 4
+    spec = {"method": "ngram", "num_speculative_tokens": k, "acceptance_rate": 0.0}
+    req = simulate(scenario(spec), one(p, o), measure_capacity=False).requests.iloc[0]
+    assert req["completed_at_s"] == pytest.approx(p * A + (o - 1) * (D + k * A))
+
+
+def test_the_verify_step_costs_the_rooflines_k_plus_one_token_step():
+    p, k = 2000, 2
+    sc = scenario({"method": "ngram", "num_speculative_tokens": k, "acceptance_rate": 0.0}, step="roofline")
+    req = simulate(sc, one(p, 2), measure_capacity=False).requests.iloc[0]
+    setup = resolve_scenario(sc)
+    assert req["completed_at_s"] - req["first_token_at_s"] == pytest.approx(
+        verify_cost(setup, batch=1, k=k, context_tokens=p).time_s
+    )
+
+
+@pytest.mark.parametrize("alphas", [[0.6, 0.6, 0.6], [0.9, 0.7, 0.5, 0.3]])
+def test_the_mean_accepted_length_matches_the_formula_within_one_percent(alphas):
+    o = 60_001
+    spec = {"method": "ngram", "num_speculative_tokens": len(alphas), "acceptance_rate": alphas}
+    r = simulate(scenario(spec), one(100, o), measure_capacity=False)
+    verify_steps = r.summary()["n_steps"] - 1
+    assert (o - 1) / verify_steps == pytest.approx(expected_tokens_per_step(alphas), rel=0.01)
+    a = alphas[0]
+    if len(set(alphas)) == 1:  # the closed form for i.i.d. acceptance
+        assert expected_tokens_per_step(alphas) == pytest.approx((1 - a ** (len(alphas) + 1)) / (1 - a))
+
+
+def test_runs_are_deterministic_and_conserve_tokens():
+    rng = np.random.default_rng(0)
+    n = 300
+    trace = validate_frame(
+        pd.DataFrame(
+            {
+                "arrival_at_s": np.sort(rng.uniform(0, 30, n)),
+                "prompt_tokens": rng.integers(10, 2000, n),
+                "output_tokens": rng.integers(1, 300, n),
+            }
+        )
+    )
+    spec = {"method": "mtp", "num_speculative_tokens": 3, "acceptance_rate": 0.7}
+    sc = scenario(spec, step="roofline", num_gpu_blocks_override=600)  # small KV: preemptions with lookahead slots
+    a, b = simulate(sc, trace, measure_capacity=False), simulate(sc, trace, measure_capacity=False)
+    pd.testing.assert_frame_equal(a.requests, b.requests)
+    s = a.summary()
+    assert s["completed"] == n and s["total_output_tokens"] == int(trace["output_tokens"].sum())
+    assert s["n_preemptions"] > 0
+    plain = simulate(scenario(None, step="roofline", num_gpu_blocks_override=600), trace, measure_capacity=False).summary()
+    assert s["mean_tpot_ms"] < plain["mean_tpot_ms"]
+
+
+def test_a_draft_model_takes_kv_cache_memory_and_time():
+    spec = {"method": "draft", "num_speculative_tokens": 4, "acceptance_rate": 0.7, "draft_model": "llama-3.1-8b"}
+    sc = scenario(spec, step="roofline", model="llama-3.1-70b", tp=4)
+    s = simulate(sc, one(500, 50), measure_capacity=False).summary()
+    target, draft = resolve_scenario(sc), resolve_scenario(scenario(None, step="roofline", model="llama-3.1-8b", tp=4))
+    expected = (kv_capacity_tokens(target) - math.ceil(draft.weight_bytes / target.kv_bytes_per_token)) // 16
+    assert s["kv_blocks"] == expected
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"method": "draft", "num_speculative_tokens": 2, "acceptance_rate": 0.5}, "draft_model"),
+        ({"method": "mtp", "num_speculative_tokens": 2, "acceptance_rate": [0.5]}, "one per draft position"),
+        ({"method": "ngram", "num_speculative_tokens": 2, "acceptance_rate": 1.5}, "within"),
+        ({"method": "ngram", "num_speculative_tokens": 0, "acceptance_rate": 0.5}, "num_speculative_tokens"),
+    ],
+)
+def test_bad_speculative_blocks_are_one_line_errors(spec, message):
+    with pytest.raises(FleetsimError, match=message) as err:
+        scenario(spec)
+    assert "\n" not in str(err.value)
+
+
+def test_roofline_prices_speculative_decoding_by_batch():
+    args = ["roofline", "--model", "llama-3.1-70b", "--gpu", "h100-sxm", "--tp", "4", "--batches", "1,512"]
+    r = CliRunner().invoke(app, [*args, "--context-tokens", "1024", "--speculative", "3:0.8", "--json"])
+    assert r.exit_code == 0, r.output
+    import json
+
+    spec = json.loads(r.stdout)["speculative"]
+    assert spec["method"] == "mtp" and spec["expected_tokens_per_step"] == pytest.approx(1 + 0.8 + 0.64 + 0.512)
+    assert spec["speedup"]["1"] > 2 and spec["speedup"]["512"] < 1.1  # pays at batch 1 (memory-bound), not at 512
+    bad = CliRunner().invoke(app, [*args, "--speculative", "4:1.5"])
+    assert bad.exit_code == 2 and "ALPHA" in bad.output
