@@ -132,6 +132,16 @@ class EngineConfig(Frozen):
     fast_forward: bool = True
     step_time: StepTimeConfig = StepTimeConfig()
     speculative: SpeculativeConfig | None = None  # runs step by step (the accepted tokens vary per sequence)
+    prefix_caching: bool = False  # reuse cached KV of shared prompt prefixes (the trace's prefix_hash_ids)
+    prefix_hash_block_tokens: int = Field(default=512, ge=1, le=1_048_576)  # tokens per hash id (Mooncake: 512)
+
+    @model_validator(mode="after")
+    def _hash_blocks(self) -> EngineConfig:
+        if self.prefix_caching and self.prefix_hash_block_tokens % self.block_size:
+            raise ValueError(
+                f"prefix_hash_block_tokens must be a multiple of block_size (got {self.prefix_hash_block_tokens} and {self.block_size})"
+            )
+        return self
 
     @field_validator("block_size")
     @classmethod
@@ -195,7 +205,9 @@ class PoolConfig(Frozen):
 
     gpu: str | None = Field(default=None, min_length=1)
     tp: int | None = Field(default=None, ge=1, le=1024)
-    router: Literal["round_robin", "least_outstanding", "least_kv", "power_of_two", "least_prompt_tokens"] | None = None
+    router: (
+        Literal["round_robin", "least_outstanding", "least_kv", "power_of_two", "least_prompt_tokens", "prefix_aware"] | None
+    ) = None
     autoscaler: AutoscalerConfig = FixedConfig()
     lifecycle: LifecycleConfig | None = None
     engine: EngineConfig | None = None
@@ -207,7 +219,10 @@ class FleetConfig(Frozen):
 
     gpu: str = Field(min_length=1)
     tp: int = Field(default=1, ge=1, le=1024)
-    router: Literal["round_robin", "least_outstanding", "least_kv", "power_of_two", "least_prompt_tokens"] = "least_outstanding"
+    router: Literal["round_robin", "least_outstanding", "least_kv", "power_of_two", "least_prompt_tokens", "prefix_aware"] = (
+        "least_outstanding"
+    )
+    prefix_routing_slack: int = Field(default=4, ge=0, le=MAX_TOKENS)  # prefix_aware: outstanding requests it may add
     # the router's cap (Ray Serve's max_ongoing_requests): at it, requests wait in the fleet queue (None: no cap)
     max_outstanding_per_replica: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     autoscaler: AutoscalerConfig = FixedConfig()

@@ -411,6 +411,26 @@ def transfer_summary(requests: pd.DataFrame) -> dict[str, Any] | None:
     return out
 
 
+def prefix_summary(requests: pd.DataFrame, meta: dict[str, Any]) -> dict[str, Any] | None:
+    """Prefix caching: prompt tokens found cached at each request's first admission, over the prompt tokens of the
+    requests admitted (`prefix_hit_rate_tokens`), hash blocks hit over hash blocks looked up (`..._blocks`), and the
+    prompt tokens never computed, recomputes included (`prefill_tokens_saved`). None without prefix caching."""
+    if "cached_tokens" not in requests.columns or "prefix_cache" not in meta:
+        return None
+    cached = requests["cached_tokens"].to_numpy(dtype=np.float64)
+    admitted = ~np.isnan(cached)
+    prompt = requests["prompt_tokens"].to_numpy()[admitted]
+    blocks = requests["prefix_blocks"].to_numpy()[admitted]
+    hit = cached[admitted]
+    t = meta["prefix_cache"]["hash_block_tokens"]
+    return {
+        "prefix_cached_tokens": int(hit.sum()),
+        "prefix_hit_rate_tokens": float(hit.sum() / prompt.sum()) if prompt.sum() else None,
+        "prefix_hit_rate_blocks": float((hit / t).sum() / blocks.sum()) if blocks.sum() else None,
+        "prefill_tokens_saved": int(meta["prefix_cache"]["prefill_tokens_saved"]),
+    }
+
+
 def status_codes(requests: pd.DataFrame) -> np.ndarray:
     """The `status` column as `RequestStatus` codes (it is stored as a categorical of their labels)."""
     return np.asarray(requests["status"].cat.codes.to_numpy())

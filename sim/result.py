@@ -27,7 +27,7 @@ import pandas as pd
 
 from sim.cost import ReplicaLife, api_price, attribute_cost, fleet_bill
 from sim.errors import FleetsimError
-from sim.metrics import GapDistribution, class_summary, job_summary, summarize, transfer_summary
+from sim.metrics import GapDistribution, class_summary, job_summary, prefix_summary, summarize, transfer_summary
 from sim.states import STATUS_LABELS
 
 META_KEYS = (  # what summary() and the report read from meta.json
@@ -171,6 +171,9 @@ class SimResult:
         transfers = transfer_summary(self.requests)
         if transfers is not None:
             out |= transfers
+        prefix = prefix_summary(self.requests, meta)
+        if prefix is not None:
+            out |= prefix
         by_job = job_summary(self.requests)
         if by_job is not None:
             hours = {name: pool["billed_gpu_seconds"] / 3600 for name, pool in (by_pool or {}).items()}

@@ -71,6 +71,32 @@ class LeastPromptTokens:
         return min(range(len(outstanding)), key=outstanding.__getitem__)
 
 
+class PrefixAware:
+    """Prefer the replica holding the longest cached prefix of the request, within a load slack: among the ready
+    replicas with at most `slack` more outstanding requests than the least loaded, the most matched prefix blocks
+    wins (ties: fewer outstanding, then lowest index) — SGLang's cache-aware router and llm-d's prefix scorer
+    weigh the same two things. `choose` without matches is least outstanding."""
+
+    needs_kv = False
+    indexed = False
+    load = "prefix"
+
+    def __init__(self, rng: np.random.Generator | None = None, slack: int = 4) -> None:
+        self.slack = slack
+
+    def choose(self, outstanding: Sequence[int], kv_used: Sequence[float] | None = None) -> int:
+        return min(range(len(outstanding)), key=outstanding.__getitem__)
+
+    def choose_prefix(self, outstanding: Sequence[int], matched: Sequence[int]) -> int:
+        return prefix_choice(outstanding, matched, self.slack)
+
+
+def prefix_choice(outstanding: Sequence[int], matched: Sequence[int], slack: int) -> int:
+    """The pure rule of `PrefixAware`."""
+    bound = min(outstanding) + slack
+    return min((i for i in range(len(outstanding)) if outstanding[i] <= bound), key=lambda i: (-matched[i], outstanding[i], i))
+
+
 def least_kv_with_room(kv_used: Sequence[float], room: Sequence[bool]) -> int | None:
     """A disaggregated decode pool's choice for a finished prefill: among the replicas with room for its KV (and
     a sequence slot), the least KV use (ties: lowest index); None when none has room."""
@@ -97,7 +123,11 @@ class PowerOfTwo:
         return min((a, b), key=lambda i: (outstanding[i], i))
 
 
-ROUTERS: dict[str, type[RoundRobin] | type[LeastOutstanding] | type[LeastKv] | type[PowerOfTwo] | type[LeastPromptTokens]] = {
+ROUTERS: dict[
+    str,
+    type[RoundRobin] | type[LeastOutstanding] | type[LeastKv] | type[PowerOfTwo] | type[LeastPromptTokens] | type[PrefixAware],
+] = {
+    "prefix_aware": PrefixAware,
     "round_robin": RoundRobin,
     "least_prompt_tokens": LeastPromptTokens,
     "least_outstanding": LeastOutstanding,

@@ -27,6 +27,7 @@ from sim.capacity import Capacity, saturated_capacity
 from sim.clock import ARRIVAL, CountingEnvironment, call_at
 from sim.config import BatchConfig, EngineConfig, FleetConfig, Scenario
 from sim.engine.kv import KvBlockPool
+from sim.engine.prefix_cache import PrefixCache
 from sim.engine.records import RequestLog
 from sim.engine.replica import Replica, inadmissible
 from sim.engine.scheduler import POLICIES, Limits
@@ -48,7 +49,7 @@ from sim.freeze import replicas_frame, requests_frame, run_meta
 from sim.metrics import GapDistribution
 from sim.result import SimResult
 from sim.roofline import RooflineSetup, kv_capacity_tokens
-from sim.router import ROUTERS
+from sim.router import ROUTERS, PrefixAware
 from sim.speculative import Speculation
 from sim.streams import RunStreams
 from sim.workload import load_trace
@@ -154,8 +155,11 @@ class _Feed:
         log: RequestLog,
         deliver: Callable[[Seq], None],
         deliver_batch: Callable[[int], None] | None = None,
+        *,
+        hashes: bool = False,
     ) -> None:
         self.env, self.deliver, self.deliver_batch = env, deliver, deliver_batch
+        self.hashes = trace["prefix_hash_ids"].to_numpy() if hashes else None  # prefix caching: each request's ids
         t = log.arrival_at_s
         self.n = len(t)
         priority = trace["priority"].to_numpy(dtype=np.int64) if "priority" in trace.columns else np.zeros(self.n, np.int64)
@@ -203,8 +207,13 @@ class _Feed:
         while True:
             if batch[j]:
                 deliver_batch(i)  # type: ignore[misc]
-            else:
+            elif self.hashes is None:
                 deliver(Seq(i, at, prompt[j], output[j], priority[j]))
+            else:
+                seq = Seq(i, at, prompt[j], output[j], priority[j])
+                h = self.hashes[i]
+                seq.hashes = h if h is not None and len(h) else None
+                deliver(seq)
             i += 1
             j += 1
             if i == n:
@@ -271,8 +280,11 @@ def _replica_factory(
     *,
     streams: RunStreams | None = None,
     draft: RooflineSetup | None = None,
+    prefix: bool = False,
 ) -> Callable[[int], Replica]:
+    """Replicas of the scenario's engine (`prefix`: the trace carries prefix hash ids, for prefix caching)."""
     engine = scenario.engine
+    caching = prefix and engine.prefix_caching
     step_time = _step_model(scenario, setup)
     spec = engine.speculative
     alphas = np.asarray(spec.alphas, dtype=np.float64) if spec is not None else None
@@ -298,6 +310,7 @@ def _replica_factory(
             fast_forward=engine.fast_forward,
             role=role,
             spec=speculation(replica_id),
+            cache=PrefixCache(hash_tokens=engine.prefix_hash_block_tokens, block_size=engine.block_size) if caching else None,
         )
 
     return make
@@ -314,6 +327,7 @@ def _build_fleet(
     budget: int,
     floor: Callable[[int], int] | None = None,
     draft: RooflineSetup | None = None,
+    prefix: bool = False,
 ) -> Fleet:
     """The fleet with its initial replicas (warm or cold-starting) and, unless fixed, its autoscaler (which
     scales to at least `floor(ready replicas)` when given: the batch lane's deadline scaling)."""
@@ -325,7 +339,7 @@ def _build_fleet(
         setup,
         log,
         streams,
-        make_engine=_replica_factory(env, scenario, setup, log, limits, streams=streams, draft=draft),
+        make_engine=_replica_factory(env, scenario, setup, log, limits, streams=streams, draft=draft, prefix=prefix),
         inadmissible=inadmissible(
             log.prompt_tokens,
             log.output_tokens,
@@ -363,7 +377,9 @@ def _fleet(
         env,
         make_engine=make_engine,
         inadmissible=inadmissible,
-        router=ROUTERS[fcfg.router](rng("router")),
+        router=PrefixAware(slack=fcfg.prefix_routing_slack)
+        if fcfg.router == "prefix_aware"
+        else ROUTERS[fcfg.router](rng("router")),
         lifecycle=fcfg.lifecycle,
         weight_bytes=setup.weight_bytes,
         log=log,
@@ -625,7 +641,8 @@ def _build(
     log.on_all_resolved = all_resolved
     if scenario.fleet.mode == "disaggregated":
         fleets, transfers, pools = _build_disaggregated(env, scenario, base_dir, trace, log, streams)
-        _Feed(env, trace, log, fleets[0].deliver)
+        caching = "prefix_hash_ids" in trace.columns and pools["prefill"].scenario.engine.prefix_caching
+        _Feed(env, trace, log, fleets[0].deliver, hashes=caching)
         rows_d: list[tuple[Any, ...]] = []
         env.process(
             sample_timeline(
@@ -658,7 +675,10 @@ def _build(
             "max_replicas (it is fixed), or use fleet: dedicated"
         )
     floor = lane.replicas_needed if lane is not None and bcfg.deadline_scaling and bcfg.fleet == "backfill" else None
-    fleet = _build_fleet(env, scenario, setup, log, streams, n_blocks=n_blocks, budget=budget, floor=floor, draft=draft)
+    prefix = "prefix_hash_ids" in trace.columns
+    fleet = _build_fleet(
+        env, scenario, setup, log, streams, n_blocks=n_blocks, budget=budget, floor=floor, draft=draft, prefix=prefix
+    )
     fleets = [fleet]
     if lane is not None:
         if bcfg.fleet == "dedicated":
@@ -673,7 +693,9 @@ def _build(
             fleets.append(pool)
         else:
             fleet.set_lane(lane)
-    _Feed(env, trace, log, fleet.deliver, lane.add if lane is not None else None)
+    _Feed(
+        env, trace, log, fleet.deliver, lane.add if lane is not None else None, hashes=prefix and scenario.engine.prefix_caching
+    )
     rows: list[tuple[Any, ...]] = []
     env.process(sample_timeline(env, fleets, scenario.fleet.timeline_interval_s, rows))
     return _Built(env, fleet, log, done, rows, n_blocks, budget, fleets)
@@ -738,6 +760,17 @@ def _freeze(built: _Built, scenario: Scenario, setup: RooflineSetup, base_dir: P
         requests["job_id"] = pd.Series(trace["job_id"].to_numpy(), dtype="string")
     if "deadline_at_s" in trace.columns:
         requests["deadline_at_s"] = trace["deadline_at_s"].to_numpy(dtype=np.float64)
+    if scenario.engine.prefix_caching and "prefix_hash_ids" in trace.columns:
+        requests["cached_tokens"] = log.cached_tokens
+        caches = [slot.engine.cache for slot in built.fleet.slots if slot.engine is not None and slot.engine.cache is not None]
+        meta["prefix_cache"] = {
+            "hash_block_tokens": scenario.engine.prefix_hash_block_tokens,
+            "prefill_tokens_saved": int(log.prefill_saved_tokens),
+            "evicted_entries": sum(c.evicted for c in caches),
+            "pinned_at_end": sum(c.pinned() for c in caches),
+        }
+        hash_counts = trace["prefix_hash_ids"].map(lambda h: 0 if h is None else len(h)).to_numpy()
+        requests["prefix_blocks"] = hash_counts
     if built.transfers is not None and built.pools is not None:
         t = built.transfers
         requests["decode_replica_id"] = t.decode_replica_id

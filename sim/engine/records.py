@@ -57,6 +57,7 @@ class RequestLog:
 
     __slots__ = (
         "arrival_at_s",
+        "cached_tokens",
         "completed_at_s",
         "first_token_at_s",
         "itl",
@@ -64,6 +65,7 @@ class RequestLog:
         "n_resolved",
         "on_all_resolved",
         "output_tokens",
+        "prefill_saved_tokens",
         "prompt_tokens",
         "reasons",
         "replica_id",
@@ -88,6 +90,8 @@ class RequestLog:
         self.itl = ItlLog()
         self.n_resolved = 0
         self.on_all_resolved: Callable[[], None] | None = None
+        self.cached_tokens = np.full(n, np.nan)  # prefix caching: prompt tokens found cached at its first admission
+        self.prefill_saved_tokens = 0  # prefix caching: prompt tokens not computed, recomputes included
         self.watch: list[int] | None = None  # completed requests of `watch_mask`, in completion order (the batch guard's)
         self.watch_mask: np.ndarray | None = None
 

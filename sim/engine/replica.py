@@ -32,6 +32,7 @@ from simpy.events import NORMAL, URGENT, EventPriority
 from sim.clock import call_at
 from sim.engine.group import DecodeGroup
 from sim.engine.kv import KvBlockPool
+from sim.engine.prefix_cache import PrefixCache
 from sim.engine.records import IN_FLIGHT, RequestLog
 from sim.engine.scheduler import Batch, BatchPolicy, Limits
 from sim.engine.sequence import Seq, blocks_for
@@ -87,6 +88,7 @@ class Replica:
         "_work_start",
         "busy_s",
         "bytes",
+        "cache",
         "decode_busy_s",
         "env",
         "fast_forward",
@@ -133,6 +135,7 @@ class Replica:
         fast_forward: bool = True,
         role: str = "colocated",
         spec: Speculation | None = None,
+        cache: PrefixCache | None = None,
     ) -> None:
         self.env = env
         self.role = role  # colocated, or in a disaggregated fleet prefill (hands a sequence off at its first token) or decode
@@ -143,6 +146,7 @@ class Replica:
         self.pool = pool
         self.log = log
         self.max_context_tokens = max_context_tokens
+        self.cache = cache  # automatic prefix caching (see `sim.engine.prefix_cache`)
         self.spec = spec  # speculative decoding (then every step is its own event: see `_start_spec_step`)
         self.fast_forward = fast_forward and spec is None
         self._verifying: list[Seq] = []  # the step in progress's speculating decoders
@@ -257,9 +261,19 @@ class Replica:
             prio[seq.priority] = prio.get(seq.priority, 0) + delta
 
     def _plan(self) -> Batch:
-        group, pool, limits = self.group, self.pool, self.limits
+        if self.cache is None:
+            return self._plan_with(self.pool.free, 0)
+        before = self.cache.evictable_blocks
+        self._match_waiting()
+        reserve = before - self.cache.evictable_blocks  # cached entries the head hit: evictable for running work only
+        batch = self._plan_with(self.pool.free + before, reserve)
+        self._unmatch(batch)
+        return batch
+
+    def _plan_with(self, free: int, reserve: int) -> Batch:
+        group, limits = self.group, self.limits
         if group.n:
-            batch = self.policy.plan(self.waiting, self.running, group.n, group.next_step_blocks, pool.free, limits)
+            batch = self.policy.plan(self.waiting, self.running, group.n, group.next_step_blocks, free, limits, reserve)
             # when the head of the queue outranks running work, the plan stands only if it admits the head (then
             # priority preemption has nothing to do); otherwise the per-sequence planner picks the victims
             if batch is not None and (
@@ -271,7 +285,7 @@ class Replica:
                 members.extend(self.running)
                 members.sort(key=_admit_no)
             self.running = members
-        return self.policy.next_batch(self.waiting, self.running, pool.free, limits)
+        return self.policy.next_batch(self.waiting, self.running, free, limits, reserve)
 
     def _next(self, _event: simpy.Event | None = None) -> None:
         """Plan and start the next step or decode run, or go idle."""
@@ -283,13 +297,16 @@ class Replica:
             and not self.running
             and not self.waiting
             and group.n <= self.limits.max_num_batched_tokens
-            and group.next_step_blocks <= self.pool.free
+            and group.next_step_blocks <= self._available()
         ):
             self._start_run([], 0, 1 << 62)
             return
         while True:
             batch = self._plan()
             for seq, reason in batch.dropped:
+                if seq.pins and self.cache is not None:
+                    self.cache.unpin(seq.pins)  # a tentative match given back
+                    seq.pins, seq.blocks, seq.shared = None, 0, 0
                 if seq.generated == 0:
                     self.pending_prompt_tokens -= seq.prompt_tokens
                 self._resolved(1)
@@ -318,7 +335,8 @@ class Replica:
             self.on_room()
         for seq in victims:
             self.running.remove(seq)
-            self.pool.release(seq)
+            self._release_kv(seq)
+            seq.pins = None  # matched again when next planned (its own blocks, if still cached)
             seq.computed = 0
             seq.n_preemptions += 1
             self.log.n_preemptions[seq.idx] += 1
@@ -334,6 +352,7 @@ class Replica:
             else:
                 del self.waiting[: len(batch.admitted)]
             scheduled = self.log.scheduled_at_s
+            log = self.log
             for seq in batch.admitted:
                 self._n_admitted += 1
                 seq.admit_no = self._n_admitted
@@ -341,14 +360,21 @@ class Replica:
                 self._count_running(seq, 1)
                 if math.isnan(scheduled[seq.idx]):
                     scheduled[seq.idx] = now
+                if self.cache is not None and seq.pins is not None:  # its prefix hit, as admitted
+                    if seq.generated == 0 and math.isnan(log.cached_tokens[seq.idx]):
+                        log.cached_tokens[seq.idx] = seq.computed
+                    log.prefill_saved_tokens += seq.computed
         if self.spec is not None:
             self._start_spec_step(batch, now)
             return
         n_prefill = n_decode = decode_ctx = 0
         pairs = kv_read = 0
         pool = self.pool
+        cache = self.cache
         for seq, n in batch.work:
             c = seq.computed
+            if cache is not None:
+                self._make_room(blocks_for(c + n, pool.block_size) - seq.blocks)
             pool.grow(seq, c + n)
             if seq.generated >= 1 and seq.prompt_tokens + seq.generated - c == 1:  # decoding
                 n_decode += 1
@@ -383,12 +409,16 @@ class Replica:
         for seq, n in batch.work:
             c = seq.computed
             if seq.generated >= 1 and seq.prompt_tokens + seq.generated - c == 1:  # decoding: verify
+                if self.cache is not None:
+                    self._make_room(blocks_for(c + 1 + k, pool.block_size) - seq.blocks)
                 pool.grow(seq, c + 1 + k)
                 n_decode += 1
                 decode_ctx += c
                 pairs += (k + 1) * c + (k + 1) * (k + 2) // 2
                 verifying.append(seq)
             else:
+                if self.cache is not None:
+                    self._make_room(blocks_for(c + n, pool.block_size) - seq.blocks)
                 pool.grow(seq, c + n)
                 n_prefill += n
                 pairs += n * c + n * (n + 1) // 2
@@ -441,6 +471,8 @@ class Replica:
         """The decode group takes `blocks` new KV blocks."""
         if blocks:
             pool = self.pool
+            if self.cache is not None:
+                self._make_room(blocks)
             pool.used += blocks
             assert pool.used <= pool.n_blocks, "KV pool over capacity"
             if pool.used > pool.peak_used:
@@ -455,10 +487,81 @@ class Replica:
             self._resolved(len(done))
             for seq in done:
                 self.log.complete(seq.idx, end)
-                self.pool.release(seq)
+                self._release_kv(seq)
                 self._count_running(seq, -1)
                 if seq.batch:
                     self._batch_done(seq)
+
+    # --- prefix caching ---------------------------------------------------------------------------------
+    def _available(self) -> int:
+        """Blocks an allocation can have: the free ones and, with prefix caching, the evictable cached ones."""
+        return self.pool.free if self.cache is None else self.pool.free + self.cache.evictable_blocks
+
+    def _make_room(self, blocks: int) -> None:
+        """Evict unpinned cached entries (LRU) until `blocks` blocks are free."""
+        short = blocks - self.pool.free
+        if short > 0:
+            assert self.cache is not None
+            self.pool.used -= self.cache.evict(short)
+
+    def _match_waiting(self) -> None:
+        """Match the sequences a step may admit (the head of the queue, within the free sequence slots and the
+        token budget) against the cache, pinning what they hit (until the step is planned: see `_unmatch`)."""
+        cache, limits = self.cache, self.limits
+        assert cache is not None
+        t, epb = cache.hash_tokens, cache.blocks_per_entry
+        # only as far down the queue as one step could admit (its slots and token budget): a match pins blocks
+        slots = limits.max_num_seqs - self.n_running
+        budget = limits.max_num_batched_tokens
+        for seq in self.waiting:
+            if slots <= 0 or budget <= 0:
+                break
+            slots -= 1
+            if seq.pins is not None or seq.hashes is None:
+                budget -= seq.prompt_tokens + seq.generated - seq.computed
+                continue
+            hashes = seq.hashes
+            limit = min(seq.prompt_tokens // t, (seq.prompt_tokens + seq.generated - 1) // t)  # full blocks; one token computes
+            m = cache.match(hashes, limit, pinned_only=seq is not self.waiting[0])  # type: ignore[arg-type]
+            ids = [int(h) for h in hashes[:m]]  # type: ignore[index]
+            cache.pin(ids)
+            seq.pins = ids
+            seq.computed = m * t
+            seq.blocks = seq.shared = m * epb
+            budget -= seq.prompt_tokens + seq.generated - seq.computed
+
+    def _unmatch(self, batch: Batch) -> None:
+        """Waiting sequences matched for this step and not admitted give their pins back (matched again next time),
+        so a queued request holds no cached blocks another could need."""
+        cache = self.cache
+        assert cache is not None
+        admitted = {id(seq) for seq in batch.admitted}
+        for seq in self.waiting:
+            if seq.pins is not None and id(seq) not in admitted:
+                cache.unpin(seq.pins)
+                seq.pins, seq.computed, seq.blocks, seq.shared = None, 0, 0, 0
+
+    def _cache_prompt(self, seq: Seq) -> None:
+        """The prompt's prefill is done: its full hash blocks not yet cached become cached entries it pins."""
+        cache = self.cache
+        assert cache is not None and seq.pins is not None
+        hashes = seq.hashes
+        for i in range(len(seq.pins), seq.prompt_tokens // cache.hash_tokens):
+            h = int(hashes[i])  # type: ignore[index]
+            if not cache.insert(h, (self.env._now, seq.idx)):
+                break  # cached by another sequence meanwhile: this one keeps its copy (and the rest) private
+            seq.pins.append(h)
+            seq.shared += cache.blocks_per_entry
+
+    def _release_kv(self, seq: Seq) -> None:
+        """Free a sequence's KV: its own blocks; with prefix caching its cached entries are unpinned, not freed."""
+        if self.cache is None or seq.pins is None:
+            self.pool.release(seq)
+            return
+        self.pool.used -= seq.blocks - seq.shared
+        self.cache.unpin(seq.pins, (self.env._now, seq.idx))
+        seq.blocks = seq.shared = 0
+        seq.pins = []
 
     def _batch_done(self, seq: Seq) -> None:
         self.n_batch -= 1
@@ -487,6 +590,8 @@ class Replica:
         if seq.generated == 0:
             self.log.first_token_at_s[seq.idx] = t
             self.pending_prompt_tokens -= seq.prompt_tokens
+            if self.cache is not None and seq.hashes is not None:
+                self._cache_prompt(seq)
         else:
             self.log.itl.singles.append(t - seq.last_token_at_s)
         seq.generated += 1
@@ -510,7 +615,7 @@ class Replica:
     def release_held(self, seq: Seq) -> None:
         """The transfer of `seq`'s KV has completed: free its blocks here (and plan, if waiting work was blocked)."""
         self.held_blocks -= seq.blocks
-        self.pool.release(seq)
+        self._release_kv(seq)
         if self._idle and self.waiting:
             self._idle = False
             self._after(0.0, self._next)
@@ -556,7 +661,7 @@ class Replica:
     def _finish(self, seq: Seq, t: float) -> None:
         self._resolved(1)
         self.log.complete(seq.idx, t)
-        self.pool.release(seq)
+        self._release_kv(seq)
         self.running.remove(seq)
         self._count_running(seq, -1)
         if seq.batch:
@@ -564,7 +669,7 @@ class Replica:
 
     def _kv_steps(self, seqs: list[Seq], k_max: int) -> int:
         """Most steps (<= k_max) the free blocks can feed without preempting anyone."""
-        bs, free, group = self.pool.block_size, self.pool.free, self.group
+        bs, free, group = self.pool.block_size, self._available(), self.group
 
         def need(k: int) -> int:
             total = group.blocks_needed(k)
@@ -596,7 +701,7 @@ class Replica:
         if min_tokens_left < k_max:
             k_max = min_tokens_left
         # each sequence needs at most ceil(k / block_size) more blocks: within that bound the whole run fits
-        if k_max > 1 and n_seqs * -(-k_max // self.pool.block_size) > self.pool.free:
+        if k_max > 1 and n_seqs * -(-k_max // self.pool.block_size) > self._available():
             k_max = self._kv_steps(seqs, k_max)
         line = self.step_time.decode_line(n_seqs=n_seqs, context_sum=context_sum)
         self._run = (start, line, seqs, k_max)

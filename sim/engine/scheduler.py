@@ -125,12 +125,20 @@ class Batch:
 class BatchPolicy(Protocol):
     chunks_prefill: bool  # False: a prompt is prefilled whole, in one step
 
-    def next_batch(self, waiting: list[Seq], running: list[Seq], free_blocks: int, limits: Limits) -> Batch:
-        """Plan one step. May remove `dropped` sequences from the head of `waiting`."""
+    def next_batch(self, waiting: list[Seq], running: list[Seq], free_blocks: int, limits: Limits, reserve: int = 0) -> Batch:
+        """Plan one step. May remove `dropped` sequences from the head of `waiting`. `reserve`: free blocks
+        admissions may not use (prefix caching: cached entries the queue's head hit, evictable for running work)."""
         ...
 
     def plan(
-        self, waiting: list[Seq], running: list[Seq], n_group: int, group_need: int, free_blocks: int, limits: Limits
+        self,
+        waiting: list[Seq],
+        running: list[Seq],
+        n_group: int,
+        group_need: int,
+        free_blocks: int,
+        limits: Limits,
+        reserve: int = 0,
     ) -> Batch | None:
         """Plan a step that serves all of `running` plus a decode group of `n_group` needing `group_need`
         blocks, or None when that step is not the one `next_batch` would plan."""
@@ -176,7 +184,7 @@ def _decode_with_preemption(
             while need > free:
                 victim = queue.pop()
                 batch.preempted.append(victim)
-                free += victim.blocks
+                free += victim.blocks - victim.shared  # (prefix caching: its shared blocks stay cached)
                 if victim is seq:
                     preempted_self = True
                     break
@@ -251,15 +259,16 @@ def _lower_priority_victim(running: list[Seq], than: int) -> Seq | None:
 
 
 def with_priority_preemption(
-    plan: Callable[[list[Seq], list[Seq], int, Limits], Batch],
+    plan: Callable[[list[Seq], list[Seq], int, Limits, int], Batch],
     waiting: list[Seq],
     running: list[Seq],
     free_blocks: int,
     limits: Limits,
+    reserve: int = 0,
 ) -> Batch:
     """`plan`, and while the head of `waiting` is not admitted and lower-priority work runs, preempt the
     lowest-priority running sequence and plan again (the victims join the batch's `preempted`)."""
-    batch = plan(waiting, running, free_blocks, limits)
+    batch = plan(waiting, running, free_blocks, limits, reserve)
     if not limits.preempt_for_priority:
         return batch
     victims: list[Seq] = []
@@ -272,8 +281,8 @@ def with_priority_preemption(
             rest = list(running)
         rest.remove(victim)
         victims.append(victim)
-        free_blocks += victim.blocks
-        batch = plan(waiting, rest, free_blocks, limits)
+        free_blocks += victim.blocks - victim.shared
+        batch = plan(waiting, rest, free_blocks, limits, reserve)
     if victims:
         batch.preempted[:0] = victims
     return batch
@@ -282,25 +291,32 @@ def with_priority_preemption(
 class PrefillFirst:
     chunks_prefill = False
 
-    def next_batch(self, waiting: list[Seq], running: list[Seq], free_blocks: int, limits: Limits) -> Batch:
-        return with_priority_preemption(self._next_batch, waiting, running, free_blocks, limits)
+    def next_batch(self, waiting: list[Seq], running: list[Seq], free_blocks: int, limits: Limits, reserve: int = 0) -> Batch:
+        return with_priority_preemption(self._next_batch, waiting, running, free_blocks, limits, reserve)
 
-    def _next_batch(self, waiting: list[Seq], running: list[Seq], free_blocks: int, limits: Limits) -> Batch:
+    def _next_batch(self, waiting: list[Seq], running: list[Seq], free_blocks: int, limits: Limits, reserve: int = 0) -> Batch:
         batch = Batch()
         _drop_never(waiting, batch, limits, chunks=False)
-        _admit_whole(waiting, batch, len(running), free_blocks, limits)
+        _admit_whole(waiting, batch, len(running), free_blocks - reserve, limits)
         if batch.work:
             return batch
         _decode_with_preemption(list(running), free_blocks, limits, batch, budget=None)
         return batch
 
     def plan(
-        self, waiting: list[Seq], running: list[Seq], n_group: int, group_need: int, free_blocks: int, limits: Limits
+        self,
+        waiting: list[Seq],
+        running: list[Seq],
+        n_group: int,
+        group_need: int,
+        free_blocks: int,
+        limits: Limits,
+        reserve: int = 0,
     ) -> Batch | None:
         if waiting and limits.never_admitted(waiting[0], chunks=False):
             return None  # next_batch drops it
         batch = Batch()
-        _admit_whole(waiting, batch, n_group + len(running), free_blocks, limits)
+        _admit_whole(waiting, batch, n_group + len(running), free_blocks - reserve, limits)
         if batch.work:
             return batch
         _, need = _serve_all(running, batch, limits.block_size)
@@ -313,10 +329,10 @@ class PrefillFirst:
 class Chunked:
     chunks_prefill = True
 
-    def next_batch(self, waiting: list[Seq], running: list[Seq], free_blocks: int, limits: Limits) -> Batch:
-        return with_priority_preemption(self._next_batch, waiting, running, free_blocks, limits)
+    def next_batch(self, waiting: list[Seq], running: list[Seq], free_blocks: int, limits: Limits, reserve: int = 0) -> Batch:
+        return with_priority_preemption(self._next_batch, waiting, running, free_blocks, limits, reserve)
 
-    def _next_batch(self, waiting: list[Seq], running: list[Seq], free_blocks: int, limits: Limits) -> Batch:
+    def _next_batch(self, waiting: list[Seq], running: list[Seq], free_blocks: int, limits: Limits, reserve: int = 0) -> Batch:
         batch = Batch()
         queue = list(running)
         free, budget = _decode_with_preemption(queue, free_blocks, limits, batch, budget=limits.max_num_batched_tokens)
@@ -324,11 +340,18 @@ class Chunked:
         if batch.preempted:
             return batch
         _drop_never(waiting, batch, limits, chunks=True)
-        _admit_chunks(waiting, batch, budget, len(queue), free, limits)
+        _admit_chunks(waiting, batch, budget, len(queue), free - reserve, limits)
         return batch
 
     def plan(
-        self, waiting: list[Seq], running: list[Seq], n_group: int, group_need: int, free_blocks: int, limits: Limits
+        self,
+        waiting: list[Seq],
+        running: list[Seq],
+        n_group: int,
+        group_need: int,
+        free_blocks: int,
+        limits: Limits,
+        reserve: int = 0,
     ) -> Batch | None:
         if waiting and limits.never_admitted(waiting[0], chunks=True):
             return None  # next_batch drops it
@@ -341,7 +364,7 @@ class Chunked:
         if budget < 0 or free < 0:
             return None
         batch.group = n_group > 0
-        _admit_chunks(waiting, batch, budget, n_group + len(running), free, limits)
+        _admit_chunks(waiting, batch, budget, n_group + len(running), free - reserve, limits)
         return batch
 
 

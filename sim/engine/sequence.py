@@ -27,6 +27,9 @@ class Seq:
     last_token_at_s: float = 0.0
     admit_no: int = 0  # order of (latest) admission into the running batch
     join_d: int = 0  # the decode group's step count when this sequence joined it (see sim.engine.group)
+    hashes: object = None  # prefix caching: its prompt's hash-block ids (a sequence of ints), if any
+    shared: int = 0  # prefix caching: of `blocks`, those of cached entries it pins (not its own to free)
+    pins: list[int] | None = None  # prefix caching: the cached ids it pins (None: not matched since last planned)
 
     @property
     def key(self) -> tuple[int, float, int]:

@@ -226,10 +226,18 @@ class Fleet:
         cap = self.max_outstanding
         ready = self.ready if cap is None else [s for s in self.ready if s.engine is not None and s.engine.n_outstanding < cap]
         engines = [slot.engine for slot in ready]
-        if getattr(self.router, "load", "requests") == "prompt_tokens":
+        load = getattr(self.router, "load", "requests")
+        if load == "prompt_tokens":
             outstanding = [e.pending_prompt_tokens for e in engines]  # type: ignore[union-attr]
         else:
             outstanding = [e.n_outstanding for e in engines]  # type: ignore[union-attr]
+        if load == "prefix" and seq.hashes is not None:
+            limit = (seq.prompt_tokens - 1) // max(1, engines[0].cache.hash_tokens) if engines[0].cache else 0  # type: ignore[union-attr]
+            matched = [e.cache.match(seq.hashes, limit) if e.cache is not None else 0 for e in engines]  # type: ignore[union-attr, arg-type]
+            target = engines[self.router.choose_prefix(outstanding, matched)]  # type: ignore[attr-defined]
+            assert target is not None
+            target.enqueue(seq)
+            return
         kv = None
         if self.router.needs_kv:  # KV use mid-run costs O(batch): only computed for least_kv
             now = self.env.now

@@ -1,0 +1,174 @@
+"""Automatic prefix caching: exact hits and prefill savings on a hand-built trace, an unbounded cache's hit rate
+against the trace itself, LRU eviction order, pins released, a preempted sequence hitting its own blocks,
+fast-forward = per-step reference, and the prefix-aware router's rule."""
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sim.config import parse_config
+from sim.router import prefix_choice
+from sim.simulation import simulate
+from sim.workload import validate_frame
+from tests.test_engine_equivalence import assert_same_requests
+
+A, D, T = 1e-3, 0.01, 64  # constant step time (s per prompt token, s per decode step); tokens per hash id
+
+
+def scenario(*, blocks=None, step="constant", replicas=1, router="least_outstanding", **engine):
+    st_ = {"kind": "constant", "prefill_s_per_token": A, "decode_step_s": D} if step == "constant" else {"kind": "roofline"}
+    eng = {"prefix_caching": True, "prefix_hash_block_tokens": T, "block_size": 16, "watermark": 0.0, "step_time": st_, **engine}
+    if blocks is not None:
+        eng["num_gpu_blocks_override"] = blocks
+    return parse_config(
+        {
+            "model": "llama-3.1-8b",
+            "fleet": {"gpu": "h100-sxm", "router": router, "autoscaler": {"policy": "fixed", "replicas": replicas}},
+            "engine": eng,
+        }
+    )
+
+
+def trace(rows):
+    """rows: (arrival, prompt, output, hash ids)."""
+    frame = pd.DataFrame(
+        {
+            "arrival_at_s": [r[0] for r in rows],
+            "prompt_tokens": [r[1] for r in rows],
+            "output_tokens": [r[2] for r in rows],
+        }
+    )
+    frame = validate_frame(frame)
+    frame["prefix_hash_ids"] = [np.asarray(r[3], dtype=np.int64) for r in rows]
+    return frame
+
+
+def test_hits_and_prefill_savings_on_a_hand_built_trace():
+    rows = [
+        (0.0, 256, 2, [1, 2, 3, 4]),
+        (10.0, 200, 2, [1, 2, 9, 10]),  # shares two blocks with the first
+        (20.0, 256, 2, [1, 2, 3, 4]),  # all four cached, but one token must be computed: three blocks hit
+        (30.0, 100, 2, [7, 8]),  # nothing shared
+    ]
+    result = simulate(scenario(), trace(rows), measure_capacity=False)
+    r = result.requests
+    assert r["cached_tokens"].tolist() == [0, 128, 192, 0]
+    computed = [256, 200 - 128, 256 - 192, 100]
+    assert (r["first_token_at_s"] - r["arrival_at_s"]).tolist() == pytest.approx([n * A for n in computed])
+    assert result.meta["prefix_cache"]["prefill_tokens_saved"] == 128 + 192
+    s = result.summary()
+    assert s["prefix_hit_rate_tokens"] == pytest.approx(320 / (256 + 200 + 256 + 100))
+    assert s["prefix_hit_rate_blocks"] == pytest.approx(5 / 14)  # hit ids over ids looked up
+
+
+def test_an_unbounded_cache_hits_every_full_block_seen_before():
+    rng = np.random.default_rng(7)
+    # prefix-chained ids: each request walks a random path down a small tree (equal ids = equal prefixes)
+    children: dict[tuple[int, ...], list[int]] = {}
+    next_id = [0]
+    rows, t = [], 0.0
+    for _ in range(300):
+        depth = int(rng.integers(1, 7))
+        path: list[int] = []
+        for _ in range(depth):
+            kids = children.setdefault(tuple(path), [])
+            if kids and rng.random() < 0.7:
+                path.append(int(rng.choice(kids)))
+            else:
+                kids.append(next_id[0])
+                path.append(next_id[0])
+                next_id[0] += 1
+        prompt = (depth - 1) * T + int(rng.integers(1, T + 1))  # the last block partial or full
+        rows.append((t, prompt, int(rng.integers(1, 5)), path))
+        t += 5.0  # each request done before the next: the cache holds everything earlier prompts computed
+    result = simulate(scenario(blocks=1_000_000), trace(rows), measure_capacity=False)
+    seen: set[int] = set()
+    expected = []
+    for _, prompt, _, ids in rows:  # independently: leading ids cached as full blocks of earlier prompts
+        m = 0
+        while m < min(len(ids), (prompt - 1) // T) and ids[m] in seen:
+            m += 1
+        expected.append(m * T)
+        seen.update(ids[: prompt // T])
+    assert result.requests["cached_tokens"].tolist() == expected
+    assert result.meta["prefix_cache"]["evicted_entries"] == 0
+
+
+def test_lru_eviction_order_on_a_small_cache():
+    # 20 blocks of 16 tokens; a hash id holds 4; each request holds 2 full ids + 1 partial block + its output
+    x, y, z = [1, 2], [3, 4], [5, 6]
+    order = [x, y, z, z, y, x, z]
+    rows = [(10.0 * i, 2 * T + 1, 2, ids) for i, ids in enumerate(order)]
+    result = simulate(scenario(blocks=20), trace(rows), measure_capacity=False)
+    # X, Y cached; Z evicts X's ids (oldest); Z and Y hit; X misses and evicts Z's (least recently used: 5, 6);
+    # the last Z misses and evicts Y's
+    assert result.requests["cached_tokens"].tolist() == [0, 0, 0, 128, 128, 0, 0]
+    assert result.meta["prefix_cache"]["evicted_entries"] == 6
+
+
+def test_pins_are_released_and_no_block_leaks():
+    rng = np.random.default_rng(3)
+    rows = []
+    for i in range(200):
+        base = int(rng.integers(0, 5))
+        ids = [base * 100 + j for j in range(int(rng.integers(1, 8)))]
+        rows.append((i * 0.05, len(ids) * T, int(rng.integers(1, 60)), ids))
+    engines = []
+    result = simulate(
+        scenario(blocks=300, step="roofline"), trace(rows), measure_capacity=False, observe=lambda env, reps: engines.extend(reps)
+    )
+    assert result.summary()["completed"] == 200 and result.meta["prefix_cache"]["pinned_at_end"] == 0
+    for e in engines:
+        assert all(rc == 0 for rc in e.cache.entries.values())
+        assert e.pool.used == len(e.cache.entries) * e.cache.blocks_per_entry  # only cached blocks remain
+
+
+def test_a_preempted_sequence_hits_its_own_blocks():
+    # two long decodes on a small cache: one is preempted after its prompt was cached and recomputes with a hit
+    rows = [(0.0, 4 * T, 400, [1, 2, 3, 4]), (0.0, 4 * T, 400, [5, 6, 7, 8])]
+    result = simulate(scenario(blocks=70, policy="chunked"), trace(rows), measure_capacity=False)
+    r = result.requests
+    assert r["n_preemptions"].sum() > 0
+    assert result.meta["prefix_cache"]["prefill_tokens_saved"] > r["cached_tokens"].sum()  # the recompute hit
+    assert result.summary()["completed"] == 2
+
+
+@settings(
+    max_examples=int(os.environ.get("FLEETSIM_EXAMPLES", "10")), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    blocks=st.integers(80, 400),
+    replicas=st.integers(1, 2),
+    router=st.sampled_from(["least_outstanding", "prefix_aware"]),
+)
+def test_fast_forward_equals_the_per_step_reference_with_prefix_caching(seed, blocks, replicas, router):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(120):
+        base = int(rng.integers(0, 6))
+        n = int(rng.integers(1, 6))
+        rows.append((i * 0.02, n * T + int(rng.integers(0, T)), int(rng.integers(1, 40)), [base * 100 + j for j in range(n + 1)]))
+    tr = trace(rows)
+
+    def run(ff):
+        return simulate(
+            scenario(blocks=blocks, step="roofline", replicas=replicas, router=router, fast_forward=ff),
+            tr,
+            measure_capacity=False,
+        )
+
+    fast, slow = run(True), run(False)
+    assert_same_requests(fast, slow)
+    assert fast.requests["cached_tokens"].tolist() == slow.requests["cached_tokens"].tolist()
+
+
+def test_the_prefix_aware_rule():
+    assert prefix_choice([3, 1, 5], [2, 0, 9], slack=2) == 0  # 5 is beyond the slack; of the rest, the longer match
+    assert prefix_choice([3, 1, 5], [2, 0, 9], slack=4) == 2
+    assert prefix_choice([2, 2], [1, 1], slack=0) == 0
+    assert prefix_choice([4, 2], [0, 0], slack=8) == 1  # no match anywhere: the least loaded
