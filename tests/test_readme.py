@@ -7,6 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sim.cli import app
+from sim.simulation import simulate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -101,6 +102,27 @@ def test_readme_speculative_block_matches_cli_output():
     r = CliRunner().invoke(app, [*args, "--batches", "1,8,32,128,512", "--speculative", "4:0.7:llama-3.1-8b"])
     assert r.exit_code == 0, r.output
     assert block.group(1) in r.stdout
+
+
+def test_readme_prefix_cache_table_matches_the_benchmark():
+    """Every cell but the speed column comes from `benchmarks/prefix_cache.py`'s runs."""
+    import importlib.util
+    import sys
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("prefix_cache_bench", REPO / "benchmarks" / "prefix_cache.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    from sim.config import load_config
+
+    readme = (REPO / "README.md").read_text()
+    for name, sets in bench.VARIANTS.items():
+        result = simulate(load_config(bench.CONFIG, sets), measure_capacity=False)
+        cells = bench.row(name, result.summary(), 0.0).split(" | ")[:-1]
+        line = next(line for line in readme.splitlines() if line.startswith(f"| {name} |"))
+        assert line.split(" | ")[:-1] == cells, name
+    assert f"{bench.reuse_bound():.1%} of the sample's" in readme or f"blocks, {bench.reuse_bound():.1%} carry" in readme
 
 
 @pytest.mark.slow
