@@ -135,6 +135,91 @@ def _timeline(result: SimResult) -> str:
     return _figure(fig, alt)
 
 
+def _breakdowns(s: dict[str, Any]) -> list[str]:
+    """Sections for what a run has beyond one pool of one class: request classes, batch jobs, pools (dedicated
+    batch or disaggregated), KV transfers, prefix caching."""
+    out: list[str] = []
+    if s.get("by_class"):
+        rows = [
+            [
+                name,
+                f"{rec['completed']:,} / {rec['requests']:,}",
+                _num(rec["p99_ttft_ms"], "{:,.0f}"),
+                _num(rec["p99_tpot_ms"], "{:,.1f}"),
+                _pct(rec["slo_attainment"]),
+            ]
+            for name, rec in s["by_class"].items()
+        ]
+        out.append(
+            _table(
+                "Request classes",
+                ["class", "completed / all", "p99 TTFT (ms)", "p99 TPOT (ms)", "within the SLO"],
+                rows,
+                "classes",
+            )
+        )
+    if s.get("by_job"):
+        rows = []
+        for name, rec in s["by_job"].items():
+            done = rec["completed_at_s"]
+            verdict = "—" if rec["deadline_met"] is None else ("met" if rec["deadline_met"] else "missed")
+            rows.append(
+                [
+                    name,
+                    f"{rec['completed']:,} / {rec['requests']:,}",
+                    "unfinished" if done is None else _num(done / 3600, "{:,.2f}"),
+                    "—" if rec["deadline_at_s"] is None else _num(rec["deadline_at_s"] / 3600, "{:,.2f}"),
+                    verdict,
+                    _num((rec["late_s"] or 0) / 3600, "{:,.2f}"),
+                    _num(rec["tokens_per_gpu_hour"], "{:,.0f}"),
+                ]
+            )
+        out.append(
+            _table(
+                "Batch jobs",
+                ["job", "completed / all", "finished (h)", "deadline (h)", "deadline", "late (h)", "tokens per GPU-hour"],
+                rows,
+                "jobs",
+            )
+        )
+    if s.get("by_pool"):
+        rows = [
+            [
+                name,
+                str(rec["replicas_launched"]),
+                _num(rec["billed_gpu_seconds"] / 3600, "{:,.3f}"),
+                _pct(rec.get("gpu_time_utilization")),
+                _num(rec["cost_usd"], "${:,.4f}"),
+            ]
+            for name, rec in s["by_pool"].items()
+        ]
+        out.append(_table("Pools", ["pool", "replicas launched", "GPU-hours", "GPU time busy", "USD"], rows, "pools"))
+    if s.get("kv_transfers") is not None:
+        rows = [
+            ["wait for a decode replica with room", _num(s["mean_transfer_wait_ms"]), _num(s["p99_transfer_wait_ms"])],
+            ["transfer (link queue and wire)", _num(s["mean_transfer_ms"]), _num(s["p99_transfer_ms"])],
+        ]
+        out.append(_table(f"KV transfers ({s['kv_transfers']:,})", ["", "mean (ms)", "p99 (ms)"], rows, "transfers"))
+    if s.get("prefix_hit_rate_tokens") is not None:
+        rows = [
+            [
+                _pct(s["prefix_hit_rate_tokens"]),
+                _pct(s["prefix_hit_rate_blocks"]),
+                f"{s['prefix_cached_tokens']:,}",
+                f"{s['prefill_tokens_saved']:,}",
+            ]
+        ]
+        out.append(
+            _table(
+                "Prefix cache",
+                ["hit rate (tokens)", "hit rate (blocks)", "cached tokens", "prefill tokens saved"],
+                rows,
+                "prefix",
+            )
+        )
+    return ["<h2>Classes, jobs, pools and caches</h2>", *out] if out else []
+
+
 def render_html(result: SimResult, summary: dict[str, Any] | None = None) -> str:
     """The page (a string); `summary` defaults to `result.summary()`."""
     s = summary if summary is not None else result.summary()
@@ -192,6 +277,7 @@ def render_html(result: SimResult, summary: dict[str, Any] | None = None) -> str
         + "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in util_rows)
         + "</tbody></table>"
     )
+    extra = _breakdowns(s)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -215,6 +301,7 @@ def render_html(result: SimResult, summary: dict[str, Any] | None = None) -> str
         _table("GPU-hours and dollars by state", ["state", "GPU-hours", "share", "USD"], state_rows, "states"),
         util_table,
         _table("Dollars per 1K tokens", ["", "prompt", "completion", "all tokens"], price_rows, "prices"),
+        *extra,
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"

@@ -578,7 +578,11 @@ def _batch_setup(
         if ttft is None and tpot is None:
             raise FleetsimError("batch.guard: give ttft_ms or tpot_ms (or an slo: block) for the guard to hold")
         guard = (None if ttft is None else ttft / 1000, None if tpot is None else tpot / 1000)
-    rate = _capacity(scenario, setup, trace.loc[is_batch]).max_tokens_per_s_per_replica if _needs_rate(cfg) else None
+    rate = None
+    if _needs_rate(cfg):  # one replica saturated with the batch mix (repeated: a few requests would never queue)
+        mix = trace.loc[is_batch, ["prompt_tokens", "output_tokens"]]
+        mix = pd.concat([mix] * max(1, -(-1000 // len(mix))), ignore_index=True)
+        rate = _capacity(scenario, setup, mix).max_tokens_per_s_per_replica
     lane = BatchLane(
         env,
         log,
@@ -718,7 +722,8 @@ def _dedicated_size(scenario: Scenario, cfg: BatchConfig, lane: BatchLane, trace
             f"batch.dedicated.replicas: auto: the earliest deadline leaves no time after batch.deadline_margin_s="
             f"{cfg.deadline_margin_s:g} s; lower the margin or give a replica count"
         )
-    assert lane.replica_tokens_per_s
+    if not lane.replica_tokens_per_s:
+        raise FleetsimError("batch.dedicated.replicas: auto: no request of the batch mix can be served; give a replica count")
     size = max(1, math.ceil(tokens / (lane.replica_tokens_per_s * window)))
     if ceiling is not None:
         size = min(size, ceiling)

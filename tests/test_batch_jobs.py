@@ -382,3 +382,12 @@ def test_trace_gen_and_merge_label_jobs(tmp_path):
     assert bad.exit_code == 2 and "--klass batch" in bad.output
     result = simulate(scenario(), merged, measure_capacity=False)  # a labelled trace runs through the batch lane
     assert result.summary()["by_job"]["nightly"]["completed"] == 50
+
+
+def test_the_html_report_shows_classes_jobs_and_pools():
+    from sim.html_report import render_html
+
+    sc = scenario(batch={"jobs": [job(100)], "fleet": "dedicated"}, slo={"ttft_ms": 500})
+    page = render_html(simulate(sc, poisson_trace(1.0, 30), measure_capacity=False))
+    assert 'id="classes"' in page and 'id="jobs"' in page and 'id="pools"' in page
+    assert ">j<" in page and "met" in page

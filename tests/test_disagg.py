@@ -266,3 +266,11 @@ def test_a_draining_replica_is_released_only_after_its_transfers_and_requests():
         assert not released.get(r["decode_replica_id"]) < r["completed_at_s"]
     drained = reps[reps["drain_at_s"].notna()]
     assert (drained["released_at_s"] > drained["drain_at_s"] + 1).all()  # it waited for its transfers
+
+
+def test_the_html_report_shows_pools_and_transfers():
+    from sim.html_report import render_html
+
+    result = simulate(scenario(step="roofline"), frame([(float(t), 800, 20) for t in range(10)]), measure_capacity=False)
+    page = render_html(result)
+    assert 'id="pools"' in page and 'id="transfers"' in page and "prefill" in page and "decode" in page

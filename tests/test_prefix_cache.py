@@ -172,3 +172,11 @@ def test_the_prefix_aware_rule():
     assert prefix_choice([3, 1, 5], [2, 0, 9], slack=4) == 2
     assert prefix_choice([2, 2], [1, 1], slack=0) == 0
     assert prefix_choice([4, 2], [0, 0], slack=8) == 1  # no match anywhere: the least loaded
+
+
+def test_the_html_report_shows_the_prefix_cache():
+    from sim.html_report import render_html
+
+    rows = [(0.0, 256, 2, [1, 2, 3, 4]), (10.0, 256, 2, [1, 2, 3, 4])]
+    page = render_html(simulate(scenario(), trace(rows), measure_capacity=False))
+    assert 'id="prefix"' in page
