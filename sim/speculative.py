@@ -18,10 +18,11 @@ against the step's token budget (as vLLM does).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from sim.engine.step_time import RooflineStepTime
 from sim.roofline import RooflineSetup, StepCost, step_cost
 
 
@@ -101,28 +102,36 @@ class Speculation:
     draft: RooflineSetup | None
     draft_cost: float | None
     rng: np.random.Generator
+    _lines: RooflineStepTime | None = field(default=None, init=False, repr=False)
+    _buffer: np.ndarray | None = field(default=None, init=False, repr=False)
+    _at: int = field(default=0, init=False, repr=False)
+
+    BUFFER = 4096  # rows of draws taken from the generator at a time (the same sequence as one row at a time)
 
     @property
     def k(self) -> int:
         return len(self.alphas)
 
     def accepted(self, n: int) -> list[int]:
-        """Drafts accepted for each of n sequences (in the step's order): the first rejection ends a sequence's run."""
-        ok = self.rng.random((n, self.k)) < self.alphas
-        counts: list[int] = np.cumprod(ok, axis=1).sum(axis=1).tolist()
+        """Drafts accepted for each of n sequences (in the step's order): the first rejection ends a sequence's run.
+        Rows of the seeded stream are consumed in order, drawn a block at a time."""
+        buf, at = self._buffer, self._at
+        if buf is None or at + n > len(buf):
+            fresh = np.cumprod(self.rng.random((max(self.BUFFER, n), self.k)) < self.alphas, axis=1).sum(axis=1)
+            buf = fresh if buf is None or at >= len(buf) else np.concatenate([buf[at:], fresh])
+            self._buffer, at = buf, 0
+        self._at = at + n
+        counts: list[int] = buf[at : at + n].tolist()
         return counts
 
     def draft_s(self, n_seqs: int, context_sum: int) -> float:
-        """Drafting for `n_seqs` sequences whose cached contexts sum to `context_sum` (their mean context)."""
+        """Drafting k tokens for `n_seqs` sequences whose cached contexts sum to `context_sum`: k decode steps of the
+        draft (or, for MTP, a share of the target's), their contexts growing a token a step (a decode line's sum)."""
         if self.method == "ngram" or n_seqs == 0:
             return 0.0
-        mean = context_sum / n_seqs  # (the cost is linear in each sequence's context: the mean gives the sum)
-        return draft_time_s(
-            self.method,
-            k=self.k,
-            batch=n_seqs,
-            context_tokens=mean,
-            target=self.target,
-            draft=self.draft,
-            draft_cost=self.draft_cost,
-        )
+        if self._lines is None:
+            self._lines = RooflineStepTime(self.draft if self.method == "draft" else self.target)  # type: ignore[arg-type]
+        total = float(self._lines.decode_line(n_seqs=n_seqs, context_sum=context_sum).total(self.k))
+        if self.method == "draft":
+            return total
+        return (self.draft_cost if self.draft_cost is not None else 1.0 / self.target.model.n_layers) * total
