@@ -116,12 +116,10 @@ class SimResult:
         slo = {k.removesuffix("_ms"): v for k, v in sc["slo"].items() if v is not None}
         out = summarize(self.requests, self.itl, slo=slo or None)
         pricing, tp = sc["pricing"], int(meta["tp"])
-        by_pool = self._pool_bills(tp, pricing)
-        if "pools" in meta and by_pool is not None:  # disaggregated: each pool billed at its own GPUs and price
-            bill = _sum_bills([pool.pop("_bill") for pool in by_pool.values()])
+        pool_bills = self._pool_bills(tp, pricing)
+        if "pools" in meta and pool_bills is not None:  # disaggregated: each pool billed at its own GPUs and price
+            bill = _sum_bills([b for _, b in pool_bills.values()])
         else:
-            for pool in (by_pool or {}).values():
-                pool.pop("_bill")
             bill = fleet_bill(
                 self.lives(),
                 horizon_s=self.horizon_s,
@@ -133,6 +131,7 @@ class SimResult:
                 minimum_s=pricing["billing_minimum_s"],
             )
         billed = bill["billed_gpu_seconds"]
+        by_pool = None if pool_bills is None else {name: _pool_row(n, b) for name, (n, b) in pool_bills.items()}
         out |= bill
         out |= attribute_cost(
             bill["cost_usd"],
@@ -185,10 +184,10 @@ class SimResult:
         out["fleet"] = fleet_words(sc["fleet"], meta)
         return out
 
-    def _pool_bills(self, tp: int, pricing: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
+    def _pool_bills(self, tp: int, pricing: dict[str, Any]) -> dict[str, tuple[int, dict[str, Any]]] | None:
         """With more than one pool (a dedicated batch pool; a disaggregated fleet's prefill and decode pools): each
-        pool's bill at its own GPUs' count and price (the fleet's reserved replicas belong to the online or prefill
-        pool), its busy time, and the bill itself under `_bill` for the caller."""
+        pool's replicas and bill at its own GPUs' count and price (the fleet's reserved replicas belong to the
+        online or prefill pool)."""
         reps = self.replicas
         if "pool" not in reps.columns or set(reps["pool"]) <= {"online"}:
             return None
@@ -209,16 +208,7 @@ class SimResult:
                 granularity_s=pricing["billing_granularity_s"],
                 minimum_s=pricing["billing_minimum_s"],
             )
-            billed = bill["billed_gpu_seconds"]
-            out[str(name)] = {
-                "replicas_launched": int(mine.sum()),
-                "billed_gpu_seconds": billed,
-                "busy_gpu_seconds": bill["gpu_seconds_by_state"]["busy"],
-                "gpu_time_utilization": bill["gpu_seconds_by_state"]["busy"] / billed if billed else None,
-                "gpu_seconds_by_state": dict(bill["gpu_seconds_by_state"]),
-                "cost_usd": bill["cost_usd"],
-                "_bill": bill,
-            }
+            out[str(name)] = (int(mine.sum()), bill)
         return out
 
     # --- persistence -----------------------------------------------------------------------------------
@@ -249,6 +239,19 @@ class SimResult:
             )
         except (OSError, ValueError, KeyError) as err:
             raise FleetsimError(f"{run_dir}: cannot read the run folder ({type(err).__name__}: {err})") from None
+
+
+def _pool_row(n_replicas: int, bill: dict[str, Any]) -> dict[str, Any]:
+    """A pool's line of `by_pool`."""
+    billed, states = bill["billed_gpu_seconds"], bill["gpu_seconds_by_state"]
+    return {
+        "replicas_launched": n_replicas,
+        "billed_gpu_seconds": billed,
+        "busy_gpu_seconds": states["busy"],
+        "gpu_time_utilization": states["busy"] / billed if billed else None,
+        "gpu_seconds_by_state": dict(states),
+        "cost_usd": bill["cost_usd"],
+    }
 
 
 def _sum_bills(bills: list[dict[str, Any]]) -> dict[str, Any]:

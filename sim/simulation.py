@@ -365,9 +365,11 @@ def _fleet(
     pool: str = "online",
     slots: list[Any] | None = None,
     stream: int | None = None,
+    max_replicas: int | None = None,
 ) -> Fleet:
     """A pool of `scenario.fleet`'s replicas (not started): its router and cold starts draw from the run's
-    `router` and `lifecycle` streams, or with `stream` k from their k-th sub-streams (a second pool's)."""
+    `router` and `lifecycle` streams, or with `stream` k from their k-th sub-streams (a second pool's); at most
+    `max_replicas` (default the fleet's cap)."""
     fcfg = scenario.fleet
 
     def rng(name: str) -> np.random.Generator:
@@ -384,7 +386,7 @@ def _fleet(
         weight_bytes=setup.weight_bytes,
         log=log,
         rng=rng("lifecycle"),
-        max_replicas=fcfg.replica_cap,
+        max_replicas=fcfg.replica_cap if max_replicas is None else max_replicas,
         queue_max=fcfg.queue_max,
         queue_timeout_s=fcfg.queue_timeout_s,
         max_outstanding=fcfg.max_outstanding_per_replica,
@@ -512,7 +514,7 @@ def _build_disaggregated(
         log,
         decode=decode,
         kv_bytes_per_token=pre.setup.model.kv_bytes_per_token(pre.setup.kv_bits),
-        link_bytes_per_s=lambda replica: link.bytes_per_s_per_gpu * pre.setup.tp,
+        link_bytes_per_s=link.bytes_per_s_per_gpu * pre.setup.tp,
         latency_s=link.latency,
     )
 
@@ -537,23 +539,6 @@ def _build_disaggregated(
     _start_pool(env, prefill, pfc)
     _start_pool(env, decode, dec.scenario.fleet)
     return [prefill, decode], transfers, pools
-
-
-def _batch_pool(env: simpy.Environment, scenario: Scenario, online: Fleet, streams: RunStreams, *, max_replicas: int) -> Fleet:
-    """A pool of the online fleet's replica type for batch work only (same engine, router and lifecycle)."""
-    return Fleet(
-        env,
-        make_engine=online.make_engine,
-        inadmissible=online.inadmissible,
-        router=ROUTERS[scenario.fleet.router](streams.sub_generator("router", 1)),
-        lifecycle=online.lifecycle,
-        weight_bytes=online.weight_bytes,
-        log=online.log,
-        rng=streams.sub_generator("lifecycle", 1),
-        max_replicas=max_replicas,
-        pool="batch",
-        slots=online.slots,
-    )
 
 
 def _batch_setup(
@@ -622,7 +607,6 @@ class _Built:
     fleets: list[Fleet]  # the online fleet, then a dedicated batch pool if any (disaggregated: prefill, decode)
     transfers: Transfers | None = None
     pools: dict[str, _Pool] | None = None
-    scenario_link: tuple[float, float] = (0.0, 0.0)  # disaggregated: bytes/s per GPU, latency s
 
 
 def _build(
@@ -643,30 +627,34 @@ def _build(
             done.succeed()
 
     log.on_all_resolved = all_resolved
+    prefix = "prefix_hash_ids" in trace.columns
+    transfers, pools = None, None
     if scenario.fleet.mode == "disaggregated":
         fleets, transfers, pools = _build_disaggregated(env, scenario, base_dir, trace, log, streams)
-        caching = "prefix_hash_ids" in trace.columns and pools["prefill"].scenario.engine.prefix_caching
-        _Feed(env, trace, log, fleets[0].deliver, hashes=caching)
-        rows_d: list[tuple[Any, ...]] = []
-        env.process(
-            sample_timeline(
-                env, fleets, scenario.fleet.timeline_interval_s, rows_d, transfers_waiting=lambda: len(transfers.waiting)
-            )
-        )
-        link = scenario.fleet.link
-        return _Built(
-            env,
-            fleets[0],
-            log,
-            done,
-            rows_d,
-            n_blocks,
-            budget,
-            fleets,
-            transfers,
-            pools,
-            (link.bytes_per_s_per_gpu, link.latency),
-        )
+        deliver_batch, caching = None, prefix and pools["prefill"].scenario.engine.prefix_caching
+    else:
+        fleets, deliver_batch = _build_colocated(env, scenario, setup, trace, log, streams, n_blocks, budget, draft, prefix)
+        caching = prefix and scenario.engine.prefix_caching
+    _Feed(env, trace, log, fleets[0].deliver, deliver_batch, hashes=caching)
+    rows: list[tuple[Any, ...]] = []
+    waiting = None if transfers is None else (lambda: len(transfers.waiting))
+    env.process(sample_timeline(env, fleets, scenario.fleet.timeline_interval_s, rows, transfers_waiting=waiting))
+    return _Built(env, fleets[0], log, done, rows, n_blocks, budget, fleets, transfers, pools)
+
+
+def _build_colocated(
+    env: simpy.Environment,
+    scenario: Scenario,
+    setup: RooflineSetup,
+    trace: pd.DataFrame,
+    log: RequestLog,
+    streams: RunStreams,
+    n_blocks: int,
+    budget: int,
+    draft: RooflineSetup | None,
+    prefix: bool,
+) -> tuple[list[Fleet], Callable[[int], None] | None]:
+    """The fleet, a dedicated batch pool if the scenario has one, and where batch requests go (the lane) if any."""
     lane, bcfg = _batch_setup(env, scenario, setup, trace, log)
     if (
         lane is not None
@@ -679,30 +667,33 @@ def _build(
             "max_replicas (it is fixed), or use fleet: dedicated"
         )
     floor = lane.replicas_needed if lane is not None and bcfg.deadline_scaling and bcfg.fleet == "backfill" else None
-    prefix = "prefix_hash_ids" in trace.columns
     fleet = _build_fleet(
         env, scenario, setup, log, streams, n_blocks=n_blocks, budget=budget, floor=floor, draft=draft, prefix=prefix
     )
-    fleets = [fleet]
-    if lane is not None:
-        if bcfg.fleet == "dedicated":
-            size, ceiling = _dedicated_size(scenario, bcfg, lane, trace)
-            pool = _batch_pool(env, scenario, fleet, streams, max_replicas=ceiling)
-            pool.set_lane(lane)
-            start_at = float(trace["arrival_at_s"].to_numpy()[trace["klass"].to_numpy() == "batch"][0])
-            interval = scenario.fleet.autoscaler.interval_s
-            env.process(
-                dedicated_loop(env, pool, lane, start_at=start_at, size=size, interval_s=interval, scaling=bcfg.deadline_scaling)
-            )
-            fleets.append(pool)
-        else:
-            fleet.set_lane(lane)
-    _Feed(
-        env, trace, log, fleet.deliver, lane.add if lane is not None else None, hashes=prefix and scenario.engine.prefix_caching
+    if lane is None:
+        return [fleet], None
+    if bcfg.fleet == "backfill":
+        fleet.set_lane(lane)
+        return [fleet], lane.add
+    size, ceiling = _dedicated_size(scenario, bcfg, lane, trace)
+    pool = _fleet(
+        env,
+        scenario,
+        setup,
+        log,
+        streams,
+        make_engine=fleet.make_engine,
+        inadmissible=fleet.inadmissible,
+        pool="batch",
+        slots=fleet.slots,
+        stream=1,
+        max_replicas=ceiling,
     )
-    rows: list[tuple[Any, ...]] = []
-    env.process(sample_timeline(env, fleets, scenario.fleet.timeline_interval_s, rows))
-    return _Built(env, fleet, log, done, rows, n_blocks, budget, fleets)
+    pool.set_lane(lane)
+    start_at = float(trace["arrival_at_s"].to_numpy()[trace["klass"].to_numpy() == "batch"][0])
+    interval = scenario.fleet.autoscaler.interval_s
+    env.process(dedicated_loop(env, pool, lane, start_at=start_at, size=size, interval_s=interval, scaling=bcfg.deadline_scaling))
+    return [fleet, pool], lane.add
 
 
 def _dedicated_size(scenario: Scenario, cfg: BatchConfig, lane: BatchLane, trace: pd.DataFrame) -> tuple[int, int]:
@@ -765,11 +756,11 @@ def _freeze(built: _Built, scenario: Scenario, setup: RooflineSetup, base_dir: P
         requests["job_id"] = pd.Series(trace["job_id"].to_numpy(), dtype="string")
     if "deadline_at_s" in trace.columns:
         requests["deadline_at_s"] = trace["deadline_at_s"].to_numpy(dtype=np.float64)
-    if scenario.engine.prefix_caching and "prefix_hash_ids" in trace.columns:
+    caches = [slot.engine.cache for slot in built.fleet.slots if slot.engine is not None and slot.engine.cache is not None]
+    if caches:  # prefix caching (in any pool)
         requests["cached_tokens"] = log.cached_tokens
-        caches = [slot.engine.cache for slot in built.fleet.slots if slot.engine is not None and slot.engine.cache is not None]
         meta["prefix_cache"] = {
-            "hash_block_tokens": scenario.engine.prefix_hash_block_tokens,
+            "hash_block_tokens": caches[0].hash_tokens,
             "prefill_tokens_saved": int(log.prefill_saved_tokens),
             "evicted_entries": sum(c.evicted for c in caches),
             "pinned_at_end": sum(c.pinned() for c in caches),
@@ -794,9 +785,10 @@ def _freeze(built: _Built, scenario: Scenario, setup: RooflineSetup, base_dir: P
             }
             for name, pool in built.pools.items()
         }
+        link = scenario.fleet.link
         meta["link"] = {
-            "bytes_per_s_per_gpu": built.scenario_link[0],
-            "latency_s": built.scenario_link[1],
+            "bytes_per_s_per_gpu": link.bytes_per_s_per_gpu,
+            "latency_s": link.latency,
             "peak_transfers_waiting": t.peak_waiting,
         }
     replicas = replicas_frame(built.fleet, log, env.now)

@@ -147,7 +147,7 @@ class Replica:
         self.log = log
         self.max_context_tokens = max_context_tokens
         self.cache = cache  # automatic prefix caching (see `sim.engine.prefix_cache`)
-        self.spec = spec  # speculative decoding (then every step is its own event: see `_start_spec_step`)
+        self.spec = spec  # speculative decoding (then every step is its own event: see `_start_step`)
         self.fast_forward = fast_forward and spec is None
         self._verifying: list[Seq] = []  # the step in progress's speculating decoders
         self.waiting: list[Seq] = []
@@ -205,11 +205,7 @@ class Replica:
                 waiting.append(seq)
             else:
                 bisect.insort(waiting, seq, key=_key)
-        if self._interruptible:
-            self._cut_run()
-        elif self._idle:
-            self._idle = False
-            self._after(0.0, self._next)
+        self._wake()
 
     # --- observation (exact mid-run state) ----------------------------------------------------------
     def steps_done_in_run(self, now: float) -> int:
@@ -245,6 +241,22 @@ class Replica:
     # as a SimPy process, without a generator resume or an Interrupt per event.
     def _after(self, delay: float, callback: Callable[[simpy.Event], None], priority: EventPriority = NORMAL) -> simpy.Event:
         return call_at(self.env, delay, priority, callback)
+
+    def _wake(self) -> None:
+        """New work (an arrival, a transfer, freed blocks): a decode run in progress ends at its next step boundary,
+        an idle replica plans at this instant."""
+        if self._interruptible:
+            self._cut_run()
+        elif self._idle:
+            self._idle = False
+            self._after(0.0, self._next)
+
+    def _admit(self, seq: Seq) -> None:
+        """`seq` joins the running batch (explicit, in admission order)."""
+        self._n_admitted += 1
+        seq.admit_no = self._n_admitted
+        self.running.append(seq)
+        self._count_running(seq, 1)
 
     def _outranked(self) -> bool:
         """With priority preemption: does the head of the queue outrank (lower value) some running sequence? Then
@@ -354,33 +366,33 @@ class Replica:
             scheduled = self.log.scheduled_at_s
             log = self.log
             for seq in batch.admitted:
-                self._n_admitted += 1
-                seq.admit_no = self._n_admitted
-                self.running.append(seq)
-                self._count_running(seq, 1)
+                self._admit(seq)
                 if math.isnan(scheduled[seq.idx]):
                     scheduled[seq.idx] = now
                 if self.cache is not None and seq.pins is not None:  # its prefix hit, as admitted
                     if seq.generated == 0 and math.isnan(log.cached_tokens[seq.idx]):
                         log.cached_tokens[seq.idx] = seq.computed
                     log.prefill_saved_tokens += seq.computed
-        if self.spec is not None:
-            self._start_spec_step(batch, now)
-            return
+        spec = self.spec
+        la = 0 if spec is None else spec.k  # speculative decoding: each decoder also verifies k drafts (k lookahead slots)
+        verifying = self._verifying  # (filled only with speculative decoding)
         n_prefill = n_decode = decode_ctx = 0
         pairs = kv_read = 0
         pool = self.pool
         cache = self.cache
         for seq, n in batch.work:
             c = seq.computed
+            if seq.generated >= 1 and seq.prompt_tokens + seq.generated - c == 1:  # decoding (n is 1)
+                n += la
+                n_decode += 1
+                decode_ctx += c
+                if spec is not None:
+                    verifying.append(seq)
+            else:
+                n_prefill += n
             if cache is not None:
                 self._make_room(blocks_for(c + n, pool.block_size) - seq.blocks)
             pool.grow(seq, c + n)
-            if seq.generated >= 1 and seq.prompt_tokens + seq.generated - c == 1:  # decoding
-                n_decode += 1
-                decode_ctx += c
-            else:
-                n_prefill += n
             pairs += n * c + n * (n + 1) // 2
             kv_read += c
         group = self.group
@@ -390,42 +402,9 @@ class Replica:
             pairs += group.ctx + group.n
             kv_read += group.ctx
             self._grant(group.next_step_blocks)
-        dt, flops, n_bytes = self.step_time.step(n_prefill, n_decode, pairs, kv_read)
-        self._work_start = now
-        self._stepping = (batch, dt, n_prefill, n_decode, decode_ctx)
-        self.flops += flops
-        self.bytes += n_bytes
-        call_at(self.env, dt, NORMAL, self._step_end)
-
-    def _start_spec_step(self, batch: Batch, now: float) -> None:
-        """A step with speculative decoding: each decoder verifies its pending token and k drafts (k + 1 tokens
-        against its context, k lookahead slots) after k draft steps; prompt work is as without."""
-        spec = self.spec
-        assert spec is not None
-        k = spec.k
-        n_prefill = n_decode = decode_ctx = pairs = kv_read = 0
-        verifying = []
-        pool = self.pool
-        for seq, n in batch.work:
-            c = seq.computed
-            if seq.generated >= 1 and seq.prompt_tokens + seq.generated - c == 1:  # decoding: verify
-                if self.cache is not None:
-                    self._make_room(blocks_for(c + 1 + k, pool.block_size) - seq.blocks)
-                pool.grow(seq, c + 1 + k)
-                n_decode += 1
-                decode_ctx += c
-                pairs += (k + 1) * c + (k + 1) * (k + 2) // 2
-                verifying.append(seq)
-            else:
-                if self.cache is not None:
-                    self._make_room(blocks_for(c + n, pool.block_size) - seq.blocks)
-                pool.grow(seq, c + n)
-                n_prefill += n
-                pairs += n * c + n * (n + 1) // 2
-            kv_read += c
-        dt, flops, n_bytes = self.step_time.step(n_prefill + n_decode * k, n_decode, pairs, kv_read)
-        dt += spec.draft_s(n_decode, decode_ctx)
-        self._verifying = verifying
+        dt, flops, n_bytes = self.step_time.step(n_prefill + n_decode * la, n_decode, pairs, kv_read)
+        if spec is not None:
+            dt += spec.draft_s(n_decode, decode_ctx)
         self._work_start = now
         self._stepping = (batch, dt, n_prefill, n_decode, decode_ctx)
         self.flops += flops
@@ -462,7 +441,7 @@ class Replica:
                 for _ in range(min(j, seq.output_tokens - seq.generated)):
                     seq.computed += 1
                     self._emit(seq, end)
-            self._verifying = []
+            self._verifying.clear()
         if emitted and self.fast_forward and (batch.group or not group.n):
             self._regroup(end)
         self._next()
@@ -520,10 +499,8 @@ class Replica:
             if seq.pins is not None or seq.hashes is None:
                 budget -= seq.prompt_tokens + seq.generated - seq.computed
                 continue
-            hashes = seq.hashes
-            limit = min(seq.prompt_tokens // t, (seq.prompt_tokens + seq.generated - 1) // t)  # full blocks; one token computes
-            m = cache.match(hashes, limit, pinned_only=seq is not self.waiting[0])  # type: ignore[arg-type]
-            ids = [int(h) for h in hashes[:m]]  # type: ignore[index]
+            m = cache.match_seq(seq, pinned_only=seq is not self.waiting[0])
+            ids = [int(h) for h in seq.hashes[:m]]  # type: ignore[index]
             cache.pin(ids)
             seq.pins = ids
             seq.computed = m * t
@@ -616,9 +593,8 @@ class Replica:
         """The transfer of `seq`'s KV has completed: free its blocks here (and plan, if waiting work was blocked)."""
         self.held_blocks -= seq.blocks
         self._release_kv(seq)
-        if self._idle and self.waiting:
-            self._idle = False
-            self._after(0.0, self._next)
+        if self.waiting:
+            self._wake()
         elif self._idle and self.on_idle is not None:  # idle already: a draining replica may now be released
             self.on_idle(self)
 
@@ -645,18 +621,11 @@ class Replica:
         next step boundary, as an arrival would."""
         self.n_incoming -= 1
         seq.blocks = blocks
-        self._n_admitted += 1
-        seq.admit_no = self._n_admitted
-        self.running.append(seq)
-        self._count_running(seq, 1)
+        self._admit(seq)
         self.n_outstanding += 1
         if self.on_load is not None:
             self.on_load(self.replica_id, self.n_outstanding)
-        if self._interruptible:
-            self._cut_run()
-        elif self._idle:
-            self._idle = False
-            self._after(0.0, self._next)
+        self._wake()
 
     def _finish(self, seq: Seq, t: float) -> None:
         self._resolved(1)

@@ -198,6 +198,11 @@ class BatchLane:
     def attach(self, engine: Replica) -> None:
         engine.on_batch_done = self._done
 
+    def ready(self, engine: Replica) -> None:
+        """A replica of the pool it feeds became ready: it takes batch work from now."""
+        self.attach(engine)
+        self.pump_soon()
+
     def _unpend(self, idx: int) -> None:
         deadline = float(self.deadline_at_s[idx])
         left = self._pending[deadline] - 1

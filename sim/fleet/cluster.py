@@ -143,6 +143,7 @@ class Fleet:
     def set_lane(self, lane: BatchLane) -> None:
         """Feed this pool from `lane` (the replicas ready now and those to come)."""
         self.lane, lane.fleet = lane, self
+        self.on_ready = lane.ready
         for slot in self._live:
             if slot.engine is not None:
                 lane.attach(slot.engine)
@@ -232,8 +233,7 @@ class Fleet:
         else:
             outstanding = [e.n_outstanding for e in engines]  # type: ignore[union-attr]
         if load == "prefix" and seq.hashes is not None:
-            limit = (seq.prompt_tokens - 1) // max(1, engines[0].cache.hash_tokens) if engines[0].cache else 0  # type: ignore[union-attr]
-            matched = [e.cache.match(seq.hashes, limit) if e.cache is not None else 0 for e in engines]  # type: ignore[union-attr, arg-type]
+            matched = [e.cache.match_seq(seq) if e.cache is not None else 0 for e in engines]  # type: ignore[union-attr]
             target = engines[self.router.choose_prefix(outstanding, matched)]  # type: ignore[attr-defined]
             assert target is not None
             target.enqueue(seq)
@@ -307,9 +307,6 @@ class Fleet:
         self._set_state(slot, ReplicaState.READY)
         self._busy_seen[slot.replica_id] = (self.env.now, 0.0)
         self._pump()
-        if self.lane is not None:
-            self.lane.attach(engine)
-            self.lane.pump_soon()
         if self.on_ready is not None:
             self.on_ready(engine)
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -64,12 +63,12 @@ class Transfers:
         *,
         decode: DecodePool,
         kv_bytes_per_token: float,
-        link_bytes_per_s: Callable[[Replica], float],
+        link_bytes_per_s: float,
         latency_s: float,
     ) -> None:
         self.env, self.log, self.decode = env, log, decode
         self.kv_bytes_per_token = kv_bytes_per_token
-        self.link_bytes_per_s = link_bytes_per_s  # of a prefill replica's link
+        self.link_bytes_per_s = link_bytes_per_s  # of each prefill replica's link
         self.latency_s = latency_s
         self.waiting: deque[tuple[Replica, Seq]] = deque()  # prefilled, waiting for a decode replica with room
         self._link_free_at: dict[int, float] = {}  # prefill replica id -> when its link is free
@@ -134,7 +133,7 @@ class Transfers:
     def _start(self, prefill: Replica, seq: Seq, decode: Replica, blocks: int) -> None:
         now = self.env.now
         decode.reserve(blocks)
-        wire = self.latency_s + seq.prompt_tokens * self.kv_bytes_per_token / self.link_bytes_per_s(prefill)
+        wire = self.latency_s + seq.prompt_tokens * self.kv_bytes_per_token / self.link_bytes_per_s
         start = max(now, self._link_free_at.get(prefill.replica_id, now))
         end = start + wire
         self._link_free_at[prefill.replica_id] = end
