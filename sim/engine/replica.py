@@ -256,7 +256,8 @@ class Replica:
         self._n_admitted += 1
         seq.admit_no = self._n_admitted
         self.running.append(seq)
-        self._count_running(seq, 1)
+        if self.prio_running is not None:
+            self._count_running(seq, 1)
 
     def _outranked(self) -> bool:
         """With priority preemption: does the head of the queue outrank (lower value) some running sequence? Then
@@ -268,9 +269,10 @@ class Replica:
         return any(p > head for p, n in prio.items() if n)
 
     def _count_running(self, seq: Seq, delta: int) -> None:
+        """With priority preemption: keep the count of running sequences by priority (callers check it is kept)."""
         prio = self.prio_running
-        if prio is not None:
-            prio[seq.priority] = prio.get(seq.priority, 0) + delta
+        assert prio is not None
+        prio[seq.priority] = prio.get(seq.priority, 0) + delta
 
     def _plan(self) -> Batch:
         if self.cache is None:
@@ -352,7 +354,8 @@ class Replica:
             seq.computed = 0
             seq.n_preemptions += 1
             self.log.n_preemptions[seq.idx] += 1
-            self._count_running(seq, -1)
+            if self.prio_running is not None:
+                self._count_running(seq, -1)
             bisect.insort(self.waiting, seq, key=_key)
 
     def _start_step(self, batch: Batch) -> None:
@@ -467,7 +470,8 @@ class Replica:
             for seq in done:
                 self.log.complete(seq.idx, end)
                 self._release_kv(seq)
-                self._count_running(seq, -1)
+                if self.prio_running is not None:
+                    self._count_running(seq, -1)
                 if seq.batch:
                     self._batch_done(seq)
 
@@ -583,7 +587,8 @@ class Replica:
         """A prefill replica's sequence produced its first token: it leaves the batch (and this replica's load)
         but its KV blocks stay held here until the transfer has sent them (`release_held`)."""
         self.running.remove(seq)
-        self._count_running(seq, -1)
+        if self.prio_running is not None:
+            self._count_running(seq, -1)
         self.held_blocks += seq.blocks
         self._resolved(1)
         assert self.on_prefilled is not None
@@ -632,7 +637,8 @@ class Replica:
         self.log.complete(seq.idx, t)
         self._release_kv(seq)
         self.running.remove(seq)
-        self._count_running(seq, -1)
+        if self.prio_running is not None:
+            self._count_running(seq, -1)
         if seq.batch:
             self._batch_done(seq)
 
