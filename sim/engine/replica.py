@@ -274,17 +274,20 @@ class Replica:
         assert prio is not None
         prio[seq.priority] = prio.get(seq.priority, 0) + delta
 
-    def _plan(self) -> Batch:
-        if self.cache is None:
-            return self._plan_with(self.pool.free, 0)
+    def _plan_cached(self) -> Batch:
+        """`_plan` with prefix caching: the queue's head matched first, tentative matches given back after."""
+        assert self.cache is not None
         before = self.cache.evictable_blocks
         self._match_waiting()
         reserve = before - self.cache.evictable_blocks  # cached entries the head hit: evictable for running work only
-        batch = self._plan_with(self.pool.free + before, reserve)
+        batch = self._plan(self.pool.free + before, reserve)
         self._unmatch(batch)
         return batch
 
-    def _plan_with(self, free: int, reserve: int) -> Batch:
+    def _plan(self, free: int | None = None, reserve: int = 0) -> Batch:
+        """The next step's batch, given `free` blocks (default the pool's), `reserve` of them not for admissions."""
+        if free is None:
+            free = self.pool.free
         group, limits = self.group, self.limits
         if group.n:
             batch = self.policy.plan(self.waiting, self.running, group.n, group.next_step_blocks, free, limits, reserve)
@@ -311,12 +314,12 @@ class Replica:
             and not self.running
             and not self.waiting
             and group.n <= self.limits.max_num_batched_tokens
-            and group.next_step_blocks <= self._available()
+            and group.next_step_blocks <= (self.pool.free if self.cache is None else self._available())
         ):
             self._start_run([], 0, 1 << 62)
             return
         while True:
-            batch = self._plan()
+            batch = self._plan() if self.cache is None else self._plan_cached()
             for seq, reason in batch.dropped:
                 if seq.pins and self.cache is not None:
                     self.cache.unpin(seq.pins)  # a tentative match given back
@@ -676,7 +679,9 @@ class Replica:
         if min_tokens_left < k_max:
             k_max = min_tokens_left
         # each sequence needs at most ceil(k / block_size) more blocks: within that bound the whole run fits
-        if k_max > 1 and n_seqs * -(-k_max // self.pool.block_size) > self._available():
+        if k_max > 1 and n_seqs * -(-k_max // self.pool.block_size) > (
+            self.pool.free if self.cache is None else self._available()
+        ):
             k_max = self._kv_steps(seqs, k_max)
         line = self.step_time.decode_line(n_seqs=n_seqs, context_sum=context_sum)
         self._run = (start, line, seqs, k_max)
