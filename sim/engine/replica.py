@@ -389,10 +389,10 @@ class Replica:
         for seq, n in batch.work:
             c = seq.computed
             if seq.generated >= 1 and seq.prompt_tokens + seq.generated - c == 1:  # decoding (n is 1)
-                n += la
                 n_decode += 1
                 decode_ctx += c
-                if spec is not None:
+                if la:
+                    n += la
                     verifying.append(seq)
             else:
                 n_prefill += n

@@ -175,10 +175,13 @@ def _decode_with_preemption(
         c = seq.computed
         pending = seq.prompt_tokens + seq.generated - c
         n = pending if budget is None or pending <= budget else budget
-        extra = la if la and pending == 1 and seq.generated >= 1 else 0  # a speculating decoder's draft slots
-        if extra and budget is not None and n + extra > budget:
-            break  # its verify does not fit what is left of the token budget
-        need = -(-(c + n + extra) // bs) - seq.blocks
+        if la and pending == 1 and seq.generated >= 1:  # a speculating decoder: its draft slots and tokens too
+            if budget is not None and 1 + la > budget:
+                break  # its verify does not fit what is left of the token budget
+            n_slots = c + 1 + la
+        else:
+            n_slots = c + n
+        need = -(-n_slots // bs) - seq.blocks
         if need > free:
             preempted_self = False
             while need > free:
@@ -195,7 +198,7 @@ def _decode_with_preemption(
         if need > 0:
             free -= need
         if budget is not None:
-            budget -= n + extra
+            budget -= n_slots - c
         i += 1
     return free, budget
 
