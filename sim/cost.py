@@ -117,6 +117,48 @@ def fleet_bill(
     return {"billed_gpu_seconds": billed_gpu_s, "gpu_seconds_by_state": by_state, "cost_usd": cost}
 
 
+BATCH_API_DISCOUNT = 0.5  # OpenAI's and Anthropic's batch APIs: half the list price, results within 24 h
+
+
+def batch_cost(
+    *,
+    prompt_tokens: int,
+    output_tokens: int,
+    dedicated: dict[str, Any] | None,
+    billed_gpu_seconds: float,
+    cost_usd: float | None,
+    without_batch: dict[str, Any] | None,
+    api: ApiPrice,
+) -> dict[str, Any]:
+    """What batch work cost: a dedicated batch pool's bill, or for batch work backfilled into the fleet, the
+    marginal bill — the run's GPU-seconds and dollars less those of the same run without the batch work
+    (`without_batch`: its `billed_gpu_seconds` and `cost_usd`; None when it was not run) — per 1K batch tokens
+    (prompt + output of the batch requests completed), next to a batch API's bill for the same tokens (the
+    compared sheet at `BATCH_API_DISCOUNT`)."""
+    tokens = prompt_tokens + output_tokens
+    api_usd = (
+        prompt_tokens / 1000 * api.usd_per_1k_prompt_tokens + output_tokens / 1000 * api.usd_per_1k_completion_tokens
+    ) * BATCH_API_DISCOUNT
+    gpu_s: float | None
+    usd: float | None
+    if dedicated is not None:
+        method, gpu_s, usd = "dedicated pool", dedicated["billed_gpu_seconds"], dedicated["cost_usd"]
+    elif without_batch is not None:
+        method = "marginal"
+        gpu_s = billed_gpu_seconds - without_batch["billed_gpu_seconds"]
+        usd = None if cost_usd is None or without_batch["cost_usd"] is None else cost_usd - without_batch["cost_usd"]
+    else:
+        method, gpu_s, usd = "not measured", None, None
+    return {
+        "method": method,
+        "tokens": tokens,
+        "gpu_seconds": gpu_s,
+        "cost_usd": usd,
+        "usd_per_1k_tokens": usd / tokens * 1000 if usd is not None and tokens else None,
+        "api_batch_usd_for_same_tokens": api_usd,
+    }
+
+
 def attribute_cost(
     cost_usd: float | None, *, prefill_busy_s: float, decode_busy_s: float, prompt_tokens: int, output_tokens: int, api: ApiPrice
 ) -> dict[str, Any]:

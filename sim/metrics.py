@@ -310,12 +310,13 @@ def class_summary(requests: pd.DataFrame, *, slo: dict[str, float] | None = None
     """Per request class (the trace's `klass`: interactive, batch), the latency summary of its requests:
     counts, TTFT, TPOT and E2E latency (mean, median, p90, p99; ms) and, with an SLO, goodput and attainment. Each
     class's own duration is its first arrival to its last completion. Inter-token gaps are pooled for the
-    whole run (the compact gap record keeps no request identity), so they are not split. None without classes."""
-    if "klass" not in requests.columns:
+    whole run (the compact gap record keeps no request identity), so they are not split. None when every request is
+    interactive."""
+    klass = requests["klass"].astype("string").fillna("interactive").to_numpy()
+    if not (klass != "interactive").any():
         return None
     out: dict[str, dict[str, Any]] = {}
     status = status_codes(requests)
-    klass = requests["klass"].astype("string").fillna("interactive").to_numpy()
     for name in sorted(set(klass)):
         mine = klass == name
         done = mine & (status == RequestStatus.COMPLETED)
@@ -355,8 +356,6 @@ def job_summary(requests: pd.DataFrame) -> dict[str, dict[str, Any]] | None:
     its requests'), when it finished (its last completion; null while any request is unfinished or rejected),
     whether it met the deadline (every request completed by then), how late it was, and its tokens. None without
     jobs."""
-    if "job_id" not in requests.columns:
-        return None
     job = requests["job_id"].astype("string")
     if not job.notna().any():
         return None
@@ -364,7 +363,7 @@ def job_summary(requests: pd.DataFrame) -> dict[str, dict[str, Any]] | None:
     out: dict[str, dict[str, Any]] = {}
     arrival = requests["arrival_at_s"].to_numpy()
     completed_at = requests["completed_at_s"].to_numpy()
-    deadline_col = requests["deadline_at_s"].to_numpy(dtype=np.float64) if "deadline_at_s" in requests.columns else None
+    deadline_col = requests["deadline_at_s"].to_numpy(dtype=np.float64)
     tokens = requests["prompt_tokens"].to_numpy() + requests["output_tokens"].to_numpy()
     names = job.to_numpy(dtype=object, na_value=None)
     for name in sorted({n for n in names if n is not None}):
@@ -373,9 +372,7 @@ def job_summary(requests: pd.DataFrame) -> dict[str, dict[str, Any]] | None:
         n, n_done = int(mine.sum()), int(done.sum())
         finished = n_done == n
         last = float(completed_at[done].max()) if n_done else math.nan
-        deadline = (
-            float(np.nanmax(deadline_col[mine])) if deadline_col is not None and np.isfinite(deadline_col[mine]).any() else None
-        )
+        deadline = float(np.nanmax(deadline_col[mine])) if np.isfinite(deadline_col[mine]).any() else None
         submitted = float(arrival[mine].min())
         rec: dict[str, Any] = {
             "requests": n,
@@ -394,11 +391,11 @@ def job_summary(requests: pd.DataFrame) -> dict[str, dict[str, Any]] | None:
     return out
 
 
-def transfer_summary(requests: pd.DataFrame) -> dict[str, Any] | None:
+def transfer_summary(requests: pd.DataFrame, meta: dict[str, Any]) -> dict[str, Any] | None:
     """A disaggregated run's KV transfers, over the requests that made one: the wait for a decode replica with
     room (first token -> transfer start: backpressure) and the transfer itself (start -> end: the link's queue
-    and wire time), mean / median / p99 in ms. None without transfers."""
-    if "transfer_end_at_s" not in requests.columns:
+    and wire time), mean / median / p99 in ms. None without a link (a colocated fleet)."""
+    if meta.get("link") is None:
         return None
     start = requests["transfer_start_at_s"].to_numpy(dtype=np.float64)
     end = requests["transfer_end_at_s"].to_numpy(dtype=np.float64)
@@ -415,12 +412,12 @@ def prefix_summary(requests: pd.DataFrame, meta: dict[str, Any]) -> dict[str, An
     """Prefix caching: prompt tokens found cached at each request's first admission, over the prompt tokens of the
     requests admitted (`prefix_hit_rate_tokens`), hash blocks hit over hash blocks looked up (`..._blocks`), and the
     prompt tokens never computed, recomputes included (`prefill_tokens_saved`). None without prefix caching."""
-    if "cached_tokens" not in requests.columns or "prefix_cache" not in meta:
+    if meta.get("prefix_cache") is None:
         return None
     cached = requests["cached_tokens"].to_numpy(dtype=np.float64)
     admitted = ~np.isnan(cached)
     prompt = requests["prompt_tokens"].to_numpy()[admitted]
-    blocks = requests["prefix_blocks"].to_numpy()[admitted]
+    blocks = requests["prefix_blocks"].to_numpy(dtype=np.int64, na_value=0)[admitted]
     hit = cached[admitted]
     t = meta["prefix_cache"]["hash_block_tokens"]
     return {

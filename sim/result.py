@@ -25,10 +25,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sim.cost import ReplicaLife, api_price, attribute_cost, fleet_bill
+from sim.cost import ApiPrice, ReplicaLife, api_price, attribute_cost, batch_cost, fleet_bill
 from sim.errors import FleetsimError
-from sim.metrics import GapDistribution, class_summary, job_summary, prefix_summary, summarize, transfer_summary
-from sim.states import STATUS_LABELS
+from sim.metrics import GapDistribution, class_summary, job_summary, prefix_summary, status_codes, summarize, transfer_summary
+from sim.schema import STATUS_LABELS, SUMMARY_KEYS, RequestStatus
+
+TRANSFER_KEYS = ("kv_transfers", *(f"{s}_{w}_ms" for w in ("transfer_wait", "transfer") for s in ("mean", "median", "p99")))
+PREFIX_KEYS = ("prefix_cached_tokens", "prefix_hit_rate_tokens", "prefix_hit_rate_blocks", "prefill_tokens_saved")
 
 META_KEYS = (  # what summary() and the report read from meta.json
     "scenario",
@@ -151,10 +154,15 @@ class SimResult:
         out["mfu"] = float(reps["flops"].sum()) / peak_flops if billed and known else None
         out["mbu"] = float(reps["bytes"].sum()) / peak_bytes if billed and known else None
         served = out["total_input_tokens"] + out["total_output_tokens"]
-        capacity = None if self.max_tokens_per_s is None else self.max_tokens_per_s * billed / tp
+        cap = meta["capacity"]
+        per_gpu_s = cap.get("tokens_per_gpu_s")
+        if per_gpu_s is None and cap.get("max_tokens_per_s_per_replica") is not None:  # (a run folder of 0.1)
+            per_gpu_s = cap["max_tokens_per_s_per_replica"] / tp
+        capacity = None if per_gpu_s is None else per_gpu_s * billed
         out["max_tokens_per_s_per_replica"] = self.max_tokens_per_s
+        out["capacity_tokens_per_gpu_s"] = per_gpu_s
         out["throughput_utilization"] = served / capacity if capacity else None
-        out["throughput_utilization_rel_se"] = meta["capacity"].get("rel_se") if capacity else None
+        out["throughput_utilization_rel_se"] = cap.get("rel_se") if capacity else None
         t = self.timeline
         out["replicas_max"] = int(t["replicas_ready"].max()) if len(t) else len(served_by)
         out["replicas_launched"] = len(reps)
@@ -162,27 +170,41 @@ class SimResult:
         out["n_events"] = self.n_events
         out["kv_blocks"] = int(served_by["kv_blocks"].iloc[0]) if len(served_by) else 0
         out["kv_peak_blocks"] = int(reps["kv_peak_blocks"].max()) if len(reps) else 0
-        by_class = class_summary(self.requests, slo=slo or None)
-        if by_class is not None:
-            out["by_class"] = by_class
-        if by_pool is not None:
-            out["by_pool"] = by_pool
-        transfers = transfer_summary(self.requests)
-        if transfers is not None:
-            out |= transfers
-        prefix = prefix_summary(self.requests, meta)
-        if prefix is not None:
-            out |= prefix
+        out["by_class"] = class_summary(self.requests, slo=slo or None)
+        out["by_pool"] = by_pool
+        out |= transfer_summary(self.requests, meta) or dict.fromkeys(TRANSFER_KEYS)
+        out |= prefix_summary(self.requests, meta) or dict.fromkeys(PREFIX_KEYS)
         by_job = job_summary(self.requests)
         if by_job is not None:
             hours = {name: pool["billed_gpu_seconds"] / 3600 for name, pool in (by_pool or {}).items()}
             batch_hours = hours.get("batch", billed / 3600)  # the dedicated pool's, else the whole fleet's (shared)
             for rec in by_job.values():
                 rec["tokens_per_gpu_hour"] = rec["tokens"] / batch_hours if batch_hours else None
-            out["by_job"] = by_job
+        out["by_job"] = by_job
+        out["batch_cost"] = self._batch_cost(out, by_pool, api_price(pricing["compare_api"]))
+        verifies = int(reps["verifies"].sum())
+        out["spec_tokens_per_verify_step"] = float(reps["verify_tokens"].sum()) / verifies if verifies else None
         out["scenario"] = meta.get("name")  # (a run folder from before names has none)
         out["fleet"] = fleet_words(sc["fleet"], meta)
-        return out
+        assert set(out) == set(SUMMARY_KEYS), set(out) ^ set(SUMMARY_KEYS)
+        return {k: out[k] for k in SUMMARY_KEYS}
+
+    def _batch_cost(self, out: dict[str, Any], by_pool: dict[str, Any] | None, api: ApiPrice) -> dict[str, Any] | None:
+        """What the batch work cost (`sim.cost.batch_cost`); None without batch requests."""
+        r = self.requests
+        batch = (r["klass"] == "batch").to_numpy()
+        if not batch.any():
+            return None
+        done = batch & (status_codes(r) == RequestStatus.COMPLETED)
+        return batch_cost(
+            prompt_tokens=int(r["prompt_tokens"].to_numpy()[done].sum()),
+            output_tokens=int(r["output_tokens"].to_numpy()[done].sum()),
+            dedicated=(by_pool or {}).get("batch"),
+            billed_gpu_seconds=out["billed_gpu_seconds"],
+            cost_usd=out["cost_usd"],
+            without_batch=self.meta.get("without_batch"),
+            api=api,
+        )
 
     def _pool_bills(self, tp: int, pricing: dict[str, Any]) -> dict[str, tuple[int, dict[str, Any]]] | None:
         """With more than one pool (a dedicated batch pool; a disaggregated fleet's prefill and decode pools): each

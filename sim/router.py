@@ -1,98 +1,127 @@
-"""Routing policies: which ready replica gets a request. Pure: they see plain numbers, no simpy.
+"""Routing policies: which ready replica gets a request. Pure: they read `ReplicaView`s (numbers), no simpy.
 
-`choose(outstanding, kv_used)` gets, for the ready replicas in id order, their outstanding requests
-(waiting + running) and, for routers that declare `needs_kv = True`, their KV-cache use (a fraction);
-it returns an index into those lists. Ties go to the lowest index.
+`choose(replicas, seq, now)` gets the ready replicas with room, in id order, the request and the instant, and
+returns an index into `replicas`. Ties go to the lowest index. Every router is named in `ROUTERS`, the one
+registry the scenario schema, the pool builder and the docs read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
 
 
-class Router(Protocol):
-    needs_kv: bool
-    indexed: bool  # True: the fleet may answer with `LeastLoaded` instead of calling `choose`
+class RequestView(Protocol):
+    """What a router (and a prefix cache's lookup) may read of a request (`sim.engine.sequence.Seq` is one)."""
 
-    def choose(self, outstanding: Sequence[int], kv_used: Sequence[float] | None = None) -> int: ...
+    @property
+    def hashes(self) -> Sequence[int] | None:
+        """Its prompt's prefix hash ids, with prefix caching."""
+        ...
+
+    @property
+    def prompt_tokens(self) -> int: ...
+
+    @property
+    def generated(self) -> int:
+        """Output tokens it has so far."""
+        ...
+
+
+class ReplicaView(Protocol):
+    """What a router may read of a ready replica (`sim.engine.replica.Replica` is one)."""
+
+    @property
+    def n_outstanding(self) -> int:
+        """Requests routed to it and not yet resolved (waiting + running)."""
+        ...
+
+    @property
+    def pending_prompt_tokens(self) -> int:
+        """Prompt tokens of requests routed to it and not yet prefilled."""
+        ...
+
+    def kv_use_at(self, now: float) -> float:
+        """The share of its KV cache in use at `now`."""
+        ...
+
+    def prefix_match(self, seq: RequestView) -> int:
+        """Leading prefix hash blocks of the request its KV cache holds (0 without prefix caching)."""
+        ...
+
+
+class Router(Protocol):
+    indexed: bool  # True: the pool may answer with its least-loaded index (`LeastLoaded`) instead of calling `choose`
+
+    def choose(self, replicas: Sequence[ReplicaView], seq: RequestView, now: float) -> int: ...
+
+
+def _least(values: Sequence[int | float]) -> int:
+    return min(range(len(values)), key=values.__getitem__)
 
 
 class RoundRobin:
-    needs_kv = False
     indexed = False
 
-    def __init__(self, rng: np.random.Generator | None = None) -> None:
+    def __init__(self) -> None:
         self._next = 0
 
-    def choose(self, outstanding: Sequence[int], kv_used: Sequence[float] | None = None) -> int:
-        i = self._next % len(outstanding)
+    def choose(self, replicas: Sequence[ReplicaView], seq: RequestView, now: float) -> int:
+        i = self._next % len(replicas)
         self._next += 1
         return i
 
 
 class LeastOutstanding:
-    needs_kv = False
-    indexed = True  # the fleet keeps a `LeastLoaded` index that gives the same answer in O(log R)
+    indexed = True  # the pool keeps a `LeastLoaded` index that gives the same answer in O(log R)
 
-    def __init__(self, rng: np.random.Generator | None = None) -> None:
-        pass
-
-    def choose(self, outstanding: Sequence[int], kv_used: Sequence[float] | None = None) -> int:
-        return min(range(len(outstanding)), key=outstanding.__getitem__)
+    def choose(self, replicas: Sequence[ReplicaView], seq: RequestView, now: float) -> int:
+        return _least([r.n_outstanding for r in replicas])
 
 
 class LeastKv:
-    needs_kv = True
-    indexed = False  # KV use moves every decode step: O(R) per request
+    """The least KV-cache use (ties: fewer outstanding requests, then lowest index). KV use moves every decode
+    step, so it is read from every ready replica for every request: O(R)."""
 
-    def __init__(self, rng: np.random.Generator | None = None) -> None:
-        pass
+    indexed = False
 
-    def choose(self, outstanding: Sequence[int], kv_used: Sequence[float] | None = None) -> int:
-        assert kv_used is not None
-        return min(range(len(outstanding)), key=lambda i: (kv_used[i], outstanding[i]))
+    def choose(self, replicas: Sequence[ReplicaView], seq: RequestView, now: float) -> int:
+        keys = [(r.kv_use_at(now), r.n_outstanding) for r in replicas]
+        return min(range(len(keys)), key=keys.__getitem__)
 
 
 class LeastPromptTokens:
     """The replica with the fewest prompt tokens routed to it and not yet prefilled (a disaggregated prefill
-    pool's default: prefill time follows prompt tokens, not requests); `outstanding` holds those token counts."""
+    pool's default: prefill time follows prompt tokens, not requests)."""
 
-    needs_kv = False
     indexed = False
-    load = "prompt_tokens"
 
-    def __init__(self, rng: np.random.Generator | None = None) -> None:
-        pass
-
-    def choose(self, outstanding: Sequence[int], kv_used: Sequence[float] | None = None) -> int:
-        return min(range(len(outstanding)), key=outstanding.__getitem__)
+    def choose(self, replicas: Sequence[ReplicaView], seq: RequestView, now: float) -> int:
+        return _least([r.pending_prompt_tokens for r in replicas])
 
 
 class PrefixAware:
     """Prefer the replica holding the longest cached prefix of the request, within a load slack: among the ready
     replicas with at most `slack` more outstanding requests than the least loaded, the most matched prefix blocks
     wins (ties: fewer outstanding, then lowest index) — SGLang's cache-aware router and llm-d's prefix scorer
-    weigh the same two things. `choose` without matches is least outstanding."""
+    weigh the same two things. A request without prefix ids goes to the least outstanding."""
 
-    needs_kv = False
     indexed = False
-    load = "prefix"
 
-    def __init__(self, rng: np.random.Generator | None = None, slack: int = 4) -> None:
+    def __init__(self, slack: int = 4) -> None:
         self.slack = slack
 
-    def choose(self, outstanding: Sequence[int], kv_used: Sequence[float] | None = None) -> int:
-        return min(range(len(outstanding)), key=outstanding.__getitem__)
-
-    def choose_prefix(self, outstanding: Sequence[int], matched: Sequence[int]) -> int:
-        return prefix_choice(outstanding, matched, self.slack)
+    def choose(self, replicas: Sequence[ReplicaView], seq: RequestView, now: float) -> int:
+        outstanding = [r.n_outstanding for r in replicas]
+        if seq.hashes is None:
+            return _least(outstanding)
+        return prefix_choice(outstanding, [r.prefix_match(seq) for r in replicas], self.slack)
 
 
 def prefix_choice(outstanding: Sequence[int], matched: Sequence[int], slack: int) -> int:
-    """The pure rule of `PrefixAware`."""
+    """`PrefixAware`'s rule on plain numbers."""
     bound = min(outstanding) + slack
     return min((i for i in range(len(outstanding)) if outstanding[i] <= bound), key=lambda i: (-matched[i], outstanding[i], i))
 
@@ -110,27 +139,24 @@ def least_kv_with_room(kv_used: Sequence[float], room: Sequence[bool]) -> int | 
 class PowerOfTwo:
     """Sample two distinct replicas (seeded), keep the one with fewer outstanding requests."""
 
-    needs_kv = False
     indexed = False
 
-    def __init__(self, rng: np.random.Generator | None = None) -> None:
-        self._rng = rng if rng is not None else np.random.default_rng(0)
+    def __init__(self, rng: np.random.Generator) -> None:
+        self._rng = rng
 
-    def choose(self, outstanding: Sequence[int], kv_used: Sequence[float] | None = None) -> int:
-        if len(outstanding) == 1:
+    def choose(self, replicas: Sequence[ReplicaView], seq: RequestView, now: float) -> int:
+        if len(replicas) == 1:
             return 0
-        a, b = (int(x) for x in self._rng.choice(len(outstanding), size=2, replace=False))
-        return min((a, b), key=lambda i: (outstanding[i], i))
+        a, b = (int(x) for x in self._rng.choice(len(replicas), size=2, replace=False))
+        return min((a, b), key=lambda i: (replicas[i].n_outstanding, i))
 
 
-ROUTERS: dict[
-    str,
-    type[RoundRobin] | type[LeastOutstanding] | type[LeastKv] | type[PowerOfTwo] | type[LeastPromptTokens] | type[PrefixAware],
-] = {
-    "prefix_aware": PrefixAware,
-    "round_robin": RoundRobin,
-    "least_prompt_tokens": LeastPromptTokens,
-    "least_outstanding": LeastOutstanding,
-    "least_kv": LeastKv,
-    "power_of_two": PowerOfTwo,
+# name -> a router built from the run's `router` stream and the fleet's prefix routing slack
+ROUTERS: dict[str, Callable[[np.random.Generator, int], Router]] = {
+    "round_robin": lambda rng, slack: RoundRobin(),
+    "least_outstanding": lambda rng, slack: LeastOutstanding(),
+    "least_kv": lambda rng, slack: LeastKv(),
+    "power_of_two": lambda rng, slack: PowerOfTwo(rng),
+    "least_prompt_tokens": lambda rng, slack: LeastPromptTokens(),
+    "prefix_aware": lambda rng, slack: PrefixAware(slack),
 }

@@ -18,11 +18,10 @@ against the step's token budget (as vLLM does).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from sim.engine.step_time import RooflineStepTime
+from sim.engine.step_time import StepTimeModel, linear_runs
 from sim.roofline import RooflineSetup, StepCost, step_cost
 
 
@@ -92,46 +91,89 @@ def speculative_decode_tokens_per_s(
     return batch * expected_tokens_per_step(alphas) / step_s
 
 
-@dataclass
-class Speculation:
-    """A replica's speculative decoding: its settings and its own seeded draws of accepted drafts."""
+class Acceptance:
+    """A replica's seeded draws of accepted drafts: for each verifying sequence in a step's order, how many of its k
+    drafts were accepted (draft i with probability `alphas[i]` given the earlier ones were; the first rejection
+    ends the run). Rows of the stream are consumed in order, drawn a block at a time (the same sequence as one row
+    at a time)."""
 
-    method: str
-    alphas: np.ndarray  # per draft position, the probability it is accepted given the earlier ones were
-    target: RooflineSetup
-    draft: RooflineSetup | None
-    draft_cost: float | None
-    rng: np.random.Generator
-    _lines: RooflineStepTime | None = field(default=None, init=False, repr=False)
-    _buffer: np.ndarray | None = field(default=None, init=False, repr=False)
-    _at: int = field(default=0, init=False, repr=False)
+    BUFFER = 4096
 
-    BUFFER = 4096  # rows of draws taken from the generator at a time (the same sequence as one row at a time)
+    def __init__(self, alphas: np.ndarray, rng: np.random.Generator) -> None:
+        self.alphas = alphas
+        self.rng = rng
+        self._buffer: np.ndarray | None = None
+        self._at = 0
 
     @property
     def k(self) -> int:
         return len(self.alphas)
 
-    def accepted(self, n: int) -> list[int]:
-        """Drafts accepted for each of n sequences (in the step's order): the first rejection ends a sequence's run.
-        Rows of the seeded stream are consumed in order, drawn a block at a time."""
+    def rows(self, n: int) -> np.ndarray:
+        """The next n draws, not consumed (`take` consumes them)."""
         buf, at = self._buffer, self._at
         if buf is None or at + n > len(buf):
             fresh = np.cumprod(self.rng.random((max(self.BUFFER, n), self.k)) < self.alphas, axis=1).sum(axis=1)
             buf = fresh if buf is None or at >= len(buf) else np.concatenate([buf[at:], fresh])
-            self._buffer, at = buf, 0
-        self._at = at + n
-        counts: list[int] = buf[at : at + n].tolist()
+            self._buffer, self._at, at = buf, 0, 0
+        return buf[at : at + n]
+
+    def take(self, n: int) -> None:
+        self._at += n
+
+    def accepted(self, n: int) -> list[int]:
+        """The next n draws, consumed."""
+        counts: list[int] = self.rows(n).tolist()
+        self.take(n)
         return counts
 
+
+class SpeculativeStepTime:
+    """The target's step-time model with speculative decoding: each decoding sequence's step also verifies k drafts
+    (k more tokens through the target, attending to its context and to the drafts before them), after k draft
+    decode steps (`method` draft: the draft model's own step-time model; mtp: `draft_cost` of the target's decode
+    step each; ngram: free). A wrapper: the engine asks it as it asks any step-time model."""
+
+    def __init__(
+        self,
+        target: StepTimeModel,
+        draft: StepTimeModel | None,
+        *,
+        method: str,
+        k: int,
+        draft_cost: float,
+    ) -> None:
+        self.target = target
+        self.method = method
+        self.k = k
+        self.draft_cost = draft_cost  # mtp: a draft token's share of a target decode step
+        drafter = None if method == "ngram" else draft if method == "draft" else target
+        self._lines = None if drafter is None else linear_runs(drafter)
+        assert drafter is None or self._lines is not None, "a draft model without decode lines"
+        self._extra_pairs = (k + 1) * (k + 2) // 2 - 1  # a verify's pairs beyond a decode's, per sequence (besides k x context)
+
+    def step(
+        self,
+        n_prefill_tokens: int,
+        n_decode_seqs: int,
+        attention_pairs: float,
+        kv_read_tokens: float,
+        decode_context_tokens: int = 0,
+    ) -> tuple[float, float, float]:
+        k = self.k
+        dt, flops, n_bytes = self.target.step(
+            n_prefill_tokens + n_decode_seqs * k,
+            n_decode_seqs,
+            attention_pairs + k * decode_context_tokens + n_decode_seqs * self._extra_pairs,
+            kv_read_tokens,
+            decode_context_tokens,
+        )
+        return dt + self.draft_s(n_decode_seqs, decode_context_tokens), flops, n_bytes
+
     def draft_s(self, n_seqs: int, context_sum: int) -> float:
-        """Drafting k tokens for `n_seqs` sequences whose cached contexts sum to `context_sum`: k decode steps of the
-        draft (or, for MTP, a share of the target's), their contexts growing a token a step (a decode line's sum)."""
-        if self.method == "ngram" or n_seqs == 0:
+        """Drafting k tokens for `n_seqs` sequences whose cached contexts sum to `context_sum`: k decode steps, their
+        contexts growing a token a step (a decode line's sum)."""
+        if self._lines is None or n_seqs == 0:
             return 0.0
-        if self._lines is None:
-            self._lines = RooflineStepTime(self.draft if self.method == "draft" else self.target)  # type: ignore[arg-type]
         total = float(self._lines.decode_line(n_seqs=n_seqs, context_sum=context_sum).total(self.k))
-        if self.method == "draft":
-            return total
-        return (self.draft_cost if self.draft_cost is not None else 1.0 / self.target.model.n_layers) * total
+        return total if self.method == "draft" else self.draft_cost * total

@@ -1,5 +1,5 @@
-"""States of a request and of a replica, as enums (no other imports: engine, fleet and the records
-that leave a run all use these names).
+"""States of a request and of a replica, as enums (engine, fleet and the records that leave a run
+all use these names; the request statuses are part of the record schema, `sim.schema`).
 
 A request's status: `not_arrived` -> `in_flight` (queued in the fleet, waiting on a replica or
 running) -> `completed` or `rejected` (with a reason). A replica's state: `provisioning` (node and
@@ -10,21 +10,11 @@ holds, takes nothing new) -> `released`; a replica still starting may go straigh
 
 from __future__ import annotations
 
-from enum import IntEnum, StrEnum
+from enum import StrEnum
 
+from sim.schema import STATUS_LABELS, RequestStatus
 
-class RequestStatus(IntEnum):
-    NOT_ARRIVED = 0
-    IN_FLIGHT = 1
-    COMPLETED = 2
-    REJECTED = 3
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
-
-
-STATUS_LABELS: list[str] = [s.label for s in RequestStatus]  # index = code, as in `requests.status`
+__all__ = ["STARTING", "STATUS_LABELS", "ReplicaState", "RequestStatus"]
 
 
 class ReplicaState(StrEnum):

@@ -55,10 +55,10 @@ def seed8() -> RooflineSetup:
 @pytest.fixture
 def observations(monkeypatch):
     """Every `Observation` the autoscaler's policy is given during the test's simulations, in order."""
-    import sim.simulation as simulation
+    import sim.fleet.build as build
 
     seen = []
-    real = simulation.make_policy
+    real = build.make_policy
 
     def spy(cfg):
         policy = real(cfg)
@@ -70,5 +70,27 @@ def observations(monkeypatch):
 
         return Recorder()
 
-    monkeypatch.setattr(simulation, "make_policy", spy)
+    monkeypatch.setattr(build, "make_policy", spy)
     return seen
+
+
+class View:
+    """A ready replica as a router sees it (`sim.router.ReplicaView`), from plain numbers."""
+
+    def __init__(self, n_outstanding=0, kv_use=0.0, pending_prompt_tokens=0, matched=0):
+        self.n_outstanding, self.pending_prompt_tokens = n_outstanding, pending_prompt_tokens
+        self._kv, self._matched = kv_use, matched
+
+    def kv_use_at(self, now):
+        return self._kv
+
+    def prefix_match(self, seq):
+        return self._matched
+
+
+def views(outstanding, kv=None, prompt=None):
+    """Views of replicas with these outstanding requests (and KV use, pending prompt tokens)."""
+    n = len(outstanding)
+    kv = kv or [0.0] * n
+    prompt = prompt or [0] * n
+    return [View(o, k, p) for o, k, p in zip(outstanding, kv, prompt, strict=True)]

@@ -8,8 +8,12 @@ import pytest
 from sim.autoscale import Hpa, HpaConfig, Kpa, KpaConfig, Observation, Queue, QueueConfig, Scheduled, ScheduledConfig
 from sim.config import parse_config
 from sim.cost import ReplicaLife, api_price, attribute_cost, billed_seconds, fleet_bill, state_seconds
+from sim.engine.sequence import Seq
 from sim.errors import FleetsimError
 from sim.router import LeastKv, LeastOutstanding, PowerOfTwo, RoundRobin
+from tests.conftest import views
+
+NO_PREFIX = Seq(0, 0.0, 1, 1)  # a request without prefix hash ids
 
 
 def obs(now, *, ready=2, starting=0, in_flight=0, waiting=0, busy=None, kv=None):
@@ -73,11 +77,11 @@ def test_autoscaler_bounds_are_validated():
 
 def test_routers():
     rr = RoundRobin()
-    assert [rr.choose([0, 0, 0]) for _ in range(4)] == [0, 1, 2, 0]
-    assert LeastOutstanding().choose([3, 1, 1]) == 1
-    assert LeastKv().choose([0, 5, 1], [0.9, 0.1, 0.1]) == 2
+    assert [rr.choose(views([0, 0, 0]), NO_PREFIX, 0.0) for _ in range(4)] == [0, 1, 2, 0]
+    assert LeastOutstanding().choose(views([3, 1, 1]), NO_PREFIX, 0.0) == 1
+    assert LeastKv().choose(views([0, 5, 1], kv=[0.9, 0.1, 0.1]), NO_PREFIX, 0.0) == 2
     p2 = PowerOfTwo(np.random.default_rng(0))
-    picks = [p2.choose([5, 0, 9, 9]) for _ in range(200)]
+    picks = [p2.choose(views([5, 0, 9, 9]), NO_PREFIX, 0.0) for _ in range(200)]
     # the rule, from the same random numbers: sample two distinct replicas, keep the less loaded one
     same = np.random.default_rng(0)
     load = [5, 0, 9, 9]
@@ -85,7 +89,7 @@ def test_routers():
     assert picks == expected
     assert picks.count(1) / 200 == pytest.approx(0.5, abs=0.1)  # replica 1 is picked whenever sampled: P = 1/2
     assert picks.count(2) + picks.count(3) < picks.count(0)  # a 9 only wins against the other 9
-    assert PowerOfTwo(np.random.default_rng(0)).choose([4]) == 0
+    assert PowerOfTwo(np.random.default_rng(0)).choose(views([4]), NO_PREFIX, 0.0) == 0
 
 
 def test_billing_granularity_minimum_and_states():

@@ -307,12 +307,12 @@ def test_a_dedicated_pool_serves_only_batch_work_and_is_released_when_it_is_done
 
 
 def test_auto_sizing_takes_the_tokens_over_the_saturated_rate_and_the_window():
-    from sim.simulation import _capacity
+    from sim.simulation import colocated_capacity
 
     sc = scenario(batch={"jobs": [job(3000, deadline_s=900.0)], "fleet": "dedicated", "deadline_margin_s": 300.0})
     trace = with_batch_jobs(sc, poisson_trace(0.2, 60), base_dir=sc.base_dir)
     b = trace[trace["klass"] == "batch"]
-    rate = _capacity(sc, resolve_scenario(sc, base_dir=sc.base_dir), b).max_tokens_per_s_per_replica
+    rate = colocated_capacity(sc, resolve_scenario(sc, base_dir=sc.base_dir), b).max_tokens_per_s_per_replica
     expected = math.ceil(3000 * 1100 / (rate * 600.0))
     result = simulate(sc, poisson_trace(0.2, 60), measure_capacity=False)
     assert int((result.replicas["pool"] == "batch").sum()) == expected

@@ -11,10 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sim.config import parse_config
+from sim.engine.sequence import Seq
 from sim.errors import FleetsimError
 from sim.router import LeastPromptTokens, least_kv_with_room
 from sim.simulation import simulate
 from sim.workload import validate_frame
+from tests.conftest import views
 from tests.test_engine_equivalence import assert_same_requests
 
 A, D = 1e-4, 0.02  # constant step time: seconds per prefill token, per decode step
@@ -104,7 +106,7 @@ def test_a_slow_link_and_a_small_decode_cache_push_back_instead_of_losing_reques
     q = result.requests
     assert np.all(q["transfer_start_at_s"] >= q["first_token_at_s"]) and np.all(q["transfer_end_at_s"] <= q["completed_at_s"])
     for e in engines:  # no KV block leaks in either pool, nothing held for a transfer
-        assert e.pool.used == 0 and e.held_blocks == 0 and e.n_incoming == 0, e.role
+        assert e.kv.used == 0 and e.held_blocks == 0 and e.n_incoming == 0, e.role
 
 
 def test_requests_and_tokens_are_conserved_and_one_token_requests_end_at_prefill():
@@ -195,7 +197,7 @@ def test_heterogeneous_pools_are_billed_at_their_own_gpus_and_prices():
 
 
 def test_the_routers_are_pure_and_break_ties_by_index():
-    assert LeastPromptTokens().choose([5000, 1200, 1200, 9000]) == 1
+    assert LeastPromptTokens().choose(views([0, 0, 0, 0], prompt=[5000, 1200, 1200, 9000]), Seq(0, 0.0, 1, 1), 0.0) == 1
     assert least_kv_with_room([0.2, 0.1, 0.05], [True, True, False]) == 1
     assert least_kv_with_room([0.2, 0.2], [True, True]) == 0
     assert least_kv_with_room([0.1], [False]) is None

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from sim.config import parse_config
-from sim.engine.kv import KvBlockPool
+from sim.engine.kv import BlockKv
 from sim.engine.scheduler import Chunked, Limits, PrefillFirst
 from sim.engine.sequence import Seq
 from sim.engine.step_time import RooflineStepTime, StepLine
@@ -47,7 +47,7 @@ def test_roofline_decode_line_matches_step_time(model):
     n, s0 = 7, 9_000
     line = st.decode_line(n_seqs=n, context_sum=s0)
     for j in (0, 1, 50, 4000):
-        direct = st.step_time_s(n_prefill_tokens=0, n_decode_seqs=n, attention_pairs=s0 + n * (j + 1), kv_read_tokens=s0 + n * j)
+        direct = st.step(0, n, s0 + n * (j + 1), s0 + n * j)[0]
         assert line.at(j) == pytest.approx(direct, rel=1e-12)
 
 
@@ -59,7 +59,7 @@ def test_step_line_with_overlap_is_max_plus_share_of_min():
 
 
 def test_kv_pool_grows_releases_and_guards_capacity():
-    pool = KvBlockPool(n_blocks=4, block_size=16)
+    pool = BlockKv(n_blocks=4, block_size=16)
     a, b = Seq(0, 0.0, 20, 5), Seq(1, 0.0, 5, 5)
     pool.grow(a, 20)
     assert a.blocks == 2 and pool.used == 2
@@ -69,7 +69,7 @@ def test_kv_pool_grows_releases_and_guards_capacity():
     assert pool.free == 0 and pool.peak_used == 4
     with pytest.raises(AssertionError, match="over capacity"):
         pool.grow(b, 33)
-    pool.release(a)
+    pool.release(a, 0.0)
     assert pool.used == 3 - 0 and a.blocks == 0  # b grew to 3 blocks before the guard tripped
 
 

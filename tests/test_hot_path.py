@@ -11,17 +11,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import sim.simulation as simulation
 from sim.config import parse_config
 from sim.engine.group import DecodeGroup
 from sim.engine.sequence import Seq
 from sim.engine.step_time import RooflineStepTime, StepLine
+from sim.fleet.feed import Feed
 from sim.fleet.load_index import LeastLoaded
 from sim.roofline import step_cost
 from sim.router import LeastOutstanding
 from sim.simulation import simulate
 from sim.workload import validate_frame
-from tests.conftest import make_setup
+from tests.conftest import make_setup, views
 from tests.test_engine_equivalence import assert_same, both_modes, random_trace
 
 COEF = st.floats(0.0, 1.0, allow_nan=False)
@@ -74,7 +74,8 @@ def test_memoized_step_price_is_step_cost_to_the_bit(model, gpu, tp):
             assert (dt, flops, n_bytes) == (cost.time_s, cost.flops, cost.bytes)
         if n_decode:
             line = model_time.decode_line(n_seqs=n_decode, context_sum=kv)
-            assert model_time.first_decode_s(n_decode, kv) == line.at(0)
+            # a decode run's step 0 is the step of those decodes alone
+            assert model_time.step(0, n_decode, kv + n_decode, kv)[0] == pytest.approx(line.at(0), rel=1e-12)
 
 
 @settings(deadline=None)
@@ -136,7 +137,7 @@ def test_least_loaded_index_answers_as_the_router_does(ops):
             index.update(rid, loads[rid])
         elif op == "pick" and loads:
             ids = sorted(loads)
-            assert index.least() == ids[router.choose([loads[i] for i in ids])]
+            assert index.least() == ids[router.choose(views([loads[i] for i in ids]), Seq(0, 0.0, 1, 1), 0.0)]
     assert len(index) == len(loads) and len(index._heap) <= 4 * len(loads) + 64 + 1
     heapq.heapify(index._heap)  # still a valid heap
 
@@ -155,7 +156,7 @@ def test_arrival_window_boundaries_change_nothing(monkeypatch):
         {"model": "llama-3.1-8b", "fleet": {"gpu": "a100-80gb", "tp": 1, "autoscaler": {"policy": "fixed", "replicas": 2}}}
     )
     wide = simulate(sc, trace, measure_capacity=False)
-    monkeypatch.setattr(simulation._Feed, "WINDOW", 3)
+    monkeypatch.setattr(Feed, "WINDOW", 3)
     narrow = simulate(sc, trace, measure_capacity=False)
     pd.testing.assert_frame_equal(wide.requests, narrow.requests)
     assert wide.summary() | {"wall_s": None} == narrow.summary() | {"wall_s": None}

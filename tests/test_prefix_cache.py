@@ -123,8 +123,9 @@ def test_pins_are_released_and_no_block_leaks():
     )
     assert result.summary()["completed"] == 200 and result.meta["prefix_cache"]["pinned_at_end"] == 0
     for e in engines:
-        assert all(rc == 0 for rc in e.cache.entries.values())
-        assert e.pool.used == len(e.cache.entries) * e.cache.blocks_per_entry  # only cached blocks remain
+        cache = e.kv.cache
+        assert all(rc == 0 for rc in cache.entries.values())
+        assert e.kv.used == len(cache.entries) * cache.blocks_per_entry  # only cached blocks remain
 
 
 def test_a_preempted_sequence_hits_its_own_blocks():

@@ -6,9 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import sim.simulation as simulation
 from sim.config import parse_config
-from sim.router import PowerOfTwo
+from sim.router import ROUTERS, PowerOfTwo
 from sim.simulation import simulate
 from sim.streams import STREAMS, RunStreams
 from sim.workload import validate_frame
@@ -51,11 +50,11 @@ def test_synthetic_trace_without_its_own_seed_and_the_router_draw_differently(mo
     seen = []
 
     class Spy(PowerOfTwo):
-        def __init__(self, rng=None):
+        def __init__(self, rng):
             seen.append(rng.bit_generator.state)
             super().__init__(rng)
 
-    monkeypatch.setitem(simulation.ROUTERS, "power_of_two", Spy)
+    monkeypatch.setitem(ROUTERS, "power_of_two", lambda rng, slack: Spy(rng))
     spec = SyntheticSpec.model_validate(
         {
             "arrivals": {"process": "poisson", "rate_per_s": 2},

@@ -23,7 +23,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Sequence
 
-from sim.engine.sequence import Seq
+from sim.router import RequestView
 
 Stamp = tuple[float, int]  # when an entry was last released by a sequence, and that request's index
 
@@ -62,12 +62,12 @@ class PrefixCache:
             n += 1
         return n
 
-    def match_seq(self, seq: Seq, *, pinned_only: bool = False) -> int:
-        """`match` for a sequence: within its prompt's full hash blocks, and short of its last known token (one token
-        is always computed, to produce the next output)."""
+    def match_seq(self, seq: RequestView, hashes: Sequence[int], *, pinned_only: bool = False) -> int:
+        """`match` of `seq`'s `hashes`: within its prompt's full hash blocks, and short of its last known token (one
+        token is always computed, to produce the next output)."""
         t = self.hash_tokens
         limit = min(seq.prompt_tokens // t, (seq.prompt_tokens + seq.generated - 1) // t)
-        return self.match(seq.hashes, limit, pinned_only=pinned_only)  # type: ignore[arg-type]
+        return self.match(hashes, limit, pinned_only=pinned_only)
 
     def pin(self, ids: Sequence[int]) -> None:
         for h in ids:

@@ -45,11 +45,18 @@ class ItlLog:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The record as numpy arrays (views of the same memory)."""
-        names = ("singles", "grouped_v", "grouped_w", "piece_a", "piece_b", "piece_j0", "piece_j1", "piece_w")
-        return {name: np.frombuffer(getattr(self, name), dtype=np.float64 if name in _FLOAT else np.int64) for name in names}
+        columns: dict[str, array[float] | array[int]] = {
+            "singles": self.singles,
+            "grouped_v": self.grouped_v,
+            "grouped_w": self.grouped_w,
+            "piece_a": self.piece_a,
+            "piece_b": self.piece_b,
+            "piece_j0": self.piece_j0,
+            "piece_j1": self.piece_j1,
+            "piece_w": self.piece_w,
+        }
+        return {name: np.frombuffer(col, dtype=np.float64 if col.typecode == "d" else np.int64) for name, col in columns.items()}
 
-
-_FLOAT = {"singles", "grouped_v", "piece_a", "piece_b"}
 
 
 class RequestLog:
@@ -71,8 +78,6 @@ class RequestLog:
         "replica_id",
         "scheduled_at_s",
         "status",
-        "watch",
-        "watch_mask",
     )
 
     def __init__(self, arrival_at_s: np.ndarray, prompt_tokens: np.ndarray, output_tokens: np.ndarray) -> None:
@@ -92,8 +97,6 @@ class RequestLog:
         self.on_all_resolved: Callable[[], None] | None = None
         self.cached_tokens = np.full(n, np.nan)  # prefix caching: prompt tokens found cached at its first admission
         self.prefill_saved_tokens = 0  # prefix caching: prompt tokens not computed, recomputes included
-        self.watch: list[int] | None = None  # completed requests of `watch_mask`, in completion order (the batch guard's)
-        self.watch_mask: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.arrival_at_s)
@@ -111,8 +114,6 @@ class RequestLog:
     def complete(self, idx: int, t: float) -> None:
         self.completed_at_s[idx] = t
         self.status[idx] = COMPLETED
-        if self.watch is not None and self.watch_mask[idx]:  # type: ignore[index]
-            self.watch.append(idx)
         self._resolved()
 
     def check_invariants(self) -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import simpy
@@ -31,13 +31,16 @@ from simpy.events import NORMAL, URGENT, EventPriority
 
 from sim.clock import call_at
 from sim.engine.group import DecodeGroup
-from sim.engine.kv import KvBlockPool
-from sim.engine.prefix_cache import PrefixCache
+from sim.engine.kv import BlockKv
 from sim.engine.records import IN_FLIGHT, RequestLog
-from sim.engine.scheduler import Batch, BatchPolicy, Limits
+from sim.engine.scheduler import Batch, BatchPolicy, Limits, NoPriority, PriorityCount
 from sim.engine.sequence import Seq, blocks_for
-from sim.engine.step_time import StepLine, StepTimeModel
-from sim.speculative import Speculation
+from sim.engine.step_time import StepLine, StepTimeModel, linear_runs
+from sim.router import RequestView
+from sim.speculative import Acceptance
+
+COLOCATED, PREFILL, DECODE = "colocated", "prefill", "decode"
+ROLES = (COLOCATED, PREFILL, DECODE)
 
 
 def _key(seq: Seq) -> tuple[int, float, int]:
@@ -73,11 +76,58 @@ def admission_reason(
     return limits.never_reason(prompt_tokens, recompute=False, chunks=chunks)
 
 
+class ReplicaListener:
+    """What a replica tells whoever cares: its listeners, registered when it is built (as SimPy's `Event.callbacks`).
+    A listener overrides the events it cares about; the replica calls, in registration order, only the methods a
+    listener overrides, so an event nobody listens to costs a loop over an empty tuple. The fleet's pool (routing
+    index, fleet queue, drain), the batch lane (its per-replica counts, deadlines), the KV-transfer link (room on a
+    decode replica, hand-offs from a prefill replica), the batch guard (interactive latencies) and the capacity
+    probe's closed loop each register one; none of them is known to the replica.
+
+    Events (all at the current instant; `seq` is the engine's sequence, read it, never keep it):
+    - `ready(replica)`: the replica became ready and takes work (its pool has counted it).
+    - `load_changed(replica, n_outstanding)`: requests routed here and not yet resolved (or handed off) changed.
+    - `idle(replica)`: it ran out of work it can do now.
+    - `room_freed(replica)`: a preemption freed KV blocks.
+    - `prefilled(replica, seq)`: a prefill replica's sequence emitted its first token and leaves its batch; its KV
+      stays held here until the link calls `release_held`.
+    - `finished(replica, seq)`: a request was resolved here: completed, or dropped with a reason.
+    """
+
+    def ready(self, replica: Replica) -> None:
+        pass
+
+    def load_changed(self, replica: Replica, n_outstanding: int) -> None:
+        pass
+
+    def idle(self, replica: Replica) -> None:
+        pass
+
+    def room_freed(self, replica: Replica) -> None:
+        pass
+
+    def prefilled(self, replica: Replica, seq: Seq) -> None:
+        pass
+
+    def finished(self, replica: Replica, seq: Seq) -> None:
+        pass
+
+
 class Replica:
     __slots__ = (
+        "_acceptance",
+        "_hands_off",
         "_idle",
         "_interruptible",
+        "_lines",
         "_n_admitted",
+        "_on_finished",
+        "_on_idle",
+        "_on_load",
+        "_on_prefilled",
+        "_on_ready",
+        "_on_room",
+        "_prio",
         "_run",
         "_run_end_event",
         "_run_steps",
@@ -88,36 +138,29 @@ class Replica:
         "_work_start",
         "busy_s",
         "bytes",
-        "cache",
         "decode_busy_s",
         "env",
         "fast_forward",
         "flops",
         "group",
         "held_blocks",
+        "kv",
         "limits",
         "log",
         "max_context_tokens",
-        "n_batch",
         "n_incoming",
         "n_outstanding",
         "n_runs",
         "n_steps",
-        "on_batch_done",
-        "on_idle",
-        "on_load",
-        "on_prefilled",
-        "on_room",
         "pending_prompt_tokens",
         "policy",
-        "pool",
         "prefill_busy_s",
-        "prio_running",
         "replica_id",
         "role",
         "running",
-        "spec",
         "step_time",
+        "verifies",
+        "verify_tokens",
         "waiting",
     )
 
@@ -129,44 +172,49 @@ class Replica:
         step_time: StepTimeModel,
         policy: BatchPolicy,
         limits: Limits,
-        pool: KvBlockPool,
+        kv: BlockKv,
         log: RequestLog,
         max_context_tokens: int,
         fast_forward: bool = True,
-        role: str = "colocated",
-        spec: Speculation | None = None,
-        cache: PrefixCache | None = None,
+        role: str = COLOCATED,
+        acceptance: Acceptance | None = None,
+        listeners: Sequence[ReplicaListener] = (),
     ) -> None:
+        assert role in ROLES, role
         self.env = env
-        self.role = role  # colocated, or in a disaggregated fleet prefill (hands a sequence off at its first token) or decode
+        # colocated; or in a disaggregated fleet prefill (hands a sequence off at its first token: `prefilled`) or
+        # decode (takes sequences with their KV from the link: `room_for`, `reserve`, `receive`)
+        self.role = role
+        self._hands_off = role == PREFILL
         self.replica_id = replica_id
         self.step_time = step_time
+        self._lines = linear_runs(step_time)  # the decode-run closed form, when the model has one
         self.policy = policy
         self.limits = limits
-        self.pool = pool
+        self.kv = kv  # the KV cache: plain blocks or prefix caching (`sim.engine.kv`), chosen at build
         self.log = log
         self.max_context_tokens = max_context_tokens
-        self.cache = cache  # automatic prefix caching (see `sim.engine.prefix_cache`)
-        self.spec = spec  # speculative decoding (then every step is its own event: see `_start_step`)
-        self.fast_forward = fast_forward and spec is None
+        self._acceptance = acceptance  # speculative decoding's draws (then every step is its own event)
+        self.fast_forward = fast_forward and acceptance is None and self._lines is not None
         self._verifying: list[Seq] = []  # the step in progress's speculating decoders
         self.waiting: list[Seq] = []
         self.running: list[Seq] = []  # explicit running sequences, in admission order
         self.group = DecodeGroup(limits.block_size)  # lock-step decoders (fast-forward mode only)
         self._n_admitted = 0
-        self.n_outstanding = 0  # requests routed here and not yet completed or dropped
-        self.on_load: Callable[[int, int], None] | None = None  # on_load(replica_id, n_outstanding) at each change
-        self.n_batch = 0  # of those, batch-job requests
+        self.n_outstanding = 0  # requests routed here and not yet resolved (or handed off)
         self.pending_prompt_tokens = 0  # prompt tokens of requests routed here and not yet prefilled
-        # disaggregated: a prefill replica calls on_prefilled(replica, seq) at a sequence's first token and holds its
-        # KV blocks (`held_blocks`) until `release_held`; a decode replica reserves blocks for incoming transfers
-        self.on_prefilled: Callable[[Replica, Seq], None] | None = None
-        self.held_blocks = 0
-        self.n_incoming = 0  # transfers on their way here (blocks reserved, a sequence slot promised)
-        self.on_room: Callable[[], None] | None = None  # a preemption freed KV blocks (resolutions: on_load)
-        self.on_batch_done: Callable[[Replica, Seq], None] | None = None  # a batch request completed or was dropped
-        # with priority preemption: running sequences by priority (how many of each), to know when to plan per sequence
-        self.prio_running: dict[int, int] | None = {} if limits.preempt_for_priority else None
+        self.held_blocks = 0  # prefill role: blocks of handed-off sequences until the link has sent them
+        self.n_incoming = 0  # decode role: transfers on their way here (blocks reserved, a sequence slot promised)
+        # priority preemption: the running sequences' priorities (to know when the head of the queue outranks one)
+        self._prio: PriorityCount | NoPriority = PriorityCount() if limits.preempt_for_priority else NoPriority()
+        # each event's listeners, in order, leaving out those that do not override it
+        base = ReplicaListener
+        self._on_ready = tuple(x.ready for x in listeners if type(x).ready is not base.ready)
+        self._on_load = tuple(x.load_changed for x in listeners if type(x).load_changed is not base.load_changed)
+        self._on_idle = tuple(x.idle for x in listeners if type(x).idle is not base.idle)
+        self._on_room = tuple(x.room_freed for x in listeners if type(x).room_freed is not base.room_freed)
+        self._on_prefilled = tuple(x.prefilled for x in listeners if type(x).prefilled is not base.prefilled)
+        self._on_finished = tuple(x.finished for x in listeners if type(x).finished is not base.finished)
         self._idle = False  # waiting for work: the next arrival schedules a wake-up
         self._interruptible = False  # in a fast-forwarded run: the next arrival cuts it short
         self._run: tuple[float, StepLine, list[Seq], int] | None = None  # start, line, explicit seqs, k_max
@@ -182,21 +230,25 @@ class Replica:
         self.decode_busy_s = 0.0
         self.flops = 0.0
         self.bytes = 0.0
+        self.verifies = 0  # speculative decoding: sequence-steps that verified drafts
+        self.verify_tokens = 0  # and the tokens they emitted (the step's own and the accepted drafts)
         self._work_start: float | None = None
-        self.on_idle: Callable[[Replica], None] | None = None  # called each time the replica runs out of work
         self._after(0.0, self._next, URGENT)  # as a process would start: after what is already due now
+
+    def became_ready(self) -> None:
+        """Its pool counts it ready: tell the listeners."""
+        for tell in self._on_ready:
+            tell(self)
 
     # --- intake ----------------------------------------------------------------------------------
     def enqueue(self, seq: Seq) -> None:
         """Take a request the fleet routed here (it has already rejected those no replica can serve)."""
         self.log.status[seq.idx] = IN_FLIGHT
         self.log.replica_id[seq.idx] = self.replica_id
-        self.n_outstanding += 1
+        n = self.n_outstanding = self.n_outstanding + 1
         self.pending_prompt_tokens += seq.prompt_tokens
-        if seq.batch:
-            self.n_batch += 1
-        if self.on_load is not None:
-            self.on_load(self.replica_id, self.n_outstanding)
+        for f in self._on_load:
+            f(self, n)
         waiting = self.waiting
         if not waiting:
             waiting.append(seq)
@@ -217,20 +269,33 @@ class Replica:
     def kv_blocks_used_at(self, now: float) -> int:
         """Blocks in use at `now`, counting the growth of a decode run in progress."""
         if self._run is None:
-            return self.pool.used
+            return self.kv.used
         _, _, seqs, k_max = self._run
         slots_ahead = min(self.steps_done_in_run(now) + 1, k_max)  # the step in progress holds its slot
-        bs = self.pool.block_size
+        bs = self.kv.block_size
         explicit = sum(max(0, blocks_for(s.computed + slots_ahead, bs) - s.blocks) for s in seqs)
-        return self.pool.used + self.group.blocks_needed(slots_ahead) + explicit
+        return self.kv.used + self.group.blocks_needed(slots_ahead) + explicit
+
+    def kv_use_at(self, now: float) -> float:
+        """The share of its KV blocks in use at `now`."""
+        return self.kv_blocks_used_at(now) / self.kv.n_blocks
 
     @property
     def n_running(self) -> int:
         return len(self.running) + self.group.n
 
+    @property
+    def settled(self) -> bool:
+        """No KV transfer in flight to or from it (a draining replica is released only then)."""
+        return self.held_blocks == 0 and self.n_incoming == 0
+
     def busy_s_at(self, now: float) -> float:
         """Seconds spent working up to `now`, counting a step or run in progress."""
         return self.busy_s + (now - self._work_start if self._work_start is not None else 0.0)
+
+    def prefix_match(self, seq: RequestView) -> int:
+        """Leading prefix hash blocks of `seq` its KV cache holds (0 without prefix caching)."""
+        return self.kv.match(seq)
 
     # --- the process: callbacks on the SimPy kernel -----------------------------------------------------
     # The replica is a chain of events rather than a generator process: `_next` plans and schedules the
@@ -256,45 +321,20 @@ class Replica:
         self._n_admitted += 1
         seq.admit_no = self._n_admitted
         self.running.append(seq)
-        if self.prio_running is not None:
-            self._count_running(seq, 1)
+        self._prio.add(seq)
 
-    def _outranked(self) -> bool:
-        """With priority preemption: does the head of the queue outrank (lower value) some running sequence? Then
-        the step may preempt for it, and only the per-sequence planner decides which."""
-        prio = self.prio_running
-        if prio is None or not self.waiting:
-            return False
-        head = self.waiting[0].priority
-        return any(p > head for p, n in prio.items() if n)
-
-    def _count_running(self, seq: Seq, delta: int) -> None:
-        """With priority preemption: keep the count of running sequences by priority (callers check it is kept)."""
-        prio = self.prio_running
-        assert prio is not None
-        prio[seq.priority] = prio.get(seq.priority, 0) + delta
-
-    def _plan_cached(self) -> Batch:
-        """`_plan` with prefix caching: the queue's head matched first, tentative matches given back after."""
-        assert self.cache is not None
-        before = self.cache.evictable_blocks
-        self._match_waiting()
-        reserve = before - self.cache.evictable_blocks  # cached entries the head hit: evictable for running work only
-        batch = self._plan(self.pool.free + before, reserve)
-        self._unmatch(batch)
-        return batch
-
-    def _plan(self, free: int | None = None, reserve: int = 0) -> Batch:
-        """The next step's batch, given `free` blocks (default the pool's), `reserve` of them not for admissions."""
-        if free is None:
-            free = self.pool.free
+    def _plan(self, free: int, reserve: int = 0) -> Batch:
+        """The next step's batch, given `free` blocks, `reserve` of them not for admissions."""
         group, limits = self.group, self.limits
         if group.n:
-            batch = self.policy.plan(self.waiting, self.running, group.n, group.next_step_blocks, free, limits, reserve)
+            waiting = self.waiting
+            batch = self.policy.plan(waiting, self.running, group.n, group.next_step_blocks, free, limits, reserve)
             # when the head of the queue outranks running work, the plan stands only if it admits the head (then
             # priority preemption has nothing to do); otherwise the per-sequence planner picks the victims
             if batch is not None and (
-                self.prio_running is None or not self._outranked() or (batch.admitted and batch.admitted[0] is self.waiting[0])
+                not waiting
+                or not self._prio.outranked_by(waiting[0].priority)
+                or (batch.admitted and batch.admitted[0] is waiting[0])
             ):
                 return batch
             members = group.release_all()  # per-sequence planning, in admission order
@@ -307,6 +347,7 @@ class Replica:
     def _next(self, _event: simpy.Event | None = None) -> None:
         """Plan and start the next step or decode run, or go idle."""
         group = self.group
+        kv = self.kv
         # only the group, nothing to admit: the policies' plan is its decode run when the budget and the
         # free blocks allow a step (checked here as the chunked policy does, the stricter of the two)
         if (
@@ -314,22 +355,20 @@ class Replica:
             and not self.running
             and not self.waiting
             and group.n <= self.limits.max_num_batched_tokens
-            and group.next_step_blocks <= (self.pool.free if self.cache is None else self._available())
+            and group.next_step_blocks <= kv.available()
         ):
             self._start_run([], 0, 1 << 62)
             return
         while True:
-            batch = self._plan() if self.cache is None else self._plan_cached()
+            batch = kv.plan(self._plan, self.waiting, self.n_running, self.limits)
             for seq, reason in batch.dropped:
-                if seq.pins and self.cache is not None:
-                    self.cache.unpin(seq.pins)  # a tentative match given back
-                    seq.pins, seq.blocks, seq.shared = None, 0, 0
+                kv.dropped(seq)
                 if seq.generated == 0:
                     self.pending_prompt_tokens -= seq.prompt_tokens
                 self._resolved(1)
                 self.log.reject(seq.idx, reason)
-                if seq.batch:
-                    self._batch_done(seq)
+                for f in self._on_finished:
+                    f(self, seq)
             if batch.preempted:
                 self._preempt(batch.preempted)
             if batch.work or batch.group:
@@ -339,8 +378,8 @@ class Replica:
             # (blocks held for a transfer out, or reserved for one coming in: a release or an arrival wakes it)
             assert not self.waiting or self.held_blocks or self.n_incoming, "idle with admissible work waiting"
             self._idle = True
-            if self.on_idle is not None:
-                self.on_idle(self)
+            for tell in self._on_idle:
+                tell(self)
             return
         if self.fast_forward and batch.is_pure_decode:
             self._start_run([s for s, _ in batch.work], batch.context_sum, batch.min_tokens_left)
@@ -348,17 +387,16 @@ class Replica:
             self._start_step(batch)
 
     def _preempt(self, victims: list[Seq]) -> None:
-        if self.on_room is not None:
-            self.on_room()
+        for tell in self._on_room:
+            tell(self)
+        now = self.env._now
         for seq in victims:
             self.running.remove(seq)
-            self._release_kv(seq)
-            seq.pins = None  # matched again when next planned (its own blocks, if still cached)
+            self.kv.preempted(seq, now)
             seq.computed = 0
             seq.n_preemptions += 1
             self.log.n_preemptions[seq.idx] += 1
-            if self.prio_running is not None:
-                self._count_running(seq, -1)
+            self._prio.remove(seq)
             bisect.insort(self.waiting, seq, key=_key)
 
     def _start_step(self, batch: Batch) -> None:
@@ -370,35 +408,28 @@ class Replica:
             else:
                 del self.waiting[: len(batch.admitted)]
             scheduled = self.log.scheduled_at_s
-            log = self.log
             for seq in batch.admitted:
                 self._admit(seq)
                 if math.isnan(scheduled[seq.idx]):
                     scheduled[seq.idx] = now
-                if self.cache is not None and seq.pins is not None:  # its prefix hit, as admitted
-                    if seq.generated == 0 and math.isnan(log.cached_tokens[seq.idx]):
-                        log.cached_tokens[seq.idx] = seq.computed
-                    log.prefill_saved_tokens += seq.computed
-        spec = self.spec
-        la = 0 if spec is None else spec.k  # speculative decoding: each decoder also verifies k drafts (k lookahead slots)
+        la = self.limits.lookahead  # speculative decoding: each decoder holds slots for its k drafts too
         verifying = self._verifying  # (filled only with speculative decoding)
         n_prefill = n_decode = decode_ctx = 0
         pairs = kv_read = 0
-        pool = self.pool
-        cache = self.cache
+        kv = self.kv
         for seq, n in batch.work:
             c = seq.computed
             if seq.generated >= 1 and seq.prompt_tokens + seq.generated - c == 1:  # decoding (n is 1)
                 n_decode += 1
                 decode_ctx += c
                 if la:
-                    n += la
+                    kv.grow(seq, c + 1 + la)
                     verifying.append(seq)
+                else:
+                    kv.grow(seq, c + 1)
             else:
                 n_prefill += n
-            if cache is not None:
-                self._make_room(blocks_for(c + n, pool.block_size) - seq.blocks)
-            pool.grow(seq, c + n)
+                kv.grow(seq, c + n)
             pairs += n * c + n * (n + 1) // 2
             kv_read += c
         group = self.group
@@ -407,10 +438,8 @@ class Replica:
             decode_ctx += group.ctx
             pairs += group.ctx + group.n
             kv_read += group.ctx
-            self._grant(group.next_step_blocks)
-        dt, flops, n_bytes = self.step_time.step(n_prefill + n_decode * la, n_decode, pairs, kv_read)
-        if spec is not None:
-            dt += spec.draft_s(n_decode, decode_ctx)
+            kv.grant(group.next_step_blocks)
+        dt, flops, n_bytes = self.step_time.step(n_prefill, n_decode, pairs, kv_read, decode_ctx)
         self._work_start = now
         self._stepping = (batch, dt, n_prefill, n_decode, decode_ctx)
         self.flops += flops
@@ -424,7 +453,7 @@ class Replica:
         self.n_steps += 1
         self.busy_s += dt
         if n_decode and n_prefill:  # the decodes pay what they would cost alone; the prompt pays the rest
-            alone = min(dt, self.step_time.first_decode_s(n_decode, decode_ctx))
+            alone = min(dt, self.step_time.step(0, n_decode, decode_ctx + n_decode, decode_ctx, decode_ctx)[0])
             self.decode_busy_s += alone
             self.prefill_busy_s += dt - alone
         elif n_decode:
@@ -442,26 +471,18 @@ class Replica:
                 self._emit(seq, end)
                 emitted = True
         if self._verifying:  # speculative: the accepted drafts are emitted with the step's own token
-            assert self.spec is not None
-            for seq, j in zip(self._verifying, self.spec.accepted(len(self._verifying)), strict=True):
+            assert self._acceptance is not None
+            self.verifies += len(self._verifying)
+            self.verify_tokens += len(self._verifying)
+            for seq, j in zip(self._verifying, self._acceptance.accepted(len(self._verifying)), strict=True):
                 for _ in range(min(j, seq.output_tokens - seq.generated)):
                     seq.computed += 1
+                    self.verify_tokens += 1
                     self._emit(seq, end)
             self._verifying.clear()
         if emitted and self.fast_forward and (batch.group or not group.n):
             self._regroup(end)
         self._next()
-
-    def _grant(self, blocks: int) -> None:
-        """The decode group takes `blocks` new KV blocks."""
-        if blocks:
-            pool = self.pool
-            if self.cache is not None:
-                self._make_room(blocks)
-            pool.used += blocks
-            assert pool.used <= pool.n_blocks, "KV pool over capacity"
-            if pool.used > pool.peak_used:
-                pool.peak_used = pool.used
 
     def _group_steps(self, k: int, first_gap: float, end: float) -> None:
         """The group took k steps ending at `end`, its first gap `first_gap`: record it, finish those done."""
@@ -470,92 +491,18 @@ class Replica:
         done = group.advance(k, end)
         if done:
             self._resolved(len(done))
+            log, kv, prio, finished = self.log, self.kv, self._prio, self._on_finished
             for seq in done:
-                self.log.complete(seq.idx, end)
-                self._release_kv(seq)
-                if self.prio_running is not None:
-                    self._count_running(seq, -1)
-                if seq.batch:
-                    self._batch_done(seq)
-
-    # --- prefix caching ---------------------------------------------------------------------------------
-    def _available(self) -> int:
-        """Blocks an allocation can have: the free ones and, with prefix caching, the evictable cached ones."""
-        return self.pool.free if self.cache is None else self.pool.free + self.cache.evictable_blocks
-
-    def _make_room(self, blocks: int) -> None:
-        """Evict unpinned cached entries (LRU) until `blocks` blocks are free."""
-        short = blocks - self.pool.free
-        if short > 0:
-            assert self.cache is not None
-            self.pool.used -= self.cache.evict(short)
-
-    def _match_waiting(self) -> None:
-        """Match the sequences a step may admit (the head of the queue, within the free sequence slots and the
-        token budget) against the cache, pinning what they hit (until the step is planned: see `_unmatch`)."""
-        cache, limits = self.cache, self.limits
-        assert cache is not None
-        t, epb = cache.hash_tokens, cache.blocks_per_entry
-        # only as far down the queue as one step could admit (its slots and token budget): a match pins blocks
-        slots = limits.max_num_seqs - self.n_running
-        budget = limits.max_num_batched_tokens
-        for seq in self.waiting:
-            if slots <= 0 or budget <= 0:
-                break
-            slots -= 1
-            if seq.pins is not None or seq.hashes is None:
-                budget -= seq.prompt_tokens + seq.generated - seq.computed
-                continue
-            m = cache.match_seq(seq, pinned_only=seq is not self.waiting[0])
-            ids = [int(h) for h in seq.hashes[:m]]  # type: ignore[index]
-            cache.pin(ids)
-            seq.pins = ids
-            seq.computed = m * t
-            seq.blocks = seq.shared = m * epb
-            budget -= seq.prompt_tokens + seq.generated - seq.computed
-
-    def _unmatch(self, batch: Batch) -> None:
-        """Waiting sequences matched for this step and not admitted give their pins back (matched again next time),
-        so a queued request holds no cached blocks another could need."""
-        cache = self.cache
-        assert cache is not None
-        admitted = {id(seq) for seq in batch.admitted}
-        for seq in self.waiting:
-            if seq.pins is not None and id(seq) not in admitted:
-                cache.unpin(seq.pins)
-                seq.pins, seq.computed, seq.blocks, seq.shared = None, 0, 0, 0
-
-    def _cache_prompt(self, seq: Seq) -> None:
-        """The prompt's prefill is done: its full hash blocks not yet cached become cached entries it pins."""
-        cache = self.cache
-        assert cache is not None and seq.pins is not None
-        hashes = seq.hashes
-        for i in range(len(seq.pins), seq.prompt_tokens // cache.hash_tokens):
-            h = int(hashes[i])  # type: ignore[index]
-            if not cache.insert(h, (self.env._now, seq.idx)):
-                break  # cached by another sequence meanwhile: this one keeps its copy (and the rest) private
-            seq.pins.append(h)
-            seq.shared += cache.blocks_per_entry
-
-    def _release_kv(self, seq: Seq) -> None:
-        """Free a sequence's KV: its own blocks; with prefix caching its cached entries are unpinned, not freed."""
-        if self.cache is None or seq.pins is None:
-            self.pool.release(seq)
-            return
-        self.pool.used -= seq.blocks - seq.shared
-        self.cache.unpin(seq.pins, (self.env._now, seq.idx))
-        seq.blocks = seq.shared = 0
-        seq.pins = []
-
-    def _batch_done(self, seq: Seq) -> None:
-        self.n_batch -= 1
-        if self.on_batch_done is not None:
-            self.on_batch_done(self, seq)
+                log.complete(seq.idx, end)
+                kv.release(seq, end)
+                prio.remove(seq)
+                for f in finished:
+                    f(self, seq)
 
     def _resolved(self, n: int) -> None:
-        self.n_outstanding -= n
-        if self.on_load is not None:
-            self.on_load(self.replica_id, self.n_outstanding)
+        n = self.n_outstanding = self.n_outstanding - n
+        for f in self._on_load:
+            f(self, n)
 
     def _regroup(self, t: float) -> None:
         """Explicit decoders whose last token came at `t` join the group (which then emitted at `t`)."""
@@ -574,37 +521,37 @@ class Replica:
         if seq.generated == 0:
             self.log.first_token_at_s[seq.idx] = t
             self.pending_prompt_tokens -= seq.prompt_tokens
-            if self.cache is not None and seq.hashes is not None:
-                self._cache_prompt(seq)
+            if seq.hashes is not None:
+                self.kv.prompt_computed(seq, t)
         else:
             self.log.itl.singles.append(t - seq.last_token_at_s)
         seq.generated += 1
         seq.last_token_at_s = t
         if seq.generated == seq.output_tokens:
             self._finish(seq, t)
-        elif self.on_prefilled is not None and seq.generated == 1:
+        elif self._hands_off and seq.generated == 1:
             self._hand_off(seq)
 
     # --- disaggregation ---------------------------------------------------------------------------------
     def _hand_off(self, seq: Seq) -> None:
         """A prefill replica's sequence produced its first token: it leaves the batch (and this replica's load)
-        but its KV blocks stay held here until the transfer has sent them (`release_held`)."""
+        but its KV blocks stay held here until the link has sent them (`release_held`)."""
         self.running.remove(seq)
-        if self.prio_running is not None:
-            self._count_running(seq, -1)
+        self._prio.remove(seq)
         self.held_blocks += seq.blocks
         self._resolved(1)
-        assert self.on_prefilled is not None
-        self.on_prefilled(self, seq)
+        for f in self._on_prefilled:
+            f(self, seq)
 
     def release_held(self, seq: Seq) -> None:
         """The transfer of `seq`'s KV has completed: free its blocks here (and plan, if waiting work was blocked)."""
         self.held_blocks -= seq.blocks
-        self._release_kv(seq)
+        self.kv.release(seq, self.env._now)
         if self.waiting:
             self._wake()
-        elif self._idle and self.on_idle is not None:  # idle already: a draining replica may now be released
-            self.on_idle(self)
+        elif self._idle:  # idle already: a draining replica may now be released
+            for tell in self._on_idle:
+                tell(self)
 
     def room_for(self, seq: Seq) -> tuple[int, int] | None:
         """A decode replica: (the blocks `seq` needs — its prompt cached, its first token emitted —, the blocks in use
@@ -614,12 +561,12 @@ class Replica:
             return None
         need = blocks_for(seq.computed + 1, limits.block_size)  # its KV and the slot of its next token
         used = self.kv_blocks_used_at(self.env._now)  # mid-run: as a step-by-step engine sees it
-        return (need, used) if need <= self.pool.n_blocks - used - limits.watermark_blocks else None
+        return (need, used) if need <= self.kv.n_blocks - used - limits.watermark_blocks else None
 
     def reserve(self, blocks: int) -> None:
         """Reserve KV blocks for a transfer on its way (they count as used from now); a decode run in progress ends at
         its next step boundary, where a step-by-step engine would first see the smaller free pool."""
-        self._grant(blocks)
+        self.kv.grant(blocks)
         self.n_incoming += 1
         if self._interruptible:
             self._cut_run()
@@ -629,25 +576,26 @@ class Replica:
         next step boundary, as an arrival would."""
         self.n_incoming -= 1
         seq.blocks = blocks
+        seq.pins = None  # (prefix-cache pins belong to the replica that prefilled it)
+        seq.shared = 0
         self._admit(seq)
-        self.n_outstanding += 1
-        if self.on_load is not None:
-            self.on_load(self.replica_id, self.n_outstanding)
+        n = self.n_outstanding = self.n_outstanding + 1
+        for f in self._on_load:
+            f(self, n)
         self._wake()
 
     def _finish(self, seq: Seq, t: float) -> None:
         self._resolved(1)
         self.log.complete(seq.idx, t)
-        self._release_kv(seq)
+        self.kv.release(seq, t)
         self.running.remove(seq)
-        if self.prio_running is not None:
-            self._count_running(seq, -1)
-        if seq.batch:
-            self._batch_done(seq)
+        self._prio.remove(seq)
+        for f in self._on_finished:
+            f(self, seq)
 
     def _kv_steps(self, seqs: list[Seq], k_max: int) -> int:
         """Most steps (<= k_max) the free blocks can feed without preempting anyone."""
-        bs, free, group = self.pool.block_size, self._available(), self.group
+        bs, free, group = self.kv.block_size, self.kv.available(), self.group
 
         def need(k: int) -> int:
             total = group.blocks_needed(k)
@@ -679,11 +627,10 @@ class Replica:
         if min_tokens_left < k_max:
             k_max = min_tokens_left
         # each sequence needs at most ceil(k / block_size) more blocks: within that bound the whole run fits
-        if k_max > 1 and n_seqs * -(-k_max // self.pool.block_size) > (
-            self.pool.free if self.cache is None else self._available()
-        ):
+        if k_max > 1 and n_seqs * -(-k_max // self.kv.block_size) > self.kv.available():
             k_max = self._kv_steps(seqs, k_max)
-        line = self.step_time.decode_line(n_seqs=n_seqs, context_sum=context_sum)
+        assert self._lines is not None
+        line = self._lines.decode_line(n_seqs=n_seqs, context_sum=context_sum)
         self._run = (start, line, seqs, k_max)
         self._run_steps = k_max
         self._run_work = (n_seqs, context_sum)
@@ -704,7 +651,7 @@ class Replica:
     def _run_end(self, event: simpy.Event) -> None:
         if event is not self._run_end_event:
             return  # superseded by `_cut_run`
-        assert self._run is not None
+        assert self._run is not None and self._lines is not None
         start, line, seqs, _ = self._run
         k = self._run_steps
         self._run = None
@@ -712,7 +659,7 @@ class Replica:
         self._interruptible = False
         self._work_start = None
         n_seqs, context_sum = self._run_work
-        flops, n_bytes = self.step_time.run_work(n_seqs, context_sum, k)
+        flops, n_bytes = self._lines.run_work(n_seqs, context_sum, k)
         self.flops += flops
         self.bytes += n_bytes
         self._advance(seqs, line, start, k, self._run_total)
@@ -735,8 +682,7 @@ class Replica:
         self.n_runs += 1
         self.busy_s += total
         self.decode_busy_s += total
-        pool = self.pool
-        bs = pool.block_size
+        bs = self.kv.block_size
         grown = group.blocks_needed(k)
         finished = []
         singles = self.log.itl.singles
@@ -751,7 +697,8 @@ class Replica:
             seq.last_token_at_s = end
             if seq.generated == seq.output_tokens:
                 finished.append(seq)
-        self._grant(grown)
+        if grown:
+            self.kv.grant(grown)
         if group.n:
             self._group_steps(k, first - group.t_last, end)
         for seq in finished:

@@ -291,6 +291,41 @@ def with_priority_preemption(
     return batch
 
 
+class PriorityCount:
+    """With priority preemption: how many running sequences of each priority, so that the replica knows when the
+    head of its queue outranks some running one (then only the per-sequence planner may pick the victim)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count: dict[int, int] = {}
+
+    def add(self, seq: Seq) -> None:
+        self.count[seq.priority] = self.count.get(seq.priority, 0) + 1
+
+    def remove(self, seq: Seq) -> None:
+        self.count[seq.priority] -= 1
+
+    def outranked_by(self, priority: int) -> bool:
+        """Does some running sequence rank below (a larger value than) `priority`?"""
+        return any(p > priority for p, n in self.count.items() if n)
+
+
+class NoPriority:
+    """Without priority preemption nothing is counted and nothing is ever outranked."""
+
+    __slots__ = ()
+
+    def add(self, seq: Seq) -> None:
+        pass
+
+    def remove(self, seq: Seq) -> None:
+        pass
+
+    def outranked_by(self, priority: int) -> bool:
+        return False
+
+
 class PrefillFirst:
     chunks_prefill = False
 

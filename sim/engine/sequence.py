@@ -9,6 +9,7 @@ its KV (`computed = 0`) and later prefills prompt + generated tokens, emitting i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -27,7 +28,7 @@ class Seq:
     last_token_at_s: float = 0.0
     admit_no: int = 0  # order of (latest) admission into the running batch
     join_d: int = 0  # the decode group's step count when this sequence joined it (see sim.engine.group)
-    hashes: object = None  # prefix caching: its prompt's hash-block ids (a sequence of ints), if any
+    hashes: Sequence[int] | None = None  # prefix caching: its prompt's hash-block ids, if any
     shared: int = 0  # prefix caching: of `blocks`, those of cached entries it pins (not its own to free)
     pins: list[int] | None = None  # prefix caching: the cached ids it pins (None: not matched since last planned)
 

@@ -1,8 +1,8 @@
-"""How long an engine step takes: the `StepTimeModel` protocol and its two implementations.
+"""How long an engine step takes: the `StepTimeModel` protocol (one method, `step`) and its implementations.
 
 A step processes `n_prefill_tokens` prompt tokens (chunks of one or more sequences) plus one token
-for each of `n_decode_seqs` decoding sequences. Besides the time of any one step, a model gives the
-closed form of a *decode run*: steps with the same `n_seqs` decoding sequences whose contexts each
+for each of `n_decode_seqs` decoding sequences. Besides the time of any one step, a model may give
+(`LinearRuns`, the capability the fast-forward uses) the closed form of a *decode run*: steps with the same `n_seqs` decoding sequences whose contexts each
 grow by one token per step. Step j of such a run takes
 
     t(j) = max(l1, l2) + g * min(l1, l2) + e,   l1 = a1 + b1*j, l2 = a2 + b2*j    (a `StepLine`; seconds)
@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
-from sim.roofline import RooflineSetup, allreduce_time_s, combine, fixed_overhead_s, step_cost, weight_bytes_read
+from sim.roofline import RooflineSetup, allreduce_time_s, fixed_overhead_s, weight_bytes_read
 
 _NEVER = 1e15  # steps: a crossing further away than this is treated as never reached
 
@@ -138,25 +138,39 @@ class StepLine:
 
 
 class StepTimeModel(Protocol):
-    def step_time_s(
-        self, *, n_prefill_tokens: int, n_decode_seqs: int, attention_pairs: float, kv_read_tokens: float
-    ) -> float: ...
-
-    def decode_line(self, *, n_seqs: int, context_sum: int) -> StepLine: ...
-
-    def first_decode_s(self, n_seqs: int, context_sum: int) -> float:
-        """`decode_line(n_seqs=n_seqs, context_sum=context_sum).at(0)`, cheaper."""
-        ...
+    """What the engine asks of a step-time model: one method."""
 
     def step(
-        self, n_prefill_tokens: int, n_decode_seqs: int, attention_pairs: float, kv_read_tokens: float
+        self,
+        n_prefill_tokens: int,
+        n_decode_seqs: int,
+        attention_pairs: float,
+        kv_read_tokens: float,
+        decode_context_tokens: int = 0,
     ) -> tuple[float, float, float]:
-        """(seconds, FLOPs, bytes) of one step in one evaluation (FLOPs and bytes 0 when unknown)."""
+        """(seconds, FLOPs, bytes) of one step (FLOPs and bytes 0 when the model does not know them): it processes
+        `n_prefill_tokens` prompt (or recompute) tokens and one token for each of `n_decode_seqs` decoding
+        sequences, whose cached contexts sum to `decode_context_tokens`; `attention_pairs` (query, key) pairs
+        and `kv_read_tokens` cached tokens read over the whole batch."""
+        ...
+
+
+class LinearRuns(Protocol):
+    """The optional capability the fast-forward uses: a decode run's steps in closed form."""
+
+    def decode_line(self, *, n_seqs: int, context_sum: int) -> StepLine:
+        """Step j of a run of `n_seqs` decodes whose cached contexts sum to `context_sum` at step 0 (+n_seqs per
+        step): its seconds, as a `StepLine`."""
         ...
 
     def run_work(self, n_seqs: int, context_sum: int, k: int) -> tuple[float, float]:
-        """(FLOPs, bytes) of the first k steps of a decode run."""
+        """(FLOPs, bytes) of the first k steps of that run."""
         ...
+
+
+def linear_runs(model: StepTimeModel) -> LinearRuns | None:
+    """The model's linear-run capability, if it has one."""
+    return model if isinstance(model, RooflineStepTime | ConstantStepTime) else None
 
 
 class RooflineStepTime:
@@ -177,17 +191,13 @@ class RooflineStepTime:
         self._per_batch: dict[int, tuple[float, float, float]] = {}
         self._step_terms: dict[int, tuple[float, float, float]] = {}
 
-    def step_time_s(self, *, n_prefill_tokens: int, n_decode_seqs: int, attention_pairs: float, kv_read_tokens: float) -> float:
-        cost = step_cost(
-            self.setup,
-            n_tokens=n_prefill_tokens + n_decode_seqs,
-            attention_pairs=attention_pairs,
-            kv_read_tokens=kv_read_tokens,
-        )
-        return cost.time_s
-
     def step(
-        self, n_prefill_tokens: int, n_decode_seqs: int, attention_pairs: float, kv_read_tokens: float
+        self,
+        n_prefill_tokens: int,
+        n_decode_seqs: int,
+        attention_pairs: float,
+        kv_read_tokens: float,
+        decode_context_tokens: int = 0,
     ) -> tuple[float, float, float]:
         """`step_cost`'s arithmetic, operation for operation (so the same floats), with its per-token-count
         terms memoized."""
@@ -210,18 +220,6 @@ class RooflineStepTime:
         else:
             core = compute_s + self._g * memory_s if compute_s >= memory_s else memory_s + self._g * compute_s
         return core + comm + self._overhead, flops, n_bytes
-
-    def first_decode_s(self, n_seqs: int, context_sum: int) -> float:
-        """Step 0 of `decode_line(n_seqs, context_sum)` without building the line."""
-        matmul_flops, weight_bytes, fixed = self._batch_terms(n_seqs)
-        return (
-            combine(
-                (matmul_flops + self._attn * (context_sum + n_seqs)) / self._flops_per_s,
-                (weight_bytes + self._kv * (context_sum + n_seqs)) / self._bytes_per_s,
-                self._overlap,
-            )
-            + fixed
-        )
 
     def run_work(self, n_seqs: int, context_sum: int, k: int) -> tuple[float, float]:
         matmul_flops, weight_bytes, _ = self._batch_terms(n_seqs)
@@ -262,25 +260,18 @@ class ConstantStepTime:
     prefill_s_per_token: float
     decode_step_s: float
 
-    def step_time_s(self, *, n_prefill_tokens: int, n_decode_seqs: int, attention_pairs: float, kv_read_tokens: float) -> float:
-        return n_prefill_tokens * self.prefill_s_per_token + (self.decode_step_s if n_decode_seqs else 0.0)
+    def step(
+        self,
+        n_prefill_tokens: int,
+        n_decode_seqs: int,
+        attention_pairs: float,
+        kv_read_tokens: float,
+        decode_context_tokens: int = 0,
+    ) -> tuple[float, float, float]:
+        return n_prefill_tokens * self.prefill_s_per_token + (self.decode_step_s if n_decode_seqs else 0.0), 0.0, 0.0
 
     def decode_line(self, *, n_seqs: int, context_sum: int) -> StepLine:
         return StepLine(a1=self.decode_step_s, b1=0.0, a2=0.0, b2=0.0, e=0.0)
-
-    def first_decode_s(self, n_seqs: int, context_sum: int) -> float:
-        return self.decode_line(n_seqs=n_seqs, context_sum=context_sum).at(0)
-
-    def step(
-        self, n_prefill_tokens: int, n_decode_seqs: int, attention_pairs: float, kv_read_tokens: float
-    ) -> tuple[float, float, float]:
-        dt = self.step_time_s(
-            n_prefill_tokens=n_prefill_tokens,
-            n_decode_seqs=n_decode_seqs,
-            attention_pairs=attention_pairs,
-            kv_read_tokens=kv_read_tokens,
-        )
-        return dt, 0.0, 0.0
 
     def run_work(self, n_seqs: int, context_sum: int, k: int) -> tuple[float, float]:
         return 0.0, 0.0

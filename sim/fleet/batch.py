@@ -5,10 +5,12 @@ within a window; llm-d's flow control keeps a lane per priority band).
 - **Queue.** A batch request that arrives (a job submitted at once delivers all its requests in one
   instant) waits here, by priority (lower first), then arrival, then index. It is held as an index, and
   becomes an engine sequence only when dispatched, so a million-request job costs a few bytes a request.
-- **Backfill slots.** A ready replica is given batch requests while it holds fewer than `cap` of them
-  (`batch.max_per_replica`; default the engine's `max_num_seqs`): the lane dispatches whenever a batch
-  request completes, a replica becomes ready or a request is submitted, at that instant (as an arrival
-  would be, before the replicas plan). Interactive requests are not held: they reach the replicas at once,
+- **Backfill slots.** A ready replica of the pool the lane feeds (the online pool, a disaggregated fleet's
+  prefill pool, or a dedicated batch pool) is given batch requests while it holds fewer than `cap` of them
+  (`batch.max_per_replica`; default the engine's `max_num_seqs`; a prefill replica holds one until it hands it
+  off): the lane dispatches whenever a batch request completes or is handed off, a replica becomes ready or a
+  request is submitted, at that instant (as an arrival would be, before the replicas plan). The lane listens
+  to every pool's replicas (`sim.engine.replica.ReplicaListener`): a batch request may finish on a decode replica. Interactive requests are not held: they reach the replicas at once,
   and the engine's queue serves them first (priority order; with `engine.preempt_for_priority` they
   preempt running batch work).
 - **Guard** (`batch.guard`, optional): the per-replica cap is a congestion window, as TCP's. It starts at 1;
@@ -46,6 +48,7 @@ import simpy
 
 from sim.clock import ARRIVAL, LIFECYCLE, OBSERVE, At, call_at
 from sim.engine.records import COMPLETED, IN_FLIGHT, RequestLog
+from sim.engine.replica import ReplicaListener
 from sim.engine.sequence import Seq
 
 if TYPE_CHECKING:
@@ -76,13 +79,15 @@ HOLD_S = 1800.0  # asks are held this long (scale-down stabilization: no replica
 AIM = 0.8  # sooner), and the backlog is planned to finish within this share of the time left
 
 
-class BatchLane:
+class BatchLane(ReplicaListener):
     def __init__(
         self,
         env: simpy.Environment,
         log: RequestLog,
         *,
+        pool: Pool,
         priority: np.ndarray,
+        hashes: np.ndarray | None,
         deadline_at_s: np.ndarray,
         n_batch: int,
         cap: int,
@@ -103,10 +108,12 @@ class BatchLane:
         self.deadline_margin_s = deadline_margin_s
         self.replica_tokens_per_s = replica_tokens_per_s
         self.cold_start_s = cold_start_s  # a replica added now serves this much later (the lifecycle's mean)
-        self.fleet: Pool | None = None
+        self.pool = pool  # the pool it feeds
+        self.hashes = hashes  # prefix caching: each request's prefix hash ids (None: not cached)
         self.n_batch = n_batch  # batch requests in the trace
         self.n_resolved = 0  # of those, completed or rejected
-        self.on_finished: Callable[[], None] | None = None  # every batch request resolved
+        self.when_finished: list[Callable[[], None]] = []  # called once every batch request is resolved
+        self._held: dict[int, int] = {}  # replica id -> batch requests dispatched there, not yet resolved or handed off
         self._heap: list[tuple[int, float, int]] = []
         self._fifo = array("q")  # requests in key order, appended in order (the common case: no heap); 8 bytes each
         self._fifo_at = 0
@@ -121,15 +128,15 @@ class BatchLane:
         self._history: deque[tuple[float, int, float, int]] = deque()
         self._n_ready_prev = 0
         self._asked: deque[tuple[float, int]] = deque()
+        self.last_ask = 0  # replicas_needed's latest answer
         self._guard_from = 0  # interactive completions looked at so far
-        self.completed_interactive: list[int] | None = None  # the log's watch list (interactive completions) with a guard
+        self.watch = InteractiveWatch(log) if guard is not None else None  # interactive completions, for the guard
         self.cap_changes: list[tuple[float, int]] = []  # (time, cap) each time the guard moves it
 
     # --- intake -----------------------------------------------------------------------------------
     def add(self, idx: int) -> None:
         """A batch request arrives at the gateway."""
-        assert self.fleet is not None
-        reason = self.fleet.inadmissible.get(idx)
+        reason = self.pool.inadmissible.get(idx)
         if reason is not None:
             self.log.reject(idx, reason)
             self._resolved()
@@ -173,34 +180,54 @@ class BatchLane:
 
     def _pump(self, _event: simpy.Event | None = None) -> None:
         self._pump_due = False
-        assert self.fleet is not None
         if not self.n_queued or self.cap <= 0:
             return
-        log, priority = self.log, self.priority
-        for slot in self.fleet.ready:
+        log, priority, hashes, held, cap = self.log, self.priority, self.hashes, self._held, self.cap
+        for slot in self.pool.ready:
             engine = slot.engine
             assert engine is not None
-            while engine.n_batch < self.cap and self.n_queued:
+            rid = engine.replica_id
+            while held.get(rid, 0) < cap and self.n_queued:
                 idx = self._pop()
-                engine.enqueue(
-                    Seq(
-                        idx,
-                        float(log.arrival_at_s[idx]),
-                        int(log.prompt_tokens[idx]),
-                        int(log.output_tokens[idx]),
-                        int(priority[idx]),
-                        True,
-                    )
+                seq = Seq(
+                    idx,
+                    float(log.arrival_at_s[idx]),
+                    int(log.prompt_tokens[idx]),
+                    int(log.output_tokens[idx]),
+                    int(priority[idx]),
+                    True,
                 )
+                if hashes is not None:
+                    h = hashes[idx]
+                    seq.hashes = h if h is not None and len(h) else None
+                held[rid] = held.get(rid, 0) + 1
+                engine.enqueue(seq)
             if not self.n_queued:
                 return
 
-    def attach(self, engine: Replica) -> None:
-        engine.on_batch_done = self._done
+    # --- what the lane hears from the replicas (of every pool) -----------------------------------------
+    def ready(self, replica: Replica) -> None:
+        """A replica became ready: if it is of the pool the lane feeds, it takes batch work from now."""
+        self.pump_soon()
 
-    def ready(self, engine: Replica) -> None:
-        """A replica of the pool it feeds became ready: it takes batch work from now."""
-        self.attach(engine)
+    def prefilled(self, replica: Replica, seq: Seq) -> None:
+        """A prefill replica handed a batch request off: it holds one fewer."""
+        if seq.batch:
+            self._unhold(replica.replica_id)
+
+    def finished(self, replica: Replica, seq: Seq) -> None:
+        if seq.batch:
+            if replica.replica_id in self._held:  # (a decode replica never held it)
+                self._unhold(replica.replica_id)
+            self._done(seq)
+
+    def _unhold(self, replica_id: int) -> None:
+        held = self._held
+        n = held[replica_id] - 1
+        if n:
+            held[replica_id] = n
+        else:
+            del held[replica_id]
         self.pump_soon()
 
     def _unpend(self, idx: int) -> None:
@@ -211,7 +238,7 @@ class BatchLane:
         else:
             del self._pending[deadline]
 
-    def _done(self, _engine: Replica, seq: Seq) -> None:
+    def _done(self, seq: Seq) -> None:
         self._unpend(seq.idx)
         tokens = seq.prompt_tokens + seq.output_tokens
         self.remaining_tokens -= tokens
@@ -223,14 +250,18 @@ class BatchLane:
 
     def _resolved(self) -> None:
         self.n_resolved += 1
-        if self.n_resolved == self.n_batch and self.on_finished is not None:
-            call_at(self.env, 0.0, ARRIVAL, lambda _event: self.on_finished())  # type: ignore[misc]
+        if self.n_resolved == self.n_batch and self.when_finished:
+            call_at(self.env, 0.0, ARRIVAL, self._finished)
+
+    def _finished(self, _event: simpy.Event) -> None:
+        for f in self.when_finished:
+            f()
 
     # --- guard --------------------------------------------------------------------------------------
     def guard_tick(self) -> None:
         """AIMD on `cap` from the interactive p99 TTFT and TPOT of the requests completed since the last tick."""
-        assert self.guard is not None and self.completed_interactive is not None
-        done = self.completed_interactive
+        assert self.guard is not None and self.watch is not None
+        done = self.watch.completed
         idx = np.asarray(done[self._guard_from :], dtype=np.int64)
         self._guard_from = len(done)
         ttft_target, tpot_target = self.guard
@@ -274,6 +305,7 @@ class BatchLane:
         deadline = self.earliest_deadline()
         if deadline is None or self.remaining_tokens <= 0:
             self._asked.clear()
+            self.last_ask = 0
             return 0
         t0, d0, rs0, n0 = history[0]
         t1, d1, rs1, n1 = history[-1]
@@ -288,9 +320,8 @@ class BatchLane:
         elif remaining <= rate * n_ready * max(left, 0.0):
             need = math.ceil(remaining / (rate * left))  # the ready replicas (or fewer) make it
         else:  # replicas starting serve from the end of their cold start, one added now a whole cold start later
-            assert self.fleet is not None
             need, covered = n_ready, rate * n_ready * max(left, 0.0)
-            for started in sorted(s.provision_at_s for s in self.fleet.starting):
+            for started in sorted(s.provision_at_s for s in self.pool.starting):
                 if covered >= remaining:
                     break
                 covered += rate * max(0.0, left - max(0.0, self.cold_start_s - (now - started)))
@@ -304,7 +335,21 @@ class BatchLane:
         asked.append((now, need))
         while asked and asked[0][0] <= now - HOLD_S:
             asked.popleft()
-        return max(n for _, n in asked)
+        self.last_ask = max(n for _, n in asked)
+        return self.last_ask
+
+
+class InteractiveWatch(ReplicaListener):
+    """The interactive requests completed so far, in completion order (the guard reads each interval's): it listens
+    to every pool's replicas."""
+
+    def __init__(self, log: RequestLog) -> None:
+        self.log = log
+        self.completed: list[int] = []
+
+    def finished(self, replica: Replica, seq: Seq) -> None:
+        if not seq.batch and self.log.status[seq.idx] == COMPLETED:
+            self.completed.append(seq.idx)
 
 
 def guard_loop(env: simpy.Environment, lane: BatchLane, interval_s: float) -> Generator[simpy.Event, Any, None]:
@@ -328,7 +373,7 @@ def dedicated_loop(
         finished = True
         pool.scale_to(0)
 
-    lane.on_finished = release
+    lane.when_finished.append(release)
     if pool.lifecycle.start == "warm":
         pool.add_ready(size)
     else:

@@ -1,4 +1,4 @@
-"""The fleet as a SimPy model: replica lifecycles, routing, the fleet queue, scaling, sampling.
+"""A pool of replicas as a SimPy model: replica lifecycles, routing, the pool's queue, scaling.
 
 A request goes to a ready replica chosen by the router, at once, whatever that replica already holds
 (vLLM behind a plain load balancer). With `max_outstanding_per_replica` (Ray Serve's
@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import simpy
@@ -27,15 +27,12 @@ import simpy
 from sim.autoscale import Observation
 from sim.clock import ARRIVAL, LIFECYCLE, At, call_at
 from sim.engine.records import IN_FLIGHT, RequestLog
-from sim.engine.replica import Replica
+from sim.engine.replica import Replica, ReplicaListener
 from sim.engine.sequence import Seq
 from sim.fleet.lifecycle import LifecycleConfig
 from sim.fleet.load_index import LeastLoaded
 from sim.router import Router
 from sim.states import STARTING, ReplicaState
-
-if TYPE_CHECKING:
-    from sim.fleet.batch import BatchLane
 
 
 class FleetQueue:
@@ -81,13 +78,13 @@ class ReplicaSlot:
     replica_id: int
     provision_at_s: float
     stages_s: tuple[float, float, float, float]  # provision, image pull, weight load, warm-up
+    pool: str  # the pool it belongs to: online, batch (a dedicated batch pool), prefill or decode
     state: ReplicaState = ReplicaState.PROVISIONING
     ready_at_s: float = math.nan
     drain_at_s: float = math.nan
     released_at_s: float = math.nan
     busy_at_drain_s: float = 0.0
     cancelled: bool = False
-    pool: str = "online"  # the pool it belongs to: online, or batch (a dedicated batch pool)
     engine: Replica | None = None
     process: simpy.Process | None = field(default=None, repr=False)
 
@@ -97,12 +94,34 @@ class ReplicaSlot:
         return self.provision_at_s + self.stages_s[0] + self.stages_s[1]
 
 
-class Fleet:
+class Replicas:
+    """Every replica of the run, of every pool, by id (ids are given out here, in launch order): the fleet-wide
+    view the freeze and the timeline read."""
+
+    def __init__(self) -> None:
+        self.slots: list[ReplicaSlot] = []
+
+    def add(self, provision_at_s: float, stages_s: tuple[float, float, float, float], pool: str) -> ReplicaSlot:
+        slot = ReplicaSlot(len(self.slots), provision_at_s, stages_s, pool)
+        self.slots.append(slot)
+        return slot
+
+
+MakeEngine = Callable[[int, Sequence[ReplicaListener]], Replica]  # (replica id, its listeners) -> a ready engine
+
+
+class Pool:
+    """Replicas of one GPU type, TP degree and engine behind a router, scaled by its autoscaler (see the module
+    docstring). `listeners` (the batch lane, the KV-transfer link, the guard: registered before the run) are given
+    to each replica it builds, after the pool's own."""
+
     def __init__(
         self,
         env: simpy.Environment,
         *,
-        make_engine: Callable[[int], Replica],
+        name: str,
+        replicas: Replicas,
+        make_engine: MakeEngine,
         inadmissible: dict[int, str],
         router: Router,
         lifecycle: LifecycleConfig,
@@ -113,10 +132,10 @@ class Fleet:
         queue_max: int | None = None,
         queue_timeout_s: float | None = None,
         max_outstanding: int | None = None,
-        pool: str = "online",
-        slots: list[ReplicaSlot] | None = None,
     ) -> None:
         self.env = env
+        self.name = name
+        self.replicas = replicas
         self.make_engine = make_engine
         self.inadmissible = inadmissible  # request index -> why no replica can ever serve it
         self.router = router
@@ -128,25 +147,31 @@ class Fleet:
         self.queue_max = queue_max
         self.queue_timeout_s = queue_timeout_s
         self.max_outstanding = max_outstanding  # per replica, the router's cap (None: none)
+        self.listeners: list[ReplicaListener] = []
         self._pump_due = False
-        self.pool = pool
-        self.slots: list[ReplicaSlot] = slots if slots is not None else []  # every pool's, by replica id (shared)
-        self.lane: BatchLane | None = None  # the batch lane that feeds this pool, if any
-        self.on_ready: Callable[[Replica], None] | None = None  # called with each replica's engine as it becomes ready
-        self._live: list[ReplicaSlot] = []  # slots not yet released, in id order
+        self._live: list[ReplicaSlot] = []  # this pool's slots not yet released, in id order
         self._ready: list[ReplicaSlot] | None = None  # the ready slots, in id order (None: recompute)
+        self._by_id: dict[int, ReplicaSlot] = {}
         self._index = LeastLoaded() if router.indexed else None
         self.queue = FleetQueue()
         self._busy_seen: dict[int, tuple[float, float]] = {}  # replica id -> (time, busy seconds) at last observation
         self.n_arrivals = 0
 
-    def set_lane(self, lane: BatchLane) -> None:
-        """Feed this pool from `lane` (the replicas ready now and those to come)."""
-        self.lane, lane.fleet = lane, self
-        self.on_ready = lane.ready
-        for slot in self._live:
-            if slot.engine is not None:
-                lane.attach(slot.engine)
+    # --- what the pool hears from its replicas --------------------------------------------------------
+    def _own_listeners(self) -> list[ReplicaListener]:
+        """The pool listens to its replicas' idleness (to release a drained one); its load index and, with a cap,
+        its queue listen to their load."""
+        own: list[ReplicaListener] = [_Drain(self)]
+        if self._index is not None:
+            own.append(self._index)
+        if self.max_outstanding is not None:
+            own.append(_CapWatch(self))
+        return own
+
+    def release_if_drained(self, replica: Replica) -> None:
+        slot = self._by_id[replica.replica_id]
+        if slot.state == ReplicaState.DRAINING and replica.settled:
+            self._release(slot)
 
     # --- views (no scan of released slots: a long day launches hundreds) ------------------------------
     def in_state(self, state: ReplicaState) -> list[ReplicaSlot]:
@@ -198,7 +223,7 @@ class Fleet:
         self.queue.append(seq)
         if self.queue_timeout_s is not None:
             self.env.process(self._expire(seq, self.queue_timeout_s))
-        if not self._any_ready() and not self.starting and self._held() < self.max_replicas:
+        if not self._any_ready() and not self.starting and self.held() < self.max_replicas:
             self.launch(1)
 
     def _any_ready(self) -> bool:
@@ -212,7 +237,7 @@ class Fleet:
         if cap is None:
             return True
         if self._index is not None:
-            engine = self.slots[self._index.least()].engine
+            engine = self._by_id[self._index.least()].engine
             return engine is not None and engine.n_outstanding < cap
         return any(slot.engine is not None and slot.engine.n_outstanding < cap for slot in self.ready)
 
@@ -220,31 +245,13 @@ class Fleet:
         """To a ready replica with room (there is one): by the least-loaded index when the router has one, else
         by the router's choice over the ready replicas with room, in id order."""
         if self._index is not None:
-            engine = self.slots[self._index.least()].engine
+            engine = self._by_id[self._index.least()].engine
             assert engine is not None
             engine.enqueue(seq)
             return
         cap = self.max_outstanding
-        ready = self.ready if cap is None else [s for s in self.ready if s.engine is not None and s.engine.n_outstanding < cap]
-        engines = [slot.engine for slot in ready]
-        load = getattr(self.router, "load", "requests")
-        if load == "prompt_tokens":
-            outstanding = [e.pending_prompt_tokens for e in engines]  # type: ignore[union-attr]
-        else:
-            outstanding = [e.n_outstanding for e in engines]  # type: ignore[union-attr]
-        if load == "prefix" and seq.hashes is not None:
-            matched = [e.cache.match_seq(seq) if e.cache is not None else 0 for e in engines]  # type: ignore[union-attr]
-            target = engines[self.router.choose_prefix(outstanding, matched)]  # type: ignore[attr-defined]
-            assert target is not None
-            target.enqueue(seq)
-            return
-        kv = None
-        if self.router.needs_kv:  # KV use mid-run costs O(batch): only computed for least_kv
-            now = self.env.now
-            kv = [e.kv_blocks_used_at(now) / e.pool.n_blocks for e in engines]  # type: ignore[union-attr]
-        target = engines[self.router.choose(outstanding, kv)]
-        assert target is not None
-        target.enqueue(seq)
+        engines = [s.engine for s in self.ready if s.engine is not None and (cap is None or s.engine.n_outstanding < cap)]
+        engines[self.router.choose(engines, seq, self.env.now)].enqueue(seq)
 
     def _expire(self, seq: Seq, timeout_s: float) -> Generator[simpy.Event, Any, None]:
         yield self.env.timeout(timeout_s)
@@ -252,38 +259,35 @@ class Fleet:
             self.queue.remove(seq)
             self.log.reject(seq.idx, f"waited {timeout_s:g} s in the fleet queue for a replica (queue_timeout_s)")
 
-    def _pump(self, _event: simpy.Event | None = None) -> None:
+    def pump(self, _event: simpy.Event | None = None) -> None:
         """Dispatch waiting requests while a ready replica has room (the queue's order)."""
         self._pump_due = False
         while self.queue and self._has_room():
             self._route(self.queue.popleft())
 
-    def _load_changed(self, replica_id: int, n: int) -> None:
-        """A replica's outstanding count changed: keep the index, and when a capped replica frees a slot with
-        requests waiting, dispatch them at this instant (as an arrival would be: before the replicas plan)."""
-        if self._index is not None:
-            self._index.update(replica_id, n)
-        cap = self.max_outstanding
-        if cap is not None and n < cap and self.queue and not self._pump_due:
+    def pump_soon(self) -> None:
+        """Dispatch at this instant, once, as an arrival would be (before the replicas plan)."""
+        if self.queue and not self._pump_due:
             self._pump_due = True
-            call_at(self.env, 0.0, ARRIVAL, self._pump)
+            call_at(self.env, 0.0, ARRIVAL, self.pump)
 
     # --- lifecycle -----------------------------------------------------------------------------------
     def add_ready(self, n: int) -> None:
         """Replicas that exist before the trace starts (warm): ready at once, billed from now."""
         for _ in range(n):
-            slot = ReplicaSlot(len(self.slots), self.env.now, (0.0, 0.0, 0.0, 0.0), pool=self.pool)
-            self.slots.append(slot)
-            self._live.append(slot)
+            slot = self._new_slot((0.0, 0.0, 0.0, 0.0))
             self._become_ready(slot)
 
     def launch(self, n: int) -> None:
         for _ in range(n):
-            stages = self.lifecycle.stages(self.weight_bytes, self.rng)
-            slot = ReplicaSlot(len(self.slots), self.env.now, stages, pool=self.pool)
-            self.slots.append(slot)
-            self._live.append(slot)
+            slot = self._new_slot(self.lifecycle.stages(self.weight_bytes, self.rng))
             slot.process = self.env.process(self._cold_start(slot))
+
+    def _new_slot(self, stages: tuple[float, float, float, float]) -> ReplicaSlot:
+        slot = self.replicas.add(self.env.now, stages, self.name)
+        self._live.append(slot)
+        self._by_id[slot.replica_id] = slot
+        return slot
 
     def _cold_start(self, slot: ReplicaSlot) -> Generator[simpy.Event, Any, None]:
         provision, pull, load, warmup = slot.stages_s
@@ -297,29 +301,19 @@ class Fleet:
 
     def _become_ready(self, slot: ReplicaSlot) -> None:
         slot.ready_at_s = self.env.now
-        engine = self.make_engine(slot.replica_id)
-        engine.on_idle = lambda _engine, slot=slot: self._idle(slot)
-        if self.max_outstanding is not None:
-            engine.on_load = self._load_changed
-        elif self._index is not None:
-            engine.on_load = self._index.update
+        engine = self.make_engine(slot.replica_id, [*self._own_listeners(), *self.listeners])
         slot.engine = engine
         self._set_state(slot, ReplicaState.READY)
         self._busy_seen[slot.replica_id] = (self.env.now, 0.0)
-        self._pump()
-        if self.on_ready is not None:
-            self.on_ready(engine)
-
-    def _idle(self, slot: ReplicaSlot) -> None:
-        if slot.state == ReplicaState.DRAINING and _settled(slot.engine):
-            self._release(slot)
+        self.pump()
+        engine.became_ready()
 
     def _release(self, slot: ReplicaSlot) -> None:
         self._set_state(slot, ReplicaState.RELEASED)
         slot.released_at_s = self.env.now
 
     # --- scaling -------------------------------------------------------------------------------------
-    def _held(self) -> int:
+    def held(self) -> int:
         """Replicas holding GPUs: starting, ready or draining."""
         return len(self._live)
 
@@ -328,7 +322,7 @@ class Fleet:
         starting, ready = self.starting, self.ready
         current = len(starting) + len(ready)
         if desired > current:
-            room = self.max_replicas - self._held()  # the GPU cap counts draining replicas too
+            room = self.max_replicas - self.held()  # the GPU cap counts draining replicas too
             if room > 0:
                 self.launch(min(desired - current, room))
             return
@@ -348,7 +342,7 @@ class Fleet:
             self._set_state(slot, ReplicaState.DRAINING)
             slot.drain_at_s = now
             slot.busy_at_drain_s = engine.busy_s_at(now)
-            if engine.n_outstanding == 0 and _settled(engine):
+            if engine.n_outstanding == 0 and engine.settled:
                 self._release(slot)
 
     def observe(self) -> Observation:
@@ -363,7 +357,7 @@ class Fleet:
             if now > t0:
                 busy.append((b1 - b0) / (now - t0))
             self._busy_seen[slot.replica_id] = (now, b1)
-            kv.append(engine.kv_blocks_used_at(now) / engine.pool.n_blocks)
+            kv.append(engine.kv_use_at(now))
         engines = [
             s.engine for s in self._live if s.state in (ReplicaState.READY, ReplicaState.DRAINING) and s.engine is not None
         ]
@@ -381,6 +375,28 @@ class Fleet:
         )
 
 
-def _settled(engine: Replica | None) -> bool:
-    """No KV transfer in flight to or from it (disaggregated): a draining replica is released only then."""
-    return engine is None or (engine.held_blocks == 0 and engine.n_incoming == 0)
+class _Drain(ReplicaListener):
+    """A draining replica that runs out of work (and has no KV transfer in flight) is released."""
+
+    __slots__ = ("pool",)
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+
+    def idle(self, replica: Replica) -> None:
+        self.pool.release_if_drained(replica)
+
+
+class _CapWatch(ReplicaListener):
+    """With `max_outstanding_per_replica`: when a capped replica frees a slot with requests waiting in the pool's
+    queue, dispatch them at this instant (as an arrival would be: before the replicas plan)."""
+
+    __slots__ = ("cap", "pool")
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.cap = pool.max_outstanding
+
+    def load_changed(self, replica: Replica, n_outstanding: int) -> None:
+        if self.cap is not None and n_outstanding < self.cap:
+            self.pool.pump_soon()

@@ -17,7 +17,8 @@ import simpy
 from sim.autoscale import Policy
 from sim.clock import OBSERVE, SAMPLE, At
 from sim.errors import FleetsimError
-from sim.fleet.cluster import Fleet
+from sim.fleet.batch import BatchLane
+from sim.fleet.cluster import Pool
 from sim.states import ReplicaState
 
 TIMELINE_COLUMNS = [
@@ -47,7 +48,7 @@ TIMELINE_DTYPES = {
 
 
 def control_loop(
-    env: simpy.Environment, fleet: Fleet, policy: Policy, interval_s: float, floor: Callable[[int], int] | None = None
+    env: simpy.Environment, fleet: Pool, policy: Policy, interval_s: float, floor: Callable[[int], int] | None = None
 ) -> Generator[simpy.Event, Any, None]:
     """Every `interval_s`: observe the fleet, ask the policy (and scale to at least `floor(ready replicas)` when
     given), reconcile."""
@@ -66,18 +67,17 @@ def control_loop(
 
 def sample_timeline(
     env: simpy.Environment,
-    fleets: list[Fleet],
+    pools: list[Pool],
+    lanes: list[BatchLane],
     interval_s: float,
     rows: list[tuple[Any, ...]],
     transfers_waiting: Callable[[], int] | None = None,
 ) -> Generator[simpy.Event, Any, None]:
     """Every interval: replicas by state, queues, KV use, arrival rate, busy fraction (see TIMELINE_COLUMNS), over
-    every pool (the online fleet and a dedicated batch pool); `waiting` counts the batch lane's queue too."""
-    fleet = fleets[0]
-    lanes = {id(f.lane): f.lane for f in fleets if f.lane is not None}
+    every pool; `waiting` counts the pools' queues and the batch lanes' too."""
 
     def arrivals() -> int:
-        return fleet.n_arrivals + sum(lane.n_added for lane in lanes.values())
+        return sum(pool.n_arrivals for pool in pools) + sum(lane.n_added for lane in lanes)
 
     last_busy: dict[int, float] = {}
     last_arrivals = 0
@@ -87,8 +87,8 @@ def sample_timeline(
         now = env.now
         counts = dict.fromkeys(states, 0)
         busy, kv, running = [], [], 0
-        waiting = len(fleet.queue) + sum(lane.n_queued for lane in lanes.values())
-        for slot in (s for f in fleets for s in f.live):
+        waiting = sum(len(pool.queue) for pool in pools) + sum(lane.n_queued for lane in lanes)
+        for slot in (s for pool in pools for s in pool.live):
             if slot.state in counts:
                 counts[slot.state] += 1
             engine = slot.engine
@@ -97,7 +97,7 @@ def sample_timeline(
             b = engine.busy_s_at(now)
             busy.append(min(1.0, (b - last_busy.get(slot.replica_id, 0.0)) / interval_s))
             last_busy[slot.replica_id] = b
-            kv.append(engine.kv_blocks_used_at(now) / engine.pool.n_blocks)
+            kv.append(engine.kv_use_at(now))
             running += engine.n_running
             waiting += len(engine.waiting)
         rows.append(

@@ -6,7 +6,8 @@
   TTFT is measured there (DistServe's and Splitwise's definition). A one-token request ends there.
 - It then waits, its KV blocks held on the prefill replica, for a decode replica with room: a sequence slot and
   blocks for its KV plus its next token, above the watermark. Among those with room, the least KV use wins
-  (reservations included); with none, the transfer waits (FIFO, in order of prefill completion) and the held
+  (reservations included); with none, the transfer waits (by priority, then in order of prefill completion:
+  interactive work before batch work) and the held
   blocks push back on the prefill replica's admissions — backpressure, never a lost request. A decode pool
   with no replica ready and none starting launches one.
 - The chosen decode replica reserves the blocks, and the KV moves over the prefill replica's link: `latency +
@@ -23,8 +24,8 @@
 
 from __future__ import annotations
 
+import heapq
 import math
-from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -32,6 +33,7 @@ import simpy
 
 from sim.clock import ARRIVAL, call_at
 from sim.engine.records import RequestLog
+from sim.engine.replica import ReplicaListener
 from sim.engine.sequence import Seq
 from sim.router import least_kv_with_room
 
@@ -52,7 +54,7 @@ class DecodePool(Protocol):
 
     def launch(self, n: int) -> None: ...
 
-    def _held(self) -> int: ...
+    def held(self) -> int: ...
 
 
 class Transfers:
@@ -70,7 +72,11 @@ class Transfers:
         self.kv_bytes_per_token = kv_bytes_per_token
         self.link_bytes_per_s = link_bytes_per_s  # of each prefill replica's link
         self.latency_s = latency_s
-        self.waiting: deque[tuple[Replica, Seq]] = deque()  # prefilled, waiting for a decode replica with room
+        # prefilled, waiting for a decode replica with room: (priority, order, prefill replica, sequence)
+        self.waiting: list[tuple[int, int, Replica, Seq]] = []
+        self._order = 0
+        self.sender = _Sender(self)  # listens to the prefill pool's replicas
+        self.receiver = _Receiver(self)  # listens to the decode pool's replicas
         self._link_free_at: dict[int, float] = {}  # prefill replica id -> when its link is free
         self._pump_due = False
         # a failed search's head, and the decode replicas that may have freed room since (a replica's room only
@@ -87,7 +93,8 @@ class Transfers:
     # --- the prefill side ------------------------------------------------------------------------------------
     def prefilled(self, replica: Replica, seq: Seq) -> None:
         """A prefill replica's sequence emitted its first token (its KV is held there)."""
-        self.waiting.append((replica, seq))
+        self._order += 1
+        heapq.heappush(self.waiting, (seq.priority, self._order, replica, seq))
         if len(self.waiting) > self.peak_waiting:
             self.peak_waiting = len(self.waiting)
         self.pump_soon()
@@ -107,7 +114,7 @@ class Transfers:
         self._pump_due = False
         decode = self.decode
         while self.waiting:
-            prefill, seq = self.waiting[0]
+            _, _, prefill, seq = self.waiting[0]
             engines = [slot.engine for slot in decode.ready]
             if seq is self._blocked:  # it found no room last time: only replicas that freed some since can have it now
                 dirty = self._dirty
@@ -116,16 +123,16 @@ class Transfers:
                 rooms = [e.room_for(seq) for e in engines]  # (blocks needed, blocks in use) or None
             self._dirty = set()
             choice = least_kv_with_room(
-                [r[1] / e.pool.n_blocks if r is not None else 1.0 for e, r in zip(engines, rooms, strict=True)],
+                [r[1] / e.kv.n_blocks if r is not None else 1.0 for e, r in zip(engines, rooms, strict=True)],
                 [r is not None for r in rooms],
             )
             if choice is None:
                 self._blocked = seq
-                if not engines and not decode.starting and decode._held() < decode.max_replicas:
+                if not engines and not decode.starting and decode.held() < decode.max_replicas:
                     decode.launch(1)  # scale from zero: the activator
                 return  # backpressure: retried when a decode replica frees room or becomes ready
             self._blocked = None
-            self.waiting.popleft()
+            heapq.heappop(self.waiting)
             room = rooms[choice]
             assert room is not None
             self._start(prefill, seq, engines[choice], room[0])
@@ -151,18 +158,29 @@ class Transfers:
             delay = math.nextafter(delay, math.inf)
         call_at(self.env, delay, ARRIVAL, arrive)
 
-    def attach(self, engine: Replica) -> None:
-        """A decode replica: each request it resolves, and each preemption, frees room for waiting transfers (a
-        transfer's arrival frees none, so it does not retry them)."""
-        previous = engine.on_load
-        last = [engine.n_outstanding]
 
-        def on_load(replica_id: int, n: int) -> None:
-            if previous is not None:
-                previous(replica_id, n)
-            if n < last[0]:  # a request resolved: its slot and blocks are free (an arrival frees nothing)
-                self.freed(engine)
-            last[0] = n
+class _Sender(ReplicaListener):
+    """The link's ear on the prefill pool: a sequence prefilled, its KV to be sent."""
 
-        engine.on_load = on_load
-        engine.on_room = lambda: self.freed(engine)  # a preemption freed blocks
+    def __init__(self, link: Transfers) -> None:
+        self.link = link
+
+    def prefilled(self, replica: Replica, seq: Seq) -> None:
+        self.link.prefilled(replica, seq)
+
+
+class _Receiver(ReplicaListener):
+    """The link's ear on the decode pool: a replica that becomes ready, resolves a request (its slot and blocks are
+    free) or preempts one (blocks freed) may take waiting transfers. (A transfer's arrival frees nothing.)"""
+
+    def __init__(self, link: Transfers) -> None:
+        self.link = link
+
+    def ready(self, replica: Replica) -> None:
+        self.link.freed(replica)
+
+    def finished(self, replica: Replica, seq: Seq) -> None:
+        self.link.freed(replica)
+
+    def room_freed(self, replica: Replica) -> None:
+        self.link.freed(replica)

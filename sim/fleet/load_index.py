@@ -10,9 +10,17 @@ stale entries outnumber live ones, so it stays O(R).
 from __future__ import annotations
 
 import heapq
+from typing import TYPE_CHECKING
+
+from sim.engine.replica import ReplicaListener
+
+if TYPE_CHECKING:
+    from sim.engine.replica import Replica
 
 
-class LeastLoaded:
+class LeastLoaded(ReplicaListener):
+    """The index; it listens to its replicas' load (`load_changed`)."""
+
     __slots__ = ("_heap", "_load")
 
     def __init__(self) -> None:
@@ -31,6 +39,9 @@ class LeastLoaded:
 
     def remove(self, replica_id: int) -> None:
         self._load.pop(replica_id, None)
+
+    def load_changed(self, replica: Replica, n_outstanding: int) -> None:
+        self.update(replica.replica_id, n_outstanding)
 
     def update(self, replica_id: int, load: int) -> None:
         loads = self._load

@@ -19,9 +19,10 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from sim.lazy import LazyModule
+from sim.schema import KLASSES
 from sim.spec import MAX_TOKENS, Frozen
 from sim.streams import RunStreams
-from sim.workload.schema import KLASSES, MAX_REQUESTS
+from sim.workload.schema import MAX_REQUESTS
 from sim.workload.synthetic import Lengths, draw_lengths
 from sim.workload.transforms import TraceFile, clip_tokens, load_trace_file
 

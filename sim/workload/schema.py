@@ -33,10 +33,10 @@ else:
     pd = LazyModule("pandas")  # only what reads or builds a trace needs pandas
 
 from sim.errors import FleetsimError
+from sim.schema import KLASSES  # (the record schema names the request classes)
 
 REQUIRED = ("arrival_at_s", "prompt_tokens", "output_tokens")
 OPTIONAL = ("request_id", "klass", "priority", "deadline_at_s", "job_id", "prefix_hash_ids")
-KLASSES = ("interactive", "batch")
 MAX_REQUESTS = 100_000_000  # the most requests a generated or transformed trace may hold (about 3 GB as a frame)
 
 

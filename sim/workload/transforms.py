@@ -19,9 +19,10 @@ else:
     pd = LazyModule("pandas")  # only what reads or builds a trace needs pandas
 
 from sim.errors import FleetsimError
+from sim.schema import KLASSES
 from sim.spec import Frozen
 from sim.streams import RunStreams
-from sim.workload.schema import KLASSES, MAX_REQUESTS
+from sim.workload.schema import MAX_REQUESTS
 
 
 def _rebase(frame: pd.DataFrame, source: str) -> pd.DataFrame:
