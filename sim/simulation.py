@@ -187,12 +187,14 @@ def _without_batch(
 def _probe_records(
     scenario: Scenario, specs: Sequence[PoolSpec], frame: pd.DataFrame, concurrency: int | None
 ) -> tuple[pd.DataFrame, float]:
-    """`specs`' pools, one fixed warm replica each (no fleet queue bound, no batch work; a pair's link instant), on
-    `frame`: its request records, and when the last request was released. With `concurrency`, a closed loop:
-    the requests are released `concurrency` at a time, the next at each resolution."""
+    """`specs`' pools, one fixed warm replica each (no fleet queue bound, no batch work, no prefix cache: the sample
+    has lengths only; a pair's link instant), on `frame`: its request records, and when the last request was
+    released. With `concurrency`, a closed loop: the requests are released `concurrency` at a time, the next at
+    each resolution."""
     one = [
         replace(
             spec,
+            caching=False,
             scenario=spec.scenario.model_copy(
                 update={
                     "fleet": spec.fleet.model_copy(

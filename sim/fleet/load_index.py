@@ -41,7 +41,15 @@ class LeastLoaded(ReplicaListener):
         self._load.pop(replica_id, None)
 
     def load_changed(self, replica: Replica, n_outstanding: int) -> None:
-        self.update(replica.replica_id, n_outstanding)
+        """`update`, inlined (it runs at every routing and every resolution)."""
+        loads, rid = self._load, replica.replica_id
+        if rid in loads:
+            loads[rid] = n_outstanding
+            heap = self._heap
+            heapq.heappush(heap, (n_outstanding, rid))
+            if len(heap) > 4 * len(loads) + 64:
+                self._heap = [(v, k) for k, v in loads.items()]
+                heapq.heapify(self._heap)
 
     def update(self, replica_id: int, load: int) -> None:
         loads = self._load

@@ -68,7 +68,8 @@ def job_frame(job: BatchJob, *, base_dir: Path, seed: int, rank: int) -> pd.Data
     if job.file is not None:
         spec = job.file if isinstance(job.file, TraceFile) else TraceFile(file=job.file)
         frame = load_trace_file(spec, base_dir=base_dir, seed=seed)
-        frame = frame[["arrival_at_s", "prompt_tokens", "output_tokens"]].copy()
+        keep = ["arrival_at_s", "prompt_tokens", "output_tokens"] + (["prefix_hash_ids"] if "prefix_hash_ids" in frame.columns else [])
+        frame = frame[keep].copy()
         frame["arrival_at_s"] = frame["arrival_at_s"].to_numpy(dtype=np.float64) + job.submit_at_s
     else:
         assert job.requests is not None and job.prompt_tokens is not None and job.output_tokens is not None
@@ -151,7 +152,10 @@ def add_jobs(trace: pd.DataFrame, jobs: list[BatchJob], *, base_dir: Path, seed:
     ranks = np.concatenate([np.full(len(f), k, dtype=np.int32) for k, f in enumerate(frames)])
     order = np.lexsort((ranks, arrival))  # stable: rows of a frame keep their order
     columns: dict[str, object] = {}
-    for name in frames[0].columns:
+    names = list(frames[0].columns)
+    if any("prefix_hash_ids" in f.columns for f in frames) and "prefix_hash_ids" not in names:
+        names.append("prefix_hash_ids")
+    for name in names:
         if name == "job_id":
             names = sorted({str(c) for f in frames for c in f["job_id"].cat.categories})
             where = {c: i for i, c in enumerate(names)}
@@ -164,6 +168,9 @@ def add_jobs(trace: pd.DataFrame, jobs: list[BatchJob], *, base_dir: Path, seed:
             columns[name] = pd.Categorical.from_codes(
                 np.concatenate([f["klass"].cat.codes.to_numpy() for f in frames])[order], categories=KLASSES
             )
+        elif name == "prefix_hash_ids":  # the requests of a frame without prefix ids have none
+            ids = [f[name].to_numpy() if name in f.columns else np.full(len(f), None, dtype=object) for f in frames]
+            columns[name] = np.concatenate(ids)[order]
         elif all(name in f.columns for f in frames):
             columns[name] = np.concatenate([f[name].to_numpy() for f in frames])[order]
     merged = pd.DataFrame(columns)
