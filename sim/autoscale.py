@@ -40,8 +40,8 @@ class Observation:
     n_ready: int
     n_starting: int
     n_draining: int
-    in_flight: int  # requests queued in the fleet or outstanding on ready/draining replicas
-    waiting: int  # of those, not yet scheduled on a replica (fleet queue + replicas' waiting queues)
+    in_flight: int  # requests queued in the fleet (or its batch lane) or outstanding on ready/draining replicas
+    waiting: int  # of those, not yet scheduled on a replica (fleet queue, batch lane, replicas' waiting queues)
     busy_fraction: float | None  # mean over ready replicas, over the last control interval
     kv_use: float | None  # mean KV-cache use of ready replicas
 

@@ -58,7 +58,6 @@ class ItlLog:
         return {name: np.frombuffer(col, dtype=np.float64 if col.typecode == "d" else np.int64) for name, col in columns.items()}
 
 
-
 class RequestLog:
     """Columns for n requests; `reasons` maps a rejected request index to its reason."""
 

@@ -41,7 +41,7 @@ import math
 from array import array
 from collections import deque
 from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import simpy
@@ -50,28 +50,10 @@ from sim.clock import ARRIVAL, LIFECYCLE, OBSERVE, At, call_at
 from sim.engine.records import COMPLETED, IN_FLIGHT, RequestLog
 from sim.engine.replica import ReplicaListener
 from sim.engine.sequence import Seq
+from sim.fleet.cluster import Pool
 
 if TYPE_CHECKING:
     from sim.engine.replica import Replica
-
-
-class Pool(Protocol):
-    """What the lane needs of the fleet (or pool) it feeds (`sim.fleet.cluster.Fleet`)."""
-
-    inadmissible: dict[int, str]
-    lifecycle: Any
-
-    @property
-    def ready(self) -> list[Any]: ...  # ReplicaSlot (sim.fleet.cluster imports this module)
-
-    @property
-    def starting(self) -> list[Any]: ...
-
-    def scale_to(self, desired: int) -> None: ...
-
-    def add_ready(self, n: int) -> None: ...
-
-    def launch(self, n: int) -> None: ...
 
 
 RATE_WINDOW_S = 300.0  # deadline scaling: the batch rate is measured over this window,
@@ -182,6 +164,9 @@ class BatchLane(ReplicaListener):
         self._pump_due = False
         if not self.n_queued or self.cap <= 0:
             return
+        pool = self.pool
+        if not pool.ready and not pool.starting and pool.held() < pool.max_replicas:
+            pool.launch(1)  # batch work waits and the pool has scaled to zero: the activator, as for an arrival
         log, priority, hashes, held, cap = self.log, self.priority, self.hashes, self._held, self.cap
         for slot in self.pool.ready:
             engine = slot.engine

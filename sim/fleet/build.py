@@ -479,6 +479,7 @@ def _batch_lane(
         replica_tokens_per_s=rate,
         cold_start_s=fed_spec.fleet.lifecycle.expected_cold_start_s(fed_spec.setup.weight_bytes),
     )
+    fed.feeders.append(lane)
     if guard is not None:
         assert cfg.guard is not None
         env.process(guard_loop(env, lane, cfg.guard.interval_s))

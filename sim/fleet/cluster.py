@@ -19,7 +19,7 @@ import heapq
 import math
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import simpy
@@ -107,6 +107,14 @@ class Replicas:
         return slot
 
 
+class Feeder(Protocol):
+    """A lane that holds requests for the pool at the gateway (the batch lane): its queue is demand the pool's
+    autoscaler sees."""
+
+    @property
+    def n_queued(self) -> int: ...
+
+
 MakeEngine = Callable[[int, Sequence[ReplicaListener]], Replica]  # (replica id, its listeners) -> a ready engine
 
 
@@ -148,6 +156,7 @@ class Pool:
         self.queue_timeout_s = queue_timeout_s
         self.max_outstanding = max_outstanding  # per replica, the router's cap (None: none)
         self.listeners: list[ReplicaListener] = []
+        self.feeders: list[Feeder] = []  # lanes holding requests for this pool (registered at build)
         self._pump_due = False
         self._live: list[ReplicaSlot] = []  # this pool's slots not yet released, in id order
         self._ready: list[ReplicaSlot] | None = None  # the ready slots, in id order (None: recompute)
@@ -361,8 +370,9 @@ class Pool:
         engines = [
             s.engine for s in self._live if s.state in (ReplicaState.READY, ReplicaState.DRAINING) and s.engine is not None
         ]
-        in_flight = len(self.queue) + sum(e.n_outstanding for e in engines)
-        waiting = len(self.queue) + sum(len(e.waiting) for e in engines)
+        held_back = len(self.queue) + sum(f.n_queued for f in self.feeders)  # waiting for a replica (with room)
+        in_flight = held_back + sum(e.n_outstanding for e in engines)
+        waiting = held_back + sum(len(e.waiting) for e in engines)
         return Observation(
             now=now,
             n_ready=len(ready),

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 import simpy
@@ -35,26 +35,11 @@ from sim.clock import ARRIVAL, call_at
 from sim.engine.records import RequestLog
 from sim.engine.replica import ReplicaListener
 from sim.engine.sequence import Seq
+from sim.fleet.cluster import Pool
 from sim.router import least_kv_with_room
 
 if TYPE_CHECKING:
     from sim.engine.replica import Replica
-
-
-class DecodePool(Protocol):
-    """What the transfers need of the decode pool (`sim.fleet.cluster.Fleet`)."""
-
-    max_replicas: int
-
-    @property
-    def ready(self) -> list[Any]: ...  # ReplicaSlot
-
-    @property
-    def starting(self) -> list[Any]: ...
-
-    def launch(self, n: int) -> None: ...
-
-    def held(self) -> int: ...
 
 
 class Transfers:
@@ -63,7 +48,7 @@ class Transfers:
         env: simpy.Environment,
         log: RequestLog,
         *,
-        decode: DecodePool,
+        decode: Pool,
         kv_bytes_per_token: float,
         link_bytes_per_s: float,
         latency_s: float,
@@ -115,7 +100,7 @@ class Transfers:
         decode = self.decode
         while self.waiting:
             _, _, prefill, seq = self.waiting[0]
-            engines = [slot.engine for slot in decode.ready]
+            engines = [slot.engine for slot in decode.ready if slot.engine is not None]
             if seq is self._blocked:  # it found no room last time: only replicas that freed some since can have it now
                 dirty = self._dirty
                 rooms = [e.room_for(seq) if e.replica_id in dirty else None for e in engines]

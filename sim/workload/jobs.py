@@ -68,7 +68,9 @@ def job_frame(job: BatchJob, *, base_dir: Path, seed: int, rank: int) -> pd.Data
     if job.file is not None:
         spec = job.file if isinstance(job.file, TraceFile) else TraceFile(file=job.file)
         frame = load_trace_file(spec, base_dir=base_dir, seed=seed)
-        keep = ["arrival_at_s", "prompt_tokens", "output_tokens"] + (["prefix_hash_ids"] if "prefix_hash_ids" in frame.columns else [])
+        keep = ["arrival_at_s", "prompt_tokens", "output_tokens"] + (
+            ["prefix_hash_ids"] if "prefix_hash_ids" in frame.columns else []
+        )
         frame = frame[keep].copy()
         frame["arrival_at_s"] = frame["arrival_at_s"].to_numpy(dtype=np.float64) + job.submit_at_s
     else:
