@@ -31,17 +31,27 @@ configurations are ranked by the objective's mean; the cheapest is the pick. It 
 it again with new seeds (it must still pass), and its nearest cheaper neighbours (the same group one replica
 count down, and the two evaluated configurations closest below it in cost) with new seeds (they must fail).
 Every simulation is a sweep run (`sim.sweep`): written as it finishes, resumable, on local processes or Dask.
+
+Disaggregated fleets. `search` may hold `fleet.mode: [colocated, disaggregated]` (side by side) and, for the
+disaggregated groups, the plan-only axis `fleet.prefill_share` (the share of a fleet's replicas that prefill, e.g.
+[0.25, 0.5]), with any pool field (`fleet.prefill.gpu`, `fleet.decode.tp`, ...). The scale is then the fleet's
+replica count n (`scale.path: fleet.autoscaler.replicas`, fixed fleets): a disaggregated group runs
+P = max(1, round(n x share)) prefill and D = max(1, n - P) decode replicas, both growing with n, so bisection
+still applies. The screen checks the prefill pool's replica against the TTFT target and the decode pool's against
+the TPOT target, and the capacity bound uses the pair's capacity per GPU (`sim.capacity`). Colocated groups take
+no share (their duplicates are dropped).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -66,7 +76,11 @@ from sim.sweep import (
     seed_stats,
 )
 
+if TYPE_CHECKING:
+    from sim.config import Scenario
+
 VERIFY_SEED_OFFSET = 1_000_000
+SHARE = "fleet.prefill_share"  # the plan-only axis: the share of a disaggregated fleet's replicas that prefill
 CAPACITY_MARGIN = 0.25  # the capacity bound rules out only fleets 25% short of the trace's token rate
 
 
@@ -147,76 +161,124 @@ def load_plan(path: str | Path, sets: Sequence[str] = ()) -> Plan:
     if sets:
         base_raw = apply_sets(base_raw, sets)
     fleet = base_raw.get("fleet") if isinstance(base_raw, dict) else None
-    if isinstance(fleet, dict) and fleet.get("mode") == "disaggregated":
+    base_mode = str(spec.set.get("fleet.mode", fleet.get("mode", "colocated") if isinstance(fleet, dict) else "colocated"))
+    modes = set(_values(spec.search["fleet.mode"])) if "fleet.mode" in spec.search else {base_mode}
+    if "disaggregated" in modes and spec.scale.path != "fleet.autoscaler.replicas":
         raise FleetsimError(
-            f"{path}: plan searches colocated fleets (its capacity bound is one colocated replica's); compare "
-            "disaggregated splits with `fleetsim sweep` over fleet.prefill / fleet.decode"
+            f"{path}: scale.path must be fleet.autoscaler.replicas when disaggregated fleets are searched (a fixed "
+            f"fleet's replica count, split between the pools by {SHARE}; got {spec.scale.path})"
         )
+    if SHARE in spec.search:
+        shares = _values(spec.search[SHARE])
+        bad = [s for s in shares if not (isinstance(s, int | float) and 0 < s < 1)]
+        if bad:
+            raise FleetsimError(f"{path}: search.{SHARE}: a share must be a number between 0 and 1 (got {bad[0]!r})")
     sweep_spec = SweepSpec(base=spec.base, set=spec.set, seeds=spec.seeds)
     axes = [*spec.search, spec.scale.path]
-    sweep = Sweep(spec.name or path.stem, sweep_spec, base_raw, base_dir, [], axes, sweep_spec.seed_list())
+    derive = functools.partial(split_replicas, scale=spec.scale.path, base_mode=base_mode)
+    sweep = Sweep(spec.name or path.stem, sweep_spec, base_raw, base_dir, [], axes, sweep_spec.seed_list(), derive)
     names = list(spec.search)
     groups: list[Group] = []
+    seen: set[str] = set()
     for combo in itertools.product(*(_values(spec.search[a]) for a in names)):
-        groups.append(Group(len(groups), dict(zip(names, combo, strict=True)), scales=spec.scale.values()))
+        values = dict(zip(names, combo, strict=True))
+        if SHARE in values and values.get("fleet.mode", base_mode) == "colocated":
+            key = repr(sorted((k, repr(v)) for k, v in values.items() if k != SHARE))
+            if key in seen:
+                continue  # a colocated fleet has no share: one group is enough
+            seen.add(key)
+        groups.append(Group(len(groups), values, scales=spec.scale.values()))
     for g in groups:  # every configuration's scenario is valid before anything runs
         for n in (spec.scale.start, spec.scale.to):
             point = Point(0, {**g.values, spec.scale.path: n})
-            values = ", ".join(f"{k}={v!r}" for k, v in point.values.items())
-            check_point(sweep, point, path, f"{path}{' (with --set)' if sets else ''}: group {g.index} ({values})")
+            words = ", ".join(f"{k}={v!r}" for k, v in point.values.items())
+            check_point(sweep, point, path, f"{path}{' (with --set)' if sets else ''}: group {g.index} ({words})")
     return Plan(sweep.name, spec, sweep, groups, axes)
+
+
+def split_replicas(values: dict[str, Any], *, scale: str, base_mode: str) -> dict[str, Any]:
+    """A plan point's axis values as scenario fields: for a disaggregated fleet, its replica count `scale` split into
+    prefill and decode replicas by `fleet.prefill_share` (default a half); the share itself is not a field."""
+    out = {k: v for k, v in values.items() if k != SHARE}
+    if values.get("fleet.mode", base_mode) != "disaggregated" or scale not in values:
+        return out
+    n, share = int(values[scale]), float(values.get(SHARE, 0.5))
+    prefill = max(1, round(n * share))
+    decode = max(1, n - prefill)
+    out["fleet.prefill.autoscaler"] = {"policy": "fixed", "replicas": prefill}
+    out["fleet.decode.autoscaler"] = {"policy": "fixed", "replicas": decode}
+    return out
+
+
+def fleet_gpus(scenario: Scenario) -> int:
+    """GPUs a fleet holds at most (its pools' replica counts, or caps, times their TP)."""
+    from sim.autoscale import FixedConfig
+
+    def count(auto: Any) -> int:
+        return int(auto.replicas) if isinstance(auto, FixedConfig) else int(auto.max_replicas)
+
+    f = scenario.fleet
+    if f.mode == "disaggregated":
+        return sum(count(pool.autoscaler) * (pool.tp or f.tp) for pool in (f.prefill, f.decode))
+    return count(f.autoscaler) * f.tp
 
 
 # --- the roofline's screen ---------------------------------------------------------------------------
 def screen(plan: Plan) -> None:
     """Rule groups out (or raise their smallest replica count) from physics alone, before simulating fleets."""
-    from sim.build import resolve_scenario
     from sim.config import parse_config
+    from sim.fleet.build import pool_specs
     from sim.roofline import decode_step_time_s, prefill_time_s
-    from sim.simulation import replica_capacity, scenario_trace
+    from sim.simulation import fleet_capacity, scenario_trace
 
     slo = plan.spec.slo
     traces: dict[str, pd.DataFrame] = {}
+    base_dir = plan.sweep.base_dir
+
+    def scenario_at(g: Group, n: int) -> Scenario:
+        point = Point(0, {**g.values, plan.spec.scale.path: n})
+        return parse_config(plan.sweep.scenario_raw(point, plan.sweep.seeds[0]), base_dir=base_dir)
+
     for g in plan.groups:
-        point = Point(0, {**g.values, plan.spec.scale.path: plan.spec.scale.start})
-        scenario = parse_config(plan.sweep.scenario_raw(point, plan.sweep.seeds[0]), base_dir=plan.sweep.base_dir)
+        scenario = scenario_at(g, plan.spec.scale.start)
+        key = repr(scenario.trace)
+        if key not in traces:
+            traces[key] = scenario_trace(scenario, base_dir=base_dir)
+        trace = traces[key]
         try:
-            setup = resolve_scenario(scenario, base_dir=plan.sweep.base_dir)
+            specs = pool_specs(scenario, trace, base_dir=base_dir)
         except FleetsimError as err:
             g.ruled_out = str(err)
             continue
-        key = repr(scenario.trace)
-        if key not in traces:
-            traces[key] = scenario_trace(scenario, base_dir=plan.sweep.base_dir)
-        trace = traces[key]
+        prefill, decode = specs[0].setup, specs[min(1, len(specs) - 1)].setup if specs[0].role != "colocated" else specs[0].setup
         prompts = trace["prompt_tokens"].to_numpy()
-        p99_prompt = int(min(np.percentile(prompts, 99), setup.model.max_context_tokens))
+        p99_prompt = int(min(np.percentile(prompts, 99), prefill.model.max_context_tokens))
         if slo.p99_ttft_ms is not None:
-            alone = prefill_time_s(setup, prompt_tokens=max(1, p99_prompt)) * 1e3
+            alone = prefill_time_s(prefill, prompt_tokens=max(1, p99_prompt)) * 1e3
             if alone > slo.p99_ttft_ms:
                 g.ruled_out = f"one p99-length prompt ({p99_prompt} tokens) alone takes {alone:,.0f} ms to prefill (SLO {slo.p99_ttft_ms:g} ms)"
                 continue
         if slo.p99_tpot_ms is not None:
-            step = decode_step_time_s(setup, batch=1, context_tokens=int(np.median(prompts))) * 1e3
+            step = decode_step_time_s(decode, batch=1, context_tokens=int(np.median(prompts))) * 1e3
             if step > slo.p99_tpot_ms:
                 g.ruled_out = f"one decode step at batch 1 takes {step:,.1f} ms (SLO {slo.p99_tpot_ms:g} ms)"
                 continue
         if not plan.spec.scale.path.endswith("replicas"):
             g.lo, g.hi = 0, len(g.scales) - 1
             continue  # the capacity bound speaks of replica counts only
-        capacity = replica_capacity(scenario, trace, base_dir=plan.sweep.base_dir)
+        per_gpu_s = fleet_capacity(scenario, specs, trace).tokens_per_gpu_s
         span = float(trace["arrival_at_s"].iloc[-1] - trace["arrival_at_s"].iloc[0]) if len(trace) > 1 else 0.0
-        if capacity and span > 0:
+        if per_gpu_s and span > 0:
             rate = float((trace["prompt_tokens"] + trace["output_tokens"]).sum()) / span
-            # a fleet can beat the one-replica figure a little (it is measured on a sample, and a finite
-            # window can end with a queue that a p99 does not see): rule out only what CAPACITY_MARGIN more
-            # would still not carry
-            g.min_replicas = max(1, math.ceil(rate / (capacity * (1 + CAPACITY_MARGIN))))
-            g.scales = [n for n in g.scales if n >= g.min_replicas]
+            # a fleet can beat the capacity figure a little (it is measured on a sample, and a finite window can end
+            # with a queue that a p99 does not see): rule out only what CAPACITY_MARGIN more would still not carry
+            need_gpus = rate / (per_gpu_s * (1 + CAPACITY_MARGIN))
+            g.scales = [n for n in g.scales if fleet_gpus(scenario_at(g, n)) >= need_gpus]
+            g.min_replicas = g.scales[0] if g.scales else None
             if not g.scales:
                 g.ruled_out = (
-                    f"the trace's {rate:,.0f} tokens/s need at least {g.min_replicas} replicas of {capacity:,.0f} tokens/s "
-                    f"(with a {CAPACITY_MARGIN:.0%} allowance; more than {plan.spec.scale.to})"
+                    f"the trace's {rate:,.0f} tokens/s need at least {math.ceil(need_gpus)} GPUs at {per_gpu_s:,.0f} tokens/s "
+                    f"each (with a {CAPACITY_MARGIN:.0%} allowance; more than {plan.spec.scale.path}={plan.spec.scale.to} holds)"
                 )
                 continue
         g.lo, g.hi = 0, len(g.scales) - 1

@@ -122,6 +122,9 @@ class Sweep:
     points: list[Point]
     axes: list[str]
     seeds: list[int]
+    # a point's axis values -> the scenario fields they set (a plan's `fleet.prefill_share` becomes the pools' replica
+    # counts); None: the values are fields themselves
+    derive: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
     def runs(self) -> Iterator[tuple[Point, int]]:
         for point in self.points:
@@ -132,7 +135,8 @@ class Sweep:
         from sim.config import set_path
 
         raw = copy.deepcopy(self.base_raw)
-        for path, value in {**self.spec.set, **point.values}.items():
+        values = point.values if self.derive is None else self.derive(point.values)
+        for path, value in {**self.spec.set, **values}.items():
             set_path(raw, path.split("."), value, label=f"sweep {path}")
         raw["seed"] = seed
         return raw
