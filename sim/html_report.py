@@ -17,6 +17,7 @@ from sim.cost import api_price
 from sim.plots import FONT, OUTSIDE, pyplot, replicas_by_state
 from sim.result import SimResult
 from sim.workload.stats import describe
+from sim.workload.transforms import describe_trace
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1180px; margin: 1.5em auto;
@@ -64,9 +65,10 @@ def scenario_words(result: SimResult, summary: dict[str, Any]) -> str:
     trace = describe(result.requests)  # (in arrival order, as the trace)
     slo = {k.removesuffix("_ms"): v for k, v in sc["slo"].items() if v is not None}
     slo_words = ", ".join(f"{k.upper()} ≤ {v:g} ms" for k, v in slo.items()) or "none"
+    source = describe_trace(sc["trace"]) if sc.get("trace") is not None else "batch jobs only"  # the trace as run
     return (
         f"{_e(meta['model'])} served by {_e(summary['fleet'])} (router {_e(sc['fleet']['router'])}, engine policy "
-        f"{_e(meta['engine_policy'])}); a trace of {trace['requests']:,} requests at {_num(trace['mean_rate_per_s'])} req/s "
+        f"{_e(meta['engine_policy'])}); trace {_e(source)}: {trace['requests']:,} requests at {_num(trace['mean_rate_per_s'])} req/s "
         f"(inter-arrival CV {_num(trace['iat_cv'])}, busiest minute {trace['peak_to_mean_per_min']:.2f}x the mean), mean "
         f"prompt {trace['prompt_tokens_mean']:,.0f} and output {trace['output_tokens_mean']:,.0f} tokens; SLOs: "
         f"{_e(slo_words)}; seed {meta['seed']}."

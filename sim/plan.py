@@ -64,6 +64,7 @@ from sim.sweep import (
     read_base,
     read_spec,
     seed_stats,
+    swap_base_trace,
 )
 
 VERIFY_SEED_OFFSET = 1_000_000
@@ -134,9 +135,11 @@ class Plan:
     axes: list[str]
 
 
-def load_plan(path: str | Path, sets: Sequence[str] = ()) -> Plan:
-    """Read and check a plan file; `sets` are `--set PATH=VALUE` overrides of its base scenario."""
-    from sim.config import apply_sets
+def load_plan(path: str | Path, sets: Sequence[str] = (), *, trace: str | Path | None = None) -> Plan:
+    """Read and check a plan file; `trace` (`--trace FILE`) replaces the base scenario's trace file as `fleetsim
+    run --trace` does, and `sets` (`--set PATH=VALUE`) override its base scenario after the plan's own `set:` (an
+    explicit override wins); a --set on a search or scale axis, which the search would overwrite, is refused."""
+    from sim.config import parse_set, set_path
 
     path = Path(path)
     spec: PlanSpec = read_spec(path, PlanSpec, "plan")
@@ -144,17 +147,26 @@ def load_plan(path: str | Path, sets: Sequence[str] = ()) -> Plan:
     if spec.scale.path in spec.search:
         raise FleetsimError(f"{path}: scale.path must not be a search axis")
     base_raw, base_dir = read_base(path, spec.base)
-    if sets:
-        base_raw = apply_sets(base_raw, sets)
-    fleet = base_raw.get("fleet") if isinstance(base_raw, dict) else None
+    cli = {".".join(keys): value for keys, value in map(parse_set, sets)}
+    axes = [*spec.search, spec.scale.path]
+    for key in cli:
+        hit = next((a for a in axes if key == a or key.startswith(f"{a}.")), None)
+        if hit is not None:
+            what = "the scale axis" if hit == spec.scale.path else "a search axis"
+            raise FleetsimError(f"--set {key}: {hit} is {what} of {path}, which sets it per configuration; edit the plan instead")
+    overrides = {**{k: v for k, v in spec.set.items() if k not in cli}, **cli}
+    base_raw, note = swap_base_trace(base_raw, trace, overrides, axes)
+    probe = copy.deepcopy(base_raw)
+    for key, value in overrides.items():
+        set_path(probe, key.split("."), value, label=f"{path}: {key}")
+    fleet = probe.get("fleet")
     if isinstance(fleet, dict) and fleet.get("mode") == "disaggregated":
         raise FleetsimError(
             f"{path}: plan searches colocated fleets (its capacity bound is one colocated replica's); compare "
             "disaggregated splits with `fleetsim sweep` over fleet.prefill / fleet.decode"
         )
-    sweep_spec = SweepSpec(base=spec.base, set=spec.set, seeds=spec.seeds)
-    axes = [*spec.search, spec.scale.path]
-    sweep = Sweep(spec.name or path.stem, sweep_spec, base_raw, base_dir, [], axes, sweep_spec.seed_list())
+    sweep_spec = SweepSpec(base=spec.base, set=overrides, seeds=spec.seeds)
+    sweep = Sweep(spec.name or path.stem, sweep_spec, base_raw, base_dir, [], axes, sweep_spec.seed_list(), note)
     names = list(spec.search)
     groups: list[Group] = []
     for combo in itertools.product(*(_values(spec.search[a]) for a in names)):

@@ -122,6 +122,7 @@ class Sweep:
     points: list[Point]
     axes: list[str]
     seeds: list[int]
+    trace_note: str | None = None  # with --trace FILE: what it made of the base scenario's trace (one line)
 
     def runs(self) -> Iterator[tuple[Point, int]]:
         for point in self.points:
@@ -167,6 +168,27 @@ def read_base(path: Path, base: str) -> tuple[dict[str, Any], Path]:
     return base_raw, base_path.parent
 
 
+def swap_base_trace(
+    base_raw: dict[str, Any], trace: str | Path | None, overrides: Mapping[str, Any], axes: Sequence[str]
+) -> tuple[dict[str, Any], str | None]:
+    """`--trace FILE` on a sweep's or plan's base scenario, as `fleetsim run` does it (`sim.config.with_trace_file`):
+    the new base and a line on the trace as run once the study's `overrides` (its `set:`, and a plan's --set) apply."""
+    if trace is None:
+        return base_raw, None
+    from sim.config import set_path, with_trace_file
+    from sim.workload.transforms import trace_note
+
+    swapped_raw, swapped, dropped = with_trace_file(base_raw, trace)
+    final = copy.deepcopy(swapped_raw)
+    for key, value in overrides.items():
+        set_path(final, key.split("."), value, label=key)
+    note = trace_note(str(trace), swapped, dropped, final.get("trace"))
+    varying = [a for a in axes if a == "trace" or a.startswith("trace.")]
+    if varying:
+        note += f"; per point: {', '.join(varying)}"
+    return swapped_raw, note
+
+
 def check_axes(path: Path, blocks: Mapping[str, Mapping[str, Any]], *, valued: Sequence[str]) -> None:
     """Axis and override paths are dotted field names (no empty part, not the seed); the `valued` blocks'
     axes have at least one value."""
@@ -191,13 +213,15 @@ def check_point(sweep: Sweep, point: Point, path: Path, where: str) -> None:
     parse_config(raw_point, where=where, base_dir=sweep.base_dir)
 
 
-def load_sweep(path: str | Path) -> Sweep:
-    """Read and check a sweep file; every point's scenario is validated now, so a typo in an axis stops the
+def load_sweep(path: str | Path, *, trace: str | Path | None = None) -> Sweep:
+    """Read and check a sweep file (`trace`: `--trace FILE`, replacing the base scenario's trace file as
+    `fleetsim run --trace` does); every point's scenario is validated now, so a typo in an axis stops the
     sweep before anything runs (one line naming the point and the field)."""
     path = Path(path)
     spec: SweepSpec = read_spec(path, SweepSpec, "sweep")
     base_raw, base_dir = read_base(path, spec.base)
     check_axes(path, {"set": spec.set, "cross": spec.cross, "zip": spec.zip}, valued=("cross", "zip"))
+    base_raw, note = swap_base_trace(base_raw, trace, spec.set, [*spec.cross, *spec.zip])
     overlap = set(spec.cross) & set(spec.zip)
     if overlap:
         raise FleetsimError(f"{path}: {sorted(overlap)[0]} is both a cross and a zip axis")
@@ -216,7 +240,7 @@ def load_sweep(path: str | Path) -> Sweep:
             )
     if len(points) * len(spec.seed_list()) > 100_000:
         raise FleetsimError(f"{path}: {len(points)} points x {len(spec.seed_list())} seeds is more than 100,000 runs")
-    sweep = Sweep(spec.name or path.stem, spec, base_raw, base_dir, points, cross_axes + zip_axes, spec.seed_list())
+    sweep = Sweep(spec.name or path.stem, spec, base_raw, base_dir, points, cross_axes + zip_axes, spec.seed_list(), note)
     for point in points:
         values = ", ".join(f"{k}={v!r}" for k, v in point.values.items()) or "the base"
         check_point(sweep, point, path, f"{path}: point {point.index} ({values})")

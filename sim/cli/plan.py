@@ -31,7 +31,12 @@ def plan(
     workers: Annotated[int, typer.Option(help="Local worker processes.")] = 1,
     scheduler: Annotated[str | None, typer.Option(help="A Dask scheduler address (tcp://host:port).")] = None,
     set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a field of the base scenario (PATH=VALUE, as fleetsim run).")
+        list[str] | None,
+        typer.Option("--set", help="Override a field of the base scenario (PATH=VALUE, as fleetsim run), after the plan's set:."),
+    ] = None,
+    trace: Annotated[
+        Path | None,
+        typer.Option(help="Replay this trace file instead of the base scenario's, with its transforms (as fleetsim run)."),
     ] = None,
     plot: Annotated[Path | None, typer.Option(help="Also write the cost vs p99 TTFT plot (PNG, SVG, ...).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Write into --out even if it holds other files.")] = False,
@@ -42,11 +47,13 @@ def plan(
     from sim.sweep import check_sweep_dir
 
     positive("--workers", workers)
-    p = load_plan(plan_file, sets=set_ or ())
+    p = load_plan(plan_file, sets=set_ or (), trace=trace)
     out_dir = out if out is not None else Path("plans") / p.name
     check_sweep_dir(out_dir, force=force)
     if plot is not None:
         check_plot_path(plot)
+    if p.sweep.trace_note is not None:
+        typer.echo(f"note: {p.sweep.trace_note}", err=True)
     note = None if as_json else (lambda msg: typer.echo(f"  {msg}", err=True))
     outcome = plan_fleet(p, out_dir, workers=workers, scheduler=scheduler, progress=note)
     scale = p.spec.scale.path

@@ -169,7 +169,12 @@ def parse_goodput(text: str) -> SloConfig:
 
 def run(
     config: Annotated[Path, typer.Argument(help="Scenario YAML.", metavar="CONFIG")],
-    trace: Annotated[Path | None, typer.Option(help="Replay this trace file instead of the scenario's.")] = None,
+    trace: Annotated[
+        Path | None,
+        typer.Option(
+            help="Replay this trace file instead of the scenario's, with the scenario's transforms (then --set trace.*)."
+        ),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder to write (default: runs/<scenario name>).")] = None,
     seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
@@ -205,16 +210,14 @@ def run(
 
     from sim.report import RUN_FILES, check_out_dir, write_run
     from sim.simulation import simulate
-    from sim.workload import load_trace
 
-    scenario = load_config(config, sets=set_ or ())
+    scenario = load_config(config, sets=set_ or (), trace=trace)
     if seed is not None:
         if seed < 0:
             raise FleetsimError(f"--seed must be >= 0 (got {seed})")
         scenario = scenario.model_copy(update={"seed": seed})
     if goodput is not None:
         scenario = scenario.model_copy(update={"slo": parse_goodput(goodput)})
-    frame = load_trace(trace) if trace is not None else None
     out_dir = out if out is not None else Path("runs") / config.stem
     check_out_dir(out_dir, force=force)  # every output path is checked before anything is simulated
     if plot is not None:
@@ -239,10 +242,12 @@ def run(
                     task, completed=min(1.0, now / horizon) if horizon else 1.0, sim=f"{now:,.0f} / {horizon:,.0f} s simulated"
                 )
 
-            result = simulate(scenario, frame, base_dir=config.parent, progress=tick, measure_capacity=capacity)
+            result = simulate(scenario, base_dir=config.parent, progress=tick, measure_capacity=capacity)
     else:
-        result = simulate(scenario, frame, base_dir=config.parent, measure_capacity=capacity)
+        result = simulate(scenario, base_dir=config.parent, measure_capacity=capacity)
     alias_note(scenario.fleet.gpu, result.meta["gpu"])
+    if scenario.trace_note is not None:  # right before the summary (on stderr, so that --json stays JSON)
+        typer.echo(f"note: {scenario.trace_note}", err=True)
     summary = result.summary()
     if plot is not None:  # before the run folder: a run folder is the last thing written
         from sim.plots import plot_run

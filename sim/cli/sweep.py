@@ -23,6 +23,10 @@ def _fmt(x: Any) -> str:
 def sweep(
     sweep_file: Annotated[Path, typer.Argument(help="Sweep YAML (base scenario, axes, seeds).", metavar="SWEEP")],
     out: Annotated[Path | None, typer.Option(help="Sweep folder (default: sweeps/<sweep name>); rerun to resume.")] = None,
+    trace: Annotated[
+        Path | None,
+        typer.Option(help="Replay this trace file instead of the base scenario's, with its transforms (as fleetsim run)."),
+    ] = None,
     workers: Annotated[int, typer.Option(help="Local worker processes.")] = 1,
     scheduler: Annotated[
         str | None, typer.Option(help="A Dask scheduler address (tcp://host:port) to run the points on instead.")
@@ -41,9 +45,11 @@ def sweep(
     positive("--workers", workers)
     if not (math.isfinite(precision) and 0 < precision < 1):
         raise FleetsimError(f"--precision must be in (0, 1) (got {precision})")
-    spec = load_sweep(sweep_file)
+    spec = load_sweep(sweep_file, trace=trace)
     out_dir = out if out is not None else Path("sweeps") / spec.name
     check_sweep_dir(out_dir, force=force)
+    if spec.trace_note is not None:
+        typer.echo(f"note: {spec.trace_note}", err=True)
     console = Console(stderr=True)
     n_runs = len(spec.points) * len(spec.seeds)
     if progress and not as_json and console.is_terminal:
