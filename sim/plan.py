@@ -124,6 +124,12 @@ class Group:
     lo: int = 0  # bisection window over `scales` (indices)
     hi: int = 0
     best: int | None = None  # index of the smallest passing count found so far
+    consumers: tuple[str, ...] | None = None  # what in its scenarios draws from the seed (`sim.determinism`)
+
+    @property
+    def deterministic(self) -> bool:
+        """The seed changes nothing in its scenarios: one seed answers, and new seeds would replay the same."""
+        return self.consumers == ()
 
 
 @dataclass
@@ -172,10 +178,13 @@ def load_plan(path: str | Path, sets: Sequence[str] = (), *, trace: str | Path |
     for combo in itertools.product(*(_values(spec.search[a]) for a in names)):
         groups.append(Group(len(groups), dict(zip(names, combo, strict=True)), scales=spec.scale.values()))
     for g in groups:  # every configuration's scenario is valid before anything runs
+        found: list[str] = []
         for n in (spec.scale.start, spec.scale.to):
             point = Point(0, {**g.values, spec.scale.path: n})
             values = ", ".join(f"{k}={v!r}" for k, v in point.values.items())
-            check_point(sweep, point, path, f"{path}{' (with --set)' if sets else ''}: group {g.index} ({values})")
+            checked = check_point(sweep, point, path, f"{path}{' (with --set)' if sets else ''}: group {g.index} ({values})")
+            found += checked.consumers or ()
+        g.consumers = tuple(dict.fromkeys(found))
     return Plan(sweep.name, spec, sweep, groups, axes)
 
 
@@ -252,12 +261,12 @@ def verdict(stats: dict[str, Any], slo: PlanSlo) -> tuple[bool, str]:
         mean, hi = stats[f"{key}_mean"], stats[f"{key}_ci_high"]
         bound = mean if math.isnan(hi) else hi
         ok &= bool(bound <= target)
-        parts.append(f"{key} {mean:,.0f} (<= {bound:,.0f}) vs {target:g}")
+        parts.append(f"{key} {mean:,.0f}{'' if bound == mean else f' (<= {bound:,.0f})'} vs {target:g}")
     if slo.attainment is not None:
         mean, lo = stats["attainment_mean"], stats["attainment_ci_low"]
         bound = mean if math.isnan(lo) else lo
         ok &= bool(bound >= slo.attainment)
-        parts.append(f"attainment {mean:.3f} (>= {bound:.3f}) vs {slo.attainment:g}")
+        parts.append(f"attainment {mean:.3f}{'' if bound == mean else f' (>= {bound:.3f})'} vs {slo.attainment:g}")
     return (ok and not math.isnan(stats.get("p99_ttft_ms_mean", math.nan))), "; ".join(parts)
 
 
@@ -282,13 +291,13 @@ class Evaluator:
             self.plan.sweep.spec,
             self.plan.sweep.base_raw,
             self.plan.sweep.base_dir,
-            [Point(i, {**g.values, self.plan.spec.scale.path: n}) for i, (g, n) in enumerate(todo)],
+            [Point(i, {**g.values, self.plan.spec.scale.path: n}, g.consumers) for i, (g, n) in enumerate(todo)],
             self.plan.axes,
             seeds,
         )
         jobs: list[Job] = jobs_for(sweep, self.out)
         if self.progress:
-            self.progress(f"simulating {len(todo)} configurations x {len(seeds)} seeds")
+            self.progress(f"simulating {len(todo)} configurations, {len(jobs)} runs")
         rows = execute(jobs, workers=self.workers, scheduler=self.scheduler)
         rows["group"] = [todo[p][0].index for p in rows["point"]]
         rows["verify"] = verify
@@ -393,7 +402,9 @@ def plan_fleet(
     closest = None
     if pick is not None:
         g = plan.groups[int(pick["group"])]
-        checks: list[tuple[Group, int, bool]] = [(g, int(pick[scale]), True)]
+        # new seeds for what the seed changes; a deterministic configuration would replay the same requests, so the
+        # pick stands as simulated and its neighbours are checked under the same seed
+        checks: list[tuple[Group, int, bool]] = [] if g.deterministic else [(g, int(pick[scale]), True)]
         counts = plan.spec.scale.values()  # the count below, even where the capacity bound ruled it out
         idx = counts.index(int(pick[scale]))
         below = counts[idx - 1] if idx > 0 else None
@@ -405,14 +416,16 @@ def plan_fleet(
         cheaper = cheaper.sort_values(objective, ascending=False, kind="stable").head(2)
         for _, r in cheaper.iterrows():
             checks.append((plan.groups[int(r["group"])], int(r[scale]), False))
-        ev.run([(cg, n) for cg, n, _ in checks], verify=True)
+        ev.run([(cg, n) for cg, n, _ in checks if not cg.deterministic], verify=True)
+        ev.run([(cg, n) for cg, n, _ in checks if cg.deterministic])
         for cg, n, should_pass in checks:
-            rec = ev.get(cg, n, verify=True)
+            rec = ev.get(cg, n, verify=not cg.deterministic)
             verification.append(
                 {
                     "group": cg.index,
                     **cg.values,
                     scale: n,
+                    "seeds": "same (deterministic)" if cg.deterministic else "new",
                     "expected": "meets" if should_pass else "fails",
                     "observed": "meets" if rec["meets"] else "fails",
                     "confirmed": rec["meets"] == should_pass,

@@ -111,6 +111,12 @@ class SweepSpec(Frozen):
 class Point:
     index: int
     values: dict[str, Any]  # axis path -> value
+    consumers: tuple[str, ...] | None = None  # what in its scenario draws from the seed (`sim.determinism`); None: unknown
+
+    @property
+    def deterministic(self) -> bool:
+        """Its scenario gives the same records for every seed: one seed answers for all."""
+        return self.consumers == ()
 
 
 @dataclass(frozen=True)
@@ -124,10 +130,18 @@ class Sweep:
     seeds: list[int]
     trace_note: str | None = None  # with --trace FILE: what it made of the base scenario's trace (one line)
 
+    def seeds_for(self, point: Point) -> list[int]:
+        """The seeds a point runs under: all of them, or the first alone when the seed changes nothing in it."""
+        return self.seeds[:1] if point.deterministic else self.seeds
+
     def runs(self) -> Iterator[tuple[Point, int]]:
         for point in self.points:
-            for seed in self.seeds:
+            for seed in self.seeds_for(point):
                 yield point, seed
+
+    @property
+    def n_runs(self) -> int:
+        return sum(len(self.seeds_for(p)) for p in self.points)
 
     def scenario_raw(self, point: Point, seed: int) -> dict[str, Any]:
         from sim.config import set_path
@@ -202,15 +216,18 @@ def check_axes(path: Path, blocks: Mapping[str, Mapping[str, Any]], *, valued: S
                 raise FleetsimError(f"{path}: {name}.{key}: no values")
 
 
-def check_point(sweep: Sweep, point: Point, path: Path, where: str) -> None:
-    """A point's scenario is valid (the error names the file and the point)."""
+def check_point(sweep: Sweep, point: Point, path: Path, where: str) -> Point:
+    """A point's scenario is valid (the error names the file and the point); returned with what in it draws
+    from the seed (`sim.determinism.seed_consumers`)."""
     from sim.config import parse_config
+    from sim.determinism import seed_consumers
 
     try:
         raw_point = sweep.scenario_raw(point, sweep.seeds[0])
     except FleetsimError as err:
         raise FleetsimError(f"{path}: {err}") from None
-    parse_config(raw_point, where=where, base_dir=sweep.base_dir)
+    scenario = parse_config(raw_point, where=where, base_dir=sweep.base_dir)
+    return Point(point.index, point.values, tuple(seed_consumers(scenario)))
 
 
 def load_sweep(path: str | Path, *, trace: str | Path | None = None) -> Sweep:
@@ -241,9 +258,9 @@ def load_sweep(path: str | Path, *, trace: str | Path | None = None) -> Sweep:
     if len(points) * len(spec.seed_list()) > 100_000:
         raise FleetsimError(f"{path}: {len(points)} points x {len(spec.seed_list())} seeds is more than 100,000 runs")
     sweep = Sweep(spec.name or path.stem, spec, base_raw, base_dir, points, cross_axes + zip_axes, spec.seed_list(), note)
-    for point in points:
+    for i, point in enumerate(points):
         values = ", ".join(f"{k}={v!r}" for k, v in point.values.items()) or "the base"
-        check_point(sweep, point, path, f"{path}: point {point.index} ({values})")
+        points[i] = check_point(sweep, point, path, f"{path}: point {point.index} ({values})")
     return sweep
 
 
@@ -335,6 +352,7 @@ def check_sweep_dir(out: Path, *, force: bool = False) -> None:
 
 
 def jobs_for(sweep: Sweep, out: Path) -> list[Job]:
+    """One job per (point, seed) it runs under (`Sweep.seeds_for`)."""
     jobs = []
     for point, seed in sweep.runs():
         key = sweep.run_id(point, seed)

@@ -144,3 +144,40 @@ def test_a_bad_plan_is_one_line_and_exit_2(tmp_path, text, message):
     assert message in str(info.value)
     r = runner.invoke(app, ["plan", str(tmp_path / "plan.yaml"), "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and message in r.output
+
+
+def test_a_deterministic_replay_runs_one_seed_and_words_its_confidence_honestly(tmp_path):
+    """The base replays a trace file as it is: seeds: 3 would triple the work for identical answers, and 'new seeds'
+    would replay the same requests."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    pd.DataFrame(
+        {
+            "arrival_at_s": np.cumsum(rng.exponential(1 / 15, 800)),
+            "prompt_tokens": rng.integers(200, 2000, 800),
+            "output_tokens": rng.integers(50, 300, 800),
+        }
+    ).to_csv(tmp_path / "t.csv", index=False)
+    path = plan_file(tmp_path)
+    (tmp_path / "base.yaml").write_text(BASE.split("trace:")[0] + "trace: t.csv\nslo: {ttft_ms: 500, tpot_ms: 50}\n")
+    (tmp_path / "plan.yaml").write_text(path.read_text().replace("seeds: 2", "seeds: 3"))
+    p = load_plan(path)
+    assert all(g.deterministic for g in p.groups)
+    r = runner.invoke(app, ["plan", str(path), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    runs = pd.read_parquet(tmp_path / "o" / "runs.parquet")
+    assert (runs["seed"] == 0).all() and not runs.duplicated(["group", "fleet.autoscaler.replicas"]).any()
+    assert "(one deterministic replay per configuration: the seed changes nothing here" in r.stdout
+    assert "confidence over" not in r.stdout and "  new seeds," not in r.stdout
+    assert "pick stands as simulated" in r.stdout and "cheaper neighbour," in r.stdout
+
+
+def test_one_seed_of_a_random_scenario_claims_no_confidence(tmp_path):
+    path = plan_file(tmp_path, search="fleet.gpu: [h100-sxm]")
+    path.write_text(path.read_text().replace("seeds: 2", "seeds: 1"))
+    r = runner.invoke(app, ["plan", str(path), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    assert "(one seed per configuration: each verdict on that seed's value, with no confidence interval)" in r.stdout
+    assert "new seeds, h100-sxm" in r.stdout and "95% confidence" not in r.stdout

@@ -251,3 +251,30 @@ def test_a_run_stored_by_another_sweep_is_relabelled_not_duplicated(tmp_path):
     assert rows["point"].tolist() == [0] and "engine.max_num_seqs" not in rows.columns
     same = first[(first["point"] == 3) & (first["seed"] == 2)].iloc[0]
     assert rows["p99_ttft_ms"].iloc[0] == same["p99_ttft_ms"]
+
+
+REPLAY = BASE.replace(
+    """trace:
+  arrivals: {process: poisson, rate_per_s: 3}
+  n_requests: 60
+  prompt_tokens: {dist: uniform, low: 50, high: 400}
+  output_tokens: {dist: uniform, low: 10, high: 60}
+""",
+    "trace: {file: t.csv}\n",
+)
+
+
+def test_a_point_the_seed_changes_nothing_in_runs_one_seed_and_says_why(tmp_path):
+    """A trace replayed as it is: seeds 0, 1, 2 would give three identical rows; a sampled one needs all three."""
+    pd.DataFrame({"arrival_at_s": np.arange(40) * 0.5, "prompt_tokens": 100, "output_tokens": 20}).to_csv(
+        tmp_path / "t.csv", index=False
+    )
+    sw = make(tmp_path, sweep="base: base.yaml\ncross:\n  trace.sample: [1.0, 0.5]\nseeds: 3\n", base=REPLAY)
+    assert [p.deterministic for p in sw.points] == [True, False] and sw.n_runs == 4
+    r = runner.invoke(app, ["sweep", str(tmp_path / "sweep.yaml"), "--out", str(tmp_path / "o"), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    rows = pd.read_parquet(tmp_path / "o" / "results.parquet")
+    assert rows[["point", "seed"]].values.tolist() == [[0, 0], [1, 0], [1, 1], [1, 2]]
+    assert "= 4 runs" in r.stdout and "one seed for points 0: the seed changes nothing here" in r.stdout
+    stats = pd.read_parquet(tmp_path / "o" / "stats.parquet")
+    assert stats["n_seeds"].tolist() == [1, 3] and np.isnan(stats.loc[0, "p99_ttft_ms_ci_low"])

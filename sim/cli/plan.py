@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from sim.cli.common import check_plot_path, emit_json, positive
+from sim.determinism import seed_note
 
 
 def _num(x: Any, fmt: str = "{:,.0f}") -> str:
@@ -80,10 +81,7 @@ def plan(
         )
         if t
     )
-    typer.echo(
-        f"fleetsim plan {p.name}: the cheapest configuration by {p.spec.objective} meeting {targets} "
-        f"({p.spec.confidence:.0%} confidence over {len(p.sweep.seeds)} seed{'' if len(p.sweep.seeds) == 1 else 's'})"
-    )
+    typer.echo(f"fleetsim plan {p.name}: the cheapest configuration by {p.spec.objective} meeting {targets} ({_confidence(p)})")
     axes = list(p.spec.search)
     typer.echo("  " + " | ".join(["rank", *axes, "replicas", "$/1K tokens", "$/hour", "p99 TTFT ms", "p99 TPOT ms", "status"]))
     rank = 0
@@ -115,10 +113,13 @@ def plan(
             f"pick: {', '.join(f'{a}={pk[a]}' for a in axes)}, {_num(pk[scale])} replicas at "
             f"${pk[f'{p.spec.objective}_mean']:.3g} ({p.spec.objective})"
         )
+        if p.groups[int(pk["group"])].deterministic:
+            typer.echo("  (a deterministic replay: new seeds would replay the same requests, so the pick stands as simulated)")
         for v in outcome.verification:
             mark = "confirmed" if v["confirmed"] else "NOT confirmed"
+            how = "new seeds" if v["seeds"] == "new" else "cheaper neighbour"
             typer.echo(
-                f"  new seeds, {', '.join(str(v[a]) for a in axes)} x{v[scale]}: should {v['expected'].removesuffix('s')}, "
+                f"  {how}, {', '.join(str(v[a]) for a in axes)} x{v[scale]}: should {v['expected'].removesuffix('s')}, "
                 f"{v['observed']} ({mark}; {v['why']})"
             )
     else:
@@ -133,6 +134,19 @@ def plan(
                 f"{cm['why']} ({cm['shortfall']:.2f}x the target)"
             )
     typer.echo(f"wrote {out_dir}/ (ranking, evaluated, frontier, runs .parquet)" + (f" and {plot}" if plot else ""))
+
+
+def _confidence(p: Any) -> str:
+    """How sure the verdicts are, in words: a deterministic replay has no spread to be confident over, and one
+    seed of a random scenario gives a value, not an interval."""
+    n = len(p.sweep.seeds)
+    fixed = [g.deterministic for g in p.groups]
+    if all(fixed):
+        return "one deterministic replay per configuration: " + seed_note([])
+    if n == 1:
+        return "one seed per configuration: each verdict on that seed's value, with no confidence interval"
+    some = "; one seed where the seed changes nothing" if any(fixed) else ""
+    return f"{p.spec.confidence:.0%} confidence over {n} seeds{some}"
 
 
 def _plot(outcome: Any, p: Any, path: Path) -> None:

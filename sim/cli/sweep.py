@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from sim.cli.common import emit_json, positive
+from sim.determinism import seed_note
 from sim.errors import FleetsimError
 
 
@@ -51,7 +52,7 @@ def sweep(
     if spec.trace_note is not None:
         typer.echo(f"note: {spec.trace_note}", err=True)
     console = Console(stderr=True)
-    n_runs = len(spec.points) * len(spec.seeds)
+    n_runs = spec.n_runs
     if progress and not as_json and console.is_terminal:
         with Progress(
             TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True
@@ -72,6 +73,10 @@ def sweep(
     typer.echo(
         f"fleetsim sweep {spec.name}: {len(spec.points)} points x {len(spec.seeds)} seeds = {n_runs} runs ({errors} could not run)"
     )
+    fixed = [pt.index for pt in spec.points if pt.deterministic]
+    if fixed and len(spec.seeds) > 1:
+        which = "every point" if len(fixed) == len(spec.points) else f"points {', '.join(map(str, fixed))}"
+        typer.echo(f"  one seed for {which}: {seed_note([])}")
     header = ["point", *spec.axes, "seeds", *(f"{m} mean [95% CI]" for m in STAT_METRICS), "seeds needed"]
     typer.echo("  " + " | ".join(header))
     for rec in stats.to_dict(orient="records"):
