@@ -49,8 +49,8 @@ from pydantic import Field, model_validator
 
 from sim.errors import FleetsimError
 from sim.spec import Frozen
+from sim.study_dir import MARKER, check_owner, claim
 from sim.sweep import (
-    MARKER,
     AxisValues,
     Job,
     Point,
@@ -172,7 +172,10 @@ def load_plan(path: str | Path, sets: Sequence[str] = (), *, trace: str | Path |
             "disaggregated splits with `fleetsim sweep` over fleet.prefill / fleet.decode"
         )
     sweep_spec = SweepSpec(base=spec.base, set=overrides, seeds=spec.seeds)
-    sweep = Sweep(spec.name or path.stem, sweep_spec, base_raw, base_dir, [], axes, sweep_spec.seed_list(), note)
+    given = (*([] if trace is None else [f"--trace {Path(trace).resolve()}"]), *(f"--set {item}" for item in sets))
+    sweep = Sweep(
+        spec.name or path.stem, sweep_spec, base_raw, base_dir, [], axes, sweep_spec.seed_list(), note, str(path), given
+    )
     names = list(spec.search)
     groups: list[Group] = []
     for combo in itertools.product(*(_values(spec.search[a]) for a in names)):
@@ -365,10 +368,20 @@ class Outcome:
 
 
 def plan_fleet(
-    plan: Plan, out: Path, *, workers: int = 1, scheduler: str | None = None, progress: Callable[[str], None] | None = None
+    plan: Plan,
+    out: Path,
+    *,
+    workers: int = 1,
+    scheduler: str | None = None,
+    progress: Callable[[str], None] | None = None,
+    force: bool = False,
 ) -> Outcome:
+    """Screen, search, rank and verify (see the module docstring); a folder another study owns is refused unless
+    `force` (`sim.study_dir`)."""
+    if (out / MARKER).exists():
+        check_owner(out, plan.sweep.owner("plan"), force=force)
     (out / "points").mkdir(parents=True, exist_ok=True)
-    (out / MARKER).touch()
+    claim(out, plan.sweep.owner("plan"))
     screen(plan)
     ev = Evaluator(plan, out, workers=workers, scheduler=scheduler, progress=progress)
     search(ev)

@@ -46,11 +46,11 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from sim.atomic import atomic_file
 from sim.errors import FleetsimError, from_validation_error
 from sim.spec import Frozen
+from sim.study_dir import MARKER, check_owner, claim, study_owner
 from sim.yaml_input import read_yaml
 
 STAT_METRICS = ("p99_ttft_ms", "p99_tpot_ms", "usd_per_1k_tokens", "throughput_utilization", "slo_attainment")
 STRING_KEYS = frozenset({"api", "scenario", "fleet", "error"})
-MARKER = ".fleetsim-sweep"
 RETRIES = 2
 
 
@@ -129,6 +129,11 @@ class Sweep:
     axes: list[str]
     seeds: list[int]
     trace_note: str | None = None  # with --trace FILE: what it made of the base scenario's trace (one line)
+    source: str | None = None  # the sweep or plan file
+    overrides: tuple[str, ...] = ()  # the command line's --trace and --set, as they own a folder (`sim.study_dir`)
+
+    def owner(self, kind: str = "sweep") -> dict[str, Any]:
+        return study_owner(kind, self.name, self.source, self.overrides)
 
     def seeds_for(self, point: Point) -> list[int]:
         """The seeds a point runs under: all of them, or the first alone when the seed changes nothing in it."""
@@ -257,7 +262,9 @@ def load_sweep(path: str | Path, *, trace: str | Path | None = None) -> Sweep:
             )
     if len(points) * len(spec.seed_list()) > 100_000:
         raise FleetsimError(f"{path}: {len(points)} points x {len(spec.seed_list())} seeds is more than 100,000 runs")
-    sweep = Sweep(spec.name or path.stem, spec, base_raw, base_dir, points, cross_axes + zip_axes, spec.seed_list(), note)
+    overrides = () if trace is None else (f"--trace {Path(trace).resolve()}",)
+    axes = cross_axes + zip_axes
+    sweep = Sweep(spec.name or path.stem, spec, base_raw, base_dir, points, axes, spec.seed_list(), note, str(path), overrides)
     for i, point in enumerate(points):
         values = ", ".join(f"{k}={v!r}" for k, v in point.values.items()) or "the base"
         points[i] = check_point(sweep, point, path, f"{path}: point {point.index} ({values})")
@@ -334,8 +341,8 @@ class Job:
 Task = Callable[[dict[str, Any], str, dict[str, Any], str], dict[str, Any]]
 
 
-def check_sweep_dir(out: Path, *, force: bool = False) -> None:
-    """A sweep folder: new, empty, or one this sweep command made (it carries a marker)."""
+def check_sweep_dir(out: Path, *, force: bool = False, owner: dict[str, Any] | None = None) -> None:
+    """A sweep folder: new, empty, or one this study made (its marker names `owner`; `sim.study_dir`)."""
     from sim.report import check_out_dir
 
     resolved = out.resolve()
@@ -347,6 +354,7 @@ def check_sweep_dir(out: Path, *, force: bool = False) -> None:
                 "pick another folder, or pass --force to write into it"
             )
         if MARKER in names:
+            check_owner(out, owner, force=force)
             return
     check_out_dir(out, force=True)
 
@@ -409,10 +417,14 @@ def run_sweep(
     scheduler: str | None = None,
     progress: Callable[[int, int], None] | None = None,
     task: Task = run_one,
+    force: bool = False,
 ) -> pd.DataFrame:
-    """Run every (point, seed) not already in `out`, then write and return the results (sorted by point, seed)."""
+    """Run every (point, seed) not already in `out`, then write and return the results (sorted by point, seed).
+    A folder another study owns is refused unless `force` (`sim.study_dir`)."""
+    if (out / MARKER).exists():
+        check_owner(out, sweep.owner(), force=force)
     (out / "points").mkdir(parents=True, exist_ok=True)
-    (out / MARKER).touch()
+    claim(out, sweep.owner())
     rows = execute(jobs_for(sweep, out), workers=workers, scheduler=scheduler, progress=progress, task=task)
     rows = rows.sort_values(["point", "seed"], kind="stable").reset_index(drop=True)
     stats = seed_stats(rows, sweep.axes)

@@ -246,7 +246,9 @@ def test_a_run_stored_by_another_sweep_is_relabelled_not_duplicated(tmp_path):
         calls.append(row)
         return run_one(raw, base_dir, row, out_file)
 
-    rows = run_sweep(load_sweep(tmp_path / "other.yaml"), tmp_path / "o", task=counting)
+    with pytest.raises(FleetsimError, match="holds the results of sweep 't'"):  # another sweep's folder: refused
+        run_sweep(load_sweep(tmp_path / "other.yaml"), tmp_path / "o", task=counting)
+    rows = run_sweep(load_sweep(tmp_path / "other.yaml"), tmp_path / "o", task=counting, force=True)
     assert calls == [] and list(rows.columns[:4]) == ["point", "engine.max_num_batched_tokens", "seed", "run_id"]
     assert rows["point"].tolist() == [0] and "engine.max_num_seqs" not in rows.columns
     same = first[(first["point"] == 3) & (first["seed"] == 2)].iloc[0]
@@ -278,3 +280,39 @@ def test_a_point_the_seed_changes_nothing_in_runs_one_seed_and_says_why(tmp_path
     assert "= 4 runs" in r.stdout and "one seed for points 0: the seed changes nothing here" in r.stdout
     stats = pd.read_parquet(tmp_path / "o" / "stats.parquet")
     assert stats["n_seeds"].tolist() == [1, 3] and np.isnan(stats.loc[0, "p99_ttft_ms_ci_low"])
+
+
+def test_a_folder_belongs_to_its_study_and_another_is_refused(tmp_path, monkeypatch):
+    """The marker names the sweep or plan that owns the folder: the same one resumes, another (same name from
+    another file, another kind, other overrides) is one line and exit 2, with nothing replaced, unless --force."""
+    make(tmp_path, sweep="name: same\nbase: base.yaml\ncross:\n  engine.max_num_seqs: [2]\n")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "copy.yaml").write_text((tmp_path / "sweep.yaml").read_text().replace("[2]", "[4]"))
+    assert runner.invoke(app, ["sweep", "sweep.yaml", "--no-progress"]).exit_code == 0
+    first = (tmp_path / "sweeps" / "same" / "results.parquet").read_bytes()
+    assert json.loads((tmp_path / "sweeps" / "same" / ".fleetsim-sweep").read_text())["file"] == str(tmp_path / "sweep.yaml")
+    r = runner.invoke(app, ["sweep", "copy.yaml", "--no-progress"])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1
+    assert (
+        f"holds the results of sweep 'same' ({tmp_path / 'sweep.yaml'}); this is sweep 'same' ({tmp_path / 'copy.yaml'})"
+        in r.output
+    )
+    assert (tmp_path / "sweeps" / "same" / "results.parquet").read_bytes() == first
+    (tmp_path / "plan.yaml").write_text(
+        "name: same\nbase: base.yaml\nsearch: {fleet.gpu: [h100-sxm]}\nscale: {path: fleet.autoscaler.replicas, from: 1, to: 2}\n"
+        "set: {fleet.autoscaler: {policy: fixed, replicas: 1}}\nslo: {p99_ttft_ms: 60000}\n"
+    )
+    r = runner.invoke(app, ["plan", "plan.yaml", "--out", "sweeps/same"])
+    assert (
+        r.exit_code == 2 and "this is plan 'same'" in r.output and not (tmp_path / "sweeps" / "same" / "ranking.parquet").exists()
+    )
+    assert runner.invoke(app, ["plan", "plan.yaml", "--out", "plans/same"]).exit_code == 0
+    r = runner.invoke(app, ["plan", "plan.yaml", "--out", "plans/same", "--set", "engine.max_num_seqs=3"])
+    assert r.exit_code == 2 and "with --set engine.max_num_seqs=3" in r.output  # other overrides: another plan
+    assert runner.invoke(app, ["sweep", "sweep.yaml", "--no-progress"]).exit_code == 0  # the owner resumes
+    r = runner.invoke(app, ["sweep", "copy.yaml", "--no-progress", "--force"])
+    assert r.exit_code == 0 and json.loads((tmp_path / "sweeps" / "same" / ".fleetsim-sweep").read_text())["file"].endswith(
+        "copy.yaml"
+    )
+    (tmp_path / "sweeps" / "same" / ".fleetsim-sweep").write_text("")  # a marker from before owners were recorded
+    assert runner.invoke(app, ["sweep", "sweep.yaml", "--no-progress"]).exit_code == 0

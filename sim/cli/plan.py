@@ -50,13 +50,13 @@ def plan(
     positive("--workers", workers)
     p = load_plan(plan_file, sets=set_ or (), trace=trace)
     out_dir = out if out is not None else Path("plans") / p.name
-    check_sweep_dir(out_dir, force=force)
+    check_sweep_dir(out_dir, force=force, owner=p.sweep.owner("plan"))
     if plot is not None:
         check_plot_path(plot)
     if p.sweep.trace_note is not None:
         typer.echo(f"note: {p.sweep.trace_note}", err=True)
     note = None if as_json else (lambda msg: typer.echo(f"  {msg}", err=True))
-    outcome = plan_fleet(p, out_dir, workers=workers, scheduler=scheduler, progress=note)
+    outcome = plan_fleet(p, out_dir, workers=workers, scheduler=scheduler, progress=note, force=force)
     scale = p.spec.scale.path
     if plot is not None:
         _plot(outcome, p, plot)

@@ -48,7 +48,7 @@ def sweep(
         raise FleetsimError(f"--precision must be in (0, 1) (got {precision})")
     spec = load_sweep(sweep_file, trace=trace)
     out_dir = out if out is not None else Path("sweeps") / spec.name
-    check_sweep_dir(out_dir, force=force)
+    check_sweep_dir(out_dir, force=force, owner=spec.owner())
     if spec.trace_note is not None:
         typer.echo(f"note: {spec.trace_note}", err=True)
     console = Console(stderr=True)
@@ -59,10 +59,15 @@ def sweep(
         ) as bar:
             task = bar.add_task("runs", total=n_runs)
             rows = run_sweep(
-                spec, out_dir, workers=workers, scheduler=scheduler, progress=lambda d, t: bar.update(task, completed=d)
+                spec,
+                out_dir,
+                workers=workers,
+                scheduler=scheduler,
+                progress=lambda d, t: bar.update(task, completed=d),
+                force=force,
             )
     else:
-        rows = run_sweep(spec, out_dir, workers=workers, scheduler=scheduler)
+        rows = run_sweep(spec, out_dir, workers=workers, scheduler=scheduler, force=force)
     stats = seed_stats(rows, spec.axes, precision=precision)
     if precision != 0.05:
         stats.to_parquet(out_dir / "stats.parquet", index=False)
