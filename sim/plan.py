@@ -68,6 +68,7 @@ from sim.sweep import (
 )
 
 VERIFY_SEED_OFFSET = 1_000_000
+MAX_GROUPS = 10_000  # each is checked at load and screened: a cross product past this is a mistake
 CAPACITY_MARGIN = 0.25  # the capacity bound rules out only fleets 25% short of the trace's token rate
 
 
@@ -177,6 +178,9 @@ def load_plan(path: str | Path, sets: Sequence[str] = (), *, trace: str | Path |
         spec.name or path.stem, sweep_spec, base_raw, base_dir, [], axes, sweep_spec.seed_list(), note, str(path), given
     )
     names = list(spec.search)
+    n_groups = math.prod(len(_values(spec.search[a])) for a in names)  # from the axes' lengths, before a group is built
+    if n_groups > MAX_GROUPS:
+        raise FleetsimError(f"{path}: the search axes cross into {n_groups:,} configuration groups, more than {MAX_GROUPS:,}")
     groups: list[Group] = []
     for combo in itertools.product(*(_values(spec.search[a]) for a in names)):
         groups.append(Group(len(groups), dict(zip(names, combo, strict=True)), scales=spec.scale.values()))
@@ -188,7 +192,33 @@ def load_plan(path: str | Path, sets: Sequence[str] = (), *, trace: str | Path |
             checked = check_point(sweep, point, path, f"{path}{' (with --set)' if sets else ''}: group {g.index} ({values})")
             found += checked.consumers or ()
         g.consumers = tuple(dict.fromkeys(found))
-    return Plan(sweep.name, spec, sweep, groups, axes)
+    plan = Plan(sweep.name, spec, sweep, groups, axes)
+    check_buildable(plan, path)
+    return plan
+
+
+def check_buildable(plan: Plan, path: Path) -> None:
+    """Some group can be built (its model runs on its TP degree and fits its GPUs, at some replica count): a plan
+    where none can is an input mistake (TP degrees that divide nothing, say), not a plan that no configuration
+    meets. Groups that cannot be built are ruled out later, by `screen`, with their reason."""
+    from sim.build import resolve_scenario
+    from sim.config import parse_config
+
+    reasons: list[str] = []
+    for g in plan.groups:
+        why = None
+        for n in dict.fromkeys((plan.spec.scale.start, plan.spec.scale.to)):
+            raw = plan.sweep.scenario_raw(Point(0, {**g.values, plan.spec.scale.path: n}), plan.sweep.seeds[0])
+            try:
+                resolve_scenario(parse_config(raw, base_dir=plan.sweep.base_dir), base_dir=plan.sweep.base_dir)
+                return
+            except FleetsimError as err:
+                why = str(err)
+        values = ", ".join(f"{k}={v}" for k, v in g.values.items()) or "the base"
+        reasons.append(f"group {g.index} ({values}): {why}")
+    if reasons:
+        more = f" (+{len(reasons) - 2} more)" if len(reasons) > 2 else ""
+        raise FleetsimError(f"{path}: no configuration can be built, so none can meet the SLO: {'; '.join(reasons[:2])}{more}")
 
 
 # --- the roofline's screen ---------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import itertools
 import json
@@ -37,7 +38,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -48,6 +49,9 @@ from sim.errors import FleetsimError, from_validation_error
 from sim.spec import Frozen
 from sim.study_dir import MARKER, check_owner, claim, study_owner
 from sim.yaml_input import read_yaml
+
+if TYPE_CHECKING:
+    from sim.hardware import GpuCatalog
 
 STAT_METRICS = ("p99_ttft_ms", "p99_tpot_ms", "usd_per_1k_tokens", "throughput_utilization", "slo_attainment")
 STRING_KEYS = frozenset({"api", "scenario", "fleet", "error"})
@@ -224,6 +228,7 @@ def check_axes(path: Path, blocks: Mapping[str, Mapping[str, Any]], *, valued: S
 def check_point(sweep: Sweep, point: Point, path: Path, where: str) -> Point:
     """A point's scenario is valid (the error names the file and the point); returned with what in it draws
     from the seed (`sim.determinism.seed_consumers`)."""
+    from sim.build import check_names
     from sim.config import parse_config
     from sim.determinism import seed_consumers
 
@@ -232,7 +237,35 @@ def check_point(sweep: Sweep, point: Point, path: Path, where: str) -> Point:
     except FleetsimError as err:
         raise FleetsimError(f"{path}: {err}") from None
     scenario = parse_config(raw_point, where=where, base_dir=sweep.base_dir)
+    try:  # a GPU or model name typo is the user's to fix now, not a point that "cannot run"
+        check_names(scenario, base_dir=sweep.base_dir, gpus=_gpu_catalog(scenario.gpu_catalog, sweep.base_dir))
+    except FleetsimError as err:
+        raise FleetsimError(f"{where}: {err}") from None
     return Point(point.index, point.values, tuple(seed_consumers(scenario)))
+
+
+def _gpu_catalog(extra: str | None, base_dir: Path) -> GpuCatalog:
+    """The GPU catalog a point's scenario sees (the bundled one, or with its gpu_catalog file), read once per file."""
+    path = None if extra is None else (Path(extra) if Path(extra).is_absolute() else base_dir / extra)
+    stamp = path.stat().st_mtime_ns if path is not None and path.is_file() else 0
+    return _read_gpu_catalog(path, stamp)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_gpu_catalog(path: Path | None, _stamp: int) -> GpuCatalog:
+    from sim.hardware import load_gpu_catalog
+
+    return load_gpu_catalog(path)
+
+
+MAX_RUNS = 100_000
+
+
+def check_size(path: Path, n_points: int, n_seeds: int) -> None:
+    """A sweep's size, from its axes' lengths: at most MAX_RUNS runs (a cross product of long axes is refused
+    before any of its points is built)."""
+    if n_points * n_seeds > MAX_RUNS:
+        raise FleetsimError(f"{path}: {n_points:,} points x {n_seeds:,} seeds is more than {MAX_RUNS:,} runs")
 
 
 def load_sweep(path: str | Path, *, trace: str | Path | None = None) -> Sweep:
@@ -253,6 +286,8 @@ def load_sweep(path: str | Path, *, trace: str | Path | None = None) -> Sweep:
     cross_axes = list(spec.cross)
     cross_vals = [_values(spec.cross[a]) for a in cross_axes]
     zip_axes = list(spec.zip)
+    n_points = math.prod(len(v) for v in cross_vals) * (next(iter(zip_lens.values())) if zip_lens else 1)
+    check_size(path, n_points, len(spec.seed_list()))  # from the axes' lengths, before a point is built
     zip_rows = list(zip(*(_values(spec.zip[a]) for a in zip_axes), strict=True)) if zip_axes else [()]
     points: list[Point] = []
     for combo in itertools.product(*cross_vals):
@@ -260,8 +295,6 @@ def load_sweep(path: str | Path, *, trace: str | Path | None = None) -> Sweep:
             points.append(
                 Point(len(points), {**dict(zip(cross_axes, combo, strict=True)), **dict(zip(zip_axes, zrow, strict=True))})
             )
-    if len(points) * len(spec.seed_list()) > 100_000:
-        raise FleetsimError(f"{path}: {len(points)} points x {len(spec.seed_list())} seeds is more than 100,000 runs")
     overrides = () if trace is None else (f"--trace {Path(trace).resolve()}",)
     axes = cross_axes + zip_axes
     sweep = Sweep(spec.name or path.stem, spec, base_raw, base_dir, points, axes, spec.seed_list(), note, str(path), overrides)

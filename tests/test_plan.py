@@ -181,3 +181,30 @@ def test_one_seed_of_a_random_scenario_claims_no_confidence(tmp_path):
     assert r.exit_code == 0, r.output
     assert "(one seed per configuration: each verdict on that seed's value, with no confidence interval)" in r.stdout
     assert "new seeds, h100-sxm" in r.stdout and "95% confidence" not in r.stdout
+
+
+def test_a_gpu_name_typo_is_an_error_not_a_ruled_out_group(tmp_path):
+    path = plan_file(tmp_path, search="fleet.gpu: [a100-80gb, h1000]")
+    r = runner.invoke(app, ["plan", str(path), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert "group 1 (fleet.gpu='h1000'" in r.output and "fleet.gpu: unknown gpu 'h1000'; valid names: a100-40gb" in r.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_tp_degrees_that_divide_nothing_say_nothing_could_be_built(tmp_path):
+    """Not 'no configuration meets the SLO': no configuration was ever valid."""
+    path = plan_file(tmp_path, search="fleet.tp: [3, 5, 7]")
+    r = runner.invoke(app, ["plan", str(path), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert "no configuration can be built, so none can meet the SLO: group 0 (fleet.tp=3): fleet.tp:" in r.output
+    assert "(+1 more)" in r.output and not (tmp_path / "o").exists()
+    # one that can be built among them: the others are ruled out, with their reason, in the table
+    path = plan_file(tmp_path, search="fleet.tp: [3, 1]")
+    r = runner.invoke(app, ["plan", str(path), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0 and "ruled out: fleet.tp: tp=3 must divide" in r.stdout
+
+
+def test_a_huge_search_is_refused_from_the_axes_lengths(tmp_path):
+    search = "fleet.tp: {from: 1, to: 1000}\n  engine.max_num_seqs: {from: 1, to: 1000}"
+    with pytest.raises(FleetsimError, match="cross into 1,000,000 configuration groups, more than 10,000"):
+        load_plan(plan_file(tmp_path, search=search))

@@ -316,3 +316,28 @@ def test_a_folder_belongs_to_its_study_and_another_is_refused(tmp_path, monkeypa
     )
     (tmp_path / "sweeps" / "same" / ".fleetsim-sweep").write_text("")  # a marker from before owners were recorded
     assert runner.invoke(app, ["sweep", "sweep.yaml", "--no-progress"]).exit_code == 0
+
+
+@pytest.mark.parametrize("where", ["cross", "set"])
+def test_a_gpu_name_typo_is_one_line_with_the_valid_names(tmp_path, where):
+    """A typo is the user's to fix: not a point that 'cannot run' (an error row) among the results."""
+    axis = "cross:\n  fleet.gpu: [h100-sxm, h1000]\n" if where == "cross" else "set: {fleet.gpu: a1000}\n"
+    (tmp_path / "base.yaml").write_text(BASE)
+    (tmp_path / "sweep.yaml").write_text(f"base: base.yaml\n{axis}")
+    r = runner.invoke(app, ["sweep", str(tmp_path / "sweep.yaml"), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert "fleet.gpu: unknown gpu" in r.output and "valid names: a100-40gb, a100-80gb" in r.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_huge_cross_product_is_refused_from_the_axes_lengths(tmp_path):
+    """Three axes of 1,000 values (10^9 points) used to be built, point by point, before the run cap was applied."""
+    import time
+
+    axes = "".join(f"  {k}: {{from: 1, to: 1000}}\n" for k in ("engine.max_num_seqs", "engine.block_size", "fleet.tp"))
+    (tmp_path / "base.yaml").write_text(BASE)
+    (tmp_path / "sweep.yaml").write_text(f"base: base.yaml\ncross:\n{axes}")
+    start = time.perf_counter()
+    with pytest.raises(FleetsimError, match="1,000,000,000 points x 1 seeds is more than 100,000 runs"):
+        load_sweep(tmp_path / "sweep.yaml")
+    assert time.perf_counter() - start < 2
