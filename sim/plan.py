@@ -59,6 +59,7 @@ from sim.sweep import (
     _values,
     check_axes,
     check_point,
+    cluster,
     execute,
     jobs_for,
     read_base,
@@ -308,7 +309,7 @@ class Evaluator:
     plan: Plan
     out: Path
     workers: int = 1
-    scheduler: str | None = None
+    client: Any = None  # a Dask client (`sim.sweep.cluster`), or local worker processes
     results: dict[tuple[int, int, bool], dict[str, Any]] = field(default_factory=dict)  # (group, count, verify) -> stats
     rows: list[pd.DataFrame] = field(default_factory=list)
     progress: Callable[[str], None] | None = None
@@ -331,7 +332,7 @@ class Evaluator:
         jobs: list[Job] = jobs_for(sweep, self.out)
         if self.progress:
             self.progress(f"simulating {len(todo)} configurations, {len(jobs)} runs")
-        rows = execute(jobs, workers=self.workers, scheduler=self.scheduler)
+        rows = execute(jobs, workers=self.workers, client=self.client)
         rows["group"] = [todo[p][0].index for p in rows["point"]]
         rows["verify"] = verify
         ok = rows["error"].isna()
@@ -410,10 +411,14 @@ def plan_fleet(
     `force` (`sim.study_dir`)."""
     if (out / MARKER).exists():
         check_owner(out, plan.sweep.owner("plan"), force=force)
-    (out / "points").mkdir(parents=True, exist_ok=True)
-    claim(out, plan.sweep.owner("plan"))
+    with cluster(scheduler) as client:  # connected before anything is created
+        (out / "points").mkdir(parents=True, exist_ok=True)
+        claim(out, plan.sweep.owner("plan"))
+        return _plan(plan, out, Evaluator(plan, out, workers=workers, client=client, progress=progress))
+
+
+def _plan(plan: Plan, out: Path, ev: Evaluator) -> Outcome:
     screen(plan)
-    ev = Evaluator(plan, out, workers=workers, scheduler=scheduler, progress=progress)
     search(ev)
     objective = f"{plan.spec.objective}_mean"
     scale = plan.spec.scale.path

@@ -409,8 +409,10 @@ def execute(
     scheduler: str | None = None,
     progress: Callable[[int, int], None] | None = None,
     task: Task = run_one,
+    client: Any = None,
 ) -> pd.DataFrame:
-    """Run the jobs whose row file is not there yet; return every job's row (in the jobs' order)."""
+    """Run the jobs whose row file is not there yet, on `client` (a Dask client: `cluster`), the cluster at
+    `scheduler`, or `workers` local processes; return every job's row (in the jobs' order)."""
     todo = [j for j in jobs if not Path(j.out_file).exists()]
     done = len(jobs) - len(todo)
     if progress:
@@ -422,8 +424,11 @@ def execute(
         if progress:
             progress(done, len(jobs))
 
-    if scheduler is not None:
-        _run_dask(todo, scheduler, task, finished)
+    if client is not None:
+        _run_dask(todo, client, task, finished)
+    elif scheduler is not None:
+        with cluster(scheduler) as own:
+            _run_dask(todo, own, task, finished)
     elif workers <= 1:
         for job in todo:
             finished(task(job.raw, job.base_dir, job.row, job.out_file))
@@ -456,9 +461,10 @@ def run_sweep(
     A folder another study owns is refused unless `force` (`sim.study_dir`)."""
     if (out / MARKER).exists():
         check_owner(out, sweep.owner(), force=force)
-    (out / "points").mkdir(parents=True, exist_ok=True)
-    claim(out, sweep.owner())
-    rows = execute(jobs_for(sweep, out), workers=workers, scheduler=scheduler, progress=progress, task=task)
+    with cluster(scheduler) as client:  # connected before anything is created
+        (out / "points").mkdir(parents=True, exist_ok=True)
+        claim(out, sweep.owner())
+        rows = execute(jobs_for(sweep, out), workers=workers, progress=progress, task=task, client=client)
     rows = rows.sort_values(["point", "seed"], kind="stable").reset_index(drop=True)
     stats = seed_stats(rows, sweep.axes)
     _write_frame(rows, out / "results.parquet")
@@ -478,7 +484,11 @@ def _failed_row(job: Job, why: str) -> dict[str, Any]:
 
 
 def _worker(task: Task, conn: Any) -> None:
-    """A worker process: run the jobs it is sent, one at a time, until told to stop (None)."""
+    """A worker process: run the jobs it is sent, one at a time, until told to stop (None). Ctrl-C reaches the
+    whole process group; the parent alone answers it (and ends the workers), so a worker ignores it."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     while True:
         job = conn.recv()
         if job is None:
@@ -543,6 +553,10 @@ def _run_processes(todo: list[Job], workers: int, task: Task, finished: Callable
                     del procs[slot]
                     if queue or busy:
                         start(slot)
+    except BaseException:  # interrupted (or a bug): the runs in progress are lost anyway, end them now
+        for proc, _conn in procs.values():
+            proc.kill()
+        raise
     finally:
         for proc, conn in procs.values():
             with contextlib.suppress(OSError):
@@ -553,28 +567,46 @@ def _run_processes(todo: list[Job], workers: int, task: Task, finished: Callable
             conn.close()
 
 
-def _run_dask(todo: list[Job], scheduler: str, task: Task, finished: Callable[[dict[str, Any]], None]) -> None:
+CONNECT_TIMEOUT = "10s"
+
+
+def connect(scheduler: str) -> Any:
+    """A Dask client of the cluster at `scheduler`; one line if dask is missing or the cluster cannot be reached.
+    Called before a study creates its folder, so a dead address leaves nothing behind."""
     try:
-        from distributed import Client, as_completed
+        from distributed import Client
     except ImportError:
         raise FleetsimError("--scheduler needs dask.distributed: pip install 'fleetsim[dask]'") from None
     try:
-        client = Client(scheduler, timeout="10s")  # type: ignore[no-untyped-call]
-    except (OSError, TimeoutError) as err:
+        return Client(scheduler, timeout=CONNECT_TIMEOUT)  # type: ignore[no-untyped-call]
+    except (OSError, TimeoutError, ValueError) as err:
         raise FleetsimError(f"--scheduler {scheduler}: cannot connect ({' '.join(str(err).split())[:120]})") from None
+
+
+@contextlib.contextmanager
+def cluster(scheduler: str | None) -> Iterator[Any]:
+    """The client of `connect(scheduler)` for the duration (None without a scheduler), closed at the end."""
+    client = connect(scheduler) if scheduler is not None else None
     try:
-        futures = {
-            client.submit(task, j.raw, j.base_dir, j.row, j.out_file, key=f"fleetsim-{j.key}", retries=RETRIES, pure=False): j
-            for j in todo
-        }
-        for fut in as_completed(list(futures)):  # type: ignore[no-untyped-call]
-            job = futures[fut]
-            try:
-                finished(fut.result())
-            except Exception as err:  # the scheduler gave up on it (worker deaths beyond the retries, or a bug)
-                finished(_failed_row(job, f"{type(err).__name__}: {err}"))
+        yield client
     finally:
-        client.close()  # type: ignore[no-untyped-call]
+        if client is not None:
+            client.close()
+
+
+def _run_dask(todo: list[Job], client: Any, task: Task, finished: Callable[[dict[str, Any]], None]) -> None:
+    from distributed import as_completed
+
+    futures = {
+        client.submit(task, j.raw, j.base_dir, j.row, j.out_file, key=f"fleetsim-{j.key}", retries=RETRIES, pure=False): j
+        for j in todo
+    }
+    for fut in as_completed(list(futures)):  # type: ignore[no-untyped-call]
+        job = futures[fut]
+        try:
+            finished(fut.result())
+        except Exception as err:  # the scheduler gave up on it (worker deaths beyond the retries, or a bug)
+            finished(_failed_row(job, f"{type(err).__name__}: {err}"))
 
 
 # --- statistics across seeds -----------------------------------------------------------------------

@@ -341,3 +341,24 @@ def test_a_huge_cross_product_is_refused_from_the_axes_lengths(tmp_path):
     with pytest.raises(FleetsimError, match="1,000,000,000 points x 1 seeds is more than 100,000 runs"):
         load_sweep(tmp_path / "sweep.yaml")
     assert time.perf_counter() - start < 2
+
+
+def test_a_dead_scheduler_leaves_no_folder(tmp_path, monkeypatch):
+    pytest.importorskip("distributed")
+    import sim.sweep
+
+    monkeypatch.setattr(sim.sweep, "CONNECT_TIMEOUT", "0.5s", raising=False)
+    make(tmp_path)
+    for command in (["sweep", str(tmp_path / "sweep.yaml")], ["plan", str(PLAN_FILE(tmp_path))]):
+        out = tmp_path / f"o-{command[0]}"
+        r = runner.invoke(app, [*command, "--scheduler", "tcp://127.0.0.1:1", "--out", str(out)])
+        assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+        assert "--scheduler tcp://127.0.0.1:1: cannot connect" in r.output and not out.exists()
+
+
+def PLAN_FILE(tmp_path):
+    (tmp_path / "plan.yaml").write_text(
+        "base: base.yaml\nsearch: {fleet.gpu: [h100-sxm]}\nscale: {path: fleet.autoscaler.replicas, from: 1, to: 2}\n"
+        "set: {fleet.autoscaler: {policy: fixed, replicas: 1}}\nslo: {p99_ttft_ms: 60000}\n"
+    )
+    return tmp_path / "plan.yaml"

@@ -16,6 +16,25 @@ from sim.errors import FleetsimError
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class Interrupted(Exception):
+    """SIGTERM, turned into an exception so that every `finally` (the run folder's temporary copy) runs."""
+
+
+class Stopped(Exception):
+    """Ctrl-C or SIGTERM ended work that keeps what it finished (a sweep's or plan's runs): `main` prints the
+    message as one line and exits with `code` (130 or 143)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def stopped(err: BaseException, kept: str) -> Stopped:
+    """The one line for a study interrupted by `err` (KeyboardInterrupt or Interrupted), saying what was kept."""
+    ctrl_c = isinstance(err, KeyboardInterrupt)
+    return Stopped(f"{'interrupted' if ctrl_c else 'terminated'}; {kept}", 130 if ctrl_c else 143)
+
+
 def user_errors(fn: F) -> F:
     """Turn a FleetsimError into `error: <one line>` on stderr and exit status 2."""
 

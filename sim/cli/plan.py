@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sim.cli.common import check_plot_path, emit_json, positive
+from sim.cli.common import Interrupted, check_plot_path, emit_json, positive, stopped
 from sim.determinism import seed_note
 
 
@@ -45,6 +45,7 @@ def plan(
 ) -> None:
     """Find the cheapest GPU / TP / replica count that meets an SLO: screened, bisected, ranked and verified."""
     from sim.plan import load_plan, plan_fleet
+    from sim.study_dir import MARKER
     from sim.sweep import check_sweep_dir
 
     positive("--workers", workers)
@@ -56,7 +57,13 @@ def plan(
     if p.sweep.trace_note is not None:
         typer.echo(f"note: {p.sweep.trace_note}", err=True)
     note = None if as_json else (lambda msg: typer.echo(f"  {msg}", err=True))
-    outcome = plan_fleet(p, out_dir, workers=workers, scheduler=scheduler, progress=note, force=force)
+    try:
+        outcome = plan_fleet(p, out_dir, workers=workers, scheduler=scheduler, progress=note, force=force)
+    except (KeyboardInterrupt, Interrupted) as err:
+        if not (out_dir / MARKER).exists():
+            raise  # nothing was written yet
+        done = len(list((out_dir / "points").glob("*.parquet")))
+        raise stopped(err, f"{done} runs are kept in {out_dir}/points: rerun the same command to resume") from None
     scale = p.spec.scale.path
     if plot is not None:
         _plot(outcome, p, plot)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sim.cli.common import emit_json, positive
+from sim.cli.common import Interrupted, emit_json, positive, stopped
 from sim.determinism import seed_note
 from sim.errors import FleetsimError
 
@@ -39,9 +39,9 @@ def sweep(
 ) -> None:
     """Run a scenario over axes and seeds; write results.parquet and stats.parquet (95% CIs across seeds)."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from sim.sweep import STAT_METRICS, check_sweep_dir, load_sweep, run_sweep, seed_stats
+    from sim.study_dir import MARKER
+    from sim.sweep import STAT_METRICS, check_sweep_dir, jobs_for, load_sweep, seed_stats
 
     positive("--workers", workers)
     if not (math.isfinite(precision) and 0 < precision < 1):
@@ -53,21 +53,14 @@ def sweep(
         typer.echo(f"note: {spec.trace_note}", err=True)
     console = Console(stderr=True)
     n_runs = spec.n_runs
-    if progress and not as_json and console.is_terminal:
-        with Progress(
-            TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True
-        ) as bar:
-            task = bar.add_task("runs", total=n_runs)
-            rows = run_sweep(
-                spec,
-                out_dir,
-                workers=workers,
-                scheduler=scheduler,
-                progress=lambda d, t: bar.update(task, completed=d),
-                force=force,
-            )
-    else:
-        rows = run_sweep(spec, out_dir, workers=workers, scheduler=scheduler, force=force)
+    bar = progress and not as_json and console.is_terminal
+    try:
+        rows = _run(spec, out_dir, workers=workers, scheduler=scheduler, force=force, console=console if bar else None)
+    except (KeyboardInterrupt, Interrupted) as err:
+        if not (out_dir / MARKER).exists():
+            raise  # nothing was written yet
+        done = sum(Path(j.out_file).exists() for j in jobs_for(spec, out_dir))
+        raise stopped(err, f"{done} of {n_runs} runs are kept in {out_dir}/points: rerun the same command to resume") from None
     stats = seed_stats(rows, spec.axes, precision=precision)
     if precision != 0.05:
         stats.to_parquet(out_dir / "stats.parquet", index=False)
@@ -95,3 +88,26 @@ def sweep(
     for _, r in failed.drop_duplicates("point").iterrows():
         typer.echo(f"  point {r['point']} could not run: {r['error']}")
     typer.echo(f"wrote {out_dir}/ (results.parquet: {len(rows)} rows; stats.parquet; points/ for resuming)")
+
+
+def _run(spec: Any, out_dir: Path, *, workers: int, scheduler: str | None, force: bool, console: Any) -> Any:
+    """The sweep's rows, with a progress bar (runs done of all, elapsed, time left) on `console` if given."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from sim.sweep import run_sweep
+
+    if console is None:
+        return run_sweep(spec, out_dir, workers=workers, scheduler=scheduler, force=force)
+    columns = (
+        TextColumn("sweep"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("runs", total=spec.n_runs)
+        return run_sweep(
+            spec, out_dir, workers=workers, scheduler=scheduler, progress=lambda d, t: bar.update(task, completed=d), force=force
+        )
