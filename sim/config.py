@@ -490,8 +490,11 @@ def with_trace_file(raw: dict[str, Any], trace: str | Path) -> tuple[dict[str, A
 def load_config(path: str | Path, sets: Sequence[str] = (), *, trace: str | Path | None = None) -> Scenario:
     """Read and validate a scenario, with `--trace FILE` (`with_trace_file`) and then `--set` overrides; paths
     inside it are then relative to its folder."""
+    from sim.study_dir import check_kind
+
     path = Path(path)
     raw = read_yaml(path)
+    check_kind(path, raw, expected="scenario")
     note = None
     if trace is not None and isinstance(raw, dict):
         raw, swapped, dropped = with_trace_file(raw, trace)

@@ -70,3 +70,47 @@ def claim(folder: Path, owner: dict[str, Any] | None) -> None:
 
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return all(a.get(k) == b.get(k) for k in ("kind", "name", "file", "overrides"))
+
+
+def study_kind(raw: dict[str, Any]) -> str | None:
+    """What a YAML mapping is: a plan (a base scenario and a search: scale, search, slo targets), a sweep (a base
+    scenario), a scenario (a model or a fleet), or None when it shows none of these (its schema then says what
+    is missing)."""
+    if "base" in raw and "model" not in raw:
+        return "plan" if {"scale", "search", "slo", "objective", "confidence", "method"} & set(raw) else "sweep"
+    if "model" in raw or "fleet" in raw:
+        return "scenario"
+    return None
+
+
+def check_kind(path: Path, raw: Any, *, expected: str) -> None:
+    """A sweep or plan file where a scenario is expected, or the reverse, says what it is and which command reads it."""
+    if not isinstance(raw, dict):
+        return
+    kind = study_kind(raw)
+    if kind is not None and kind != expected:
+        what = {"scenario": "a scenario", "sweep": "a sweep file", "plan": "a plan file"}
+        command = "run" if kind == "scenario" else kind
+        raise FleetsimError(f"{path}: is {what[kind]}, not {what[expected]}; `fleetsim {command} {path}` reads it")
+
+
+def check_not_a_study_folder(folder: Path) -> None:
+    """A sweep or plan folder given where a run folder is expected: one line saying what it is and which command
+    reprints it."""
+    if not (folder / MARKER).is_file():
+        return
+    owner = read_owner(folder)
+    if owner is None:
+        raise FleetsimError(
+            f"{folder}: is a sweep or plan folder ({MARKER}), not a run folder; rerun the `fleetsim sweep` or `fleetsim "
+            f"plan` command that wrote it to reprint its tables (it resumes: nothing new is simulated)"
+        )
+    kind = owner["kind"]
+    command = " ".join(
+        ["fleetsim", kind, owner.get("file") or f"{kind.upper()}.yaml", *owner.get("overrides", []), "--out", str(folder)]
+    )
+    tables = "results.parquet and stats.parquet" if kind == "sweep" else "ranking, evaluated, frontier and runs .parquet"
+    raise FleetsimError(
+        f"{folder}: is the folder of {describe_owner(owner)}, not a run folder; `{command}` reprints its tables "
+        f"(it resumes: nothing new is simulated), which are {tables}"
+    )

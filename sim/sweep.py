@@ -47,7 +47,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from sim.atomic import atomic_file
 from sim.errors import FleetsimError, from_validation_error
 from sim.spec import Frozen
-from sim.study_dir import MARKER, check_owner, claim, study_owner
+from sim.study_dir import MARKER, check_kind, check_owner, claim, study_owner
 from sim.yaml_input import read_yaml
 
 if TYPE_CHECKING:
@@ -176,6 +176,7 @@ def read_spec(path: Path, model: type[Frozen], what: str) -> Any:
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise FleetsimError(f"{path}: a {what} must be a YAML mapping (got {type(raw).__name__})")
+    check_kind(path, raw, expected=what)
     try:
         return model.model_validate(raw)
     except ValidationError as err:

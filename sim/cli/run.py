@@ -283,6 +283,7 @@ def report(
 ) -> None:
     """Reprint a run's summary from its run folder (recomputed from its records)."""
     from sim.result import SimResult
+    from sim.study_dir import check_not_a_study_folder
 
     if openmetrics is not None:
         check_out_file(openmetrics, "--openmetrics")
@@ -290,6 +291,7 @@ def report(
         check_out_file(html_file, "--html")
     if not math.isfinite(epoch) or epoch < 0:
         raise FleetsimError(f"--epoch must be a finite number of seconds >= 0 (got {epoch})")
+    check_not_a_study_folder(run_dir)
     result = SimResult.load(run_dir)
     if openmetrics is not None:
         from sim.openmetrics import to_openmetrics
