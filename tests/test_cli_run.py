@@ -277,6 +277,30 @@ def test_set_overrides_a_scenario_field_and_names_a_bad_one(tmp_path):
     assert run("roofline", "--model", "llama-2-7b", "--gpu", "l4", "--set", "fleet.tp=1").exit_code == 2
 
 
+def test_the_summary_shows_slo_attainment_and_the_prefix_cache(tmp_path):
+    r = run("run", REPO / "configs" / "default.yaml", "--set", "trace.end_s=600", "--out", tmp_path / "a", "--no-capacity")
+    assert r.exit_code == 0, r.output
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert f"Within the SLO (share):                 {summary['slo_attainment']:.3f}" in r.stdout
+    assert "Prefix cache" not in r.stdout and "warning" not in r.stderr
+    r = run("run", REPO / "configs" / "prefix-cache.yaml", "--set", "trace.end_s=300", "--out", tmp_path / "b", "--no-capacity")
+    assert r.exit_code == 0, r.output
+    s = json.loads((tmp_path / "b" / "summary.json").read_text())
+    rates = f"{s['prefix_hit_rate_tokens']:.1%} / {s['prefix_hit_rate_blocks']:.1%}"
+    assert f"Hit rate, tokens / blocks:              {rates}" in r.stdout
+    assert f"Prefill tokens saved:                   {s['prefill_tokens_saved']:,}" in r.stdout
+    assert s["prefill_tokens_saved"] > 0 and "warning" not in r.stderr
+
+
+def test_prefix_caching_on_a_trace_without_prefix_ids_warns_once(tmp_path):
+    """It silently ran uncached: now one warning line on stderr, not an error (the run is a valid uncached run)."""
+    args = ["--set", "engine.prefix_caching=true", "--set", "trace.end_s=300", "--no-capacity"]
+    r = run("run", REPO / "configs" / "default.yaml", *args, "--out", tmp_path / "o", "--json")
+    assert r.exit_code == 0, r.output
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("warning: engine.prefix_caching is on, but the trace has no")
+    assert json.loads(r.stdout)["completed"] > 0  # stdout is the JSON alone
+
+
 @pytest.mark.parametrize(
     ("command", "what", "reader"),
     [

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from sim.cli.common import alias_note, check_out_file, check_plot_path, emit_json, write_text_atomically
-from sim.config import SloConfig, load_config
+from sim.config import Scenario, SloConfig, load_config
 from sim.errors import FleetsimError
 
 if TYPE_CHECKING:
@@ -48,6 +48,9 @@ def render_summary(result: SimResult, summary: dict[str, Any]) -> str:
     ]
     if summary["request_goodput"] is not None:
         lines.append(_line("Request goodput (req/s):", summary["request_goodput"]))
+    if summary.get("slo_attainment") is not None and "batch" not in (summary.get("by_class") or {}):
+        # with batch work, each class's share is in its section (batch answers to its deadline, not the SLO)
+        lines.append(_line("Within the SLO (share):", summary["slo_attainment"], "{:.3f}"))
     lines += [
         _line("Output token throughput (tok/s):", summary["output_throughput"]),
         _line("Total token throughput (tok/s):", summary["total_token_throughput"]),
@@ -86,6 +89,12 @@ def render_summary(result: SimResult, summary: dict[str, Any]) -> str:
         lines.append(
             _line("Mean / P99 transfer (ms):", f"{_ms(summary['mean_transfer_ms'])} / {_ms(summary['p99_transfer_ms'])}")
         )
+    if summary.get("prefix_cached_tokens") is not None:
+        lines.append("{s:{c}^50}".format(s="Prefix cache", c="-"))
+        rates = (summary["prefix_hit_rate_tokens"], summary["prefix_hit_rate_blocks"])
+        lines.append(_line("Hit rate, tokens / blocks:", " / ".join("n/a" if r is None else f"{r:.1%}" for r in rates)))
+        lines.append(_line("Cached prompt tokens:", f"{summary['prefix_cached_tokens']:,}"))
+        lines.append(_line("Prefill tokens saved:", f"{summary['prefill_tokens_saved']:,}"))
     for name, rec in (summary.get("by_pool") or {}).items():
         lines.append(_line(f"Pool {name}: replicas, $:", f"{rec['replicas_launched']}, {_money(rec['cost_usd'])}"))
     lines += fleet_lines(summary)
@@ -146,6 +155,13 @@ def fleet_lines(summary: dict[str, Any]) -> list[str]:
         _line("Same tokens at API prices (USD):", f"{summary['api_usd_for_same_tokens']:.4f} ({summary['api']})"),
     ]
     return lines
+
+
+def uncached_prefix_caching(scenario: Scenario, meta: dict[str, Any]) -> bool:
+    """Prefix caching asked for (by the scenario's engine or a pool's) but never set up: the trace carries no
+    prefix hash ids, so the run is an uncached one."""
+    engines = [scenario.engine, scenario.fleet.prefill.engine, scenario.fleet.decode.engine]
+    return any(e is not None and e.prefix_caching for e in engines) and "prefix_cache" not in meta
 
 
 def parse_goodput(text: str) -> SloConfig:
@@ -246,6 +262,12 @@ def run(
     else:
         result = simulate(scenario, base_dir=config.parent, measure_capacity=capacity)
     alias_note(scenario.fleet.gpu, result.meta["gpu"])
+    if uncached_prefix_caching(scenario, result.meta):
+        typer.echo(
+            "warning: engine.prefix_caching is on, but the trace has no prefix_hash_ids (the Mooncake reader gives "
+            "them; others do not), so nothing was cached",
+            err=True,
+        )
     if scenario.trace_note is not None:  # right before the summary (on stderr, so that --json stays JSON)
         typer.echo(f"note: {scenario.trace_note}", err=True)
     summary = result.summary()
