@@ -38,6 +38,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -313,6 +314,9 @@ class Evaluator:
     results: dict[tuple[int, int, bool], dict[str, Any]] = field(default_factory=dict)  # (group, count, verify) -> stats
     rows: list[pd.DataFrame] = field(default_factory=list)
     progress: Callable[[str], None] | None = None
+    planned: int = 0  # runs the plan may take at most (`planned_runs`), for the progress line
+    done: int = 0  # runs taken so far (resumed ones included)
+    started_at: float = field(default_factory=time.perf_counter)
 
     def run(self, configs: list[tuple[Group, int]], *, verify: bool = False) -> None:
         """Simulate these (group, replica count) configurations for every seed (new seeds when verifying)."""
@@ -331,8 +335,9 @@ class Evaluator:
         )
         jobs: list[Job] = jobs_for(sweep, self.out)
         if self.progress:
-            self.progress(f"simulating {len(todo)} configurations, {len(jobs)} runs")
+            self.progress(self._status(len(todo), len(jobs), verify))
         rows = execute(jobs, workers=self.workers, client=self.client)
+        self.done += len(jobs)
         rows["group"] = [todo[p][0].index for p in rows["point"]]
         rows["verify"] = verify
         ok = rows["error"].isna()
@@ -350,6 +355,31 @@ class Evaluator:
 
     def get(self, g: Group, n: int, verify: bool = False) -> dict[str, Any]:
         return self.results[(g.index, n, verify)]
+
+    def _status(self, n_configs: int, n_runs: int, verify: bool) -> str:
+        """What is simulated next, of how many runs at most, and about how long the rest may take."""
+        what = "verifying" if verify else "simulating"
+        total = max(self.planned, self.done + n_runs)
+        line = f"{what} {n_configs} configurations ({n_runs} runs); {self.done} of at most {total} runs done"
+        if self.done:
+            left = (time.perf_counter() - self.started_at) / self.done * (total - self.done)
+            line += f", at most ~{left:,.0f} s left"
+        return line
+
+
+def planned_runs(plan: Plan) -> int:
+    """The most runs the search and the verification can take once the screen has run: per live group its
+    largest count plus a bisection over the rest (or every count, for the grid), times its seeds (one where the
+    seed changes nothing); then the pick and three neighbours under new seeds."""
+    seeds = len(plan.sweep.seeds)
+    total = 0
+    for g in plan.groups:
+        if g.ruled_out is not None:
+            continue
+        n = len(g.scales)
+        probes = n if plan.spec.method == "grid" else 1 + math.ceil(math.log2(n)) if n > 1 else 1
+        total += probes * (1 if g.deterministic else seeds)
+    return total + 4 * seeds
 
 
 STAT_KEYS = ("p99_ttft_ms", "p99_tpot_ms", "usd_per_1k_tokens", "usd_per_hour", "attainment", "throughput_utilization")
@@ -419,6 +449,7 @@ def plan_fleet(
 
 def _plan(plan: Plan, out: Path, ev: Evaluator) -> Outcome:
     screen(plan)
+    ev.planned, ev.started_at = planned_runs(plan), time.perf_counter()
     search(ev)
     objective = f"{plan.spec.objective}_mean"
     scale = plan.spec.scale.path

@@ -105,7 +105,13 @@ def test_cli_prints_ranking_frontier_and_pick_and_resumes(tmp_path):
     out = tmp_path / "o"
     r = runner.invoke(app, ["plan", str(path), "--out", str(out), "--workers", "2", "--plot", str(tmp_path / "p.png")])
     assert r.exit_code == 0, r.output
-    assert "rank | fleet.gpu | replicas" in r.stdout and "Pareto frontier" in r.stdout and "pick: fleet.gpu=" in r.stdout
+    assert "  rank  fleet.gpu  replicas  " in r.stdout and "$/1K tokens" in r.stdout and "p99 TPOT (ms)" in r.stdout
+    assert "pick: fleet.gpu=" in r.stdout
+    assert "Pareto frontier" in r.stdout and "  fleet.gpu  replicas  $/1K tokens  p99 TTFT (ms)" in r.stdout  # as a table
+    assert max(len(line) for line in r.stdout.splitlines() if not line.startswith("wrote ")) <= 100
+    progress = [line for line in r.stderr.splitlines() if "runs done" in line]
+    assert progress[0].startswith("  simulating") and "; 0 of at most " in progress[0]
+    assert all("s left" in line for line in progress[1:]) and len(progress) >= 2
     assert "(confirmed;" in r.stdout and (tmp_path / "p.png").stat().st_size > 10_000
     files = sorted(p.name for p in (out / "points").iterdir())
     j = json.loads(runner.invoke(app, ["plan", str(path), "--out", str(out), "--json"]).stdout)
@@ -169,9 +175,10 @@ def test_a_deterministic_replay_runs_one_seed_and_words_its_confidence_honestly(
     assert r.exit_code == 0, r.output
     runs = pd.read_parquet(tmp_path / "o" / "runs.parquet")
     assert (runs["seed"] == 0).all() and not runs.duplicated(["group", "fleet.autoscaler.replicas"]).any()
-    assert "(one deterministic replay per configuration: the seed changes nothing here" in r.stdout
-    assert "confidence over" not in r.stdout and "  new seeds," not in r.stdout
-    assert "pick stands as simulated" in r.stdout and "cheaper neighbour," in r.stdout
+    said = " ".join(r.stdout.split())  # the prose is wrapped at 100 columns
+    assert "one deterministic replay per configuration: the seed changes nothing here" in said
+    assert "confidence over" not in said and " new seeds," not in said
+    assert "pick stands as simulated" in said and "cheaper neighbour," in said
 
 
 def test_one_seed_of_a_random_scenario_claims_no_confidence(tmp_path):
@@ -179,8 +186,9 @@ def test_one_seed_of_a_random_scenario_claims_no_confidence(tmp_path):
     path.write_text(path.read_text().replace("seeds: 2", "seeds: 1"))
     r = runner.invoke(app, ["plan", str(path), "--out", str(tmp_path / "o")])
     assert r.exit_code == 0, r.output
-    assert "(one seed per configuration: each verdict on that seed's value, with no confidence interval)" in r.stdout
-    assert "new seeds, h100-sxm" in r.stdout and "95% confidence" not in r.stdout
+    said = " ".join(r.stdout.split())
+    assert "one seed per configuration: each verdict on that seed's value, with no confidence interval" in said
+    assert "new seeds, h100-sxm" in said and "95% confidence" not in said
 
 
 def test_a_gpu_name_typo_is_an_error_not_a_ruled_out_group(tmp_path):

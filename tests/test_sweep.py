@@ -221,7 +221,8 @@ def test_cli_prints_the_table_resumes_and_guards_its_folder(tmp_path):
     out = tmp_path / "o"
     r = runner.invoke(app, ["sweep", str(tmp_path / "sweep.yaml"), "--out", str(out), "--workers", "2"])
     assert r.exit_code == 0, r.output
-    assert "4 points x 3 seeds = 12 runs (0 could not run)" in r.stdout and "p99_ttft_ms mean [95% CI]" in r.stdout
+    assert "4 points x 3 seeds: 12 runs (0 could not run)" in r.stdout
+    assert_readable_table(r.stdout)
     j = json.loads(runner.invoke(app, ["sweep", str(tmp_path / "sweep.yaml"), "--out", str(out), "--json"]).stdout)
     assert len(j) == 4 and {"p99_ttft_ms_ci_low", "seeds_needed"} <= set(j[0])
     other = tmp_path / "other"
@@ -277,7 +278,7 @@ def test_a_point_the_seed_changes_nothing_in_runs_one_seed_and_says_why(tmp_path
     assert r.exit_code == 0, r.output
     rows = pd.read_parquet(tmp_path / "o" / "results.parquet")
     assert rows[["point", "seed"]].values.tolist() == [[0, 0], [1, 0], [1, 1], [1, 2]]
-    assert "= 4 runs" in r.stdout and "one seed for points 0: the seed changes nothing here" in r.stdout
+    assert ": 4 runs" in r.stdout and "one seed for points 0: the seed changes nothing here" in r.stdout
     stats = pd.read_parquet(tmp_path / "o" / "stats.parquet")
     assert stats["n_seeds"].tolist() == [1, 3] and np.isnan(stats.loc[0, "p99_ttft_ms_ci_low"])
 
@@ -362,3 +363,31 @@ def PLAN_FILE(tmp_path):
         "set: {fleet.autoscaler: {policy: fixed, replicas: 1}}\nslo: {p99_ttft_ms: 60000}\n"
     )
     return tmp_path / "plan.yaml"
+
+
+def assert_readable_table(stdout: str) -> None:
+    """The per-point table fits 100 columns, gives every figure with its unit and writes no number in e-notation."""
+    import re
+
+    lines = [line for line in stdout.splitlines() if not line.startswith("wrote ")]  # the folder's path aside
+    assert max(len(line) for line in lines) <= 100, max(lines, key=len)
+    heads = [line for line in lines if line.startswith("  point  ")]
+    for unit in ("p99 TTFT (s)", "p99 TPOT (ms)", "$/1M tokens", "throughput util. (%)", "within SLO (%)", "seeds needed"):
+        assert any(unit in h for h in heads), unit
+    assert not re.search(r"\d[eE][+-]?\d", stdout)
+
+
+def test_the_table_is_split_to_fit_and_keeps_its_figures(tmp_path):
+    """Axis values too wide to repeat beside the figures: the points first, then the figures by point, in two
+    tables that fit; the figures are the statistics' own, in their units (by hand from stats.parquet)."""
+    make(tmp_path)
+    r = runner.invoke(app, ["sweep", str(tmp_path / "sweep.yaml"), "--out", str(tmp_path / "o"), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert_readable_table(r.stdout)
+    stats = pd.read_parquet(tmp_path / "o" / "stats.parquet").iloc[3]
+    legend, *figures = [line for line in r.stdout.splitlines() if line.startswith("      3  ")]
+    assert "{policy: fixed, replicas: 2}" in legend and len(figures) == 2  # YAML as written, not JSON
+    ttft = stats["p99_ttft_ms_mean"] / 1000
+    assert f" {ttft:.{max(0, 2 - int(np.floor(np.log10(ttft))))}f} [" in figures[0]
+    assert f" {stats['throughput_utilization_mean'] * 100:.1f} [" in figures[0]
+    assert figures[1].split()[-1] == f"{stats['seeds_needed']:,.0f}"

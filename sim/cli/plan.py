@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from sim.cli.common import Interrupted, check_plot_path, emit_json, positive, stopped
+from sim.cli.common import Interrupted, check_plot_path, emit_json, positive, stopped, table
 from sim.determinism import seed_note
 
 
@@ -88,10 +89,11 @@ def plan(
         )
         if t
     )
-    typer.echo(f"fleetsim plan {p.name}: the cheapest configuration by {p.spec.objective} meeting {targets} ({_confidence(p)})")
+    say(f"fleetsim plan {p.name}: the cheapest configuration by {p.spec.objective} meeting {targets}")
+    say(f"  {_confidence(p)}")
     axes = list(p.spec.search)
-    typer.echo("  " + " | ".join(["rank", *axes, "replicas", "$/1K tokens", "$/hour", "p99 TTFT ms", "p99 TPOT ms", "status"]))
-    rank = 0
+    head = ["rank", *axes, "replicas", "$/1K tokens", "$/hour", "p99 TTFT (ms)", "p99 TPOT (ms)", "status"]
+    rows, reasons, rank = [], [], 0
     for r in outcome.ranking.to_dict(orient="records"):
         if r["status"] == "meets":
             rank += 1
@@ -99,33 +101,42 @@ def plan(
             cells += [_ci(r, "usd_per_1k_tokens", "{:.6f}"), _ci(r, "usd_per_hour", "{:,.2f}")]
             cells += [_ci(r, "p99_ttft_ms", "{:,.0f}"), _ci(r, "p99_tpot_ms", "{:,.1f}"), "meets"]
         else:
-            cells = ["-", *(str(r[a]) for a in axes), "-", "-", "-", "-", "-", f"{r['status']}: {r['why']}"]
-        typer.echo("  " + " | ".join(cells))
+            cells = ["-", *(str(r[a]) for a in axes), "-", "-", "-", "-", "-", r["status"]]
+            reasons.append(f"  {', '.join(f'{a}={r[a]}' for a in axes) or 'the base'}: {r['status']}: {r['why']}")
+        rows.append(cells)
+    for line in table(head, rows, keys=len(axes) + 2):  # split in two when the intervals would not fit 100 columns
+        typer.echo(line)
+    for line in reasons:
+        say(line)
     ev = outcome.evaluated
     n_all = len(p.groups) * len(p.spec.scale.values())
     how = "bisection" if p.spec.method == "bisect" else "the grid"
-    typer.echo(
+    say(
         f"  ({len(ev)} of {n_all} configurations simulated: the roofline and the capacity bound ruled the rest out,"
         f" or {how} did not need them)"
     )
     if len(outcome.frontier):
-        points = [
-            f"{', '.join(str(f[a]) for a in axes)} x{_num(f[scale])}: ${f[f'{p.spec.objective}_mean']:.3g}, {f['p99_ttft_ms_mean']:,.0f} ms"
+        typer.echo("Pareto frontier (cost against p99 TTFT: each cheaper configuration is slower):")
+        cost = "$/1K tokens" if p.spec.objective == "usd_per_1k_tokens" else "$/hour"
+        fmt = "{:.6f}" if p.spec.objective == "usd_per_1k_tokens" else "{:,.2f}"
+        front = [
+            [*(str(f[a]) for a in axes), _num(f[scale]), fmt.format(f[f"{p.spec.objective}_mean"]), _num(f["p99_ttft_ms_mean"])]
             for f in outcome.frontier.to_dict(orient="records")
         ]
-        typer.echo("Pareto frontier (cost, p99 TTFT): " + "; ".join(points))
+        for line in table([*axes, "replicas", cost, "p99 TTFT (ms)"], front, keys=len(axes) + 3, width=10_000):
+            typer.echo(line)
     if outcome.pick is not None:
         pk = outcome.pick
-        typer.echo(
+        say(
             f"pick: {', '.join(f'{a}={pk[a]}' for a in axes)}, {_num(pk[scale])} replicas at "
             f"${pk[f'{p.spec.objective}_mean']:.3g} ({p.spec.objective})"
         )
         if p.groups[int(pk["group"])].deterministic:
-            typer.echo("  (a deterministic replay: new seeds would replay the same requests, so the pick stands as simulated)")
+            say("  (a deterministic replay: new seeds would replay the same requests, so the pick stands as simulated)")
         for v in outcome.verification:
             mark = "confirmed" if v["confirmed"] else "NOT confirmed"
             how = "new seeds" if v["seeds"] == "new" else "cheaper neighbour"
-            typer.echo(
+            say(
                 f"  {how}, {', '.join(str(v[a]) for a in axes)} x{v[scale]}: should {v['expected'].removesuffix('s')}, "
                 f"{v['observed']} ({mark}; {v['why']})"
             )
@@ -133,14 +144,20 @@ def plan(
         typer.echo("no configuration meets the SLO")
         cm = outcome.closest_miss
         if cm is None:
-            typer.echo("every configuration was ruled out before simulation (the reasons are in the table)")
+            say("every configuration was ruled out before simulation (the reasons are above)")
         else:
             g = p.groups[int(cm["group"])]
-            typer.echo(
+            say(
                 f"closest miss: {', '.join(f'{k}={v}' for k, v in g.values.items())}, {_num(cm[scale])} replicas: "
                 f"{cm['why']} ({cm['shortfall']:.2f}x the target)"
             )
     typer.echo(f"wrote {out_dir}/ (ranking, evaluated, frontier, runs .parquet)" + (f" and {plot}" if plot else ""))
+
+
+def say(text: str) -> None:
+    """A line of prose, wrapped at 100 columns (continuations indented under it)."""
+    indent = " " * (len(text) - len(text.lstrip()) + 2)
+    typer.echo(textwrap.fill(text, width=100, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False))
 
 
 def _confidence(p: Any) -> str:

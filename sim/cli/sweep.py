@@ -8,17 +8,72 @@ from typing import Annotated, Any
 
 import typer
 
-from sim.cli.common import Interrupted, emit_json, positive, stopped
+from sim.cli.common import Interrupted, emit_json, places, positive, sig, stopped, table
 from sim.determinism import seed_note
 from sim.errors import FleetsimError
 
+# the figures a sweep prints: summary key, column head (with its unit), scale from the key's unit, fixed decimals
+COLUMNS = (
+    ("p99_ttft_ms", "p99 TTFT (s)", 1e-3, None),
+    ("p99_tpot_ms", "p99 TPOT (ms)", 1.0, None),
+    ("usd_per_1k_tokens", "$/1M tokens", 1e3, None),
+    ("throughput_utilization", "throughput util. (%)", 100.0, 1),
+    ("slo_attainment", "within SLO (%)", 100.0, 1),
+)
 
-def _fmt(x: Any) -> str:
+
+def _axis_value(x: Any) -> str:
+    """An axis value as the sweep file would write it (a mapping or list in YAML's flow style, not JSON)."""
     if isinstance(x, float):
-        if math.isnan(x):
-            return "n/a"
-        return f"{x:.4g}"
+        return "n/a" if math.isnan(x) else f"{x:g}"
+    if isinstance(x, str) and x[:1] in "{[":
+        import json
+
+        import yaml
+
+        try:
+            return str(yaml.safe_dump(json.loads(x), default_flow_style=True, sort_keys=False, width=10_000)).strip()
+        except ValueError:
+            return x
     return str(x)
+
+
+def stats_table(records: list[dict[str, Any]], axes: list[str]) -> list[str]:
+    """The per-point statistics as a table that fits 100 columns (split in two when it would not): each figure in
+    its unit, the mean over seeds and its 95% interval in the mean's precision; the seeds column only when the
+    points ran under different numbers of seeds (a deterministic point, a run that could not run)."""
+    seeds = [rec["n_seeds"] - rec["errors"] for rec in records]
+    show_seeds = len({(s, rec["n_seeds"]) for s, rec in zip(seeds, records, strict=True)}) > 1
+    head = ["point", *axes, *(["seeds"] if show_seeds else []), *(h for _, h, _, _ in COLUMNS), "seeds needed"]
+    cells: list[list[str]] = []
+    for rec, ok in zip(records, seeds, strict=True):
+        row = [str(rec["point"]), *(_axis_value(rec[a]) for a in axes)]
+        if show_seeds:
+            row.append(str(ok) if not rec["errors"] else f"{ok}/{rec['n_seeds']}")
+        cells.append(row)
+    for key, _, scale, fixed in COLUMNS:
+        texts = []
+        for r in records:
+            mean, lo, hi = (r[f"{key}_{part}"] * scale for part in ("mean", "ci_low", "ci_high"))
+            decimals = places(mean) if fixed is None else fixed
+            ci = "" if math.isnan(lo) else f" [{sig(lo, decimals=decimals)}, {sig(hi, decimals=decimals)}]"
+            texts.append((sig(mean, decimals=decimals), ci))
+        width = max(len(m) for m, _ in texts) if texts else 0
+        for row, (mean_text, ci) in zip(cells, texts, strict=True):
+            row.append(mean_text.rjust(width) + ci)
+    for row, rec in zip(cells, records, strict=True):
+        row.append("-" if math.isnan(rec["seeds_needed"]) else f"{rec['seeds_needed']:,.0f}")
+    first = len(head) - len(COLUMNS) - 1
+    figures = range(first, first + len(COLUMNS))
+    keys = 1 + len(axes)
+    widest_key = sum(max(len(head[i]), *(len(r[i]) for r in cells)) + 2 for i in range(keys)) if cells else 0
+    if widest_key + max((len(r[i]) for r in cells for i in figures), default=0) + 4 <= 100:
+        return table(head, cells, keys=keys, left=figures)
+    # axis values too wide to repeat beside the figures: the points first, then the figures by point
+    legend = table(head[:keys], [r[:keys] for r in cells], keys=keys, width=10_000)
+    rest = [0, *range(keys, len(head))]
+    figures_by_point = table([head[i] for i in rest], [[r[i] for i in rest] for r in cells], left=[i - keys + 1 for i in figures])
+    return legend + figures_by_point
 
 
 def sweep(
@@ -41,7 +96,7 @@ def sweep(
     from rich.console import Console
 
     from sim.study_dir import MARKER
-    from sim.sweep import STAT_METRICS, check_sweep_dir, jobs_for, load_sweep, seed_stats
+    from sim.sweep import check_sweep_dir, jobs_for, load_sweep, seed_stats
 
     positive("--workers", workers)
     if not (math.isfinite(precision) and 0 < precision < 1):
@@ -69,21 +124,15 @@ def sweep(
         return
     errors = rows["error"].notna().sum() if "error" in rows else 0
     typer.echo(
-        f"fleetsim sweep {spec.name}: {len(spec.points)} points x {len(spec.seeds)} seeds = {n_runs} runs ({errors} could not run)"
+        f"fleetsim sweep {spec.name}: {len(spec.points)} points x {len(spec.seeds)} seeds: {n_runs} runs ({errors} could not run)"
     )
     fixed = [pt.index for pt in spec.points if pt.deterministic]
     if fixed and len(spec.seeds) > 1:
         which = "every point" if len(fixed) == len(spec.points) else f"points {', '.join(map(str, fixed))}"
         typer.echo(f"  one seed for {which}: {seed_note([])}")
-    header = ["point", *spec.axes, "seeds", *(f"{m} mean [95% CI]" for m in STAT_METRICS), "seeds needed"]
-    typer.echo("  " + " | ".join(header))
-    for rec in stats.to_dict(orient="records"):
-        cells = [_fmt(rec["point"]), *(_fmt(rec[a]) for a in spec.axes), f"{rec['n_seeds'] - rec['errors']}/{rec['n_seeds']}"]
-        for m in STAT_METRICS:
-            mean, lo, hi = rec[f"{m}_mean"], rec[f"{m}_ci_low"], rec[f"{m}_ci_high"]
-            cells.append(_fmt(mean) + ("" if math.isnan(lo) else f" [{_fmt(lo)}, {_fmt(hi)}]"))
-        cells.append(_fmt(rec["seeds_needed"]))
-        typer.echo("  " + " | ".join(cells))
+    typer.echo("  each figure: the mean over the point's seeds [its 95% bootstrap confidence interval]")
+    for line in stats_table(stats.to_dict(orient="records"), spec.axes):
+        typer.echo(line)
     failed = rows[rows["error"].notna()] if "error" in rows else rows.iloc[0:0]
     for _, r in failed.drop_duplicates("point").iterrows():
         typer.echo(f"  point {r['point']} could not run: {r['error']}")
