@@ -6,6 +6,7 @@ module is where a valid scenario can still turn out impossible (one-line errors,
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -104,12 +105,7 @@ def resolve_scenario(
         gpus = load_gpu_catalog(extra)
     models = models or load_model_catalog()
     check_override_names(scenario.roofline, gpus)
-    name = scenario.model
-    if name.strip().lower() not in models.models:
-        candidate = _relative(name, base_dir)
-        if not (candidate.suffix == ".json" or candidate.exists()):  # a name that is not in the catalog
-            raise FleetsimError(f"model: {unknown_name('model', name, models.models)} (or a path to a config.json)")
-        name = str(candidate)
+    name = _model_name("model", scenario.model, base_dir, models)
     model = _keyed("model", lambda: resolve_model(name, models))
     gpu = _keyed("fleet.gpu", lambda: gpus.get(scenario.fleet.gpu))
     _keyed("fleet.tp", lambda: model.check_tp(scenario.fleet.tp))
@@ -119,6 +115,39 @@ def resolve_scenario(
             model, gpu, tp=scenario.fleet.tp, roofline=scenario.roofline, usd_per_gpu_hour=scenario.pricing.usd_per_gpu_hour
         ),
     )
+
+
+def _model_name(key: str, name: str, base_dir: Path, models: ModelCatalog) -> str:
+    """A catalog name as it is, a path made relative to the scenario; an unknown name is an error listing the catalog."""
+    if name.strip().lower() in models.models:
+        return name
+    candidate = _relative(name, base_dir)
+    if not (candidate.suffix == ".json" or candidate.exists()):  # a name that is not in the catalog
+        raise FleetsimError(f"{key}: {unknown_name('model', name, models.models)} (or a path to a config.json)")
+    return str(candidate)
+
+
+def check_names(scenario: Scenario, *, base_dir: Path | None = None, gpus: GpuCatalog | None = None) -> None:
+    """Every name the scenario gives resolves: the model and the speculative draft model (the catalog, or a
+    config.json path), each GPU (the fleet's and its pools'). An unknown one is the error the build would raise,
+    naming the key and the valid names; cheap (catalog lookups: no config.json is read, no fit is checked), so a
+    sweep or plan checks every point before anything runs."""
+    base_dir = base_dir if base_dir is not None else scenario.base_dir
+    if gpus is None:
+        gpus = load_gpu_catalog(_relative(scenario.gpu_catalog, base_dir) if scenario.gpu_catalog else None)
+    models = load_model_catalog()
+    _model_name("model", scenario.model, base_dir, models)
+    fleet = scenario.fleet
+    for key, gpu in (("fleet.gpu", fleet.gpu), ("fleet.prefill.gpu", fleet.prefill.gpu), ("fleet.decode.gpu", fleet.decode.gpu)):
+        if gpu is not None:
+            _keyed(key, functools.partial(gpus.get, gpu))
+    for key, engine in (
+        ("engine", scenario.engine),
+        ("fleet.prefill.engine", fleet.prefill.engine),
+        ("fleet.decode.engine", fleet.decode.engine),
+    ):
+        if engine is not None and engine.speculative is not None and engine.speculative.draft_model is not None:
+            _model_name(f"{key}.speculative.draft_model", engine.speculative.draft_model, base_dir, models)
 
 
 T = TypeVar("T")

@@ -28,7 +28,7 @@ from sim.fleet.lifecycle import LifecycleConfig
 from sim.spec import MAX_COUNT, MAX_REPLICAS, MAX_TOKENS, Frozen, IntervalS
 from sim.workload.jobs import BatchJob
 from sim.workload.synthetic import SyntheticSpec
-from sim.workload.transforms import TraceFile
+from sim.workload.transforms import TraceFile, swap_trace_file, trace_note
 from sim.yaml_input import load_value, read_yaml
 
 DEFAULT_API = "gpt-3.5-turbo-2023-07"
@@ -324,6 +324,7 @@ class Scenario(Frozen):
     batch: BatchConfig | None = None  # offline batch jobs (None: batch-class requests of the trace, if any, take its defaults)
     _base_dir: Path | None = PrivateAttr(default=None)  # the scenario file's folder: relative paths start there
     _source: str | None = PrivateAttr(default=None)  # the scenario file, for errors found after validation
+    _trace_note: str | None = PrivateAttr(default=None)  # what `--trace FILE` made of the scenario's trace
 
     @property
     def base_dir(self) -> Path:
@@ -333,6 +334,11 @@ class Scenario(Frozen):
     def source(self) -> str | None:
         """The file this scenario was read from, if any."""
         return self._source
+
+    @property
+    def trace_note(self) -> str | None:
+        """With `--trace FILE`: the trace as run, what of the scenario's was kept, set and dropped (one line)."""
+        return self._trace_note
 
 
 # --- presets -----------------------------------------------------------------------------------
@@ -417,23 +423,30 @@ def parse_config(raw: Any, *, where: str = "<config>", base_dir: Path | None = N
         raise from_validation_error(err, where=where, data=raw) from None
 
 
+def parse_set(item: str) -> tuple[list[str], Any]:
+    """One `--set PATH=VALUE`: the dotted PATH's keys and VALUE read as YAML (`128`, `l40s`, `[1, 2]`,
+    `{policy: fixed, replicas: 4}`, `null`)."""
+    path, sep, text = item.partition("=")
+    keys = path.strip().split(".")
+    if not sep or not all(k.strip() for k in keys):
+        raise FleetsimError(f"--set {item!r}: give PATH=VALUE with a dotted PATH, e.g. --set fleet.gpu=l40s")
+    keys = [k.strip() for k in keys]
+    try:
+        value = load_value(text)
+    except (yaml.YAMLError, FleetsimError) as err:
+        problem = str(err) if isinstance(err, FleetsimError) else getattr(err, "problem", None) or "not valid YAML"
+        raise FleetsimError(f"--set {path.strip()}: the value {text!r} is {problem}") from None
+    return keys, value
+
+
 def apply_sets(raw: dict[str, Any], sets: Sequence[str]) -> dict[str, Any]:
-    """`--set PATH=VALUE` overrides on a scenario's raw data: PATH is dotted (`engine.max_num_seqs`), VALUE is
-    read as YAML (`128`, `l40s`, `[1, 2]`, `{policy: fixed, replicas: 4}`, `null`); blocks are created as
-    needed, and a number indexes a list (`batch.jobs.0.deadline_s`). The result is validated like the file itself, so a wrong path or value is named there."""
+    """`--set PATH=VALUE` overrides on a scenario's raw data (`parse_set`): blocks are created as needed, and a
+    number indexes a list (`batch.jobs.0.deadline_s`). The result is validated like the file itself, so a wrong
+    path or value is named there."""
     out = copy.deepcopy(raw)
     for item in sets:
-        path, sep, text = item.partition("=")
-        keys = path.strip().split(".")
-        if not sep or not all(k.strip() for k in keys):
-            raise FleetsimError(f"--set {item!r}: give PATH=VALUE with a dotted PATH, e.g. --set fleet.gpu=l40s")
-        keys = [k.strip() for k in keys]
-        try:
-            value = load_value(text)
-        except (yaml.YAMLError, FleetsimError) as err:
-            problem = str(err) if isinstance(err, FleetsimError) else getattr(err, "problem", None) or "not valid YAML"
-            raise FleetsimError(f"--set {path.strip()}: the value {text!r} is {problem}") from None
-        set_path(out, keys, value, label=f"--set {path.strip()}")
+        keys, value = parse_set(item)
+        set_path(out, keys, value, label=f"--set {'.'.join(keys)}")
     return out
 
 
@@ -457,6 +470,8 @@ def set_path(raw: dict[str, Any], keys: Sequence[str], value: Any, *, label: str
             node[key] = copy.deepcopy(value)
             return
         child = node.get(key)
+        if depth == 0 and key == "trace" and isinstance(child, str):
+            child = node[key] = {"file": child}  # a bare trace path is the block {file: PATH}: its transforms can be set
         if child is None:
             child = node[key] = {}
         elif not isinstance(child, dict | list):
@@ -464,14 +479,32 @@ def set_path(raw: dict[str, Any], keys: Sequence[str], value: Any, *, label: str
         node = child
 
 
-def load_config(path: str | Path, sets: Sequence[str] = ()) -> Scenario:
-    """Read and validate a scenario, with `--set` overrides; paths inside it are then relative to its folder."""
+def with_trace_file(raw: dict[str, Any], trace: str | Path) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """A scenario's raw data with its trace file replaced by `trace` (`--trace FILE`, a path from the working
+    folder, stored absolute), its transforms kept (`sim.workload.transforms.swap_trace_file`): the new raw data,
+    the new trace block and what was dropped, in words."""
+    block, dropped = swap_trace_file(raw.get("trace"), str(Path(trace).resolve()))
+    return {**raw, "trace": block}, block, dropped
+
+
+def load_config(path: str | Path, sets: Sequence[str] = (), *, trace: str | Path | None = None) -> Scenario:
+    """Read and validate a scenario, with `--trace FILE` (`with_trace_file`) and then `--set` overrides; paths
+    inside it are then relative to its folder."""
+    from sim.study_dir import check_kind
+
     path = Path(path)
     raw = read_yaml(path)
+    check_kind(path, raw, expected="scenario")
+    note = None
+    if trace is not None and isinstance(raw, dict):
+        raw, swapped, dropped = with_trace_file(raw, trace)
     if sets and isinstance(raw, dict):
         raw = apply_sets(raw, sets)
+    if trace is not None and isinstance(raw, dict):
+        note = trace_note(str(trace), swapped, dropped, raw.get("trace"))
     where = f"{path} (with --set)" if sets else str(path)
     scenario = parse_config(raw, where=where, base_dir=path.parent)
     scenario._base_dir = path.parent
     scenario._source = str(path)
+    scenario._trace_note = note
     return scenario

@@ -17,6 +17,7 @@ from sim.cost import api_price
 from sim.plots import FONT, OUTSIDE, pyplot, replicas_by_state
 from sim.result import SimResult
 from sim.workload.stats import describe
+from sim.workload.transforms import describe_trace
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1180px; margin: 1.5em auto;
@@ -64,43 +65,61 @@ def scenario_words(result: SimResult, summary: dict[str, Any]) -> str:
     trace = describe(result.requests)  # (in arrival order, as the trace)
     slo = {k.removesuffix("_ms"): v for k, v in sc["slo"].items() if v is not None}
     slo_words = ", ".join(f"{k.upper()} ≤ {v:g} ms" for k, v in slo.items()) or "none"
+    source = describe_trace(sc["trace"]) if sc.get("trace") is not None else "batch jobs only"  # the trace as run
     return (
         f"{_e(meta['model'])} served by {_e(summary['fleet'])} (router {_e(sc['fleet']['router'])}, engine policy "
-        f"{_e(meta['engine_policy'])}); a trace of {trace['requests']:,} requests at {_num(trace['mean_rate_per_s'])} req/s "
+        f"{_e(meta['engine_policy'])}); trace {_e(source)}: {trace['requests']:,} requests at {_num(trace['mean_rate_per_s'])} req/s "
         f"(inter-arrival CV {_num(trace['iat_cv'])}, busiest minute {trace['peak_to_mean_per_min']:.2f}x the mean), mean "
         f"prompt {trace['prompt_tokens_mean']:,.0f} and output {trace['output_tokens_mean']:,.0f} tokens; SLOs: "
         f"{_e(slo_words)}; seed {meta['seed']}."
     )
 
 
-def _cdfs(result: SimResult, summary: dict[str, Any]) -> str:
-    plt = pyplot()
-
-    r = result.requests
-    done = r[r["status"] == "completed"]
+def _latencies(done: Any) -> dict[str, np.ndarray]:
+    """TTFT, TPOT (requests of more than one token) and E2E latency of completed requests, in ms."""
     out = done["output_tokens"].to_numpy()
-    series = {
+    return {
         "TTFT": (done["first_token_at_s"] - done["arrival_at_s"]).to_numpy() * 1000,
         "TPOT": ((done["completed_at_s"] - done["first_token_at_s"]) / np.maximum(out - 1, 1)).to_numpy()[out > 1] * 1000,
         "E2E latency": (done["completed_at_s"] - done["arrival_at_s"]).to_numpy() * 1000,
     }
+
+
+def _cdfs(result: SimResult, summary: dict[str, Any]) -> str:
+    """The latency CDFs with the SLOs; with batch work, interactive requests' curves carry the SLO and batch
+    requests' are drawn apart (dashed: they answer to their job's deadline, not to the SLO)."""
+    plt = pyplot()
+
+    r = result.requests
+    done = r[r["status"] == "completed"]
+    batch = done["klass"].astype("string").to_numpy() == "batch" if "klass" in done.columns else np.zeros(len(done), bool)
+    curves = {"interactive requests" if batch.any() else "": _latencies(done[~batch])}
+    if batch.any():
+        curves["batch requests (no SLO)"] = _latencies(done[batch])
     slo = result.scenario["slo"]
     limits = {"TTFT": slo["ttft_ms"], "TPOT": slo["tpot_ms"], "E2E latency": slo["e2el_ms"]}
     with plt.rc_context(FONT):
         fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), constrained_layout=True)
-        for ax, (name, x) in zip(axes, series.items(), strict=True):
-            if x.size:
-                xs = np.sort(x)
-                ax.step(xs, np.arange(1, xs.size + 1) / xs.size, where="post", label=name)
-                ax.set_xscale("log")
+        for ax, name in zip(axes, limits, strict=True):
+            for (who, series), style in zip(curves.items(), ({}, {"ls": "--", "color": "0.45"}), strict=False):
+                x = series[name]
+                if x.size:
+                    xs = np.sort(x)
+                    ax.step(
+                        xs, np.arange(1, xs.size + 1) / xs.size, where="post", label=f"{name}, {who}" if who else name, **style
+                    )
+                    ax.set_xscale("log")
             if limits[name]:
                 ax.axvline(limits[name], color="red", ls="--", lw=1, label=f"SLO {limits[name]:g} ms")
             ax.set(xlabel=f"{name} (ms)", ylabel="share of requests", title=f"{name} CDF", ylim=(0, 1.02))
             ax.legend(loc="lower right")
+    shown = (summary.get("by_class") or {}).get("interactive", summary) if batch.any() else summary
+    whose = "interactive requests' " if batch.any() else ""
     alt = (
-        f"Cumulative distributions of TTFT (p99 {_num(summary['p99_ttft_ms'], '{:,.0f}')} ms), TPOT (p99 "
-        f"{_num(summary['p99_tpot_ms'], '{:,.1f}')} ms) and end-to-end latency (p99 {_num(summary['p99_e2el_ms'], '{:,.0f}')} ms), "
-        "each with its SLO marked where one is set."
+        f"Cumulative distributions of {whose}TTFT (p99 {_num(shown['p99_ttft_ms'], '{:,.0f}')} ms), TPOT (p99 "
+        f"{_num(shown['p99_tpot_ms'], '{:,.1f}')} ms) and end-to-end latency (p99 {_num(shown['p99_e2el_ms'], '{:,.0f}')} ms), "
+        "each with its SLO marked where one is set"
+        + ("; batch requests' curves dashed, apart from the SLO." if batch.any() else ".")
     )
     return _figure(fig, alt)
 
@@ -150,6 +169,9 @@ def _breakdowns(s: dict[str, Any]) -> list[str]:
             ]
             for name, rec in s["by_class"].items()
         ]
+        for row in rows:  # batch work answers to its job's deadline (the jobs table), not to the interactive SLO
+            if row[0] == "batch":
+                row[-1] = "— (deadline)"
         out.append(
             _table(
                 "Request classes",
@@ -220,22 +242,54 @@ def _breakdowns(s: dict[str, Any]) -> list[str]:
     return ["<h2>Classes, jobs, pools and caches</h2>", *out] if out else []
 
 
+def _latency_tables(s: dict[str, Any], classes: dict[str, dict[str, Any]]) -> list[str]:
+    """The latency table; with batch work (`classes` given), one for interactive requests (the SLO's) and one for
+    batch requests apart (inter-token gaps are recorded for all requests together, so ITL stays pooled)."""
+    head = ["metric", "mean", "median", "p90", "p99"]
+    keys = (("TTFT", "ttft"), ("TPOT", "tpot"), ("E2E latency", "e2el"))
+
+    def rows(rec: dict[str, Any]) -> list[list[str]]:
+        return [[name, *(_num(rec[f"{stat}_{key}_ms"]) for stat in ("mean", "median", "p90", "p99"))] for name, key in keys]
+
+    itl = ["ITL", *(_num(s[f"{stat}_itl_ms"]) for stat in ("mean", "median", "p90", "p99"))]
+    if not classes:
+        pooled = rows(s)
+        return [_table("Latency (ms)", head, [*pooled[:2], itl, pooled[2]], "latency")]
+    out = []
+    if "interactive" in classes:
+        out.append(_table("Latency of interactive requests (ms)", head, rows(classes["interactive"]), "latency"))
+    out.append(
+        _table("Latency of batch requests (ms; they answer to their deadline)", head, rows(classes["batch"]), "latency-batch")
+    )
+    out.append(_table("Inter-token latency, all requests (ms)", head, [itl], "itl"))
+    return out
+
+
 def render_html(result: SimResult, summary: dict[str, Any] | None = None) -> str:
     """The page (a string); `summary` defaults to `result.summary()`."""
     s = summary if summary is not None else result.summary()
     meta = result.meta
     title = f"{s.get('scenario') or 'fleetsim run'}: {meta['model']}, {s['fleet']}"
-    latency_rows = [
-        [name, *(_num(s[f"{stat}_{key}_ms"]) for stat in ("mean", "median", "p90", "p99"))]
-        for name, key in (("TTFT", "ttft"), ("TPOT", "tpot"), ("ITL", "itl"), ("E2E latency", "e2el"))
-    ]
+    classes = s.get("by_class") or {}
+    apart = "batch" in classes  # batch work: interactive latency and the SLO over interactive requests only
+    latency_tables = _latency_tables(s, classes if apart else {})
+    inter = classes.get("interactive") if apart else None
     summary_rows = [
         ["completed requests", f"{s['completed']:,}"],
         ["rejected requests", f"{s['rejected']:,}"],
         ["duration (s)", _num(s["duration"])],
         ["request throughput (req/s)", _num(s["request_throughput"])],
         ["output throughput (tok/s)", _num(s["output_throughput"])],
-        ["request goodput (req/s)", _num(s["request_goodput"])],
+        (
+            ["request goodput (req/s)", _num(s["request_goodput"])]
+            if not apart
+            else ["interactive goodput (req/s)", _num(None if inter is None else inter["request_goodput"])]
+        ),
+        (
+            ["within the SLO", _pct(s["slo_attainment"])]
+            if not apart
+            else ["interactive within the SLO", _pct(None if inter is None else inter["slo_attainment"])]
+        ),
         ["preemptions", f"{s['n_preemptions']:,}"],
         ["replicas launched / most ready", f"{s['replicas_launched']} / {s['replicas_max']}"],
     ]
@@ -291,7 +345,7 @@ def render_html(result: SimResult, summary: dict[str, Any] | None = None) -> str
         "<h2>Summary</h2>",
         '<div class="side">',
         _table("Requests and throughput", ["metric", "value"], summary_rows, "summary"),
-        _table("Latency (ms)", ["metric", "mean", "median", "p90", "p99"], latency_rows, "latency"),
+        *latency_tables,
         "</div>",
         "<h2>Latency distributions</h2>",
         _cdfs(result, s),

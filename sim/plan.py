@@ -48,6 +48,7 @@ import copy
 import functools
 import itertools
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,8 +60,8 @@ from pydantic import Field, model_validator
 
 from sim.errors import FleetsimError
 from sim.spec import Frozen
+from sim.study_dir import MARKER, check_owner, claim
 from sim.sweep import (
-    MARKER,
     AxisValues,
     Job,
     Point,
@@ -69,11 +70,13 @@ from sim.sweep import (
     _values,
     check_axes,
     check_point,
+    cluster,
     execute,
     jobs_for,
     read_base,
     read_spec,
     seed_stats,
+    swap_base_trace,
 )
 
 if TYPE_CHECKING:
@@ -81,6 +84,7 @@ if TYPE_CHECKING:
 
 VERIFY_SEED_OFFSET = 1_000_000
 SHARE = "fleet.prefill_share"  # the plan-only axis: the share of a disaggregated fleet's replicas that prefill
+MAX_GROUPS = 10_000  # each is checked at load and screened: a cross product past this is a mistake
 CAPACITY_MARGIN = 0.25  # the capacity bound rules out only fleets 25% short of the trace's token rate
 
 
@@ -137,6 +141,12 @@ class Group:
     lo: int = 0  # bisection window over `scales` (indices)
     hi: int = 0
     best: int | None = None  # index of the smallest passing count found so far
+    consumers: tuple[str, ...] | None = None  # what in its scenarios draws from the seed (`sim.determinism`)
+
+    @property
+    def deterministic(self) -> bool:
+        """The seed changes nothing in its scenarios: one seed answers, and new seeds would replay the same."""
+        return self.consumers == ()
 
 
 @dataclass
@@ -148,9 +158,11 @@ class Plan:
     axes: list[str]
 
 
-def load_plan(path: str | Path, sets: Sequence[str] = ()) -> Plan:
-    """Read and check a plan file; `sets` are `--set PATH=VALUE` overrides of its base scenario."""
-    from sim.config import apply_sets
+def load_plan(path: str | Path, sets: Sequence[str] = (), *, trace: str | Path | None = None) -> Plan:
+    """Read and check a plan file; `trace` (`--trace FILE`) replaces the base scenario's trace file as `fleetsim
+    run --trace` does, and `sets` (`--set PATH=VALUE`) override its base scenario after the plan's own `set:` (an
+    explicit override wins); a --set on a search or scale axis, which the search would overwrite, is refused."""
+    from sim.config import parse_set, set_path
 
     path = Path(path)
     spec: PlanSpec = read_spec(path, PlanSpec, "plan")
@@ -158,10 +170,20 @@ def load_plan(path: str | Path, sets: Sequence[str] = ()) -> Plan:
     if spec.scale.path in spec.search:
         raise FleetsimError(f"{path}: scale.path must not be a search axis")
     base_raw, base_dir = read_base(path, spec.base)
-    if sets:
-        base_raw = apply_sets(base_raw, sets)
-    fleet = base_raw.get("fleet") if isinstance(base_raw, dict) else None
-    base_mode = str(spec.set.get("fleet.mode", fleet.get("mode", "colocated") if isinstance(fleet, dict) else "colocated"))
+    cli = {".".join(keys): value for keys, value in map(parse_set, sets)}
+    axes = [*spec.search, spec.scale.path]
+    for key in cli:
+        hit = next((a for a in axes if key == a or key.startswith(f"{a}.")), None)
+        if hit is not None:
+            what = "the scale axis" if hit == spec.scale.path else "a search axis"
+            raise FleetsimError(f"--set {key}: {hit} is {what} of {path}, which sets it per configuration; edit the plan instead")
+    overrides = {**{k: v for k, v in spec.set.items() if k not in cli}, **cli}
+    base_raw, note = swap_base_trace(base_raw, trace, overrides, axes)
+    probe = copy.deepcopy(base_raw)
+    for key, value in overrides.items():
+        set_path(probe, key.split("."), value, label=f"{path}: {key}")
+    fleet = probe.get("fleet")
+    base_mode = str(fleet.get("mode", "colocated") if isinstance(fleet, dict) else "colocated")
     modes = set(_values(spec.search["fleet.mode"])) if "fleet.mode" in spec.search else {base_mode}
     if "disaggregated" in modes and spec.scale.path != "fleet.autoscaler.replicas":
         raise FleetsimError(
@@ -173,11 +195,16 @@ def load_plan(path: str | Path, sets: Sequence[str] = ()) -> Plan:
         bad = [s for s in shares if not (isinstance(s, int | float) and 0 < s < 1)]
         if bad:
             raise FleetsimError(f"{path}: search.{SHARE}: a share must be a number between 0 and 1 (got {bad[0]!r})")
-    sweep_spec = SweepSpec(base=spec.base, set=spec.set, seeds=spec.seeds)
-    axes = [*spec.search, spec.scale.path]
+    sweep_spec = SweepSpec(base=spec.base, set=overrides, seeds=spec.seeds)
+    given = (*([] if trace is None else [f"--trace {Path(trace).resolve()}"]), *(f"--set {item}" for item in sets))
     derive = functools.partial(split_replicas, scale=spec.scale.path, base_mode=base_mode)
-    sweep = Sweep(spec.name or path.stem, sweep_spec, base_raw, base_dir, [], axes, sweep_spec.seed_list(), derive)
+    sweep = Sweep(
+        spec.name or path.stem, sweep_spec, base_raw, base_dir, [], axes, sweep_spec.seed_list(), note, str(path), given, derive
+    )
     names = list(spec.search)
+    n_groups = math.prod(len(_values(spec.search[a])) for a in names)  # from the axes' lengths, before a group is built
+    if n_groups > MAX_GROUPS:
+        raise FleetsimError(f"{path}: the search axes cross into {n_groups:,} configuration groups, more than {MAX_GROUPS:,}")
     groups: list[Group] = []
     seen: set[str] = set()
     for combo in itertools.product(*(_values(spec.search[a]) for a in names)):
@@ -189,11 +216,40 @@ def load_plan(path: str | Path, sets: Sequence[str] = ()) -> Plan:
             seen.add(key)
         groups.append(Group(len(groups), values, scales=spec.scale.values()))
     for g in groups:  # every configuration's scenario is valid before anything runs
+        found: list[str] = []
         for n in (spec.scale.start, spec.scale.to):
             point = Point(0, {**g.values, spec.scale.path: n})
             words = ", ".join(f"{k}={v!r}" for k, v in point.values.items())
-            check_point(sweep, point, path, f"{path}{' (with --set)' if sets else ''}: group {g.index} ({words})")
-    return Plan(sweep.name, spec, sweep, groups, axes)
+            checked = check_point(sweep, point, path, f"{path}{' (with --set)' if sets else ''}: group {g.index} ({words})")
+            found += checked.consumers or ()
+        g.consumers = tuple(dict.fromkeys(found))
+    plan = Plan(sweep.name, spec, sweep, groups, axes)
+    check_buildable(plan, path)
+    return plan
+
+
+def check_buildable(plan: Plan, path: Path) -> None:
+    """Some group can be built (its model runs on its TP degree and fits its GPUs, at some replica count): a plan
+    where none can is an input mistake (TP degrees that divide nothing, say), not a plan that no configuration
+    meets. Groups that cannot be built are ruled out later, by `screen`, with their reason."""
+    from sim.build import resolve_scenario
+    from sim.config import parse_config
+
+    reasons: list[str] = []
+    for g in plan.groups:
+        why = None
+        for n in dict.fromkeys((plan.spec.scale.start, plan.spec.scale.to)):
+            raw = plan.sweep.scenario_raw(Point(0, {**g.values, plan.spec.scale.path: n}), plan.sweep.seeds[0])
+            try:
+                resolve_scenario(parse_config(raw, base_dir=plan.sweep.base_dir), base_dir=plan.sweep.base_dir)
+                return
+            except FleetsimError as err:
+                why = str(err)
+        values = ", ".join(f"{k}={v}" for k, v in g.values.items()) or "the base"
+        reasons.append(f"group {g.index} ({values}): {why}")
+    if reasons:
+        more = f" (+{len(reasons) - 2} more)" if len(reasons) > 2 else ""
+        raise FleetsimError(f"{path}: no configuration can be built, so none can meet the SLO: {'; '.join(reasons[:2])}{more}")
 
 
 def split_replicas(values: dict[str, Any], *, scale: str, base_mode: str) -> dict[str, Any]:
@@ -302,12 +358,12 @@ def verdict(stats: dict[str, Any], slo: PlanSlo) -> tuple[bool, str]:
         mean, hi = stats[f"{key}_mean"], stats[f"{key}_ci_high"]
         bound = mean if math.isnan(hi) else hi
         ok &= bool(bound <= target)
-        parts.append(f"{key} {mean:,.0f} (<= {bound:,.0f}) vs {target:g}")
+        parts.append(f"{key} {mean:,.0f}{'' if bound == mean else f' (<= {bound:,.0f})'} vs {target:g}")
     if slo.attainment is not None:
         mean, lo = stats["attainment_mean"], stats["attainment_ci_low"]
         bound = mean if math.isnan(lo) else lo
         ok &= bool(bound >= slo.attainment)
-        parts.append(f"attainment {mean:.3f} (>= {bound:.3f}) vs {slo.attainment:g}")
+        parts.append(f"attainment {mean:.3f}{'' if bound == mean else f' (>= {bound:.3f})'} vs {slo.attainment:g}")
     return (ok and not math.isnan(stats.get("p99_ttft_ms_mean", math.nan))), "; ".join(parts)
 
 
@@ -316,10 +372,13 @@ class Evaluator:
     plan: Plan
     out: Path
     workers: int = 1
-    scheduler: str | None = None
+    client: Any = None  # a Dask client (`sim.sweep.cluster`), or local worker processes
     results: dict[tuple[int, int, bool], dict[str, Any]] = field(default_factory=dict)  # (group, count, verify) -> stats
     rows: list[pd.DataFrame] = field(default_factory=list)
     progress: Callable[[str], None] | None = None
+    planned: int = 0  # runs the plan may take at most (`planned_runs`), for the progress line
+    done: int = 0  # runs taken so far (resumed ones included)
+    started_at: float = field(default_factory=time.perf_counter)
 
     def run(self, configs: list[tuple[Group, int]], *, verify: bool = False) -> None:
         """Simulate these (group, replica count) configurations for every seed (new seeds when verifying)."""
@@ -332,14 +391,15 @@ class Evaluator:
             self.plan.sweep.spec,
             self.plan.sweep.base_raw,
             self.plan.sweep.base_dir,
-            [Point(i, {**g.values, self.plan.spec.scale.path: n}) for i, (g, n) in enumerate(todo)],
+            [Point(i, {**g.values, self.plan.spec.scale.path: n}, g.consumers) for i, (g, n) in enumerate(todo)],
             self.plan.axes,
             seeds,
         )
         jobs: list[Job] = jobs_for(sweep, self.out)
         if self.progress:
-            self.progress(f"simulating {len(todo)} configurations x {len(seeds)} seeds")
-        rows = execute(jobs, workers=self.workers, scheduler=self.scheduler)
+            self.progress(self._status(len(todo), len(jobs), verify))
+        rows = execute(jobs, workers=self.workers, client=self.client)
+        self.done += len(jobs)
         rows["group"] = [todo[p][0].index for p in rows["point"]]
         rows["verify"] = verify
         ok = rows["error"].isna()
@@ -357,6 +417,31 @@ class Evaluator:
 
     def get(self, g: Group, n: int, verify: bool = False) -> dict[str, Any]:
         return self.results[(g.index, n, verify)]
+
+    def _status(self, n_configs: int, n_runs: int, verify: bool) -> str:
+        """What is simulated next, of how many runs at most, and about how long the rest may take."""
+        what = "verifying" if verify else "simulating"
+        total = max(self.planned, self.done + n_runs)
+        line = f"{what} {n_configs} configurations ({n_runs} runs); {self.done} of at most {total} runs done"
+        if self.done:
+            left = (time.perf_counter() - self.started_at) / self.done * (total - self.done)
+            line += f", at most ~{left:,.0f} s left"
+        return line
+
+
+def planned_runs(plan: Plan) -> int:
+    """The most runs the search and the verification can take once the screen has run: per live group its
+    largest count plus a bisection over the rest (or every count, for the grid), times its seeds (one where the
+    seed changes nothing); then the pick and three neighbours under new seeds."""
+    seeds = len(plan.sweep.seeds)
+    total = 0
+    for g in plan.groups:
+        if g.ruled_out is not None:
+            continue
+        n = len(g.scales)
+        probes = n if plan.spec.method == "grid" else 1 + math.ceil(math.log2(n)) if n > 1 else 1
+        total += probes * (1 if g.deterministic else seeds)
+    return total + 4 * seeds
 
 
 STAT_KEYS = ("p99_ttft_ms", "p99_tpot_ms", "usd_per_1k_tokens", "usd_per_hour", "attainment", "throughput_utilization")
@@ -406,12 +491,27 @@ class Outcome:
 
 
 def plan_fleet(
-    plan: Plan, out: Path, *, workers: int = 1, scheduler: str | None = None, progress: Callable[[str], None] | None = None
+    plan: Plan,
+    out: Path,
+    *,
+    workers: int = 1,
+    scheduler: str | None = None,
+    progress: Callable[[str], None] | None = None,
+    force: bool = False,
 ) -> Outcome:
-    (out / "points").mkdir(parents=True, exist_ok=True)
-    (out / MARKER).touch()
+    """Screen, search, rank and verify (see the module docstring); a folder another study owns is refused unless
+    `force` (`sim.study_dir`)."""
+    if (out / MARKER).exists():
+        check_owner(out, plan.sweep.owner("plan"), force=force)
+    with cluster(scheduler) as client:  # connected before anything is created
+        (out / "points").mkdir(parents=True, exist_ok=True)
+        claim(out, plan.sweep.owner("plan"))
+        return _plan(plan, out, Evaluator(plan, out, workers=workers, client=client, progress=progress))
+
+
+def _plan(plan: Plan, out: Path, ev: Evaluator) -> Outcome:
     screen(plan)
-    ev = Evaluator(plan, out, workers=workers, scheduler=scheduler, progress=progress)
+    ev.planned, ev.started_at = planned_runs(plan), time.perf_counter()
     search(ev)
     objective = f"{plan.spec.objective}_mean"
     scale = plan.spec.scale.path
@@ -443,7 +543,9 @@ def plan_fleet(
     closest = None
     if pick is not None:
         g = plan.groups[int(pick["group"])]
-        checks: list[tuple[Group, int, bool]] = [(g, int(pick[scale]), True)]
+        # new seeds for what the seed changes; a deterministic configuration would replay the same requests, so the
+        # pick stands as simulated and its neighbours are checked under the same seed
+        checks: list[tuple[Group, int, bool]] = [] if g.deterministic else [(g, int(pick[scale]), True)]
         counts = plan.spec.scale.values()  # the count below, even where the capacity bound ruled it out
         idx = counts.index(int(pick[scale]))
         below = counts[idx - 1] if idx > 0 else None
@@ -455,14 +557,16 @@ def plan_fleet(
         cheaper = cheaper.sort_values(objective, ascending=False, kind="stable").head(2)
         for _, r in cheaper.iterrows():
             checks.append((plan.groups[int(r["group"])], int(r[scale]), False))
-        ev.run([(cg, n) for cg, n, _ in checks], verify=True)
+        ev.run([(cg, n) for cg, n, _ in checks if not cg.deterministic], verify=True)
+        ev.run([(cg, n) for cg, n, _ in checks if cg.deterministic])
         for cg, n, should_pass in checks:
-            rec = ev.get(cg, n, verify=True)
+            rec = ev.get(cg, n, verify=not cg.deterministic)
             verification.append(
                 {
                     "group": cg.index,
                     **cg.values,
                     scale: n,
+                    "seeds": "same (deterministic)" if cg.deterministic else "new",
                     "expected": "meets" if should_pass else "fails",
                     "observed": "meets" if rec["meets"] else "fails",
                     "confirmed": rec["meets"] == should_pass,

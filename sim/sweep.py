@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import itertools
 import json
@@ -37,7 +38,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -46,11 +47,14 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from sim.atomic import atomic_file
 from sim.errors import FleetsimError, from_validation_error
 from sim.spec import Frozen
+from sim.study_dir import MARKER, check_kind, check_owner, claim, study_owner
 from sim.yaml_input import read_yaml
+
+if TYPE_CHECKING:
+    from sim.hardware import GpuCatalog
 
 STAT_METRICS = ("p99_ttft_ms", "p99_tpot_ms", "usd_per_1k_tokens", "throughput_utilization", "slo_attainment")
 STRING_KEYS = frozenset({"api", "scenario", "fleet", "error"})
-MARKER = ".fleetsim-sweep"
 RETRIES = 2
 
 
@@ -111,6 +115,12 @@ class SweepSpec(Frozen):
 class Point:
     index: int
     values: dict[str, Any]  # axis path -> value
+    consumers: tuple[str, ...] | None = None  # what in its scenario draws from the seed (`sim.determinism`); None: unknown
+
+    @property
+    def deterministic(self) -> bool:
+        """Its scenario gives the same records for every seed: one seed answers for all."""
+        return self.consumers == ()
 
 
 @dataclass(frozen=True)
@@ -122,14 +132,28 @@ class Sweep:
     points: list[Point]
     axes: list[str]
     seeds: list[int]
+    trace_note: str | None = None  # with --trace FILE: what it made of the base scenario's trace (one line)
+    source: str | None = None  # the sweep or plan file
+    overrides: tuple[str, ...] = ()  # the command line's --trace and --set, as they own a folder (`sim.study_dir`)
     # a point's axis values -> the scenario fields they set (a plan's `fleet.prefill_share` becomes the pools' replica
     # counts); None: the values are fields themselves
     derive: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
+    def owner(self, kind: str = "sweep") -> dict[str, Any]:
+        return study_owner(kind, self.name, self.source, self.overrides)
+
+    def seeds_for(self, point: Point) -> list[int]:
+        """The seeds a point runs under: all of them, or the first alone when the seed changes nothing in it."""
+        return self.seeds[:1] if point.deterministic else self.seeds
+
     def runs(self) -> Iterator[tuple[Point, int]]:
         for point in self.points:
-            for seed in self.seeds:
+            for seed in self.seeds_for(point):
                 yield point, seed
+
+    @property
+    def n_runs(self) -> int:
+        return sum(len(self.seeds_for(p)) for p in self.points)
 
     def scenario_raw(self, point: Point, seed: int) -> dict[str, Any]:
         from sim.config import set_path
@@ -156,6 +180,7 @@ def read_spec(path: Path, model: type[Frozen], what: str) -> Any:
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise FleetsimError(f"{path}: a {what} must be a YAML mapping (got {type(raw).__name__})")
+    check_kind(path, raw, expected=what)
     try:
         return model.model_validate(raw)
     except ValidationError as err:
@@ -171,6 +196,27 @@ def read_base(path: Path, base: str) -> tuple[dict[str, Any], Path]:
     return base_raw, base_path.parent
 
 
+def swap_base_trace(
+    base_raw: dict[str, Any], trace: str | Path | None, overrides: Mapping[str, Any], axes: Sequence[str]
+) -> tuple[dict[str, Any], str | None]:
+    """`--trace FILE` on a sweep's or plan's base scenario, as `fleetsim run` does it (`sim.config.with_trace_file`):
+    the new base and a line on the trace as run once the study's `overrides` (its `set:`, and a plan's --set) apply."""
+    if trace is None:
+        return base_raw, None
+    from sim.config import set_path, with_trace_file
+    from sim.workload.transforms import trace_note
+
+    swapped_raw, swapped, dropped = with_trace_file(base_raw, trace)
+    final = copy.deepcopy(swapped_raw)
+    for key, value in overrides.items():
+        set_path(final, key.split("."), value, label=key)
+    note = trace_note(str(trace), swapped, dropped, final.get("trace"))
+    varying = [a for a in axes if a == "trace" or a.startswith("trace.")]
+    if varying:
+        note += f"; per point: {', '.join(varying)}"
+    return swapped_raw, note
+
+
 def check_axes(path: Path, blocks: Mapping[str, Mapping[str, Any]], *, valued: Sequence[str]) -> None:
     """Axis and override paths are dotted field names (no empty part, not the seed); the `valued` blocks'
     axes have at least one value."""
@@ -184,24 +230,58 @@ def check_axes(path: Path, blocks: Mapping[str, Mapping[str, Any]], *, valued: S
                 raise FleetsimError(f"{path}: {name}.{key}: no values")
 
 
-def check_point(sweep: Sweep, point: Point, path: Path, where: str) -> None:
-    """A point's scenario is valid (the error names the file and the point)."""
+def check_point(sweep: Sweep, point: Point, path: Path, where: str) -> Point:
+    """A point's scenario is valid (the error names the file and the point); returned with what in it draws
+    from the seed (`sim.determinism.seed_consumers`)."""
+    from sim.build import check_names
     from sim.config import parse_config
+    from sim.determinism import seed_consumers
 
     try:
         raw_point = sweep.scenario_raw(point, sweep.seeds[0])
     except FleetsimError as err:
         raise FleetsimError(f"{path}: {err}") from None
-    parse_config(raw_point, where=where, base_dir=sweep.base_dir)
+    scenario = parse_config(raw_point, where=where, base_dir=sweep.base_dir)
+    try:  # a GPU or model name typo is the user's to fix now, not a point that "cannot run"
+        check_names(scenario, base_dir=sweep.base_dir, gpus=_gpu_catalog(scenario.gpu_catalog, sweep.base_dir))
+    except FleetsimError as err:
+        raise FleetsimError(f"{where}: {err}") from None
+    return Point(point.index, point.values, tuple(seed_consumers(scenario)))
 
 
-def load_sweep(path: str | Path) -> Sweep:
-    """Read and check a sweep file; every point's scenario is validated now, so a typo in an axis stops the
+def _gpu_catalog(extra: str | None, base_dir: Path) -> GpuCatalog:
+    """The GPU catalog a point's scenario sees (the bundled one, or with its gpu_catalog file), read once per file."""
+    path = None if extra is None else (Path(extra) if Path(extra).is_absolute() else base_dir / extra)
+    stamp = path.stat().st_mtime_ns if path is not None and path.is_file() else 0
+    return _read_gpu_catalog(path, stamp)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_gpu_catalog(path: Path | None, _stamp: int) -> GpuCatalog:
+    from sim.hardware import load_gpu_catalog
+
+    return load_gpu_catalog(path)
+
+
+MAX_RUNS = 100_000
+
+
+def check_size(path: Path, n_points: int, n_seeds: int) -> None:
+    """A sweep's size, from its axes' lengths: at most MAX_RUNS runs (a cross product of long axes is refused
+    before any of its points is built)."""
+    if n_points * n_seeds > MAX_RUNS:
+        raise FleetsimError(f"{path}: {n_points:,} points x {n_seeds:,} seeds is more than {MAX_RUNS:,} runs")
+
+
+def load_sweep(path: str | Path, *, trace: str | Path | None = None) -> Sweep:
+    """Read and check a sweep file (`trace`: `--trace FILE`, replacing the base scenario's trace file as
+    `fleetsim run --trace` does); every point's scenario is validated now, so a typo in an axis stops the
     sweep before anything runs (one line naming the point and the field)."""
     path = Path(path)
     spec: SweepSpec = read_spec(path, SweepSpec, "sweep")
     base_raw, base_dir = read_base(path, spec.base)
     check_axes(path, {"set": spec.set, "cross": spec.cross, "zip": spec.zip}, valued=("cross", "zip"))
+    base_raw, note = swap_base_trace(base_raw, trace, spec.set, [*spec.cross, *spec.zip])
     overlap = set(spec.cross) & set(spec.zip)
     if overlap:
         raise FleetsimError(f"{path}: {sorted(overlap)[0]} is both a cross and a zip axis")
@@ -211,6 +291,8 @@ def load_sweep(path: str | Path) -> Sweep:
     cross_axes = list(spec.cross)
     cross_vals = [_values(spec.cross[a]) for a in cross_axes]
     zip_axes = list(spec.zip)
+    n_points = math.prod(len(v) for v in cross_vals) * (next(iter(zip_lens.values())) if zip_lens else 1)
+    check_size(path, n_points, len(spec.seed_list()))  # from the axes' lengths, before a point is built
     zip_rows = list(zip(*(_values(spec.zip[a]) for a in zip_axes), strict=True)) if zip_axes else [()]
     points: list[Point] = []
     for combo in itertools.product(*cross_vals):
@@ -218,12 +300,12 @@ def load_sweep(path: str | Path) -> Sweep:
             points.append(
                 Point(len(points), {**dict(zip(cross_axes, combo, strict=True)), **dict(zip(zip_axes, zrow, strict=True))})
             )
-    if len(points) * len(spec.seed_list()) > 100_000:
-        raise FleetsimError(f"{path}: {len(points)} points x {len(spec.seed_list())} seeds is more than 100,000 runs")
-    sweep = Sweep(spec.name or path.stem, spec, base_raw, base_dir, points, cross_axes + zip_axes, spec.seed_list())
-    for point in points:
+    overrides = () if trace is None else (f"--trace {Path(trace).resolve()}",)
+    axes = cross_axes + zip_axes
+    sweep = Sweep(spec.name or path.stem, spec, base_raw, base_dir, points, axes, spec.seed_list(), note, str(path), overrides)
+    for i, point in enumerate(points):
         values = ", ".join(f"{k}={v!r}" for k, v in point.values.items()) or "the base"
-        check_point(sweep, point, path, f"{path}: point {point.index} ({values})")
+        points[i] = check_point(sweep, point, path, f"{path}: point {point.index} ({values})")
     return sweep
 
 
@@ -297,8 +379,8 @@ class Job:
 Task = Callable[[dict[str, Any], str, dict[str, Any], str], dict[str, Any]]
 
 
-def check_sweep_dir(out: Path, *, force: bool = False) -> None:
-    """A sweep folder: new, empty, or one this sweep command made (it carries a marker)."""
+def check_sweep_dir(out: Path, *, force: bool = False, owner: dict[str, Any] | None = None) -> None:
+    """A sweep folder: new, empty, or one this study made (its marker names `owner`; `sim.study_dir`)."""
     from sim.report import check_out_dir
 
     resolved = out.resolve()
@@ -310,11 +392,13 @@ def check_sweep_dir(out: Path, *, force: bool = False) -> None:
                 "pick another folder, or pass --force to write into it"
             )
         if MARKER in names:
+            check_owner(out, owner, force=force)
             return
     check_out_dir(out, force=True)
 
 
 def jobs_for(sweep: Sweep, out: Path) -> list[Job]:
+    """One job per (point, seed) it runs under (`Sweep.seeds_for`)."""
     jobs = []
     for point, seed in sweep.runs():
         key = sweep.run_id(point, seed)
@@ -330,8 +414,10 @@ def execute(
     scheduler: str | None = None,
     progress: Callable[[int, int], None] | None = None,
     task: Task = run_one,
+    client: Any = None,
 ) -> pd.DataFrame:
-    """Run the jobs whose row file is not there yet; return every job's row (in the jobs' order)."""
+    """Run the jobs whose row file is not there yet, on `client` (a Dask client: `cluster`), the cluster at
+    `scheduler`, or `workers` local processes; return every job's row (in the jobs' order)."""
     todo = [j for j in jobs if not Path(j.out_file).exists()]
     done = len(jobs) - len(todo)
     if progress:
@@ -343,8 +429,11 @@ def execute(
         if progress:
             progress(done, len(jobs))
 
-    if scheduler is not None:
-        _run_dask(todo, scheduler, task, finished)
+    if client is not None:
+        _run_dask(todo, client, task, finished)
+    elif scheduler is not None:
+        with cluster(scheduler) as own:
+            _run_dask(todo, own, task, finished)
     elif workers <= 1:
         for job in todo:
             finished(task(job.raw, job.base_dir, job.row, job.out_file))
@@ -371,11 +460,16 @@ def run_sweep(
     scheduler: str | None = None,
     progress: Callable[[int, int], None] | None = None,
     task: Task = run_one,
+    force: bool = False,
 ) -> pd.DataFrame:
-    """Run every (point, seed) not already in `out`, then write and return the results (sorted by point, seed)."""
-    (out / "points").mkdir(parents=True, exist_ok=True)
-    (out / MARKER).touch()
-    rows = execute(jobs_for(sweep, out), workers=workers, scheduler=scheduler, progress=progress, task=task)
+    """Run every (point, seed) not already in `out`, then write and return the results (sorted by point, seed).
+    A folder another study owns is refused unless `force` (`sim.study_dir`)."""
+    if (out / MARKER).exists():
+        check_owner(out, sweep.owner(), force=force)
+    with cluster(scheduler) as client:  # connected before anything is created
+        (out / "points").mkdir(parents=True, exist_ok=True)
+        claim(out, sweep.owner())
+        rows = execute(jobs_for(sweep, out), workers=workers, progress=progress, task=task, client=client)
     rows = rows.sort_values(["point", "seed"], kind="stable").reset_index(drop=True)
     stats = seed_stats(rows, sweep.axes)
     _write_frame(rows, out / "results.parquet")
@@ -395,7 +489,11 @@ def _failed_row(job: Job, why: str) -> dict[str, Any]:
 
 
 def _worker(task: Task, conn: Any) -> None:
-    """A worker process: run the jobs it is sent, one at a time, until told to stop (None)."""
+    """A worker process: run the jobs it is sent, one at a time, until told to stop (None). Ctrl-C reaches the
+    whole process group; the parent alone answers it (and ends the workers), so a worker ignores it."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     while True:
         job = conn.recv()
         if job is None:
@@ -460,6 +558,10 @@ def _run_processes(todo: list[Job], workers: int, task: Task, finished: Callable
                     del procs[slot]
                     if queue or busy:
                         start(slot)
+    except BaseException:  # interrupted (or a bug): the runs in progress are lost anyway, end them now
+        for proc, _conn in procs.values():
+            proc.kill()
+        raise
     finally:
         for proc, conn in procs.values():
             with contextlib.suppress(OSError):
@@ -470,28 +572,46 @@ def _run_processes(todo: list[Job], workers: int, task: Task, finished: Callable
             conn.close()
 
 
-def _run_dask(todo: list[Job], scheduler: str, task: Task, finished: Callable[[dict[str, Any]], None]) -> None:
+CONNECT_TIMEOUT = "10s"
+
+
+def connect(scheduler: str) -> Any:
+    """A Dask client of the cluster at `scheduler`; one line if dask is missing or the cluster cannot be reached.
+    Called before a study creates its folder, so a dead address leaves nothing behind."""
     try:
-        from distributed import Client, as_completed
+        from distributed import Client
     except ImportError:
         raise FleetsimError("--scheduler needs dask.distributed: pip install 'fleetsim[dask]'") from None
     try:
-        client = Client(scheduler, timeout="10s")  # type: ignore[no-untyped-call]
-    except (OSError, TimeoutError) as err:
+        return Client(scheduler, timeout=CONNECT_TIMEOUT)  # type: ignore[no-untyped-call]
+    except (OSError, TimeoutError, ValueError) as err:
         raise FleetsimError(f"--scheduler {scheduler}: cannot connect ({' '.join(str(err).split())[:120]})") from None
+
+
+@contextlib.contextmanager
+def cluster(scheduler: str | None) -> Iterator[Any]:
+    """The client of `connect(scheduler)` for the duration (None without a scheduler), closed at the end."""
+    client = connect(scheduler) if scheduler is not None else None
     try:
-        futures = {
-            client.submit(task, j.raw, j.base_dir, j.row, j.out_file, key=f"fleetsim-{j.key}", retries=RETRIES, pure=False): j
-            for j in todo
-        }
-        for fut in as_completed(list(futures)):  # type: ignore[no-untyped-call]
-            job = futures[fut]
-            try:
-                finished(fut.result())
-            except Exception as err:  # the scheduler gave up on it (worker deaths beyond the retries, or a bug)
-                finished(_failed_row(job, f"{type(err).__name__}: {err}"))
+        yield client
     finally:
-        client.close()  # type: ignore[no-untyped-call]
+        if client is not None:
+            client.close()
+
+
+def _run_dask(todo: list[Job], client: Any, task: Task, finished: Callable[[dict[str, Any]], None]) -> None:
+    from distributed import as_completed
+
+    futures = {
+        client.submit(task, j.raw, j.base_dir, j.row, j.out_file, key=f"fleetsim-{j.key}", retries=RETRIES, pure=False): j
+        for j in todo
+    }
+    for fut in as_completed(list(futures)):  # type: ignore[no-untyped-call]
+        job = futures[fut]
+        try:
+            finished(fut.result())
+        except Exception as err:  # the scheduler gave up on it (worker deaths beyond the retries, or a bug)
+            finished(_failed_row(job, f"{type(err).__name__}: {err}"))
 
 
 # --- statistics across seeds -----------------------------------------------------------------------

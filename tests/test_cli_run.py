@@ -275,3 +275,54 @@ def test_set_overrides_a_scenario_field_and_names_a_bad_one(tmp_path):
     roof = run("roofline", "--config", REPO / "configs" / "default.yaml", "--set", "fleet.tp=4", "--json")
     assert roof.exit_code == 0 and json.loads(roof.stdout)["tp"] == 4
     assert run("roofline", "--model", "llama-2-7b", "--gpu", "l4", "--set", "fleet.tp=1").exit_code == 2
+
+
+def test_the_summary_shows_slo_attainment_and_the_prefix_cache(tmp_path):
+    r = run("run", REPO / "configs" / "default.yaml", "--set", "trace.end_s=600", "--out", tmp_path / "a", "--no-capacity")
+    assert r.exit_code == 0, r.output
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert f"Within the SLO (share):                 {summary['slo_attainment']:.3f}" in r.stdout
+    assert "Prefix cache" not in r.stdout and "warning" not in r.stderr
+    r = run("run", REPO / "configs" / "prefix-cache.yaml", "--set", "trace.end_s=300", "--out", tmp_path / "b", "--no-capacity")
+    assert r.exit_code == 0, r.output
+    s = json.loads((tmp_path / "b" / "summary.json").read_text())
+    rates = f"{s['prefix_hit_rate_tokens']:.1%} / {s['prefix_hit_rate_blocks']:.1%}"
+    assert f"Hit rate, tokens / blocks:              {rates}" in r.stdout
+    assert f"Prefill tokens saved:                   {s['prefill_tokens_saved']:,}" in r.stdout
+    assert s["prefill_tokens_saved"] > 0 and "warning" not in r.stderr
+
+
+def test_prefix_caching_on_a_trace_without_prefix_ids_warns_once(tmp_path):
+    """It silently ran uncached: now one warning line on stderr, not an error (the run is a valid uncached run)."""
+    args = ["--set", "engine.prefix_caching=true", "--set", "trace.end_s=300", "--no-capacity"]
+    r = run("run", REPO / "configs" / "default.yaml", *args, "--out", tmp_path / "o", "--json")
+    assert r.exit_code == 0, r.output
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("warning: engine.prefix_caching is on, but the trace has no")
+    assert json.loads(r.stdout)["completed"] > 0  # stdout is the JSON alone
+
+
+@pytest.mark.parametrize(
+    ("command", "what", "reader"),
+    [
+        (["run", "sweep-gpus.yaml"], "is a sweep file, not a scenario", "fleetsim sweep"),
+        (["run", "plan-llama70b.yaml"], "is a plan file, not a scenario", "fleetsim plan"),
+        (["sweep", "default.yaml"], "is a scenario, not a sweep file", "fleetsim run"),
+        (["plan", "sweep-gpus.yaml"], "is a sweep file, not a plan file", "fleetsim sweep"),
+    ],
+)
+def test_a_file_given_to_the_wrong_command_says_which_reads_it(tmp_path, command, what, reader):
+    r = run(command[0], REPO / "configs" / command[1], "--out", tmp_path / "o")
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and what in r.stderr
+    assert f"`{reader} {REPO / 'configs' / command[1]}` reads it" in r.stderr and not (tmp_path / "o").exists()
+
+
+def test_report_on_a_sweep_or_plan_folder_says_what_it_is(tmp_path):
+    base = "model: llama-3.1-8b\nfleet: {gpu: h100-sxm}\ntrace: {arrivals: {process: poisson, rate_per_s: 2}, n_requests: 20,\n"
+    base += "  prompt_tokens: {dist: fixed, tokens: 100}, output_tokens: {dist: fixed, tokens: 10}}\n"
+    (tmp_path / "base.yaml").write_text(base)
+    (tmp_path / "s.yaml").write_text("name: s\nbase: base.yaml\ncross: {engine.max_num_seqs: [4]}\n")
+    assert run("sweep", tmp_path / "s.yaml", "--out", tmp_path / "sw", "--no-progress").exit_code == 0
+    r = run("report", tmp_path / "sw")
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1
+    assert f"is the folder of sweep 's' ({tmp_path / 's.yaml'}), not a run folder" in r.stderr
+    assert f"`fleetsim sweep {tmp_path / 's.yaml'} --out {tmp_path / 'sw'}` reprints its tables" in r.stderr

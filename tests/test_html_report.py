@@ -145,3 +145,36 @@ def test_the_page_renders_in_a_real_browser(report, tmp_path):
     pixels = matplotlib.image.imread(shot)[..., :3]
     ink = (pixels < 0.85).any(axis=2).mean()
     assert 0.02 < ink < 0.9 and pixels.std() > 0.05
+
+
+def test_a_batch_run_keeps_batch_latency_apart_from_the_interactive_slo(tmp_path):
+    """Batch requests answer to their job's deadline: the page's latency table, goodput, attainment and CDFs with
+    the SLO are the interactive requests' (by_class), batch latency has a table of its own, and the classes
+    table does not score batch work against the interactive SLO."""
+    page = tmp_path / "b.html"
+    args = [
+        "run",
+        str(REPO / "configs" / "batch-backfill.yaml"),
+        "--set",
+        "trace.duration_s=900",
+        "--set",
+        "batch.jobs.0.requests=1500",
+    ]
+    r = CliRunner().invoke(
+        app, [*args, "--set", "batch.jobs.0.deadline_s=900", "--out", str(tmp_path / "run"), "--no-capacity", "--html", str(page)]
+    )
+    assert r.exit_code == 0, r.output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    inter, batch = summary["by_class"]["interactive"], summary["by_class"]["batch"]
+    html = page.read_text()
+
+    def table(ident):
+        return re.search(rf'<table id="{ident}">(.*?)</table>', html, re.S).group(1)
+
+    latency = table("latency")
+    assert "Latency of interactive requests" in latency and f"{inter['p99_ttft_ms']:,.2f}" in latency
+    assert f"{summary['p99_ttft_ms']:,.2f}" not in latency  # not the pooled figure (batch TTFTs are minutes)
+    assert f"{batch['p99_ttft_ms']:,.2f}" in table("latency-batch")
+    assert f"{inter['slo_attainment']:.1%}" in table("summary") and "interactive goodput" in table("summary")
+    assert re.search(r'<th scope="row">batch</th>(<td>[^<]*</td>){3}<td>— \(deadline\)</td>', table("classes"))
+    assert "interactive requests&#x27; TTFT" in html and "batch requests&#x27; curves dashed" in html

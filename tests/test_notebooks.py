@@ -40,3 +40,23 @@ def test_the_documented_rerun_command_executes_a_notebook_in_place(tmp_path):
     subprocess.run([sys.executable, str(NOTEBOOKS / "run.py"), str(path)], check=True, capture_output=True, text=True)
     out = nbformat.read(path, as_version=4)
     assert "ran 42" in "".join(o.get("text", "") for o in out.cells[0].outputs)
+
+
+def test_the_rerun_command_takes_a_path_from_the_working_folder(tmp_path):
+    """`python notebooks/run.py notebooks/x.ipynb` from the repository's root took the path relative to notebooks/
+    (notebooks/notebooks/x.ipynb: no such notebook); a name alone still means one in notebooks/."""
+    import subprocess
+    import sys
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("print('ran', 6 * 7)")]
+    (tmp_path / "sub").mkdir()
+    nbformat.write(nb, tmp_path / "sub" / "tiny.ipynb")
+    r = subprocess.run(
+        [sys.executable, str(NOTEBOOKS / "run.py"), "sub/tiny.ipynb"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    out = nbformat.read(tmp_path / "sub" / "tiny.ipynb", as_version=4)
+    assert "ran 42" in "".join(o.get("text", "") for o in out.cells[0].outputs)
+    r = subprocess.run([sys.executable, str(NOTEBOOKS / "run.py"), "no-such.ipynb"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 1 and f"{NOTEBOOKS / 'no-such.ipynb'}: no such notebook" in r.stderr

@@ -105,7 +105,13 @@ def test_cli_prints_ranking_frontier_and_pick_and_resumes(tmp_path):
     out = tmp_path / "o"
     r = runner.invoke(app, ["plan", str(path), "--out", str(out), "--workers", "2", "--plot", str(tmp_path / "p.png")])
     assert r.exit_code == 0, r.output
-    assert "rank | fleet.gpu | replicas" in r.stdout and "Pareto frontier" in r.stdout and "pick: fleet.gpu=" in r.stdout
+    assert "  rank  fleet.gpu  replicas  " in r.stdout and "$/1K tokens" in r.stdout and "p99 TPOT (ms)" in r.stdout
+    assert "pick: fleet.gpu=" in r.stdout
+    assert "Pareto frontier" in r.stdout and "  fleet.gpu  replicas  $/1K tokens  p99 TTFT (ms)" in r.stdout  # as a table
+    assert max(len(line) for line in r.stdout.splitlines() if not line.startswith("wrote ")) <= 100
+    progress = [line for line in r.stderr.splitlines() if "runs done" in line]
+    assert progress[0].startswith("  simulating") and "; 0 of at most " in progress[0]
+    assert all("s left" in line for line in progress[1:]) and len(progress) >= 2
     assert "(confirmed;" in r.stdout and (tmp_path / "p.png").stat().st_size > 10_000
     files = sorted(p.name for p in (out / "points").iterdir())
     j = json.loads(runner.invoke(app, ["plan", str(path), "--out", str(out), "--json"]).stdout)
@@ -144,3 +150,69 @@ def test_a_bad_plan_is_one_line_and_exit_2(tmp_path, text, message):
     assert message in str(info.value)
     r = runner.invoke(app, ["plan", str(tmp_path / "plan.yaml"), "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and message in r.output
+
+
+def test_a_deterministic_replay_runs_one_seed_and_words_its_confidence_honestly(tmp_path):
+    """The base replays a trace file as it is: seeds: 3 would triple the work for identical answers, and 'new seeds'
+    would replay the same requests."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    pd.DataFrame(
+        {
+            "arrival_at_s": np.cumsum(rng.exponential(1 / 15, 800)),
+            "prompt_tokens": rng.integers(200, 2000, 800),
+            "output_tokens": rng.integers(50, 300, 800),
+        }
+    ).to_csv(tmp_path / "t.csv", index=False)
+    path = plan_file(tmp_path)
+    (tmp_path / "base.yaml").write_text(BASE.split("trace:")[0] + "trace: t.csv\nslo: {ttft_ms: 500, tpot_ms: 50}\n")
+    (tmp_path / "plan.yaml").write_text(path.read_text().replace("seeds: 2", "seeds: 3"))
+    p = load_plan(path)
+    assert all(g.deterministic for g in p.groups)
+    r = runner.invoke(app, ["plan", str(path), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    runs = pd.read_parquet(tmp_path / "o" / "runs.parquet")
+    assert (runs["seed"] == 0).all() and not runs.duplicated(["group", "fleet.autoscaler.replicas"]).any()
+    said = " ".join(r.stdout.split())  # the prose is wrapped at 100 columns
+    assert "one deterministic replay per configuration: the seed changes nothing here" in said
+    assert "confidence over" not in said and " new seeds," not in said
+    assert "pick stands as simulated" in said and "cheaper neighbour," in said
+
+
+def test_one_seed_of_a_random_scenario_claims_no_confidence(tmp_path):
+    path = plan_file(tmp_path, search="fleet.gpu: [h100-sxm]")
+    path.write_text(path.read_text().replace("seeds: 2", "seeds: 1"))
+    r = runner.invoke(app, ["plan", str(path), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    said = " ".join(r.stdout.split())
+    assert "one seed per configuration: each verdict on that seed's value, with no confidence interval" in said
+    assert "new seeds, h100-sxm" in said and "95% confidence" not in said
+
+
+def test_a_gpu_name_typo_is_an_error_not_a_ruled_out_group(tmp_path):
+    path = plan_file(tmp_path, search="fleet.gpu: [a100-80gb, h1000]")
+    r = runner.invoke(app, ["plan", str(path), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert "group 1 (fleet.gpu='h1000'" in r.output and "fleet.gpu: unknown gpu 'h1000'; valid names: a100-40gb" in r.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_tp_degrees_that_divide_nothing_say_nothing_could_be_built(tmp_path):
+    """Not 'no configuration meets the SLO': no configuration was ever valid."""
+    path = plan_file(tmp_path, search="fleet.tp: [3, 5, 7]")
+    r = runner.invoke(app, ["plan", str(path), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert "no configuration can be built, so none can meet the SLO: group 0 (fleet.tp=3): fleet.tp:" in r.output
+    assert "(+1 more)" in r.output and not (tmp_path / "o").exists()
+    # one that can be built among them: the others are ruled out, with their reason, in the table
+    path = plan_file(tmp_path, search="fleet.tp: [3, 1]")
+    r = runner.invoke(app, ["plan", str(path), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0 and "ruled out: fleet.tp: tp=3 must divide" in r.stdout
+
+
+def test_a_huge_search_is_refused_from_the_axes_lengths(tmp_path):
+    search = "fleet.tp: {from: 1, to: 1000}\n  engine.max_num_seqs: {from: 1, to: 1000}"
+    with pytest.raises(FleetsimError, match="cross into 1,000,000 configuration groups, more than 10,000"):
+        load_plan(plan_file(tmp_path, search=search))

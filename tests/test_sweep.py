@@ -221,7 +221,8 @@ def test_cli_prints_the_table_resumes_and_guards_its_folder(tmp_path):
     out = tmp_path / "o"
     r = runner.invoke(app, ["sweep", str(tmp_path / "sweep.yaml"), "--out", str(out), "--workers", "2"])
     assert r.exit_code == 0, r.output
-    assert "4 points x 3 seeds = 12 runs (0 could not run)" in r.stdout and "p99_ttft_ms mean [95% CI]" in r.stdout
+    assert "4 points x 3 seeds: 12 runs (0 could not run)" in r.stdout
+    assert_readable_table(r.stdout)
     j = json.loads(runner.invoke(app, ["sweep", str(tmp_path / "sweep.yaml"), "--out", str(out), "--json"]).stdout)
     assert len(j) == 4 and {"p99_ttft_ms_ci_low", "seeds_needed"} <= set(j[0])
     other = tmp_path / "other"
@@ -246,8 +247,147 @@ def test_a_run_stored_by_another_sweep_is_relabelled_not_duplicated(tmp_path):
         calls.append(row)
         return run_one(raw, base_dir, row, out_file)
 
-    rows = run_sweep(load_sweep(tmp_path / "other.yaml"), tmp_path / "o", task=counting)
+    with pytest.raises(FleetsimError, match="holds the results of sweep 't'"):  # another sweep's folder: refused
+        run_sweep(load_sweep(tmp_path / "other.yaml"), tmp_path / "o", task=counting)
+    rows = run_sweep(load_sweep(tmp_path / "other.yaml"), tmp_path / "o", task=counting, force=True)
     assert calls == [] and list(rows.columns[:4]) == ["point", "engine.max_num_batched_tokens", "seed", "run_id"]
     assert rows["point"].tolist() == [0] and "engine.max_num_seqs" not in rows.columns
     same = first[(first["point"] == 3) & (first["seed"] == 2)].iloc[0]
     assert rows["p99_ttft_ms"].iloc[0] == same["p99_ttft_ms"]
+
+
+REPLAY = BASE.replace(
+    """trace:
+  arrivals: {process: poisson, rate_per_s: 3}
+  n_requests: 60
+  prompt_tokens: {dist: uniform, low: 50, high: 400}
+  output_tokens: {dist: uniform, low: 10, high: 60}
+""",
+    "trace: {file: t.csv}\n",
+)
+
+
+def test_a_point_the_seed_changes_nothing_in_runs_one_seed_and_says_why(tmp_path):
+    """A trace replayed as it is: seeds 0, 1, 2 would give three identical rows; a sampled one needs all three."""
+    pd.DataFrame({"arrival_at_s": np.arange(40) * 0.5, "prompt_tokens": 100, "output_tokens": 20}).to_csv(
+        tmp_path / "t.csv", index=False
+    )
+    sw = make(tmp_path, sweep="base: base.yaml\ncross:\n  trace.sample: [1.0, 0.5]\nseeds: 3\n", base=REPLAY)
+    assert [p.deterministic for p in sw.points] == [True, False] and sw.n_runs == 4
+    r = runner.invoke(app, ["sweep", str(tmp_path / "sweep.yaml"), "--out", str(tmp_path / "o"), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    rows = pd.read_parquet(tmp_path / "o" / "results.parquet")
+    assert rows[["point", "seed"]].values.tolist() == [[0, 0], [1, 0], [1, 1], [1, 2]]
+    assert ": 4 runs" in r.stdout and "one seed for points 0: the seed changes nothing here" in r.stdout
+    stats = pd.read_parquet(tmp_path / "o" / "stats.parquet")
+    assert stats["n_seeds"].tolist() == [1, 3] and np.isnan(stats.loc[0, "p99_ttft_ms_ci_low"])
+
+
+def test_a_folder_belongs_to_its_study_and_another_is_refused(tmp_path, monkeypatch):
+    """The marker names the sweep or plan that owns the folder: the same one resumes, another (same name from
+    another file, another kind, other overrides) is one line and exit 2, with nothing replaced, unless --force."""
+    make(tmp_path, sweep="name: same\nbase: base.yaml\ncross:\n  engine.max_num_seqs: [2]\n")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "copy.yaml").write_text((tmp_path / "sweep.yaml").read_text().replace("[2]", "[4]"))
+    assert runner.invoke(app, ["sweep", "sweep.yaml", "--no-progress"]).exit_code == 0
+    first = (tmp_path / "sweeps" / "same" / "results.parquet").read_bytes()
+    assert json.loads((tmp_path / "sweeps" / "same" / ".fleetsim-sweep").read_text())["file"] == str(tmp_path / "sweep.yaml")
+    r = runner.invoke(app, ["sweep", "copy.yaml", "--no-progress"])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1
+    assert (
+        f"holds the results of sweep 'same' ({tmp_path / 'sweep.yaml'}); this is sweep 'same' ({tmp_path / 'copy.yaml'})"
+        in r.output
+    )
+    assert (tmp_path / "sweeps" / "same" / "results.parquet").read_bytes() == first
+    (tmp_path / "plan.yaml").write_text(
+        "name: same\nbase: base.yaml\nsearch: {fleet.gpu: [h100-sxm]}\nscale: {path: fleet.autoscaler.replicas, from: 1, to: 2}\n"
+        "set: {fleet.autoscaler: {policy: fixed, replicas: 1}}\nslo: {p99_ttft_ms: 60000}\n"
+    )
+    r = runner.invoke(app, ["plan", "plan.yaml", "--out", "sweeps/same"])
+    assert (
+        r.exit_code == 2 and "this is plan 'same'" in r.output and not (tmp_path / "sweeps" / "same" / "ranking.parquet").exists()
+    )
+    assert runner.invoke(app, ["plan", "plan.yaml", "--out", "plans/same"]).exit_code == 0
+    r = runner.invoke(app, ["plan", "plan.yaml", "--out", "plans/same", "--set", "engine.max_num_seqs=3"])
+    assert r.exit_code == 2 and "with --set engine.max_num_seqs=3" in r.output  # other overrides: another plan
+    assert runner.invoke(app, ["sweep", "sweep.yaml", "--no-progress"]).exit_code == 0  # the owner resumes
+    r = runner.invoke(app, ["sweep", "copy.yaml", "--no-progress", "--force"])
+    assert r.exit_code == 0 and json.loads((tmp_path / "sweeps" / "same" / ".fleetsim-sweep").read_text())["file"].endswith(
+        "copy.yaml"
+    )
+    (tmp_path / "sweeps" / "same" / ".fleetsim-sweep").write_text("")  # a marker from before owners were recorded
+    assert runner.invoke(app, ["sweep", "sweep.yaml", "--no-progress"]).exit_code == 0
+
+
+@pytest.mark.parametrize("where", ["cross", "set"])
+def test_a_gpu_name_typo_is_one_line_with_the_valid_names(tmp_path, where):
+    """A typo is the user's to fix: not a point that 'cannot run' (an error row) among the results."""
+    axis = "cross:\n  fleet.gpu: [h100-sxm, h1000]\n" if where == "cross" else "set: {fleet.gpu: a1000}\n"
+    (tmp_path / "base.yaml").write_text(BASE)
+    (tmp_path / "sweep.yaml").write_text(f"base: base.yaml\n{axis}")
+    r = runner.invoke(app, ["sweep", str(tmp_path / "sweep.yaml"), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert "fleet.gpu: unknown gpu" in r.output and "valid names: a100-40gb, a100-80gb" in r.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_huge_cross_product_is_refused_from_the_axes_lengths(tmp_path):
+    """Three axes of 1,000 values (10^9 points) used to be built, point by point, before the run cap was applied."""
+    import time
+
+    axes = "".join(f"  {k}: {{from: 1, to: 1000}}\n" for k in ("engine.max_num_seqs", "engine.block_size", "fleet.tp"))
+    (tmp_path / "base.yaml").write_text(BASE)
+    (tmp_path / "sweep.yaml").write_text(f"base: base.yaml\ncross:\n{axes}")
+    start = time.perf_counter()
+    with pytest.raises(FleetsimError, match="1,000,000,000 points x 1 seeds is more than 100,000 runs"):
+        load_sweep(tmp_path / "sweep.yaml")
+    assert time.perf_counter() - start < 2
+
+
+def test_a_dead_scheduler_leaves_no_folder(tmp_path, monkeypatch):
+    pytest.importorskip("distributed")
+    import sim.sweep
+
+    monkeypatch.setattr(sim.sweep, "CONNECT_TIMEOUT", "0.5s", raising=False)
+    make(tmp_path)
+    for command in (["sweep", str(tmp_path / "sweep.yaml")], ["plan", str(PLAN_FILE(tmp_path))]):
+        out = tmp_path / f"o-{command[0]}"
+        r = runner.invoke(app, [*command, "--scheduler", "tcp://127.0.0.1:1", "--out", str(out)])
+        assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+        assert "--scheduler tcp://127.0.0.1:1: cannot connect" in r.output and not out.exists()
+
+
+def PLAN_FILE(tmp_path):
+    (tmp_path / "plan.yaml").write_text(
+        "base: base.yaml\nsearch: {fleet.gpu: [h100-sxm]}\nscale: {path: fleet.autoscaler.replicas, from: 1, to: 2}\n"
+        "set: {fleet.autoscaler: {policy: fixed, replicas: 1}}\nslo: {p99_ttft_ms: 60000}\n"
+    )
+    return tmp_path / "plan.yaml"
+
+
+def assert_readable_table(stdout: str) -> None:
+    """The per-point table fits 100 columns, gives every figure with its unit and writes no number in e-notation."""
+    import re
+
+    lines = [line for line in stdout.splitlines() if not line.startswith("wrote ")]  # the folder's path aside
+    assert max(len(line) for line in lines) <= 100, max(lines, key=len)
+    heads = [line for line in lines if line.startswith("  point  ")]
+    for unit in ("p99 TTFT (s)", "p99 TPOT (ms)", "$/1M tokens", "throughput util. (%)", "within SLO (%)", "seeds needed"):
+        assert any(unit in h for h in heads), unit
+    assert not re.search(r"\d[eE][+-]?\d", stdout)
+
+
+def test_the_table_is_split_to_fit_and_keeps_its_figures(tmp_path):
+    """Axis values too wide to repeat beside the figures: the points first, then the figures by point, in two
+    tables that fit; the figures are the statistics' own, in their units (by hand from stats.parquet)."""
+    make(tmp_path)
+    r = runner.invoke(app, ["sweep", str(tmp_path / "sweep.yaml"), "--out", str(tmp_path / "o"), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert_readable_table(r.stdout)
+    stats = pd.read_parquet(tmp_path / "o" / "stats.parquet").iloc[3]
+    legend, *figures = [line for line in r.stdout.splitlines() if line.startswith("      3  ")]
+    assert "{policy: fixed, replicas: 2}" in legend and len(figures) == 2  # YAML as written, not JSON
+    ttft = stats["p99_ttft_ms_mean"] / 1000
+    assert f" {ttft:.{max(0, 2 - int(np.floor(np.log10(ttft))))}f} [" in figures[0]
+    assert f" {stats['throughput_utilization_mean'] * 100:.1f} [" in figures[0]
+    assert figures[1].split()[-1] == f"{stats['seeds_needed']:,.0f}"

@@ -12,7 +12,7 @@ import typer
 
 from sim.build import build_setup, check_override_names
 from sim.cli.calibrate import calibrate as calibrate_command
-from sim.cli.common import alias_note, emit_json, int_list, positive, user_errors
+from sim.cli.common import Interrupted, Stopped, alias_note, emit_json, int_list, positive, user_errors
 from sim.cli.plan import plan as plan_command
 from sim.cli.roofline import render_text, roofline_report
 from sim.cli.run import report as report_command
@@ -280,10 +280,6 @@ except ImportError:  # pragma: no cover
 _NO_ARGS = getattr(cx, "NoArgsIsHelpError", ())
 
 
-class Interrupted(Exception):
-    """SIGTERM, turned into an exception so that every `finally` (the run folder's temporary copy) runs."""
-
-
 def _terminate(signum: int, frame: object) -> None:
     raise Interrupted()
 
@@ -311,6 +307,9 @@ def main(argv: list[str] | None = None) -> None:
     except FleetsimError as err:  # raised outside a command (should not happen)
         typer.echo(f"error: {err}", err=True)
         code = 2
+    except Stopped as err:  # a study interrupted: its finished runs are kept, and the line says so
+        typer.echo(f"error: {err}", err=True)
+        code = err.code
     except (KeyboardInterrupt, typer.Abort):
         typer.echo("error: interrupted; nothing written", err=True)
         code = 130

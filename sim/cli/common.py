@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -14,6 +15,25 @@ import typer
 from sim.errors import FleetsimError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Interrupted(Exception):
+    """SIGTERM, turned into an exception so that every `finally` (the run folder's temporary copy) runs."""
+
+
+class Stopped(Exception):
+    """Ctrl-C or SIGTERM ended work that keeps what it finished (a sweep's or plan's runs): `main` prints the
+    message as one line and exits with `code` (130 or 143)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def stopped(err: BaseException, kept: str) -> Stopped:
+    """The one line for a study interrupted by `err` (KeyboardInterrupt or Interrupted), saying what was kept."""
+    ctrl_c = isinstance(err, KeyboardInterrupt)
+    return Stopped(f"{'interrupted' if ctrl_c else 'terminated'}; {kept}", 130 if ctrl_c else 143)
 
 
 def user_errors(fn: F) -> F:
@@ -89,3 +109,63 @@ def write_text_atomically(path: Path, text: str) -> None:
 
     with atomic_file(path) as tmp:
         tmp.write_text(text)
+
+
+def sig(x: Any, digits: int = 3, *, decimals: int | None = None) -> str:
+    """A number for a table: `digits` significant digits (or a fixed number of `decimals`), thousands separated,
+    never in e-notation; n/a for a missing or non-finite one."""
+    if x is None or not isinstance(x, int | float) or not math.isfinite(x):
+        return "n/a"
+    return f"{x:,.{places(x, digits) if decimals is None else decimals}f}"
+
+
+def places(x: float, digits: int = 3) -> int:
+    """Decimals that show `x` to `digits` significant digits (0 for large numbers)."""
+    if x == 0 or not math.isfinite(x):
+        return 0
+    return max(0, digits - 1 - math.floor(math.log10(abs(x))))
+
+
+def table(
+    head: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    keys: int = 1,
+    width: int = 100,
+    indent: int = 2,
+    left: Sequence[int] = (),
+) -> list[str]:
+    """Rows as aligned text columns (text and the columns in `left` left-aligned, numbers right), two spaces apart,
+    under a header and a rule. Wider than `width`, the columns after the first `keys` are split over several
+    tables, each repeating the key columns."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
+    numeric = [i not in left and bool(rows) and all(_numeric(r[i]) for r in rows) for i in range(len(head))]
+    groups: list[list[int]] = []
+    base = sum(widths[:keys]) + 2 * keys + indent
+    for i in range(keys, len(head)):
+        if groups and base + sum(widths[j] + 2 for j in groups[-1]) + widths[i] <= width:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    out: list[str] = []
+    for group in groups or [[]]:
+        cols = [*range(keys), *group]
+
+        def line(cells: Sequence[str], cols: list[int] = cols) -> str:
+            return (
+                " " * indent
+                + "  ".join(cells[i].rjust(widths[i]) if numeric[i] else cells[i].ljust(widths[i]) for i in cols).rstrip()
+            )
+
+        out += [line(head), " " * indent + "  ".join("-" * widths[i] for i in cols)]
+        out += [line(r) for r in rows]
+    return out
+
+
+def _numeric(cell: str) -> bool:
+    text = cell.split(" [")[0].replace(",", "").lstrip("$").rstrip("%")
+    try:
+        float(text)
+    except ValueError:
+        return cell in ("n/a", "-")
+    return True

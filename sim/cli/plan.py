@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from sim.cli.common import check_plot_path, emit_json, positive
+from sim.cli.common import Interrupted, check_plot_path, emit_json, positive, stopped, table
+from sim.determinism import seed_note
 
 
 def _num(x: Any, fmt: str = "{:,.0f}") -> str:
@@ -31,7 +33,12 @@ def plan(
     workers: Annotated[int, typer.Option(help="Local worker processes.")] = 1,
     scheduler: Annotated[str | None, typer.Option(help="A Dask scheduler address (tcp://host:port).")] = None,
     set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a field of the base scenario (PATH=VALUE, as fleetsim run).")
+        list[str] | None,
+        typer.Option("--set", help="Override a field of the base scenario (PATH=VALUE, as fleetsim run), after the plan's set:."),
+    ] = None,
+    trace: Annotated[
+        Path | None,
+        typer.Option(help="Replay this trace file instead of the base scenario's, with its transforms (as fleetsim run)."),
     ] = None,
     plot: Annotated[Path | None, typer.Option(help="Also write the cost vs p99 TTFT plot (PNG, SVG, ...).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Write into --out even if it holds other files.")] = False,
@@ -39,16 +46,25 @@ def plan(
 ) -> None:
     """Find the cheapest GPU / TP / replica count that meets an SLO: screened, bisected, ranked and verified."""
     from sim.plan import load_plan, plan_fleet
+    from sim.study_dir import MARKER
     from sim.sweep import check_sweep_dir
 
     positive("--workers", workers)
-    p = load_plan(plan_file, sets=set_ or ())
+    p = load_plan(plan_file, sets=set_ or (), trace=trace)
     out_dir = out if out is not None else Path("plans") / p.name
-    check_sweep_dir(out_dir, force=force)
+    check_sweep_dir(out_dir, force=force, owner=p.sweep.owner("plan"))
     if plot is not None:
         check_plot_path(plot)
+    if p.sweep.trace_note is not None:
+        typer.echo(f"note: {p.sweep.trace_note}", err=True)
     note = None if as_json else (lambda msg: typer.echo(f"  {msg}", err=True))
-    outcome = plan_fleet(p, out_dir, workers=workers, scheduler=scheduler, progress=note)
+    try:
+        outcome = plan_fleet(p, out_dir, workers=workers, scheduler=scheduler, progress=note, force=force)
+    except (KeyboardInterrupt, Interrupted) as err:
+        if not (out_dir / MARKER).exists():
+            raise  # nothing was written yet
+        done = len(list((out_dir / "points").glob("*.parquet")))
+        raise stopped(err, f"{done} runs are kept in {out_dir}/points: rerun the same command to resume") from None
     scale = p.spec.scale.path
     if plot is not None:
         _plot(outcome, p, plot)
@@ -73,13 +89,11 @@ def plan(
         )
         if t
     )
-    typer.echo(
-        f"fleetsim plan {p.name}: the cheapest configuration by {p.spec.objective} meeting {targets} "
-        f"({p.spec.confidence:.0%} confidence over {len(p.sweep.seeds)} seed{'' if len(p.sweep.seeds) == 1 else 's'})"
-    )
+    say(f"fleetsim plan {p.name}: the cheapest configuration by {p.spec.objective} meeting {targets}")
+    say(f"  {_confidence(p)}")
     axes = list(p.spec.search)
-    typer.echo("  " + " | ".join(["rank", *axes, "replicas", "$/1K tokens", "$/hour", "p99 TTFT ms", "p99 TPOT ms", "status"]))
-    rank = 0
+    head = ["rank", *axes, "replicas", "$/1K tokens", "$/hour", "p99 TTFT (ms)", "p99 TPOT (ms)", "status"]
+    rows, reasons, rank = [], [], 0
     for r in outcome.ranking.to_dict(orient="records"):
         if r["status"] == "meets":
             rank += 1
@@ -87,45 +101,76 @@ def plan(
             cells += [_ci(r, "usd_per_1k_tokens", "{:.6f}"), _ci(r, "usd_per_hour", "{:,.2f}")]
             cells += [_ci(r, "p99_ttft_ms", "{:,.0f}"), _ci(r, "p99_tpot_ms", "{:,.1f}"), "meets"]
         else:
-            cells = ["-", *(str(r[a]) for a in axes), "-", "-", "-", "-", "-", f"{r['status']}: {r['why']}"]
-        typer.echo("  " + " | ".join(cells))
+            cells = ["-", *(str(r[a]) for a in axes), "-", "-", "-", "-", "-", r["status"]]
+            reasons.append(f"  {', '.join(f'{a}={r[a]}' for a in axes) or 'the base'}: {r['status']}: {r['why']}")
+        rows.append(cells)
+    for line in table(head, rows, keys=len(axes) + 2):  # split in two when the intervals would not fit 100 columns
+        typer.echo(line)
+    for line in reasons:
+        say(line)
     ev = outcome.evaluated
     n_all = len(p.groups) * len(p.spec.scale.values())
     how = "bisection" if p.spec.method == "bisect" else "the grid"
-    typer.echo(
+    say(
         f"  ({len(ev)} of {n_all} configurations simulated: the roofline and the capacity bound ruled the rest out,"
         f" or {how} did not need them)"
     )
     if len(outcome.frontier):
-        points = [
-            f"{', '.join(str(f[a]) for a in axes)} x{_num(f[scale])}: ${f[f'{p.spec.objective}_mean']:.3g}, {f['p99_ttft_ms_mean']:,.0f} ms"
+        typer.echo("Pareto frontier (cost against p99 TTFT: each cheaper configuration is slower):")
+        cost = "$/1K tokens" if p.spec.objective == "usd_per_1k_tokens" else "$/hour"
+        fmt = "{:.6f}" if p.spec.objective == "usd_per_1k_tokens" else "{:,.2f}"
+        front = [
+            [*(str(f[a]) for a in axes), _num(f[scale]), fmt.format(f[f"{p.spec.objective}_mean"]), _num(f["p99_ttft_ms_mean"])]
             for f in outcome.frontier.to_dict(orient="records")
         ]
-        typer.echo("Pareto frontier (cost, p99 TTFT): " + "; ".join(points))
+        for line in table([*axes, "replicas", cost, "p99 TTFT (ms)"], front, keys=len(axes) + 3, width=10_000):
+            typer.echo(line)
     if outcome.pick is not None:
         pk = outcome.pick
-        typer.echo(
+        say(
             f"pick: {', '.join(f'{a}={pk[a]}' for a in axes)}, {_num(pk[scale])} replicas at "
             f"${pk[f'{p.spec.objective}_mean']:.3g} ({p.spec.objective})"
         )
+        if p.groups[int(pk["group"])].deterministic:
+            say("  (a deterministic replay: new seeds would replay the same requests, so the pick stands as simulated)")
         for v in outcome.verification:
             mark = "confirmed" if v["confirmed"] else "NOT confirmed"
-            typer.echo(
-                f"  new seeds, {', '.join(str(v[a]) for a in axes)} x{v[scale]}: should {v['expected'].removesuffix('s')}, "
+            how = "new seeds" if v["seeds"] == "new" else "cheaper neighbour"
+            say(
+                f"  {how}, {', '.join(str(v[a]) for a in axes)} x{v[scale]}: should {v['expected'].removesuffix('s')}, "
                 f"{v['observed']} ({mark}; {v['why']})"
             )
     else:
         typer.echo("no configuration meets the SLO")
         cm = outcome.closest_miss
         if cm is None:
-            typer.echo("every configuration was ruled out before simulation (the reasons are in the table)")
+            say("every configuration was ruled out before simulation (the reasons are above)")
         else:
             g = p.groups[int(cm["group"])]
-            typer.echo(
+            say(
                 f"closest miss: {', '.join(f'{k}={v}' for k, v in g.values.items())}, {_num(cm[scale])} replicas: "
                 f"{cm['why']} ({cm['shortfall']:.2f}x the target)"
             )
     typer.echo(f"wrote {out_dir}/ (ranking, evaluated, frontier, runs .parquet)" + (f" and {plot}" if plot else ""))
+
+
+def say(text: str) -> None:
+    """A line of prose, wrapped at 100 columns (continuations indented under it)."""
+    indent = " " * (len(text) - len(text.lstrip()) + 2)
+    typer.echo(textwrap.fill(text, width=100, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False))
+
+
+def _confidence(p: Any) -> str:
+    """How sure the verdicts are, in words: a deterministic replay has no spread to be confident over, and one
+    seed of a random scenario gives a value, not an interval."""
+    n = len(p.sweep.seeds)
+    fixed = [g.deterministic for g in p.groups]
+    if all(fixed):
+        return "one deterministic replay per configuration: " + seed_note([])
+    if n == 1:
+        return "one seed per configuration: each verdict on that seed's value, with no confidence interval"
+    some = "; one seed where the seed changes nothing" if any(fixed) else ""
+    return f"{p.spec.confidence:.0%} confidence over {n} seeds{some}"
 
 
 def _plot(outcome: Any, p: Any, path: Path) -> None:

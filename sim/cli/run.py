@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from sim.cli.common import alias_note, check_out_file, check_plot_path, emit_json, write_text_atomically
-from sim.config import SloConfig, load_config
+from sim.config import Scenario, SloConfig, load_config
 from sim.errors import FleetsimError
 
 if TYPE_CHECKING:
@@ -48,6 +48,9 @@ def render_summary(result: SimResult, summary: dict[str, Any]) -> str:
     ]
     if summary["request_goodput"] is not None:
         lines.append(_line("Request goodput (req/s):", summary["request_goodput"]))
+    if summary.get("slo_attainment") is not None and "batch" not in (summary.get("by_class") or {}):
+        # with batch work, each class's share is in its section (batch answers to its deadline, not the SLO)
+        lines.append(_line("Within the SLO (share):", summary["slo_attainment"], "{:.3f}"))
     lines += [
         _line("Output token throughput (tok/s):", summary["output_throughput"]),
         _line("Total token throughput (tok/s):", summary["total_token_throughput"]),
@@ -74,6 +77,15 @@ def render_summary(result: SimResult, summary: dict[str, Any]) -> str:
             lines.append(_line(f"Deadline ({rec['deadline_at_s'] / 3600:.2f} h):", verdict))
         if rec["tokens_per_gpu_hour"] is not None:
             lines.append(_line("Tokens per GPU-hour:", f"{rec['tokens_per_gpu_hour']:,.0f}"))
+    cost = summary["batch_cost"]
+    if cost is not None:
+        lines.append("{s:{c}^50}".format(s="Batch work's cost", c="-"))
+        lines.append(_line(f"Cost (USD, {cost['method']}):", _money(cost["cost_usd"])))
+        if cost["usd_per_1k_tokens"] is not None:
+            lines.append(_line("USD per 1K batch tokens:", f"{cost['usd_per_1k_tokens']:.6f}"))
+        lines.append(
+            _line("Same tokens, batch API (USD):", f"{_money(cost['api_batch_usd_for_same_tokens'])} ({summary['api']}, 50%)")
+        )
     if summary.get("kv_transfers") is not None:
         lines.append("{s:{c}^50}".format(s="KV transfers (prefill -> decode)", c="-"))
         lines.append(_line("Transfers:", summary["kv_transfers"]))
@@ -86,6 +98,14 @@ def render_summary(result: SimResult, summary: dict[str, Any]) -> str:
         lines.append(
             _line("Mean / P99 transfer (ms):", f"{_ms(summary['mean_transfer_ms'])} / {_ms(summary['p99_transfer_ms'])}")
         )
+    if summary.get("prefix_cached_tokens") is not None:
+        lines.append("{s:{c}^50}".format(s="Prefix cache", c="-"))
+        rates = (summary["prefix_hit_rate_tokens"], summary["prefix_hit_rate_blocks"])
+        lines.append(_line("Hit rate, tokens / blocks:", " / ".join("n/a" if r is None else f"{r:.1%}" for r in rates)))
+        lines.append(_line("Cached prompt tokens:", f"{summary['prefix_cached_tokens']:,}"))
+        lines.append(_line("Prefill tokens saved:", f"{summary['prefill_tokens_saved']:,}"))
+    if summary["spec_tokens_per_verify_step"] is not None:
+        lines.append(_line("Tokens per verify step (spec.):", summary["spec_tokens_per_verify_step"], "{:.3f}"))
     for name, rec in (summary.get("by_pool") or {}).items():
         lines.append(_line(f"Pool {name}: replicas, $:", f"{rec['replicas_launched']}, {_money(rec['cost_usd'])}"))
     lines += fleet_lines(summary)
@@ -148,6 +168,13 @@ def fleet_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def uncached_prefix_caching(scenario: Scenario, meta: dict[str, Any]) -> bool:
+    """Prefix caching asked for (by the scenario's engine or a pool's) but never set up: the trace carries no
+    prefix hash ids, so the run is an uncached one."""
+    engines = [scenario.engine, scenario.fleet.prefill.engine, scenario.fleet.decode.engine]
+    return any(e is not None and e.prefix_caching for e in engines) and meta.get("prefix_cache") is None
+
+
 def parse_goodput(text: str) -> SloConfig:
     """vLLM's --goodput syntax: space-separated METRIC:MILLISECONDS pairs, metrics ttft, tpot, e2el."""
     values: dict[str, float] = {}
@@ -169,7 +196,12 @@ def parse_goodput(text: str) -> SloConfig:
 
 def run(
     config: Annotated[Path, typer.Argument(help="Scenario YAML.", metavar="CONFIG")],
-    trace: Annotated[Path | None, typer.Option(help="Replay this trace file instead of the scenario's.")] = None,
+    trace: Annotated[
+        Path | None,
+        typer.Option(
+            help="Replay this trace file instead of the scenario's, with the scenario's transforms (then --set trace.*)."
+        ),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder to write (default: runs/<scenario name>).")] = None,
     seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
@@ -205,16 +237,14 @@ def run(
 
     from sim.report import RUN_FILES, check_out_dir, write_run
     from sim.simulation import simulate
-    from sim.workload import load_trace
 
-    scenario = load_config(config, sets=set_ or ())
+    scenario = load_config(config, sets=set_ or (), trace=trace)
     if seed is not None:
         if seed < 0:
             raise FleetsimError(f"--seed must be >= 0 (got {seed})")
         scenario = scenario.model_copy(update={"seed": seed})
     if goodput is not None:
         scenario = scenario.model_copy(update={"slo": parse_goodput(goodput)})
-    frame = load_trace(trace) if trace is not None else None
     out_dir = out if out is not None else Path("runs") / config.stem
     check_out_dir(out_dir, force=force)  # every output path is checked before anything is simulated
     if plot is not None:
@@ -239,10 +269,18 @@ def run(
                     task, completed=min(1.0, now / horizon) if horizon else 1.0, sim=f"{now:,.0f} / {horizon:,.0f} s simulated"
                 )
 
-            result = simulate(scenario, frame, base_dir=config.parent, progress=tick, measure_capacity=capacity)
+            result = simulate(scenario, base_dir=config.parent, progress=tick, measure_capacity=capacity)
     else:
-        result = simulate(scenario, frame, base_dir=config.parent, measure_capacity=capacity)
+        result = simulate(scenario, base_dir=config.parent, measure_capacity=capacity)
     alias_note(scenario.fleet.gpu, result.meta["gpu"])
+    if uncached_prefix_caching(scenario, result.meta):
+        typer.echo(
+            "warning: engine.prefix_caching is on, but the trace has no prefix_hash_ids (the Mooncake reader gives "
+            "them; others do not), so nothing was cached",
+            err=True,
+        )
+    if scenario.trace_note is not None:  # right before the summary (on stderr, so that --json stays JSON)
+        typer.echo(f"note: {scenario.trace_note}", err=True)
     summary = result.summary()
     if plot is not None:  # before the run folder: a run folder is the last thing written
         from sim.plots import plot_run
@@ -278,6 +316,7 @@ def report(
 ) -> None:
     """Reprint a run's summary from its run folder (recomputed from its records)."""
     from sim.result import SimResult
+    from sim.study_dir import check_not_a_study_folder
 
     if openmetrics is not None:
         check_out_file(openmetrics, "--openmetrics")
@@ -285,6 +324,7 @@ def report(
         check_out_file(html_file, "--html")
     if not math.isfinite(epoch) or epoch < 0:
         raise FleetsimError(f"--epoch must be a finite number of seconds >= 0 (got {epoch})")
+    check_not_a_study_folder(run_dir)
     result = SimResult.load(run_dir)
     if openmetrics is not None:
         from sim.openmetrics import to_openmetrics

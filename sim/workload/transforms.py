@@ -167,3 +167,71 @@ def load_trace_file(spec: TraceFile, *, base_dir: Path, seed: int) -> pd.DataFra
     if spec.repeat is not None:
         frame = repeat(frame, spec.repeat)
     return frame
+
+
+TRANSFORM_KEYS = ("start_s", "end_s", "rate_scale", "sample", "max_context", "repeat")  # TraceFile's transforms
+READER_KEYS = ("format", "columns", "time_unit", "model")  # TraceFile's settings for reading its file
+
+
+def swap_trace_file(trace: object, file: str) -> tuple[dict[str, object], str]:
+    """What `--trace FILE` does to a scenario's `trace` (raw data), before any `--set trace.*`: the file is
+    replaced and the scenario's transforms are kept. A `{file: ...}` block keeps its transforms (`TRANSFORM_KEYS`)
+    and drops its reader settings (`READER_KEYS`: they describe the replaced file); a bare path or no trace becomes
+    `{file: FILE}`; a generator block becomes `{file: FILE}` too, keeping only its `max_context` (the one transform
+    a generator shares with a file). Returns the new block and what was dropped, in words ("" if nothing)."""
+    block: dict[str, object] = {"file": file}
+    dropped: list[str] = []
+    if isinstance(trace, dict) and "file" in trace:
+        dropped.append(f"file {trace['file']}")
+        block |= {k: trace[k] for k in TRANSFORM_KEYS if trace.get(k) is not None}
+        readers = [f"{k}={trace[k]}" for k in READER_KEYS if trace.get(k) is not None and trace.get(k) != "s"]
+        if readers:
+            dropped.append(f"its reader settings {', '.join(readers)} (give them again with --set trace.KEY=VALUE)")
+    elif isinstance(trace, dict):
+        if trace.get("max_context") is not None:
+            block["max_context"] = trace["max_context"]
+        dropped.append("the synthetic generator (its arrivals, lengths, duration and seed)")
+    elif isinstance(trace, str):
+        dropped.append(f"file {trace}")
+    return block, "; ".join(dropped)
+
+
+def describe_trace(trace: object) -> str:
+    """A scenario's trace block (raw or as run) in words: the file's name and its transforms, or the generator."""
+    if isinstance(trace, str):
+        return Path(trace).name
+    if isinstance(trace, dict) and "file" in trace:
+        steps = [
+            f"{k} {trace[k]:g}" if isinstance(trace[k], float) else f"{k} {trace[k]}"
+            for k in TRANSFORM_KEYS
+            if trace.get(k) is not None
+        ]
+        return Path(str(trace["file"])).name + (f" ({', '.join(steps)})" if steps else "")
+    if isinstance(trace, dict) and isinstance(trace.get("arrivals"), dict):
+        arrivals = trace["arrivals"]
+        rate = arrivals.get("rate_per_s", arrivals.get("mean_rate_per_s"))
+        size = f"{trace['duration_s']:g} s" if trace.get("duration_s") else f"{trace.get('n_requests')} requests"
+        at = f" at {rate:g} req/s" if isinstance(rate, int | float) else ""
+        return f"synthetic ({arrivals.get('process', 'poisson')} arrivals{at}, {size})"
+    return "no trace"
+
+
+def trace_note(given: str, swapped: dict[str, object], dropped: str, final: object) -> str:
+    """One line on what `--trace FILE` (then `--set trace.*`) made of the scenario's trace: the trace as run, the
+    transforms kept from the scenario, those set on the command line and what was dropped."""
+    if not (isinstance(final, dict) and final.get("file") == swapped["file"]):
+        return f"trace as run: {describe_trace(final)} (--set trace replaced --trace {given})"
+    kept = [k for k in TRANSFORM_KEYS if k in swapped and final.get(k) == swapped[k]]
+    changed = [k for k in (*TRANSFORM_KEYS, *READER_KEYS) if final.get(k) is not None and final.get(k) != swapped.get(k)]
+    cleared = [k for k in TRANSFORM_KEYS if k in swapped and final.get(k) is None]
+    parts = [f"trace as run: {describe_trace(final)}, the file from --trace {given}"]
+    parts.append(
+        "kept from the scenario: " + ", ".join(f"{k} {swapped[k]}" for k in kept)
+        if kept
+        else "no transforms kept from the scenario"
+    )
+    if changed or cleared:
+        parts.append("from --set: " + ", ".join([*(f"{k} {final[k]}" for k in changed), *(f"{k} unset" for k in cleared)]))
+    if dropped:
+        parts.append(f"dropped: {dropped}")
+    return "; ".join(parts)

@@ -67,3 +67,43 @@ def test_trace_files_get_the_umask_mode(tmp_path):
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+SWEEP_BASE = """\
+model: llama-3.1-8b
+fleet: {gpu: h100-sxm}
+engine:
+  max_num_seqs: 16
+  step_time: {kind: constant, prefill_s_per_token: 0.00001, decode_step_s: 0.005}
+trace:
+  arrivals: {process: poisson, rate_per_s: 20}
+  n_requests: 20000
+  prompt_tokens: {dist: uniform, low: 50, high: 400}
+  output_tokens: {dist: uniform, low: 10, high: 60}
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_a_local_sweep_is_one_line_and_keeps_the_finished_runs(tmp_path):
+    """Ctrl-C reaches the whole process group: the workers used to print a traceback each. Now one line, exit
+    130, and the finished runs stay for the rerun to resume from."""
+    (tmp_path / "base.yaml").write_text(SWEEP_BASE)
+    (tmp_path / "sweep.yaml").write_text("base: base.yaml\ncross:\n  engine.max_num_seqs: [8, 16, 32, 64]\nseeds: 3\n")
+    command = [sys.executable, "-m", "sim", "sweep", "sweep.yaml", "--out", "o", "--workers", "2"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
+    deadline = time.monotonic() + 60
+    while not list((tmp_path / "o" / "points").glob("*.parquet")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert proc.poll() is None, proc.communicate()
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the parent and its workers
+    _stdout, stderr = proc.communicate(timeout=60)
+    kept = len(list((tmp_path / "o" / "points").glob("*.parquet")))
+    assert proc.returncode == 130, stderr
+    assert stderr == f"error: interrupted; {kept} of 12 runs are kept in o/points: rerun the same command to resume\n"
+    assert 1 <= kept < 12 and not list((tmp_path / "o" / "points").glob(".*"))  # no half-written row file
+    again = subprocess.run([*command, "--json"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert len(list((tmp_path / "o" / "points").glob("*.parquet"))) == 12
