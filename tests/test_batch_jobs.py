@@ -229,7 +229,11 @@ def test_requests_and_tokens_are_conserved_per_class_and_job():
         mine = (r["job_id"] == name).fillna(False).to_numpy(dtype=bool)
         assert rec["requests"] == mine.sum()
         assert rec["tokens"] == int((r["prompt_tokens"] + r["output_tokens"]).to_numpy()[mine & done].sum())
-    assert s["total_output_tokens"] == sum(rec["total_output_tokens"] for rec in s["by_class"].values())
+    for name, rec in s["by_class"].items():  # each class's figures from its own requests' records
+        mine = (r["klass"] == name).to_numpy()
+        assert rec["total_output_tokens"] == int(r["output_tokens"].to_numpy()[mine & done].sum())
+        assert rec["completed"] == int((mine & done).sum())
+    assert result.itl.count == int((r["output_tokens"].to_numpy()[done] - 1).sum())  # the engine emitted every token
     again = simulate(sc, trace, measure_capacity=False)
     pd.testing.assert_frame_equal(r, again.requests)
 

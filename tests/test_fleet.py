@@ -103,8 +103,24 @@ def test_costs_by_state_sum_to_the_bill_and_requests_and_tokens_are_conserved():
     r = simulate(sc, frame(rows))
     s = r.summary()
     assert s["replicas_launched"] > 1  # it did scale
-    assert sum(s["gpu_seconds_by_state"].values()) == pytest.approx(s["billed_gpu_seconds"])
-    assert s["gpu_seconds_by_state"]["billing_rounding"] > 0
+    # the bill from each replica's instants: its life rounded up to the minute, at least two, on 2 GPUs
+    reps = r.replicas
+    life = (reps["end_at_s"] - reps["provision_at_s"]).to_numpy()
+    billed = np.ceil(np.maximum(life, 120.0) / 60.0 - 1e-12) * 60.0
+    assert s["billed_gpu_seconds"] == pytest.approx(2 * billed.sum())
+    states = s["gpu_seconds_by_state"]
+    assert states["billing_rounding"] == pytest.approx(2 * (billed - life).sum()) and states["billing_rounding"] > 0
+    ready = reps["ready_at_s"].to_numpy()
+    started = ~np.isnan(ready)
+    assert states["provisioning"] + states["loading"] == pytest.approx(
+        2 * (ready[started] - reps["provision_at_s"].to_numpy()[started]).sum() + 2 * life[~started].sum()
+    )
+    assert states["busy"] == pytest.approx(2 * reps["busy_s"].sum())
+    drained = reps["drain_at_s"].notna().to_numpy()
+    assert states["draining"] == pytest.approx(
+        2 * (reps["end_at_s"] - reps["drain_at_s"]).to_numpy()[drained].sum()
+        - 2 * (reps["busy_s"] - reps["busy_before_drain_s"]).to_numpy()[drained].sum()
+    )
     assert s["completed"] + s["rejected"] == n
     done = r.requests[r.requests["status"] == "completed"]
     assert s["total_output_tokens"] == done["output_tokens"].sum()
