@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from sim.engine.step_time import StepTimeModel, linear_runs
+from sim.engine.step_time import ConstantStepTime, RooflineStepTime, StepTimeModel, linear_runs
 from sim.roofline import RooflineSetup, StepCost, step_cost
 
 
@@ -169,6 +169,34 @@ class SpeculativeStepTime:
             decode_context_tokens,
         )
         return dt + self.draft_s(n_decode_seqs, decode_context_tokens), flops, n_bytes
+
+    def steps(self, n_seqs: int, context_sums: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(seconds, FLOPs, bytes) of verify steps of `n_seqs` decoders whose contexts sum to each of `context_sums`
+        (a speculative run's steps): `step`'s arithmetic on arrays."""
+        k = self.k
+        s = np.asarray(context_sums, dtype=np.float64)
+        pairs = (s + n_seqs) + k * s + n_seqs * self._extra_pairs
+        base = self.target
+        if isinstance(base, RooflineStepTime):
+            dt, flops, n_bytes = base.steps(n_seqs * k, n_seqs, pairs, s)
+        elif isinstance(base, ConstantStepTime):
+            one = base.step(n_seqs * k, n_seqs, 0, 0)
+            dt, flops, n_bytes = np.full(s.size, one[0]), np.zeros(s.size), np.zeros(s.size)
+        else:  # any other model: a step at a time
+            rows = [base.step(n_seqs * k, n_seqs, float(p), float(c), int(c)) for p, c in zip(pairs, s, strict=True)]
+            dt, flops, n_bytes = (np.asarray(col, dtype=np.float64) for col in zip(*rows, strict=True))
+        return dt + self._draft_many(n_seqs, s), flops, n_bytes
+
+    def _draft_many(self, n_seqs: int, context_sums: np.ndarray) -> np.ndarray:
+        """`draft_s` for each of `context_sums`: the k draft steps of a decode line, evaluated step by step."""
+        if self._lines is None or n_seqs == 0:
+            return np.zeros(context_sums.size)
+        if not isinstance(self._lines, RooflineStepTime | ConstantStepTime):
+            return np.asarray([self.draft_s(n_seqs, int(c)) for c in context_sums])
+        total = np.zeros(context_sums.size)
+        for j in range(self.k):  # step j of the line: contexts grown by n_seqs a step
+            total += self._lines.steps(0, n_seqs, context_sums + n_seqs * (j + 1), context_sums + n_seqs * j)[0]
+        return total if self.method == "draft" else self.draft_cost * total
 
     def draft_s(self, n_seqs: int, context_sum: int) -> float:
         """Drafting k tokens for `n_seqs` sequences whose cached contexts sum to `context_sum`: k decode steps, their
