@@ -20,7 +20,7 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
@@ -39,7 +39,9 @@ else:  # loaded when a trace is read
     pa_json = LazyModule("pyarrow.json")
     pq = LazyModule("pyarrow.parquet")
 
-from sim.errors import FleetsimError
+from sim.errors import FleetsimError, _short
+from sim.workload.hash_ids import RULE as HASH_RULE
+from sim.workload.hash_ids import as_column, check_hash_ids, hash_id_problem
 from sim.workload.schema import OPTIONAL, REQUIRED, Where, canonical_frame, check_times, check_tokens, validate_frame
 
 FORMATS = ("azure", "burstgpt", "mooncake", "vidur", "canonical", "generic")
@@ -174,6 +176,8 @@ def _read_csv(path: Path, layout: CsvLayout, format: str) -> pd.DataFrame:
             raise FleetsimError(f"{path}: missing column {col!r} for format {format} (found: {', '.join(header)})")
     time_type = pa.timestamp("ns") if layout.time_unit == "datetime" else pa.float64()
     types = {layout.time: time_type, layout.prompt: pa.int64(), layout.output: pa.int64()}
+    if "prefix_hash_ids" in layout.extra:  # as text: an inferred type would read big ids as float64 (collisions)
+        types["prefix_hash_ids"] = pa.string()
     where = Where(str(path))
     times, prompts, outputs, keep_masks = [], [], [], []
     extras: dict[str, list[np.ndarray]] = {c: [] for c in layout.extra}
@@ -215,11 +219,6 @@ def _read_csv(path: Path, layout: CsvLayout, format: str) -> pd.DataFrame:
     keep_all = np.concatenate(keep_masks)
     n_failed = int(sum(int(np.sum(o == 0)) for o in outputs)) if format == "burstgpt" else 0
     extra_cols: dict[str, object] = {c: np.concatenate(v)[keep_all] for c, v in extras.items() if c in OPTIONAL}
-    if "prefix_hash_ids" in extra_cols:  # written by write_trace as space-separated ints
-        extra_cols["prefix_hash_ids"] = [
-            np.array(str(h).split(), dtype=np.int64) if h is not None else None
-            for h in extra_cols["prefix_hash_ids"]  # type: ignore[attr-defined]
-        ]
     columns = []
     for chunks in (times, prompts, outputs):  # one column at a time, freeing each column's chunks as we go
         column = np.concatenate(chunks)
@@ -318,14 +317,27 @@ def _read_mooncake(path: Path) -> pd.DataFrame:
     check_tokens(columns["output_length"], column="output_length", where=lines)
     extra: dict[str, object] = {}
     if "hash_ids" in names:
-        extra["prefix_hash_ids"] = table["hash_ids"].to_pandas()
+        ids = table["hash_ids"]
+        if not (pa.types.is_list(ids.type) and pa.types.is_integer(ids.type.value_type)):
+            # JSON's inferred type may hold coerced values (an int beside a float becomes a float): name the line
+            # and the value as written
+            located = _locate_bad_json(path, None, hash_ids_only=True)
+            if located is not None:
+                raise located
+        extra["prefix_hash_ids"] = as_column(check_hash_ids(ids, column="hash_ids", where=lines))
     frame = canonical_frame(t, columns["input_length"], columns["output_length"], source=str(path), extra=extra)
     frame.attrs["format"] = "mooncake"
     frame.attrs["rows_read"] = len(frame)
     return frame
 
 
-def _locate_bad_json(path: Path, err: pa.ArrowInvalid | None) -> FleetsimError:
+@overload
+def _locate_bad_json(path: Path, err: pa.ArrowInvalid | None) -> FleetsimError: ...
+@overload
+def _locate_bad_json(path: Path, err: None, *, hash_ids_only: bool) -> FleetsimError | None: ...
+def _locate_bad_json(path: Path, err: pa.ArrowInvalid | None, *, hash_ids_only: bool = False) -> FleetsimError | None:
+    """The first line Python's exact JSON reader refuses (the error path only); `hash_ids_only`: the first line
+    whose hash_ids are refused, or None."""
     where = Where(str(path), first_row_number=1)
     with path.open(encoding="utf-8") as f:
         for i, line in enumerate(f):
@@ -337,10 +349,15 @@ def _locate_bad_json(path: Path, err: pa.ArrowInvalid | None) -> FleetsimError:
                 return FleetsimError(f"{where.at(i)}: invalid JSON ({e.msg})")
             if not isinstance(row, dict):
                 return FleetsimError(f"{where.at(i)}: each line must be a JSON object (got {type(row).__name__})")
-            for key in MOONCAKE_FIELDS:
+            for key in () if hash_ids_only else MOONCAKE_FIELDS:
                 value = row.get(key)
                 if isinstance(value, bool) or not isinstance(value, int | float):
-                    return FleetsimError(f"{where.at(i)}: {key} must be a number (got {value!r})")
+                    return FleetsimError(f"{where.at(i)}: {key} must be a number (got {_short(value)})")
+            problem = hash_id_problem(row.get("hash_ids"))
+            if problem is not None:
+                return FleetsimError(f"{where.at(i)}: hash_ids {HASH_RULE} (got {problem})")
+    if hash_ids_only:
+        return None
     detail = str(err).splitlines()[0] if err is not None else "inconsistent field types"
     return FleetsimError(f"{path}: cannot parse as JSON lines ({detail})")
 
