@@ -205,3 +205,18 @@ def test_validate_frame_rules():
         validate_frame(pd.DataFrame(base | {"deadline_at_s": [5.0, 0.5]}))
     with pytest.raises(FleetsimError, match=r"unknown column 'user'"):
         validate_frame(pd.DataFrame(base | {"user": ["u", "v"]}))
+
+
+def test_parquet_boolean_token_columns_are_refused(tmp_path):
+    """pandas reads True as 1: a Parquet trace of booleans would run as one-token requests."""
+    path = tmp_path / "t.parquet"
+    pd.DataFrame({"arrival_at_s": [0.0, 1.0], "prompt_tokens": [True, True], "output_tokens": [3, 4]}).to_parquet(path)
+    with pytest.raises(FleetsimError) as err:
+        load_trace(path)
+    assert str(err.value) == f"{path}: prompt_tokens must be numbers (got a column of type bool)"
+
+
+def test_a_boolean_among_python_values_is_refused_with_its_row():
+    frame = pd.DataFrame({"arrival_at_s": [0.0, 1.0], "prompt_tokens": [5, True], "output_tokens": [1, 1]}, dtype=object)
+    with pytest.raises(FleetsimError, match=r"row 1: prompt_tokens must be a number \(got True\)"):
+        validate_frame(frame)

@@ -153,6 +153,13 @@ def validate_frame(frame: pd.DataFrame, *, source: str = "<trace>", where: Where
 
 
 def _numeric(series: pd.Series, column: str, where: Where) -> np.ndarray:
+    """A column's values as float64; booleans are refused (pandas would read True as 1)."""
+    if series.dtype == bool or isinstance(series.dtype, pd.BooleanDtype):
+        raise FleetsimError(f"{where.source}: {column} must be numbers (got a column of type {series.dtype})")
+    if series.dtype == object:
+        bad = first_bad(series.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(dtype=bool))
+        if bad is not None:
+            raise FleetsimError(f"{where.at(bad)}: {column} must be a number (got {series.iloc[bad]!r})")
     values: np.ndarray = np.asarray(pd.to_numeric(series, errors="coerce"), dtype=np.float64)
     bad = first_bad(np.isnan(values) & series.notna().to_numpy())
     if bad is not None:
