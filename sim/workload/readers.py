@@ -46,7 +46,8 @@ from sim.workload.schema import OPTIONAL, REQUIRED, Where, canonical_frame, chec
 
 FORMATS = ("azure", "burstgpt", "mooncake", "vidur", "canonical", "generic")
 TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
-BLOCK_BYTES = 16 << 20
+BLOCK_BYTES = 16 << 20  # a CSV line may not be longer (pyarrow's block)
+MAX_HEADER_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +124,7 @@ def _load_trace(
             BURSTGPT.time, BURSTGPT.prompt, BURSTGPT.output, extra=("Model",), filters={"Model": model} if model else {}
         )
     elif format == "canonical":
-        header = _header(path)
+        header = read_header(path)
         layout = CsvLayout(CANONICAL.time, CANONICAL.prompt, CANONICAL.output, extra=tuple(c for c in OPTIONAL if c in header))
     return _read_csv(path, layout, format)
 
@@ -138,7 +139,7 @@ def _detect(path: Path, suffix: str) -> str:
         raise FleetsimError(
             f"{path}: Parquet without the canonical columns; give the format as generic with its columns (trace commands: --format generic --columns; a scenario: trace: {{file, format: generic, columns}})"
         )
-    header = set(_header(path))
+    header = set(read_header(path))
     for name, layout in HEADERS.items():
         if {layout.time, layout.prompt, layout.output} <= header:
             return name
@@ -147,9 +148,17 @@ def _detect(path: Path, suffix: str) -> str:
     )
 
 
-def _header(path: Path) -> list[str]:
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        row = next(csv.reader(f), [])
+def read_header(path: Path) -> list[str]:
+    """The column names on a CSV's first line. A first line over `MAX_HEADER_BYTES` is refused: read whole, a
+    file of one 50 MB line (or millions of fields) would be held in memory before any check could run."""
+    with path.open("rb") as f:
+        line = f.readline(MAX_HEADER_BYTES + 1)
+    if len(line) > MAX_HEADER_BYTES:
+        raise FleetsimError(
+            f"{path}: the first line is longer than {MAX_HEADER_BYTES:,} bytes; a CSV header names a few columns "
+            "(this reader reads no further)"
+        )
+    row = next(csv.reader([line.decode("utf-8-sig")]), [])
     return [c.strip() for c in row]
 
 
@@ -169,7 +178,7 @@ def _generic_layout(columns: Mapping[str, str] | None, time_unit: str, path: Pat
 
 # --- CSV -----------------------------------------------------------------------------------------
 def _read_csv(path: Path, layout: CsvLayout, format: str) -> pd.DataFrame:
-    header = _header(path)
+    header = read_header(path)
     needed = [layout.time, layout.prompt, layout.output, *layout.extra]
     for col in needed:
         if col not in header:
@@ -213,6 +222,10 @@ def _read_csv(path: Path, layout: CsvLayout, format: str) -> pd.DataFrame:
             previous = t[-1] if len(t) else previous
             offset += batch.num_rows
     except pa.ArrowInvalid as err:
+        if "straddl" in str(err):  # pyarrow: a row did not fit in one block
+            raise FleetsimError(
+                f"{path}: a line is longer than {BLOCK_BYTES:,} bytes (the reader's block); a trace's rows are short"
+            ) from None
         raise _locate_bad_value(path, layout, err) from None
     if offset == 0:
         raise FleetsimError(f"{path}: the trace has no requests (header only)")
