@@ -51,8 +51,16 @@ _UniqueKeyLoader.add_implicit_resolver(
 
 
 def load_value(text: str) -> Any:
-    """One YAML value (a `--set` VALUE), read with the same rules as a scenario file."""
-    return yaml.load(text, Loader=_UniqueKeyLoader)
+    """One YAML value (a `--set` VALUE), read with the same rules as a scenario file: at most `MAX_BYTES`, nested
+    at most `MAX_DEPTH` levels, `MAX_NODES` values once aliases are expanded (FleetsimError otherwise)."""
+    if len(text) > MAX_BYTES:
+        raise FleetsimError(f"larger than {MAX_BYTES:,} bytes")
+    try:
+        value = yaml.load(text, Loader=_UniqueKeyLoader)
+    except RecursionError:
+        raise FleetsimError("nested more than the parser can follow") from None
+    _check_size(value)
+    return value
 
 
 def _check_size(value: Any) -> None:
