@@ -14,7 +14,7 @@ The check is vectorized through Arrow (`check_hash_ids`); only what it refuses i
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -29,8 +29,15 @@ else:
 
 from sim.errors import FleetsimError, _short
 
-if TYPE_CHECKING:
-    from sim.workload.schema import Where
+
+class Where(Protocol):
+    """How a row is named in an error (`sim.workload.schema.Where`)."""
+
+    @property
+    def source(self) -> str: ...
+
+    def at(self, index: int) -> str: ...
+
 
 MAX_HASH_ID = 2**53 - 1
 RULE = "must be a list of integers in [0, 2^53 - 1]"
