@@ -384,7 +384,7 @@ BAD_CLI = [
         {"d/" + n: b"x" for n in ("requests.parquet", "replicas.parquet", "timeline.parquet", "itl.parquet")}
         | {"d/meta.json": b"{}"},
         ["report", "d"],
-        "meta.json lacks",
+        "meta.json was written by an unstamped fleetsim",
     ),
     Case(
         "report-corrupt-parquet",
