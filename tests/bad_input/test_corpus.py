@@ -29,7 +29,7 @@ def snapshot(folder: Path) -> dict[str, int]:
 
 def test_the_corpus_has_its_size():
     by_class = Counter(c.klass for c in CASES)
-    assert len(CASES) >= 100 and all(by_class[k] >= 10 for k in ("scenario", "trace", "cli", "good")), by_class
+    assert len(CASES) >= 100 and all(by_class[k] >= 10 for k in ("scenario", "trace", "cli", "calibrate", "good")), by_class
     assert len({(c.klass, c.id) for c in CASES}) == len(CASES)
 
 
