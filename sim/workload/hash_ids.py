@@ -100,8 +100,8 @@ def check_hash_ids(array: pa.Array | pa.ChunkedArray, *, column: str, where: Whe
     if pa.types.is_null(kind):
         return [None] * n
     if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)) or not (
-        pa.types.is_integer(kind.value_type) or pa.types.is_floating(kind.value_type)
-    ):
+        pa.types.is_integer(kind.value_type) or pa.types.is_floating(kind.value_type) or pa.types.is_null(kind.value_type)
+    ):  # (a list of nulls: only empty lists, or null ids, which are refused below)
         raise locate(array.to_pylist(), column=column, where=where, offset=offset) or FleetsimError(
             f"{where.source}: {column} {RULE} (got a column of {kind})"
         )
@@ -110,7 +110,7 @@ def check_hash_ids(array: pa.Array | pa.ChunkedArray, *, column: str, where: Whe
     if flat.null_count:
         i = int(np.flatnonzero(flat.is_null().to_numpy(zero_copy_only=False))[0])
         raise FleetsimError(f"{where.at(offset + int(rows[i]))}: {column} {RULE} (got None)")
-    values = flat.to_numpy()
+    values = flat.to_numpy(zero_copy_only=False) if len(flat) else np.zeros(0, dtype=np.int64)
     ok = (values >= 0) & (values <= MAX_HASH_ID)
     if values.dtype.kind == "f":
         ok &= values == np.floor(values)
