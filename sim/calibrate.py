@@ -46,6 +46,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
 }
 STEP_COLUMNS = ("kind", "batch", "new_tokens_per_seq", "context_tokens", "total_ms")
 VLLM_COLUMNS = ("batch_size", "input_len", "output_len", "avg_latency")
+MAX_COUNT = 10**9  # a batch, token or sequence count beyond any engine step (an infinity cast to int64 is garbage)
 MAX_ROWS = 100_000  # a table holds one row per measured shape; a profiler's per-step log is aggregated first
 MAX_STEPS = 1_000_000  # the engine steps a vllm-latency table's runs add up to (1 prefill + output_len - 1 decodes each)
 MAX_LOO_SHAPES = 200  # leave-one-out refits once per shape: above this it is skipped (and says so)
@@ -71,6 +72,10 @@ def _int_col(df: pd.DataFrame, col: str, path: str, *, minimum: int) -> np.ndarr
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
         raise _fail(path, i + 2, f"{col} must be an integer >= {minimum} (got {str(df[col].iloc[i])!r})")
+    bad = ~(values <= MAX_COUNT)  # infinity too
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise _fail(path, i + 2, f"{col} must be at most {MAX_COUNT:,} (got {str(df[col].iloc[i])!r})")
     out: np.ndarray = values.to_numpy(dtype=np.int64)
     return out
 

@@ -121,3 +121,12 @@ def test_out_onto_its_own_earlier_file_is_replaced(tmp_path):
     r = runner.invoke(app, ["calibrate", str(TABLE), *ARGS, "--out", str(out), "--fix", "overlap"])
     assert r.exit_code == 0, r.output
     assert out.read_text() != first
+
+
+@pytest.mark.parametrize("value", ["inf", "1000000000000"])
+def test_a_count_beyond_any_engine_step_is_refused_not_cast_to_garbage(tmp_path, value):
+    """An infinite or huge batch was cast to int64 (-2^63) and fitted."""
+    path = tmp_path / "t.csv"
+    path.write_text(STEPS + f"decode,{value},1,0,3\n")
+    with pytest.raises(FleetsimError, match=rf"row 2: batch must be at most 1,000,000,000 \(got '{value}'\)"):
+        read_shapes(path)
