@@ -23,6 +23,7 @@ shape it has not seen; a leave-one-out error far above the in-sample one is over
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -45,6 +46,10 @@ BOUNDS: dict[str, tuple[float, float]] = {
 }
 STEP_COLUMNS = ("kind", "batch", "new_tokens_per_seq", "context_tokens", "total_ms")
 VLLM_COLUMNS = ("batch_size", "input_len", "output_len", "avg_latency")
+MAX_COUNT = 10**9  # a batch, token or sequence count beyond any engine step (an infinity cast to int64 is garbage)
+MAX_ROWS = 100_000  # a table holds one row per measured shape; a profiler's per-step log is aggregated first
+MAX_STEPS = 1_000_000  # the engine steps a vllm-latency table's runs add up to (1 prefill + output_len - 1 decodes each)
+MAX_LOO_SHAPES = 200  # leave-one-out refits once per shape: above this it is skipped (and says so)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +72,10 @@ def _int_col(df: pd.DataFrame, col: str, path: str, *, minimum: int) -> np.ndarr
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
         raise _fail(path, i + 2, f"{col} must be an integer >= {minimum} (got {str(df[col].iloc[i])!r})")
+    bad = ~(values <= MAX_COUNT)  # infinity too
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise _fail(path, i + 2, f"{col} must be at most {MAX_COUNT:,} (got {str(df[col].iloc[i])!r})")
     out: np.ndarray = values.to_numpy(dtype=np.int64)
     return out
 
@@ -81,15 +90,27 @@ def _pos_col(df: pd.DataFrame, col: str, path: str) -> np.ndarray:
     return out
 
 
-def read_shapes(path: str | Path, layout: str = "auto") -> list[Shape]:
-    """Read a step-time CSV (see the module docstring) into shapes; one-line errors name the row."""
+def read_shapes(path: str | Path, layout: str = "auto", *, max_rows: int = MAX_ROWS) -> list[Shape]:
+    """Read a step-time CSV (see the module docstring) into shapes; one-line errors name the row. At most
+    `max_rows` rows are read: a longer file is refused, not truncated."""
+    from sim.workload.readers import read_header
+
     name = str(path)
+    path = Path(path)
+    if path.is_dir():
+        raise FleetsimError(f"{name}: is a folder, not a step-time CSV (calibrate takes one table)")
+    if not path.is_file():
+        raise FleetsimError(f"{name}: no such file")
     try:
-        df = pd.read_csv(path)
-    except FileNotFoundError:
-        raise FleetsimError(f"{name}: no such file") from None
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        read_header(path)  # a first line of unbounded length is refused before pandas holds it
+        df = pd.read_csv(path, nrows=max_rows + 1)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, csv.Error, UnicodeDecodeError, OSError) as err:
         raise FleetsimError(f"{name}: not a readable CSV ({' '.join(str(err).split())[:120]})") from None
+    if len(df) > max_rows:
+        raise FleetsimError(
+            f"{name}: more than {max_rows:,} rows; a step-time table holds one row per measured shape "
+            "(aggregate or sample a per-step log first)"
+        )
     df.columns = [str(c).strip() for c in df.columns]
     if layout == "auto":
         layout = "vllm-latency" if set(VLLM_COLUMNS) <= set(df.columns) else "steps"
@@ -137,6 +158,12 @@ def _vllm_layout(df: pd.DataFrame, path: str) -> list[Shape]:
     inp = _int_col(df, "input_len", path, minimum=1)
     outl = _int_col(df, "output_len", path, minimum=1)
     lat = _pos_col(df, "avg_latency", path)
+    steps_total = int(outl.sum(dtype=np.float64))
+    if steps_total > MAX_STEPS:
+        raise FleetsimError(
+            f"{path}: the runs add up to {steps_total:,} engine steps (one per output token), more than {MAX_STEPS:,}; "
+            "calibrate on shorter runs"
+        )
     out = []
     for i in range(len(df)):
         b, p, o = int(batch[i]), int(inp[i]), int(outl[i])
@@ -320,10 +347,11 @@ class Calibration:
     shapes: Sequence[Shape]
     before_s: np.ndarray
     after_s: np.ndarray
-    loo_s: np.ndarray | None  # each shape predicted by a fit without it; None with fewer shapes than parameters + 1
+    loo_s: np.ndarray | None  # each shape predicted by a fit without it; None when skipped (`loo_skipped` says why)
     before: dict[str, float]
     after: dict[str, float]
     fitted: list[str]
+    loo_skipped: str | None = None
 
     def errors(self, which: str) -> np.ndarray:
         pred = {"before": self.before_s, "after": self.after_s, "loo": self.loo_s}[which]
@@ -334,13 +362,34 @@ class Calibration:
         return out
 
 
-def calibrate(setup: RooflineSetup, shapes: Sequence[Shape], fix: Sequence[str] = (), loo: bool = True) -> Calibration:
-    """Fit, and measure the error before, after and leave-one-out."""
+def check_enough_shapes(shapes: Sequence[Shape], free: Sequence[str], *, source: str = "") -> None:
+    """A fit needs more distinct shapes than free parameters: with as many (one shape, four parameters) it passes
+    through every point and reports 0% error, which says nothing. Repeated measurements of a shape count once."""
+    distinct = len({s.steps for s in shapes})
+    if distinct <= len(free):
+        head = f"{source}: " if source else ""
+        raise FleetsimError(
+            f"{head}{distinct} distinct shape{'s' if distinct != 1 else ''} for {len(free)} free parameter{'s' if len(free) != 1 else ''} "
+            f"({', '.join(free)}): a fit needs at least {len(free) + 1}, one more than its parameters, or its error "
+            "is 0 by construction; add shapes, or hold parameters with --fix"
+        )
+
+
+def calibrate(
+    setup: RooflineSetup, shapes: Sequence[Shape], fix: Sequence[str] = (), loo: bool = True, *, source: str = ""
+) -> Calibration:
+    """Fit, and measure the error before, after and leave-one-out (`source` names the table in errors)."""
     free = free_params(setup, fix)
+    check_enough_shapes(shapes, free, source=source)
     after = fit(setup, shapes, fix)
     fitted = with_params(setup, after)
     loo_s = None
-    if loo and len(shapes) > len(free) + 1:
+    skipped = None
+    if loo and len(shapes) <= len(free) + 1:
+        skipped = "too few shapes for leave-one-out"
+    elif loo and len(shapes) > MAX_LOO_SHAPES:
+        skipped = f"leave-one-out skipped above {MAX_LOO_SHAPES} shapes (it refits once per shape)"
+    elif loo:
         loo_s = np.empty(len(shapes))
         for i in range(len(shapes)):
             rest = [s for j, s in enumerate(shapes) if j != i]
@@ -354,6 +403,7 @@ def calibrate(setup: RooflineSetup, shapes: Sequence[Shape], fix: Sequence[str] 
         before=params_of(setup),
         after=after,
         fitted=free,
+        loo_skipped=skipped,
     )
 
 

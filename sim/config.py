@@ -23,7 +23,7 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator, model
 
 from sim.autoscale import AutoscalerConfig, FixedConfig
 from sim.cost import load_api_prices
-from sim.errors import FleetsimError, from_validation_error, unknown_name
+from sim.errors import FleetsimError, _short, from_validation_error, unknown_name
 from sim.fleet.lifecycle import LifecycleConfig
 from sim.spec import MAX_COUNT, MAX_REPLICAS, MAX_TOKENS, Frozen, IntervalS
 from sim.workload.jobs import BatchJob
@@ -429,13 +429,13 @@ def parse_set(item: str) -> tuple[list[str], Any]:
     path, sep, text = item.partition("=")
     keys = path.strip().split(".")
     if not sep or not all(k.strip() for k in keys):
-        raise FleetsimError(f"--set {item!r}: give PATH=VALUE with a dotted PATH, e.g. --set fleet.gpu=l40s")
+        raise FleetsimError(f"--set {_short(item)}: give PATH=VALUE with a dotted PATH, e.g. --set fleet.gpu=l40s")
     keys = [k.strip() for k in keys]
     try:
         value = load_value(text)
     except (yaml.YAMLError, FleetsimError) as err:
         problem = str(err) if isinstance(err, FleetsimError) else getattr(err, "problem", None) or "not valid YAML"
-        raise FleetsimError(f"--set {path.strip()}: the value {text!r} is {problem}") from None
+        raise FleetsimError(f"--set {path.strip()}: the value {_short(text)} is {problem}") from None
     return keys, value
 
 

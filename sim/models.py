@@ -340,3 +340,18 @@ def resolve_model(name_or_path: str, catalog: ModelCatalog | None = None) -> Mod
     if path.suffix == ".json" or path.is_dir() or path.exists():
         return load_hf_config(path)
     raise unknown_name("model", name_or_path, catalog.models)
+
+
+def _size_words(model: ModelSpec) -> str:
+    active = f", {model.n_active_params / 1e9:.1f}B active" if model.is_moe else ""
+    return f"{model.name} ({model.n_params / 1e9:.1f}B parameters{active})"
+
+
+def check_draft(draft: ModelSpec, target: ModelSpec) -> None:
+    """A speculative-decoding draft model must be smaller than its target, in parameters and in parameters used
+    per token: a draft no smaller than its target costs as much per proposed token as the target's own decode step."""
+    if draft.n_params >= target.n_params or draft.n_active_params >= target.n_active_params:
+        raise FleetsimError(
+            f"the draft model {_size_words(draft)} must be smaller than the target model {_size_words(target)}; "
+            "a draft no smaller than its target cannot make decoding faster"
+        )

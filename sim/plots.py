@@ -56,9 +56,19 @@ def trace_figure(frame: pd.DataFrame, *, title: str) -> Any:
 
 def plot_trace(frame: pd.DataFrame, path: Path, *, title: str) -> Path:
     fig = trace_figure(frame, title=title)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(fig, path)
     return path
+
+
+def save(fig: Any, path: Path) -> None:
+    """Write a figure through a temporary file (a failed or interrupted write leaves no half image), then close it."""
+    from sim.atomic import atomic_file
+
+    try:
+        with atomic_file(Path(path), "--plot") as tmp:
+            fig.savefig(tmp, dpi=100, format=Path(path).suffix.lstrip(".").lower())
+    finally:
+        plt.close(fig)
 
 
 def replicas_by_state(ax: Any, timeline: pd.DataFrame) -> None:
@@ -116,6 +126,5 @@ def run_figure(result: Any, summary: dict[str, Any] | None = None) -> Any:
 
 def plot_run(result: Any, path: Path, summary: dict[str, Any] | None = None) -> Path:
     fig = run_figure(result, summary)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(fig, path)
     return path

@@ -28,27 +28,12 @@ import pandas as pd
 from sim.cost import ApiPrice, ReplicaLife, api_price, attribute_cost, batch_cost, fleet_bill
 from sim.errors import FleetsimError
 from sim.metrics import GapDistribution, class_summary, job_summary, prefix_summary, status_codes, summarize, transfer_summary
+from sim.run_meta import check_meta
 from sim.schema import STATUS_LABELS, SUMMARY_KEYS, RequestStatus
 
 TRANSFER_KEYS = ("kv_transfers", *(f"{s}_{w}_ms" for w in ("transfer_wait", "transfer") for s in ("mean", "median", "p99")))
 PREFIX_KEYS = ("prefix_cached_tokens", "prefix_hit_rate_tokens", "prefix_hit_rate_blocks", "prefill_tokens_saved")
 
-META_KEYS = (  # what summary() and the report read from meta.json
-    "scenario",
-    "tp",
-    "usd_per_gpu_hour",
-    "peak_flops_per_s_per_gpu",
-    "hbm_bw_bytes_per_s_per_gpu",
-    "step_time",
-    "horizon_s",
-    "n_events",
-    "capacity",
-    "resolved",
-    "wall_s",
-    "model",
-    "gpu",
-    "engine_policy",
-)
 # The run folder's record files (written by `report.write_run`, read by `SimResult.load`).
 RECORD_FILES = ("requests.parquet", "replicas.parquet", "timeline.parquet", "itl.parquet", "meta.json")
 
@@ -244,12 +229,7 @@ class SimResult:
         if missing:
             raise FleetsimError(f"{run_dir}: not a complete run folder (missing {', '.join(missing)})")
         try:
-            meta = json.loads((run_dir / "meta.json").read_text())
-            if not isinstance(meta, dict):
-                raise ValueError("meta.json is not a JSON object")
-            missing_keys = [k for k in META_KEYS if k not in meta]
-            if missing_keys:
-                raise ValueError(f"meta.json lacks {', '.join(missing_keys)}")
+            meta = check_meta(json.loads((run_dir / "meta.json").read_text()), run_dir)
             requests = pd.read_parquet(run_dir / "requests.parquet")
             requests["status"] = pd.Categorical(requests["status"].astype(str), categories=STATUS_LABELS)
             return cls(
@@ -259,6 +239,8 @@ class SimResult:
                 itl=GapDistribution.from_frame(pd.read_parquet(run_dir / "itl.parquet")),
                 meta=meta,
             )
+        except FleetsimError:
+            raise
         except (OSError, ValueError, KeyError) as err:
             raise FleetsimError(f"{run_dir}: cannot read the run folder ({type(err).__name__}: {err})") from None
 

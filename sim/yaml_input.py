@@ -50,9 +50,28 @@ _UniqueKeyLoader.add_implicit_resolver(
 )
 
 
+def _check_depth(text: str) -> None:
+    """Nesting over `MAX_DEPTH`, found in PyYAML's event stream (an iterative parser) before the recursive composer
+    builds anything: 10,000 brackets cost 51 events, not a RecursionError after thousands of frames."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_UniqueKeyLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise FleetsimError(f"nested more than {MAX_DEPTH} levels deep")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
 def load_value(text: str) -> Any:
-    """One YAML value (a `--set` VALUE), read with the same rules as a scenario file."""
-    return yaml.load(text, Loader=_UniqueKeyLoader)
+    """One YAML value (a `--set` VALUE), read with the same rules as a scenario file: at most `MAX_BYTES`, nested
+    at most `MAX_DEPTH` levels, `MAX_NODES` values once aliases are expanded (FleetsimError otherwise)."""
+    if len(text) > MAX_BYTES:
+        raise FleetsimError(f"larger than {MAX_BYTES:,} bytes")
+    _check_depth(text)
+    value = yaml.load(text, Loader=_UniqueKeyLoader)
+    _check_size(value)
+    return value
 
 
 def _check_size(value: Any) -> None:
@@ -73,6 +92,12 @@ def _check_size(value: Any) -> None:
 
 
 def parse_yaml(text: str, *, where: str) -> Any:
+    try:
+        _check_depth(text)
+    except FleetsimError as err:
+        raise FleetsimError(f"{where}: too large ({err})") from None
+    except yaml.YAMLError:
+        pass  # invalid YAML: the load below names the line
     try:
         value = yaml.load(text, Loader=_UniqueKeyLoader)
     except FleetsimError as err:

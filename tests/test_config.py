@@ -137,3 +137,21 @@ def test_exponent_numbers_read_as_numbers_in_files_and_sets(tmp_path):
     assert sc.roofline.step_overhead_s == 1e-3
     assert sc.roofline.gpu_overrides["h100-sxm"].allreduce_latency_s == 2e-5
     assert apply_sets({}, ["a=1e", "b=abc"]) == {"a": "1e", "b": "abc"}
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("[" * 10_000 + "]" * 10_000, "is nested more than 50 levels deep"),  # was a RecursionError
+        ("[" * 60 + "]" * 60, "is nested more than 50 levels deep"),
+        ("x" * 1_000_001, "is larger than 1,000,000 bytes"),
+        ("[" + ", ".join(["&a [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]", *["*a"] * 20_000]) + "]", "is more than 100,000 values"),
+    ],
+)
+def test_a_set_value_has_the_scenario_files_bounds(value, problem):
+    from sim.config import apply_sets
+
+    with pytest.raises(FleetsimError) as err:
+        apply_sets({}, [f"engine.x={value}"])
+    message = str(err.value)
+    assert message.startswith("--set engine.x: the value '") and problem in message and len(message) < 200

@@ -1,7 +1,9 @@
 """`fleetsim run --out` never destroys a folder that is not a run folder, and checks outputs first."""
 
+import os
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from sim.cli import app
@@ -69,3 +71,89 @@ def test_a_folder_under_a_file_is_refused(tmp_path):
     afile.write_text("x")
     r = run("--out", str(afile / "run"))
     assert r.exit_code == 2 and f"cannot write in {afile}" in r.stderr
+
+
+def _only(folder: Path, *names: str) -> None:
+    """Nothing written beside the inputs: no output, no temporary .part."""
+    assert sorted(p.name for p in folder.iterdir()) == sorted(names)
+
+
+GEN = ["trace", "gen", "--rate", "5", "--requests", "10"]
+
+
+def test_trace_outputs_under_a_file_or_onto_a_folder_are_one_line(tmp_path, monkeypatch):
+    """They were NotADirectoryError / IsADirectoryError tracebacks from the trace writer."""
+    monkeypatch.chdir(tmp_path)
+    Path("f.txt").write_text("x")
+    Path("t.csv").write_text("arrival_at_s,prompt_tokens,output_tokens\n0,1,1\n")
+    Path("d.csv").mkdir()
+    cases = [
+        ([*GEN, "--out", "f.txt/g.csv"], "error: --out f.txt/g.csv: f.txt is a file, not a folder\n"),
+        ([*GEN, "--out", "d.csv"], "error: --out d.csv: is a folder; give a file name\n"),
+        (["trace", "convert", "t.csv", "f.txt/c.csv"], "error: f.txt/c.csv: f.txt is a file, not a folder\n"),
+        (["trace", "merge", "f.txt/m.parquet", "t.csv=batch"], "error: f.txt/m.parquet: f.txt is a file, not a folder\n"),
+        (["trace", "inspect", "t.csv", "--plot", "f.txt/p.png"], "error: --plot f.txt/p.png: f.txt is a file, not a folder\n"),
+    ]
+    for argv, message in cases:
+        r = runner.invoke(app, argv)
+        assert r.exit_code == 2 and r.stderr == message, (argv, r.output)
+    _only(tmp_path, "f.txt", "t.csv", "d.csv")
+
+
+def test_a_folder_the_file_system_refuses_is_one_line_and_nothing_half_written(tmp_path, monkeypatch):
+    """A read-only folder (as root every folder is writable, so the refusal is the file system's, simulated)."""
+    import tempfile
+
+    from sim.atomic import atomic_file
+    from sim.errors import FleetsimError
+
+    monkeypatch.chdir(tmp_path)
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    r = runner.invoke(app, [*GEN, "--out", "g.csv"])
+    assert r.exit_code == 2 and r.stderr == "error: --out g.csv: cannot write there (Permission denied)\n", r.output
+    monkeypatch.undo()
+    with_file = tmp_path / "kept.yaml"
+    with_file.write_text("mine")
+    try:  # a write that fails midway (a full disk) leaves the old file and no .part
+        with atomic_file(with_file, "--out") as tmp:
+            tmp.write_text("half")
+            raise OSError(28, "No space left on device")
+    except FleetsimError as err:
+        assert str(err) == f"--out {with_file}: cannot write it (No space left on device); nothing written"
+    else:
+        raise AssertionError("no error")
+    assert with_file.read_text() == "mine"
+    _only(tmp_path, "kept.yaml")
+
+
+def test_a_read_only_folder_is_refused_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    monkeypatch.setattr("os.access", lambda path, mode: Path(path) != Path("locked"))
+    for argv, option in (
+        ([*GEN, "--out", "locked/g.csv"], "--out"),
+        (["calibrate", "x.csv", "--model", "m", "--gpu", "g", "--out", "locked/f.yaml"], "--out"),
+    ):
+        r = runner.invoke(app, argv)
+        assert r.exit_code == 2 and r.stderr.startswith(f"error: {option} locked/"), r.output
+        assert "cannot write in locked (no permission)" in r.stderr
+    assert not list(locked.iterdir())
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write in a read-only folder")
+def test_a_really_read_only_folder_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        r = runner.invoke(app, [*GEN, "--out", "locked/g.csv"])
+        assert r.exit_code == 2 and r.stderr == "error: --out locked/g.csv: cannot write in locked (no permission)\n"
+        assert not list(locked.iterdir())
+    finally:
+        locked.chmod(0o755)

@@ -146,3 +146,19 @@ def test_roofline_prices_speculative_decoding_by_batch():
     assert spec["speedup"]["1"] > 2 and spec["speedup"]["512"] < 1.1  # pays at batch 1 (memory-bound), not at 512
     bad = CliRunner().invoke(app, [*args, "--speculative", "4:1.5"])
     assert bad.exit_code == 2 and "ALPHA" in bad.output
+
+
+@pytest.mark.parametrize("draft", ["llama-3.1-70b", "llama-3.1-8b"])  # larger than the target, and the target itself
+def test_a_draft_model_no_smaller_than_its_target_is_refused_at_build(draft):
+    spec = {"method": "draft", "num_speculative_tokens": 4, "acceptance_rate": 0.7, "draft_model": draft}
+    with pytest.raises(FleetsimError) as err:
+        simulate(scenario(spec, step="roofline", model="llama-3.1-8b", tp=4), one(50, 5), measure_capacity=False)
+    message = str(err.value)
+    assert message.startswith(f"engine.speculative.draft_model: the draft model {draft} (") and "\n" not in message
+    assert "must be smaller than the target model llama-3.1-8b (8.0B parameters)" in message
+
+
+def test_roofline_refuses_a_draft_larger_than_its_target():
+    args = ["roofline", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--tp", "4", "--speculative", "3:0.8:llama-3.1-70b"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2 and "--speculative: the draft model llama-3.1-70b" in r.output

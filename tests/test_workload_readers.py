@@ -205,3 +205,62 @@ def test_validate_frame_rules():
         validate_frame(pd.DataFrame(base | {"deadline_at_s": [5.0, 0.5]}))
     with pytest.raises(FleetsimError, match=r"unknown column 'user'"):
         validate_frame(pd.DataFrame(base | {"user": ["u", "v"]}))
+
+
+def test_parquet_boolean_token_columns_are_refused(tmp_path):
+    """pandas reads True as 1: a Parquet trace of booleans would run as one-token requests."""
+    path = tmp_path / "t.parquet"
+    pd.DataFrame({"arrival_at_s": [0.0, 1.0], "prompt_tokens": [True, True], "output_tokens": [3, 4]}).to_parquet(path)
+    with pytest.raises(FleetsimError) as err:
+        load_trace(path)
+    assert str(err.value) == f"{path}: prompt_tokens must be numbers (got a column of type bool)"
+
+
+def test_a_boolean_among_python_values_is_refused_with_its_row():
+    frame = pd.DataFrame({"arrival_at_s": [0.0, 1.0], "prompt_tokens": [5, True], "output_tokens": [1, 1]}, dtype=object)
+    with pytest.raises(FleetsimError, match=r"row 1: prompt_tokens must be a number \(got True\)"):
+        validate_frame(frame)
+
+
+def test_a_fifty_megabyte_first_line_is_refused_without_holding_it(tmp_path, monkeypatch, capsys):
+    """`trace gen --prompt empirical:FILE`: the file's header was read whole (millions of fields as Python strings)."""
+    import tracemalloc
+
+    from sim.cli import main
+
+    (tmp_path / "big.csv").write_bytes(b"prompt_tokens," + b"7," * 25_000_000)
+    monkeypatch.chdir(tmp_path)
+    tracemalloc.start()
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main(
+                [
+                    "trace",
+                    "gen",
+                    "--rate",
+                    "5",
+                    "--requests",
+                    "10",
+                    "--prompt",
+                    "empirical:big.csv:prompt_tokens",
+                    "--out",
+                    "g.csv",
+                ]
+            )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err == (
+        "error: prompt_tokens: empirical: big.csv: the first line is longer than 1,048,576 bytes; a CSV header names"
+        " a few columns (this reader reads no further)\n"
+    )
+    assert peak < 32 << 20 and sorted(p.name for p in tmp_path.iterdir()) == ["big.csv"]
+
+
+def test_a_line_longer_than_the_read_block_is_named(tmp_path, monkeypatch):
+    monkeypatch.setattr(readers, "BLOCK_BYTES", 1 << 10)
+    path = write(tmp_path, "t.csv", "arrival_at_s,prompt_tokens,output_tokens\n0,1,1\n" + "1,2,3" + ",4" * 2000 + "\n")
+    with pytest.raises(FleetsimError, match=r"t.csv: a line is longer than 1,024 bytes \(the reader's block\)"):
+        load_trace(path)

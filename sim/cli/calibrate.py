@@ -21,6 +21,9 @@ def calibrate(
         str, typer.Option(help="Parameters to hold at their defaults, comma-separated (mfu, mbu, layer_overhead_s, ...).")
     ] = "",
     out: Annotated[Path | None, typer.Option(help="Write the fitted `roofline:` block to this YAML file.")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace --out even if it is a file that fleetsim calibrate did not write.")
+    ] = False,
     gpu_catalog: Annotated[Path | None, typer.Option(help="YAML file with extra GPUs (catalog format).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
@@ -41,12 +44,17 @@ def calibrate(
         raise FleetsimError(f"--fix: unknown parameter {unknown[0]!r}; valid: {', '.join(PARAMS)}")
     if out is not None:
         check_out_file(out, "--out")
+        if out.exists() and not force and not _written_by_calibrate(out):
+            raise FleetsimError(
+                f"--out {out}: the file exists and fleetsim calibrate did not write it; pick another name, "
+                "or pass --force to replace it"
+            )
     shapes = read_shapes(steptimes, layout)
     gpus = load_gpu_catalog(gpu_catalog)
     gpu_spec = gpus.get(gpu)
     alias_note(gpu, gpu_spec.name)
     setup = build_setup(resolve_model(model, load_model_catalog()), gpu_spec, tp=tp, roofline=roofline_config())
-    cal = run_calibration(setup, shapes, fix=held)
+    cal = run_calibration(setup, shapes, fix=held, source=str(steptimes))
     block = overrides_block(gpu_spec.name, cal.after, cal.fitted)
     before, after, loo = cal.errors("before"), cal.errors("after"), cal.errors("loo")
     summary: dict[str, Any] = {
@@ -78,7 +86,7 @@ def calibrate(
     }
     if out is not None:
         header = (
-            f"# fleetsim calibrate {steptimes.name}: {setup.model.name} on {tp}x {gpu_spec.name}, {len(shapes)} shapes;\n"
+            f"{HEADER}{steptimes.name}: {setup.model.name} on {tp}x {gpu_spec.name}, {len(shapes)} shapes;\n"
             f"# mean |error| {abs(before).mean():.1%} with the defaults, {abs(after).mean():.1%} fitted"
             + ("" if loo.size == 0 else f", {abs(loo).mean():.1%} leave-one-out")
             + ".\n# Use it in a scenario as `roofline: {preset: "
@@ -100,11 +108,7 @@ def calibrate(
     m, x = summary["mean_abs_error"], summary["max_abs_error"]
     typer.echo(
         f"  mean |error| {m['default']:.1%} -> {m['fitted']:.1%} (max {x['default']:.1%} -> {x['fitted']:.1%})"
-        + (
-            "; leave-one-out mean " + f"{m['leave_one_out']:.1%}"
-            if m["leave_one_out"] is not None
-            else "; too few shapes for leave-one-out"
-        )
+        + ("; leave-one-out mean " + f"{m['leave_one_out']:.1%}" if m["leave_one_out"] is not None else f"; {cal.loo_skipped}")
     )
     typer.echo("parameters            default      fitted")
     for p in PARAMS:
@@ -117,3 +121,15 @@ def calibrate(
         )
     if out is not None:
         typer.echo(f"wrote {out}: use it as `roofline: {{preset: {out.name}}}` in a scenario beside it")
+
+
+HEADER = "# fleetsim calibrate "  # the first line of every --out file this command writes
+
+
+def _written_by_calibrate(path: Path) -> bool:
+    """A file this command wrote (and may replace, as `run` replaces its own run folders)."""
+    try:
+        with path.open("rb") as f:
+            return f.read(len(HEADER)) == HEADER.encode()
+    except OSError:
+        return False

@@ -23,7 +23,7 @@ from sim.config import DEFAULT_API, RooflineConfig, load_config, preset_names, r
 from sim.cost import api_price
 from sim.errors import FleetsimError
 from sim.hardware import load_gpu_catalog
-from sim.models import load_model_catalog, resolve_model
+from sim.models import check_draft, load_model_catalog, resolve_model
 
 app = typer.Typer(
     name="fleetsim",
@@ -149,6 +149,10 @@ def roofline(
             draft = build_setup(
                 resolve_model(draft_name, models), gpu_spec, tp=tp or 1, roofline=rcfg, usd_per_gpu_hour=price_per_gpu_hour
             )
+            try:
+                check_draft(draft.model, setup.model)
+            except FleetsimError as err:
+                raise FleetsimError(f"--speculative: {err}") from None
         spec = (method, alphas, draft)
     report = roofline_report(
         setup,

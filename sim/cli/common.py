@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Sequence
 from functools import wraps
 from pathlib import Path
@@ -94,20 +93,16 @@ def alias_note(asked: str, resolved: str) -> None:
 
 def check_out_file(path: Path, option: str) -> None:
     """A file an option will write: not a folder, in a folder that exists and can be written."""
-    folder = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise FleetsimError(f"{option} {path}: is a folder; give a file name")
-    if not folder.is_dir():
-        raise FleetsimError(f"{option} {path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise FleetsimError(f"{option} {path}: cannot write in {folder}")
+    from sim.atomic import check_writable
+
+    check_writable(path, option)
 
 
-def write_text_atomically(path: Path, text: str) -> None:
+def write_text_atomically(path: Path, text: str, option: str = "") -> None:
     """Write `text` to `path` through a temporary file beside it: never a half-written file."""
     from sim.atomic import atomic_file
 
-    with atomic_file(path) as tmp:
+    with atomic_file(path, option) as tmp:
         tmp.write_text(text)
 
 

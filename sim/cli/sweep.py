@@ -91,6 +91,9 @@ def sweep(
     force: Annotated[bool, typer.Option("--force", help="Write into --out even if it holds other files.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the per-point statistics as JSON.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar over the runs.")] = True,
+    log_progress: Annotated[
+        bool, typer.Option("--log-progress", help="Print a line on stderr as each run finishes (for logs, instead of the bar).")
+    ] = False,
 ) -> None:
     """Run a scenario over axes and seeds; write results.parquet and stats.parquet (95% CIs across seeds)."""
     from rich.console import Console
@@ -108,9 +111,11 @@ def sweep(
         typer.echo(f"note: {spec.trace_note}", err=True)
     console = Console(stderr=True)
     n_runs = spec.n_runs
-    bar = progress and not as_json and console.is_terminal
+    bar = progress and not as_json and console.is_terminal and not log_progress
     try:
-        rows = _run(spec, out_dir, workers=workers, scheduler=scheduler, force=force, console=console if bar else None)
+        rows = _run(
+            spec, out_dir, workers=workers, scheduler=scheduler, force=force, console=console if bar else None, lines=log_progress
+        )
     except (KeyboardInterrupt, Interrupted) as err:
         if not (out_dir / MARKER).exists():
             raise  # nothing was written yet
@@ -139,14 +144,19 @@ def sweep(
     typer.echo(f"wrote {out_dir}/ (results.parquet: {len(rows)} rows; stats.parquet; points/ for resuming)")
 
 
-def _run(spec: Any, out_dir: Path, *, workers: int, scheduler: str | None, force: bool, console: Any) -> Any:
-    """The sweep's rows, with a progress bar (runs done of all, elapsed, time left) on `console` if given."""
+def _run(spec: Any, out_dir: Path, *, workers: int, scheduler: str | None, force: bool, console: Any, lines: bool = False) -> Any:
+    """The sweep's rows, with a progress bar (runs done of all, elapsed, time left) on `console` if given, or with
+    `lines` a line on stderr per finished run."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from sim.sweep import run_sweep
 
     if console is None:
-        return run_sweep(spec, out_dir, workers=workers, scheduler=scheduler, force=force)
+
+        def line(done: int, total: int) -> None:
+            typer.echo(f"sweep {spec.name}: {done} of {total} runs done", err=True)
+
+        return run_sweep(spec, out_dir, workers=workers, scheduler=scheduler, force=force, progress=line if lines else None)
     columns = (
         TextColumn("sweep"),
         BarColumn(),

@@ -22,7 +22,7 @@ from sim.workload import transforms as tf
 from sim.workload.jobs import label
 from sim.workload.stats import describe
 from sim.workload.synthetic import generate, parse_lengths, parse_spec
-from sim.workload.writer import write_trace
+from sim.workload.writer import check_trace_path, write_trace
 from sim.yaml_input import read_yaml
 
 trace_app = typer.Typer(help="Inspect, generate, convert and merge request traces.", no_args_is_help=True)
@@ -130,6 +130,7 @@ def gen(
     job_id: JobOpt = None,
 ) -> None:
     """Write a seeded synthetic trace (same spec and seed => the same file)."""
+    check_trace_path(out, "--out")  # before any work
     base_dir = Path(".")
     if spec is not None:
         parsed = parse_spec(read_yaml(spec), where=str(spec))
@@ -161,7 +162,7 @@ def gen(
         parsed = parse_spec(raw, where="trace gen")
     frame = generate(parsed, base_dir=base_dir)
     frame = label(frame, klass=klass, priority=priority, deadline_s=deadline_s, job_id=job_id, source="trace gen")
-    write_trace(frame, out)
+    write_trace(frame, out, "--out")
     stats = describe(frame)
     typer.echo(
         f"wrote {out}: {stats['requests']:,} requests over {stats['duration_s']:,.1f} s, rate {_fmt(stats['mean_rate_per_s'])}/s, "
@@ -187,6 +188,7 @@ def convert(
     seed: Annotated[int, typer.Option(help="Seed for --sample.")] = 0,
 ) -> None:
     """Read any supported format, apply transforms (window, rate, sample, clip, repeat), write canonical CSV/Parquet."""
+    check_trace_path(dst)
     frame = _load(src, fmt, columns, time_unit, model)
     if start_s is not None or end_s is not None:
         frame = tf.window(frame, start_s=start_s or 0.0, end_s=end_s)
@@ -222,6 +224,7 @@ def merge(
     ] = None,
 ) -> None:
     """Interleave traces by arrival time, labelling each request's klass by its source (batch inputs: job, priority, deadline)."""
+    check_trace_path(dst)
     frames: dict[str, pd.DataFrame] = {}
     klasses: dict[str, str] = {}
     for item in inputs:

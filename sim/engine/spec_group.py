@@ -61,7 +61,7 @@ class SpecRun:
 
 
 class SpecGroup:
-    __slots__ = ("acceptance", "adm", "b", "block_size", "c", "g", "itl", "la", "model", "n", "out", "seqs", "t_last", "ctx")
+    __slots__ = ("acceptance", "adm", "b", "block_size", "c", "ctx", "g", "itl", "la", "model", "n", "out", "seqs", "t_last")
 
     def __init__(self, block_size: int, acceptance: Acceptance, model: SpeculativeStepTime, itl: ItlLog) -> None:
         self.block_size = block_size

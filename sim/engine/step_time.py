@@ -227,7 +227,7 @@ class RooflineStepTime:
         self, n_prefill_tokens: int, n_decode_seqs: int, attention_pairs: np.ndarray, kv_read_tokens: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """`step` for steps of the same token counts and many (pairs, KV read) figures: arrays."""
-        _, flops0, n_bytes0 = self.step(n_prefill_tokens, n_decode_seqs, 0, 0)
+        self.step(n_prefill_tokens, n_decode_seqs, 0, 0)  # (fills the memo of this token count's terms)
         n = n_prefill_tokens + n_decode_seqs
         flops0, weight_bytes, comm = self._step_terms[n]
         flops = flops0 + attention_pairs * self._attn_per_pair if self._attention else np.full(attention_pairs.shape, flops0)

@@ -103,10 +103,14 @@ def draft_setup(scenario: Scenario, base_dir: Path) -> RooflineSetup | None:
     spec = scenario.engine.speculative
     if spec is None or spec.draft_model is None:
         return None
+    from sim.models import check_draft
+
     try:
-        return resolve_scenario(scenario.model_copy(update={"model": spec.draft_model}), base_dir=base_dir)
+        draft = resolve_scenario(scenario.model_copy(update={"model": spec.draft_model}), base_dir=base_dir)
+        check_draft(draft.model, resolve_scenario(scenario, base_dir=base_dir).model)
     except FleetsimError as err:
         raise FleetsimError(f"engine.speculative.draft_model: {err}") from None
+    return draft
 
 
 def kv_blocks(scenario: Scenario, setup: RooflineSetup, draft: RooflineSetup | None) -> int:

@@ -20,7 +20,7 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
@@ -39,12 +39,15 @@ else:  # loaded when a trace is read
     pa_json = LazyModule("pyarrow.json")
     pq = LazyModule("pyarrow.parquet")
 
-from sim.errors import FleetsimError
+from sim.errors import FleetsimError, _short
+from sim.workload.hash_ids import RULE as HASH_RULE
+from sim.workload.hash_ids import as_column, check_hash_ids, hash_id_problem
 from sim.workload.schema import OPTIONAL, REQUIRED, Where, canonical_frame, check_times, check_tokens, validate_frame
 
 FORMATS = ("azure", "burstgpt", "mooncake", "vidur", "canonical", "generic")
 TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
-BLOCK_BYTES = 16 << 20
+BLOCK_BYTES = 16 << 20  # a CSV line may not be longer (pyarrow's block)
+MAX_HEADER_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +124,7 @@ def _load_trace(
             BURSTGPT.time, BURSTGPT.prompt, BURSTGPT.output, extra=("Model",), filters={"Model": model} if model else {}
         )
     elif format == "canonical":
-        header = _header(path)
+        header = read_header(path)
         layout = CsvLayout(CANONICAL.time, CANONICAL.prompt, CANONICAL.output, extra=tuple(c for c in OPTIONAL if c in header))
     return _read_csv(path, layout, format)
 
@@ -136,7 +139,7 @@ def _detect(path: Path, suffix: str) -> str:
         raise FleetsimError(
             f"{path}: Parquet without the canonical columns; give the format as generic with its columns (trace commands: --format generic --columns; a scenario: trace: {{file, format: generic, columns}})"
         )
-    header = set(_header(path))
+    header = set(read_header(path))
     for name, layout in HEADERS.items():
         if {layout.time, layout.prompt, layout.output} <= header:
             return name
@@ -145,9 +148,17 @@ def _detect(path: Path, suffix: str) -> str:
     )
 
 
-def _header(path: Path) -> list[str]:
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        row = next(csv.reader(f), [])
+def read_header(path: Path) -> list[str]:
+    """The column names on a CSV's first line. A first line over `MAX_HEADER_BYTES` is refused: read whole, a
+    file of one 50 MB line (or millions of fields) would be held in memory before any check could run."""
+    with path.open("rb") as f:
+        line = f.readline(MAX_HEADER_BYTES + 1)
+    if len(line) > MAX_HEADER_BYTES:
+        raise FleetsimError(
+            f"{path}: the first line is longer than {MAX_HEADER_BYTES:,} bytes; a CSV header names a few columns "
+            "(this reader reads no further)"
+        )
+    row = next(csv.reader([line.decode("utf-8-sig")]), [])
     return [c.strip() for c in row]
 
 
@@ -167,13 +178,15 @@ def _generic_layout(columns: Mapping[str, str] | None, time_unit: str, path: Pat
 
 # --- CSV -----------------------------------------------------------------------------------------
 def _read_csv(path: Path, layout: CsvLayout, format: str) -> pd.DataFrame:
-    header = _header(path)
+    header = read_header(path)
     needed = [layout.time, layout.prompt, layout.output, *layout.extra]
     for col in needed:
         if col not in header:
             raise FleetsimError(f"{path}: missing column {col!r} for format {format} (found: {', '.join(header)})")
     time_type = pa.timestamp("ns") if layout.time_unit == "datetime" else pa.float64()
     types = {layout.time: time_type, layout.prompt: pa.int64(), layout.output: pa.int64()}
+    if "prefix_hash_ids" in layout.extra:  # as text: an inferred type would read big ids as float64 (collisions)
+        types["prefix_hash_ids"] = pa.string()
     where = Where(str(path))
     times, prompts, outputs, keep_masks = [], [], [], []
     extras: dict[str, list[np.ndarray]] = {c: [] for c in layout.extra}
@@ -209,17 +222,16 @@ def _read_csv(path: Path, layout: CsvLayout, format: str) -> pd.DataFrame:
             previous = t[-1] if len(t) else previous
             offset += batch.num_rows
     except pa.ArrowInvalid as err:
+        if "straddl" in str(err):  # pyarrow: a row did not fit in one block
+            raise FleetsimError(
+                f"{path}: a line is longer than {BLOCK_BYTES:,} bytes (the reader's block); a trace's rows are short"
+            ) from None
         raise _locate_bad_value(path, layout, err) from None
     if offset == 0:
         raise FleetsimError(f"{path}: the trace has no requests (header only)")
     keep_all = np.concatenate(keep_masks)
     n_failed = int(sum(int(np.sum(o == 0)) for o in outputs)) if format == "burstgpt" else 0
     extra_cols: dict[str, object] = {c: np.concatenate(v)[keep_all] for c, v in extras.items() if c in OPTIONAL}
-    if "prefix_hash_ids" in extra_cols:  # written by write_trace as space-separated ints
-        extra_cols["prefix_hash_ids"] = [
-            np.array(str(h).split(), dtype=np.int64) if h is not None else None
-            for h in extra_cols["prefix_hash_ids"]  # type: ignore[attr-defined]
-        ]
     columns = []
     for chunks in (times, prompts, outputs):  # one column at a time, freeing each column's chunks as we go
         column = np.concatenate(chunks)
@@ -318,14 +330,27 @@ def _read_mooncake(path: Path) -> pd.DataFrame:
     check_tokens(columns["output_length"], column="output_length", where=lines)
     extra: dict[str, object] = {}
     if "hash_ids" in names:
-        extra["prefix_hash_ids"] = table["hash_ids"].to_pandas()
+        ids = table["hash_ids"]
+        if not (pa.types.is_list(ids.type) and pa.types.is_integer(ids.type.value_type)):
+            # JSON's inferred type may hold coerced values (an int beside a float becomes a float): name the line
+            # and the value as written
+            located = _locate_bad_json(path, None, hash_ids_only=True)
+            if located is not None:
+                raise located
+        extra["prefix_hash_ids"] = as_column(check_hash_ids(ids, column="hash_ids", where=lines))
     frame = canonical_frame(t, columns["input_length"], columns["output_length"], source=str(path), extra=extra)
     frame.attrs["format"] = "mooncake"
     frame.attrs["rows_read"] = len(frame)
     return frame
 
 
-def _locate_bad_json(path: Path, err: pa.ArrowInvalid | None) -> FleetsimError:
+@overload
+def _locate_bad_json(path: Path, err: pa.ArrowInvalid | None) -> FleetsimError: ...
+@overload
+def _locate_bad_json(path: Path, err: None, *, hash_ids_only: bool) -> FleetsimError | None: ...
+def _locate_bad_json(path: Path, err: pa.ArrowInvalid | None, *, hash_ids_only: bool = False) -> FleetsimError | None:
+    """The first line Python's exact JSON reader refuses (the error path only); `hash_ids_only`: the first line
+    whose hash_ids are refused, or None."""
     where = Where(str(path), first_row_number=1)
     with path.open(encoding="utf-8") as f:
         for i, line in enumerate(f):
@@ -337,10 +362,15 @@ def _locate_bad_json(path: Path, err: pa.ArrowInvalid | None) -> FleetsimError:
                 return FleetsimError(f"{where.at(i)}: invalid JSON ({e.msg})")
             if not isinstance(row, dict):
                 return FleetsimError(f"{where.at(i)}: each line must be a JSON object (got {type(row).__name__})")
-            for key in MOONCAKE_FIELDS:
+            for key in () if hash_ids_only else MOONCAKE_FIELDS:
                 value = row.get(key)
                 if isinstance(value, bool) or not isinstance(value, int | float):
-                    return FleetsimError(f"{where.at(i)}: {key} must be a number (got {value!r})")
+                    return FleetsimError(f"{where.at(i)}: {key} must be a number (got {_short(value)})")
+            problem = hash_id_problem(row.get("hash_ids"))
+            if problem is not None:
+                return FleetsimError(f"{where.at(i)}: hash_ids {HASH_RULE} (got {problem})")
+    if hash_ids_only:
+        return None
     detail = str(err).splitlines()[0] if err is not None else "inconsistent field types"
     return FleetsimError(f"{path}: cannot parse as JSON lines ({detail})")
 

@@ -10,7 +10,9 @@ optional:
   priority       int64, lower is served first (empty: 0 for interactive, 1 for batch)
   deadline_at_s  float64 >= arrival_at_s, a batch request's job deadline (empty: 24 h after its job's first arrival)
   job_id         string, the batch job a request belongs to (empty: job "batch")
-  prefix_hash_ids  list of int64 (Mooncake-style prefix-chained block hashes)
+  prefix_hash_ids  list of int64 in [0, 2^53 - 1] (Mooncake-style prefix-chained block hashes); in a CSV,
+                 the ids separated by spaces. Ids above 2^53 are refused: any reader that passes them through
+                 a float64 (JSON, pandas) makes neighbours collide, and a collision is a false cache hit.
 
 Equal timestamps are legal: real traces log at millisecond resolution or coarser and hold many
 requests that arrive in the same instant; they keep their file order. A decreasing timestamp is an
@@ -34,6 +36,7 @@ else:
 
 from sim.errors import FleetsimError
 from sim.schema import KLASSES  # (the record schema names the request classes)
+from sim.workload.hash_ids import as_column, from_python
 
 REQUIRED = ("arrival_at_s", "prompt_tokens", "output_tokens")
 OPTIONAL = ("request_id", "klass", "priority", "deadline_at_s", "job_id", "prefix_hash_ids")
@@ -150,6 +153,13 @@ def validate_frame(frame: pd.DataFrame, *, source: str = "<trace>", where: Where
 
 
 def _numeric(series: pd.Series, column: str, where: Where) -> np.ndarray:
+    """A column's values as float64; booleans are refused (pandas would read True as 1)."""
+    if series.dtype == bool or isinstance(series.dtype, pd.BooleanDtype):
+        raise FleetsimError(f"{where.source}: {column} must be numbers (got a column of type {series.dtype})")
+    if series.dtype == object:
+        bad = first_bad(series.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(dtype=bool))
+        if bad is not None:
+            raise FleetsimError(f"{where.at(bad)}: {column} must be a number (got {series.iloc[bad]!r})")
     values: np.ndarray = np.asarray(pd.to_numeric(series, errors="coerce"), dtype=np.float64)
     bad = first_bad(np.isnan(values) & series.notna().to_numpy())
     if bad is not None:
@@ -178,6 +188,9 @@ def _check_optional(frame: pd.DataFrame, where: Where) -> None:
             bad = first_bad(bad_of(frame[col]))
             if bad is not None:
                 raise FleetsimError(f"{where.at(bad)}: {col} {rules[col]} (got {frame[col].iloc[bad]!r})")
+    if "prefix_hash_ids" in frame.columns:
+        ids = from_python(frame["prefix_hash_ids"].tolist(), column="prefix_hash_ids", where=where)
+        frame["prefix_hash_ids"] = as_column(ids)
     if "request_id" in frame.columns:
         dup = first_bad(frame["request_id"].duplicated().to_numpy())
         if dup is not None:

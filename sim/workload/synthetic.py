@@ -321,6 +321,16 @@ def draw_lengths(spec: Lengths, rng: np.random.Generator, n: int, *, base_dir: P
     raise AssertionError(spec)
 
 
+def _lengths(field: str, spec: Lengths, rng: np.random.Generator, n: int, *, base_dir: Path) -> np.ndarray:
+    """`draw_lengths`, its errors naming the field (an empirical source trace's own errors name only the file)."""
+    try:
+        return draw_lengths(spec, rng, n, base_dir=base_dir)
+    except FleetsimError as err:
+        if isinstance(spec, Empirical):
+            raise FleetsimError(f"{field}: empirical: {err}") from None
+        raise
+
+
 def generate(spec: SyntheticSpec, *, base_dir: Path = Path("."), default_seed: int = 0) -> pd.DataFrame:
     """The canonical frame of a synthetic trace; same spec and seed => identical frame."""
     seed = spec.seed if spec.seed is not None else default_seed
@@ -335,8 +345,8 @@ def generate(spec: SyntheticSpec, *, base_dir: Path = Path("."), default_seed: i
     n = t.size
     frame = canonical_frame(
         t,
-        draw_lengths(spec.prompt_tokens, prompt_rng, n, base_dir=base_dir),
-        draw_lengths(spec.output_tokens, output_rng, n, base_dir=base_dir),
+        _lengths("prompt_tokens", spec.prompt_tokens, prompt_rng, n, base_dir=base_dir),
+        _lengths("output_tokens", spec.output_tokens, output_rng, n, base_dir=base_dir),
         source=f"synthetic:{spec.arrivals.process}",
     )
     frame.attrs["format"] = "synthetic"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,33 +14,30 @@ if TYPE_CHECKING:
 else:
     pd = LazyModule("pandas")
 
+from sim.atomic import atomic_file, check_writable
 from sim.errors import FleetsimError
 
 
-def write_trace(frame: pd.DataFrame, path: str | Path) -> Path:
-    path = Path(path)
+def check_trace_path(path: Path, label: str = "") -> None:
+    """Before any work: a .csv or .parquet file that can be written at `path` (`label`: the option naming it)."""
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".parquet"):
-        raise FleetsimError(f"{path}: output must end in .csv or .parquet (got {suffix or 'no suffix'})")
-    if not path.parent.exists():
-        raise FleetsimError(f"{path}: folder {path.parent} does not exist")
+        head = f"{label} {path}" if label else str(path)
+        raise FleetsimError(f"{head}: output must end in .csv or .parquet (got {suffix or 'no suffix'})")
+    check_writable(path, label)
+
+
+def write_trace(frame: pd.DataFrame, path: str | Path, label: str = "") -> Path:
+    path = Path(path)
+    check_trace_path(path, label)
     out = frame.copy()
-    if suffix == ".csv" and "prefix_hash_ids" in out.columns:  # lists as space-separated ints
+    if path.suffix.lower() == ".csv" and "prefix_hash_ids" in out.columns:  # lists as space-separated ints
         out["prefix_hash_ids"] = [
             " ".join(map(str, np.asarray(h).tolist())) if h is not None else "" for h in out["prefix_hash_ids"]
         ]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 is for secrets; a trace gets the mode any new file would
-    try:
-        if suffix == ".csv":
+    with atomic_file(path, label) as tmp:  # a trace gets the mode any new file would, as every output does
+        if path.suffix.lower() == ".csv":
             out.to_csv(tmp, index=False, float_format="%.9f")
         else:
             out.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

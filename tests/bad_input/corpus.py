@@ -172,6 +172,18 @@ BAD_SCENARIOS = [
         "span-too-long",
         trace="arrival_at_s,prompt_tokens,output_tokens\n0,5,5\n1e13,5,5\n",
     ),
+    scenario(
+        SCENARIO + "engine: {speculative: {method: draft, num_speculative_tokens: 3, acceptance_rate: 0.7,"
+        " draft_model: llama-2-13b}}\n",
+        "engine.speculative.draft_model: the draft model llama-2-13b (13.0B parameters) must be smaller than the target",
+        "draft-larger-than-target",
+    ),
+    scenario(
+        SCENARIO + "engine: {speculative: {method: draft, num_speculative_tokens: 3, acceptance_rate: 0.7,"
+        " draft_model: llama-2-7b}}\n",
+        "must be smaller than the target model llama-2-7b",
+        "draft-is-the-target",
+    ),
     Case("bytes-not-utf8", "scenario", {"s.yaml": b"model: caf\xe9\n"}, ["run", "s.yaml", "--out", "out"], "not UTF-8"),
     Case("bytes-gzip", "scenario", {"s.yaml": gzip.compress(_b(SCENARIO))}, ["run", "s.yaml", "--out", "out"], "not UTF-8"),
     Case("bytes-random", "scenario", {"s.yaml": bytes(range(256)) * 8}, ["run", "s.yaml", "--out", "out"], "s.yaml"),
@@ -216,6 +228,26 @@ BAD_SCENARIOS = [
 ]
 
 _H = "arrival_at_s,prompt_tokens,output_tokens\n"
+_HP = "arrival_at_s,prompt_tokens,output_tokens,prefix_hash_ids\n"
+
+
+def moon_ids(hash_ids: str) -> str:
+    """A Mooncake trace whose second line carries these hash_ids (as JSON text)."""
+    return MOON + f'{{"timestamp": 1, "input_length": 100, "output_length": 6, "hash_ids": {hash_ids}}}\n'
+
+
+def _ids_frame(ids: list) -> pd.DataFrame:
+    n = len(ids)
+    return pd.DataFrame(
+        {
+            "arrival_at_s": [float(i) for i in range(n)],
+            "prompt_tokens": [10] * n,
+            "output_tokens": [3] * n,
+            "prefix_hash_ids": ids,
+        }
+    )
+
+
 BAD_TRACES = [
     *trace("t.csv", b"", "empty file", "empty"),
     *trace("t.csv", _b(_H), "t.csv", "header-only"),
@@ -245,6 +277,79 @@ BAD_TRACES = [
     *trace("t.jsonl", _b(MOON + "{not json\n"), "t.jsonl", "mooncake-bad-json"),
     *trace("t.jsonl", _b('{"timestamp": 0, "input_length": 100}\n'), "t.jsonl", "mooncake-missing-field"),
     *trace("t.jsonl", _b('{"timestamp": 0, "input_length": -4, "output_length": 6}\n'), "t.jsonl", "mooncake-negative"),
+    *trace(
+        "t.jsonl",
+        _b(moon_ids('["a", "b"]')),
+        "hash_ids must be a list of integers in [0, 2^53 - 1] (got 'a')",
+        "mooncake-hash-strings",
+    ),
+    *trace("t.jsonl", _b(moon_ids("[[1], [2]]")), "t.jsonl line 2: hash_ids must be a list", "mooncake-hash-nested"),
+    *trace(
+        "t.jsonl",
+        _b(moon_ids("[3, -1]")),
+        "t.jsonl line 2: hash_ids must be a list of integers in [0, 2^53 - 1] (got -1)",
+        "mooncake-hash-negative",
+    ),
+    *trace("t.jsonl", _b(moon_ids(f"[{2**53 + 1}, 5]")), "(got 9007199254740993)", "mooncake-hash-above-2-53"),
+    *trace("t.jsonl", _b(moon_ids("[1e23]")), "t.jsonl line 2: hash_ids must be a list of integers", "mooncake-hash-float-huge"),
+    *trace(
+        "t.jsonl",
+        _b(moon_ids("7")),
+        "t.jsonl line 2: hash_ids must be a list of integers in [0, 2^53 - 1] (got 7)",
+        "mooncake-hash-scalar",
+    ),
+    *trace(
+        "t.csv",
+        _b(_HP + "0,10,3,1 2\n1,10,3,1 x\n"),
+        "t.csv line 3: prefix_hash_ids must be a list of integers in [0, 2^53 - 1] (got 'x')",
+        "csv-hash-string",
+    ),
+    *trace("t.csv", _b(_HP + "0,10,3,[[1]]\n"), "t.csv line 2: prefix_hash_ids must be a list of integers", "csv-hash-nested"),
+    *trace(
+        "t.csv",
+        _b(_HP + "0,10,3,4 -1\n"),
+        "t.csv line 2: prefix_hash_ids must be a list of integers in [0, 2^53 - 1] (got '-1')",
+        "csv-hash-negative",
+    ),
+    *trace(
+        "t.csv",
+        _b(_HP + f"0,10,3,{2**53 + 1}\n1,10,3,\n"),
+        "t.csv line 2: prefix_hash_ids must be a list of integers in [0, 2^53 - 1] (got '9007199254740993')",
+        "csv-hash-above-2-53",
+    ),
+    *trace(
+        "t.parquet",
+        _parquet(_ids_frame([["a"]])),
+        "t.parquet row 1: prefix_hash_ids must be a list of integers in [0, 2^53 - 1] (got 'a')",
+        "parquet-hash-strings",
+    ),
+    *trace(
+        "t.parquet", _parquet(_ids_frame([[[1], [2]]])), "t.parquet row 1: prefix_hash_ids must be a list", "parquet-hash-nested"
+    ),
+    *trace(
+        "t.parquet",
+        _parquet(_ids_frame([[1], [-1]])),
+        "t.parquet row 2: prefix_hash_ids must be a list of integers in [0, 2^53 - 1] (got -1)",
+        "parquet-hash-negative",
+    ),
+    *trace(
+        "t.parquet",
+        _parquet(_ids_frame([[2**53 + 1]])),
+        "t.parquet row 1: prefix_hash_ids must be a list of integers in [0, 2^53 - 1] (got 9007199254740993)",
+        "parquet-hash-above-2-53",
+    ),
+    *trace(
+        "t.parquet",
+        _parquet(pd.DataFrame({"arrival_at_s": [0.0, 1.0], "prompt_tokens": [True, True], "output_tokens": [3, 4]})),
+        "t.parquet: prompt_tokens must be numbers (got a column of type bool)",
+        "parquet-bool-tokens",
+    ),
+    *trace(
+        "t.csv",
+        b"prompt_tokens," + b"7," * 1_000_000,
+        "t.csv: the first line is longer than 1,048,576 bytes",
+        "one-line-many-fields",
+    ),
     *trace("t.csv", _b(AZURE.replace("374", "x")), "t.csv", "azure-non-numeric"),
     *trace("t.csv", _b(AZURE.replace("2023-11-16 18:15:50.99", "not a time")), "t.csv", "azure-bad-time"),
     *trace("t.csv", _b(BURST.replace("472", "-472")), "t.csv", "burstgpt-negative"),
@@ -384,7 +489,7 @@ BAD_CLI = [
         {"d/" + n: b"x" for n in ("requests.parquet", "replicas.parquet", "timeline.parquet", "itl.parquet")}
         | {"d/meta.json": b"{}"},
         ["report", "d"],
-        "meta.json lacks",
+        "meta.json was written by an unstamped fleetsim",
     ),
     Case(
         "report-corrupt-parquet",
@@ -394,6 +499,116 @@ BAD_CLI = [
         "cannot read the run folder",
     ),
     Case("inspect-no-arg", "cli", {}, ["trace", "inspect"], "Missing argument"),
+    Case(
+        "report-meta-older-version",
+        "cli",
+        {"d/" + n: b"x" for n in ("requests.parquet", "replicas.parquet", "timeline.parquet", "itl.parquet")}
+        | {"d/meta.json": _b('{"fleetsim_version": "0.0.1", "seed": 0, "model": "llama-2-7b"}')},
+        ["report", "d"],
+        "d: meta.json was written by fleetsim 0.0.1 (this is",
+    ),
+    Case(
+        "set-deeply-nested",
+        "cli",
+        _FILES,
+        [*_RUN, "--out", "out", "--set", "x=" + "[" * 10_000 + "]" * 10_000],
+        "--set x: the value '[[[[[[[[",
+    ),
+    Case(
+        "gen-empirical-one-line",
+        "cli",
+        {"big.csv": b"prompt_tokens," + b"7," * 1_000_000},
+        ["trace", "gen", "--rate", "5", "--requests", "10", "--prompt", "empirical:big.csv:prompt_tokens", "--out", "g.csv"],
+        "prompt_tokens: empirical: big.csv: the first line is longer than 1,048,576 bytes",
+    ),
+    Case(
+        "gen-out-under-file",
+        "cli",
+        {"f.txt": b"x"},
+        ["trace", "gen", "--rate", "5", "--requests", "10", "--out", "f.txt/g.csv"],
+        "--out f.txt/g.csv: f.txt is a file, not a folder",
+    ),
+    Case(
+        "gen-out-is-folder",
+        "cli",
+        {"g.csv/": b""},
+        ["trace", "gen", "--rate", "5", "--requests", "10", "--out", "g.csv"],
+        "--out g.csv: is a folder",
+    ),
+    Case(
+        "convert-out-under-file",
+        "cli",
+        {"t.csv": _b(CSV), "f.txt": b"x"},
+        ["trace", "convert", "t.csv", "f.txt/c.csv"],
+        "f.txt is a file",
+    ),
+    Case(
+        "merge-out-under-file",
+        "cli",
+        {"t.csv": _b(CSV), "f.txt": b"x"},
+        ["trace", "merge", "f.txt/m.csv", "t.csv=batch"],
+        "f.txt is a file",
+    ),
+    Case(
+        "plot-under-file",
+        "cli",
+        {**_FILES, "f.txt": b"x"},
+        [*_RUN, "--out", "out", "--plot", "f.txt/p.png"],
+        "--plot f.txt/p.png: f.txt is a file",
+    ),
+    Case(
+        "report-openmetrics-under-file",
+        "cli",
+        {"f.txt": b"x"},
+        ["report", "d", "--openmetrics", "f.txt/m.txt"],
+        "--openmetrics f.txt/m.txt: f.txt is a file",
+    ),
+    Case(
+        "roofline-draft-larger",
+        "cli",
+        {},
+        ["roofline", "--model", "llama-2-7b", "--gpu", "a100-80gb", "--speculative", "4:0.7:llama-2-13b"],
+        "--speculative: the draft model llama-2-13b",
+    ),
+]
+
+STEPS = "kind,batch,new_tokens_per_seq,context_tokens,total_ms\n"
+TABLE = "{repo}/benchmarks/steptimes/aisimulate-vllm0.24_h100-sxm_llama-3.1-8b_tp1.csv"
+_CAL = ["--model", "llama-3.1-8b", "--gpu", "h100-sxm"]
+
+
+def calibrate(id: str, files: dict[str, bytes], args: list[str], expect: str) -> Case:
+    return Case(id, "calibrate", files, ["calibrate", *args, *_CAL], expect)
+
+
+BAD_CALIBRATE = [
+    calibrate("folder", {"d/": b""}, ["d"], "d: is a folder, not a step-time CSV"),
+    calibrate("missing", {}, ["nowhere.csv"], "nowhere.csv: no such file"),
+    calibrate("one-row", {"s.csv": _b(STEPS + "decode,1,1,0,3\n")}, ["s.csv"], "s.csv: 1 distinct shape for 4 free parameters"),
+    calibrate(
+        "one-shape-repeated",
+        {"s.csv": _b(STEPS + "decode,8,1,512,9\n" * 50)},
+        ["s.csv", "--out", "fit.yaml"],
+        "1 distinct shape for 4 free parameters",
+    ),
+    calibrate(
+        "too-many-rows",
+        {"s.csv": _b(STEPS + "decode,1,1,10,3\n" * 100_001)},
+        ["s.csv"],
+        "s.csv: more than 100,000 rows",
+    ),
+    calibrate(
+        "vllm-steps",
+        {"v.csv": _b("batch_size,input_len,output_len,avg_latency\n1,128,1000000000,3.0\n")},
+        ["v.csv"],
+        "engine steps (one per output token), more than 1,000,000",
+    ),
+    calibrate("one-huge-line", {"s.csv": b"kind," + b"x," * 1_000_000}, ["s.csv"], "the first line is longer than"),
+    calibrate("binary", {"s.csv": bytes(range(256)) * 8}, ["s.csv"], "s.csv"),
+    calibrate("out-user-file", {"notes.yaml": b"mine\n"}, [TABLE, "--out", "notes.yaml"], "--out notes.yaml: the file exists"),
+    calibrate("out-under-file", {"f.txt": b"x"}, [TABLE, "--out", "f.txt/fit.yaml"], "--out f.txt/fit.yaml: f.txt is a file"),
+    calibrate("out-folder", {"fit.yaml/": b""}, [TABLE, "--out", "fit.yaml"], "--out fit.yaml: is a folder"),
+    calibrate("fix-unknown", {}, [TABLE, "--fix", "speed"], "--fix: unknown parameter 'speed'"),
 ]
 
 _GOOD_RUN = ["run", "s.yaml", "--out", "out"]
@@ -450,6 +665,26 @@ GOOD = [
     ),
     Case("azure-trace", "good", {"s.yaml": _b(SCENARIO), "t.csv": _b(AZURE)}, _GOOD_RUN, None),
     Case("empty-out-folder", "good", {"s.yaml": _b(SCENARIO), "t.csv": _b(CSV), "out/": b""}, _GOOD_RUN, None),
+    Case(  # ids at the top of the exact range, a request without ids, prefix caching on
+        "csv-hash-ids-exact",
+        "good",
+        {
+            "s.yaml": _b(SCENARIO + "engine: {prefix_caching: true}\n"),
+            "t.csv": _b(_HP + f"0,1100,5,{2**53 - 1} 7\n0.5,1100,3,\n1.0,1100,2,{2**53 - 1} 7\n"),
+        },
+        _GOOD_RUN,
+        None,
+    ),
+    Case(
+        "mooncake-hash-ids-empty-and-null",
+        "good",
+        {
+            "s.yaml": _b(SCENARIO.replace("t.csv", "t.jsonl") + "engine: {prefix_caching: true}\n"),
+            "t.jsonl": _b(moon_ids("[]") + '{"timestamp": 2, "input_length": 100, "output_length": 6, "hash_ids": null}\n'),
+        },
+        _GOOD_RUN,
+        None,
+    ),
 ]
 
-CASES: list[Case] = [*BAD_SCENARIOS, *BAD_TRACES, *BAD_CLI, *GOOD]
+CASES: list[Case] = [*BAD_SCENARIOS, *BAD_TRACES, *BAD_CLI, *BAD_CALIBRATE, *GOOD]

@@ -1,55 +1,130 @@
-"""Ctrl-C and SIGTERM mid-run: one line, exit 130 / 143, and nothing written (no run folder, no .part)."""
+"""Ctrl-C and SIGTERM mid-run: one line, exit 130 / 143, and nothing written (no run folder, no .part).
+
+Nothing here waits on a clock. The signal is raised from inside the run at a chosen point, through the operating
+system (`signal.raise_signal`, so `main`'s own handlers take it as they would a terminal's Ctrl-C or a `kill`):
+while the simulation runs, and while the run folder is half written. One test does it across processes: the
+child says on a pipe that its simulation has started and then spins until the signal arrives; the parent reads
+that line (blocking, no timer) and sends the signal.
+"""
 
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from sim.cli import main
+from sim.clock import CountingEnvironment
 from sim.workload.synthetic import generate, parse_spec
 from sim.workload.writer import write_trace
 
-SCENARIO = "model: llama-3.1-8b\nfleet: {gpu: h100-sxm}\ntrace: long.parquet\n"
+SCENARIO = "model: llama-3.1-8b\nfleet: {gpu: h100-sxm}\ntrace: t.csv\n"
+TRACE = "arrival_at_s,prompt_tokens,output_tokens\n0,50,5\n0.5,60,4\n1.0,70,3\n"
+SIGNALS = [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
 
 
-@pytest.fixture(scope="module")
-def long_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("signals")
-    spec = parse_spec(
-        {
-            "arrivals": {"process": "poisson", "rate_per_s": 50},
-            "prompt_tokens": {"dist": "uniform", "low": 50, "high": 500},
-            "output_tokens": {"dist": "uniform", "low": 20, "high": 300},
-            "n_requests": 600_000,  # tens of seconds of simulation: the signal always lands mid-run
-        }
-    )
-    write_trace(generate(spec), folder / "long.parquet")
-    (folder / "s.yaml").write_text(SCENARIO)
-    return folder
+@pytest.fixture
+def scenario_folder(tmp_path, monkeypatch):
+    (tmp_path / "s.yaml").write_text(SCENARIO)
+    (tmp_path / "t.csv").write_text(TRACE)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(("sig", "code", "message"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
-def test_a_signal_mid_run_leaves_nothing(long_run, sig, code, message):
-    out = long_run / f"out-{sig.name}"
+def _interrupt_once(sig):
+    """A function that raises `sig` the first time it is called, then does nothing."""
+    fired = []
+
+    def fire():
+        if not fired:
+            fired.append(sig)
+            signal.raise_signal(sig)  # the handler runs before raise_signal returns
+
+    return fire, fired
+
+
+def _left_behind(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name not in ("s.yaml", "t.csv"))
+
+
+@pytest.mark.parametrize(("sig", "code", "message"), SIGNALS)
+def test_a_signal_while_simulating_leaves_nothing(scenario_folder, monkeypatch, capsys, sig, code, message):
+    fire, fired = _interrupt_once(sig)
+    run_until = CountingEnvironment.run_until
+
+    def interrupted_run(env, until):
+        fire()
+        return run_until(env, until)
+
+    monkeypatch.setattr(CountingEnvironment, "run_until", interrupted_run)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "s.yaml", "--out", "out", "--no-capacity"])
+    assert fired == [sig]
+    assert exit_info.value.code == code
+    assert capsys.readouterr().err == f"error: {message}; nothing written\n"
+    assert _left_behind(scenario_folder) == []
+
+
+@pytest.mark.parametrize(("sig", "code", "message"), SIGNALS)
+def test_a_signal_while_writing_the_run_folder_leaves_nothing(scenario_folder, monkeypatch, capsys, sig, code, message):
+    """The run folder is written into a .part folder first: a signal then removes it, and no run folder appears."""
+    fire, fired = _interrupt_once(sig)
+    to_parquet = pd.DataFrame.to_parquet
+    seen_part = []
+
+    def interrupted_write(frame, path, *args, **kwargs):
+        if ".part" in str(path):  # a record file of the half-written run folder
+            seen_part.append(Path(path).parent.name)
+            fire()
+        return to_parquet(frame, path, *args, **kwargs)
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", interrupted_write)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "s.yaml", "--out", "out", "--no-capacity"])
+    assert fired == [sig] and seen_part and seen_part[0].startswith(".out.")
+    assert exit_info.value.code == code
+    assert capsys.readouterr().err == f"error: {message}; nothing written\n"
+    assert _left_behind(scenario_folder) == []
+
+
+CHILD = """\
+import sys
+from sim.clock import CountingEnvironment
+
+def simulating(env, until):
+    print("simulating", flush=True)
+    while True:  # bytecode, so the signal's handler runs as soon as the signal arrives
+        pass
+
+CountingEnvironment.run_until = simulating
+from sim.cli import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize(("sig", "code", "message"), SIGNALS)
+def test_a_signal_from_another_process_mid_run(tmp_path, sig, code, message):
+    (tmp_path / "s.yaml").write_text(SCENARIO)
+    (tmp_path / "t.csv").write_text(TRACE)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sim", "run", "s.yaml", "--out", out.name],
-        cwd=long_run,
+        [sys.executable, "-c", CHILD, "run", "s.yaml", "--out", "out", "--no-capacity"],
+        cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    time.sleep(8)  # past the imports (a few seconds on a busy machine), inside the simulation
-    assert proc.poll() is None, proc.communicate()
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # blocks until the child's simulation has started
+    assert line == "simulating\n", proc.communicate()
     proc.send_signal(sig)
-    _stdout, stderr = proc.communicate(timeout=60)
+    _stdout, stderr = proc.communicate()
     assert proc.returncode == code, stderr
     assert stderr == f"error: {message}; nothing written\n"
-    assert not out.exists() and not list(Path(long_run).glob(".*part"))
+    assert _left_behind(tmp_path) == []
 
 
 def test_trace_files_get_the_umask_mode(tmp_path):
@@ -92,14 +167,21 @@ def test_ctrl_c_on_a_local_sweep_is_one_line_and_keeps_the_finished_runs(tmp_pat
     command = [sys.executable, "-m", "sim", "sweep", "sweep.yaml", "--out", "o", "--workers", "2"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+        [*command, "--log-progress"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
     )
-    deadline = time.monotonic() + 60
-    while not list((tmp_path / "o" / "points").glob("*.parquet")) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert proc.poll() is None, proc.communicate()
+    assert proc.stderr is not None
+    while (line := proc.stderr.readline()) and not line.startswith("sweep sweep: 1 of"):
+        pass  # a blocking read: the first finished run's line (no clock, no polling)
+    assert proc.poll() is None, line
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the parent and its workers
-    _stdout, stderr = proc.communicate(timeout=60)
+    _stdout, rest = proc.communicate(timeout=60)
+    stderr = "".join(x for x in rest.splitlines(keepends=True) if not x.startswith("sweep sweep:"))
     kept = len(list((tmp_path / "o" / "points").glob("*.parquet")))
     assert proc.returncode == 130, stderr
     assert stderr == f"error: interrupted; {kept} of 12 runs are kept in o/points: rerun the same command to resume\n"
