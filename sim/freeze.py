@@ -150,8 +150,8 @@ def replicas_frame(
                 "kv_blocks": e.kv.n_blocks if e is not None else 0,
                 "kv_peak_blocks": e.kv.peak_used if e is not None else 0,
                 "requests": int(routed[slot.replica_id]),
-                "verifies": e.verifies if e is not None else 0,
-                "verify_tokens": e.verify_tokens if e is not None else 0,
+                "verifies": e.spec_counts()[0] if e is not None else 0,
+                "verify_tokens": e.spec_counts()[1] if e is not None else 0,
             }
         )
     return pd.DataFrame(rows, columns=list(REPLICA_COLUMNS)).astype(REPLICA_COLUMNS)

@@ -17,11 +17,12 @@ against the step's token budget (as vLLM does).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from sim.engine.step_time import ConstantStepTime, RooflineStepTime, StepTimeModel, linear_runs
+from sim.engine.step_time import RooflineStepTime, StepTimeModel, linear_runs
 from sim.roofline import RooflineSetup, StepCost, step_cost
 
 
@@ -151,6 +152,7 @@ class SpeculativeStepTime:
         self._lines = None if drafter is None else linear_runs(drafter)
         assert drafter is None or self._lines is not None, "a draft model without decode lines"
         self._extra_pairs = (k + 1) * (k + 2) // 2 - 1  # a verify's pairs beyond a decode's, per sequence (besides k x context)
+        self._verify_fns: dict[int, Callable[[int], tuple[float, float, float]]] = {}
 
     def step(
         self,
@@ -170,38 +172,63 @@ class SpeculativeStepTime:
         )
         return dt + self.draft_s(n_decode_seqs, decode_context_tokens), flops, n_bytes
 
-    def steps(self, n_seqs: int, context_sums: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(seconds, FLOPs, bytes) of verify steps of `n_seqs` decoders whose contexts sum to each of `context_sums`
-        (a speculative run's steps): `step`'s arithmetic on arrays."""
-        k = self.k
-        s = np.asarray(context_sums, dtype=np.float64)
-        pairs = (s + n_seqs) + k * s + n_seqs * self._extra_pairs
-        base = self.target
-        if isinstance(base, RooflineStepTime):
-            dt, flops, n_bytes = base.steps(n_seqs * k, n_seqs, pairs, s)
-        elif isinstance(base, ConstantStepTime):
-            one = base.step(n_seqs * k, n_seqs, 0, 0)
-            dt, flops, n_bytes = np.full(s.size, one[0]), np.zeros(s.size), np.zeros(s.size)
-        else:  # any other model: a step at a time
-            rows = [base.step(n_seqs * k, n_seqs, float(p), float(c), int(c)) for p, c in zip(pairs, s, strict=True)]
-            dt, flops, n_bytes = (np.asarray(col, dtype=np.float64) for col in zip(*rows, strict=True))
-        return dt + self._draft_many(n_seqs, s), flops, n_bytes
+    def verify(self, n_seqs: int, context_sum: int) -> tuple[float, float, float]:
+        """(seconds, FLOPs, bytes) of a step in which `n_seqs` decoders whose contexts sum to `context_sum` verify
+        their drafts and nothing else runs: `step` of such a batch."""
+        return self.step(0, n_seqs, context_sum + n_seqs, context_sum, context_sum)
 
-    def _draft_many(self, n_seqs: int, context_sums: np.ndarray) -> np.ndarray:
-        """`draft_s` for each of `context_sums`: the k draft steps of a decode line, evaluated step by step."""
-        if self._lines is None or n_seqs == 0:
-            return np.zeros(context_sums.size)
-        if not isinstance(self._lines, RooflineStepTime | ConstantStepTime):
-            return np.asarray([self.draft_s(n_seqs, int(c)) for c in context_sums])
-        total = np.zeros(context_sums.size)
-        for j in range(self.k):  # step j of the line: contexts grown by n_seqs a step
-            total += self._lines.steps(0, n_seqs, context_sums + n_seqs * (j + 1), context_sums + n_seqs * j)[0]
-        return total if self.method == "draft" else self.draft_cost * total
+    def verify_fn(self, n_seqs: int) -> Callable[[int], tuple[float, float, float]]:
+        """`verify` for `n_seqs` decoders as a function of their context sum, its per-batch terms bound once (a
+        speculative run prices each of its steps with it): the same arithmetic, operation for operation, so the
+        same floats as `step`."""
+        fn = self._verify_fns.get(n_seqs)
+        if fn is None:
+            fn = self._verify_fns[n_seqs] = self._make_verify_fn(n_seqs)
+        return fn
+
+    def _make_verify_fn(self, n: int) -> Callable[[int], tuple[float, float, float]]:
+        target, lines = self.target, self._lines
+        if not isinstance(target, RooflineStepTime) or not isinstance(lines, RooflineStepTime | None):
+            return functools.partial(self.verify, n)
+        k = self.k
+        n_tok = n * k + n
+        target.step(n * k, n, 0, 0)  # (fills the memo of this token count's terms)
+        flops0, weight_bytes, comm = target._step_terms[n_tok]
+        per_pair = target._attn_per_pair if target._attention else 0.0
+        kv, fps, bps = target._kv, target._flops_per_s, target._bytes_per_s
+        overlap, g, overhead = target._overlap, target._g, target._overhead
+        extra = n * self._extra_pairs
+        draft_method, share = self.method == "draft", self.draft_cost
+        d = lines._batch_terms(n) if lines is not None else None
+
+        def verify(s: int) -> tuple[float, float, float]:
+            pairs = s + n + k * s + extra
+            flops = flops0 + pairs * per_pair if per_pair else flops0
+            n_bytes = weight_bytes + kv * (s + n_tok)
+            compute_s, memory_s = flops / fps, n_bytes / bps
+            if overlap == 1.0:
+                core = max(compute_s, memory_s)
+            else:
+                core = compute_s + g * memory_s if compute_s >= memory_s else memory_s + g * compute_s
+            dt = core + comm + overhead
+            if d is not None:  # `draft_s`: `decode_sum` of the drafter's line
+                assert lines is not None
+                mm, wb, dfixed = d
+                attn, dkv, f, b, dg = lines._attn, lines._kv, lines._flops_per_s, lines._bytes_per_s, lines._g
+                total = 0.0
+                for j in range(k):
+                    ctx = s + n * (j + 1)
+                    c_s, m_s = (mm + attn * ctx) / f, (wb + dkv * ctx) / b
+                    total += (c_s + dg * m_s if c_s >= m_s else m_s + dg * c_s) + dfixed
+                dt += total if draft_method else share * total
+            return dt, flops, n_bytes
+
+        return verify
 
     def draft_s(self, n_seqs: int, context_sum: int) -> float:
         """Drafting k tokens for `n_seqs` sequences whose cached contexts sum to `context_sum`: k decode steps, their
-        contexts growing a token a step (a decode line's sum)."""
+        contexts growing a token a step (a decode line's steps, summed)."""
         if self._lines is None or n_seqs == 0:
             return 0.0
-        total = float(self._lines.decode_line(n_seqs=n_seqs, context_sum=context_sum).total(self.k))
+        total = self._lines.decode_sum(n_seqs, context_sum, self.k)
         return total if self.method == "draft" else self.draft_cost * total

@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from sim.build import resolve_scenario
@@ -17,6 +19,7 @@ from sim.roofline import kv_capacity_tokens
 from sim.simulation import simulate
 from sim.speculative import expected_tokens_per_step, verify_cost
 from sim.workload import validate_frame
+from tests.test_engine_equivalence import assert_same_requests
 
 A, D = 1e-4, 0.02
 
@@ -162,3 +165,48 @@ def test_roofline_refuses_a_draft_larger_than_its_target():
     args = ["roofline", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--tp", "4", "--speculative", "3:0.8:llama-3.1-70b"]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 2 and "--speculative: the draft model llama-3.1-70b" in r.output
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    method=st.sampled_from(["ngram", "mtp", "draft"]),
+    k=st.integers(1, 5),
+    alpha=st.sampled_from([0.0, 0.3, 0.8, 1.0]),
+    blocks=st.integers(60, 400),
+    policy=st.sampled_from(["chunked", "prefill_first"]),
+    priority=st.booleans(),
+)
+def test_the_fast_forward_equals_the_per_step_reference(seed, method, k, alpha, blocks, policy, priority):
+    """Speculative runs (a group of arrays, runs planned from the draws) against the per-step engine: every
+    request's instants, preemptions and replica; the same verify counts and tokens; the same gaps."""
+    rng = np.random.default_rng(seed)
+    n = 60
+    trace = validate_frame(
+        pd.DataFrame(
+            {
+                "arrival_at_s": np.sort(rng.uniform(0, 5, n)),
+                "prompt_tokens": rng.integers(1, 600, n),
+                "output_tokens": rng.integers(1, 120, n),
+            }
+        )
+    ).assign(priority=rng.integers(0, 2, n))
+    spec = {"method": method, "num_speculative_tokens": k, "acceptance_rate": alpha}
+    if method == "draft":
+        spec["draft_model"] = "llama-3.1-8b"
+    model = "llama-3.1-70b" if method == "draft" else "llama-3.1-8b"
+    engine = {"num_gpu_blocks_override": blocks, "policy": policy, "max_num_seqs": 24, "preempt_for_priority": priority}
+    runs = [
+        simulate(
+            scenario(spec, step="roofline", model=model, tp=4 if method == "draft" else 1, fast_forward=ff, **engine),
+            trace,
+            measure_capacity=False,
+        )
+        for ff in (True, False)
+    ]
+    fast, slow = runs
+    assert_same_requests(fast, slow)
+    a, b = fast.summary(), slow.summary()
+    assert a["spec_tokens_per_verify_step"] == b["spec_tokens_per_verify_step"]
+    assert fast.itl.count == slow.itl.count and a["mean_itl_ms"] == pytest.approx(b["mean_itl_ms"], rel=1e-9)
+    assert a["n_steps"] == b["n_steps"]

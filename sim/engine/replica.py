@@ -35,6 +35,7 @@ from sim.engine.kv import BlockKv
 from sim.engine.records import IN_FLIGHT, RequestLog
 from sim.engine.scheduler import Batch, BatchPolicy, Limits, NoPriority, PriorityCount
 from sim.engine.sequence import Seq, blocks_for
+from sim.engine.spec_group import SpecGroup
 from sim.engine.step_time import StepLine, StepTimeModel, linear_runs
 from sim.router import RequestView
 from sim.speculative import Acceptance
@@ -199,7 +200,8 @@ class Replica:
         self._verifying: list[Seq] = []  # the step in progress's speculating decoders
         self.waiting: list[Seq] = []
         self.running: list[Seq] = []  # explicit running sequences, in admission order
-        self.group = DecodeGroup(limits.block_size)  # lock-step decoders (fast-forward mode only)
+        # lock-step decoders (fast-forward mode only); a speculating replica keeps a SpecGroup here
+        self.group: DecodeGroup | SpecGroup = DecodeGroup(limits.block_size)
         self._n_admitted = 0
         self.n_outstanding = 0  # requests routed here and not yet resolved (or handed off)
         self.pending_prompt_tokens = 0  # prompt tokens of requests routed here and not yet prefilled
@@ -354,7 +356,7 @@ class Replica:
             group.n
             and not self.running
             and not self.waiting
-            and group.n <= self.limits.max_num_batched_tokens
+            and group.n * (1 + self.limits.lookahead) <= self.limits.max_num_batched_tokens
             and group.next_step_blocks <= kv.available()
         ):
             self._start_run([], 0, 1 << 62)
@@ -381,6 +383,10 @@ class Replica:
             for tell in self._on_idle:
                 tell(self)
             return
+        self._run_or_step(batch)
+
+    def _run_or_step(self, batch: Batch) -> None:
+        """A pure decode step starts a fast-forwarded run; anything else is a step."""
         if self.fast_forward and batch.is_pure_decode:
             self._start_run([s for s, _ in batch.work], batch.context_sum, batch.min_tokens_left)
         else:
@@ -471,33 +477,39 @@ class Replica:
                 self._emit(seq, end)
                 emitted = True
         if self._verifying:  # speculative: the accepted drafts are emitted with the step's own token
-            assert self._acceptance is not None
-            self.verifies += len(self._verifying)
-            self.verify_tokens += len(self._verifying)
-            for seq, j in zip(self._verifying, self._acceptance.accepted(len(self._verifying)), strict=True):
-                for _ in range(min(j, seq.output_tokens - seq.generated)):
-                    seq.computed += 1
-                    self.verify_tokens += 1
-                    self._emit(seq, end)
-            self._verifying.clear()
+            self._accept(end)
         if emitted and self.fast_forward and (batch.group or not group.n):
             self._regroup(end)
         self._next()
+
+    def _accept(self, end: float) -> None:
+        """The step's speculating decoders (explicit ones) emit the drafts they accepted, after their own token."""
+        assert self._acceptance is not None
+        verifying = self._verifying
+        self.verifies += len(verifying)
+        self.verify_tokens += len(verifying)
+        for seq, j in zip(verifying, self._accepted(len(verifying)), strict=True):
+            for _ in range(min(j, seq.output_tokens - seq.generated)):
+                seq.computed += 1
+                self.verify_tokens += 1
+                self._emit(seq, end)
+        verifying.clear()
+
+    def _accepted(self, n: int) -> list[int]:
+        """The drafts the step's n explicit speculating decoders accepted (drawn now, in their order)."""
+        assert self._acceptance is not None
+        return self._acceptance.accepted(n)
+
+    def spec_counts(self) -> tuple[int, int]:
+        """Speculative decoding: (sequence-steps that verified drafts, tokens they emitted)."""
+        return self.verifies, self.verify_tokens
 
     def _group_steps(self, k: int, first_gap: float, end: float) -> None:
         """The group took k steps ending at `end`, its first gap `first_gap`: record it, finish those done."""
         group = self.group
         self.log.itl.add_grouped(first_gap, group.n)
-        done = group.advance(k, end)
-        if done:
-            self._resolved(len(done))
-            log, kv, prio, finished = self.log, self.kv, self._prio, self._on_finished
-            for seq in done:
-                log.complete(seq.idx, end)
-                kv.release(seq, end)
-                prio.remove(seq)
-                for f in finished:
-                    f(self, seq)
+        for seq in group.advance(k, end):
+            self._completed(seq, end)
 
     def _resolved(self, n: int) -> None:
         n = self.n_outstanding = self.n_outstanding - n
@@ -585,10 +597,16 @@ class Replica:
         self._wake()
 
     def _finish(self, seq: Seq, t: float) -> None:
+        self.running.remove(seq)
+        self._completed(seq, t)
+
+    def _completed(self, seq: Seq, t: float) -> None:
+        """`seq` (out of the batch already) emitted its last token at `t`: it is resolved, its KV freed, and the
+        listeners told — one request at a time, so that they hear the same thing in the same order whether it
+        finished alone or with others of the decode group."""
         self._resolved(1)
         self.log.complete(seq.idx, t)
         self.kv.release(seq, t)
-        self.running.remove(seq)
         self._prio.remove(seq)
         for f in self._on_finished:
             f(self, seq)

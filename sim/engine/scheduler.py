@@ -145,15 +145,18 @@ class BatchPolicy(Protocol):
         ...
 
 
-def _serve_all(running: list[Seq], batch: Batch, bs: int) -> tuple[int, int]:
-    """Every running sequence takes all its pending tokens: (tokens, new blocks) that costs."""
+def _serve_all(running: list[Seq], batch: Batch, limits: Limits) -> tuple[int, int]:
+    """Every running sequence takes all its pending tokens (a speculating decoder its drafts' too): (tokens, new
+    blocks) that costs."""
     demand = need = 0
     work = batch.work
+    bs, la = limits.block_size, limits.lookahead
     for seq in running:
         c = seq.computed
         pending = seq.prompt_tokens + seq.generated - c
-        demand += pending
-        need += -(-(c + pending) // bs) - seq.blocks
+        extra = la if la and pending == 1 and seq.generated >= 1 else 0
+        demand += pending + extra
+        need += -(-(c + pending + extra) // bs) - seq.blocks
         work.append((seq, pending))
         batch.note(seq, c, pending, pending)
     return demand, need
@@ -357,7 +360,7 @@ class PrefillFirst:
         _admit_whole(waiting, batch, n_group + len(running), free_blocks - reserve, limits)
         if batch.work:
             return batch
-        _, need = _serve_all(running, batch, limits.block_size)
+        _, need = _serve_all(running, batch, limits)
         if need + group_need > free_blocks:
             return None
         batch.group = n_group > 0
@@ -394,8 +397,8 @@ class Chunked:
         if waiting and limits.never_admitted(waiting[0], chunks=True):
             return None  # next_batch drops it
         batch = Batch()
-        demand, need = _serve_all(running, batch, limits.block_size)
-        demand += n_group
+        demand, need = _serve_all(running, batch, limits)
+        demand += n_group * (1 + limits.lookahead)  # a speculating decoder verifies its drafts too
         need += group_need
         budget = limits.max_num_batched_tokens - demand
         free = free_blocks - need

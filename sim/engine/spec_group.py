@@ -19,7 +19,8 @@ engine's, draw for draw, and the per-step reference decides equality (tests/test
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import bisect
+import itertools
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,38 +31,67 @@ from sim.engine.sequence import Seq
 if TYPE_CHECKING:
     from sim.speculative import Acceptance, SpeculativeStepTime
 
-MAX_RUN_STEPS = 4096  # a run's draws are peeked at most this many steps ahead (memory: n x steps)
+ADM, C, LEFT, OUT, B = range(5)  # the rows of a group's state: admission number, cached tokens, tokens left to
+# generate, output tokens, KV blocks held (one column per member, members in admission order)
+MAX_RUN_STEPS = 16  # a run plans at most this many steps (the next run takes over where it ends)
+_STEP = np.arange(1, MAX_RUN_STEPS + 1, dtype=np.int64)[:, None]  # tokens of t + 1 steps, one each
 
 
-@dataclass
 class SpecRun:
-    """A planned run of k_max speculative steps from `start`: each step's end (offset from the start), the draws'
-    tokens emitted per step and member, the members' extra KV blocks held after each step's start."""
+    """A planned run of `k_max` verify steps of the group's members (whose state does not change until the run is
+    taken): each step's end (seconds from the start), (seconds, FLOPs, bytes), and the members' tokens emitted
+    through each step (the unclipped draws)."""
 
-    ends: np.ndarray  # cumulative seconds after each step (float64, length k_max)
-    emitted: np.ndarray  # tokens emitted, per step and member (clipped at each member's output), (k_max, n)
-    extra_blocks: np.ndarray  # blocks the members hold beyond their blocks at the start, once step t has begun
-    flops: np.ndarray  # per step
-    bytes: np.ndarray
-    k_max: int
+    __slots__ = ("cum", "emitted", "ends", "group", "k_max", "steps")
+
+    def __init__(self, steps: list[tuple[float, float, float]], cum: np.ndarray, emitted: list[int], group: SpecGroup) -> None:
+        self.steps, self.cum, self.emitted, self.group = steps, cum, emitted, group
+        self.ends = list(itertools.accumulate(dt for dt, _, _ in steps))
+        self.k_max = len(steps)
+
+    def work(self, k: int) -> tuple[float, float]:
+        """(FLOPs, bytes) of the first k steps."""
+        return sum(f for _, f, _ in self.steps[:k]), sum(x for _, _, x in self.steps[:k])
 
     def total(self, k: int) -> float:
-        return float(self.ends[k - 1])
-
-    def at(self, j: int) -> float:
-        return float(self.ends[0]) if j == 0 else float(self.ends[j] - self.ends[j - 1])
+        return self.ends[k - 1]
 
     def boundary(self, elapsed: float, k_max: int) -> tuple[int, float]:
         """The first step boundary at or after `elapsed`: (steps, their total)."""
-        k = min(int(np.searchsorted(self.ends[:k_max], elapsed, side="left")) + 1, k_max)
-        return k, float(self.ends[k - 1])
+        k = min(bisect.bisect_left(self.ends, elapsed, 0, k_max) + 1, k_max)
+        return k, self.ends[k - 1]
 
     def steps_done_by(self, elapsed: float, k_max: int) -> int:
-        return int(np.searchsorted(self.ends[:k_max], elapsed, side="right"))
+        return bisect.bisect_right(self.ends, elapsed, 0, k_max)
+
+    def extra_blocks(self, started: int) -> int:
+        """Blocks the members hold beyond their blocks at the start once `started` steps have begun (each step holds
+        its context, its next token and the drafts' slots)."""
+        if started <= 0:
+            return 0
+        group = self.group
+        n = group.n
+        before = self.cum[started - 2] if started >= 2 else 0
+        return group._grown(group.st[C, :n] + before, group.st[B, :n])
 
 
 class SpecGroup:
-    __slots__ = ("acceptance", "adm", "b", "block_size", "c", "ctx", "g", "itl", "la", "model", "n", "out", "seqs", "t_last")
+    __slots__ = (
+        "acceptance",
+        "block_size",
+        "ctx",
+        "draws",
+        "itl",
+        "la",
+        "model",
+        "n",
+        "need",
+        "seqs",
+        "st",
+        "t_last",
+        "verifies",
+        "verify_tokens",
+    )
 
     def __init__(self, block_size: int, acceptance: Acceptance, model: SpeculativeStepTime, itl: ItlLog) -> None:
         self.block_size = block_size
@@ -70,31 +100,44 @@ class SpecGroup:
         self.model = model
         self.itl = itl
         self.seqs: list[Seq] = []
-        self.adm = np.empty(0, dtype=np.int64)  # admission numbers (the order)
-        self.c = np.empty(0, dtype=np.int64)  # cached tokens
-        self.g = np.empty(0, dtype=np.int64)  # generated tokens
-        self.out = np.empty(0, dtype=np.int64)  # output tokens wanted
-        self.b = np.empty(0, dtype=np.int64)  # KV blocks held
+        self.st = np.zeros((5, 16), dtype=np.int64)  # the members' state (rows ADM ... B), first `n` columns used
         self.n = 0
         self.ctx = 0  # the members' cached tokens
+        self.need = 0  # new blocks the members need for their next step (kept up to date)
         self.t_last = 0.0  # when every member emitted its last token
+        self.draws: np.ndarray | None = None  # the step in progress's accepted drafts, per member (drawn at its start)
+        self.verifies = 0  # member-steps that verified drafts
+        self.verify_tokens = 0  # and the tokens they emitted
+
+    def _grown(self, c: np.ndarray, b: np.ndarray, *, next_step: bool = False) -> int:
+        """Blocks members of cached tokens `c` holding `b` blocks need for a step (their next token and drafts).
+        `next_step`: `b` covers `c` (the members' own state), so with k + 1 <= block_size a member needs at most one."""
+        bs = self.block_size
+        if next_step and 1 + self.la <= bs:  # (count the members past their blocks)
+            return int(np.count_nonzero(c + (1 + self.la) > b * bs))
+        grown = -(-(c + (1 + self.la)) // bs) - b
+        return int(grown[grown > 0].sum())
 
     # --- membership ------------------------------------------------------------------------------------
     def join(self, seq: Seq) -> None:
         """Add a decoding sequence whose last token came at `t_last` (its fields are current)."""
-        i = int(np.searchsorted(self.adm, seq.admit_no))
+        n, st = self.n, self.st
+        if n == st.shape[1]:
+            st = self.st = np.concatenate([st, np.zeros_like(st)], axis=1)
+        i = n if not n or st[ADM, n - 1] < seq.admit_no else int(np.searchsorted(st[ADM, :n], seq.admit_no))
+        if i < n:  # (a sequence admitted before some members joins after them: its place in admission order)
+            st[:, i + 1 : n + 1] = st[:, i:n]
+        c, b = seq.computed, seq.blocks
+        st[:, i] = (seq.admit_no, c, seq.output_tokens - seq.generated, seq.output_tokens, b)
         self.seqs.insert(i, seq)
-        self.adm = np.insert(self.adm, i, seq.admit_no)
-        self.c = np.insert(self.c, i, seq.computed)
-        self.g = np.insert(self.g, i, seq.generated)
-        self.out = np.insert(self.out, i, seq.output_tokens)
-        self.b = np.insert(self.b, i, seq.blocks)
-        self.n += 1
-        self.ctx += seq.computed
+        self.n = n + 1
+        self.ctx += c
+        self.need += max(0, -(-(c + 1 + self.la) // self.block_size) - b)
 
     def _sync(self, i: int) -> Seq:
         seq = self.seqs[i]
-        seq.computed, seq.generated, seq.blocks = int(self.c[i]), int(self.g[i]), int(self.b[i])
+        _, c, left, out, b = self.st[:, i].tolist()
+        seq.computed, seq.generated, seq.blocks = c, out - left, b
         seq.last_token_at_s = self.t_last
         return seq
 
@@ -102,108 +145,137 @@ class SpecGroup:
         """Empty the group: every member synced, in admission order."""
         members = [self._sync(i) for i in range(self.n)]
         self.seqs = []
-        self.adm = self.c = self.g = self.out = self.b = np.empty(0, dtype=np.int64)
-        self.n = self.ctx = 0
+        self.n = self.ctx = self.need = 0
         return members
 
-    def _remove(self, keep: np.ndarray) -> list[Seq]:
-        """Drop the members not in `keep` (a mask), synced, in admission order."""
-        gone = [self._sync(int(i)) for i in np.flatnonzero(~keep)]
-        self.seqs = [s for s, k in zip(self.seqs, keep.tolist(), strict=True) if k]
-        self.adm, self.c, self.g, self.out, self.b = (a[keep] for a in (self.adm, self.c, self.g, self.out, self.b))
-        self.n = len(self.seqs)
-        self.ctx = int(self.c.sum())
+    def _finish(self) -> list[Seq]:
+        """The members that have all their tokens leave (synced, in admission order)."""
+        n, st = self.n, self.st
+        keep = st[LEFT, :n] > 0
+        gone = [self._sync(i) for i in np.flatnonzero(~keep).tolist()]
+        m = n - len(gone)
+        st[:, :m] = st[:, :n][:, keep]
+        seqs = self.seqs
+        for seq in gone:
+            seqs.remove(seq)
+            self.ctx -= seq.computed
+        self.n = m
+        self.need = self._grown(st[C, :m], st[B, :m], next_step=True) if m else 0
         return gone
 
     # --- what a step needs ------------------------------------------------------------------------------
-    def _blocks_for(self, slots: np.ndarray) -> np.ndarray:
-        return -(-slots // self.block_size)
-
     @property
     def next_step_blocks(self) -> int:
         """New blocks the members need for the next step: their context, their next token and the drafts' slots."""
-        if not self.n:
-            return 0
-        return int(np.maximum(self._blocks_for(self.c + 1 + self.la) - self.b, 0).sum())
+        return self.need
 
     @property
     def min_tokens_left(self) -> int:
-        return int((self.out - self.g).min()) if self.n else 1 << 62
+        return int(self.st[LEFT, : self.n].min()) if self.n else 1 << 62
 
     def blocks_needed(self, k: int) -> int:
-        """Blocks the members hold beyond their own after k steps' starts, if each accepted every draft (an upper
-        bound, for observers between runs; a run keeps its exact figures)."""
+        """New blocks the members need for the next k steps if each accepts every draft: exact for one step, an
+        upper bound beyond (a run keeps its exact figures; only the plain replica's run code asks for more)."""
         if k <= 0 or not self.n:
             return 0
-        return int(np.maximum(self._blocks_for(self.c + k * (1 + self.la)) - self.b, 0).sum())
+        n = self.n
+        return self._grown(self.st[C, :n] + (k - 1) * (1 + self.la), self.st[B, :n])
 
     # --- one step -------------------------------------------------------------------------------------------
     def advance(self, k: int, t: float) -> list[Seq]:
-        """One verify step ending at `t` (its blocks already granted): draw each member's accepted drafts, emit,
-        return the members that finished, synced and removed. (`k` is 1: a step at a time.)"""
-        assert k == 1
-        n = self.n
-        j = self.acceptance.rows(n)
-        self.acceptance.take(n)
-        self.b = np.maximum(self.b, self._blocks_for(self.c + 1 + self.la))
-        emitted = np.minimum(1 + j, self.out - self.g)
-        return self._emit(emitted, t)
+        """One verify step ending at `t` (its blocks already granted, its draws in `draws`): each member emits its
+        token and the drafts it accepted (its KV grows by as many), the drafts' zero gaps are recorded; return the
+        members that finished, synced and removed. (`k` is 1: a step at a time.)"""
+        assert k == 1 and self.draws is not None
+        n, st = self.n, self.st
+        c, left, b = st[C, :n], st[LEFT, :n], st[B, :n]
+        bs = self.block_size
+        if 1 + self.la <= bs:  # the step's slots: at most one more block each
+            b += c + (1 + self.la) > b * bs
+        else:
+            np.maximum(b, -(-(c + (1 + self.la)) // bs), out=b)
+        emitted = np.minimum(self.draws + 1, left)
+        self.draws = None
+        c += emitted
+        left -= emitted
+        self._emitted(int(emitted.sum()), n, t)
+        if left.all():
+            self.need = self._grown(c, b, next_step=True)
+            return []
+        return self._finish()
 
-    def _emit(self, emitted: np.ndarray, t: float) -> list[Seq]:
-        """Each member emitted `emitted` tokens, its last at `t`: its KV grows by as many (the drafts it accepted and
-        the token it verified), the drafts' zero gaps are recorded, the finished leave."""
-        self.c = self.c + emitted
-        self.g = self.g + emitted
-        self.ctx += int(emitted.sum())
+    def _emitted(self, total: int, member_steps: int, t: float) -> None:
+        self.ctx += total
         self.t_last = t
-        zeros = int(emitted.sum()) - self.n  # each member's first token of the step has the step's gap
-        if zeros > 0:
-            self.itl.add_grouped(0.0, zeros)  # accepted drafts come with the verified token: a gap of 0
-        done = self.g >= self.out
-        return self._remove(~done) if done.any() else []
+        self.verifies += member_steps
+        self.verify_tokens += total
+        if total > member_steps:  # accepted drafts come with the verified token: a gap of 0 each
+            self.itl.add_grouped(0.0, total - member_steps)
 
     # --- a run ----------------------------------------------------------------------------------------------
     def plan_run(self, free_blocks: int) -> SpecRun | None:
-        """The run from now (see the module docstring), or None when fewer than two steps can be fed."""
-        n = self.n
-        left = self.out - self.g
+        """The run from now (see the module docstring; one step at least), or None when the KV cache cannot feed even
+        the first step (the per-sequence planner then preempts)."""
+        n, st = self.n, self.st
+        left = st[LEFT, :n]
         steps = min(int(left.min()), MAX_RUN_STEPS)
-        if steps < 2:
+        if steps < 1:
             return None
-        j = self.acceptance.rows(n * steps).reshape(steps, n)
-        raw = np.cumsum(1 + j, axis=0)  # tokens emitted by the end of each step, unclipped
-        finish = raw >= left  # (steps, n): has the member finished by then
-        k_fin = int(np.argmax(finish.any(axis=1))) + 1  # the first step in which a member finishes
-        before = np.vstack([np.zeros((1, n), dtype=np.int64), raw[: k_fin - 1]])  # emitted before each step
-        need = np.maximum(self._blocks_for(self.c + before + 1 + self.la) - self.b, 0).sum(axis=1)  # extra, per step
-        k_kv = int(np.searchsorted(need > free_blocks, True)) if (need > free_blocks).any() else k_fin
-        k_max = min(k_fin, k_kv)
-        if k_max < 2:
+        cum = self.acceptance.rows(n * steps).reshape(steps, n).cumsum(axis=0)
+        cum += _STEP[:steps]  # tokens each member emits by the end of each step (before clipping at its end)
+        hit: np.ndarray = np.asarray((cum >= left).any(axis=1))
+        first = int(hit.argmax())
+        k_max = first + 1 if hit[first] else steps  # through the first step in which a member finishes
+        la, bs = self.la, self.block_size
+        if self.need + n * -(-(k_max * (1 + la)) // bs) > free_blocks:  # the KV cache may bind: where?
+            c, b = st[C, :n], st[B, :n]
+            before = np.vstack([np.zeros((1, n), dtype=np.int64), cum[: k_max - 1]])
+            grown = -(-(c + before + (1 + la)) // bs) - b
+            short = np.where(grown > 0, grown, 0).sum(axis=1) > free_blocks
+            if short.any():
+                k_max = int(short.argmax())
+        if k_max < 1:
             return None
-        clipped = np.minimum(raw[:k_max], left)
-        emitted = np.diff(np.vstack([np.zeros((1, n), dtype=np.int64), clipped]), axis=0)
-        contexts = self.ctx + np.concatenate([[0], clipped[:-1].sum(axis=1)])  # the context sum at each step's start
-        dt, flops, n_bytes = self.model.steps(n, contexts)
-        return SpecRun(np.cumsum(dt), emitted, need[:k_max], flops, n_bytes, k_max)
+        ctx = self.ctx
+        verify = self.model.verify_fn(n)
+        emitted = cum[:k_max].sum(axis=1).tolist()  # all members' tokens through each step (unclipped)
+        steps_ = [verify(ctx)] + [verify(ctx + x) for x in emitted[:-1]]  # priced by each step's context sum
+        return SpecRun(steps_, cum[:k_max], emitted, self)
 
     def take_run(self, run: SpecRun, k: int, start: float) -> tuple[list[Seq], int]:
-        """Apply the first k steps of `run` (their blocks already granted), started at `start`: record the gaps,
-        consume the draws; the members that finished (synced, removed) and the tokens emitted."""
-        n = self.n
-        ends = start + run.ends[:k]
+        """Apply the first k steps of `run` (started at `start`): record the gaps, consume the draws, grow the KV;
+        the members that finished (synced, removed) and the blocks the members grew by."""
+        n, st = self.n, self.st
         itl = self.itl
-        itl.add_grouped(float(ends[0] - self.t_last), n)  # every member's first gap of the run
-        for gap in np.diff(ends).tolist():
-            itl.add_grouped(gap, n)
+        ends = run.ends
+        itl.add_grouped(start + ends[0] - self.t_last, n)  # every member's first gap of the run
+        for j in range(1, k):
+            itl.add_grouped(ends[j] - ends[j - 1], n)
         self.acceptance.take(n * k)
-        emitted = run.emitted[:k].sum(axis=0)
-        self.b = np.maximum(self.b, self._blocks_for(self.c + (emitted - run.emitted[k - 1]) + 1 + self.la))
-        zeros = int(emitted.sum()) - n * k
-        self.c = self.c + emitted
-        self.g = self.g + emitted
-        self.ctx += int(emitted.sum())
-        self.t_last = float(ends[-1])
-        if zeros > 0:
-            itl.add_grouped(0.0, zeros)
-        done = self.g >= self.out
-        return (self._remove(~done) if done.any() else []), int(emitted.sum())
+        c, left, b = st[C, :n], st[LEFT, :n], st[B, :n]
+        la, bs = self.la, self.block_size
+        if k == 1:  # the step's blocks are the group's next-step need
+            grown = self.need
+            if 1 + la <= bs:
+                b += c + (1 + la) > b * bs
+            else:
+                np.maximum(b, -(-(c + (1 + la)) // bs), out=b)
+        else:
+            blocks = -(-(c + run.cum[k - 2] + (1 + la)) // bs)
+            more = blocks - b
+            grown = int(more[more > 0].sum())
+            np.maximum(b, blocks, out=b)
+        last = k == run.k_max
+        emitted = run.cum[k - 1]
+        if last:  # (a finishing member emits only what it has left: clipped in the run's last step alone)
+            emitted = np.minimum(emitted, left)
+            total = int(emitted.sum())
+        else:
+            total = run.emitted[k - 1]
+        c += emitted
+        left -= emitted
+        self._emitted(total, n * k, start + ends[k - 1])
+        if not last or left.all():
+            self.need = self._grown(c, b, next_step=True)
+            return [], grown
+        return self._finish(), grown

@@ -22,8 +22,6 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
-import numpy as np
-
 from sim.roofline import RooflineSetup, allreduce_time_s, fixed_overhead_s, weight_bytes_read
 
 _NEVER = 1e15  # steps: a crossing further away than this is treated as never reached
@@ -169,6 +167,11 @@ class LinearRuns(Protocol):
         """(FLOPs, bytes) of the first k steps of that run."""
         ...
 
+    def decode_sum(self, n_seqs: int, context_sum: int, k: int) -> float:
+        """Seconds of the first k steps of that run, summed step by step (`decode_line(...).total(k)` up to rounding,
+        cheaper for a few steps)."""
+        ...
+
 
 def linear_runs(model: StepTimeModel) -> LinearRuns | None:
     """The model's linear-run capability, if it has one."""
@@ -223,21 +226,17 @@ class RooflineStepTime:
             core = compute_s + self._g * memory_s if compute_s >= memory_s else memory_s + self._g * compute_s
         return core + comm + self._overhead, flops, n_bytes
 
-    def steps(
-        self, n_prefill_tokens: int, n_decode_seqs: int, attention_pairs: np.ndarray, kv_read_tokens: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """`step` for steps of the same token counts and many (pairs, KV read) figures: arrays."""
-        self.step(n_prefill_tokens, n_decode_seqs, 0, 0)  # (fills the memo of this token count's terms)
-        n = n_prefill_tokens + n_decode_seqs
-        flops0, weight_bytes, comm = self._step_terms[n]
-        flops = flops0 + attention_pairs * self._attn_per_pair if self._attention else np.full(attention_pairs.shape, flops0)
-        n_bytes = weight_bytes + self._kv * (kv_read_tokens + n)
-        compute_s, memory_s = flops / self._flops_per_s, n_bytes / self._bytes_per_s
-        if self._overlap == 1.0:
-            core = np.maximum(compute_s, memory_s)
-        else:
-            core = np.where(compute_s >= memory_s, compute_s + self._g * memory_s, memory_s + self._g * compute_s)
-        return core + comm + self._overhead, flops, n_bytes
+    def decode_sum(self, n_seqs: int, context_sum: int, k: int) -> float:
+        """Seconds of the first k steps of `decode_line(n_seqs, context_sum)`, step by step (for short runs: a
+        speculative step's drafts)."""
+        matmul_flops, weight_bytes, fixed = self._batch_terms(n_seqs)
+        attn, kv, f, b, g = self._attn, self._kv, self._flops_per_s, self._bytes_per_s, self._g
+        total = 0.0
+        for j in range(k):  # step j: pairs = context_sum + n (j + 1); KV read context_sum + n j, n written
+            ctx = context_sum + n_seqs * (j + 1)
+            compute_s, memory_s = (matmul_flops + attn * ctx) / f, (weight_bytes + kv * ctx) / b
+            total += (compute_s + g * memory_s if compute_s >= memory_s else memory_s + g * compute_s) + fixed
+        return total
 
     def run_work(self, n_seqs: int, context_sum: int, k: int) -> tuple[float, float]:
         matmul_flops, weight_bytes, _ = self._batch_terms(n_seqs)
@@ -291,12 +290,8 @@ class ConstantStepTime:
     def decode_line(self, *, n_seqs: int, context_sum: int) -> StepLine:
         return StepLine(a1=self.decode_step_s, b1=0.0, a2=0.0, b2=0.0, e=0.0)
 
-    def steps(
-        self, n_prefill_tokens: int, n_decode_seqs: int, attention_pairs: np.ndarray, kv_read_tokens: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        dt = self.step(n_prefill_tokens, n_decode_seqs, 0, 0)[0]
-        shape = np.shape(attention_pairs)
-        return np.full(shape, dt), np.zeros(shape), np.zeros(shape)
+    def decode_sum(self, n_seqs: int, context_sum: int, k: int) -> float:
+        return k * self.decode_step_s
 
     def run_work(self, n_seqs: int, context_sum: int, k: int) -> tuple[float, float]:
         return 0.0, 0.0

@@ -13,6 +13,7 @@ Lanes, the link and the guard register as listeners of the pools' replicas befor
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from sim.engine.kv import BlockKv, PrefixCachingKv
 from sim.engine.records import RequestLog
 from sim.engine.replica import COLOCATED, DECODE, PREFILL, Replica, ReplicaListener, inadmissible
 from sim.engine.scheduler import POLICIES, Limits
+from sim.engine.spec_group import SpecGroup
+from sim.engine.spec_replica import SpecReplica
 from sim.engine.step_time import ConstantStepTime, RooflineStepTime, StepTimeModel
 from sim.errors import FleetsimError
 from sim.fleet.batch import BatchLane, dedicated_loop, guard_loop
@@ -281,7 +284,12 @@ def replica_factory(
             if spec.caching
             else BlockKv(spec.n_blocks, engine.block_size)
         )
-        return Replica(
+        acceptance = None if alphas is None else Acceptance(alphas, streams.sub_generator("speculative", replica_id))
+        kind: Callable[..., Replica] = Replica
+        if acceptance is not None and engine.fast_forward:  # speculative decoding, fast-forwarded: its own seam
+            assert isinstance(step_time, SpeculativeStepTime)
+            kind = functools.partial(SpecReplica, group=SpecGroup(engine.block_size, acceptance, step_time, log.itl))
+        return kind(
             env,
             replica_id=replica_id,
             step_time=step_time,
@@ -292,7 +300,7 @@ def replica_factory(
             max_context_tokens=spec.setup.model.max_context_tokens,
             fast_forward=engine.fast_forward,
             role=spec.role,
-            acceptance=None if alphas is None else Acceptance(alphas, streams.sub_generator("speculative", replica_id)),
+            acceptance=acceptance,
             listeners=listeners,
         )
 
