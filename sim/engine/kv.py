@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sim.engine.prefix_cache import PrefixCache
 from sim.engine.scheduler import Batch, Limits
@@ -26,6 +26,19 @@ if TYPE_CHECKING:
     from sim.engine.records import RequestLog
 
 Plan = Callable[[int, int], Batch]  # plan(free blocks, blocks reserved for running work) -> the step's batch
+
+
+class Planning(Protocol):
+    """What a prefix cache reads of the replica planning a step."""
+
+    @property
+    def waiting(self) -> list[Seq]: ...
+
+    @property
+    def n_running(self) -> int: ...
+
+    @property
+    def limits(self) -> Limits: ...
 
 
 class BlockKv:
@@ -51,7 +64,7 @@ class BlockKv:
         """Blocks an allocation can have now (free ones; with prefix caching, evictable cached ones too)."""
         return self.n_blocks - self.used
 
-    def plan(self, plan: Plan, waiting: list[Seq], n_running: int, limits: Limits) -> Batch:
+    def plan(self, plan: Plan, replica: Planning) -> Batch:
         """The next step's batch (`plan` over the free blocks)."""
         return plan(self.n_blocks - self.used, 0)
 
@@ -118,13 +131,14 @@ class PrefixCachingKv(BlockKv):
         if short > 0:
             self.used -= self.cache.evict(short)
 
-    def plan(self, plan: Plan, waiting: list[Seq], n_running: int, limits: Limits) -> Batch:
+    def plan(self, plan: Plan, replica: Planning) -> Batch:
         """Match the queue's head (and what a step could admit with it) first, plan over the free and evictable
         blocks (the head's hits reserved for running work), give tentative matches back, record the hits of those
         admitted."""
         cache = self.cache
         before = cache.evictable_blocks
-        self._match_waiting(waiting, n_running, limits)
+        waiting = replica.waiting
+        self._match_waiting(waiting, replica.n_running, replica.limits)
         reserve = before - cache.evictable_blocks  # cached entries the head hit: evictable for running work only
         batch = plan(self.n_blocks - self.used + before, reserve)
         self._unmatch(batch, waiting)

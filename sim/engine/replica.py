@@ -33,7 +33,7 @@ from sim.clock import call_at
 from sim.engine.group import DecodeGroup
 from sim.engine.kv import BlockKv
 from sim.engine.records import IN_FLIGHT, RequestLog
-from sim.engine.scheduler import Batch, BatchPolicy, Limits, NoPriority, PriorityCount
+from sim.engine.scheduler import Batch, BatchPolicy, Limits, PriorityCount
 from sim.engine.sequence import Seq, blocks_for
 from sim.engine.spec_group import SpecGroup
 from sim.engine.step_time import StepLine, StepTimeModel, linear_runs
@@ -208,7 +208,7 @@ class Replica:
         self.held_blocks = 0  # prefill role: blocks of handed-off sequences until the link has sent them
         self.n_incoming = 0  # decode role: transfers on their way here (blocks reserved, a sequence slot promised)
         # priority preemption: the running sequences' priorities (to know when the head of the queue outranks one)
-        self._prio: PriorityCount | NoPriority = PriorityCount() if limits.preempt_for_priority else NoPriority()
+        self._prio = PriorityCount() if limits.preempt_for_priority else None
         # each event's listeners, in order, leaving out those that do not override it
         base = ReplicaListener
         self._on_ready = tuple(x.ready for x in listeners if type(x).ready is not base.ready)
@@ -323,7 +323,8 @@ class Replica:
         self._n_admitted += 1
         seq.admit_no = self._n_admitted
         self.running.append(seq)
-        self._prio.add(seq)
+        if self._prio is not None:
+            self._prio.add(seq)
 
     def _plan(self, free: int, reserve: int = 0) -> Batch:
         """The next step's batch, given `free` blocks, `reserve` of them not for admissions."""
@@ -335,6 +336,7 @@ class Replica:
             # priority preemption has nothing to do); otherwise the per-sequence planner picks the victims
             if batch is not None and (
                 not waiting
+                or self._prio is None
                 or not self._prio.outranked_by(waiting[0].priority)
                 or (batch.admitted and batch.admitted[0] is waiting[0])
             ):
@@ -362,7 +364,7 @@ class Replica:
             self._start_run([], 0, 1 << 62)
             return
         while True:
-            batch = kv.plan(self._plan, self.waiting, self.n_running, self.limits)
+            batch = kv.plan(self._plan, self)
             for seq, reason in batch.dropped:
                 kv.dropped(seq)
                 if seq.generated == 0:
@@ -383,10 +385,6 @@ class Replica:
             for tell in self._on_idle:
                 tell(self)
             return
-        self._run_or_step(batch)
-
-    def _run_or_step(self, batch: Batch) -> None:
-        """A pure decode step starts a fast-forwarded run; anything else is a step."""
         if self.fast_forward and batch.is_pure_decode:
             self._start_run([s for s, _ in batch.work], batch.context_sum, batch.min_tokens_left)
         else:
@@ -402,7 +400,8 @@ class Replica:
             seq.computed = 0
             seq.n_preemptions += 1
             self.log.n_preemptions[seq.idx] += 1
-            self._prio.remove(seq)
+            if self._prio is not None:
+                self._prio.remove(seq)
             bisect.insort(self.waiting, seq, key=_key)
 
     def _start_step(self, batch: Batch) -> None:
@@ -459,7 +458,13 @@ class Replica:
         self.n_steps += 1
         self.busy_s += dt
         if n_decode and n_prefill:  # the decodes pay what they would cost alone; the prompt pays the rest
-            alone = min(dt, self.step_time.step(0, n_decode, decode_ctx + n_decode, decode_ctx, decode_ctx)[0])
+            lines = self._lines
+            alone = min(
+                dt,
+                lines.decode_sum(n_decode, decode_ctx, 1)
+                if lines is not None
+                else self.step_time.step(0, n_decode, decode_ctx + n_decode, decode_ctx, decode_ctx)[0],
+            )
             self.decode_busy_s += alone
             self.prefill_busy_s += dt - alone
         elif n_decode:
@@ -549,7 +554,8 @@ class Replica:
         """A prefill replica's sequence produced its first token: it leaves the batch (and this replica's load)
         but its KV blocks stay held here until the link has sent them (`release_held`)."""
         self.running.remove(seq)
-        self._prio.remove(seq)
+        if self._prio is not None:
+            self._prio.remove(seq)
         self.held_blocks += seq.blocks
         self._resolved(1)
         for f in self._on_prefilled:
@@ -598,7 +604,13 @@ class Replica:
 
     def _finish(self, seq: Seq, t: float) -> None:
         self.running.remove(seq)
-        self._completed(seq, t)
+        self._resolved(1)  # (`_completed`, inlined: once per request)
+        self.log.complete(seq.idx, t)
+        self.kv.release(seq, t)
+        if self._prio is not None:
+            self._prio.remove(seq)
+        for f in self._on_finished:
+            f(self, seq)
 
     def _completed(self, seq: Seq, t: float) -> None:
         """`seq` (out of the batch already) emitted its last token at `t`: it is resolved, its KV freed, and the
@@ -607,7 +619,8 @@ class Replica:
         self._resolved(1)
         self.log.complete(seq.idx, t)
         self.kv.release(seq, t)
-        self._prio.remove(seq)
+        if self._prio is not None:
+            self._prio.remove(seq)
         for f in self._on_finished:
             f(self, seq)
 

@@ -314,21 +314,6 @@ class PriorityCount:
         return any(p > priority for p, n in self.count.items() if n)
 
 
-class NoPriority:
-    """Without priority preemption nothing is counted and nothing is ever outranked."""
-
-    __slots__ = ()
-
-    def add(self, seq: Seq) -> None:
-        pass
-
-    def remove(self, seq: Seq) -> None:
-        pass
-
-    def outranked_by(self, priority: int) -> bool:
-        return False
-
-
 class PrefillFirst:
     chunks_prefill = False
 

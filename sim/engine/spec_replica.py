@@ -78,16 +78,13 @@ class SpecReplica(Replica):
         return draws
 
     # --- runs ----------------------------------------------------------------------------------------------------
-    def _run_or_step(self, batch: Batch) -> None:
-        if batch.is_pure_decode and not batch.work:  # the group alone decodes: a run
-            self._start_spec_run(batch)
-        else:
-            self._start_step(batch)
-
     def _start_run(self, seqs: list[Seq], context_sum: int, min_tokens_left: int) -> None:
-        """(The plain replica's shortcut when only the group runs: here, the group's run.)"""
-        assert not seqs
-        self._start_spec_run(Batch(group=True))
+        """A pure decode step: the group alone decodes, a run; explicit decoders too (after a per-sequence plan), a
+        step (they join the group at its end)."""
+        if seqs:
+            self._start_step(Batch(work=[(s, 1) for s in seqs], group=self.group.n > 0))
+        else:
+            self._start_spec_run(Batch(group=True))
 
     def _start_spec_run(self, batch: Batch) -> None:
         run = self._group.plan_run(self.kv.available())
