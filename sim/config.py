@@ -22,9 +22,9 @@ import yaml
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from sim.autoscale import AutoscalerConfig, FixedConfig
-from sim.cost import load_api_prices
 from sim.errors import FleetsimError, _short, from_validation_error, unknown_name
 from sim.fleet.lifecycle import LifecycleConfig
+from sim.prices import load_api_prices
 from sim.spec import MAX_COUNT, MAX_REPLICAS, MAX_TOKENS, Frozen, IntervalS
 from sim.workload.jobs import BatchJob
 from sim.workload.synthetic import SyntheticSpec

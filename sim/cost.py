@@ -1,40 +1,14 @@
-"""Prices and billing (pure): API price sheets; GPU time billed per replica from provisioning to
+"""Billing (pure): GPU time billed per replica from provisioning to
 release (granularity, minimum, reserved vs on-demand); cost by replica state; effective $/1K tokens
 split into prompt and completion next to an API's bill for the same tokens."""
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
-import yaml
-
-from sim.errors import unknown_name
-
-
-@dataclass(frozen=True, slots=True)
-class ApiPrice:
-    name: str
-    description: str
-    usd_per_1k_prompt_tokens: float
-    usd_per_1k_completion_tokens: float
-    source: str
-
-
-@functools.cache
-def load_api_prices() -> dict[str, ApiPrice]:
-    raw = yaml.safe_load(resources.files("sim.data").joinpath("api_prices.yaml").read_text())
-    return {name: ApiPrice(name=name, **body) for name, body in raw.items()}
-
-
-def api_price(name: str) -> ApiPrice:
-    prices = load_api_prices()
-    if name not in prices:
-        raise unknown_name("API price sheet", name, prices)
-    return prices[name]
+from sim.prices import ApiPrice
 
 
 # --- billing ---------------------------------------------------------------------------------------

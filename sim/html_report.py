@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from sim.cost import api_price
 from sim.plots import FONT, OUTSIDE, pyplot, replicas_by_state
+from sim.prices import api_price
 from sim.result import SimResult
 from sim.workload.stats import describe
 from sim.workload.transforms import describe_trace

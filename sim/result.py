@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sim.cost import ApiPrice, ReplicaLife, api_price, attribute_cost, batch_cost, fleet_bill
+from sim.cost import ReplicaLife, attribute_cost, batch_cost, fleet_bill
 from sim.errors import FleetsimError
 from sim.metrics import GapDistribution, class_summary, job_summary, prefix_summary, status_codes, summarize, transfer_summary
+from sim.prices import ApiPrice, api_price
 from sim.run_meta import check_meta
 from sim.schema import STATUS_LABELS, SUMMARY_KEYS, RequestStatus
 

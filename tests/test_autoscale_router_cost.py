@@ -7,9 +7,10 @@ import pytest
 
 from sim.autoscale import Hpa, HpaConfig, Kpa, KpaConfig, Observation, Queue, QueueConfig, Scheduled, ScheduledConfig
 from sim.config import parse_config
-from sim.cost import ReplicaLife, api_price, attribute_cost, billed_seconds, fleet_bill, state_seconds
+from sim.cost import ReplicaLife, attribute_cost, billed_seconds, fleet_bill, state_seconds
 from sim.engine.sequence import Seq
 from sim.errors import FleetsimError
+from sim.prices import api_price
 from sim.router import LeastKv, LeastOutstanding, PowerOfTwo, RoundRobin
 from tests.conftest import views
 

@@ -3,7 +3,7 @@ article rounds, and uses 2 x 70B = 140 GFLOP where the exact count gives 137.4 G
 
 import pytest
 
-from sim.cost import api_price
+from sim.prices import api_price
 from sim.roofline import (
     crossover_prompt_tokens,
     decode_cost,

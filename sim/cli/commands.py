@@ -20,10 +20,10 @@ from sim.cli.run import run as run_command
 from sim.cli.sweep import sweep as sweep_command
 from sim.cli.trace import trace_app
 from sim.config import DEFAULT_API, RooflineConfig, load_config, preset_names, roofline_config
-from sim.cost import api_price
 from sim.errors import FleetsimError
 from sim.hardware import load_gpu_catalog
 from sim.models import check_draft, load_model_catalog, resolve_model
+from sim.prices import api_price
 
 app = typer.Typer(
     name="fleetsim",

@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sim.cost import ApiPrice
 from sim.hardware import GIGA
+from sim.prices import ApiPrice
 from sim.roofline import (
     RooflineSetup,
     crossover_prompt_tokens,

@@ -36,9 +36,9 @@ from sim.engine.records import IN_FLIGHT, RequestLog
 from sim.engine.scheduler import Batch, BatchPolicy, Limits, PriorityCount
 from sim.engine.sequence import Seq, blocks_for
 from sim.engine.spec_group import SpecGroup
+from sim.engine.speculative import Acceptance
 from sim.engine.step_time import StepLine, StepTimeModel, linear_runs
 from sim.router import RequestView
-from sim.speculative import Acceptance
 
 COLOCATED, PREFILL, DECODE = "colocated", "prefill", "decode"
 ROLES = (COLOCATED, PREFILL, DECODE)

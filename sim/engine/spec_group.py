@@ -29,7 +29,7 @@ from sim.engine.records import ItlLog
 from sim.engine.sequence import Seq
 
 if TYPE_CHECKING:
-    from sim.speculative import Acceptance, SpeculativeStepTime
+    from sim.engine.speculative import Acceptance, SpeculativeStepTime
 
 ADM, C, LEFT, OUT, B = range(5)  # the rows of a group's state: admission number, cached tokens, tokens left to
 # generate, output tokens, KV blocks held (one column per member, members in admission order)

@@ -34,6 +34,7 @@ from sim.engine.replica import COLOCATED, DECODE, PREFILL, Replica, ReplicaListe
 from sim.engine.scheduler import POLICIES, Limits
 from sim.engine.spec_group import SpecGroup
 from sim.engine.spec_replica import SpecReplica
+from sim.engine.speculative import Acceptance, SpeculativeStepTime
 from sim.engine.step_time import ConstantStepTime, RooflineStepTime, StepTimeModel
 from sim.errors import FleetsimError
 from sim.fleet.batch import BatchLane, dedicated_loop, guard_loop
@@ -43,7 +44,6 @@ from sim.fleet.disagg import Transfers
 from sim.fleet.feed import Feed
 from sim.roofline import RooflineSetup, kv_capacity_tokens
 from sim.router import ROUTERS
-from sim.speculative import Acceptance, SpeculativeStepTime
 from sim.streams import RunStreams
 
 ENTRY, BATCH, PREFILL_POOL, DECODE_POOL = "online", "batch", "prefill", "decode"
