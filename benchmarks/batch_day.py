@@ -15,8 +15,8 @@ from pathlib import Path
 
 from _timing import peak_rss_mib, timed
 
-from sim.config import load_config
-from sim.simulation import scenario_trace, simulate, with_batch_jobs
+from sim.run.simulate import scenario_trace, simulate, with_batch_jobs
+from sim.scenario.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 

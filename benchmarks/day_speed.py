@@ -16,9 +16,9 @@ from pathlib import Path
 import pandas as pd
 from _timing import peak_rss_mib, timed
 
-from sim.config import parse_config
-from sim.report import write_run
-from sim.simulation import simulate
+from sim.results.report import write_run
+from sim.run.simulate import simulate
+from sim.scenario.config import parse_config
 from sim.workload.synthetic import SyntheticSpec, generate
 from sim.workload.transforms import clip_tokens
 

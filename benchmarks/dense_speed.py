@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from _timing import print_profile, timed
 
-from sim.config import parse_config
-from sim.simulation import simulate
+from sim.run.simulate import simulate
+from sim.scenario.config import parse_config
 from sim.workload import validate_frame
 
 SCENARIO = {"model": "llama-3.1-8b", "fleet": {"gpu": "b200", "tp": 4}}

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from _timing import print_profile, timed
 
-from sim.config import apply_sets, parse_config
-from sim.simulation import simulate
+from sim.run.simulate import simulate
+from sim.scenario.config import apply_sets, parse_config
 from sim.workload import load_trace
 from sim.workload.transforms import clip_tokens, scale_rate
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from _timing import timed
 
-from sim.config import load_config
-from sim.simulation import scenario_trace, simulate
+from sim.run.simulate import scenario_trace, simulate
+from sim.scenario.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "prefix-cache.yaml"

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import time
 
-from sim.build import build_setup
-from sim.config import roofline_config
-from sim.hardware import load_gpu_catalog
-from sim.models import load_model_catalog
-from sim.roofline import decode_step_time_s, prefill_time_s
+from sim.physics.hardware import load_gpu_catalog
+from sim.physics.models import load_model_catalog
+from sim.physics.roofline import decode_step_time_s, prefill_time_s
+from sim.scenario.config import roofline_config
+from sim.scenario.resolve import build_setup
 
 
 def rate(fn, n: int = 200_000) -> float:

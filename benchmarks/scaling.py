@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 from _timing import timed
 
-from sim.config import parse_config
-from sim.simulation import simulate
+from sim.run.simulate import simulate
+from sim.scenario.config import parse_config
 from sim.workload import load_trace, validate_frame
 from sim.workload.transforms import clip_tokens
 

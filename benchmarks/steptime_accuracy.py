@@ -1,7 +1,7 @@
 """How accurate the step-time model is: every reference table, the defaults and a calibrated fit.
 
 For each `SOURCE_GPU_MODEL_tpN.csv` in the folder (default: benchmarks/steptimes) prints the mean and max
-|relative error| of the model before its per-layer overhead and partial overlap (`sim.calibrate.previous_model`),
+|relative error| of the model before its per-layer overhead and partial overlap (`sim.studies.calibrate.previous_model`),
 of the default model (the catalog as shipped), of the defaults refitted without that table
 (how the defaults do on a table they were not fitted to), of `fleetsim calibrate` on the table and its
 leave-one-shape-out mean, as a Markdown table (the README's "How accurate is it").
@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from sim.calibrate import accuracy, reference_tables
+from sim.studies.calibrate import accuracy, reference_tables
 
 HERE = Path(__file__).resolve().parent
 

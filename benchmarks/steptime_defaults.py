@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from sim.calibrate import DEFAULT_PER_GPU, DEFAULT_SHARED, fit_defaults, params_of, reference_tables
+from sim.studies.calibrate import DEFAULT_PER_GPU, DEFAULT_SHARED, fit_defaults, params_of, reference_tables
 
 HERE = Path(__file__).resolve().parent
 

@@ -1,5 +1,5 @@
 """A module imported on first attribute access: keeps pandas out of `fleetsim roofline` and the config
-schema (`import sim.config` does not need it; reading or generating a trace does)."""
+schema (`import sim.scenario.config` does not need it; reading or generating a trace does)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ Streams (spawn key in brackets; append new names, never renumber):
   batch_prompt [7, job], batch_output [8, job]         a generated batch job's lengths (one stream per job in the list)
   speculative [9, replica]                             accepted draft tokens (one stream per replica)
 
-A new stream is also named in `sim.determinism.CONSUMERS` (what in a scenario draws from it), so that sweeps and
+A new stream is also named in `sim.studies.determinism.CONSUMERS` (what in a scenario draws from it), so that sweeps and
 plans know when the seed changes nothing (a test fails until it is).
 """
 

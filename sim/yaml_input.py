@@ -137,3 +137,25 @@ def read_text(path: Path, *, max_bytes: int = MAX_BYTES, what: str = "file") -> 
 
 def read_yaml(path: Path, *, what: str = "YAML file") -> Any:
     return parse_yaml(read_text(Path(path), what=what), where=str(path))
+
+
+def study_kind(raw: dict[str, Any]) -> str | None:
+    """What a YAML mapping is: a plan (a base scenario and a search: scale, search, slo targets), a sweep (a base
+    scenario), a scenario (a model or a fleet), or None when it shows none of these (its schema then says what
+    is missing)."""
+    if "base" in raw and "model" not in raw:
+        return "plan" if {"scale", "search", "slo", "objective", "confidence", "method"} & set(raw) else "sweep"
+    if "model" in raw or "fleet" in raw:
+        return "scenario"
+    return None
+
+
+def check_kind(path: Path, raw: Any, *, expected: str) -> None:
+    """A sweep or plan file where a scenario is expected, or the reverse, says what it is and which command reads it."""
+    if not isinstance(raw, dict):
+        return
+    kind = study_kind(raw)
+    if kind is not None and kind != expected:
+        what = {"scenario": "a scenario", "sweep": "a sweep file", "plan": "a plan file"}
+        command = "run" if kind == "scenario" else kind
+        raise FleetsimError(f"{path}: is {what[kind]}, not {what[expected]}; `fleetsim {command} {path}` reads it")

@@ -5,11 +5,11 @@ import os
 import pytest
 from hypothesis import settings
 
-from sim.build import build_setup
-from sim.config import roofline_config
-from sim.hardware import load_gpu_catalog
-from sim.models import load_model_catalog
-from sim.roofline import RooflineSetup
+from sim.physics.hardware import load_gpu_catalog
+from sim.physics.models import load_model_catalog
+from sim.physics.roofline import RooflineSetup
+from sim.scenario.config import roofline_config
+from sim.scenario.resolve import build_setup
 
 # Property-test profiles, chosen by FLEETSIM_HYPOTHESIS_PROFILE (default: `ci` under CI, else `dev`):
 # - ci: the same 50 examples per property every run (derandomized: a landing never hinges on a new draw);
@@ -55,7 +55,7 @@ def seed8() -> RooflineSetup:
 @pytest.fixture
 def observations(monkeypatch):
     """Every `Observation` the autoscaler's policy is given during the test's simulations, in order."""
-    import sim.fleet.build as build
+    import sim.run.pools as build
 
     seen = []
     real = build.make_policy
@@ -75,7 +75,7 @@ def observations(monkeypatch):
 
 
 class View:
-    """A ready replica as a router sees it (`sim.router.ReplicaView`), from plain numbers."""
+    """A ready replica as a router sees it (`sim.policies.router.ReplicaView`), from plain numbers."""
 
     def __init__(self, n_outstanding=0, kv_use=0.0, pending_prompt_tokens=0, matched=0):
         self.n_outstanding, self.pending_prompt_tokens = n_outstanding, pending_prompt_tokens

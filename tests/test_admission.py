@@ -2,9 +2,9 @@
 
 import pytest
 
-from sim.engine.scheduler import Chunked, Limits, PrefillFirst
-from sim.engine.sequence import Seq
-from sim.simulation import simulate
+from sim.run.engine.scheduler import Chunked, Limits, PrefillFirst
+from sim.run.engine.sequence import Seq
+from sim.run.simulate import simulate
 from tests.test_engine_units import frame, tiny_scenario
 
 
@@ -101,7 +101,7 @@ def test_whole_prompt_admission_stops_the_long_prompt_thrash():
     """The README's table: on configs/long-prompts.yaml first-chunk admission thrashes, whole-prompt does not."""
     from pathlib import Path
 
-    from sim.config import load_config
+    from sim.scenario.config import load_config
 
     path = Path(__file__).resolve().parents[1] / "configs" / "long-prompts.yaml"
     first = simulate(load_config(path)).summary()

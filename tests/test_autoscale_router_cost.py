@@ -5,13 +5,13 @@ import math
 import numpy as np
 import pytest
 
-from sim.autoscale import Hpa, HpaConfig, Kpa, KpaConfig, Observation, Queue, QueueConfig, Scheduled, ScheduledConfig
-from sim.config import parse_config
-from sim.cost import ReplicaLife, attribute_cost, billed_seconds, fleet_bill, state_seconds
-from sim.engine.sequence import Seq
 from sim.errors import FleetsimError
-from sim.prices import api_price
-from sim.router import LeastKv, LeastOutstanding, PowerOfTwo, RoundRobin
+from sim.physics.prices import api_price
+from sim.policies.autoscale import Hpa, HpaConfig, Kpa, KpaConfig, Observation, Queue, QueueConfig, Scheduled, ScheduledConfig
+from sim.policies.router import LeastKv, LeastOutstanding, PowerOfTwo, RoundRobin
+from sim.results.cost import ReplicaLife, attribute_cost, billed_seconds, fleet_bill, state_seconds
+from sim.run.engine.sequence import Seq
+from sim.scenario.config import parse_config
 from tests.conftest import views
 
 NO_PREFIX = Seq(0, 0.0, 1, 1)  # a request without prefix hash ids

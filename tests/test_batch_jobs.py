@@ -10,14 +10,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sim.build import resolve_scenario
-from sim.config import parse_config
-from sim.engine.scheduler import Chunked, Limits, PrefillFirst
-from sim.engine.sequence import Seq
-from sim.engine.step_time import RooflineStepTime
 from sim.errors import FleetsimError
-from sim.metrics import status_codes
-from sim.simulation import simulate, with_batch_jobs
+from sim.results.metrics import status_codes
+from sim.run.engine.scheduler import Chunked, Limits, PrefillFirst
+from sim.run.engine.sequence import Seq
+from sim.run.engine.step_time import RooflineStepTime
+from sim.run.simulate import simulate, with_batch_jobs
+from sim.scenario.config import parse_config
+from sim.scenario.resolve import resolve_scenario
 from sim.states import RequestStatus
 from sim.workload import validate_frame
 from sim.workload.jobs import label, with_classes
@@ -311,7 +311,7 @@ def test_a_dedicated_pool_serves_only_batch_work_and_is_released_when_it_is_done
 
 
 def test_auto_sizing_takes_the_tokens_over_the_saturated_rate_and_the_window():
-    from sim.simulation import colocated_capacity
+    from sim.run.simulate import colocated_capacity
 
     sc = scenario(batch={"jobs": [job(3000, deadline_s=900.0)], "fleet": "dedicated", "deadline_margin_s": 300.0})
     trace = with_batch_jobs(sc, poisson_trace(0.2, 60), base_dir=sc.base_dir)
@@ -351,8 +351,8 @@ def test_deadline_scaling_of_a_fixed_backfill_fleet_is_refused():
 
 # --- records, the CLI ----------------------------------------------------------------------------------------------------
 def test_a_run_folder_with_jobs_gives_the_same_summary(tmp_path):
-    from sim.report import write_run
-    from sim.result import SimResult
+    from sim.results.report import write_run
+    from sim.results.result import SimResult
 
     sc = scenario(batch={"jobs": [job(200)], "fleet": "dedicated"}, slo={"ttft_ms": 500})
     result = simulate(sc, poisson_trace(1.0, 60), measure_capacity=False)
@@ -389,7 +389,7 @@ def test_trace_gen_and_merge_label_jobs(tmp_path):
 
 
 def test_the_html_report_shows_classes_jobs_and_pools():
-    from sim.html_report import render_html
+    from sim.results.html_report import render_html
 
     sc = scenario(batch={"jobs": [job(100)], "fleet": "dedicated"}, slo={"ttft_ms": 500})
     page = render_html(simulate(sc, poisson_trace(1.0, 30), measure_capacity=False))

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from sim.calibrate import MAX_LOO_SHAPES, calibrate, read_shapes
 from sim.cli.commands import app
 from sim.errors import FleetsimError
+from sim.studies.calibrate import MAX_LOO_SHAPES, calibrate, read_shapes
 from tests.conftest import make_setup
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ def test_ten_million_rows_are_refused_without_reading_them(tmp_path):
     """The default cap, on a file that stands for ten million rows: only the cap's rows (plus one) are parsed."""
     import tracemalloc
 
-    from sim.calibrate import MAX_ROWS
+    from sim.studies.calibrate import MAX_ROWS
 
     path = tmp_path / "t.csv"
     with path.open("w") as f:

@@ -224,8 +224,8 @@ def test_report_writes_the_timeline_as_openmetrics(tmp_path):
 def test_run_plot_carries_its_numbers(tmp_path):
     """The --plot figure says which run it is and its key figures, in readable type, with every legend
     beside the data rather than on it."""
-    from sim.plots import run_figure
-    from sim.result import SimResult
+    from sim.results.plots import run_figure
+    from sim.results.result import SimResult
 
     out = tmp_path / "run"
     png = tmp_path / "run.png"

@@ -13,11 +13,11 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sim.config import parse_config
-from sim.engine.kv import PrefixCachingKv
-from sim.freeze import freeze
+from sim.run.engine.kv import PrefixCachingKv
+from sim.run.freeze import freeze
+from sim.run.simulate import _build, _resolve, run
+from sim.scenario.config import parse_config
 from sim.schema import RequestStatus
-from sim.simulation import _build, _resolve, run
 from sim.workload import validate_frame
 from tests.test_engine_equivalence import assert_same_requests
 

@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from sim.build import resolve_scenario
-from sim.config import load_config, parse_config, roofline_config
 from sim.errors import FleetsimError
+from sim.scenario.config import load_config, parse_config, roofline_config
+from sim.scenario.resolve import resolve_scenario
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -12,8 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 def test_bundled_configs_load_and_resolve():
     """Every bundled scenario resolves; every bundled sweep and plan (configs/sweep-*.yaml, plan-*.yaml)
     validates all its points."""
-    from sim.plan import load_plan
-    from sim.sweep import load_sweep
+    from sim.studies.plan import load_plan
+    from sim.studies.sweep import load_sweep
 
     for path in sorted((REPO / "configs").glob("*.yaml")):
         if path.name.startswith("sweep-"):
@@ -110,7 +110,7 @@ def test_bad_user_gpu_catalog(tmp_path):
     (tmp_path / "gpus.yaml").write_text(
         "my-gpu:\n  bf16_tflops: -1\n  hbm_gb: 1\n  hbm_bw_gb_per_s: 1\n  interconnect_gb_per_s: 1\n"
     )
-    from sim.hardware import load_gpu_catalog
+    from sim.physics.hardware import load_gpu_catalog
 
     with pytest.raises(FleetsimError, match=r"gpus.yaml: my-gpu.bf16_tflops: Input should be greater than 0 \(got -1\)"):
         load_gpu_catalog(tmp_path / "gpus.yaml")
@@ -129,7 +129,7 @@ def test_invalid_yaml_and_missing_file(tmp_path):
 
 def test_exponent_numbers_read_as_numbers_in_files_and_sets(tmp_path):
     """YAML 1.2 numbers such as 1e-5 (PyYAML's 1.1 rules would read a string) in a file and in --set."""
-    from sim.config import apply_sets, load_config
+    from sim.scenario.config import apply_sets, load_config
 
     path = tmp_path / "s.yaml"
     path.write_text("model: llama-3.1-8b\nfleet: {gpu: h100-sxm, tp: 1}\nroofline: {step_overhead_s: 1e-3}\n")
@@ -149,7 +149,7 @@ def test_exponent_numbers_read_as_numbers_in_files_and_sets(tmp_path):
     ],
 )
 def test_a_set_value_has_the_scenario_files_bounds(value, problem):
-    from sim.config import apply_sets
+    from sim.scenario.config import apply_sets
 
     with pytest.raises(FleetsimError) as err:
         apply_sets({}, [f"engine.x={value}"])

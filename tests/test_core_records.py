@@ -13,12 +13,12 @@ import pytest
 from typer.testing import CliRunner
 
 from sim.cli import app
-from sim.config import parse_config
 from sim.errors import FleetsimError
-from sim.report import RUN_FILES, RUN_MARKER, write_run
-from sim.result import SimResult
+from sim.results.report import RUN_FILES, RUN_MARKER, write_run
+from sim.results.result import SimResult
+from sim.run.simulate import simulate
+from sim.scenario.config import parse_config
 from sim.schema import REPLICA_COLUMNS, REQUEST_COLUMNS, SUMMARY_KEYS, TIMELINE_COLUMNS
-from sim.simulation import simulate
 from sim.workload import validate_frame
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,18 +189,73 @@ def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
     return seen
 
 
-def test_result_metrics_and_cost_import_nothing_from_engine_or_fleet():
+# The layers of `sim/`, bottom up (the README's layout section): a module imports only from its own layer and the
+# layers below it. `sim` itself, the public API, re-exports lazily from any layer.
+LAYERS = (
+    (
+        "base",
+        (
+            "sim.errors",
+            "sim.spec",
+            "sim.lazy",
+            "sim.atomic",
+            "sim.yaml_input",
+            "sim.distributions",
+            "sim.schema",
+            "sim.states",
+            "sim.streams",
+            "sim.data",
+        ),
+    ),
+    ("physics", ("sim.physics",)),
+    ("policies", ("sim.policies",)),
+    ("workload", ("sim.workload",)),
+    ("scenario", ("sim.scenario",)),
+    ("results", ("sim.results",)),
+    ("run", ("sim.run",)),
+    ("studies", ("sim.studies",)),
+    ("cli", ("sim.cli", "sim.__main__")),
+)
+
+
+def layer_of(module: str) -> int:
+    for i, (_, prefixes) in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return i
+    raise AssertionError(f"{module} belongs to no layer: add it to LAYERS and the README's layout")
+
+
+def test_each_layer_imports_only_the_layers_below_it():
     graph = import_graph()
-    for module in ("sim.result", "sim.metrics", "sim.cost", "sim.report", "sim.html_report", "sim.openmetrics"):
-        bad = {m for m in reachable(graph, module) if m.startswith(("sim.engine", "sim.fleet", "sim.simulation"))}
-        assert not bad, (module, bad)
+    for module, targets in graph.items():
+        if module == "sim":
+            continue
+        mine = layer_of(module)
+        for target in targets - {"sim"}:
+            assert layer_of(target) <= mine, f"{module} ({LAYERS[mine][0]}) imports {target} ({LAYERS[layer_of(target)][0]})"
+
+
+def test_results_import_nothing_from_the_run():
+    graph = import_graph()
+    for module in (m for m in graph if m.startswith("sim.results")):
+        assert not {m for m in reachable(graph, module) if m.startswith("sim.run")}, module
 
 
 def test_pure_modules_stay_pure():
     graph = import_graph()
-    assert not {m for m in reachable(graph, "sim.autoscale") if m.startswith("sim.fleet")}  # policies without the fleet
-    assert "sim.roofline" not in reachable(graph, "sim.config") and "sim.build" not in reachable(graph, "sim.config")
-    for module in ("sim.autoscale", "sim.router", "sim.engine.scheduler", "sim.cost", "sim.metrics"):
+    assert not {
+        m for m in reachable(graph, "sim.policies.autoscale") if m.startswith("sim.run.fleet")
+    }  # policies without the fleet
+    assert "sim.physics.roofline" not in reachable(graph, "sim.scenario.config") and "sim.scenario.resolve" not in reachable(
+        graph, "sim.scenario.config"
+    )
+    for module in (
+        "sim.policies.autoscale",
+        "sim.policies.router",
+        "sim.run.engine.scheduler",
+        "sim.results.cost",
+        "sim.results.metrics",
+    ):
         assert "simpy" not in external_imports(module), module  # `import simpy`, `from simpy import ...`, anywhere
 
 
@@ -292,10 +347,10 @@ def test_capacity_reports_its_uncertainty(result):
 def test_request_classes_are_recorded_and_summarized_per_class(tmp_path):
     """A trace labelled interactive/batch: requests.parquet keeps klass and priority; `by_class` is each class's
     own figures, computed from its requests alone (checked against numpy), and survives a run folder's reload."""
-    from sim.config import parse_config
-    from sim.report import write_run
-    from sim.result import SimResult
-    from sim.simulation import simulate
+    from sim.results.report import write_run
+    from sim.results.result import SimResult
+    from sim.run.simulate import simulate
+    from sim.scenario.config import parse_config
     from sim.workload import validate_frame
 
     rng = np.random.default_rng(0)

@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.config import parse_config
-from sim.determinism import CONSUMERS, seed_consumers
-from sim.simulation import simulate
+from sim.run.simulate import simulate
+from sim.scenario.config import parse_config
 from sim.streams import STREAMS
+from sim.studies.determinism import CONSUMERS, seed_consumers
 
 FAST = {"step_time": {"kind": "constant", "prefill_s_per_token": 2e-4, "decode_step_s": 0.02}, "max_num_seqs": 8}
 GEN = {

@@ -10,11 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sim.config import parse_config
-from sim.engine.sequence import Seq
 from sim.errors import FleetsimError
-from sim.router import LeastPromptTokens, least_kv_with_room
-from sim.simulation import simulate
+from sim.policies.router import LeastPromptTokens, least_kv_with_room
+from sim.run.engine.sequence import Seq
+from sim.run.simulate import simulate
+from sim.scenario.config import parse_config
 from sim.workload import validate_frame
 from tests.conftest import views
 from tests.test_engine_equivalence import assert_same_requests
@@ -273,7 +273,7 @@ def test_a_draining_replica_is_released_only_after_its_transfers_and_requests():
 
 
 def test_the_html_report_shows_pools_and_transfers():
-    from sim.html_report import render_html
+    from sim.results.html_report import render_html
 
     result = simulate(scenario(step="roofline"), frame([(float(t), 800, 20) for t in range(10)]), measure_capacity=False)
     page = render_html(result)

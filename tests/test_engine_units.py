@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.config import parse_config
-from sim.engine.kv import BlockKv
-from sim.engine.scheduler import Chunked, Limits, PrefillFirst
-from sim.engine.sequence import Seq
-from sim.engine.step_time import RooflineStepTime, StepLine
-from sim.simulation import simulate
+from sim.run.engine.kv import BlockKv
+from sim.run.engine.scheduler import Chunked, Limits, PrefillFirst
+from sim.run.engine.sequence import Seq
+from sim.run.engine.step_time import RooflineStepTime, StepLine
+from sim.run.simulate import simulate
+from sim.scenario.config import parse_config
 from sim.workload import validate_frame
 from tests.conftest import make_setup
 

@@ -1,4 +1,4 @@
-"""Simultaneous events happen in the documented order (sim/clock.py), pinned with exact times.
+"""Simultaneous events happen in the documented order (sim/run/clock.py), pinned with exact times.
 
 Step times are powers of two so that instants are exact in binary floating point: an arrival and a
 step end really are the same float.
@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import simpy
 
-from sim.clock import ARRIVAL, LIFECYCLE, OBSERVE, SAMPLE, At
-from sim.config import parse_config
-from sim.simulation import simulate
+from sim.run.clock import ARRIVAL, LIFECYCLE, OBSERVE, SAMPLE, At
+from sim.run.simulate import simulate
+from sim.scenario.config import parse_config
 from sim.workload import validate_frame
 
 STEP = {"kind": "constant", "prefill_s_per_token": 0.0625, "decode_step_s": 0.125}

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.build import resolve_scenario
-from sim.config import parse_config
-from sim.simulation import simulate
+from sim.run.simulate import simulate
+from sim.scenario.config import parse_config
+from sim.scenario.resolve import resolve_scenario
 from sim.workload import validate_frame
 
 STEP = {"kind": "constant", "prefill_s_per_token": 1e-3, "decode_step_s": 0.01}

@@ -9,8 +9,8 @@ import math
 import pandas as pd
 import pytest
 
-from sim.config import parse_config
-from sim.simulation import simulate
+from sim.run.simulate import simulate
+from sim.scenario.config import parse_config
 from sim.workload import validate_frame
 
 STEP = {"kind": "constant", "prefill_s_per_token": 1e-3, "decode_step_s": 0.01}

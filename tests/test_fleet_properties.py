@@ -8,9 +8,9 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sim.config import parse_config
-from sim.cost import state_seconds
-from sim.simulation import simulate
+from sim.results.cost import state_seconds
+from sim.run.simulate import simulate
+from sim.scenario.config import parse_config
 from sim.workload import validate_frame
 from tests.test_engine_equivalence import assert_same_requests, random_trace
 

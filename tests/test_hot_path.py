@@ -11,15 +11,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sim.config import parse_config
-from sim.engine.group import DecodeGroup
-from sim.engine.sequence import Seq
-from sim.engine.step_time import RooflineStepTime, StepLine
-from sim.fleet.feed import Feed
-from sim.fleet.load_index import LeastLoaded
-from sim.roofline import step_cost
-from sim.router import LeastOutstanding
-from sim.simulation import simulate
+from sim.physics.roofline import step_cost
+from sim.policies.router import LeastOutstanding
+from sim.run.engine.group import DecodeGroup
+from sim.run.engine.sequence import Seq
+from sim.run.engine.step_time import RooflineStepTime, StepLine
+from sim.run.fleet.feed import Feed
+from sim.run.fleet.load_index import LeastLoaded
+from sim.run.simulate import simulate
+from sim.scenario.config import parse_config
 from sim.workload import validate_frame
 from tests.conftest import make_setup, views
 from tests.test_engine_equivalence import assert_same, both_modes, random_trace
@@ -186,7 +186,7 @@ def test_inadmissible_requests_are_rejected_with_the_reason():
 def test_run_until_keeps_simpy_semantics():
     """The inlined dispatch loop: same order as `Environment.run`, stops at the event, re-raises a failed
     process's exception, and reports an exhausted schedule."""
-    from sim.clock import CountingEnvironment
+    from sim.run.clock import CountingEnvironment
 
     def trace_of(runner):
         env = CountingEnvironment()
@@ -235,8 +235,8 @@ def test_the_trace_wide_admission_check_is_admission_reason(lengths, n_blocks, b
     """`inadmissible` (numpy over the whole trace) rejects exactly the requests `admission_reason` would,
     with its reason. (budget None: chunked, admitting by the first 8192-token chunk or the whole prompt;
     else prefill_first with that budget.)"""
-    from sim.engine.replica import admission_reason, inadmissible
-    from sim.engine.scheduler import Limits
+    from sim.run.engine.replica import admission_reason, inadmissible
+    from sim.run.engine.scheduler import Limits
 
     p, o = np.array([x for x, _ in lengths]), np.array([y for _, y in lengths])
     limits = Limits(

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.cost import ReplicaLife, fleet_bill
-from sim.metrics import GapDistribution, summarize
+from sim.results.cost import ReplicaLife, fleet_bill
+from sim.results.metrics import GapDistribution, summarize
 from sim.states import STATUS_LABELS, RequestStatus
 
 PIECE = st.tuples(

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from sim.errors import FleetsimError
-from sim.models import load_hf_config, model_from_hf_config, resolve_model
+from sim.physics.models import load_hf_config, model_from_hf_config, resolve_model
 
 # Published totals (model cards / papers), billions of parameters.
 PUBLISHED = {

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from sim.cli import app
 from sim.errors import FleetsimError
-from sim.plan import copy_plan, load_plan, plan_fleet
+from sim.studies.plan import copy_plan, load_plan, plan_fleet
 
 runner = CliRunner()
 

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sim.config import parse_config
-from sim.router import prefix_choice
-from sim.simulation import simulate
+from sim.policies.router import prefix_choice
+from sim.run.simulate import simulate
+from sim.scenario.config import parse_config
 from sim.workload import validate_frame
 from tests.test_engine_equivalence import assert_same_requests
 
@@ -176,7 +176,7 @@ def test_the_prefix_aware_rule():
 
 
 def test_the_html_report_shows_the_prefix_cache():
-    from sim.html_report import render_html
+    from sim.results.html_report import render_html
 
     rows = [(0.0, 256, 2, [1, 2, 3, 4]), (10.0, 256, 2, [1, 2, 3, 4])]
     page = render_html(simulate(scenario(), trace(rows), measure_capacity=False))

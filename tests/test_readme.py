@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sim.cli import app
-from sim.simulation import simulate
+from sim.run.simulate import simulate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -114,7 +114,7 @@ def test_readme_prefix_cache_table_matches_the_benchmark():
     assert spec is not None and spec.loader is not None
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    from sim.config import load_config
+    from sim.scenario.config import load_config
 
     readme = (REPO / "README.md").read_text()
     for name, sets in bench.VARIANTS.items():

@@ -5,9 +5,9 @@ from dataclasses import replace
 import pytest
 
 from sim.errors import FleetsimError
-from sim.hardware import GpuSpec
-from sim.models import model_from_hf_config
-from sim.roofline import (
+from sim.physics.hardware import GpuSpec
+from sim.physics.models import model_from_hf_config
+from sim.physics.roofline import (
     RooflineSetup,
     allreduce_time_s,
     check_fits,

@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 
 from sim.cli import main
-from sim.config import parse_config
 from sim.errors import FleetsimError
-from sim.report import write_run
-from sim.result import SimResult
-from sim.run_meta import this_version
-from sim.simulation import simulate
+from sim.results.report import write_run
+from sim.results.result import SimResult
+from sim.results.run_meta import this_version
+from sim.run.simulate import simulate
+from sim.scenario.config import parse_config
 from sim.workload import validate_frame
 
 HEAD = "meta.json was written by"

@@ -3,8 +3,8 @@ article rounds, and uses 2 x 70B = 140 GFLOP where the exact count gives 137.4 G
 
 import pytest
 
-from sim.prices import api_price
-from sim.roofline import (
+from sim.physics.prices import api_price
+from sim.physics.roofline import (
     crossover_prompt_tokens,
     decode_cost,
     decode_tokens_per_s,

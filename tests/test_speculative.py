@@ -11,13 +11,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from sim.build import resolve_scenario
 from sim.cli.commands import app
-from sim.config import parse_config
 from sim.errors import FleetsimError
-from sim.roofline import kv_capacity_tokens
-from sim.simulation import simulate
-from sim.speculative import expected_tokens_per_step, verify_cost
+from sim.physics.roofline import kv_capacity_tokens
+from sim.physics.speculative import expected_tokens_per_step, verify_cost
+from sim.run.simulate import simulate
+from sim.scenario.config import parse_config
+from sim.scenario.resolve import resolve_scenario
 from sim.workload import validate_frame
 from tests.test_engine_equivalence import assert_same_requests
 

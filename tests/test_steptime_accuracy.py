@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from sim.build import build_setup
-from sim.calibrate import (
+from sim.cli import app
+from sim.physics.hardware import load_gpu_catalog
+from sim.physics.models import load_model_catalog, resolve_model
+from sim.physics.roofline import decode_cost, prefill_cost, step_cost
+from sim.scenario.config import load_config, roofline_config
+from sim.scenario.resolve import build_setup
+from sim.studies.calibrate import (
     PARAMS,
     Shape,
     accuracy,
@@ -22,11 +27,6 @@ from sim.calibrate import (
     reference_tables,
     with_params,
 )
-from sim.cli import app
-from sim.config import load_config, roofline_config
-from sim.hardware import load_gpu_catalog
-from sim.models import load_model_catalog, resolve_model
-from sim.roofline import decode_cost, prefill_cost, step_cost
 
 REPO = Path(__file__).resolve().parents[1]
 TABLES = REPO / "benchmarks" / "steptimes"
@@ -236,7 +236,7 @@ def test_a_missing_preset_file_is_named(tmp_path):
 
 def test_a_gpu_without_a_reference_takes_the_mean_of_the_fitted_ones():
     """The generic defaults (a user catalog entry without them; L4, L40S, MI300X) are the A100's and H100's mean."""
-    from sim.hardware import GENERIC_LAYER_OVERHEAD_S, GENERIC_MBU, GENERIC_MFU, GENERIC_OVERLAP
+    from sim.physics.hardware import GENERIC_LAYER_OVERHEAD_S, GENERIC_MBU, GENERIC_MFU, GENERIC_OVERLAP
 
     gpus = load_gpu_catalog()
     a, h = gpus.get("a100-80gb"), gpus.get("h100-sxm")

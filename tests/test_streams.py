@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.config import parse_config
-from sim.router import ROUTERS, PowerOfTwo
-from sim.simulation import simulate
+from sim.policies.router import ROUTERS, PowerOfTwo
+from sim.run.simulate import simulate
+from sim.scenario.config import parse_config
 from sim.streams import STREAMS, RunStreams
 from sim.workload import validate_frame
 from sim.workload.synthetic import SyntheticSpec, generate

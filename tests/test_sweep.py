@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from sim.cli import app
 from sim.errors import FleetsimError
-from sim.sweep import load_sweep, run_one, run_sweep, seed_stats
+from sim.studies.sweep import load_sweep, run_one, run_sweep, seed_stats
 
 runner = CliRunner()
 
@@ -70,8 +70,8 @@ def test_rows_per_point_and_seed_and_the_same_rows_for_any_worker_count(tmp_path
     on_disk = pd.read_parquet(tmp_path / "one" / "results.parquet")
     pd.testing.assert_frame_equal(stable(on_disk), stable(one))
     # each row is the run itself: the same scenario and seed through `simulate` directly
-    from sim.config import parse_config
-    from sim.simulation import simulate
+    from sim.run.simulate import simulate
+    from sim.scenario.config import parse_config
 
     direct = simulate(parse_config(sw.scenario_raw(sw.points[3], 2), base_dir=tmp_path), base_dir=tmp_path).summary()
     row = one[(one["point"] == 3) & (one["seed"] == 2)].iloc[0]
@@ -346,9 +346,9 @@ def test_a_huge_cross_product_is_refused_from_the_axes_lengths(tmp_path):
 
 def test_a_dead_scheduler_leaves_no_folder(tmp_path, monkeypatch):
     pytest.importorskip("distributed")
-    import sim.sweep
+    import sim.studies.sweep
 
-    monkeypatch.setattr(sim.sweep, "CONNECT_TIMEOUT", "0.5s", raising=False)
+    monkeypatch.setattr(sim.studies.sweep, "CONNECT_TIMEOUT", "0.5s", raising=False)
     make(tmp_path)
     for command in (["sweep", str(tmp_path / "sweep.yaml")], ["plan", str(PLAN_FILE(tmp_path))]):
         out = tmp_path / f"o-{command[0]}"

@@ -30,12 +30,12 @@ def calibrate(
     """Fit the step-time model (mfu, mbu, overheads, all-reduce latency, overlap) to measured step times."""
     import yaml
 
-    from sim.build import build_setup
-    from sim.calibrate import PARAMS, overrides_block, read_shapes
-    from sim.calibrate import calibrate as run_calibration
-    from sim.config import roofline_config
-    from sim.hardware import load_gpu_catalog
-    from sim.models import load_model_catalog, resolve_model
+    from sim.physics.hardware import load_gpu_catalog
+    from sim.physics.models import load_model_catalog, resolve_model
+    from sim.scenario.config import roofline_config
+    from sim.scenario.resolve import build_setup
+    from sim.studies.calibrate import PARAMS, overrides_block, read_shapes
+    from sim.studies.calibrate import calibrate as run_calibration
 
     positive("--tp", tp)
     held = [p.strip() for p in fix.split(",") if p.strip()]

@@ -10,7 +10,6 @@ from typing import Annotated, Any
 
 import typer
 
-from sim.build import build_setup, check_override_names
 from sim.cli.calibrate import calibrate as calibrate_command
 from sim.cli.common import Interrupted, Stopped, alias_note, emit_json, int_list, positive, user_errors
 from sim.cli.plan import plan as plan_command
@@ -19,11 +18,12 @@ from sim.cli.run import report as report_command
 from sim.cli.run import run as run_command
 from sim.cli.sweep import sweep as sweep_command
 from sim.cli.trace import trace_app
-from sim.config import DEFAULT_API, RooflineConfig, load_config, preset_names, roofline_config
 from sim.errors import FleetsimError
-from sim.hardware import load_gpu_catalog
-from sim.models import check_draft, load_model_catalog, resolve_model
-from sim.prices import api_price
+from sim.physics.hardware import load_gpu_catalog
+from sim.physics.models import check_draft, load_model_catalog, resolve_model
+from sim.physics.prices import api_price
+from sim.scenario.config import DEFAULT_API, RooflineConfig, load_config, preset_names, roofline_config
+from sim.scenario.resolve import build_setup, check_override_names
 
 app = typer.Typer(
     name="fleetsim",
@@ -270,7 +270,7 @@ def gpus(
 @user_errors
 def presets() -> None:
     """List the bundled roofline presets."""
-    from sim.config import load_preset
+    from sim.scenario.config import load_preset
 
     for name in preset_names():
         typer.echo(f"{name:<10}{load_preset(name).get('description', '')}")

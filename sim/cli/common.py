@@ -69,7 +69,7 @@ def positive(option: str, value: int | None) -> None:
 
 def emit_json(data: Any) -> None:
     """Strict JSON: a non-finite number (which JSON cannot hold) is printed as null."""
-    from sim.result import json_safe
+    from sim.results.result import json_safe
 
     typer.echo(json.dumps(json_safe(data), indent=2, allow_nan=False))
 

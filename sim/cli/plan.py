@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from sim.cli.common import Interrupted, check_plot_path, emit_json, positive, stopped, table
-from sim.determinism import seed_note
+from sim.studies.determinism import seed_note
 
 
 def _num(x: Any, fmt: str = "{:,.0f}") -> str:
@@ -45,9 +45,9 @@ def plan(
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
 ) -> None:
     """Find the cheapest GPU / TP / replica count that meets an SLO: screened, bisected, ranked and verified."""
-    from sim.plan import load_plan, plan_fleet
-    from sim.study_dir import MARKER
-    from sim.sweep import check_sweep_dir
+    from sim.studies.plan import load_plan, plan_fleet
+    from sim.studies.study_dir import MARKER
+    from sim.studies.sweep import check_sweep_dir
 
     positive("--workers", workers)
     p = load_plan(plan_file, sets=set_ or (), trace=trace)
@@ -174,7 +174,7 @@ def _confidence(p: Any) -> str:
 
 
 def _plot(outcome: Any, p: Any, path: Path) -> None:
-    from sim.plots import pyplot
+    from sim.results.plots import pyplot
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))

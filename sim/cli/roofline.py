@@ -1,6 +1,6 @@
 """The seed article's analysis for any model / GPU / TP: a dict (the `--json` keys) and its text form.
 
-Everything here is computed from `sim.roofline`; nothing is a constant copied from the article.
+Everything here is computed from `sim.physics.roofline`; nothing is a constant copied from the article.
 """
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sim.hardware import GIGA
-from sim.prices import ApiPrice
-from sim.roofline import (
+from sim.physics.hardware import GIGA
+from sim.physics.prices import ApiPrice
+from sim.physics.roofline import (
     RooflineSetup,
     crossover_prompt_tokens,
     decode_cost,
@@ -22,7 +22,7 @@ from sim.roofline import (
     prompt_tokens_per_s,
     usd_per_1k_tokens,
 )
-from sim.speculative import expected_tokens_per_step, speculative_decode_tokens_per_s
+from sim.physics.speculative import expected_tokens_per_step, speculative_decode_tokens_per_s
 
 
 def roofline_report(

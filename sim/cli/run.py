@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from sim.cli.common import alias_note, check_out_file, check_plot_path, emit_json, write_text_atomically
-from sim.config import Scenario, SloConfig, load_config
 from sim.errors import FleetsimError
+from sim.scenario.config import Scenario, SloConfig, load_config
 
 if TYPE_CHECKING:
-    from sim.result import SimResult
+    from sim.results.result import SimResult
 
 SECTIONS = [
     ("Time to First Token", "ttft", "TTFT"),
@@ -235,8 +235,8 @@ def run(
     from rich.console import Console  # the simulator is imported by the commands that run it
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from sim.report import RUN_FILES, check_out_dir, write_run
-    from sim.simulation import simulate
+    from sim.results.report import RUN_FILES, check_out_dir, write_run
+    from sim.run.simulate import simulate
 
     scenario = load_config(config, sets=set_ or (), trace=trace)
     if seed is not None:
@@ -283,11 +283,11 @@ def run(
         typer.echo(f"note: {scenario.trace_note}", err=True)
     summary = result.summary()
     if plot is not None:  # before the run folder: a run folder is the last thing written
-        from sim.plots import plot_run
+        from sim.results.plots import plot_run
 
         plot_run(result, plot, summary)
     if html_file is not None:
-        from sim.html_report import render_html
+        from sim.results.html_report import render_html
 
         write_text_atomically(html_file, render_html(result, summary))
     write_run(result, out_dir, summary=summary, force=force)
@@ -315,8 +315,8 @@ def report(
     ] = 0.0,
 ) -> None:
     """Reprint a run's summary from its run folder (recomputed from its records)."""
-    from sim.result import SimResult
-    from sim.study_dir import check_not_a_study_folder
+    from sim.results.result import SimResult
+    from sim.studies.study_dir import check_not_a_study_folder
 
     if openmetrics is not None:
         check_out_file(openmetrics, "--openmetrics")
@@ -327,12 +327,12 @@ def report(
     check_not_a_study_folder(run_dir)
     result = SimResult.load(run_dir)
     if openmetrics is not None:
-        from sim.openmetrics import to_openmetrics
+        from sim.results.openmetrics import to_openmetrics
 
         write_text_atomically(openmetrics, to_openmetrics(result, epoch_s=epoch))
     summary = result.summary()
     if html_file is not None:
-        from sim.html_report import render_html
+        from sim.results.html_report import render_html
 
         write_text_atomically(html_file, render_html(result, summary))
     if as_json:

@@ -9,8 +9,8 @@ from typing import Annotated, Any
 import typer
 
 from sim.cli.common import Interrupted, emit_json, places, positive, sig, stopped, table
-from sim.determinism import seed_note
 from sim.errors import FleetsimError
+from sim.studies.determinism import seed_note
 
 # the figures a sweep prints: summary key, column head (with its unit), scale from the key's unit, fixed decimals
 COLUMNS = (
@@ -98,8 +98,8 @@ def sweep(
     """Run a scenario over axes and seeds; write results.parquet and stats.parquet (95% CIs across seeds)."""
     from rich.console import Console
 
-    from sim.study_dir import MARKER
-    from sim.sweep import check_sweep_dir, jobs_for, load_sweep, seed_stats
+    from sim.studies.study_dir import MARKER
+    from sim.studies.sweep import check_sweep_dir, jobs_for, load_sweep, seed_stats
 
     positive("--workers", workers)
     if not (math.isfinite(precision) and 0 < precision < 1):
@@ -149,7 +149,7 @@ def _run(spec: Any, out_dir: Path, *, workers: int, scheduler: str | None, force
     `lines` a line on stderr per finished run."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from sim.sweep import run_sweep
+    from sim.studies.sweep import run_sweep
 
     if console is None:
 

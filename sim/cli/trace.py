@@ -88,7 +88,7 @@ def inspect(
         if key in frame.attrs:
             stats[key] = frame.attrs[key]
     if plot is not None:
-        from sim.plots import plot_trace
+        from sim.results.plots import plot_trace
 
         plot_trace(frame, plot, title=str(file))
     if as_json:

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from sim.cli import main
-from sim.clock import CountingEnvironment
-from sim.report import RUN_FILES, RUN_MARKER
+from sim.results.report import RUN_FILES, RUN_MARKER
+from sim.run.clock import CountingEnvironment
 
 from .corpus import CASES, Case
 

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sim.config import parse_config
 from sim.errors import FleetsimError
-from sim.simulation import simulate
+from sim.run.simulate import simulate
+from sim.scenario.config import parse_config
 from sim.workload import load_trace, validate_frame
 
 BASE = {
@@ -227,7 +227,7 @@ def _one_line(err: FleetsimError) -> None:
     )
 )
 def test_hostile_sweep_files_give_one_line_or_a_valid_sweep(body, tmp_path):
-    from sim.sweep import load_sweep
+    from sim.studies.sweep import load_sweep
 
     try:
         sweep = load_sweep(_study_file(tmp_path, "sweep.yaml", body))
@@ -264,7 +264,7 @@ def test_hostile_sweep_files_give_one_line_or_a_valid_sweep(body, tmp_path):
     )
 )
 def test_hostile_plan_files_give_one_line_or_a_valid_plan(body, tmp_path):
-    from sim.plan import load_plan
+    from sim.studies.plan import load_plan
 
     try:
         plan = load_plan(_study_file(tmp_path, "plan.yaml", body))
@@ -292,7 +292,7 @@ def calibrate_setup():
     fix=st.sampled_from([(), ("overlap",), ("mfu", "mbu", "overlap")]),
 )
 def test_random_calibrate_tables_give_one_line_or_a_sane_fit(rows, vllm, fix, tmp_path, calibrate_setup):
-    from sim.calibrate import BOUNDS, calibrate, read_shapes
+    from sim.studies.calibrate import BOUNDS, calibrate, read_shapes
 
     columns = ["kind", "batch", "new_tokens_per_seq", "context_tokens", "total_ms"]
     frame = pd.DataFrame(rows, columns=columns)

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from sim.cli import main
-from sim.clock import CountingEnvironment
+from sim.run.clock import CountingEnvironment
 from sim.workload.synthetic import generate, parse_spec
 from sim.workload.writer import write_trace
 
@@ -92,7 +92,7 @@ def test_a_signal_while_writing_the_run_folder_leaves_nothing(scenario_folder, m
 
 CHILD = """\
 import sys
-from sim.clock import CountingEnvironment
+from sim.run.clock import CountingEnvironment
 
 def simulating(env, until):
     print("simulating", flush=True)

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.config import parse_config
-from sim.simulation import simulate
+from sim.run.simulate import simulate
+from sim.scenario.config import parse_config
 from sim.workload import validate_frame
 
 C, MEAN_TOKENS, A = 4, 1000, 1e-3

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.config import parse_config
-from sim.simulation import simulate
+from sim.run.simulate import simulate
+from sim.scenario.config import parse_config
 from sim.workload import validate_frame
 
 A, D, PROMPT = 1e-3, 0.01, 100  # s per prompt token, s per decode step, prompt tokens

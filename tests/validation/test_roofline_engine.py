@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.build import resolve_scenario
-from sim.config import parse_config
-from sim.roofline import decode_step_time_s, prefill_time_s
-from sim.simulation import simulate
+from sim.physics.roofline import decode_step_time_s, prefill_time_s
+from sim.run.simulate import simulate
+from sim.scenario.config import parse_config
+from sim.scenario.resolve import resolve_scenario
 from sim.workload import validate_frame
 
 

@@ -1,0 +1,1 @@
+"""Physics and catalogs: GPUs, models, the roofline (FLOPs and bytes -> seconds), API price sheets."""

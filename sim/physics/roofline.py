@@ -1,0 +1,256 @@
+"""Roofline step-time model: FLOPs and bytes of a forward pass -> seconds. Pure functions.
+
+For one step of a replica of `tp` GPUs that processes `n_tokens` new tokens:
+
+    flops   = n_tokens * 2 * active matmul params  +  attention_pairs * attention FLOPs/pair
+    bytes   = weights read (all of them; MoE: the experts the step's tokens touch)
+              + KV bytes/token * (kv_read_tokens + n_tokens)        [reads + writes]
+    C, M    = flops / (tp * F), bytes / (tp * B)
+    time    = max(C, M) + (1 - overlap) * min(C, M) + comm + n_layers * layer_overhead_s + step_overhead_s
+
+with F, B the per-GPU *effective* FLOP/s and bytes/s (peak x mfu, peak x mbu). `attention_pairs`
+counts (query token, context token) pairs: a decode token at context c has c + 1, a causal prefill
+chunk of n tokens after c cached ones has n*c + n(n+1)/2. comm is two all-reduces of the step's
+activations per layer (alpha-beta over the GPU interconnect: a fixed latency per call plus the ring's
+bytes over the link). `overlap` is the share of the shorter of compute and memory time that hides under
+the longer: 1 is a perfect roofline (the max), 0 runs them back to back; real kernels sit between (near
+the crossover a decode step is a third slower than the max). `layer_overhead_s` is the floor a roofline of
+FLOPs and bytes does not see: kernel launches, norms, rotary embedding, the KV-cache write, sampling.
+With attention, comm and both overheads off and overlap 1 this is exactly the seed article's arithmetic
+(see SEED.md and tests). Where the defaults come from and how accurate they are: docs/steptime.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from sim.errors import FleetsimError
+from sim.physics.hardware import GIGA, GpuSpec
+from sim.physics.models import ModelSpec
+
+
+@dataclass(frozen=True, slots=True)
+class RooflineSetup:
+    """One replica: a model sharded over `tp` GPUs, plus the roofline's knobs (all resolved)."""
+
+    model: ModelSpec
+    gpu: GpuSpec
+    tp: int
+    effective_flops_per_s: float  # per GPU
+    effective_hbm_bw_bytes_per_s: float  # per GPU
+    weight_bits: int = 16
+    kv_bits: int = 16
+    activation_bits: int = 16
+    compute_dtype: str = "bf16"
+    attention: bool = True
+    comm: bool = True
+    step_overhead_s: float = 0.0
+    layer_overhead_s: float = 0.0
+    overlap: float = 1.0
+    gpu_memory_utilization: float = 0.9
+    memory_reserve_bytes: float = 0.0
+    usd_per_gpu_hour: float | None = None
+
+    @property
+    def peak_flops_per_s(self) -> float:
+        return self.gpu.peak_flops_per_s(self.compute_dtype)
+
+    @property
+    def weight_bytes(self) -> float:
+        return self.model.weight_bytes(self.weight_bits)
+
+    @property
+    def kv_bytes_per_token(self) -> float:
+        """KV bytes one token occupies on the replica (all TP ranks, replicas of heads included)."""
+        return self.model.kv_bytes_per_token(self.kv_bits) * self.model.kv_replication(self.tp)
+
+    @property
+    def usd_per_replica_s(self) -> float | None:
+        if self.usd_per_gpu_hour is None:
+            return None
+        return self.usd_per_gpu_hour * self.tp / 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class StepCost:
+    flops: float
+    bytes: float
+    compute_s: float
+    memory_s: float
+    comm_s: float
+    overhead_s: float  # fixed: per step plus per layer
+    overlap: float = 1.0
+
+    @property
+    def time_s(self) -> float:
+        return combine(self.compute_s, self.memory_s, self.overlap) + self.comm_s + self.overhead_s
+
+    @property
+    def compute_bound(self) -> bool:
+        return self.compute_s >= self.memory_s
+
+
+def combine(compute_s: float, memory_s: float, overlap: float) -> float:
+    """Compute and memory time of one step, `overlap` of the shorter hidden under the longer."""
+    if overlap == 1.0:
+        return max(compute_s, memory_s)
+    if compute_s >= memory_s:
+        return compute_s + (1.0 - overlap) * memory_s
+    return memory_s + (1.0 - overlap) * compute_s
+
+
+def fixed_overhead_s(setup: RooflineSetup) -> float:
+    """Seconds every step costs whatever its size: per layer plus per step."""
+    return setup.model.n_layers * setup.layer_overhead_s + setup.step_overhead_s
+
+
+def expected_experts_touched(model: ModelSpec, n_tokens: int) -> float:
+    """Mean number of distinct routed experts per MoE layer hit by `n_tokens` tokens (uniform routing)."""
+    if not model.is_moe or n_tokens <= 0:
+        return 0.0
+    e, k = model.n_experts, model.n_experts_per_tok
+    return e * (1.0 - (1.0 - k / e) ** n_tokens)
+
+
+def weight_bytes_read(setup: RooflineSetup, n_tokens: int) -> float:
+    """Weight bytes a step reads: all of them for a dense model; MoE reads only touched experts."""
+    model = setup.model
+    if not model.is_moe:
+        return setup.weight_bytes
+    per_param = setup.weight_bits / 8
+    always = (model.n_params - model.routed_expert_params) * per_param
+    touched = model.n_moe_layers * expected_experts_touched(model, n_tokens) * model.expert_params * per_param
+    return always + touched
+
+
+def allreduce_time_s(gpu: GpuSpec, *, tp: int, n_bytes: float) -> float:
+    """All-reduce of `n_bytes` over `tp` GPUs, alpha-beta: a fixed latency per collective plus
+    the ring's 2(tp-1)/tp of the data over one direction of the link (the catalog's interconnect
+    figure is bidirectional, so one direction gets half of it).
+    """
+    if tp <= 1:
+        return 0.0
+    link_bw = gpu.interconnect_bw_bytes_per_s / 2
+    return gpu.allreduce_latency_s + 2 * (tp - 1) / tp * n_bytes / link_bw
+
+
+def step_cost(setup: RooflineSetup, *, n_tokens: int, attention_pairs: float, kv_read_tokens: float) -> StepCost:
+    """Cost of one forward step; see the module docstring for the terms."""
+    model, tp = setup.model, setup.tp
+    flops = n_tokens * model.flops_per_token
+    if setup.attention:
+        flops += attention_pairs * model.attention_flops_per_pair
+    n_bytes = weight_bytes_read(setup, n_tokens) + setup.kv_bytes_per_token * (kv_read_tokens + n_tokens)
+    comm_s = 0.0
+    if setup.comm and tp > 1 and n_tokens > 0:
+        activation_bytes = n_tokens * model.hidden_size * setup.activation_bits / 8
+        comm_s = 2 * model.n_layers * allreduce_time_s(setup.gpu, tp=tp, n_bytes=activation_bytes)
+    return StepCost(
+        flops=flops,
+        bytes=n_bytes,
+        compute_s=flops / (tp * setup.effective_flops_per_s),
+        memory_s=n_bytes / (tp * setup.effective_hbm_bw_bytes_per_s),
+        comm_s=comm_s,
+        overhead_s=fixed_overhead_s(setup),
+        overlap=setup.overlap,
+    )
+
+
+def _positive(name: str, value: int) -> None:
+    if value < 1:
+        raise FleetsimError(f"{name} must be >= 1 (got {value})")
+
+
+def prefill_cost(setup: RooflineSetup, *, prompt_tokens: int, batch: int = 1, cached_tokens: int = 0) -> StepCost:
+    """One step that prefills `batch` prompts of `prompt_tokens` each (after `cached_tokens`)."""
+    _positive("prompt_tokens", prompt_tokens)
+    _positive("batch", batch)
+    pairs_per_seq = prompt_tokens * cached_tokens + prompt_tokens * (prompt_tokens + 1) / 2
+    return step_cost(
+        setup,
+        n_tokens=batch * prompt_tokens,
+        attention_pairs=batch * pairs_per_seq,
+        kv_read_tokens=batch * cached_tokens,
+    )
+
+
+def prefill_time_s(setup: RooflineSetup, *, prompt_tokens: int, batch: int = 1, cached_tokens: int = 0) -> float:
+    return prefill_cost(setup, prompt_tokens=prompt_tokens, batch=batch, cached_tokens=cached_tokens).time_s
+
+
+def decode_cost(setup: RooflineSetup, *, batch: int, context_tokens: int) -> StepCost:
+    """One decode step of `batch` sequences, each with `context_tokens` already in its KV cache."""
+    _positive("batch", batch)
+    if context_tokens < 0:
+        raise FleetsimError(f"context_tokens must be >= 0 (got {context_tokens})")
+    return step_cost(
+        setup,
+        n_tokens=batch,
+        attention_pairs=batch * (context_tokens + 1),
+        kv_read_tokens=batch * context_tokens,
+    )
+
+
+def decode_step_time_s(setup: RooflineSetup, *, batch: int, context_tokens: int) -> float:
+    return decode_cost(setup, batch=batch, context_tokens=context_tokens).time_s
+
+
+def decode_tokens_per_s(setup: RooflineSetup, *, batch: int, context_tokens: int) -> float:
+    return batch / decode_step_time_s(setup, batch=batch, context_tokens=context_tokens)
+
+
+def prompt_tokens_per_s(setup: RooflineSetup, *, prompt_tokens: int) -> float:
+    return prompt_tokens / prefill_time_s(setup, prompt_tokens=prompt_tokens)
+
+
+def usd_per_1k_tokens(setup: RooflineSetup, tokens_per_s: float) -> float | None:
+    usd_per_s = setup.usd_per_replica_s
+    return None if usd_per_s is None else usd_per_s / tokens_per_s * 1000
+
+
+# --- memory --------------------------------------------------------------------------------
+def memory_budget_bytes(setup: RooflineSetup) -> float:
+    return setup.tp * setup.gpu.hbm_bytes * setup.gpu_memory_utilization
+
+
+def kv_capacity_bytes(setup: RooflineSetup) -> float:
+    """HBM left for the KV cache: the usable share of all TP GPUs minus weights and the reserve."""
+    return memory_budget_bytes(setup) - setup.weight_bytes - setup.memory_reserve_bytes
+
+
+def kv_capacity_tokens(setup: RooflineSetup) -> int:
+    return max(0, math.floor(kv_capacity_bytes(setup) / setup.kv_bytes_per_token))
+
+
+def max_batch(setup: RooflineSetup, *, context_tokens: int) -> int:
+    """Most sequences of `context_tokens` each whose KV fits at once."""
+    _positive("context_tokens", context_tokens)
+    return kv_capacity_tokens(setup) // context_tokens
+
+
+def check_fits(setup: RooflineSetup) -> None:
+    """Raise, saying by how much, unless the weights plus reserve leave room for KV cache."""
+    if kv_capacity_tokens(setup) >= 1:
+        return
+    need = setup.weight_bytes + setup.memory_reserve_bytes
+    have = memory_budget_bytes(setup)
+    raise FleetsimError(
+        f"{setup.model.name} does not fit on {setup.tp}x {setup.gpu.name}: weights at {setup.weight_bits}-bit"
+        f"{' + reserve' if setup.memory_reserve_bytes else ''} need {need / GIGA:.1f} GB, the GPUs offer "
+        f"{have / GIGA:.1f} GB at gpu_memory_utilization={setup.gpu_memory_utilization:g} "
+        f"(short by {(need - have) / GIGA:.1f} GB, before any KV cache); raise tp or lower weight_bits"
+    )
+
+
+# --- balance points ----------------------------------------------------------------------------
+def crossover_prompt_tokens(setup: RooflineSetup, *, peak: bool = True) -> float:
+    """Prompt length above which a single prefill is compute-bound (weights read once vs 2P·N FLOPs).
+
+    At peak rates (the seed article's 312 TFLOP/s / 2 TB/s -> 156) or at the effective ones.
+    """
+    if peak:
+        flops, bw = setup.peak_flops_per_s, setup.gpu.hbm_bw_bytes_per_s
+    else:
+        flops, bw = setup.effective_flops_per_s, setup.effective_hbm_bw_bytes_per_s
+    return setup.weight_bytes / bw * flops / setup.model.flops_per_token

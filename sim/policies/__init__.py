@@ -1,0 +1,1 @@
+"""Pure policies (no SimPy): routers, autoscalers, replica lifecycles."""

@@ -1,0 +1,254 @@
+"""Autoscaling: policies named after the systems users run (pure `decide(obs) -> desired replicas`,
+unit-testable without simpy; the control loop that applies them every `interval_s` is
+`sim.run.fleet.control`).
+
+- `fixed`: a constant count.
+- `hpa` (Kubernetes HPA): desired = ceil(current x metric / target), the metric averaged over ready
+  replicas with those still starting counted as 0 (the HPA's rule for not-ready pods), skipped within
+  `tolerance`; scale-down
+  takes the highest recommendation of the last `scale_down_stabilization_s`; scale-up is limited per
+  period to max(`scale_up_percent` of current, `scale_up_pods`). Defaults are kube-controller-manager's:
+  15 s sync, 0.1 tolerance, 300 s stabilization, 100% / 4 pods. Metrics: `busy_fraction` (of the last
+  period), `outstanding_per_replica`, `kv_use`.
+- `kpa` (Knative): observed concurrency (requests in flight, queued ones included) averaged over a 60 s
+  stable window and a 6 s panic window, every 2 s tick; panic when the panic-window demand reaches 200%
+  of the current scale (then no scale-down); scale to zero only after `scale_to_zero_grace_s` of no
+  traffic. Default target: Knative's `container-concurrency-target-default` of 100.
+- `queue`: one more replica per `target_waiting` requests waiting to be scheduled beyond what the ready
+  replicas hold; one fewer after `scale_down_delay_s` with nothing waiting and the fleet's busy fraction
+  below `scale_down_busy`.
+- `scheduled`: a time-of-day table of replica counts (period 1 day by default).
+All clamp to [min_replicas, max_replicas]; min_replicas 0 allows scale to zero (a request then waits
+for a cold start).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Protocol
+
+from pydantic import Field, model_validator
+
+from sim.spec import MAX_REPLICAS, Frozen, IntervalS
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    now: float
+    n_ready: int
+    n_starting: int
+    n_draining: int
+    in_flight: int  # requests queued in the fleet (or its batch lane) or outstanding on ready/draining replicas
+    waiting: int  # of those, not yet scheduled on a replica (fleet queue, batch lane, replicas' waiting queues)
+    busy_fraction: float | None  # mean over ready replicas, over the last control interval
+    kv_use: float | None  # mean KV-cache use of ready replicas
+
+    @property
+    def current(self) -> int:
+        return self.n_ready + self.n_starting
+
+
+class _Common(Frozen):
+    min_replicas: int = Field(default=1, ge=0, le=MAX_REPLICAS)
+    max_replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)
+    initial_replicas: int | None = Field(default=None, ge=0, le=MAX_REPLICAS)  # default: min_replicas
+
+    @model_validator(mode="after")
+    def _bounds(self) -> _Common:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas must be <= max_replicas (got {self.min_replicas} > {self.max_replicas})")
+        if self.initial_replicas is not None and not self.min_replicas <= self.initial_replicas <= self.max_replicas:
+            raise ValueError(f"initial_replicas must be within [min_replicas, max_replicas] (got {self.initial_replicas})")
+        return self
+
+    @property
+    def start_replicas(self) -> int:
+        return self.initial_replicas if self.initial_replicas is not None else self.min_replicas
+
+    def clamp(self, n: int) -> int:
+        return max(self.min_replicas, min(self.max_replicas, n))
+
+
+class FixedConfig(Frozen):
+    policy: Literal["fixed"] = "fixed"
+    replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)
+    interval_s: IntervalS = 60.0
+
+    @property
+    def start_replicas(self) -> int:
+        return self.replicas
+
+    @property
+    def max_replicas(self) -> int:
+        return self.replicas
+
+
+class HpaConfig(_Common):
+    policy: Literal["hpa"] = "hpa"
+    metric: Literal["busy_fraction", "outstanding_per_replica", "kv_use"] = "busy_fraction"
+    target: float = Field(default=0.7, gt=0)
+    tolerance: float = Field(default=0.1, ge=0)
+    interval_s: IntervalS = 15.0
+    scale_down_stabilization_s: float = Field(default=300.0, ge=0)
+    scale_up_percent: float = Field(default=100.0, gt=0)
+    scale_up_pods: int = Field(default=4, ge=1, le=MAX_REPLICAS)
+
+
+class KpaConfig(_Common):
+    policy: Literal["kpa"] = "kpa"
+    target_concurrency: float = Field(default=100.0, gt=0)
+    stable_window_s: float = Field(default=60.0, gt=0)
+    panic_window_percentage: float = Field(default=10.0, gt=0, le=100)
+    panic_threshold_percentage: float = Field(default=200.0, gt=100)
+    interval_s: IntervalS = 2.0  # Knative's tick-interval
+    scale_to_zero_grace_s: float = Field(default=30.0, ge=0)
+
+
+class QueueConfig(_Common):
+    policy: Literal["queue"] = "queue"
+    target_waiting: float = Field(default=4.0, gt=0)
+    interval_s: IntervalS = 15.0
+    scale_down_delay_s: float = Field(default=300.0, ge=0)
+    scale_down_busy: float = Field(default=0.5, gt=0, le=1)
+
+
+class ScheduleEntry(Frozen):
+    at_s: float = Field(ge=0)
+    replicas: int = Field(ge=0, le=MAX_REPLICAS)
+
+
+class ScheduledConfig(_Common):
+    policy: Literal["scheduled"] = "scheduled"
+    table: list[ScheduleEntry] = Field(min_length=1)
+    period_s: float = Field(default=86_400.0, gt=0)
+    interval_s: IntervalS = 60.0
+
+
+AutoscalerConfig = Annotated[FixedConfig | HpaConfig | KpaConfig | QueueConfig | ScheduledConfig, Field(discriminator="policy")]
+
+
+class Policy(Protocol):
+    def decide(self, obs: Observation) -> int: ...
+
+
+class Fixed:
+    def __init__(self, cfg: FixedConfig) -> None:
+        self.cfg = cfg
+
+    def decide(self, obs: Observation) -> int:
+        return self.cfg.replicas
+
+
+class Hpa:
+    def __init__(self, cfg: HpaConfig) -> None:
+        self.cfg = cfg
+        # the deployment starts at its initial size, which counts as a recommendation made at t = 0
+        self._recommendations: deque[tuple[float, int]] = deque([(0.0, cfg.start_replicas)])
+
+    def _metric(self, obs: Observation) -> float | None:
+        """The per-replica average, counting replicas still starting as 0 (as the HPA does for
+        not-ready pods), so that capacity on its way damps further scale-up."""
+        if self.cfg.metric == "busy_fraction":
+            per_ready = obs.busy_fraction
+        elif self.cfg.metric == "kv_use":
+            per_ready = obs.kv_use
+        else:
+            per_ready = obs.in_flight / obs.n_ready if obs.n_ready else None
+        return None if per_ready is None else per_ready * obs.n_ready / obs.current
+
+    def decide(self, obs: Observation) -> int:
+        cfg, current = self.cfg, obs.current
+        value = self._metric(obs) if obs.n_ready else None
+        if value is None:
+            rec = current if current else (1 if obs.in_flight else 0)
+        else:
+            ratio = value / cfg.target
+            rec = current if abs(ratio - 1) <= cfg.tolerance else math.ceil(current * ratio)
+        rec = cfg.clamp(rec)
+        limit = current + max(math.ceil(current * cfg.scale_up_percent / 100), cfg.scale_up_pods)
+        rec = min(rec, limit)
+        self._recommendations.append((obs.now, rec))
+        while self._recommendations and self._recommendations[0][0] < obs.now - cfg.scale_down_stabilization_s:
+            self._recommendations.popleft()
+        if rec < current:  # scale down only as far as the highest recent recommendation
+            rec = min(current, max(r for _, r in self._recommendations))
+        return cfg.clamp(rec)
+
+
+class Kpa:
+    def __init__(self, cfg: KpaConfig) -> None:
+        self.cfg = cfg
+        self._samples: deque[tuple[float, int]] = deque()
+        self._panic_until = -math.inf
+        self._last_traffic = 0.0
+        self._desired = cfg.start_replicas
+
+    def decide(self, obs: Observation) -> int:
+        cfg = self.cfg
+        self._samples.append((obs.now, obs.in_flight))
+        while self._samples and self._samples[0][0] <= obs.now - cfg.stable_window_s:
+            self._samples.popleft()
+        panic_window = cfg.stable_window_s * cfg.panic_window_percentage / 100
+        stable = sum(c for _, c in self._samples) / len(self._samples)
+        recent = [c for t, c in self._samples if t > obs.now - panic_window]
+        panic = sum(recent) / len(recent)
+        want_stable = math.ceil(stable / cfg.target_concurrency)
+        want_panic = math.ceil(panic / cfg.target_concurrency)
+        current = max(obs.current, 1)
+        if want_panic >= current * cfg.panic_threshold_percentage / 100 and want_panic > obs.current:
+            self._panic_until = obs.now + cfg.stable_window_s
+        if obs.in_flight:
+            self._last_traffic = obs.now
+        # while panicking, no scale-down
+        desired = max(want_panic, self._desired) if obs.now < self._panic_until else want_stable
+        if desired == 0 and obs.current > 0 and obs.now - self._last_traffic < cfg.scale_to_zero_grace_s:
+            desired = 1  # the last replica lingers for the grace period
+        self._desired = cfg.clamp(desired)
+        return self._desired
+
+
+class Queue:
+    def __init__(self, cfg: QueueConfig) -> None:
+        self.cfg = cfg
+        self._calm_since: float | None = None
+
+    def decide(self, obs: Observation) -> int:
+        cfg, current = self.cfg, obs.current
+        excess = obs.waiting - cfg.target_waiting * obs.n_ready
+        if obs.waiting and (excess > 0 or current == 0):
+            self._calm_since = None
+            # enough ready replicas to hold the excess; replicas already starting count towards it
+            needed = obs.n_ready + max(1, math.ceil(excess / cfg.target_waiting))
+            return cfg.clamp(max(current, needed))
+        calm = obs.waiting == 0 and (obs.busy_fraction is None or obs.busy_fraction < cfg.scale_down_busy)
+        if not calm:
+            self._calm_since = None
+            return cfg.clamp(current)
+        if self._calm_since is None:
+            self._calm_since = obs.now
+        if obs.now - self._calm_since >= cfg.scale_down_delay_s:
+            self._calm_since = obs.now
+            return cfg.clamp(current - 1)
+        return cfg.clamp(current)
+
+
+class Scheduled:
+    def __init__(self, cfg: ScheduledConfig) -> None:
+        self.cfg = cfg
+        self._table = sorted((e.at_s % cfg.period_s, e.replicas) for e in cfg.table)
+
+    def decide(self, obs: Observation) -> int:
+        t = obs.now % self.cfg.period_s
+        count = self._table[-1][1]  # before the first entry of the day: the last one of the day before
+        for at, n in self._table:
+            if at <= t:
+                count = n
+        return self.cfg.clamp(count)
+
+
+def make_policy(cfg: FixedConfig | HpaConfig | KpaConfig | QueueConfig | ScheduledConfig) -> Policy:
+    policies: dict[str, Any] = {"fixed": Fixed, "hpa": Hpa, "kpa": Kpa, "queue": Queue, "scheduled": Scheduled}
+    policy: Policy = policies[cfg.policy](cfg)
+    return policy

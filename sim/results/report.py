@@ -1,0 +1,143 @@
+"""Write a run folder: the records (requests, replicas, timeline, itl as Parquet; meta.json), the
+summary (summary.json) and the scenario as run (config.resolved.yaml). `SimResult.load` reads it back.
+
+Written into a temporary sibling folder and renamed into place at the end, so an interrupted or
+failed run never leaves a folder that looks complete. A run folder carries a marker file
+(`.fleetsim-run`); an existing folder is replaced only if it is empty or an earlier run folder (or
+with `force`), and only once the new one is whole. The working folder, its parents, the home folder
+and its parents are never replaced, `force` or not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from sim.errors import FleetsimError
+from sim.results.result import SimResult, json_safe
+
+RUN_MARKER = ".fleetsim-run"
+RUN_FILES = (
+    "summary.json",
+    "requests.parquet",
+    "timeline.parquet",
+    "replicas.parquet",
+    "itl.parquet",
+    "meta.json",
+    "config.resolved.yaml",
+)
+
+
+def summary_with_resolved(result: SimResult, summary: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What summary.json holds: the summary and what the scenario resolved to."""
+    out = dict(summary if summary is not None else result.summary())
+    out["resolved"] = result.meta["resolved"]
+    return out
+
+
+def _write_chunks(chunks: Iterator[pd.DataFrame], path: Path) -> None:
+    """One Parquet file from frames of one schema, a row group each (memory bounded by one chunk)."""
+    writer: pq.ParquetWriter | None = None
+    try:
+        for chunk in chunks:
+            table = pa.Table.from_pandas(chunk, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(path, table.schema)
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+CHUNK_ROWS = 1 << 18  # rows per Parquet row group of the large tables: bounds the memory a write takes
+
+
+def _row_chunks(frame: pd.DataFrame) -> Iterator[pd.DataFrame]:
+    for lo in range(0, max(len(frame), 1), CHUNK_ROWS):
+        yield frame.iloc[lo : lo + CHUNK_ROWS]
+
+
+def check_out_dir(out_dir: Path, *, force: bool = False) -> None:
+    """Refuse, before anything is simulated, a run folder that would destroy data or cannot be written."""
+    resolved = Path(out_dir).resolve()
+    cwd, home = Path.cwd().resolve(), Path.home().resolve()
+    protected = {cwd, home, *cwd.parents, *home.parents}
+    if resolved in protected:
+        what = (
+            "the working folder"
+            if resolved == cwd
+            else "the home folder"
+            if resolved == home
+            else "a parent of the working or home folder"
+        )
+        raise FleetsimError(f"--out {out_dir}: is {what}; a run needs a folder of its own, e.g. runs/NAME")
+    if resolved.exists():
+        if not resolved.is_dir():
+            raise FleetsimError(f"--out {out_dir}: exists and is not a folder")
+        try:
+            names = {p.name for p in resolved.iterdir()}
+        except OSError as err:
+            raise FleetsimError(f"--out {out_dir}: cannot read the folder ({err.strerror})") from None
+        # a run folder: it has the marker, or holds nothing but run files (one written before the marker)
+        run_folder = RUN_MARKER in names or names <= {*RUN_FILES, RUN_MARKER}
+        if names and not run_folder and not force:
+            raise FleetsimError(
+                f"--out {out_dir}: the folder holds files and is not a fleetsim run folder (no {RUN_MARKER}); "
+                "pick another folder, or pass --force to replace it"
+            )
+    existing = next(p for p in (resolved, *resolved.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise FleetsimError(f"--out {out_dir}: cannot write in {existing}")
+
+
+def write_run(result: SimResult, out_dir: Path, *, summary: dict[str, Any] | None = None, force: bool = False) -> Path:
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    check_out_dir(out_dir, force=force)
+    parent = out_dir.parent if str(out_dir.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise FleetsimError(f"{out_dir}: cannot create folder {parent} ({err.strerror})") from None
+    full = summary_with_resolved(result, summary)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".part", dir=parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
+    try:
+        (tmp / RUN_MARKER).write_text(
+            f"A fleetsim run folder: `fleetsim run --out` may replace it. {result.meta['fleetsim_version']}\n"
+        )
+        (tmp / "summary.json").write_text(json.dumps(json_safe(full), indent=2) + "\n")
+        _write_chunks(_row_chunks(result.requests), tmp / "requests.parquet")
+        result.timeline.to_parquet(tmp / "timeline.parquet", index=False)
+        result.replicas.to_parquet(tmp / "replicas.parquet", index=False)
+        _write_chunks(result.itl.frame_chunks(CHUNK_ROWS), tmp / "itl.parquet")
+        (tmp / "config.resolved.yaml").write_text(
+            "# The scenario as run: defaults filled in, file paths absolute; `fleetsim run` accepts it as is.\n"
+            + yaml.safe_dump(result.scenario, sort_keys=False)
+        )
+        result.meta["wall_s"]["write"] = time.perf_counter() - start
+        (tmp / "meta.json").write_text(json.dumps(json_safe(result.meta), indent=2) + "\n")  # last: the write time
+        if out_dir.exists():
+            old = parent / f".{out_dir.name}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir

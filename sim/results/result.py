@@ -1,0 +1,289 @@
+"""The result of a run, as records: what a simulation leaves behind once its clock has stopped.
+
+- `requests`: one row per request (instants on the simulation clock, token counts, the replica that
+  served it, its status and, if rejected, why);
+- `replicas`: one row per replica ever launched (lifecycle instants, seconds by state, the work it did:
+  busy / prefill / decode seconds, FLOPs, bytes, steps, KV blocks);
+- `timeline`: the fleet sampled every `fleet.timeline_interval_s`;
+- `itl`: every inter-token gap, exactly and compactly (`metrics.GapDistribution`);
+- `meta`: a plain dict: the scenario as run, the seed, what the catalogs resolved to, the simulated
+  end, SimPy events, the saturated capacity, wall seconds by phase, the fleetsim version.
+
+`summary()` is computed from these alone (metrics, billing, cost, utilization), so a result pickles,
+travels between processes, and `SimResult.load(run_dir)` rebuilds one from a run folder with an
+identical summary. Nothing here imports the engine or the fleet.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sim.errors import FleetsimError
+from sim.physics.prices import ApiPrice, api_price
+from sim.results.cost import ReplicaLife, attribute_cost, batch_cost, fleet_bill
+from sim.results.metrics import (
+    GapDistribution,
+    class_summary,
+    job_summary,
+    prefix_summary,
+    status_codes,
+    summarize,
+    transfer_summary,
+)
+from sim.results.run_meta import check_meta
+from sim.schema import STATUS_LABELS, SUMMARY_KEYS, RequestStatus
+
+TRANSFER_KEYS = ("kv_transfers", *(f"{s}_{w}_ms" for w in ("transfer_wait", "transfer") for s in ("mean", "median", "p99")))
+PREFIX_KEYS = ("prefix_cached_tokens", "prefix_hit_rate_tokens", "prefix_hit_rate_blocks", "prefill_tokens_saved")
+
+# The run folder's record files (written by `report.write_run`, read by `SimResult.load`).
+RECORD_FILES = ("requests.parquet", "replicas.parquet", "timeline.parquet", "itl.parquet", "meta.json")
+
+
+def fleet_words(fleet: dict[str, Any], meta: dict[str, Any]) -> str:
+    """The fleet in a few words: "1 replica of 2x a100-80gb", "hpa 4-24 replicas of 2x h100-sxm"."""
+    if fleet.get("mode") == "disaggregated" and "pools" in meta:
+        parts = []
+        for name in ("prefill", "decode"):
+            pool = meta["pools"][name]
+            auto = fleet[name]["autoscaler"]
+            count = (
+                str(auto["replicas"])
+                if auto["policy"] == "fixed"
+                else f"{auto['policy']} {auto['min_replicas']}-{auto['max_replicas']}"
+            )
+            parts.append(f"{count} {name} of {pool['tp']}x {pool['gpu']}")
+        return "disaggregated: " + " + ".join(parts)
+    replica = f"{meta['tp']}x {meta['gpu']}"
+    auto = fleet["autoscaler"]
+    if auto["policy"] == "fixed":
+        n = auto["replicas"]
+        return f"{n} replica{'' if n == 1 else 's'} of {replica}"
+    return f"{auto['policy']} {auto['min_replicas']}-{auto['max_replicas']} replicas of {replica}"
+
+
+@dataclass
+class SimResult:
+    requests: pd.DataFrame
+    replicas: pd.DataFrame
+    timeline: pd.DataFrame
+    itl: GapDistribution
+    meta: dict[str, Any]
+
+    # --- views of meta ---------------------------------------------------------------------------------
+    @property
+    def horizon_s(self) -> float:
+        """The simulated end: the instant the last request was resolved."""
+        return float(self.meta["horizon_s"])
+
+    @property
+    def n_events(self) -> int:
+        return int(self.meta["n_events"])
+
+    @property
+    def scenario(self) -> dict[str, Any]:
+        """The scenario as run (defaults filled in, file paths absolute), as plain data."""
+        scenario: dict[str, Any] = self.meta["scenario"]
+        return scenario
+
+    @property
+    def max_tokens_per_s(self) -> float | None:
+        """One replica's saturated throughput (prompt + output tokens/s) for this length mix, if measured."""
+        value = self.meta["capacity"]["max_tokens_per_s_per_replica"]
+        return None if value is None else float(value)
+
+    # --- derived ----------------------------------------------------------------------------------------
+    def lives(self) -> list[ReplicaLife]:
+        r = self.replicas
+        cols = [
+            r[c].to_numpy(dtype=np.float64)
+            for c in ("provision_at_s", "loading_at_s", "ready_at_s", "drain_at_s", "end_at_s", "busy_s", "busy_before_drain_s")
+        ]
+        return [ReplicaLife(*(float(c[i]) for c in cols)) for i in range(len(r))]
+
+    def summary(self) -> dict[str, Any]:
+        meta, sc, reps = self.meta, self.scenario, self.replicas
+        slo = {k.removesuffix("_ms"): v for k, v in sc["slo"].items() if v is not None}
+        out = summarize(self.requests, self.itl, slo=slo or None)
+        pricing, tp = sc["pricing"], int(meta["tp"])
+        pool_bills = self._pool_bills(tp, pricing)
+        if "pools" in meta and pool_bills is not None:  # disaggregated: each pool billed at its own GPUs and price
+            bill = _sum_bills([b for _, b in pool_bills.values()])
+        else:
+            bill = fleet_bill(
+                self.lives(),
+                horizon_s=self.horizon_s,
+                tp=tp,
+                usd_per_gpu_hour=meta["usd_per_gpu_hour"],
+                reserved_usd_per_gpu_hour=pricing["reserved_usd_per_gpu_hour"],
+                reserved_replicas=sc["fleet"]["reserved_replicas"],
+                granularity_s=pricing["billing_granularity_s"],
+                minimum_s=pricing["billing_minimum_s"],
+            )
+        billed = bill["billed_gpu_seconds"]
+        by_pool = None if pool_bills is None else {name: _pool_row(n, b) for name, (n, b) in pool_bills.items()}
+        out |= bill
+        out |= attribute_cost(
+            bill["cost_usd"],
+            prefill_busy_s=float(reps["prefill_busy_s"].sum()),
+            decode_busy_s=float(reps["decode_busy_s"].sum()),
+            prompt_tokens=out["total_input_tokens"],
+            output_tokens=out["total_output_tokens"],
+            api=api_price(pricing["compare_api"]),
+        )
+        served_by = reps[~np.isnan(reps["ready_at_s"].to_numpy(dtype=np.float64))]  # replicas that became ready
+        known = meta["step_time"] == "roofline" and len(served_by) > 0  # FLOPs and bytes are the roofline's
+        out["gpu_time_utilization"] = bill["gpu_seconds_by_state"]["busy"] / billed if billed else None
+        peak_flops, peak_bytes = meta["peak_flops_per_s_per_gpu"] * billed, meta["hbm_bw_bytes_per_s_per_gpu"] * billed
+        if "pools" in meta and by_pool is not None:  # each pool's GPU-seconds at its own GPU's peaks
+            peak_flops = sum(meta["pools"][n]["peak_flops_per_s_per_gpu"] * p["billed_gpu_seconds"] for n, p in by_pool.items())
+            peak_bytes = sum(meta["pools"][n]["hbm_bw_bytes_per_s_per_gpu"] * p["billed_gpu_seconds"] for n, p in by_pool.items())
+        out["mfu"] = float(reps["flops"].sum()) / peak_flops if billed and known else None
+        out["mbu"] = float(reps["bytes"].sum()) / peak_bytes if billed and known else None
+        served = out["total_input_tokens"] + out["total_output_tokens"]
+        cap = meta["capacity"]
+        per_gpu_s = cap.get("tokens_per_gpu_s")
+        if per_gpu_s is None and cap.get("max_tokens_per_s_per_replica") is not None:  # (a run folder of 0.1)
+            per_gpu_s = cap["max_tokens_per_s_per_replica"] / tp
+        capacity = None if per_gpu_s is None else per_gpu_s * billed
+        out["max_tokens_per_s_per_replica"] = self.max_tokens_per_s
+        out["capacity_tokens_per_gpu_s"] = per_gpu_s
+        out["throughput_utilization"] = served / capacity if capacity else None
+        out["throughput_utilization_rel_se"] = cap.get("rel_se") if capacity else None
+        t = self.timeline
+        out["replicas_max"] = int(t["replicas_ready"].max()) if len(t) else len(served_by)
+        out["replicas_launched"] = len(reps)
+        out["n_steps"] = int(reps["n_steps"].sum())
+        out["n_events"] = self.n_events
+        out["kv_blocks"] = int(served_by["kv_blocks"].iloc[0]) if len(served_by) else 0
+        out["kv_peak_blocks"] = int(reps["kv_peak_blocks"].max()) if len(reps) else 0
+        out["by_class"] = class_summary(self.requests, slo=slo or None)
+        out["by_pool"] = by_pool
+        out |= transfer_summary(self.requests, meta) or dict.fromkeys(TRANSFER_KEYS)
+        out |= prefix_summary(self.requests, meta) or dict.fromkeys(PREFIX_KEYS)
+        by_job = job_summary(self.requests)
+        if by_job is not None:
+            hours = {name: pool["billed_gpu_seconds"] / 3600 for name, pool in (by_pool or {}).items()}
+            batch_hours = hours.get("batch", billed / 3600)  # the dedicated pool's, else the whole fleet's (shared)
+            for rec in by_job.values():
+                rec["tokens_per_gpu_hour"] = rec["tokens"] / batch_hours if batch_hours else None
+        out["by_job"] = by_job
+        out["batch_cost"] = self._batch_cost(out, by_pool, api_price(pricing["compare_api"]))
+        verifies = int(reps["verifies"].sum())
+        out["spec_tokens_per_verify_step"] = float(reps["verify_tokens"].sum()) / verifies if verifies else None
+        out["scenario"] = meta.get("name")  # (a run folder from before names has none)
+        out["fleet"] = fleet_words(sc["fleet"], meta)
+        assert set(out) == set(SUMMARY_KEYS), set(out) ^ set(SUMMARY_KEYS)
+        return {k: out[k] for k in SUMMARY_KEYS}
+
+    def _batch_cost(self, out: dict[str, Any], by_pool: dict[str, Any] | None, api: ApiPrice) -> dict[str, Any] | None:
+        """What the batch work cost (`sim.results.cost.batch_cost`); None without batch requests."""
+        r = self.requests
+        batch = (r["klass"] == "batch").to_numpy()
+        if not batch.any():
+            return None
+        done = batch & (status_codes(r) == RequestStatus.COMPLETED)
+        return batch_cost(
+            prompt_tokens=int(r["prompt_tokens"].to_numpy()[done].sum()),
+            output_tokens=int(r["output_tokens"].to_numpy()[done].sum()),
+            dedicated=(by_pool or {}).get("batch"),
+            billed_gpu_seconds=out["billed_gpu_seconds"],
+            cost_usd=out["cost_usd"],
+            without_batch=self.meta.get("without_batch"),
+            api=api,
+        )
+
+    def _pool_bills(self, tp: int, pricing: dict[str, Any]) -> dict[str, tuple[int, dict[str, Any]]] | None:
+        """With more than one pool (a dedicated batch pool; a disaggregated fleet's prefill and decode pools): each
+        pool's replicas and bill at its own GPUs' count and price (the fleet's reserved replicas belong to the
+        online or prefill pool)."""
+        reps = self.replicas
+        if "pool" not in reps.columns or set(reps["pool"]) <= {"online"}:
+            return None
+        lives = self.lives()
+        pools = reps["pool"].to_numpy()
+        meta_pools = self.meta.get("pools", {})
+        out = {}
+        for name in sorted(set(pools)):
+            mine = pools == name
+            own = meta_pools.get(str(name), {})
+            bill = fleet_bill(
+                [life for life, m in zip(lives, mine, strict=True) if m],
+                horizon_s=self.horizon_s,
+                tp=int(own.get("tp", tp)),
+                usd_per_gpu_hour=own.get("usd_per_gpu_hour", self.meta["usd_per_gpu_hour"]),
+                reserved_usd_per_gpu_hour=pricing["reserved_usd_per_gpu_hour"],
+                reserved_replicas=self.scenario["fleet"]["reserved_replicas"] if name in ("online", "prefill") else 0,
+                granularity_s=pricing["billing_granularity_s"],
+                minimum_s=pricing["billing_minimum_s"],
+            )
+            out[str(name)] = (int(mine.sum()), bill)
+        return out
+
+    # --- persistence -----------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, run_dir: str | Path) -> SimResult:
+        """Rebuild a result from a run folder written by `fleetsim run` (or `report.write_run`)."""
+        run_dir = Path(run_dir)
+        if not run_dir.is_dir():
+            raise FleetsimError(f"{run_dir}: not a run folder (no such folder)")
+        missing = [name for name in RECORD_FILES if not (run_dir / name).is_file()]
+        if missing:
+            raise FleetsimError(f"{run_dir}: not a complete run folder (missing {', '.join(missing)})")
+        try:
+            meta = check_meta(json.loads((run_dir / "meta.json").read_text()), run_dir)
+            requests = pd.read_parquet(run_dir / "requests.parquet")
+            requests["status"] = pd.Categorical(requests["status"].astype(str), categories=STATUS_LABELS)
+            return cls(
+                requests=requests,
+                replicas=pd.read_parquet(run_dir / "replicas.parquet"),
+                timeline=pd.read_parquet(run_dir / "timeline.parquet"),
+                itl=GapDistribution.from_frame(pd.read_parquet(run_dir / "itl.parquet")),
+                meta=meta,
+            )
+        except FleetsimError:
+            raise
+        except (OSError, ValueError, KeyError) as err:
+            raise FleetsimError(f"{run_dir}: cannot read the run folder ({type(err).__name__}: {err})") from None
+
+
+def _pool_row(n_replicas: int, bill: dict[str, Any]) -> dict[str, Any]:
+    """A pool's line of `by_pool`."""
+    billed, states = bill["billed_gpu_seconds"], bill["gpu_seconds_by_state"]
+    return {
+        "replicas_launched": n_replicas,
+        "billed_gpu_seconds": billed,
+        "busy_gpu_seconds": states["busy"],
+        "gpu_time_utilization": states["busy"] / billed if billed else None,
+        "gpu_seconds_by_state": dict(states),
+        "cost_usd": bill["cost_usd"],
+    }
+
+
+def _sum_bills(bills: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pools' bills added up (a cost is unknown if any pool's is)."""
+    states = {k: sum(b["gpu_seconds_by_state"][k] for b in bills) for k in bills[0]["gpu_seconds_by_state"]}
+    costs = [b["cost_usd"] for b in bills]
+    return {
+        "billed_gpu_seconds": sum(b["billed_gpu_seconds"] for b in bills),
+        "gpu_seconds_by_state": states,
+        "cost_usd": None if any(c is None for c in costs) else sum(costs),
+    }
+
+
+def json_safe(value: Any) -> Any:
+    """Non-finite floats as null (JSON has no NaN), recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value

@@ -1,0 +1,1 @@
+"""The run: clock, engine, fleet, pools, build -> run -> freeze, capacity probes."""

@@ -1,0 +1,230 @@
+"""A replica's KV cache: paged blocks (vLLM's block manager, counted, not addressed), chosen at build time.
+
+- `BlockKv`: the plain pool. A sequence holds ceil(slots / block_size) blocks for the tokens whose KV it stores;
+  blocks are taken when a step needs more slots and returned on completion or preemption. Usage never exceeds
+  capacity (an internal invariant: a violation is a bug, not a user error).
+- `PrefixCachingKv`: the same pool with automatic prefix caching (`sim.run.engine.prefix_cache`): before a step is
+  planned the queue's head pins what it finds cached, allocations evict unpinned cached entries (LRU) when too
+  few blocks are free, a computed prompt's full hash blocks become cached entries, and a released sequence
+  unpins its entries instead of freeing them.
+
+The replica talks to either through the same methods, so its step loop reads the same whichever is chosen.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+from sim.policies.router import RequestView
+from sim.run.engine.prefix_cache import PrefixCache
+from sim.run.engine.scheduler import Batch, Limits
+from sim.run.engine.sequence import Seq, blocks_for
+
+if TYPE_CHECKING:
+    from sim.run.engine.records import RequestLog
+
+Plan = Callable[[int, int], Batch]  # plan(free blocks, blocks reserved for running work) -> the step's batch
+
+
+class Planning(Protocol):
+    """What a prefix cache reads of the replica planning a step."""
+
+    @property
+    def waiting(self) -> list[Seq]: ...
+
+    @property
+    def n_running(self) -> int: ...
+
+    @property
+    def limits(self) -> Limits: ...
+
+
+class BlockKv:
+    """The plain paged pool (no caching)."""
+
+    __slots__ = ("block_size", "n_blocks", "peak_used", "used")
+
+    def __init__(self, n_blocks: int, block_size: int) -> None:
+        self.n_blocks = n_blocks
+        self.block_size = block_size
+        self.used = 0
+        self.peak_used = 0
+
+    @property
+    def free(self) -> int:
+        return self.n_blocks - self.used
+
+    @property
+    def capacity_tokens(self) -> int:
+        return self.n_blocks * self.block_size
+
+    def available(self) -> int:
+        """Blocks an allocation can have now (free ones; with prefix caching, evictable cached ones too)."""
+        return self.n_blocks - self.used
+
+    def plan(self, plan: Plan, replica: Planning) -> Batch:
+        """The next step's batch (`plan` over the free blocks)."""
+        return plan(self.n_blocks - self.used, 0)
+
+    def grow(self, seq: Seq, n_slots: int) -> None:
+        """Make `seq` hold enough blocks for `n_slots` tokens."""
+        need = -(-n_slots // self.block_size) - seq.blocks
+        if need > 0:
+            self.used += need
+            seq.blocks += need
+            if self.used > self.n_blocks:
+                raise AssertionError(f"KV pool over capacity: {self.used} > {self.n_blocks} blocks")
+            if self.used > self.peak_used:
+                self.peak_used = self.used
+
+    def grant(self, blocks: int) -> None:
+        """`blocks` more blocks in use (the decode group's growth, or a reservation for a transfer)."""
+        self.used += blocks
+        assert self.used <= self.n_blocks, "KV pool over capacity"
+        if self.used > self.peak_used:
+            self.peak_used = self.used
+
+    def release(self, seq: Seq, now: float) -> None:
+        """A sequence is done (finished, or its KV sent away): its blocks are free."""
+        self.used -= seq.blocks
+        seq.blocks = 0
+        assert self.used >= 0, "KV pool released more blocks than it lent"
+
+    def preempted(self, seq: Seq, now: float) -> None:
+        """A sequence is preempted (recompute): its blocks are free."""
+        self.release(seq, now)
+
+    def dropped(self, seq: Seq) -> None:
+        """A waiting sequence is dropped (it holds nothing)."""
+
+    def prompt_computed(self, seq: Seq, now: float) -> None:
+        """A sequence with prefix hash ids emitted its first token."""
+
+    def match(self, seq: RequestView) -> int:
+        """Leading prefix hash blocks of `seq` cached here (for a prefix-aware router)."""
+        return 0
+
+    def pins(self) -> int:
+        """Cached entries' pins still held (0 once every sequence is released; 0 without caching)."""
+        return 0
+
+
+class PrefixCachingKv(BlockKv):
+    """The pool with automatic prefix caching over the trace's prefix hash ids (see the module docstring and
+    `sim.run.engine.prefix_cache` for the rules)."""
+
+    __slots__ = ("cache", "log")
+
+    def __init__(self, n_blocks: int, block_size: int, *, hash_tokens: int, log: RequestLog) -> None:
+        super().__init__(n_blocks, block_size)
+        self.cache = PrefixCache(hash_tokens=hash_tokens, block_size=block_size)
+        self.log = log
+
+    def available(self) -> int:
+        return self.n_blocks - self.used + self.cache.evictable_blocks
+
+    def _make_room(self, blocks: int) -> None:
+        """Evict unpinned cached entries (LRU) until `blocks` blocks are free."""
+        short = blocks - (self.n_blocks - self.used)
+        if short > 0:
+            self.used -= self.cache.evict(short)
+
+    def plan(self, plan: Plan, replica: Planning) -> Batch:
+        """Match the queue's head (and what a step could admit with it) first, plan over the free and evictable
+        blocks (the head's hits reserved for running work), give tentative matches back, record the hits of those
+        admitted."""
+        cache = self.cache
+        before = cache.evictable_blocks
+        waiting = replica.waiting
+        self._match_waiting(waiting, replica.n_running, replica.limits)
+        reserve = before - cache.evictable_blocks  # cached entries the head hit: evictable for running work only
+        batch = plan(self.n_blocks - self.used + before, reserve)
+        self._unmatch(batch, waiting)
+        log = self.log
+        for seq in batch.admitted:
+            if seq.pins is not None:  # its prefix hit, as admitted
+                if seq.generated == 0 and math.isnan(log.cached_tokens[seq.idx]):
+                    log.cached_tokens[seq.idx] = seq.computed
+                log.prefill_saved_tokens += seq.computed
+        return batch
+
+    def _match_waiting(self, waiting: list[Seq], n_running: int, limits: Limits) -> None:
+        """Match the sequences a step may admit (the head of the queue, within the free sequence slots and the
+        token budget) against the cache, pinning what they hit (until the step is planned: see `_unmatch`)."""
+        cache = self.cache
+        t, epb = cache.hash_tokens, cache.blocks_per_entry
+        slots = limits.max_num_seqs - n_running  # only as far down the queue as one step could admit
+        budget = limits.max_num_batched_tokens
+        for seq in waiting:
+            if slots <= 0 or budget <= 0:
+                break
+            slots -= 1
+            hashes = seq.hashes
+            if seq.pins is not None or hashes is None:
+                budget -= seq.prompt_tokens + seq.generated - seq.computed
+                continue
+            m = cache.match_seq(seq, hashes, pinned_only=seq is not waiting[0])
+            ids = [int(h) for h in hashes[:m]]
+            cache.pin(ids)
+            seq.pins = ids
+            seq.computed = m * t
+            seq.blocks = seq.shared = m * epb
+            budget -= seq.prompt_tokens + seq.generated - seq.computed
+
+    def _unmatch(self, batch: Batch, waiting: list[Seq]) -> None:
+        """Waiting sequences matched for this step and not admitted give their pins back (matched again next time),
+        so a queued request holds no cached blocks another could need."""
+        cache = self.cache
+        admitted = {id(seq) for seq in batch.admitted}
+        for seq in waiting:
+            if seq.pins is not None and id(seq) not in admitted:
+                cache.unpin(seq.pins)
+                seq.pins, seq.computed, seq.blocks, seq.shared = None, 0, 0, 0
+
+    def grow(self, seq: Seq, n_slots: int) -> None:
+        self._make_room(blocks_for(n_slots, self.block_size) - seq.blocks)
+        super().grow(seq, n_slots)
+
+    def grant(self, blocks: int) -> None:
+        if blocks:
+            self._make_room(blocks)
+        super().grant(blocks)
+
+    def release(self, seq: Seq, now: float) -> None:
+        """Its own blocks are freed; its cached entries are unpinned, not freed (they stay cached, evictable)."""
+        if seq.pins is None:
+            super().release(seq, now)
+            return
+        self.used -= seq.blocks - seq.shared
+        self.cache.unpin(seq.pins, (now, seq.idx))
+        seq.blocks = seq.shared = 0
+        seq.pins = []
+
+    def preempted(self, seq: Seq, now: float) -> None:
+        self.release(seq, now)
+        seq.pins = None  # matched again when next planned (its own blocks, if still cached)
+
+    def dropped(self, seq: Seq) -> None:
+        if seq.pins:
+            self.cache.unpin(seq.pins)  # a tentative match given back
+        seq.pins, seq.blocks, seq.shared = None, 0, 0
+
+    def prompt_computed(self, seq: Seq, now: float) -> None:
+        """The prompt's prefill is done: its full hash blocks not yet cached become cached entries it pins."""
+        cache = self.cache
+        hashes = seq.hashes
+        assert hashes is not None and seq.pins is not None
+        for i in range(len(seq.pins), seq.prompt_tokens // cache.hash_tokens):
+            h = int(hashes[i])
+            if not cache.insert(h, (now, seq.idx)):
+                break  # cached by another sequence meanwhile: this one keeps its copy (and the rest) private
+            seq.pins.append(h)
+            seq.shared += cache.blocks_per_entry
+
+    def match(self, seq: RequestView) -> int:
+        return 0 if seq.hashes is None else self.cache.match_seq(seq, seq.hashes)
+
+    def pins(self) -> int:
+        return self.cache.pinned()

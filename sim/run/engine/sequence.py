@@ -1,0 +1,46 @@
+"""A request inside a replica, as the scheduler sees it (token counts; no simpy, no time).
+
+Token bookkeeping: `prompt_tokens + generated` tokens are known; `computed` of them have their KV
+in cache. A step processes some of the pending ones; when none remain pending the step samples the
+next output token. So a fresh request prefills its prompt (emitting token 1), then each decode step
+processes the last token (pending = 1) and emits the next; a sequence preempted by recompute drops
+its KV (`computed = 0`) and later prefills prompt + generated tokens, emitting its next token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(slots=True, eq=False)
+class Seq:
+    idx: int  # the request's row in the run's records
+    arrival_at_s: float
+    prompt_tokens: int
+    output_tokens: int
+    priority: int = 0
+    batch: bool = False  # an offline batch-job request (klass batch): the gateway's batch lane dispatched it
+    generated: int = 0
+    computed: int = 0
+    blocks: int = 0
+    n_preemptions: int = 0
+    last_token_at_s: float = 0.0
+    admit_no: int = 0  # order of (latest) admission into the running batch
+    join_d: int = 0  # the decode group's step count when this sequence joined it (see sim.run.engine.group)
+    hashes: Sequence[int] | None = None  # prefix caching: its prompt's hash-block ids, if any
+    shared: int = 0  # prefix caching: of `blocks`, those of cached entries it pins (not its own to free)
+    pins: list[int] | None = None  # prefix caching: the cached ids it pins (None: not matched since last planned)
+
+    @property
+    def key(self) -> tuple[int, float, int]:
+        """Waiting-queue order: priority class, then arrival (FCFS), then request index."""
+        return (self.priority, self.arrival_at_s, self.idx)
+
+    @property
+    def pending(self) -> int:
+        return self.prompt_tokens + self.generated - self.computed
+
+
+def blocks_for(n_slots: int, block_size: int) -> int:
+    return -(-n_slots // block_size)

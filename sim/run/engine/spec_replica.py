@@ -1,0 +1,146 @@
+"""A replica that decodes speculatively, fast-forwarded: the seam speculative decoding enters the engine through.
+
+It is the plain replica (`sim.run.engine.replica.Replica`) with its decoders kept in a `SpecGroup` (arrays, stepped in
+O(1) Python) instead of the lock-step `DecodeGroup`, and with decode runs of its own (`SpecGroup.plan_run`): a run of
+verify steps whose draws are known in advance is as predictable as a plain decode run. What differs from the plain
+replica, and only here:
+- each step's acceptances are drawn when it starts, for its verifying decoders in admission order — the group's and
+  any explicit ones merged — so the stream is consumed exactly as the per-step engine (the plain replica with
+  `engine.fast_forward: false`, the reference) consumes it;
+- a run holds the group's steps until a member finishes or the KV cache could not feed the next step; an arrival
+  cuts it at a step boundary (`SpecRun.boundary`), and KV use mid-run is read off the run.
+The step-time model is the same `SpeculativeStepTime` wrapper either way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import simpy
+from simpy.events import NORMAL
+
+from sim.run.clock import call_at
+from sim.run.engine.replica import Replica
+from sim.run.engine.scheduler import Batch
+from sim.run.engine.sequence import Seq
+from sim.run.engine.spec_group import ADM, SpecGroup, SpecRun
+
+
+class SpecReplica(Replica):
+    __slots__ = ("_explicit_draws", "_spec_run")
+
+    def __init__(self, env: simpy.Environment, *, group: SpecGroup, **kwargs: Any) -> None:
+        super().__init__(env, **kwargs)
+        assert self._acceptance is not None and group.acceptance is self._acceptance  # one stream for both
+        self.group = group
+        self.fast_forward = True
+        self._explicit_draws: list[int] = []
+        self._spec_run: tuple[float, SpecRun] | None = None  # the run in progress and its start (`_run` stays None)
+
+    def spec_counts(self) -> tuple[int, int]:
+        group = self._group
+        return self.verifies + group.verifies, self.verify_tokens + group.verify_tokens
+
+    @property
+    def _group(self) -> SpecGroup:
+        group = self.group
+        assert isinstance(group, SpecGroup)
+        return group
+
+    # --- steps: draws at the start, for every verifier in admission order -------------------------------------
+    def _start_step(self, batch: Batch) -> None:
+        super()._start_step(batch)
+        group, explicit = self._group, self._verifying
+        n_group = group.n if batch.group else 0
+        n = n_group + len(explicit)
+        if not n:
+            return
+        acceptance = self._acceptance
+        assert acceptance is not None
+        rows = acceptance.rows(n)
+        acceptance.take(n)
+        if not explicit:
+            group.draws = rows
+            return
+        if not n_group:
+            self._explicit_draws = rows.tolist()
+            return
+        keys = np.concatenate([group.st[ADM, :n_group], np.asarray([s.admit_no for s in explicit], dtype=np.int64)])
+        rank = np.empty(n, dtype=np.int64)
+        rank[np.argsort(keys, kind="stable")] = np.arange(n)  # each verifier's place in admission order
+        group.draws = rows[rank[:n_group]]
+        self._explicit_draws = rows[rank[n_group:]].tolist()
+
+    def _accepted(self, n: int) -> list[int]:
+        draws, self._explicit_draws = self._explicit_draws, []
+        assert len(draws) == n
+        return draws
+
+    # --- runs ----------------------------------------------------------------------------------------------------
+    def _start_run(self, seqs: list[Seq], context_sum: int, min_tokens_left: int) -> None:
+        """A pure decode step: the group alone decodes, a run; explicit decoders too (after a per-sequence plan), a
+        step (they join the group at its end)."""
+        if seqs:
+            self._start_step(Batch(work=[(s, 1) for s in seqs], group=self.group.n > 0))
+        else:
+            self._start_spec_run(Batch(group=True))
+
+    def _start_spec_run(self, batch: Batch) -> None:
+        run = self._group.plan_run(self.kv.available())
+        if run is None:  # the KV cache cannot feed the group's next step: a step (the planner preempts)
+            self._start_step(batch)
+            return
+        start = self.env._now
+        self._spec_run = (start, run)
+        self._run_steps = run.k_max
+        self._work_start = start
+        self._interruptible = run.k_max > 1  # an arrival cuts the run at the next step boundary
+        self._run_total = run.total(run.k_max)
+        self._run_end_event = call_at(self.env, self._run_total, NORMAL, self._run_end)
+
+    def _cut_run(self) -> None:
+        """An arrival mid-run: end the run at the first step boundary at or after now."""
+        assert self._spec_run is not None
+        self._interruptible = False
+        start, run = self._spec_run
+        now = self.env._now
+        self._run_steps, self._run_total = run.boundary(now - start, run.k_max)
+        self._run_end_event = call_at(self.env, max(0.0, start + self._run_total - now), NORMAL, self._run_end)
+
+    def steps_done_in_run(self, now: float) -> int:
+        if self._spec_run is None:
+            return 0
+        start, run = self._spec_run
+        return run.steps_done_by(now - start, self._run_steps)
+
+    def _run_end(self, event: simpy.Event) -> None:
+        if event is not self._run_end_event:
+            return  # superseded by `_cut_run`
+        assert self._spec_run is not None
+        start, run = self._spec_run
+        k, total = self._run_steps, self._run_total
+        self._run_end_event = self._spec_run = None
+        self._interruptible = False
+        self._work_start = None
+        flops, n_bytes = run.work(k)
+        self.flops += flops
+        self.bytes += n_bytes
+        self.n_steps += k
+        self.n_runs += 1
+        self.busy_s += total
+        self.decode_busy_s += total
+        end = start + total
+        done, grown = self._group.take_run(run, k, start)
+        self.kv.grant(grown)
+        for seq in done:
+            self._completed(seq, end)
+        self._next()
+
+    def kv_blocks_used_at(self, now: float) -> int:
+        """Blocks in use at `now`, counting the growth of a run in progress (the step under way holds its slots)."""
+        if self._spec_run is None:
+            return self.kv.used
+        start, run = self._spec_run
+        done = run.steps_done_by(now - start, self._run_steps)
+        return self.kv.used + run.extra_blocks(min(done + 1, self._run_steps))

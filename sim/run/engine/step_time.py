@@ -1,0 +1,297 @@
+"""How long an engine step takes: the `StepTimeModel` protocol (one method, `step`) and its implementations.
+
+A step processes `n_prefill_tokens` prompt tokens (chunks of one or more sequences) plus one token
+for each of `n_decode_seqs` decoding sequences. Besides the time of any one step, a model may give
+(`LinearRuns`, the capability the fast-forward uses) the closed form of a *decode run*: steps with the same `n_seqs` decoding sequences whose contexts each
+grow by one token per step. Step j of such a run takes
+
+    t(j) = max(l1, l2) + g * min(l1, l2) + e,   l1 = a1 + b1*j, l2 = a2 + b2*j    (a `StepLine`; seconds)
+
+which the replica sums and inverts in O(1)/O(log n) to fast-forward a whole run in one event.
+
+- `RooflineStepTime`: the roofline (`sim.physics.roofline.step_cost`); the two lines are its compute and
+  memory terms, g = 1 - overlap, `e` its communication and fixed overheads. The step time stays linear in
+  j on either side of the lines' crossing, so a run's total is still a sum of two arithmetic series.
+- `ConstantStepTime`: fixed seconds per prompt token and per decode step (a test double whose
+  queueing behaviour has closed forms: M/D/1, M/G/1).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+from sim.physics.roofline import RooflineSetup, allreduce_time_s, fixed_overhead_s, weight_bytes_read
+
+_NEVER = 1e15  # steps: a crossing further away than this is treated as never reached
+
+
+class StepLine:
+    """Step j of a decode run takes max(l1, l2) + g min(l1, l2) + e seconds, l1 = a1 + b1 j, l2 = a2 + b2 j.
+
+    The steps split once, at `split`, where the lines cross; on either side the step time is one line,
+    `a_before + b_before j` before and `a_after + b_after j` after (the larger line plus g times the smaller),
+    precomputed: `total` runs inside bisections."""
+
+    __slots__ = ("a1", "a2", "a_after", "a_before", "b1", "b2", "b_after", "b_before", "e", "g", "split")
+
+    def __init__(self, a1: float, b1: float, a2: float, b2: float, e: float, g: float = 0.0) -> None:
+        self.a1, self.b1, self.a2, self.b2, self.e, self.g = a1, b1, a2, b2, e, g
+        d, gap = b1 - b2, a2 - a1  # line 1 is the max where d * j >= gap
+        q = gap / d if d != 0 else math.inf
+        if d == 0:
+            split, line1_after = (0 if gap <= 0 else math.inf), True
+        elif abs(q) > _NEVER:  # the lines cross beyond any run (or the slopes differ by a denormal)
+            split, line1_after = (math.inf if q > 0 else 0), d > 0
+        elif d > 0:
+            split, line1_after = max(0, math.ceil(q)), True  # line 2 on [0, split), line 1 after
+        else:
+            split, line1_after = max(0, math.floor(q) + 1), False  # line 1 on [0, split), line 2 after
+        self.split = split
+        # the larger line before the split and the larger after it; each is the smaller on the other side
+        if line1_after:
+            ba, bb, aa, ab = a2, b2, a1, b1
+        else:
+            ba, bb, aa, ab = a1, b1, a2, b2
+        if g:
+            self.a_before, self.b_before = ba + g * aa, bb + g * ab
+            self.a_after, self.b_after = aa + g * ba, ab + g * bb
+        else:
+            self.a_before, self.b_before, self.a_after, self.b_after = ba, bb, aa, ab
+
+    def __repr__(self) -> str:
+        return f"StepLine(a1={self.a1!r}, b1={self.b1!r}, a2={self.a2!r}, b2={self.b2!r}, e={self.e!r}, g={self.g!r})"
+
+    def at(self, j: int) -> float:
+        l1, l2 = self.a1 + self.b1 * j, self.a2 + self.b2 * j
+        if self.g:
+            return (l1 + self.g * l2 if l1 >= l2 else l2 + self.g * l1) + self.e
+        return max(l1, l2) + self.e
+
+    def pieces(self, k: int) -> list[tuple[int, int, float, float]]:
+        """Split steps [0, k) into at most two linear pieces (start, stop, a, b)."""
+        m = int(min(k, self.split))
+        out = []
+        if m > 0:
+            out.append((0, m, self.a_before, self.b_before))
+        if m < k:
+            out.append((m, k, self.a_after, self.b_after))
+        return out
+
+    def total(self, k: int) -> float:
+        """T(k): the time of steps 0..k-1."""
+        s = self.e * k
+        m = k if self.split >= k else int(self.split)
+        if m > 0:
+            s += m * self.a_before + self.b_before * (m * (m - 1)) / 2
+        if m < k:
+            s += (k - m) * self.a_after + self.b_after * (k * (k - 1) - m * (m - 1)) / 2
+        return s
+
+    def _k_at(self, elapsed: float) -> float:
+        """The real k with T(k) = elapsed, T continued between integers (the sum's quadratic form)."""
+        m = self.split
+        a, b = self.a_before, self.b_before
+        base = 0.0
+        if m > 0 and (m == math.inf or elapsed <= self.total(int(m))):
+            m = 0
+        elif m > 0:
+            m = int(m)
+            base = self.total(m)
+            a, b = self.a_after, self.b_after
+            a += b * m
+        else:
+            a, b = self.a_after, self.b_after
+        # T(m + i) - T(m) = (b/2) i^2 + (a + e - b/2) i: the root in its stable form
+        x = elapsed - base
+        lin = a + self.e - b / 2
+        den = lin + math.sqrt(max(0.0, lin * lin + 2 * b * x))
+        return m + (2 * x / den if den > 0 else 0.0)
+
+    def steps_to_reach(self, elapsed: float, k_max: int) -> int:
+        """Smallest k in [1, k_max] with T(k) >= elapsed: the first step boundary at or after it.
+        (The quadratic's root, then corrected against `total` itself, so it is exact.)"""
+        return self.boundary(elapsed, k_max)[0]
+
+    def boundary(self, elapsed: float, k_max: int) -> tuple[int, float]:
+        """`steps_to_reach(elapsed, k_max)` and T of it."""
+        est = self._k_at(elapsed)
+        k = min(max(math.ceil(est), 1), k_max) if math.isfinite(est) else k_max
+        while k > 1 and self.total(k - 1) >= elapsed:
+            k -= 1
+        while True:
+            t = self.total(k)
+            if k == k_max or t >= elapsed:
+                return k, t
+            k += 1
+
+    def steps_done_by(self, elapsed: float, k_max: int) -> int:
+        """Largest k in [0, k_max] with T(k) <= elapsed: steps completed by then."""
+        est = self._k_at(elapsed)
+        k = min(max(math.floor(est), 0), k_max) if math.isfinite(est) else k_max
+        while k > 0 and self.total(k) > elapsed:
+            k -= 1
+        while k < k_max and self.total(k + 1) <= elapsed:
+            k += 1
+        return k
+
+
+class StepTimeModel(Protocol):
+    """What the engine asks of a step-time model: one method."""
+
+    def step(
+        self,
+        n_prefill_tokens: int,
+        n_decode_seqs: int,
+        attention_pairs: float,
+        kv_read_tokens: float,
+        decode_context_tokens: int = 0,
+    ) -> tuple[float, float, float]:
+        """(seconds, FLOPs, bytes) of one step (FLOPs and bytes 0 when the model does not know them): it processes
+        `n_prefill_tokens` prompt (or recompute) tokens and one token for each of `n_decode_seqs` decoding
+        sequences, whose cached contexts sum to `decode_context_tokens`; `attention_pairs` (query, key) pairs
+        and `kv_read_tokens` cached tokens read over the whole batch."""
+        ...
+
+
+class LinearRuns(Protocol):
+    """The optional capability the fast-forward uses: a decode run's steps in closed form."""
+
+    def decode_line(self, *, n_seqs: int, context_sum: int) -> StepLine:
+        """Step j of a run of `n_seqs` decodes whose cached contexts sum to `context_sum` at step 0 (+n_seqs per
+        step): its seconds, as a `StepLine`."""
+        ...
+
+    def run_work(self, n_seqs: int, context_sum: int, k: int) -> tuple[float, float]:
+        """(FLOPs, bytes) of the first k steps of that run."""
+        ...
+
+    def decode_sum(self, n_seqs: int, context_sum: int, k: int) -> float:
+        """Seconds of the first k steps of that run, summed step by step (`decode_line(...).total(k)` up to rounding,
+        cheaper for a few steps)."""
+        ...
+
+
+def linear_runs(model: StepTimeModel) -> LinearRuns | None:
+    """The model's linear-run capability, if it has one."""
+    return model if isinstance(model, RooflineStepTime | ConstantStepTime) else None
+
+
+class RooflineStepTime:
+    """The roofline as a step-time model; decode-run coefficients are memoized per batch size."""
+
+    def __init__(self, setup: RooflineSetup) -> None:
+        self.setup = setup
+        s, m = setup, setup.model
+        self._flops_per_s = s.tp * s.effective_flops_per_s
+        self._bytes_per_s = s.tp * s.effective_hbm_bw_bytes_per_s
+        self._attn = m.attention_flops_per_pair if s.attention else 0.0
+        self._kv = s.kv_bytes_per_token
+        self._attention = s.attention
+        self._attn_per_pair = m.attention_flops_per_pair
+        self._overhead = fixed_overhead_s(s)
+        self._overlap = s.overlap
+        self._g = 1.0 - s.overlap
+        self._per_batch: dict[int, tuple[float, float, float]] = {}
+        self._step_terms: dict[int, tuple[float, float, float]] = {}
+
+    def step(
+        self,
+        n_prefill_tokens: int,
+        n_decode_seqs: int,
+        attention_pairs: float,
+        kv_read_tokens: float,
+        decode_context_tokens: int = 0,
+    ) -> tuple[float, float, float]:
+        """`step_cost`'s arithmetic, operation for operation (so the same floats), with its per-token-count
+        terms memoized."""
+        n = n_prefill_tokens + n_decode_seqs
+        terms = self._step_terms.get(n)
+        if terms is None:
+            s, m = self.setup, self.setup.model
+            comm = 0.0
+            if s.comm and s.tp > 1 and n > 0:
+                comm = 2 * m.n_layers * allreduce_time_s(s.gpu, tp=s.tp, n_bytes=n * m.hidden_size * s.activation_bits / 8)
+            terms = (n * m.flops_per_token, weight_bytes_read(s, n), comm)
+            self._step_terms[n] = terms
+        flops, weight_bytes, comm = terms
+        if self._attention:
+            flops += attention_pairs * self._attn_per_pair
+        n_bytes = weight_bytes + self._kv * (kv_read_tokens + n)
+        compute_s, memory_s = flops / self._flops_per_s, n_bytes / self._bytes_per_s
+        if self._overlap == 1.0:
+            core = max(compute_s, memory_s)
+        else:
+            core = compute_s + self._g * memory_s if compute_s >= memory_s else memory_s + self._g * compute_s
+        return core + comm + self._overhead, flops, n_bytes
+
+    def decode_sum(self, n_seqs: int, context_sum: int, k: int) -> float:
+        """Seconds of the first k steps of `decode_line(n_seqs, context_sum)`, step by step (for short runs: a
+        speculative step's drafts)."""
+        matmul_flops, weight_bytes, fixed = self._batch_terms(n_seqs)
+        attn, kv, f, b, g = self._attn, self._kv, self._flops_per_s, self._bytes_per_s, self._g
+        total = 0.0
+        for j in range(k):  # step j: pairs = context_sum + n (j + 1); KV read context_sum + n j, n written
+            ctx = context_sum + n_seqs * (j + 1)
+            compute_s, memory_s = (matmul_flops + attn * ctx) / f, (weight_bytes + kv * ctx) / b
+            total += (compute_s + g * memory_s if compute_s >= memory_s else memory_s + g * compute_s) + fixed
+        return total
+
+    def run_work(self, n_seqs: int, context_sum: int, k: int) -> tuple[float, float]:
+        matmul_flops, weight_bytes, _ = self._batch_terms(n_seqs)
+        pairs = k * (context_sum + n_seqs) + n_seqs * k * (k - 1) / 2  # sum over j < k of S + n (j + 1)
+        kv_tokens = k * (context_sum + n_seqs) + n_seqs * k * (k - 1) / 2  # reads S + n j plus n writes
+        return k * matmul_flops + self._attn * pairs, k * weight_bytes + self._kv * kv_tokens
+
+    def _batch_terms(self, n_seqs: int) -> tuple[float, float, float]:
+        """Matmul FLOPs, weight bytes read and fixed seconds (comm + overhead) of an n-token step."""
+        terms = self._per_batch.get(n_seqs)
+        if terms is None:
+            s, m = self.setup, self.setup.model
+            comm = 0.0
+            if s.comm and s.tp > 1:
+                comm = 2 * m.n_layers * allreduce_time_s(s.gpu, tp=s.tp, n_bytes=n_seqs * m.hidden_size * s.activation_bits / 8)
+            terms = (n_seqs * m.flops_per_token, weight_bytes_read(s, n_seqs), comm + self._overhead)
+            self._per_batch[n_seqs] = terms
+        return terms
+
+    def decode_line(self, *, n_seqs: int, context_sum: int) -> StepLine:
+        """`n_seqs` decodes whose cached contexts sum to `context_sum` at step 0 (+n_seqs per step)."""
+        matmul_flops, weight_bytes, fixed = self._batch_terms(n_seqs)
+        # step j: pairs = context_sum + n (j + 1); KV read = context_sum + n j; KV written = n
+        return StepLine(
+            (matmul_flops + self._attn * (context_sum + n_seqs)) / self._flops_per_s,
+            self._attn * n_seqs / self._flops_per_s,
+            (weight_bytes + self._kv * (context_sum + n_seqs)) / self._bytes_per_s,
+            self._kv * n_seqs / self._bytes_per_s,
+            fixed,
+            self._g,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ConstantStepTime:
+    """A step costs `prefill_s_per_token` per prompt token plus `decode_step_s` if it decodes."""
+
+    prefill_s_per_token: float
+    decode_step_s: float
+
+    def step(
+        self,
+        n_prefill_tokens: int,
+        n_decode_seqs: int,
+        attention_pairs: float,
+        kv_read_tokens: float,
+        decode_context_tokens: int = 0,
+    ) -> tuple[float, float, float]:
+        return n_prefill_tokens * self.prefill_s_per_token + (self.decode_step_s if n_decode_seqs else 0.0), 0.0, 0.0
+
+    def decode_line(self, *, n_seqs: int, context_sum: int) -> StepLine:
+        return StepLine(a1=self.decode_step_s, b1=0.0, a2=0.0, b2=0.0, e=0.0)
+
+    def decode_sum(self, n_seqs: int, context_sum: int, k: int) -> float:
+        return k * self.decode_step_s
+
+    def run_work(self, n_seqs: int, context_sum: int, k: int) -> tuple[float, float]:
+        return 0.0, 0.0

@@ -1,0 +1,412 @@
+"""A pool of replicas as a SimPy model: replica lifecycles, routing, the pool's queue, scaling.
+
+A request goes to a ready replica chosen by the router, at once, whatever that replica already holds
+(vLLM behind a plain load balancer). With `max_outstanding_per_replica` (Ray Serve's
+`max_ongoing_requests`, llm-d's flow control) the router only sends it to a ready replica holding fewer
+requests than that, and when every ready replica is at the cap it waits in the fleet's queue instead
+(priority, then arrival order), dispatched the instant a replica frees a slot or a new one becomes ready.
+With no replica ready it also waits in the fleet queue (bounded by `queue_max`, each request for at most
+`queue_timeout_s`; beyond either it is rejected with the reason) and, if nothing is starting either, one
+replica is launched at once (the "activator" of scale-from-zero systems). A scale-up cold-starts replicas (provision, image pull, weight
+load, warm-up; billed from provisioning); a scale-down first cancels replicas still starting (the
+youngest), then drains ready ones (the least loaded, newest first): they take no new requests, finish
+what they hold and are released.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import simpy
+
+from sim.policies.autoscale import Observation
+from sim.policies.lifecycle import LifecycleConfig
+from sim.policies.router import Router
+from sim.run.clock import ARRIVAL, LIFECYCLE, At, call_at
+from sim.run.engine.records import IN_FLIGHT, RequestLog
+from sim.run.engine.replica import Replica, ReplicaListener
+from sim.run.engine.sequence import Seq
+from sim.run.fleet.load_index import LeastLoaded
+from sim.states import STARTING, ReplicaState
+
+
+class FleetQueue:
+    """Requests waiting for any replica: priority class, then arrival, then index (the engine's order);
+    removal (a timeout) is lazy."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[tuple[int, float, int], Seq]] = []
+        self._gone: set[int] = set()
+        self._n = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __bool__(self) -> bool:
+        return self._n > 0
+
+    def __contains__(self, seq: Seq) -> bool:
+        return seq.idx not in self._gone and any(s is seq for _, s in self._heap)
+
+    def append(self, seq: Seq) -> None:
+        heapq.heappush(self._heap, (seq.key, seq))
+        self._n += 1
+
+    def popleft(self) -> Seq:
+        while True:
+            _, seq = heapq.heappop(self._heap)
+            if seq.idx in self._gone:
+                self._gone.discard(seq.idx)
+                continue
+            self._n -= 1
+            return seq
+
+    def remove(self, seq: Seq) -> None:
+        self._gone.add(seq.idx)
+        self._n -= 1
+
+
+@dataclass(eq=False)
+class ReplicaSlot:
+    """One replica's life: when each stage began, and its engine once ready."""
+
+    replica_id: int
+    provision_at_s: float
+    stages_s: tuple[float, float, float, float]  # provision, image pull, weight load, warm-up
+    pool: str  # the pool it belongs to: online, batch (a dedicated batch pool), prefill or decode
+    state: ReplicaState = ReplicaState.PROVISIONING
+    ready_at_s: float = math.nan
+    drain_at_s: float = math.nan
+    released_at_s: float = math.nan
+    busy_at_drain_s: float = 0.0
+    cancelled: bool = False
+    engine: Replica | None = None
+    process: simpy.Process | None = field(default=None, repr=False)
+
+    @property
+    def loading_at_s(self) -> float:
+        """When weight loading began (after provisioning and the image pull)."""
+        return self.provision_at_s + self.stages_s[0] + self.stages_s[1]
+
+
+class Replicas:
+    """Every replica of the run, of every pool, by id (ids are given out here, in launch order): the fleet-wide
+    view the freeze and the timeline read."""
+
+    def __init__(self) -> None:
+        self.slots: list[ReplicaSlot] = []
+
+    def add(self, provision_at_s: float, stages_s: tuple[float, float, float, float], pool: str) -> ReplicaSlot:
+        slot = ReplicaSlot(len(self.slots), provision_at_s, stages_s, pool)
+        self.slots.append(slot)
+        return slot
+
+
+class Feeder(Protocol):
+    """A lane that holds requests for the pool at the gateway (the batch lane): its queue is demand the pool's
+    autoscaler sees."""
+
+    @property
+    def n_queued(self) -> int: ...
+
+
+MakeEngine = Callable[[int, Sequence[ReplicaListener]], Replica]  # (replica id, its listeners) -> a ready engine
+
+
+class Pool:
+    """Replicas of one GPU type, TP degree and engine behind a router, scaled by its autoscaler (see the module
+    docstring). `listeners` (the batch lane, the KV-transfer link, the guard: registered before the run) are given
+    to each replica it builds, after the pool's own."""
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        *,
+        name: str,
+        replicas: Replicas,
+        make_engine: MakeEngine,
+        inadmissible: dict[int, str],
+        router: Router,
+        lifecycle: LifecycleConfig,
+        weight_bytes: float,
+        log: RequestLog,
+        rng: np.random.Generator,
+        max_replicas: int,
+        queue_max: int | None = None,
+        queue_timeout_s: float | None = None,
+        max_outstanding: int | None = None,
+    ) -> None:
+        self.env = env
+        self.name = name
+        self.replicas = replicas
+        self.make_engine = make_engine
+        self.inadmissible = inadmissible  # request index -> why no replica can ever serve it
+        self.router = router
+        self.lifecycle = lifecycle
+        self.weight_bytes = weight_bytes
+        self.log = log
+        self.rng = rng
+        self.max_replicas = max_replicas
+        self.queue_max = queue_max
+        self.queue_timeout_s = queue_timeout_s
+        self.max_outstanding = max_outstanding  # per replica, the router's cap (None: none)
+        self.listeners: list[ReplicaListener] = []
+        self.feeders: list[Feeder] = []  # lanes holding requests for this pool (registered at build)
+        self._pump_due = False
+        self._live: list[ReplicaSlot] = []  # this pool's slots not yet released, in id order
+        self._ready: list[ReplicaSlot] | None = None  # the ready slots, in id order (None: recompute)
+        self._by_id: dict[int, ReplicaSlot] = {}
+        self._index = LeastLoaded() if router.indexed else None
+        self.queue = FleetQueue()
+        self._busy_seen: dict[int, tuple[float, float]] = {}  # replica id -> (time, busy seconds) at last observation
+        self.n_arrivals = 0
+
+    # --- what the pool hears from its replicas --------------------------------------------------------
+    def _own_listeners(self) -> list[ReplicaListener]:
+        """The pool listens to its replicas' idleness (to release a drained one); its load index and, with a cap,
+        its queue listen to their load."""
+        own: list[ReplicaListener] = [_Drain(self)]
+        if self._index is not None:
+            own.append(self._index)
+        if self.max_outstanding is not None:
+            own.append(_CapWatch(self))
+        return own
+
+    def release_if_drained(self, replica: Replica) -> None:
+        slot = self._by_id[replica.replica_id]
+        if slot.state == ReplicaState.DRAINING and replica.settled:
+            self._release(slot)
+
+    # --- views (no scan of released slots: a long day launches hundreds) ------------------------------
+    def in_state(self, state: ReplicaState) -> list[ReplicaSlot]:
+        return [s for s in self._live if s.state == state]
+
+    @property
+    def ready(self) -> list[ReplicaSlot]:
+        if self._ready is None:
+            self._ready = self.in_state(ReplicaState.READY)
+        return self._ready
+
+    @property
+    def live(self) -> list[ReplicaSlot]:
+        """Slots not released (starting, ready or draining), in id order."""
+        return self._live
+
+    @property
+    def starting(self) -> list[ReplicaSlot]:
+        return [s for s in self._live if s.state in STARTING]
+
+    def _set_state(self, slot: ReplicaSlot, state: ReplicaState) -> None:
+        if (slot.state == ReplicaState.READY) != (state == ReplicaState.READY):
+            self._ready = None
+            if self._index is not None:
+                if state == ReplicaState.READY:
+                    assert slot.engine is not None
+                    self._index.add(slot.replica_id, slot.engine.n_outstanding)
+                else:
+                    self._index.remove(slot.replica_id)
+        slot.state = state
+        if state == ReplicaState.RELEASED:
+            self._live.remove(slot)
+
+    # --- requests ------------------------------------------------------------------------------------
+    def deliver(self, seq: Seq) -> None:
+        self.n_arrivals += 1
+        reason = self.inadmissible.get(seq.idx)
+        if reason is not None:
+            self.log.reject(seq.idx, reason)
+            return
+        if self._has_room():
+            self._route(seq)
+            return
+        if self.queue_max is not None and len(self.queue) >= self.queue_max:
+            why = "with no replica ready" if not self._any_ready() else "with every ready replica at max_outstanding_per_replica"
+            self.log.reject(seq.idx, f"fleet queue full ({self.queue_max} requests) {why}")
+            return
+        self.log.status[seq.idx] = IN_FLIGHT  # in the fleet queue
+        self.queue.append(seq)
+        if self.queue_timeout_s is not None:
+            self.env.process(self._expire(seq, self.queue_timeout_s))
+        if not self._any_ready() and not self.starting and self.held() < self.max_replicas:
+            self.launch(1)
+
+    def _any_ready(self) -> bool:
+        return bool(len(self._index) if self._index is not None else self.ready)
+
+    def _has_room(self) -> bool:
+        """Is there a ready replica the router may send a request to now?"""
+        if not self._any_ready():
+            return False
+        cap = self.max_outstanding
+        if cap is None:
+            return True
+        if self._index is not None:
+            engine = self._by_id[self._index.least()].engine
+            return engine is not None and engine.n_outstanding < cap
+        return any(slot.engine is not None and slot.engine.n_outstanding < cap for slot in self.ready)
+
+    def _route(self, seq: Seq) -> None:
+        """To a ready replica with room (there is one): by the least-loaded index when the router has one, else
+        by the router's choice over the ready replicas with room, in id order."""
+        if self._index is not None:
+            engine = self._by_id[self._index.least()].engine
+            assert engine is not None
+            engine.enqueue(seq)
+            return
+        cap = self.max_outstanding
+        engines = [s.engine for s in self.ready if s.engine is not None and (cap is None or s.engine.n_outstanding < cap)]
+        engines[self.router.choose(engines, seq, self.env.now)].enqueue(seq)
+
+    def _expire(self, seq: Seq, timeout_s: float) -> Generator[simpy.Event, Any, None]:
+        yield self.env.timeout(timeout_s)
+        if self.log.replica_id[seq.idx] < 0 and self.log.status[seq.idx] == IN_FLIGHT:  # still in the fleet queue
+            self.queue.remove(seq)
+            self.log.reject(seq.idx, f"waited {timeout_s:g} s in the fleet queue for a replica (queue_timeout_s)")
+
+    def pump(self, _event: simpy.Event | None = None) -> None:
+        """Dispatch waiting requests while a ready replica has room (the queue's order)."""
+        self._pump_due = False
+        while self.queue and self._has_room():
+            self._route(self.queue.popleft())
+
+    def pump_soon(self) -> None:
+        """Dispatch at this instant, once, as an arrival would be (before the replicas plan)."""
+        if self.queue and not self._pump_due:
+            self._pump_due = True
+            call_at(self.env, 0.0, ARRIVAL, self.pump)
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+    def add_ready(self, n: int) -> None:
+        """Replicas that exist before the trace starts (warm): ready at once, billed from now."""
+        for _ in range(n):
+            slot = self._new_slot((0.0, 0.0, 0.0, 0.0))
+            self._become_ready(slot)
+
+    def launch(self, n: int) -> None:
+        for _ in range(n):
+            slot = self._new_slot(self.lifecycle.stages(self.weight_bytes, self.rng))
+            slot.process = self.env.process(self._cold_start(slot))
+
+    def _new_slot(self, stages: tuple[float, float, float, float]) -> ReplicaSlot:
+        slot = self.replicas.add(self.env.now, stages, self.name)
+        self._live.append(slot)
+        self._by_id[slot.replica_id] = slot
+        return slot
+
+    def _cold_start(self, slot: ReplicaSlot) -> Generator[simpy.Event, Any, None]:
+        provision, pull, load, warmup = slot.stages_s
+        try:
+            yield At(self.env, provision + pull, LIFECYCLE)
+            self._set_state(slot, ReplicaState.LOADING)
+            yield At(self.env, load + warmup, LIFECYCLE)
+        except simpy.Interrupt:
+            return
+        self._become_ready(slot)
+
+    def _become_ready(self, slot: ReplicaSlot) -> None:
+        slot.ready_at_s = self.env.now
+        engine = self.make_engine(slot.replica_id, [*self._own_listeners(), *self.listeners])
+        slot.engine = engine
+        self._set_state(slot, ReplicaState.READY)
+        self._busy_seen[slot.replica_id] = (self.env.now, 0.0)
+        self.pump()
+        engine.became_ready()
+
+    def _release(self, slot: ReplicaSlot) -> None:
+        self._set_state(slot, ReplicaState.RELEASED)
+        slot.released_at_s = self.env.now
+
+    # --- scaling -------------------------------------------------------------------------------------
+    def held(self) -> int:
+        """Replicas holding GPUs: starting, ready or draining."""
+        return len(self._live)
+
+    def scale_to(self, desired: int) -> None:
+        desired = min(desired, self.max_replicas)
+        starting, ready = self.starting, self.ready
+        current = len(starting) + len(ready)
+        if desired > current:
+            room = self.max_replicas - self.held()  # the GPU cap counts draining replicas too
+            if room > 0:
+                self.launch(min(desired - current, room))
+            return
+        excess = current - desired
+        for slot in sorted(starting, key=lambda s: s.provision_at_s, reverse=True)[:excess]:
+            slot.cancelled = True
+            assert slot.process is not None
+            slot.process.interrupt()
+            self._release(slot)
+            excess -= 1
+        if excess <= 0:
+            return
+        now = self.env.now
+        for slot in sorted(ready, key=lambda s: (s.engine.n_outstanding if s.engine else 0, -s.replica_id))[:excess]:
+            engine = slot.engine
+            assert engine is not None
+            self._set_state(slot, ReplicaState.DRAINING)
+            slot.drain_at_s = now
+            slot.busy_at_drain_s = engine.busy_s_at(now)
+            if engine.n_outstanding == 0 and engine.settled:
+                self._release(slot)
+
+    def observe(self) -> Observation:
+        now = self.env.now
+        ready = self.ready
+        busy, kv = [], []
+        for slot in ready:
+            engine = slot.engine
+            assert engine is not None
+            t0, b0 = self._busy_seen.get(slot.replica_id, (now, 0.0))
+            b1 = engine.busy_s_at(now)
+            if now > t0:
+                busy.append((b1 - b0) / (now - t0))
+            self._busy_seen[slot.replica_id] = (now, b1)
+            kv.append(engine.kv_use_at(now))
+        engines = [
+            s.engine for s in self._live if s.state in (ReplicaState.READY, ReplicaState.DRAINING) and s.engine is not None
+        ]
+        held_back = len(self.queue) + sum(f.n_queued for f in self.feeders)  # waiting for a replica (with room)
+        in_flight = held_back + sum(e.n_outstanding for e in engines)
+        waiting = held_back + sum(len(e.waiting) for e in engines)
+        return Observation(
+            now=now,
+            n_ready=len(ready),
+            n_starting=len(self.starting),
+            n_draining=len(self.in_state(ReplicaState.DRAINING)),
+            in_flight=in_flight,
+            waiting=waiting,
+            busy_fraction=float(np.mean(busy)) if busy else None,
+            kv_use=float(np.mean(kv)) if kv else None,
+        )
+
+
+class _Drain(ReplicaListener):
+    """A draining replica that runs out of work (and has no KV transfer in flight) is released."""
+
+    __slots__ = ("pool",)
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+
+    def idle(self, replica: Replica) -> None:
+        self.pool.release_if_drained(replica)
+
+
+class _CapWatch(ReplicaListener):
+    """With `max_outstanding_per_replica`: when a capped replica frees a slot with requests waiting in the pool's
+    queue, dispatch them at this instant (as an arrival would be: before the replicas plan)."""
+
+    __slots__ = ("cap", "pool")
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.cap = pool.max_outstanding
+
+    def load_changed(self, replica: Replica, n_outstanding: int) -> None:
+        if self.cap is not None and n_outstanding < self.cap:
+            self.pool.pump_soon()

@@ -1,0 +1,107 @@
+"""The interactive lane: the trace's requests delivered at their arrival times (a callback chain on the SimPy
+kernel, not a process), into the entry pool; batch-job requests into the batch lane."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import simpy
+from simpy.events import URGENT
+
+from sim.run.clock import ARRIVAL, call_at
+from sim.run.engine.records import RequestLog
+from sim.run.engine.sequence import Seq
+
+
+class Feed:
+    """Delivers the trace's requests at their arrival times, all requests of one instant together: one
+    `ARRIVAL` event per distinct instant, each scheduling the next (a callback, not a process). The
+    columns are turned into Python numbers a window at a time (a whole 1 M-request trace as lists would
+    hold ~100 MB). Batch-job requests go to the batch lane (`deliver_batch(index)`) when there is one."""
+
+    WINDOW = 4096
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        trace: pd.DataFrame,
+        log: RequestLog,
+        deliver: Callable[[Seq], None],
+        deliver_batch: Callable[[int], None] | None = None,
+        *,
+        hashes: bool = False,
+    ) -> None:
+        self.env, self.deliver, self.deliver_batch = env, deliver, deliver_batch
+        self.hashes = trace["prefix_hash_ids"].to_numpy() if hashes else None  # prefix caching: each request's ids
+        t = log.arrival_at_s
+        self.n = len(t)
+        priority = trace["priority"].to_numpy(dtype=np.int64) if "priority" in trace.columns else np.zeros(self.n, np.int64)
+        batch = (
+            trace["klass"].to_numpy() == "batch"
+            if deliver_batch is not None and "klass" in trace.columns
+            else np.zeros(self.n, dtype=bool)
+        )
+        self.columns = (t, log.prompt_tokens, log.output_tokens, priority, batch)
+        self.window: tuple[list[Any], ...] = ([], [], [], [], [])
+        self.window_lo = 0
+        self.i = 0  # the next request to deliver
+        if self.n:  # started as a process would be: after what is already due at the start
+            call_at(env, 0.0, URGENT, self._schedule)
+
+    def _column(self, i: int) -> int:
+        """Make request i part of the window; its offset in it."""
+        if i >= self.window_lo + len(self.window[0]):
+            self.window_lo = i
+            self.window = tuple(c[i : i + self.WINDOW].tolist() for c in self.columns)
+        return i - self.window_lo
+
+    def _schedule(self, _event: simpy.Event | None = None) -> None:
+        j = self._column(self.i)  # (before reading the window: it may move)
+        self._wake_at(self.window[0][j])
+
+    def _wake_at(self, at: float) -> None:
+        """Deliver the requests of instant `at` then (now, if it is now)."""
+        env = self.env
+        now = env.now
+        delay = at - now
+        while now + delay < at:  # float: make the clock land on (not just below) the arrival
+            delay = math.nextafter(delay, math.inf)
+        if delay > 0:
+            call_at(env, delay, ARRIVAL, self._arrive)
+        else:
+            self._arrive(None)
+
+    def _arrive(self, _event: simpy.Event | None) -> None:
+        i, n, deliver, deliver_batch = self.i, self.n, self.deliver, self.deliver_batch
+        j = self._column(i)
+        times, prompt, output, priority, batch = self.window
+        m = len(times)
+        at = times[j]
+        while True:
+            if batch[j]:
+                assert deliver_batch is not None
+                deliver_batch(i)
+            elif self.hashes is None:
+                deliver(Seq(i, at, prompt[j], output[j], priority[j]))
+            else:
+                seq = Seq(i, at, prompt[j], output[j], priority[j])
+                h = self.hashes[i]
+                seq.hashes = h if h is not None and len(h) else None
+                deliver(seq)
+            i += 1
+            j += 1
+            if i == n:
+                break
+            if j == m:
+                j = self._column(i)
+                times, prompt, output, priority, batch = self.window
+                m = len(times)
+            if times[j] != at:
+                break
+        self.i = i
+        if i < n:
+            self._wake_at(times[j])

@@ -1,0 +1,266 @@
+"""The freeze phase: once the clock has stopped, the engine's and the fleet's state become records
+(see `sim.results.result`, in the one schema of `sim.schema`): the requests, replicas and timeline frames, the gap
+record and the run's `meta`. The only module besides the build that reads engine and fleet objects after a
+run.
+"""
+
+from __future__ import annotations
+
+import math
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sim.physics.roofline import RooflineSetup
+from sim.results.cost import ReplicaLife, state_seconds
+from sim.results.metrics import GapDistribution
+from sim.results.result import SimResult
+from sim.run.engine.kv import PrefixCachingKv
+from sim.run.engine.records import RequestLog
+from sim.run.fleet.cluster import Replicas
+from sim.run.pools import Built, PoolSpec
+from sim.scenario.config import Scenario
+from sim.schema import CATEGORIES, KLASSES, REPLICA_COLUMNS, REQUEST_COLUMNS, TIMELINE_COLUMNS
+
+
+def _version() -> str:
+    try:
+        return version("fleetsim")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
+def scenario_as_run(scenario: Scenario, base_dir: Path) -> dict[str, Any]:
+    """The scenario with defaults filled in and file paths made absolute (plain data)."""
+    data = scenario.model_dump(mode="json")
+
+    def absolute(path: str) -> str:
+        p = Path(path)
+        return str(p if p.is_absolute() else (base_dir / p).resolve())
+
+    trace = data.get("trace")
+    if isinstance(trace, str):
+        data["trace"] = absolute(trace)
+    elif isinstance(trace, dict) and "file" in trace:
+        trace["file"] = absolute(trace["file"])
+    if data.get("gpu_catalog"):
+        data["gpu_catalog"] = absolute(data["gpu_catalog"])
+    if Path(data["model"]).suffix == ".json":
+        data["model"] = absolute(data["model"])
+    return data
+
+
+def requests_frame(
+    log: RequestLog, trace: pd.DataFrame | None = None, link_records: dict[str, np.ndarray] | None = None
+) -> pd.DataFrame:
+    """The requests record in the schema's columns: the log's instants and counts; the trace's class, priority, job
+    and deadline (interactive, 0, none, none where it has none); prefix caching's and the link's columns (null and
+    -1 without them)."""
+    n = len(log)
+    frame = pd.DataFrame(
+        {
+            "request_id": np.arange(n),
+            "arrival_at_s": log.arrival_at_s,
+            "scheduled_at_s": log.scheduled_at_s,
+            "first_token_at_s": log.first_token_at_s,
+            "completed_at_s": log.completed_at_s,
+            "prompt_tokens": log.prompt_tokens,
+            "output_tokens": log.output_tokens,
+            "n_preemptions": log.n_preemptions,
+            "replica_id": log.replica_id,
+            "status": pd.Categorical.from_codes(log.status, categories=CATEGORIES["status"]),
+        }
+    )
+    frame["reject_reason"] = pd.Series(log.reasons, dtype="string").reindex(frame.index)
+    columns = trace.columns if trace is not None else ()
+    if "klass" in columns:
+        assert trace is not None
+        frame["klass"] = pd.Categorical(trace["klass"].to_numpy(), categories=KLASSES)
+    else:
+        frame["klass"] = pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), categories=KLASSES)
+    frame["priority"] = trace["priority"].to_numpy(dtype=np.int64) if trace is not None and "priority" in columns else 0
+    frame["job_id"] = (
+        pd.Series(trace["job_id"].to_numpy(), dtype="string")
+        if trace is not None and "job_id" in columns
+        else pd.Series(pd.NA, index=frame.index, dtype="string")
+    )
+    frame["deadline_at_s"] = (
+        trace["deadline_at_s"].to_numpy(dtype=np.float64) if trace is not None and "deadline_at_s" in columns else np.nan
+    )
+    frame["cached_tokens"] = log.cached_tokens
+    if trace is not None and "prefix_hash_ids" in columns:
+        counts = trace["prefix_hash_ids"].map(lambda h: 0 if h is None else len(h)).to_numpy()
+        frame["prefix_blocks"] = pd.array(counts, dtype="Int64")
+    else:
+        frame["prefix_blocks"] = pd.array([pd.NA] * n, dtype="Int64")
+    links = link_records or {}
+    frame["decode_replica_id"] = links.get("decode_replica_id", np.full(n, -1, dtype=np.int32))
+    frame["transfer_start_at_s"] = links.get("transfer_start_at_s", np.full(n, np.nan))
+    frame["transfer_end_at_s"] = links.get("transfer_end_at_s", np.full(n, np.nan))
+    return frame.astype({c: t for c, t in REQUEST_COLUMNS.items() if t != "category"})
+
+
+def replicas_frame(
+    replicas: Replicas, log: RequestLog, horizon_s: float, decode_replica_id: np.ndarray | None = None
+) -> pd.DataFrame:
+    """One row per replica ever launched, of every pool: lifecycle instants, seconds by state, the work it did."""
+    slots = replicas.slots
+    routed = np.bincount(log.replica_id[log.replica_id >= 0], minlength=len(slots))[: len(slots)]
+    if decode_replica_id is not None:  # a decode replica served the requests transferred to it
+        d = decode_replica_id
+        routed = routed + np.bincount(d[d >= 0], minlength=len(slots))[: len(slots)]
+    rows = []
+    for slot in slots:
+        end = slot.released_at_s if not math.isnan(slot.released_at_s) else horizon_s
+        e = slot.engine
+        busy = e.busy_s_at(end) if e is not None else 0.0
+        drained = not math.isnan(slot.drain_at_s)
+        loading_at = slot.loading_at_s if not slot.cancelled or slot.loading_at_s <= end else math.nan
+        life = ReplicaLife(
+            slot.provision_at_s,
+            loading_at,
+            slot.ready_at_s,
+            slot.drain_at_s,
+            end,
+            busy,
+            slot.busy_at_drain_s if drained else busy,
+        )
+        rows.append(
+            {
+                "replica_id": slot.replica_id,
+                "provision_at_s": slot.provision_at_s,
+                "loading_at_s": loading_at,
+                "ready_at_s": slot.ready_at_s,
+                "drain_at_s": slot.drain_at_s,
+                "released_at_s": slot.released_at_s,
+                "end_at_s": end,
+                "cancelled": slot.cancelled,
+                "pool": slot.pool,
+                **{f"{k}_s": v for k, v in state_seconds(life).items()},
+                "busy_before_drain_s": life.busy_before_drain_s,
+                "prefill_busy_s": e.prefill_busy_s if e is not None else 0.0,
+                "decode_busy_s": e.decode_busy_s if e is not None else 0.0,
+                "flops": e.flops if e is not None else 0.0,
+                "bytes": e.bytes if e is not None else 0.0,
+                "n_steps": e.n_steps if e is not None else 0,
+                "n_runs": e.n_runs if e is not None else 0,
+                "kv_blocks": e.kv.n_blocks if e is not None else 0,
+                "kv_peak_blocks": e.kv.peak_used if e is not None else 0,
+                "requests": int(routed[slot.replica_id]),
+                "verifies": e.spec_counts()[0] if e is not None else 0,
+                "verify_tokens": e.spec_counts()[1] if e is not None else 0,
+            }
+        )
+    return pd.DataFrame(rows, columns=list(REPLICA_COLUMNS)).astype(REPLICA_COLUMNS)
+
+
+def timeline_frame(rows: list[tuple[object, ...]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=list(TIMELINE_COLUMNS)).astype(TIMELINE_COLUMNS)
+
+
+def pool_meta(spec: PoolSpec) -> dict[str, Any]:
+    """A pool's line in `meta.pools`: its replica type and price."""
+    setup = spec.setup
+    return {
+        "role": spec.role,
+        "gpu": setup.gpu.name,
+        "tp": setup.tp,
+        "usd_per_gpu_hour": setup.usd_per_gpu_hour,
+        "peak_flops_per_s_per_gpu": setup.peak_flops_per_s,
+        "hbm_bw_bytes_per_s_per_gpu": setup.gpu.hbm_bw_bytes_per_s,
+        "kv_blocks_per_replica": spec.n_blocks,
+        "max_num_batched_tokens": spec.budget,
+        "engine_policy": spec.engine.policy,
+        "reserved_replicas": spec.fleet.reserved_replicas if spec.name in ("online", "prefill") else 0,
+    }
+
+
+def run_meta(
+    scenario: Scenario,
+    setup: RooflineSetup,
+    base_dir: Path,
+    *,
+    specs: list[PoolSpec],
+    n_trace: int,
+    horizon_s: float,
+    n_events: int,
+) -> dict[str, Any]:
+    """The run's `meta`: the scenario as run, what it resolved to, its pools, the clock's end; capacity and wall
+    seconds are filled in by `simulate`."""
+    entry = specs[0]
+    return {
+        "fleetsim_version": _version(),
+        "name": scenario.name or (Path(scenario.source).stem if scenario.source else None),
+        "seed": scenario.seed,
+        "scenario": scenario_as_run(scenario, base_dir),
+        "model": setup.model.name,
+        "gpu": setup.gpu.name,
+        "tp": setup.tp,
+        "engine_policy": scenario.engine.policy,
+        "step_time": scenario.engine.step_time.kind,
+        "usd_per_gpu_hour": setup.usd_per_gpu_hour,
+        "peak_flops_per_s_per_gpu": setup.peak_flops_per_s,
+        "hbm_bw_bytes_per_s_per_gpu": setup.gpu.hbm_bw_bytes_per_s,
+        "resolved": {
+            "model_params": setup.model.n_params,
+            "weight_bytes": setup.weight_bytes,
+            "kv_bytes_per_token_replica": setup.kv_bytes_per_token,
+            "kv_blocks_per_replica": entry.n_blocks,
+            "max_num_batched_tokens": entry.budget,
+            "effective_flops_per_s_per_gpu": setup.effective_flops_per_s,
+            "effective_hbm_bw_bytes_per_s_per_gpu": setup.effective_hbm_bw_bytes_per_s,
+            "usd_per_gpu_hour": setup.usd_per_gpu_hour,
+            "weight_load_s": scenario.fleet.lifecycle.weight_load_s(setup.weight_bytes),
+            "trace_requests": n_trace,
+        },
+        "pools": {spec.name: pool_meta(spec) for spec in specs},
+        "link": None,
+        "prefix_cache": None,
+        "without_batch": None,
+        "horizon_s": horizon_s,
+        "n_events": n_events,
+        "capacity": {"measured": False, "max_tokens_per_s_per_replica": None, "tokens_per_gpu_s": None, "rel_se": None},
+        "wall_s": {"build": 0.0, "simulate": 0.0, "capacity": 0.0, "capacity_cached": False, "write": None},
+    }
+
+
+def freeze(built: Built, scenario: Scenario, setup: RooflineSetup, base_dir: Path, trace: pd.DataFrame) -> SimResult:
+    """The run's records, once its clock has stopped."""
+    env, log = built.env, built.log
+    meta = run_meta(
+        scenario, setup, base_dir, specs=built.specs, n_trace=len(trace), horizon_s=env.now, n_events=env.events_processed()
+    )
+    link = built.link
+    links = None
+    if link is not None:
+        links = {
+            "decode_replica_id": link.decode_replica_id,
+            "transfer_start_at_s": link.transfer_start_at_s,
+            "transfer_end_at_s": link.transfer_end_at_s,
+        }
+        fl = scenario.fleet.link
+        meta["link"] = {
+            "bytes_per_s_per_gpu": fl.bytes_per_s_per_gpu,
+            "latency_s": fl.latency,
+            "peak_transfers_waiting": link.peak_waiting,
+        }
+    kvs = [s.engine.kv for s in built.replicas.slots if s.engine is not None and isinstance(s.engine.kv, PrefixCachingKv)]
+    if any(spec.caching for spec in built.specs):
+        meta["prefix_cache"] = {
+            "hash_block_tokens": next(spec.engine.prefix_hash_block_tokens for spec in built.specs if spec.caching),
+            "prefill_tokens_saved": int(log.prefill_saved_tokens),
+            "evicted_entries": sum(kv.cache.evicted for kv in kvs),
+            "pinned_at_end": sum(kv.pins() for kv in kvs),
+        }
+    requests = requests_frame(log, trace, links)
+    replicas = replicas_frame(built.replicas, log, env.now, None if link is None else link.decode_replica_id)
+    return SimResult(
+        requests=requests,
+        replicas=replicas,
+        timeline=timeline_frame(built.rows),
+        itl=GapDistribution.from_arrays(**log.itl.arrays()),
+        meta=meta,
+    )

@@ -1,0 +1,559 @@
+"""The build phase: a scenario and its trace become a ready-to-run SimPy model, one way for every fleet.
+
+A fleet is a list of **pools** plus the **link** between two of them and the **lanes** into them:
+- every pool is built by `pool_specs` -> `_pool` from a pool spec (its name and role, its scenario view: GPU, TP,
+  router, autoscaler, lifecycle, engine and price; the resolved setup, the KV blocks, the engine's limits): the
+  online pool of a colocated fleet, a disaggregated fleet's prefill and decode pools, a dedicated batch pool;
+- the link (`sim.run.fleet.disagg.Transfers`) moves KV from the prefill pool to the decode pool;
+- the interactive lane is the trace's feed into the entry pool (online or prefill), the batch lane
+  (`sim.run.fleet.batch.BatchLane`) holds batch-job requests at the gateway and feeds the entry pool (backfill) or the
+  dedicated pool.
+Lanes, the link and the guard register as listeners of the pools' replicas before the run (`Pool.listeners`).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import simpy
+
+from sim.errors import FleetsimError
+from sim.physics.roofline import RooflineSetup, kv_capacity_tokens
+from sim.policies.autoscale import FixedConfig, make_policy
+from sim.policies.router import ROUTERS
+from sim.run.clock import CountingEnvironment
+from sim.run.engine.kv import BlockKv, PrefixCachingKv
+from sim.run.engine.records import RequestLog
+from sim.run.engine.replica import COLOCATED, DECODE, PREFILL, Replica, ReplicaListener, inadmissible
+from sim.run.engine.scheduler import POLICIES, Limits
+from sim.run.engine.spec_group import SpecGroup
+from sim.run.engine.spec_replica import SpecReplica
+from sim.run.engine.speculative import Acceptance, SpeculativeStepTime
+from sim.run.engine.step_time import ConstantStepTime, RooflineStepTime, StepTimeModel
+from sim.run.fleet.batch import BatchLane, dedicated_loop, guard_loop
+from sim.run.fleet.cluster import Pool, Replicas
+from sim.run.fleet.control import MAX_AUTOSCALER_TICKS, MAX_TIMELINE_SAMPLES, control_loop, sample_timeline
+from sim.run.fleet.disagg import Transfers
+from sim.run.fleet.feed import Feed
+from sim.scenario.config import BatchConfig, EngineConfig, FleetConfig, Scenario
+from sim.scenario.resolve import resolve_scenario
+from sim.streams import RunStreams
+
+ENTRY, BATCH, PREFILL_POOL, DECODE_POOL = "online", "batch", "prefill", "decode"
+# each pool's router, lifecycle draws come from the run's stream of that name or, for the k-th pool kind here, its
+# k-th sub-stream (fixed per kind, so adding a pool never changes another's draws)
+STREAM = {ENTRY: None, PREFILL_POOL: None, BATCH: 1, DECODE_POOL: 2}
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """One pool, resolved: what it is (name, role), its scenario view, its replica's setup and engine limits."""
+
+    name: str  # online, prefill, decode, batch
+    role: str  # colocated, prefill, decode
+    scenario: (
+        Scenario  # the pool as a colocated scenario: its fleet block (gpu, tp, router, autoscaler, lifecycle), engine, price
+    )
+    setup: RooflineSetup
+    draft: RooflineSetup | None  # speculative decoding's draft model, on the pool's GPUs
+    n_blocks: int
+    budget: int  # max_num_batched_tokens
+    limits: Limits
+    caching: bool  # prefix caching on: the engine asks for it and the trace carries prefix hash ids
+
+    @property
+    def engine(self) -> EngineConfig:
+        return self.scenario.engine
+
+    @property
+    def fleet(self) -> FleetConfig:
+        return self.scenario.fleet
+
+    @property
+    def chunks(self) -> bool:
+        return POLICIES[self.engine.policy].chunks_prefill
+
+
+# --- pool specs (names -> specs, fit checks) ---------------------------------------------------------------
+def watermark_blocks(engine: EngineConfig, n_blocks: int) -> int:
+    """The blocks admission keeps free: vLLM's int(watermark x number of GPU blocks)."""
+    return int(engine.watermark * n_blocks)
+
+
+def engine_limits(engine: EngineConfig, n_blocks: int, budget: int) -> Limits:
+    """A replica's batching and admission limits, as its engine block and KV cache set them."""
+    return Limits(
+        max_num_seqs=engine.max_num_seqs,
+        max_num_batched_tokens=budget,
+        block_size=engine.block_size,
+        n_blocks=n_blocks,
+        watermark_blocks=watermark_blocks(engine, n_blocks),
+        whole_prompt=engine.admission == "whole_prompt",
+        preempt_for_priority=engine.preempt_for_priority,
+        lookahead=engine.speculative.num_speculative_tokens if engine.speculative is not None else 0,
+    )
+
+
+def draft_setup(scenario: Scenario, base_dir: Path) -> RooflineSetup | None:
+    """Speculative decoding with a draft model: the draft on the scenario's GPUs and TP."""
+    spec = scenario.engine.speculative
+    if spec is None or spec.draft_model is None:
+        return None
+    from sim.physics.models import check_draft
+
+    try:
+        draft = resolve_scenario(scenario.model_copy(update={"model": spec.draft_model}), base_dir=base_dir)
+        check_draft(draft.model, resolve_scenario(scenario, base_dir=base_dir).model)
+    except FleetsimError as err:
+        raise FleetsimError(f"engine.speculative.draft_model: {err}") from None
+    return draft
+
+
+def kv_blocks(scenario: Scenario, setup: RooflineSetup, draft: RooflineSetup | None) -> int:
+    """A replica's KV-cache blocks: what memory leaves after the weights (a draft model's too), or the override."""
+    engine = scenario.engine
+    if engine.num_gpu_blocks_override:
+        return engine.num_gpu_blocks_override
+    tokens = kv_capacity_tokens(setup)
+    if draft is not None:
+        tokens -= math.ceil(draft.weight_bytes / setup.kv_bytes_per_token)
+    return max(0, tokens) // engine.block_size
+
+
+def pool_scenario(scenario: Scenario, name: str) -> Scenario:
+    """A pool as a colocated scenario. A disaggregated fleet's prefill or decode pool: the pool's GPU, TP, router,
+    autoscaler, lifecycle, engine and price over the fleet's and the scenario's. A dedicated batch pool: the fleet's
+    replica type (GPU, TP, engine, price), launched and sized by the batch lane."""
+    f = scenario.fleet
+    if name in (ENTRY, BATCH) or f.mode == "colocated":
+        return (
+            scenario
+            if f.mode == "colocated"
+            else scenario.model_copy(update={"fleet": f.model_copy(update={"mode": "colocated"})})
+        )
+    pool = f.prefill if name == PREFILL_POOL else f.decode
+    router = pool.router or ("least_prompt_tokens" if name == PREFILL_POOL else f.router)
+    fleet = f.model_copy(
+        update={
+            "gpu": pool.gpu or f.gpu,
+            "tp": pool.tp or f.tp,
+            "router": router,
+            "autoscaler": pool.autoscaler,
+            "lifecycle": pool.lifecycle or f.lifecycle,
+            "mode": "colocated",
+        }
+    )
+    update: dict[str, Any] = {"fleet": fleet, "engine": pool.engine or scenario.engine}
+    if pool.usd_per_gpu_hour is not None:
+        update["pricing"] = scenario.pricing.model_copy(update={"usd_per_gpu_hour": pool.usd_per_gpu_hour})
+    return scenario.model_copy(update=update)
+
+
+def pool_spec(scenario: Scenario, name: str, role: str, *, base_dir: Path, prefix_ids: bool) -> PoolSpec:
+    """Resolve one pool (its errors name it, in a disaggregated fleet)."""
+    psc = pool_scenario(scenario, name)
+    try:
+        setup = resolve_scenario(psc, base_dir=base_dir)
+        engine = psc.engine
+        budget = engine.batched_tokens(setup.model.max_context_tokens)
+        draft = draft_setup(psc, base_dir)
+        n_blocks = kv_blocks(psc, setup, draft)
+        if n_blocks < 1:  # a replica that can hold no KV block can serve nothing
+            raise FleetsimError(
+                f"engine: the KV cache holds no block of {engine.block_size} tokens on {setup.tp}x {setup.gpu.name}"
+            )
+    except FleetsimError as err:
+        if scenario.fleet.mode == "disaggregated" and name in (PREFILL_POOL, DECODE_POOL):
+            raise FleetsimError(f"fleet.{name}: {err}") from None
+        raise
+    limits = engine_limits(engine, n_blocks, budget)
+    return PoolSpec(name, role, psc, setup, draft, n_blocks, budget, limits, prefix_ids and engine.prefix_caching)
+
+
+def has_batch(trace: pd.DataFrame) -> bool:
+    return "klass" in trace.columns and bool((trace["klass"].to_numpy() == "batch").any())
+
+
+def pool_specs(scenario: Scenario, trace: pd.DataFrame, *, base_dir: Path) -> list[PoolSpec]:
+    """The fleet's pools, the entry pool (which takes the trace's arrivals) first: online; or prefill, decode; then a
+    dedicated batch pool if the trace holds batch requests and `batch.fleet` is dedicated."""
+    prefix_ids = "prefix_hash_ids" in trace.columns
+    if scenario.fleet.mode == "disaggregated":
+        specs = [
+            pool_spec(scenario, PREFILL_POOL, PREFILL, base_dir=base_dir, prefix_ids=prefix_ids),
+            pool_spec(scenario, DECODE_POOL, DECODE, base_dir=base_dir, prefix_ids=prefix_ids),
+        ]
+    else:
+        specs = [pool_spec(scenario, ENTRY, COLOCATED, base_dir=base_dir, prefix_ids=prefix_ids)]
+    cfg = scenario.batch or BatchConfig()
+    if has_batch(trace) and cfg.fleet == "dedicated":
+        specs.append(pool_spec(scenario, BATCH, COLOCATED, base_dir=base_dir, prefix_ids=prefix_ids))
+    return specs
+
+
+def rejections(log: RequestLog, specs: Sequence[PoolSpec]) -> dict[int, str]:
+    """The requests (by index) the entry pool can never serve, with the reason: for a colocated entry pool those no
+    replica of it can serve; for a disaggregated fleet those no prefill replica could prefill, or no decode replica
+    could take (its KV and next token above the watermark) or finish (its whole context)."""
+    p, o = log.prompt_tokens, log.output_tokens
+    entry = specs[0]
+    ctx = entry.setup.model.max_context_tokens
+    if entry.role == COLOCATED:
+        return inadmissible(p, o, max_context_tokens=ctx, limits=entry.limits, chunks=entry.chunks)
+    dec = specs[1]
+    out = {
+        i: f"prefill pool: {why}"
+        for i, why in inadmissible(p, np.ones_like(o), max_context_tokens=ctx, limits=entry.limits, chunks=entry.chunks).items()
+    }
+    lim = dec.limits
+    room = lim.n_blocks - lim.watermark_blocks
+    bad = (-(-(p + 1) // lim.block_size) > room) & (o > 1)
+    for i in np.flatnonzero(bad).tolist():
+        out.setdefault(
+            i,
+            f"decode pool: its prompt's KV and next token need {-(-(int(p[i]) + 1) // lim.block_size)} KV blocks, more than "
+            f"the {lim.n_blocks} - {lim.watermark_blocks} (engine.watermark) a decode replica offers",
+        )
+    for i, why in inadmissible(p, o, max_context_tokens=ctx, limits=lim, chunks=dec.chunks).items():
+        if int(o[i]) > 1:
+            out.setdefault(i, f"decode pool: {why}")
+    return out
+
+
+def check_bounds(scenario: Scenario, specs: Sequence[PoolSpec], trace: pd.DataFrame) -> None:
+    """Refuse a run whose periodic processes would need more samples or ticks than the stated bounds."""
+    span = float(trace["arrival_at_s"].iloc[-1]) if len(trace) else 0.0
+    fleet = scenario.fleet
+    samples = span / fleet.timeline_interval_s
+    if samples > MAX_TIMELINE_SAMPLES:
+        raise FleetsimError(
+            f"fleet.timeline_interval_s={fleet.timeline_interval_s:g} over a trace of {span:,.0f} s is {samples:,.0f} samples, "
+            f"more than {MAX_TIMELINE_SAMPLES:,}; raise it to at least {span / MAX_TIMELINE_SAMPLES:.3g}"
+        )
+    for spec in specs:
+        auto = spec.fleet.autoscaler
+        if isinstance(auto, FixedConfig):
+            continue
+        ticks = span / auto.interval_s
+        if ticks > MAX_AUTOSCALER_TICKS:
+            where = "fleet.autoscaler" if spec.name in (ENTRY, BATCH) else f"fleet.{spec.name}.autoscaler"
+            raise FleetsimError(
+                f"{where}.interval_s={auto.interval_s:g} over a trace of {span:,.0f} s is {ticks:,.0f} ticks, "
+                f"more than {MAX_AUTOSCALER_TICKS:,}; raise it to at least {span / MAX_AUTOSCALER_TICKS:.3g}"
+            )
+
+
+# --- the model ------------------------------------------------------------------------------------------------
+def step_model(spec: PoolSpec) -> StepTimeModel:
+    """The pool's step-time model: the roofline or the constant test double, wrapped by speculative decoding."""
+    cfg = spec.engine.step_time
+    base: StepTimeModel
+    if cfg.kind == "constant":
+        assert cfg.decode_step_s is not None
+        base = ConstantStepTime(prefill_s_per_token=cfg.prefill_s_per_token, decode_step_s=cfg.decode_step_s)
+    else:
+        base = RooflineStepTime(spec.setup)
+    sp = spec.engine.speculative
+    if sp is None:
+        return base
+    draft = RooflineStepTime(spec.draft) if spec.draft is not None else None
+    cost = sp.draft_cost if sp.draft_cost is not None else 1.0 / spec.setup.model.n_layers  # mtp: one layer's share
+    return SpeculativeStepTime(base, draft, method=sp.method, k=sp.num_speculative_tokens, draft_cost=cost)
+
+
+def replica_step_time(scenario: Scenario, *, pool: str | None = None, base_dir: Path | None = None) -> StepTimeModel:
+    """The step-time model of a replica of the scenario's `pool` (default the entry pool: online, or a disaggregated
+    fleet's prefill pool): its roofline (or constant) model with the scenario's GPU, TP, precision and engine,
+    wrapped by speculative decoding when the engine speculates. `model.step(...)` prices a step."""
+    base_dir = base_dir if base_dir is not None else scenario.base_dir
+    names = (PREFILL_POOL, DECODE_POOL) if scenario.fleet.mode == "disaggregated" else (ENTRY,)
+    name = pool if pool is not None else names[0]
+    if name not in names:
+        raise FleetsimError(f"pool: this fleet's pools are {', '.join(names)} (got {name!r})")
+    role = {ENTRY: COLOCATED, PREFILL_POOL: PREFILL, DECODE_POOL: DECODE}[name]
+    return step_model(pool_spec(scenario, name, role, base_dir=base_dir, prefix_ids=False))
+
+
+def replica_factory(
+    env: simpy.Environment, spec: PoolSpec, log: RequestLog, streams: RunStreams
+) -> Callable[[int, Sequence[ReplicaListener]], Replica]:
+    """Replicas of the pool's engine, each with its listeners."""
+    engine = spec.engine
+    step_time = step_model(spec)
+    sp = engine.speculative
+    alphas = np.asarray(sp.alphas, dtype=np.float64) if sp is not None else None
+    policy = POLICIES[engine.policy]
+
+    def make(replica_id: int, listeners: Sequence[ReplicaListener]) -> Replica:
+        kv = (
+            PrefixCachingKv(spec.n_blocks, engine.block_size, hash_tokens=engine.prefix_hash_block_tokens, log=log)
+            if spec.caching
+            else BlockKv(spec.n_blocks, engine.block_size)
+        )
+        acceptance = None if alphas is None else Acceptance(alphas, streams.sub_generator("speculative", replica_id))
+        kind: Callable[..., Replica] = Replica
+        if acceptance is not None and engine.fast_forward:  # speculative decoding, fast-forwarded: its own seam
+            assert isinstance(step_time, SpeculativeStepTime)
+            kind = functools.partial(SpecReplica, group=SpecGroup(engine.block_size, acceptance, step_time, log.itl))
+        return kind(
+            env,
+            replica_id=replica_id,
+            step_time=step_time,
+            policy=policy(),
+            limits=spec.limits,
+            kv=kv,
+            log=log,
+            max_context_tokens=spec.setup.model.max_context_tokens,
+            fast_forward=engine.fast_forward,
+            role=spec.role,
+            acceptance=acceptance,
+            listeners=listeners,
+        )
+
+    return make
+
+
+def make_pool(
+    env: simpy.Environment,
+    spec: PoolSpec,
+    log: RequestLog,
+    streams: RunStreams,
+    replicas: Replicas,
+    *,
+    rejected: dict[int, str],
+    max_replicas: int | None = None,
+) -> Pool:
+    """A pool of `spec`'s replicas (not started): its router and cold starts draw from the run's `router` and
+    `lifecycle` streams, or their sub-stream for its kind (`STREAM`)."""
+    fcfg = spec.fleet
+    k = STREAM[spec.name]
+
+    def rng(name: str) -> np.random.Generator:
+        return streams.generator(name) if k is None else streams.sub_generator(name, k)
+
+    return Pool(
+        env,
+        name=spec.name,
+        replicas=replicas,
+        make_engine=replica_factory(env, spec, log, streams),
+        inadmissible=rejected,
+        router=ROUTERS[fcfg.router](rng("router"), fcfg.prefix_routing_slack),
+        lifecycle=fcfg.lifecycle,
+        weight_bytes=spec.setup.weight_bytes,
+        log=log,
+        rng=rng("lifecycle"),
+        max_replicas=fcfg.replica_cap if max_replicas is None else max_replicas,
+        queue_max=fcfg.queue_max,
+        queue_timeout_s=fcfg.queue_timeout_s,
+        max_outstanding=fcfg.max_outstanding_per_replica,
+    )
+
+
+def start_pool(env: simpy.Environment, pool: Pool, fcfg: FleetConfig, *, floor: Callable[[int], int] | None = None) -> None:
+    """A pool's initial replicas (warm or cold-starting) and, unless fixed, its autoscaler (which scales to at least
+    `floor(ready replicas)` when given: the batch lane's deadline scaling)."""
+    start_n = min(fcfg.autoscaler.start_replicas, fcfg.replica_cap)
+    if fcfg.lifecycle.start == "warm":
+        pool.add_ready(start_n)
+    else:
+        pool.launch(start_n)
+    if not isinstance(fcfg.autoscaler, FixedConfig):
+        env.process(control_loop(env, pool, make_policy(fcfg.autoscaler), fcfg.autoscaler.interval_s, floor=floor))
+
+
+@dataclass
+class Built:
+    """The build phase's product: a ready-to-run SimPy model."""
+
+    env: CountingEnvironment
+    log: RequestLog
+    done: simpy.Event
+    specs: list[PoolSpec]
+    pools: list[Pool]  # in the order of `specs`
+    replicas: Replicas  # every pool's, by id
+    rows: list[tuple[Any, ...]]  # the timeline's samples
+    lanes: list[BatchLane]
+    link: Transfers | None
+
+
+def build(
+    scenario: Scenario,
+    specs: list[PoolSpec],
+    trace: pd.DataFrame,
+    streams: RunStreams,
+    *,
+    batch_rate: Callable[[pd.DataFrame], float | None],
+    extra: Sequence[ReplicaListener] = (),
+    feed: bool = True,
+) -> Built:
+    """The SimPy model of `specs` replaying `trace`. `batch_rate(mix)`: one replica's saturated tokens/s for a
+    batch mix (deadline scaling, an `auto`-sized dedicated pool). `extra`: more listeners for every replica (a
+    capacity probe's closed loop, which then delivers the requests itself: `feed` False)."""
+    check_bounds(scenario, specs, trace)
+    env = CountingEnvironment()
+    log = RequestLog(trace["arrival_at_s"].to_numpy(), trace["prompt_tokens"].to_numpy(), trace["output_tokens"].to_numpy())
+    done = env.event()
+
+    def all_resolved() -> None:
+        if not done.triggered:
+            done.succeed()
+
+    log.on_all_resolved = all_resolved
+    replicas = Replicas()
+    rejected = rejections(log, specs)
+    entry = make_pool(env, specs[0], log, streams, replicas, rejected=rejected)
+    pools = [entry]
+    link = None
+    if specs[0].role == PREFILL:
+        decode = make_pool(env, specs[1], log, streams, replicas, rejected={})
+        pools.append(decode)
+        pre = specs[0].setup
+        fl = scenario.fleet.link
+        link = Transfers(
+            env,
+            log,
+            decode=decode,
+            kv_bytes_per_token=pre.model.kv_bytes_per_token(pre.kv_bits),
+            link_bytes_per_s=fl.bytes_per_s_per_gpu * pre.tp,
+            latency_s=fl.latency,
+        )
+        entry.listeners.append(link.sender)
+        decode.listeners.append(link.receiver)
+    lane, floor, launch_dedicated = _batch_lane(env, scenario, specs, pools, trace, log, streams, replicas, batch_rate)
+    lanes = [lane] if lane is not None else []
+    for pool in pools:
+        pool.listeners.extend(lanes)
+        if lane is not None and lane.watch is not None:
+            pool.listeners.append(lane.watch)
+        pool.listeners.extend(extra)
+    for i, (spec, pool) in enumerate(zip(specs, pools, strict=False)):
+        if spec.name != BATCH:  # (a dedicated batch pool is launched by the lane)
+            start_pool(env, pool, spec.fleet, floor=floor[i] if floor is not None else None)
+    if launch_dedicated is not None:
+        launch_dedicated()
+    if feed:
+        Feed(env, trace, log, entry.deliver, lane.add if lane is not None else None, hashes=specs[0].caching)
+    rows: list[tuple[Any, ...]] = []
+    waiting = None if link is None else (lambda: len(link.waiting))
+    env.process(sample_timeline(env, pools, lanes, scenario.fleet.timeline_interval_s, rows, transfers_waiting=waiting))
+    return Built(env, log, done, specs, pools, replicas, rows, lanes, link)
+
+
+def _batch_lane(
+    env: simpy.Environment,
+    scenario: Scenario,
+    specs: list[PoolSpec],
+    pools: list[Pool],
+    trace: pd.DataFrame,
+    log: RequestLog,
+    streams: RunStreams,
+    replicas: Replicas,
+    batch_rate: Callable[[pd.DataFrame], float | None],
+) -> tuple[BatchLane | None, list[Callable[[int], int]] | None, Callable[[], None] | None]:
+    """The batch lane, when the trace holds batch-class requests (its settings: the scenario's `batch` block or the
+    defaults), feeding the entry pool or a dedicated pool (appended to `pools`); with deadline scaling of a
+    backfilled fleet, each pool's floor; for a dedicated pool, what starts its launcher (after the other pools)."""
+    if not has_batch(trace):
+        return None, None, None
+    cfg = scenario.batch or BatchConfig()
+    is_batch = trace["klass"].to_numpy() == "batch"
+    guard = None
+    if cfg.guard is not None and cfg.fleet == "backfill":  # a dedicated pool shares nothing with interactive work
+        ttft = cfg.guard.ttft_ms if cfg.guard.ttft_ms is not None else scenario.slo.ttft_ms
+        tpot = cfg.guard.tpot_ms if cfg.guard.tpot_ms is not None else scenario.slo.tpot_ms
+        if ttft is None and tpot is None:
+            raise FleetsimError("batch.guard: give ttft_ms or tpot_ms (or an slo: block) for the guard to hold")
+        guard = (None if ttft is None else ttft / 1000, None if tpot is None else tpot / 1000)
+    backfill = cfg.fleet == "backfill"
+    if backfill and cfg.deadline_scaling and all(isinstance(s.fleet.autoscaler, FixedConfig) for s in specs):
+        raise FleetsimError(
+            "batch.deadline_scaling with fleet: backfill scales the online fleet: give fleet.autoscaler a policy with "
+            "max_replicas (it is fixed), or use fleet: dedicated"
+        )
+    rate = None
+    if cfg.deadline_scaling or (cfg.fleet == "dedicated" and cfg.dedicated.replicas == "auto"):
+        # one replica saturated with the batch mix (repeated: a few requests would never queue)
+        mix = trace.loc[is_batch, ["prompt_tokens", "output_tokens"]]
+        rate = batch_rate(pd.concat([mix] * max(1, -(-1000 // len(mix))), ignore_index=True))
+    fed_spec = specs[0] if backfill else specs[-1]
+    if backfill:
+        fed = pools[0]
+    else:
+        size, ceiling = _dedicated_size(cfg, rate, trace)
+        fed = make_pool(env, fed_spec, log, streams, replicas, rejected=rejections(log, [fed_spec]), max_replicas=ceiling)
+        pools.append(fed)
+    lane = BatchLane(
+        env,
+        log,
+        pool=fed,
+        priority=trace["priority"].to_numpy(dtype=np.int64),
+        hashes=trace["prefix_hash_ids"].to_numpy() if fed_spec.caching else None,
+        deadline_at_s=trace["deadline_at_s"].to_numpy(dtype=np.float64),
+        n_batch=int(is_batch.sum()),
+        cap=cfg.max_per_replica or fed_spec.engine.max_num_seqs,
+        guard=guard,
+        guard_step=cfg.guard.step if cfg.guard is not None else 1,
+        deadline_margin_s=cfg.deadline_margin_s,
+        replica_tokens_per_s=rate,
+        cold_start_s=fed_spec.fleet.lifecycle.expected_cold_start_s(fed_spec.setup.weight_bytes),
+    )
+    fed.feeders.append(lane)
+    if guard is not None:
+        assert cfg.guard is not None
+        env.process(guard_loop(env, lane, cfg.guard.interval_s))
+    if not backfill:
+        start_at = float(trace["arrival_at_s"].to_numpy()[is_batch][0])
+        interval = fed_spec.fleet.autoscaler.interval_s
+
+        def launch() -> None:
+            env.process(
+                dedicated_loop(env, fed, lane, start_at=start_at, size=size, interval_s=interval, scaling=cfg.deadline_scaling)
+            )
+
+        return lane, None, launch
+    if not cfg.deadline_scaling:
+        return lane, None, None
+    if len(pools) == 1:
+        return lane, [lane.replicas_needed], None
+    # a disaggregated fleet: the lane feeds the prefill pool and measures its rate per ready prefill replica (the
+    # pair's, whichever side binds); the decode pool is asked for as many more in their current proportion
+    prefill = pools[0]
+
+    def decode_floor(n_ready: int) -> int:
+        ask = lane.last_ask
+        p = max(1, len(prefill.ready))
+        return math.ceil(ask * max(n_ready, 1) / p) if ask else 0
+
+    return lane, [lane.replicas_needed, decode_floor], None
+
+
+def _dedicated_size(cfg: BatchConfig, rate: float | None, trace: pd.DataFrame) -> tuple[int, int]:
+    """The dedicated pool's size at launch and its ceiling. `auto`: the batch tokens over one replica's saturated
+    throughput for the batch mix times the time from the first submission to `deadline_margin_s` before the
+    earliest deadline."""
+    ceiling = cfg.dedicated.max_replicas
+    if cfg.dedicated.replicas != "auto":
+        size = int(cfg.dedicated.replicas)
+        return size, max(size, ceiling or size)
+    batch = trace["klass"].to_numpy() == "batch"
+    tokens = float(trace["prompt_tokens"].to_numpy()[batch].sum() + trace["output_tokens"].to_numpy()[batch].sum())
+    start = float(trace["arrival_at_s"].to_numpy()[batch].min())
+    window = float(np.nanmin(trace["deadline_at_s"].to_numpy()[batch])) - cfg.deadline_margin_s - start
+    if window <= 0:
+        raise FleetsimError(
+            f"batch.dedicated.replicas: auto: the earliest deadline leaves no time after batch.deadline_margin_s="
+            f"{cfg.deadline_margin_s:g} s; lower the margin or give a replica count"
+        )
+    if not rate:
+        raise FleetsimError("batch.dedicated.replicas: auto: no request of the batch mix can be served; give a replica count")
+    size = max(1, math.ceil(tokens / (rate * window)))
+    if ceiling is not None:
+        size = min(size, ceiling)
+    return size, max(size, ceiling or size)

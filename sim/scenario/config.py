@@ -1,0 +1,508 @@
+"""Scenario configuration: YAML in, frozen validated models out, one clear error otherwise.
+
+A scenario names a model, a GPU and TP degree (`fleet`), a trace (a file or a synthetic generator
+block), the serving engine (`engine`), the roofline's assumptions (`roofline`, optionally starting
+from a bundled preset such as `seed`), prices (`pricing`) and SLOs (`slo`). Blocks are
+nested frozen pydantic models that reject unknown keys, so later parts of the simulator (engine,
+router, autoscaler, lifecycle, slo) extend the schema by adding blocks, not by loosening it.
+Paths inside a scenario are relative to the scenario file. This module is the schema only: turning
+names into specs, the roofline's numbers and the checks that a model fits are the build phase
+(`sim/scenario/resolve.py`).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from sim.errors import FleetsimError, _short, from_validation_error, unknown_name
+from sim.physics.prices import load_api_prices
+from sim.policies.autoscale import AutoscalerConfig, FixedConfig
+from sim.policies.lifecycle import LifecycleConfig
+from sim.spec import MAX_COUNT, MAX_REPLICAS, MAX_TOKENS, Frozen, IntervalS
+from sim.workload.jobs import BatchJob
+from sim.workload.synthetic import SyntheticSpec
+from sim.workload.transforms import TraceFile, swap_trace_file, trace_note
+from sim.yaml_input import check_kind, load_value, read_yaml
+
+DEFAULT_API = "gpt-3.5-turbo-2023-07"
+
+
+class GpuOverride(Frozen):
+    """Per-GPU corrections to the catalog, in the catalog's units."""
+
+    bf16_tflops: float | None = Field(default=None, gt=0)
+    fp8_tflops: float | None = Field(default=None, gt=0)
+    hbm_gb: float | None = Field(default=None, gt=0)
+    hbm_bw_gb_per_s: float | None = Field(default=None, gt=0)
+    interconnect_gb_per_s: float | None = Field(default=None, gt=0)
+    allreduce_latency_s: float | None = Field(default=None, ge=0)
+    mfu: float | None = Field(default=None, gt=0, le=1)
+    mbu: float | None = Field(default=None, gt=0, le=1)
+    layer_overhead_s: float | None = Field(default=None, ge=0)
+    overlap: float | None = Field(default=None, ge=0, le=1)
+    usd_per_gpu_hour: float | None = Field(default=None, ge=0)
+
+
+class RooflineConfig(Frozen):
+    """Assumptions of the step-time model. Unset mfu, mbu, layer_overhead_s and overlap take the GPU
+    catalog's values (a `gpu_overrides` entry for the GPU wins over the block-wide value)."""
+
+    preset: str | None = None  # the bundled preset these values started from, if any
+    description: str = ""
+    weight_bits: Literal[4, 8, 16, 32] = 16
+    kv_bits: Literal[8, 16, 32] = 16
+    activation_bits: Literal[8, 16, 32] = 16
+    compute_dtype: Literal["bf16", "fp8"] = "bf16"
+    mfu: float | None = Field(default=None, gt=0, le=1)
+    mbu: float | None = Field(default=None, gt=0, le=1)
+    attention: bool = True
+    comm: bool = True
+    step_overhead_s: float = Field(default=0.0, ge=0)  # fixed seconds per step (scheduler, sampling on the host)
+    layer_overhead_s: float | None = Field(default=None, ge=0)  # fixed seconds per layer per step
+    overlap: float | None = Field(default=None, ge=0, le=1)  # 1: max(compute, memory); 0: their sum
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    memory_reserve_gb: float = Field(default=0.0, ge=0)
+    gpu_overrides: dict[str, GpuOverride] = Field(default_factory=dict)
+
+
+class StepTimeConfig(Frozen):
+    """`roofline` (default) or `constant`: fixed seconds per prompt token and per decode step."""
+
+    kind: Literal["roofline", "constant"] = "roofline"
+    prefill_s_per_token: float = Field(default=0.0, ge=0)
+    decode_step_s: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _constant_needs_times(self) -> StepTimeConfig:
+        if self.kind == "constant" and self.decode_step_s is None:
+            raise ValueError("kind constant needs decode_step_s")
+        return self
+
+
+class SpeculativeConfig(Frozen):
+    """Speculative decoding (vLLM's speculative_config; see `sim.physics.speculative`)."""
+
+    method: Literal["draft", "mtp", "ngram"]
+    num_speculative_tokens: int = Field(ge=1, le=32)
+    acceptance_rate: float | list[float]  # per draft position given the earlier ones were accepted (one value: i.i.d.)
+    draft_model: str | None = Field(default=None, min_length=1)  # method draft: a catalog name or a config.json
+    draft_cost: float | None = Field(default=None, ge=0, le=10)  # mtp: a draft token's share of a target decode step
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SpeculativeConfig:
+        rates = self.acceptance_rate if isinstance(self.acceptance_rate, list) else [self.acceptance_rate]
+        if isinstance(self.acceptance_rate, list) and len(rates) != self.num_speculative_tokens:
+            raise ValueError(
+                f"acceptance_rate: give one rate or one per draft position ({self.num_speculative_tokens}; got {len(rates)})"
+            )
+        if any(not 0 <= a <= 1 for a in rates):
+            raise ValueError(f"acceptance_rate must be within [0, 1] (got {self.acceptance_rate})")
+        if (self.method == "draft") != (self.draft_model is not None):
+            raise ValueError("draft_model is needed with method: draft, and only then")
+        if self.draft_cost is not None and self.method != "mtp":
+            raise ValueError("draft_cost applies to method: mtp")
+        return self
+
+    @property
+    def alphas(self) -> list[float]:
+        a = self.acceptance_rate
+        return list(a) if isinstance(a, list) else [a] * self.num_speculative_tokens
+
+
+class EngineConfig(Frozen):
+    """One replica's serving engine (vLLM's knobs and defaults, where it has them)."""
+
+    policy: Literal["prefill_first", "chunked"] = "chunked"
+    max_num_seqs: int = Field(default=256, ge=1, le=MAX_COUNT)
+    max_num_batched_tokens: int | None = Field(
+        default=None, ge=1, le=MAX_TOKENS
+    )  # None: 8192 chunked, max(context, 2048) prefill_first
+    block_size: int = Field(default=16, ge=1, le=65_536)
+    num_gpu_blocks_override: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    watermark: float = Field(default=0.01, ge=0, lt=1)  # share of KV blocks an admission must leave free (vLLM: 1%)
+    admission: Literal["first_chunk", "whole_prompt"] = "first_chunk"  # chunked: room for the first chunk or the prompt
+    preempt_for_priority: bool = False  # vLLM's priority scheduling: a waiting request preempts lower-priority running ones
+    fast_forward: bool = True
+    step_time: StepTimeConfig = StepTimeConfig()
+    speculative: SpeculativeConfig | None = None  # runs step by step (the accepted tokens vary per sequence)
+    prefix_caching: bool = False  # reuse cached KV of shared prompt prefixes (the trace's prefix_hash_ids)
+    prefix_hash_block_tokens: int = Field(default=512, ge=1, le=1_048_576)  # tokens per hash id (Mooncake: 512)
+
+    @model_validator(mode="after")
+    def _hash_blocks(self) -> EngineConfig:
+        if self.prefix_caching and self.prefix_hash_block_tokens % self.block_size:
+            raise ValueError(
+                f"prefix_hash_block_tokens must be a multiple of block_size (got {self.prefix_hash_block_tokens} and {self.block_size})"
+            )
+        return self
+
+    @field_validator("block_size")
+    @classmethod
+    def _power_of_two(cls, v: int) -> int:
+        if v & (v - 1):
+            raise ValueError("must be a power of two")
+        return v
+
+    def batched_tokens(self, max_context_tokens: int) -> int:
+        if self.max_num_batched_tokens is not None:
+            return self.max_num_batched_tokens
+        return 8192 if self.policy == "chunked" else max(max_context_tokens, 2048)
+
+
+class SloConfig(Frozen):
+    """Per-request service-level objectives in milliseconds (vLLM's --goodput)."""
+
+    ttft_ms: float | None = Field(default=None, gt=0)
+    tpot_ms: float | None = Field(default=None, gt=0)
+    e2el_ms: float | None = Field(default=None, gt=0)
+
+    def as_dict(self) -> dict[str, float]:
+        return {k.removesuffix("_ms"): v for k, v in self.model_dump().items() if v is not None}
+
+
+LINK_PRESETS: dict[str, tuple[float, float, str]] = {  # GB/s per GPU (one direction), per-transfer latency s, source
+    "nvlink": (450.0, 1e-5, "NVLink4 within an HGX H100 node: 900 GB/s per GPU both directions"),
+    "infiniband_400g": (50.0, 2e-5, "NDR InfiniBand / ConnectX-7, 400 Gb/s per GPU (one NIC per GPU, as DGX H100)"),
+    "roce_200g": (25.0, 3e-5, "RoCE v2 at 200 Gb/s per GPU (ConnectX-6 Dx class)"),
+    "ethernet_100g": (12.5, 1e-4, "100 GbE per GPU over TCP"),
+}
+
+
+class LinkConfig(Frozen):
+    """The KV-cache transfer link of a disaggregated fleet, per prefill replica: its GPUs send their shards in
+    parallel, each at the per-GPU bandwidth; transfers from one replica queue (FIFO) on it."""
+
+    preset: str = "infiniband_400g"
+    gb_per_s_per_gpu: float | None = Field(default=None, gt=0)  # overrides the preset's
+    latency_s: float | None = Field(default=None, ge=0, le=3600)
+
+    @field_validator("preset")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in LINK_PRESETS:
+            raise ValueError(f"unknown link preset {v!r}; valid: {', '.join(LINK_PRESETS)}")
+        return v
+
+    @property
+    def bytes_per_s_per_gpu(self) -> float:
+        return (self.gb_per_s_per_gpu if self.gb_per_s_per_gpu is not None else LINK_PRESETS[self.preset][0]) * 1e9
+
+    @property
+    def latency(self) -> float:
+        return self.latency_s if self.latency_s is not None else LINK_PRESETS[self.preset][1]
+
+
+class PoolConfig(Frozen):
+    """One pool of a disaggregated fleet; unset keys take the fleet's (gpu, tp, lifecycle), the scenario's
+    (engine) or the catalog's (price)."""
+
+    gpu: str | None = Field(default=None, min_length=1)
+    tp: int | None = Field(default=None, ge=1, le=1024)
+    router: (
+        Literal["round_robin", "least_outstanding", "least_kv", "power_of_two", "least_prompt_tokens", "prefix_aware"] | None
+    ) = None
+    autoscaler: AutoscalerConfig = FixedConfig()
+    lifecycle: LifecycleConfig | None = None
+    engine: EngineConfig | None = None
+    usd_per_gpu_hour: float | None = Field(default=None, ge=0)
+
+
+class FleetConfig(Frozen):
+    """Replicas of one GPU type and TP degree behind a router, scaled by an autoscaler."""
+
+    gpu: str = Field(min_length=1)
+    tp: int = Field(default=1, ge=1, le=1024)
+    router: Literal["round_robin", "least_outstanding", "least_kv", "power_of_two", "least_prompt_tokens", "prefix_aware"] = (
+        "least_outstanding"
+    )
+    prefix_routing_slack: int = Field(default=4, ge=0, le=MAX_TOKENS)  # prefix_aware: outstanding requests it may add
+    # the router's cap (Ray Serve's max_ongoing_requests): at it, requests wait in the fleet queue (None: no cap)
+    max_outstanding_per_replica: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    autoscaler: AutoscalerConfig = FixedConfig()
+    lifecycle: LifecycleConfig = LifecycleConfig()
+    max_gpus: int | None = Field(default=None, ge=1, le=MAX_COUNT)  # GPUs obtainable at once
+    reserved_replicas: int = Field(default=0, ge=0, le=MAX_REPLICAS)  # capacity billed all the time
+    queue_max: int | None = Field(default=None, ge=0, le=MAX_TOKENS)  # fleet queue bound (requests waiting for any replica)
+    queue_timeout_s: float | None = Field(default=None, gt=0)
+    timeline_interval_s: IntervalS = 10.0
+    mode: Literal["colocated", "disaggregated"] = "colocated"
+    prefill: PoolConfig = PoolConfig()  # disaggregated: the prefill pool (router default least_prompt_tokens)
+    decode: PoolConfig = PoolConfig()  # disaggregated: the decode pool
+    link: LinkConfig = LinkConfig()  # disaggregated: the KV-cache transfer link
+
+    @model_validator(mode="after")
+    def _gpu_cap(self) -> FleetConfig:
+        if self.max_gpus is not None and self.max_gpus < self.tp:
+            raise ValueError(f"max_gpus must be >= tp (got {self.max_gpus} < {self.tp})")
+        return self
+
+    @property
+    def replica_cap(self) -> int:
+        cap = self.autoscaler.max_replicas
+        return cap if self.max_gpus is None else min(cap, self.max_gpus // self.tp)
+
+
+class GuardConfig(Frozen):
+    """Holds batch work back while interactive p99 latency is above target (see `sim.run.fleet.batch`)."""
+
+    ttft_ms: float | None = Field(default=None, gt=0)  # default: slo.ttft_ms
+    tpot_ms: float | None = Field(default=None, gt=0)  # default: slo.tpot_ms
+    interval_s: IntervalS = 60.0
+    step: int = Field(default=1, ge=1, le=MAX_COUNT)  # additive increase of the per-replica batch cap per interval
+
+
+class DedicatedConfig(Frozen):
+    """A pool of the fleet's replica type serving only batch work, launched at the first job's submission."""
+
+    replicas: int | Literal["auto"] = "auto"  # auto: sized so the jobs finish deadline_margin_s before the earliest deadline
+    max_replicas: int | None = Field(default=None, ge=1, le=MAX_REPLICAS)  # with deadline_scaling: its ceiling
+
+    @field_validator("replicas")
+    @classmethod
+    def _positive(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and not 1 <= v <= MAX_REPLICAS:
+            raise ValueError(f"must be 'auto' or an integer in [1, {MAX_REPLICAS}]")
+        return v
+
+
+class BatchConfig(Frozen):
+    """Offline batch jobs and how the fleet serves them (see `sim.run.fleet.batch` and `sim.workload.jobs`)."""
+
+    jobs: list[BatchJob] = Field(default_factory=list)
+    fleet: Literal["backfill", "dedicated"] = "backfill"  # the online fleet's spare capacity, or a pool of their own
+    max_per_replica: int | None = Field(default=None, ge=1, le=MAX_COUNT)  # batch requests a replica holds (default max_num_seqs)
+    guard: GuardConfig | None = None
+    deadline_scaling: bool = False  # scale up when the backlog would miss its deadline at the measured rate
+    deadline_margin_s: float = Field(default=1800.0, ge=0)  # finish this long before the deadline (cold starts)
+    dedicated: DedicatedConfig = DedicatedConfig()
+
+    @field_validator("jobs")
+    @classmethod
+    def _unique_ids(cls, v: list[BatchJob]) -> list[BatchJob]:
+        seen: set[str] = set()
+        for job in v:
+            if job.job_id in seen:
+                raise ValueError(f"job_id must be unique (got {job.job_id!r} twice)")
+            seen.add(job.job_id)
+        return v
+
+
+class PricingConfig(Frozen):
+    usd_per_gpu_hour: float | None = Field(default=None, ge=0)  # on demand; None: the GPU catalog's price
+    reserved_usd_per_gpu_hour: float | None = Field(default=None, ge=0)  # None: the on-demand price
+    billing_granularity_s: float = Field(default=1.0, ge=0)
+    billing_minimum_s: float = Field(default=0.0, ge=0)
+    compare_api: str = DEFAULT_API
+
+    @field_validator("compare_api")
+    @classmethod
+    def _known_sheet(cls, v: str) -> str:
+        sheets = load_api_prices()
+        if v not in sheets:
+            raise ValueError(f"unknown API price sheet {v!r}; valid: {', '.join(sorted(sheets))}")
+        return v
+
+
+class Scenario(Frozen):
+    name: str | None = Field(default=None, min_length=1, max_length=200)  # default: the scenario file's name
+    model: str = Field(min_length=1)  # a catalog name or a path to a Hugging Face config.json
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
+    gpu_catalog: str | None = None  # extra GPUs (YAML, catalog format)
+    trace: str | TraceFile | SyntheticSpec | None = None  # a file (relative to the scenario), a file + transforms, or a generator
+    fleet: FleetConfig
+    engine: EngineConfig = EngineConfig()
+    roofline: RooflineConfig = RooflineConfig()
+    pricing: PricingConfig = PricingConfig()
+    slo: SloConfig = SloConfig()
+    batch: BatchConfig | None = None  # offline batch jobs (None: batch-class requests of the trace, if any, take its defaults)
+    _base_dir: Path | None = PrivateAttr(default=None)  # the scenario file's folder: relative paths start there
+    _source: str | None = PrivateAttr(default=None)  # the scenario file, for errors found after validation
+    _trace_note: str | None = PrivateAttr(default=None)  # what `--trace FILE` made of the scenario's trace
+
+    @property
+    def base_dir(self) -> Path:
+        return self._base_dir if self._base_dir is not None else Path(".")
+
+    @property
+    def source(self) -> str | None:
+        """The file this scenario was read from, if any."""
+        return self._source
+
+    @property
+    def trace_note(self) -> str | None:
+        """With `--trace FILE`: the trace as run, what of the scenario's was kept, set and dropped (one line)."""
+        return self._trace_note
+
+
+# --- presets -----------------------------------------------------------------------------------
+def preset_names() -> list[str]:
+    folder = resources.files("sim.data").joinpath("presets")
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    if name not in preset_names():
+        raise unknown_name("roofline preset", name, preset_names())
+    text = resources.files("sim.data").joinpath("presets", f"{name}.yaml").read_text()
+    data: dict[str, Any] = yaml.safe_load(text)
+    return data
+
+
+def is_preset_file(name: str) -> bool:
+    return name.endswith((".yaml", ".yml")) or "/" in name or "\\" in name
+
+
+def load_preset_file(path: Path) -> dict[str, Any]:
+    """A roofline block kept in a file (as `fleetsim calibrate --out` writes it): the file's `roofline:` block,
+    or the whole file when it is a roofline block itself."""
+    try:
+        data = read_yaml(path)
+    except FleetsimError as err:
+        raise FleetsimError(f"roofline.preset: {err}") from None
+    if isinstance(data, dict) and set(data) == {"roofline"}:
+        data = data["roofline"]
+    if not isinstance(data, dict):
+        raise FleetsimError(f"roofline.preset {path}: a preset file must hold a roofline block (a mapping)")
+    if data.get("preset") is not None:
+        raise FleetsimError(f"roofline.preset {path}: a preset file cannot name another preset (preset: {data['preset']!r})")
+    return dict(data)
+
+
+def merge_preset(block: Any, base_dir: Path | None = None) -> Any:
+    """A roofline block with `preset: NAME` becomes the preset's values overlaid with the block's. NAME is a
+    bundled preset or a YAML file (relative to the scenario's folder) holding a roofline block."""
+    if not isinstance(block, dict) or block.get("preset") is None:
+        return block
+    block = dict(block)
+    name = block.pop("preset")
+    if not isinstance(name, str):
+        raise FleetsimError(f"roofline.preset must be a name or a .yaml file (got {name!r})")
+    if is_preset_file(name):
+        path = Path(name) if Path(name).is_absolute() or base_dir is None else base_dir / name
+        merged = load_preset_file(path)
+    else:
+        merged = load_preset(name)
+    overrides = {**merged.get("gpu_overrides", {})}
+    for gpu, body in (block.pop("gpu_overrides", None) or {}).items():
+        overrides[gpu] = {**overrides.get(gpu, {}), **(body or {})}
+    merged.update(block)
+    merged["gpu_overrides"] = overrides
+    merged["preset"] = name
+    return merged
+
+
+def roofline_config(preset: str | None = None, /, *, base: dict[str, Any] | None = None, **overrides: Any) -> RooflineConfig:
+    """Roofline assumptions: `base` (e.g. a scenario's block), then a preset's values, then overrides."""
+    block: dict[str, Any] = dict(base or {})
+    if preset:
+        block |= merge_preset({"preset": preset})
+    block |= {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return RooflineConfig.model_validate(block)
+    except ValidationError as err:
+        raise from_validation_error(err, prefix="roofline") from None
+
+
+# --- loading -----------------------------------------------------------------------------------
+def parse_config(raw: Any, *, where: str = "<config>", base_dir: Path | None = None) -> Scenario:
+    if not isinstance(raw, dict):
+        raise FleetsimError(f"{where}: a scenario must be a YAML mapping (got {type(raw).__name__})")
+    raw = dict(raw)
+    if "roofline" in raw:
+        raw["roofline"] = merge_preset(raw["roofline"], base_dir)
+    try:
+        return Scenario.model_validate(raw)
+    except ValidationError as err:
+        raise from_validation_error(err, where=where, data=raw) from None
+
+
+def parse_set(item: str) -> tuple[list[str], Any]:
+    """One `--set PATH=VALUE`: the dotted PATH's keys and VALUE read as YAML (`128`, `l40s`, `[1, 2]`,
+    `{policy: fixed, replicas: 4}`, `null`)."""
+    path, sep, text = item.partition("=")
+    keys = path.strip().split(".")
+    if not sep or not all(k.strip() for k in keys):
+        raise FleetsimError(f"--set {_short(item)}: give PATH=VALUE with a dotted PATH, e.g. --set fleet.gpu=l40s")
+    keys = [k.strip() for k in keys]
+    try:
+        value = load_value(text)
+    except (yaml.YAMLError, FleetsimError) as err:
+        problem = str(err) if isinstance(err, FleetsimError) else getattr(err, "problem", None) or "not valid YAML"
+        raise FleetsimError(f"--set {path.strip()}: the value {_short(text)} is {problem}") from None
+    return keys, value
+
+
+def apply_sets(raw: dict[str, Any], sets: Sequence[str]) -> dict[str, Any]:
+    """`--set PATH=VALUE` overrides on a scenario's raw data (`parse_set`): blocks are created as needed, and a
+    number indexes a list (`batch.jobs.0.deadline_s`). The result is validated like the file itself, so a wrong
+    path or value is named there."""
+    out = copy.deepcopy(raw)
+    for item in sets:
+        keys, value = parse_set(item)
+        set_path(out, keys, value, label=f"--set {'.'.join(keys)}")
+    return out
+
+
+def set_path(raw: dict[str, Any], keys: Sequence[str], value: Any, *, label: str) -> None:
+    """Put `value` at the dotted path `keys` of a scenario's raw data (in place), creating blocks as needed; an
+    integer key indexes a list that exists (`batch.jobs.0.requests`)."""
+    node: Any = raw
+    for depth, key in enumerate(keys):
+        where = ".".join(keys[: depth + 1])
+        last = depth == len(keys) - 1
+        if isinstance(node, list):
+            if not (key.isdigit() and int(key) < len(node)):
+                parent = ".".join(keys[:depth])
+                raise FleetsimError(f"{label}: {parent} is a list of {len(node)}; index it 0-{len(node) - 1} (got {key!r})")
+            if last:
+                node[int(key)] = copy.deepcopy(value)
+                return
+            node = node[int(key)]
+            continue
+        if last:
+            node[key] = copy.deepcopy(value)
+            return
+        child = node.get(key)
+        if depth == 0 and key == "trace" and isinstance(child, str):
+            child = node[key] = {"file": child}  # a bare trace path is the block {file: PATH}: its transforms can be set
+        if child is None:
+            child = node[key] = {}
+        elif not isinstance(child, dict | list):
+            raise FleetsimError(f"{label}: {where} is a value ({child!r}), not a block; set {where} itself")
+        node = child
+
+
+def with_trace_file(raw: dict[str, Any], trace: str | Path) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """A scenario's raw data with its trace file replaced by `trace` (`--trace FILE`, a path from the working
+    folder, stored absolute), its transforms kept (`sim.workload.transforms.swap_trace_file`): the new raw data,
+    the new trace block and what was dropped, in words."""
+    block, dropped = swap_trace_file(raw.get("trace"), str(Path(trace).resolve()))
+    return {**raw, "trace": block}, block, dropped
+
+
+def load_config(path: str | Path, sets: Sequence[str] = (), *, trace: str | Path | None = None) -> Scenario:
+    """Read and validate a scenario, with `--trace FILE` (`with_trace_file`) and then `--set` overrides; paths
+    inside it are then relative to its folder."""
+    path = Path(path)
+    raw = read_yaml(path)
+    check_kind(path, raw, expected="scenario")
+    note = None
+    if trace is not None and isinstance(raw, dict):
+        raw, swapped, dropped = with_trace_file(raw, trace)
+    if sets and isinstance(raw, dict):
+        raw = apply_sets(raw, sets)
+    if trace is not None and isinstance(raw, dict):
+        note = trace_note(str(trace), swapped, dropped, raw.get("trace"))
+    where = f"{path} (with --set)" if sets else str(path)
+    scenario = parse_config(raw, where=where, base_dir=path.parent)
+    scenario._base_dir = path.parent
+    scenario._source = str(path)
+    scenario._trace_note = note
+    return scenario

@@ -1,0 +1,161 @@
+"""The build phase's physics: a scenario's names resolved to specs (catalog lookups, a Hugging Face
+config.json import, the user's GPU catalog), the roofline's numbers for one replica, and the checks
+that the model runs on `tp` GPUs and fits in their memory. `config` only validates the schema; this
+module is where a valid scenario can still turn out impossible (one-line errors, as everywhere).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sim.errors import FleetsimError, unknown_name
+from sim.physics.hardware import GIGA, TERA, GpuCatalog, GpuSpec, load_gpu_catalog
+from sim.physics.models import ModelCatalog, ModelSpec, load_model_catalog, resolve_model
+from sim.physics.roofline import RooflineSetup, check_fits
+from sim.scenario.config import GpuOverride, RooflineConfig, Scenario
+
+
+def apply_override(override: GpuOverride, gpu: GpuSpec) -> GpuSpec:
+    """The catalog's GPU with a scenario's per-GPU corrections (given in the catalog's units)."""
+    changes: dict[str, Any] = {}
+    scaled = {
+        "bf16_tflops": ("bf16_flops_per_s", TERA),
+        "fp8_tflops": ("fp8_flops_per_s", TERA),
+        "hbm_gb": ("hbm_bytes", GIGA),
+        "hbm_bw_gb_per_s": ("hbm_bw_bytes_per_s", GIGA),
+        "interconnect_gb_per_s": ("interconnect_bw_bytes_per_s", GIGA),
+    }
+    for key, value in override.model_dump(exclude_none=True).items():
+        field, factor = scaled.get(key, (key, 1.0))
+        changes[field] = value * factor
+    return replace(gpu, **changes)
+
+
+def build_setup(
+    model: ModelSpec,
+    gpu: GpuSpec,
+    *,
+    tp: int,
+    roofline: RooflineConfig,
+    usd_per_gpu_hour: float | None = None,
+) -> RooflineSetup:
+    """Check that the model can run on `tp` GPUs and fits, then resolve the roofline's numbers."""
+    model.check_tp(tp)
+    override = roofline.gpu_overrides.get(gpu.name)
+    if override is not None:
+        gpu = apply_override(override, gpu)
+
+    def pick(name: str) -> float:
+        """The GPU's own figure (catalog, or its `gpu_overrides` entry, which wins) unless the block sets one."""
+        block = getattr(roofline, name)
+        if block is not None and (override is None or getattr(override, name) is None):
+            return float(block)
+        return float(getattr(gpu, name))
+
+    mfu, mbu = pick("mfu"), pick("mbu")
+    setup = RooflineSetup(
+        model=model,
+        gpu=gpu,
+        tp=tp,
+        effective_flops_per_s=gpu.peak_flops_per_s(roofline.compute_dtype) * mfu,
+        effective_hbm_bw_bytes_per_s=gpu.hbm_bw_bytes_per_s * mbu,
+        weight_bits=roofline.weight_bits,
+        kv_bits=roofline.kv_bits,
+        activation_bits=roofline.activation_bits,
+        compute_dtype=roofline.compute_dtype,
+        attention=roofline.attention,
+        comm=roofline.comm,
+        step_overhead_s=roofline.step_overhead_s,
+        layer_overhead_s=pick("layer_overhead_s"),
+        overlap=pick("overlap"),
+        gpu_memory_utilization=roofline.gpu_memory_utilization,
+        memory_reserve_bytes=roofline.memory_reserve_gb * GIGA,
+        usd_per_gpu_hour=usd_per_gpu_hour if usd_per_gpu_hour is not None else gpu.usd_per_gpu_hour,
+    )
+    check_fits(setup)
+    return setup
+
+
+def check_override_names(roofline: RooflineConfig, gpus: GpuCatalog) -> None:
+    for name in roofline.gpu_overrides:
+        if name.lower() not in gpus.gpus:
+            raise FleetsimError(f"roofline.gpu_overrides: {unknown_name('gpu', name, gpus.gpus)}")
+
+
+def _relative(path: str, base: Path) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else base / p
+
+
+def resolve_scenario(
+    scenario: Scenario,
+    *,
+    base_dir: Path | None = None,
+    models: ModelCatalog | None = None,
+    gpus: GpuCatalog | None = None,
+) -> RooflineSetup:
+    """Names -> specs (catalog lookups, config.json import), then `build_setup`."""
+    base_dir = base_dir if base_dir is not None else scenario.base_dir
+    if gpus is None:
+        extra = _relative(scenario.gpu_catalog, base_dir) if scenario.gpu_catalog else None
+        gpus = load_gpu_catalog(extra)
+    models = models or load_model_catalog()
+    check_override_names(scenario.roofline, gpus)
+    name = _model_name("model", scenario.model, base_dir, models)
+    model = _keyed("model", lambda: resolve_model(name, models))
+    gpu = _keyed("fleet.gpu", lambda: gpus.get(scenario.fleet.gpu))
+    _keyed("fleet.tp", lambda: model.check_tp(scenario.fleet.tp))
+    return _keyed(
+        "fleet.gpu, fleet.tp",
+        lambda: build_setup(
+            model, gpu, tp=scenario.fleet.tp, roofline=scenario.roofline, usd_per_gpu_hour=scenario.pricing.usd_per_gpu_hour
+        ),
+    )
+
+
+def _model_name(key: str, name: str, base_dir: Path, models: ModelCatalog) -> str:
+    """A catalog name as it is, a path made relative to the scenario; an unknown name is an error listing the catalog."""
+    if name.strip().lower() in models.models:
+        return name
+    candidate = _relative(name, base_dir)
+    if not (candidate.suffix == ".json" or candidate.exists()):  # a name that is not in the catalog
+        raise FleetsimError(f"{key}: {unknown_name('model', name, models.models)} (or a path to a config.json)")
+    return str(candidate)
+
+
+def check_names(scenario: Scenario, *, base_dir: Path | None = None, gpus: GpuCatalog | None = None) -> None:
+    """Every name the scenario gives resolves: the model and the speculative draft model (the catalog, or a
+    config.json path), each GPU (the fleet's and its pools'). An unknown one is the error the build would raise,
+    naming the key and the valid names; cheap (catalog lookups: no config.json is read, no fit is checked), so a
+    sweep or plan checks every point before anything runs."""
+    base_dir = base_dir if base_dir is not None else scenario.base_dir
+    if gpus is None:
+        gpus = load_gpu_catalog(_relative(scenario.gpu_catalog, base_dir) if scenario.gpu_catalog else None)
+    models = load_model_catalog()
+    _model_name("model", scenario.model, base_dir, models)
+    fleet = scenario.fleet
+    for key, gpu in (("fleet.gpu", fleet.gpu), ("fleet.prefill.gpu", fleet.prefill.gpu), ("fleet.decode.gpu", fleet.decode.gpu)):
+        if gpu is not None:
+            _keyed(key, functools.partial(gpus.get, gpu))
+    for key, engine in (
+        ("engine", scenario.engine),
+        ("fleet.prefill.engine", fleet.prefill.engine),
+        ("fleet.decode.engine", fleet.decode.engine),
+    ):
+        if engine is not None and engine.speculative is not None and engine.speculative.draft_model is not None:
+            _model_name(f"{key}.speculative.draft_model", engine.speculative.draft_model, base_dir, models)
+
+
+T = TypeVar("T")
+
+
+def _keyed(key: str, step: Callable[[], T]) -> T:
+    """Run one resolution step; its error names the scenario key it came from."""
+    try:
+        return step()
+    except FleetsimError as err:
+        raise FleetsimError(f"{key}: {err}") from None

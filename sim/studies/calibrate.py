@@ -1,0 +1,507 @@
+"""Fit the step-time model's free parameters to measured (or profile-predicted) step times.
+
+Input: a CSV of step shapes and their times. Two layouts are read:
+
+- **steps** (the layout of `benchmarks/steptimes/`, Vidur's and AISimulate's per-step predictions, or any
+  profiler that logs each engine step with its batch): `kind` (prefill | decode | mixed), `batch`
+  (sequences in the step; for `mixed`, the prefilling ones), `new_tokens_per_seq` (a prefill's prompt
+  tokens this step; 1 for decode), `context_tokens` (a decode's cached context; a prefill has none cached),
+  optional `decode_seqs` (the decodes in a `mixed` step), `total_ms`. Other columns are ignored.
+- **vllm-latency** (one row per `vllm bench latency` run: its `--batch-size`, `--input-len`, `--output-len`
+  and the `avg_latency` of its JSON output, in seconds): `batch_size`, `input_len`, `output_len`,
+  `avg_latency`. A run is modelled as one prefill step of the whole batch (keep batch x input_len within
+  the engine's max_num_batched_tokens so vLLM does it in one step) and output_len - 1 decode steps.
+
+The model (`sim.physics.roofline.step_cost`): t = max(C, M) + (1 - overlap) min(C, M) + 2 L (latency + ring bytes
+/ link) + L layer_overhead_s + step_overhead_s, with C = FLOPs / (tp peak mfu), M = bytes / (tp HBM mbu).
+Free parameters: mfu, mbu, layer_overhead_s, allreduce_latency_s (only when tp > 1: at tp 1 there is no
+all-reduce to see) and overlap. They are fitted by least squares on the relative error (scipy's
+trust-region reflective method, inside physical bounds), so a 10 ms step and a 1 s step weigh alike.
+The leave-one-out error (refit without each shape, predict it) says how well the fit generalizes to a
+shape it has not seen; a leave-one-out error far above the in-sample one is overfitting.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sim.errors import FleetsimError
+from sim.physics.hardware import GpuSpec
+from sim.physics.roofline import RooflineSetup, allreduce_time_s, step_cost
+
+PARAMS = ("mfu", "mbu", "layer_overhead_s", "allreduce_latency_s", "overlap")
+BOUNDS: dict[str, tuple[float, float]] = {
+    "mfu": (0.05, 1.0),
+    "mbu": (0.05, 1.0),
+    "layer_overhead_s": (0.0, 1e-3),
+    "allreduce_latency_s": (0.0, 1e-3),
+    "overlap": (0.0, 1.0),
+}
+STEP_COLUMNS = ("kind", "batch", "new_tokens_per_seq", "context_tokens", "total_ms")
+VLLM_COLUMNS = ("batch_size", "input_len", "output_len", "avg_latency")
+MAX_COUNT = 10**9  # a batch, token or sequence count beyond any engine step (an infinity cast to int64 is garbage)
+MAX_ROWS = 100_000  # a table holds one row per measured shape; a profiler's per-step log is aggregated first
+MAX_STEPS = 1_000_000  # the engine steps a vllm-latency table's runs add up to (1 prefill + output_len - 1 decodes each)
+MAX_LOO_SHAPES = 200  # leave-one-out refits once per shape: above this it is skipped (and says so)
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """One measured row: the steps it consists of and their measured total."""
+
+    label: str
+    steps: tuple[tuple[int, float, float], ...]  # (new tokens, attention pairs, KV tokens read) per step
+    measured_s: float
+
+
+def _fail(path: str, row: int | None, rule: str) -> FleetsimError:
+    where = f"{path}" if row is None else f"{path}: row {row}"
+    return FleetsimError(f"{where}: {rule}")
+
+
+def _int_col(df: pd.DataFrame, col: str, path: str, *, minimum: int) -> np.ndarray:
+    values = pd.to_numeric(df[col], errors="coerce")
+    bad = values.isna() | (values < minimum) | (values != np.floor(values))
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise _fail(path, i + 2, f"{col} must be an integer >= {minimum} (got {str(df[col].iloc[i])!r})")
+    bad = ~(values <= MAX_COUNT)  # infinity too
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise _fail(path, i + 2, f"{col} must be at most {MAX_COUNT:,} (got {str(df[col].iloc[i])!r})")
+    out: np.ndarray = values.to_numpy(dtype=np.int64)
+    return out
+
+
+def _pos_col(df: pd.DataFrame, col: str, path: str) -> np.ndarray:
+    values = pd.to_numeric(df[col], errors="coerce")
+    bad = values.isna() | ~np.isfinite(values) | (values <= 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise _fail(path, i + 2, f"{col} must be a positive number (got {str(df[col].iloc[i])!r})")
+    out: np.ndarray = values.to_numpy(dtype=np.float64)
+    return out
+
+
+def read_shapes(path: str | Path, layout: str = "auto", *, max_rows: int = MAX_ROWS) -> list[Shape]:
+    """Read a step-time CSV (see the module docstring) into shapes; one-line errors name the row. At most
+    `max_rows` rows are read: a longer file is refused, not truncated."""
+    from sim.workload.readers import read_header
+
+    name = str(path)
+    path = Path(path)
+    if path.is_dir():
+        raise FleetsimError(f"{name}: is a folder, not a step-time CSV (calibrate takes one table)")
+    if not path.is_file():
+        raise FleetsimError(f"{name}: no such file")
+    try:
+        read_header(path)  # a first line of unbounded length is refused before pandas holds it
+        df = pd.read_csv(path, nrows=max_rows + 1)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, csv.Error, UnicodeDecodeError, OSError) as err:
+        raise FleetsimError(f"{name}: not a readable CSV ({' '.join(str(err).split())[:120]})") from None
+    if len(df) > max_rows:
+        raise FleetsimError(
+            f"{name}: more than {max_rows:,} rows; a step-time table holds one row per measured shape "
+            "(aggregate or sample a per-step log first)"
+        )
+    df.columns = [str(c).strip() for c in df.columns]
+    if layout == "auto":
+        layout = "vllm-latency" if set(VLLM_COLUMNS) <= set(df.columns) else "steps"
+    if layout not in ("steps", "vllm-latency"):
+        raise FleetsimError(f"--layout must be auto, steps or vllm-latency (got {layout!r})")
+    need = STEP_COLUMNS if layout == "steps" else VLLM_COLUMNS
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise FleetsimError(
+            f"{name}: missing column(s) {', '.join(missing)} for the {layout} layout (has: {', '.join(df.columns)})"
+        )
+    if df.empty:
+        raise FleetsimError(f"{name}: no rows")
+    return _steps_layout(df, name) if layout == "steps" else _vllm_layout(df, name)
+
+
+def _steps_layout(df: pd.DataFrame, path: str) -> list[Shape]:
+    kinds = df["kind"].astype(str).str.strip().str.lower()
+    bad = ~kinds.isin(["prefill", "decode", "mixed"])
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise _fail(path, i + 2, f"kind must be prefill, decode or mixed (got {str(df['kind'].iloc[i])!r})")
+    batch = _int_col(df, "batch", path, minimum=1)
+    new = _int_col(df, "new_tokens_per_seq", path, minimum=1)
+    ctx = _int_col(df, "context_tokens", path, minimum=0)
+    ms = _pos_col(df, "total_ms", path)
+    dec = _int_col(df, "decode_seqs", path, minimum=0) if "decode_seqs" in df.columns else np.zeros(len(df), np.int64)
+    out = []
+    for i, kind in enumerate(kinds):
+        b, n, c = int(batch[i]), int(new[i]), int(ctx[i])
+        if kind == "decode":
+            step = (b * n, b * (n * c + n * (n + 1) / 2), float(b * c))
+        elif kind == "prefill":
+            step = (b * n, b * n * (n + 1) / 2, 0.0)
+        else:  # b prefill chunks of n (nothing cached) plus decode_seqs decodes at context c
+            d = int(dec[i])
+            step = (b * n + d, b * n * (n + 1) / 2 + d * (c + 1), float(d * c))
+        label = f"{kind} b={b} n={n} ctx={c}" + (f" +{int(dec[i])} decodes" if kind == "mixed" else "")
+        out.append(Shape(label, (step,), float(ms[i]) / 1e3))
+    return out
+
+
+def _vllm_layout(df: pd.DataFrame, path: str) -> list[Shape]:
+    batch = _int_col(df, "batch_size", path, minimum=1)
+    inp = _int_col(df, "input_len", path, minimum=1)
+    outl = _int_col(df, "output_len", path, minimum=1)
+    lat = _pos_col(df, "avg_latency", path)
+    steps_total = int(outl.sum(dtype=np.float64))
+    if steps_total > MAX_STEPS:
+        raise FleetsimError(
+            f"{path}: the runs add up to {steps_total:,} engine steps (one per output token), more than {MAX_STEPS:,}; "
+            "calibrate on shorter runs"
+        )
+    out = []
+    for i in range(len(df)):
+        b, p, o = int(batch[i]), int(inp[i]), int(outl[i])
+        steps = [(b * p, b * p * (p + 1) / 2, 0.0)]
+        steps += [(b, float(b * (p + j + 1)), float(b * (p + j))) for j in range(o - 1)]  # context p + j cached
+        out.append(Shape(f"run b={b} in={p} out={o}", tuple(steps), float(lat[i])))
+    return out
+
+
+@dataclass(frozen=True)
+class _Terms:
+    """Parameter-free parts of every step of every shape, flattened; `row` maps a step to its shape."""
+
+    compute_at_peak: np.ndarray  # seconds at mfu 1
+    memory_at_peak: np.ndarray  # seconds at mbu 1
+    ar_bytes_s: np.ndarray  # the all-reduces' bandwidth seconds (latency 0)
+    row: np.ndarray
+    n_rows: int
+    n_layers: int
+    tp: int
+    step_overhead_s: float
+    comm: bool
+
+
+def _terms(setup: RooflineSetup, shapes: Sequence[Shape]) -> _Terms:
+    base = replace(
+        setup,
+        effective_flops_per_s=setup.peak_flops_per_s,
+        effective_hbm_bw_bytes_per_s=setup.gpu.hbm_bw_bytes_per_s,
+        comm=False,
+        step_overhead_s=0.0,
+        layer_overhead_s=0.0,
+        overlap=1.0,
+    )
+    gpu0 = replace(setup.gpu, allreduce_latency_s=0.0)
+    model = setup.model
+    c, m, ar, row = [], [], [], []
+    for i, shape in enumerate(shapes):
+        for n, pairs, kv in shape.steps:
+            cost = step_cost(base, n_tokens=n, attention_pairs=pairs, kv_read_tokens=kv)
+            c.append(cost.compute_s)
+            m.append(cost.memory_s)
+            act = n * model.hidden_size * setup.activation_bits / 8
+            ar.append(2 * model.n_layers * allreduce_time_s(gpu0, tp=setup.tp, n_bytes=act) if setup.tp > 1 else 0.0)
+            row.append(i)
+    return _Terms(
+        np.array(c),
+        np.array(m),
+        np.array(ar),
+        np.array(row),
+        len(shapes),
+        model.n_layers,
+        setup.tp,
+        setup.step_overhead_s,
+        setup.comm,
+    )
+
+
+def _predict(t: _Terms, p: Mapping[str, float]) -> np.ndarray:
+    cmp, mem = t.compute_at_peak / p["mfu"], t.memory_at_peak / p["mbu"]
+    hi, lo = np.maximum(cmp, mem), np.minimum(cmp, mem)
+    step = hi + (1.0 - p["overlap"]) * lo + t.n_layers * p["layer_overhead_s"] + t.step_overhead_s
+    if t.comm and t.tp > 1:
+        step = step + t.ar_bytes_s + 2 * t.n_layers * p["allreduce_latency_s"]
+    return np.bincount(t.row, weights=step, minlength=t.n_rows)
+
+
+def params_of(setup: RooflineSetup) -> dict[str, float]:
+    """The model's free parameters as a resolved setup has them."""
+    return {
+        "mfu": setup.effective_flops_per_s / setup.peak_flops_per_s,
+        "mbu": setup.effective_hbm_bw_bytes_per_s / setup.gpu.hbm_bw_bytes_per_s,
+        "layer_overhead_s": setup.layer_overhead_s,
+        "allreduce_latency_s": setup.gpu.allreduce_latency_s,
+        "overlap": setup.overlap,
+    }
+
+
+def with_params(setup: RooflineSetup, p: Mapping[str, float]) -> RooflineSetup:
+    """The setup with these parameter values (the inverse of `params_of`)."""
+    gpu: GpuSpec = replace(setup.gpu, allreduce_latency_s=p["allreduce_latency_s"])
+    return replace(
+        setup,
+        gpu=gpu,
+        effective_flops_per_s=setup.peak_flops_per_s * p["mfu"],
+        effective_hbm_bw_bytes_per_s=setup.gpu.hbm_bw_bytes_per_s * p["mbu"],
+        layer_overhead_s=p["layer_overhead_s"],
+        overlap=p["overlap"],
+    )
+
+
+def predict(setup: RooflineSetup, shapes: Sequence[Shape]) -> np.ndarray:
+    """Seconds the setup's step-time model gives each shape."""
+    return _predict(_terms(setup, shapes), params_of(setup))
+
+
+@dataclass(frozen=True)
+class Table:
+    """Shapes measured on one setup; `group` names the parameters it shares with other tables in a joint fit."""
+
+    name: str
+    setup: RooflineSetup
+    shapes: Sequence[Shape]
+    group: str = ""
+    measured: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "measured", np.array([s.measured_s for s in self.shapes]))
+
+
+def free_params(setup: RooflineSetup, fix: Sequence[str] = ()) -> list[str]:
+    """What one table can fit: all but the fixed ones; no all-reduce latency without an all-reduce; and at
+    tp > 1 not both the per-layer overhead and the all-reduce latency, which then each cost a constant per
+    layer and step (one table cannot tell them apart): the latency is fitted, the per-layer overhead held
+    (fit it on a TP1 table of the same GPU, or `--fix allreduce_latency_s` to fit it instead)."""
+    free = [p for p in PARAMS if p not in fix and not (p == "allreduce_latency_s" and (setup.tp <= 1 or not setup.comm))]
+    if "allreduce_latency_s" in free and "layer_overhead_s" in free:
+        free.remove("layer_overhead_s")
+    return free
+
+
+def fit_joint(
+    tables: Sequence[Table],
+    *,
+    per_group: Sequence[str] | Mapping[str, Sequence[str]],
+    shared: Sequence[str],
+    start: Mapping[str, float] | None = None,
+) -> dict[str, dict[str, float]]:
+    """Least squares on the relative error of every shape of every table at once: `per_group` parameters
+    (one list for every group, or a list per group) take one value per table group, `shared` ones a single
+    value; the rest stay as each setup has them. Returns {group: parameters}."""
+    from scipy.optimize import least_squares
+
+    groups = sorted({t.group for t in tables})
+    own = per_group if isinstance(per_group, Mapping) else {g: per_group for g in groups}
+    names: list[tuple[str, str]] = [(g, p) for g in groups for p in own.get(g, ())] + [("", p) for p in shared]
+    terms = [_terms(t.setup, t.shapes) for t in tables]
+    first = {t.group: params_of(t.setup) for t in tables}
+
+    def x0(g: str, p: str) -> float:
+        v = (start or {}).get(p, first[g or groups[0]][p])
+        lo, hi = BOUNDS[p]
+        return float(min(max(v, lo + 1e-12), hi - 1e-12)) if hi > lo else v
+
+    def unpack(x: np.ndarray, t: Table) -> dict[str, float]:
+        p = params_of(t.setup)
+        for (g, name), v in zip(names, x, strict=True):
+            if g in ("", t.group):
+                p[name] = float(v)
+        return p
+
+    def residuals(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([_predict(tt, unpack(x, t)) / t.measured - 1.0 for t, tt in zip(tables, terms, strict=True)])
+
+    scale = [BOUNDS[p][1] - BOUNDS[p][0] for _, p in names]
+    if names:
+        result = least_squares(
+            residuals,
+            np.array([x0(g, p) for g, p in names]),
+            bounds=([BOUNDS[p][0] for _, p in names], [BOUNDS[p][1] for _, p in names]),
+            x_scale=np.array(scale),
+            xtol=1e-12,
+            ftol=1e-12,
+            gtol=1e-12,
+            max_nfev=2000,
+        )
+        x = result.x
+    else:
+        x = np.array([])
+    return {t.group: unpack(x, t) for t in tables}
+
+
+def fit(setup: RooflineSetup, shapes: Sequence[Shape], fix: Sequence[str] = ()) -> dict[str, float]:
+    """The free parameters that best fit one table (see `fit_joint`)."""
+    table = Table("", setup, shapes)
+    return fit_joint([table], per_group=free_params(setup, fix), shared=[])[""]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    shapes: Sequence[Shape]
+    before_s: np.ndarray
+    after_s: np.ndarray
+    loo_s: np.ndarray | None  # each shape predicted by a fit without it; None when skipped (`loo_skipped` says why)
+    before: dict[str, float]
+    after: dict[str, float]
+    fitted: list[str]
+    loo_skipped: str | None = None
+
+    def errors(self, which: str) -> np.ndarray:
+        pred = {"before": self.before_s, "after": self.after_s, "loo": self.loo_s}[which]
+        if pred is None:
+            return np.array([])
+        measured = np.array([s.measured_s for s in self.shapes])
+        out: np.ndarray = pred / measured - 1.0
+        return out
+
+
+def check_enough_shapes(shapes: Sequence[Shape], free: Sequence[str], *, source: str = "") -> None:
+    """A fit needs more distinct shapes than free parameters: with as many (one shape, four parameters) it passes
+    through every point and reports 0% error, which says nothing. Repeated measurements of a shape count once."""
+    distinct = len({s.steps for s in shapes})
+    if distinct <= len(free):
+        head = f"{source}: " if source else ""
+        raise FleetsimError(
+            f"{head}{distinct} distinct shape{'s' if distinct != 1 else ''} for {len(free)} free parameter{'s' if len(free) != 1 else ''} "
+            f"({', '.join(free)}): a fit needs at least {len(free) + 1}, one more than its parameters, or its error "
+            "is 0 by construction; add shapes, or hold parameters with --fix"
+        )
+
+
+def calibrate(
+    setup: RooflineSetup, shapes: Sequence[Shape], fix: Sequence[str] = (), loo: bool = True, *, source: str = ""
+) -> Calibration:
+    """Fit, and measure the error before, after and leave-one-out (`source` names the table in errors)."""
+    free = free_params(setup, fix)
+    check_enough_shapes(shapes, free, source=source)
+    after = fit(setup, shapes, fix)
+    fitted = with_params(setup, after)
+    loo_s = None
+    skipped = None
+    if loo and len(shapes) <= len(free) + 1:
+        skipped = "too few shapes for leave-one-out"
+    elif loo and len(shapes) > MAX_LOO_SHAPES:
+        skipped = f"leave-one-out skipped above {MAX_LOO_SHAPES} shapes (it refits once per shape)"
+    elif loo:
+        loo_s = np.empty(len(shapes))
+        for i in range(len(shapes)):
+            rest = [s for j, s in enumerate(shapes) if j != i]
+            p = fit(setup, rest, fix)
+            loo_s[i] = predict(with_params(setup, p), [shapes[i]])[0]
+    return Calibration(
+        shapes=shapes,
+        before_s=predict(setup, shapes),
+        after_s=predict(fitted, shapes),
+        loo_s=loo_s,
+        before=params_of(setup),
+        after=after,
+        fitted=free,
+        loo_skipped=skipped,
+    )
+
+
+def overrides_block(gpu: str, params: Mapping[str, float], fitted: Sequence[str]) -> dict[str, Any]:
+    """The `roofline:` block a scenario can use (directly, or as `roofline: {preset: FILE}`)."""
+    body = {p: float(f"{params[p]:.6g}") for p in PARAMS if p in fitted}
+    return {"roofline": {"gpu_overrides": {gpu: body}}}
+
+
+def reference_tables(folder: str | Path, roofline: Any = None) -> list[Table]:
+    """Every `SOURCE_GPU_MODEL_tpN.csv` in a folder, with the setup the default (or given) roofline builds
+    for it; grouped by GPU (a joint fit gives each GPU its own efficiencies)."""
+    import re
+
+    from sim.physics.hardware import load_gpu_catalog
+    from sim.physics.models import load_model_catalog, resolve_model
+    from sim.scenario.config import roofline_config
+    from sim.scenario.resolve import build_setup
+
+    gpus, models = load_gpu_catalog(), load_model_catalog()
+    roofline = roofline if roofline is not None else roofline_config()
+    out = []
+    for path in sorted(Path(folder).glob("*.csv")):
+        match = re.fullmatch(r"(?P<source>[^_]+)_(?P<gpu>[^_]+)_(?P<model>[^_]+)_tp(?P<tp>\d+)", path.stem)
+        if not match:
+            raise FleetsimError(f"{path}: a reference table is named SOURCE_GPU_MODEL_tpN.csv")
+        gpu = gpus.get(match["gpu"])
+        model = resolve_model(match["model"], models)
+        setup = build_setup(model, gpu, tp=int(match["tp"]), roofline=roofline)
+        out.append(Table(path.stem, setup, read_shapes(path, "steps"), group=gpu.name))
+    return out
+
+
+# --- the defaults and their accuracy (benchmarks/steptime_defaults.py, steptime_accuracy.py, tests) ---------
+DEFAULT_PER_GPU = ("mfu", "mbu")
+DEFAULT_SHARED = ("layer_overhead_s", "overlap")
+
+
+def fit_defaults(tables: Sequence[Table]) -> dict[str, dict[str, float]]:
+    """The catalog's defaults as fitted: mfu and mbu per GPU, the layer overhead and the overlap shared by all,
+    all-reduce latencies as the catalog has them (published measurements, not fitted)."""
+    return fit_joint(tables, per_group=DEFAULT_PER_GPU, shared=DEFAULT_SHARED)
+
+
+def previous_model(setup: RooflineSetup) -> RooflineSetup:
+    """The step-time model before per-layer overheads and partial overlap: max(compute, memory) plus 10 us
+    all-reduces, the seed article's efficiencies (mfu 200/312, mbu 0.65) for every GPU. For comparison only."""
+    return replace(
+        setup,
+        effective_flops_per_s=setup.peak_flops_per_s * 200 / 312,
+        effective_hbm_bw_bytes_per_s=setup.gpu.hbm_bw_bytes_per_s * 0.65,
+        layer_overhead_s=0.0,
+        overlap=1.0,
+        gpu=replace(setup.gpu, allreduce_latency_s=1e-5),
+    )
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    table: str
+    shapes: int
+    previous_mean: float
+    previous_max: float
+    default_mean: float
+    default_max: float
+    held_out_mean: float | None  # the defaults refitted without this table, then tested on it
+    calibrated_mean: float
+    calibrated_max: float
+    loo_mean: float | None
+
+
+def _abs(e: np.ndarray) -> tuple[float, float]:
+    return float(np.mean(np.abs(e))), float(np.max(np.abs(e)))
+
+
+def accuracy(tables: Sequence[Table], *, held_out: bool = True, loo: bool = True) -> list[Accuracy]:
+    """Mean and max |relative error| per table: the defaults as they are; the defaults refitted on the other
+    tables only (a GPU with no other table takes the mean of the other GPUs' fitted mfu/mbu, the catalog's rule
+    for a GPU without a reference); `fleetsim calibrate` on the table (in-sample and leave-one-shape-out)."""
+    out = []
+    for i, t in enumerate(tables):
+        p_mean, p_max = _abs(predict(previous_model(t.setup), t.shapes) / t.measured - 1)
+        d_mean, d_max = _abs(predict(t.setup, t.shapes) / t.measured - 1)
+        ho = None
+        rest = [u for j, u in enumerate(tables) if j != i]
+        if held_out and rest:
+            fitted = fit_defaults(rest)
+            p = params_of(t.setup)
+            for k in DEFAULT_PER_GPU:
+                p[k] = fitted[t.group][k] if t.group in fitted else float(np.mean([f[k] for f in fitted.values()]))
+            p.update({k: next(iter(fitted.values()))[k] for k in DEFAULT_SHARED})
+            ho = _abs(predict(with_params(t.setup, p), t.shapes) / t.measured - 1)[0]
+        cal = calibrate(t.setup, t.shapes, loo=loo)
+        c_mean, c_max = _abs(cal.errors("after"))
+        loo_e = cal.errors("loo")
+        out.append(
+            Accuracy(
+                t.name, len(t.shapes), p_mean, p_max, d_mean, d_max, ho, c_mean, c_max, _abs(loo_e)[0] if loo_e.size else None
+            )
+        )
+    return out
