@@ -11,8 +11,9 @@ Each regime's throughput is measured in its saturated stretch: from the instant 
 (the batch has filled) until the queue first empties (the last request is scheduled, or released into the loop);
 tokens count at completion. The capacity is the best regime's, and its relative standard error is that regime's,
 by batch means (the stretch cut into `N_WINDOWS` windows). An open-loop run is one more way of feeding the replica,
-so a saturated run reads a throughput utilization within about two standard errors of 1, not above it (a test over
-random scenarios holds this).
+so a saturated run reads a throughput utilization within about two standard errors of 1 — the figure's and the run's
+own, a saturated run being one more sample of the same rate — not above it (tests/validation/test_capacity_bound.py
+holds this over random scenarios).
 
 - **Colocated**: one replica of the entry pool, under its own engine: `tokens_per_gpu_s` is its saturated tokens/s
   (`max_tokens_per_s_per_replica`) over its TP.
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
 
 SAMPLE_SIZE = 1000
 SAMPLE_SEED = 0  # the sample is part of the measurement's definition, independent of the run's seed
-N_WINDOWS = 5
+N_WINDOWS = 8
 FILL_SHARE = 0.2  # the saturated stretch starts once this share of the sample has completed
 CLIMB = 0.01  # the search goes on while the next concurrency is this much faster
 _CACHE_SIZE = 64
