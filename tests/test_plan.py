@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 from sim.cli import app
 from sim.errors import FleetsimError
 from sim.studies.plan import copy_plan, load_plan, plan_fleet
+from sim.studies.sweep import Point
 
 runner = CliRunner()
 
@@ -216,3 +217,30 @@ def test_a_huge_search_is_refused_from_the_axes_lengths(tmp_path):
     search = "fleet.tp: {from: 1, to: 1000}\n  engine.max_num_seqs: {from: 1, to: 1000}"
     with pytest.raises(FleetsimError, match="cross into 1,000,000 configuration groups, more than 10,000"):
         load_plan(plan_file(tmp_path, search=search))
+
+
+def test_a_plan_searches_disaggregated_splits_next_to_colocated_fleets(tmp_path):
+    """fleet.mode and the plan-only fleet.prefill_share as axes: a disaggregated group of n replicas runs
+    round(n x share) prefill and the rest decode replicas (its runs say so), colocated groups take no share, and
+    bisection still finds the grid's choice."""
+    search = "fleet.mode: [colocated, disaggregated]\n  fleet.prefill_share: [0.25, 0.5]"
+    p = load_plan(plan_file(tmp_path, search=search, extra=""))
+    modes = [(g.values["fleet.mode"], g.values["fleet.prefill_share"]) for g in p.groups]
+    assert modes == [("colocated", 0.25), ("disaggregated", 0.25), ("disaggregated", 0.5)]  # one colocated group
+    raw = p.sweep.scenario_raw(Point(0, {**p.groups[1].values, "fleet.autoscaler.replicas": 8}), 0)
+    assert raw["fleet"]["prefill"]["autoscaler"] == {"policy": "fixed", "replicas": 2}
+    assert raw["fleet"]["decode"]["autoscaler"] == {"policy": "fixed", "replicas": 6}
+    assert "prefill_share" not in raw["fleet"]
+    bisect = plan_fleet(p, tmp_path / "b", workers=2)
+    grid = plan_fleet(copy_plan(p, method="grid"), tmp_path / "g", workers=2)
+    assert summary(bisect) == summary(grid)
+    rows = {(r["fleet.mode"], r["fleet.prefill_share"]): r for r in bisect.ranking.to_dict(orient="records")}
+    assert all(r["status"] in ("meets", "infeasible", "ruled out") for r in rows.values())
+    assert any(mode == "disaggregated" and r["status"] == "meets" for (mode, _), r in rows.items())
+
+
+def test_a_disaggregated_plan_must_scale_the_replica_count(tmp_path):
+    p = plan_file(tmp_path, search="fleet.mode: [colocated, disaggregated]")
+    p.write_text(p.read_text().replace("fleet.autoscaler.replicas", "engine.max_num_seqs"))
+    with pytest.raises(FleetsimError, match="scale.path must be fleet.autoscaler.replicas"):
+        load_plan(p)

@@ -45,6 +45,7 @@ no share (their duplicates are dropped).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import itertools
 import math
@@ -386,14 +387,10 @@ class Evaluator:
         if not todo:
             return
         seeds = [s + VERIFY_SEED_OFFSET for s in self.plan.sweep.seeds] if verify else self.plan.sweep.seeds
-        sweep = Sweep(
-            self.plan.name,
-            self.plan.sweep.spec,
-            self.plan.sweep.base_raw,
-            self.plan.sweep.base_dir,
-            [Point(i, {**g.values, self.plan.spec.scale.path: n}, g.consumers) for i, (g, n) in enumerate(todo)],
-            self.plan.axes,
-            seeds,
+        sweep = dataclasses.replace(  # the plan's sweep (base, overrides, how axes become fields), these points
+            self.plan.sweep,
+            points=[Point(i, {**g.values, self.plan.spec.scale.path: n}, g.consumers) for i, (g, n) in enumerate(todo)],
+            seeds=seeds,
         )
         jobs: list[Job] = jobs_for(sweep, self.out)
         if self.progress:
