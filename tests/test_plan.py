@@ -242,5 +242,5 @@ def test_a_plan_searches_disaggregated_splits_next_to_colocated_fleets(tmp_path)
 def test_a_disaggregated_plan_must_scale_the_replica_count(tmp_path):
     p = plan_file(tmp_path, search="fleet.mode: [colocated, disaggregated]")
     p.write_text(p.read_text().replace("fleet.autoscaler.replicas", "engine.max_num_seqs"))
-    with pytest.raises(FleetsimError, match="scale.path must be fleet.autoscaler.replicas"):
+    with pytest.raises(FleetsimError, match=r"scale\.path must be fleet\.autoscaler\.replicas"):
         load_plan(p)

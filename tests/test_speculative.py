@@ -15,6 +15,8 @@ from sim.cli.commands import app
 from sim.errors import FleetsimError
 from sim.physics.roofline import kv_capacity_tokens
 from sim.physics.speculative import expected_tokens_per_step, verify_cost
+from sim.run.engine.speculative import SpeculativeStepTime
+from sim.run.pools import replica_step_time
 from sim.run.simulate import simulate
 from sim.scenario.config import parse_config
 from sim.scenario.resolve import resolve_scenario
@@ -210,3 +212,27 @@ def test_the_fast_forward_equals_the_per_step_reference(seed, method, k, alpha, 
     assert a["spec_tokens_per_verify_step"] == b["spec_tokens_per_verify_step"]
     assert fast.itl.count == slow.itl.count and a["mean_itl_ms"] == pytest.approx(b["mean_itl_ms"], rel=1e-9)
     assert a["n_steps"] == b["n_steps"]
+
+
+@pytest.mark.parametrize("method", ["ngram", "mtp", "draft"])
+@pytest.mark.parametrize("step", ["roofline", "constant"])
+def test_a_priced_run_is_the_step_time_models_steps_float_for_float(method, step):
+    """The fast-forward prices a run with `run_fn` (its per-batch terms bound once); each step must be the float the
+    per-step engine gets from `step` for the same batch, or the two engines drift apart."""
+    spec = {"method": method, "num_speculative_tokens": 3, "acceptance_rate": 0.7}
+    if method == "draft":
+        spec["draft_model"] = "llama-3.1-8b"
+    model = replica_step_time(scenario(spec, step=step, model="llama-3.1-70b", tp=4))
+    assert isinstance(model, SpeculativeStepTime)
+    rng = np.random.default_rng(7)
+    for n in (1, 7, 64):
+        ctx = int(rng.integers(n, 50_000))
+        tokens = np.cumsum(rng.integers(n, 4 * n, 12)).tolist()
+        ends, flops, n_bytes = model.run_fn(n)(ctx, tokens)
+        end = 0.0
+        for j in range(len(tokens)):
+            s = ctx + (tokens[j - 1] if j else 0)
+            dt, fl, by = model.step(0, n, s + n, s, s)
+            end += dt
+            assert (ends[j], flops[j], n_bytes[j]) == (end, fl, by)
+        assert model.verify_s(n, ctx) == model.step(0, n, ctx + n, ctx, ctx)[0]

@@ -151,11 +151,13 @@ class PrefixCachingKv(BlockKv):
         return batch
 
     def _match_waiting(self, waiting: list[Seq], n_running: int, limits: Limits) -> None:
-        """Match the sequences a step may admit (the head of the queue, within the free sequence slots and the
-        token budget) against the cache, pinning what they hit (until the step is planned: see `_unmatch`)."""
+        """Match the sequences a step may admit (the head of the queue, within the free sequence slots, or all the
+        slots with priority preemption, and the token budget) against the cache, pinning what they hit (until the step is planned: see `_unmatch`)."""
         cache = self.cache
         t, epb = cache.hash_tokens, cache.blocks_per_entry
-        slots = limits.max_num_seqs - n_running  # only as far down the queue as one step could admit
+        # only as far down the queue as one step could admit: with priority preemption, as many as the batch holds
+        # (running work may make way for them)
+        slots = limits.max_num_seqs - (0 if limits.preempt_for_priority else n_running)
         budget = limits.max_num_batched_tokens
         for seq in waiting:
             if slots <= 0 or budget <= 0:

@@ -36,6 +36,11 @@ class ItlLog:
         self.grouped_v.append(gap)
         self.grouped_w.append(weight)
 
+    def add_grouped_many(self, gaps: list[float], weight: int) -> None:
+        """Gaps each `weight` sequences had (a run's steps)."""
+        self.grouped_v.extend(gaps)
+        self.grouped_w.extend([weight] * len(gaps))
+
     def add_piece(self, a: float, b: float, j0: int, j1: int, weight: int) -> None:
         self.piece_a.append(a)
         self.piece_b.append(b)

@@ -430,6 +430,9 @@ class Replica:
                 if la:
                     kv.grow(seq, c + 1 + la)
                     verifying.append(seq)
+                    if seq.traj is None:  # its first verify step here: its trajectory (in the step's order)
+                        assert self._acceptance is not None
+                        self._acceptance.trajectory(seq)
                 else:
                     kv.grow(seq, c + 1)
             else:
@@ -458,13 +461,7 @@ class Replica:
         self.n_steps += 1
         self.busy_s += dt
         if n_decode and n_prefill:  # the decodes pay what they would cost alone; the prompt pays the rest
-            lines = self._lines
-            alone = min(
-                dt,
-                lines.decode_sum(n_decode, decode_ctx, 1)
-                if lines is not None
-                else self.step_time.step(0, n_decode, decode_ctx + n_decode, decode_ctx, decode_ctx)[0],
-            )
+            alone = min(dt, self._decode_alone_s(n_decode, decode_ctx))
             self.decode_busy_s += alone
             self.prefill_busy_s += dt - alone
         elif n_decode:
@@ -476,34 +473,51 @@ class Replica:
         if batch.group:
             self._group_steps(1, end - group.t_last, end)
         emitted = False
-        for seq, n in batch.work:
-            seq.computed += n
-            if seq.computed == seq.prompt_tokens + seq.generated:
-                self._emit(seq, end)
-                emitted = True
-        if self._verifying:  # speculative: the accepted drafts are emitted with the step's own token
-            self._accept(end)
+        if self._verifying:  # speculative: a verifying sequence emits its accepted drafts with its own token
+            emitted = self._emit_verified(batch.work, end)
+        else:
+            for seq, n in batch.work:
+                seq.computed += n
+                if seq.computed == seq.prompt_tokens + seq.generated:
+                    self._emit(seq, end)
+                    emitted = True
         if emitted and self.fast_forward and (batch.group or not group.n):
             self._regroup(end)
         self._next()
 
-    def _accept(self, end: float) -> None:
-        """The step's speculating decoders (explicit ones) emit the drafts they accepted, after their own token."""
-        assert self._acceptance is not None
+    def _decode_alone_s(self, n_seqs: int, context_sum: int) -> float:
+        """Seconds of a step in which `n_seqs` decoders whose contexts sum to `context_sum` run alone."""
+        lines = self._lines
+        if lines is not None:
+            return lines.decode_sum(n_seqs, context_sum, 1)
+        return self.step_time.step(0, n_seqs, context_sum + n_seqs, context_sum, context_sum)[0]
+
+    def _emit_verified(self, work: list[tuple[Seq, int]], end: float) -> bool:
+        """The step's tokens, in the step's order, its speculating decoders (explicit ones: `_verifying`, in the same
+        order) emitting the drafts they accepted right after their own token — the next entry of each one's
+        trajectory (drawn at its first verify step here). Whether any token came."""
         verifying = self._verifying
         self.verifies += len(verifying)
         self.verify_tokens += len(verifying)
-        for seq, j in zip(verifying, self._accepted(len(verifying)), strict=True):
-            for _ in range(min(j, seq.output_tokens - seq.generated)):
-                seq.computed += 1
-                self.verify_tokens += 1
+        v = 0
+        emitted = False
+        for seq, n in work:
+            seq.computed += n
+            if seq.computed == seq.prompt_tokens + seq.generated:
                 self._emit(seq, end)
+                emitted = True
+                if v < len(verifying) and verifying[v] is seq:
+                    v += 1
+                    assert seq.traj is not None
+                    j = int(seq.traj[seq.traj_pos]) - 1
+                    seq.traj_pos += 1
+                    for _ in range(min(j, seq.output_tokens - seq.generated)):
+                        seq.computed += 1
+                        self.verify_tokens += 1
+                        self._emit(seq, end)
+        assert v == len(verifying)
         verifying.clear()
-
-    def _accepted(self, n: int) -> list[int]:
-        """The drafts the step's n explicit speculating decoders accepted (drawn now, in their order)."""
-        assert self._acceptance is not None
-        return self._acceptance.accepted(n)
+        return emitted
 
     def spec_counts(self) -> tuple[int, int]:
         """Speculative decoding: (sequence-steps that verified drafts, tokens they emitted)."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 
 @dataclass(slots=True, eq=False)
 class Seq:
@@ -31,6 +33,11 @@ class Seq:
     hashes: Sequence[int] | None = None  # prefix caching: its prompt's hash-block ids, if any
     shared: int = 0  # prefix caching: of `blocks`, those of cached entries it pins (not its own to free)
     pins: list[int] | None = None  # prefix caching: the cached ids it pins (None: not matched since last planned)
+    # speculative decoding: the tokens it emits at each verify step (its own and the drafts accepted: drawn at its
+    # first), their running sum, and the verify steps it has taken
+    traj: np.ndarray | None = None
+    traj_cum: np.ndarray | None = None
+    traj_pos: int = 0
 
     @property
     def key(self) -> tuple[int, float, int]:

@@ -1,26 +1,27 @@
-"""The speculating decode group: a replica's running decoders under speculative decoding, kept as arrays.
+"""The speculating decode group: a replica's running decoders under speculative decoding, as aggregates.
 
 With speculative decoding every decode step of a sequence verifies k drafts and emits 1 + j tokens, j its accepted
-drafts (seeded draws, `sim.physics.speculative.Acceptance`). The sequences still step together — every one emits at every
-step's end — but their token counts and contexts drift apart, so the plain decode group's aggregates
-(`sim.run.engine.group`) do not hold. This group keeps each member's cached tokens, generated tokens, output length and
-KV blocks in numpy arrays, in admission order (the order a step-by-step engine verifies them in, and so draws their
-acceptances in), and advances a step, or a run of steps, with array operations: O(1) Python per step or run,
-whatever the batch.
+drafts. Each sequence's accepted drafts are drawn once, as its **trajectory** — one draw per verify step it will take
+(`sim.run.engine.speculative.Acceptance.trajectory`), from the replica's seeded stream, when it first verifies on
+the replica (among that step's first verifiers, in admission order) — so its whole future is known from then: the
+tokens it emits at each of its steps, the KV blocks it holds at each step's start, the step at which it finishes.
+The per-step engine (`engine.fast_forward: false`) reads the same trajectories a step at a time: the reference.
 
-A run (the fast-forward): while nothing joins or leaves, the next steps are decided by the draws alone. The group
-peeks the draws of up to K steps (K: the fewest tokens any member has left, each step emitting at least one),
-finds the first step in which a member finishes and the last step the free KV blocks can feed (each member holds
-blocks for its context plus its next token and k lookahead slots), prices every step from the members' context
-sum (`sim.physics.speculative.SpeculativeStepTime.steps`) and waits once. An arrival cuts the run at the next step
-boundary, as for a plain run; only the draws of the steps taken are consumed, so the stream is the per-step
-engine's, draw for draw, and the per-step reference decides equality (tests/test_speculative.py).
+The group keeps, by absolute group step, what its members add up to: `inc[s]`, the tokens they emit at step s (their
+contexts' growth), and `held[s]`, the KV blocks they hold at its start (each member until its last step). A member
+adds its trajectory in when it first verifies and takes nothing out when it finishes (its sums end there); a heap
+gives the next finish. So a run of k steps costs O(k) Python whatever the batch: the context sum at each step is the
+running sum of `inc`, the blocks a step needs `held[s]` less what the members hold now, its first finish the heap's
+top, the KV cache's limit the first step whose `held` passes what is held and free. Leaving the group early (the
+replica falls back to per-sequence planning) empties it: each member synced to the steps it took.
 """
 
 from __future__ import annotations
 
 import bisect
+import heapq
 import itertools
+import operator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -29,32 +30,47 @@ from sim.run.engine.records import ItlLog
 from sim.run.engine.sequence import Seq
 
 if TYPE_CHECKING:
-    from sim.run.engine.speculative import Acceptance, SpeculativeStepTime
+    from sim.run.engine.speculative import Acceptance, Run, SpeculativeStepTime
 
-ADM, C, LEFT, OUT, B = range(5)  # the rows of a group's state: admission number, cached tokens, tokens left to
-# generate, output tokens, KV blocks held (one column per member, members in admission order)
-MAX_RUN_STEPS = 16  # a run plans at most this many steps (the next run takes over where it ends)
-_STEP = np.arange(1, MAX_RUN_STEPS + 1, dtype=np.int64)[:, None]  # tokens of t + 1 steps, one each
+MAX_RUN_STEPS = 64  # a run plans at most this many steps (the next run takes over where it ends)
+
+
+class Member:
+    """A sequence in the group, as it was when its trajectory entered the group's sums at group step `d0`."""
+
+    __slots__ = ("b0", "blocks", "c0", "d0", "emitted", "g0", "left", "p0", "seq")
+
+    def __init__(self, seq: Seq, d0: int, emitted: np.ndarray, blocks: np.ndarray, left: int) -> None:
+        self.seq = seq
+        self.d0 = d0  # the group step of its first verify step here
+        self.c0, self.g0, self.b0, self.p0 = seq.computed, seq.generated, seq.blocks, seq.traj_pos  # as it was then
+        self.emitted = emitted  # tokens emitted through each of its steps from d0 (cumulative; the last: min with left)
+        self.blocks = blocks  # blocks held at each of its steps' starts (nondecreasing, from b0)
+        self.left = left  # the tokens it had left then
+
+    @property
+    def finish(self) -> int:
+        """The group step after its last: it has all its tokens from then on."""
+        return self.d0 + len(self.emitted)
 
 
 class SpecRun:
-    """A planned run of `k_max` verify steps of the group's members (whose state does not change until the run is
-    taken): each step's end (seconds from the start), (seconds, FLOPs, bytes), and the members' tokens emitted
-    through each step (the unclipped draws)."""
+    """A planned run of `k_max` verify steps: each step's end (seconds from the start), FLOPs and bytes; the blocks the
+    group takes at each step's start (cumulative) and its tokens through each step (cumulative)."""
 
-    __slots__ = ("cum", "emitted", "ends", "group", "k_max", "steps")
+    __slots__ = ("blocks", "bytes", "ends", "flops", "k_max", "tokens")
 
-    def __init__(self, steps: list[tuple[float, float, float]], cum: np.ndarray, emitted: list[int], group: SpecGroup) -> None:
-        self.steps, self.cum, self.emitted, self.group = steps, cum, emitted, group
-        self.ends = list(itertools.accumulate(dt for dt, _, _ in steps))
-        self.k_max = len(steps)
-
-    def work(self, k: int) -> tuple[float, float]:
-        """(FLOPs, bytes) of the first k steps."""
-        return sum(f for _, f, _ in self.steps[:k]), sum(x for _, _, x in self.steps[:k])
+    def __init__(self, priced: Run, blocks: list[int], tokens: list[int]) -> None:
+        self.ends, self.flops, self.bytes = priced
+        self.blocks, self.tokens = blocks, tokens
+        self.k_max = len(tokens)
 
     def total(self, k: int) -> float:
         return self.ends[k - 1]
+
+    def work(self, k: int) -> tuple[float, float]:
+        """(FLOPs, bytes) of the first k steps."""
+        return sum(self.flops[:k]), sum(self.bytes[:k])
 
     def boundary(self, elapsed: float, k_max: int) -> tuple[int, float]:
         """The first step boundary at or after `elapsed`: (steps, their total)."""
@@ -65,29 +81,33 @@ class SpecRun:
         return bisect.bisect_right(self.ends, elapsed, 0, k_max)
 
     def extra_blocks(self, started: int) -> int:
-        """Blocks the members hold beyond their blocks at the start once `started` steps have begun (each step holds
-        its context, its next token and the drafts' slots)."""
-        if started <= 0:
-            return 0
-        group = self.group
-        n = group.n
-        before = self.cum[started - 2] if started >= 2 else 0
-        return group._grown(group.st[C, :n] + before, group.st[B, :n])
+        """Blocks the group holds beyond its blocks at the start once `started` steps have begun."""
+        return self.blocks[started - 1] if started > 0 else 0
+
+    def gaps(self, k: int) -> list[float]:
+        """The durations of steps 1..k-1 (the gaps between their tokens)."""
+        ends = self.ends
+        return list(map(operator.sub, ends[1:k], ends[: k - 1]))
 
 
 class SpecGroup:
     __slots__ = (
         "acceptance",
+        "base",
         "block_size",
         "ctx",
-        "draws",
+        "d",
+        "heap",
+        "held",
+        "holding",
+        "inc",
         "itl",
         "la",
+        "members",
         "model",
         "n",
-        "need",
-        "seqs",
-        "st",
+        "pending",
+        "pending_need",
         "t_last",
         "verifies",
         "verify_tokens",
@@ -99,183 +119,183 @@ class SpecGroup:
         self.la = acceptance.k  # lookahead slots (drafts) each member holds
         self.model = model
         self.itl = itl
-        self.seqs: list[Seq] = []
-        self.st = np.zeros((5, 16), dtype=np.int64)  # the members' state (rows ADM ... B), first `n` columns used
+        self.d = 0  # verify steps the group has taken
+        self.base = 0  # the group step `inc[0]` and `held[0]` stand for
+        self.inc = np.zeros(256, dtype=np.int64)  # tokens the members emit at each step (from `base`)
+        self.held = np.zeros(256, dtype=np.int64)  # blocks they hold at each step's start (those still members then)
+        self.holding = 0  # blocks the members in the sums hold now
+        self.heap: list[tuple[int, int, Member]] = []  # (finish step, admission number, member)
+        self.members: dict[int, Member] = {}  # request index -> member (its trajectory in the sums)
+        self.pending: list[Seq] = []  # joined, not yet verified here (their trajectory is drawn when they first do)
+        self.pending_need = 0  # blocks those need at their first step
         self.n = 0
         self.ctx = 0  # the members' cached tokens
-        self.need = 0  # new blocks the members need for their next step (kept up to date)
         self.t_last = 0.0  # when every member emitted its last token
-        self.draws: np.ndarray | None = None  # the step in progress's accepted drafts, per member (drawn at its start)
         self.verifies = 0  # member-steps that verified drafts
         self.verify_tokens = 0  # and the tokens they emitted
 
-    def _grown(self, c: np.ndarray, b: np.ndarray, *, next_step: bool = False) -> int:
-        """Blocks members of cached tokens `c` holding `b` blocks need for a step (their next token and drafts).
-        `next_step`: `b` covers `c` (the members' own state), so with k + 1 <= block_size a member needs at most one."""
-        bs = self.block_size
-        if next_step and 1 + self.la <= bs:  # (count the members past their blocks)
-            return int(np.count_nonzero(c + (1 + self.la) > b * bs))
-        grown = -(-(c + (1 + self.la)) // bs) - b
-        return int(grown[grown > 0].sum())
-
     # --- membership ------------------------------------------------------------------------------------
     def join(self, seq: Seq) -> None:
-        """Add a decoding sequence whose last token came at `t_last` (its fields are current)."""
-        n, st = self.n, self.st
-        if n == st.shape[1]:
-            st = self.st = np.concatenate([st, np.zeros_like(st)], axis=1)
-        i = n if not n or st[ADM, n - 1] < seq.admit_no else int(np.searchsorted(st[ADM, :n], seq.admit_no))
-        if i < n:  # (a sequence admitted before some members joins after them: its place in admission order)
-            st[:, i + 1 : n + 1] = st[:, i:n]
-        c, b = seq.computed, seq.blocks
-        st[:, i] = (seq.admit_no, c, seq.output_tokens - seq.generated, seq.output_tokens, b)
-        self.seqs.insert(i, seq)
-        self.n = n + 1
-        self.ctx += c
-        self.need += max(0, -(-(c + 1 + self.la) // self.block_size) - b)
+        """Add a decoding sequence whose last token came at `t_last` (its fields are current); it enters the sums when
+        it first verifies (`activate`)."""
+        self.pending.append(seq)
+        self.n += 1
+        self.ctx += seq.computed
+        self.pending_need += max(0, -(-(seq.computed + 1 + self.la) // self.block_size) - seq.blocks)
 
-    def _sync(self, i: int) -> Seq:
-        seq = self.seqs[i]
-        _, c, left, out, b = self.st[:, i].tolist()
-        seq.computed, seq.generated, seq.blocks = c, out - left, b
+    def activate(self) -> None:
+        """The members joined since the last step verify for the first time in the group: each takes its trajectory
+        (drawn now if it has none yet, in admission order) and adds it to the sums from this step on."""
+        if not self.pending:
+            return
+        pending = sorted(self.pending, key=_admit_no)
+        self.pending = []
+        self.pending_need = 0
+        for seq in pending:
+            if seq.traj is None:
+                self.acceptance.trajectory(seq)
+            self._enter(seq)
+
+    def _enter(self, seq: Seq) -> None:
+        """Add a member's future (from its trajectory's current position) to the sums from step `d`."""
+        assert seq.traj is not None and seq.traj_cum is not None
+        left = seq.output_tokens - seq.generated
+        p = seq.traj_pos
+        tokens = seq.traj[p:]  # tokens per step (its last one clipped at its end)
+        emitted = seq.traj_cum[p:] - seq.traj_cum[p - 1] if p else seq.traj_cum
+        f = int(emitted.searchsorted(left)) + 1  # the steps it takes
+        tokens, emitted = tokens[:f], emitted[:f]
+        # blocks held at each step's start: its context then, its next token and the drafts' slots (never fewer
+        # than it holds; nondecreasing as the context is)
+        blocks = emitted - tokens
+        blocks += seq.computed + self.la + self.block_size
+        blocks //= self.block_size
+        if blocks[0] < seq.blocks:
+            np.maximum(blocks, seq.blocks, out=blocks)
+        lo = self.d - self.base
+        hi = lo + f
+        if hi > len(self.inc):
+            size = max(2 * len(self.inc), hi)
+            self.inc = np.concatenate([self.inc, np.zeros(size - len(self.inc), dtype=np.int64)])
+            self.held = np.concatenate([self.held, np.zeros(size - len(self.held), dtype=np.int64)])
+        inc = self.inc
+        inc[lo:hi] += tokens
+        inc[hi - 1] -= int(emitted[-1]) - left  # its last step emits what it has left
+        self.held[lo:hi] += blocks
+        self.holding += seq.blocks
+        member = Member(seq, self.d, emitted, blocks, left)
+        self.members[seq.idx] = member
+        heapq.heappush(self.heap, (self.d + f, seq.admit_no, member))
+
+    def _sync(self, member: Member, steps: int) -> Seq:
+        """The member's fields after `steps` of its steps (its last token at `t_last`)."""
+        seq = member.seq
+        done = min(int(member.emitted[steps - 1]), member.left) if steps else 0
+        seq.computed, seq.generated = member.c0 + done, member.g0 + done
+        seq.blocks = int(member.blocks[steps - 1]) if steps else member.b0
+        seq.traj_pos = member.p0 + steps
         seq.last_token_at_s = self.t_last
         return seq
 
     def release_all(self) -> list[Seq]:
-        """Empty the group: every member synced, in admission order."""
-        members = [self._sync(i) for i in range(self.n)]
-        self.seqs = []
-        self.n = self.ctx = self.need = 0
-        return members
-
-    def _finish(self) -> list[Seq]:
-        """The members that have all their tokens leave (synced, in admission order)."""
-        n, st = self.n, self.st
-        keep = st[LEFT, :n] > 0
-        gone = [self._sync(i) for i in np.flatnonzero(~keep).tolist()]
-        m = n - len(gone)
-        st[:, :m] = st[:, :n][:, keep]
-        seqs = self.seqs
-        for seq in gone:
-            seqs.remove(seq)
-            self.ctx -= seq.computed
-        self.n = m
-        self.need = self._grown(st[C, :m], st[B, :m], next_step=True) if m else 0
-        return gone
+        """Empty the group: every member synced (its future taken out of the sums), in admission order."""
+        out = list(self.pending)
+        for member in self.members.values():
+            steps = self.d - member.d0
+            out.append(self._sync(member, steps))
+        out.sort(key=_admit_no)
+        self.members.clear()
+        self.heap.clear()
+        self.pending = []
+        self.pending_need = 0
+        self.inc[:] = 0
+        self.held[:] = 0
+        self.holding = 0
+        self.base = self.d
+        self.n = self.ctx = 0
+        return out
 
     # --- what a step needs ------------------------------------------------------------------------------
     @property
     def next_step_blocks(self) -> int:
         """New blocks the members need for the next step: their context, their next token and the drafts' slots."""
-        return self.need
+        return int(self.held[self.d - self.base]) - self.holding + self.pending_need
 
     @property
     def min_tokens_left(self) -> int:
-        return int(self.st[LEFT, : self.n].min()) if self.n else 1 << 62
+        """The fewest output tokens a member has left."""
+        left = [s.output_tokens - s.generated for s in self.pending]
+        for m in self.members.values():
+            steps = self.d - m.d0
+            left.append(m.left - (min(int(m.emitted[steps - 1]), m.left) if steps else 0))
+        return min(left) if left else 1 << 62
 
     def blocks_needed(self, k: int) -> int:
-        """New blocks the members need for the next k steps if each accepts every draft: exact for one step, an
-        upper bound beyond (a run keeps its exact figures; only the plain replica's run code asks for more)."""
-        if k <= 0 or not self.n:
-            return 0
-        n = self.n
-        return self._grown(self.st[C, :n] + (k - 1) * (1 + self.la), self.st[B, :n])
+        """New blocks the members in the sums need over the next k steps, and those joined since for their first."""
+        i = self.d - self.base
+        return int(self.held[i + k - 1]) - self.holding + self.pending_need if k > 0 else 0
 
-    # --- one step -------------------------------------------------------------------------------------------
-    def advance(self, k: int, t: float) -> list[Seq]:
-        """One verify step ending at `t` (its blocks already granted, its draws in `draws`): each member emits its
-        token and the drafts it accepted (its KV grows by as many), the drafts' zero gaps are recorded; return the
-        members that finished, synced and removed. (`k` is 1: a step at a time.)"""
-        assert k == 1 and self.draws is not None
-        n, st = self.n, self.st
-        c, left, b = st[C, :n], st[LEFT, :n], st[B, :n]
-        bs = self.block_size
-        if 1 + self.la <= bs:  # the step's slots: at most one more block each
-            b += c + (1 + self.la) > b * bs
-        else:
-            np.maximum(b, -(-(c + (1 + self.la)) // bs), out=b)
-        emitted = np.minimum(self.draws + 1, left)
-        self.draws = None
-        c += emitted
-        left -= emitted
-        self._emitted(int(emitted.sum()), n, t)
-        if left.all():
-            self.need = self._grown(c, b, next_step=True)
-            return []
-        return self._finish()
-
-    def _emitted(self, total: int, member_steps: int, t: float) -> None:
-        self.ctx += total
+    # --- steps and runs ---------------------------------------------------------------------------------------
+    def advance(self, k: int, t: float, tokens: int = -1) -> list[Seq]:
+        """k verify steps ending at `t` (their blocks already granted) in which the members emit `tokens` (if known):
+        record the zero gaps of the accepted drafts, move the context on; return the members that finished, synced and
+        removed. (The step's first gaps are the replica's to record.)"""
+        i = self.d - self.base
+        if tokens < 0:
+            tokens = int(self.inc[i]) if k == 1 else int(self.inc[i : i + k].sum())
+        self.holding = int(self.held[i + k - 1])  # what they held at the last step's start: they hold it now
+        self.ctx += tokens
+        self.verifies += self.n * k
+        self.verify_tokens += tokens
+        if tokens > self.n * k:  # accepted drafts come with the verified token: a gap of 0 each
+            self.itl.add_grouped(0.0, tokens - self.n * k)
+        self.d += k
         self.t_last = t
-        self.verifies += member_steps
-        self.verify_tokens += total
-        if total > member_steps:  # accepted drafts come with the verified token: a gap of 0 each
-            self.itl.add_grouped(0.0, total - member_steps)
+        done = []
+        heap = self.heap
+        while heap and heap[0][0] <= self.d:
+            member = heapq.heappop(heap)[2]
+            seq = self._sync(member, len(member.emitted))
+            done.append(seq)
+            del self.members[seq.idx]
+            self.ctx -= seq.computed
+            self.holding -= seq.blocks
+            self.n -= 1
+        if self.d - self.base > len(self.inc) // 2:  # move the window on
+            j = self.d - self.base
+            self.inc = np.concatenate([self.inc[j:], np.zeros(j, dtype=np.int64)])
+            self.held = np.concatenate([self.held[j:], np.zeros(j, dtype=np.int64)])
+            self.base = self.d
+        return done
 
-    # --- a run ----------------------------------------------------------------------------------------------
     def plan_run(self, free_blocks: int) -> SpecRun | None:
         """The run from now (see the module docstring; one step at least), or None when the KV cache cannot feed even
         the first step (the per-sequence planner then preempts)."""
-        n, st = self.n, self.st
-        left = st[LEFT, :n]
-        steps = min(int(left.min()), MAX_RUN_STEPS)
-        if steps < 1:
-            return None
-        cum = self.acceptance.rows(n * steps).reshape(steps, n).cumsum(axis=0)
-        cum += _STEP[:steps]  # tokens each member emits by the end of each step (before clipping at its end)
-        hit: np.ndarray = np.asarray((cum >= left).any(axis=1))
-        first = int(hit.argmax())
-        k_max = first + 1 if hit[first] else steps  # through the first step in which a member finishes
-        la, bs = self.la, self.block_size
-        if self.need + n * -(-(k_max * (1 + la)) // bs) > free_blocks:  # the KV cache may bind: where?
-            c, b = st[C, :n], st[B, :n]
-            before = np.vstack([np.zeros((1, n), dtype=np.int64), cum[: k_max - 1]])
-            grown = -(-(c + before + (1 + la)) // bs) - b
-            short = np.where(grown > 0, grown, 0).sum(axis=1) > free_blocks
-            if short.any():
-                k_max = int(short.argmax())
-        if k_max < 1:
-            return None
-        ctx = self.ctx
-        verify = self.model.verify_fn(n)
-        emitted = cum[:k_max].sum(axis=1).tolist()  # all members' tokens through each step (unclipped)
-        steps_ = [verify(ctx)] + [verify(ctx + x) for x in emitted[:-1]]  # priced by each step's context sum
-        return SpecRun(steps_, cum[:k_max], emitted, self)
+        self.activate()
+        k_max = min(self.heap[0][0] - self.d, MAX_RUN_STEPS) if self.heap else MAX_RUN_STEPS
+        i = self.d - self.base
+        held = self.held[i : i + k_max].tolist()  # (nondecreasing: no member leaves before the run's end)
+        holding = self.holding
+        if held[-1] - holding > free_blocks:  # the KV cache binds first
+            k_max = bisect.bisect_right(held, free_blocks + holding)
+            if k_max < 1:
+                return None
+            del held[k_max:]
+        tokens = list(itertools.accumulate(self.inc[i : i + k_max].tolist()))
+        priced = self.model.run_fn(self.n)(self.ctx, tokens)  # each step by its context sum
+        return SpecRun(priced, [h - holding for h in held], tokens)
 
     def take_run(self, run: SpecRun, k: int, start: float) -> tuple[list[Seq], int]:
-        """Apply the first k steps of `run` (started at `start`): record the gaps, consume the draws, grow the KV;
-        the members that finished (synced, removed) and the blocks the members grew by."""
-        n, st = self.n, self.st
+        """Apply the first k steps of `run` (started at `start`): record the gaps, move on; the members that finished
+        (synced, removed) and the blocks the group took."""
+        n = self.n
         itl = self.itl
         ends = run.ends
         itl.add_grouped(start + ends[0] - self.t_last, n)  # every member's first gap of the run
-        for j in range(1, k):
-            itl.add_grouped(ends[j] - ends[j - 1], n)
-        self.acceptance.take(n * k)
-        c, left, b = st[C, :n], st[LEFT, :n], st[B, :n]
-        la, bs = self.la, self.block_size
-        if k == 1:  # the step's blocks are the group's next-step need
-            grown = self.need
-            if 1 + la <= bs:
-                b += c + (1 + la) > b * bs
-            else:
-                np.maximum(b, -(-(c + (1 + la)) // bs), out=b)
-        else:
-            blocks = -(-(c + run.cum[k - 2] + (1 + la)) // bs)
-            more = blocks - b
-            grown = int(more[more > 0].sum())
-            np.maximum(b, blocks, out=b)
-        last = k == run.k_max
-        emitted = run.cum[k - 1]
-        if last:  # (a finishing member emits only what it has left: clipped in the run's last step alone)
-            emitted = np.minimum(emitted, left)
-            total = int(emitted.sum())
-        else:
-            total = run.emitted[k - 1]
-        c += emitted
-        left -= emitted
-        self._emitted(total, n * k, start + ends[k - 1])
-        if not last or left.all():
-            self.need = self._grown(c, b, next_step=True)
-            return [], grown
-        return self._finish(), grown
+        if k > 1:
+            itl.add_grouped_many(run.gaps(k), n)
+        return self.advance(k, start + ends[k - 1], run.tokens[k - 1]), run.blocks[k - 1]
+
+
+def _admit_no(seq: Seq) -> int:
+    return seq.admit_no

@@ -4,9 +4,10 @@ It is the plain replica (`sim.run.engine.replica.Replica`) with its decoders kep
 O(1) Python) instead of the lock-step `DecodeGroup`, and with decode runs of its own (`SpecGroup.plan_run`): a run of
 verify steps whose draws are known in advance is as predictable as a plain decode run. What differs from the plain
 replica, and only here:
-- each step's acceptances are drawn when it starts, for its verifying decoders in admission order — the group's and
-  any explicit ones merged — so the stream is consumed exactly as the per-step engine (the plain replica with
-  `engine.fast_forward: false`, the reference) consumes it;
+- a sequence's trajectory (its accepted drafts at every verify step it will take) is drawn at its first verify step
+  here, among that step's first verifiers in admission order — the group's newcomers and any explicit ones merged —
+  so the stream is consumed exactly as the per-step engine (the plain replica with `engine.fast_forward: false`, the
+  reference, which reads the same trajectories a step at a time) consumes it;
 - a run holds the group's steps until a member finishes or the KV cache could not feed the next step; an arrival
   cuts it at a step boundary (`SpecRun.boundary`), and KV use mid-run is read off the run.
 The step-time model is the same `SpeculativeStepTime` wrapper either way.
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import simpy
 from simpy.events import NORMAL
 
@@ -24,18 +24,17 @@ from sim.run.clock import call_at
 from sim.run.engine.replica import Replica
 from sim.run.engine.scheduler import Batch
 from sim.run.engine.sequence import Seq
-from sim.run.engine.spec_group import ADM, SpecGroup, SpecRun
+from sim.run.engine.spec_group import SpecGroup, SpecRun
 
 
 class SpecReplica(Replica):
-    __slots__ = ("_explicit_draws", "_spec_run")
+    __slots__ = ("_spec_run",)
 
     def __init__(self, env: simpy.Environment, *, group: SpecGroup, **kwargs: Any) -> None:
         super().__init__(env, **kwargs)
         assert self._acceptance is not None and group.acceptance is self._acceptance  # one stream for both
         self.group = group
         self.fast_forward = True
-        self._explicit_draws: list[int] = []
         self._spec_run: tuple[float, SpecRun] | None = None  # the run in progress and its start (`_run` stays None)
 
     def spec_counts(self) -> tuple[int, int]:
@@ -48,34 +47,26 @@ class SpecReplica(Replica):
         assert isinstance(group, SpecGroup)
         return group
 
-    # --- steps: draws at the start, for every verifier in admission order -------------------------------------
+    # --- steps: trajectories drawn at a sequence's first verify step, the step's first verifiers in admission order
     def _start_step(self, batch: Batch) -> None:
-        super()._start_step(batch)
-        group, explicit = self._group, self._verifying
-        n_group = group.n if batch.group else 0
-        n = n_group + len(explicit)
-        if not n:
-            return
+        group = self._group
+        first = [
+            s for s, _ in batch.work if s.traj is None and s.generated >= 1 and s.prompt_tokens + s.generated - s.computed == 1
+        ]
+        if batch.group and group.pending:
+            first += [s for s in group.pending if s.traj is None]
+        if len(first) > 1:
+            first.sort(key=_admit_no)
         acceptance = self._acceptance
         assert acceptance is not None
-        rows = acceptance.rows(n)
-        acceptance.take(n)
-        if not explicit:
-            group.draws = rows
-            return
-        if not n_group:
-            self._explicit_draws = rows.tolist()
-            return
-        keys = np.concatenate([group.st[ADM, :n_group], np.asarray([s.admit_no for s in explicit], dtype=np.int64)])
-        rank = np.empty(n, dtype=np.int64)
-        rank[np.argsort(keys, kind="stable")] = np.arange(n)  # each verifier's place in admission order
-        group.draws = rows[rank[:n_group]]
-        self._explicit_draws = rows[rank[n_group:]].tolist()
+        for seq in first:
+            acceptance.trajectory(seq)
+        if batch.group:
+            group.activate()
+        super()._start_step(batch)
 
-    def _accepted(self, n: int) -> list[int]:
-        draws, self._explicit_draws = self._explicit_draws, []
-        assert len(draws) == n
-        return draws
+    def _decode_alone_s(self, n_seqs: int, context_sum: int) -> float:
+        return self._group.model.verify_s(n_seqs, context_sum)  # (the same float as the step-time model's)
 
     # --- runs ----------------------------------------------------------------------------------------------------
     def _start_run(self, seqs: list[Seq], context_sum: int, min_tokens_left: int) -> None:
@@ -144,3 +135,7 @@ class SpecReplica(Replica):
         start, run = self._spec_run
         done = run.steps_done_by(now - start, self._run_steps)
         return self.kv.used + run.extra_blocks(min(done + 1, self._run_steps))
+
+
+def _admit_no(seq: Seq) -> int:
+    return seq.admit_no

@@ -4,49 +4,61 @@ what speculation buys (expected tokens per step, a verify step's cost) is `sim.p
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from sim.run.engine.sequence import Seq
 from sim.run.engine.step_time import RooflineStepTime, StepTimeModel, linear_runs
+
+Run = tuple[list[float], list[float], list[float]]  # a priced run: its steps' ends, FLOPs and bytes
+_ONE_STEP = (0,)
 
 
 class Acceptance:
-    """A replica's seeded draws of accepted drafts: for each verifying sequence in a step's order, how many of its k
-    drafts were accepted (draft i with probability `alphas[i]` given the earlier ones were; the first rejection
-    ends the run). Rows of the stream are consumed in order, drawn a block at a time (the same sequence as one row
-    at a time)."""
+    """A replica's seeded draws of accepted drafts: for each verify step, in the order sequences draw their trajectories,
+    how many of its k drafts were accepted (draft i with probability `alphas[i]` given the earlier ones were; the first
+    rejection ends the run). Rows of the stream are consumed in order, drawn a block at a time (the same sequence as
+    one row at a time) and kept as the tokens each step emits (its own and the drafts accepted)."""
 
     BUFFER = 4096
 
     def __init__(self, alphas: np.ndarray, rng: np.random.Generator) -> None:
         self.alphas = alphas
         self.rng = rng
-        self._buffer: np.ndarray | None = None
+        self._buffer: np.ndarray = np.zeros(0, dtype=np.int64)  # tokens per step, from `_at` on not yet used
         self._at = 0
 
     @property
     def k(self) -> int:
         return len(self.alphas)
 
-    def rows(self, n: int) -> np.ndarray:
-        """The next n draws, not consumed (`take` consumes them)."""
+    def _draw(self, n: int) -> np.ndarray:
+        """n rows of the stream, as tokens per step: 1 + the drafts accepted before the first rejection (a column at a
+        time, the same counts as the row-wise product of acceptances)."""
+        u = self.rng.random((n, self.k))
+        alive: np.ndarray = u[:, 0] < self.alphas[0]
+        tokens: np.ndarray = alive.astype(np.int64)
+        tokens += 1
+        for i in range(1, self.k):
+            alive &= u[:, i] < self.alphas[i]
+            tokens += alive
+        return tokens
+
+    def trajectory(self, seq: Seq) -> None:
+        """Draw `seq`'s trajectory: the tokens it emits at each verify step it will take (its own and the drafts
+        accepted, clipped at its end by whoever reads it), as many steps as its tokens left need; only those draws are
+        used. (`traj` and `traj_cum` are views of the stream's buffer, which is replaced, never written.)"""
+        left = seq.output_tokens - seq.generated
         buf, at = self._buffer, self._at
-        if buf is None or at + n > len(buf):
-            fresh = np.cumprod(self.rng.random((max(self.BUFFER, n), self.k)) < self.alphas, axis=1).sum(axis=1)
-            buf = fresh if buf is None or at >= len(buf) else np.concatenate([buf[at:], fresh])
-            self._buffer, self._at, at = buf, 0, 0
-        return buf[at : at + n]
-
-    def take(self, n: int) -> None:
-        self._at += n
-
-    def accepted(self, n: int) -> list[int]:
-        """The next n draws, consumed."""
-        counts: list[int] = self.rows(n).tolist()
-        self.take(n)
-        return counts
+        if at + left > len(buf):
+            buf = np.concatenate([buf[at:], self._draw(max(self.BUFFER, left))])
+            self._buffer, at = buf, 0
+        tokens = buf[at : at + left]
+        cum = tokens.cumsum()
+        steps = int(cum.searchsorted(left)) + 1
+        seq.traj, seq.traj_cum, seq.traj_pos = tokens[:steps], cum[:steps], 0
+        self._at = at + steps
 
 
 class SpeculativeStepTime:
@@ -72,7 +84,7 @@ class SpeculativeStepTime:
         self._lines = None if drafter is None else linear_runs(drafter)
         assert drafter is None or self._lines is not None, "a draft model without decode lines"
         self._extra_pairs = (k + 1) * (k + 2) // 2 - 1  # a verify's pairs beyond a decode's, per sequence (besides k x context)
-        self._verify_fns: dict[int, Callable[[int], tuple[float, float, float]]] = {}
+        self._run_fns: dict[int, Callable[[int, Sequence[int]], Run]] = {}
 
     def step(
         self,
@@ -97,19 +109,35 @@ class SpeculativeStepTime:
         their drafts and nothing else runs: `step` of such a batch."""
         return self.step(0, n_seqs, context_sum + n_seqs, context_sum, context_sum)
 
-    def verify_fn(self, n_seqs: int) -> Callable[[int], tuple[float, float, float]]:
-        """`verify` for `n_seqs` decoders as a function of their context sum, its per-batch terms bound once (a
-        speculative run prices each of its steps with it): the same arithmetic, operation for operation, so the
-        same floats as `step`."""
-        fn = self._verify_fns.get(n_seqs)
+    def verify_s(self, n_seqs: int, context_sum: int) -> float:
+        """The seconds of `verify` (the same float)."""
+        return self.run_fn(n_seqs)(context_sum, _ONE_STEP)[0][0]
+
+    def run_fn(self, n_seqs: int) -> Callable[[int, Sequence[int]], Run]:
+        """A run of verify steps by `n_seqs` decoders whose contexts sum to `context_sum` at its start, priced: given
+        that sum and the tokens emitted through each step (cumulative; the last entry unused), each step's end (seconds
+        from the run's start), FLOPs and bytes, step j priced at the sum plus the tokens through step j - 1. Its
+        per-batch terms bound once: the same arithmetic as `step`, operation for operation, so the same floats."""
+        fn = self._run_fns.get(n_seqs)
         if fn is None:
-            fn = self._verify_fns[n_seqs] = self._make_verify_fn(n_seqs)
+            fn = self._run_fns[n_seqs] = self._make_run_fn(n_seqs)
         return fn
 
-    def _make_verify_fn(self, n: int) -> Callable[[int], tuple[float, float, float]]:
+    def _make_run_fn(self, n: int) -> Callable[[int, Sequence[int]], Run]:
         target, lines = self.target, self._lines
         if not isinstance(target, RooflineStepTime) or not isinstance(lines, RooflineStepTime | None):
-            return functools.partial(self.verify, n)
+
+            def per_step(context_sum: int, tokens: Sequence[int]) -> Run:
+                ends, flops, n_bytes, end = [], [], [], 0.0
+                for j in range(len(tokens)):
+                    dt, fl, by = self.verify(n, context_sum + tokens[j - 1] if j else context_sum)
+                    end += dt
+                    ends.append(end)
+                    flops.append(fl)
+                    n_bytes.append(by)
+                return ends, flops, n_bytes
+
+            return per_step
         k = self.k
         n_tok = n * k + n
         target.step(n * k, n, 0, 0)  # (fills the memo of this token count's terms)
@@ -118,32 +146,45 @@ class SpeculativeStepTime:
         kv, fps, bps = target._kv, target._flops_per_s, target._bytes_per_s
         overlap, g, overhead = target._overlap, target._g, target._overhead
         extra = n * self._extra_pairs
-        draft_method, share = self.method == "draft", self.draft_cost
-        d = lines._batch_terms(n) if lines is not None else None
+        share = self.draft_cost
+        if lines is None:
+            steps: tuple[int, ...] = ()
+            mm = wb = dfixed = attn = dkv = f = b = dg = 0.0
+        else:
+            mm, wb, dfixed = lines._batch_terms(n)
+            attn, dkv, f, b, dg = lines._attn, lines._kv, lines._flops_per_s, lines._bytes_per_s, lines._g
+            steps = tuple(n * (j + 1) for j in range(k))  # draft step j's context: the sum's plus n (j + 1)
+        draft_method = self.method == "draft"
 
-        def verify(s: int) -> tuple[float, float, float]:
-            pairs = s + n + k * s + extra
-            flops = flops0 + pairs * per_pair if per_pair else flops0
-            n_bytes = weight_bytes + kv * (s + n_tok)
-            compute_s, memory_s = flops / fps, n_bytes / bps
-            if overlap == 1.0:
-                core = max(compute_s, memory_s)
-            else:
-                core = compute_s + g * memory_s if compute_s >= memory_s else memory_s + g * compute_s
-            dt = core + comm + overhead
-            if d is not None:  # `draft_s`: `decode_sum` of the drafter's line
-                assert lines is not None
-                mm, wb, dfixed = d
-                attn, dkv, f, b, dg = lines._attn, lines._kv, lines._flops_per_s, lines._bytes_per_s, lines._g
-                total = 0.0
-                for j in range(k):
-                    ctx = s + n * (j + 1)
-                    c_s, m_s = (mm + attn * ctx) / f, (wb + dkv * ctx) / b
-                    total += (c_s + dg * m_s if c_s >= m_s else m_s + dg * c_s) + dfixed
-                dt += total if draft_method else share * total
-            return dt, flops, n_bytes
+        def priced(context_sum: int, tokens: Sequence[int]) -> Run:
+            ends, all_flops, all_bytes = [], [], []
+            end = 0.0
+            s = context_sum
+            for x in tokens:
+                pairs = s + n + k * s + extra
+                flops = flops0 + pairs * per_pair if per_pair else flops0
+                n_bytes = weight_bytes + kv * (s + n_tok)
+                compute_s, memory_s = flops / fps, n_bytes / bps
+                if overlap == 1.0:
+                    core = max(compute_s, memory_s)
+                else:
+                    core = compute_s + g * memory_s if compute_s >= memory_s else memory_s + g * compute_s
+                dt = core + comm + overhead
+                if steps:  # `draft_s`: `decode_sum` of the drafter's line, operation for operation
+                    total = 0.0
+                    for nj in steps:
+                        ctx = s + nj
+                        c_s, m_s = (mm + attn * ctx) / f, (wb + dkv * ctx) / b
+                        total += (c_s + dg * m_s if c_s >= m_s else m_s + dg * c_s) + dfixed
+                    dt += total if draft_method else share * total
+                end += dt
+                ends.append(end)
+                all_flops.append(flops)
+                all_bytes.append(n_bytes)
+                s = context_sum + x  # the next step's
+            return ends, all_flops, all_bytes
 
-        return verify
+        return priced
 
     def draft_s(self, n_seqs: int, context_sum: int) -> float:
         """Drafting k tokens for `n_seqs` sequences whose cached contexts sum to `context_sum`: k decode steps, their
