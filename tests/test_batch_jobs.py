@@ -293,6 +293,57 @@ def test_batch_work_waits_at_the_gateway_not_on_the_replicas():
     assert result.summary()["by_class"]["batch"]["completed"] == 500
 
 
+# --- what batch work cost ----------------------------------------------------------------------------------------------
+def batch_tokens(result):
+    r = result.requests
+    done = (r["klass"] == "batch").to_numpy() & (status_codes(r) == RequestStatus.COMPLETED)
+    return int(r["prompt_tokens"].to_numpy()[done].sum() + r["output_tokens"].to_numpy()[done].sum())
+
+
+def test_backfilled_batch_work_costs_what_it_adds_to_the_bill():
+    """A job that runs past the interactive traffic keeps the fleet billed: its cost is the run's bill less the same
+    interactive trace's bill without it (simulated here apart), not $0."""
+    from sim.physics.prices import api_price
+
+    def raw(batch):
+        return {
+            "model": "llama-3.1-8b",
+            "fleet": {"gpu": "h100-sxm", "tp": 1, "autoscaler": {"policy": "fixed", "replicas": 1}},
+            "engine": {"policy": "chunked", "max_num_batched_tokens": 2048},
+            "pricing": {"usd_per_gpu_hour": 3.0, "billing_granularity_s": 0},
+            "batch": batch,
+        }
+
+    sc = parse_config(raw({"jobs": [job(6000)]}))
+    interactive = poisson_trace(0.5, 60)
+    result = simulate(sc, interactive)
+    alone = simulate(parse_config(raw(None)), interactive, measure_capacity=False)
+    s, a = result.summary(), alone.summary()
+    cost = s["batch_cost"]
+    assert cost["method"] == "marginal"
+    assert cost["cost_usd"] == pytest.approx(s["cost_usd"] - a["cost_usd"], abs=1e-9)
+    assert cost["gpu_seconds"] == pytest.approx(s["billed_gpu_seconds"] - a["billed_gpu_seconds"], abs=1e-6)
+    # one GPU billed from t = 0 to the last completion: the job's cost is the time it keeps the replica past the
+    # interactive traffic's own end, at the GPU's price
+    assert s["duration"] > a["duration"] + 30
+    assert cost["cost_usd"] == pytest.approx((s["duration"] - a["duration"]) * 3.0 / 3600)
+    assert cost["tokens"] == batch_tokens(result) == 6000 * 1100
+    assert cost["usd_per_1k_tokens"] == pytest.approx(cost["cost_usd"] / cost["tokens"] * 1000)
+    api = api_price(sc.pricing.compare_api)
+    expected_api = 0.5 * (6000 * api.usd_per_1k_prompt_tokens + 600 * api.usd_per_1k_completion_tokens)
+    assert cost["api_batch_usd_for_same_tokens"] == pytest.approx(expected_api)
+
+
+def test_a_dedicated_pools_batch_cost_is_its_bill_and_a_run_without_batch_work_has_none():
+    sc = scenario(batch={"jobs": [job(300, deadline_s=600.0)], "fleet": "dedicated", "deadline_margin_s": 60.0})
+    s = simulate(sc, poisson_trace(0.5, 120), measure_capacity=False).summary()
+    assert s["batch_cost"]["method"] == "dedicated pool"
+    assert s["batch_cost"]["cost_usd"] == s["by_pool"]["batch"]["cost_usd"] > 0
+    backfill = scenario(batch={"jobs": [job(50)]})
+    assert simulate(backfill, poisson_trace(0.5, 60), measure_capacity=False).summary()["batch_cost"]["method"] == "not measured"
+    assert simulate(scenario(), poisson_trace(0.5, 60), measure_capacity=False).summary()["batch_cost"] is None
+
+
 # --- dedicated pools and deadline scaling ----------------------------------------------------------------------------
 def test_a_dedicated_pool_serves_only_batch_work_and_is_released_when_it_is_done():
     sc = scenario(batch={"jobs": [job(600, deadline_s=600.0)], "fleet": "dedicated", "deadline_margin_s": 60.0})

@@ -6,6 +6,7 @@ run.
 
 from __future__ import annotations
 
+import functools
 import math
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -26,6 +27,7 @@ from sim.scenario.config import Scenario
 from sim.schema import CATEGORIES, KLASSES, REPLICA_COLUMNS, REQUEST_COLUMNS, TIMELINE_COLUMNS
 
 
+@functools.cache
 def _version() -> str:
     try:
         return version("fleetsim")
@@ -60,47 +62,53 @@ def requests_frame(
     and deadline (interactive, 0, none, none where it has none); prefix caching's and the link's columns (null and
     -1 without them)."""
     n = len(log)
-    frame = pd.DataFrame(
-        {
-            "request_id": np.arange(n),
-            "arrival_at_s": log.arrival_at_s,
-            "scheduled_at_s": log.scheduled_at_s,
-            "first_token_at_s": log.first_token_at_s,
-            "completed_at_s": log.completed_at_s,
-            "prompt_tokens": log.prompt_tokens,
-            "output_tokens": log.output_tokens,
-            "n_preemptions": log.n_preemptions,
-            "replica_id": log.replica_id,
-            "status": pd.Categorical.from_codes(log.status, categories=CATEGORIES["status"]),
-        }
-    )
-    frame["reject_reason"] = pd.Series(log.reasons, dtype="string").reindex(frame.index)
     columns = trace.columns if trace is not None else ()
+
+    def from_trace(name: str, dtype: type, default: object) -> np.ndarray:
+        if trace is not None and name in columns:
+            values: np.ndarray = trace[name].to_numpy(dtype=dtype)
+            return values
+        return np.full(n, default, dtype=dtype)
+
+    reasons = np.full(n, None, dtype=object)
+    for idx, reason in log.reasons.items():
+        reasons[idx] = reason
     if "klass" in columns:
         assert trace is not None
-        frame["klass"] = pd.Categorical(trace["klass"].to_numpy(), categories=KLASSES)
+        klass = pd.Categorical(trace["klass"].to_numpy(), categories=KLASSES)
     else:
-        frame["klass"] = pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), categories=KLASSES)
-    frame["priority"] = trace["priority"].to_numpy(dtype=np.int64) if trace is not None and "priority" in columns else 0
-    frame["job_id"] = (
-        pd.Series(trace["job_id"].to_numpy(), dtype="string")
-        if trace is not None and "job_id" in columns
-        else pd.Series(pd.NA, index=frame.index, dtype="string")
-    )
-    frame["deadline_at_s"] = (
-        trace["deadline_at_s"].to_numpy(dtype=np.float64) if trace is not None and "deadline_at_s" in columns else np.nan
-    )
-    frame["cached_tokens"] = log.cached_tokens
+        klass = pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), categories=KLASSES)
     if trace is not None and "prefix_hash_ids" in columns:
-        counts = trace["prefix_hash_ids"].map(lambda h: 0 if h is None else len(h)).to_numpy()
-        frame["prefix_blocks"] = pd.array(counts, dtype="Int64")
+        counts = trace["prefix_hash_ids"].map(lambda h: 0 if h is None else len(h)).to_numpy(dtype=np.int64)
+        prefix_blocks = pd.arrays.IntegerArray(counts, np.zeros(n, dtype=bool))
     else:
-        frame["prefix_blocks"] = pd.array([pd.NA] * n, dtype="Int64")
+        prefix_blocks = pd.arrays.IntegerArray(np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool))
     links = link_records or {}
-    frame["decode_replica_id"] = links.get("decode_replica_id", np.full(n, -1, dtype=np.int32))
-    frame["transfer_start_at_s"] = links.get("transfer_start_at_s", np.full(n, np.nan))
-    frame["transfer_end_at_s"] = links.get("transfer_end_at_s", np.full(n, np.nan))
-    return frame.astype({c: t for c, t in REQUEST_COLUMNS.items() if t != "category"})
+    data = {
+        "request_id": np.arange(n, dtype=np.int64),
+        "arrival_at_s": log.arrival_at_s,
+        "scheduled_at_s": log.scheduled_at_s,
+        "first_token_at_s": log.first_token_at_s,
+        "completed_at_s": log.completed_at_s,
+        "prompt_tokens": log.prompt_tokens,
+        "output_tokens": log.output_tokens,
+        "n_preemptions": log.n_preemptions,
+        "replica_id": log.replica_id,
+        "status": pd.Categorical.from_codes(log.status, categories=CATEGORIES["status"]),
+        "reject_reason": pd.array(reasons, dtype="string"),
+        "klass": klass,
+        "priority": from_trace("priority", np.int64, 0),
+        "job_id": pd.array(from_trace("job_id", object, None), dtype="string"),
+        "deadline_at_s": from_trace("deadline_at_s", np.float64, np.nan),
+        "cached_tokens": log.cached_tokens,
+        "prefix_blocks": prefix_blocks,
+        "decode_replica_id": links.get("decode_replica_id", np.full(n, -1, dtype=np.int32)),
+        "transfer_start_at_s": links.get("transfer_start_at_s", np.full(n, np.nan)),
+        "transfer_end_at_s": links.get("transfer_end_at_s", np.full(n, np.nan)),
+    }
+    frame = pd.DataFrame(data)
+    wrong = {c: t for c, t in REQUEST_COLUMNS.items() if t != "category" and str(frame[c].dtype) != t}
+    return frame.astype(wrong) if wrong else frame
 
 
 def replicas_frame(
@@ -154,11 +162,15 @@ def replicas_frame(
                 "verify_tokens": e.spec_counts()[1] if e is not None else 0,
             }
         )
-    return pd.DataFrame(rows, columns=list(REPLICA_COLUMNS)).astype(REPLICA_COLUMNS)
+    return pd.DataFrame({name: np.asarray([row[name] for row in rows], dtype=dtype) for name, dtype in REPLICA_COLUMNS.items()})
 
 
 def timeline_frame(rows: list[tuple[object, ...]]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=list(TIMELINE_COLUMNS)).astype(TIMELINE_COLUMNS)
+    """The timeline's samples, a column at a time in the schema's types."""
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(TIMELINE_COLUMNS)
+    return pd.DataFrame(
+        {name: np.asarray(col, dtype=dtype) for (name, dtype), col in zip(TIMELINE_COLUMNS.items(), columns, strict=True)}
+    )
 
 
 def pool_meta(spec: PoolSpec) -> dict[str, Any]:

@@ -9,6 +9,7 @@ result.requests       # one row per request (DataFrame)
 from __future__ import annotations
 
 import functools
+import gc
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -156,6 +157,8 @@ def simulate(
     wall["build"], wall["simulate"] = built_at - start, time.perf_counter() - built_at  # freezing counts as simulating
     if measure_capacity:
         capacity = fleet_capacity(scenario, specs, trace)
+        if not capacity.cached:  # the probes' fleets are garbage with cycles (replicas and their listeners): freed now,
+            gc.collect()  # not by the collector's passes during the caller's next run
         wall["capacity"] = capacity.wall_s
         wall["capacity_cached"] = capacity.cached  # depends on this process's history: kept with the wall times
         result.meta["capacity"] = capacity.as_meta()
