@@ -30,8 +30,9 @@ HEADER = (
 
 
 def row(name: str, s: dict[str, Any], per_cpu_s: float) -> str:
-    hit = f"{s['prefix_hit_rate_tokens']:.1%} / {s['prefix_hit_rate_blocks']:.1%}" if "prefix_hit_rate_tokens" in s else "—"
-    saved = f"{s['prefill_tokens_saved']:,}" if "prefill_tokens_saved" in s else "—"
+    cached = s["prefix_hit_rate_tokens"] is not None  # (null without prefix caching)
+    hit = f"{s['prefix_hit_rate_tokens']:.1%} / {s['prefix_hit_rate_blocks']:.1%}" if cached else "—"
+    saved = f"{s['prefill_tokens_saved']:,}" if cached else "—"
     return (
         f"| {name} | {hit} | {saved} | {s['mean_ttft_ms']:,.0f} / {s['p99_ttft_ms']:,.0f} | {s['p99_tpot_ms']:.1f} | "
         f"${s['usd_per_1k_tokens']:.6f} | {per_cpu_s:,.0f} |"

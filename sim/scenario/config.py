@@ -131,7 +131,7 @@ class EngineConfig(Frozen):
     preempt_for_priority: bool = False  # vLLM's priority scheduling: a waiting request preempts lower-priority running ones
     fast_forward: bool = True
     step_time: StepTimeConfig = StepTimeConfig()
-    speculative: SpeculativeConfig | None = None  # runs step by step (the accepted tokens vary per sequence)
+    speculative: SpeculativeConfig | None = None  # drafts verified per step (sim.run.engine.speculative)
     prefix_caching: bool = False  # reuse cached KV of shared prompt prefixes (the trace's prefix_hash_ids)
     prefix_hash_block_tokens: int = Field(default=512, ge=1, le=1_048_576)  # tokens per hash id (Mooncake: 512)
 
