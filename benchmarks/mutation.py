@@ -1,4 +1,4 @@
-"""Mutation testing of the simulation core (sim/engine, sim/fleet, sim/results/cost.py, sim/results/metrics.py) with
+"""Mutation testing of the simulation core (sim/run/engine, sim/run/fleet, sim/results/cost.py, sim/results/metrics.py) with
 mutmut, configured in pyproject.toml ([tool.mutmut]: the fast test tiers, covered lines only).
 
 All ~2,100 mutants take hours on 2 cores (a mutant of the engine runs every test that reaches it), so by
