@@ -446,3 +446,98 @@ def test_the_html_report_shows_classes_jobs_and_pools():
     page = render_html(simulate(sc, poisson_trace(1.0, 30), measure_capacity=False))
     assert 'id="classes"' in page and 'id="jobs"' in page and 'id="pools"' in page
     assert ">j<" in page and "met" in page
+
+
+def deadline_lane(*, rate=100.0, cold_start_s=0.0, starting=(), cap=16):
+    """A lane for `replicas_needed` alone: its clock, pool and backlog set by hand."""
+    from types import SimpleNamespace
+
+    from sim.run.fleet.batch import BatchLane
+
+    env = SimpleNamespace(now=0.0)
+    pool = SimpleNamespace(starting=[SimpleNamespace(provision_at_s=t) for t in starting])
+    lane = BatchLane(
+        env,
+        None,
+        pool=pool,
+        priority=np.zeros(0, dtype=np.int64),
+        hashes=None,
+        deadline_at_s=np.zeros(0),
+        n_batch=0,
+        cap=cap,
+        replica_tokens_per_s=rate,
+        cold_start_s=cold_start_s,
+    )
+    return env, lane
+
+
+def test_deadline_scaling_asks_for_the_replicas_the_backlog_needs_by_hand():
+    """AIM = 0.8 of the time left; ready replicas first, then those starting (from the end of their cold start), then
+    new ones a whole cold start later; the highest ask held for HOLD_S. Figures worked by hand."""
+    env, lane = deadline_lane()
+    assert lane.replicas_needed(3) == 0 and lane.last_ask == 0  # nothing pending
+    lane._pending, lane.remaining_tokens = {1000.0: 1}, 150_000
+    # left 800 s: 3 ready replicas could serve 240,000 tokens; 150,000 need ceil(150,000 / 80,000) = 2 of them
+    assert lane.replicas_needed(3) == 2
+    env, lane = deadline_lane(cold_start_s=300.0, starting=(-100.0,))
+    lane._pending, lane.remaining_tokens = {1000.0: 1}, 200_000
+    # 1 ready: 80,000; the one starting serves from t = 200: 60,000 more; 60,000 left over 500 useful s of a new
+    # replica at 100 tok/s: 2 more -> 4
+    assert lane.replicas_needed(1) == 4
+    env.now = 100.0
+    lane.remaining_tokens = 1_000
+    assert lane.replicas_needed(1) == 4  # held
+    env.now = 1_901.0
+    lane._pending = {3_000.0: 1}
+    assert lane.replicas_needed(1) == 1  # the hold expired: ceil(1,000 / (100 x 879.2))
+
+
+@pytest.mark.parametrize(("completions", "expected"), [(40, 2), (10, 3)])
+def test_deadline_scaling_measures_the_rate_over_its_window_once_a_batch_completed_per_replica(completions, expected):
+    """Ticks at 0, 100 and 500 s with 2 replicas ready: the window (300 s) keeps the ticks at 100 and 500, 800
+    replica-seconds apart, in which 120,000 tokens were done: 150 tok/s per replica, if at least cap x replicas
+    (16 x 2) requests completed in it, else the saturated rate (100). 230,000 tokens are due at 1,500 s: 0.8 of the
+    1,000 s left is 800 s, in which 2 replicas at 150 tok/s serve 240,000 (2 suffice), at 100 tok/s 160,000 (one more)."""
+    env, lane = deadline_lane(cap=16)
+    lane._pending, lane.remaining_tokens = {1_500.0: 1}, 230_000
+    lane.replicas_needed(2)
+    env.now, lane.done_tokens, lane.n_done = 100.0, 10_000, 20
+    lane.replicas_needed(2)
+    env.now, lane.done_tokens, lane.n_done = 500.0, 130_000, 20 + completions
+    lane._asked.clear()
+    assert lane.replicas_needed(2) == expected
+
+
+def test_the_guards_watch_counts_interactive_completions_only():
+    from types import SimpleNamespace
+
+    from sim.run.engine.records import COMPLETED, IN_FLIGHT
+    from sim.run.fleet.batch import InteractiveWatch
+
+    log = SimpleNamespace(status=np.array([COMPLETED, COMPLETED, IN_FLIGHT]))
+    watch = InteractiveWatch(log)
+    for idx, batch in ((0, False), (1, True), (2, False)):
+        watch.finished(None, SimpleNamespace(idx=idx, batch=batch))
+    assert watch.completed == [0]
+
+
+def test_the_lane_hands_out_requests_in_priority_then_arrival_order():
+    """In-order arrivals queue in a FIFO, an out-of-order one (a more urgent priority) in a heap; the lane pops
+    the smaller (priority, arrival, index) of the two heads."""
+    from types import SimpleNamespace
+
+    _env, lane = deadline_lane()
+    lane.pool.inadmissible = {}
+    lane.priority = np.array([1, 1, 0, 1, 0])
+    lane.deadline_at_s = np.full(5, 100.0)
+    lane.log = SimpleNamespace(
+        status=np.zeros(5, dtype=np.int8),
+        arrival_at_s=np.array([0.0, 1.0, 2.0, 3.0, 4.0]),
+        prompt_tokens=np.full(5, 10),
+        output_tokens=np.full(5, 5),
+    )
+    lane._pump_due = True  # (no dispatch: the test pops by hand)
+    for idx in range(5):
+        lane.add(idx)
+    assert lane.n_queued == 5 and lane.remaining_tokens == 75
+    assert [lane._pop() for _ in range(5)] == [2, 4, 0, 1, 3]
