@@ -219,3 +219,24 @@ def test_a_cold_start_given_as_one_total():
     assert r.meta["resolved"]["weight_load_s"] == 0.0
     with pytest.raises(FleetsimError, match="give either cold_start_s or the stages"):
         parse_config({"model": "llama-3.1-8b", "fleet": {"gpu": "a100-80gb", "lifecycle": {"cold_start_s": 100, "warmup_s": 5}}})
+
+
+def test_scaling_down_cancels_the_newest_starting_replicas_then_drains_ready_ones():
+    """3 ready from the start, 2 more asked at 400 s (a cold start is 127 s + weights), 1 asked at 450 s: the 2 starting are
+    cancelled first, then 2 of the 3 ready drained: 4 fewer."""
+    sched = {
+        "policy": "scheduled",
+        "min_replicas": 1,
+        "max_replicas": 8,
+        "initial_replicas": 3,
+        "interval_s": 5,
+        "table": [{"at_s": 0, "replicas": 3}, {"at_s": 400, "replicas": 5}, {"at_s": 450, "replicas": 1}],
+    }
+    r = simulate(scenario(sched), frame([(0.0, 10, 5), (600.0, 10, 5)]), measure_capacity=False)
+    reps = r.replicas.sort_values("replica_id")
+    assert len(reps) == 5
+    assert reps["cancelled"].tolist() == [False, False, False, True, True]
+    assert (reps.loc[reps["cancelled"], "released_at_s"] == 450.0).all()
+    drained = reps[~reps["cancelled"] & reps["drain_at_s"].notna()]
+    assert len(drained) == 2 and (drained["drain_at_s"] == 450.0).all()
+    assert r.requests["status"].tolist() == ["completed", "completed"]

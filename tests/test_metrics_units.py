@@ -114,3 +114,19 @@ def test_gap_distribution_survives_replace_and_pickle():
     for copy in (dataclasses.replace(gaps), pickle.loads(pickle.dumps(gaps))):
         assert copy.count == gaps.count == 1 + 4 + 7
         assert copy.percentile(50) == gaps.percentile(50) and copy.mean() == gaps.mean()
+
+
+def test_a_request_meets_an_slo_at_its_bound_and_misses_it_just_past():
+    """SLOs are in ms, the records in seconds: a TTFT, TPOT or E2E equal to the bound meets it, 0.1 ms more misses;
+    a 1-token request's TPOT counts as 0."""
+    from sim.results.metrics import _meets_slo
+
+    ttft = np.array([0.5, 0.5001, 0.2, 0.2])
+    multi = np.array([True, True, True, False])
+    tpot = np.array([0.02, 0.02, 0.0201])
+    e2el = np.array([1.0, 1.0, 1.0, 1.0001])
+    assert _meets_slo({"ttft": 500.0}, ttft=ttft, tpot=tpot, multi=multi, e2el=e2el).tolist() == [True, False, True, True]
+    assert _meets_slo({"tpot": 20.0}, ttft=ttft, tpot=tpot, multi=multi, e2el=e2el).tolist() == [True, True, False, True]
+    assert _meets_slo({"e2el": 1000.0}, ttft=ttft, tpot=tpot, multi=multi, e2el=e2el).tolist() == [True, True, True, False]
+    both = _meets_slo({"ttft": 500.0, "tpot": 20.0, "e2el": 1000.0}, ttft=ttft, tpot=tpot, multi=multi, e2el=e2el)
+    assert both.tolist() == [True, False, False, False]
