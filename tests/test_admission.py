@@ -108,3 +108,18 @@ def test_whole_prompt_admission_stops_the_long_prompt_thrash():
     whole = simulate(load_config(path, sets=["engine.admission=whole_prompt"])).summary()
     assert first["n_preemptions"] > 1000 and whole["n_preemptions"] == 0
     assert whole["total_token_throughput"] > 1.5 * first["total_token_throughput"]
+
+
+def test_the_never_admitted_reason_counts_the_blocks_that_would_be_needed():
+    """Chunked, a prompt needs its first chunk's blocks (min(prompt, budget)); with `whole_prompt`, or prefill_first,
+    the whole prompt's; a preempted sequence's recompute is named as such."""
+    small = {"max_num_seqs": 8, "max_num_batched_tokens": 2048, "block_size": 16, "n_blocks": 10}
+    chunked = Limits(**small)
+    assert chunked.never_reason(5000, recompute=False, chunks=True) == (
+        "its prompt needs 128 KV blocks to be admitted, more than the 10 - 0 (engine.watermark) an empty cache offers"
+    )
+    whole = Limits(**small, whole_prompt=True)
+    assert "its recompute needs 313 KV blocks" in whole.never_reason(5000, recompute=True, chunks=True)
+    first = Limits(**(small | {"max_num_batched_tokens": 8192}))
+    assert "its prompt needs 313 KV blocks" in first.never_reason(5000, recompute=False, chunks=False)
+    assert "exceeds max_num_batched_tokens=2048" in chunked.never_reason(5000, recompute=False, chunks=False)
