@@ -123,3 +123,25 @@ def test_the_never_admitted_reason_counts_the_blocks_that_would_be_needed():
     first = Limits(**(small | {"max_num_batched_tokens": 8192}))
     assert "its prompt needs 313 KV blocks" in first.never_reason(5000, recompute=False, chunks=False)
     assert "exceeds max_num_batched_tokens=2048" in chunked.never_reason(5000, recompute=False, chunks=False)
+
+
+def test_each_preemption_of_a_request_is_recorded(monkeypatch):
+    """The per-request preemption counts are what the engine did: one per time the request was picked as a victim
+    (counted here at the engine's own preemption call), and in this thrash some request is preempted repeatedly."""
+    from collections import Counter
+
+    from sim.run.engine.replica import Replica
+
+    victims: Counter[int] = Counter()
+    preempt = Replica._preempt
+
+    def counting(self, seqs):
+        victims.update(s.idx for s in seqs)
+        preempt(self, seqs)
+
+    monkeypatch.setattr(Replica, "_preempt", counting)
+    trace = frame([(0.0, 96, 64), (0.001, 96, 64), (0.002, 96, 64)])
+    kw = {"num_gpu_blocks_override": 10, "watermark": 0.0, "max_num_batched_tokens": 32}
+    r = simulate(tiny_scenario("chunked", True, admission="first_chunk", **kw), trace, measure_capacity=False).requests
+    assert r["n_preemptions"].tolist() == [victims[i] for i in range(3)]
+    assert max(victims.values()) >= 2

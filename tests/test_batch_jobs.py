@@ -541,3 +541,45 @@ def test_the_lane_hands_out_requests_in_priority_then_arrival_order():
         lane.add(idx)
     assert lane.n_queued == 5 and lane.remaining_tokens == 75
     assert [lane._pop() for _ in range(5)] == [2, 4, 0, 1, 3]
+
+
+def test_a_resolved_batch_request_leaves_the_backlog_and_counts_as_done_only_if_completed():
+    """Each resolution takes its prompt + output tokens off the backlog; completed ones add them to the done tokens
+    (the deadline scaling's measured rate), rejected ones do not; the deadline is pending until its last request."""
+    from types import SimpleNamespace
+
+    from sim.run.engine.records import COMPLETED, REJECTED
+
+    _env, lane = deadline_lane()
+    lane.log = SimpleNamespace(status=np.array([COMPLETED, COMPLETED, REJECTED]))
+    lane.deadline_at_s = np.full(3, 100.0)
+    lane._pending, lane.remaining_tokens = {100.0: 3}, (300 + 20) + (500 + 40) + (70 + 7)
+    lane._done(Seq(0, 0.0, 300, 20, 0, True))
+    assert (lane.done_tokens, lane.n_done, lane.remaining_tokens) == (320, 1, 617)
+    lane._done(Seq(1, 0.0, 500, 40, 0, True))
+    assert (lane.done_tokens, lane.n_done, lane.remaining_tokens) == (860, 2, 77)
+    assert lane.earliest_deadline() == 100.0
+    lane._done(Seq(2, 0.0, 70, 7, 0, True))
+    assert (lane.done_tokens, lane.n_done, lane.remaining_tokens) == (860, 2, 0)
+    assert lane.earliest_deadline() is None and lane.n_resolved == 3
+
+
+@pytest.mark.parametrize(("cap", "launches"), [(0, []), (1, [1])])
+def test_a_lane_the_guard_closed_does_not_wake_a_pool_scaled_to_zero(cap, launches):
+    """Queued batch work wakes a pool scaled to zero (the activator) only while the guard lets some through."""
+    from types import SimpleNamespace
+
+    _env, lane = deadline_lane()
+    asked = []
+    lane.pool = SimpleNamespace(ready=[], starting=[], held=lambda: 0, max_replicas=2, launch=asked.append)
+    lane.cap, lane.n_queued = cap, 3
+    lane._pump()
+    assert asked == launches
+
+
+def test_deadline_scaling_counts_a_starting_replica_from_the_end_of_its_cold_start():
+    """Cold start 300 s, a replica launched 100 s ago serves from t = 200: 100 tok/s x (800 - 200) = 60,000 tokens;
+    with the ready one's 80,000, 190,000 due leave 50,000 for new replicas, each serving 500 useful s: one more."""
+    _env, lane = deadline_lane(cold_start_s=300.0, starting=(-100.0,))
+    lane._pending, lane.remaining_tokens = {1000.0: 1}, 190_000
+    assert lane.replicas_needed(1) == 3

@@ -278,3 +278,16 @@ def test_the_html_report_shows_pools_and_transfers():
     result = simulate(scenario(step="roofline"), frame([(float(t), 800, 20) for t in range(10)]), measure_capacity=False)
     page = render_html(result)
     assert 'id="pools"' in page and 'id="transfers"' in page and "prefill" in page and "decode" in page
+
+
+def test_backpressure_on_a_ready_decode_pool_waits_instead_of_launching():
+    """Transfers wait for room on the one ready decode replica; the activator launches a decode replica only when
+    none is ready or starting (scale from zero), so below its autoscaler's ask the pool stays at one."""
+    hold = {"policy": "scheduled", "min_replicas": 1, "max_replicas": 3, "initial_replicas": 1, "interval_s": 5,
+            "table": [{"at_s": 0, "replicas": 1}]}  # fmt: skip
+    engine = {"policy": "chunked", "num_gpu_blocks_override": 120, "max_num_batched_tokens": 8192,
+              "step_time": {"kind": "constant", "prefill_s_per_token": A, "decode_step_s": D}}  # fmt: skip
+    sc = scenario(decode={"autoscaler": hold, "engine": engine})
+    result = simulate(sc, frame([(0.01 * i, 1000, 100) for i in range(12)]), measure_capacity=False)
+    assert result.summary()["completed"] == 12 and result.meta["link"]["peak_transfers_waiting"] > 1
+    assert (result.replicas["pool"] == "decode").sum() == 1

@@ -208,3 +208,52 @@ def test_kv_observation_mid_run_matches_per_step():
     assert len(seen[True]) == len(seen[False]) > 300  # sampled until the last request completes
     assert seen[True] == seen[False]
     assert max(seen[True]) > 20 and not math.isnan(seen[True][0])
+
+
+def test_a_prefix_caching_pool_lends_cached_blocks_nobody_pins():
+    """A 200-token prompt with 3 full 64-token hash blocks caches them (4 blocks of 16 each) after its prefill; once
+    it is released its one private block is free and the 12 cached ones are evictable: all 100 are available again,
+    and a sequence needing 95 blocks evicts the least recent entries it must (2 of 3)."""
+    from sim.run.engine.kv import PrefixCachingKv
+
+    kv = PrefixCachingKv(100, 16, hash_tokens=64, log=None)
+    a = Seq(0, 0.0, 200, 5)
+    a.hashes, a.pins = [11, 12, 13], []
+    kv.grow(a, 200)
+    kv.prompt_computed(a, 1.0)
+    assert (kv.used, a.blocks, a.shared, kv.available()) == (13, 13, 12, 87)
+    kv.release(a, 2.0)
+    assert (kv.used, kv.cache.evictable_blocks, kv.available(), kv.pins()) == (12, 12, 100, 0)
+    b = Seq(1, 0.0, 1500, 5)
+    kv.grow(b, 95 * 16)
+    assert (kv.used, kv.cache.evicted, kv.available()) == (99, 2, 5)  # 7 short: 2 entries (8 blocks) evicted
+
+
+def test_the_priority_count_tells_when_the_queue_outranks_running_work():
+    from sim.run.engine.scheduler import PriorityCount
+
+    count = PriorityCount()
+    low, high = Seq(0, 0.0, 10, 5, priority=2), Seq(1, 0.0, 10, 5, priority=0)
+    count.add(low)
+    count.add(low)
+    assert count.outranked_by(1) and not count.outranked_by(2)
+    count.remove(low)
+    assert count.outranked_by(1)  # one of the two is still running
+    count.remove(low)
+    count.add(high)
+    assert not count.outranked_by(1) and not count.outranked_by(0)
+
+
+def test_a_batch_is_pure_decode_only_while_every_entry_is_one_running_sequences_last_token():
+    from sim.run.engine.scheduler import Batch
+
+    a, b = Seq(0, 0.0, 100, 10), Seq(1, 0.0, 50, 30)
+    a.generated, a.computed, b.generated, b.computed = 4, 103, 1, 50
+    batch = Batch(work=[(a, 1), (b, 1)])
+    batch.note(a, 103, 1, 1)
+    batch.note(b, 50, 1, 1)
+    assert batch.is_pure_decode and batch.context_sum == 153 and batch.min_tokens_left == 6
+    recompute = Seq(2, 0.0, 100, 10)
+    recompute.generated = 3  # preempted: its prompt and generated tokens are recomputed, one token at a time here
+    batch.note(recompute, 0, 1, 103)
+    assert not batch.is_pure_decode

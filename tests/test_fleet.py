@@ -240,3 +240,26 @@ def test_scaling_down_cancels_the_newest_starting_replicas_then_drains_ready_one
     drained = reps[~reps["cancelled"] & reps["drain_at_s"].notna()]
     assert len(drained) == 2 and (drained["drain_at_s"] == 450.0).all()
     assert r.requests["status"].tolist() == ["completed", "completed"]
+
+
+def test_scaling_down_cancels_the_most_recently_launched_starting_replica_first():
+    """One launched at 400 s, one at 420 s, one fewer asked at 450 s: the later one (furthest from ready) is
+    cancelled, the earlier one becomes ready."""
+    sched = {
+        "policy": "scheduled",
+        "min_replicas": 1,
+        "max_replicas": 8,
+        "initial_replicas": 1,
+        "interval_s": 5,
+        "table": [
+            {"at_s": 0, "replicas": 1},
+            {"at_s": 400, "replicas": 2},
+            {"at_s": 420, "replicas": 3},
+            {"at_s": 450, "replicas": 2},
+        ],
+    }
+    r = simulate(scenario(sched), frame([(0.0, 10, 5), (900.0, 10, 5)]), measure_capacity=False)
+    reps = r.replicas.sort_values("replica_id")
+    assert reps["provision_at_s"].tolist() == [0.0, 400.0, 420.0]
+    assert reps["cancelled"].tolist() == [False, False, True]
+    assert reps["ready_at_s"].iloc[1] > 450.0

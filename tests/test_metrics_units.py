@@ -130,3 +130,27 @@ def test_a_request_meets_an_slo_at_its_bound_and_misses_it_just_past():
     assert _meets_slo({"e2el": 1000.0}, ttft=ttft, tpot=tpot, multi=multi, e2el=e2el).tolist() == [True, True, True, False]
     both = _meets_slo({"ttft": 500.0, "tpot": 20.0, "e2el": 1000.0}, ttft=ttft, tpot=tpot, multi=multi, e2el=e2el)
     assert both.tolist() == [True, False, False, False]
+
+
+def test_per_class_and_per_job_summaries_by_hand():
+    """Two classes: interactive (2 completed) and batch (2 completed of job a, 1 rejected of job b). Per class:
+    counts, goodput over the class's own duration and attainment over all its requests, with the SLO keys null
+    without an SLO; per job, rejections are its own."""
+    from sim.results.metrics import class_summary, job_summary
+
+    nan, ok, no = math.nan, RequestStatus.COMPLETED, RequestStatus.REJECTED
+    r = frame([ok, ok, ok, ok, no], [0.0, 1.0, 0.0, 2.0, 3.0], [0.1, 1.9, 1.0, 4.0, nan], [1.0, 3.0, 5.0, 6.0, nan],
+              [10] * 5, [11] * 5)  # fmt: skip
+    r["klass"] = ["interactive", "interactive", "batch", "batch", "batch"]
+    r["job_id"] = pd.array([None, None, "a", "a", "b"], dtype="string")
+    r["deadline_at_s"] = [nan, nan, 10.0, 10.0, 10.0]
+    plain = class_summary(r)
+    assert plain["interactive"]["request_goodput"] is None and plain["interactive"]["slo_attainment"] is None
+    assert plain["batch"]["requests"] == 3 and plain["batch"]["completed"] == 2 and plain["batch"]["rejected"] == 1
+    s = class_summary(r, slo={"ttft": 500.0})  # interactive TTFT 0.1 and 0.9 s: one meets it; batch 1.0 and 2.0: none
+    assert s["interactive"]["request_goodput"] == pytest.approx(1 / 3.0) and s["interactive"]["slo_attainment"] == 0.5
+    assert s["batch"]["request_goodput"] == 0.0 and s["batch"]["slo_attainment"] == 0.0
+    jobs = job_summary(r)
+    assert (jobs["a"]["requests"], jobs["a"]["completed"], jobs["a"]["rejected"]) == (2, 2, 0)
+    assert (jobs["b"]["requests"], jobs["b"]["completed"], jobs["b"]["rejected"]) == (1, 0, 1)
+    assert jobs["a"]["deadline_met"] is True and jobs["b"]["completed_at_s"] is None and jobs["a"]["tokens"] == 42

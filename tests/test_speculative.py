@@ -253,3 +253,23 @@ def test_a_verify_step_asks_the_target_for_k_more_tokens_and_their_attention_pai
     # 7 prompt tokens (pairs 30) and two decoders with contexts 100 and 200 (decode pairs 302)
     assert model.step(7, 2, 30 + 302, 300, 300) == (0.25, 1.0, 2.0)
     assert calls == [(7 + 2 * 4, 2, 30 + 5 * 300 + 2 * 15, 300, 300)]
+
+
+def test_the_replica_record_counts_each_fast_forwarded_run(monkeypatch):
+    """`n_runs` in the replica records is the number of runs the speculative group took (counted at the group)."""
+    from sim.run.engine.spec_group import SpecGroup
+
+    taken = []
+    take = SpecGroup.take_run
+
+    def counting(self, run, k, start):
+        taken.append(k)
+        return take(self, run, k, start)
+
+    monkeypatch.setattr(SpecGroup, "take_run", counting)
+    spec = {"method": "ngram", "num_speculative_tokens": 3, "acceptance_rate": 0.6}
+    trace = validate_frame(
+        pd.DataFrame({"arrival_at_s": [0.0, 0.5, 1.0], "prompt_tokens": [300] * 3, "output_tokens": [200] * 3})
+    )
+    r = simulate(scenario(spec), trace, measure_capacity=False)
+    assert len(taken) >= 2 and int(r.replicas["n_runs"].sum()) == len(taken)

@@ -398,7 +398,6 @@ class Replica:
             self.running.remove(seq)
             self.kv.preempted(seq, now)
             seq.computed = 0
-            seq.n_preemptions += 1
             self.log.n_preemptions[seq.idx] += 1
             if self._prio is not None:
                 self._prio.remove(seq)

@@ -26,7 +26,6 @@ class Seq:
     generated: int = 0
     computed: int = 0
     blocks: int = 0
-    n_preemptions: int = 0
     last_token_at_s: float = 0.0
     admit_no: int = 0  # order of (latest) admission into the running batch
     join_d: int = 0  # the decode group's step count when this sequence joined it (see sim.run.engine.group)
