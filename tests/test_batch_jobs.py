@@ -161,7 +161,7 @@ def test_a_batch_job_alone_finishes_when_the_roofline_predicts_for_its_tokens_at
     )
     result = simulate(sc)  # no trace: the job alone
     model = RooflineStepTime(resolve_scenario(sc, base_dir=sc.base_dir))
-    wave = model.step(b * p, 0, b * (p * (p + 1) // 2), 0)[0]
+    wave = model.step(b * p, 0, b * (p * (p + 1) // 2), 0, 0, b)[0]  # (the LM head runs once per prompt)
     for j in range(1, o):  # decode step j: each sequence holds p + j - 1 cached tokens and adds one
         c = p + j - 1
         wave += model.step(0, b, b * (c + 1), b * c)[0]

@@ -2,7 +2,10 @@ import pytest
 
 from sim.errors import FleetsimError
 
-EXPECTED = {"a100-40gb", "a100-80gb", "h100-sxm", "h100-pcie", "h200", "b200", "l4", "l40s", "mi300x"}
+EXPECTED = {
+    "a100-40gb", "a100-80gb", "h100-sxm", "h100-pcie", "h200", "b200", "l4", "l40s", "mi300x",
+    "rtx-4090", "rtx-5090", "rtx-pro-6000", "rtx-a6000", "a10g", "l40",
+}  # fmt: skip
 
 
 def test_catalog_has_the_listed_gpus(gpus):
@@ -31,5 +34,5 @@ def test_aliases_and_case(gpus):
 
 
 def test_unknown_gpu_lists_valid_names(gpus):
-    with pytest.raises(FleetsimError, match=r"unknown gpu 'v100'; valid names: a100-40gb, a100-80gb, b200"):
+    with pytest.raises(FleetsimError, match=r"unknown gpu 'v100'; valid names: a100-40gb, a100-80gb, a10g, b200"):
         gpus.get("v100")

@@ -62,6 +62,7 @@ def tiny(**kw) -> RooflineSetup:
         attention=True,
         comm=False,
         gpu_memory_utilization=1.0,
+        kv_memory="reserve",  # (the toy's memory is the datasheet's, less the weights: vLLM's accounting is tested below)
     )
     return RooflineSetup(**(base | kw))
 
@@ -89,10 +90,13 @@ def test_decode_step_exact():
 def test_prefill_attention_pairs_causal_and_cached():
     s = tiny()
     # 4 new tokens after 6 cached: contexts 7, 8, 9, 10 -> 34 pairs; KV read for the 6 cached.
+    # The LM head (2 x 100 x 64 = 12,800 FLOPs a position) runs at the one position sampled, not at the other 3.
     c = prefill_cost(s, prompt_tokens=4, cached_tokens=6)
-    assert c.flops == 4 * 160_896 + 34 * 512
+    assert c.flops == 4 * 160_896 - 3 * 12_800 + 34 * 512
     assert c.bytes == 173_696 + 256 * (6 + 4)
-    assert prefill_cost(s, prompt_tokens=4, batch=2).flops == 2 * (4 * 160_896 + 10 * 512)
+    assert prefill_cost(s, prompt_tokens=4, batch=2).flops == 2 * (4 * 160_896 - 3 * 12_800 + 10 * 512)
+    every = prefill_cost(tiny(logits_sampled_only=False), prompt_tokens=4, cached_tokens=6)  # the seed's arithmetic
+    assert every.flops == 4 * 160_896 + 34 * 512
 
 
 def test_step_time_divides_by_tp_and_adds_overhead():
@@ -133,7 +137,9 @@ def test_does_not_fit_says_by_how_much():
 
 def test_llama70b_on_one_a100_does_not_fit():
     with pytest.raises(
-        FleetsimError, match=r"llama-2-70b does not fit on 1x a100-80gb: .*need 138\.0 GB.*72\.0 GB.*short by 66\.0 GB"
+        FleetsimError,
+        match=r"llama-2-70b does not fit on 1x a100-80gb: weights at 16-bit \+ the engine \(activations, CUDA graphs\) "
+        r"need 140\.3 GB.*72\.0 GB.*short by 68\.3 GB",
     ):
         make_setup("llama-2-70b", "a100-80gb", tp=1)
 
@@ -176,3 +182,49 @@ def test_decode_rejects_bad_sizes(bad, message):
 def test_prefill_rejects_zero_length():
     with pytest.raises(FleetsimError, match=r"prompt_tokens must be >= 1 \(got 0\)"):
         prefill_cost(tiny(), prompt_tokens=0)
+
+
+def test_the_kv_cache_is_sized_as_vllm_profiles_memory_by_hand():
+    """Llama-3.1-8B on one RTX 4090 (the driver reports 25,250,627,584 bytes) at 0.9, max_num_batched_tokens 2048,
+    max_num_seqs 256, term by term: the budget ceil(0.9 x total); the weights; the profiled peak (the sampler's 256
+    rows x 14 bytes x 128,256 entries plus 128 SM rows of fp32, plus the 2,048 hidden states, above the forward's
+    2,048 x (2 x 4,096 + 3 x 14,336) x 2 bytes); 0.14 GiB non-torch; 0.45 GiB of CUDA graphs; the 32 MiB rotary cache.
+    2,601 blocks of 16 (2 MiB each); vLLM 0.19 logged 2,588 for this setup."""
+    from sim.physics.hardware import load_gpu_catalog
+    from sim.physics.models import load_model_catalog
+    from sim.physics.roofline import activation_peak_bytes, kv_capacity_bytes
+    from sim.scenario.config import EngineConfig, roofline_config
+    from sim.scenario.resolve import build_setup
+
+    model, gpu = load_model_catalog().get("llama-3.1-8b"), load_gpu_catalog().get("rtx-4090")
+    engine = EngineConfig(max_num_batched_tokens=2048, max_num_seqs=256)
+    s = build_setup(model, gpu, tp=1, roofline=roofline_config(), engine=engine)
+    assert activation_peak_bytes(s) == 14 * 256 * 128_256 + 4 * 128 * 128_256 + 2048 * 4096 * 2 > 2048 * 51_200 * 2
+    other = activation_peak_bytes(s) + 0.14 * 2**30 + 0.45 * 2**30 + 131_072 * 128 * 2
+    assert kv_capacity_bytes(s) == pytest.approx(22_725_564_826 - 16_060_522_496 - other, abs=1.0)
+    block = 32 * 8 * 128 * 2 * 2 * 16
+    assert int(kv_capacity_bytes(s) // block) == 2601
+    eager = build_setup(model, gpu, tp=1, roofline=roofline_config(), engine=engine.model_copy(update={"enforce_eager": True}))
+    assert kv_capacity_bytes(eager) - kv_capacity_bytes(s) == pytest.approx(0.45 * 2**30)
+    flat = build_setup(model, gpu, tp=1, roofline=roofline_config(kv_memory="reserve"), engine=engine)
+    assert kv_capacity_bytes(flat) == pytest.approx(0.9 * 24e9 - 16_060_522_496)  # the datasheet's 24 GB, nothing else
+
+
+def test_the_profiled_peak_follows_the_engines_batch_limits():
+    """A larger token budget makes the forward pass the peak; more sequences make the sampler's rows the peak."""
+    from sim.physics.hardware import load_gpu_catalog
+    from sim.physics.models import load_model_catalog
+    from sim.physics.roofline import activation_peak_bytes
+    from sim.scenario.config import EngineConfig, roofline_config
+    from sim.scenario.resolve import build_setup
+
+    model, gpu = load_model_catalog().get("llama-3.1-70b"), load_gpu_catalog().get("h100-sxm")
+
+    def peak(tp, **engine):
+        return activation_peak_bytes(build_setup(model, gpu, tp=tp, roofline=roofline_config(), engine=EngineConfig(**engine)))
+
+    big = peak(4, max_num_batched_tokens=32_768, max_num_seqs=16)
+    assert big == 32_768 * (2 * 8192 + 3 * 28_672 / 4) * 2  # the forward: MLP sharded over TP
+    assert peak(2, max_num_batched_tokens=32_768, max_num_seqs=16) > big
+    many = peak(4, max_num_batched_tokens=8192, max_num_seqs=1024)
+    assert many == 14 * 1024 * 128_256 + 4 * 132 * 128_256 + 8192 * 8192 * 2  # a row per SM: 132 (fewer than 256)

@@ -18,6 +18,7 @@ from sim.cli.run import report as report_command
 from sim.cli.run import run as run_command
 from sim.cli.sweep import sweep as sweep_command
 from sim.cli.trace import trace_app
+from sim.cli.validate import validate as validate_command
 from sim.errors import FleetsimError
 from sim.physics.hardware import load_gpu_catalog
 from sim.physics.models import check_draft, load_model_catalog, resolve_model
@@ -57,6 +58,7 @@ app.command(name="report")(user_errors(report_command))
 app.command(name="calibrate")(user_errors(calibrate_command))
 app.command(name="sweep")(user_errors(sweep_command))
 app.command(name="plan")(user_errors(plan_command))
+app.command(name="validate")(user_errors(validate_command))
 
 
 @app.command()

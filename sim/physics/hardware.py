@@ -26,7 +26,7 @@ GIGA = 1e9
 
 # Defaults for a GPU that has no reference step times of its own (a user catalog entry that leaves them out):
 # the means of the fitted A100 and H100 values in sim/data/gpus.yaml (see benchmarks/steptime_defaults.py).
-GENERIC_MFU = 0.68
+GENERIC_MFU = 0.665
 GENERIC_MBU = 0.76
 GENERIC_LAYER_OVERHEAD_S = 2.2e-5
 GENERIC_OVERLAP = 0.68
@@ -52,6 +52,13 @@ class GpuSpec:
     price_as_of: str
     layer_overhead_s: float = 0.0  # fixed seconds per layer per step: launches, norms, rotary, sampling
     overlap: float = 1.0  # share of the shorter of compute and memory time hidden under the longer (1: max)
+    device_memory_bytes: float | None = None  # what the driver reports as total (cudaMemGetInfo), if known
+    sm_count: int = 128  # streaming multiprocessors (vLLM's sampler keeps one vocabulary row per SM)
+
+    @property
+    def total_memory_bytes(self) -> float:
+        """The device's total memory as CUDA reports it (vLLM's budget is a share of this), else the datasheet's."""
+        return self.device_memory_bytes if self.device_memory_bytes is not None else self.hbm_bytes
 
     def peak_flops_per_s(self, compute_dtype: str) -> float:
         if compute_dtype == "bf16":
@@ -82,6 +89,8 @@ class _GpuEntry(Frozen):
     usd_per_gpu_hour: float | None = Field(default=None, ge=0)
     price_source: str = ""
     price_as_of: str = ""
+    device_memory_bytes: int | None = Field(default=None, gt=0)
+    sm_count: int = Field(default=128, ge=1, le=100_000)
 
     def to_spec(self, name: str) -> GpuSpec:
         return GpuSpec(
@@ -101,6 +110,8 @@ class _GpuEntry(Frozen):
             usd_per_gpu_hour=self.usd_per_gpu_hour,
             price_source=self.price_source,
             price_as_of=self.price_as_of,
+            device_memory_bytes=None if self.device_memory_bytes is None else float(self.device_memory_bytes),
+            sm_count=self.sm_count,
         )
 
 

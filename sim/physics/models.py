@@ -169,6 +169,11 @@ class ModelSpec:
         return 2.0 * self.n_matmul_params_per_token
 
     @functools.cached_property
+    def logit_flops_per_token(self) -> float:
+        """FLOPs of the LM head (hidden -> vocabulary; tied to the embedding or not) for one position."""
+        return 2.0 * self.vocab_size * self.hidden_size
+
+    @functools.cached_property
     def attention_flops_per_pair(self) -> float:
         """FLOPs for one query token against one context token: QK^T and AV over all heads/layers."""
         if self.mla is not None:

@@ -3,6 +3,7 @@
 For one step of a replica of `tp` GPUs that processes `n_tokens` new tokens:
 
     flops   = n_tokens * 2 * active matmul params  +  attention_pairs * attention FLOPs/pair
+              - (n_tokens - logit_tokens) * 2 * vocab * hidden     [the LM head runs only where a token is sampled]
     bytes   = weights read (all of them; MoE: the experts the step's tokens touch)
               + KV bytes/token * (kv_read_tokens + n_tokens)        [reads + writes]
     C, M    = flops / (tp * F), bytes / (tp * B)
@@ -18,6 +19,11 @@ the crossover a decode step is a third slower than the max). `layer_overhead_s` 
 FLOPs and bytes does not see: kernel launches, norms, rotary embedding, the KV-cache write, sampling.
 With attention, comm and both overheads off and overlap 1 this is exactly the seed article's arithmetic
 (see SEED.md and tests). Where the defaults come from and how accurate they are: docs/steptime.md.
+
+The LM head (the hidden -> vocabulary matmul) runs only for the positions whose next token is sampled: vLLM computes
+logits at each scheduled request's last position (`logits_indices`), so a prefill chunk of n tokens pays for one row,
+a decode for one, a speculative verify for its k + 1. `logit_tokens` says how many a step has (None: every token, the
+seed article's 2 x parameters per token, which the `seed` preset keeps with `logits: every_token`).
 """
 
 from __future__ import annotations
@@ -45,12 +51,17 @@ class RooflineSetup:
     compute_dtype: str = "bf16"
     attention: bool = True
     comm: bool = True
+    logits_sampled_only: bool = True  # the LM head only at sampled positions (False: every token, the seed's arithmetic)
     step_overhead_s: float = 0.0
     layer_overhead_s: float = 0.0
     overlap: float = 1.0
     gpu_memory_utilization: float = 0.9
     memory_reserve_bytes: float = 0.0
     usd_per_gpu_hour: float | None = None
+    kv_memory: str = "vllm"  # how the KV cache is sized: "vllm" (its memory profiling) or "reserve" (a flat share)
+    profile_tokens: int = 8192  # the engine's max_num_batched_tokens (vLLM profiles a forward of this many tokens)
+    profile_seqs: int = 256  # the engine's max_num_seqs (and the sampler's rows in that profile)
+    cuda_graphs: bool = True  # vLLM captures CUDA graphs (not --enforce-eager)
 
     @property
     def peak_flops_per_s(self) -> float:
@@ -135,10 +146,20 @@ def allreduce_time_s(gpu: GpuSpec, *, tp: int, n_bytes: float) -> float:
     return gpu.allreduce_latency_s + 2 * (tp - 1) / tp * n_bytes / link_bw
 
 
-def step_cost(setup: RooflineSetup, *, n_tokens: int, attention_pairs: float, kv_read_tokens: float) -> StepCost:
-    """Cost of one forward step; see the module docstring for the terms."""
+def unsampled_logit_flops(setup: RooflineSetup, n_tokens: int, logit_tokens: int | None) -> float:
+    """The LM-head FLOPs a step does not spend: its positions with no sampled token (0 when every token is priced)."""
+    if logit_tokens is None or not setup.logits_sampled_only or logit_tokens >= n_tokens:
+        return 0.0
+    return (n_tokens - logit_tokens) * setup.model.logit_flops_per_token
+
+
+def step_cost(
+    setup: RooflineSetup, *, n_tokens: int, attention_pairs: float, kv_read_tokens: float, logit_tokens: int | None = None
+) -> StepCost:
+    """Cost of one forward step; see the module docstring for the terms. `logit_tokens`: the positions the LM head
+    runs on (one per scheduled sequence; None: every token)."""
     model, tp = setup.model, setup.tp
-    flops = n_tokens * model.flops_per_token
+    flops = n_tokens * model.flops_per_token - unsampled_logit_flops(setup, n_tokens, logit_tokens)
     if setup.attention:
         flops += attention_pairs * model.attention_flops_per_pair
     n_bytes = weight_bytes_read(setup, n_tokens) + setup.kv_bytes_per_token * (kv_read_tokens + n_tokens)
@@ -172,6 +193,7 @@ def prefill_cost(setup: RooflineSetup, *, prompt_tokens: int, batch: int = 1, ca
         n_tokens=batch * prompt_tokens,
         attention_pairs=batch * pairs_per_seq,
         kv_read_tokens=batch * cached_tokens,
+        logit_tokens=batch,
     )
 
 
@@ -189,6 +211,7 @@ def decode_cost(setup: RooflineSetup, *, batch: int, context_tokens: int) -> Ste
         n_tokens=batch,
         attention_pairs=batch * (context_tokens + 1),
         kv_read_tokens=batch * context_tokens,
+        logit_tokens=batch,
     )
 
 
@@ -210,13 +233,53 @@ def usd_per_1k_tokens(setup: RooflineSetup, tokens_per_s: float) -> float | None
 
 
 # --- memory --------------------------------------------------------------------------------
+# vLLM (v1, 0.18+; vllm/v1/worker/gpu_worker.py determine_available_memory, vllm/utils/mem_utils.py) sizes its KV
+# cache per GPU as ceil(total x gpu_memory_utilization) - (weights + torch peak increase + non-torch increase),
+# measured while it profiles one forward pass of max_num_batched_tokens tokens and one sampler run:
+NON_TORCH_BYTES = 0.14 * 2**30  # cuBLAS workspaces, kernel modules: 0.13-0.14 GiB logged at TP 1 on H100 (vLLM
+# 0.11, llm-d-benchmark's empirical-vllm-memory-results) and ~0.15 GiB implied on an RTX 3090 (0.17.1)
+CUDA_GRAPH_BYTES = 0.45 * 2**30  # CUDA graphs captured inside the profiled window (0.18+: profile_cudagraph_memory
+# runs there): 0.45 GiB logged for Llama-3.1-8B's graphs on H100 (vLLM 0.11, the same results)
+SAMPLER_BYTES_PER_ROW = 14  # per vocabulary entry per sampled row: the logits' fp32 copy, probabilities, top-k/p
+# buffers of the Triton sampler (0.17+); plus one fp32 row per SM, up to the rows sampled (rounded up to a power of 2)
+
+
 def memory_budget_bytes(setup: RooflineSetup) -> float:
+    """The memory the engine may use on all its GPUs: `gpu_memory_utilization` of each one's total (vLLM: of the
+    total the driver reports, rounded up to a byte; the flat model: of the datasheet's)."""
+    if setup.kv_memory == "vllm":
+        return setup.tp * math.ceil(setup.gpu.total_memory_bytes * setup.gpu_memory_utilization)
     return setup.tp * setup.gpu.hbm_bytes * setup.gpu_memory_utilization
 
 
+def activation_peak_bytes(setup: RooflineSetup) -> float:
+    """Per GPU, the torch memory vLLM's profiling run peaks at above the weights: the larger of one forward pass of
+    `profile_tokens` tokens (hidden and residual streams, the MLP's gate/up output and its activation: N (2H + 3I/tp)
+    activations) and the last hidden states plus one sampler run over `profile_seqs` rows of the vocabulary."""
+    m = setup.model
+    n, rows = setup.profile_tokens, min(setup.profile_seqs, setup.profile_tokens)
+    act = setup.activation_bits / 8
+    inner = (m.moe_intermediate_size or m.intermediate_size) * (m.n_experts_per_tok if m.is_moe else 1)
+    forward = n * (2 * m.hidden_size + 3 * inner / setup.tp) * act
+    sm_rows = min(1 << max(0, min(setup.gpu.sm_count, rows) - 1).bit_length(), setup.gpu.sm_count)
+    sampler = SAMPLER_BYTES_PER_ROW * rows * m.vocab_size + 4 * sm_rows * m.vocab_size
+    return max(forward, n * m.hidden_size * act + sampler)
+
+
+def engine_overhead_bytes(setup: RooflineSetup) -> float:
+    """All GPUs' memory the engine takes besides weights and KV cache: vLLM's profiled activation peak, non-torch
+    memory and CUDA graphs (0 in the flat model, which has only `memory_reserve_bytes`)."""
+    if setup.kv_memory != "vllm":
+        return 0.0
+    rope = setup.model.max_context_tokens * setup.model.head_dim * 2  # the rotary cos/sin cache, a model buffer
+    per_gpu = activation_peak_bytes(setup) + NON_TORCH_BYTES + (CUDA_GRAPH_BYTES if setup.cuda_graphs else 0.0) + rope
+    return setup.tp * per_gpu
+
+
 def kv_capacity_bytes(setup: RooflineSetup) -> float:
-    """HBM left for the KV cache: the usable share of all TP GPUs minus weights and the reserve."""
-    return memory_budget_bytes(setup) - setup.weight_bytes - setup.memory_reserve_bytes
+    """Memory left for the KV cache: the usable share of all TP GPUs minus the weights, the engine's own memory
+    (vLLM's accounting, see above) and the reserve."""
+    return memory_budget_bytes(setup) - setup.weight_bytes - engine_overhead_bytes(setup) - setup.memory_reserve_bytes
 
 
 def kv_capacity_tokens(setup: RooflineSetup) -> int:
@@ -233,10 +296,12 @@ def check_fits(setup: RooflineSetup) -> None:
     """Raise, saying by how much, unless the weights plus reserve leave room for KV cache."""
     if kv_capacity_tokens(setup) >= 1:
         return
-    need = setup.weight_bytes + setup.memory_reserve_bytes
+    engine = engine_overhead_bytes(setup)
+    need = setup.weight_bytes + engine + setup.memory_reserve_bytes
     have = memory_budget_bytes(setup)
     raise FleetsimError(
         f"{setup.model.name} does not fit on {setup.tp}x {setup.gpu.name}: weights at {setup.weight_bits}-bit"
+        f"{' + the engine (activations, CUDA graphs)' if engine else ''}"
         f"{' + reserve' if setup.memory_reserve_bytes else ''} need {need / GIGA:.1f} GB, the GPUs offer "
         f"{have / GIGA:.1f} GB at gpu_memory_utilization={setup.gpu_memory_utilization:g} "
         f"(short by {(need - have) / GIGA:.1f} GB, before any KV cache); raise tp or lower weight_bits"

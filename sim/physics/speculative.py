@@ -38,6 +38,7 @@ def verify_cost(setup: RooflineSetup, *, batch: int, k: int, context_tokens: int
         n_tokens=batch * (k + 1),
         attention_pairs=batch * ((k + 1) * context_tokens + (k + 1) * (k + 2) / 2),
         kv_read_tokens=batch * context_tokens,
+        logit_tokens=batch * (k + 1),
     )
 
 
@@ -64,7 +65,11 @@ def draft_time_s(
 def _decode_s(setup: RooflineSetup, batch: int, context_tokens: float) -> float:
     """A decode step of `batch` sequences of (mean) `context_tokens` cached tokens (`decode_cost`'s terms)."""
     cost: StepCost = step_cost(
-        setup, n_tokens=batch, attention_pairs=batch * (context_tokens + 1), kv_read_tokens=batch * context_tokens
+        setup,
+        n_tokens=batch,
+        attention_pairs=batch * (context_tokens + 1),
+        kv_read_tokens=batch * context_tokens,
+        logit_tokens=batch,
     )
     return float(cost.time_s)
 

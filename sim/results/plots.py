@@ -128,3 +128,31 @@ def plot_run(result: Any, path: Path, summary: dict[str, Any] | None = None) -> 
     fig = run_figure(result, summary)
     save(fig, path)
     return path
+
+
+def validation_figure(real: dict[str, np.ndarray], sim: dict[str, np.ndarray], series: pd.DataFrame | None, *, title: str) -> Any:
+    """Measured vs simulated: the CDF of each latency (ms) side by side, and the running / waiting / KV-use series."""
+    names = [m for m in ("ttft", "tpot", "itl", "e2e") if m in real and m in sim]
+    n_plots = len(names) + (3 if series is not None else 0)
+    with plt.rc_context(FONT):
+        fig, axes = plt.subplots(1, n_plots, figsize=(4.2 * n_plots, 4.0), constrained_layout=True, squeeze=False)
+        for ax, m in zip(axes[0], names, strict=False):
+            for label, values, style in (("real", real[m], "-"), ("fleetsim", sim[m], "--")):
+                v = np.sort(np.asarray(values, dtype=np.float64)) * 1e3
+                ax.plot(v, np.arange(1, v.size + 1) / v.size, style, label=label)
+            ax.set_xlabel(f"{m.upper()} (ms)")
+            ax.set_ylabel("share of requests" if m != "itl" else "share of gaps")
+            ax.grid(alpha=0.3)
+            ax.legend(loc="lower right")
+        if series is not None:
+            for ax, col, label in zip(
+                axes[0][len(names) :], ("running", "waiting", "kv_use"), ("running", "waiting", "KV cache in use"), strict=True
+            ):
+                ax.plot(series["t_s"], series[f"real_{col}"], "-", label="real")
+                ax.plot(series["t_s"], series[f"sim_{col}"], "--", label="fleetsim")
+                ax.set_xlabel("time (s)")
+                ax.set_ylabel(label)
+                ax.grid(alpha=0.3)
+                ax.legend(loc="best")
+        fig.suptitle(title)
+    return fig

@@ -64,11 +64,15 @@ class RooflineConfig(Frozen):
     mbu: float | None = Field(default=None, gt=0, le=1)
     attention: bool = True
     comm: bool = True
+    logits: Literal["sampled", "every_token"] = "sampled"  # where the LM head runs (every_token: the seed's 2P per token)
     step_overhead_s: float = Field(default=0.0, ge=0)  # fixed seconds per step (scheduler, sampling on the host)
     layer_overhead_s: float | None = Field(default=None, ge=0)  # fixed seconds per layer per step
     overlap: float | None = Field(default=None, ge=0, le=1)  # 1: max(compute, memory); 0: their sum
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
     memory_reserve_gb: float = Field(default=0.0, ge=0)
+    # the KV cache: "vllm" sizes it as vLLM's memory profiling does (the device's reported total, less the weights,
+    # the profiled activation peak, non-torch memory and CUDA graphs); "reserve": the datasheet memory less the weights
+    kv_memory: Literal["vllm", "reserve"] = "vllm"
     gpu_overrides: dict[str, GpuOverride] = Field(default_factory=dict)
 
 
@@ -134,6 +138,7 @@ class EngineConfig(Frozen):
     speculative: SpeculativeConfig | None = None  # drafts verified per step (sim.run.engine.speculative)
     prefix_caching: bool = False  # reuse cached KV of shared prompt prefixes (the trace's prefix_hash_ids)
     prefix_hash_block_tokens: int = Field(default=512, ge=1, le=1_048_576)  # tokens per hash id (Mooncake: 512)
+    enforce_eager: bool = False  # vLLM's --enforce-eager: no CUDA graphs (their memory is not taken from the KV cache)
 
     @model_validator(mode="after")
     def _hash_blocks(self) -> EngineConfig:

@@ -16,7 +16,7 @@ from sim.errors import FleetsimError, unknown_name
 from sim.physics.hardware import GIGA, TERA, GpuCatalog, GpuSpec, load_gpu_catalog
 from sim.physics.models import ModelCatalog, ModelSpec, load_model_catalog, resolve_model
 from sim.physics.roofline import RooflineSetup, check_fits
-from sim.scenario.config import GpuOverride, RooflineConfig, Scenario
+from sim.scenario.config import EngineConfig, GpuOverride, RooflineConfig, Scenario
 
 
 def apply_override(override: GpuOverride, gpu: GpuSpec) -> GpuSpec:
@@ -32,6 +32,8 @@ def apply_override(override: GpuOverride, gpu: GpuSpec) -> GpuSpec:
     for key, value in override.model_dump(exclude_none=True).items():
         field, factor = scaled.get(key, (key, 1.0))
         changes[field] = value * factor
+    if "hbm_bytes" in changes:
+        changes["device_memory_bytes"] = None  # the corrected size is the memory, as the driver would report it
     return replace(gpu, **changes)
 
 
@@ -42,8 +44,11 @@ def build_setup(
     tp: int,
     roofline: RooflineConfig,
     usd_per_gpu_hour: float | None = None,
+    engine: EngineConfig | None = None,
 ) -> RooflineSetup:
-    """Check that the model can run on `tp` GPUs and fits, then resolve the roofline's numbers."""
+    """Check that the model can run on `tp` GPUs and fits, then resolve the roofline's numbers. `engine`: the
+    replica's engine, whose batch limits vLLM's memory profiling uses (default: the engine defaults)."""
+    engine = engine if engine is not None else EngineConfig()
     model.check_tp(tp)
     override = roofline.gpu_overrides.get(gpu.name)
     if override is not None:
@@ -69,12 +74,17 @@ def build_setup(
         compute_dtype=roofline.compute_dtype,
         attention=roofline.attention,
         comm=roofline.comm,
+        logits_sampled_only=roofline.logits == "sampled",
         step_overhead_s=roofline.step_overhead_s,
         layer_overhead_s=pick("layer_overhead_s"),
         overlap=pick("overlap"),
         gpu_memory_utilization=roofline.gpu_memory_utilization,
         memory_reserve_bytes=roofline.memory_reserve_gb * GIGA,
         usd_per_gpu_hour=usd_per_gpu_hour if usd_per_gpu_hour is not None else gpu.usd_per_gpu_hour,
+        kv_memory=roofline.kv_memory,
+        profile_tokens=engine.batched_tokens(model.max_context_tokens),
+        profile_seqs=engine.max_num_seqs,
+        cuda_graphs=not engine.enforce_eager,
     )
     check_fits(setup)
     return setup
@@ -112,7 +122,12 @@ def resolve_scenario(
     return _keyed(
         "fleet.gpu, fleet.tp",
         lambda: build_setup(
-            model, gpu, tp=scenario.fleet.tp, roofline=scenario.roofline, usd_per_gpu_hour=scenario.pricing.usd_per_gpu_hour
+            model,
+            gpu,
+            tp=scenario.fleet.tp,
+            roofline=scenario.roofline,
+            usd_per_gpu_hour=scenario.pricing.usd_per_gpu_hour,
+            engine=scenario.engine,
         ),
     )
 

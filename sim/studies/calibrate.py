@@ -57,7 +57,7 @@ class Shape:
     """One measured row: the steps it consists of and their measured total."""
 
     label: str
-    steps: tuple[tuple[int, float, float], ...]  # (new tokens, attention pairs, KV tokens read) per step
+    steps: tuple[tuple[int, float, float, int], ...]  # (new tokens, attention pairs, KV tokens read, logit rows) per step
     measured_s: float
 
 
@@ -142,12 +142,12 @@ def _steps_layout(df: pd.DataFrame, path: str) -> list[Shape]:
     for i, kind in enumerate(kinds):
         b, n, c = int(batch[i]), int(new[i]), int(ctx[i])
         if kind == "decode":
-            step = (b * n, b * (n * c + n * (n + 1) / 2), float(b * c))
+            step = (b * n, b * (n * c + n * (n + 1) / 2), float(b * c), b)
         elif kind == "prefill":
-            step = (b * n, b * n * (n + 1) / 2, 0.0)
+            step = (b * n, b * n * (n + 1) / 2, 0.0, b)
         else:  # b prefill chunks of n (nothing cached) plus decode_seqs decodes at context c
             d = int(dec[i])
-            step = (b * n + d, b * n * (n + 1) / 2 + d * (c + 1), float(d * c))
+            step = (b * n + d, b * n * (n + 1) / 2 + d * (c + 1), float(d * c), b + d)
         label = f"{kind} b={b} n={n} ctx={c}" + (f" +{int(dec[i])} decodes" if kind == "mixed" else "")
         out.append(Shape(label, (step,), float(ms[i]) / 1e3))
     return out
@@ -167,8 +167,8 @@ def _vllm_layout(df: pd.DataFrame, path: str) -> list[Shape]:
     out = []
     for i in range(len(df)):
         b, p, o = int(batch[i]), int(inp[i]), int(outl[i])
-        steps = [(b * p, b * p * (p + 1) / 2, 0.0)]
-        steps += [(b, float(b * (p + j + 1)), float(b * (p + j))) for j in range(o - 1)]  # context p + j cached
+        steps = [(b * p, b * p * (p + 1) / 2, 0.0, b)]
+        steps += [(b, float(b * (p + j + 1)), float(b * (p + j)), b) for j in range(o - 1)]  # context p + j cached
         out.append(Shape(f"run b={b} in={p} out={o}", tuple(steps), float(lat[i])))
     return out
 
@@ -202,8 +202,8 @@ def _terms(setup: RooflineSetup, shapes: Sequence[Shape]) -> _Terms:
     model = setup.model
     c, m, ar, row = [], [], [], []
     for i, shape in enumerate(shapes):
-        for n, pairs, kv in shape.steps:
-            cost = step_cost(base, n_tokens=n, attention_pairs=pairs, kv_read_tokens=kv)
+        for n, pairs, kv, logits in shape.steps:
+            cost = step_cost(base, n_tokens=n, attention_pairs=pairs, kv_read_tokens=kv, logit_tokens=logits)
             c.append(cost.compute_s)
             m.append(cost.memory_s)
             act = n * model.hidden_size * setup.activation_bits / 8

@@ -418,7 +418,7 @@ class Replica:
                     scheduled[seq.idx] = now
         la = self.limits.lookahead  # speculative decoding: each decoder holds slots for its k drafts too
         verifying = self._verifying  # (filled only with speculative decoding)
-        n_prefill = n_decode = decode_ctx = 0
+        n_prefill = n_decode = decode_ctx = n_prefill_seqs = 0
         pairs = kv_read = 0
         kv = self.kv
         for seq, n in batch.work:
@@ -436,6 +436,7 @@ class Replica:
                     kv.grow(seq, c + 1)
             else:
                 n_prefill += n
+                n_prefill_seqs += 1
                 kv.grow(seq, c + n)
             pairs += n * c + n * (n + 1) // 2
             kv_read += c
@@ -446,7 +447,7 @@ class Replica:
             pairs += group.ctx + group.n
             kv_read += group.ctx
             kv.grant(group.next_step_blocks)
-        dt, flops, n_bytes = self.step_time.step(n_prefill, n_decode, pairs, kv_read, decode_ctx)
+        dt, flops, n_bytes = self.step_time.step(n_prefill, n_decode, pairs, kv_read, decode_ctx, n_decode + n_prefill_seqs)
         self._work_start = now
         self._stepping = (batch, dt, n_prefill, n_decode, decode_ctx)
         self.flops += flops
@@ -489,7 +490,7 @@ class Replica:
         lines = self._lines
         if lines is not None:
             return lines.decode_sum(n_seqs, context_sum, 1)
-        return self.step_time.step(0, n_seqs, context_sum + n_seqs, context_sum, context_sum)[0]
+        return self.step_time.step(0, n_seqs, context_sum + n_seqs, context_sum, context_sum, n_seqs)[0]
 
     def _emit_verified(self, work: list[tuple[Seq, int]], end: float) -> bool:
         """The step's tokens, in the step's order, its speculating decoders (explicit ones: `_verifying`, in the same

@@ -93,6 +93,7 @@ class SpeculativeStepTime:
         attention_pairs: float,
         kv_read_tokens: float,
         decode_context_tokens: int = 0,
+        logit_tokens: int | None = None,
     ) -> tuple[float, float, float]:
         k = self.k
         dt, flops, n_bytes = self.target.step(
@@ -101,13 +102,14 @@ class SpeculativeStepTime:
             attention_pairs + k * decode_context_tokens + n_decode_seqs * self._extra_pairs,
             kv_read_tokens,
             decode_context_tokens,
+            None if logit_tokens is None else logit_tokens + n_decode_seqs * k,  # a verify's k + 1 positions each
         )
         return dt + self.draft_s(n_decode_seqs, decode_context_tokens), flops, n_bytes
 
     def verify(self, n_seqs: int, context_sum: int) -> tuple[float, float, float]:
         """(seconds, FLOPs, bytes) of a step in which `n_seqs` decoders whose contexts sum to `context_sum` verify
         their drafts and nothing else runs: `step` of such a batch."""
-        return self.step(0, n_seqs, context_sum + n_seqs, context_sum, context_sum)
+        return self.step(0, n_seqs, context_sum + n_seqs, context_sum, context_sum, n_seqs)
 
     def verify_s(self, n_seqs: int, context_sum: int) -> float:
         """The seconds of `verify` (the same float)."""

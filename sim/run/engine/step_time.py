@@ -147,11 +147,13 @@ class StepTimeModel(Protocol):
         attention_pairs: float,
         kv_read_tokens: float,
         decode_context_tokens: int = 0,
+        logit_tokens: int | None = None,
     ) -> tuple[float, float, float]:
         """(seconds, FLOPs, bytes) of one step (FLOPs and bytes 0 when the model does not know them): it processes
         `n_prefill_tokens` prompt (or recompute) tokens and one token for each of `n_decode_seqs` decoding
         sequences, whose cached contexts sum to `decode_context_tokens`; `attention_pairs` (query, key) pairs
-        and `kv_read_tokens` cached tokens read over the whole batch."""
+        and `kv_read_tokens` cached tokens read over the whole batch; `logit_tokens` positions get logits (one per
+        scheduled sequence; None: every token)."""
         ...
 
 
@@ -191,6 +193,8 @@ class RooflineStepTime:
         self._attention = s.attention
         self._attn_per_pair = m.attention_flops_per_pair
         self._overhead = fixed_overhead_s(s)
+        self._logits_sampled = s.logits_sampled_only
+        self._logit_flops = m.logit_flops_per_token
         self._overlap = s.overlap
         self._g = 1.0 - s.overlap
         self._per_batch: dict[int, tuple[float, float, float]] = {}
@@ -203,6 +207,7 @@ class RooflineStepTime:
         attention_pairs: float,
         kv_read_tokens: float,
         decode_context_tokens: int = 0,
+        logit_tokens: int | None = None,
     ) -> tuple[float, float, float]:
         """`step_cost`'s arithmetic, operation for operation (so the same floats), with its per-token-count
         terms memoized."""
@@ -216,6 +221,8 @@ class RooflineStepTime:
             terms = (n * m.flops_per_token, weight_bytes_read(s, n), comm)
             self._step_terms[n] = terms
         flops, weight_bytes, comm = terms
+        if logit_tokens is not None and self._logits_sampled and logit_tokens < n:
+            flops -= (n - logit_tokens) * self._logit_flops
         if self._attention:
             flops += attention_pairs * self._attn_per_pair
         n_bytes = weight_bytes + self._kv * (kv_read_tokens + n)
@@ -284,6 +291,7 @@ class ConstantStepTime:
         attention_pairs: float,
         kv_read_tokens: float,
         decode_context_tokens: int = 0,
+        logit_tokens: int | None = None,
     ) -> tuple[float, float, float]:
         return n_prefill_tokens * self.prefill_s_per_token + (self.decode_step_s if n_decode_seqs else 0.0), 0.0, 0.0
 

@@ -1,0 +1,140 @@
+"""`fleetsim validate`: replay a real serving run and say how far the simulated latencies are from the measured ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from sim.cli.common import check_out_file, emit_json
+from sim.errors import FleetsimError
+
+
+def _columns(text: str) -> dict[str, str]:
+    out = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        field, sep, name = item.partition("=")
+        if not sep or not field.strip() or not name.strip():
+            raise FleetsimError(f"--columns: each entry must be FIELD=COLUMN (got {item!r})")
+        out[field.strip()] = name.strip()
+    return out
+
+
+def validate(
+    run_log: Annotated[
+        Path, typer.Argument(help="A run folder (requests.jsonl + meta.json), a vllm bench serve JSON, or a CSV.")
+    ],
+    scenario: Annotated[
+        Path | None, typer.Option(help="Scenario YAML with the run's model, GPU, TP and engine (default: the run's meta.json).")
+    ] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a scenario key: PATH=VALUE (repeatable).")] = None,
+    layout: Annotated[str, typer.Option(help="auto, requests, vllm-bench or csv.")] = "auto",
+    columns: Annotated[
+        str, typer.Option(help="csv layout: FIELD=COLUMN pairs, comma-separated (fields: arrival, prompt, output, ttft, e2e).")
+    ] = "",
+    time_unit: Annotated[str, typer.Option(help="csv layout: unit of the time columns (s, ms, us).")] = "s",
+    kv_blocks: Annotated[
+        str, typer.Option(help="computed (fleetsim sizes the KV cache) or logged (vLLM's count from meta.json).")
+    ] = "computed",
+    plot: Annotated[Path | None, typer.Option(help="Write the CDFs and time series side by side to this PNG.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Replay a real run's requests on its setup and compare TTFT, TPOT, ITL and E2E with the measured ones."""
+    import numpy as np
+
+    from sim.scenario.config import apply_sets, check_kind
+    from sim.studies.validate import validate as run_validation
+    from sim.workload.runlog import read_run_log
+    from sim.yaml_input import read_yaml
+
+    if plot is not None:
+        check_out_file(plot, "--plot")
+    log = read_run_log(run_log, layout=layout, columns=_columns(columns), time_unit=time_unit)
+    raw: dict[str, Any] | None = None
+    base_dir = None
+    if scenario is not None:
+        loaded = read_yaml(scenario)
+        check_kind(scenario, loaded, expected="scenario")
+        if not isinstance(loaded, dict):
+            raise FleetsimError(f"{scenario}: a scenario must be a YAML mapping")
+        raw, base_dir = loaded, scenario.parent
+    if set_:
+        if raw is None:
+            from sim.studies.validate import scenario_from_meta
+
+            if log.meta is None:
+                raise FleetsimError(f"{log.source}: --set needs --scenario or a meta.json beside the log")
+            raw = scenario_from_meta(log.meta)[0]
+        raw = apply_sets(raw, set_)
+    cmp = run_validation(log, raw, kv_blocks=kv_blocks, base_dir=base_dir)
+    series = cmp.series
+    drift = None
+    if series is not None:
+        drift = {
+            c: {
+                "real_mean": float(series[f"real_{c}"].mean()),
+                "sim_mean": float(series[f"sim_{c}"].mean()),
+                "mean_abs_diff": float(np.abs(series[f"real_{c}"] - series[f"sim_{c}"]).mean()),
+            }
+            for c in ("running", "waiting", "kv_use")
+        }
+    if plot is not None:
+        _write_plot(plot, log, cmp)
+    summary = {
+        "run_log": log.source,
+        "layout": log.layout,
+        "requests": len(log.trace),
+        "dropped": log.dropped,
+        "scenario": cmp.result.meta["scenario"] if cmp.result is not None else None,
+        "kv_blocks": cmp.kv_blocks,
+        "metrics": cmp.rows,
+        "time_series": drift,
+        "notes": cmp.notes,
+    }
+    if as_json:
+        emit_json(summary)
+        return
+    blocks = cmp.kv_blocks
+    logged = f", vLLM logged {blocks['logged']:,}" if blocks["logged"] is not None else ""
+    typer.echo(f"fleetsim validate: {len(log.trace)} requests from {log.source} ({log.layout})")
+    typer.echo(f"  KV cache: {blocks['simulated']:,} blocks simulated ({kv_blocks}){logged}")
+    typer.echo(f"  {'metric':<7}{'stat':<6}{'real':>14}{'fleetsim':>14}{'error':>9}")
+    for r in cmp.rows:
+        err = "" if r["error"] is None else f"{r['error']:+.1%}"
+        typer.echo(f"  {r['metric'].upper():<7}{r['stat']:<6}{_ms(r['real_s']):>14}{_ms(r['sim_s']):>14}{err:>9}")
+    if drift is not None:
+        typer.echo("  over time (the run's ticks)   real mean   fleetsim mean   mean |diff|")
+        for c, d in drift.items():
+            typer.echo(f"    {c:<26}{d['real_mean']:>10.2f}{d['sim_mean']:>16.2f}{d['mean_abs_diff']:>14.2f}")
+    for note in cmp.notes:
+        typer.echo(f"  note: {note}")
+    if plot is not None:
+        typer.echo(f"wrote {plot}")
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:,.1f} ms"
+
+
+def _write_plot(path: Path, log: Any, cmp: Any) -> None:
+    import numpy as np
+
+    from sim.atomic import atomic_file
+    from sim.results.plots import pyplot, validation_figure
+
+    assert cmp.result is not None
+    req = cmp.result.requests
+    done = (req["status"].astype(str) == "completed").to_numpy()
+    a, f, c = (req[k].to_numpy()[done] for k in ("arrival_at_s", "first_token_at_s", "completed_at_s"))
+    out = req["output_tokens"].to_numpy()[done]
+    multi = out > 1
+    sim = {"ttft": f - a, "e2e": c - a, "tpot": (c[multi] - f[multi]) / (out[multi] - 1)}
+    real = {"ttft": log.ttft_s, "e2e": log.e2e_s, "tpot": log.tpot_s}
+    if log.itl_s is not None and cmp.result.itl.count:
+        real["itl"] = log.itl_s
+        sim["itl"] = np.array([cmp.result.itl.percentile(q) for q in np.linspace(0, 100, 1001)])
+    fig = validation_figure(real, sim, cmp.series, title=f"{Path(log.source).parent.name or log.source}: real vs fleetsim")
+    with atomic_file(path, "--plot") as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    pyplot().close(fig)

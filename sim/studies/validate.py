@@ -1,0 +1,239 @@
+"""End-to-end accuracy: replay a real serving run's requests on the run's own setup and compare latencies.
+
+`validate(log, scenario)` replays the log's arrivals and token counts (`sim.workload.runlog`) on one warm replica of
+the scenario's fleet (never autoscaled: the real run had a fixed server) and compares, simulated against measured,
+TTFT, TPOT, ITL (when the log has per-token times) and E2E: mean, median, p90, p99, with the relative error; and,
+when the log has a time series, the running and waiting requests and the KV-cache use over time.
+
+`scenario_from_meta(meta)` writes the scenario a run's `meta.json` describes (vLLM's engine arguments and resolved
+configuration, the hardware): model, GPU, TP, `max_num_seqs`, `max_num_batched_tokens`, block size,
+`gpu_memory_utilization`, weights and KV-cache dtypes; each value says where it came from, and what cannot be mapped
+is listed. The KV cache is sized by fleetsim (`kv_blocks="computed"`, the prediction being judged) or taken from the
+run's log (`"logged"`: vLLM's own count, to judge the step times alone).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sim.errors import FleetsimError
+from sim.physics.hardware import load_gpu_catalog
+from sim.physics.models import load_model_catalog
+from sim.results.result import SimResult
+from sim.run.simulate import simulate
+from sim.scenario.config import Scenario, parse_config
+from sim.workload.runlog import RunLog
+
+STATS = ("mean", "p50", "p90", "p99")
+METRICS = ("ttft", "tpot", "itl", "e2e")
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """Simulated vs measured, per metric and statistic (seconds), and over time."""
+
+    rows: list[dict[str, Any]]  # metric, stat, real_s, sim_s, error (sim / real - 1)
+    series: pd.DataFrame | None  # t_s, real/sim running, waiting, kv_use (a share) on the log's ticks
+    kv_blocks: dict[str, int | None]  # the simulated replica's blocks, and vLLM's logged count
+    notes: list[str] = field(default_factory=list)
+    result: SimResult | None = None
+
+    def error(self, metric: str, stat: str = "mean") -> float | None:
+        for r in self.rows:
+            if r["metric"] == metric and r["stat"] == stat:
+                return r["error"]
+        return None
+
+
+def _stat(values: np.ndarray, stat: str) -> float:
+    if stat == "mean":
+        return float(np.mean(values))
+    return float(np.percentile(values, {"p50": 50, "p90": 90, "p99": 99}[stat]))
+
+
+def _lookup_model(name: str) -> str:
+    catalog = load_model_catalog()
+    key = name.strip().lower()
+    if key in catalog.models:
+        return key
+    for k, spec in catalog.models.items():
+        if spec.hf_repo.lower() == key or spec.hf_repo.lower().split("/")[-1] == key.split("/")[-1]:
+            return k
+    raise FleetsimError(
+        f"meta.json model: {name!r} is not in the model catalog; pass --scenario with the model (a catalog name or a config.json)"
+    )
+
+
+def gpu_name_of_device(device: str) -> str:
+    """The catalog GPU a CUDA device name denotes ("NVIDIA GeForce RTX 4090" -> rtx-4090), via the catalog's aliases."""
+    catalog = load_gpu_catalog()
+    key = device.strip().lower()
+    for candidate in (key, key.removeprefix("nvidia ").strip(), key.removeprefix("nvidia ").replace(" ", "-")):
+        try:
+            return catalog.get(candidate).name
+        except FleetsimError:
+            continue
+    raise FleetsimError(
+        f"meta.json hardware.device_name: no catalog GPU is named {device!r}; add it (--gpus FILE) or pass --scenario"
+    )
+
+
+def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A scenario dict for one replica of the run's setup, and notes on what was not mapped."""
+    kw = meta.get("engine_kwargs") or {}
+    resolved = meta.get("resolved_config") or {}
+    sched = resolved.get("scheduler_config") or {}
+    cache = meta.get("kv_cache") or resolved.get("cache_config") or {}
+    hardware = meta.get("hardware") or {}
+    notes: list[str] = []
+    model = kw.get("model") or meta.get("model")
+    if not model:
+        raise FleetsimError("meta.json: no model (engine_kwargs.model or model)")
+    device = hardware.get("device_name")
+    if not device:
+        raise FleetsimError("meta.json: no hardware.device_name; pass --scenario with the fleet's GPU")
+    tp = int(kw.get("tensor_parallel_size") or 1)
+    for key in ("data_parallel_size", "pipeline_parallel_size"):
+        if int(kw.get(key) or 1) != 1:
+            notes.append(f"{key}={kw[key]} is not modelled (one replica of TP {tp} is replayed)")
+    if kw.get("enable_expert_parallel"):
+        notes.append("enable_expert_parallel is not modelled")
+    weight_bits = 16
+    quant = kw.get("quantization") or (resolved.get("model_config") or {}).get("quantization")
+    if quant:
+        if str(quant).lower() in ("fp8", "fbgemm_fp8", "modelopt"):
+            weight_bits = 8
+        else:
+            notes.append(f"quantization={quant} is not modelled (16-bit weights assumed)")
+    kv_dtype = str(kw.get("kv_cache_dtype") or cache.get("cache_dtype") or "auto")
+    kv_bits = 8 if kv_dtype.startswith("fp8") else 16
+    chunked = sched.get("enable_chunked_prefill", True)
+    engine: dict[str, Any] = {
+        "policy": "chunked" if chunked else "prefill_first",
+        "max_num_seqs": int(kw.get("max_num_seqs") or sched.get("max_num_seqs") or 256),
+        "block_size": int(cache.get("block_size") or 16),
+    }
+    mnbt = kw.get("max_num_batched_tokens") or sched.get("max_num_batched_tokens")
+    if mnbt:
+        engine["max_num_batched_tokens"] = int(mnbt)
+    if cache.get("enable_prefix_caching"):
+        notes.append("prefix caching: on in the run; replayed without shared prefixes (the log has no prompt hashes)")
+    scenario = {
+        "model": _lookup_model(str(model)),
+        "fleet": {
+            "gpu": gpu_name_of_device(str(device)),
+            "tp": tp,
+            "timeline_interval_s": float(meta.get("tick_seconds") or 1.0),
+        },
+        "engine": engine,
+        "roofline": {
+            "gpu_memory_utilization": float(cache.get("gpu_memory_utilization") or 0.9),
+            "weight_bits": weight_bits,
+            "kv_bits": kv_bits,
+        },
+    }
+    return scenario, notes
+
+
+def logged_blocks(meta: dict[str, Any] | None) -> int | None:
+    if not meta:
+        return None
+    n = (meta.get("kv_cache") or {}).get("num_gpu_blocks")
+    return int(n) if isinstance(n, int | float) and n > 0 else None
+
+
+def replay_scenario(
+    log: RunLog, scenario: dict[str, Any] | None, *, kv_blocks: str = "computed", base_dir: Path | None = None
+) -> tuple[Scenario, list[str]]:
+    """The scenario to replay: the given one (a scenario dict, paths in it relative to `base_dir`) or the run's
+    meta.json's, as one fixed warm replica, with vLLM's logged KV block count when `kv_blocks` is "logged"."""
+    notes: list[str] = []
+    if scenario is None:
+        if log.meta is None:
+            raise FleetsimError(
+                f"{log.source}: no meta.json beside the log; pass --scenario with the run's model, GPU and engine"
+            )
+        raw, notes = scenario_from_meta(log.meta)
+    else:
+        raw = dict(scenario)
+    raw.pop("trace", None)
+    fleet = dict(raw.get("fleet") or {})
+    fleet.pop("autoscaler", None)
+    fleet["lifecycle"] = {"start": "warm"}
+    raw["fleet"] = fleet
+    if kv_blocks not in ("computed", "logged"):
+        raise FleetsimError(f"kv blocks must be 'computed' or 'logged' (got {kv_blocks!r})")
+    if kv_blocks == "logged":
+        n = logged_blocks(log.meta)
+        if n is None:
+            raise FleetsimError(f"{log.source}: --kv-blocks logged needs meta.json's kv_cache.num_gpu_blocks")
+        raw["engine"] = {**(raw.get("engine") or {}), "num_gpu_blocks_override": n}
+    sc = parse_config(raw, where="the replayed scenario", base_dir=base_dir)
+    if base_dir is not None:
+        sc._base_dir = base_dir
+    return sc, notes
+
+
+def validate(
+    log: RunLog, scenario: dict[str, Any] | None = None, *, kv_blocks: str = "computed", base_dir: Path | None = None
+) -> Comparison:
+    """Replay `log` on `scenario` (default: its meta.json's) and compare; see the module docstring."""
+    sc, notes = replay_scenario(log, scenario, kv_blocks=kv_blocks, base_dir=base_dir)
+    result = simulate(sc, log.trace, measure_capacity=False)
+    req = result.requests
+    status = req["status"].astype(str).to_numpy()
+    if not (status == "completed").all():
+        n = int((status != "completed").sum())
+        notes.append(
+            f"{n} requests were not completed in the replay (rejected: {req['reject_reason'].dropna().iloc[0] if n else ''})"
+        )
+    done = status == "completed"
+    arrival = req["arrival_at_s"].to_numpy()
+    first, last = req["first_token_at_s"].to_numpy(), req["completed_at_s"].to_numpy()
+    out = req["output_tokens"].to_numpy()
+    sim = {"ttft": (first - arrival)[done], "e2e": (last - arrival)[done]}
+    multi = done & (out > 1)
+    sim["tpot"] = (last[multi] - first[multi]) / (out[multi] - 1)
+    real = {"ttft": log.ttft_s, "e2e": log.e2e_s, "tpot": log.tpot_s}
+    if log.itl_s is not None and log.itl_s.size and result.itl.count:
+        real["itl"] = log.itl_s
+    rows = []
+    for metric in METRICS:
+        if metric not in real:
+            continue
+        for stat in STATS:
+            r = _stat(real[metric], stat)
+            if metric == "itl":
+                s = result.itl.mean() if stat == "mean" else result.itl.percentile({"p50": 50, "p90": 90, "p99": 99}[stat])
+            else:
+                s = _stat(sim[metric], stat)
+            rows.append({"metric": metric, "stat": stat, "real_s": r, "sim_s": s, "error": s / r - 1 if r else None})
+    series = _series(log, result)
+    blocks = {"simulated": int(result.replicas["kv_blocks"].iloc[0]), "logged": logged_blocks(log.meta)}
+    return Comparison(rows, series, blocks, notes, result)
+
+
+def _series(log: RunLog, result: SimResult) -> pd.DataFrame | None:
+    """The run's time series next to the replay's timeline, on the log's ticks (a tick at t covers (t - 1, t])."""
+    ts = log.timeseries
+    if ts is None:
+        return None
+    tl = result.timeline
+    t = ts["t"].to_numpy(dtype=np.float64)
+    idx = np.clip(np.searchsorted(tl["t_s"].to_numpy(), t, side="right") - 1, 0, len(tl) - 1)
+    return pd.DataFrame(
+        {
+            "t_s": t,
+            "real_running": ts["running"].to_numpy(),
+            "sim_running": tl["running"].to_numpy()[idx],
+            "real_waiting": ts["waiting"].to_numpy(),
+            "sim_waiting": tl["waiting"].to_numpy()[idx],
+            "real_kv_use": ts["kv_cache_pct"].to_numpy() / 100.0,
+            "sim_kv_use": tl["kv_use"].to_numpy()[idx],
+        }
+    )

@@ -1,0 +1,271 @@
+"""Real serving runs, per request: what a run's logs say happened, for `fleetsim validate` to replay and compare.
+
+Layouts, detected from the file (or forced with `layout`):
+  requests    JSON lines, one per request: `input_toks`, `output_toks`, `queued_ts`, `first_token_ts`,
+              `last_token_ts` (seconds, one monotonic clock; `scheduled_ts` optional) — the engine-side timestamps
+              vLLM's request stats carry, as LLMServingSim's benchmark writes them. A folder holding
+              `requests.jsonl` is read with its `meta.json` (the engine arguments, vLLM's resolved configuration, KV
+              cache size, hardware) and `timeseries.csv` (per tick: `t`, `running`, `waiting`, `kv_cache_pct`), if there.
+  vllm-bench  `vllm bench serve --save-result` JSON: per request `input_lens`, `output_lens`, `ttfts` (s), `itls`
+              (s, the gaps after the first token) and `start_times` (s; the client's send time: needs a vLLM recent
+              enough to save it), `errors` (a request with an error is left out). Client-side times: they include the
+              HTTP and tokenizer overheads the engine-side layout does not.
+  csv         a CSV with a column mapping (`columns`: arrival, prompt, output, ttft, e2e -> the file's names) and a
+              time unit: per request its arrival, prompt and output tokens, TTFT and end-to-end latency.
+
+Definitions (vLLM's and its benchmark's): arrival = the request's queued (or send) time; TTFT = first token -
+arrival; E2E = last token - arrival; TPOT = (E2E - TTFT) / (output tokens - 1), for requests of 2 or more tokens.
+Every problem is a one-line `FleetsimError` naming the file, the line or field, the rule and the value.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sim.errors import FleetsimError, _short
+from sim.workload.schema import validate_frame
+
+LAYOUTS = ("requests", "vllm-bench", "csv")
+TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
+REQUEST_KEYS = ("input_toks", "output_toks", "queued_ts", "first_token_ts", "last_token_ts")
+BENCH_KEYS = ("input_lens", "output_lens", "ttfts", "itls", "start_times")
+CSV_FIELDS = ("arrival", "prompt", "output", "ttft", "e2e")
+TIMESERIES_COLUMNS = ("t", "running", "waiting", "kv_cache_pct")
+MAX_REQUESTS = 10_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class RunLog:
+    """A measured run: its trace (arrivals from 0, prompt and output tokens; request order as logged, sorted by
+    arrival), the measured TTFT and E2E per request (s, same order), the inter-token gaps when the log has them,
+    and the run's engine metadata and time series when given."""
+
+    source: str
+    layout: str
+    trace: pd.DataFrame
+    ttft_s: np.ndarray
+    e2e_s: np.ndarray
+    itl_s: np.ndarray | None  # every gap of every request, pooled (None: the log has no per-token times)
+    meta: dict[str, Any] | None
+    timeseries: pd.DataFrame | None
+    dropped: int = 0  # requests the log marks failed (left out)
+
+    @property
+    def tpot_s(self) -> np.ndarray:
+        out = self.trace["output_tokens"].to_numpy()
+        multi = out > 1
+        return (self.e2e_s[multi] - self.ttft_s[multi]) / (out[multi] - 1)
+
+
+def read_run_log(
+    path: str | Path, *, layout: str = "auto", columns: Mapping[str, str] | None = None, time_unit: str = "s"
+) -> RunLog:
+    """Read a run's per-request log (see the module docstring for the layouts)."""
+    p = Path(path)
+    if not p.exists():
+        raise FleetsimError(f"{p}: no such file or folder (a run log: requests.jsonl, a vllm bench JSON or a CSV)")
+    meta = timeseries = None
+    if p.is_dir():
+        folder, p = p, p / "requests.jsonl"
+        if not p.is_file():
+            raise FleetsimError(f"{folder}: a run folder must hold requests.jsonl (per-request timestamps)")
+    if layout == "auto":
+        layout = _detect(p)
+    if layout not in LAYOUTS:
+        raise FleetsimError(f"layout must be one of {', '.join(LAYOUTS)} (got {layout!r})")
+    if time_unit not in TIME_UNITS:
+        raise FleetsimError(f"time unit must be one of {', '.join(TIME_UNITS)} (got {time_unit!r})")
+    if layout == "requests":
+        arrival, prompt, output, ttft, e2e, dropped = _read_requests(p)
+        itl = None
+        meta = _read_meta(p.parent / "meta.json") if (p.parent / "meta.json").is_file() else None
+        ts = p.parent / "timeseries.csv"
+        timeseries = _read_timeseries(ts) if ts.is_file() else None
+    elif layout == "vllm-bench":
+        arrival, prompt, output, ttft, e2e, itl, dropped = _read_bench(p)
+    else:
+        arrival, prompt, output, ttft, e2e, dropped = _read_csv(p, columns, TIME_UNITS[time_unit])
+        itl = None
+    if arrival.size == 0:
+        raise FleetsimError(f"{p}: no completed request in the log")
+    order = np.argsort(arrival, kind="stable")
+    t0 = float(arrival[order[0]])
+    frame = pd.DataFrame({"arrival_at_s": arrival[order] - t0, "prompt_tokens": prompt[order], "output_tokens": output[order]})
+    trace = validate_frame(frame, source=str(p))
+    return RunLog(str(p), layout, trace, ttft[order], e2e[order], itl, meta, timeseries, dropped)
+
+
+def _detect(p: Path) -> str:
+    suffix = p.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        return "requests"
+    if suffix == ".csv":
+        return "csv"
+    if suffix == ".json":
+        return "vllm-bench"
+    raise FleetsimError(f"{p}: cannot tell the layout from the extension {suffix!r}; give one of {', '.join(LAYOUTS)}")
+
+
+def _fail(p: Path, where: str, rule: str, value: Any) -> FleetsimError:
+    return FleetsimError(f"{p} {where}: {rule} (got {_short(value)})")
+
+
+def _number(p: Path, where: str, value: Any, *, integer: bool = False, minimum: float = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _fail(p, where, "must be a finite number", value)
+    if integer and value != int(value):
+        raise _fail(p, where, "must be a whole number", value)
+    if value < minimum:
+        raise _fail(p, where, f"must be >= {minimum:g}", value)
+    return float(value)
+
+
+def _read_requests(p: Path) -> Any:
+    rows: list[tuple[float, float, float, float, float]] = []
+    dropped = 0
+    try:
+        lines = p.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise FleetsimError(f"{p}: cannot read ({err})") from None
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        if len(rows) >= MAX_REQUESTS:
+            raise FleetsimError(f"{p}: more than {MAX_REQUESTS:,} requests; split the log")
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise FleetsimError(f"{p} line {n}: invalid JSON ({err.msg})") from None
+        if not isinstance(rec, dict):
+            raise _fail(p, f"line {n}", "must be a JSON object", rec)
+        missing = [k for k in REQUEST_KEYS if k not in rec]
+        if missing:
+            raise FleetsimError(f"{p} line {n}: missing {', '.join(missing)} (each request needs {', '.join(REQUEST_KEYS)})")
+        if rec["first_token_ts"] is None or rec["last_token_ts"] is None:
+            dropped += 1  # a request that never produced a token (failed or aborted)
+            continue
+        prompt = _number(p, f"line {n} input_toks", rec["input_toks"], integer=True, minimum=1)
+        output = _number(p, f"line {n} output_toks", rec["output_toks"], integer=True, minimum=1)
+        queued = _number(p, f"line {n} queued_ts", rec["queued_ts"], minimum=-math.inf)
+        first = _number(p, f"line {n} first_token_ts", rec["first_token_ts"], minimum=queued)
+        last = _number(p, f"line {n} last_token_ts", rec["last_token_ts"], minimum=first)
+        rows.append((queued, prompt, output, first - queued, last - queued))
+    if not rows:
+        raise FleetsimError(f"{p}: no request in the log")
+    a = np.array(rows)
+    return a[:, 0], a[:, 1].astype(np.int64), a[:, 2].astype(np.int64), a[:, 3], a[:, 4], dropped
+
+
+def _read_bench(p: Path) -> Any:
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError) as err:
+        raise FleetsimError(f"{p}: cannot read ({err})") from None
+    except json.JSONDecodeError as err:
+        raise FleetsimError(f"{p} line {err.lineno}: invalid JSON ({err.msg})") from None
+    if not isinstance(data, dict):
+        raise _fail(p, "top level", "must be a JSON object (vllm bench serve --save-result)", data)
+    missing = [k for k in BENCH_KEYS if k not in data]
+    if missing:
+        hint = " (start_times: a vLLM recent enough to save the send times)" if missing == ["start_times"] else ""
+        raise FleetsimError(f"{p}: missing {', '.join(missing)}{hint}; a vllm bench serve result needs {', '.join(BENCH_KEYS)}")
+    n = len(data["input_lens"])
+    for k in BENCH_KEYS:
+        if not isinstance(data[k], list) or len(data[k]) != n:
+            raise _fail(p, k, f"must be a list of {n} entries, one per request like input_lens", type(data[k]).__name__)
+    errors = data.get("errors") or [""] * n
+    keep, gaps = [], []
+    dropped = 0
+    for i in range(n):
+        if (i < len(errors) and errors[i]) or data["ttfts"][i] in (None, 0):
+            dropped += 1
+            continue
+        start = _number(p, f"start_times[{i}]", data["start_times"][i], minimum=-math.inf)
+        prompt = _number(p, f"input_lens[{i}]", data["input_lens"][i], integer=True, minimum=1)
+        output = _number(p, f"output_lens[{i}]", data["output_lens"][i], integer=True, minimum=1)
+        ttft = _number(p, f"ttfts[{i}]", data["ttfts"][i])
+        itl = data["itls"][i]
+        if not isinstance(itl, list):
+            raise _fail(p, f"itls[{i}]", "must be a list of gaps (s)", itl)
+        g = np.array([_number(p, f"itls[{i}][{j}]", v) for j, v in enumerate(itl)], dtype=np.float64)
+        gaps.append(g)
+        keep.append((start, prompt, output, ttft, ttft + float(g.sum())))
+    if not keep:
+        raise FleetsimError(f"{p}: no successful request in the result")
+    a = np.array(keep)
+    return a[:, 0], a[:, 1].astype(np.int64), a[:, 2].astype(np.int64), a[:, 3], a[:, 4], np.concatenate(gaps), dropped
+
+
+def _read_csv(p: Path, columns: Mapping[str, str] | None, unit: float) -> Any:
+    names = {f: f for f in CSV_FIELDS} | dict(columns or {})
+    unknown = sorted(set(names) - set(CSV_FIELDS))
+    if unknown:
+        raise FleetsimError(f"column mapping: unknown field {unknown[0]!r}; fields: {', '.join(CSV_FIELDS)}")
+    try:
+        df = pd.read_csv(p)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise FleetsimError(f"{p}: cannot read as CSV ({str(err).splitlines()[0]})") from None
+    missing = [f"{f} (column {names[f]!r})" for f in CSV_FIELDS if names[f] not in df.columns]
+    if missing:
+        raise FleetsimError(f"{p}: missing {', '.join(missing)}; columns are {', '.join(map(str, df.columns))}")
+    cols = {}
+    for f in CSV_FIELDS:
+        v = pd.to_numeric(df[names[f]], errors="coerce").to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(v) | (v < 0 if f != "arrival" else np.zeros(v.size, dtype=bool))
+        if f in ("prompt", "output"):
+            bad |= (v < 1) | (v != np.floor(v))
+        if bad.any():
+            i = int(np.argmax(bad))
+            rule = "a whole number >= 1" if f in ("prompt", "output") else "a finite number" + (" >= 0" if f != "arrival" else "")
+            raise _fail(p, f"line {i + 2} column {names[f]!r}", f"must be {rule}", df[names[f]].iloc[i])
+        cols[f] = v
+    late = cols["e2e"] < cols["ttft"]
+    if late.any():
+        i = int(np.argmax(late))
+        raise _fail(p, f"line {i + 2} column {names['e2e']!r}", "must be >= the TTFT", df[names["e2e"]].iloc[i])
+    return (
+        cols["arrival"] * unit,
+        cols["prompt"].astype(np.int64),
+        cols["output"].astype(np.int64),
+        cols["ttft"] * unit,
+        cols["e2e"] * unit,
+        0,
+    )
+
+
+def _read_meta(p: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError) as err:
+        raise FleetsimError(f"{p}: cannot read ({err})") from None
+    except json.JSONDecodeError as err:
+        raise FleetsimError(f"{p} line {err.lineno}: invalid JSON ({err.msg})") from None
+    if not isinstance(meta, dict):
+        raise _fail(p, "top level", "must be a JSON object", meta)
+    return meta
+
+
+def _read_timeseries(p: Path) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(p)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise FleetsimError(f"{p}: cannot read as CSV ({str(err).splitlines()[0]})") from None
+    missing = [c for c in TIMESERIES_COLUMNS if c not in df.columns]
+    if missing:
+        raise FleetsimError(
+            f"{p}: missing column {', '.join(missing)}; a run's time series needs {', '.join(TIMESERIES_COLUMNS)}"
+        )
+    out = df[list(TIMESERIES_COLUMNS)].apply(pd.to_numeric, errors="coerce")
+    if out.isna().any().any():
+        col = next(c for c in TIMESERIES_COLUMNS if out[c].isna().any())
+        i = int(np.argmax(out[col].isna().to_numpy()))
+        raise _fail(p, f"line {i + 2} column {col!r}", "must be a number", df[col].iloc[i])
+    return out

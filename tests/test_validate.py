@@ -1,0 +1,185 @@
+"""End-to-end validation: run logs read as they are written, the replay of a real vLLM run within the project's
+accuracy goal, a run fleetsim itself produced replayed exactly, and bad logs as one-line errors."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from sim.cli.commands import app
+from sim.errors import FleetsimError
+from sim.run.simulate import simulate
+from sim.scenario.config import parse_config
+from sim.studies.validate import gpu_name_of_device, scenario_from_meta, validate
+from sim.workload import validate_frame
+from sim.workload.runlog import read_run_log
+
+RUN = Path(__file__).resolve().parents[1] / "benchmarks" / "e2e" / "rtx4090-llama-3.1-8b"
+
+
+def test_the_shared_run_reads_as_vllm_defines_its_latencies():
+    """300 requests; TTFT, TPOT and E2E means as the run's README states them (65.5 s, 32.4 ms, 86.6 s)."""
+    log = read_run_log(RUN)
+    assert len(log.trace) == 300 and log.layout == "requests" and log.dropped == 0
+    assert log.trace["arrival_at_s"].iloc[0] == 0.0 and log.trace["arrival_at_s"].is_monotonic_increasing
+    assert log.ttft_s.mean() == pytest.approx(65.46, abs=0.01)
+    assert log.tpot_s.mean() == pytest.approx(0.03245, abs=1e-4)
+    assert log.e2e_s.mean() == pytest.approx(86.58, abs=0.01)
+    assert log.meta["kv_cache"]["num_gpu_blocks"] == 2588 and len(log.timeseries) == 184
+
+
+def test_the_runs_meta_describes_its_scenario():
+    log = read_run_log(RUN)
+    raw, notes = scenario_from_meta(log.meta)
+    assert raw["model"] == "llama-3.1-8b" and raw["fleet"]["gpu"] == "rtx-4090" and raw["fleet"]["tp"] == 1
+    assert raw["engine"] == {"policy": "chunked", "max_num_seqs": 256, "block_size": 16, "max_num_batched_tokens": 2048}
+    assert raw["roofline"] == {"gpu_memory_utilization": 0.9, "weight_bits": 16, "kv_bits": 16}
+    assert any("prefix caching" in n for n in notes)
+    assert gpu_name_of_device("NVIDIA GeForce RTX 4090") == "rtx-4090"
+    with pytest.raises(FleetsimError, match="no catalog GPU is named 'NVIDIA Quadro P400'"):
+        gpu_name_of_device("NVIDIA Quadro P400")
+
+
+@pytest.mark.slow
+def test_the_real_rtx_4090_run_is_replayed_within_ten_percent():
+    """Uncalibrated (datasheets and published microbenchmarks): mean TTFT, TPOT and E2E within 10% of the real run,
+    with the KV cache sized by fleetsim and with vLLM's own count; the running and waiting series follow the run's."""
+    log = read_run_log(RUN)
+    for kv in ("computed", "logged"):
+        cmp = validate(log, kv_blocks=kv)
+        for metric in ("ttft", "tpot", "e2e"):
+            assert abs(cmp.error(metric)) < 0.10, (kv, metric, cmp.error(metric))
+        s = cmp.series
+        assert abs(s["sim_waiting"].mean() / s["real_waiting"].mean() - 1) < 0.10
+        assert abs(s["sim_running"].mean() / s["real_running"].mean() - 1) < 0.10
+    assert cmp.kv_blocks == {"simulated": 2588, "logged": 2588}
+
+
+def write_requests_log(folder: Path, result, meta: dict) -> None:
+    """A fleetsim run written as the requests layout (engine timestamps on one clock, offset as a real one is)."""
+    r = result.requests
+    base = 27_000.0
+    with (folder / "requests.jsonl").open("w") as f:
+        for row in r.itertuples():
+            rec = {
+                "request_id": f"r{row.Index}",
+                "input_toks": int(row.prompt_tokens),
+                "output_toks": int(row.output_tokens),
+                "queued_ts": base + row.arrival_at_s,
+                "scheduled_ts": base + row.scheduled_at_s,
+                "first_token_ts": base + row.first_token_at_s,
+                "last_token_ts": base + row.completed_at_s,
+            }
+            f.write(json.dumps(rec) + "\n")
+    (folder / "meta.json").write_text(json.dumps(meta))
+
+
+def test_a_run_fleetsim_made_is_replayed_exactly(tmp_path):
+    """The harness against a second code path: a run simulated with a scenario, logged in the requests layout,
+    replayed with the same scenario gives back the same latencies (errors ~0)."""
+    rng = np.random.default_rng(3)
+    n = 200
+    trace = validate_frame(
+        pd.DataFrame(
+            {
+                "arrival_at_s": np.sort(rng.uniform(0, 40, n)),
+                "prompt_tokens": rng.integers(50, 3000, n),
+                "output_tokens": rng.integers(2, 400, n),
+            }
+        )
+    )
+    raw = {
+        "model": "llama-3.1-8b",
+        "fleet": {"gpu": "l40s", "tp": 1},
+        "engine": {"max_num_seqs": 64, "max_num_batched_tokens": 2048},
+    }
+    result = simulate(parse_config(raw), trace, measure_capacity=False)
+    write_requests_log(tmp_path, result, {})
+    cmp = validate(read_run_log(tmp_path), raw)
+    for row in cmp.rows:
+        assert row["error"] == pytest.approx(0.0, abs=1e-9), row
+
+
+def test_a_vllm_bench_result_and_a_mapped_csv_read_the_same_requests(tmp_path):
+    """`vllm bench serve --save-result` keeps per request its send time, lengths, TTFT and gaps; a failed request
+    (an error, no TTFT) is left out and counted. A CSV says the same through a column mapping, in ms."""
+    bench = {
+        "date": "20261201-120000",
+        "backend": "vllm",
+        "model_id": "meta-llama/Llama-3.1-8B",
+        "input_lens": [100, 200, 300],
+        "output_lens": [3, 2, 4],
+        "start_times": [10.0, 10.5, 11.0],
+        "ttfts": [0.05, 0.0, 0.07],
+        "itls": [[0.02, 0.03], [], [0.01, 0.01, 0.02]],
+        "errors": ["", "Bad Request", ""],
+    }
+    (tmp_path / "bench.json").write_text(json.dumps(bench))
+    log = read_run_log(tmp_path / "bench.json")
+    assert log.layout == "vllm-bench" and log.dropped == 1
+    assert log.trace["arrival_at_s"].tolist() == [0.0, 1.0] and log.trace["prompt_tokens"].tolist() == [100, 300]
+    assert log.ttft_s.tolist() == [0.05, 0.07] and log.e2e_s == pytest.approx([0.10, 0.11])
+    assert log.itl_s.tolist() == [0.02, 0.03, 0.01, 0.01, 0.02]
+    assert log.tpot_s == pytest.approx([0.025, 0.04 / 3])
+    (tmp_path / "log.csv").write_text("t_ms,in,out,first_ms,total_ms\n10000,100,3,50,100\n11000,300,4,70,110\n")
+    cols = {"arrival": "t_ms", "prompt": "in", "output": "out", "ttft": "first_ms", "e2e": "total_ms"}
+    csv = read_run_log(tmp_path / "log.csv", columns=cols, time_unit="ms")
+    assert csv.trace.equals(log.trace) and csv.ttft_s == pytest.approx(log.ttft_s) and csv.e2e_s == pytest.approx(log.e2e_s)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("r.jsonl", "", "no request in the log"),
+        ("r.jsonl", '{"input_toks": 5}\n', "line 1: missing output_toks, queued_ts, first_token_ts, last_token_ts"),
+        ("r.jsonl", "{not json\n", "line 1: invalid JSON"),
+        (
+            "r.jsonl",
+            '{"input_toks": -5, "output_toks": 3, "queued_ts": 1, "first_token_ts": 2, "last_token_ts": 3}\n',
+            r"line 1 input_toks: must be >= 1 \(got -5\)",
+        ),
+        (
+            "r.jsonl",
+            '{"input_toks": 5, "output_toks": "x", "queued_ts": 1, "first_token_ts": 2, "last_token_ts": 3}\n',
+            r"line 1 output_toks: must be a finite number \(got 'x'\)",
+        ),
+        (
+            "r.jsonl",
+            '{"input_toks": 5, "output_toks": 3, "queued_ts": 5, "first_token_ts": 2, "last_token_ts": 3}\n',
+            r"line 1 first_token_ts: must be >= 5 \(got 2\)",
+        ),
+        ("b.json", '{"input_lens": [1]}', "missing output_lens, ttfts, itls, start_times"),
+        ("b.json", "[1, 2]", "top level: must be a JSON object"),
+        ("l.csv", "arrival,prompt,output,ttft\n0,5,3,1\n", "missing e2e"),
+        ("l.csv", "arrival,prompt,output,ttft,e2e\n0,5,3,1,0.5\n", "line 2 column 'e2e': must be >= the TTFT"),
+        ("l.csv", "arrival,prompt,output,ttft,e2e\n0,5.5,3,1,2\n", "line 2 column 'prompt': must be a whole number >= 1"),
+        ("l.csv", "arrival,prompt,output,ttft,e2e\n1,5,3,1,2\n0,5,3,1,2\n", None),
+        ("x.txt", "hello", "cannot tell the layout from the extension"),
+    ],
+)
+def test_bad_run_logs_are_one_line_errors(tmp_path, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    if message is None:  # an unsorted log is sorted by arrival (logs are written in completion order)
+        assert read_run_log(path).trace["arrival_at_s"].tolist() == [0.0, 1.0]
+        return
+    with pytest.raises(FleetsimError, match=message) as err:
+        read_run_log(path)
+    assert "\n" not in str(err.value) and str(path) in str(err.value)
+    res = CliRunner().invoke(app, ["validate", str(path), "--scenario", str(tmp_path / "none.yaml")])
+    assert res.exit_code == 2 and res.output.count("\n") == 1, res.output
+
+
+def test_the_cli_prints_the_table_and_writes_the_figure(tmp_path):
+    res = CliRunner().invoke(app, ["validate", str(RUN), "--kv-blocks", "logged", "--plot", str(tmp_path / "v.png")])
+    assert res.exit_code == 0, res.output
+    assert "KV cache: 2,588 blocks simulated (logged), vLLM logged 2,588" in res.output
+    assert "TTFT   mean" in res.output and "TPOT   p99" in res.output and "waiting" in res.output
+    assert (tmp_path / "v.png").stat().st_size > 10_000
+    res = CliRunner().invoke(app, ["validate", str(RUN), "--json", "--set", "engine.max_num_seqs=64"])
+    data = json.loads(res.output)
+    assert data["requests"] == 300 and data["scenario"]["engine"]["max_num_seqs"] == 64
+    assert {(m["metric"], m["stat"]) for m in data["metrics"]} >= {("ttft", "mean"), ("e2e", "p99")}
