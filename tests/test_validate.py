@@ -183,3 +183,48 @@ def test_the_cli_prints_the_table_and_writes_the_figure(tmp_path):
     data = json.loads(res.output)
     assert data["requests"] == 300 and data["scenario"]["engine"]["max_num_seqs"] == 64
     assert {(m["metric"], m["stat"]) for m in data["metrics"]} >= {("ttft", "mean"), ("e2e", "p99")}
+
+
+def test_calibration_from_a_run_log_recovers_the_parameters_it_was_made_with(tmp_path):
+    """A run fleetsim made with mfu 0.5 and mbu 0.62 on an L40S, fitted from the catalog's defaults on its first half:
+    the fit finds them (within 0.5%) and both halves are reproduced (mean errors under 0.5%)."""
+    from sim.studies.validate import calibrate_from_log
+
+    rng = np.random.default_rng(5)
+    n = 400
+    trace = validate_frame(
+        pd.DataFrame(
+            {
+                "arrival_at_s": np.sort(rng.uniform(0, 60, n)),
+                "prompt_tokens": rng.integers(100, 3000, n),
+                "output_tokens": rng.integers(20, 600, n),
+            }
+        )
+    )
+    raw = {
+        "model": "llama-3.1-8b",
+        "fleet": {"gpu": "l40s", "tp": 1},
+        "engine": {"max_num_seqs": 128, "max_num_batched_tokens": 2048},
+    }
+    truth = {"mfu": 0.5, "mbu": 0.62}
+    made = simulate(parse_config({**raw, "roofline": {"gpu_overrides": {"l40s": truth}}}), trace, measure_capacity=False)
+    write_requests_log(tmp_path, made, {})
+    cal = calibrate_from_log(read_run_log(tmp_path), raw)
+    assert cal.fit_requests == cal.held_out_requests == 200
+    for p, v in truth.items():
+        assert cal.after[p] == pytest.approx(v, rel=5e-3), p
+    for part in ("fit", "held_out"):
+        assert abs(cal.error(part, "before", "e2e")) > 0.2  # the defaults are far off ...
+        for m in ("ttft", "tpot", "e2e"):
+            assert abs(cal.error(part, "after", m)) < 5e-3, (part, m)  # ... the fitted values are not
+
+
+@pytest.mark.slow
+def test_calibrated_on_the_real_runs_first_half_its_second_half_is_within_three_percent(tmp_path):
+    res = CliRunner().invoke(app, ["calibrate", str(RUN), "--json", "--out", str(tmp_path / "cal.yaml")])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert data["fit_requests"] == 150 and data["held_out_requests"] == 150
+    held = {r["metric"]: r["error"] for r in data["errors"]["held_out"]["after"] if r["stat"] == "mean"}
+    assert all(abs(held[m]) < 0.03 for m in ("ttft", "tpot", "e2e")), held
+    assert "rtx-4090" in (tmp_path / "cal.yaml").read_text() and set(data["fitted"]) == {"mfu", "mbu"}

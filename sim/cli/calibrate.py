@@ -10,13 +10,27 @@ import typer
 from sim.cli.common import alias_note, check_out_file, emit_json, positive, write_text_atomically
 from sim.errors import FleetsimError
 
+RUN_LOG_LAYOUTS = ("requests", "vllm-bench")
+
 
 def calibrate(
-    steptimes: Annotated[Path, typer.Argument(help="CSV of step shapes and times (steps or vllm-latency layout).")],
-    model: Annotated[str, typer.Option(help="Catalog name or path to a Hugging Face config.json.")],
-    gpu: Annotated[str, typer.Option(help="GPU catalog name (see `fleetsim gpus`).")],
+    steptimes: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV of step shapes and times (steps or vllm-latency layout), or a real run's log (requests: a folder "
+            "with requests.jsonl and meta.json; vllm-bench: a vllm bench serve JSON)."
+        ),
+    ],
+    model: Annotated[str | None, typer.Option(help="Catalog name or path to a Hugging Face config.json.")] = None,
+    gpu: Annotated[str | None, typer.Option(help="GPU catalog name (see `fleetsim gpus`).")] = None,
     tp: Annotated[int, typer.Option(help="Tensor-parallel degree the times were measured at.")] = 1,
-    layout: Annotated[str, typer.Option(help="auto, steps or vllm-latency (see docs/steptime.md).")] = "auto",
+    layout: Annotated[
+        str, typer.Option(help="auto, steps, vllm-latency, requests or vllm-bench (see docs/steptime.md).")
+    ] = "auto",
+    scenario: Annotated[
+        Path | None, typer.Option(help="A run log's scenario (model, GPU, TP, engine); default: the run's meta.json.")
+    ] = None,
+    fit_share: Annotated[float, typer.Option(help="A run log: the share of its requests (by arrival) fitted.")] = 0.5,
     fix: Annotated[
         str, typer.Option(help="Parameters to hold at their defaults, comma-separated (mfu, mbu, layer_overhead_s, ...).")
     ] = "",
@@ -27,8 +41,17 @@ def calibrate(
     gpu_catalog: Annotated[Path | None, typer.Option(help="YAML file with extra GPUs (catalog format).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
-    """Fit the step-time model (mfu, mbu, overheads, all-reduce latency, overlap) to measured step times."""
+    """Fit the step-time model (mfu, mbu, overheads, all-reduce latency, overlap) to measured step times, or (mfu,
+    mbu) to a real run's per-request latencies, scored on the requests it did not fit."""
     import yaml
+
+    if layout in RUN_LOG_LAYOUTS or (
+        layout == "auto" and (steptimes.is_dir() or steptimes.suffix.lower() in (".jsonl", ".json"))
+    ):
+        _calibrate_run_log(steptimes, layout, scenario, fit_share, out, force, as_json)
+        return
+    if model is None or gpu is None:
+        raise FleetsimError("--model and --gpu are required to calibrate on step times (a run log's come from its meta.json)")
 
     from sim.physics.hardware import load_gpu_catalog
     from sim.physics.models import load_model_catalog, resolve_model
@@ -124,6 +147,70 @@ def calibrate(
 
 
 HEADER = "# fleetsim calibrate "  # the first line of every --out file this command writes
+
+
+def _calibrate_run_log(
+    path: Path, layout: str, scenario: Path | None, fit_share: float, out: Path | None, force: bool, as_json: bool
+) -> None:
+    import yaml
+
+    from sim.studies.calibrate import overrides_block
+    from sim.studies.validate import calibrate_from_log
+    from sim.workload.runlog import read_run_log
+    from sim.yaml_input import check_kind, read_yaml
+
+    if out is not None:
+        check_out_file(out, "--out")
+        if out.exists() and not force and not _written_by_calibrate(out):
+            raise FleetsimError(
+                f"--out {out}: the file exists and fleetsim calibrate did not write it; pick another name, or pass --force to replace it"
+            )
+    log = read_run_log(path, layout="auto" if layout == "auto" else layout)
+    raw, base_dir = None, None
+    if scenario is not None:
+        raw = read_yaml(scenario)
+        check_kind(scenario, raw, expected="scenario")
+        if not isinstance(raw, dict):
+            raise FleetsimError(f"{scenario}: a scenario must be a YAML mapping")
+        base_dir = scenario.parent
+    cal = calibrate_from_log(log, raw, base_dir=base_dir, fit_share=fit_share)
+    block = overrides_block(cal.gpu, cal.after, list(cal.after))
+    summary = {
+        "file": log.source,
+        "gpu": cal.gpu,
+        "fit_requests": cal.fit_requests,
+        "held_out_requests": cal.held_out_requests,
+        "replays": cal.replays,
+        "default": cal.before,
+        "fitted": cal.after,
+        "errors": cal.rows,
+        "roofline": block["roofline"],
+    }
+    if out is not None:
+        held = ", ".join(f"{m} {cal.error('held_out', 'after', m):+.1%}" for m in ("ttft", "tpot", "e2e"))
+        header = (
+            f"{HEADER}{path.name}: {cal.fit_requests} requests fitted, {cal.held_out_requests} held out;\n"
+            f"# held-out mean errors after the fit: {held}.\n"
+            f"# Use it in a scenario as `roofline: {{preset: {out.name}}}` (a path relative to the scenario), or paste the block.\n"
+        )
+        write_text_atomically(out, header + yaml.safe_dump(block, sort_keys=False))
+    if as_json:
+        emit_json(summary)
+        return
+    typer.echo(
+        f"fleetsim calibrate: {cal.gpu}, fitted on the first {cal.fit_requests} requests of {log.source}, "
+        f"{cal.held_out_requests} held out ({cal.replays} replays)"
+    )
+    typer.echo("parameters    default    fitted")
+    for p in cal.after:
+        typer.echo(f"  {p:<10}{cal.before[p]:>9.4g}{cal.after[p]:>10.4g}")
+    typer.echo("mean error        fitted requests       held-out requests")
+    typer.echo("                  default    fitted     default    fitted")
+    for m in ("ttft", "tpot", "e2e"):
+        cells = [cal.error(part, when, m) for part in ("fit", "held_out") for when in ("before", "after")]
+        typer.echo(f"  {m.upper():<14}" + "".join(f"{c:>+10.1%}" if c is not None else f"{'-':>10}" for c in cells))
+    if out is not None:
+        typer.echo(f"wrote {out}: use it as `roofline: {{preset: {out.name}}}` in a scenario beside it")
 
 
 def _written_by_calibrate(path: Path) -> bool:

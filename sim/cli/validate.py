@@ -43,10 +43,10 @@ def validate(
     """Replay a real run's requests on its setup and compare TTFT, TPOT, ITL and E2E with the measured ones."""
     import numpy as np
 
-    from sim.scenario.config import apply_sets, check_kind
+    from sim.scenario.config import apply_sets
     from sim.studies.validate import validate as run_validation
     from sim.workload.runlog import read_run_log
-    from sim.yaml_input import read_yaml
+    from sim.yaml_input import check_kind, read_yaml
 
     if plot is not None:
         check_out_file(plot, "--plot")

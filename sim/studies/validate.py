@@ -14,6 +14,8 @@ run's log (`"logged"`: vLLM's own count, to judge the step times alone).
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +48,7 @@ class Comparison:
     def error(self, metric: str, stat: str = "mean") -> float | None:
         for r in self.rows:
             if r["metric"] == metric and r["stat"] == stat:
-                return r["error"]
+                return None if r["error"] is None else float(r["error"])
         return None
 
 
@@ -179,6 +181,43 @@ def replay_scenario(
     return sc, notes
 
 
+def per_request(result: SimResult) -> dict[str, np.ndarray]:
+    """The replay's TTFT, TPOT and E2E per request, in trace order (NaN where not completed; TPOT NaN for 1 token)."""
+    req = result.requests
+    done = (req["status"].astype(str) == "completed").to_numpy()
+    arrival = req["arrival_at_s"].to_numpy(dtype=np.float64)
+    first = np.where(done, req["first_token_at_s"].to_numpy(dtype=np.float64), np.nan)
+    last = np.where(done, req["completed_at_s"].to_numpy(dtype=np.float64), np.nan)
+    out = req["output_tokens"].to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpot = np.where(out > 1, (last - first) / (out - 1), np.nan)
+    return {"ttft": first - arrival, "tpot": tpot, "e2e": last - arrival}
+
+
+def measured(log: RunLog) -> dict[str, np.ndarray]:
+    """The log's TTFT, TPOT and E2E per request, in trace order (TPOT NaN for 1-token requests)."""
+    out = log.trace["output_tokens"].to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpot = np.where(out > 1, (log.e2e_s - log.ttft_s) / (out - 1), np.nan)
+    return {"ttft": log.ttft_s, "tpot": tpot, "e2e": log.e2e_s}
+
+
+def compare_rows(real: dict[str, np.ndarray], sim: dict[str, np.ndarray], mask: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """Per metric and statistic, measured vs simulated over the requests in `mask` (each side's defined values)."""
+    rows = []
+    for metric in ("ttft", "tpot", "e2e"):
+        r_all, s_all = real[metric], sim[metric]
+        if mask is not None:
+            r_all, s_all = r_all[mask], s_all[mask]
+        r_v, s_v = r_all[~np.isnan(r_all)], s_all[~np.isnan(s_all)]
+        if not r_v.size or not s_v.size:
+            continue
+        for stat in STATS:
+            r, sv = _stat(r_v, stat), _stat(s_v, stat)
+            rows.append({"metric": metric, "stat": stat, "real_s": r, "sim_s": sv, "error": sv / r - 1 if r else None})
+    return rows
+
+
 def validate(
     log: RunLog, scenario: dict[str, Any] | None = None, *, kv_blocks: str = "computed", base_dir: Path | None = None
 ) -> Comparison:
@@ -189,33 +228,133 @@ def validate(
     status = req["status"].astype(str).to_numpy()
     if not (status == "completed").all():
         n = int((status != "completed").sum())
-        notes.append(
-            f"{n} requests were not completed in the replay (rejected: {req['reject_reason'].dropna().iloc[0] if n else ''})"
-        )
-    done = status == "completed"
-    arrival = req["arrival_at_s"].to_numpy()
-    first, last = req["first_token_at_s"].to_numpy(), req["completed_at_s"].to_numpy()
-    out = req["output_tokens"].to_numpy()
-    sim = {"ttft": (first - arrival)[done], "e2e": (last - arrival)[done]}
-    multi = done & (out > 1)
-    sim["tpot"] = (last[multi] - first[multi]) / (out[multi] - 1)
-    real = {"ttft": log.ttft_s, "e2e": log.e2e_s, "tpot": log.tpot_s}
+        notes.append(f"{n} requests were not completed in the replay (first reason: {req['reject_reason'].dropna().iloc[0]})")
+    rows = compare_rows(measured(log), per_request(result))
     if log.itl_s is not None and log.itl_s.size and result.itl.count:
-        real["itl"] = log.itl_s
-    rows = []
-    for metric in METRICS:
-        if metric not in real:
-            continue
         for stat in STATS:
-            r = _stat(real[metric], stat)
-            if metric == "itl":
-                s = result.itl.mean() if stat == "mean" else result.itl.percentile({"p50": 50, "p90": 90, "p99": 99}[stat])
-            else:
-                s = _stat(sim[metric], stat)
-            rows.append({"metric": metric, "stat": stat, "real_s": r, "sim_s": s, "error": s / r - 1 if r else None})
+            r = _stat(log.itl_s, stat)
+            sv = result.itl.mean() if stat == "mean" else result.itl.percentile({"p50": 50, "p90": 90, "p99": 99}[stat])
+            rows.append({"metric": "itl", "stat": stat, "real_s": r, "sim_s": sv, "error": sv / r - 1 if r else None})
     series = _series(log, result)
     blocks = {"simulated": int(result.replicas["kv_blocks"].iloc[0]), "logged": logged_blocks(log.meta)}
     return Comparison(rows, series, blocks, notes, result)
+
+
+# --- calibration from a run's own logs ---------------------------------------------------------------------------------
+CAL_PARAMS = ("mfu", "mbu")
+CAL_BOUNDS = {"mfu": (0.05, 1.0), "mbu": (0.05, 1.0), "layer_overhead_s": (0.0, 1e-3)}
+GRID_FACTORS = (0.5, 0.63, 0.79, 1.0, 1.26, 1.59, 2.0)
+
+
+def _simplex(x: np.ndarray, step: float) -> np.ndarray:
+    return np.vstack([x] + [x + step * np.eye(x.size)[i] for i in range(x.size)])
+
+
+@dataclass(frozen=True, slots=True)
+class LogCalibration:
+    """Step-time parameters fitted so that the replay of the run's first requests reproduces them, and the error
+    before and after on those (`fit`) and on the rest, replayed with the whole run (`held_out`)."""
+
+    gpu: str
+    before: dict[str, float]
+    after: dict[str, float]
+    fit_requests: int
+    held_out_requests: int
+    rows: dict[str, dict[str, list[dict[str, Any]]]]  # {"fit" | "held_out": {"before" | "after": rows}}
+    replays: int
+
+    def error(self, part: str, when: str, metric: str, stat: str = "mean") -> float | None:
+        for r in self.rows[part][when]:
+            if r["metric"] == metric and r["stat"] == stat:
+                return None if r["error"] is None else float(r["error"])
+        return None
+
+
+def _with_params(raw: dict[str, Any], gpu: str, p: dict[str, float]) -> dict[str, Any]:
+    roofline = dict(raw.get("roofline") or {})
+    overrides = {k: dict(v) for k, v in (roofline.get("gpu_overrides") or {}).items()}
+    overrides[gpu] = {**overrides.get(gpu, {}), **p}
+    roofline["gpu_overrides"] = overrides
+    return {**raw, "roofline": roofline}
+
+
+def calibrate_from_log(
+    log: RunLog,
+    scenario: dict[str, Any] | None = None,
+    *,
+    kv_blocks: str = "computed",
+    base_dir: Path | None = None,
+    fit_share: float = 0.5,
+) -> LogCalibration:
+    """Fit mfu and mbu so that the replay reproduces the TTFT, TPOT and E2E of the run's first `fit_share` requests
+    (by arrival): least squares on the log of simulated over measured, request by request, every request's arrival
+    replayed (they load the engine) but only the first ones' latencies fitted; the rest are the hold-out."""
+    from scipy.optimize import minimize
+
+    from sim.scenario.resolve import resolve_scenario
+    from sim.studies.calibrate import params_of
+
+    if not 0 < fit_share < 1:
+        raise FleetsimError(f"fit share must be in (0, 1) (got {fit_share})")
+    n = len(log.trace)
+    n_fit = int(n * fit_share)
+    if n_fit < 10 or n - n_fit < 10:
+        raise FleetsimError(
+            f"{log.source}: {n} requests are too few to fit on {n_fit} and hold out {n - n_fit} (10 each at least)"
+        )
+    sc, _ = replay_scenario(log, scenario, kv_blocks=kv_blocks, base_dir=base_dir)
+    raw = sc.model_dump(mode="json")
+    raw.pop("trace", None)
+    gpu = sc.fleet.gpu.strip().lower()
+    setup = resolve_scenario(sc, base_dir=base_dir)
+    gpu = setup.gpu.name
+    before = {k: float(v) for k, v in params_of(setup).items() if k in CAL_PARAMS}
+    real = measured(log)
+    fit_mask = np.arange(n) < n_fit
+    replays = 0
+
+    def run(p: dict[str, float]) -> dict[str, np.ndarray]:
+        """The whole run replayed (every arrival is an input; only the first requests' latencies are fitted)."""
+        nonlocal replays
+        replays += 1
+        s = parse_config(_with_params(raw, gpu, p), where="the calibrated scenario", base_dir=base_dir)
+        if base_dir is not None:
+            s._base_dir = base_dir
+        return per_request(simulate(s, log.trace, measure_capacity=False))
+
+    floor = {m: max(float(np.nanmedian(v[fit_mask])) * 0.05, 1e-6) for m, v in real.items()}
+
+    def residuals(x: np.ndarray) -> np.ndarray:
+        sim = run(dict(zip(CAL_PARAMS, map(float, np.exp(x)), strict=True)))
+        out = []
+        for m in ("ttft", "tpot", "e2e"):  # per fitted request, the log of simulated over measured (a floor keeps ~0 TTFTs sane)
+            r, sv = real[m][fit_mask], sim[m][fit_mask]
+            ok = ~np.isnan(r)
+            d = np.log((np.nan_to_num(sv[ok], nan=1e6) + floor[m]) / (r[ok] + floor[m]))
+            out.append(d / math.sqrt(max(1, d.size)))
+        return np.concatenate(out)
+
+    lo = np.log([max(CAL_BOUNDS[k][0], 1e-7) for k in CAL_PARAMS])
+    hi = np.log([CAL_BOUNDS[k][1] for k in CAL_PARAMS])
+    x0 = np.clip(np.log([max(before[k], 1e-7) for k in CAL_PARAMS]), lo, hi)
+
+    def cost(x: np.ndarray) -> float:
+        return float(np.sum(residuals(np.clip(x, lo, hi)) ** 2))
+
+    # a replay is a discrete-event run: its latencies move in small steps as the parameters change, which stalls a
+    # gradient method; a coarse grid (each parameter x 0.5 to 2) finds the basin, Nelder-Mead refines it
+    steps = np.log(GRID_FACTORS)
+    grid = [np.clip(x0 + np.array(d), lo, hi) for d in itertools.product(steps, repeat=len(CAL_PARAMS))]
+    best = min(grid, key=cost)
+    fit = minimize(cost, best, method="Nelder-Mead", options={"xatol": 2e-3, "fatol": 1e-9, "maxfev": 80,
+                                                               "initial_simplex": _simplex(best, 0.1)})  # fmt: skip
+    after = dict(zip(CAL_PARAMS, map(float, np.exp(np.clip(fit.x, lo, hi))), strict=True))
+    sim_before, sim_after = run(before), run(after)
+    rows = {
+        "fit": {"before": compare_rows(real, sim_before, fit_mask), "after": compare_rows(real, sim_after, fit_mask)},
+        "held_out": {"before": compare_rows(real, sim_before, ~fit_mask), "after": compare_rows(real, sim_after, ~fit_mask)},
+    }
+    return LogCalibration(gpu, before, after, n_fit, n - n_fit, rows, replays)
 
 
 def _series(log: RunLog, result: SimResult) -> pd.DataFrame | None:

@@ -62,7 +62,8 @@ class RunLog:
     def tpot_s(self) -> np.ndarray:
         out = self.trace["output_tokens"].to_numpy()
         multi = out > 1
-        return (self.e2e_s[multi] - self.ttft_s[multi]) / (out[multi] - 1)
+        tpot: np.ndarray = (self.e2e_s[multi] - self.ttft_s[multi]) / (out[multi] - 1)
+        return tpot
 
 
 def read_run_log(
