@@ -45,9 +45,8 @@ def calibrate(
     mbu) to a real run's per-request latencies, scored on the requests it did not fit."""
     import yaml
 
-    if layout in RUN_LOG_LAYOUTS or (
-        layout == "auto" and (steptimes.is_dir() or steptimes.suffix.lower() in (".jsonl", ".json"))
-    ):
+    run_folder = steptimes.is_dir() and ((steptimes / "requests.jsonl").is_file() or model is None)
+    if layout in RUN_LOG_LAYOUTS or (layout == "auto" and (run_folder or steptimes.suffix.lower() in (".jsonl", ".json"))):
         _calibrate_run_log(steptimes, layout, scenario, fit_share, out, force, as_json)
         return
     if model is None or gpu is None:
