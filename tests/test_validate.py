@@ -35,12 +35,23 @@ def test_the_runs_meta_describes_its_scenario():
     log = read_run_log(RUN)
     raw, notes = scenario_from_meta(log.meta)
     assert raw["model"] == "llama-3.1-8b" and raw["fleet"]["gpu"] == "rtx-4090" and raw["fleet"]["tp"] == 1
+    assert raw["fleet"]["autoscaler"] == {"policy": "fixed", "replicas": 1}
     assert raw["engine"] == {"policy": "chunked", "max_num_seqs": 256, "block_size": 16, "max_num_batched_tokens": 2048}
     assert raw["roofline"] == {"gpu_memory_utilization": 0.9, "weight_bits": 16, "kv_bits": 16}
     assert any("prefix caching" in n for n in notes)
     assert gpu_name_of_device("NVIDIA GeForce RTX 4090") == "rtx-4090"
     with pytest.raises(FleetsimError, match="no catalog GPU is named 'NVIDIA Quadro P400'"):
         gpu_name_of_device("NVIDIA Quadro P400")
+    # a data-parallel MoE deployment: each DP rank a replica of its own, the model found by its Hugging Face name
+    moe = {
+        "engine_kwargs": {"model": "Qwen/Qwen3-30B-A3B", "tensor_parallel_size": 1, "data_parallel_size": 2,
+                          "enable_expert_parallel": True, "max_num_seqs": 128},
+        "hardware": {"device_name": "NVIDIA H100 80GB HBM3"},
+    }  # fmt: skip
+    raw, notes = scenario_from_meta(moe)
+    assert raw["model"] == "qwen3-30b-a3b" and raw["fleet"]["gpu"] == "h100-sxm"
+    assert raw["fleet"]["autoscaler"] == {"policy": "fixed", "replicas": 2}
+    assert any("data_parallel_size=2" in n for n in notes) and any("enable_expert_parallel" in n for n in notes)
 
 
 @pytest.mark.slow
@@ -228,3 +239,33 @@ def test_calibrated_on_the_real_runs_first_half_its_second_half_is_within_three_
     held = {r["metric"]: r["error"] for r in data["errors"]["held_out"]["after"] if r["stat"] == "mean"}
     assert all(abs(held[m]) < 0.03 for m in ("ttft", "tpot", "e2e")), held
     assert "rtx-4090" in (tmp_path / "cal.yaml").read_text() and set(data["fitted"]) == {"mfu", "mbu"}
+
+
+def test_the_cli_replays_a_csv_log_on_a_scenario_file(tmp_path):
+    """A CSV log (ms, mapped columns) of a run fleetsim made, replayed with `--scenario` on the same scenario file:
+    every error is 0; without a scenario or meta.json the command says what it needs."""
+    import yaml
+
+    trace = validate_frame(pd.DataFrame({"arrival_at_s": [0.0, 0.5, 1.0, 4.0], "prompt_tokens": [500, 2000, 100, 800],
+                                         "output_tokens": [50, 200, 2, 90]}))  # fmt: skip
+    raw = {"model": "llama-3.1-8b", "fleet": {"gpu": "rtx-4090", "tp": 1}, "engine": {"max_num_batched_tokens": 1024}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(raw))
+    r = simulate(parse_config(raw), trace, measure_capacity=False).requests
+    pd.DataFrame(
+        {
+            "t": r["arrival_at_s"] * 1e3 + 5_000,
+            "in": r["prompt_tokens"],
+            "out": r["output_tokens"],
+            "first": (r["first_token_at_s"] - r["arrival_at_s"]) * 1e3,
+            "total": (r["completed_at_s"] - r["arrival_at_s"]) * 1e3,
+        }
+    ).to_csv(tmp_path / "log.csv", index=False)
+    cols = "arrival=t,prompt=in,output=out,ttft=first,e2e=total"
+    args = ["validate", str(tmp_path / "log.csv"), "--columns", cols, "--time-unit", "ms", "--json"]
+    res = CliRunner().invoke(app, [*args, "--scenario", str(tmp_path / "s.yaml")])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert data["layout"] == "csv" and data["time_series"] is None and data["kv_blocks"]["logged"] is None
+    assert all(abs(m["error"]) < 1e-9 for m in data["metrics"]), data["metrics"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and "no meta.json beside the log; pass --scenario" in res.output

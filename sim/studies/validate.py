@@ -100,11 +100,13 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
     if not device:
         raise FleetsimError("meta.json: no hardware.device_name; pass --scenario with the fleet's GPU")
     tp = int(kw.get("tensor_parallel_size") or 1)
-    for key in ("data_parallel_size", "pipeline_parallel_size"):
-        if int(kw.get(key) or 1) != 1:
-            notes.append(f"{key}={kw[key]} is not modelled (one replica of TP {tp} is replayed)")
+    dp = int(kw.get("data_parallel_size") or 1)
+    if int(kw.get("pipeline_parallel_size") or 1) != 1:
+        notes.append(f"pipeline_parallel_size={kw['pipeline_parallel_size']} is not modelled")
+    if dp > 1:  # each DP rank has its own scheduler, batch and KV cache; the coordinator balances requests
+        notes.append(f"data_parallel_size={dp}: each rank replayed as a replica of its own behind a least-outstanding router")
     if kw.get("enable_expert_parallel"):
-        notes.append("enable_expert_parallel is not modelled")
+        notes.append("enable_expert_parallel is not modelled: each rank holds (and reads) the whole model")
     weight_bits = 16
     quant = kw.get("quantization") or (resolved.get("model_config") or {}).get("quantization")
     if quant:
@@ -130,6 +132,8 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
         "fleet": {
             "gpu": gpu_name_of_device(str(device)),
             "tp": tp,
+            "autoscaler": {"policy": "fixed", "replicas": dp},
+            "router": "least_outstanding",
             "timeline_interval_s": float(meta.get("tick_seconds") or 1.0),
         },
         "engine": engine,
@@ -165,7 +169,9 @@ def replay_scenario(
         raw = dict(scenario)
     raw.pop("trace", None)
     fleet = dict(raw.get("fleet") or {})
-    fleet.pop("autoscaler", None)
+    auto = fleet.get("autoscaler") or {}
+    fixed = auto.get("replicas") if auto.get("policy") == "fixed" else auto.get("initial_replicas", auto.get("min_replicas"))
+    fleet["autoscaler"] = {"policy": "fixed", "replicas": int(fixed or 1)}  # the real server's replicas, held
     fleet["lifecycle"] = {"start": "warm"}
     raw["fleet"] = fleet
     if kv_blocks not in ("computed", "logged"):
