@@ -588,3 +588,38 @@ def test_deadline_scaling_counts_a_starting_replica_from_the_end_of_its_cold_sta
     _env, lane = deadline_lane(cold_start_s=300.0, starting=(-100.0,))
     lane._pending, lane.remaining_tokens = {1000.0: 1}, 190_000
     assert lane.replicas_needed(1) == 3
+
+
+def test_the_guards_slow_start_doubles_the_cap_until_latency_objects_then_halves_it():
+    """No objection: 1, 2, 4, 8, then (capped at max_per_replica 12) 12; an objection halves it and ends the slow
+    start; then it grows by guard_step (2)."""
+    from types import SimpleNamespace
+
+    from sim.run.fleet.batch import BatchLane
+
+    env = SimpleNamespace(now=0.0)
+    lane = BatchLane(env, None, pool=SimpleNamespace(), priority=np.zeros(0, dtype=np.int64), hashes=None,
+                     deadline_at_s=np.zeros(0), n_batch=0, cap=12, guard=(0.5, None), guard_step=2)  # fmt: skip
+    lane.watch = SimpleNamespace(completed=[])
+    lane.log = SimpleNamespace(
+        first_token_at_s=np.array([1.0, 9.0]), arrival_at_s=np.array([0.9, 0.0]), output_tokens=np.array([1, 1])
+    )  # (one-token requests: no TPOT)
+    caps = []
+    for _ in range(5):
+        lane.guard_tick()
+        caps.append(lane.cap)
+    assert caps == [2, 4, 8, 12, 12]
+    lane.watch.completed.append(1)  # a TTFT of 9 s over the 0.5 s target
+    lane.guard_tick()
+    assert lane.cap == 6 and not lane._slow_start
+    lane.watch.completed.append(0)  # 0.1 s: within it
+    lane.guard_tick()
+    assert lane.cap == 8 and [c for _, c in lane.cap_changes] == [2, 4, 8, 12, 6, 8]
+
+
+def test_deadline_scaling_adds_no_replica_when_those_starting_cover_the_backlog():
+    """Nothing ready, one replica starting (its cold start over, serving from now): 100 tok/s x 800 s = 80,000
+    tokens cover the 10,000 due; no new one."""
+    _env, lane = deadline_lane(cold_start_s=100.0, starting=(-100.0,))
+    lane._pending, lane.remaining_tokens = {1000.0: 1}, 10_000
+    assert lane.replicas_needed(0) == 1

@@ -263,3 +263,20 @@ def test_scaling_down_cancels_the_most_recently_launched_starting_replica_first(
     assert reps["provision_at_s"].tolist() == [0.0, 400.0, 420.0]
     assert reps["cancelled"].tolist() == [False, False, True]
     assert reps["ready_at_s"].iloc[1] > 450.0
+
+
+def test_a_released_replica_frees_its_place_under_the_replica_cap():
+    """Cap 2: two replicas, one drained (idle: released at once) at 100 s, two asked again at 300 s: the cap counts
+    replicas holding GPUs, so the released one's place goes to a new launch."""
+    sched = {
+        "policy": "scheduled",
+        "min_replicas": 1,
+        "max_replicas": 2,
+        "initial_replicas": 2,
+        "interval_s": 5,
+        "table": [{"at_s": 0, "replicas": 2}, {"at_s": 100, "replicas": 1}, {"at_s": 300, "replicas": 2}],
+    }
+    r = simulate(scenario(sched), frame([(0.0, 10, 5), (900.0, 10, 5)]), measure_capacity=False)
+    reps = r.replicas.sort_values("replica_id")
+    assert len(reps) == 3 and reps["provision_at_s"].iloc[2] == 300.0
+    assert reps["released_at_s"].notna().sum() >= 1 and reps["released_at_s"].min() == 100.0
