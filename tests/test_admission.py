@@ -123,6 +123,8 @@ def test_the_never_admitted_reason_counts_the_blocks_that_would_be_needed():
     first = Limits(**(small | {"max_num_batched_tokens": 8192}))
     assert "its prompt needs 313 KV blocks" in first.never_reason(5000, recompute=False, chunks=False)
     assert "exceeds max_num_batched_tokens=2048" in chunked.never_reason(5000, recompute=False, chunks=False)
+    # a prompt of exactly the budget fits the budget: what keeps it out is the cache (128 blocks > 10)
+    assert "its prompt needs 128 KV blocks" in chunked.never_reason(2048, recompute=False, chunks=False)
 
 
 def test_each_preemption_of_a_request_is_recorded(monkeypatch):
