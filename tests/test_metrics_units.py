@@ -154,3 +154,16 @@ def test_per_class_and_per_job_summaries_by_hand():
     assert (jobs["a"]["requests"], jobs["a"]["completed"], jobs["a"]["rejected"]) == (2, 2, 0)
     assert (jobs["b"]["requests"], jobs["b"]["completed"], jobs["b"]["rejected"]) == (1, 0, 1)
     assert jobs["a"]["deadline_met"] is True and jobs["b"]["completed_at_s"] is None and jobs["a"]["tokens"] == 42
+
+
+def test_a_fleet_without_a_price_has_no_cost_but_its_gpu_seconds():
+    """No price: `cost_usd` is None (not 0, not a string); the GPU-seconds are billed as with one."""
+    nan = math.nan
+    lives = [ReplicaLife(start_at_s=0.0, loading_at_s=5.0, ready_at_s=10.0, drain_at_s=nan, end_at_s=110.0, busy_s=50.0,
+                         busy_before_drain_s=50.0)]  # fmt: skip
+    bill = fleet_bill(lives, horizon_s=110.0, tp=2, usd_per_gpu_hour=None, reserved_usd_per_gpu_hour=None,
+                      reserved_replicas=0, granularity_s=1.0, minimum_s=0.0)  # fmt: skip
+    assert bill["cost_usd"] is None and bill["billed_gpu_seconds"] == 220.0
+    priced = fleet_bill(lives, horizon_s=110.0, tp=2, usd_per_gpu_hour=3.6, reserved_usd_per_gpu_hour=None,
+                        reserved_replicas=0, granularity_s=1.0, minimum_s=0.0)  # fmt: skip
+    assert priced["cost_usd"] == pytest.approx(0.22)
