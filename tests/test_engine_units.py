@@ -17,18 +17,20 @@ from tests.conftest import make_setup
 
 
 @pytest.mark.parametrize(
-    "line",
+    "args",
     [
-        StepLine(a1=1.0, b1=0.5, a2=3.0, b2=0.1, e=0.2),  # line 2 first, line 1 after j = 5
-        StepLine(a1=3.0, b1=0.1, a2=1.0, b2=0.5, e=0.0),  # line 1 first, line 2 after
-        StepLine(a1=2.0, b1=0.0, a2=1.0, b2=0.0, e=0.1),  # parallel
-        StepLine(a1=0.02, b1=0.0, a2=0.0, b2=0.0, e=0.0),
-        StepLine(a1=1.0, b1=0.5, a2=3.0, b2=0.1, e=0.2, g=0.3),  # partial overlap: max + 0.3 min
-        StepLine(a1=3.0, b1=0.1, a2=1.0, b2=0.5, e=0.0, g=1.0),  # no overlap: the sum
-        StepLine(a1=2.0, b1=0.0, a2=1.0, b2=0.0, e=0.1, g=0.5),
+        dict(a1=1.0, b1=0.5, a2=3.0, b2=0.1, e=0.2),  # line 2 first, line 1 after j = 5
+        dict(a1=3.0, b1=0.1, a2=1.0, b2=0.5, e=0.0),  # line 1 first, line 2 after
+        dict(a1=2.0, b1=0.0, a2=1.0, b2=0.0, e=0.1),  # parallel
+        dict(a1=0.02, b1=0.0, a2=0.0, b2=0.0, e=0.0),
+        dict(a1=1.0, b1=0.5, a2=3.0, b2=0.1, e=0.2, g=0.3),  # partial overlap: max + 0.3 min
+        dict(a1=3.0, b1=0.1, a2=1.0, b2=0.5, e=0.0, g=1.0),  # no overlap: the sum
+        dict(a1=2.0, b1=0.0, a2=1.0, b2=0.0, e=0.1, g=0.5),
+        dict(a1=1.0, b1=1e-18, a2=2.0, b2=0.0, e=0.0, g=0.5),  # lines that cross beyond any run
     ],
 )
-def test_step_line_sums_and_inverts(line):
+def test_step_line_sums_and_inverts(args):
+    line = StepLine(**args)  # (built in the test: a line built at collection would escape the mutation tests)
     steps = [line.at(j) for j in range(40)]
     for k in range(41):
         assert line.total(k) == pytest.approx(sum(steps[:k]), rel=1e-12, abs=1e-12)
