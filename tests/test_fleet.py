@@ -280,3 +280,22 @@ def test_a_released_replica_frees_its_place_under_the_replica_cap():
     reps = r.replicas.sort_values("replica_id")
     assert len(reps) == 3 and reps["provision_at_s"].iloc[2] == 300.0
     assert reps["released_at_s"].notna().sum() >= 1 and reps["released_at_s"].min() == 100.0
+
+
+def test_the_timeline_counts_every_replicas_running_requests_and_the_arrival_rate():
+    """Two fixed replicas, each given one of two 3,000-token requests at t = 0 (least outstanding), 20 short ones in
+    the first 10 s: the first sample (10 s) counts 2 running and 22 arrivals (2.2 per s), the second none arrived."""
+    rows = [(0.0, 10, 3000), (0.0, 10, 3000)] + [(0.5 * i, 10, 2) for i in range(20)]
+    r = simulate(scenario({"policy": "fixed", "replicas": 2}, timeline_interval_s=10.0), frame(sorted(rows)),
+                 measure_capacity=False)  # fmt: skip
+    tl = r.timeline.set_index("t_s")
+    assert tl.loc[10.0, "running"] == 2 and tl.loc[10.0, "arrival_rate_per_s"] == pytest.approx(2.2)
+    assert tl.loc[20.0, "arrival_rate_per_s"] == 0.0
+
+
+def test_a_full_fleet_queue_with_no_replica_ready_says_so():
+    """Cold start, no replica ready at t = 0 and a fleet queue of 0: the request is rejected with the reason."""
+    sc = scenario({"policy": "fixed", "replicas": 1}, lifecycle={**LIFE, "start": "cold"}, queue_max=0)
+    r = simulate(sc, frame([(0.0, 10, 5)]), measure_capacity=False).requests
+    assert r["status"].tolist() == ["rejected"]
+    assert r["reject_reason"].iloc[0] == "fleet queue full (0 requests) with no replica ready"
