@@ -122,15 +122,11 @@ def _write_plot(path: Path, log: Any, cmp: Any) -> None:
 
     from sim.atomic import atomic_file
     from sim.results.plots import pyplot, validation_figure
+    from sim.studies.validate import measured, per_request
 
     assert cmp.result is not None
-    req = cmp.result.requests
-    done = (req["status"].astype(str) == "completed").to_numpy()
-    a, f, c = (req[k].to_numpy()[done] for k in ("arrival_at_s", "first_token_at_s", "completed_at_s"))
-    out = req["output_tokens"].to_numpy()[done]
-    multi = out > 1
-    sim = {"ttft": f - a, "e2e": c - a, "tpot": (c[multi] - f[multi]) / (out[multi] - 1)}
-    real = {"ttft": log.ttft_s, "e2e": log.e2e_s, "tpot": log.tpot_s}
+    sim = {k: v[~np.isnan(v)] for k, v in per_request(cmp.result).items()}
+    real = {k: v[~np.isnan(v)] for k, v in measured(log).items()}
     if log.itl_s is not None and cmp.result.itl.count:
         real["itl"] = log.itl_s
         sim["itl"] = np.array([cmp.result.itl.percentile(q) for q in np.linspace(0, 100, 1001)])

@@ -311,7 +311,6 @@ def calibrate_from_log(
     sc, _ = replay_scenario(log, scenario, kv_blocks=kv_blocks, base_dir=base_dir)
     raw = sc.model_dump(mode="json")
     raw.pop("trace", None)
-    gpu = sc.fleet.gpu.strip().lower()
     setup = resolve_scenario(sc, base_dir=base_dir)
     gpu = setup.gpu.name
     before = {k: float(v) for k, v in params_of(setup).items() if k in CAL_PARAMS}

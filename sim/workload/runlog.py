@@ -87,7 +87,7 @@ def read_run_log(
     if layout == "requests":
         arrival, prompt, output, ttft, e2e, dropped = _read_requests(p)
         itl = None
-        meta = _read_meta(p.parent / "meta.json") if (p.parent / "meta.json").is_file() else None
+        meta = _read_json_object(p.parent / "meta.json") if (p.parent / "meta.json").is_file() else None
         ts = p.parent / "timeseries.csv"
         timeseries = _read_timeseries(ts) if ts.is_file() else None
     elif layout == "vllm-bench":
@@ -166,14 +166,7 @@ def _read_requests(p: Path) -> Any:
 
 
 def _read_bench(p: Path) -> Any:
-    try:
-        data = json.loads(p.read_text())
-    except (OSError, UnicodeDecodeError) as err:
-        raise FleetsimError(f"{p}: cannot read ({err})") from None
-    except json.JSONDecodeError as err:
-        raise FleetsimError(f"{p} line {err.lineno}: invalid JSON ({err.msg})") from None
-    if not isinstance(data, dict):
-        raise _fail(p, "top level", "must be a JSON object (vllm bench serve --save-result)", data)
+    data = _read_json_object(p, "a JSON object (vllm bench serve --save-result)")
     missing = [k for k in BENCH_KEYS if k not in data]
     if missing:
         hint = " (start_times: a vLLM recent enough to save the send times)" if missing == ["start_times"] else ""
@@ -242,16 +235,17 @@ def _read_csv(p: Path, columns: Mapping[str, str] | None, unit: float) -> Any:
     )
 
 
-def _read_meta(p: Path) -> dict[str, Any]:
+def _read_json_object(p: Path, what: str = "a JSON object") -> dict[str, Any]:
+    """A JSON file holding one object (a vllm bench result, a run's meta.json)."""
     try:
-        meta = json.loads(p.read_text())
+        data = json.loads(p.read_text())
     except (OSError, UnicodeDecodeError) as err:
         raise FleetsimError(f"{p}: cannot read ({err})") from None
     except json.JSONDecodeError as err:
         raise FleetsimError(f"{p} line {err.lineno}: invalid JSON ({err.msg})") from None
-    if not isinstance(meta, dict):
-        raise _fail(p, "top level", "must be a JSON object", meta)
-    return meta
+    if not isinstance(data, dict):
+        raise _fail(p, "top level", f"must be {what}", data)
+    return data
 
 
 def _read_timeseries(p: Path) -> pd.DataFrame:
