@@ -100,6 +100,7 @@ def scenario(draw: dict, fast_forward: bool) -> dict:
         "speculative": SPECULATION[draw["speculation"]],
         "preempt_for_priority": draw["preempt_for_priority"],
         "step_time": {"kind": "roofline"},
+        "enforce_eager": draw["eager"],
     }
     fleet = {
         "gpu": "a100-80gb",
@@ -122,6 +123,10 @@ def scenario(draw: dict, fast_forward: bool) -> dict:
         "engine": engine,
         "pricing": {"usd_per_gpu_hour": 2.0, "billing_granularity_s": 0},
         "slo": {"ttft_ms": 800, "tpot_ms": 60},
+        "roofline": {
+            "logits": draw["logits"],
+            "kv_memory": draw["kv_memory"],
+        },  # (the blocks are given: sizing is built, not used)
     }
     if draw["batch"] != "none":
         job = {
@@ -170,6 +175,9 @@ def simulate_and_inspect(raw: dict, frame: pd.DataFrame):
             "blocks": st.integers(40, 120),
             "n": st.integers(1, 30),
             "rate": st.floats(0.5, 20),
+            "logits": st.sampled_from(["sampled", "every_token"]),
+            "kv_memory": st.sampled_from(["vllm", "reserve"]),
+            "eager": st.booleans(),
         }
     )
 )
