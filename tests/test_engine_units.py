@@ -259,3 +259,10 @@ def test_a_batch_is_pure_decode_only_while_every_entry_is_one_running_sequences_
     recompute.generated = 3  # preempted: its prompt and generated tokens are recomputed, one token at a time here
     batch.note(recompute, 0, 1, 103)
     assert not batch.is_pure_decode
+
+
+def test_chunked_spends_the_token_budget_to_its_last_token():
+    """max_num_batched_tokens = 3 and three decoders: each gets its token (the last one spends the budget's last)."""
+    limits = Limits(max_num_seqs=8, max_num_batched_tokens=3, block_size=16)
+    b = Chunked().next_batch(seqs(5), seqs(30, 30, 30, decoding=True), free_blocks=100, limits=limits)
+    assert [(s.idx, n) for s, n in b.work] == [(0, 1), (1, 1), (2, 1)] and not b.admitted

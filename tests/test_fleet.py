@@ -299,3 +299,26 @@ def test_a_full_fleet_queue_with_no_replica_ready_says_so():
     r = simulate(sc, frame([(0.0, 10, 5)]), measure_capacity=False).requests
     assert r["status"].tolist() == ["rejected"]
     assert r["reject_reason"].iloc[0] == "fleet queue full (0 requests) with no replica ready"
+
+
+def test_the_timeline_reads_every_replica_after_one_still_starting():
+    """A replica still loading (no engine yet) listed before a ready one: the sample counts both states and reads the
+    ready one's running requests, KV use and busy fraction."""
+    from types import SimpleNamespace
+
+    import simpy
+
+    from sim.run.fleet.control import sample_timeline
+    from sim.states import ReplicaState
+
+    engine = SimpleNamespace(busy_s_at=lambda now: 5.0, kv_use_at=lambda now: 0.25, n_running=3, waiting=[1, 2])
+    slots = [
+        SimpleNamespace(state=ReplicaState.LOADING, engine=None, replica_id=0),
+        SimpleNamespace(state=ReplicaState.READY, engine=engine, replica_id=1),
+    ]
+    pool = SimpleNamespace(live=slots, queue=[7], n_arrivals=4)
+    env, rows = simpy.Environment(), []
+    env.process(sample_timeline(env, [pool], [], 10.0, rows))
+    env.run(until=10.5)
+    (row,) = rows
+    assert row[:9] == (10.0, 0, 1, 1, 0, 1 + 2, 3, 0.25, 0.4) and row[9] == 0.5

@@ -4,6 +4,7 @@ window, and the lazy engine against the per-sequence reference where order matte
 
 import heapq
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,7 @@ from sim.run.engine.group import DecodeGroup
 from sim.run.engine.sequence import Seq
 from sim.run.engine.step_time import RooflineStepTime, StepLine
 from sim.run.fleet.feed import Feed
-from sim.run.fleet.load_index import LeastLoaded
+from sim.run.fleet.load_index import STALE_RATIO, STALE_SLACK, LeastLoaded
 from sim.run.simulate import simulate
 from sim.scenario.config import parse_config
 from sim.workload import validate_frame
@@ -134,11 +135,11 @@ def test_least_loaded_index_answers_as_the_router_does(ops):
             index.remove(rid)
         elif op in ("inc", "dec") and rid in loads:
             loads[rid] = max(0, loads[rid] + (1 if op == "inc" else -1))
-            index.update(rid, loads[rid])
+            index.load_changed(SimpleNamespace(replica_id=rid), loads[rid])
         elif op == "pick" and loads:
             ids = sorted(loads)
             assert index.least() == ids[router.choose(views([loads[i] for i in ids]), Seq(0, 0.0, 1, 1), 0.0)]
-    assert len(index) == len(loads) and len(index._heap) <= 4 * len(loads) + 64 + 1
+    assert len(index) == len(loads) and len(index._heap) <= STALE_RATIO * len(loads) + STALE_SLACK + 1
     heapq.heapify(index._heap)  # still a valid heap
 
 

@@ -49,8 +49,8 @@ class GapDistribution:
     def weighted(
         cls, singles: np.ndarray, a: np.ndarray, b: np.ndarray, j0: np.ndarray, j1: np.ndarray, w: np.ndarray, sw: np.ndarray
     ) -> GapDistribution:
-        """From the singles' weights `sw` (kept as their running sum: exact, integers < 2**53)."""
-        return cls(singles, a, b, j0, j1, w, np.cumsum(np.asarray(sw, dtype=np.float64)))
+        """From the singles' weights `sw`, float64 (kept as their running sum: exact, integers < 2**53)."""
+        return cls(singles, a, b, j0, j1, w, np.cumsum(sw))
 
     @property
     def _cum(self) -> np.ndarray:
@@ -96,7 +96,7 @@ class GapDistribution:
     ) -> GapDistribution:
         """From the engine's record (`sim.run.engine.records.ItlLog.arrays()`)."""
         values = np.concatenate((singles, grouped_v))
-        order = np.argsort(values, kind="stable")
+        order = np.argsort(values)  # (ties: equal values, any order reads the same)
         values = values[order]
         weights = np.concatenate((np.ones(singles.size), grouped_w))[order]  # float64
         del order
@@ -176,10 +176,11 @@ class GapDistribution:
         return self._sums()[0] / self.count
 
     def std(self) -> float:
-        """Population standard deviation; the sums are taken about the mean, where they do not cancel."""
+        """Population standard deviation: the squares are summed about the mean (where they do not cancel, and the
+        sum of the deviations is zero to rounding)."""
         n = self.count
-        total, squares = self._sums(shift=self.mean())
-        return math.sqrt(max(0.0, squares / n - (total / n) ** 2))
+        squares = self._sums(shift=self.mean())[1]
+        return math.sqrt(squares / n)
 
     def _count_le(self, v: float) -> int:
         count = self._singles_le(v)
@@ -294,15 +295,16 @@ CLASS_PERCENTILES = (90.0, 99.0)
 def _meets_slo(slo: dict[str, float], *, ttft: np.ndarray, tpot: np.ndarray, multi: np.ndarray, e2el: np.ndarray) -> np.ndarray:
     """Which completed requests meet every SLO given (ms); `tpot` holds only the `multi`-token ones (a 1-token
     request has TPOT 0)."""
-    good = np.ones(ttft.size, dtype=bool)
+    checks = [np.ones(ttft.size, dtype=bool)]
     if "ttft" in slo:
-        good &= ttft * 1000 <= slo["ttft"]
+        checks.append(ttft * 1000 <= slo["ttft"])
     if "tpot" in slo:
         all_tpot = np.zeros(ttft.size)
         all_tpot[multi] = tpot
-        good &= all_tpot * 1000 <= slo["tpot"]
+        checks.append(all_tpot * 1000 <= slo["tpot"])
     if "e2el" in slo:
-        good &= e2el * 1000 <= slo["e2el"]
+        checks.append(e2el * 1000 <= slo["e2el"])
+    good: np.ndarray = np.logical_and.reduce(checks)
     return good
 
 

@@ -160,7 +160,7 @@ class PrefixCachingKv(BlockKv):
         slots = limits.max_num_seqs - (0 if limits.preempt_for_priority else n_running)
         budget = limits.max_num_batched_tokens
         for seq in waiting:
-            if slots <= 0 or budget <= 0:
+            if slots <= 0 or budget <= 0:  # pragma: no mutate (budget < 0: one more matched, not admitted, given back)
                 break
             slots -= 1
             hashes = seq.hashes
@@ -183,7 +183,7 @@ class PrefixCachingKv(BlockKv):
         for seq in waiting:
             if seq.pins is not None and id(seq) not in admitted:
                 cache.unpin(seq.pins)
-                seq.pins, seq.computed, seq.blocks, seq.shared = None, 0, 0, 0
+                seq.pins, seq.computed, seq.blocks, seq.shared = None, 0, 0, 0  # pragma: no mutate (set again when matched)
 
     def grow(self, seq: Seq, n_slots: int) -> None:
         self._make_room(blocks_for(n_slots, self.block_size) - seq.blocks)
@@ -202,7 +202,6 @@ class PrefixCachingKv(BlockKv):
         self.used -= seq.blocks - seq.shared
         self.cache.unpin(seq.pins, (now, seq.idx))
         seq.blocks = seq.shared = 0
-        seq.pins = []
 
     def preempted(self, seq: Seq, now: float) -> None:
         self.release(seq, now)

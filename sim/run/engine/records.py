@@ -87,11 +87,8 @@ class RequestLog:
     def __init__(self, arrival_at_s: np.ndarray, prompt_tokens: np.ndarray, output_tokens: np.ndarray) -> None:
         n = len(arrival_at_s)
         self.arrival_at_s = np.asarray(arrival_at_s, dtype=np.float64)
-        self.prompt_tokens = np.asarray(prompt_tokens, dtype=np.int64)
-        self.output_tokens = np.asarray(output_tokens, dtype=np.int64)
-        self.scheduled_at_s = np.full(n, np.nan)
-        self.first_token_at_s = np.full(n, np.nan)
-        self.completed_at_s = np.full(n, np.nan)
+        self.prompt_tokens, self.output_tokens = (np.asarray(x, dtype=np.int64) for x in (prompt_tokens, output_tokens))
+        self.scheduled_at_s, self.first_token_at_s, self.completed_at_s = (np.full(n, np.nan) for _ in range(3))
         self.n_preemptions = np.zeros(n, dtype=np.int32)
         self.replica_id = np.full(n, -1, dtype=np.int32)
         self.status = np.zeros(n, dtype=np.int8)

@@ -42,6 +42,7 @@ from sim.run.engine.step_time import StepLine, StepTimeModel, linear_runs
 
 COLOCATED, PREFILL, DECODE = "colocated", "prefill", "decode"
 ROLES = (COLOCATED, PREFILL, DECODE)
+NO_LIMIT = 1 << 62  # tokens left: more than any run
 
 
 def _key(seq: Seq) -> tuple[int, float, int]:
@@ -217,7 +218,7 @@ class Replica:
         self._on_room = tuple(x.room_freed for x in listeners if type(x).room_freed is not base.room_freed)
         self._on_prefilled = tuple(x.prefilled for x in listeners if type(x).prefilled is not base.prefilled)
         self._on_finished = tuple(x.finished for x in listeners if type(x).finished is not base.finished)
-        self._idle = False  # waiting for work: the next arrival schedules a wake-up
+        self._idle = False  # pragma: no mutate (False/None)  waiting for work: the next arrival schedules a wake-up
         self._interruptible = False  # in a fast-forwarded run: the next arrival cuts it short
         self._run: tuple[float, StepLine, list[Seq], int] | None = None  # start, line, explicit seqs, k_max
         self._run_steps = 0  # steps the run in progress will take
@@ -361,7 +362,7 @@ class Replica:
             and group.n * (1 + self.limits.lookahead) <= self.limits.max_num_batched_tokens
             and group.next_step_blocks <= kv.available()
         ):
-            self._start_run([], 0, 1 << 62)
+            self._start_run([], 0, NO_LIMIT)
             return
         while True:
             batch = kv.plan(self._plan, self)
@@ -480,7 +481,9 @@ class Replica:
                 seq.computed += n
                 if seq.computed == seq.prompt_tokens + seq.generated:
                     self._emit(seq, end)
-                    emitted = True
+                    # (speed only: decoders not regrouped here join the group when their decode run ends, ~8% later
+                    # in CPU on benchmarks/engine_speed.py; the outputs are the same, so this line is not mutated)
+                    emitted = True  # pragma: no mutate
         if emitted and self.fast_forward and (batch.group or not group.n):
             self._regroup(end)
         self._next()
@@ -672,7 +675,8 @@ class Replica:
         if min_tokens_left < k_max:
             k_max = min_tokens_left
         # each sequence needs at most ceil(k / block_size) more blocks: within that bound the whole run fits
-        if k_max > 1 and n_seqs * -(-k_max // self.kv.block_size) > self.kv.available():
+        # (k_max 1: _kv_steps answers 1 too, so >= reads the same: not mutated)
+        if k_max > 1 and n_seqs * -(-k_max // self.kv.block_size) > self.kv.available():  # pragma: no mutate
             k_max = self._kv_steps(seqs, k_max)
         assert self._lines is not None
         line = self._lines.decode_line(n_seqs=n_seqs, context_sum=context_sum)

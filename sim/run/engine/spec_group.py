@@ -119,7 +119,7 @@ class SpecGroup:
         self.la = acceptance.k  # lookahead slots (drafts) each member holds
         self.model = model
         self.itl = itl
-        self.d = 0  # verify steps the group has taken
+        self.d = 0  # pragma: no mutate (only differences of d are read)  verify steps the group has taken
         self.base = 0  # the group step `inc[0]` and `held[0]` stand for
         self.inc = np.zeros(256, dtype=np.int64)  # tokens the members emit at each step (from `base`)
         self.held = np.zeros(256, dtype=np.int64)  # blocks they hold at each step's start (those still members then)

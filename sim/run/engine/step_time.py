@@ -43,7 +43,8 @@ class StepLine:
         if d == 0:
             split, line1_after = (0 if gap <= 0 else math.inf), True
         elif abs(q) > _NEVER:  # the lines cross beyond any run (or the slopes differ by a denormal)
-            split, line1_after = (math.inf if q > 0 else 0), d > 0
+            # (|q| > _NEVER: any small bound tells its sign, so the comparison is not mutated)
+            split, line1_after = (math.inf if q > 0 else 0), d > 0  # pragma: no mutate
         elif d > 0:
             split, line1_after = max(0, math.ceil(q)), True  # line 2 on [0, split), line 1 after
         else:

@@ -99,7 +99,7 @@ class BatchLane(ReplicaListener):
         self._heap: list[tuple[int, float, int]] = []
         self._fifo = array("q")  # requests in key order, appended in order (the common case: no heap); 8 bytes each
         self._fifo_at = 0
-        self._pump_due = False
+        self._pump_due = False  # pragma: no mutate (False/None)
         self.n_queued = 0
         self.n_added = 0  # batch requests submitted to the lane (rejected ones excluded)
         self.remaining_tokens = 0  # prompt + output tokens of batch requests submitted and not resolved

@@ -332,8 +332,7 @@ class Pool:
         current = len(starting) + len(ready)
         if desired > current:
             room = self.max_replicas - self.held()  # the GPU cap counts draining replicas too
-            if room > 0:
-                self.launch(min(desired - current, room))
+            self.launch(min(desired - current, room))  # (none at or over the cap)
             return
         excess = current - desired
         for slot in sorted(starting, key=lambda s: s.provision_at_s, reverse=True)[:excess]:
@@ -345,7 +344,12 @@ class Pool:
         if excess <= 0:
             return
         now = self.env.now
-        for slot in sorted(ready, key=lambda s: (s.engine.n_outstanding if s.engine else 0, -s.replica_id))[:excess]:
+
+        def least_busy_newest(s: ReplicaSlot) -> tuple[int, int]:
+            assert s.engine is not None  # (ready)
+            return s.engine.n_outstanding, -s.replica_id
+
+        for slot in sorted(ready, key=least_busy_newest)[:excess]:
             engine = slot.engine
             assert engine is not None
             self._set_state(slot, ReplicaState.DRAINING)
@@ -361,7 +365,7 @@ class Pool:
         for slot in ready:
             engine = slot.engine
             assert engine is not None
-            t0, b0 = self._busy_seen.get(slot.replica_id, (now, 0.0))
+            t0, b0 = self._busy_seen[slot.replica_id]  # (set when it became ready)
             b1 = engine.busy_s_at(now)
             if now > t0:
                 busy.append((b1 - b0) / (now - t0))

@@ -94,21 +94,22 @@ def sample_timeline(
             engine = slot.engine
             if engine is None or slot.state == ReplicaState.RELEASED:
                 continue
-            b = engine.busy_s_at(now)
+            b = engine.busy_s_at(now)  # (busy and kv: one entry each per replica with an engine)
             busy.append(min(1.0, (b - last_busy.get(slot.replica_id, 0.0)) / interval_s))
             last_busy[slot.replica_id] = b
             kv.append(engine.kv_use_at(now))
             running += engine.n_running
             waiting += len(engine.waiting)
+        kv_mean, busy_mean = (float(np.mean(kv)), float(np.mean(busy))) if kv else (math.nan, math.nan)
         rows.append(
             (
                 now,
                 *counts.values(),
                 waiting,
                 running,
-                float(np.mean(kv)) if kv else math.nan,
+                kv_mean,
                 (arrivals() - last_arrivals) / interval_s,
-                float(np.mean(busy)) if busy else math.nan,
+                busy_mean,
                 transfers_waiting() if transfers_waiting is not None else 0,
             )
         )

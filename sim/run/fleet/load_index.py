@@ -18,6 +18,11 @@ if TYPE_CHECKING:
     from sim.run.engine.replica import Replica
 
 
+# the heap is rebuilt when it holds more than STALE_RATIO entries per member plus STALE_SLACK (a memory bound
+# only: the answers are the same whenever it is rebuilt)
+STALE_RATIO, STALE_SLACK = 4, 64
+
+
 class LeastLoaded(ReplicaListener):
     """The index; it listens to its replicas' load (`load_changed`)."""
 
@@ -41,23 +46,13 @@ class LeastLoaded(ReplicaListener):
         self._load.pop(replica_id, None)
 
     def load_changed(self, replica: Replica, n_outstanding: int) -> None:
-        """`update`, inlined (it runs at every routing and every resolution)."""
+        """`replica`'s outstanding requests changed (it runs at every routing and every resolution)."""
         loads, rid = self._load, replica.replica_id
         if rid in loads:
             loads[rid] = n_outstanding
             heap = self._heap
             heapq.heappush(heap, (n_outstanding, rid))
-            if len(heap) > 4 * len(loads) + 64:
-                self._heap = [(v, k) for k, v in loads.items()]
-                heapq.heapify(self._heap)
-
-    def update(self, replica_id: int, load: int) -> None:
-        loads = self._load
-        if replica_id in loads:
-            loads[replica_id] = load
-            heap = self._heap
-            heapq.heappush(heap, (load, replica_id))
-            if len(heap) > 4 * len(loads) + 64:
+            if len(heap) > STALE_RATIO * len(loads) + STALE_SLACK:
                 self._heap = [(v, k) for k, v in loads.items()]
                 heapq.heapify(self._heap)
 
