@@ -91,7 +91,7 @@ def _check_size(value: Any) -> None:
             stack.extend((v, depth + 1) for v in item)
 
 
-def parse_yaml(text: str, *, where: str) -> Any:
+def _load(text: str, where: str, many: bool) -> Any:
     try:
         _check_depth(text)
     except FleetsimError as err:
@@ -99,7 +99,7 @@ def parse_yaml(text: str, *, where: str) -> Any:
     except yaml.YAMLError:
         pass  # invalid YAML: the load below names the line
     try:
-        value = yaml.load(text, Loader=_UniqueKeyLoader)
+        value = list(yaml.load_all(text, Loader=_UniqueKeyLoader)) if many else yaml.load(text, Loader=_UniqueKeyLoader)
     except FleetsimError as err:
         raise FleetsimError(f"{where} {err}") from None
     except yaml.YAMLError as err:
@@ -114,6 +114,17 @@ def parse_yaml(text: str, *, where: str) -> Any:
     except FleetsimError as err:
         raise FleetsimError(f"{where}: too large ({err})") from None
     return value
+
+
+def parse_yaml(text: str, *, where: str) -> Any:
+    return _load(text, where, many=False)
+
+
+def parse_yaml_documents(text: str, *, where: str) -> list[Any]:
+    """Every document of a multi-document YAML stream (Kubernetes manifests: `---` between them), read with the
+    rules of `parse_yaml` (the depth and expanded-size bounds apply to the stream as a whole); empty documents are
+    left out."""
+    return [doc for doc in _load(text, where, many=True) if doc is not None]
 
 
 def read_text(path: Path, *, max_bytes: int = MAX_BYTES, what: str = "file") -> str:

@@ -11,6 +11,8 @@ from typing import Annotated, Any
 import typer
 
 from sim.cli.calibrate import calibrate as calibrate_command
+from sim.cli.cluster import export as export_command
+from sim.cli.cluster import import_ as import_command
 from sim.cli.common import Interrupted, Stopped, alias_note, emit_json, int_list, positive, user_errors
 from sim.cli.plan import plan as plan_command
 from sim.cli.roofline import render_text, roofline_report
@@ -59,6 +61,8 @@ app.command(name="calibrate")(user_errors(calibrate_command))
 app.command(name="sweep")(user_errors(sweep_command))
 app.command(name="plan")(user_errors(plan_command))
 app.command(name="validate")(user_errors(validate_command))
+app.command(name="import")(user_errors(import_command))
+app.command(name="export")(user_errors(export_command))
 
 
 @app.command()

@@ -25,10 +25,11 @@ import pandas as pd
 
 from sim.errors import FleetsimError
 from sim.physics.hardware import load_gpu_catalog
-from sim.physics.models import load_model_catalog
 from sim.results.result import SimResult
 from sim.run.simulate import simulate
 from sim.scenario.config import Scenario, parse_config
+from sim.scenario.importer import model_from_name
+from sim.scenario.vllm_args import kv_bits_of, weight_bits_of
 from sim.workload.runlog import RunLog
 
 STATS = ("mean", "p50", "p90", "p99")
@@ -59,16 +60,12 @@ def _stat(values: np.ndarray, stat: str) -> float:
 
 
 def _lookup_model(name: str) -> str:
-    catalog = load_model_catalog()
-    key = name.strip().lower()
-    if key in catalog.models:
-        return key
-    for k, spec in catalog.models.items():
-        if spec.hf_repo.lower() == key or spec.hf_repo.lower().split("/")[-1] == key.split("/")[-1]:
-            return k
-    raise FleetsimError(
-        f"meta.json model: {name!r} is not in the model catalog; pass --scenario with the model (a catalog name or a config.json)"
-    )
+    found = model_from_name(name)
+    if found is None:
+        raise FleetsimError(
+            f"meta.json model: {name!r} is not in the model catalog; pass --scenario with the model (a catalog name or a config.json)"
+        )
+    return found
 
 
 def gpu_name_of_device(device: str) -> str:
@@ -110,12 +107,12 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
     weight_bits = 16
     quant = kw.get("quantization") or (resolved.get("model_config") or {}).get("quantization")
     if quant:
-        if str(quant).lower() in ("fp8", "fbgemm_fp8", "modelopt"):
-            weight_bits = 8
+        bits = weight_bits_of(str(quant))
+        if bits is None:
+            notes.append(f"quantization={quant}: its weight precision is not known from the method (16-bit weights assumed)")
         else:
-            notes.append(f"quantization={quant} is not modelled (16-bit weights assumed)")
-    kv_dtype = str(kw.get("kv_cache_dtype") or cache.get("cache_dtype") or "auto")
-    kv_bits = 8 if kv_dtype.startswith("fp8") else 16
+            weight_bits = bits
+    kv_bits = kv_bits_of(str(kw.get("kv_cache_dtype") or cache.get("cache_dtype") or "auto"))
     chunked = sched.get("enable_chunked_prefill", True)
     engine: dict[str, Any] = {
         "policy": "chunked" if chunked else "prefill_first",

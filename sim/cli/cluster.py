@@ -1,0 +1,84 @@
+"""`fleetsim import` (manifests and vLLM command lines into a scenario) and `fleetsim export` (a scenario into
+manifests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sim.cli.common import check_out_file
+from sim.errors import FleetsimError
+
+
+def import_(
+    sources: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Kubernetes manifests (YAML, multi-document) or folders of them, a vLLM --config YAML, or a file holding a vllm serve command line (.sh, .txt).",
+            metavar="FILE...",
+        ),
+    ],
+    out: Annotated[Path | None, typer.Option(help="Write the scenario here (default: print it).")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="The model (a catalog name or config.json), if the files name none fleetsim knows.")
+    ] = None,
+    gpu: Annotated[str | None, typer.Option(help="The GPU (catalog name), if no node selector says.")] = None,
+    trace: Annotated[str | None, typer.Option(help="A trace file for the scenario's trace key.")] = None,
+) -> None:
+    """Write a scenario from what the cluster runs: every value commented with its source, what was not mapped listed."""
+    from sim.atomic import atomic_file
+    from sim.scenario.config import parse_config
+    from sim.scenario.importer import import_files, render, scenario_values
+    from sim.yaml_input import parse_yaml
+
+    if out is not None:
+        check_out_file(out, "--out")
+    if gpu is not None:
+        from sim.physics.hardware import load_gpu_catalog
+
+        gpu = load_gpu_catalog().get(gpu).name
+    imp = import_files(sources)
+    values = scenario_values(imp, model=model, gpu=gpu)
+    text = render(imp, values, [str(s) for s in sources], trace=trace)
+    raw = parse_yaml(text, where="the imported scenario")
+    parse_config(raw, where="the imported scenario")
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    with atomic_file(out, "--out") as tmp:
+        tmp.write_text(text)
+    typer.echo(
+        f"wrote {out}: {len(imp.sources)} values from {len(sources)} source(s), {len(imp.notes)} not mapped (listed in it)"
+    )
+
+
+def export(
+    scenario: Annotated[Path, typer.Argument(help="The scenario to export.")],
+    out: Annotated[Path | None, typer.Option(help="Write the manifests here (default: print them).")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a scenario key first: PATH=VALUE (a plan's pick).")
+    ] = None,
+    name: Annotated[str, typer.Option(help="The Deployment's (and autoscaler's) name.")] = "llm",
+) -> None:
+    """Write the Deployment (or Knative Service) and autoscaler manifests that run the scenario's fleet."""
+    import re
+
+    from sim.atomic import atomic_file
+    from sim.scenario.config import load_config
+    from sim.scenario.exporter import export_manifests, render_manifests
+
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?", name):
+        raise FleetsimError(f"--name {name!r}: a Kubernetes name is lower-case letters, digits and '-', at most 53 characters")
+    if out is not None:
+        check_out_file(out, "--out")
+    sc = load_config(scenario, set_ or [])
+    docs, notes = export_manifests(sc, name=name)
+    text = render_manifests(docs, notes, str(scenario))
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    with atomic_file(out, "--out") as tmp:
+        tmp.write_text(text)
+    typer.echo(f"wrote {out}: {', '.join(d['kind'] for d in docs)}")

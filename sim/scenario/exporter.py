@@ -1,0 +1,223 @@
+"""`fleetsim export`: a scenario (or a plan's pick) as the manifests that would run it.
+
+A colocated fleet becomes a Deployment running `vllm serve` with the scenario's engine settings (its GPUs
+requested, the GPU type selected by GPU Feature Discovery's `nvidia.com/gpu.product` label), scaled by:
+- `fixed`: the Deployment's replica count;
+- `hpa` and `queue`: a KEDA ScaledObject whose Prometheus trigger sums vLLM's (or DCGM's) metric over the
+  replicas with an AverageValue threshold — the HPA then computes ceil(sum / threshold), fleetsim's
+  ceil(current x average / target) — and whose `advanced.horizontalPodAutoscalerConfig.behavior` holds the
+  stabilization window, the scale-up policies (their period: fleetsim's control interval) and the tolerance;
+- `kpa`: a Knative Service with the KPA's annotations (target-utilization-percentage 100, so that the target is
+  the scenario's concurrency per replica) and `containerConcurrency` from `max_outstanding_per_replica`.
+What the manifests cannot say (cold-start stages, prices, SLOs, the router, the trace, the roofline's
+efficiencies) is listed in the file's header. `fleetsim import` reads the file back to the same scenario for
+everything both express (a property test holds them together).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from sim.errors import FleetsimError
+from sim.physics.models import load_model_catalog
+from sim.scenario.config import Scenario
+from sim.scenario.importer import AMD_PRODUCT, GFD_PRODUCT
+from sim.scenario.vllm_args import engine_args
+
+PROMETHEUS = "http://prometheus-operated.monitoring.svc:9090"  # the Prometheus Operator's default service: adjust
+IMAGE = "vllm/vllm-openai:latest"
+
+
+class _NoAliases(yaml.SafeDumper):
+    """Repeated blocks (the labels) written out each time, as manifests are, not as YAML anchors."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _whole(x: float) -> int | float:
+    """Kubernetes' integer fields (seconds, percentages): an integral value as an int."""
+    return int(x) if float(x).is_integer() else x
+
+
+def _queries(name: str, repo: str) -> dict[str, str]:
+    sel = f'{{model_name="{repo}"}}'
+    return {
+        "outstanding_per_replica": f"sum(vllm:num_requests_running{sel}) + sum(vllm:num_requests_waiting{sel})",
+        "kv_use": f"sum(vllm:kv_cache_usage_perc{sel})",
+        "busy_fraction": f'sum(avg by (pod) (DCGM_FI_PROF_GR_ENGINE_ACTIVE{{pod=~"{name}-.*"}}))',
+        "waiting": f"sum(vllm:num_requests_waiting{sel})",
+    }
+
+
+def scenario_keys(sc: Scenario) -> dict[str, Any]:
+    """The scenario's keys the manifests express (dotted paths, as `fleetsim import` sets them)."""
+    e, r = sc.engine, sc.roofline
+    return {
+        "fleet.tp": sc.fleet.tp,
+        "engine.max_num_seqs": e.max_num_seqs,
+        "engine.max_num_batched_tokens": e.max_num_batched_tokens,
+        "engine.block_size": e.block_size,
+        "engine.num_gpu_blocks_override": e.num_gpu_blocks_override,
+        "roofline.gpu_memory_utilization": r.gpu_memory_utilization,
+        "engine.policy": e.policy,
+        "engine.prefix_caching": e.prefix_caching,
+        "engine.enforce_eager": e.enforce_eager,
+        "engine.preempt_for_priority": e.preempt_for_priority,
+        "roofline.kv_bits": r.kv_bits,
+        "roofline.weight_bits": r.weight_bits,
+    }
+
+
+def not_expressed(sc: Scenario) -> list[str]:
+    out = [
+        "fleet.lifecycle (cold-start stages: provisioning, image pull, weight loading, warm-up)",
+        "pricing, slo, trace, seed",
+        f"fleet.router {sc.fleet.router} (a Kubernetes Service balances connections round-robin; an inference gateway routes by load)",
+        "roofline efficiencies (mfu, mbu, overheads): properties of the hardware, not of the deployment",
+        f"engine.watermark {sc.engine.watermark}, engine.admission {sc.engine.admission}: vLLM has no flags for them",
+    ]
+    if sc.fleet.reserved_replicas:
+        out.append(f"fleet.reserved_replicas {sc.fleet.reserved_replicas} (a billing commitment)")
+    if sc.fleet.max_gpus is not None:
+        out.append(f"fleet.max_gpus {sc.fleet.max_gpus} (a quota: set it as the namespace's ResourceQuota)")
+    if sc.fleet.queue_max is not None or sc.fleet.queue_timeout_s is not None:
+        out.append("fleet.queue_max / queue_timeout_s (the gateway's queue)")
+    if sc.fleet.max_outstanding_per_replica is not None and sc.fleet.autoscaler.policy != "kpa":
+        out.append(
+            f"fleet.max_outstanding_per_replica {sc.fleet.max_outstanding_per_replica} (the router's cap; Knative's containerConcurrency with kpa)"
+        )
+    if sc.engine.speculative is not None:
+        out.append("engine.speculative (its acceptance rate is a property of the traffic; pass --speculative-config yourself)")
+    if sc.roofline.weight_bits == 4:
+        out.append("roofline.weight_bits 4 (serve a 4-bit checkpoint, AWQ/GPTQ/MXFP4: the model argument changes)")
+    if sc.batch is not None:
+        out.append("batch jobs")
+    return out
+
+
+def export_manifests(sc: Scenario, *, name: str = "llm") -> tuple[list[dict[str, Any]], list[str]]:
+    """The manifests for the scenario's fleet, and what they do not express."""
+    fleet = sc.fleet
+    if fleet.mode != "colocated":
+        raise FleetsimError("fleet.mode disaggregated: export writes colocated fleets only (one Deployment of vLLM)")
+    auto = fleet.autoscaler
+    if auto.policy == "scheduled":
+        raise FleetsimError(
+            "fleet.autoscaler.policy scheduled: export has no manifest form for a schedule yet (KEDA cron triggers)"
+        )
+    catalog = load_model_catalog()
+    spec = catalog.models.get(sc.model)
+    if spec is None:
+        raise FleetsimError(f"model {sc.model!r}: export needs a catalog model (its Hugging Face repo names the weights)")
+    repo = spec.hf_repo
+    if fleet.gpu in GFD_PRODUCT:
+        label, product, resource = "nvidia.com/gpu.product", GFD_PRODUCT[fleet.gpu], "nvidia.com/gpu"
+    elif fleet.gpu in AMD_PRODUCT:
+        label, product, resource = "amd.com/gpu.product-name", AMD_PRODUCT[fleet.gpu], "amd.com/gpu"
+    else:
+        raise FleetsimError(f"fleet.gpu {fleet.gpu!r}: no Kubernetes node label is known for it")
+    values = {k: v for k, v in scenario_keys(sc).items() if v is not None}
+    container = {
+        "name": "vllm",
+        "image": IMAGE,
+        "command": ["vllm"],
+        "args": engine_args(values, hf_repo=repo),
+        "ports": [{"containerPort": 8000, "name": "http"}],
+        "resources": {"limits": {resource: fleet.tp}, "requests": {resource: fleet.tp}},
+    }
+    pod: dict[str, Any] = {"nodeSelector": {label: product}, "containers": [container]}
+    labels = {"app": name}
+    if auto.policy == "kpa":
+        ann = {
+            "autoscaling.knative.dev/class": "kpa.autoscaling.knative.dev",
+            "autoscaling.knative.dev/metric": "concurrency",
+            "autoscaling.knative.dev/target": str(auto.target_concurrency),
+            "autoscaling.knative.dev/target-utilization-percentage": "100",
+            "autoscaling.knative.dev/min-scale": str(auto.min_replicas),
+            "autoscaling.knative.dev/max-scale": str(auto.max_replicas),
+            "autoscaling.knative.dev/window": f"{auto.stable_window_s}s",
+            "autoscaling.knative.dev/panic-window-percentage": str(auto.panic_window_percentage),
+            "autoscaling.knative.dev/panic-threshold-percentage": str(auto.panic_threshold_percentage),
+            "autoscaling.knative.dev/scale-to-zero-pod-retention-period": f"{auto.scale_to_zero_grace_s}s",
+        }
+        if auto.initial_replicas is not None:
+            ann["autoscaling.knative.dev/initial-scale"] = str(auto.initial_replicas)
+        pod["containerConcurrency"] = fleet.max_outstanding_per_replica or 0
+        service = {
+            "apiVersion": "serving.knative.dev/v1",
+            "kind": "Service",
+            "metadata": {"name": name},
+            "spec": {"template": {"metadata": {"annotations": ann, "labels": labels}, "spec": pod}},
+        }
+        return [service], not_expressed(sc)
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": auto.start_replicas,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": pod},
+        },
+    }
+    if auto.policy == "fixed":
+        return [deployment], not_expressed(sc)
+    metric = auto.metric if auto.policy == "hpa" else "waiting"
+    threshold = auto.target if auto.policy == "hpa" else auto.target_waiting
+    period = _whole(auto.interval_s)
+    if auto.policy == "hpa":
+        up = {
+            "policies": [
+                {"type": "Percent", "value": _whole(auto.scale_up_percent), "periodSeconds": period},
+                {"type": "Pods", "value": auto.scale_up_pods, "periodSeconds": period},
+            ],
+            "selectPolicy": "Max",
+            "tolerance": str(auto.tolerance),
+        }
+        down = {"stabilizationWindowSeconds": _whole(auto.scale_down_stabilization_s), "tolerance": str(auto.tolerance)}
+        behavior: dict[str, Any] = {"scaleUp": up, "scaleDown": down}
+    else:
+        behavior = {
+            "scaleUp": {"policies": [{"type": "Pods", "value": 1, "periodSeconds": period}]},
+            "scaleDown": {"stabilizationWindowSeconds": _whole(auto.scale_down_delay_s)},
+        }
+    scaled = {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": name},
+        "spec": {
+            "scaleTargetRef": {"name": name},
+            "minReplicaCount": auto.min_replicas,
+            "maxReplicaCount": auto.max_replicas,
+            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": behavior}},
+            "triggers": [
+                {
+                    "type": "prometheus",
+                    "metricType": "AverageValue",
+                    "metadata": {
+                        "serverAddress": PROMETHEUS,
+                        "query": _queries(name, repo)[metric],
+                        "threshold": str(threshold),
+                    },
+                }
+            ],
+        },
+    }
+    notes = not_expressed(sc)
+    if auto.policy == "queue":
+        notes.append(
+            "fleet.autoscaler queue: written as a KEDA trigger on waiting requests (one replica per target_waiting); "
+            "its scale_down_busy has no counterpart"
+        )
+    return [deployment, scaled], notes
+
+
+def render_manifests(docs: list[dict[str, Any]], notes: list[str], source: str) -> str:
+    head = [f"# Manifests for the fleet of {source}, written by fleetsim export.", "# Not expressed here:"]
+    head += [f"#   - {n}" for n in notes]
+    head.append(f"# (the KEDA trigger's serverAddress is {PROMETHEUS}: set your Prometheus)")
+    body = "---\n".join(yaml.dump(d, Dumper=_NoAliases, sort_keys=False, width=1_000_000) for d in docs)
+    return "\n".join(head) + "\n" + body

@@ -1,0 +1,890 @@
+"""`fleetsim import`: a scenario from what a cluster already runs.
+
+Reads, never runs: a `vllm serve` command line (a shell script or a text file), a vLLM `--config` YAML, and
+Kubernetes manifests (a multi-document file or a folder of them):
+- Deployment / StatefulSet (apps/v1): the container running vLLM (its command and args), its GPU request
+  (`nvidia.com/gpu`, `amd.com/gpu`), the GPU type from its node selector or required node affinity (the GPU
+  Feature Discovery label `nvidia.com/gpu.product`, GKE's `cloud.google.com/gke-accelerator`, Karpenter's
+  `karpenter.k8s.aws/instance-gpu-name`, or the instance type), and its replica count;
+- HorizontalPodAutoscaler (autoscaling/v2): min/max replicas, the metric and target (vLLM's Prometheus metrics
+  through an adapter: `vllm:num_requests_running`/`_waiting`, `vllm:kv_cache_usage_perc`, DCGM's GPU
+  utilization), `behavior` (scale-down stabilization window, scale-up policies);
+- KEDA ScaledObject (keda.sh/v1alpha1): min/max replica counts, a Prometheus trigger's query and threshold,
+  `advanced.horizontalPodAutoscalerConfig.behavior`;
+- Knative Service (serving.knative.dev/v1) and KServe InferenceService (serving.kserve.io/v1beta1): the KPA's
+  annotations (target, window, panic window and threshold, min/max/initial scale, scale-to-zero retention),
+  `containerConcurrency`, a predictor's min/max replicas and scale target.
+Every value set says where it came from (file, document, field) as a comment in the written scenario; what was
+read and not mapped is listed with the reason. Schemas: Kubernetes API reference v1.33 (apps/v1 Deployment,
+autoscaling/v2 HorizontalPodAutoscaler), KEDA 2.17 ScaledObject spec and Prometheus scaler, Knative Serving
+autoscaling annotations (knative.dev/docs/serving/autoscaling), KServe v1beta1 InferenceService.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sim.errors import FleetsimError
+from sim.physics.hardware import load_gpu_catalog
+from sim.physics.models import load_model_catalog
+from sim.scenario.vllm_args import Mapped, find_vllm, map_options, options_from_mapping, parse_args, split_command
+from sim.yaml_input import parse_yaml_documents, read_text
+
+# --- GPU labels ------------------------------------------------------------------------------------------
+# GPU Feature Discovery's `nvidia.com/gpu.product` (the CUDA device name, spaces as dashes) for each catalog GPU:
+# what `fleetsim export` writes, and read back first on import
+GFD_PRODUCT = {
+    "a100-40gb": "NVIDIA-A100-SXM4-40GB",
+    "a100-80gb": "NVIDIA-A100-SXM4-80GB",
+    "h100-sxm": "NVIDIA-H100-80GB-HBM3",
+    "h100-pcie": "NVIDIA-H100-PCIe",
+    "h200": "NVIDIA-H200",
+    "b200": "NVIDIA-B200",
+    "l4": "NVIDIA-L4",
+    "l40s": "NVIDIA-L40S",
+    "l40": "NVIDIA-L40",
+    "a10g": "NVIDIA-A10G",
+    "rtx-4090": "NVIDIA-GeForce-RTX-4090",
+    "rtx-5090": "NVIDIA-GeForce-RTX-5090",
+    "rtx-a6000": "NVIDIA-RTX-A6000",
+    "rtx-pro-6000": "NVIDIA-RTX-PRO-6000-Blackwell-Workstation-Edition",
+}
+# AMD's device plugin labels nodes with `amd.com/gpu.product-name`
+AMD_PRODUCT = {"mi300x": "AMD_Instinct_MI300X"}
+# GKE's accelerator names (cloud.google.com/gke-accelerator; GKE docs "GPUs" page)
+GKE_ACCELERATOR = {
+    "nvidia-tesla-a100": "a100-40gb",
+    "nvidia-a100-80gb": "a100-80gb",
+    "nvidia-h100-80gb": "h100-sxm",
+    "nvidia-h100-mega-80gb": "h100-sxm",
+    "nvidia-h200-141gb": "h200",
+    "nvidia-b200": "b200",
+    "nvidia-l4": "l4",
+}
+# instance types by family prefix (AWS EC2 accelerated computing, Google Cloud accelerator-optimized machine series,
+# Azure ND/NC series docs)
+INSTANCE_FAMILY = {
+    "p4d.": "a100-40gb",
+    "p4de.": "a100-80gb",
+    "p5.": "h100-sxm",
+    "p5e.": "h200",
+    "p5en.": "h200",
+    "p6-b200.": "b200",
+    "g5.": "a10g",
+    "g6.": "l4",
+    "g6e.": "l40s",
+    "a2-highgpu-": "a100-40gb",
+    "a2-megagpu-": "a100-40gb",
+    "a2-ultragpu-": "a100-80gb",
+    "a3-highgpu-": "h100-sxm",
+    "a3-megagpu-": "h100-sxm",
+    "a3-ultragpu-": "h200",
+    "a4-highgpu-": "b200",
+    "g2-standard-": "l4",
+    "standard_nd96asr_v4": "a100-40gb",
+    "standard_nd96amsr_a100_v4": "a100-80gb",
+    "standard_nc24ads_a100_v4": "a100-80gb",
+    "standard_nd96isr_h100_v5": "h100-sxm",
+    "standard_nd96isr_h200_v5": "h200",
+    "standard_nd96isr_mi300x_v5": "mi300x",
+}
+GPU_LABELS = (
+    "nvidia.com/gpu.product",
+    "amd.com/gpu.product-name",
+    "cloud.google.com/gke-accelerator",
+    "karpenter.k8s.aws/instance-gpu-name",
+    "node.kubernetes.io/instance-type",
+    "beta.kubernetes.io/instance-type",
+)
+GPU_RESOURCES = ("nvidia.com/gpu", "amd.com/gpu")
+
+
+def gpu_from_label(key: str, value: str) -> str | None:
+    """The catalog GPU a node label's value denotes, or None."""
+    v = str(value).strip()
+    low = v.lower()
+    for name, product in (*GFD_PRODUCT.items(), *AMD_PRODUCT.items()):
+        if low == product.lower():
+            return name
+    if key == "cloud.google.com/gke-accelerator" and low in GKE_ACCELERATOR:
+        return GKE_ACCELERATOR[low]
+    if key.endswith("instance-type"):
+        for prefix, name in INSTANCE_FAMILY.items():
+            if low.startswith(prefix):
+                return name
+        return None
+    catalog = load_gpu_catalog()
+    bare = low.removeprefix("nvidia-").removeprefix("nvidia ").removeprefix("tesla-")
+    for candidate in (low, bare, bare.replace("-", " "), bare.replace("_", "-")):
+        try:
+            return catalog.get(candidate).name
+        except FleetsimError:
+            continue
+    return None
+
+
+def model_from_name(name: str) -> str | None:
+    """The catalog model a vLLM model argument (a Hugging Face repo id or a local path) denotes, or None: by name,
+    by repo id, or by the repo's last part with an -Instruct/-Chat/-hf suffix dropped."""
+    catalog = load_model_catalog()
+    key = name.strip().rstrip("/").lower()
+    if key in catalog.models:
+        return key
+
+    def stem(text: str) -> str:
+        tail = text.split("/")[-1]
+        for suffix in ("-instruct", "-chat", "-hf", "-it", "-base"):
+            tail = tail.removesuffix(suffix)
+        return tail
+
+    for k, spec in catalog.models.items():
+        if spec.hf_repo.lower() == key:
+            return k
+    for k, spec in catalog.models.items():
+        if stem(spec.hf_repo.lower()) == stem(key) or k == stem(key):
+            return k
+    return None
+
+
+# --- the import --------------------------------------------------------------------------------------------
+@dataclass
+class Imported:
+    """What the files said: scenario keys (dotted path -> value), each key's source, and the notes."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    replicas: tuple[int, str] | None = None  # the workload's replica count and where it was read
+    gpus_per_pod: tuple[int, str] | None = None
+    data_parallel: int = 1
+    workload: str | None = None  # the Deployment/Service name an autoscaler should target
+    autoscaler_from: str | None = None
+
+    def set(self, key: str, value: Any, source: str) -> None:
+        self.values[key] = value
+        self.sources[key] = source
+
+    def merge(self, mapped: Mapped) -> None:
+        for key, value in mapped.values.items():
+            if key == "data_parallel_size":
+                self.data_parallel = int(value)
+            else:
+                self.set(key, value, mapped.sources[key])
+        self.notes.extend(mapped.notes)
+
+
+IGNORED_KINDS = {
+    "Service": "networking",
+    "Ingress": "networking",
+    "HTTPRoute": "networking",
+    "Gateway": "networking",
+    "NetworkPolicy": "networking",
+    "ConfigMap": "configuration data",
+    "Secret": "credentials",
+    "PersistentVolumeClaim": "storage",
+    "PersistentVolume": "storage",
+    "StorageClass": "storage",
+    "ServiceAccount": "access control",
+    "Role": "access control",
+    "RoleBinding": "access control",
+    "ClusterRole": "access control",
+    "ClusterRoleBinding": "access control",
+    "Namespace": "a namespace",
+    "PodDisruptionBudget": "voluntary-disruption limits",
+    "ServiceMonitor": "metrics scraping",
+    "PodMonitor": "metrics scraping",
+    "PrometheusRule": "alerting rules",
+    "TriggerAuthentication": "KEDA credentials",
+}
+KNOWN_KINDS = ("Deployment", "StatefulSet", "HorizontalPodAutoscaler", "ScaledObject", "Service (Knative)", "InferenceService")
+TEMPLATE = re.compile(r"\{\{|\}\}|\{%|%\}")
+
+
+class Doc:
+    """One manifest document and how to name its fields in an error or a source comment."""
+
+    def __init__(self, data: dict[str, Any], where: str) -> None:
+        self.data = data
+        self.where = where
+
+    def src(self, path: str) -> str:
+        return f"{self.where} {path}"
+
+    def get(self, path: str, default: Any = None) -> Any:
+        node: Any = self.data
+        for part in path.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return default
+            node = node[part]
+        return node
+
+    def need(self, path: str) -> Any:
+        value = self.get(path)
+        if value is None:
+            raise FleetsimError(f"{self.where}: {path} is missing")
+        return value
+
+    def int_at(self, path: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise FleetsimError(f"{self.where}: {path} must be an integer (got {value!r})")
+        try:
+            return int(value)
+        except ValueError:
+            raise FleetsimError(f"{self.where}: {path} must be an integer (got {value!r})") from None
+
+
+def _check_templating(node: Any, where: str, path: str = "") -> None:
+    """Helm/Jinja templating left in a manifest (`{{ .Values.x }}`): render it first (helm template)."""
+    if isinstance(node, str):
+        if TEMPLATE.search(node):
+            raise FleetsimError(
+                f"{where}: {path or 'the document'} holds unrendered templating ({node[:60]!r}); render it first (helm template, kustomize build)"
+            )
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            _check_templating(v, where, f"{path}.{k}" if path else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _check_templating(v, where, f"{path}[{i}]")
+
+
+def quantity(text: Any, where: str) -> float:
+    """A Kubernetes quantity ("800m", "2", "1.5", "4k", "1Ki") as a number."""
+    if isinstance(text, bool):
+        raise FleetsimError(f"{where}: not a quantity ({text!r})")
+    if isinstance(text, int | float):
+        return float(text)
+    s = str(text).strip()
+    suffixes = {"Ki": 1024.0, "Mi": 1024.0**2, "Gi": 1024.0**3, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9}
+    suffix = next((x for x in suffixes if s.endswith(x)), "")
+    number, scale = (s[: -len(suffix)], suffixes[suffix]) if suffix else (s, 1.0)
+    try:
+        return float(number) * scale
+    except ValueError:
+        raise FleetsimError(f"{where}: not a Kubernetes quantity ({text!r})") from None
+
+
+# --- vLLM in a pod ----------------------------------------------------------------------------------------------
+def _container_args(container: dict[str, Any], where: str) -> list[str] | None:
+    words: list[str] = []
+    for part in ("command", "args"):
+        value = container.get(part) or []
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise FleetsimError(f"{where}.{part} must be a list of strings")
+        for item in value:
+            text = str(item)
+            words.extend(split_command(text, where) if " " in text.strip() else [text])
+    return find_vllm(words)
+
+
+def _pod_spec(imp: Imported, doc: Doc, spec_path: str) -> None:
+    """The vLLM container of a pod template (its args, GPUs) and the GPU type from node selection."""
+    spec = doc.get(spec_path)
+    if not isinstance(spec, dict):
+        raise FleetsimError(f"{doc.where}: {spec_path} is missing")
+    containers = spec.get("containers")
+    if not isinstance(containers, list) or not containers:
+        raise FleetsimError(f"{doc.where}: {spec_path}.containers is missing")
+    found = None
+    for i, c in enumerate(containers):
+        if not isinstance(c, dict):
+            raise FleetsimError(f"{doc.where}: {spec_path}.containers[{i}] must be a mapping")
+        args = _container_args(c, f"{doc.where}: {spec_path}.containers[{i}]")
+        if args is not None:
+            found = (i, c, args)
+            break
+    if found is None:
+        raise FleetsimError(
+            f"{doc.where}: no container of {spec_path}.containers runs vLLM (vllm serve, or python -m vllm.entrypoints.openai.api_server)"
+        )
+    i, container, args = found
+    cpath = f"{spec_path}.containers[{i}]"
+    imp.merge(map_options(parse_args(args, doc.src(cpath)), doc.src(f"{cpath}.args")))
+    for env in container.get("env") or []:
+        if isinstance(env, dict) and str(env.get("name", "")).startswith("VLLM_"):
+            imp.notes.append(f"{doc.src(cpath)}.env {env.get('name')}: vLLM environment settings are not mapped")
+    resources = container.get("resources") or {}
+    for section in ("limits", "requests"):
+        block = resources.get(section) or {}
+        for res in GPU_RESOURCES:
+            if res in block:
+                imp.gpus_per_pod = (
+                    doc.int_at(f"{cpath}.resources.{section}.{res}", block[res]),
+                    doc.src(f"{cpath}.resources.{section}"),
+                )
+                break
+        if imp.gpus_per_pod is not None:
+            break
+    labels: list[tuple[str, str, str]] = []
+    selector = spec.get("nodeSelector") or {}
+    if isinstance(selector, dict):
+        labels += [(k, str(v), f"{spec_path}.nodeSelector.{k}") for k, v in selector.items() if k in GPU_LABELS]
+    terms = (
+        ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution") or {}
+    ).get("nodeSelectorTerms") or []
+    for t, term in enumerate(terms if isinstance(terms, list) else []):
+        for e, expr in enumerate((term or {}).get("matchExpressions") or []):
+            if isinstance(expr, dict) and expr.get("key") in GPU_LABELS and expr.get("operator") == "In":
+                values = expr.get("values") or []
+                if len(values) > 1:
+                    imp.notes.append(
+                        f"{doc.src(spec_path)}.affinity: {expr['key']} allows {', '.join(map(str, values))}; the first is simulated"
+                    )
+                if values:
+                    labels.append(
+                        (expr["key"], str(values[0]), f"{spec_path}.affinity...nodeSelectorTerms[{t}].matchExpressions[{e}]")
+                    )
+    for key, value, path in labels:
+        gpu = gpu_from_label(key, value)
+        if gpu is not None:
+            imp.set("fleet.gpu", gpu, doc.src(f"{path} {value}"))
+            break
+        imp.notes.append(f"{doc.src(path)} {value}: no catalog GPU is known by this label value")
+
+
+def _workload(imp: Imported, doc: Doc) -> None:
+    if imp.workload is not None:
+        raise FleetsimError(
+            f"{doc.where}: a second vLLM workload ({doc.get('metadata.name')!r} after {imp.workload!r}); import one deployment at a time"
+        )
+    imp.workload = str(doc.get("metadata.name") or "")
+    _pod_spec(imp, doc, "spec.template.spec")
+    if doc.get("spec.replicas") is not None:
+        imp.replicas = (doc.int_at("spec.replicas", doc.get("spec.replicas")), doc.src("spec.replicas"))
+
+
+# --- autoscalers ---------------------------------------------------------------------------------------------
+def metric_of(text: str) -> str | None:
+    """fleetsim's autoscaling signal for a metric name or a PromQL query: outstanding_per_replica (vLLM's running
+    plus waiting requests), running (running only), waiting, kv_use, busy_fraction (GPU utilization), or None."""
+    t = text.lower().replace(":", "_")
+    running = "num_requests_running" in t
+    waiting = "num_requests_waiting" in t or (running and "waiting" in t)  # (an adapter rule's running_plus_waiting)
+    if "kv_cache_usage" in t or "gpu_cache_usage" in t:
+        return "kv_use"
+    if running and waiting:
+        return "outstanding_per_replica"
+    if running:
+        return "running"
+    if waiting:
+        return "waiting"
+    if "dcgm_fi_dev_gpu_util" in t:
+        return "busy_percent"
+    if "dcgm_fi_prof_gr_engine_active" in t:
+        return "busy_fraction"
+    return None
+
+
+def _set_metric(imp: Imported, kind: str, target: float, source: str, auto: dict[str, Any]) -> None:
+    if kind in ("outstanding_per_replica", "running"):
+        auto.update(policy="hpa", metric="outstanding_per_replica", target=target)
+        if kind == "running":
+            imp.notes.append(
+                f"{source}: vllm:num_requests_running alone; fleetsim's outstanding_per_replica also counts waiting requests"
+            )
+    elif kind == "waiting":
+        auto.update(policy="queue", target_waiting=target)
+        imp.notes.append(
+            f"{source}: waiting requests per replica, as fleetsim's queue policy (one replica per target_waiting waiting)"
+        )
+    elif kind == "kv_use":
+        if target > 1:
+            imp.notes.append(f"{source}: KV use target {target:g} read as a percentage")
+            target /= 100
+        auto.update(policy="hpa", metric="kv_use", target=target)
+    else:
+        if kind == "busy_percent":
+            target /= 100
+        auto.update(policy="hpa", metric="busy_fraction", target=target)
+    imp.sources["fleet.autoscaler.target"] = source
+
+
+def _behavior(imp: Imported, doc: Doc, path: str, auto: dict[str, Any]) -> None:
+    behavior = doc.get(path)
+    if not isinstance(behavior, dict):
+        return
+    down = behavior.get("scaleDown") or {}
+    up = behavior.get("scaleUp") or {}
+    if "stabilizationWindowSeconds" in down:
+        auto["scale_down_stabilization_s"] = float(down["stabilizationWindowSeconds"])
+        imp.sources["fleet.autoscaler.scale_down_stabilization_s"] = doc.src(f"{path}.scaleDown.stabilizationWindowSeconds")
+    if down.get("policies"):
+        imp.notes.append(f"{doc.src(path)}.scaleDown.policies: scale-down rate limits are not modelled")
+    if up.get("stabilizationWindowSeconds"):
+        imp.notes.append(f"{doc.src(path)}.scaleUp.stabilizationWindowSeconds: a scale-up stabilization window is not modelled")
+    for side, block in (("scaleUp", up), ("scaleDown", down)):
+        if "tolerance" in block:
+            auto["tolerance"] = quantity(block["tolerance"], doc.src(f"{path}.{side}.tolerance"))
+            imp.sources["fleet.autoscaler.tolerance"] = doc.src(f"{path}.{side}.tolerance")
+    for i, policy in enumerate(up.get("policies") or []):
+        where = f"{path}.scaleUp.policies[{i}]"
+        kind, value = policy.get("type"), policy.get("value")
+        if kind == "Percent":
+            auto["scale_up_percent"] = float(value)
+            imp.sources["fleet.autoscaler.scale_up_percent"] = doc.src(where)
+        elif kind == "Pods":
+            auto["scale_up_pods"] = doc.int_at(f"{where}.value", value)
+            imp.sources["fleet.autoscaler.scale_up_pods"] = doc.src(where)
+        else:
+            raise FleetsimError(f"{doc.where}: {where}.type must be Percent or Pods (got {kind!r})")
+        if policy.get("periodSeconds") is not None:
+            auto["interval_s"] = float(policy["periodSeconds"])
+            imp.sources["fleet.autoscaler.interval_s"] = doc.src(f"{where}.periodSeconds (the period the limits apply to)")
+
+
+def _policy_keys(imp: Imported, doc: Doc, auto: dict[str, Any]) -> None:
+    """The queue policy (a waiting-requests metric) has a scale-down delay where the HPA has a stabilization window,
+    and no scale-up limits or tolerance."""
+    if auto["policy"] != "queue":
+        return
+    if "scale_down_stabilization_s" in auto:
+        auto["scale_down_delay_s"] = auto.pop("scale_down_stabilization_s")
+        imp.sources["fleet.autoscaler.scale_down_delay_s"] = imp.sources.pop("fleet.autoscaler.scale_down_stabilization_s")
+    for key in ("scale_up_percent", "scale_up_pods", "tolerance"):
+        if auto.pop(key, None) is not None:
+            imp.notes.append(f"{doc.where}: behavior {key}: fleetsim's queue policy has no such limit (left out)")
+
+
+def _min_max(imp: Imported, doc: Doc, auto: dict[str, Any], lo_path: str, hi_path: str, lo_default: int | None) -> None:
+    lo = doc.get(lo_path, lo_default)
+    hi = doc.get(hi_path)
+    if hi is None:
+        raise FleetsimError(f"{doc.where}: {hi_path} is missing (fleetsim needs the autoscaler's ceiling)")
+    auto["min_replicas"] = doc.int_at(lo_path, lo)
+    auto["max_replicas"] = doc.int_at(hi_path, hi)
+    imp.sources["fleet.autoscaler.min_replicas"] = doc.src(
+        lo_path if doc.get(lo_path) is not None else f"{lo_path} (default {lo_default})"
+    )
+    imp.sources["fleet.autoscaler.max_replicas"] = doc.src(hi_path)
+
+
+def _claim_autoscaler(imp: Imported, doc: Doc) -> None:
+    if imp.autoscaler_from is not None:
+        raise FleetsimError(f"{doc.where}: a second autoscaler (after {imp.autoscaler_from}); a workload has one")
+    imp.autoscaler_from = doc.where
+
+
+def _hpa(imp: Imported, doc: Doc, target_name: str) -> None:
+    _claim_autoscaler(imp, doc)
+    auto: dict[str, Any] = {}
+    _min_max(imp, doc, auto, "spec.minReplicas", "spec.maxReplicas", 1)
+    chosen = None
+    for i, metric in enumerate(doc.get("spec.metrics") or []):
+        where = f"spec.metrics[{i}]"
+        kind = metric.get("type") if isinstance(metric, dict) else None
+        block = (
+            metric.get(
+                {"Pods": "pods", "Object": "object", "External": "external", "Resource": "resource"}.get(kind or "", ""), {}
+            )
+            if kind
+            else {}
+        )
+        name = ((block or {}).get("metric") or {}).get("name") or (block or {}).get("name") or ""
+        signal = metric_of(str(name))
+        if signal is None or chosen is not None:
+            why = (
+                "a second metric (the HPA takes the largest recommendation; fleetsim follows one)"
+                if signal
+                else "no fleetsim counterpart"
+            )
+            imp.notes.append(f"{doc.src(where)} {kind} {name}: not modelled ({why})")
+            continue
+        target = (block or {}).get("target") or {}
+        value = target.get("averageValue", target.get("value"))
+        if value is None and target.get("averageUtilization") is not None:
+            value = target["averageUtilization"]
+        if value is None:
+            raise FleetsimError(f"{doc.where}: {where}.{(kind or '').lower()}.target needs averageValue or value")
+        if "averageValue" not in target:
+            imp.notes.append(f"{doc.src(where)}: a target {target.get('type')} is read as a per-replica average")
+        chosen = (signal, quantity(value, doc.src(f"{where} target")), doc.src(f"{where} {name}"))
+    if chosen is None:
+        fixed = imp.replicas[0] if imp.replicas else auto["min_replicas"]
+        imp.notes.append(f"{doc.where}: no metric fleetsim models; the fleet runs fixed at {fixed} replicas")
+        imp.values["fleet.autoscaler"] = {"policy": "fixed", "replicas": max(1, fixed)}
+        imp.sources["fleet.autoscaler"] = doc.where
+        return
+    _set_metric(imp, *chosen, auto)
+    _behavior(imp, doc, "spec.behavior", auto)
+    _policy_keys(imp, doc, auto)
+    imp.values["fleet.autoscaler"] = auto
+    imp.sources["fleet.autoscaler"] = doc.src(f"spec.scaleTargetRef {target_name}")
+
+
+def _keda(imp: Imported, doc: Doc) -> None:
+    _claim_autoscaler(imp, doc)
+    auto: dict[str, Any] = {}
+    _min_max(imp, doc, auto, "spec.minReplicaCount", "spec.maxReplicaCount", 0)
+    chosen = None
+    for i, trig in enumerate(doc.get("spec.triggers") or []):
+        where = f"spec.triggers[{i}]"
+        meta = trig.get("metadata") or {}
+        query = str(meta.get("query") or meta.get("metricName") or "")
+        signal = metric_of(query) if trig.get("type") == "prometheus" else None
+        if signal is None or chosen is not None:
+            why = "a second trigger (fleetsim follows one)" if signal else "no fleetsim counterpart"
+            imp.notes.append(f"{doc.src(where)} {trig.get('type')}: not modelled ({why})")
+            continue
+        if meta.get("threshold") is None:
+            raise FleetsimError(f"{doc.where}: {where}.metadata.threshold is missing")
+        if str(trig.get("metricType") or "AverageValue") != "AverageValue":
+            imp.notes.append(f"{doc.src(where)}: metricType {trig.get('metricType')} read as AverageValue (per replica)")
+        chosen = (signal, quantity(meta["threshold"], doc.src(f"{where}.metadata.threshold")), doc.src(f"{where}.metadata.query"))
+    if chosen is None:
+        raise FleetsimError(f"{doc.where}: spec.triggers has no Prometheus trigger on a vLLM or DCGM metric fleetsim models")
+    _set_metric(imp, *chosen, auto)
+    _behavior(imp, doc, "spec.advanced.horizontalPodAutoscalerConfig.behavior", auto)
+    _policy_keys(imp, doc, auto)
+    for key in ("pollingInterval", "cooldownPeriod"):
+        if doc.get(f"spec.{key}") is not None:
+            imp.notes.append(
+                f"{doc.src('spec.' + key)}: KEDA's activation polling and cool-down (0 <-> 1) are not modelled apart"
+            )
+    imp.values["fleet.autoscaler"] = auto
+    imp.sources["fleet.autoscaler"] = doc.src("spec.scaleTargetRef")
+
+
+KN = "autoscaling.knative.dev/"
+
+
+def _kpa(imp: Imported, doc: Doc, annotations: dict[str, Any], apath: str, bounds: dict[str, Any], concurrency: Any) -> None:
+    """Knative's autoscaler from a revision's annotations (KServe's predictor fields in `bounds` win)."""
+    _claim_autoscaler(imp, doc)
+    cls = str(annotations.get(KN + "class", "kpa.autoscaling.knative.dev"))
+    metric = str(annotations.get(KN + "metric", "concurrency"))
+    if cls != "kpa.autoscaling.knative.dev" or metric != "concurrency":
+        raise FleetsimError(
+            f"{doc.where}: {apath} class {cls} / metric {metric}: fleetsim models Knative's KPA on concurrency only"
+        )
+    auto: dict[str, Any] = {"policy": "kpa"}
+
+    def take(key: str, ann: str, convert: Any, default: Any = None) -> None:
+        if bounds.get(key) is not None:
+            value, where = bounds[key]
+        elif KN + ann in annotations:
+            value, where = annotations[KN + ann], f"{apath}.{KN}{ann}"
+        elif default is not None:
+            value, where = default, f"{apath}.{KN}{ann} (Knative's default {default})"
+        else:
+            return
+        auto[key] = convert(value, doc.src(where))
+        imp.sources[f"fleet.autoscaler.{key}"] = doc.src(where)
+
+    def seconds(value: Any, where: str) -> float:
+        text = str(value).strip()
+        try:
+            if text.endswith("ms"):
+                return float(text[:-2]) / 1000
+            if text.endswith("m"):
+                return float(text[:-1]) * 60
+            return float(text.removesuffix("s"))
+        except ValueError:
+            raise FleetsimError(f"{where}: not a duration ({value!r})") from None
+
+    def integer(value: Any, where: str) -> int:
+        return int(quantity(value, where))
+
+    take("min_replicas", "min-scale", integer, 0)
+    take("max_replicas", "max-scale", integer)
+    if auto.get("max_replicas") in (None, 0):
+        raise FleetsimError(f"{doc.where}: {apath}.{KN}max-scale is missing or 0 (unbounded); fleetsim needs the ceiling")
+    take("initial_replicas", "initial-scale", integer)
+    take("target_concurrency", "target", quantity, 100)
+    util = quantity(
+        annotations.get(KN + "target-utilization-percentage", 70), doc.src(f"{apath}.{KN}target-utilization-percentage")
+    )
+    if util != 100:
+        auto["target_concurrency"] = auto["target_concurrency"] * util / 100
+        imp.notes.append(
+            f"{doc.src(apath)}: target x target-utilization-percentage {util:g}% = {auto['target_concurrency']:g} concurrent requests per replica"
+        )
+    take("stable_window_s", "window", seconds)
+    take("panic_window_percentage", "panic-window-percentage", quantity)
+    take("panic_threshold_percentage", "panic-threshold-percentage", quantity)
+    take("scale_to_zero_grace_s", "scale-to-zero-pod-retention-period", seconds)
+    if auto.get("initial_replicas") is not None and auto["initial_replicas"] < auto["min_replicas"]:
+        imp.notes.append(f"{doc.src(apath)}: initial-scale below min-scale; fleetsim starts at min-scale")
+        auto.pop("initial_replicas")
+    if concurrency is not None:
+        value, where = concurrency
+        if int(value) > 0:
+            imp.set("fleet.max_outstanding_per_replica", int(value), doc.src(where))
+    imp.values["fleet.autoscaler"] = auto
+    imp.sources["fleet.autoscaler"] = doc.src(apath)
+
+
+def _knative(imp: Imported, doc: Doc) -> None:
+    _workload_name(imp, doc)
+    _pod_spec(imp, doc, "spec.template.spec")
+    annotations = doc.get("spec.template.metadata.annotations") or {}
+    cc = doc.get("spec.template.spec.containerConcurrency")
+    _kpa(
+        imp,
+        doc,
+        annotations,
+        "spec.template.metadata.annotations",
+        {},
+        (cc, "spec.template.spec.containerConcurrency") if cc is not None else None,
+    )
+
+
+def _workload_name(imp: Imported, doc: Doc) -> None:
+    if imp.workload is not None:
+        raise FleetsimError(f"{doc.where}: a second vLLM workload after {imp.workload!r}; import one deployment at a time")
+    imp.workload = str(doc.get("metadata.name") or "")
+
+
+def _kserve(imp: Imported, doc: Doc) -> None:
+    _workload_name(imp, doc)
+    pred = doc.need("spec.predictor")
+    if not isinstance(pred, dict):
+        raise FleetsimError(f"{doc.where}: spec.predictor must be a mapping")
+    if "containers" in pred:
+        _pod_spec(imp, doc, "spec.predictor")
+    elif isinstance(pred.get("model"), dict):
+        model = pred["model"]
+        args = [str(a) for a in model.get("args") or []]
+        opts: dict[str, Any] = {}
+        rest: list[str] = []
+        for a in args:  # KServe's Hugging Face runtime: --model_id and --model_name, the rest passed to vLLM
+            name, _, value = a.partition("=")
+            if name in ("--model_id", "--model-id"):
+                opts["model"] = value
+            elif name in ("--model_name", "--model-name", "--backend"):
+                imp.notes.append(f"{doc.src('spec.predictor.model.args')} {a}: no bearing on the simulation")
+            else:
+                rest.append(a)
+        if "model" not in opts and model.get("storageUri"):
+            opts["model"] = str(model["storageUri"]).rstrip("/").split("/")[-1]
+            imp.notes.append(f"{doc.src('spec.predictor.model.storageUri')}: the model named by the URI's last part")
+        opts.update(parse_args(rest, doc.src("spec.predictor.model.args")))
+        imp.merge(map_options(opts, doc.src("spec.predictor.model.args")))
+        limits = ((model.get("resources") or {}).get("limits")) or {}
+        for res in GPU_RESOURCES:
+            if res in limits:
+                imp.gpus_per_pod = (
+                    doc.int_at(f"spec.predictor.model.resources.limits.{res}", limits[res]),
+                    doc.src("spec.predictor.model.resources.limits"),
+                )
+        selector = pred.get("nodeSelector") or {}
+        for k, v in selector.items() if isinstance(selector, dict) else ():
+            gpu = gpu_from_label(k, str(v)) if k in GPU_LABELS else None
+            if gpu is not None:
+                imp.set("fleet.gpu", gpu, doc.src(f"spec.predictor.nodeSelector.{k} {v}"))
+    else:
+        raise FleetsimError(f"{doc.where}: spec.predictor needs containers or model")
+    annotations = doc.get("metadata.annotations") or {}
+    mode = str(annotations.get("serving.kserve.io/deploymentMode", "Serverless"))
+    bounds: dict[str, Any] = {}
+    for key, field_name in (("min_replicas", "minReplicas"), ("max_replicas", "maxReplicas")):
+        if pred.get(field_name) is not None:
+            bounds[key] = (pred[field_name], f"spec.predictor.{field_name}")
+    metric = str(pred.get("scaleMetric", "concurrency"))
+    if pred.get("scaleTarget") is not None:
+        if metric != "concurrency":
+            raise FleetsimError(f"{doc.where}: spec.predictor.scaleMetric {metric}: fleetsim models concurrency only")
+        bounds["target_concurrency"] = (pred["scaleTarget"], "spec.predictor.scaleTarget")
+    if mode == "Serverless":
+        if "min_replicas" not in bounds:
+            bounds["min_replicas"] = (1, "spec.predictor.minReplicas (KServe's default 1)")
+        cc = pred.get("containerConcurrency")
+        _kpa(
+            imp,
+            doc,
+            annotations,
+            "metadata.annotations",
+            bounds,
+            (cc, "spec.predictor.containerConcurrency") if cc is not None else None,
+        )
+    else:
+        imp.notes.append(
+            f"{doc.src('metadata.annotations')} deploymentMode {mode}: its HPA scales on CPU, which fleetsim does not model"
+        )
+        if "max_replicas" in bounds:
+            imp.replicas = (int(bounds.get("min_replicas", (1, ""))[0]), doc.src("spec.predictor.minReplicas"))
+
+
+def read_documents(path: Path) -> list[tuple[dict[str, Any] | str, str]]:
+    """The documents of a file (each with its name for messages), or of every .yaml/.yml/.sh/.txt file of a folder
+    (sorted). A file that is not YAML mappings is a command line."""
+    files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml", ".sh", ".txt")) if path.is_dir() else [path]
+    if not files:
+        raise FleetsimError(f"{path}: a folder with no .yaml, .yml, .sh or .txt file")
+    out: list[tuple[dict[str, Any] | str, str]] = []
+    for f in files:
+        text = read_text(f, what="manifest or command line")
+        if f.suffix in (".sh", ".txt"):
+            out.append((text, str(f)))
+            continue
+        docs = parse_yaml_documents(text, where=str(f))
+        if not docs:
+            raise FleetsimError(f"{f}: empty (no YAML document)")
+        for i, doc in enumerate(docs):
+            where = f"{f}" if len(docs) == 1 else f"{f} (document {i + 1})"
+            if not isinstance(doc, dict):
+                raise FleetsimError(f"{where}: a manifest must be a YAML mapping (got {type(doc).__name__})")
+            out.append((doc, where))
+    return out
+
+
+def import_files(paths: Sequence[Path]) -> Imported:
+    """Read manifests, vLLM config files and command lines into one import (see the module docstring)."""
+    imp = Imported()
+    autoscalers: list[tuple[Doc, str]] = []
+    for path in paths:
+        for doc_data, where in read_documents(Path(path)):
+            if isinstance(doc_data, str):
+                args = find_vllm(split_command(doc_data, where))
+                if args is None:
+                    raise FleetsimError(f"{where}: no vLLM command line (vllm serve MODEL ...) in it")
+                _workload_name(imp, Doc({"metadata": {"name": Path(where).stem}}, where))
+                imp.merge(map_options(parse_args(args, where), where))
+                continue
+            _check_templating(doc_data, where)
+            doc = Doc(doc_data, where)
+            kind = doc_data.get("kind")
+            api = str(doc_data.get("apiVersion") or "")
+            if kind is None:
+                if "apiVersion" in doc_data:
+                    raise FleetsimError(f"{where}: kind is missing")
+                # a vLLM --config file: option names as keys
+                _workload_name(imp, Doc({"metadata": {"name": Path(where.split(" ")[0]).stem}}, where))
+                imp.merge(map_options(options_from_mapping(doc_data), where))
+                continue
+            if kind in ("Deployment", "StatefulSet") and api.startswith("apps/"):
+                _workload(imp, doc)
+            elif kind == "HorizontalPodAutoscaler":
+                if not api.startswith("autoscaling/v2"):
+                    raise FleetsimError(f"{where}: apiVersion {api}: fleetsim reads autoscaling/v2 HorizontalPodAutoscalers")
+                autoscalers.append((doc, "hpa"))
+            elif kind == "ScaledObject" and api.startswith("keda.sh/"):
+                autoscalers.append((doc, "keda"))
+            elif kind == "Service" and api.startswith("serving.knative.dev/"):
+                _knative(imp, doc)
+            elif kind == "InferenceService" and api.startswith("serving.kserve.io/"):
+                _kserve(imp, doc)
+            elif kind in IGNORED_KINDS:
+                imp.notes.append(f"{where}: {kind} {doc.get('metadata.name', '')}: not mapped ({IGNORED_KINDS[kind]})")
+            else:
+                raise FleetsimError(
+                    f"{where}: kind {kind!r} (apiVersion {api or '?'}) is not one fleetsim reads; known: {', '.join(KNOWN_KINDS)}"
+                )
+    for doc, kind in autoscalers:
+        ref = str(doc.get("spec.scaleTargetRef.name") or "")
+        if imp.workload is not None and ref and ref != imp.workload:
+            imp.notes.append(f"{doc.where}: scales {ref!r}, not the vLLM workload {imp.workload!r} (left out)")
+            continue
+        if kind == "hpa":
+            _hpa(imp, doc, ref)
+        else:
+            _keda(imp, doc)
+    return imp
+
+
+def scenario_values(imp: Imported, *, model: str | None = None, gpu: str | None = None) -> dict[str, Any]:
+    """The import as scenario keys, with the model and GPU resolved to catalog names (`model`/`gpu` override what
+    the files say), the replica count as the autoscaler's, and the GPU request checked against the layout."""
+    values = dict(imp.values)
+    if imp.workload is None:
+        raise FleetsimError(
+            "no vLLM workload found (a Deployment, StatefulSet, Knative Service or InferenceService running vLLM, or a vllm serve command line)"
+        )
+    if model is not None:
+        values["model"] = model
+        imp.sources["model"] = "--model"
+    elif "model" in values:
+        name = model_from_name(str(values["model"]))
+        if name is None:
+            raise FleetsimError(
+                f"{imp.sources['model']} {values['model']}: not in the model catalog (fleetsim models); pass --model NAME or a config.json"
+            )
+        values["model"] = name
+    else:
+        raise FleetsimError("the vLLM arguments name no model; pass --model")
+    if gpu is not None:
+        values["fleet.gpu"] = gpu
+        imp.sources["fleet.gpu"] = "--gpu"
+    elif "fleet.gpu" not in values:
+        raise FleetsimError(
+            f"no GPU type found (a node selector or required affinity on {', '.join(GPU_LABELS[:3])}, ...); pass --gpu NAME"
+        )
+    tp = int(values.get("fleet.tp", 1))
+    if imp.gpus_per_pod is not None:
+        n, where = imp.gpus_per_pod
+        if n != tp * imp.data_parallel:
+            imp.notes.append(
+                f"{where}: {n} GPUs per pod, the vLLM layout uses {tp * imp.data_parallel} (tp {tp} x dp {imp.data_parallel}); fleetsim bills the layout's"
+            )
+    auto = values.get("fleet.autoscaler")
+    dp = imp.data_parallel
+    if auto is None:
+        n, where = imp.replicas if imp.replicas is not None else (1, "the workload (no replica count: 1)")
+        values["fleet.autoscaler"] = {"policy": "fixed", "replicas": max(1, n) * dp}
+        imp.sources["fleet.autoscaler"] = where
+    else:
+        if imp.replicas is not None and auto.get("policy") != "fixed" and auto.get("initial_replicas") is None:
+            n, where = imp.replicas
+            if auto["min_replicas"] <= n <= auto["max_replicas"] and n != auto["min_replicas"]:
+                auto["initial_replicas"] = n
+                imp.sources["fleet.autoscaler.initial_replicas"] = where
+        if dp > 1:
+            for key in ("min_replicas", "max_replicas", "initial_replicas", "replicas"):
+                if auto.get(key) is not None:
+                    auto[key] *= dp
+            imp.notes.append(f"replica bounds x data_parallel_size {dp}: each DP rank is a fleetsim replica")
+    return values
+
+
+def nest(values: dict[str, Any]) -> dict[str, Any]:
+    """Dotted keys as nested blocks."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def _scalar(value: Any) -> str:
+    text: str = yaml.safe_dump(value, default_flow_style=True, width=1_000_000).strip()
+    return text.removesuffix("\n...").strip()
+
+
+def render(imp: Imported, values: dict[str, Any], sources_read: Sequence[str], *, trace: str | None = None) -> str:
+    """The scenario as commented YAML: each value with where it came from, then what was not mapped."""
+    lines = [
+        "# A fleetsim scenario imported from: " + ", ".join(sources_read),
+        "# (fleetsim import: each value says where it came from; see 'not mapped' at the end)",
+    ]
+    if trace is not None:
+        values = {**values, "trace": trace}
+        imp.sources["trace"] = "--trace"
+    tree = nest(values)
+
+    def emit(node: dict[str, Any], prefix: str, indent: int) -> None:
+        for key, value in node.items():
+            path = f"{prefix}.{key}" if prefix else key
+            src = imp.sources.get(path)
+            comment = f"  # {src}" if src else ""
+            pad = "  " * indent
+            if isinstance(value, dict):
+                lines.append(f"{pad}{key}:{comment}")
+                emit(value, path, indent + 1)
+            else:
+                lines.append(f"{pad}{key}: {_scalar(value)}{comment}")
+
+    emit(tree, "", 0)
+    lines.append("")
+    lines.append("# not mapped, or mapped approximately:" if imp.notes else "# not mapped: nothing")
+    lines.extend(f"#   - {note}" for note in imp.notes)
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,382 @@
+"""vLLM's serving options (`vllm serve` arguments, a `--config` YAML, or a run's `engine_kwargs`) as scenario keys.
+
+One table says, option by option, where it goes in a scenario (`OPTION_KEYS`) or why it has no place there
+(`NO_BEARING`: options that do not change what the simulator models, such as the port; `NOT_MODELLED`: options
+that would, which fleetsim does not model). The importer (`sim.scenario.importer`) and the exporter
+(`sim.scenario.exporter`) both read it, so the two directions agree; `fleetsim validate` maps a run's
+`engine_kwargs` with the same functions.
+
+Names as vLLM's `EngineArgs` (vllm/engine/arg_utils.py) spells them: `--tensor-parallel-size` on the command
+line, `tensor_parallel_size` in Python and in `--config` files (which accept either spelling).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sim.errors import FleetsimError
+
+# short options vLLM's parser knows (vllm/engine/arg_utils.py)
+SHORT = {"-tp": "tensor_parallel_size", "-pp": "pipeline_parallel_size", "-dp": "data_parallel_size", "-q": "quantization"}
+# options that take no value (their `--no-` forms set False)
+FLAGS = {
+    "enable_prefix_caching",
+    "enable_chunked_prefill",
+    "enforce_eager",
+    "enable_expert_parallel",
+    "trust_remote_code",
+    "disable_log_requests",
+    "disable_log_stats",
+    "enable_log_requests",
+    "enable_lora",
+    "enable_auto_tool_choice",
+    "disable_custom_all_reduce",
+    "disable_sliding_window",
+    "async_scheduling",
+    "headless",
+    "enable_sleep_mode",
+    "skip_tokenizer_init",
+    "disable_fastapi_docs",
+    "enable_prompt_tokens_details",
+    "enable_server_load_tracking",
+    "enable_force_include_usage",
+    "disable_frontend_multiprocessing",
+    "enable_request_id_headers",
+    "enable_eplb",
+    "enable_dbo",
+}
+# options with no bearing on what fleetsim simulates (networking, logging, API surface, tokenizer handling)
+NO_BEARING = {
+    "host",
+    "port",
+    "api_key",
+    "served_model_name",
+    "uvicorn_log_level",
+    "disable_log_requests",
+    "disable_log_stats",
+    "enable_log_requests",
+    "trust_remote_code",
+    "tokenizer",
+    "tokenizer_mode",
+    "revision",
+    "code_revision",
+    "download_dir",
+    "load_format",
+    "chat_template",
+    "response_role",
+    "enable_auto_tool_choice",
+    "tool_call_parser",
+    "reasoning_parser",
+    "disable_fastapi_docs",
+    "root_path",
+    "middleware",
+    "ssl_keyfile",
+    "ssl_certfile",
+    "allowed_origins",
+    "seed",
+    "hf_overrides",
+    "generation_config",
+    "skip_tokenizer_init",
+    "enable_prompt_tokens_details",
+    "enable_server_load_tracking",
+    "enable_force_include_usage",
+    "disable_frontend_multiprocessing",
+    "enable_request_id_headers",
+    "max_log_len",
+    "headless",
+    "distributed_executor_backend",
+    "worker_cls",
+    "otlp_traces_endpoint",
+}
+# options that change serving behaviour in ways fleetsim does not model (each says so in the import's notes)
+NOT_MODELLED = {
+    "pipeline_parallel_size": "pipeline parallelism",
+    "enable_expert_parallel": "expert parallelism (each replica holds and reads the whole model)",
+    "enable_eplb": "expert-parallel load balancing",
+    "max_model_len": "a context limit below the model's (fleetsim admits up to the model's max context)",
+    "swap_space": "CPU swap space for preempted sequences (fleetsim recomputes)",
+    "cpu_offload_gb": "weight offload to CPU memory",
+    "kv_offloading_size": "KV-cache offload",
+    "long_prefill_token_threshold": "the long-prefill token threshold",
+    "max_num_partial_prefills": "concurrent partial prefills",
+    "max_long_partial_prefills": "concurrent long partial prefills",
+    "enable_lora": "LoRA adapters",
+    "max_loras": "LoRA adapters",
+    "max_lora_rank": "LoRA adapters",
+    "lora_modules": "LoRA adapters",
+    "enable_sleep_mode": "sleep mode",
+    "compilation_config": "torch.compile settings (fleetsim's step times do not depend on them)",
+    "async_scheduling": "asynchronous scheduling (host overhead overlap)",
+    "disable_custom_all_reduce": "NCCL instead of the custom all-reduce",
+    "disable_sliding_window": "sliding-window attention",
+    "kv_transfer_config": "KV transfer between instances (describe a disaggregated fleet in fleet.prefill/decode)",
+    "config": "a --config file inside the container (import the file itself)",
+    "enable_dbo": "dual-batch overlap",
+    "dtype": "an activation dtype other than 16 bits",
+    "scheduling_policy": "scheduling policies other than fcfs and priority",
+}
+# vLLM quantization methods by the weight precision the roofline reads
+WEIGHT_BITS = {
+    "fp8": 8,
+    "fbgemm_fp8": 8,
+    "modelopt": 8,
+    "ptpc_fp8": 8,
+    "compressed-tensors": None,  # the checkpoint says (W8A8, W4A16, ...): not known from the flag
+    "awq": 4,
+    "awq_marlin": 4,
+    "gptq": 4,
+    "gptq_marlin": 4,
+    "marlin": 4,
+    "bitsandbytes": 4,
+    "mxfp4": 4,
+    "modelopt_fp4": 4,
+}
+
+
+@dataclass
+class Mapped:
+    """Scenario keys (dotted path -> value) an option set, with where each came from, and what was not mapped."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def set(self, key: str, value: Any, source: str) -> None:
+        self.values[key] = value
+        self.sources[key] = source
+
+
+def split_command(text: str, where: str) -> list[str]:
+    """A shell command line as words (quotes honoured; line continuations and `&&`-chained commands kept as words)."""
+    try:
+        return shlex.split(text.replace("\\\n", " "), comments=True)
+    except ValueError as err:
+        raise FleetsimError(f"{where}: cannot split the command line ({err})") from None
+
+
+def find_vllm(words: Sequence[str]) -> list[str] | None:
+    """The arguments of the first vLLM server invocation among `words` (`vllm serve MODEL ...`, or `python -m
+    vllm.entrypoints.openai.api_server ...`), up to a shell separator; None when there is none. The model, when
+    given positionally, comes back as `--model MODEL`."""
+    stops = {"&&", "||", ";", "|"}
+    for i, w in enumerate(words):
+        base = w.rsplit("/", 1)[-1]
+        if base == "vllm" and i + 1 < len(words) and words[i + 1] == "serve":
+            rest = _until(words[i + 2 :], stops)
+            if rest and not rest[0].startswith("-"):
+                return ["--model", rest[0], *rest[1:]]
+            return rest
+        if w == "vllm.entrypoints.openai.api_server" and i >= 1 and words[i - 1] == "-m":
+            return _until(words[i + 1 :], stops)
+    return None
+
+
+def _until(words: Sequence[str], stops: set[str]) -> list[str]:
+    out = []
+    for w in words:
+        if w in stops:
+            break
+        out.append(w)
+    return out
+
+
+def parse_args(args: Sequence[str], where: str) -> dict[str, Any]:
+    """vLLM arguments as {option_name: value} (underscored names; a flag is True, its `--no-` form False; values
+    are strings as written)."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        word = args[i]
+        i += 1
+        if word in SHORT:
+            name, value = SHORT[word], None
+        elif word.startswith("--"):
+            name, eq, value_text = word[2:].partition("=")
+            name = name.replace("-", "_")
+            value = value_text if eq else None
+        elif word.startswith("-") and "=" in word and word.split("=", 1)[0] in SHORT:
+            head, _, value = word.partition("=")
+            name = SHORT[head]
+        else:
+            raise FleetsimError(f"{where}: vLLM argument {word!r} is not an option (--name VALUE)")
+        if value is None:
+            negated = name.startswith("no_") and name[3:] in FLAGS
+            if name in FLAGS or negated:
+                out[name[3:] if negated else name] = not negated
+                continue
+            if i >= len(args) or (args[i].startswith("--") and len(args[i]) > 2):
+                raise FleetsimError(f"{where}: vLLM option --{name.replace('_', '-')} needs a value")
+            value = args[i]
+            i += 1
+        out[name] = value
+    return out
+
+
+def options_from_mapping(data: dict[str, Any]) -> dict[str, Any]:
+    """A vLLM `--config` YAML's keys (or a run's engine_kwargs): either spelling, as underscored names."""
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def _int(name: str, value: Any, where: str) -> int:
+    try:
+        out = int(str(value).strip())
+    except ValueError:
+        raise FleetsimError(f"{where}: vLLM option {name} must be an integer (got {value!r})") from None
+    return out
+
+
+def _float(name: str, value: Any, where: str) -> float:
+    try:
+        return float(str(value).strip())
+    except ValueError:
+        raise FleetsimError(f"{where}: vLLM option {name} must be a number (got {value!r})") from None
+
+
+def _bool(name: str, value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise FleetsimError(f"{where}: vLLM option {name} must be true or false (got {value!r})")
+
+
+def weight_bits_of(method: str) -> int | None:
+    return WEIGHT_BITS.get(method.strip().lower())
+
+
+def kv_bits_of(dtype: str) -> int:
+    return 8 if dtype.strip().lower().startswith("fp8") else 16
+
+
+def map_options(options: dict[str, Any], where: str) -> Mapped:
+    """Scenario keys from vLLM options (`parse_args` / `options_from_mapping`); `where` prefixes each source."""
+    m = Mapped()
+    handlers: dict[str, Callable[[str, Any], None]] = {}
+
+    def src(name: str) -> str:
+        return f"{where}: --{name.replace('_', '-')}"
+
+    def direct(key: str, kind: Callable[[str, Any, str], Any]) -> Callable[[str, Any], None]:
+        return lambda name, value: m.set(key, kind(name, value, where), src(name))
+
+    handlers["model"] = lambda name, value: m.set("model", str(value), src(name))
+    handlers["tensor_parallel_size"] = direct("fleet.tp", _int)
+    handlers["max_num_seqs"] = direct("engine.max_num_seqs", _int)
+    handlers["max_num_batched_tokens"] = direct("engine.max_num_batched_tokens", _int)
+    handlers["block_size"] = direct("engine.block_size", _int)
+    handlers["num_gpu_blocks_override"] = direct("engine.num_gpu_blocks_override", _int)
+    handlers["gpu_memory_utilization"] = direct("roofline.gpu_memory_utilization", _float)
+    handlers["enforce_eager"] = direct("engine.enforce_eager", _bool)
+    handlers["enable_prefix_caching"] = direct("engine.prefix_caching", _bool)
+
+    def chunked(name: str, value: Any) -> None:
+        m.set("engine.policy", "chunked" if _bool(name, value, where) else "prefill_first", src(name))
+
+    def data_parallel(name: str, value: Any) -> None:
+        dp = _int(name, value, where)
+        m.set("data_parallel_size", dp, src(name))  # (the importer multiplies the replicas by it)
+        if dp > 1:
+            m.notes.append(
+                f"{src(name)} {dp}: each DP rank is a replica of its own (its scheduler, batch and KV cache) behind the router"
+            )
+
+    def quantization(name: str, value: Any) -> None:
+        bits = weight_bits_of(str(value))
+        if bits is None:
+            m.notes.append(f"{src(name)} {value}: its weight precision is not known from the flag (16-bit weights assumed)")
+        else:
+            m.set("roofline.weight_bits", bits, src(name))
+
+    def kv_dtype(name: str, value: Any) -> None:
+        if str(value).strip().lower() != "auto":
+            m.set("roofline.kv_bits", kv_bits_of(str(value)), src(name))
+
+    def scheduling(name: str, value: Any) -> None:
+        policy = str(value).strip().lower()
+        if policy in ("fcfs", "priority"):
+            m.set("engine.preempt_for_priority", policy == "priority", src(name))
+        else:
+            m.notes.append(f"{src(name)} {value}: not modelled ({NOT_MODELLED['scheduling_policy']})")
+
+    def dtype(name: str, value: Any) -> None:
+        text = str(value).strip().lower()
+        if text in ("auto", "half", "float16", "bfloat16", "fp16", "bf16"):
+            return  # 16 bits: fleetsim's default
+        m.notes.append(f"{src(name)} {value}: not modelled ({NOT_MODELLED['dtype']})")
+
+    def speculative(name: str, value: Any) -> None:
+        try:
+            cfg = value if isinstance(value, dict) else json.loads(str(value))
+        except json.JSONDecodeError:
+            raise FleetsimError(f"{where}: vLLM option --speculative-config must be JSON (got {value!r})") from None
+        n = cfg.get("num_speculative_tokens") if isinstance(cfg, dict) else None
+        method = cfg.get("method") or ("draft_model" if cfg.get("model") else None) if isinstance(cfg, dict) else None
+        m.notes.append(
+            f"{src(name)} (method {method}, {n} tokens): not mapped, since it says nothing of the acceptance rate; "
+            "set engine.speculative (method, num_speculative_tokens, acceptance_rate measured on your traffic)"
+        )
+
+    handlers.update(
+        {
+            "enable_chunked_prefill": chunked,
+            "data_parallel_size": data_parallel,
+            "quantization": quantization,
+            "kv_cache_dtype": kv_dtype,
+            "scheduling_policy": scheduling,
+            "dtype": dtype,
+            "speculative_config": speculative,
+        }
+    )
+    for name, value in options.items():
+        if name in handlers:
+            handlers[name](name, value)
+        elif name in NOT_MODELLED:
+            if name == "pipeline_parallel_size" and _int(name, value, where) == 1:
+                continue
+            if name == "enable_expert_parallel" and not _bool(name, value, where):
+                continue
+            m.notes.append(f"{src(name)} {value}: not modelled ({NOT_MODELLED[name]})")
+        elif name in NO_BEARING:
+            m.notes.append(f"{src(name)}: no bearing on the simulation")
+        else:
+            m.notes.append(f"{src(name)} {value}: unknown to fleetsim's mapping (left out)")
+    return m
+
+
+def engine_args(values: dict[str, Any], *, hf_repo: str) -> list[str]:
+    """The `vllm serve` arguments a scenario's keys (dotted paths as `map_options` sets them) stand for: the inverse
+    of `map_options` for every key both express."""
+    args = ["serve", hf_repo]
+    tp = values.get("fleet.tp", 1)
+    if tp != 1:
+        args += ["--tensor-parallel-size", str(tp)]
+    for key, option in (
+        ("engine.max_num_seqs", "--max-num-seqs"),
+        ("engine.max_num_batched_tokens", "--max-num-batched-tokens"),
+        ("engine.block_size", "--block-size"),
+        ("engine.num_gpu_blocks_override", "--num-gpu-blocks-override"),
+        ("roofline.gpu_memory_utilization", "--gpu-memory-utilization"),
+    ):
+        if values.get(key) is not None:
+            args += [option, str(values[key])]
+    policy = values.get("engine.policy")
+    if policy is not None:
+        args.append("--enable-chunked-prefill" if policy == "chunked" else "--no-enable-chunked-prefill")
+    if values.get("engine.prefix_caching") is not None:
+        args.append("--enable-prefix-caching" if values["engine.prefix_caching"] else "--no-enable-prefix-caching")
+    if values.get("engine.enforce_eager"):
+        args.append("--enforce-eager")
+    if values.get("engine.preempt_for_priority"):
+        args += ["--scheduling-policy", "priority"]
+    if values.get("roofline.kv_bits") == 8:
+        args += ["--kv-cache-dtype", "fp8"]
+    if values.get("roofline.weight_bits") == 8:
+        args += ["--quantization", "fp8"]
+    return args

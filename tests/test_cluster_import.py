@@ -1,0 +1,339 @@
+"""`fleetsim import` / `fleetsim export`: real-looking manifests (tests/data/cluster, each citing its upstream schema)
+read into scenarios, vLLM command lines parsed as vLLM parses them, bad manifests refused in one line, and the round
+trip: import(export(scenario)) is the scenario for everything both express."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from sim.cli import app
+from sim.errors import FleetsimError
+from sim.physics.models import load_model_catalog
+from sim.scenario.config import parse_config
+from sim.scenario.exporter import export_manifests, render_manifests
+from sim.scenario.importer import AMD_PRODUCT, GFD_PRODUCT, gpu_from_label, import_files, nest, scenario_values
+from sim.scenario.vllm_args import find_vllm, parse_args, split_command
+
+DATA = Path(__file__).parent / "data" / "cluster"
+runner = CliRunner()
+
+
+def imported(*names: str, **kw: Any) -> tuple[dict[str, Any], list[str]]:
+    imp = import_files([DATA / n for n in names])
+    return nest(scenario_values(imp, **kw)), imp.notes
+
+
+# --- vLLM's command line ------------------------------------------------------------------------------
+def test_vllm_arguments_parse_as_vllm_reads_them():
+    words = split_command(
+        "sh -c 'vllm serve org/m -tp 4 --max-num-seqs=64 --no-enable-prefix-caching --enforce-eager --port 80 && true'", "x"
+    )
+    words = split_command(words[2], "x")
+    args = find_vllm(words)
+    assert args == [
+        "--model",
+        "org/m",
+        "-tp",
+        "4",
+        "--max-num-seqs=64",
+        "--no-enable-prefix-caching",
+        "--enforce-eager",
+        "--port",
+        "80",
+    ]
+    opts = parse_args(args, "x")
+    assert opts == {
+        "model": "org/m",
+        "tensor_parallel_size": "4",
+        "max_num_seqs": "64",
+        "enable_prefix_caching": False,
+        "enforce_eager": True,
+        "port": "80",
+    }
+    assert find_vllm(["python3", "-m", "vllm.entrypoints.openai.api_server", "--model", "m"]) == ["--model", "m"]
+    assert find_vllm(["python3", "server.py"]) is None
+    with pytest.raises(FleetsimError, match="--max-num-seqs needs a value"):
+        parse_args(["--max-num-seqs"], "x")
+    with pytest.raises(FleetsimError, match="'stray' is not an option"):
+        parse_args(["--enforce-eager", "stray"], "x")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "gpu"),
+    [
+        ("nvidia.com/gpu.product", "NVIDIA-H100-80GB-HBM3", "h100-sxm"),
+        ("nvidia.com/gpu.product", "NVIDIA-A100-SXM4-40GB", "a100-40gb"),
+        ("nvidia.com/gpu.product", "NVIDIA-L4", "l4"),
+        ("cloud.google.com/gke-accelerator", "nvidia-tesla-a100", "a100-40gb"),
+        ("cloud.google.com/gke-accelerator", "nvidia-h200-141gb", "h200"),
+        ("karpenter.k8s.aws/instance-gpu-name", "a10g", "a10g"),
+        ("node.kubernetes.io/instance-type", "p5.48xlarge", "h100-sxm"),
+        ("node.kubernetes.io/instance-type", "g6e.12xlarge", "l40s"),
+        ("node.kubernetes.io/instance-type", "m5.large", None),
+        ("nvidia.com/gpu.product", "Tesla-V100-SXM2-16GB", None),
+    ],
+)
+def test_gpu_labels_name_catalog_gpus(key, value, gpu):
+    assert gpu_from_label(key, value) == gpu
+
+
+# --- the samples ------------------------------------------------------------------------------------------
+def test_a_deployment_with_an_hpa_on_running_plus_waiting():
+    sc, notes = imported("deployment-hpa.yaml")
+    assert sc["model"] == "llama-3.1-8b" and sc["fleet"]["gpu"] == "h100-sxm" and sc["fleet"]["tp"] == 1
+    assert sc["fleet"]["autoscaler"] == {
+        "policy": "hpa",
+        "metric": "outstanding_per_replica",
+        "target": 24.0,
+        "min_replicas": 1,
+        "max_replicas": 8,
+        "initial_replicas": 2,  # the Deployment's replicas
+        "scale_down_stabilization_s": 600.0,
+        "scale_up_percent": 100.0,
+        "scale_up_pods": 2,
+        "interval_s": 15.0,
+    }
+    assert sc["engine"] == {"max_num_seqs": 128, "prefix_caching": True}
+    assert sc["roofline"] == {"gpu_memory_utilization": 0.92}
+    said = "\n".join(notes)
+    for what in ("Service llama-8b", "--max-model-len 8192: not modelled", "--port: no bearing", "Resource cpu: not modelled"):
+        assert what in said
+
+
+def test_keda_on_kv_use_and_a_tp2_api_server():
+    sc, notes = imported("keda.yaml")
+    assert sc["model"] == "qwen3-32b" and sc["fleet"]["tp"] == 2 and sc["fleet"]["gpu"] == "h100-sxm"
+    assert sc["fleet"]["autoscaler"] == {
+        "policy": "hpa",
+        "metric": "kv_use",
+        "target": 0.75,
+        "min_replicas": 1,
+        "max_replicas": 6,
+    }
+    assert sc["engine"] == {"max_num_batched_tokens": 4096, "policy": "prefill_first"}
+    assert sc["roofline"] == {"kv_bits": 8}
+    assert any("cooldownPeriod" in n for n in notes)
+
+
+def test_knative_kpa_with_the_target_utilization_default():
+    sc, _ = imported("knative.yaml")
+    auto = sc["fleet"]["autoscaler"]
+    assert auto["policy"] == "kpa" and auto["target_concurrency"] == pytest.approx(16 * 0.7)  # Knative's default 70%
+    assert (auto["min_replicas"], auto["max_replicas"], auto["stable_window_s"], auto["scale_to_zero_grace_s"]) == (
+        0,
+        10,
+        120.0,
+        300.0,
+    )
+    assert sc["fleet"]["max_outstanding_per_replica"] == 32 and sc["fleet"]["gpu"] == "l40s"
+
+
+def test_kserve_huggingface_runtime():
+    sc, _ = imported("kserve.yaml")
+    assert sc["model"] == "llama-3.1-70b" and sc["fleet"]["tp"] == 4 and sc["fleet"]["gpu"] == "a100-80gb"
+    auto = sc["fleet"]["autoscaler"]
+    assert (auto["policy"], auto["min_replicas"], auto["max_replicas"]) == ("kpa", 1, 4)
+    assert auto["target_concurrency"] == pytest.approx(48 * 0.7)
+
+
+def test_a_shell_script_and_the_gpu_option():
+    sc, _ = imported("serve.sh", gpu="a100-80gb")
+    assert sc["fleet"] == {"gpu": "a100-80gb", "autoscaler": {"policy": "fixed", "replicas": 1}}
+    assert sc["engine"] == {"max_num_seqs": 256, "max_num_batched_tokens": 8192, "policy": "chunked"}
+    with pytest.raises(FleetsimError, match=r"no GPU type found.*pass --gpu"):
+        imported("serve.sh")
+
+
+def test_the_imported_scenario_runs(tmp_path):
+    out = tmp_path / "sc.yaml"
+    r = runner.invoke(app, ["import", str(DATA / "deployment-hpa.yaml"), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    text = out.read_text()
+    assert "# tests/data/cluster/deployment-hpa.yaml (document 3) spec.maxReplicas" in text.replace(
+        str(DATA.parent.parent.parent) + "/", ""
+    )
+    sc = parse_config(yaml.safe_load(text))
+    assert sc.fleet.autoscaler.policy == "hpa" and sc.engine.prefix_caching
+    r = runner.invoke(app, ["run", str(out), "--trace", str(Path("traces/azure2023_conv.csv").resolve()), "--set", "trace.end_s=120",
+                            "--out", str(tmp_path / "run"), "--no-progress"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+
+
+# --- bad manifests ----------------------------------------------------------------------------------------
+BAD = [
+    ("apiVersion: v1\nkind: Pod\nmetadata: {name: x}\n", "kind 'Pod' (apiVersion v1) is not one fleetsim reads"),
+    (
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec:\n  replicas: '{{ .Values.replicas }}'\n",
+        "spec.replicas holds unrendered templating",
+    ),
+    ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec: {}\n", "spec.template.spec is missing"),
+    (
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec:\n  template:\n    spec:\n      containers: [{name: a, image: nginx}]\n",
+        "no container of spec.template.spec.containers runs vLLM",
+    ),
+    (
+        "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: x}\nspec: {scaleTargetRef: {name: x}}\n",
+        "spec.maxReplicas is missing",
+    ),
+    (
+        "a: &a [1, 2]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+        "d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n"
+        "f: [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n",
+        "too large",
+    ),
+    ("- just\n- a list\n", "a manifest must be a YAML mapping"),
+    ("", "empty (no YAML document)"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD)
+def test_bad_manifests_fail_in_one_line_and_write_nothing(tmp_path, text, message):
+    src = tmp_path / "bad.yaml"
+    src.write_text(text)
+    out = tmp_path / "out.yaml"
+    r = runner.invoke(app, ["import", str(src), "--out", str(out), "--gpu", "h100-sxm"])
+    assert r.exit_code == 2, r.output
+    assert message in r.output and str(src) in r.output and "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    assert not out.exists() and list(tmp_path.iterdir()) == [src]
+
+
+def test_two_workloads_and_an_unknown_model_are_refused(tmp_path):
+    two = tmp_path / "two.yaml"
+    one = (DATA / "keda.yaml").read_text().split("---")[0]
+    two.write_text(one + "---\n" + one.replace("name: qwen-32b", "name: other"))
+    with pytest.raises(FleetsimError, match="a second vLLM workload"):
+        import_files([two])
+    unknown = tmp_path / "u.sh"
+    unknown.write_text("vllm serve someone/SomeModel-13B")
+    with pytest.raises(FleetsimError, match=r"not in the model catalog.*--model"):
+        scenario_values(import_files([unknown]), gpu="l4")
+
+
+# --- the round trip ---------------------------------------------------------------------------------------
+CATALOG = sorted(load_model_catalog().models)
+GPUS = sorted(GFD_PRODUCT) + sorted(AMD_PRODUCT)
+seconds = st.integers(0, 3600).map(float)
+
+
+@st.composite
+def autoscalers(draw):
+    policy = draw(st.sampled_from(["fixed", "hpa", "kpa", "queue"]))
+    if policy == "fixed":
+        return {"policy": "fixed", "replicas": draw(st.integers(1, 64))}
+    lo = draw(st.integers(0 if policy != "hpa" else 1, 8))
+    hi = draw(st.integers(max(lo, 1), 64))
+    out: dict[str, Any] = {"policy": policy, "min_replicas": lo, "max_replicas": hi}
+    if draw(st.booleans()):
+        out["initial_replicas"] = draw(st.integers(lo, hi))
+    interval = float(draw(st.integers(1, 120)))
+    if policy == "hpa":
+        metric = draw(st.sampled_from(["busy_fraction", "outstanding_per_replica", "kv_use"]))
+        target = draw(st.floats(0.05, 1.0) if metric != "outstanding_per_replica" else st.floats(0.5, 512))
+        out |= {
+            "metric": metric,
+            "target": target,
+            "tolerance": draw(st.floats(0, 0.5)),
+            "interval_s": interval,
+            "scale_down_stabilization_s": draw(seconds),
+            "scale_up_percent": float(draw(st.integers(1, 900))),
+            "scale_up_pods": draw(st.integers(1, 16)),
+        }
+    elif policy == "queue":
+        out |= {"target_waiting": draw(st.floats(0.5, 64)), "interval_s": interval, "scale_down_delay_s": draw(seconds)}
+    else:
+        out |= {
+            "target_concurrency": draw(st.floats(1, 512)),
+            "stable_window_s": float(draw(st.integers(6, 3600))),
+            "panic_window_percentage": float(draw(st.integers(1, 100))),
+            "panic_threshold_percentage": float(draw(st.integers(110, 1000))),
+            "scale_to_zero_grace_s": draw(seconds),
+        }
+    return out
+
+
+@st.composite
+def scenarios(draw):
+    auto = draw(autoscalers())
+    fleet: dict[str, Any] = {"gpu": draw(st.sampled_from(GPUS)), "tp": draw(st.sampled_from([1, 2, 4, 8])), "autoscaler": auto}
+    if auto["policy"] == "kpa" and draw(st.booleans()):
+        fleet["max_outstanding_per_replica"] = draw(st.integers(1, 512))
+    engine = {
+        "policy": draw(st.sampled_from(["chunked", "prefill_first"])),
+        "max_num_seqs": draw(st.integers(1, 1024)),
+        "max_num_batched_tokens": draw(st.none() | st.integers(16, 65_536)),
+        "block_size": draw(st.sampled_from([8, 16, 32])),
+        "num_gpu_blocks_override": draw(st.none() | st.integers(1, 100_000)),
+        "prefix_caching": draw(st.booleans()),
+        "enforce_eager": draw(st.booleans()),
+        "preempt_for_priority": draw(st.booleans()),
+    }
+    roofline = {
+        "gpu_memory_utilization": draw(st.floats(0.3, 0.99)),
+        "kv_bits": draw(st.sampled_from([8, 16])),
+        "weight_bits": draw(st.sampled_from([8, 16])),
+    }
+    return parse_config({"model": draw(st.sampled_from(CATALOG)), "fleet": fleet, "engine": engine, "roofline": roofline})
+
+
+def expressed(sc) -> dict[str, Any]:
+    auto = sc.fleet.autoscaler.model_dump()
+    if "initial_replicas" in auto:
+        auto["initial_replicas"] = sc.fleet.autoscaler.start_replicas
+    if auto["policy"] == "queue":
+        auto.pop("scale_down_busy")
+    engine = sc.engine.model_dump(
+        include={
+            "policy",
+            "max_num_seqs",
+            "max_num_batched_tokens",
+            "block_size",
+            "num_gpu_blocks_override",
+            "prefix_caching",
+            "enforce_eager",
+            "preempt_for_priority",
+        }
+    )
+    out = {
+        "model": sc.model,
+        "gpu": sc.fleet.gpu,
+        "tp": sc.fleet.tp,
+        "autoscaler": auto,
+        "engine": engine,
+        "roofline": sc.roofline.model_dump(include={"gpu_memory_utilization", "kv_bits", "weight_bits"}),
+    }
+    if auto["policy"] == "kpa":
+        out["max_outstanding"] = sc.fleet.max_outstanding_per_replica
+    return out
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sc=scenarios())
+def test_import_of_export_is_the_scenario(tmp_path, sc):
+    docs, notes = export_manifests(sc, name="svc")
+    path = tmp_path / "m.yaml"
+    path.write_text(render_manifests(docs, notes, "a scenario"))
+    back = parse_config(nest(scenario_values(import_files([path]))))
+    assert expressed(back) == expressed(sc)
+
+
+def test_export_refuses_what_it_cannot_write(tmp_path):
+    base = {"model": "llama-3.1-8b", "fleet": {"gpu": "h100-sxm"}}
+    sched = parse_config(
+        {**base, "fleet": {"gpu": "h100-sxm", "autoscaler": {"policy": "scheduled", "table": [{"at_s": 0, "replicas": 1}]}}}
+    )
+    with pytest.raises(FleetsimError, match="scheduled: export has no manifest form"):
+        export_manifests(sched)
+    with pytest.raises(FleetsimError, match="no Kubernetes node label"):
+        export_manifests(parse_config({**base, "fleet": {"gpu": "nonexistent"}}))
+    src = tmp_path / "s.yaml"
+    src.write_text(yaml.safe_dump(base))
+    r = runner.invoke(app, ["export", str(src), "--name", "Bad_Name", "--out", str(tmp_path / "o.yaml")])
+    assert r.exit_code == 2 and "a Kubernetes name" in r.output and not (tmp_path / "o.yaml").exists()
