@@ -4,6 +4,8 @@ trip: import(export(scenario)) is the scenario for everything both express."""
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from sim.scenario.exporter import export_manifests, render_manifests
 from sim.scenario.importer import AMD_PRODUCT, GFD_PRODUCT, gpu_from_label, import_files, nest, scenario_values
 from sim.scenario.vllm_args import find_vllm, parse_args, split_command
 
-DATA = Path(__file__).parent / "data" / "cluster"
+DATA = Path(__file__).resolve().parents[1] / "configs" / "cluster"
 runner = CliRunner()
 
 
@@ -156,12 +158,10 @@ def test_the_imported_scenario_runs(tmp_path):
     r = runner.invoke(app, ["import", str(DATA / "deployment-hpa.yaml"), "--out", str(out)])
     assert r.exit_code == 0, r.output
     text = out.read_text()
-    assert "# tests/data/cluster/deployment-hpa.yaml (document 3) spec.maxReplicas" in text.replace(
-        str(DATA.parent.parent.parent) + "/", ""
-    )
+    assert f"max_replicas: 8  # {DATA / 'deployment-hpa.yaml'} (document 3) spec.maxReplicas" in text
     sc = parse_config(yaml.safe_load(text))
     assert sc.fleet.autoscaler.policy == "hpa" and sc.engine.prefix_caching
-    r = runner.invoke(app, ["run", str(out), "--trace", str(Path("traces/azure2023_conv.csv").resolve()), "--set", "trace.end_s=120",
+    r = runner.invoke(app, ["run", str(out), "--trace", str(DATA.parents[1] / "traces" / "azure2023_conv.csv"), "--set", "trace.end_s=120",
                             "--out", str(tmp_path / "run"), "--no-progress"])  # fmt: skip
     assert r.exit_code == 0, r.output
 
@@ -337,3 +337,55 @@ def test_export_refuses_what_it_cannot_write(tmp_path):
     src.write_text(yaml.safe_dump(base))
     r = runner.invoke(app, ["export", str(src), "--name", "Bad_Name", "--out", str(tmp_path / "o.yaml")])
     assert r.exit_code == 2 and "a Kubernetes name" in r.output and not (tmp_path / "o.yaml").exists()
+
+
+# --- traces from production logs ----------------------------------------------------------------------------
+def test_otel_spans_give_one_request_per_llm_call():
+    from sim.workload import load_trace
+
+    t = load_trace(DATA / "otel.json")
+    assert t.attrs["format"] == "otel"
+    # the HTTP span is not a request; vLLM's server span inside the gateway's client span (same counts) is the same call
+    assert t["arrival_at_s"].tolist() == pytest.approx([0.0, 0.699, 1.401])
+    assert t["prompt_tokens"].tolist() == [412, 96, 530] and t["output_tokens"].tolist() == [128, 64, 200]
+
+
+def test_a_vllm_bench_result_is_a_trace_without_its_failed_requests():
+    from sim.workload import load_trace
+
+    t = load_trace(DATA / "bench.json")
+    assert t.attrs["format"] == "vllm-bench"
+    assert t["prompt_tokens"].tolist() == [412, 96, 530, 180, 191]  # the 4th failed: no output length
+    assert t["arrival_at_s"].tolist() == pytest.approx([0.0, 0.585, 1.277, 2.252, 2.879])
+
+
+def _spans(*spans: dict) -> str:
+    return json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": list(spans)}]}]})
+
+
+def _llm(start: int, tin: Any, tout: Any, model: str = "m") -> dict:
+    attrs = [{"key": "gen_ai.usage.input_tokens", "value": {"intValue": str(tin)}},
+             {"key": "gen_ai.usage.output_tokens", "value": {"intValue": str(tout)}},
+             {"key": "gen_ai.request.model", "value": {"stringValue": model}}]  # fmt: skip
+    return {"traceId": f"t{start}", "startTimeUnixNano": str(start), "endTimeUnixNano": str(start + 10), "attributes": attrs}
+
+
+@pytest.mark.parametrize(
+    ("body", "kw", "message"),
+    [
+        (_spans(_llm(0, 5, 5, "a"), _llm(1, 5, 5, "b")), {}, "LLM spans for 2 models (a, b); pick one (--model)"),
+        (_spans(_llm(0, 5, 5, "a")), {"model": "z"}, "no LLM span for model 'z'; the spans name a"),
+        (_spans({"traceId": "x", "startTimeUnixNano": "1", "attributes": []}), {}, "no LLM span"),
+        (_spans(_llm(0, "1.5", 5)), {}, "gen_ai.usage.input_tokens: must be a whole number of tokens"),
+        ('{"resourceSpans": [', {}, "invalid JSON"),
+    ],
+)
+def test_bad_otel_exports_say_what_and_where(tmp_path, body, kw, message):
+    from sim.workload.otel import read_otel
+
+    p = tmp_path / "spans.json"
+    p.write_text(body)
+    with pytest.raises(FleetsimError, match=re.escape(message)):
+        read_otel(p, **kw)
+    if kw.get("model") is None and "2 models" in message:
+        assert read_otel(p, model="b")["prompt_tokens"].tolist() == [5]

@@ -180,3 +180,31 @@ def test_readme_frontier_table_comes_from_the_sweep(tmp_path):
                 f"{s['throughput_utilization_ci_high']:.0%}] / {s['slo_attainment_mean']:.0%}"
             )
         assert "| " + " | ".join(cells) + " |" in readme, cells
+
+
+def test_readme_cluster_section_runs_and_its_import_block_is_real(tmp_path, monkeypatch):
+    """The "From your cluster" commands all run (in a scratch folder beside the repository's configs and traces), and
+    the import output shown is the CLI's."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## From your cluster", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```text\n(# A fleetsim scenario imported from.*?)\n```", section, re.S)
+    assert block, "README lost its import output block"
+    monkeypatch.chdir(REPO)
+    out = CliRunner().invoke(app, ["import", "configs/cluster/deployment-hpa.yaml"]).stdout
+    assert block.group(1) == out.rstrip("\n")
+    for name in ("configs", "traces"):
+        (tmp_path / name).symlink_to(REPO / name)
+    monkeypatch.chdir(tmp_path)
+    commands = re.search(r"```bash\n(.*?)\n```", section, re.S)
+    assert commands
+    ran = 0
+    for line in commands.group(1).splitlines():
+        args = line.split("#", 1)[0].split()
+        assert args[0] == "fleetsim"
+        args = [a.strip("'\"") for a in args[1:]]
+        if args[0] == "run":
+            args += ["--set", "trace.end_s=600", "--no-progress"]  # the run, shortened: the same code path
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 0, (line, r.output)
+        ran += 1
+    assert ran == 5 and (tmp_path / "manifests.yaml").exists() and (tmp_path / "spans.csv").exists()

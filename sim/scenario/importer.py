@@ -885,6 +885,10 @@ def render(imp: Imported, values: dict[str, Any], sources_read: Sequence[str], *
 
     emit(tree, "", 0)
     lines.append("")
+    lines.append(
+        "# at fleetsim's defaults (the files do not say): fleet.lifecycle (cold-start stages), fleet.router, pricing, slo,"
+    )
+    lines.append("# the roofline's efficiencies; set them here or with --set")
     lines.append("# not mapped, or mapped approximately:" if imp.notes else "# not mapped: nothing")
     lines.extend(f"#   - {note}" for note in imp.notes)
     return "\n".join(lines) + "\n"

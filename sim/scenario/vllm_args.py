@@ -97,7 +97,7 @@ NOT_MODELLED = {
     "pipeline_parallel_size": "pipeline parallelism",
     "enable_expert_parallel": "expert parallelism (each replica holds and reads the whole model)",
     "enable_eplb": "expert-parallel load balancing",
-    "max_model_len": "a context limit below the model's (fleetsim admits up to the model's max context)",
+    "max_model_len": "a context limit below the model's; fleetsim admits up to the model's max context",
     "swap_space": "CPU swap space for preempted sequences (fleetsim recomputes)",
     "cpu_offload_gb": "weight offload to CPU memory",
     "kv_offloading_size": "KV-cache offload",

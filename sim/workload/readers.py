@@ -8,6 +8,9 @@ Formats, detected from the extension and the CSV header unless forced:
   vidur      Vidur trace CSV: arrived_at (s), num_prefill_tokens, num_decode_tokens
   canonical  CSV or Parquet with the canonical columns
   generic    CSV or Parquet with a column mapping and a time unit
+  vllm-bench `vllm bench serve --save-result` JSON: start_times, input_lens, output_lens (failed requests,
+             which have no output length, are left out; `sim.workload.runlog`)
+  otel       OpenTelemetry spans as OTLP/JSON, GenAI semantic conventions (`sim.workload.otel`); optionally one model
 CSV files are streamed in blocks through pyarrow's typed parser and validated with numpy per block,
 so a file of tens of millions of rows never becomes a Python object per row. Errors name the file,
 the line (CSV/JSONL; the header is line 1) or row (Parquet, from 1) and the value.
@@ -44,7 +47,7 @@ from sim.workload.hash_ids import RULE as HASH_RULE
 from sim.workload.hash_ids import as_column, check_hash_ids, hash_id_problem
 from sim.workload.schema import OPTIONAL, REQUIRED, Where, canonical_frame, check_times, check_tokens, validate_frame
 
-FORMATS = ("azure", "burstgpt", "mooncake", "vidur", "canonical", "generic")
+FORMATS = ("azure", "burstgpt", "mooncake", "vidur", "canonical", "generic", "vllm-bench", "otel")
 TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 BLOCK_BYTES = 16 << 20  # a CSV line may not be longer (pyarrow's block)
 MAX_HEADER_BYTES = 1 << 20
@@ -114,6 +117,18 @@ def _load_trace(
         format = _detect(path, suffix)
     if format == "mooncake":
         return _read_mooncake(path)
+    if format == "vllm-bench":
+        from sim.workload.runlog import read_run_log
+
+        frame = read_run_log(path, layout="vllm-bench").trace
+        frame.attrs["format"] = format
+        return frame
+    if format == "otel":
+        from sim.workload.otel import read_otel
+
+        frame = read_otel(path, model=model)
+        frame.attrs["format"] = format
+        return frame
     if suffix == ".parquet":
         if format not in ("canonical", "generic"):
             raise FleetsimError(f"{path}: format {format} is a CSV format; Parquet traces are canonical or generic")
@@ -131,6 +146,12 @@ def _load_trace(
 
 def _detect(path: Path, suffix: str) -> str:
     if suffix in (".jsonl", ".json"):
+        with path.open("rb") as f:
+            head = f.read(65_536).decode("utf-8", errors="replace")
+        if '"resourceSpans"' in head:
+            return "otel"
+        if '"input_lens"' in head or '"ttfts"' in head:  # (the first of a bench result's per-request lists)
+            return "vllm-bench"
         return "mooncake"
     if suffix == ".parquet":
         names = set(pq.ParquetFile(path).schema_arrow.names)
