@@ -389,3 +389,19 @@ def test_bad_otel_exports_say_what_and_where(tmp_path, body, kw, message):
         read_otel(p, **kw)
     if kw.get("model") is None and "2 models" in message:
         assert read_otel(p, model="b")["prompt_tokens"].tolist() == [5]
+
+
+def test_the_weights_tier_follows_the_volumes(tmp_path):
+    sc, notes = imported("deployment-hpa.yaml")
+    assert sc["fleet"]["lifecycle"] == {"weights_from": "network_disk"}  # the HF cache on a PVC
+    assert any("the first start downloads" in n for n in notes)
+    assert imported("keda.yaml")[0]["fleet"]["lifecycle"] == {"weights_from": "object_store"}  # from the Hub each time
+    local = (DATA / "keda.yaml").read_text().split("---")[0]
+    local = local.replace("--model=Qwen/Qwen3-32B", "--model=/models/Qwen3-32B").replace(
+        "      containers:", "      volumes: [{name: m, hostPath: {path: /mnt/nvme/models}}]\n      containers:"
+    )
+    local = local.replace("          resources:", "          volumeMounts: [{name: m, mountPath: /models}]\n          resources:")
+    (tmp_path / "local.yaml").write_text(local)
+    imp = import_files([tmp_path / "local.yaml"])
+    sc = nest(scenario_values(imp))
+    assert sc["model"] == "qwen3-32b" and sc["fleet"]["lifecycle"] == {"weights_from": "local_nvme"}

@@ -308,9 +308,11 @@ def _pod_spec(imp: Imported, doc: Doc, spec_path: str) -> None:
     i, container, args = found
     cpath = f"{spec_path}.containers[{i}]"
     imp.merge(map_options(parse_args(args, doc.src(cpath)), doc.src(f"{cpath}.args")))
-    for env in container.get("env") or []:
-        if isinstance(env, dict) and str(env.get("name", "")).startswith("VLLM_"):
-            imp.notes.append(f"{doc.src(cpath)}.env {env.get('name')}: vLLM environment settings are not mapped")
+    env_vars = {str(e.get("name")): str(e.get("value", "")) for e in container.get("env") or [] if isinstance(e, dict)}
+    for name in env_vars:
+        if name.startswith("VLLM_"):
+            imp.notes.append(f"{doc.src(cpath)}.env {name}: vLLM environment settings are not mapped")
+    _weights_tier(imp, doc, spec, container, cpath, spec_path, env_vars)
     resources = container.get("resources") or {}
     for section in ("limits", "requests"):
         block = resources.get(section) or {}
@@ -348,6 +350,54 @@ def _pod_spec(imp: Imported, doc: Doc, spec_path: str) -> None:
             imp.set("fleet.gpu", gpu, doc.src(f"{path} {value}"))
             break
         imp.notes.append(f"{doc.src(path)} {value}: no catalog GPU is known by this label value")
+
+
+def volume_tier(volume: dict[str, Any]) -> tuple[str, str] | None:
+    """The storage tier (`sim.policies.lifecycle.STORAGE_TIERS`) a pod volume reads weights from, and why."""
+    if "hostPath" in volume:
+        return "local_nvme", "a hostPath volume (the node's local disk)"
+    if "emptyDir" in volume:
+        if str((volume["emptyDir"] or {}).get("medium", "")) == "Memory":
+            return "host_ram", "an emptyDir in memory"
+        return None  # filled at start: the weights come from wherever they are downloaded
+    if "persistentVolumeClaim" in volume or "nfs" in volume:
+        return "network_disk", "a persistent volume claim (network block or file storage)"
+    driver = str(((volume.get("csi") or {}).get("driver")) or "")
+    if driver in ("s3.csi.aws.com", "gcsfuse.csi.storage.gke.io", "blob.csi.azure.com"):
+        return "object_store", f"the {driver} object-store mount"
+    return None
+
+
+def _weights_tier(
+    imp: Imported, doc: Doc, spec: dict[str, Any], container: dict[str, Any], cpath: str, spec_path: str, env: dict[str, str]
+) -> None:
+    """Where the weights load from at a cold start: the volume holding the model path, or the volume caching Hugging
+    Face downloads (HF_HOME, --download-dir, ~/.cache/huggingface); with neither, the Hub (an object store)."""
+    model = str(imp.values.get("model", ""))
+    volumes = {str(v.get("name")): v for v in spec.get("volumes") or [] if isinstance(v, dict)}
+    mounts = [
+        (str(m.get("mountPath", "")), str(m.get("name"))) for m in container.get("volumeMounts") or [] if isinstance(m, dict)
+    ]
+    cache_dirs = [d for d in (env.get("HF_HOME"), env.get("HF_HUB_CACHE"), "/root/.cache/huggingface") if d]
+    where_from = model if model.startswith("/") else None
+    for path in [where_from] if where_from else cache_dirs:
+        for mount_path, name in sorted(mounts, key=lambda m: -len(m[0])):
+            if mount_path and (path == mount_path or path.startswith(mount_path.rstrip("/") + "/")):
+                tier = volume_tier(volumes.get(name, {}))
+                if tier is not None:
+                    what = "the model path" if where_from else "the Hugging Face cache"
+                    imp.set("fleet.lifecycle.weights_from", tier[0], doc.src(f"{spec_path}.volumes {name}: {what} on {tier[1]}"))
+                    if not where_from:
+                        imp.notes.append(
+                            f"{doc.src(cpath)}: the first start downloads {model} into the cache; later ones read it"
+                        )
+                    return
+    if not where_from and model:
+        imp.set(
+            "fleet.lifecycle.weights_from",
+            "object_store",
+            doc.src(f"{cpath}: {model} downloaded from the Hugging Face Hub at each start"),
+        )
 
 
 def _workload(imp: Imported, doc: Doc) -> None:
@@ -885,9 +935,7 @@ def render(imp: Imported, values: dict[str, Any], sources_read: Sequence[str], *
 
     emit(tree, "", 0)
     lines.append("")
-    lines.append(
-        "# at fleetsim's defaults (the files do not say): fleet.lifecycle (cold-start stages), fleet.router, pricing, slo,"
-    )
+    lines.append("# at fleetsim's defaults (the files do not say): the cold-start stages' durations, fleet.router, pricing, slo,")
     lines.append("# the roofline's efficiencies; set them here or with --set")
     lines.append("# not mapped, or mapped approximately:" if imp.notes else "# not mapped: nothing")
     lines.extend(f"#   - {note}" for note in imp.notes)
