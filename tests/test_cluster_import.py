@@ -405,3 +405,22 @@ def test_the_weights_tier_follows_the_volumes(tmp_path):
     imp = import_files([tmp_path / "local.yaml"])
     sc = nest(scenario_values(imp))
     assert sc["model"] == "qwen3-32b" and sc["fleet"]["lifecycle"] == {"weights_from": "local_nvme"}
+
+
+def test_a_ray_serve_llm_config_and_the_same_in_a_rayservice(tmp_path):
+    sc, notes = imported("ray-serve.yaml")
+    assert sc["model"] == "llama-3.1-70b" and sc["fleet"]["tp"] == 4 and sc["fleet"]["gpu"] == "h100-sxm"
+    assert sc["fleet"]["max_outstanding_per_replica"] == 96
+    auto = sc["fleet"]["autoscaler"]
+    assert (auto["policy"], auto["metric"], auto["target"], auto["min_replicas"], auto["max_replicas"]) == (
+        "hpa", "outstanding_per_replica", 32.0, 1, 6
+    )  # fmt: skip
+    assert auto["scale_down_stabilization_s"] == 300.0 and auto["interval_s"] == 10.0 and auto["tolerance"] == 0.0
+    assert sc["engine"] == {"policy": "chunked", "max_num_batched_tokens": 2048}
+    assert any("upscale_delay_s 30: not modelled" in n for n in notes)
+    body = (DATA / "ray-serve.yaml").read_text()
+    wrapped = {"apiVersion": "ray.io/v1", "kind": "RayService", "metadata": {"name": "llm"}, "spec": {"serveConfigV2": body}}
+    (tmp_path / "rayservice.yaml").write_text(yaml.safe_dump(wrapped))
+    again = nest(scenario_values(import_files([tmp_path / "rayservice.yaml"])))
+    assert again == sc
+    parse_config(sc)

@@ -202,7 +202,15 @@ IGNORED_KINDS = {
     "PrometheusRule": "alerting rules",
     "TriggerAuthentication": "KEDA credentials",
 }
-KNOWN_KINDS = ("Deployment", "StatefulSet", "HorizontalPodAutoscaler", "ScaledObject", "Service (Knative)", "InferenceService")
+KNOWN_KINDS = (
+    "Deployment",
+    "StatefulSet",
+    "HorizontalPodAutoscaler",
+    "ScaledObject",
+    "Service (Knative)",
+    "InferenceService",
+    "RayService",
+)
 TEMPLATE = re.compile(r"\{\{|\}\}|\{%|%\}")
 
 
@@ -762,6 +770,105 @@ def _kserve(imp: Imported, doc: Doc) -> None:
             imp.replicas = (int(bounds.get("min_replicas", (1, ""))[0]), doc.src("spec.predictor.minReplicas"))
 
 
+# Ray's accelerator types (ray.util.accelerators) by catalog GPU
+RAY_ACCELERATOR = {
+    "a100-40g": "a100-40gb",
+    "a100-80g": "a100-80gb",
+    "h100": "h100-sxm",
+    "h200": "h200",
+    "b200": "b200",
+    "a10g": "a10g",
+    "l4": "l4",
+    "l40s": "l40s",
+    "amd-instinct-mi300x-oam": "mi300x",
+}
+
+
+def _ray_serve(imp: Imported, doc: Doc, config: Any, base: str) -> None:
+    """A Ray Serve config (`serve deploy` YAML, or a RayService's serveConfigV2): the `ray.serve.llm` application's
+    LLM config (`llm_configs`: the model, `accelerator_type`, vLLM's `engine_kwargs`, `deployment_config` with
+    `autoscaling_config` and `max_ongoing_requests`). Ray's autoscaler asks for ceil(ongoing requests /
+    `target_ongoing_requests`) replicas after `upscale_delay_s` / `downscale_delay_s` (Ray Serve docs,
+    "Advanced autoscaling"): read as fleetsim's hpa on outstanding requests per replica, without scale-up limits."""
+    if not isinstance(config, dict) or not isinstance(config.get("applications"), list):
+        raise FleetsimError(f"{doc.where}: {base}applications is missing (a Ray Serve config lists its applications)")
+    found = []
+    for a, app in enumerate(config["applications"]):
+        llm = (((app or {}).get("args") or {}).get("llm_configs")) or []
+        for i, cfg in enumerate(llm if isinstance(llm, list) else []):
+            found.append((f"{base}applications[{a}].args.llm_configs[{i}]", cfg))
+    if not found:
+        raise FleetsimError(f"{doc.where}: no ray.serve.llm application (args.llm_configs) in {base}applications")
+    if len(found) > 1:
+        raise FleetsimError(f"{doc.where}: {len(found)} LLM configs; import one model at a time")
+    path, cfg = found[0]
+    if not isinstance(cfg, dict):
+        raise FleetsimError(f"{doc.where}: {path} must be a mapping")
+    _workload_name(
+        imp, Doc({"metadata": {"name": str((cfg.get("model_loading_config") or {}).get("model_id", "llm"))}}, doc.where)
+    )
+    loading = cfg.get("model_loading_config") or {}
+    opts = options_from_mapping(cfg.get("engine_kwargs") or {})
+    source = loading.get("model_source") or loading.get("model_id")
+    if source is None:
+        raise FleetsimError(f"{doc.where}: {path}.model_loading_config.model_id is missing")
+    opts["model"] = str(source)
+    imp.merge(map_options(opts, doc.src(f"{path}.engine_kwargs")))
+    imp.sources["model"] = doc.src(f"{path}.model_loading_config")
+    acc = cfg.get("accelerator_type")
+    if acc is not None:
+        gpu = RAY_ACCELERATOR.get(str(acc).lower()) or gpu_from_label("nvidia.com/gpu.product", str(acc))
+        if gpu is None:
+            imp.notes.append(f"{doc.src(path)}.accelerator_type {acc}: no catalog GPU is known by this name")
+        else:
+            imp.set("fleet.gpu", gpu, doc.src(f"{path}.accelerator_type {acc}"))
+    dep = cfg.get("deployment_config") or {}
+    dpath = f"{path}.deployment_config"
+    if dep.get("max_ongoing_requests") is not None:
+        imp.set(
+            "fleet.max_outstanding_per_replica",
+            doc.int_at(f"{dpath}.max_ongoing_requests", dep["max_ongoing_requests"]),
+            doc.src(f"{dpath}.max_ongoing_requests"),
+        )
+    auto = dep.get("autoscaling_config")
+    if not isinstance(auto, dict):
+        n = dep.get("num_replicas", 1)
+        imp.replicas = (doc.int_at(f"{dpath}.num_replicas", n), doc.src(f"{dpath}.num_replicas"))
+        return
+    _claim_autoscaler(imp, doc)
+    apath = f"{dpath}.autoscaling_config"
+    target = auto.get("target_ongoing_requests", auto.get("target_num_ongoing_requests_per_replica"))
+    out: dict[str, Any] = {
+        "policy": "hpa",
+        "metric": "outstanding_per_replica",
+        "target": float(target if target is not None else 2.0),
+        "min_replicas": doc.int_at(f"{apath}.min_replicas", auto.get("min_replicas", 1)),
+        "max_replicas": doc.int_at(f"{apath}.max_replicas", auto.get("max_replicas", 1)),
+        "tolerance": 0.0,
+        "scale_up_percent": 1e4,  # (Ray does not rate-limit a scale-up)
+        "interval_s": float(auto.get("metrics_interval_s", 10.0)),
+        "scale_down_stabilization_s": float(auto.get("downscale_delay_s", 600.0)),
+    }
+    for key, ray_key, default in (
+        ("target", "target_ongoing_requests", "2 (Ray's default)"),
+        ("min_replicas", "min_replicas", "1"),
+        ("max_replicas", "max_replicas", "1"),
+        ("interval_s", "metrics_interval_s", "10 s"),
+        ("scale_down_stabilization_s", "downscale_delay_s", "600 s"),
+    ):
+        given = ray_key in auto or (ray_key == "target_ongoing_requests" and target is not None)
+        imp.sources[f"fleet.autoscaler.{key}"] = doc.src(f"{apath}.{ray_key}" + ("" if given else f" (default {default})"))
+    imp.sources["fleet.autoscaler.scale_up_percent"] = doc.src(f"{apath}: Ray does not rate-limit a scale-up")
+    imp.sources["fleet.autoscaler.tolerance"] = doc.src(f"{apath}: Ray scales on the ratio itself, with no tolerance band")
+    if auto.get("initial_replicas") is not None:
+        out["initial_replicas"] = doc.int_at(f"{apath}.initial_replicas", auto["initial_replicas"])
+    for key in ("upscale_delay_s", "upscaling_factor", "downscaling_factor", "look_back_period_s", "smoothing_factor"):
+        if key in auto:
+            imp.notes.append(f"{doc.src(apath)}.{key} {auto[key]}: not modelled (fleetsim's hpa acts on each interval's mean)")
+    imp.values["fleet.autoscaler"] = out
+    imp.sources["fleet.autoscaler"] = doc.src(apath)
+
+
 def read_documents(path: Path) -> list[tuple[dict[str, Any] | str, str]]:
     """The documents of a file (each with its name for messages), or of every .yaml/.yml/.sh/.txt file of a folder
     (sorted). A file that is not YAML mappings is a command line."""
@@ -802,6 +909,9 @@ def import_files(paths: Sequence[Path]) -> Imported:
             doc = Doc(doc_data, where)
             kind = doc_data.get("kind")
             api = str(doc_data.get("apiVersion") or "")
+            if kind is None and "applications" in doc_data:
+                _ray_serve(imp, doc, doc_data, "")
+                continue
             if kind is None:
                 if "apiVersion" in doc_data:
                     raise FleetsimError(f"{where}: kind is missing")
@@ -821,6 +931,14 @@ def import_files(paths: Sequence[Path]) -> Imported:
                 _knative(imp, doc)
             elif kind == "InferenceService" and api.startswith("serving.kserve.io/"):
                 _kserve(imp, doc)
+            elif kind == "RayService" and api.startswith("ray.io/"):
+                text = doc.need("spec.serveConfigV2")
+                _ray_serve(
+                    imp,
+                    doc,
+                    parse_yaml_documents(str(text), where=f"{where} spec.serveConfigV2")[0] if str(text).strip() else None,
+                    "spec.serveConfigV2.",
+                )
             elif kind in IGNORED_KINDS:
                 imp.notes.append(f"{where}: {kind} {doc.get('metadata.name', '')}: not mapped ({IGNORED_KINDS[kind]})")
             else:
