@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -424,3 +425,88 @@ def test_a_ray_serve_llm_config_and_the_same_in_a_rayservice(tmp_path):
     again = nest(scenario_values(import_files([tmp_path / "rayservice.yaml"])))
     assert again == sc
     parse_config(sc)
+
+
+# --- a trace from Prometheus's record -------------------------------------------------------------------------
+PROM = DATA / "prometheus"
+
+
+def test_a_spec_from_prometheus_keeps_the_rate_curve_and_the_mean_lengths(tmp_path):
+    from sim.workload.prometheus import read_series, spec_from_metrics
+    from sim.workload.synthetic import generate, parse_spec
+
+    spec, starts, rates, notes = spec_from_metrics(
+        requests=PROM / "requests.json",
+        prompt_buckets=PROM / "prompt_buckets.json",
+        output_buckets=PROM / "output_buckets.json",
+        prompt_tokens=PROM / "prompt_tokens.json",
+        output_tokens=PROM / "output_tokens.json",
+    )
+    t, r = read_series(PROM / "requests.json")  # four series (2 pods x 2 finish reasons), summed
+    assert starts.tolist() == (t - t[0]).tolist() and rates.tolist() == r.tolist() and len(t) == 120
+    n = float((r * 60).sum())
+    assert spec["duration_s"] == 7200.0 and spec["arrivals"]["mean_rate_per_s"] == pytest.approx(n / 7200)
+    # the sample's token rates are 1,130 and 236 tokens per request at every step: the means are those
+    assert spec["prompt_tokens"]["mean"] == pytest.approx(1130, rel=1e-6) and spec["output_tokens"]["mean"] == pytest.approx(
+        236, rel=1e-6
+    )
+    assert spec["prompt_tokens"]["max"] == 5000 and 0.8 < spec["prompt_tokens"]["cv"] < 1.1  # drawn with CV 1.1, clipped
+    assert any("a lower bound" in note for note in notes)
+    (tmp_path / "rates.csv").write_text(
+        "window_start_s,rate\n" + "".join(f"{a},{b}\n" for a, b in zip(starts, rates, strict=True))
+    )
+    spec["arrivals"]["rate_table"] = "rates.csv"
+    trace = generate(parse_spec(spec), base_dir=tmp_path)
+    assert abs(len(trace) - n) < 4 * n**0.5  # Poisson around the observed count
+    busy = trace["arrival_at_s"].between(50 * 60, 65 * 60).sum() / (15 * 60)
+    calm = trace["arrival_at_s"].between(0, 15 * 60).sum() / (15 * 60)
+    assert busy / calm == pytest.approx(rates[50:65].mean() / rates[:15].mean(), rel=0.15)  # the lunchtime peak kept
+
+
+def test_histogram_moments_by_hand():
+    from sim.workload.prometheus import histogram_moments
+
+    # buckets (.., 10], (10, 20], +Inf: 2 requests uniform on [1, 10], 1 on [10, 20], 1 at 20 (the +Inf bucket)
+    mean, cv = histogram_moments(np.array([10.0, 20.0]), np.array([2.0, 1.0, 1.0]))
+    ex2 = (2 * (1 + 10 + 100) / 3 + (100 + 200 + 400) / 3 + 400) / 4
+    assert mean == pytest.approx((2 * 5.5 + 15 + 20) / 4) and cv == pytest.approx((ex2 - mean**2) ** 0.5 / mean)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"status": "error", "error": "bad query"}, "not a Prometheus API answer"),
+        ({"status": "success", "data": {"result": []}}, "the query returned no series"),
+        ({"status": "success", "data": {"result": [{"metric": {}, "values": [[0, "NaN"], [60, "1"]]}]}}, "NaN"),
+        ({"status": "success", "data": {"result": [{"metric": {}, "values": [[0, "1"]]}]}}, "at least two samples"),
+        ({"status": "success", "data": {"result": [{"metric": {}, "value": [0, "1"]}]}}, "a range query"),
+    ],
+)
+def test_bad_prometheus_answers(tmp_path, body, message):
+    from sim.workload.prometheus import read_series
+
+    p = tmp_path / "q.json"
+    p.write_text(json.dumps(body))
+    with pytest.raises(FleetsimError, match=re.escape(message)):
+        read_series(p)
+
+
+def test_bad_histograms_and_nothing_written(tmp_path):
+    from sim.workload.prometheus import read_histogram
+
+    def hist(*pairs):
+        return {"status": "success", "data": {"result": [{"metric": {"le": le}, "value": [0, v]} for le, v in pairs]}}
+
+    for body, message in (
+        (hist(("10", "5"), ("20", "7")), "needs its +Inf bucket"),
+        (hist(("10", "5"), ("+Inf", "3")), "must not decrease"),
+        ({"status": "success", "data": {"result": [{"metric": {}, "value": [0, "1"]}]}}, "no le label"),
+    ):
+        p = tmp_path / "h.json"
+        p.write_text(json.dumps(body))
+        with pytest.raises(FleetsimError, match=re.escape(message)):
+            read_histogram(p)
+    out = tmp_path / "spec.yaml"
+    r = runner.invoke(app, ["trace", "from-metrics", "--requests", str(PROM / "requests.json"), "--prompt-buckets", str(p),
+                            "--output-buckets", str(PROM / "output_buckets.json"), "--out", str(out)])  # fmt: skip
+    assert r.exit_code == 2 and "no le label" in r.output and not out.exists() and not (tmp_path / "spec.rates.csv").exists()

@@ -207,4 +207,5 @@ def test_readme_cluster_section_runs_and_its_import_block_is_real(tmp_path, monk
         r = CliRunner().invoke(app, args)
         assert r.exit_code == 0, (line, r.output)
         ran += 1
-    assert ran == 5 and (tmp_path / "manifests.yaml").exists() and (tmp_path / "spans.csv").exists()
+    assert ran == 7 and (tmp_path / "manifests.yaml").exists() and (tmp_path / "spans.csv").exists()
+    assert (tmp_path / "observed.csv").exists() and (tmp_path / "observed.rates.csv").exists()

@@ -250,3 +250,49 @@ def merge(
         klasses[key] = name
     write_trace(tf.merge(frames, klass=klasses), dst)
     typer.echo(f"wrote {dst}: {sum(len(f) for f in frames.values()):,} requests")
+
+
+@trace_app.command(name="from-metrics")
+@user_errors
+def from_metrics(
+    requests: Annotated[Path, typer.Option(help="Range query: sum(rate(vllm:request_success_total[1m])).")],
+    prompt_buckets: Annotated[Path, typer.Option(help="sum by (le) (increase(vllm:request_prompt_tokens_bucket[W])).")],
+    output_buckets: Annotated[Path, typer.Option(help="sum by (le) (increase(vllm:request_generation_tokens_bucket[W])).")],
+    out: Annotated[Path, typer.Option(help="The generator spec to write (YAML); its rate table goes beside it.")],
+    prompt_tokens: Annotated[Path | None, typer.Option(help="Range query: sum(rate(vllm:prompt_tokens_total[1m])).")] = None,
+    output_tokens: Annotated[Path | None, typer.Option(help="Range query: sum(rate(vllm:generation_tokens_total[1m])).")] = None,
+    seed: Annotated[int, typer.Option(help="The spec's seed.")] = 0,
+) -> None:
+    """A generator spec with Prometheus's observed request-rate curve and length distributions (then: trace gen --spec)."""
+    import yaml
+
+    from sim.atomic import atomic_file
+    from sim.cli.common import check_out_file
+    from sim.workload.prometheus import spec_from_metrics
+
+    check_out_file(out, "--out")
+    if out.suffix not in (".yaml", ".yml"):
+        raise FleetsimError(f"--out {out}: a generator spec is a .yaml file")
+    spec, starts, rates, notes = spec_from_metrics(
+        requests=requests,
+        prompt_buckets=prompt_buckets,
+        output_buckets=output_buckets,
+        prompt_tokens=prompt_tokens,
+        output_tokens=output_tokens,
+    )
+    table = out.with_name(out.stem + ".rates.csv")
+    spec["arrivals"]["rate_table"] = table.name
+    spec["seed"] = seed
+    parse_spec(spec, where="the spec from the metrics")
+    head = "".join(
+        f"# {n}\n" for n in ["A generator spec from Prometheus's record of a vLLM fleet (fleetsim trace from-metrics):", *notes]
+    )
+    with atomic_file(out, "--out") as tmp_spec, atomic_file(table, "--out") as tmp_table:  # (the table lands first)
+        tmp_table.write_text(
+            "window_start_s,rate_per_s\n"
+            + "".join(f"{t!r},{r!r}\n" for t, r in zip(starts.tolist(), rates.tolist(), strict=True))
+        )
+        tmp_spec.write_text(head + yaml.safe_dump(spec, sort_keys=False))
+    typer.echo(f"wrote {out} and {table}")
+    for note in notes:
+        typer.echo(f"  {note}")
