@@ -69,15 +69,15 @@ def read_series(path: Path) -> tuple[np.ndarray, np.ndarray]:
         for j, pair in enumerate(values):
             if not isinstance(pair, list) or len(pair) != 2:
                 raise FleetsimError(f"{path}: data.result[{i}].values[{j}] must be [time, value]")
-            t = _number(path, f"data.result[{i}].values[{j}][0]", pair[0])
+            at = _number(path, f"data.result[{i}].values[{j}][0]", pair[0])
             v = _number(path, f"data.result[{i}].values[{j}][1]", pair[1])
             if v < 0:
                 raise FleetsimError(f"{path}: data.result[{i}].values[{j}]: a rate must be >= 0 (got {v:g})")
-            sums[t] = sums.get(t, 0.0) + v
-    t = np.array(sorted(sums))
-    if t.size < 2:
-        raise FleetsimError(f"{path}: a rate curve needs at least two samples (got {t.size})")
-    return t, np.array([sums[x] for x in t])
+            sums[at] = sums.get(at, 0.0) + v
+    times = sorted(sums)
+    if len(times) < 2:
+        raise FleetsimError(f"{path}: a rate curve needs at least two samples (got {len(times)})")
+    return np.array(times), np.array([sums[x] for x in times])
 
 
 def read_histogram(path: Path) -> tuple[np.ndarray, np.ndarray]:
