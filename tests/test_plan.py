@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from sim.cli import app
@@ -87,8 +88,9 @@ def test_the_pick_is_the_cheapest_passing_configuration_and_is_verified(tmp_path
 
 def test_an_infeasible_plan_says_so_with_the_closest_miss(tmp_path):
     path = plan_file(tmp_path, slo="{p99_ttft_ms: 46}", search="fleet.gpu: [a100-80gb, h100-sxm]")
-    r = runner.invoke(app, ["plan", str(path), "--out", str(tmp_path / "o")])
+    r = runner.invoke(app, ["plan", str(path), "--out", str(tmp_path / "o"), "--manifests", str(tmp_path / "m.yaml")])
     assert r.exit_code == 0, r.output
+    assert "no pick to write (nothing written)" in r.stderr and not (tmp_path / "m.yaml").exists()
     assert "no configuration meets the SLO" in r.stdout and "closest miss: fleet.gpu=h100-sxm" in r.stdout
     assert "x the target" in r.stdout and "ruled out: one p99-length prompt" in r.stdout  # the A100 never simulated
 
@@ -118,6 +120,16 @@ def test_cli_prints_ranking_frontier_and_pick_and_resumes(tmp_path):
     j = json.loads(runner.invoke(app, ["plan", str(path), "--out", str(out), "--json"]).stdout)
     assert sorted(p.name for p in (out / "points").iterdir()) == files  # the rerun simulated nothing new
     assert j["pick"]["fleet.gpu"] in ("a100-80gb", "h100-sxm") and j["verification"][0]["confirmed"]
+    # the pick as manifests (a rerun: nothing new simulated): the GPU selected, the replica count, the TP's GPUs
+    m = tmp_path / "pick.yaml"
+    r = runner.invoke(app, ["plan", str(path), "--out", str(out), "--manifests", str(m)])
+    assert r.exit_code == 0, r.output
+    deployment = next(d for d in yaml.safe_load_all(m.read_text()) if d["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    from sim.scenario.importer import GFD_PRODUCT
+
+    assert pod["nodeSelector"]["nvidia.com/gpu.product"] == GFD_PRODUCT[j["pick"]["fleet.gpu"]]
+    assert deployment["spec"]["replicas"] == j["pick"]["fleet.autoscaler.replicas"]
     r = runner.invoke(app, ["plan", str(path), "--out", str(tmp_path / "o2"), "--set", "trace.n_requests=400"])
     assert r.exit_code == 0 and "pick:" in r.stdout
 

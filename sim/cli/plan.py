@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+import re
 import textwrap
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from sim.cli.common import Interrupted, check_plot_path, emit_json, positive, stopped, table
+from sim.cli.common import Interrupted, check_out_file, check_plot_path, emit_json, positive, stopped, table
 from sim.studies.determinism import seed_note
 
 
@@ -42,6 +43,9 @@ def plan(
     ] = None,
     plot: Annotated[Path | None, typer.Option(help="Also write the cost vs p99 TTFT plot (PNG, SVG, ...).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Write into --out even if it holds other files.")] = False,
+    manifests: Annotated[
+        Path | None, typer.Option(help="Also write the pick as Kubernetes manifests (as fleetsim export) to this file.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
 ) -> None:
     """Find the cheapest GPU / TP / replica count that meets an SLO: screened, bisected, ranked and verified."""
@@ -55,6 +59,8 @@ def plan(
     check_sweep_dir(out_dir, force=force, owner=p.sweep.owner("plan"))
     if plot is not None:
         check_plot_path(plot)
+    if manifests is not None:
+        check_out_file(manifests, "--manifests")
     if p.sweep.trace_note is not None:
         typer.echo(f"note: {p.sweep.trace_note}", err=True)
     note = None if as_json else (lambda msg: typer.echo(f"  {msg}", err=True))
@@ -68,6 +74,8 @@ def plan(
     scale = p.spec.scale.path
     if plot is not None:
         _plot(outcome, p, plot)
+    if manifests is not None:
+        _write_manifests(manifests, p, outcome.pick, plan_file)  # (before the report: an error here loses no output)
     if as_json:
         emit_json(
             {
@@ -152,6 +160,25 @@ def plan(
                 f"{cm['why']} ({cm['shortfall']:.2f}x the target)"
             )
     typer.echo(f"wrote {out_dir}/ (ranking, evaluated, frontier, runs .parquet)" + (f" and {plot}" if plot else ""))
+
+
+def _write_manifests(path: Path, p: Any, pick: dict[str, Any] | None, plan_file: Path) -> None:
+    """The pick as manifests (`sim.scenario.exporter`); no pick: nothing written, and the command says so."""
+    from sim.atomic import atomic_file
+    from sim.scenario.exporter import export_manifests, render_manifests
+    from sim.studies.plan import pick_scenario
+
+    if pick is None:
+        typer.echo(
+            f"--manifests {path}: no configuration meets the SLO, so there is no pick to write (nothing written)", err=True
+        )
+        return
+    docs, notes = export_manifests(
+        pick_scenario(p, pick), name=re.sub(r"[^a-z0-9-]+", "-", p.name.lower()).strip("-")[:53] or "llm"
+    )
+    with atomic_file(path, "--manifests") as tmp:
+        tmp.write_text(render_manifests(docs, notes, f"the pick of {plan_file}"))
+    typer.echo(f"wrote {path}: the pick as {', '.join(d['kind'] for d in docs)}", err=True)
 
 
 def say(text: str) -> None:

@@ -218,6 +218,7 @@ def export_manifests(sc: Scenario, *, name: str = "llm") -> tuple[list[dict[str,
 def render_manifests(docs: list[dict[str, Any]], notes: list[str], source: str) -> str:
     head = [f"# Manifests for the fleet of {source}, written by fleetsim export.", "# Not expressed here:"]
     head += [f"#   - {n}" for n in notes]
-    head.append(f"# (the KEDA trigger's serverAddress is {PROMETHEUS}: set your Prometheus)")
+    if any(d["kind"] == "ScaledObject" for d in docs):
+        head.append(f"# (the KEDA trigger's serverAddress is {PROMETHEUS}: set your Prometheus)")
     body = "---\n".join(yaml.dump(d, Dumper=_NoAliases, sort_keys=False, width=1_000_000) for d in docs)
     return "\n".join(head) + "\n" + body

@@ -487,6 +487,17 @@ class Outcome:
     closest_miss: dict[str, Any] | None
 
 
+def pick_scenario(plan: Plan, pick: dict[str, Any]) -> Scenario:
+    """The scenario of a plan's pick: its base with the pick's search-axis values and replica count set."""
+    from sim.scenario.config import parse_config
+
+    g = plan.groups[int(pick["group"])]
+    point = Point(0, {**g.values, plan.spec.scale.path: int(pick[plan.spec.scale.path])})
+    return parse_config(
+        plan.sweep.scenario_raw(point, plan.sweep.seeds[0]), where="the plan's pick", base_dir=plan.sweep.base_dir
+    )
+
+
 def plan_fleet(
     plan: Plan,
     out: Path,
