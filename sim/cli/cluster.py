@@ -69,8 +69,10 @@ def export(
     from sim.scenario.config import load_config
     from sim.scenario.exporter import export_manifests, render_manifests
 
-    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?", name):
-        raise FleetsimError(f"--name {name!r}: a Kubernetes name is lower-case letters, digits and '-', at most 53 characters")
+    if not re.fullmatch(r"[a-z]([-a-z0-9]{0,51}[a-z0-9])?", name):
+        raise FleetsimError(
+            f"--name {name!r}: a Kubernetes name here is lower-case letters, digits and '-', starting with a letter, at most 53 characters"
+        )
     if out is not None:
         check_out_file(out, "--out")
     sc = load_config(scenario, set_ or [])

@@ -173,9 +173,8 @@ def _write_manifests(path: Path, p: Any, pick: dict[str, Any] | None, plan_file:
             f"--manifests {path}: no configuration meets the SLO, so there is no pick to write (nothing written)", err=True
         )
         return
-    docs, notes = export_manifests(
-        pick_scenario(p, pick), name=re.sub(r"[^a-z0-9-]+", "-", p.name.lower()).strip("-")[:53] or "llm"
-    )
+    name = re.sub(r"[^a-z0-9-]+", "-", p.name.lower()).lstrip("-0123456789")[:53].rstrip("-") or "llm"
+    docs, notes = export_manifests(pick_scenario(p, pick), name=name)
     with atomic_file(path, "--manifests") as tmp:
         tmp.write_text(render_manifests(docs, notes, f"the pick of {plan_file}"))
     typer.echo(f"wrote {path}: the pick as {', '.join(d['kind'] for d in docs)}", err=True)

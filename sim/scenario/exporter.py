@@ -16,6 +16,7 @@ everything both express (a property test holds them together).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import yaml
@@ -37,9 +38,11 @@ class _NoAliases(yaml.SafeDumper):
         return True
 
 
-def _whole(x: float) -> int | float:
-    """Kubernetes' integer fields (seconds, percentages): an integral value as an int."""
-    return int(x) if float(x).is_integer() else x
+def _whole(x: float, field: str, notes: list[str]) -> int:
+    """Kubernetes' integer fields (seconds, percentages): a fractional value rounded up, and said."""
+    if not float(x).is_integer():
+        notes.append(f"{field} {x:g} rounded up to {math.ceil(x)} (an integer field)")
+    return math.ceil(x)
 
 
 def _queries(name: str, repo: str) -> dict[str, str]:
@@ -104,6 +107,7 @@ def export_manifests(sc: Scenario, *, name: str = "llm") -> tuple[list[dict[str,
     if fleet.mode != "colocated":
         raise FleetsimError("fleet.mode disaggregated: export writes colocated fleets only (one Deployment of vLLM)")
     auto = fleet.autoscaler
+    extra: list[str] = []  # what the manifests say only approximately
     if auto.policy == "scheduled":
         raise FleetsimError(
             "fleet.autoscaler.policy scheduled: export has no manifest form for a schedule yet (KEDA cron triggers)"
@@ -120,12 +124,14 @@ def export_manifests(sc: Scenario, *, name: str = "llm") -> tuple[list[dict[str,
     else:
         raise FleetsimError(f"fleet.gpu {fleet.gpu!r}: no Kubernetes node label is known for it")
     values = {k: v for k, v in scenario_keys(sc).items() if v is not None}
+    # the batched-token budget fleetsim runs with (its default differs from vLLM's): always written
+    values["engine.max_num_batched_tokens"] = sc.engine.batched_tokens(spec.max_context_tokens)
     container = {
         "name": "vllm",
         "image": IMAGE,
         "command": ["vllm"],
         "args": engine_args(values, hf_repo=repo),
-        "ports": [{"containerPort": 8000, "name": "http"}],
+        "ports": [{"containerPort": 8000, "name": "http1" if auto.policy == "kpa" else "http"}],  # (Knative: http1 or h2c)
         "resources": {"limits": {resource: fleet.tp}, "requests": {resource: fleet.tp}},
     }
     pod: dict[str, Any] = {"nodeSelector": {label: product}, "containers": [container]}
@@ -138,21 +144,27 @@ def export_manifests(sc: Scenario, *, name: str = "llm") -> tuple[list[dict[str,
             "autoscaling.knative.dev/target-utilization-percentage": "100",
             "autoscaling.knative.dev/min-scale": str(auto.min_replicas),
             "autoscaling.knative.dev/max-scale": str(auto.max_replicas),
-            "autoscaling.knative.dev/window": f"{auto.stable_window_s}s",
+            "autoscaling.knative.dev/window": f"{_whole(auto.stable_window_s, 'fleet.autoscaler.stable_window_s', extra)}s",
             "autoscaling.knative.dev/panic-window-percentage": str(auto.panic_window_percentage),
             "autoscaling.knative.dev/panic-threshold-percentage": str(auto.panic_threshold_percentage),
             "autoscaling.knative.dev/scale-to-zero-pod-retention-period": f"{auto.scale_to_zero_grace_s}s",
         }
         if auto.initial_replicas is not None:
             ann["autoscaling.knative.dev/initial-scale"] = str(auto.initial_replicas)
-        pod["containerConcurrency"] = fleet.max_outstanding_per_replica or 0
+        pod["containerConcurrency"] = cc = fleet.max_outstanding_per_replica or 0
+        if cc and auto.target_concurrency > cc:
+            extra.append(f"target_concurrency {auto.target_concurrency:g} above containerConcurrency {cc}: Knative targets {cc}")
         service = {
             "apiVersion": "serving.knative.dev/v1",
             "kind": "Service",
             "metadata": {"name": name},
             "spec": {"template": {"metadata": {"annotations": ann, "labels": labels}, "spec": pod}},
         }
-        return [service], not_expressed(sc)
+        extra.append(
+            "the Knative Service selects the GPU with a nodeSelector: Knative accepts it with the "
+            "kubernetes.podspec-nodeselector feature enabled (config-features)"
+        )
+        return [service], not_expressed(sc) + extra
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -164,25 +176,37 @@ def export_manifests(sc: Scenario, *, name: str = "llm") -> tuple[list[dict[str,
         },
     }
     if auto.policy == "fixed":
-        return [deployment], not_expressed(sc)
+        return [deployment], not_expressed(sc) + extra
     metric = auto.metric if auto.policy == "hpa" else "waiting"
     threshold = auto.target if auto.policy == "hpa" else auto.target_waiting
-    period = _whole(auto.interval_s)
+    period = _whole(auto.interval_s, "fleet.autoscaler.interval_s (the policies' periodSeconds)", extra)
     if auto.policy == "hpa":
         up = {
             "policies": [
-                {"type": "Percent", "value": _whole(auto.scale_up_percent), "periodSeconds": period},
+                {
+                    "type": "Percent",
+                    "value": _whole(auto.scale_up_percent, "fleet.autoscaler.scale_up_percent", extra),
+                    "periodSeconds": period,
+                },
                 {"type": "Pods", "value": auto.scale_up_pods, "periodSeconds": period},
             ],
             "selectPolicy": "Max",
-            "tolerance": str(auto.tolerance),
         }
-        down = {"stabilizationWindowSeconds": _whole(auto.scale_down_stabilization_s), "tolerance": str(auto.tolerance)}
+        window = _whole(auto.scale_down_stabilization_s, "fleet.autoscaler.scale_down_stabilization_s", extra)
+        down: dict[str, Any] = {"stabilizationWindowSeconds": window}
+        if auto.tolerance != 0.1:  # (the controller's default otherwise; the field is alpha in Kubernetes 1.33)
+            up["tolerance"] = down["tolerance"] = str(auto.tolerance)
+            extra.append(
+                f"fleet.autoscaler.tolerance {auto.tolerance:g}: behavior's tolerance needs Kubernetes 1.33 with the "
+                "HPAConfigurableTolerance feature gate (else set --horizontal-pod-autoscaler-tolerance)"
+            )
         behavior: dict[str, Any] = {"scaleUp": up, "scaleDown": down}
     else:
         behavior = {
             "scaleUp": {"policies": [{"type": "Pods", "value": 1, "periodSeconds": period}]},
-            "scaleDown": {"stabilizationWindowSeconds": _whole(auto.scale_down_delay_s)},
+            "scaleDown": {
+                "stabilizationWindowSeconds": _whole(auto.scale_down_delay_s, "fleet.autoscaler.scale_down_delay_s", extra)
+            },
         }
     scaled = {
         "apiVersion": "keda.sh/v1alpha1",
@@ -206,7 +230,7 @@ def export_manifests(sc: Scenario, *, name: str = "llm") -> tuple[list[dict[str,
             ],
         },
     }
-    notes = not_expressed(sc)
+    notes = not_expressed(sc) + extra
     if auto.policy == "queue":
         notes.append(
             "fleet.autoscaler queue: written as a KEDA trigger on waiting requests (one replica per target_waiting); "

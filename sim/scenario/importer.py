@@ -23,7 +23,8 @@ autoscaling annotations (knative.dev/docs/serving/autoscaling), KServe v1beta1 I
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -211,7 +212,7 @@ KNOWN_KINDS = (
     "InferenceService",
     "RayService",
 )
-TEMPLATE = re.compile(r"\{\{|\}\}|\{%|%\}")
+TEMPLATE = re.compile(r"\{\{|\{%")  # Helm / Jinja (JSON never opens "{{": a key is a string)
 
 
 class Doc:
@@ -279,18 +280,31 @@ def quantity(text: Any, where: str) -> float:
 
 
 # --- vLLM in a pod ----------------------------------------------------------------------------------------------
-def _container_args(container: dict[str, Any], where: str) -> list[str] | None:
-    words: list[str] = []
+SHELLS = ("sh", "bash", "dash", "ash", "zsh")
+VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+def _container_args(container: dict[str, Any], where: str, env: dict[str, str]) -> list[str] | None:
+    """The vLLM arguments of a container: Kubernetes passes each `command`/`args` item as one word (a shell's
+    `-c` script is split as the shell would), `$(VAR)` expanded from the container's env as the kubelet does; with
+    no command, the vLLM image's entrypoint (`vllm serve`) runs the args."""
+    lists = []
     for part in ("command", "args"):
         value = container.get(part) or []
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list):
             raise FleetsimError(f"{where}.{part} must be a list of strings")
-        for item in value:
-            text = str(item)
-            words.extend(split_command(text, where) if " " in text.strip() else [text])
-    return find_vllm(words)
+        lists.append([VAR.sub(lambda m: env.get(m.group(1), m.group(0)), str(item)) for item in value])
+    command, args = lists
+    words = [*command, *args]
+    if words and words[0].rsplit("/", 1)[-1] in SHELLS and "-c" in words:
+        script = words[words.index("-c") + 1 :]
+        words = split_command(" ".join(script), where) if script else []
+    found = find_vllm(words)
+    if found is None and not command and "vllm" in str(container.get("image", "")):
+        return find_vllm(["vllm", "serve", *args])  # the image's entrypoint
+    return found
 
 
 def _pod_spec(imp: Imported, doc: Doc, spec_path: str) -> None:
@@ -305,7 +319,8 @@ def _pod_spec(imp: Imported, doc: Doc, spec_path: str) -> None:
     for i, c in enumerate(containers):
         if not isinstance(c, dict):
             raise FleetsimError(f"{doc.where}: {spec_path}.containers[{i}] must be a mapping")
-        args = _container_args(c, f"{doc.where}: {spec_path}.containers[{i}]")
+        env = {str(e.get("name")): str(e.get("value", "")) for e in c.get("env") or [] if isinstance(e, dict)}
+        args = _container_args(c, f"{doc.where}: {spec_path}.containers[{i}]", env)
         if args is not None:
             found = (i, c, args)
             break
@@ -466,36 +481,73 @@ def _set_metric(imp: Imported, kind: str, target: float, source: str, auto: dict
 
 
 def _behavior(imp: Imported, doc: Doc, path: str, auto: dict[str, Any]) -> None:
+    """The HPA's `behavior`: the scale-down stabilization window; the scale-up policies, which fleetsim's hpa applies
+    as one limit per control interval, max(percent of the current count, pods) (`selectPolicy: Max`, the HPA's
+    default); its tolerance (Kubernetes 1.33, alpha)."""
     behavior = doc.get(path)
-    if not isinstance(behavior, dict):
+    if behavior is None:
         return
-    down = behavior.get("scaleDown") or {}
-    up = behavior.get("scaleUp") or {}
-    if "stabilizationWindowSeconds" in down:
-        auto["scale_down_stabilization_s"] = float(down["stabilizationWindowSeconds"])
-        imp.sources["fleet.autoscaler.scale_down_stabilization_s"] = doc.src(f"{path}.scaleDown.stabilizationWindowSeconds")
+    if not isinstance(behavior, dict):
+        raise FleetsimError(f"{doc.where}: {path} must be a mapping")
+    down, up = behavior.get("scaleDown") or {}, behavior.get("scaleUp") or {}
+    for side, block in (("scaleDown", down), ("scaleUp", up)):
+        if not isinstance(block, dict):
+            raise FleetsimError(f"{doc.where}: {path}.{side} must be a mapping")
+    if down.get("stabilizationWindowSeconds") is not None:
+        where = f"{path}.scaleDown.stabilizationWindowSeconds"
+        auto["scale_down_stabilization_s"] = float(doc.int_at(where, down["stabilizationWindowSeconds"]))
+        imp.sources["fleet.autoscaler.scale_down_stabilization_s"] = doc.src(where)
     if down.get("policies"):
         imp.notes.append(f"{doc.src(path)}.scaleDown.policies: scale-down rate limits are not modelled")
+    if down.get("selectPolicy") == "Disabled":
+        imp.notes.append(f"{doc.src(path)}.scaleDown.selectPolicy Disabled: not modelled (fleetsim's hpa scales down)")
     if up.get("stabilizationWindowSeconds"):
         imp.notes.append(f"{doc.src(path)}.scaleUp.stabilizationWindowSeconds: a scale-up stabilization window is not modelled")
-    for side, block in (("scaleUp", up), ("scaleDown", down)):
-        if "tolerance" in block:
-            auto["tolerance"] = quantity(block["tolerance"], doc.src(f"{path}.{side}.tolerance"))
-            imp.sources["fleet.autoscaler.tolerance"] = doc.src(f"{path}.{side}.tolerance")
-    for i, policy in enumerate(up.get("policies") or []):
+    tolerances = {side: block["tolerance"] for side, block in (("scaleUp", up), ("scaleDown", down)) if "tolerance" in block}
+    if tolerances:
+        side, value = next(iter(tolerances.items()))
+        auto["tolerance"] = quantity(value, doc.src(f"{path}.{side}.tolerance"))
+        imp.sources["fleet.autoscaler.tolerance"] = doc.src(f"{path}.{side}.tolerance")
+        if len({quantity(v, doc.where) for v in tolerances.values()}) > 1:
+            imp.notes.append(f"{doc.src(path)}: scale-up and scale-down tolerances differ; fleetsim's hpa has one ({side}'s)")
+    policies = up.get("policies") or []
+    if not isinstance(policies, list):
+        raise FleetsimError(f"{doc.where}: {path}.scaleUp.policies must be a list")
+    select = up.get("selectPolicy", "Max")
+    if select != "Max" and policies:
+        imp.notes.append(f"{doc.src(path)}.scaleUp.selectPolicy {select}: read as Max (fleetsim's hpa takes the larger limit)")
+    kinds = set()
+    periods = set()
+    for i, policy in enumerate(policies):
         where = f"{path}.scaleUp.policies[{i}]"
-        kind, value = policy.get("type"), policy.get("value")
+        if not isinstance(policy, dict):
+            raise FleetsimError(f"{doc.where}: {where} must be a mapping")
+        kind = policy.get("type")
+        value = doc.int_at(f"{where}.value", policy.get("value"))
         if kind == "Percent":
             auto["scale_up_percent"] = float(value)
             imp.sources["fleet.autoscaler.scale_up_percent"] = doc.src(where)
         elif kind == "Pods":
-            auto["scale_up_pods"] = doc.int_at(f"{where}.value", value)
+            auto["scale_up_pods"] = value
             imp.sources["fleet.autoscaler.scale_up_pods"] = doc.src(where)
         else:
             raise FleetsimError(f"{doc.where}: {where}.type must be Percent or Pods (got {kind!r})")
+        kinds.add(kind)
         if policy.get("periodSeconds") is not None:
-            auto["interval_s"] = float(policy["periodSeconds"])
-            imp.sources["fleet.autoscaler.interval_s"] = doc.src(f"{where}.periodSeconds (the period the limits apply to)")
+            periods.add(doc.int_at(f"{where}.periodSeconds", policy["periodSeconds"]))
+    if kinds == {"Pods"}:  # no percent limit: the pods alone
+        auto["scale_up_percent"] = 1e-9
+        imp.sources["fleet.autoscaler.scale_up_percent"] = doc.src(f"{path}.scaleUp.policies: no Percent policy")
+    elif kinds == {"Percent"}:
+        auto["scale_up_pods"] = 1
+        imp.sources["fleet.autoscaler.scale_up_pods"] = doc.src(f"{path}.scaleUp.policies: no Pods policy (1, the least)")
+    if periods:
+        auto["interval_s"] = float(max(periods))
+        imp.sources["fleet.autoscaler.interval_s"] = doc.src(f"{path}.scaleUp.policies periodSeconds")
+        imp.notes.append(
+            f"{doc.src(path)}.scaleUp.policies: fleetsim's hpa acts and applies its scale-up limit once per interval, set to "
+            f"the policies' period {max(periods)} s (the HPA itself syncs every 15 s and limits over a sliding period)"
+        )
 
 
 def _policy_keys(imp: Imported, doc: Doc, auto: dict[str, Any]) -> None:
@@ -511,9 +563,11 @@ def _policy_keys(imp: Imported, doc: Doc, auto: dict[str, Any]) -> None:
             imp.notes.append(f"{doc.where}: behavior {key}: fleetsim's queue policy has no such limit (left out)")
 
 
-def _min_max(imp: Imported, doc: Doc, auto: dict[str, Any], lo_path: str, hi_path: str, lo_default: int | None) -> None:
+def _min_max(
+    imp: Imported, doc: Doc, auto: dict[str, Any], lo_path: str, hi_path: str, lo_default: int, *, hi_default: int | None = None
+) -> None:
     lo = doc.get(lo_path, lo_default)
-    hi = doc.get(hi_path)
+    hi = doc.get(hi_path, hi_default)
     if hi is None:
         raise FleetsimError(f"{doc.where}: {hi_path} is missing (fleetsim needs the autoscaler's ceiling)")
     auto["min_replicas"] = doc.int_at(lo_path, lo)
@@ -521,7 +575,9 @@ def _min_max(imp: Imported, doc: Doc, auto: dict[str, Any], lo_path: str, hi_pat
     imp.sources["fleet.autoscaler.min_replicas"] = doc.src(
         lo_path if doc.get(lo_path) is not None else f"{lo_path} (default {lo_default})"
     )
-    imp.sources["fleet.autoscaler.max_replicas"] = doc.src(hi_path)
+    imp.sources["fleet.autoscaler.max_replicas"] = doc.src(
+        hi_path if doc.get(hi_path) is not None else f"{hi_path} (default {hi_default})"
+    )
 
 
 def _claim_autoscaler(imp: Imported, doc: Doc) -> None:
@@ -580,12 +636,27 @@ def _hpa(imp: Imported, doc: Doc, target_name: str) -> None:
 def _keda(imp: Imported, doc: Doc) -> None:
     _claim_autoscaler(imp, doc)
     auto: dict[str, Any] = {}
-    _min_max(imp, doc, auto, "spec.minReplicaCount", "spec.maxReplicaCount", 0)
+    _min_max(imp, doc, auto, "spec.minReplicaCount", "spec.maxReplicaCount", 0, hi_default=100)
+    for key in ("idleReplicaCount", "fallback"):
+        if doc.get(f"spec.{key}") is not None:
+            imp.notes.append(f"{doc.src('spec.' + key)}: not modelled")
     chosen = None
-    for i, trig in enumerate(doc.get("spec.triggers") or []):
+    triggers = doc.get("spec.triggers") or []
+    if not isinstance(triggers, list):
+        raise FleetsimError(f"{doc.where}: spec.triggers must be a list")
+    for i, trig in enumerate(triggers):
         where = f"spec.triggers[{i}]"
-        meta = trig.get("metadata") or {}
+        meta = trig.get("metadata") if isinstance(trig, dict) else None
+        if not isinstance(meta, dict):
+            raise FleetsimError(f"{doc.where}: {where}.metadata must be a mapping")
         query = str(meta.get("query") or meta.get("metricName") or "")
+        if meta.get("activationThreshold") is not None:
+            imp.notes.append(f"{doc.src(where)}.metadata.activationThreshold: KEDA's activation (0 <-> 1) is not modelled apart")
+        if re.match(r"\s*avg\b", query) and str(trig.get("metricType") or "AverageValue") == "AverageValue":
+            imp.notes.append(
+                f"{doc.src(where)}.metadata.query: avg(...) with AverageValue divides the average by the replicas again; "
+                "read as the per-replica target (sum(...) is what AverageValue expects)"
+            )
         signal = metric_of(query) if trig.get("type") == "prometheus" else None
         if signal is None or chosen is not None:
             why = "a second trigger (fleetsim follows one)" if signal else "no fleetsim counterpart"
@@ -623,6 +694,11 @@ def _kpa(imp: Imported, doc: Doc, annotations: dict[str, Any], apath: str, bound
             f"{doc.where}: {apath} class {cls} / metric {metric}: fleetsim models Knative's KPA on concurrency only"
         )
     auto: dict[str, Any] = {"policy": "kpa"}
+    if not isinstance(annotations, dict):
+        raise FleetsimError(f"{doc.where}: {apath} must be a mapping")
+    for old_name, name in (("minScale", "min-scale"), ("maxScale", "max-scale"), ("initialScale", "initial-scale")):
+        if KN + old_name in annotations and KN + name not in annotations:  # (the older spellings)
+            annotations = {**annotations, KN + name: annotations[KN + old_name]}
 
     def take(key: str, ann: str, convert: Any, default: Any = None) -> None:
         if bounds.get(key) is not None:
@@ -636,17 +712,6 @@ def _kpa(imp: Imported, doc: Doc, annotations: dict[str, Any], apath: str, bound
         auto[key] = convert(value, doc.src(where))
         imp.sources[f"fleet.autoscaler.{key}"] = doc.src(where)
 
-    def seconds(value: Any, where: str) -> float:
-        text = str(value).strip()
-        try:
-            if text.endswith("ms"):
-                return float(text[:-2]) / 1000
-            if text.endswith("m"):
-                return float(text[:-1]) * 60
-            return float(text.removesuffix("s"))
-        except ValueError:
-            raise FleetsimError(f"{where}: not a duration ({value!r})") from None
-
     def integer(value: Any, where: str) -> int:
         return int(quantity(value, where))
 
@@ -655,7 +720,19 @@ def _kpa(imp: Imported, doc: Doc, annotations: dict[str, Any], apath: str, bound
     if auto.get("max_replicas") in (None, 0):
         raise FleetsimError(f"{doc.where}: {apath}.{KN}max-scale is missing or 0 (unbounded); fleetsim needs the ceiling")
     take("initial_replicas", "initial-scale", integer)
-    take("target_concurrency", "target", quantity, 100)
+    # Knative's target: the annotation (default 100), capped at containerConcurrency when that is set (which is the
+    # target when no annotation is), times target-utilization-percentage (default 70)
+    cc = None
+    if concurrency is not None:
+        cc_value, cc_where = concurrency
+        cc = doc.int_at(cc_where, cc_value)
+        if cc > 0:
+            imp.set("fleet.max_outstanding_per_replica", cc, doc.src(cc_where))
+    given = bounds.get("target_concurrency") is not None or KN + "target" in annotations
+    take("target_concurrency", "target", quantity, 100 if not (cc and cc > 0) else None)
+    if cc and cc > 0 and (not given or auto["target_concurrency"] > cc):
+        auto["target_concurrency"] = float(cc)
+        imp.sources["fleet.autoscaler.target_concurrency"] = doc.src(f"{concurrency[1]} (the target: containerConcurrency)")
     util = quantity(
         annotations.get(KN + "target-utilization-percentage", 70), doc.src(f"{apath}.{KN}target-utilization-percentage")
     )
@@ -664,19 +741,35 @@ def _kpa(imp: Imported, doc: Doc, annotations: dict[str, Any], apath: str, bound
         imp.notes.append(
             f"{doc.src(apath)}: target x target-utilization-percentage {util:g}% = {auto['target_concurrency']:g} concurrent requests per replica"
         )
-    take("stable_window_s", "window", seconds)
+    take("stable_window_s", "window", go_duration)
     take("panic_window_percentage", "panic-window-percentage", quantity)
     take("panic_threshold_percentage", "panic-threshold-percentage", quantity)
-    take("scale_to_zero_grace_s", "scale-to-zero-pod-retention-period", seconds)
+    take("scale_to_zero_grace_s", "scale-to-zero-pod-retention-period", go_duration)
+    for ann in ("scale-down-delay", "activation-scale", "target-burst-capacity", "metric-aggregation-algorithm"):
+        if KN + ann in annotations:
+            imp.notes.append(f"{doc.src(apath)}.{KN}{ann} {annotations[KN + ann]}: not modelled")
     if auto.get("initial_replicas") is not None and auto["initial_replicas"] < auto["min_replicas"]:
         imp.notes.append(f"{doc.src(apath)}: initial-scale below min-scale; fleetsim starts at min-scale")
         auto.pop("initial_replicas")
-    if concurrency is not None:
-        value, where = concurrency
-        if int(value) > 0:
-            imp.set("fleet.max_outstanding_per_replica", int(value), doc.src(where))
     imp.values["fleet.autoscaler"] = auto
     imp.sources["fleet.autoscaler"] = doc.src(apath)
+
+
+GO_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+GO_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|ms|us|µs|ns|m|s)")
+
+
+def go_duration(value: Any, where: str) -> float:
+    """A Go duration ("90s", "1m30s", "1h", "500ms"; a bare number: seconds) in seconds."""
+    text = str(value).strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = GO_DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise FleetsimError(f"{where}: not a duration ({value!r}; e.g. 90s, 1m30s, 1h)")
+    return sum(float(n) * GO_UNITS[u] for n, u in parts)
 
 
 def _knative(imp: Imported, doc: Doc) -> None:
@@ -709,15 +802,24 @@ def _kserve(imp: Imported, doc: Doc) -> None:
         _pod_spec(imp, doc, "spec.predictor")
     elif isinstance(pred.get("model"), dict):
         model = pred["model"]
-        args = [str(a) for a in model.get("args") or []]
+        raw_args = model.get("args") or []
+        if not isinstance(raw_args, list):
+            raise FleetsimError(f"{doc.where}: spec.predictor.model.args must be a list")
+        args = [str(a) for a in raw_args]
         opts: dict[str, Any] = {}
         rest: list[str] = []
-        for a in args:  # KServe's Hugging Face runtime: --model_id and --model_name, the rest passed to vLLM
-            name, _, value = a.partition("=")
+        i = 0
+        while i < len(args):  # KServe's Hugging Face runtime: --model_id and --model_name, the rest passed to vLLM
+            a = args[i]
+            name, eq, value = a.partition("=")
+            i += 1
+            if name in ("--model_id", "--model-id", "--model_name", "--model-name", "--backend") and not eq:
+                value = args[i] if i < len(args) else ""
+                i += 1
             if name in ("--model_id", "--model-id"):
                 opts["model"] = value
             elif name in ("--model_name", "--model-name", "--backend"):
-                imp.notes.append(f"{doc.src('spec.predictor.model.args')} {a}: no bearing on the simulation")
+                imp.notes.append(f"{doc.src('spec.predictor.model.args')} {name} {value}: no bearing on the simulation")
             else:
                 rest.append(a)
         if "model" not in opts and model.get("storageUri"):
@@ -725,7 +827,10 @@ def _kserve(imp: Imported, doc: Doc) -> None:
             imp.notes.append(f"{doc.src('spec.predictor.model.storageUri')}: the model named by the URI's last part")
         opts.update(parse_args(rest, doc.src("spec.predictor.model.args")))
         imp.merge(map_options(opts, doc.src("spec.predictor.model.args")))
-        limits = ((model.get("resources") or {}).get("limits")) or {}
+        resources = model.get("resources") or {}
+        limits = (resources.get("limits") if isinstance(resources, dict) else None) or {}
+        if not isinstance(limits, dict):
+            raise FleetsimError(f"{doc.where}: spec.predictor.model.resources.limits must be a mapping")
         for res in GPU_RESOURCES:
             if res in limits:
                 imp.gpus_per_pod = (
@@ -747,9 +852,12 @@ def _kserve(imp: Imported, doc: Doc) -> None:
             bounds[key] = (pred[field_name], f"spec.predictor.{field_name}")
     metric = str(pred.get("scaleMetric", "concurrency"))
     if pred.get("scaleTarget") is not None:
-        if metric != "concurrency":
-            raise FleetsimError(f"{doc.where}: spec.predictor.scaleMetric {metric}: fleetsim models concurrency only")
-        bounds["target_concurrency"] = (pred["scaleTarget"], "spec.predictor.scaleTarget")
+        if metric == "concurrency":
+            bounds["target_concurrency"] = (pred["scaleTarget"], "spec.predictor.scaleTarget")
+        else:
+            imp.notes.append(
+                f"{doc.src('spec.predictor.scaleMetric')} {metric}: not modelled (fleetsim's KPA scales on concurrency)"
+            )
     if mode == "Serverless":
         if "min_replicas" not in bounds:
             bounds["min_replicas"] = (1, "spec.predictor.minReplicas (KServe's default 1)")
@@ -766,8 +874,8 @@ def _kserve(imp: Imported, doc: Doc) -> None:
         imp.notes.append(
             f"{doc.src('metadata.annotations')} deploymentMode {mode}: its HPA scales on CPU, which fleetsim does not model"
         )
-        if "max_replicas" in bounds:
-            imp.replicas = (int(bounds.get("min_replicas", (1, ""))[0]), doc.src("spec.predictor.minReplicas"))
+        n = bounds.get("min_replicas", (1, ""))[0]
+        imp.replicas = (doc.int_at("spec.predictor.minReplicas", n), doc.src("spec.predictor.minReplicas"))
 
 
 # Ray's accelerator types (ray.util.accelerators) by catalog GPU
@@ -893,68 +1001,84 @@ def read_documents(path: Path) -> list[tuple[dict[str, Any] | str, str]]:
 
 
 def import_files(paths: Sequence[Path]) -> Imported:
-    """Read manifests, vLLM config files and command lines into one import (see the module docstring)."""
+    """Read manifests, vLLM config files and command lines into one import (see the module docstring). A field of an
+    unexpected shape anywhere (a list where a mapping belongs, text where a number does) is one line naming the
+    document, never a traceback."""
     imp = Imported()
     autoscalers: list[tuple[Doc, str]] = []
     for path in paths:
         for doc_data, where in read_documents(Path(path)):
-            if isinstance(doc_data, str):
-                args = find_vllm(split_command(doc_data, where))
-                if args is None:
-                    raise FleetsimError(f"{where}: no vLLM command line (vllm serve MODEL ...) in it")
-                _workload_name(imp, Doc({"metadata": {"name": Path(where).stem}}, where))
-                imp.merge(map_options(parse_args(args, where), where))
-                continue
-            _check_templating(doc_data, where)
-            doc = Doc(doc_data, where)
-            kind = doc_data.get("kind")
-            api = str(doc_data.get("apiVersion") or "")
-            if kind is None and "applications" in doc_data:
-                _ray_serve(imp, doc, doc_data, "")
-                continue
-            if kind is None:
-                if "apiVersion" in doc_data:
-                    raise FleetsimError(f"{where}: kind is missing")
-                # a vLLM --config file: option names as keys
-                _workload_name(imp, Doc({"metadata": {"name": Path(where.split(" ")[0]).stem}}, where))
-                imp.merge(map_options(options_from_mapping(doc_data), where))
-                continue
-            if kind in ("Deployment", "StatefulSet") and api.startswith("apps/"):
-                _workload(imp, doc)
-            elif kind == "HorizontalPodAutoscaler":
-                if not api.startswith("autoscaling/v2"):
-                    raise FleetsimError(f"{where}: apiVersion {api}: fleetsim reads autoscaling/v2 HorizontalPodAutoscalers")
-                autoscalers.append((doc, "hpa"))
-            elif kind == "ScaledObject" and api.startswith("keda.sh/"):
-                autoscalers.append((doc, "keda"))
-            elif kind == "Service" and api.startswith("serving.knative.dev/"):
-                _knative(imp, doc)
-            elif kind == "InferenceService" and api.startswith("serving.kserve.io/"):
-                _kserve(imp, doc)
-            elif kind == "RayService" and api.startswith("ray.io/"):
-                text = doc.need("spec.serveConfigV2")
-                _ray_serve(
-                    imp,
-                    doc,
-                    parse_yaml_documents(str(text), where=f"{where} spec.serveConfigV2")[0] if str(text).strip() else None,
-                    "spec.serveConfigV2.",
-                )
-            elif kind in IGNORED_KINDS:
-                imp.notes.append(f"{where}: {kind} {doc.get('metadata.name', '')}: not mapped ({IGNORED_KINDS[kind]})")
-            else:
-                raise FleetsimError(
-                    f"{where}: kind {kind!r} (apiVersion {api or '?'}) is not one fleetsim reads; known: {', '.join(KNOWN_KINDS)}"
-                )
+            with _shapes(where):
+                _document(imp, doc_data, where, autoscalers)
     for doc, kind in autoscalers:
-        ref = str(doc.get("spec.scaleTargetRef.name") or "")
-        if imp.workload is not None and ref and ref != imp.workload:
-            imp.notes.append(f"{doc.where}: scales {ref!r}, not the vLLM workload {imp.workload!r} (left out)")
-            continue
-        if kind == "hpa":
-            _hpa(imp, doc, ref)
-        else:
-            _keda(imp, doc)
+        with _shapes(doc.where):
+            ref = str(doc.get("spec.scaleTargetRef.name") or "")
+            if imp.workload is not None and ref and ref != imp.workload:
+                imp.notes.append(f"{doc.where}: scales {ref!r}, not the vLLM workload {imp.workload!r} (left out)")
+                continue
+            if kind == "hpa":
+                _hpa(imp, doc, ref)
+            else:
+                _keda(imp, doc)
     return imp
+
+
+@contextmanager
+def _shapes(where: str) -> Iterator[None]:
+    try:
+        yield
+    except FleetsimError:
+        raise
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError) as err:
+        raise FleetsimError(f"{where}: a field has a shape fleetsim cannot read ({type(err).__name__}: {err})") from None
+
+
+def _document(imp: Imported, doc_data: dict[str, Any] | str, where: str, autoscalers: list[tuple[Doc, str]]) -> None:
+    if isinstance(doc_data, str):
+        args = find_vllm(split_command(doc_data, where))
+        if args is None:
+            raise FleetsimError(f"{where}: no vLLM command line (vllm serve MODEL ...) in it")
+        _workload_name(imp, Doc({"metadata": {"name": Path(where).stem}}, where))
+        imp.merge(map_options(parse_args(args, where), where))
+        return
+    _check_templating(doc_data, where)
+    doc = Doc(doc_data, where)
+    kind = doc_data.get("kind")
+    api = str(doc_data.get("apiVersion") or "")
+    if kind is None and "applications" in doc_data:
+        _ray_serve(imp, doc, doc_data, "")
+        return
+    if kind is None:
+        if "apiVersion" in doc_data:
+            raise FleetsimError(f"{where}: kind is missing")
+        # a vLLM --config file: option names as keys
+        _workload_name(imp, Doc({"metadata": {"name": Path(where.split(" ")[0]).stem}}, where))
+        imp.merge(map_options(options_from_mapping(doc_data), where))
+        return
+    if kind in ("Deployment", "StatefulSet") and api.startswith("apps/"):
+        _workload(imp, doc)
+    elif kind == "HorizontalPodAutoscaler":
+        if not api.startswith("autoscaling/v2"):
+            raise FleetsimError(f"{where}: apiVersion {api}: fleetsim reads autoscaling/v2 HorizontalPodAutoscalers")
+        autoscalers.append((doc, "hpa"))
+    elif kind == "ScaledObject" and api.startswith("keda.sh/"):
+        autoscalers.append((doc, "keda"))
+    elif kind == "Service" and api.startswith("serving.knative.dev/"):
+        _knative(imp, doc)
+    elif kind == "InferenceService" and api.startswith("serving.kserve.io/"):
+        _kserve(imp, doc)
+    elif kind == "RayService" and api.startswith("ray.io/"):
+        text = str(doc.need("spec.serveConfigV2"))
+        docs = parse_yaml_documents(text, where=f"{where} spec.serveConfigV2")
+        if not docs:
+            raise FleetsimError(f"{where}: spec.serveConfigV2 is empty")
+        _ray_serve(imp, doc, docs[0], "spec.serveConfigV2.")
+    elif kind in IGNORED_KINDS:
+        imp.notes.append(f"{where}: {kind} {doc.get('metadata.name', '')}: not mapped ({IGNORED_KINDS[kind]})")
+    else:
+        raise FleetsimError(
+            f"{where}: kind {kind!r} (apiVersion {api or '?'}) is not one fleetsim reads; known: {', '.join(KNOWN_KINDS)}"
+        )
 
 
 def scenario_values(imp: Imported, *, model: str | None = None, gpu: str | None = None) -> dict[str, Any]:
@@ -984,6 +1108,20 @@ def scenario_values(imp: Imported, *, model: str | None = None, gpu: str | None 
         raise FleetsimError(
             f"no GPU type found (a node selector or required affinity on {', '.join(GPU_LABELS[:3])}, ...); pass --gpu NAME"
         )
+    # vLLM's defaults where the command line is silent (vllm/engine/arg_utils.py, the OpenAI server's context): prefix
+    # caching on (V1); 1,024 sequences and 8,192 batched tokens on GPUs of 70 GiB or more other than the A100, else 256
+    # and 2,048
+    if "engine.prefix_caching" not in values:
+        values["engine.prefix_caching"] = True
+        imp.sources["engine.prefix_caching"] = "vLLM's default (V1: on); it caches only with prefix_hash_ids in the trace"
+    spec = load_gpu_catalog().get(str(values["fleet.gpu"]))
+    big = spec.total_memory_bytes >= 70 * 2**30 and not spec.name.startswith("a100")
+    for key, large, small in (("engine.max_num_seqs", 1024, 256), ("engine.max_num_batched_tokens", 8192, 2048)):
+        if key not in values and not (key.endswith("batched_tokens") and values.get("engine.policy") == "prefill_first"):
+            values[key] = large if big else small
+            imp.sources[key] = (
+                f"vLLM's default on {spec.name} ({'70 GiB or more, not an A100' if big else 'under 70 GiB, or an A100'})"
+            )
     tp = int(values.get("fleet.tp", 1))
     if imp.gpus_per_pod is not None:
         n, where = imp.gpus_per_pod
@@ -1007,7 +1145,15 @@ def scenario_values(imp: Imported, *, model: str | None = None, gpu: str | None 
             for key in ("min_replicas", "max_replicas", "initial_replicas", "replicas"):
                 if auto.get(key) is not None:
                     auto[key] *= dp
-            imp.notes.append(f"replica bounds x data_parallel_size {dp}: each DP rank is a fleetsim replica")
+            per_pod = [k for k in ("target", "target_concurrency", "target_waiting") if k in auto]
+            for key in per_pod:  # (a per-pod count of requests: per rank, a dp-th of it; fractions stay)
+                if key != "target" or auto.get("metric") == "outstanding_per_replica":
+                    auto[key] = auto[key] / dp
+            imp.notes.append(
+                f"replica bounds x data_parallel_size {dp}, per-pod request targets / {dp}: each DP rank is a fleetsim replica"
+            )
+    if dp > 1 and values.get("fleet.max_outstanding_per_replica") is not None:
+        values["fleet.max_outstanding_per_replica"] = max(1, int(values["fleet.max_outstanding_per_replica"]) // dp)
     return values
 
 

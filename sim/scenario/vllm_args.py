@@ -49,6 +49,28 @@ FLAGS = {
     "enable_eplb",
     "enable_dbo",
 }
+# options that take a value (the ones the mapping reads, and common ones): written without one, an error
+VALUED = {
+    "model",
+    "tensor_parallel_size",
+    "pipeline_parallel_size",
+    "data_parallel_size",
+    "max_num_seqs",
+    "max_num_batched_tokens",
+    "block_size",
+    "num_gpu_blocks_override",
+    "gpu_memory_utilization",
+    "quantization",
+    "kv_cache_dtype",
+    "scheduling_policy",
+    "dtype",
+    "speculative_config",
+    "max_model_len",
+    "port",
+    "host",
+    "served_model_name",
+    "config",
+}
 # options with no bearing on what fleetsim simulates (networking, logging, API surface, tokenizer handling)
 NO_BEARING = {
     "host",
@@ -151,11 +173,18 @@ class Mapped:
 
 
 def split_command(text: str, where: str) -> list[str]:
-    """A shell command line as words (quotes honoured; line continuations and `&&`-chained commands kept as words)."""
-    try:
-        return shlex.split(text.replace("\\\n", " "), comments=True)
-    except ValueError as err:
-        raise FleetsimError(f"{where}: cannot split the command line ({err})") from None
+    """A shell script's words (quotes honoured within a line; line continuations joined; from a word starting with `#`
+    to the line's end a comment; a line's end and `&&`, `;`, `|` kept as separators). A `#` inside a word stays."""
+    words: list[str] = []
+    for line in text.replace("\\\n", " ").splitlines():
+        try:
+            parts = shlex.split(line)
+        except ValueError as err:
+            raise FleetsimError(f"{where}: cannot split the command line ({err})") from None
+        cut = next((i for i, w in enumerate(parts) if w.startswith("#")), len(parts))  # a comment, to the line's end
+        if parts[:cut]:
+            words += [*parts[:cut], ";"]  # (a line ends a command)
+    return words[:-1]
 
 
 def find_vllm(words: Sequence[str]) -> list[str] | None:
@@ -184,9 +213,14 @@ def _until(words: Sequence[str], stops: set[str]) -> list[str]:
     return out
 
 
+def _is_option(word: str) -> bool:
+    return (word.startswith("--") and len(word) > 2) or word in SHORT or (len(word) > 1 and word[0] == "-" and word[1].isalpha())
+
+
 def parse_args(args: Sequence[str], where: str) -> dict[str, Any]:
     """vLLM arguments as {option_name: value} (underscored names; a flag is True, its `--no-` form False; values
-    are strings as written)."""
+    are strings as written). vLLM makes every boolean option a `--x` / `--no-x` pair: an option fleetsim does not know
+    with no value after it (the next word is an option, or there is none) is read as such a flag."""
     out: dict[str, Any] = {}
     i = 0
     while i < len(args):
@@ -201,14 +235,19 @@ def parse_args(args: Sequence[str], where: str) -> dict[str, Any]:
         elif word.startswith("-") and "=" in word and word.split("=", 1)[0] in SHORT:
             head, _, value = word.partition("=")
             name = SHORT[head]
+        elif word.startswith("-O"):  # -O3, -O.level=3: the compilation config
+            out["compilation_config"] = word[2:] or True
+            continue
         else:
             raise FleetsimError(f"{where}: vLLM argument {word!r} is not an option (--name VALUE)")
         if value is None:
-            negated = name.startswith("no_") and name[3:] in FLAGS
-            if name in FLAGS or negated:
-                out[name[3:] if negated else name] = not negated
+            negated = name.startswith("no_")
+            base = name[3:] if negated else name
+            no_value = i >= len(args) or _is_option(args[i])
+            if base in FLAGS or (no_value and base not in VALUED):
+                out[base] = not negated
                 continue
-            if i >= len(args) or (args[i].startswith("--") and len(args[i]) > 2):
+            if no_value:
                 raise FleetsimError(f"{where}: vLLM option --{name.replace('_', '-')} needs a value")
             value = args[i]
             i += 1

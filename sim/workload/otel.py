@@ -50,6 +50,13 @@ def _count(raw: Any, where: str) -> int:
 
 def read_otel(path: Path, *, model: str | None = None) -> pd.DataFrame:
     """The canonical trace (arrival_at_s, prompt_tokens, output_tokens) of the LLM spans in an OTLP/JSON export."""
+    try:
+        return _read_otel(path, model=model)
+    except (AttributeError, TypeError, KeyError, IndexError) as err:  # a part of another shape than OTLP's
+        raise FleetsimError(f"{path}: not the OTLP/JSON shape ({type(err).__name__}: {err})") from None
+
+
+def _read_otel(path: Path, *, model: str | None) -> pd.DataFrame:
     text = path.read_text(encoding="utf-8-sig")
     stripped = text.lstrip()
     try:

@@ -59,6 +59,20 @@ def _number(path: Path, where: str, text: Any) -> float:
     return x
 
 
+def _shape(read: Any) -> Any:
+    """A reader whose input of another shape than the Prometheus API's is one line naming the file."""
+
+    def wrapped(path: Path) -> Any:
+        try:
+            return read(path)
+        except (AttributeError, TypeError, KeyError, IndexError) as err:
+            raise FleetsimError(f"{path}: not the Prometheus API's shape ({type(err).__name__}: {err})") from None
+
+    wrapped.__doc__ = read.__doc__
+    return wrapped
+
+
+@_shape
 def read_series(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """A range query's samples summed over its series: (timestamps s, values), by timestamp."""
     sums: dict[float, float] = {}
@@ -80,6 +94,7 @@ def read_series(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.array(times), np.array([sums[x] for x in times])
 
 
+@_shape
 def read_histogram(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Cumulative bucket counts by upper bound `le` (the last sample of a range query), summed over the series of each
     bound: (finite bounds, counts per bucket incl. +Inf as the last)."""
