@@ -81,6 +81,11 @@ REPLICA_COLUMNS: dict[str, str] = {
     "requests": "int64",
     "verifies": "int64",
     "verify_tokens": "int64",
+    # capacity that can be lost (fleet.capacity): "" or how it was lost, and what it held then
+    "interrupted": "object",
+    "requeued": "int64",
+    "tokens_lost": "int64",
+    "lost_s": "float64",
 }
 
 # timeline.parquet: the fleet sampled every `fleet.timeline_interval_s`
@@ -134,6 +139,11 @@ SUMMARY_KEYS: tuple[str, ...] = (
     "throughput_utilization_rel_se",
     "replicas_max",
     "replicas_launched",
+    "replicas_failed",
+    "replicas_reclaimed",
+    "requests_requeued",
+    "tokens_recomputed",
+    "gpu_seconds_lost",
     "n_steps",
     "n_events",
     "kv_blocks",

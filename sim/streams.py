@@ -33,6 +33,7 @@ STREAMS: dict[str, int] = {
     "batch_prompt": 7,
     "batch_output": 8,
     "speculative": 9,
+    "hazards": 10,
 }
 
 

@@ -111,6 +111,12 @@ def scenario(draw: dict, fast_forward: bool) -> dict:
         "timeline_interval_s": 1.0,
         "lifecycle": {"provision_s": 1.5, "image_pull_s": 0.5, "load_gb_per_s": 64.0, "warmup_s": 0.2},
     }
+    if draw["hazards"] != "none" and draw["mode"] == "colocated" and draw["batch"] == "none":  # (the combinations it has)
+        at = draw["hazard_at_s"]
+        fleet["capacity"] = {
+            "failures": {"fail_at_s": at, "gpu_mtbf_hours": 0.01} if draw["hazards"] in ("failure", "both") else None,
+            "spot": {"reclaim_at_s": at, "notice_s": 1.0} if draw["hazards"] in ("reclaim", "both") else None,
+        }
     if draw["mode"] == "disaggregated":
         fleet["mode"] = "disaggregated"
         fleet["prefill"] = {"autoscaler": AUTOSCALERS[draw["autoscaler"]], "router": draw["router"]}
@@ -178,6 +184,8 @@ def simulate_and_inspect(raw: dict, frame: pd.DataFrame):
             "logits": st.sampled_from(["sampled", "every_token"]),
             "kv_memory": st.sampled_from(["vllm", "reserve"]),
             "eager": st.booleans(),
+            "hazards": st.sampled_from(["none", "failure", "reclaim", "both"]),
+            "hazard_at_s": st.lists(st.floats(0, 8), min_size=1, max_size=3),
         }
     )
 )

@@ -209,3 +209,18 @@ def test_readme_cluster_section_runs_and_its_import_block_is_real(tmp_path, monk
         ran += 1
     assert ran == 7 and (tmp_path / "manifests.yaml").exists() and (tmp_path / "spans.csv").exists()
     assert (tmp_path / "observed.csv").exists() and (tmp_path / "observed.rates.csv").exists()
+
+
+def test_readme_capacity_block_is_a_valid_fleet_block():
+    import yaml
+
+    from sim.scenario.config import parse_config
+
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Capacity you cannot count on", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```yaml\n(.*?)\n```", section, re.S)
+    assert block
+    fleet = yaml.safe_load(block.group(1))["fleet"]
+    sc = parse_config({"model": "llama-3.1-8b", "fleet": {"gpu": "h100-sxm", **fleet}})
+    assert sc.fleet.capacity.spot is not None and sc.fleet.capacity.spot.notice_s == 120
+    assert sc.fleet.capacity.failures is not None and sc.fleet.capacity.failures.gpu_mtbf_hours == 50700

@@ -69,6 +69,23 @@ def fleet_words(fleet: dict[str, Any], meta: dict[str, Any]) -> str:
     return f"{auto['policy']} {auto['min_replicas']}-{auto['max_replicas']} replicas of {replica}"
 
 
+def loss_summary(reps: pd.DataFrame, tp: int) -> dict[str, Any]:
+    """Replicas lost to failures and reclaims and what it cost (zeros without `fleet.capacity`; a run folder written
+    before these columns: null)."""
+    if "interrupted" not in reps.columns:
+        return dict.fromkeys(
+            ("replicas_failed", "replicas_reclaimed", "requests_requeued", "tokens_recomputed", "gpu_seconds_lost")
+        )
+    how = reps["interrupted"].astype(str)
+    return {
+        "replicas_failed": int((how == "failure").sum()),
+        "replicas_reclaimed": int((how == "reclaim").sum()),
+        "requests_requeued": int(reps["requeued"].sum()),
+        "tokens_recomputed": int(reps["tokens_lost"].sum()),
+        "gpu_seconds_lost": float(reps["lost_s"].sum()) * tp,
+    }
+
+
 @dataclass
 class SimResult:
     requests: pd.DataFrame
@@ -160,6 +177,7 @@ class SimResult:
         t = self.timeline
         out["replicas_max"] = int(t["replicas_ready"].max()) if len(t) else len(served_by)
         out["replicas_launched"] = len(reps)
+        out |= loss_summary(reps, int(meta["tp"]))
         out["n_steps"] = int(reps["n_steps"].sum())
         out["n_events"] = self.n_events
         out["kv_blocks"] = int(served_by["kv_blocks"].iloc[0]) if len(served_by) else 0

@@ -160,6 +160,10 @@ def replicas_frame(
                 "requests": int(routed[slot.replica_id]),
                 "verifies": e.spec_counts()[0] if e is not None else 0,
                 "verify_tokens": e.spec_counts()[1] if e is not None else 0,
+                "interrupted": slot.interrupted,
+                "requeued": slot.requeued,
+                "tokens_lost": slot.tokens_lost,
+                "lost_s": slot.lost_s,
             }
         )
     return pd.DataFrame({name: np.asarray([row[name] for row in rows], dtype=dtype) for name, dtype in REPLICA_COLUMNS.items()})

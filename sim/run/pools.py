@@ -42,6 +42,7 @@ from sim.run.fleet.cluster import Pool, Replicas
 from sim.run.fleet.control import MAX_AUTOSCALER_TICKS, MAX_TIMELINE_SAMPLES, control_loop, sample_timeline
 from sim.run.fleet.disagg import Transfers
 from sim.run.fleet.feed import Feed
+from sim.run.fleet.hazards import Hazards
 from sim.scenario.config import BatchConfig, EngineConfig, FleetConfig, Scenario
 from sim.scenario.resolve import resolve_scenario
 from sim.streams import RunStreams
@@ -381,6 +382,7 @@ class Built:
     rows: list[tuple[Any, ...]]  # the timeline's samples
     lanes: list[BatchLane]
     link: Transfers | None
+    hazards: Hazards | None = None  # failures and spot reclaims of the entry pool
 
 
 def build(
@@ -428,6 +430,11 @@ def build(
         decode.listeners.append(link.receiver)
     lane, floor, launch_dedicated = _batch_lane(env, scenario, specs, pools, trace, log, streams, replicas, batch_rate)
     lanes = [lane] if lane is not None else []
+    hazards = None
+    if feed and scenario.fleet.capacity.any:  # (not in a capacity probe: it measures the replica, not the capacity)
+        if lane is not None:
+            raise FleetsimError("fleet.capacity (spot, failures) with batch jobs is not supported yet")
+        hazards = Hazards(env, entry, scenario.fleet.capacity, tp=specs[0].setup.tp, rng=streams.generator("hazards"))
     for pool in pools:
         pool.listeners.extend(lanes)
         if lane is not None and lane.watch is not None:
@@ -443,7 +450,7 @@ def build(
     rows: list[tuple[Any, ...]] = []
     waiting = None if link is None else (lambda: len(link.waiting))
     env.process(sample_timeline(env, pools, lanes, scenario.fleet.timeline_interval_s, rows, transfers_waiting=waiting))
-    return Built(env, log, done, specs, pools, replicas, rows, lanes, link)
+    return Built(env, log, done, specs, pools, replicas, rows, lanes, link, hazards)
 
 
 def _batch_lane(

@@ -13,6 +13,7 @@ names into specs, the roofline's numbers and the checks that a model fits are th
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -219,6 +220,68 @@ class PoolConfig(Frozen):
     usd_per_gpu_hour: float | None = Field(default=None, ge=0)
 
 
+HOURS_PER_MONTH = 730.0  # (365.25 x 24 / 12)
+
+
+class SpotConfig(Frozen):
+    """Spot (preemptible) capacity: the provider reclaims an instance with a notice (AWS: 2 minutes; GCP Spot VMs and
+    Azure Spot VMs: 30 s). The rate: AWS's Spot Instance Advisor publishes a "frequency of interruption", the share of
+    instances of a type interrupted over the last month, in bands (<5%, 5-10%, 10-15%, 15-20%, >20%); a share f of a
+    month is a rate of -ln(1 - f) per month per replica. `reclaim_at_s` adds reclaims at given instants (each takes the
+    lowest-id ready replica), for replaying a known pattern."""
+
+    monthly_interruption_frequency: float | None = Field(default=None, ge=0, lt=1)
+    interruptions_per_hour: float | None = Field(default=None, ge=0)  # per replica (instead of the monthly frequency)
+    notice_s: float = Field(default=120.0, ge=0, le=3600)
+    reclaim_at_s: list[float] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_rate(self) -> SpotConfig:
+        if self.monthly_interruption_frequency is not None and self.interruptions_per_hour is not None:
+            raise ValueError("give monthly_interruption_frequency or interruptions_per_hour, not both")
+        if any(t < 0 for t in self.reclaim_at_s):
+            raise ValueError("reclaim_at_s must be >= 0")
+        return self
+
+    @property
+    def rate_per_s(self) -> float:
+        """Reclaims per second per replica."""
+        if self.interruptions_per_hour is not None:
+            return self.interruptions_per_hour / 3600
+        if self.monthly_interruption_frequency is not None:
+            return -math.log1p(-self.monthly_interruption_frequency) / (HOURS_PER_MONTH * 3600)
+        return 0.0
+
+
+class FailureConfig(Frozen):
+    """Hardware failures: each GPU fails at rate 1 / `gpu_mtbf_hours` (a replica of TP GPUs, TP times as often), the
+    replica is lost at once. Default: Meta's Llama 3 training run (The Llama 3 Herd of Models, 2024, section 3.3.4):
+    419 unexpected interruptions in 54 days on 16,384 H100 GPUs, 16,384 x 54 x 24 / 419 = 50,700 GPU-hours between
+    interruptions (78% of them hardware). `fail_at_s` adds failures at given instants (the lowest-id ready replica)."""
+
+    gpu_mtbf_hours: float = Field(default=50_700.0, gt=0)
+    fail_at_s: list[float] = Field(default_factory=list)
+
+    @field_validator("fail_at_s")
+    @classmethod
+    def _non_negative(cls, v: list[float]) -> list[float]:
+        if any(t < 0 for t in v):
+            raise ValueError("must be >= 0")
+        return v
+
+
+class CapacityConfig(Frozen):
+    """Capacity that can be lost: spot reclaims and hardware failures (`sim.run.fleet.hazards`). A lost replica's
+    requests go back to the pool and are recomputed on another replica (none is lost); a replacement cold-starts."""
+
+    spot: SpotConfig | None = None
+    failures: FailureConfig | None = None
+
+    @property
+    def any(self) -> bool:
+        return self.spot is not None or self.failures is not None
+
+
 class FleetConfig(Frozen):
     """Replicas of one GPU type and TP degree behind a router, scaled by an autoscaler."""
 
@@ -241,11 +304,14 @@ class FleetConfig(Frozen):
     prefill: PoolConfig = PoolConfig()  # disaggregated: the prefill pool (router default least_prompt_tokens)
     decode: PoolConfig = PoolConfig()  # disaggregated: the decode pool
     link: LinkConfig = LinkConfig()  # disaggregated: the KV-cache transfer link
+    capacity: CapacityConfig = CapacityConfig()  # spot reclaims and failures (colocated fleets)
 
     @model_validator(mode="after")
     def _gpu_cap(self) -> FleetConfig:
         if self.max_gpus is not None and self.max_gpus < self.tp:
             raise ValueError(f"max_gpus must be >= tp (got {self.max_gpus} < {self.tp})")
+        if self.capacity.any and self.mode == "disaggregated":
+            raise ValueError("capacity (spot, failures) applies to colocated fleets only, for now")
         return self
 
     @property

@@ -28,6 +28,7 @@ CONSUMERS: dict[str, str] = {  # RunStreams stream -> what in a scenario draws f
     "batch_prompt": "a generated batch job without its own seed whose prompt lengths are not fixed",
     "batch_output": "a generated batch job without its own seed whose output lengths are not fixed",
     "speculative": "speculative decoding with an acceptance rate strictly between 0 and 1, in any pool",
+    "hazards": "random failures or spot reclaims (fleet.capacity with a failure MTBF or a spot interruption rate)",
 }
 
 
@@ -42,7 +43,8 @@ def seed_consumers(scenario: Scenario) -> list[str]:
     the fleet or a disaggregated prefill pool (a decode pool's router routes nothing: KV transfers pick the
     decode replica by KV room); a cold-start stage given as a distribution (`lifecycle`), in any
     pool; speculative decoding with an acceptance rate strictly between 0 and 1 (`speculative`), in any pool's
-    engine. The `autoscaler` stream has no consumer. Conservative where a setting may not be exercised (a
+    engine; random failures or spot reclaims (`hazards`: `fleet.capacity.failures`, a spot interruption rate). The
+    `autoscaler` stream has no consumer. Conservative where a setting may not be exercised (a
     lifecycle distribution on a fleet that never cold-starts, a power_of_two router with one replica): it may
     call such a scenario random, never a random one deterministic."""
     from sim.run.pools import pool_scenario
@@ -68,6 +70,11 @@ def seed_consumers(scenario: Scenario) -> list[str]:
             for k in ("prompt_tokens", "output_tokens")
             if getattr(job, k) is not None and not isinstance(getattr(job, k), Fixed)
         ]
+    capacity = scenario.fleet.capacity
+    if capacity.failures is not None:
+        out.append("fleet.capacity.failures (random failures)")
+    if capacity.spot is not None and capacity.spot.rate_per_s > 0:
+        out.append("fleet.capacity.spot (random reclaims)")
     pools = [scenario] if scenario.fleet.mode == "colocated" else [pool_scenario(scenario, name) for name in POOLS]
     for where, pool in zip(["fleet"] if len(pools) == 1 else [f"fleet.{name}" for name in POOLS], pools, strict=True):
         if pool.fleet.router == "power_of_two" and where != "fleet.decode":  # transfers pick decode replicas, not its router

@@ -110,6 +110,13 @@ class BlockKv:
         """Cached entries' pins still held (0 once every sequence is released; 0 without caching)."""
         return 0
 
+    def lose_all(self, seqs: list[Seq]) -> None:
+        """The replica is lost with its GPUs' memory: `seqs` (all it held) hold nothing; nothing is in use."""
+        for seq in seqs:
+            seq.blocks = seq.shared = 0
+            seq.pins = None
+        self.used = 0
+
 
 class PrefixCachingKv(BlockKv):
     """The pool with automatic prefix caching over the trace's prefix hash ids (see the module docstring and
@@ -229,3 +236,7 @@ class PrefixCachingKv(BlockKv):
 
     def pins(self) -> int:
         return self.cache.pinned()
+
+    def lose_all(self, seqs: list[Seq]) -> None:
+        super().lose_all(seqs)
+        self.cache.clear()

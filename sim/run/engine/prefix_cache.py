@@ -45,6 +45,13 @@ class PrefixCache:
         self.n_unpinned = 0
         self.evicted = 0  # entries evicted so far
 
+    def clear(self) -> None:
+        """Every entry gone (the replica's memory lost)."""
+        self.entries.clear()
+        self.stamp.clear()
+        self._heap.clear()
+        self.n_unpinned = 0
+
     @property
     def evictable_blocks(self) -> int:
         return self.n_unpinned * self.blocks_per_entry

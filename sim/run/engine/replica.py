@@ -136,6 +136,7 @@ class Replica:
         "_run_total",
         "_run_work",
         "_stepping",
+        "_stopped",
         "_verifying",
         "_work_start",
         "busy_s",
@@ -226,6 +227,7 @@ class Replica:
         self._run_end_event: simpy.Event | None = None
         self._run_total = 0.0  # line.total(_run_steps)
         self._stepping: tuple[Batch, float, int, int, int] | None = None  # the step in progress
+        self._stopped = False  # lost (a failure, a reclaim): it plans nothing more (see `stop`)
         self.n_steps = 0
         self.n_runs = 0
         self.busy_s = 0.0  # seconds spent in steps, split next into prompt and completion work
@@ -351,6 +353,8 @@ class Replica:
 
     def _next(self, _event: simpy.Event | None = None) -> None:
         """Plan and start the next step or decode run, or go idle."""
+        if self._stopped:
+            return
         group = self.group
         kv = self.kv
         # only the group, nothing to admit: the policies' plan is its decode run when the budget and the
@@ -713,6 +717,58 @@ class Replica:
         self.bytes += n_bytes
         self._advance(seqs, line, start, k, self._run_total)
         self._next()
+
+    # --- loss: a failure or a reclaim ------------------------------------------------------------------
+    def stop(self) -> tuple[list[Seq], float, int]:
+        """The replica is lost now (its GPUs failed, or its spot instance was reclaimed): the tokens of steps that
+        ended by now stand, the step under way is lost, and every sequence it held is handed back with its KV gone
+        (to be recomputed elsewhere, as a preempted one is here). Returns the sequences (the queue's order: priority,
+        arrival), the seconds of GPU work lost (the unfinished step or run's part), and the KV tokens lost. It then
+        plans nothing more: what is scheduled for it is voided."""
+        env = self.env
+        now = env._now
+        self._stopped = True
+        for entry in env._queue:  # (time, priority, id, event): its step's or run's end, its wake-ups
+            callbacks = entry[3].callbacks
+            if callbacks and any(getattr(cb, "__self__", None) is self for cb in callbacks):
+                entry[3].callbacks = [cb for cb in callbacks if getattr(cb, "__self__", None) is not self]
+        started, before = self._work_start, self.busy_s
+        if self._run_end_event is not None and self._truncate_run(now):  # steps of the run ended by now: applied
+            self._run_end(self._run_end_event)  # (its `_next` plans nothing: stopped)
+        self._clear_run()
+        lost = 0.0 if started is None else max(0.0, now - started - (self.busy_s - before))
+        self.busy_s += lost
+        self._stepping = None
+        self._verifying.clear()
+        self._work_start = None
+        self._interruptible = self._idle = False
+        members = self.group.release_all() if self.group.n else []
+        held = sorted([*self.running, *members], key=_admit_no)
+        tokens = 0
+        for seq in held:
+            tokens += seq.computed
+            seq.computed = 0
+        out = sorted([*held, *self.waiting], key=_key)
+        self.kv.lose_all(out)  # the GPUs' memory is gone: every block, and a prefix cache's entries
+        self.running, self.waiting = [], []
+        self.n_outstanding = self.pending_prompt_tokens = 0
+        if self._prio is not None:
+            self._prio = PriorityCount()
+        return out, lost, tokens
+
+    def _truncate_run(self, now: float) -> bool:
+        """Cut the run in progress to the steps that ended by `now`; whether there are any."""
+        assert self._run is not None
+        start, line, _, _ = self._run
+        k = line.steps_done_by(now - start, self._run_steps)
+        if k == 0:
+            return False
+        self._run_steps, self._run_total = k, line.total(k)
+        return True
+
+    def _clear_run(self) -> None:
+        self._run = None
+        self._run_end_event = None
 
     def _advance(self, seqs: list[Seq], line: StepLine, start: float, k: int, total: float) -> None:
         """Apply k decode steps of a run (`total` = `line.total(k)` seconds): KV growth, tokens, gaps, finishes."""

@@ -128,6 +128,19 @@ class SpecReplica(Replica):
             self._completed(seq, end)
         self._next()
 
+    def _truncate_run(self, now: float) -> bool:
+        assert self._spec_run is not None
+        start, run = self._spec_run
+        k = run.steps_done_by(now - start, self._run_steps)
+        if k == 0:
+            return False
+        self._run_steps, self._run_total = k, run.total(k)
+        return True
+
+    def _clear_run(self) -> None:
+        self._spec_run = None
+        self._run_end_event = None
+
     def kv_blocks_used_at(self, now: float) -> int:
         """Blocks in use at `now`, counting the growth of a run in progress (the step under way holds its slots)."""
         if self._spec_run is None:

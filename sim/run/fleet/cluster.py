@@ -85,6 +85,10 @@ class ReplicaSlot:
     released_at_s: float = math.nan
     busy_at_drain_s: float = 0.0
     cancelled: bool = False
+    interrupted: str = ""  # "failure" or "reclaim" when it was lost (`Pool.interrupt`)
+    requeued: int = 0  # requests it held when lost, handed back to the pool
+    tokens_lost: int = 0  # their KV, computed here and lost (to be recomputed)
+    lost_s: float = 0.0  # seconds of work under way when lost
     engine: Replica | None = None
     process: simpy.Process | None = field(default=None, repr=False)
 
@@ -163,6 +167,7 @@ class Pool:
         self._by_id: dict[int, ReplicaSlot] = {}
         self._index = LeastLoaded() if router.indexed else None
         self.queue = FleetQueue()
+        self.on_launch: list[Callable[[ReplicaSlot], None]] = []  # told of every new slot (hazards: failures, reclaims)
         self._busy_seen: dict[int, tuple[float, float]] = {}  # replica id -> (time, busy seconds) at last observation
         self.n_arrivals = 0
 
@@ -296,7 +301,74 @@ class Pool:
         slot = self.replicas.add(self.env.now, stages, self.name)
         self._live.append(slot)
         self._by_id[slot.replica_id] = slot
+        for tell in self.on_launch:
+            tell(slot)
         return slot
+
+    # --- loss: failures and reclaims (`sim.run.fleet.hazards`) -------------------------------------------
+    def interrupt(self, slot: ReplicaSlot, reason: str) -> None:
+        """`slot`'s replica is lost now: a starting one is cancelled; a ready or draining one stops (`Replica.stop`) and
+        every request it held goes back to the pool (routed at once or queued, never rejected for it), to be
+        recomputed. A replacement is launched (a cold start) while the pool is under its cap."""
+        if slot.state == ReplicaState.RELEASED:
+            return
+        slot.interrupted = reason
+        replace = slot.state != ReplicaState.DRAINING  # (a draining one was on its way out: no replacement)
+        now = self.env.now
+        if slot.state in STARTING:
+            slot.cancelled = True
+            assert slot.process is not None
+            slot.process.interrupt()
+            self._release(slot)
+        else:
+            engine = slot.engine
+            assert engine is not None
+            if slot.state == ReplicaState.READY:
+                slot.busy_at_drain_s = engine.busy_s_at(now)
+            self._release(slot)
+            seqs, slot.lost_s, slot.tokens_lost = engine.stop()
+            slot.requeued = len(seqs)
+            for seq in seqs:
+                self.redeliver(seq)
+        if replace:
+            self._replace()
+
+    def notice(self, slot: ReplicaSlot, notice_s: float) -> None:
+        """A reclaim notice: the replica takes no new requests (it drains: what it holds may finish) and a replacement
+        is launched; at the notice's end what is left is lost (`interrupt`)."""
+        if slot.state == ReplicaState.RELEASED:
+            return
+        if slot.state in STARTING:
+            self.interrupt(slot, "reclaim")  # nothing to let finish
+            return
+        slot.interrupted = "reclaim"
+        if slot.state == ReplicaState.READY:
+            engine = slot.engine
+            assert engine is not None
+            now = self.env.now
+            self._set_state(slot, ReplicaState.DRAINING)
+            slot.drain_at_s = now
+            slot.busy_at_drain_s = engine.busy_s_at(now)
+            if engine.n_outstanding == 0 and engine.settled:
+                self._release(slot)
+            self._replace()
+        call_at(self.env, notice_s, LIFECYCLE, lambda _e: self.interrupt(slot, "reclaim"))
+
+    def _replace(self) -> None:
+        """A replacement for a lost replica, while the starting and ready ones are under the cap (a replica draining out
+        its notice does not hold its place, as a Deployment replaces a pod evicted from a reclaimed node at once)."""
+        if len(self.starting) + len(self.ready) < self.max_replicas:
+            self.launch(1)
+
+    def redeliver(self, seq: Seq) -> None:
+        """A request handed back by a lost replica: to a ready replica with room, else the pool's queue (whatever its
+        bound: it was admitted once); with nothing ready or starting, a replica is launched."""
+        if self._has_room():
+            self._route(seq)
+            return
+        self.queue.append(seq)
+        if not self._any_ready() and not self.starting and self.held() < self.max_replicas:
+            self.launch(1)
 
     def _cold_start(self, slot: ReplicaSlot) -> Generator[simpy.Event, Any, None]:
         provision, pull, load, warmup = slot.stages_s
