@@ -184,3 +184,38 @@ def test_nothing_is_lost_under_any_pattern(engine, replicas, fails, reclaims, no
     again = run(sc, trace)
     pd.testing.assert_frame_equal(r.requests, again.requests)
     pd.testing.assert_frame_equal(r.replicas, again.replicas)
+
+
+def test_review_cases_a_handed_back_request_carries_no_phantom_load_and_one_replacement_is_launched():
+    """A request handed back after its first token adds no pending prompt tokens where it lands (the
+    least_prompt_tokens router would shun that replica forever); one failure launches one replacement, also under
+    an autoscaler whose cap leaves room for two; a step ending exactly at the loss stands in both engine modes."""
+    trace = frame([(0.0, 1000, 400)] * 4 + [(60.0, 200, 20)] * 6)  # (by 60 s the replacement is ready, all idle)
+    r = run(scenario({"failures": {"fail_at_s": [5.0]}}, replicas=2, router="least_prompt_tokens"), trace)
+    assert r.summary()["completed"] == 10
+    assert r.requests["replica_id"].iloc[4:].value_counts().to_dict() == {1: 3, 2: 3}  # spread: no phantom load
+    hpa = {"policy": "hpa", "metric": "outstanding_per_replica", "target": 8, "min_replicas": 1, "max_replicas": 4}
+    r = run(scenario({"failures": {"fail_at_s": [5.0]}}, autoscaler=hpa), frame([(0.0, 500, 2000)] * 4))
+    launched_at_5 = (r.replicas["provision_at_s"] == 5.0).sum()
+    assert launched_at_5 == 1
+    constant = {"step_time": {"kind": "constant", "decode_step_s": 0.5}}
+    a = run(scenario({"failures": {"fail_at_s": [5.0]}}, engine=constant), frame([(0.0, 100, 40)]))
+    b = run(scenario({"failures": {"fail_at_s": [5.0]}}, engine={**constant, "fast_forward": False}), frame([(0.0, 100, 40)]))
+    assert a.replicas["tokens_lost"].tolist() == b.replicas["tokens_lost"].tolist()
+    assert a.replicas["lost_s"].tolist() == b.replicas["lost_s"].tolist()
+    assert a.requests["completed_at_s"].tolist() == b.requests["completed_at_s"].tolist()
+    reps = a.replicas
+    assert (reps["prefill_busy_s"] + reps["decode_busy_s"] - reps["busy_s"]).abs().max() < 1e-9
+
+
+def test_the_gpu_quota_holds_during_a_notice_and_the_replacement_follows():
+    """max_gpus 2 with 2 replicas: a 60 s notice at 2 s launches no third replica; the replacement starts when the
+    reclaimed one is released."""
+    trace = frame([(0.0, 200, 3000)] + [(1.0 + i, 200, 20) for i in range(30)])
+    r = run(scenario({"spot": {"reclaim_at_s": [2.0], "notice_s": 60}}, replicas=2, max_gpus=2), trace)
+    reps = r.replicas
+    assert r.summary()["completed"] == 31 and len(reps) == 3
+    released = reps.loc[reps["interrupted"] == "reclaim", "end_at_s"].iloc[0]
+    assert reps.loc[2, "provision_at_s"] == released  # owed, launched when the GPUs came back
+    for t in np.linspace(0, float(reps["end_at_s"].max()), 200):  # never more than 2 held at once
+        assert ((reps["provision_at_s"] <= t) & (reps["end_at_s"] > t)).sum() <= 2

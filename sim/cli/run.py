@@ -279,6 +279,12 @@ def run(
             "them; others do not), so nothing was cached",
             err=True,
         )
+    missed = (result.meta.get("hazards") or {}).get("missed_instants", 0)
+    if missed:
+        typer.echo(
+            f"warning: {missed} of fleet.capacity's given instants (fail_at_s, reclaim_at_s) found no ready replica to hit",
+            err=True,
+        )
     if scenario.trace_note is not None:  # right before the summary (on stderr, so that --json stays JSON)
         typer.echo(f"note: {scenario.trace_note}", err=True)
     summary = result.summary()

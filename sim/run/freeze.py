@@ -271,6 +271,8 @@ def freeze(built: Built, scenario: Scenario, setup: RooflineSetup, base_dir: Pat
             "evicted_entries": sum(kv.cache.evicted for kv in kvs),
             "pinned_at_end": sum(kv.pins() for kv in kvs),
         }
+    if built.hazards is not None:
+        meta["hazards"] = {"missed_instants": built.hazards.missed}  # given instants with no ready replica to hit
     requests = requests_frame(log, trace, links)
     replicas = replicas_frame(built.replicas, log, env.now, None if link is None else link.decode_replica_id)
     return SimResult(

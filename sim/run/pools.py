@@ -435,6 +435,8 @@ def build(
         if lane is not None:
             raise FleetsimError("fleet.capacity (spot, failures) with batch jobs is not supported yet")
         hazards = Hazards(env, entry, scenario.fleet.capacity, tp=specs[0].setup.tp, rng=streams.generator("hazards"))
+        if scenario.fleet.max_gpus is not None:
+            entry.quota = scenario.fleet.max_gpus // specs[0].setup.tp
     for pool in pools:
         pool.listeners.extend(lanes)
         if lane is not None and lane.watch is not None:

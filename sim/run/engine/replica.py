@@ -251,7 +251,8 @@ class Replica:
         self.log.status[seq.idx] = IN_FLIGHT
         self.log.replica_id[seq.idx] = self.replica_id
         n = self.n_outstanding = self.n_outstanding + 1
-        self.pending_prompt_tokens += seq.prompt_tokens
+        if not seq.generated:  # (a request handed back by a lost replica has its first token: its prompt is not pending)
+            self.pending_prompt_tokens += seq.prompt_tokens
         for f in self._on_load:
             f(self, n)
         waiting = self.waiting
@@ -459,7 +460,7 @@ class Replica:
         self.bytes += n_bytes
         call_at(self.env, dt, NORMAL, self._step_end)
 
-    def _step_end(self, _event: simpy.Event) -> None:
+    def _step_end(self, _event: simpy.Event | None) -> None:
         assert self._stepping is not None
         batch, dt, n_prefill, n_decode, decode_ctx = self._stepping
         self._work_start = None
@@ -728,6 +729,11 @@ class Replica:
         env = self.env
         now = env._now
         self._stopped = True
+        # a step under way (`_stepping` outlives its step: a run, or idleness, has no `_work_start` of a step)
+        stepping = self._stepping if self._run_end_event is None and self._work_start is not None else None
+        if stepping is not None and self._work_start is not None and self._work_start + stepping[1] <= now:
+            self._step_end(None)  # a step that ended at this very instant stands (as a run's steps by now do)
+            stepping = None
         for entry in env._queue:  # (time, priority, id, event): its step's or run's end, its wake-ups
             callbacks = entry[3].callbacks
             if callbacks and any(getattr(cb, "__self__", None) is self for cb in callbacks):
@@ -737,7 +743,14 @@ class Replica:
             self._run_end(self._run_end_event)  # (its `_next` plans nothing: stopped)
         self._clear_run()
         lost = 0.0 if started is None else max(0.0, now - started - (self.busy_s - before))
-        self.busy_s += lost
+        self.busy_s += lost  # (split as the step's own time would have been: busy = prefill + decode)
+        if stepping is not None and stepping[2]:  # a step with prompt work
+            _, _, _, n_decode, decode_ctx = stepping
+            alone = min(lost, self._decode_alone_s(n_decode, decode_ctx)) if n_decode else 0.0
+            self.decode_busy_s += alone
+            self.prefill_busy_s += lost - alone
+        else:
+            self.decode_busy_s += lost
         self._stepping = None
         self._verifying.clear()
         self._work_start = None

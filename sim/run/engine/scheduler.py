@@ -73,7 +73,7 @@ class Limits:
         what = "recompute" if recompute else "prompt"
         if not chunks and pending > budget:
             return (
-                f"{'preempted, and its recompute' if recompute else 'its prompt'} of {pending} tokens exceeds "
+                f"{'preempted or handed back by a lost replica, and its recompute' if recompute else 'its prompt'} of {pending} tokens exceeds "
                 f"max_num_batched_tokens={budget} (prefill_first prefills it whole; vLLM v0 ignores such a request)"
             )
         n = pending if not chunks or self.whole_prompt else min(pending, budget)

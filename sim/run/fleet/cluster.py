@@ -168,6 +168,8 @@ class Pool:
         self._index = LeastLoaded() if router.indexed else None
         self.queue = FleetQueue()
         self.on_launch: list[Callable[[ReplicaSlot], None]] = []  # told of every new slot (hazards: failures, reclaims)
+        self.quota: int | None = None  # replicas the GPU quota (fleet.max_gpus) allows at once, draining ones included
+        self._owed = 0  # replacements the quota held back
         self._busy_seen: dict[int, tuple[float, float]] = {}  # replica id -> (time, busy seconds) at last observation
         self.n_arrivals = 0
 
@@ -328,8 +330,11 @@ class Pool:
             self._release(slot)
             seqs, slot.lost_s, slot.tokens_lost = engine.stop()
             slot.requeued = len(seqs)
+            if replace:
+                self._replace()  # (before the requests: with nothing ready or starting, they would launch one too)
             for seq in seqs:
                 self.redeliver(seq)
+            return
         if replace:
             self._replace()
 
@@ -356,9 +361,14 @@ class Pool:
 
     def _replace(self) -> None:
         """A replacement for a lost replica, while the starting and ready ones are under the cap (a replica draining out
-        its notice does not hold its place, as a Deployment replaces a pod evicted from a reclaimed node at once)."""
-        if len(self.starting) + len(self.ready) < self.max_replicas:
-            self.launch(1)
+        its notice does not hold its place, as a Deployment replaces a pod evicted from a reclaimed node at once) and
+        the GPUs held are under the quota (`fleet.max_gpus`); over the quota it is owed, launched when GPUs free."""
+        if len(self.starting) + len(self.ready) >= self.max_replicas:
+            return
+        if self.quota is not None and self.held() >= self.quota:
+            self._owed += 1
+            return
+        self.launch(1)
 
     def redeliver(self, seq: Seq) -> None:
         """A request handed back by a lost replica: to a ready replica with room, else the pool's queue (whatever its
@@ -392,6 +402,10 @@ class Pool:
     def _release(self, slot: ReplicaSlot) -> None:
         self._set_state(slot, ReplicaState.RELEASED)
         slot.released_at_s = self.env.now
+        if self._owed and (self.quota is None or self.held() < self.quota):
+            self._owed -= 1
+            if len(self.starting) + len(self.ready) < self.max_replicas:
+                self.launch(1)
 
     # --- scaling -------------------------------------------------------------------------------------
     def held(self) -> int:
@@ -407,6 +421,7 @@ class Pool:
             self.launch(min(desired - current, room))  # (none at or over the cap)
             return
         excess = current - desired
+        self._owed = 0  # (the autoscaler's count supersedes replacements the quota held back)
         for slot in sorted(starting, key=lambda s: s.provision_at_s, reverse=True)[:excess]:
             slot.cancelled = True
             assert slot.process is not None

@@ -5,7 +5,8 @@ spot capacity, its time to a reclaim notice (exponential, the spot rate per repl
 stream in launch order. A failure loses the replica at once; a reclaim notice stops it taking requests (it drains),
 launches its replacement, and loses it at the notice's end. Either way its remaining requests go back to the pool
 (`Pool.interrupt`) to be recomputed elsewhere: none is lost. Instants given in the scenario (`fail_at_s`,
-`reclaim_at_s`) hit the lowest-id ready replica then (none ready: nothing happens, and the run says so).
+`reclaim_at_s`) hit the lowest-id ready replica then (none ready: nothing happens; meta.json's `hazards` counts
+them and `fleetsim run` warns).
 """
 
 from __future__ import annotations
