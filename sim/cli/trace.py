@@ -28,7 +28,10 @@ from sim.yaml_input import read_yaml
 trace_app = typer.Typer(help="Inspect, generate, convert and merge request traces.", no_args_is_help=True)
 
 FormatOpt = Annotated[
-    str | None, typer.Option("--format", help="azure | burstgpt | mooncake | vidur | canonical | generic (default: detect).")
+    str | None,
+    typer.Option(
+        "--format", help="azure | burstgpt | mooncake | vidur | canonical | generic | vllm-bench | otel (default: detect)."
+    ),
 ]
 ColumnsOpt = Annotated[str | None, typer.Option(help="Generic format: arrival_at_s=COL,prompt_tokens=COL,output_tokens=COL.")]
 TimeUnitOpt = Annotated[str, typer.Option(help="Generic format: s | ms | us | ns | datetime.")]
