@@ -563,6 +563,12 @@ def _run_processes(todo: list[Job], workers: int, task: Task, finished: Callable
     except BaseException:  # interrupted (or a bug): the runs in progress are lost anyway, end them now
         for proc, _conn in procs.values():
             proc.kill()
+        for proc, _conn in procs.values():
+            proc.join(timeout=5)
+        for job in busy.values():  # a worker killed while writing its row leaves the temporary file: not a row
+            out = Path(job.out_file)
+            for part in out.parent.glob(f".{out.name}.*.part"):
+                part.unlink(missing_ok=True)
         raise
     finally:
         for proc, conn in procs.values():
