@@ -221,6 +221,12 @@ def test_every_combination_conserves_and_matches_the_reference(draw):
     lives = (reps["end_at_s"] - reps["provision_at_s"]).to_numpy() * reps["pool"].map(tp).to_numpy()
     assert s["billed_gpu_seconds"] == np.float64(lives.sum()).round(9) or abs(s["billed_gpu_seconds"] - lives.sum()) <= 1e-6
 
+    # busy time splits into prompt and decode work on every replica, speculative runs and lost steps included
+    assert ((reps["prefill_busy_s"] + reps["decode_busy_s"] - reps["busy_s"]).abs() <= 1e-6 * (1 + reps["busy_s"])).all()
+    # the API comparison is the ratio of the two bills
+    if s["api_usd_for_same_tokens"]:
+        assert s["cost_vs_api"] == s["cost_usd"] / s["api_usd_for_same_tokens"]
+
     # the fast-forward against the per-step reference
     slow, _ = simulate_and_inspect(scenario(draw, fast_forward=False), frame)
     assert_same_requests(result, slow)
