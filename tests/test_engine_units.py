@@ -266,3 +266,9 @@ def test_chunked_spends_the_token_budget_to_its_last_token():
     limits = Limits(max_num_seqs=8, max_num_batched_tokens=3, block_size=16)
     b = Chunked().next_batch(seqs(5), seqs(30, 30, 30, decoding=True), free_blocks=100, limits=limits)
     assert [(s.idx, n) for s, n in b.work] == [(0, 1), (1, 1), (2, 1)] and not b.admitted
+
+
+def test_a_lone_decoder_is_one_run_after_its_prefill():
+    """One request, 100 tokens to generate, fast-forward: its prompt step, then one decode run of 99 steps."""
+    r = simulate(tiny_scenario(), frame([(0.0, 50, 100)]), measure_capacity=False)
+    assert r.replicas.loc[0, "n_steps"] == 100 and r.replicas.loc[0, "n_runs"] == 1

@@ -80,6 +80,9 @@ def test_goodput_counts_requests_meeting_every_slo():
     assert s["request_goodput"] == pytest.approx(1 / 2.1)
     s = summarize(r, GapDistribution.from_lists([], []), slo={"tpot": 50.0, "ttft": 200.0})
     assert s["request_goodput"] == pytest.approx(1 / 2.1)
+    # an end-to-end SLO of 1 s: the first two (0.2 s, 0.6 s) meet it, the third (2.1 s) does not
+    s = summarize(r, GapDistribution.from_lists([], []), slo={"e2el": 1000.0})
+    assert s["request_goodput"] == pytest.approx(2 / 2.1) and s["slo_attainment"] == pytest.approx(2 / 3)
 
 
 def test_a_reserved_seat_serves_successive_replicas():
