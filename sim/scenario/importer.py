@@ -424,11 +424,7 @@ def _weights_tier(
 
 
 def _workload(imp: Imported, doc: Doc) -> None:
-    if imp.workload is not None:
-        raise FleetsimError(
-            f"{doc.where}: a second vLLM workload ({doc.get('metadata.name')!r} after {imp.workload!r}); import one deployment at a time"
-        )
-    imp.workload = str(doc.get("metadata.name") or "")
+    _workload_name(imp, doc)
     _pod_spec(imp, doc, "spec.template.spec")
     if doc.get("spec.replicas") is not None:
         imp.replicas = (doc.int_at("spec.replicas", doc.get("spec.replicas")), doc.src("spec.replicas"))
@@ -789,7 +785,9 @@ def _knative(imp: Imported, doc: Doc) -> None:
 
 def _workload_name(imp: Imported, doc: Doc) -> None:
     if imp.workload is not None:
-        raise FleetsimError(f"{doc.where}: a second vLLM workload after {imp.workload!r}; import one deployment at a time")
+        raise FleetsimError(
+            f"{doc.where}: a second vLLM workload ({doc.get('metadata.name')!r} after {imp.workload!r}); import one deployment at a time"
+        )
     imp.workload = str(doc.get("metadata.name") or "")
 
 

@@ -36,7 +36,7 @@ from sim.run.engine.kv import BlockKv
 from sim.run.engine.records import IN_FLIGHT, RequestLog
 from sim.run.engine.scheduler import Batch, BatchPolicy, Limits, PriorityCount
 from sim.run.engine.sequence import Seq, blocks_for
-from sim.run.engine.spec_group import SpecGroup
+from sim.run.engine.spec_group import SpecGroup, SpecRun
 from sim.run.engine.speculative import Acceptance
 from sim.run.engine.step_time import StepLine, StepTimeModel, linear_runs
 
@@ -769,10 +769,14 @@ class Replica:
             self._prio = PriorityCount()
         return out, lost, tokens
 
+    def _run_in_progress(self) -> tuple[float, StepLine | SpecRun]:
+        """The decode run under way: its start and its step line (a speculating replica's: its run plan)."""
+        assert self._run is not None
+        return self._run[0], self._run[1]
+
     def _truncate_run(self, now: float) -> bool:
         """Cut the run in progress to the steps that ended by `now`; whether there are any."""
-        assert self._run is not None
-        start, line, _, _ = self._run
+        start, line = self._run_in_progress()
         k = line.steps_done_by(now - start, self._run_steps)
         if k == 0:
             return False

@@ -128,14 +128,9 @@ class SpecReplica(Replica):
             self._completed(seq, end)
         self._next()
 
-    def _truncate_run(self, now: float) -> bool:
+    def _run_in_progress(self) -> tuple[float, SpecRun]:
         assert self._spec_run is not None
-        start, run = self._spec_run
-        k = run.steps_done_by(now - start, self._run_steps)
-        if k == 0:
-            return False
-        self._run_steps, self._run_total = k, run.total(k)
-        return True
+        return self._spec_run
 
     def _clear_run(self) -> None:
         self._spec_run = None
