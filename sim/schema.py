@@ -64,6 +64,7 @@ REPLICA_COLUMNS: dict[str, str] = {
     "end_at_s": "float64",
     "cancelled": "bool",
     "pool": "object",
+    "capacity": "object",  # its capacity class: reserved, on_demand or spot (`sim.run.fleet.supply`)
     "provisioning_s": "float64",
     "loading_s": "float64",
     "busy_s": "float64",
@@ -144,6 +145,10 @@ SUMMARY_KEYS: tuple[str, ...] = (
     "requests_requeued",
     "tokens_recomputed",
     "gpu_seconds_lost",
+    "cost_by_capacity",
+    "launches_failed",
+    "availability",
+    "without_losses",
     "n_steps",
     "n_events",
     "kv_blocks",

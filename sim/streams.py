@@ -13,6 +13,8 @@ Streams (spawn key in brackets; append new names, never renumber):
   trace_sample [6]                                     subsampling a trace file (`sample:`, `trace convert --sample`)
   batch_prompt [7, job], batch_output [8, job]         a generated batch job's lengths (one stream per job in the list)
   speculative [9, replica]                             accepted draft tokens (one stream per replica)
+  hazards [10]                                         random failures and spot reclaims
+  shortages [11]                                       launches failing for want of capacity (a probability per try)
 
 A new stream is also named in `sim.studies.determinism.CONSUMERS` (what in a scenario draws from it), so that sweeps and
 plans know when the seed changes nothing (a test fails until it is).
@@ -34,6 +36,7 @@ STREAMS: dict[str, int] = {
     "batch_output": 8,
     "speculative": 9,
     "hazards": 10,
+    "shortages": 11,
 }
 
 

@@ -576,7 +576,7 @@ def test_a_lane_the_guard_closed_does_not_wake_a_pool_scaled_to_zero(cap, launch
 
     _env, lane = deadline_lane()
     asked = []
-    lane.pool = SimpleNamespace(ready=[], starting=[], held=lambda: 0, max_replicas=2, launch=asked.append)
+    lane.pool = SimpleNamespace(ready=[], coming=lambda: 0, held=lambda: 0, max_replicas=2, launch=asked.append)
     lane.cap, lane.n_queued = cap, 3
     lane._pump()
     assert asked == launches

@@ -31,6 +31,7 @@ def scenario(capacity=None, *, replicas=1, engine=None, autoscaler=None, seed=0,
                 **fleet,
             },
             "engine": engine or {},
+            "pricing": {"spot_usd_per_gpu_hour": 1.5},
         }
     )
 
@@ -154,10 +155,12 @@ ENGINES = [
     rate=st.sampled_from([0.0, 60.0]),
     seed=st.integers(0, 3),
     n_blocks=st.sampled_from([None, 64]),
+    classes=st.tuples(st.sampled_from([None, 1]), st.booleans(), st.sampled_from([0.0, 0.5]), st.integers(0, 1)),
 )
-def test_nothing_is_lost_under_any_pattern(engine, replicas, fails, reclaims, notice, rate, seed, n_blocks):
-    """Whatever fails or is reclaimed when, on every engine path: every request completes (none rejected), each
-    with its tokens once (the inter-token gaps: output - 1 per request), and the same seed replays the same run."""
+def test_nothing_is_lost_under_any_pattern(engine, replicas, fails, reclaims, notice, rate, seed, n_blocks, classes):
+    """Whatever fails or is reclaimed when, on every engine path, whatever mix of reserved, spot and on-demand capacity
+    and launch failures: every request completes (none rejected), each with its tokens once (the inter-token gaps:
+    output - 1 per request), and the same seed replays the same run."""
     rng = np.random.default_rng(seed)
     n = 40
     t = np.sort(rng.uniform(0, 40, n))
@@ -171,8 +174,13 @@ def test_nothing_is_lost_under_any_pattern(engine, replicas, fails, reclaims, no
     if n_blocks is not None:
         engine = {**engine, "num_gpu_blocks_override": n_blocks}
     cap = {"failures": {"fail_at_s": fails, "gpu_mtbf_hours": 1e9 if rate == 0 else 1 / rate}}
-    cap["spot"] = {"reclaim_at_s": reclaims, "notice_s": notice, "interruptions_per_hour": rate}
-    sc = scenario(cap, replicas=replicas, engine=engine, seed=seed, cold_start_s=5.0)
+    spot_max, spot_first, launch_failure, reserved = classes
+    cap["spot"] = {"reclaim_at_s": reclaims, "notice_s": notice, "interruptions_per_hour": rate, "max_replicas": spot_max}
+    cap["launch_order"] = ["spot", "on_demand"] if spot_first else ["on_demand", "spot"]
+    cap["on_demand"] = {"launch_failure_probability": launch_failure, "max_replicas": None if spot_first else 1}
+    cap["spot"]["launch_failure_probability"] = launch_failure
+    cap["backoff"] = {"initial_s": 3.0, "max_s": 12.0}
+    sc = scenario(cap, replicas=replicas, engine=engine, seed=seed, cold_start_s=5.0, reserved_replicas=reserved)
     r = run(sc, trace)
     s = r.summary()
     assert s["completed"] == n and s["rejected"] == 0 and s["in_flight"] == 0
@@ -219,3 +227,132 @@ def test_the_gpu_quota_holds_during_a_notice_and_the_replacement_follows():
     assert reps.loc[2, "provision_at_s"] == released  # owed, launched when the GPUs came back
     for t in np.linspace(0, float(reps["end_at_s"].max()), 200):  # never more than 2 held at once
         assert ((reps["provision_at_s"] <= t) & (reps["end_at_s"] > t)).sum() <= 2
+
+
+# --- capacity classes, shortages, prices (`sim.run.fleet.supply`) ---------------------------------------------------
+def test_launches_take_a_reserved_seat_then_the_launch_order_within_each_class_cap_and_the_bill_prices_each_class():
+    """Fixed 4 replicas, 1 reserved seat, spot first up to 2, on-demand after: classes reserved, spot, spot, on-demand;
+    the bill is the reserved seat for the whole run plus each other replica's life at its class's price."""
+    cap = {"spot": {"max_replicas": 2}, "launch_order": ["spot", "on_demand"]}
+    sc = scenario(cap, replicas=4, reserved_replicas=1)
+    sc = sc.model_copy(
+        update={
+            "pricing": sc.pricing.model_copy(
+                update={"usd_per_gpu_hour": 4.0, "reserved_usd_per_gpu_hour": 2.5, "billing_granularity_s": 0.0}
+            )
+        }
+    )
+    r = run(sc, frame([(float(i), 300, 50) for i in range(20)]))
+    assert r.replicas["capacity"].tolist() == ["reserved", "spot", "spot", "on_demand"]
+    s = r.summary()
+    horizon = r.horizon_s
+    life = (r.replicas["end_at_s"] - r.replicas["provision_at_s"]).to_numpy()
+    by = s["cost_by_capacity"]
+    assert by["reserved"]["billed_gpu_seconds"] == pytest.approx(horizon)
+    assert by["spot"]["billed_gpu_seconds"] == pytest.approx(life[1] + life[2])
+    assert by["on_demand"]["billed_gpu_seconds"] == pytest.approx(life[3])
+    expected = (horizon * 2.5 + (life[1] + life[2]) * 1.5 + life[3] * 4.0) / 3600
+    assert s["cost_usd"] == pytest.approx(expected) and sum(c["cost_usd"] for c in by.values()) == pytest.approx(expected)
+    assert {k: c["replicas"] for k, c in by.items()} == {"reserved": 1, "spot": 2, "on_demand": 1}
+    # on-demand first: the same fleet takes no spot (on-demand has no cap)
+    od_first = scenario({**cap, "launch_order": ["on_demand", "spot"]}, replicas=4, reserved_replicas=1)
+    assert run(od_first, frame([(0.0, 300, 50)])).replicas["capacity"].tolist() == ["reserved"] + ["on_demand"] * 3
+
+
+def test_a_shortage_backs_off_as_the_cluster_autoscaler_does():
+    """A class failing every try is passed over for 300 s, then 600, 1,200, and 1,800 s at most; a success resets it."""
+    from sim.run.fleet.supply import Supply
+    from sim.scenario.config import CapacityConfig
+
+    cap = CapacityConfig.model_validate({"spot": {"launch_failure_probability": 1.0}, "launch_order": ["spot", "on_demand"]})
+    supply = Supply(tp=1, reserved=0, capacity=cap, rng=np.random.default_rng(0))
+    tries = [(0.0, "on_demand"), (100.0, "on_demand"), (300.0, "on_demand"), (899.0, "on_demand"), (900.0, "on_demand")]
+    for t, klass in tries:
+        assert supply.take(t) == klass
+    assert supply.failed["spot"] == 3  # at 0, 300 and 900 (passed over at 100 and 899)
+    assert supply.backed_off_until["spot"] == 900.0 + 1200.0
+    supply.take(2100.0)
+    assert supply.backed_off_until["spot"] == 2100.0 + 1800.0  # (capped)
+    # a success resets it
+    ok = CapacityConfig.model_validate({"on_demand": {"obtainable_gpus": [[0, 0], [500, 4]]}})
+    s2 = Supply(tp=2, reserved=0, capacity=ok)
+    assert s2.take(0.0) is None and s2.next_try(0.0) == 300.0
+    assert s2.take(300.0) is None and s2.next_try(300.0) == 900.0  # 600 s after the second failure
+    assert s2.take(900.0) == "on_demand" and s2.take(900.0) == "on_demand" and s2.take(900.0) is None  # 4 GPUs: 2 of TP 2
+
+
+def test_a_launch_waits_for_capacity_and_starts_when_gpus_become_obtainable():
+    """No on-demand GPU until 100 s: the launch at 0 fails and is tried again when the back-off ends (300 s, not at
+    100 s: the autoscaler learns of capacity only by trying), the requests wait in the fleet queue and are served
+    after its cold start; the failed try is counted."""
+    cap = {"on_demand": {"obtainable_gpus": [[0, 0], [100, 8]]}}
+    r = run(scenario(cap, lifecycle={"start": "cold", "cold_start_s": 40.0}), frame([(0.0, 300, 20), (5.0, 300, 20)]))
+    s = r.summary()
+    assert r.replicas["provision_at_s"].tolist() == [300.0] and s["completed"] == 2 and s["launches_failed"] == 1
+    assert (r.requests["first_token_at_s"] > 340.0).all()
+    assert r.meta["supply"]["launches_failed"] == {"on_demand": 1}
+
+
+def test_with_no_capacity_ever_the_requests_are_rejected_with_the_reason_and_the_run_ends():
+    cold = {"start": "cold", "cold_start_s": 40.0}
+    r = run(
+        scenario({"on_demand": {"launch_failure_probability": 1.0}}, lifecycle=cold), frame([(0.0, 300, 20), (50.0, 300, 20)])
+    )
+    s = r.summary()
+    assert (s["completed"], s["rejected"], s["replicas_launched"]) == (0, 2, 0)
+    assert r.requests["reject_reason"].str.contains("no capacity to launch a replica on").all()
+
+
+def test_spot_capacity_taken_back_reclaims_the_newest_and_on_demand_replaces_them():
+    """4 spot replicas, spot's obtainable GPUs fall from 8 to 2 at 50 s: the 2 newest get their notice at once and
+    on-demand replicas replace them (spot has no room left)."""
+    cap = {"spot": {"obtainable_gpus": [[0, 8], [50, 2]], "notice_s": 30}}
+    r = run(scenario(cap, replicas=4), frame([(float(i), 300, 50) for i in range(0, 120, 2)]))
+    reps = r.replicas
+    assert reps.loc[reps["interrupted"] == "reclaim", "replica_id"].tolist() == [2, 3]
+    assert reps.loc[[2, 3], "drain_at_s"].tolist() == [50.0, 50.0]
+    assert reps.loc[[2, 3], "end_at_s"].between(50.0, 80.0).all()  # released when drained, by the notice's end at most
+    assert reps.loc[[4, 5], "capacity"].tolist() == ["on_demand", "on_demand"]
+    assert reps.loc[[4, 5], "provision_at_s"].tolist() == [50.0, 50.0]
+    assert r.summary()["completed"] == 60
+
+
+def test_availability_is_the_share_of_time_the_minimum_was_ready():
+    """2 warm replicas, one fails at 100 s, its replacement is ready 40 s later: below the minimum for 40 s."""
+    trace = frame([(float(i), 200, 10) for i in range(0, 400, 4)])
+    r = run(scenario({"failures": {"fail_at_s": [100.0]}}, replicas=2, lifecycle={"start": "warm", "cold_start_s": 40.0}), trace)
+    assert r.summary()["availability"] == pytest.approx((r.horizon_s - 40.0) / r.horizon_s)
+
+
+def test_the_same_run_without_losses_is_reported_next_to_it():
+    from sim.run.simulate import _without_losses
+
+    trace = frame([(float(i), 400, 200) for i in range(0, 60, 2)])
+    sc = scenario({"spot": {"reclaim_at_s": [10.0], "notice_s": 0}}, replicas=1)
+    cf = _without_losses(sc, trace, sc.base_dir)
+    plain = run(scenario({"spot": {}}, replicas=1), trace).summary()
+    assert cf is not None and cf["completed"] == 30
+    assert cf["cost_usd"] == plain["cost_usd"] and cf["mean_ttft_ms"] == plain["mean_ttft_ms"]
+    assert _without_losses(scenario(), trace, sc.base_dir) is None
+
+
+def test_prices_come_from_the_scenario_or_the_providers_sheet_and_a_spot_fleet_needs_one():
+    from sim.physics.prices import capacity_price
+    from sim.run.fleet.supply import class_prices, spot_rate_per_s
+    from sim.scenario.config import PricingConfig
+
+    aws = capacity_price("h100-sxm", "aws")
+    prices = class_prices(PricingConfig(provider="aws"), "h100-sxm", aws.on_demand, spot=True)
+    assert prices["spot"].usd_per_gpu_hour == aws.spot and "aws" in prices["spot"].source
+    given = class_prices(PricingConfig(provider="aws", spot_usd_per_gpu_hour=1.0), "h100-sxm", 3.0, spot=True)
+    assert given["spot"].usd_per_gpu_hour == 1.0 and given["on_demand"].usd_per_gpu_hour == 3.0
+    with pytest.raises(FleetsimError, match="spot capacity needs a price"):
+        class_prices(PricingConfig(), "h100-sxm", 3.0, spot=True)
+    rate, source = spot_rate_per_s(SpotConfig(), PricingConfig(provider="aws"), "h100-sxm")
+    if aws.spot_interruption is not None:
+        assert rate > 0 and aws.spot_interruption in source
+    assert spot_rate_per_s(SpotConfig(interruptions_per_hour=2.0), PricingConfig(provider="aws"), "h100-sxm")[0] == 2.0 / 3600
+    with pytest.raises(FleetsimError, match="no aws prices for rtx-pro-6000"):
+        capacity_price("rtx-pro-6000", "aws")
+    with pytest.raises(FleetsimError, match="unknown provider"):
+        parse_config({"model": "llama-3.1-8b", "fleet": {"gpu": "h100-sxm"}, "pricing": {"provider": "nowhere"}})

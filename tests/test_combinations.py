@@ -113,10 +113,15 @@ def scenario(draw: dict, fast_forward: bool) -> dict:
     }
     if draw["hazards"] != "none" and draw["mode"] == "colocated" and draw["batch"] == "none":  # (the combinations it has)
         at = draw["hazard_at_s"]
+        spot = draw["hazards"] in ("reclaim", "both")
         fleet["capacity"] = {
             "failures": {"fail_at_s": at, "gpu_mtbf_hours": 0.01} if draw["hazards"] in ("failure", "both") else None,
-            "spot": {"reclaim_at_s": at, "notice_s": 1.0} if draw["hazards"] in ("reclaim", "both") else None,
+            "spot": {"reclaim_at_s": at, "notice_s": 1.0, "max_replicas": draw["spot_max"]} if spot else None,
+            "launch_order": (["on_demand", "spot"] if draw["on_demand_first"] else ["spot", "on_demand"]) if spot else None,
+            "on_demand": {"launch_failure_probability": draw["launch_failure"], "max_replicas": draw["on_demand_max"]},
+            "backoff": {"initial_s": 2.0, "max_s": 8.0},
         }
+        fleet["reserved_replicas"] = draw["reserved"]
     if draw["mode"] == "disaggregated":
         fleet["mode"] = "disaggregated"
         fleet["prefill"] = {"autoscaler": AUTOSCALERS[draw["autoscaler"]], "router": draw["router"]}
@@ -127,7 +132,7 @@ def scenario(draw: dict, fast_forward: bool) -> dict:
         "seed": draw["seed"] % 1000,
         "fleet": fleet,
         "engine": engine,
-        "pricing": {"usd_per_gpu_hour": 2.0, "billing_granularity_s": 0},
+        "pricing": {"usd_per_gpu_hour": 2.0, "spot_usd_per_gpu_hour": 0.8, "billing_granularity_s": 0},
         "slo": {"ttft_ms": 800, "tpot_ms": 60},
         "roofline": {
             "logits": draw["logits"],
@@ -186,6 +191,11 @@ def simulate_and_inspect(raw: dict, frame: pd.DataFrame):
             "eager": st.booleans(),
             "hazards": st.sampled_from(["none", "failure", "reclaim", "both"]),
             "hazard_at_s": st.lists(st.floats(0, 8), min_size=1, max_size=3),
+            "spot_max": st.sampled_from([None, 1, 2]),
+            "on_demand_first": st.booleans(),
+            "launch_failure": st.sampled_from([0.0, 0.5, 1.0]),
+            "on_demand_max": st.sampled_from([None, 2]),
+            "reserved": st.integers(0, 1),
         }
     )
 )
@@ -220,6 +230,17 @@ def test_every_combination_conserves_and_matches_the_reference(draw):
     tp = {name: pool["tp"] for name, pool in result.meta["pools"].items()}
     lives = (reps["end_at_s"] - reps["provision_at_s"]).to_numpy() * reps["pool"].map(tp).to_numpy()
     assert s["billed_gpu_seconds"] == np.float64(lives.sum()).round(9) or abs(s["billed_gpu_seconds"] - lives.sum()) <= 1e-6
+
+    # the bill by capacity class adds up: GPU-seconds and dollars, each class at its price
+    by = s["cost_by_capacity"]
+    assert abs(sum(c["billed_gpu_seconds"] for c in by.values()) - s["billed_gpu_seconds"]) <= 1e-6 * (
+        1 + s["billed_gpu_seconds"]
+    )
+    assert abs(sum(c["cost_usd"] for c in by.values()) - s["cost_usd"]) <= 1e-9 * (1 + s["cost_usd"])
+    assert sum(c["replicas"] for c in by.values()) == s["replicas_launched"]
+    assert set(reps["capacity"]) <= {"reserved", "on_demand", "spot"}
+    # reclaims take spot replicas only
+    assert set(reps.loc[reps["interrupted"] == "reclaim", "capacity"]) <= {"spot"}
 
     # busy time splits into prompt and decode work on every replica, speculative runs and lost steps included
     assert ((reps["prefill_busy_s"] + reps["decode_busy_s"] - reps["busy_s"]).abs() <= 1e-6 * (1 + reps["busy_s"])).all()

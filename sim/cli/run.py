@@ -165,6 +165,34 @@ def fleet_lines(summary: dict[str, Any]) -> list[str]:
         ),
         _line("Same tokens at API prices (USD):", f"{summary['api_usd_for_same_tokens']:.4f} ({summary['api']})"),
     ]
+    return lines + capacity_lines(summary)
+
+
+def capacity_lines(summary: dict[str, Any]) -> list[str]:
+    """Cost by capacity class and what was lost, when the fleet had more than on-demand capacity or lost replicas."""
+    by = summary["cost_by_capacity"] or {}
+    lost = summary["replicas_failed"] or summary["replicas_reclaimed"] or summary["launches_failed"]
+    lines: list[str] = []
+    used = {k: row for k, row in by.items() if row["replicas"] or row["billed_gpu_seconds"]}
+    if set(used) - {"on_demand"}:
+        for klass, row in used.items():
+            usd = "n/a" if row["cost_usd"] is None else f"{row['cost_usd']:.4f}"
+            lines.append(
+                _line(f"  {klass} (replicas, GPU-h, USD):", f"{row['replicas']}, {row['billed_gpu_seconds'] / 3600:.3f}, {usd}")
+            )
+    if lost or summary["without_losses"] is not None:
+        lines.append(_line("Replicas failed / reclaimed:", f"{summary['replicas_failed']} / {summary['replicas_reclaimed']}"))
+        lines.append(
+            _line("Requests re-queued / tokens recomputed:", f"{summary['requests_requeued']} / {summary['tokens_recomputed']}")
+        )
+        lines.append(_line("GPU-hours lost (work under way):", summary["gpu_seconds_lost"] / 3600, "{:.4f}"))
+        lines.append(_line("Launches that found no capacity:", summary["launches_failed"]))
+        lines.append(_line("Availability (minimum ready):", summary["availability"], "{:.4f}"))
+        cf = summary["without_losses"]
+        if cf is not None:
+            att = "n/a" if cf["slo_attainment"] is None else f"{cf['slo_attainment']:.4f}"
+            usd = "n/a" if cf["cost_usd"] is None else f"{cf['cost_usd']:.4f}"
+            lines.append(_line("Without losses: SLO attainment / USD:", f"{att} / {usd}"))
     return lines
 
 

@@ -51,6 +51,23 @@ def state_seconds(life: ReplicaLife) -> dict[str, float]:
     return out
 
 
+def seat_classes(lives: list[ReplicaLife], reserved_replicas: int) -> list[str]:
+    """Each life's capacity class for a run that did not record it (a run folder written before capacity classes):
+    a replica that started while a reserved seat was free ran on it for its life, the others on demand."""
+    seats_free_at = [0.0] * reserved_replicas  # when each reserved seat frees up
+    out = ["on_demand"] * len(lives)
+    for i in sorted(range(len(lives)), key=lambda j: lives[j].start_at_s):
+        life = lives[i]
+        seat = next((k for k, free_at in enumerate(seats_free_at) if free_at <= life.start_at_s), None)
+        if seat is not None:
+            seats_free_at[seat] = life.end_at_s
+            out[i] = "reserved"
+    return out
+
+
+CLASSES = ("reserved", "on_demand", "spot")
+
+
 def fleet_bill(
     lives: list[ReplicaLife],
     *,
@@ -61,34 +78,48 @@ def fleet_bill(
     reserved_replicas: int,
     granularity_s: float,
     minimum_s: float,
+    classes: list[str] | None = None,
+    spot_usd_per_gpu_hour: float | None = None,
 ) -> dict[str, Any]:
-    """GPU-seconds by state and cost. Reserved capacity is billed for the whole horizon; a replica that
-    starts while a reserved seat is free runs on it for its life, the others are billed on demand
-    (granularity and minimum applied per replica)."""
+    """GPU-seconds by state, and cost, in all and by capacity class (`classes`: each life's, as the run recorded it;
+    None: by `seat_classes`). Reserved capacity is billed for the whole horizon, whether replicas ran on its seats or
+    not; on-demand and spot replicas each for their life (granularity and minimum applied per replica) at their
+    class's price."""
+    classes = classes if classes is not None else seat_classes(lives, reserved_replicas)
     by_state = dict.fromkeys(("provisioning", "loading", "idle", "busy", "draining"), 0.0)
-    seats_free_at = [0.0] * reserved_replicas  # when each reserved seat frees up
-    on_demand_s = reserved_covered_s = rounding_s = 0.0
-    for life in sorted(lives, key=lambda x: x.start_at_s):
+    billed_s = dict.fromkeys(CLASSES, 0.0)  # replica-seconds billed per class
+    n = dict.fromkeys(CLASSES, 0)
+    reserved_covered_s = rounding_s = 0.0
+    for life, klass in zip(lives, classes, strict=True):
         for state, seconds in state_seconds(life).items():
             by_state[state] += seconds * tp
+        n[klass] += 1
         duration = life.end_at_s - life.start_at_s
-        seat = next((i for i, free_at in enumerate(seats_free_at) if free_at <= life.start_at_s), None)
-        if seat is not None:
-            seats_free_at[seat] = life.end_at_s
+        if klass == "reserved":
             reserved_covered_s += duration
         else:
             billed = billed_seconds(duration, granularity_s=granularity_s, minimum_s=minimum_s)
-            on_demand_s += billed
+            billed_s[klass] += billed
             rounding_s += billed - duration
-    reserved_total_s = reserved_replicas * horizon_s
+    billed_s["reserved"] = reserved_replicas * horizon_s
     by_state["billing_rounding"] = rounding_s * tp
-    by_state["reserved_unused"] = max(0.0, reserved_total_s - reserved_covered_s) * tp
-    billed_gpu_s = (on_demand_s + reserved_total_s) * tp
-    cost = None
+    by_state["reserved_unused"] = max(0.0, billed_s["reserved"] - reserved_covered_s) * tp
+    billed_gpu_s = sum(billed_s.values()) * tp
+    price: dict[str, float | None] = {"reserved": None, "on_demand": usd_per_gpu_hour, "spot": spot_usd_per_gpu_hour}
     if usd_per_gpu_hour is not None:
-        reserved_price = reserved_usd_per_gpu_hour if reserved_usd_per_gpu_hour is not None else usd_per_gpu_hour
-        cost = (on_demand_s * usd_per_gpu_hour + reserved_total_s * reserved_price) * tp / 3600
-    return {"billed_gpu_seconds": billed_gpu_s, "gpu_seconds_by_state": by_state, "cost_usd": cost}
+        price["reserved"] = reserved_usd_per_gpu_hour if reserved_usd_per_gpu_hour is not None else usd_per_gpu_hour
+
+    def usd(k: str) -> float | None:
+        p = price[k]
+        return 0.0 if not billed_s[k] else None if p is None else billed_s[k] * tp * p / 3600
+
+    by_class = {
+        k: {"replicas": n[k], "billed_gpu_seconds": billed_s[k] * tp, "usd_per_gpu_hour": price[k], "cost_usd": usd(k)}
+        for k in CLASSES  # (every class, whether it billed or not: one schema for every run)
+    }
+    costs = [c["cost_usd"] for c in by_class.values()]
+    cost = None if usd_per_gpu_hour is None or any(c is None for c in costs) else float(sum(c for c in costs if c is not None))
+    return {"billed_gpu_seconds": billed_gpu_s, "gpu_seconds_by_state": by_state, "cost_usd": cost, "cost_by_capacity": by_class}
 
 
 BATCH_API_DISCOUNT = 0.5  # OpenAI's and Anthropic's batch APIs: half the list price, results within 24 h

@@ -130,7 +130,7 @@ def _timeline(result: SimResult) -> str:
     t = result.timeline
     with plt.rc_context(FONT):
         fig, axes = plt.subplots(5, 1, figsize=(12, 11), sharex=True, constrained_layout=True)
-        replicas_by_state(axes[1], t)
+        replicas_by_state(axes[1], t, result.replicas)
         if len(t):
             x = t["t_s"]
             axes[0].step(x, t["arrival_rate_per_s"], where="post", label="arrivals")
@@ -216,6 +216,41 @@ def _breakdowns(s: dict[str, Any]) -> list[str]:
             for name, rec in s["by_pool"].items()
         ]
         out.append(_table("Pools", ["pool", "replicas launched", "GPU-hours", "GPU time busy", "USD"], rows, "pools"))
+    by = {k: rec for k, rec in (s.get("cost_by_capacity") or {}).items() if rec["replicas"] or rec["billed_gpu_seconds"]}
+    if set(by) - {"on_demand"} or s.get("replicas_failed") or s.get("replicas_reclaimed") or s.get("launches_failed"):
+        rows = [
+            [
+                k,
+                str(rec["replicas"]),
+                _num(rec["billed_gpu_seconds"] / 3600, "{:,.3f}"),
+                _num(rec["usd_per_gpu_hour"], "${:,.4f}"),
+                _num(rec["cost_usd"], "${:,.4f}"),
+            ]
+            for k, rec in by.items()
+        ]
+        out.append(_table("Capacity classes", ["class", "replicas", "GPU-hours", "per GPU-hour", "USD"], rows, "capacity"))
+        cf = s.get("without_losses") or {}
+        rows = [
+            [
+                f"{s['replicas_failed']} / {s['replicas_reclaimed']}",
+                f"{s['requests_requeued']:,}",
+                f"{s['tokens_recomputed']:,}",
+                _num(s["gpu_seconds_lost"] / 3600, "{:,.3f}"),
+                f"{s['launches_failed']:,}",
+                _pct(s["availability"]),
+                f"{_pct(s['slo_attainment'])} / {_pct(cf.get('slo_attainment'))}",
+            ]
+        ]
+        head = [
+            "failed / reclaimed",
+            "re-queued",
+            "tokens recomputed",
+            "GPU-h lost",
+            "launches failed",
+            "availability",
+            "within the SLO / without losses",
+        ]
+        out.append(_table("Capacity lost", head, rows, "losses"))
     if s.get("kv_transfers") is not None:
         rows = [
             ["wait for a decode replica with room", _num(s["mean_transfer_wait_ms"]), _num(s["p99_transfer_wait_ms"])],

@@ -71,12 +71,39 @@ def save(fig: Any, path: Path) -> None:
         plt.close(fig)
 
 
-def replicas_by_state(ax: Any, timeline: pd.DataFrame) -> None:
-    """The timeline's replicas as stacked states (legend beside the axes)."""
+def loss_instants(replicas: pd.DataFrame) -> dict[str, np.ndarray]:
+    """When replicas were lost: a failure at its release, a reclaim at its notice (its drain, or its release when it
+    was still starting)."""
+    if "interrupted" not in replicas.columns:
+        return {"failure": np.array([]), "reclaim": np.array([])}
+    how = replicas["interrupted"].astype(str).to_numpy()
+    end = replicas["released_at_s"].to_numpy(dtype=np.float64)
+    notice = np.where(
+        np.isnan(replicas["drain_at_s"].to_numpy(dtype=np.float64)), end, replicas["drain_at_s"].to_numpy(dtype=np.float64)
+    )
+    return {"failure": np.sort(end[how == "failure"]), "reclaim": np.sort(notice[how == "reclaim"])}
+
+
+def replicas_by_state(ax: Any, timeline: pd.DataFrame, replicas: pd.DataFrame | None = None) -> None:
+    """The timeline's replicas as stacked states (legend beside the axes), with the instants replicas were lost to a
+    failure or a reclaim marked on it."""
     states = ["replicas_ready", "replicas_loading", "replicas_provisioning", "replicas_draining"]
     if len(timeline):
         labels = [c.removeprefix("replicas_") for c in states]
         ax.stackplot(timeline["t_s"], *(timeline[c] for c in states), labels=labels, step="post")
+        lost = loss_instants(replicas) if replicas is not None else {}
+        for (what, at), (marker, color) in zip(lost.items(), (("x", "black"), ("v", "crimson")), strict=False):
+            if len(at):
+                ax.plot(
+                    at,
+                    np.zeros(len(at)),
+                    linestyle="none",
+                    marker=marker,
+                    color=color,
+                    markersize=8,
+                    clip_on=False,
+                    label=f"{what} ({len(at)})",
+                )
         ax.legend(**OUTSIDE)
     else:
         ax.text(0.5, 0.5, "the run ended before the first timeline sample", ha="center", transform=ax.transAxes)
@@ -109,7 +136,7 @@ def run_figure(result: Any, summary: dict[str, Any] | None = None) -> Any:
         axes[0].step(np.arange(counts.size) * width_s, counts / width_s, where="post", label="arrivals")
         axes[0].set(ylabel="requests / s", title="load")
         axes[0].legend(**OUTSIDE)
-        replicas_by_state(axes[1], t)
+        replicas_by_state(axes[1], t, result.replicas)
         r = result.requests
         done = r[r["status"] == "completed"]
         axes[2].scatter(

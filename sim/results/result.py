@@ -86,6 +86,51 @@ def loss_summary(reps: pd.DataFrame, tp: int) -> dict[str, Any]:
     }
 
 
+def availability(reps: pd.DataFrame, minimum: int, horizon_s: float) -> float | None:
+    """The share of the run, from the instant the pool first had `minimum` replicas ready, that it had at least that
+    many (a draining replica no longer counts); 1.0 with a minimum of 0, 0.0 if it never got there."""
+    if minimum <= 0:
+        return 1.0
+    ready = reps["ready_at_s"].to_numpy(dtype=np.float64)
+    gone = np.fmin(reps["drain_at_s"].to_numpy(dtype=np.float64), reps["end_at_s"].to_numpy(dtype=np.float64))
+    keep = ~np.isnan(ready) & (gone > ready)
+    times = np.concatenate([ready[keep], gone[keep]])
+    steps = np.concatenate([np.ones(int(keep.sum()), np.int64), -np.ones(int(keep.sum()), np.int64)])
+    order = np.lexsort((steps, times))  # at one instant, departures before arrivals
+    times, count = times[order], np.cumsum(steps[order])
+    met = count >= minimum
+    if not met.any():
+        return 0.0
+    first = float(times[np.argmax(met)])
+    if horizon_s <= first:
+        return 1.0
+    ends = np.append(times[1:], horizon_s).clip(max=horizon_s)  # each count holds until the next event
+    span = np.clip(ends - np.maximum(times, first), 0, None)
+    return float(span[met].sum()) / (horizon_s - first)
+
+
+def supply_summary(result: SimResult) -> dict[str, Any]:
+    """Launches that found no capacity, availability of the fleet's minimum, the same run without losses."""
+    meta, sc = result.meta, result.scenario
+    supply = meta.get("supply")
+    failed = None if supply is None else int(sum(supply["launches_failed"].values()))
+    reps = result.replicas
+    avail = None
+    auto = sc["fleet"].get("autoscaler")
+    if sc["fleet"].get("mode", "colocated") == "colocated" and auto is not None:
+        minimum = auto.get("min_replicas")
+        minimum = auto.get("replicas") if minimum is None else minimum
+        if minimum is not None:
+            avail = availability(
+                reps[reps["pool"] == "online"] if "pool" in reps.columns else reps, int(minimum), result.horizon_s
+            )
+    return {
+        "launches_failed": failed if failed is not None else 0,
+        "availability": avail,
+        "without_losses": meta.get("without_losses"),
+    }
+
+
 @dataclass
 class SimResult:
     requests: pd.DataFrame
@@ -125,6 +170,16 @@ class SimResult:
         ]
         return [ReplicaLife(*(float(c[i]) for c in cols)) for i in range(len(r))]
 
+    def capacity_classes(self) -> list[str] | None:
+        """Each replica's capacity class as recorded (None for a run folder written before classes)."""
+        r = self.replicas
+        return None if "capacity" not in r.columns else [str(c) for c in r["capacity"]]
+
+    def _class_price(self, klass: str, default: float | None) -> float | None:
+        """A capacity class's $/GPU-hour as the run resolved it (meta.json's `supply`), else `default`."""
+        prices = (self.meta.get("supply") or {}).get("prices") or {}
+        return prices[klass]["usd_per_gpu_hour"] if klass in prices else default
+
     def summary(self) -> dict[str, Any]:
         meta, sc, reps = self.meta, self.scenario, self.replicas
         slo = {k.removesuffix("_ms"): v for k, v in sc["slo"].items() if v is not None}
@@ -139,10 +194,12 @@ class SimResult:
                 horizon_s=self.horizon_s,
                 tp=tp,
                 usd_per_gpu_hour=meta["usd_per_gpu_hour"],
-                reserved_usd_per_gpu_hour=pricing["reserved_usd_per_gpu_hour"],
+                reserved_usd_per_gpu_hour=self._class_price("reserved", pricing["reserved_usd_per_gpu_hour"]),
                 reserved_replicas=sc["fleet"]["reserved_replicas"],
                 granularity_s=pricing["billing_granularity_s"],
                 minimum_s=pricing["billing_minimum_s"],
+                classes=self.capacity_classes(),
+                spot_usd_per_gpu_hour=self._class_price("spot", None),
             )
         billed = bill["billed_gpu_seconds"]
         by_pool = None if pool_bills is None else {name: _pool_row(n, b) for name, (n, b) in pool_bills.items()}
@@ -184,6 +241,7 @@ class SimResult:
         out["kv_peak_blocks"] = int(reps["kv_peak_blocks"].max()) if len(reps) else 0
         out["by_class"] = class_summary(self.requests, slo=slo or None)
         out["by_pool"] = by_pool
+        out |= supply_summary(self)
         out |= transfer_summary(self.requests, meta) or dict.fromkeys(TRANSFER_KEYS)
         out |= prefix_summary(self.requests, meta) or dict.fromkeys(PREFIX_KEYS)
         by_job = job_summary(self.requests)
@@ -226,6 +284,7 @@ class SimResult:
         if "pool" not in reps.columns or set(reps["pool"]) <= {"online"}:
             return None
         lives = self.lives()
+        classes = self.capacity_classes()
         pools = reps["pool"].to_numpy()
         meta_pools = self.meta.get("pools", {})
         out = {}
@@ -241,6 +300,7 @@ class SimResult:
                 reserved_replicas=self.scenario["fleet"]["reserved_replicas"] if name in ("online", "prefill") else 0,
                 granularity_s=pricing["billing_granularity_s"],
                 minimum_s=pricing["billing_minimum_s"],
+                classes=None if classes is None else [c for c, m in zip(classes, mine, strict=True) if m],
             )
             out[str(name)] = (int(mine.sum()), bill)
         return out
@@ -289,10 +349,20 @@ def _sum_bills(bills: list[dict[str, Any]]) -> dict[str, Any]:
     """Pools' bills added up (a cost is unknown if any pool's is)."""
     states = {k: sum(b["gpu_seconds_by_state"][k] for b in bills) for k in bills[0]["gpu_seconds_by_state"]}
     costs = [b["cost_usd"] for b in bills]
+    by_class: dict[str, dict[str, Any]] = {}
+    for b in bills:
+        for klass, row in b["cost_by_capacity"].items():
+            mine = by_class.setdefault(
+                klass, {"replicas": 0, "billed_gpu_seconds": 0.0, "usd_per_gpu_hour": None, "cost_usd": 0.0}
+            )
+            mine["replicas"] += row["replicas"]
+            mine["billed_gpu_seconds"] += row["billed_gpu_seconds"]
+            mine["cost_usd"] = None if mine["cost_usd"] is None or row["cost_usd"] is None else mine["cost_usd"] + row["cost_usd"]
     return {
         "billed_gpu_seconds": sum(b["billed_gpu_seconds"] for b in bills),
         "gpu_seconds_by_state": states,
         "cost_usd": None if any(c is None for c in costs) else sum(costs),
+        "cost_by_capacity": by_class,  # (pools may price a class differently: no one price per class)
     }
 
 

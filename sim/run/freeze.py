@@ -147,6 +147,7 @@ def replicas_frame(
                 "end_at_s": end,
                 "cancelled": slot.cancelled,
                 "pool": slot.pool,
+                "capacity": slot.capacity,
                 **{f"{k}_s": v for k, v in state_seconds(life).items()},
                 "busy_before_drain_s": life.busy_before_drain_s,
                 "prefill_busy_s": e.prefill_busy_s if e is not None else 0.0,
@@ -273,6 +274,8 @@ def freeze(built: Built, scenario: Scenario, setup: RooflineSetup, base_dir: Pat
         }
     if built.hazards is not None:
         meta["hazards"] = {"missed_instants": built.hazards.missed}  # given instants with no ready replica to hit
+    if built.supply_meta is not None:
+        meta["supply"] = built.supply_meta()
     requests = requests_frame(log, trace, links)
     replicas = replicas_frame(built.replicas, log, env.now, None if link is None else link.decode_replica_id)
     return SimResult(

@@ -43,6 +43,7 @@ from sim.run.fleet.control import MAX_AUTOSCALER_TICKS, MAX_TIMELINE_SAMPLES, co
 from sim.run.fleet.disagg import Transfers
 from sim.run.fleet.feed import Feed
 from sim.run.fleet.hazards import Hazards
+from sim.run.fleet.supply import Supply, class_prices, spot_rate_per_s, supply_meta
 from sim.scenario.config import BatchConfig, EngineConfig, FleetConfig, Scenario
 from sim.scenario.resolve import resolve_scenario
 from sim.streams import RunStreams
@@ -330,9 +331,11 @@ def make_pool(
     *,
     rejected: dict[int, str],
     max_replicas: int | None = None,
+    supply: Supply | None = None,
 ) -> Pool:
     """A pool of `spec`'s replicas (not started): its router and cold starts draw from the run's `router` and
-    `lifecycle` streams, or their sub-stream for its kind (`STREAM`)."""
+    `lifecycle` streams, or their sub-stream for its kind (`STREAM`). `supply`: its capacity classes (default: the
+    fleet's reserved seats, in the online or prefill pool, then on-demand capacity without limit)."""
     fcfg = spec.fleet
     k = STREAM[spec.name]
 
@@ -354,6 +357,7 @@ def make_pool(
         queue_max=fcfg.queue_max,
         queue_timeout_s=fcfg.queue_timeout_s,
         max_outstanding=fcfg.max_outstanding_per_replica,
+        supply=supply or Supply(tp=spec.setup.tp, reserved=fcfg.reserved_replicas if spec.name in (ENTRY, PREFILL_POOL) else 0),
     )
 
 
@@ -383,6 +387,7 @@ class Built:
     lanes: list[BatchLane]
     link: Transfers | None
     hazards: Hazards | None = None  # failures and spot reclaims of the entry pool
+    supply_meta: Callable[[], dict[str, Any]] | None = None  # the entry pool's capacity classes (meta.json's `supply`)
 
 
 def build(
@@ -410,7 +415,19 @@ def build(
     log.on_all_resolved = all_resolved
     replicas = Replicas()
     rejected = rejections(log, specs)
-    entry = make_pool(env, specs[0], log, streams, replicas, rejected=rejected)
+    capacity = scenario.fleet.capacity
+    supply, prices, spot_rate = None, None, None
+    if feed and capacity.shapes_supply:  # (not in a capacity probe: it measures the replica, not the capacity)
+        gpu = specs[0].setup.gpu.name
+        prices = class_prices(scenario.pricing, gpu, specs[0].setup.usd_per_gpu_hour, spot=capacity.spot is not None)
+        spot_rate = None if capacity.spot is None else spot_rate_per_s(capacity.spot, scenario.pricing, gpu)
+        supply = Supply(
+            tp=specs[0].setup.tp,
+            reserved=scenario.fleet.reserved_replicas,
+            capacity=capacity,
+            rng=streams.generator("shortages"),
+        )
+    entry = make_pool(env, specs[0], log, streams, replicas, rejected=rejected, supply=supply)
     pools = [entry]
     link = None
     if specs[0].role == PREFILL:
@@ -431,10 +448,17 @@ def build(
     lane, floor, launch_dedicated = _batch_lane(env, scenario, specs, pools, trace, log, streams, replicas, batch_rate)
     lanes = [lane] if lane is not None else []
     hazards = None
-    if feed and scenario.fleet.capacity.any:  # (not in a capacity probe: it measures the replica, not the capacity)
+    if feed and capacity.any:  # (not in a capacity probe: it measures the replica, not the capacity)
         if lane is not None:
             raise FleetsimError("fleet.capacity (spot, failures) with batch jobs is not supported yet")
-        hazards = Hazards(env, entry, scenario.fleet.capacity, tp=specs[0].setup.tp, rng=streams.generator("hazards"))
+        hazards = Hazards(
+            env,
+            entry,
+            capacity,
+            tp=specs[0].setup.tp,
+            rng=streams.generator("hazards"),
+            reclaim_rate_per_s=0.0 if spot_rate is None else spot_rate[0],
+        )
         if scenario.fleet.max_gpus is not None:
             entry.quota = scenario.fleet.max_gpus // specs[0].setup.tp
     for pool in pools:
@@ -452,7 +476,11 @@ def build(
     rows: list[tuple[Any, ...]] = []
     waiting = None if link is None else (lambda: len(link.waiting))
     env.process(sample_timeline(env, pools, lanes, scenario.fleet.timeline_interval_s, rows, transfers_waiting=waiting))
-    return Built(env, log, done, specs, pools, replicas, rows, lanes, link, hazards)
+    said = None
+    if supply is not None and prices is not None:
+        ready_supply, ready_prices = supply, prices
+        said = lambda: supply_meta(ready_supply, ready_prices, spot_rate)  # noqa: E731 (read after the run)
+    return Built(env, log, done, specs, pools, replicas, rows, lanes, link, hazards, said)
 
 
 def _batch_lane(

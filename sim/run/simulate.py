@@ -163,7 +163,33 @@ def simulate(
         wall["capacity_cached"] = capacity.cached  # depends on this process's history: kept with the wall times
         result.meta["capacity"] = capacity.as_meta()
         result.meta["without_batch"] = _without_batch(scenario, specs, trace, base_dir)
+        result.meta["without_losses"] = _without_losses(scenario, trace, base_dir)
     return result
+
+
+def _without_losses(scenario: Scenario, trace: pd.DataFrame, base_dir: Path) -> dict[str, float | None] | None:
+    """With replicas that can be lost (spot reclaims, failures): the headline figures of the same run without any loss
+    (no failures; spot capacity, at its price, never reclaimed: no rate, no given instants, no obtainable series);
+    None otherwise."""
+    capacity = scenario.fleet.capacity
+    if not capacity.any:
+        return None
+    spot = capacity.spot
+    if spot is not None:
+        spot = spot.model_copy(
+            update={
+                "monthly_interruption_frequency": None,
+                "interruptions_per_hour": 0.0,
+                "reclaim_at_s": [],
+                "obtainable_gpus": [],
+            }
+        )
+    fleet = scenario.fleet.model_copy(update={"capacity": capacity.model_copy(update={"failures": None, "spot": spot})})
+    summary = simulate(scenario.model_copy(update={"fleet": fleet}), trace, base_dir=base_dir, measure_capacity=False).summary()
+    return {k: summary[k] for k in LOSS_COUNTERFACTUAL}
+
+
+LOSS_COUNTERFACTUAL = ("completed", "slo_attainment", "request_goodput", "mean_ttft_ms", "p99_ttft_ms", "p99_tpot_ms", "cost_usd")
 
 
 def _without_batch(

@@ -13,6 +13,7 @@ names into specs, the roofline's numbers and the checks that a model fits are th
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from collections.abc import Sequence
 from importlib import resources
@@ -23,7 +24,7 @@ import yaml
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from sim.errors import FleetsimError, _short, from_validation_error, unknown_name
-from sim.physics.prices import load_api_prices
+from sim.physics.prices import capacity_providers, load_api_prices
 from sim.policies.autoscale import AutoscalerConfig, FixedConfig
 from sim.policies.lifecycle import LifecycleConfig
 from sim.spec import MAX_COUNT, MAX_REPLICAS, MAX_TOKENS, Frozen, IntervalS
@@ -223,12 +224,55 @@ class PoolConfig(Frozen):
 HOURS_PER_MONTH = 730.0  # (365.25 x 24 / 12)
 
 
-class SpotConfig(Frozen):
+class ClassConfig(Frozen):
+    """One capacity class a pool launches replicas on (on-demand, spot): how many at most, and how often a launch finds
+    none to be had. A launch fails with `launch_failure_probability` (each try), or when the class's GPUs held would
+    exceed `obtainable_gpus` then: a step function, [[t_s, gpus], ...] from each instant on (none before the first:
+    unlimited). A failed class is backed off (`CapacityConfig.backoff`) and the next class in the launch order tried;
+    with every class out, the launch waits and is tried again when the first back-off ends."""
+
+    max_replicas: int | None = Field(default=None, ge=0, le=MAX_REPLICAS)  # None: the pool's cap only
+    launch_failure_probability: float = Field(default=0.0, ge=0, le=1)
+    obtainable_gpus: list[tuple[float, int]] = Field(default_factory=list)
+
+    @field_validator("obtainable_gpus", mode="before")
+    @classmethod
+    def _pairs(cls, v: Any) -> Any:
+        if isinstance(v, list) and all(isinstance(x, list | tuple) for x in v):
+            if any(len(x) != 2 for x in v):
+                raise ValueError("each step is [t_s, gpus]")
+            return [(float(t) if isinstance(t, int) and not isinstance(t, bool) else t, g) for t, g in v]
+        return v
+
+    @field_validator("obtainable_gpus")
+    @classmethod
+    def _steps(cls, v: list[tuple[float, int]]) -> list[tuple[float, int]]:
+        times = [t for t, _ in v]
+        if any(not math.isfinite(t) or t < 0 for t in times):
+            raise ValueError(f"instants must be finite and >= 0 (got {times})")
+        if any(b <= a for a, b in itertools.pairwise(times)):
+            raise ValueError(f"instants must increase (got {times})")
+        if any(g < 0 for _, g in v):
+            raise ValueError("GPU counts must be >= 0")
+        return v
+
+    def obtainable_at(self, t: float) -> float:
+        """GPUs of this class obtainable at `t` (inf before the first step)."""
+        out = math.inf
+        for at, gpus in self.obtainable_gpus:
+            if at > t:
+                break
+            out = gpus
+        return out
+
+
+class SpotConfig(ClassConfig):
     """Spot (preemptible) capacity: the provider reclaims an instance with a notice (AWS: 2 minutes; GCP Spot VMs and
     Azure Spot VMs: 30 s). The rate: AWS's Spot Instance Advisor publishes a "frequency of interruption", the share of
     instances of a type interrupted over the last month, in bands (<5%, 5-10%, 10-15%, 15-20%, >20%); a share f of a
     month is a rate of -ln(1 - f) per month per replica. `reclaim_at_s` adds reclaims at given instants (each takes the
-    lowest-id ready replica), for replaying a known pattern."""
+    lowest-id ready spot replica), for replaying a known pattern. A fall of `obtainable_gpus` below the spot GPUs held
+    reclaims the excess at once (the newest first): a zone's spot pool taken back together."""
 
     monthly_interruption_frequency: float | None = Field(default=None, ge=0, lt=1)
     interruptions_per_hour: float | None = Field(default=None, ge=0)  # per replica (instead of the monthly frequency)
@@ -270,16 +314,72 @@ class FailureConfig(Frozen):
         return v
 
 
-class CapacityConfig(Frozen):
-    """Capacity that can be lost: spot reclaims and hardware failures (`sim.run.fleet.hazards`). A lost replica's
-    requests go back to the pool and are recomputed on another replica (none is lost); a replacement cold-starts."""
+class BackoffConfig(Frozen):
+    """How long a capacity class that failed a launch is left alone: `initial_s`, doubled after each further failure up
+    to `max_s`, reset by a success. Defaults: the Kubernetes Cluster Autoscaler's node-group back-off
+    (`--initial-node-group-backoff-duration` 5 min, `--max-node-group-backoff-duration` 30 min)."""
 
+    initial_s: float = Field(default=300.0, gt=0)
+    max_s: float = Field(default=1800.0, gt=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> BackoffConfig:
+        if self.max_s < self.initial_s:
+            raise ValueError(f"max_s must be >= initial_s (got {self.max_s:g} < {self.initial_s:g})")
+        return self
+
+
+CAPACITY_CLASSES = ("reserved", "on_demand", "spot")
+
+
+class CapacityConfig(Frozen):
+    """Where a pool's replicas come from and how they are lost (`sim.run.fleet.supply`, `sim.run.fleet.hazards`).
+    A launch takes a free reserved seat (`fleet.reserved_replicas`, billed all the time) first, else the first class
+    of `launch_order` with room and capacity to be had (default: spot, then on-demand, when spot is given; else
+    on-demand). Spot replicas are reclaimed, any replica can fail; a lost replica's requests go back to the pool and
+    are recomputed on another replica (none is lost), and a replacement cold-starts."""
+
+    launch_order: list[Literal["on_demand", "spot"]] | None = None
+    on_demand: ClassConfig = ClassConfig()
     spot: SpotConfig | None = None
     failures: FailureConfig | None = None
+    backoff: BackoffConfig = BackoffConfig()
+
+    @model_validator(mode="after")
+    def _order(self) -> CapacityConfig:
+        order = self.launch_order
+        if order is None:
+            return self
+        if not order or len(set(order)) != len(order):
+            raise ValueError(f"launch_order: each of on_demand, spot at most once, at least one (got {order})")
+        if "spot" in order and self.spot is None:
+            raise ValueError("launch_order names spot: give a spot: block (its interruption rate and notice)")
+        if self.spot is not None and "spot" not in order:
+            raise ValueError(f"a spot: block is given but launch_order leaves spot out (got {order})")
+        return self
+
+    @property
+    def order(self) -> list[str]:
+        """The launch order of the classes beyond the reserved seats."""
+        if self.launch_order is not None:
+            return list(self.launch_order)
+        return ["spot", "on_demand"] if self.spot is not None else ["on_demand"]
+
+    def limits(self, klass: str) -> ClassConfig:
+        if klass == "spot":
+            assert self.spot is not None
+            return self.spot
+        return self.on_demand
 
     @property
     def any(self) -> bool:
+        """Replicas can be lost (spot reclaims, failures)."""
         return self.spot is not None or self.failures is not None
+
+    @property
+    def shapes_supply(self) -> bool:
+        """Anything beyond plain on-demand capacity: a class cap, launch failures, spot, failures."""
+        return self != CapacityConfig()
 
 
 class FleetConfig(Frozen):
@@ -310,14 +410,19 @@ class FleetConfig(Frozen):
     def _gpu_cap(self) -> FleetConfig:
         if self.max_gpus is not None and self.max_gpus < self.tp:
             raise ValueError(f"max_gpus must be >= tp (got {self.max_gpus} < {self.tp})")
-        if self.capacity.any and self.mode == "disaggregated":
-            raise ValueError("capacity (spot, failures) applies to colocated fleets only, for now")
+        if self.capacity.shapes_supply and self.mode == "disaggregated":
+            raise ValueError("capacity (classes, spot, failures) applies to colocated fleets only, for now")
         return self
 
     @property
     def replica_cap(self) -> int:
+        """Replicas at once: the autoscaler's maximum, within the GPU quota and the capacity classes' caps."""
         cap = self.autoscaler.max_replicas
-        return cap if self.max_gpus is None else min(cap, self.max_gpus // self.tp)
+        cap = cap if self.max_gpus is None else min(cap, self.max_gpus // self.tp)
+        caps = [self.capacity.limits(k).max_replicas for k in self.capacity.order]
+        if all(c is not None for c in caps):
+            cap = min(cap, self.reserved_replicas + sum(c for c in caps if c is not None))
+        return cap
 
 
 class GuardConfig(Frozen):
@@ -367,10 +472,22 @@ class BatchConfig(Frozen):
 
 class PricingConfig(Frozen):
     usd_per_gpu_hour: float | None = Field(default=None, ge=0)  # on demand; None: the GPU catalog's price
-    reserved_usd_per_gpu_hour: float | None = Field(default=None, ge=0)  # None: the on-demand price
+    reserved_usd_per_gpu_hour: float | None = Field(default=None, ge=0)  # None: the sheet's (provider), else on-demand
+    spot_usd_per_gpu_hour: float | None = Field(default=None, ge=0)  # None: the price sheet's (provider)
+    provider: str | None = None  # a provider of the capacity price sheet: unset prices come from it
     billing_granularity_s: float = Field(default=1.0, ge=0)
     billing_minimum_s: float = Field(default=0.0, ge=0)
     compare_api: str = DEFAULT_API
+
+    @field_validator("provider")
+    @classmethod
+    def _known_provider(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        known = capacity_providers()
+        if v not in known:
+            raise ValueError(f"unknown provider {v!r}; valid: {', '.join(known)}")
+        return v
 
     @field_validator("compare_api")
     @classmethod

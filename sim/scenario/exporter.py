@@ -84,6 +84,11 @@ def not_expressed(sc: Scenario) -> list[str]:
     ]
     if sc.fleet.reserved_replicas:
         out.append(f"fleet.reserved_replicas {sc.fleet.reserved_replicas} (a billing commitment)")
+    if sc.fleet.capacity.shapes_supply:
+        out.append(
+            "fleet.capacity (capacity classes, spot, failures: the node pools' capacity types, e.g. Karpenter's "
+            "karpenter.sh/capacity-type requirement, decide them; shortages and reclaims are the provider's)"
+        )
     if sc.fleet.max_gpus is not None:
         out.append(f"fleet.max_gpus {sc.fleet.max_gpus} (a quota: set it as the namespace's ResourceQuota)")
     if sc.fleet.queue_max is not None or sc.fleet.queue_timeout_s is not None:

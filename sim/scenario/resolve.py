@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from sim.errors import FleetsimError, unknown_name
 from sim.physics.hardware import GIGA, TERA, GpuCatalog, GpuSpec, load_gpu_catalog
 from sim.physics.models import ModelCatalog, ModelSpec, load_model_catalog, resolve_model
+from sim.physics.prices import capacity_price
 from sim.physics.roofline import RooflineSetup, check_fits
 from sim.scenario.config import EngineConfig, GpuOverride, RooflineConfig, Scenario
 
@@ -119,6 +120,7 @@ def resolve_scenario(
     model = _keyed("model", lambda: resolve_model(name, models))
     gpu = _keyed("fleet.gpu", lambda: gpus.get(scenario.fleet.gpu))
     _keyed("fleet.tp", lambda: model.check_tp(scenario.fleet.tp))
+    price = on_demand_price(scenario.pricing.usd_per_gpu_hour, scenario.pricing.provider, gpu.name)
     return _keyed(
         "fleet.gpu, fleet.tp",
         lambda: build_setup(
@@ -126,10 +128,23 @@ def resolve_scenario(
             gpu,
             tp=scenario.fleet.tp,
             roofline=scenario.roofline,
-            usd_per_gpu_hour=scenario.pricing.usd_per_gpu_hour,
+            usd_per_gpu_hour=price,
             engine=scenario.engine,
         ),
     )
+
+
+def on_demand_price(given: float | None, provider: str | None, gpu: str) -> float | None:
+    """The on-demand $/GPU-hour: as given, else the provider's in the capacity price sheet (`pricing.provider`), else
+    None (the GPU catalog's, in `build_setup`)."""
+    if given is not None or provider is None:
+        return given
+    price = capacity_price(gpu, provider).on_demand
+    if price is None:
+        raise FleetsimError(
+            f"pricing.provider: the capacity price sheet has no {provider} on-demand price for {gpu}; give pricing.usd_per_gpu_hour"
+        )
+    return price
 
 
 def _model_name(key: str, name: str, base_dir: Path, models: ModelCatalog) -> str:

@@ -29,6 +29,7 @@ CONSUMERS: dict[str, str] = {  # RunStreams stream -> what in a scenario draws f
     "batch_output": "a generated batch job without its own seed whose output lengths are not fixed",
     "speculative": "speculative decoding with an acceptance rate strictly between 0 and 1, in any pool",
     "hazards": "random failures or spot reclaims (fleet.capacity with a failure MTBF or a spot interruption rate)",
+    "shortages": "launches failing at random (fleet.capacity.<class>.launch_failure_probability strictly between 0 and 1)",
 }
 
 
@@ -43,7 +44,8 @@ def seed_consumers(scenario: Scenario) -> list[str]:
     the fleet or a disaggregated prefill pool (a decode pool's router routes nothing: KV transfers pick the
     decode replica by KV room); a cold-start stage given as a distribution (`lifecycle`), in any
     pool; speculative decoding with an acceptance rate strictly between 0 and 1 (`speculative`), in any pool's
-    engine; random failures or spot reclaims (`hazards`: `fleet.capacity.failures`, a spot interruption rate). The
+    engine; random failures or spot reclaims (`hazards`: `fleet.capacity.failures`, a spot interruption rate); launches
+    failing at random (`shortages`: a class's `launch_failure_probability`). The
     `autoscaler` stream has no consumer. Conservative where a setting may not be exercised (a
     lifecycle distribution on a fleet that never cold-starts, a power_of_two router with one replica): it may
     call such a scenario random, never a random one deterministic."""
@@ -73,8 +75,11 @@ def seed_consumers(scenario: Scenario) -> list[str]:
     capacity = scenario.fleet.capacity
     if capacity.failures is not None:
         out.append("fleet.capacity.failures (random failures)")
-    if capacity.spot is not None and capacity.spot.rate_per_s > 0:
-        out.append("fleet.capacity.spot (random reclaims)")
+    if capacity.spot is not None and (capacity.spot.rate_per_s > 0 or scenario.pricing.provider is not None):
+        out.append("fleet.capacity.spot (random reclaims)")  # (with a provider, its interruption band may give the rate)
+    for klass in capacity.order:
+        if 0 < capacity.limits(klass).launch_failure_probability < 1:
+            out.append(f"fleet.capacity.{klass}.launch_failure_probability (random launch failures)")
     pools = [scenario] if scenario.fleet.mode == "colocated" else [pool_scenario(scenario, name) for name in POOLS]
     for where, pool in zip(["fleet"] if len(pools) == 1 else [f"fleet.{name}" for name in POOLS], pools, strict=True):
         if pool.fleet.router == "power_of_two" and where != "fleet.decode":  # transfers pick decode replicas, not its router

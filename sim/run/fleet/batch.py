@@ -165,7 +165,7 @@ class BatchLane(ReplicaListener):
         if not self.n_queued or self.cap <= 0:
             return
         pool = self.pool
-        if not pool.ready and not pool.starting and pool.held() < pool.max_replicas:
+        if not pool.ready and not pool.coming() and pool.held() < pool.max_replicas:
             pool.launch(1)  # batch work waits and the pool has scaled to zero: the activator, as for an arrival
         log, priority, hashes, held, cap = self.log, self.priority, self.hashes, self._held, self.cap
         for slot in self.pool.ready:

@@ -32,6 +32,7 @@ from sim.run.engine.records import IN_FLIGHT, RequestLog
 from sim.run.engine.replica import Replica, ReplicaListener
 from sim.run.engine.sequence import Seq
 from sim.run.fleet.load_index import LeastLoaded
+from sim.run.fleet.supply import Supply
 from sim.states import STARTING, ReplicaState
 
 
@@ -79,6 +80,7 @@ class ReplicaSlot:
     provision_at_s: float
     stages_s: tuple[float, float, float, float]  # provision, image pull, weight load, warm-up
     pool: str  # the pool it belongs to: online, batch (a dedicated batch pool), prefill or decode
+    capacity: str = "on_demand"  # its capacity class (`sim.run.fleet.supply`): reserved, on_demand or spot
     state: ReplicaState = ReplicaState.PROVISIONING
     ready_at_s: float = math.nan
     drain_at_s: float = math.nan
@@ -105,8 +107,10 @@ class Replicas:
     def __init__(self) -> None:
         self.slots: list[ReplicaSlot] = []
 
-    def add(self, provision_at_s: float, stages_s: tuple[float, float, float, float], pool: str) -> ReplicaSlot:
-        slot = ReplicaSlot(len(self.slots), provision_at_s, stages_s, pool)
+    def add(
+        self, provision_at_s: float, stages_s: tuple[float, float, float, float], pool: str, capacity: str = "on_demand"
+    ) -> ReplicaSlot:
+        slot = ReplicaSlot(len(self.slots), provision_at_s, stages_s, pool, capacity)
         self.slots.append(slot)
         return slot
 
@@ -144,6 +148,7 @@ class Pool:
         queue_max: int | None = None,
         queue_timeout_s: float | None = None,
         max_outstanding: int | None = None,
+        supply: Supply | None = None,
     ) -> None:
         self.env = env
         self.name = name
@@ -159,6 +164,9 @@ class Pool:
         self.queue_max = queue_max
         self.queue_timeout_s = queue_timeout_s
         self.max_outstanding = max_outstanding  # per replica, the router's cap (None: none)
+        self.supply = supply if supply is not None else Supply(tp=1, reserved=0)  # capacity classes, launch failures
+        self.pending = 0  # launches waiting for capacity (every class out: `sim.run.fleet.supply`)
+        self._retry_at: float | None = None  # when the waiting launches are next tried
         self.listeners: list[ReplicaListener] = []
         self.feeders: list[Feeder] = []  # lanes holding requests for this pool (registered at build)
         self._pump_due = False
@@ -208,6 +216,10 @@ class Pool:
     def starting(self) -> list[ReplicaSlot]:
         return [s for s in self._live if s.state in STARTING]
 
+    def coming(self) -> int:
+        """Replicas on their way: starting, or waiting for capacity to launch on."""
+        return len(self.starting) + self.pending
+
     def _set_state(self, slot: ReplicaSlot, state: ReplicaState) -> None:
         if (slot.state == ReplicaState.READY) != (state == ReplicaState.READY):
             self._ready = None
@@ -239,7 +251,7 @@ class Pool:
         self.queue.append(seq)
         if self.queue_timeout_s is not None:
             self.env.process(self._expire(seq, self.queue_timeout_s))
-        if not self._any_ready() and not self.starting and self.held() < self.max_replicas:
+        if not self._any_ready() and not self.coming() and self.held() < self.max_replicas:
             self.launch(1)
 
     def _any_ready(self) -> bool:
@@ -291,16 +303,51 @@ class Pool:
     def add_ready(self, n: int) -> None:
         """Replicas that exist before the trace starts (warm): ready at once, billed from now."""
         for _ in range(n):
-            slot = self._new_slot((0.0, 0.0, 0.0, 0.0))
+            klass = self.supply.take(self.env.now, warm=True)
+            if klass is None:  # (every class at its cap)
+                return
+            slot = self._new_slot((0.0, 0.0, 0.0, 0.0), klass)
             self._become_ready(slot)
 
     def launch(self, n: int) -> None:
+        """`n` cold starts, each on the capacity class the supply gives; one that finds none waits (`pending`)."""
         for _ in range(n):
-            slot = self._new_slot(self.lifecycle.stages(self.weight_bytes, self.rng))
+            klass = self.supply.take(self.env.now)
+            if klass is None:
+                self.pending += 1
+                continue
+            slot = self._new_slot(self.lifecycle.stages(self.weight_bytes, self.rng), klass)
             slot.process = self.env.process(self._cold_start(slot))
+        if self.pending:
+            if not self._live and self.supply.exhausted(self.env.now):
+                self._no_capacity()
+                return
+            self._schedule_retry()
 
-    def _new_slot(self, stages: tuple[float, float, float, float]) -> ReplicaSlot:
-        slot = self.replicas.add(self.env.now, stages, self.name)
+    def _no_capacity(self) -> None:
+        """No replica left and none can ever be launched: the waiting launches are dropped and the requests waiting in
+        the pool's queue rejected (later ones are too, as they come)."""
+        self.pending = 0
+        why = f"no capacity to launch a replica on from {self.env.now:g} s (every capacity class out for good)"
+        while self.queue:
+            self.log.reject(self.queue.popleft().idx, why)
+
+    def _schedule_retry(self) -> None:
+        at = self.supply.next_try(self.env.now)
+        if at is not None and (self._retry_at is None or at < self._retry_at):
+            self._retry_at = at
+            call_at(self.env, at - self.env.now, LIFECYCLE, lambda _e: self._retry())
+
+    def _retry(self) -> None:
+        """Try the waiting launches again (a back-off ended, a replica was released)."""
+        if self._retry_at is not None and self._retry_at <= self.env.now:
+            self._retry_at = None
+        n, self.pending = self.pending, 0
+        if n:
+            self.launch(n)
+
+    def _new_slot(self, stages: tuple[float, float, float, float], klass: str) -> ReplicaSlot:
+        slot = self.replicas.add(self.env.now, stages, self.name, klass)
         self._live.append(slot)
         self._by_id[slot.replica_id] = slot
         for tell in self.on_launch:
@@ -363,7 +410,7 @@ class Pool:
         """A replacement for a lost replica, while the starting and ready ones are under the cap (a replica draining out
         its notice does not hold its place, as a Deployment replaces a pod evicted from a reclaimed node at once) and
         the GPUs held are under the quota (`fleet.max_gpus`); over the quota it is owed, launched when GPUs free."""
-        if len(self.starting) + len(self.ready) >= self.max_replicas:
+        if self.coming() + len(self.ready) >= self.max_replicas:
             return
         if self.quota is not None and self.held() >= self.quota:
             self._owed += 1
@@ -377,7 +424,7 @@ class Pool:
             self._route(seq)
             return
         self.queue.append(seq)
-        if not self._any_ready() and not self.starting and self.held() < self.max_replicas:
+        if not self._any_ready() and not self.coming() and self.held() < self.max_replicas:
             self.launch(1)
 
     def _cold_start(self, slot: ReplicaSlot) -> Generator[simpy.Event, Any, None]:
@@ -402,9 +449,12 @@ class Pool:
     def _release(self, slot: ReplicaSlot) -> None:
         self._set_state(slot, ReplicaState.RELEASED)
         slot.released_at_s = self.env.now
+        self.supply.give_back(slot.capacity)
+        if self.pending:  # (its class may have room again)
+            self._retry()
         if self._owed and (self.quota is None or self.held() < self.quota):
             self._owed -= 1
-            if len(self.starting) + len(self.ready) < self.max_replicas:
+            if self.coming() + len(self.ready) < self.max_replicas:
                 self.launch(1)
 
     # --- scaling -------------------------------------------------------------------------------------
@@ -415,13 +465,16 @@ class Pool:
     def scale_to(self, desired: int) -> None:
         desired = min(desired, self.max_replicas)
         starting, ready = self.starting, self.ready
-        current = len(starting) + len(ready)
+        current = len(starting) + len(ready) + self.pending
         if desired > current:
-            room = self.max_replicas - self.held()  # the GPU cap counts draining replicas too
+            room = self.max_replicas - self.held() - self.pending  # the GPU cap counts draining replicas too
             self.launch(min(desired - current, room))  # (none at or over the cap)
             return
         excess = current - desired
         self._owed = 0  # (the autoscaler's count supersedes replacements the quota held back)
+        cut = min(excess, self.pending)  # launches still waiting for capacity go first
+        self.pending -= cut
+        excess -= cut
         for slot in sorted(starting, key=lambda s: s.provision_at_s, reverse=True)[:excess]:
             slot.cancelled = True
             assert slot.process is not None
@@ -467,7 +520,7 @@ class Pool:
         return Observation(
             now=now,
             n_ready=len(ready),
-            n_starting=len(self.starting),
+            n_starting=self.coming(),
             n_draining=len(self.in_state(ReplicaState.DRAINING)),
             in_flight=in_flight,
             waiting=waiting,

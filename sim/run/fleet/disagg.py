@@ -113,7 +113,7 @@ class Transfers:
             )
             if choice is None:
                 self._blocked = seq
-                if not engines and not decode.starting and decode.held() < decode.max_replicas:
+                if not engines and not decode.coming() and decode.held() < decode.max_replicas:
                     decode.launch(1)  # scale from zero: the activator
                 return  # backpressure: retried when a decode replica frees room or becomes ready
             self._blocked = None

@@ -1,15 +1,19 @@
 """Capacity that can be lost: hardware failures and spot reclaims of a pool's replicas.
 
 Each replica, from the instant it is launched, draws its time to failure (exponential, rate TP / GPU MTBF) and, on
-spot capacity, its time to a reclaim notice (exponential, the spot rate per replica), from the run's `hazards`
-stream in launch order. A failure loses the replica at once; a reclaim notice stops it taking requests (it drains),
-launches its replacement, and loses it at the notice's end. Either way its remaining requests go back to the pool
-(`Pool.interrupt`) to be recomputed elsewhere: none is lost. Instants given in the scenario (`fail_at_s`,
-`reclaim_at_s`) hit the lowest-id ready replica then (none ready: nothing happens; meta.json's `hazards` counts
-them and `fleetsim run` warns).
+spot capacity (its class, `sim.run.fleet.supply`), its time to a reclaim notice (exponential, the spot rate per
+replica), from the run's `hazards` stream in launch order. A failure loses the replica at once; a reclaim notice
+stops it taking requests (it drains), launches its replacement, and loses it at the notice's end. Either way its
+remaining requests go back to the pool (`Pool.interrupt`) to be recomputed elsewhere: none is lost. Instants given in
+the scenario (`fail_at_s`, `reclaim_at_s`) hit the lowest-id ready replica then (a spot one for a reclaim; none
+ready: nothing happens; meta.json's `hazards` counts them and `fleetsim run` warns). When spot's obtainable GPUs
+fall below the spot GPUs held, the excess is reclaimed at once, the newest replicas first (a zone's spot pool taken
+back together).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import simpy
@@ -23,33 +27,45 @@ class Hazards:
     """A pool's failures and reclaims; it listens to its launches (`Pool.on_launch`)."""
 
     def __init__(
-        self, env: simpy.Environment, pool: Pool, capacity: CapacityConfig, *, tp: int, rng: np.random.Generator
+        self,
+        env: simpy.Environment,
+        pool: Pool,
+        capacity: CapacityConfig,
+        *,
+        tp: int,
+        rng: np.random.Generator,
+        reclaim_rate_per_s: float = 0.0,
     ) -> None:
         self.env = env
         self.pool = pool
         self.rng = rng
+        self.tp = tp
         failures, spot = capacity.failures, capacity.spot
         self.fail_rate = 0.0 if failures is None else tp / (failures.gpu_mtbf_hours * 3600)
-        self.reclaim_rate = 0.0 if spot is None else spot.rate_per_s
+        self.reclaim_rate = reclaim_rate_per_s
         self.notice_s = 0.0 if spot is None else spot.notice_s
+        self.spot = spot
         self.missed = 0  # given instants with no ready replica to hit
         pool.on_launch.append(self.watch)
         for t in [] if failures is None else failures.fail_at_s:
             call_at(env, t, LIFECYCLE, lambda _e: self._hit_first(failure=True))
         for t in [] if spot is None else spot.reclaim_at_s:
             call_at(env, t, LIFECYCLE, lambda _e: self._hit_first(failure=False))
+        for t, _gpus in [] if spot is None else spot.obtainable_gpus:
+            call_at(env, t, LIFECYCLE, lambda _e: self._take_back())
 
     def watch(self, slot: ReplicaSlot) -> None:
-        """A replica launched now: when it will fail, when its reclaim notice comes (whichever is first acts)."""
+        """A replica launched now: when it will fail, when its reclaim notice comes if on spot (whichever is first
+        acts)."""
         if self.fail_rate > 0:
             after = float(self.rng.exponential(1 / self.fail_rate))
             call_at(self.env, after, LIFECYCLE, lambda _e: self.pool.interrupt(slot, "failure"))
-        if self.reclaim_rate > 0:
+        if self.reclaim_rate > 0 and slot.capacity == "spot":
             after = float(self.rng.exponential(1 / self.reclaim_rate))
             call_at(self.env, after, LIFECYCLE, lambda _e: self.pool.notice(slot, self.notice_s))
 
     def _hit_first(self, *, failure: bool) -> None:
-        ready = self.pool.ready
+        ready = self.pool.ready if failure else [s for s in self.pool.ready if s.capacity == "spot"]
         if not ready:
             self.missed += 1
             return
@@ -57,4 +73,12 @@ class Hazards:
         if failure:
             self.pool.interrupt(slot, "failure")
         else:
+            self.pool.notice(slot, self.notice_s)
+
+    def _take_back(self) -> None:
+        """Spot's obtainable GPUs changed: reclaim the spot replicas beyond them (not already on notice), newest first."""
+        assert self.spot is not None
+        held = [s for s in self.pool.live if s.capacity == "spot" and not s.interrupted]
+        excess = len(held) * self.tp - self.spot.obtainable_at(self.env.now)
+        for slot in sorted(held, key=lambda s: -s.replica_id)[: max(0, math.ceil(excess / self.tp))]:
             self.pool.notice(slot, self.notice_s)

@@ -1,0 +1,163 @@
+"""Where a pool's replicas come from: capacity classes, their caps, launches that find no capacity, and prices.
+
+A launch takes a free reserved seat first (`fleet.reserved_replicas`: capacity paid for the whole run, never short),
+else tries the classes of `fleet.capacity.launch_order` in turn: a class at its `max_replicas` is passed over; one
+backed off after a failure is passed over until its back-off ends; otherwise the launch fails when the class's GPUs
+held would exceed what is obtainable then (`obtainable_gpus`) or with `launch_failure_probability` (a draw from the
+run's `shortages` stream), and the class is backed off (the Cluster Autoscaler's node-group back-off: `initial_s`,
+doubled per further failure up to `max_s`, reset by a success) before the next class is tried. With every class out
+the launch waits (`Pool.pending`) and is tried again when the first back-off ends or when a replica is released (a
+class's obtainable GPUs rising is not seen before its back-off ends, as an autoscaler learns it only by trying).
+Each replica keeps its class for its life (the bill prices it by class).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sim.errors import FleetsimError
+from sim.physics.prices import INTERRUPTION_BANDS, capacity_price
+from sim.scenario.config import HOURS_PER_MONTH, CapacityConfig, PricingConfig, SpotConfig
+
+
+class Supply:
+    """One pool's capacity classes (see the module docstring). Counts replicas held per class (not yet released)."""
+
+    def __init__(
+        self, *, tp: int, reserved: int, capacity: CapacityConfig | None = None, rng: np.random.Generator | None = None
+    ) -> None:
+        capacity = capacity if capacity is not None else CapacityConfig()
+        self.tp = tp
+        self.reserved = reserved
+        self.order = capacity.order
+        self.limits = {k: capacity.limits(k) for k in self.order}
+        self.backoff = capacity.backoff
+        self.rng = rng
+        self.held = {"reserved": 0, **dict.fromkeys(self.order, 0)}
+        self.backed_off_until = dict.fromkeys(self.order, -math.inf)
+        self._backoff_s: dict[str, float | None] = dict.fromkeys(self.order, None)  # the last back-off (None: none)
+        self.failed = dict.fromkeys(self.order, 0)  # launch attempts that found no capacity, per class
+
+    def _room(self, klass: str) -> bool:
+        cap = self.limits[klass].max_replicas
+        return cap is None or self.held[klass] < cap
+
+    def take(self, now: float, *, warm: bool = False) -> str | None:
+        """The class a replica launched now runs on (counted as held), or None when every class is out. `warm`: a
+        replica that exists before the run (no launch to fail)."""
+        if self.held["reserved"] < self.reserved:
+            self.held["reserved"] += 1
+            return "reserved"
+        for klass in self.order:
+            lim = self.limits[klass]
+            if not self._room(klass):
+                continue
+            if not warm:
+                if self.backed_off_until[klass] > now:
+                    continue
+                short = (self.held[klass] + 1) * self.tp > lim.obtainable_at(now)
+                if not short and lim.launch_failure_probability > 0:
+                    assert self.rng is not None
+                    short = bool(self.rng.random() < lim.launch_failure_probability)
+                if short:
+                    self._back_off(klass, now)
+                    continue
+                self._backoff_s[klass] = None
+            self.held[klass] += 1
+            return klass
+        return None
+
+    def _back_off(self, klass: str, now: float) -> None:
+        last = self._backoff_s[klass]
+        wait = self.backoff.initial_s if last is None else min(2 * last, self.backoff.max_s)
+        self._backoff_s[klass] = wait
+        self.backed_off_until[klass] = now + wait
+        self.failed[klass] += 1
+
+    def give_back(self, klass: str) -> None:
+        """A replica of `klass` was released."""
+        self.held[klass] -= 1
+
+    def next_try(self, now: float) -> float | None:
+        """When a waiting launch may next succeed by a back-off's end: the earliest among classes with room (None: every
+        class is at its cap, only a release frees one)."""
+        ends = [self.backed_off_until[k] for k in self.order if self._room(k)]
+        later = [t for t in ends if t > now]
+        return min(later) if later else None
+
+    def exhausted(self, now: float) -> bool:
+        """Can no launch ever succeed from `now` on? (No reserved seat; each class capped at 0, failing every try, or
+        obtainable in fewer GPUs than a replica needs now and at every later step.)"""
+        if self.reserved > 0:
+            return False
+        for klass in self.order:
+            lim = self.limits[klass]
+            if lim.max_replicas == 0 or lim.launch_failure_probability >= 1:
+                continue
+            later = [g for t, g in lim.obtainable_gpus if t > now]
+            if lim.obtainable_at(now) >= self.tp or any(g >= self.tp for g in later):
+                return False
+        return True
+
+
+# --- prices and rates --------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ClassPrice:
+    usd_per_gpu_hour: float | None
+    source: str
+
+
+def class_prices(pricing: PricingConfig, gpu: str, on_demand: float | None, *, spot: bool) -> dict[str, ClassPrice]:
+    """$ per GPU-hour of each class and where it came from: given in `pricing`, else the capacity price sheet for
+    `pricing.provider` (reserved: its 1-year price), else reserved at the on-demand price (no commitment discount
+    assumed). `on_demand` is the resolved on-demand price. A spot fleet without a spot price is an error."""
+    sheet = capacity_price(gpu, pricing.provider) if pricing.provider is not None else None
+    where = f"capacity price sheet: {pricing.provider} ({sheet.source}, {sheet.as_of})" if sheet is not None else ""
+    od = ClassPrice(on_demand, "pricing.usd_per_gpu_hour" if pricing.usd_per_gpu_hour is not None else where or "GPU catalog")
+    if pricing.reserved_usd_per_gpu_hour is not None:
+        reserved = ClassPrice(pricing.reserved_usd_per_gpu_hour, "pricing.reserved_usd_per_gpu_hour")
+    elif sheet is not None and sheet.reserved_1y is not None:
+        reserved = ClassPrice(sheet.reserved_1y, where + ", 1-year")
+    else:
+        reserved = ClassPrice(on_demand, "the on-demand price (no reserved price given)")
+    out = {"reserved": reserved, "on_demand": od}
+    if spot:
+        if pricing.spot_usd_per_gpu_hour is not None:
+            out["spot"] = ClassPrice(pricing.spot_usd_per_gpu_hour, "pricing.spot_usd_per_gpu_hour")
+        elif sheet is not None and sheet.spot is not None:
+            out["spot"] = ClassPrice(sheet.spot, where)
+        else:
+            why = f"the sheet has no {pricing.provider} spot price for {gpu}" if sheet is not None else "no pricing.provider"
+            raise FleetsimError(
+                f"pricing.spot_usd_per_gpu_hour: spot capacity needs a price ({why}); give it, or pricing.provider to "
+                "take it from the capacity price sheet"
+            )
+    return out
+
+
+def spot_rate_per_s(spot: SpotConfig, pricing: PricingConfig, gpu: str) -> tuple[float, str]:
+    """Reclaims per second per spot replica, and where the rate came from: the spot block's, else the price sheet's
+    interruption band for `pricing.provider` (its midpoint, `INTERRUPTION_BANDS`), else none (only given instants)."""
+    if spot.monthly_interruption_frequency is not None or spot.interruptions_per_hour is not None:
+        return spot.rate_per_s, "fleet.capacity.spot"
+    if pricing.provider is not None:
+        band = capacity_price(gpu, pricing.provider).spot_interruption
+        if band in INTERRUPTION_BANDS:
+            share = INTERRUPTION_BANDS[band]
+            return -math.log1p(-share) / (HOURS_PER_MONTH * 3600), f"{pricing.provider} interruption band {band}"
+    return 0.0, "none given (only fleet.capacity.spot.reclaim_at_s)"
+
+
+def supply_meta(supply: Supply, prices: dict[str, ClassPrice], spot_rate: tuple[float, str] | None) -> dict[str, Any]:
+    """meta.json's `supply`: each class's price and source, launches that found no capacity, the spot rate used."""
+    return {
+        "order": ["reserved", *supply.order],
+        "prices": {k: {"usd_per_gpu_hour": p.usd_per_gpu_hour, "source": p.source} for k, p in prices.items()},
+        "launches_failed": dict(supply.failed),
+        "spot_reclaims_per_hour": None if spot_rate is None else spot_rate[0] * 3600,
+        "spot_rate_source": None if spot_rate is None else spot_rate[1],
+    }
