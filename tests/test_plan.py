@@ -256,3 +256,26 @@ def test_a_disaggregated_plan_must_scale_the_replica_count(tmp_path):
     p.write_text(p.read_text().replace("fleet.autoscaler.replicas", "engine.max_num_seqs"))
     with pytest.raises(FleetsimError, match=r"scale\.path must be fleet\.autoscaler\.replicas"):
         load_plan(p)
+
+
+def test_a_plan_over_capacity_classes_picks_spot_and_states_the_saving_against_all_on_demand(tmp_path):
+    """Spot at 40% of the on-demand price, reclaimed now and then (two-minute notice): the same replica count meets
+    the SLO on either, so the pick is spot, saving ~60% of the $/1K tokens against the all-on-demand group."""
+    (tmp_path / "base.yaml").write_text(BASE)
+    (tmp_path / "plan.yaml").write_text(
+        "base: base.yaml\n"
+        "set:\n  pricing.usd_per_gpu_hour: 2.0\n  pricing.spot_usd_per_gpu_hour: 0.8\n"
+        "  fleet.capacity.spot: {interruptions_per_hour: 2.0, notice_s: 120}\n"
+        "search:\n  fleet.capacity.spot.max_replicas: [0, 16]\n"
+        "scale: {path: fleet.autoscaler.replicas, from: 1, to: 16}\n"
+        "slo: {p99_ttft_ms: 1000, p99_tpot_ms: 60}\nseeds: 2\n"
+    )
+    r = runner.invoke(app, ["plan", str(tmp_path / "plan.yaml"), "--out", str(tmp_path / "o"), "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["pick"]["fleet.capacity.spot.max_replicas"] == 16
+    sv = out["saving"]
+    assert sv["fleet.capacity.spot.max_replicas"] == 0 and 0.4 < sv["saving"] < 0.7
+    assert sv["saving"] == pytest.approx(1 - out["pick"]["usd_per_1k_tokens_mean"] / sv["usd_per_1k_tokens_mean"])
+    text = runner.invoke(app, ["plan", str(tmp_path / "plan.yaml"), "--out", str(tmp_path / "o")])
+    assert "against the cheapest all-on-demand configuration meeting the SLO" in text.stdout

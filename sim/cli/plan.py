@@ -84,6 +84,7 @@ def plan(
                 "frontier": outcome.frontier.to_dict(orient="records"),
                 "verification": outcome.verification,
                 "closest_miss": outcome.closest_miss,
+                "saving": outcome.saving,
             }
         )
         return
@@ -141,6 +142,14 @@ def plan(
         )
         if p.groups[int(pk["group"])].deterministic:
             say("  (a deterministic replay: new seeds would replay the same requests, so the pick stands as simulated)")
+        sv = outcome.saving
+        if sv is not None:
+            g = p.groups[sv["group"]]
+            say(
+                f"  saves {sv['saving']:.1%} against the cheapest all-on-demand configuration meeting the SLO "
+                f"({', '.join(f'{k}={v}' for k, v in g.values.items())}, {sv[scale]} replicas at "
+                f"${sv[f'{p.spec.objective}_mean']:.3g})"
+            )
         for v in outcome.verification:
             mark = "confirmed" if v["confirmed"] else "NOT confirmed"
             how = "new seeds" if v["seeds"] == "new" else "cheaper neighbour"

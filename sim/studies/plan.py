@@ -485,6 +485,7 @@ class Outcome:
     pick: dict[str, Any] | None
     verification: list[dict[str, Any]]
     closest_miss: dict[str, Any] | None
+    saving: dict[str, Any] | None = None  # the pick against the cheapest passing all-on-demand configuration
 
 
 def pick_scenario(plan: Plan, pick: dict[str, Any]) -> Scenario:
@@ -589,7 +590,35 @@ def _plan(plan: Plan, out: Path, ev: Evaluator) -> Outcome:
     for frame, name in ((all_rows, "runs"), (table, "ranking"), (evaluated, "evaluated"), (frontier, "frontier")):
         if len(frame):
             _to_parquet(frame, out / f"{name}.parquet")
-    return Outcome(table, evaluated, frontier, pick, verification, closest)
+    return Outcome(table, evaluated, frontier, pick, verification, closest, _saving(plan, feasible, pick))
+
+
+def on_demand_only(plan: Plan, group: int, n: int) -> bool:
+    """Does this configuration run on on-demand capacity alone (no reserved seat, no spot replica possible)?"""
+    sc = pick_scenario(plan, {"group": group, plan.spec.scale.path: n})
+    spot = sc.fleet.capacity.spot
+    return sc.fleet.reserved_replicas == 0 and (spot is None or spot.max_replicas == 0)
+
+
+def _saving(plan: Plan, feasible: pd.DataFrame, pick: dict[str, Any] | None) -> dict[str, Any] | None:
+    """With capacity classes searched (`fleet.capacity` or `fleet.reserved_replicas` among the axes) and a pick that is
+    not all on demand: the pick's objective against the cheapest passing all-on-demand configuration (its group and
+    replica count, its objective, and 1 - pick / it); None when there is no such comparison to make."""
+    if pick is None or not any(a.startswith(("fleet.capacity", "fleet.reserved_replicas")) for a in plan.spec.search):
+        return None
+    scale, objective = plan.spec.scale.path, f"{plan.spec.objective}_mean"
+    if on_demand_only(plan, int(pick["group"]), int(pick[scale])):
+        return None
+    for r in feasible.to_dict(orient="records"):  # (cheapest first)
+        if on_demand_only(plan, int(r["group"]), int(r[scale])):
+            return {
+                "group": int(r["group"]),
+                **plan.groups[int(r["group"])].values,
+                scale: int(r[scale]),
+                objective: r[objective],
+                "saving": 1 - pick[objective] / r[objective] if r[objective] else None,
+            }
+    return None
 
 
 def _to_parquet(frame: pd.DataFrame, path: Path) -> None:
