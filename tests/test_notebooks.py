@@ -13,6 +13,7 @@ ANSWERS = {  # what each notebook's last cell says when it has run to the end
     "fleet_planning.ipynb": "the cheapest fleet for Llama-2-70B",
     "batch_jobs.ipynb": "Backfilling the online fleet finishes",
     "disaggregation.ipynb": "On the same four GPUs, disaggregation pays",
+    "spot_capacity.ipynb": "On spot with an on-demand fallback the startup fleet costs",
 }
 
 
