@@ -129,10 +129,6 @@ def test_refused_combinations_say_so():
                 "fleet": {"gpu": "h100-sxm", "mode": "disaggregated", "capacity": {"failures": {}}},
             }
         )
-    sc = scenario({"failures": {}})
-    trace = frame([(0.0, 100, 10), (1.0, 100, 10)]).assign(klass=["interactive", "batch"], job_id=[None, "j"])
-    with pytest.raises(FleetsimError, match="with batch jobs is not supported yet"):
-        run(sc, validate_frame(trace, source="t"))
 
 
 ENGINES = [
@@ -356,3 +352,25 @@ def test_prices_come_from_the_scenario_or_the_providers_sheet_and_a_spot_fleet_n
         capacity_price("rtx-pro-6000", "aws")
     with pytest.raises(FleetsimError, match="unknown provider"):
         parse_config({"model": "llama-3.1-8b", "fleet": {"gpu": "h100-sxm"}, "pricing": {"provider": "nowhere"}})
+
+
+def test_batch_requests_a_lost_replica_held_go_back_to_the_batch_lane_and_finish_once():
+    """Backfilled batch work on 2 replicas, one fails at 10 s: its batch requests return to the lane (not the
+    interactive queue), keep the tokens they had streamed, and finish on the other replica or the replacement; its
+    interactive requests are re-queued in the pool; every token once, every request completed, the job finished."""
+    rows = [(float(i), 300, 400) for i in range(0, 40, 2)]
+    batch = [(0.0, 500, 3000)] * 24
+    t, p, o = zip(*(rows + batch), strict=True)
+    klass = ["interactive"] * len(rows) + ["batch"] * len(batch)
+    df = pd.DataFrame({"arrival_at_s": t, "prompt_tokens": p, "output_tokens": o, "klass": klass})
+    df["job_id"] = [None if k == "interactive" else "j" for k in klass]
+    trace = validate_frame(df.sort_values("arrival_at_s", kind="stable").reset_index(drop=True), source="test")
+    sc = scenario({"failures": {"fail_at_s": [10.0]}}, replicas=2, engine={"max_num_seqs": 16})
+    r = run(sc, trace)
+    s = r.summary()
+    assert s["completed"] == len(trace) and s["replicas_failed"] == 1 and s["requests_requeued"] > 0
+    assert r.itl.count == int((r.requests["output_tokens"] - 1).sum())
+    lost = int(r.replicas.loc[r.replicas["interrupted"] == "failure", "replica_id"].iloc[0])
+    req = r.requests
+    assert (req.loc[req["completed_at_s"] > 10.0, "replica_id"] != lost).all()  # after the loss: elsewhere
+    assert s["by_job"]["j"]["completed"] == len(batch)

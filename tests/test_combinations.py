@@ -111,7 +111,7 @@ def scenario(draw: dict, fast_forward: bool) -> dict:
         "timeline_interval_s": 1.0,
         "lifecycle": {"provision_s": 1.5, "image_pull_s": 0.5, "load_gb_per_s": 64.0, "warmup_s": 0.2},
     }
-    if draw["hazards"] != "none" and draw["mode"] == "colocated" and draw["batch"] == "none":  # (the combinations it has)
+    if draw["hazards"] != "none" and draw["mode"] == "colocated":  # (capacity classes are the colocated fleet's)
         at = draw["hazard_at_s"]
         spot = draw["hazards"] in ("reclaim", "both")
         fleet["capacity"] = {
@@ -215,7 +215,12 @@ def test_every_combination_conserves_and_matches_the_reference(draw):
 
     # tokens: the engine emitted one gap per token after each completed request's first
     done = status == RequestStatus.COMPLETED
-    assert result.itl.count == int((r["output_tokens"].to_numpy()[done] - 1).sum())
+    # (a request rejected after streaming — its replica lost, and no capacity ever to be had again — left its gaps)
+    cut = (status == RequestStatus.REJECTED) & r["first_token_at_s"].notna().to_numpy()
+    whole = int((r["output_tokens"].to_numpy()[done] - 1).sum())
+    assert whole <= result.itl.count <= whole + int((r["output_tokens"].to_numpy()[cut] - 1).sum())
+    if not cut.any():
+        assert result.itl.count == whole
 
     # KV: every block back (a prefix cache keeps only its unpinned entries), nothing held for a transfer
     for e in engines:

@@ -296,11 +296,12 @@ class SimResult:
                 horizon_s=self.horizon_s,
                 tp=int(own.get("tp", tp)),
                 usd_per_gpu_hour=own.get("usd_per_gpu_hour", self.meta["usd_per_gpu_hour"]),
-                reserved_usd_per_gpu_hour=pricing["reserved_usd_per_gpu_hour"],
+                reserved_usd_per_gpu_hour=self._class_price("reserved", pricing["reserved_usd_per_gpu_hour"]),
                 reserved_replicas=self.scenario["fleet"]["reserved_replicas"] if name in ("online", "prefill") else 0,
                 granularity_s=pricing["billing_granularity_s"],
                 minimum_s=pricing["billing_minimum_s"],
                 classes=None if classes is None else [c for c, m in zip(classes, mine, strict=True) if m],
+                spot_usd_per_gpu_hour=self._class_price("spot", None),
             )
             out[str(name)] = (int(mine.sum()), bill)
         return out

@@ -449,8 +449,6 @@ def build(
     lanes = [lane] if lane is not None else []
     hazards = None
     if feed and capacity.any:  # (not in a capacity probe: it measures the replica, not the capacity)
-        if lane is not None:
-            raise FleetsimError("fleet.capacity (spot, failures) with batch jobs is not supported yet")
         hazards = Hazards(
             env,
             entry,

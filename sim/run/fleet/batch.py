@@ -99,6 +99,7 @@ class BatchLane(ReplicaListener):
         self._heap: list[tuple[int, float, int]] = []
         self._fifo = array("q")  # requests in key order, appended in order (the common case: no heap); 8 bytes each
         self._fifo_at = 0
+        self._returned: list[tuple[tuple[int, float, int], Seq]] = []  # handed back by lost replicas (their progress kept)
         self._pump_due = False  # pragma: no mutate (False/None)
         self.n_queued = 0
         self.n_added = 0  # batch requests submitted to the lane (rejected ones excluded)
@@ -137,6 +138,54 @@ class BatchLane(ReplicaListener):
         self._pending[deadline] = self._pending.get(deadline, 0) + 1
         self.pump_soon()
 
+    def take_back(self, replica_id: int, seq: Seq) -> bool:
+        """A lost replica hands `seq` back (`Pool.interrupt`): a batch request returns to the lane, ahead of later keys,
+        with what it had streamed (its KV is gone: recomputed where it lands); the replica holds one fewer. Interactive
+        requests are not the lane's (False)."""
+        if not seq.batch:
+            return False
+        if replica_id in self._held:
+            self._unhold(replica_id)
+        heapq.heappush(self._returned, (seq.key, seq))
+        self.n_queued += 1
+        self.pump_soon()
+        return True
+
+    def reject_waiting(self, reason: str) -> None:
+        """The pool it feeds can never serve again (no capacity to be had): every request waiting here is rejected."""
+        while self.n_queued:
+            seq = self._next_seq()
+            self.log.reject(seq.idx, reason)
+            self._done(seq)
+
+    def _next_seq(self) -> Seq:
+        """The next batch request to dispatch, in key order: one handed back, or a new engine sequence."""
+        returned = self._returned
+        if returned and ((self._fifo_at >= len(self._fifo) and not self._heap) or returned[0][0] <= self._peek()):
+            self.n_queued -= 1
+            return heapq.heappop(returned)[1]
+        idx = self._pop()
+        log = self.log
+        seq = Seq(
+            idx,
+            float(log.arrival_at_s[idx]),
+            int(log.prompt_tokens[idx]),
+            int(log.output_tokens[idx]),
+            int(self.priority[idx]),
+            True,
+        )
+        if self.hashes is not None:
+            h = self.hashes[idx]
+            seq.hashes = h if h is not None and len(h) else None
+        return seq
+
+    def _peek(self) -> tuple[int, float, int]:
+        """The key of the next request `_pop` gives (there is one)."""
+        fifo, heap = self._fifo, self._heap
+        if self._fifo_at < len(fifo) and (not heap or self._key(fifo[self._fifo_at]) <= heap[0]):
+            return self._key(fifo[self._fifo_at])
+        return heap[0]
+
     def _key(self, idx: int) -> tuple[int, float, int]:
         return (int(self.priority[idx]), float(self.log.arrival_at_s[idx]), idx)
 
@@ -167,24 +216,13 @@ class BatchLane(ReplicaListener):
         pool = self.pool
         if not pool.ready and not pool.coming() and pool.held() < pool.max_replicas:
             pool.launch(1)  # batch work waits and the pool has scaled to zero: the activator, as for an arrival
-        log, priority, hashes, held, cap = self.log, self.priority, self.hashes, self._held, self.cap
+        held, cap = self._held, self.cap
         for slot in self.pool.ready:
             engine = slot.engine
             assert engine is not None
             rid = engine.replica_id
             while held.get(rid, 0) < cap and self.n_queued:
-                idx = self._pop()
-                seq = Seq(
-                    idx,
-                    float(log.arrival_at_s[idx]),
-                    int(log.prompt_tokens[idx]),
-                    int(log.output_tokens[idx]),
-                    int(priority[idx]),
-                    True,
-                )
-                if hashes is not None:
-                    h = hashes[idx]
-                    seq.hashes = h if h is not None and len(h) else None
+                seq = self._next_seq()
                 held[rid] = held.get(rid, 0) + 1
                 engine.enqueue(seq)
             if not self.n_queued:

@@ -122,6 +122,14 @@ class Feeder(Protocol):
     @property
     def n_queued(self) -> int: ...
 
+    def take_back(self, replica_id: int, seq: Seq) -> bool:
+        """A lost replica hands `seq` back: True if it is this lane's to hold again."""
+        ...
+
+    def reject_waiting(self, reason: str) -> None:
+        """The pool can never serve again: reject every request the lane holds."""
+        ...
+
 
 MakeEngine = Callable[[int, Sequence[ReplicaListener]], Replica]  # (replica id, its listeners) -> a ready engine
 
@@ -331,6 +339,8 @@ class Pool:
         why = f"no capacity to launch a replica on from {self.env.now:g} s (every capacity class out for good)"
         while self.queue:
             self.log.reject(self.queue.popleft().idx, why)
+        for lane in self.feeders:
+            lane.reject_waiting(why)
 
     def _schedule_retry(self) -> None:
         at = self.supply.next_try(self.env.now)
@@ -379,8 +389,9 @@ class Pool:
             slot.requeued = len(seqs)
             if replace:
                 self._replace()  # (before the requests: with nothing ready or starting, they would launch one too)
-            for seq in seqs:
-                self.redeliver(seq)
+            for seq in seqs:  # (a lane's own requests go back to it: a batch request to the batch lane)
+                if not any(f.take_back(slot.replica_id, seq) for f in self.feeders):
+                    self.redeliver(seq)
             return
         if replace:
             self._replace()
