@@ -37,7 +37,11 @@ def test_the_runs_meta_describes_its_scenario():
     assert raw["model"] == "llama-3.1-8b" and raw["fleet"]["gpu"] == "rtx-4090" and raw["fleet"]["tp"] == 1
     assert raw["fleet"]["autoscaler"] == {"policy": "fixed", "replicas": 1}
     assert raw["engine"] == {"policy": "chunked", "max_num_seqs": 256, "block_size": 16, "max_num_batched_tokens": 2048}
-    assert raw["roofline"] == {"gpu_memory_utilization": 0.9, "weight_bits": 16, "kv_bits": 16}
+    assert raw["roofline"] == {
+        "gpu_memory_utilization": 0.9,
+        "weight_bits": None,
+        "kv_bits": 16,
+    }  # (None: as the checkpoint ships)
     assert any("prefix caching" in n for n in notes)
     assert gpu_name_of_device("NVIDIA GeForce RTX 4090") == "rtx-4090"
     with pytest.raises(FleetsimError, match="no catalog GPU is named 'NVIDIA Quadro P400'"):

@@ -71,6 +71,9 @@ def roofline(
     model: Annotated[str | None, typer.Option(help="Catalog name or path to a Hugging Face config.json.")] = None,
     gpu: Annotated[str | None, typer.Option(help="GPU catalog name (see `fleetsim gpus`).")] = None,
     tp: Annotated[int | None, typer.Option(help="Tensor-parallel degree (GPUs per replica).")] = None,
+    gpus_per_node: Annotated[
+        int | None, typer.Option(help="GPUs one node's NVLink joins (default 8): a larger TP spans nodes.")
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="Scenario YAML giving model, fleet.gpu/tp, roofline, pricing.")] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="With --config: override a scenario field (PATH=VALUE, VALUE as YAML).")
@@ -103,6 +106,7 @@ def roofline(
         raise FleetsimError("--set overrides a scenario: give --config too")
     positive("--fit-context-tokens", fit_context_tokens)
     positive("--tp", tp)
+    positive("--gpus-per-node", gpus_per_node)
     if price_per_gpu_hour is not None and not (math.isfinite(price_per_gpu_hour) and price_per_gpu_hour >= 0):
         raise FleetsimError(f"--price-per-gpu-hour must be a finite number >= 0 (got {price_per_gpu_hour})")
     if gpu_memory_utilization is not None and not 0 < gpu_memory_utilization <= 1:
@@ -113,6 +117,7 @@ def roofline(
     batch_sizes = int_list("--batches", batches)
 
     base_dir = Path(".")
+    scale_out = "infiniband_400g"
     rcfg: RooflineConfig
     api_name = compare_api
     overrides: dict[str, Any] = {"weight_bits": weight_bits, "kv_bits": kv_bits, "gpu_memory_utilization": gpu_memory_utilization}
@@ -122,6 +127,8 @@ def roofline(
         model = model or scenario.model
         gpu = gpu or scenario.fleet.gpu
         tp = tp or scenario.fleet.tp
+        gpus_per_node = gpus_per_node or scenario.fleet.gpus_per_node
+        scale_out = scenario.fleet.scale_out
         price_per_gpu_hour = price_per_gpu_hour if price_per_gpu_hour is not None else scenario.pricing.usd_per_gpu_hour
         api_name = api_name or scenario.pricing.compare_api
         rcfg = roofline_config(preset, base=scenario.roofline.model_dump(exclude_defaults=True), **overrides)
@@ -144,6 +151,8 @@ def roofline(
         tp=tp or 1,
         roofline=rcfg,
         usd_per_gpu_hour=price_per_gpu_hour,
+        gpus_per_node=gpus_per_node or 8,
+        scale_out=scale_out,
     )
     spec = None
     if speculative is not None:
@@ -212,17 +221,24 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
                 "attention": m.attention_kind,
                 "kv_bytes_per_token": m.kv_bytes_per_token(16),
                 "max_context_tokens": m.max_context_tokens,
+                "n_experts": m.n_experts,
+                "n_experts_per_tok": m.n_experts_per_tok,
+                "precision": m.shipped_words,
+                "weight_bytes": m.weight_bytes(None),
             }
         )
     if as_json:
         emit_json(rows)
         return
     typer.echo(
-        f"{'name':<16}{'params':>9}{'active':>9}{'layers':>7}{'heads':>7}{'kv':>5}  {'attn':<5}{'KV B/token':>12}{'max ctx':>9}  hf repo"
+        f"{'name':<20}{'params':>9}{'active':>9}{'experts':>10}  {'weights':<14}{'GB':>7}{'layers':>7}{'heads':>7}{'kv':>5}"
+        f"  {'attn':<5}{'KV B/token':>12}{'max ctx':>9}  hf repo"
     )
     for r in rows:
+        experts = f"{r['n_experts']} top-{r['n_experts_per_tok']}" if r["n_experts"] else "-"
         typer.echo(
-            f"{r['name']:<16}{r['n_params'] / 1e9:>8.2f}B{r['n_active_params'] / 1e9:>8.2f}B{r['n_layers']:>7}{r['n_heads']:>7}"
+            f"{r['name']:<20}{r['n_params'] / 1e9:>8.2f}B{r['n_active_params'] / 1e9:>8.2f}B{experts:>10}  {r['precision']:<14}"
+            f"{r['weight_bytes'] / 1e9:>7.1f}{r['n_layers']:>7}{r['n_heads']:>7}"
             f"{r['n_kv_heads']:>5}  {r['attention']:<5}{r['kv_bytes_per_token']:>12,.0f}{r['max_context_tokens']:>9}  {r['hf_repo']}"
         )
 

@@ -73,6 +73,10 @@ def roofline_report(
         "preset": preset,
         "assumptions": {
             "weight_bits": setup.weight_bits,
+            "weights": setup.weight_words,
+            "gpus_per_node": setup.gpus_per_node,
+            "scale_out_bytes_per_s": setup.scale_out_bytes_per_s,
+            "scale_out_latency_s": setup.scale_out_latency_s,
             "kv_bits": setup.kv_bits,
             "compute_dtype": setup.compute_dtype,
             "effective_flops_per_s_per_gpu": setup.effective_flops_per_s,
@@ -137,10 +141,20 @@ def render_text(r: dict[str, Any]) -> str:
     api = r["api"]
     lines = [
         f"fleetsim roofline: {r['model']} on {r['tp']}x {r['gpu']}" + (f" (preset: {r['preset']})" if r["preset"] else ""),
-        f"  {a['weight_bits']}-bit weights, {a['kv_bits']}-bit KV; per GPU {a['effective_flops_per_s_per_gpu'] / 1e12:.1f} TFLOP/s"
+        f"  {a['weights']} weights, {a['kv_bits']}-bit KV; per GPU {a['effective_flops_per_s_per_gpu'] / 1e12:.1f} TFLOP/s"
         f" and {a['effective_hbm_bw_bytes_per_s_per_gpu'] / 1e12:.2f} TB/s effective (mfu {a['mfu']:.3f}, mbu {a['mbu']:.3f});"
         f" attention {'on' if a['attention'] else 'off'}, TP comm {'on' if a['comm'] else 'off'}"
-        + (f" (all-reduce latency {a['allreduce_latency_s'] * 1e6:g} us)" if a["comm"] and r["tp"] > 1 else "")
+        + (
+            f" (all-reduce latency {a['allreduce_latency_s'] * 1e6:g} us)"
+            if a["comm"] and 1 < r["tp"] <= a["gpus_per_node"]
+            else ""
+        )
+        + (
+            f" (across {-(-r['tp'] // a['gpus_per_node'])} nodes of {a['gpus_per_node']} GPUs: over the scale-out network, "
+            f"{a['scale_out_bytes_per_s'] / 1e9:g} GB/s per GPU, {a['scale_out_latency_s'] * 1e6:g} us)"
+            if a["comm"] and r["tp"] > a["gpus_per_node"]
+            else ""
+        )
         + f"; overhead {a['layer_overhead_s'] * 1e6:g} us per layer + {a['step_overhead_s'] * 1e3:g} ms per step;"
         f" compute/memory overlap {a['overlap']:g}",
         f"  price ${r['usd_per_replica_hour']:.2f}/h for the replica (${a['usd_per_gpu_hour']:g}/GPU-h: {a['price_source']}"

@@ -9,6 +9,7 @@ norms of a Llama-style decoder (gated MLP) and its MoE/MLA variants.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from dataclasses import dataclass
@@ -60,6 +61,11 @@ class ModelSpec:
     shared_expert_intermediate_size: int = 0
     n_dense_layers: int = 0  # leading layers with a dense MLP in an MoE model
     mla: MlaSpec | None = None
+    # the precision the checkpoint ships in (config.json's quantization_config): bits per weight of the linear layers,
+    # and of the routed experts when they differ (gpt-oss: MXFP4 experts); embeddings and the LM head stay 16-bit
+    shipped_bits: float = 16.0
+    shipped_expert_bits: float | None = None
+    shipped_quant: str = ""  # the quantization method named ("" for 16-bit weights)
 
     # Derived counts are cached properties: the spec is frozen, so they never go stale.
     # --- structure -------------------------------------------------------------------------
@@ -159,8 +165,30 @@ class ModelSpec:
         lookup = 0 if self.tie_embeddings else self.embedding_params
         return self.n_active_params - lookup
 
-    def weight_bytes(self, weight_bits: int) -> float:
-        return self.n_params * weight_bits / 8
+    def weight_bytes(self, weight_bits: float | None) -> float:
+        """Bytes of all weights: every parameter at `weight_bits`, or (None) as shipped (`part_bits`)."""
+        if weight_bits is not None:
+            return self.n_params * weight_bits / 8
+        embed, linear, experts = self.part_bits(None)
+        n_embed = self.embedding_params + self.lm_head_params
+        rest = self.n_params - n_embed - self.routed_expert_params
+        return (n_embed * embed + rest * linear + self.routed_expert_params * experts) / 8
+
+    def part_bits(self, weight_bits: float | None) -> tuple[float, float, float]:
+        """Bits per weight of (embeddings and LM head, other layers, routed experts): all `weight_bits` when given,
+        else as the checkpoint ships (FP8 checkpoints such as DeepSeek-V3's keep embeddings and the LM head in BF16;
+        gpt-oss quantizes only the experts, to MXFP4: 4-bit values and an 8-bit scale per 32, 4.25 bits)."""
+        if weight_bits is not None:
+            return float(weight_bits), float(weight_bits), float(weight_bits)
+        experts = self.shipped_expert_bits if self.shipped_expert_bits is not None else self.shipped_bits
+        return 16.0, self.shipped_bits, experts
+
+    @property
+    def shipped_words(self) -> str:
+        """The shipped precision in words: "bf16", "fp8", "mxfp4 experts"."""
+        if not self.shipped_quant:
+            return "bf16"
+        return f"{self.shipped_quant} experts" if self.shipped_expert_bits is not None else self.shipped_quant
 
     # --- FLOPs and KV cache ----------------------------------------------------------------
     @functools.cached_property
@@ -296,7 +324,50 @@ def model_from_hf_config(cfg: Any, *, name: str, hf_repo: str = "", where: str =
     )
     if heads % kv_heads:
         raise FleetsimError(f"{where}: num_attention_heads={heads} must be a multiple of num_key_value_heads={kv_heads}")
+    quant = shipped_precision(cfg.get("quantization_config"), where)
+    if quant is not None:
+        method, bits, expert_bits = quant
+        if expert_bits is not None and not n_experts:  # (experts-only formats on a dense model: its linear layers)
+            bits, expert_bits = expert_bits, None
+        spec = dataclasses.replace(spec, shipped_quant=method, shipped_bits=bits, shipped_expert_bits=expert_bits)
     return spec
+
+
+MXFP4_BITS = 4.25  # 4-bit E2M1 values plus one 8-bit E8M0 scale per block of 32 (OCP Microscaling spec v1.0)
+
+
+def shipped_precision(qc: Any, where: str) -> tuple[str, float, float | None] | None:
+    """A checkpoint's `quantization_config` -> (method, bits of its linear layers, bits of its routed experts when
+    only they are quantized); None for 16-bit checkpoints. FP8 (DeepSeek-V3/R1, block-scaled: one scale per 128x128,
+    under 0.01% more): 8 bits; MXFP4 (gpt-oss: the experts only): 4.25 bits; AWQ/GPTQ and compressed-tensors weight
+    formats: their `bits` / `num_bits`; ModelOpt FP8 and NVFP4 (4.5 bits). Another method is counted as 16-bit, and says
+    so in its name."""
+    if qc is None:
+        return None
+    if not isinstance(qc, dict):
+        raise FleetsimError(f"{where}: field 'quantization_config' must be an object (got {type(qc).__name__})")
+    method = str(qc.get("quant_method", "")).lower()
+    if method in ("fp8", "fbgemm_fp8"):
+        return "fp8", 8.0, None
+    if method == "mxfp4":
+        return "mxfp4", 16.0, MXFP4_BITS
+    if method in ("awq", "gptq", "awq_marlin", "gptq_marlin", "bitsandbytes"):
+        bits = qc.get("bits", 4)
+        return method, float(_positive_int(bits, "quantization_config.bits", where)), None
+    if method == "compressed-tensors":
+        groups = qc.get("config_groups") or {}
+        weights = [g.get("weights") or {} for g in groups.values() if isinstance(g, dict)]
+        bits = [w.get("num_bits") for w in weights if isinstance(w, dict) and w.get("num_bits")]
+        if bits:
+            return "compressed-tensors", float(_positive_int(bits[0], "quantization_config num_bits", where)), None
+        return None
+    if method == "modelopt":  # NVIDIA ModelOpt: FP8, or NVFP4 (4-bit values, an FP8 scale per 16: 4.5 bits)
+        algo = str(qc.get("quant_algo", "")).upper()
+        if algo == "FP8":
+            return "fp8", 8.0, None
+        if algo == "NVFP4":
+            return "nvfp4", 4.5, None
+    return f"{method or 'unnamed'} (not known: counted as 16-bit; set roofline.weight_bits)", 16.0, None
 
 
 def load_hf_config(path: Path) -> ModelSpec:

@@ -45,7 +45,7 @@ class RooflineSetup:
     tp: int
     effective_flops_per_s: float  # per GPU
     effective_hbm_bw_bytes_per_s: float  # per GPU
-    weight_bits: int = 16
+    weight_bits: float | None = 16  # every weight at this precision; None: as the checkpoint ships (`ModelSpec.part_bits`)
     kv_bits: int = 16
     activation_bits: int = 16
     compute_dtype: str = "bf16"
@@ -62,6 +62,21 @@ class RooflineSetup:
     profile_tokens: int = 8192  # the engine's max_num_batched_tokens (vLLM profiles a forward of this many tokens)
     profile_seqs: int = 256  # the engine's max_num_seqs (and the sampler's rows in that profile)
     cuda_graphs: bool = True  # vLLM captures CUDA graphs (not --enforce-eager)
+    gpus_per_node: int = 8  # GPUs one node's interconnect (NVLink) joins; a larger TP group spans nodes
+    scale_out_bytes_per_s: float = 50e9  # per GPU, one direction, between nodes (default: 400 Gb/s InfiniBand per GPU)
+    scale_out_latency_s: float = 2e-5
+
+    @property
+    def n_nodes(self) -> int:
+        return -(-self.tp // self.gpus_per_node)
+
+    def allreduce_s(self, n_bytes: float) -> float:
+        """One all-reduce of `n_bytes` over the replica's TP group: within a node over its interconnect
+        (`allreduce_time_s`); across nodes the ring runs at the scale-out network's bandwidth and latency, its slowest
+        link (NCCL's inter-node ring/tree, alpha-beta)."""
+        if self.tp <= self.gpus_per_node:
+            return allreduce_time_s(self.gpu, tp=self.tp, n_bytes=n_bytes)
+        return self.scale_out_latency_s + 2 * (self.tp - 1) / self.tp * n_bytes / self.scale_out_bytes_per_s
 
     @property
     def peak_flops_per_s(self) -> float:
@@ -70,6 +85,15 @@ class RooflineSetup:
     @property
     def weight_bytes(self) -> float:
         return self.model.weight_bytes(self.weight_bits)
+
+    @property
+    def weight_words(self) -> str:
+        """The weights' precision in words ("16-bit", "fp8 (as shipped)", "mxfp4 experts (as shipped)")."""
+        if self.weight_bits is not None:
+            return f"{self.weight_bits:g}-bit"
+        if not self.model.shipped_quant:
+            return "16-bit"
+        return f"{self.model.shipped_words} (as shipped)"
 
     @property
     def kv_bytes_per_token(self) -> float:
@@ -129,9 +153,9 @@ def weight_bytes_read(setup: RooflineSetup, n_tokens: int) -> float:
     model = setup.model
     if not model.is_moe:
         return setup.weight_bytes
-    per_param = setup.weight_bits / 8
-    always = (model.n_params - model.routed_expert_params) * per_param
-    touched = model.n_moe_layers * expected_experts_touched(model, n_tokens) * model.expert_params * per_param
+    expert_bits = model.part_bits(setup.weight_bits)[2]
+    always = setup.weight_bytes - model.routed_expert_params * expert_bits / 8
+    touched = model.n_moe_layers * expected_experts_touched(model, n_tokens) * model.expert_params * expert_bits / 8
     return always + touched
 
 
@@ -166,7 +190,7 @@ def step_cost(
     comm_s = 0.0
     if setup.comm and tp > 1 and n_tokens > 0:
         activation_bytes = n_tokens * model.hidden_size * setup.activation_bits / 8
-        comm_s = 2 * model.n_layers * allreduce_time_s(setup.gpu, tp=tp, n_bytes=activation_bytes)
+        comm_s = 2 * model.n_layers * setup.allreduce_s(activation_bytes)
     return StepCost(
         flops=flops,
         bytes=n_bytes,
@@ -300,7 +324,7 @@ def check_fits(setup: RooflineSetup) -> None:
     need = setup.weight_bytes + engine + setup.memory_reserve_bytes
     have = memory_budget_bytes(setup)
     raise FleetsimError(
-        f"{setup.model.name} does not fit on {setup.tp}x {setup.gpu.name}: weights at {setup.weight_bits}-bit"
+        f"{setup.model.name} does not fit on {setup.tp}x {setup.gpu.name}: weights at {setup.weight_words}"
         f"{' + the engine (activations, CUDA graphs)' if engine else ''}"
         f"{' + reserve' if setup.memory_reserve_bytes else ''} need {need / GIGA:.1f} GB, the GPUs offer "
         f"{have / GIGA:.1f} GB at gpu_memory_utilization={setup.gpu_memory_utilization:g} "

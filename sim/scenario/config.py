@@ -58,10 +58,10 @@ class RooflineConfig(Frozen):
 
     preset: str | None = None  # the bundled preset these values started from, if any
     description: str = ""
-    weight_bits: Literal[4, 8, 16, 32] = 16
+    weight_bits: Literal[4, 8, 16, 32] | None = None  # None: as the checkpoint ships (its quantization_config)
     kv_bits: Literal[8, 16, 32] = 16
     activation_bits: Literal[8, 16, 32] = 16
-    compute_dtype: Literal["bf16", "fp8"] = "bf16"
+    compute_dtype: Literal["bf16", "fp8"] | None = None  # None: fp8 for a checkpoint shipped in FP8 on a GPU with FP8
     mfu: float | None = Field(default=None, gt=0, le=1)
     mbu: float | None = Field(default=None, gt=0, le=1)
     attention: bool = True
@@ -405,6 +405,15 @@ class FleetConfig(Frozen):
     decode: PoolConfig = PoolConfig()  # disaggregated: the decode pool
     link: LinkConfig = LinkConfig()  # disaggregated: the KV-cache transfer link
     capacity: CapacityConfig = CapacityConfig()  # spot reclaims and failures (colocated fleets)
+    gpus_per_node: int = Field(default=8, ge=1, le=1024)  # GPUs a node's NVLink joins: a larger TP group spans nodes
+    scale_out: str = "infiniband_400g"  # the network between nodes (a link preset), for TP groups spanning nodes
+
+    @field_validator("scale_out")
+    @classmethod
+    def _known_link(cls, v: str) -> str:
+        if v not in LINK_PRESETS:
+            raise ValueError(f"unknown link preset {v!r}; valid: {', '.join(LINK_PRESETS)}")
+        return v
 
     @model_validator(mode="after")
     def _gpu_cap(self) -> FleetConfig:

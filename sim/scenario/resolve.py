@@ -17,7 +17,7 @@ from sim.physics.hardware import GIGA, TERA, GpuCatalog, GpuSpec, load_gpu_catal
 from sim.physics.models import ModelCatalog, ModelSpec, load_model_catalog, resolve_model
 from sim.physics.prices import capacity_price
 from sim.physics.roofline import RooflineSetup, check_fits
-from sim.scenario.config import EngineConfig, GpuOverride, RooflineConfig, Scenario
+from sim.scenario.config import LINK_PRESETS, EngineConfig, GpuOverride, RooflineConfig, Scenario
 
 
 def apply_override(override: GpuOverride, gpu: GpuSpec) -> GpuSpec:
@@ -46,6 +46,8 @@ def build_setup(
     roofline: RooflineConfig,
     usd_per_gpu_hour: float | None = None,
     engine: EngineConfig | None = None,
+    gpus_per_node: int = 8,
+    scale_out: str = "infiniband_400g",
 ) -> RooflineSetup:
     """Check that the model can run on `tp` GPUs and fits, then resolve the roofline's numbers. `engine`: the
     replica's engine, whose batch limits vLLM's memory profiling uses (default: the engine defaults)."""
@@ -63,16 +65,17 @@ def build_setup(
         return float(getattr(gpu, name))
 
     mfu, mbu = pick("mfu"), pick("mbu")
+    dtype = compute_dtype(roofline, model, gpu)
     setup = RooflineSetup(
         model=model,
         gpu=gpu,
         tp=tp,
-        effective_flops_per_s=gpu.peak_flops_per_s(roofline.compute_dtype) * mfu,
+        effective_flops_per_s=gpu.peak_flops_per_s(dtype) * mfu,
         effective_hbm_bw_bytes_per_s=gpu.hbm_bw_bytes_per_s * mbu,
         weight_bits=roofline.weight_bits,
         kv_bits=roofline.kv_bits,
         activation_bits=roofline.activation_bits,
-        compute_dtype=roofline.compute_dtype,
+        compute_dtype=dtype,
         attention=roofline.attention,
         comm=roofline.comm,
         logits_sampled_only=roofline.logits == "sampled",
@@ -86,9 +89,21 @@ def build_setup(
         profile_tokens=engine.batched_tokens(model.max_context_tokens),
         profile_seqs=engine.max_num_seqs,
         cuda_graphs=not engine.enforce_eager,
+        gpus_per_node=gpus_per_node,
+        scale_out_bytes_per_s=LINK_PRESETS[scale_out][0] * GIGA,
+        scale_out_latency_s=LINK_PRESETS[scale_out][1],
     )
     check_fits(setup)
     return setup
+
+
+def compute_dtype(roofline: RooflineConfig, model: ModelSpec, gpu: GpuSpec) -> str:
+    """The GEMMs' precision: as given, else FP8 for a checkpoint shipped in FP8 (its weights as shipped) on a GPU with
+    FP8 tensor cores (vLLM runs such checkpoints W8A8: block-scaled FP8 GEMMs), else BF16 (an A100 runs them W8A16)."""
+    if roofline.compute_dtype is not None:
+        return roofline.compute_dtype
+    shipped_fp8 = roofline.weight_bits is None and model.shipped_quant == "fp8"
+    return "fp8" if shipped_fp8 and gpu.fp8_flops_per_s is not None else "bf16"
 
 
 def check_override_names(roofline: RooflineConfig, gpus: GpuCatalog) -> None:
@@ -130,6 +145,8 @@ def resolve_scenario(
             roofline=scenario.roofline,
             usd_per_gpu_hour=price,
             engine=scenario.engine,
+            gpus_per_node=scenario.fleet.gpus_per_node,
+            scale_out=scenario.fleet.scale_out,
         ),
     )
 

@@ -104,12 +104,14 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
         notes.append(f"data_parallel_size={dp}: each rank replayed as a replica of its own behind a least-outstanding router")
     if kw.get("enable_expert_parallel"):
         notes.append("enable_expert_parallel is not modelled: each rank holds (and reads) the whole model")
-    weight_bits = 16
+    weight_bits: int | None = None  # (as the checkpoint ships)
     quant = kw.get("quantization") or (resolved.get("model_config") or {}).get("quantization")
     if quant:
         bits = weight_bits_of(str(quant))
         if bits is None:
-            notes.append(f"quantization={quant}: its weight precision is not known from the method (16-bit weights assumed)")
+            notes.append(
+                f"quantization={quant}: its weight precision is not known from the method (the checkpoint's own precision assumed)"
+            )
         else:
             weight_bits = bits
     kv_bits = kv_bits_of(str(kw.get("kv_cache_dtype") or cache.get("cache_dtype") or "auto"))

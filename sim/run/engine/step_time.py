@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
-from sim.physics.roofline import RooflineSetup, allreduce_time_s, fixed_overhead_s, weight_bytes_read
+from sim.physics.roofline import RooflineSetup, fixed_overhead_s, weight_bytes_read
 
 _NEVER = 1e15  # steps: a crossing further away than this is treated as never reached
 
@@ -218,7 +218,7 @@ class RooflineStepTime:
             s, m = self.setup, self.setup.model
             comm = 0.0
             if s.comm and s.tp > 1 and n > 0:
-                comm = 2 * m.n_layers * allreduce_time_s(s.gpu, tp=s.tp, n_bytes=n * m.hidden_size * s.activation_bits / 8)
+                comm = 2 * m.n_layers * s.allreduce_s(n * m.hidden_size * s.activation_bits / 8)
             terms = (n * m.flops_per_token, weight_bytes_read(s, n), comm)
             self._step_terms[n] = terms
         flops, weight_bytes, comm = terms
@@ -259,7 +259,7 @@ class RooflineStepTime:
             s, m = self.setup, self.setup.model
             comm = 0.0
             if s.comm and s.tp > 1:
-                comm = 2 * m.n_layers * allreduce_time_s(s.gpu, tp=s.tp, n_bytes=n_seqs * m.hidden_size * s.activation_bits / 8)
+                comm = 2 * m.n_layers * s.allreduce_s(n_seqs * m.hidden_size * s.activation_bits / 8)
             terms = (n_seqs * m.flops_per_token, weight_bytes_read(s, n_seqs), comm + self._overhead)
             self._per_batch[n_seqs] = terms
         return terms

@@ -1,0 +1,130 @@
+"""Weights at the precision a checkpoint ships in (config.json's quantization_config), FP8 GEMMs where the GPU has
+them, and tensor parallelism across nodes priced over the scale-out network."""
+
+from __future__ import annotations
+
+import pytest
+
+from sim.errors import FleetsimError
+from sim.physics.hardware import load_gpu_catalog
+from sim.physics.models import MXFP4_BITS, load_model_catalog, model_from_hf_config, shipped_precision
+from sim.physics.roofline import allreduce_time_s, expected_experts_touched, weight_bytes_read
+from sim.scenario.config import LINK_PRESETS, RooflineConfig, parse_config
+from sim.scenario.resolve import build_setup, resolve_scenario
+
+MODELS = load_model_catalog()
+GPUS = load_gpu_catalog()
+
+TINY_MOE = {
+    "model_type": "qwen3_moe",
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 100,
+    "intermediate_size": 128,
+    "num_experts": 8,
+    "num_experts_per_tok": 2,
+    "moe_intermediate_size": 32,
+}
+
+
+def test_deepseek_v3_ships_in_fp8_with_bf16_embeddings_and_fits_on_eight_h200s():
+    m = MODELS.get("deepseek-v3")
+    assert (m.shipped_quant, m.shipped_bits, m.shipped_expert_bits) == ("fp8", 8.0, None)
+    embed = m.embedding_params + m.lm_head_params
+    assert m.weight_bytes(None) == pytest.approx(embed * 2 + (m.n_params - embed) * 1)
+    assert m.weight_bytes(16) == m.n_params * 2  # a precision given applies to every weight
+    setup = build_setup(m, GPUS.get("h200"), tp=8, roofline=RooflineConfig())
+    assert setup.compute_dtype == "fp8" and setup.weight_words == "fp8 (as shipped)"
+    with pytest.raises(FleetsimError, match="does not fit on 8x h200: weights at 16-bit"):
+        build_setup(m, GPUS.get("h200"), tp=8, roofline=RooflineConfig(weight_bits=16))
+
+
+def test_fp8_gemms_only_on_gpus_with_fp8_and_only_for_weights_as_shipped():
+    m = MODELS.get("deepseek-v3")
+    b200 = build_setup(m, GPUS.get("b200"), tp=8, roofline=RooflineConfig())
+    assert b200.compute_dtype == "fp8"
+    a100 = build_setup(m, GPUS.get("a100-80gb"), tp=16, roofline=RooflineConfig(), gpus_per_node=16)
+    assert a100.compute_dtype == "bf16"  # no FP8 tensor cores: W8A16
+    given = build_setup(m, GPUS.get("b200"), tp=8, roofline=RooflineConfig(compute_dtype="bf16"))
+    assert given.compute_dtype == "bf16"
+    dense = build_setup(MODELS.get("llama-3.1-8b"), GPUS.get("h100-sxm"), tp=1, roofline=RooflineConfig())
+    assert dense.compute_dtype == "bf16" and dense.weight_words == "16-bit"
+    assert dense.weight_bytes == dense.model.n_params * 2  # unchanged for a 16-bit checkpoint
+
+
+@pytest.mark.parametrize(
+    ("qc", "expected"),
+    [
+        ({"quant_method": "fp8", "weight_block_size": [128, 128]}, ("fp8", 8.0, None)),
+        ({"quant_method": "mxfp4", "modules_to_not_convert": ["model.layers.*.self_attn"]}, ("mxfp4", 16.0, 4.25)),
+        ({"quant_method": "awq", "bits": 4, "group_size": 128}, ("awq", 4.0, None)),
+        ({"quant_method": "gptq", "bits": 8}, ("gptq", 8.0, None)),
+        (
+            {"quant_method": "compressed-tensors", "config_groups": {"g0": {"weights": {"num_bits": 8}}}},
+            ("compressed-tensors", 8.0, None),
+        ),
+        ({"quant_method": "modelopt", "quant_algo": "NVFP4"}, ("nvfp4", 4.5, None)),
+        (None, None),
+    ],
+)
+def test_quantization_configs_give_the_bits_per_weight(qc, expected):
+    assert shipped_precision(qc, "t") == expected
+
+
+def test_an_unknown_quantization_method_counts_as_16_bit_and_says_so():
+    method, bits, experts = shipped_precision({"quant_method": "quark"}, "t")
+    assert bits == 16.0 and experts is None and "not known: counted as 16-bit" in method
+    with pytest.raises(FleetsimError, match="quantization_config' must be an object"):
+        shipped_precision("fp8", "t")
+
+
+def test_mxfp4_experts_are_read_at_their_bits_and_the_rest_at_16():
+    m = model_from_hf_config({**TINY_MOE, "quantization_config": {"quant_method": "mxfp4"}}, name="tiny")
+    assert (m.shipped_bits, m.shipped_expert_bits) == (16.0, MXFP4_BITS)
+    rest = m.n_params - m.routed_expert_params
+    assert m.weight_bytes(None) == pytest.approx(rest * 2 + m.routed_expert_params * MXFP4_BITS / 8)
+    gpu = GPUS.get("h100-sxm")
+    setup = build_setup(m, gpu, tp=1, roofline=RooflineConfig())
+    touched = expected_experts_touched(m, 3) * m.n_moe_layers * m.expert_params
+    assert weight_bytes_read(setup, 3) == pytest.approx(rest * 2 + touched * MXFP4_BITS / 8)
+    dense_mx = model_from_hf_config(
+        {k: v for k, v in TINY_MOE.items() if "expert" not in k} | {"quantization_config": {"quant_method": "mxfp4"}}, name="d"
+    )
+    assert (dense_mx.shipped_bits, dense_mx.shipped_expert_bits) == (MXFP4_BITS, None)  # a dense model: its linear layers
+
+
+def test_tensor_parallelism_across_nodes_is_priced_over_the_scale_out_network():
+    m, gpu = MODELS.get("llama-3.1-405b"), GPUS.get("h100-sxm")
+    inside = build_setup(m, gpu, tp=8, roofline=RooflineConfig(weight_bits=8))
+    across = build_setup(m, gpu, tp=16, roofline=RooflineConfig())
+    n_bytes = 1e6
+    assert inside.allreduce_s(n_bytes) == allreduce_time_s(gpu, tp=8, n_bytes=n_bytes)
+    bw, lat, _ = LINK_PRESETS["infiniband_400g"]
+    assert across.n_nodes == 2
+    assert across.allreduce_s(n_bytes) == pytest.approx(lat + 2 * 15 / 16 * n_bytes / (bw * 1e9))
+    one_node = build_setup(m, gpu, tp=16, roofline=RooflineConfig(), gpus_per_node=16)  # an NVL16-class node
+    assert one_node.allreduce_s(n_bytes) == allreduce_time_s(gpu, tp=16, n_bytes=n_bytes) < across.allreduce_s(n_bytes)
+    sc = parse_config({"model": "llama-3.1-405b", "fleet": {"gpu": "h100-sxm", "tp": 16, "scale_out": "roce_200g"}, "engine": {}})
+    slow = resolve_scenario(sc)
+    assert slow.scale_out_bytes_per_s == LINK_PRESETS["roce_200g"][0] * 1e9
+    with pytest.raises(FleetsimError, match="unknown link preset"):
+        parse_config({"model": "llama-3.1-8b", "fleet": {"gpu": "h100-sxm", "scale_out": "carrier_pigeon"}})
+
+
+@pytest.mark.parametrize(
+    ("name", "total_b", "active_b", "rel"),
+    [
+        # the model cards' counts (active: with the LM head, without the input embedding, as OpenAI and DeepSeek count)
+        ("qwen3-235b-a22b", 235.0, 22.0, 0.01),  # "235B total, 22B activated"
+        ("gpt-oss-20b", 20.91, 3.61, 0.005),  # "20.91B total / 3.61B active" (expert biases and sinks not counted)
+        ("gpt-oss-120b", 116.83, 5.13, 0.005),
+        ("deepseek-r1", 671.0, 36.6, 0.01),  # README_WEIGHTS: main model 671B, 36.6B activated
+        ("kimi-k2", 1000.0, 32.0, 0.05),  # "1T total / 32B activated"
+    ],
+)
+def test_the_moe_catalog_counts_match_the_model_cards(name, total_b, active_b, rel):
+    m = MODELS.get(name)
+    assert m.n_params / 1e9 == pytest.approx(total_b, rel=rel)
+    assert (m.n_active_params - m.embedding_params) / 1e9 == pytest.approx(active_b, rel=max(rel, 0.02))
