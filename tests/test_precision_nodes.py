@@ -128,3 +128,86 @@ def test_the_moe_catalog_counts_match_the_model_cards(name, total_b, active_b, r
     m = MODELS.get(name)
     assert m.n_params / 1e9 == pytest.approx(total_b, rel=rel)
     assert (m.n_active_params - m.embedding_params) / 1e9 == pytest.approx(active_b, rel=max(rel, 0.02))
+
+
+# --- data parallelism over an MoE model's experts (fleet.dp, fleet.expert_parallel) -----------------------------------
+def dp_setup(model, *, dp, ep, tp=1, gpu="h100-sxm"):
+    sc = parse_config({"model": model, "fleet": {"gpu": gpu, "tp": tp, "dp": dp, "expert_parallel": ep}})
+    return resolve_scenario(sc)
+
+
+def test_a_dense_models_dp_ranks_are_plain_replicas():
+    from sim.physics.roofline import step_cost
+
+    one, two = dp_setup("llama-3.1-8b", dp=1, ep=False), dp_setup("llama-3.1-8b", dp=2, ep=False)
+    assert two.moe_group == two.tp == 1 and two.weight_bytes == one.weight_bytes
+    args = {"n_tokens": 37, "attention_pairs": 37 * 900, "kv_read_tokens": 37 * 900, "logit_tokens": 37}
+    assert step_cost(two, **args) == step_cost(one, **args)
+
+
+def test_dp_ranks_of_an_moe_model_share_its_experts_by_hand():
+    m = MODELS.get("qwen3-30b-a3b")
+    one, two = dp_setup("qwen3-30b-a3b", dp=1, ep=False), dp_setup("qwen3-30b-a3b", dp=2, ep=True)
+    experts = m.routed_expert_params * 2  # bytes at 16 bits
+    assert two.moe_group == 2 and two.expert_share == 0.5
+    assert two.weight_bytes == pytest.approx(one.weight_bytes - experts / 2)
+    n = 5
+    always = one.weight_bytes - experts
+    touched = m.n_moe_layers * expected_experts_touched(m, n * 2) * m.expert_params * 2
+    assert weight_bytes_read(two, n) == pytest.approx(always + touched / 2)
+    from sim.physics.roofline import kv_capacity_tokens
+
+    assert kv_capacity_tokens(two) > kv_capacity_tokens(one)  # the experts' half freed for KV
+
+
+def test_the_token_exchange_by_hand():
+    m, gpu = MODELS.get("qwen3-30b-a3b"), GPUS.get("h100-sxm")
+    n, k, h = 64, m.n_experts_per_tok, m.hidden_size
+    ep = dp_setup("qwen3-30b-a3b", dp=4, ep=True)
+    bw, lat = gpu.interconnect_bw_bytes_per_s / 2, gpu.allreduce_latency_s
+    dispatch = n * k * h * 2 * 3 / 4  # each token to its k experts' GPUs, 3 of 4 remote
+    assert ep.moe_exchange_s(n) == pytest.approx(2 * (lat + dispatch / bw))
+    assert ep.comm_s(n) == pytest.approx(m.n_moe_layers * ep.moe_exchange_s(n))  # (tp 1: no all-reduce)
+    tpep = dp_setup("qwen3-30b-a3b", dp=2, ep=True, tp=2)
+    ar = tpep.allreduce_s(n * h * 2)
+    assert tpep.comm_s(n) == pytest.approx((2 * m.n_layers - m.n_moe_layers) * ar + m.n_moe_layers * tpep.moe_exchange_s(n))
+    gathered = dp_setup("qwen3-30b-a3b", dp=4, ep=False)  # experts TP-sharded over the group: all-gather + reduce-scatter
+    assert gathered.moe_exchange_s(n) == pytest.approx(2 * (lat + n * 4 * h * 2 * 3 / 4 / bw))
+    wide = dp_setup("qwen3-30b-a3b", dp=16, ep=True)  # 16 GPUs: two nodes, over the scale-out network
+    bw_out, lat_out, _ = LINK_PRESETS["infiniband_400g"]
+    assert wide.moe_exchange_s(n) == pytest.approx(2 * (lat_out + n * k * h * 2 * 15 / 16 / (bw_out * 1e9)))
+
+
+def test_expert_parallel_needs_experts_that_divide_over_the_group():
+    with pytest.raises(FleetsimError, match="not a mixture-of-experts model"):
+        dp_setup("llama-3.1-8b", dp=2, ep=True)
+    with pytest.raises(FleetsimError, match="128 experts of qwen3-30b-a3b do not divide over dp x tp = 3"):
+        dp_setup("qwen3-30b-a3b", dp=3, ep=True)
+
+
+def test_a_dp_expert_parallel_fleet_conserves_and_fast_forward_matches_the_per_step_reference():
+    import numpy as np
+    import pandas as pd
+
+    from sim.run.simulate import simulate
+    from sim.workload import validate_frame
+
+    rng = np.random.default_rng(4)
+    t = np.sort(rng.uniform(0, 20, 60))
+    trace = validate_frame(
+        pd.DataFrame({"arrival_at_s": t, "prompt_tokens": rng.integers(50, 2000, 60), "output_tokens": rng.integers(2, 300, 60)}),
+        source="test",
+    )
+    runs = []
+    for ff in (True, False):
+        sc = parse_config(
+            {
+                "model": "qwen3-30b-a3b",
+                "fleet": {"gpu": "h100-sxm", "dp": 2, "expert_parallel": True, "autoscaler": {"policy": "fixed", "replicas": 2}},
+                "engine": {"fast_forward": ff, "max_num_seqs": 16},
+            }
+        )
+        r = simulate(sc, trace, measure_capacity=False)
+        assert r.summary()["completed"] == 60 and r.itl.count == int((trace["output_tokens"] - 1).sum())
+        runs.append(r.requests)
+    pd.testing.assert_series_equal(runs[0]["completed_at_s"], runs[1]["completed_at_s"], rtol=1e-9)

@@ -63,8 +63,50 @@ class RooflineSetup:
     profile_seqs: int = 256  # the engine's max_num_seqs (and the sampler's rows in that profile)
     cuda_graphs: bool = True  # vLLM captures CUDA graphs (not --enforce-eager)
     gpus_per_node: int = 8  # GPUs one node's interconnect (NVLink) joins; a larger TP group spans nodes
+    dp: int = 1  # data-parallel ranks sharing the MoE layers (this replica is one of them: its own batch and KV)
+    expert_parallel: bool = False  # experts placed whole over the DP group's GPUs, tokens exchanged all-to-all
     scale_out_bytes_per_s: float = 50e9  # per GPU, one direction, between nodes (default: 400 Gb/s InfiniBand per GPU)
     scale_out_latency_s: float = 2e-5
+
+    @property
+    def moe_group(self) -> int:
+        """GPUs the routed experts are spread over: a DP group's dp x tp for an MoE model with dp > 1, else tp."""
+        return self.dp * self.tp if self.model.is_moe and self.dp > 1 else self.tp
+
+    @property
+    def expert_share(self) -> float:
+        """The share of the routed experts' weights this replica (one DP rank) holds."""
+        return self.tp / self.moe_group
+
+    def comm_s(self, n_tokens: int) -> float:
+        """A step's communication for `n_tokens`: two all-reduces per layer within the replica's TP group; with a
+        DP group sharing the MoE layers, each MoE layer's instead moves the tokens between the group's GPUs
+        (`moe_exchange_s`) and only attention's all-reduce stays."""
+        if not self.comm or n_tokens <= 0:
+            return 0.0
+        m = self.model
+        ar = self.allreduce_s(n_tokens * m.hidden_size * self.activation_bits / 8) if self.tp > 1 else 0.0
+        if self.moe_group == self.tp:
+            return 2 * m.n_layers * ar
+        return (2 * m.n_layers - m.n_moe_layers) * ar + m.n_moe_layers * self.moe_exchange_s(n_tokens)
+
+    def moe_exchange_s(self, n_tokens: int) -> float:
+        """One MoE layer's token exchange across the DP group's G = dp x tp GPUs (alpha-beta, over the node's
+        interconnect, or the scale-out network when G exceeds a node), assuming the group's ranks carry as many tokens
+        as this one. Expert parallel: dispatch and combine all-to-all, each GPU sending its tokens' hidden states to the
+        GPUs of their top-k experts, (G-1)/G of them remote (DeepEP / pplx style). Otherwise (experts sharded by tensor
+        parallelism over the group): an all-gather of the group's hidden states and a reduce-scatter of the outputs."""
+        m, g = self.model, self.moe_group
+        per_token = m.hidden_size * self.activation_bits / 8
+        if self.expert_parallel:
+            per_gpu = n_tokens / self.tp * m.n_experts_per_tok * per_token * (g - 1) / g
+        else:
+            per_gpu = n_tokens * self.dp * per_token * (g - 1) / g
+        if g <= self.gpus_per_node:
+            bw, lat = self.gpu.interconnect_bw_bytes_per_s / 2, self.gpu.allreduce_latency_s
+        else:
+            bw, lat = self.scale_out_bytes_per_s, self.scale_out_latency_s
+        return 2 * (lat + per_gpu / bw)
 
     @property
     def n_nodes(self) -> int:
@@ -84,7 +126,12 @@ class RooflineSetup:
 
     @property
     def weight_bytes(self) -> float:
-        return self.model.weight_bytes(self.weight_bits)
+        """Weight bytes this replica holds: the whole model, less the routed experts other DP ranks hold."""
+        whole = self.model.weight_bytes(self.weight_bits)
+        if self.moe_group == self.tp:
+            return whole
+        expert_bits = self.model.part_bits(self.weight_bits)[2]
+        return whole - self.model.routed_expert_params * expert_bits / 8 * (1 - self.expert_share)
 
     @property
     def weight_words(self) -> str:
@@ -154,9 +201,13 @@ def weight_bytes_read(setup: RooflineSetup, n_tokens: int) -> float:
     if not model.is_moe:
         return setup.weight_bytes
     expert_bits = model.part_bits(setup.weight_bits)[2]
-    always = setup.weight_bytes - model.routed_expert_params * expert_bits / 8
-    touched = model.n_moe_layers * expected_experts_touched(model, n_tokens) * model.expert_params * expert_bits / 8
-    return always + touched
+    always = setup.weight_bytes - model.routed_expert_params * expert_bits / 8 * setup.expert_share
+    if setup.moe_group == setup.tp:
+        touched = model.n_moe_layers * expected_experts_touched(model, n_tokens) * model.expert_params * expert_bits / 8
+        return always + touched
+    # a DP group: the experts its ranks' tokens touch (as many per rank as here), this replica's share of them
+    group_touched = expected_experts_touched(model, n_tokens * setup.dp)
+    return always + model.n_moe_layers * group_touched * model.expert_params * expert_bits / 8 * setup.expert_share
 
 
 def allreduce_time_s(gpu: GpuSpec, *, tp: int, n_bytes: float) -> float:
@@ -187,10 +238,7 @@ def step_cost(
     if setup.attention:
         flops += attention_pairs * model.attention_flops_per_pair
     n_bytes = weight_bytes_read(setup, n_tokens) + setup.kv_bytes_per_token * (kv_read_tokens + n_tokens)
-    comm_s = 0.0
-    if setup.comm and tp > 1 and n_tokens > 0:
-        activation_bytes = n_tokens * model.hidden_size * setup.activation_bits / 8
-        comm_s = 2 * model.n_layers * setup.allreduce_s(activation_bytes)
+    comm_s = setup.comm_s(n_tokens)
     return StepCost(
         flops=flops,
         bytes=n_bytes,

@@ -405,6 +405,10 @@ class FleetConfig(Frozen):
     decode: PoolConfig = PoolConfig()  # disaggregated: the decode pool
     link: LinkConfig = LinkConfig()  # disaggregated: the KV-cache transfer link
     capacity: CapacityConfig = CapacityConfig()  # spot reclaims and failures (colocated fleets)
+    # vLLM's data_parallel_size: each replica is one DP rank (its own scheduler, batch and KV cache, tp GPUs); with an
+    # MoE model the dp ranks of a group share the MoE layers, its experts spread over their dp x tp GPUs
+    dp: int = Field(default=1, ge=1, le=1024)
+    expert_parallel: bool = False  # vLLM's enable_expert_parallel: experts placed whole, tokens exchanged all-to-all
     gpus_per_node: int = Field(default=8, ge=1, le=1024)  # GPUs a node's NVLink joins: a larger TP group spans nodes
     scale_out: str = "infiniband_400g"  # the network between nodes (a link preset), for TP groups spanning nodes
 

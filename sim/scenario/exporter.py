@@ -84,6 +84,12 @@ def not_expressed(sc: Scenario) -> list[str]:
     ]
     if sc.fleet.reserved_replicas:
         out.append(f"fleet.reserved_replicas {sc.fleet.reserved_replicas} (a billing commitment)")
+    if sc.fleet.dp > 1 or sc.fleet.expert_parallel:
+        out.append(
+            f"fleet.dp {sc.fleet.dp}, fleet.expert_parallel {sc.fleet.expert_parallel} (each fleetsim replica is one DP "
+            "rank; run them as pods of dp ranks with --data-parallel-size and --enable-expert-parallel, the replica "
+            "counts divided by dp)"
+        )
     if sc.fleet.capacity.shapes_supply:
         out.append(
             "fleet.capacity (capacity classes, spot, failures: the node pools' capacity types, e.g. Karpenter's "

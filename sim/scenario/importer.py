@@ -175,6 +175,8 @@ class Imported:
         for key, value in mapped.values.items():
             if key == "data_parallel_size":
                 self.data_parallel = int(value)
+                if int(value) > 1:
+                    self.set("fleet.dp", int(value), mapped.sources[key])
             else:
                 self.set(key, value, mapped.sources[key])
         self.notes.extend(mapped.notes)

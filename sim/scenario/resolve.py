@@ -48,11 +48,14 @@ def build_setup(
     engine: EngineConfig | None = None,
     gpus_per_node: int = 8,
     scale_out: str = "infiniband_400g",
+    dp: int = 1,
+    expert_parallel: bool = False,
 ) -> RooflineSetup:
     """Check that the model can run on `tp` GPUs and fits, then resolve the roofline's numbers. `engine`: the
     replica's engine, whose batch limits vLLM's memory profiling uses (default: the engine defaults)."""
     engine = engine if engine is not None else EngineConfig()
     model.check_tp(tp)
+    check_moe_layout(model, tp=tp, dp=dp, expert_parallel=expert_parallel)
     override = roofline.gpu_overrides.get(gpu.name)
     if override is not None:
         gpu = apply_override(override, gpu)
@@ -92,9 +95,24 @@ def build_setup(
         gpus_per_node=gpus_per_node,
         scale_out_bytes_per_s=LINK_PRESETS[scale_out][0] * GIGA,
         scale_out_latency_s=LINK_PRESETS[scale_out][1],
+        dp=dp,
+        expert_parallel=expert_parallel,
     )
     check_fits(setup)
     return setup
+
+
+def check_moe_layout(model: ModelSpec, *, tp: int, dp: int, expert_parallel: bool) -> None:
+    """Expert parallelism needs an MoE model whose routed experts divide evenly over the group's GPUs."""
+    if not expert_parallel:
+        return
+    if not model.is_moe:
+        raise FleetsimError(f"fleet.expert_parallel: {model.name} is not a mixture-of-experts model (it has no experts)")
+    group = dp * tp
+    if model.n_experts % group:
+        raise FleetsimError(
+            f"fleet.expert_parallel: {model.n_experts} experts of {model.name} do not divide over dp x tp = {group} GPUs"
+        )
 
 
 def compute_dtype(roofline: RooflineConfig, model: ModelSpec, gpu: GpuSpec) -> str:
@@ -147,6 +165,8 @@ def resolve_scenario(
             engine=scenario.engine,
             gpus_per_node=scenario.fleet.gpus_per_node,
             scale_out=scenario.fleet.scale_out,
+            dp=scenario.fleet.dp,
+            expert_parallel=scenario.fleet.expert_parallel,
         ),
     )
 

@@ -117,7 +117,6 @@ NO_BEARING = {
 # options that change serving behaviour in ways fleetsim does not model (each says so in the import's notes)
 NOT_MODELLED = {
     "pipeline_parallel_size": "pipeline parallelism",
-    "enable_expert_parallel": "expert parallelism (each replica holds and reads the whole model)",
     "enable_eplb": "expert-parallel load balancing",
     "max_model_len": "a context limit below the model's; fleetsim admits up to the model's max context",
     "swap_space": "CPU swap space for preempted sequences (fleetsim recomputes)",
@@ -323,8 +322,11 @@ def map_options(options: dict[str, Any], where: str) -> Mapped:
         m.set("data_parallel_size", dp, src(name))  # (the importer multiplies the replicas by it)
         if dp > 1:
             m.notes.append(
-                f"{src(name)} {dp}: each DP rank is a replica of its own (its scheduler, batch and KV cache) behind the router"
+                f"{src(name)} {dp}: each DP rank is a replica of its own (its scheduler, batch and KV cache) behind the router; "
+                "an MoE model's ranks share its experts (fleet.dp), stepping independently (not in lock-step)"
             )
+
+    handlers["enable_expert_parallel"] = direct("fleet.expert_parallel", _bool)
 
     def quantization(name: str, value: Any) -> None:
         bits = weight_bits_of(str(value))
@@ -378,8 +380,6 @@ def map_options(options: dict[str, Any], where: str) -> Mapped:
             handlers[name](name, value)
         elif name in NOT_MODELLED:
             if name == "pipeline_parallel_size" and _int(name, value, where) == 1:
-                continue
-            if name == "enable_expert_parallel" and not _bool(name, value, where):
                 continue
             m.notes.append(f"{src(name)} {value}: not modelled ({NOT_MODELLED[name]})")
         elif name in NO_BEARING:

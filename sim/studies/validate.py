@@ -101,9 +101,10 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
     if int(kw.get("pipeline_parallel_size") or 1) != 1:
         notes.append(f"pipeline_parallel_size={kw['pipeline_parallel_size']} is not modelled")
     if dp > 1:  # each DP rank has its own scheduler, batch and KV cache; the coordinator balances requests
-        notes.append(f"data_parallel_size={dp}: each rank replayed as a replica of its own behind a least-outstanding router")
-    if kw.get("enable_expert_parallel"):
-        notes.append("enable_expert_parallel is not modelled: each rank holds (and reads) the whole model")
+        notes.append(
+            f"data_parallel_size={dp}: each rank replayed as a replica of its own behind a least-outstanding router "
+            "(an MoE model's ranks share its experts: fleet.dp; the ranks step independently, not in lock-step)"
+        )
     weight_bits: int | None = None  # (as the checkpoint ships)
     quant = kw.get("quantization") or (resolved.get("model_config") or {}).get("quantization")
     if quant:
@@ -132,6 +133,8 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
             "gpu": gpu_name_of_device(str(device)),
             "tp": tp,
             "autoscaler": {"policy": "fixed", "replicas": dp},
+            "dp": dp,
+            "expert_parallel": bool(kw.get("enable_expert_parallel")),
             "router": "least_outstanding",
             "timeline_interval_s": float(meta.get("tick_seconds") or 1.0),
         },

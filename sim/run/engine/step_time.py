@@ -216,9 +216,7 @@ class RooflineStepTime:
         terms = self._step_terms.get(n)
         if terms is None:
             s, m = self.setup, self.setup.model
-            comm = 0.0
-            if s.comm and s.tp > 1 and n > 0:
-                comm = 2 * m.n_layers * s.allreduce_s(n * m.hidden_size * s.activation_bits / 8)
+            comm = s.comm_s(n)
             terms = (n * m.flops_per_token, weight_bytes_read(s, n), comm)
             self._step_terms[n] = terms
         flops, weight_bytes, comm = terms
@@ -257,10 +255,7 @@ class RooflineStepTime:
         terms = self._per_batch.get(n_seqs)
         if terms is None:
             s, m = self.setup, self.setup.model
-            comm = 0.0
-            if s.comm and s.tp > 1:
-                comm = 2 * m.n_layers * s.allreduce_s(n_seqs * m.hidden_size * s.activation_bits / 8)
-            terms = (n_seqs * m.flops_per_token, weight_bytes_read(s, n_seqs), comm + self._overhead)
+            terms = (n_seqs * m.flops_per_token, weight_bytes_read(s, n_seqs), s.comm_s(n_seqs) + self._overhead)
             self._per_batch[n_seqs] = terms
         return terms
 
