@@ -9,7 +9,10 @@ unit-testable without simpy; the control loop that applies them every `interval_
   takes the highest recommendation of the last `scale_down_stabilization_s`; scale-up is limited per
   period to max(`scale_up_percent` of current, `scale_up_pods`). Defaults are kube-controller-manager's:
   15 s sync, 0.1 tolerance, 300 s stabilization, 100% / 4 pods. Metrics: `busy_fraction` (of the last
-  period), `outstanding_per_replica`, `kv_use`.
+  period), `outstanding_per_replica`, `kv_use` (averaged per replica); or a latency quantile of the fleet —
+  `p90_ttft_s`, `p99_ttft_s`, `p90_tpot_s`, `p99_tpot_s` over the requests completed in the last `latency_window_s`
+  (an SLO-driven HPA, as a KEDA Prometheus trigger on `histogram_quantile(0.9, rate(vllm:time_to_first_token_seconds_
+  bucket[1m]))` with `metricType: Value` runs it: desired = ceil(current x quantile / target), the target the SLO).
 - `kpa` (Knative): observed concurrency (requests in flight, queued ones included) averaged over a 60 s
   stable window and a 6 s panic window, every 2 s tick; panic when the panic-window demand reaches 200%
   of the current scale (then no scale-down); scale to zero only after `scale_to_zero_grace_s` of no
@@ -44,6 +47,9 @@ class Observation:
     waiting: int  # of those, not yet scheduled on a replica (fleet queue, batch lane, replicas' waiting queues)
     busy_fraction: float | None  # mean over ready replicas, over the last control interval
     kv_use: float | None  # mean KV-cache use of ready replicas
+    # latency quantiles (s) of the requests completed in the last `latency_window_s` (measured only for an autoscaler
+    # that scales on one; None otherwise, or with none completed)
+    latency: dict[str, float] | None = None
 
     @property
     def current(self) -> int:
@@ -85,10 +91,16 @@ class FixedConfig(Frozen):
         return self.replicas
 
 
+LATENCY_METRICS = ("p90_ttft_s", "p99_ttft_s", "p90_tpot_s", "p99_tpot_s")
+
+
 class HpaConfig(_Common):
     policy: Literal["hpa"] = "hpa"
-    metric: Literal["busy_fraction", "outstanding_per_replica", "kv_use"] = "busy_fraction"
+    metric: Literal[
+        "busy_fraction", "outstanding_per_replica", "kv_use", "p90_ttft_s", "p99_ttft_s", "p90_tpot_s", "p99_tpot_s"
+    ] = "busy_fraction"
     target: float = Field(default=0.7, gt=0)
+    latency_window_s: float = Field(default=60.0, gt=0)  # latency metrics: the window of completed requests
     tolerance: float = Field(default=0.1, ge=0)
     interval_s: IntervalS = 15.0
     scale_down_stabilization_s: float = Field(default=300.0, ge=0)
@@ -150,6 +162,8 @@ class Hpa:
     def _metric(self, obs: Observation) -> float | None:
         """The per-replica average, counting replicas still starting as 0 (as the HPA does for
         not-ready pods), so that capacity on its way damps further scale-up."""
+        if self.cfg.metric in LATENCY_METRICS:  # a fleet-wide value (KEDA's metricType Value): not per replica
+            return None if obs.latency is None else obs.latency.get(self.cfg.metric)
         if self.cfg.metric == "busy_fraction":
             per_ready = obs.busy_fraction
         elif self.cfg.metric == "kv_use":

@@ -26,7 +26,7 @@ import simpy
 
 from sim.errors import FleetsimError
 from sim.physics.roofline import RooflineSetup, kv_capacity_tokens
-from sim.policies.autoscale import FixedConfig, make_policy
+from sim.policies.autoscale import LATENCY_METRICS, FixedConfig, HpaConfig, make_policy
 from sim.policies.router import ROUTERS
 from sim.run.clock import CountingEnvironment
 from sim.run.engine.kv import BlockKv, PrefixCachingKv
@@ -43,6 +43,7 @@ from sim.run.fleet.control import MAX_AUTOSCALER_TICKS, MAX_TIMELINE_SAMPLES, co
 from sim.run.fleet.disagg import Transfers
 from sim.run.fleet.feed import Feed
 from sim.run.fleet.hazards import Hazards
+from sim.run.fleet.latency import LatencyWatch
 from sim.run.fleet.supply import Supply, class_prices, spot_rate_per_s, supply_meta
 from sim.scenario.config import BatchConfig, EngineConfig, FleetConfig, Scenario
 from sim.scenario.resolve import resolve_scenario
@@ -365,6 +366,10 @@ def start_pool(env: simpy.Environment, pool: Pool, fcfg: FleetConfig, *, floor: 
     """A pool's initial replicas (warm or cold-starting) and, unless fixed, its autoscaler (which scales to at least
     `floor(ready replicas)` when given: the batch lane's deadline scaling)."""
     start_n = min(fcfg.autoscaler.start_replicas, fcfg.replica_cap)
+    auto = fcfg.autoscaler
+    if isinstance(auto, HpaConfig) and auto.metric in LATENCY_METRICS:  # (before any replica is built: it listens)
+        pool.latency_watch = LatencyWatch(pool.log, auto.latency_window_s)
+        pool.listeners.append(pool.latency_watch)
     if fcfg.lifecycle.start == "warm":
         pool.add_ready(start_n)
     else:

@@ -23,6 +23,7 @@ import yaml
 
 from sim.errors import FleetsimError
 from sim.physics.models import load_model_catalog
+from sim.policies.autoscale import LATENCY_METRICS
 from sim.scenario.config import Scenario
 from sim.scenario.importer import AMD_PRODUCT, GFD_PRODUCT
 from sim.scenario.vllm_args import engine_args
@@ -53,6 +54,14 @@ def _queries(name: str, repo: str) -> dict[str, str]:
         "busy_fraction": f'sum(avg by (pod) (DCGM_FI_PROF_GR_ENGINE_ACTIVE{{pod=~"{name}-.*"}}))',
         "waiting": f"sum(vllm:num_requests_waiting{sel})",
     }
+
+
+def latency_query(metric: str, repo: str, window_s: float) -> str:
+    """A latency quantile of the fleet over a window, from vLLM's histograms (TTFT; TPOT as its inter-token one)."""
+    quantile = "0.9" if metric.startswith("p90") else "0.99"
+    hist = "vllm:time_to_first_token_seconds" if "ttft" in metric else "vllm:time_per_output_token_seconds"
+    window = f"{window_s:g}s" if not float(window_s / 60).is_integer() else f"{int(window_s // 60)}m"
+    return f'histogram_quantile({quantile}, sum by (le) (rate({hist}_bucket{{model_name="{repo}"}}[{window}])))'
 
 
 def scenario_keys(sc: Scenario) -> dict[str, Any]:
@@ -231,10 +240,12 @@ def export_manifests(sc: Scenario, *, name: str = "llm") -> tuple[list[dict[str,
             "triggers": [
                 {
                     "type": "prometheus",
-                    "metricType": "AverageValue",
+                    "metricType": "Value" if metric in LATENCY_METRICS else "AverageValue",
                     "metadata": {
                         "serverAddress": PROMETHEUS,
-                        "query": _queries(name, repo)[metric],
+                        "query": latency_query(metric, repo, getattr(auto, "latency_window_s", 60.0))
+                        if metric in LATENCY_METRICS
+                        else _queries(name, repo)[metric],
                         "threshold": str(threshold),
                     },
                 }

@@ -34,6 +34,7 @@ import yaml
 from sim.errors import FleetsimError
 from sim.physics.hardware import load_gpu_catalog
 from sim.physics.models import load_model_catalog
+from sim.policies.autoscale import LATENCY_METRICS
 from sim.scenario.vllm_args import Mapped, find_vllm, map_options, options_from_mapping, parse_args, split_command
 from sim.yaml_input import parse_yaml_documents, read_text
 
@@ -437,6 +438,9 @@ def metric_of(text: str) -> str | None:
     """fleetsim's autoscaling signal for a metric name or a PromQL query: outstanding_per_replica (vLLM's running
     plus waiting requests), running (running only), waiting, kv_use, busy_fraction (GPU utilization), or None."""
     t = text.lower().replace(":", "_")
+    latency = latency_metric_of(t)
+    if latency is not None:
+        return latency
     running = "num_requests_running" in t
     waiting = "num_requests_waiting" in t or (running and "waiting" in t)  # (an adapter rule's running_plus_waiting)
     if "kv_cache_usage" in t or "gpu_cache_usage" in t:
@@ -454,8 +458,29 @@ def metric_of(text: str) -> str | None:
     return None
 
 
+def latency_metric_of(t: str) -> str | None:
+    """A histogram_quantile over vLLM's TTFT or per-output-token histogram: p90_ttft_s, p99_ttft_s, p90_tpot_s or
+    p99_tpot_s (other quantiles: the nearer of 0.9 and 0.99), else None."""
+    m = re.search(r"histogram_quantile\(\s*([0-9.]+)", t)
+    if m is None:
+        return None
+    which = "ttft" if "time_to_first_token" in t else "tpot" if ("time_per_output_token" in t or "inter_token" in t) else None
+    if which is None:
+        return None
+    q = float(m.group(1))
+    return f"{'p90' if abs(q - 0.9) <= abs(q - 0.99) else 'p99'}_{which}_s"
+
+
+def latency_window_of(query: str) -> float | None:
+    """The range of a PromQL rate(...[1m]) in seconds (s, m, h), or None."""
+    m = re.search(r"\[(\d+(?:\.\d+)?)([smh])\]", query)
+    return None if m is None else float(m.group(1)) * {"s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
 def _set_metric(imp: Imported, kind: str, target: float, source: str, auto: dict[str, Any]) -> None:
-    if kind in ("outstanding_per_replica", "running"):
+    if kind in LATENCY_METRICS:  # a fleet-wide value: the SLO-driven HPA
+        auto.update(policy="hpa", metric=kind, target=target)
+    elif kind in ("outstanding_per_replica", "running"):
         auto.update(policy="hpa", metric="outstanding_per_replica", target=target)
         if kind == "running":
             imp.notes.append(
@@ -662,8 +687,16 @@ def _keda(imp: Imported, doc: Doc) -> None:
             continue
         if meta.get("threshold") is None:
             raise FleetsimError(f"{doc.where}: {where}.metadata.threshold is missing")
-        if str(trig.get("metricType") or "AverageValue") != "AverageValue":
-            imp.notes.append(f"{doc.src(where)}: metricType {trig.get('metricType')} read as AverageValue (per replica)")
+        kind = str(trig.get("metricType") or "AverageValue")
+        if signal in LATENCY_METRICS:
+            if kind != "Value":
+                imp.notes.append(f"{doc.src(where)}: metricType {kind} on a latency quantile read as Value (fleet-wide)")
+            window = latency_window_of(query)
+            if window is not None:
+                auto["latency_window_s"] = window
+                imp.sources["fleet.autoscaler.latency_window_s"] = doc.src(f"{where}.metadata.query")
+        elif kind != "AverageValue":
+            imp.notes.append(f"{doc.src(where)}: metricType {kind} read as AverageValue (per replica)")
         chosen = (signal, quantity(meta["threshold"], doc.src(f"{where}.metadata.threshold")), doc.src(f"{where}.metadata.query"))
     if chosen is None:
         raise FleetsimError(f"{doc.where}: spec.triggers has no Prometheus trigger on a vLLM or DCGM metric fleetsim models")

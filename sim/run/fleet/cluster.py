@@ -31,6 +31,7 @@ from sim.run.clock import ARRIVAL, LIFECYCLE, At, call_at
 from sim.run.engine.records import IN_FLIGHT, RequestLog
 from sim.run.engine.replica import Replica, ReplicaListener
 from sim.run.engine.sequence import Seq
+from sim.run.fleet.latency import LatencyWatch
 from sim.run.fleet.load_index import LeastLoaded
 from sim.run.fleet.supply import Supply
 from sim.states import STARTING, ReplicaState
@@ -174,6 +175,7 @@ class Pool:
         self.max_outstanding = max_outstanding  # per replica, the router's cap (None: none)
         self.supply = supply if supply is not None else Supply(tp=1, reserved=0)  # capacity classes, launch failures
         self.pending = 0  # launches waiting for capacity (every class out: `sim.run.fleet.supply`)
+        self.latency_watch: LatencyWatch | None = None  # recent latency, for an autoscaler scaling on it
         self._retry_at: float | None = None  # when the waiting launches are next tried
         self.listeners: list[ReplicaListener] = []
         self.feeders: list[Feeder] = []  # lanes holding requests for this pool (registered at build)
@@ -537,6 +539,7 @@ class Pool:
             waiting=waiting,
             busy_fraction=float(np.mean(busy)) if busy else None,
             kv_use=float(np.mean(kv)) if kv else None,
+            latency=None if self.latency_watch is None else self.latency_watch.quantiles(now),
         )
 
 
