@@ -60,8 +60,8 @@ def observations(monkeypatch):
     seen = []
     real = build.make_policy
 
-    def spy(cfg):
-        policy = real(cfg)
+    def spy(cfg, **kwargs):
+        policy = real(cfg, **kwargs)
 
         class Recorder:
             def decide(self, obs):

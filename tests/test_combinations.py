@@ -42,6 +42,17 @@ AUTOSCALERS = {
         "scale_down_stabilization_s": 6,
         "latency_window_s": 5,
     },
+    "predictive": {
+        "policy": "predictive",
+        "predictor": "seasonal",
+        "season_s": 6,
+        "window_s": 2,
+        "requests_per_replica_s": 2.0,
+        "min_replicas": 1,
+        "max_replicas": 3,
+        "interval_s": 1,
+        "scale_down_stabilization_s": 3,
+    },
     "kpa": {
         "policy": "kpa",
         "target_concurrency": 3,

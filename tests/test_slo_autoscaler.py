@@ -3,6 +3,8 @@ requests), as a KEDA Prometheus trigger on vLLM's latency histograms runs it; it
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -114,3 +116,59 @@ def test_keda_latency_triggers_import_as_the_slo_hpa_and_export_back(tmp_path):
     back = import_files([path])
     auto = back.values["fleet.autoscaler"]
     assert (auto["policy"], auto["metric"], auto["target"], auto["latency_window_s"]) == ("hpa", "p99_tpot_s", 0.08, 30.0)
+
+
+# --- the predictive autoscaler (Dynamo's planner, load-based) --------------------------------------------------------
+def pobs(now, arrivals, current=1):
+    return Observation(now, current, 0, 0, 0, 0, None, None, None, arrivals)
+
+
+def test_the_predictors_by_hand():
+    from sim.policies.autoscale import Predictive, PredictiveConfig
+
+    base = {"min_replicas": 1, "max_replicas": 100, "interval_s": 60, "scale_down_stabilization_s": 0}
+    # 2 req/s for 10 minutes, then 8 req/s
+    arrivals = lambda t: 2 * min(t, 600) + 8 * max(0, t - 600)  # noqa: E731
+    const = Predictive(PredictiveConfig(predictor="constant", **base), lead_s=0, per_replica=1.0)
+    avg = Predictive(PredictiveConfig(predictor="moving_average", window_s=300, **base), lead_s=0, per_replica=1.0)
+    for t in range(60, 721, 60):
+        c, a = const.decide(pobs(t, arrivals(t))), avg.decide(pobs(t, arrivals(t)))
+    # at 720 s: the last interval at 8/s -> ceil(8 / 0.8) = 10; the 5-minute average (2 min at 8, 3 at 2: 4.4) -> 6
+    assert c == 10 and a == 6
+    assert const.predict(720) == pytest.approx(8.0) and avg.predict(720) == pytest.approx(4.4)
+    # seasonal: a day of 600 s whose second half is busy; a season later the planner provisions ahead of the rise
+    day = 600.0
+    rate = lambda t: 1.0 if (t % day) < 300 else 9.0  # noqa: E731
+    cum = lambda t: sum(rate(x + 0.5) for x in range(int(t)))  # noqa: E731
+    seas = Predictive(PredictiveConfig(predictor="seasonal", season_s=day, window_s=60, **base), lead_s=120, per_replica=1.0)
+    for t in range(60, 1201, 60):
+        n = seas.decide(pobs(t, cum(t)))
+        if t == 840:  # the busy half starts at 900: with 120 s of lead, it is already provisioned for
+            assert n == math.ceil(9.0 / 0.8)
+    avg2 = Predictive(PredictiveConfig(predictor="moving_average", window_s=60, **base), lead_s=120, per_replica=1.0)
+    for t in range(60, 841, 60):
+        n2 = avg2.decide(pobs(t, cum(t)))
+    assert n2 == math.ceil(1.0 / 0.8)  # the moving average has not seen it yet
+
+
+def test_a_predictive_fleet_measures_one_replicas_rate_and_provisions_for_the_load():
+    rng = np.random.default_rng(2)
+    t = np.sort(rng.uniform(0, 900, 9000))  # 10 req/s
+    tr = validate_frame(
+        pd.DataFrame(
+            {"arrival_at_s": t, "prompt_tokens": rng.integers(200, 1500, len(t)), "output_tokens": rng.integers(20, 200, len(t))}
+        ),
+        source="t",
+    )
+    auto = {"policy": "predictive", "min_replicas": 1, "max_replicas": 32, "window_s": 120}
+    sc = parse_config(
+        {"model": "llama-3.1-8b", "fleet": {"gpu": "a100-80gb", "autoscaler": auto, "lifecycle": {"cold_start_s": 30}}}
+    )
+    s = simulate(sc, tr, measure_capacity=True).summary()
+    per_replica = s["max_tokens_per_s_per_replica"] / float((tr["prompt_tokens"] + tr["output_tokens"]).mean())
+    expected = math.ceil(10.0 / (per_replica * 0.8))
+    assert s["completed"] == 9000 and expected - 1 <= s["replicas_max"] <= expected + 1
+    given = parse_config(
+        {"model": "llama-3.1-8b", "fleet": {"gpu": "a100-80gb", "autoscaler": {**auto, "requests_per_replica_s": 1.0}}}
+    )
+    assert simulate(given, tr, measure_capacity=False).summary()["replicas_max"] >= math.ceil(9.0 / 0.8)  # ~10/s at 1 per replica

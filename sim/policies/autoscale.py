@@ -21,6 +21,13 @@ unit-testable without simpy; the control loop that applies them every `interval_
   replicas hold; one fewer after `scale_down_delay_s` with nothing waiting and the fleet's busy fraction
   below `scale_down_busy`.
 - `scheduled`: a time-of-day table of replica counts (period 1 day by default).
+- `predictive` (NVIDIA Dynamo's SLA planner, its load-based form): every interval, predict the arrival rate
+  `lead_s` ahead (the fleet's expected cold start by default: capacity ordered now is ready then) — `constant` (the
+  last interval's rate), `moving_average` (over `window_s`), or `seasonal` (the rate one `season_s` earlier at the
+  instant predicted, from the run's own history; the moving average until a season has passed, and never below
+  it) — and provision ceil(rate / (what one replica serves x `target_utilization`)); one replica's rate is given
+  (`requests_per_replica_s`) or measured (its saturated rate on the trace's length mix). Scale-down holds the
+  highest recommendation of the last `scale_down_stabilization_s`.
 All clamp to [min_replicas, max_replicas]; min_replicas 0 allows scale to zero (a request then waits
 for a cold start).
 """
@@ -29,11 +36,13 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import Field, model_validator
 
+from sim.errors import FleetsimError
 from sim.spec import MAX_REPLICAS, Frozen, IntervalS
 
 
@@ -50,6 +59,7 @@ class Observation:
     # latency quantiles (s) of the requests completed in the last `latency_window_s` (measured only for an autoscaler
     # that scales on one; None otherwise, or with none completed)
     latency: dict[str, float] | None = None
+    arrivals: int = 0  # requests delivered to the pool so far (its arrival rate, for a predictive policy)
 
     @property
     def current(self) -> int:
@@ -138,7 +148,21 @@ class ScheduledConfig(_Common):
     interval_s: IntervalS = 60.0
 
 
-AutoscalerConfig = Annotated[FixedConfig | HpaConfig | KpaConfig | QueueConfig | ScheduledConfig, Field(discriminator="policy")]
+class PredictiveConfig(_Common):
+    policy: Literal["predictive"] = "predictive"
+    predictor: Literal["constant", "moving_average", "seasonal"] = "moving_average"
+    window_s: float = Field(default=300.0, gt=0)
+    season_s: float = Field(default=86_400.0, gt=0)
+    lead_s: float | None = Field(default=None, ge=0)  # None: the fleet's expected cold start
+    requests_per_replica_s: float | None = Field(default=None, gt=0)  # None: one replica's measured saturated rate
+    target_utilization: float = Field(default=0.8, gt=0, le=1)
+    interval_s: IntervalS = 60.0
+    scale_down_stabilization_s: float = Field(default=300.0, ge=0)
+
+
+AutoscalerConfig = Annotated[
+    FixedConfig | HpaConfig | KpaConfig | QueueConfig | ScheduledConfig | PredictiveConfig, Field(discriminator="policy")
+]
 
 
 class Policy(Protocol):
@@ -262,7 +286,82 @@ class Scheduled:
         return self.cfg.clamp(count)
 
 
-def make_policy(cfg: FixedConfig | HpaConfig | KpaConfig | QueueConfig | ScheduledConfig) -> Policy:
+class Predictive:
+    """See the module docstring. `lead_s` and `per_replica` (requests/s one replica serves saturated) resolved."""
+
+    def __init__(self, cfg: PredictiveConfig, *, lead_s: float, per_replica: float) -> None:
+        self.cfg = cfg
+        self.lead_s = lead_s
+        self.per_replica = per_replica
+        self._history: list[tuple[float, int]] = [(0.0, 0)]  # (time, arrivals so far) at each tick
+        self._recommendations: deque[tuple[float, int]] = deque([(0.0, cfg.start_replicas)])
+
+    def _arrivals_at(self, t: float) -> float:
+        """Arrivals by `t`, interpolated linearly between ticks (t within the history)."""
+        h = self._history
+        lo, hi = 0, len(h) - 1
+        while lo < hi:  # the last tick at or before t
+            mid = (lo + hi + 1) // 2
+            if h[mid][0] <= t:
+                lo = mid
+            else:
+                hi = mid - 1
+        t0, a0 = h[lo]
+        if lo + 1 >= len(h) or h[lo + 1][0] == t0:
+            return float(a0)
+        t1, a1 = h[lo + 1]
+        return a0 + (a1 - a0) * (t - t0) / (t1 - t0)
+
+    def _rate(self, start: float, end: float) -> float:
+        start = max(start, 0.0)
+        return (self._arrivals_at(end) - self._arrivals_at(start)) / (end - start) if end > start else 0.0
+
+    def predict(self, now: float) -> float:
+        """The arrival rate expected `lead_s` from now (requests/s)."""
+        cfg = self.cfg
+        if cfg.predictor == "constant":
+            prev = self._history[-2][0] if len(self._history) > 1 else 0.0
+            return self._rate(prev, now)
+        average = self._rate(now - cfg.window_s, now)
+        if cfg.predictor == "moving_average":
+            return average
+        at = now + self.lead_s - cfg.season_s  # the same instant a season ago
+        if at - cfg.window_s / 2 < 0:
+            return average
+        return max(average, self._rate(at - cfg.window_s / 2, min(now, at + cfg.window_s / 2)))
+
+    def decide(self, obs: Observation) -> int:
+        cfg = self.cfg
+        if obs.now > self._history[-1][0]:
+            self._history.append((obs.now, obs.arrivals))
+        rate = self.predict(obs.now)
+        rec = cfg.clamp(math.ceil(rate / (self.per_replica * cfg.target_utilization) - 1e-9))
+        self._recommendations.append((obs.now, rec))
+        while self._recommendations and self._recommendations[0][0] < obs.now - cfg.scale_down_stabilization_s:
+            self._recommendations.popleft()
+        if rec < obs.current:
+            rec = min(obs.current, max(r for _, r in self._recommendations))
+        return cfg.clamp(rec)
+
+
+def make_policy(
+    cfg: FixedConfig | HpaConfig | KpaConfig | QueueConfig | ScheduledConfig | PredictiveConfig,
+    *,
+    lead_s: float = 0.0,
+    per_replica: Callable[[], float] | None = None,
+) -> Policy:
+    """The policy for `cfg`; a predictive one takes its lead (the expected cold start unless given) and one
+    replica's request rate (`per_replica()`, called only when the scenario does not give it)."""
+    if isinstance(cfg, PredictiveConfig):
+        rate = cfg.requests_per_replica_s
+        if rate is None:
+            if per_replica is None:
+                raise FleetsimError(
+                    "fleet.autoscaler.requests_per_replica_s: a predictive autoscaler of a prefill or decode pool needs "
+                    "one replica's request rate given (it is measured for colocated replicas only)"
+                )
+            rate = per_replica()
+        return Predictive(cfg, lead_s=lead_s if cfg.lead_s is None else cfg.lead_s, per_replica=rate)
     policies: dict[str, Any] = {"fixed": Fixed, "hpa": Hpa, "kpa": Kpa, "queue": Queue, "scheduled": Scheduled}
     policy: Policy = policies[cfg.policy](cfg)
     return policy

@@ -362,9 +362,17 @@ def make_pool(
     )
 
 
-def start_pool(env: simpy.Environment, pool: Pool, fcfg: FleetConfig, *, floor: Callable[[int], int] | None = None) -> None:
+def start_pool(
+    env: simpy.Environment,
+    pool: Pool,
+    fcfg: FleetConfig,
+    *,
+    floor: Callable[[int], int] | None = None,
+    per_replica: Callable[[], float] | None = None,
+) -> None:
     """A pool's initial replicas (warm or cold-starting) and, unless fixed, its autoscaler (which scales to at least
-    `floor(ready replicas)` when given: the batch lane's deadline scaling)."""
+    `floor(ready replicas)` when given: the batch lane's deadline scaling). `per_replica()`: the requests/s one
+    replica serves saturated (a predictive autoscaler's capacity, measured only when asked)."""
     start_n = min(fcfg.autoscaler.start_replicas, fcfg.replica_cap)
     auto = fcfg.autoscaler
     if isinstance(auto, HpaConfig) and auto.metric in LATENCY_METRICS:  # (before any replica is built: it listens)
@@ -375,7 +383,9 @@ def start_pool(env: simpy.Environment, pool: Pool, fcfg: FleetConfig, *, floor: 
     else:
         pool.launch(start_n)
     if not isinstance(fcfg.autoscaler, FixedConfig):
-        env.process(control_loop(env, pool, make_policy(fcfg.autoscaler), fcfg.autoscaler.interval_s, floor=floor))
+        lead = fcfg.lifecycle.expected_cold_start_s(pool.weight_bytes)
+        policy = make_policy(fcfg.autoscaler, lead_s=lead, per_replica=per_replica)
+        env.process(control_loop(env, pool, policy, fcfg.autoscaler.interval_s, floor=floor))
 
 
 @dataclass
@@ -469,9 +479,21 @@ def build(
         if lane is not None and lane.watch is not None:
             pool.listeners.append(lane.watch)
         pool.listeners.extend(extra)
+
+    def per_replica() -> float:
+        """One replica's saturated request rate on the trace's length mix (up to 2,000 of its requests, repeated to
+        1,000 at least, as the batch lane measures its mix)."""
+        mix = trace[["prompt_tokens", "output_tokens"]]
+        mix = mix.iloc[:: max(1, len(mix) // 2000)]
+        tokens_s = batch_rate(pd.concat([mix] * max(1, -(-1000 // max(1, len(mix)))), ignore_index=True))
+        if not tokens_s or not len(mix):
+            raise FleetsimError("fleet.autoscaler.requests_per_replica_s: give it (one replica's rate could not be measured)")
+        return float(tokens_s) / float((mix["prompt_tokens"] + mix["output_tokens"]).mean())
+
     for i, (spec, pool) in enumerate(zip(specs, pools, strict=False)):
         if spec.name != BATCH:  # (a dedicated batch pool is launched by the lane)
-            start_pool(env, pool, spec.fleet, floor=floor[i] if floor is not None else None)
+            rate = per_replica if spec.role == COLOCATED else None  # (a prefill or decode replica: not measured)
+            start_pool(env, pool, spec.fleet, floor=floor[i] if floor is not None else None, per_replica=rate)
     if launch_dedicated is not None:
         launch_dedicated()
     if feed:

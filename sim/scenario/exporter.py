@@ -132,6 +132,10 @@ def export_manifests(sc: Scenario, *, name: str = "llm") -> tuple[list[dict[str,
         raise FleetsimError(
             "fleet.autoscaler.policy scheduled: export has no manifest form for a schedule yet (KEDA cron triggers)"
         )
+    if auto.policy == "predictive":
+        raise FleetsimError(
+            "fleet.autoscaler.policy predictive: export has no manifest form for it (a planner such as Dynamo's runs it)"
+        )
     catalog = load_model_catalog()
     spec = catalog.models.get(sc.model)
     if spec is None:

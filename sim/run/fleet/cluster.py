@@ -540,6 +540,7 @@ class Pool:
             busy_fraction=float(np.mean(busy)) if busy else None,
             kv_use=float(np.mean(kv)) if kv else None,
             latency=None if self.latency_watch is None else self.latency_watch.quantiles(now),
+            arrivals=self.n_arrivals,
         )
 
 
