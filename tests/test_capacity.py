@@ -394,3 +394,19 @@ def test_random_reclaims_follow_the_exponential_law_and_take_spot_replicas_only(
         k += int((spot["interrupted"] == "reclaim").sum())
         mean += 6.0 * float((spot["end_at_s"] - spot["provision_at_s"]).sum()) / 3600
     assert abs(k - mean) < 3 * math.sqrt(mean), (k, mean)
+
+
+def test_a_step_with_prompt_work_lost_mid_way_splits_its_lost_time_into_prompt_and_decode_work():
+    """Constant step times (1 ms per prompt token, 50 ms a decode step): A decodes from 0; B's 4,000-token prompt
+    joins A's decode in one step from ~1 s (4.05 s long); the replica fails at 2 s, mid-step: the lost second counts as
+    busy, the decode's own 50 ms of it as decode work, the rest as prompt work."""
+    constant = {"step_time": {"kind": "constant", "prefill_s_per_token": 1e-3, "decode_step_s": 0.05}}
+    r = run(scenario({"failures": {"fail_at_s": [2.0]}}, engine=constant), frame([(0.0, 10, 1000), (1.0, 4000, 10)]))
+    lost = r.replicas.loc[0]
+    assert lost["interrupted"] == "failure" and 0.9 < lost["lost_s"] < 1.1
+    assert abs(lost["prefill_busy_s"] + lost["decode_busy_s"] - lost["busy_s"]) < 1e-9
+    done = r.replicas.loc[1]  # the replacement serves both from scratch
+    assert r.summary()["completed"] == 2 and done["requests"] == 2
+    # before the failure: ~1 s of decode steps (A alone), then the mixed step's lost part: 0.05 s decode, the rest prompt
+    assert lost["decode_busy_s"] == pytest.approx(lost["busy_s"] - lost["lost_s"] + 0.05, abs=0.06)
+    assert lost["prefill_busy_s"] == pytest.approx(lost["lost_s"] - 0.05, abs=0.06)
