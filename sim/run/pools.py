@@ -501,11 +501,8 @@ def build(
     rows: list[tuple[Any, ...]] = []
     waiting = None if link is None else (lambda: len(link.waiting))
     env.process(sample_timeline(env, pools, lanes, scenario.fleet.timeline_interval_s, rows, transfers_waiting=waiting))
-    said = None
-    if supply is not None and prices is not None:
-        ready_supply, ready_prices = supply, prices
-        said = lambda: supply_meta(ready_supply, ready_prices, spot_rate)  # noqa: E731 (read after the run)
-    return Built(env, log, done, specs, pools, replicas, rows, lanes, link, hazards, said)
+    said = None if supply is None or prices is None else functools.partial(supply_meta, supply, prices, spot_rate)
+    return Built(env, log, done, specs, pools, replicas, rows, lanes, link, hazards, said)  # (`said` read after the run)
 
 
 def _batch_lane(

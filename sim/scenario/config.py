@@ -18,10 +18,10 @@ import math
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from sim.errors import FleetsimError, _short, from_validation_error, unknown_name
 from sim.physics.prices import capacity_providers, load_api_prices
@@ -182,20 +182,22 @@ LINK_PRESETS: dict[str, tuple[float, float, str]] = {  # GB/s per GPU (one direc
 }
 
 
+def _known_link(v: str) -> str:
+    if v not in LINK_PRESETS:
+        raise ValueError(f"unknown link preset {v!r}; valid: {', '.join(LINK_PRESETS)}")
+    return v
+
+
+LinkPreset = Annotated[str, AfterValidator(_known_link)]  # a name in LINK_PRESETS
+
+
 class LinkConfig(Frozen):
     """The KV-cache transfer link of a disaggregated fleet, per prefill replica: its GPUs send their shards in
     parallel, each at the per-GPU bandwidth; transfers from one replica queue (FIFO) on it."""
 
-    preset: str = "infiniband_400g"
+    preset: LinkPreset = "infiniband_400g"
     gb_per_s_per_gpu: float | None = Field(default=None, gt=0)  # overrides the preset's
     latency_s: float | None = Field(default=None, ge=0, le=3600)
-
-    @field_validator("preset")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        if v not in LINK_PRESETS:
-            raise ValueError(f"unknown link preset {v!r}; valid: {', '.join(LINK_PRESETS)}")
-        return v
 
     @property
     def bytes_per_s_per_gpu(self) -> float:
@@ -410,14 +412,7 @@ class FleetConfig(Frozen):
     dp: int = Field(default=1, ge=1, le=1024)
     expert_parallel: bool = False  # vLLM's enable_expert_parallel: experts placed whole, tokens exchanged all-to-all
     gpus_per_node: int = Field(default=8, ge=1, le=1024)  # GPUs a node's NVLink joins: a larger TP group spans nodes
-    scale_out: str = "infiniband_400g"  # the network between nodes (a link preset), for TP groups spanning nodes
-
-    @field_validator("scale_out")
-    @classmethod
-    def _known_link(cls, v: str) -> str:
-        if v not in LINK_PRESETS:
-            raise ValueError(f"unknown link preset {v!r}; valid: {', '.join(LINK_PRESETS)}")
-        return v
+    scale_out: LinkPreset = "infiniband_400g"  # the network between nodes, for TP and expert groups spanning nodes
 
     @model_validator(mode="after")
     def _gpu_cap(self) -> FleetConfig:
