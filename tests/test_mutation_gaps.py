@@ -18,6 +18,7 @@ from sim.run.engine.step_time import ConstantStepTime
 from sim.run.simulate import simulate
 from sim.scenario.config import parse_config
 from sim.workload import validate_frame
+from tests.test_engine_units import tiny_scenario
 
 
 def frame(rows):
@@ -109,22 +110,6 @@ def test_inadmissible_counts_the_kv_slots_of_prompt_plus_output_minus_one():
     assert sorted(bad) == [0, 2]
     assert "needs 65 KV slots" in bad[0] and "needs 69 KV slots" in bad[2]
     assert bad == inadmissible(p, o, max_context_tokens=10_000, limits=limits, chunks=False)
-
-
-def tiny_scenario(policy="chunked", fast_forward=True, **engine):
-    return parse_config(
-        {
-            "model": "llama-3.1-8b",
-            "fleet": {"gpu": "a100-80gb"},
-            "engine": {
-                "policy": policy,
-                "fast_forward": fast_forward,
-                "max_num_batched_tokens": 100,
-                "step_time": {"kind": "constant", "prefill_s_per_token": 1e-3, "decode_step_s": 0.01},
-                **engine,
-            },
-        }
-    )
 
 
 def run_keeping_replicas(sc, trace):
