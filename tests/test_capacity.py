@@ -121,16 +121,6 @@ def test_the_spot_rate_from_the_advisors_monthly_frequency():
         SpotConfig(monthly_interruption_frequency=0.1, interruptions_per_hour=0.1)
 
 
-def test_refused_combinations_say_so():
-    with pytest.raises(FleetsimError, match="colocated fleets only"):
-        parse_config(
-            {
-                "model": "llama-3.1-8b",
-                "fleet": {"gpu": "h100-sxm", "mode": "disaggregated", "capacity": {"failures": {}}},
-            }
-        )
-
-
 ENGINES = [
     {},
     {"fast_forward": False},

@@ -132,10 +132,11 @@ def scenario(draw: dict, fast_forward: bool) -> dict:
         "timeline_interval_s": 1.0,
         "lifecycle": {"provision_s": 1.5, "image_pull_s": 0.5, "load_gb_per_s": 64.0, "warmup_s": 0.2},
     }
-    if draw["hazards"] != "none" and draw["mode"] == "colocated":  # (capacity classes are the colocated fleet's)
+    capacity = None
+    if draw["hazards"] != "none":
         at = draw["hazard_at_s"]
         spot = draw["hazards"] in ("reclaim", "both")
-        fleet["capacity"] = {
+        capacity = {
             "failures": {"fail_at_s": at, "gpu_mtbf_hours": 0.01} if draw["hazards"] in ("failure", "both") else None,
             "spot": {"reclaim_at_s": at, "notice_s": 1.0, "max_replicas": draw["spot_max"]} if spot else None,
             "launch_order": (["on_demand", "spot"] if draw["on_demand_first"] else ["spot", "on_demand"]) if spot else None,
@@ -147,7 +148,12 @@ def scenario(draw: dict, fast_forward: bool) -> dict:
         fleet["mode"] = "disaggregated"
         fleet["prefill"] = {"autoscaler": AUTOSCALERS[draw["autoscaler"]], "router": draw["router"]}
         fleet["decode"] = {"autoscaler": AUTOSCALERS["fixed"]}
-        fleet["link"] = {"preset": "roce_200g"}
+        fleet["link"] = {"preset": "roce_200g"} if draw["link"] == "fast" else {"preset": "ethernet_100g", "latency_s": 0.5}
+        if capacity is not None and draw["capacity_of"] != "fleet":  # one pool's own capacity block
+            fleet[draw["capacity_of"]]["capacity"] = capacity
+            capacity = None
+    if capacity is not None:
+        fleet["capacity"] = capacity
     raw = {
         "model": "llama-3.1-8b",
         "seed": draw["seed"] % 1000,
@@ -217,6 +223,8 @@ def simulate_and_inspect(raw: dict, frame: pd.DataFrame):
             "launch_failure": st.sampled_from([0.0, 0.5, 1.0]),
             "on_demand_max": st.sampled_from([None, 2]),
             "reserved": st.integers(0, 1),
+            "capacity_of": st.sampled_from(["fleet", "prefill", "decode"]),  # (disaggregated: whose capacity block)
+            "link": st.sampled_from(["fast", "slow"]),  # (slow: transfers on the wire when a replica is lost)
         }
     )
 )

@@ -69,9 +69,9 @@ def fleet_words(fleet: dict[str, Any], meta: dict[str, Any]) -> str:
     return f"{auto['policy']} {auto['min_replicas']}-{auto['max_replicas']} replicas of {replica}"
 
 
-def loss_summary(reps: pd.DataFrame, tp: int) -> dict[str, Any]:
+def loss_summary(reps: pd.DataFrame, tp: int, pool_tp: dict[str, int] | None = None) -> dict[str, Any]:
     """Replicas lost to failures and reclaims and what it cost (zeros without `fleet.capacity`; a run folder written
-    before these columns: null)."""
+    before these columns: null). GPU-seconds at each replica's pool's TP (`pool_tp`, by pool name), else `tp`."""
     if "interrupted" not in reps.columns:
         return dict.fromkeys(
             ("replicas_failed", "replicas_reclaimed", "requests_requeued", "tokens_recomputed", "gpu_seconds_lost")
@@ -82,23 +82,48 @@ def loss_summary(reps: pd.DataFrame, tp: int) -> dict[str, Any]:
         "replicas_reclaimed": int((how == "reclaim").sum()),
         "requests_requeued": int(reps["requeued"].sum()),
         "tokens_recomputed": int(reps["tokens_lost"].sum()),
-        "gpu_seconds_lost": float(reps["lost_s"].sum()) * tp,
+        "gpu_seconds_lost": float((reps["lost_s"].to_numpy(dtype=np.float64) * _replica_tp(reps, tp, pool_tp)).sum()),
     }
+
+
+def _replica_tp(reps: pd.DataFrame, tp: int, pool_tp: dict[str, int] | None) -> np.ndarray:
+    """Each replica's GPUs: its pool's TP where known, else `tp`."""
+    if not pool_tp or "pool" not in reps.columns:
+        return np.full(len(reps), tp, dtype=np.float64)
+    return np.array([pool_tp.get(str(p), tp) for p in reps["pool"]], dtype=np.float64)
 
 
 def availability(reps: pd.DataFrame, minimum: int, horizon_s: float) -> float | None:
     """The share of the run, from the instant the pool first had `minimum` replicas ready, that it had at least that
     many (a draining replica no longer counts); 1.0 with a minimum of 0, 0.0 if it never got there."""
-    if minimum <= 0:
-        return 1.0
+    return joint_availability([(reps, minimum)], horizon_s)
+
+
+def _ready_count(reps: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """A pool's ready replicas as a step function: the instants it changes and the count from each on."""
     ready = reps["ready_at_s"].to_numpy(dtype=np.float64)
     gone = np.fmin(reps["drain_at_s"].to_numpy(dtype=np.float64), reps["end_at_s"].to_numpy(dtype=np.float64))
     keep = ~np.isnan(ready) & (gone > ready)
     times = np.concatenate([ready[keep], gone[keep]])
     steps = np.concatenate([np.ones(int(keep.sum()), np.int64), -np.ones(int(keep.sum()), np.int64)])
     order = np.lexsort((steps, times))  # at one instant, departures before arrivals
-    times, count = times[order], np.cumsum(steps[order])
-    met = count >= minimum
+    return times[order], np.cumsum(steps[order])
+
+
+def joint_availability(pools: list[tuple[pd.DataFrame, int]], horizon_s: float) -> float:
+    """`availability` of several pools together (a disaggregated fleet's prefill and decode pools): the share of the
+    run, from the first instant every pool had its minimum ready, that every pool had it."""
+    pools = [(reps, minimum) for reps, minimum in pools if minimum > 0]
+    if not pools:
+        return 1.0
+    steps = [_ready_count(reps) for reps, _ in pools]
+    if any(not len(t) for t, _ in steps):  # a pool never had a replica ready
+        return 0.0
+    times = np.unique(np.concatenate([t for t, _ in steps]))
+    met = np.ones(len(times), dtype=bool)
+    for (t, count), (_, minimum) in zip(steps, pools, strict=True):
+        at = np.searchsorted(t, times, side="right") - 1  # the last change at or before each instant
+        met &= (at >= 0) & (count[np.maximum(at, 0)] >= minimum)
     if not met.any():
         return 0.0
     first = float(times[np.argmax(met)])
@@ -112,20 +137,22 @@ def availability(reps: pd.DataFrame, minimum: int, horizon_s: float) -> float | 
 def supply_summary(result: SimResult) -> dict[str, Any]:
     """Launches that found no capacity, availability of the fleet's minimum, the same run without losses."""
     meta, sc = result.meta, result.scenario
-    supply = meta.get("supply")
-    failed = None if supply is None else int(sum(supply["launches_failed"].values()))
+    supplies = [p["supply"] for p in (meta.get("pools") or {}).values() if p.get("supply") is not None]
+    supplies = supplies or ([meta["supply"]] if meta.get("supply") is not None else [])
+    failed = sum(int(sum(s["launches_failed"].values())) for s in supplies)
     reps = result.replicas
-    avail = None
-    auto = sc["fleet"].get("autoscaler")
-    if sc["fleet"].get("mode", "colocated") == "colocated" and auto is not None:
-        minimum = auto.get("min_replicas")
-        minimum = auto.get("replicas") if minimum is None else minimum
+    fleet = sc["fleet"]
+    names = ("prefill", "decode") if fleet.get("mode", "colocated") == "disaggregated" else ("online",)
+    minima = []
+    for name in names:
+        auto = fleet.get(name, {}).get("autoscaler") if name != "online" else fleet.get("autoscaler")
+        minimum = None if auto is None else auto.get("min_replicas")
+        minimum = auto.get("replicas") if minimum is None and auto is not None else minimum
         if minimum is not None:
-            avail = availability(
-                reps[reps["pool"] == "online"] if "pool" in reps.columns else reps, int(minimum), result.horizon_s
-            )
+            minima.append((reps[reps["pool"] == name] if "pool" in reps.columns else reps, int(minimum)))
+    avail = joint_availability(minima, result.horizon_s) if len(minima) == len(names) else None
     return {
-        "launches_failed": failed if failed is not None else 0,
+        "launches_failed": failed,
         "availability": avail,
         "without_losses": meta.get("without_losses"),
     }
@@ -175,9 +202,11 @@ class SimResult:
         r = self.replicas
         return None if "capacity" not in r.columns else [str(c) for c in r["capacity"]]
 
-    def _class_price(self, klass: str, default: float | None) -> float | None:
-        """A capacity class's $/GPU-hour as the run resolved it (meta.json's `supply`), else `default`."""
-        prices = (self.meta.get("supply") or {}).get("prices") or {}
+    def _class_price(self, klass: str, default: float | None, pool: str | None = None) -> float | None:
+        """A capacity class's $/GPU-hour as the run resolved it (meta.json's `pools.<pool>.supply`, else `supply`),
+        else `default`."""
+        own = ((self.meta.get("pools") or {}).get(pool) or {}).get("supply") if pool is not None else None
+        prices = (own or self.meta.get("supply") or {}).get("prices") or {}
         return prices[klass]["usd_per_gpu_hour"] if klass in prices else default
 
     def summary(self) -> dict[str, Any]:
@@ -234,7 +263,7 @@ class SimResult:
         t = self.timeline
         out["replicas_max"] = int(t["replicas_ready"].max()) if len(t) else len(served_by)
         out["replicas_launched"] = len(reps)
-        out |= loss_summary(reps, int(meta["tp"]))
+        out |= loss_summary(reps, int(meta["tp"]), {n: int(p["tp"]) for n, p in (meta.get("pools") or {}).items()})
         out["n_steps"] = int(reps["n_steps"].sum())
         out["n_events"] = self.n_events
         out["kv_blocks"] = int(served_by["kv_blocks"].iloc[0]) if len(served_by) else 0
@@ -296,12 +325,14 @@ class SimResult:
                 horizon_s=self.horizon_s,
                 tp=int(own.get("tp", tp)),
                 usd_per_gpu_hour=own.get("usd_per_gpu_hour", self.meta["usd_per_gpu_hour"]),
-                reserved_usd_per_gpu_hour=self._class_price("reserved", pricing["reserved_usd_per_gpu_hour"]),
-                reserved_replicas=self.scenario["fleet"]["reserved_replicas"] if name in ("online", "prefill") else 0,
+                reserved_usd_per_gpu_hour=self._class_price("reserved", pricing["reserved_usd_per_gpu_hour"], name),
+                reserved_replicas=own.get(
+                    "reserved_replicas", self.scenario["fleet"]["reserved_replicas"] if name in ("online", "prefill") else 0
+                ),
                 granularity_s=pricing["billing_granularity_s"],
                 minimum_s=pricing["billing_minimum_s"],
                 classes=None if classes is None else [c for c, m in zip(classes, mine, strict=True) if m],
-                spot_usd_per_gpu_hour=self._class_price("spot", None),
+                spot_usd_per_gpu_hour=self._class_price("spot", None, name),
             )
             out[str(name)] = (int(mine.sum()), bill)
         return out
@@ -354,8 +385,10 @@ def _sum_bills(bills: list[dict[str, Any]]) -> dict[str, Any]:
     for b in bills:
         for klass, row in b["cost_by_capacity"].items():
             mine = by_class.setdefault(
-                klass, {"replicas": 0, "billed_gpu_seconds": 0.0, "usd_per_gpu_hour": None, "cost_usd": 0.0}
+                klass, {"replicas": 0, "billed_gpu_seconds": 0.0, "usd_per_gpu_hour": row["usd_per_gpu_hour"], "cost_usd": 0.0}
             )
+            if mine["usd_per_gpu_hour"] != row["usd_per_gpu_hour"]:
+                mine["usd_per_gpu_hour"] = None  # (pools priced it differently: no one price)
             mine["replicas"] += row["replicas"]
             mine["billed_gpu_seconds"] += row["billed_gpu_seconds"]
             mine["cost_usd"] = None if mine["cost_usd"] is None or row["cost_usd"] is None else mine["cost_usd"] + row["cost_usd"]
@@ -363,7 +396,7 @@ def _sum_bills(bills: list[dict[str, Any]]) -> dict[str, Any]:
         "billed_gpu_seconds": sum(b["billed_gpu_seconds"] for b in bills),
         "gpu_seconds_by_state": states,
         "cost_usd": None if any(c is None for c in costs) else sum(costs),
-        "cost_by_capacity": by_class,  # (pools may price a class differently: no one price per class)
+        "cost_by_capacity": by_class,
     }
 
 

@@ -191,7 +191,8 @@ def pool_meta(spec: PoolSpec) -> dict[str, Any]:
         "kv_blocks_per_replica": spec.n_blocks,
         "max_num_batched_tokens": spec.budget,
         "engine_policy": spec.engine.policy,
-        "reserved_replicas": spec.fleet.reserved_replicas if spec.name in ("online", "prefill") else 0,
+        "reserved_replicas": spec.fleet.reserved_replicas,
+        "supply": None,  # its capacity classes (a disaggregated fleet's pools; a colocated fleet's: meta.supply)
     }
 
 
@@ -272,10 +273,13 @@ def freeze(built: Built, scenario: Scenario, setup: RooflineSetup, base_dir: Pat
             "evicted_entries": sum(kv.cache.evicted for kv in kvs),
             "pinned_at_end": sum(kv.pins() for kv in kvs),
         }
-    if built.hazards is not None:
-        meta["hazards"] = {"missed_instants": built.hazards.missed}  # given instants with no ready replica to hit
-    if built.supply_meta is not None:
-        meta["supply"] = built.supply_meta()
+    if built.hazards:  # given instants with no ready replica to hit
+        meta["hazards"] = {"missed_instants": sum(h.missed for h in built.hazards)}
+    for name, said in built.supply_meta.items():
+        meta["pools"][name]["supply"] = said()
+    entry = built.specs[0].name
+    if entry in built.supply_meta:
+        meta["supply"] = meta["pools"][entry]["supply"]
     requests = requests_frame(log, trace, links)
     replicas = replicas_frame(built.replicas, log, env.now, None if link is None else link.decode_replica_id)
     return SimResult(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ from sim.run.fleet.feed import Feed
 from sim.run.fleet.hazards import Hazards
 from sim.run.fleet.latency import LatencyWatch
 from sim.run.fleet.supply import Supply, class_prices, spot_rate_per_s, supply_meta
-from sim.scenario.config import BatchConfig, EngineConfig, FleetConfig, Scenario
+from sim.scenario.config import BatchConfig, CapacityConfig, EngineConfig, FleetConfig, Scenario
 from sim.scenario.resolve import resolve_scenario
 from sim.streams import RunStreams
 
@@ -135,7 +135,10 @@ def pool_scenario(scenario: Scenario, name: str) -> Scenario:
     autoscaler, lifecycle, engine and price over the fleet's and the scenario's. A dedicated batch pool: the fleet's
     replica type (GPU, TP, engine, price), launched and sized by the batch lane."""
     f = scenario.fleet
-    if name in (ENTRY, BATCH) or f.mode == "colocated":
+    if name == BATCH:  # (on-demand capacity of its own, no reserved seat)
+        pool_fleet = f.model_copy(update={"mode": "colocated", "capacity": CapacityConfig(), "reserved_replicas": 0})
+        return scenario.model_copy(update={"fleet": pool_fleet})
+    if name == ENTRY or f.mode == "colocated":
         return (
             scenario
             if f.mode == "colocated"
@@ -151,6 +154,8 @@ def pool_scenario(scenario: Scenario, name: str) -> Scenario:
             "autoscaler": pool.autoscaler,
             "lifecycle": pool.lifecycle or f.lifecycle,
             "mode": "colocated",
+            "capacity": f.capacity_of(name),
+            "reserved_replicas": f.reserved_of(name),
         }
     )
     update: dict[str, Any] = {"fleet": fleet, "engine": pool.engine or scenario.engine}
@@ -358,7 +363,7 @@ def make_pool(
         queue_max=fcfg.queue_max,
         queue_timeout_s=fcfg.queue_timeout_s,
         max_outstanding=fcfg.max_outstanding_per_replica,
-        supply=supply or Supply(tp=spec.setup.tp, reserved=fcfg.reserved_replicas if spec.name in (ENTRY, PREFILL_POOL) else 0),
+        supply=supply or Supply(tp=spec.setup.tp, reserved=fcfg.reserved_replicas),
     )
 
 
@@ -401,8 +406,9 @@ class Built:
     rows: list[tuple[Any, ...]]  # the timeline's samples
     lanes: list[BatchLane]
     link: Transfers | None
-    hazards: Hazards | None = None  # failures and spot reclaims of the entry pool
-    supply_meta: Callable[[], dict[str, Any]] | None = None  # the entry pool's capacity classes (meta.json's `supply`)
+    hazards: list[Hazards] = field(default_factory=list)  # failures and spot reclaims, of each pool that has them
+    # each pool's capacity classes, by pool name (meta.json's `supply`: the entry pool's; `pools.<name>.supply`)
+    supply_meta: dict[str, Callable[[], dict[str, Any]]] = field(default_factory=dict)
 
 
 def build(
@@ -430,23 +436,17 @@ def build(
     log.on_all_resolved = all_resolved
     replicas = Replicas()
     rejected = rejections(log, specs)
-    capacity = scenario.fleet.capacity
-    supply, prices, spot_rate = None, None, None
-    if feed and capacity.shapes_supply:  # (not in a capacity probe: it measures the replica, not the capacity)
-        gpu = specs[0].setup.gpu.name
-        prices = class_prices(scenario.pricing, gpu, specs[0].setup.usd_per_gpu_hour, spot=capacity.spot is not None)
-        spot_rate = None if capacity.spot is None else spot_rate_per_s(capacity.spot, scenario.pricing, gpu)
-        supply = Supply(
-            tp=specs[0].setup.tp,
-            reserved=scenario.fleet.reserved_replicas,
-            capacity=capacity,
-            rng=streams.generator("shortages"),
-        )
-    entry = make_pool(env, specs[0], log, streams, replicas, rejected=rejected, supply=supply)
+    said: dict[str, Callable[[], dict[str, Any]]] = {}
+    supplies = {}
+    for spec in specs[:2] if specs[0].role == PREFILL else specs[:1]:  # (the fleet's own pools, not a batch pool)
+        capacity = spec.fleet.capacity
+        if feed and capacity.shapes_supply:  # (not in a capacity probe: it measures the replica, not the capacity)
+            supplies[spec.name], said[spec.name] = pool_supply(spec, streams)
+    entry = make_pool(env, specs[0], log, streams, replicas, rejected=rejected, supply=supplies.get(specs[0].name))
     pools = [entry]
     link = None
     if specs[0].role == PREFILL:
-        decode = make_pool(env, specs[1], log, streams, replicas, rejected={})
+        decode = make_pool(env, specs[1], log, streams, replicas, rejected={}, supply=supplies.get(specs[1].name))
         pools.append(decode)
         pre = specs[0].setup
         fl = scenario.fleet.link
@@ -460,20 +460,30 @@ def build(
         )
         entry.listeners.append(link.sender)
         decode.listeners.append(link.receiver)
+        entry.on_lost.append(link.prefill_lost)
+        decode.on_lost.append(link.decode_lost)
+        decode.on_exhausted.append(link.reject_waiting)
     lane, floor, launch_dedicated = _batch_lane(env, scenario, specs, pools, trace, log, streams, replicas, batch_rate)
     lanes = [lane] if lane is not None else []
-    hazards = None
-    if feed and capacity.any:  # (not in a capacity probe: it measures the replica, not the capacity)
-        hazards = Hazards(
-            env,
-            entry,
-            capacity,
-            tp=specs[0].setup.tp,
-            rng=streams.generator("hazards"),
-            reclaim_rate_per_s=0.0 if spot_rate is None else spot_rate[0],
-        )
-        if scenario.fleet.max_gpus is not None:
-            entry.quota = scenario.fleet.max_gpus // specs[0].setup.tp
+    hazards = []
+    for spec, pool in zip(specs, pools, strict=False):
+        capacity = spec.fleet.capacity
+        if feed and spec.name != BATCH and capacity.any:  # (not in a capacity probe: it measures the replica)
+            spot_rate = 0.0
+            if capacity.spot is not None:
+                spot_rate = spot_rate_per_s(capacity.spot, spec.scenario.pricing, spec.setup.gpu.name)[0]
+            hazards.append(
+                Hazards(
+                    env,
+                    pool,
+                    capacity,
+                    tp=spec.setup.tp,
+                    rng=pool_generator(streams, "hazards", spec.name),
+                    reclaim_rate_per_s=spot_rate,
+                )
+            )
+            if spec.fleet.max_gpus is not None:
+                pool.quota = spec.fleet.max_gpus // spec.setup.tp
     for pool in pools:
         pool.listeners.extend(lanes)
         if lane is not None and lane.watch is not None:
@@ -501,8 +511,29 @@ def build(
     rows: list[tuple[Any, ...]] = []
     waiting = None if link is None else (lambda: len(link.waiting))
     env.process(sample_timeline(env, pools, lanes, scenario.fleet.timeline_interval_s, rows, transfers_waiting=waiting))
-    said = None if supply is None or prices is None else functools.partial(supply_meta, supply, prices, spot_rate)
     return Built(env, log, done, specs, pools, replicas, rows, lanes, link, hazards, said)  # (`said` read after the run)
+
+
+def pool_generator(streams: RunStreams, name: str, pool: str) -> np.random.Generator:
+    """The run's stream `name` for a pool: the stream itself for the entry pool, its sub-stream for the pool's kind
+    (`STREAM`) otherwise (so adding a pool never changes another's draws)."""
+    k = STREAM[pool]
+    return streams.generator(name) if k is None else streams.sub_generator(name, k)
+
+
+def pool_supply(spec: PoolSpec, streams: RunStreams) -> tuple[Supply, Callable[[], dict[str, Any]]]:
+    """A pool's capacity classes (`sim.run.fleet.supply`) at its GPU's class prices, and its meta.json line (read
+    after the run)."""
+    capacity, pricing, gpu = spec.fleet.capacity, spec.scenario.pricing, spec.setup.gpu.name
+    prices = class_prices(pricing, gpu, spec.setup.usd_per_gpu_hour, spot=capacity.spot is not None)
+    spot_rate = None if capacity.spot is None else spot_rate_per_s(capacity.spot, pricing, gpu)
+    supply = Supply(
+        tp=spec.setup.tp,
+        reserved=spec.fleet.reserved_replicas,
+        capacity=capacity,
+        rng=pool_generator(streams, "shortages", spec.name),
+    )
+    return supply, functools.partial(supply_meta, supply, prices, spot_rate)
 
 
 def _batch_lane(

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,7 +28,7 @@ from sim.run.capacity import Capacity, ClosedLoop, pair_capacity, saturated_capa
 from sim.run.engine.replica import COLOCATED, Replica, ReplicaListener
 from sim.run.freeze import freeze, requests_frame
 from sim.run.pools import BATCH, ENTRY, Built, PoolSpec, build, has_batch, pool_spec, pool_specs
-from sim.scenario.config import LinkConfig, Scenario
+from sim.scenario.config import CapacityConfig, LinkConfig, Scenario
 from sim.scenario.resolve import resolve_scenario
 from sim.streams import RunStreams
 from sim.workload import load_trace
@@ -171,9 +172,21 @@ def _without_losses(scenario: Scenario, trace: pd.DataFrame, base_dir: Path) -> 
     """With replicas that can be lost (spot reclaims, failures): the headline figures of the same run without any loss
     (no failures; spot capacity, at its price, never reclaimed: no rate, no given instants, no obtainable series);
     None otherwise."""
-    capacity = scenario.fleet.capacity
-    if not capacity.any:
+    fleet = scenario.fleet
+    if not any(c.any for c in fleet.capacities):
         return None
+    update: dict[str, Any] = {"capacity": _no_losses(fleet.capacity)}
+    for name in ("prefill", "decode"):
+        pool = getattr(fleet, name)
+        if pool.capacity is not None:
+            update[name] = pool.model_copy(update={"capacity": _no_losses(pool.capacity)})
+    fleet = fleet.model_copy(update=update)
+    summary = simulate(scenario.model_copy(update={"fleet": fleet}), trace, base_dir=base_dir, measure_capacity=False).summary()
+    return {k: summary[k] for k in LOSS_COUNTERFACTUAL}
+
+
+def _no_losses(capacity: CapacityConfig) -> CapacityConfig:
+    """The same capacity classes, nothing ever lost: no failures; spot at its price, never reclaimed."""
     spot = capacity.spot
     if spot is not None:
         spot = spot.model_copy(
@@ -184,9 +197,7 @@ def _without_losses(scenario: Scenario, trace: pd.DataFrame, base_dir: Path) -> 
                 "obtainable_gpus": [],
             }
         )
-    fleet = scenario.fleet.model_copy(update={"capacity": capacity.model_copy(update={"failures": None, "spot": spot})})
-    summary = simulate(scenario.model_copy(update={"fleet": fleet}), trace, base_dir=base_dir, measure_capacity=False).summary()
-    return {k: summary[k] for k in LOSS_COUNTERFACTUAL}
+    return capacity.model_copy(update={"failures": None, "spot": spot})
 
 
 LOSS_COUNTERFACTUAL = ("completed", "slo_attainment", "request_goodput", "mean_ttft_ms", "p99_ttft_ms", "p99_tpot_ms", "cost_usd")

@@ -208,21 +208,6 @@ class LinkConfig(Frozen):
         return self.latency_s if self.latency_s is not None else LINK_PRESETS[self.preset][1]
 
 
-class PoolConfig(Frozen):
-    """One pool of a disaggregated fleet; unset keys take the fleet's (gpu, tp, lifecycle), the scenario's
-    (engine) or the catalog's (price)."""
-
-    gpu: str | None = Field(default=None, min_length=1)
-    tp: int | None = Field(default=None, ge=1, le=1024)
-    router: (
-        Literal["round_robin", "least_outstanding", "least_kv", "power_of_two", "least_prompt_tokens", "prefix_aware"] | None
-    ) = None
-    autoscaler: AutoscalerConfig = FixedConfig()
-    lifecycle: LifecycleConfig | None = None
-    engine: EngineConfig | None = None
-    usd_per_gpu_hour: float | None = Field(default=None, ge=0)
-
-
 HOURS_PER_MONTH = 730.0  # (365.25 x 24 / 12)
 
 
@@ -384,6 +369,23 @@ class CapacityConfig(Frozen):
         return self != CapacityConfig()
 
 
+class PoolConfig(Frozen):
+    """One pool of a disaggregated fleet; unset keys take the fleet's (gpu, tp, lifecycle), the scenario's
+    (engine) or the catalog's (price)."""
+
+    gpu: str | None = Field(default=None, min_length=1)
+    tp: int | None = Field(default=None, ge=1, le=1024)
+    router: (
+        Literal["round_robin", "least_outstanding", "least_kv", "power_of_two", "least_prompt_tokens", "prefix_aware"] | None
+    ) = None
+    autoscaler: AutoscalerConfig = FixedConfig()
+    lifecycle: LifecycleConfig | None = None
+    engine: EngineConfig | None = None
+    usd_per_gpu_hour: float | None = Field(default=None, ge=0)
+    capacity: CapacityConfig | None = None  # its capacity classes, spot, failures (None: the fleet's `capacity`)
+    reserved_replicas: int | None = Field(default=None, ge=0, le=MAX_REPLICAS)  # None: the fleet's (prefill), 0 (decode)
+
+
 class FleetConfig(Frozen):
     """Replicas of one GPU type and TP degree behind a router, scaled by an autoscaler."""
 
@@ -406,7 +408,7 @@ class FleetConfig(Frozen):
     prefill: PoolConfig = PoolConfig()  # disaggregated: the prefill pool (router default least_prompt_tokens)
     decode: PoolConfig = PoolConfig()  # disaggregated: the decode pool
     link: LinkConfig = LinkConfig()  # disaggregated: the KV-cache transfer link
-    capacity: CapacityConfig = CapacityConfig()  # spot reclaims and failures (colocated fleets)
+    capacity: CapacityConfig = CapacityConfig()  # classes, spot, failures (each pool's, unless a pool gives its own)
     # vLLM's data_parallel_size: each replica is one DP rank (its own scheduler, batch and KV cache, tp GPUs); with an
     # MoE model the dp ranks of a group share the MoE layers, its experts spread over their dp x tp GPUs
     dp: int = Field(default=1, ge=1, le=1024)
@@ -418,9 +420,34 @@ class FleetConfig(Frozen):
     def _gpu_cap(self) -> FleetConfig:
         if self.max_gpus is not None and self.max_gpus < self.tp:
             raise ValueError(f"max_gpus must be >= tp (got {self.max_gpus} < {self.tp})")
-        if self.capacity.shapes_supply and self.mode == "disaggregated":
-            raise ValueError("capacity (classes, spot, failures) applies to colocated fleets only, for now")
         return self
+
+    def capacity_of(self, pool: str) -> CapacityConfig:
+        """A pool's capacity classes: a disaggregated pool's own `capacity` block, else the fleet's (each pool then
+        has the fleet's classes, caps and hazards, its own replicas counted against them)."""
+        if self.mode == "disaggregated" and pool in ("prefill", "decode"):
+            own = (self.prefill if pool == "prefill" else self.decode).capacity
+            return own if own is not None else self.capacity
+        return self.capacity
+
+    def reserved_of(self, pool: str) -> int:
+        """A pool's reserved replicas: the fleet's `reserved_replicas` belong to the online or prefill pool, unless a
+        disaggregated pool gives its own."""
+        if self.mode == "disaggregated" and pool in ("prefill", "decode"):
+            own = (self.prefill if pool == "prefill" else self.decode).reserved_replicas
+            if own is not None:
+                return own
+        return self.reserved_replicas if pool in ("online", "prefill") else 0
+
+    @property
+    def pool_names(self) -> tuple[str, ...]:
+        """The pools the fleet itself runs (a dedicated batch pool is the batch lane's)."""
+        return ("prefill", "decode") if self.mode == "disaggregated" else ("online",)
+
+    @property
+    def capacities(self) -> list[CapacityConfig]:
+        """Each of the fleet's pools' capacity classes (one for a colocated fleet)."""
+        return [self.capacity_of(name) for name in self.pool_names]
 
     @property
     def replica_cap(self) -> int:

@@ -99,7 +99,7 @@ def not_expressed(sc: Scenario) -> list[str]:
             "rank; run them as pods of dp ranks with --data-parallel-size and --enable-expert-parallel, the replica "
             "counts divided by dp)"
         )
-    if sc.fleet.capacity.shapes_supply:
+    if any(c.shapes_supply for c in sc.fleet.capacities):
         out.append(
             "fleet.capacity (capacity classes, spot, failures: the node pools' capacity types, e.g. Karpenter's "
             "karpenter.sh/capacity-type requirement, decide them; shortages and reclaims are the provider's)"

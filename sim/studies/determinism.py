@@ -72,14 +72,19 @@ def seed_consumers(scenario: Scenario) -> list[str]:
             for k in ("prompt_tokens", "output_tokens")
             if getattr(job, k) is not None and not isinstance(getattr(job, k), Fixed)
         ]
-    capacity = scenario.fleet.capacity
-    if capacity.failures is not None:
-        out.append("fleet.capacity.failures (random failures)")
-    if capacity.spot is not None and (capacity.spot.rate_per_s > 0 or scenario.pricing.provider is not None):
-        out.append("fleet.capacity.spot (random reclaims)")  # (with a provider, its interruption band may give the rate)
-    for klass in capacity.order:
-        if 0 < capacity.limits(klass).launch_failure_probability < 1:
-            out.append(f"fleet.capacity.{klass}.launch_failure_probability (random launch failures)")
+    fleet = scenario.fleet
+    blocks = {}  # where each pool's capacity block is written -> it (the fleet's, shared by both pools: said once)
+    for name in fleet.pool_names:
+        own = name != "online" and getattr(fleet, name).capacity is not None
+        blocks[f"fleet.{name}.capacity" if own else "fleet.capacity"] = fleet.capacity_of(name)
+    for where, capacity in blocks.items():
+        if capacity.failures is not None:
+            out.append(f"{where}.failures (random failures)")
+        if capacity.spot is not None and (capacity.spot.rate_per_s > 0 or scenario.pricing.provider is not None):
+            out.append(f"{where}.spot (random reclaims)")  # (with a provider, its interruption band may give the rate)
+        for klass in capacity.order:
+            if 0 < capacity.limits(klass).launch_failure_probability < 1:
+                out.append(f"{where}.{klass}.launch_failure_probability (random launch failures)")
     pools = [scenario] if scenario.fleet.mode == "colocated" else [pool_scenario(scenario, name) for name in POOLS]
     for where, pool in zip(["fleet"] if len(pools) == 1 else [f"fleet.{name}" for name in POOLS], pools, strict=True):
         if pool.fleet.router == "power_of_two" and where != "fleet.decode":  # transfers pick decode replicas, not its router

@@ -596,15 +596,23 @@ def _plan(plan: Plan, out: Path, ev: Evaluator) -> Outcome:
 def on_demand_only(plan: Plan, group: int, n: int) -> bool:
     """Does this configuration run on on-demand capacity alone (no reserved seat, no spot replica possible)?"""
     sc = pick_scenario(plan, {"group": group, plan.spec.scale.path: n})
-    spot = sc.fleet.capacity.spot
-    return sc.fleet.reserved_replicas == 0 and (spot is None or spot.max_replicas == 0)
+    fleet = sc.fleet
+    return all(
+        fleet.reserved_of(name) == 0 and (c.spot is None or c.spot.max_replicas == 0)
+        for name, c in zip(fleet.pool_names, fleet.capacities, strict=True)
+    )
 
 
 def _saving(plan: Plan, feasible: pd.DataFrame, pick: dict[str, Any] | None) -> dict[str, Any] | None:
     """With capacity classes searched (`fleet.capacity` or `fleet.reserved_replicas` among the axes) and a pick that is
     not all on demand: the pick's objective against the cheapest passing all-on-demand configuration (its group and
     replica count, its objective, and 1 - pick / it); None when there is no such comparison to make."""
-    if pick is None or not any(a.startswith(("fleet.capacity", "fleet.reserved_replicas")) for a in plan.spec.search):
+    capacity_axes = (
+        "fleet.capacity",
+        "fleet.reserved_replicas",
+        *(f"fleet.{p}.{k}" for p in ("prefill", "decode") for k in ("capacity", "reserved_replicas")),
+    )
+    if pick is None or not any(a.startswith(capacity_axes) for a in plan.spec.search):
         return None
     scale, objective = plan.spec.scale.path, f"{plan.spec.objective}_mean"
     if on_demand_only(plan, int(pick["group"]), int(pick[scale])):

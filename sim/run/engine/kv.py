@@ -86,6 +86,11 @@ class BlockKv:
         if self.used > self.peak_used:
             self.peak_used = self.used
 
+    def revoke(self, blocks: int) -> None:
+        """A reservation for a transfer is given back (its sender was lost): `blocks` free again."""
+        self.used -= blocks
+        assert self.used >= 0, "KV pool released more blocks than it lent"
+
     def release(self, seq: Seq, now: float) -> None:
         """A sequence is done (finished, or its KV sent away): its blocks are free."""
         self.used -= seq.blocks

@@ -611,6 +611,21 @@ class Replica:
         if self._interruptible:
             self._cut_run()
 
+    def cancel_incoming(self, blocks: int) -> None:
+        """A transfer on its way here was cut (its prefill replica was lost): its reservation is given back. (A lost
+        replica's reservations went with its memory.)"""
+        if self._stopped:
+            return
+        self.n_incoming -= 1
+        self.kv.revoke(blocks)
+        for f in self._on_room:  # (the link may now place a waiting transfer here)
+            f(self)
+        if self._interruptible or self.waiting:  # (a run in progress ends at its next step boundary, as on `reserve`)
+            self._wake()
+        elif self._idle:  # idle already: a draining replica may now be released
+            for tell in self._on_idle:
+                tell(self)
+
     def receive(self, seq: Seq, blocks: int) -> None:
         """A transferred sequence arrives with its KV (`blocks` reserved for it): it joins the running batch at the
         next step boundary, as an arrival would."""
@@ -765,6 +780,8 @@ class Replica:
         self.kv.lose_all(out)  # the GPUs' memory is gone: every block, and a prefix cache's entries
         self.running, self.waiting = [], []
         self.n_outstanding = self.pending_prompt_tokens = 0
+        # (with the memory went the KV held for transfers out and the reservations for transfers in: the link's)
+        self.held_blocks = self.n_incoming = 0
         if self._prio is not None:
             self._prio = PriorityCount()
         return out, lost, tokens

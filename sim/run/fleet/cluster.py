@@ -186,6 +186,9 @@ class Pool:
         self._index = LeastLoaded() if router.indexed else None
         self.queue = FleetQueue()
         self.on_launch: list[Callable[[ReplicaSlot], None]] = []  # told of every new slot (hazards: failures, reclaims)
+        # told of a ready or draining replica lost (the KV-transfer link: the sequences it held for or sent to it)
+        self.on_lost: list[Callable[[ReplicaSlot, Replica], None]] = []
+        self.on_exhausted: list[Callable[[str], None]] = []  # told when no replica can ever be launched again (why)
         self.quota: int | None = None  # replicas the GPU quota (fleet.max_gpus) allows at once, draining ones included
         self._owed = 0  # replacements the quota held back
         self._busy_seen: dict[int, tuple[float, float]] = {}  # replica id -> (time, busy seconds) at last observation
@@ -343,6 +346,8 @@ class Pool:
             self.log.reject(self.queue.popleft().idx, why)
         for lane in self.feeders:
             lane.reject_waiting(why)
+        for tell in self.on_exhausted:
+            tell(why)
 
     def _schedule_retry(self) -> None:
         at = self.supply.next_try(self.env.now)
@@ -394,6 +399,8 @@ class Pool:
             for seq in seqs:  # (a lane's own requests go back to it: a batch request to the batch lane)
                 if not any(f.take_back(slot.replica_id, seq) for f in self.feeders):
                     self.redeliver(seq)
+            for tell in self.on_lost:
+                tell(slot, engine)
             return
         if replace:
             self._replace()

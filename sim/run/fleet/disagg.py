@@ -20,6 +20,12 @@
 - On arrival the prefill replica frees the blocks and the sequence joins the decode replica's running batch at
   its next step boundary. Its second token's gap includes the wait and the transfer. If the decode replica
   preempts it later, it recomputes there (prompt and generated tokens), as a colocated engine would.
+- Lost replicas (failures, spot reclaims: `sim.run.fleet.hazards`). A lost prefill replica's requests not yet
+  prefilled go back to the prefill pool; those it had prefilled and not yet sent (waiting, or on the wire: the
+  decode replica's reservation is returned) lost their KV and go to the decode pool, to be recomputed there (prompt
+  and first token) as a preempted sequence is. A lost decode replica's requests go back to the decode pool and are
+  recomputed there; transfers on their way to it are sent again (the prefill replica still holds their KV). If the
+  decode pool can never launch a replica again (no capacity), the transfers waiting are rejected with the reason.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from sim.run.fleet.cluster import Pool
 
 if TYPE_CHECKING:
     from sim.run.engine.replica import Replica
+    from sim.run.fleet.cluster import ReplicaSlot
 
 
 class Transfers:
@@ -68,6 +75,7 @@ class Transfers:
         # shrinks otherwise: its sequences grow), so a retry for the same head looks only at those
         self._blocked: Seq | None = None
         self._dirty: set[int] = set()
+        self._in_flight: dict[int, tuple[Replica, Seq, Replica, int]] = {}  # request -> (prefill, seq, decode, blocks)
         n = len(log)
         self.decode_replica_id = np.full(n, -1, dtype=np.int32)
         self.transfer_start_at_s = np.full(n, np.nan)  # the decode replica reserved room and the bytes began to queue
@@ -132,8 +140,12 @@ class Transfers:
         self.transfer_start_at_s[seq.idx] = now
         self.decode_replica_id[seq.idx] = decode.replica_id
         self.n_transfers += 1
+        mine = self._in_flight[seq.idx] = (prefill, seq, decode, blocks)
 
         def arrive(_event: simpy.Event) -> None:
+            if self._in_flight.get(seq.idx) is not mine:  # cut short: one end was lost (it may be on the wire again)
+                return
+            del self._in_flight[seq.idx]
             self.transfer_end_at_s[seq.idx] = self.env.now
             prefill.release_held(seq)
             decode.receive(seq, blocks)
@@ -142,6 +154,52 @@ class Transfers:
         while now + delay < end:  # land on the instant
             delay = math.nextafter(delay, math.inf)
         call_at(self.env, delay, ARRIVAL, arrive)
+
+    # --- lost replicas (`Pool.on_lost`) --------------------------------------------------------------------------
+    def prefill_lost(self, slot: ReplicaSlot, prefill: Replica) -> None:
+        """A prefill replica was lost with the KV of the sequences it had prefilled and not yet sent: each goes to the
+        decode pool to be recomputed there (a transfer on the wire is cut: its decode replica's reservation returned)."""
+        lost = [e[3] for e in self.waiting if e[2] is prefill]
+        if lost:
+            self.waiting = [e for e in self.waiting if e[2] is not prefill]
+            heapq.heapify(self.waiting)
+            if self._blocked is not None and self._blocked in lost:
+                self._blocked = None
+        for idx, (source, seq, decode, blocks) in list(self._in_flight.items()):
+            if source is prefill:
+                del self._in_flight[idx]
+                self.transfer_start_at_s[idx] = np.nan
+                self.decode_replica_id[idx] = -1
+                decode.cancel_incoming(blocks)
+                lost.append(seq)
+        self._link_free_at.pop(prefill.replica_id, None)
+        for seq in sorted(lost, key=lambda q: (q.priority, q.idx)):
+            slot.requeued += 1
+            slot.tokens_lost += seq.computed
+            seq.computed = seq.blocks = seq.shared = 0
+            seq.pins = None
+            self.decode.redeliver(seq)
+
+    def decode_lost(self, slot: ReplicaSlot, decode: Replica) -> None:
+        """A decode replica was lost: the transfers on their way to it wait again for a decode replica with room (their
+        prefill replicas still hold the KV)."""
+        for idx, (prefill, seq, target, _blocks) in list(self._in_flight.items()):
+            if target is decode:
+                del self._in_flight[idx]
+                self.transfer_start_at_s[idx] = np.nan
+                self.decode_replica_id[idx] = -1
+                self._order += 1
+                heapq.heappush(self.waiting, (seq.priority, self._order, prefill, seq))
+        self.pump_soon()
+
+    def reject_waiting(self, reason: str) -> None:
+        """The decode pool can never launch a replica again: the transfers waiting for one are rejected (their prefill
+        replicas free the KV they held)."""
+        waiting, self.waiting = self.waiting, []
+        self._blocked = None
+        for _, _, prefill, seq in sorted(waiting):
+            self.log.reject(seq.idx, f"decode pool: {reason}")
+            prefill.release_held(seq)
 
 
 class _Sender(ReplicaListener):
