@@ -65,6 +65,8 @@ REPLICA_COLUMNS: dict[str, str] = {
     "cancelled": "bool",
     "pool": "object",
     "capacity": "object",  # its capacity class: reserved, on_demand or spot (`sim.run.fleet.supply`)
+    "gpu": "object",  # its GPU type: the pool's, or a fallback's (`fleet.capacity.fallback`)
+    "tp": "int64",  # its GPUs
     "provisioning_s": "float64",
     "loading_s": "float64",
     "busy_s": "float64",
@@ -155,6 +157,7 @@ SUMMARY_KEYS: tuple[str, ...] = (
     "kv_peak_blocks",
     "by_class",
     "by_pool",
+    "by_gpu",
     "by_job",
     "batch_cost",
     "kv_transfers",

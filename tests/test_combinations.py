@@ -142,6 +142,8 @@ def scenario(draw: dict, fast_forward: bool) -> dict:
             "launch_order": (["on_demand", "spot"] if draw["on_demand_first"] else ["spot", "on_demand"]) if spot else None,
             "on_demand": {"launch_failure_probability": draw["launch_failure"], "max_replicas": draw["on_demand_max"]},
             "backoff": {"initial_s": 2.0, "max_s": 8.0},
+            # another GPU type when every class of the fleet's own is out (its own step times and price)
+            "fallback": [{"gpu": draw["fallback"], "max_replicas": 1, "usd_per_gpu_hour": 1.1}] if draw["fallback"] else [],
         }
         fleet["reserved_replicas"] = draw["reserved"]
     if draw["mode"] == "disaggregated":
@@ -223,6 +225,7 @@ def simulate_and_inspect(raw: dict, frame: pd.DataFrame):
             "launch_failure": st.sampled_from([0.0, 0.5, 1.0]),
             "on_demand_max": st.sampled_from([None, 2]),
             "reserved": st.integers(0, 1),
+            "fallback": st.sampled_from([None, "h100-sxm", "l40s"]),
             "capacity_of": st.sampled_from(["fleet", "prefill", "decode"]),  # (disaggregated: whose capacity block)
             "link": st.sampled_from(["fast", "slow"]),  # (slow: transfers on the wire when a replica is lost)
         }
@@ -259,10 +262,12 @@ def test_every_combination_conserves_and_matches_the_reference(draw):
         else:
             assert e.kv.used == 0
 
-    # GPU-seconds: per pool, each replica from provisioning to its end, times the pool's TP (granularity 0)
+    # GPU-seconds: each replica from provisioning to its end, times its TP (granularity 0)
     reps = result.replicas
-    tp = {name: pool["tp"] for name, pool in result.meta["pools"].items()}
-    lives = (reps["end_at_s"] - reps["provision_at_s"]).to_numpy() * reps["pool"].map(tp).to_numpy()
+    lives = (reps["end_at_s"] - reps["provision_at_s"]).to_numpy() * reps["tp"].to_numpy()
+    for name, pool in result.meta["pools"].items():  # each replica is of its pool's GPU type or a fallback's
+        kinds = {(pool["gpu"], pool["tp"]), *((f["gpu"], f["tp"]) for f in pool["fallback"])}
+        assert set(zip(reps.loc[reps["pool"] == name, "gpu"], reps.loc[reps["pool"] == name, "tp"], strict=True)) <= kinds
     unused = s["gpu_seconds_by_state"]["reserved_unused"]  # (a reserved seat is billed whether a replica sat on it)
     assert abs(s["billed_gpu_seconds"] - lives.sum() - unused) <= 1e-6 * (1 + s["billed_gpu_seconds"])
 

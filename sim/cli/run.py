@@ -108,6 +108,8 @@ def render_summary(result: SimResult, summary: dict[str, Any]) -> str:
         lines.append(_line("Tokens per verify step (spec.):", summary["spec_tokens_per_verify_step"], "{:.3f}"))
     for name, rec in (summary.get("by_pool") or {}).items():
         lines.append(_line(f"Pool {name}: replicas, $:", f"{rec['replicas_launched']}, {_money(rec['cost_usd'])}"))
+    for name, rec in (summary.get("by_gpu") or {}).items():
+        lines.append(_line(f"GPU {name}: replicas, $:", f"{rec['replicas_launched']}, {_money(rec['cost_usd'])}"))
     lines += fleet_lines(summary)
     lines.append("=" * 50)
     return "\n".join(lines)

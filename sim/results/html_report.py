@@ -216,6 +216,17 @@ def _breakdowns(s: dict[str, Any]) -> list[str]:
             for name, rec in s["by_pool"].items()
         ]
         out.append(_table("Pools", ["pool", "replicas launched", "GPU-hours", "GPU time busy", "USD"], rows, "pools"))
+    if s.get("by_gpu"):
+        rows = [
+            [
+                name,
+                str(rec["replicas_launched"]),
+                _num(rec["billed_gpu_seconds"] / 3600, "{:,.3f}"),
+                _num(rec["cost_usd"], "${:,.4f}"),
+            ]
+            for name, rec in s["by_gpu"].items()
+        ]
+        out.append(_table("GPU types", ["GPUs per replica x type", "replicas launched", "GPU-hours", "USD"], rows, "gpus"))
     by = {k: rec for k, rec in (s.get("cost_by_capacity") or {}).items() if rec["replicas"] or rec["billed_gpu_seconds"]}
     if set(by) - {"on_demand"} or s.get("replicas_failed") or s.get("replicas_reclaimed") or s.get("launches_failed"):
         rows = [

@@ -137,7 +137,8 @@ def joint_availability(pools: list[tuple[pd.DataFrame, int]], horizon_s: float) 
 def supply_summary(result: SimResult) -> dict[str, Any]:
     """Launches that found no capacity, availability of the fleet's minimum, the same run without losses."""
     meta, sc = result.meta, result.scenario
-    supplies = [p["supply"] for p in (meta.get("pools") or {}).values() if p.get("supply") is not None]
+    lines = [q for p in (meta.get("pools") or {}).values() for q in (p, *(p.get("fallback") or []))]
+    supplies = [q["supply"] for q in lines if q.get("supply") is not None]
     supplies = supplies or ([meta["supply"]] if meta.get("supply") is not None else [])
     failed = sum(int(sum(s["launches_failed"].values())) for s in supplies)
     reps = result.replicas
@@ -202,21 +203,18 @@ class SimResult:
         r = self.replicas
         return None if "capacity" not in r.columns else [str(c) for c in r["capacity"]]
 
-    def _class_price(self, klass: str, default: float | None, pool: str | None = None) -> float | None:
-        """A capacity class's $/GPU-hour as the run resolved it (meta.json's `pools.<pool>.supply`, else `supply`),
-        else `default`."""
-        own = ((self.meta.get("pools") or {}).get(pool) or {}).get("supply") if pool is not None else None
-        prices = (own or self.meta.get("supply") or {}).get("prices") or {}
-        return prices[klass]["usd_per_gpu_hour"] if klass in prices else default
+    def _class_price(self, klass: str, default: float | None) -> float | None:
+        """A capacity class's $/GPU-hour as the run resolved it (meta.json's `supply`), else `default`."""
+        return _price_in({}, klass, default, self.meta)
 
     def summary(self) -> dict[str, Any]:
         meta, sc, reps = self.meta, self.scenario, self.replicas
         slo = {k.removesuffix("_ms"): v for k, v in sc["slo"].items() if v is not None}
         out = summarize(self.requests, self.itl, slo=slo or None)
         pricing, tp = sc["pricing"], int(meta["tp"])
-        pool_bills = self._pool_bills(tp, pricing)
-        if "pools" in meta and pool_bills is not None:  # disaggregated: each pool billed at its own GPUs and price
-            bill = _sum_bills([b for _, b in pool_bills.values()])
+        groups = self._group_bills(tp, pricing) if "pools" in meta else None
+        if groups is not None:  # each pool and GPU type billed at its own GPUs and price
+            bill = _sum_bills([b for *_, b in groups])
         else:
             bill = fleet_bill(
                 self.lives(),
@@ -231,8 +229,15 @@ class SimResult:
                 spot_usd_per_gpu_hour=self._class_price("spot", None),
             )
         billed = bill["billed_gpu_seconds"]
-        by_pool = None if pool_bills is None else {name: _pool_row(n, b) for name, (n, b) in pool_bills.items()}
+        by_pool = None
+        if groups is not None and len({g[0] for g in groups}) > 1:
+            names = sorted({g[0] for g in groups})
+            by_pool = {
+                name: _pool_row(sum(g[3] for g in groups if g[0] == name), _sum_bills([g[4] for g in groups if g[0] == name]))
+                for name in names
+            }
         out |= bill
+        out["by_gpu"] = _by_gpu(groups)
         out |= attribute_cost(
             bill["cost_usd"],
             prefill_busy_s=float(reps["prefill_busy_s"].sum()),
@@ -245,9 +250,9 @@ class SimResult:
         known = meta["step_time"] == "roofline" and len(served_by) > 0  # FLOPs and bytes are the roofline's
         out["gpu_time_utilization"] = bill["gpu_seconds_by_state"]["busy"] / billed if billed else None
         peak_flops, peak_bytes = meta["peak_flops_per_s_per_gpu"] * billed, meta["hbm_bw_bytes_per_s_per_gpu"] * billed
-        if "pools" in meta and by_pool is not None:  # each pool's GPU-seconds at its own GPU's peaks
-            peak_flops = sum(meta["pools"][n]["peak_flops_per_s_per_gpu"] * p["billed_gpu_seconds"] for n, p in by_pool.items())
-            peak_bytes = sum(meta["pools"][n]["hbm_bw_bytes_per_s_per_gpu"] * p["billed_gpu_seconds"] for n, p in by_pool.items())
+        if groups is not None:  # each pool's and GPU type's GPU-seconds at its own GPU's peaks
+            peak_flops = sum(own["peak_flops_per_s_per_gpu"] * b["billed_gpu_seconds"] for _, _, own, _, b in groups)
+            peak_bytes = sum(own["hbm_bw_bytes_per_s_per_gpu"] * b["billed_gpu_seconds"] for _, _, own, _, b in groups)
         out["mfu"] = float(reps["flops"].sum()) / peak_flops if billed and known else None
         out["mbu"] = float(reps["bytes"].sum()) / peak_bytes if billed and known else None
         served = out["total_input_tokens"] + out["total_output_tokens"]
@@ -256,6 +261,14 @@ class SimResult:
         if per_gpu_s is None and cap.get("max_tokens_per_s_per_replica") is not None:  # (a run folder of 0.1)
             per_gpu_s = cap["max_tokens_per_s_per_replica"] / tp
         capacity = None if per_gpu_s is None else per_gpu_s * billed
+        theirs = [(name, own, b["billed_gpu_seconds"]) for name, k, own, _, b in groups or [] if k >= 0]
+        if capacity is not None and theirs:  # fallback GPU types: their GPU-seconds at their own capacity
+            measured = cap.get("fallback") or {}
+            per = [(measured.get(f"{name}.{own['gpu']}.{own['tp']}"), gpu_s) for name, own, gpu_s in theirs]
+            if any(c is None for c, gpu_s in per if gpu_s):
+                capacity = None  # (not measured: a disaggregated fleet's fallback, or none measured)
+            else:
+                capacity = per_gpu_s * (billed - sum(g for _, g in per)) + sum(c * g for c, g in per if c is not None)
         out["max_tokens_per_s_per_replica"] = self.max_tokens_per_s
         out["capacity_tokens_per_gpu_s"] = per_gpu_s
         out["throughput_utilization"] = served / capacity if capacity else None
@@ -305,36 +318,50 @@ class SimResult:
             api=api,
         )
 
-    def _pool_bills(self, tp: int, pricing: dict[str, Any]) -> dict[str, tuple[int, dict[str, Any]]] | None:
-        """With more than one pool (a dedicated batch pool; a disaggregated fleet's prefill and decode pools): each
-        pool's replicas and bill at its own GPUs' count and price (the fleet's reserved replicas belong to the
-        online or prefill pool)."""
+    def _group_bills(self, tp: int, pricing: dict[str, Any]) -> list[tuple[str, int, dict[str, Any], int, dict[str, Any]]] | None:
+        """With more than one pool (a dedicated batch pool; a disaggregated fleet's prefill and decode pools) or more
+        than one GPU type in a pool (`fleet.capacity.fallback`): each (pool, GPU type)'s line of meta.json, replicas
+        and bill at its own GPUs' count and price (the fleet's reserved replicas belong to the online or prefill
+        pool's own GPU type); None with one pool of one GPU type."""
         reps = self.replicas
-        if "pool" not in reps.columns or set(reps["pool"]) <= {"online"}:
+        if "pool" not in reps.columns:
+            return None
+        meta_pools = self.meta.get("pools") or {}
+        pools = reps["pool"].astype(str).to_numpy()
+        kinds = list(zip(reps["gpu"].astype(str), reps["tp"].astype(int), strict=True)) if "gpu" in reps.columns else None
+        keys = []
+        for i, name in enumerate(pools):
+            own = meta_pools.get(name, {})
+            k = -1  # the pool's own GPU type
+            if kinds is not None and kinds[i][0] and kinds[i] != (own.get("gpu"), own.get("tp")):
+                k = next(j for j, fb in enumerate(own.get("fallback") or []) if (fb["gpu"], fb["tp"]) == kinds[i])
+            keys.append((name, k))
+        if set(keys) <= {("online", -1)}:
             return None
         lives = self.lives()
         classes = self.capacity_classes()
-        pools = reps["pool"].to_numpy()
-        meta_pools = self.meta.get("pools", {})
-        out = {}
-        for name in sorted(set(pools)):
-            mine = pools == name
-            own = meta_pools.get(str(name), {})
+        out = []
+        for name, k in sorted(set(keys)):
+            mine = np.array([key == (name, k) for key in keys])
+            pool = meta_pools.get(name, {})
+            own = pool if k < 0 else pool["fallback"][k]
             bill = fleet_bill(
                 [life for life, m in zip(lives, mine, strict=True) if m],
                 horizon_s=self.horizon_s,
                 tp=int(own.get("tp", tp)),
                 usd_per_gpu_hour=own.get("usd_per_gpu_hour", self.meta["usd_per_gpu_hour"]),
-                reserved_usd_per_gpu_hour=self._class_price("reserved", pricing["reserved_usd_per_gpu_hour"], name),
-                reserved_replicas=own.get(
+                reserved_usd_per_gpu_hour=_price_in(own, "reserved", pricing["reserved_usd_per_gpu_hour"], self.meta),
+                reserved_replicas=0
+                if k >= 0
+                else own.get(
                     "reserved_replicas", self.scenario["fleet"]["reserved_replicas"] if name in ("online", "prefill") else 0
                 ),
                 granularity_s=pricing["billing_granularity_s"],
                 minimum_s=pricing["billing_minimum_s"],
                 classes=None if classes is None else [c for c, m in zip(classes, mine, strict=True) if m],
-                spot_usd_per_gpu_hour=self._class_price("spot", None, name),
+                spot_usd_per_gpu_hour=_price_in(own, "spot", None, self.meta if k < 0 else None),
             )
-            out[str(name)] = (int(mine.sum()), bill)
+            out.append((name, k, own, int(mine.sum()), bill))
         return out
 
     # --- persistence -----------------------------------------------------------------------------------
@@ -362,6 +389,28 @@ class SimResult:
             raise
         except (OSError, ValueError, KeyError) as err:
             raise FleetsimError(f"{run_dir}: cannot read the run folder ({type(err).__name__}: {err})") from None
+
+
+def _price_in(own: dict[str, Any], klass: str, default: float | None, meta: dict[str, Any] | None) -> float | None:
+    """A capacity class's $/GPU-hour as the run resolved it: a pool's or GPU type's meta.json line's `supply`, else
+    the run's `supply` (`meta`, when given), else `default`."""
+    supply = own.get("supply") or ((meta or {}).get("supply") if meta is not None else None) or {}
+    prices = supply.get("prices") or {}
+    return prices[klass]["usd_per_gpu_hour"] if klass in prices else default
+
+
+def _by_gpu(groups: list[tuple[str, int, dict[str, Any], int, dict[str, Any]]] | None) -> dict[str, Any] | None:
+    """`by_gpu`: with more than one GPU type (pools of different GPUs, a fallback's replicas), per "TPx GPU" the
+    replicas launched, GPU-seconds billed and dollars; None with one."""
+    if groups is None:
+        return None
+    out: dict[str, dict[str, Any]] = {}
+    for _, _, own, n, bill in groups:
+        row = out.setdefault(f"{own['tp']}x {own['gpu']}", {"replicas_launched": 0, "billed_gpu_seconds": 0.0, "cost_usd": 0.0})
+        row["replicas_launched"] += n
+        row["billed_gpu_seconds"] += bill["billed_gpu_seconds"]
+        row["cost_usd"] = None if row["cost_usd"] is None or bill["cost_usd"] is None else row["cost_usd"] + bill["cost_usd"]
+    return out if len(out) > 1 else None
 
 
 def _pool_row(n_replicas: int, bill: dict[str, Any]) -> dict[str, Any]:

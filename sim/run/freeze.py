@@ -112,9 +112,14 @@ def requests_frame(
 
 
 def replicas_frame(
-    replicas: Replicas, log: RequestLog, horizon_s: float, decode_replica_id: np.ndarray | None = None
+    replicas: Replicas,
+    log: RequestLog,
+    horizon_s: float,
+    decode_replica_id: np.ndarray | None = None,
+    kinds: dict[tuple[str, int], tuple[str, int]] | None = None,
 ) -> pd.DataFrame:
-    """One row per replica ever launched, of every pool: lifecycle instants, seconds by state, the work it did."""
+    """One row per replica ever launched, of every pool: lifecycle instants, seconds by state, the work it did.
+    `kinds`: (pool, flavor) -> (GPU, TP) of each replica type (`Pool.flavors`)."""
     slots = replicas.slots
     routed = np.bincount(log.replica_id[log.replica_id >= 0], minlength=len(slots))[: len(slots)]
     if decode_replica_id is not None:  # a decode replica served the requests transferred to it
@@ -148,6 +153,8 @@ def replicas_frame(
                 "cancelled": slot.cancelled,
                 "pool": slot.pool,
                 "capacity": slot.capacity,
+                "gpu": kinds[(slot.pool, slot.flavor)][0] if kinds else "",
+                "tp": kinds[(slot.pool, slot.flavor)][1] if kinds else 0,
                 **{f"{k}_s": v for k, v in state_seconds(life).items()},
                 "busy_before_drain_s": life.busy_before_drain_s,
                 "prefill_busy_s": e.prefill_busy_s if e is not None else 0.0,
@@ -193,6 +200,7 @@ def pool_meta(spec: PoolSpec) -> dict[str, Any]:
         "engine_policy": spec.engine.policy,
         "reserved_replicas": spec.fleet.reserved_replicas,
         "supply": None,  # its capacity classes (a disaggregated fleet's pools; a colocated fleet's: meta.supply)
+        "fallback": [pool_meta(fb) for fb in spec.fallback],  # its other GPU types (`fleet.capacity.fallback`), in order
     }
 
 
@@ -275,13 +283,15 @@ def freeze(built: Built, scenario: Scenario, setup: RooflineSetup, base_dir: Pat
         }
     if built.hazards:  # given instants with no ready replica to hit
         meta["hazards"] = {"missed_instants": sum(h.missed for h in built.hazards)}
-    for name, said in built.supply_meta.items():
-        meta["pools"][name]["supply"] = said()
+    for name, said in built.supply_meta.items():  # (a fallback's: "<pool>.fallback.<k>")
+        pool, _, k = name.partition(".fallback.")
+        (meta["pools"][pool]["fallback"][int(k)] if k else meta["pools"][pool])["supply"] = said()
     entry = built.specs[0].name
     if entry in built.supply_meta:
         meta["supply"] = meta["pools"][entry]["supply"]
     requests = requests_frame(log, trace, links)
-    replicas = replicas_frame(built.replicas, log, env.now, None if link is None else link.decode_replica_id)
+    kinds = {(spec.name, k): (s.setup.gpu.name, s.setup.tp) for spec in built.specs for k, s in enumerate((spec, *spec.fallback))}
+    replicas = replicas_frame(built.replicas, log, env.now, None if link is None else link.decode_replica_id, kinds)
     return SimResult(
         requests=requests,
         replicas=replicas,

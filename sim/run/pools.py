@@ -38,14 +38,14 @@ from sim.run.engine.spec_replica import SpecReplica
 from sim.run.engine.speculative import Acceptance, SpeculativeStepTime
 from sim.run.engine.step_time import ConstantStepTime, RooflineStepTime, StepTimeModel
 from sim.run.fleet.batch import BatchLane, dedicated_loop, guard_loop
-from sim.run.fleet.cluster import Pool, Replicas
+from sim.run.fleet.cluster import Flavor, Pool, Replicas
 from sim.run.fleet.control import MAX_AUTOSCALER_TICKS, MAX_TIMELINE_SAMPLES, control_loop, sample_timeline
 from sim.run.fleet.disagg import Transfers
 from sim.run.fleet.feed import Feed
 from sim.run.fleet.hazards import Hazards
 from sim.run.fleet.latency import LatencyWatch
 from sim.run.fleet.supply import Supply, class_prices, spot_rate_per_s, supply_meta
-from sim.scenario.config import BatchConfig, CapacityConfig, EngineConfig, FleetConfig, Scenario
+from sim.scenario.config import BatchConfig, CapacityConfig, ClassConfig, EngineConfig, FleetConfig, Scenario
 from sim.scenario.resolve import resolve_scenario
 from sim.streams import RunStreams
 
@@ -70,6 +70,7 @@ class PoolSpec:
     budget: int  # max_num_batched_tokens
     limits: Limits
     caching: bool  # prefix caching on: the engine asks for it and the trace carries prefix hash ids
+    fallback: tuple[PoolSpec, ...] = ()  # the pool's other GPU types (`fleet.capacity.fallback`), resolved in order
 
     @property
     def engine(self) -> EngineConfig:
@@ -182,7 +183,57 @@ def pool_spec(scenario: Scenario, name: str, role: str, *, base_dir: Path, prefi
             raise FleetsimError(f"fleet.{name}: {err}") from None
         raise
     limits = engine_limits(engine, n_blocks, budget)
-    return PoolSpec(name, role, psc, setup, draft, n_blocks, budget, limits, prefix_ids and engine.prefix_caching)
+    fallback = tuple(
+        _fallback_spec(scenario, psc, name, role, i, base_dir=base_dir, prefix_ids=prefix_ids)
+        for i in range(len(psc.fleet.capacity.fallback))
+    )
+    return PoolSpec(name, role, psc, setup, draft, n_blocks, budget, limits, prefix_ids and engine.prefix_caching, fallback)
+
+
+def fallback_scenario(psc: Scenario, i: int) -> Scenario:
+    """A pool's i-th fallback GPU type as a pool of its own: that GPU and TP, its one class, billed at its own price
+    (given, or the price sheet's for the class, or the catalog's: not the pool's GPU's)."""
+    f = psc.fleet.capacity.fallback[i]
+    klass = ClassConfig(
+        max_replicas=f.max_replicas, launch_failure_probability=f.launch_failure_probability, obtainable_gpus=f.obtainable_gpus
+    )
+    own = psc.fleet.capacity
+    capacity = CapacityConfig(
+        launch_order=[f.capacity],
+        on_demand=klass if f.capacity == "on_demand" else ClassConfig(max_replicas=0),
+        spot=None if f.capacity == "on_demand" or own.spot is None else own.spot.model_copy(update=klass.model_dump()),
+        failures=own.failures,
+        backoff=own.backoff,
+    )
+    fleet = psc.fleet.model_copy(update={"gpu": f.gpu, "tp": f.tp or psc.fleet.tp, "capacity": capacity, "reserved_replicas": 0})
+    price = {"usd_per_gpu_hour": f.usd_per_gpu_hour if f.capacity == "on_demand" else None}
+    if f.capacity == "spot":
+        price["spot_usd_per_gpu_hour"] = f.usd_per_gpu_hour
+    return psc.model_copy(update={"fleet": fleet, "pricing": psc.pricing.model_copy(update=price)})
+
+
+def _fallback_spec(
+    scenario: Scenario, psc: Scenario, name: str, role: str, i: int, *, base_dir: Path, prefix_ids: bool
+) -> PoolSpec:
+    """Resolve a pool's i-th fallback GPU type (its errors name it)."""
+    where = (
+        f"fleet.capacity.fallback.{i}"
+        if name in (ENTRY, BATCH) or scenario.fleet.mode == "colocated"
+        else (f"fleet.{name}.capacity.fallback.{i}")
+    )
+    fsc = fallback_scenario(psc, i)
+    try:
+        setup = resolve_scenario(fsc, base_dir=base_dir)
+        engine = fsc.engine
+        budget = engine.batched_tokens(setup.model.max_context_tokens)
+        draft = draft_setup(fsc, base_dir)
+        n_blocks = kv_blocks(fsc, setup, draft)
+        if n_blocks < 1:
+            raise FleetsimError(f"the KV cache holds no block of {engine.block_size} tokens on {setup.tp}x {setup.gpu.name}")
+    except FleetsimError as err:
+        raise FleetsimError(f"{where}: {err}") from None
+    limits = engine_limits(engine, n_blocks, budget)
+    return PoolSpec(name, role, fsc, setup, draft, n_blocks, budget, limits, prefix_ids and engine.prefix_caching)
 
 
 def has_batch(trace: pd.DataFrame) -> bool:
@@ -463,6 +514,12 @@ def build(
         entry.on_lost.append(link.prefill_lost)
         decode.on_lost.append(link.decode_lost)
         decode.on_exhausted.append(link.reject_waiting)
+    for spec, pool in zip(specs, pools, strict=False):  # other GPU types the pool falls back to
+        if feed and spec.fallback:
+            check_fallback(log, specs, spec, rejected if pool is entry else {})
+            for fb in spec.fallback:
+                supply, said[f"{spec.name}.fallback.{len(pool.flavors) - 1}"] = pool_supply(fb, streams, rng=pool.supply.rng)
+                pool.flavors.append(Flavor(replica_factory(env, fb, log, streams), fb.setup.weight_bytes, supply))
     lane, floor, launch_dedicated = _batch_lane(env, scenario, specs, pools, trace, log, streams, replicas, batch_rate)
     lanes = [lane] if lane is not None else []
     hazards = []
@@ -482,6 +539,10 @@ def build(
                     reclaim_rate_per_s=spot_rate,
                 )
             )
+            for fb in spec.fallback if feed else ():
+                spot = fb.fleet.capacity.spot
+                fb_rate = 0.0 if spot is None else spot_rate_per_s(spot, fb.scenario.pricing, fb.setup.gpu.name)[0]
+                hazards[-1].add_flavor(fb.setup.tp, fb_rate)
             if spec.fleet.max_gpus is not None:
                 pool.quota = spec.fleet.max_gpus // spec.setup.tp
     for pool in pools:
@@ -521,9 +582,12 @@ def pool_generator(streams: RunStreams, name: str, pool: str) -> np.random.Gener
     return streams.generator(name) if k is None else streams.sub_generator(name, k)
 
 
-def pool_supply(spec: PoolSpec, streams: RunStreams) -> tuple[Supply, Callable[[], dict[str, Any]]]:
+def pool_supply(
+    spec: PoolSpec, streams: RunStreams, *, rng: np.random.Generator | None = None
+) -> tuple[Supply, Callable[[], dict[str, Any]]]:
     """A pool's capacity classes (`sim.run.fleet.supply`) at its GPU's class prices, and its meta.json line (read
-    after the run)."""
+    after the run). `rng`: the launch-failure draws (default: the pool's `shortages` stream; a fallback GPU type
+    shares its pool's)."""
     capacity, pricing, gpu = spec.fleet.capacity, spec.scenario.pricing, spec.setup.gpu.name
     prices = class_prices(pricing, gpu, spec.setup.usd_per_gpu_hour, spot=capacity.spot is not None)
     spot_rate = None if capacity.spot is None else spot_rate_per_s(capacity.spot, pricing, gpu)
@@ -531,9 +595,26 @@ def pool_supply(spec: PoolSpec, streams: RunStreams) -> tuple[Supply, Callable[[
         tp=spec.setup.tp,
         reserved=spec.fleet.reserved_replicas,
         capacity=capacity,
-        rng=pool_generator(streams, "shortages", spec.name),
+        rng=rng if rng is not None else pool_generator(streams, "shortages", spec.name),
     )
     return supply, functools.partial(supply_meta, supply, prices, spot_rate)
+
+
+def check_fallback(log: RequestLog, specs: list[PoolSpec], spec: PoolSpec, rejected: dict[int, str]) -> None:
+    """A pool's fallback GPU types must serve every request its own GPU serves (a replica that cannot would hold it
+    forever): the first request one cannot, with the reason, is an error naming the fallback."""
+    i = specs.index(spec)
+    base = rejections(log, specs) if spec is not specs[0] else rejected
+    for k, fb in enumerate(spec.fallback):
+        swapped = [fb if j == i else s for j, s in enumerate(specs)]
+        extra = sorted(set(rejections(log, swapped)) - set(base))
+        if extra:
+            why = rejections(log, swapped)[extra[0]]
+            where = "fleet.capacity" if spec.name == ENTRY else f"fleet.{spec.name}.capacity"
+            raise FleetsimError(
+                f"{where}.fallback.{k}: {fb.setup.tp}x {fb.setup.gpu.name} cannot serve {len(extra)} request(s) "
+                f"{spec.setup.tp}x {spec.setup.gpu.name} serves (request {extra[0]}: {why}); choose a larger GPU or TP"
+            )
 
 
 def _batch_lane(

@@ -163,6 +163,13 @@ def simulate(
         wall["capacity"] = capacity.wall_s
         wall["capacity_cached"] = capacity.cached  # depends on this process's history: kept with the wall times
         result.meta["capacity"] = capacity.as_meta()
+        if specs[0].role == COLOCATED and specs[0].fallback:  # each fallback GPU type's replica, for its GPU-seconds
+            lengths = trace[["prompt_tokens", "output_tokens"]].to_numpy()
+            probe = functools.partial(_probe_records, scenario)
+            result.meta["capacity"]["fallback"] = {
+                f"{ENTRY}.{fb.setup.gpu.name}.{fb.setup.tp}": saturated_capacity([fb], lengths, probe=probe).tokens_per_gpu_s
+                for fb in specs[0].fallback
+            }
         result.meta["without_batch"] = _without_batch(scenario, specs, trace, base_dir)
         result.meta["without_losses"] = _without_losses(scenario, trace, base_dir)
     return result

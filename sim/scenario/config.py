@@ -284,6 +284,20 @@ class SpotConfig(ClassConfig):
         return 0.0
 
 
+class FallbackConfig(ClassConfig):
+    """Another GPU type a pool launches on when no class of its own GPU can give a replica (a Karpenter NodePool or a
+    SkyPilot resource list naming several instance types, tried in order): a replica of `tp` (default: the pool's)
+    `gpu`s on `capacity` (on-demand, or spot: reclaimed as the pool's `spot` block says), with this class's cap and
+    shortages, its KV cache and step times its GPU's, billed at `usd_per_gpu_hour` (default: the capacity price sheet
+    for `pricing.provider` and the class, else the GPU catalog). A fallback must serve every request the pool's own
+    GPU serves (same model; checked when the run is built)."""
+
+    gpu: str = Field(min_length=1)
+    tp: int | None = Field(default=None, ge=1, le=1024)
+    capacity: Literal["on_demand", "spot"] = "on_demand"
+    usd_per_gpu_hour: float | None = Field(default=None, ge=0)
+
+
 class FailureConfig(Frozen):
     """Hardware failures: each GPU fails at rate 1 / `gpu_mtbf_hours` (a replica of TP GPUs, TP times as often), the
     replica is lost at once. Default: Meta's Llama 3 training run (The Llama 3 Herd of Models, 2024, section 3.3.4):
@@ -331,9 +345,13 @@ class CapacityConfig(Frozen):
     spot: SpotConfig | None = None
     failures: FailureConfig | None = None
     backoff: BackoffConfig = BackoffConfig()
+    fallback: list[FallbackConfig] = Field(default_factory=list, max_length=8)  # other GPU types, tried in order
 
     @model_validator(mode="after")
     def _order(self) -> CapacityConfig:
+        for i, f in enumerate(self.fallback):
+            if f.capacity == "spot" and self.spot is None:
+                raise ValueError(f"fallback.{i}: spot capacity needs the pool's spot: block (its reclaims and notice)")
         order = self.launch_order
         if order is None:
             return self
@@ -455,6 +473,7 @@ class FleetConfig(Frozen):
         cap = self.autoscaler.max_replicas
         cap = cap if self.max_gpus is None else min(cap, self.max_gpus // self.tp)
         caps = [self.capacity.limits(k).max_replicas for k in self.capacity.order]
+        caps += [f.max_replicas for f in self.capacity.fallback]
         if all(c is not None for c in caps):
             cap = min(cap, self.reserved_replicas + sum(c for c in caps if c is not None))
         return cap

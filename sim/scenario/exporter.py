@@ -101,8 +101,9 @@ def not_expressed(sc: Scenario) -> list[str]:
         )
     if any(c.shapes_supply for c in sc.fleet.capacities):
         out.append(
-            "fleet.capacity (capacity classes, spot, failures: the node pools' capacity types, e.g. Karpenter's "
-            "karpenter.sh/capacity-type requirement, decide them; shortages and reclaims are the provider's)"
+            "fleet.capacity (capacity classes, spot, failures, fallback GPU types: the node pools' capacity types and "
+            "instance types, e.g. Karpenter's karpenter.sh/capacity-type and node.kubernetes.io/instance-type "
+            "requirements, decide them; shortages and reclaims are the provider's)"
         )
     if sc.fleet.max_gpus is not None:
         out.append(f"fleet.max_gpus {sc.fleet.max_gpus} (a quota: set it as the namespace's ResourceQuota)")

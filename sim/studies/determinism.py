@@ -85,6 +85,9 @@ def seed_consumers(scenario: Scenario) -> list[str]:
         for klass in capacity.order:
             if 0 < capacity.limits(klass).launch_failure_probability < 1:
                 out.append(f"{where}.{klass}.launch_failure_probability (random launch failures)")
+        for i, fb in enumerate(capacity.fallback):
+            if 0 < fb.launch_failure_probability < 1:
+                out.append(f"{where}.fallback.{i}.launch_failure_probability (random launch failures)")
     pools = [scenario] if scenario.fleet.mode == "colocated" else [pool_scenario(scenario, name) for name in POOLS]
     for where, pool in zip(["fleet"] if len(pools) == 1 else [f"fleet.{name}" for name in POOLS], pools, strict=True):
         if pool.fleet.router == "power_of_two" and where != "fleet.decode":  # transfers pick decode replicas, not its router

@@ -82,6 +82,7 @@ class ReplicaSlot:
     stages_s: tuple[float, float, float, float]  # provision, image pull, weight load, warm-up
     pool: str  # the pool it belongs to: online, batch (a dedicated batch pool), prefill or decode
     capacity: str = "on_demand"  # its capacity class (`sim.run.fleet.supply`): reserved, on_demand or spot
+    flavor: int = 0  # its replica type: 0 the pool's own GPU, k its k-th fallback GPU type (`Pool.flavors`)
     state: ReplicaState = ReplicaState.PROVISIONING
     ready_at_s: float = math.nan
     drain_at_s: float = math.nan
@@ -109,9 +110,14 @@ class Replicas:
         self.slots: list[ReplicaSlot] = []
 
     def add(
-        self, provision_at_s: float, stages_s: tuple[float, float, float, float], pool: str, capacity: str = "on_demand"
+        self,
+        provision_at_s: float,
+        stages_s: tuple[float, float, float, float],
+        pool: str,
+        capacity: str = "on_demand",
+        flavor: int = 0,
     ) -> ReplicaSlot:
-        slot = ReplicaSlot(len(self.slots), provision_at_s, stages_s, pool, capacity)
+        slot = ReplicaSlot(len(self.slots), provision_at_s, stages_s, pool, capacity, flavor)
         self.slots.append(slot)
         return slot
 
@@ -133,6 +139,16 @@ class Feeder(Protocol):
 
 
 MakeEngine = Callable[[int, Sequence[ReplicaListener]], Replica]  # (replica id, its listeners) -> a ready engine
+
+
+@dataclass
+class Flavor:
+    """A replica type a pool launches: its engine factory, weights (their load time) and capacity classes. A pool has
+    its own (`Pool.flavors[0]`) and, with `fleet.capacity.fallback`, other GPU types tried in order after it."""
+
+    make_engine: MakeEngine
+    weight_bytes: float
+    supply: Supply
 
 
 class Pool:
@@ -174,6 +190,7 @@ class Pool:
         self.queue_timeout_s = queue_timeout_s
         self.max_outstanding = max_outstanding  # per replica, the router's cap (None: none)
         self.supply = supply if supply is not None else Supply(tp=1, reserved=0)  # capacity classes, launch failures
+        self.flavors = [Flavor(make_engine, weight_bytes, self.supply)]  # its own replica type, then fallbacks
         self.pending = 0  # launches waiting for capacity (every class out: `sim.run.fleet.supply`)
         self.latency_watch: LatencyWatch | None = None  # recent latency, for an autoscaler scaling on it
         self._retry_at: float | None = None  # when the waiting launches are next tried
@@ -316,23 +333,33 @@ class Pool:
     def add_ready(self, n: int) -> None:
         """Replicas that exist before the trace starts (warm): ready at once, billed from now."""
         for _ in range(n):
-            klass = self.supply.take(self.env.now, warm=True)
-            if klass is None:  # (every class at its cap)
+            got = self._take(warm=True)
+            if got is None:  # (every class at its cap)
                 return
-            slot = self._new_slot((0.0, 0.0, 0.0, 0.0), klass)
+            slot = self._new_slot((0.0, 0.0, 0.0, 0.0), *got)
             self._become_ready(slot)
+
+    def _take(self, *, warm: bool = False) -> tuple[str, int] | None:
+        """The capacity class and replica type (flavor) a launch gets now: the pool's own GPU's classes first, then
+        each fallback GPU type's; None when every one is out."""
+        now = self.env.now
+        for k, flavor in enumerate(self.flavors):
+            klass = flavor.supply.take(now, warm=warm)
+            if klass is not None:
+                return klass, k
+        return None
 
     def launch(self, n: int) -> None:
         """`n` cold starts, each on the capacity class the supply gives; one that finds none waits (`pending`)."""
         for _ in range(n):
-            klass = self.supply.take(self.env.now)
-            if klass is None:
+            got = self._take()
+            if got is None:
                 self.pending += 1
                 continue
-            slot = self._new_slot(self.lifecycle.stages(self.weight_bytes, self.rng), klass)
+            slot = self._new_slot(self.lifecycle.stages(self.flavors[got[1]].weight_bytes, self.rng), *got)
             slot.process = self.env.process(self._cold_start(slot))
         if self.pending:
-            if not self._live and self.supply.exhausted(self.env.now):
+            if not self._live and all(f.supply.exhausted(self.env.now) for f in self.flavors):
                 self._no_capacity()
                 return
             self._schedule_retry()
@@ -350,7 +377,8 @@ class Pool:
             tell(why)
 
     def _schedule_retry(self) -> None:
-        at = self.supply.next_try(self.env.now)
+        tries = [t for f in self.flavors if (t := f.supply.next_try(self.env.now)) is not None]
+        at = min(tries) if tries else None
         if at is not None and (self._retry_at is None or at < self._retry_at):
             self._retry_at = at
             call_at(self.env, at - self.env.now, LIFECYCLE, lambda _e: self._retry())
@@ -363,8 +391,8 @@ class Pool:
         if n:
             self.launch(n)
 
-    def _new_slot(self, stages: tuple[float, float, float, float], klass: str) -> ReplicaSlot:
-        slot = self.replicas.add(self.env.now, stages, self.name, klass)
+    def _new_slot(self, stages: tuple[float, float, float, float], klass: str, flavor: int = 0) -> ReplicaSlot:
+        slot = self.replicas.add(self.env.now, stages, self.name, klass, flavor)
         self._live.append(slot)
         self._by_id[slot.replica_id] = slot
         for tell in self.on_launch:
@@ -459,7 +487,7 @@ class Pool:
 
     def _become_ready(self, slot: ReplicaSlot) -> None:
         slot.ready_at_s = self.env.now
-        engine = self.make_engine(slot.replica_id, [*self._own_listeners(), *self.listeners])
+        engine = self.flavors[slot.flavor].make_engine(slot.replica_id, [*self._own_listeners(), *self.listeners])
         slot.engine = engine
         self._set_state(slot, ReplicaState.READY)
         self._busy_seen[slot.replica_id] = (self.env.now, 0.0)
@@ -469,7 +497,7 @@ class Pool:
     def _release(self, slot: ReplicaSlot) -> None:
         self._set_state(slot, ReplicaState.RELEASED)
         slot.released_at_s = self.env.now
-        self.supply.give_back(slot.capacity)
+        self.flavors[slot.flavor].supply.give_back(slot.capacity)
         if self.pending:  # (its class may have room again)
             self._retry()
         if self._owed and (self.quota is None or self.held() < self.quota):

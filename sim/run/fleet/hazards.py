@@ -41,8 +41,10 @@ class Hazards:
         self.rng = rng
         self.tp = tp
         failures, spot = capacity.failures, capacity.spot
-        self.fail_rate = 0.0 if failures is None else tp / (failures.gpu_mtbf_hours * 3600)
-        self.reclaim_rate = reclaim_rate_per_s
+        self.per_gpu_fail_rate = 0.0 if failures is None else 1 / (failures.gpu_mtbf_hours * 3600)
+        # per replica type (`Pool.flavors`): failures per second (TP times a GPU's), spot reclaims per second
+        self.fail_rates = [tp * self.per_gpu_fail_rate]
+        self.reclaim_rates = [reclaim_rate_per_s]
         self.notice_s = 0.0 if spot is None else spot.notice_s
         self.spot = spot
         self.missed = 0  # given instants with no ready replica to hit
@@ -54,14 +56,20 @@ class Hazards:
         for t, _gpus in [] if spot is None else spot.obtainable_gpus:
             call_at(env, t, LIFECYCLE, lambda _e: self._take_back())
 
+    def add_flavor(self, tp: int, reclaim_rate_per_s: float) -> None:
+        """A fallback replica type of `tp` GPUs whose spot replicas are reclaimed at `reclaim_rate_per_s`."""
+        self.fail_rates.append(tp * self.per_gpu_fail_rate)
+        self.reclaim_rates.append(reclaim_rate_per_s)
+
     def watch(self, slot: ReplicaSlot) -> None:
         """A replica launched now: when it will fail, when its reclaim notice comes if on spot (whichever is first
         acts)."""
-        if self.fail_rate > 0:
-            after = float(self.rng.exponential(1 / self.fail_rate))
+        fail_rate, reclaim_rate = self.fail_rates[slot.flavor], self.reclaim_rates[slot.flavor]
+        if fail_rate > 0:
+            after = float(self.rng.exponential(1 / fail_rate))
             call_at(self.env, after, LIFECYCLE, lambda _e: self.pool.interrupt(slot, "failure"))
-        if self.reclaim_rate > 0 and slot.capacity == "spot":
-            after = float(self.rng.exponential(1 / self.reclaim_rate))
+        if reclaim_rate > 0 and slot.capacity == "spot":
+            after = float(self.rng.exponential(1 / reclaim_rate))
             call_at(self.env, after, LIFECYCLE, lambda _e: self.pool.notice(slot, self.notice_s))
 
     def _hit_first(self, *, failure: bool) -> None:
@@ -78,7 +86,7 @@ class Hazards:
     def _take_back(self) -> None:
         """Spot's obtainable GPUs changed: reclaim the spot replicas beyond them (not already on notice), newest first."""
         assert self.spot is not None
-        held = [s for s in self.pool.live if s.capacity == "spot" and not s.interrupted]
+        held = [s for s in self.pool.live if s.capacity == "spot" and not s.interrupted and s.flavor == 0]
         excess = len(held) * self.tp - self.spot.obtainable_at(self.env.now)
         for slot in sorted(held, key=lambda s: -s.replica_id)[: max(0, math.ceil(excess / self.tp))]:
             self.pool.notice(slot, self.notice_s)
