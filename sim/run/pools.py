@@ -231,7 +231,11 @@ def _fallback_spec(
         if n_blocks < 1:
             raise FleetsimError(f"the KV cache holds no block of {engine.block_size} tokens on {setup.tp}x {setup.gpu.name}")
     except FleetsimError as err:
-        raise FleetsimError(f"{where}: {err}") from None
+        text = str(err)  # (the fallback's own gpu and tp stand in the fleet block's: fleet.gpu -> <where>.gpu)
+        for key in ("fleet.gpu: ", "fleet.tp: "):
+            if text.startswith(key):
+                raise FleetsimError(f"{where}.{key.removeprefix('fleet.')}{text.removeprefix(key)}") from None
+        raise FleetsimError(f"{where}: {text}") from None
     limits = engine_limits(engine, n_blocks, budget)
     return PoolSpec(name, role, fsc, setup, draft, n_blocks, budget, limits, prefix_ids and engine.prefix_caching)
 

@@ -167,6 +167,17 @@ BAD_SCENARIOS = [
         "synthetic-no-length",
     ),
     scenario(
+        "model: llama-2-7b\nfleet: {gpu: a100-80gb, capacity: {fallback: [{gpu: h900}]}}\ntrace: t.csv\n",
+        "fleet.capacity.fallback.0.gpu: unknown gpu 'h900'",
+        "fallback-unknown-gpu",
+    ),
+    scenario(
+        "model: llama-3.1-8b\nfleet: {gpu: a100-80gb, capacity: {fallback: [{gpu: l4}]}}\ntrace: t.csv\n",
+        "fleet.capacity.fallback.0: 1x l4 cannot serve 1 request(s) 1x a100-80gb serves",
+        "fallback-too-small",
+        trace="arrival_at_s,prompt_tokens,output_tokens\n0,60000,10\n",
+    ),
+    scenario(
         SCENARIO,
         "timeline_interval_s=10 over a trace",
         "span-too-long",
