@@ -14,6 +14,8 @@ ANSWERS = {  # what each notebook's last cell says when it has run to the end
     "batch_jobs.ipynb": "Backfilling the online fleet finishes",
     "disaggregation.ipynb": "On the same four GPUs, disaggregation pays",
     "spot_capacity.ipynb": "On spot with an on-demand fallback the startup fleet costs",
+    "moe_cost.ipynb": "the smallest SLO-meeting fleet costs",
+    "autoscalers.ipynb": "Against the startup fleet's HPA",
 }
 
 
