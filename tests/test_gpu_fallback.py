@@ -50,6 +50,7 @@ def test_launches_go_to_the_next_gpu_type_when_the_pools_own_is_capped():
     reps, s = r.replicas, r.summary()
     assert list(zip(reps["gpu"], reps["tp"], strict=True)) == [("h100-sxm", 1), ("a100-80gb", 1), ("l40s", 2)]
     assert s["completed"] == 240 and (reps["requests"] > 0).all()
+    assert s["fleet"] == "3 replicas of 1x h100-sxm, falling back to 1x a100-80gb, 2x l40s"
     life = (reps["end_at_s"] - reps["provision_at_s"]).to_numpy()
     want = life[0] * 1 * 4.0 / 3600 + life[1] * 1 * 2.0 / 3600 + life[2] * 2 * 1.5 / 3600
     assert s["cost_usd"] == pytest.approx(want, rel=1e-9)

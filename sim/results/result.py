@@ -62,6 +62,9 @@ def fleet_words(fleet: dict[str, Any], meta: dict[str, Any]) -> str:
             parts.append(f"{count} {name} of {pool['tp']}x {pool['gpu']}")
         return "disaggregated: " + " + ".join(parts)
     replica = f"{meta['tp']}x {meta['gpu']}"
+    fallback = ((meta.get("pools") or {}).get("online") or {}).get("fallback") or []
+    if fallback:  # other GPU types a launch falls back to
+        replica += ", falling back to " + ", ".join(f"{f['tp']}x {f['gpu']}" for f in fallback)
     auto = fleet["autoscaler"]
     if auto["policy"] == "fixed":
         n = auto["replicas"]

@@ -232,6 +232,8 @@ def _fallback_spec(
             raise FleetsimError(f"the KV cache holds no block of {engine.block_size} tokens on {setup.tp}x {setup.gpu.name}")
     except FleetsimError as err:
         text = str(err)  # (the fallback's own gpu and tp stand in the fleet block's: fleet.gpu -> <where>.gpu)
+        if text.startswith("fleet.gpu, fleet.tp: "):
+            raise FleetsimError(f"{where} (gpu, tp): {text.removeprefix('fleet.gpu, fleet.tp: ')}") from None
         for key in ("fleet.gpu: ", "fleet.tp: "):
             if text.startswith(key):
                 raise FleetsimError(f"{where}.{key.removeprefix('fleet.')}{text.removeprefix(key)}") from None
