@@ -4,7 +4,7 @@ from sim.errors import FleetsimError
 
 EXPECTED = {
     "a100-40gb", "a100-80gb", "h100-sxm", "h100-pcie", "h200", "b200", "l4", "l40s", "mi300x",
-    "rtx-4090", "rtx-5090", "rtx-pro-6000", "rtx-a6000", "a10g", "l40",
+    "rtx-4090", "rtx-5090", "rtx-pro-6000", "rtx-pro-6000-server", "rtx-a6000", "a10g", "l40",
 }  # fmt: skip
 
 
