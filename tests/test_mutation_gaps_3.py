@@ -1,7 +1,8 @@
 """More behaviour that mutation testing found unpinned: the prefix summary over a request with no hash ids, the
 speculating group's first join on a full KV cache, trajectories drawn only at a sequence's first verify step (not
 while its group waits out a prefill), explicit verifiers rejoining the fast-forward, a capacity class obtainable in
-exactly one replica's GPUs, the spot price and rate sources, and the p99 TTFT of the latency watch.
+exactly one replica's GPUs, the spot price and rate sources, the p99 TTFT of the latency watch, an unfinished job's
+lateness, requests with no class, and a step line whose lines crossed before its first step.
 
 Survivors judged equivalent (no test can tell them from the real code), for the record:
 - `SpeculativeStepTime.verify` passing `logit_tokens=None` instead of `n_seqs`: the wrapper asks the target for
@@ -224,3 +225,53 @@ def test_the_latency_watch_p99_ttft_is_numpys_linear_99th_percentile_not_the_max
     assert q["p90_ttft_s"] == pytest.approx(9.0)
     assert q["p99_ttft_s"] == pytest.approx(9.9)
     assert "p99_tpot_s" not in q  # one output token each: no TPOT
+
+
+# --- survivors found later in the same sample -----------------------------------------------------------------------
+def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    from sim.schema import STATUS_LABELS
+
+    frame = pd.DataFrame(rows)
+    frame["status"] = pd.Categorical(frame["status"], categories=STATUS_LABELS)
+    return frame
+
+
+def test_a_job_that_did_not_finish_has_no_lateness_even_with_a_deadline():
+    """Job j: one request completed at 50 s, one rejected; deadline 40 s. It never finished, so it has no completion
+    time, no makespan and no lateness (null), though it missed its deadline; its on-time share is 0 of 2."""
+    from sim.results.metrics import job_summary
+
+    base = {"prompt_tokens": 10, "output_tokens": 5, "job_id": "j", "deadline_at_s": 40.0, "arrival_at_s": 0.0}
+    frame = _frame(
+        [
+            base | {"completed_at_s": 50.0, "status": "completed"},
+            base | {"completed_at_s": float("nan"), "status": "rejected"},
+        ]
+    )
+    rec = cast(dict[str, dict[str, Any]], job_summary(frame))["j"]
+    assert (rec["completed"], rec["rejected"], rec["completed_at_s"], rec["makespan_s"]) == (1, 1, None, None)
+    assert rec["deadline_met"] is False and rec["late_s"] is None and rec["on_time_share"] == 0.0
+
+
+def test_requests_without_a_class_count_as_interactive_in_the_class_summary():
+    """A run folder whose `klass` is null for some requests (written before classes, or by a reader that left it
+    empty): those are interactive, so the summary has the interactive and batch classes, nothing else."""
+    from sim.results.metrics import class_summary
+
+    row = {"arrival_at_s": 0.0, "scheduled_at_s": 0.0, "first_token_at_s": 0.1, "completed_at_s": 1.0}
+    row |= {"prompt_tokens": 10, "output_tokens": 5, "status": "completed"}
+    frame = _frame([row | {"klass": None}, row | {"klass": "interactive"}, row | {"klass": "batch"}])
+    out = cast(dict[str, dict[str, Any]], class_summary(frame))
+    assert set(out) == {"interactive", "batch"}
+
+
+@pytest.mark.parametrize("g", [0.0, 0.3])
+def test_a_step_line_whose_lines_crossed_before_the_run_is_line_one_from_its_first_step(g: float):
+    """l1 = 2 + j, l2 = 1 + 0.5 j cross at j = -2: line 1 is the larger from step 0 on. The closed-form total of k steps
+    equals the sum of the steps' own times (`at`), the first step included."""
+    from sim.run.engine.step_time import StepLine
+
+    line = StepLine(2.0, 1.0, 1.0, 0.5, 0.25, g)
+    for k in (1, 2, 5):
+        assert line.total(k) == pytest.approx(sum(line.at(j) for j in range(k)), rel=1e-12)
+    assert line.split == 0
