@@ -275,3 +275,30 @@ def test_a_step_line_whose_lines_crossed_before_the_run_is_line_one_from_its_fir
     for k in (1, 2, 5):
         assert line.total(k) == pytest.approx(sum(line.at(j) for j in range(k)), rel=1e-12)
     assert line.split == 0
+
+
+def test_a_preemption_tells_the_listeners_that_room_was_freed():
+    """The KV-transfer link hears of room freed on a decode replica by `room_freed`: a replica whose KV cache forces
+    preemptions tells a listener of each preemption step (at least one call, at most one per preemption), and a
+    listener that does not override the event is not called for it. (`RequestLog.n_preemptions` stored as float
+    instead of int32 is equivalent: the records cast every column to its schema dtype.)"""
+    from sim.run.engine.replica import ReplicaListener
+    from sim.run.simulate import _build, _resolve, run
+    from tests.test_engine_units import frame as unit_frame
+    from tests.test_engine_units import tiny_scenario
+
+    class Room(ReplicaListener):
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def room_freed(self, replica: Replica) -> None:
+            self.calls += 1
+
+    sc = tiny_scenario(num_gpu_blocks_override=8, block_size=16)
+    trace = unit_frame([(0.0, 30, 60), (0.0, 30, 60), (0.0, 30, 60)])
+    _setup, full, specs = _resolve(sc, trace, sc.base_dir)
+    room = Room()
+    built = _build(sc, specs, full, extra=[room, ReplicaListener()])
+    run(built)
+    preemptions = int(built.log.n_preemptions.sum())
+    assert preemptions > 0 and 1 <= room.calls <= preemptions
