@@ -43,6 +43,7 @@ from sim.run.fleet.supply import Supply, class_prices
 from sim.run.simulate import simulate
 from sim.scenario.config import CapacityConfig, ClassConfig, PricingConfig, Scenario, parse_config
 from sim.workload import validate_frame
+from tests.test_engine_equivalence import assert_same_requests as same_requests
 
 A, D = 1e-4, 0.02  # constant step time: seconds per prompt token, per decode step
 CONSTANT_STEP = {"kind": "constant", "prefill_s_per_token": A, "decode_step_s": D}
@@ -77,16 +78,8 @@ def spec_scenario(*, blocks: int, fast_forward: bool, alpha: float, k: int, **en
 
 
 def assert_same_requests(fast: SimResult, slow: SimResult) -> None:
-    """Every request's instants within 1e-9 s, its preemptions, status and replica; the same engine steps (as
-    `tests.test_engine_equivalence.assert_same_requests`)."""
-    a, b = fast.requests, slow.requests
-    for col in ("scheduled_at_s", "first_token_at_s", "completed_at_s"):
-        x, y = a[col].to_numpy(), b[col].to_numpy()
-        assert np.array_equal(np.isnan(x), np.isnan(y)), col
-        ok = ~np.isnan(x)
-        assert np.max(np.abs(x[ok] - y[ok]), initial=0.0) <= 1e-9, col
-    for col in ("n_preemptions", "status", "replica_id"):
-        assert a[col].tolist() == b[col].tolist(), col
+    """The engine-equivalence check (every request's instants, preemptions, status and replica), and the same steps."""
+    same_requests(fast, slow)
     assert fast.summary()["n_steps"] == slow.summary()["n_steps"]
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -169,25 +169,29 @@ def pool_spec(scenario: Scenario, name: str, role: str, *, base_dir: Path, prefi
     """Resolve one pool (its errors name it, in a disaggregated fleet)."""
     psc = pool_scenario(scenario, name)
     try:
-        setup = resolve_scenario(psc, base_dir=base_dir)
-        engine = psc.engine
-        budget = engine.batched_tokens(setup.model.max_context_tokens)
-        draft = draft_setup(psc, base_dir)
-        n_blocks = kv_blocks(psc, setup, draft)
-        if n_blocks < 1:  # a replica that can hold no KV block can serve nothing
-            raise FleetsimError(
-                f"engine: the KV cache holds no block of {engine.block_size} tokens on {setup.tp}x {setup.gpu.name}"
-            )
+        spec = _resolved_spec(psc, name, role, base_dir=base_dir, prefix_ids=prefix_ids)
     except FleetsimError as err:
         if scenario.fleet.mode == "disaggregated" and name in (PREFILL_POOL, DECODE_POOL):
             raise FleetsimError(f"fleet.{name}: {err}") from None
         raise
-    limits = engine_limits(engine, n_blocks, budget)
     fallback = tuple(
         _fallback_spec(scenario, psc, name, role, i, base_dir=base_dir, prefix_ids=prefix_ids)
         for i in range(len(psc.fleet.capacity.fallback))
     )
-    return PoolSpec(name, role, psc, setup, draft, n_blocks, budget, limits, prefix_ids and engine.prefix_caching, fallback)
+    return replace(spec, fallback=fallback)
+
+
+def _resolved_spec(psc: Scenario, name: str, role: str, *, base_dir: Path, prefix_ids: bool) -> PoolSpec:
+    """A pool scenario's replica resolved: its setup, draft model, KV blocks and engine limits."""
+    setup = resolve_scenario(psc, base_dir=base_dir)
+    engine = psc.engine
+    budget = engine.batched_tokens(setup.model.max_context_tokens)
+    draft = draft_setup(psc, base_dir)
+    n_blocks = kv_blocks(psc, setup, draft)
+    if n_blocks < 1:  # a replica that can hold no KV block can serve nothing
+        raise FleetsimError(f"engine: the KV cache holds no block of {engine.block_size} tokens on {setup.tp}x {setup.gpu.name}")
+    limits = engine_limits(engine, n_blocks, budget)
+    return PoolSpec(name, role, psc, setup, draft, n_blocks, budget, limits, prefix_ids and engine.prefix_caching)
 
 
 def fallback_scenario(psc: Scenario, i: int) -> Scenario:
@@ -223,13 +227,7 @@ def _fallback_spec(
     )
     fsc = fallback_scenario(psc, i)
     try:
-        setup = resolve_scenario(fsc, base_dir=base_dir)
-        engine = fsc.engine
-        budget = engine.batched_tokens(setup.model.max_context_tokens)
-        draft = draft_setup(fsc, base_dir)
-        n_blocks = kv_blocks(fsc, setup, draft)
-        if n_blocks < 1:
-            raise FleetsimError(f"the KV cache holds no block of {engine.block_size} tokens on {setup.tp}x {setup.gpu.name}")
+        return _resolved_spec(fsc, name, role, base_dir=base_dir, prefix_ids=prefix_ids)
     except FleetsimError as err:
         text = str(err)  # (the fallback's own gpu and tp stand in the fleet block's: fleet.gpu -> <where>.gpu)
         if text.startswith("fleet.gpu, fleet.tp: "):
@@ -238,8 +236,6 @@ def _fallback_spec(
             if text.startswith(key):
                 raise FleetsimError(f"{where}.{key.removeprefix('fleet.')}{text.removeprefix(key)}") from None
         raise FleetsimError(f"{where}: {text}") from None
-    limits = engine_limits(engine, n_blocks, budget)
-    return PoolSpec(name, role, fsc, setup, draft, n_blocks, budget, limits, prefix_ids and engine.prefix_caching)
 
 
 def has_batch(trace: pd.DataFrame) -> bool:
