@@ -397,7 +397,7 @@ class SimResult:
 def _price_in(own: dict[str, Any], klass: str, default: float | None, meta: dict[str, Any] | None) -> float | None:
     """A capacity class's $/GPU-hour as the run resolved it: a pool's or GPU type's meta.json line's `supply`, else
     the run's `supply` (`meta`, when given), else `default`."""
-    supply = own.get("supply") or ((meta or {}).get("supply") if meta is not None else None) or {}
+    supply = own.get("supply") or (meta or {}).get("supply") or {}
     prices = supply.get("prices") or {}
     return prices[klass]["usd_per_gpu_hour"] if klass in prices else default
 

@@ -178,7 +178,6 @@ class Pool:
         self.env = env
         self.name = name
         self.replicas = replicas
-        self.make_engine = make_engine
         self.inadmissible = inadmissible  # request index -> why no replica can ever serve it
         self.router = router
         self.lifecycle = lifecycle
