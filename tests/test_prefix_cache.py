@@ -181,3 +181,89 @@ def test_the_html_report_shows_the_prefix_cache():
     rows = [(0.0, 256, 2, [1, 2, 3, 4]), (10.0, 256, 2, [1, 2, 3, 4])]
     page = render_html(simulate(scenario(), trace(rows), measure_capacity=False))
     assert 'id="prefix"' in page
+
+
+def test_a_release_evicts_the_tail_of_its_chain_first():
+    """vLLM frees a request's blocks in reverse order "so that the tail blocks are evicted first" (SGLang evicts
+    radix-tree leaves): evicting one entry of a released chain keeps its head reachable."""
+    from sim.run.engine.prefix_cache import PrefixCache
+
+    cache = PrefixCache(hash_tokens=64, block_size=16)
+    chain = [7, 3, 9]  # ids in chain order, not in numeric order
+    assert cache.insert(chain, 0, 3, (0.0, 0)) == 3
+    cache.unpin(chain, (1.0, 0))
+    assert cache.evict(4) == 4 and set(cache.entries) == {7, 3}
+    assert cache.match(chain, 3) == 2
+    assert cache.evict(5) == 8 and cache.entries == {} and cache.n_unpinned == 0
+
+
+class _ReferenceCache:
+    """The eviction rule, entry by entry: evict the unpinned entry with the least (release time, request index,
+    -position in its chain)."""
+
+    def __init__(self):
+        self.rc, self.key = {}, {}
+
+    def release(self, ids, now=None, idx=None):
+        for pos, h in enumerate(ids):
+            self.rc[h] -= 1
+            if now is not None:
+                self.key[h] = max(self.key[h], (now, idx, -pos))
+
+    def evict(self, n):
+        for _ in range(n):
+            free = [h for h, rc in self.rc.items() if rc == 0]
+            if not free:
+                return
+            h = min(free, key=self.key.__getitem__)
+            del self.rc[h], self.key[h]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_the_group_heap_evicts_as_the_entry_by_entry_rule(data):
+    """`PrefixCache` keeps one heap item per release; on random admissions, releases, tentative matches given back and
+    evictions over prefix-chained ids (a random tree) it evicts exactly the entries the entry-by-entry rule does."""
+    from sim.run.engine.prefix_cache import PrefixCache
+
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+    parent = [-1] + [int(rng.integers(0, i)) for i in range(1, 40)]  # a tree of ids 0..39, 0 the root
+
+    def chain(leaf):
+        out = []
+        while leaf >= 0:
+            out.append(leaf + 100)
+            leaf = parent[leaf]
+        return out[::-1]
+
+    cache, ref = PrefixCache(hash_tokens=64, block_size=16), _ReferenceCache()
+    active, now = [], 0.0
+    for step in range(data.draw(st.integers(5, 60))):
+        op = data.draw(st.sampled_from(["admit", "admit", "release", "tentative", "evict"]))
+        now += data.draw(st.sampled_from([0.0, 1.0]))  # releases in one instant too
+        if op in ("admit", "tentative"):
+            ids = chain(int(rng.integers(0, 40)))
+            m = cache.match(ids, len(ids))
+            assert m == next((i for i, h in enumerate(ids) if h not in ref.rc), len(ids))
+            pins = ids[:m]
+            cache.pin(pins)
+            for h in pins:
+                ref.rc[h] += 1
+            if op == "tentative":
+                cache.unpin(pins)
+                ref.release(pins)
+                continue
+            n = cache.insert(ids, m, len(ids), (now, step))
+            for pos in range(m, m + n):
+                ref.rc[ids[pos]], ref.key[ids[pos]] = 1, (now, step, -pos)
+            active.append((step, ids[: m + n]))
+        elif op == "release" and active:
+            idx, pins = active.pop(int(rng.integers(0, len(active))))
+            cache.unpin(pins, (now, idx))
+            ref.release(pins, now, idx)
+        elif op == "evict":
+            k = data.draw(st.integers(1, 6))
+            cache.evict(4 * k)
+            ref.evict(k)
+        assert cache.entries == ref.rc
+        assert cache.n_unpinned == sum(rc == 0 for rc in ref.rc.values())

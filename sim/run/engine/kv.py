@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 from sim.policies.router import RequestView
 from sim.run.engine.prefix_cache import PrefixCache
 from sim.run.engine.scheduler import Batch, Limits
-from sim.run.engine.sequence import Seq, blocks_for
+from sim.run.engine.sequence import Seq
 
 if TYPE_CHECKING:
     from sim.run.engine.records import RequestLog
@@ -150,10 +150,11 @@ class PrefixCachingKv(BlockKv):
         cache = self.cache
         before = cache.evictable_blocks
         waiting = replica.waiting
-        self._match_waiting(waiting, replica.n_running, replica.limits)
+        matched = self._match_waiting(waiting, replica.n_running, replica.limits)
         reserve = before - cache.evictable_blocks  # cached entries the head hit: evictable for running work only
         batch = plan(self.n_blocks - self.used + before, reserve)
-        self._unmatch(batch, waiting)
+        if matched:
+            self._unmatch(batch, matched)
         log = self.log
         for seq in batch.admitted:
             if seq.pins is not None:  # its prefix hit, as admitted
@@ -162,15 +163,17 @@ class PrefixCachingKv(BlockKv):
                 log.prefill_saved_tokens += seq.computed
         return batch
 
-    def _match_waiting(self, waiting: list[Seq], n_running: int, limits: Limits) -> None:
+    def _match_waiting(self, waiting: list[Seq], n_running: int, limits: Limits) -> list[Seq]:
         """Match the sequences a step may admit (the head of the queue, within the free sequence slots, or all the
-        slots with priority preemption, and the token budget) against the cache, pinning what they hit (until the step is planned: see `_unmatch`)."""
+        slots with priority preemption, and the token budget) against the cache, pinning what they hit (until the
+        step is planned: see `_unmatch`); those it matched."""
         cache = self.cache
         t, epb = cache.hash_tokens, cache.blocks_per_entry
         # only as far down the queue as one step could admit: with priority preemption, as many as the batch holds
         # (running work may make way for them)
         slots = limits.max_num_seqs - (0 if limits.preempt_for_priority else n_running)
         budget = limits.max_num_batched_tokens
+        matched: list[Seq] = []
         for seq in waiting:
             if slots <= 0 or budget <= 0:  # pragma: no mutate (budget < 0: one more matched, not admitted, given back)
                 break
@@ -180,26 +183,33 @@ class PrefixCachingKv(BlockKv):
                 budget -= seq.prompt_tokens + seq.generated - seq.computed
                 continue
             m = cache.match_seq(seq, hashes, pinned_only=seq is not waiting[0])
-            ids = [int(h) for h in hashes[:m]]
+            ids = hashes[:m]
             cache.pin(ids)
             seq.pins = ids
             seq.computed = m * t
             seq.blocks = seq.shared = m * epb
             budget -= seq.prompt_tokens + seq.generated - seq.computed
+            matched.append(seq)
+        return matched
 
-    def _unmatch(self, batch: Batch, waiting: list[Seq]) -> None:
-        """Waiting sequences matched for this step and not admitted give their pins back (matched again next time),
-        so a queued request holds no cached blocks another could need."""
+    def _unmatch(self, batch: Batch, matched: list[Seq]) -> None:
+        """Sequences matched for this step and not admitted give their pins back (matched again next time), so a
+        queued request holds no cached blocks another could need. (Only those matched can hold pins while waiting:
+        a sequence leaves the queue when admitted, and comes back preempted, without pins.)"""
         cache = self.cache
         admitted = {id(seq) for seq in batch.admitted}
-        for seq in waiting:
+        for seq in matched:
             if seq.pins is not None and id(seq) not in admitted:
                 cache.unpin(seq.pins)
                 seq.pins, seq.computed, seq.blocks, seq.shared = None, 0, 0, 0  # pragma: no mutate (set again when matched)
 
     def grow(self, seq: Seq, n_slots: int) -> None:
-        self._make_room(blocks_for(n_slots, self.block_size) - seq.blocks)
-        super().grow(seq, n_slots)
+        need = -(-n_slots // self.block_size) - seq.blocks
+        if need > 0:
+            short = need - (self.n_blocks - self.used)
+            if short > 0:
+                self.used -= self.cache.evict(short)
+            BlockKv.grow(self, seq, n_slots)
 
     def grant(self, blocks: int) -> None:
         if blocks:
@@ -227,14 +237,13 @@ class PrefixCachingKv(BlockKv):
     def prompt_computed(self, seq: Seq, now: float) -> None:
         """The prompt's prefill is done: its full hash blocks not yet cached become cached entries it pins."""
         cache = self.cache
-        hashes = seq.hashes
-        assert hashes is not None and seq.pins is not None
-        for i in range(len(seq.pins), seq.prompt_tokens // cache.hash_tokens):
-            h = int(hashes[i])
-            if not cache.insert(h, (now, seq.idx)):
-                break  # cached by another sequence meanwhile: this one keeps its copy (and the rest) private
-            seq.pins.append(h)
-            seq.shared += cache.blocks_per_entry
+        hashes, pins = seq.hashes, seq.pins
+        assert hashes is not None and pins is not None
+        first = len(pins)
+        n = cache.insert(hashes, first, seq.prompt_tokens // cache.hash_tokens, (now, seq.idx))
+        if n:
+            pins += hashes[first : first + n]
+            seq.shared += n * cache.blocks_per_entry
 
     def match(self, seq: RequestView) -> int:
         return 0 if seq.hashes is None else self.cache.match_seq(seq, seq.hashes)

@@ -14,8 +14,8 @@ tokens; prefix-chained, so equal ids mean equal prefixes). A cached id holds `ha
   sequence leaves this one's copy private, and the chain stops there).
 - **Release** (a sequence finishes or is preempted): its private blocks are freed and its entries unpinned; an
   entry pinned by no one stays cached, counted as used, and is evictable: allocations that find too few free
-  blocks evict such entries least recently used first. A preempted sequence matches again when it is next
-  planned, so it hits its own blocks unless they were evicted meanwhile.
+  blocks evict such entries least recently used first (of one release, its chain's tail first). A preempted
+  sequence matches again when it is next planned, so it hits its own blocks unless they were evicted meanwhile.
 """
 
 from __future__ import annotations
@@ -25,23 +25,37 @@ from collections.abc import Sequence
 
 from sim.policies.router import RequestView
 
-Stamp = tuple[float, int]  # when an entry was last released by a sequence, and that request's index
+# An entry's recency: when a sequence last released it (or cached it) and that request's index. One tuple per
+# release, shared by the entries it released, so that an entry's eviction-heap item is stale when `stamp[id]` is
+# no longer that very tuple (re-released, or evicted and cached again).
+Stamp = tuple[float, int]
+# The eviction heap holds groups: the entries one release left unpinned, in chain order, evicted from the tail.
+# (time, index, -position of the group's tail, serial, stamp, ids, positions): least recent release first; of one
+# release, the chain's tail first (vLLM frees a request's blocks in reverse order "so that the tail blocks are
+# evicted first"; SGLang's radix cache evicts leaves): evicting a prefix's head would leave the rest unreachable.
+# The serial only orders two items for the same entry (either evicts it; the other is then stale). With
+# prefix-chained ids the entries one release leaves unpinned are a suffix of its chain (whoever pins an entry pins
+# its prefix), so a group is evicted tail first without another item's entries coming between its own; ids that are
+# not prefix-chained (a malformed trace) are still evicted deterministically, a group at a time.
+Group = tuple[float, int, int, int, Stamp, list[int], list[int]]
 
 
 class PrefixCache:
-    """Cached ids with their pin counts; unpinned ones are evicted least recently released first. Recency is the
-    instant a sequence released the entry (ties: the request's index), so it does not depend on the order in which
-    the events of one instant are processed, nor on how often steps are planned (a tentative match, given back
-    after planning, leaves recency as it was)."""
+    """Cached ids with their pin counts; unpinned ones are evicted least recently released first (see `Group`).
+    Recency is the instant a sequence released the entry (ties: the request's index, then the tail of its chain),
+    so it does not depend on the order in which the events of one instant are processed, nor on how often steps
+    are planned (a tentative match, given back after planning, leaves recency as it was). One heap item per
+    release rather than per entry: a request's chain is pushed and popped once."""
 
-    __slots__ = ("_heap", "blocks_per_entry", "entries", "evicted", "hash_tokens", "n_unpinned", "stamp")
+    __slots__ = ("_heap", "_serial", "blocks_per_entry", "entries", "evicted", "hash_tokens", "n_unpinned", "stamp")
 
     def __init__(self, *, hash_tokens: int, block_size: int) -> None:
         self.hash_tokens = hash_tokens
         self.blocks_per_entry = hash_tokens // block_size
         self.entries: dict[int, int] = {}  # cached id -> sequences pinning it
         self.stamp: dict[int, Stamp] = {}  # cached id -> its last release
-        self._heap: list[tuple[Stamp, int]] = []  # (stamp, id) of unpinned entries, lazily pruned
+        self._heap: list[Group] = []  # groups of unpinned entries, lazily pruned
+        self._serial = 0
         self.n_unpinned = 0
         self.evicted = 0  # entries evicted so far
 
@@ -77,46 +91,81 @@ class PrefixCache:
         return self.match(hashes, limit, pinned_only=pinned_only)
 
     def pin(self, ids: Sequence[int]) -> None:
+        entries = self.entries
         for h in ids:
-            rc = self.entries[h]
+            rc = entries[h]
             if rc == 0:
                 self.n_unpinned -= 1
-            self.entries[h] = rc + 1
+            entries[h] = rc + 1
 
-    def unpin(self, ids: Sequence[int], stamp: Stamp | None = None) -> None:
-        """Release pins; `stamp` (a sequence's release: now, its index) makes the entries recently used, None (a
-        tentative match given back) leaves their recency as it was."""
-        for h in ids:
-            rc = self.entries[h] - 1
-            self.entries[h] = rc
-            if stamp is not None and stamp > self.stamp[h]:
-                self.stamp[h] = stamp
+    def _push(self, stamp: Stamp, ids: list[int], positions: list[int]) -> None:
+        self._serial += 1
+        heapq.heappush(self._heap, (stamp[0], stamp[1], -positions[-1], self._serial, stamp, ids, positions))
+
+    def unpin(self, ids: Sequence[int], released: Stamp | None = None) -> None:
+        """Release the pins on `ids` (a chain's leading entries, in order); `released` (a sequence's release: a new
+        (now, its index) tuple) makes them recently used, None (a tentative match given back) leaves their recency
+        as it was."""
+        entries, stamps = self.entries, self.stamp
+        group: list[int] = []
+        positions: list[int] = []
+        freed = 0
+        for pos, h in enumerate(ids):
+            rc = entries[h] - 1
+            entries[h] = rc
+            stamp = stamps[h]
+            if released is not None and released > stamp:
+                stamps[h] = stamp = released
             if rc == 0:
-                self.n_unpinned += 1
-                heapq.heappush(self._heap, (self.stamp[h], h))
+                freed += 1
+                if stamp is released:
+                    group.append(h)
+                    positions.append(pos)
+                else:  # an entry keeping an older (or, released in the same instant, a later) release's recency
+                    self._push(stamp, [h], [pos])
+        if group:
+            assert released is not None
+            self._push(released, group, positions)
+        self.n_unpinned += freed
 
-    def insert(self, h: int, stamp: Stamp) -> bool:
-        """Cache `h` pinned once (the caller's blocks become its); False if it is cached already."""
-        if h in self.entries:
-            return False
-        self.entries[h] = 1
-        self.stamp[h] = stamp
-        return True
+    def insert(self, hashes: Sequence[int], first: int, stop: int, released: Stamp) -> int:
+        """Cache the chain's ids `hashes[first:stop]`, each pinned once (the caller's blocks become theirs), up to the
+        first one already cached (another sequence's copy: the caller keeps its own, and the rest, private); how many
+        it cached. `released`: a new (now, the caller's index) tuple, the new entries' recency."""
+        entries, stamps = self.entries, self.stamp
+        n = 0
+        for h in hashes[first:stop]:
+            if h in entries:
+                break
+            entries[h] = 1
+            stamps[h] = released
+            n += 1
+        return n
 
     def evict(self, blocks: int) -> int:
         """Evict unpinned entries, least recently released first, until `blocks` blocks are freed (or none is
         left); the blocks freed."""
-        freed = 0
+        n = 0
+        need = -(-blocks // self.blocks_per_entry)
         heap, entries, stamps = self._heap, self.entries, self.stamp
-        while freed < blocks and heap:
-            stamp, h = heapq.heappop(heap)
-            if entries.get(h) != 0 or stamps[h] != stamp:
-                continue  # stale: pinned again, re-stamped or evicted since it was pushed
-            del entries[h], stamps[h]
-            self.n_unpinned -= 1
-            freed += self.blocks_per_entry
-            self.evicted += 1
-        return freed
+        while n < need and heap:
+            group = heapq.heappop(heap)
+            stamp, ids = group[4], group[5]
+            j = len(ids)
+            while j and n < need:
+                j -= 1
+                h = ids[j]
+                if entries.get(h) == 0 and stamps[h] is stamp:
+                    del entries[h], stamps[h]
+                    n += 1
+                # else stale: pinned again, re-released or evicted since the group was pushed
+            if j:  # the rest of the group goes back, keyed by its new tail
+                positions = group[6]
+                del ids[j:], positions[j:]
+                heapq.heappush(heap, (group[0], group[1], -positions[-1], group[3], stamp, ids, positions))
+        self.n_unpinned -= n
+        self.evicted += n
+        return n * self.blocks_per_entry
 
     def pinned(self) -> int:
         """Pins held (0 once every sequence is released)."""

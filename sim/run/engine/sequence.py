@@ -29,7 +29,7 @@ class Seq:
     last_token_at_s: float = 0.0
     admit_no: int = 0  # order of (latest) admission into the running batch
     join_d: int = 0  # the decode group's step count when this sequence joined it (see sim.run.engine.group)
-    hashes: Sequence[int] | None = None  # prefix caching: its prompt's hash-block ids, if any
+    hashes: list[int] | None = None  # prefix caching: its prompt's hash-block ids, if any (`hash_list`)
     shared: int = 0  # prefix caching: of `blocks`, those of cached entries it pins (not its own to free)
     pins: list[int] | None = None  # prefix caching: the cached ids it pins (None: not matched since last planned)
     # speculative decoding: the tokens it emits at each verify step (its own and the drafts accepted: drawn at its
@@ -46,6 +46,14 @@ class Seq:
     @property
     def pending(self) -> int:
         return self.prompt_tokens + self.generated - self.computed
+
+
+def hash_list(ids: Sequence[int] | np.ndarray | None) -> list[int] | None:
+    """A request's prefix hash ids as the replica keeps them: Python ints (a dict keyed by numpy scalars hashes
+    each one on every lookup), None for a request without any."""
+    if ids is None or not len(ids):
+        return None
+    return ids.tolist() if isinstance(ids, np.ndarray) else [int(h) for h in ids]
 
 
 def blocks_for(n_slots: int, block_size: int) -> int:

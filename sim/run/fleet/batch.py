@@ -49,7 +49,7 @@ import simpy
 from sim.run.clock import ARRIVAL, LIFECYCLE, OBSERVE, At, call_at
 from sim.run.engine.records import COMPLETED, IN_FLIGHT, RequestLog
 from sim.run.engine.replica import ReplicaListener
-from sim.run.engine.sequence import Seq
+from sim.run.engine.sequence import Seq, hash_list
 from sim.run.fleet.cluster import Pool
 
 if TYPE_CHECKING:
@@ -176,7 +176,7 @@ class BatchLane(ReplicaListener):
         )
         if self.hashes is not None:
             h = self.hashes[idx]
-            seq.hashes = h if h is not None and len(h) else None
+            seq.hashes = hash_list(h)
         return seq
 
     def _peek(self) -> tuple[int, float, int]:

@@ -14,7 +14,7 @@ from simpy.events import URGENT
 
 from sim.run.clock import ARRIVAL, call_at
 from sim.run.engine.records import RequestLog
-from sim.run.engine.sequence import Seq
+from sim.run.engine.sequence import Seq, hash_list
 
 
 class Feed:
@@ -90,7 +90,7 @@ class Feed:
             else:
                 seq = Seq(i, at, prompt[j], output[j], priority[j])
                 h = self.hashes[i]
-                seq.hashes = h if h is not None and len(h) else None
+                seq.hashes = hash_list(h)
                 deliver(seq)
             i += 1
             j += 1
