@@ -276,3 +276,29 @@ def test_the_replica_record_counts_each_fast_forwarded_run(monkeypatch):
     )
     r = simulate(scenario(spec), trace, measure_capacity=False)
     assert len(taken) >= 2 and int(r.replicas["n_runs"].sum()) == len(taken)
+
+
+def test_a_drafters_steps_sum_in_closed_form_as_step_by_step():
+    """`decode_sum` (a draft's k decode steps) sums in closed form when its first and last steps are bound by the same
+    of compute and memory, and step by step when the run crosses from one to the other: either way the sum of the
+    roofline's own steps, here around the crossover context, below it and above it."""
+    from sim.run.engine.step_time import RooflineStepTime
+
+    model = replica_step_time(scenario(None, step="roofline", model="llama-3.1-8b"))
+    assert isinstance(model, RooflineStepTime)
+    n = 256
+    mm, wb, _ = model._batch_terms(n)
+    # the context sum at which compute time equals memory time (both linear in it)
+    cross = (wb / model._bytes_per_s - mm / model._flops_per_s) / (
+        model._attn / model._flops_per_s - model._kv / model._bytes_per_s
+    )
+    regimes = set()
+    for context_sum in (0, int(cross) - 3 * n, int(cross) - n // 2, int(cross) + 5 * n, 4 * int(cross)):
+        context_sum = max(context_sum, 0)
+        for k in (1, 2, 5):
+            steps = [model.step(0, n, context_sum + n * (j + 1), context_sum + n * j)[0] for j in range(k)]
+            assert model.decode_sum(n, context_sum, k) == pytest.approx(sum(steps), rel=1e-12)
+            lo, hi = context_sum + n, context_sum + n * k
+            regimes.add((lo >= cross, hi >= cross))
+    assert regimes == {(False, False), (False, True), (True, True)}
+    assert model.decode_sum(n, 1000, 0) == 0.0

@@ -161,10 +161,13 @@ class SpecGroup:
         assert seq.traj is not None and seq.traj_cum is not None
         left = seq.output_tokens - seq.generated
         p = seq.traj_pos
-        tokens = seq.traj[p:]  # tokens per step (its last one clipped at its end)
-        emitted = seq.traj_cum[p:] - seq.traj_cum[p - 1] if p else seq.traj_cum
-        f = int(emitted.searchsorted(left)) + 1  # the steps it takes
-        tokens, emitted = tokens[:f], emitted[:f]
+        tokens, emitted = seq.traj, seq.traj_cum
+        f = len(tokens)
+        if p or (f > 1 and emitted[-2] >= left):  # not as drawn for the tokens it has left (a recompute emitted some)
+            tokens = tokens[p:]  # tokens per step (its last one clipped at its end)
+            emitted = emitted[p:] - emitted[p - 1] if p else emitted
+            f = int(emitted.searchsorted(left)) + 1  # the steps it takes
+            tokens, emitted = tokens[:f], emitted[:f]
         # blocks held at each step's start: its context then, its next token and the drafts' slots (never fewer
         # than it holds; nondecreasing as the context is)
         blocks = emitted - tokens

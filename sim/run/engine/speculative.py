@@ -157,6 +157,8 @@ class SpeculativeStepTime:
             attn, dkv, f, b, dg = lines._attn, lines._kv, lines._flops_per_s, lines._bytes_per_s, lines._g
             steps = tuple(n * (j + 1) for j in range(k))  # draft step j's context: the sum's plus n (j + 1)
         draft_method = self.method == "draft"
+        n_first, n_last, n_all = n, n * k, n * (k * (k + 1) // 2)  # the drafts' contexts over the sum's: first, last, all
+        k_mm, k_wb, k_fixed = k * mm, k * wb, k * dfixed
 
         def priced(context_sum: int, tokens: Sequence[int]) -> Run:
             ends, all_flops, all_bytes = [], [], []
@@ -173,11 +175,18 @@ class SpeculativeStepTime:
                     core = compute_s + g * memory_s if compute_s >= memory_s else memory_s + g * compute_s
                 dt = core + comm + overhead
                 if steps:  # `draft_s`: `decode_sum` of the drafter's line, operation for operation
-                    total = 0.0
-                    for nj in steps:
-                        ctx = s + nj
-                        c_s, m_s = (mm + attn * ctx) / f, (wb + dkv * ctx) / b
-                        total += (c_s + dg * m_s if c_s >= m_s else m_s + dg * c_s) + dfixed
+                    lo, hi = s + n_first, s + n_last
+                    first = (mm + attn * lo) / f >= (wb + dkv * lo) / b
+                    if first == ((mm + attn * hi) / f >= (wb + dkv * hi) / b):
+                        ctx = k * s + n_all
+                        c_s, m_s = (k_mm + attn * ctx) / f, (k_wb + dkv * ctx) / b
+                        total = (c_s + dg * m_s if first else m_s + dg * c_s) + k_fixed
+                    else:
+                        total = 0.0
+                        for nj in steps:
+                            ctx = s + nj
+                            c_s, m_s = (mm + attn * ctx) / f, (wb + dkv * ctx) / b
+                            total += (c_s + dg * m_s if c_s >= m_s else m_s + dg * c_s) + dfixed
                     dt += total if draft_method else share * total
                 end += dt
                 ends.append(end)

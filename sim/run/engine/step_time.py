@@ -237,8 +237,23 @@ class RooflineStepTime:
         speculative step's drafts)."""
         matmul_flops, weight_bytes, fixed = self._batch_terms(n_seqs)
         attn, kv, f, b, g = self._attn, self._kv, self._flops_per_s, self._bytes_per_s, self._g
+        if k <= 1:  # (one step: the plain engine's decode alone, every step of it)
+            if k <= 0:
+                return 0.0
+            ctx = context_sum + n_seqs
+            compute_s, memory_s = (matmul_flops + attn * ctx) / f, (weight_bytes + kv * ctx) / b
+            return (compute_s + g * memory_s if compute_s >= memory_s else memory_s + g * compute_s) + fixed
+        # step j: pairs = context_sum + n (j + 1); KV read context_sum + n j, n written. Compute less memory time is
+        # linear in the context, so when the first and last steps are bound by the same one, every step is, and the
+        # k steps sum in closed form (`SpeculativeStepTime`'s runs repeat this arithmetic, operation for operation).
+        lo, hi = context_sum + n_seqs, context_sum + n_seqs * k
+        first = (matmul_flops + attn * lo) / f >= (weight_bytes + kv * lo) / b
+        if first == ((matmul_flops + attn * hi) / f >= (weight_bytes + kv * hi) / b):
+            ctx = k * context_sum + n_seqs * (k * (k + 1) // 2)
+            compute_s, memory_s = (k * matmul_flops + attn * ctx) / f, (k * weight_bytes + kv * ctx) / b
+            return (compute_s + g * memory_s if first else memory_s + g * compute_s) + k * fixed
         total = 0.0
-        for j in range(k):  # step j: pairs = context_sum + n (j + 1); KV read context_sum + n j, n written
+        for j in range(k):
             ctx = context_sum + n_seqs * (j + 1)
             compute_s, memory_s = (matmul_flops + attn * ctx) / f, (weight_bytes + kv * ctx) / b
             total += (compute_s + g * memory_s if compute_s >= memory_s else memory_s + g * compute_s) + fixed
