@@ -4,6 +4,7 @@ probes) stays outside the timed function."""
 
 from __future__ import annotations
 
+import functools
 import resource
 import statistics
 import time
@@ -40,6 +41,37 @@ def timed(fn: Callable[[], Any], runs: int = 3) -> tuple[Timing, Any]:
         cpu.append(time.process_time() - c0)
         wall.append(time.perf_counter() - w0)
     return Timing(min(cpu), statistics.median(cpu), min(wall), statistics.median(wall), runs), result
+
+
+@functools.cache
+def heap_op_s(n: int = 200_000, runs: int = 5) -> float:
+    """CPU seconds of one bare `heapq` push + pop on a heap of 1,000 (time, counter) items, best of `runs`: the unit
+    in which the benchmarks state a request's cost ("heap-operation equivalents"), so that figures from machines of
+    different speeds compare."""
+    import heapq
+    import random
+
+    rnd = random.Random(0)
+    times = [rnd.random() for _ in range(n)]
+    best = float("inf")
+    for _ in range(runs):
+        heap = [(rnd.random(), i) for i in range(1000)]
+        heapq.heapify(heap)
+        push, pop = heapq.heappush, heapq.heappop
+        c0 = time.process_time()
+        for i, t in enumerate(times):
+            push(heap, (t, i))
+            pop(heap)
+        best = min(best, time.process_time() - c0)
+    return best / n
+
+
+def per_request(timing: Timing, n_requests: int, n_events: int | None = None) -> str:
+    """A run's cost per request: CPU microseconds (best run), heap-operation equivalents (`heap_op_s`) and, given the
+    run's events, events per request."""
+    cpu = timing.cpu_best_s / n_requests
+    out = f"{cpu * 1e6:.1f} CPU-us per request = {cpu / heap_op_s():.0f} heap-operation equivalents"
+    return out if n_events is None else f"{out}, {n_events / n_requests:.2f} events"
 
 
 def peak_rss_mib() -> float:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from _timing import peak_rss_mib, timed
+from _timing import peak_rss_mib, per_request, timed
 
 from sim.run.simulate import scenario_trace, simulate, with_batch_jobs
 from sim.scenario.config import load_config
@@ -45,6 +45,7 @@ def main() -> None:
             f"{name:<20} {t};  {t.per_s(k)} requests (median {k / t.cpu_median_s:,.0f} per CPU-s); "
             f"{r.n_events / k:.2f} events/request"
         )
+        print(f"  {per_request(t, k)}")
     print(
         f"requests per CPU-s, with the job / alone: {(n / with_t.cpu_best_s) / (m / alone_t.cpu_best_s):.2f}; "
         f"peak RSS {peak_rss_mib():,.0f} MiB"

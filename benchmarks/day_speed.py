@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
-from _timing import peak_rss_mib, timed
+from _timing import peak_rss_mib, per_request, timed
 
 from sim.results.report import write_run
 from sim.run.simulate import simulate
@@ -86,6 +86,7 @@ def main() -> None:
         f"{n / sim_t.cpu_best_s:,.0f} simulated requests per CPU-s (simulation), {n / total_cpu:,.0f} end to end; "
         f"{summary['n_events'] / n:.2f} events/request; peak RSS {peak_rss_mib():,.0f} MiB"
     )
+    print(f"simulation: {per_request(sim_t, n)}")
     print(
         f"p99 TTFT {summary['p99_ttft_ms'] / 1000:.1f} s; $/1K tokens {summary['usd_per_1k_tokens']:.5f}; capacity {probe.max_tokens_per_s:,.0f} tok/s"
     )

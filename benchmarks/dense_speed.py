@@ -15,7 +15,7 @@ import argparse
 
 import numpy as np
 import pandas as pd
-from _timing import print_profile, timed
+from _timing import per_request, print_profile, timed
 
 from sim.run.simulate import simulate
 from sim.scenario.config import parse_config
@@ -62,6 +62,7 @@ def main() -> None:
     n = args.requests
     print(f"simulate + summary: {timing}")
     print(f"= {timing.per_s(n)} simulated requests; {s['n_events'] / n:.2f} events/request, {s['n_steps'] / n:.1f} steps/request")
+    print(f"  {per_request(timing, n)}")
     print(f"mean TTFT {s['mean_ttft_ms']:.1f} ms, mean TPOT {s['mean_tpot_ms']:.2f} ms")
     if args.profile:
         print_profile(lambda: simulate(sc, t, measure_capacity=False), repeat=5)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _timing import timed
+from _timing import per_request, timed
 
 from sim.run.simulate import simulate
 from sim.scenario.config import parse_config
@@ -84,6 +84,7 @@ def main() -> None:
             f"{s['n_events'] / args.requests:.2f} events/request, {s['n_steps'] / args.requests:.1f} steps/request, "
             f"peak traced memory {peak / 2**20:,.0f} MiB"
         )
+        print(f"  {per_request(timing, args.requests)}")
     (w_ff, s_ff), (w_ps, s_ps) = results[True], results[False]
     same = all(
         s_ff[k] == s_ps[k] or abs(s_ff[k] - s_ps[k]) < 1e-6 for k in ("completed", "mean_ttft_ms", "p99_itl_ms", "n_preemptions")

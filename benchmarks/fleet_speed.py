@@ -19,7 +19,7 @@ import argparse
 import time
 from pathlib import Path
 
-from _timing import print_profile, timed
+from _timing import per_request, print_profile, timed
 
 from sim.run.simulate import simulate
 from sim.scenario.config import apply_sets, parse_config
@@ -62,8 +62,8 @@ def main() -> None:
     probe_start = time.process_time()
     probe = simulate(sc, conv.head(1000))
     probe_cpu = time.process_time() - probe_start
-    per_request = conv["prompt_tokens"].mean() + conv["output_tokens"].mean()
-    capacity = probe.max_tokens_per_s / per_request
+    tokens_per_request = conv["prompt_tokens"].mean() + conv["output_tokens"].mean()
+    capacity = probe.max_tokens_per_s / tokens_per_request
     rate = len(conv) / conv["arrival_at_s"].iloc[-1]
     target = 16 * capacity if args.fixed is None else 0.9 * args.fixed * capacity
     trace = scale_rate(conv, target / rate)
@@ -81,6 +81,7 @@ def main() -> None:
     )
     print(f"simulate + summary: {timing}")
     print(f"= {timing.per_s(n)} simulated requests; {s['n_events'] / n:.2f} events/request")
+    print(f"  {per_request(timing, n)}")
     print(f"p99 TTFT {s['p99_ttft_ms'] / 1000:.1f} s; throughput {s['request_throughput']:.2f} req/s")
     if args.disaggregated is not None:
         n_p, n_d = (int(x) for x in args.disaggregated.split(":"))
@@ -100,6 +101,7 @@ def main() -> None:
         dis_timing, (_, ds) = timed(run_dis, args.runs)
         print(f"disaggregated {n_p}:{n_d}, simulate + summary: {dis_timing}")
         print(f"= {dis_timing.per_s(n)} simulated requests; {ds['n_events'] / n:.2f} events/request")
+        print(f"  {per_request(dis_timing, n)}")
         print(
             f"p99 TTFT {ds['p99_ttft_ms'] / 1000:.1f} s, p99 TPOT {ds['p99_tpot_ms']:.0f} ms (colocated {s['p99_tpot_ms']:.0f} ms)"
         )

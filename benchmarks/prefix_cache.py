@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from _timing import timed
+from _timing import per_request, timed
 
 from sim.run.simulate import scenario_trace, simulate
 from sim.scenario.config import load_config
@@ -57,11 +57,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     print(HEADER)
+    costs = []
     for name, sets in VARIANTS.items():
         sc = load_config(CONFIG, sets)
         timing, result = timed(lambda sc=sc: simulate(sc, measure_capacity=False), args.runs)
         print(row(name, result.summary(), len(result.requests) / timing.cpu_best_s))
+        costs.append(f"{name}: {per_request(timing, len(result.requests))}")
     print(f"a cache that never evicts: {reuse_bound():.1%} of blocks hit")
+    print("\n".join(costs))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from _timing import timed
+from _timing import per_request, timed
 
 from sim.run.simulate import simulate
 from sim.scenario.config import load_config
@@ -43,6 +43,7 @@ def main() -> None:
             f"{name}: {timing}; {timing.per_s(n)} simulated requests, {s['n_events'] / n:.2f} events/request, "
             f"{s['n_steps'] / n:.1f} steps/request"
         )
+        print(f"  {per_request(timing, n)}")
     ff, ps, plain = (cpu[name] for name in modes)
     a, b = (summaries[name] for name in list(modes)[:2])
     same = all(a[k] == b[k] or abs(a[k] - b[k]) < 1e-6 for k in ("completed", "mean_ttft_ms", "p99_itl_ms", "n_steps"))
