@@ -49,7 +49,7 @@ def test_roofline_decode_line_matches_step_time(model):
     n, s0 = 7, 9_000
     line = st.decode_line(n_seqs=n, context_sum=s0)
     for j in (0, 1, 50, 4000):
-        direct = st.step(0, n, s0 + n * (j + 1), s0 + n * j)[0]
+        direct = st.step(0, n, s0 + n * (j + 1), s0 + n * j, s0 + n * j)[0]
         assert line.at(j) == pytest.approx(direct, rel=1e-12)
 
 

@@ -242,20 +242,30 @@ def test_a_verify_step_asks_the_target_for_k_more_tokens_and_their_attention_pai
     """A decoding sequence with context c verifying k drafts runs k + 1 query tokens through the target, query i
     attending to c + i + 1 keys: (k + 1) c + (k + 1)(k + 2) / 2 pairs, k c + (k + 1)(k + 2) / 2 - 1 more than its
     decode step's c + 1; the LM head runs at all k + 1 positions of each (rejection sampling needs the target's
-    distribution at each). The wrapper passes everything else through, and an n-gram draft costs nothing."""
+    distribution at each). All of a verify's pairs are a decoding query's (MLA prices them in its absorbed form), the
+    prompt's are not. The wrapper passes everything else through, and an n-gram draft costs nothing."""
     calls = []
 
     class Target:
         def step(
-            self, n_prefill_tokens, n_decode_seqs, attention_pairs, kv_read_tokens, decode_context_tokens=0, logit_tokens=None
+            self,
+            n_prefill_tokens,
+            n_decode_seqs,
+            attention_pairs,
+            kv_read_tokens,
+            decode_context_tokens=0,
+            logit_tokens=None,
+            decode_pairs=None,
         ):
-            calls.append((n_prefill_tokens, n_decode_seqs, attention_pairs, kv_read_tokens, decode_context_tokens, logit_tokens))
+            calls.append(
+                (n_prefill_tokens, n_decode_seqs, attention_pairs, kv_read_tokens, decode_context_tokens, logit_tokens, decode_pairs)
+            )
             return 0.25, 1.0, 2.0
 
     model = SpeculativeStepTime(Target(), None, method="ngram", k=4, draft_cost=0.0)
     # 7 prompt tokens of one prompt (pairs 30) and two decoders with contexts 100 and 200 (decode pairs 302)
     assert model.step(7, 2, 30 + 302, 300, 300, 1 + 2) == (0.25, 1.0, 2.0)
-    assert calls == [(7 + 2 * 4, 2, 30 + 5 * 300 + 2 * 15, 300, 300, 1 + 2 * 5)]
+    assert calls == [(7 + 2 * 4, 2, 30 + 5 * 300 + 2 * 15, 300, 300, 1 + 2 * 5, 5 * 300 + 2 * 15)]
 
 
 def test_the_replica_record_counts_each_fast_forwarded_run(monkeypatch):

@@ -203,11 +203,34 @@ class ModelSpec:
 
     @functools.cached_property
     def attention_flops_per_pair(self) -> float:
-        """FLOPs for one query token against one context token: QK^T and AV over all heads/layers."""
+        """FLOPs for one query token against one context token: QK^T and AV over all heads/layers (MLA: its prefill
+        form, multi-head attention over K and V up-projected from the latent)."""
         if self.mla is not None:
             qk = self.mla.qk_nope_head_dim + self.mla.qk_rope_head_dim
             return 2.0 * self.n_layers * self.n_heads * (qk + self.mla.v_head_dim)
         return 4.0 * self.n_layers * self.n_heads * self.head_dim
+
+    @functools.cached_property
+    def decode_attention_flops_per_pair(self) -> float:
+        """`attention_flops_per_pair` for a decoding query. MLA decodes in its data-movement-friendly form (vLLM's MLA
+        backends, FlashMLA; vllm/v1/attention/backends/mla/common.py): W_UK and W_UV absorbed into the query and the
+        output, each head attends over the cached latent itself, multi-query attention with a QK head dim of
+        kv_lora_rank + rope dim and a V head dim of kv_lora_rank (576 and 512 in DeepSeek-V3: 3.4x the prefill form's
+        FLOPs a pair, for reading only the latent). Other attention decodes as it prefills."""
+        if self.mla is not None:
+            m = self.mla
+            return 2.0 * self.n_layers * self.n_heads * (2 * m.kv_lora_rank + m.qk_rope_head_dim)
+        return self.attention_flops_per_pair
+
+    @functools.cached_property
+    def context_flops_per_token(self) -> float:
+        """FLOPs a prefill chunk spends per cached context token before attending to it: MLA's prefill form
+        up-projects each cached latent to K and V (kv_b_proj: kv_lora_rank x heads x (nope + v dims), each layer) for
+        every chunk that attends to it (vLLM's chunked-context loop, same source); 0 for other attention."""
+        if self.mla is None:
+            return 0.0
+        m = self.mla
+        return 2.0 * self.n_layers * m.kv_lora_rank * self.n_heads * (m.qk_nope_head_dim + m.v_head_dim)
 
     def kv_elements_per_token(self) -> int:
         """Cached elements per token over all layers (one copy, no TP replication)."""

@@ -229,14 +229,26 @@ def unsampled_logit_flops(setup: RooflineSetup, n_tokens: int, logit_tokens: int
 
 
 def step_cost(
-    setup: RooflineSetup, *, n_tokens: int, attention_pairs: float, kv_read_tokens: float, logit_tokens: int | None = None
+    setup: RooflineSetup,
+    *,
+    n_tokens: int,
+    attention_pairs: float,
+    kv_read_tokens: float,
+    logit_tokens: int | None = None,
+    decode_pairs: float = 0.0,
+    context_tokens: float = 0.0,
 ) -> StepCost:
     """Cost of one forward step; see the module docstring for the terms. `logit_tokens`: the positions the LM head
-    runs on (one per scheduled sequence; None: every token)."""
+    runs on (one per scheduled sequence; None: every token). Of the `attention_pairs`, `decode_pairs` are decoding
+    queries' (`ModelSpec.decode_attention_flops_per_pair`); `context_tokens`: the cached tokens prefill chunks attend
+    to (`ModelSpec.context_flops_per_token`). Both matter only with MLA."""
     model, tp = setup.model, setup.tp
     flops = n_tokens * model.flops_per_token - unsampled_logit_flops(setup, n_tokens, logit_tokens)
     if setup.attention:
         flops += attention_pairs * model.attention_flops_per_pair
+        if model.mla is not None:
+            flops += decode_pairs * (model.decode_attention_flops_per_pair - model.attention_flops_per_pair)
+            flops += context_tokens * model.context_flops_per_token
     n_bytes = weight_bytes_read(setup, n_tokens) + setup.kv_bytes_per_token * (kv_read_tokens + n_tokens)
     comm_s = setup.comm_s(n_tokens)
     return StepCost(
@@ -266,6 +278,7 @@ def prefill_cost(setup: RooflineSetup, *, prompt_tokens: int, batch: int = 1, ca
         attention_pairs=batch * pairs_per_seq,
         kv_read_tokens=batch * cached_tokens,
         logit_tokens=batch,
+        context_tokens=batch * cached_tokens,
     )
 
 
@@ -284,6 +297,7 @@ def decode_cost(setup: RooflineSetup, *, batch: int, context_tokens: int) -> Ste
         attention_pairs=batch * (context_tokens + 1),
         kv_read_tokens=batch * context_tokens,
         logit_tokens=batch,
+        decode_pairs=batch * (context_tokens + 1),
     )
 
 

@@ -39,6 +39,7 @@ def verify_cost(setup: RooflineSetup, *, batch: int, k: int, context_tokens: int
         attention_pairs=batch * ((k + 1) * context_tokens + (k + 1) * (k + 2) / 2),
         kv_read_tokens=batch * context_tokens,
         logit_tokens=batch * (k + 1),
+        decode_pairs=batch * ((k + 1) * context_tokens + (k + 1) * (k + 2) / 2),  # a verify decodes its k + 1 tokens
     )
 
 
@@ -70,6 +71,7 @@ def _decode_s(setup: RooflineSetup, batch: int, context_tokens: float) -> float:
         attention_pairs=batch * (context_tokens + 1),
         kv_read_tokens=batch * context_tokens,
         logit_tokens=batch,
+        decode_pairs=batch * (context_tokens + 1),
     )
     return float(cost.time_s)
 

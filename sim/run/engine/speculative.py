@@ -94,15 +94,20 @@ class SpeculativeStepTime:
         kv_read_tokens: float,
         decode_context_tokens: int = 0,
         logit_tokens: int | None = None,
+        decode_pairs: float | None = None,
     ) -> tuple[float, float, float]:
         k = self.k
+        extra = k * decode_context_tokens + n_decode_seqs * self._extra_pairs  # the drafts' pairs (decoding queries)
+        if decode_pairs is None:
+            decode_pairs = decode_context_tokens + n_decode_seqs
         dt, flops, n_bytes = self.target.step(
             n_prefill_tokens + n_decode_seqs * k,
             n_decode_seqs,
-            attention_pairs + k * decode_context_tokens + n_decode_seqs * self._extra_pairs,
+            attention_pairs + extra,
             kv_read_tokens,
             decode_context_tokens,
             None if logit_tokens is None else logit_tokens + n_decode_seqs * k,  # a verify's k + 1 positions each
+            decode_pairs + extra,
         )
         return dt + self.draft_s(n_decode_seqs, decode_context_tokens), flops, n_bytes
 
@@ -145,6 +150,7 @@ class SpeculativeStepTime:
         target.step(n * k, n, 0, 0)  # (fills the memo of this token count's terms)
         flops0, weight_bytes, comm = target._step_terms[n_tok]
         per_pair = target._attn_per_pair if target._attention else 0.0
+        decode_extra = target._decode_extra if target._mla else 0.0  # MLA: a verify's pairs all decode (absorbed form)
         kv, fps, bps = target._kv, target._flops_per_s, target._bytes_per_s
         overlap, g, overhead = target._overlap, target._g, target._overhead
         extra = n * self._extra_pairs
@@ -167,6 +173,8 @@ class SpeculativeStepTime:
             for x in tokens:
                 pairs = s + n + k * s + extra
                 flops = flops0 + pairs * per_pair if per_pair else flops0
+                if decode_extra:
+                    flops += pairs * decode_extra
                 n_bytes = weight_bytes + kv * (s + n_tok)
                 compute_s, memory_s = flops / fps, n_bytes / bps
                 if overlap == 1.0:

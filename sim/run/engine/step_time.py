@@ -149,12 +149,14 @@ class StepTimeModel(Protocol):
         kv_read_tokens: float,
         decode_context_tokens: int = 0,
         logit_tokens: int | None = None,
+        decode_pairs: float | None = None,
     ) -> tuple[float, float, float]:
         """(seconds, FLOPs, bytes) of one step (FLOPs and bytes 0 when the model does not know them): it processes
         `n_prefill_tokens` prompt (or recompute) tokens and one token for each of `n_decode_seqs` decoding
         sequences, whose cached contexts sum to `decode_context_tokens`; `attention_pairs` (query, key) pairs
         and `kv_read_tokens` cached tokens read over the whole batch; `logit_tokens` positions get logits (one per
-        scheduled sequence; None: every token)."""
+        scheduled sequence; None: every token). Of the pairs, `decode_pairs` are decoding queries' (None: one per
+        decoder and cached token, `decode_context_tokens + n_decode_seqs`; a speculative verify has more)."""
         ...
 
 
@@ -189,10 +191,15 @@ class RooflineStepTime:
         s, m = setup, setup.model
         self._flops_per_s = s.tp * s.effective_flops_per_s
         self._bytes_per_s = s.tp * s.effective_hbm_bw_bytes_per_s
-        self._attn = m.attention_flops_per_pair if s.attention else 0.0
+        # a decode run's attention FLOPs a pair (MLA decodes in its absorbed form: `decode_attention_flops_per_pair`)
+        self._attn = m.decode_attention_flops_per_pair if s.attention else 0.0
         self._kv = s.kv_bytes_per_token
         self._attention = s.attention
         self._attn_per_pair = m.attention_flops_per_pair
+        # MLA: a decoding query's extra FLOPs a pair over the prefill form, and a prefill chunk's per cached token
+        self._mla = m.mla is not None and s.attention
+        self._decode_extra = m.decode_attention_flops_per_pair - m.attention_flops_per_pair
+        self._context_flops = m.context_flops_per_token
         self._overhead = fixed_overhead_s(s)
         self._logits_sampled = s.logits_sampled_only
         self._logit_flops = m.logit_flops_per_token
@@ -209,6 +216,7 @@ class RooflineStepTime:
         kv_read_tokens: float,
         decode_context_tokens: int = 0,
         logit_tokens: int | None = None,
+        decode_pairs: float | None = None,
     ) -> tuple[float, float, float]:
         """`step_cost`'s arithmetic, operation for operation (so the same floats), with its per-token-count
         terms memoized."""
@@ -224,6 +232,11 @@ class RooflineStepTime:
             flops -= (n - logit_tokens) * self._logit_flops
         if self._attention:
             flops += attention_pairs * self._attn_per_pair
+            if self._mla:
+                if decode_pairs is None:
+                    decode_pairs = decode_context_tokens + n_decode_seqs
+                flops += decode_pairs * self._decode_extra
+                flops += (kv_read_tokens - decode_context_tokens) * self._context_flops
         n_bytes = weight_bytes + self._kv * (kv_read_tokens + n)
         compute_s, memory_s = flops / self._flops_per_s, n_bytes / self._bytes_per_s
         if self._overlap == 1.0:
@@ -303,6 +316,7 @@ class ConstantStepTime:
         kv_read_tokens: float,
         decode_context_tokens: int = 0,
         logit_tokens: int | None = None,
+        decode_pairs: float | None = None,
     ) -> tuple[float, float, float]:
         return n_prefill_tokens * self.prefill_s_per_token + (self.decode_step_s if n_decode_seqs else 0.0), 0.0, 0.0
 
