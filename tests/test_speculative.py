@@ -258,7 +258,15 @@ def test_a_verify_step_asks_the_target_for_k_more_tokens_and_their_attention_pai
             decode_pairs=None,
         ):
             calls.append(
-                (n_prefill_tokens, n_decode_seqs, attention_pairs, kv_read_tokens, decode_context_tokens, logit_tokens, decode_pairs)
+                (
+                    n_prefill_tokens,
+                    n_decode_seqs,
+                    attention_pairs,
+                    kv_read_tokens,
+                    decode_context_tokens,
+                    logit_tokens,
+                    decode_pairs,
+                )
             )
             return 0.25, 1.0, 2.0
 
