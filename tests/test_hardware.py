@@ -5,6 +5,7 @@ from sim.errors import FleetsimError
 EXPECTED = {
     "a100-40gb", "a100-80gb", "h100-sxm", "h100-pcie", "h200", "b200", "l4", "l40s", "mi300x",
     "rtx-4090", "rtx-5090", "rtx-pro-6000", "rtx-pro-6000-server", "rtx-a6000", "a10g", "l40",
+    "a100-80gb-pcie", "h100-nvl", "b300", "mi325x", "rtx-3090", "rtx-6000-ada", "a40",
 }  # fmt: skip
 
 
@@ -34,5 +35,5 @@ def test_aliases_and_case(gpus):
 
 
 def test_unknown_gpu_lists_valid_names(gpus):
-    with pytest.raises(FleetsimError, match=r"unknown gpu 'v100'; valid names: a100-40gb, a100-80gb, a10g, b200"):
+    with pytest.raises(FleetsimError, match=r"unknown gpu 'v100'; valid names: a100-40gb, a100-80gb, a100-80gb-pcie, a10g, a40, b200"):
         gpus.get("v100")

@@ -1,0 +1,158 @@
+"""The GPUs added to the catalog for common vLLM deployments: each loads with its datasheet's figures (dense, SI
+units), resolves from the name CUDA or a node label gives it, fits or does not fit a model as the arithmetic says, and
+`fleetsim roofline` runs on it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from sim.cli import app
+from sim.errors import FleetsimError
+from sim.physics.hardware import load_gpu_catalog
+from sim.physics.models import load_model_catalog
+from sim.scenario.config import roofline_config
+from sim.scenario.importer import gpu_from_label
+from sim.scenario.resolve import build_setup
+
+REPO = Path(__file__).resolve().parents[1]
+GPUS = load_gpu_catalog()
+MODELS = load_model_catalog()
+
+# name: (bf16 TFLOPS dense, fp8 TFLOPS dense or None, memory GB, memory GB/s, interconnect GB/s, SMs or CUs), as cited
+# in sim/data/gpus.yaml (vendor figures "with sparsity" halved)
+DATASHEET = {
+    "h100-nvl": (1671 / 2, 3341 / 2, 94, 3900, 600, 132),
+    "a100-80gb-pcie": (312, None, 80, 1935, 600, 108),
+    "b300": (4500 / 2, 9000 / 2, 270, 7700, 1800, 148),
+    "mi325x": (1307.4, 2614.9, 256, 6000, 896, 304),
+    "a40": (149.7, None, 48, 696, 64, 84),
+    "rtx-3090": (142 / 2, None, 24, 936, 29, 82),
+    "rtx-6000-ada": (364.2, 1457 / 2, 48, 960, 64, 142),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DATASHEET))
+def test_each_new_gpu_carries_its_datasheet_figures_in_si_units(name):
+    bf16, fp8, mem_gb, bw, link, sms = DATASHEET[name]
+    g = GPUS.get(name)
+    assert g.bf16_flops_per_s == pytest.approx(bf16 * 1e12, rel=1e-12)
+    assert (g.fp8_flops_per_s is None) == (fp8 is None)
+    if fp8 is not None:
+        assert g.fp8_flops_per_s == pytest.approx(fp8 * 1e12, rel=1e-12)
+        assert g.peak_flops_per_s("fp8") == g.fp8_flops_per_s
+    else:
+        with pytest.raises(FleetsimError, match="no FP8 tensor cores"):
+            g.peak_flops_per_s("fp8")
+    assert g.hbm_bytes == pytest.approx(mem_gb * 1e9)
+    assert g.hbm_bw_bytes_per_s == pytest.approx(bw * 1e9)
+    assert g.interconnect_bw_bytes_per_s == pytest.approx(link * 1e9)
+    assert g.sm_count == sms
+    assert g.description and g.interconnect
+
+
+@pytest.mark.parametrize("name", sorted(DATASHEET))
+def test_efficiencies_follow_the_catalogs_rule_for_gpus_without_a_reference(name):
+    """Hopper parts (and Blackwell, as B200) take the H100's fitted values, GA100 parts the A100's, the rest the
+    generic means; a price, where there is one, names its source and date."""
+    g = GPUS.get(name)
+    like = {"h100-nvl": "h100-sxm", "b300": "b200", "a100-80gb-pcie": "a100-80gb", "mi325x": "mi300x"}
+    like |= {"a40": "a10g", "rtx-3090": "rtx-a6000", "rtx-6000-ada": "l40"}
+    ref = GPUS.get(like[name])
+    assert (g.mfu, g.mbu, g.layer_overhead_s, g.overlap) == (ref.mfu, ref.mbu, ref.layer_overhead_s, ref.overlap)
+    assert g.usd_per_gpu_hour > 0 and g.price_source and g.price_as_of
+
+
+def test_pcie_parts_take_the_pcie_all_reduce_latency_and_nvlink_parts_the_nvlink_one():
+    for name in ("h100-nvl", "a100-80gb-pcie", "a40", "rtx-6000-ada"):
+        assert GPUS.get(name).allreduce_latency_s == GPUS.get("h100-pcie").allreduce_latency_s == 2.5e-5, name
+    for name in ("b300", "mi325x"):
+        assert GPUS.get(name).allreduce_latency_s == 1e-5, name
+    assert GPUS.get("rtx-3090").allreduce_latency_s == GPUS.get("rtx-4090").allreduce_latency_s  # host-staged NCCL
+
+
+@pytest.mark.parametrize(
+    ("device", "name"),
+    [
+        ("NVIDIA H100 NVL", "h100-nvl"),
+        ("NVIDIA A100 80GB PCIe", "a100-80gb-pcie"),  # was an alias of the SXM card before the PCIe card had an entry
+        ("NVIDIA RTX 6000 Ada Generation", "rtx-6000-ada"),
+        ("NVIDIA B300 SXM6 AC", "b300"),
+        ("AMD Instinct MI325X", "mi325x"),
+        ("A100", "a100-80gb"),
+    ],
+)
+def test_cuda_device_names_resolve_to_the_new_entries(device, name):
+    assert GPUS.get(device).name == name
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "gpu"),
+    [
+        ("nvidia.com/gpu.product", "NVIDIA-H100-NVL", "h100-nvl"),
+        ("nvidia.com/gpu.product", "NVIDIA-A100-80GB-PCIe", "a100-80gb-pcie"),
+        ("nvidia.com/gpu.product", "NVIDIA-A100-SXM4-80GB", "a100-80gb"),
+        ("nvidia.com/gpu.product", "NVIDIA-GeForce-RTX-3090", "rtx-3090"),
+        ("nvidia.com/gpu.product", "NVIDIA-B300-SXM6-AC", "b300"),
+    ],
+)
+def test_node_labels_name_the_new_gpus(key, value, gpu):
+    assert gpu_from_label(key, value) == gpu
+
+
+@pytest.mark.parametrize(
+    ("model", "gpu", "tp", "fits"),
+    [
+        ("llama-3.1-70b", "h100-nvl", 1, False),  # 141 GB of 16-bit weights > 0.9 x 94 GB
+        ("llama-3.1-70b", "h100-nvl", 2, True),
+        ("llama-3.1-70b", "mi325x", 1, True),  # 0.9 x 256 GB = 230 GB
+        ("llama-3.1-70b", "b300", 1, True),
+        ("llama-3.1-70b", "rtx-3090", 4, False),
+        ("llama-3.1-8b", "rtx-3090", 1, True),  # 16.1 GB < 0.9 x 25.29 GB the driver reports
+    ],
+)
+def test_models_fit_as_the_memory_arithmetic_says(model, gpu, tp, fits):
+    m, g = MODELS.get(model), GPUS.get(gpu)
+    weights = m.weight_bytes(16)
+    budget = 0.9 * g.total_memory_bytes * tp
+    assert (weights < budget) == fits  # the arithmetic, before the engine's activations and CUDA graphs
+    if fits:
+        assert build_setup(m, g, tp=tp, roofline=roofline_config()).weight_bytes == weights
+    else:
+        with pytest.raises(FleetsimError, match=rf"does not fit on {tp}x {gpu}: .*short by"):
+            build_setup(m, g, tp=tp, roofline=roofline_config())
+
+
+def test_the_catalog_lists_the_new_gpus():
+    """`fleetsim gpus --json` lists them, each with its price."""
+    import json
+
+    r = CliRunner().invoke(app, ["gpus", "--json"])
+    assert r.exit_code == 0, r.output
+    rows = {row["name"]: row for row in json.loads(r.stdout)}
+    assert set(DATASHEET) <= set(rows)
+    assert rows["b300"]["bf16_tflops"] == pytest.approx(2250)
+    assert all(rows[n]["usd_per_gpu_hour"] > 0 for n in DATASHEET)
+
+
+@pytest.mark.parametrize("gpu", sorted(DATASHEET))
+def test_roofline_runs_on_every_new_gpu(gpu):
+    r = CliRunner().invoke(app, ["roofline", "--model", "llama-3.1-8b", "--gpu", gpu, "--json"])
+    assert r.exit_code == 0, r.output
+    assert f'"gpu": "{gpu}"' in r.stdout
+
+
+def test_the_fleetsim_command_runs_roofline_on_a_new_gpu():
+    proc = subprocess.run(
+        [sys.executable, "-m", "sim", "roofline", "--model", "llama-3.1-8b", "--gpu", "h100-nvl"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "llama-3.1-8b on 1x h100-nvl" in proc.stdout and "$2.59/GPU-h" in proc.stdout
