@@ -46,6 +46,8 @@ REQUEST_COLUMNS: dict[str, str] = {
     # prefix caching (NaN / <NA> without it)
     "cached_tokens": "float64",
     "prefix_blocks": "Int64",
+    # LoRA: the adapter the trace names (-1: the base model, or a trace without adapters)
+    "adapter": "int64",
     # disaggregation (-1 / NaN without a transfer)
     "decode_replica_id": "int32",
     "transfer_start_at_s": "float64",
@@ -84,6 +86,8 @@ REPLICA_COLUMNS: dict[str, str] = {
     "requests": "int64",
     "verifies": "int64",
     "verify_tokens": "int64",
+    "lora_loads": "int64",  # LoRA adapters loaded into its GPU slots, and the seconds those loads stalled its steps
+    "lora_load_s": "float64",
     # capacity that can be lost (fleet.capacity): "" or how it was lost, and what it held then
     "interrupted": "object",
     "requeued": "int64",
@@ -167,6 +171,8 @@ SUMMARY_KEYS: tuple[str, ...] = (
     "prefix_hit_rate_blocks",
     "prefill_tokens_saved",
     "spec_tokens_per_verify_step",
+    "lora_loads",
+    "lora_load_s",
     "scenario",
     "fleet",
 )

@@ -15,6 +15,7 @@ Streams (spawn key in brackets; append new names, never renumber):
   speculative [9, replica]                             accepted draft tokens (one stream per replica)
   hazards [10]                                         random failures and spot reclaims
   shortages [11]                                       launches failing for want of capacity (a probability per try)
+  adapters [12]                                        LoRA adapters drawn for a trace's requests (`adapters:`)
 
 A new stream is also named in `sim.studies.determinism.CONSUMERS` (what in a scenario draws from it), so that sweeps and
 plans know when the seed changes nothing (a test fails until it is).
@@ -37,6 +38,7 @@ STREAMS: dict[str, int] = {
     "speculative": 9,
     "hazards": 10,
     "shortages": 11,
+    "adapters": 12,
 }
 
 

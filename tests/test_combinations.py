@@ -1,5 +1,6 @@
 """Every feature with every other (hypothesis): colocated or disaggregated x batch jobs (none, backfilled, a
-dedicated pool; with or without the guard) x prefix caching x speculative decoding x every router x every
+dedicated pool; with or without the guard) x prefix caching x speculative decoding x LoRA adapters (not with speculation:
+refused) x every router x every
 autoscaler x the router's cap, on random traces. On each: requests conserved; every token the engine emitted
 accounted for (the gap record holds one gap per token after a request's first, counted by the engine, not copied
 from the trace); every replica's KV blocks back to zero (or to its cache's unpinned entries) and nothing held for a
@@ -78,7 +79,7 @@ AUTOSCALERS = {
         "table": [{"at_s": 0, "replicas": 1}, {"at_s": 10, "replicas": 3}, {"at_s": 20, "replicas": 0}],
     },
 }
-ROUTERS = ["round_robin", "least_outstanding", "least_kv", "power_of_two", "least_prompt_tokens", "prefix_aware"]
+ROUTERS = ["round_robin", "least_outstanding", "least_kv", "power_of_two", "least_prompt_tokens", "prefix_aware", "lora_aware"]
 SPECULATION = {
     "off": None,
     "ngram": {"method": "ngram", "num_speculative_tokens": 2, "acceptance_rate": 0.6},
@@ -87,7 +88,7 @@ SPECULATION = {
 HASH_TOKENS = 64
 
 
-def trace(seed: int, n: int, rate: float, *, prefixes: bool) -> pd.DataFrame:
+def trace(seed: int, n: int, rate: float, *, prefixes: bool, adapters: bool = False) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     frame = validate_frame(
         pd.DataFrame(
@@ -105,7 +106,13 @@ def trace(seed: int, n: int, rate: float, *, prefixes: bool) -> pd.DataFrame:
             head = int(rng.integers(0, 3))
             ids.append(np.asarray([head, *[1000 * (i + 1) + j for j in range(1, k)]][:k], dtype=np.int64))
         frame["prefix_hash_ids"] = ids
+    if adapters:  # five adapters and the base model
+        frame["adapter"] = rng.integers(-1, 5, len(frame))
     return frame
+
+
+def lora_on(draw: dict) -> bool:
+    return bool(draw["lora"]) and draw["speculation"] == "off"  # (LoRA with speculative decoding: refused)
 
 
 def scenario(draw: dict, fast_forward: bool) -> dict:
@@ -122,6 +129,7 @@ def scenario(draw: dict, fast_forward: bool) -> dict:
         "preempt_for_priority": draw["preempt_for_priority"],
         "step_time": {"kind": "roofline"},
         "enforce_eager": draw["eager"],
+        "lora": {"max_loras": draw["lora"], "max_cpu_loras": 2 * draw["lora"]} if lora_on(draw) else None,
     }
     fleet = {
         "gpu": "a100-80gb",
@@ -228,11 +236,12 @@ def simulate_and_inspect(raw: dict, frame: pd.DataFrame):
             "fallback": st.sampled_from([None, "h100-sxm", "l40s"]),
             "capacity_of": st.sampled_from(["fleet", "prefill", "decode"]),  # (disaggregated: whose capacity block)
             "link": st.sampled_from(["fast", "slow"]),  # (slow: transfers on the wire when a replica is lost)
+            "lora": st.sampled_from([0, 1, 3]),  # LoRA's max_loras (0: off)
         }
     )
 )
 def test_every_combination_conserves_and_matches_the_reference(draw):
-    frame = trace(draw["seed"], draw["n"], draw["rate"], prefixes=draw["prefix"])
+    frame = trace(draw["seed"], draw["n"], draw["rate"], prefixes=draw["prefix"], adapters=draw["lora"] > 0)
     raw = scenario(draw, fast_forward=True)
     result, engines = simulate_and_inspect(raw, frame)
     r = result.requests
@@ -261,6 +270,8 @@ def test_every_combination_conserves_and_matches_the_reference(draw):
             assert e.kv.pins() == 0 and e.kv.used == e.kv.cache.n_unpinned * e.kv.cache.blocks_per_entry
         else:
             assert e.kv.used == 0
+        if lora_on(draw):  # no adapter counted as running once every request is resolved
+            assert e.kv.lora.running == {} and len(e.kv.lora.gpu) <= draw["lora"]
 
     # GPU-seconds: each replica from provisioning to its end, times its TP (granularity 0)
     reps = result.replicas

@@ -35,5 +35,7 @@ def test_aliases_and_case(gpus):
 
 
 def test_unknown_gpu_lists_valid_names(gpus):
-    with pytest.raises(FleetsimError, match=r"unknown gpu 'v100'; valid names: a100-40gb, a100-80gb, a100-80gb-pcie, a10g, a40, b200"):
+    with pytest.raises(
+        FleetsimError, match=r"unknown gpu 'v100'; valid names: a100-40gb, a100-80gb, a100-80gb-pcie, a10g, a40, b200"
+    ):
         gpus.get("v100")

@@ -106,6 +106,8 @@ def render_summary(result: SimResult, summary: dict[str, Any]) -> str:
         lines.append(_line("Prefill tokens saved:", f"{summary['prefill_tokens_saved']:,}"))
     if summary["spec_tokens_per_verify_step"] is not None:
         lines.append(_line("Tokens per verify step (spec.):", summary["spec_tokens_per_verify_step"], "{:.3f}"))
+    if summary["lora_loads"] is not None:
+        lines.append(_line("LoRA adapters loaded / stall (s):", f"{summary['lora_loads']:,} / {summary['lora_load_s']:.2f}"))
     for name, rec in (summary.get("by_pool") or {}).items():
         lines.append(_line(f"Pool {name}: replicas, $:", f"{rec['replicas_launched']}, {_money(rec['cost_usd'])}"))
     for name, rec in (summary.get("by_gpu") or {}).items():
@@ -307,6 +309,17 @@ def run(
         typer.echo(
             "warning: engine.prefix_caching is on, but the trace has no prefix_hash_ids (the Mooncake reader gives "
             "them; others do not), so nothing was cached",
+            err=True,
+        )
+    lora = result.meta.get("lora")
+    if lora is not None and not lora["requests_with_adapter"]:
+        typer.echo(
+            "warning: engine.lora is on, but the trace names no adapter (its `adapter` column), so none was loaded", err=True
+        )
+    elif lora is None and bool((result.requests["adapter"] >= 0).any()):
+        typer.echo(
+            "warning: the trace names LoRA adapters (its `adapter` column), but engine.lora is off: every request ran on "
+            "the base model",
             err=True,
         )
     missed = (result.meta.get("hazards") or {}).get("missed_instants", 0)

@@ -29,6 +29,11 @@ class RequestView(Protocol):
         """Output tokens it has so far."""
         ...
 
+    @property
+    def adapter(self) -> int:
+        """The LoRA adapter it names (-1: the base model)."""
+        ...
+
 
 class ReplicaView(Protocol):
     """What a router may read of a ready replica (`sim.run.engine.replica.Replica` is one)."""
@@ -49,6 +54,10 @@ class ReplicaView(Protocol):
 
     def prefix_match(self, seq: RequestView) -> int:
         """Leading prefix hash blocks of the request its KV cache holds (0 without prefix caching)."""
+        ...
+
+    def holds_adapter(self, adapter: int) -> bool:
+        """Whether the LoRA adapter is in one of its GPU slots (False without LoRA)."""
         ...
 
 
@@ -120,6 +129,25 @@ class PrefixAware:
         return prefix_choice(outstanding, [r.prefix_match(seq) for r in replicas], self.slack)
 
 
+class LoraAware:
+    """Prefer a replica that holds the request's LoRA adapter in a GPU slot, within a load slack: among the ready
+    replicas with at most `slack` more outstanding requests than the least loaded, one holding the adapter wins (ties:
+    fewer outstanding, then lowest index), so a popular adapter's requests gather where it is loaded and a rare one's
+    do not evict it everywhere (the affinity S-LoRA's and llm-d's LoRA-aware routing use; `prefix_routing_slack`
+    sets the slack). A request for the base model goes to the least outstanding."""
+
+    indexed = False
+
+    def __init__(self, slack: int = 4) -> None:
+        self.slack = slack
+
+    def choose(self, replicas: Sequence[ReplicaView], seq: RequestView, now: float) -> int:
+        outstanding = [r.n_outstanding for r in replicas]
+        if seq.adapter < 0:
+            return _least(outstanding)
+        return prefix_choice(outstanding, [int(r.holds_adapter(seq.adapter)) for r in replicas], self.slack)
+
+
 def prefix_choice(outstanding: Sequence[int], matched: Sequence[int], slack: int) -> int:
     """`PrefixAware`'s rule on plain numbers."""
     bound = min(outstanding) + slack
@@ -159,4 +187,5 @@ ROUTERS: dict[str, Callable[[np.random.Generator, int], Router]] = {
     "power_of_two": lambda rng, slack: PowerOfTwo(rng),
     "least_prompt_tokens": lambda rng, slack: LeastPromptTokens(),
     "prefix_aware": lambda rng, slack: PrefixAware(slack),
+    "lora_aware": lambda rng, slack: LoraAware(slack),
 }

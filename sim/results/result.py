@@ -299,6 +299,9 @@ class SimResult:
         out["batch_cost"] = self._batch_cost(out, by_pool, api_price(pricing["compare_api"]))
         verifies = int(reps["verifies"].sum())
         out["spec_tokens_per_verify_step"] = float(reps["verify_tokens"].sum()) / verifies if verifies else None
+        lora = meta.get("lora") is not None
+        out["lora_loads"] = int(reps["lora_loads"].sum()) if lora else None
+        out["lora_load_s"] = float(reps["lora_load_s"].sum()) if lora else None
         out["scenario"] = meta.get("name")  # (a run folder from before names has none)
         out["fleet"] = fleet_words(sc["fleet"], meta)
         assert set(out) == set(SUMMARY_KEYS), set(out) ^ set(SUMMARY_KEYS)

@@ -102,6 +102,7 @@ def requests_frame(
         "deadline_at_s": from_trace("deadline_at_s", np.float64, np.nan),
         "cached_tokens": log.cached_tokens,
         "prefix_blocks": prefix_blocks,
+        "adapter": from_trace("adapter", np.int64, -1),
         "decode_replica_id": links.get("decode_replica_id", np.full(n, -1, dtype=np.int32)),
         "transfer_start_at_s": links.get("transfer_start_at_s", np.full(n, np.nan)),
         "transfer_end_at_s": links.get("transfer_end_at_s", np.full(n, np.nan)),
@@ -168,6 +169,8 @@ def replicas_frame(
                 "requests": int(routed[slot.replica_id]),
                 "verifies": e.spec_counts()[0] if e is not None else 0,
                 "verify_tokens": e.spec_counts()[1] if e is not None else 0,
+                "lora_loads": e.kv.lora_counts()[0] if e is not None else 0,
+                "lora_load_s": e.kv.lora_counts()[1] if e is not None else 0.0,
                 "interrupted": slot.interrupted,
                 "requeued": slot.requeued,
                 "tokens_lost": slot.tokens_lost,
@@ -245,6 +248,7 @@ def run_meta(
         "pools": {spec.name: pool_meta(spec) for spec in specs},
         "link": None,
         "prefix_cache": None,
+        "lora": None,
         "without_batch": None,
         "horizon_s": horizon_s,
         "n_events": n_events,
@@ -280,6 +284,23 @@ def freeze(built: Built, scenario: Scenario, setup: RooflineSetup, base_dir: Pat
             "prefill_tokens_saved": int(log.prefill_saved_tokens),
             "evicted_entries": sum(kv.cache.evicted for kv in kvs),
             "pinned_at_end": sum(kv.pins() for kv in kvs),
+        }
+    lora_spec = next((spec for spec in built.specs if spec.lora is not None), None)
+    if lora_spec is not None and lora_spec.lora is not None:
+        cfg, c = lora_spec.engine.lora, lora_spec.lora
+        assert cfg is not None
+        named = trace["adapter"].to_numpy() if "adapter" in trace.columns else np.zeros(0, dtype=np.int64)
+        meta["lora"] = {
+            "max_loras": cfg.max_loras,
+            "max_lora_rank": cfg.max_lora_rank,
+            "max_cpu_loras": cfg.cpu_loras,
+            "target_modules": cfg.target_modules,
+            "adapter_bytes": c.adapter_bytes,
+            "slot_bytes_per_gpu": c.slot_bytes / lora_spec.setup.tp,
+            "load_s": c.load_s,
+            "host_to_gpu_s": c.copy_s,
+            "adapters_in_trace": int(np.unique(named[named >= 0]).size),
+            "requests_with_adapter": int((named >= 0).sum()),
         }
     if built.hazards:  # given instants with no ready replica to hit
         meta["hazards"] = {"missed_instants": sum(h.missed for h in built.hazards)}

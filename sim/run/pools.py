@@ -30,6 +30,7 @@ from sim.policies.autoscale import LATENCY_METRICS, FixedConfig, HpaConfig, make
 from sim.policies.router import ROUTERS
 from sim.run.clock import CountingEnvironment
 from sim.run.engine.kv import BlockKv, PrefixCachingKv
+from sim.run.engine.lora import LoraCosts, LoraKv, LoraPrefixCachingKv, LoraState, LoraStepTime
 from sim.run.engine.records import RequestLog
 from sim.run.engine.replica import COLOCATED, DECODE, PREFILL, Replica, ReplicaListener, inadmissible
 from sim.run.engine.scheduler import POLICIES, Limits
@@ -71,6 +72,7 @@ class PoolSpec:
     limits: Limits
     caching: bool  # prefix caching on: the engine asks for it and the trace carries prefix hash ids
     fallback: tuple[PoolSpec, ...] = ()  # the pool's other GPU types (`fleet.capacity.fallback`), resolved in order
+    lora: LoraCosts | None = None  # LoRA adapters on (`engine.lora`), resolved for this GPU and TP
 
     @property
     def engine(self) -> EngineConfig:
@@ -120,15 +122,42 @@ def draft_setup(scenario: Scenario, base_dir: Path) -> RooflineSetup | None:
     return draft
 
 
-def kv_blocks(scenario: Scenario, setup: RooflineSetup, draft: RooflineSetup | None) -> int:
-    """A replica's KV-cache blocks: what memory leaves after the weights (a draft model's too), or the override."""
+def kv_blocks(scenario: Scenario, setup: RooflineSetup, draft: RooflineSetup | None, lora: LoraCosts | None = None) -> int:
+    """A replica's KV-cache blocks: what memory leaves after the weights (a draft model's too, LoRA's adapter slots),
+    or the override."""
     engine = scenario.engine
     if engine.num_gpu_blocks_override:
         return engine.num_gpu_blocks_override
     tokens = kv_capacity_tokens(setup)
     if draft is not None:
         tokens -= math.ceil(draft.weight_bytes / setup.kv_bytes_per_token)
+    if lora is not None:
+        tokens -= math.ceil(lora.max_loras * lora.slot_bytes / setup.kv_bytes_per_token)
     return max(0, tokens) // engine.block_size
+
+
+def lora_costs(engine: EngineConfig, setup: RooflineSetup) -> LoraCosts | None:
+    """`engine.lora` resolved on the replica's model, GPUs and TP (`sim.physics.lora`)."""
+    cfg = engine.lora
+    if cfg is None:
+        return None
+    if engine.speculative is not None:
+        raise FleetsimError("engine.lora: LoRA adapters with speculative decoding are not modelled (drop one of the two)")
+    from sim.physics import lora
+
+    model, rank, target = setup.model, cfg.max_lora_rank, cfg.target_modules
+    size = lora.adapter_bytes(model, rank=rank, target=target)
+    return LoraCosts(
+        max_loras=cfg.max_loras,
+        cpu_loras=cfg.cpu_loras,
+        adapter_bytes=size,
+        load_s=size / cfg.load_bytes_per_s,
+        copy_s=size / (cfg.host_to_gpu_gb_per_s * 1e9),
+        flops_per_token=lora.flops_per_token(model, rank=rank, target=target),
+        slot_bytes=setup.tp * lora.slot_bytes(model, rank=rank, target=target, tp=setup.tp),
+        flops_per_s=setup.tp * setup.effective_flops_per_s,
+        bytes_per_s=setup.tp * setup.effective_hbm_bw_bytes_per_s,
+    )
 
 
 def pool_scenario(scenario: Scenario, name: str) -> Scenario:
@@ -187,11 +216,12 @@ def _resolved_spec(psc: Scenario, name: str, role: str, *, base_dir: Path, prefi
     engine = psc.engine
     budget = engine.batched_tokens(setup.model.max_context_tokens)
     draft = draft_setup(psc, base_dir)
-    n_blocks = kv_blocks(psc, setup, draft)
+    lora = lora_costs(engine, setup)
+    n_blocks = kv_blocks(psc, setup, draft, lora)
     if n_blocks < 1:  # a replica that can hold no KV block can serve nothing
         raise FleetsimError(f"engine: the KV cache holds no block of {engine.block_size} tokens on {setup.tp}x {setup.gpu.name}")
     limits = engine_limits(engine, n_blocks, budget)
-    return PoolSpec(name, role, psc, setup, draft, n_blocks, budget, limits, prefix_ids and engine.prefix_caching)
+    return PoolSpec(name, role, psc, setup, draft, n_blocks, budget, limits, prefix_ids and engine.prefix_caching, lora=lora)
 
 
 def fallback_scenario(psc: Scenario, i: int) -> Scenario:
@@ -353,11 +383,23 @@ def replica_factory(
     policy = POLICIES[engine.policy]
 
     def make(replica_id: int, listeners: Sequence[ReplicaListener]) -> Replica:
-        kv = (
-            PrefixCachingKv(spec.n_blocks, engine.block_size, hash_tokens=engine.prefix_hash_block_tokens, log=log)
-            if spec.caching
-            else BlockKv(spec.n_blocks, engine.block_size)
-        )
+        kv: BlockKv
+        replica_time = step_time
+        if spec.lora is not None:  # LoRA: its state, seen by the KV manager and the step-time model (per replica)
+            lora = LoraState(spec.lora)
+            if engine.step_time.kind != "constant":  # (the constant test double's steps cost what it says)
+                replica_time = LoraStepTime(step_time, lora)
+            kv = (
+                LoraPrefixCachingKv(
+                    spec.n_blocks, engine.block_size, hash_tokens=engine.prefix_hash_block_tokens, log=log, lora=lora
+                )
+                if spec.caching
+                else LoraKv(spec.n_blocks, engine.block_size, lora=lora)
+            )
+        elif spec.caching:
+            kv = PrefixCachingKv(spec.n_blocks, engine.block_size, hash_tokens=engine.prefix_hash_block_tokens, log=log)
+        else:
+            kv = BlockKv(spec.n_blocks, engine.block_size)
         acceptance = None if alphas is None else Acceptance(alphas, streams.sub_generator("speculative", replica_id))
         kind: Callable[..., Replica] = Replica
         if acceptance is not None and engine.fast_forward:  # speculative decoding, fast-forwarded: its own seam
@@ -366,7 +408,7 @@ def replica_factory(
         return kind(
             env,
             replica_id=replica_id,
-            step_time=step_time,
+            step_time=replica_time,
             policy=policy(),
             limits=spec.limits,
             kv=kv,
@@ -570,7 +612,8 @@ def build(
     if launch_dedicated is not None:
         launch_dedicated()
     if feed:
-        Feed(env, trace, log, entry.deliver, lane.add if lane is not None else None, hashes=specs[0].caching)
+        adapters = specs[0].lora is not None and "adapter" in trace.columns
+        Feed(env, trace, log, entry.deliver, lane.add if lane is not None else None, hashes=specs[0].caching, adapters=adapters)
     rows: list[tuple[Any, ...]] = []
     waiting = None if link is None else (lambda: len(link.waiting))
     env.process(sample_timeline(env, pools, lanes, scenario.fleet.timeline_interval_s, rows, transfers_waiting=waiting))
@@ -668,6 +711,7 @@ def _batch_lane(
         pool=fed,
         priority=trace["priority"].to_numpy(dtype=np.int64),
         hashes=trace["prefix_hash_ids"].to_numpy() if fed_spec.caching else None,
+        adapters=trace["adapter"].to_numpy(dtype=np.int64) if fed_spec.lora is not None and "adapter" in trace.columns else None,
         deadline_at_s=trace["deadline_at_s"].to_numpy(dtype=np.float64),
         n_batch=int(is_batch.sum()),
         cap=cfg.max_per_replica or fed_spec.engine.max_num_seqs,

@@ -122,6 +122,42 @@ class SpeculativeConfig(Frozen):
         return list(a) if isinstance(a, list) else [a] * self.num_speculative_tokens
 
 
+class LoraConfig(Frozen):
+    """LoRA adapters served on the base model (vLLM's --enable-lora and its knobs; see `sim.run.engine.lora`)."""
+
+    max_loras: int = Field(default=1, ge=1, le=256)  # vLLM --max-loras: adapters in one batch (GPU slots)
+    max_lora_rank: int = Field(default=16, ge=1, le=512)  # vLLM --max-lora-rank: every adapter's rank (slots sized for it)
+    max_cpu_loras: int | None = Field(default=None, ge=1, le=100_000)  # vLLM --max-cpu-loras (None: max_loras)
+    target_modules: Literal["all_linear", "attention"] = "all_linear"  # the layers an adapter carries
+    adapters_from: str = "local_nvme"  # storage tier an adapter not in host memory is read from (lifecycle's tiers)
+    load_gb_per_s: float | None = Field(default=None, gt=0)  # overrides that tier's bandwidth
+    host_to_gpu_gb_per_s: float = Field(default=25.0, gt=0)  # copying an adapter from host memory into a GPU slot
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LoraConfig:
+        from sim.policies.lifecycle import STORAGE_TIERS
+
+        if self.max_cpu_loras is not None and self.max_cpu_loras < self.max_loras:
+            raise ValueError(f"max_cpu_loras must be >= max_loras (got {self.max_cpu_loras} < {self.max_loras})")
+        if self.adapters_from not in STORAGE_TIERS:
+            raise ValueError(
+                f"adapters_from: unknown storage tier {self.adapters_from!r}; valid: {', '.join(sorted(STORAGE_TIERS))}"
+            )
+        return self
+
+    @property
+    def cpu_loras(self) -> int:
+        return self.max_cpu_loras if self.max_cpu_loras is not None else self.max_loras
+
+    @property
+    def load_bytes_per_s(self) -> float:
+        """Reading an adapter from its storage tier (or the given bandwidth)."""
+        from sim.policies.lifecycle import STORAGE_TIERS
+
+        gb = self.load_gb_per_s if self.load_gb_per_s is not None else STORAGE_TIERS[self.adapters_from][0]
+        return gb * 1e9
+
+
 class EngineConfig(Frozen):
     """One replica's serving engine (vLLM's knobs and defaults, where it has them)."""
 
@@ -141,6 +177,7 @@ class EngineConfig(Frozen):
     prefix_caching: bool = False  # reuse cached KV of shared prompt prefixes (the trace's prefix_hash_ids)
     prefix_hash_block_tokens: int = Field(default=512, ge=1, le=1_048_576)  # tokens per hash id (Mooncake: 512)
     enforce_eager: bool = False  # vLLM's --enforce-eager: no CUDA graphs (their memory is not taken from the KV cache)
+    lora: LoraConfig | None = None  # LoRA adapters (requests name theirs in the trace's `adapter` column)
 
     @model_validator(mode="after")
     def _hash_blocks(self) -> EngineConfig:
@@ -394,7 +431,10 @@ class PoolConfig(Frozen):
     gpu: str | None = Field(default=None, min_length=1)
     tp: int | None = Field(default=None, ge=1, le=1024)
     router: (
-        Literal["round_robin", "least_outstanding", "least_kv", "power_of_two", "least_prompt_tokens", "prefix_aware"] | None
+        Literal[
+            "round_robin", "least_outstanding", "least_kv", "power_of_two", "least_prompt_tokens", "prefix_aware", "lora_aware"
+        ]
+        | None
     ) = None
     autoscaler: AutoscalerConfig = FixedConfig()
     lifecycle: LifecycleConfig | None = None
@@ -409,10 +449,10 @@ class FleetConfig(Frozen):
 
     gpu: str = Field(min_length=1)
     tp: int = Field(default=1, ge=1, le=1024)
-    router: Literal["round_robin", "least_outstanding", "least_kv", "power_of_two", "least_prompt_tokens", "prefix_aware"] = (
-        "least_outstanding"
-    )
-    prefix_routing_slack: int = Field(default=4, ge=0, le=MAX_TOKENS)  # prefix_aware: outstanding requests it may add
+    router: Literal[
+        "round_robin", "least_outstanding", "least_kv", "power_of_two", "least_prompt_tokens", "prefix_aware", "lora_aware"
+    ] = "least_outstanding"
+    prefix_routing_slack: int = Field(default=4, ge=0, le=MAX_TOKENS)  # prefix_aware, lora_aware: outstanding it may add
     # the router's cap (Ray Serve's max_ongoing_requests): at it, requests wait in the fleet queue (None: no cap)
     max_outstanding_per_replica: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     autoscaler: AutoscalerConfig = FixedConfig()

@@ -80,6 +80,9 @@ def scenario_keys(sc: Scenario) -> dict[str, Any]:
         "engine.preempt_for_priority": e.preempt_for_priority,
         "roofline.kv_bits": r.kv_bits,
         "roofline.weight_bits": r.weight_bits,
+        "engine.lora": None
+        if e.lora is None
+        else {"max_loras": e.lora.max_loras, "max_lora_rank": e.lora.max_lora_rank, "max_cpu_loras": e.lora.max_cpu_loras},
     }
 
 
@@ -115,6 +118,12 @@ def not_expressed(sc: Scenario) -> list[str]:
         )
     if sc.engine.speculative is not None:
         out.append("engine.speculative (its acceptance rate is a property of the traffic; pass --speculative-config yourself)")
+    if sc.engine.lora is not None:
+        lo = sc.engine.lora
+        out.append(
+            f"engine.lora target_modules {lo.target_modules}, adapters_from {lo.adapters_from}: the adapters themselves "
+            "(--lora-modules, or loaded at run time) are yours to give"
+        )
     if sc.roofline.weight_bits == 4:
         out.append("roofline.weight_bits 4 (serve a 4-bit checkpoint, AWQ/GPTQ/MXFP4: the model argument changes)")
     if sc.batch is not None:

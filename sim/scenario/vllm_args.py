@@ -65,6 +65,9 @@ VALUED = {
     "scheduling_policy",
     "dtype",
     "speculative_config",
+    "max_loras",
+    "max_lora_rank",
+    "max_cpu_loras",
     "max_model_len",
     "port",
     "host",
@@ -125,10 +128,7 @@ NOT_MODELLED = {
     "long_prefill_token_threshold": "the long-prefill token threshold",
     "max_num_partial_prefills": "concurrent partial prefills",
     "max_long_partial_prefills": "concurrent long partial prefills",
-    "enable_lora": "LoRA adapters",
-    "max_loras": "LoRA adapters",
-    "max_lora_rank": "LoRA adapters",
-    "lora_modules": "LoRA adapters",
+    "lora_modules": "the adapters' names and paths (a trace names adapters by id: its `adapter` column)",
     "enable_sleep_mode": "sleep mode",
     "compilation_config": "torch.compile settings (fleetsim's step times do not depend on them)",
     "async_scheduling": "asynchronous scheduling (host overhead overlap)",
@@ -364,8 +364,17 @@ def map_options(options: dict[str, Any], where: str) -> Mapped:
             "set engine.speculative (method, num_speculative_tokens, acceptance_rate measured on your traffic)"
         )
 
+    lora: dict[str, Any] = {}  # --enable-lora and its knobs, mapped together once all are read
+
+    def lora_option(name: str, value: Any) -> None:
+        lora[name] = _bool(name, value, where) if name == "enable_lora" else _int(name, value, where)
+
     handlers.update(
         {
+            "enable_lora": lora_option,
+            "max_loras": lora_option,
+            "max_lora_rank": lora_option,
+            "max_cpu_loras": lora_option,
             "enable_chunked_prefill": chunked,
             "data_parallel_size": data_parallel,
             "quantization": quantization,
@@ -386,6 +395,11 @@ def map_options(options: dict[str, Any], where: str) -> Mapped:
             m.notes.append(f"{src(name)}: no bearing on the simulation")
         else:
             m.notes.append(f"{src(name)} {value}: unknown to fleetsim's mapping (left out)")
+    knobs = {k: v for k, v in lora.items() if k != "enable_lora"}
+    if lora.get("enable_lora"):
+        m.set("engine.lora", knobs, src("enable_lora"))
+    elif knobs:
+        m.notes.append(f"{', '.join(src(k) for k in knobs)}: no effect without --enable-lora (LoRA off)")
     return m
 
 
@@ -418,4 +432,10 @@ def engine_args(values: dict[str, Any], *, hf_repo: str) -> list[str]:
         args += ["--kv-cache-dtype", "fp8"]
     if values.get("roofline.weight_bits") == 8:
         args += ["--quantization", "fp8"]
+    lora = values.get("engine.lora")
+    if lora is not None:
+        args.append("--enable-lora")
+        for key in ("max_loras", "max_lora_rank", "max_cpu_loras"):
+            if lora.get(key) is not None:
+                args += [f"--{key.replace('_', '-')}", str(lora[key])]
     return args

@@ -30,6 +30,8 @@ CONSUMERS: dict[str, str] = {  # RunStreams stream -> what in a scenario draws f
     "speculative": "speculative decoding with an acceptance rate strictly between 0 and 1, in any pool",
     "hazards": "random failures or spot reclaims (fleet.capacity with a failure MTBF or a spot interruption rate)",
     "shortages": "launches failing at random (fleet.capacity.<class>.launch_failure_probability strictly between 0 and 1)",
+    "adapters": "LoRA adapters drawn for the trace (an adapters block with more than one adapter or a base share), on the "
+    "scenario's trace file or a synthetic trace without its own seed",
 }
 
 
@@ -45,7 +47,9 @@ def seed_consumers(scenario: Scenario) -> list[str]:
     decode replica by KV room); a cold-start stage given as a distribution (`lifecycle`), in any
     pool; speculative decoding with an acceptance rate strictly between 0 and 1 (`speculative`), in any pool's
     engine; random failures or spot reclaims (`hazards`: `fleet.capacity.failures`, a spot interruption rate); launches
-    failing at random (`shortages`: a class's `launch_failure_probability`). The
+    failing at random (`shortages`: a class's `launch_failure_probability`); LoRA adapters drawn for the trace
+    (`adapters`: an `adapters:` block mixing more than one adapter or the base model, unless on a synthetic trace with
+    its own `seed`). The
     `autoscaler` stream has no consumer. Conservative where a setting may not be exercised (a
     lifecycle distribution on a fleet that never cold-starts, a power_of_two router with one replica): it may
     call such a scenario random, never a random one deterministic."""
@@ -62,6 +66,10 @@ def seed_consumers(scenario: Scenario) -> list[str]:
         out += [f"trace.{k}: not fixed" for k in ("prompt_tokens", "output_tokens") if not isinstance(getattr(trace, k), Fixed)]
     if isinstance(trace, TraceFile) and trace.sample is not None and trace.sample < 1:
         out.append(f"trace.sample {trace.sample:g} (sampling)")
+    mix = trace.adapters if isinstance(trace, TraceFile | SyntheticSpec) else None
+    seeded = isinstance(trace, SyntheticSpec) and trace.seed is not None
+    if mix is not None and not seeded and (mix.count > 1 or mix.base_share > 0):
+        out.append("trace.adapters (adapters drawn)")
     for i, job in enumerate(scenario.batch.jobs if scenario.batch is not None else []):
         if job.seed is not None:
             continue

@@ -13,6 +13,8 @@ optional:
   prefix_hash_ids  list of int64 in [0, 2^53 - 1] (Mooncake-style prefix-chained block hashes); in a CSV,
                  the ids separated by spaces. Ids above 2^53 are refused: any reader that passes them through
                  a float64 (JSON, pandas) makes neighbours collide, and a collision is a false cache hit.
+  adapter        int64 in [0, 2^31 - 1], the LoRA adapter the request names (empty or -1: the base model); kept as
+                 int64 with -1 for the base model
 
 Equal timestamps are legal: real traces log at millisecond resolution or coarser and hold many
 requests that arrive in the same instant; they keep their file order. A decreasing timestamp is an
@@ -39,7 +41,9 @@ from sim.schema import KLASSES  # (the record schema names the request classes)
 from sim.workload.hash_ids import as_column, from_python
 
 REQUIRED = ("arrival_at_s", "prompt_tokens", "output_tokens")
-OPTIONAL = ("request_id", "klass", "priority", "deadline_at_s", "job_id", "prefix_hash_ids")
+OPTIONAL = ("request_id", "klass", "priority", "deadline_at_s", "job_id", "prefix_hash_ids", "adapter")
+BASE_MODEL = -1  # the `adapter` of a request for the base model
+MAX_ADAPTER = 2**31 - 1
 MAX_REQUESTS = 100_000_000  # the most requests a generated or transformed trace may hold (about 3 GB as a frame)
 
 
@@ -191,7 +195,31 @@ def _check_optional(frame: pd.DataFrame, where: Where) -> None:
     if "prefix_hash_ids" in frame.columns:
         ids = from_python(frame["prefix_hash_ids"].tolist(), column="prefix_hash_ids", where=where)
         frame["prefix_hash_ids"] = as_column(ids)
+    if "adapter" in frame.columns:
+        frame["adapter"] = adapter_column(frame["adapter"], where)
     if "request_id" in frame.columns:
         dup = first_bad(frame["request_id"].duplicated().to_numpy())
         if dup is not None:
             raise FleetsimError(f"{where.at(dup)}: request_id must be unique (got {frame['request_id'].iloc[dup]!r} again)")
+
+
+def adapter_column(series: pd.Series, where: Where) -> np.ndarray:
+    """The `adapter` column as int64, -1 (`BASE_MODEL`) where a request names none (empty, null or -1); an adapter
+    id must be an integer in [0, 2^31 - 1] (names the row and the value otherwise)."""
+    rule = f"must be an integer in [0, {MAX_ADAPTER}] (or empty / -1: the base model)"
+    if series.dtype == bool or isinstance(series.dtype, pd.BooleanDtype):
+        raise FleetsimError(f"{where.source}: adapter {rule} (got a column of type {series.dtype})")
+    present = series.notna().to_numpy().copy()
+    if series.dtype == object:
+        strings = series.map(lambda v: isinstance(v, str) and not v.strip()).to_numpy(dtype=bool)
+        present &= ~strings  # an empty string is an empty cell
+        bad = first_bad(series.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(dtype=bool))
+        if bad is not None:
+            raise FleetsimError(f"{where.at(bad)}: adapter {rule} (got {_show(series.iloc[bad])})")
+    values = np.asarray(pd.to_numeric(series.where(present, None), errors="coerce"), dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        ok = ~present | ((values == np.floor(values)) & (values >= BASE_MODEL) & (values <= MAX_ADAPTER))
+    bad = first_bad(~ok)
+    if bad is not None:
+        raise FleetsimError(f"{where.at(bad)}: adapter {rule} (got {_show(series.iloc[bad])})")
+    return np.where(present, np.nan_to_num(values, nan=BASE_MODEL), BASE_MODEL).astype(np.int64)

@@ -34,6 +34,7 @@ else:
 from sim.errors import FleetsimError, from_validation_error
 from sim.spec import MAX_TOKENS, Frozen
 from sim.streams import RunStreams
+from sim.workload.adapters import AdapterMix, assign_adapters
 from sim.workload.schema import MAX_REQUESTS, canonical_frame
 
 
@@ -134,6 +135,7 @@ class SyntheticSpec(Frozen):
     n_requests: int | None = Field(default=None, ge=1)
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)  # None: 0, or the scenario's seed inside a scenario
     max_context: int | None = Field(default=None, ge=2, le=MAX_TOKENS)  # clip each request into this context
+    adapters: AdapterMix | None = None  # LoRA adapters drawn for the requests (`sim.workload.adapters`)
 
     @model_validator(mode="after")
     def _one_length(self) -> SyntheticSpec:
@@ -353,9 +355,11 @@ def generate(spec: SyntheticSpec, *, base_dir: Path = Path("."), default_seed: i
     if spec.max_context is not None:  # lengths drawn apart can add up past a model's context: fit them in
         from sim.workload.transforms import clip_tokens
 
-        clipped = clip_tokens(frame, spec.max_context)
-        clipped.attrs["format"] = "synthetic"
-        return clipped
+        frame = clip_tokens(frame, spec.max_context)
+        frame.attrs["format"] = "synthetic"
+    if spec.adapters is not None:
+        frame = assign_adapters(frame, spec.adapters, seed)
+        frame.attrs["format"] = "synthetic"
     return frame
 
 

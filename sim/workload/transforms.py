@@ -22,6 +22,7 @@ from sim.errors import FleetsimError
 from sim.schema import KLASSES
 from sim.spec import Frozen
 from sim.streams import RunStreams
+from sim.workload.adapters import AdapterMix, assign_adapters
 from sim.workload.schema import MAX_REQUESTS
 
 
@@ -143,6 +144,7 @@ class TraceFile(Frozen):
     sample: float | None = Field(default=None, gt=0, le=1)
     max_context: int | None = Field(default=None, ge=2)
     repeat: int | None = Field(default=None, ge=1, le=1_000_000)
+    adapters: AdapterMix | None = None  # LoRA adapters drawn for the requests (`sim.workload.adapters`)
 
 
 def load_trace_file(spec: TraceFile, *, base_dir: Path, seed: int) -> pd.DataFrame:
@@ -166,10 +168,12 @@ def load_trace_file(spec: TraceFile, *, base_dir: Path, seed: int) -> pd.DataFra
         frame = clip_tokens(frame, spec.max_context)
     if spec.repeat is not None:
         frame = repeat(frame, spec.repeat)
+    if spec.adapters is not None:
+        frame = assign_adapters(frame, spec.adapters, seed)
     return frame
 
 
-TRANSFORM_KEYS = ("start_s", "end_s", "rate_scale", "sample", "max_context", "repeat")  # TraceFile's transforms
+TRANSFORM_KEYS = ("start_s", "end_s", "rate_scale", "sample", "max_context", "repeat", "adapters")  # TraceFile's transforms
 READER_KEYS = ("format", "columns", "time_unit", "model")  # TraceFile's settings for reading its file
 
 

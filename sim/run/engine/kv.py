@@ -107,6 +107,27 @@ class BlockKv:
     def prompt_computed(self, seq: Seq, now: float) -> None:
         """A sequence with prefix hash ids emitted its first token."""
 
+    def takes_adapter(self, adapter: int) -> bool:
+        """Whether a transferred sequence with this LoRA adapter may come (True without LoRA)."""
+        return True
+
+    def promised(self, seq: Seq) -> None:
+        """A transfer of `seq` is on its way here (a disaggregated decode replica)."""
+
+    def unpromised(self, seq: Seq) -> None:
+        """That transfer was cut (its prefill replica lost)."""
+
+    def received(self, seq: Seq) -> None:
+        """A transferred sequence joined the running batch with its KV (a disaggregated decode replica)."""
+
+    def holds_adapter(self, adapter: int) -> bool:
+        """Whether a LoRA adapter is in one of its GPU slots (False without LoRA)."""
+        return False
+
+    def lora_counts(self) -> tuple[int, float]:
+        """LoRA adapters loaded, and the seconds their loads took ((0, 0.0) without LoRA)."""
+        return 0, 0.0
+
     def match(self, seq: RequestView) -> int:
         """Leading prefix hash blocks of `seq` cached here (for a prefix-aware router)."""
         return 0

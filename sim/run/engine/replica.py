@@ -303,6 +303,10 @@ class Replica:
         """Leading prefix hash blocks of `seq` its KV cache holds (0 without prefix caching)."""
         return self.kv.match(seq)
 
+    def holds_adapter(self, adapter: int) -> bool:
+        """Whether the LoRA adapter is in one of its GPU slots (False without LoRA)."""
+        return self.kv.holds_adapter(adapter)
+
     # --- the process: callbacks on the SimPy kernel -----------------------------------------------------
     # The replica is a chain of events rather than a generator process: `_next` plans and schedules the
     # step's (or run's) end, whose callback applies it and calls `_next` again. An idle replica waits for
@@ -412,7 +416,7 @@ class Replica:
     def _start_step(self, batch: Batch) -> None:
         now = self.env._now  # SimPy's clock without its property (the hot path reads it once per event)
         if batch.admitted:
-            if batch.preempted:  # preempted for priority: the victims went back to the queue, maybe among the admitted
+            if batch.preempted or batch.reordered:  # priority preemption: victims back in the queue; LoRA: skipped ones
                 gone = {id(seq) for seq in batch.admitted}
                 self.waiting = [seq for seq in self.waiting if id(seq) not in gone]
             else:
@@ -454,6 +458,8 @@ class Replica:
             kv_read += group.ctx
             kv.grant(group.next_step_blocks)
         dt, flops, n_bytes = self.step_time.step(n_prefill, n_decode, pairs, kv_read, decode_ctx, n_decode + n_prefill_seqs)
+        if batch.stall_s:
+            dt += batch.stall_s  # (LoRA: the adapters it admits are loaded first)
         self._work_start = now
         self._stepping = (batch, dt, n_prefill, n_decode, decode_ctx)
         self.flops += flops
@@ -599,25 +605,30 @@ class Replica:
         limits = self.limits
         if self.n_running + self.n_incoming + len(self.waiting) >= limits.max_num_seqs:
             return None
+        if not self.kv.takes_adapter(seq.adapter):  # (LoRA: its adapter would pass max_loras)
+            return None
         need = blocks_for(seq.computed + 1, limits.block_size)  # its KV and the slot of its next token
         used = self.kv_blocks_used_at(self.env._now)  # mid-run: as a step-by-step engine sees it
         return (need, used) if need <= self.kv.n_blocks - used - limits.watermark_blocks else None
 
-    def reserve(self, blocks: int) -> None:
-        """Reserve KV blocks for a transfer on its way (they count as used from now); a decode run in progress ends at
-        its next step boundary, where a step-by-step engine would first see the smaller free pool."""
+    def reserve(self, blocks: int, seq: Seq) -> None:
+        """Reserve KV blocks for a transfer of `seq` on its way (they count as used from now, and its LoRA adapter as
+        running); a decode run in progress ends at its next step boundary, where a step-by-step engine would first see
+        the smaller free pool."""
         self.kv.grant(blocks)
+        self.kv.promised(seq)
         self.n_incoming += 1
         if self._interruptible:
             self._cut_run()
 
-    def cancel_incoming(self, blocks: int) -> None:
-        """A transfer on its way here was cut (its prefill replica was lost): its reservation is given back. (A lost
-        replica's reservations went with its memory.)"""
+    def cancel_incoming(self, blocks: int, seq: Seq) -> None:
+        """A transfer of `seq` on its way here was cut (its prefill replica was lost): its reservation is given back.
+        (A lost replica's reservations went with its memory.)"""
         if self._stopped:
             return
         self.n_incoming -= 1
         self.kv.revoke(blocks)
+        self.kv.unpromised(seq)
         for f in self._on_room:  # (the link may now place a waiting transfer here)
             f(self)
         if self._interruptible or self.waiting:  # (a run in progress ends at its next step boundary, as on `reserve`)
@@ -633,6 +644,7 @@ class Replica:
         seq.blocks = blocks
         seq.pins = None  # (prefix-cache pins belong to the replica that prefilled it)
         seq.shared = 0
+        self.kv.received(seq)
         self._admit(seq)
         n = self.n_outstanding = self.n_outstanding + 1
         for f in self._on_load:

@@ -100,6 +100,8 @@ class Batch:
     preempted: list[Seq] = field(default_factory=list)
     dropped: list[tuple[Seq, str]] = field(default_factory=list)  # waiting sequences that can never be scheduled, why
     group: bool = False  # the decode group takes its step too (one token each)
+    stall_s: float = 0.0  # seconds the step waits before it runs (LoRA: adapters loaded for it)
+    reordered: bool = False  # admitted sequences are not the waiting queue's head (LoRA skipped some before them)
     # filled while planning, for the fast-forward: do all work items decode, and the decoders' figures
     decodes_only: bool = True
     min_tokens_left: int = 1 << 62  # fewest output tokens any decoder still has to produce
@@ -119,7 +121,13 @@ class Batch:
     @property
     def is_pure_decode(self) -> bool:
         """Only decodes of already running sequences: a candidate for fast-forward."""
-        return (bool(self.work) or self.group) and self.decodes_only and not self.admitted and not self.preempted
+        return (
+            (bool(self.work) or self.group)
+            and self.decodes_only
+            and not self.admitted
+            and not self.preempted
+            and not self.stall_s
+        )
 
 
 class BatchPolicy(Protocol):

@@ -29,6 +29,7 @@ class Seq:
     last_token_at_s: float = 0.0
     admit_no: int = 0  # order of (latest) admission into the running batch
     join_d: int = 0  # the decode group's step count when this sequence joined it (see sim.run.engine.group)
+    adapter: int = -1  # LoRA: the adapter it runs with (-1: the base model)
     hashes: list[int] | None = None  # prefix caching: its prompt's hash-block ids, if any (`hash_list`)
     shared: int = 0  # prefix caching: of `blocks`, those of cached entries it pins (not its own to free)
     pins: list[int] | None = None  # prefix caching: the cached ids it pins (None: not matched since last planned)

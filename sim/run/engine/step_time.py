@@ -179,8 +179,11 @@ class LinearRuns(Protocol):
 
 
 def linear_runs(model: StepTimeModel) -> LinearRuns | None:
-    """The model's linear-run capability, if it has one."""
-    return model if isinstance(model, RooflineStepTime | ConstantStepTime) else None
+    """The model's linear-run capability, if it has one (a wrapper has it when the model it wraps does)."""
+    if isinstance(model, RooflineStepTime | ConstantStepTime):
+        return model
+    inner = getattr(model, "inner", None)  # a step-cost wrapper that keeps runs linear (LoRA's)
+    return model if inner is not None and linear_runs(inner) is not None and hasattr(model, "decode_line") else None  # type: ignore[return-value]
 
 
 class RooflineStepTime:

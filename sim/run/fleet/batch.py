@@ -71,6 +71,7 @@ class BatchLane(ReplicaListener):
         priority: np.ndarray,
         hashes: np.ndarray | None,
         deadline_at_s: np.ndarray,
+        adapters: np.ndarray | None = None,
         n_batch: int,
         cap: int,
         guard: tuple[float | None, float | None] | None = None,
@@ -92,6 +93,7 @@ class BatchLane(ReplicaListener):
         self.cold_start_s = cold_start_s  # a replica added now serves this much later (the lifecycle's mean)
         self.pool = pool  # the pool it feeds
         self.hashes = hashes  # prefix caching: each request's prefix hash ids (None: not cached)
+        self.adapters = adapters  # LoRA: each request's adapter (None: LoRA off)
         self.n_batch = n_batch  # batch requests in the trace
         self.n_resolved = 0  # of those, completed or rejected
         self.when_finished: list[Callable[[], None]] = []  # called once every batch request is resolved
@@ -177,6 +179,8 @@ class BatchLane(ReplicaListener):
         if self.hashes is not None:
             h = self.hashes[idx]
             seq.hashes = hash_list(h)
+        if self.adapters is not None:
+            seq.adapter = int(self.adapters[idx])
         return seq
 
     def _peek(self) -> tuple[int, float, int]:

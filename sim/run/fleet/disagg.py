@@ -132,7 +132,7 @@ class Transfers:
 
     def _start(self, prefill: Replica, seq: Seq, decode: Replica, blocks: int) -> None:
         now = self.env.now
-        decode.reserve(blocks)
+        decode.reserve(blocks, seq)
         wire = self.latency_s + seq.prompt_tokens * self.kv_bytes_per_token / self.link_bytes_per_s
         start = max(now, self._link_free_at.get(prefill.replica_id, now))
         end = start + wire
@@ -170,7 +170,7 @@ class Transfers:
                 del self._in_flight[idx]
                 self.transfer_start_at_s[idx] = np.nan
                 self.decode_replica_id[idx] = -1
-                decode.cancel_incoming(blocks)
+                decode.cancel_incoming(blocks, seq)
                 lost.append(seq)
         self._link_free_at.pop(prefill.replica_id, None)
         for seq in sorted(lost, key=lambda q: (q.priority, q.idx)):

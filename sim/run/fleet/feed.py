@@ -34,9 +34,12 @@ class Feed:
         deliver_batch: Callable[[int], None] | None = None,
         *,
         hashes: bool = False,
+        adapters: bool = False,
     ) -> None:
         self.env, self.deliver, self.deliver_batch = env, deliver, deliver_batch
         self.hashes = trace["prefix_hash_ids"].to_numpy() if hashes else None  # prefix caching: each request's ids
+        self.adapters = trace["adapter"].to_numpy(dtype=np.int64) if adapters else None  # LoRA: each request's adapter
+        self.decorated = self.hashes is not None or self.adapters is not None
         t = log.arrival_at_s
         self.n = len(t)
         priority = trace["priority"].to_numpy(dtype=np.int64) if "priority" in trace.columns else np.zeros(self.n, np.int64)
@@ -85,12 +88,14 @@ class Feed:
             if batch[j]:
                 assert deliver_batch is not None
                 deliver_batch(i)
-            elif self.hashes is None:
+            elif not self.decorated:
                 deliver(Seq(i, at, prompt[j], output[j], priority[j]))
             else:
                 seq = Seq(i, at, prompt[j], output[j], priority[j])
-                h = self.hashes[i]
-                seq.hashes = hash_list(h)
+                if self.hashes is not None:
+                    seq.hashes = hash_list(self.hashes[i])
+                if self.adapters is not None:
+                    seq.adapter = int(self.adapters[i])
                 deliver(seq)
             i += 1
             j += 1
