@@ -167,6 +167,17 @@ BAD_SCENARIOS = [
         "synthetic-no-length",
     ),
     scenario(
+        "model: llama-2-7b\nfleet: {gpu: a100-80gb}\nengine: {lora: {max_loras: 8, max_cpu_loras: 2}}\ntrace: t.csv\n",
+        "engine.lora: max_cpu_loras must be >= max_loras (got 2 < 8)",
+        "lora-cpu-below-gpu",
+    ),
+    scenario(
+        "model: llama-2-7b\nfleet: {gpu: a100-80gb}\ntrace: t.csv\n"
+        "engine: {lora: {max_loras: 1}, speculative: {method: ngram, num_speculative_tokens: 2, acceptance_rate: 0.5}}\n",
+        "engine.lora: LoRA adapters with speculative decoding are not modelled",
+        "lora-with-speculation",
+    ),
+    scenario(
         "model: llama-2-7b\nfleet: {gpu: a100-80gb, capacity: {fallback: [{gpu: h900}]}}\ntrace: t.csv\n",
         "fleet.capacity.fallback.0.gpu: unknown gpu 'h900'",
         "fallback-unknown-gpu",
@@ -316,6 +327,18 @@ BAD_TRACES = [
         "csv-hash-string",
     ),
     *trace("t.csv", _b(_HP + "0,10,3,[[1]]\n"), "t.csv line 2: prefix_hash_ids must be a list of integers", "csv-hash-nested"),
+    *trace(
+        "t.csv",
+        _b("arrival_at_s,prompt_tokens,output_tokens,adapter\n0,10,3,2\n1,10,3,-5\n"),
+        "t.csv line 3: adapter must be an integer in [0, 2147483647] (or empty / -1: the base model) (got -5)",
+        "csv-adapter-negative",
+    ),
+    *trace(
+        "t.csv",
+        _b("arrival_at_s,prompt_tokens,output_tokens,adapter\n0,10,3,lora-a\n"),
+        "t.csv line 2: adapter must be an integer in [0, 2147483647] (or empty / -1: the base model) (got 'lora-a')",
+        "csv-adapter-name",
+    ),
     *trace(
         "t.csv",
         _b(_HP + "0,10,3,4 -1\n"),
