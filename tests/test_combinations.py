@@ -130,6 +130,7 @@ def scenario(draw: dict, fast_forward: bool) -> dict:
         "step_time": {"kind": "roofline"},
         "enforce_eager": draw["eager"],
         "lora": {"max_loras": draw["lora"], "max_cpu_loras": 2 * draw["lora"]} if lora_on(draw) else None,
+        "long_prefill_token_threshold": draw["long_prefill"],
     }
     fleet = {
         "gpu": "a100-80gb",
@@ -237,6 +238,7 @@ def simulate_and_inspect(raw: dict, frame: pd.DataFrame):
             "capacity_of": st.sampled_from(["fleet", "prefill", "decode"]),  # (disaggregated: whose capacity block)
             "link": st.sampled_from(["fast", "slow"]),  # (slow: transfers on the wire when a replica is lost)
             "lora": st.sampled_from([0, 1, 3]),  # LoRA's max_loras (0: off)
+            "long_prefill": st.sampled_from([0, 48]),  # chunked: a request's most prompt tokens a step (0: no cap)
         }
     )
 )

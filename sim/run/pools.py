@@ -104,6 +104,7 @@ def engine_limits(engine: EngineConfig, n_blocks: int, budget: int) -> Limits:
         whole_prompt=engine.admission == "whole_prompt",
         preempt_for_priority=engine.preempt_for_priority,
         lookahead=engine.speculative.num_speculative_tokens if engine.speculative is not None else 0,
+        long_prefill=engine.long_prefill_token_threshold if engine.policy == "chunked" else 0,
     )
 
 

@@ -170,6 +170,8 @@ class EngineConfig(Frozen):
     num_gpu_blocks_override: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     watermark: float = Field(default=0.01, ge=0, lt=1)  # share of KV blocks an admission must leave free (vLLM: 1%)
     admission: Literal["first_chunk", "whole_prompt"] = "first_chunk"  # chunked: room for the first chunk or the prompt
+    # chunked: vLLM's long_prefill_token_threshold, the most prompt tokens one request computes in a step (0: no cap)
+    long_prefill_token_threshold: int = Field(default=0, ge=0, le=MAX_TOKENS)
     preempt_for_priority: bool = False  # vLLM's priority scheduling: a waiting request preempts lower-priority running ones
     fast_forward: bool = True
     step_time: StepTimeConfig = StepTimeConfig()

@@ -67,6 +67,7 @@ VALUED = {
     "speculative_config",
     "max_loras",
     "max_lora_rank",
+    "long_prefill_token_threshold",
     "max_cpu_loras",
     "max_model_len",
     "port",
@@ -125,7 +126,6 @@ NOT_MODELLED = {
     "swap_space": "CPU swap space for preempted sequences (fleetsim recomputes)",
     "cpu_offload_gb": "weight offload to CPU memory",
     "kv_offloading_size": "KV-cache offload",
-    "long_prefill_token_threshold": "the long-prefill token threshold",
     "max_num_partial_prefills": "concurrent partial prefills",
     "max_long_partial_prefills": "concurrent long partial prefills",
     "lora_modules": "the adapters' names and paths (a trace names adapters by id: its `adapter` column)",
@@ -313,6 +313,7 @@ def map_options(options: dict[str, Any], where: str) -> Mapped:
     handlers["gpu_memory_utilization"] = direct("roofline.gpu_memory_utilization", _float)
     handlers["enforce_eager"] = direct("engine.enforce_eager", _bool)
     handlers["enable_prefix_caching"] = direct("engine.prefix_caching", _bool)
+    handlers["long_prefill_token_threshold"] = direct("engine.long_prefill_token_threshold", _int)
 
     def chunked(name: str, value: Any) -> None:
         m.set("engine.policy", "chunked" if _bool(name, value, where) else "prefill_first", src(name))
@@ -416,6 +417,7 @@ def engine_args(values: dict[str, Any], *, hf_repo: str) -> list[str]:
         ("engine.block_size", "--block-size"),
         ("engine.num_gpu_blocks_override", "--num-gpu-blocks-override"),
         ("roofline.gpu_memory_utilization", "--gpu-memory-utilization"),
+        ("engine.long_prefill_token_threshold", "--long-prefill-token-threshold"),
     ):
         if values.get(key) is not None:
             args += [option, str(values[key])]

@@ -194,6 +194,7 @@ class PrefixCachingKv(BlockKv):
         # (running work may make way for them)
         slots = limits.max_num_seqs - (0 if limits.preempt_for_priority else n_running)
         budget = limits.max_num_batched_tokens
+        cap = limits.chunk_cap  # (a request's chunk is at most this: long_prefill_token_threshold)
         matched: list[Seq] = []
         for seq in waiting:
             if slots <= 0 or budget <= 0:  # pragma: no mutate (budget < 0: one more matched, not admitted, given back)
@@ -201,7 +202,7 @@ class PrefixCachingKv(BlockKv):
             slots -= 1
             hashes = seq.hashes
             if seq.pins is not None or hashes is None:
-                budget -= seq.prompt_tokens + seq.generated - seq.computed
+                budget -= min(seq.prompt_tokens + seq.generated - seq.computed, cap)
                 continue
             m = cache.match_seq(seq, hashes, pinned_only=seq is not waiting[0])
             ids = hashes[:m]
@@ -209,7 +210,7 @@ class PrefixCachingKv(BlockKv):
             seq.pins = ids
             seq.computed = m * t
             seq.blocks = seq.shared = m * epb
-            budget -= seq.prompt_tokens + seq.generated - seq.computed
+            budget -= min(seq.prompt_tokens + seq.generated - seq.computed, cap)
             matched.append(seq)
         return matched
 

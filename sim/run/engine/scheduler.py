@@ -54,14 +54,18 @@ class Limits:
     whole_prompt: bool = False  # chunked: admit only when the whole prompt's blocks fit
     preempt_for_priority: bool = False  # a waiting request that cannot be admitted preempts lower-priority running ones
     lookahead: int = 0  # speculative decoding: draft tokens a decoding sequence also verifies (slots and budget)
+    long_prefill: int = 0  # chunked: vLLM's long_prefill_token_threshold, a request's most tokens in one step (0: none)
     # derived: a waiting sequence with more pending tokens than this can never be admitted (prefill_first, chunked)
     never_above: tuple[int, int] = field(init=False, default=(0, 0))
+    chunk_cap: int = field(init=False, default=1 << 62)  # derived: the most tokens one request takes in a step
 
     def __post_init__(self) -> None:
         room = (self.n_blocks - self.watermark_blocks) * self.block_size  # tokens an empty cache admits
-        budget = self.max_num_batched_tokens
-        chunked = room if self.whole_prompt or budget > room else 1 << 62  # a first chunk <= budget always fits
-        object.__setattr__(self, "never_above", (min(budget, room), chunked))
+        cap = self.long_prefill if self.long_prefill > 0 else 1 << 62
+        chunk = min(self.max_num_batched_tokens, cap)  # a request's largest chunk
+        chunked = room if self.whole_prompt or chunk > room else 1 << 62  # a first chunk that fits an empty cache
+        object.__setattr__(self, "never_above", (min(self.max_num_batched_tokens, room), chunked))
+        object.__setattr__(self, "chunk_cap", cap)
 
     def never_reason(self, pending: int, *, recompute: bool, chunks: bool) -> str | None:
         """Why a waiting sequence with `pending` tokens to compute can never be admitted (even into an empty
@@ -76,7 +80,7 @@ class Limits:
                 f"{'preempted or handed back by a lost replica, and its recompute' if recompute else 'its prompt'} of {pending} tokens exceeds "
                 f"max_num_batched_tokens={budget} (prefill_first prefills it whole; vLLM v0 ignores such a request)"
             )
-        n = pending if not chunks or self.whole_prompt else min(pending, budget)
+        n = pending if not chunks or self.whole_prompt else min(pending, budget, self.chunk_cap)
         need = blocks_for(n, self.block_size)
         return (
             f"its {what} needs {need} KV blocks to be admitted, more than the {self.n_blocks} - "
@@ -158,15 +162,16 @@ def _serve_all(running: list[Seq], batch: Batch, limits: Limits) -> tuple[int, i
     blocks) that costs."""
     demand = need = 0
     work = batch.work
-    bs, la = limits.block_size, limits.lookahead
+    bs, la, cap = limits.block_size, limits.lookahead, limits.chunk_cap
     for seq in running:
         c = seq.computed
         pending = seq.prompt_tokens + seq.generated - c
+        n = pending if pending <= cap else cap  # (a long prefill's chunk: long_prefill_token_threshold)
         extra = la if la and pending == 1 and seq.generated >= 1 else 0
-        demand += pending + extra
-        need += -(-(c + pending + extra) // bs) - seq.blocks
-        work.append((seq, pending))
-        batch.note(seq, c, pending, pending)
+        demand += n + extra
+        need += -(-(c + n + extra) // bs) - seq.blocks
+        work.append((seq, n))
+        batch.note(seq, c, n, pending)
     return demand, need
 
 
@@ -177,6 +182,7 @@ def _decode_with_preemption(
     (The hot loop of the engine: block arithmetic inlined.)"""
     bs = limits.block_size
     la = limits.lookahead
+    cap = limits.chunk_cap
     work = batch.work
     i = 0
     while i < len(queue):
@@ -185,7 +191,9 @@ def _decode_with_preemption(
         seq = queue[i]
         c = seq.computed
         pending = seq.prompt_tokens + seq.generated - c
-        n = pending if budget is None or pending <= budget else budget
+        n = pending if pending <= cap else cap  # (a long prefill's chunk: long_prefill_token_threshold)
+        if budget is not None and n > budget:
+            n = budget
         if la and pending == 1 and seq.generated >= 1:  # a speculating decoder: its draft slots and tokens too
             if budget is not None and 1 + la > budget:
                 break  # its verify does not fit what is left of the token budget
@@ -250,7 +258,7 @@ def _admit_chunks(waiting: list[Seq], batch: Batch, budget: int, n_running: int,
     for seq in waiting:
         if budget <= 0 or n_running >= limits.max_num_seqs:
             break
-        n = min(seq.pending, budget)
+        n = min(seq.pending, budget, limits.chunk_cap)
         need = blocks_for(seq.pending if limits.whole_prompt else n, bs)
         if need > free:
             break
