@@ -270,3 +270,13 @@ def test_the_run_warns_when_adapters_and_lora_do_not_meet(tmp_path):
     r = CliRunner().invoke(app, ["run", str(on), "--out", str(tmp_path / "o2")])
     assert r.exit_code == 0, r.output
     assert "engine.lora is on, but the trace names no adapter" in r.output
+
+
+def test_the_html_report_shows_the_adapters():
+    from sim.results.html_report import render_html
+
+    rows = [(0.0, 100, 3, 0), (0.0, 100, 3, 1), (1.0, 100, 3, -1)]
+    page = render_html(simulate(scenario({"max_loras": 2}), trace(rows), measure_capacity=False))
+    assert 'id="lora"' in page and "2 / 2" in page and "2 x rank 16 (84 MB each)" in page
+    plain = render_html(simulate(scenario(None), trace(rows), measure_capacity=False))
+    assert 'id="lora"' not in plain

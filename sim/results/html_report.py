@@ -154,9 +154,9 @@ def _timeline(result: SimResult) -> str:
     return _figure(fig, alt)
 
 
-def _breakdowns(s: dict[str, Any]) -> list[str]:
+def _breakdowns(s: dict[str, Any], meta: dict[str, Any] | None = None) -> list[str]:
     """Sections for what a run has beyond one pool of one class: request classes, batch jobs, pools (dedicated
-    batch or disaggregated), KV transfers, prefix caching."""
+    batch or disaggregated), KV transfers, prefix caching, LoRA adapters (`meta`: the run's, for their figures)."""
     out: list[str] = []
     if s.get("by_class"):
         rows = [
@@ -285,6 +285,18 @@ def _breakdowns(s: dict[str, Any]) -> list[str]:
                 "prefix",
             )
         )
+    lora = (meta or {}).get("lora")
+    if lora is not None and s.get("lora_loads") is not None:
+        rows = [
+            [
+                f"{lora['adapters_in_trace']:,} / {lora['requests_with_adapter']:,}",
+                f"{lora['max_loras']} x rank {lora['max_lora_rank']} ({lora['adapter_bytes'] / 1e6:,.0f} MB each)",
+                f"{s['lora_loads']:,}",
+                _num(s["lora_load_s"], "{:,.2f}"),
+            ]
+        ]
+        head = ["adapters / requests naming one", "GPU slots (max_loras)", "adapters loaded", "steps stalled by loads (s)"]
+        out.append(_table("LoRA adapters", head, rows, "lora"))
     return ["<h2>Classes, jobs, pools and caches</h2>", *out] if out else []
 
 
@@ -377,7 +389,7 @@ def render_html(result: SimResult, summary: dict[str, Any] | None = None) -> str
         + "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in util_rows)
         + "</tbody></table>"
     )
-    extra = _breakdowns(s)
+    extra = _breakdowns(s, meta)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
