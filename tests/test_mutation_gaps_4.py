@@ -1,7 +1,8 @@
 """More behaviour that mutation testing found unpinned: the count of given hazard instants that found no replica, the
 latency watch's p90 TPOT, the reserved price's and the spot rate's sources, a transfer cut on the wire leaving no
 decode replica in the records, the batch lane's activator at the pool's cap, and the deadline scaling's arithmetic
-(less than a second left, the replica-seconds it measures from).
+(less than a second left, the replica-seconds it measures from), and the feed's decorated path handing a request
+over with its arrival.
 
 Survivors judged equivalent (no test can tell them from the real code), for the record:
 - `Transfers.prefill_lost` clearing `_blocked` whenever it is set (`or` for `and`) when a lost prefill replica had
@@ -14,6 +15,12 @@ Survivors judged equivalent (no test can tell them from the real code), for the 
 - `BatchLane.replicas_needed` adding new replicas when `covered <= remaining` (not `<`): they differ only when
   `covered == remaining`, where the mutant adds `ceil(0 / (rate * useful))` = 0 (rate > 0: a zero rate was answered
   before; useful > 0 by the same condition), so the ask is the same.
+- `SpecGroup` allocating 257 rather than 256 slots for `held` (its growth follows `inc`'s length: one unused slot),
+  the draft-free run pricing's unused per-drafter terms at 1.0 (`steps` is empty: never read), `verify` pricing its
+  logits at None rather than every position (a verify samples at all its positions: the same step either way),
+  `Chunked.plan`'s `reserve` defaulting to 1 (every caller passes it), `StepLine._k_at` taking the split instant with
+  `<` (the two quadratic forms meet there; the estimate is corrected against `total` anyway), and `Supply.take`
+  failing a launch at `random() <= p` (differs from `<` only when a uniform draw equals p exactly).
 """
 
 from __future__ import annotations
@@ -213,3 +220,42 @@ def test_deadline_scaling_measures_replica_seconds_from_zero() -> None:
     lane._asked.clear()
     assert lane.replicas_needed(1) == 1
     assert [h[2] for h in lane._history] == [0.0, 0.1]
+
+
+@pytest.mark.parametrize(("hashes", "adapters"), [(True, False), (False, True), (True, True)])
+def test_the_feed_hands_each_request_over_with_its_arrival_its_prefix_ids_and_its_adapter(hashes, adapters) -> None:
+    """A request fed with prefix ids or an adapter (the feed's decorated path) carries its own arrival instant: the
+    replica's waiting queue orders by it (priority, arrival, index), and a sequence from the batch lane compares with
+    it there. (A survivor of the sample: the decorated path built its sequence without the arrival.)"""
+    import pandas as pd
+    import simpy
+
+    from sim.run.fleet.feed import Feed
+    from sim.workload import validate_frame
+
+    trace = validate_frame(
+        pd.DataFrame(
+            {
+                "arrival_at_s": [0.0, 0.5, 0.5, 2.25],
+                "prompt_tokens": [64, 128, 64, 200],
+                "output_tokens": [2, 3, 4, 5],
+                "prefix_hash_ids": [[1], [1, 2], [3], [4, 5, 6]],
+                "adapter": [3, -1, 0, 3],
+            }
+        )
+    )
+    env = simpy.Environment()
+    log = RequestLog(trace["arrival_at_s"].to_numpy(), trace["prompt_tokens"].to_numpy(), trace["output_tokens"].to_numpy())
+    got: list[tuple[float, float, list[int] | None, int]] = []
+    Feed(
+        env,
+        trace,
+        log,
+        lambda seq: got.append((env.now, seq.arrival_at_s, seq.hashes, seq.adapter)),
+        hashes=hashes,
+        adapters=adapters,
+    )
+    env.run()
+    assert [g[0] for g in got] == [g[1] for g in got] == [0.0, 0.5, 0.5, 2.25]
+    assert [g[2] for g in got] == ([[1], [1, 2], [3], [4, 5, 6]] if hashes else [None] * 4)
+    assert [g[3] for g in got] == ([3, -1, 0, 3] if adapters else [-1] * 4)
