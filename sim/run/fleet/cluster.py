@@ -170,10 +170,10 @@ class Pool:
         log: RequestLog,
         rng: np.random.Generator,
         max_replicas: int,
+        supply: Supply,
         queue_max: int | None = None,
         queue_timeout_s: float | None = None,
         max_outstanding: int | None = None,
-        supply: Supply | None = None,
     ) -> None:
         self.env = env
         self.name = name
@@ -188,7 +188,7 @@ class Pool:
         self.queue_max = queue_max
         self.queue_timeout_s = queue_timeout_s
         self.max_outstanding = max_outstanding  # per replica, the router's cap (None: none)
-        self.supply = supply if supply is not None else Supply(tp=1, reserved=0)  # capacity classes, launch failures
+        self.supply = supply  # capacity classes, launch failures
         self.flavors = [Flavor(make_engine, weight_bytes, self.supply)]  # its own replica type, then fallbacks
         self.pending = 0  # launches waiting for capacity (every class out: `sim.run.fleet.supply`)
         self.latency_watch: LatencyWatch | None = None  # recent latency, for an autoscaler scaling on it
