@@ -142,13 +142,18 @@ class _LoraPlanning:
         room = lora.costs.max_loras - len(active)
         chosen: set[int] = set()
         eligible: list[Seq] | None = None
+        n_ok, most = 0, replica.limits.max_num_seqs  # (a step admits no more: the rest of the queue need not be seen)
         for i, seq in enumerate(waiting):
+            if n_ok >= most:
+                break
             a = seq.adapter
             if a < 0 or a in active or a in chosen:
+                n_ok += 1
                 if eligible is not None:
                     eligible.append(seq)
             elif len(chosen) < room:
                 chosen.add(a)
+                n_ok += 1
                 if eligible is not None:
                     eligible.append(seq)
             elif eligible is None:  # the first skipped: the queue as the step sees it, from here on
