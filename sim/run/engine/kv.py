@@ -68,6 +68,11 @@ class BlockKv:
         """The next step's batch (`plan` over the free blocks)."""
         return plan(self.n_blocks - self.used, 0)
 
+    def run_room(self, queued: bool) -> int:
+        """Blocks a decode run may grow into without any step of it planning differently from the per-step engine:
+        what an allocation can have (`queued`: requests wait, which a change in the cache could admit)."""
+        return self.n_blocks - self.used
+
     def grow(self, seq: Seq, n_slots: int) -> None:
         """Make `seq` hold enough blocks for `n_slots` tokens."""
         need = -(-n_slots // self.block_size) - seq.blocks
@@ -157,6 +162,11 @@ class PrefixCachingKv(BlockKv):
 
     def available(self) -> int:
         return self.n_blocks - self.used + self.cache.evictable_blocks
+
+    def run_room(self, queued: bool) -> int:
+        """With requests waiting, the free blocks only: an eviction changes what the queue's head finds cached (so
+        what it reserves and whether it is admitted), which the per-step engine sees at the very step it happens."""
+        return self.n_blocks - self.used if queued else self.available()
 
     def _make_room(self, blocks: int) -> None:
         """Evict unpinned cached entries (LRU) until `blocks` blocks are free."""

@@ -675,7 +675,7 @@ class Replica:
 
     def _kv_steps(self, seqs: list[Seq], k_max: int) -> int:
         """Most steps (<= k_max) the free blocks can feed without preempting anyone."""
-        bs, free, group = self.kv.block_size, self.kv.available(), self.group
+        bs, free, group = self.kv.block_size, self.kv.run_room(bool(self.waiting)), self.group
 
         def need(k: int) -> int:
             total = group.blocks_needed(k)
@@ -708,7 +708,7 @@ class Replica:
             k_max = min_tokens_left
         # each sequence needs at most ceil(k / block_size) more blocks: within that bound the whole run fits
         # (k_max 1: _kv_steps answers 1 too, so >= reads the same: not mutated)
-        if k_max > 1 and n_seqs * -(-k_max // self.kv.block_size) > self.kv.available():  # pragma: no mutate
+        if k_max > 1 and n_seqs * -(-k_max // self.kv.block_size) > self.kv.run_room(bool(self.waiting)):  # pragma: no mutate
             k_max = self._kv_steps(seqs, k_max)
         assert self._lines is not None
         line = self._lines.decode_line(n_seqs=n_seqs, context_sum=context_sum)

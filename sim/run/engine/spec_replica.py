@@ -78,7 +78,7 @@ class SpecReplica(Replica):
             self._start_spec_run(Batch(group=True))
 
     def _start_spec_run(self, batch: Batch) -> None:
-        run = self._group.plan_run(self.kv.available())
+        run = self._group.plan_run(self.kv.run_room(bool(self.waiting)))
         if run is None:  # the KV cache cannot feed the group's next step: a step (the planner preempts)
             self._start_step(batch)
             return
