@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from sim.run.engine.kv import PrefixCachingKv
@@ -204,6 +204,15 @@ def simulate_and_inspect(raw: dict, frame: pd.DataFrame):
     return freeze(built, sc, setup, sc.base_dir, full), engines
 
 
+# cases the search found once, kept (each was a real gap between the fast-forward and the reference, or a crash)
+FOUND = dict(
+    mode="colocated", batch="none", guard=False, n_batch=1, submit_at_s=0.0, prefix=True, router="round_robin",
+    autoscaler="fixed", cap=None, engine_policy="chunked", preempt_for_priority=False, blocks=40, logits="sampled",
+    kv_memory="vllm", eager=False, spot_max=None, on_demand_first=False, launch_failure=0.0, on_demand_max=None,
+    reserved=0, fallback=None, capacity_of="fleet", link="fast", lora=0, long_prefill=48,
+)  # fmt: skip
+
+
 @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(
     st.fixed_dictionaries(
@@ -242,6 +251,13 @@ def simulate_and_inspect(raw: dict, frame: pd.DataFrame):
         }
     )
 )
+@example(  # the prefix cache's look-ahead match estimated a step's admissions without the long-prefill cap
+    draw={**FOUND, "seed": 0, "speculation": "mtp", "autoscaler": "scheduled", "n": 8, "rate": 1.0, "hazards": "none",
+          "hazard_at_s": [0.0]}
+)  # fmt: skip
+@example(  # a decode run grew into evictable cached blocks while the queue's head could be admitted once one went
+    draw={**FOUND, "seed": 1, "speculation": "off", "n": 10, "rate": 3.0, "hazards": "both", "hazard_at_s": [0.0]}
+)  # fmt: skip
 def test_every_combination_conserves_and_matches_the_reference(draw):
     frame = trace(draw["seed"], draw["n"], draw["rate"], prefixes=draw["prefix"], adapters=draw["lora"] > 0)
     raw = scenario(draw, fast_forward=True)
