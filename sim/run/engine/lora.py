@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from sim.run.engine.kv import BlockKv, Plan, Planning, PrefixCachingKv
 from sim.run.engine.scheduler import Batch
 from sim.run.engine.sequence import Seq
-from sim.run.engine.step_time import StepLine, StepTimeModel, linear_runs
+from sim.run.engine.step_time import LinearWrapper, StepLine, StepTimeModel, linear_runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +228,7 @@ class LoraPrefixCachingKv(_LoraPlanning, PrefixCachingKv):
         self.lora = lora
 
 
-class LoraStepTime:
+class LoraStepTime(LinearWrapper):
     """A replica's step-time model with its adapters' kernels (`LoraState.extra`) added to each step; a decode run's
     steps each pay the same (its batch, so its running adapters, cannot change during the run)."""
 

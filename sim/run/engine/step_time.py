@@ -178,12 +178,29 @@ class LinearRuns(Protocol):
         ...
 
 
+class LinearWrapper:
+    """A step-time model around another that adds a cost constant over a decode run (LoRA's adapters): it has linear
+    runs when the model it wraps has them (`decode_line`, `run_work` and `decode_sum` its own)."""
+
+    inner: StepTimeModel
+
+    def decode_line(self, *, n_seqs: int, context_sum: int) -> StepLine:
+        raise NotImplementedError
+
+    def run_work(self, n_seqs: int, context_sum: int, k: int) -> tuple[float, float]:
+        raise NotImplementedError
+
+    def decode_sum(self, n_seqs: int, context_sum: int, k: int) -> float:
+        raise NotImplementedError
+
+
 def linear_runs(model: StepTimeModel) -> LinearRuns | None:
-    """The model's linear-run capability, if it has one (a wrapper has it when the model it wraps does)."""
+    """The model's linear-run capability, if it has one (a `LinearWrapper` has it when the model it wraps does)."""
     if isinstance(model, RooflineStepTime | ConstantStepTime):
         return model
-    inner = getattr(model, "inner", None)  # a step-cost wrapper that keeps runs linear (LoRA's)
-    return model if inner is not None and linear_runs(inner) is not None and hasattr(model, "decode_line") else None  # type: ignore[return-value]
+    if isinstance(model, LinearWrapper) and linear_runs(model.inner) is not None:
+        return model
+    return None
 
 
 class RooflineStepTime:
