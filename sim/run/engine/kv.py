@@ -29,10 +29,10 @@ Plan = Callable[[int, int], Batch]  # plan(free blocks, blocks reserved for runn
 
 
 class Planning(Protocol):
-    """What a prefix cache reads of the replica planning a step."""
+    """What a KV manager reads of the replica planning a step (LoRA's admission hands the step a view of the queue:
+    `waiting` is set for the planning and put back)."""
 
-    @property
-    def waiting(self) -> list[Seq]: ...
+    waiting: list[Seq]
 
     @property
     def n_running(self) -> int: ...

@@ -26,11 +26,15 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sim.run.engine.kv import BlockKv, Plan, Planning, PrefixCachingKv
 from sim.run.engine.scheduler import Batch
 from sim.run.engine.sequence import Seq
 from sim.run.engine.step_time import LinearWrapper, StepLine, StepTimeModel, linear_runs
+
+if TYPE_CHECKING:
+    from sim.run.engine.records import RequestLog
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,11 +133,16 @@ class LoraState:
         return flops / c.flops_per_s + n_bytes / c.bytes_per_s, flops, n_bytes
 
 
-class _LoraPlanning:
-    """The KV manager's LoRA half (a mixin over `BlockKv` or `PrefixCachingKv`; see the module docstring)."""
+class LoraKv(BlockKv):
+    """The plain pool with LoRA's admission and adapters (see the module docstring); `LoraPrefixCachingKv` is the same
+    over the prefix-caching pool. (No `__slots__` of its own: `lora` lives in its dict, so that the two pools can share
+    this class as a base.)"""
 
-    __slots__ = ()
     lora: LoraState
+
+    def __init__(self, n_blocks: int, block_size: int, *, lora: LoraState) -> None:
+        super().__init__(n_blocks, block_size)
+        self.lora = lora
 
     def plan(self, plan: Plan, replica: Planning) -> Batch:
         lora = self.lora
@@ -158,15 +167,14 @@ class _LoraPlanning:
                     eligible.append(seq)
             elif eligible is None:  # the first skipped: the queue as the step sees it, from here on
                 eligible = waiting[:i]
-        batch: Batch
         if eligible is None:
-            batch = super().plan(plan, replica)  # type: ignore[misc]
+            batch = super().plan(plan, replica)
         else:
-            replica.waiting = eligible  # type: ignore[misc]
+            replica.waiting = eligible
             try:
-                batch = super().plan(plan, replica)  # type: ignore[misc]
+                batch = super().plan(plan, replica)
             finally:
-                replica.waiting = waiting  # type: ignore[misc]
+                replica.waiting = waiting
             if batch.dropped:  # (dropped from the step's view of the queue: from the queue itself)
                 gone = {id(seq) for seq, _ in batch.dropped}
                 waiting[:] = [seq for seq in waiting if id(seq) not in gone]
@@ -183,7 +191,7 @@ class _LoraPlanning:
         """(Finished, handed off and sent, or preempted: the pools' `preempted` releases.)"""
         if seq.adapter >= 0:
             self.lora.stop(seq.adapter)
-        super().release(seq, now)  # type: ignore[misc]
+        super().release(seq, now)
 
     def takes_adapter(self, adapter: int) -> bool:
         return self.lora.takes(adapter)
@@ -202,7 +210,7 @@ class _LoraPlanning:
             self.lora.start(seq.adapter)
 
     def lose_all(self, seqs: list[Seq]) -> None:
-        super().lose_all(seqs)  # type: ignore[misc]
+        super().lose_all(seqs)
         self.lora.lose_all()
 
     def holds_adapter(self, adapter: int) -> bool:
@@ -212,19 +220,11 @@ class _LoraPlanning:
         return self.lora.loads, self.lora.load_s
 
 
-class LoraKv(_LoraPlanning, BlockKv):
-    __slots__ = ("lora",)
+class LoraPrefixCachingKv(LoraKv, PrefixCachingKv):
+    """LoRA over the prefix-caching pool: `LoraKv`'s methods first, each then the prefix cache's."""
 
-    def __init__(self, n_blocks: int, block_size: int, *, lora: LoraState) -> None:
-        BlockKv.__init__(self, n_blocks, block_size)
-        self.lora = lora
-
-
-class LoraPrefixCachingKv(_LoraPlanning, PrefixCachingKv):
-    __slots__ = ("lora",)
-
-    def __init__(self, n_blocks: int, block_size: int, *, hash_tokens: int, log: object, lora: LoraState) -> None:
-        PrefixCachingKv.__init__(self, n_blocks, block_size, hash_tokens=hash_tokens, log=log)  # type: ignore[arg-type]
+    def __init__(self, n_blocks: int, block_size: int, *, hash_tokens: int, log: RequestLog, lora: LoraState) -> None:
+        PrefixCachingKv.__init__(self, n_blocks, block_size, hash_tokens=hash_tokens, log=log)
         self.lora = lora
 
 
