@@ -280,3 +280,25 @@ def test_the_html_report_shows_the_adapters():
     assert 'id="lora"' in page and "2 / 2" in page and "2 x rank 16 (84 MB each)" in page
     plain = render_html(simulate(scenario(None), trace(rows), measure_capacity=False))
     assert 'id="lora"' not in plain
+
+
+def test_the_lora_wrapper_passes_every_argument_through_with_the_protocols_defaults():
+    """`LoraStepTime.step` adds its adapters' cost to the wrapped model's step for the same arguments — its defaults
+    (no decoders' context, logits everywhere, decode pairs from the decoders) and an explicit `decode_pairs` (an MLA
+    model prices decoding queries apart) alike; with no adapter running it adds nothing."""
+    from sim.run.engine.lora import LoraState, LoraStepTime
+    from sim.run.engine.step_time import RooflineStepTime
+
+    sc = parse_config({"model": "deepseek-v3", "fleet": {"gpu": "h200", "tp": 8}, "engine": {"lora": {"max_loras": 2}}})
+    setup = resolve_scenario(sc)
+    costs = lora_costs(sc.engine, setup)
+    assert costs is not None
+    inner = RooflineStepTime(setup)
+    state = LoraState(costs)
+    model = LoraStepTime(inner, state)
+    assert model.step(300, 4, 5000, 3000) == inner.step(300, 4, 5000, 3000)
+    state.start(1)
+    for call, tokens in (((300, 4, 5000, 3000), 304), ((0, 8, 8000, 7992, 7992, 8, 20_000), 8)):
+        base, got, extra = inner.step(*call), model.step(*call), state.extra(tokens)
+        assert got == pytest.approx(tuple(b + e for b, e in zip(base, extra, strict=True)), rel=1e-12)
+    assert model.step(0, 8, 8000, 7992, 7992, 8, 20_000)[1] != model.step(0, 8, 8000, 7992, 7992, 8)[1]

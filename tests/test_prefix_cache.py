@@ -267,3 +267,15 @@ def test_the_group_heap_evicts_as_the_entry_by_entry_rule(data):
             ref.evict(k)
         assert cache.entries == ref.rc
         assert cache.n_unpinned == sum(rc == 0 for rc in ref.rc.values())
+
+
+def test_insert_caches_a_chain_up_to_the_first_id_cached_already_and_says_how_many():
+    """Ids that are not prefix-chained (a malformed trace) can meet a cached id mid-chain: the ids before it are
+    cached (and counted, so the caller pins them), the rest stay the caller's own."""
+    from sim.run.engine.prefix_cache import PrefixCache
+
+    cache = PrefixCache(hash_tokens=64, block_size=16)
+    assert cache.insert([5], 0, 1, (0.0, 0)) == 1
+    assert cache.insert([1, 2, 5, 6], 0, 4, (1.0, 1)) == 2
+    assert cache.entries == {5: 1, 1: 1, 2: 1}
+    assert cache.insert([1, 2, 7], 2, 3, (2.0, 2)) == 1 and cache.entries[7] == 1
