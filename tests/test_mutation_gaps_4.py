@@ -21,6 +21,12 @@ Survivors judged equivalent (no test can tell them from the real code), for the 
   `Chunked.plan`'s `reserve` defaulting to 1 (every caller passes it), `StepLine._k_at` taking the split instant with
   `<` (the two quadratic forms meet there; the estimate is corrected against `total` anyway), and `Supply.take`
   failing a launch at `random() <= p` (differs from `<` only when a uniform draw equals p exactly).
+- From the partial rerun at d1f3cc5: `hash_list` taking the Python path for an array too (the same ints), `stop`
+  clearing `_stepping` to "" (falsy: no step ends after a stop), the eviction heap's serial counting down (it only
+  orders two items for the same entry), `_make_room` evicting for a shortfall of 0 (evicts nothing), a release
+  leaving `blocks`/`shared` None (a released sequence's are set again before use: it is re-matched or done),
+  `SpecGroup.advance` summing `inc` with no tokens given for k > 1 (every caller of a multi-step advance gives them),
+  and the speculative run's memo-filling call reading 1 cached token (the memo depends on the token count only).
 """
 
 from __future__ import annotations
