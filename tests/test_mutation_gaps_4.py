@@ -265,3 +265,13 @@ def test_the_feed_hands_each_request_over_with_its_arrival_its_prefix_ids_and_it
     assert [g[0] for g in got] == [g[1] for g in got] == [0.0, 0.5, 0.5, 2.25]
     assert [g[2] for g in got] == ([[1], [1, 2], [3], [4, 5, 6]] if hashes else [None] * 4)
     assert [g[3] for g in got] == ([3, -1, 0, 3] if adapters else [-1] * 4)
+
+
+def test_every_launch_that_waits_for_capacity_is_made_when_it_returns() -> None:
+    """Three replicas wanted, no on-demand GPU until 100 s: the three launches wait (counted one by one) and all three
+    start when the back-off ends — not one. (A survivor of the rerun: the waiting launches were counted as one.)"""
+    cap = {"on_demand": {"obtainable_gpus": [[0, 0], [100, 8]]}}
+    sc = capacity_scenario(cap, replicas=3, lifecycle={"start": "cold", "cold_start_s": 40.0})
+    r = run_capacity(sc, frame([(0.0, 300, 20), (5.0, 300, 20)]))
+    assert r.replicas["provision_at_s"].tolist() == [300.0, 300.0, 300.0]
+    assert r.summary()["completed"] == 2
