@@ -26,7 +26,11 @@ Survivors judged equivalent (no test can tell them from the real code), for the 
   orders two items for the same entry), `_make_room` evicting for a shortfall of 0 (evicts nothing), a release
   leaving `blocks`/`shared` None (a released sequence's are set again before use: it is re-matched or done),
   `SpecGroup.advance` summing `inc` with no tokens given for k > 1 (every caller of a multi-step advance gives them),
-  and the speculative run's memo-filling call reading 1 cached token (the memo depends on the token count only).
+  and the speculative run's memo-filling call reading 1 cached token (the memo depends on the token count only);
+  `Supply.next_try` counting a back-off that ends at `now` (a class whose back-off ends now was tried now: it
+  failed again, backed off past now, or launched), and `LeastLoaded.remove` without its default (only ready replicas,
+  which the index holds, leave it). Not yet analysed: `BatchLane._next_seq` (`and` -> `or`) and
+  `BatchLane.replicas_needed` trimming its rate history at 2 entries rather than 3.
 """
 
 from __future__ import annotations
