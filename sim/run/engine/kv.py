@@ -238,9 +238,7 @@ class PrefixCachingKv(BlockKv):
     def grow(self, seq: Seq, n_slots: int) -> None:
         need = -(-n_slots // self.block_size) - seq.blocks
         if need > 0:
-            short = need - (self.n_blocks - self.used)
-            if short > 0:
-                self.used -= self.cache.evict(short)
+            self._make_room(need)
             BlockKv.grow(self, seq, n_slots)
 
     def grant(self, blocks: int) -> None:
