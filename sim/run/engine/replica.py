@@ -24,6 +24,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Callable, Sequence
+from types import MethodType
 
 import numpy as np
 import simpy
@@ -763,8 +764,8 @@ class Replica:
             stepping = None
         for entry in env._queue:  # (time, priority, id, event): its step's or run's end, its wake-ups
             callbacks = entry[3].callbacks
-            if callbacks and any(getattr(cb, "__self__", None) is self for cb in callbacks):
-                entry[3].callbacks = [cb for cb in callbacks if getattr(cb, "__self__", None) is not self]
+            if callbacks and any(isinstance(cb, MethodType) and cb.__self__ is self for cb in callbacks):
+                entry[3].callbacks = [cb for cb in callbacks if not (isinstance(cb, MethodType) and cb.__self__ is self)]
         started, before = self._work_start, self.busy_s
         if self._run_end_event is not None and self._truncate_run(now):  # steps of the run ended by now: applied
             self._run_end(self._run_end_event)  # (its `_next` plans nothing: stopped)
