@@ -21,9 +21,11 @@ if TYPE_CHECKING:
     from sim.physics.hardware import GpuSpec, load_gpu_catalog
     from sim.physics.models import ModelSpec, load_hf_config, load_model_catalog
     from sim.physics.roofline import RooflineSetup
+    from sim.results.platform import PlatformResult
     from sim.results.result import SimResult
     from sim.run.capacity import Capacity
     from sim.run.engine.step_time import StepTimeModel
+    from sim.run.platform import simulate_platform
     from sim.run.pools import replica_step_time
     from sim.run.simulate import replica_capacity, simulate
     from sim.scenario.config import Scenario, apply_sets, load_config, parse_config
@@ -51,6 +53,8 @@ _LAZY = {
     "SimResult": "sim.results.result",
     "RooflineSetup": "sim.physics.roofline",
     "simulate": "sim.run.simulate",
+    "simulate_platform": "sim.run.platform",
+    "PlatformResult": "sim.results.platform",
     "load_trace": "sim.workload",
 }
 
@@ -62,6 +66,7 @@ __all__ = [
     "FleetsimError",
     "GpuSpec",
     "ModelSpec",
+    "PlatformResult",
     "RooflineSetup",
     "Scenario",
     "SimResult",
@@ -78,4 +83,5 @@ __all__ = [
     "replica_step_time",
     "resolve_scenario",
     "simulate",
+    "simulate_platform",
 ]

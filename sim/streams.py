@@ -16,12 +16,18 @@ Streams (spawn key in brackets; append new names, never renumber):
   hazards [10]                                         random failures and spot reclaims
   shortages [11]                                       launches failing for want of capacity (a probability per try)
   adapters [12]                                        LoRA adapters drawn for a trace's requests (`adapters:`)
+  models [13]                                          a platform's deployment drawn for each request (`deployments[].share`)
+
+A platform's deployments (`sim.run.platform`) each draw from streams of their own: `RunStreams(seed, domain=name)` keys
+every stream under the deployment's name (so adding a deployment never changes another's draws).
 
 A new stream is also named in `sim.studies.determinism.CONSUMERS` (what in a scenario draws from it), so that sweeps and
 plans know when the seed changes nothing (a test fails until it is).
 """
 
 from __future__ import annotations
+
+import zlib
 
 import numpy as np
 
@@ -39,22 +45,25 @@ STREAMS: dict[str, int] = {
     "hazards": 10,
     "shortages": 11,
     "adapters": 12,
+    "models": 13,
 }
+DOMAIN_BASE = 2**32  # a domain's key lies above every stream's own (STREAMS' values, sub-stream indices)
 
 
 class RunStreams:
     """Named, independent random streams of one run (see the module docstring)."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, *, domain: str | None = None) -> None:
         if seed < 0:
             raise ValueError(f"seed must be >= 0 (got {seed})")
         self.seed = seed
         self._root = np.random.SeedSequence(seed)
+        self._domain: tuple[int, ...] = () if domain is None else (DOMAIN_BASE + zlib.crc32(domain.encode()),)
 
     def sequence(self, name: str) -> np.random.SeedSequence:
         if name not in STREAMS:
             raise KeyError(f"unknown random stream {name!r}; known: {', '.join(STREAMS)}")
-        return np.random.SeedSequence(self._root.entropy, spawn_key=(STREAMS[name],))
+        return np.random.SeedSequence(self._root.entropy, spawn_key=(*self._domain, STREAMS[name]))
 
     def generator(self, name: str) -> np.random.Generator:
         """A fresh generator for `name`: the same (seed, name) always gives the same draws."""
@@ -64,4 +73,4 @@ class RunStreams:
         """Stream `name`'s k-th independent sub-stream (one per batch job, say)."""
         if name not in STREAMS:
             raise KeyError(f"unknown random stream {name!r}; known: {', '.join(STREAMS)}")
-        return np.random.default_rng(np.random.SeedSequence(self._root.entropy, spawn_key=(STREAMS[name], k)))
+        return np.random.default_rng(np.random.SeedSequence(self._root.entropy, spawn_key=(*self._domain, STREAMS[name], k)))

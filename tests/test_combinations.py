@@ -213,44 +213,45 @@ FOUND = dict(
 )  # fmt: skip
 
 
-@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(
-    st.fixed_dictionaries(
-        {
-            "seed": st.integers(0, 2**31),
-            "mode": st.sampled_from(["colocated", "disaggregated"]),
-            "batch": st.sampled_from(["none", "backfill", "dedicated"]),
-            "guard": st.booleans(),
-            "n_batch": st.integers(1, 12),
-            "submit_at_s": st.floats(0, 5),
-            "prefix": st.booleans(),
-            "speculation": st.sampled_from(sorted(SPECULATION)),
-            "router": st.sampled_from(ROUTERS),
-            "autoscaler": st.sampled_from(sorted(AUTOSCALERS)),
-            "cap": st.sampled_from([None, 2]),
-            "engine_policy": st.sampled_from(["chunked", "prefill_first"]),
-            "preempt_for_priority": st.booleans(),
-            "blocks": st.integers(40, 120),
-            "n": st.integers(1, 30),
-            "rate": st.floats(0.5, 20),
-            "logits": st.sampled_from(["sampled", "every_token"]),
-            "kv_memory": st.sampled_from(["vllm", "reserve"]),
-            "eager": st.booleans(),
-            "hazards": st.sampled_from(["none", "failure", "reclaim", "both"]),
-            "hazard_at_s": st.lists(st.floats(0, 8), min_size=1, max_size=3),
-            "spot_max": st.sampled_from([None, 1, 2]),
-            "on_demand_first": st.booleans(),
-            "launch_failure": st.sampled_from([0.0, 0.5, 1.0]),
-            "on_demand_max": st.sampled_from([None, 2]),
-            "reserved": st.integers(0, 1),
-            "fallback": st.sampled_from([None, "h100-sxm", "l40s"]),
-            "capacity_of": st.sampled_from(["fleet", "prefill", "decode"]),  # (disaggregated: whose capacity block)
-            "link": st.sampled_from(["fast", "slow"]),  # (slow: transfers on the wire when a replica is lost)
-            "lora": st.sampled_from([0, 1, 3]),  # LoRA's max_loras (0: off)
-            "long_prefill": st.sampled_from([0, 48]),  # chunked: a request's most prompt tokens a step (0: no cap)
-        }
-    )
+DRAW = st.fixed_dictionaries(
+    {
+        "seed": st.integers(0, 2**31),
+        "mode": st.sampled_from(["colocated", "disaggregated"]),
+        "batch": st.sampled_from(["none", "backfill", "dedicated"]),
+        "guard": st.booleans(),
+        "n_batch": st.integers(1, 12),
+        "submit_at_s": st.floats(0, 5),
+        "prefix": st.booleans(),
+        "speculation": st.sampled_from(sorted(SPECULATION)),
+        "router": st.sampled_from(ROUTERS),
+        "autoscaler": st.sampled_from(sorted(AUTOSCALERS)),
+        "cap": st.sampled_from([None, 2]),
+        "engine_policy": st.sampled_from(["chunked", "prefill_first"]),
+        "preempt_for_priority": st.booleans(),
+        "blocks": st.integers(40, 120),
+        "n": st.integers(1, 30),
+        "rate": st.floats(0.5, 20),
+        "logits": st.sampled_from(["sampled", "every_token"]),
+        "kv_memory": st.sampled_from(["vllm", "reserve"]),
+        "eager": st.booleans(),
+        "hazards": st.sampled_from(["none", "failure", "reclaim", "both"]),
+        "hazard_at_s": st.lists(st.floats(0, 8), min_size=1, max_size=3),
+        "spot_max": st.sampled_from([None, 1, 2]),
+        "on_demand_first": st.booleans(),
+        "launch_failure": st.sampled_from([0.0, 0.5, 1.0]),
+        "on_demand_max": st.sampled_from([None, 2]),
+        "reserved": st.integers(0, 1),
+        "fallback": st.sampled_from([None, "h100-sxm", "l40s"]),
+        "capacity_of": st.sampled_from(["fleet", "prefill", "decode"]),  # (disaggregated: whose capacity block)
+        "link": st.sampled_from(["fast", "slow"]),  # (slow: transfers on the wire when a replica is lost)
+        "lora": st.sampled_from([0, 1, 3]),  # LoRA's max_loras (0: off)
+        "long_prefill": st.sampled_from([0, 48]),  # chunked: a request's most prompt tokens a step (0: no cap)
+    }
 )
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(DRAW)
 @example(  # the prefix cache's look-ahead match estimated a step's admissions without the long-prefill cap
     draw={**FOUND, "seed": 0, "speculation": "mtp", "autoscaler": "scheduled", "n": 8, "rate": 1.0, "hazards": "none",
           "hazard_at_s": [0.0]}
@@ -320,3 +321,56 @@ def test_every_combination_conserves_and_matches_the_reference(draw):
     # the fast-forward against the per-step reference
     slow, _ = simulate_and_inspect(scenario(draw, fast_forward=False), frame)
     assert_same_requests(result, slow)
+
+
+def platform(draws: list[dict], fast_forward: bool, budget: int) -> dict:
+    """Each draw a deployment (no batch jobs: a platform refuses them), on one a100-80gb budget."""
+    deployments = []
+    for i, draw in enumerate(draws):
+        raw = scenario({**draw, "batch": "none"}, fast_forward)
+        deployments.append(
+            {"name": f"d{i}", "priority": i % 2, **{k: raw[k] for k in ("model", "fleet", "engine", "slo", "roofline")}}
+        )
+    first = scenario({**draws[0], "batch": "none"}, fast_forward)
+    return {**first, "deployments": deployments, "gpu_budget": {"a100-80gb": budget}}
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], max_examples=50)
+@given(st.lists(DRAW, min_size=1, max_size=3), st.integers(0, 3))
+def test_platforms_of_any_combination_conserve_keep_the_budget_and_match_the_reference(draws, extra):
+    """A platform of 1-3 deployments, each any combination above, on a shared budget (what their minimums need plus
+    0-3 GPUs): every request of the trace in exactly one deployment and resolved, the budget never passed (from the
+    records), and the fast-forward = the per-step reference on every deployment."""
+    from hypothesis import assume
+
+    from sim.errors import FleetsimError
+    from sim.run.platform import simulate_platform
+
+    n = draws[0]["n"] * len(draws)
+    frame = trace(draws[0]["seed"], n, draws[0]["rate"], prefixes=draws[0]["prefix"], adapters=True)
+    frame["model"] = [f"d{i % len(draws)}" for i in range(n)]
+    floor = sum(1 if d["mode"] == "colocated" else 3 for d in draws) + 2  # (fixed: 2; a decode pool: 2 more)
+    budget = floor + extra
+    try:
+        fast = simulate_platform(parse_config(platform(draws, True, budget)), frame, measure_capacity=False)
+    except FleetsimError as err:
+        assume("gpu_budget" not in str(err))  # (a budget below what the deployments' minimums hold: refused, as it says)
+        raise
+    slow = simulate_platform(parse_config(platform(draws, False, budget)), frame, measure_capacity=False)
+    s = fast.summary()
+    assert s["requests"] == n and s["completed"] + s["rejected"] == n and s["in_flight"] == 0
+    assert sorted(len(r.requests) for r in fast.deployments.values()) == sorted(
+        int((frame["model"] == f"d{i}").sum()) for i in range(len(draws))
+    )
+    events = []
+    for r in fast.deployments.values():
+        mine = r.replicas[r.replicas["gpu"] == "a100-80gb"]
+        for a, b, tp in zip(mine["provision_at_s"], mine["end_at_s"], mine["tp"], strict=True):
+            events += [(float(a), int(tp)), (float(b), -int(tp))]
+    held = 0
+    for _, d in sorted(events):
+        held += d
+        assert held <= budget
+    assert s["gpu_budget"]["a100-80gb"]["peak_held"] <= budget
+    for name, got in fast.deployments.items():
+        assert_same_requests(got, slow.deployments[name])

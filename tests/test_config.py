@@ -23,8 +23,13 @@ def test_bundled_configs_load_and_resolve():
             assert load_plan(path).groups
             continue
         scenario = load_config(path)
-        setup = resolve_scenario(scenario, base_dir=path.parent)
-        assert setup.tp == scenario.fleet.tp
+        from sim.scenario.config import deployment_scenario
+
+        # a platform: each deployment resolves (its top-level blocks are only the deployments' defaults)
+        subs = [deployment_scenario(scenario, i) for i in range(len(scenario.deployments))] or [scenario]
+        for sub in subs:
+            setup = resolve_scenario(sub, base_dir=path.parent)
+            assert setup.tp == sub.fleet.tp
 
 
 def test_seed_config_resolves_to_the_article_numbers():

@@ -224,3 +224,26 @@ def test_readme_capacity_block_is_a_valid_fleet_block():
     sc = parse_config({"model": "llama-3.1-8b", "fleet": {"gpu": "h100-sxm", **fleet}})
     assert sc.fleet.capacity.spot is not None and sc.fleet.capacity.spot.notice_s == 120
     assert sc.fleet.capacity.failures is not None and sc.fleet.capacity.failures.gpu_mtbf_hours == 50700
+
+
+def test_readme_platform_block_and_budget_table_match_cli_output(tmp_path):
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"```text\n(=+ Platform Result =+\n.*?)\n```", readme, re.S)
+    assert block, "README lost its platform output block"
+    config = REPO / "configs" / "platform.yaml"
+    out = CliRunner().invoke(app, ["run", str(config), "--out", str(tmp_path / "p")]).stdout
+    varies = ("wrote ", "timing (wall s)")
+    shown = [line for line in block.group(1).splitlines() if not line.startswith(varies)]
+    assert shown == [line for line in out.splitlines() if not line.startswith(varies)]
+    import json
+
+    for budget in (9, 16):  # two rows of the budget table
+        r = CliRunner().invoke(
+            app, ["run", str(config), "--set", f"gpu_budget.h100={budget}", "--out", str(tmp_path / f"b{budget}"), "--json"]
+        )
+        s = json.loads(r.stdout)
+        d = s["deployments"]
+        att = f"{s['slo_attainment']:.3f} / {d['chat']['slo_attainment']:.3f} / {d['assistant']['slo_attainment']:.3f}"
+        reps = f"{d['chat']['replicas_launched']} / {d['chat']['replicas_max']}"
+        row = f"| {budget} | {att} | {reps} | {s['billed_gpu_seconds'] / 3600:.2f} | {s['cost_usd']:.2f} |"
+        assert row in readme, row

@@ -285,6 +285,14 @@ def run(
         check_out_file(html_file, "--html")
     console = Console(stderr=True)
     show = progress and not as_json and console.is_terminal
+    if scenario.deployments:  # a platform: several deployments on one GPU budget
+        if plot is not None or html_file is not None:
+            raise FleetsimError(
+                "--plot/--html: a platform run draws each deployment on its own: `fleetsim report "
+                f"{out_dir}/deployments/NAME --html FILE` after this run"
+            )
+        _run_platform(scenario, config, out_dir, as_json=as_json, capacity=capacity, force=force)
+        return
     if show:
         with Progress(
             TextColumn("simulating"),
@@ -349,6 +357,83 @@ def run(
     sys.stdout.flush()
 
 
+def _run_platform(scenario: Scenario, config: Path, out_dir: Path, *, as_json: bool, capacity: bool, force: bool) -> None:
+    from sim.results.report import write_platform
+    from sim.run.platform import simulate_platform
+
+    if scenario.trace_note is not None:
+        typer.echo(f"note: {scenario.trace_note}", err=True)
+    result = simulate_platform(scenario, base_dir=config.parent, measure_capacity=capacity)
+    summary = result.summary()
+    write_platform(result, out_dir, summary=summary, force=force)
+    if as_json:
+        emit_json(summary)
+    else:
+        typer.echo(render_platform(summary))
+        typer.echo(f"wrote {out_dir}/ (summary.json, platform.json, deployments/<name>/: a run folder each)")
+        wall = result.meta["wall_s"]
+        typer.echo(
+            f"timing (wall s): build {wall['build']:.2f}, simulate {wall['simulate']:.2f}, capacity {wall['capacity']:.2f}"
+        )
+    sys.stdout.flush()
+
+
+def render_platform(summary: dict[str, Any]) -> str:
+    """A platform's summary: a line per deployment, the platform's totals and its GPU budget."""
+    lines = ["{s:{c}^100}".format(s=" Platform Result ", c="=")]
+    if summary.get("scenario"):
+        lines.append(f"Scenario: {summary['scenario']}")
+    head = (
+        "deployment",
+        "requests",
+        "done",
+        "P50 TTFT",
+        "P99 TTFT",
+        "P99 TPOT",
+        "in SLO",
+        "replicas",
+        "GPU-h",
+        "USD",
+        "$/1K tok",
+    )
+    lines.append("{:<16}{:>9}{:>8}{:>10}{:>10}{:>10}{:>8}{:>10}{:>8}{:>9}{:>10}".format(*head))
+    for name, d in summary["deployments"].items():
+        n = d["completed"] + d["rejected"] + d["in_flight"]
+        lines.append(
+            "{:<16}{:>9}{:>8}{:>10}{:>10}{:>10}{:>8}{:>10}{:>8}{:>9}{:>10}".format(
+                name[:15],
+                n,
+                d["completed"],
+                _ms(d["median_ttft_ms"]),
+                _ms(d["p99_ttft_ms"]),
+                _ms(d["p99_tpot_ms"]),
+                "n/a" if d["slo_attainment"] is None else f"{d['slo_attainment']:.3f}",
+                f"{d['replicas_launched']}/{d['replicas_max']}",
+                f"{d['billed_gpu_seconds'] / 3600:.2f}",
+                _money(d["cost_usd"]),
+                "n/a" if d["usd_per_1k_tokens"] is None else f"{d['usd_per_1k_tokens']:.5f}",
+            )
+        )
+    lines.append("(latencies in ms; replicas: launched/most ready)")
+    lines.append("{s:{c}^100}".format(s=" Platform ", c="-"))
+    lines += [
+        _line("Requests (completed / all):", f"{summary['completed']} / {summary['requests']}"),
+        _line("Within their SLO (share):", summary["slo_attainment"], "{:.3f}"),
+        _line("Billed GPU-hours:", summary["billed_gpu_seconds"] / 3600, "{:.3f}"),
+        _line("GPU time busy (fraction):", summary["gpu_time_utilization"], "{:.3f}"),
+        _line("Throughput utilization:", summary["throughput_utilization"], "{:.3f}"),
+        _line("Cost (USD):", summary["cost_usd"], "{:.4f}"),
+        _line("USD per 1K tokens (all):", summary["usd_per_1k_tokens"], "{:.6f}"),
+    ]
+    for gpu, row in summary["gpu_budget"].items():
+        lines.append(_line(f"GPU budget {gpu} (most held / GPUs):", f"{row['peak_held']} / {row['gpus']}"))
+    held = {k: v for k, v in summary["launches_held_back"].items() if v}
+    if held:
+        lines.append(_line("Launch tries held back by the budget:", ", ".join(f"{k} {v}" for k, v in held.items())))
+    lines.append("=" * 100)
+    return "\n".join(lines)
+
+
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A run folder written by `fleetsim run`.", metavar="RUN_DIR")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
@@ -374,6 +459,20 @@ def report(
     if not math.isfinite(epoch) or epoch < 0:
         raise FleetsimError(f"--epoch must be a finite number of seconds >= 0 (got {epoch})")
     check_not_a_study_folder(run_dir)
+    from sim.results.platform import PlatformResult, is_platform_folder
+
+    if is_platform_folder(run_dir):
+        if openmetrics is not None or html_file is not None:
+            raise FleetsimError(
+                f"--openmetrics/--html: {run_dir} is a platform run; give one deployment's folder, {run_dir}/deployments/NAME"
+            )
+        platform = PlatformResult.load(run_dir)
+        summary = platform.summary()
+        if as_json:
+            emit_json(summary)
+        else:
+            typer.echo(render_platform(summary))
+        return
     result = SimResult.load(run_dir)
     if openmetrics is not None:
         from sim.results.openmetrics import to_openmetrics

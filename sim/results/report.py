@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from sim.errors import FleetsimError
+from sim.results.platform import DEPLOYMENTS_DIR, PLATFORM_FILE, PlatformResult
 from sim.results.result import SimResult, json_safe
 
 RUN_MARKER = ".fleetsim-run"
@@ -90,7 +91,7 @@ def check_out_dir(out_dir: Path, *, force: bool = False) -> None:
         except OSError as err:
             raise FleetsimError(f"--out {out_dir}: cannot read the folder ({err.strerror})") from None
         # a run folder: it has the marker, or holds nothing but run files (one written before the marker)
-        run_folder = RUN_MARKER in names or names <= {*RUN_FILES, RUN_MARKER}
+        run_folder = RUN_MARKER in names or names <= {*RUN_FILES, RUN_MARKER}  # (a platform's has the marker)
         if names and not run_folder and not force:
             raise FleetsimError(
                 f"--out {out_dir}: the folder holds files and is not a fleetsim run folder (no {RUN_MARKER}); "
@@ -101,8 +102,51 @@ def check_out_dir(out_dir: Path, *, force: bool = False) -> None:
         raise FleetsimError(f"--out {out_dir}: cannot write in {existing}")
 
 
+def _write_files(result: SimResult, folder: Path, summary: dict[str, Any] | None, start: float) -> None:
+    """A run's files into `folder` (the marker, the records, the summary, the scenario as run, meta.json last)."""
+    full = summary_with_resolved(result, summary)
+    (folder / RUN_MARKER).write_text(
+        f"A fleetsim run folder: `fleetsim run --out` may replace it. {result.meta['fleetsim_version']}\n"
+    )
+    (folder / "summary.json").write_text(json.dumps(json_safe(full), indent=2) + "\n")
+    _write_chunks(_row_chunks(result.requests), folder / "requests.parquet")
+    result.timeline.to_parquet(folder / "timeline.parquet", index=False)
+    result.replicas.to_parquet(folder / "replicas.parquet", index=False)
+    _write_chunks(result.itl.frame_chunks(CHUNK_ROWS), folder / "itl.parquet")
+    (folder / "config.resolved.yaml").write_text(
+        "# The scenario as run: defaults filled in, file paths absolute; `fleetsim run` accepts it as is.\n"
+        + yaml.safe_dump(result.scenario, sort_keys=False)
+    )
+    result.meta["wall_s"]["write"] = time.perf_counter() - start
+    (folder / "meta.json").write_text(json.dumps(json_safe(result.meta), indent=2) + "\n")  # last: the write time
+
+
 def write_run(result: SimResult, out_dir: Path, *, summary: dict[str, Any] | None = None, force: bool = False) -> Path:
     start = time.perf_counter()
+    return _write_atomically(out_dir, lambda tmp: _write_files(result, tmp, summary, start), force=force)
+
+
+def write_platform(result: PlatformResult, out_dir: Path, *, summary: dict[str, Any] | None = None, force: bool = False) -> Path:
+    """A platform's run folder: its summary and platform.json, and each deployment's run folder under deployments/."""
+    start = time.perf_counter()
+    summary = summary if summary is not None else result.summary()
+
+    def write(tmp: Path) -> None:
+        version = next(iter(result.deployments.values())).meta["fleetsim_version"]
+        (tmp / RUN_MARKER).write_text(f"A fleetsim platform run folder: `fleetsim run --out` may replace it. {version}\n")
+        for name, run in result.deployments.items():
+            folder = tmp / DEPLOYMENTS_DIR / name
+            folder.mkdir(parents=True)
+            _write_files(run, folder, summary["deployments"][name], start)
+        (tmp / "summary.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
+        result.meta["wall_s"]["write"] = time.perf_counter() - start
+        (tmp / PLATFORM_FILE).write_text(json.dumps(json_safe(result.meta), indent=2) + "\n")  # last
+
+    return _write_atomically(out_dir, write, force=force)
+
+
+def _write_atomically(out_dir: Path, write: Callable[[Path], None], *, force: bool) -> Path:
+    """`write(tmp)` fills a temporary sibling folder, renamed into place once whole (see the module docstring)."""
     out_dir = Path(out_dir)
     check_out_dir(out_dir, force=force)
     parent = out_dir.parent if str(out_dir.parent) else Path(".")
@@ -110,26 +154,12 @@ def write_run(result: SimResult, out_dir: Path, *, summary: dict[str, Any] | Non
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise FleetsimError(f"{out_dir}: cannot create folder {parent} ({err.strerror})") from None
-    full = summary_with_resolved(result, summary)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".part", dir=parent))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)
     try:
-        (tmp / RUN_MARKER).write_text(
-            f"A fleetsim run folder: `fleetsim run --out` may replace it. {result.meta['fleetsim_version']}\n"
-        )
-        (tmp / "summary.json").write_text(json.dumps(json_safe(full), indent=2) + "\n")
-        _write_chunks(_row_chunks(result.requests), tmp / "requests.parquet")
-        result.timeline.to_parquet(tmp / "timeline.parquet", index=False)
-        result.replicas.to_parquet(tmp / "replicas.parquet", index=False)
-        _write_chunks(result.itl.frame_chunks(CHUNK_ROWS), tmp / "itl.parquet")
-        (tmp / "config.resolved.yaml").write_text(
-            "# The scenario as run: defaults filled in, file paths absolute; `fleetsim run` accepts it as is.\n"
-            + yaml.safe_dump(result.scenario, sort_keys=False)
-        )
-        result.meta["wall_s"]["write"] = time.perf_counter() - start
-        (tmp / "meta.json").write_text(json.dumps(json_safe(result.meta), indent=2) + "\n")  # last: the write time
+        write(tmp)
         if out_dir.exists():
             old = parent / f".{out_dir.name}.old"
             shutil.rmtree(old, ignore_errors=True)

@@ -45,7 +45,7 @@ from sim.run.fleet.disagg import Transfers
 from sim.run.fleet.feed import Feed
 from sim.run.fleet.hazards import Hazards
 from sim.run.fleet.latency import LatencyWatch
-from sim.run.fleet.supply import Supply, class_prices, spot_rate_per_s, supply_meta
+from sim.run.fleet.supply import GpuBudget, Supply, class_prices, spot_rate_per_s, supply_meta
 from sim.scenario.config import BatchConfig, CapacityConfig, ClassConfig, EngineConfig, FleetConfig, Scenario
 from sim.scenario.resolve import resolve_scenario
 from sim.streams import RunStreams
@@ -516,12 +516,17 @@ def build(
     batch_rate: Callable[[pd.DataFrame], float | None],
     extra: Sequence[ReplicaListener] = (),
     feed: bool = True,
+    env: CountingEnvironment | None = None,
+    budget: GpuBudget | None = None,
+    priority: int = 0,
 ) -> Built:
     """The SimPy model of `specs` replaying `trace`. `batch_rate(mix)`: one replica's saturated tokens/s for a
     batch mix (deadline scaling, an `auto`-sized dedicated pool). `extra`: more listeners for every replica (a
-    capacity probe's closed loop, which then delivers the requests itself: `feed` False)."""
+    capacity probe's closed loop, which then delivers the requests itself: `feed` False). A platform's deployment
+    (`sim.run.platform`) is built into the platform's `env`, its pools' GPUs counted against the shared `budget`
+    (with its `priority`)."""
     check_bounds(scenario, specs, trace)
-    env = CountingEnvironment()
+    env = env if env is not None else CountingEnvironment()
     log = RequestLog(trace["arrival_at_s"].to_numpy(), trace["prompt_tokens"].to_numpy(), trace["output_tokens"].to_numpy())
     done = env.event()
 
@@ -565,6 +570,11 @@ def build(
             for fb in spec.fallback:
                 supply, said[f"{spec.name}.fallback.{len(pool.flavors) - 1}"] = pool_supply(fb, streams, rng=pool.supply.rng)
                 pool.flavors.append(Flavor(replica_factory(env, fb, log, streams), fb.setup.weight_bytes, supply))
+    if budget is not None:  # every replica type of every pool counts against the platform's GPU budget
+        for spec, pool in zip(specs, pools, strict=False):
+            gpus = [spec.setup.gpu.name, *(fb.setup.gpu.name for fb in spec.fallback)]
+            for flavor, gpu in zip(pool.flavors, gpus, strict=True):
+                flavor.supply.attach(budget, gpu, priority=priority, deployment=scenario.name or "")
     lane, floor, launch_dedicated = _batch_lane(env, scenario, specs, pools, trace, log, streams, replicas, batch_rate)
     lanes = [lane] if lane is not None else []
     hazards = []

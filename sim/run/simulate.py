@@ -145,6 +145,11 @@ def simulate(
     `observe(env, replicas)` may start processes that watch the initially ready replicas (samplers).
     `measure_capacity` also measures the fleet's saturated throughput for the trace's length mix
     (for `throughput_utilization`; see `sim.run.capacity`)."""
+    if scenario.deployments:
+        raise FleetsimError(
+            "deployments: a platform of several deployments runs with sim.simulate_platform (`fleetsim run` runs either); "
+            "this command takes a scenario of one fleet"
+        )
     start = time.perf_counter()
     base_dir = base_dir if base_dir is not None else scenario.base_dir
     setup, trace, specs = _resolve(scenario, trace, base_dir)

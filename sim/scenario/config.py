@@ -594,6 +594,32 @@ class PricingConfig(Frozen):
         return v
 
 
+DEPLOYMENT_BLOCKS = ("fleet", "engine")  # blocks a deployment merges one level deep (its keys replace the scenario's)
+DEPLOYMENT_WHOLE = ("model", "roofline", "pricing", "slo")  # replaced whole when a deployment gives them
+
+
+class DeploymentConfig(Frozen):
+    """One model served on the platform (`Scenario.deployments`): a colocated or disaggregated fleet of its own, on the
+    shared GPU budget. Its `fleet` and `engine` keys replace the scenario's (one level deep: `fleet: {gpu: a100}` keeps
+    the scenario's router, autoscaler, ...); `model`, `roofline`, `pricing` and `slo` replace the scenario's whole."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    serves: list[str] = Field(default_factory=list, max_length=64)  # the trace's `model` values sent here (default: name)
+    share: float | None = Field(default=None, gt=0)  # a trace without a `model` column: this share of its requests
+    priority: int = Field(default=0, ge=-1000, le=1000)  # with gpu_budget: freed GPUs go to the highest first
+    model: str | None = Field(default=None, min_length=1)
+    fleet: dict[str, Any] = Field(default_factory=dict)
+    engine: dict[str, Any] = Field(default_factory=dict)
+    roofline: dict[str, Any] | None = None
+    pricing: dict[str, Any] | None = None
+    slo: dict[str, Any] | None = None
+
+    @property
+    def names(self) -> list[str]:
+        """The trace's `model` values this deployment serves."""
+        return self.serves or [self.name]
+
+
 class Scenario(Frozen):
     name: str | None = Field(default=None, min_length=1, max_length=200)  # default: the scenario file's name
     model: str = Field(min_length=1)  # a catalog name or a path to a Hugging Face config.json
@@ -606,9 +632,34 @@ class Scenario(Frozen):
     pricing: PricingConfig = PricingConfig()
     slo: SloConfig = SloConfig()
     batch: BatchConfig | None = None  # offline batch jobs (None: batch-class requests of the trace, if any, take its defaults)
+    # several models on one platform (`sim.run.platform`): the top-level blocks are every deployment's defaults
+    deployments: list[DeploymentConfig] = Field(default_factory=list, max_length=64)
+    gpu_budget: dict[str, int] = Field(default_factory=dict)  # GPU name -> GPUs every deployment together holds at once
     _base_dir: Path | None = PrivateAttr(default=None)  # the scenario file's folder: relative paths start there
     _source: str | None = PrivateAttr(default=None)  # the scenario file, for errors found after validation
     _trace_note: str | None = PrivateAttr(default=None)  # what `--trace FILE` made of the scenario's trace
+
+    @model_validator(mode="after")
+    def _platform(self) -> Scenario:
+        names: dict[str, str] = {}
+        for d in self.deployments:
+            for served in d.names:
+                if served in names:
+                    raise ValueError(f"deployments: the model name {served!r} is served by both {names[served]!r} and {d.name!r}")
+                names[served] = d.name
+        if len({d.name for d in self.deployments}) < len(self.deployments):
+            raise ValueError("deployments: each deployment needs a name of its own")
+        shares = [d.share is not None for d in self.deployments]
+        if any(shares) and not all(shares):
+            raise ValueError("deployments: give every deployment a share, or none (then the trace's `model` column decides)")
+        for gpu, n in self.gpu_budget.items():
+            if isinstance(n, bool) or n < 1 or n > MAX_COUNT:
+                raise ValueError(f"gpu_budget.{gpu}: must be an integer in [1, {MAX_COUNT}] (got {n!r})")
+        if self.gpu_budget and not self.deployments:
+            raise ValueError("gpu_budget: a GPU budget is shared by deployments; list them (deployments:) or use fleet.max_gpus")
+        if self.deployments and self.batch is not None:
+            raise ValueError("batch: batch jobs on a platform of several deployments are not modelled (run them per deployment)")
+        return self
 
     @property
     def base_dir(self) -> Path:
@@ -694,6 +745,27 @@ def roofline_config(preset: str | None = None, /, *, base: dict[str, Any] | None
         raise from_validation_error(err, prefix="roofline") from None
 
 
+# --- deployments (several models on one platform) ----------------------------------------------
+def deployment_scenario(scenario: Scenario, i: int, *, base_dir: Path | None = None) -> Scenario:
+    """The scenario's i-th deployment as a scenario of its own: the top-level blocks with the deployment's over them
+    (`DeploymentConfig`), its name the deployment's. Errors name the deployment."""
+    d = scenario.deployments[i]
+    raw = scenario.model_dump(exclude={"deployments", "gpu_budget", "name"}, exclude_unset=True)
+    given = d.model_dump(include={*DEPLOYMENT_BLOCKS, *DEPLOYMENT_WHOLE}, exclude_none=True)
+    for key in DEPLOYMENT_BLOCKS:
+        raw[key] = {**raw.get(key, {}), **given.get(key, {})}
+    for key in DEPLOYMENT_WHOLE:
+        if key in given:
+            raw[key] = merge_preset(given[key], base_dir or scenario.base_dir) if key == "roofline" else given[key]
+    raw["name"] = d.name
+    try:
+        out = Scenario.model_validate(raw)
+    except ValidationError as err:
+        raise from_validation_error(err, where=f"deployments.{i} ({d.name})", data=raw) from None
+    out._base_dir, out._source = scenario._base_dir, scenario._source
+    return out
+
+
 # --- loading -----------------------------------------------------------------------------------
 def parse_config(raw: Any, *, where: str = "<config>", base_dir: Path | None = None) -> Scenario:
     if not isinstance(raw, dict):
@@ -701,10 +773,25 @@ def parse_config(raw: Any, *, where: str = "<config>", base_dir: Path | None = N
     raw = dict(raw)
     if "roofline" in raw:
         raw["roofline"] = merge_preset(raw["roofline"], base_dir)
+    deployments = raw.get("deployments")
+    if isinstance(deployments, list) and deployments and isinstance(deployments[0], dict):
+        first = deployments[0]  # a platform: the first deployment's model and GPU stand in for the top level's if absent
+        if "model" not in raw and first.get("model") is not None:
+            raw["model"] = first["model"]
+        if isinstance(raw.get("fleet", {}), dict) and "gpu" not in raw.get("fleet", {}):
+            gpu = (first.get("fleet") or {}).get("gpu") if isinstance(first.get("fleet") or {}, dict) else None
+            if gpu is not None:
+                raw["fleet"] = {**raw.get("fleet", {}), "gpu": gpu}
     try:
-        return Scenario.model_validate(raw)
+        scenario = Scenario.model_validate(raw)
     except ValidationError as err:
         raise from_validation_error(err, where=where, data=raw) from None
+    for i in range(len(scenario.deployments)):
+        try:
+            deployment_scenario(scenario, i, base_dir=base_dir)
+        except FleetsimError as err:
+            raise FleetsimError(f"{where}: {err}") from None
+    return scenario
 
 
 def parse_set(item: str) -> tuple[list[str], Any]:

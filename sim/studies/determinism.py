@@ -32,6 +32,7 @@ CONSUMERS: dict[str, str] = {  # RunStreams stream -> what in a scenario draws f
     "shortages": "launches failing at random (fleet.capacity.<class>.launch_failure_probability strictly between 0 and 1)",
     "adapters": "LoRA adapters drawn for the trace (an adapters block with more than one adapter or a base share), on the "
     "scenario's trace file or a synthetic trace without its own seed",
+    "models": "a platform's deployment drawn for each request (deployments with shares, more than one of them)",
 }
 
 
@@ -60,6 +61,15 @@ def seed_consumers(scenario: Scenario) -> list[str]:
     from sim.workload.transforms import TraceFile
 
     out: list[str] = []
+    if scenario.deployments:  # a platform: each deployment's draws, and the deployment drawn for each request
+        from sim.scenario.config import deployment_scenario
+
+        if len(scenario.deployments) > 1 and scenario.deployments[0].share is not None:
+            out.append("deployments: shares (a deployment drawn for each request)")
+        for i, d in enumerate(scenario.deployments):
+            sub = deployment_scenario(scenario, i)
+            out += [f"deployments.{i} ({d.name}): {what}" for what in seed_consumers(sub) if not what.startswith("trace")]
+        return [*[w for w in seed_consumers(scenario.model_copy(update={"deployments": []})) if w.startswith("trace")], *out]
     trace = scenario.trace
     if isinstance(trace, SyntheticSpec) and trace.seed is None:
         out.append("trace: a synthetic generator (arrivals)")

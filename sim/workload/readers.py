@@ -252,7 +252,10 @@ def _read_csv(path: Path, layout: CsvLayout, format: str) -> pd.DataFrame:
         raise FleetsimError(f"{path}: the trace has no requests (header only)")
     keep_all = np.concatenate(keep_masks)
     n_failed = int(sum(int(np.sum(o == 0)) for o in outputs)) if format == "burstgpt" else 0
-    extra_cols: dict[str, object] = {c: np.concatenate(v)[keep_all] for c, v in extras.items() if c in OPTIONAL}
+    renamed = {"Model": "model"} if format == "burstgpt" else {}  # (BurstGPT's Model: the schema's `model`)
+    extra_cols: dict[str, object] = {
+        renamed.get(c, c): np.concatenate(v)[keep_all] for c, v in extras.items() if renamed.get(c, c) in OPTIONAL
+    }
     columns = []
     for chunks in (times, prompts, outputs):  # one column at a time, freeing each column's chunks as we go
         column = np.concatenate(chunks)

@@ -15,6 +15,8 @@ optional:
                  a float64 (JSON, pandas) makes neighbours collide, and a collision is a false cache hit.
   adapter        int64 in [0, 2^31 - 1], the LoRA adapter the request names (empty or -1: the base model); kept as
                  int64 with -1 for the base model
+  model          string, the model (a platform's deployment, `deployments[].serves`) the request is for; 1-200
+                 characters (BurstGPT's `Model` column is read as it)
 
 Equal timestamps are legal: real traces log at millisecond resolution or coarser and hold many
 requests that arrive in the same instant; they keep their file order. A decreasing timestamp is an
@@ -41,7 +43,7 @@ from sim.schema import KLASSES  # (the record schema names the request classes)
 from sim.workload.hash_ids import as_column, from_python
 
 REQUIRED = ("arrival_at_s", "prompt_tokens", "output_tokens")
-OPTIONAL = ("request_id", "klass", "priority", "deadline_at_s", "job_id", "prefix_hash_ids", "adapter")
+OPTIONAL = ("request_id", "klass", "priority", "deadline_at_s", "job_id", "prefix_hash_ids", "adapter", "model")
 BASE_MODEL = -1  # the `adapter` of a request for the base model
 MAX_ADAPTER = 2**31 - 1
 MAX_REQUESTS = 100_000_000  # the most requests a generated or transformed trace may hold (about 3 GB as a frame)
@@ -197,10 +199,27 @@ def _check_optional(frame: pd.DataFrame, where: Where) -> None:
         frame["prefix_hash_ids"] = as_column(ids)
     if "adapter" in frame.columns:
         frame["adapter"] = adapter_column(frame["adapter"], where)
+    if "model" in frame.columns:
+        frame["model"] = model_column(frame["model"], where)
     if "request_id" in frame.columns:
         dup = first_bad(frame["request_id"].duplicated().to_numpy())
         if dup is not None:
             raise FleetsimError(f"{where.at(dup)}: request_id must be unique (got {frame['request_id'].iloc[dup]!r} again)")
+
+
+MAX_MODEL_NAME = 200
+
+
+def model_column(series: pd.Series, where: Where) -> np.ndarray:
+    """The `model` column as strings of 1-200 characters (names the row and the value otherwise)."""
+    values = series.to_numpy(dtype=object)
+    ok = np.fromiter((isinstance(v, str) and 0 < len(v.strip()) <= MAX_MODEL_NAME for v in values), dtype=bool, count=len(values))
+    bad = first_bad(~ok)
+    if bad is not None:
+        raise FleetsimError(
+            f"{where.at(bad)}: model must be a name of 1-{MAX_MODEL_NAME} characters (got {_show(series.iloc[bad])})"
+        )
+    return np.array([v.strip() for v in values], dtype=object)
 
 
 def adapter_column(series: pd.Series, where: Where) -> np.ndarray:

@@ -362,6 +362,9 @@ class Pool:
                 self._no_capacity()
                 return
             self._schedule_retry()
+            for f in self.flavors:  # (a platform's GPU budget: tried again when GPUs of its type are given back)
+                if f.supply.budget is not None and f.supply.over_budget():
+                    f.supply.budget.wait(self._retry, f.supply.priority)
 
     def _no_capacity(self) -> None:
         """No replica left and none can ever be launched: the waiting launches are dropped and the requests waiting in

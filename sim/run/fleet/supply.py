@@ -14,14 +14,65 @@ Each replica keeps its class for its life (the bill prices it by class).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import simpy
 
 from sim.errors import FleetsimError
 from sim.physics.prices import INTERRUPTION_BANDS, capacity_price
+from sim.run.clock import LIFECYCLE, call_at
 from sim.scenario.config import HOURS_PER_MONTH, CapacityConfig, PricingConfig, SpotConfig
+
+
+class GpuBudget:
+    """GPUs of each type that every deployment of a platform holds at once (`gpu_budget`; types not named: no limit),
+    as a cluster's GPU quota or node pool bounds them. A launch that would pass its type's budget waits (its pool's
+    `pending`) whatever its capacity classes offer; when GPUs of the type are given back, the waiting pools try again
+    at that instant in the order of their deployment's `priority` (highest first; equal priorities: the one waiting
+    longest first), as the Kubernetes scheduler takes its queue in PriorityClass order: a waiting pool whose replica
+    does not fit the GPUs freed leaves them to the next (no preemption of running replicas)."""
+
+    def __init__(self, env: simpy.Environment, limits: dict[str, int]) -> None:
+        self.env = env
+        self.limits = dict(limits)
+        self.held = dict.fromkeys(self.limits, 0)
+        self.peak = dict.fromkeys(self.limits, 0)
+        self.refused: dict[str, int] = {}  # launch attempts the budget held back, per deployment
+        self._waiting: dict[Callable[[], None], tuple[int, int]] = {}  # a pool's retry -> (-priority, arrival order)
+        self._order = 0
+        self._wake_due = False
+
+    def room(self, gpu: str, n: int) -> bool:
+        limit = self.limits.get(gpu)
+        return limit is None or self.held[gpu] + n <= limit
+
+    def take(self, gpu: str, n: int) -> None:
+        if gpu in self.limits:
+            self.held[gpu] += n
+            self.peak[gpu] = max(self.peak[gpu], self.held[gpu])
+
+    def give_back(self, gpu: str, n: int) -> None:
+        if gpu not in self.limits:
+            return
+        self.held[gpu] -= n
+        if self._waiting and not self._wake_due:
+            self._wake_due = True
+            call_at(self.env, 0.0, LIFECYCLE, self._wake)
+
+    def wait(self, retry: Callable[[], None], priority: int) -> None:
+        """A pool with launches held back by the budget: `retry()` when GPUs are given back."""
+        if retry not in self._waiting:
+            self._waiting[retry] = (-priority, self._order)
+            self._order += 1
+
+    def _wake(self, _event: simpy.Event | None = None) -> None:
+        self._wake_due = False
+        for retry in sorted(self._waiting, key=self._waiting.__getitem__):
+            del self._waiting[retry]  # (a pool still short registers again, at the back of its priority)
+            retry()
 
 
 class Supply:
@@ -31,6 +82,10 @@ class Supply:
         self, *, tp: int, reserved: int, capacity: CapacityConfig | None = None, rng: np.random.Generator | None = None
     ) -> None:
         capacity = capacity if capacity is not None else CapacityConfig()
+        self.budget: GpuBudget | None = None  # a platform's shared GPU budget (`attach`)
+        self.gpu = ""
+        self.priority = 0
+        self.deployment = ""
         self.tp = tp
         self.reserved = reserved
         self.order = capacity.order
@@ -46,9 +101,29 @@ class Supply:
         cap = self.limits[klass].max_replicas
         return cap is None or self.held[klass] < cap
 
+    def attach(self, budget: GpuBudget, gpu: str, *, priority: int, deployment: str) -> None:
+        """Count this pool's replicas (`gpu`, `tp` GPUs each) against a platform's GPU budget."""
+        self.budget, self.gpu, self.priority, self.deployment = budget, gpu, priority, deployment
+
+    def over_budget(self) -> bool:
+        """Would a launch now pass the platform's GPU budget?"""
+        return self.budget is not None and not self.budget.room(self.gpu, self.tp)
+
     def take(self, now: float, *, warm: bool = False) -> str | None:
-        """The class a replica launched now runs on (counted as held), or None when every class is out. `warm`: a
-        replica that exists before the run (no launch to fail)."""
+        """The class a replica launched now runs on (counted as held), or None when every class is out (or the
+        platform's GPU budget is). `warm`: a replica that exists before the run (no launch to fail)."""
+        budget = self.budget
+        if budget is not None:
+            if not budget.room(self.gpu, self.tp):
+                budget.refused[self.deployment] = budget.refused.get(self.deployment, 0) + 1
+                return None
+            klass = self._take(now, warm=warm)
+            if klass is not None:
+                budget.take(self.gpu, self.tp)
+            return klass
+        return self._take(now, warm=warm)
+
+    def _take(self, now: float, *, warm: bool) -> str | None:
         if self.held["reserved"] < self.reserved:
             self.held["reserved"] += 1
             return "reserved"
@@ -81,6 +156,8 @@ class Supply:
     def give_back(self, klass: str) -> None:
         """A replica of `klass` was released."""
         self.held[klass] -= 1
+        if self.budget is not None:
+            self.budget.give_back(self.gpu, self.tp)
 
     def next_try(self, now: float) -> float | None:
         """When a waiting launch may next succeed by a back-off's end: the earliest among classes with room (None: every

@@ -1,0 +1,316 @@
+"""Several models on one GPU budget (`sim.run.platform`): deployments built as fleets of their own on one clock, the
+trace split by its `model` column or by shares, the budget never passed and handed out by priority, records per
+deployment plus the platform's totals, and every bad input one line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import simpy
+import yaml
+from typer.testing import CliRunner
+
+from sim.cli import app
+from sim.errors import FleetsimError
+from sim.results.platform import PlatformResult
+from sim.run.fleet.supply import GpuBudget
+from sim.run.platform import assign, simulate_platform
+from sim.run.simulate import simulate
+from sim.scenario.config import deployment_scenario, parse_config
+from sim.workload import load_trace, validate_frame
+from tests.test_engine_equivalence import assert_same_requests
+
+runner = CliRunner()
+
+TRACE = {
+    "arrivals": {"process": "poisson", "rate_per_s": 4},
+    "duration_s": 60,
+    "prompt_tokens": {"dist": "uniform", "low": 50, "high": 900},
+    "output_tokens": {"dist": "uniform", "low": 5, "high": 120},
+}
+
+
+def platform(**over) -> dict:
+    raw = {
+        "name": "p",
+        "seed": 4,
+        "trace": TRACE,
+        "fleet": {"gpu": "h100", "autoscaler": {"policy": "fixed", "replicas": 1}, "lifecycle": {"cold_start_s": 20}},
+        "pricing": {"usd_per_gpu_hour": 2.0, "billing_granularity_s": 0},
+        "deployments": [
+            {"name": "chat", "model": "llama-3.1-8b", "share": 0.6, "fleet": {"tp": 2}},
+            {"name": "small", "model": "qwen2.5-7b", "share": 0.4},
+        ],
+    }
+    raw.update(over)
+    return raw
+
+
+def held_over_time(result: PlatformResult, gpu: str) -> int:
+    """The most GPUs of `gpu` the deployments' replicas held at once, from their records (a release before a launch
+    at the same instant, as the budget hands a freed GPU on)."""
+    events = []
+    for run in result.deployments.values():
+        r = run.replicas
+        mine = r[r["gpu"] == gpu]
+        for start, end, tp in zip(mine["provision_at_s"], mine["end_at_s"], mine["tp"], strict=True):
+            events += [(float(start), int(tp)), (float(end), -int(tp))]
+    held = peak = 0
+    for _, d in sorted(events, key=lambda e: (e[0], e[1])):
+        held += d
+        peak = max(peak, held)
+    return peak
+
+
+def test_one_deployment_is_the_plain_run():
+    """A platform of one deployment (no random draw in the fleet) gives the plain scenario's records exactly."""
+    plain = {k: v for k, v in platform().items() if k != "deployments"} | {"model": "llama-3.1-8b"}
+    plain["fleet"] = {**plain["fleet"], "tp": 2}
+    alone = simulate(parse_config(plain), measure_capacity=False)
+    one = platform(deployments=[{"name": "chat", "model": "llama-3.1-8b", "share": 1.0, "fleet": {"tp": 2}}])
+    got = simulate_platform(parse_config(one), measure_capacity=False).deployments["chat"]
+    assert_same_requests(got, alone)
+    a, b = got.summary(), alone.summary()
+    for key in ("completed", "billed_gpu_seconds", "cost_usd", "p99_ttft_ms", "mean_tpot_ms", "n_steps"):
+        assert a[key] == b[key], key
+
+
+def test_the_trace_is_split_by_model_and_every_request_is_accounted_for():
+    frame = validate_frame(
+        pd.DataFrame(
+            {
+                "arrival_at_s": np.arange(30) * 0.5,
+                "prompt_tokens": np.full(30, 100),
+                "output_tokens": np.full(30, 10),
+                "model": ["gpt-a", "gpt-b", "other-b"] * 10,
+            }
+        )
+    )
+    raw = platform(
+        deployments=[
+            {"name": "a", "model": "llama-3.1-8b", "serves": ["gpt-a"]},
+            {"name": "b", "model": "qwen2.5-7b", "serves": ["gpt-b", "other-b"]},
+        ]
+    )
+    sc = parse_config(raw)
+    assert assign(sc, frame).tolist() == [0, 1, 1] * 10
+    result = simulate_platform(sc, frame, measure_capacity=False)
+    s = result.summary()
+    assert [len(r.requests) for r in result.deployments.values()] == [10, 20]
+    assert s["requests"] == 30 and s["completed"] == 30
+    assert s["total_output_tokens"] == 300
+    # each deployment's requests at the instants the trace gave them (one clock)
+    assert result.deployments["a"].requests["arrival_at_s"].tolist() == (np.arange(0, 30, 3) * 0.5).tolist()
+    # totals are the deployments' sums; $/1K the platform's cost over its tokens
+    per = s["deployments"]
+    assert s["cost_usd"] == pytest.approx(per["a"]["cost_usd"] + per["b"]["cost_usd"])
+    assert s["usd_per_1k_tokens"] == pytest.approx(s["cost_usd"] / (s["total_input_tokens"] + s["total_output_tokens"]) * 1000)
+    # one GPU each (TP 1, fixed) from 0 s to the platform's end (granularity 0): billed by hand
+    assert s["billed_gpu_seconds"] == pytest.approx(2 * s["duration"])
+
+
+def test_shares_draw_the_deployment_of_each_request_deterministically():
+    sc = parse_config(platform())
+    frame = validate_frame(pd.DataFrame({"arrival_at_s": np.arange(4000.0), "prompt_tokens": 10, "output_tokens": 2}))
+    which = assign(sc, frame)
+    assert np.array_equal(which, assign(sc, frame))
+    assert abs(np.mean(which == 0) - 0.6) < 0.03  # the shares, within sampling error (n = 4,000)
+
+
+def test_the_budget_is_never_passed_and_holds_launches_back():
+    auto = {
+        "policy": "hpa",
+        "metric": "outstanding_per_replica",
+        "target": 4,
+        "min_replicas": 1,
+        "max_replicas": 4,
+        "interval_s": 5,
+        "scale_down_stabilization_s": 30,
+    }
+    burst = {**TRACE, "arrivals": {"process": "poisson", "rate_per_s": 40}, "duration_s": 120}
+    raw = platform(trace=burst, fleet={**platform()["fleet"], "autoscaler": auto}, gpu_budget={"h100-sxm": 5})
+    result = simulate_platform(parse_config(raw), measure_capacity=False)
+    s = result.summary()
+    assert s["completed"] == s["requests"]
+    assert held_over_time(result, "h100-sxm") <= 5
+    assert s["gpu_budget"]["h100-sxm"] == {"gpus": 5, "peak_held": 5}
+    assert sum(s["launches_held_back"].values()) > 0
+    # without the budget the same load takes more GPUs at once (the budget bound something)
+    free = simulate_platform(parse_config({**raw, "gpu_budget": {}}), measure_capacity=False)
+    assert held_over_time(free, "h100-sxm") > 5
+
+
+def test_freed_gpus_go_to_the_highest_priority_waiting_first():
+    """hog gives a GPU back at 100 s; low asked for one at 30 s, high at 60 s: high gets it."""
+
+    def sched(*table):
+        return {
+            "policy": "scheduled",
+            "min_replicas": 1,
+            "max_replicas": 2,
+            "interval_s": 10,
+            "table": [{"at_s": t, "replicas": n} for t, n in table],
+        }
+
+    frame = validate_frame(
+        pd.DataFrame(
+            {
+                "arrival_at_s": [0.0, 150.0, 150.0, 150.0],
+                "prompt_tokens": 100,
+                "output_tokens": 5,
+                "model": ["hog", "hog", "low", "high"],
+            }
+        )
+    )
+    raw = platform(
+        fleet={"gpu": "h100", "lifecycle": {"cold_start_s": 10, "start": "warm"}},
+        gpu_budget={"h100": 4},
+        deployments=[
+            {"name": "hog", "model": "qwen2.5-7b", "fleet": {"autoscaler": {**sched((0, 2), (95, 1)), "initial_replicas": 2}}},
+            {"name": "low", "model": "qwen2.5-7b", "fleet": {"autoscaler": sched((0, 1), (25, 2))}},
+            {"name": "high", "model": "qwen2.5-7b", "priority": 5, "fleet": {"autoscaler": sched((0, 1), (55, 2))}},
+        ],
+    )
+    result = simulate_platform(parse_config(raw), frame, measure_capacity=False)
+    launched = {name: sorted(r.replicas["provision_at_s"].tolist()) for name, r in result.deployments.items()}
+    assert launched["high"] == [0.0, 100.0]  # the GPU hog freed at its 100 s tick, though low waited longer
+    assert launched["low"] == [0.0]  # still waiting: nothing freed after
+    assert launched["hog"] == [0.0, 0.0]
+    assert result.summary()["launches_held_back"]["low"] >= 1
+
+
+def test_budget_waiters_are_tried_by_priority_then_by_arrival():
+    env = simpy.Environment()
+    budget = GpuBudget(env, {"h100-sxm": 2})
+    budget.take("h100-sxm", 2)
+    calls = []
+    budget.wait(lambda: calls.append("a0"), 0)
+    budget.wait(lambda: calls.append("b3"), 3)
+    budget.wait(lambda: calls.append("c0"), 0)
+    budget.wait(lambda: calls.append("d3"), 3)
+    assert not budget.room("h100-sxm", 1) and budget.room("l40s", 99)  # (a type not in the budget: no limit)
+    budget.give_back("h100-sxm", 1)
+    env.run()
+    assert calls == ["b3", "d3", "a0", "c0"]
+    assert budget.held["h100-sxm"] == 1 and budget.peak["h100-sxm"] == 2
+
+
+def test_runs_are_deterministic_and_deployments_draw_apart():
+    raw = platform(fleet={**platform()["fleet"], "router": "power_of_two", "autoscaler": {"policy": "fixed", "replicas": 2}})
+    a = simulate_platform(parse_config(raw), measure_capacity=False).summary()
+    b = simulate_platform(parse_config(raw), measure_capacity=False).summary()
+    assert json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+    from sim.streams import RunStreams
+
+    x, y = RunStreams(4, domain="chat").generator("router"), RunStreams(4, domain="small").generator("router")
+    assert x.random() != y.random()
+
+
+def test_deployment_blocks_merge_over_the_scenario():
+    sc = parse_config(
+        platform(
+            engine={"max_num_seqs": 64, "policy": "chunked"},
+            deployments=[
+                {"name": "a", "model": "llama-3.1-8b", "share": 1, "engine": {"max_num_seqs": 8}, "slo": {"ttft_ms": 500}},
+                {"name": "b", "model": "qwen2.5-7b", "share": 1, "fleet": {"gpu": "l40s", "router": "round_robin"}},
+            ],
+        )
+    )
+    a, b = deployment_scenario(sc, 0), deployment_scenario(sc, 1)
+    assert (a.engine.max_num_seqs, a.engine.policy, a.slo.ttft_ms, a.fleet.gpu) == (8, "chunked", 500, "h100")
+    assert (b.engine.max_num_seqs, b.fleet.gpu, b.fleet.router, b.fleet.lifecycle.cold_start_s) == (64, "l40s", "round_robin", 20)
+    assert (a.name, b.model) == ("a", "qwen2.5-7b")
+
+
+def test_a_deployment_no_request_is_for_is_billed_all_the_same():
+    frame = validate_frame(pd.DataFrame({"arrival_at_s": [0.0, 5.0], "prompt_tokens": 10, "output_tokens": 3, "model": "chat"}))
+    result = simulate_platform(parse_config(platform()), frame, measure_capacity=False)
+    s = result.summary()
+    assert s["deployments"]["small"]["completed"] == 0 and s["completed"] == 2
+    assert s["deployments"]["small"]["billed_gpu_seconds"] == pytest.approx(s["duration"])
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"gpu_budget": {"h100": 2}}, "gpu_budget.h100-sxm: 2 GPUs cannot hold deployment 'chat'"),
+        ({"gpu_budget": {"h200x": 4}}, "gpu_budget.h200x: unknown gpu 'h200x'"),
+        ({"gpu_budget": {"h100": 0}}, "gpu_budget.h100: must be an integer in [1,"),
+        (
+            {"deployments": [{"name": "a", "model": "llama-3.1-8b"}, {"name": "b", "model": "qwen2.5-7b", "serves": ["a"]}]},
+            "the model name 'a' is served by both 'a' and 'b'",
+        ),
+        (
+            {"deployments": [{"name": "a", "model": "llama-3.1-8b", "share": 1}, {"name": "b", "model": "qwen2.5-7b"}]},
+            "give every deployment a share, or none",
+        ),
+        (
+            {"deployments": [{"name": "a", "model": "llama-3.1-8b"}, {"name": "b", "model": "qwen2.5-7b"}]},
+            "the trace has no `model` column",
+        ),
+        (
+            {"deployments": [{"name": "a", "model": "llama-3.1-70b", "share": 1, "fleet": {"gpu": "l4"}}]},
+            "deployments.0 (a):",
+        ),
+        (
+            {"deployments": [{"name": "a", "model": "llama-3.1-8b", "share": 1, "fleet": {"tp": 3}}]},
+            "deployments.0 (a): fleet.tp",
+        ),
+        ({"deployments": [{"name": "a b", "model": "llama-3.1-8b"}]}, "deployments[0].name"),
+        ({"batch": {"jobs": []}}, "batch jobs on a platform of several deployments are not modelled"),
+    ],
+)
+def test_bad_platforms_end_in_one_line(tmp_path, change, message):
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(platform(**change)))
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["run", str(path), "--out", str(out)])
+    assert r.exit_code == 2, r.output
+    assert message in r.stderr and "Traceback" not in r.output
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_a_request_for_a_model_no_deployment_serves_is_an_error(tmp_path):
+    (tmp_path / "t.csv").write_text("arrival_at_s,prompt_tokens,output_tokens,model\n0,10,2,chat\n1,10,2,nobody\n")
+    raw = platform(trace="t.csv", deployments=[{"name": "chat", "model": "llama-3.1-8b"}])
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(raw))
+    r = runner.invoke(app, ["run", str(tmp_path / "p.yaml"), "--out", str(tmp_path / "run")])
+    assert r.exit_code == 2
+    assert "request 1 is for model 'nobody', which no deployment serves (they serve: chat" in r.stderr
+    (tmp_path / "t.csv").write_text("arrival_at_s,prompt_tokens,output_tokens,model\n0,10,2,chat\n1,10,2,\n")
+    r = runner.invoke(app, ["run", str(tmp_path / "p.yaml"), "--out", str(tmp_path / "run")])
+    assert r.exit_code == 2 and "t.csv line 3: model must be a name of 1-200 characters" in r.stderr
+
+
+def test_burstgpt_models_are_read_as_the_model_column(tmp_path):
+    path = tmp_path / "b.csv"
+    path.write_text(
+        "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+        "0,ChatGPT,100,20,120,Conversation log\n1,GPT-4,50,0,50,Conversation log\n2,GPT-4,80,30,110,API log\n"
+    )
+    frame = load_trace(path)
+    assert frame["model"].tolist() == ["ChatGPT", "GPT-4"]  # (the failed request, 0 tokens out, dropped)
+
+
+def test_cli_writes_a_platform_folder_that_report_reads_back(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(platform(gpu_budget={"h100": 3})))
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["run", str(path), "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    printed = json.loads(r.stdout)
+    assert set(printed["deployments"]) == {"chat", "small"}
+    assert (out / ".fleetsim-run").is_file() and (out / "deployments" / "chat" / "requests.parquet").is_file()
+    again = runner.invoke(app, ["report", str(out), "--json"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout) == printed
+    one = runner.invoke(app, ["report", str(out / "deployments" / "small"), "--json"])  # a deployment: a run folder
+    assert one.exit_code == 0 and json.loads(one.stdout)["completed"] == printed["deployments"]["small"]["completed"]
+    text = runner.invoke(app, ["run", str(path), "--out", str(out)])
+    assert text.exit_code == 0 and "GPU budget h100-sxm (most held / GPUs):" in text.stdout
+    with pytest.raises(FleetsimError, match="simulate_platform"):
+        simulate(parse_config(platform()))
