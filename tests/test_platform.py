@@ -314,3 +314,30 @@ def test_cli_writes_a_platform_folder_that_report_reads_back(tmp_path):
     assert text.exit_code == 0 and "GPU budget h100-sxm (most held / GPUs):" in text.stdout
     with pytest.raises(FleetsimError, match="simulate_platform"):
         simulate(parse_config(platform()))
+
+
+def test_model_names_of_digits_are_names(tmp_path):
+    (tmp_path / "t.csv").write_text("arrival_at_s,prompt_tokens,output_tokens,model\n0,10,2,1\n1,10,2,2\n")
+    frame = load_trace(tmp_path / "t.csv")
+    assert frame["model"].tolist() == ["1", "2"]
+    (tmp_path / "u.csv").write_text("arrival_at_s,prompt_tokens,output_tokens,model\n0,10,2,1.5\n1,10,2,2\n")
+    with pytest.raises(FleetsimError, match="u.csv line 2: model must be a name of 1-200 characters"):
+        load_trace(tmp_path / "u.csv")
+
+
+def test_the_platform_page_has_a_section_per_deployment_and_unique_ids(tmp_path):
+    import re
+
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(platform(gpu_budget={"h100": 3})))
+    page = tmp_path / "p.html"
+    r = runner.invoke(app, ["run", str(path), "--out", str(tmp_path / "run"), "--html", str(page)])
+    assert r.exit_code == 0, r.output
+    text = page.read_text()
+    ids = re.findall(r' id="([^"]+)"', text)
+    assert len(ids) == len(set(ids))
+    assert {"deployment-chat", "deployment-small", "chat-summary", "small-states", "deployments", "budget"} <= set(ids)
+    assert text.count("<h2>Deployment ") == 2 and 'href="#deployment-chat"' in text
+    again = tmp_path / "q.html"
+    assert runner.invoke(app, ["report", str(tmp_path / "run"), "--html", str(again)]).exit_code == 0
+    assert again.read_text().count("<section") == 2

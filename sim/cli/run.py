@@ -286,12 +286,12 @@ def run(
     console = Console(stderr=True)
     show = progress and not as_json and console.is_terminal
     if scenario.deployments:  # a platform: several deployments on one GPU budget
-        if plot is not None or html_file is not None:
+        if plot is not None:
             raise FleetsimError(
-                "--plot/--html: a platform run draws each deployment on its own: `fleetsim report "
-                f"{out_dir}/deployments/NAME --html FILE` after this run"
+                f"--plot: a platform run draws each deployment on its own: `fleetsim report {out_dir}/deployments/NAME "
+                "--html FILE` after this run, or --html FILE for the platform's page"
             )
-        _run_platform(scenario, config, out_dir, as_json=as_json, capacity=capacity, force=force)
+        _run_platform(scenario, config, out_dir, as_json=as_json, capacity=capacity, force=force, html_file=html_file)
         return
     if show:
         with Progress(
@@ -357,7 +357,9 @@ def run(
     sys.stdout.flush()
 
 
-def _run_platform(scenario: Scenario, config: Path, out_dir: Path, *, as_json: bool, capacity: bool, force: bool) -> None:
+def _run_platform(
+    scenario: Scenario, config: Path, out_dir: Path, *, as_json: bool, capacity: bool, force: bool, html_file: Path | None
+) -> None:
     from sim.results.report import write_platform
     from sim.run.platform import simulate_platform
 
@@ -365,6 +367,10 @@ def _run_platform(scenario: Scenario, config: Path, out_dir: Path, *, as_json: b
         typer.echo(f"note: {scenario.trace_note}", err=True)
     result = simulate_platform(scenario, base_dir=config.parent, measure_capacity=capacity)
     summary = result.summary()
+    if html_file is not None:  # (before the run folder: a run folder is the last thing written)
+        from sim.results.html_report import render_platform_html
+
+        write_text_atomically(html_file, render_platform_html(result, summary))
     write_platform(result, out_dir, summary=summary, force=force)
     if as_json:
         emit_json(summary)
@@ -462,12 +468,16 @@ def report(
     from sim.results.platform import PlatformResult, is_platform_folder
 
     if is_platform_folder(run_dir):
-        if openmetrics is not None or html_file is not None:
+        if openmetrics is not None:
             raise FleetsimError(
-                f"--openmetrics/--html: {run_dir} is a platform run; give one deployment's folder, {run_dir}/deployments/NAME"
+                f"--openmetrics: {run_dir} is a platform run; give one deployment's folder, {run_dir}/deployments/NAME"
             )
         platform = PlatformResult.load(run_dir)
         summary = platform.summary()
+        if html_file is not None:
+            from sim.results.html_report import render_platform_html
+
+            write_text_atomically(html_file, render_platform_html(platform, summary))
         if as_json:
             emit_json(summary)
         else:

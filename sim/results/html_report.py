@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from sim.physics.prices import api_price
+from sim.results.platform import PlatformResult
 from sim.results.plots import FONT, OUTSIDE, pyplot, replicas_by_state
 from sim.results.result import SimResult
 from sim.workload.stats import describe
@@ -323,11 +324,9 @@ def _latency_tables(s: dict[str, Any], classes: dict[str, dict[str, Any]]) -> li
     return out
 
 
-def render_html(result: SimResult, summary: dict[str, Any] | None = None) -> str:
-    """The page (a string); `summary` defaults to `result.summary()`."""
-    s = summary if summary is not None else result.summary()
+def _run_sections(result: SimResult, s: dict[str, Any]) -> list[str]:
+    """A run's sections of its page: scenario, summary, latency, timeline, GPU time and cost, breakdowns."""
     meta = result.meta
-    title = f"{s.get('scenario') or 'fleetsim run'}: {meta['model']}, {s['fleet']}"
     classes = s.get("by_class") or {}
     apart = "batch" in classes  # batch work: interactive latency and the SLO over interactive requests only
     latency_tables = _latency_tables(s, classes if apart else {})
@@ -390,14 +389,7 @@ def render_html(result: SimResult, summary: dict[str, Any] | None = None) -> str
         + "</tbody></table>"
     )
     extra = _breakdowns(s, meta)
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>",
-        f"<h1>{_e(title)}</h1>",
-        f'<p class="note">fleetsim {_e(meta["fleetsim_version"])}; a simulated run: every figure follows from the scenario '
-        "and its seed.</p>",
+    return [
         "<h2>Scenario</h2>",
         f'<p id="scenario">{scenario_words(result, s)}</p>',
         "<h2>Summary</h2>",
@@ -414,6 +406,86 @@ def render_html(result: SimResult, summary: dict[str, Any] | None = None) -> str
         util_table,
         _table("Dollars per 1K tokens", ["", "prompt", "completion", "all tokens"], price_rows, "prices"),
         *extra,
+    ]
+
+
+def _page(title: str, version: str, body: list[str]) -> str:
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{_e(title)}</h1>",
+        f'<p class="note">fleetsim {_e(version)}; a simulated run: every figure follows from the scenario and its seed.</p>',
+        *body,
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
+
+
+def render_html(result: SimResult, summary: dict[str, Any] | None = None) -> str:
+    """The page (a string); `summary` defaults to `result.summary()`."""
+    s = summary if summary is not None else result.summary()
+    title = f"{s.get('scenario') or 'fleetsim run'}: {result.meta['model']}, {s['fleet']}"
+    return _page(title, result.meta["fleetsim_version"], _run_sections(result, s))
+
+
+def render_platform_html(result: PlatformResult, summary: dict[str, Any] | None = None) -> str:
+    """A platform's page: a table of its deployments and totals, its GPU budget, then a section per deployment (each
+    what a run's own page shows, its headings a level down and its element ids prefixed with its name)."""
+    s = summary if summary is not None else result.summary()
+    per = s["deployments"]
+    rows = []
+    for name, d in per.items():
+        meta = result.deployments[name].meta
+        rows.append(
+            [
+                f'<a href="#deployment-{_e(name)}">{_e(name)}</a>',
+                _e(f"{meta['model']}, {d['fleet']}"),
+                f"{d['completed']:,} / {d['completed'] + d['rejected'] + d['in_flight']:,}",
+                _num(d["p99_ttft_ms"]),
+                _num(d["p99_tpot_ms"]),
+                _pct(d["slo_attainment"]),
+                _num(d["billed_gpu_seconds"] / 3600, "{:,.3f}"),
+                _num(d["cost_usd"], "${:,.4f}"),
+                _num(d["usd_per_1k_tokens"], "${:.5f}"),
+                _pct(d["throughput_utilization"]),
+            ]
+        )
+    rows.append(
+        [
+            "platform",
+            "",
+            f"{s['completed']:,} / {s['requests']:,}",
+            "",
+            "",
+            _pct(s["slo_attainment"]),
+            _num(s["billed_gpu_seconds"] / 3600, "{:,.3f}"),
+            _num(s["cost_usd"], "${:,.4f}"),
+            _num(s["usd_per_1k_tokens"], "${:.5f}"),
+            _pct(s["throughput_utilization"]),
+        ]
+    )
+    head = ["deployment", "model, fleet", "completed / all", "P99 TTFT (ms)", "P99 TPOT (ms)", "within the SLO"]
+    head += ["GPU-hours", "USD", "USD per 1K tokens", "throughput utilization"]
+    table = (
+        '<table id="deployments"><caption>Deployments and the platform</caption><thead><tr>'
+        + "".join(f'<th scope="col">{_e(h)}</th>' for h in head)
+        + "</tr></thead><tbody>"
+        + "".join(f'<tr><th scope="row">{r[0]}</th>' + "".join(f"<td>{c}</td>" for c in r[1:]) + "</tr>" for r in rows)
+        + "</tbody></table>"
+    )
+    held = s["launches_held_back"]
+    budget_rows = [[gpu, f"{row['gpus']:,}", f"{row['peak_held']:,}"] for gpu, row in s["gpu_budget"].items()]
+    body = ["<h2>Platform</h2>", table]
+    if budget_rows:
+        body.append(_table("GPU budget", ["GPU type", "GPUs", "most held at once"], budget_rows, "budget"))
+        body.append(
+            '<p class="note">Launch tries the budget held back: ' + _e(", ".join(f"{k} {v}" for k, v in held.items())) + ".</p>"
+        )
+    for name, run in result.deployments.items():
+        section = "\n".join(_run_sections(run, per[name]))
+        section = section.replace("<h2>", "<h3>").replace("</h2>", "</h3>").replace(' id="', f' id="{_e(name)}-')
+        body += [f'<section id="deployment-{_e(name)}">', f"<h2>Deployment {_e(name)}</h2>", section, "</section>"]
+    version = next(iter(result.deployments.values())).meta["fleetsim_version"]
+    return _page(f"{s.get('scenario') or 'fleetsim platform'}: {len(per)} deployments", version, body)

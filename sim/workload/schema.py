@@ -211,8 +211,11 @@ MAX_MODEL_NAME = 200
 
 
 def model_column(series: pd.Series, where: Where) -> np.ndarray:
-    """The `model` column as strings of 1-200 characters (names the row and the value otherwise)."""
+    """The `model` column as strings of 1-200 characters (names the row and the value otherwise); integer names (a CSV
+    column of digits, read as numbers) are kept as their digits."""
     values = series.to_numpy(dtype=object)
+    if series.dtype.kind in "iu":
+        values = np.array([str(v) for v in values], dtype=object)
     ok = np.fromiter((isinstance(v, str) and 0 < len(v.strip()) <= MAX_MODEL_NAME for v in values), dtype=bool, count=len(values))
     bad = first_bad(~ok)
     if bad is not None:
