@@ -93,6 +93,10 @@ REPLICA_COLUMNS: dict[str, str] = {
     "requeued": "int64",
     "tokens_lost": "int64",
     "lost_s": "float64",
+    # sleep mode (fleet.lifecycle.sleep): a sleeping replica woken (its loading: the wake), or one that fell asleep at its
+    # end (its last draining seconds: its weights offloaded)
+    "woke": "bool",
+    "slept": "bool",
 }
 
 # timeline.parquet: the fleet sampled every `fleet.timeline_interval_s`
@@ -146,6 +150,7 @@ SUMMARY_KEYS: tuple[str, ...] = (
     "throughput_utilization_rel_se",
     "replicas_max",
     "replicas_launched",
+    "replicas_woken",
     "replicas_failed",
     "replicas_reclaimed",
     "requests_requeued",

@@ -1,7 +1,7 @@
 """Every feature with every other (hypothesis): colocated or disaggregated x batch jobs (none, backfilled, a
 dedicated pool; with or without the guard) x prefix caching x speculative decoding x LoRA adapters (not with speculation:
 refused) x every router x every
-autoscaler x the router's cap, on random traces. On each: requests conserved; every token the engine emitted
+autoscaler x the router's cap x sleep mode, on random traces; and platforms of 1-3 such deployments on one GPU budget. On each: requests conserved; every token the engine emitted
 accounted for (the gap record holds one gap per token after a request's first, counted by the engine, not copied
 from the trace); every replica's KV blocks back to zero (or to its cache's unpinned entries) and nothing held for a
 transfer; GPU-seconds billed = the replicas' lives recomputed from their instants; and the fast-forwarded engine
@@ -88,12 +88,14 @@ SPECULATION = {
 HASH_TOKENS = 64
 
 
-def trace(seed: int, n: int, rate: float, *, prefixes: bool, adapters: bool = False) -> pd.DataFrame:
+def trace(seed: int, n: int, rate: float, *, prefixes: bool, adapters: bool = False, gap: float = 0.0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
+    t = np.cumsum(rng.exponential(1 / rate, n))
+    t[n // 2 :] += gap  # (a lull mid-trace: autoscalers scale down, then up again — sleepers wake)
     frame = validate_frame(
         pd.DataFrame(
             {
-                "arrival_at_s": np.cumsum(rng.exponential(1 / rate, n)),
+                "arrival_at_s": t,
                 "prompt_tokens": rng.integers(1, 300, n),
                 "output_tokens": rng.integers(1, 60, n),
             }
@@ -141,6 +143,8 @@ def scenario(draw: dict, fast_forward: bool) -> dict:
         "timeline_interval_s": 1.0,
         "lifecycle": {"provision_s": 1.5, "image_pull_s": 0.5, "load_gb_per_s": 64.0, "warmup_s": 0.2},
     }
+    if draw.get("sleep"):  # sleep mode: scaled-down replicas sleep (their weights out at 8 GB/s), launches wake them
+        fleet["lifecycle"]["sleep"] = {"level": draw["sleep"], "host_to_gpu_gb_per_s": 8.0, "max_sleeping": 1}
     capacity = None
     if draw["hazards"] != "none":
         at = draw["hazard_at_s"]
@@ -209,7 +213,7 @@ FOUND = dict(
     mode="colocated", batch="none", guard=False, n_batch=1, submit_at_s=0.0, prefix=True, router="round_robin",
     autoscaler="fixed", cap=None, engine_policy="chunked", preempt_for_priority=False, blocks=40, logits="sampled",
     kv_memory="vllm", eager=False, spot_max=None, on_demand_first=False, launch_failure=0.0, on_demand_max=None,
-    reserved=0, fallback=None, capacity_of="fleet", link="fast", lora=0, long_prefill=48,
+    reserved=0, fallback=None, capacity_of="fleet", link="fast", lora=0, long_prefill=48, sleep=0, gap=0.0,
 )  # fmt: skip
 
 
@@ -246,6 +250,8 @@ DRAW = st.fixed_dictionaries(
         "link": st.sampled_from(["fast", "slow"]),  # (slow: transfers on the wire when a replica is lost)
         "lora": st.sampled_from([0, 1, 3]),  # LoRA's max_loras (0: off)
         "long_prefill": st.sampled_from([0, 48]),  # chunked: a request's most prompt tokens a step (0: no cap)
+        "sleep": st.sampled_from([0, 1, 2]),  # sleep mode's level (0: off)
+        "gap": st.sampled_from([0.0, 40.0]),  # a lull mid-trace (s)
     }
 )
 
@@ -260,7 +266,7 @@ DRAW = st.fixed_dictionaries(
     draw={**FOUND, "seed": 1, "speculation": "off", "n": 10, "rate": 3.0, "hazards": "both", "hazard_at_s": [0.0]}
 )  # fmt: skip
 def test_every_combination_conserves_and_matches_the_reference(draw):
-    frame = trace(draw["seed"], draw["n"], draw["rate"], prefixes=draw["prefix"], adapters=draw["lora"] > 0)
+    frame = trace(draw["seed"], draw["n"], draw["rate"], prefixes=draw["prefix"], adapters=draw["lora"] > 0, gap=draw["gap"])
     raw = scenario(draw, fast_forward=True)
     result, engines = simulate_and_inspect(raw, frame)
     r = result.requests

@@ -321,7 +321,7 @@ def test_model_names_of_digits_are_names(tmp_path):
     frame = load_trace(tmp_path / "t.csv")
     assert frame["model"].tolist() == ["1", "2"]
     (tmp_path / "u.csv").write_text("arrival_at_s,prompt_tokens,output_tokens,model\n0,10,2,1.5\n1,10,2,2\n")
-    with pytest.raises(FleetsimError, match="u.csv line 2: model must be a name of 1-200 characters"):
+    with pytest.raises(FleetsimError, match=r"u\.csv line 2: model must be a name of 1-200 characters"):
         load_trace(tmp_path / "u.csv")
 
 

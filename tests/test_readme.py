@@ -247,3 +247,19 @@ def test_readme_platform_block_and_budget_table_match_cli_output(tmp_path):
         reps = f"{d['chat']['replicas_launched']} / {d['chat']['replicas_max']}"
         row = f"| {budget} | {att} | {reps} | {s['billed_gpu_seconds'] / 3600:.2f} | {s['cost_usd']:.2f} |"
         assert row in readme, row
+
+
+def test_readme_swap_table_matches_cli_output(tmp_path):
+    import json
+
+    readme = (REPO / "README.md").read_text()
+    config = REPO / "configs" / "swap.yaml"
+    for window, sleep, label in ((6, "{level: 1, initial_sleeping: 1}", "level 1"), (60, "null", "none (cold starts)")):
+        sets = ["--set", f"fleet.autoscaler.stable_window_s={window}", "--set", f"fleet.lifecycle.sleep={sleep}"]
+        r = CliRunner().invoke(app, ["run", str(config), *sets, "--out", str(tmp_path / f"w{window}"), "--json"])
+        s = json.loads(r.stdout)
+        d = s["deployments"].values()
+        p99 = " / ".join(f"{x['p99_ttft_ms']:.0f}" for x in d)
+        woken = f"{sum(x['replicas_woken'] for x in d)} / {sum(x['replicas_launched'] for x in d)}"
+        row = f"| {window} | {label} | {s['slo_attainment']:.3f} | {p99} | {woken} | {s['billed_gpu_seconds'] / 3600:.3f} | {s['cost_usd']:.2f} |"
+        assert row in readme, row

@@ -151,6 +151,8 @@ def fleet_lines(summary: dict[str, Any]) -> list[str]:
     billed = summary["billed_gpu_seconds"]
     lines = ["{s:{c}^50}".format(s="Fleet and cost", c="-")]
     lines.append(_line("Replicas launched / most ready:", f"{summary['replicas_launched']} / {summary['replicas_max']}"))
+    if summary["replicas_woken"]:
+        lines.append(_line("  of the launches, woken from sleep:", summary["replicas_woken"]))
     lines.append(_line("Billed GPU-hours:", billed / 3600, "{:.3f}"))
     for state in ("busy", "idle", "provisioning", "loading", "draining", "billing_rounding", "reserved_unused"):
         if states[state] > 0:

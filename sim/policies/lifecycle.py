@@ -70,6 +70,44 @@ def _mean(duration: Duration) -> float:
     return float(duration)
 
 
+PCIE_HOST_TO_GPU_GB_PER_S = 25.0  # PCIe Gen4 x16's effective host-to-device copy rate (its 32 GB/s, less protocol overhead)
+
+
+class SleepConfig(Frozen):
+    """vLLM's sleep mode (`--enable-sleep-mode`; blog.vllm.ai/2025/10/26/sleep-mode.html): a replica the autoscaler
+    scales down falls asleep instead of exiting — its KV cache dropped, its weights offloaded to host memory (level 1)
+    or discarded (level 2), its GPUs freed for another model — and a later scale-up wakes it instead of a cold start:
+    the process, its CUDA graphs and compiled kernels kept, so no provisioning, image pull or warm-up; level 1 copies
+    each GPU's shard of the weights back at `host_to_gpu_gb_per_s`, level 2 reloads the weights from the page cache (the
+    `host_ram` storage tier). Falling asleep at level 1 copies the shards out at the same rate (the replica drains that
+    long, holding its GPUs); level 2 frees them at once. A sleeping replica holds host memory, not GPUs: at most
+    `max_sleeping` per pool sleep (None: no cap), `initial_sleeping` of them from the start (loaded and put to sleep before
+    the trace: a swapping platform's models, all resident in host memory); it wakes on any free GPUs of its type (the
+    layout of model-swapping platforms, where each node keeps every model's process). The blog measures 0.1-6 s wakes (level 1) and 0.8-2.6 s
+    (level 2) against 30-100+ s reloads for 0.6B-235B models on A4000-A100."""
+
+    level: Literal[1, 2] = 1
+    max_sleeping: int | None = Field(default=None, ge=0, le=100_000)
+    host_to_gpu_gb_per_s: float = Field(default=PCIE_HOST_TO_GPU_GB_PER_S, gt=0)
+    initial_sleeping: int = Field(default=0, ge=0, le=100_000)  # replicas loaded and put to sleep before the trace starts
+
+    @model_validator(mode="after")
+    def _initial_fit(self) -> SleepConfig:
+        if self.max_sleeping is not None and self.initial_sleeping > self.max_sleeping:
+            raise ValueError(f"initial_sleeping must be <= max_sleeping (got {self.initial_sleeping} > {self.max_sleeping})")
+        return self
+
+    def wake_s(self, weight_bytes: float, tp: int) -> float:
+        """Seconds from a wake-up call to ready: the weights back on the GPUs."""
+        if self.level == 1:
+            return weight_bytes / tp / (self.host_to_gpu_gb_per_s * 1e9)
+        return weight_bytes / (STORAGE_TIERS["host_ram"][0] * 1e9)
+
+    def sleep_s(self, weight_bytes: float, tp: int) -> float:
+        """Seconds from a sleep call to the GPUs freed: level 1 copies the weights out first."""
+        return weight_bytes / tp / (self.host_to_gpu_gb_per_s * 1e9) if self.level == 1 else 0.0
+
+
 class LifecycleConfig(Frozen):
     """Cold-start stages. Defaults: ~5 minutes for a 70B model from local NVMe (assumptions: node
     provisioning 2 min, an image pull of 1 min, CUDA-graph warm-up 30 s)."""
@@ -83,6 +121,7 @@ class LifecycleConfig(Frozen):
     # the whole cold start as one figure, for who knows only the total: it replaces the four stages (and
     # is billed and sampled as provisioning)
     cold_start_s: Duration | None = None
+    sleep: SleepConfig | None = None  # scaled-down replicas sleep and wake instead of exiting and cold-starting
 
     @model_validator(mode="after")
     def _total_or_stages(self) -> LifecycleConfig:

@@ -279,6 +279,7 @@ class SimResult:
         t = self.timeline
         out["replicas_max"] = int(t["replicas_ready"].max()) if len(t) else len(served_by)
         out["replicas_launched"] = len(reps)
+        out["replicas_woken"] = int(reps["woke"].sum())  # (sleep mode: launches that woke a sleeping replica)
         out |= loss_summary(reps, int(meta["tp"]), {n: int(p["tp"]) for n, p in (meta.get("pools") or {}).items()})
         out["n_steps"] = int(reps["n_steps"].sum())
         out["n_events"] = self.n_events

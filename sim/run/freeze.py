@@ -172,6 +172,8 @@ def replicas_frame(
                 "lora_loads": e.kv.lora_counts()[0] if e is not None else 0,
                 "lora_load_s": e.kv.lora_counts()[1] if e is not None else 0.0,
                 "interrupted": slot.interrupted,
+                "woke": slot.woke,
+                "slept": slot.slept,
                 "requeued": slot.requeued,
                 "tokens_lost": slot.tokens_lost,
                 "lost_s": slot.lost_s,

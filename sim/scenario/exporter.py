@@ -84,6 +84,7 @@ def scenario_keys(sc: Scenario) -> dict[str, Any]:
         "engine.lora": None
         if e.lora is None
         else {"max_loras": e.lora.max_loras, "max_lora_rank": e.lora.max_lora_rank, "max_cpu_loras": e.lora.max_cpu_loras},
+        "fleet.lifecycle.sleep": None if sc.fleet.lifecycle.sleep is None else {"level": 1},
     }
 
 
@@ -124,6 +125,13 @@ def not_expressed(sc: Scenario) -> list[str]:
         out.append(
             f"engine.lora target_modules {lo.target_modules}, adapters_from {lo.adapters_from}: the adapters themselves "
             "(--lora-modules, or loaded at run time) are yours to give"
+        )
+    sleep = sc.fleet.lifecycle.sleep
+    if sleep is not None:
+        out.append(
+            f"fleet.lifecycle.sleep level {sleep.level}, max_sleeping {sleep.max_sleeping}: --enable-sleep-mode lets a "
+            "replica sleep; putting it to sleep (POST /sleep?level=N) and waking it are your autoscaler's or router's "
+            "calls, not a Deployment's"
         )
     if sc.roofline.weight_bits == 4:
         out.append("roofline.weight_bits 4 (serve a 4-bit checkpoint, AWQ/GPTQ/MXFP4: the model argument changes)")

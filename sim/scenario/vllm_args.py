@@ -129,7 +129,6 @@ NOT_MODELLED = {
     "max_num_partial_prefills": "concurrent partial prefills",
     "max_long_partial_prefills": "concurrent long partial prefills",
     "lora_modules": "the adapters' names and paths (a trace names adapters by id: its `adapter` column)",
-    "enable_sleep_mode": "sleep mode",
     "compilation_config": "torch.compile settings (fleetsim's step times do not depend on them)",
     "async_scheduling": "asynchronous scheduling (host overhead overlap)",
     "disable_custom_all_reduce": "NCCL instead of the custom all-reduce",
@@ -315,6 +314,16 @@ def map_options(options: dict[str, Any], where: str) -> Mapped:
     handlers["enable_prefix_caching"] = direct("engine.prefix_caching", _bool)
     handlers["long_prefill_token_threshold"] = direct("engine.long_prefill_token_threshold", _int)
 
+    def sleep_mode(name: str, value: Any) -> None:
+        if _bool(name, value, where):
+            m.set("fleet.lifecycle.sleep", {"level": 1}, src(name))
+            m.notes.append(
+                f"{src(name)}: scaled-down replicas sleep at level 1 (weights to host memory; the level is the /sleep "
+                "call's: set fleet.lifecycle.sleep.level 2 for what discards them)"
+            )
+
+    handlers["enable_sleep_mode"] = sleep_mode
+
     def chunked(name: str, value: Any) -> None:
         m.set("engine.policy", "chunked" if _bool(name, value, where) else "prefill_first", src(name))
 
@@ -440,4 +449,6 @@ def engine_args(values: dict[str, Any], *, hf_repo: str) -> list[str]:
         for key in ("max_loras", "max_lora_rank", "max_cpu_loras"):
             if lora.get(key) is not None:
                 args += [f"--{key.replace('_', '-')}", str(lora[key])]
+    if values.get("fleet.lifecycle.sleep") is not None:
+        args.append("--enable-sleep-mode")
     return args

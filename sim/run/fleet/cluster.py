@@ -93,6 +93,9 @@ class ReplicaSlot:
     requeued: int = 0  # requests it held when lost, handed back to the pool
     tokens_lost: int = 0  # their KV, computed here and lost (to be recomputed)
     lost_s: float = 0.0  # seconds of work under way when lost
+    woke: bool = False  # sleep mode: a sleeping replica woken (no provisioning, image pull or warm-up)
+    slept: bool = False  # sleep mode: it fell asleep at its end (its last draining seconds: the weights offloaded)
+    falling_asleep: bool = False
     engine: Replica | None = None
     process: simpy.Process | None = field(default=None, repr=False)
 
@@ -207,6 +210,10 @@ class Pool:
         self.on_exhausted: list[Callable[[str], None]] = []  # told when no replica can ever be launched again (why)
         self.quota: int | None = None  # replicas the GPU quota (fleet.max_gpus) allows at once, draining ones included
         self._owed = 0  # replacements the quota held back
+        # sleep mode: replicas asleep, by flavor (woken before any cold start), the pool's own from `initial_sleeping`
+        self.sleeping: dict[int, int] = {0: lifecycle.sleep.initial_sleeping} if lifecycle.sleep is not None else {}
+        self._falling: dict[int, int] = {}  # falling asleep (their weights on the way out), by flavor
+        self._recalled = 0  # launches waiting for a replica falling asleep (the pool's own GPU type) to wake it
         self._busy_seen: dict[int, tuple[float, float]] = {}  # replica id -> (time, busy seconds) at last observation
         self.n_arrivals = 0
 
@@ -223,8 +230,40 @@ class Pool:
 
     def release_if_drained(self, replica: Replica) -> None:
         slot = self._by_id[replica.replica_id]
-        if slot.state == ReplicaState.DRAINING and replica.settled:
+        if slot.state == ReplicaState.DRAINING and replica.settled and not slot.falling_asleep:
+            self._retire(slot)
+
+    def _retire(self, slot: ReplicaSlot) -> None:
+        """A drained replica leaves: with sleep mode (`LifecycleConfig.sleep`), a scaled-down one with room among the
+        sleepers falls asleep (its GPUs held while its weights go out, then freed); otherwise it is released."""
+        sleep = self.lifecycle.sleep
+        k = slot.flavor
+        room = sleep is not None and (
+            sleep.max_sleeping is None or self.sleeping.get(k, 0) + self._falling.get(k, 0) < sleep.max_sleeping
+        )
+        if sleep is None or slot.interrupted or not room:
             self._release(slot)
+            return
+        flavor = self.flavors[k]
+        slot.falling_asleep = True
+        self._falling[k] = self._falling.get(k, 0) + 1
+        t = sleep.sleep_s(flavor.weight_bytes, flavor.supply.tp)
+        if t > 0:
+            call_at(self.env, t, LIFECYCLE, lambda _e: self._asleep(slot))
+        else:
+            self._asleep(slot)
+
+    def _asleep(self, slot: ReplicaSlot) -> None:
+        k = slot.flavor
+        self._falling[k] -= 1
+        if slot.state == ReplicaState.RELEASED:  # (lost while its weights went out: nothing sleeps)
+            return
+        slot.slept = True
+        self.sleeping[k] = self.sleeping.get(k, 0) + 1
+        self._release(slot)
+        if k == 0 and self._recalled:  # called back while falling asleep: woken now, on the GPUs it just freed
+            self._recalled -= 1
+            self.launch(1)
 
     # --- views (no scan of released slots: a long day launches hundreds) ------------------------------
     def in_state(self, state: ReplicaState) -> list[ReplicaSlot]:
@@ -247,7 +286,7 @@ class Pool:
 
     def coming(self) -> int:
         """Replicas on their way: starting, or waiting for capacity to launch on."""
-        return len(self.starting) + self.pending
+        return len(self.starting) + self.pending + self._recalled
 
     def _set_state(self, slot: ReplicaSlot, state: ReplicaState) -> None:
         if (slot.state == ReplicaState.READY) != (state == ReplicaState.READY):
@@ -280,7 +319,7 @@ class Pool:
         self.queue.append(seq)
         if self.queue_timeout_s is not None:
             self.env.process(self._expire(seq, self.queue_timeout_s))
-        if not self._any_ready() and not self.coming() and self.held() < self.max_replicas:
+        if not self._any_ready() and not self.coming() and self.held() - self._recallable() < self.max_replicas:
             self.launch(1)
 
     def _any_ready(self) -> bool:
@@ -349,13 +388,26 @@ class Pool:
         return None
 
     def launch(self, n: int) -> None:
-        """`n` cold starts, each on the capacity class the supply gives; one that finds none waits (`pending`)."""
+        """`n` cold starts, each on the capacity class the supply gives; one that finds none waits (`pending`). With
+        sleep mode a launch wakes a sleeping replica instead; with none asleep but one falling asleep, it calls that one
+        back: it is woken as soon as its weights are out (vLLM serves a wake-up after the sleep under way)."""
+        sleep = self.lifecycle.sleep
         for _ in range(n):
+            if sleep is not None and not self.sleeping.get(0, 0) and self._falling.get(0, 0) > self._recalled:
+                self._recalled += 1
+                continue
             got = self._take()
             if got is None:
                 self.pending += 1
                 continue
-            slot = self._new_slot(self.lifecycle.stages(self.flavors[got[1]].weight_bytes, self.rng), *got)
+            k = got[1]
+            flavor = self.flavors[k]
+            if sleep is not None and self.sleeping.get(k, 0):  # sleep mode: wake a sleeping replica, no cold start
+                self.sleeping[k] -= 1
+                slot = self._new_slot((0.0, 0.0, sleep.wake_s(flavor.weight_bytes, flavor.supply.tp), 0.0), *got)
+                slot.woke = True
+            else:
+                slot = self._new_slot(self.lifecycle.stages(flavor.weight_bytes, self.rng), *got)
             slot.process = self.env.process(self._cold_start(slot))
         if self.pending:
             if not self._live and all(f.supply.exhausted(self.env.now) for f in self.flavors):
@@ -474,7 +526,7 @@ class Pool:
             self._route(seq)
             return
         self.queue.append(seq)
-        if not self._any_ready() and not self.coming() and self.held() < self.max_replicas:
+        if not self._any_ready() and not self.coming() and self.held() - self._recallable() < self.max_replicas:
             self.launch(1)
 
     def _cold_start(self, slot: ReplicaSlot) -> Generator[simpy.Event, Any, None]:
@@ -508,6 +560,12 @@ class Pool:
                 self.launch(1)
 
     # --- scaling -------------------------------------------------------------------------------------
+    def _recallable(self) -> int:
+        """Replicas falling asleep that a launch would call back (none asleep to wake instead)."""
+        if self.lifecycle.sleep is None or self.sleeping.get(0, 0):
+            return 0
+        return self._falling.get(0, 0) - self._recalled
+
     def held(self) -> int:
         """Replicas holding GPUs: starting, ready or draining."""
         return len(self._live)
@@ -515,14 +573,18 @@ class Pool:
     def scale_to(self, desired: int) -> None:
         desired = min(desired, self.max_replicas)
         starting, ready = self.starting, self.ready
-        current = len(starting) + len(ready) + self.pending
+        current = len(starting) + len(ready) + self.pending + self._recalled
         if desired > current:
-            room = self.max_replicas - self.held() - self.pending  # the GPU cap counts draining replicas too
+            # the GPU cap counts draining replicas too (not one falling asleep that a launch would call back)
+            room = self.max_replicas - self.held() - self.pending + self._recallable()
             self.launch(min(desired - current, room))  # (none at or over the cap)
             return
         excess = current - desired
         self._owed = 0  # (the autoscaler's count supersedes replacements the quota held back)
-        cut = min(excess, self.pending)  # launches still waiting for capacity go first
+        cut = min(excess, self._recalled)  # wake-ups waiting for a replica falling asleep go first,
+        self._recalled -= cut
+        excess -= cut
+        cut = min(excess, self.pending)  # then launches still waiting for capacity
         self.pending -= cut
         excess -= cut
         for slot in sorted(starting, key=lambda s: s.provision_at_s, reverse=True)[:excess]:
@@ -546,7 +608,7 @@ class Pool:
             slot.drain_at_s = now
             slot.busy_at_drain_s = engine.busy_s_at(now)
             if engine.n_outstanding == 0 and engine.settled:
-                self._release(slot)
+                self._retire(slot)
 
     def observe(self) -> Observation:
         now = self.env.now
