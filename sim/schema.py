@@ -97,6 +97,7 @@ REPLICA_COLUMNS: dict[str, str] = {
     # end (its last draining seconds: its weights offloaded)
     "woke": "bool",
     "slept": "bool",
+    "sleep_s": "float64",
 }
 
 # timeline.parquet: the fleet sampled every `fleet.timeline_interval_s`
@@ -178,6 +179,7 @@ SUMMARY_KEYS: tuple[str, ...] = (
     "spec_tokens_per_verify_step",
     "lora_loads",
     "lora_load_s",
+    "sleep_wake_gpu_seconds",
     "scenario",
     "fleet",
 )

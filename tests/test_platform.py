@@ -338,6 +338,7 @@ def test_the_platform_page_has_a_section_per_deployment_and_unique_ids(tmp_path)
     assert len(ids) == len(set(ids))
     assert {"deployment-chat", "deployment-small", "chat-summary", "small-states", "deployments", "budget"} <= set(ids)
     assert text.count("<h2>Deployment ") == 2 and 'href="#deployment-chat"' in text
+    assert "GPUs held by each of 2 deployments" in text and "h100-sxm: 3 of 3" in text  # (the cluster's view, its budget)
     again = tmp_path / "q.html"
     assert runner.invoke(app, ["report", str(tmp_path / "run"), "--html", str(again)]).exit_code == 0
     assert again.read_text().count("<section") == 2

@@ -167,3 +167,43 @@ def test_vllm_enable_sleep_mode_imports_as_sleep_mode(tmp_path):
     assert values["fleet"]["lifecycle"]["sleep"] == {"level": 1}
     assert any("--enable-sleep-mode: scaled-down replicas sleep at level 1" in n for n in imp.notes)
     parse_config(values)  # (a valid scenario)
+
+
+def test_the_swaps_cost_is_reported_and_the_cluster_view_keeps_the_budget():
+    frame = validate_frame(
+        pd.DataFrame(
+            {"arrival_at_s": [0.0, 200.0, 400.0, 600.0], "prompt_tokens": 100, "output_tokens": 3, "model": ["a", "b"] * 2}
+        )
+    )
+    auto = {"policy": "kpa", "min_replicas": 0, "max_replicas": 1, "initial_replicas": 0, "scale_to_zero_grace_s": 30}
+    raw = {
+        "model": "llama-3.1-8b",
+        "fleet": {
+            "gpu": "h100",
+            "autoscaler": auto,
+            "lifecycle": {"cold_start_s": 60, "sleep": {"level": 1, "initial_sleeping": 1}},
+        },
+        "gpu_budget": {"h100": 1},
+        "deployments": [{"name": "a"}, {"name": "b", "model": "qwen2.5-7b"}],
+    }
+    result = simulate_platform(parse_config(raw), frame, measure_capacity=False)
+    s = result.summary()
+    total = 0.0
+    for run in result.deployments.values():
+        r = run.replicas
+        assert r["woke"].all()  # (every model asleep at the start: no cold start at all)
+        wake = r["loading_s"].to_numpy()
+        assert np.allclose(wake, wake[0])  # level 1: the same copy each way, for one model
+        assert np.allclose(r.loc[r["slept"], "sleep_s"], wake[0])
+        total += float(wake.sum() + r["sleep_s"].sum())
+    assert s["gpu_seconds_swapping"] == pytest.approx(total)
+    assert s["deployments"]["a"]["sleep_wake_gpu_seconds"] + s["deployments"]["b"]["sleep_wake_gpu_seconds"] == pytest.approx(
+        total
+    )
+    from sim.scenario.resolve import resolve_scenario
+
+    qwen = resolve_scenario(parse_config({"model": "qwen2.5-7b", "fleet": {"gpu": "h100"}})).weight_bytes
+    assert wake[0] == pytest.approx(qwen / 25e9)  # (b, the last run looked at: its weights over PCIe)
+    held = result.gpus_held()
+    assert held["a"].max() == 1 and held["b"].max() == 1 and (held["a"] + held["b"]).max() == 1
+    assert s["gpu_seconds_adapter_loads"] == 0.0

@@ -435,6 +435,10 @@ def render_platform(summary: dict[str, Any]) -> str:
     ]
     for gpu, row in summary["gpu_budget"].items():
         lines.append(_line(f"GPU budget {gpu} (most held / GPUs):", f"{row['peak_held']} / {row['gpus']}"))
+    if summary["gpu_seconds_swapping"]:
+        lines.append(_line("GPU-hours waking and putting to sleep:", summary["gpu_seconds_swapping"] / 3600, "{:.4f}"))
+    if summary["gpu_seconds_adapter_loads"]:
+        lines.append(_line("GPU-hours stalled on adapter loads:", summary["gpu_seconds_adapter_loads"] / 3600, "{:.4f}"))
     held = {k: v for k, v in summary["launches_held_back"].items() if v}
     if held:
         lines.append(_line("Launch tries held back by the budget:", ", ".join(f"{k} {v}" for k, v in held.items())))

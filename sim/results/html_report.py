@@ -155,6 +155,33 @@ def _timeline(result: SimResult) -> str:
     return _figure(fig, alt)
 
 
+def _gpus_held(result: PlatformResult, s: dict[str, Any]) -> str:
+    """The cluster's view: GPUs held by each deployment over time, stacked, per GPU type, with its budget."""
+    plt = pyplot()
+    held = result.gpus_held()
+    gpus = sorted(set(held["gpu"])) or ["-"]
+    names = list(result.deployments)
+    with plt.rc_context(FONT):
+        fig, axes = plt.subplots(len(gpus), 1, figsize=(12, 2.8 * len(gpus)), sharex=True, constrained_layout=True, squeeze=False)
+        for ax, gpu in zip(axes[:, 0], gpus, strict=True):
+            mine = held[held["gpu"] == gpu]
+            if len(mine):
+                t = np.append(mine["t_s"].to_numpy(), result.horizon_s)
+                ys = [np.append(mine[n].to_numpy(), mine[n].to_numpy()[-1]) for n in names]
+                ax.stackplot(t, ys, labels=names, step="post")
+            budget = s["gpu_budget"].get(gpu)
+            if budget is not None:
+                ax.axhline(budget["gpus"], color="black", linestyle="--", linewidth=1, label="gpu_budget")
+            ax.set_title(f"GPUs held, {gpu}")
+            ax.legend(**OUTSIDE)
+        axes[-1, 0].set_xlabel("time (s)")
+    peaks = ", ".join(f"{g}: {row['peak_held']} of {row['gpus']}" for g, row in s["gpu_budget"].items())
+    alt = f"GPUs held by each of {len(names)} deployments over {result.horizon_s:,.0f} s, stacked" + (
+        f"; most held at once against the budget: {peaks}." if peaks else "."
+    )
+    return _figure(fig, alt)
+
+
 def _breakdowns(s: dict[str, Any], meta: dict[str, Any] | None = None) -> list[str]:
     """Sections for what a run has beyond one pool of one class: request classes, batch jobs, pools (dedicated
     batch or disaggregated), KV transfers, prefix caching, LoRA adapters (`meta`: the run's, for their figures)."""
@@ -477,7 +504,7 @@ def render_platform_html(result: PlatformResult, summary: dict[str, Any] | None 
     )
     held = s["launches_held_back"]
     budget_rows = [[gpu, f"{row['gpus']:,}", f"{row['peak_held']:,}"] for gpu, row in s["gpu_budget"].items()]
-    body = ["<h2>Platform</h2>", table]
+    body = ["<h2>Platform</h2>", table, _gpus_held(result, s)]
     if budget_rows:
         body.append(_table("GPU budget", ["GPU type", "GPUs", "most held at once"], budget_rows, "budget"))
         body.append(

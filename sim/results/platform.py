@@ -12,6 +12,8 @@ Platform summary (summary.json of a platform run folder):
                                its own replica's measured capacity (None unless every deployment's was measured)
   billed_gpu_seconds_by_gpu    {GPU type: GPU-seconds billed}
   gpu_budget                   {GPU type: {gpus, peak_held}}; launches_held_back {deployment: launch tries refused}
+  gpu_seconds_swapping         GPU-seconds spent waking replicas and putting them to sleep (sleep mode), all deployments
+  gpu_seconds_adapter_loads    GPU-seconds of steps stalled by LoRA adapter loads (each replica's stall x its TP)
   deployments                  {name: that deployment's summary (as a run of its own)}
 
 A platform run folder holds summary.json, platform.json (the platform's meta) and `deployments/<name>/`, each a run
@@ -24,6 +26,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from sim.errors import FleetsimError
 from sim.results.result import SimResult
@@ -48,6 +52,8 @@ PLATFORM_KEYS = (
     "billed_gpu_seconds_by_gpu",
     "gpu_budget",
     "launches_held_back",
+    "gpu_seconds_swapping",
+    "gpu_seconds_adapter_loads",
     "deployments",
 )
 
@@ -107,10 +113,32 @@ class PlatformResult:
             "billed_gpu_seconds_by_gpu": dict(sorted(by_gpu.items())),
             "gpu_budget": self.meta["gpu_budget"],
             "launches_held_back": self.meta["launches_held_back"],
+            "gpu_seconds_swapping": float(sum(s["sleep_wake_gpu_seconds"] or 0.0 for s in per.values())),
+            "gpu_seconds_adapter_loads": float(
+                sum((r.replicas["lora_load_s"] * r.replicas["tp"]).sum() for r in self.deployments.values())
+            ),
             "deployments": per,
         }
         assert set(out) == set(PLATFORM_KEYS)
         return {k: out[k] for k in PLATFORM_KEYS}
+
+    def gpus_held(self) -> pd.DataFrame:
+        """GPUs each deployment held (its replicas from provisioning to their end, draining and falling asleep
+        included, times their TP), by GPU type, at every instant one changed: columns t_s, gpu, then one per deployment
+        (a step function: the counts hold until the next row)."""
+        events: list[tuple[float, str, str, int]] = []
+        for name, run in self.deployments.items():
+            r = run.replicas
+            for a, b, gpu, tp in zip(r["provision_at_s"], r["end_at_s"], r["gpu"], r["tp"], strict=True):
+                events += [(float(a), str(gpu), name, int(tp)), (float(b), str(gpu), name, -int(tp))]
+        events.sort(key=lambda e: (e[0], e[3]))  # (a release before a launch at one instant, as the budget hands on)
+        held: dict[tuple[str, str], int] = {}
+        rows = []
+        for t, gpu, name, d in events:
+            held[(gpu, name)] = held.get((gpu, name), 0) + d
+            rows.append({"t_s": t, "gpu": gpu, **{n: held.get((gpu, n), 0) for n in self.deployments}})
+        frame = pd.DataFrame(rows, columns=["t_s", "gpu", *self.deployments])
+        return frame.drop_duplicates(subset=["t_s", "gpu"], keep="last").reset_index(drop=True)
 
     @classmethod
     def load(cls, run_dir: str | Path) -> PlatformResult:

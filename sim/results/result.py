@@ -303,6 +303,9 @@ class SimResult:
         lora = meta.get("lora") is not None
         out["lora_loads"] = int(reps["lora_loads"].sum()) if lora else None
         out["lora_load_s"] = float(reps["lora_load_s"].sum()) if lora else None
+        woke, slept = reps["woke"].to_numpy(dtype=bool), reps["slept"].to_numpy(dtype=bool)
+        swaps = (reps["loading_s"].to_numpy() * woke + reps["sleep_s"].to_numpy()) * reps["tp"].to_numpy()
+        out["sleep_wake_gpu_seconds"] = float(swaps.sum()) if woke.any() or slept.any() else None
         out["scenario"] = meta.get("name")  # (a run folder from before names has none)
         out["fleet"] = fleet_words(sc["fleet"], meta)
         assert set(out) == set(SUMMARY_KEYS), set(out) ^ set(SUMMARY_KEYS)

@@ -174,6 +174,7 @@ def replicas_frame(
                 "interrupted": slot.interrupted,
                 "woke": slot.woke,
                 "slept": slot.slept,
+                "sleep_s": slot.sleep_s,
                 "requeued": slot.requeued,
                 "tokens_lost": slot.tokens_lost,
                 "lost_s": slot.lost_s,

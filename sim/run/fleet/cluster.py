@@ -95,6 +95,7 @@ class ReplicaSlot:
     lost_s: float = 0.0  # seconds of work under way when lost
     woke: bool = False  # sleep mode: a sleeping replica woken (no provisioning, image pull or warm-up)
     slept: bool = False  # sleep mode: it fell asleep at its end (its last draining seconds: the weights offloaded)
+    sleep_s: float = 0.0  # sleep mode: those seconds (its weights on the way out, its GPUs held)
     falling_asleep: bool = False
     engine: Replica | None = None
     process: simpy.Process | None = field(default=None, repr=False)
@@ -248,6 +249,7 @@ class Pool:
         slot.falling_asleep = True
         self._falling[k] = self._falling.get(k, 0) + 1
         t = sleep.sleep_s(flavor.weight_bytes, flavor.supply.tp)
+        slot.sleep_s = t
         if t > 0:
             call_at(self.env, t, LIFECYCLE, lambda _e: self._asleep(slot))
         else:
@@ -257,6 +259,7 @@ class Pool:
         k = slot.flavor
         self._falling[k] -= 1
         if slot.state == ReplicaState.RELEASED:  # (lost while its weights went out: nothing sleeps)
+            slot.sleep_s = 0.0
             return
         slot.slept = True
         self.sleeping[k] = self.sleeping.get(k, 0) + 1
