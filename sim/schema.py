@@ -115,8 +115,9 @@ TIMELINE_COLUMNS: dict[str, str] = {
     "kv_transfers_waiting": "int64",
 }
 
-_LATENCY = ("ttft", "tpot", "itl", "e2el")
-_STATS = ("mean", "median", "std", "p90", "p99")
+LATENCY = ("ttft", "tpot", "itl", "e2el")
+STATS = ("mean", "median", "std", "p90", "p99")
+
 
 # summary.json: the same keys for every run (null where a feature is off or a figure is undefined)
 SUMMARY_KEYS: tuple[str, ...] = (
@@ -132,7 +133,7 @@ SUMMARY_KEYS: tuple[str, ...] = (
     "request_goodput",
     "slo_attainment",
     "n_preemptions",
-    *(f"{stat}_{metric}_ms" for metric in _LATENCY for stat in _STATS),
+    *(f"{stat}_{metric}_ms" for metric in LATENCY for stat in STATS),
     "billed_gpu_seconds",
     "gpu_seconds_by_state",
     "cost_usd",

@@ -342,3 +342,38 @@ def test_the_platform_page_has_a_section_per_deployment_and_unique_ids(tmp_path)
     again = tmp_path / "q.html"
     assert runner.invoke(app, ["report", str(tmp_path / "run"), "--html", str(again)]).exit_code == 0
     assert again.read_text().count("<section") == 2
+
+
+def test_platform_latency_is_over_every_request_together():
+    result = simulate_platform(parse_config(platform()), measure_capacity=False)
+    s = result.summary()
+    per = s["deployments"]
+    n = {k: d["completed"] for k, d in per.items()}
+    mean = sum(per[k]["mean_ttft_ms"] * n[k] for k in per) / sum(n.values())
+    assert s["mean_ttft_ms"] == pytest.approx(mean)
+    assert min(d["p99_ttft_ms"] for d in per.values()) <= s["p99_ttft_ms"] <= max(d["p99_ttft_ms"] for d in per.values())
+    itl = sum(per[k]["mean_itl_ms"] * result.deployments[k].itl.count for k in per) / sum(
+        r.itl.count for r in result.deployments.values()
+    )
+    assert s["mean_itl_ms"] == pytest.approx(itl)
+    one = simulate_platform(
+        parse_config(platform(deployments=[platform()["deployments"][0] | {"share": 1.0}])), measure_capacity=False
+    )
+    alone = one.summary()
+    for key in ("p99_ttft_ms", "median_tpot_ms", "p90_itl_ms", "p99_e2el_ms"):
+        assert alone[key] == alone["deployments"]["chat"][key], key
+
+
+def test_a_sweep_over_a_platform_reports_its_totals_and_each_deployment(tmp_path):
+    base = tmp_path / "p.yaml"
+    base.write_text(yaml.safe_dump(platform(gpu_budget={"h100": 3})))
+    (tmp_path / "s.yaml").write_text(
+        yaml.safe_dump({"name": "s", "base": "p.yaml", "cross": {"deployments.1.share": [0.2, 0.6]}, "seeds": 1})
+    )
+    r = runner.invoke(app, ["sweep", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "out"), "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    rows = pd.read_parquet(tmp_path / "out" / "results.parquet").sort_values("deployments.1.share")
+    assert rows["error"].isna().all()
+    assert rows["small.completed"].tolist()[0] < rows["small.completed"].tolist()[1]  # (the share drawn for it)
+    assert (rows["completed"] == rows["chat.completed"] + rows["small.completed"]).all()
+    assert rows["p99_ttft_ms"].notna().all() and rows["gpu_budget_h100-sxm"].notna().all()

@@ -7,6 +7,7 @@ Platform summary (summary.json of a platform run folder):
   duration                     s, the platform's end: every deployment's last request resolved
   billed_gpu_seconds, cost_usd summed; usd_per_1k_tokens = cost_usd / (input + output tokens of completed requests) x 1000
   slo_attainment               requests meeting their own deployment's SLO over all requests of deployments with one
+  {mean,median,std,p90,p99}_{ttft,tpot,itl,e2el}_ms   over every deployment's requests together (exact, as a run's)
   gpu_time_utilization         busy GPU-seconds over billed GPU-seconds, all deployments
   throughput_utilization       tokens served over what the GPU-seconds billed would serve saturated, each deployment's at
                                its own replica's measured capacity (None unless every deployment's was measured)
@@ -30,7 +31,9 @@ from typing import Any
 import pandas as pd
 
 from sim.errors import FleetsimError
+from sim.results.metrics import GapDistribution, summarize
 from sim.results.result import SimResult
+from sim.schema import LATENCY, STATS
 
 PLATFORM_FILE = "platform.json"
 DEPLOYMENTS_DIR = "deployments"
@@ -47,6 +50,7 @@ PLATFORM_KEYS = (
     "cost_usd",
     "usd_per_1k_tokens",
     "slo_attainment",
+    *(f"{stat}_{metric}_ms" for metric in LATENCY for stat in STATS),
     "gpu_time_utilization",
     "throughput_utilization",
     "billed_gpu_seconds_by_gpu",
@@ -95,7 +99,11 @@ class PlatformResult:
                     by_gpu[gpu] = by_gpu.get(gpu, 0.0) + row["billed_gpu_seconds"]
             else:
                 by_gpu[r.meta["gpu"]] = by_gpu.get(r.meta["gpu"], 0.0) + s["billed_gpu_seconds"]
+        every = pd.concat([r.requests for r in self.deployments.values()], ignore_index=True)
+        gaps = GapDistribution.from_frame(pd.concat([r.itl.to_frame() for r in self.deployments.values()], ignore_index=True))
+        latency = summarize(every, gaps)
         out = {
+            **{k: latency[k] for k in PLATFORM_KEYS if k.endswith("_ms")},
             "scenario": self.meta.get("name"),
             "requests": sum(len(r.requests) for r in self.deployments.values()),
             "completed": total("completed"),

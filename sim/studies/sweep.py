@@ -322,8 +322,12 @@ def run_one(raw: dict[str, Any], base_dir: str, row: dict[str, Any], out_file: s
     row = {**row, "labels": json.dumps(list(row))}  # which columns name the run (the rest are its figures)
     try:
         scenario = parse_config(raw, where="sweep point", base_dir=Path(base_dir))
-        summary = simulate(scenario, base_dir=Path(base_dir)).summary()
-        row.update(flatten(summary))
+        if scenario.deployments:  # a platform: its totals, and each deployment's figures as `<name>.<key>`
+            from sim.run.platform import simulate_platform
+
+            row.update(flatten_platform(simulate_platform(scenario, base_dir=Path(base_dir)).summary()))
+        else:
+            row.update(flatten(simulate(scenario, base_dir=Path(base_dir)).summary()))
         row["error"] = None
     except FleetsimError as err:
         row["error"] = str(err)
@@ -340,6 +344,15 @@ def flatten(summary: Mapping[str, Any]) -> dict[str, Any]:
                 out[f"{key}_{sub}"] = v
         else:
             out[key] = value
+    return out
+
+
+def flatten_platform(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """A platform's summary as a sweep row: its totals (the keys a run's summary shares with it: the cost, the SLO's
+    share, throughput utilization), then each deployment's flattened summary under `<name>.`."""
+    out = flatten({k: v for k, v in summary.items() if k != "deployments"})
+    for name, per in summary["deployments"].items():
+        out.update({f"{name}.{k}": v for k, v in flatten(per).items()})
     return out
 
 
