@@ -377,3 +377,16 @@ def test_a_sweep_over_a_platform_reports_its_totals_and_each_deployment(tmp_path
     assert rows["small.completed"].tolist()[0] < rows["small.completed"].tolist()[1]  # (the share drawn for it)
     assert (rows["completed"] == rows["chat.completed"] + rows["small.completed"]).all()
     assert rows["p99_ttft_ms"].notna().all() and rows["gpu_budget_h100-sxm"].notna().all()
+
+
+def test_a_plan_of_a_platform_is_refused_in_one_line(tmp_path):
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(platform()))
+    plan = {
+        "name": "x",
+        "base": "p.yaml",
+        "search": {"fleet.gpu": ["h100"]},
+        "scale": {"path": "fleet.autoscaler.replicas", "from": 1, "to": 2},
+    }
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump({**plan, "slo": {"p99_ttft_ms": 2000}}))
+    r = runner.invoke(app, ["plan", str(tmp_path / "plan.yaml"), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "is a platform (deployments:); a plan sizes one fleet" in r.stderr

@@ -171,6 +171,11 @@ def load_plan(path: str | Path, sets: Sequence[str] = (), *, trace: str | Path |
     if spec.scale.path in spec.search:
         raise FleetsimError(f"{path}: scale.path must not be a search axis")
     base_raw, base_dir = read_base(path, spec.base)
+    if isinstance(base_raw, dict) and base_raw.get("deployments"):
+        raise FleetsimError(
+            f"{path}: base {spec.base} is a platform (deployments:); a plan sizes one fleet: plan each deployment's "
+            "scenario, or sweep the platform (fleetsim sweep) over its budget and replica counts"
+        )
     cli = {".".join(keys): value for keys, value in map(parse_set, sets)}
     axes = [*spec.search, spec.scale.path]
     for key in cli:
