@@ -721,4 +721,84 @@ GOOD = [
     ),
 ]
 
-CASES: list[Case] = [*BAD_SCENARIOS, *BAD_TRACES, *BAD_CLI, *BAD_CALIBRATE, *GOOD]
+_PLATFORM = (
+    "fleet: {gpu: a100-80gb}\ntrace: t.csv\ndeployments:\n  - {name: a, model: llama-2-7b}\n  - {name: b, model: llama-3.1-8b}\n"
+)
+_MODELS = "arrival_at_s,prompt_tokens,output_tokens,model\n0,10,5,a\n0.5,20,3,b\n1.0,30,2,a\n"
+BAD_PLATFORMS = [
+    scenario(_PLATFORM, "the trace has no `model` column", "platform-no-model-column"),
+    scenario(
+        _PLATFORM,
+        "request 1 is for model 'c', which no deployment serves",
+        "platform-unserved-model",
+        _MODELS.replace(",b\n", ",c\n"),
+    ),
+    scenario(
+        _PLATFORM,
+        "t.csv line 3: model must be a name of 1-200 characters",
+        "platform-empty-model",
+        _MODELS.replace(",b\n", ",\n"),
+    ),
+    scenario(
+        _PLATFORM + "gpu_budget: {a100-80gb: 1, h900: 2}\n",
+        "gpu_budget.h900: unknown gpu 'h900'",
+        "platform-budget-unknown-gpu",
+        _MODELS,
+    ),
+    scenario(
+        _PLATFORM + "gpu_budget: {a100-80gb: 1}\n",
+        "gpu_budget.a100-80gb: 1 GPUs cannot hold deployment",
+        "platform-budget-too-small",
+        _MODELS,
+    ),
+    scenario(_PLATFORM + "gpu_budget: {a100-80gb: '4'}\n", "gpu_budget.a100-80gb", "platform-budget-string", _MODELS),
+    scenario(
+        _PLATFORM.replace("model: llama-3.1-8b}", "model: llama-3.1-8b, fleet: {tp: 3}}"),
+        "deployments.1 (b): fleet.tp",
+        "platform-deployment-tp",
+        _MODELS,
+    ),
+    scenario(
+        _PLATFORM.replace("{name: b,", "{name: a,"),
+        "the model name 'a' is served by both 'a' and 'a'",
+        "platform-duplicate-name",
+        _MODELS,
+    ),
+    scenario(
+        _PLATFORM.replace("model: llama-3.1-8b}", "model: llama-3.1-8b, fleet: 3}"),
+        "deployments[1].fleet",
+        "platform-fleet-not-a-block",
+        _MODELS,
+    ),
+    scenario(_PLATFORM + "batch: {jobs: []}\n", "batch jobs on a platform", "platform-batch", _MODELS),
+    scenario(
+        "model: llama-2-7b\nfleet: {gpu: a100-80gb, lifecycle: {sleep: {level: 3}}}\ntrace: t.csv\n",
+        "sleep.level",
+        "sleep-level-3",
+    ),
+    scenario(
+        "model: llama-2-7b\nfleet: {gpu: a100-80gb, lifecycle: {sleep: {max_sleeping: 1, initial_sleeping: 2}}}\ntrace: t.csv\n",
+        "initial_sleeping must be <= max_sleeping (got 2 > 1)",
+        "sleep-initial-over-max",
+    ),
+]
+GOOD += [
+    Case("platform-by-model", "good", {"s.yaml": _b(_PLATFORM), "t.csv": _b(_MODELS)}, _GOOD_RUN, None),
+    Case(  # a deployment no request is for, and sleep mode on a scaled-to-zero fleet
+        "platform-idle-deployment-sleeping",
+        "good",
+        {
+            "s.yaml": _b(
+                _PLATFORM.replace(
+                    "fleet: {gpu: a100-80gb}", "fleet: {gpu: a100-80gb, lifecycle: {cold_start_s: 5, sleep: {level: 2}}}"
+                )
+                + "gpu_budget: {a100-80gb: 2}\n"
+            ),
+            "t.csv": _b(_MODELS.replace(",b\n", ",a\n")),
+        },
+        _GOOD_RUN,
+        None,
+    ),
+]
+
+CASES: list[Case] = [*BAD_SCENARIOS, *BAD_TRACES, *BAD_CLI, *BAD_CALIBRATE, *BAD_PLATFORMS, *GOOD]

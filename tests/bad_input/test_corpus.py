@@ -62,6 +62,13 @@ def test_case(case: Case, tmp_path, monkeypatch, capsys):
     if case.expect is None:
         assert exit_info.value.code == 0, err
         folder = tmp_path / argv[argv.index("--out") + 1]
+        if (folder / "platform.json").exists():  # a platform: its summary, and a whole run folder per deployment
+            assert sorted(p.name for p in folder.iterdir()) == sorted(
+                ["deployments", "platform.json", "summary.json", RUN_MARKER]
+            )
+            for sub in (folder / "deployments").iterdir():
+                assert sorted(p.name for p in sub.iterdir()) == sorted([*RUN_FILES, RUN_MARKER])
+            return
         assert sorted(p.name for p in folder.iterdir()) == sorted([*RUN_FILES, RUN_MARKER])
         return
     assert exit_info.value.code == 2, (out, err)
