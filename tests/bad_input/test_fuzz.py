@@ -152,6 +152,61 @@ def test_hostile_scenarios_give_one_line_or_a_valid_run(edits):
     assert summary["completed"] + summary["rejected"] == len(TRACE)
 
 
+PLATFORM = {
+    **{k: v for k, v in BASE.items() if k != "model"},
+    "gpu_budget": {"a100-80gb": 3},
+    "deployments": [{"name": "a", "model": "llama-3.1-8b"}, {"name": "b", "model": "llama-2-7b", "priority": 1}],
+}
+PLATFORM_PATHS = [
+    ("gpu_budget",),
+    ("gpu_budget", "a100-80gb"),
+    ("gpu_budget", "h100"),
+    ("deployments",),
+    ("fleet", "lifecycle", "sleep"),
+    ("fleet", "lifecycle", "sleep", "level"),
+    ("fleet", "lifecycle", "sleep", "max_sleeping"),
+    ("fleet", "lifecycle", "sleep", "initial_sleeping"),
+    ("fleet", "lifecycle", "sleep", "host_to_gpu_gb_per_s"),
+    ("fleet", "autoscaler", "min_replicas"),
+    ("fleet", "autoscaler", "max_replicas"),
+    ("fleet", "tp"),
+]
+DEPLOYMENT_KEYS = st.sampled_from(["name", "model", "share", "priority", "serves", "fleet", "engine", "slo", "colour"])
+MODELS = st.sampled_from(["a", "b", "c", "", 7])
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    edits=st.lists(st.tuples(st.sampled_from(PLATFORM_PATHS), NASTY), max_size=2),
+    deployment_edits=st.lists(st.tuples(st.integers(0, 1), DEPLOYMENT_KEYS, NASTY), max_size=2),
+    models=st.one_of(st.lists(st.sampled_from(["a", "b"]), min_size=5, max_size=5), st.lists(MODELS, min_size=5, max_size=5)),
+)
+def test_hostile_platforms_give_one_line_or_a_valid_run(edits, deployment_edits, models):
+    raw = _copy(PLATFORM)
+    raw["deployments"] = [_copy(d) for d in PLATFORM["deployments"]]
+    for path, value in edits:
+        _set(raw, path, value)
+    for i, key, value in deployment_edits:
+        if isinstance(raw.get("deployments"), list) and len(raw["deployments"]) > i and isinstance(raw["deployments"][i], dict):
+            raw["deployments"][i][key] = value
+    from sim.run.platform import simulate_platform
+
+    trace = TRACE.assign(model=[str(m) if m != 7 else 7 for m in models])
+    try:
+        scenario = parse_config(raw, where="fuzz.yaml")
+        if scenario.deployments:
+            trace = validate_frame(trace)
+            result = simulate_platform(scenario, trace, measure_capacity=False)
+        else:
+            result = simulate(scenario, TRACE, measure_capacity=False)
+    except FleetsimError as err:
+        assert "\n" not in str(err) and str(err)
+        return
+    summary = result.summary()
+    n = summary.get("requests", len(TRACE))
+    assert summary["completed"] + summary["rejected"] == n == len(TRACE)
+
+
 CELLS = st.one_of(
     st.integers(-5, 10**6),
     st.floats(allow_nan=True, allow_infinity=True, width=64),
