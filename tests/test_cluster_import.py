@@ -403,6 +403,8 @@ def test_bad_otel_exports_say_what_and_where(tmp_path, body, kw, message):
         read_otel(p, **kw)
     if kw.get("model") is None and "2 models" in message:
         assert read_otel(p, model="b")["prompt_tokens"].tolist() == [5]
+        both = read_otel(p, model="*")  # every model's spans, named (a platform's deployments)
+        assert both["model"].tolist() == ["a", "b"] and both["arrival_at_s"].tolist() == [0.0, 1e-9]
 
 
 def test_the_weights_tier_follows_the_volumes(tmp_path):

@@ -4,7 +4,8 @@ conventions describe them (opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-spa
   arrival         the span's `startTimeUnixNano` (from the first span's, in seconds)
   prompt tokens   `gen_ai.usage.input_tokens` (earlier conventions and vLLM's own spans: `gen_ai.usage.prompt_tokens`)
   output tokens   `gen_ai.usage.output_tokens` (`gen_ai.usage.completion_tokens`)
-  model           `gen_ai.request.model` (or `gen_ai.response.model`): with several, name the one to keep
+  model           `gen_ai.request.model` (or `gen_ai.response.model`): with several, name the one to keep, or "*" to
+                  keep them all in a `model` column (a platform's deployments)
 Spans without both token counts (HTTP, database, tool spans) are not requests. A request seen by two
 instrumented layers (a client span and the server's, in one trace, with the same token counts, one inside the
 other) counts once, at the outer span's start. Every problem is one line naming the file, the line and the field.
@@ -25,6 +26,7 @@ from sim.workload.schema import validate_frame
 INPUT_KEYS = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")
 OUTPUT_KEYS = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens")
 MODEL_KEYS = ("gen_ai.request.model", "gen_ai.response.model")
+ALL_MODELS = "*"  # the `model` setting that keeps every model's spans, named in a `model` column
 MAX_SPANS = 10_000_000
 
 
@@ -100,16 +102,24 @@ def _read_otel(path: Path, *, model: str | None) -> pd.DataFrame:
             f"{path}: no LLM span (a span with {INPUT_KEYS[0]} and {OUTPUT_KEYS[0]} attributes, GenAI semantic conventions)"
         )
     models = sorted({m for *_, m in spans if m is not None})
-    if model is not None:
+    every = model == ALL_MODELS
+    if every and any(sp[5] is None for sp in spans):
+        raise FleetsimError(f"{path}: model {ALL_MODELS!r} keeps every model's spans by name, but some LLM spans name no model")
+    if model is not None and not every:
         spans = [sp for sp in spans if sp[5] == model]
         if not spans:
             raise FleetsimError(f"{path}: no LLM span for model {model!r}; the spans name {', '.join(models) or 'no model'}")
-    elif len(models) > 1:
-        raise FleetsimError(f"{path}: LLM spans for {len(models)} models ({', '.join(models)}); pick one (--model)")
+    elif len(models) > 1 and not every:
+        raise FleetsimError(
+            f"{path}: LLM spans for {len(models)} models ({', '.join(models)}); pick one (--model), or keep them all with "
+            f"model {ALL_MODELS!r} (a `model` column, for a platform's deployments)"
+        )
     keep = _outermost(spans)
-    a = np.array([(sp[1], sp[3], sp[4]) for sp in keep], dtype=np.int64)
-    a = a[np.argsort(a[:, 0], kind="stable")]
+    order = np.argsort(np.array([sp[1] for sp in keep], dtype=np.int64), kind="stable")
+    a = np.array([(sp[1], sp[3], sp[4]) for sp in keep], dtype=np.int64)[order]
     frame = pd.DataFrame({"arrival_at_s": (a[:, 0] - a[0, 0]) / 1e9, "prompt_tokens": a[:, 1], "output_tokens": a[:, 2]})
+    if every:
+        frame["model"] = [keep[i][5] for i in order]
     return validate_frame(frame, source=str(path))
 
 

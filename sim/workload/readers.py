@@ -136,7 +136,11 @@ def _load_trace(
     layout = _generic_layout(columns, time_unit, path) if format == "generic" else HEADERS[format]
     if format == "burstgpt":
         layout = CsvLayout(
-            BURSTGPT.time, BURSTGPT.prompt, BURSTGPT.output, extra=("Model",), filters={"Model": model} if model else {}
+            BURSTGPT.time,
+            BURSTGPT.prompt,
+            BURSTGPT.output,
+            extra=("Model",),
+            filters={"Model": model} if model and model != "*" else {},  # ("*": every model, in the `model` column)
         )
     elif format == "canonical":
         header = read_header(path)
