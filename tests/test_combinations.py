@@ -329,23 +329,39 @@ def test_every_combination_conserves_and_matches_the_reference(draw):
     assert_same_requests(result, slow)
 
 
-def platform(draws: list[dict], fast_forward: bool, budget: int) -> dict:
-    """Each draw a deployment (no batch jobs: a platform refuses them), on one a100-80gb budget."""
+def platform(draws: list[dict], fast_forward: bool, budget: int, preempt: bool = False) -> dict:
+    """Each draw a deployment (no batch jobs: a platform refuses them), on one a100-80gb budget; with `preempt`, the
+    higher-priority ones preempt the others' replicas."""
     deployments = []
     for i, draw in enumerate(draws):
         raw = scenario({**draw, "batch": "none"}, fast_forward)
         deployments.append(
-            {"name": f"d{i}", "priority": i % 2, **{k: raw[k] for k in ("model", "fleet", "engine", "slo", "roofline")}}
+            {
+                "name": f"d{i}",
+                "priority": i % 2,
+                "preemption": "lower_priority" if preempt else "never",
+                **{k: raw[k] for k in ("model", "fleet", "engine", "slo", "roofline")},
+            }
         )
     first = scenario({**draws[0], "batch": "none"}, fast_forward)
     return {**first, "deployments": deployments, "gpu_budget": {"a100-80gb": budget}}
 
 
 @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], max_examples=50)
-@given(st.lists(DRAW, min_size=1, max_size=3), st.integers(0, 3))
-def test_platforms_of_any_combination_conserve_keep_the_budget_and_match_the_reference(draws, extra):
+@given(st.lists(DRAW, min_size=1, max_size=3), st.integers(0, 3), st.booleans())
+@example(  # a preempted replica's replacement took the GPUs an outer preemption was freeing (the budget passed)
+    draws=[
+        {**FOUND, "seed": 1, "mode": "disaggregated", "prefix": False, "speculation": "mtp", "autoscaler": "hpa", "n": 1,
+         "rate": 0.5, "hazards": "reclaim", "hazard_at_s": [1.0], "link": "slow", "long_prefill": 0},
+        {**FOUND, "seed": 0, "prefix": False, "speculation": "mtp", "n": 1, "rate": 1.0, "hazards": "none",
+         "hazard_at_s": [0.0], "long_prefill": 0},
+    ],
+    extra=0,
+    preempt=True,
+)  # fmt: skip
+def test_platforms_of_any_combination_conserve_keep_the_budget_and_match_the_reference(draws, extra, preempt):
     """A platform of 1-3 deployments, each any combination above, on a shared budget (what their minimums need plus
-    0-3 GPUs): every request of the trace in exactly one deployment and resolved, the budget never passed (from the
+    0-3 GPUs), with or without preemption by priority: every request of the trace in exactly one deployment and resolved, the budget never passed (from the
     records), and the fast-forward = the per-step reference on every deployment."""
     from hypothesis import assume
 
@@ -358,11 +374,11 @@ def test_platforms_of_any_combination_conserve_keep_the_budget_and_match_the_ref
     floor = sum(1 if d["mode"] == "colocated" else 3 for d in draws) + 2  # (fixed: 2; a decode pool: 2 more)
     budget = floor + extra
     try:
-        fast = simulate_platform(parse_config(platform(draws, True, budget)), frame, measure_capacity=False)
+        fast = simulate_platform(parse_config(platform(draws, True, budget, preempt)), frame, measure_capacity=False)
     except FleetsimError as err:
         assume("gpu_budget" not in str(err))  # (a budget below what the deployments' minimums hold: refused, as it says)
         raise
-    slow = simulate_platform(parse_config(platform(draws, False, budget)), frame, measure_capacity=False)
+    slow = simulate_platform(parse_config(platform(draws, False, budget, preempt)), frame, measure_capacity=False)
     s = fast.summary()
     assert s["requests"] == n and s["completed"] + s["rejected"] == n and s["in_flight"] == 0
     assert sorted(len(r.requests) for r in fast.deployments.values()) == sorted(

@@ -390,3 +390,41 @@ def test_a_plan_of_a_platform_is_refused_in_one_line(tmp_path):
     (tmp_path / "plan.yaml").write_text(yaml.safe_dump({**plan, "slo": {"p99_ttft_ms": 2000}}))
     r = runner.invoke(app, ["plan", str(tmp_path / "plan.yaml"), "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "is a platform (deployments:); a plan sizes one fleet" in r.stderr
+
+
+def test_a_higher_priority_launch_preempts_the_newest_lower_priority_replica():
+    """Two H100s, both held by `low` (2 fixed replicas); a request for `high` (priority 5, preemption on, scaled to
+    zero) at 100 s takes the GPU of low's newest replica at once; low's replacement waits until high lets it go."""
+    frame = validate_frame(
+        pd.DataFrame(
+            {
+                "arrival_at_s": [0.0, 100.0, 100.5, 300.0],
+                "prompt_tokens": 100,
+                "output_tokens": [5, 5, 400, 5],
+                "model": ["low", "high", "low", "low"],
+            }
+        )
+    )
+    kpa = {"policy": "kpa", "min_replicas": 0, "max_replicas": 1, "initial_replicas": 0, "stable_window_s": 6}
+    raw = platform(
+        fleet={"gpu": "h100", "lifecycle": {"cold_start_s": 10, "start": "warm"}},
+        gpu_budget={"h100": 2},
+        deployments=[
+            {"name": "low", "model": "llama-3.1-8b", "fleet": {"autoscaler": {"policy": "fixed", "replicas": 2}}},
+            {"name": "high", "model": "qwen2.5-7b", "priority": 5, "preemption": "lower_priority", "fleet": {"autoscaler": kpa}},
+        ],
+    )
+    result = simulate_platform(parse_config(raw), frame, measure_capacity=False)
+    low, high = result.deployments["low"].replicas, result.deployments["high"].replicas
+    assert low["interrupted"].tolist()[:2] == ["", "preempted"]  # the newest of the two
+    assert low["end_at_s"].iloc[1] == 100.0 and high["provision_at_s"].iloc[0] == 100.0
+    assert high["ready_at_s"].iloc[0] == pytest.approx(110.0)
+    replacement = low.iloc[2]  # launched when high gave its GPU back (scaled to zero)
+    assert replacement["provision_at_s"] == pytest.approx(high["end_at_s"].iloc[0])
+    s = result.summary()
+    assert s["replicas_preempted"] == {"low": 1, "high": 0} and s["completed"] == 4
+    assert s["gpu_budget"]["h100-sxm"]["peak_held"] == 2 and held_over_time(result, "h100-sxm") == 2
+    # without preemption, high waits for a GPU that low never gives back: refused as a budget that can starve it
+    never = {**raw, "deployments": [raw["deployments"][0], {**raw["deployments"][1], "preemption": "never"}]}
+    with pytest.raises(FleetsimError, match="cannot hold deployment 'high'"):
+        simulate_platform(parse_config(never), frame, measure_capacity=False)

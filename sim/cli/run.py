@@ -439,6 +439,9 @@ def render_platform(summary: dict[str, Any]) -> str:
         lines.append(_line("GPU-hours waking and putting to sleep:", summary["gpu_seconds_swapping"] / 3600, "{:.4f}"))
     if summary["gpu_seconds_adapter_loads"]:
         lines.append(_line("GPU-hours stalled on adapter loads:", summary["gpu_seconds_adapter_loads"] / 3600, "{:.4f}"))
+    preempted = {k: v for k, v in summary["replicas_preempted"].items() if v}
+    if preempted:
+        lines.append(_line("Replicas preempted:", ", ".join(f"{k} {v}" for k, v in preempted.items())))
     held = {k: v for k, v in summary["launches_held_back"].items() if v}
     if held:
         lines.append(_line("Launch tries held back by the budget:", ", ".join(f"{k} {v}" for k, v in held.items())))

@@ -13,6 +13,7 @@ Platform summary (summary.json of a platform run folder):
                                its own replica's measured capacity (None unless every deployment's was measured)
   billed_gpu_seconds_by_gpu    {GPU type: GPU-seconds billed}
   gpu_budget                   {GPU type: {gpus, peak_held}}; launches_held_back {deployment: launch tries refused}
+  replicas_preempted           {deployment: its replicas preempted for a higher-priority one's launch}
   gpu_seconds_swapping         GPU-seconds spent waking replicas and putting them to sleep (sleep mode), all deployments
   gpu_seconds_adapter_loads    GPU-seconds of steps stalled by LoRA adapter loads (each replica's stall x its TP)
   deployments                  {name: that deployment's summary (as a run of its own)}
@@ -56,6 +57,7 @@ PLATFORM_KEYS = (
     "billed_gpu_seconds_by_gpu",
     "gpu_budget",
     "launches_held_back",
+    "replicas_preempted",
     "gpu_seconds_swapping",
     "gpu_seconds_adapter_loads",
     "deployments",
@@ -121,6 +123,9 @@ class PlatformResult:
             "billed_gpu_seconds_by_gpu": dict(sorted(by_gpu.items())),
             "gpu_budget": self.meta["gpu_budget"],
             "launches_held_back": self.meta["launches_held_back"],
+            "replicas_preempted": {
+                name: int((r.replicas["interrupted"].astype(str) == "preempted").sum()) for name, r in self.deployments.items()
+            },
             "gpu_seconds_swapping": float(sum(s["sleep_wake_gpu_seconds"] or 0.0 for s in per.values())),
             "gpu_seconds_adapter_loads": float(
                 sum((r.replicas["lora_load_s"] * r.replicas["tp"]).sum() for r in self.deployments.values())

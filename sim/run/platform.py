@@ -82,7 +82,7 @@ def assign(scenario: Scenario, trace: pd.DataFrame) -> np.ndarray:
 
 def budget_limits(scenario: Scenario, deployments: list[Deployment], base_dir: Path) -> dict[str, int]:
     """`gpu_budget` by the GPU catalog's names, checked: every deployment can hold one replica (or its minimum) while
-    the others hold their minimum (else a deployment could wait for GPUs forever)."""
+    the others hold their minimum (else a deployment could wait for GPUs forever) — those it may preempt aside."""
     extra = _relative(scenario.gpu_catalog, base_dir) if scenario.gpu_catalog else None
     catalog = load_gpu_catalog(extra)
     limits: dict[str, int] = {}
@@ -104,11 +104,16 @@ def budget_limits(scenario: Scenario, deployments: list[Deployment], base_dir: P
 
     floors = [floor(d) for d in deployments]
     for i, d in enumerate(deployments):
+        preempts = d.config.preemption == "lower_priority"  # (it takes lower-priority deployments' GPUs when it must)
         for spec in d.specs:
             gpu = spec.setup.gpu.name
             if gpu not in limits:
                 continue
-            others = sum(f.get(gpu, 0) for j, f in enumerate(floors) if j != i)
+            others = sum(
+                f.get(gpu, 0)
+                for j, f in enumerate(floors)
+                if j != i and not (preempts and deployments[j].config.priority < d.config.priority)
+            )
             own = max(floors[i].get(gpu, 0), spec.setup.tp)
             if others + own > limits[gpu]:
                 raise FleetsimError(
@@ -172,7 +177,15 @@ def simulate_platform(
         streams = RunStreams(scenario.seed, domain=d.config.name)
         try:
             built = build(
-                d.scenario, d.specs, d.trace, streams, batch_rate=batch_rate, env=env, budget=budget, priority=d.config.priority
+                d.scenario,
+                d.specs,
+                d.trace,
+                streams,
+                batch_rate=batch_rate,
+                env=env,
+                budget=budget,
+                priority=d.config.priority,
+                preempts=d.config.preemption == "lower_priority",
             )
         except FleetsimError as err:
             raise FleetsimError(f"deployments.{i} ({d.config.name}): {err}") from None

@@ -519,6 +519,7 @@ def build(
     env: CountingEnvironment | None = None,
     budget: GpuBudget | None = None,
     priority: int = 0,
+    preempts: bool = False,
 ) -> Built:
     """The SimPy model of `specs` replaying `trace`. `batch_rate(mix)`: one replica's saturated tokens/s for a
     batch mix (deadline scaling, an `auto`-sized dedicated pool). `extra`: more listeners for every replica (a
@@ -573,8 +574,10 @@ def build(
     if budget is not None:  # every replica type of every pool counts against the platform's GPU budget
         for spec, pool in zip(specs, pools, strict=False):
             gpus = [spec.setup.gpu.name, *(fb.setup.gpu.name for fb in spec.fallback)]
-            for flavor, gpu in zip(pool.flavors, gpus, strict=True):
-                flavor.supply.attach(budget, gpu, priority=priority, deployment=scenario.name or "")
+            for k, (flavor, gpu) in enumerate(zip(pool.flavors, gpus, strict=True)):
+                flavor.supply.attach(
+                    budget, gpu, priority=priority, deployment=scenario.name or "", pool=pool, flavor=k, preempts=preempts
+                )
     lane, floor, launch_dedicated = _batch_lane(env, scenario, specs, pools, trace, log, streams, replicas, batch_rate)
     lanes = [lane] if lane is not None else []
     hazards = []

@@ -607,6 +607,8 @@ class DeploymentConfig(Frozen):
     serves: list[str] = Field(default_factory=list, max_length=64)  # the trace's `model` values sent here (default: name)
     share: float | None = Field(default=None, gt=0)  # a trace without a `model` column: this share of its requests
     priority: int = Field(default=0, ge=-1000, le=1000)  # with gpu_budget: freed GPUs go to the highest first
+    # with gpu_budget: a launch that does not fit takes lower-priority deployments' GPUs (Kubernetes' PreemptLowerPriority)
+    preemption: Literal["never", "lower_priority"] = "never"
     model: str | None = Field(default=None, min_length=1)
     fleet: dict[str, Any] = Field(default_factory=dict)
     engine: dict[str, Any] = Field(default_factory=dict)

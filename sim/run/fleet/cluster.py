@@ -569,6 +569,11 @@ class Pool:
             return 0
         return self._falling.get(0, 0) - self._recalled
 
+    def preemption_candidates(self, flavor: int) -> list[tuple[bool, int, ReplicaSlot]]:
+        """Its replicas of replica type `flavor` holding GPUs, as a platform's budget may preempt them: (started, -id,
+        slot), so that starting ones sort before ready or draining ones, and the newest first."""
+        return [(s.state not in STARTING, -s.replica_id, s) for s in self._live if s.flavor == flavor]
+
     def held(self) -> int:
         """Replicas holding GPUs: starting, ready or draining."""
         return len(self._live)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import simpy
@@ -27,13 +27,27 @@ from sim.run.clock import LIFECYCLE, call_at
 from sim.scenario.config import HOURS_PER_MONTH, CapacityConfig, PricingConfig, SpotConfig
 
 
+class Preemptible(Protocol):
+    """What the budget sees of a pool whose replicas it may preempt (`sim.run.fleet.cluster.Pool`)."""
+
+    def preemption_candidates(self, flavor: int) -> list[tuple[bool, int, Any]]: ...
+
+    def interrupt(self, slot: Any, reason: str) -> None: ...
+
+
 class GpuBudget:
     """GPUs of each type that every deployment of a platform holds at once (`gpu_budget`; types not named: no limit),
     as a cluster's GPU quota or node pool bounds them. A launch that would pass its type's budget waits (its pool's
     `pending`) whatever its capacity classes offer; when GPUs of the type are given back, the waiting pools try again
     at that instant in the order of their deployment's `priority` (highest first; equal priorities: the one waiting
     longest first), as the Kubernetes scheduler takes its queue in PriorityClass order: a waiting pool whose replica
-    does not fit the GPUs freed leaves them to the next (no preemption of running replicas)."""
+    does not fit the GPUs freed leaves them to the next.
+
+    A deployment with `preemption: lower_priority` (Kubernetes' PreemptLowerPriority) whose launch does not fit takes
+    the GPUs from lower-priority deployments' replicas of its type, when that makes it fit: the lowest priority first,
+    starting replicas before ready ones, the newest first (the least work lost); each victim is lost as a failed one
+    is (`Pool.interrupt`: its requests back to its pool, recomputed; `interrupted`: "preempted") and its pool asks for
+    a replacement, which waits for GPUs at its own priority."""
 
     def __init__(self, env: simpy.Environment, limits: dict[str, int]) -> None:
         self.env = env
@@ -44,10 +58,43 @@ class GpuBudget:
         self._waiting: dict[Callable[[], None], tuple[int, int]] = {}  # a pool's retry -> (-priority, arrival order)
         self._order = 0
         self._wake_due = False
+        self._members: list[tuple[Supply, Preemptible, int]] = []  # every pool's replica types, for preemption
+        self._claimed: dict[str, int] = {}  # GPUs a preemption under way frees for its launch (no one else takes them)
+
+    def join(self, supply: Supply, pool: Preemptible, flavor: int) -> None:
+        self._members.append((supply, pool, flavor))
+
+    def preempt(self, gpu: str, need: int, priority: int) -> bool:
+        """Free `need` GPUs of `gpu` by preempting lower-priority replicas, if that suffices (then True)."""
+        limit = self.limits.get(gpu)
+        if limit is None:
+            return False
+        free = limit - self.held[gpu] - self._claimed.get(gpu, 0)  # (GPUs an outer preemption frees are its own)
+        candidates = []
+        for supply, pool, flavor in self._members:
+            if supply.gpu == gpu and supply.priority < priority:
+                for started, newest, slot in pool.preemption_candidates(flavor):
+                    candidates.append((supply.priority, started, newest, supply.tp, pool, slot))
+        candidates.sort(key=lambda c: c[:3])
+        chosen, freed = [], 0
+        for c in candidates:
+            if free + freed >= need:
+                break
+            chosen.append(c)
+            freed += c[3]
+        if free + freed < need:
+            return False
+        self._claimed[gpu] = self._claimed.get(gpu, 0) + need  # (the victims' replacements wait, as they would)
+        try:
+            for *_, pool, slot in chosen:
+                pool.interrupt(slot, "preempted")
+        finally:
+            self._claimed[gpu] -= need
+        return True
 
     def room(self, gpu: str, n: int) -> bool:
         limit = self.limits.get(gpu)
-        return limit is None or self.held[gpu] + n <= limit
+        return limit is None or self.held[gpu] + self._claimed.get(gpu, 0) + n <= limit
 
     def take(self, gpu: str, n: int) -> None:
         if gpu in self.limits:
@@ -86,6 +133,7 @@ class Supply:
         self.gpu = ""
         self.priority = 0
         self.deployment = ""
+        self.preempts = False  # its launches preempt lower-priority replicas (`GpuBudget.preempt`)
         self.tp = tp
         self.reserved = reserved
         self.order = capacity.order
@@ -101,9 +149,20 @@ class Supply:
         cap = self.limits[klass].max_replicas
         return cap is None or self.held[klass] < cap
 
-    def attach(self, budget: GpuBudget, gpu: str, *, priority: int, deployment: str) -> None:
-        """Count this pool's replicas (`gpu`, `tp` GPUs each) against a platform's GPU budget."""
-        self.budget, self.gpu, self.priority, self.deployment = budget, gpu, priority, deployment
+    def attach(
+        self,
+        budget: GpuBudget,
+        gpu: str,
+        *,
+        priority: int,
+        deployment: str,
+        pool: Preemptible,
+        flavor: int = 0,
+        preempts: bool = False,
+    ) -> None:
+        """Count this pool's replicas of replica type `flavor` (`gpu`, `tp` GPUs each) against a platform's GPU budget."""
+        self.budget, self.gpu, self.priority, self.deployment, self.preempts = budget, gpu, priority, deployment, preempts
+        budget.join(self, pool, flavor)
 
     def over_budget(self) -> bool:
         """Would a launch now pass the platform's GPU budget?"""
@@ -114,7 +173,9 @@ class Supply:
         platform's GPU budget is). `warm`: a replica that exists before the run (no launch to fail)."""
         budget = self.budget
         if budget is not None:
-            if not budget.room(self.gpu, self.tp):
+            if not budget.room(self.gpu, self.tp) and not (
+                self.preempts and not warm and budget.preempt(self.gpu, self.tp, self.priority)
+            ):
                 budget.refused[self.deployment] = budget.refused.get(self.deployment, 0) + 1
                 return None
             klass = self._take(now, warm=warm)
