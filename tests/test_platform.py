@@ -428,3 +428,12 @@ def test_a_higher_priority_launch_preempts_the_newest_lower_priority_replica():
     never = {**raw, "deployments": [raw["deployments"][0], {**raw["deployments"][1], "preemption": "never"}]}
     with pytest.raises(FleetsimError, match="cannot hold deployment 'high'"):
         simulate_platform(parse_config(never), frame, measure_capacity=False)
+
+
+def test_the_glossary_documents_the_platform_summary():
+    from sim.results.platform import PLATFORM_KEYS
+    from tests.test_core_records import glossary_names
+
+    documented = glossary_names()
+    missing = [k for k in PLATFORM_KEYS if k not in documented]
+    assert not missing, missing
