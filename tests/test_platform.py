@@ -437,3 +437,13 @@ def test_the_glossary_documents_the_platform_summary():
     documented = glossary_names()
     missing = [k for k in PLATFORM_KEYS if k not in documented]
     assert not missing, missing
+
+
+def test_what_in_a_platform_draws_from_the_seed():
+    from sim.studies.determinism import seed_consumers
+
+    drawn = seed_consumers(parse_config(platform(fleet={**platform()["fleet"], "router": "power_of_two"})))
+    assert "deployments: shares (a deployment drawn for each request)" in drawn
+    assert "deployments.0 (chat): fleet.router power_of_two" in drawn and "trace: a synthetic generator (arrivals)" in drawn
+    by_model = platform(trace="t.csv", deployments=[{"name": "a", "model": "llama-3.1-8b"}])
+    assert seed_consumers(parse_config(by_model)) == []  # (a trace file naming each request's model: nothing drawn)
