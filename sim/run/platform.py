@@ -39,6 +39,7 @@ from sim.run.simulate import _check_frame, colocated_capacity, fleet_capacity, s
 from sim.scenario.config import DeploymentConfig, Scenario, deployment_scenario
 from sim.scenario.resolve import _relative, resolve_scenario
 from sim.streams import RunStreams
+from sim.workload.jobs import with_classes
 
 
 @dataclass
@@ -124,6 +125,21 @@ def budget_limits(scenario: Scenario, deployments: list[Deployment], base_dir: P
     return limits
 
 
+def _classes(trace: pd.DataFrame) -> pd.DataFrame:
+    """A trace's request classes filled in (`with_classes`), refusing batch-class requests: batch jobs on a platform are
+    not modelled (run them per deployment)."""
+    if "klass" not in trace.columns:
+        return trace
+    trace = with_classes(trace)
+    batch = np.flatnonzero(trace["klass"].to_numpy() == "batch")
+    if batch.size:
+        raise FleetsimError(
+            f"trace: request {int(batch[0])} is a batch-class request ({batch.size} in all); batch work on a platform of "
+            "several deployments is not modelled (run it per deployment)"
+        )
+    return trace
+
+
 def _deployments(scenario: Scenario, trace: pd.DataFrame, base_dir: Path) -> list[Deployment]:
     which = assign(scenario, trace)
     out = []
@@ -156,6 +172,7 @@ def simulate_platform(
             trace = scenario_trace(scenario, base_dir=base_dir)
         else:
             _check_frame(trace)
+        trace = _classes(trace)
         deployments = _deployments(scenario, trace, base_dir)
         limits = budget_limits(scenario, deployments, base_dir)
     except FleetsimError as err:

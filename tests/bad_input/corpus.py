@@ -772,6 +772,12 @@ BAD_PLATFORMS = [
     ),
     scenario(_PLATFORM + "batch: {jobs: []}\n", "batch jobs on a platform", "platform-batch", _MODELS),
     scenario(
+        _PLATFORM,
+        "trace: request 1 is a batch-class request (1 in all); batch work on a platform",
+        "platform-batch-class-request",
+        "arrival_at_s,prompt_tokens,output_tokens,model,klass\n0,10,5,a,interactive\n0.5,20,3,b,batch\n1.0,30,2,a,\n",
+    ),
+    scenario(
         "model: llama-2-7b\nfleet: {gpu: a100-80gb, lifecycle: {sleep: {level: 3}}}\ntrace: t.csv\n",
         "sleep.level",
         "sleep-level-3",
@@ -784,6 +790,16 @@ BAD_PLATFORMS = [
 ]
 GOOD += [
     Case("platform-by-model", "good", {"s.yaml": _b(_PLATFORM), "t.csv": _b(_MODELS)}, _GOOD_RUN, None),
+    Case(  # request classes, all interactive, and priorities: filled in as a plain run's are
+        "platform-interactive-classes",
+        "good",
+        {
+            "s.yaml": _b(_PLATFORM),
+            "t.csv": _b("arrival_at_s,prompt_tokens,output_tokens,model,klass,priority\n0,10,5,a,interactive,\n0.5,20,3,b,,2\n"),
+        },
+        _GOOD_RUN,
+        None,
+    ),
     Case(  # a deployment no request is for, and sleep mode on a scaled-to-zero fleet
         "platform-idle-deployment-sleeping",
         "good",
