@@ -283,7 +283,10 @@ def test_a_request_for_a_model_no_deployment_serves_is_an_error(tmp_path):
     assert "request 1 is for model 'nobody', which no deployment serves (they serve: chat" in r.stderr
     (tmp_path / "t.csv").write_text("arrival_at_s,prompt_tokens,output_tokens,model\n0,10,2,chat\n1,10,2,\n")
     r = runner.invoke(app, ["run", str(tmp_path / "p.yaml"), "--out", str(tmp_path / "run")])
-    assert r.exit_code == 2 and "t.csv line 3: model must be a name of 1-200 characters" in r.stderr
+    assert r.exit_code == 2 and "request 1 names no model (its `model` is empty); the deployments serve: chat" in r.stderr
+    (tmp_path / "t.csv").write_text("arrival_at_s,prompt_tokens,output_tokens,model\n0,10,2,chat\n1,10,2," + "m" * 201 + "\n")
+    r = runner.invoke(app, ["run", str(tmp_path / "p.yaml"), "--out", str(tmp_path / "run")])
+    assert r.exit_code == 2 and "t.csv line 3: model must be a name of at most 200 characters" in r.stderr
 
 
 def test_burstgpt_models_are_read_as_the_model_column(tmp_path):
@@ -321,8 +324,11 @@ def test_model_names_of_digits_are_names(tmp_path):
     frame = load_trace(tmp_path / "t.csv")
     assert frame["model"].tolist() == ["1", "2"]
     (tmp_path / "u.csv").write_text("arrival_at_s,prompt_tokens,output_tokens,model\n0,10,2,1.5\n1,10,2,2\n")
-    with pytest.raises(FleetsimError, match=r"u\.csv line 2: model must be a name of 1-200 characters"):
+    with pytest.raises(FleetsimError, match=r"u\.csv line 2: model must be a name of at most 200 characters"):
         load_trace(tmp_path / "u.csv")
+    # an empty cell names no model: a plain run, which reads no model, runs it
+    (tmp_path / "v.csv").write_text("arrival_at_s,prompt_tokens,output_tokens,model\n0,10,2,\n1,10,2,x\n")
+    assert load_trace(tmp_path / "v.csv")["model"].tolist() == ["", "x"]
 
 
 def test_the_platform_page_has_a_section_per_deployment_and_unique_ids(tmp_path):

@@ -66,6 +66,8 @@ def assign(scenario: Scenario, trace: pd.DataFrame) -> np.ndarray:
         if missing.any():
             row = int(np.flatnonzero(missing)[0])
             known = ", ".join(sorted(served))
+            if not names.iloc[row]:
+                raise FleetsimError(f"trace: request {row} names no model (its `model` is empty); the deployments serve: {known}")
             raise FleetsimError(
                 f"trace: request {row} is for model {names.iloc[row]!r}, which no deployment serves (they serve: {known}; "
                 "name it in a deployment's `serves`)"

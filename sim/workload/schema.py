@@ -15,8 +15,8 @@ optional:
                  a float64 (JSON, pandas) makes neighbours collide, and a collision is a false cache hit.
   adapter        int64 in [0, 2^31 - 1], the LoRA adapter the request names (empty or -1: the base model); kept as
                  int64 with -1 for the base model
-  model          string, the model (a platform's deployment, `deployments[].serves`) the request is for; 1-200
-                 characters (BurstGPT's `Model` column is read as it)
+  model          string, the model (a platform's deployment, `deployments[].serves`) the request is for; at most
+                 200 characters, empty: none named (BurstGPT's `Model` column is read as it)
 
 Equal timestamps are legal: real traces log at millisecond resolution or coarser and hold many
 requests that arrive in the same instant; they keep their file order. A decreasing timestamp is an
@@ -211,16 +211,18 @@ MAX_MODEL_NAME = 200
 
 
 def model_column(series: pd.Series, where: Where) -> np.ndarray:
-    """The `model` column as strings of 1-200 characters (names the row and the value otherwise); integer names (a CSV
-    column of digits, read as numbers) are kept as their digits."""
+    """The `model` column as strings of at most 200 characters, "" where a request names none (an empty cell: only a
+    platform's deployments read the column, and they refuse it); integer names (a CSV column of digits, read as
+    numbers) are kept as their digits. Anything else names the row and the value."""
     values = series.to_numpy(dtype=object)
     if series.dtype.kind in "iu":
         values = np.array([str(v) for v in values], dtype=object)
-    ok = np.fromiter((isinstance(v, str) and 0 < len(v.strip()) <= MAX_MODEL_NAME for v in values), dtype=bool, count=len(values))
+    values = np.array(["" if v is None or (isinstance(v, float) and np.isnan(v)) else v for v in values], dtype=object)
+    ok = np.fromiter((isinstance(v, str) and len(v.strip()) <= MAX_MODEL_NAME for v in values), dtype=bool, count=len(values))
     bad = first_bad(~ok)
     if bad is not None:
         raise FleetsimError(
-            f"{where.at(bad)}: model must be a name of 1-{MAX_MODEL_NAME} characters (got {_show(series.iloc[bad])})"
+            f"{where.at(bad)}: model must be a name of at most {MAX_MODEL_NAME} characters (got {_show(series.iloc[bad])})"
         )
     return np.array([v.strip() for v in values], dtype=object)
 

@@ -735,7 +735,7 @@ BAD_PLATFORMS = [
     ),
     scenario(
         _PLATFORM,
-        "t.csv line 3: model must be a name of 1-200 characters",
+        "trace: request 1 names no model (its `model` is empty)",
         "platform-empty-model",
         _MODELS.replace(",b\n", ",\n"),
     ),
