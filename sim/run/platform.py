@@ -241,7 +241,7 @@ def simulate_platform(
             result.meta["capacity"] = capacity.as_meta()
         gc.collect()
     meta: dict[str, Any] = {
-        "name": scenario.name,
+        "name": scenario.name or (Path(scenario.source).stem if scenario.source else None),
         "seed": scenario.seed,
         "horizon_s": env.now,
         "n_trace": len(trace),
