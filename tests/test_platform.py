@@ -453,3 +453,14 @@ def test_what_in_a_platform_draws_from_the_seed():
     assert "deployments.0 (chat): fleet.router power_of_two" in drawn and "trace: a synthetic generator (arrivals)" in drawn
     by_model = platform(trace="t.csv", deployments=[{"name": "a", "model": "llama-3.1-8b"}])
     assert seed_consumers(parse_config(by_model)) == []  # (a trace file naming each request's model: nothing drawn)
+
+
+def test_a_platform_run_with_a_progress_callback_ends_and_gives_the_same_records():
+    """The progress loop waits on the platform's end by ticks (a nested SimPy condition would lose its callbacks)."""
+    sc = parse_config(platform())
+    ticks: list[float] = []
+    with_progress = simulate_platform(sc, measure_capacity=False, progress=lambda now, horizon: ticks.append(now))
+    plain = simulate_platform(sc, measure_capacity=False)
+    assert ticks and with_progress.horizon_s == plain.horizon_s
+    for name, run in plain.deployments.items():
+        assert_same_requests(with_progress.deployments[name], run)

@@ -293,7 +293,16 @@ def run(
                 f"--plot: a platform run draws each deployment on its own: `fleetsim report {out_dir}/deployments/NAME "
                 "--html FILE` after this run, or --html FILE for the platform's page"
             )
-        _run_platform(scenario, config, out_dir, as_json=as_json, capacity=capacity, force=force, html_file=html_file)
+        _run_platform(
+            scenario,
+            config,
+            out_dir,
+            as_json=as_json,
+            capacity=capacity,
+            force=force,
+            html_file=html_file,
+            console=console if show else None,
+        )
         return
     if show:
         with Progress(
@@ -360,14 +369,42 @@ def run(
 
 
 def _run_platform(
-    scenario: Scenario, config: Path, out_dir: Path, *, as_json: bool, capacity: bool, force: bool, html_file: Path | None
+    scenario: Scenario,
+    config: Path,
+    out_dir: Path,
+    *,
+    as_json: bool,
+    capacity: bool,
+    force: bool,
+    html_file: Path | None,
+    console: Any = None,
 ) -> None:
+    """`fleetsim run` on a platform (`deployments:`); `console`: where to draw a progress bar (None: none)."""
     from sim.results.report import write_platform
     from sim.run.platform import simulate_platform
 
     if scenario.trace_note is not None:
         typer.echo(f"note: {scenario.trace_note}", err=True)
-    result = simulate_platform(scenario, base_dir=config.parent, measure_capacity=capacity)
+    if console is not None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(
+            TextColumn("simulating"),
+            BarColumn(),
+            TextColumn("{task.fields[sim]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("sim", total=1.0, sim="")
+
+            def tick(now: float, horizon: float) -> None:
+                done = min(1.0, now / horizon) if horizon else 1.0
+                bar.update(task, completed=done, sim=f"{now:,.0f} / {horizon:,.0f} s simulated")
+
+            result = simulate_platform(scenario, base_dir=config.parent, measure_capacity=capacity, progress=tick)
+    else:
+        result = simulate_platform(scenario, base_dir=config.parent, measure_capacity=capacity)
     summary = result.summary()
     if html_file is not None:  # (before the run folder: a run folder is the last thing written)
         from sim.results.html_report import render_platform_html

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import simpy
 
 from sim.errors import FleetsimError
 from sim.physics.hardware import load_gpu_catalog
@@ -213,7 +214,19 @@ def simulate_platform(
         by_index[i] = built
     builts = [by_index[i] for i in range(len(deployments))]
     built_at = time.perf_counter()
-    everything = env.all_of([b.done for b in builts])
+    # every deployment resolved: a plain event (not a Condition: SimPy strips a Condition nested in another, as the
+    # progress loop's any_of would nest it, of its callbacks when the outer one triggers first)
+    everything = env.event()
+    left = [len(builts)]
+
+    def one_done(_event: simpy.Event) -> None:
+        left[0] -= 1
+        if not left[0]:
+            everything.succeed()
+
+    for b in builts:
+        assert b.done.callbacks is not None  # (triggered at most: nothing has run)
+        b.done.callbacks.append(one_done)
     horizon = float(trace["arrival_at_s"].iloc[-1]) if len(trace) else 0.0
     if progress is None:
         env.run_until(everything)
