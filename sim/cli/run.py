@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -267,7 +269,6 @@ def run(
 ) -> None:
     """Simulate a scenario: its fleet replays the trace; prints vLLM-style metrics, cost and utilization; writes a run folder."""
     from rich.console import Console  # the simulator is imported by the commands that run it
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from sim.results.report import RUN_FILES, check_out_dir, write_run
     from sim.run.simulate import simulate
@@ -304,25 +305,8 @@ def run(
             console=console if show else None,
         )
         return
-    if show:
-        with Progress(
-            TextColumn("simulating"),
-            BarColumn(),
-            TextColumn("{task.fields[sim]}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as bar:
-            task = bar.add_task("sim", total=1.0, sim="")
-
-            def tick(now: float, horizon: float) -> None:
-                bar.update(
-                    task, completed=min(1.0, now / horizon) if horizon else 1.0, sim=f"{now:,.0f} / {horizon:,.0f} s simulated"
-                )
-
-            result = simulate(scenario, base_dir=config.parent, progress=tick, measure_capacity=capacity)
-    else:
-        result = simulate(scenario, base_dir=config.parent, measure_capacity=capacity)
+    with progress_bar(console if show else None) as tick:
+        result = simulate(scenario, base_dir=config.parent, progress=tick, measure_capacity=capacity)
     alias_note(scenario.fleet.gpu, result.meta["gpu"])
     if uncached_prefix_caching(scenario, result.meta):
         typer.echo(
@@ -368,6 +352,25 @@ def run(
     sys.stdout.flush()
 
 
+@contextlib.contextmanager
+def progress_bar(console: Any) -> Iterator[Callable[[float, float], None] | None]:
+    """A bar over simulated time on `console` while the block runs, and its tick (None: no console, no bar)."""
+    if console is None:
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("simulating"), BarColumn(), TextColumn("{task.fields[sim]}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("sim", total=1.0, sim="")
+
+        def tick(now: float, horizon: float) -> None:
+            done = min(1.0, now / horizon) if horizon else 1.0
+            bar.update(task, completed=done, sim=f"{now:,.0f} / {horizon:,.0f} s simulated")
+
+        yield tick
+
+
 def _run_platform(
     scenario: Scenario,
     config: Path,
@@ -385,26 +388,8 @@ def _run_platform(
 
     if scenario.trace_note is not None:
         typer.echo(f"note: {scenario.trace_note}", err=True)
-    if console is not None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        with Progress(
-            TextColumn("simulating"),
-            BarColumn(),
-            TextColumn("{task.fields[sim]}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as bar:
-            task = bar.add_task("sim", total=1.0, sim="")
-
-            def tick(now: float, horizon: float) -> None:
-                done = min(1.0, now / horizon) if horizon else 1.0
-                bar.update(task, completed=done, sim=f"{now:,.0f} / {horizon:,.0f} s simulated")
-
-            result = simulate_platform(scenario, base_dir=config.parent, measure_capacity=capacity, progress=tick)
-    else:
-        result = simulate_platform(scenario, base_dir=config.parent, measure_capacity=capacity)
+    with progress_bar(console) as tick:
+        result = simulate_platform(scenario, base_dir=config.parent, measure_capacity=capacity, progress=tick)
     summary = result.summary()
     if html_file is not None:  # (before the run folder: a run folder is the last thing written)
         from sim.results.html_report import render_platform_html
