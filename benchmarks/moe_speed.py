@@ -5,7 +5,8 @@ same run.
 - dense: Llama-3.1-8B, 1x H100-SXM per replica;
 - MoE, tensor parallel: Qwen3-30B-A3B, 1x H100-SXM per replica (its step priced by the experts its tokens touch);
 - MoE, DP2 + EP: the same model with `fleet.dp: 2, fleet.expert_parallel: true` (each replica one DP rank, the
-  experts spread over the group's GPUs, tokens exchanged all-to-all).
+  experts spread over the group's GPUs, tokens exchanged all-to-all; the two ranks of a group in lock-step, their
+  decode runs fast-forwarded together: `sim.run.engine.lockstep`).
 
 Prints, for each, CPU and wall seconds (best and median of --runs; the capacity probe is not timed), simulated
 requests per CPU second, CPU microseconds and heap-operation equivalents per request, events per request, and the

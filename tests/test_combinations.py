@@ -169,8 +169,11 @@ def scenario(draw: dict, fast_forward: bool) -> dict:
             capacity = None
     if capacity is not None:
         fleet["capacity"] = capacity
+    # an MoE model's DP ranks with expert parallelism: each group of two steps in lock-step (said either way: on a
+    # platform a deployment's fleet block merges over the first one's)
+    fleet["dp"], fleet["expert_parallel"] = (2, True) if draw.get("moe") else (1, False)
     raw = {
-        "model": "llama-3.1-8b",
+        "model": "qwen3-30b-a3b" if draw.get("moe") else "llama-3.1-8b",
         "seed": draw["seed"] % 1000,
         "fleet": fleet,
         "engine": engine,
@@ -214,6 +217,7 @@ FOUND = dict(
     autoscaler="fixed", cap=None, engine_policy="chunked", preempt_for_priority=False, blocks=40, logits="sampled",
     kv_memory="vllm", eager=False, spot_max=None, on_demand_first=False, launch_failure=0.0, on_demand_max=None,
     reserved=0, fallback=None, capacity_of="fleet", link="fast", lora=0, long_prefill=48, sleep=0, gap=0.0,
+    moe=False,
 )  # fmt: skip
 
 
@@ -252,6 +256,7 @@ DRAW = st.fixed_dictionaries(
         "long_prefill": st.sampled_from([0, 48]),  # chunked: a request's most prompt tokens a step (0: no cap)
         "sleep": st.sampled_from([0, 1, 2]),  # sleep mode's level (0: off)
         "gap": st.sampled_from([0.0, 40.0]),  # a lull mid-trace (s)
+        "moe": st.booleans(),  # Qwen3-30B-A3B as DP 2 + EP (lock-step ranks) instead of Llama-3.1-8B
     }
 )
 

@@ -131,8 +131,13 @@ def test_the_moe_catalog_counts_match_the_model_cards(name, total_b, active_b, r
 
 
 # --- data parallelism over an MoE model's experts (fleet.dp, fleet.expert_parallel) -----------------------------------
-def dp_setup(model, *, dp, ep, tp=1, gpu="h100-sxm"):
-    sc = parse_config({"model": model, "fleet": {"gpu": gpu, "tp": tp, "dp": dp, "expert_parallel": ep}})
+def dp_setup(model, *, dp, ep, tp=1, gpu="h100-sxm", imbalance=1.0):
+    sc = parse_config(
+        {
+            "model": model,
+            "fleet": {"gpu": gpu, "tp": tp, "dp": dp, "expert_parallel": ep, "expert_load_imbalance": imbalance},
+        }
+    )
     return resolve_scenario(sc)
 
 
@@ -211,3 +216,35 @@ def test_a_dp_expert_parallel_fleet_conserves_and_fast_forward_matches_the_per_s
         assert r.summary()["completed"] == 60 and r.itl.count == int((trace["output_tokens"] - 1).sum())
         runs.append(r.requests)
     pd.testing.assert_series_equal(runs[0]["completed_at_s"], runs[1]["completed_at_s"], rtol=1e-9)
+
+
+def test_an_expert_load_imbalance_slows_the_hottest_gpu_by_hand():
+    from sim.physics.roofline import step_cost
+    from sim.run.engine.step_time import RooflineStepTime
+
+    m, gpu = MODELS.get("qwen3-30b-a3b"), GPUS.get("h100-sxm")
+    even, hot = dp_setup("qwen3-30b-a3b", dp=4, ep=True), dp_setup("qwen3-30b-a3b", dp=4, ep=True, imbalance=2.5)
+    n, k, h = 512, m.n_experts_per_tok, m.hidden_size
+    bw, lat = gpu.interconnect_bw_bytes_per_s / 2, gpu.allreduce_latency_s
+    # the hottest GPU receives 2.5x the mean of the dispatch: its exchange sets the layer's
+    assert hot.moe_exchange_s(n) == pytest.approx(2 * (lat + 2.5 * n * k * h * 2 * 3 / 4 / bw))
+    # and computes 2.5x the mean of the routed experts' FLOPs: 1.5x more than uniform routing, in time only
+    routed = 2 * m.n_moe_layers * k * m.expert_params
+    assert hot.hot_expert_flops_per_token == pytest.approx(1.5 * routed) and even.hot_expert_flops_per_token == 0
+    args = {"n_tokens": n, "attention_pairs": n * (n + 1) / 2, "kv_read_tokens": 0, "logit_tokens": 1}
+    a, b = step_cost(even, **args), step_cost(hot, **args)
+    assert b.flops == a.flops and b.bytes == a.bytes
+    assert b.compute_s == pytest.approx(a.compute_s + n * 1.5 * routed / even.effective_flops_per_s)
+    # the engine's step-time model prices it operation for operation as step_cost does, and its decode runs too
+    rt = RooflineStepTime(hot)
+    assert rt.step(n, 0, args["attention_pairs"], 0, 0, 1)[0] == pytest.approx(b.time_s, rel=1e-12)
+    line = rt.decode_line(n_seqs=64, context_sum=64 * 500)
+    assert line.total(1) == pytest.approx(rt.step(0, 64, 64 * 501, 64 * 500, 64 * 500, 64)[0], rel=1e-12)
+    assert rt.run_work(64, 64 * 500, 3)[0] == RooflineStepTime(even).run_work(64, 64 * 500, 3)[0]  # FLOPs: the tokens'
+
+
+def test_an_expert_load_imbalance_needs_expert_parallelism_and_at_most_the_groups_gpus():
+    with pytest.raises(FleetsimError, match=r"fleet.expert_load_imbalance: .* apply with fleet.expert_parallel"):
+        dp_setup("qwen3-30b-a3b", dp=2, ep=False, imbalance=1.5)
+    with pytest.raises(FleetsimError, match="hottest of dp x tp = 2 GPUs gets at most 2x the mean"):
+        dp_setup("qwen3-30b-a3b", dp=2, ep=True, imbalance=2.5)

@@ -56,7 +56,7 @@ def test_the_runs_meta_describes_its_scenario():
     assert raw["model"] == "qwen3-30b-a3b" and raw["fleet"]["gpu"] == "h100-sxm"
     assert raw["fleet"]["autoscaler"] == {"policy": "fixed", "replicas": 2}
     assert raw["fleet"]["dp"] == 2 and raw["fleet"]["expert_parallel"] is True  # the ranks share the experts
-    assert any("data_parallel_size=2" in n and "not in lock-step" in n for n in notes)
+    assert any("data_parallel_size=2" in n and "lock-step, in groups of dp" in n for n in notes)
 
 
 @pytest.mark.slow

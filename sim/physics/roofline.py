@@ -67,6 +67,8 @@ class RooflineSetup:
     expert_parallel: bool = False  # experts placed whole over the DP group's GPUs, tokens exchanged all-to-all
     scale_out_bytes_per_s: float = 50e9  # per GPU, one direction, between nodes (default: 400 Gb/s InfiniBand per GPU)
     scale_out_latency_s: float = 2e-5
+    # expert parallel: routed tokens the hottest GPU of the group receives over the mean (1: uniform routing)
+    expert_load_imbalance: float = 1.0
 
     @property
     def moe_group(self) -> int:
@@ -77,6 +79,16 @@ class RooflineSetup:
     def expert_share(self) -> float:
         """The share of the routed experts' weights this replica (one DP rank) holds."""
         return self.tp / self.moe_group
+
+    @property
+    def hot_expert_flops_per_token(self) -> float:
+        """Matmul FLOPs a token costs the group's hottest GPU beyond its mean share, in the replica's units (`step_cost`
+        divides by tp GPUs): with expert parallelism and `expert_load_imbalance` above 1, the routed experts' FLOPs
+        times the excess. Time only: the FLOPs counted stay the tokens' own."""
+        m = self.model
+        if not (self.expert_parallel and self.moe_group > 1 and m.is_moe) or self.expert_load_imbalance == 1.0:
+            return 0.0
+        return (self.expert_load_imbalance - 1.0) * 2.0 * m.n_moe_layers * m.n_experts_per_tok * m.expert_params
 
     def comm_s(self, n_tokens: int) -> float:
         """A step's communication for `n_tokens`: two all-reduces per layer within the replica's TP group; with a
@@ -98,8 +110,8 @@ class RooflineSetup:
         parallelism over the group): an all-gather of the group's hidden states and a reduce-scatter of the outputs."""
         m, g = self.model, self.moe_group
         per_token = m.hidden_size * self.activation_bits / 8
-        if self.expert_parallel:
-            per_gpu = n_tokens / self.tp * m.n_experts_per_tok * per_token * (g - 1) / g
+        if self.expert_parallel:  # (the hottest GPU receives `expert_load_imbalance` times the mean)
+            per_gpu = n_tokens / self.tp * m.n_experts_per_tok * per_token * (g - 1) / g * self.expert_load_imbalance
         else:
             per_gpu = n_tokens * self.dp * per_token * (g - 1) / g
         if g <= self.gpus_per_node:
@@ -254,7 +266,7 @@ def step_cost(
     return StepCost(
         flops=flops,
         bytes=n_bytes,
-        compute_s=flops / (tp * setup.effective_flops_per_s),
+        compute_s=(flops + n_tokens * setup.hot_expert_flops_per_token) / (tp * setup.effective_flops_per_s),
         memory_s=n_bytes / (tp * setup.effective_hbm_bw_bytes_per_s),
         comm_s=comm_s,
         overhead_s=fixed_overhead_s(setup),

@@ -30,6 +30,7 @@ from sim.policies.autoscale import LATENCY_METRICS, FixedConfig, HpaConfig, make
 from sim.policies.router import ROUTERS
 from sim.run.clock import CountingEnvironment
 from sim.run.engine.kv import BlockKv, PrefixCachingKv
+from sim.run.engine.lockstep import LockStepReplica, LockSteps
 from sim.run.engine.lora import LoraCosts, LoraKv, LoraPrefixCachingKv, LoraState, LoraStepTime
 from sim.run.engine.records import RequestLog
 from sim.run.engine.replica import COLOCATED, DECODE, PREFILL, Replica, ReplicaListener, inadmissible
@@ -382,6 +383,11 @@ def replica_factory(
     sp = engine.speculative
     alphas = np.asarray(sp.alphas, dtype=np.float64) if sp is not None else None
     policy = POLICIES[engine.policy]
+    setup = spec.setup
+    # an MoE model's DP ranks share its MoE layers and step together (`sim.run.engine.lockstep`)
+    locksteps = (
+        LockSteps(env, dp=setup.dp, dummy_s=step_time.step(0, 1, 1, 0, 0, 1)[0]) if setup.dp > 1 and setup.model.is_moe else None
+    )
 
     def make(replica_id: int, listeners: Sequence[ReplicaListener]) -> Replica:
         kv: BlockKv
@@ -403,7 +409,9 @@ def replica_factory(
             kv = BlockKv(spec.n_blocks, engine.block_size)
         acceptance = None if alphas is None else Acceptance(alphas, streams.sub_generator("speculative", replica_id))
         kind: Callable[..., Replica] = Replica
-        if acceptance is not None and engine.fast_forward:  # speculative decoding, fast-forwarded: its own seam
+        if locksteps is not None:  # a DP rank of an MoE model: stepped with its group, step by step
+            kind = functools.partial(LockStepReplica, lockstep=locksteps.group_for_new_rank())
+        elif acceptance is not None and engine.fast_forward:  # speculative decoding, fast-forwarded: its own seam
             assert isinstance(step_time, SpeculativeStepTime)
             kind = functools.partial(SpecReplica, group=SpecGroup(engine.block_size, acceptance, step_time, log.itl))
         return kind(

@@ -50,12 +50,13 @@ def build_setup(
     scale_out: str = "infiniband_400g",
     dp: int = 1,
     expert_parallel: bool = False,
+    expert_load_imbalance: float = 1.0,
 ) -> RooflineSetup:
     """Check that the model can run on `tp` GPUs and fits, then resolve the roofline's numbers. `engine`: the
     replica's engine, whose batch limits vLLM's memory profiling uses (default: the engine defaults)."""
     engine = engine if engine is not None else EngineConfig()
     model.check_tp(tp)
-    check_moe_layout(model, tp=tp, dp=dp, expert_parallel=expert_parallel)
+    check_moe_layout(model, tp=tp, dp=dp, expert_parallel=expert_parallel, imbalance=expert_load_imbalance)
     override = roofline.gpu_overrides.get(gpu.name)
     if override is not None:
         gpu = apply_override(override, gpu)
@@ -97,14 +98,21 @@ def build_setup(
         scale_out_latency_s=LINK_PRESETS[scale_out][1],
         dp=dp,
         expert_parallel=expert_parallel,
+        expert_load_imbalance=expert_load_imbalance,
     )
     check_fits(setup)
     return setup
 
 
-def check_moe_layout(model: ModelSpec, *, tp: int, dp: int, expert_parallel: bool) -> None:
-    """Expert parallelism needs an MoE model whose routed experts divide evenly over the group's GPUs."""
+def check_moe_layout(model: ModelSpec, *, tp: int, dp: int, expert_parallel: bool, imbalance: float = 1.0) -> None:
+    """Expert parallelism needs an MoE model whose routed experts divide evenly over the group's GPUs; a load imbalance
+    is the hottest GPU's share over the mean, so it needs expert parallelism and is at most the group's GPU count."""
     if not expert_parallel:
+        if imbalance != 1.0:
+            raise FleetsimError(
+                f"fleet.expert_load_imbalance: the hottest GPU's routed tokens over the mean apply with "
+                f"fleet.expert_parallel (got {imbalance:g} without it)"
+            )
         return
     if not model.is_moe:
         raise FleetsimError(f"fleet.expert_parallel: {model.name} is not a mixture-of-experts model (it has no experts)")
@@ -112,6 +120,11 @@ def check_moe_layout(model: ModelSpec, *, tp: int, dp: int, expert_parallel: boo
     if model.n_experts % group:
         raise FleetsimError(
             f"fleet.expert_parallel: {model.n_experts} experts of {model.name} do not divide over dp x tp = {group} GPUs"
+        )
+    if imbalance > group:
+        raise FleetsimError(
+            f"fleet.expert_load_imbalance: the hottest of dp x tp = {group} GPUs gets at most {group}x the mean "
+            f"(got {imbalance:g})"
         )
 
 
@@ -167,6 +180,7 @@ def resolve_scenario(
             scale_out=scenario.fleet.scale_out,
             dp=scenario.fleet.dp,
             expert_parallel=scenario.fleet.expert_parallel,
+            expert_load_imbalance=scenario.fleet.expert_load_imbalance,
         ),
     )
 

@@ -333,7 +333,7 @@ def map_options(options: dict[str, Any], where: str) -> Mapped:
         if dp > 1:
             m.notes.append(
                 f"{src(name)} {dp}: each DP rank is a replica of its own (its scheduler, batch and KV cache) behind the router; "
-                "an MoE model's ranks share its experts (fleet.dp), stepping independently (not in lock-step)"
+                "an MoE model's ranks share its experts (fleet.dp) and step in lock-step, in groups of dp"
             )
 
     handlers["enable_expert_parallel"] = direct("fleet.expert_parallel", _bool)

@@ -103,7 +103,7 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
     if dp > 1:  # each DP rank has its own scheduler, batch and KV cache; the coordinator balances requests
         notes.append(
             f"data_parallel_size={dp}: each rank replayed as a replica of its own behind a least-outstanding router "
-            "(an MoE model's ranks share its experts: fleet.dp; the ranks step independently, not in lock-step)"
+            "(an MoE model's ranks share its experts, fleet.dp, and step in lock-step, in groups of dp)"
         )
     weight_bits: int | None = None  # (as the checkpoint ships)
     quant = kw.get("quantization") or (resolved.get("model_config") or {}).get("quantization")

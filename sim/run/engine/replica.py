@@ -39,7 +39,7 @@ from sim.run.engine.scheduler import Batch, BatchPolicy, Limits, PriorityCount
 from sim.run.engine.sequence import Seq, blocks_for
 from sim.run.engine.spec_group import SpecGroup, SpecRun
 from sim.run.engine.speculative import Acceptance
-from sim.run.engine.step_time import StepLine, StepTimeModel, linear_runs
+from sim.run.engine.step_time import RunLine, StepLine, StepTimeModel, linear_runs
 
 COLOCATED, PREFILL, DECODE = "colocated", "prefill", "decode"
 ROLES = (COLOCATED, PREFILL, DECODE)
@@ -222,7 +222,7 @@ class Replica:
         self._on_finished = tuple(x.finished for x in listeners if type(x).finished is not base.finished)
         self._idle = False  # pragma: no mutate (False/None)  waiting for work: the next arrival schedules a wake-up
         self._interruptible = False  # in a fast-forwarded run: the next arrival cuts it short
-        self._run: tuple[float, StepLine, list[Seq], int] | None = None  # start, line, explicit seqs, k_max
+        self._run: tuple[float, RunLine, list[Seq], int] | None = None  # start, line, explicit seqs, k_max
         self._run_steps = 0  # steps the run in progress will take
         self._run_work: tuple[int, int] = (0, 0)  # its batch size and context sum at the start
         self._run_end_event: simpy.Event | None = None
@@ -415,6 +415,10 @@ class Replica:
             bisect.insort(self.waiting, seq, key=_key)
 
     def _start_step(self, batch: Batch) -> None:
+        call_at(self.env, self._begin_step(batch), NORMAL, self._step_end)
+
+    def _begin_step(self, batch: Batch) -> float:
+        """Start the step: admit, grow the KV, price it. Its seconds (its end is the caller's to schedule)."""
         now = self.env._now  # SimPy's clock without its property (the hot path reads it once per event)
         if batch.admitted:
             if batch.preempted or batch.reordered:  # priority preemption: victims back in the queue; LoRA: skipped ones
@@ -465,7 +469,7 @@ class Replica:
         self._stepping = (batch, dt, n_prefill, n_decode, decode_ctx)
         self.flops += flops
         self.bytes += n_bytes
-        call_at(self.env, dt, NORMAL, self._step_end)
+        return dt
 
     def _step_end(self, _event: simpy.Event | None) -> None:
         assert self._stepping is not None
@@ -700,7 +704,12 @@ class Replica:
     def _start_run(self, seqs: list[Seq], context_sum: int, min_tokens_left: int) -> None:
         """Decode steps of the explicit decoders `seqs` (their cached tokens `context_sum`, the fewest
         tokens any has left `min_tokens_left`) and the group, until the batch changes."""
-        start = self.env._now
+        k_max, line = self._plan_run(seqs, context_sum, min_tokens_left)
+        self._begin_run(seqs, line, k_max)
+        self._run_end_event = call_at(self.env, self._run_total, NORMAL, self._run_end)
+
+    def _plan_run(self, seqs: list[Seq], context_sum: int, min_tokens_left: int) -> tuple[int, StepLine]:
+        """The run's most steps and its line (`_run_work` set to its batch and context sum)."""
         group = self.group
         n_seqs = len(seqs) + group.n
         context_sum += group.ctx
@@ -712,14 +721,17 @@ class Replica:
         if k_max > 1 and n_seqs * -(-k_max // self.kv.block_size) > self.kv.run_room(bool(self.waiting)):  # pragma: no mutate
             k_max = self._kv_steps(seqs, k_max)
         assert self._lines is not None
-        line = self._lines.decode_line(n_seqs=n_seqs, context_sum=context_sum)
+        self._run_work = (n_seqs, context_sum)
+        return k_max, self._lines.decode_line(n_seqs=n_seqs, context_sum=context_sum)
+
+    def _begin_run(self, seqs: list[Seq], line: RunLine, k_max: int) -> None:
+        """The run starts now, its steps timed by `line` (its end is the caller's to schedule)."""
+        start = self.env._now
         self._run = (start, line, seqs, k_max)
         self._run_steps = k_max
-        self._run_work = (n_seqs, context_sum)
         self._work_start = start
         self._interruptible = k_max > 1  # an arrival cuts the run at the next step boundary (see enqueue)
         self._run_total = line.total(k_max)
-        self._run_end_event = call_at(self.env, self._run_total, NORMAL, self._run_end)
 
     def _cut_run(self) -> None:
         """An arrival mid-run: end the run at the first step boundary at or after now."""
@@ -748,6 +760,9 @@ class Replica:
         self._next()
 
     # --- loss: a failure or a reclaim ------------------------------------------------------------------
+    def released(self) -> None:
+        """Its pool has released it (drained, or lost and stopped): nothing more is routed here."""
+
     def stop(self) -> tuple[list[Seq], float, int]:
         """The replica is lost now (its GPUs failed, or its spot instance was reclaimed): the tokens of steps that
         ended by now stand, the step under way is lost, and every sequence it held is handed back with its KV gone
@@ -799,7 +814,7 @@ class Replica:
             self._prio = PriorityCount()
         return out, lost, tokens
 
-    def _run_in_progress(self) -> tuple[float, StepLine | SpecRun]:
+    def _run_in_progress(self) -> tuple[float, RunLine | SpecRun]:
         """The decode run under way: its start and its step line (a speculating replica's: its run plan)."""
         assert self._run is not None
         return self._run[0], self._run[1]
@@ -817,19 +832,14 @@ class Replica:
         self._run = None
         self._run_end_event = None
 
-    def _advance(self, seqs: list[Seq], line: StepLine, start: float, k: int, total: float) -> None:
+    def _advance(self, seqs: list[Seq], line: RunLine, start: float, k: int, total: float) -> None:
         """Apply k decode steps of a run (`total` = `line.total(k)` seconds): KV growth, tokens, gaps, finishes."""
         end = start + total
         first = start + line.at(0)
         group = self.group
         n = len(seqs) + group.n
-        if k > 1:  # gaps 1..k-1 as `line.pieces(k)` (read off its split, no list), the first gap (j = 0) a single
-            itl = self.log.itl
-            m = k if line.split >= k else int(line.split)
-            if m > 1:
-                itl.add_piece(line.a_before + line.e, line.b_before, 1, m, n)
-            if m < k:
-                itl.add_piece(line.a_after + line.e, line.b_after, max(m, 1), k, n)
+        if k > 1:  # gaps 1..k-1 (the first gap, j = 0, a single)
+            line.add_gaps(self.log.itl, k, n)
         self.n_steps += k
         self.n_runs += 1
         self.busy_s += total

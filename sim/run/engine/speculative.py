@@ -148,7 +148,7 @@ class SpeculativeStepTime:
         k = self.k
         n_tok = n * k + n
         target.step(n * k, n, 0, 0)  # (fills the memo of this token count's terms)
-        flops0, weight_bytes, comm = target._step_terms[n_tok]
+        flops0, weight_bytes, comm, hot = target._step_terms[n_tok]
         per_pair = target._attn_per_pair if target._attention else 0.0
         decode_extra = target._decode_extra if target._mla else 0.0  # MLA: a verify's pairs all decode (absorbed form)
         kv, fps, bps = target._kv, target._flops_per_s, target._bytes_per_s
@@ -176,7 +176,7 @@ class SpeculativeStepTime:
                 if decode_extra:
                     flops += pairs * decode_extra
                 n_bytes = weight_bytes + kv * (s + n_tok)
-                compute_s, memory_s = flops / fps, n_bytes / bps
+                compute_s, memory_s = (flops + hot) / fps, n_bytes / bps
                 if overlap == 1.0:
                     core = max(compute_s, memory_s)
                 else:

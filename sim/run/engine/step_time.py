@@ -80,6 +80,14 @@ class StepLine:
             out.append((m, k, self.a_after, self.b_after))
         return out
 
+    def add_gaps(self, itl: GapLog, k: int, n: int) -> None:
+        """Record the gaps of steps 1..k-1 of a run of `n` sequences as `pieces(k)` (read off the split, no list)."""
+        m = k if self.split >= k else int(self.split)
+        if m > 1:
+            itl.add_piece(self.a_before + self.e, self.b_before, 1, m, n)
+        if m < k:
+            itl.add_piece(self.a_after + self.e, self.b_after, max(m, 1), k, n)
+
     def total(self, k: int) -> float:
         """T(k): the time of steps 0..k-1."""
         s = self.e * k
@@ -136,6 +144,27 @@ class StepLine:
         while k < k_max and self.total(k + 1) <= elapsed:
             k += 1
         return k
+
+
+class GapLog(Protocol):
+    """Where a run's inter-token gaps go (`sim.results.metrics`' ITL log): gaps a + b j for steps j in [j0, j1),
+    each shared by `weight` sequences."""
+
+    def add_piece(self, a: float, b: float, j0: int, j1: int, weight: int) -> None: ...
+
+
+class RunLine(Protocol):
+    """What times a decode run's steps: one replica's `StepLine`, or a DP group's (`sim.run.engine.lockstep`)."""
+
+    def at(self, j: int) -> float: ...
+
+    def total(self, k: int) -> float: ...
+
+    def boundary(self, elapsed: float, k_max: int) -> tuple[int, float]: ...
+
+    def steps_done_by(self, elapsed: float, k_max: int) -> int: ...
+
+    def add_gaps(self, itl: GapLog, k: int, n: int) -> None: ...
 
 
 class StepTimeModel(Protocol):
@@ -226,7 +255,7 @@ class RooflineStepTime:
         self._overlap = s.overlap
         self._g = 1.0 - s.overlap
         self._per_batch: dict[int, tuple[float, float, float]] = {}
-        self._step_terms: dict[int, tuple[float, float, float]] = {}
+        self._step_terms: dict[int, tuple[float, float, float, float]] = {}
 
     def step(
         self,
@@ -245,9 +274,9 @@ class RooflineStepTime:
         if terms is None:
             s, m = self.setup, self.setup.model
             comm = s.comm_s(n)
-            terms = (n * m.flops_per_token, weight_bytes_read(s, n), comm)
+            terms = (n * m.flops_per_token, weight_bytes_read(s, n), comm, n * s.hot_expert_flops_per_token)
             self._step_terms[n] = terms
-        flops, weight_bytes, comm = terms
+        flops, weight_bytes, comm, hot = terms
         if logit_tokens is not None and self._logits_sampled and logit_tokens < n:
             flops -= (n - logit_tokens) * self._logit_flops
         if self._attention:
@@ -258,7 +287,7 @@ class RooflineStepTime:
                 flops += decode_pairs * self._decode_extra
                 flops += (kv_read_tokens - decode_context_tokens) * self._context_flops
         n_bytes = weight_bytes + self._kv * (kv_read_tokens + n)
-        compute_s, memory_s = flops / self._flops_per_s, n_bytes / self._bytes_per_s
+        compute_s, memory_s = (flops + hot) / self._flops_per_s, n_bytes / self._bytes_per_s
         if self._overlap == 1.0:
             core = max(compute_s, memory_s)
         else:
@@ -293,17 +322,22 @@ class RooflineStepTime:
         return total
 
     def run_work(self, n_seqs: int, context_sum: int, k: int) -> tuple[float, float]:
-        matmul_flops, weight_bytes, _ = self._batch_terms(n_seqs)
+        _, weight_bytes, _ = self._batch_terms(n_seqs)
+        matmul_flops = n_seqs * self.setup.model.flops_per_token  # (the tokens' own: no hot expert's excess)
         pairs = k * (context_sum + n_seqs) + n_seqs * k * (k - 1) / 2  # sum over j < k of S + n (j + 1)
         kv_tokens = k * (context_sum + n_seqs) + n_seqs * k * (k - 1) / 2  # reads S + n j plus n writes
         return k * matmul_flops + self._attn * pairs, k * weight_bytes + self._kv * kv_tokens
 
     def _batch_terms(self, n_seqs: int) -> tuple[float, float, float]:
-        """Matmul FLOPs, weight bytes read and fixed seconds (comm + overhead) of an n-token step."""
+        """Matmul FLOPs (as the step's time counts them: a hot expert's excess included), weight bytes read and fixed
+        seconds (comm + overhead) of an n-token step."""
         terms = self._per_batch.get(n_seqs)
         if terms is None:
             s, m = self.setup, self.setup.model
-            terms = (n_seqs * m.flops_per_token, weight_bytes_read(s, n_seqs), s.comm_s(n_seqs) + self._overhead)
+            flops = n_seqs * m.flops_per_token
+            if s.hot_expert_flops_per_token:
+                flops += n_seqs * s.hot_expert_flops_per_token
+            terms = (flops, weight_bytes_read(s, n_seqs), s.comm_s(n_seqs) + self._overhead)
             self._per_batch[n_seqs] = terms
         return terms
 

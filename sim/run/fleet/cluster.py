@@ -553,6 +553,8 @@ class Pool:
 
     def _release(self, slot: ReplicaSlot) -> None:
         self._set_state(slot, ReplicaState.RELEASED)
+        if slot.engine is not None:
+            slot.engine.released()
         slot.released_at_s = self.env.now
         self.flavors[slot.flavor].supply.give_back(slot.capacity)
         if self.pending:  # (its class may have room again)

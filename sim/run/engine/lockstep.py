@@ -1,0 +1,368 @@
+"""Data-parallel ranks of an MoE model stepping in lock-step: the seam vLLM's DP + EP engine enters through.
+
+With `--data-parallel-size` an MoE model's DP ranks each keep their own scheduler, running batch and KV cache, but
+share the MoE layers: every MoE layer's dispatch and combine (or all-gather and reduce-scatter) is a collective over
+the group's GPUs, so the ranks run each forward together. A rank with nothing scheduled runs a dummy batch (vLLM's
+`execute_dummy_batch`, one token) so the others' collectives complete, and the group stops stepping only when every
+rank is idle (vLLM's DP coordinator ends the "wave"). A group's step therefore lasts as long as its slowest rank's:
+the rank with the longest prompt chunk holds every other rank's decoders for that long, and a request arriving at a
+rank whose group is mid-step waits for the group's step boundary.
+
+`LockStep` is one group: its ranks (`LockStepReplica`, the plain replica with its steps and runs started and ended by
+the group) join it when they become ready (the first group of the pool's replica type with fewer than `dp` ranks,
+else a new one) and leave it when they are released or lost. At each boundary every rank that is not idle plans with
+the plain replica's own planner (its policy, KV cache and queue): a step, or (fast-forward) a decode run. Each rank's
+step is priced as the roofline prices a DP rank (`RooflineSetup.moe_group`: its MoE exchange and expert reads as if
+the group's ranks carried its tokens).
+
+- When every working rank plans a decode run, the group runs them together: step j lasts the longest of the ranks'
+  step j (each rank's `StepLine`, and the idle ranks' dummy batch) — `GroupLine`, the upper envelope of their lines,
+  convex and piecewise linear — for as many steps as the shortest run allows. An arrival at any rank cuts the run at
+  the group's next boundary, as one replica's run is cut.
+- Otherwise the group takes one step, as long as the slowest rank's (a rank that planned a run takes one step of it).
+- `engine.fast_forward: false` (and speculative decoding) steps every rank every step: the reference.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import simpy
+from simpy.events import NORMAL
+
+from sim.run.clock import call_at
+from sim.run.engine.replica import Replica
+from sim.run.engine.scheduler import Batch
+from sim.run.engine.sequence import Seq
+from sim.run.engine.step_time import GapLog, StepLine
+
+
+class GroupLine:
+    """Step j of a DP group's decode run: the slowest rank's, max over lines a + b j (each rank's `StepLine` is the max
+    of its two sides, and an idle rank's dummy batch a constant). Kept as the envelope's pieces over [0, k): `starts`
+    (the first step of each), `a`, `b` and `cum` (the time of the steps before each)."""
+
+    __slots__ = ("a", "b", "cum", "k", "starts")
+
+    def __init__(self, lines: list[tuple[float, float]], k: int) -> None:
+        self.k = k
+        # the upper envelope over j >= 0: from the line on top at 0, step to the line that overtakes it first
+        cur = max(lines, key=lambda ab: (ab[0], ab[1]))
+        starts, a, b = [0], [cur[0]], [cur[1]]
+        j = 0
+        while True:
+            # (the first step m > j at which a steeper line is at least the current one; of those overtaking first,
+            # the one on top there, the steeper on a tie)
+            best: tuple[int, float, float, float] | None = None
+            for la, lb in lines:
+                if lb <= cur[1]:
+                    continue
+                m = max(j + 1, math.ceil((cur[0] - la) / (lb - cur[1])))
+                while m > j + 1 and la + lb * (m - 1) >= cur[0] + cur[1] * (m - 1):
+                    m -= 1
+                while la + lb * m < cur[0] + cur[1] * m:
+                    m += 1
+                v = la + lb * m
+                if best is None or m < best[0] or (m == best[0] and (v, lb) > (best[3], best[2])):
+                    best = (m, la, lb, v)
+            if best is None or best[0] >= k:
+                break
+            j, cur = best[0], (best[1], best[2])
+            starts.append(j)
+            a.append(cur[0])
+            b.append(cur[1])
+        cum, t = [], 0.0
+        for i, s in enumerate(starts):
+            cum.append(t)
+            stop = starts[i + 1] if i + 1 < len(starts) else k
+            t += (stop - s) * a[i] + b[i] * (stop * (stop - 1) - s * (s - 1)) / 2
+        self.starts, self.a, self.b, self.cum = starts, a, b, cum
+
+    def __repr__(self) -> str:
+        return f"GroupLine(starts={self.starts}, a={self.a}, b={self.b}, k={self.k})"
+
+    def _piece(self, j: int) -> int:
+        starts = self.starts
+        i = len(starts) - 1
+        while starts[i] > j:
+            i -= 1
+        return i
+
+    def at(self, j: int) -> float:
+        i = self._piece(j)
+        return self.a[i] + self.b[i] * j
+
+    def total(self, k: int) -> float:
+        """The time of steps 0..k-1."""
+        if k <= 0:
+            return 0.0
+        i = self._piece(k - 1)
+        s = self.starts[i]
+        return self.cum[i] + (k - s) * self.a[i] + self.b[i] * (k * (k - 1) - s * (s - 1)) / 2
+
+    def boundary(self, elapsed: float, k_max: int) -> tuple[int, float]:
+        """The first step boundary k in [1, k_max] with total(k) >= elapsed (or k_max), and its time."""
+        lo, hi = 1, k_max
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.total(mid) >= elapsed:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo, self.total(lo)
+
+    def steps_done_by(self, elapsed: float, k_max: int) -> int:
+        """Steps completed by `elapsed`: the largest k in [0, k_max] with total(k) <= elapsed."""
+        lo, hi = 0, k_max
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.total(mid) <= elapsed:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def add_gaps(self, itl: GapLog, k: int, n: int) -> None:
+        """The gaps of steps 1..k-1 of a run of `n` sequences, a piece at a time."""
+        starts = self.starts
+        for i, s in enumerate(starts):
+            stop = min(starts[i + 1] if i + 1 < len(starts) else k, k)
+            lo = max(s, 1)
+            if lo < stop:
+                itl.add_piece(self.a[i], self.b[i], lo, stop, n)
+
+
+def line_sides(line: StepLine) -> list[tuple[float, float]]:
+    """A `StepLine` as the max of two lines a + b j: the larger line before its split and the larger after (each the
+    smaller on the other side: a convex step time)."""
+    return [(line.a_before + line.e, line.b_before), (line.a_after + line.e, line.b_after)]
+
+
+class LockStep:
+    """One DP group: its ranks, and the step or run they are in."""
+
+    __slots__ = (
+        "_due",
+        "_end_event",
+        "_line",
+        "_runs",
+        "_start",
+        "_steps",
+        "_working",
+        "dp",
+        "dummy_s",
+        "dummy_steps",
+        "env",
+        "in_step",
+        "n_steps",
+        "ranks",
+        "wait_s",
+    )
+
+    def __init__(self, env: simpy.Environment, *, dp: int, dummy_s: float) -> None:
+        self.env = env
+        self.dp = dp  # ranks a full group holds
+        self.dummy_s = dummy_s  # an idle rank's dummy batch: one token, no context
+        self.ranks: list[LockStepReplica] = []  # in the order they joined
+        self.in_step = False  # a group step or run in progress (its end plans the next)
+        self._due = False  # a group step is due to start at this instant
+        self._working: list[LockStepReplica] = []  # the ranks in the step or run (in join order)
+        self._runs = False  # whether they are in a run (each rank's `_run`), else each in one step (`_stepping`)
+        self._line: GroupLine | None = None  # the run's line
+        self._start = 0.0
+        self._steps = 0  # the run's steps (cut short by an arrival)
+        self._end_event: simpy.Event | None = None
+        self.n_steps = 0  # group steps taken (a run's each)
+        self.dummy_steps = 0  # rank-steps spent on dummy batches
+        self.wait_s = 0.0  # rank-seconds spent waiting on a slower rank (its own step, or its dummy batch, done)
+
+    @property
+    def full(self) -> bool:
+        return len(self.ranks) >= self.dp
+
+    def join(self, rank: LockStepReplica) -> None:
+        self.ranks.append(rank)
+
+    def leave(self, rank: LockStepReplica) -> None:
+        if rank in self.ranks:
+            self.ranks.remove(rank)
+            self.cut()  # (the slowest rank may have gone: the others plan again at the next boundary)
+
+    def wants(self) -> None:
+        """A rank has work: the group plans at this instant, or at the next boundary of the step or run it is in."""
+        if self.in_step:
+            self.cut()
+        elif not self._due:
+            self._due = True
+            call_at(self.env, 0.0, NORMAL, self._begin)
+
+    def cut(self) -> None:
+        """End the run in progress at its first step boundary at or after now (a step in progress ends as it is)."""
+        line = self._line
+        if not self.in_step or not self._runs or line is None or self._steps <= 1:
+            return
+        now = self.env._now
+        k, total = line.boundary(now - self._start, self._steps)
+        if k == self._steps:
+            return
+        self._steps = k
+        event = self._end_event = call_at(self.env, max(0.0, self._start + total - now), NORMAL, self._end)
+        for rank in self._working:
+            if rank._run is not None:
+                rank._interruptible = False
+                rank._run_steps, rank._run_total = k, total
+                rank._run_end_event = event
+
+    def _begin(self, _event: simpy.Event | None) -> None:
+        """Every rank that is not idle plans (the plain replica's planner); the group then runs or steps together."""
+        self._due = False
+        working: list[LockStepReplica] = []
+        idle = 0
+        for rank in tuple(self.ranks):  # (a rank that goes idle may be released, and leave, as it does)
+            if not rank._idle and not rank._stopped:
+                rank._dt = None
+                rank._wants_run = None
+                Replica._next(rank)  # its own planner: a step leaves its seconds in `_dt`, a run its plan in `_wants_run`
+                if rank._dt is not None or rank._wants_run is not None:
+                    working.append(rank)
+                    continue
+            idle += 1
+        if not working:
+            return  # every rank idle: the next arrival starts a step
+        self.in_step = True
+        self._working = working
+        now = self.env._now
+        self._start = now
+        if all(rank._dt is None for rank in working):  # every working rank decodes only: a run together
+            lines = [side for rank in working for side in line_sides(rank._planned_line())]
+            if idle:
+                lines.append((self.dummy_s, 0.0))
+            k = min(rank._planned_k() for rank in working)
+            line = GroupLine(lines, k)
+            self._line, self._steps, self._runs = line, k, True
+            for rank in working:
+                rank._start_group_run(line, k)
+            total = line.total(k)
+        else:  # one step, as long as the slowest rank's (a planned run: its first step)
+            total = max(rank._dt if rank._dt is not None else rank._planned_line().at(0) for rank in working)
+            if idle:
+                total = max(total, self.dummy_s)
+            line = GroupLine([(total, 0.0)], 1)
+            self._line, self._steps, self._runs = line, 1, False
+            for rank in working:
+                if rank._dt is not None:
+                    stepping = rank._stepping
+                    assert stepping is not None
+                    rank._stepping = (stepping[0], total, *stepping[2:])  # busy for the group's step
+                else:
+                    rank._start_group_run(line, 1)
+        event = self._end_event = call_at(self.env, total, NORMAL, self._end)
+        for rank in working:
+            if rank._run is not None:
+                rank._run_end_event = event
+
+    def _end(self, event: simpy.Event) -> None:
+        """The group's step or run ends: each rank's ends at this instant (in join order), then the next one starts."""
+        if event is not self._end_event:
+            return  # superseded by `cut`
+        steps, line, working = self._steps, self._line, self._working
+        assert line is not None
+        self._line = None  # (`cut` has nothing to cut while the ranks' steps end)
+        total = line.total(steps)
+        idle = len(self.ranks) - len(working)
+        self.n_steps += steps
+        self.dummy_steps += idle * steps
+        if idle:
+            self.wait_s += idle * (total - steps * self.dummy_s)
+        for rank in working:
+            if rank._stopped:
+                continue
+            if rank._run is not None:
+                self.wait_s += total - rank._own_s(steps)
+                Replica._run_end(rank, event)  # (its `_next` is `wants`: a no-op while in the step)
+            elif rank._stepping is not None:
+                own = rank._dt
+                assert own is not None
+                self.wait_s += total - own
+                Replica._step_end(rank, None)
+        self.in_step = False
+        self._working = []
+        self._end_event = None
+        self._begin(None)
+
+
+class LockStepReplica(Replica):
+    """A DP rank of an MoE model: the plain replica, its steps and decode runs started and ended by its group."""
+
+    __slots__ = ("_dt", "_own_line", "_wants_run", "lockstep")
+
+    def __init__(self, env: simpy.Environment, *, lockstep: LockStep, **kwargs: Any) -> None:
+        super().__init__(env, **kwargs)
+        self.lockstep = lockstep
+        self._dt: float | None = None  # the step it just planned, in seconds (read by the group)
+        self._wants_run: tuple[list[Seq], int, StepLine] | None = None  # the decode run it just planned
+        self._own_line: StepLine | None = None  # the run in progress's own line (its steps had it run alone)
+        lockstep.join(self)
+
+    def _next(self, _event: simpy.Event | None = None) -> None:
+        if not self._stopped:
+            self.lockstep.wants()
+
+    def _start_step(self, batch: Batch) -> None:
+        self._dt = self._begin_step(batch)
+
+    def _start_run(self, seqs: list[Seq], context_sum: int, min_tokens_left: int) -> None:
+        k_max, line = self._plan_run(seqs, context_sum, min_tokens_left)
+        self._wants_run = (seqs, k_max, line)
+
+    def _cut_run(self) -> None:
+        self.lockstep.cut()
+
+    def _planned_line(self) -> StepLine:
+        assert self._wants_run is not None
+        return self._wants_run[2]
+
+    def _planned_k(self) -> int:
+        assert self._wants_run is not None
+        return self._wants_run[1]
+
+    def _start_group_run(self, line: GroupLine, k: int) -> None:
+        assert self._wants_run is not None
+        seqs, _, own = self._wants_run
+        self._wants_run = None
+        self._own_line = own
+        self._begin_run(seqs, line, k)  # (its end event: the group's, set when the group has made it)
+
+    def _own_s(self, k: int) -> float:
+        """Seconds its run's first k steps would have taken alone."""
+        return self._own_line.total(k) if self._own_line is not None else 0.0
+
+    def released(self) -> None:
+        self.lockstep.leave(self)
+
+    def stop(self) -> tuple[list[Any], float, int]:
+        out = super().stop()
+        self.lockstep.leave(self)
+        return out
+
+
+class LockSteps:
+    """A pool's replica type's DP groups: a new rank joins the oldest group with room, else starts one."""
+
+    __slots__ = ("dp", "dummy_s", "env", "groups")
+
+    def __init__(self, env: simpy.Environment, *, dp: int, dummy_s: float) -> None:
+        self.env = env
+        self.dp = dp
+        self.dummy_s = dummy_s
+        self.groups: list[LockStep] = []
+
+    def group_for_new_rank(self) -> LockStep:
+        self.groups = [g for g in self.groups if g.ranks or g.in_step]  # (emptied groups go)
+        for group in self.groups:
+            if not group.full:
+                return group
+        group = LockStep(self.env, dp=self.dp, dummy_s=self.dummy_s)
+        self.groups.append(group)
+        return group
