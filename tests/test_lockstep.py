@@ -205,3 +205,28 @@ def test_the_group_line_is_the_upper_envelope_of_its_ranks_steps():
             kb, tb = g.boundary(x, k)
             assert tb == pytest.approx(totals[kb]) and (kb == k or totals[kb] >= x - 1e-12)
             assert kb == 1 or totals[kb - 1] < x + 1e-12
+
+
+def test_a_groups_step_is_priced_with_the_tokens_its_ranks_put_through_the_shared_layers():
+    from sim.run.engine.step_time import RooflineStepTime
+    from sim.scenario.resolve import resolve_scenario
+
+    sc = scenario(step="roofline")
+    rt = RooflineStepTime(resolve_scenario(sc))
+    # a 2,000-token prompt on rank 0, rank 1 idle: above the largest captured CUDA graph (min(256 x 2, 512) = 512
+    # tokens), so no padding; the MoE layers see its 2,000 tokens and rank 1's dummy one
+    r = simulate(sc, frame([(0.0, 2000, 1)]), measure_capacity=False).requests
+    alone = rt.step(2000, 0, 2000 * 2001 / 2, 0, 0, 1, group_tokens=2001)[0]
+    assert r["first_token_at_s"][0] == pytest.approx(alone, rel=1e-12)
+    assert alone < rt.step(2000, 0, 2000 * 2001 / 2, 0, 0, 1)[0]  # (cheaper than if both ranks carried 2,000)
+    # 100 and 300-token prompts, one on each rank, both captured: vLLM pads both ranks to 300 tokens, 600 in all
+    r = simulate(sc, frame([(0.0, 100, 1), (0.0, 300, 1)]), measure_capacity=False).requests
+    big = rt.step(300, 0, 300 * 301 / 2, 0, 0, 1, group_tokens=600)[0]
+    small = rt.step(100, 0, 100 * 101 / 2, 0, 0, 1, group_tokens=600)[0]
+    assert r["first_token_at_s"].tolist() == pytest.approx([max(big, small)] * 2, rel=1e-12)
+    # with enforce_eager nothing is padded: 400 tokens
+    eager = sc.model_copy(update={"engine": sc.engine.model_copy(update={"enforce_eager": True})})
+    rt_eager = RooflineStepTime(resolve_scenario(eager))
+    r = simulate(eager, frame([(0.0, 100, 1), (0.0, 300, 1)]), measure_capacity=False).requests
+    big = rt_eager.step(300, 0, 300 * 301 / 2, 0, 0, 1, group_tokens=400)[0]
+    assert r["first_token_at_s"].tolist() == pytest.approx([big] * 2, rel=1e-12)

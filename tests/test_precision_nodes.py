@@ -167,20 +167,41 @@ def test_dp_ranks_of_an_moe_model_share_its_experts_by_hand():
 
 def test_the_token_exchange_by_hand():
     m, gpu = MODELS.get("qwen3-30b-a3b"), GPUS.get("h100-sxm")
-    n, k, h = 64, m.n_experts_per_tok, m.hidden_size
-    ep = dp_setup("qwen3-30b-a3b", dp=4, ep=True)
+    n, k, h, e = 64, m.n_experts_per_tok, m.hidden_size, m.n_experts
     bw, lat = gpu.interconnect_bw_bytes_per_s / 2, gpu.allreduce_latency_s
-    dispatch = n * k * h * 2 * 3 / 4  # each token to its k experts' GPUs, 3 of 4 remote
-    assert ep.moe_exchange_s(n) == pytest.approx(2 * (lat + dispatch / bw))
-    assert ep.comm_s(n) == pytest.approx(m.n_moe_layers * ep.moe_exchange_s(n))  # (tp 1: no all-reduce)
+    # vLLM's default exchange (allgather_reducescatter), expert parallel or not: the group's hidden states and router
+    # logits gathered onto every GPU, the outputs reduce-scattered back, each a ring moving 3/4 of the group's tokens
+    for ep in (True, False):
+        ag = dp_setup("qwen3-30b-a3b", dp=4, ep=ep)
+        gathered = 4 * n * (h * 2 + e * 2) * 3 / 4  # hidden states and router logits, 16-bit
+        scattered = 4 * n * h * 2 * 3 / 4
+        assert ag.moe_exchange_s(n) == pytest.approx(2 * lat + (gathered + scattered) / bw)
+        assert ag.comm_s(n) == pytest.approx(m.n_moe_layers * ag.moe_exchange_s(n))  # (tp 1: no all-reduce)
+        # the group's own tokens, when its ranks carry different ones: 100 in all
+        assert ag.moe_exchange_s(n, 100) == pytest.approx(2 * lat + 100 * (4 * h + 2 * e) * 3 / 4 / bw)
+    # DeepEP (a per-destination dispatch): each token sent once to each other GPU one of its top-8 experts is on
+    ll = parse_config(
+        {"model": "qwen3-30b-a3b", "fleet": {"gpu": "h100-sxm", "dp": 4, "expert_parallel": True,
+                                             "all2all_backend": "deepep_low_latency"}}
+    )  # fmt: skip
+    deep = resolve_scenario(ll)
+    miss = 1.0
+    for i in range(k):  # none of a token's 8 experts among another GPU's 32 of 128
+        miss *= (e - 32 - i) / (e - i)
+    assert deep.remote_expert_gpus == pytest.approx(3 * (1 - miss))
+    assert deep.moe_exchange_s(n) == pytest.approx(2 * lat + 2 * n * deep.remote_expert_gpus * h * 2 / bw)
+    # two GPUs: a token's 8 experts are almost surely on both, so it crosses once, not k (G-1)/G = 4 times
+    assert dp_setup("qwen3-30b-a3b", dp=2, ep=True).remote_expert_gpus == pytest.approx(1.0, abs=0.005)
     tpep = dp_setup("qwen3-30b-a3b", dp=2, ep=True, tp=2)
     ar = tpep.allreduce_s(n * h * 2)
     assert tpep.comm_s(n) == pytest.approx((2 * m.n_layers - m.n_moe_layers) * ar + m.n_moe_layers * tpep.moe_exchange_s(n))
-    gathered = dp_setup("qwen3-30b-a3b", dp=4, ep=False)  # experts TP-sharded over the group: all-gather + reduce-scatter
-    assert gathered.moe_exchange_s(n) == pytest.approx(2 * (lat + n * 4 * h * 2 * 3 / 4 / bw))
     wide = dp_setup("qwen3-30b-a3b", dp=16, ep=True)  # 16 GPUs: two nodes, over the scale-out network
     bw_out, lat_out, _ = LINK_PRESETS["infiniband_400g"]
-    assert wide.moe_exchange_s(n) == pytest.approx(2 * (lat_out + n * k * h * 2 * 15 / 16 / (bw_out * 1e9)))
+    assert wide.moe_exchange_s(n) == pytest.approx(2 * lat_out + 16 * n * (4 * h + 2 * e) * 15 / 16 / (bw_out * 1e9))
+    with pytest.raises(FleetsimError, match=r"fleet\.all2all_backend: pplx dispatches tokens to whole experts"):
+        resolve_scenario(
+            parse_config({"model": "qwen3-30b-a3b", "fleet": {"gpu": "h100-sxm", "dp": 2, "all2all_backend": "pplx"}})
+        )
 
 
 def test_expert_parallel_needs_experts_that_divide_over_the_group():
@@ -226,8 +247,16 @@ def test_an_expert_load_imbalance_slows_the_hottest_gpu_by_hand():
     even, hot = dp_setup("qwen3-30b-a3b", dp=4, ep=True), dp_setup("qwen3-30b-a3b", dp=4, ep=True, imbalance=2.5)
     n, k, h = 512, m.n_experts_per_tok, m.hidden_size
     bw, lat = gpu.interconnect_bw_bytes_per_s / 2, gpu.allreduce_latency_s
-    # the hottest GPU receives 2.5x the mean of the dispatch: its exchange sets the layer's
-    assert hot.moe_exchange_s(n) == pytest.approx(2 * (lat + 2.5 * n * k * h * 2 * 3 / 4 / bw))
+    # an all-gather moves every token whatever its experts: the exchange is the same
+    assert hot.moe_exchange_s(n) == even.moe_exchange_s(n)
+    # a per-destination dispatch: the hottest GPU receives 2.5x the mean, and its exchange sets the layer's
+    deep = resolve_scenario(
+        parse_config(
+            {"model": "qwen3-30b-a3b", "fleet": {"gpu": "h100-sxm", "dp": 4, "expert_parallel": True,
+                                                 "expert_load_imbalance": 2.5, "all2all_backend": "pplx"}}
+        )
+    )  # fmt: skip
+    assert deep.moe_exchange_s(n) == pytest.approx(2 * lat + 2 * 2.5 * n * deep.remote_expert_gpus * h * 2 / bw)
     # and computes 2.5x the mean of the routed experts' FLOPs: 1.5x more than uniform routing, in time only
     routed = 2 * m.n_moe_layers * k * m.expert_params
     assert hot.hot_expert_flops_per_token == pytest.approx(1.5 * routed) and even.hot_expert_flops_per_token == 0

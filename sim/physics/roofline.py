@@ -69,6 +69,9 @@ class RooflineSetup:
     scale_out_latency_s: float = 2e-5
     # expert parallel: routed tokens the hottest GPU of the group receives over the mean (1: uniform routing)
     expert_load_imbalance: float = 1.0
+    # how a DP group's MoE layers exchange tokens: vLLM's default all-gather + reduce-scatter, or a per-destination
+    # dispatch and combine (DeepEP, pplx: `fleet.all2all_backend`)
+    all2all: str = "allgather_reducescatter"
 
     @property
     def moe_group(self) -> int:
@@ -90,35 +93,73 @@ class RooflineSetup:
             return 0.0
         return (self.expert_load_imbalance - 1.0) * 2.0 * m.n_moe_layers * m.n_experts_per_tok * m.expert_params
 
-    def comm_s(self, n_tokens: int) -> float:
+    def group_tokens(self, n_tokens: int, group_tokens: int | None) -> int:
+        """The tokens a step of a DP group sharing the MoE layers puts through them: as given (the group's ranks'
+        steps, `sim.run.engine.lockstep`), else `dp` times this rank's (each rank alike)."""
+        return group_tokens if group_tokens is not None else n_tokens * self.dp
+
+    def moe_time_flops(self, n_tokens: int, group_tokens: int | None = None) -> float:
+        """FLOPs the step's time counts beyond its own tokens' (`n_tokens` x `flops_per_token`), in the replica's units:
+        in a DP group the routed experts' work is spread over the group's GPUs, so this rank's GPUs do the group's
+        mean share of it (the group's tokens / dp, less its own), and the hottest GPU `expert_load_imbalance` times
+        the mean. Time only: the FLOPs counted stay the tokens' own."""
+        hot = self.hot_expert_flops_per_token
+        if self.moe_group == self.tp:
+            return n_tokens * hot
+        m = self.model
+        mean = self.group_tokens(n_tokens, group_tokens) / self.dp
+        return (mean - n_tokens) * 2.0 * m.n_moe_layers * m.n_experts_per_tok * m.expert_params + mean * hot
+
+    def comm_s(self, n_tokens: int, group_tokens: int | None = None) -> float:
         """A step's communication for `n_tokens`: two all-reduces per layer within the replica's TP group; with a
         DP group sharing the MoE layers, each MoE layer's instead moves the tokens between the group's GPUs
-        (`moe_exchange_s`) and only attention's all-reduce stays."""
+        (`moe_exchange_s`, the group's step putting `group_tokens` through them) and only attention's all-reduce
+        stays."""
         if not self.comm or n_tokens <= 0:
             return 0.0
         m = self.model
         ar = self.allreduce_s(n_tokens * m.hidden_size * self.activation_bits / 8) if self.tp > 1 else 0.0
         if self.moe_group == self.tp:
             return 2 * m.n_layers * ar
-        return (2 * m.n_layers - m.n_moe_layers) * ar + m.n_moe_layers * self.moe_exchange_s(n_tokens)
+        return (2 * m.n_layers - m.n_moe_layers) * ar + m.n_moe_layers * self.moe_exchange_s(n_tokens, group_tokens)
 
-    def moe_exchange_s(self, n_tokens: int) -> float:
+    def moe_exchange_s(self, n_tokens: int, group_tokens: int | None = None) -> float:
         """One MoE layer's token exchange across the DP group's G = dp x tp GPUs (alpha-beta, over the node's
-        interconnect, or the scale-out network when G exceeds a node), assuming the group's ranks carry as many tokens
-        as this one. Expert parallel: dispatch and combine all-to-all, each GPU sending its tokens' hidden states to the
-        GPUs of their top-k experts, (G-1)/G of them remote (DeepEP / pplx style). Otherwise (experts sharded by tensor
-        parallelism over the group): an all-gather of the group's hidden states and a reduce-scatter of the outputs."""
+        interconnect, or the scale-out network when G exceeds a node), the group's step putting `group_tokens`
+        through it (default: dp times this rank's).
+        - `allgather_reducescatter` (vLLM's default `--all2all-backend`, and its only exchange for experts sharded by
+          tensor parallelism): the group's hidden states and router logits all-gathered onto every GPU before the
+          experts, their outputs reduce-scattered after, each a ring moving (G-1)/G of the group's tokens per GPU,
+          however they are routed.
+        - a per-destination dispatch and combine (expert parallel with DeepEP or pplx): each GPU sends each of its
+          tokens' hidden states once to every other GPU holding one of its top-k experts (`remote_expert_gpus`) and
+          receives the group's mean share (the hottest GPU `expert_load_imbalance` times it); the busier side sets the
+          time."""
         m, g = self.model, self.moe_group
         per_token = m.hidden_size * self.activation_bits / 8
-        if self.expert_parallel:  # (the hottest GPU receives `expert_load_imbalance` times the mean)
-            per_gpu = n_tokens / self.tp * m.n_experts_per_tok * per_token * (g - 1) / g * self.expert_load_imbalance
-        else:
-            per_gpu = n_tokens * self.dp * per_token * (g - 1) / g
+        total = self.group_tokens(n_tokens, group_tokens)
+        if self.expert_parallel and self.all2all != "allgather_reducescatter":
+            busiest = max(n_tokens, total / self.dp * self.expert_load_imbalance)
+            per_gpu = 2 * busiest / self.tp * self.remote_expert_gpus * per_token  # dispatch, then combine
+        else:  # the gather carries each token's router logits too
+            per_gpu = total * (2 * per_token + m.n_experts * self.activation_bits / 8) * (g - 1) / g
         if g <= self.gpus_per_node:
             bw, lat = self.gpu.interconnect_bw_bytes_per_s / 2, self.gpu.allreduce_latency_s
         else:
             bw, lat = self.scale_out_bytes_per_s, self.scale_out_latency_s
-        return 2 * (lat + per_gpu / bw)
+        return 2 * lat + per_gpu / bw
+
+    @property
+    def remote_expert_gpus(self) -> float:
+        """Other GPUs of the group a token's top-k experts sit on, in expectation (experts placed whole, E/G a GPU,
+        routing uniform): (G-1) (1 - C(E - E/G, k) / C(E, k)). Two GPUs and top-8 of 128: 0.996, not the 4 that k
+        copies (G-1)/G would count."""
+        m, g = self.model, self.moe_group
+        e, k, per = m.n_experts, m.n_experts_per_tok, m.n_experts // g
+        miss = 1.0
+        for i in range(k):
+            miss *= max(0, e - per - i) / (e - i)
+        return (g - 1) * (1.0 - miss)
 
     @property
     def n_nodes(self) -> int:
@@ -207,8 +248,9 @@ def expected_experts_touched(model: ModelSpec, n_tokens: int) -> float:
     return e * (1.0 - (1.0 - k / e) ** n_tokens)
 
 
-def weight_bytes_read(setup: RooflineSetup, n_tokens: int) -> float:
-    """Weight bytes a step reads: all of them for a dense model; MoE reads only touched experts."""
+def weight_bytes_read(setup: RooflineSetup, n_tokens: int, group_tokens: int | None = None) -> float:
+    """Weight bytes a step reads: all of them for a dense model; MoE reads only touched experts (in a DP group, its
+    share of those the group's step touches: `group_tokens`, default dp times this rank's)."""
     model = setup.model
     if not model.is_moe:
         return setup.weight_bytes
@@ -217,8 +259,8 @@ def weight_bytes_read(setup: RooflineSetup, n_tokens: int) -> float:
     if setup.moe_group == setup.tp:
         touched = model.n_moe_layers * expected_experts_touched(model, n_tokens) * model.expert_params * expert_bits / 8
         return always + touched
-    # a DP group: the experts its ranks' tokens touch (as many per rank as here), this replica's share of them
-    group_touched = expected_experts_touched(model, n_tokens * setup.dp)
+    # a DP group: the experts its ranks' tokens touch, this replica's share of them
+    group_touched = expected_experts_touched(model, setup.group_tokens(n_tokens, group_tokens))
     return always + model.n_moe_layers * group_touched * model.expert_params * expert_bits / 8 * setup.expert_share
 
 
@@ -249,6 +291,7 @@ def step_cost(
     logit_tokens: int | None = None,
     decode_pairs: float = 0.0,
     context_tokens: float = 0.0,
+    group_tokens: int | None = None,
 ) -> StepCost:
     """Cost of one forward step; see the module docstring for the terms. `logit_tokens`: the positions the LM head
     runs on (one per scheduled sequence; None: every token). Of the `attention_pairs`, `decode_pairs` are decoding
@@ -261,12 +304,12 @@ def step_cost(
         if model.mla is not None:
             flops += decode_pairs * (model.decode_attention_flops_per_pair - model.attention_flops_per_pair)
             flops += context_tokens * model.context_flops_per_token
-    n_bytes = weight_bytes_read(setup, n_tokens) + setup.kv_bytes_per_token * (kv_read_tokens + n_tokens)
-    comm_s = setup.comm_s(n_tokens)
+    n_bytes = weight_bytes_read(setup, n_tokens, group_tokens) + setup.kv_bytes_per_token * (kv_read_tokens + n_tokens)
+    comm_s = setup.comm_s(n_tokens, group_tokens)
     return StepCost(
         flops=flops,
         bytes=n_bytes,
-        compute_s=(flops + n_tokens * setup.hot_expert_flops_per_token) / (tp * setup.effective_flops_per_s),
+        compute_s=(flops + setup.moe_time_flops(n_tokens, group_tokens)) / (tp * setup.effective_flops_per_s),
         memory_s=n_bytes / (tp * setup.effective_hbm_bw_bytes_per_s),
         comm_s=comm_s,
         overhead_s=fixed_overhead_s(setup),

@@ -386,7 +386,9 @@ def replica_factory(
     setup = spec.setup
     # an MoE model's DP ranks share its MoE layers and step together (`sim.run.engine.lockstep`)
     locksteps = (
-        LockSteps(env, dp=setup.dp, dummy_s=step_time.step(0, 1, 1, 0, 0, 1)[0]) if setup.dp > 1 and setup.model.is_moe else None
+        LockSteps(env, dp=setup.dp, step_time=step_time, graph_tokens=engine.cuda_graph_tokens(setup.model.max_context_tokens))
+        if setup.dp > 1 and setup.model.is_moe
+        else None
     )
 
     def make(replica_id: int, listeners: Sequence[ReplicaListener]) -> Replica:

@@ -201,6 +201,15 @@ class EngineConfig(Frozen):
             return self.max_num_batched_tokens
         return 8192 if self.policy == "chunked" else max(max_context_tokens, 2048)
 
+    def cuda_graph_tokens(self, max_context_tokens: int) -> int:
+        """The largest step vLLM runs as a captured CUDA graph: its default `max_cudagraph_capture_size`,
+        min(max_num_seqs x (1 + speculative tokens) x 2, 512, max_num_batched_tokens) (vllm/config/vllm.py,
+        `_set_cudagraph_sizes`); 0 with `enforce_eager`."""
+        if self.enforce_eager:
+            return 0
+        query = 1 + (self.speculative.num_speculative_tokens if self.speculative is not None else 0)
+        return min(self.max_num_seqs * query * 2, 512, self.batched_tokens(max_context_tokens))
+
 
 class SloConfig(Frozen):
     """Per-request service-level objectives in milliseconds (vLLM's --goodput)."""
@@ -476,6 +485,11 @@ class FleetConfig(Frozen):
     # expert parallel: the routed tokens the group's hottest GPU receives over the mean (1: uniform routing; TensorRT-LLM
     # measured 2.56 for DeepSeek-R1 at EP 32 without a load balancer, 1.12 with its static EPLB)
     expert_load_imbalance: float = Field(default=1.0, ge=1.0, le=1024.0)
+    # vLLM's --all2all-backend: how the group's MoE layers exchange tokens (the default all-gather + reduce-scatter,
+    # or a per-destination dispatch: deepep_high_throughput, deepep_low_latency, pplx; those need expert_parallel)
+    all2all_backend: Literal["allgather_reducescatter", "deepep_high_throughput", "deepep_low_latency", "pplx"] = (
+        "allgather_reducescatter"
+    )
     gpus_per_node: int = Field(default=8, ge=1, le=1024)  # GPUs a node's NVLink joins: a larger TP group spans nodes
     scale_out: LinkPreset = "infiniband_400g"  # the network between nodes, for TP and expert groups spanning nodes
 

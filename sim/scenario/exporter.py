@@ -100,9 +100,9 @@ def not_expressed(sc: Scenario) -> list[str]:
         out.append(f"fleet.reserved_replicas {sc.fleet.reserved_replicas} (a billing commitment)")
     if sc.fleet.dp > 1 or sc.fleet.expert_parallel:
         out.append(
-            f"fleet.dp {sc.fleet.dp}, fleet.expert_parallel {sc.fleet.expert_parallel} (each fleetsim replica is one DP "
-            "rank; run them as pods of dp ranks with --data-parallel-size and --enable-expert-parallel, the replica "
-            "counts divided by dp)"
+            f"fleet.dp {sc.fleet.dp}, fleet.expert_parallel {sc.fleet.expert_parallel}, fleet.all2all_backend "
+            f"{sc.fleet.all2all_backend} (each fleetsim replica is one DP rank; run them as pods of dp ranks with "
+            "--data-parallel-size, --enable-expert-parallel and --all2all-backend, the replica counts divided by dp)"
         )
     if any(c.shapes_supply for c in sc.fleet.capacities):
         out.append(

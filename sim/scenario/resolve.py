@@ -51,12 +51,18 @@ def build_setup(
     dp: int = 1,
     expert_parallel: bool = False,
     expert_load_imbalance: float = 1.0,
+    all2all_backend: str = "allgather_reducescatter",
 ) -> RooflineSetup:
     """Check that the model can run on `tp` GPUs and fits, then resolve the roofline's numbers. `engine`: the
     replica's engine, whose batch limits vLLM's memory profiling uses (default: the engine defaults)."""
     engine = engine if engine is not None else EngineConfig()
     model.check_tp(tp)
     check_moe_layout(model, tp=tp, dp=dp, expert_parallel=expert_parallel, imbalance=expert_load_imbalance)
+    if all2all_backend != "allgather_reducescatter" and not expert_parallel:
+        raise FleetsimError(
+            f"fleet.all2all_backend: {all2all_backend} dispatches tokens to whole experts and needs "
+            "fleet.expert_parallel (experts sharded by tensor parallelism exchange by allgather_reducescatter)"
+        )
     override = roofline.gpu_overrides.get(gpu.name)
     if override is not None:
         gpu = apply_override(override, gpu)
@@ -99,6 +105,7 @@ def build_setup(
         dp=dp,
         expert_parallel=expert_parallel,
         expert_load_imbalance=expert_load_imbalance,
+        all2all=all2all_backend,
     )
     check_fits(setup)
     return setup
@@ -181,6 +188,7 @@ def resolve_scenario(
             dp=scenario.fleet.dp,
             expert_parallel=scenario.fleet.expert_parallel,
             expert_load_imbalance=scenario.fleet.expert_load_imbalance,
+            all2all_backend=scenario.fleet.all2all_backend,
         ),
     )
 

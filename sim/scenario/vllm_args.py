@@ -337,6 +337,7 @@ def map_options(options: dict[str, Any], where: str) -> Mapped:
             )
 
     handlers["enable_expert_parallel"] = direct("fleet.expert_parallel", _bool)
+    handlers["all2all_backend"] = lambda name, value: m.set("fleet.all2all_backend", str(value), src(name))
 
     def quantization(name: str, value: Any) -> None:
         bits = weight_bits_of(str(value))

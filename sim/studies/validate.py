@@ -135,6 +135,7 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
             "autoscaler": {"policy": "fixed", "replicas": dp},
             "dp": dp,
             "expert_parallel": bool(kw.get("enable_expert_parallel")),
+            **({"all2all_backend": str(kw["all2all_backend"])} if kw.get("all2all_backend") else {}),
             "router": "least_outstanding",
             "timeline_interval_s": float(meta.get("tick_seconds") or 1.0),
         },

@@ -11,9 +11,10 @@ rank whose group is mid-step waits for the group's step boundary.
 `LockStep` is one group: its ranks (`LockStepReplica`, the plain replica with its steps and runs started and ended by
 the group) join it when they become ready (the first group of the pool's replica type with fewer than `dp` ranks,
 else a new one) and leave it when they are released or lost. At each boundary every rank that is not idle plans with
-the plain replica's own planner (its policy, KV cache and queue): a step, or (fast-forward) a decode run. Each rank's
-step is priced as the roofline prices a DP rank (`RooflineSetup.moe_group`: its MoE exchange and expert reads as if
-the group's ranks carried its tokens).
+the plain replica's own planner (its policy, KV cache and queue): a step, or (fast-forward) a decode run. Then the
+group prices each rank's step (`GroupPricing`) with the tokens the whole group puts through the MoE layers they share
+(its expert reads, its share of the experts' FLOPs, the exchange): the ranks' own, or, when every rank's step fits a
+captured CUDA graph, every rank padded to the largest, as vLLM's `coordinate_batch_across_dp` pads them.
 
 - When every working rank plans a decode run, the group runs them together: step j lasts the longest of the ranks'
   step j (each rank's `StepLine`, and the idle ranks' dummy batch) — `GroupLine`, the upper envelope of their lines,
@@ -35,7 +36,7 @@ from sim.run.clock import call_at
 from sim.run.engine.replica import Replica
 from sim.run.engine.scheduler import Batch
 from sim.run.engine.sequence import Seq
-from sim.run.engine.step_time import GapLog, StepLine
+from sim.run.engine.step_time import GapLog, LinearWrapper, StepLine, StepTimeModel, linear_runs
 
 
 class GroupLine:
@@ -139,31 +140,100 @@ def line_sides(line: StepLine) -> list[tuple[float, float]]:
     return [(line.a_before + line.e, line.b_before), (line.a_after + line.e, line.b_after)]
 
 
+class GroupPricing(LinearWrapper):
+    """A DP rank's step-time model: the pool's, with the group's tokens through the shared MoE layers. The rank plans
+    and prices its step as if its group's ranks were alike; the group, once every rank has planned, prices it again
+    with the tokens they all put through (`reprice`), and a run's lines and work with them (`group_tokens`)."""
+
+    def __init__(self, inner: StepTimeModel) -> None:
+        self.inner = inner
+        self._lines = linear_runs(inner)
+        self.group_tokens: int | None = None  # the run in progress's group tokens (its work is priced with them)
+        # the last step: its arguments and its price
+        self._last: tuple[tuple[int, int, float, float, int, int | None, float | None], tuple[float, float, float]] | None
+        self._last = None
+
+    def step(
+        self,
+        n_prefill_tokens: int,
+        n_decode_seqs: int,
+        attention_pairs: float,
+        kv_read_tokens: float,
+        decode_context_tokens: int = 0,
+        logit_tokens: int | None = None,
+        decode_pairs: float | None = None,
+        group_tokens: int | None = None,
+    ) -> tuple[float, float, float]:
+        args = (
+            n_prefill_tokens,
+            n_decode_seqs,
+            attention_pairs,
+            kv_read_tokens,
+            decode_context_tokens,
+            logit_tokens,
+            decode_pairs,
+        )
+        price = self.inner.step(*args, group_tokens)
+        self._last = (args, price)
+        return price
+
+    def tokens(self) -> int:
+        """The last step's tokens."""
+        assert self._last is not None
+        return int(self._last[0][0]) + int(self._last[0][1])
+
+    def reprice(self, group_tokens: int) -> tuple[float, float, float]:
+        """The last step in a group step of `group_tokens`: its seconds, and its FLOPs and bytes less those counted."""
+        assert self._last is not None
+        args, (_, flops, n_bytes) = self._last
+        dt, f, b = self.inner.step(*args, group_tokens)
+        self._last = (args, (dt, f, b))
+        return dt, f - flops, b - n_bytes
+
+    def decode_line(self, *, n_seqs: int, context_sum: int, group_tokens: int | None = None) -> StepLine:
+        assert self._lines is not None
+        return self._lines.decode_line(n_seqs=n_seqs, context_sum=context_sum, group_tokens=group_tokens)
+
+    def run_work(self, n_seqs: int, context_sum: int, k: int, group_tokens: int | None = None) -> tuple[float, float]:
+        assert self._lines is not None
+        return self._lines.run_work(n_seqs, context_sum, k, group_tokens if group_tokens is not None else self.group_tokens)
+
+    def decode_sum(self, n_seqs: int, context_sum: int, k: int) -> float:
+        assert self._lines is not None
+        return self._lines.decode_sum(n_seqs, context_sum, k)
+
+
 class LockStep:
     """One DP group: its ranks, and the step or run they are in."""
 
     __slots__ = (
         "_due",
+        "_dummy",
         "_end_event",
         "_line",
         "_runs",
         "_start",
         "_steps",
+        "_tokens",
         "_working",
         "dp",
-        "dummy_s",
         "dummy_steps",
         "env",
+        "graph_tokens",
         "in_step",
         "n_steps",
         "ranks",
+        "step_time",
         "wait_s",
     )
 
-    def __init__(self, env: simpy.Environment, *, dp: int, dummy_s: float) -> None:
+    def __init__(self, env: simpy.Environment, *, dp: int, step_time: StepTimeModel, graph_tokens: int = 0) -> None:
         self.env = env
         self.dp = dp  # ranks a full group holds
-        self.dummy_s = dummy_s  # an idle rank's dummy batch: one token, no context
+        self.graph_tokens = graph_tokens  # the largest step vLLM runs as a captured CUDA graph (0: eager)
+        self.step_time = step_time  # the ranks' model (an idle rank's dummy batch is priced by it)
+        self._dummy: dict[int, float] = {}
+        self._tokens = 0  # the tokens of the step or run in progress, all ranks
         self.ranks: list[LockStepReplica] = []  # in the order they joined
         self.in_step = False  # a group step or run in progress (its end plans the next)
         self._due = False  # a group step is due to start at this instant
@@ -176,6 +246,13 @@ class LockStep:
         self.n_steps = 0  # group steps taken (a run's each)
         self.dummy_steps = 0  # rank-steps spent on dummy batches
         self.wait_s = 0.0  # rank-seconds spent waiting on a slower rank (its own step, or its dummy batch, done)
+
+    def _dummy_s(self, group_tokens: int) -> float:
+        """An idle rank's dummy batch (vLLM's: one token, no context) in a group step of `group_tokens`."""
+        dt = self._dummy.get(group_tokens)
+        if dt is None:
+            dt = self._dummy[group_tokens] = self.step_time.step(0, 1, 1, 0, 0, 1, group_tokens=group_tokens)[0]
+        return dt
 
     @property
     def full(self) -> bool:
@@ -234,10 +311,19 @@ class LockStep:
         self._working = working
         now = self.env._now
         self._start = now
+        # the tokens the group's step puts through the MoE layers: each rank's and an idle rank's dummy token; when
+        # every rank's step fits a captured CUDA graph, vLLM pads every rank to the largest (`coordinate_batch_across_dp`)
+        sizes = [rank._tokens() for rank in working]
+        most = max(sizes)
+        if most <= self.graph_tokens:
+            tokens = self._tokens = most * (len(working) + idle)
+        else:
+            tokens = self._tokens = idle + sum(sizes)
+        dummy = self._dummy_s(tokens) if idle else 0.0
         if all(rank._dt is None for rank in working):  # every working rank decodes only: a run together
-            lines = [side for rank in working for side in line_sides(rank._planned_line())]
+            lines = [side for rank in working for side in line_sides(rank._planned_line(tokens))]
             if idle:
-                lines.append((self.dummy_s, 0.0))
+                lines.append((dummy, 0.0))
             k = min(rank._planned_k() for rank in working)
             line = GroupLine(lines, k)
             self._line, self._steps, self._runs = line, k, True
@@ -245,9 +331,9 @@ class LockStep:
                 rank._start_group_run(line, k)
             total = line.total(k)
         else:  # one step, as long as the slowest rank's (a planned run: its first step)
-            total = max(rank._dt if rank._dt is not None else rank._planned_line().at(0) for rank in working)
+            total = max(rank._priced_step(tokens) for rank in working)
             if idle:
-                total = max(total, self.dummy_s)
+                total = max(total, dummy)
             line = GroupLine([(total, 0.0)], 1)
             self._line, self._steps, self._runs = line, 1, False
             for rank in working:
@@ -274,7 +360,7 @@ class LockStep:
         self.n_steps += steps
         self.dummy_steps += idle * steps
         if idle:
-            self.wait_s += idle * (total - steps * self.dummy_s)
+            self.wait_s += idle * (total - steps * self._dummy_s(self._tokens))
         for rank in working:
             if rank._stopped:
                 continue
@@ -295,9 +381,10 @@ class LockStep:
 class LockStepReplica(Replica):
     """A DP rank of an MoE model: the plain replica, its steps and decode runs started and ended by its group."""
 
-    __slots__ = ("_dt", "_own_line", "_wants_run", "lockstep")
+    __slots__ = ("_dt", "_own_line", "_pricing", "_wants_run", "lockstep")
 
     def __init__(self, env: simpy.Environment, *, lockstep: LockStep, **kwargs: Any) -> None:
+        kwargs["step_time"] = self._pricing = GroupPricing(kwargs["step_time"])
         super().__init__(env, **kwargs)
         self.lockstep = lockstep
         self._dt: float | None = None  # the step it just planned, in seconds (read by the group)
@@ -319,9 +406,33 @@ class LockStepReplica(Replica):
     def _cut_run(self) -> None:
         self.lockstep.cut()
 
-    def _planned_line(self) -> StepLine:
-        assert self._wants_run is not None
-        return self._wants_run[2]
+    def _tokens(self) -> int:
+        """The tokens of the step or run it planned (a run's: each step's)."""
+        if self._dt is not None:
+            return self._pricing.tokens()
+        return self._run_work[0]
+
+    def _priced_step(self, group_tokens: int) -> float:
+        """Its planned step (a run: its first step) in a group step of `group_tokens`, its counters and `_dt` with it."""
+        if self._dt is None:
+            return self._planned_line(group_tokens).at(0)
+        stepping = self._stepping
+        assert stepping is not None
+        dt, flops, n_bytes = self._pricing.reprice(group_tokens)
+        self.flops += flops
+        self.bytes += n_bytes
+        self._dt = dt + stepping[0].stall_s
+        return self._dt
+
+    def _planned_line(self, group_tokens: int) -> StepLine:
+        """Its planned run's line in a group of `group_tokens` a step (the run's work priced with them too)."""
+        assert self._wants_run is not None and self._lines is not None
+        self._pricing.group_tokens = group_tokens
+        n_seqs, context_sum = self._run_work
+        line = self._lines.decode_line(n_seqs=n_seqs, context_sum=context_sum, group_tokens=group_tokens)
+        seqs, k_max, _ = self._wants_run
+        self._wants_run = (seqs, k_max, line)
+        return line
 
     def _planned_k(self) -> int:
         assert self._wants_run is not None
@@ -350,12 +461,13 @@ class LockStepReplica(Replica):
 class LockSteps:
     """A pool's replica type's DP groups: a new rank joins the oldest group with room, else starts one."""
 
-    __slots__ = ("dp", "dummy_s", "env", "groups")
+    __slots__ = ("dp", "env", "graph_tokens", "groups", "step_time")
 
-    def __init__(self, env: simpy.Environment, *, dp: int, dummy_s: float) -> None:
+    def __init__(self, env: simpy.Environment, *, dp: int, step_time: StepTimeModel, graph_tokens: int = 0) -> None:
         self.env = env
         self.dp = dp
-        self.dummy_s = dummy_s
+        self.step_time = step_time
+        self.graph_tokens = graph_tokens
         self.groups: list[LockStep] = []
 
     def group_for_new_rank(self) -> LockStep:
@@ -363,6 +475,6 @@ class LockSteps:
         for group in self.groups:
             if not group.full:
                 return group
-        group = LockStep(self.env, dp=self.dp, dummy_s=self.dummy_s)
+        group = LockStep(self.env, dp=self.dp, step_time=self.step_time, graph_tokens=self.graph_tokens)
         self.groups.append(group)
         return group

@@ -246,23 +246,31 @@ class LoraStepTime(LinearWrapper):
         decode_context_tokens: int = 0,
         logit_tokens: int | None = None,
         decode_pairs: float | None = None,
+        group_tokens: int | None = None,
     ) -> tuple[float, float, float]:
         dt, flops, n_bytes = self.inner.step(
-            n_prefill_tokens, n_decode_seqs, attention_pairs, kv_read_tokens, decode_context_tokens, logit_tokens, decode_pairs
+            n_prefill_tokens,
+            n_decode_seqs,
+            attention_pairs,
+            kv_read_tokens,
+            decode_context_tokens,
+            logit_tokens,
+            decode_pairs,
+            group_tokens,
         )
         s, f, b = self.state.extra(n_prefill_tokens + n_decode_seqs)
         return dt + s, flops + f, n_bytes + b
 
     # the fast-forward's linear runs, when the base model has them
-    def decode_line(self, *, n_seqs: int, context_sum: int) -> StepLine:
+    def decode_line(self, *, n_seqs: int, context_sum: int, group_tokens: int | None = None) -> StepLine:
         assert self._lines is not None
-        line = self._lines.decode_line(n_seqs=n_seqs, context_sum=context_sum)
+        line = self._lines.decode_line(n_seqs=n_seqs, context_sum=context_sum, group_tokens=group_tokens)
         s = self.state.extra(n_seqs)[0]
         return StepLine(line.a1, line.b1, line.a2, line.b2, line.e + s, line.g) if s else line
 
-    def run_work(self, n_seqs: int, context_sum: int, k: int) -> tuple[float, float]:
+    def run_work(self, n_seqs: int, context_sum: int, k: int, group_tokens: int | None = None) -> tuple[float, float]:
         assert self._lines is not None
-        flops, n_bytes = self._lines.run_work(n_seqs, context_sum, k)
+        flops, n_bytes = self._lines.run_work(n_seqs, context_sum, k, group_tokens)
         _, f, b = self.state.extra(n_seqs)
         return flops + k * f, n_bytes + k * b
 

@@ -95,6 +95,7 @@ class SpeculativeStepTime:
         decode_context_tokens: int = 0,
         logit_tokens: int | None = None,
         decode_pairs: float | None = None,
+        group_tokens: int | None = None,  # (a speculating DP rank is priced as if its group's ranks were alike)
     ) -> tuple[float, float, float]:
         k = self.k
         extra = k * decode_context_tokens + n_decode_seqs * self._extra_pairs  # the drafts' pairs (decoding queries)

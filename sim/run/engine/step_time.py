@@ -179,25 +179,27 @@ class StepTimeModel(Protocol):
         decode_context_tokens: int = 0,
         logit_tokens: int | None = None,
         decode_pairs: float | None = None,
+        group_tokens: int | None = None,
     ) -> tuple[float, float, float]:
         """(seconds, FLOPs, bytes) of one step (FLOPs and bytes 0 when the model does not know them): it processes
         `n_prefill_tokens` prompt (or recompute) tokens and one token for each of `n_decode_seqs` decoding
         sequences, whose cached contexts sum to `decode_context_tokens`; `attention_pairs` (query, key) pairs
         and `kv_read_tokens` cached tokens read over the whole batch; `logit_tokens` positions get logits (one per
         scheduled sequence; None: every token). Of the pairs, `decode_pairs` are decoding queries' (None: one per
-        decoder and cached token, `decode_context_tokens + n_decode_seqs`; a speculative verify has more)."""
+        decoder and cached token, `decode_context_tokens + n_decode_seqs`; a speculative verify has more). `group_tokens`: a DP group's step, the tokens all its ranks put through the MoE
+        layers they share (None: dp times this step's; models with no such layers ignore it)."""
         ...
 
 
 class LinearRuns(Protocol):
     """The optional capability the fast-forward uses: a decode run's steps in closed form."""
 
-    def decode_line(self, *, n_seqs: int, context_sum: int) -> StepLine:
+    def decode_line(self, *, n_seqs: int, context_sum: int, group_tokens: int | None = None) -> StepLine:
         """Step j of a run of `n_seqs` decodes whose cached contexts sum to `context_sum` at step 0 (+n_seqs per
-        step): its seconds, as a `StepLine`."""
+        step): its seconds, as a `StepLine` (`group_tokens`: as `StepTimeModel.step`'s, each step's)."""
         ...
 
-    def run_work(self, n_seqs: int, context_sum: int, k: int) -> tuple[float, float]:
+    def run_work(self, n_seqs: int, context_sum: int, k: int, group_tokens: int | None = None) -> tuple[float, float]:
         """(FLOPs, bytes) of the first k steps of that run."""
         ...
 
@@ -213,10 +215,10 @@ class LinearWrapper:
 
     inner: StepTimeModel
 
-    def decode_line(self, *, n_seqs: int, context_sum: int) -> StepLine:
+    def decode_line(self, *, n_seqs: int, context_sum: int, group_tokens: int | None = None) -> StepLine:
         raise NotImplementedError
 
-    def run_work(self, n_seqs: int, context_sum: int, k: int) -> tuple[float, float]:
+    def run_work(self, n_seqs: int, context_sum: int, k: int, group_tokens: int | None = None) -> tuple[float, float]:
         raise NotImplementedError
 
     def decode_sum(self, n_seqs: int, context_sum: int, k: int) -> float:
@@ -254,8 +256,10 @@ class RooflineStepTime:
         self._logit_flops = m.logit_flops_per_token
         self._overlap = s.overlap
         self._g = 1.0 - s.overlap
-        self._per_batch: dict[int, tuple[float, float, float]] = {}
+        self._per_batch: dict[int | tuple[int, int], tuple[float, float, float]] = {}
         self._step_terms: dict[int, tuple[float, float, float, float]] = {}
+        self._group_terms: dict[tuple[int, int], tuple[float, float, float, float]] = {}  # (n, a DP group's tokens)
+        self._group_weights: dict[int, float] = {}  # a DP group's tokens -> weight bytes a rank reads
 
     def step(
         self,
@@ -266,16 +270,19 @@ class RooflineStepTime:
         decode_context_tokens: int = 0,
         logit_tokens: int | None = None,
         decode_pairs: float | None = None,
+        group_tokens: int | None = None,
     ) -> tuple[float, float, float]:
         """`step_cost`'s arithmetic, operation for operation (so the same floats), with its per-token-count
         terms memoized."""
         n = n_prefill_tokens + n_decode_seqs
-        terms = self._step_terms.get(n)
-        if terms is None:
-            s, m = self.setup, self.setup.model
-            comm = s.comm_s(n)
-            terms = (n * m.flops_per_token, weight_bytes_read(s, n), comm, n * s.hot_expert_flops_per_token)
-            self._step_terms[n] = terms
+        if group_tokens is None:
+            terms = self._step_terms.get(n)
+            if terms is None:
+                terms = self._step_terms[n] = self._terms(n, None)
+        else:
+            terms = self._group_terms.get((n, group_tokens))
+            if terms is None:
+                terms = self._group_terms[n, group_tokens] = self._terms(n, group_tokens)
         flops, weight_bytes, comm, hot = terms
         if logit_tokens is not None and self._logits_sampled and logit_tokens < n:
             flops -= (n - logit_tokens) * self._logit_flops
@@ -293,6 +300,25 @@ class RooflineStepTime:
         else:
             core = compute_s + self._g * memory_s if compute_s >= memory_s else memory_s + self._g * compute_s
         return core + comm + self._overhead, flops, n_bytes
+
+    def _terms(self, n: int, group_tokens: int | None) -> tuple[float, float, float, float]:
+        """An n-token step's matmul FLOPs, weight bytes, communication and the FLOPs only its time counts."""
+        s = self.setup
+        return (
+            n * s.model.flops_per_token,
+            self._weight_bytes(n, group_tokens),
+            s.comm_s(n, group_tokens),
+            s.moe_time_flops(n, group_tokens),
+        )
+
+    def _weight_bytes(self, n: int, group_tokens: int | None) -> float:
+        """`weight_bytes_read`; a DP group's step (its experts touched by the group's tokens alone) memoized."""
+        if group_tokens is None:
+            return weight_bytes_read(self.setup, n)
+        w = self._group_weights.get(group_tokens)
+        if w is None:
+            w = self._group_weights[group_tokens] = weight_bytes_read(self.setup, n, group_tokens)
+        return w
 
     def decode_sum(self, n_seqs: int, context_sum: int, k: int) -> float:
         """Seconds of the first k steps of `decode_line(n_seqs, context_sum)`, step by step (for short runs: a
@@ -321,29 +347,31 @@ class RooflineStepTime:
             total += (compute_s + g * memory_s if compute_s >= memory_s else memory_s + g * compute_s) + fixed
         return total
 
-    def run_work(self, n_seqs: int, context_sum: int, k: int) -> tuple[float, float]:
-        _, weight_bytes, _ = self._batch_terms(n_seqs)
+    def run_work(self, n_seqs: int, context_sum: int, k: int, group_tokens: int | None = None) -> tuple[float, float]:
+        _, weight_bytes, _ = self._batch_terms(n_seqs, group_tokens)
         matmul_flops = n_seqs * self.setup.model.flops_per_token  # (the tokens' own: no hot expert's excess)
         pairs = k * (context_sum + n_seqs) + n_seqs * k * (k - 1) / 2  # sum over j < k of S + n (j + 1)
         kv_tokens = k * (context_sum + n_seqs) + n_seqs * k * (k - 1) / 2  # reads S + n j plus n writes
         return k * matmul_flops + self._attn * pairs, k * weight_bytes + self._kv * kv_tokens
 
-    def _batch_terms(self, n_seqs: int) -> tuple[float, float, float]:
-        """Matmul FLOPs (as the step's time counts them: a hot expert's excess included), weight bytes read and fixed
-        seconds (comm + overhead) of an n-token step."""
-        terms = self._per_batch.get(n_seqs)
+    def _batch_terms(self, n_seqs: int, group_tokens: int | None = None) -> tuple[float, float, float]:
+        """Matmul FLOPs (as the step's time counts them: `RooflineSetup.moe_time_flops` included), weight bytes read
+        and fixed seconds (comm + overhead) of an n-token step."""
+        key = n_seqs if group_tokens is None else (n_seqs, group_tokens)
+        terms = self._per_batch.get(key)
         if terms is None:
             s, m = self.setup, self.setup.model
             flops = n_seqs * m.flops_per_token
-            if s.hot_expert_flops_per_token:
-                flops += n_seqs * s.hot_expert_flops_per_token
-            terms = (flops, weight_bytes_read(s, n_seqs), s.comm_s(n_seqs) + self._overhead)
-            self._per_batch[n_seqs] = terms
+            extra = s.moe_time_flops(n_seqs, group_tokens)
+            if extra:
+                flops += extra
+            terms = (flops, self._weight_bytes(n_seqs, group_tokens), s.comm_s(n_seqs, group_tokens) + self._overhead)
+            self._per_batch[key] = terms
         return terms
 
-    def decode_line(self, *, n_seqs: int, context_sum: int) -> StepLine:
+    def decode_line(self, *, n_seqs: int, context_sum: int, group_tokens: int | None = None) -> StepLine:
         """`n_seqs` decodes whose cached contexts sum to `context_sum` at step 0 (+n_seqs per step)."""
-        matmul_flops, weight_bytes, fixed = self._batch_terms(n_seqs)
+        matmul_flops, weight_bytes, fixed = self._batch_terms(n_seqs, group_tokens)
         # step j: pairs = context_sum + n (j + 1); KV read = context_sum + n j; KV written = n
         return StepLine(
             (matmul_flops + self._attn * (context_sum + n_seqs)) / self._flops_per_s,
@@ -371,14 +399,15 @@ class ConstantStepTime:
         decode_context_tokens: int = 0,
         logit_tokens: int | None = None,
         decode_pairs: float | None = None,
+        group_tokens: int | None = None,
     ) -> tuple[float, float, float]:
         return n_prefill_tokens * self.prefill_s_per_token + (self.decode_step_s if n_decode_seqs else 0.0), 0.0, 0.0
 
-    def decode_line(self, *, n_seqs: int, context_sum: int) -> StepLine:
+    def decode_line(self, *, n_seqs: int, context_sum: int, group_tokens: int | None = None) -> StepLine:
         return StepLine(a1=self.decode_step_s, b1=0.0, a2=0.0, b2=0.0, e=0.0)
 
     def decode_sum(self, n_seqs: int, context_sum: int, k: int) -> float:
         return k * self.decode_step_s
 
-    def run_work(self, n_seqs: int, context_sum: int, k: int) -> tuple[float, float]:
+    def run_work(self, n_seqs: int, context_sum: int, k: int, group_tokens: int | None = None) -> tuple[float, float]:
         return 0.0, 0.0
