@@ -270,6 +270,10 @@ DRAW = st.fixed_dictionaries(
 @example(  # a decode run grew into evictable cached blocks while the queue's head could be admitted once one went
     draw={**FOUND, "seed": 1, "speculation": "off", "n": 10, "rate": 3.0, "hazards": "both", "hazard_at_s": [0.0]}
 )  # fmt: skip
+@example(  # a DP rank released while its group planned still counted as running dummy batches for the whole run
+    draw={**FOUND, "seed": 2**31, "speculation": "off", "n": 3, "rate": 1.0, "hazards": "reclaim", "hazard_at_s": [0.25],
+          "long_prefill": 0, "moe": True, "prefix": False}
+)  # fmt: skip
 def test_every_combination_conserves_and_matches_the_reference(draw):
     frame = trace(draw["seed"], draw["n"], draw["rate"], prefixes=draw["prefix"], adapters=draw["lora"] > 0, gap=draw["gap"])
     raw = scenario(draw, fast_forward=True)

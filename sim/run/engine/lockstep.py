@@ -295,7 +295,6 @@ class LockStep:
         """Every rank that is not idle plans (the plain replica's planner); the group then runs or steps together."""
         self._due = False
         working: list[LockStepReplica] = []
-        idle = 0
         for rank in tuple(self.ranks):  # (a rank that goes idle may be released, and leave, as it does)
             if not rank._idle and not rank._stopped:
                 rank._dt = None
@@ -303,8 +302,7 @@ class LockStep:
                 Replica._next(rank)  # its own planner: a step leaves its seconds in `_dt`, a run its plan in `_wants_run`
                 if rank._dt is not None or rank._wants_run is not None:
                     working.append(rank)
-                    continue
-            idle += 1
+        idle = len(self.ranks) - len(working)  # the members left that run dummy batches
         if not working:
             return  # every rank idle: the next arrival starts a step
         self.in_step = True
