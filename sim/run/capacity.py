@@ -16,7 +16,8 @@ own, a saturated run being one more sample of the same rate — not above it (te
 holds this over random scenarios).
 
 - **Colocated**: one replica of the entry pool, under its own engine: `tokens_per_gpu_s` is its saturated tokens/s
-  (`max_tokens_per_s_per_replica`) over its TP.
+  (`max_tokens_per_s_per_replica`) over its TP. An MoE model's DP ranks are measured as a whole group of dp
+  (`group_size`: they step together), each replica's share of it.
 - **Disaggregated**: the best split of GPUs between the two pools. A prefill replica's rate `r_p` (requests/s of
   the mix, each prefilled to its first token) and a decode replica's `r_d` (requests/s of the mix's multi-token
   requests, each arriving prefilled over an instant link) are measured as above; a request then costs
@@ -169,12 +170,19 @@ def saturated_rate(requests: pd.DataFrame, cut: float, regime: str, *, count: np
     return Rate(n_in / duration, tokens_per_s, rel_se, regime)
 
 
+def group_size(spec: PoolSpec) -> int:
+    """Replicas a probe runs of the pool: one, or an MoE model's whole DP group (its ranks step together and share
+    the MoE layers, `sim.run.engine.lockstep`: one rank alone would price those layers for its tokens only)."""
+    setup = spec.setup
+    return setup.dp if setup.dp > 1 and setup.model.is_moe else 1
+
+
 def first_concurrency(spec: PoolSpec, pick: np.ndarray) -> int:
     """Where the search starts: as many requests as the batch takes (`max_num_seqs`) or the KV cache holds at their
-    mean mid-life context, whichever is fewer."""
+    mean mid-life context, whichever is fewer (each replica of the probe's group)."""
     mid = float(np.mean(pick[:, 0] + pick[:, 1] / 2)) if len(pick) else 1.0
     fits = spec.n_blocks * spec.engine.block_size / max(mid, 1.0)
-    return max(2, int(min(spec.engine.max_num_seqs, fits)))
+    return max(2, int(min(spec.engine.max_num_seqs, fits)) * group_size(spec))
 
 
 def best_rate(
@@ -257,7 +265,8 @@ def saturated_capacity(specs: Sequence[PoolSpec], lengths: np.ndarray, *, probe:
         rate = best_rate(specs, _frame(pick), probe, fed=spec) if len(pick) else None
         if rate is None:
             return Capacity(None, None, None, None)
-        return Capacity(rate.tokens_per_s / spec.setup.tp, rate.tokens_per_s, rate.rel_se, rate.regime)
+        g = group_size(spec)
+        return Capacity(rate.tokens_per_s / (spec.setup.tp * g), rate.tokens_per_s / g, rate.rel_se, rate.regime)
 
     return _cached(cache_key("colocated", specs, lengths), measure)
 
@@ -280,8 +289,8 @@ def pair_capacity(specs: Sequence[PoolSpec], lengths: np.ndarray, *, probe: Prob
         r_d = best_rate([instant_prefill(dec), dec], _frame(pick[multi]), probe, fed=dec) if multi.any() else None
         if r_p is None or (q > 0 and r_d is None):
             return Capacity(None, None, None, None)
-        a = pre.setup.tp / r_p.requests_per_s
-        b = q * dec.setup.tp / r_d.requests_per_s if r_d is not None else 0.0
+        a = pre.setup.tp * group_size(pre) / r_p.requests_per_s
+        b = q * dec.setup.tp * group_size(dec) / r_d.requests_per_s if r_d is not None else 0.0
         tokens_per_request = float(pick.sum(axis=1).mean())
         se = None
         if r_p.rel_se is not None and (r_d is None or r_d.rel_se is not None):

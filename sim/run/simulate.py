@@ -24,7 +24,7 @@ from sim.errors import FleetsimError
 from sim.physics.roofline import RooflineSetup
 from sim.policies.autoscale import FixedConfig
 from sim.results.result import SimResult
-from sim.run.capacity import Capacity, ClosedLoop, pair_capacity, saturated_capacity
+from sim.run.capacity import Capacity, ClosedLoop, group_size, pair_capacity, saturated_capacity
 from sim.run.engine.replica import COLOCATED, Replica, ReplicaListener
 from sim.run.freeze import freeze, requests_frame
 from sim.run.pools import BATCH, ENTRY, Built, PoolSpec, build, has_batch, pool_spec, pool_specs
@@ -239,7 +239,7 @@ def _without_batch(
 def _probe_records(
     scenario: Scenario, specs: Sequence[PoolSpec], frame: pd.DataFrame, concurrency: int | None
 ) -> tuple[pd.DataFrame, float]:
-    """`specs`' pools, one fixed warm replica each (no fleet queue bound, no batch work, no prefix cache: the sample
+    """`specs`' pools, one fixed warm replica each (an MoE model's DP group: dp, `group_size`; no fleet queue bound, no batch work, no prefix cache: the sample
     has lengths only; a pair's link instant), on `frame`: its request records, and when the last request was
     released. With `concurrency`, a closed loop: the requests are released `concurrency` at a time, the next at
     each resolution."""
@@ -251,7 +251,7 @@ def _probe_records(
                 update={
                     "fleet": spec.fleet.model_copy(
                         update={
-                            "autoscaler": FixedConfig(replicas=1),
+                            "autoscaler": FixedConfig(replicas=group_size(spec)),
                             "queue_max": None,
                             "queue_timeout_s": None,
                             "max_outstanding_per_replica": None,

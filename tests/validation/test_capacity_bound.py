@@ -30,7 +30,12 @@ def lengths(rng, n, prompt_mean, output_mean):
 @given(
     seed=st.integers(0, 2**31),
     model_gpu=st.sampled_from(
-        [("llama-3.1-8b", "h100-sxm", 1), ("llama-3.1-8b", "a100-80gb", 1), ("llama-2-70b", "a100-80gb", 2)]
+        [
+            ("llama-3.1-8b", "h100-sxm", 1, 1),
+            ("llama-3.1-8b", "a100-80gb", 1, 1),
+            ("llama-2-70b", "a100-80gb", 2, 1),
+            ("qwen3-30b-a3b", "h100-sxm", 1, 2),  # a DP 2 + EP group in lock-step: its capacity measured as a group
+        ]
     ),
     policy=st.sampled_from(["chunked", "prefill_first"]),
     max_num_seqs=st.sampled_from([16, 64, 256]),
@@ -42,7 +47,7 @@ def lengths(rng, n, prompt_mean, output_mean):
 def test_a_saturated_run_reads_at_most_one_within_two_standard_errors(
     seed, model_gpu, policy, max_num_seqs, blocks, prompt_mean, output_mean, mode
 ):
-    model, gpu, tp = model_gpu
+    model, gpu, tp, dp = model_gpu
     rng = np.random.default_rng(seed)
     n = 1500
     prompt, output = lengths(rng, n, prompt_mean, output_mean)
@@ -51,19 +56,19 @@ def test_a_saturated_run_reads_at_most_one_within_two_standard_errors(
         engine["max_num_batched_tokens"] = 8192
     if blocks is not None:
         engine["num_gpu_blocks_override"] = blocks
-    fleet = {"gpu": gpu, "tp": tp, "autoscaler": {"policy": "fixed", "replicas": 1}}
+    fleet = {"gpu": gpu, "tp": tp, "dp": dp, "expert_parallel": dp > 1, "autoscaler": {"policy": "fixed", "replicas": dp}}
     if mode == "disaggregated":
         fleet |= {
             "mode": "disaggregated",
-            "prefill": {"autoscaler": {"policy": "fixed", "replicas": 1}},
-            "decode": {"autoscaler": {"policy": "fixed", "replicas": 2}},
+            "prefill": {"autoscaler": {"policy": "fixed", "replicas": dp}},
+            "decode": {"autoscaler": {"policy": "fixed", "replicas": 2 * dp}},
         }
     sc = parse_config({"model": model, "fleet": fleet, "engine": engine})
     probe = validate_frame(pd.DataFrame({"arrival_at_s": np.zeros(n), "prompt_tokens": prompt, "output_tokens": output}))
     capacity = simulate(sc, probe).meta["capacity"]
     if capacity["tokens_per_gpu_s"] is None:
         return  # nothing of the mix can be served (too long for the cache): no capacity to bound
-    gpus = tp * (3 if mode == "disaggregated" else 1)
+    gpus = tp * dp * (3 if mode == "disaggregated" else 1)
     rate = 2 * capacity["tokens_per_gpu_s"] * gpus / float(np.mean(prompt + output))  # twice what it can serve
     trace = validate_frame(
         pd.DataFrame({"arrival_at_s": np.cumsum(rng.exponential(1 / rate, n)), "prompt_tokens": prompt, "output_tokens": output})
