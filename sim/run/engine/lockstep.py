@@ -386,7 +386,8 @@ class LockStepReplica(Replica):
         super().__init__(env, **kwargs)
         self.lockstep = lockstep
         self._dt: float | None = None  # the step it just planned, in seconds (read by the group)
-        self._wants_run: tuple[list[Seq], int, StepLine] | None = None  # the decode run it just planned
+        # the decode run it just planned: its sequences, most steps and (once the group has priced it) its line
+        self._wants_run: tuple[list[Seq], int, StepLine | None] | None = None
         self._own_line: StepLine | None = None  # the run in progress's own line (its steps had it run alone)
         lockstep.join(self)
 
@@ -398,8 +399,7 @@ class LockStepReplica(Replica):
         self._dt = self._begin_step(batch)
 
     def _start_run(self, seqs: list[Seq], context_sum: int, min_tokens_left: int) -> None:
-        k_max, line = self._plan_run(seqs, context_sum, min_tokens_left)
-        self._wants_run = (seqs, k_max, line)
+        self._wants_run = (seqs, self._plan_run(seqs, context_sum, min_tokens_left), None)  # (its line: the group's)
 
     def _cut_run(self) -> None:
         self.lockstep.cut()

@@ -39,7 +39,7 @@ from sim.run.engine.scheduler import Batch, BatchPolicy, Limits, PriorityCount
 from sim.run.engine.sequence import Seq, blocks_for
 from sim.run.engine.spec_group import SpecGroup, SpecRun
 from sim.run.engine.speculative import Acceptance
-from sim.run.engine.step_time import RunLine, StepLine, StepTimeModel, linear_runs
+from sim.run.engine.step_time import RunLine, StepTimeModel, linear_runs
 
 COLOCATED, PREFILL, DECODE = "colocated", "prefill", "decode"
 ROLES = (COLOCATED, PREFILL, DECODE)
@@ -704,12 +704,14 @@ class Replica:
     def _start_run(self, seqs: list[Seq], context_sum: int, min_tokens_left: int) -> None:
         """Decode steps of the explicit decoders `seqs` (their cached tokens `context_sum`, the fewest
         tokens any has left `min_tokens_left`) and the group, until the batch changes."""
-        k_max, line = self._plan_run(seqs, context_sum, min_tokens_left)
-        self._begin_run(seqs, line, k_max)
+        k_max = self._plan_run(seqs, context_sum, min_tokens_left)
+        n_seqs, context_sum = self._run_work
+        assert self._lines is not None
+        self._begin_run(seqs, self._lines.decode_line(n_seqs=n_seqs, context_sum=context_sum), k_max)
         self._run_end_event = call_at(self.env, self._run_total, NORMAL, self._run_end)
 
-    def _plan_run(self, seqs: list[Seq], context_sum: int, min_tokens_left: int) -> tuple[int, StepLine]:
-        """The run's most steps and its line (`_run_work` set to its batch and context sum)."""
+    def _plan_run(self, seqs: list[Seq], context_sum: int, min_tokens_left: int) -> int:
+        """The run's most steps (`_run_work` set to its batch and context sum: its line's)."""
         group = self.group
         n_seqs = len(seqs) + group.n
         context_sum += group.ctx
@@ -720,9 +722,8 @@ class Replica:
         # (k_max 1: _kv_steps answers 1 too, so >= reads the same: not mutated)
         if k_max > 1 and n_seqs * -(-k_max // self.kv.block_size) > self.kv.run_room(bool(self.waiting)):  # pragma: no mutate
             k_max = self._kv_steps(seqs, k_max)
-        assert self._lines is not None
         self._run_work = (n_seqs, context_sum)
-        return k_max, self._lines.decode_line(n_seqs=n_seqs, context_sum=context_sum)
+        return k_max
 
     def _begin_run(self, seqs: list[Seq], line: RunLine, k_max: int) -> None:
         """The run starts now, its steps timed by `line` (its end is the caller's to schedule)."""

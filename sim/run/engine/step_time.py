@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from sim.physics.roofline import RooflineSetup, fixed_overhead_s, weight_bytes_read
 
 _NEVER = 1e15  # steps: a crossing further away than this is treated as never reached
+GROUP_MEMO = 1 << 16  # memoized DP-group step terms, at most (then the memo starts again)
 
 
 class StepLine:
@@ -256,9 +257,11 @@ class RooflineStepTime:
         self._logit_flops = m.logit_flops_per_token
         self._overlap = s.overlap
         self._g = 1.0 - s.overlap
-        self._per_batch: dict[int | tuple[int, int], tuple[float, float, float]] = {}
+        self._per_batch: dict[int, tuple[float, float, float]] = {}
         self._step_terms: dict[int, tuple[float, float, float, float]] = {}
-        self._group_terms: dict[tuple[int, int], tuple[float, float, float, float]] = {}  # (n, a DP group's tokens)
+        # a DP group's steps, by (tokens, the group's tokens): bounded (`GROUP_MEMO`), as a long run meets ever more pairs
+        self._group_terms: dict[tuple[int, int], tuple[float, float, float, float]] = {}
+        self._group_batch: dict[tuple[int, int], tuple[float, float, float]] = {}
         self._group_weights: dict[int, float] = {}  # a DP group's tokens -> weight bytes a rank reads
 
     def step(
@@ -280,9 +283,13 @@ class RooflineStepTime:
             if terms is None:
                 terms = self._step_terms[n] = self._terms(n, None)
         else:
-            terms = self._group_terms.get((n, group_tokens))
+            key = (n, group_tokens)
+            terms = self._group_terms.get(key)
             if terms is None:
-                terms = self._group_terms[n, group_tokens] = self._terms(n, group_tokens)
+                terms = self._terms(n, group_tokens)
+                if len(self._group_terms) >= GROUP_MEMO:  # (pure values: a bounded memo, however long the run)
+                    self._group_terms.clear()
+                self._group_terms[key] = terms
         flops, weight_bytes, comm, hot = terms
         if logit_tokens is not None and self._logits_sampled and logit_tokens < n:
             flops -= (n - logit_tokens) * self._logit_flops
@@ -357,8 +364,9 @@ class RooflineStepTime:
     def _batch_terms(self, n_seqs: int, group_tokens: int | None = None) -> tuple[float, float, float]:
         """Matmul FLOPs (as the step's time counts them: `RooflineSetup.moe_time_flops` included), weight bytes read
         and fixed seconds (comm + overhead) of an n-token step."""
+        memo: dict[Any, tuple[float, float, float]] = self._per_batch if group_tokens is None else self._group_batch
         key = n_seqs if group_tokens is None else (n_seqs, group_tokens)
-        terms = self._per_batch.get(key)
+        terms = memo.get(key)
         if terms is None:
             s, m = self.setup, self.setup.model
             flops = n_seqs * m.flops_per_token
@@ -366,7 +374,9 @@ class RooflineStepTime:
             if extra:
                 flops += extra
             terms = (flops, self._weight_bytes(n_seqs, group_tokens), s.comm_s(n_seqs, group_tokens) + self._overhead)
-            self._per_batch[key] = terms
+            if group_tokens is not None and len(memo) >= GROUP_MEMO:  # (see `step`)
+                memo.clear()
+            memo[key] = terms
         return terms
 
     def decode_line(self, *, n_seqs: int, context_sum: int, group_tokens: int | None = None) -> StepLine:
