@@ -74,7 +74,7 @@ def _decode_replica(max_num_seqs: int):
     _, full, specs = _resolve(sc, _frame(2), sc.base_dir)
     built = _build(sc, specs, full)
     built.env.run(until=1e-6)  # (warm replicas: ready at 0)
-    decode = [p for p in built.pools if p.name == "decode"][0]
+    decode = next(p for p in built.pools if p.name == "decode")
     (slot,) = decode.ready
     assert slot.engine is not None
     return slot.engine
