@@ -270,6 +270,12 @@ DRAW = st.fixed_dictionaries(
 @example(  # a decode run grew into evictable cached blocks while the queue's head could be admitted once one went
     draw={**FOUND, "seed": 1, "speculation": "off", "n": 10, "rate": 3.0, "hazards": "both", "hazard_at_s": [0.0]}
 )  # fmt: skip
+@example(  # a replica lost while falling asleep orphaned the launch that had called it back: no replica ever came
+    draw={**FOUND, "seed": 1294311, "batch": "backfill", "guard": True, "autoscaler": "hpa_slo", "router": "power_of_two",
+          "rate": 0.5, "prefix": False, "speculation": "off", "n": 25, "hazards": "both", "hazard_at_s": [0.0], "lora": 1,
+          "gap": 40.0, "sleep": 1, "cap": 2, "moe": True, "on_demand_max": 2, "blocks": 47, "logits": "every_token",
+          "link": "slow", "capacity_of": "prefill"}
+)  # fmt: skip
 @example(  # a DP rank released while its group planned still counted as running dummy batches for the whole run
     draw={**FOUND, "seed": 2**31, "speculation": "off", "n": 3, "rate": 1.0, "hazards": "reclaim", "hazard_at_s": [0.25],
           "long_prefill": 0, "moe": True, "prefix": False}

@@ -260,6 +260,10 @@ class Pool:
         self._falling[k] -= 1
         if slot.state == ReplicaState.RELEASED:  # (lost while its weights went out: nothing sleeps)
             slot.sleep_s = 0.0
+            orphaned = self._recalled - self._falling.get(0, 0) if k == 0 else 0
+            if orphaned > 0:  # a launch that called it back finds none left to wake: it launches as any other
+                self._recalled -= orphaned
+                self.launch(orphaned)
             return
         slot.slept = True
         self.sleeping[k] = self.sleeping.get(k, 0) + 1
