@@ -369,7 +369,7 @@ class LockStep:
                 own = rank._dt
                 assert own is not None
                 self.wait_s += total - own
-                Replica._step_end(rank, None)
+                Replica._step_end(rank, None)  # (its `_next` is `wants`: a no-op while in the step)
         self.in_step = False
         self._working = []
         self._end_event = None
@@ -396,10 +396,21 @@ class LockStepReplica(Replica):
             self.lockstep.wants()
 
     def _start_step(self, batch: Batch) -> None:
-        self._dt = self._begin_step(batch)
+        Replica._start_step(self, batch)  # (its own end, scheduled there, is ignored: the group ends its step)
+        stepping = self._stepping
+        assert stepping is not None
+        self._dt = stepping[1]
+
+    def _step_end(self, event: simpy.Event | None) -> None:
+        if event is None:  # the group's end of the step (`LockStep._end`), or a loss at its very end (`stop`)
+            Replica._step_end(self, None)
 
     def _start_run(self, seqs: list[Seq], context_sum: int, min_tokens_left: int) -> None:
-        self._wants_run = (seqs, self._plan_run(seqs, context_sum, min_tokens_left), None)  # (its line: the group's)
+        # the plain replica's run, its most steps and its work (its own line and end: superseded by the group's)
+        Replica._start_run(self, seqs, context_sum, min_tokens_left)
+        run = self._run
+        assert run is not None
+        self._wants_run = (seqs, run[3], None)
 
     def _cut_run(self) -> None:
         self.lockstep.cut()
@@ -441,7 +452,12 @@ class LockStepReplica(Replica):
         seqs, _, own = self._wants_run
         self._wants_run = None
         self._own_line = own
-        self._begin_run(seqs, line, k)  # (its end event: the group's, set when the group has made it)
+        start = self.env._now  # (the plain replica's run, timed by the group's line; its end event: the group's)
+        self._run = (start, line, seqs, k)
+        self._run_steps = k
+        self._work_start = start
+        self._interruptible = k > 1
+        self._run_total = line.total(k)
 
     def _own_s(self, k: int) -> float:
         """Seconds its run's first k steps would have taken alone."""

@@ -39,7 +39,7 @@ from sim.run.engine.scheduler import Batch, BatchPolicy, Limits, PriorityCount
 from sim.run.engine.sequence import Seq, blocks_for
 from sim.run.engine.spec_group import SpecGroup, SpecRun
 from sim.run.engine.speculative import Acceptance
-from sim.run.engine.step_time import RunLine, StepTimeModel, linear_runs
+from sim.run.engine.step_time import RunLine, StepLine, StepTimeModel, linear_runs
 
 COLOCATED, PREFILL, DECODE = "colocated", "prefill", "decode"
 ROLES = (COLOCATED, PREFILL, DECODE)
@@ -415,10 +415,6 @@ class Replica:
             bisect.insort(self.waiting, seq, key=_key)
 
     def _start_step(self, batch: Batch) -> None:
-        call_at(self.env, self._begin_step(batch), NORMAL, self._step_end)
-
-    def _begin_step(self, batch: Batch) -> float:
-        """Start the step: admit, grow the KV, price it. Its seconds (its end is the caller's to schedule)."""
         now = self.env._now  # SimPy's clock without its property (the hot path reads it once per event)
         if batch.admitted:
             if batch.preempted or batch.reordered:  # priority preemption: victims back in the queue; LoRA: skipped ones
@@ -469,7 +465,7 @@ class Replica:
         self._stepping = (batch, dt, n_prefill, n_decode, decode_ctx)
         self.flops += flops
         self.bytes += n_bytes
-        return dt
+        call_at(self.env, dt, NORMAL, self._step_end)
 
     def _step_end(self, _event: simpy.Event | None) -> None:
         assert self._stepping is not None
@@ -704,14 +700,7 @@ class Replica:
     def _start_run(self, seqs: list[Seq], context_sum: int, min_tokens_left: int) -> None:
         """Decode steps of the explicit decoders `seqs` (their cached tokens `context_sum`, the fewest
         tokens any has left `min_tokens_left`) and the group, until the batch changes."""
-        k_max = self._plan_run(seqs, context_sum, min_tokens_left)
-        n_seqs, context_sum = self._run_work
-        assert self._lines is not None
-        self._begin_run(seqs, self._lines.decode_line(n_seqs=n_seqs, context_sum=context_sum), k_max)
-        self._run_end_event = call_at(self.env, self._run_total, NORMAL, self._run_end)
-
-    def _plan_run(self, seqs: list[Seq], context_sum: int, min_tokens_left: int) -> int:
-        """The run's most steps (`_run_work` set to its batch and context sum: its line's)."""
+        start = self.env._now
         group = self.group
         n_seqs = len(seqs) + group.n
         context_sum += group.ctx
@@ -722,17 +711,15 @@ class Replica:
         # (k_max 1: _kv_steps answers 1 too, so >= reads the same: not mutated)
         if k_max > 1 and n_seqs * -(-k_max // self.kv.block_size) > self.kv.run_room(bool(self.waiting)):  # pragma: no mutate
             k_max = self._kv_steps(seqs, k_max)
-        self._run_work = (n_seqs, context_sum)
-        return k_max
-
-    def _begin_run(self, seqs: list[Seq], line: RunLine, k_max: int) -> None:
-        """The run starts now, its steps timed by `line` (its end is the caller's to schedule)."""
-        start = self.env._now
+        assert self._lines is not None
+        line = self._lines.decode_line(n_seqs=n_seqs, context_sum=context_sum)
         self._run = (start, line, seqs, k_max)
         self._run_steps = k_max
+        self._run_work = (n_seqs, context_sum)
         self._work_start = start
         self._interruptible = k_max > 1  # an arrival cuts the run at the next step boundary (see enqueue)
         self._run_total = line.total(k_max)
+        self._run_end_event = call_at(self.env, self._run_total, NORMAL, self._run_end)
 
     def _cut_run(self) -> None:
         """An arrival mid-run: end the run at the first step boundary at or after now."""
@@ -839,8 +826,16 @@ class Replica:
         first = start + line.at(0)
         group = self.group
         n = len(seqs) + group.n
-        if k > 1:  # gaps 1..k-1 (the first gap, j = 0, a single)
-            line.add_gaps(self.log.itl, k, n)
+        if k > 1:  # gaps 1..k-1 as `line.pieces(k)` (read off its split, no list), the first gap (j = 0) a single
+            itl = self.log.itl
+            if isinstance(line, StepLine):
+                m = k if line.split >= k else int(line.split)
+                if m > 1:
+                    itl.add_piece(line.a_before + line.e, line.b_before, 1, m, n)
+                if m < k:
+                    itl.add_piece(line.a_after + line.e, line.b_after, max(m, 1), k, n)
+            else:  # (a DP group's run: `sim.run.engine.lockstep.GroupLine`)
+                line.add_gaps(itl, k, n)
         self.n_steps += k
         self.n_runs += 1
         self.busy_s += total

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from sim.physics.roofline import RooflineSetup, fixed_overhead_s, weight_bytes_read
 
@@ -82,12 +82,11 @@ class StepLine:
         return out
 
     def add_gaps(self, itl: GapLog, k: int, n: int) -> None:
-        """Record the gaps of steps 1..k-1 of a run of `n` sequences as `pieces(k)` (read off the split, no list)."""
-        m = k if self.split >= k else int(self.split)
-        if m > 1:
-            itl.add_piece(self.a_before + self.e, self.b_before, 1, m, n)
-        if m < k:
-            itl.add_piece(self.a_after + self.e, self.b_after, max(m, 1), k, n)
+        """Record the gaps of steps 1..k-1 of a run of `n` sequences as `pieces(k)` (`Replica._advance` does this
+        inline for a `StepLine`, the hot path)."""
+        for lo, hi, a, b in self.pieces(k):
+            if max(lo, 1) < hi:
+                itl.add_piece(a + self.e, b, max(lo, 1), hi, n)
 
     def total(self, k: int) -> float:
         """T(k): the time of steps 0..k-1."""
@@ -257,6 +256,8 @@ class RooflineStepTime:
         self._logit_flops = m.logit_flops_per_token
         self._overlap = s.overlap
         self._g = 1.0 - s.overlap
+        self._flops_per_token = m.flops_per_token
+        self._moe_group = s.moe_group > 1 and m.is_moe  # (its time may count FLOPs beyond its tokens' own)
         self._per_batch: dict[int, tuple[float, float, float]] = {}
         self._step_terms: dict[int, tuple[float, float, float, float]] = {}
         # a DP group's steps, by (tokens, the group's tokens): bounded (`GROUP_MEMO`), as a long run meets ever more pairs
@@ -355,8 +356,9 @@ class RooflineStepTime:
         return total
 
     def run_work(self, n_seqs: int, context_sum: int, k: int, group_tokens: int | None = None) -> tuple[float, float]:
-        _, weight_bytes, _ = self._batch_terms(n_seqs, group_tokens)
-        matmul_flops = n_seqs * self.setup.model.flops_per_token  # (the tokens' own: no hot expert's excess)
+        matmul_flops, weight_bytes, _ = self._batch_terms(n_seqs, group_tokens)
+        if self._moe_group:  # (the tokens' own FLOPs: not those only the time counts)
+            matmul_flops = n_seqs * self._flops_per_token
         pairs = k * (context_sum + n_seqs) + n_seqs * k * (k - 1) / 2  # sum over j < k of S + n (j + 1)
         kv_tokens = k * (context_sum + n_seqs) + n_seqs * k * (k - 1) / 2  # reads S + n j plus n writes
         return k * matmul_flops + self._attn * pairs, k * weight_bytes + self._kv * kv_tokens
@@ -364,20 +366,27 @@ class RooflineStepTime:
     def _batch_terms(self, n_seqs: int, group_tokens: int | None = None) -> tuple[float, float, float]:
         """Matmul FLOPs (as the step's time counts them: `RooflineSetup.moe_time_flops` included), weight bytes read
         and fixed seconds (comm + overhead) of an n-token step."""
-        memo: dict[Any, tuple[float, float, float]] = self._per_batch if group_tokens is None else self._group_batch
-        key = n_seqs if group_tokens is None else (n_seqs, group_tokens)
-        terms = memo.get(key)
+        if group_tokens is None:
+            terms = self._per_batch.get(n_seqs)
+            if terms is None:
+                terms = self._per_batch[n_seqs] = self._batch(n_seqs, None)
+            return terms
+        key = (n_seqs, group_tokens)
+        terms = self._group_batch.get(key)
         if terms is None:
-            s, m = self.setup, self.setup.model
-            flops = n_seqs * m.flops_per_token
-            extra = s.moe_time_flops(n_seqs, group_tokens)
-            if extra:
-                flops += extra
-            terms = (flops, self._weight_bytes(n_seqs, group_tokens), s.comm_s(n_seqs, group_tokens) + self._overhead)
-            if group_tokens is not None and len(memo) >= GROUP_MEMO:  # (see `step`)
-                memo.clear()
-            memo[key] = terms
+            terms = self._batch(n_seqs, group_tokens)
+            if len(self._group_batch) >= GROUP_MEMO:  # (see `step`)
+                self._group_batch.clear()
+            self._group_batch[key] = terms
         return terms
+
+    def _batch(self, n_seqs: int, group_tokens: int | None) -> tuple[float, float, float]:
+        s, m = self.setup, self.setup.model
+        flops = n_seqs * m.flops_per_token
+        extra = s.moe_time_flops(n_seqs, group_tokens)
+        if extra:
+            flops += extra
+        return flops, self._weight_bytes(n_seqs, group_tokens), s.comm_s(n_seqs, group_tokens) + self._overhead
 
     def decode_line(self, *, n_seqs: int, context_sum: int, group_tokens: int | None = None) -> StepLine:
         """`n_seqs` decodes whose cached contexts sum to `context_sum` at step 0 (+n_seqs per step)."""
