@@ -172,6 +172,10 @@ def scenario(draw: dict, fast_forward: bool) -> dict:
     # an MoE model's DP ranks with expert parallelism: each group of two steps in lock-step (said either way: on a
     # platform a deployment's fleet block merges over the first one's)
     fleet["dp"], fleet["expert_parallel"] = (2, True) if draw.get("moe") else (1, False)
+    # its exchange (vLLM's default or a per-destination dispatch) and a hot GPU's share; said either way, as above
+    moe = bool(draw.get("moe"))
+    fleet["all2all_backend"] = draw.get("a2a", "allgather_reducescatter") if moe else "allgather_reducescatter"
+    fleet["expert_load_imbalance"] = draw.get("imbalance", 1.0) if moe else 1.0
     raw = {
         "model": "qwen3-30b-a3b" if draw.get("moe") else "llama-3.1-8b",
         "seed": draw["seed"] % 1000,
@@ -257,6 +261,8 @@ DRAW = st.fixed_dictionaries(
         "sleep": st.sampled_from([0, 1, 2]),  # sleep mode's level (0: off)
         "gap": st.sampled_from([0.0, 40.0]),  # a lull mid-trace (s)
         "moe": st.booleans(),  # Qwen3-30B-A3B as DP 2 + EP (lock-step ranks) instead of Llama-3.1-8B
+        "a2a": st.sampled_from(["allgather_reducescatter", "deepep_low_latency"]),  # (moe: its token exchange)
+        "imbalance": st.sampled_from([1.0, 1.5]),  # (moe: the hottest GPU's routed tokens over the mean)
     }
 )
 
