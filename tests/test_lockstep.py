@@ -215,9 +215,13 @@ def test_a_groups_step_is_priced_with_the_tokens_its_ranks_put_through_the_share
     rt = RooflineStepTime(resolve_scenario(sc))
     # a 2,000-token prompt on rank 0, rank 1 idle: above the largest captured CUDA graph (min(256 x 2, 512) = 512
     # tokens), so no padding; the MoE layers see its 2,000 tokens and rank 1's dummy one
-    r = simulate(sc, frame([(0.0, 2000, 1)]), measure_capacity=False).requests
-    alone = rt.step(2000, 0, 2000 * 2001 / 2, 0, 0, 1, group_tokens=2001)[0]
+    res = simulate(sc, frame([(0.0, 2000, 1)]), measure_capacity=False)
+    r = res.requests
+    alone, flops, n_bytes = rt.step(2000, 0, 2000 * 2001 / 2, 0, 0, 1, group_tokens=2001)
     assert r["first_token_at_s"][0] == pytest.approx(alone, rel=1e-12)
+    # the rank counts that step's FLOPs and bytes as priced in the group (the planned step is priced once, there)
+    rank = res.replicas.set_index("replica_id").loc[r["replica_id"][0]]
+    assert (rank["flops"], rank["bytes"]) == pytest.approx((flops, n_bytes), rel=1e-12)
     assert alone < rt.step(2000, 0, 2000 * 2001 / 2, 0, 0, 1)[0]  # (cheaper than if both ranks carried 2,000)
     # 100 and 300-token prompts, one on each rank, both captured: vLLM pads both ranks to 300 tokens, 600 in all
     r = simulate(sc, frame([(0.0, 100, 1), (0.0, 300, 1)]), measure_capacity=False).requests

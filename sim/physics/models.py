@@ -69,7 +69,7 @@ class ModelSpec:
 
     # Derived counts are cached properties: the spec is frozen, so they never go stale.
     # --- structure -------------------------------------------------------------------------
-    @property
+    @functools.cached_property
     def is_moe(self) -> bool:
         return self.n_experts > 0
 
@@ -81,7 +81,7 @@ class ModelSpec:
             return "MHA"
         return "MQA" if self.n_kv_heads == 1 else "GQA"
 
-    @property
+    @functools.cached_property
     def n_moe_layers(self) -> int:
         return self.n_layers - self.n_dense_layers if self.is_moe else 0
 

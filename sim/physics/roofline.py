@@ -29,7 +29,7 @@ seed article's 2 x parameters per token, which the `seed` preset keeps with `log
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sim.errors import FleetsimError
 from sim.physics.hardware import GIGA, GpuSpec
@@ -73,25 +73,37 @@ class RooflineSetup:
     # dispatch and combine (DeepEP, pplx: `fleet.all2all_backend`)
     all2all: str = "allgather_reducescatter"
 
-    @property
-    def moe_group(self) -> int:
-        """GPUs the routed experts are spread over: a DP group's dp x tp for an MoE model with dp > 1, else tp."""
-        return self.dp * self.tp if self.model.is_moe and self.dp > 1 else self.tp
+    # derived once (the setup is frozen; the step model reads them on every step it has not priced before)
+    # GPUs the routed experts are spread over: a DP group's dp x tp for an MoE model with dp > 1, else tp
+    moe_group: int = field(init=False, repr=False, compare=False)
+    # the share of the routed experts' weights this replica (one DP rank) holds
+    expert_share: float = field(init=False, repr=False, compare=False)
+    # matmul FLOPs a token costs the group's hottest GPU beyond its mean share, in the replica's units (`step_cost`
+    # divides by tp GPUs): with expert parallelism and `expert_load_imbalance` above 1, the routed experts' FLOPs
+    # times the excess. Time only: the FLOPs counted stay the tokens' own
+    hot_expert_flops_per_token: float = field(init=False, repr=False, compare=False)
+    # other GPUs of the group a token's top-k experts sit on, in expectation (experts placed whole, E/G a GPU, routing
+    # uniform): (G-1) (1 - C(E - E/G, k) / C(E, k)). Two GPUs and top-8 of 128: 0.996, not the 4 that k copies
+    # (G-1)/G would count
+    remote_expert_gpus: float = field(init=False, repr=False, compare=False)
 
-    @property
-    def expert_share(self) -> float:
-        """The share of the routed experts' weights this replica (one DP rank) holds."""
-        return self.tp / self.moe_group
-
-    @property
-    def hot_expert_flops_per_token(self) -> float:
-        """Matmul FLOPs a token costs the group's hottest GPU beyond its mean share, in the replica's units (`step_cost`
-        divides by tp GPUs): with expert parallelism and `expert_load_imbalance` above 1, the routed experts' FLOPs
-        times the excess. Time only: the FLOPs counted stay the tokens' own."""
+    def __post_init__(self) -> None:
         m = self.model
-        if not (self.expert_parallel and self.moe_group > 1 and m.is_moe) or self.expert_load_imbalance == 1.0:
-            return 0.0
-        return (self.expert_load_imbalance - 1.0) * 2.0 * m.n_moe_layers * m.n_experts_per_tok * m.expert_params
+        g = self.dp * self.tp if m.is_moe and self.dp > 1 else self.tp
+        object.__setattr__(self, "moe_group", g)
+        object.__setattr__(self, "expert_share", self.tp / g)
+        hot = 0.0
+        if self.expert_parallel and g > 1 and m.is_moe and self.expert_load_imbalance != 1.0:
+            hot = (self.expert_load_imbalance - 1.0) * 2.0 * m.n_moe_layers * m.n_experts_per_tok * m.expert_params
+        object.__setattr__(self, "hot_expert_flops_per_token", hot)
+        remote = 0.0
+        if m.is_moe:
+            e, k, per = m.n_experts, m.n_experts_per_tok, m.n_experts // g
+            miss = 1.0
+            for i in range(k):
+                miss *= max(0, e - per - i) / (e - i)
+            remote = (g - 1) * (1.0 - miss)
+        object.__setattr__(self, "remote_expert_gpus", remote)
 
     def group_tokens(self, n_tokens: int, group_tokens: int | None) -> int:
         """The tokens a step of a DP group sharing the MoE layers puts through them: as given (the group's ranks'
@@ -148,18 +160,6 @@ class RooflineSetup:
         else:
             bw, lat = self.scale_out_bytes_per_s, self.scale_out_latency_s
         return 2 * lat + per_gpu / bw
-
-    @property
-    def remote_expert_gpus(self) -> float:
-        """Other GPUs of the group a token's top-k experts sit on, in expectation (experts placed whole, E/G a GPU,
-        routing uniform): (G-1) (1 - C(E - E/G, k) / C(E, k)). Two GPUs and top-8 of 128: 0.996, not the 4 that k
-        copies (G-1)/G would count."""
-        m, g = self.model, self.moe_group
-        e, k, per = m.n_experts, m.n_experts_per_tok, m.n_experts // g
-        miss = 1.0
-        for i in range(k):
-            miss *= max(0, e - per - i) / (e - i)
-        return (g - 1) * (1.0 - miss)
 
     @property
     def n_nodes(self) -> int:

@@ -27,13 +27,14 @@ captured CUDA graph, every rank padded to the largest, as vLLM's `coordinate_bat
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import simpy
-from simpy.events import NORMAL
+from simpy.events import NORMAL, EventPriority
 
 from sim.run.clock import call_at
-from sim.run.engine.replica import Replica
+from sim.run.engine.replica import NO_LIMIT, Replica
 from sim.run.engine.scheduler import Batch
 from sim.run.engine.sequence import Seq
 from sim.run.engine.step_time import GapLog, LinearWrapper, StepLine, StepTimeModel, linear_runs
@@ -79,6 +80,13 @@ class GroupLine:
             stop = starts[i + 1] if i + 1 < len(starts) else k
             t += (stop - s) * a[i] + b[i] * (stop * (stop - 1) - s * (s - 1)) / 2
         self.starts, self.a, self.b, self.cum = starts, a, b, cum
+
+    @classmethod
+    def constant(cls, dt: float) -> GroupLine:
+        """One step of `dt` seconds (what `GroupLine([(dt, 0.0)], 1)` builds)."""
+        line = cls.__new__(cls)
+        line.k, line.starts, line.a, line.b, line.cum = 1, [0], [dt], [0.0], [0.0]
+        return line
 
     def __repr__(self) -> str:
         return f"GroupLine(starts={self.starts}, a={self.a}, b={self.b}, k={self.k})"
@@ -149,6 +157,7 @@ class GroupPricing(LinearWrapper):
         self.inner = inner
         self._lines = linear_runs(inner)
         self.group_tokens: int | None = None  # the run in progress's group tokens (its work is priced with them)
+        self.deferred = False  # the group is planning: a step is recorded, and priced once the group's tokens are known
         # the last step: its arguments and its price
         self._last: tuple[tuple[int, int, float, float, int, int | None, float | None], tuple[float, float, float]] | None
         self._last = None
@@ -173,6 +182,9 @@ class GroupPricing(LinearWrapper):
             logit_tokens,
             decode_pairs,
         )
+        if self.deferred:  # (`reprice` prices it: its seconds, FLOPs and bytes are counted then)
+            self._last = (args, (0.0, 0.0, 0.0))
+            return 0.0, 0.0, 0.0
         price = self.inner.step(*args, group_tokens)
         self._last = (args, price)
         return price
@@ -295,13 +307,23 @@ class LockStep:
         """Every rank that is not idle plans (the plain replica's planner); the group then runs or steps together."""
         self._due = False
         working: list[LockStepReplica] = []
+        sizes: list[int] = []  # their tokens (a run's: each step's)
+        steps = False  # whether any plans a step (else every one a decode run)
         for rank in tuple(self.ranks):  # (a rank that goes idle may be released, and leave, as it does)
             if not rank._idle and not rank._stopped:
                 rank._dt = None
                 rank._wants_run = None
-                Replica._next(rank)  # its own planner: a step leaves its seconds in `_dt`, a run its plan in `_wants_run`
-                if rank._dt is not None or rank._wants_run is not None:
+                pricing = rank._pricing
+                pricing.deferred = True
+                Replica._next(rank)  # its own planner: a step leaves its batch in `_stepping`, a run its plan in `_wants_run`
+                pricing.deferred = False
+                if rank._dt is not None:  # a step: its tokens
                     working.append(rank)
+                    sizes.append(pricing.tokens())
+                    steps = True
+                elif rank._wants_run is not None:  # a decode run: each step's tokens
+                    working.append(rank)
+                    sizes.append(rank._run_work[0])
         idle = len(self.ranks) - len(working)  # the members left that run dummy batches
         if not working:
             return  # every rank idle: the next arrival starts a step
@@ -311,28 +333,30 @@ class LockStep:
         self._start = now
         # the tokens the group's step puts through the MoE layers: each rank's and an idle rank's dummy token; when
         # every rank's step fits a captured CUDA graph, vLLM pads every rank to the largest (`coordinate_batch_across_dp`)
-        sizes = [rank._tokens() for rank in working]
         most = max(sizes)
         if most <= self.graph_tokens:
             tokens = self._tokens = most * (len(working) + idle)
         else:
             tokens = self._tokens = idle + sum(sizes)
         dummy = self._dummy_s(tokens) if idle else 0.0
-        if all(rank._dt is None for rank in working):  # every working rank decodes only: a run together
-            lines = [side for rank in working for side in line_sides(rank._planned_line(tokens))]
+        if not steps:  # every working rank decodes only: a run together
+            lines: list[tuple[float, float]] = []
+            k = NO_LIMIT
+            for rank in working:
+                lines += line_sides(rank._planned_line(tokens))
+                k = min(k, rank._planned_k())
             if idle:
                 lines.append((dummy, 0.0))
-            k = min(rank._planned_k() for rank in working)
             line = GroupLine(lines, k)
             self._line, self._steps, self._runs = line, k, True
-            for rank in working:
-                rank._start_group_run(line, k)
             total = line.total(k)
+            for rank in working:
+                rank._start_group_run(line, k, total)
         else:  # one step, as long as the slowest rank's (a planned run: its first step)
             total = max(rank._priced_step(tokens) for rank in working)
             if idle:
                 total = max(total, dummy)
-            line = GroupLine([(total, 0.0)], 1)
+            line = GroupLine.constant(total)
             self._line, self._steps, self._runs = line, 1, False
             for rank in working:
                 if rank._dt is not None:
@@ -340,7 +364,7 @@ class LockStep:
                     assert stepping is not None
                     rank._stepping = (stepping[0], total, *stepping[2:])  # busy for the group's step
                 else:
-                    rank._start_group_run(line, 1)
+                    rank._start_group_run(line, 1, total)
         event = self._end_event = call_at(self.env, total, NORMAL, self._end)
         for rank in working:
             if rank._run is not None:
@@ -395,31 +419,32 @@ class LockStepReplica(Replica):
         if not self._stopped:
             self.lockstep.wants()
 
+    @staticmethod
+    def _end_step_at(
+        env: simpy.Environment, delay: float, priority: EventPriority, callback: Callable[[simpy.Event], None]
+    ) -> None:
+        """(The group ends its steps: `LockStep._end`.)"""
+
     def _start_step(self, batch: Batch) -> None:
-        Replica._start_step(self, batch)  # (its own end, scheduled there, is ignored: the group ends its step)
+        Replica._start_step(self, batch)
         stepping = self._stepping
         assert stepping is not None
         self._dt = stepping[1]
 
-    def _step_end(self, event: simpy.Event | None) -> None:
-        if event is None:  # the group's end of the step (`LockStep._end`), or a loss at its very end (`stop`)
-            Replica._step_end(self, None)
-
     def _start_run(self, seqs: list[Seq], context_sum: int, min_tokens_left: int) -> None:
-        # the plain replica's run, its most steps and its work (its own line and end: superseded by the group's)
-        Replica._start_run(self, seqs, context_sum, min_tokens_left)
-        run = self._run
-        assert run is not None
-        self._wants_run = (seqs, run[3], None)
+        # the plain replica's run as `Replica._start_run` plans it, its most steps and its work; its line, timing and
+        # end are the group's (`_planned_line`, `_start_group_run`)
+        group = self.group
+        n_seqs = len(seqs) + group.n
+        context_sum += group.ctx
+        k_max = min(group.min_tokens_left, min_tokens_left)
+        if k_max > 1 and n_seqs * -(-k_max // self.kv.block_size) > self.kv.run_room(bool(self.waiting)):
+            k_max = self._kv_steps(seqs, k_max)
+        self._run_work = (n_seqs, context_sum)
+        self._wants_run = (seqs, k_max, None)
 
     def _cut_run(self) -> None:
         self.lockstep.cut()
-
-    def _tokens(self) -> int:
-        """The tokens of the step or run it planned (a run's: each step's)."""
-        if self._dt is not None:
-            return self._pricing.tokens()
-        return self._run_work[0]
 
     def _priced_step(self, group_tokens: int) -> float:
         """Its planned step (a run: its first step) in a group step of `group_tokens`, its counters and `_dt` with it."""
@@ -447,7 +472,7 @@ class LockStepReplica(Replica):
         assert self._wants_run is not None
         return self._wants_run[1]
 
-    def _start_group_run(self, line: GroupLine, k: int) -> None:
+    def _start_group_run(self, line: GroupLine, k: int, total: float) -> None:
         assert self._wants_run is not None
         seqs, _, own = self._wants_run
         self._wants_run = None
@@ -457,7 +482,7 @@ class LockStepReplica(Replica):
         self._run_steps = k
         self._work_start = start
         self._interruptible = k > 1
-        self._run_total = line.total(k)
+        self._run_total = total  # (`line.total(k)`)
 
     def _own_s(self, k: int) -> float:
         """Seconds its run's first k steps would have taken alone."""

@@ -25,6 +25,7 @@ import bisect
 import math
 from collections.abc import Callable, Sequence
 from types import MethodType
+from typing import cast
 
 import numpy as np
 import simpy
@@ -315,6 +316,11 @@ class Replica:
     # is queued before the replica plans); a run in progress is cut short by scheduling its end at the
     # next step boundary (the event scheduled before goes stale and is ignored). Same instants, same order
     # as a SimPy process, without a generator resume or an Interrupt per event.
+    # schedules a step's end (a lock-step DP rank's group ends its steps instead: `sim.run.engine.lockstep`)
+    _end_step_at = staticmethod(
+        cast(Callable[[simpy.Environment, float, EventPriority, Callable[[simpy.Event], None]], object], call_at)
+    )
+
     def _after(self, delay: float, callback: Callable[[simpy.Event], None], priority: EventPriority = NORMAL) -> simpy.Event:
         return call_at(self.env, delay, priority, callback)
 
@@ -465,7 +471,7 @@ class Replica:
         self._stepping = (batch, dt, n_prefill, n_decode, decode_ctx)
         self.flops += flops
         self.bytes += n_bytes
-        call_at(self.env, dt, NORMAL, self._step_end)
+        self._end_step_at(self.env, dt, NORMAL, self._step_end)
 
     def _step_end(self, _event: simpy.Event | None) -> None:
         assert self._stepping is not None
