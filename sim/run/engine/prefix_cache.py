@@ -149,7 +149,7 @@ class PrefixCache:
         need = -(-blocks // self.blocks_per_entry)
         heap, entries, stamps = self._heap, self.entries, self.stamp
         while n < need and heap:
-            group = heapq.heappop(heap)
+            group = heap[0]  # (the least recent: evicted from its tail)
             stamp, ids = group[4], group[5]
             j = len(ids)
             while j and n < need:
@@ -159,10 +159,12 @@ class PrefixCache:
                     del entries[h], stamps[h]
                     n += 1
                 # else stale: pinned again, re-released or evicted since the group was pushed
-            if j:  # the rest of the group goes back, keyed by its new tail
+            if j:  # the rest of the group stays, keyed by its new tail (keys are distinct: the same order of evictions)
                 positions = group[6]
                 del ids[j:], positions[j:]
-                heapq.heappush(heap, (group[0], group[1], -positions[-1], group[3], stamp, ids, positions))
+                heapq.heapreplace(heap, (group[0], group[1], -positions[-1], group[3], stamp, ids, positions))
+            else:
+                heapq.heappop(heap)
         self.n_unpinned -= n
         self.evicted += n
         return n * self.blocks_per_entry
