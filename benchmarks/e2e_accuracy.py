@@ -7,7 +7,7 @@ reads (with --scenario there)."""
 
 from __future__ import annotations
 
-import sys
+import argparse
 import time
 from pathlib import Path
 
@@ -43,5 +43,7 @@ def main(runs: list[Path]) -> None:
 
 
 if __name__ == "__main__":
-    args = [Path(a) for a in sys.argv[1:]]
-    main(args or sorted(p for p in (HERE / "e2e").iterdir() if (p / "requests.jsonl").is_file()))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="*", type=Path, help="run folders or logs (default: every run in benchmarks/e2e)")
+    args = parser.parse_args()
+    main(args.runs or sorted(p for p in (HERE / "e2e").iterdir() if (p / "requests.jsonl").is_file()))
