@@ -103,7 +103,12 @@ def test_a_deployment_with_an_hpa_on_running_plus_waiting():
         "scale_up_pods": 2,
         "interval_s": 15.0,
     }
-    assert sc["engine"] == {"max_num_seqs": 128, "prefix_caching": True, "max_num_batched_tokens": 8192}  # vLLM's H100 default
+    assert sc["engine"] == {
+        "max_num_seqs": 128,
+        "prefix_caching": True,
+        "async_scheduling": True,
+        "max_num_batched_tokens": 8192,
+    }  # vLLM's H100 default
     assert sc["roofline"] == {"gpu_memory_utilization": 0.92}
     said = "\n".join(notes)
     for what in ("Service llama-8b", "--max-model-len 8192: not modelled", "--port: no bearing", "Resource cpu: not modelled"):
@@ -124,6 +129,7 @@ def test_keda_on_kv_use_and_a_tp2_api_server():
         "max_num_batched_tokens": 4096,
         "policy": "prefill_first",
         "prefix_caching": True,
+        "async_scheduling": True,
         "max_num_seqs": 1024,
     }
     assert sc["roofline"] == {"kv_bits": 8}
@@ -154,7 +160,13 @@ def test_kserve_huggingface_runtime():
 def test_a_shell_script_and_the_gpu_option():
     sc, _ = imported("serve.sh", gpu="a100-80gb")
     assert sc["fleet"] == {"gpu": "a100-80gb", "autoscaler": {"policy": "fixed", "replicas": 1}}
-    assert sc["engine"] == {"max_num_seqs": 256, "max_num_batched_tokens": 8192, "policy": "chunked", "prefix_caching": True}
+    assert sc["engine"] == {
+        "max_num_seqs": 256,
+        "max_num_batched_tokens": 8192,
+        "policy": "chunked",
+        "prefix_caching": True,
+        "async_scheduling": True,
+    }
     # vLLM's defaults where the command line is silent: an A100 (and any GPU under 70 GiB) gets 256 and 2,048
     sc, _ = imported("serve.sh", gpu="l40s")
     assert sc["engine"]["max_num_seqs"] == 256
@@ -432,7 +444,13 @@ def test_a_ray_serve_llm_config_and_the_same_in_a_rayservice(tmp_path):
         "hpa", "outstanding_per_replica", 32.0, 1, 6
     )  # fmt: skip
     assert auto["scale_down_stabilization_s"] == 300.0 and auto["interval_s"] == 10.0 and auto["tolerance"] == 0.0
-    assert sc["engine"] == {"policy": "chunked", "max_num_batched_tokens": 2048, "prefix_caching": True, "max_num_seqs": 1024}
+    assert sc["engine"] == {
+        "policy": "chunked",
+        "max_num_batched_tokens": 2048,
+        "prefix_caching": True,
+        "async_scheduling": True,
+        "max_num_seqs": 1024,
+    }
     assert any("upscale_delay_s 30: not modelled" in n for n in notes)
     body = (DATA / "ray-serve.yaml").read_text()
     wrapped = {"apiVersion": "ray.io/v1", "kind": "RayService", "metadata": {"name": "llm"}, "spec": {"serveConfigV2": body}}

@@ -133,6 +133,7 @@ def scenario(draw: dict, fast_forward: bool) -> dict:
         "enforce_eager": draw["eager"],
         "lora": {"max_loras": draw["lora"], "max_cpu_loras": 2 * draw["lora"]} if lora_on(draw) else None,
         "long_prefill_token_threshold": draw["long_prefill"],
+        "async_scheduling": draw.get("async", False),
     }
     fleet = {
         "gpu": "a100-80gb",
@@ -263,6 +264,7 @@ DRAW = st.fixed_dictionaries(
         "moe": st.booleans(),  # Qwen3-30B-A3B as DP 2 + EP (lock-step ranks) instead of Llama-3.1-8B
         "a2a": st.sampled_from(["allgather_reducescatter", "deepep_low_latency"]),  # (moe: its token exchange)
         "imbalance": st.sampled_from([1.0, 1.5]),  # (moe: the hottest GPU's routed tokens over the mean)
+        "async": st.booleans(),  # vLLM's async scheduling: an arrival mid-step joins the step after the next
     }
 )
 
@@ -285,6 +287,11 @@ DRAW = st.fixed_dictionaries(
 @example(  # a DP rank released while its group planned still counted as running dummy batches for the whole run
     draw={**FOUND, "seed": 2**31, "speculation": "off", "n": 3, "rate": 1.0, "hazards": "reclaim", "hazard_at_s": [0.25],
           "long_prefill": 0, "moe": True, "prefix": False}
+)  # fmt: skip
+@example(  # async scheduling cut a run at the boundary after the next, and a transfer arriving then no longer cut it
+    draw={**FOUND, "seed": 705108, "mode": "disaggregated", "speculation": "off", "autoscaler": "kpa", "cap": 2, "blocks": 93,
+          "n": 24, "rate": 3.0, "hazards": "both", "hazard_at_s": [0.0, 3.5625], "link": "slow", "long_prefill": 0,
+          "async": True}
 )  # fmt: skip
 def test_every_combination_conserves_and_matches_the_reference(draw):
     frame = trace(draw["seed"], draw["n"], draw["rate"], prefixes=draw["prefix"], adapters=draw["lora"] > 0, gap=draw["gap"])

@@ -36,7 +36,13 @@ def test_the_runs_meta_describes_its_scenario():
     raw, notes = scenario_from_meta(log.meta)
     assert raw["model"] == "llama-3.1-8b" and raw["fleet"]["gpu"] == "rtx-4090" and raw["fleet"]["tp"] == 1
     assert raw["fleet"]["autoscaler"] == {"policy": "fixed", "replicas": 1}
-    assert raw["engine"] == {"policy": "chunked", "max_num_seqs": 256, "block_size": 16, "max_num_batched_tokens": 2048}
+    assert raw["engine"] == {
+        "policy": "chunked",
+        "max_num_seqs": 256,
+        "block_size": 16,
+        "max_num_batched_tokens": 2048,
+        "async_scheduling": True,  # (the run's resolved config)
+    }
     assert raw["roofline"] == {
         "gpu_memory_utilization": 0.9,
         "weight_bits": None,

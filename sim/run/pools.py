@@ -106,6 +106,7 @@ def engine_limits(engine: EngineConfig, n_blocks: int, budget: int) -> Limits:
         preempt_for_priority=engine.preempt_for_priority,
         lookahead=engine.speculative.num_speculative_tokens if engine.speculative is not None else 0,
         long_prefill=engine.long_prefill_token_threshold if engine.policy == "chunked" else 0,
+        async_scheduling=engine.async_scheduling,
     )
 
 

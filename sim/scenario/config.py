@@ -174,6 +174,9 @@ class EngineConfig(Frozen):
     long_prefill_token_threshold: int = Field(default=0, ge=0, le=MAX_TOKENS)
     preempt_for_priority: bool = False  # vLLM's priority scheduling: a waiting request preempts lower-priority running ones
     fast_forward: bool = True
+    # vLLM's --async-scheduling: the next step is scheduled when the one in progress starts, so a request that
+    # arrives mid-step joins the step after the next (sim.run.engine.replica: `_hold`)
+    async_scheduling: bool = False
     step_time: StepTimeConfig = StepTimeConfig()
     speculative: SpeculativeConfig | None = None  # drafts verified per step (sim.run.engine.speculative)
     prefix_caching: bool = False  # reuse cached KV of shared prompt prefixes (the trace's prefix_hash_ids)

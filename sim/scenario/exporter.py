@@ -76,6 +76,7 @@ def scenario_keys(sc: Scenario) -> dict[str, Any]:
         "roofline.gpu_memory_utilization": r.gpu_memory_utilization,
         "engine.policy": e.policy,
         "engine.prefix_caching": e.prefix_caching,
+        "engine.async_scheduling": e.async_scheduling,
         "engine.enforce_eager": e.enforce_eager,
         "engine.preempt_for_priority": e.preempt_for_priority,
         "engine.long_prefill_token_threshold": e.long_prefill_token_threshold or None,

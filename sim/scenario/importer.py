@@ -1147,6 +1147,9 @@ def scenario_values(imp: Imported, *, model: str | None = None, gpu: str | None 
     if "engine.prefix_caching" not in values:
         values["engine.prefix_caching"] = True
         imp.sources["engine.prefix_caching"] = "vLLM's default (V1: on); it caches only with prefix_hash_ids in the trace"
+    if "engine.async_scheduling" not in values:
+        values["engine.async_scheduling"] = True
+        imp.sources["engine.async_scheduling"] = "vLLM's default (on since PR #27614, vLLM 0.14)"
     spec = load_gpu_catalog().get(str(values["fleet.gpu"]))
     big = spec.total_memory_bytes >= 70 * 2**30 and not spec.name.startswith("a100")
     for key, large, small in (("engine.max_num_seqs", 1024, 256), ("engine.max_num_batched_tokens", 8192, 2048)):

@@ -130,7 +130,6 @@ NOT_MODELLED = {
     "max_long_partial_prefills": "concurrent long partial prefills",
     "lora_modules": "the adapters' names and paths (a trace names adapters by id: its `adapter` column)",
     "compilation_config": "torch.compile settings (fleetsim's step times do not depend on them)",
-    "async_scheduling": "asynchronous scheduling (host overhead overlap)",
     "disable_custom_all_reduce": "NCCL instead of the custom all-reduce",
     "disable_sliding_window": "sliding-window attention",
     "kv_transfer_config": "KV transfer between instances (describe a disaggregated fleet in fleet.prefill/decode)",
@@ -312,6 +311,7 @@ def map_options(options: dict[str, Any], where: str) -> Mapped:
     handlers["gpu_memory_utilization"] = direct("roofline.gpu_memory_utilization", _float)
     handlers["enforce_eager"] = direct("engine.enforce_eager", _bool)
     handlers["enable_prefix_caching"] = direct("engine.prefix_caching", _bool)
+    handlers["async_scheduling"] = direct("engine.async_scheduling", _bool)
     handlers["long_prefill_token_threshold"] = direct("engine.long_prefill_token_threshold", _int)
 
     def sleep_mode(name: str, value: Any) -> None:
@@ -436,6 +436,8 @@ def engine_args(values: dict[str, Any], *, hf_repo: str) -> list[str]:
         args.append("--enable-chunked-prefill" if policy == "chunked" else "--no-enable-chunked-prefill")
     if values.get("engine.prefix_caching") is not None:
         args.append("--enable-prefix-caching" if values["engine.prefix_caching"] else "--no-enable-prefix-caching")
+    if values.get("engine.async_scheduling") is not None:  # (vLLM's default is on: off is said explicitly)
+        args.append("--async-scheduling" if values["engine.async_scheduling"] else "--no-async-scheduling")
     if values.get("engine.enforce_eager"):
         args.append("--enforce-eager")
     if values.get("engine.preempt_for_priority"):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,14 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
     mnbt = kw.get("max_num_batched_tokens") or sched.get("max_num_batched_tokens")
     if mnbt:
         engine["max_num_batched_tokens"] = int(mnbt)
+    # async scheduling: as the run set it, else vLLM's default (on since 0.14: PR #27614)
+    asynchronous = sched.get("async_scheduling", kw.get("async_scheduling"))
+    if asynchronous is None:
+        version = vllm_version(meta.get("vllm_version"))
+        asynchronous = version is not None and version >= (0, 14)
+        if version is None:
+            notes.append("async scheduling: the run's vLLM version is not known (replayed without)")
+    engine["async_scheduling"] = bool(asynchronous)
     if cache.get("enable_prefix_caching"):
         notes.append("prefix caching: on in the run; replayed without shared prefixes (the log has no prompt hashes)")
     scenario = {
@@ -147,6 +156,12 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
         },
     }
     return scenario, notes
+
+
+def vllm_version(text: object) -> tuple[int, int] | None:
+    """(major, minor) of a vLLM version string ("0.19.0", "0.11.1rc2", "v0.8.3"), None when there is none."""
+    m = re.match(r"v?(\d+)\.(\d+)", str(text or ""))
+    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 def logged_blocks(meta: dict[str, Any] | None) -> int | None:

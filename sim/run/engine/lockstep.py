@@ -286,20 +286,24 @@ class LockStep:
             self._due = True
             call_at(self.env, 0.0, NORMAL, self._begin)
 
-    def cut(self) -> None:
-        """End the run in progress at its first step boundary at or after now (a step in progress ends as it is)."""
+    def cut(self, *, later: bool = False) -> None:
+        """End the run in progress at its first step boundary at or after now (`later`: the one after it, where an
+        arrival under async scheduling is first seen); a step in progress ends as it is."""
         line = self._line
         if not self.in_step or not self._runs or line is None or self._steps <= 1:
             return
         now = self.env._now
         k, total = line.boundary(now - self._start, self._steps)
+        if later and k < self._steps:
+            k += 1
+            total = line.total(k)
         if k == self._steps:
             return
         self._steps = k
         event = self._end_event = call_at(self.env, max(0.0, self._start + total - now), NORMAL, self._end)
         for rank in self._working:
             if rank._run is not None:
-                rank._interruptible = False
+                rank._interruptible = later and k > 1  # (cut later: an earlier cause may still cut it sooner)
                 rank._run_steps, rank._run_total = k, total
                 rank._run_end_event = event
 
@@ -369,6 +373,8 @@ class LockStep:
         for rank in working:
             if rank._run is not None:
                 rank._run_end_event = event
+        if any(rank._hidden for rank in working):  # async scheduling: arrivals seen at the first boundary: it ends there
+            self.cut()
 
     def _end(self, event: simpy.Event) -> None:
         """The group's step or run ends: each rank's ends at this instant (in join order), then the next one starts."""
@@ -445,6 +451,9 @@ class LockStepReplica(Replica):
 
     def _cut_run(self) -> None:
         self.lockstep.cut()
+
+    def _cut_later(self) -> None:
+        self.lockstep.cut(later=True)
 
     def _priced_step(self, group_tokens: int) -> float:
         """Its planned step (a run: its first step) in a group step of `group_tokens`, its counters and `_dt` with it."""

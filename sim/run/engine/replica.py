@@ -120,7 +120,9 @@ class ReplicaListener:
 class Replica:
     __slots__ = (
         "_acceptance",
+        "_async",
         "_hands_off",
+        "_hidden",
         "_idle",
         "_interruptible",
         "_lines",
@@ -222,6 +224,8 @@ class Replica:
         self._on_prefilled = tuple(x.prefilled for x in listeners if type(x).prefilled is not base.prefilled)
         self._on_finished = tuple(x.finished for x in listeners if type(x).finished is not base.finished)
         self._idle = False  # pragma: no mutate (False/None)  waiting for work: the next arrival schedules a wake-up
+        self._async = limits.async_scheduling  # an arrival mid-step is seen at the boundary after the next
+        self._hidden = 0  # async scheduling: queued requests the scheduler may not see yet (`_hold`)
         self._interruptible = False  # in a fast-forwarded run: the next arrival cuts it short
         self._run: tuple[float, RunLine, list[Seq], int] | None = None  # start, line, explicit seqs, k_max
         self._run_steps = 0  # steps the run in progress will take
@@ -265,7 +269,73 @@ class Replica:
                 waiting.append(seq)
             else:
                 bisect.insort(waiting, seq, key=_key)
+        if self._async and self._hold(seq):
+            return
         self._wake()
+
+    def _hold(self, seq: Seq) -> bool:
+        """Async scheduling (vLLM's `--async-scheduling`, its default since 0.14): the engine schedules step N+1 as
+        soon as step N is launched, so a request arriving while N runs is first seen when N+2 is scheduled, at N's
+        end, and runs in N+2 (`AsyncScheduler`; `EngineCore.step_with_batch_queue`). It waits in the queue, unseen
+        until the boundary after the one ending the step in progress (a decode run is cut there); whether the
+        replica was working (an idle one schedules it at once)."""
+        now = self.env._now
+        boundary = self._boundary_at_or_after(now)
+        if boundary is None:
+            return False
+        seq.visible_after_s = boundary
+        self._hidden += 1
+        self._cut_later()
+        return True
+
+    def _boundary_at_or_after(self, now: float) -> float | None:
+        """When the step in progress ends (a run's: the first of its step boundaries at or after `now`), None when
+        idle."""
+        if self._run_end_event is not None:
+            start, line = self._run_in_progress()
+            return start + line.boundary(now - start, self._run_steps)[1]
+        if self._work_start is not None and self._stepping is not None:
+            return self._work_start + self._stepping[1]
+        return None
+
+    def _cut_later(self) -> None:
+        """Async scheduling: an arrival mid-run is seen at the boundary after the next one: the run ends there at the
+        latest."""
+        if not self._interruptible:
+            return
+        start, line = self._run_in_progress()
+        now = self.env._now
+        k = min(line.boundary(now - start, self._run_steps)[0] + 1, self._run_steps)
+        if k == self._run_steps:
+            return
+        # (still interruptible: a transfer or freed blocks cut it at the next boundary, as without async scheduling)
+        self._run_steps, self._run_total = k, line.total(k)
+        self._run_end_event = call_at(self.env, max(0.0, start + self._run_total - now), NORMAL, self._run_end)
+
+    def _next_hiding(self) -> None:
+        """`_next` with the requests the scheduler has not seen yet (`_hold`) set aside: those whose boundary is now
+        wait for the next one (a decode run planned now ends at its first boundary). With nothing left running, or
+        a plan that leaves the replica idle, the engine scheduled an empty step: it schedules them now."""
+        now = self.env._now
+        waiting = self.waiting
+        hidden = [s for s in waiting if s.visible_after_s >= now] if self.running or self.group.n else []
+        self._hidden = 0
+        if not hidden:
+            Replica._next(self)
+            return
+        seen = [s for s in waiting if s.visible_after_s < now]
+        self.waiting = seen
+        try:
+            Replica._next(self)
+        finally:
+            self.waiting = sorted(self.waiting + hidden, key=_key)
+            self._hidden = len(hidden)
+        if self._idle:  # (nothing it could schedule: they are seen now)
+            for seq in hidden:
+                seq.visible_after_s = -math.inf
+            self._wake()
+        elif self._interruptible:
+            self._cut_run()
 
     # --- observation (exact mid-run state) ----------------------------------------------------------
     def steps_done_in_run(self, now: float) -> int:
@@ -366,6 +436,9 @@ class Replica:
     def _next(self, _event: simpy.Event | None = None) -> None:
         """Plan and start the next step or decode run, or go idle."""
         if self._stopped:
+            return
+        if self._hidden:
+            self._next_hiding()
             return
         group = self.group
         kv = self.kv

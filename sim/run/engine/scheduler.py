@@ -55,6 +55,7 @@ class Limits:
     preempt_for_priority: bool = False  # a waiting request that cannot be admitted preempts lower-priority running ones
     lookahead: int = 0  # speculative decoding: draft tokens a decoding sequence also verifies (slots and budget)
     long_prefill: int = 0  # chunked: vLLM's long_prefill_token_threshold, a request's most tokens in one step (0: none)
+    async_scheduling: bool = False  # vLLM's async scheduling: an arrival mid-step is seen at the boundary after the next
     # derived: a waiting sequence with more pending tokens than this can never be admitted (prefill_first, chunked)
     never_above: tuple[int, int] = field(init=False, default=(0, 0))
     chunk_cap: int = field(init=False, default=1 << 62)  # derived: the most tokens one request takes in a step

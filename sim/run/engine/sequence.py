@@ -9,6 +9,7 @@ its KV (`computed = 0`) and later prefills prompt + generated tokens, emitting i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -38,6 +39,8 @@ class Seq:
     traj: np.ndarray | None = None
     traj_cum: np.ndarray | None = None
     traj_pos: int = 0
+    # async scheduling: the step boundary after which the replica's scheduler sees it (it arrived mid-step)
+    visible_after_s: float = -math.inf
 
     @property
     def key(self) -> tuple[int, float, int]:
