@@ -37,7 +37,8 @@ from sim.run.clock import call_at
 from sim.run.engine.replica import NO_LIMIT, Replica
 from sim.run.engine.scheduler import Batch
 from sim.run.engine.sequence import Seq
-from sim.run.engine.step_time import GapLog, LinearWrapper, StepLine, StepTimeModel, linear_runs
+from sim.run.engine.spec_group import SpecRun
+from sim.run.engine.step_time import GapLog, LinearWrapper, RunLine, StepLine, StepTimeModel, linear_runs
 
 
 class GroupLine:
@@ -373,7 +374,7 @@ class LockStep:
         for rank in working:
             if rank._run is not None:
                 rank._run_end_event = event
-        if any(rank._hidden for rank in working):  # async scheduling: arrivals seen at the first boundary: it ends there
+        if any(rank._unseen for rank in working):  # async scheduling: arrivals seen at the first boundary: it ends there
             self.cut()
 
     def _end(self, event: simpy.Event) -> None:
@@ -452,7 +453,7 @@ class LockStepReplica(Replica):
     def _cut_run(self) -> None:
         self.lockstep.cut()
 
-    def _cut_later(self) -> None:
+    def _cut_later(self, start: float, line: RunLine | SpecRun, k: int) -> None:
         self.lockstep.cut(later=True)
 
     def _priced_step(self, group_tokens: int) -> float:

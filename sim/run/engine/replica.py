@@ -122,7 +122,6 @@ class Replica:
         "_acceptance",
         "_async",
         "_hands_off",
-        "_hidden",
         "_idle",
         "_interruptible",
         "_lines",
@@ -141,6 +140,7 @@ class Replica:
         "_run_work",
         "_stepping",
         "_stopped",
+        "_unseen",
         "_verifying",
         "_work_start",
         "busy_s",
@@ -225,7 +225,7 @@ class Replica:
         self._on_finished = tuple(x.finished for x in listeners if type(x).finished is not base.finished)
         self._idle = False  # pragma: no mutate (False/None)  waiting for work: the next arrival schedules a wake-up
         self._async = limits.async_scheduling  # an arrival mid-step is seen at the boundary after the next
-        self._hidden = 0  # async scheduling: queued requests the scheduler may not see yet (`_hold`)
+        self._unseen: list[Seq] = []  # async scheduling: queued requests the scheduler may not see yet (`_hold`)
         self._interruptible = False  # in a fast-forwarded run: the next arrival cuts it short
         self._run: tuple[float, RunLine, list[Seq], int] | None = None  # start, line, explicit seqs, k_max
         self._run_steps = 0  # steps the run in progress will take
@@ -280,61 +280,57 @@ class Replica:
         until the boundary after the one ending the step in progress (a decode run is cut there); whether the
         replica was working (an idle one schedules it at once)."""
         now = self.env._now
-        boundary = self._boundary_at_or_after(now)
-        if boundary is None:
-            return False
-        seq.visible_after_s = boundary
-        self._hidden += 1
-        self._cut_later()
-        return True
-
-    def _boundary_at_or_after(self, now: float) -> float | None:
-        """When the step in progress ends (a run's: the first of its step boundaries at or after `now`), None when
-        idle."""
-        if self._run_end_event is not None:
+        if self._run_end_event is not None:  # a decode run: the first of its boundaries at or after now
             start, line = self._run_in_progress()
-            return start + line.boundary(now - start, self._run_steps)[1]
-        if self._work_start is not None and self._stepping is not None:
-            return self._work_start + self._stepping[1]
-        return None
+            k, total = line.boundary(now - start, self._run_steps)
+            seq.visible_after_s = start + total
+            self._unseen.append(seq)
+            if self._interruptible and k + 1 < self._run_steps:
+                self._cut_later(start, line, k + 1)
+            return True
+        if self._work_start is not None and self._stepping is not None:  # a step: its end
+            seq.visible_after_s = self._work_start + self._stepping[1]
+            self._unseen.append(seq)
+            return True
+        return False
 
-    def _cut_later(self) -> None:
-        """Async scheduling: an arrival mid-run is seen at the boundary after the next one: the run ends there at the
-        latest."""
-        if not self._interruptible:
-            return
-        start, line = self._run_in_progress()
-        now = self.env._now
-        k = min(line.boundary(now - start, self._run_steps)[0] + 1, self._run_steps)
-        if k == self._run_steps:
-            return
-        # (still interruptible: a transfer or freed blocks cut it at the next boundary, as without async scheduling)
+    def _cut_later(self, start: float, line: RunLine | SpecRun, k: int) -> None:
+        """Async scheduling: an arrival mid-run is seen at the run's step boundary k (the one after the next): the
+        run ends there at the latest (still interruptible: a transfer or freed blocks cut it at the next boundary, as
+        without async scheduling)."""
         self._run_steps, self._run_total = k, line.total(k)
-        self._run_end_event = call_at(self.env, max(0.0, start + self._run_total - now), NORMAL, self._run_end)
+        self._run_end_event = call_at(self.env, max(0.0, start + self._run_total - self.env._now), NORMAL, self._run_end)
 
     def _next_hiding(self) -> None:
         """`_next` with the requests the scheduler has not seen yet (`_hold`) set aside: those whose boundary is now
         wait for the next one (a decode run planned now ends at its first boundary). With nothing left running, or
         a plan that leaves the replica idle, the engine scheduled an empty step: it schedules them now."""
         now = self.env._now
-        waiting = self.waiting
-        hidden = [s for s in waiting if s.visible_after_s >= now] if self.running or self.group.n else []
-        self._hidden = 0
+        unseen = [s for s in self._unseen if s.visible_after_s >= now]
+        self._unseen = []
+        hidden: list[Seq] = []
+        if unseen and (self.running or self.group.n):
+            waiting = self.waiting
+            for seq in unseen:  # (out of the queue while it plans: found by its key, the queue's order)
+                i = bisect.bisect_left(waiting, seq.key, key=_key)
+                if i < len(waiting) and waiting[i] is seq:
+                    del waiting[i]
+                    hidden.append(seq)
         if not hidden:
             Replica._next(self)
             return
-        seen = [s for s in waiting if s.visible_after_s < now]
-        self.waiting = seen
         try:
             Replica._next(self)
         finally:
-            self.waiting = sorted(self.waiting + hidden, key=_key)
-            self._hidden = len(hidden)
+            for seq in hidden:
+                bisect.insort(self.waiting, seq, key=_key)
         if self._idle:  # (nothing it could schedule: they are seen now)
             for seq in hidden:
                 seq.visible_after_s = -math.inf
             self._wake()
-        elif self._interruptible:
+            return
+        self._unseen = hidden + self._unseen
+        if self._interruptible:
             self._cut_run()
 
     # --- observation (exact mid-run state) ----------------------------------------------------------
@@ -437,7 +433,7 @@ class Replica:
         """Plan and start the next step or decode run, or go idle."""
         if self._stopped:
             return
-        if self._hidden:
+        if self._unseen:
             self._next_hiding()
             return
         group = self.group
