@@ -122,7 +122,9 @@ def test_vllm_args_and_a_run_logs_version_set_it():
         assert flag in engine_args(m.values, hf_repo="meta-llama/Llama-3.1-8B")  # (exported as it was said)
     assert vllm_version("0.19.0") == (0, 19) and vllm_version("v0.8.3") == (0, 8) and vllm_version(None) is None
     meta = {"model": "meta-llama/Llama-3.1-8B", "hardware": {"device_name": "NVIDIA H100 80GB HBM3"}}
-    on = scenario_from_meta({**meta, "vllm_version": "0.19.0"})[0]["engine"]["async_scheduling"]
+    raw, notes = scenario_from_meta({**meta, "vllm_version": "0.19.0"})
+    on = raw["engine"]["async_scheduling"]
+    assert "async scheduling: on, vLLM 0.19's default" in notes  # (the replay says what it assumed)
     off = scenario_from_meta({**meta, "vllm_version": "0.8.3"})[0]["engine"]["async_scheduling"]
     said = scenario_from_meta({**meta, "vllm_version": "0.19.0", "engine_kwargs": {"async_scheduling": False}})
     unknown, notes = scenario_from_meta(meta)

@@ -128,11 +128,15 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
         engine["max_num_batched_tokens"] = int(mnbt)
     # async scheduling: as the run set it, else vLLM's default (on since 0.14: PR #27614)
     asynchronous = sched.get("async_scheduling", kw.get("async_scheduling"))
-    if asynchronous is None:
+    if asynchronous is not None:
+        notes.append(f"async scheduling: {'on' if asynchronous else 'off'}, as the run set it")
+    else:
         version = vllm_version(meta.get("vllm_version"))
         asynchronous = version is not None and version >= (0, 14)
         if version is None:
             notes.append("async scheduling: the run's vLLM version is not known (replayed without)")
+        else:
+            notes.append(f"async scheduling: {'on' if asynchronous else 'off'}, vLLM {version[0]}.{version[1]}'s default")
     engine["async_scheduling"] = bool(asynchronous)
     if cache.get("enable_prefix_caching"):
         notes.append("prefix caching: on in the run; replayed without shared prefixes (the log has no prompt hashes)")
