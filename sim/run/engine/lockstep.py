@@ -150,18 +150,16 @@ def line_sides(line: StepLine) -> list[tuple[float, float]]:
 
 
 class GroupPricing(LinearWrapper):
-    """A DP rank's step-time model: the pool's, with the group's tokens through the shared MoE layers. The rank plans
-    and prices its step as if its group's ranks were alike; the group, once every rank has planned, prices it again
-    with the tokens they all put through (`reprice`), and a run's lines and work with them (`group_tokens`)."""
+    """A DP rank's step-time model: the pool's, with the group's tokens through the shared MoE layers. While the
+    group plans (`deferred`) a step is only recorded; once every rank has planned, the group prices it with the
+    tokens they all put through (`price`), and a run's lines and work with them (`group_tokens`)."""
 
     def __init__(self, inner: StepTimeModel) -> None:
         self.inner = inner
         self._lines = linear_runs(inner)
         self.group_tokens: int | None = None  # the run in progress's group tokens (its work is priced with them)
         self.deferred = False  # the group is planning: a step is recorded, and priced once the group's tokens are known
-        # the last step: its arguments and its price
-        self._last: tuple[tuple[int, int, float, float, int, int | None, float | None], tuple[float, float, float]] | None
-        self._last = None
+        self._planned: tuple[int, int, float, float, int, int | None, float | None] | None = None  # that step's arguments
 
     def step(
         self,
@@ -183,25 +181,20 @@ class GroupPricing(LinearWrapper):
             logit_tokens,
             decode_pairs,
         )
-        if self.deferred:  # (`reprice` prices it: its seconds, FLOPs and bytes are counted then)
-            self._last = (args, (0.0, 0.0, 0.0))
+        if self.deferred:  # (`price` prices it: its seconds, FLOPs and bytes are counted then)
+            self._planned = args
             return 0.0, 0.0, 0.0
-        price = self.inner.step(*args, group_tokens)
-        self._last = (args, price)
-        return price
+        return self.inner.step(*args, group_tokens)
 
     def tokens(self) -> int:
-        """The last step's tokens."""
-        assert self._last is not None
-        return int(self._last[0][0]) + int(self._last[0][1])
+        """The planned step's tokens."""
+        assert self._planned is not None
+        return self._planned[0] + self._planned[1]
 
-    def reprice(self, group_tokens: int) -> tuple[float, float, float]:
-        """The last step in a group step of `group_tokens`: its seconds, and its FLOPs and bytes less those counted."""
-        assert self._last is not None
-        args, (_, flops, n_bytes) = self._last
-        dt, f, b = self.inner.step(*args, group_tokens)
-        self._last = (args, (dt, f, b))
-        return dt, f - flops, b - n_bytes
+    def price(self, group_tokens: int) -> tuple[float, float, float]:
+        """The planned step in a group step of `group_tokens`: its seconds, FLOPs and bytes."""
+        assert self._planned is not None
+        return self.inner.step(*self._planned, group_tokens)
 
     def decode_line(self, *, n_seqs: int, context_sum: int, group_tokens: int | None = None) -> StepLine:
         assert self._lines is not None
@@ -462,7 +455,7 @@ class LockStepReplica(Replica):
             return self._planned_line(group_tokens).at(0)
         stepping = self._stepping
         assert stepping is not None
-        dt, flops, n_bytes = self._pricing.reprice(group_tokens)
+        dt, flops, n_bytes = self._pricing.price(group_tokens)
         self.flops += flops
         self.bytes += n_bytes
         self._dt = dt + stepping[0].stall_s
