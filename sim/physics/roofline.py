@@ -74,7 +74,10 @@ class RooflineSetup:
     all2all: str = "allgather_reducescatter"
 
     # derived once (the setup is frozen; the step model reads them on every step it has not priced before)
-    # GPUs the routed experts are spread over: a DP group's dp x tp for an MoE model with dp > 1, else tp
+    # replicas sharing the MoE layers and stepping together: dp for an MoE model with dp > 1 (`sim.run.engine.lockstep`),
+    # else 1 (a dense model's DP ranks share nothing)
+    dp_group: int = field(init=False, repr=False, compare=False)
+    # GPUs the routed experts are spread over: dp_group x tp
     moe_group: int = field(init=False, repr=False, compare=False)
     # the share of the routed experts' weights this replica (one DP rank) holds
     expert_share: float = field(init=False, repr=False, compare=False)
@@ -89,7 +92,9 @@ class RooflineSetup:
 
     def __post_init__(self) -> None:
         m = self.model
-        g = self.dp * self.tp if m.is_moe and self.dp > 1 else self.tp
+        dp_group = self.dp if m.is_moe and self.dp > 1 else 1
+        g = dp_group * self.tp
+        object.__setattr__(self, "dp_group", dp_group)
         object.__setattr__(self, "moe_group", g)
         object.__setattr__(self, "expert_share", self.tp / g)
         hot = 0.0

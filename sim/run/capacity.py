@@ -173,8 +173,7 @@ def saturated_rate(requests: pd.DataFrame, cut: float, regime: str, *, count: np
 def group_size(spec: PoolSpec) -> int:
     """Replicas a probe runs of the pool: one, or an MoE model's whole DP group (its ranks step together and share
     the MoE layers, `sim.run.engine.lockstep`: one rank alone would price those layers for its tokens only)."""
-    setup = spec.setup
-    return setup.dp if setup.dp > 1 and setup.model.is_moe else 1
+    return spec.setup.dp_group
 
 
 def first_concurrency(spec: PoolSpec, pick: np.ndarray) -> int:

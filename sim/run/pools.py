@@ -388,7 +388,7 @@ def replica_factory(
     # an MoE model's DP ranks share its MoE layers and step together (`sim.run.engine.lockstep`)
     locksteps = (
         LockSteps(env, dp=setup.dp, step_time=step_time, graph_tokens=engine.cuda_graph_tokens(setup.model.max_context_tokens))
-        if setup.dp > 1 and setup.model.is_moe
+        if setup.dp_group > 1
         else None
     )
 
