@@ -290,11 +290,22 @@ def test_the_cli_replays_a_csv_log_on_a_scenario_file(tmp_path):
     assert res.exit_code == 2 and "no meta.json beside the log; pass --scenario" in res.output
 
 
-def test_the_real_dp2_ep_moe_run_is_replayed_in_lock_step_within_fifteen_percent_on_decode():
+def test_the_real_dp2_ep_moe_run_is_replayed_in_lock_step_within_ten_percent_on_decode():
     """Qwen3-30B-A3B as DP 2 + EP on two RTX PRO 6000 over PCIe (benchmarks/e2e/README.md): its two ranks a lock-step
-    group, the MoE layers' tokens all-gathered (vLLM's default exchange). TPOT and E2E within 15% uncalibrated (11-12%
-    fast today, as the TP 2 run on the same box); TTFT is the overloaded run's queue and is not bounded here."""
+    group, the MoE layers' tokens all-gathered (vLLM's default exchange) at NCCL's default bus bandwidth. TPOT and E2E
+    within 10% uncalibrated (7-8% fast today, as the TP 2 run on the same box; 11-12% at the tuned 40 GB/s); TTFT is
+    the overloaded run's queue and is not bounded here."""
     run = RUN.parent / "rtxpro6000-qwen3-30b-a3b-dp2-ep"
     cmp = validate(read_run_log(run), kv_blocks="computed")
     for metric in ("tpot", "e2e"):
-        assert abs(cmp.error(metric)) < 0.15, (metric, cmp.error(metric))
+        assert abs(cmp.error(metric)) < 0.10, (metric, cmp.error(metric))
+
+
+def test_the_real_tp2_pcie_run_is_replayed_within_twelve_percent():
+    """Qwen3-32B at TP 2 on two RTX PRO 6000 Server Edition over PCIe (benchmarks/e2e/README.md): its all-reduces at
+    NCCL's default bus bandwidth (22.2 GB/s, the catalog) put every mean within 12% (-11 / -8 / -9% today); at the
+    ~40 GB/s of tuned NCCL the replay read -24 / -16 / -19%, so this bounds the link the catalog gives the card."""
+    run = RUN.parent / "rtxpro6000-qwen3-32b-tp2"
+    cmp = validate(read_run_log(run), kv_blocks="computed")
+    for metric in ("ttft", "tpot", "e2e"):
+        assert abs(cmp.error(metric)) < 0.12, (metric, cmp.error(metric))
