@@ -107,24 +107,36 @@ class PrefixCache:
         (now, its index) tuple) makes them recently used, None (a tentative match given back) leaves their recency
         as it was."""
         entries, stamps = self.entries, self.stamp
+        freed = 0
+        if released is None:  # a tentative match given back: recency as it was
+            for pos, h in enumerate(ids):
+                rc = entries[h] - 1
+                entries[h] = rc
+                if not rc:
+                    freed += 1
+                    self._push(stamps[h], [h], [pos])
+            self.n_unpinned += freed
+            return
         group: list[int] = []
         positions: list[int] = []
-        freed = 0
         for pos, h in enumerate(ids):
             rc = entries[h] - 1
             entries[h] = rc
             stamp = stamps[h]
-            if released is not None and released > stamp:
-                stamps[h] = stamp = released
-            if rc == 0:
-                freed += 1
-                if stamp is released:
+            if released > stamp:
+                stamps[h] = released
+                if not rc:
                     group.append(h)
                     positions.append(pos)
-                else:  # an entry keeping an older (or, released in the same instant, a later) release's recency
+            elif not rc:
+                if stamp is released:  # (an id twice in the chain: already stamped by this release)
+                    group.append(h)
+                    positions.append(pos)
+                else:  # an entry keeping a later release's recency (released in the same instant)
+                    freed += 1
                     self._push(stamp, [h], [pos])
         if group:
-            assert released is not None
+            freed += len(group)
             self._push(released, group, positions)
         self.n_unpinned += freed
 
