@@ -1,7 +1,8 @@
 """vLLM's async scheduling (`engine.async_scheduling`, its `--async-scheduling`): the engine schedules step N+1 as soon
 as step N is launched, so a request arriving while N runs is first scheduled at N's end, into N+2 — one step later
 than a synchronous scheduler admits it. An idle engine schedules an arrival at once, and so does one whose next step
-would have been empty."""
+would have been empty. Likewise a request finishing at N still holds its seat and blocks in N+1: the queue gets them
+in N+2."""
 
 from __future__ import annotations
 
@@ -59,6 +60,26 @@ def test_an_arrival_mid_step_joins_the_step_after_the_next_by_hand(fast_forward)
     # async: the step [20, 30] was scheduled at 10 ms, without B; B is scheduled at 30 ms into [30, 50]
     first, done = times(scenario(asynchronous=True, fast_forward=fast_forward), trace)
     assert first == [0.01, 0.05] and done == [0.06, 0.06]
+
+
+@pytest.mark.parametrize("fast_forward", [True, False])
+def test_a_seat_a_finishing_request_frees_is_taken_a_step_later_by_hand(fast_forward):
+    # two seats: A (10-token prompt, 2 tokens) and C (10, 6) prefill together [0, 20 ms], decode [20, 30]: A is done
+    # at 30 ms. B (10, 2), queued at 0 for want of a seat, takes A's.
+    raw = scenario(asynchronous=False, fast_forward=fast_forward).model_dump()
+    trace = frame([(0.0, 10, 2), (0.0, 10, 6), (0.0, 10, 2)])
+
+    def first_tokens(asynchronous):
+        engine = {**raw["engine"], "async_scheduling": asynchronous, "max_num_seqs": 2}
+        first, _ = times(parse_config({**raw, "engine": engine}), trace)
+        return first
+
+    # synchronous: B is scheduled at 30 ms, its prefill with C's decode [30, 50]
+    assert first_tokens(False) == [0.02, 0.02, 0.05]
+    # async: the step [30, 40] was scheduled when [20, 30] launched, A still in it (vLLM skips a request it knows
+    # has reached max_tokens, but its seat and blocks are freed only when that step's output is processed): C decodes
+    # alone, and B is scheduled at 40 ms into [40, 60]
+    assert first_tokens(True) == [0.02, 0.02, 0.06]
 
 
 @pytest.mark.parametrize("fast_forward", [True, False])

@@ -311,6 +311,7 @@ class LockStep:
             if not rank._idle and not rank._stopped:
                 rank._dt = None
                 rank._wants_run = None
+                rank._held_plan = False
                 pricing = rank._pricing
                 pricing.deferred = True
                 Replica._next(rank)  # its own planner: a step leaves its batch in `_stepping`, a run its plan in `_wants_run`
@@ -367,8 +368,8 @@ class LockStep:
         for rank in working:
             if rank._run is not None:
                 rank._run_end_event = event
-        if any(rank._unseen for rank in working):  # async scheduling: arrivals seen at the first boundary: it ends there
-            self.cut()
+        if any(rank._unseen or rank._held_plan for rank in working):  # async scheduling: arrivals, or seats and blocks
+            self.cut()  # given back, seen at the first boundary: it ends there
 
     def _end(self, event: simpy.Event) -> None:
         """The group's step or run ends: each rank's ends at this instant (in join order), then the next one starts."""

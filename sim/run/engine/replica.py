@@ -24,6 +24,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from types import MethodType
 from typing import cast
 
@@ -121,7 +122,12 @@ class Replica:
     __slots__ = (
         "_acceptance",
         "_async",
+        "_freed_blocks",
+        "_freed_seats",
+        "_freed_t",
         "_hands_off",
+        "_held_plan",
+        "_holding",
         "_idle",
         "_interruptible",
         "_lines",
@@ -226,6 +232,12 @@ class Replica:
         self._idle = False  # pragma: no mutate (False/None)  waiting for work: the next arrival schedules a wake-up
         self._async = limits.async_scheduling  # an arrival mid-step is seen at the boundary after the next
         self._unseen: list[Seq] = []  # async scheduling: queued requests the scheduler may not see yet (`_hold`)
+        # async scheduling: the seats and blocks requests finishing at instant `_freed_t` gave back (the next step was
+        # scheduled before their last tokens were known: `_next_holding`); while planning that step, `_holding`
+        self._freed_t = -math.inf
+        self._freed_seats = self._freed_blocks = 0
+        self._holding: tuple[int, int] | None = None
+        self._held_plan = False  # the last plan held freed seats or blocks back (a run planned then ends at its first boundary)
         self._interruptible = False  # in a fast-forwarded run: the next arrival cuts it short
         self._run: tuple[float, RunLine, list[Seq], int] | None = None  # start, line, explicit seqs, k_max
         self._run_steps = 0  # steps the run in progress will take
@@ -333,6 +345,35 @@ class Replica:
         if self._interruptible:
             self._cut_run()
 
+    def _next_holding(self) -> None:
+        """`_next` right after requests finished, under async scheduling: vLLM scheduled this step when the last one
+        was launched, before their last tokens were known, so their seats and blocks are still taken in it (vLLM's
+        scheduler frees them when it processes that step's output, and skips a request it knows has reached
+        max_tokens) and the queue gets them a step later. The plan holds them back (`_plan`); a decode run planned
+        then ends at its first boundary. With nothing else running, or a plan that leaves the replica idle, the step
+        was empty: the engine processed the output first and schedules with them now."""
+        seats, blocks = self._freed_seats, self._freed_blocks
+        self._freed_t = -math.inf
+        self._held_plan = False
+        if not (self.running or self.group.n):
+            Replica._next(self)
+            return
+        self._holding = (seats, blocks)
+        try:
+            Replica._next(self)
+        finally:
+            self._holding = None
+        if self._idle:  # (nothing it could schedule: it schedules with them now)
+            self._wake()
+            return
+        # with a queue, the next step may admit into what was held: a run ends at its first boundary. Without one, the
+        # held seats change nothing and the held blocks only the first step, which this plan checked (a run's later
+        # steps have them, as the per-step engine's plans do)
+        if self.waiting:
+            self._held_plan = True
+            if self._interruptible:
+                self._cut_run()
+
     # --- observation (exact mid-run state) ----------------------------------------------------------
     def steps_done_in_run(self, now: float) -> int:
         if self._run is None:
@@ -410,6 +451,11 @@ class Replica:
     def _plan(self, free: int, reserve: int = 0) -> Batch:
         """The next step's batch, given `free` blocks, `reserve` of them not for admissions."""
         group, limits = self.group, self.limits
+        hold = self._holding
+        if hold is not None and (self.running or group.n):  # async scheduling: seats and blocks given back this instant
+            if self.waiting:
+                limits = replace(limits, max_num_seqs=limits.max_num_seqs - hold[0])
+            free = max(0, free - hold[1])
         if group.n:
             waiting = self.waiting
             batch = self.policy.plan(waiting, self.running, group.n, group.next_step_blocks, free, limits, reserve)
@@ -436,12 +482,16 @@ class Replica:
         if self._unseen:
             self._next_hiding()
             return
+        if self._freed_t == self.env._now:
+            self._next_holding()
+            return
         group = self.group
         kv = self.kv
         # only the group, nothing to admit: the policies' plan is its decode run when the budget and the
         # free blocks allow a step (checked here as the chunked policy does, the stricter of the two)
         if (
             group.n
+            and self._holding is None
             and not self.running
             and not self.waiting
             and group.n * (1 + self.limits.lookahead) <= self.limits.max_num_batched_tokens
@@ -731,7 +781,10 @@ class Replica:
         self.running.remove(seq)
         self._resolved(1)  # (`_completed`, inlined: once per request)
         self.log.complete(seq.idx, t)
-        self.kv.release(seq, t)
+        if self._async:
+            self._freed_at_boundary(seq, t)
+        else:
+            self.kv.release(seq, t)
         if self._prio is not None:
             self._prio.remove(seq)
         for f in self._on_finished:
@@ -743,11 +796,27 @@ class Replica:
         finished alone or with others of the decode group."""
         self._resolved(1)
         self.log.complete(seq.idx, t)
-        self.kv.release(seq, t)
+        if self._async:
+            self._freed_at_boundary(seq, t)
+        else:
+            self.kv.release(seq, t)
         if self._prio is not None:
             self._prio.remove(seq)
         for f in self._on_finished:
             f(self, seq)
+
+    def _freed_at_boundary(self, seq: Seq, t: float) -> None:
+        """Async scheduling: `kv.release` of a finishing request, the seat and blocks it gave back counted for this
+        instant's plan (`_next_holding`)."""
+        kv = self.kv
+        before = kv.available()
+        kv.release(seq, t)
+        now = self.env._now
+        if self._freed_t != now:
+            self._freed_t = now
+            self._freed_seats = self._freed_blocks = 0
+        self._freed_seats += 1
+        self._freed_blocks += kv.available() - before
 
     def _kv_steps(self, seqs: list[Seq], k_max: int) -> int:
         """Most steps (<= k_max) the free blocks can feed without preempting anyone."""
