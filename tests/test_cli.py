@@ -210,3 +210,12 @@ def test_a_gpu_alias_is_named_once(tmp_path):
     assert r.stderr.count("note: GPU 'h100' is the catalog's 'h100-sxm'") == 1
     exact = CliRunner().invoke(app, ["roofline", "--model", "llama-3.1-8b", "--gpu", "h100-sxm"])
     assert "note:" not in exact.stderr
+
+
+def test_roofline_at_a_price_of_zero_says_free_rather_than_dividing_by_it():
+    from typer.testing import CliRunner as _Runner
+
+    from sim.cli import app as _app
+
+    res = _Runner().invoke(_app, ["roofline", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--price-per-gpu-hour", "0"])
+    assert res.exit_code == 0 and "free at the price given" in res.output, res.output

@@ -169,3 +169,21 @@ def test_gen_prints_the_per_minute_burstiness(tmp_path):
         assert printed == pytest.approx(inspected, rel=0.01)
         figures[name] = inspected
     assert figures["onoff"] > 2 * figures["gamma"]
+
+
+def test_convert_refuses_a_negative_seed(tmp_path):
+    res = runner.invoke(
+        app,
+        [
+            "trace",
+            "convert",
+            str(Path(__file__).resolve().parents[1] / "traces" / "azure2023_conv.csv"),
+            str(tmp_path / "o.csv"),
+            "--sample",
+            "0.5",
+            "--seed",
+            "-1",
+        ],
+    )
+    assert res.exit_code == 2 and res.output.strip() == "error: --seed must be >= 0 (got -1)", res.output
+    assert not (tmp_path / "o.csv").exists()

@@ -312,3 +312,81 @@ def test_the_real_tp2_pcie_run_is_replayed_within_twelve_percent():
     cmp = validate(read_run_log(run), kv_blocks="computed")
     for metric in ("ttft", "tpot", "e2e"):
         assert abs(cmp.error(metric)) < 0.12, (metric, cmp.error(metric))
+
+
+def run_folder(tmp_path: Path, meta_edit) -> Path:
+    """The real RTX 4090 run's first 20 requests with its meta.json edited by `meta_edit(meta)`."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    lines = (RUN / "requests.jsonl").read_text().splitlines()[:20]
+    (folder / "requests.jsonl").write_text("\n".join(lines) + "\n")
+    meta = json.loads((RUN / "meta.json").read_text())
+    meta_edit(meta)
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return folder
+
+
+def _set(path: str, value):
+    def edit(meta):
+        *parents, key = path.split(".")
+        d = meta
+        for p in parents:
+            d = d.setdefault(p, {})
+        d[key] = value
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            _set("engine_kwargs.tensor_parallel_size", "two"),
+            r"engine_kwargs.tensor_parallel_size: must be a whole number >= 1 \(got 'two'\)",
+        ),
+        (
+            _set("engine_kwargs.tensor_parallel_size", 0),
+            r"engine_kwargs.tensor_parallel_size: must be a whole number >= 1 \(got 0\)",
+        ),
+        (_set("engine_kwargs.tensor_parallel_size", 1.9), r"tensor_parallel_size: must be a whole number >= 1 \(got 1.9\)"),
+        (_set("engine_kwargs.max_num_seqs", [2]), r"engine_kwargs.max_num_seqs: must be a whole number"),
+        (_set("engine_kwargs", [1]), r"meta.json engine_kwargs: must be a JSON object \(got \[1\]\)"),
+        (_set("hardware", [1]), r"meta.json hardware: must be a JSON object"),
+        (_set("kv_cache.gpu_memory_utilization", "x"), r"kv_cache.gpu_memory_utilization: must be in \(0, 1\] \(got 'x'\)"),
+        (_set("kv_cache.block_size", 0), r"kv_cache.block_size: must be a whole number >= 1 \(got 0\)"),
+        (_set("engine_kwargs.enable_expert_parallel", "false"), r"enable_expert_parallel: must be true or false \(got 'false'\)"),
+        (_set("engine_kwargs.async_scheduling", "false"), r"engine_kwargs.async_scheduling: must be true or false"),
+        (_set("tick_seconds", "x"), r"meta.json tick_seconds: must be a positive number of seconds \(got 'x'\)"),
+        (_set("engine_kwargs.tensor_parallel_size", 3), r"the scenario replayed from .*meta.json: fleet.tp: tp=3 must divide"),
+    ],
+)
+def test_a_badly_typed_meta_json_field_is_named_in_one_line(tmp_path, edit, message):
+    folder = run_folder(tmp_path, edit)
+    for command in ("validate", "calibrate"):
+        res = CliRunner().invoke(app, [command, str(folder)])
+        assert res.exit_code == 2 and res.output.count("\n") == 1, res.output
+        assert __import__("re").search(message, res.output), res.output
+
+
+def test_json_nested_too_deep_or_with_a_huge_number_is_a_one_line_error(tmp_path):
+    folder = run_folder(tmp_path, lambda meta: None)
+    (folder / "meta.json").write_text("[" * 100_000 + "]" * 100_000)
+    res = CliRunner().invoke(app, ["validate", str(folder)])
+    assert res.exit_code == 2 and "meta.json: unreadable JSON: nested too deep" in res.output, res.output
+    (folder / "meta.json").write_text((RUN / "meta.json").read_text())
+    (folder / "requests.jsonl").write_text('{"input_toks": ' + "9" * 5000 + "}\n")
+    res = CliRunner().invoke(app, ["validate", str(folder)])
+    assert res.exit_code == 2 and "requests.jsonl line 1: unreadable JSON" in res.output, res.output
+
+
+def test_a_scenario_given_to_validate_is_checked_before_its_fleet_is_replaced(tmp_path):
+    (tmp_path / "s.yaml").write_text(
+        "model: llama-3.1-8b\nfleet: {gpu: rtx-4090, autoscaler: {policy: hpa, min_replicas: 5, max_replicas: 2}}\n"
+    )
+    res = CliRunner().invoke(app, ["validate", str(RUN), "--scenario", str(tmp_path / "s.yaml")])
+    assert res.exit_code == 2 and "--scenario: fleet.autoscaler.hpa: min_replicas must be <= max_replicas" in res.output
+
+
+def test_calibrating_a_run_log_refuses_fix():
+    res = CliRunner().invoke(app, ["calibrate", str(RUN), "--fix", "mfu"])
+    assert res.exit_code == 2 and "a run log's calibration fits mfu and mbu only" in res.output

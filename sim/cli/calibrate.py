@@ -47,6 +47,8 @@ def calibrate(
 
     run_folder = steptimes.is_dir() and ((steptimes / "requests.jsonl").is_file() or model is None)
     if layout in RUN_LOG_LAYOUTS or (layout == "auto" and (run_folder or steptimes.suffix.lower() in (".jsonl", ".json"))):
+        if fix.strip():
+            raise FleetsimError(f"--fix {fix}: a run log's calibration fits mfu and mbu only (--fix holds step-time parameters)")
         _calibrate_run_log(steptimes, layout, scenario, fit_share, out, force, as_json)
         return
     if model is None or gpu is None:

@@ -133,6 +133,8 @@ def _usd(x: float | None) -> str:
 def _vs(ours: float | None, theirs: float) -> str:
     if ours is None:
         return ""
+    if ours <= 0:
+        return "free at the price given"
     return f"{theirs / ours:.1f}x cheaper than the API" if ours <= theirs else f"{ours / theirs:.1f}x the API's price"
 
 

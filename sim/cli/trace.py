@@ -191,6 +191,8 @@ def convert(
     seed: Annotated[int, typer.Option(help="Seed for --sample.")] = 0,
 ) -> None:
     """Read any supported format, apply transforms (window, rate, sample, clip, repeat), write canonical CSV/Parquet."""
+    if seed < 0:
+        raise FleetsimError(f"--seed must be >= 0 (got {seed})")
     check_trace_path(dst)
     frame = _load(src, fmt, columns, time_unit, model)
     if start_s is not None or end_s is not None:

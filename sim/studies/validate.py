@@ -24,12 +24,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sim.errors import FleetsimError
+from sim.errors import FleetsimError, _short
 from sim.physics.hardware import load_gpu_catalog
 from sim.results.result import SimResult
 from sim.run.simulate import simulate
 from sim.scenario.config import Scenario, parse_config
 from sim.scenario.importer import model_from_name
+from sim.scenario.resolve import resolve_scenario
 from sim.scenario.vllm_args import kv_bits_of, weight_bits_of
 from sim.workload.runlog import RunLog
 
@@ -83,51 +84,103 @@ def gpu_name_of_device(device: str) -> str:
     )
 
 
+def _section(d: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    """meta.json's object at `key` ({} when absent or null)."""
+    v = d.get(key)
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise FleetsimError(f"meta.json {where}{key}: must be a JSON object (got {_short(v)})")
+    return v
+
+
+def _int(d: dict[str, Any], key: str, where: str, default: int | None, minimum: int = 1) -> int | None:
+    """meta.json's whole number at `key` (`default` when absent or null)."""
+    v = d.get(key)
+    if v is None:
+        return default
+    if isinstance(v, float) and math.isfinite(v) and v.is_integer():
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise FleetsimError(f"meta.json {where}{key}: must be a whole number >= {minimum} (got {_short(v)})")
+    return v
+
+
+def _flag(d: dict[str, Any], key: str, where: str) -> bool | None:
+    """meta.json's true/false at `key` (None when absent or null)."""
+    v = d.get(key)
+    if v is None or isinstance(v, bool):
+        return v
+    raise FleetsimError(f"meta.json {where}{key}: must be true or false (got {_short(v)})")
+
+
+def _text(d: dict[str, Any], key: str, where: str) -> str | None:
+    """meta.json's string at `key` (None when absent, null or empty)."""
+    v = d.get(key)
+    if v is None or v == "":
+        return None
+    if not isinstance(v, str):
+        raise FleetsimError(f"meta.json {where}{key}: must be a string (got {_short(v)})")
+    return v
+
+
 def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """A scenario dict for one replica of the run's setup, and notes on what was not mapped."""
-    kw = meta.get("engine_kwargs") or {}
-    resolved = meta.get("resolved_config") or {}
-    sched = resolved.get("scheduler_config") or {}
-    cache = meta.get("kv_cache") or resolved.get("cache_config") or {}
-    hardware = meta.get("hardware") or {}
+    """A scenario dict for one replica of the run's setup, and notes on what was not mapped. Each field it reads is
+    checked for its type (a bad one is named, as `meta.json engine_kwargs.tensor_parallel_size`)."""
+    kw = _section(meta, "engine_kwargs", "")
+    resolved = _section(meta, "resolved_config", "")
+    sched = _section(resolved, "scheduler_config", "resolved_config.")
+    cache_where = "kv_cache." if meta.get("kv_cache") is not None else "resolved_config.cache_config."
+    cache = _section(meta, "kv_cache", "") or _section(resolved, "cache_config", "resolved_config.")
+    hardware = _section(meta, "hardware", "")
+    model_config = _section(resolved, "model_config", "resolved_config.")
     notes: list[str] = []
-    model = kw.get("model") or meta.get("model")
+    model = _text(kw, "model", "engine_kwargs.") or _text(meta, "model", "")
     if not model:
         raise FleetsimError("meta.json: no model (engine_kwargs.model or model)")
-    device = hardware.get("device_name")
+    device = _text(hardware, "device_name", "hardware.")
     if not device:
         raise FleetsimError("meta.json: no hardware.device_name; pass --scenario with the fleet's GPU")
-    tp = int(kw.get("tensor_parallel_size") or 1)
-    dp = int(kw.get("data_parallel_size") or 1)
-    if int(kw.get("pipeline_parallel_size") or 1) != 1:
-        notes.append(f"pipeline_parallel_size={kw['pipeline_parallel_size']} is not modelled")
+    tp = _int(kw, "tensor_parallel_size", "engine_kwargs.", 1)
+    dp = _int(kw, "data_parallel_size", "engine_kwargs.", 1)
+    assert tp is not None and dp is not None
+    pp = _int(kw, "pipeline_parallel_size", "engine_kwargs.", 1)
+    if pp != 1:
+        notes.append(f"pipeline_parallel_size={pp} is not modelled")
     if dp > 1:  # each DP rank has its own scheduler, batch and KV cache; the coordinator balances requests
         notes.append(
             f"data_parallel_size={dp}: each rank replayed as a replica of its own behind a least-outstanding router "
             "(an MoE model's ranks share its experts, fleet.dp, and step in lock-step, in groups of dp)"
         )
     weight_bits: int | None = None  # (as the checkpoint ships)
-    quant = kw.get("quantization") or (resolved.get("model_config") or {}).get("quantization")
+    quant = _text(kw, "quantization", "engine_kwargs.") or _text(model_config, "quantization", "resolved_config.model_config.")
     if quant:
-        bits = weight_bits_of(str(quant))
+        bits = weight_bits_of(quant)
         if bits is None:
             notes.append(
                 f"quantization={quant}: its weight precision is not known from the method (the checkpoint's own precision assumed)"
             )
         else:
             weight_bits = bits
-    kv_bits = kv_bits_of(str(kw.get("kv_cache_dtype") or cache.get("cache_dtype") or "auto"))
-    chunked = sched.get("enable_chunked_prefill", True)
+    kv_dtype = _text(kw, "kv_cache_dtype", "engine_kwargs.") or _text(cache, "cache_dtype", cache_where) or "auto"
+    kv_bits = kv_bits_of(kv_dtype)
+    chunked = _flag(sched, "enable_chunked_prefill", "resolved_config.scheduler_config.")
     engine: dict[str, Any] = {
-        "policy": "chunked" if chunked else "prefill_first",
-        "max_num_seqs": int(kw.get("max_num_seqs") or sched.get("max_num_seqs") or 256),
-        "block_size": int(cache.get("block_size") or 16),
+        "policy": "chunked" if chunked is None or chunked else "prefill_first",
+        "max_num_seqs": _int(kw, "max_num_seqs", "engine_kwargs.", None)
+        or _int(sched, "max_num_seqs", "resolved_config.scheduler_config.", 256),
+        "block_size": _int(cache, "block_size", cache_where, 16),
     }
-    mnbt = kw.get("max_num_batched_tokens") or sched.get("max_num_batched_tokens")
+    mnbt = _int(kw, "max_num_batched_tokens", "engine_kwargs.", None) or _int(
+        sched, "max_num_batched_tokens", "resolved_config.scheduler_config.", None
+    )
     if mnbt:
-        engine["max_num_batched_tokens"] = int(mnbt)
+        engine["max_num_batched_tokens"] = mnbt
     # async scheduling: as the run set it, else vLLM's default (on since 0.14: PR #27614)
-    asynchronous = sched.get("async_scheduling", kw.get("async_scheduling"))
+    asynchronous = _flag(sched, "async_scheduling", "resolved_config.scheduler_config.")
+    given = _flag(kw, "async_scheduling", "engine_kwargs.")
+    if asynchronous is None:
+        asynchronous = given
     if asynchronous is not None:
         notes.append(f"async scheduling: {'on' if asynchronous else 'off'}, as the run set it")
     else:
@@ -138,23 +191,30 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
         else:
             notes.append(f"async scheduling: {'on' if asynchronous else 'off'}, vLLM {version[0]}.{version[1]}'s default")
     engine["async_scheduling"] = bool(asynchronous)
-    if cache.get("enable_prefix_caching"):
+    if _flag(cache, "enable_prefix_caching", cache_where):
         notes.append("prefix caching: on in the run; replayed without shared prefixes (the log has no prompt hashes)")
+    tick = meta.get("tick_seconds")
+    if tick is not None and (isinstance(tick, bool) or not isinstance(tick, int | float) or not 0 < tick < math.inf):
+        raise FleetsimError(f"meta.json tick_seconds: must be a positive number of seconds (got {_short(tick)})")
+    gmu = cache.get("gpu_memory_utilization")
+    if gmu is not None and (isinstance(gmu, bool) or not isinstance(gmu, int | float) or not 0 < gmu <= 1):
+        raise FleetsimError(f"meta.json {cache_where}gpu_memory_utilization: must be in (0, 1] (got {_short(gmu)})")
+    a2a = _text(kw, "all2all_backend", "engine_kwargs.")
     scenario = {
-        "model": _lookup_model(str(model)),
+        "model": _lookup_model(model),
         "fleet": {
-            "gpu": gpu_name_of_device(str(device)),
+            "gpu": gpu_name_of_device(device),
             "tp": tp,
             "autoscaler": {"policy": "fixed", "replicas": dp},
             "dp": dp,
-            "expert_parallel": bool(kw.get("enable_expert_parallel")),
-            **({"all2all_backend": str(kw["all2all_backend"])} if kw.get("all2all_backend") else {}),
+            "expert_parallel": bool(_flag(kw, "enable_expert_parallel", "engine_kwargs.")),
+            **({"all2all_backend": a2a} if a2a else {}),
             "router": "least_outstanding",
-            "timeline_interval_s": float(meta.get("tick_seconds") or 1.0),
+            "timeline_interval_s": float(tick or 1.0),
         },
         "engine": engine,
         "roofline": {
-            "gpu_memory_utilization": float(cache.get("gpu_memory_utilization") or 0.9),
+            "gpu_memory_utilization": float(gmu or 0.9),
             "weight_bits": weight_bits,
             "kv_bits": kv_bits,
         },
@@ -171,8 +231,7 @@ def vllm_version(text: object) -> tuple[int, int] | None:
 def logged_blocks(meta: dict[str, Any] | None) -> int | None:
     if not meta:
         return None
-    n = (meta.get("kv_cache") or {}).get("num_gpu_blocks")
-    return int(n) if isinstance(n, int | float) and n > 0 else None
+    return _int(_section(meta, "kv_cache", ""), "num_gpu_blocks", "kv_cache.", None)
 
 
 def replay_scenario(
@@ -181,7 +240,9 @@ def replay_scenario(
     """The scenario to replay: the given one (a scenario dict, paths in it relative to `base_dir`) or the run's
     meta.json's, as one fixed warm replica, with vLLM's logged KV block count when `kv_blocks` is "logged"."""
     notes: list[str] = []
+    where = "the replayed scenario"
     if scenario is None:
+        where = f"the scenario replayed from {Path(log.source).parent / 'meta.json'}"
         if log.meta is None:
             raise FleetsimError(
                 f"{log.source}: no meta.json beside the log; pass --scenario with the run's model, GPU and engine"
@@ -189,6 +250,8 @@ def replay_scenario(
         raw, notes = scenario_from_meta(log.meta)
     else:
         raw = dict(scenario)
+        raw.pop("trace", None)
+        parse_config(raw, where="--scenario", base_dir=base_dir)  # checked as given (its fleet is replaced below)
     raw.pop("trace", None)
     fleet = dict(raw.get("fleet") or {})
     auto = fleet.get("autoscaler") or {}
@@ -203,9 +266,13 @@ def replay_scenario(
         if n is None:
             raise FleetsimError(f"{log.source}: --kv-blocks logged needs meta.json's kv_cache.num_gpu_blocks")
         raw["engine"] = {**(raw.get("engine") or {}), "num_gpu_blocks_override": n}
-    sc = parse_config(raw, where="the replayed scenario", base_dir=base_dir)
+    sc = parse_config(raw, where=where, base_dir=base_dir)
     if base_dir is not None:
         sc._base_dir = base_dir
+    try:  # the model on the run's GPU and layout (named here: the fields are the run's, not a scenario file's)
+        resolve_scenario(sc, base_dir=base_dir)
+    except FleetsimError as err:
+        raise FleetsimError(f"{where}: {err}") from None
     return sc, notes
 
 

@@ -145,6 +145,10 @@ def _read_requests(p: Path) -> Any:
             rec = json.loads(line)
         except json.JSONDecodeError as err:
             raise FleetsimError(f"{p} line {n}: invalid JSON ({err.msg})") from None
+        except (RecursionError, ValueError) as err:  # nested too deep; an integer of thousands of digits
+            raise FleetsimError(
+                f"{p} line {n}: unreadable JSON: nested too deep or a number too long ({_short(str(err))})"
+            ) from None
         if not isinstance(rec, dict):
             raise _fail(p, f"line {n}", "must be a JSON object", rec)
         missing = [k for k in REQUEST_KEYS if k not in rec]
@@ -243,6 +247,8 @@ def _read_json_object(p: Path, what: str = "a JSON object") -> dict[str, Any]:
         raise FleetsimError(f"{p}: cannot read ({err})") from None
     except json.JSONDecodeError as err:
         raise FleetsimError(f"{p} line {err.lineno}: invalid JSON ({err.msg})") from None
+    except (RecursionError, ValueError) as err:  # nested too deep; an integer of thousands of digits
+        raise FleetsimError(f"{p}: unreadable JSON: nested too deep or a number too long ({_short(str(err))})") from None
     if not isinstance(data, dict):
         raise _fail(p, "top level", f"must be {what}", data)
     return data
