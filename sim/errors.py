@@ -93,6 +93,14 @@ def from_validation_error(err: ValidationError, *, where: str = "", prefix: str 
         msg = msg[len("Value error, ") :]
     if e["type"] == "extra_forbidden":
         msg = "unknown key"
+    elif e["type"] in ("union_tag_not_found", "union_tag_invalid"):  # a tagged union: say which tags it takes
+        ctx = e.get("ctx", {})
+        tag = str(ctx.get("discriminator", "")).strip("'")
+        if e["type"] == "union_tag_not_found":
+            msg = f"needs a {tag!r} key (the kind of block it is)"
+        else:
+            msg = f"{tag} must be one of {ctx.get('expected_tags')}"
+            e = {**e, "input": ctx.get("tag")}
     value: Any = e.get("input")
     shown = "" if e["type"] == "missing" else f" (got {_short(value)})"
     head = f"{where}: " if where else ""

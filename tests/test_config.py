@@ -66,6 +66,15 @@ def test_bad_value_names_path_rule_and_value():
         parse_config({"model": "m", "fleet": {"gpu": "g"}, "roofline": {"weight_bits": 12}})
 
 
+def test_a_tagged_block_without_or_with_an_unknown_kind_says_which_kinds_there_are():
+    fleet = {"gpu": "a100-80gb", "autoscaler": {"replicas": 0}}
+    with pytest.raises(FleetsimError, match=r"^x.yaml: fleet.autoscaler: needs a 'policy' key \(the kind of block it is\) \(got"):
+        parse_config({"model": "llama-2-7b", "fleet": fleet}, where="x.yaml")
+    fleet = {"gpu": "a100-80gb", "autoscaler": {"policy": "bogus"}}
+    with pytest.raises(FleetsimError, match=r"fleet.autoscaler: policy must be one of 'fixed', 'hpa', .* \(got 'bogus'\)$"):
+        parse_config({"model": "llama-2-7b", "fleet": fleet}, where="x.yaml")
+
+
 def test_missing_required_block():
     with pytest.raises(FleetsimError, match=r"fleet: Field required$"):
         parse_config({"model": "llama-2-7b"})

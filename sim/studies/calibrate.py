@@ -115,7 +115,7 @@ def read_shapes(path: str | Path, layout: str = "auto", *, max_rows: int = MAX_R
     if layout == "auto":
         layout = "vllm-latency" if set(VLLM_COLUMNS) <= set(df.columns) else "steps"
     if layout not in ("steps", "vllm-latency"):
-        raise FleetsimError(f"--layout must be auto, steps or vllm-latency (got {layout!r})")
+        raise FleetsimError(f"--layout must be auto, steps, vllm-latency, requests or vllm-bench (got {layout!r})")
     need = STEP_COLUMNS if layout == "steps" else VLLM_COLUMNS
     missing = [c for c in need if c not in df.columns]
     if missing:

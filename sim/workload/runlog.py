@@ -116,6 +116,8 @@ def _detect(p: Path) -> str:
 
 
 def _fail(p: Path, where: str, rule: str, value: Any) -> FleetsimError:
+    if isinstance(value, np.generic):  # (a number read by pandas: shown as the number, not its numpy type)
+        value = value.item()
     return FleetsimError(f"{p} {where}: {rule} (got {_short(value)})")
 
 
