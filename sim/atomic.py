@@ -29,6 +29,16 @@ def check_writable(path: Path, label: str) -> None:
         raise FleetsimError(f"{head}: folder {folder} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise FleetsimError(f"{head}: cannot write in {folder} (no permission)")
+    _ordinary_or_absent(path, head)
+
+
+def _ordinary_or_absent(path: Path, head: str) -> None:
+    """A file is written by replacing what is at `path`: a symbolic link, a device or a pipe there would be replaced
+    by an ordinary file (its target never written), so they are refused."""
+    if path.is_symlink():
+        raise FleetsimError(f"{head}: is a symbolic link; give the file it points to, or another name")
+    if path.exists() and not path.is_file():
+        raise FleetsimError(f"{head}: is not an ordinary file (a device or a pipe); give a file name")
 
 
 @contextmanager
@@ -37,6 +47,7 @@ def atomic_file(path: Path, label: str = "") -> Iterator[Path]:
     permissions: mkstemp makes it private), on failure it is removed. An OSError (creating, writing or renaming)
     becomes a FleetsimError naming `label` and `path`."""
     head = f"{label} {path}" if label else str(path)
+    _ordinary_or_absent(path, head)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent if str(path.parent) else ".")
     except OSError as err:

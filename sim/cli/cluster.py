@@ -4,7 +4,7 @@ manifests)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -43,7 +43,8 @@ def import_(
     values = scenario_values(imp, model=model, gpu=gpu)
     text = render(imp, values, [str(s) for s in sources], trace=trace)
     raw = parse_yaml(text, where="the imported scenario")
-    parse_config(raw, where="the imported scenario")
+    imported = parse_config(raw, where="the imported scenario")
+    _resolvable(imported, f"the scenario imported from {', '.join(map(str, sources))}")
     if out is None:
         typer.echo(text, nl=False)
         return
@@ -76,6 +77,12 @@ def export(
     if out is not None:
         check_out_file(out, "--out")
     sc = load_config(scenario, set_ or [])
+    if sc.deployments:
+        raise FleetsimError(
+            f"{scenario}: a platform of {len(sc.deployments)} deployments; export writes one fleet's manifests "
+            "(export a scenario per deployment)"
+        )
+    _resolvable(sc, f"{scenario}{' (with --set)' if set_ else ''}")
     docs, notes = export_manifests(sc, name=name)
     text = render_manifests(docs, notes, str(scenario))
     if out is None:
@@ -84,3 +91,22 @@ def export(
     with atomic_file(out, "--out") as tmp:
         tmp.write_text(text)
     typer.echo(f"wrote {out}: {', '.join(d['kind'] for d in docs)}")
+
+
+def _resolvable(sc: Any, where: str) -> None:
+    """The scenario's model on its GPU at its TP, as `fleetsim run` resolves it (a TP that does not divide the heads, a
+    model that does not fit, an unknown model or GPU) before anything is written; each deployment's, on a platform."""
+    from sim.scenario.config import deployment_scenario
+    from sim.scenario.resolve import resolve_scenario
+
+    try:
+        if sc.deployments:
+            for i, d in enumerate(sc.deployments):
+                try:
+                    resolve_scenario(deployment_scenario(sc, i, base_dir=sc.base_dir))
+                except FleetsimError as err:
+                    raise FleetsimError(f"deployments.{i} ({d.name}): {err}") from None
+        else:
+            resolve_scenario(sc)
+    except FleetsimError as err:
+        raise FleetsimError(f"{where}: {err}") from None

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from sim.cli.common import alias_note, check_out_file, check_plot_path, emit_json, write_text_atomically
-from sim.errors import FleetsimError
+from sim.errors import FleetsimError, _short
 from sim.scenario.config import Scenario, SloConfig, load_config
 
 if TYPE_CHECKING:
@@ -496,6 +496,9 @@ def report(
     if not math.isfinite(epoch) or epoch < 0:
         raise FleetsimError(f"--epoch must be a finite number of seconds >= 0 (got {epoch})")
     check_not_a_study_folder(run_dir)
+    for option, out in (("--openmetrics", openmetrics), ("--html", html_file)):
+        if out is not None and run_dir.resolve() in out.resolve().parents:
+            raise FleetsimError(f"{option} {out}: inside the run folder it reads; give a path outside {run_dir}")
     from sim.results.platform import PlatformResult, is_platform_folder
 
     if is_platform_folder(run_dir):
@@ -515,17 +518,31 @@ def report(
             typer.echo(render_platform(summary))
         return
     result = SimResult.load(run_dir)
-    if openmetrics is not None:
-        from sim.results.openmetrics import to_openmetrics
+    try:  # everything computed before anything is written: a folder edited by hand fails in one line, writing nothing
+        metrics_text = None
+        if openmetrics is not None:
+            from sim.results.openmetrics import to_openmetrics
 
-        write_text_atomically(openmetrics, to_openmetrics(result, epoch_s=epoch))
-    summary = result.summary()
-    if html_file is not None:
-        from sim.results.html_report import render_html
+            metrics_text = to_openmetrics(result, epoch_s=epoch)
+        summary = result.summary()
+        page = None
+        if html_file is not None:
+            from sim.results.html_report import render_html
 
-        write_text_atomically(html_file, render_html(result, summary))
+            page = render_html(result, summary)
+        text = None if as_json else render_summary(result, summary) + "\n" + timing_line(result.meta)
+    except FleetsimError:
+        raise
+    except (KeyError, ValueError, TypeError, StopIteration, IndexError, OverflowError, ZeroDivisionError) as err:
+        raise FleetsimError(
+            f"{run_dir}: its records do not add up ({type(err).__name__}: {_short(str(err))}); was the folder edited? "
+            "nothing written"
+        ) from None
+    if openmetrics is not None and metrics_text is not None:
+        write_text_atomically(openmetrics, metrics_text)
+    if html_file is not None and page is not None:
+        write_text_atomically(html_file, page)
     if as_json:
         emit_json(summary)
     else:
-        typer.echo(render_summary(result, summary))
-        typer.echo(timing_line(result.meta))
+        typer.echo(text)

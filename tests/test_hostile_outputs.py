@@ -1,0 +1,75 @@
+"""Outputs and round trips a careless or hostile command line can break (found by fuzzing the CLI): files written by
+replacing what is at the path refuse links, devices and pipes; `report` never writes into the folder it reads, and a
+folder edited by hand fails in one line with nothing written; `import` and `export` check the fleet they write as
+`fleetsim run` would."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from sim.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "r1"
+    trace = tmp_path_factory.mktemp("trace") / "t.csv"
+    pd.DataFrame({"arrival_at_s": [0.0, 0.5, 1.0], "prompt_tokens": [50, 60, 70], "output_tokens": [5, 6, 7]}).to_csv(
+        trace, index=False
+    )
+    res = runner.invoke(app, ["run", str(REPO / "configs" / "default.yaml"), "--set", f"trace={trace}", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def one_line_error(res, text: str) -> None:
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and text in res.output, res.output
+
+
+def test_a_link_or_a_pipe_at_an_output_path_is_refused_not_replaced(tmp_path):
+    (tmp_path / "target.yaml").write_text("mine\n")
+    os.symlink(tmp_path / "target.yaml", tmp_path / "link.yaml")
+    os.mkfifo(tmp_path / "fifo.yaml")
+    scenario = str(REPO / "configs" / "default.yaml")
+    one_line_error(runner.invoke(app, ["export", scenario, "--out", str(tmp_path / "link.yaml")]), "is a symbolic link")
+    one_line_error(runner.invoke(app, ["export", scenario, "--out", str(tmp_path / "fifo.yaml")]), "is not an ordinary file")
+    assert (tmp_path / "link.yaml").is_symlink() and (tmp_path / "target.yaml").read_text() == "mine\n"
+
+
+def test_report_writes_nothing_into_the_folder_it_reads(run_dir):
+    before = (run_dir / "requests.parquet").read_bytes()
+    res = runner.invoke(app, ["report", str(run_dir), "--openmetrics", str(run_dir / "requests.parquet")])
+    one_line_error(res, "inside the run folder it reads")
+    assert (run_dir / "requests.parquet").read_bytes() == before
+
+
+def test_a_run_folder_edited_by_hand_fails_in_one_line_and_writes_nothing(run_dir, tmp_path):
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    for f in run_dir.iterdir():
+        if f.is_file():
+            (edited / f.name).write_bytes(f.read_bytes())
+    replicas = pd.read_parquet(edited / "replicas.parquet")
+    replicas.drop(columns=["busy_s"]).to_parquet(edited / "replicas.parquet", index=False)
+    res = runner.invoke(
+        app, ["report", str(edited), "--openmetrics", str(tmp_path / "m.txt"), "--html", str(tmp_path / "p.html")]
+    )
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert not (tmp_path / "m.txt").exists() and not (tmp_path / "p.html").exists()
+
+
+def test_import_and_export_check_the_fleet_they_write(tmp_path):
+    (tmp_path / "m.sh").write_text("vllm serve /models/foo\n")
+    res = runner.invoke(app, ["import", str(tmp_path / "m.sh"), "--gpu", "h100-sxm", "--model", "no-such-model"])
+    one_line_error(res, "the scenario imported from")
+    scenario = str(REPO / "configs" / "default.yaml")
+    one_line_error(runner.invoke(app, ["export", scenario, "--set", "fleet.tp=3"]), "fleet.tp: tp=3 must divide")
+    one_line_error(runner.invoke(app, ["export", str(REPO / "configs" / "platform.yaml")]), "a platform of 2 deployments")
