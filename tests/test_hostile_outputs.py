@@ -73,3 +73,27 @@ def test_import_and_export_check_the_fleet_they_write(tmp_path):
     scenario = str(REPO / "configs" / "default.yaml")
     one_line_error(runner.invoke(app, ["export", scenario, "--set", "fleet.tp=3"]), "fleet.tp: tp=3 must divide")
     one_line_error(runner.invoke(app, ["export", str(REPO / "configs" / "platform.yaml")]), "a platform of 2 deployments")
+
+
+def test_import_refuses_a_negative_replica_count_and_an_unknown_kv_cache_type(tmp_path):
+    manifest = """apiVersion: apps/v1
+kind: Deployment
+metadata: {name: llm}
+spec:
+  replicas: %s
+  template:
+    spec:
+      nodeSelector: {nvidia.com/gpu.product: NVIDIA-H100-80GB-HBM3}
+      containers:
+      - name: vllm
+        image: vllm/vllm-openai
+        args: [--model, meta-llama/Llama-3.1-8B-Instruct%s]
+        resources: {limits: {nvidia.com/gpu: 1}}
+"""
+    (tmp_path / "d.yaml").write_text(manifest % ("-3", ""))
+    one_line_error(runner.invoke(app, ["import", str(tmp_path / "d.yaml")]), "spec.replicas must be >= 0 (got -3)")
+    (tmp_path / "d.yaml").write_text(manifest % ("0", ""))
+    res = runner.invoke(app, ["import", str(tmp_path / "d.yaml")])
+    assert res.exit_code == 0 and "0 replicas (scaled to zero)" in res.output, res.output
+    (tmp_path / "d.yaml").write_text(manifest % ("1", ", --kv-cache-dtype, fp3"))
+    one_line_error(runner.invoke(app, ["import", str(tmp_path / "d.yaml")]), "--kv-cache-dtype 'fp3': not a KV cache type")

@@ -430,7 +430,10 @@ def _workload(imp: Imported, doc: Doc) -> None:
     _workload_name(imp, doc)
     _pod_spec(imp, doc, "spec.template.spec")
     if doc.get("spec.replicas") is not None:
-        imp.replicas = (doc.int_at("spec.replicas", doc.get("spec.replicas")), doc.src("spec.replicas"))
+        n = doc.int_at("spec.replicas", doc.get("spec.replicas"))
+        if n < 0:
+            raise FleetsimError(f"{doc.where}: spec.replicas must be >= 0 (got {n})")
+        imp.replicas = (n, doc.src("spec.replicas"))
 
 
 # --- autoscalers ---------------------------------------------------------------------------------------------
@@ -1169,6 +1172,8 @@ def scenario_values(imp: Imported, *, model: str | None = None, gpu: str | None 
     dp = imp.data_parallel
     if auto is None:
         n, where = imp.replicas if imp.replicas is not None else (1, "the workload (no replica count: 1)")
+        if n < 1:
+            imp.notes.append(f"{where}: {n} replicas (scaled to zero); the fixed fleet is written with 1, to have one to run")
         values["fleet.autoscaler"] = {"policy": "fixed", "replicas": max(1, n) * dp}
         imp.sources["fleet.autoscaler"] = where
     else:

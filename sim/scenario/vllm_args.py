@@ -287,8 +287,19 @@ def weight_bits_of(method: str) -> int | None:
     return WEIGHT_BITS.get(method.strip().lower())
 
 
+KV_DTYPES_16 = ("auto", "bfloat16", "bf16", "float16", "fp16", "half")
+
+
 def kv_bits_of(dtype: str) -> int:
-    return 8 if dtype.strip().lower().startswith("fp8") else 16
+    """The KV cache's bits for vLLM's --kv-cache-dtype: 8 for its fp8 kinds, 16 for auto and the 16-bit ones."""
+    d = dtype.strip().lower()
+    if d.startswith("fp8"):
+        return 8
+    if d in KV_DTYPES_16:
+        return 16
+    raise FleetsimError(
+        f"--kv-cache-dtype {dtype!r}: not a KV cache type fleetsim knows (auto, bfloat16, float16, fp8, fp8_e4m3, fp8_e5m2)"
+    )
 
 
 def map_options(options: dict[str, Any], where: str) -> Mapped:

@@ -163,7 +163,10 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
         else:
             weight_bits = bits
     kv_dtype = _text(kw, "kv_cache_dtype", "engine_kwargs.") or _text(cache, "cache_dtype", cache_where) or "auto"
-    kv_bits = kv_bits_of(kv_dtype)
+    try:
+        kv_bits = kv_bits_of(kv_dtype)
+    except FleetsimError as err:
+        raise FleetsimError(f"meta.json engine_kwargs.kv_cache_dtype: {err}") from None
     chunked = _flag(sched, "enable_chunked_prefill", "resolved_config.scheduler_config.")
     engine: dict[str, Any] = {
         "policy": "chunked" if chunked is None or chunked else "prefill_first",
