@@ -156,3 +156,16 @@ def test_the_fleetsim_command_runs_roofline_on_a_new_gpu():
     )
     assert proc.returncode == 0, proc.stderr
     assert "llama-3.1-8b on 1x h100-nvl" in proc.stdout and "$2.59/GPU-h" in proc.stdout
+
+
+def test_an_alias_that_is_another_gpus_name_is_refused(tmp_path):
+    entry = (
+        "my-gpu:\n  description: custom\n  aliases: [{alias}]\n  bf16_tflops: 100\n  hbm_gb: 80\n  hbm_bw_gb_per_s: 2000\n"
+        "  interconnect: NVLink4\n  interconnect_gb_per_s: 900\n  usd_per_gpu_hour: 1.0\n"
+    )
+    (tmp_path / "g.yaml").write_text(entry.format(alias="h100-sxm"))
+    with pytest.raises(FleetsimError, match=r"my-gpu.aliases: 'h100-sxm' is another GPU's name"):
+        load_gpu_catalog(tmp_path / "g.yaml")
+    (tmp_path / "g.yaml").write_text(entry.format(alias="my-card"))
+    catalog = load_gpu_catalog(tmp_path / "g.yaml")
+    assert catalog.get("my-card").name == "my-gpu" and catalog.get("h100-sxm").name == "h100-sxm"

@@ -162,6 +162,9 @@ def load_gpu_catalog(extra: Path | None = None) -> GpuCatalog:
     gpus, aliases = dict(bundled_gpus), dict(bundled_aliases)
     if extra is not None:
         more_gpus, more_aliases = parse_gpu_entries(read_yaml(extra), where=str(extra))
+        for alias, key in more_aliases.items():  # an alias that names another GPU would take that GPU's name over
+            if alias != key and (alias in gpus or alias in more_gpus):
+                raise FleetsimError(f"{extra}: {key}.aliases: {alias!r} is another GPU's name; an alias must not shadow it")
         gpus.update(more_gpus)
         aliases.update(more_aliases)
     return GpuCatalog(gpus=gpus, aliases=aliases)
