@@ -357,6 +357,10 @@ def _set(path: str, value):
         (_set("engine_kwargs.enable_expert_parallel", "false"), r"enable_expert_parallel: must be true or false \(got 'false'\)"),
         (_set("engine_kwargs.async_scheduling", "false"), r"engine_kwargs.async_scheduling: must be true or false"),
         (_set("tick_seconds", "x"), r"meta.json tick_seconds: must be a positive number of seconds \(got 'x'\)"),
+        (
+            _set("engine_kwargs.kv_cache_dtype", "fp3"),
+            r"meta.json engine_kwargs.kv_cache_dtype: not a KV cache type .* \(got 'fp3'\)",
+        ),
         (_set("engine_kwargs.tensor_parallel_size", 3), r"the scenario replayed from .*meta.json: fleet.tp: tp=3 must divide"),
     ],
 )

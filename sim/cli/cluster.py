@@ -95,18 +95,10 @@ def export(
 
 def _resolvable(sc: Any, where: str) -> None:
     """The scenario's model on its GPU at its TP, as `fleetsim run` resolves it (a TP that does not divide the heads, a
-    model that does not fit, an unknown model or GPU) before anything is written; each deployment's, on a platform."""
-    from sim.scenario.config import deployment_scenario
+    model that does not fit, an unknown model or GPU), before anything is written."""
     from sim.scenario.resolve import resolve_scenario
 
     try:
-        if sc.deployments:
-            for i, d in enumerate(sc.deployments):
-                try:
-                    resolve_scenario(deployment_scenario(sc, i, base_dir=sc.base_dir))
-                except FleetsimError as err:
-                    raise FleetsimError(f"deployments.{i} ({d.name}): {err}") from None
-        else:
-            resolve_scenario(sc)
+        resolve_scenario(sc)
     except FleetsimError as err:
         raise FleetsimError(f"{where}: {err}") from None

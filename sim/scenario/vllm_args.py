@@ -290,16 +290,16 @@ def weight_bits_of(method: str) -> int | None:
 KV_DTYPES_16 = ("auto", "bfloat16", "bf16", "float16", "fp16", "half")
 
 
-def kv_bits_of(dtype: str) -> int:
-    """The KV cache's bits for vLLM's --kv-cache-dtype: 8 for its fp8 kinds, 16 for auto and the 16-bit ones."""
+def kv_bits_of(dtype: str) -> int | None:
+    """The KV cache's bits for vLLM's --kv-cache-dtype: 8 for its fp8 kinds, 16 for auto and the 16-bit ones, None for
+    a type fleetsim does not know (the caller names where it came from)."""
     d = dtype.strip().lower()
     if d.startswith("fp8"):
         return 8
-    if d in KV_DTYPES_16:
-        return 16
-    raise FleetsimError(
-        f"--kv-cache-dtype {dtype!r}: not a KV cache type fleetsim knows (auto, bfloat16, float16, fp8, fp8_e4m3, fp8_e5m2)"
-    )
+    return 16 if d in KV_DTYPES_16 else None
+
+
+KV_DTYPES_KNOWN = "auto, bfloat16, float16, fp8, fp8_e4m3, fp8_e5m2"
 
 
 def map_options(options: dict[str, Any], where: str) -> Mapped:
@@ -359,7 +359,10 @@ def map_options(options: dict[str, Any], where: str) -> Mapped:
 
     def kv_dtype(name: str, value: Any) -> None:
         if str(value).strip().lower() != "auto":
-            m.set("roofline.kv_bits", kv_bits_of(str(value)), src(name))
+            bits = kv_bits_of(str(value))
+            if bits is None:
+                raise FleetsimError(f"{src(name)} {value!r}: not a KV cache type fleetsim knows ({KV_DTYPES_KNOWN})")
+            m.set("roofline.kv_bits", bits, src(name))
 
     def scheduling(name: str, value: Any) -> None:
         policy = str(value).strip().lower()

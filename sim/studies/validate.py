@@ -31,7 +31,7 @@ from sim.run.simulate import simulate
 from sim.scenario.config import Scenario, parse_config
 from sim.scenario.importer import model_from_name
 from sim.scenario.resolve import resolve_scenario
-from sim.scenario.vllm_args import kv_bits_of, weight_bits_of
+from sim.scenario.vllm_args import KV_DTYPES_KNOWN, kv_bits_of, weight_bits_of
 from sim.workload.runlog import RunLog
 
 STATS = ("mean", "p50", "p90", "p99")
@@ -162,11 +162,13 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
             )
         else:
             weight_bits = bits
-    kv_dtype = _text(kw, "kv_cache_dtype", "engine_kwargs.") or _text(cache, "cache_dtype", cache_where) or "auto"
-    try:
-        kv_bits = kv_bits_of(kv_dtype)
-    except FleetsimError as err:
-        raise FleetsimError(f"meta.json engine_kwargs.kv_cache_dtype: {err}") from None
+    kv_field = "engine_kwargs.kv_cache_dtype"
+    kv_dtype = _text(kw, "kv_cache_dtype", "engine_kwargs.")
+    if kv_dtype is None:
+        kv_field, kv_dtype = f"{cache_where}cache_dtype", _text(cache, "cache_dtype", cache_where) or "auto"
+    kv_bits = kv_bits_of(kv_dtype)
+    if kv_bits is None:
+        raise FleetsimError(f"meta.json {kv_field}: not a KV cache type fleetsim knows ({KV_DTYPES_KNOWN}) (got {kv_dtype!r})")
     chunked = _flag(sched, "enable_chunked_prefill", "resolved_config.scheduler_config.")
     engine: dict[str, Any] = {
         "policy": "chunked" if chunked is None or chunked else "prefill_first",
@@ -255,7 +257,6 @@ def replay_scenario(
         raw = dict(scenario)
         raw.pop("trace", None)
         parse_config(raw, where="--scenario", base_dir=base_dir)  # checked as given (its fleet is replaced below)
-    raw.pop("trace", None)
     fleet = dict(raw.get("fleet") or {})
     auto = fleet.get("autoscaler") or {}
     fixed = auto.get("replicas") if auto.get("policy") == "fixed" else auto.get("initial_replicas", auto.get("min_replicas"))
