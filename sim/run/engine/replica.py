@@ -479,12 +479,13 @@ class Replica:
         """Plan and start the next step or decode run, or go idle."""
         if self._stopped:
             return
-        if self._unseen:
-            self._next_hiding()
-            return
-        if self._freed_t == self.env._now:
-            self._next_holding()
-            return
+        if self._async:  # (what its scheduler has not seen yet: arrivals mid-step, seats and blocks given back now)
+            if self._unseen:
+                self._next_hiding()
+                return
+            if self._freed_t == self.env._now:
+                self._next_holding()
+                return
         group = self.group
         kv = self.kv
         # only the group, nothing to admit: the policies' plan is its decode run when the budget and the
