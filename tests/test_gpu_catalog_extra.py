@@ -31,7 +31,7 @@ DATASHEET = {
     "b300": (4500 / 2, 9000 / 2, 270, 7700, 1800, 148),
     "mi325x": (1307.4, 2614.9, 256, 6000, 896, 304),
     "a40": (149.7, None, 48, 696, 64, 84),
-    "rtx-3090": (142 / 2, None, 24, 936, 29, 82),
+    "rtx-3090": (142 / 2, None, 24, 936, 64, 82),
     "rtx-6000-ada": (364.2, 1457 / 2, 48, 960, 64, 142),
 }
 
@@ -169,3 +169,35 @@ def test_an_alias_that_is_another_gpus_name_is_refused(tmp_path):
     (tmp_path / "g.yaml").write_text(entry.format(alias="my-card"))
     catalog = load_gpu_catalog(tmp_path / "g.yaml")
     assert catalog.get("my-card").name == "my-gpu" and catalog.get("h100-sxm").name == "h100-sxm"
+
+
+def test_an_all_reduce_runs_at_nccls_measured_bus_bandwidth_and_an_overridden_link_drops_it(tmp_path):
+    """The catalog's `allreduce_gb_per_s` (NCCL measured, one direction) prices a TP all-reduce; a GPU without one runs
+    at half its datasheet link; a scenario that overrides the link alone drops the figure measured on the old link."""
+    from sim.physics.roofline import allreduce_time_s
+
+    a100 = GPUS.get("a100-80gb")
+    assert a100.interconnect_bw_bytes_per_s == 600e9 and a100.collective_bw_bytes_per_s == 150e9
+    eight_mb = 8 * 2**20
+    # 8x A100, 8 MB: Vidur's DGX profile measures ~146 us; the datasheet's 300 GB/s a direction would give ~79 us
+    assert allreduce_time_s(a100, tp=8, n_bytes=eight_mb) == pytest.approx(30e-6 + 2 * 7 / 8 * eight_mb / 150e9)
+    assert 120e-6 < allreduce_time_s(a100, tp=8, n_bytes=eight_mb) < 146e-6 * 1.1
+    m = MODELS.get("llama-3.1-70b")
+    base = build_setup(m, a100, tp=8, roofline=roofline_config())
+    link_only = build_setup(m, a100, tp=8, roofline=roofline_config(gpu_overrides={"a100-80gb": {"interconnect_gb_per_s": 900}}))
+    assert link_only.gpu.collective_bw_bytes_per_s == 450e9  # half the overridden link: the measurement was not of it
+    both = roofline_config(gpu_overrides={"a100-80gb": {"interconnect_gb_per_s": 900, "allreduce_gb_per_s": 200}})
+    assert build_setup(m, a100, tp=8, roofline=both).gpu.collective_bw_bytes_per_s == 200e9
+    assert link_only.comm_s(2048) < base.comm_s(2048)
+    # a user catalog entry may give its own measurement; without one, half its link
+    entry = (
+        "my-gpu:\n  bf16_tflops: 100\n  hbm_gb: 80\n  hbm_bw_gb_per_s: 2000\n  interconnect_gb_per_s: 128\n{extra}"
+        "  usd_per_gpu_hour: 1.0\n"
+    )
+    (tmp_path / "g.yaml").write_text(entry.format(extra="  allreduce_gb_per_s: 20\n"))
+    assert load_gpu_catalog(tmp_path / "g.yaml").get("my-gpu").collective_bw_bytes_per_s == 20e9
+    (tmp_path / "g.yaml").write_text(entry.format(extra=""))
+    assert load_gpu_catalog(tmp_path / "g.yaml").get("my-gpu").collective_bw_bytes_per_s == 64e9
+    (tmp_path / "g.yaml").write_text(entry.format(extra="  allreduce_gb_per_s: -1\n"))
+    with pytest.raises(FleetsimError, match="allreduce_gb_per_s"):
+        load_gpu_catalog(tmp_path / "g.yaml")

@@ -168,7 +168,8 @@ def test_dp_ranks_of_an_moe_model_share_its_experts_by_hand():
 def test_the_token_exchange_by_hand():
     m, gpu = MODELS.get("qwen3-30b-a3b"), GPUS.get("h100-sxm")
     n, k, h, e = 64, m.n_experts_per_tok, m.hidden_size, m.n_experts
-    bw, lat = gpu.interconnect_bw_bytes_per_s / 2, gpu.allreduce_latency_s
+    bw, lat = 280e9, gpu.allreduce_latency_s  # NCCL's measured bus bandwidth on H100 NVLink (the catalog's)
+    assert gpu.collective_bw_bytes_per_s == bw
     # vLLM's default exchange (allgather_reducescatter), expert parallel or not: the group's hidden states and router
     # logits gathered onto every GPU, the outputs reduce-scattered back, each a ring moving 3/4 of the group's tokens
     for ep in (True, False):
@@ -246,7 +247,7 @@ def test_an_expert_load_imbalance_slows_the_hottest_gpu_by_hand():
     m, gpu = MODELS.get("qwen3-30b-a3b"), GPUS.get("h100-sxm")
     even, hot = dp_setup("qwen3-30b-a3b", dp=4, ep=True), dp_setup("qwen3-30b-a3b", dp=4, ep=True, imbalance=2.5)
     n, k, h = 512, m.n_experts_per_tok, m.hidden_size
-    bw, lat = gpu.interconnect_bw_bytes_per_s / 2, gpu.allreduce_latency_s
+    bw, lat = gpu.collective_bw_bytes_per_s, gpu.allreduce_latency_s
     # an all-gather moves every token whatever its experts: the exchange is the same
     assert hot.moe_exchange_s(n) == even.moe_exchange_s(n)
     # a per-destination dispatch: the hottest GPU receives 2.5x the mean, and its exchange sets the layer's

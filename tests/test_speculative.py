@@ -304,12 +304,17 @@ def test_a_drafters_steps_sum_in_closed_form_as_step_by_step():
 
     model = replica_step_time(scenario(None, step="roofline", model="llama-3.1-8b"))
     assert isinstance(model, RooflineStepTime)
-    n = 256
-    mm, wb, _ = model._batch_terms(n)
-    # the context sum at which compute time equals memory time (both linear in it)
-    cross = (wb / model._bytes_per_s - mm / model._flops_per_s) / (
-        model._attn / model._flops_per_s - model._kv / model._bytes_per_s
-    )
+
+    def crossover(n: int) -> float:
+        """The context sum at which compute time equals memory time (both linear in it)."""
+        mm, wb, _ = model._batch_terms(n)
+        return (wb / model._bytes_per_s - mm / model._flops_per_s) / (
+            model._attn / model._flops_per_s - model._kv / model._bytes_per_s
+        )
+
+    # a batch large enough that a short context is compute-bound (where that batch is depends on the GPU's figures)
+    n = next(n for n in range(64, 4096, 64) if crossover(n) > 4 * n)
+    cross = crossover(n)
     regimes = set()
     for context_sum in (0, int(cross) - 3 * n, int(cross) - n // 2, int(cross) + 5 * n, 4 * int(cross)):
         context_sum = max(context_sum, 0)

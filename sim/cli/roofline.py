@@ -89,6 +89,7 @@ def roofline_report(
             "layer_overhead_s": setup.layer_overhead_s,
             "overlap": setup.overlap,
             "allreduce_latency_s": gpu.allreduce_latency_s,
+            "allreduce_gb_per_s": gpu.collective_bw_bytes_per_s / 1e9,
             "gpu_memory_utilization": setup.gpu_memory_utilization,
             "memory_reserve_bytes": setup.memory_reserve_bytes,
             "usd_per_gpu_hour": setup.usd_per_gpu_hour,
@@ -147,7 +148,7 @@ def render_text(r: dict[str, Any]) -> str:
         f" and {a['effective_hbm_bw_bytes_per_s_per_gpu'] / 1e12:.2f} TB/s effective (mfu {a['mfu']:.3f}, mbu {a['mbu']:.3f});"
         f" attention {'on' if a['attention'] else 'off'}, TP comm {'on' if a['comm'] else 'off'}"
         + (
-            f" (all-reduce latency {a['allreduce_latency_s'] * 1e6:g} us)"
+            f" (all-reduce latency {a['allreduce_latency_s'] * 1e6:g} us, bus {a['allreduce_gb_per_s']:g} GB/s)"
             if a["comm"] and 1 < r["tp"] <= a["gpus_per_node"]
             else ""
         )

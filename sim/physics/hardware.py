@@ -26,10 +26,10 @@ GIGA = 1e9
 
 # Defaults for a GPU that has no reference step times of its own (a user catalog entry that leaves them out):
 # the means of the fitted A100 and H100 values in sim/data/gpus.yaml (see benchmarks/steptime_defaults.py).
-GENERIC_MFU = 0.665
+GENERIC_MFU = 0.685
 GENERIC_MBU = 0.76
 GENERIC_LAYER_OVERHEAD_S = 2.2e-5
-GENERIC_OVERLAP = 0.68
+GENERIC_OVERLAP = 0.71
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +54,15 @@ class GpuSpec:
     overlap: float = 1.0  # share of the shorter of compute and memory time hidden under the longer (1: max)
     device_memory_bytes: float | None = None  # what the driver reports as total (cudaMemGetInfo), if known
     sm_count: int = 128  # streaming multiprocessors (vLLM's sampler keeps one vocabulary row per SM)
+    allreduce_bw_bytes_per_s: float | None = None  # NCCL's measured all-reduce bus bandwidth, one direction, if known
+
+    @property
+    def collective_bw_bytes_per_s(self) -> float:
+        """The bus bandwidth the in-node collectives (TP all-reduces, MoE exchanges) run at: NCCL's measured figure
+        where the catalog has one, else one direction of the datasheet's link."""
+        if self.allreduce_bw_bytes_per_s is not None:
+            return self.allreduce_bw_bytes_per_s
+        return self.interconnect_bw_bytes_per_s / 2
 
     @property
     def total_memory_bytes(self) -> float:
@@ -81,6 +90,7 @@ class _GpuEntry(Frozen):
     hbm_bw_gb_per_s: float = Field(gt=0)
     interconnect: str = ""
     interconnect_gb_per_s: float = Field(gt=0)
+    allreduce_gb_per_s: float | None = Field(default=None, gt=0)
     allreduce_latency_s: float = Field(default=1e-5, ge=0)
     mfu: float = Field(default=GENERIC_MFU, gt=0, le=1)
     mbu: float = Field(default=GENERIC_MBU, gt=0, le=1)
@@ -112,6 +122,7 @@ class _GpuEntry(Frozen):
             price_as_of=self.price_as_of,
             device_memory_bytes=None if self.device_memory_bytes is None else float(self.device_memory_bytes),
             sm_count=self.sm_count,
+            allreduce_bw_bytes_per_s=None if self.allreduce_gb_per_s is None else self.allreduce_gb_per_s * GIGA,
         )
 
 

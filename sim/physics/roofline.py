@@ -161,7 +161,7 @@ class RooflineSetup:
         else:  # the gather carries each token's router logits too
             per_gpu = total * (2 * per_token + m.n_experts * self.activation_bits / 8) * (g - 1) / g
         if g <= self.gpus_per_node:
-            bw, lat = self.gpu.interconnect_bw_bytes_per_s / 2, self.gpu.allreduce_latency_s
+            bw, lat = self.gpu.collective_bw_bytes_per_s, self.gpu.allreduce_latency_s
         else:
             bw, lat = self.scale_out_bytes_per_s, self.scale_out_latency_s
         return 2 * lat + per_gpu / bw
@@ -270,14 +270,13 @@ def weight_bytes_read(setup: RooflineSetup, n_tokens: int, group_tokens: int | N
 
 
 def allreduce_time_s(gpu: GpuSpec, *, tp: int, n_bytes: float) -> float:
-    """All-reduce of `n_bytes` over `tp` GPUs, alpha-beta: a fixed latency per collective plus
-    the ring's 2(tp-1)/tp of the data over one direction of the link (the catalog's interconnect
-    figure is bidirectional, so one direction gets half of it).
+    """All-reduce of `n_bytes` over `tp` GPUs, alpha-beta: a fixed latency per collective plus the ring's
+    2(tp-1)/tp of the data at the bus bandwidth NCCL reaches on the GPU's link (`collective_bw_bytes_per_s`: its
+    measured figure at the 1-64 MB a prefill chunk's all-reduces carry, else one direction of the datasheet's link).
     """
     if tp <= 1:
         return 0.0
-    link_bw = gpu.interconnect_bw_bytes_per_s / 2
-    return gpu.allreduce_latency_s + 2 * (tp - 1) / tp * n_bytes / link_bw
+    return gpu.allreduce_latency_s + 2 * (tp - 1) / tp * n_bytes / gpu.collective_bw_bytes_per_s
 
 
 def unsampled_logit_flops(setup: RooflineSetup, n_tokens: int, logit_tokens: int | None) -> float:

@@ -44,6 +44,7 @@ class GpuOverride(Frozen):
     hbm_gb: float | None = Field(default=None, gt=0)
     hbm_bw_gb_per_s: float | None = Field(default=None, gt=0)
     interconnect_gb_per_s: float | None = Field(default=None, gt=0)
+    allreduce_gb_per_s: float | None = Field(default=None, gt=0)
     allreduce_latency_s: float | None = Field(default=None, ge=0)
     mfu: float | None = Field(default=None, gt=0, le=1)
     mbu: float | None = Field(default=None, gt=0, le=1)

@@ -29,12 +29,15 @@ def apply_override(override: GpuOverride, gpu: GpuSpec) -> GpuSpec:
         "hbm_gb": ("hbm_bytes", GIGA),
         "hbm_bw_gb_per_s": ("hbm_bw_bytes_per_s", GIGA),
         "interconnect_gb_per_s": ("interconnect_bw_bytes_per_s", GIGA),
+        "allreduce_gb_per_s": ("allreduce_bw_bytes_per_s", GIGA),
     }
     for key, value in override.model_dump(exclude_none=True).items():
         field, factor = scaled.get(key, (key, 1.0))
         changes[field] = value * factor
     if "hbm_bytes" in changes:
         changes["device_memory_bytes"] = None  # the corrected size is the memory, as the driver would report it
+    if "interconnect_bw_bytes_per_s" in changes and "allreduce_bw_bytes_per_s" not in changes:
+        changes["allreduce_bw_bytes_per_s"] = None  # the catalog's NCCL figure was measured on the link replaced
     return replace(gpu, **changes)
 
 
