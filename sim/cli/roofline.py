@@ -42,6 +42,8 @@ def roofline_report(
     prompt_rate = prompt_tokens_per_s(setup, prompt_tokens=prompt_tokens)
     decode_rate = {b: decode_tokens_per_s(setup, batch=b, context_tokens=context_tokens) for b in batches}
     fit_batch = max_batch(setup, context_tokens=fit_ctx)
+    # a row's batch holds its sequences' KV (each at least the token it decodes) or the table says it does not fit
+    fits = {b: b <= max_batch(setup, context_tokens=max(1, context_tokens)) for b in batches}
     fit: dict[str, Any] = {"context_tokens": fit_ctx, "batch": fit_batch}
     if fit_batch >= 1:
         rate = decode_tokens_per_s(setup, batch=fit_batch, context_tokens=fit_ctx)
@@ -64,6 +66,7 @@ def roofline_report(
             "decode_tokens_per_s": {str(b): r for b, r in rates.items()},
             "usd_per_1k_completion_tokens": {str(b): usd_per_1k_tokens(setup, r) for b, r in rates.items()},
             "speedup": {str(b): r / decode_rate[b] for b, r in rates.items()},
+            "kv_fits": {str(b): fits[b] for b in batches},
         }
     return {
         "speculative": spec_block,
@@ -115,6 +118,7 @@ def roofline_report(
         "context_tokens": context_tokens,
         "decode_step_bytes": {str(b): decode_cost(setup, batch=b, context_tokens=context_tokens).bytes for b in batches},
         "decode_tokens_per_s": {str(b): r for b, r in decode_rate.items()},
+        "decode_kv_fits": {str(b): fits[b] for b in batches},
         "usd_per_1k_completion_tokens": {str(b): usd_per_1k_tokens(setup, r) for b, r in decode_rate.items()},
         "max_batch": fit,
         "api": {
@@ -137,6 +141,14 @@ def _vs(ours: float | None, theirs: float) -> str:
     if ours <= 0:
         return "free at the price given"
     return f"{theirs / ours:.1f}x cheaper than the API" if ours <= theirs else f"{ours / theirs:.1f}x the API's price"
+
+
+def _no_room(r: dict[str, Any], b: str) -> str:
+    """A decode row's caveat when its batch's KV does not fit in the replica's cache (the row is then hypothetical)."""
+    if r["decode_kv_fits"][b]:
+        return ""
+    need = int(b) * max(1, r["context_tokens"])
+    return f"   (KV does not fit: {need:,} tokens, the cache holds {r['kv_capacity_tokens']:,})"
 
 
 def render_text(r: dict[str, Any]) -> str:
@@ -197,7 +209,7 @@ def render_text(r: dict[str, Any]) -> str:
         usd = r["usd_per_1k_completion_tokens"][b]
         lines.append(
             f"  {b:>5}  {rate:>9,.1f}   {_usd(usd):>15}   {r['decode_step_bytes'][b] / GIGA:7.1f} GB"
-            f"   {_vs(usd, api['usd_per_1k_completion_tokens'])}"
+            f"   {_vs(usd, api['usd_per_1k_completion_tokens'])}{_no_room(r, b)}"
         )
     fit = r["max_batch"]
     if fit["batch"] >= 1:
@@ -220,5 +232,6 @@ def render_text(r: dict[str, Any]) -> str:
         for b, rate in spec["decode_tokens_per_s"].items():
             lines.append(
                 f"  {b:>5}  {rate:>9,.1f}   {_usd(spec['usd_per_1k_completion_tokens'][b]):>15}   {spec['speedup'][b]:.2f}x"
+                f"{_no_room(r, b)}"
             )
     return "\n".join(lines)
