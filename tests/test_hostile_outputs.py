@@ -66,6 +66,50 @@ def test_a_run_folder_edited_by_hand_fails_in_one_line_and_writes_nothing(run_di
     assert not (tmp_path / "m.txt").exists() and not (tmp_path / "p.html").exists()
 
 
+def _copy(run_dir: Path, to: Path) -> Path:
+    to.mkdir()
+    for f in run_dir.iterdir():
+        if f.is_file():
+            (to / f.name).write_bytes(f.read_bytes())
+    return to
+
+
+EDITS = {  # file, edit, what the one-line error says
+    "output tokens below zero": ("requests", lambda r: r.assign(output_tokens=r["output_tokens"] - 100), "output_tokens = -"),
+    "first token before arrival": (
+        "requests",
+        lambda r: r.assign(first_token_at_s=r["arrival_at_s"] - 5, scheduled_at_s=r["arrival_at_s"] - 5),
+        "scheduled_at_s must not precede arrival_at_s",
+    ),
+    "completion before first token": (
+        "requests",
+        lambda r: r.assign(completed_at_s=r["first_token_at_s"] - 0.5),
+        "completed_at_s = ",
+    ),
+    "an unknown status": ("requests", lambda r: r.assign(status="done"), "status must be one of"),
+    "a NaN arrival": ("requests", lambda r: r.assign(arrival_at_s=float("nan")), "arrival must be a finite time >= 0"),
+    "an infinite completion": ("requests", lambda r: r.assign(completed_at_s=float("inf")), "instants must be finite"),
+    "text for numbers": ("requests", lambda r: r.assign(prompt_tokens="many"), "column prompt_tokens must hold numbers"),
+    "negative busy seconds": ("replicas", lambda r: r.assign(busy_s=-1.0), "busy_s = -1.0"),
+    "a negative gap": ("itl", lambda r: r.assign(a=-1.0, b=0.0), "gaps must be >= 0"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EDITS))
+def test_impossible_records_fail_in_one_line_naming_the_file_row_rule_and_value(run_dir, tmp_path, case):
+    """Records no simulation leaves (found fuzzing: `report` printed them as figures, exit 0) are refused before any
+    figure is computed or any file written."""
+    name, edit, says = EDITS[case]
+    edited = _copy(run_dir, tmp_path / "edited")
+    frame = pd.read_parquet(edited / f"{name}.parquet")
+    edit(frame).to_parquet(edited / f"{name}.parquet", index=False)
+    res = runner.invoke(app, ["report", str(edited), "--html", str(tmp_path / "p.html")])
+    one_line_error(res, says)
+    assert f"{name}.parquet" in res.output and "nothing written" in res.output
+    assert not (tmp_path / "p.html").exists()
+    assert runner.invoke(app, ["report", str(run_dir)]).exit_code == 0  # the folder as written reads back
+
+
 def test_import_and_export_check_the_fleet_they_write(tmp_path):
     (tmp_path / "m.sh").write_text("vllm serve /models/foo\n")
     res = runner.invoke(app, ["import", str(tmp_path / "m.sh"), "--gpu", "h100-sxm", "--model", "no-such-model"])

@@ -37,6 +37,7 @@ from sim.results.metrics import (
     summarize,
     transfer_summary,
 )
+from sim.results.records_check import check_itl, check_replicas, check_requests
 from sim.results.run_meta import check_meta
 from sim.schema import STATUS_LABELS, SUMMARY_KEYS, RequestStatus
 
@@ -387,12 +388,17 @@ class SimResult:
         try:
             meta = check_meta(json.loads((run_dir / "meta.json").read_text()), run_dir)
             requests = pd.read_parquet(run_dir / "requests.parquet")
+            check_requests(run_dir / "requests.parquet", requests)
             requests["status"] = pd.Categorical(requests["status"].astype(str), categories=STATUS_LABELS)
+            replicas = pd.read_parquet(run_dir / "replicas.parquet")
+            check_replicas(run_dir / "replicas.parquet", replicas)
+            itl = pd.read_parquet(run_dir / "itl.parquet")
+            check_itl(run_dir / "itl.parquet", itl)
             return cls(
                 requests=requests,
-                replicas=pd.read_parquet(run_dir / "replicas.parquet"),
+                replicas=replicas,
                 timeline=pd.read_parquet(run_dir / "timeline.parquet"),
-                itl=GapDistribution.from_frame(pd.read_parquet(run_dir / "itl.parquet")),
+                itl=GapDistribution.from_frame(itl),
                 meta=meta,
             )
         except FleetsimError:
