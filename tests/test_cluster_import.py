@@ -196,7 +196,7 @@ BAD = [
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec:\n  replicas: '{{ .Values.replicas }}'\n",
         "spec.replicas holds unrendered templating",
     ),
-    ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec: {}\n", "spec.template.spec is missing"),
+    ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec: {}\n", "spec.template is missing"),
     (
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec:\n  template:\n    spec:\n      containers: [{name: a, image: nginx}]\n",
         "no container of spec.template.spec.containers runs vLLM",
@@ -543,3 +543,22 @@ def test_bad_histograms_and_nothing_written(tmp_path):
     r = runner.invoke(app, ["trace", "from-metrics", "--requests", str(PROM / "requests.json"), "--prompt-buckets", str(p),
                             "--output-buckets", str(PROM / "output_buckets.json"), "--out", str(out)])  # fmt: skip
     assert r.exit_code == 2 and "no le label" in r.output and not out.exists() and not (tmp_path / "spec.rates.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ("spec: 'no'\n", "x.yaml: spec must be a mapping (got str 'no')"),
+        (
+            "spec: {replicas: 1, template: {spec: {containers: oops}}}\n",
+            "containers must be a list of containers (got str 'oops')",
+        ),
+        ("spec: {replicas: 1, template: [1, 2]}\n", "spec.template must be a mapping (got list [1, 2])"),
+        ("spec: {replicas: 1, template: {spec: {containers: []}}}\n", "spec.template.spec.containers is missing"),
+    ],
+)
+def test_a_manifest_of_the_wrong_shape_is_named_by_the_field_that_is_wrong(tmp_path, body, says):
+    """A value of the wrong kind where a mapping or list belongs is not reported as missing (found fuzzing `import`)."""
+    (tmp_path / "x.yaml").write_text("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n" + body)
+    res = CliRunner().invoke(app, ["import", str(tmp_path / "x.yaml")])
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and says in res.output, res.output

@@ -239,8 +239,22 @@ class Doc:
     def need(self, path: str) -> Any:
         value = self.get(path)
         if value is None:
-            raise FleetsimError(f"{self.where}: {path} is missing")
+            raise FleetsimError(f"{self.where}: {self.why_not(path)}")
         return value
+
+    def why_not(self, path: str) -> str:
+        """Why `path` has no value: the first part of it that is missing, or that holds something other than a
+        mapping where the path goes on (a manifest's `spec: "no"` is not a missing spec)."""
+        node: Any = self.data
+        done: list[str] = []
+        for part in path.split("."):
+            if not isinstance(node, dict):
+                return f"{'.'.join(done) or 'the manifest'} must be a mapping (got {type(node).__name__} {_short(node)})"
+            if part not in node or node[part] is None:
+                return f"{'.'.join([*done, part])} is missing"
+            node = node[part]
+            done.append(part)
+        return f"{path} is missing"
 
     def int_at(self, path: str, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int | str):
@@ -310,14 +324,30 @@ def _container_args(container: dict[str, Any], where: str, env: dict[str, str]) 
     return found
 
 
+def _short(value: Any) -> str:
+    """A value as a manifest holds it, cut for a one-line error."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _pod_spec(imp: Imported, doc: Doc, spec_path: str) -> None:
     """The vLLM container of a pod template (its args, GPUs) and the GPU type from node selection."""
     spec = doc.get(spec_path)
     if not isinstance(spec, dict):
-        raise FleetsimError(f"{doc.where}: {spec_path} is missing")
+        why = (
+            doc.why_not(spec_path)
+            if spec is None
+            else f"{spec_path} must be a mapping (got {type(spec).__name__} {_short(spec)})"
+        )
+        raise FleetsimError(f"{doc.where}: {why}")
     containers = spec.get("containers")
-    if not isinstance(containers, list) or not containers:
+    if containers is None or containers == []:
         raise FleetsimError(f"{doc.where}: {spec_path}.containers is missing")
+    if not isinstance(containers, list):
+        raise FleetsimError(
+            f"{doc.where}: {spec_path}.containers must be a list of containers (got {type(containers).__name__} "
+            f"{_short(containers)})"
+        )
     found = None
     for i, c in enumerate(containers):
         if not isinstance(c, dict):
