@@ -16,6 +16,14 @@ IntervalS = Annotated[float, Field(ge=MIN_INTERVAL_S)]
 MAX_REPLICAS = 100_000
 MAX_COUNT = 10_000_000
 MAX_TOKENS = 10_000_000_000
+# Physical bounds on hardware and price figures, far past any real one: beyond them a figure is a typo (1e308 GB/s,
+# $1e308 an hour), and the arithmetic it feeds overflows to inf or underflows to 0.
+MAX_USD_PER_GPU_HOUR = 1e6
+MAX_HW_RATE = 1e6  # TFLOP/s, GB, GB/s
+MIN_HW_RATE = 1e-3  # TFLOP/s, GB/s (a thousandth: slower is a typo, and prices become 300-digit numbers)
+MAX_OVERHEAD_S = 1.0  # per layer or per all-reduce
+MAX_STEP_OVERHEAD_S = 3600.0
+MAX_BILLING_S = 366 * 86_400.0
 
 
 class Frozen(BaseModel):

@@ -126,7 +126,9 @@ def test_bad_user_gpu_catalog(tmp_path):
     )
     from sim.physics.hardware import load_gpu_catalog
 
-    with pytest.raises(FleetsimError, match=r"gpus.yaml: my-gpu.bf16_tflops: Input should be greater than 0 \(got -1\)"):
+    with pytest.raises(
+        FleetsimError, match=r"gpus.yaml: my-gpu.bf16_tflops: Input should be greater than or equal to 0.001 \(got -1\)"
+    ):
         load_gpu_catalog(tmp_path / "gpus.yaml")
 
 

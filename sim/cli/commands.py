@@ -27,6 +27,7 @@ from sim.physics.models import check_draft, load_model_catalog, resolve_model
 from sim.physics.prices import api_price
 from sim.scenario.config import DEFAULT_API, RooflineConfig, load_config, preset_names, roofline_config
 from sim.scenario.resolve import build_setup, check_override_names
+from sim.spec import MAX_USD_PER_GPU_HOUR
 
 app = typer.Typer(
     name="fleetsim",
@@ -107,8 +108,8 @@ def roofline(
     positive("--fit-context-tokens", fit_context_tokens)
     positive("--tp", tp)
     positive("--gpus-per-node", gpus_per_node)
-    if price_per_gpu_hour is not None and not (math.isfinite(price_per_gpu_hour) and price_per_gpu_hour >= 0):
-        raise FleetsimError(f"--price-per-gpu-hour must be a finite number >= 0 (got {price_per_gpu_hour})")
+    if price_per_gpu_hour is not None and not (0 <= price_per_gpu_hour <= MAX_USD_PER_GPU_HOUR):
+        raise FleetsimError(f"--price-per-gpu-hour must be between 0 and {MAX_USD_PER_GPU_HOUR:,.0f} (got {price_per_gpu_hour})")
     if gpu_memory_utilization is not None and not 0 < gpu_memory_utilization <= 1:
         raise FleetsimError(f"--gpu-memory-utilization must be in (0, 1] (got {gpu_memory_utilization})")
     if context_tokens < 0:

@@ -18,7 +18,7 @@ import yaml
 from pydantic import Field, ValidationError
 
 from sim.errors import FleetsimError, from_validation_error, unknown_name
-from sim.spec import Frozen
+from sim.spec import MAX_HW_RATE, MAX_OVERHEAD_S, MAX_USD_PER_GPU_HOUR, MIN_HW_RATE, Frozen
 from sim.yaml_input import read_yaml
 
 TERA = 1e12
@@ -84,22 +84,22 @@ class _GpuEntry(Frozen):
 
     description: str = ""
     aliases: list[str] = Field(default_factory=list)
-    bf16_tflops: float = Field(gt=0)
-    fp8_tflops: float | None = Field(default=None, gt=0)
-    hbm_gb: float = Field(gt=0)
-    hbm_bw_gb_per_s: float = Field(gt=0)
+    bf16_tflops: float = Field(ge=MIN_HW_RATE, le=MAX_HW_RATE)
+    fp8_tflops: float | None = Field(default=None, ge=MIN_HW_RATE, le=MAX_HW_RATE)
+    hbm_gb: float = Field(gt=0, le=MAX_HW_RATE)
+    hbm_bw_gb_per_s: float = Field(ge=MIN_HW_RATE, le=MAX_HW_RATE)
     interconnect: str = ""
-    interconnect_gb_per_s: float = Field(gt=0)
-    allreduce_gb_per_s: float | None = Field(default=None, gt=0)
-    allreduce_latency_s: float = Field(default=1e-5, ge=0)
+    interconnect_gb_per_s: float = Field(ge=MIN_HW_RATE, le=MAX_HW_RATE)
+    allreduce_gb_per_s: float | None = Field(default=None, ge=MIN_HW_RATE, le=MAX_HW_RATE)
+    allreduce_latency_s: float = Field(default=1e-5, ge=0, le=MAX_OVERHEAD_S)
     mfu: float = Field(default=GENERIC_MFU, gt=0, le=1)
     mbu: float = Field(default=GENERIC_MBU, gt=0, le=1)
-    layer_overhead_s: float = Field(default=GENERIC_LAYER_OVERHEAD_S, ge=0)
+    layer_overhead_s: float = Field(default=GENERIC_LAYER_OVERHEAD_S, ge=0, le=MAX_OVERHEAD_S)
     overlap: float = Field(default=GENERIC_OVERLAP, ge=0, le=1)
-    usd_per_gpu_hour: float | None = Field(default=None, ge=0)
+    usd_per_gpu_hour: float | None = Field(default=None, ge=0, le=MAX_USD_PER_GPU_HOUR)
     price_source: str = ""
     price_as_of: str = ""
-    device_memory_bytes: int | None = Field(default=None, gt=0)
+    device_memory_bytes: int | None = Field(default=None, gt=0, le=int(MAX_HW_RATE * GIGA))
     sm_count: int = Field(default=128, ge=1, le=100_000)
 
     def to_spec(self, name: str) -> GpuSpec:

@@ -433,6 +433,8 @@ def load_model_catalog() -> ModelCatalog:
 def resolve_model(name_or_path: str, catalog: ModelCatalog | None = None) -> ModelSpec:
     """A catalog name, or a path to a config.json / a folder holding one."""
     catalog = catalog or load_model_catalog()
+    if not name_or_path.strip():  # ("" is the current folder as a path: it would be read for a config.json)
+        raise FleetsimError("model: the name is empty; give a catalog name (fleetsim models) or a config.json path")
     if name_or_path.strip().lower() in catalog.models:
         return catalog.get(name_or_path)
     path = Path(name_or_path)

@@ -27,7 +27,19 @@ from sim.errors import FleetsimError, _short, from_validation_error, unknown_nam
 from sim.physics.prices import capacity_providers, load_api_prices
 from sim.policies.autoscale import AutoscalerConfig, FixedConfig
 from sim.policies.lifecycle import LifecycleConfig
-from sim.spec import MAX_COUNT, MAX_REPLICAS, MAX_TOKENS, Frozen, IntervalS
+from sim.spec import (
+    MAX_BILLING_S,
+    MAX_COUNT,
+    MAX_HW_RATE,
+    MAX_OVERHEAD_S,
+    MAX_REPLICAS,
+    MAX_STEP_OVERHEAD_S,
+    MAX_TOKENS,
+    MAX_USD_PER_GPU_HOUR,
+    MIN_HW_RATE,
+    Frozen,
+    IntervalS,
+)
 from sim.workload.jobs import BatchJob
 from sim.workload.synthetic import SyntheticSpec
 from sim.workload.transforms import TraceFile, swap_trace_file, trace_note
@@ -39,18 +51,18 @@ DEFAULT_API = "gpt-3.5-turbo-2023-07"
 class GpuOverride(Frozen):
     """Per-GPU corrections to the catalog, in the catalog's units."""
 
-    bf16_tflops: float | None = Field(default=None, gt=0)
-    fp8_tflops: float | None = Field(default=None, gt=0)
-    hbm_gb: float | None = Field(default=None, gt=0)
-    hbm_bw_gb_per_s: float | None = Field(default=None, gt=0)
-    interconnect_gb_per_s: float | None = Field(default=None, gt=0)
-    allreduce_gb_per_s: float | None = Field(default=None, gt=0)
-    allreduce_latency_s: float | None = Field(default=None, ge=0)
+    bf16_tflops: float | None = Field(default=None, ge=MIN_HW_RATE, le=MAX_HW_RATE)
+    fp8_tflops: float | None = Field(default=None, ge=MIN_HW_RATE, le=MAX_HW_RATE)
+    hbm_gb: float | None = Field(default=None, gt=0, le=MAX_HW_RATE)
+    hbm_bw_gb_per_s: float | None = Field(default=None, ge=MIN_HW_RATE, le=MAX_HW_RATE)
+    interconnect_gb_per_s: float | None = Field(default=None, ge=MIN_HW_RATE, le=MAX_HW_RATE)
+    allreduce_gb_per_s: float | None = Field(default=None, ge=MIN_HW_RATE, le=MAX_HW_RATE)
+    allreduce_latency_s: float | None = Field(default=None, ge=0, le=MAX_OVERHEAD_S)
     mfu: float | None = Field(default=None, gt=0, le=1)
     mbu: float | None = Field(default=None, gt=0, le=1)
-    layer_overhead_s: float | None = Field(default=None, ge=0)
+    layer_overhead_s: float | None = Field(default=None, ge=0, le=MAX_OVERHEAD_S)
     overlap: float | None = Field(default=None, ge=0, le=1)
-    usd_per_gpu_hour: float | None = Field(default=None, ge=0)
+    usd_per_gpu_hour: float | None = Field(default=None, ge=0, le=MAX_USD_PER_GPU_HOUR)
 
 
 class RooflineConfig(Frozen):
@@ -68,11 +80,13 @@ class RooflineConfig(Frozen):
     attention: bool = True
     comm: bool = True
     logits: Literal["sampled", "every_token"] = "sampled"  # where the LM head runs (every_token: the seed's 2P per token)
-    step_overhead_s: float = Field(default=0.0, ge=0)  # fixed seconds per step (scheduler, sampling on the host)
-    layer_overhead_s: float | None = Field(default=None, ge=0)  # fixed seconds per layer per step
+    step_overhead_s: float = Field(
+        default=0.0, ge=0, le=MAX_STEP_OVERHEAD_S
+    )  # fixed seconds per step (scheduler, sampling on the host)
+    layer_overhead_s: float | None = Field(default=None, ge=0, le=MAX_OVERHEAD_S)  # fixed seconds per layer per step
     overlap: float | None = Field(default=None, ge=0, le=1)  # 1: max(compute, memory); 0: their sum
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
-    memory_reserve_gb: float = Field(default=0.0, ge=0)
+    memory_reserve_gb: float = Field(default=0.0, ge=0, le=MAX_HW_RATE)
     # the KV cache: "vllm" sizes it as vLLM's memory profiling does (the device's reported total, less the weights,
     # the profiled activation peak, non-torch memory and CUDA graphs); "reserve": the datasheet memory less the weights
     kv_memory: Literal["vllm", "reserve"] = "vllm"
@@ -347,7 +361,7 @@ class FallbackConfig(ClassConfig):
     gpu: str = Field(min_length=1)
     tp: int | None = Field(default=None, ge=1, le=1024)
     capacity: Literal["on_demand", "spot"] = "on_demand"
-    usd_per_gpu_hour: float | None = Field(default=None, ge=0)
+    usd_per_gpu_hour: float | None = Field(default=None, ge=0, le=MAX_USD_PER_GPU_HOUR)
 
 
 class FailureConfig(Frozen):
@@ -454,7 +468,7 @@ class PoolConfig(Frozen):
     autoscaler: AutoscalerConfig = FixedConfig()
     lifecycle: LifecycleConfig | None = None
     engine: EngineConfig | None = None
-    usd_per_gpu_hour: float | None = Field(default=None, ge=0)
+    usd_per_gpu_hour: float | None = Field(default=None, ge=0, le=MAX_USD_PER_GPU_HOUR)
     capacity: CapacityConfig | None = None  # its capacity classes, spot, failures (None: the fleet's `capacity`)
     reserved_replicas: int | None = Field(default=None, ge=0, le=MAX_REPLICAS)  # None: the fleet's (prefill), 0 (decode)
 
@@ -588,12 +602,16 @@ class BatchConfig(Frozen):
 
 
 class PricingConfig(Frozen):
-    usd_per_gpu_hour: float | None = Field(default=None, ge=0)  # on demand; None: the GPU catalog's price
-    reserved_usd_per_gpu_hour: float | None = Field(default=None, ge=0)  # None: the sheet's (provider), else on-demand
-    spot_usd_per_gpu_hour: float | None = Field(default=None, ge=0)  # None: the price sheet's (provider)
+    usd_per_gpu_hour: float | None = Field(
+        default=None, ge=0, le=MAX_USD_PER_GPU_HOUR
+    )  # on demand; None: the GPU catalog's price
+    reserved_usd_per_gpu_hour: float | None = Field(
+        default=None, ge=0, le=MAX_USD_PER_GPU_HOUR
+    )  # None: the sheet's (provider), else on-demand
+    spot_usd_per_gpu_hour: float | None = Field(default=None, ge=0, le=MAX_USD_PER_GPU_HOUR)  # None: the price sheet's (provider)
     provider: str | None = None  # a provider of the capacity price sheet: unset prices come from it
-    billing_granularity_s: float = Field(default=1.0, ge=0)
-    billing_minimum_s: float = Field(default=0.0, ge=0)
+    billing_granularity_s: float = Field(default=1.0, ge=0, le=MAX_BILLING_S)
+    billing_minimum_s: float = Field(default=0.0, ge=0, le=MAX_BILLING_S)
     compare_api: str = DEFAULT_API
 
     @field_validator("provider")

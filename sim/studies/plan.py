@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from sim.errors import FleetsimError
 from sim.spec import Frozen
@@ -71,6 +71,7 @@ from sim.studies.sweep import (
     _values,
     check_axes,
     check_point,
+    check_seeds,
     cluster,
     execute,
     jobs_for,
@@ -130,6 +131,11 @@ class PlanSpec(Frozen):
     seeds: int | list[int] = 3
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
     method: Literal["bisect", "grid"] = "bisect"
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: int | list[int]) -> int | list[int]:
+        return check_seeds(v)
 
 
 @dataclass

@@ -86,6 +86,22 @@ class Range(Frozen):
 AxisValues = list[Any] | Range
 
 
+MAX_STUDY_SEED = 2**62  # a study's seeds (a plan verifies under seed + 1,000,000; a scenario's seed is < 2**63)
+
+
+def check_seeds(v: int | list[int]) -> int | list[int]:
+    """`seeds:` of a sweep or plan: a count (1 to 10,000) or a list of distinct seeds in [0, MAX_STUDY_SEED]."""
+    if isinstance(v, int):
+        if not 1 <= v <= 10_000:
+            raise ValueError("must be between 1 and 10,000 (or a list of seeds)")
+    else:
+        if not v:
+            raise ValueError("must not be empty")
+        if any(not 0 <= s <= MAX_STUDY_SEED for s in v) or len(set(v)) != len(v):
+            raise ValueError(f"seeds must be distinct, >= 0 and <= 2**62 ({MAX_STUDY_SEED:,})")
+    return v
+
+
 class SweepSpec(Frozen):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     base: str = Field(min_length=1)
@@ -97,15 +113,7 @@ class SweepSpec(Frozen):
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, v: int | list[int]) -> int | list[int]:
-        if isinstance(v, int):
-            if not 1 <= v <= 10_000:
-                raise ValueError("must be between 1 and 10,000 (or a list of seeds)")
-        else:
-            if not v:
-                raise ValueError("must not be empty")
-            if any(s < 0 for s in v) or len(set(v)) != len(v):
-                raise ValueError("seeds must be distinct and >= 0")
-        return v
+        return check_seeds(v)
 
     def seed_list(self) -> list[int]:
         return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)

@@ -107,6 +107,8 @@ def _load_trace(
     if path.is_dir():
         raise FleetsimError(f"{path}: is a folder, not a trace file")
     if not path.is_file():
+        if path.exists():  # a device, a pipe or a socket: its size says nothing and a read may never end
+            raise FleetsimError(f"{path}: not a regular file (a device, pipe or socket); give a trace file")
         raise FleetsimError(f"{path}: no such trace file")
     if path.stat().st_size == 0:
         raise FleetsimError(f"{path}: empty file")
@@ -208,6 +210,8 @@ def _read_csv(path: Path, layout: CsvLayout, format: str) -> pd.DataFrame:
     for col in needed:
         if col not in header:
             raise FleetsimError(f"{path}: missing column {col!r} for format {format} (found: {', '.join(header)})")
+        if header.count(col) > 1:  # (which of the two is the trace's? neither is read silently)
+            raise FleetsimError(f"{path}: column {col!r} appears {header.count(col)} times in the header; keep one")
     time_type = pa.timestamp("ns") if layout.time_unit == "datetime" else pa.float64()
     types = {layout.time: time_type, layout.prompt: pa.int64(), layout.output: pa.int64()}
     if "prefix_hash_ids" in layout.extra:  # as text: an inferred type would read big ids as float64 (collisions)
@@ -234,7 +238,8 @@ def _read_csv(path: Path, layout: CsvLayout, format: str) -> pd.DataFrame:
             check_tokens(p, column=layout.prompt, where=where, offset=offset)
             keep = np.ones(len(t), dtype=bool)
             if format == "burstgpt":
-                keep &= o > 0  # failed requests: logged with 0 response tokens
+                check_tokens(np.where(o == 0, 1, o), column=layout.output, where=where, offset=offset)
+                keep &= o > 0  # failed requests: logged with 0 response tokens (a negative count is an error above)
                 for col, value in layout.filters.items():
                     keep &= batch.column(col).to_numpy(zero_copy_only=False) == value
             check_tokens(np.where(keep, o, 1), column=layout.output, where=where, offset=offset)

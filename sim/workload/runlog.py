@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from sim.errors import FleetsimError, _short
+from sim.spec import MAX_TOKENS
 from sim.workload.schema import validate_frame
 
 LAYOUTS = ("requests", "vllm-bench", "csv")
@@ -121,6 +122,9 @@ def _fail(p: Path, where: str, rule: str, value: Any) -> FleetsimError:
     return FleetsimError(f"{p} {where}: {rule} (got {_short(value)})")
 
 
+MAX_ABS_SECONDS = 1e12  # a log's instants and gaps (31,700 years either way of its epoch)
+
+
 def _number(p: Path, where: str, value: Any, *, integer: bool = False, minimum: float = 0.0) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise _fail(p, where, "must be a finite number", value)
@@ -128,6 +132,10 @@ def _number(p: Path, where: str, value: Any, *, integer: bool = False, minimum: 
         raise _fail(p, where, "must be a whole number", value)
     if value < minimum:
         raise _fail(p, where, f"must be >= {minimum:g}", value)
+    if integer and value > MAX_TOKENS:
+        raise _fail(p, where, f"must be <= {MAX_TOKENS:,}", value)
+    if abs(value) > MAX_ABS_SECONDS:  # (differences of such instants overflow to inf)
+        raise _fail(p, where, f"must be within +-{MAX_ABS_SECONDS:g} s", value)
     return float(value)
 
 
@@ -182,6 +190,8 @@ def _read_bench(p: Path) -> Any:
         if not isinstance(data[k], list) or len(data[k]) != n:
             raise _fail(p, k, f"must be a list of {n} entries, one per request like input_lens", type(data[k]).__name__)
     errors = data.get("errors") or [""] * n
+    if not isinstance(errors, list) or len(errors) != n or not all(e is None or isinstance(e, str) for e in errors):
+        raise _fail(p, "errors", f"must be a list of {n} strings (empty where the request succeeded)", errors)
     keep, gaps = [], []
     dropped = 0
     for i in range(n):

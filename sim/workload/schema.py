@@ -40,6 +40,7 @@ else:
 
 from sim.errors import FleetsimError
 from sim.schema import KLASSES  # (the record schema names the request classes)
+from sim.spec import MAX_TOKENS
 from sim.workload.hash_ids import as_column, from_python
 
 REQUIRED = ("arrival_at_s", "prompt_tokens", "output_tokens")
@@ -67,10 +68,13 @@ def first_bad(mask: np.ndarray) -> int | None:
 
 
 def check_tokens(values: np.ndarray, *, column: str, where: Where, offset: int = 0) -> None:
-    """Token counts: present, integral and >= 1 (vectorized; names the first offending row)."""
+    """Token counts: present, integral, >= 1 and at most MAX_TOKENS (vectorized; names the first offending row)."""
     bad = first_bad(~(values >= 1))  # NaN fails too
     if bad is not None:
         raise FleetsimError(f"{where.at(offset + bad)}: {column} must be >= 1 (got {_show(values[bad])})")
+    bad = first_bad(values > MAX_TOKENS)  # (beyond it a count no model serves, and int64 wraps past 9.2e18)
+    if bad is not None:
+        raise FleetsimError(f"{where.at(offset + bad)}: {column} must be <= {MAX_TOKENS:,} (got {_show(values[bad])})")
     if values.dtype.kind == "f":
         bad = first_bad(values != np.floor(values))
         if bad is not None:

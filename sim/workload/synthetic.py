@@ -46,15 +46,15 @@ class Poisson(Frozen):
 class GammaRenewal(Frozen):
     process: Literal["gamma"] = "gamma"
     rate_per_s: float = Field(gt=0)
-    cv: float = Field(gt=0)
+    cv: float = Field(ge=0.01, le=1000)  # (real traces: 1 to ~15; beyond these the gamma draws lose precision)
 
 
 class OnOff(Frozen):
     process: Literal["onoff"] = "onoff"
     on_rate_per_s: float = Field(gt=0)
     off_rate_per_s: float = Field(default=0.0, ge=0)
-    mean_on_s: float = Field(gt=0)
-    mean_off_s: float = Field(gt=0)
+    mean_on_s: float = Field(ge=0.001)  # (phases shorter than a millisecond: a phase per microsecond of trace)
+    mean_off_s: float = Field(ge=0.001)
 
 
 class Diurnal(Frozen):
@@ -101,8 +101,8 @@ class Uniform(Frozen):
 
 class Lognormal(Frozen):
     dist: Literal["lognormal"] = "lognormal"
-    mean: float = Field(gt=0)
-    cv: float = Field(gt=0)
+    mean: float = Field(gt=0, le=MAX_TOKENS)
+    cv: float = Field(gt=0, le=1000)
     max: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
 
 
@@ -313,7 +313,7 @@ def draw_lengths(spec: Lengths, rng: np.random.Generator, n: int, *, base_dir: P
         return rng.integers(spec.low, spec.high + 1, n, dtype=np.int64)
     if isinstance(spec, Lognormal):
         x = np.rint(lognormal(rng, mean=spec.mean, cv=spec.cv, size=n))
-        return np.asarray(np.clip(x, 1, spec.max or np.inf), dtype=np.int64)
+        return np.asarray(np.clip(x, 1, spec.max or MAX_TOKENS), dtype=np.int64)
     if isinstance(spec, Empirical):
         from sim.workload.readers import load_trace
 
