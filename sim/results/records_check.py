@@ -76,7 +76,8 @@ def check_replicas(path: Path, replicas: pd.DataFrame) -> None:
     _missing(path, replicas, REPLICA_COLUMNS)
     for column in REPLICA_SECONDS:
         v = _numbers(path, replicas, column)
-        _fail(path, replicas, ~(np.isfinite(v) & (v >= 0)), "seconds must be finite and >= 0", column, "replica_id")
+        ok = np.isfinite(v) & (v >= -TOLERANCE_S)  # (sums of float seconds: -6e-14 is a zero)
+        _fail(path, replicas, ~ok, "seconds must be finite and >= 0", column, "replica_id")
     start, end = _numbers(path, replicas, "provision_at_s"), _numbers(path, replicas, "end_at_s")
     with np.errstate(invalid="ignore"):
         _fail(path, replicas, end < start - TOLERANCE_S, "end_at_s must not precede provision_at_s", "end_at_s", "replica_id")
@@ -91,4 +92,5 @@ def check_itl(path: Path, itl: pd.DataFrame) -> None:
     _fail(path, itl, col["weight"] < 0, "weights must be >= 0", "weight", None)
     _fail(path, itl, col["j1"] < col["j0"], "a piece's j1 must not be below its j0", "j1", None)
     last = np.maximum(col["j1"] - 1, col["j0"])
-    _fail(path, itl, (col["a"] + col["b"] * col["j0"] < 0) | (col["a"] + col["b"] * last < 0), "gaps must be >= 0", "a", None)
+    low = np.minimum(col["a"] + col["b"] * col["j0"], col["a"] + col["b"] * last)
+    _fail(path, itl, low < -TOLERANCE_S, "gaps must be >= 0", "a", None)
