@@ -167,3 +167,31 @@ def test_an_empty_model_name_and_a_device_as_a_trace_are_named_as_such(tmp_path)
     one_line_error(["trace", "inspect", os.devnull], "not a regular file")
     os.mkfifo(tmp_path / "fifo.csv")
     one_line_error(["trace", "inspect", str(tmp_path / "fifo.csv")], "not a regular file")
+
+
+def test_trace_windows_and_rate_scales_must_be_finite_and_bounded(tmp_path):
+    """`--end-s nan` read as "no requests left" and `--rate-scale 1e300` wrote every arrival as 0.000000000."""
+    src = tmp_path / "t.csv"
+    src.write_text("arrival_at_s,prompt_tokens,output_tokens\n0,10,5\n1,10,5\n")
+    dst = tmp_path / "o.csv"
+    one_line_error(["trace", "convert", str(src), str(dst), "--end-s", "nan"], "window: end_s must be a finite time >= 0")
+    one_line_error(["trace", "convert", str(src), str(dst), "--start-s", "inf"], "window: start_s must be a finite time >= 0")
+    one_line_error(["trace", "convert", str(src), str(dst), "--rate-scale", "1e300"], "rate scale factor must be a finite number between")
+    assert not dst.exists()
+    one_line_error(
+        ["run", str(REPO / "configs" / "default.yaml"), "--set", "trace.rate_scale=1e300", "--out", str(tmp_path / "r")],
+        "trace.rate_scale",
+    )
+    assert runner.invoke(app, ["trace", "convert", str(src), str(dst), "--rate-scale", "2"]).exit_code == 0
+
+
+def test_roofline_says_when_the_prompt_does_not_fit_and_refuses_counts_past_the_limit():
+    args = ["roofline", "--model", "llama-3.1-8b", "--gpu", "h100-sxm"]
+    res = runner.invoke(app, [*args, "--prompt-tokens", "200000", "--json"])
+    r = json.loads(res.stdout)
+    assert r["prompt_fits"] is False and r["max_context_tokens"] == 131_072
+    text = runner.invoke(app, [*args, "--prompt-tokens", "200000"]).stdout
+    assert "(does not fit: the model's context is 131,072 tokens" in text
+    assert json.loads(runner.invoke(app, [*args, "--json"]).stdout)["prompt_fits"] is True
+    one_line_error([*args, "--prompt-tokens", "99999999999999"], "--prompt-tokens must be <= 10,000,000,000")
+    one_line_error([*args, "--context-tokens", "99999999999"], "--context-tokens must be <= 10,000,000,000")

@@ -27,7 +27,7 @@ from sim.physics.models import check_draft, load_model_catalog, resolve_model
 from sim.physics.prices import api_price
 from sim.scenario.config import DEFAULT_API, RooflineConfig, load_config, preset_names, roofline_config
 from sim.scenario.resolve import build_setup, check_override_names
-from sim.spec import MAX_USD_PER_GPU_HOUR
+from sim.spec import MAX_TOKENS, MAX_USD_PER_GPU_HOUR
 
 app = typer.Typer(
     name="fleetsim",
@@ -114,6 +114,13 @@ def roofline(
         raise FleetsimError(f"--gpu-memory-utilization must be in (0, 1] (got {gpu_memory_utilization})")
     if context_tokens < 0:
         raise FleetsimError(f"--context-tokens must be >= 0 (got {context_tokens})")
+    for option, tokens in (
+        ("--prompt-tokens", prompt_tokens),
+        ("--context-tokens", context_tokens),
+        ("--fit-context-tokens", fit_context_tokens),
+    ):
+        if tokens is not None and tokens > MAX_TOKENS:
+            raise FleetsimError(f"{option} must be <= {MAX_TOKENS:,} (got {tokens:,})")
     lengths = int_list("--prefill-lengths", prefill_lengths)
     batch_sizes = int_list("--batches", batches)
 

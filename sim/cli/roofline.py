@@ -112,6 +112,8 @@ def roofline_report(
         "crossover_prompt_tokens_effective": crossover_prompt_tokens(setup, peak=False),
         "usd_per_replica_hour": None if setup.usd_per_gpu_hour is None else setup.usd_per_gpu_hour * setup.tp,
         "prompt_tokens": prompt_tokens,
+        "prompt_fits": prompt_tokens <= min(model.max_context_tokens, kv_capacity_tokens(setup)),
+        "max_context_tokens": model.max_context_tokens,
         "prompt_tokens_per_s": prompt_rate,
         "usd_per_1k_prompt_tokens": usd_per_1k_tokens(setup, prompt_rate),
         "prefill_latency_s": {str(n): prefill_time_s(setup, prompt_tokens=n) for n in prefill_lengths},
@@ -193,7 +195,13 @@ def render_text(r: dict[str, Any]) -> str:
         f" ({r['crossover_prompt_tokens_effective']:.0f} at effective rates)",
         "",
         f"prompt tokens (prefill)          vs {api['name']} at {_usd(api['usd_per_1k_prompt_tokens'])}/1K",
-        f"  throughput                 {r['prompt_tokens_per_s']:,.0f} tok/s (one {r['prompt_tokens']}-token prompt)",
+        f"  throughput                 {r['prompt_tokens_per_s']:,.0f} tok/s (one {r['prompt_tokens']}-token prompt)"
+        + (
+            ""
+            if r["prompt_fits"]
+            else f"   (does not fit: the model's context is {r['max_context_tokens']:,} tokens, the cache holds "
+            f"{r['kv_capacity_tokens']:,})"
+        ),
         f"  cost                       {_usd(r['usd_per_1k_prompt_tokens'])} / 1K prompt tokens"
         f"  ({_vs(r['usd_per_1k_prompt_tokens'], api['usd_per_1k_prompt_tokens'])})",
     ]

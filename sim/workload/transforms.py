@@ -38,8 +38,14 @@ def _rebase(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     return out
 
 
+MIN_RATE_SCALE, MAX_RATE_SCALE = 1e-6, 1e6  # a trace's rate scaled by at most a million either way
+
+
 def window(frame: pd.DataFrame, *, start_s: float = 0.0, end_s: float | None = None) -> pd.DataFrame:
     """Requests arriving in [start_s, end_s)."""
+    for name, value in (("start_s", start_s), ("end_s", end_s)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise FleetsimError(f"window: {name} must be a finite time >= 0 (got {value})")
     if end_s is not None and end_s <= start_s:
         raise FleetsimError(f"window: end_s must be > start_s (got {end_s} <= {start_s})")
     t = frame["arrival_at_s"]
@@ -51,8 +57,11 @@ def window(frame: pd.DataFrame, *, start_s: float = 0.0, end_s: float | None = N
 
 def scale_rate(frame: pd.DataFrame, factor: float) -> pd.DataFrame:
     """Compress time by `factor` (2.0 doubles the arrival rate); lengths unchanged."""
-    if not (factor > 0 and math.isfinite(factor)):
-        raise FleetsimError(f"rate scale factor must be a finite number > 0 (got {factor})")
+    if not (MIN_RATE_SCALE <= factor <= MAX_RATE_SCALE):  # (NaN fails too)
+        raise FleetsimError(
+            f"rate scale factor must be a finite number between {MIN_RATE_SCALE:g} and {MAX_RATE_SCALE:g} (got {factor}); beyond them "
+            "arrivals collapse onto one instant or spread past any horizon"
+        )
     out = frame.copy()
     out["arrival_at_s"] = frame["arrival_at_s"] / factor
     if "deadline_at_s" in out.columns:
@@ -140,7 +149,7 @@ class TraceFile(Frozen):
     model: str | None = None  # BurstGPT: keep only this Model
     start_s: float | None = Field(default=None, ge=0)
     end_s: float | None = Field(default=None, gt=0)
-    rate_scale: float | None = Field(default=None, gt=0)
+    rate_scale: float | None = Field(default=None, ge=MIN_RATE_SCALE, le=MAX_RATE_SCALE)
     sample: float | None = Field(default=None, gt=0, le=1)
     max_context: int | None = Field(default=None, ge=2)
     repeat: int | None = Field(default=None, ge=1, le=1_000_000)
