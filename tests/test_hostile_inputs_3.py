@@ -176,7 +176,9 @@ def test_trace_windows_and_rate_scales_must_be_finite_and_bounded(tmp_path):
     dst = tmp_path / "o.csv"
     one_line_error(["trace", "convert", str(src), str(dst), "--end-s", "nan"], "window: end_s must be a finite time >= 0")
     one_line_error(["trace", "convert", str(src), str(dst), "--start-s", "inf"], "window: start_s must be a finite time >= 0")
-    one_line_error(["trace", "convert", str(src), str(dst), "--rate-scale", "1e300"], "rate scale factor must be a finite number between")
+    one_line_error(
+        ["trace", "convert", str(src), str(dst), "--rate-scale", "1e300"], "rate scale factor must be a finite number between"
+    )
     assert not dst.exists()
     one_line_error(
         ["run", str(REPO / "configs" / "default.yaml"), "--set", "trace.rate_scale=1e300", "--out", str(tmp_path / "r")],
