@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,7 +18,8 @@ def calibrate(
     steptimes: Annotated[
         Path,
         typer.Argument(
-            help="CSV of step shapes and times (steps or vllm-latency layout), or a real run's log (requests: a folder "
+            help="CSV of step shapes and times (steps or vllm-latency layout), a kernel profile folder (kernels: "
+            "LLMServingSim's dense.csv, attention.csv, per_sequence.csv), or a real run's log (requests: a folder "
             "with requests.jsonl and meta.json; vllm-bench: a vllm bench serve JSON)."
         ),
     ],
@@ -25,7 +27,7 @@ def calibrate(
     gpu: Annotated[str | None, typer.Option(help="GPU catalog name (see `fleetsim gpus`).")] = None,
     tp: Annotated[int, typer.Option(help="Tensor-parallel degree the times were measured at.")] = 1,
     layout: Annotated[
-        str, typer.Option(help="auto, steps, vllm-latency, requests or vllm-bench (see docs/steptime.md).")
+        str, typer.Option(help="auto, steps, vllm-latency, kernels, requests or vllm-bench (see docs/steptime.md).")
     ] = "auto",
     scenario: Annotated[
         Path | None, typer.Option(help="A run log's scenario (model, GPU, TP, engine); default: the run's meta.json.")
@@ -45,7 +47,10 @@ def calibrate(
     mbu) to a real run's per-request latencies, scored on the requests it did not fit."""
     import yaml
 
-    run_folder = steptimes.is_dir() and ((steptimes / "requests.jsonl").is_file() or model is None)
+    from sim.studies.calibrate import is_kernel_profile
+
+    kernels = layout == "kernels" or (layout == "auto" and is_kernel_profile(steptimes))
+    run_folder = steptimes.is_dir() and not kernels and ((steptimes / "requests.jsonl").is_file() or model is None)
     if layout in RUN_LOG_LAYOUTS or (layout == "auto" and (run_folder or steptimes.suffix.lower() in (".jsonl", ".json"))):
         if fix.strip():
             raise FleetsimError(f"--fix {fix}: a run log's calibration fits mfu and mbu only (--fix holds step-time parameters)")
@@ -58,7 +63,7 @@ def calibrate(
     from sim.physics.models import load_model_catalog, resolve_model
     from sim.scenario.config import roofline_config
     from sim.scenario.resolve import build_setup
-    from sim.studies.calibrate import PARAMS, overrides_block, read_shapes
+    from sim.studies.calibrate import PARAMS, overrides_block, read_kernel_profile, read_shapes
     from sim.studies.calibrate import calibrate as run_calibration
 
     positive("--tp", tp)
@@ -73,11 +78,14 @@ def calibrate(
                 f"--out {out}: the file exists and fleetsim calibrate did not write it; pick another name, "
                 "or pass --force to replace it"
             )
-    shapes = read_shapes(steptimes, layout)
+    spec = resolve_model(model, load_model_catalog())
+    shapes = read_kernel_profile(steptimes, spec.n_layers) if kernels else read_shapes(steptimes, layout)
     gpus = load_gpu_catalog(gpu_catalog)
     gpu_spec = gpus.get(gpu)
     alias_note(gpu, gpu_spec.name)
-    setup = build_setup(resolve_model(model, load_model_catalog()), gpu_spec, tp=tp, roofline=roofline_config())
+    setup = build_setup(spec, gpu_spec, tp=tp, roofline=roofline_config())
+    if kernels:  # per-rank kernels, no all-reduce: the fit prices none
+        setup = dataclasses.replace(setup, comm=False)
     cal = run_calibration(setup, shapes, fix=held, source=str(steptimes))
     block = overrides_block(gpu_spec.name, cal.after, cal.fitted)
     before, after, loo = cal.errors("before"), cal.errors("after"), cal.errors("loo")

@@ -11,6 +11,18 @@ Input: a CSV of step shapes and their times. Two layouts are read:
   and the `avg_latency` of its JSON output, in seconds): `batch_size`, `input_len`, `output_len`,
   `avg_latency`. A run is modelled as one prefill step of the whole batch (keep batch x input_len within
   the engine's max_num_batched_tokens so vLLM does it in one step) and output_len - 1 decode steps.
+- **kernels** (a folder: LLMServingSim's per-layer kernel profile of one model at one TP degree,
+  `profiler/perf/<GPU>/<model>/<dtype>/tp<N>/`, measured with vLLM on one GPU at the per-rank shapes): `dense.csv`
+  (`layer`, `tokens`, `time_us`: each operator of a layer, and the embedding and final norm), `attention.csv`
+  (`prefill_chunk`, `kv_prefill`, `n_decode`, `kv_decode`, `time_us`; `kv_decode` per decoding sequence) and
+  `per_sequence.csv` (`layer`, `sequences`, `time_us`: the LM head and the sampler). Each attention row of a step
+  that only prefills (one chunk after `kv_prefill` cached tokens) or only decodes becomes a shape, timed as vLLM
+  runs it: the embedding, then per layer (the model's layer count) two RMSNorms (`layernorm`, as the profiler's
+  architecture files list it) and every other per-layer operator at the step's tokens plus that attention row,
+  then the final norm, the LM head and the sampler at its sequences. The profile has no all-reduce (TP ranks are
+  profiled as one GPU at their shapes), so the fit prices none; its kernels ran without CUDA graphs
+  (`enforce_eager`), so its per-layer overhead is an eager one. An MoE profile (`moe.csv`) is refused: its expert
+  layers are profiled at TP 1 apart from the rest.
 
 The model (`sim.physics.roofline.step_cost`): t = max(C, M) + (1 - overlap) min(C, M) + 2 L (latency + ring bytes
 / link) + L layer_overhead_s + step_overhead_s, with C = FLOPs / (tp peak mfu), M = bytes / (tp HBM mbu).
@@ -97,8 +109,13 @@ def read_shapes(path: str | Path, layout: str = "auto", *, max_rows: int = MAX_R
 
     name = str(path)
     path = Path(path)
+    if layout == "kernels" or (layout == "auto" and path.is_dir() and (path / "dense.csv").is_file()):
+        raise FleetsimError(f"{name}: a kernel profile folder (the kernels layout) is read with the model's layer count")
     if path.is_dir():
-        raise FleetsimError(f"{name}: is a folder, not a step-time CSV (calibrate takes one table)")
+        raise FleetsimError(
+            f"{name}: is a folder, not a step-time CSV (calibrate takes one table, or a kernel profile folder holding "
+            f"{', '.join(KERNEL_FILES)})"
+        )
     if not path.is_file():
         raise FleetsimError(f"{name}: no such file")
     try:
@@ -115,7 +132,7 @@ def read_shapes(path: str | Path, layout: str = "auto", *, max_rows: int = MAX_R
     if layout == "auto":
         layout = "vllm-latency" if set(VLLM_COLUMNS) <= set(df.columns) else "steps"
     if layout not in ("steps", "vllm-latency"):
-        raise FleetsimError(f"--layout must be auto, steps, vllm-latency, requests or vllm-bench (got {layout!r})")
+        raise FleetsimError(f"--layout must be auto, steps, vllm-latency, kernels, requests or vllm-bench (got {layout!r})")
     need = STEP_COLUMNS if layout == "steps" else VLLM_COLUMNS
     missing = [c for c in need if c not in df.columns]
     if missing:
@@ -170,6 +187,114 @@ def _vllm_layout(df: pd.DataFrame, path: str) -> list[Shape]:
         steps = [(b * p, b * p * (p + 1) / 2, 0.0, b)]
         steps += [(b, float(b * (p + j + 1)), float(b * (p + j)), b) for j in range(o - 1)]  # context p + j cached
         out.append(Shape(f"run b={b} in={p} out={o}", tuple(steps), float(lat[i])))
+    return out
+
+
+KERNEL_FILES = ("dense.csv", "attention.csv", "per_sequence.csv")
+KERNEL_COLUMNS = {
+    "dense.csv": ("layer", "tokens", "time_us"),
+    "attention.csv": ("prefill_chunk", "kv_prefill", "n_decode", "kv_decode", "time_us"),
+    "per_sequence.csv": ("layer", "sequences", "time_us"),
+}
+KERNEL_NEEDED = {
+    "dense.csv": ("embedding", "final_layernorm", "layernorm", "qkv_proj", "o_proj"),
+    "per_sequence.csv": ("lm_head",),
+}
+ONCE = ("embedding", "final_layernorm")  # dense.csv rows run once a step, not once a layer
+TWICE = ("layernorm",)  # a decoder layer's input and post-attention RMSNorm
+
+
+def is_kernel_profile(path: Path) -> bool:
+    return path.is_dir() and (path / "dense.csv").is_file()
+
+
+def _kernel_table(folder: Path, file: str, max_rows: int) -> pd.DataFrame:
+    from sim.workload.readers import read_header
+
+    path = folder / file
+    name = str(path)
+    if not path.is_file():
+        raise FleetsimError(f"{name}: missing (a kernel profile folder holds {', '.join(KERNEL_FILES)})")
+    try:
+        read_header(path)
+        df = pd.read_csv(path, nrows=max_rows + 1)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, csv.Error, UnicodeDecodeError, OSError) as err:
+        raise FleetsimError(f"{name}: not a readable CSV ({' '.join(str(err).split())[:120]})") from None
+    if len(df) > max_rows:
+        raise FleetsimError(f"{name}: more than {max_rows:,} rows; a kernel profile's table is a grid of shapes")
+    df.columns = [str(c).strip() for c in df.columns]
+    missing = [c for c in KERNEL_COLUMNS[file] if c not in df.columns]
+    if missing:
+        raise FleetsimError(f"{name}: missing column(s) {', '.join(missing)} (has: {', '.join(df.columns)})")
+    if df.empty:
+        raise FleetsimError(f"{name}: no rows")
+    for col in KERNEL_COLUMNS[file]:
+        if col == "layer":
+            df[col] = df[col].astype(str).str.strip()
+        elif col == "time_us":
+            df[col] = _pos_col(df, col, name)
+        else:
+            df[col] = _int_col(df, col, name, minimum=0 if file == "attention.csv" else 1)
+    for layer in KERNEL_NEEDED.get(file, ()):
+        if layer not in set(df["layer"]):
+            raise FleetsimError(f"{name}: no {layer!r} rows (a decoder layer's operators are needed)")
+    return df
+
+
+def read_kernel_profile(folder: str | Path, n_layers: int, *, max_rows: int = MAX_ROWS) -> list[Shape]:
+    """The shapes of a kernel profile folder (the `kernels` layout, see the module docstring): every attention row
+    of a step that only prefills or only decodes whose token and sequence counts the other tables hold."""
+    folder = Path(folder)
+    name = str(folder)
+    if not folder.is_dir():
+        raise FleetsimError(f"{name}: no such folder (a kernel profile folder holds {', '.join(KERNEL_FILES)})")
+    if (folder / "moe.csv").exists():
+        raise FleetsimError(
+            f"{name}: an MoE profile (moe.csv): its expert layers are profiled apart, at TP 1; calibrate reads dense "
+            "models' profiles"
+        )
+    dense = _kernel_table(folder, "dense.csv", max_rows)
+    attn = _kernel_table(folder, "attention.csv", max_rows)
+    per_seq = _kernel_table(folder, "per_sequence.csv", max_rows)
+    # per token count: the layer's operators (each at its count a layer) and the step's once-only ones
+    ops = dense.groupby(["layer", "tokens"], sort=True)["time_us"].median()
+    layers = sorted(set(dense["layer"]) - set(ONCE))
+    by_tokens: dict[int, tuple[float, float]] = {}
+    for tokens in sorted(set(dense["tokens"])):
+        got = {layer: ops.get((layer, tokens)) for layer in [*layers, *ONCE]}
+        if any(v is None for v in got.values()):
+            continue  # (an operator not profiled at this count)
+        per_layer = sum(float(got[layer]) * (2 if layer in TWICE else 1) for layer in layers)
+        by_tokens[int(tokens)] = (per_layer, sum(float(got[layer]) for layer in ONCE))
+    seq = per_seq.groupby(["layer", "sequences"], sort=True)["time_us"].median()
+    heads = {
+        int(n): float(seq[("lm_head", n)]) + float(seq.get(("sampler", n), 0.0))
+        for n in set(per_seq["sequences"])
+        if ("lm_head", n) in seq.index
+    }
+    out: list[Shape] = []
+    rows = attn.groupby(["prefill_chunk", "kv_prefill", "n_decode", "kv_decode"], sort=True)["time_us"].median()
+    for (c, k, n, kv), t_attn in rows.items():
+        c, k, n, kv = int(c), int(k), int(n), int(kv)
+        if (c > 0) == (n > 0):
+            continue  # mixed (or empty) steps: not used
+        tokens, seqs = (c, 1) if c else (n, n)
+        if tokens not in by_tokens or seqs not in heads:
+            continue
+        per_layer, once = by_tokens[tokens]
+        us = n_layers * (per_layer + float(t_attn)) + once + heads[seqs]
+        if c:
+            step = (c, c * k + c * (c + 1) / 2, float(k), 1)
+            label = f"prefill n={c} ctx={k}"
+        else:
+            step = (n, float(n * (kv + 1)), float(n * kv), n)
+            label = f"decode b={n} ctx={kv}"
+        out.append(Shape(label, (step,), us / 1e6))
+    if not out:
+        raise FleetsimError(
+            f"{name}: no attention row of a prefill-only or decode-only step whose token count dense.csv holds "
+            "(and whose sequence count per_sequence.csv holds)"
+        )
     return out
 
 
