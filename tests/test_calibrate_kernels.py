@@ -3,6 +3,7 @@ operators, the fit on a real RTX PRO 6000 profile, and one-line errors for malfo
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -10,12 +11,15 @@ from typer.testing import CliRunner
 
 from sim.cli import app
 from sim.errors import FleetsimError
+from sim.physics.models import resolve_model
 from sim.studies.calibrate import read_kernel_profile
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "benchmarks" / "kernels" / "rtxpro6000_llama-3.1-8b_tp1"
 runner = CliRunner()
 
+FOUR_LAYERS = dataclasses.replace(resolve_model("llama-3.1-8b"), n_layers=4)
+MOE = resolve_model("qwen3-30b-a3b")
 OPS = ("layernorm", "qkv_proj", "rotary_emb", "o_proj", "gate_up_proj", "act_fn", "down_proj")
 
 
@@ -40,7 +44,7 @@ def test_a_step_is_the_embedding_then_each_layer_then_the_head(tmp_path):
     """Per layer: two RMSNorms and the other operators at the step's tokens plus its attention row; once a step: the
     embedding and the final norm at its tokens, the LM head and sampler at its sequences. Mixed rows (a chunk and
     decodes) and rows whose sequence count the head table lacks (2 decodes) are left out."""
-    shapes = read_kernel_profile(write_profile(tmp_path / "p"), n_layers=4)
+    shapes = read_kernel_profile(write_profile(tmp_path / "p"), FOUR_LAYERS)
     by = {s.label: s for s in shapes}
     assert sorted(by) == ["decode b=1 ctx=64", "prefill n=16 ctx=0", "prefill n=16 ctx=32"]
     layer16 = 2 * 1 + sum(range(2, 8))  # layernorm (1 us) twice, the others 2..7 us
@@ -113,7 +117,7 @@ def test_at_tp_above_one_no_all_reduce_is_priced(tmp_path):
 @pytest.mark.parametrize(
     ("change", "says"),
     [
-        ("moe", "an MoE profile (moe.csv)"),
+        ("moe", "holds moe.csv (an MoE model's profile), but llama-3.1-8b has no experts"),
         ("no_per_sequence", "per_sequence.csv: missing"),
         ("bad_column", "missing column(s) kv_decode"),
         ("negative", "time_us must be a positive number (got '-2')"),
@@ -137,7 +141,7 @@ def test_a_malformed_profile_folder_is_one_line_naming_the_file(tmp_path, change
         text = (folder / "dense.csv").read_text().splitlines()
         (folder / "dense.csv").write_text("\n".join(r for r in text if not r.startswith("qkv_proj")) + "\n")
     with pytest.raises(FleetsimError, match=None) as err:
-        read_kernel_profile(folder, n_layers=4)
+        read_kernel_profile(folder, FOUR_LAYERS)
     assert says in str(err.value) and "\n" not in str(err.value)
     res = runner.invoke(app, ["calibrate", str(folder), "--model", "llama-3.1-8b", "--gpu", "rtx-pro-6000-server"])
     assert res.exit_code == 2 and res.output.count("\n") == 1 and says in res.output, res.output
@@ -148,3 +152,34 @@ def test_the_kernels_layout_on_a_file_says_it_needs_a_folder(tmp_path):
     path.write_text("a,b\n1,2\n")
     res = runner.invoke(app, ["calibrate", str(path), "--model", "llama-3.1-8b", "--gpu", "h100", "--layout", "kernels"])
     assert res.exit_code == 2 and "no such folder" in res.output and res.output.count("\n") == 1, res.output
+
+
+def test_an_moe_profile_adds_the_moe_block_at_the_experts_its_tokens_touch(tmp_path):
+    """Qwen3-30B-A3B routes each token to 8 of 128 experts: one token touches 8, sixteen touch 128 (1 - 15/16)^16 =
+    ~84.6 of them in expectation, read off the profile's curve between 64 and 128 activated experts."""
+    folder = write_profile(tmp_path / "p")
+    (folder / "moe.csv").write_text("tokens,activated_experts,time_us\n1,8,50\n16,8,60\n16,64,400\n16,128,800\n")
+    shapes = {s.label: s for s in read_kernel_profile(folder, MOE)}
+    plain = {
+        s.label: s
+        for s in read_kernel_profile(write_profile(tmp_path / "q"), dataclasses.replace(FOUR_LAYERS, n_layers=MOE.n_layers))
+    }
+    touched = 128 * (1 - (1 - 8 / 128) ** 16)
+    moe16 = 400 + (touched - 64) / 64 * 400
+    assert shapes["prefill n=16 ctx=0"].measured_s - plain["prefill n=16 ctx=0"].measured_s == pytest.approx(
+        MOE.n_layers * moe16 / 1e6
+    )
+    assert shapes["decode b=1 ctx=64"].measured_s - plain["decode b=1 ctx=64"].measured_s == pytest.approx(
+        MOE.n_layers * 50 / 1e6
+    )
+
+
+def test_an_moe_model_needs_its_moe_table_and_its_experts_bound_it(tmp_path):
+    folder = write_profile(tmp_path / "p")
+    with pytest.raises(FleetsimError, match=r"no moe\.csv"):
+        read_kernel_profile(folder, MOE)
+    (folder / "moe.csv").write_text("tokens,activated_experts,time_us\n1,8,50\n1,129,60\n")
+    with pytest.raises(
+        FleetsimError, match=r"moe.csv: row 3: activated_experts is at most qwen3-30b-a3b's 128 experts \(got 129\)"
+    ):
+        read_kernel_profile(folder, MOE)

@@ -79,7 +79,7 @@ def calibrate(
                 "or pass --force to replace it"
             )
     spec = resolve_model(model, load_model_catalog())
-    shapes = read_kernel_profile(steptimes, spec.n_layers) if kernels else read_shapes(steptimes, layout)
+    shapes = read_kernel_profile(steptimes, spec) if kernels else read_shapes(steptimes, layout)
     gpus = load_gpu_catalog(gpu_catalog)
     gpu_spec = gpus.get(gpu)
     alias_note(gpu, gpu_spec.name)

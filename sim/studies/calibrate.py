@@ -21,8 +21,9 @@ Input: a CSV of step shapes and their times. Two layouts are read:
   architecture files list it) and every other per-layer operator at the step's tokens plus that attention row,
   then the final norm, the LM head and the sampler at its sequences. The profile has no all-reduce (TP ranks are
   profiled as one GPU at their shapes), so the fit prices none; its kernels ran without CUDA graphs
-  (`enforce_eager`), so its per-layer overhead is an eager one. An MoE profile (`moe.csv`) is refused: its expert
-  layers are profiled at TP 1 apart from the rest.
+  (`enforce_eager`), so its per-layer overhead is an eager one. An MoE model's folder also holds `moe.csv` (`tokens`,
+  `activated_experts`, `time_us`: the MoE block at TP 1, the profiler's only degree for it), read at the experts a
+  step's tokens touch under uniform routing.
 
 The model (`sim.physics.roofline.step_cost`): t = max(C, M) + (1 - overlap) min(C, M) + 2 L (latency + ring bytes
 / link) + L layer_overhead_s + step_overhead_s, with C = FLOPs / (tp peak mfu), M = bytes / (tp HBM mbu).
@@ -46,7 +47,8 @@ import pandas as pd
 
 from sim.errors import FleetsimError
 from sim.physics.hardware import GpuSpec
-from sim.physics.roofline import RooflineSetup, allreduce_time_s, step_cost
+from sim.physics.models import ModelSpec
+from sim.physics.roofline import RooflineSetup, allreduce_time_s, expected_experts_touched, step_cost
 
 PARAMS = ("mfu", "mbu", "layer_overhead_s", "allreduce_latency_s", "overlap")
 BOUNDS: dict[str, tuple[float, float]] = {
@@ -192,6 +194,7 @@ def _vllm_layout(df: pd.DataFrame, path: str) -> list[Shape]:
 
 KERNEL_FILES = ("dense.csv", "attention.csv", "per_sequence.csv")
 KERNEL_COLUMNS = {
+    "moe.csv": ("tokens", "activated_experts", "time_us"),
     "dense.csv": ("layer", "tokens", "time_us"),
     "attention.csv": ("prefill_chunk", "kv_prefill", "n_decode", "kv_decode", "time_us"),
     "per_sequence.csv": ("layer", "sequences", "time_us"),
@@ -241,18 +244,46 @@ def _kernel_table(folder: Path, file: str, max_rows: int) -> pd.DataFrame:
     return df
 
 
-def read_kernel_profile(folder: str | Path, n_layers: int, *, max_rows: int = MAX_ROWS) -> list[Shape]:
-    """The shapes of a kernel profile folder (the `kernels` layout, see the module docstring): every attention row
-    of a step that only prefills or only decodes whose token and sequence counts the other tables hold."""
+def _moe_table(path: Path, model: ModelSpec, max_rows: int) -> dict[int, float]:
+    """`moe.csv` (`tokens`, `activated_experts`, `time_us`: the MoE block, router included, at TP 1) as microseconds
+    by token count: at the experts that many tokens touch under uniform routing (`expected_experts_touched`),
+    linear between the profiled counts of activated experts (the nearest end outside them)."""
+    name = str(path)
+    df = _kernel_table(path.parent, "moe.csv", max_rows)
+    bad = df["activated_experts"] > model.n_experts
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise _fail(
+            name,
+            i + 2,
+            f"activated_experts is at most {model.name}'s {model.n_experts} experts (got {df['activated_experts'].iloc[i]})",
+        )
+    out: dict[int, float] = {}
+    for tokens, rows in df.groupby("tokens", sort=True):
+        curve = rows.groupby("activated_experts", sort=True)["time_us"].median()
+        want = expected_experts_touched(model, int(tokens))
+        out[int(tokens)] = float(np.interp(want, curve.index.to_numpy(dtype=np.float64), curve.to_numpy()))
+    return out
+
+
+def read_kernel_profile(folder: str | Path, model: ModelSpec, *, max_rows: int = MAX_ROWS) -> list[Shape]:
+    """The shapes of a kernel profile folder (the `kernels` layout, see the module docstring) of `model`: every
+    attention row of a step that only prefills or only decodes whose token and sequence counts the other tables hold
+    (an MoE model's: and whose token count `moe.csv` holds)."""
     folder = Path(folder)
     name = str(folder)
+    n_layers = model.n_layers
     if not folder.is_dir():
         raise FleetsimError(f"{name}: no such folder (a kernel profile folder holds {', '.join(KERNEL_FILES)})")
-    if (folder / "moe.csv").exists():
+    has_moe = (folder / "moe.csv").exists()
+    if has_moe and not model.is_moe:
+        raise FleetsimError(f"{name}: holds moe.csv (an MoE model's profile), but {model.name} has no experts")
+    if model.is_moe and not has_moe:
         raise FleetsimError(
-            f"{name}: an MoE profile (moe.csv): its expert layers are profiled apart, at TP 1; calibrate reads dense "
-            "models' profiles"
+            f"{name}: {model.name} is an MoE model and the folder has no moe.csv (the profiler times the experts at "
+            "TP 1 only: calibrate an MoE model on its tp1 folder)"
         )
+    moe_at = _moe_table(folder / "moe.csv", model, max_rows) if has_moe else None
     dense = _kernel_table(folder, "dense.csv", max_rows)
     attn = _kernel_table(folder, "attention.csv", max_rows)
     per_seq = _kernel_table(folder, "per_sequence.csv", max_rows)
@@ -282,6 +313,11 @@ def read_kernel_profile(folder: str | Path, n_layers: int, *, max_rows: int = MA
         if tokens not in by_tokens or seqs not in heads:
             continue
         per_layer, once = by_tokens[tokens]
+        if moe_at is not None:
+            moe_us = moe_at.get(tokens)
+            if moe_us is None:
+                continue
+            per_layer += moe_us
         us = n_layers * (per_layer + float(t_attn)) + once + heads[seqs]
         if c:
             step = (c, c * k + c * (c + 1) / 2, float(k), 1)
