@@ -183,3 +183,14 @@ def test_an_moe_model_needs_its_moe_table_and_its_experts_bound_it(tmp_path):
         FleetsimError, match=r"moe.csv: row 3: activated_experts is at most qwen3-30b-a3b's 128 experts \(got 129\)"
     ):
         read_kernel_profile(folder, MOE)
+
+
+def test_the_accuracy_benchmark_scores_every_bundled_kernel_profile(capsys):
+    """`benchmarks/steptime_accuracy.py` reads each profile's model, GPU and TP from its meta.yaml and folder name."""
+    import runpy
+
+    mod = runpy.run_path(str(REPO / "benchmarks" / "steptime_accuracy.py"))
+    mod["kernels"](REPO / "benchmarks" / "kernels")
+    out = capsys.readouterr().out
+    assert "rtx4090_llama-3.1-8b_tp1 (llama-3.1-8b, rtx-4090, TP 1) | 20 |" in out
+    assert "rtxpro6000_llama-3.1-8b_tp1 (llama-3.1-8b, rtx-pro-6000-server, TP 1) | 20 | 15.4% / 27.3% |" in out
