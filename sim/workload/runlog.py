@@ -195,8 +195,9 @@ def _read_bench(p: Path) -> Any:
     keep, gaps = [], []
     dropped = 0
     for i in range(n):
-        if (i < len(errors) and errors[i]) or data["ttfts"][i] in (None, 0):
-            dropped += 1
+        t = data["ttfts"][i]
+        if (i < len(errors) and errors[i]) or t is None or (type(t) in (int, float) and t == 0):
+            dropped += 1  # (a failed request: vLLM saves its TTFT as 0; `false` is no TTFT, and is refused below)
             continue
         start = _number(p, f"start_times[{i}]", data["start_times"][i], minimum=-math.inf)
         prompt = _number(p, f"input_lens[{i}]", data["input_lens"][i], integer=True, minimum=1)
@@ -205,6 +206,11 @@ def _read_bench(p: Path) -> Any:
         itl = data["itls"][i]
         if not isinstance(itl, list):
             raise _fail(p, f"itls[{i}]", "must be a list of gaps (s)", itl)
+        if len(itl) > output:  # (one gap per streamed chunk after the first: at most one a token, the chat role chunk too)
+            raise FleetsimError(
+                f"{p} itls[{i}]: must hold at most output_lens[{i}] = {int(output)} gaps, one per streamed chunk after "
+                f"the first (got {len(itl)} gaps)"
+            )
         g = np.array([_number(p, f"itls[{i}][{j}]", v) for j, v in enumerate(itl)], dtype=np.float64)
         gaps.append(g)
         keep.append((start, prompt, output, ttft, ttft + float(g.sum())))

@@ -1,0 +1,107 @@
+"""Hostile inputs from a fourth fuzzing pass: each was accepted with impossible figures, ended in an error naming the
+wrong thing (or no line), or printed warnings beside it. Each now ends in one line naming the file or field, the rule
+and the value, exit code 2, and writes nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from sim.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def one_line_error(args: list[str], says: str) -> None:
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and says in res.output, res.output
+    assert "Traceback" not in res.output
+
+
+def _bench(tmp_path: Path, **change: object) -> Path:
+    bench = {
+        "input_lens": [100, 120, 90],
+        "output_lens": [5, 6, 4],
+        "ttfts": [0.05, 0.06, 0.04],
+        "itls": [[0.01] * 4, [0.01] * 5, [0.01] * 3],
+        "start_times": [0.0, 0.5, 1.0],
+    } | change
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(bench))
+    return path
+
+
+def test_a_bench_result_ttft_of_the_wrong_type_is_refused_not_dropped_as_failed(tmp_path):
+    """`ttfts: [.., false, ..]` compared equal to 0 (vLLM's mark of a failed request): the request was silently left
+    out and the rest replayed."""
+    path = _bench(tmp_path, ttfts=[0.05, False, 0.04])
+    one_line_error(["trace", "inspect", str(path)], "ttfts[1]: must be a finite number (got False)")
+    one_line_error(["validate", str(path), "--scenario", str(REPO / "configs" / "default.yaml")], "ttfts[1]")
+
+
+def test_a_bench_result_with_more_gaps_than_tokens_is_refused(tmp_path):
+    """400 inter-token gaps for a 5-token request were pooled into the measured ITLs and summed into its E2E."""
+    path = _bench(tmp_path, itls=[[0.01] * 400, [0.01] * 5, [0.01] * 3])
+    one_line_error(["trace", "inspect", str(path)], "itls[0]: must hold at most output_lens[0] = 5 gaps")
+    # fewer gaps than tokens is a real log's: a streamed chunk can carry several tokens
+    assert runner.invoke(app, ["trace", "inspect", str(_bench(tmp_path, itls=[[0.02] * 2, [], [0.01] * 3]))]).exit_code == 0
+
+
+def _vector(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    result = [{"metric": {"le": le}, "value": [0, str(v)]} for le, v in pairs]
+    return {"status": "success", "data": {"resultType": "vector", "result": result}}
+
+
+def _matrix(values: list[tuple[object, object]]) -> dict[str, object]:
+    result = [{"metric": {}, "values": [[t, str(v)] for t, v in values]}]
+    return {"status": "success", "data": {"resultType": "matrix", "result": result}}
+
+
+@pytest.mark.parametrize(
+    ("requests", "buckets", "says"),
+    [
+        (
+            None,
+            [("-10", 5), ("100", 20), ("+Inf", 25)],
+            "metric.le: a token bucket's bound must be within 1..10,000,000,000 (got '-10')",
+        ),
+        (None, [("10", -5), ("100", -5), ("+Inf", 25)], "data.result[0].value: a bucket's count must be >= 0 (got '-5')"),
+        (None, [("10", 5), ("100", "Inf"), ("+Inf", "Inf")], "data.result[1].value: must be a finite number"),
+        (None, [("10", 5), ("1e300", 20), ("+Inf", 25)], "data.result[1].metric.le: must be a finite number"),
+        ([(0, 1), ("Inf", 2), (120, 1.5)], None, "values[1][0]: must be a finite number within +-1e+12 (got 'Inf')"),
+        ([(0, 1e300), (60, 2)], None, "values[0][1]: must be a finite number within +-1e+12"),
+    ],
+)
+def test_from_metrics_refuses_negative_bounds_and_counts_and_non_finite_figures(tmp_path, requests, buckets, says):
+    """A negative bucket bound or count gave a spec with a wrong mean and CV (`120.0% above 100`); an infinite count or
+    time printed numpy's RuntimeWarning and then an error naming the generated spec, not the file."""
+    req = tmp_path / "req.json"
+    req.write_text(json.dumps(_matrix(requests or [(0, 1), (60, 2), (120, 1.5)])))
+    hist = tmp_path / "hist.json"
+    hist.write_text(json.dumps(_vector(buckets or [("10", 5), ("100", 20), ("+Inf", 25)])))
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(_vector([("10", 5), ("100", 20), ("+Inf", 25)])))
+    out = tmp_path / "spec.yaml"
+    args = ["trace", "from-metrics", "--requests", str(req), "--prompt-buckets", str(hist), "--output-buckets", str(good)]
+    one_line_error([*args, "--out", str(out)], says)
+    assert not out.exists() and not (tmp_path / "spec.rates.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("+100", "line 3: prompt_tokens must be an integer without a + sign (got '+100')"),
+        ("123456789012345678901234", "line 3: prompt_tokens must be <= 10,000,000,000 (got '123456789012345678901234')"),
+        ("-123456789012345678901234", "line 3: prompt_tokens must be >= 1"),
+    ],
+)
+def test_a_csv_token_count_pyarrow_cannot_read_is_named_with_its_line(tmp_path, value, says):
+    """pyarrow refuses `+100` and integers past int64, the text scan meant to locate them accepted both: the error
+    was pyarrow's, with no line (`In CSV column #1: CSV conversion error to int64`)."""
+    path = tmp_path / "t.csv"
+    path.write_text(f"arrival_at_s,prompt_tokens,output_tokens\n0,100,10\n1,{value},10\n")
+    one_line_error(["trace", "inspect", str(path)], says)
