@@ -105,3 +105,47 @@ def test_a_csv_token_count_pyarrow_cannot_read_is_named_with_its_line(tmp_path, 
     path = tmp_path / "t.csv"
     path.write_text(f"arrival_at_s,prompt_tokens,output_tokens\n0,100,10\n1,{value},10\n")
     one_line_error(["trace", "inspect", str(path)], says)
+
+
+def test_a_gpu_too_slow_to_run_a_step_in_an_hour_is_refused_before_the_run(tmp_path):
+    """0.001 GB/s and 0.001 TFLOP/s (each within its bounds) made a decode step take 106,149 s: the run simulated
+    20,000,000 s for 40 s of wall time, then failed saying to raise fleet.timeline_interval_s."""
+    out = tmp_path / "run"
+    one_line_error(
+        [
+            "run",
+            str(REPO / "configs" / "default.yaml"),
+            "--set",
+            "roofline.gpu_overrides.a100-80gb.hbm_bw_gb_per_s=0.001",
+            "--set",
+            "roofline.gpu_overrides.a100-80gb.bf16_tflops=0.001",
+            "--out",
+            str(out),
+        ],
+        "one decode step of one request of llama-2-70b on 2x a100-80gb takes 106,149 s",
+    )
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("field", ["decode_step_s", "prefill_s_per_token"])
+def test_constant_step_times_are_bounded(tmp_path, field):
+    """`engine.step_time` had no upper bound: 1e300 s a step ran until the timeline's limit."""
+    sets = ["engine.step_time.kind=constant", "engine.step_time.decode_step_s=0.01", f"engine.step_time.{field}=1e300"]
+    args = ["run", str(REPO / "configs" / "default.yaml"), "--out", str(tmp_path / "run")]
+    for s in sets:
+        args += ["--set", s]
+    one_line_error(args, f"engine.step_time.{field}: Input should be less than or equal to 3600 (got 1e+300)")
+
+
+def test_a_run_that_never_resolves_says_how_far_it_got(tmp_path, monkeypatch):
+    """Slow steps within the bounds still ran to the timeline's limit, and the error only said to raise
+    fleet.timeline_interval_s or check the cold starts: now it says what was left and how busy the replicas were."""
+    import sim.run.fleet.control as control
+
+    monkeypatch.setattr(control, "MAX_TIMELINE_SAMPLES", 50)
+    sets = ["engine.step_time.kind=constant", "engine.step_time.decode_step_s=3000"]
+    args = ["run", str(REPO / "configs" / "default.yaml"), "--out", str(tmp_path / "run")]
+    for s in sets:
+        args += ["--set", s]
+    one_line_error(args, "running at the end, replicas 100% busy): the replicas are far too slow for the trace")
+    assert not (tmp_path / "run").exists()
