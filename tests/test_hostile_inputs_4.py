@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -149,3 +151,71 @@ def test_a_run_that_never_resolves_says_how_far_it_got(tmp_path, monkeypatch):
         args += ["--set", s]
     one_line_error(args, "running at the end, replicas 100% busy): the replicas are far too slow for the trace")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "r1"
+    trace = tmp_path_factory.mktemp("trace") / "t.csv"
+    pd.DataFrame({"arrival_at_s": [0.0, 0.5, 1.0], "prompt_tokens": [50, 60, 70], "output_tokens": [5, 6, 7]}).to_csv(
+        trace, index=False
+    )
+    config = str(REPO / "configs" / "default.yaml")
+    res = runner.invoke(
+        app, ["run", config, "--set", f"trace={trace}", "--set", "fleet.timeline_interval_s=0.2", "--out", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    assert len(pd.read_parquet(out / "timeline.parquet")) > 2
+    return out
+
+
+EDITS = {  # file, edit, what the one-line error says
+    "a replica ending in 1e300 s": ("replicas", lambda r: r.assign(end_at_s=1e300), "end_at_s = 1e+300"),
+    "a replica listed twice": ("replicas", lambda r: pd.concat([r, r]), "each replica_id must appear once"),
+    "negative FLOPs": ("replicas", lambda r: r.assign(flops=-1.0), "counts must be finite and >= 0 (got flops = -1.0)"),
+    "negative steps": ("replicas", lambda r: r.assign(n_steps=-1), "(got n_steps = -1)"),
+    "TP 0": ("replicas", lambda r: r.assign(tp=0), "counts must be finite and >= 1 (got tp = 0)"),
+    "a prompt of 2**62 tokens": ("requests", lambda r: r.assign(prompt_tokens=2**62), "must be <= 10,000,000,000"),
+    "one request id for all": ("requests", lambda r: r.assign(request_id=0), "each request_id must appear once"),
+    "a completed request of no token": ("requests", lambda r: r.assign(output_tokens=0), "has produced a token"),
+    "no request at all": ("requests", lambda r: r.iloc[:0], "holds no request"),
+    "a negative gap index": ("itl", lambda r: r.assign(j0=-5), "j0 (a gap's index) must be >= 0"),
+    "a negative queue": ("timeline", lambda r: r.assign(waiting=-5), "(got waiting = -5)"),
+    "replicas 300% busy": ("timeline", lambda r: r.assign(busy_fraction=3.0), "fractions must be within 0..1"),
+    "a NaN sample time": ("timeline", lambda r: r.assign(t_s=np.nan), "sample instants must be finite"),
+    "samples out of order": ("timeline", lambda r: r.iloc[::-1], "samples must be in time order"),
+    "an infinite arrival rate": ("timeline", lambda r: r.assign(arrival_rate_per_s=np.inf), "arrival_rate_per_s = inf"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EDITS))
+def test_more_impossible_records_fail_in_one_line_and_write_nothing(run_dir, tmp_path, case):
+    """`report` printed these as figures with exit 0 (a cost of 300 digits, API prices of -$6.9e12, MFU -0.000, twice
+    the cost for a replica listed twice, a negative queue in the OpenMetrics), or failed on an opaque
+    `StopIteration`, `TypeError` or with numpy warnings: timeline.parquet was not checked at all."""
+    name, edit, says = EDITS[case]
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    for f in run_dir.iterdir():
+        if f.is_file():
+            (edited / f.name).write_bytes(f.read_bytes())
+    frame = pd.read_parquet(edited / f"{name}.parquet")
+    edit(frame).to_parquet(edited / f"{name}.parquet", index=False)
+    html, om = tmp_path / "p.html", tmp_path / "m.txt"
+    one_line_error(["report", str(edited), "--html", str(html), "--openmetrics", str(om)], says)
+    assert not html.exists() and not om.exists()
+    assert runner.invoke(app, ["report", str(run_dir)]).exit_code == 0  # the folder as written reads back
+
+
+@pytest.mark.parametrize(("value", "says"), [(1e-300, "got '1e-300'"), (1e300, "got '1e+300'")])
+def test_calibrate_step_times_are_bounded(tmp_path, value, says):
+    """A step of 1e-300 ms made the fit's relative residuals overflow: a ValueError traceback from the solver; one of
+    1e300 ms was fitted and written as a roofline block."""
+    path = tmp_path / "steps.csv"
+    rows = [("prefill", 1, 512, 0, 37.3), ("prefill", 1, 2048, 0, 130.2), ("decode", 8, 1, 1024, 9.1)]
+    rows += [("decode", 32, 1, 2048, 14.8), ("decode", 64, 1, 512, 15.5), ("prefill", 2, 1024, 0, value)]
+    pd.DataFrame(rows, columns=["kind", "batch", "new_tokens_per_seq", "context_tokens", "total_ms"]).to_csv(path, index=False)
+    out = tmp_path / "fit.yaml"
+    args = ["calibrate", str(path), "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--out", str(out)]
+    one_line_error(args, f"row 7: total_ms must be within 1e-06..3.6e+06 ms ({says})")
+    assert not out.exists()
