@@ -219,3 +219,35 @@ def test_calibrate_step_times_are_bounded(tmp_path, value, says):
     args = ["calibrate", str(path), "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--out", str(out)]
     one_line_error(args, f"row 7: total_ms must be within 1e-06..3.6e+06 ms ({says})")
     assert not out.exists()
+
+
+_HF = {
+    "model_type": "llama",
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "num_hidden_layers": 32,
+    "vocab_size": 128256,
+    "max_position_embeddings": 131072,
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"num_attention_heads": 10**6}, "hidden_size=4096 over num_attention_heads=1000000 leaves no head dimension"),
+        ({"hidden_size": None, "text_config": 5}, "field 'text_config' must be an object (got int)"),
+        ({"attention_bias": "no"}, "field 'attention_bias' must be true or false (got 'no')"),
+        ({"tie_word_embeddings": "yes"}, "field 'tie_word_embeddings' must be true or false (got 'yes')"),
+        ({"max_position_embeddings": 10**30}, "field 'max_position_embeddings' must be <= 10,000,000,000"),
+    ],
+)
+def test_a_hugging_face_config_of_impossible_fields_is_refused(tmp_path, change, says):
+    """More heads than hidden units gave a head dimension of 0 (a ZeroDivisionError traceback); a text_config that
+    is not an object, a TypeError traceback; "no" as attention_bias was truthy (a bias counted); integers of 30
+    digits were taken, to end in `need 1.6e53 GB`."""
+    cfg = {k: v for k, v in (_HF | change).items() if v is not None}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    one_line_error(["roofline", "--model", str(path), "--gpu", "h100-sxm"], says)
