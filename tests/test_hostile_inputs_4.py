@@ -251,3 +251,28 @@ def test_a_hugging_face_config_of_impossible_fields_is_refused(tmp_path, change,
     path = tmp_path / "config.json"
     path.write_text(json.dumps(cfg))
     one_line_error(["roofline", "--model", str(path), "--gpu", "h100-sxm"], says)
+
+
+@pytest.mark.parametrize(
+    ("rows", "says"),
+    [
+        ("1,5,0,10\n2,-6,0,12\n", "line 3 column 'running': must be a whole number within 0..10,000,000 (got -6)"),
+        ("1,5,0,10\n2,6,0,1200\n", "line 3 column 'kv_cache_pct': must be a percentage within 0..100 (got 1200)"),
+        ("3,5,0,10\n2,6,0,12\n", "line 3 column 't': must be within +-1e+12 s and after the tick before (got 2)"),
+        ("", "no tick"),
+    ],
+)
+def test_a_run_logs_time_series_is_checked(tmp_path, rows, says):
+    """timeseries.csv was only checked for numbers: a negative running count, 1200% KV use, ticks out of order or none
+    at all were plotted beside the replay as the run's."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    reqs = [
+        {"input_toks": 100, "output_toks": 5, "queued_ts": q, "first_token_ts": q + 0.1, "last_token_ts": q + 0.5}
+        for q in (0.0, 1.0, 2.0)
+    ]
+    (folder / "requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in reqs))
+    (folder / "timeseries.csv").write_text("t,running,waiting,kv_cache_pct\n" + rows)
+    plot = tmp_path / "v.png"
+    one_line_error(["validate", str(folder), "--scenario", str(REPO / "configs" / "default.yaml"), "--plot", str(plot)], says)
+    assert not plot.exists()

@@ -287,4 +287,23 @@ def _read_timeseries(p: Path) -> pd.DataFrame:
         col = next(c for c in TIMESERIES_COLUMNS if out[c].isna().any())
         i = int(np.argmax(out[col].isna().to_numpy()))
         raise _fail(p, f"line {i + 2} column {col!r}", "must be a number", df[col].iloc[i])
+    if out.empty:
+        raise FleetsimError(f"{p}: no tick (a run's time series holds one row per tick)")
+    v = {c: out[c].to_numpy(dtype=np.float64) for c in TIMESERIES_COLUMNS}
+    rules = {  # (a tick's instant on the log's clock; counts of requests; vLLM's KV cache usage in percent)
+        "t": (np.abs(v["t"]) <= MAX_ABS_SECONDS) & (np.diff(v["t"], prepend=-np.inf) > 0),
+        "running": (v["running"] >= 0) & (v["running"] == np.floor(v["running"])) & (v["running"] <= MAX_REQUESTS),
+        "waiting": (v["waiting"] >= 0) & (v["waiting"] == np.floor(v["waiting"])) & (v["waiting"] <= MAX_REQUESTS),
+        "kv_cache_pct": (v["kv_cache_pct"] >= 0) & (v["kv_cache_pct"] <= 100),
+    }
+    said = {
+        "t": f"must be within +-{MAX_ABS_SECONDS:g} s and after the tick before",
+        "running": f"must be a whole number within 0..{MAX_REQUESTS:,}",
+        "waiting": f"must be a whole number within 0..{MAX_REQUESTS:,}",
+        "kv_cache_pct": "must be a percentage within 0..100",
+    }
+    for col, ok in rules.items():
+        if not ok.all():
+            i = int(np.argmin(ok))
+            raise _fail(p, f"line {i + 2} column {col!r}", said[col], df[col].iloc[i])
     return out
