@@ -276,3 +276,19 @@ def test_a_run_logs_time_series_is_checked(tmp_path, rows, says):
     plot = tmp_path / "v.png"
     one_line_error(["validate", str(folder), "--scenario", str(REPO / "configs" / "default.yaml"), "--plot", str(plot)], says)
     assert not plot.exists()
+
+
+def test_a_priority_past_int32_is_refused_not_wrapped(tmp_path):
+    """`trace merge --priority 99999999999999999999` was an OverflowError traceback; a trace's priority of 1e20 or
+    1e300 passed as "an integer" and was cast to int64 in the run's records."""
+    a = tmp_path / "a.csv"
+    a.write_text("arrival_at_s,prompt_tokens,output_tokens\n0,100,10\n1,100,10\n")
+    out = tmp_path / "m.csv"
+    one_line_error(
+        ["trace", "merge", str(out), f"{a}=batch", "--priority", "99999999999999999999"],
+        "--priority must be within -2,147,483,648..2,147,483,647 (got 99999999999999999999)",
+    )
+    assert not out.exists()
+    p = tmp_path / "p.csv"
+    p.write_text("arrival_at_s,prompt_tokens,output_tokens,klass,priority\n0,100,10,batch,-3\n1,100,10,batch,1e300\n")
+    one_line_error(["trace", "inspect", str(p)], "line 3: priority must be an integer within -2,147,483,648..")
