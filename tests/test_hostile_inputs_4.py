@@ -292,3 +292,15 @@ def test_a_priority_past_int32_is_refused_not_wrapped(tmp_path):
     p = tmp_path / "p.csv"
     p.write_text("arrival_at_s,prompt_tokens,output_tokens,klass,priority\n0,100,10,batch,-3\n1,100,10,batch,1e300\n")
     one_line_error(["trace", "inspect", str(p)], "line 3: priority must be an integer within -2,147,483,648..")
+
+
+def test_import_refuses_a_negative_gpu_count(tmp_path):
+    """`nvidia.com/gpu: "-2"` in a container's limits was imported, the scenario written with a note of '-2 GPUs
+    per pod'."""
+    text = (REPO / "configs" / "cluster" / "deployment-hpa.yaml").read_text()
+    assert 'nvidia.com/gpu: "1"' in text
+    path = tmp_path / "d.yaml"
+    path.write_text(text.replace('nvidia.com/gpu: "1"', 'nvidia.com/gpu: "-2"'))
+    out = tmp_path / "s.yaml"
+    one_line_error(["import", str(path), "--out", str(out)], "resources.limits.nvidia.com/gpu must be >= 0 (got '-2')")
+    assert not out.exists()
