@@ -304,3 +304,25 @@ def test_import_refuses_a_negative_gpu_count(tmp_path):
     out = tmp_path / "s.yaml"
     one_line_error(["import", str(path), "--out", str(out)], "resources.limits.nvidia.com/gpu must be >= 0 (got '-2')")
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "says"),
+    [
+        ("t.csv", "arrival_at_s,prompt_tokens,output_tokens\n0,10,5\n1e300,10,5\n", "line 3: arrival_at_s must be within"),
+        (
+            "t.jsonl",
+            '{"timestamp":0,"input_length":10,"output_length":5}\n{"timestamp":1e300,"input_length":10,"output_length":5}\n',
+            "line 2: timestamp must be within +-1e+12 s (got 1e+297 s)",
+        ),
+    ],
+)
+def test_an_arrival_of_1e300_seconds_is_refused_where_it_is_read(tmp_path, name, text, says):
+    """The readers took it: `trace inspect` printed a 300-digit duration, and `run` asked to raise
+    fleet.timeline_interval_s 'to at least 5e+293' in a line of 900 digits."""
+    path = tmp_path / name
+    path.write_text(text)
+    one_line_error(["trace", "inspect", str(path)], says)
+    out = tmp_path / "run"
+    one_line_error(["run", str(REPO / "configs" / "default.yaml"), "--trace", str(path), "--out", str(out)], says)
+    assert not out.exists()

@@ -47,6 +47,7 @@ REQUIRED = ("arrival_at_s", "prompt_tokens", "output_tokens")
 OPTIONAL = ("request_id", "klass", "priority", "deadline_at_s", "job_id", "prefix_hash_ids", "adapter", "model")
 BASE_MODEL = -1  # the `adapter` of a request for the base model
 MAX_ADAPTER = 2**31 - 1
+MAX_TIME_S = 1e12  # an arrival instant, in seconds (31,700 years either way of its clock's zero)
 PRIORITY_RANGE = (-(2**31), 2**31 - 1)  # a request's priority, as a batch job's (sim.workload.jobs.BatchJob)
 MAX_REQUESTS = 100_000_000  # the most requests a generated or transformed trace may hold (about 3 GB as a frame)
 
@@ -87,6 +88,9 @@ def check_times(values: np.ndarray, *, column: str, where: Where, offset: int = 
     bad = first_bad(~np.isfinite(values))
     if bad is not None:
         raise FleetsimError(f"{where.at(offset + bad)}: {column} must be a finite number (got {_show(values[bad])})")
+    bad = first_bad(np.abs(values) > MAX_TIME_S)  # (a span of 1e300 s: a run asks for 1e299 timeline samples)
+    if bad is not None:
+        raise FleetsimError(f"{where.at(offset + bad)}: {column} must be within +-{MAX_TIME_S:g} s (got {_show(values[bad])} s)")
     if values.size:
         prev = np.concatenate(([previous], values[:-1]))
         bad = first_bad(values < prev)
@@ -97,7 +101,7 @@ def check_times(values: np.ndarray, *, column: str, where: Where, offset: int = 
 
 
 def _show(value: object) -> str:
-    if isinstance(value, float | np.floating) and float(value).is_integer():
+    if isinstance(value, float | np.floating) and float(value).is_integer() and abs(float(value)) < 1e15:
         return str(int(value))
     return repr(value.item() if isinstance(value, np.generic) else value)
 
