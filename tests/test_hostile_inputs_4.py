@@ -326,3 +326,18 @@ def test_an_arrival_of_1e300_seconds_is_refused_where_it_is_read(tmp_path, name,
     out = tmp_path / "run"
     one_line_error(["run", str(REPO / "configs" / "default.yaml"), "--trace", str(path), "--out", str(out)], says)
     assert not out.exists()
+
+
+def test_a_max_context_past_int64_is_refused_not_an_overflow(tmp_path):
+    """`trace convert --max-context 99999999999999999999999` and `trace.max_context` of the same were an
+    OverflowError traceback from numpy's clip."""
+    a = tmp_path / "a.csv"
+    a.write_text("arrival_at_s,prompt_tokens,output_tokens\n0,100,10\n1,100,10\n")
+    big = "99999999999999999999999"
+    one_line_error(
+        ["trace", "convert", str(a), str(tmp_path / "c.csv"), "--max-context", big], "must be within 2..10,000,000,000"
+    )
+    assert not (tmp_path / "c.csv").exists()
+    args = ["run", str(REPO / "configs" / "default.yaml"), "--trace", str(a), "--set", "trace.sample=null"]
+    one_line_error([*args, "--set", f"trace.max_context={big}", "--out", str(tmp_path / "r")], "trace.max_context")
+    assert not (tmp_path / "r").exists()
