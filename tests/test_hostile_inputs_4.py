@@ -341,3 +341,12 @@ def test_a_max_context_past_int64_is_refused_not_an_overflow(tmp_path):
     args = ["run", str(REPO / "configs" / "default.yaml"), "--trace", str(a), "--set", "trace.sample=null"]
     one_line_error([*args, "--set", f"trace.max_context={big}", "--out", str(tmp_path / "r")], "trace.max_context")
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("epoch", ["1e300", "1.7e12", "-1", "nan"])
+def test_an_openmetrics_epoch_past_the_year_2286_is_refused(run_dir, tmp_path, epoch):
+    """`report --openmetrics --epoch 1e300` wrote every sample stamped 1e+300 (epoch + t rounds to epoch): a series
+    of one instant that looked complete; an epoch in milliseconds (1.7e12) was taken as seconds."""
+    om = tmp_path / "m.txt"
+    one_line_error(["report", str(run_dir), "--openmetrics", str(om), "--epoch", epoch], "--epoch must be Unix seconds")
+    assert not om.exists()
