@@ -350,3 +350,17 @@ def test_an_openmetrics_epoch_past_the_year_2286_is_refused(run_dir, tmp_path, e
     om = tmp_path / "m.txt"
     one_line_error(["report", str(run_dir), "--openmetrics", str(om), "--epoch", epoch], "--epoch must be Unix seconds")
     assert not om.exists()
+
+
+def test_run_seed_is_bounded_as_the_scenarios_seed_is(tmp_path):
+    """`run --seed 99999999999999999999999` bypassed the scenario's bound (2**63 - 1): the run wrote a
+    config.resolved.yaml that `fleetsim run` then refused to load."""
+    a = tmp_path / "a.csv"
+    a.write_text("arrival_at_s,prompt_tokens,output_tokens\n0,100,10\n1,100,10\n")
+    out = tmp_path / "r"
+    args = ["run", str(REPO / "configs" / "default.yaml"), "--trace", str(a), "--set", "trace.sample=null", "--out", str(out)]
+    one_line_error([*args, "--seed", "99999999999999999999999"], "--seed must be <= 9223372036854775807")
+    assert not out.exists()
+    one_line_error(
+        ["trace", "convert", str(a), str(tmp_path / "c.csv"), "--seed", "99999999999999999999999"], "--seed must be <= "
+    )

@@ -277,6 +277,8 @@ def run(
     if seed is not None:
         if seed < 0:
             raise FleetsimError(f"--seed must be >= 0 (got {seed})")
+        if seed > 2**63 - 1:  # (the scenario's bound: model_copy does not validate, and config.resolved.yaml would
+            raise FleetsimError(f"--seed must be <= {2**63 - 1} (got {seed})")  # not load again)
         scenario = scenario.model_copy(update={"seed": seed})
     if goodput is not None:
         scenario = scenario.model_copy(update={"slo": parse_goodput(goodput)})
