@@ -277,6 +277,8 @@ def run(
     if seed is not None:
         if seed < 0:
             raise FleetsimError(f"--seed must be >= 0 (got {seed})")
+        if seed > 2**63 - 1:  # (the scenario's bound: model_copy does not validate, and config.resolved.yaml would
+            raise FleetsimError(f"--seed must be <= {2**63 - 1} (got {seed})")  # not load again)
         scenario = scenario.model_copy(update={"seed": seed})
     if goodput is not None:
         scenario = scenario.model_copy(update={"slo": parse_goodput(goodput)})
@@ -493,8 +495,8 @@ def report(
         check_out_file(openmetrics, "--openmetrics")
     if html_file is not None:
         check_out_file(html_file, "--html")
-    if not math.isfinite(epoch) or epoch < 0:
-        raise FleetsimError(f"--epoch must be a finite number of seconds >= 0 (got {epoch})")
+    if not (math.isfinite(epoch) and 0 <= epoch <= 1e10):  # (1e300 + t is 1e300: every sample at one instant)
+        raise FleetsimError(f"--epoch must be Unix seconds within 0..1e10, before the year 2286 (got {epoch:g})")
     check_not_a_study_folder(run_dir)
     for option, out in (("--openmetrics", openmetrics), ("--html", html_file)):
         if out is not None and run_dir.resolve() in out.resolve().parents:

@@ -193,6 +193,8 @@ def convert(
     """Read any supported format, apply transforms (window, rate, sample, clip, repeat), write canonical CSV/Parquet."""
     if seed < 0:
         raise FleetsimError(f"--seed must be >= 0 (got {seed})")
+    if seed > 2**63 - 1:
+        raise FleetsimError(f"--seed must be <= {2**63 - 1} (got {seed})")
     check_trace_path(dst)
     frame = _load(src, fmt, columns, time_unit, model)
     if start_s is not None or end_s is not None:

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from sim.errors import FleetsimError, unknown_name
+from sim.spec import MAX_TOKENS
 
 # Architectures whose MLP is up/down only (no gate projection).
 _UNGATED_MLP = {"gpt2", "gpt_neox", "opt", "bloom", "falcon", "gpt_bigcode", "phi"}
@@ -283,6 +284,17 @@ def _positive_int(value: Any, key: str, where: str, *, allow_zero: bool = False)
     if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
         rule = ">= 0" if allow_zero else ">= 1"
         raise FleetsimError(f"{where}: field {key!r} must be an integer {rule} (got {value!r})")
+    if value > MAX_TOKENS:  # (no dimension, count or context of a model comes near: a typo, then 1e53 GB of weights)
+        raise FleetsimError(f"{where}: field {key!r} must be <= {MAX_TOKENS:,} (got {value!r})")
+    return value
+
+
+def _flag(cfg: dict[str, Any], key: str, where: str, default: bool) -> bool:
+    value = cfg.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):  # ("no" is truthy: it would have counted the bias or the tied embeddings)
+        raise FleetsimError(f"{where}: field {key!r} must be true or false (got {value!r})")
     return value
 
 
@@ -298,12 +310,16 @@ def model_from_hf_config(cfg: Any, *, name: str, hf_repo: str = "", where: str =
         raise FleetsimError(f"{where}: config must be a JSON object (got {type(cfg).__name__})")
     if "text_config" in cfg and "hidden_size" not in cfg:  # multimodal wrappers
         cfg = cfg["text_config"]
+        if not isinstance(cfg, dict):
+            raise FleetsimError(f"{where}: field 'text_config' must be an object (got {type(cfg).__name__})")
     d = _need(cfg, "hidden_size", where)
     layers = _need(cfg, "num_hidden_layers", where)
     heads = _need(cfg, "num_attention_heads", where)
     vocab = _need(cfg, "vocab_size", where)
     kv_heads = _opt(cfg, "num_key_value_heads", where, default=heads) or heads
     head_dim = _opt(cfg, "head_dim", where) or d // heads
+    if head_dim < 1:
+        raise FleetsimError(f"{where}: hidden_size={d} over num_attention_heads={heads} leaves no head dimension; give head_dim")
     n_experts = _opt(cfg, "num_local_experts", where) or _opt(cfg, "num_experts", where) or _opt(cfg, "n_routed_experts", where)
     moe_ff = _opt(cfg, "moe_intermediate_size", where)
     intermediate = _opt(cfg, "intermediate_size", where)
@@ -334,8 +350,8 @@ def model_from_hf_config(cfg: Any, *, name: str, hf_repo: str = "", where: str =
         intermediate_size=intermediate,
         vocab_size=vocab,
         max_context_tokens=_opt(cfg, "max_position_embeddings", where) or 4096,
-        tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-        qkv_bias=bool(cfg.get("attention_bias", model_type in _QKV_BIAS)),
+        tie_embeddings=_flag(cfg, "tie_word_embeddings", where, False),
+        qkv_bias=_flag(cfg, "attention_bias", where, model_type in _QKV_BIAS),
         gated_mlp=model_type not in _UNGATED_MLP,
         n_experts=n_experts,
         n_experts_per_tok=per_tok if n_experts else 0,

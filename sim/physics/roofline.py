@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from sim.errors import FleetsimError
 from sim.physics.hardware import GIGA, GpuSpec
 from sim.physics.models import ModelSpec
+from sim.spec import MAX_STEP_OVERHEAD_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -451,6 +452,20 @@ def check_fits(setup: RooflineSetup) -> None:
         f"{have / GIGA:.1f} GB at gpu_memory_utilization={setup.gpu_memory_utilization:g} "
         f"(short by {(need - have) / GIGA:.1f} GB, before any KV cache); raise tp or lower weight_bits"
     )
+
+
+def check_step_time(setup: RooflineSetup) -> None:
+    """Raise unless one decode step of one request takes at most `MAX_STEP_OVERHEAD_S` (an hour): slower comes of a
+    hardware figure within its bounds but far from any GPU's (0.001 GB/s), and a run would go on for years of
+    simulated time before failing on its length."""
+    t = decode_step_time_s(setup, batch=1, context_tokens=0)
+    if t > MAX_STEP_OVERHEAD_S:
+        raise FleetsimError(
+            f"one decode step of one request of {setup.model.name} on {setup.tp}x {setup.gpu.name} takes {t:,.0f} s "
+            f"(effective {setup.effective_flops_per_s / 1e12:g} TFLOP/s, {setup.effective_hbm_bw_bytes_per_s / GIGA:g} "
+            f"GB/s per GPU), more than {MAX_STEP_OVERHEAD_S:,.0f} s; check the GPU's figures (roofline.gpu_overrides, "
+            "mfu, mbu, overheads)"
+        )
 
 
 # --- balance points ----------------------------------------------------------------------------

@@ -113,7 +113,8 @@ def _cdfs(result: SimResult, summary: dict[str, Any]) -> str:
             if limits[name]:
                 ax.axvline(limits[name], color="red", ls="--", lw=1, label=f"SLO {limits[name]:g} ms")
             ax.set(xlabel=f"{name} (ms)", ylabel="share of requests", title=f"{name} CDF", ylim=(0, 1.02))
-            ax.legend(loc="lower right")
+            if ax.get_legend_handles_labels()[0]:  # (no completed request and no SLO: nothing to label)
+                ax.legend(loc="lower right")
     shown = (summary.get("by_class") or {}).get("interactive", summary) if batch.any() else summary
     whose = "interactive requests' " if batch.any() else ""
     alt = (

@@ -15,11 +15,17 @@ import numpy as np
 import pandas as pd
 
 from sim.errors import FleetsimError
-from sim.schema import REPLICA_COLUMNS, REQUEST_COLUMNS, STATUS_LABELS
+from sim.schema import REPLICA_COLUMNS, REQUEST_COLUMNS, STATUS_LABELS, TIMELINE_COLUMNS
+from sim.spec import MAX_TOKENS
 
 TOLERANCE_S = 1e-6  # instants are written as float64 seconds; an order may only be off by rounding
 REPLICA_SECONDS = ("provisioning_s", "loading_s", "busy_s", "idle_s", "draining_s", "prefill_busy_s", "decode_busy_s")
 ITL_COLUMNS = ("a", "b", "j0", "j1", "weight")
+MAX_RECORD_S = 1e12  # no run simulates 31,700 years: an instant or a span past it is an edit (costs in 300 digits)
+REPLICA_COUNTS = (
+    "tp", "flops", "bytes", "n_steps", "n_runs", "kv_blocks", "kv_peak_blocks", "requests", "verifies", "verify_tokens",
+    "lora_loads", "requeued", "tokens_lost",
+)  # fmt: skip
 
 
 def _fail(path: Path, frame: pd.DataFrame, bad: np.ndarray, rule: str, column: str, id_column: str | None) -> None:
@@ -31,6 +37,10 @@ def _fail(path: Path, frame: pd.DataFrame, bad: np.ndarray, rule: str, column: s
     value = frame[column].iloc[i]
     value = value.item() if isinstance(value, np.generic) else value
     raise FleetsimError(f"{path}: {which}: {rule} (got {column} = {value!r}); was the folder edited? nothing written")
+
+
+def _unique(path: Path, frame: pd.DataFrame, column: str) -> None:
+    _fail(path, frame, frame[column].duplicated().to_numpy(), f"each {column} must appear once", column, None)
 
 
 def _missing(path: Path, frame: pd.DataFrame, columns: dict[str, str] | tuple[str, ...]) -> None:
@@ -53,19 +63,29 @@ def check_requests(path: Path, requests: pd.DataFrame) -> None:
     """requests.parquet: every column; known statuses; finite arrivals >= 0; token counts >= 0; a completed request's
     instants finite and in order (arrival <= scheduled <= first token <= completion)."""
     _missing(path, requests, REQUEST_COLUMNS)
+    if requests.empty:  # (a trace holds at least one request, and a run writes a row for each)
+        raise FleetsimError(
+            f"{path}: holds no request (a run writes one row per trace request); was the folder edited? nothing written"
+        )
     ids = "request_id"
     status = requests["status"].astype(str).to_numpy()
     _fail(path, requests, ~np.isin(status, STATUS_LABELS), f"status must be one of {', '.join(STATUS_LABELS)}", "status", ids)
     arrival = _numbers(path, requests, "arrival_at_s")
     _fail(path, requests, ~(np.isfinite(arrival) & (arrival >= 0)), "arrival must be a finite time >= 0", "arrival_at_s", ids)
+    _fail(path, requests, arrival > MAX_RECORD_S, f"instants must be <= {MAX_RECORD_S:g} s", "arrival_at_s", ids)
+    _unique(path, requests, ids)
     for column in ("prompt_tokens", "output_tokens", "n_preemptions"):
         v = _numbers(path, requests, column)
         _fail(path, requests, ~(np.isfinite(v) & (v >= 0)), "token and preemption counts must be >= 0", column, ids)
+        _fail(path, requests, v > MAX_TOKENS, f"token and preemption counts must be <= {MAX_TOKENS:,}", column, ids)
     done = status == "completed"
+    output = _numbers(path, requests, "output_tokens")
+    _fail(path, requests, done & (output < 1), "a completed request has produced a token", "output_tokens", ids)
     earlier, earlier_name = arrival, "arrival_at_s"
     for column in ("scheduled_at_s", "first_token_at_s", "completed_at_s"):
         t = _numbers(path, requests, column)
         _fail(path, requests, done & ~np.isfinite(t), "a completed request's instants must be finite", column, ids)
+        _fail(path, requests, done & (t > MAX_RECORD_S), f"instants must be <= {MAX_RECORD_S:g} s", column, ids)
         with np.errstate(invalid="ignore"):
             _fail(path, requests, done & (t < earlier - TOLERANCE_S), f"{column} must not precede {earlier_name}", column, ids)
         earlier, earlier_name = t, column
@@ -74,11 +94,19 @@ def check_requests(path: Path, requests: pd.DataFrame) -> None:
 def check_replicas(path: Path, replicas: pd.DataFrame) -> None:
     """replicas.parquet: every column; seconds by state finite and >= 0; a replica's end not before its provisioning."""
     _missing(path, replicas, REPLICA_COLUMNS)
+    _unique(path, replicas, "replica_id")
     for column in REPLICA_SECONDS:
         v = _numbers(path, replicas, column)
-        ok = np.isfinite(v) & (v >= -TOLERANCE_S)  # (sums of float seconds: -6e-14 is a zero)
-        _fail(path, replicas, ~ok, "seconds must be finite and >= 0", column, "replica_id")
+        ok = np.isfinite(v) & (v >= -TOLERANCE_S) & (v <= MAX_RECORD_S)  # (sums of float seconds: -6e-14 is a zero)
+        _fail(path, replicas, ~ok, f"seconds must be finite, >= 0 and <= {MAX_RECORD_S:g}", column, "replica_id")
+    for column in REPLICA_COUNTS:
+        v = _numbers(path, replicas, column)
+        low = 1 if column == "tp" else 0
+        _fail(path, replicas, ~(np.isfinite(v) & (v >= low)), f"counts must be finite and >= {low}", column, "replica_id")
     start, end = _numbers(path, replicas, "provision_at_s"), _numbers(path, replicas, "end_at_s")
+    for column, t in (("provision_at_s", start), ("end_at_s", end)):
+        ok = np.isfinite(t) & (t >= 0) & (t <= MAX_RECORD_S)
+        _fail(path, replicas, ~ok, f"instants must be finite, within 0..{MAX_RECORD_S:g} s", column, "replica_id")
     with np.errstate(invalid="ignore"):
         _fail(path, replicas, end < start - TOLERANCE_S, "end_at_s must not precede provision_at_s", "end_at_s", "replica_id")
 
@@ -90,7 +118,33 @@ def check_itl(path: Path, itl: pd.DataFrame) -> None:
     for c in ITL_COLUMNS:
         _fail(path, itl, ~np.isfinite(col[c]), "must be finite", c, None)
     _fail(path, itl, col["weight"] < 0, "weights must be >= 0", "weight", None)
+    _fail(path, itl, col["j0"] < 0, "a piece's j0 (a gap's index) must be >= 0", "j0", None)
     _fail(path, itl, col["j1"] < col["j0"], "a piece's j1 must not be below its j0", "j1", None)
     last = np.maximum(col["j1"] - 1, col["j0"])
     low = np.minimum(col["a"] + col["b"] * col["j0"], col["a"] + col["b"] * last)
     _fail(path, itl, low < -TOLERANCE_S, "gaps must be >= 0", "a", None)
+
+
+def check_timeline(path: Path, timeline: pd.DataFrame) -> None:
+    """timeline.parquet: every column; sample instants finite, >= 0 and in order; counts >= 0; rates finite and >= 0;
+    the busy fraction within 0..1 and KV use >= 0 (NaN: no replica to sample)."""
+    _missing(path, timeline, tuple(TIMELINE_COLUMNS))
+    col = {c: _numbers(path, timeline, c) for c in TIMELINE_COLUMNS}
+    t = col["t_s"]
+    _fail(
+        path, timeline, ~(np.isfinite(t) & (t >= 0) & (t <= MAX_RECORD_S)), "sample instants must be finite and >= 0", "t_s", None
+    )
+    _fail(path, timeline, np.diff(t, prepend=-np.inf) < 0, "samples must be in time order", "t_s", None)
+    for c, v in col.items():
+        if c == "t_s":
+            continue
+        if c == "busy_fraction":
+            bad = (v < 0) | (v > 1 + TOLERANCE_S) | np.isinf(v)
+            rule = "fractions must be within 0..1"
+        elif c == "kv_use":  # (prefix caching: cached blocks counted beside the used ones can pass 1 by a little)
+            bad = (v < 0) | np.isinf(v)
+            rule = "KV use must be finite and >= 0"
+        else:
+            bad = ~(np.isfinite(v) & (v >= 0))
+            rule = "counts and rates must be finite and >= 0"
+        _fail(path, timeline, bad, rule, c, None)

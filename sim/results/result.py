@@ -37,7 +37,7 @@ from sim.results.metrics import (
     summarize,
     transfer_summary,
 )
-from sim.results.records_check import check_itl, check_replicas, check_requests
+from sim.results.records_check import check_itl, check_replicas, check_requests, check_timeline
 from sim.results.run_meta import check_meta
 from sim.schema import STATUS_LABELS, SUMMARY_KEYS, RequestStatus
 
@@ -394,10 +394,12 @@ class SimResult:
             check_replicas(run_dir / "replicas.parquet", replicas)
             itl = pd.read_parquet(run_dir / "itl.parquet")
             check_itl(run_dir / "itl.parquet", itl)
+            timeline = pd.read_parquet(run_dir / "timeline.parquet")
+            check_timeline(run_dir / "timeline.parquet", timeline)
             return cls(
                 requests=requests,
                 replicas=replicas,
-                timeline=pd.read_parquet(run_dir / "timeline.parquet"),
+                timeline=timeline,
                 itl=GapDistribution.from_frame(itl),
                 meta=meta,
             )

@@ -97,8 +97,8 @@ class StepTimeConfig(Frozen):
     """`roofline` (default) or `constant`: fixed seconds per prompt token and per decode step."""
 
     kind: Literal["roofline", "constant"] = "roofline"
-    prefill_s_per_token: float = Field(default=0.0, ge=0)
-    decode_step_s: float | None = Field(default=None, gt=0)
+    prefill_s_per_token: float = Field(default=0.0, ge=0, le=MAX_STEP_OVERHEAD_S)
+    decode_step_s: float | None = Field(default=None, gt=0, le=MAX_STEP_OVERHEAD_S)
 
     @model_validator(mode="after")
     def _constant_needs_times(self) -> StepTimeConfig:

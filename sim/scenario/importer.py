@@ -256,13 +256,16 @@ class Doc:
             done.append(part)
         return f"{path} is missing"
 
-    def int_at(self, path: str, value: Any) -> int:
+    def int_at(self, path: str, value: Any, *, minimum: int | None = None) -> int:
         if isinstance(value, bool) or not isinstance(value, int | str):
             raise FleetsimError(f"{self.where}: {path} must be an integer (got {value!r})")
         try:
-            return int(value)
+            n = int(value)
         except ValueError:
             raise FleetsimError(f"{self.where}: {path} must be an integer (got {value!r})") from None
+        if minimum is not None and n < minimum:  # (a value the scenario does not check again: a note's figure)
+            raise FleetsimError(f"{self.where}: {path} must be >= {minimum} (got {value!r})")
+        return n
 
 
 def _check_templating(node: Any, where: str, path: str = "") -> None:
@@ -375,7 +378,7 @@ def _pod_spec(imp: Imported, doc: Doc, spec_path: str) -> None:
         for res in GPU_RESOURCES:
             if res in block:
                 imp.gpus_per_pod = (
-                    doc.int_at(f"{cpath}.resources.{section}.{res}", block[res]),
+                    doc.int_at(f"{cpath}.resources.{section}.{res}", block[res], minimum=0),
                     doc.src(f"{cpath}.resources.{section}"),
                 )
                 break
@@ -900,7 +903,7 @@ def _kserve(imp: Imported, doc: Doc) -> None:
         for res in GPU_RESOURCES:
             if res in limits:
                 imp.gpus_per_pod = (
-                    doc.int_at(f"spec.predictor.model.resources.limits.{res}", limits[res]),
+                    doc.int_at(f"spec.predictor.model.resources.limits.{res}", limits[res], minimum=0),
                     doc.src("spec.predictor.model.resources.limits"),
                 )
         selector = pred.get("nodeSelector") or {}

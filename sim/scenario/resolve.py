@@ -16,7 +16,7 @@ from sim.errors import FleetsimError, unknown_name
 from sim.physics.hardware import GIGA, TERA, GpuCatalog, GpuSpec, load_gpu_catalog
 from sim.physics.models import ModelCatalog, ModelSpec, load_model_catalog, resolve_model
 from sim.physics.prices import capacity_price
-from sim.physics.roofline import RooflineSetup, check_fits
+from sim.physics.roofline import RooflineSetup, check_fits, check_step_time
 from sim.scenario.config import LINK_PRESETS, EngineConfig, GpuOverride, RooflineConfig, Scenario
 
 
@@ -111,6 +111,7 @@ def build_setup(
         all2all=all2all_backend,
     )
     check_fits(setup)
+    check_step_time(setup)
     return setup
 
 

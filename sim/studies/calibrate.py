@@ -49,6 +49,7 @@ from sim.errors import FleetsimError
 from sim.physics.hardware import GpuSpec
 from sim.physics.models import ModelSpec
 from sim.physics.roofline import RooflineSetup, allreduce_time_s, expected_experts_touched, step_cost
+from sim.spec import MAX_STEP_OVERHEAD_S
 
 PARAMS = ("mfu", "mbu", "layer_overhead_s", "allreduce_latency_s", "overlap")
 BOUNDS: dict[str, tuple[float, float]] = {
@@ -94,12 +95,18 @@ def _int_col(df: pd.DataFrame, col: str, path: str, *, minimum: int) -> np.ndarr
     return out
 
 
-def _pos_col(df: pd.DataFrame, col: str, path: str) -> np.ndarray:
+def _pos_col(df: pd.DataFrame, col: str, path: str, *, low: float, high: float, unit: str) -> np.ndarray:
+    """A time column within [low, high] (a nanosecond to an hour a step): the fit weighs relative errors, so a time
+    of 1e-300 made them overflow (a traceback from the solver) and one of 1e300 was fitted as a figure."""
     values = pd.to_numeric(df[col], errors="coerce")
     bad = values.isna() | ~np.isfinite(values) | (values <= 0)
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
         raise _fail(path, i + 2, f"{col} must be a positive number (got {str(df[col].iloc[i])!r})")
+    bad = (values < low) | (values > high)
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise _fail(path, i + 2, f"{col} must be within {low:g}..{high:g} {unit} (got {str(df[col].iloc[i])!r})")
     out: np.ndarray = values.to_numpy(dtype=np.float64)
     return out
 
@@ -155,7 +162,7 @@ def _steps_layout(df: pd.DataFrame, path: str) -> list[Shape]:
     batch = _int_col(df, "batch", path, minimum=1)
     new = _int_col(df, "new_tokens_per_seq", path, minimum=1)
     ctx = _int_col(df, "context_tokens", path, minimum=0)
-    ms = _pos_col(df, "total_ms", path)
+    ms = _pos_col(df, "total_ms", path, low=1e-6, high=MAX_STEP_OVERHEAD_S * 1e3, unit="ms")
     dec = _int_col(df, "decode_seqs", path, minimum=0) if "decode_seqs" in df.columns else np.zeros(len(df), np.int64)
     out = []
     for i, kind in enumerate(kinds):
@@ -176,7 +183,7 @@ def _vllm_layout(df: pd.DataFrame, path: str) -> list[Shape]:
     batch = _int_col(df, "batch_size", path, minimum=1)
     inp = _int_col(df, "input_len", path, minimum=1)
     outl = _int_col(df, "output_len", path, minimum=1)
-    lat = _pos_col(df, "avg_latency", path)
+    lat = _pos_col(df, "avg_latency", path, low=1e-9, high=MAX_STEP_OVERHEAD_S * MAX_STEPS, unit="s")
     steps_total = int(outl.sum(dtype=np.float64))
     if steps_total > MAX_STEPS:
         raise FleetsimError(
@@ -235,7 +242,7 @@ def _kernel_table(folder: Path, file: str, max_rows: int) -> pd.DataFrame:
         if col == "layer":
             df[col] = df[col].astype(str).str.strip()
         elif col == "time_us":
-            df[col] = _pos_col(df, col, name)
+            df[col] = _pos_col(df, col, name, low=1e-3, high=MAX_STEP_OVERHEAD_S * 1e6, unit="us")
         else:
             df[col] = _int_col(df, col, name, minimum=0 if file == "attention.csv" else 1)
     for layer in KERNEL_NEEDED.get(file, ()):

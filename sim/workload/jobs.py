@@ -22,7 +22,7 @@ from sim.lazy import LazyModule
 from sim.schema import KLASSES
 from sim.spec import MAX_TOKENS, Frozen
 from sim.streams import RunStreams
-from sim.workload.schema import MAX_REQUESTS
+from sim.workload.schema import MAX_REQUESTS, PRIORITY_RANGE
 from sim.workload.synthetic import Lengths, draw_lengths
 from sim.workload.transforms import TraceFile, clip_tokens, load_trace_file
 
@@ -201,6 +201,9 @@ def label(
     if (job_id is not None or deadline_s is not None) and not is_batch:
         raise FleetsimError(f"{source}: --job-id and --deadline-s label batch jobs: give --klass batch too")
     if priority is not None:
+        low, high = PRIORITY_RANGE
+        if not low <= priority <= high:
+            raise FleetsimError(f"{source}: --priority must be within {low:,}..{high:,} (got {priority})")
         out["priority"] = np.full(len(out), priority, dtype=np.int64)
     if job_id is not None:
         if not job_id.strip():

@@ -27,9 +27,11 @@ from typing import Any
 import numpy as np
 
 from sim.errors import FleetsimError
+from sim.spec import MAX_TOKENS
 from sim.yaml_input import read_text
 
 MAX_BYTES = 100_000_000
+MAX_ABS = 1e12  # any figure a query returns: a Unix time (s), a rate (/s) or a count of requests or tokens
 
 
 def _load(path: Path) -> list[dict[str, Any]]:
@@ -56,6 +58,8 @@ def _number(path: Path, where: str, text: Any) -> float:
         raise FleetsimError(f"{path} {where}: not a number ({text!r})") from None
     if math.isnan(x):
         raise FleetsimError(f"{path} {where}: NaN (a rate over a window with no samples); query a wider range")
+    if not math.isfinite(x) or abs(x) > MAX_ABS:  # (an instant, a rate or a count: sums and spans of them overflow)
+        raise FleetsimError(f"{path} {where}: must be a finite number within +-{MAX_ABS:g} (got {text!r})")
     return x
 
 
@@ -104,13 +108,20 @@ def read_histogram(path: Path) -> tuple[np.ndarray, np.ndarray]:
         if le is None:
             raise FleetsimError(f"{path}: data.result[{i}] has no le label (query the _bucket series by le)")
         bound = math.inf if le in ("+Inf", "Inf", "inf") else _number(path, f"data.result[{i}].metric.le", le)
+        if bound != math.inf and not 1 <= bound <= MAX_TOKENS:  # (the first bucket is read as from 1 token)
+            raise FleetsimError(
+                f"{path} data.result[{i}].metric.le: a token bucket's bound must be within 1..{MAX_TOKENS:,} (got {le!r})"
+            )
         if "value" in series:
             raw = series["value"]
         elif series.get("values"):
             raw = series["values"][-1]
         else:
             raise FleetsimError(f"{path}: data.result[{i}] has no value")
-        by_le[bound] = by_le.get(bound, 0.0) + _number(path, f"data.result[{i}].value", raw[1])
+        count = _number(path, f"data.result[{i}].value", raw[1])
+        if count < 0:
+            raise FleetsimError(f"{path} data.result[{i}].value: a bucket's count must be >= 0 (got {raw[1]!r})")
+        by_le[bound] = by_le.get(bound, 0.0) + count
     bounds = np.array(sorted(by_le))
     if not math.isinf(bounds[-1]) or bounds.size < 2:
         raise FleetsimError(f"{path}: a histogram needs its +Inf bucket and at least one finite bound")

@@ -43,6 +43,7 @@ else:  # loaded when a trace is read
     pq = LazyModule("pyarrow.parquet")
 
 from sim.errors import FleetsimError, _short
+from sim.spec import MAX_TOKENS
 from sim.workload.hash_ids import RULE as HASH_RULE
 from sim.workload.hash_ids import as_column, check_hash_ids, hash_id_problem
 from sim.workload.schema import OPTIONAL, REQUIRED, Where, canonical_frame, check_times, check_tokens, validate_frame
@@ -320,8 +321,10 @@ def _first_unparsable(chunks: Any, layout: CsvLayout, where: Where) -> FleetsimE
             if kind == "datetime":
                 ok = pd.to_datetime(text, errors="coerce", format="ISO8601").notna().to_numpy()
                 rule = "must be a date-time"
-            elif kind == "int":
-                ok = text.str.fullmatch(r"[+-]?\d+").to_numpy(dtype=bool)
+            elif kind == "int":  # (as pyarrow reads int64: no leading +, and at most 18 digits past leading zeros)
+                ok = text.str.fullmatch(r"-?\d+").to_numpy(dtype=bool) & (
+                    text.str.lstrip("-").str.lstrip("0").str.len().to_numpy() <= 18
+                )
                 rule = "must be an integer"
             else:
                 ok = pd.to_numeric(text, errors="coerce").notna().to_numpy()
@@ -332,6 +335,10 @@ def _first_unparsable(chunks: Any, layout: CsvLayout, where: Where) -> FleetsimE
                 value = text.iloc[i]
                 if value == "":
                     return FleetsimError(f"{where.at(offset + i)}: {col} is missing")
+                if kind == "int" and value.startswith("+"):
+                    rule = "must be an integer without a + sign"
+                elif kind == "int" and value.lstrip("-").isdigit():
+                    rule = "must be >= 1" if value.startswith("-") else f"must be <= {MAX_TOKENS:,}"
                 return FleetsimError(f"{where.at(offset + i)}: {col} {rule} (got {value!r})")
         offset += len(chunk)
     return None

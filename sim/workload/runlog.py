@@ -195,8 +195,9 @@ def _read_bench(p: Path) -> Any:
     keep, gaps = [], []
     dropped = 0
     for i in range(n):
-        if (i < len(errors) and errors[i]) or data["ttfts"][i] in (None, 0):
-            dropped += 1
+        t = data["ttfts"][i]
+        if (i < len(errors) and errors[i]) or t is None or (type(t) in (int, float) and t == 0):
+            dropped += 1  # (a failed request: vLLM saves its TTFT as 0; `false` is no TTFT, and is refused below)
             continue
         start = _number(p, f"start_times[{i}]", data["start_times"][i], minimum=-math.inf)
         prompt = _number(p, f"input_lens[{i}]", data["input_lens"][i], integer=True, minimum=1)
@@ -205,6 +206,11 @@ def _read_bench(p: Path) -> Any:
         itl = data["itls"][i]
         if not isinstance(itl, list):
             raise _fail(p, f"itls[{i}]", "must be a list of gaps (s)", itl)
+        if len(itl) > output:  # (one gap per streamed chunk after the first: at most one a token, the chat role chunk too)
+            raise FleetsimError(
+                f"{p} itls[{i}]: must hold at most output_lens[{i}] = {int(output)} gaps, one per streamed chunk after "
+                f"the first (got {len(itl)} gaps)"
+            )
         g = np.array([_number(p, f"itls[{i}][{j}]", v) for j, v in enumerate(itl)], dtype=np.float64)
         gaps.append(g)
         keep.append((start, prompt, output, ttft, ttft + float(g.sum())))
@@ -281,4 +287,23 @@ def _read_timeseries(p: Path) -> pd.DataFrame:
         col = next(c for c in TIMESERIES_COLUMNS if out[c].isna().any())
         i = int(np.argmax(out[col].isna().to_numpy()))
         raise _fail(p, f"line {i + 2} column {col!r}", "must be a number", df[col].iloc[i])
+    if out.empty:
+        raise FleetsimError(f"{p}: no tick (a run's time series holds one row per tick)")
+    v = {c: out[c].to_numpy(dtype=np.float64) for c in TIMESERIES_COLUMNS}
+    rules = {  # (a tick's instant on the log's clock; counts of requests; vLLM's KV cache usage in percent)
+        "t": (np.abs(v["t"]) <= MAX_ABS_SECONDS) & (np.diff(v["t"], prepend=-np.inf) > 0),
+        "running": (v["running"] >= 0) & (v["running"] == np.floor(v["running"])) & (v["running"] <= MAX_REQUESTS),
+        "waiting": (v["waiting"] >= 0) & (v["waiting"] == np.floor(v["waiting"])) & (v["waiting"] <= MAX_REQUESTS),
+        "kv_cache_pct": (v["kv_cache_pct"] >= 0) & (v["kv_cache_pct"] <= 100),
+    }
+    said = {
+        "t": f"must be within +-{MAX_ABS_SECONDS:g} s and after the tick before",
+        "running": f"must be a whole number within 0..{MAX_REQUESTS:,}",
+        "waiting": f"must be a whole number within 0..{MAX_REQUESTS:,}",
+        "kv_cache_pct": "must be a percentage within 0..100",
+    }
+    for col, ok in rules.items():
+        if not ok.all():
+            i = int(np.argmin(ok))
+            raise _fail(p, f"line {i + 2} column {col!r}", said[col], df[col].iloc[i])
     return out

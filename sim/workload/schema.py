@@ -47,6 +47,8 @@ REQUIRED = ("arrival_at_s", "prompt_tokens", "output_tokens")
 OPTIONAL = ("request_id", "klass", "priority", "deadline_at_s", "job_id", "prefix_hash_ids", "adapter", "model")
 BASE_MODEL = -1  # the `adapter` of a request for the base model
 MAX_ADAPTER = 2**31 - 1
+MAX_TIME_S = 1e12  # an arrival instant, in seconds (31,700 years either way of its clock's zero)
+PRIORITY_RANGE = (-(2**31), 2**31 - 1)  # a request's priority, as a batch job's (sim.workload.jobs.BatchJob)
 MAX_REQUESTS = 100_000_000  # the most requests a generated or transformed trace may hold (about 3 GB as a frame)
 
 
@@ -86,6 +88,9 @@ def check_times(values: np.ndarray, *, column: str, where: Where, offset: int = 
     bad = first_bad(~np.isfinite(values))
     if bad is not None:
         raise FleetsimError(f"{where.at(offset + bad)}: {column} must be a finite number (got {_show(values[bad])})")
+    bad = first_bad(np.abs(values) > MAX_TIME_S)  # (a span of 1e300 s: a run asks for 1e299 timeline samples)
+    if bad is not None:
+        raise FleetsimError(f"{where.at(offset + bad)}: {column} must be within +-{MAX_TIME_S:g} s (got {_show(values[bad])} s)")
     if values.size:
         prev = np.concatenate(([previous], values[:-1]))
         bad = first_bad(values < prev)
@@ -96,7 +101,7 @@ def check_times(values: np.ndarray, *, column: str, where: Where, offset: int = 
 
 
 def _show(value: object) -> str:
-    if isinstance(value, float | np.floating) and float(value).is_integer():
+    if isinstance(value, float | np.floating) and float(value).is_integer() and abs(float(value)) < 1e15:
         return str(int(value))
     return repr(value.item() if isinstance(value, np.generic) else value)
 
@@ -180,24 +185,31 @@ def _numeric(series: pd.Series, column: str, where: Where) -> np.ndarray:
     return values
 
 
+def _whole_within(values: pd.Series, low: int, high: int) -> np.ndarray:
+    """Whole numbers within [low, high] (past int64 or 1e300, a cast to int64 wraps or saturates)."""
+    v = values.to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return np.asarray((v == np.floor(v)) & (v >= low) & (v <= high))
+
+
 def _check_optional(frame: pd.DataFrame, where: Where) -> None:
     checks: dict[str, Callable[[pd.Series], np.ndarray]] = {
         "klass": lambda s: (s.notna() & ~s.isin(KLASSES)).to_numpy(),
         "deadline_at_s": lambda s: s.notna().to_numpy() & ~(pd.to_numeric(s, errors="coerce").to_numpy() >= 0),
-        "priority": lambda s: (
-            s.notna().to_numpy() & ~(pd.to_numeric(s, errors="coerce") == np.floor(pd.to_numeric(s, errors="coerce"))).to_numpy()
-        ),
+        "priority": lambda s: s.notna().to_numpy() & ~_whole_within(pd.to_numeric(s, errors="coerce"), *PRIORITY_RANGE),
     }
     rules = {
         "klass": f"must be one of {', '.join(KLASSES)}",
         "deadline_at_s": "must be a number >= 0 (or empty: no deadline)",
-        "priority": "must be an integer (or empty: the class's default)",
+        "priority": f"must be an integer within {PRIORITY_RANGE[0]:,}..{PRIORITY_RANGE[1]:,} (or empty: the class's default)",
     }
     for col, bad_of in checks.items():
         if col in frame.columns:
             bad = first_bad(bad_of(frame[col]))
             if bad is not None:
-                raise FleetsimError(f"{where.at(bad)}: {col} {rules[col]} (got {frame[col].iloc[bad]!r})")
+                value = frame[col].iloc[bad]
+                value = value.item() if isinstance(value, np.generic) else value  # (1e+20, not np.float64(1e+20))
+                raise FleetsimError(f"{where.at(bad)}: {col} {rules[col]} (got {value!r})")
     if "prefix_hash_ids" in frame.columns:
         ids = from_python(frame["prefix_hash_ids"].tolist(), column="prefix_hash_ids", where=where)
         frame["prefix_hash_ids"] = as_column(ids)

@@ -20,7 +20,7 @@ else:
 
 from sim.errors import FleetsimError
 from sim.schema import KLASSES
-from sim.spec import Frozen
+from sim.spec import MAX_TOKENS, Frozen
 from sim.streams import RunStreams
 from sim.workload.adapters import AdapterMix, assign_adapters
 from sim.workload.schema import MAX_REQUESTS
@@ -79,8 +79,8 @@ def subsample(frame: pd.DataFrame, fraction: float, rng: np.random.Generator) ->
 
 def clip_tokens(frame: pd.DataFrame, max_context_tokens: int) -> pd.DataFrame:
     """Fit each request into a context window: prompt <= max - 1, then prompt + output <= max."""
-    if max_context_tokens < 2:
-        raise FleetsimError(f"max_context_tokens must be >= 2 (got {max_context_tokens})")
+    if not 2 <= max_context_tokens <= MAX_TOKENS:  # (past int64: an OverflowError in the clip below)
+        raise FleetsimError(f"max_context_tokens must be within 2..{MAX_TOKENS:,} (got {max_context_tokens})")
     out = frame.copy()
     prompt = np.minimum(frame["prompt_tokens"].to_numpy(), max_context_tokens - 1)
     output = np.minimum(frame["output_tokens"].to_numpy(), max_context_tokens - prompt)
@@ -151,7 +151,7 @@ class TraceFile(Frozen):
     end_s: float | None = Field(default=None, gt=0)
     rate_scale: float | None = Field(default=None, ge=MIN_RATE_SCALE, le=MAX_RATE_SCALE)
     sample: float | None = Field(default=None, gt=0, le=1)
-    max_context: int | None = Field(default=None, ge=2)
+    max_context: int | None = Field(default=None, ge=2, le=MAX_TOKENS)
     repeat: int | None = Field(default=None, ge=1, le=1_000_000)
     adapters: AdapterMix | None = None  # LoRA adapters drawn for the requests (`sim.workload.adapters`)
 

@@ -192,7 +192,7 @@ BAD_SCENARIOS = [
         SCENARIO,
         "timeline_interval_s=10 over a trace",
         "span-too-long",
-        trace="arrival_at_s,prompt_tokens,output_tokens\n0,5,5\n1e13,5,5\n",
+        trace="arrival_at_s,prompt_tokens,output_tokens\n0,5,5\n1e11,5,5\n",
     ),
     scenario(
         SCENARIO + "engine: {speculative: {method: draft, num_speculative_tokens: 3, acceptance_rate: 0.7,"

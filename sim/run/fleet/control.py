@@ -114,7 +114,11 @@ def sample_timeline(
             )
         )
         last_arrivals = arrivals()
+    last = dict(zip(TIMELINE_COLUMNS, rows[-1], strict=True))
+    state = "no replica up" if math.isnan(last["busy_fraction"]) else f"replicas {last['busy_fraction']:.0%} busy"
     raise FleetsimError(
         f"the run went on for {MAX_TIMELINE_SAMPLES:,} timeline samples ({env.now:,.0f} s simulated) without resolving "
-        "every request; raise fleet.timeline_interval_s, or check the cold-start durations"
+        f"every request ({last['waiting']:,} waiting and {last['running']:,} running at the end, {state}): the "
+        "replicas are far too slow for the trace (check the step times: engine.step_time, roofline figures) or never "
+        "came up (check the cold-start durations); a longer fleet.timeline_interval_s allows a longer run"
     )
