@@ -182,6 +182,7 @@ EDITS = {  # file, edit, what the one-line error says
     "a negative gap index": ("itl", lambda r: r.assign(j0=-5), "j0 (a gap's index) must be >= 0"),
     "a negative queue": ("timeline", lambda r: r.assign(waiting=-5), "(got waiting = -5)"),
     "replicas 300% busy": ("timeline", lambda r: r.assign(busy_fraction=3.0), "fractions must be within 0..1"),
+    "KV use of 120%": ("timeline", lambda r: r.assign(kv_use=1.2), "KV use must be within 0..1"),
     "a NaN sample time": ("timeline", lambda r: r.assign(t_s=np.nan), "sample instants must be finite"),
     "samples out of order": ("timeline", lambda r: r.iloc[::-1], "samples must be in time order"),
     "an infinite arrival rate": ("timeline", lambda r: r.assign(arrival_rate_per_s=np.inf), "arrival_rate_per_s = inf"),

@@ -141,9 +141,9 @@ def check_timeline(path: Path, timeline: pd.DataFrame) -> None:
         if c == "busy_fraction":
             bad = (v < 0) | (v > 1 + TOLERANCE_S) | np.isinf(v)
             rule = "fractions must be within 0..1"
-        elif c == "kv_use":  # (prefix caching: cached blocks counted beside the used ones can pass 1 by a little)
-            bad = (v < 0) | np.isinf(v)
-            rule = "KV use must be finite and >= 0"
+        elif c == "kv_use":  # (NaN: no replica up)
+            bad = (v < 0) | (v > 1 + TOLERANCE_S) | np.isinf(v)
+            rule = "KV use must be within 0..1"
         else:
             bad = ~(np.isfinite(v) & (v >= 0))
             rule = "counts and rates must be finite and >= 0"

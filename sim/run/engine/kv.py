@@ -73,6 +73,10 @@ class BlockKv:
         what an allocation can have (`queued`: requests wait, which a change in the cache could admit)."""
         return self.n_blocks - self.used
 
+    def used_after(self, blocks: int) -> int:
+        """Blocks in use once `blocks` more have been allocated (a decode run's growth so far, read mid-run)."""
+        return self.used + blocks
+
     def grow(self, seq: Seq, n_slots: int) -> None:
         """Make `seq` hold enough blocks for `n_slots` tokens."""
         need = -(-n_slots // self.block_size) - seq.blocks
@@ -167,6 +171,15 @@ class PrefixCachingKv(BlockKv):
         """With requests waiting, the free blocks only: an eviction changes what the queue's head finds cached (so
         what it reserves and whether it is admitted), which the per-step engine sees at the very step it happens."""
         return self.n_blocks - self.used if queued else self.available()
+
+    def used_after(self, blocks: int) -> int:
+        """`BlockKv.used_after`, less the cached entries the allocations evict: growth past the free blocks evicts
+        whole entries (`_make_room`), the same count whether it happens a step at a time or at a run's end."""
+        short = blocks - (self.n_blocks - self.used)
+        if short <= 0:
+            return self.used + blocks
+        epb = self.cache.blocks_per_entry
+        return self.used + blocks - epb * -(-short // epb)
 
     def _make_room(self, blocks: int) -> None:
         """Evict unpinned cached entries (LRU) until `blocks` blocks are free."""

@@ -389,7 +389,7 @@ class Replica:
         slots_ahead = min(self.steps_done_in_run(now) + 1, k_max)  # the step in progress holds its slot
         bs = self.kv.block_size
         explicit = sum(max(0, blocks_for(s.computed + slots_ahead, bs) - s.blocks) for s in seqs)
-        return self.kv.used + self.group.blocks_needed(slots_ahead) + explicit
+        return self.kv.used_after(self.group.blocks_needed(slots_ahead) + explicit)
 
     def kv_use_at(self, now: float) -> float:
         """The share of its KV blocks in use at `now`."""

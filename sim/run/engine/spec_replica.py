@@ -142,7 +142,7 @@ class SpecReplica(Replica):
             return self.kv.used
         start, run = self._spec_run
         done = run.steps_done_by(now - start, self._run_steps)
-        return self.kv.used + run.extra_blocks(min(done + 1, self._run_steps))
+        return self.kv.used_after(run.extra_blocks(min(done + 1, self._run_steps)))
 
 
 def _admit_no(seq: Seq) -> int:
