@@ -20,7 +20,7 @@ that determines it (the base scenario's content, the point's values, the seed), 
 rerun with the same arguments computes only what is missing, and an edited base never reuses stale rows.
 When every run is in, `OUT/results.parquet` holds a row per point and seed (the point's index and axis
 values, the seed, every summary key, `wall_s`, and `error` for a point that cannot run: a model that does
-not fit, say) and `OUT/stats.parquet` the statistics across seeds (see `seed_stats`). A run depends only on
+not fit, say; a sweep whose every point fails is an error, and writes neither file) and `OUT/stats.parquet` the statistics across seeds (see `seed_stats`). A run depends only on
 its scenario and seed, so any worker count and either executor give identical rows (`wall_s` aside). A
 worker that dies loses only the run it had; it is retried (twice) and then recorded as an error row.
 """
@@ -494,6 +494,15 @@ def run_sweep(
         claim(out, sweep.owner())
         rows = execute(jobs_for(sweep, out), workers=workers, progress=progress, task=task, client=client)
     rows = rows.sort_values(["point", "seed"], kind="stable").reset_index(drop=True)
+    if "error" in rows and len(rows) and rows["error"].notna().all():
+        # results made only of error rows would read as a finished sweep: refuse it, and leave no results behind
+        for name in ("results.parquet", "stats.parquet"):
+            (out / name).unlink(missing_ok=True)
+        first = rows.iloc[0]
+        raise FleetsimError(
+            f"sweep {sweep.name}: all {len(sweep.points)} points failed ({len(rows)} runs); "
+            f"point {first['point']}: {first['error']}"
+        )
     stats = seed_stats(rows, sweep.axes)
     _write_frame(rows, out / "results.parquet")
     _write_frame(stats, out / "stats.parquet")
