@@ -396,3 +396,53 @@ def test_a_sweep_whose_every_point_fails_is_an_error_not_results(tmp_path):
     res = runner.invoke(app, ["sweep", str(tmp_path / "sweep.yaml"), "--out", str(tmp_path / "o2"), "--no-progress"])
     assert res.exit_code == 0 and "(1 could not run)" in res.output, res.output
     assert len(pd.read_parquet(tmp_path / "o2" / "results.parquet")) == 2
+
+
+LINKS = {  # file, edit, what the one-line error says
+    "a request on a replica never launched": (
+        "requests",
+        lambda r: r.assign(replica_id=np.int32(7)),
+        "(request_id 0): replica_id must be -1 or a replica of replicas.parquet (got replica_id = 7)",
+    ),
+    "a decode replica never launched": (
+        "requests",
+        lambda r: r.assign(decode_replica_id=np.int32(9)),
+        "decode_replica_id must be -1 or a replica of replicas.parquet (got decode_replica_id = 9)",
+    ),
+    "no replica at all": ("replicas", lambda r: r.iloc[:0], "replicas.parquet: holds no replica while 3 requests were served"),
+    "more cached tokens than the prompt": (
+        "requests",
+        lambda r: r.assign(cached_tokens=r["prompt_tokens"] + 1.0),
+        "cached_tokens must be within 0..prompt_tokens (got cached_tokens = 51.0)",
+    ),
+    "negative cached tokens": (
+        "requests",
+        lambda r: r.assign(cached_tokens=-1.0),
+        "cached_tokens must be within 0..prompt_tokens",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LINKS))
+def test_requests_must_name_replicas_the_run_launched_and_cache_at_most_their_prompt(run_dir, tmp_path, case):
+    """`report` read these with exit 0: requests served by a replica missing from replicas.parquet (or by none, the
+    file emptied) were summed without a replica to bill, and a request with more cached tokens than its prompt gave a
+    cache hit rate over 100%. A rejected request's replica -1 and NaN cached tokens (no caching) stay valid."""
+    name, edit, says = LINKS[case]
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    for f in run_dir.iterdir():
+        if f.is_file():
+            (edited / f.name).write_bytes(f.read_bytes())
+    frame = pd.read_parquet(edited / f"{name}.parquet")
+    edit(frame).to_parquet(edited / f"{name}.parquet", index=False)
+    html = tmp_path / "p.html"
+    one_line_error(["report", str(edited), "--html", str(html)], says)
+    assert not html.exists()
+    requests = pd.read_parquet(run_dir / "requests.parquet")
+    assert requests["cached_tokens"].isna().all() and (requests["decode_replica_id"] == -1).all()
+    (edited / "replicas.parquet").write_bytes((run_dir / "replicas.parquet").read_bytes())
+    rejected = requests.assign(replica_id=np.int32(-1), status=pd.Categorical(["rejected", "completed", "completed"]))
+    rejected.to_parquet(edited / "requests.parquet", index=False)
+    res = runner.invoke(app, ["report", str(edited)])
+    assert res.exit_code == 0, res.output

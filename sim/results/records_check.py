@@ -2,7 +2,7 @@
 
 A folder edited by hand (or corrupted) can hold records no simulation leaves: a request whose first token precedes its
 arrival, negative token counts, an unknown status, NaN or infinite instants, negative replica seconds, negative
-inter-token gaps. Summarizing such records prints impossible figures with exit 0, so `SimResult.load` checks them
+inter-token gaps, a request served by a replica the run never launched. Summarizing such records prints impossible figures with exit 0, so `SimResult.load` checks them
 first and names the file, the row, the rule and the value in one line. Each check is vectorized: a million-request
 folder costs a few array passes.
 """
@@ -78,6 +78,10 @@ def check_requests(path: Path, requests: pd.DataFrame) -> None:
         v = _numbers(path, requests, column)
         _fail(path, requests, ~(np.isfinite(v) & (v >= 0)), "token and preemption counts must be >= 0", column, ids)
         _fail(path, requests, v > MAX_TOKENS, f"token and preemption counts must be <= {MAX_TOKENS:,}", column, ids)
+    prompt, cached = _numbers(path, requests, "prompt_tokens"), _numbers(path, requests, "cached_tokens")
+    with np.errstate(invalid="ignore"):  # (NaN: no prefix caching, or a request never scheduled)
+        bad_cache = (cached < 0) | (cached > prompt) | np.isinf(cached)
+    _fail(path, requests, bad_cache, "cached_tokens must be within 0..prompt_tokens", "cached_tokens", ids)
     done = status == "completed"
     output = _numbers(path, requests, "output_tokens")
     _fail(path, requests, done & (output < 1), "a completed request has produced a token", "output_tokens", ids)
@@ -109,6 +113,29 @@ def check_replicas(path: Path, replicas: pd.DataFrame) -> None:
         _fail(path, replicas, ~ok, f"instants must be finite, within 0..{MAX_RECORD_S:g} s", column, "replica_id")
     with np.errstate(invalid="ignore"):
         _fail(path, replicas, end < start - TOLERANCE_S, "end_at_s must not precede provision_at_s", "end_at_s", "replica_id")
+
+
+def check_links(path: Path, requests: pd.DataFrame, replicas: pd.DataFrame) -> None:
+    """requests.parquet against replicas.parquet (`path`): the replica a request ran on (`replica_id`; -1: none, a
+    request rejected or never scheduled) and its decode replica (`decode_replica_id`; -1: no transfer) are replicas
+    the run launched, and a run that served requests launched a replica."""
+    served = requests["status"].astype(str).to_numpy() == "completed"
+    if replicas.empty and served.any():
+        raise FleetsimError(
+            f"{path}: holds no replica while {int(served.sum()):,} requests were served; was the folder edited? nothing written"
+        )
+    known = _numbers(path, replicas, "replica_id")
+    for column in ("replica_id", "decode_replica_id"):
+        v = _numbers(path, requests, column)
+        bad = (v != -1) & ~np.isin(v, known)
+        _fail(
+            path.with_name("requests.parquet"),
+            requests,
+            bad,
+            f"{column} must be -1 or a replica of {path.name}",
+            column,
+            "request_id",
+        )
 
 
 def check_itl(path: Path, itl: pd.DataFrame) -> None:
