@@ -446,3 +446,29 @@ def test_requests_must_name_replicas_the_run_launched_and_cache_at_most_their_pr
     rejected.to_parquet(edited / "requests.parquet", index=False)
     res = runner.invoke(app, ["report", str(edited)])
     assert res.exit_code == 0, res.output
+
+
+@pytest.mark.parametrize(
+    ("name", "old", "new", "says"),
+    [
+        (
+            "deployment-hpa.yaml",
+            "maxReplicas: 8",
+            'maxReplicas: "8"',
+            "spec.maxReplicas must be an integer, not a string (got '8')",
+        ),
+        ("deployment-hpa.yaml", "replicas: 2", 'replicas: "2"', "spec.replicas must be an integer, not a string (got '2')"),
+        ("deployment-hpa.yaml", "minReplicas: 1", "minReplicas: 1.5", "spec.minReplicas must be an integer, not float (got 1.5)"),
+        ("kserve.yaml", "maxReplicas: 4", 'maxReplicas: "4"', "spec.predictor.maxReplicas must be an integer, not a string"),
+    ],
+)
+def test_import_refuses_an_integer_field_given_as_a_string(tmp_path, name, old, new, says):
+    """An HPA's `maxReplicas: "8"` (Kubernetes refuses it: the field is an integer) was read as 8 and imported. A
+    resource quantity (`nvidia.com/gpu: "1"`) is text in Kubernetes and stays accepted."""
+    text = (REPO / "configs" / "cluster" / name).read_text()
+    assert old in text
+    path = tmp_path / name
+    path.write_text(text.replace(old, new, 1))
+    out = tmp_path / "s.yaml"
+    one_line_error(["import", str(path), "--out", str(out)], says)
+    assert not out.exists()

@@ -256,9 +256,12 @@ class Doc:
             done.append(part)
         return f"{path} is missing"
 
-    def int_at(self, path: str, value: Any, *, minimum: int | None = None) -> int:
-        if isinstance(value, bool) or not isinstance(value, int | str):
-            raise FleetsimError(f"{self.where}: {path} must be an integer (got {value!r})")
+    def int_at(self, path: str, value: Any, *, minimum: int | None = None, text: bool = False) -> int:
+        """An integer field: an integer in the manifest (Kubernetes refuses `maxReplicas: "8"`), or with `text` also
+        its decimal text (a resource quantity's `nvidia.com/gpu: "1"`)."""
+        if isinstance(value, bool) or not isinstance(value, int | str) or (isinstance(value, str) and not text):
+            what = "a string" if isinstance(value, str) else type(value).__name__
+            raise FleetsimError(f"{self.where}: {path} must be an integer, not {what} (got {value!r})")
         try:
             n = int(value)
         except ValueError:
@@ -378,7 +381,7 @@ def _pod_spec(imp: Imported, doc: Doc, spec_path: str) -> None:
         for res in GPU_RESOURCES:
             if res in block:
                 imp.gpus_per_pod = (
-                    doc.int_at(f"{cpath}.resources.{section}.{res}", block[res], minimum=0),
+                    doc.int_at(f"{cpath}.resources.{section}.{res}", block[res], minimum=0, text=True),
                     doc.src(f"{cpath}.resources.{section}"),
                 )
                 break
@@ -903,7 +906,7 @@ def _kserve(imp: Imported, doc: Doc) -> None:
         for res in GPU_RESOURCES:
             if res in limits:
                 imp.gpus_per_pod = (
-                    doc.int_at(f"spec.predictor.model.resources.limits.{res}", limits[res], minimum=0),
+                    doc.int_at(f"spec.predictor.model.resources.limits.{res}", limits[res], minimum=0, text=True),
                     doc.src("spec.predictor.model.resources.limits"),
                 )
         selector = pred.get("nodeSelector") or {}
@@ -918,11 +921,15 @@ def _kserve(imp: Imported, doc: Doc) -> None:
     bounds: dict[str, Any] = {}
     for key, field_name in (("min_replicas", "minReplicas"), ("max_replicas", "maxReplicas")):
         if pred.get(field_name) is not None:
-            bounds[key] = (pred[field_name], f"spec.predictor.{field_name}")
+            where = f"spec.predictor.{field_name}"
+            bounds[key] = (doc.int_at(where, pred[field_name]), where)
     metric = str(pred.get("scaleMetric", "concurrency"))
     if pred.get("scaleTarget") is not None:
         if metric == "concurrency":
-            bounds["target_concurrency"] = (pred["scaleTarget"], "spec.predictor.scaleTarget")
+            bounds["target_concurrency"] = (
+                doc.int_at("spec.predictor.scaleTarget", pred["scaleTarget"]),
+                "spec.predictor.scaleTarget",
+            )
         else:
             imp.notes.append(
                 f"{doc.src('spec.predictor.scaleMetric')} {metric}: not modelled (fleetsim's KPA scales on concurrency)"
