@@ -472,3 +472,30 @@ def test_import_refuses_an_integer_field_given_as_a_string(tmp_path, name, old, 
     out = tmp_path / "s.yaml"
     one_line_error(["import", str(path), "--out", str(out)], says)
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "says"),
+    [
+        (["--job-id", ""], "b.csv: --job-id must not be empty"),
+        (["--job-id", "  "], "b.csv: --job-id must not be empty"),
+        (["--deadline-s", "1e300"], "--deadline-s must be a number of seconds > 0 and <= 1e+12 (got 1e+300)"),
+    ],
+)
+def test_trace_merge_refuses_an_empty_job_id_and_a_deadline_past_any_run(tmp_path, monkeypatch, option, says):
+    """`--job-id ""` was silently replaced by the file's name (an empty id is falsy), and `--deadline-s 1e300`
+    wrote a 300-digit deadline_at_s field into the merged CSV."""
+    monkeypatch.chdir(tmp_path)
+    Path("b.csv").write_text("arrival_at_s,prompt_tokens,output_tokens\n0,10,5\n1,10,5\n")
+    one_line_error(["trace", "merge", "m.csv", "b.csv=batch", *option], says)
+    assert not Path("m.csv").exists()
+
+
+def test_a_trace_deadline_past_any_run_is_refused_with_its_line(tmp_path):
+    """A trace's `deadline_at_s` of 1e300 was read (only its order against the arrival was checked) and written
+    back by `trace merge` / `convert` as a 300-digit field; arrivals were already bounded at 1e12 s."""
+    path = tmp_path / "t.csv"
+    path.write_text("arrival_at_s,prompt_tokens,output_tokens,klass,deadline_at_s\n0,10,5,batch,100\n1,10,5,batch,1e300\n")
+    one_line_error(
+        ["trace", "inspect", str(path)], "line 3: deadline_at_s must be within 1e+12 s of the first arrival (got 1e+300)"
+    )

@@ -249,7 +249,7 @@ def merge(
                 klass="batch",
                 priority=priority if "priority" not in frame.columns and priority is not None else None,
                 deadline_s=deadline_s if "deadline_at_s" not in frame.columns else None,
-                job_id=(job_id or Path(path).stem) if "job_id" not in frame.columns else None,
+                job_id=(Path(path).stem if job_id is None else job_id) if "job_id" not in frame.columns else None,
                 source=path,
             )
         key = path if path not in frames else f"{path} (input {len(frames) + 1})"

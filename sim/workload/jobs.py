@@ -22,7 +22,7 @@ from sim.lazy import LazyModule
 from sim.schema import KLASSES
 from sim.spec import MAX_TOKENS, Frozen
 from sim.streams import RunStreams
-from sim.workload.schema import MAX_REQUESTS, PRIORITY_RANGE
+from sim.workload.schema import MAX_REQUESTS, MAX_TIME_S, PRIORITY_RANGE
 from sim.workload.synthetic import Lengths, draw_lengths
 from sim.workload.transforms import TraceFile, clip_tokens, load_trace_file
 
@@ -43,9 +43,9 @@ class BatchJob(Frozen):
     prompt_tokens: Lengths | None = None
     output_tokens: Lengths | None = None
     file: str | TraceFile | None = None  # the job's requests from a trace (instead of requests + lengths)
-    submit_at_s: float = Field(default=0.0, ge=0)
-    window_s: float = Field(default=0.0, ge=0)  # 0: all submitted at submit_at_s; else evenly over the window
-    deadline_s: float = Field(default=DEFAULT_DEADLINE_S, gt=0)  # after submit_at_s
+    submit_at_s: float = Field(default=0.0, ge=0, le=MAX_TIME_S)
+    window_s: float = Field(default=0.0, ge=0, le=MAX_TIME_S)  # 0: all submitted at submit_at_s; else evenly over the window
+    deadline_s: float = Field(default=DEFAULT_DEADLINE_S, gt=0, le=MAX_TIME_S)  # after submit_at_s
     priority: int = Field(default=BATCH_PRIORITY, ge=-(2**31), le=2**31 - 1)
     max_context: int | None = Field(default=None, ge=2, le=MAX_TOKENS)  # clip each request into this context
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)  # None: the scenario's
@@ -210,7 +210,9 @@ def label(
             raise FleetsimError(f"{source}: --job-id must not be empty")
         out["job_id"] = job_id
     if deadline_s is not None:
-        if not (deadline_s > 0 and np.isfinite(deadline_s)):
-            raise FleetsimError(f"{source}: --deadline-s must be a number > 0 (got {deadline_s})")
+        if not (0 < deadline_s <= MAX_TIME_S):  # (as an arrival is: 1e300 was a 300-digit CSV field)
+            raise FleetsimError(
+                f"{source}: --deadline-s must be a number of seconds > 0 and <= {MAX_TIME_S:g} (got {deadline_s:g})"
+            )
         out["deadline_at_s"] = float(out["arrival_at_s"].iloc[0]) + deadline_s
     return out

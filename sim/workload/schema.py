@@ -162,6 +162,12 @@ def validate_frame(frame: pd.DataFrame, *, source: str = "<trace>", where: Where
             raise FleetsimError(
                 f"{where.at(bad)}: deadline_at_s must be >= arrival_at_s (got {frame['deadline_at_s'].iloc[bad]!r})"
             )
+        bad = first_bad(deadline > MAX_TIME_S)  # (as an arrival: a deadline of 1e300 s is a 300-digit CSV field)
+        if bad is not None:
+            raise FleetsimError(
+                f"{where.at(bad)}: deadline_at_s must be within {MAX_TIME_S:g} s of the first arrival "
+                f"(got {_show(deadline[bad] + t[0])})"
+            )
         out["deadline_at_s"] = deadline
     out.attrs["source"] = frame.attrs.get("source", source)
     return out
