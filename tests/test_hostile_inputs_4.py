@@ -499,3 +499,15 @@ def test_a_trace_deadline_past_any_run_is_refused_with_its_line(tmp_path):
     one_line_error(
         ["trace", "inspect", str(path)], "line 3: deadline_at_s must be within 1e+12 s of the first arrival (got 1e+300)"
     )
+
+
+@pytest.mark.parametrize("goodput", ["ttft:5 ttft:6", "ttft:5,tpot:100,ttft:6"])
+def test_goodput_refuses_a_metric_given_twice(tmp_path, goodput):
+    """`--goodput "ttft:5 ttft:6"` silently kept the last figure (6 ms): a repeat is most likely a typo for another
+    metric, and the SLO the run reported against was not the one written first."""
+    out = tmp_path / "r"
+    one_line_error(
+        ["run", str(REPO / "configs" / "default.yaml"), "--goodput", goodput, "--out", str(out)],
+        f"--goodput names ttft twice (got {goodput!r}); give each metric once",
+    )
+    assert not out.exists()

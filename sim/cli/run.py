@@ -224,6 +224,8 @@ def parse_goodput(text: str) -> SloConfig:
             raise FleetsimError(f"--goodput {key}: milliseconds must be a number (got {value!r})") from None
         if not (ms > 0 and math.isfinite(ms)):
             raise FleetsimError(f"--goodput {key}: milliseconds must be a finite number > 0 (got {value})")
+        if f"{key}_ms" in values:  # (vLLM keeps the last; a repeat is a typo for another metric)
+            raise FleetsimError(f"--goodput names {key} twice (got {text!r}); give each metric once")
         values[f"{key}_ms"] = ms
     if not values:
         raise FleetsimError("--goodput needs at least one METRIC:MS pair, e.g. ttft:2000")
