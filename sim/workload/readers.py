@@ -392,14 +392,17 @@ def _locate_bad_json(path: Path, err: pa.ArrowInvalid | None, *, hash_ids_only: 
     """The first line Python's exact JSON reader refuses (the error path only); `hash_ids_only`: the first line
     whose hash_ids are refused, or None."""
     where = Where(str(path), first_row_number=1)
+    kinds: dict[str, str] = {}  # each field's JSON type so far (pyarrow's reader refuses a field that changes type)
     with path.open(encoding="utf-8") as f:
         for i, line in enumerate(f):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(line, object_pairs_hook=_no_repeated_key)
             except json.JSONDecodeError as e:
                 return FleetsimError(f"{where.at(i)}: invalid JSON ({e.msg})")
+            except _RepeatedKey as e:
+                return FleetsimError(f"{where.at(i)}: field {e.args[0]} is given twice")
             if not isinstance(row, dict):
                 return FleetsimError(f"{where.at(i)}: each line must be a JSON object (got {type(row).__name__})")
             for key in () if hash_ids_only else MOONCAKE_FIELDS:
@@ -409,10 +412,62 @@ def _locate_bad_json(path: Path, err: pa.ArrowInvalid | None, *, hash_ids_only: 
             problem = hash_id_problem(row.get("hash_ids"))
             if problem is not None:
                 return FleetsimError(f"{where.at(i)}: hash_ids {HASH_RULE} (got {problem})")
+            changed = _changed_kind(row, "", kinds)
+            if changed is not None:
+                field, was, now = changed
+                return FleetsimError(f"{where.at(i)}: field {field} is {now}, on earlier lines {was} (one type per field)")
     if hash_ids_only:
         return None
     detail = str(err).splitlines()[0] if err is not None else "inconsistent field types"
     return FleetsimError(f"{path}: cannot parse as JSON lines ({detail})")
+
+
+class _RepeatedKey(ValueError):
+    pass
+
+
+def _no_repeated_key(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _RepeatedKey(key)
+        seen[key] = value
+    return seen
+
+
+def _json_kind(value: Any) -> str | None:
+    if value is None:
+        return None  # (null fits any type)
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an object" if isinstance(value, dict) else "an array"
+
+
+def _changed_kind(value: Any, field: str, kinds: dict[str, str]) -> tuple[str, str, str] | None:
+    """The first field (nested as `a.b`, `a[]`) of `value` whose JSON type differs from the one `kinds` holds for it
+    (which records the types seen): (field, earlier type, this type), or None."""
+    kind = _json_kind(value)
+    if kind is None:
+        return None
+    if field:
+        was = kinds.setdefault(field, kind)
+        if was != kind:
+            return field, was, kind
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _changed_kind(item, f"{field}.{key}" if field else key, kinds)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for item in value:
+            found = _changed_kind(item, f"{field}[]", kinds)
+            if found is not None:
+                return found
+    return None
 
 
 # --- Parquet -----------------------------------------------------------------------------------------
