@@ -535,3 +535,20 @@ def test_a_mooncake_line_pyarrow_refuses_is_named(tmp_path, first, second, says)
     one_line_error(["trace", "inspect", str(path)], says)
     path.write_text(MOONCAKE % (',"x":1', ',"x":null') + '{"timestamp":2,"input_length":10,"output_length":5,"x":2.5}\n')
     assert runner.invoke(app, ["trace", "inspect", str(path)]).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("0x10", "line 3: prompt_tokens must be a decimal integer (got '0x10')"),
+        ("0XFFFFFFFFFFFFFFFF", "line 3: prompt_tokens must be a decimal integer (got '0XFFFFFFFFFFFFFFFF')"),
+    ],
+)
+def test_a_csv_token_count_in_hexadecimal_is_refused_with_its_line(tmp_path, value, says):
+    """pyarrow's int64 parser reads `0x10` as 16 (and `0xFFFFFFFFFFFFFFFF` as -1): a hexadecimal token count was
+    accepted as a decimal one, where `+100` is refused. Spaces around a decimal count stay accepted, as before."""
+    path = tmp_path / "t.csv"
+    path.write_text(f"arrival_at_s,prompt_tokens,output_tokens\n0,100,10\n1,{value},10\n")
+    one_line_error(["trace", "inspect", str(path)], says)
+    path.write_text("arrival_at_s,prompt_tokens,output_tokens\n0,100,10\n1, 16 ,10\n")
+    assert runner.invoke(app, ["trace", "inspect", str(path)]).exit_code == 0

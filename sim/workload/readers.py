@@ -32,6 +32,7 @@ from sim.lazy import LazyModule
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.csv as pcsv
     import pyarrow.json as pa_json
     import pyarrow.parquet as pq
@@ -40,6 +41,7 @@ else:  # loaded when a trace is read
     pa = LazyModule("pyarrow")
     pcsv = LazyModule("pyarrow.csv")
     pa_json = LazyModule("pyarrow.json")
+    pc = LazyModule("pyarrow.compute")
     pq = LazyModule("pyarrow.parquet")
 
 from sim.errors import FleetsimError, _short
@@ -214,7 +216,9 @@ def _read_csv(path: Path, layout: CsvLayout, format: str) -> pd.DataFrame:
         if header.count(col) > 1:  # (which of the two is the trace's? neither is read silently)
             raise FleetsimError(f"{path}: column {col!r} appears {header.count(col)} times in the header; keep one")
     time_type = pa.timestamp("ns") if layout.time_unit == "datetime" else pa.float64()
-    types = {layout.time: time_type, layout.prompt: pa.int64(), layout.output: pa.int64()}
+    # token counts as text, checked decimal before the cast: pyarrow's int64 parser reads `0x10` as 16 (and
+    # `0xFFFFFFFFFFFFFFFF` as -1)
+    types = {layout.time: time_type, layout.prompt: pa.string(), layout.output: pa.string()}
     if "prefix_hash_ids" in layout.extra:  # as text: an inferred type would read big ids as float64 (collisions)
         types["prefix_hash_ids"] = pa.string()
     where = Where(str(path))
@@ -300,7 +304,12 @@ def _int_column(batch: pa.RecordBatch, name: str, where: Where, offset: int) -> 
     if col.null_count:
         bad = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
         raise FleetsimError(f"{where.at(offset + bad)}: {name} is missing")
-    return np.asarray(col.to_numpy())
+    if not pc.all(pc.match_substring_regex(col, r"^[ \t]*-?[0-9]+[ \t]*$")).as_py():
+        raise pa.ArrowInvalid(f"{name}: not a decimal integer")  # (located, with its line, by _locate_bad_value)
+    try:
+        return np.asarray(pc.cast(col, pa.int64()).to_numpy())
+    except pa.ArrowInvalid:  # (spaces around a count: trimmed, as pyarrow's CSV reader does; else past int64)
+        return np.asarray(pc.cast(pc.utf8_trim(col, " \t"), pa.int64()).to_numpy())
 
 
 def _locate_bad_value(path: Path, layout: CsvLayout, err: pa.ArrowInvalid) -> FleetsimError:
@@ -337,6 +346,8 @@ def _first_unparsable(chunks: Any, layout: CsvLayout, where: Where) -> FleetsimE
                     return FleetsimError(f"{where.at(offset + i)}: {col} is missing")
                 if kind == "int" and value.startswith("+"):
                     rule = "must be an integer without a + sign"
+                elif kind == "int" and value.lstrip("-")[:2].lower() == "0x":
+                    rule = "must be a decimal integer"
                 elif kind == "int" and value.lstrip("-").isdigit():
                     rule = "must be >= 1" if value.startswith("-") else f"must be <= {MAX_TOKENS:,}"
                 return FleetsimError(f"{where.at(offset + i)}: {col} {rule} (got {value!r})")
