@@ -213,3 +213,18 @@ def test_the_moe_profile_shows_long_prefills_priced_fast_and_decodes_slow():
     assert all(err[f"prefill n=2048 ctx={c}"] < -0.1 for c in (0, 1024, 4096))
     assert all(err[f"decode b={b} ctx=1024"] > 0.1 for b in (1, 8, 32, 128))
     assert out["mean_abs_error"]["fitted"] < 0.04 and out["fitted"]["overlap"] < 0.4
+
+
+def test_the_written_block_leaves_the_eager_per_layer_overhead_out(tmp_path):
+    """The profiles ran without CUDA graphs: the per-layer overhead they fit is an eager one, which served steps (with
+    graphs) do not pay. The fit reports it; the roofline block a scenario takes holds mfu, mbu and overlap only."""
+    import yaml
+
+    out = tmp_path / "fit.yaml"
+    res = runner.invoke(
+        app, ["calibrate", str(PROFILE), "--model", "llama-3.1-8b", "--gpu", "rtx-pro-6000-server", "--out", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    assert "the per-layer overhead fitted here is an eager one" in res.output
+    body = yaml.safe_load(out.read_text())["roofline"]["gpu_overrides"]["rtx-pro-6000-server"]
+    assert sorted(body) == ["mbu", "mfu", "overlap"]
