@@ -24,6 +24,9 @@ MIN_HW_RATE = 1e-3  # TFLOP/s, GB/s (a thousandth: slower is a typo, and prices 
 MAX_OVERHEAD_S = 1.0  # per layer or per all-reduce
 MAX_STEP_OVERHEAD_S = 3600.0
 MAX_BILLING_S = 366 * 86_400.0
+MAX_TIME_S = 1e12  # an instant or a span, in seconds (31,700 years): past it a trace, log or record holds a typo or an edit
+MAX_SEED = 2**63 - 1  # a scenario's or generator's seed (numpy's seeds are 64-bit; a study keeps below 2**62)
+PRIORITY_RANGE = (-(2**31), 2**31 - 1)  # a request's or batch job's priority (int32, as a trace column stores it)
 
 
 class Frozen(BaseModel):

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import typer
 
 from sim.errors import FleetsimError
+from sim.spec import MAX_SEED
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -65,6 +66,15 @@ def int_list(option: str, text: str) -> list[int]:
 def positive(option: str, value: int | None) -> None:
     if value is not None and value < 1:
         raise FleetsimError(f"{option} must be >= 1 (got {value})")
+
+
+def check_seed(seed: int) -> None:
+    """A `--seed`: within a scenario's bound (a `model_copy` does not validate, and a resolved config past it would
+    not load again)."""
+    if seed < 0:
+        raise FleetsimError(f"--seed must be >= 0 (got {seed})")
+    if seed > MAX_SEED:
+        raise FleetsimError(f"--seed must be <= {MAX_SEED} (got {seed})")
 
 
 def emit_json(data: Any) -> None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from sim.cli.common import alias_note, check_out_file, check_plot_path, emit_json, write_text_atomically
+from sim.cli.common import alias_note, check_out_file, check_plot_path, check_seed, emit_json, write_text_atomically
 from sim.errors import FleetsimError, _short
 from sim.scenario.config import Scenario, SloConfig, load_config
 
@@ -277,10 +277,7 @@ def run(
 
     scenario = load_config(config, sets=set_ or (), trace=trace)
     if seed is not None:
-        if seed < 0:
-            raise FleetsimError(f"--seed must be >= 0 (got {seed})")
-        if seed > 2**63 - 1:  # (the scenario's bound: model_copy does not validate, and config.resolved.yaml would
-            raise FleetsimError(f"--seed must be <= {2**63 - 1} (got {seed})")  # not load again)
+        check_seed(seed)
         scenario = scenario.model_copy(update={"seed": seed})
     if goodput is not None:
         scenario = scenario.model_copy(update={"slo": parse_goodput(goodput)})

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 else:
     pd = LazyModule("pandas")
 
-from sim.cli.common import check_plot_path, emit_json, user_errors
+from sim.cli.common import check_plot_path, check_seed, emit_json, user_errors
 from sim.errors import FleetsimError
 from sim.streams import RunStreams
 from sim.workload import load_trace
@@ -191,10 +191,7 @@ def convert(
     seed: Annotated[int, typer.Option(help="Seed for --sample.")] = 0,
 ) -> None:
     """Read any supported format, apply transforms (window, rate, sample, clip, repeat), write canonical CSV/Parquet."""
-    if seed < 0:
-        raise FleetsimError(f"--seed must be >= 0 (got {seed})")
-    if seed > 2**63 - 1:
-        raise FleetsimError(f"--seed must be <= {2**63 - 1} (got {seed})")
+    check_seed(seed)
     check_trace_path(dst)
     frame = _load(src, fmt, columns, time_unit, model)
     if start_s is not None or end_s is not None:

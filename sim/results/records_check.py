@@ -16,12 +16,11 @@ import pandas as pd
 
 from sim.errors import FleetsimError
 from sim.schema import REPLICA_COLUMNS, REQUEST_COLUMNS, STATUS_LABELS, TIMELINE_COLUMNS
-from sim.spec import MAX_TOKENS
+from sim.spec import MAX_TIME_S, MAX_TOKENS
 
 TOLERANCE_S = 1e-6  # instants are written as float64 seconds; an order may only be off by rounding
 REPLICA_SECONDS = ("provisioning_s", "loading_s", "busy_s", "idle_s", "draining_s", "prefill_busy_s", "decode_busy_s")
 ITL_COLUMNS = ("a", "b", "j0", "j1", "weight")
-MAX_RECORD_S = 1e12  # no run simulates 31,700 years: an instant or a span past it is an edit (costs in 300 digits)
 REPLICA_COUNTS = (
     "tp", "flops", "bytes", "n_steps", "n_runs", "kv_blocks", "kv_peak_blocks", "requests", "verifies", "verify_tokens",
     "lora_loads", "requeued", "tokens_lost",
@@ -72,7 +71,7 @@ def check_requests(path: Path, requests: pd.DataFrame) -> None:
     _fail(path, requests, ~np.isin(status, STATUS_LABELS), f"status must be one of {', '.join(STATUS_LABELS)}", "status", ids)
     arrival = _numbers(path, requests, "arrival_at_s")
     _fail(path, requests, ~(np.isfinite(arrival) & (arrival >= 0)), "arrival must be a finite time >= 0", "arrival_at_s", ids)
-    _fail(path, requests, arrival > MAX_RECORD_S, f"instants must be <= {MAX_RECORD_S:g} s", "arrival_at_s", ids)
+    _fail(path, requests, arrival > MAX_TIME_S, f"instants must be <= {MAX_TIME_S:g} s", "arrival_at_s", ids)
     _unique(path, requests, ids)
     for column in ("prompt_tokens", "output_tokens", "n_preemptions"):
         v = _numbers(path, requests, column)
@@ -89,7 +88,7 @@ def check_requests(path: Path, requests: pd.DataFrame) -> None:
     for column in ("scheduled_at_s", "first_token_at_s", "completed_at_s"):
         t = _numbers(path, requests, column)
         _fail(path, requests, done & ~np.isfinite(t), "a completed request's instants must be finite", column, ids)
-        _fail(path, requests, done & (t > MAX_RECORD_S), f"instants must be <= {MAX_RECORD_S:g} s", column, ids)
+        _fail(path, requests, done & (t > MAX_TIME_S), f"instants must be <= {MAX_TIME_S:g} s", column, ids)
         with np.errstate(invalid="ignore"):
             _fail(path, requests, done & (t < earlier - TOLERANCE_S), f"{column} must not precede {earlier_name}", column, ids)
         earlier, earlier_name = t, column
@@ -101,16 +100,16 @@ def check_replicas(path: Path, replicas: pd.DataFrame) -> None:
     _unique(path, replicas, "replica_id")
     for column in REPLICA_SECONDS:
         v = _numbers(path, replicas, column)
-        ok = np.isfinite(v) & (v >= -TOLERANCE_S) & (v <= MAX_RECORD_S)  # (sums of float seconds: -6e-14 is a zero)
-        _fail(path, replicas, ~ok, f"seconds must be finite, >= 0 and <= {MAX_RECORD_S:g}", column, "replica_id")
+        ok = np.isfinite(v) & (v >= -TOLERANCE_S) & (v <= MAX_TIME_S)  # (sums of float seconds: -6e-14 is a zero)
+        _fail(path, replicas, ~ok, f"seconds must be finite, >= 0 and <= {MAX_TIME_S:g}", column, "replica_id")
     for column in REPLICA_COUNTS:
         v = _numbers(path, replicas, column)
         low = 1 if column == "tp" else 0
         _fail(path, replicas, ~(np.isfinite(v) & (v >= low)), f"counts must be finite and >= {low}", column, "replica_id")
     start, end = _numbers(path, replicas, "provision_at_s"), _numbers(path, replicas, "end_at_s")
     for column, t in (("provision_at_s", start), ("end_at_s", end)):
-        ok = np.isfinite(t) & (t >= 0) & (t <= MAX_RECORD_S)
-        _fail(path, replicas, ~ok, f"instants must be finite, within 0..{MAX_RECORD_S:g} s", column, "replica_id")
+        ok = np.isfinite(t) & (t >= 0) & (t <= MAX_TIME_S)
+        _fail(path, replicas, ~ok, f"instants must be finite, within 0..{MAX_TIME_S:g} s", column, "replica_id")
     with np.errstate(invalid="ignore"):
         _fail(path, replicas, end < start - TOLERANCE_S, "end_at_s must not precede provision_at_s", "end_at_s", "replica_id")
 
@@ -159,7 +158,7 @@ def check_timeline(path: Path, timeline: pd.DataFrame) -> None:
     col = {c: _numbers(path, timeline, c) for c in TIMELINE_COLUMNS}
     t = col["t_s"]
     _fail(
-        path, timeline, ~(np.isfinite(t) & (t >= 0) & (t <= MAX_RECORD_S)), "sample instants must be finite and >= 0", "t_s", None
+        path, timeline, ~(np.isfinite(t) & (t >= 0) & (t <= MAX_TIME_S)), "sample instants must be finite and >= 0", "t_s", None
     )
     _fail(path, timeline, np.diff(t, prepend=-np.inf) < 0, "samples must be in time order", "t_s", None)
     for c, v in col.items():

@@ -33,6 +33,7 @@ from sim.spec import (
     MAX_HW_RATE,
     MAX_OVERHEAD_S,
     MAX_REPLICAS,
+    MAX_SEED,
     MAX_STEP_OVERHEAD_S,
     MAX_TOKENS,
     MAX_USD_PER_GPU_HOUR,
@@ -664,7 +665,7 @@ class DeploymentConfig(Frozen):
 class Scenario(Frozen):
     name: str | None = Field(default=None, min_length=1, max_length=200)  # default: the scenario file's name
     model: str = Field(min_length=1)  # a catalog name or a path to a Hugging Face config.json
-    seed: int = Field(default=0, ge=0, le=2**63 - 1)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
     gpu_catalog: str | None = None  # extra GPUs (YAML, catalog format)
     trace: str | TraceFile | SyntheticSpec | None = None  # a file (relative to the scenario), a file + transforms, or a generator
     fleet: FleetConfig

@@ -20,9 +20,9 @@ from pydantic import Field, model_validator
 
 from sim.lazy import LazyModule
 from sim.schema import KLASSES
-from sim.spec import MAX_TOKENS, Frozen
+from sim.spec import MAX_SEED, MAX_TIME_S, MAX_TOKENS, PRIORITY_RANGE, Frozen
 from sim.streams import RunStreams
-from sim.workload.schema import MAX_REQUESTS, MAX_TIME_S, PRIORITY_RANGE
+from sim.workload.schema import MAX_REQUESTS
 from sim.workload.synthetic import Lengths, draw_lengths
 from sim.workload.transforms import TraceFile, clip_tokens, load_trace_file
 
@@ -46,9 +46,9 @@ class BatchJob(Frozen):
     submit_at_s: float = Field(default=0.0, ge=0, le=MAX_TIME_S)
     window_s: float = Field(default=0.0, ge=0, le=MAX_TIME_S)  # 0: all submitted at submit_at_s; else evenly over the window
     deadline_s: float = Field(default=DEFAULT_DEADLINE_S, gt=0, le=MAX_TIME_S)  # after submit_at_s
-    priority: int = Field(default=BATCH_PRIORITY, ge=-(2**31), le=2**31 - 1)
+    priority: int = Field(default=BATCH_PRIORITY, ge=PRIORITY_RANGE[0], le=PRIORITY_RANGE[1])
     max_context: int | None = Field(default=None, ge=2, le=MAX_TOKENS)  # clip each request into this context
-    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)  # None: the scenario's
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)  # None: the scenario's
 
     @model_validator(mode="after")
     def _one_source(self) -> BatchJob:

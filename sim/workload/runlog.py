@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from sim.errors import FleetsimError, _short
-from sim.spec import MAX_TOKENS
+from sim.spec import MAX_TIME_S, MAX_TOKENS
 from sim.workload.schema import validate_frame
 
 LAYOUTS = ("requests", "vllm-bench", "csv")
@@ -122,9 +122,6 @@ def _fail(p: Path, where: str, rule: str, value: Any) -> FleetsimError:
     return FleetsimError(f"{p} {where}: {rule} (got {_short(value)})")
 
 
-MAX_ABS_SECONDS = 1e12  # a log's instants and gaps (31,700 years either way of its epoch)
-
-
 def _number(p: Path, where: str, value: Any, *, integer: bool = False, minimum: float = 0.0) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise _fail(p, where, "must be a finite number", value)
@@ -134,8 +131,8 @@ def _number(p: Path, where: str, value: Any, *, integer: bool = False, minimum: 
         raise _fail(p, where, f"must be >= {minimum:g}", value)
     if integer and value > MAX_TOKENS:
         raise _fail(p, where, f"must be <= {MAX_TOKENS:,}", value)
-    if abs(value) > MAX_ABS_SECONDS:  # (differences of such instants overflow to inf)
-        raise _fail(p, where, f"must be within +-{MAX_ABS_SECONDS:g} s", value)
+    if abs(value) > MAX_TIME_S:  # (differences of such instants overflow to inf)
+        raise _fail(p, where, f"must be within +-{MAX_TIME_S:g} s", value)
     return float(value)
 
 
@@ -291,13 +288,13 @@ def _read_timeseries(p: Path) -> pd.DataFrame:
         raise FleetsimError(f"{p}: no tick (a run's time series holds one row per tick)")
     v = {c: out[c].to_numpy(dtype=np.float64) for c in TIMESERIES_COLUMNS}
     rules = {  # (a tick's instant on the log's clock; counts of requests; vLLM's KV cache usage in percent)
-        "t": (np.abs(v["t"]) <= MAX_ABS_SECONDS) & (np.diff(v["t"], prepend=-np.inf) > 0),
+        "t": (np.abs(v["t"]) <= MAX_TIME_S) & (np.diff(v["t"], prepend=-np.inf) > 0),
         "running": (v["running"] >= 0) & (v["running"] == np.floor(v["running"])) & (v["running"] <= MAX_REQUESTS),
         "waiting": (v["waiting"] >= 0) & (v["waiting"] == np.floor(v["waiting"])) & (v["waiting"] <= MAX_REQUESTS),
         "kv_cache_pct": (v["kv_cache_pct"] >= 0) & (v["kv_cache_pct"] <= 100),
     }
     said = {
-        "t": f"must be within +-{MAX_ABS_SECONDS:g} s and after the tick before",
+        "t": f"must be within +-{MAX_TIME_S:g} s and after the tick before",
         "running": f"must be a whole number within 0..{MAX_REQUESTS:,}",
         "waiting": f"must be a whole number within 0..{MAX_REQUESTS:,}",
         "kv_cache_pct": "must be a percentage within 0..100",

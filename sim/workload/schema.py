@@ -40,15 +40,13 @@ else:
 
 from sim.errors import FleetsimError
 from sim.schema import KLASSES  # (the record schema names the request classes)
-from sim.spec import MAX_TOKENS
+from sim.spec import MAX_TIME_S, MAX_TOKENS, PRIORITY_RANGE
 from sim.workload.hash_ids import as_column, from_python
 
 REQUIRED = ("arrival_at_s", "prompt_tokens", "output_tokens")
 OPTIONAL = ("request_id", "klass", "priority", "deadline_at_s", "job_id", "prefix_hash_ids", "adapter", "model")
 BASE_MODEL = -1  # the `adapter` of a request for the base model
 MAX_ADAPTER = 2**31 - 1
-MAX_TIME_S = 1e12  # an arrival instant, in seconds (31,700 years either way of its clock's zero)
-PRIORITY_RANGE = (-(2**31), 2**31 - 1)  # a request's priority, as a batch job's (sim.workload.jobs.BatchJob)
 MAX_REQUESTS = 100_000_000  # the most requests a generated or transformed trace may hold (about 3 GB as a frame)
 
 

@@ -32,7 +32,7 @@ else:
     pd = LazyModule("pandas")  # only what reads or builds a trace needs pandas
 
 from sim.errors import FleetsimError, from_validation_error
-from sim.spec import MAX_TOKENS, Frozen
+from sim.spec import MAX_SEED, MAX_TOKENS, Frozen
 from sim.streams import RunStreams
 from sim.workload.adapters import AdapterMix, assign_adapters
 from sim.workload.schema import MAX_REQUESTS, canonical_frame
@@ -133,7 +133,7 @@ class SyntheticSpec(Frozen):
     output_tokens: Lengths
     duration_s: float | None = Field(default=None, gt=0)
     n_requests: int | None = Field(default=None, ge=1)
-    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)  # None: 0, or the scenario's seed inside a scenario
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)  # None: 0, or the scenario's seed inside a scenario
     max_context: int | None = Field(default=None, ge=2, le=MAX_TOKENS)  # clip each request into this context
     adapters: AdapterMix | None = None  # LoRA adapters drawn for the requests (`sim.workload.adapters`)
 
