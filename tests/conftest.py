@@ -94,3 +94,14 @@ def views(outstanding, kv=None, prompt=None):
     kv = kv or [0.0] * n
     prompt = prompt or [0] * n
     return [View(o, k, p) for o, k, p in zip(outstanding, kv, prompt, strict=True)]
+
+
+def one_line_error(args: list[str], says: str) -> None:
+    """`fleetsim ARGS` ends in one line saying `says`, exit code 2, no traceback (the bad-input contract)."""
+    from typer.testing import CliRunner
+
+    from sim.cli import app
+
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and says in res.output, res.output
+    assert "Traceback" not in res.output

@@ -13,15 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 from sim.cli import app
+from tests.conftest import one_line_error
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
-
-
-def one_line_error(args: list[str], says: str) -> None:
-    res = runner.invoke(app, args)
-    assert res.exit_code == 2 and res.output.count("\n") == 1 and says in res.output, res.output
-    assert "Traceback" not in res.output
 
 
 @pytest.mark.parametrize("suffix", ["jsonl", "parquet"])
