@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from sim.cli import app
 from tests.conftest import one_line_error
+from tests.test_sweep import BASE as SWEEP_BASE_YAML
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -369,24 +370,10 @@ def test_run_seed_is_bounded_as_the_scenarios_seed_is(tmp_path):
     )
 
 
-SWEEP_BASE = """\
-model: llama-3.1-8b
-fleet: {gpu: a100-80gb, tp: 1}
-engine:
-  max_num_seqs: 4
-  step_time: {kind: constant, prefill_s_per_token: 0.0002, decode_step_s: 0.02}
-trace:
-  arrivals: {process: poisson, rate_per_s: 3}
-  n_requests: 30
-  prompt_tokens: {dist: uniform, low: 50, high: 400}
-  output_tokens: {dist: uniform, low: 10, high: 60}
-"""
-
-
 def test_a_sweep_whose_every_point_fails_is_an_error_not_results(tmp_path):
     """Every point could not run (a 70B model on one A100): `sweep` exited 0 and wrote a results.parquet made only
     of error rows, which read as a finished sweep. A sweep with some points that run still writes its results."""
-    (tmp_path / "base.yaml").write_text(SWEEP_BASE)
+    (tmp_path / "base.yaml").write_text(SWEEP_BASE_YAML)
     (tmp_path / "sweep.yaml").write_text("name: t\nbase: base.yaml\ncross:\n  model: [llama-2-70b, llama-3.1-70b]\nseeds: 2\n")
     out = tmp_path / "o"
     one_line_error(
