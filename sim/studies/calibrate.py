@@ -118,8 +118,10 @@ def read_shapes(path: str | Path, layout: str = "auto", *, max_rows: int = MAX_R
 
     name = str(path)
     path = Path(path)
-    if layout == "kernels" or (layout == "auto" and path.is_dir() and (path / "dense.csv").is_file()):
-        raise FleetsimError(f"{name}: a kernel profile folder (the kernels layout) is read with the model's layer count")
+    if layout == "kernels" or (layout == "auto" and is_kernel_profile(path)):
+        raise FleetsimError(
+            f"{name}: the kernels layout is read with its model (read_kernel_profile; fleetsim calibrate FOLDER --model M --gpu G)"
+        )
     if path.is_dir():
         raise FleetsimError(
             f"{name}: is a folder, not a step-time CSV (calibrate takes one table, or a kernel profile folder holding "
