@@ -1,7 +1,7 @@
 """Every feature with every other (hypothesis): colocated or disaggregated x batch jobs (none, backfilled, a
 dedicated pool; with or without the guard) x prefix caching x speculative decoding x LoRA adapters (not with speculation:
 refused) x every router x every
-autoscaler x the router's cap x sleep mode, on random traces; and platforms of 1-3 such deployments on one GPU budget. On each: requests conserved; every token the engine emitted
+autoscaler x the router's cap x sleep mode x a max_model_len, on random traces; and platforms of 1-3 such deployments on one GPU budget. On each: requests conserved; every token the engine emitted
 accounted for (the gap record holds one gap per token after a request's first, counted by the engine, not copied
 from the trace); every replica's KV blocks back to zero (or to its cache's unpinned entries) and nothing held for a
 transfer; GPU-seconds billed = the replicas' lives recomputed from their instants; and the fast-forwarded engine
@@ -134,6 +134,7 @@ def scenario(draw: dict, fast_forward: bool) -> dict:
         "lora": {"max_loras": draw["lora"], "max_cpu_loras": 2 * draw["lora"]} if lora_on(draw) else None,
         "long_prefill_token_threshold": draw["long_prefill"],
         "async_scheduling": draw.get("async", False),
+        "max_model_len": draw.get("max_model_len"),
     }
     fleet = {
         "gpu": "a100-80gb",
@@ -265,6 +266,7 @@ DRAW = st.fixed_dictionaries(
         "a2a": st.sampled_from(["allgather_reducescatter", "deepep_low_latency"]),  # (moe: its token exchange)
         "imbalance": st.sampled_from([1.0, 1.5]),  # (moe: the hottest GPU's routed tokens over the mean)
         "async": st.booleans(),  # vLLM's async scheduling: an arrival mid-step joins the step after the next
+        "max_model_len": st.sampled_from([None, 300]),  # vLLM's --max-model-len: longer requests refused at the door
     }
 )
 

@@ -62,6 +62,7 @@ class RooflineSetup:
     kv_memory: str = "vllm"  # how the KV cache is sized: "vllm" (its memory profiling) or "reserve" (a flat share)
     profile_tokens: int = 8192  # the engine's max_num_batched_tokens (vLLM profiles a forward of this many tokens)
     profile_seqs: int = 256  # the engine's max_num_seqs (and the sampler's rows in that profile)
+    max_model_len: int | None = None  # the engine's context limit (vLLM's --max-model-len; None: the model's)
     cuda_graphs: bool = True  # vLLM captures CUDA graphs (not --enforce-eager)
     gpus_per_node: int = 8  # GPUs one node's interconnect (NVLink) joins; a larger TP group spans nodes
     dp: int = 1  # data-parallel ranks sharing the MoE layers (this replica is one of them: its own batch and KV)
@@ -191,6 +192,11 @@ class RooflineSetup:
             return whole
         expert_bits = self.model.part_bits(self.weight_bits)[2]
         return whole - self.model.routed_expert_params * expert_bits / 8 * (1 - self.expert_share)
+
+    @property
+    def context_tokens(self) -> int:
+        """The longest prompt + output a replica serves: the engine's max_model_len, else the model's context."""
+        return self.max_model_len if self.max_model_len is not None else self.model.max_context_tokens
 
     @property
     def weight_words(self) -> str:

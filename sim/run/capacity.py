@@ -260,7 +260,7 @@ def saturated_capacity(specs: Sequence[PoolSpec], lengths: np.ndarray, *, probe:
     spec = specs[0]
 
     def measure() -> Capacity:
-        pick = sample_requests(lengths, spec.setup.model.max_context_tokens)
+        pick = sample_requests(lengths, spec.setup.context_tokens)
         rate = best_rate(specs, _frame(pick), probe, fed=spec) if len(pick) else None
         if rate is None:
             return Capacity(None, None, None, None)
@@ -275,7 +275,7 @@ def pair_capacity(specs: Sequence[PoolSpec], lengths: np.ndarray, *, probe: Prob
     pre, dec = specs[0], specs[1]
 
     def measure() -> Capacity:
-        ctx = min(pre.setup.model.max_context_tokens, dec.setup.model.max_context_tokens)
+        ctx = min(pre.setup.context_tokens, dec.setup.context_tokens)
         pick = sample_requests(lengths, ctx)
         if not len(pick):
             return Capacity(None, None, None, None)

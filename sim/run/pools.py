@@ -35,6 +35,7 @@ from sim.run.engine.lora import LoraCosts, LoraKv, LoraPrefixCachingKv, LoraStat
 from sim.run.engine.records import RequestLog
 from sim.run.engine.replica import COLOCATED, DECODE, PREFILL, Replica, ReplicaListener, inadmissible
 from sim.run.engine.scheduler import POLICIES, Limits
+from sim.run.engine.sequence import blocks_for
 from sim.run.engine.spec_group import SpecGroup
 from sim.run.engine.spec_replica import SpecReplica
 from sim.run.engine.speculative import Acceptance, SpeculativeStepTime
@@ -118,7 +119,9 @@ def draft_setup(scenario: Scenario, base_dir: Path) -> RooflineSetup | None:
     from sim.physics.models import check_draft
 
     try:
-        draft = resolve_scenario(scenario.model_copy(update={"model": spec.draft_model}), base_dir=base_dir)
+        # (vLLM caps the draft's context at the target's max_model_len, its own being shorter or not)
+        engine = scenario.engine.model_copy(update={"max_model_len": None})
+        draft = resolve_scenario(scenario.model_copy(update={"model": spec.draft_model, "engine": engine}), base_dir=base_dir)
         check_draft(draft.model, resolve_scenario(scenario, base_dir=base_dir).model)
     except FleetsimError as err:
         raise FleetsimError(f"engine.speculative.draft_model: {err}") from None
@@ -223,6 +226,15 @@ def _resolved_spec(psc: Scenario, name: str, role: str, *, base_dir: Path, prefi
     n_blocks = kv_blocks(psc, setup, draft, lora)
     if n_blocks < 1:  # a replica that can hold no KV block can serve nothing
         raise FleetsimError(f"engine: the KV cache holds no block of {engine.block_size} tokens on {setup.tp}x {setup.gpu.name}")
+    if engine.max_model_len is not None and blocks_for(engine.max_model_len, engine.block_size) > n_blocks:
+        # vLLM refuses to start unless its KV cache holds one request of max_model_len (kv_cache_utils.py,
+        # `check_enough_kv_cache_memory`), and says the longest that would fit
+        raise FleetsimError(
+            f"engine.max_model_len: one request of {engine.max_model_len:,} tokens needs "
+            f"{blocks_for(engine.max_model_len, engine.block_size):,} KV blocks of {engine.block_size}, and the KV cache "
+            f"on {setup.tp}x {setup.gpu.name} holds {n_blocks:,} ({n_blocks * engine.block_size:,} tokens): lower it to "
+            f"at most {n_blocks * engine.block_size:,} or give the KV cache more memory (vLLM refuses to start too)"
+        )
     limits = engine_limits(engine, n_blocks, budget)
     return PoolSpec(name, role, psc, setup, draft, n_blocks, budget, limits, prefix_ids and engine.prefix_caching, lora=lora)
 
@@ -298,14 +310,17 @@ def rejections(log: RequestLog, specs: Sequence[PoolSpec]) -> dict[int, str]:
     could take (its KV and next token above the watermark) or finish (its whole context)."""
     p, o = log.prompt_tokens, log.output_tokens
     entry = specs[0]
-    ctx = entry.setup.model.max_context_tokens
+    ctx, named = context_limit(entry.setup)
     if entry.role == COLOCATED:
-        return inadmissible(p, o, max_context_tokens=ctx, limits=entry.limits, chunks=entry.chunks)
+        return inadmissible(p, o, max_context_tokens=ctx, limits=entry.limits, chunks=entry.chunks, context_name=named)
     dec = specs[1]
     out = {
         i: f"prefill pool: {why}"
-        for i, why in inadmissible(p, np.ones_like(o), max_context_tokens=ctx, limits=entry.limits, chunks=entry.chunks).items()
+        for i, why in inadmissible(
+            p, np.ones_like(o), max_context_tokens=ctx, limits=entry.limits, chunks=entry.chunks, context_name=named
+        ).items()
     }
+    ctx, named = context_limit(dec.setup)
     lim = dec.limits
     room = lim.n_blocks - lim.watermark_blocks
     bad = (-(-(p + 1) // lim.block_size) > room) & (o > 1)
@@ -315,10 +330,17 @@ def rejections(log: RequestLog, specs: Sequence[PoolSpec]) -> dict[int, str]:
             f"decode pool: its prompt's KV and next token need {-(-(int(p[i]) + 1) // lim.block_size)} KV blocks, more than "
             f"the {lim.n_blocks} - {lim.watermark_blocks} (engine.watermark) a decode replica offers",
         )
-    for i, why in inadmissible(p, o, max_context_tokens=ctx, limits=lim, chunks=dec.chunks).items():
+    for i, why in inadmissible(p, o, max_context_tokens=ctx, limits=lim, chunks=dec.chunks, context_name=named).items():
         if int(o[i]) > 1:
             out.setdefault(i, f"decode pool: {why}")
     return out
+
+
+def context_limit(setup: RooflineSetup) -> tuple[int, str]:
+    """The longest prompt + output a pool's replica serves, and what sets it (for a rejection's reason)."""
+    if setup.max_model_len is not None:
+        return setup.max_model_len, "engine.max_model_len"
+    return setup.model.max_context_tokens, "the model's max context"
 
 
 def check_bounds(scenario: Scenario, specs: Sequence[PoolSpec], trace: pd.DataFrame) -> None:
@@ -425,7 +447,7 @@ def replica_factory(
             limits=spec.limits,
             kv=kv,
             log=log,
-            max_context_tokens=spec.setup.model.max_context_tokens,
+            max_context_tokens=spec.setup.context_tokens,
             fast_forward=engine.fast_forward,
             role=spec.role,
             acceptance=acceptance,

@@ -183,6 +183,9 @@ class EngineConfig(Frozen):
         default=None, ge=1, le=MAX_TOKENS
     )  # None: 8192 chunked, max(context, 2048) prefill_first
     block_size: int = Field(default=16, ge=1, le=65_536)
+    # vLLM's --max-model-len: the longest prompt + output a replica serves (None: the model's context, and a request
+    # longer than the KV cache holds refused on its own, as vLLM's `--max-model-len auto` fits the limit to the cache)
+    max_model_len: int | None = Field(default=None, ge=2, le=MAX_TOKENS)
     num_gpu_blocks_override: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     watermark: float = Field(default=0.01, ge=0, lt=1)  # share of KV blocks an admission must leave free (vLLM: 1%)
     admission: Literal["first_chunk", "whole_prompt"] = "first_chunk"  # chunked: room for the first chunk or the prompt
@@ -215,10 +218,15 @@ class EngineConfig(Frozen):
             raise ValueError("must be a power of two")
         return v
 
+    def context_tokens(self, max_context_tokens: int) -> int:
+        """The longest prompt + output a replica serves: `max_model_len` when set, else the model's context."""
+        return self.max_model_len if self.max_model_len is not None else max_context_tokens
+
     def batched_tokens(self, max_context_tokens: int) -> int:
+        """vLLM's max_num_batched_tokens: as set, else 8192 chunked, max(max_model_len, 2048) prefill first."""
         if self.max_num_batched_tokens is not None:
             return self.max_num_batched_tokens
-        return 8192 if self.policy == "chunked" else max(max_context_tokens, 2048)
+        return 8192 if self.policy == "chunked" else max(self.context_tokens(max_context_tokens), 2048)
 
     def cuda_graph_tokens(self, max_context_tokens: int) -> int:
         """The largest step vLLM runs as a captured CUDA graph: its default `max_cudagraph_capture_size`,

@@ -80,6 +80,7 @@ def scenario_keys(sc: Scenario) -> dict[str, Any]:
         "engine.enforce_eager": e.enforce_eager,
         "engine.preempt_for_priority": e.preempt_for_priority,
         "engine.long_prefill_token_threshold": e.long_prefill_token_threshold or None,
+        "engine.max_model_len": e.max_model_len,
         "roofline.kv_bits": r.kv_bits,
         "roofline.weight_bits": r.weight_bits,
         "engine.lora": None

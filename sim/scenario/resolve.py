@@ -60,6 +60,11 @@ def build_setup(
     replica's engine, whose batch limits vLLM's memory profiling uses (default: the engine defaults)."""
     engine = engine if engine is not None else EngineConfig()
     model.check_tp(tp)
+    if engine.max_model_len is not None and engine.max_model_len > model.max_context_tokens:
+        raise FleetsimError(
+            f"engine.max_model_len: {engine.max_model_len:,} tokens is above {model.name}'s context of "
+            f"{model.max_context_tokens:,} (its max_position_embeddings; vLLM refuses a longer max_model_len too)"
+        )
     check_moe_layout(model, tp=tp, dp=dp, expert_parallel=expert_parallel, imbalance=expert_load_imbalance)
     if all2all_backend != "allgather_reducescatter" and not expert_parallel:
         raise FleetsimError(
@@ -101,6 +106,7 @@ def build_setup(
         kv_memory=roofline.kv_memory,
         profile_tokens=engine.batched_tokens(model.max_context_tokens),
         profile_seqs=engine.max_num_seqs,
+        max_model_len=engine.max_model_len,
         cuda_graphs=not engine.enforce_eager,
         gpus_per_node=gpus_per_node,
         scale_out_bytes_per_s=LINK_PRESETS[scale_out][0] * GIGA,

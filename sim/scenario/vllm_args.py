@@ -13,6 +13,7 @@ line, `tensor_parallel_size` in Python and in `--config` files (which accept eit
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -122,7 +123,6 @@ NO_BEARING = {
 NOT_MODELLED = {
     "pipeline_parallel_size": "pipeline parallelism",
     "enable_eplb": "expert-parallel load balancing",
-    "max_model_len": "a context limit below the model's; fleetsim admits up to the model's max context",
     "swap_space": "CPU swap space for preempted sequences (fleetsim recomputes)",
     "cpu_offload_gb": "weight offload to CPU memory",
     "kv_offloading_size": "KV-cache offload",
@@ -283,6 +283,36 @@ def _bool(name: str, value: Any, where: str) -> bool:
     raise FleetsimError(f"{where}: vLLM option {name} must be true or false (got {value!r})")
 
 
+_DECIMAL = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+_BINARY = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def context_length(name: str, value: Any, where: str) -> int | None:
+    """vLLM's --max-model-len: a token count, written as vLLM's parser takes it (`human_readable_int_or_auto` in
+    vllm/engine/arg_utils.py: "32768", "32k" = 32,000, "32K" = 32,768, "25.6k"), or None for "auto" / -1 (fit the
+    limit to the KV cache)."""
+    if isinstance(value, bool):
+        raise FleetsimError(f"{where}: vLLM option {name} must be a token count (got {value!r})")
+    text = str(value).strip()
+    if text.lower() == "auto" or text == "-1":
+        return None
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([kmgtKMGT])", text)
+    try:
+        if match is None:
+            tokens = int(text)
+        elif match.group(2) in _DECIMAL:
+            tokens = int(float(match.group(1)) * _DECIMAL[match.group(2)])
+        else:
+            tokens = int(match.group(1)) * _BINARY[match.group(2)]  # (no decimals with a binary suffix, as vLLM)
+    except ValueError:
+        raise FleetsimError(
+            f"{where}: vLLM option {name} must be a token count such as 32768, 32k or 32K, or auto (got {value!r})"
+        ) from None
+    if tokens < 1:
+        raise FleetsimError(f"{where}: vLLM option {name} must be positive, or auto / -1 (got {value!r})")
+    return tokens
+
+
 def weight_bits_of(method: str) -> int | None:
     return WEIGHT_BITS.get(method.strip().lower())
 
@@ -324,6 +354,18 @@ def map_options(options: dict[str, Any], where: str) -> Mapped:
     handlers["enable_prefix_caching"] = direct("engine.prefix_caching", _bool)
     handlers["async_scheduling"] = direct("engine.async_scheduling", _bool)
     handlers["long_prefill_token_threshold"] = direct("engine.long_prefill_token_threshold", _int)
+
+    def max_model_len(name: str, value: Any) -> None:
+        tokens = context_length(name, value, where)
+        if tokens is None:
+            m.notes.append(
+                f"{src(name)} {value}: vLLM fits the limit to its KV cache; fleetsim's default does the same (a request "
+                "longer than the cache holds is refused)"
+            )
+        else:
+            m.set("engine.max_model_len", tokens, src(name))
+
+    handlers["max_model_len"] = max_model_len
 
     def sleep_mode(name: str, value: Any) -> None:
         if _bool(name, value, where):
@@ -442,6 +484,7 @@ def engine_args(values: dict[str, Any], *, hf_repo: str) -> list[str]:
         ("engine.num_gpu_blocks_override", "--num-gpu-blocks-override"),
         ("roofline.gpu_memory_utilization", "--gpu-memory-utilization"),
         ("engine.long_prefill_token_threshold", "--long-prefill-token-threshold"),
+        ("engine.max_model_len", "--max-model-len"),
     ):
         if values.get(key) is not None:
             args += [option, str(values[key])]

@@ -320,7 +320,7 @@ def screen(plan: Plan) -> None:
             continue
         prefill, decode = specs[0].setup, specs[min(1, len(specs) - 1)].setup if specs[0].role != "colocated" else specs[0].setup
         prompts = trace["prompt_tokens"].to_numpy()
-        p99_prompt = int(min(np.percentile(prompts, 99), prefill.model.max_context_tokens))
+        p99_prompt = int(min(np.percentile(prompts, 99), prefill.context_tokens))
         if slo.p99_ttft_ms is not None:
             alone = prefill_time_s(prefill, prompt_tokens=max(1, p99_prompt)) * 1e3
             if alone > slo.p99_ttft_ms:

@@ -53,7 +53,13 @@ def _key(seq: Seq) -> tuple[int, float, int]:
 
 
 def inadmissible(
-    prompt_tokens: np.ndarray, output_tokens: np.ndarray, *, max_context_tokens: int, limits: Limits, chunks: bool
+    prompt_tokens: np.ndarray,
+    output_tokens: np.ndarray,
+    *,
+    max_context_tokens: int,
+    limits: Limits,
+    chunks: bool,
+    context_name: str = "the model's max context",
 ) -> dict[int, str]:
     """The requests (by index) that no replica so configured can ever serve, with `admission_reason`'s
     reason: decided for the whole trace at once (numpy), so the fleet looks a request up instead of checking it."""
@@ -62,19 +68,28 @@ def inadmissible(
     bad |= p > limits.never_above[chunks]
     out = {}
     for i in np.flatnonzero(bad).tolist():
-        reason = admission_reason(int(p[i]), int(o[i]), max_context_tokens=max_context_tokens, limits=limits, chunks=chunks)
+        reason = admission_reason(
+            int(p[i]), int(o[i]), max_context_tokens=max_context_tokens, limits=limits, chunks=chunks, context_name=context_name
+        )
         if reason is not None:
             out[i] = reason
     return out
 
 
 def admission_reason(
-    prompt_tokens: int, output_tokens: int, *, max_context_tokens: int, limits: Limits, chunks: bool
+    prompt_tokens: int,
+    output_tokens: int,
+    *,
+    max_context_tokens: int,
+    limits: Limits,
+    chunks: bool,
+    context_name: str = "the model's max context",
 ) -> str | None:
-    """Why a request can never be served by a replica so configured, or None: it outgrows the model's context or
-    the whole KV cache, or its prompt can never be admitted (`Limits.never_reason`)."""
+    """Why a request can never be served by a replica so configured, or None: it outgrows the context (`context_name`:
+    the model's, or the engine's max_model_len) or the whole KV cache, or its prompt can never be admitted
+    (`Limits.never_reason`)."""
     if prompt_tokens + output_tokens > max_context_tokens:
-        return f"prompt + output = {prompt_tokens + output_tokens} tokens exceeds the model's max context {max_context_tokens}"
+        return f"prompt + output = {prompt_tokens + output_tokens} tokens exceeds {context_name} {max_context_tokens}"
     slots = prompt_tokens + output_tokens - 1
     if blocks_for(slots, limits.block_size) > limits.n_blocks:
         return f"needs {slots} KV slots, more than the replica's KV cache holds ({limits.n_blocks * limits.block_size})"
