@@ -143,7 +143,7 @@ class RooflineSetup:
 
     def moe_exchange_s(self, n_tokens: int, group_tokens: int | None = None) -> float:
         """One MoE layer's token exchange across the DP group's G = dp x tp GPUs (alpha-beta, over the node's
-        interconnect, or the scale-out network when G exceeds a node), the group's step putting `group_tokens`
+        interconnect, or, when G exceeds a node, its slowest link: `across_nodes`), the group's step putting `group_tokens`
         through it (default: dp times this rank's).
         - `allgather_reducescatter` (vLLM's default `--all2all-backend`, and its only exchange for experts sharded by
           tensor parallelism): the group's hidden states and router logits all-gathered onto every GPU before the
@@ -164,20 +164,33 @@ class RooflineSetup:
         if g <= self.gpus_per_node:
             bw, lat = self.gpu.collective_bw_bytes_per_s, self.gpu.allreduce_latency_s
         else:
-            bw, lat = self.scale_out_bytes_per_s, self.scale_out_latency_s
+            bw, lat = self.across_nodes
         return 2 * lat + per_gpu / bw
 
     @property
     def n_nodes(self) -> int:
         return -(-self.tp // self.gpus_per_node)
 
+    @property
+    def across_nodes(self) -> tuple[float, float]:
+        """(bytes/s, latency s) of a collective whose ring spans nodes: its slowest link sets the pace, so the lower of
+        the scale-out network's bandwidth and the node's own collective bandwidth, and the higher of their latencies
+        (the ring still crosses each node's link: over a host-staged PCIe box, 14.5 GB/s and 42 us, the network's
+        50 GB/s and 20 us would otherwise make a group spanning two nodes faster than one inside a node)."""
+        gpu = self.gpu
+        return (
+            min(self.scale_out_bytes_per_s, gpu.collective_bw_bytes_per_s),
+            max(self.scale_out_latency_s, gpu.allreduce_latency_s),
+        )
+
     def allreduce_s(self, n_bytes: float) -> float:
         """One all-reduce of `n_bytes` over the replica's TP group: within a node over its interconnect
-        (`allreduce_time_s`); across nodes the ring runs at the scale-out network's bandwidth and latency, its slowest
-        link (NCCL's inter-node ring/tree, alpha-beta)."""
+        (`allreduce_time_s`); across nodes the ring runs at its slowest link's bandwidth and latency (`across_nodes`;
+        NCCL's inter-node ring/tree, alpha-beta)."""
         if self.tp <= self.gpus_per_node:
             return allreduce_time_s(self.gpu, tp=self.tp, n_bytes=n_bytes)
-        return self.scale_out_latency_s + 2 * (self.tp - 1) / self.tp * n_bytes / self.scale_out_bytes_per_s
+        bw, lat = self.across_nodes
+        return lat + 2 * (self.tp - 1) / self.tp * n_bytes / bw
 
     @property
     def peak_flops_per_s(self) -> float:
