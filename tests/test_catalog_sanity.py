@@ -311,3 +311,35 @@ def test_a_short_run_on_every_gpu_and_model_is_sane():
             assert v is None or 0 <= v <= 1, f"{where}: {key} {v}"
         assert s["usd_per_1k_tokens"] is None or (math.isfinite(s["usd_per_1k_tokens"]) and s["usd_per_1k_tokens"] > 0), where
         assert s["completed"] == 0 or s["output_throughput"] > 0, where
+
+
+def test_roofline_config_prices_the_replica_the_run_builds(tmp_path):
+    """`fleetsim roofline --config` resolves the scenario's replica as `run` does: one rank of its DP group (the sweep
+    found Qwen3-235B-A22B as 2 expert-parallel ranks of 4 H100s refused there, 'does not fit on 4x h100-sxm', while
+    `run` served it), its engine's batch limits and CUDA graphs (vLLM's memory profile, so the KV capacity), and its
+    pricing provider's on-demand price."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from sim.cli import app
+    from sim.physics.prices import capacity_price
+    from sim.scenario.config import load_config
+    from sim.scenario.resolve import resolve_scenario
+
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "model: qwen3-235b-a22b\n"
+        "fleet: {gpu: h100-sxm, tp: 4, dp: 2, expert_parallel: true}\n"
+        "engine: {max_num_seqs: 64, enforce_eager: true}\n"
+        "pricing: {provider: aws}\n"
+    )
+    res = CliRunner().invoke(app, ["roofline", "--config", str(path), "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    built = resolve_scenario(load_config(path))
+    assert report["weight_bytes"] == built.weight_bytes < MODELS.get("qwen3-235b-a22b").weight_bytes(16)
+    assert report["kv_capacity_tokens"] == rl.kv_capacity_tokens(built)
+    assert report["usd_per_replica_hour"] == pytest.approx(4 * capacity_price("h100-sxm", "aws").on_demand)
+    text = CliRunner().invoke(app, ["roofline", "--config", str(path)]).output
+    assert "one of 2 data-parallel ranks" in text.splitlines()[0]

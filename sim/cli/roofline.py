@@ -73,6 +73,7 @@ def roofline_report(
         "model": model.name,
         "gpu": gpu.name,
         "tp": setup.tp,
+        "dp": setup.dp_group,  # DP ranks sharing the MoE layers (this replica is one; weights and KV are its own)
         "preset": preset,
         "assumptions": {
             "weight_bits": setup.weight_bits,
@@ -157,7 +158,9 @@ def render_text(r: dict[str, Any]) -> str:
     a = r["assumptions"]
     api = r["api"]
     lines = [
-        f"fleetsim roofline: {r['model']} on {r['tp']}x {r['gpu']}" + (f" (preset: {r['preset']})" if r["preset"] else ""),
+        f"fleetsim roofline: {r['model']} on {r['tp']}x {r['gpu']}"
+        + (f", one of {r['dp']} data-parallel ranks sharing the experts" if r.get("dp", 1) > 1 else "")
+        + (f" (preset: {r['preset']})" if r["preset"] else ""),
         f"  {a['weights']} weights, {a['kv_bits']}-bit KV; per GPU {a['effective_flops_per_s_per_gpu'] / 1e12:.1f} TFLOP/s"
         f" and {a['effective_hbm_bw_bytes_per_s_per_gpu'] / 1e12:.2f} TB/s effective (mfu {a['mfu']:.3f}, mbu {a['mbu']:.3f});"
         f" attention {'on' if a['attention'] else 'off'}, TP comm {'on' if a['comm'] else 'off'}"
