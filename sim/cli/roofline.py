@@ -93,7 +93,7 @@ def roofline_report(
             "layer_overhead_s": setup.layer_overhead_s,
             "overlap": setup.overlap,
             "allreduce_latency_s": gpu.allreduce_latency_s,
-            "allreduce_gb_per_s": gpu.collective_bw_bytes_per_s / 1e9,
+            "allreduce_gb_per_s": gpu.group_collective_bw_bytes_per_s(min(setup.tp, setup.gpus_per_node)) / 1e9,
             "gpu_memory_utilization": setup.gpu_memory_utilization,
             "memory_reserve_bytes": setup.memory_reserve_bytes,
             "usd_per_gpu_hour": setup.usd_per_gpu_hour,

@@ -162,24 +162,24 @@ class RooflineSetup:
         else:  # the gather carries each token's router logits too
             per_gpu = total * (2 * per_token + m.n_experts * self.activation_bits / 8) * (g - 1) / g
         if g <= self.gpus_per_node:
-            bw, lat = self.gpu.collective_bw_bytes_per_s, self.gpu.allreduce_latency_s
+            bw, lat = self.gpu.group_collective_bw_bytes_per_s(g), self.gpu.allreduce_latency_s
         else:
-            bw, lat = self.across_nodes
+            bw, lat = self.across_nodes(g)
         return 2 * lat + per_gpu / bw
 
     @property
     def n_nodes(self) -> int:
         return -(-self.tp // self.gpus_per_node)
 
-    @property
-    def across_nodes(self) -> tuple[float, float]:
-        """(bytes/s, latency s) of a collective whose ring spans nodes: its slowest link sets the pace, so the lower of
-        the scale-out network's bandwidth and the node's own collective bandwidth, and the higher of their latencies
+    def across_nodes(self, n_gpus: int) -> tuple[float, float]:
+        """(bytes/s, latency s) of a collective over `n_gpus` whose ring spans nodes: its slowest link sets the pace, so
+        the lower of the scale-out network's bandwidth and the node's own collective bandwidth (for the node's share of
+        the group), and the higher of their latencies
         (the ring still crosses each node's link: over a host-staged PCIe box, 14.5 GB/s and 42 us, the network's
         50 GB/s and 20 us would otherwise make a group spanning two nodes faster than one inside a node)."""
         gpu = self.gpu
         return (
-            min(self.scale_out_bytes_per_s, gpu.collective_bw_bytes_per_s),
+            min(self.scale_out_bytes_per_s, gpu.group_collective_bw_bytes_per_s(min(n_gpus, self.gpus_per_node))),
             max(self.scale_out_latency_s, gpu.allreduce_latency_s),
         )
 
@@ -189,7 +189,7 @@ class RooflineSetup:
         NCCL's inter-node ring/tree, alpha-beta)."""
         if self.tp <= self.gpus_per_node:
             return allreduce_time_s(self.gpu, tp=self.tp, n_bytes=n_bytes)
-        bw, lat = self.across_nodes
+        bw, lat = self.across_nodes(self.tp)
         return lat + 2 * (self.tp - 1) / self.tp * n_bytes / bw
 
     @property
@@ -286,11 +286,12 @@ def weight_bytes_read(setup: RooflineSetup, n_tokens: int, group_tokens: int | N
 def allreduce_time_s(gpu: GpuSpec, *, tp: int, n_bytes: float) -> float:
     """All-reduce of `n_bytes` over `tp` GPUs, alpha-beta: a fixed latency per collective plus the ring's
     2(tp-1)/tp of the data at the bus bandwidth NCCL reaches on the GPU's link (`collective_bw_bytes_per_s`: its
-    measured figure at the 1-64 MB a prefill chunk's all-reduces carry, else one direction of the datasheet's link).
+    measured figure at the 1-64 MB a prefill chunk's all-reduces carry, else one direction of the datasheet's link; over
+    PCIe past the GPUs a bridge joins: `group_collective_bw_bytes_per_s`).
     """
     if tp <= 1:
         return 0.0
-    return gpu.allreduce_latency_s + 2 * (tp - 1) / tp * n_bytes / gpu.collective_bw_bytes_per_s
+    return gpu.allreduce_latency_s + 2 * (tp - 1) / tp * n_bytes / gpu.group_collective_bw_bytes_per_s(tp)
 
 
 def unsampled_logit_flops(setup: RooflineSetup, n_tokens: int, logit_tokens: int | None) -> float:
