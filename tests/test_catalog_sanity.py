@@ -30,12 +30,12 @@ import pytest
 
 from sim.errors import FleetsimError
 from sim.physics import roofline as rl
-from sim.physics.hardware import load_gpu_catalog
+from sim.physics.hardware import load_gpu_catalog, parse_gpu_entries
 from sim.physics.models import ModelSpec, load_model_catalog
 from sim.physics.roofline import RooflineSetup
 from sim.run.simulate import simulate
-from sim.scenario.config import parse_config, roofline_config
-from sim.scenario.resolve import build_setup
+from sim.scenario.config import GpuOverride, parse_config, roofline_config
+from sim.scenario.resolve import apply_override, build_setup
 from sim.schema import RequestStatus
 
 GPUS = load_gpu_catalog()
@@ -233,6 +233,17 @@ def test_a_larger_group_in_a_node_never_gets_a_faster_link_and_a_bridge_joins_on
             n_bytes = 64e6
             ring = 2 * (tp - 1) / tp * n_bytes
             assert allreduce_time_s(g, tp=tp, n_bytes=n_bytes) >= ring / (g.pcie_bw_bytes_per_s / 2), tp
+        # a gpu_overrides entry that replaces the link replaces the pairing with it
+        switched = apply_override(GpuOverride(interconnect_gb_per_s=900), g)
+        assert switched.group_collective_bw_bytes_per_s(8) == switched.group_collective_bw_bytes_per_s(2) == 450e9
+
+
+def test_a_link_group_needs_the_link_past_it():
+    with pytest.raises(FleetsimError, match="link_gpus needs pcie_gb_per_s"):
+        parse_gpu_entries(
+            {"x": {"bf16_tflops": 100, "hbm_gb": 40, "hbm_bw_gb_per_s": 1000, "interconnect_gb_per_s": 600, "link_gpus": 2}},
+            where="extra.yaml",
+        )
 
 
 @pytest.mark.parametrize("model", [name for name in MODELS.names() if MODELS.get(name).is_moe])
