@@ -11,13 +11,14 @@ the figures are (no expected figure is written down here):
   and $/1K tokens positive and finite;
 - more GPUs never hold more weight bytes or fewer KV tokens each; a faster GPU (same memory) is never slower; fewer bits
   (weights or KV) are never slower and never hold fewer KV tokens; FP8 GEMMs are refused on a GPU without FP8;
-- TP that does not shard the heads is refused, KV heads are replicated past their count, a group spanning nodes never
-  communicates faster than one inside a node;
+- TP that does not shard the heads is refused, KV heads are replicated past their count, a larger group never gets a
+  faster link (a bridged PCIe pair's TP > 2 ring crosses PCIe), a group spanning nodes never communicates faster than
+  one inside a node; `roofline --config` prices the replica `run` builds;
 - MoE: top-k within the experts, expert parallelism refused exactly when the experts do not divide over the group, more
   DP ranks never hold more weights each, a load imbalance never speeds a step up;
 - a short run conserves its requests, has TTFT <= E2E, utilizations and MFU/MBU within [0, 1] and a positive cost.
 
-About 15 s on two CPU cores.
+About 5 s on two CPU cores.
 """
 
 from __future__ import annotations
