@@ -26,7 +26,7 @@ from sim.physics.hardware import load_gpu_catalog
 from sim.physics.models import check_draft, load_model_catalog, resolve_model
 from sim.physics.prices import api_price
 from sim.scenario.config import DEFAULT_API, RooflineConfig, load_config, preset_names, roofline_config
-from sim.scenario.resolve import build_setup, check_override_names
+from sim.scenario.resolve import build_setup, check_override_names, on_demand_price
 from sim.spec import MAX_TOKENS, MAX_USD_PER_GPU_HOUR
 
 app = typer.Typer(
@@ -75,7 +75,9 @@ def roofline(
     gpus_per_node: Annotated[
         int | None, typer.Option(help="GPUs one node's NVLink joins (default 8): a larger TP spans nodes.")
     ] = None,
-    config: Annotated[Path | None, typer.Option(help="Scenario YAML giving model, fleet.gpu/tp, roofline, pricing.")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Scenario YAML giving model, fleet.gpu/tp (and its DP layout), engine, roofline, pricing.")
+    ] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="With --config: override a scenario field (PATH=VALUE, VALUE as YAML).")
     ] = None,
@@ -129,8 +131,19 @@ def roofline(
     rcfg: RooflineConfig
     api_name = compare_api
     overrides: dict[str, Any] = {"weight_bits": weight_bits, "kv_bits": kv_bits, "gpu_memory_utilization": gpu_memory_utilization}
+    layout: dict[str, Any] = {}  # with --config: the replica as `run` builds it (its engine, its DP group's layout)
+    provider = None
     if config is not None:
         scenario = load_config(config, sets=set_ or ())
+        fleet = scenario.fleet
+        layout = {
+            "engine": scenario.engine,
+            "dp": fleet.dp,
+            "expert_parallel": fleet.expert_parallel,
+            "expert_load_imbalance": fleet.expert_load_imbalance,
+            "all2all_backend": fleet.all2all_backend,
+        }
+        provider = scenario.pricing.provider
         base_dir = config.parent
         model = model or scenario.model
         gpu = gpu or scenario.fleet.gpu
@@ -158,9 +171,10 @@ def roofline(
         gpu_spec,
         tp=tp or 1,
         roofline=rcfg,
-        usd_per_gpu_hour=price_per_gpu_hour,
+        usd_per_gpu_hour=on_demand_price(price_per_gpu_hour, provider, gpu_spec.name),
         gpus_per_node=gpus_per_node or 8,
         scale_out=scale_out,
+        **layout,
     )
     spec = None
     if speculative is not None:

@@ -73,6 +73,7 @@ def roofline_report(
         "model": model.name,
         "gpu": gpu.name,
         "tp": setup.tp,
+        "dp": setup.dp_group,  # DP ranks sharing the MoE layers (this replica is one; weights and KV are its own)
         "preset": preset,
         "assumptions": {
             "weight_bits": setup.weight_bits,
@@ -92,7 +93,7 @@ def roofline_report(
             "layer_overhead_s": setup.layer_overhead_s,
             "overlap": setup.overlap,
             "allreduce_latency_s": gpu.allreduce_latency_s,
-            "allreduce_gb_per_s": gpu.collective_bw_bytes_per_s / 1e9,
+            "allreduce_gb_per_s": gpu.group_collective_bw_bytes_per_s(min(setup.tp, setup.gpus_per_node)) / 1e9,
             "gpu_memory_utilization": setup.gpu_memory_utilization,
             "memory_reserve_bytes": setup.memory_reserve_bytes,
             "usd_per_gpu_hour": setup.usd_per_gpu_hour,
@@ -157,7 +158,9 @@ def render_text(r: dict[str, Any]) -> str:
     a = r["assumptions"]
     api = r["api"]
     lines = [
-        f"fleetsim roofline: {r['model']} on {r['tp']}x {r['gpu']}" + (f" (preset: {r['preset']})" if r["preset"] else ""),
+        f"fleetsim roofline: {r['model']} on {r['tp']}x {r['gpu']}"
+        + (f", one of {r['dp']} data-parallel ranks sharing the experts" if r.get("dp", 1) > 1 else "")
+        + (f" (preset: {r['preset']})" if r["preset"] else ""),
         f"  {a['weights']} weights, {a['kv_bits']}-bit KV; per GPU {a['effective_flops_per_s_per_gpu'] / 1e12:.1f} TFLOP/s"
         f" and {a['effective_hbm_bw_bytes_per_s_per_gpu'] / 1e12:.2f} TB/s effective (mfu {a['mfu']:.3f}, mbu {a['mbu']:.3f});"
         f" attention {'on' if a['attention'] else 'off'}, TP comm {'on' if a['comm'] else 'off'}"

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from sim.errors import FleetsimError, from_validation_error, unknown_name
 from sim.spec import MAX_HW_RATE, MAX_OVERHEAD_S, MAX_USD_PER_GPU_HOUR, MIN_HW_RATE, Frozen
@@ -55,6 +55,10 @@ class GpuSpec:
     device_memory_bytes: float | None = None  # what the driver reports as total (cudaMemGetInfo), if known
     sm_count: int = 128  # streaming multiprocessors (vLLM's sampler keeps one vocabulary row per SM)
     allreduce_bw_bytes_per_s: float | None = None  # NCCL's measured all-reduce bus bandwidth, one direction, if known
+    # GPUs the interconnect joins when fewer than a node's (an NVLink bridge pairs two PCIe cards), and the PCIe link a
+    # larger group's ring crosses instead (both directions, as the datasheet states it)
+    link_gpus: int | None = None
+    pcie_bw_bytes_per_s: float | None = None
 
     @property
     def collective_bw_bytes_per_s(self) -> float:
@@ -63,6 +67,13 @@ class GpuSpec:
         if self.allreduce_bw_bytes_per_s is not None:
             return self.allreduce_bw_bytes_per_s
         return self.interconnect_bw_bytes_per_s / 2
+
+    def group_collective_bw_bytes_per_s(self, n_gpus: int) -> float:
+        """`collective_bw_bytes_per_s` for a group of `n_gpus` in one node: past the GPUs the interconnect joins
+        (`link_gpus`: bridged pairs) the ring crosses PCIe between them, one direction of its datasheet rate."""
+        if self.link_gpus is not None and self.pcie_bw_bytes_per_s is not None and n_gpus > self.link_gpus:
+            return min(self.collective_bw_bytes_per_s, self.pcie_bw_bytes_per_s / 2)
+        return self.collective_bw_bytes_per_s
 
     @property
     def total_memory_bytes(self) -> float:
@@ -101,6 +112,14 @@ class _GpuEntry(Frozen):
     price_as_of: str = ""
     device_memory_bytes: int | None = Field(default=None, gt=0, le=int(MAX_HW_RATE * GIGA))
     sm_count: int = Field(default=128, ge=1, le=100_000)
+    link_gpus: int | None = Field(default=None, ge=1, le=100_000)  # GPUs the interconnect joins (a bridge: 2)
+    pcie_gb_per_s: float | None = Field(default=None, ge=MIN_HW_RATE, le=MAX_HW_RATE)  # the PCIe link past them
+
+    @model_validator(mode="after")
+    def _link_group_needs_pcie(self) -> _GpuEntry:
+        if self.link_gpus is not None and self.pcie_gb_per_s is None:
+            raise ValueError("link_gpus needs pcie_gb_per_s (the link a larger group crosses)")
+        return self
 
     def to_spec(self, name: str) -> GpuSpec:
         return GpuSpec(
@@ -123,6 +142,8 @@ class _GpuEntry(Frozen):
             device_memory_bytes=None if self.device_memory_bytes is None else float(self.device_memory_bytes),
             sm_count=self.sm_count,
             allreduce_bw_bytes_per_s=None if self.allreduce_gb_per_s is None else self.allreduce_gb_per_s * GIGA,
+            link_gpus=self.link_gpus,
+            pcie_bw_bytes_per_s=None if self.pcie_gb_per_s is None else self.pcie_gb_per_s * GIGA,
         )
 
 

@@ -144,7 +144,7 @@ class RooflineSetup:
 
     def moe_exchange_s(self, n_tokens: int, group_tokens: int | None = None) -> float:
         """One MoE layer's token exchange across the DP group's G = dp x tp GPUs (alpha-beta, over the node's
-        interconnect, or the scale-out network when G exceeds a node), the group's step putting `group_tokens`
+        interconnect, or, when G exceeds a node, its slowest link: `across_nodes`), the group's step putting `group_tokens`
         through it (default: dp times this rank's).
         - `allgather_reducescatter` (vLLM's default `--all2all-backend`, and its only exchange for experts sharded by
           tensor parallelism): the group's hidden states and router logits all-gathered onto every GPU before the
@@ -163,22 +163,35 @@ class RooflineSetup:
         else:  # the gather carries each token's router logits too
             per_gpu = total * (2 * per_token + m.n_experts * self.activation_bits / 8) * (g - 1) / g
         if g <= self.gpus_per_node:
-            bw, lat = self.gpu.collective_bw_bytes_per_s, self.gpu.allreduce_latency_s
+            bw, lat = self.gpu.group_collective_bw_bytes_per_s(g), self.gpu.allreduce_latency_s
         else:
-            bw, lat = self.scale_out_bytes_per_s, self.scale_out_latency_s
+            bw, lat = self.across_nodes(g)
         return 2 * lat + per_gpu / bw
 
     @property
     def n_nodes(self) -> int:
         return -(-self.tp // self.gpus_per_node)
 
+    def across_nodes(self, n_gpus: int) -> tuple[float, float]:
+        """(bytes/s, latency s) of a collective over `n_gpus` whose ring spans nodes: its slowest link sets the pace, so
+        the lower of the scale-out network's bandwidth and the node's own collective bandwidth (for the node's share of
+        the group), and the higher of their latencies
+        (the ring still crosses each node's link: over a host-staged PCIe box, 14.5 GB/s and 42 us, the network's
+        50 GB/s and 20 us would otherwise make a group spanning two nodes faster than one inside a node)."""
+        gpu = self.gpu
+        return (
+            min(self.scale_out_bytes_per_s, gpu.group_collective_bw_bytes_per_s(min(n_gpus, self.gpus_per_node))),
+            max(self.scale_out_latency_s, gpu.allreduce_latency_s),
+        )
+
     def allreduce_s(self, n_bytes: float) -> float:
         """One all-reduce of `n_bytes` over the replica's TP group: within a node over its interconnect
-        (`allreduce_time_s`); across nodes the ring runs at the scale-out network's bandwidth and latency, its slowest
-        link (NCCL's inter-node ring/tree, alpha-beta)."""
+        (`allreduce_time_s`); across nodes the ring runs at its slowest link's bandwidth and latency (`across_nodes`;
+        NCCL's inter-node ring/tree, alpha-beta)."""
         if self.tp <= self.gpus_per_node:
             return allreduce_time_s(self.gpu, tp=self.tp, n_bytes=n_bytes)
-        return self.scale_out_latency_s + 2 * (self.tp - 1) / self.tp * n_bytes / self.scale_out_bytes_per_s
+        bw, lat = self.across_nodes(self.tp)
+        return lat + 2 * (self.tp - 1) / self.tp * n_bytes / bw
 
     @property
     def peak_flops_per_s(self) -> float:
@@ -279,11 +292,12 @@ def weight_bytes_read(setup: RooflineSetup, n_tokens: int, group_tokens: int | N
 def allreduce_time_s(gpu: GpuSpec, *, tp: int, n_bytes: float) -> float:
     """All-reduce of `n_bytes` over `tp` GPUs, alpha-beta: a fixed latency per collective plus the ring's
     2(tp-1)/tp of the data at the bus bandwidth NCCL reaches on the GPU's link (`collective_bw_bytes_per_s`: its
-    measured figure at the 1-64 MB a prefill chunk's all-reduces carry, else one direction of the datasheet's link).
+    measured figure at the 1-64 MB a prefill chunk's all-reduces carry, else one direction of the datasheet's link; over
+    PCIe past the GPUs a bridge joins: `group_collective_bw_bytes_per_s`).
     """
     if tp <= 1:
         return 0.0
-    return gpu.allreduce_latency_s + 2 * (tp - 1) / tp * n_bytes / gpu.collective_bw_bytes_per_s
+    return gpu.allreduce_latency_s + 2 * (tp - 1) / tp * n_bytes / gpu.group_collective_bw_bytes_per_s(tp)
 
 
 def unsampled_logit_flops(setup: RooflineSetup, n_tokens: int, logit_tokens: int | None) -> float:

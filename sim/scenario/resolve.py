@@ -36,8 +36,10 @@ def apply_override(override: GpuOverride, gpu: GpuSpec) -> GpuSpec:
         changes[field] = value * factor
     if "hbm_bytes" in changes:
         changes["device_memory_bytes"] = None  # the corrected size is the memory, as the driver would report it
-    if "interconnect_bw_bytes_per_s" in changes and "allreduce_bw_bytes_per_s" not in changes:
-        changes["allreduce_bw_bytes_per_s"] = None  # the catalog's NCCL figure was measured on the link replaced
+    if "interconnect_bw_bytes_per_s" in changes:
+        changes["link_gpus"] = None  # the link replaced may have joined only a pair (a bridge): the new one, the node
+        if "allreduce_bw_bytes_per_s" not in changes:
+            changes["allreduce_bw_bytes_per_s"] = None  # the catalog's NCCL figure was measured on the link replaced
     return replace(gpu, **changes)
 
 
