@@ -2,8 +2,9 @@
 
 **Definition.** The capacity of a fleet's GPUs for a length mix is the highest throughput (prompt + output tokens
 per GPU-second) that its replica type sustains with the queue never empty, over the ways of keeping it full:
-- *all queued*: a sample of the mix's servable requests (up to `SAMPLE_SIZE`, a fixed seeded sample, so the figure
-  is a property of the setup and the mix, not of the run's seed) queued at t = 0;
+- *all queued*: a sample of the mix's servable requests (`SAMPLE_SIZE` of them, a fixed seeded sample, so the figure
+  is a property of the setup and the mix, not of the run's seed; a mix of fewer is drawn with replacement) queued
+  at t = 0;
 - *closed loop at concurrency N*: the same requests released N at a time, the next one the instant one completes
   (a replica fed continuously at the concurrency where it thrashes least), N found by a climb: from as many as the
   batch takes or the KV cache holds, doubling (or halving) while the throughput rises by more than 1%.
@@ -132,11 +133,13 @@ class ClosedLoop(ReplicaListener):
 
 # --- measuring ------------------------------------------------------------------------------------------------------
 def sample_requests(lengths: np.ndarray, max_context_tokens: int) -> np.ndarray:
-    """(prompt, output) rows a replica can serve, at most SAMPLE_SIZE of them (seeded, fixed)."""
+    """SAMPLE_SIZE (prompt, output) rows a replica can serve (seeded, fixed): drawn from the servable ones, with
+    replacement when there are fewer (a short trace's mix repeated: too few requests to fill the batch, and the
+    replica would be measured below what it sustains; its throughput utilization would read above 1)."""
     pool: np.ndarray = lengths[lengths.sum(axis=1) <= max_context_tokens]
-    if len(pool) > SAMPLE_SIZE:
+    if len(pool) and len(pool) != SAMPLE_SIZE:
         rng = np.random.default_rng(SAMPLE_SEED)
-        pool = pool[rng.choice(len(pool), size=SAMPLE_SIZE, replace=False)]
+        pool = pool[rng.choice(len(pool), size=SAMPLE_SIZE, replace=len(pool) < SAMPLE_SIZE)]
     return pool
 
 
