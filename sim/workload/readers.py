@@ -234,7 +234,11 @@ def _read_csv(path: Path, layout: CsvLayout, format: str) -> pd.DataFrame:
             if layout.time_unit == "datetime":
                 ns = t_col.cast(pa.int64()).to_numpy()
                 origin = ns[0] if origin is None else origin
-                t = (ns - origin).astype(np.float64) * 1e-9
+                d = ns - origin
+                # over 292 years apart `ns - origin` wraps past int64 (1700 after 2262 read as 22 years later: an
+                # unsorted trace taken as sorted): such differences in float64
+                wrapped = (ns < origin) != (d < 0)
+                t = (np.where(wrapped, ns.astype(np.float64) - float(origin), d.astype(np.float64))) * 1e-9
             else:
                 t = t_col.to_numpy() * TIME_UNITS[layout.time_unit]
             p = _int_column(batch, layout.prompt, where, offset)
@@ -327,8 +331,10 @@ def _first_unparsable(chunks: Any, layout: CsvLayout, where: Where) -> FleetsimE
     for chunk in chunks:
         for col, kind in ((layout.time, layout.time_unit), (layout.prompt, "int"), (layout.output, "int")):
             text = chunk[col].str.strip()
-            if kind == "datetime":
-                ok = pd.to_datetime(text, errors="coerce", format="ISO8601").notna().to_numpy()
+            if kind == "datetime":  # (as pyarrow reads timestamp[ns]: no zone offset, within int64 nanoseconds)
+                zoned = text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True).to_numpy(dtype=bool)
+                parsed = pd.to_datetime(text.where(~zoned), errors="coerce", format="ISO8601")
+                ok = (parsed.notna() & (parsed >= pd.Timestamp.min) & (parsed <= pd.Timestamp.max)).to_numpy(dtype=bool)
                 rule = "must be a date-time"
             elif kind == "int":  # (as pyarrow reads int64: no leading +, and at most 18 digits past leading zeros)
                 ok = text.str.fullmatch(r"-?\d+").to_numpy(dtype=bool) & (
@@ -344,6 +350,10 @@ def _first_unparsable(chunks: Any, layout: CsvLayout, where: Where) -> FleetsimE
                 value = text.iloc[i]
                 if value == "":
                     return FleetsimError(f"{where.at(offset + i)}: {col} is missing")
+                if kind == "datetime" and zoned[i]:
+                    rule = "must be a date-time without a zone offset"
+                elif kind == "datetime" and pd.notna(parsed.iloc[i]):
+                    rule = f"must be a date-time within {pd.Timestamp.min:%Y-%m-%d}..{pd.Timestamp.max:%Y-%m-%d}"
                 if kind == "int" and value.startswith("+"):
                     rule = "must be an integer without a + sign"
                 elif kind == "int" and value.lstrip("-")[:2].lower() == "0x":

@@ -1,0 +1,54 @@
+"""Hostile inputs from a sixth fuzzing pass (files): traces, run logs and run folders that were accepted with impossible
+figures, ended in a traceback, or in an error that named no line. Each now ends in one line naming the file (and
+line, row or field), the rule and the value, exit code 2, and writes nothing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from sim.cli import app
+from tests.conftest import one_line_error
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT = str(REPO / "configs" / "default.yaml")
+runner = CliRunner()
+
+
+def test_azure_timestamps_centuries_apart_do_not_wrap_into_order(tmp_path):
+    """Arrivals are nanoseconds from the first, in int64: a row of 1700 after one of 2262 wrapped to +22 years, so an
+    unsorted trace was read as sorted (`trace inspect` printed a duration of 711,761,674 s)."""
+    path = tmp_path / "az.csv"
+    path.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2262-01-01 00:00:00,100,10\n1700-01-01 00:00:00,100,10\n")
+    one_line_error(["trace", "inspect", str(path)], "line 3: TIMESTAMP must be non-decreasing (got -17734982400 after 0)")
+    out = tmp_path / "c.csv"
+    one_line_error(["trace", "convert", str(path), str(out)], "line 3: TIMESTAMP must be non-decreasing")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("stamp", "says"),
+    [
+        (
+            "2023-11-16 18:15:47+00:00",
+            "line 3: TIMESTAMP must be a date-time without a zone offset (got '2023-11-16 18:15:47+00:00')",
+        ),
+        ("2023-11-16T18:15:47Z", "line 3: TIMESTAMP must be a date-time without a zone offset"),
+        (
+            "0001-01-01 00:00:00",
+            "line 3: TIMESTAMP must be a date-time within 1677-09-21..2262-04-11 (got '0001-01-01 00:00:00')",
+        ),
+    ],
+)
+def test_an_azure_timestamp_pyarrow_refuses_is_named_with_its_line(tmp_path, stamp, says):
+    """pyarrow refuses a zone offset and a year outside int64 nanoseconds, but the text scan meant to locate the value
+    accepted both (pandas reads them): the error was pyarrow's, with no line (`In CSV column #0: CSV conversion error
+    to timestamp[ns]`), or pandas' advice to `Pass utc=True in to_datetime` for offsets that differ."""
+    path = tmp_path / "az.csv"
+    path.write_text(f"TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,100,10\n{stamp},100,10\n")
+    one_line_error(["trace", "inspect", str(path)], says)
