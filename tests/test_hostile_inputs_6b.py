@@ -52,3 +52,31 @@ def test_an_azure_timestamp_pyarrow_refuses_is_named_with_its_line(tmp_path, sta
     path = tmp_path / "az.csv"
     path.write_text(f"TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,100,10\n{stamp},100,10\n")
     one_line_error(["trace", "inspect", str(path)], says)
+
+
+def _otel(tmp_path: Path, start: object, tokens_in: object) -> Path:
+    def span(start: object, tokens_in: object) -> dict[str, object]:
+        attrs = [("gen_ai.usage.input_tokens", tokens_in), ("gen_ai.usage.output_tokens", 5)]
+        return {
+            "traceId": "a",
+            "startTimeUnixNano": start,
+            "endTimeUnixNano": start,
+            "attributes": [{"key": k, "value": {"intValue": v}} for k, v in attrs],
+        }
+
+    path = tmp_path / "spans.json"
+    path.write_text(json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span("1000", 10), span(start, tokens_in)]}]}]}))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("start", "tokens_in", "says"),
+    [
+        ("2000", 10**30, "spans[1] gen_ai.usage.input_tokens: must be at most 10,000,000,000 tokens"),
+        ("99999999999999999999999", 10, "spans[1].startTimeUnixNano: must be below 2**63 ns (got '99999999999999999999999')"),
+    ],
+)
+def test_an_otel_count_or_instant_past_int64_is_refused_not_an_overflow(tmp_path, start, tokens_in, says):
+    """A token count of 10**30 or a start of 10**23 ns was an `OverflowError: Python int too large to convert to C
+    long` traceback (the spans' int64 arrays)."""
+    one_line_error(["trace", "inspect", str(_otel(tmp_path, start, tokens_in))], says)
