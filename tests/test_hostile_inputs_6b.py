@@ -80,3 +80,29 @@ def test_an_otel_count_or_instant_past_int64_is_refused_not_an_overflow(tmp_path
     """A token count of 10**30 or a start of 10**23 ns was an `OverflowError: Python int too large to convert to C
     long` traceback (the spans' int64 arrays)."""
     one_line_error(["trace", "inspect", str(_otel(tmp_path, start, tokens_in))], says)
+
+
+def test_a_bench_result_whose_input_lens_is_not_a_list_is_refused(tmp_path):
+    """`"input_lens": 5` was a `TypeError: object of type 'int' has no len()` traceback in `trace inspect` and
+    `validate`."""
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"input_lens": 5, "output_lens": [1], "ttfts": [0.1], "itls": [[]], "start_times": [0]}))
+    one_line_error(["trace", "inspect", str(path)], "input_lens: must be a list, one entry per request (got 'int')")
+    one_line_error(["validate", str(path), "--scenario", DEFAULT], "input_lens: must be a list")
+
+
+@pytest.mark.parametrize(
+    ("row", "says"),
+    [
+        ("1,1e30,10,0.1,0.5", "line 3 column 'prompt': must be at most 10,000,000,000 (got 1e+30)"),
+        ("1,100,10,0.1,1e308", "line 3 column 'e2e': must be within +-1e+12 (got 1e+308)"),
+        ("1e300,100,10,0.1,0.5", "line 3 column 'arrival': must be within +-1e+12 (got 1e+300)"),
+    ],
+)
+def test_a_csv_run_log_is_bounded_as_the_other_layouts(tmp_path, row, says):
+    """A CSV run log's counts and times had no upper bound: a prompt of 1e30 tokens printed numpy's `invalid value
+    encountered in cast` and then `row 1: prompt_tokens must be >= 1 (got -9.2e+18)`; an E2E of 1e308 s was compared
+    as `inf ms` (-100.0%) with exit 0."""
+    path = tmp_path / "log.csv"
+    path.write_text(f"arrival,prompt,output,ttft,e2e\n0,100,10,0.1,0.5\n{row}\n")
+    one_line_error(["validate", str(path), "--scenario", DEFAULT], says)
