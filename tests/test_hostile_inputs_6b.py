@@ -106,3 +106,47 @@ def test_a_csv_run_log_is_bounded_as_the_other_layouts(tmp_path, row, says):
     path = tmp_path / "log.csv"
     path.write_text(f"arrival,prompt,output,ttft,e2e\n0,100,10,0.1,0.5\n{row}\n")
     one_line_error(["validate", str(path), "--scenario", DEFAULT], says)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "r1"
+    trace = tmp_path_factory.mktemp("trace") / "t.csv"
+    pd.DataFrame({"arrival_at_s": [0.0, 0.5, 1.0], "prompt_tokens": [50, 60, 70], "output_tokens": [5, 6, 7]}).to_csv(
+        trace, index=False
+    )
+    res = runner.invoke(app, ["run", DEFAULT, "--set", f"trace={trace}", "--out", str(out), "--no-capacity"])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def _edited_copy(run_dir: Path, tmp_path: Path, name: str, edit: Callable[[pd.DataFrame], pd.DataFrame]) -> Path:
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    for f in run_dir.iterdir():
+        if f.is_file():
+            (edited / f.name).write_bytes(f.read_bytes())
+    edit(pd.read_parquet(edited / f"{name}.parquet")).to_parquet(edited / f"{name}.parquet", index=False)
+    return edited
+
+
+def test_an_inter_token_gap_longer_than_the_run_is_refused(run_dir, tmp_path):
+    """A piece of gaps `a + b j` whose j1 was edited to 2**62 (each gap within 0..inf, the only check) gave a mean
+    ITL of 289,370,568,365,689 ms, with exit 0, from a run of seconds."""
+    itl = pd.read_parquet(run_dir / "itl.parquet")
+    assert (itl["j0"] > 0).any() and (itl["b"] > 0).any()  # pieces, not only single gaps
+    edited = _edited_copy(run_dir, tmp_path, "itl", lambda r: r.assign(j1=r["j1"].where(r["j0"] == 0, 2**62)))
+    html = tmp_path / "p.html"
+    one_line_error(["report", str(edited), "--html", str(html)], "gaps must not exceed the run's last instant")
+    assert not html.exists()
+
+
+def test_a_replica_busy_longer_than_it_lived_is_refused(run_dir, tmp_path):
+    """`busy_s` of 1e6 s on a replica that lived 1.5 s was reported as `busy (GPU-h, share): 555.556 (5882352.9%)` and
+    a busy fraction of 58823, with exit 0."""
+    edited = _edited_copy(run_dir, tmp_path, "replicas", lambda r: r.assign(busy_s=1e6))
+    one_line_error(
+        ["report", str(edited)],
+        "(replica_id 0): busy_s must not exceed the replica's life, end_at_s - provision_at_s (got busy_s = 1000000.0)",
+    )
+    assert runner.invoke(app, ["report", str(run_dir)]).exit_code == 0
