@@ -150,3 +150,35 @@ def test_a_replica_busy_longer_than_it_lived_is_refused(run_dir, tmp_path):
         "(replica_id 0): busy_s must not exceed the replica's life, end_at_s - provision_at_s (got busy_s = 1000000.0)",
     )
     assert runner.invoke(app, ["report", str(run_dir)]).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("rows", "args", "says"),
+    [
+        ("0,5\n1e11,5\n", ["--requests", "10"], "rt.csv: the rate table spans 2e+11 s (time_scale 1), about 2e+11 requests"),
+        ("0,1\n1e-300,1\n", ["--duration-s", "100"], "repeated over 100 s it is 1e+302 windows, more than 100,000,000"),
+        ("0,1\n10,1e308\n", ["--requests", "10"], "rt.csv line 3: window start and rate must be numbers"),
+        ("0,1\n\xff,1\n", ["--requests", "10"], "rt.csv: cannot read rate table (not UTF-8: byte 0xff"),
+    ],
+)
+def test_a_rate_table_that_would_not_fit_in_memory_or_time_is_refused(tmp_path, rows, args, says):
+    """`trace gen --rate-table` drew the table's whole span before cutting n requests: a table spanning 1e11 s was a
+    `numpy ArrayMemoryError: Unable to allocate 1.46 TiB`; windows of 1e-300 s repeated over the duration never ended;
+    a rate of 1e308 printed numpy's overflow warning and then `only 0 arrivals in the horizon`; a byte that is not
+    UTF-8 was a `UnicodeDecodeError` traceback."""
+    table = tmp_path / "rt.csv"
+    table.write_bytes(("window_start_s,total_rate_rps\n" + rows).encode("latin-1"))
+    out = tmp_path / "g.csv"
+    one_line_error(
+        ["trace", "gen", "--out", str(out), "--process", "diurnal", "--rate", "1", "--rate-table", str(table), *args], says
+    )
+    assert not out.exists()
+
+
+def test_a_diurnal_period_too_long_for_n_requests_is_refused(tmp_path):
+    """`trace gen --process diurnal --period-s 1e300 --requests 10` drew candidates over a horizon of a period: a
+    `ValueError: lam value too large` traceback (and a period of 1e10 s, an allocation of terabytes)."""
+    out = tmp_path / "g.csv"
+    args = ["trace", "gen", "--out", str(out), "--process", "diurnal", "--rate", "1", "--period-s", "1e300", "--requests", "10"]
+    one_line_error(args, "n_requests with a diurnal period of 1e+300 s draws about 1.5e+300 candidate arrivals")
+    assert not out.exists()
