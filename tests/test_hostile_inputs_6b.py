@@ -182,3 +182,33 @@ def test_a_diurnal_period_too_long_for_n_requests_is_refused(tmp_path):
     args = ["trace", "gen", "--out", str(out), "--process", "diurnal", "--rate", "1", "--period-s", "1e300", "--requests", "10"]
     one_line_error(args, "n_requests with a diurnal period of 1e+300 s draws about 1.5e+300 candidate arrivals")
     assert not out.exists()
+
+
+def test_a_parquet_arrival_of_durations_is_refused_not_read_in_microseconds(tmp_path):
+    """A Parquet trace whose arrival_at_s holds durations (timedelta64) was read as their count of microseconds: 1 s
+    became 1,000,000 s (`trace inspect`: a duration of 2,000,000 s for 2 s), with exit 0; a deadline_at_s of durations
+    and a generic trace's time column of date-times with --time-unit s were read the same way."""
+    path = tmp_path / "t.parquet"
+    times = pd.to_timedelta([0, 1, 2], unit="s")
+    pd.DataFrame({"arrival_at_s": times, "prompt_tokens": [100] * 3, "output_tokens": [10] * 3}).to_parquet(path, index=False)
+    one_line_error(["trace", "inspect", str(path)], "arrival_at_s must be numbers (got a column of type timedelta64")
+    out = tmp_path / "c.csv"
+    one_line_error(["trace", "convert", str(path), str(out)], "arrival_at_s must be numbers")
+    assert not out.exists()
+    deadline = pd.DataFrame({"arrival_at_s": [0.0, 1.0], "prompt_tokens": [9, 9], "output_tokens": [9, 9]})
+    deadline.assign(deadline_at_s=pd.to_timedelta([5, 6], unit="s")).to_parquet(path, index=False)
+    one_line_error(["trace", "inspect", str(path)], "deadline_at_s must be numbers (got a column of type timedelta64")
+    generic = tmp_path / "g.parquet"
+    stamps = pd.to_datetime(["2023-01-01", "2023-01-02", "2023-01-03"])
+    pd.DataFrame({"t": stamps, "p": [100] * 3, "o": [10] * 3}).to_parquet(generic, index=False)
+    args = [
+        "trace",
+        "inspect",
+        str(generic),
+        "--format",
+        "generic",
+        "--columns",
+        "arrival_at_s=t,prompt_tokens=p,output_tokens=o",
+    ]
+    one_line_error(args, "column 't' holds date-times (datetime64")
+    assert runner.invoke(app, [*args, "--time-unit", "datetime"]).exit_code == 0

@@ -504,6 +504,11 @@ def _read_parquet(path: Path, *, columns: Mapping[str, str] | None, time_unit: s
             if col not in frame.columns:
                 raise FleetsimError(f"{path}: missing column {col!r} (found: {', '.join(frame.columns)})")
         t = frame[layout.time]
+        if t.dtype.kind == "m" or (t.dtype.kind == "M" and time_unit != "datetime"):
+            held = f"durations ({t.dtype})" if t.dtype.kind == "m" else f"date-times ({t.dtype})"
+            wanted = "date-times" if time_unit == "datetime" else f"numbers of {time_unit}"
+            hint = "; give the time unit as datetime" if t.dtype.kind == "M" else ""
+            raise FleetsimError(f"{path}: column {layout.time!r} holds {held}, not {wanted}{hint}")
         seconds = (
             (pd.to_datetime(t) - pd.to_datetime(t).iloc[0]).dt.total_seconds()
             if time_unit == "datetime"
