@@ -212,3 +212,12 @@ def test_a_parquet_arrival_of_durations_is_refused_not_read_in_microseconds(tmp_
     ]
     one_line_error(args, "column 't' holds date-times (datetime64")
     assert runner.invoke(app, [*args, "--time-unit", "datetime"]).exit_code == 0
+
+
+def test_a_csv_row_of_more_fields_than_the_header_is_named_with_its_line(tmp_path):
+    """pyarrow refuses a row of 4 fields under a header of 3 without its line (`cannot parse (CSV parse error:
+    Expected 3 columns, got 4: 2,100,10,7)`), and the text scan meant to locate bad values read only the mapped
+    columns, so it found nothing."""
+    path = tmp_path / "t.csv"
+    path.write_text("arrival_at_s,prompt_tokens,output_tokens\n0,100,10\n\n2,100,10,7\n")
+    one_line_error(["trace", "inspect", str(path)], "t.csv line 4: 4 fields where the header has 3 (got '2,100,10,7')")

@@ -323,7 +323,24 @@ def _locate_bad_value(path: Path, layout: CsvLayout, err: pa.ArrowInvalid) -> Fl
         found = _first_unparsable(chunks, layout, Where(str(path)))
     if found is not None:
         return found
+    if "Expected" in str(err) and "columns, got" in str(err):  # (pyarrow: a row of more or fewer fields, no line)
+        ragged = _first_ragged_row(path)
+        if ragged is not None:
+            return ragged
     return FleetsimError(f"{path}: cannot parse ({str(err).splitlines()[0]})")
+
+
+def _first_ragged_row(path: Path) -> FleetsimError | None:
+    """The first row whose number of fields differs from the header's (the error path only)."""
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        rows = csv.reader(f)
+        width = len(next(rows, []))
+        for row in rows:
+            if row and len(row) != width:  # (empty lines are skipped, as pyarrow skips them)
+                return FleetsimError(
+                    f"{path} line {rows.line_num}: {len(row)} fields where the header has {width} (got {_short(','.join(row))})"
+                )
+    return None
 
 
 def _first_unparsable(chunks: Any, layout: CsvLayout, where: Where) -> FleetsimError | None:
