@@ -221,3 +221,27 @@ def test_a_csv_row_of_more_fields_than_the_header_is_named_with_its_line(tmp_pat
     path = tmp_path / "t.csv"
     path.write_text("arrival_at_s,prompt_tokens,output_tokens\n0,100,10\n\n2,100,10,7\n")
     one_line_error(["trace", "inspect", str(path)], "t.csv line 4: 4 fields where the header has 3 (got '2,100,10,7')")
+
+
+def test_trace_merge_does_not_write_request_ids_its_reader_refuses(tmp_path):
+    """`trace merge` wrote a trace with request_id 7 twice (a trace merged with itself, or two with the same ids), or
+    with empty ids beside numbered ones read back as 7.000000000 and NaN: `wrote m.csv: 4 requests`, exit 0, and then
+    every reader refused the file (`line 3: request_id must be unique`)."""
+    ids = tmp_path / "ids.csv"
+    ids.write_text("arrival_at_s,prompt_tokens,output_tokens,request_id\n0,100,10,7\n1,100,10,8\n")
+    plain = tmp_path / "plain.csv"
+    plain.write_text("arrival_at_s,prompt_tokens,output_tokens\n0,100,10\n1,100,10\n")
+    out = tmp_path / "m.csv"
+    one_line_error(
+        ["trace", "merge", str(out), f"{ids}=interactive", f"{ids}=batch"],
+        "request_id '7' is in " + str(ids) + " and in " + str(ids) + " (input 2); request ids must be unique",
+    )
+    one_line_error(
+        ["trace", "merge", str(out), f"{plain}=interactive", f"{ids}=batch"],
+        f"merge: {ids} has request ids and {plain} has none",
+    )
+    assert not out.exists()
+    other = tmp_path / "other.csv"
+    other.write_text("arrival_at_s,prompt_tokens,output_tokens,request_id\n0,100,10,a\n1,100,10,b\n")
+    assert runner.invoke(app, ["trace", "merge", str(out), f"{ids}=interactive", f"{other}=batch"]).exit_code == 0
+    assert runner.invoke(app, ["trace", "inspect", str(out)]).exit_code == 0
