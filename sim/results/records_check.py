@@ -112,6 +112,11 @@ def check_replicas(path: Path, replicas: pd.DataFrame) -> None:
         _fail(path, replicas, ~ok, f"instants must be finite, within 0..{MAX_TIME_S:g} s", column, "replica_id")
     with np.errstate(invalid="ignore"):
         _fail(path, replicas, end < start - TOLERANCE_S, "end_at_s must not precede provision_at_s", "end_at_s", "replica_id")
+    life = end - start  # (a state's seconds are spent within the replica's life: else busy shares past 100%)
+    for column in REPLICA_SECONDS:
+        v = _numbers(path, replicas, column)
+        rule = f"{column} must not exceed the replica's life, end_at_s - provision_at_s"
+        _fail(path, replicas, v > life * (1 + 1e-9) + TOLERANCE_S, rule, column, "replica_id")
 
 
 def check_links(path: Path, requests: pd.DataFrame, replicas: pd.DataFrame) -> None:
@@ -137,8 +142,9 @@ def check_links(path: Path, requests: pd.DataFrame, replicas: pd.DataFrame) -> N
         )
 
 
-def check_itl(path: Path, itl: pd.DataFrame) -> None:
-    """itl.parquet: gaps a + b j for j in [j0, j1) with a weight; every gap and weight finite and >= 0."""
+def check_itl(path: Path, itl: pd.DataFrame, replicas: pd.DataFrame) -> None:
+    """itl.parquet: gaps a + b j for j in [j0, j1) with a weight; every gap and weight finite and >= 0, and no gap
+    longer than the run (than replicas.parquet's last `end_at_s`: a gap is spent on a replica)."""
     _missing(path, itl, ITL_COLUMNS)
     col = {c: _numbers(path, itl, c) for c in ITL_COLUMNS}
     for c in ITL_COLUMNS:
@@ -149,6 +155,11 @@ def check_itl(path: Path, itl: pd.DataFrame) -> None:
     last = np.maximum(col["j1"] - 1, col["j0"])
     low = np.minimum(col["a"] + col["b"] * col["j0"], col["a"] + col["b"] * last)
     _fail(path, itl, low < -TOLERANCE_S, "gaps must be >= 0", "a", None)
+    end = _numbers(path, replicas, "end_at_s")
+    horizon = float(end.max()) if end.size else 0.0
+    high = np.maximum(col["a"] + col["b"] * col["j0"], col["a"] + col["b"] * last)
+    rule = f"gaps must not exceed the run's last instant ({horizon:g} s, replicas.parquet's end_at_s)"
+    _fail(path, itl.assign(gap=high), high > horizon * (1 + 1e-9) + TOLERANCE_S, rule, "gap", None)
 
 
 def check_timeline(path: Path, timeline: pd.DataFrame) -> None:

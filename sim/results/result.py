@@ -394,7 +394,7 @@ class SimResult:
             check_replicas(run_dir / "replicas.parquet", replicas)
             check_links(run_dir / "replicas.parquet", requests, replicas)
             itl = pd.read_parquet(run_dir / "itl.parquet")
-            check_itl(run_dir / "itl.parquet", itl)
+            check_itl(run_dir / "itl.parquet", itl, replicas)
             timeline = pd.read_parquet(run_dir / "timeline.parquet")
             check_timeline(run_dir / "timeline.parquet", timeline)
             return cls(

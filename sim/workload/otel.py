@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from sim.errors import FleetsimError, _short
+from sim.spec import MAX_TOKENS
 from sim.workload.schema import validate_frame
 
 INPUT_KEYS = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")
@@ -28,6 +29,7 @@ OUTPUT_KEYS = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens")
 MODEL_KEYS = ("gen_ai.request.model", "gen_ai.response.model")
 ALL_MODELS = "*"  # the `model` setting that keeps every model's spans, named in a `model` column
 MAX_SPANS = 10_000_000
+MAX_NS = 2**63 - 1024  # the largest float64 below 2**63: a span's instant, int64 nanoseconds since 1970 (year 2262)
 
 
 def _value(v: Any) -> Any:
@@ -40,13 +42,18 @@ def _value(v: Any) -> Any:
     return None
 
 
-def _count(raw: Any, where: str) -> int:
+def _count(
+    raw: Any, where: str, *, unit: str = "tokens", limit: float = MAX_TOKENS, said: str = f"at most {MAX_TOKENS:,}"
+) -> int:
+    """A whole number within 0..`limit` (tokens; a span's instant in nanoseconds since 1970: below 2**63, int64)."""
     try:
         x = float(raw)
     except (TypeError, ValueError):
-        raise FleetsimError(f"{where}: must be a whole number of tokens (got {_short(raw)})") from None
+        raise FleetsimError(f"{where}: must be a whole number of {unit} (got {_short(raw)})") from None
     if not x.is_integer() or x < 0:
-        raise FleetsimError(f"{where}: must be a whole number of tokens >= 0 (got {_short(raw)})")
+        raise FleetsimError(f"{where}: must be a whole number of {unit} >= 0 (got {_short(raw)})")
+    if x > limit:  # (past int64 the arrays that order the spans overflow)
+        raise FleetsimError(f"{where}: must be {said} {unit} (got {_short(raw)})")
     return int(x)
 
 
@@ -84,8 +91,16 @@ def _read_otel(path: Path, *, model: str | None) -> pd.DataFrame:
                         continue
                     if len(spans) >= MAX_SPANS:
                         raise FleetsimError(f"{path}: more than {MAX_SPANS:,} LLM spans; split the export")
-                    start = _count(span.get("startTimeUnixNano"), f"{where}.startTimeUnixNano")
-                    end = _count(span.get("endTimeUnixNano", start), f"{where}.endTimeUnixNano")
+                    start = _count(
+                        span.get("startTimeUnixNano"), f"{where}.startTimeUnixNano", unit="ns", limit=MAX_NS, said="below 2**63"
+                    )
+                    end = _count(
+                        span.get("endTimeUnixNano", start),
+                        f"{where}.endTimeUnixNano",
+                        unit="ns",
+                        limit=MAX_NS,
+                        said="below 2**63",
+                    )
                     name = next((str(attrs[key]) for key in MODEL_KEYS if attrs.get(key)), None)
                     spans.append(
                         (

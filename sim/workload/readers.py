@@ -234,7 +234,11 @@ def _read_csv(path: Path, layout: CsvLayout, format: str) -> pd.DataFrame:
             if layout.time_unit == "datetime":
                 ns = t_col.cast(pa.int64()).to_numpy()
                 origin = ns[0] if origin is None else origin
-                t = (ns - origin).astype(np.float64) * 1e-9
+                d = ns - origin
+                # over 292 years apart `ns - origin` wraps past int64 (1700 after 2262 read as 22 years later: an
+                # unsorted trace taken as sorted): such differences in float64
+                wrapped = (ns < origin) != (d < 0)
+                t = (np.where(wrapped, ns.astype(np.float64) - float(origin), d.astype(np.float64))) * 1e-9
             else:
                 t = t_col.to_numpy() * TIME_UNITS[layout.time_unit]
             p = _int_column(batch, layout.prompt, where, offset)
@@ -319,7 +323,24 @@ def _locate_bad_value(path: Path, layout: CsvLayout, err: pa.ArrowInvalid) -> Fl
         found = _first_unparsable(chunks, layout, Where(str(path)))
     if found is not None:
         return found
+    if "Expected" in str(err) and "columns, got" in str(err):  # (pyarrow: a row of more or fewer fields, no line)
+        ragged = _first_ragged_row(path)
+        if ragged is not None:
+            return ragged
     return FleetsimError(f"{path}: cannot parse ({str(err).splitlines()[0]})")
+
+
+def _first_ragged_row(path: Path) -> FleetsimError | None:
+    """The first row whose number of fields differs from the header's (the error path only)."""
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        rows = csv.reader(f)
+        width = len(next(rows, []))
+        for row in rows:
+            if row and len(row) != width:  # (empty lines are skipped, as pyarrow skips them)
+                return FleetsimError(
+                    f"{path} line {rows.line_num}: {len(row)} fields where the header has {width} (got {_short(','.join(row))})"
+                )
+    return None
 
 
 def _first_unparsable(chunks: Any, layout: CsvLayout, where: Where) -> FleetsimError | None:
@@ -327,8 +348,10 @@ def _first_unparsable(chunks: Any, layout: CsvLayout, where: Where) -> FleetsimE
     for chunk in chunks:
         for col, kind in ((layout.time, layout.time_unit), (layout.prompt, "int"), (layout.output, "int")):
             text = chunk[col].str.strip()
-            if kind == "datetime":
-                ok = pd.to_datetime(text, errors="coerce", format="ISO8601").notna().to_numpy()
+            if kind == "datetime":  # (as pyarrow reads timestamp[ns]: no zone offset, within int64 nanoseconds)
+                zoned = text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True).to_numpy(dtype=bool)
+                parsed = pd.to_datetime(text.where(~zoned), errors="coerce", format="ISO8601")
+                ok = (parsed.notna() & (parsed >= pd.Timestamp.min) & (parsed <= pd.Timestamp.max)).to_numpy(dtype=bool)
                 rule = "must be a date-time"
             elif kind == "int":  # (as pyarrow reads int64: no leading +, and at most 18 digits past leading zeros)
                 ok = text.str.fullmatch(r"-?\d+").to_numpy(dtype=bool) & (
@@ -344,6 +367,10 @@ def _first_unparsable(chunks: Any, layout: CsvLayout, where: Where) -> FleetsimE
                 value = text.iloc[i]
                 if value == "":
                     return FleetsimError(f"{where.at(offset + i)}: {col} is missing")
+                if kind == "datetime" and zoned[i]:
+                    rule = "must be a date-time without a zone offset"
+                elif kind == "datetime" and pd.notna(parsed.iloc[i]):
+                    rule = f"must be a date-time within {pd.Timestamp.min:%Y-%m-%d}..{pd.Timestamp.max:%Y-%m-%d}"
                 if kind == "int" and value.startswith("+"):
                     rule = "must be an integer without a + sign"
                 elif kind == "int" and value.lstrip("-")[:2].lower() == "0x":
@@ -494,6 +521,11 @@ def _read_parquet(path: Path, *, columns: Mapping[str, str] | None, time_unit: s
             if col not in frame.columns:
                 raise FleetsimError(f"{path}: missing column {col!r} (found: {', '.join(frame.columns)})")
         t = frame[layout.time]
+        if t.dtype.kind == "m" or (t.dtype.kind == "M" and time_unit != "datetime"):
+            held = f"durations ({t.dtype})" if t.dtype.kind == "m" else f"date-times ({t.dtype})"
+            wanted = "date-times" if time_unit == "datetime" else f"numbers of {time_unit}"
+            hint = "; give the time unit as datetime" if t.dtype.kind == "M" else ""
+            raise FleetsimError(f"{path}: column {layout.time!r} holds {held}, not {wanted}{hint}")
         seconds = (
             (pd.to_datetime(t) - pd.to_datetime(t).iloc[0]).dt.total_seconds()
             if time_unit == "datetime"

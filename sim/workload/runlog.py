@@ -182,8 +182,10 @@ def _read_bench(p: Path) -> Any:
     if missing:
         hint = " (start_times: a vLLM recent enough to save the send times)" if missing == ["start_times"] else ""
         raise FleetsimError(f"{p}: missing {', '.join(missing)}{hint}; a vllm bench serve result needs {', '.join(BENCH_KEYS)}")
-    n = len(data["input_lens"])
+    n = len(data["input_lens"]) if isinstance(data["input_lens"], list) else 0
     for k in BENCH_KEYS:
+        if k == "input_lens" and not isinstance(data[k], list):
+            raise _fail(p, k, "must be a list, one entry per request", type(data[k]).__name__)
         if not isinstance(data[k], list) or len(data[k]) != n:
             raise _fail(p, k, f"must be a list of {n} entries, one per request like input_lens", type(data[k]).__name__)
     errors = data.get("errors") or [""] * n
@@ -235,10 +237,14 @@ def _read_csv(p: Path, columns: Mapping[str, str] | None, unit: float) -> Any:
         bad = ~np.isfinite(v) | (v < 0 if f != "arrival" else np.zeros(v.size, dtype=bool))
         if f in ("prompt", "output"):
             bad |= (v < 1) | (v != np.floor(v))
-        if bad.any():
-            i = int(np.argmax(bad))
-            rule = "a whole number >= 1" if f in ("prompt", "output") else "a finite number" + (" >= 0" if f != "arrival" else "")
-            raise _fail(p, f"line {i + 2} column {names[f]!r}", f"must be {rule}", df[names[f]].iloc[i])
+        rule = "a whole number >= 1" if f in ("prompt", "output") else "a finite number" + (" >= 0" if f != "arrival" else "")
+        # (bounded as the other layouts are: a count past int64 wrapped negative, an E2E of 1e308 s compared as inf ms)
+        far = v > MAX_TOKENS if f in ("prompt", "output") else np.abs(v) > MAX_TIME_S
+        limit = f"at most {MAX_TOKENS:,}" if f in ("prompt", "output") else f"within +-{MAX_TIME_S:g}"
+        for wrong, said in ((bad, rule), (far, limit)):
+            if wrong.any():
+                i = int(np.argmax(wrong))
+                raise _fail(p, f"line {i + 2} column {names[f]!r}", f"must be {said}", df[names[f]].iloc[i])
         cols[f] = v
     late = cols["e2e"] < cols["ttft"]
     if late.any():

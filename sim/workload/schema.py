@@ -173,7 +173,8 @@ def validate_frame(frame: pd.DataFrame, *, source: str = "<trace>", where: Where
 
 def _numeric(series: pd.Series, column: str, where: Where) -> np.ndarray:
     """A column's values as float64; booleans are refused (pandas would read True as 1)."""
-    if series.dtype == bool or isinstance(series.dtype, pd.BooleanDtype):
+    if series.dtype == bool or isinstance(series.dtype, pd.BooleanDtype) or series.dtype.kind in "mM":
+        # (as numbers a duration or date-time column is counted in its unit: 1 s of timedelta64[us] read as 1e6 s)
         raise FleetsimError(f"{where.source}: {column} must be numbers (got a column of type {series.dtype})")
     if series.dtype == object:
         bad = first_bad(series.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(dtype=bool))
@@ -208,6 +209,8 @@ def _check_optional(frame: pd.DataFrame, where: Where) -> None:
         "priority": f"must be an integer within {PRIORITY_RANGE[0]:,}..{PRIORITY_RANGE[1]:,} (or empty: the class's default)",
     }
     for col, bad_of in checks.items():
+        if col in ("deadline_at_s", "priority") and col in frame.columns and frame[col].dtype.kind in "mM":
+            raise FleetsimError(f"{where.source}: {col} must be numbers (got a column of type {frame[col].dtype})")
         if col in frame.columns:
             bad = first_bad(bad_of(frame[col]))
             if bad is not None:

@@ -32,10 +32,12 @@ else:
     pd = LazyModule("pandas")  # only what reads or builds a trace needs pandas
 
 from sim.errors import FleetsimError, from_validation_error
-from sim.spec import MAX_SEED, MAX_TOKENS, Frozen
+from sim.spec import MAX_COUNT, MAX_SEED, MAX_TIME_S, MAX_TOKENS, Frozen
 from sim.streams import RunStreams
 from sim.workload.adapters import AdapterMix, assign_adapters
 from sim.workload.schema import MAX_REQUESTS, canonical_frame
+
+MAX_RATE_PER_S = float(MAX_COUNT)  # a rate table's rate (requests/s): 10 million, past any real service's
 
 
 class Poisson(Frozen):
@@ -143,6 +145,15 @@ class SyntheticSpec(Frozen):
             raise ValueError("give exactly one of duration_s and n_requests")
         if self.n_requests is not None and self.n_requests > MAX_REQUESTS:
             raise ValueError(f"n_requests must be <= {MAX_REQUESTS:,} (got {self.n_requests:,})")
+        arrivals = self.arrivals
+        if self.n_requests is not None and isinstance(arrivals, Diurnal) and arrivals.rate_table is None:
+            # (the sinusoid's horizon is 4 n / rate + a period: a period of 1e300 s asks numpy for 1e300 draws)
+            expected = peak_rate_per_s(arrivals) * (4.0 * self.n_requests / arrivals.mean_rate_per_s + arrivals.period_s)
+            if expected > MAX_REQUESTS:
+                raise ValueError(
+                    f"n_requests with a diurnal period of {arrivals.period_s:g} s draws about {expected:.3g} candidate "
+                    f"arrivals, more than {MAX_REQUESTS:,}; give duration_s, or a shorter period"
+                )
         if self.duration_s is not None:
             expected = peak_rate_per_s(self.arrivals) * self.duration_s
             if expected > MAX_REQUESTS:
@@ -260,6 +271,10 @@ def load_rate_table(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     try:
         table = pd.read_csv(path)
+    except UnicodeDecodeError as err:
+        raise FleetsimError(
+            f"{path}: cannot read rate table (not UTF-8: byte 0x{err.object[err.start]:02x} at offset {err.start})"
+        ) from None
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise FleetsimError(f"{path}: cannot read rate table ({str(err).splitlines()[0]})") from None
     if table.shape[1] != 2 or len(table) == 0:
@@ -268,16 +283,23 @@ def load_rate_table(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         )
     starts = pd.to_numeric(table.iloc[:, 0], errors="coerce").to_numpy(dtype=np.float64)
     rates = pd.to_numeric(table.iloc[:, 1], errors="coerce").to_numpy(dtype=np.float64)
-    bad = np.flatnonzero(~np.isfinite(starts) | ~np.isfinite(rates) | (rates < 0))
+    # (bounded as a trace's instants are; a rate past MAX_RATE_PER_S overflows the table's mean to inf)
+    bad = np.flatnonzero(~(np.abs(starts) <= MAX_TIME_S) | ~((rates >= 0) & (rates <= MAX_RATE_PER_S)))
     if bad.size:
         i = int(bad[0])
         raise FleetsimError(
-            f"{path} line {i + 2}: window start and rate must be numbers, rate >= 0 (got {table.iloc[i, 0]!r}, {table.iloc[i, 1]!r})"
+            f"{path} line {i + 2}: window start and rate must be numbers, the start within +-{MAX_TIME_S:g} s and the "
+            f"rate within 0..{MAX_RATE_PER_S:,.0f}/s (got {_cell(table.iloc[i, 0])}, {_cell(table.iloc[i, 1])})"
         )
     if np.any(np.diff(starts) <= 0):
         i = int(np.flatnonzero(np.diff(starts) <= 0)[0]) + 1
         raise FleetsimError(f"{path} line {i + 2}: window starts must increase (got {starts[i]:g} after {starts[i - 1]:g})")
     return starts - starts[0], rates
+
+
+def _cell(value: object) -> str:
+    """A CSV cell as written (a number read by pandas: the number, not its numpy type)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
 
 
 def _diurnal(spec: Diurnal, rng: np.random.Generator, *, duration_s: float | None, n: int | None) -> np.ndarray:
@@ -291,6 +313,19 @@ def _diurnal(spec: Diurnal, rng: np.random.Generator, *, duration_s: float | Non
         starts, span = starts / spec.time_scale, span / spec.time_scale
         rates = rates * (spec.mean_rate_per_s / mean)
         horizon = duration_s if duration_s is not None else span
+        expected = spec.mean_rate_per_s * horizon
+        if expected > MAX_REQUESTS:  # (n_requests: the table's whole span is drawn, then cut)
+            raise FleetsimError(
+                f"{spec.rate_table}: the rate table spans {span:.3g} s (time_scale {spec.time_scale:g}), about "
+                f"{expected:.3g} requests at mean_rate_per_s {spec.mean_rate_per_s:g}, more than {MAX_REQUESTS:,}; "
+                "give duration_s, or compress the table's clock (time_scale)"
+            )
+        if horizon / span * len(starts) > MAX_REQUESTS:  # (each window of each repeat is an array entry)
+            raise FleetsimError(
+                f"{spec.rate_table}: the rate table spans {span:.3g} s (time_scale {spec.time_scale:g}): repeated over "
+                f"{horizon:g} s it is {horizon / span * len(starts):.3g} windows, more than {MAX_REQUESTS:,}; "
+                "give a lower time_scale or wider windows"
+            )
         if horizon > span:  # wrap the table around
             reps = int(np.ceil(horizon / span))
             starts = np.concatenate([starts + k * span for k in range(reps)])

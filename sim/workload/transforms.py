@@ -136,7 +136,30 @@ def merge(frames: Mapping[str, pd.DataFrame], *, klass: Mapping[str, str] | None
         part["_row"] = np.arange(len(part))
         parts.append(part)
     merged = pd.concat(parts, ignore_index=True).sort_values(["arrival_at_s", "_rank", "_row"], kind="stable")
+    _check_merged_ids(merged, list(frames))
     return _rebase(merged.drop(columns=["_rank", "_row"]), "merge")
+
+
+def _check_merged_ids(merged: pd.DataFrame, names: list[str]) -> None:
+    """Request ids stay unique in a merge (a trace's rule): an id in two inputs (a trace merged with itself), or ids in
+    some inputs only (the others' rows empty), would be written into a trace no reader takes back."""
+    if "request_id" not in merged.columns:
+        return
+    missing = merged["request_id"].isna().to_numpy()
+    if missing.any():
+        rank = int(merged["_rank"].to_numpy()[missing][0])
+        having = next(names[int(r)] for r in merged["_rank"].to_numpy()[~missing])
+        raise FleetsimError(
+            f"merge: {having} has request ids and {names[rank]} has none; give every input a request_id column, or none"
+        )
+    ids = merged["request_id"].astype(str)  # (as written: 7 and "7" are one id in a CSV)
+    again = ids.duplicated(keep="first").to_numpy()
+    if again.any():
+        value = ids.to_numpy()[again][0]
+        first, second = (names[int(r)] for r in merged["_rank"].to_numpy()[(ids == value).to_numpy()][:2])
+        raise FleetsimError(
+            f"merge: request_id {value!r} is in {first} and in {second}; request ids must be unique across the merged inputs"
+        )
 
 
 class TraceFile(Frozen):
