@@ -311,6 +311,7 @@ def test_a_short_run_on_every_gpu_and_model_is_sane():
     for model, gpu, opts in cases:
         where = f"{model} on {gpu} {opts}"
         fleet = {"gpu": gpu, "tp": opts["tp"], **{k: opts[k] for k in ("dp", "expert_parallel") if k in opts}}
+        fleet["autoscaler"] = {"policy": "fixed", "replicas": opts.get("dp", 1)}  # (an MoE model's DP ranks: a whole group)
         n = 12
         sc = parse_config(
             {

@@ -117,6 +117,14 @@ def lora_on(draw: dict) -> bool:
     return bool(draw["lora"]) and draw["speculation"] == "off"  # (LoRA with speculative decoding: refused)
 
 
+def groups_of(auto: dict, dp: int) -> dict:
+    """An autoscaler's counts in whole DP groups (an MoE model's ranks share its experts: a fleet holds groups)."""
+    out = {k: v * dp if k in ("replicas", "min_replicas", "max_replicas", "initial_replicas") else v for k, v in auto.items()}
+    if "table" in auto:
+        out["table"] = [{**e, "replicas": e["replicas"] * dp} for e in auto["table"]]
+    return out
+
+
 def scenario(draw: dict, fast_forward: bool) -> dict:
     engine = {
         "policy": draw["engine_policy"],
@@ -136,11 +144,16 @@ def scenario(draw: dict, fast_forward: bool) -> dict:
         "async_scheduling": draw.get("async", False),
         "max_model_len": draw.get("max_model_len"),
     }
+    dp = 2 if draw.get("moe") else 1
+
+    def auto(name: str) -> dict:
+        return groups_of(AUTOSCALERS[name], dp)
+
     fleet = {
         "gpu": "a100-80gb",
         "tp": 1,
         "router": draw["router"],
-        "autoscaler": AUTOSCALERS[draw["autoscaler"]],
+        "autoscaler": auto(draw["autoscaler"]),
         "max_outstanding_per_replica": draw["cap"],
         "timeline_interval_s": 1.0,
         "lifecycle": {"provision_s": 1.5, "image_pull_s": 0.5, "load_gb_per_s": 64.0, "warmup_s": 0.2},
@@ -161,10 +174,12 @@ def scenario(draw: dict, fast_forward: bool) -> dict:
             "fallback": [{"gpu": draw["fallback"], "max_replicas": 1, "usd_per_gpu_hour": 1.1}] if draw["fallback"] else [],
         }
         fleet["reserved_replicas"] = draw["reserved"]
+    # the two pools' blocks (used when disaggregated; said either way: on a platform a deployment's fleet block merges
+    # over the first one's, whose pools may be another model's, counted in another group size)
+    fleet["prefill"] = {"autoscaler": auto(draw["autoscaler"]), "router": draw["router"]}
+    fleet["decode"] = {"autoscaler": auto("fixed")}
     if draw["mode"] == "disaggregated":
         fleet["mode"] = "disaggregated"
-        fleet["prefill"] = {"autoscaler": AUTOSCALERS[draw["autoscaler"]], "router": draw["router"]}
-        fleet["decode"] = {"autoscaler": AUTOSCALERS["fixed"]}
         fleet["link"] = {"preset": "roce_200g"} if draw["link"] == "fast" else {"preset": "ethernet_100g", "latency_s": 0.5}
         if capacity is not None and draw["capacity_of"] != "fleet":  # one pool's own capacity block
             fleet[draw["capacity_of"]]["capacity"] = capacity
@@ -201,7 +216,7 @@ def scenario(draw: dict, fast_forward: bool) -> dict:
         }
         raw["batch"] = {"jobs": [job], "fleet": draw["batch"], "max_per_replica": 3}
         if draw["batch"] == "dedicated":
-            raw["batch"]["dedicated"] = {"replicas": 1}
+            raw["batch"]["dedicated"] = {"replicas": dp}
         elif draw["guard"]:
             raw["batch"]["guard"] = {"interval_s": 2}
     return raw
@@ -354,9 +369,13 @@ def test_every_combination_conserves_and_matches_the_reference(draw):
     if s["api_usd_for_same_tokens"]:
         assert s["cost_vs_api"] == s["cost_usd"] / s["api_usd_for_same_tokens"]
 
-    # the fast-forward against the per-step reference
+    # the fast-forward against the per-step reference: the requests, and each replica's work (a lost one's included:
+    # the step under way when it was lost counts, as a step's work does from its start)
     slow, _ = simulate_and_inspect(scenario(draw, fast_forward=False), frame)
     assert_same_requests(result, slow)
+    a, b = result.replicas.sort_values("replica_id"), slow.replicas.sort_values("replica_id")
+    for col in ("busy_s", "prefill_busy_s", "decode_busy_s", "flops", "bytes"):
+        np.testing.assert_allclose(a[col].to_numpy(), b[col].to_numpy(), rtol=1e-9, atol=1e-6, err_msg=col)
 
 
 def platform(draws: list[dict], fast_forward: bool, budget: int, preempt: bool = False) -> dict:

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sim.errors import FleetsimError
 from sim.run.simulate import simulate
 from sim.scenario.config import parse_config
 from sim.workload import validate_frame
@@ -124,7 +125,7 @@ def test_lock_step_conserves_tokens_and_is_deterministic_on_a_random_autoscaled_
                 "expert_parallel": True,
                 "autoscaler": {
                     "policy": "hpa",
-                    "min_replicas": 1,
+                    "min_replicas": 2,
                     "max_replicas": 6,
                     "target": 2,
                     "metric": "outstanding_per_replica",
@@ -143,6 +144,46 @@ def test_lock_step_conserves_tokens_and_is_deterministic_on_a_random_autoscaled_
     done = a.requests[a.requests["status"] == "completed"]
     assert (done["first_token_at_s"] >= done["arrival_at_s"]).all()
     pd.testing.assert_frame_equal(a.requests, b.requests)
+
+
+def test_an_autoscaled_moe_fleet_scales_by_whole_groups():
+    """A burst then a lull: the HPA wants 3 or 5 ranks on the way (any count), the pool launches and drains whole groups
+    of dp 2 — the ranks it drains go two at a time, both of one group, and the ready count is always even."""
+    rng = np.random.default_rng(11)
+    t = np.sort(np.concatenate([rng.uniform(0, 20, 250), rng.uniform(20, 150, 30)]))
+    n = len(t)
+    trace = frame(list(zip(t, rng.integers(20, 3000, n), rng.integers(1, 300, n), strict=True)))
+    hpa = {
+        "policy": "hpa",
+        "min_replicas": 2,
+        "max_replicas": 6,
+        "target": 2,
+        "metric": "outstanding_per_replica",
+        "interval_s": 5,
+        "scale_down_stabilization_s": 10,
+    }
+    fleet = {"lifecycle": {"cold_start_s": 5.0}, "autoscaler": hpa}
+    res = simulate(scenario(step="roofline", **fleet), trace, measure_capacity=False)
+    reps = res.replicas.sort_values("replica_id")
+    drained = reps.loc[reps["drain_at_s"].notna()]
+    assert len(drained) >= 2 and (drained["drain_at_s"].value_counts() == 2).all()
+    for _, pair in drained.groupby("drain_at_s"):  # a group's ranks joined it together, in launch order
+        assert pair["replica_id"].min() % 2 == 0 and pair["replica_id"].max() == pair["replica_id"].min() + 1
+    assert (res.timeline["replicas_ready"] % 2 == 0).all() and res.timeline["replicas_ready"].max() > 2
+
+
+def test_an_moe_fleet_of_dp_ranks_holds_whole_groups():
+    """A rank of a group short of ranks would serve with the experts no other rank holds: one rank of dp 2 read a
+    throughput utilization of 2. Counts that are not whole groups are refused; a dense model's DP ranks share nothing,
+    so any count of them is a fleet."""
+    with pytest.raises(
+        FleetsimError, match=r"fleet.autoscaler.replicas: an MoE model's DP ranks share its experts.*multiple of 2 \(got 3\)"
+    ):
+        simulate(scenario(replicas=3), frame([(0.0, 10, 2)]), measure_capacity=False)
+    hpa = {"policy": "hpa", "min_replicas": 2, "max_replicas": 5}
+    with pytest.raises(FleetsimError, match=r"fleet.autoscaler.max_replicas: .*\(got 5\)"):
+        simulate(scenario(autoscaler=hpa), frame([(0.0, 10, 2)]), measure_capacity=False)
+    simulate(scenario("llama-3.1-8b", replicas=3, expert_parallel=False), frame([(0.0, 10, 2)]), measure_capacity=False)
 
 
 def _ranks_alike(fast, slow):
@@ -175,7 +216,10 @@ def test_a_groups_fast_forwarded_runs_match_its_ranks_stepped_one_step_at_a_time
                     "expert_parallel": True,
                     "expert_load_imbalance": imbalance,
                     "router": "least_outstanding",
-                    "autoscaler": {"policy": "fixed", "replicas": dp + dp // 2},  # (a full group and a partial one)
+                    "autoscaler": {"policy": "fixed", "replicas": 2 * dp},
+                    # a rank lost at 4 s leaves its group short of a rank until its replacement is ready at 14 s
+                    "capacity": {"failures": {"fail_at_s": [4.0]}},
+                    "lifecycle": {"cold_start_s": 10.0},
                 },
                 "engine": {"fast_forward": ff, "max_num_seqs": 32, "num_gpu_blocks_override": 600},
             }

@@ -236,7 +236,24 @@ def _resolved_spec(psc: Scenario, name: str, role: str, *, base_dir: Path, prefi
             f"at most {n_blocks * engine.block_size:,} or give the KV cache more memory (vLLM refuses to start too)"
         )
     limits = engine_limits(engine, n_blocks, budget)
+    check_whole_groups(psc.fleet.autoscaler, setup.dp_group)
     return PoolSpec(name, role, psc, setup, draft, n_blocks, budget, limits, prefix_ids and engine.prefix_caching, lora=lora)
+
+
+def check_whole_groups(autoscaler: Any, dp: int) -> None:
+    """An MoE model's DP ranks share its experts, each holding its share of them: a fleet of such ranks holds whole
+    groups of `dp` (as a vLLM server of `--data-parallel-size` dp runs every rank or none), so the autoscaler's counts
+    are multiples of it (between them it scales by whole groups: `Pool.scale_to`)."""
+    if dp <= 1:
+        return
+    counts = {name: getattr(autoscaler, name, None) for name in ("replicas", "min_replicas", "max_replicas", "initial_replicas")}
+    counts |= {f"table.{i}.replicas": e.replicas for i, e in enumerate(getattr(autoscaler, "table", None) or [])}
+    for name, n in counts.items():
+        if n is not None and n % dp:
+            raise FleetsimError(
+                f"fleet.autoscaler.{name}: an MoE model's DP ranks share its experts, so a fleet holds whole groups of "
+                f"fleet.dp = {dp} ranks; give a multiple of {dp} (got {n})"
+            )
 
 
 def fallback_scenario(psc: Scenario, i: int) -> Scenario:
@@ -493,6 +510,7 @@ def make_pool(
         queue_timeout_s=fcfg.queue_timeout_s,
         max_outstanding=fcfg.max_outstanding_per_replica,
         supply=supply or Supply(tp=spec.setup.tp, reserved=fcfg.reserved_replicas),
+        group=spec.setup.dp_group,
     )
 
 

@@ -930,8 +930,16 @@ class Replica:
             if callbacks and any(isinstance(cb, MethodType) and cb.__self__ is self for cb in callbacks):
                 entry[3].callbacks = [cb for cb in callbacks if not (isinstance(cb, MethodType) and cb.__self__ is self)]
         started, before = self._work_start, self.busy_s
-        if self._run_end_event is not None and self._truncate_run(now):  # steps of the run ended by now: applied
-            self._run_end(self._run_end_event)  # (its `_next` plans nothing: stopped)
+        if self._run_end_event is not None:
+            start, line = self._run_in_progress()
+            done = line.steps_done_by(now - start, self._run_steps)
+            if done < self._run_steps and now > start + line.total(done):
+                # the step under way is lost, but its work was done on the GPUs: counted, as a step's is when it starts
+                flops, n_bytes = self._step_work(done)
+                self.flops += flops
+                self.bytes += n_bytes
+            if self._truncate_run(now):  # steps of the run ended by now: applied
+                self._run_end(self._run_end_event)  # (its `_next` plans nothing: stopped)
         self._clear_run()
         lost = 0.0 if started is None else max(0.0, now - started - (self.busy_s - before))
         self.busy_s += lost  # (split as the step's own time would have been: busy = prefill + decode)
@@ -966,6 +974,14 @@ class Replica:
         """The decode run under way: its start and its step line (a speculating replica's: its run plan)."""
         assert self._run is not None
         return self._run[0], self._run[1]
+
+    def _step_work(self, j: int) -> tuple[float, float]:
+        """(FLOPs, bytes) of step j of the run in progress (the difference of its first j + 1 steps' and first j's)."""
+        assert self._lines is not None
+        n_seqs, context_sum = self._run_work
+        f1, b1 = self._lines.run_work(n_seqs, context_sum, j + 1)
+        f0, b0 = self._lines.run_work(n_seqs, context_sum, j)
+        return f1 - f0, b1 - b0
 
     def _truncate_run(self, now: float) -> bool:
         """Cut the run in progress to the steps that ended by `now`; whether there are any."""

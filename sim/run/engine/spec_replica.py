@@ -128,6 +128,11 @@ class SpecReplica(Replica):
             self._completed(seq, end)
         self._next()
 
+    def _step_work(self, j: int) -> tuple[float, float]:
+        assert self._spec_run is not None
+        run = self._spec_run[1]
+        return run.flops[j], run.bytes[j]
+
     def _run_in_progress(self) -> tuple[float, SpecRun]:
         assert self._spec_run is not None
         return self._spec_run

@@ -178,9 +178,13 @@ class Pool:
         queue_max: int | None = None,
         queue_timeout_s: float | None = None,
         max_outstanding: int | None = None,
+        group: int = 1,
     ) -> None:
         self.env = env
         self.name = name
+        # replicas launched and released together: an MoE model's DP ranks, which share its experts (a rank of a
+        # group short of ranks would hold experts no other rank holds)
+        self.group = group
         self.replicas = replicas
         self.inadmissible = inadmissible  # request index -> why no replica can ever serve it
         self.router = router
@@ -585,6 +589,8 @@ class Pool:
         return len(self._live)
 
     def scale_to(self, desired: int) -> None:
+        if self.group > 1:  # whole DP groups (the cap is a whole number of them: `sim.run.pools.check_whole_groups`)
+            desired = -(-desired // self.group) * self.group
         desired = min(desired, self.max_replicas)
         starting, ready = self.starting, self.ready
         current = len(starting) + len(ready) + self.pending + self._recalled
@@ -615,7 +621,7 @@ class Pool:
             assert s.engine is not None  # (ready)
             return s.engine.n_outstanding, -s.replica_id
 
-        for slot in sorted(ready, key=least_busy_newest)[:excess]:
+        for slot in self._whole_groups(ready, excess) if self.group > 1 else sorted(ready, key=least_busy_newest)[:excess]:
             engine = slot.engine
             assert engine is not None
             self._set_state(slot, ReplicaState.DRAINING)
@@ -623,6 +629,25 @@ class Pool:
             slot.busy_at_drain_s = engine.busy_s_at(now)
             if engine.n_outstanding == 0 and engine.settled:
                 self._retire(slot)
+
+    def _whole_groups(self, ready: list[ReplicaSlot], excess: int) -> list[ReplicaSlot]:
+        """Ready DP ranks to drain for `excess` fewer, a whole group at a time (every rank of it): groups short of ranks
+        first (a rank lost and not yet replaced), then the least busy, the newest; a group larger than what is left to
+        cut is kept."""
+        groups: dict[int, list[ReplicaSlot]] = {}
+        for slot in ready:
+            assert slot.engine is not None
+            groups.setdefault(id(getattr(slot.engine, "lockstep", slot)), []).append(slot)
+
+        def order(members: list[ReplicaSlot]) -> tuple[bool, int, int]:
+            outstanding = sum(s.engine.n_outstanding for s in members if s.engine is not None)
+            return len(members) >= self.group, outstanding, -max(s.replica_id for s in members)
+
+        out: list[ReplicaSlot] = []
+        for members in sorted(groups.values(), key=order):
+            if len(out) + len(members) <= excess:
+                out += members
+        return out
 
     def observe(self) -> Observation:
         now = self.env.now
