@@ -279,3 +279,20 @@ def test_a_plan_over_capacity_classes_picks_spot_and_states_the_saving_against_a
     assert sv["saving"] == pytest.approx(1 - out["pick"]["usd_per_1k_tokens_mean"] / sv["usd_per_1k_tokens_mean"])
     text = runner.invoke(app, ["plan", str(tmp_path / "plan.yaml"), "--out", str(tmp_path / "o")])
     assert "against the cheapest all-on-demand configuration meeting the SLO" in text.stdout
+
+
+def test_an_moe_models_dp_groups_are_searched_in_whole_groups(tmp_path):
+    """fleet.dp 2 of an MoE model: the replica counts searched are the multiples of 2 (one rank alone is no fleet), and
+    the dense-like dp 1 group keeps every count; both are planned, not ruled out at the first count."""
+    base = BASE.replace("model: llama-3.1-8b", "model: qwen3-30b-a3b").replace("tp: 1,", "tp: 1, expert_parallel: true,")
+    path = plan_file(tmp_path, search="fleet.dp: [1, 2]")
+    (tmp_path / "base.yaml").write_text(base.replace("gpu: a100-80gb", "gpu: h100-sxm"))
+    out = plan_fleet(load_plan(path), tmp_path / "p", workers=1)
+    rows = out.evaluated
+    dp2 = rows.loc[rows["fleet.dp"] == 2, "fleet.autoscaler.replicas"].astype(int)
+    assert len(dp2) and (dp2 % 2 == 0).all()
+    assert set(out.ranking["status"]) <= {"meets", "misses"}  # (neither group ruled out)
+    (tmp_path / "odd.yaml").write_text(path.read_text().replace("from: 1, to: 16", "from: 1, to: 1"))
+    odd = plan_fleet(load_plan(tmp_path / "odd.yaml"), tmp_path / "o", workers=1).ranking
+    why = odd.loc[odd["fleet.dp"] == 2, "why"].iloc[0]
+    assert "whole groups of fleet.dp = 2, and no value from 1 to 1 is a multiple of it" in why

@@ -298,6 +298,7 @@ def screen(plan: Plan) -> None:
     from sim.run.pools import pool_specs
     from sim.run.simulate import fleet_capacity, scenario_trace
     from sim.scenario.config import parse_config
+    from sim.scenario.resolve import resolve_scenario
 
     slo = plan.spec.slo
     traces: dict[str, pd.DataFrame] = {}
@@ -314,6 +315,15 @@ def screen(plan: Plan) -> None:
             traces[key] = scenario_trace(scenario, base_dir=base_dir)
         trace = traces[key]
         try:
+            group = resolve_scenario(scenario, base_dir=base_dir).dp_group if plan.spec.scale.path.endswith("replicas") else 1
+            if group > 1:  # an MoE model's DP ranks come in whole groups (`sim.run.pools.check_whole_groups`)
+                g.scales = [n for n in g.scales if n % group == 0]
+                if not g.scales:
+                    raise FleetsimError(
+                        f"{plan.spec.scale.path}: an MoE model's DP ranks come in whole groups of fleet.dp = {group}, and no "
+                        f"value from {plan.spec.scale.start} to {plan.spec.scale.to} is a multiple of it"
+                    )
+                scenario = scenario_at(g, g.scales[0])
             specs = pool_specs(scenario, trace, base_dir=base_dir)
         except FleetsimError as err:
             g.ruled_out = str(err)
