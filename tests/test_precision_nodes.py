@@ -9,6 +9,7 @@ from sim.errors import FleetsimError
 from sim.physics.hardware import load_gpu_catalog
 from sim.physics.models import MXFP4_BITS, load_model_catalog, model_from_hf_config, shipped_precision
 from sim.physics.roofline import allreduce_time_s, expected_experts_touched, weight_bytes_read
+from sim.scenario import vllm_args
 from sim.scenario.config import LINK_PRESETS, RooflineConfig, parse_config
 from sim.scenario.resolve import build_setup, resolve_scenario
 
@@ -52,6 +53,33 @@ def test_fp8_gemms_only_on_gpus_with_fp8_and_only_for_weights_as_shipped():
     dense = build_setup(MODELS.get("llama-3.1-8b"), GPUS.get("h100-sxm"), tp=1, roofline=RooflineConfig())
     assert dense.compute_dtype == "bf16" and dense.weight_words == "16-bit"
     assert dense.weight_bytes == dense.model.n_params * 2  # unchanged for a 16-bit checkpoint
+
+
+def test_fp4_gemms_for_4_bit_weights_on_gpus_with_fp4_tensor_cores():
+    """Blackwell runs an NVFP4 checkpoint W4A4 (FP4 GEMMs at twice FP8's rate); a weight-only 4-bit format (AWQ,
+    GPTQ: W4A16) says `compute_dtype: bf16`; a GPU without FP4 tensor cores refuses FP4 maths; an override sets it."""
+    m = MODELS.get("llama-3.1-70b")
+    four = RooflineConfig(weight_bits=4)
+    b200 = build_setup(m, GPUS.get("b200"), tp=1, roofline=four)
+    assert b200.compute_dtype == "fp4" and b200.peak_flops_per_s == 9000e12
+    assert b200.effective_flops_per_s == pytest.approx(9000e12 * GPUS.get("b200").mfu)
+    assert build_setup(m, GPUS.get("b200"), tp=1, roofline=RooflineConfig(weight_bits=8)).compute_dtype == "bf16"
+    w4a16 = build_setup(m, GPUS.get("b200"), tp=1, roofline=RooflineConfig(weight_bits=4, compute_dtype="bf16"))
+    assert w4a16.compute_dtype == "bf16" and w4a16.weight_bytes == b200.weight_bytes
+    from sim.physics.roofline import prefill_time_s
+
+    assert prefill_time_s(b200, prompt_tokens=8192) < prefill_time_s(w4a16, prompt_tokens=8192)  # compute-bound: faster
+    assert build_setup(m, GPUS.get("h100-sxm"), tp=2, roofline=four).compute_dtype == "bf16"  # Hopper: no FP4, W4A16
+    with pytest.raises(FleetsimError, match="gpu h100-sxm: compute_dtype fp4 is not supported \\(no FP4 tensor cores\\)"):
+        build_setup(m, GPUS.get("h100-sxm"), tp=2, roofline=RooflineConfig(weight_bits=4, compute_dtype="fp4"))
+    sc = parse_config(
+        {
+            "model": "llama-3.1-70b",
+            "fleet": {"gpu": "h100-sxm", "tp": 2},
+            "roofline": {"weight_bits": 4, "gpu_overrides": {"h100-sxm": {"fp4_tflops": 4000}}},
+        }
+    )
+    assert resolve_scenario(sc).peak_flops_per_s == 4000e12  # (a catalog entry of the user's: `fp4_tflops` too)
 
 
 @pytest.mark.parametrize(
@@ -278,3 +306,12 @@ def test_an_expert_load_imbalance_needs_expert_parallelism_and_at_most_the_group
         dp_setup("qwen3-30b-a3b", dp=2, ep=False, imbalance=1.5)
     with pytest.raises(FleetsimError, match="hottest of dp x tp = 2 GPUs gets at most 2x the mean"):
         dp_setup("qwen3-30b-a3b", dp=2, ep=True, imbalance=2.5)
+
+
+def test_a_weight_only_4_bit_method_imports_16_bit_maths():
+    """AWQ and GPTQ are W4A16 (BF16 GEMMs, even on a GPU with FP4 tensor cores); an NVFP4 checkpoint runs W4A4."""
+    assert vllm_args.map_options({"quantization": "awq"}, "x").values == {
+        "roofline.weight_bits": 4,
+        "roofline.compute_dtype": "bf16",
+    }
+    assert vllm_args.map_options({"quantization": "modelopt_fp4"}, "x").values == {"roofline.weight_bits": 4}

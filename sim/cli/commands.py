@@ -279,6 +279,7 @@ def gpus(
             "description": g.description,
             "bf16_tflops": g.bf16_flops_per_s / 1e12,
             "fp8_tflops": None if g.fp8_flops_per_s is None else g.fp8_flops_per_s / 1e12,
+            "fp4_tflops": None if g.fp4_flops_per_s is None else g.fp4_flops_per_s / 1e12,
             "hbm_gb": g.hbm_bytes / 1e9,
             "hbm_bw_gb_per_s": g.hbm_bw_bytes_per_s / 1e9,
             "interconnect": g.interconnect,
@@ -299,14 +300,15 @@ def gpus(
         emit_json(rows)
         return
     typer.echo(
-        f"{'name':<11}{'bf16 TF':>8}{'fp8 TF':>8}{'HBM GB':>8}{'GB/s':>7}  {'interconnect':<20}{'$/GPU-h':>8}  price source"
+        f"{'name':<11}{'bf16 TF':>8}{'fp8 TF':>8}{'fp4 TF':>8}{'HBM GB':>8}{'GB/s':>7}  {'interconnect':<20}{'$/GPU-h':>8}  price source"
     )
     for r in rows:
         fp8 = "-" if r["fp8_tflops"] is None else f"{r['fp8_tflops']:.0f}"
+        fp4 = "-" if r["fp4_tflops"] is None else f"{r['fp4_tflops']:.0f}"
         price = "-" if r["usd_per_gpu_hour"] is None else f"{r['usd_per_gpu_hour']:.2f}"
         link = f"{r['interconnect']} {r['interconnect_gb_per_s']:.0f}"
         typer.echo(
-            f"{r['name']:<11}{r['bf16_tflops']:>8.0f}{fp8:>8}{r['hbm_gb']:>8.0f}{r['hbm_bw_gb_per_s']:>7.0f}  {link:<20}{price:>8}"
+            f"{r['name']:<11}{r['bf16_tflops']:>8.0f}{fp8:>8}{fp4:>8}{r['hbm_gb']:>8.0f}{r['hbm_bw_gb_per_s']:>7.0f}  {link:<20}{price:>8}"
             f"  {r['price_source']} ({r['price_as_of']})"
         )
 

@@ -59,6 +59,7 @@ class GpuSpec:
     # larger group's ring crosses instead (both directions, as the datasheet states it)
     link_gpus: int | None = None
     pcie_bw_bytes_per_s: float | None = None
+    fp4_flops_per_s: float | None = None  # dense FP4 tensor-core FLOP/s (Blackwell: NVFP4/MXFP4 GEMMs), if it has them
 
     @property
     def collective_bw_bytes_per_s(self) -> float:
@@ -87,7 +88,11 @@ class GpuSpec:
             if self.fp8_flops_per_s is None:
                 raise FleetsimError(f"gpu {self.name}: compute_dtype fp8 is not supported (no FP8 tensor cores)")
             return self.fp8_flops_per_s
-        raise FleetsimError(f"compute_dtype must be 'bf16' or 'fp8' (got {compute_dtype!r})")
+        if compute_dtype == "fp4":
+            if self.fp4_flops_per_s is None:
+                raise FleetsimError(f"gpu {self.name}: compute_dtype fp4 is not supported (no FP4 tensor cores)")
+            return self.fp4_flops_per_s
+        raise FleetsimError(f"compute_dtype must be 'bf16', 'fp8' or 'fp4' (got {compute_dtype!r})")
 
 
 class _GpuEntry(Frozen):
@@ -97,6 +102,7 @@ class _GpuEntry(Frozen):
     aliases: list[str] = Field(default_factory=list)
     bf16_tflops: float = Field(ge=MIN_HW_RATE, le=MAX_HW_RATE)
     fp8_tflops: float | None = Field(default=None, ge=MIN_HW_RATE, le=MAX_HW_RATE)
+    fp4_tflops: float | None = Field(default=None, ge=MIN_HW_RATE, le=MAX_HW_RATE)  # dense, where it has FP4 tensor cores
     hbm_gb: float = Field(gt=0, le=MAX_HW_RATE)
     hbm_bw_gb_per_s: float = Field(ge=MIN_HW_RATE, le=MAX_HW_RATE)
     interconnect: str = ""
@@ -127,6 +133,7 @@ class _GpuEntry(Frozen):
             description=self.description,
             bf16_flops_per_s=self.bf16_tflops * TERA,
             fp8_flops_per_s=None if self.fp8_tflops is None else self.fp8_tflops * TERA,
+            fp4_flops_per_s=None if self.fp4_tflops is None else self.fp4_tflops * TERA,
             hbm_bytes=self.hbm_gb * GIGA,
             hbm_bw_bytes_per_s=self.hbm_bw_gb_per_s * GIGA,
             interconnect=self.interconnect,

@@ -54,6 +54,7 @@ class GpuOverride(Frozen):
 
     bf16_tflops: float | None = Field(default=None, ge=MIN_HW_RATE, le=MAX_HW_RATE)
     fp8_tflops: float | None = Field(default=None, ge=MIN_HW_RATE, le=MAX_HW_RATE)
+    fp4_tflops: float | None = Field(default=None, ge=MIN_HW_RATE, le=MAX_HW_RATE)
     hbm_gb: float | None = Field(default=None, gt=0, le=MAX_HW_RATE)
     hbm_bw_gb_per_s: float | None = Field(default=None, ge=MIN_HW_RATE, le=MAX_HW_RATE)
     interconnect_gb_per_s: float | None = Field(default=None, ge=MIN_HW_RATE, le=MAX_HW_RATE)
@@ -75,7 +76,7 @@ class RooflineConfig(Frozen):
     weight_bits: Literal[4, 8, 16, 32] | None = None  # None: as the checkpoint ships (its quantization_config)
     kv_bits: Literal[8, 16, 32] = 16
     activation_bits: Literal[8, 16, 32] = 16
-    compute_dtype: Literal["bf16", "fp8"] | None = None  # None: fp8 for a checkpoint shipped in FP8 on a GPU with FP8
+    compute_dtype: Literal["bf16", "fp8", "fp4"] | None = None  # None: fp8 for a checkpoint shipped in FP8 on a GPU with FP8
     mfu: float | None = Field(default=None, gt=0, le=1)
     mbu: float | None = Field(default=None, gt=0, le=1)
     attention: bool = True

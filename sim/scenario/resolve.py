@@ -26,6 +26,7 @@ def apply_override(override: GpuOverride, gpu: GpuSpec) -> GpuSpec:
     scaled = {
         "bf16_tflops": ("bf16_flops_per_s", TERA),
         "fp8_tflops": ("fp8_flops_per_s", TERA),
+        "fp4_tflops": ("fp4_flops_per_s", TERA),
         "hbm_gb": ("hbm_bytes", GIGA),
         "hbm_bw_gb_per_s": ("hbm_bw_bytes_per_s", GIGA),
         "interconnect_gb_per_s": ("interconnect_bw_bytes_per_s", GIGA),
@@ -148,10 +149,14 @@ def check_moe_layout(model: ModelSpec, *, tp: int, dp: int, expert_parallel: boo
 
 
 def compute_dtype(roofline: RooflineConfig, model: ModelSpec, gpu: GpuSpec) -> str:
-    """The GEMMs' precision: as given, else FP8 for a checkpoint shipped in FP8 (its weights as shipped) on a GPU with
-    FP8 tensor cores (vLLM runs such checkpoints W8A8: block-scaled FP8 GEMMs), else BF16 (an A100 runs them W8A16)."""
+    """The GEMMs' precision: as given; else FP4 for 4-bit weights on a GPU with FP4 tensor cores (Blackwell: vLLM runs
+    an NVFP4 checkpoint W4A4, FP4 GEMMs; give `bf16` for a weight-only 4-bit format such as AWQ or GPTQ, W4A16); else
+    FP8 for a checkpoint shipped in FP8 (its weights as shipped) on a GPU with FP8 tensor cores (vLLM runs such
+    checkpoints W8A8: block-scaled FP8 GEMMs); else BF16 (an A100 runs them W8A16)."""
     if roofline.compute_dtype is not None:
         return roofline.compute_dtype
+    if roofline.weight_bits == 4 and gpu.fp4_flops_per_s is not None:
+        return "fp4"
     shipped_fp8 = roofline.weight_bits is None and model.shipped_quant == "fp8"
     return "fp8" if shipped_fp8 and gpu.fp8_flops_per_s is not None else "bf16"
 

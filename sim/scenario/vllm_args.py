@@ -154,6 +154,8 @@ WEIGHT_BITS = {
     "mxfp4": 4,
     "modelopt_fp4": 4,
 }
+# weight-only methods (W4A16): the GEMMs run in 16 bits (an NVFP4 checkpoint, modelopt_fp4, runs W4A4 on Blackwell)
+WEIGHT_ONLY = {"awq", "awq_marlin", "gptq", "gptq_marlin", "marlin", "bitsandbytes"}
 
 
 @dataclass
@@ -398,6 +400,8 @@ def map_options(options: dict[str, Any], where: str) -> Mapped:
             m.notes.append(f"{src(name)} {value}: its weight precision is not known from the flag (16-bit weights assumed)")
         else:
             m.set("roofline.weight_bits", bits, src(name))
+            if str(value).strip().lower() in WEIGHT_ONLY:  # 4-bit weights, 16-bit activations: BF16 GEMMs, even on FP4 GPUs
+                m.set("roofline.compute_dtype", "bf16", src(name))
 
     def kv_dtype(name: str, value: Any) -> None:
         if str(value).strip().lower() != "auto":
