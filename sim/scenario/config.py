@@ -146,8 +146,10 @@ class LoraConfig(Frozen):
     max_cpu_loras: int | None = Field(default=None, ge=1, le=100_000)  # vLLM --max-cpu-loras (None: max_loras)
     target_modules: Literal["all_linear", "attention"] = "all_linear"  # the layers an adapter carries
     adapters_from: str = "local_nvme"  # storage tier an adapter not in host memory is read from (lifecycle's tiers)
-    load_gb_per_s: float | None = Field(default=None, gt=0)  # overrides that tier's bandwidth
-    host_to_gpu_gb_per_s: float = Field(default=25.0, gt=0)  # copying an adapter from host memory into a GPU slot
+    load_gb_per_s: float | None = Field(default=None, ge=MIN_HW_RATE, le=MAX_HW_RATE)  # overrides that tier's bandwidth
+    host_to_gpu_gb_per_s: float = Field(
+        default=25.0, ge=MIN_HW_RATE, le=MAX_HW_RATE
+    )  # copying an adapter from host memory into a GPU slot
 
     @model_validator(mode="after")
     def _consistent(self) -> LoraConfig:
@@ -263,7 +265,7 @@ class LinkConfig(Frozen):
     parallel, each at the per-GPU bandwidth; transfers from one replica queue (FIFO) on it."""
 
     preset: LinkPreset = "infiniband_400g"
-    gb_per_s_per_gpu: float | None = Field(default=None, gt=0)  # overrides the preset's
+    gb_per_s_per_gpu: float | None = Field(default=None, ge=MIN_HW_RATE, le=MAX_HW_RATE)  # overrides the preset's
     latency_s: float | None = Field(default=None, ge=0, le=3600)
 
     @property
@@ -276,6 +278,11 @@ class LinkConfig(Frozen):
 
 
 HOURS_PER_MONTH = 730.0  # (365.25 x 24 / 12)
+# The most frequent hazard a scenario may ask for: a GPU failure, or a spot replica's reclaim, every 36 s on average.
+# Far more frequent, a replica is lost before it finishes its cold start over and over (a launch at each loss, the
+# run's memory growing until the timeline's limit); at 1e-300 hours, lost at the instant it launches (time stands still).
+MIN_MTBF_HOURS = 0.01
+MAX_INTERRUPTIONS_PER_HOUR = 1 / MIN_MTBF_HOURS
 
 
 class ClassConfig(Frozen):
@@ -329,7 +336,9 @@ class SpotConfig(ClassConfig):
     reclaims the excess at once (the newest first): a zone's spot pool taken back together."""
 
     monthly_interruption_frequency: float | None = Field(default=None, ge=0, lt=1)
-    interruptions_per_hour: float | None = Field(default=None, ge=0)  # per replica (instead of the monthly frequency)
+    interruptions_per_hour: float | None = Field(
+        default=None, ge=0, le=MAX_INTERRUPTIONS_PER_HOUR
+    )  # per replica (instead of the monthly frequency)
     notice_s: float = Field(default=120.0, ge=0, le=3600)
     reclaim_at_s: list[float] = Field(default_factory=list)
 
@@ -371,7 +380,7 @@ class FailureConfig(Frozen):
     419 unexpected interruptions in 54 days on 16,384 H100 GPUs, 16,384 x 54 x 24 / 419 = 50,700 GPU-hours between
     interruptions (78% of them hardware). `fail_at_s` adds failures at given instants (the lowest-id ready replica)."""
 
-    gpu_mtbf_hours: float = Field(default=50_700.0, gt=0)
+    gpu_mtbf_hours: float = Field(default=50_700.0, ge=MIN_MTBF_HOURS)
     fail_at_s: list[float] = Field(default_factory=list)
 
     @field_validator("fail_at_s")

@@ -1,0 +1,111 @@
+"""Hostile inputs from a sixth fuzzing pass (configs): scenario blocks, `--set` overrides and the commands that read
+them (run, plan, sweep, export, import). Each was accepted with impossible figures, hung, or ended in a traceback;
+each now ends in one line naming the field, the rule and the value, exit code 2, and writes nothing."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import one_line_error
+
+REPO = Path(__file__).resolve().parents[1]
+
+SMALL = """\
+model: llama-3.1-8b
+trace:
+  arrivals: {process: poisson, rate_per_s: 2}
+  prompt_tokens: {dist: fixed, tokens: 200}
+  output_tokens: {dist: fixed, tokens: 50}
+  n_requests: 30
+fleet:
+  gpu: h100
+"""
+
+
+def _run(tmp_path: Path, *sets: str) -> list[str]:
+    """`fleetsim run` of a small synthetic scenario with these `--set`s, into tmp_path/run."""
+    config = tmp_path / "small.yaml"
+    config.write_text(SMALL)
+    args = ["run", str(config), "--out", str(tmp_path / "run"), "--no-progress", "--no-capacity"]
+    for s in sets:
+        args += ["--set", s]
+    return args
+
+
+@contextmanager
+def _within(seconds: int) -> Iterator[None]:
+    """Fail (not hang) when the body runs past `seconds`: what a hang looked like before its fix."""
+
+    def _alarm(signum, frame):
+        raise AssertionError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize(
+    ("autoscaler", "says"),
+    [
+        (
+            "{policy: kpa, max_replicas: 3, stable_window_s: 1e-300}",
+            "stable_window_s: Input should be greater than or equal to 0.001",
+        ),
+        ("{policy: kpa, max_replicas: 3, panic_window_percentage: 1e-300}", "the panic window"),
+        ("{policy: kpa, max_replicas: 3, target_concurrency: 1e-320}", "target_concurrency: Input should be greater than"),
+        ("{policy: hpa, max_replicas: 3, target: 1e-320}", "target: Input should be greater than or equal to 0.000001"),
+        ("{policy: hpa, max_replicas: 3, scale_up_percent: 1e308}", "scale_up_percent: Input should be less than"),
+        ("{policy: queue, max_replicas: 3, target_waiting: 1e-320}", "target_waiting: Input should be greater than"),
+        ("{policy: predictive, max_replicas: 3, requests_per_replica_s: 1e-320}", "requests_per_replica_s: Input should"),
+    ],
+)
+def test_autoscaler_targets_and_windows_are_bounded_below(tmp_path, autoscaler, says):
+    """A KPA stable (or panic) window of 1e-300 s held no sample, not even the tick's own: a ZeroDivisionError
+    traceback mid-run; a target of 1e-320 (HPA, KPA) made desired = ceil(inf): an OverflowError traceback."""
+    one_line_error(_run(tmp_path, f"fleet.autoscaler={autoscaler}"), says)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("capacity", "says"),
+    [
+        ("fleet.capacity.failures={gpu_mtbf_hours: 1e-300}", "gpu_mtbf_hours: Input should be greater than or equal to 0.01"),
+        (
+            "fleet.capacity.spot={interruptions_per_hour: 1e300}",
+            "interruptions_per_hour: Input should be less than or equal to 100",
+        ),
+    ],
+)
+def test_hazard_rates_are_bounded(tmp_path, capacity, says):
+    """A GPU MTBF of 1e-300 hours (or 1e300 spot reclaims an hour) lost each replica the instant it launched and
+    launched its replacement at the same instant: the run never advanced its clock, its memory growing until killed."""
+    with _within(30):
+        one_line_error(_run(tmp_path, capacity, "pricing.spot_usd_per_gpu_hour=1"), says)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("sets", "says"),
+    [
+        (["fleet.mode=disaggregated", "fleet.link.gb_per_s_per_gpu=1e-300"], "fleet.link.gb_per_s_per_gpu: Input should be"),
+        (["fleet.lifecycle.start=cold", "fleet.lifecycle.load_gb_per_s=1e-300"], "fleet.lifecycle.load_gb_per_s: Input should"),
+        (["engine.lora.load_gb_per_s=1e-300"], "engine.lora.load_gb_per_s: Input should be greater than or equal to 0.001"),
+        (["engine.lora.host_to_gpu_gb_per_s=1e-300"], "engine.lora.host_to_gpu_gb_per_s: Input should be greater"),
+        (["fleet.lifecycle.sleep={level: 1, host_to_gpu_gb_per_s: 1e-300}"], "sleep.host_to_gpu_gb_per_s: Input should be"),
+    ],
+)
+def test_bandwidths_are_bounded_as_the_gpus_are(tmp_path, sets, says):
+    """A KV link, weight load or adapter copy of 1e-300 GB/s (only > 0 was asked) took 1e300 s: the run simulated
+    20,000,000 s (27 s of wall time for the link) and then blamed the step times, saying "0 waiting and 0 running"
+    of requests stuck on the link."""
+    one_line_error(_run(tmp_path, *sets), says)
+    assert not (tmp_path / "run").exists()
