@@ -109,3 +109,21 @@ def test_bandwidths_are_bounded_as_the_gpus_are(tmp_path, sets, says):
     of requests stuck on the link."""
     one_line_error(_run(tmp_path, *sets), says)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_yaml_merge_key_is_read_not_called_invalid(tmp_path):
+    """`decode: {<<: *pool, tp: 1}` (YAML's merge key, which PyYAML's safe loader reads) was refused as "invalid YAML
+    (could not determine a constructor for the tag ...merge)": the duplicate-key check built the `<<` key itself."""
+    from sim.scenario.config import load_config
+
+    config = tmp_path / "disagg.yaml"
+    config.write_text(
+        SMALL
+        + "  mode: disaggregated\n"
+        + "  prefill: &pool {autoscaler: {policy: fixed, replicas: 2}, tp: 2}\n"
+        + "  decode: {<<: *pool, tp: 1}\n"
+    )
+    fleet = load_config(config).fleet
+    assert fleet.decode.autoscaler.max_replicas == 2 and fleet.decode.tp == 1 and fleet.prefill.tp == 2
+    config.write_text(SMALL + "  prefill: {<<: {tp: 2}, tp: 1, tp: 4}\n")  # an explicit key given twice still is an error
+    one_line_error(["run", str(config), "--out", str(tmp_path / "run")], "line 9: key 'tp' is given twice")
