@@ -127,3 +127,22 @@ def test_a_yaml_merge_key_is_read_not_called_invalid(tmp_path):
     assert fleet.decode.autoscaler.max_replicas == 2 and fleet.decode.tp == 1 and fleet.prefill.tp == 2
     config.write_text(SMALL + "  prefill: {<<: {tp: 2}, tp: 1, tp: 4}\n")  # an explicit key given twice still is an error
     one_line_error(["run", str(config), "--out", str(tmp_path / "run")], "line 9: key 'tp' is given twice")
+
+
+def test_a_plan_whose_largest_scale_cannot_be_built_says_why(tmp_path):
+    """`scale: {path: fleet.tp, from: 1, to: 3}`: tp=1 builds (the plan was accepted), tp=3 does not divide the heads;
+    bisection ran tp=3 first, every run failed, and the plan ended in a KeyError: 'cost_usd' traceback (a run folder of
+    points left behind)."""
+    from typer.testing import CliRunner
+
+    from sim.cli import app
+
+    (tmp_path / "small.yaml").write_text(SMALL)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        "base: small.yaml\nsearch: {fleet.gpu: [h100]}\nscale: {path: fleet.tp, from: 1, to: 3}\n"
+        "slo: {p99_ttft_ms: 2000}\nseeds: 1\n"
+    )
+    res = CliRunner().invoke(app, ["plan", str(plan), "--out", str(tmp_path / "plan")])
+    assert res.exit_code == 0 and "Traceback" not in res.output, res.output
+    assert "no configuration meets the SLO" in res.output and "tp=3 must divide" in res.output
