@@ -146,3 +146,17 @@ def test_a_plan_whose_largest_scale_cannot_be_built_says_why(tmp_path):
     res = CliRunner().invoke(app, ["plan", str(plan), "--out", str(tmp_path / "plan")])
     assert res.exit_code == 0 and "Traceback" not in res.output, res.output
     assert "no configuration meets the SLO" in res.output and "tp=3 must divide" in res.output
+
+
+def test_export_looks_the_gpu_and_model_up_as_run_does(tmp_path):
+    """`fleet.gpu: h100` (the catalog's alias of h100-sxm, which `run` reads) and `model: Llama-3.1-8B` (the catalog is
+    case-insensitive) were refused by `export`: "no Kubernetes node label is known for it", "needs a catalog model"."""
+    from typer.testing import CliRunner
+
+    from sim.cli import app
+
+    config = tmp_path / "small.yaml"
+    config.write_text(SMALL.replace("llama-3.1-8b", "Llama-3.1-8B"))
+    res = CliRunner().invoke(app, ["export", str(config)])
+    assert res.exit_code == 0, res.output
+    assert "nvidia.com/gpu.product: NVIDIA-H100-80GB-HBM3" in res.output and "meta-llama/Llama-3.1-8B" in res.output

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from sim.errors import FleetsimError
+from sim.physics.hardware import load_gpu_catalog
 from sim.physics.models import load_model_catalog
 from sim.policies.autoscale import LATENCY_METRICS
 from sim.scenario.config import Scenario
@@ -157,14 +158,16 @@ def export_manifests(sc: Scenario, *, name: str = "llm") -> tuple[list[dict[str,
             "fleet.autoscaler.policy predictive: export has no manifest form for it (a planner such as Dynamo's runs it)"
         )
     catalog = load_model_catalog()
-    spec = catalog.models.get(sc.model)
+    spec = catalog.models.get(sc.model.strip().lower())  # as `run` looks names up: case aside, aliases resolved
     if spec is None:
         raise FleetsimError(f"model {sc.model!r}: export needs a catalog model (its Hugging Face repo names the weights)")
     repo = spec.hf_repo
-    if fleet.gpu in GFD_PRODUCT:
-        label, product, resource = "nvidia.com/gpu.product", GFD_PRODUCT[fleet.gpu], "nvidia.com/gpu"
-    elif fleet.gpu in AMD_PRODUCT:
-        label, product, resource = "amd.com/gpu.product-name", AMD_PRODUCT[fleet.gpu], "amd.com/gpu"
+    gpu = fleet.gpu.strip().lower()
+    gpu = load_gpu_catalog().aliases.get(gpu, gpu)
+    if gpu in GFD_PRODUCT:
+        label, product, resource = "nvidia.com/gpu.product", GFD_PRODUCT[gpu], "nvidia.com/gpu"
+    elif gpu in AMD_PRODUCT:
+        label, product, resource = "amd.com/gpu.product-name", AMD_PRODUCT[gpu], "amd.com/gpu"
     else:
         raise FleetsimError(f"fleet.gpu {fleet.gpu!r}: no Kubernetes node label is known for it")
     values = {k: v for k, v in scenario_keys(sc).items() if v is not None}
