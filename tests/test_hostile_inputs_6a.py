@@ -160,3 +160,40 @@ def test_export_looks_the_gpu_and_model_up_as_run_does(tmp_path):
     res = CliRunner().invoke(app, ["export", str(config)])
     assert res.exit_code == 0, res.output
     assert "nvidia.com/gpu.product: NVIDIA-H100-80GB-HBM3" in res.output and "meta-llama/Llama-3.1-8B" in res.output
+
+
+@pytest.mark.parametrize(
+    ("autoscaler", "says"),
+    [
+        ("{policy: hpa, max_replicas: 3, scale_down_stabilization_s: 1e300}", "stabilizationWindowSeconds must be within"),
+        ("{policy: queue, max_replicas: 3, scale_down_delay_s: 7200}", "stabilizationWindowSeconds must be within"),
+        ("{policy: hpa, max_replicas: 3, interval_s: 3601}", "periodSeconds must be within [1, 1,800] s"),
+        (
+            "{policy: kpa, max_replicas: 3, stable_window_s: 0.5}",
+            "Knative's window must be within [6, 3,600] s, so export cannot write it (got 0.5)",
+        ),
+        ("{policy: kpa, max_replicas: 3, scale_to_zero_grace_s: 1e300}", "a Kubernetes duration is at most"),
+    ],
+)
+def test_export_refuses_what_the_api_server_would(tmp_path, autoscaler, says):
+    """`export` wrote `stabilizationWindowSeconds: 1000000000000000052504760255204420248704...` (a 301-digit integer;
+    the HPA takes at most 3600), a Knative window of `1s` (Knative takes 6 s to 1 h) and a retention period of
+    `1e+300s` (not a Go duration): manifests the cluster refuses, exit code 0."""
+    config = tmp_path / "small.yaml"
+    config.write_text(SMALL)
+    out = tmp_path / "manifests.yaml"
+    one_line_error(["export", str(config), "--set", f"fleet.autoscaler={autoscaler}", "--out", str(out)], says)
+    assert not out.exists()
+
+
+def test_export_writes_a_small_retention_period_as_a_go_duration(tmp_path):
+    """`scale_to_zero_grace_s: 0.00001` was written `1e-05s`, which Go's time.ParseDuration (Knative's) refuses."""
+    from typer.testing import CliRunner
+
+    from sim.cli import app
+
+    config = tmp_path / "small.yaml"
+    config.write_text(SMALL)
+    auto = "fleet.autoscaler={policy: kpa, max_replicas: 3, scale_to_zero_grace_s: 0.00001}"
+    res = CliRunner().invoke(app, ["export", str(config), "--set", auto])
+    assert res.exit_code == 0 and "scale-to-zero-pod-retention-period: 0.00001s" in res.output, res.output
