@@ -197,3 +197,15 @@ def test_export_writes_a_small_retention_period_as_a_go_duration(tmp_path):
     auto = "fleet.autoscaler={policy: kpa, max_replicas: 3, scale_to_zero_grace_s: 0.00001}"
     res = CliRunner().invoke(app, ["export", str(config), "--set", auto])
     assert res.exit_code == 0 and "scale-to-zero-pod-retention-period: 0.00001s" in res.output, res.output
+
+
+@pytest.mark.parametrize("dp", ["0", "-2"])
+def test_import_refuses_a_data_parallel_size_below_one(tmp_path, dp):
+    """`--data-parallel-size 0` (or -2) was imported: a scenario written with a note of "the vLLM layout uses 0 GPUs
+    (tp 1 x dp 0)" (or -2), exit code 0; vLLM itself refuses it."""
+    text = (REPO / "configs" / "cluster" / "deployment-hpa.yaml").read_text()
+    manifest = tmp_path / "deployment.yaml"
+    manifest.write_text(text.replace("--port 8000", f"--port 8000 --data-parallel-size {dp}", 1))
+    out = tmp_path / "scenario.yaml"
+    one_line_error(["import", str(manifest), "--out", str(out)], f"vLLM option data_parallel_size must be >= 1 (got {dp})")
+    assert not out.exists()
