@@ -209,3 +209,35 @@ def test_import_refuses_a_data_parallel_size_below_one(tmp_path, dp):
     out = tmp_path / "scenario.yaml"
     one_line_error(["import", str(manifest), "--out", str(out)], f"vLLM option data_parallel_size must be >= 1 (got {dp})")
     assert not out.exists()
+
+
+def test_scaling_a_pool_of_100000_replicas_down_is_not_quadratic(tmp_path):
+    """A fleet started at 100,000 replicas (the bound) scaled down to 1: each release removed its slot from a list,
+    a scan of the pool: 50 s of simulation for 30 requests (a dedicated batch pool of 100,000 released at its end:
+    over a minute)."""
+    from typer.testing import CliRunner
+
+    from sim.cli import app
+
+    hpa = "{policy: hpa, max_replicas: 100000, initial_replicas: 100000, scale_down_stabilization_s: 0}"
+    with _within(25):
+        res = CliRunner().invoke(app, _run(tmp_path, f"fleet.autoscaler={hpa}"))
+    assert res.exit_code == 0, res.output
+    assert "100000 / 100000" in res.output
+
+
+def test_a_gpu_override_keyed_in_capitals_is_applied_not_ignored(tmp_path):
+    """`roofline.gpu_overrides.H100-SXM` passed the name check (made case-blind) but was looked up as given: the
+    override was silently left unapplied (100 GB/s of HBM bandwidth ran at the catalog's 3,350: TPOT 6 ms, not 190).
+    Its alias (`h100`) was "unknown gpu" although `fleet.gpu: h100` runs."""
+    from typer.testing import CliRunner
+
+    from sim.cli import app
+
+    tpot = []
+    for key in ("h100-sxm", "H100-SXM"):
+        res = CliRunner().invoke(app, [*_run(tmp_path, f"roofline.gpu_overrides.{key}.hbm_bw_gb_per_s=100"), "--json", "--force"])
+        assert res.exit_code == 0, res.output
+        tpot.append(res.output[res.output.index('"mean_tpot_ms"') :].split(",")[0])
+    assert tpot[0] == tpot[1]
+    one_line_error(_run(tmp_path, "roofline.gpu_overrides.h100.mfu=0.5"), "'h100' is an alias of 'h100-sxm'")

@@ -93,6 +93,27 @@ class RooflineConfig(Frozen):
     kv_memory: Literal["vllm", "reserve"] = "vllm"
     gpu_overrides: dict[str, GpuOverride] = Field(default_factory=dict)
 
+    @field_validator("gpu_overrides", mode="before")
+    @classmethod
+    def _gpu_names(cls, v: Any) -> Any:
+        """GPU names as the catalog looks them up, case aside (`H100-SXM` was checked so, then looked up as given: its
+        overrides silently unapplied)."""
+        if not isinstance(v, dict):
+            return v
+        out: dict[Any, Any] = {}
+        given: dict[Any, Any] = {}
+        for name, body in v.items():
+            key = _gpu_key(name)
+            if key in out:
+                raise ValueError(f"GPU {key!r} is given twice (as {given[key]!r} and {name!r})")
+            out[key], given[key] = body, name
+        return out
+
+
+def _gpu_key(name: Any) -> Any:
+    """A GPU's name as the catalog keys it (case and surrounding spaces aside)."""
+    return name.strip().lower() if isinstance(name, str) else name
+
 
 class StepTimeConfig(Frozen):
     """`roofline` (default) or `constant`: fixed seconds per prompt token and per decode step."""
@@ -775,9 +796,9 @@ def merge_preset(block: Any, base_dir: Path | None = None) -> Any:
         merged = load_preset_file(path)
     else:
         merged = load_preset(name)
-    overrides = {**merged.get("gpu_overrides", {})}
+    overrides = {_gpu_key(gpu): body for gpu, body in (merged.get("gpu_overrides") or {}).items()}
     for gpu, body in (block.pop("gpu_overrides", None) or {}).items():
-        overrides[gpu] = {**overrides.get(gpu, {}), **(body or {})}
+        overrides[_gpu_key(gpu)] = {**overrides.get(_gpu_key(gpu), {}), **(body or {})}
     merged.update(block)
     merged["gpu_overrides"] = overrides
     merged["preset"] = name
