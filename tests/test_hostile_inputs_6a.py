@@ -241,3 +241,11 @@ def test_a_gpu_override_keyed_in_capitals_is_applied_not_ignored(tmp_path):
         tpot.append(res.output[res.output.index('"mean_tpot_ms"') :].split(",")[0])
     assert tpot[0] == tpot[1]
     one_line_error(_run(tmp_path, "roofline.gpu_overrides.h100.mfu=0.5"), "'h100' is an alias of 'h100-sxm'")
+
+
+def test_an_unknown_roofline_preset_names_the_file_and_the_field(tmp_path):
+    """`roofline: {preset: turbo}` ended in "error: unknown roofline preset 'turbo'; valid names: seed": neither the
+    scenario file nor the key."""
+    config = tmp_path / "small.yaml"
+    config.write_text(SMALL + "roofline: {preset: turbo}\n")
+    one_line_error(["run", str(config), "--out", str(tmp_path / "run")], f"{config}: roofline.preset: unknown roofline preset")

@@ -795,7 +795,10 @@ def merge_preset(block: Any, base_dir: Path | None = None) -> Any:
         path = Path(name) if Path(name).is_absolute() or base_dir is None else base_dir / name
         merged = load_preset_file(path)
     else:
-        merged = load_preset(name)
+        try:
+            merged = load_preset(name)
+        except FleetsimError as err:
+            raise FleetsimError(f"roofline.preset: {err}") from None
     overrides = {_gpu_key(gpu): body for gpu, body in (merged.get("gpu_overrides") or {}).items()}
     for gpu, body in (block.pop("gpu_overrides", None) or {}).items():
         overrides[_gpu_key(gpu)] = {**overrides.get(_gpu_key(gpu), {}), **(body or {})}
@@ -844,7 +847,10 @@ def parse_config(raw: Any, *, where: str = "<config>", base_dir: Path | None = N
         raise FleetsimError(f"{where}: a scenario must be a YAML mapping (got {type(raw).__name__})")
     raw = dict(raw)
     if "roofline" in raw:
-        raw["roofline"] = merge_preset(raw["roofline"], base_dir)
+        try:
+            raw["roofline"] = merge_preset(raw["roofline"], base_dir)
+        except FleetsimError as err:  # (named with the scenario file, as its other errors are)
+            raise FleetsimError(f"{where}: {err}") from None
     deployments = raw.get("deployments")
     if isinstance(deployments, list) and deployments and isinstance(deployments[0], dict):
         first = deployments[0]  # a platform: the first deployment's model and GPU stand in for the top level's if absent
