@@ -249,3 +249,15 @@ def test_an_unknown_roofline_preset_names_the_file_and_the_field(tmp_path):
     config = tmp_path / "small.yaml"
     config.write_text(SMALL + "roofline: {preset: turbo}\n")
     one_line_error(["run", str(config), "--out", str(tmp_path / "run")], f"{config}: roofline.preset: unknown roofline preset")
+
+
+def test_deployment_shares_are_bounded(tmp_path):
+    """Two deployments of `share: 1e308` each summed to inf: numpy's draw of each request's deployment ended in a
+    ValueError traceback ("probabilities do not sum to 1")."""
+    config = tmp_path / "platform.yaml"
+    config.write_text(
+        SMALL.replace("model: llama-3.1-8b\n", "")
+        + "deployments:\n  - {name: a, model: llama-3.1-8b, share: 1e308}\n  - {name: b, model: qwen2.5-7b, share: 1e308}\n"
+    )
+    one_line_error(["run", str(config), "--out", str(tmp_path / "run")], "deployments[0].share: Input should be less than")
+    assert not (tmp_path / "run").exists()

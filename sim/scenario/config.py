@@ -675,7 +675,9 @@ class DeploymentConfig(Frozen):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     serves: list[str] = Field(default_factory=list, max_length=64)  # the trace's `model` values sent here (default: name)
-    share: float | None = Field(default=None, gt=0)  # a trace without a `model` column: this share of its requests
+    # a trace without a `model` column: this share of its requests (a weight: the shares are normalized; bounded so
+    # that their sum stays finite, 1e308 each summed to inf and the draw failed)
+    share: float | None = Field(default=None, gt=0, le=MAX_COUNT)
     priority: int = Field(default=0, ge=-1000, le=1000)  # with gpu_budget: freed GPUs go to the highest first
     # with gpu_budget: a launch that does not fit takes lower-priority deployments' GPUs (Kubernetes' PreemptLowerPriority)
     preemption: Literal["never", "lower_priority"] = "never"
