@@ -245,10 +245,15 @@ def test_a_gpu_override_keyed_in_capitals_is_applied_not_ignored(tmp_path):
 
 def test_an_unknown_roofline_preset_names_the_file_and_the_field(tmp_path):
     """`roofline: {preset: turbo}` ended in "error: unknown roofline preset 'turbo'; valid names: seed": neither the
-    scenario file nor the key."""
+    scenario file nor the key (a deployment's: nor the deployment)."""
     config = tmp_path / "small.yaml"
     config.write_text(SMALL + "roofline: {preset: turbo}\n")
     one_line_error(["run", str(config), "--out", str(tmp_path / "run")], f"{config}: roofline.preset: unknown roofline preset")
+    config.write_text(
+        SMALL.replace("model: llama-3.1-8b\n", "")
+        + "deployments:\n  - {name: a, model: llama-3.1-8b, roofline: {preset: turbo}}\n"
+    )
+    one_line_error(["run", str(config), "--out", str(tmp_path / "run")], "deployments.0 (a): roofline.preset: unknown roofline")
 
 
 def test_deployment_shares_are_bounded(tmp_path):

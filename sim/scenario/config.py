@@ -833,7 +833,12 @@ def deployment_scenario(scenario: Scenario, i: int, *, base_dir: Path | None = N
         raw[key] = {**raw.get(key, {}), **given.get(key, {})}
     for key in DEPLOYMENT_WHOLE:
         if key in given:
-            raw[key] = merge_preset(given[key], base_dir or scenario.base_dir) if key == "roofline" else given[key]
+            raw[key] = given[key]
+    if "roofline" in given:
+        try:
+            raw["roofline"] = merge_preset(given["roofline"], base_dir or scenario.base_dir)
+        except FleetsimError as err:
+            raise FleetsimError(f"deployments.{i} ({d.name}): {err}") from None
     raw["name"] = d.name
     try:
         out = Scenario.model_validate(raw)
