@@ -266,3 +266,23 @@ def test_deployment_shares_are_bounded(tmp_path):
     )
     one_line_error(["run", str(config), "--out", str(tmp_path / "run")], "deployments[0].share: Input should be less than")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", ["export", "import", "run --html"])
+def test_an_output_file_that_is_the_input_is_refused(tmp_path, command):
+    """`export s.yaml --out s.yaml`, `import d.yaml --out d.yaml` (or a file of a folder imported) and
+    `run s.yaml --html s.yaml` replaced the file they read (the scenario became manifests, or an HTML page), exit 0."""
+    config = tmp_path / "small.yaml"
+    config.write_text(SMALL)
+    manifest = tmp_path / "cluster" / "deployment.yaml"
+    manifest.parent.mkdir()
+    manifest.write_text((REPO / "configs" / "cluster" / "deployment-hpa.yaml").read_text())
+    args = {
+        "export": ["export", str(config), "--out", str(config)],
+        "import": ["import", str(manifest.parent), "--out", str(manifest)],
+        "run --html": ["run", str(config), "--out", str(tmp_path / "run"), "--html", str(config)],
+    }[command]
+    before = (config.read_text(), manifest.read_text())
+    one_line_error(args, "is the file read")
+    assert (config.read_text(), manifest.read_text()) == before
+    assert not (tmp_path / "run").exists()
