@@ -29,6 +29,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: merged by the base constructor, explicit keys win
+            continue
         key = loader.construct_object(key_node, deep=deep)
         try:
             duplicate = key in seen

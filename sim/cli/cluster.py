@@ -30,11 +30,11 @@ def import_(
     """Write a scenario from what the cluster runs: every value commented with its source, what was not mapped listed."""
     from sim.atomic import atomic_file
     from sim.scenario.config import parse_config
-    from sim.scenario.importer import import_files, render, scenario_values
+    from sim.scenario.importer import import_files, render, scenario_values, source_files
     from sim.yaml_input import parse_yaml
 
     if out is not None:
-        check_out_file(out, "--out")
+        check_out_file(out, "--out", inputs=[f for s in sources if s.exists() for f in source_files(s)])
     if gpu is not None:
         from sim.physics.hardware import load_gpu_catalog
 
@@ -75,7 +75,7 @@ def export(
             f"--name {name!r}: a Kubernetes name here is lower-case letters, digits and '-', starting with a letter, at most 53 characters"
         )
     if out is not None:
-        check_out_file(out, "--out")
+        check_out_file(out, "--out", inputs=[scenario])
     sc = load_config(scenario, set_ or [])
     if sc.deployments:
         raise FleetsimError(

@@ -101,11 +101,15 @@ def alias_note(asked: str, resolved: str) -> None:
         typer.echo(f"note: GPU {asked!r} is the catalog's {resolved!r}", err=True)
 
 
-def check_out_file(path: Path, option: str) -> None:
-    """A file an option will write: not a folder, in a folder that exists and can be written."""
+def check_out_file(path: Path, option: str, *, inputs: Sequence[Path] = ()) -> None:
+    """A file an option will write: not a folder, in a folder that exists and can be written, and none of the
+    `inputs` the command reads (which it would replace)."""
     from sim.atomic import check_writable
 
     check_writable(path, option)
+    for source in inputs:
+        if path.exists() and source.exists() and path.samefile(source):
+            raise FleetsimError(f"{option} {path}: is the file read ({source}); write the output to another file")
 
 
 def write_text_atomically(path: Path, text: str, option: str = "") -> None:

@@ -286,7 +286,7 @@ def run(
     if plot is not None:
         check_plot_path(plot)
     if html_file is not None:
-        check_out_file(html_file, "--html")
+        check_out_file(html_file, "--html", inputs=[config] if trace is None else [config, trace])
     console = Console(stderr=True)
     show = progress and not as_json and console.is_terminal
     if scenario.deployments:  # a platform: several deployments on one GPU budget

@@ -43,7 +43,11 @@ from typing import Annotated, Any, Literal, Protocol
 from pydantic import Field, model_validator
 
 from sim.errors import FleetsimError
-from sim.spec import MAX_REPLICAS, Frozen, IntervalS
+from sim.spec import MAX_REPLICAS, MIN_INTERVAL_S, Frozen, IntervalS
+
+# The smallest target a policy divides a metric by (a busy fraction, requests, seconds, requests/s): below it the
+# ratio overflows to inf (a millionth of anything is already far below any real target).
+MIN_TARGET = 1e-6
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,28 +113,38 @@ class HpaConfig(_Common):
     metric: Literal[
         "busy_fraction", "outstanding_per_replica", "kv_use", "p90_ttft_s", "p99_ttft_s", "p90_tpot_s", "p99_tpot_s"
     ] = "busy_fraction"
-    target: float = Field(default=0.7, gt=0)
+    target: float = Field(default=0.7, ge=MIN_TARGET)
     latency_window_s: float = Field(default=60.0, gt=0)  # latency metrics: the window of completed requests
     tolerance: float = Field(default=0.1, ge=0)
     interval_s: IntervalS = 15.0
     scale_down_stabilization_s: float = Field(default=300.0, ge=0)
-    scale_up_percent: float = Field(default=100.0, gt=0)
+    scale_up_percent: float = Field(default=100.0, gt=0, le=100.0 * MAX_REPLICAS)
     scale_up_pods: int = Field(default=4, ge=1, le=MAX_REPLICAS)
 
 
 class KpaConfig(_Common):
     policy: Literal["kpa"] = "kpa"
-    target_concurrency: float = Field(default=100.0, gt=0)
-    stable_window_s: float = Field(default=60.0, gt=0)
+    target_concurrency: float = Field(default=100.0, ge=MIN_TARGET)
+    stable_window_s: IntervalS = 60.0
     panic_window_percentage: float = Field(default=10.0, gt=0, le=100)
     panic_threshold_percentage: float = Field(default=200.0, gt=100)
     interval_s: IntervalS = 2.0  # Knative's tick-interval
     scale_to_zero_grace_s: float = Field(default=30.0, ge=0)
 
+    @model_validator(mode="after")
+    def _panic_window(self) -> KpaConfig:
+        # a window shorter than the clock can tell from 0 holds no sample, not even the tick's own
+        if self.stable_window_s * self.panic_window_percentage / 100 < MIN_INTERVAL_S:
+            raise ValueError(
+                f"the panic window (stable_window_s x panic_window_percentage / 100) must be at least {MIN_INTERVAL_S:g} s "
+                f"(got {self.stable_window_s:g} x {self.panic_window_percentage:g} / 100)"
+            )
+        return self
+
 
 class QueueConfig(_Common):
     policy: Literal["queue"] = "queue"
-    target_waiting: float = Field(default=4.0, gt=0)
+    target_waiting: float = Field(default=4.0, ge=MIN_TARGET)
     interval_s: IntervalS = 15.0
     scale_down_delay_s: float = Field(default=300.0, ge=0)
     scale_down_busy: float = Field(default=0.5, gt=0, le=1)
@@ -154,7 +168,7 @@ class PredictiveConfig(_Common):
     window_s: float = Field(default=300.0, gt=0)
     season_s: float = Field(default=86_400.0, gt=0)
     lead_s: float | None = Field(default=None, ge=0)  # None: the fleet's expected cold start
-    requests_per_replica_s: float | None = Field(default=None, gt=0)  # None: one replica's measured saturated rate
+    requests_per_replica_s: float | None = Field(default=None, ge=MIN_TARGET)  # None: one replica's measured saturated rate
     target_utilization: float = Field(default=0.8, gt=0, le=1)
     interval_s: IntervalS = 60.0
     scale_down_stabilization_s: float = Field(default=300.0, ge=0)

@@ -14,7 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from sim.distributions import lognormal
 from sim.errors import unknown_name
-from sim.spec import Frozen
+from sim.spec import MAX_HW_RATE, MIN_HW_RATE, Frozen
 
 # Effective weight-loading bandwidth (GB/s = 1e9 bytes/s) by storage tier, and where it comes from.
 STORAGE_TIERS: dict[str, tuple[float, str]] = {
@@ -88,7 +88,7 @@ class SleepConfig(Frozen):
 
     level: Literal[1, 2] = 1
     max_sleeping: int | None = Field(default=None, ge=0, le=100_000)
-    host_to_gpu_gb_per_s: float = Field(default=PCIE_HOST_TO_GPU_GB_PER_S, gt=0)
+    host_to_gpu_gb_per_s: float = Field(default=PCIE_HOST_TO_GPU_GB_PER_S, ge=MIN_HW_RATE, le=MAX_HW_RATE)
     initial_sleeping: int = Field(default=0, ge=0, le=100_000)  # replicas loaded and put to sleep before the trace starts
 
     @model_validator(mode="after")
@@ -115,7 +115,7 @@ class LifecycleConfig(Frozen):
     provision_s: Duration = 120.0
     image_pull_s: Duration = 60.0
     weights_from: str = "local_nvme"
-    load_gb_per_s: float | None = Field(default=None, gt=0)  # overrides the storage tier's bandwidth
+    load_gb_per_s: float | None = Field(default=None, ge=MIN_HW_RATE, le=MAX_HW_RATE)  # overrides the storage tier's bandwidth
     warmup_s: Duration = 30.0
     start: Literal["warm", "cold"] = "warm"  # the initial replicas: ready at t=0, or cold-starting then
     # the whole cold start as one figure, for who knows only the total: it replaces the four stages (and

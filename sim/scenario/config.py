@@ -94,6 +94,27 @@ class RooflineConfig(Frozen):
     kv_memory: Literal["vllm", "reserve"] = "vllm"
     gpu_overrides: dict[str, GpuOverride] = Field(default_factory=dict)
 
+    @field_validator("gpu_overrides", mode="before")
+    @classmethod
+    def _gpu_names(cls, v: Any) -> Any:
+        """GPU names as the catalog looks them up, case aside (`H100-SXM` was checked so, then looked up as given: its
+        overrides silently unapplied)."""
+        if not isinstance(v, dict):
+            return v
+        out: dict[Any, Any] = {}
+        given: dict[Any, Any] = {}
+        for name, body in v.items():
+            key = _gpu_key(name)
+            if key in out:
+                raise ValueError(f"GPU {key!r} is given twice (as {given[key]!r} and {name!r})")
+            out[key], given[key] = body, name
+        return out
+
+
+def _gpu_key(name: Any) -> Any:
+    """A GPU's name as the catalog keys it (case and surrounding spaces aside)."""
+    return name.strip().lower() if isinstance(name, str) else name
+
 
 class StepTimeConfig(Frozen):
     """`roofline` (default) or `constant`: fixed seconds per prompt token and per decode step."""
@@ -147,8 +168,10 @@ class LoraConfig(Frozen):
     max_cpu_loras: int | None = Field(default=None, ge=1, le=100_000)  # vLLM --max-cpu-loras (None: max_loras)
     target_modules: Literal["all_linear", "attention"] = "all_linear"  # the layers an adapter carries
     adapters_from: str = "local_nvme"  # storage tier an adapter not in host memory is read from (lifecycle's tiers)
-    load_gb_per_s: float | None = Field(default=None, gt=0)  # overrides that tier's bandwidth
-    host_to_gpu_gb_per_s: float = Field(default=25.0, gt=0)  # copying an adapter from host memory into a GPU slot
+    load_gb_per_s: float | None = Field(default=None, ge=MIN_HW_RATE, le=MAX_HW_RATE)  # overrides that tier's bandwidth
+    host_to_gpu_gb_per_s: float = Field(
+        default=25.0, ge=MIN_HW_RATE, le=MAX_HW_RATE
+    )  # copying an adapter from host memory into a GPU slot
 
     @model_validator(mode="after")
     def _consistent(self) -> LoraConfig:
@@ -272,7 +295,7 @@ class LinkConfig(Frozen):
     parallel, each at the per-GPU bandwidth; transfers from one replica queue (FIFO) on it."""
 
     preset: LinkPreset = "infiniband_400g"
-    gb_per_s_per_gpu: float | None = Field(default=None, gt=0)  # overrides the preset's
+    gb_per_s_per_gpu: float | None = Field(default=None, ge=MIN_HW_RATE, le=MAX_HW_RATE)  # overrides the preset's
     latency_s: float | None = Field(default=None, ge=0, le=3600)
 
     @property
@@ -285,6 +308,11 @@ class LinkConfig(Frozen):
 
 
 HOURS_PER_MONTH = 730.0  # (365.25 x 24 / 12)
+# The most frequent hazard a scenario may ask for: a GPU failure, or a spot replica's reclaim, every 36 s on average.
+# Far more frequent, a replica is lost before it finishes its cold start over and over (a launch at each loss, the
+# run's memory growing until the timeline's limit); at 1e-300 hours, lost at the instant it launches (time stands still).
+MIN_MTBF_HOURS = 0.01
+MAX_INTERRUPTIONS_PER_HOUR = 1 / MIN_MTBF_HOURS
 
 
 class ClassConfig(Frozen):
@@ -338,7 +366,9 @@ class SpotConfig(ClassConfig):
     reclaims the excess at once (the newest first): a zone's spot pool taken back together."""
 
     monthly_interruption_frequency: float | None = Field(default=None, ge=0, lt=1)
-    interruptions_per_hour: float | None = Field(default=None, ge=0)  # per replica (instead of the monthly frequency)
+    interruptions_per_hour: float | None = Field(
+        default=None, ge=0, le=MAX_INTERRUPTIONS_PER_HOUR
+    )  # per replica (instead of the monthly frequency)
     notice_s: float = Field(default=120.0, ge=0, le=3600)
     reclaim_at_s: list[float] = Field(default_factory=list)
 
@@ -380,7 +410,7 @@ class FailureConfig(Frozen):
     419 unexpected interruptions in 54 days on 16,384 H100 GPUs, 16,384 x 54 x 24 / 419 = 50,700 GPU-hours between
     interruptions (78% of them hardware). `fail_at_s` adds failures at given instants (the lowest-id ready replica)."""
 
-    gpu_mtbf_hours: float = Field(default=50_700.0, gt=0)
+    gpu_mtbf_hours: float = Field(default=50_700.0, ge=MIN_MTBF_HOURS)
     fail_at_s: list[float] = Field(default_factory=list)
 
     @field_validator("fail_at_s")
@@ -654,7 +684,9 @@ class DeploymentConfig(Frozen):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     serves: list[str] = Field(default_factory=list, max_length=64)  # the trace's `model` values sent here (default: name)
-    share: float | None = Field(default=None, gt=0)  # a trace without a `model` column: this share of its requests
+    # a trace without a `model` column: this share of its requests (a weight: the shares are normalized; bounded so
+    # that their sum stays finite, 1e308 each summed to inf and the draw failed)
+    share: float | None = Field(default=None, gt=0, le=MAX_COUNT)
     priority: int = Field(default=0, ge=-1000, le=1000)  # with gpu_budget: freed GPUs go to the highest first
     # with gpu_budget: a launch that does not fit takes lower-priority deployments' GPUs (Kubernetes' PreemptLowerPriority)
     preemption: Literal["never", "lower_priority"] = "never"
@@ -774,10 +806,13 @@ def merge_preset(block: Any, base_dir: Path | None = None) -> Any:
         path = Path(name) if Path(name).is_absolute() or base_dir is None else base_dir / name
         merged = load_preset_file(path)
     else:
-        merged = load_preset(name)
-    overrides = {**merged.get("gpu_overrides", {})}
+        try:
+            merged = load_preset(name)
+        except FleetsimError as err:
+            raise FleetsimError(f"roofline.preset: {err}") from None
+    overrides = {_gpu_key(gpu): body for gpu, body in (merged.get("gpu_overrides") or {}).items()}
     for gpu, body in (block.pop("gpu_overrides", None) or {}).items():
-        overrides[gpu] = {**overrides.get(gpu, {}), **(body or {})}
+        overrides[_gpu_key(gpu)] = {**overrides.get(_gpu_key(gpu), {}), **(body or {})}
     merged.update(block)
     merged["gpu_overrides"] = overrides
     merged["preset"] = name
@@ -807,7 +842,12 @@ def deployment_scenario(scenario: Scenario, i: int, *, base_dir: Path | None = N
         raw[key] = {**raw.get(key, {}), **given.get(key, {})}
     for key in DEPLOYMENT_WHOLE:
         if key in given:
-            raw[key] = merge_preset(given[key], base_dir or scenario.base_dir) if key == "roofline" else given[key]
+            raw[key] = given[key]
+    if "roofline" in given:
+        try:
+            raw["roofline"] = merge_preset(given["roofline"], base_dir or scenario.base_dir)
+        except FleetsimError as err:
+            raise FleetsimError(f"deployments.{i} ({d.name}): {err}") from None
     raw["name"] = d.name
     try:
         out = Scenario.model_validate(raw)
@@ -823,7 +863,10 @@ def parse_config(raw: Any, *, where: str = "<config>", base_dir: Path | None = N
         raise FleetsimError(f"{where}: a scenario must be a YAML mapping (got {type(raw).__name__})")
     raw = dict(raw)
     if "roofline" in raw:
-        raw["roofline"] = merge_preset(raw["roofline"], base_dir)
+        try:
+            raw["roofline"] = merge_preset(raw["roofline"], base_dir)
+        except FleetsimError as err:  # (named with the scenario file, as its other errors are)
+            raise FleetsimError(f"{where}: {err}") from None
     deployments = raw.get("deployments")
     if isinstance(deployments, list) and deployments and isinstance(deployments[0], dict):
         first = deployments[0]  # a platform: the first deployment's model and GPU stand in for the top level's if absent

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from sim.errors import FleetsimError
+from sim.physics.hardware import load_gpu_catalog
 from sim.physics.models import load_model_catalog
 from sim.policies.autoscale import LATENCY_METRICS
 from sim.scenario.config import Scenario
@@ -39,11 +40,30 @@ class _NoAliases(yaml.SafeDumper):
         return True
 
 
-def _whole(x: float, field: str, notes: list[str]) -> int:
-    """Kubernetes' integer fields (seconds, percentages): a fractional value rounded up, and said."""
+def _whole(x: float, field: str, notes: list[str], *, within: tuple[int, int] | None = None, what: str = "") -> int:
+    """Kubernetes' integer fields (seconds, percentages): a fractional value rounded up, and said; one outside the
+    range the API server accepts (`within`, as `what` documents it) is an error, not a manifest it would refuse."""
+    n = math.ceil(x)
+    if within is not None and not within[0] <= n <= within[1]:
+        raise FleetsimError(
+            f"{field}: {what} must be within [{within[0]:,}, {within[1]:,}] s, so export cannot write it (got {x:g})"
+        )
     if not float(x).is_integer():
-        notes.append(f"{field} {x:g} rounded up to {math.ceil(x)} (an integer field)")
-    return math.ceil(x)
+        notes.append(f"{field} {x:g} rounded up to {n} (an integer field)")
+    return n
+
+
+GO_DURATION_MAX_S = (2**63 - 1) / 1e9  # a Go time.Duration (int64 nanoseconds): about 292 years
+
+
+def _duration(x: float, field: str) -> str:
+    """A Go duration string ("30.0s", never "1e-05s", which Go does not parse)."""
+    if x > GO_DURATION_MAX_S:
+        raise FleetsimError(
+            f"{field}: a Kubernetes duration is at most {GO_DURATION_MAX_S:,.0f} s, so export cannot write it (got {x:g})"
+        )
+    text = repr(float(x))
+    return f"{f'{x:.9f}'.rstrip('0').rstrip('.') if 'e' in text else text}s"
 
 
 def _queries(name: str, repo: str) -> dict[str, str]:
@@ -158,14 +178,16 @@ def export_manifests(sc: Scenario, *, name: str = "llm") -> tuple[list[dict[str,
             "fleet.autoscaler.policy predictive: export has no manifest form for it (a planner such as Dynamo's runs it)"
         )
     catalog = load_model_catalog()
-    spec = catalog.models.get(sc.model)
+    spec = catalog.models.get(sc.model.strip().lower())  # as `run` looks names up: case aside, aliases resolved
     if spec is None:
         raise FleetsimError(f"model {sc.model!r}: export needs a catalog model (its Hugging Face repo names the weights)")
     repo = spec.hf_repo
-    if fleet.gpu in GFD_PRODUCT:
-        label, product, resource = "nvidia.com/gpu.product", GFD_PRODUCT[fleet.gpu], "nvidia.com/gpu"
-    elif fleet.gpu in AMD_PRODUCT:
-        label, product, resource = "amd.com/gpu.product-name", AMD_PRODUCT[fleet.gpu], "amd.com/gpu"
+    gpu = fleet.gpu.strip().lower()
+    gpu = load_gpu_catalog().aliases.get(gpu, gpu)
+    if gpu in GFD_PRODUCT:
+        label, product, resource = "nvidia.com/gpu.product", GFD_PRODUCT[gpu], "nvidia.com/gpu"
+    elif gpu in AMD_PRODUCT:
+        label, product, resource = "amd.com/gpu.product-name", AMD_PRODUCT[gpu], "amd.com/gpu"
     else:
         raise FleetsimError(f"fleet.gpu {fleet.gpu!r}: no Kubernetes node label is known for it")
     values = {k: v for k, v in scenario_keys(sc).items() if v is not None}
@@ -182,6 +204,9 @@ def export_manifests(sc: Scenario, *, name: str = "llm") -> tuple[list[dict[str,
     pod: dict[str, Any] = {"nodeSelector": {label: product}, "containers": [container]}
     labels = {"app": name}
     if auto.policy == "kpa":
+        window = _whole(
+            auto.stable_window_s, "fleet.autoscaler.stable_window_s", extra, within=(6, 3600), what="Knative's window"
+        )
         ann = {
             "autoscaling.knative.dev/class": "kpa.autoscaling.knative.dev",
             "autoscaling.knative.dev/metric": "concurrency",
@@ -189,10 +214,12 @@ def export_manifests(sc: Scenario, *, name: str = "llm") -> tuple[list[dict[str,
             "autoscaling.knative.dev/target-utilization-percentage": "100",
             "autoscaling.knative.dev/min-scale": str(auto.min_replicas),
             "autoscaling.knative.dev/max-scale": str(auto.max_replicas),
-            "autoscaling.knative.dev/window": f"{_whole(auto.stable_window_s, 'fleet.autoscaler.stable_window_s', extra)}s",
+            "autoscaling.knative.dev/window": f"{window}s",
             "autoscaling.knative.dev/panic-window-percentage": str(auto.panic_window_percentage),
             "autoscaling.knative.dev/panic-threshold-percentage": str(auto.panic_threshold_percentage),
-            "autoscaling.knative.dev/scale-to-zero-pod-retention-period": f"{auto.scale_to_zero_grace_s}s",
+            "autoscaling.knative.dev/scale-to-zero-pod-retention-period": _duration(
+                auto.scale_to_zero_grace_s, "fleet.autoscaler.scale_to_zero_grace_s"
+            ),
         }
         if auto.initial_replicas is not None:
             ann["autoscaling.knative.dev/initial-scale"] = str(auto.initial_replicas)
@@ -224,7 +251,13 @@ def export_manifests(sc: Scenario, *, name: str = "llm") -> tuple[list[dict[str,
         return [deployment], not_expressed(sc) + extra
     metric = auto.metric if auto.policy == "hpa" else "waiting"
     threshold = auto.target if auto.policy == "hpa" else auto.target_waiting
-    period = _whole(auto.interval_s, "fleet.autoscaler.interval_s (the policies' periodSeconds)", extra)
+    period = _whole(
+        auto.interval_s,
+        "fleet.autoscaler.interval_s (the policies' periodSeconds)",
+        extra,
+        within=(1, 1800),
+        what="an HPA scaling policy's periodSeconds",
+    )
     if auto.policy == "hpa":
         up = {
             "policies": [
@@ -237,7 +270,13 @@ def export_manifests(sc: Scenario, *, name: str = "llm") -> tuple[list[dict[str,
             ],
             "selectPolicy": "Max",
         }
-        window = _whole(auto.scale_down_stabilization_s, "fleet.autoscaler.scale_down_stabilization_s", extra)
+        window = _whole(
+            auto.scale_down_stabilization_s,
+            "fleet.autoscaler.scale_down_stabilization_s",
+            extra,
+            within=(0, 3600),
+            what="an HPA's stabilizationWindowSeconds",
+        )
         down: dict[str, Any] = {"stabilizationWindowSeconds": window}
         if auto.tolerance != 0.1:  # (the controller's default otherwise; the field is alpha in Kubernetes 1.33)
             up["tolerance"] = down["tolerance"] = str(auto.tolerance)
@@ -250,7 +289,13 @@ def export_manifests(sc: Scenario, *, name: str = "llm") -> tuple[list[dict[str,
         behavior = {
             "scaleUp": {"policies": [{"type": "Pods", "value": 1, "periodSeconds": period}]},
             "scaleDown": {
-                "stabilizationWindowSeconds": _whole(auto.scale_down_delay_s, "fleet.autoscaler.scale_down_delay_s", extra)
+                "stabilizationWindowSeconds": _whole(
+                    auto.scale_down_delay_s,
+                    "fleet.autoscaler.scale_down_delay_s",
+                    extra,
+                    within=(0, 3600),
+                    what="an HPA's stabilizationWindowSeconds",
+                )
             },
         }
     scaled = {

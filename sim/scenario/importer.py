@@ -1053,10 +1053,15 @@ def _ray_serve(imp: Imported, doc: Doc, config: Any, base: str) -> None:
     imp.sources["fleet.autoscaler"] = doc.src(apath)
 
 
+def source_files(path: Path) -> list[Path]:
+    """The files an import of `path` reads: the file, or every .yaml/.yml/.sh/.txt file of a folder (sorted)."""
+    return sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml", ".sh", ".txt")) if path.is_dir() else [path]
+
+
 def read_documents(path: Path) -> list[tuple[dict[str, Any] | str, str]]:
     """The documents of a file (each with its name for messages), or of every .yaml/.yml/.sh/.txt file of a folder
     (sorted). A file that is not YAML mappings is a command line."""
-    files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml", ".sh", ".txt")) if path.is_dir() else [path]
+    files = source_files(path)
     if not files:
         raise FleetsimError(f"{path}: a folder with no .yaml, .yml, .sh or .txt file")
     out: list[tuple[dict[str, Any] | str, str]] = []

@@ -163,7 +163,12 @@ def compute_dtype(roofline: RooflineConfig, model: ModelSpec, gpu: GpuSpec) -> s
 
 def check_override_names(roofline: RooflineConfig, gpus: GpuCatalog) -> None:
     for name in roofline.gpu_overrides:
-        if name.lower() not in gpus.gpus:
+        if name in gpus.aliases and gpus.aliases[name] != name:
+            raise FleetsimError(
+                f"roofline.gpu_overrides: {name!r} is an alias of {gpus.aliases[name]!r}; key its overrides by the GPU's "
+                f"name, {gpus.aliases[name]}"
+            )
+        if name not in gpus.gpus:
             raise FleetsimError(f"roofline.gpu_overrides: {unknown_name('gpu', name, gpus.gpus)}")
 
 

@@ -384,6 +384,8 @@ def map_options(options: dict[str, Any], where: str) -> Mapped:
 
     def data_parallel(name: str, value: Any) -> None:
         dp = _int(name, value, where)
+        if dp < 1:  # (vLLM's own check: the importer would multiply the replicas by it)
+            raise FleetsimError(f"{where}: vLLM option {name} must be >= 1 (got {dp})")
         m.set("data_parallel_size", dp, src(name))  # (the importer multiplies the replicas by it)
         if dp > 1:
             m.notes.append(

@@ -422,7 +422,8 @@ class Evaluator:
         rows["verify"] = verify
         ok = rows["error"].isna()
         rows["attainment"] = np.where(ok, attainment(rows), np.nan)
-        rows["usd_per_hour"] = rows["cost_usd"] / rows["duration"] * 3600
+        # every run of the batch failed (its scenario cannot be built at this scale, say): no figures, only errors
+        rows["usd_per_hour"] = rows["cost_usd"] / rows["duration"] * 3600 if "cost_usd" in rows else np.nan
         self.rows.append(rows)
         stats = seed_stats(rows, self.plan.axes, confidence=self.plan.spec.confidence, metrics=STAT_KEYS)
         for rec in stats.to_dict(orient="records"):
