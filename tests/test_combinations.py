@@ -310,6 +310,14 @@ DRAW = st.fixed_dictionaries(
           "n": 24, "rate": 3.0, "hazards": "both", "hazard_at_s": [0.0, 3.5625], "link": "slow", "long_prefill": 0,
           "async": True}
 )  # fmt: skip
+@example(  # a speculating replica lost mid-run: the step under way counted no work (a run's first step, its start)
+    draw={**FOUND, "seed": 429, "prefix": False, "speculation": "mtp", "autoscaler": "hpa", "n": 26, "rate": 0.5,
+          "hazards": "failure", "hazard_at_s": [0.0], "gap": 40.0}
+)  # fmt: skip
+@example(  # a decode replica's run priced its LoRA adapters at its end, after a transfer had started another
+    draw={**FOUND, "seed": 0, "mode": "disaggregated", "prefix": False, "speculation": "off", "n": 4, "rate": 1.0,
+          "hazards": "none", "hazard_at_s": [0.0], "lora": 3, "long_prefill": 0}
+)  # fmt: skip
 def test_every_combination_conserves_and_matches_the_reference(draw):
     frame = trace(draw["seed"], draw["n"], draw["rate"], prefixes=draw["prefix"], adapters=draw["lora"] > 0, gap=draw["gap"])
     raw = scenario(draw, fast_forward=True)

@@ -236,6 +236,9 @@ class LoraStepTime(LinearWrapper):
         self.inner = inner
         self.state = state
         self._lines = linear_runs(inner)
+        # the adapters' cost of the decode run in progress, as priced at its start (its batch: n_seqs, context_sum);
+        # an adapter started mid-run (a transfer received) joins the steps after it, not the run's work
+        self._run_extra: tuple[int, int, tuple[float, float, float]] | None = None
 
     def step(
         self,
@@ -265,13 +268,16 @@ class LoraStepTime(LinearWrapper):
     def decode_line(self, *, n_seqs: int, context_sum: int, group_tokens: int | None = None) -> StepLine:
         assert self._lines is not None
         line = self._lines.decode_line(n_seqs=n_seqs, context_sum=context_sum, group_tokens=group_tokens)
-        s = self.state.extra(n_seqs)[0]
+        extra = self.state.extra(n_seqs)
+        self._run_extra = (n_seqs, context_sum, extra)
+        s = extra[0]
         return StepLine(line.a1, line.b1, line.a2, line.b2, line.e + s, line.g) if s else line
 
     def run_work(self, n_seqs: int, context_sum: int, k: int, group_tokens: int | None = None) -> tuple[float, float]:
         assert self._lines is not None
         flops, n_bytes = self._lines.run_work(n_seqs, context_sum, k, group_tokens)
-        _, f, b = self.state.extra(n_seqs)
+        run = self._run_extra
+        _, f, b = run[2] if run is not None and run[:2] == (n_seqs, context_sum) else self.state.extra(n_seqs)
         return flops + k * f, n_bytes + k * b
 
     def decode_sum(self, n_seqs: int, context_sum: int, k: int) -> float:

@@ -933,7 +933,7 @@ class Replica:
         if self._run_end_event is not None:
             start, line = self._run_in_progress()
             done = line.steps_done_by(now - start, self._run_steps)
-            if done < self._run_steps and now > start + line.total(done):
+            if done < self._run_steps and now > start + (line.total(done) if done else 0.0):
                 # the step under way is lost, but its work was done on the GPUs: counted, as a step's is when it starts
                 flops, n_bytes = self._step_work(done)
                 self.flops += flops
