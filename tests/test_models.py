@@ -173,6 +173,16 @@ def test_hf_import_bad_value(tmp_path):
         load_hf_config(path)
 
 
+@pytest.mark.parametrize("field", ["num_key_value_heads", "head_dim", "max_position_embeddings"])
+def test_hf_import_a_zero_where_a_default_exists_is_refused_not_defaulted(tmp_path, field):
+    """A 0 in an optional dimension used to fall back to its default (num_key_value_heads to the heads, head_dim to
+    hidden / heads, the context to 4,096): a broken config read as a different model. Absent or null still defaults."""
+    base = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 10, "intermediate_size": 8}
+    with pytest.raises(FleetsimError, match=rf"field '{field}' must be an integer >= 1 \(got 0\)"):
+        load_hf_config(_write(tmp_path, {**base, field: 0}))
+    assert load_hf_config(_write(tmp_path, {**base, field: None})).n_kv_heads == 4
+
+
 def test_hf_import_invalid_json(tmp_path):
     path = tmp_path / "config.json"
     path.write_text("{not json")

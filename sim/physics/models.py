@@ -303,6 +303,12 @@ def _opt(cfg: dict[str, Any], key: str, where: str, default: int = 0) -> int:
     return default if value is None else _positive_int(value, key, where, allow_zero=True)
 
 
+def _given(cfg: dict[str, Any], key: str, where: str, default: int) -> int:
+    """An optional positive field: `default` when absent or null, else at least 1."""
+    value = cfg.get(key)
+    return default if value is None else _positive_int(value, key, where)
+
+
 def model_from_hf_config(cfg: Any, *, name: str, hf_repo: str = "", where: str = "") -> ModelSpec:
     """Build a ModelSpec from the fields of a Hugging Face `config.json` (already parsed)."""
     where = where or name
@@ -316,8 +322,9 @@ def model_from_hf_config(cfg: Any, *, name: str, hf_repo: str = "", where: str =
     layers = _need(cfg, "num_hidden_layers", where)
     heads = _need(cfg, "num_attention_heads", where)
     vocab = _need(cfg, "vocab_size", where)
-    kv_heads = _opt(cfg, "num_key_value_heads", where, default=heads) or heads
-    head_dim = _opt(cfg, "head_dim", where) or d // heads
+    # (absent or null: the defaults, as transformers fills them; given, at least 1: a 0 is no default but a broken config)
+    kv_heads = _given(cfg, "num_key_value_heads", where, heads)
+    head_dim = _given(cfg, "head_dim", where, d // heads)
     if head_dim < 1:
         raise FleetsimError(f"{where}: hidden_size={d} over num_attention_heads={heads} leaves no head dimension; give head_dim")
     n_experts = _opt(cfg, "num_local_experts", where) or _opt(cfg, "num_experts", where) or _opt(cfg, "n_routed_experts", where)
@@ -349,7 +356,7 @@ def model_from_hf_config(cfg: Any, *, name: str, hf_repo: str = "", where: str =
         head_dim=head_dim,
         intermediate_size=intermediate,
         vocab_size=vocab,
-        max_context_tokens=_opt(cfg, "max_position_embeddings", where) or 4096,
+        max_context_tokens=_given(cfg, "max_position_embeddings", where, 4096),
         tie_embeddings=_flag(cfg, "tie_word_embeddings", where, False),
         qkv_bias=_flag(cfg, "attention_bias", where, model_type in _QKV_BIAS),
         gated_mlp=model_type not in _UNGATED_MLP,
