@@ -59,6 +59,15 @@ def test_unknown_key_is_rejected_with_its_path():
         parse_config({"model": "llama-2-7b", "fleet": {"gpu": "a100-80gb", "gpus": "h100"}}, where="x.yaml")
 
 
+def test_an_autoscaler_block_of_a_fixed_fleets_keys_alone_is_the_default_fixed_kind():
+    """`--set fleet.autoscaler.replicas=3` on a scenario with no autoscaler block asked for a policy (the default is
+    fixed); other keys without a policy still do (above)."""
+    sc = parse_config({"model": "llama-2-7b", "fleet": {"gpu": "a100-80gb", "autoscaler": {"replicas": 3}}})
+    assert (sc.fleet.autoscaler.policy, sc.fleet.autoscaler.replicas) == ("fixed", 3)
+    with pytest.raises(FleetsimError, match=r"fleet.autoscaler.replicas: Input should be greater than or equal to 1 \(got 0\)"):
+        parse_config({"model": "llama-2-7b", "fleet": {"gpu": "a100-80gb", "autoscaler": {"replicas": 0}}})
+
+
 def test_bad_value_names_path_rule_and_value():
     with pytest.raises(FleetsimError, match=r"x.yaml: fleet.tp: Input should be greater than or equal to 1 \(got 0\)"):
         parse_config({"model": "m", "fleet": {"gpu": "a100-80gb", "tp": 0}}, where="x.yaml")
@@ -67,7 +76,7 @@ def test_bad_value_names_path_rule_and_value():
 
 
 def test_a_tagged_block_without_or_with_an_unknown_kind_says_which_kinds_there_are():
-    fleet = {"gpu": "a100-80gb", "autoscaler": {"replicas": 0}}
+    fleet = {"gpu": "a100-80gb", "autoscaler": {"min_replicas": 0}}
     with pytest.raises(FleetsimError, match=r"^x.yaml: fleet.autoscaler: needs a 'policy' key \(the kind of block it is\) \(got"):
         parse_config({"model": "llama-2-7b", "fleet": fleet}, where="x.yaml")
     fleet = {"gpu": "a100-80gb", "autoscaler": {"policy": "bogus"}}

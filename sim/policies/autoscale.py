@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from sim.errors import FleetsimError
 from sim.spec import MAX_REPLICAS, MIN_INTERVAL_S, Frozen, IntervalS
@@ -174,8 +174,18 @@ class PredictiveConfig(_Common):
     scale_down_stabilization_s: float = Field(default=300.0, ge=0)
 
 
+def _fixed_by_default(value: Any) -> Any:
+    """A block with no policy but a fixed fleet's keys is the default's kind, fixed (`--set fleet.autoscaler.replicas=3`
+    on a scenario that has no autoscaler block); any other block without a policy still needs one."""
+    if isinstance(value, dict) and "policy" not in value and value and set(value) <= {"replicas", "interval_s"}:
+        return {"policy": "fixed", **value}
+    return value
+
+
 AutoscalerConfig = Annotated[
-    FixedConfig | HpaConfig | KpaConfig | QueueConfig | ScheduledConfig | PredictiveConfig, Field(discriminator="policy")
+    FixedConfig | HpaConfig | KpaConfig | QueueConfig | ScheduledConfig | PredictiveConfig,
+    Field(discriminator="policy"),
+    BeforeValidator(_fixed_by_default),
 ]
 
 
