@@ -105,3 +105,17 @@ def one_line_error(args: list[str], says: str) -> None:
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 2 and res.output.count("\n") == 1 and says in res.output, res.output
     assert "Traceback" not in res.output
+
+
+def edited_run_copy(run_dir, tmp_path, name: str, edit):
+    """A copy of the run folder `run_dir` (in `tmp_path`/edited) with `edit` applied to its `name`.parquet: a run
+    folder tampered with, for the record checks."""
+    import pandas as pd
+
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    for f in run_dir.iterdir():
+        if f.is_file():
+            (edited / f.name).write_bytes(f.read_bytes())
+    edit(pd.read_parquet(edited / f"{name}.parquet")).to_parquet(edited / f"{name}.parquet", index=False)
+    return edited

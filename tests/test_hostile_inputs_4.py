@@ -5,7 +5,6 @@ and the value, exit code 2, and writes nothing."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sim.cli import app
-from tests.conftest import one_line_error
+from tests.conftest import edited_run_copy, one_line_error
 from tests.test_sweep import BASE as SWEEP_BASE_YAML
 
 REPO = Path(__file__).resolve().parents[1]
@@ -166,18 +165,6 @@ def run_dir(tmp_path_factory):
     return out
 
 
-def _edited_copy(run_dir: Path, tmp_path: Path, name: str, edit: Callable[[pd.DataFrame], pd.DataFrame]) -> Path:
-    """A copy of the run folder with `edit` applied to its `name`.parquet."""
-    edited = tmp_path / "edited"
-    edited.mkdir()
-    for f in run_dir.iterdir():
-        if f.is_file():
-            (edited / f.name).write_bytes(f.read_bytes())
-    frame = pd.read_parquet(edited / f"{name}.parquet")
-    edit(frame).to_parquet(edited / f"{name}.parquet", index=False)
-    return edited
-
-
 EDITS = {  # file, edit, what the one-line error says
     "a replica ending in 1e300 s": ("replicas", lambda r: r.assign(end_at_s=1e300), "end_at_s = 1e+300"),
     "a replica listed twice": ("replicas", lambda r: pd.concat([r, r]), "each replica_id must appear once"),
@@ -204,7 +191,7 @@ def test_more_impossible_records_fail_in_one_line_and_write_nothing(run_dir, tmp
     the cost for a replica listed twice, a negative queue in the OpenMetrics), or failed on an opaque
     `StopIteration`, `TypeError` or with numpy warnings: timeline.parquet was not checked at all."""
     name, edit, says = EDITS[case]
-    edited = _edited_copy(run_dir, tmp_path, name, edit)
+    edited = edited_run_copy(run_dir, tmp_path, name, edit)
     html, om = tmp_path / "p.html", tmp_path / "m.txt"
     one_line_error(["report", str(edited), "--html", str(html), "--openmetrics", str(om)], says)
     assert not html.exists() and not om.exists()
@@ -418,7 +405,7 @@ def test_requests_must_name_replicas_the_run_launched_and_cache_at_most_their_pr
     file emptied) were summed without a replica to bill, and a request with more cached tokens than its prompt gave a
     cache hit rate over 100%. A rejected request's replica -1 and NaN cached tokens (no caching) stay valid."""
     name, edit, says = LINKS[case]
-    edited = _edited_copy(run_dir, tmp_path, name, edit)
+    edited = edited_run_copy(run_dir, tmp_path, name, edit)
     html = tmp_path / "p.html"
     one_line_error(["report", str(edited), "--html", str(html)], says)
     assert not html.exists()

@@ -5,7 +5,6 @@ line, row or field), the rule and the value, exit code 2, and writes nothing."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sim.cli import app
-from tests.conftest import one_line_error
+from tests.conftest import edited_run_copy, one_line_error
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = str(REPO / "configs" / "default.yaml")
@@ -120,22 +119,12 @@ def run_dir(tmp_path_factory):
     return out
 
 
-def _edited_copy(run_dir: Path, tmp_path: Path, name: str, edit: Callable[[pd.DataFrame], pd.DataFrame]) -> Path:
-    edited = tmp_path / "edited"
-    edited.mkdir()
-    for f in run_dir.iterdir():
-        if f.is_file():
-            (edited / f.name).write_bytes(f.read_bytes())
-    edit(pd.read_parquet(edited / f"{name}.parquet")).to_parquet(edited / f"{name}.parquet", index=False)
-    return edited
-
-
 def test_an_inter_token_gap_longer_than_the_run_is_refused(run_dir, tmp_path):
     """A piece of gaps `a + b j` whose j1 was edited to 2**62 (each gap within 0..inf, the only check) gave a mean
     ITL of 289,370,568,365,689 ms, with exit 0, from a run of seconds."""
     itl = pd.read_parquet(run_dir / "itl.parquet")
     assert (itl["j0"] > 0).any() and (itl["b"] > 0).any()  # pieces, not only single gaps
-    edited = _edited_copy(run_dir, tmp_path, "itl", lambda r: r.assign(j1=r["j1"].where(r["j0"] == 0, 2**62)))
+    edited = edited_run_copy(run_dir, tmp_path, "itl", lambda r: r.assign(j1=r["j1"].where(r["j0"] == 0, 2**62)))
     html = tmp_path / "p.html"
     one_line_error(["report", str(edited), "--html", str(html)], "gaps must not exceed the run's last instant")
     assert not html.exists()
@@ -144,7 +133,7 @@ def test_an_inter_token_gap_longer_than_the_run_is_refused(run_dir, tmp_path):
 def test_a_replica_busy_longer_than_it_lived_is_refused(run_dir, tmp_path):
     """`busy_s` of 1e6 s on a replica that lived 1.5 s was reported as `busy (GPU-h, share): 555.556 (5882352.9%)` and
     a busy fraction of 58823, with exit 0."""
-    edited = _edited_copy(run_dir, tmp_path, "replicas", lambda r: r.assign(busy_s=1e6))
+    edited = edited_run_copy(run_dir, tmp_path, "replicas", lambda r: r.assign(busy_s=1e6))
     one_line_error(
         ["report", str(edited)],
         "(replica_id 0): busy_s must not exceed the replica's life, end_at_s - provision_at_s (got busy_s = 1000000.0)",
