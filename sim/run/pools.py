@@ -355,9 +355,7 @@ def rejections(log: RequestLog, specs: Sequence[PoolSpec]) -> dict[int, str]:
 
 def context_limit(setup: RooflineSetup) -> tuple[int, str]:
     """The longest prompt + output a pool's replica serves, and what sets it (for a rejection's reason)."""
-    if setup.max_model_len is not None:
-        return setup.max_model_len, "engine.max_model_len"
-    return setup.model.max_context_tokens, "the model's max context"
+    return setup.context_tokens, "engine.max_model_len" if setup.max_model_len is not None else "the model's max context"
 
 
 def check_bounds(scenario: Scenario, specs: Sequence[PoolSpec], trace: pd.DataFrame) -> None:
