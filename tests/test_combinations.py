@@ -5,22 +5,30 @@ autoscaler x the router's cap x sleep mode x a max_model_len, on random traces; 
 accounted for (the gap record holds one gap per token after a request's first, counted by the engine, not copied
 from the trace); every replica's KV blocks back to zero (or to its cache's unpinned entries) and nothing held for a
 transfer; GPU-seconds billed = the replicas' lives recomputed from their instants; and the fast-forwarded engine
-gives the per-step reference's per-request instants."""
+gives the per-step reference's per-request instants; and the same run stored (`simulate_stored`) gives the same
+summary."""
 
 from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from sim.run.engine import records
 from sim.run.engine.kv import PrefixCachingKv
 from sim.run.freeze import freeze
-from sim.run.simulate import _build, _resolve, run
+from sim.run.simulate import _build, _resolve, run, simulate_stored
 from sim.scenario.config import parse_config
 from sim.schema import RequestStatus
 from sim.workload import validate_frame
 from tests.test_engine_equivalence import assert_same_requests
+from tests.test_stored_run import differences
 
 AUTOSCALERS = {
     "fixed": {"policy": "fixed", "replicas": 2},
@@ -222,6 +230,17 @@ def scenario(draw: dict, fast_forward: bool) -> dict:
     return raw
 
 
+@contextlib.contextmanager
+def released_every(arrivals: int) -> Iterator[None]:
+    """A stored run hands its pages back and spills its gap record every `arrivals` (a long run's: every 262,144)."""
+    old = records.RELEASE_EVERY
+    records.RELEASE_EVERY = arrivals
+    try:
+        yield
+    finally:
+        records.RELEASE_EVERY = old
+
+
 def simulate_and_inspect(raw: dict, frame: pd.DataFrame):
     """The run's records, and its replicas' engines as the run left them."""
     sc = parse_config(raw)
@@ -376,6 +395,11 @@ def test_every_combination_conserves_and_matches_the_reference(draw):
     # the API comparison is the ratio of the two bills
     if s["api_usd_for_same_tokens"]:
         assert s["cost_vs_api"] == s["cost_usd"] / s["api_usd_for_same_tokens"]
+
+    # stored (its request columns in files, its gap record spilled, its summary computed in passes): the same summary
+    with tempfile.TemporaryDirectory() as tmp, released_every(16):
+        stored = simulate_stored(parse_config(raw), Path(tmp) / "run", frame, measure_capacity=False)
+    assert differences(stored, s) == []
 
     # the fast-forward against the per-step reference: the requests, and each replica's work (a lost one's included:
     # the step under way when it was lost counts, as a step's work does from its start)

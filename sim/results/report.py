@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ def summary_with_resolved(result: SimResult, summary: dict[str, Any] | None = No
     return out
 
 
-def _write_chunks(chunks: Iterator[pd.DataFrame], path: Path) -> None:
+def write_chunks(chunks: Iterable[pd.DataFrame], path: Path) -> None:
     """One Parquet file from frames of one schema, a row group each (memory bounded by one chunk)."""
     writer: pq.ParquetWriter | None = None
     try:
@@ -102,17 +102,19 @@ def check_out_dir(out_dir: Path, *, force: bool = False) -> None:
         raise FleetsimError(f"--out {out_dir}: cannot write in {existing}")
 
 
-def _write_files(result: SimResult, folder: Path, summary: dict[str, Any] | None, start: float) -> None:
-    """A run's files into `folder` (the marker, the records, the summary, the scenario as run, meta.json last)."""
+def _write_files(result: SimResult, folder: Path, summary: dict[str, Any] | None, start: float, *, records: bool = True) -> None:
+    """A run's files into `folder` (the marker, the records, the summary, the scenario as run, meta.json last).
+    `records` False: requests.parquet and itl.parquet are there already (a stored run writes them as it goes)."""
     full = summary_with_resolved(result, summary)
     (folder / RUN_MARKER).write_text(
         f"A fleetsim run folder: `fleetsim run --out` may replace it. {result.meta['fleetsim_version']}\n"
     )
     (folder / "summary.json").write_text(json.dumps(json_safe(full), indent=2) + "\n")
-    _write_chunks(_row_chunks(result.requests), folder / "requests.parquet")
+    if records:
+        write_chunks(_row_chunks(result.requests), folder / "requests.parquet")
+        write_chunks(result.itl.frame_chunks(CHUNK_ROWS), folder / "itl.parquet")
     result.timeline.to_parquet(folder / "timeline.parquet", index=False)
     result.replicas.to_parquet(folder / "replicas.parquet", index=False)
-    _write_chunks(result.itl.frame_chunks(CHUNK_ROWS), folder / "itl.parquet")
     (folder / "config.resolved.yaml").write_text(
         "# The scenario as run: defaults filled in, file paths absolute; `fleetsim run` accepts it as is.\n"
         + yaml.safe_dump(result.scenario, sort_keys=False)
@@ -123,7 +125,7 @@ def _write_files(result: SimResult, folder: Path, summary: dict[str, Any] | None
 
 def write_run(result: SimResult, out_dir: Path, *, summary: dict[str, Any] | None = None, force: bool = False) -> Path:
     start = time.perf_counter()
-    return _write_atomically(out_dir, lambda tmp: _write_files(result, tmp, summary, start), force=force)
+    return write_atomically(out_dir, lambda tmp: _write_files(result, tmp, summary, start), force=force)
 
 
 def write_platform(result: PlatformResult, out_dir: Path, *, summary: dict[str, Any] | None = None, force: bool = False) -> Path:
@@ -142,10 +144,10 @@ def write_platform(result: PlatformResult, out_dir: Path, *, summary: dict[str, 
         result.meta["wall_s"]["write"] = time.perf_counter() - start
         (tmp / PLATFORM_FILE).write_text(json.dumps(json_safe(result.meta), indent=2) + "\n")  # last
 
-    return _write_atomically(out_dir, write, force=force)
+    return write_atomically(out_dir, write, force=force)
 
 
-def _write_atomically(out_dir: Path, write: Callable[[Path], None], *, force: bool) -> Path:
+def write_atomically(out_dir: Path, write: Callable[[Path], None], *, force: bool) -> Path:
     """`write(tmp)` fills a temporary sibling folder, renamed into place once whole (see the module docstring)."""
     out_dir = Path(out_dir)
     check_out_dir(out_dir, force=force)

@@ -214,7 +214,8 @@ class SimResult:
     def summary(self) -> dict[str, Any]:
         meta, sc, reps = self.meta, self.scenario, self.replicas
         slo = {k.removesuffix("_ms"): v for k, v in sc["slo"].items() if v is not None}
-        out = summarize(self.requests, self.itl, slo=slo or None)
+        records = self.records_summary(slo or None)
+        out = dict(records["latency"])
         pricing, tp = sc["pricing"], int(meta["tp"])
         groups = self._group_bills(tp, pricing) if "pools" in meta else None
         if groups is not None:  # each pool and GPU type billed at its own GPUs and price
@@ -286,19 +287,19 @@ class SimResult:
         out["n_events"] = self.n_events
         out["kv_blocks"] = int(served_by["kv_blocks"].iloc[0]) if len(served_by) else 0
         out["kv_peak_blocks"] = int(reps["kv_peak_blocks"].max()) if len(reps) else 0
-        out["by_class"] = class_summary(self.requests, slo=slo or None)
+        out["by_class"] = records["by_class"]
         out["by_pool"] = by_pool
         out |= supply_summary(self)
-        out |= transfer_summary(self.requests, meta) or dict.fromkeys(TRANSFER_KEYS)
-        out |= prefix_summary(self.requests, meta) or dict.fromkeys(PREFIX_KEYS)
-        by_job = job_summary(self.requests)
+        out |= records["transfers"] or dict.fromkeys(TRANSFER_KEYS)
+        out |= records["prefix"] or dict.fromkeys(PREFIX_KEYS)
+        by_job = records["by_job"]
         if by_job is not None:
             hours = {name: pool["billed_gpu_seconds"] / 3600 for name, pool in (by_pool or {}).items()}
             batch_hours = hours.get("batch", billed / 3600)  # the dedicated pool's, else the whole fleet's (shared)
             for rec in by_job.values():
                 rec["tokens_per_gpu_hour"] = rec["tokens"] / batch_hours if batch_hours else None
         out["by_job"] = by_job
-        out["batch_cost"] = self._batch_cost(out, by_pool, api_price(pricing["compare_api"]))
+        out["batch_cost"] = self._batch_cost(records["batch_tokens"], out, by_pool, api_price(pricing["compare_api"]))
         verifies = int(reps["verifies"].sum())
         out["spec_tokens_per_verify_step"] = float(reps["verify_tokens"].sum()) / verifies if verifies else None
         lora = meta.get("lora") is not None
@@ -312,16 +313,32 @@ class SimResult:
         assert set(out) == set(SUMMARY_KEYS), set(out) ^ set(SUMMARY_KEYS)
         return {k: out[k] for k in SUMMARY_KEYS}
 
-    def _batch_cost(self, out: dict[str, Any], by_pool: dict[str, Any] | None, api: ApiPrice) -> dict[str, Any] | None:
-        """What the batch work cost (`sim.results.cost.batch_cost`); None without batch requests."""
+    def records_summary(self, slo: dict[str, float] | None) -> dict[str, Any]:
+        """The summary's parts read from the request and gap records: `latency` (`metrics.summarize`), `by_class`,
+        `transfers`, `prefix`, `by_job`, and `batch_tokens` (the completed batch requests' prompt and output tokens;
+        None without batch requests). A stored run's (`sim.results.stored`) are computed in passes over its files."""
         r = self.requests
         batch = (r["klass"] == "batch").to_numpy()
-        if not batch.any():
-            return None
         done = batch & (status_codes(r) == RequestStatus.COMPLETED)
+        tokens = (int(r["prompt_tokens"].to_numpy()[done].sum()), int(r["output_tokens"].to_numpy()[done].sum()))
+        return {
+            "latency": summarize(r, self.itl, slo=slo),
+            "by_class": class_summary(r, slo=slo),
+            "transfers": transfer_summary(r, self.meta),
+            "prefix": prefix_summary(r, self.meta),
+            "by_job": job_summary(r),
+            "batch_tokens": tokens if batch.any() else None,
+        }
+
+    def _batch_cost(
+        self, tokens: tuple[int, int] | None, out: dict[str, Any], by_pool: dict[str, Any] | None, api: ApiPrice
+    ) -> dict[str, Any] | None:
+        """What the batch work cost (`sim.results.cost.batch_cost`); None without batch requests."""
+        if tokens is None:
+            return None
         return batch_cost(
-            prompt_tokens=int(r["prompt_tokens"].to_numpy()[done].sum()),
-            output_tokens=int(r["output_tokens"].to_numpy()[done].sum()),
+            prompt_tokens=tokens[0],
+            output_tokens=tokens[1],
             dedicated=(by_pool or {}).get("batch"),
             billed_gpu_seconds=out["billed_gpu_seconds"],
             cost_usd=out["cost_usd"],

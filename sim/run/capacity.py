@@ -36,7 +36,7 @@ import hashlib
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -132,15 +132,56 @@ class ClosedLoop(ReplicaListener):
 
 
 # --- measuring ------------------------------------------------------------------------------------------------------
-def sample_requests(lengths: np.ndarray, max_context_tokens: int) -> np.ndarray:
+class Lengths:
+    """A trace's (prompt, output) token counts, read a block of rows at a time: a stored run's trace is in files
+    (`sim.run.store`), and a copy of a long trace's two columns as one array would hold 16 bytes a request."""
+
+    ROWS = 1 << 20
+
+    def __init__(self, prompt: np.ndarray, output: np.ndarray) -> None:
+        self.prompt, self.output = prompt, output
+
+    @classmethod
+    def of(cls, lengths: np.ndarray | pd.DataFrame | Lengths) -> Lengths:
+        """From (prompt, output) rows, or a frame with the trace's columns."""
+        if isinstance(lengths, Lengths):
+            return lengths
+        if isinstance(lengths, pd.DataFrame):
+            return cls(lengths["prompt_tokens"].to_numpy(), lengths["output_tokens"].to_numpy())
+        return cls(lengths[:, 0], lengths[:, 1])
+
+    def __len__(self) -> int:
+        return len(self.prompt)
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        """(prompt, output) rows as int64, ROWS at a time."""
+        for lo in range(0, len(self), self.ROWS):
+            rows = slice(lo, lo + self.ROWS)
+            yield np.column_stack((self.prompt[rows], self.output[rows])).astype(np.int64, copy=False)
+
+
+def sample_requests(lengths: np.ndarray | Lengths, max_context_tokens: int) -> np.ndarray:
     """SAMPLE_SIZE (prompt, output) rows a replica can serve (seeded, fixed): drawn from the servable ones, with
     replacement when there are fewer (a short trace's mix repeated: too few requests to fill the batch, and the
     replica would be measured below what it sustains; its throughput utilization would read above 1)."""
-    pool: np.ndarray = lengths[lengths.sum(axis=1) <= max_context_tokens]
-    if len(pool) and len(pool) != SAMPLE_SIZE:
+    mix = Lengths.of(lengths)
+    servable = sum(int(np.sum(block.sum(axis=1) <= max_context_tokens)) for block in mix.blocks())
+    if not servable:
+        return np.zeros((0, 2), dtype=np.int64)
+    if servable == SAMPLE_SIZE:
+        picks = np.arange(servable)
+    else:
         rng = np.random.default_rng(SAMPLE_SEED)
-        pool = pool[rng.choice(len(pool), size=SAMPLE_SIZE, replace=len(pool) < SAMPLE_SIZE)]
-    return pool
+        picks = rng.choice(servable, size=SAMPLE_SIZE, replace=servable < SAMPLE_SIZE)
+    order = np.argsort(picks, kind="stable")
+    out = np.zeros((picks.size, 2), dtype=np.int64)
+    seen = k = 0  # servable rows before the block; picks (in order) placed
+    for block in mix.blocks():
+        ok = np.flatnonzero(block.sum(axis=1) <= max_context_tokens)
+        end = k + int(np.searchsorted(picks[order[k:]], seen + ok.size))
+        out[order[k:end]] = block[ok[picks[order[k:end]] - seen]]
+        seen, k = seen + ok.size, end
+    return out
 
 
 def saturated_rate(requests: pd.DataFrame, cut: float, regime: str, *, count: np.ndarray | None = None) -> Rate | None:
@@ -230,7 +271,7 @@ def best_rate(
 
 
 # --- the figures, cached ---------------------------------------------------------------------------------------
-def cache_key(kind: str, specs: Sequence[PoolSpec], lengths: np.ndarray) -> str:
+def cache_key(kind: str, specs: Sequence[PoolSpec], lengths: np.ndarray | Lengths) -> str:
     """A digest of everything the measurement depends on, by content."""
     h = hashlib.sha256(kind.encode())
     for spec in specs:
@@ -238,7 +279,8 @@ def cache_key(kind: str, specs: Sequence[PoolSpec], lengths: np.ndarray) -> str:
         h.update(repr(spec.draft).encode())
         h.update(spec.engine.model_dump_json().encode())
         h.update(f"{spec.role}:{spec.n_blocks}:{spec.budget}".encode())
-    h.update(np.ascontiguousarray(lengths, dtype=np.int64).tobytes())
+    for block in Lengths.of(lengths).blocks():  # (the rows' bytes in order, as one array's)
+        h.update(np.ascontiguousarray(block).tobytes())
     return h.hexdigest()
 
 
@@ -258,7 +300,7 @@ def _frame(pick: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({"arrival_at_s": np.zeros(len(pick)), "prompt_tokens": pick[:, 0], "output_tokens": pick[:, 1]})
 
 
-def saturated_capacity(specs: Sequence[PoolSpec], lengths: np.ndarray, *, probe: Probe) -> Capacity:
+def saturated_capacity(specs: Sequence[PoolSpec], lengths: np.ndarray | Lengths, *, probe: Probe) -> Capacity:
     """One colocated replica of `specs[0]` (see the module docstring); `lengths`: the trace's (prompt, output) rows."""
     spec = specs[0]
 
@@ -273,7 +315,7 @@ def saturated_capacity(specs: Sequence[PoolSpec], lengths: np.ndarray, *, probe:
     return _cached(cache_key("colocated", specs, lengths), measure)
 
 
-def pair_capacity(specs: Sequence[PoolSpec], lengths: np.ndarray, *, probe: Probe) -> Capacity:
+def pair_capacity(specs: Sequence[PoolSpec], lengths: np.ndarray | Lengths, *, probe: Probe) -> Capacity:
     """A disaggregated fleet's prefill and decode pools, split at their best (see the module docstring)."""
     pre, dec = specs[0], specs[1]
 

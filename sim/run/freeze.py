@@ -20,7 +20,7 @@ from sim.results.cost import ReplicaLife, state_seconds
 from sim.results.metrics import GapDistribution
 from sim.results.result import SimResult
 from sim.run.engine.kv import PrefixCachingKv
-from sim.run.engine.records import RequestLog
+from sim.run.engine.records import REJECTED, RequestLog
 from sim.run.fleet.cluster import Replicas
 from sim.run.pools import Built, PoolSpec
 from sim.scenario.config import Scenario
@@ -56,51 +56,56 @@ def scenario_as_run(scenario: Scenario, base_dir: Path) -> dict[str, Any]:
 
 
 def requests_frame(
-    log: RequestLog, trace: pd.DataFrame | None = None, link_records: dict[str, np.ndarray] | None = None
+    log: RequestLog,
+    trace: pd.DataFrame | None = None,
+    link_records: dict[str, np.ndarray] | None = None,
+    rows: slice = slice(None),
 ) -> pd.DataFrame:
     """The requests record in the schema's columns: the log's instants and counts; the trace's class, priority, job
     and deadline (interactive, 0, none, none where it has none); prefix caching's and the link's columns (null and
-    -1 without them)."""
-    n = len(log)
+    -1 without them). `rows`: those requests only (a stored run writes its records a row group at a time)."""
+    lo, hi, _ = rows.indices(len(log))
+    rows = slice(lo, hi)
+    n = hi - lo
     columns = trace.columns if trace is not None else ()
 
     def from_trace(name: str, dtype: type, default: object) -> np.ndarray:
         if trace is not None and name in columns:
-            values: np.ndarray = trace[name].to_numpy(dtype=dtype)
+            values: np.ndarray = trace[name].iloc[rows].to_numpy(dtype=dtype)
             return values
         return np.full(n, default, dtype=dtype)
 
     reasons = np.full(n, None, dtype=object)
-    for idx, reason in log.reasons.items():
-        reasons[idx] = reason
+    for idx, reason in log.reasons.items() if n == len(log) else _reasons_in(log, lo, hi):
+        reasons[idx - lo] = reason
     if "klass" in columns:
         assert trace is not None
-        klass = pd.Categorical(trace["klass"].to_numpy(), categories=KLASSES)
+        klass = pd.Categorical(trace["klass"].iloc[rows].to_numpy(), categories=KLASSES)
     else:
         klass = pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), categories=KLASSES)
     if trace is not None and "prefix_hash_ids" in columns:
-        counts = trace["prefix_hash_ids"].map(lambda h: 0 if h is None else len(h)).to_numpy(dtype=np.int64)
+        counts = trace["prefix_hash_ids"].iloc[rows].map(lambda h: 0 if h is None else len(h)).to_numpy(dtype=np.int64)
         prefix_blocks = pd.arrays.IntegerArray(counts, np.zeros(n, dtype=bool))
     else:
         prefix_blocks = pd.arrays.IntegerArray(np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool))
-    links = link_records or {}
+    links = {k: v[rows] for k, v in (link_records or {}).items()}
     data = {
-        "request_id": np.arange(n, dtype=np.int64),
-        "arrival_at_s": log.arrival_at_s,
-        "scheduled_at_s": log.scheduled_at_s,
-        "first_token_at_s": log.first_token_at_s,
-        "completed_at_s": log.completed_at_s,
-        "prompt_tokens": log.prompt_tokens,
-        "output_tokens": log.output_tokens,
-        "n_preemptions": log.n_preemptions,
-        "replica_id": log.replica_id,
-        "status": pd.Categorical.from_codes(log.status, categories=CATEGORIES["status"]),
+        "request_id": np.arange(lo, hi, dtype=np.int64),
+        "arrival_at_s": log.arrival_at_s[rows],
+        "scheduled_at_s": log.scheduled_at_s[rows],
+        "first_token_at_s": log.first_token_at_s[rows],
+        "completed_at_s": log.completed_at_s[rows],
+        "prompt_tokens": log.prompt_tokens[rows],
+        "output_tokens": log.output_tokens[rows],
+        "n_preemptions": log.n_preemptions[rows],
+        "replica_id": log.replica_id[rows],
+        "status": pd.Categorical.from_codes(log.status[rows], categories=CATEGORIES["status"]),
         "reject_reason": pd.array(reasons, dtype="string"),
         "klass": klass,
         "priority": from_trace("priority", np.int64, 0),
         "job_id": pd.array(from_trace("job_id", object, None), dtype="string"),
         "deadline_at_s": from_trace("deadline_at_s", np.float64, np.nan),
-        "cached_tokens": log.cached_tokens,
+        "cached_tokens": log.cached_tokens[rows],
         "prefix_blocks": prefix_blocks,
         "adapter": from_trace("adapter", np.int64, -1),
         "decode_replica_id": links.get("decode_replica_id", np.full(n, -1, dtype=np.int32)),
@@ -110,6 +115,11 @@ def requests_frame(
     frame = pd.DataFrame(data)
     wrong = {c: t for c, t in REQUEST_COLUMNS.items() if t != "category" and str(frame[c].dtype) != t}
     return frame.astype(wrong) if wrong else frame
+
+
+def _reasons_in(log: RequestLog, lo: int, hi: int) -> list[tuple[int, str]]:
+    """The rejected requests in [lo, hi) with their reasons."""
+    return [(i, log.reasons[i]) for i in (np.flatnonzero(log.status[lo:hi] == REJECTED) + lo).tolist()]
 
 
 def replicas_frame(
@@ -122,10 +132,12 @@ def replicas_frame(
     """One row per replica ever launched, of every pool: lifecycle instants, seconds by state, the work it did.
     `kinds`: (pool, flavor) -> (GPU, TP) of each replica type (`Pool.flavors`)."""
     slots = replicas.slots
-    routed = np.bincount(log.replica_id[log.replica_id >= 0], minlength=len(slots))[: len(slots)]
-    if decode_replica_id is not None:  # a decode replica served the requests transferred to it
-        d = decode_replica_id
-        routed = routed + np.bincount(d[d >= 0], minlength=len(slots))[: len(slots)]
+    routed = np.zeros(len(slots), dtype=np.int64)
+    for ids in (log.replica_id, decode_replica_id):  # (a decode replica served the requests transferred to it)
+        for lo in range(0, len(ids) if ids is not None else 0, 1 << 20):  # a block at a time: bounded temporaries
+            assert ids is not None
+            part = ids[lo : lo + (1 << 20)]
+            routed += np.bincount(part[part >= 0], minlength=len(slots))[: len(slots)]
     rows = []
     for slot in slots:
         end = slot.released_at_s if not math.isnan(slot.released_at_s) else horizon_s
@@ -262,6 +274,21 @@ def run_meta(
 
 def freeze(built: Built, scenario: Scenario, setup: RooflineSetup, base_dir: Path, trace: pd.DataFrame) -> SimResult:
     """The run's records, once its clock has stopped."""
+    meta, links, replicas, timeline = freeze_small(built, scenario, setup, base_dir, trace)
+    return SimResult(
+        requests=requests_frame(built.log, trace, links),
+        replicas=replicas,
+        timeline=timeline,
+        itl=GapDistribution.from_arrays(**built.log.itl.arrays()),
+        meta=meta,
+    )
+
+
+def freeze_small(
+    built: Built, scenario: Scenario, setup: RooflineSetup, base_dir: Path, trace: pd.DataFrame
+) -> tuple[dict[str, Any], dict[str, np.ndarray] | None, pd.DataFrame, pd.DataFrame]:
+    """The records that do not grow with the requests: meta, the link's per-request columns (for `requests_frame`),
+    the replicas and the timeline."""
     env, log = built.env, built.log
     meta = run_meta(
         scenario, setup, base_dir, specs=built.specs, n_trace=len(trace), horizon_s=env.now, n_events=env.events_processed()
@@ -313,13 +340,6 @@ def freeze(built: Built, scenario: Scenario, setup: RooflineSetup, base_dir: Pat
     entry = built.specs[0].name
     if entry in built.supply_meta:
         meta["supply"] = meta["pools"][entry]["supply"]
-    requests = requests_frame(log, trace, links)
     kinds = {(spec.name, k): (s.setup.gpu.name, s.setup.tp) for spec in built.specs for k, s in enumerate((spec, *spec.fallback))}
     replicas = replicas_frame(built.replicas, log, env.now, None if link is None else link.decode_replica_id, kinds)
-    return SimResult(
-        requests=requests,
-        replicas=replicas,
-        timeline=timeline_frame(built.rows),
-        itl=GapDistribution.from_arrays(**log.itl.arrays()),
-        meta=meta,
-    )
+    return meta, links, replicas, timeline_frame(built.rows)

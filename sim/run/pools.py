@@ -48,6 +48,7 @@ from sim.run.fleet.feed import Feed
 from sim.run.fleet.hazards import Hazards
 from sim.run.fleet.latency import LatencyWatch
 from sim.run.fleet.supply import GpuBudget, Supply, class_prices, spot_rate_per_s, supply_meta
+from sim.run.store import FileColumns, SpilledGaps
 from sim.scenario.config import BatchConfig, CapacityConfig, ClassConfig, EngineConfig, FleetConfig, Scenario
 from sim.scenario.resolve import resolve_scenario
 from sim.streams import RunStreams
@@ -340,8 +341,14 @@ def rejections(log: RequestLog, specs: Sequence[PoolSpec]) -> dict[int, str]:
     ctx, named = context_limit(dec.setup)
     lim = dec.limits
     room = lim.n_blocks - lim.watermark_blocks
-    bad = (-(-(p + 1) // lim.block_size) > room) & (o > 1)
-    for i in np.flatnonzero(bad).tolist():
+    bad = [
+        i + lo
+        for lo in range(0, len(p), 1 << 20)  # (a block of rows at a time: bounded temporaries)
+        for i in np.flatnonzero(
+            (-(-(p[lo : lo + (1 << 20)] + 1) // lim.block_size) > room) & (o[lo : lo + (1 << 20)] > 1)
+        ).tolist()
+    ]
+    for i in bad:
         out.setdefault(
             i,
             f"decode pool: its prompt's KV and next token need {-(-(int(p[i]) + 1) // lim.block_size)} KV blocks, more than "
@@ -569,15 +576,23 @@ def build(
     budget: GpuBudget | None = None,
     priority: int = 0,
     preempts: bool = False,
+    store: FileColumns | None = None,
+    spilled: SpilledGaps | None = None,
 ) -> Built:
     """The SimPy model of `specs` replaying `trace`. `batch_rate(mix)`: one replica's saturated tokens/s for a
     batch mix (deadline scaling, an `auto`-sized dedicated pool). `extra`: more listeners for every replica (a
     capacity probe's closed loop, which then delivers the requests itself: `feed` False). A platform's deployment
     (`sim.run.platform`) is built into the platform's `env`, its pools' GPUs counted against the shared `budget`
-    (with its `priority`)."""
+    (with its `priority`). `store`, `spilled`: a stored run's request columns and gap record (`sim.run.store`)."""
     check_bounds(scenario, specs, trace)
     env = env if env is not None else CountingEnvironment()
-    log = RequestLog(trace["arrival_at_s"].to_numpy(), trace["prompt_tokens"].to_numpy(), trace["output_tokens"].to_numpy())
+    log = RequestLog(
+        trace["arrival_at_s"].to_numpy(),
+        trace["prompt_tokens"].to_numpy(),
+        trace["output_tokens"].to_numpy(),
+        store=store,
+        spilled=spilled,
+    )
     done = env.event()
 
     def all_resolved() -> None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import functools
 import gc
+import shutil
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,10 +26,11 @@ from sim.errors import FleetsimError
 from sim.physics.roofline import RooflineSetup
 from sim.policies.autoscale import FixedConfig
 from sim.results.result import SimResult
-from sim.run.capacity import Capacity, ClosedLoop, group_size, pair_capacity, saturated_capacity
+from sim.run.capacity import Capacity, ClosedLoop, Lengths, group_size, pair_capacity, saturated_capacity
 from sim.run.engine.replica import COLOCATED, Replica, ReplicaListener
-from sim.run.freeze import freeze, requests_frame
+from sim.run.freeze import freeze, freeze_small, requests_frame
 from sim.run.pools import BATCH, ENTRY, Built, PoolSpec, build, has_batch, pool_spec, pool_specs
+from sim.run.store import FileColumns, SpilledGaps
 from sim.scenario.config import CapacityConfig, LinkConfig, Scenario
 from sim.scenario.resolve import resolve_scenario
 from sim.streams import RunStreams
@@ -62,6 +65,9 @@ def with_batch_jobs(scenario: Scenario, trace: pd.DataFrame, *, base_dir: Path) 
     return trace
 
 
+_CHECK_ROWS = 1 << 20
+
+
 def _check_frame(trace: pd.DataFrame) -> None:
     """A frame handed to `simulate` from Python (files are checked by their readers): the schema's
     checks of times and token counts, without `validate_frame`'s copy and re-basing."""
@@ -72,12 +78,15 @@ def _check_frame(trace: pd.DataFrame) -> None:
         raise FleetsimError("trace: the trace has no requests")
     where = Where("trace", first_row_number=0, unit="row")
     try:
-        t = trace["arrival_at_s"].to_numpy(dtype=np.float64)
-        check_times(t, column="arrival_at_s", where=where)
-        if t[0] < 0:
-            raise FleetsimError(f"{where.at(0)}: arrival_at_s must be >= 0 (got {t[0]:g})")
-        for column in ("prompt_tokens", "output_tokens"):
-            check_tokens(trace[column].to_numpy(dtype=np.float64), column=column, where=where)
+        for lo in range(0, len(trace), _CHECK_ROWS):  # a block at a time: bounded temporaries on a long trace
+            rows = trace.iloc[lo : lo + _CHECK_ROWS]
+            t = rows["arrival_at_s"].to_numpy(dtype=np.float64)
+            previous = float(trace["arrival_at_s"].iloc[lo - 1]) if lo else -np.inf
+            check_times(t, column="arrival_at_s", where=where, offset=lo, previous=previous)
+            if lo == 0 and t[0] < 0:
+                raise FleetsimError(f"{where.at(0)}: arrival_at_s must be >= 0 (got {t[0]:g})")
+            for column in ("prompt_tokens", "output_tokens"):
+                check_tokens(rows[column].to_numpy(dtype=np.float64), column=column, where=where, offset=lo)
     except (TypeError, ValueError) as err:
         if isinstance(err, FleetsimError):
             raise
@@ -104,12 +113,22 @@ def _resolve(
         raise FleetsimError(f"{source}: {err}") from None
 
 
-def _build(scenario: Scenario, specs: list[PoolSpec], trace: pd.DataFrame, extra: Sequence[ReplicaListener] = ()) -> Built:
+def _build(
+    scenario: Scenario,
+    specs: list[PoolSpec],
+    trace: pd.DataFrame,
+    extra: Sequence[ReplicaListener] = (),
+    *,
+    store: FileColumns | None = None,
+    spilled: SpilledGaps | None = None,
+) -> Built:
     def batch_rate(mix: pd.DataFrame) -> float | None:
         return colocated_capacity(scenario, specs[0].setup, mix).max_tokens_per_s_per_replica
 
     try:
-        return build(scenario, specs, trace, RunStreams(scenario.seed), batch_rate=batch_rate, extra=extra)
+        return build(
+            scenario, specs, trace, RunStreams(scenario.seed), batch_rate=batch_rate, extra=extra, store=store, spilled=spilled
+        )
     except FleetsimError as err:
         source = scenario.source
         if source is None or str(err).startswith(source):
@@ -162,25 +181,108 @@ def simulate(
     wall = result.meta["wall_s"]
     wall["build"], wall["simulate"] = built_at - start, time.perf_counter() - built_at  # freezing counts as simulating
     if measure_capacity:
-        capacity = fleet_capacity(scenario, specs, trace)
-        if not capacity.cached:  # the probes' fleets are garbage with cycles (replicas and their listeners): freed now,
-            gc.collect()  # not by the collector's passes during the caller's next run
-        wall["capacity"] = capacity.wall_s
-        wall["capacity_cached"] = capacity.cached  # depends on this process's history: kept with the wall times
-        result.meta["capacity"] = capacity.as_meta()
-        if specs[0].role == COLOCATED and specs[0].fallback:  # each fallback GPU type's replica, for its GPU-seconds
-            lengths = trace[["prompt_tokens", "output_tokens"]].to_numpy()
-            probe = functools.partial(_probe_records, scenario)
-            result.meta["capacity"]["fallback"] = {
-                f"{ENTRY}.{fb.setup.gpu.name}.{fb.setup.tp}": saturated_capacity([fb], lengths, probe=probe).tokens_per_gpu_s
-                for fb in specs[0].fallback
-            }
-        result.meta["without_batch"] = _without_batch(scenario, specs, trace, base_dir)
-        result.meta["without_losses"] = _without_losses(scenario, trace, base_dir)
+        _measure(result.meta, scenario, specs, trace, base_dir, _summary_in_memory)
     return result
 
 
-def _without_losses(scenario: Scenario, trace: pd.DataFrame, base_dir: Path) -> dict[str, float | None] | None:
+Summarize = Callable[[Scenario, pd.DataFrame, Path], dict[str, Any]]  # a counterfactual run's summary
+
+
+def _summary_in_memory(scenario: Scenario, trace: pd.DataFrame, base_dir: Path) -> dict[str, Any]:
+    return simulate(scenario, trace, base_dir=base_dir, measure_capacity=False).summary()
+
+
+def _measure(
+    meta: dict[str, Any], scenario: Scenario, specs: list[PoolSpec], trace: pd.DataFrame, base_dir: Path, again: Summarize
+) -> None:
+    """A run's `meta` gains the fleet's saturated capacity and the counterfactual runs' figures (`again` runs them)."""
+    wall = meta["wall_s"]
+    capacity = fleet_capacity(scenario, specs, trace)
+    if not capacity.cached:  # the probes' fleets are garbage with cycles (replicas and their listeners): freed now,
+        gc.collect()  # not by the collector's passes during the caller's next run
+    wall["capacity"] = capacity.wall_s
+    wall["capacity_cached"] = capacity.cached  # depends on this process's history: kept with the wall times
+    meta["capacity"] = capacity.as_meta()
+    if specs[0].role == COLOCATED and specs[0].fallback:  # each fallback GPU type's replica, for its GPU-seconds
+        lengths = Lengths.of(trace)
+        probe = functools.partial(_probe_records, scenario)
+        meta["capacity"]["fallback"] = {
+            f"{ENTRY}.{fb.setup.gpu.name}.{fb.setup.tp}": saturated_capacity([fb], lengths, probe=probe).tokens_per_gpu_s
+            for fb in specs[0].fallback
+        }
+    meta["without_batch"] = _without_batch(scenario, specs, trace, base_dir, again)
+    meta["without_losses"] = _without_losses(scenario, trace, base_dir, again)
+
+
+def simulate_stored(
+    scenario: Scenario,
+    out_dir: Path,
+    trace: pd.DataFrame | None = None,
+    *,
+    base_dir: Path | None = None,
+    progress: Callable[[float, float], None] | None = None,
+    measure_capacity: bool = True,
+    force: bool = False,
+) -> dict[str, Any]:
+    """`simulate` and `report.write_run` for a run larger than memory: the run folder `out_dir` is the store (see
+    `sim.run.store`). The request log's columns live in files of the folder being written, its gap record is
+    spilled to files as it grows, the records are written a row group at a time, and the summary is computed in
+    passes over them (`sim.results.stored.StoredResult`); `trace` may be a view of files (`sim.run.store.stored_trace`).
+    Returns the summary (summary.json's, without `resolved`). The same scenario, trace and seed give the records
+    `simulate` gives and the same summary (means and standard deviations to the last bits). The folder is written
+    as `write_run` writes one: whole, or not at all."""
+    from sim.results.report import CHUNK_ROWS, _write_files, write_atomically, write_chunks
+    from sim.results.stored import StoredResult
+
+    if scenario.deployments:
+        raise FleetsimError(
+            "deployments: a platform of several deployments runs with sim.simulate_platform; a stored run takes one fleet"
+        )
+    start = time.perf_counter()
+    base_dir = base_dir if base_dir is not None else scenario.base_dir
+    setup, trace, specs = _resolve(scenario, trace, base_dir)
+    summary: dict[str, Any] = {}
+
+    def write(tmp: Path) -> None:
+        store = FileColumns(tmp / ".store")
+        spilled = SpilledGaps(tmp / ".store" / "itl")
+        built = _build(scenario, specs, trace, store=store, spilled=spilled)
+        built_at = time.perf_counter()
+        run(built, progress)
+        meta, links, replicas, timeline = freeze_small(built, scenario, setup, base_dir, trace)
+        log = built.log
+
+        def request_rows() -> Iterator[pd.DataFrame]:
+            for lo in range(0, max(len(log), 1), CHUNK_ROWS):
+                yield requests_frame(log, trace, links, slice(lo, lo + CHUNK_ROWS))
+                store.release()
+
+        write_chunks(request_rows(), tmp / "requests.parquet")
+        log.itl.spill()
+        write_chunks(spilled.frames(CHUNK_ROWS), tmp / "itl.parquet")
+        wall = meta["wall_s"]
+        wall["build"], wall["simulate"] = built_at - start, time.perf_counter() - built_at
+        del built
+        store.release()
+        if measure_capacity:
+            _measure(meta, scenario, specs, trace, base_dir, _summary_stored)
+        shutil.rmtree(tmp / ".store")
+        result = StoredResult(requests=pd.DataFrame(), replicas=replicas, timeline=timeline, itl=None, meta=meta, folder=tmp)  # type: ignore[arg-type]
+        summary.update(result.summary())
+        _write_files(result, tmp, summary, start, records=False)
+
+    write_atomically(Path(out_dir), write, force=force)
+    return summary
+
+
+def _summary_stored(scenario: Scenario, trace: pd.DataFrame, base_dir: Path) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix=".fleetsim-counterfactual-", dir=".") as tmp:
+        return simulate_stored(scenario, Path(tmp) / "run", trace, base_dir=base_dir, measure_capacity=False)
+
+
+def _without_losses(
+    scenario: Scenario, trace: pd.DataFrame, base_dir: Path, again: Summarize | None = None
+) -> dict[str, float | None] | None:
     """With replicas that can be lost (spot reclaims, failures): the headline figures of the same run without any loss
     (no failures; spot capacity, at its price, never reclaimed: no rate, no given instants, no obtainable series);
     None otherwise."""
@@ -193,7 +295,7 @@ def _without_losses(scenario: Scenario, trace: pd.DataFrame, base_dir: Path) -> 
         if pool.capacity is not None:
             update[name] = pool.model_copy(update={"capacity": _no_losses(pool.capacity)})
     fleet = fleet.model_copy(update=update)
-    summary = simulate(scenario.model_copy(update={"fleet": fleet}), trace, base_dir=base_dir, measure_capacity=False).summary()
+    summary = (again or _summary_in_memory)(scenario.model_copy(update={"fleet": fleet}), trace, base_dir)
     return {k: summary[k] for k in LOSS_COUNTERFACTUAL}
 
 
@@ -216,7 +318,7 @@ LOSS_COUNTERFACTUAL = ("completed", "slo_attainment", "request_goodput", "mean_t
 
 
 def _without_batch(
-    scenario: Scenario, specs: list[PoolSpec], trace: pd.DataFrame, base_dir: Path
+    scenario: Scenario, specs: list[PoolSpec], trace: pd.DataFrame, base_dir: Path, again: Summarize | None = None
 ) -> dict[str, float | None] | None:
     """Batch work backfilled into the fleet: the bill of the same run without it (for `batch_cost`'s marginal
     figure); None otherwise (no batch work, or a dedicated pool, whose bill is the batch work's own)."""
@@ -226,12 +328,9 @@ def _without_batch(
     if not len(interactive):
         return {"billed_gpu_seconds": 0.0, "cost_usd": 0.0}
     alone = scenario.model_copy(update={"batch": None})
-    summary = simulate(
-        alone,
-        interactive.drop(columns=["klass", "job_id", "priority", "deadline_at_s"], errors="ignore"),
-        base_dir=base_dir,
-        measure_capacity=False,
-    ).summary()
+    summary = (again or _summary_in_memory)(
+        alone, interactive.drop(columns=["klass", "job_id", "priority", "deadline_at_s"], errors="ignore"), base_dir
+    )
     return {"billed_gpu_seconds": summary["billed_gpu_seconds"], "cost_usd": summary["cost_usd"]}
 
 
@@ -281,15 +380,13 @@ def colocated_capacity(scenario: Scenario, setup: RooflineSetup, trace: pd.DataF
     """One colocated replica of `setup` under the scenario's engine, saturated with the trace's lengths (cached)."""
     colocated = scenario.model_copy(update={"fleet": scenario.fleet.model_copy(update={"mode": "colocated"})})
     spec = pool_spec(colocated, ENTRY, COLOCATED, base_dir=scenario.base_dir, prefix_ids=False)
-    return saturated_capacity(
-        [spec], trace[["prompt_tokens", "output_tokens"]].to_numpy(), probe=functools.partial(_probe_records, scenario)
-    )
+    return saturated_capacity([spec], Lengths.of(trace), probe=functools.partial(_probe_records, scenario))
 
 
 def fleet_capacity(scenario: Scenario, specs: list[PoolSpec], trace: pd.DataFrame) -> Capacity:
     """The fleet's saturated throughput per GPU-second for the trace's length mix (`sim.run.capacity`): of its entry
     pool's replica (colocated), or of the best prefill:decode split of its pools' replicas (disaggregated)."""
-    lengths = trace[["prompt_tokens", "output_tokens"]].to_numpy()
+    lengths = Lengths.of(trace)
     if specs[0].role == COLOCATED:
         return saturated_capacity(specs[:1], lengths, probe=functools.partial(_probe_records, scenario))
     return pair_capacity(specs[:2], lengths, probe=functools.partial(_probe_records, scenario))

@@ -16,7 +16,7 @@ seed = the generator block's own `seed`, else the scenario's.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -304,40 +304,53 @@ def _cell(value: object) -> str:
 
 def _diurnal(spec: Diurnal, rng: np.random.Generator, *, duration_s: float | None, n: int | None) -> np.ndarray:
     if spec.rate_table is not None:
-        starts, rates = load_rate_table(spec.rate_table)
-        width = np.diff(np.append(starts, starts[-1] + (starts[-1] - starts[-2] if len(starts) > 1 else 1.0)))
-        span = float(starts[-1] + width[-1])
-        mean = float(np.sum(rates * width) / span)
-        if mean <= 0:
-            raise FleetsimError(f"{spec.rate_table}: the rate table's mean rate is 0")
-        starts, span = starts / spec.time_scale, span / spec.time_scale
-        rates = rates * (spec.mean_rate_per_s / mean)
-        horizon = duration_s if duration_s is not None else span
-        expected = spec.mean_rate_per_s * horizon
-        if expected > MAX_REQUESTS:  # (n_requests: the table's whole span is drawn, then cut)
-            raise FleetsimError(
-                f"{spec.rate_table}: the rate table spans {span:.3g} s (time_scale {spec.time_scale:g}), about "
-                f"{expected:.3g} requests at mean_rate_per_s {spec.mean_rate_per_s:g}, more than {MAX_REQUESTS:,}; "
-                "give duration_s, or compress the table's clock (time_scale)"
-            )
-        if horizon / span * len(starts) > MAX_REQUESTS:  # (each window of each repeat is an array entry)
-            raise FleetsimError(
-                f"{spec.rate_table}: the rate table spans {span:.3g} s (time_scale {spec.time_scale:g}): repeated over "
-                f"{horizon:g} s it is {horizon / span * len(starts):.3g} windows, more than {MAX_REQUESTS:,}; "
-                "give a lower time_scale or wider windows"
-            )
-        if horizon > span:  # wrap the table around
-            reps = int(np.ceil(horizon / span))
-            starts = np.concatenate([starts + k * span for k in range(reps)])
-            rates = np.tile(rates, reps)
-        keep = starts < horizon
-        return _until(_piecewise_poisson(starts[keep], rates[keep], horizon, rng), n, "diurnal")
-    peak = spec.mean_rate_per_s * (1 + spec.amplitude)
+        starts, rates, horizon = _table_segments(spec, duration_s)
+        return _until(_piecewise_poisson(starts, rates, horizon, rng), n, "diurnal")
     horizon = duration_s if duration_s is not None else 4.0 * (n or 1) / spec.mean_rate_per_s + spec.period_s
-    candidates = _piecewise_poisson(np.zeros(1), np.array([peak]), horizon, rng)
+    return _until(_thinned(spec, 0.0, horizon, rng), n, "diurnal")
+
+
+def _thinned(spec: Diurnal, t0: float, t1: float, rng: np.random.Generator) -> np.ndarray:
+    """A sinusoidal diurnal process's arrivals in [t0, t1), by thinning a Poisson process at its peak rate."""
+    peak = spec.mean_rate_per_s * (1 + spec.amplitude)
+    candidates = _piecewise_poisson(np.array([t0]), np.array([peak]), t1, rng)
     rate = spec.mean_rate_per_s * (1 + spec.amplitude * np.sin(2 * np.pi * (candidates - spec.phase_s) / spec.period_s))
-    accepted = candidates[rng.random(candidates.size) * peak < rate]
-    return _until(accepted, n, "diurnal")
+    out: np.ndarray = candidates[rng.random(candidates.size) * peak < rate]
+    return out
+
+
+def _table_segments(spec: Diurnal, duration_s: float | None, *, whole: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
+    """A rate table's piecewise-constant rate over the horizon (the table wrapped around): starts, rates, horizon.
+    `whole`: the trace is drawn as one frame (at most MAX_REQUESTS requests); else a window at a time."""
+    assert spec.rate_table is not None
+    starts, rates = load_rate_table(spec.rate_table)
+    width = np.diff(np.append(starts, starts[-1] + (starts[-1] - starts[-2] if len(starts) > 1 else 1.0)))
+    span = float(starts[-1] + width[-1])
+    mean = float(np.sum(rates * width) / span)
+    if mean <= 0:
+        raise FleetsimError(f"{spec.rate_table}: the rate table's mean rate is 0")
+    starts, span = starts / spec.time_scale, span / spec.time_scale
+    rates = rates * (spec.mean_rate_per_s / mean)
+    horizon = duration_s if duration_s is not None else span
+    expected = spec.mean_rate_per_s * horizon
+    if whole and expected > MAX_REQUESTS:  # (n_requests: the table's whole span is drawn, then cut)
+        raise FleetsimError(
+            f"{spec.rate_table}: the rate table spans {span:.3g} s (time_scale {spec.time_scale:g}), about "
+            f"{expected:.3g} requests at mean_rate_per_s {spec.mean_rate_per_s:g}, more than {MAX_REQUESTS:,}; "
+            "give duration_s, or compress the table's clock (time_scale)"
+        )
+    if horizon / span * len(starts) > MAX_REQUESTS:  # (each window of each repeat is an array entry)
+        raise FleetsimError(
+            f"{spec.rate_table}: the rate table spans {span:.3g} s (time_scale {spec.time_scale:g}): repeated over "
+            f"{horizon:g} s it is {horizon / span * len(starts):.3g} windows, more than {MAX_REQUESTS:,}; "
+            "give a lower time_scale or wider windows"
+        )
+    if horizon > span:  # wrap the table around
+        reps = int(np.ceil(horizon / span))
+        starts = np.concatenate([starts + k * span for k in range(reps)])
+        rates = np.tile(rates, reps)
+    keep = starts < horizon
+    return starts[keep], rates[keep], horizon
 
 
 # --- lengths -------------------------------------------------------------------------------------------
@@ -350,12 +363,16 @@ def draw_lengths(spec: Lengths, rng: np.random.Generator, n: int, *, base_dir: P
         x = np.rint(lognormal(rng, mean=spec.mean, cv=spec.cv, size=n))
         return np.asarray(np.clip(x, 1, spec.max or MAX_TOKENS), dtype=np.int64)
     if isinstance(spec, Empirical):
-        from sim.workload.readers import load_trace
-
-        path = Path(spec.trace)
-        source = load_trace(path if path.is_absolute() else base_dir / path)[spec.column].to_numpy()
-        return rng.choice(source, n, replace=True).astype(np.int64)
+        return rng.choice(_empirical_source(spec, base_dir), n, replace=True).astype(np.int64)
     raise AssertionError(spec)
+
+
+def _empirical_source(spec: Empirical, base_dir: Path) -> np.ndarray:
+    from sim.workload.readers import load_trace
+
+    path = Path(spec.trace)
+    source: np.ndarray = load_trace(path if path.is_absolute() else base_dir / path)[spec.column].to_numpy()
+    return source
 
 
 def _lengths(field: str, spec: Lengths, rng: np.random.Generator, n: int, *, base_dir: Path) -> np.ndarray:
@@ -417,3 +434,79 @@ def parse_lengths(text: str) -> Lengths:
     raise FleetsimError(
         f"length distribution {text!r}: expected fixed:N, uniform:LOW:HIGH, lognormal:MEAN:CV[:MAX] or empirical:TRACE:COLUMN"
     )
+
+
+def generate_windows(
+    spec: SyntheticSpec, window_s: float, *, base_dir: Path = Path("."), default_seed: int = 0
+) -> Iterator[pd.DataFrame]:
+    """`generate`, `window_s` seconds of the trace at a time, for a trace larger than memory (`sim.run.store.stored_trace`
+    writes the windows to files). Each window's arrivals and lengths are drawn on the window's own sub-streams of the
+    seed, so the windows together are the same process as `generate`'s (Poisson, spikes and diurnal arrivals have
+    independent increments), a different draw of it; the same spec, seed and window give the same trace. Renewal
+    and on-off arrivals (whose increments are not independent), `n_requests` and `adapters` are refused."""
+    arrivals = spec.arrivals
+    if spec.duration_s is None:
+        raise FleetsimError("synthetic trace in windows: give duration_s (n_requests is drawn whole)")
+    if spec.adapters is not None:
+        raise FleetsimError("synthetic trace in windows: adapters are assigned over the whole trace; generate it whole")
+    if not window_s > 0:
+        raise FleetsimError(f"synthetic trace in windows: the window must be > 0 s (got {window_s:g})")
+    if isinstance(arrivals, Diurnal) and arrivals.rate_table is not None and not Path(arrivals.rate_table).is_absolute():
+        arrivals = arrivals.model_copy(update={"rate_table": str(base_dir / arrivals.rate_table)})
+    horizon = spec.duration_s
+    if isinstance(arrivals, Poisson):
+        starts, rates = np.zeros(1), np.array([arrivals.rate_per_s])
+    elif isinstance(arrivals, Diurnal) and arrivals.rate_table is not None:
+        starts, rates, horizon = _table_segments(arrivals, horizon, whole=False)
+    elif isinstance(arrivals, Spikes):
+        edges = sorted({0.0, horizon, *(s.at_s for s in arrivals.spikes), *(s.at_s + s.duration_s for s in arrivals.spikes)})
+        starts = np.array([e for e in edges if e < horizon])
+        rates = np.array([_spike_rate(arrivals, s) for s in starts])
+    elif not isinstance(arrivals, Diurnal):
+        raise FleetsimError(
+            f"synthetic trace in windows: {arrivals.process} arrivals are not independent from one window to the next; "
+            "use poisson, diurnal or spikes, or generate the trace whole"
+        )
+    seed = spec.seed if spec.seed is not None else default_seed
+    streams = RunStreams(seed)
+    sources: dict[str, np.ndarray] = {}
+    for w in range(int(np.ceil(horizon / window_s))):
+        t0, t1 = w * window_s, min((w + 1) * window_s, horizon)
+        rng = streams.sub_generator("arrivals", w)
+        if isinstance(arrivals, Diurnal) and arrivals.rate_table is None:
+            t = _thinned(arrivals, t0, t1, rng)
+        else:
+            first = max(int(np.searchsorted(starts, t0, side="right")) - 1, 0)
+            last = int(np.searchsorted(starts, t1, side="left"))
+            seg = np.maximum(starts[first:last], t0)
+            t = _piecewise_poisson(seg, rates[first:last], t1, rng)
+        n = t.size
+        if not n:
+            continue
+        lengths = [
+            _window_lengths(name, length_spec, streams.sub_generator(stream, w), n, base_dir, sources)
+            for name, length_spec, stream in (
+                ("prompt_tokens", spec.prompt_tokens, "prompt_lengths"),
+                ("output_tokens", spec.output_tokens, "output_lengths"),
+            )
+        ]
+        frame = pd.DataFrame({"arrival_at_s": t, "prompt_tokens": lengths[0], "output_tokens": lengths[1]})
+        if spec.max_context is not None:
+            from sim.workload.transforms import clip_tokens
+
+            frame = clip_tokens(frame, spec.max_context)[["arrival_at_s", "prompt_tokens", "output_tokens"]]
+        yield frame
+
+
+def _window_lengths(
+    field: str, spec: Lengths, rng: np.random.Generator, n: int, base_dir: Path, sources: dict[str, np.ndarray]
+) -> np.ndarray:
+    """A window's lengths: `_lengths`, an empirical source trace read once for all the windows."""
+    if isinstance(spec, Empirical):
+        if field not in sources:
+            try:
+                sources[field] = _empirical_source(spec, base_dir)
+            except FleetsimError as err:
+                raise FleetsimError(f"{field}: empirical: {err}") from None
+        return rng.choice(sources[field], n, replace=True).astype(np.int64)
+    return _lengths(field, spec, rng, n, base_dir=base_dir)

@@ -52,6 +52,9 @@ def _key(seq: Seq) -> tuple[int, float, int]:
     return seq.key
 
 
+_ROWS = 1 << 20
+
+
 def inadmissible(
     prompt_tokens: np.ndarray,
     output_tokens: np.ndarray,
@@ -64,10 +67,14 @@ def inadmissible(
     """The requests (by index) that no replica so configured can ever serve, with `admission_reason`'s
     reason: decided for the whole trace at once (numpy), so the fleet looks a request up instead of checking it."""
     p, o = np.asarray(prompt_tokens, dtype=np.int64), np.asarray(output_tokens, dtype=np.int64)
-    bad = (p + o > max_context_tokens) | (-(-(p + o - 1) // limits.block_size) > limits.n_blocks)
-    bad |= p > limits.never_above[chunks]
+    found = []
+    for lo in range(0, len(p), _ROWS):  # a block of rows at a time: bounded temporaries on a long trace
+        pp, oo = p[lo : lo + _ROWS], o[lo : lo + _ROWS]
+        bad = (pp + oo > max_context_tokens) | (-(-(pp + oo - 1) // limits.block_size) > limits.n_blocks)
+        bad |= pp > limits.never_above[chunks]
+        found.extend((np.flatnonzero(bad) + lo).tolist())
     out = {}
-    for i in np.flatnonzero(bad).tolist():
+    for i in found:
         reason = admission_reason(
             int(p[i]), int(o[i]), max_context_tokens=max_context_tokens, limits=limits, chunks=chunks, context_name=context_name
         )

@@ -77,9 +77,15 @@ class Transfers:
         self._dirty: set[int] = set()
         self._in_flight: dict[int, tuple[Replica, Seq, Replica, int]] = {}  # request -> (prefill, seq, decode, blocks)
         n = len(log)
-        self.decode_replica_id = np.full(n, -1, dtype=np.int32)
-        self.transfer_start_at_s = np.full(n, np.nan)  # the decode replica reserved room and the bytes began to queue
-        self.transfer_end_at_s = np.full(n, np.nan)
+        if log.store is None:
+            self.decode_replica_id = np.full(n, -1, dtype=np.int32)
+            self.transfer_start_at_s = np.full(n, np.nan)  # the decode replica reserved room and the bytes began to queue
+            self.transfer_end_at_s = np.full(n, np.nan)
+        else:  # a stored run's: in files, as the log's (`sim.run.store`)
+            self.decode_replica_id = log.store.column("decode_replica_id", n, np.int32, -1)
+            self.transfer_start_at_s, self.transfer_end_at_s = (
+                log.store.column(name, n, np.float64, np.nan) for name in ("transfer_start_at_s", "transfer_end_at_s")
+            )
         self.n_transfers = 0
         self.peak_waiting = 0
 

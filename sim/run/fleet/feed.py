@@ -42,15 +42,12 @@ class Feed:
         self.decorated = self.hashes is not None or self.adapters is not None
         t = log.arrival_at_s
         self.n = len(t)
-        priority = trace["priority"].to_numpy(dtype=np.int64) if "priority" in trace.columns else np.zeros(self.n, np.int64)
-        batch = (
-            trace["klass"].to_numpy() == "batch"
-            if deliver_batch is not None and "klass" in trace.columns
-            else np.zeros(self.n, dtype=bool)
-        )
-        self.columns = (t, log.prompt_tokens, log.output_tokens, priority, batch)
+        priority = trace["priority"].to_numpy(dtype=np.int64) if "priority" in trace.columns else None  # (None: all 0)
+        batch = trace["klass"].to_numpy() == "batch" if deliver_batch is not None and "klass" in trace.columns else None
+        self.columns: tuple[np.ndarray | None, ...] = (t, log.prompt_tokens, log.output_tokens, priority, batch)
         self.window: tuple[list[Any], ...] = ([], [], [], [], [])
         self.window_lo = 0
+        self.delivered = log.delivered if log.store is not None else None  # a stored run's hand-back (`sim.run.store`)
         self.i = 0  # the next request to deliver
         if self.n:  # started as a process would be: after what is already due at the start
             call_at(env, 0.0, URGENT, self._schedule)
@@ -58,8 +55,12 @@ class Feed:
     def _column(self, i: int) -> int:
         """Make request i part of the window; its offset in it."""
         if i >= self.window_lo + len(self.window[0]):
+            if self.delivered is not None:
+                self.delivered(i)
             self.window_lo = i
-            self.window = tuple(c[i : i + self.WINDOW].tolist() for c in self.columns)
+            rows = slice(i, i + self.WINDOW)
+            times = self.columns[0][rows].tolist()  # type: ignore[index]
+            self.window = (times, *([0] * len(times) if c is None else c[rows].tolist() for c in self.columns[1:]))
         return i - self.window_lo
 
     def _schedule(self, _event: simpy.Event | None = None) -> None:
