@@ -268,6 +268,14 @@ def run(
             help="Measure one replica's saturated throughput for throughput_utilization (--no-capacity: reported as n/a).",
         ),
     ] = True,
+    stored: Annotated[
+        bool,
+        typer.Option(
+            "--stored",
+            help="A run larger than memory: the request records live in the run folder's files as the run goes, and the "
+            "summary is computed in passes over them (the same figures).",
+        ),
+    ] = False,
 ) -> None:
     """Simulate a scenario: its fleet replays the trace; prints vLLM-style metrics, cost and utilization; writes a run folder."""
     from rich.console import Console  # the simulator is imported by the commands that run it
@@ -289,6 +297,16 @@ def run(
         check_out_file(html_file, "--html", inputs=[config] if trace is None else [config, trace])
     console = Console(stderr=True)
     show = progress and not as_json and console.is_terminal
+    if stored:
+        if plot is not None or html_file is not None:
+            raise FleetsimError(
+                f"--stored: {'--plot' if plot is not None else '--html'} draws from the records in memory; leave out "
+                "--stored, or draw the run later with `fleetsim report`"
+            )
+        if scenario.deployments:
+            raise FleetsimError("--stored: a platform's deployments run in memory; leave out --stored")
+        _run_stored(scenario, config, out_dir, as_json=as_json, capacity=capacity, force=force, console=console if show else None)
+        return
     if scenario.deployments:  # a platform: several deployments on one GPU budget
         if plot is not None:
             raise FleetsimError(
@@ -344,6 +362,50 @@ def run(
 
         write_text_atomically(html_file, render_html(result, summary))
     write_run(result, out_dir, summary=summary, force=force)
+    if as_json:
+        emit_json(summary)
+    else:
+        typer.echo(render_summary(result, summary))
+        typer.echo(f"wrote {out_dir}/ ({', '.join(RUN_FILES)})")
+        typer.echo(timing_line(result.meta))
+    sys.stdout.flush()
+
+
+def _run_stored(
+    scenario: Scenario, config: Path, out_dir: Path, *, as_json: bool, capacity: bool, force: bool, console: Any
+) -> None:
+    """`fleetsim run --stored`: the scenario's trace (generated or read whole, as a run in memory reads it: the same
+    trace) moved into files beside the run folder, then `simulate_stored` (`sim.run.store`)."""
+    import shutil
+    import tempfile
+
+    from sim.results.report import RUN_FILES
+    from sim.results.stored import StoredResult
+    from sim.run.simulate import scenario_trace, simulate_stored
+    from sim.run.store import stored_trace
+    from sim.workload.schema import REQUIRED
+
+    frame = scenario_trace(scenario, base_dir=config.parent)
+    parent = out_dir.parent if str(out_dir.parent) else Path(".")
+    parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.trace.", dir=parent))
+    try:
+        if list(frame.columns) == list(REQUIRED) and len(frame):  # (a trace with more columns stays in memory)
+            rows = 1 << 20
+            trace = stored_trace((frame.iloc[lo : lo + rows] for lo in range(0, len(frame), rows)), folder)
+            del frame
+        else:
+            trace = frame
+        with progress_bar(console) as tick:
+            summary = simulate_stored(
+                scenario, out_dir, trace, base_dir=config.parent, progress=tick, measure_capacity=capacity, force=force
+            )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    result = StoredResult.open(out_dir)
+    alias_note(scenario.fleet.gpu, result.meta["gpu"])
+    if scenario.trace_note is not None:
+        typer.echo(f"note: {scenario.trace_note}", err=True)
     if as_json:
         emit_json(summary)
     else:

@@ -47,6 +47,7 @@ import simpy
 from sim.run.clock import call_at
 from sim.run.engine.replica import PREFILL, ReplicaListener
 from sim.run.engine.sequence import Seq
+from sim.run.store import blocks
 from sim.scenario.config import StepTimeConfig
 from sim.schema import RequestStatus
 
@@ -155,9 +156,8 @@ class Lengths:
 
     def blocks(self) -> Iterator[np.ndarray]:
         """(prompt, output) rows as int64, ROWS at a time."""
-        for lo in range(0, len(self), self.ROWS):
-            rows = slice(lo, lo + self.ROWS)
-            yield np.column_stack((self.prompt[rows], self.output[rows])).astype(np.int64, copy=False)
+        for _, (prompt, output) in blocks(self.ROWS, self.prompt, self.output):  # (a stored trace's pages handed back)
+            yield np.column_stack((prompt, output)).astype(np.int64, copy=False)
 
 
 def sample_requests(lengths: np.ndarray | Lengths, max_context_tokens: int) -> np.ndarray:

@@ -23,6 +23,7 @@ from sim.run.engine.kv import PrefixCachingKv
 from sim.run.engine.records import REJECTED, RequestLog
 from sim.run.fleet.cluster import Replicas
 from sim.run.pools import Built, PoolSpec
+from sim.run.store import blocks
 from sim.scenario.config import Scenario
 from sim.schema import CATEGORIES, KLASSES, REPLICA_COLUMNS, REQUEST_COLUMNS, TIMELINE_COLUMNS
 
@@ -134,10 +135,9 @@ def replicas_frame(
     slots = replicas.slots
     routed = np.zeros(len(slots), dtype=np.int64)
     for ids in (log.replica_id, decode_replica_id):  # (a decode replica served the requests transferred to it)
-        for lo in range(0, len(ids) if ids is not None else 0, 1 << 20):  # a block at a time: bounded temporaries
-            assert ids is not None
-            part = ids[lo : lo + (1 << 20)]
-            routed += np.bincount(part[part >= 0], minlength=len(slots))[: len(slots)]
+        if ids is not None:
+            for _, (part,) in blocks(1 << 20, ids):  # (bounded temporaries; a stored run's pages handed back)
+                routed += np.bincount(part[part >= 0], minlength=len(slots))[: len(slots)]
     rows = []
     for slot in slots:
         end = slot.released_at_s if not math.isnan(slot.released_at_s) else horizon_s

@@ -48,7 +48,7 @@ from sim.run.fleet.feed import Feed
 from sim.run.fleet.hazards import Hazards
 from sim.run.fleet.latency import LatencyWatch
 from sim.run.fleet.supply import GpuBudget, Supply, class_prices, spot_rate_per_s, supply_meta
-from sim.run.store import FileColumns, SpilledGaps
+from sim.run.store import FileColumns, SpilledGaps, blocks
 from sim.scenario.config import BatchConfig, CapacityConfig, ClassConfig, EngineConfig, FleetConfig, Scenario
 from sim.scenario.resolve import resolve_scenario
 from sim.streams import RunStreams
@@ -343,10 +343,8 @@ def rejections(log: RequestLog, specs: Sequence[PoolSpec]) -> dict[int, str]:
     room = lim.n_blocks - lim.watermark_blocks
     bad = [
         i + lo
-        for lo in range(0, len(p), 1 << 20)  # (a block of rows at a time: bounded temporaries)
-        for i in np.flatnonzero(
-            (-(-(p[lo : lo + (1 << 20)] + 1) // lim.block_size) > room) & (o[lo : lo + (1 << 20)] > 1)
-        ).tolist()
+        for lo, (pp, oo) in blocks(1 << 20, p, o)  # (bounded temporaries; a stored trace's pages handed back)
+        for i in np.flatnonzero((-(-(pp + 1) // lim.block_size) > room) & (oo > 1)).tolist()
     ]
     for i in bad:
         out.setdefault(

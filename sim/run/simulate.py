@@ -30,7 +30,7 @@ from sim.run.capacity import Capacity, ClosedLoop, Lengths, group_size, pair_cap
 from sim.run.engine.replica import COLOCATED, Replica, ReplicaListener
 from sim.run.freeze import freeze, freeze_small, requests_frame
 from sim.run.pools import BATCH, ENTRY, Built, PoolSpec, build, has_batch, pool_spec, pool_specs
-from sim.run.store import FileColumns, SpilledGaps
+from sim.run.store import FileColumns, SpilledGaps, blocks
 from sim.scenario.config import CapacityConfig, LinkConfig, Scenario
 from sim.scenario.resolve import resolve_scenario
 from sim.streams import RunStreams
@@ -78,15 +78,16 @@ def _check_frame(trace: pd.DataFrame) -> None:
         raise FleetsimError("trace: the trace has no requests")
     where = Where("trace", first_row_number=0, unit="row")
     try:
-        for lo in range(0, len(trace), _CHECK_ROWS):  # a block at a time: bounded temporaries on a long trace
-            rows = trace.iloc[lo : lo + _CHECK_ROWS]
-            t = rows["arrival_at_s"].to_numpy(dtype=np.float64)
-            previous = float(trace["arrival_at_s"].iloc[lo - 1]) if lo else -np.inf
+        columns = [trace[c].to_numpy() for c in REQUIRED]
+        previous = -np.inf
+        for lo, (times, *tokens) in blocks(_CHECK_ROWS, *columns):  # (bounded temporaries; a stored trace's pages handed back)
+            t = times.astype(np.float64, copy=False)
             check_times(t, column="arrival_at_s", where=where, offset=lo, previous=previous)
             if lo == 0 and t[0] < 0:
                 raise FleetsimError(f"{where.at(0)}: arrival_at_s must be >= 0 (got {t[0]:g})")
-            for column in ("prompt_tokens", "output_tokens"):
-                check_tokens(rows[column].to_numpy(dtype=np.float64), column=column, where=where, offset=lo)
+            previous = float(t[-1])
+            for column, values in zip(("prompt_tokens", "output_tokens"), tokens, strict=True):
+                check_tokens(values.astype(np.float64, copy=False), column=column, where=where, offset=lo)
     except (TypeError, ValueError) as err:
         if isinstance(err, FleetsimError):
             raise
@@ -249,6 +250,7 @@ def simulate_stored(
         built = _build(scenario, specs, trace, store=store, spilled=spilled)
         built_at = time.perf_counter()
         run(built, progress)
+        ran_at = time.perf_counter()
         meta, links, replicas, timeline = freeze_small(built, scenario, setup, base_dir, trace)
         log = built.log
 
@@ -261,7 +263,7 @@ def simulate_stored(
         log.itl.spill()
         write_chunks(spilled.frames(CHUNK_ROWS), tmp / "itl.parquet")
         wall = meta["wall_s"]
-        wall["build"], wall["simulate"] = built_at - start, time.perf_counter() - built_at
+        wall["build"], wall["simulate"] = built_at - start, ran_at - built_at  # (write: the records, summary and files)
         del built
         store.release()
         if measure_capacity:
@@ -269,7 +271,7 @@ def simulate_stored(
         shutil.rmtree(tmp / ".store")
         result = StoredResult(requests=pd.DataFrame(), replicas=replicas, timeline=timeline, itl=None, meta=meta, folder=tmp)  # type: ignore[arg-type]
         summary.update(result.summary())
-        _write_files(result, tmp, summary, start, records=False)
+        _write_files(result, tmp, summary, ran_at, records=False)
 
     write_atomically(Path(out_dir), write, force=force)
     return summary

@@ -52,13 +52,9 @@ class FileColumns:
     def adopt(self, values: np.ndarray) -> None:
         """Hand back with the columns the pages of `values` too, when it is a view of a mapped file (a stored trace's
         column: `stored_trace`); an array in memory is left alone."""
-        base: object = values
-        while base is not None:
-            if isinstance(base, mmap.mmap):
-                if not any(m is base for m in self._maps):
-                    self._maps.append(base)
-                return
-            base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
+        mm = _mapping(values)
+        if mm is not None and not any(m is mm for m in self._maps):
+            self._maps.append(mm)
 
     @staticmethod
     def _release(mm: mmap.mmap, start: int, stop: int) -> None:
@@ -71,6 +67,37 @@ class FileColumns:
         """Hand the columns' resident pages back (their data stays in the files)."""
         for mm in self._maps:
             self._release(mm, 0, len(mm))
+
+
+def _mapping(values: np.ndarray) -> mmap.mmap | None:
+    """The mapped file `values` is a view of, if any."""
+    base: object = values
+    while base is not None:
+        if isinstance(base, mmap.mmap):
+            return base
+        base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
+    return None
+
+
+def hand_back(values: np.ndarray) -> None:
+    """Hand the pages of `values` (a contiguous slice of a column) back to the operating system when it is a view of
+    a mapped file (a stored run's column, a stored trace's); nothing otherwise. A pass over a whole stored column
+    calls it after each block (`blocks`), so that the pass leaves nothing resident."""
+    mm = _mapping(values)
+    if mm is None or not values.size:
+        return
+    start = values.__array_interface__["data"][0] - np.frombuffer(mm, dtype=np.uint8, count=1).__array_interface__["data"][0]
+    FileColumns._release(mm, start, start + values.nbytes)
+
+
+def blocks(rows: int, *columns: np.ndarray) -> Iterator[tuple[int, tuple[np.ndarray, ...]]]:
+    """`columns` (of one length) `rows` at a time: (first row, the slices); each block's pages handed back after it."""
+    n = len(columns[0])
+    for lo in range(0, n, rows):
+        part = tuple(c[lo : lo + rows] for c in columns)
+        yield lo, part
+        for c in part:
+            hand_back(c)
 
 
 GAP_COLUMNS = {

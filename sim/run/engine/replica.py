@@ -42,6 +42,7 @@ from sim.run.engine.sequence import Seq, blocks_for
 from sim.run.engine.spec_group import SpecGroup, SpecRun
 from sim.run.engine.speculative import Acceptance
 from sim.run.engine.step_time import RunLine, StepLine, StepTimeModel, linear_runs
+from sim.run.store import blocks
 
 COLOCATED, PREFILL, DECODE = "colocated", "prefill", "decode"
 ROLES = (COLOCATED, PREFILL, DECODE)
@@ -68,8 +69,7 @@ def inadmissible(
     reason: decided for the whole trace at once (numpy), so the fleet looks a request up instead of checking it."""
     p, o = np.asarray(prompt_tokens, dtype=np.int64), np.asarray(output_tokens, dtype=np.int64)
     found = []
-    for lo in range(0, len(p), _ROWS):  # a block of rows at a time: bounded temporaries on a long trace
-        pp, oo = p[lo : lo + _ROWS], o[lo : lo + _ROWS]
+    for lo, (pp, oo) in blocks(_ROWS, p, o):  # a block at a time: bounded temporaries (a stored trace's pages handed back)
         bad = (pp + oo > max_context_tokens) | (-(-(pp + oo - 1) // limits.block_size) > limits.n_blocks)
         bad |= pp > limits.never_above[chunks]
         found.extend((np.flatnonzero(bad) + lo).tolist())
