@@ -264,3 +264,35 @@ def test_the_capacity_probes_sample_drawn_in_blocks_is_the_whole_arrays(monkeypa
     for ctx in (5000, 1500, 300):  # (1,000 of many; of fewer, with replacement)
         np.testing.assert_array_equal(sample_requests(lengths, ctx), whole(ctx))
     assert sample_requests(lengths, 1).shape == (0, 2)
+
+
+# --- the command line ------------------------------------------------------------------------------------------------
+def test_fleetsim_run_stored_prints_and_writes_what_a_run_in_memory_does(tmp_path):
+    from typer.testing import CliRunner
+
+    from sim.cli import app
+
+    runner = CliRunner()
+    config = REPO / "configs" / "default.yaml"
+    a = runner.invoke(app, ["run", str(config), "--out", str(tmp_path / "a"), "--no-progress", "--json"])
+    b = runner.invoke(app, ["run", str(config), "--out", str(tmp_path / "b"), "--no-progress", "--json", "--stored"])
+    assert a.exit_code == 0 and b.exit_code == 0, b.output
+    import json
+
+    assert differences(json.loads(b.stdout), json.loads(a.stdout)) == []
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]  # (the trace's files beside it: removed)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--plot", "x.png"], "--stored: --plot draws from the records in memory"), (["--html", "x.html"], "--stored: --html")],
+)
+def test_fleetsim_run_stored_refuses_what_needs_the_records_in_memory(extra, message, tmp_path):
+    from typer.testing import CliRunner
+
+    from sim.cli import app
+
+    r = CliRunner().invoke(app, ["run", str(REPO / "configs" / "default.yaml"), "--out", str(tmp_path / "a"), "--stored", *extra])
+    assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "a").exists()
