@@ -280,7 +280,7 @@ def run(
     """Simulate a scenario: its fleet replays the trace; prints vLLM-style metrics, cost and utilization; writes a run folder."""
     from rich.console import Console  # the simulator is imported by the commands that run it
 
-    from sim.results.report import RUN_FILES, check_out_dir, write_run
+    from sim.results.report import check_out_dir, write_run
     from sim.run.simulate import simulate
 
     scenario = load_config(config, sets=set_ or (), trace=trace)
@@ -362,13 +362,7 @@ def run(
 
         write_text_atomically(html_file, render_html(result, summary))
     write_run(result, out_dir, summary=summary, force=force)
-    if as_json:
-        emit_json(summary)
-    else:
-        typer.echo(render_summary(result, summary))
-        typer.echo(f"wrote {out_dir}/ ({', '.join(RUN_FILES)})")
-        typer.echo(timing_line(result.meta))
-    sys.stdout.flush()
+    _print_run(result, summary, out_dir, as_json=as_json)
 
 
 def _run_stored(
@@ -379,7 +373,6 @@ def _run_stored(
     import shutil
     import tempfile
 
-    from sim.results.report import RUN_FILES
     from sim.results.stored import StoredResult
     from sim.run.simulate import scenario_trace, simulate_stored
     from sim.run.store import stored_trace
@@ -406,6 +399,13 @@ def _run_stored(
     alias_note(scenario.fleet.gpu, result.meta["gpu"])
     if scenario.trace_note is not None:
         typer.echo(f"note: {scenario.trace_note}", err=True)
+    _print_run(result, summary, out_dir, as_json=as_json)
+
+
+def _print_run(result: Any, summary: dict[str, Any], out_dir: Path, *, as_json: bool) -> None:
+    """The summary (as JSON, or vLLM's table), the run folder written and the wall seconds by phase."""
+    from sim.results.report import RUN_FILES
+
     if as_json:
         emit_json(summary)
     else:

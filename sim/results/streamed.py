@@ -89,18 +89,24 @@ def order_statistics(values: Values, ranks: Iterable[int]) -> dict[int, float]:
                 out[rank] = float(np.partition(pool, k_in)[k_in])
                 del todo[rank]
                 continue
-            cum = np.cumsum(hist[(lo, width)])
-            b = int(np.searchsorted(cum, k_in, side="right"))
-            before = int(cum[b - 1]) if b else 0
-            shift = _shift(width)
-            if shift == 0:  # one key: the value
-                out[rank] = value_of(lo + b)
+            sub, k_sub, bucket = _descend(hist[(lo, width)], lo, width, _shift(width), k_in)
+            if sub[1] == 1:  # one key: the value
+                out[rank] = value_of(sub[0])
                 del todo[rank]
                 continue
-            sub = (lo + (b << shift), min(1 << shift, lo + width - (lo + (b << shift))))
-            known[sub] = int(cum[b]) - before
-            todo[rank] = (*sub, k_in - before)
+            known[sub] = int(hist[(lo, width)][bucket])
+            todo[rank] = (*sub, k_sub)
     return out
+
+
+def _descend(counts: np.ndarray, lo: int, width: int, shift: int, k_in: int) -> tuple[tuple[int, int], int, int]:
+    """The bucket of a range's counts (2**shift keys a bucket) that holds its k_in-th smallest: the bucket's key range
+    (start, width), the rank within it, and the bucket's number."""
+    cum = np.cumsum(counts)
+    bucket = min(int(np.searchsorted(cum, k_in, side="right")), cum.size - 1)
+    before = int(cum[bucket - 1]) if bucket else 0
+    start = lo + (bucket << shift)
+    return (start, min(1 << shift, lo + width - start)), k_in - before, bucket
 
 
 def _lerp(a: float, b: float, t: float) -> float:
@@ -239,17 +245,13 @@ def gap_order_statistics(pieces: Pieces, ranks: Iterable[int]) -> dict[int, floa
                 del todo[rank]
                 continue
             gaps, rows = hist[r]
-            cum = np.cumsum(gaps)
-            bucket = min(int(np.searchsorted(cum, k_in, side="right")), cum.size - 1)
-            before = int(cum[bucket - 1]) if bucket else 0
-            shift = _shift_by(width, bits[r])
-            sub = (lo + (bucket << shift), min(1 << shift, lo + width - (lo + (bucket << shift))))
+            sub, k_sub, bucket = _descend(gaps, lo, width, _shift_by(width, bits[r]), k_in)
             if sub[1] == 1:  # one key: the value
                 out[rank] = value_of(sub[0])
                 del todo[rank]
                 continue
             reached[sub] = int(rows[bucket])
-            todo[rank] = (*sub, k_in - before)
+            todo[rank] = (*sub, k_sub)
     return out
 
 
