@@ -266,8 +266,8 @@ def simulate_stored(
         wall["build"], wall["simulate"] = built_at - start, ran_at - built_at  # (write: the records, summary and files)
         del built
         store.release()
-        if measure_capacity:
-            _measure(meta, scenario, specs, trace, base_dir, _summary_stored)
+        if measure_capacity:  # (the counterfactual runs stored too, in folders beside this one)
+            _measure(meta, scenario, specs, trace, base_dir, functools.partial(_summary_stored, beside=tmp.parent))
         shutil.rmtree(tmp / ".store")
         result = StoredResult(requests=pd.DataFrame(), replicas=replicas, timeline=timeline, itl=None, meta=meta, folder=tmp)  # type: ignore[arg-type]
         summary.update(result.summary())
@@ -277,8 +277,8 @@ def simulate_stored(
     return summary
 
 
-def _summary_stored(scenario: Scenario, trace: pd.DataFrame, base_dir: Path) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix=".fleetsim-counterfactual-", dir=".") as tmp:
+def _summary_stored(scenario: Scenario, trace: pd.DataFrame, base_dir: Path, *, beside: Path) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix=".fleetsim-counterfactual-", dir=beside) as tmp:
         return simulate_stored(scenario, Path(tmp) / "run", trace, base_dir=base_dir, measure_capacity=False)
 
 
