@@ -296,3 +296,30 @@ def test_fleetsim_run_stored_refuses_what_needs_the_records_in_memory(extra, mes
     r = CliRunner().invoke(app, ["run", str(REPO / "configs" / "default.yaml"), "--out", str(tmp_path / "a"), "--stored", *extra])
     assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output
     assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize(
+    "arrivals",
+    [
+        {"process": "poisson", "rate_per_s": 40},
+        {"process": "diurnal", "mean_rate_per_s": 40, "period_s": 900, "amplitude": 0.8},
+        {"process": "spikes", "rate_per_s": 10, "spikes": [{"at_s": 400, "duration_s": 200, "multiplier": 9}]},
+    ],
+)
+def test_every_windowed_process_draws_as_many_arrivals_as_the_whole_one(arrivals):
+    spec = SyntheticSpec.model_validate(
+        {
+            "arrivals": arrivals,
+            "prompt_tokens": {"dist": "fixed", "tokens": 5},
+            "output_tokens": {"dist": "fixed", "tokens": 5},
+            "duration_s": 1800,
+            "seed": 9,
+        }
+    )
+    frame = pd.concat(list(generate_windows(spec, 250.0)), ignore_index=True)
+    whole = generate(spec)
+    t = frame["arrival_at_s"].to_numpy()
+    assert np.all(np.diff(t) >= 0) and t[0] >= 0 and t[-1] < 1800
+    for lo, hi in ((0, 600), (600, 1800)):  # the rate's shape, not only the total
+        a, b = int(((t >= lo) & (t < hi)).sum()), int(whole["arrival_at_s"].between(lo, hi, inclusive="left").sum())
+        assert abs(a - b) <= 5 * math.sqrt(2 * b)
