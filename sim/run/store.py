@@ -191,12 +191,16 @@ def stored_trace(frames: Iterable[pd.DataFrame], folder: Path) -> pd.DataFrame:
             missing = [c for c in REQUIRED if c not in frame.columns]
             if missing:
                 raise FleetsimError(f"stored trace: a window misses column {missing[0]!r}")
-            t = frame["arrival_at_s"].to_numpy(dtype=np.float64)
+            try:
+                t = frame["arrival_at_s"].to_numpy(dtype=np.float64)
+                tokens = [frame[name].to_numpy(dtype=np.float64) for name in ("prompt_tokens", "output_tokens")]
+            except (TypeError, ValueError):  # (as `simulate` refuses such a frame)
+                raise FleetsimError("stored trace: arrival_at_s, prompt_tokens and output_tokens must be numbers") from None
             check_times(t, column="arrival_at_s", where=where, offset=n, previous=previous)
             if n == 0 and t.size and t[0] < 0:
                 raise FleetsimError(f"{where.at(0)}: arrival_at_s must be >= 0 (got {t[0]:g})")
-            for name in ("prompt_tokens", "output_tokens"):
-                check_tokens(frame[name].to_numpy(dtype=np.float64), column=name, where=where, offset=n)
+            for name, values in zip(("prompt_tokens", "output_tokens"), tokens, strict=True):
+                check_tokens(values, column=name, where=where, offset=n)
             for name, f in files.items():
                 f.write(np.ascontiguousarray(frame[name].to_numpy(dtype=dtypes[name])).tobytes())
             n += len(frame)
