@@ -326,32 +326,7 @@ def run(
         return
     with progress_bar(console if show else None) as tick:
         result = simulate(scenario, base_dir=config.parent, progress=tick, measure_capacity=capacity)
-    alias_note(scenario.fleet.gpu, result.meta["gpu"])
-    if uncached_prefix_caching(scenario, result.meta):
-        typer.echo(
-            "warning: engine.prefix_caching is on, but the trace has no prefix_hash_ids (the Mooncake reader gives "
-            "them; others do not), so nothing was cached",
-            err=True,
-        )
-    lora = result.meta.get("lora")
-    if lora is not None and not lora["requests_with_adapter"]:
-        typer.echo(
-            "warning: engine.lora is on, but the trace names no adapter (its `adapter` column), so none was loaded", err=True
-        )
-    elif lora is None and bool((result.requests["adapter"] >= 0).any()):
-        typer.echo(
-            "warning: the trace names LoRA adapters (its `adapter` column), but engine.lora is off: every request ran on "
-            "the base model",
-            err=True,
-        )
-    missed = (result.meta.get("hazards") or {}).get("missed_instants", 0)
-    if missed:
-        typer.echo(
-            f"warning: {missed} of fleet.capacity's given instants (fail_at_s, reclaim_at_s) found no ready replica to hit",
-            err=True,
-        )
-    if scenario.trace_note is not None:  # right before the summary (on stderr, so that --json stays JSON)
-        typer.echo(f"note: {scenario.trace_note}", err=True)
+    _warn(scenario, result.meta, adapters_named=bool((result.requests["adapter"] >= 0).any()))
     summary = result.summary()
     if plot is not None:  # before the run folder: a run folder is the last thing written
         from sim.results.plots import plot_run
@@ -379,9 +354,10 @@ def _run_stored(
     from sim.workload.schema import REQUIRED
 
     frame = scenario_trace(scenario, base_dir=config.parent)
-    parent = out_dir.parent if str(out_dir.parent) else Path(".")
-    parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.trace.", dir=parent))
+    adapters_named = "adapter" in frame.columns and bool((frame["adapter"].to_numpy() >= 0).any())
+    parent = out_dir.resolve().parent
+    beside = next(p for p in (parent, *parent.parents) if p.exists())  # (no folder made for a run that may fail)
+    folder = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.trace.", dir=beside))
     try:
         if list(frame.columns) == list(REQUIRED) and len(frame):  # (a trace with more columns stays in memory)
             rows = 1 << 20
@@ -396,10 +372,38 @@ def _run_stored(
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     result = StoredResult.open(out_dir)
-    alias_note(scenario.fleet.gpu, result.meta["gpu"])
-    if scenario.trace_note is not None:
-        typer.echo(f"note: {scenario.trace_note}", err=True)
+    _warn(scenario, result.meta, adapters_named=adapters_named)
     _print_run(result, summary, out_dir, as_json=as_json)
+
+
+def _warn(scenario: Scenario, meta: dict[str, Any], *, adapters_named: bool) -> None:
+    """What a run should not have done silently (on stderr, so that --json stays JSON), then the trace's note."""
+    alias_note(scenario.fleet.gpu, meta["gpu"])
+    if uncached_prefix_caching(scenario, meta):
+        typer.echo(
+            "warning: engine.prefix_caching is on, but the trace has no prefix_hash_ids (the Mooncake reader gives "
+            "them; others do not), so nothing was cached",
+            err=True,
+        )
+    lora = meta.get("lora")
+    if lora is not None and not lora["requests_with_adapter"]:
+        typer.echo(
+            "warning: engine.lora is on, but the trace names no adapter (its `adapter` column), so none was loaded", err=True
+        )
+    elif lora is None and adapters_named:
+        typer.echo(
+            "warning: the trace names LoRA adapters (its `adapter` column), but engine.lora is off: every request ran on "
+            "the base model",
+            err=True,
+        )
+    missed = (meta.get("hazards") or {}).get("missed_instants", 0)
+    if missed:
+        typer.echo(
+            f"warning: {missed} of fleet.capacity's given instants (fail_at_s, reclaim_at_s) found no ready replica to hit",
+            err=True,
+        )
+    if scenario.trace_note is not None:  # right before the summary
+        typer.echo(f"note: {scenario.trace_note}", err=True)
 
 
 def _print_run(result: Any, summary: dict[str, Any], out_dir: Path, *, as_json: bool) -> None:
