@@ -323,3 +323,28 @@ def test_every_windowed_process_draws_as_many_arrivals_as_the_whole_one(arrivals
     for lo, hi in ((0, 600), (600, 1800)):  # the rate's shape, not only the total
         a, b = int(((t >= lo) & (t < hi)).sum()), int(whole["arrival_at_s"].between(lo, hi, inclusive="left").sum())
         assert abs(a - b) <= 5 * math.sqrt(2 * b)
+
+
+def test_fleetsim_run_stored_warns_as_a_run_in_memory_does(tmp_path):
+    from typer.testing import CliRunner
+
+    from sim.cli import app
+
+    args = ["run", str(REPO / "configs" / "default.yaml"), "--no-progress", "--set", "engine.prefix_caching=true"]
+    for extra in ([], ["--stored"]):
+        r = CliRunner().invoke(app, [*args, "--out", str(tmp_path / f"run{len(extra)}"), *extra])
+        assert r.exit_code == 0, r.output
+        assert "warning: engine.prefix_caching is on, but the trace has no prefix_hash_ids" in r.output
+
+
+def test_a_failed_fleetsim_run_stored_makes_no_folder(tmp_path):
+    from typer.testing import CliRunner
+
+    from sim.cli import app
+
+    out = tmp_path / "p" / "q" / "run"
+    r = CliRunner().invoke(
+        app, ["run", str(REPO / "configs" / "default.yaml"), "--out", str(out), "--stored", "--set", "fleet.gpu=nope"]
+    )
+    assert r.exit_code == 2 and "nope" in r.output
+    assert list(tmp_path.iterdir()) == []
