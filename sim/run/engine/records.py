@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from sim.run.store import GAP_COLUMNS, RELEASE_EVERY, FileColumns, SpilledGaps
+from sim.run.store import GAP_COLUMNS, RELEASE_EVERY, FileColumns, SpilledGaps, blocks
 from sim.states import RequestStatus
 
 # plain ints for the hot path (numpy stores them in an int8 column)
@@ -164,14 +164,11 @@ class RequestLog:
     def check_invariants(self) -> None:
         """Cheap end-of-run checks; a failure is a simulator bug."""
         rejected = 0
-        for lo in range(0, len(self), RELEASE_EVERY):  # a block of requests at a time: bounded temporaries
-            rows = slice(lo, lo + RELEASE_EVERY)
-            status = self.status[rows]
+        columns = (self.status, self.arrival_at_s, self.scheduled_at_s, self.first_token_at_s, self.completed_at_s)
+        for lo, (status, *instants) in blocks(RELEASE_EVERY, *columns):  # (bounded temporaries; pages handed back)
             done = status == COMPLETED
             assert not np.any(status == NOT_ARRIVED), "a request never arrived"
-            a, s, f, c = (
-                x[rows][done] for x in (self.arrival_at_s, self.scheduled_at_s, self.first_token_at_s, self.completed_at_s)
-            )
+            a, s, f, c = (x[done] for x in instants)
             assert np.all(a <= s) and np.all(s <= f) and np.all(f <= c), "per-request timestamps out of order"
             refused = np.flatnonzero(status == REJECTED) + lo
             assert all(int(i) in self.reasons for i in refused), "a rejection without a reason"
