@@ -12,7 +12,6 @@ the requests in flight, not with the run.
 from __future__ import annotations
 
 import mmap
-import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -124,9 +123,6 @@ class SpilledGaps:
     def append(self, name: str, values: memoryview | bytes) -> None:
         with open(self.folder / f"{name}.bin", "ab") as f:
             f.write(values)
-
-    def length(self, name: str) -> int:
-        return os.path.getsize(self.folder / f"{name}.bin") // np.dtype(GAP_COLUMNS[name]).itemsize
 
     def chunks(self, name: str, rows: int) -> Iterator[np.ndarray]:
         """A column's spilled values, `rows` at a time (read from the file: nothing stays mapped)."""
