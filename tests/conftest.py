@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
@@ -119,3 +120,14 @@ def edited_run_copy(run_dir, tmp_path, name: str, edit):
             (edited / f.name).write_bytes(f.read_bytes())
     edit(pd.read_parquet(edited / f"{name}.parquet")).to_parquet(edited / f"{name}.parquet", index=False)
     return edited
+
+
+def three_request_trace(folder: Path) -> Path:
+    """A trace of three short requests (t.csv in `folder`): the run folder the hostile-input tests tamper with."""
+    import pandas as pd
+
+    trace = Path(folder) / "t.csv"
+    pd.DataFrame({"arrival_at_s": [0.0, 0.5, 1.0], "prompt_tokens": [50, 60, 70], "output_tokens": [5, 6, 7]}).to_csv(
+        trace, index=False
+    )
+    return trace

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sim.cli import app
-from tests.conftest import edited_run_copy, one_line_error
+from tests.conftest import edited_run_copy, one_line_error, three_request_trace
 from tests.test_sweep import BASE as SWEEP_BASE_YAML
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,10 +152,7 @@ def test_a_run_that_never_resolves_says_how_far_it_got(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "r1"
-    trace = tmp_path_factory.mktemp("trace") / "t.csv"
-    pd.DataFrame({"arrival_at_s": [0.0, 0.5, 1.0], "prompt_tokens": [50, 60, 70], "output_tokens": [5, 6, 7]}).to_csv(
-        trace, index=False
-    )
+    trace = three_request_trace(tmp_path_factory.mktemp("trace"))
     config = str(REPO / "configs" / "default.yaml")
     res = runner.invoke(
         app, ["run", config, "--set", f"trace={trace}", "--set", "fleet.timeline_interval_s=0.2", "--out", str(out)]

@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sim.cli import app
+from tests.conftest import three_request_trace
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -21,10 +22,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "r1"
-    trace = tmp_path_factory.mktemp("trace") / "t.csv"
-    pd.DataFrame({"arrival_at_s": [0.0, 0.5, 1.0], "prompt_tokens": [50, 60, 70], "output_tokens": [5, 6, 7]}).to_csv(
-        trace, index=False
-    )
+    trace = three_request_trace(tmp_path_factory.mktemp("trace"))
     res = runner.invoke(app, ["run", str(REPO / "configs" / "default.yaml"), "--set", f"trace={trace}", "--out", str(out)])
     assert res.exit_code == 0, res.output
     return out
