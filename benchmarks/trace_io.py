@@ -2,7 +2,8 @@
 
 Generates an N-row file on the fly (default 10 million rows, ~400 MB, in a temporary folder),
 then reads it in a fresh process with `sim.workload.load_trace` and reports wall time, rows/s and
-the process's peak resident memory; the same for the canonical Parquet written from it.
+the process's peak resident memory; the same for the canonical Parquet written from it; and each read a window at a
+time into a stored trace's files, as `fleetsim run --stored` reads it (`trace_windows` -> `stored_trace`).
     python benchmarks/trace_io.py [--rows N]
 """
 
@@ -20,14 +21,35 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pcsv
 
-READ = """
-import json, resource, sys, time
+# The child's own peak (VmHWM, reset at exec): its ru_maxrss would count the parent's resident memory at the fork
+PEAK = "def peak_mb(): return next(int(x.split()[1]) for x in open('/proc/self/status') if x.startswith('VmHWM')) / 1024\n"
+READ = (
+    PEAK
+    + """
+import json, sys, time
 from sim.workload import load_trace
 start = time.perf_counter()
 frame = load_trace(sys.argv[1])
 wall = time.perf_counter() - start
-print(json.dumps({"rows": len(frame), "wall_s": wall, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+print(json.dumps({"rows": len(frame), "wall_s": wall, "peak_rss_mb": peak_mb()}))
 """
+)
+
+WINDOWED = (
+    PEAK
+    + """
+import json, sys, tempfile, time
+from sim.run.store import stored_trace
+from sim.workload.readers import trace_windows
+start = time.perf_counter()
+with tempfile.TemporaryDirectory(dir=sys.argv[2]) as folder:
+    frame = stored_trace(trace_windows(sys.argv[1]), folder)
+    rows = len(frame)
+    del frame
+wall = time.perf_counter() - start
+print(json.dumps({"rows": rows, "wall_s": wall, "peak_rss_mb": peak_mb()}))
+"""
+)
 
 
 def make_azure_csv(path: Path, rows: int, seed: int = 0) -> None:
@@ -44,8 +66,8 @@ def make_azure_csv(path: Path, rows: int, seed: int = 0) -> None:
     pcsv.write_csv(table, path, write_options=pcsv.WriteOptions(quoting_style="none"))
 
 
-def read_in_fresh_process(path: Path) -> dict[str, float]:
-    out = subprocess.run([sys.executable, "-c", READ, str(path)], capture_output=True, text=True, check=True)
+def read_in_fresh_process(path: Path, script: str = READ) -> dict[str, float]:
+    out = subprocess.run([sys.executable, "-c", script, str(path), str(path.parent)], capture_output=True, text=True, check=True)
     result: dict[str, float] = json.loads(out.stdout)
     return result
 
@@ -72,6 +94,12 @@ def main() -> None:
             f"parquet     : {pq['rows']:,.0f} rows in {pq['wall_s']:.2f} s = {pq['rows'] / pq['wall_s']:,.0f} rows/s, peak RSS {pq['peak_rss_mb']:,.0f} MB"
         )
         print(f"parquet / CSV read speed: {csv['wall_s'] / pq['wall_s']:.1f}x")
+        for name, path in (("azure CSV  ", csv_path), ("parquet    ", parquet_path)):
+            w = read_in_fresh_process(path, WINDOWED)
+            print(
+                f"{name} in windows into a stored trace: {w['rows']:,.0f} rows in {w['wall_s']:.2f} s = "
+                f"{w['rows'] / w['wall_s']:,.0f} rows/s, peak RSS {w['peak_rss_mb']:,.0f} MB"
+            )
 
 
 if __name__ == "__main__":

@@ -343,24 +343,30 @@ def run(
 def _run_stored(
     scenario: Scenario, config: Path, out_dir: Path, *, as_json: bool, capacity: bool, force: bool, console: Any
 ) -> None:
-    """`fleetsim run --stored`: the scenario's trace (generated or read whole, as a run in memory reads it: the same
-    trace) moved into files beside the run folder, then `simulate_stored` (`sim.run.store`)."""
+    """`fleetsim run --stored`: the scenario's trace moved into files beside the run folder (a trace file read a
+    window at a time where its format allows, else generated or read whole; either way the trace a run in memory
+    reads), then `simulate_stored` (`sim.run.store`)."""
     import shutil
     import tempfile
 
     from sim.results.stored import StoredResult
-    from sim.run.simulate import scenario_trace, simulate_stored
+    from sim.run.simulate import scenario_trace, scenario_trace_windows, simulate_stored
     from sim.run.store import stored_trace
     from sim.workload.schema import REQUIRED
 
-    frame = scenario_trace(scenario, base_dir=config.parent)
-    adapters_named = "adapter" in frame.columns and bool((frame["adapter"].to_numpy() >= 0).any())
+    windows = (
+        None if scenario.batch is not None and scenario.batch.jobs else scenario_trace_windows(scenario, base_dir=config.parent)
+    )
+    frame = scenario_trace(scenario, base_dir=config.parent) if windows is None else None
+    adapters_named = frame is not None and "adapter" in frame.columns and bool((frame["adapter"].to_numpy() >= 0).any())
     parent = out_dir.resolve().parent
     beside = next(p for p in (parent, *parent.parents) if p.exists())  # (no folder made for a run that may fail)
     folder = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.trace.", dir=beside))
     try:
-        if list(frame.columns) == list(REQUIRED) and len(frame):  # (a trace with more columns stays in memory)
-            rows = 1 << 20
+        if windows is not None:  # a trace file read a window at a time: never whole in memory
+            trace = stored_trace(windows, folder)
+        elif frame is not None and list(frame.columns) == list(REQUIRED) and len(frame):
+            rows = 1 << 20  # (a trace with more columns stays in memory)
             trace = stored_trace((frame.iloc[lo : lo + rows] for lo in range(0, len(frame), rows)), folder)
             del frame
         else:

@@ -36,9 +36,10 @@ from sim.scenario.resolve import resolve_scenario
 from sim.streams import RunStreams
 from sim.workload import load_trace
 from sim.workload.jobs import add_jobs, with_classes
+from sim.workload.readers import trace_windows
 from sim.workload.schema import REQUIRED, Where, check_times, check_tokens
 from sim.workload.synthetic import SyntheticSpec, generate
-from sim.workload.transforms import TraceFile, load_trace_file
+from sim.workload.transforms import TraceFile, load_trace_file, trace_file_windows
 
 
 def scenario_trace(scenario: Scenario, *, base_dir: Path = Path(".")) -> pd.DataFrame:
@@ -52,6 +53,18 @@ def scenario_trace(scenario: Scenario, *, base_dir: Path = Path(".")) -> pd.Data
         return load_trace_file(scenario.trace, base_dir=base_dir, seed=scenario.seed)
     path = Path(scenario.trace)
     return load_trace(path if path.is_absolute() else base_dir / path)
+
+
+def scenario_trace_windows(scenario: Scenario, *, base_dir: Path = Path(".")) -> Iterator[pd.DataFrame] | None:
+    """`scenario_trace`'s frame a window at a time, for a run larger than memory, when the trace is a file read in
+    windows (`sim.workload.transforms.trace_file_windows`); None otherwise (a generated trace, batch jobs, a format
+    or transform read whole)."""
+    if scenario.trace is None or isinstance(scenario.trace, SyntheticSpec):
+        return None
+    if isinstance(scenario.trace, TraceFile):
+        return trace_file_windows(scenario.trace, base_dir=base_dir)
+    path = Path(scenario.trace)
+    return trace_windows(path if path.is_absolute() else base_dir / path)
 
 
 def with_batch_jobs(scenario: Scenario, trace: pd.DataFrame, *, base_dir: Path) -> pd.DataFrame:

@@ -11,13 +11,15 @@ Formats, detected from the extension and the CSV header unless forced:
   vllm-bench `vllm bench serve --save-result` JSON: start_times, input_lens, output_lens (failed requests,
              which have no output length, are left out; `sim.workload.runlog`)
   otel       OpenTelemetry spans as OTLP/JSON, GenAI semantic conventions (`sim.workload.otel`); optionally one model
-CSV files are streamed in blocks through pyarrow's typed parser and validated with numpy per block,
-so a file of tens of millions of rows never becomes a Python object per row. Errors name the file,
+CSV files are read a block at a time (16 MiB), parsed by pyarrow's typed parser and validated with numpy per block,
+so a file of tens of millions of rows never becomes a Python object per row; `trace_windows` hands the blocks (a
+Parquet file's row groups) on one at a time, for a run larger than memory. Errors name the file,
 the line (CSV/JSONL; the header is line 1) or row (Parquet, from 1) and the value.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 from collections.abc import Iterator, Mapping
@@ -48,7 +50,18 @@ from sim.errors import FleetsimError, _short
 from sim.spec import MAX_TOKENS
 from sim.workload.hash_ids import RULE as HASH_RULE
 from sim.workload.hash_ids import as_column, check_hash_ids, hash_id_problem
-from sim.workload.schema import OPTIONAL, REQUIRED, Where, canonical_frame, check_times, check_tokens, validate_frame
+from sim.workload.schema import (
+    OPTIONAL,
+    REQUIRED,
+    Where,
+    canonical_frame,
+    check_times,
+    check_tokens,
+    first_bad,
+    numeric_column,
+    show_value,
+    validate_frame,
+)
 
 FORMATS = ("azure", "burstgpt", "mooncake", "vidur", "canonical", "generic", "vllm-bench", "otel")
 TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
@@ -87,8 +100,16 @@ def load_trace(
     that cannot be read (not UTF-8, compressed, truncated or corrupt Parquet, not a table) is one line
     naming the file."""
     path = Path(path)
-    try:
+    with _reading(path):
         return _load_trace(path, format=format, columns=columns, time_unit=time_unit, model=model)
+    raise AssertionError("unreachable")  # (for type checkers: `_reading` re-raises)
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """What a reader raises, as one line naming the file."""
+    try:
+        yield
     except FleetsimError:
         raise
     except UnicodeDecodeError as err:
@@ -100,9 +121,42 @@ def load_trace(
         raise FleetsimError(f"{path}: cannot read this trace ({detail})") from None
 
 
-def _load_trace(
-    path: Path, *, format: str | None, columns: Mapping[str, str] | None, time_unit: str, model: str | None
-) -> pd.DataFrame:
+def trace_windows(
+    path: str | Path,
+    *,
+    format: str | None = None,
+    columns: Mapping[str, str] | None = None,
+    time_unit: str = "s",
+    model: str | None = None,
+) -> Iterator[pd.DataFrame] | None:
+    """The trace `load_trace` reads, a window at a time (a CSV block, a Parquet row group), for a run larger than
+    memory (`sim.run.store.stored_trace`): frames of the canonical columns whose concatenation is `load_trace`'s
+    frame, value for value, each checked as it is read (the same checks and errors, one line naming the file, the
+    line or row and the value). None for a file read whole: a format of whole documents (mooncake, vllm-bench, otel),
+    and a file with columns beyond the canonical three (BurstGPT's model; canonical optional columns), which a stored
+    trace does not hold. The file's own checks (found, not empty, its format) run on this call."""
+    path = Path(path)
+    with _reading(path):
+        format, suffix = _checked_format(path, format=format, columns=columns, time_unit=time_unit)
+        if format in ("mooncake", "vllm-bench", "otel", "burstgpt"):
+            return None
+        if suffix == ".parquet":
+            if format != "canonical" or set(pq.ParquetFile(path).schema_arrow.names) != set(REQUIRED):
+                return None  # (a mapping, optional columns: read whole)
+            return _windowed(path, _parquet_windows(path))
+        layout = _csv_layout(path, format, columns=columns, time_unit=time_unit, model=model)
+        if layout.extra:
+            return None
+        return _windowed(path, _csv_windows(path, layout, format))
+
+
+def _windowed(path: Path, windows: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    with _reading(path):
+        yield from windows
+
+
+def _checked_format(path: Path, *, format: str | None, columns: Mapping[str, str] | None, time_unit: str) -> tuple[str, str]:
+    """The file's checks before any row is read, and its format (given or detected) and suffix."""
     if format is not None and format not in FORMATS:
         raise FleetsimError(f"unknown trace format {format!r}; valid formats: {', '.join(FORMATS)}")
     if time_unit not in (*TIME_UNITS, "datetime"):
@@ -120,6 +174,15 @@ def _load_trace(
         format = "generic"
     if format is None:
         format = _detect(path, suffix)
+    if suffix == ".parquet" and format not in ("canonical", "generic", "mooncake", "vllm-bench", "otel"):
+        raise FleetsimError(f"{path}: format {format} is a CSV format; Parquet traces are canonical or generic")
+    return format, suffix
+
+
+def _load_trace(
+    path: Path, *, format: str | None, columns: Mapping[str, str] | None, time_unit: str, model: str | None
+) -> pd.DataFrame:
+    format, suffix = _checked_format(path, format=format, columns=columns, time_unit=time_unit)
     if format == "mooncake":
         return _read_mooncake(path)
     if format == "vllm-bench":
@@ -135,9 +198,12 @@ def _load_trace(
         frame.attrs["format"] = format
         return frame
     if suffix == ".parquet":
-        if format not in ("canonical", "generic"):
-            raise FleetsimError(f"{path}: format {format} is a CSV format; Parquet traces are canonical or generic")
         return _read_parquet(path, columns=columns, time_unit=time_unit)
+    return _read_csv(path, _csv_layout(path, format, columns=columns, time_unit=time_unit, model=model), format)
+
+
+def _csv_layout(path: Path, format: str, *, columns: Mapping[str, str] | None, time_unit: str, model: str | None) -> CsvLayout:
+    """The columns a CSV format reads (and BurstGPT's model filter)."""
     layout = _generic_layout(columns, time_unit, path) if format == "generic" else HEADERS[format]
     if format == "burstgpt":
         layout = CsvLayout(
@@ -150,7 +216,7 @@ def _load_trace(
     elif format == "canonical":
         header = read_header(path)
         layout = CsvLayout(CANONICAL.time, CANONICAL.prompt, CANONICAL.output, extra=tuple(c for c in OPTIONAL if c in header))
-    return _read_csv(path, layout, format)
+    return layout
 
 
 def _detect(path: Path, suffix: str) -> str:
@@ -207,7 +273,21 @@ def _generic_layout(columns: Mapping[str, str] | None, time_unit: str, path: Pat
 
 
 # --- CSV -----------------------------------------------------------------------------------------
-def _read_csv(path: Path, layout: CsvLayout, format: str) -> pd.DataFrame:
+@dataclass(slots=True)
+class _CsvPiece:
+    """One block of a CSV trace, checked: its times (seconds, not yet re-based), token counts, the rows kept (BurstGPT
+    drops failed requests and other models' rows) and its extra columns."""
+
+    times: np.ndarray
+    prompts: np.ndarray
+    outputs: np.ndarray
+    keep: np.ndarray
+    extras: dict[str, np.ndarray]
+
+
+def _csv_pieces(path: Path, layout: CsvLayout, format: str, rows: list[int]) -> Iterator[_CsvPiece]:
+    """The file's blocks, each checked (times finite and non-decreasing across blocks, token counts); `rows[0]` counts
+    the rows read. A file with a header only is refused once read."""
     header = read_header(path)
     needed = [layout.time, layout.prompt, layout.output, *layout.extra]
     for col in needed:
@@ -222,8 +302,6 @@ def _read_csv(path: Path, layout: CsvLayout, format: str) -> pd.DataFrame:
     if "prefix_hash_ids" in layout.extra:  # as text: an inferred type would read big ids as float64 (collisions)
         types["prefix_hash_ids"] = pa.string()
     where = Where(str(path))
-    times, prompts, outputs, keep_masks = [], [], [], []
-    extras: dict[str, list[np.ndarray]] = {c: [] for c in layout.extra}
     offset, previous, origin = 0, -np.inf, None
     try:
         for batch in _csv_batches(path, needed, types):
@@ -252,14 +330,11 @@ def _read_csv(path: Path, layout: CsvLayout, format: str) -> pd.DataFrame:
                 for col, value in layout.filters.items():
                     keep &= batch.column(col).to_numpy(zero_copy_only=False) == value
             check_tokens(np.where(keep, o, 1), column=layout.output, where=where, offset=offset)
-            for col in layout.extra:
-                extras[col].append(batch.column(col).to_numpy(zero_copy_only=False))
-            times.append(t)
-            prompts.append(p)
-            outputs.append(o)
-            keep_masks.append(keep)
+            extras = {col: batch.column(col).to_numpy(zero_copy_only=False) for col in layout.extra}
             previous = t[-1] if len(t) else previous
             offset += batch.num_rows
+            rows[0] = offset
+            yield _CsvPiece(t, p, o, keep, extras)
     except pa.ArrowInvalid as err:
         if "straddl" in str(err):  # pyarrow: a row did not fit in one block
             raise FleetsimError(
@@ -268,6 +343,20 @@ def _read_csv(path: Path, layout: CsvLayout, format: str) -> pd.DataFrame:
         raise _locate_bad_value(path, layout, err) from None
     if offset == 0:
         raise FleetsimError(f"{path}: the trace has no requests (header only)")
+
+
+def _read_csv(path: Path, layout: CsvLayout, format: str) -> pd.DataFrame:
+    times, prompts, outputs, keep_masks = [], [], [], []
+    extras: dict[str, list[np.ndarray]] = {c: [] for c in layout.extra}
+    rows = [0]
+    for piece in _csv_pieces(path, layout, format, rows):
+        times.append(piece.times)
+        prompts.append(piece.prompts)
+        outputs.append(piece.outputs)
+        keep_masks.append(piece.keep)
+        for col, values in piece.extras.items():
+            extras[col].append(values)
+    offset = rows[0]
     keep_all = np.concatenate(keep_masks)
     n_failed = int(sum(int(np.sum(o == 0)) for o in outputs)) if format == "burstgpt" else 0
     renamed = {"Model": "model"} if format == "burstgpt" else {}  # (BurstGPT's Model: the schema's `model`)
@@ -290,17 +379,62 @@ def _read_csv(path: Path, layout: CsvLayout, format: str) -> pd.DataFrame:
     return frame
 
 
-def _csv_batches(path: Path, columns: list[str], types: dict[str, pa.DataType]) -> Iterator[pa.RecordBatch]:
-    with pa.OSFile(str(path), "rb") as source:  # closed even when validation stops the read early
-        reader = pcsv.open_csv(
-            source,
-            read_options=pcsv.ReadOptions(block_size=BLOCK_BYTES, encoding="utf8"),
-            parse_options=pcsv.ParseOptions(newlines_in_values=False),
-            convert_options=pcsv.ConvertOptions(
-                column_types=types, include_columns=columns, null_values=[""], strings_can_be_null=True
-            ),
+def _csv_windows(path: Path, layout: CsvLayout, format: str) -> Iterator[pd.DataFrame]:
+    """`_read_csv`'s frame a block at a time (a layout with no extra columns): the rows kept, times re-based to the
+    first kept arrival as `canonical_frame` re-bases them, tokens as int64."""
+    first: float | None = None
+    for piece in _csv_pieces(path, layout, format, [0]):
+        t, p, o = piece.times, piece.prompts, piece.outputs
+        if not piece.keep.all():
+            t, p, o = t[piece.keep], p[piece.keep], o[piece.keep]
+        if not t.size:
+            continue
+        t = np.asarray(t, dtype=np.float64)
+        if first is None:
+            first = t[0]
+        yield pd.DataFrame(
+            {
+                "arrival_at_s": t - first,
+                "prompt_tokens": np.asarray(p, dtype=np.int64),
+                "output_tokens": np.asarray(o, dtype=np.int64),
+            },
+            copy=False,
         )
-        yield from reader
+    if first is None:
+        raise FleetsimError(f"{path}: the trace has no requests")
+
+
+def _csv_batches(path: Path, columns: list[str], types: dict[str, pa.DataType]) -> Iterator[pa.RecordBatch]:
+    """The file's rows as record batches, read a block of `BLOCK_BYTES` at a time (cut after its last newline; the
+    header line put before every block after the first, so that each parses as the first does) and parsed whole:
+    the process holds one block and its batches, however large the file (pyarrow's own streaming reader reads
+    ahead as fast as it can, the whole file if the consumer is slower)."""
+    read = pcsv.ReadOptions(block_size=BLOCK_BYTES, encoding="utf8")
+    parse = pcsv.ParseOptions(newlines_in_values=False)
+    convert = pcsv.ConvertOptions(column_types=types, include_columns=columns, null_values=[""], strings_can_be_null=True)
+    too_long = f"{path}: a line is longer than {BLOCK_BYTES:,} bytes (the reader's block); a trace's rows are short"
+    with path.open("rb") as f:
+        header = f.readline(MAX_HEADER_BYTES + 1)  # (`read_header` has refused a longer first line)
+        rest = header
+        first = True
+        while True:
+            data = f.read(BLOCK_BYTES)
+            buf = rest + data if rest else data
+            cut = buf.rfind(b"\n") + 1 if data else len(buf)  # (at the end: the last line, with or without its newline)
+            if len(buf) - cut > BLOCK_BYTES:  # (a line not ended within a block)
+                raise FleetsimError(too_long)
+            block, rest = buf[:cut], buf[cut:]
+            if block:
+                table = pcsv.read_csv(
+                    pa.BufferReader(block if first else header + block),
+                    read_options=read,
+                    parse_options=parse,
+                    convert_options=convert,
+                )
+                first = False
+                yield from table.to_batches()
+            if not data:
+                return
 
 
 def _int_column(batch: pa.RecordBatch, name: str, where: Where, offset: int) -> np.ndarray:
@@ -509,6 +643,51 @@ def _changed_kind(value: Any, field: str, kinds: dict[str, str]) -> tuple[str, s
 
 
 # --- Parquet -----------------------------------------------------------------------------------------
+def _parquet_file(path: Path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise FleetsimError(f"{path}: not a readable Parquet file ({str(err).splitlines()[0]})") from None
+
+
+def _parquet_windows(path: Path) -> Iterator[pd.DataFrame]:
+    """A canonical Parquet trace of the three required columns a row group at a time, each checked as
+    `validate_frame` checks the whole (times finite, non-decreasing across groups and >= 0; token counts), times
+    re-based to the first arrival, tokens as int64: `_read_parquet`'s frame, value for value."""
+    source = str(path)
+    pf = _parquet_file(path)
+    offset, previous, first = 0, -np.inf, None
+    for i in range(pf.num_row_groups):
+        try:
+            frame = pf.read_row_group(i, columns=list(REQUIRED)).to_pandas()
+        except (pa.ArrowInvalid, OSError) as err:
+            raise FleetsimError(f"{path}: not a readable Parquet file ({str(err).splitlines()[0]})") from None
+        if not len(frame):
+            continue
+        where = Where(source, first_row_number=1 + offset, unit="row")
+        t = numeric_column(frame["arrival_at_s"], "arrival_at_s", where)
+        check_times(t, column="arrival_at_s", where=where, previous=previous)
+        bad = first_bad(t < 0)
+        if bad is not None:
+            raise FleetsimError(f"{where.at(bad)}: arrival_at_s must be >= 0 (got {show_value(t[bad])})")
+        for col in ("prompt_tokens", "output_tokens"):
+            check_tokens(numeric_column(frame[col], col, where), column=col, where=where)
+        if first is None:
+            first = t[0]
+        yield pd.DataFrame(
+            {
+                "arrival_at_s": t - first,
+                "prompt_tokens": frame["prompt_tokens"].to_numpy(dtype=np.float64).astype(np.int64),
+                "output_tokens": frame["output_tokens"].to_numpy(dtype=np.float64).astype(np.int64),
+            },
+            copy=False,
+        )
+        previous = t[-1]
+        offset += len(frame)
+    if first is None:
+        raise FleetsimError(f"{source}: the trace has no requests")
+
+
 def _read_parquet(path: Path, *, columns: Mapping[str, str] | None, time_unit: str) -> pd.DataFrame:
     try:
         table = pq.read_table(path)

@@ -71,34 +71,36 @@ def check_tokens(values: np.ndarray, *, column: str, where: Where, offset: int =
     """Token counts: present, integral, >= 1 and at most MAX_TOKENS (vectorized; names the first offending row)."""
     bad = first_bad(~(values >= 1))  # NaN fails too
     if bad is not None:
-        raise FleetsimError(f"{where.at(offset + bad)}: {column} must be >= 1 (got {_show(values[bad])})")
+        raise FleetsimError(f"{where.at(offset + bad)}: {column} must be >= 1 (got {show_value(values[bad])})")
     bad = first_bad(values > MAX_TOKENS)  # (beyond it a count no model serves, and int64 wraps past 9.2e18)
     if bad is not None:
-        raise FleetsimError(f"{where.at(offset + bad)}: {column} must be <= {MAX_TOKENS:,} (got {_show(values[bad])})")
+        raise FleetsimError(f"{where.at(offset + bad)}: {column} must be <= {MAX_TOKENS:,} (got {show_value(values[bad])})")
     if values.dtype.kind == "f":
         bad = first_bad(values != np.floor(values))
         if bad is not None:
-            raise FleetsimError(f"{where.at(offset + bad)}: {column} must be an integer (got {_show(values[bad])})")
+            raise FleetsimError(f"{where.at(offset + bad)}: {column} must be an integer (got {show_value(values[bad])})")
 
 
 def check_times(values: np.ndarray, *, column: str, where: Where, offset: int = 0, previous: float = -np.inf) -> None:
     """Timestamps: finite and non-decreasing, also across chunk boundaries (`previous`)."""
     bad = first_bad(~np.isfinite(values))
     if bad is not None:
-        raise FleetsimError(f"{where.at(offset + bad)}: {column} must be a finite number (got {_show(values[bad])})")
+        raise FleetsimError(f"{where.at(offset + bad)}: {column} must be a finite number (got {show_value(values[bad])})")
     bad = first_bad(np.abs(values) > MAX_TIME_S)  # (a span of 1e300 s: a run asks for 1e299 timeline samples)
     if bad is not None:
-        raise FleetsimError(f"{where.at(offset + bad)}: {column} must be within +-{MAX_TIME_S:g} s (got {_show(values[bad])} s)")
+        raise FleetsimError(
+            f"{where.at(offset + bad)}: {column} must be within +-{MAX_TIME_S:g} s (got {show_value(values[bad])} s)"
+        )
     if values.size:
         prev = np.concatenate(([previous], values[:-1]))
         bad = first_bad(values < prev)
         if bad is not None:
             raise FleetsimError(
-                f"{where.at(offset + bad)}: {column} must be non-decreasing (got {_show(values[bad])} after {_show(prev[bad])}); sort the trace by time"
+                f"{where.at(offset + bad)}: {column} must be non-decreasing (got {show_value(values[bad])} after {show_value(prev[bad])}); sort the trace by time"
             )
 
 
-def _show(value: object) -> str:
+def show_value(value: object) -> str:
     if isinstance(value, float | np.floating) and float(value).is_integer() and abs(float(value)) < 1e15:
         return str(int(value))
     return repr(value.item() if isinstance(value, np.generic) else value)
@@ -141,13 +143,13 @@ def validate_frame(frame: pd.DataFrame, *, source: str = "<trace>", where: Where
         raise FleetsimError(f"{source}: unknown column {unknown[0]!r} (allowed: {', '.join(REQUIRED + OPTIONAL)})")
     if len(frame) == 0:
         raise FleetsimError(f"{source}: the trace has no requests")
-    t = _numeric(frame["arrival_at_s"], "arrival_at_s", where)
+    t = numeric_column(frame["arrival_at_s"], "arrival_at_s", where)
     check_times(t, column="arrival_at_s", where=where)
     bad = first_bad(t < 0)
     if bad is not None:
-        raise FleetsimError(f"{where.at(bad)}: arrival_at_s must be >= 0 (got {_show(t[bad])})")
+        raise FleetsimError(f"{where.at(bad)}: arrival_at_s must be >= 0 (got {show_value(t[bad])})")
     for col in ("prompt_tokens", "output_tokens"):
-        check_tokens(_numeric(frame[col], col, where), column=col, where=where)
+        check_tokens(numeric_column(frame[col], col, where), column=col, where=where)
     out = frame.copy()
     out["arrival_at_s"] = t - t[0]
     out["prompt_tokens"] = frame["prompt_tokens"].to_numpy(dtype=np.float64).astype(np.int64)
@@ -164,14 +166,14 @@ def validate_frame(frame: pd.DataFrame, *, source: str = "<trace>", where: Where
         if bad is not None:
             raise FleetsimError(
                 f"{where.at(bad)}: deadline_at_s must be within {MAX_TIME_S:g} s of the first arrival "
-                f"(got {_show(deadline[bad] + t[0])})"
+                f"(got {show_value(deadline[bad] + t[0])})"
             )
         out["deadline_at_s"] = deadline
     out.attrs["source"] = frame.attrs.get("source", source)
     return out
 
 
-def _numeric(series: pd.Series, column: str, where: Where) -> np.ndarray:
+def numeric_column(series: pd.Series, column: str, where: Where) -> np.ndarray:
     """A column's values as float64; booleans are refused (pandas would read True as 1)."""
     if series.dtype == bool or isinstance(series.dtype, pd.BooleanDtype) or series.dtype.kind in "mM":
         # (as numbers a duration or date-time column is counted in its unit: 1 s of timedelta64[us] read as 1e6 s)
@@ -245,7 +247,7 @@ def model_column(series: pd.Series, where: Where) -> np.ndarray:
     bad = first_bad(~ok)
     if bad is not None:
         raise FleetsimError(
-            f"{where.at(bad)}: model must be a name of at most {MAX_MODEL_NAME} characters (got {_show(series.iloc[bad])})"
+            f"{where.at(bad)}: model must be a name of at most {MAX_MODEL_NAME} characters (got {show_value(series.iloc[bad])})"
         )
     return np.array([v.strip() for v in values], dtype=object)
 
@@ -262,11 +264,11 @@ def adapter_column(series: pd.Series, where: Where) -> np.ndarray:
         present &= ~strings  # an empty string is an empty cell
         bad = first_bad(series.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(dtype=bool))
         if bad is not None:
-            raise FleetsimError(f"{where.at(bad)}: adapter {rule} (got {_show(series.iloc[bad])})")
+            raise FleetsimError(f"{where.at(bad)}: adapter {rule} (got {show_value(series.iloc[bad])})")
     values = np.asarray(pd.to_numeric(series.where(present, None), errors="coerce"), dtype=np.float64)
     with np.errstate(invalid="ignore"):
         ok = ~present | ((values == np.floor(values)) & (values >= BASE_MODEL) & (values <= MAX_ADAPTER))
     bad = first_bad(~ok)
     if bad is not None:
-        raise FleetsimError(f"{where.at(bad)}: adapter {rule} (got {_show(series.iloc[bad])})")
+        raise FleetsimError(f"{where.at(bad)}: adapter {rule} (got {show_value(series.iloc[bad])})")
     return np.where(present, np.nan_to_num(values, nan=BASE_MODEL), BASE_MODEL).astype(np.int64)

@@ -4,9 +4,9 @@ first arrival is at 0 s; randomness only through a Generator passed in."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import Field
@@ -179,17 +179,22 @@ class TraceFile(Frozen):
     adapters: AdapterMix | None = None  # LoRA adapters drawn for the requests (`sim.workload.adapters`)
 
 
+def _reading(spec: TraceFile, base_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """The file (relative paths: from `base_dir`) and the reader's settings a trace block gives."""
+    path = Path(spec.file)
+    return path if path.is_absolute() else base_dir / path, {
+        "format": spec.format,
+        "columns": spec.columns,
+        "time_unit": spec.time_unit,
+        "model": spec.model,
+    }
+
+
 def load_trace_file(spec: TraceFile, *, base_dir: Path, seed: int) -> pd.DataFrame:
     from sim.workload.readers import load_trace
 
-    path = Path(spec.file)
-    frame = load_trace(
-        path if path.is_absolute() else base_dir / path,
-        format=spec.format,
-        columns=spec.columns,
-        time_unit=spec.time_unit,
-        model=spec.model,
-    )
+    path, reading = _reading(spec, base_dir)
+    frame = load_trace(path, **reading)
     if spec.start_s is not None or spec.end_s is not None:
         frame = window(frame, start_s=spec.start_s or 0.0, end_s=spec.end_s)
     if spec.rate_scale is not None:
@@ -203,6 +208,31 @@ def load_trace_file(spec: TraceFile, *, base_dir: Path, seed: int) -> pd.DataFra
     if spec.adapters is not None:
         frame = assign_adapters(frame, spec.adapters, seed)
     return frame
+
+
+def trace_file_windows(spec: TraceFile, *, base_dir: Path) -> Iterator[pd.DataFrame] | None:
+    """`load_trace_file`'s frame a window at a time (`sim.workload.readers.trace_windows`), its transforms applied
+    to each window when they act row by row (`rate_scale`, `max_context`: the same values as on the whole); None when
+    the file is read whole or a transform needs the whole trace (a time window re-bases to its first arrival,
+    sampling and adapters draw over the whole, `repeat` copies it)."""
+    from sim.workload.readers import trace_windows
+
+    if any(getattr(spec, k) is not None for k in ("start_s", "end_s", "sample", "repeat", "adapters")):
+        return None
+    path, reading = _reading(spec, base_dir)
+    windows = trace_windows(path, **reading)
+    if windows is None or (spec.rate_scale is None and spec.max_context is None):
+        return windows
+    return _transformed(windows, spec.rate_scale, spec.max_context)
+
+
+def _transformed(windows: Iterator[pd.DataFrame], rate_scale: float | None, max_context: int | None) -> Iterator[pd.DataFrame]:
+    for frame in windows:
+        if rate_scale is not None:
+            frame = scale_rate(frame, rate_scale)
+        if max_context is not None:
+            frame = clip_tokens(frame, max_context)
+        yield frame
 
 
 TRANSFORM_KEYS = ("start_s", "end_s", "rate_scale", "sample", "max_context", "repeat", "adapters")  # TraceFile's transforms
