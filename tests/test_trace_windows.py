@@ -135,6 +135,31 @@ def test_a_bad_row_in_a_later_row_group_is_the_same_error(tmp_path, kind):
     assert "row 1501" in same_error(path)
 
 
+def test_a_rule_broken_in_a_later_row_group_that_the_whole_file_checks_first_is_the_same_error(tmp_path):
+    """The whole-file check runs each rule over all rows (times before token counts; within times, finite before
+    sorted): a bad count in group 1 and an unsorted time in group 4 is the unsorted time, in windows too."""
+    path = tmp_path / "c.parquet"
+    df = _bad_rows(frame(), "unsorted")
+    df.loc[10, "prompt_tokens"] = 0
+    df.loc[20, "arrival_at_s"] = df.loc[19, "arrival_at_s"] - 1.0
+    df.loc[1700, "arrival_at_s"] = np.nan
+    pq.write_table(pa.Table.from_pandas(df.astype({"prompt_tokens": np.int64}), preserve_index=False), path, row_group_size=400)
+    assert same_error(path) == f"{path} row 1701: arrival_at_s is missing"
+
+
+def test_a_block_that_holds_the_header_alone_is_no_empty_window(tmp_path, monkeypatch):
+    """Blocks of 64 bytes: the header (40) and an Azure row (36) overrun one, and pyarrow gives an empty batch for the
+    header alone, which a datetime column's origin (and the token checks) must not see."""
+    path = tmp_path / "azure.csv"
+    stamps = pd.Timestamp("2023-11-16 18:15:46.6805900") + pd.to_timedelta(np.arange(50) * 0.137, unit="s")
+    rows = "".join(f"{s:%Y-%m-%d %H:%M:%S.%f}0,{100 + i},{1 + i % 9}\n" for i, s in enumerate(stamps))
+    path.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" + rows)
+    whole = load_trace(path)
+    monkeypatch.setattr(readers, "BLOCK_BYTES", 64)
+    assert_same([load_trace(path)], whole)
+    assert assert_same(trace_windows(path), whole) > 10
+
+
 def test_empty_files_are_refused_as_a_whole_read_refuses_them(tmp_path):
     (tmp_path / "e.csv").write_text("")
     (tmp_path / "h.csv").write_text("arrival_at_s,prompt_tokens,output_tokens\n")
