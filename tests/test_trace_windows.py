@@ -235,3 +235,22 @@ def test_any_csv_in_windows_is_the_csv_read_whole_or_the_same_error(tmp_path_fac
     windows = trace_windows(path)
     assert windows is not None
     assert_same(windows, whole)
+
+
+def test_a_scenario_reads_its_trace_file_in_windows_unless_it_needs_the_whole(tmp_path):
+    """A trace file with row-by-row transforms streams; sampling, a generated trace or batch jobs (merged into the
+    trace) do not."""
+    import yaml
+
+    from sim.run.simulate import scenario_trace, scenario_trace_windows
+    from sim.scenario.config import parse_config
+
+    raw = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())
+    raw["trace"] = {"file": str(REPO / "traces" / "azure2023_code.csv"), "max_context": 4096}
+    windows = scenario_trace_windows(parse_config(raw))
+    assert windows is not None
+    assert_same(windows, scenario_trace(parse_config(raw)))
+    assert scenario_trace_windows(parse_config({**raw, "trace": {**raw["trace"], "sample": 0.5}})) is None
+    backfill = yaml.safe_load((REPO / "configs" / "batch-backfill.yaml").read_text())
+    assert scenario_trace_windows(parse_config(backfill)) is None  # (generated)
+    assert scenario_trace_windows(parse_config({**backfill, "trace": raw["trace"]})) is None  # (batch jobs)

@@ -354,9 +354,7 @@ def _run_stored(
     from sim.run.store import stored_trace
     from sim.workload.schema import REQUIRED
 
-    windows = (
-        None if scenario.batch is not None and scenario.batch.jobs else scenario_trace_windows(scenario, base_dir=config.parent)
-    )
+    windows = scenario_trace_windows(scenario, base_dir=config.parent)
     frame = scenario_trace(scenario, base_dir=config.parent) if windows is None else None
     adapters_named = frame is not None and "adapter" in frame.columns and bool((frame["adapter"].to_numpy() >= 0).any())
     parent = out_dir.resolve().parent

@@ -59,7 +59,11 @@ def scenario_trace_windows(scenario: Scenario, *, base_dir: Path = Path(".")) ->
     """`scenario_trace`'s frame a window at a time, for a run larger than memory, when the trace is a file read in
     windows (`sim.workload.transforms.trace_file_windows`); None otherwise (a generated trace, batch jobs, a format
     or transform read whole)."""
-    if scenario.trace is None or isinstance(scenario.trace, SyntheticSpec):
+    if (
+        scenario.trace is None
+        or isinstance(scenario.trace, SyntheticSpec)
+        or (scenario.batch is not None and scenario.batch.jobs)
+    ):
         return None
     if isinstance(scenario.trace, TraceFile):
         return trace_file_windows(scenario.trace, base_dir=base_dir)

@@ -101,8 +101,8 @@ def load_trace(
     naming the file."""
     path = Path(path)
     with _reading(path):
-        return _load_trace(path, format=format, columns=columns, time_unit=time_unit, model=model)
-    raise AssertionError("unreachable")  # (for type checkers: `_reading` re-raises)
+        frame = _load_trace(path, format=format, columns=columns, time_unit=time_unit, model=model)
+    return frame
 
 
 @contextlib.contextmanager
