@@ -409,7 +409,9 @@ def _csv_batches(path: Path, columns: list[str], types: dict[str, pa.DataType]) 
     header line put before every block after the first, so that each parses as the first does) and parsed whole:
     the process holds one block and its batches, however large the file (pyarrow's own streaming reader reads
     ahead as fast as it can, the whole file if the consumer is slower)."""
-    read = pcsv.ReadOptions(block_size=BLOCK_BYTES, encoding="utf8")
+    # (parsed on the calling thread: with pyarrow's worker threads parsing a block held as Python bytes, a CI run
+    # crashed in a worker thread once, a segmentation fault with tracemalloc on, as the bad-input corpus runs)
+    read = pcsv.ReadOptions(block_size=BLOCK_BYTES, encoding="utf8", use_threads=False)
     parse = pcsv.ParseOptions(newlines_in_values=False)
     convert = pcsv.ConvertOptions(column_types=types, include_columns=columns, null_values=[""], strings_can_be_null=True)
     too_long = f"{path}: a line is longer than {BLOCK_BYTES:,} bytes (the reader's block); a trace's rows are short"
