@@ -65,7 +65,7 @@ from sim.workload.schema import (
 
 FORMATS = ("azure", "burstgpt", "mooncake", "vidur", "canonical", "generic", "vllm-bench", "otel")
 TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
-BLOCK_BYTES = 16 << 20  # a CSV line may not be longer (pyarrow's block)
+BLOCK_BYTES = 16 << 20  # a CSV line may not be longer (the reader reads and parses a block of this at a time)
 MAX_HEADER_BYTES = 1 << 20
 
 
