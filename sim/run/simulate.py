@@ -36,7 +36,6 @@ from sim.scenario.resolve import resolve_scenario
 from sim.streams import RunStreams
 from sim.workload import load_trace
 from sim.workload.jobs import add_jobs, with_classes
-from sim.workload.readers import trace_windows
 from sim.workload.schema import REQUIRED, Where, check_times, check_tokens
 from sim.workload.synthetic import SyntheticSpec, generate
 from sim.workload.transforms import TraceFile, load_trace_file, trace_file_windows
@@ -65,10 +64,8 @@ def scenario_trace_windows(scenario: Scenario, *, base_dir: Path = Path(".")) ->
         or (scenario.batch is not None and scenario.batch.jobs)
     ):
         return None
-    if isinstance(scenario.trace, TraceFile):
-        return trace_file_windows(scenario.trace, base_dir=base_dir)
-    path = Path(scenario.trace)
-    return trace_windows(path if path.is_absolute() else base_dir / path)
+    spec = scenario.trace if isinstance(scenario.trace, TraceFile) else TraceFile(file=str(scenario.trace))
+    return trace_file_windows(spec, base_dir=base_dir)
 
 
 def with_batch_jobs(scenario: Scenario, trace: pd.DataFrame, *, base_dir: Path) -> pd.DataFrame:

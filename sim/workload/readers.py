@@ -57,9 +57,8 @@ from sim.workload.schema import (
     canonical_frame,
     check_times,
     check_tokens,
-    first_bad,
+    checked_arrivals,
     numeric_column,
-    show_value,
     validate_frame,
 )
 
@@ -285,9 +284,9 @@ class _CsvPiece:
     extras: dict[str, np.ndarray]
 
 
-def _csv_pieces(path: Path, layout: CsvLayout, format: str, rows: list[int]) -> Iterator[_CsvPiece]:
-    """The file's blocks, each checked (times finite and non-decreasing across blocks, token counts); `rows[0]` counts
-    the rows read. A file with a header only is refused once read."""
+def _csv_pieces(path: Path, layout: CsvLayout, format: str) -> Iterator[_CsvPiece]:
+    """The file's blocks, each checked (times finite and non-decreasing across blocks, token counts). A file with a
+    header only is refused once read."""
     header = read_header(path)
     needed = [layout.time, layout.prompt, layout.output, *layout.extra]
     for col in needed:
@@ -333,7 +332,6 @@ def _csv_pieces(path: Path, layout: CsvLayout, format: str, rows: list[int]) -> 
             extras = {col: batch.column(col).to_numpy(zero_copy_only=False) for col in layout.extra}
             previous = t[-1] if len(t) else previous
             offset += batch.num_rows
-            rows[0] = offset
             yield _CsvPiece(t, p, o, keep, extras)
     except pa.ArrowInvalid as err:
         if "straddl" in str(err):  # pyarrow: a row did not fit in one block
@@ -348,16 +346,15 @@ def _csv_pieces(path: Path, layout: CsvLayout, format: str, rows: list[int]) -> 
 def _read_csv(path: Path, layout: CsvLayout, format: str) -> pd.DataFrame:
     times, prompts, outputs, keep_masks = [], [], [], []
     extras: dict[str, list[np.ndarray]] = {c: [] for c in layout.extra}
-    rows = [0]
-    for piece in _csv_pieces(path, layout, format, rows):
+    for piece in _csv_pieces(path, layout, format):
         times.append(piece.times)
         prompts.append(piece.prompts)
         outputs.append(piece.outputs)
         keep_masks.append(piece.keep)
         for col, values in piece.extras.items():
             extras[col].append(values)
-    offset = rows[0]
     keep_all = np.concatenate(keep_masks)
+    offset = len(keep_all)  # (rows read)
     n_failed = int(sum(int(np.sum(o == 0)) for o in outputs)) if format == "burstgpt" else 0
     renamed = {"Model": "model"} if format == "burstgpt" else {}  # (BurstGPT's Model: the schema's `model`)
     extra_cols: dict[str, object] = {
@@ -383,7 +380,7 @@ def _csv_windows(path: Path, layout: CsvLayout, format: str) -> Iterator[pd.Data
     """`_read_csv`'s frame a block at a time (a layout with no extra columns): the rows kept, times re-based to the
     first kept arrival as `canonical_frame` re-bases them, tokens as int64."""
     first: float | None = None
-    for piece in _csv_pieces(path, layout, format, [0]):
+    for piece in _csv_pieces(path, layout, format):
         t, p, o = piece.times, piece.prompts, piece.outputs
         if not piece.keep.all():
             t, p, o = t[piece.keep], p[piece.keep], o[piece.keep]
@@ -647,11 +644,8 @@ def _changed_kind(value: Any, field: str, kinds: dict[str, str]) -> tuple[str, s
 
 
 # --- Parquet -----------------------------------------------------------------------------------------
-def _parquet_file(path: Path) -> pq.ParquetFile:
-    try:
-        return pq.ParquetFile(path)
-    except (pa.ArrowInvalid, OSError) as err:
-        raise FleetsimError(f"{path}: not a readable Parquet file ({str(err).splitlines()[0]})") from None
+def _unreadable(path: Path, err: Exception) -> FleetsimError:
+    return FleetsimError(f"{path}: not a readable Parquet file ({str(err).splitlines()[0]})")
 
 
 def _parquet_windows(path: Path) -> Iterator[pd.DataFrame]:
@@ -659,18 +653,21 @@ def _parquet_windows(path: Path) -> Iterator[pd.DataFrame]:
     `validate_frame` checks the whole (times finite, non-decreasing across groups and >= 0; token counts), times
     re-based to the first arrival, tokens as int64: `_read_parquet`'s frame, value for value."""
     source = str(path)
-    pf = _parquet_file(path)
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise _unreadable(path, err) from None
     offset, previous, first = 0, -np.inf, None
     for i in range(pf.num_row_groups):
         try:
             frame = pf.read_row_group(i, columns=list(REQUIRED)).to_pandas()
         except (pa.ArrowInvalid, OSError) as err:
-            raise FleetsimError(f"{path}: not a readable Parquet file ({str(err).splitlines()[0]})") from None
+            raise _unreadable(path, err) from None
         if not len(frame):
             continue
         where = Where(source, first_row_number=1 + offset, unit="row")
         try:
-            t = _checked_times(frame["arrival_at_s"], where, previous)
+            t = checked_arrivals(frame["arrival_at_s"], where, previous)
             for col in ("prompt_tokens", "output_tokens"):
                 check_tokens(numeric_column(frame[col], col, where), column=col, where=where)
         except FleetsimError as err:  # (a later group may break a rule the whole-file check runs first)
@@ -691,16 +688,6 @@ def _parquet_windows(path: Path) -> Iterator[pd.DataFrame]:
         raise FleetsimError(f"{source}: the trace has no requests")
 
 
-def _checked_times(series: pd.Series, where: Where, previous: float = -np.inf) -> np.ndarray:
-    """`validate_frame`'s checks of a canonical Parquet trace's arrival_at_s: numbers, finite, non-decreasing, >= 0."""
-    t = numeric_column(series, "arrival_at_s", where)
-    check_times(t, column="arrival_at_s", where=where, previous=previous)
-    bad = first_bad(t < 0)
-    if bad is not None:
-        raise FleetsimError(f"{where.at(bad)}: arrival_at_s must be >= 0 (got {show_value(t[bad])})")
-    return t
-
-
 def _parquet_problem(path: Path) -> FleetsimError | None:
     """The error `validate_frame` finds in the whole of a canonical Parquet trace (the error path of
     `_parquet_windows` only: it checks each row group whole, the whole-file check each rule over all rows, a column
@@ -711,9 +698,9 @@ def _parquet_problem(path: Path) -> FleetsimError | None:
             try:
                 series = pq.read_table(path, columns=[col]).to_pandas()[col]
             except (pa.ArrowInvalid, OSError) as err:
-                return FleetsimError(f"{path}: not a readable Parquet file ({str(err).splitlines()[0]})")
+                return _unreadable(path, err)
             if col == "arrival_at_s":
-                _checked_times(series, where)
+                checked_arrivals(series, where)
             else:
                 check_tokens(numeric_column(series, col, where), column=col, where=where)
             del series
@@ -726,7 +713,7 @@ def _read_parquet(path: Path, *, columns: Mapping[str, str] | None, time_unit: s
     try:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as err:
-        raise FleetsimError(f"{path}: not a readable Parquet file ({str(err).splitlines()[0]})") from None
+        raise _unreadable(path, err) from None
     frame = table.to_pandas()
     if columns:
         layout = _generic_layout(columns, time_unit, path)

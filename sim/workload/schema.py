@@ -71,36 +71,34 @@ def check_tokens(values: np.ndarray, *, column: str, where: Where, offset: int =
     """Token counts: present, integral, >= 1 and at most MAX_TOKENS (vectorized; names the first offending row)."""
     bad = first_bad(~(values >= 1))  # NaN fails too
     if bad is not None:
-        raise FleetsimError(f"{where.at(offset + bad)}: {column} must be >= 1 (got {show_value(values[bad])})")
+        raise FleetsimError(f"{where.at(offset + bad)}: {column} must be >= 1 (got {_show(values[bad])})")
     bad = first_bad(values > MAX_TOKENS)  # (beyond it a count no model serves, and int64 wraps past 9.2e18)
     if bad is not None:
-        raise FleetsimError(f"{where.at(offset + bad)}: {column} must be <= {MAX_TOKENS:,} (got {show_value(values[bad])})")
+        raise FleetsimError(f"{where.at(offset + bad)}: {column} must be <= {MAX_TOKENS:,} (got {_show(values[bad])})")
     if values.dtype.kind == "f":
         bad = first_bad(values != np.floor(values))
         if bad is not None:
-            raise FleetsimError(f"{where.at(offset + bad)}: {column} must be an integer (got {show_value(values[bad])})")
+            raise FleetsimError(f"{where.at(offset + bad)}: {column} must be an integer (got {_show(values[bad])})")
 
 
 def check_times(values: np.ndarray, *, column: str, where: Where, offset: int = 0, previous: float = -np.inf) -> None:
     """Timestamps: finite and non-decreasing, also across chunk boundaries (`previous`)."""
     bad = first_bad(~np.isfinite(values))
     if bad is not None:
-        raise FleetsimError(f"{where.at(offset + bad)}: {column} must be a finite number (got {show_value(values[bad])})")
+        raise FleetsimError(f"{where.at(offset + bad)}: {column} must be a finite number (got {_show(values[bad])})")
     bad = first_bad(np.abs(values) > MAX_TIME_S)  # (a span of 1e300 s: a run asks for 1e299 timeline samples)
     if bad is not None:
-        raise FleetsimError(
-            f"{where.at(offset + bad)}: {column} must be within +-{MAX_TIME_S:g} s (got {show_value(values[bad])} s)"
-        )
+        raise FleetsimError(f"{where.at(offset + bad)}: {column} must be within +-{MAX_TIME_S:g} s (got {_show(values[bad])} s)")
     if values.size:
         prev = np.concatenate(([previous], values[:-1]))
         bad = first_bad(values < prev)
         if bad is not None:
             raise FleetsimError(
-                f"{where.at(offset + bad)}: {column} must be non-decreasing (got {show_value(values[bad])} after {show_value(prev[bad])}); sort the trace by time"
+                f"{where.at(offset + bad)}: {column} must be non-decreasing (got {_show(values[bad])} after {_show(prev[bad])}); sort the trace by time"
             )
 
 
-def show_value(value: object) -> str:
+def _show(value: object) -> str:
     if isinstance(value, float | np.floating) and float(value).is_integer() and abs(float(value)) < 1e15:
         return str(int(value))
     return repr(value.item() if isinstance(value, np.generic) else value)
@@ -143,11 +141,7 @@ def validate_frame(frame: pd.DataFrame, *, source: str = "<trace>", where: Where
         raise FleetsimError(f"{source}: unknown column {unknown[0]!r} (allowed: {', '.join(REQUIRED + OPTIONAL)})")
     if len(frame) == 0:
         raise FleetsimError(f"{source}: the trace has no requests")
-    t = numeric_column(frame["arrival_at_s"], "arrival_at_s", where)
-    check_times(t, column="arrival_at_s", where=where)
-    bad = first_bad(t < 0)
-    if bad is not None:
-        raise FleetsimError(f"{where.at(bad)}: arrival_at_s must be >= 0 (got {show_value(t[bad])})")
+    t = checked_arrivals(frame["arrival_at_s"], where)
     for col in ("prompt_tokens", "output_tokens"):
         check_tokens(numeric_column(frame[col], col, where), column=col, where=where)
     out = frame.copy()
@@ -166,11 +160,22 @@ def validate_frame(frame: pd.DataFrame, *, source: str = "<trace>", where: Where
         if bad is not None:
             raise FleetsimError(
                 f"{where.at(bad)}: deadline_at_s must be within {MAX_TIME_S:g} s of the first arrival "
-                f"(got {show_value(deadline[bad] + t[0])})"
+                f"(got {_show(deadline[bad] + t[0])})"
             )
         out["deadline_at_s"] = deadline
     out.attrs["source"] = frame.attrs.get("source", source)
     return out
+
+
+def checked_arrivals(series: pd.Series, where: Where, previous: float = -np.inf) -> np.ndarray:
+    """A frame's arrival_at_s as float64, checked: numbers, finite, non-decreasing (after `previous`: a window read
+    before it) and >= 0."""
+    t = numeric_column(series, "arrival_at_s", where)
+    check_times(t, column="arrival_at_s", where=where, previous=previous)
+    bad = first_bad(t < 0)
+    if bad is not None:
+        raise FleetsimError(f"{where.at(bad)}: arrival_at_s must be >= 0 (got {_show(t[bad])})")
+    return t
 
 
 def numeric_column(series: pd.Series, column: str, where: Where) -> np.ndarray:
@@ -247,7 +252,7 @@ def model_column(series: pd.Series, where: Where) -> np.ndarray:
     bad = first_bad(~ok)
     if bad is not None:
         raise FleetsimError(
-            f"{where.at(bad)}: model must be a name of at most {MAX_MODEL_NAME} characters (got {show_value(series.iloc[bad])})"
+            f"{where.at(bad)}: model must be a name of at most {MAX_MODEL_NAME} characters (got {_show(series.iloc[bad])})"
         )
     return np.array([v.strip() for v in values], dtype=object)
 
@@ -264,11 +269,11 @@ def adapter_column(series: pd.Series, where: Where) -> np.ndarray:
         present &= ~strings  # an empty string is an empty cell
         bad = first_bad(series.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(dtype=bool))
         if bad is not None:
-            raise FleetsimError(f"{where.at(bad)}: adapter {rule} (got {show_value(series.iloc[bad])})")
+            raise FleetsimError(f"{where.at(bad)}: adapter {rule} (got {_show(series.iloc[bad])})")
     values = np.asarray(pd.to_numeric(series.where(present, None), errors="coerce"), dtype=np.float64)
     with np.errstate(invalid="ignore"):
         ok = ~present | ((values == np.floor(values)) & (values >= BASE_MODEL) & (values <= MAX_ADAPTER))
     bad = first_bad(~ok)
     if bad is not None:
-        raise FleetsimError(f"{where.at(bad)}: adapter {rule} (got {show_value(series.iloc[bad])})")
+        raise FleetsimError(f"{where.at(bad)}: adapter {rule} (got {_show(series.iloc[bad])})")
     return np.where(present, np.nan_to_num(values, nan=BASE_MODEL), BASE_MODEL).astype(np.int64)

@@ -179,21 +179,16 @@ class TraceFile(Frozen):
     adapters: AdapterMix | None = None  # LoRA adapters drawn for the requests (`sim.workload.adapters`)
 
 
-def _reading(spec: TraceFile, base_dir: Path) -> tuple[Path, dict[str, Any]]:
-    """The file (relative paths: from `base_dir`) and the reader's settings a trace block gives."""
+def _file_and_reader(spec: TraceFile, base_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """The file (relative paths: from `base_dir`) and the reader's settings a trace block gives (`READER_KEYS`)."""
     path = Path(spec.file)
-    return path if path.is_absolute() else base_dir / path, {
-        "format": spec.format,
-        "columns": spec.columns,
-        "time_unit": spec.time_unit,
-        "model": spec.model,
-    }
+    return path if path.is_absolute() else base_dir / path, {k: getattr(spec, k) for k in READER_KEYS}
 
 
 def load_trace_file(spec: TraceFile, *, base_dir: Path, seed: int) -> pd.DataFrame:
     from sim.workload.readers import load_trace
 
-    path, reading = _reading(spec, base_dir)
+    path, reading = _file_and_reader(spec, base_dir)
     frame = load_trace(path, **reading)
     if spec.start_s is not None or spec.end_s is not None:
         frame = window(frame, start_s=spec.start_s or 0.0, end_s=spec.end_s)
@@ -217,9 +212,9 @@ def trace_file_windows(spec: TraceFile, *, base_dir: Path) -> Iterator[pd.DataFr
     sampling and adapters draw over the whole, `repeat` copies it)."""
     from sim.workload.readers import trace_windows
 
-    if any(getattr(spec, k) is not None for k in ("start_s", "end_s", "sample", "repeat", "adapters")):
+    if any(getattr(spec, k) is not None for k in TRANSFORM_KEYS if k not in ROW_TRANSFORMS):
         return None
-    path, reading = _reading(spec, base_dir)
+    path, reading = _file_and_reader(spec, base_dir)
     windows = trace_windows(path, **reading)
     if windows is None or (spec.rate_scale is None and spec.max_context is None):
         return windows
@@ -237,6 +232,7 @@ def _transformed(windows: Iterator[pd.DataFrame], rate_scale: float | None, max_
 
 TRANSFORM_KEYS = ("start_s", "end_s", "rate_scale", "sample", "max_context", "repeat", "adapters")  # TraceFile's transforms
 READER_KEYS = ("format", "columns", "time_unit", "model")  # TraceFile's settings for reading its file
+ROW_TRANSFORMS = ("rate_scale", "max_context")  # the transforms that act row by row (`trace_file_windows`)
 
 
 def swap_trace_file(trace: object, file: str) -> tuple[dict[str, object], str]:
