@@ -21,6 +21,7 @@ from heapq import heappop, heappush
 from typing import Any
 
 import simpy
+from mypy_extensions import mypyc_attr
 from simpy.core import StopSimulation
 from simpy.events import EventPriority
 
@@ -30,6 +31,7 @@ OBSERVE = EventPriority(2)
 SAMPLE = EventPriority(3)
 
 
+@mypyc_attr(native_class=False)  # (a SimPy event: SimPy sets its callbacks to None once processed)
 class At(simpy.Event):
     """A timeout of `delay` seconds processed with `priority` among the events of its instant."""
 
@@ -68,14 +70,15 @@ class CountingEnvironment(simpy.Environment):
     def run_until(self, until: simpy.Event) -> None:
         """`run(until=until)`, with SimPy's `step` inlined in the loop (one Python call less per event; the
         same order, the same failure and stop semantics)."""
-        if until.callbacks is None:  # already processed
+        waiting: list[Any] | None = until.callbacks  # (None once processed, whatever SimPy's annotation says)
+        if waiting is None:  # already processed
             return
-        until.callbacks.append(StopSimulation.callback)
-        queue = self._queue
+        waiting.append(StopSimulation.callback)
+        queue: list[Any] = self._queue  # (its events untyped: SimPy types `callbacks` a list; a processed event's is None)
         try:
             while queue:
                 self._now, _, _, event = heappop(queue)
-                callbacks, event.callbacks = event.callbacks, None  # type: ignore[assignment]
+                callbacks, event.callbacks = event.callbacks, None
                 for callback in callbacks:
                     callback(event)
                 if not event._ok and not hasattr(event, "_defused"):  # a failed event crashes the run, as in SimPy

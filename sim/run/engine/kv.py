@@ -17,6 +17,8 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from mypy_extensions import mypyc_attr
+
 from sim.policies.router import RequestView
 from sim.run.engine.prefix_cache import PrefixCache
 from sim.run.engine.scheduler import Batch, Limits
@@ -41,6 +43,7 @@ class Planning(Protocol):
     def limits(self) -> Limits: ...
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class BlockKv:
     """The plain paged pool (no caching)."""
 
@@ -153,6 +156,7 @@ class BlockKv:
         self.used = 0
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class PrefixCachingKv(BlockKv):
     """The pool with automatic prefix caching over the trace's prefix hash ids (see the module docstring and
     `sim.run.engine.prefix_cache` for the rules)."""

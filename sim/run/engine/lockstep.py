@@ -27,17 +27,20 @@ captured CUDA graph, every rank padded to the largest, as vLLM's `coordinate_bat
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import simpy
-from simpy.events import NORMAL, EventPriority
+from simpy.events import NORMAL
 
 from sim.run.clock import call_at
-from sim.run.engine.replica import NO_LIMIT, Replica
-from sim.run.engine.scheduler import Batch
+from sim.run.engine.kv import BlockKv
+from sim.run.engine.records import RequestLog
+from sim.run.engine.replica import COLOCATED, NO_LIMIT, Replica, ReplicaListener
+from sim.run.engine.scheduler import Batch, BatchPolicy, Limits
 from sim.run.engine.sequence import Seq
 from sim.run.engine.spec_group import SpecRun
+from sim.run.engine.speculative import Acceptance
 from sim.run.engine.step_time import GapLog, LinearWrapper, RunLine, StepLine, StepTimeModel, linear_runs
 
 
@@ -84,10 +87,8 @@ class GroupLine:
 
     @classmethod
     def constant(cls, dt: float) -> GroupLine:
-        """One step of `dt` seconds (what `GroupLine([(dt, 0.0)], 1)` builds)."""
-        line = cls.__new__(cls)
-        line.k, line.starts, line.a, line.b, line.cum = 1, [0], [dt], [0.0], [0.0]
-        return line
+        """One step of `dt` seconds."""
+        return cls([(dt, 0.0)], 1)
 
     def __repr__(self) -> str:
         return f"GroupLine(starts={self.starts}, a={self.a}, b={self.b}, k={self.k})"
@@ -309,9 +310,7 @@ class LockStep:
         steps = False  # whether any plans a step (else every one a decode run)
         for rank in tuple(self.ranks):  # (a rank that goes idle may be released, and leave, as it does)
             if not rank._idle and not rank._stopped:
-                rank._dt = None
-                rank._wants_run = None
-                rank._held_plan = False
+                rank.clear_plan()  # (a call: what its planner sets below is not read as the None set here)
                 pricing = rank._pricing
                 pricing.deferred = True
                 Replica._next(rank)  # its own planner: a step leaves its batch in `_stepping`, a run its plan in `_wants_run`
@@ -406,9 +405,39 @@ class LockStepReplica(Replica):
 
     __slots__ = ("_dt", "_own_line", "_pricing", "_wants_run", "lockstep")
 
-    def __init__(self, env: simpy.Environment, *, lockstep: LockStep, **kwargs: Any) -> None:
-        kwargs["step_time"] = self._pricing = GroupPricing(kwargs["step_time"])
-        super().__init__(env, **kwargs)
+    def __init__(
+        self,
+        env: simpy.Environment,
+        *,
+        lockstep: LockStep,
+        replica_id: int,
+        step_time: StepTimeModel,
+        policy: BatchPolicy,
+        limits: Limits,
+        kv: BlockKv,
+        log: RequestLog,
+        max_context_tokens: int,
+        fast_forward: bool = True,
+        role: str = COLOCATED,
+        acceptance: Acceptance | None = None,
+        listeners: Sequence[ReplicaListener] = (),
+    ) -> None:
+        self._pricing = GroupPricing(step_time)
+        # (Replica's keywords spelled out, not passed on as **kwargs: mypyc's compiled super() call mishandles those)
+        super().__init__(
+            env,
+            replica_id=replica_id,
+            step_time=self._pricing,
+            policy=policy,
+            limits=limits,
+            kv=kv,
+            log=log,
+            max_context_tokens=max_context_tokens,
+            fast_forward=fast_forward,
+            role=role,
+            acceptance=acceptance,
+            listeners=listeners,
+        )
         self.lockstep = lockstep
         self._dt: float | None = None  # the step it just planned, in seconds (read by the group)
         # the decode run it just planned: its sequences, most steps and (once the group has priced it) its line
@@ -416,14 +445,17 @@ class LockStepReplica(Replica):
         self._own_line: StepLine | None = None  # the run in progress's own line (its steps had it run alone)
         lockstep.join(self)
 
+    def clear_plan(self) -> None:
+        """Forget the last plan, before its planner makes the next."""
+        self._dt = None
+        self._wants_run = None
+        self._held_plan = False
+
     def _next(self, _event: simpy.Event | None = None) -> None:
         if not self._stopped:
             self.lockstep.wants()
 
-    @staticmethod
-    def _end_step_at(
-        env: simpy.Environment, delay: float, priority: EventPriority, callback: Callable[[simpy.Event], None]
-    ) -> None:
+    def _end_step_at(self, delay: float, callback: Callable[[simpy.Event], None]) -> None:
         """(The group ends its steps: `LockStep._end`.)"""
 
     def _start_step(self, batch: Batch) -> None:

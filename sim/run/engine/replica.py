@@ -25,11 +25,10 @@ import bisect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from types import MethodType
-from typing import cast
 
 import numpy as np
 import simpy
+from mypy_extensions import mypyc_attr
 from simpy.events import NORMAL, URGENT, EventPriority
 
 from sim.policies.router import RequestView
@@ -103,6 +102,7 @@ def admission_reason(
     return limits.never_reason(prompt_tokens, recompute=False, chunks=chunks)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class ReplicaListener:
     """What a replica tells whoever cares: its listeners, registered when it is built (as SimPy's `Event.callbacks`).
     A listener overrides the events it cares about; the replica calls, in registration order, only the methods a
@@ -446,9 +446,8 @@ class Replica:
     # next step boundary (the event scheduled before goes stale and is ignored). Same instants, same order
     # as a SimPy process, without a generator resume or an Interrupt per event.
     # schedules a step's end (a lock-step DP rank's group ends its steps instead: `sim.run.engine.lockstep`)
-    _end_step_at = staticmethod(
-        cast(Callable[[simpy.Environment, float, EventPriority, Callable[[simpy.Event], None]], object], call_at)
-    )
+    def _end_step_at(self, delay: float, callback: Callable[[simpy.Event], None]) -> None:
+        call_at(self.env, delay, NORMAL, callback)
 
     def _after(self, delay: float, callback: Callable[[simpy.Event], None], priority: EventPriority = NORMAL) -> simpy.Event:
         return call_at(self.env, delay, priority, callback)
@@ -613,7 +612,7 @@ class Replica:
         self._stepping = (batch, dt, n_prefill, n_decode, decode_ctx)
         self.flops += flops
         self.bytes += n_bytes
-        self._end_step_at(self.env, dt, NORMAL, self._step_end)
+        self._end_step_at(dt, self._step_end)
 
     def _step_end(self, _event: simpy.Event | None) -> None:
         assert self._stepping is not None
@@ -934,8 +933,9 @@ class Replica:
             stepping = None
         for entry in env._queue:  # (time, priority, id, event): its step's or run's end, its wake-ups
             callbacks = entry[3].callbacks
-            if callbacks and any(isinstance(cb, MethodType) and cb.__self__ is self for cb in callbacks):
-                entry[3].callbacks = [cb for cb in callbacks if not (isinstance(cb, MethodType) and cb.__self__ is self)]
+            # (its bound methods: a Python method, or a compiled class's, whose type is not MethodType)
+            if callbacks and any(getattr(cb, "__self__", None) is self for cb in callbacks):
+                entry[3].callbacks = [cb for cb in callbacks if getattr(cb, "__self__", None) is not self]
         started, before = self._work_start, self.busy_s
         if self._run_end_event is not None:
             start, line = self._run_in_progress()

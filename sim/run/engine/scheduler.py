@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from sim.run.engine.sequence import Seq, blocks_for
 
@@ -332,7 +332,7 @@ class PriorityCount:
 
 
 class PrefillFirst:
-    chunks_prefill = False
+    chunks_prefill: ClassVar[bool] = False
 
     def next_batch(self, waiting: list[Seq], running: list[Seq], free_blocks: int, limits: Limits, reserve: int = 0) -> Batch:
         return with_priority_preemption(self._next_batch, waiting, running, free_blocks, limits, reserve)
@@ -370,7 +370,7 @@ class PrefillFirst:
 
 
 class Chunked:
-    chunks_prefill = True
+    chunks_prefill: ClassVar[bool] = True
 
     def next_batch(self, waiting: list[Seq], running: list[Seq], free_blocks: int, limits: Limits, reserve: int = 0) -> Batch:
         return with_priority_preemption(self._next_batch, waiting, running, free_blocks, limits, reserve)

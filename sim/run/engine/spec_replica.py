@@ -15,23 +15,57 @@ The step-time model is the same `SpeculativeStepTime` wrapper either way.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
 import simpy
 from simpy.events import NORMAL
 
 from sim.run.clock import call_at
-from sim.run.engine.replica import Replica
-from sim.run.engine.scheduler import Batch
+from sim.run.engine.kv import BlockKv
+from sim.run.engine.records import RequestLog
+from sim.run.engine.replica import COLOCATED, Replica, ReplicaListener
+from sim.run.engine.scheduler import Batch, BatchPolicy, Limits
 from sim.run.engine.sequence import Seq
 from sim.run.engine.spec_group import SpecGroup, SpecRun
+from sim.run.engine.speculative import Acceptance
+from sim.run.engine.step_time import StepTimeModel
 
 
 class SpecReplica(Replica):
     __slots__ = ("_spec_run",)
 
-    def __init__(self, env: simpy.Environment, *, group: SpecGroup, **kwargs: Any) -> None:
-        super().__init__(env, **kwargs)
+    def __init__(
+        self,
+        env: simpy.Environment,
+        *,
+        group: SpecGroup,
+        replica_id: int,
+        step_time: StepTimeModel,
+        policy: BatchPolicy,
+        limits: Limits,
+        kv: BlockKv,
+        log: RequestLog,
+        max_context_tokens: int,
+        fast_forward: bool = True,
+        role: str = COLOCATED,
+        acceptance: Acceptance | None = None,
+        listeners: Sequence[ReplicaListener] = (),
+    ) -> None:
+        # (Replica's keywords spelled out, not passed on as **kwargs: mypyc's compiled super() call mishandles those)
+        super().__init__(
+            env,
+            replica_id=replica_id,
+            step_time=step_time,
+            policy=policy,
+            limits=limits,
+            kv=kv,
+            log=log,
+            max_context_tokens=max_context_tokens,
+            fast_forward=fast_forward,
+            role=role,
+            acceptance=acceptance,
+            listeners=listeners,
+        )
         assert self._acceptance is not None and group.acceptance is self._acceptance  # one stream for both
         self.group = group
         self.fast_forward = True

@@ -22,6 +22,8 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
+from mypy_extensions import mypyc_attr
+
 from sim.physics.roofline import RooflineSetup, fixed_overhead_s, weight_bytes_read
 
 _NEVER = 1e15  # steps: a crossing further away than this is treated as never reached
@@ -209,6 +211,7 @@ class LinearRuns(Protocol):
         ...
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class LinearWrapper:
     """A step-time model around another that adds a cost constant over a decode run (LoRA's adapters): it has linear
     runs when the model it wraps has them (`decode_line`, `run_work` and `decode_sum` its own)."""
