@@ -14,7 +14,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from sim.compiled import select as _select_compiled
 from sim.lazy import lazy_attributes
+
+_select_compiled()  # the compiled hot modules when a current build is present, else the pure-Python ones (`sim.compiled`)
 
 if TYPE_CHECKING:
     from sim.errors import FleetsimError

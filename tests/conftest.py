@@ -1,6 +1,12 @@
 from __future__ import annotations
 
 import os
+
+# The suite tests the pure-Python modules, the reference, even where `fleetsim compile` has built the compiled ones
+# (tests/test_compiled.py runs those in subprocesses and compares them with these). Set before `sim` is first imported;
+# FLEETSIM_PURE_PYTHON=0 runs the suite on a compiled build (the few tests that patch an engine method then fail).
+os.environ.setdefault("FLEETSIM_PURE_PYTHON", "1")
+
 from pathlib import Path
 
 import pytest

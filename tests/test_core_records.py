@@ -205,6 +205,7 @@ LAYERS = (
             "sim.states",
             "sim.streams",
             "sim.data",
+            "sim.compiled",
         ),
     ),
     ("physics", ("sim.physics",)),

@@ -313,6 +313,36 @@ def gpus(
         )
 
 
+@app.command(name="compile")
+@user_errors
+def compile_(
+    clean: Annotated[bool, typer.Option("--clean", help="Remove the compiled modules (back to pure Python).")] = False,
+    status: Annotated[bool, typer.Option("--status", help="Say which modules run, and why; build nothing.")] = False,
+    log: Annotated[Path | None, typer.Option("--log", help="Write the compiler's output to this file.")] = None,
+) -> None:
+    """Compile the event loop and the engine's hot modules with mypyc (optional: about 2x the simulated requests per
+    CPU second, identical results). Needs a C compiler and `pip install -e '.[compiled]'`; without them everything
+    runs as pure Python. FLEETSIM_PURE_PYTHON=1 runs the pure-Python modules even when compiled ones are present."""
+    from sim import compiled
+
+    if clean and status:
+        raise FleetsimError("--clean and --status do not combine (pick one)")
+    if status:
+        ok, why = compiled.status()
+        typer.echo(f"{'compiled' if ok else 'pure Python'}: {why}")
+        return
+    if clean:
+        removed = compiled.clean()
+        typer.echo(f"removed {len(removed)} compiled files; the pure-Python modules run")
+        return
+    typer.echo(f"compiling {len(compiled.HOT_MODULES)} modules with mypyc (about a minute)...", err=True)
+    try:
+        placed = compiled.build(log=log)
+    except compiled.CompileError as err:
+        raise FleetsimError(str(err)) from None
+    typer.echo(f"compiled {len(compiled.HOT_MODULES)} modules ({len(placed)} files beside the sources); new processes run them")
+
+
 @app.command()
 @user_errors
 def presets() -> None:
