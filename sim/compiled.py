@@ -37,9 +37,7 @@ GROUP = "fleetsim"  # the shared library every compiled module links: fleetsim__
 PURE_ENV = "FLEETSIM_PURE_PYTHON"
 
 # the modules the event loop spends its time in (a profile of `benchmarks/fleet_speed.py`), and those whose classes
-# subclass theirs (a compiled class's subclass is compiled too, so that calls stay native). Not `prefix_cache`: its
-# recency stamps are tuples compared by identity, and compiled code keeps a tuple of known shape unboxed (a new object
-# each time it is boxed again)
+# subclass theirs (a compiled class's subclass is compiled too, so that calls stay native)
 HOT_MODULES = (
     "sim.run.clock",
     "sim.run.engine.sequence",
@@ -53,6 +51,7 @@ HOT_MODULES = (
     "sim.run.engine.spec_replica",
     "sim.run.engine.spec_group",
     "sim.run.engine.speculative",
+    "sim.run.engine.prefix_cache",
     "sim.run.fleet.feed",
     "sim.run.fleet.load_index",
     "sim.run.fleet.cluster",
@@ -220,6 +219,11 @@ def build(*, log: Path | None = None) -> list[Path]:
     cc = os.environ.get("CC", str(sysconfig.get_config_var("CC") or "cc")).split()[0]
     if shutil.which(cc) is None:
         raise CompileError(f"no C compiler ({cc!r} not found): the pure-Python modules run as they are")
+    if log is not None:  # (checked before a minute of compiling)
+        try:
+            log.write_text("")
+        except OSError as err:
+            raise CompileError(f"--log {log}: cannot write the compiler's output ({err.strerror or err})") from None
     digest = sources_digest()
     with tempfile.TemporaryDirectory(prefix="fleetsim-compile-") as tmp:
         work = Path(tmp)
@@ -236,7 +240,10 @@ def build(*, log: Path | None = None) -> list[Path]:
         )
         output = proc.stdout + proc.stderr
         if log is not None:
-            log.write_text(output)
+            try:
+                log.write_text(output)
+            except OSError as err:
+                raise CompileError(f"--log {log}: cannot write the compiler's output ({err.strerror or err})") from None
         if proc.returncode != 0:
             lines = [ln for ln in output.splitlines() if "error:" in ln] or output.splitlines()[-1:] or ["no output"]
             raise CompileError(f"the compile failed ({lines[0].strip()}){f'; its output: {log}' if log else ''}")
@@ -245,13 +252,16 @@ def build(*, log: Path | None = None) -> list[Path]:
         missing = [p.name for p in [*built.values(), group] if not p.exists()]
         if missing:
             raise CompileError(f"the compile did not produce {', '.join(missing)}")
-        clean()
         placed = []
-        for src, dst in [*((built[m], _extension(m)) for m in HOT_MODULES), (group, _group_library())]:
-            part = dst.with_name(dst.name + ".part")
-            shutil.copy2(src, part)
-            os.replace(part, dst)  # (a new file: a process that has the old one loaded keeps it)
-            placed.append(dst)
+        try:
+            clean()
+            for src, dst in [*((built[m], _extension(m)) for m in HOT_MODULES), (group, _group_library())]:
+                part = dst.with_name(dst.name + ".part")
+                shutil.copy2(src, part)
+                os.replace(part, dst)  # (a new file: a process that has the old one loaded keeps it)
+                placed.append(dst)
+        except OSError as err:  # (e.g. a package installed where this user cannot write): no manifest, nothing runs
+            raise CompileError(f"cannot place the compiled modules beside the sources in {PACKAGE}: {err}") from None
     if sources_digest() != digest:
         clean()
         raise CompileError("sources under sim/ changed during the compile; run it again")

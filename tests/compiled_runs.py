@@ -25,7 +25,6 @@ FILES = [
     "speculative",
     "startup-spot",
     "startup-autoscale",
-    "long-prompts",
 ]
 
 MOE = {

@@ -20,6 +20,7 @@ import pytest
 
 from sim import compiled
 from sim.cli import main
+from tests import compiled_runs
 
 REPO = Path(__file__).resolve().parents[1]
 # a test that replaces a compiled class's method from outside (compiled code calls its own, natively): pure Python only
@@ -113,7 +114,7 @@ def test_the_compiled_modules_give_the_pure_python_results_on_every_feature(buil
     assert pure.pop("_sim") == fast.pop("_sim") == str(built / "sim" / "__init__.py")  # the copy's package, not the repo's
     assert (pure.pop("_compiled"), pure.pop("_compiled_after")) == (False, False)
     assert (fast.pop("_compiled"), fast.pop("_compiled_after")) == (True, True)  # (so the comparison is not vacuous)
-    assert pure.keys() == fast.keys() and len(pure) >= 11
+    assert pure.keys() == fast.keys() == {*compiled_runs.FILES, "moe-dp-ep", "platform", "swap"}
     for name in pure:
         _same(pure[name], fast[name], name)
 
@@ -185,3 +186,24 @@ def test_the_suite_runs_the_pure_python_reference() -> None:
     assert os.environ["FLEETSIM_PURE_PYTHON"] == "1" or not compiled.present()
     assert replica.__file__ is not None and replica.__file__.endswith(".py")
     assert compiled.active() is False
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["compile", "--clean", "--status"], "--clean and --status do not combine"),
+        (["compile", "--log", "/nonexistent/fleetsim/compile.log"], ""),  # (or: no compiler, no mypyc, here)
+    ],
+)
+def test_compile_refuses_bad_options_in_one_line_and_changes_nothing(
+    args: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = compiled.present(), compiled.MANIFEST.exists()
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(err) == 1 and says in err[0]
+    if "--log" in args and _cannot_compile() is None:
+        assert "/nonexistent/fleetsim/compile.log: cannot write" in err[0]
+    assert (compiled.present(), compiled.MANIFEST.exists()) == before

@@ -8,7 +8,7 @@ import simpy
 
 from sim.results.metrics import GapDistribution
 from sim.run.engine.kv import BlockKv
-from sim.run.engine.prefix_cache import PrefixCache
+from sim.run.engine.prefix_cache import PrefixCache, Stamp
 from sim.run.engine.records import RequestLog
 from sim.run.engine.replica import Replica, inadmissible
 from sim.run.engine.scheduler import Chunked, Limits, PrefillFirst
@@ -365,7 +365,7 @@ def test_a_prefix_match_stays_within_full_hash_blocks_and_short_of_the_last_toke
     block is never a hit, even for a recompute whose generated tokens fill it) and short of its last known token."""
     cache = PrefixCache(hash_tokens=512, block_size=16)
     hashes = [1, 2, 3]
-    assert cache.insert(hashes, 0, 3, (0.0, 0)) == 3
+    assert cache.insert(hashes, 0, 3, Stamp(0.0, 0)) == 3
 
     def match(prompt, generated=0):
         return cache.match_seq(Seq(0, 0.0, prompt, 10, generated=generated), hashes)

@@ -186,12 +186,12 @@ def test_the_html_report_shows_the_prefix_cache():
 def test_a_release_evicts_the_tail_of_its_chain_first():
     """vLLM frees a request's blocks in reverse order "so that the tail blocks are evicted first" (SGLang evicts
     radix-tree leaves): evicting one entry of a released chain keeps its head reachable."""
-    from sim.run.engine.prefix_cache import PrefixCache
+    from sim.run.engine.prefix_cache import PrefixCache, Stamp
 
     cache = PrefixCache(hash_tokens=64, block_size=16)
     chain = [7, 3, 9]  # ids in chain order, not in numeric order
-    assert cache.insert(chain, 0, 3, (0.0, 0)) == 3
-    cache.unpin(chain, (1.0, 0))
+    assert cache.insert(chain, 0, 3, Stamp(0.0, 0)) == 3
+    cache.unpin(chain, Stamp(1.0, 0))
     assert cache.evict(4) == 4 and set(cache.entries) == {7, 3}
     assert cache.match(chain, 3) == 2
     assert cache.evict(5) == 8 and cache.entries == {} and cache.n_unpinned == 0
@@ -224,7 +224,7 @@ class _ReferenceCache:
 def test_the_group_heap_evicts_as_the_entry_by_entry_rule(data):
     """`PrefixCache` keeps one heap item per release; on random admissions, releases, tentative matches given back and
     evictions over prefix-chained ids (a random tree) it evicts exactly the entries the entry-by-entry rule does."""
-    from sim.run.engine.prefix_cache import PrefixCache
+    from sim.run.engine.prefix_cache import PrefixCache, Stamp
 
     rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
     parent = [-1] + [int(rng.integers(0, i)) for i in range(1, 40)]  # a tree of ids 0..39, 0 the root
@@ -253,13 +253,13 @@ def test_the_group_heap_evicts_as_the_entry_by_entry_rule(data):
                 cache.unpin(pins)
                 ref.release(pins)
                 continue
-            n = cache.insert(ids, m, len(ids), (now, step))
+            n = cache.insert(ids, m, len(ids), Stamp(now, step))
             for pos in range(m, m + n):
                 ref.rc[ids[pos]], ref.key[ids[pos]] = 1, (now, step, -pos)
             active.append((step, ids[: m + n]))
         elif op == "release" and active:
             idx, pins = active.pop(int(rng.integers(0, len(active))))
-            cache.unpin(pins, (now, idx))
+            cache.unpin(pins, Stamp(now, idx))
             ref.release(pins, now, idx)
         elif op == "evict":
             k = data.draw(st.integers(1, 6))
@@ -272,13 +272,13 @@ def test_the_group_heap_evicts_as_the_entry_by_entry_rule(data):
 def test_insert_caches_a_chain_up_to_the_first_id_cached_already_and_says_how_many():
     """Ids that are not prefix-chained (a malformed trace) can meet a cached id mid-chain: the ids before it are
     cached (and counted, so the caller pins them), the rest stay the caller's own."""
-    from sim.run.engine.prefix_cache import PrefixCache
+    from sim.run.engine.prefix_cache import PrefixCache, Stamp
 
     cache = PrefixCache(hash_tokens=64, block_size=16)
-    assert cache.insert([5], 0, 1, (0.0, 0)) == 1
-    assert cache.insert([1, 2, 5, 6], 0, 4, (1.0, 1)) == 2
+    assert cache.insert([5], 0, 1, Stamp(0.0, 0)) == 1
+    assert cache.insert([1, 2, 5, 6], 0, 4, Stamp(1.0, 1)) == 2
     assert cache.entries == {5: 1, 1: 1, 2: 1}
-    assert cache.insert([1, 2, 7], 2, 3, (2.0, 2)) == 1 and cache.entries[7] == 1
+    assert cache.insert([1, 2, 7], 2, 3, Stamp(2.0, 2)) == 1 and cache.entries[7] == 1
 
 
 def test_kv_use_read_mid_run_counts_the_evictions_the_growth_makes():

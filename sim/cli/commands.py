@@ -332,7 +332,10 @@ def compile_(
         typer.echo(f"{'compiled' if ok else 'pure Python'}: {why}")
         return
     if clean:
-        removed = compiled.clean()
+        try:
+            removed = compiled.clean()
+        except OSError as err:
+            raise FleetsimError(f"cannot remove the compiled modules: {err}") from None
         typer.echo(f"removed {len(removed)} compiled files; the pure-Python modules run")
         return
     typer.echo(f"compiling {len(compiled.HOT_MODULES)} modules with mypyc (about a minute)...", err=True)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 from mypy_extensions import mypyc_attr
 
 from sim.policies.router import RequestView
-from sim.run.engine.prefix_cache import PrefixCache
+from sim.run.engine.prefix_cache import PrefixCache, Stamp
 from sim.run.engine.scheduler import Batch, Limits
 from sim.run.engine.sequence import Seq
 
@@ -269,7 +269,7 @@ class PrefixCachingKv(BlockKv):
             super().release(seq, now)
             return
         self.used -= seq.blocks - seq.shared
-        self.cache.unpin(seq.pins, (now, seq.idx))
+        self.cache.unpin(seq.pins, Stamp(now, seq.idx))
         seq.blocks = seq.shared = 0
 
     def preempted(self, seq: Seq, now: float) -> None:
@@ -287,7 +287,7 @@ class PrefixCachingKv(BlockKv):
         hashes, pins = seq.hashes, seq.pins
         assert hashes is not None and pins is not None
         first = len(pins)
-        n = cache.insert(hashes, first, seq.prompt_tokens // cache.hash_tokens, (now, seq.idx))
+        n = cache.insert(hashes, first, seq.prompt_tokens // cache.hash_tokens, Stamp(now, seq.idx))
         if n:
             pins += hashes[first : first + n]
             seq.shared += n * cache.blocks_per_entry

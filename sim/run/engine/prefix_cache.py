@@ -25,10 +25,26 @@ from collections.abc import Sequence
 
 from sim.policies.router import RequestView
 
-# An entry's recency: when a sequence last released it (or cached it) and that request's index. One tuple per
-# release, shared by the entries it released, so that an entry's eviction-heap item is stale when `stamp[id]` is
-# no longer that very tuple (re-released, or evicted and cached again).
-Stamp = tuple[float, int]
+
+class Stamp:
+    """An entry's recency: when a sequence last released it (or cached it) and that request's index, ordered as the
+    tuple (t, idx). One object per release, shared by the entries it released, so that an entry's eviction-heap item
+    is stale when `stamp[id]` is no longer that very object (re-released, or evicted and cached again). A class, not
+    a tuple: the compiled build keeps a tuple of known shape unboxed, a new object each time it is boxed again."""
+
+    __slots__ = ("idx", "t")
+
+    def __init__(self, t: float, idx: int) -> None:
+        self.t = t
+        self.idx = idx
+
+    def __gt__(self, other: Stamp) -> bool:
+        return (self.t, self.idx) > (other.t, other.idx)
+
+    def __repr__(self) -> str:
+        return f"Stamp({self.t!r}, {self.idx!r})"
+
+
 # The eviction heap holds groups: the entries one release left unpinned, in chain order, evicted from the tail.
 # (time, index, -position of the group's tail, serial, stamp, ids, positions): least recent release first; of one
 # release, the chain's tail first (vLLM frees a request's blocks in reverse order "so that the tail blocks are
@@ -100,11 +116,11 @@ class PrefixCache:
 
     def _push(self, stamp: Stamp, ids: list[int], positions: list[int]) -> None:
         self._serial += 1
-        heapq.heappush(self._heap, (stamp[0], stamp[1], -positions[-1], self._serial, stamp, ids, positions))
+        heapq.heappush(self._heap, (stamp.t, stamp.idx, -positions[-1], self._serial, stamp, ids, positions))
 
     def unpin(self, ids: Sequence[int], released: Stamp | None = None) -> None:
         """Release the pins on `ids` (a chain's leading entries, in order); `released` (a sequence's release: a new
-        (now, its index) tuple) makes them recently used, None (a tentative match given back) leaves their recency
+        `Stamp(now, its index)`) makes them recently used, None (a tentative match given back) leaves their recency
         as it was."""
         entries, stamps = self.entries, self.stamp
         freed = 0
@@ -143,7 +159,7 @@ class PrefixCache:
     def insert(self, hashes: Sequence[int], first: int, stop: int, released: Stamp) -> int:
         """Cache the chain's ids `hashes[first:stop]`, each pinned once (the caller's blocks become theirs), up to the
         first one already cached (another sequence's copy: the caller keeps its own, and the rest, private); how many
-        it cached. `released`: a new (now, the caller's index) tuple, the new entries' recency."""
+        it cached. `released`: a new `Stamp(now, the caller's index)`, the new entries' recency."""
         entries, stamps = self.entries, self.stamp
         n = 0
         for h in hashes[first:stop]:
