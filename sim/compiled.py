@@ -31,9 +31,11 @@ from pathlib import Path
 from types import ModuleType
 
 PACKAGE = Path(__file__).resolve().parent
-ROOT = PACKAGE.parent  # where the package sits (the repository, or site-packages): the group library goes here
+ROOT = PACKAGE.parent  # where the package sits (the repository, or site-packages)
 MANIFEST = PACKAGE / "_compiled.json"
-GROUP = "fleetsim"  # the shared library every compiled module links: fleetsim__mypyc.<suffix> beside the package
+# the shared library every compiled module links: sim/fleetsim__mypyc.<suffix>, inside the package (a module beside it
+# would not be importable where only the package is on the path, as with an editable install's console script)
+GROUP = "sim.fleetsim"
 PURE_ENV = "FLEETSIM_PURE_PYTHON"
 
 # the modules the event loop spends its time in (a profile of `benchmarks/fleet_speed.py`), and those whose classes
@@ -73,7 +75,7 @@ from setuptools import setup
 
 paths = sys.argv[1:]
 sys.argv = [sys.argv[0], "build_ext", "--inplace", "--parallel", str(os.cpu_count() or 1)]
-setup(name="fleetsim-compiled", ext_modules=mypycify(paths, opt_level="3", group_name={group!r}, multi_file=True))
+setup(name="fleetsim-compiled", ext_modules=mypycify(paths, opt_level="3", group_name={group!r}))
 """
 
 
@@ -94,7 +96,7 @@ def _extension(module: str) -> Path:
 
 
 def _group_library() -> Path:
-    return ROOT / f"{GROUP}__mypyc{_suffix()}"
+    return PACKAGE / f"{GROUP.rsplit('.', 1)[1]}__mypyc{_suffix()}"
 
 
 def sources_digest() -> str:
@@ -115,13 +117,15 @@ def _python_tag() -> str:
 def present() -> list[Path]:
     """The compiled files beside the sources: every extension module in the package (this build's or an earlier
     one's, of another module list) and the group library."""
-    return sorted(PACKAGE.rglob(f"*{_suffix()}")) + [p for p in [_group_library()] if p.exists()]
+    return sorted(PACKAGE.rglob(f"*{_suffix()}"))
 
 
 def _compiled_names() -> set[str]:
     """The modules with an extension beside their source."""
     names = set()
     for p in PACKAGE.rglob(f"*{_suffix()}"):
+        if p == _group_library():
+            continue
         rel = p.relative_to(ROOT).with_name(p.name.removesuffix(_suffix()))
         names.add(".".join(rel.parts))
     return names
@@ -179,7 +183,7 @@ def select() -> bool:
     if not ok:
         sys.meta_path.insert(0, _SourceFinder(_compiled_names() | set(HOT_MODULES)))
         if not why.startswith(PURE_ENV):
-            print(f"fleetsim: running the pure-Python modules: the compiled ones are {why}", file=sys.stderr)
+            print(f"fleetsim: running the pure-Python modules, not the compiled ones: {why}", file=sys.stderr)
     _selected = ok
     return ok
 
@@ -248,7 +252,7 @@ def build(*, log: Path | None = None) -> list[Path]:
             lines = [ln for ln in output.splitlines() if "error:" in ln] or output.splitlines()[-1:] or ["no output"]
             raise CompileError(f"the compile failed ({lines[0].strip()}){f'; its output: {log}' if log else ''}")
         built = {m: work.joinpath(*m.split(".")).with_name(m.rsplit(".", 1)[1] + _suffix()) for m in HOT_MODULES}
-        group = work / _group_library().name
+        group = work / "sim" / _group_library().name
         missing = [p.name for p in [*built.values(), group] if not p.exists()]
         if missing:
             raise CompileError(f"the compile did not produce {', '.join(missing)}")

@@ -71,6 +71,10 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr + (log.read_text()[-3000:] if log.exists() else "")
+    # everything inside the package (importable however `sim` is found: an editable install's console script has the
+    # package on its path, not the folder that holds it)
+    outside = [p.name for p in root.iterdir() if p.name.endswith((".so", ".pyd"))]
+    assert outside == [] and compiled.GROUP.startswith("sim.")
     return root
 
 
@@ -149,7 +153,7 @@ def test_a_stale_or_partial_build_runs_the_pure_python_modules(built: Path, tmp_
     source.write_text(source.read_text() + "\n# edited\n")
     stale = _python(copy, probe, pure=False)
     assert stale.stdout.split() == ["False", "True"]
-    assert stale.stderr.strip().startswith("fleetsim: running the pure-Python modules: the compiled ones are stale")
+    assert stale.stderr.strip().startswith("fleetsim: running the pure-Python modules, not the compiled ones: stale")
     assert len(stale.stderr.strip().splitlines()) == 1
     (copy / "sim" / "_compiled.json").unlink()  # no manifest (an interrupted build): never run, even with sources as built
     source.write_text(source.read_text().removesuffix("\n# edited\n"))
