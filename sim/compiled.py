@@ -20,7 +20,6 @@ one a process runs is settled when `sim` is first imported (`select`):
 from __future__ import annotations
 
 import hashlib
-import importlib.abc
 import importlib.machinery
 import importlib.util
 import json
@@ -80,7 +79,24 @@ setup(name="fleetsim-compiled", ext_modules=mypycify(paths, opt_level="3", group
 
 
 class CompileError(Exception):
-    """The build failed: the message says why in one line."""
+    """The build cannot be made or failed: the message says why in one line (not a FleetsimError: `sim.errors` imports
+    pydantic, and this module is imported with `sim`)."""
+
+
+def missing_tool() -> str | None:
+    """What the build needs and this machine lacks (mypyc, setuptools, a C compiler, Python's headers), or None."""
+    import shutil
+    import sysconfig
+
+    for name in ("mypyc", "setuptools"):
+        if importlib.util.find_spec(name) is None:
+            return f"{name} (pip install -e '.[compiled]')"
+    cc = os.environ.get("CC", str(sysconfig.get_config_var("CC") or "cc")).split()[0]
+    if shutil.which(cc) is None:
+        return f"a C compiler ({cc!r} not found)"
+    if not Path(sysconfig.get_paths()["include"], "Python.h").exists():
+        return "Python's headers (Python.h)"
+    return None
 
 
 def _source(module: str) -> Path:
@@ -122,13 +138,8 @@ def present() -> list[Path]:
 
 def _compiled_names() -> set[str]:
     """The modules with an extension beside their source."""
-    names = set()
-    for p in PACKAGE.rglob(f"*{_suffix()}"):
-        if p == _group_library():
-            continue
-        rel = p.relative_to(ROOT).with_name(p.name.removesuffix(_suffix()))
-        names.add(".".join(rel.parts))
-    return names
+    group = _group_library()
+    return {".".join(p.relative_to(ROOT).with_name(p.name.removesuffix(_suffix())).parts) for p in present() if p != group}
 
 
 def status() -> tuple[bool, str]:
@@ -153,8 +164,9 @@ def status() -> tuple[bool, str]:
     return True, f"{len(HOT_MODULES)} modules; {MANIFEST.name} matches the sources"
 
 
-class _SourceFinder(importlib.abc.MetaPathFinder):
-    """Imports `names` from their sources, ahead of the compiled extensions beside them."""
+class _SourceFinder:
+    """Imports `names` from their sources, ahead of the compiled extensions beside them (a meta-path finder; not
+    derived from `importlib.abc.MetaPathFinder`, whose import costs `import sim` a few milliseconds)."""
 
     def __init__(self, names: set[str]) -> None:
         self.names = names
@@ -182,7 +194,7 @@ def select() -> bool:
     ok, why = status()
     if not ok:
         sys.meta_path.insert(0, _SourceFinder(_compiled_names() | set(HOT_MODULES)))
-        if not why.startswith(PURE_ENV):
+        if os.environ.get(PURE_ENV, "") in ("", "0"):  # (asked for: nothing to say)
             print(f"fleetsim: running the pure-Python modules, not the compiled ones: {why}", file=sys.stderr)
     _selected = ok
     return ok
@@ -208,26 +220,27 @@ def clean() -> list[Path]:
     return removed
 
 
+def _write_log(log: Path | None, text: str) -> None:
+    if log is None:
+        return
+    try:
+        log.write_text(text)
+    except OSError as err:
+        raise CompileError(f"--log {log}: cannot write the compiler's output ({err.strerror or err})") from None
+
+
 def build(*, log: Path | None = None) -> list[Path]:
     """Compile `HOT_MODULES` with mypyc in a scratch copy of the package, then move the extensions beside the sources
     and write the manifest last (an interrupted build leaves no manifest: the pure-Python modules run). Raises
     `CompileError` when mypy, setuptools or a C compiler is missing, or the compile fails (its output in `log`)."""
     import shutil
     import subprocess
-    import sysconfig
     import tempfile
 
-    for name in ("mypyc", "setuptools"):
-        if importlib.util.find_spec(name) is None:
-            raise CompileError(f"the compiled build needs {name}: pip install -e '.[compiled]'")
-    cc = os.environ.get("CC", str(sysconfig.get_config_var("CC") or "cc")).split()[0]
-    if shutil.which(cc) is None:
-        raise CompileError(f"no C compiler ({cc!r} not found): the pure-Python modules run as they are")
-    if log is not None:  # (checked before a minute of compiling)
-        try:
-            log.write_text("")
-        except OSError as err:
-            raise CompileError(f"--log {log}: cannot write the compiler's output ({err.strerror or err})") from None
+    lacks = missing_tool()
+    if lacks is not None:
+        raise CompileError(f"the compiled build needs {lacks}; the pure-Python modules run as they are")
+    _write_log(log, "")  # (checked before a minute of compiling)
     digest = sources_digest()
     with tempfile.TemporaryDirectory(prefix="fleetsim-compile-") as tmp:
         work = Path(tmp)
@@ -243,11 +256,7 @@ def build(*, log: Path | None = None) -> list[Path]:
             check=False,
         )
         output = proc.stdout + proc.stderr
-        if log is not None:
-            try:
-                log.write_text(output)
-            except OSError as err:
-                raise CompileError(f"--log {log}: cannot write the compiler's output ({err.strerror or err})") from None
+        _write_log(log, output)
         if proc.returncode != 0:
             lines = [ln for ln in output.splitlines() if "error:" in ln] or output.splitlines()[-1:] or ["no output"]
             raise CompileError(f"the compile failed ({lines[0].strip()}){f'; its output: {log}' if log else ''}")

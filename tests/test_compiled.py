@@ -5,14 +5,12 @@ partial build must never run."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import pickle
 import shutil
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pandas as pd
@@ -28,15 +26,7 @@ PATCHES_A_METHOD = "tests/test_lockstep.py::test_a_group_steps_as_long_as_its_sl
 
 
 def _cannot_compile() -> str | None:
-    for name in ("mypyc", "setuptools"):
-        if importlib.util.find_spec(name) is None:
-            return f"{name} is not installed"
-    cc = os.environ.get("CC", str(sysconfig.get_config_var("CC") or "cc")).split()[0]
-    if shutil.which(cc) is None:
-        return f"no C compiler ({cc})"
-    if not Path(sysconfig.get_paths()["include"], "Python.h").exists():
-        return "no Python headers (Python.h)"
-    return None
+    return compiled.missing_tool()
 
 
 def _env(root: Path, *, pure: bool) -> dict[str, str]:
@@ -61,15 +51,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip(f"the compiled build cannot be made here: {reason}")
     root = _copy_repo(tmp_path_factory.mktemp("compiled"))
     log = root / "compile.log"
-    proc = subprocess.run(
-        [sys.executable, "-m", "sim", "compile", "--log", str(log)],
-        cwd=root,
-        env=_env(root, pure=False),
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        check=False,
-    )
+    proc = _run(root, "-m", "sim", "compile", "--log", str(log), pure=False)
     assert proc.returncode == 0, proc.stderr + (log.read_text()[-3000:] if log.exists() else "")
     # everything inside the package (importable however `sim` is found: an editable install's console script has the
     # package on its path, not the folder that holds it)
@@ -78,10 +60,14 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def _run(root: Path, *args: str, pure: bool, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python ARGS` in `root` (its copy of the package first on the path), on the pure or the compiled modules."""
+    env = {**_env(root, pure=pure), **(extra or {})}
+    return subprocess.run([sys.executable, *args], cwd=root, env=env, capture_output=True, text=True, timeout=1200, check=False)
+
+
 def _python(root: Path, code: str, *, pure: bool) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", code], cwd=root, env=_env(root, pure=pure), capture_output=True, text=True, check=False
-    )
+    return _run(root, "-c", code, pure=pure)
 
 
 def _same(a: object, b: object, where: str) -> None:
@@ -103,15 +89,7 @@ def test_the_compiled_modules_give_the_pure_python_results_on_every_feature(buil
     runs = {}
     for pure in (True, False):
         out = tmp_path / f"{'pure' if pure else 'compiled'}.pickle"
-        proc = subprocess.run(
-            [sys.executable, str(built / "tests" / "compiled_runs.py"), str(out)],
-            cwd=built,
-            env=_env(built, pure=pure),
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
+        proc = _run(built, str(built / "tests" / "compiled_runs.py"), str(out), pure=pure)
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs[pure] = pickle.loads(out.read_bytes())
     pure, fast = runs[True], runs[False]
@@ -127,16 +105,8 @@ def test_the_compiled_modules_give_the_pure_python_results_on_every_feature(buil
 def test_the_compiled_engine_passes_the_engine_property_tests(built: Path) -> None:
     """Fast-forward against the per-step reference, and random combinations of features, on the compiled modules."""
     files = ["tests/test_engine_equivalence.py", "tests/test_combinations.py", "tests/test_lockstep.py"]
-    env = {**_env(built, pure=False), "FLEETSIM_HYPOTHESIS_PROFILE": "ci"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files, "--deselect", PATCHES_A_METHOD],
-        cwd=built,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        check=False,
-    )
+    args = ["-m", "pytest", "-q", "-p", "no:cacheprovider", *files, "--deselect", PATCHES_A_METHOD]
+    proc = _run(built, *args, pure=False, extra={"FLEETSIM_HYPOTHESIS_PROFILE": "ci"})
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     probe = _python(built, "import sim.compiled as c, sim.run.engine.replica as r; print(c.active(), r.__file__)", pure=False)
     assert probe.stdout.split()[0] == "True", probe.stdout + probe.stderr
@@ -158,14 +128,10 @@ def test_a_stale_or_partial_build_runs_the_pure_python_modules(built: Path, tmp_
     (copy / "sim" / "_compiled.json").unlink()  # no manifest (an interrupted build): never run, even with sources as built
     source.write_text(source.read_text().removesuffix("\n# edited\n"))
     assert _python(copy, probe, pure=False).stdout.split() == ["False", "True"]
-    clean = subprocess.run(
-        [sys.executable, "-m", "sim", "compile", "--clean"], cwd=copy, env=_env(copy, pure=False), capture_output=True, text=True
-    )
+    clean = _run(copy, "-m", "sim", "compile", "--clean", pure=False)
     assert clean.returncode == 0, clean.stderr
     assert not list(copy.rglob("*.so"))
-    status = subprocess.run(
-        [sys.executable, "-m", "sim", "compile", "--status"], cwd=copy, env=_env(copy, pure=False), capture_output=True, text=True
-    )
+    status = _run(copy, "-m", "sim", "compile", "--status", pure=False)
     assert status.stdout.startswith("pure Python: no compiled modules")
 
 
@@ -179,7 +145,7 @@ def test_without_a_compiler_compile_says_so_in_one_line_and_changes_nothing(
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and err[0].startswith("compiling")  # (the progress line, then the error)
-    assert err[1].startswith("error: ") and ("no C compiler" in err[1] or "needs" in err[1])
+    assert err[1].startswith("error: the compiled build needs ")
     assert (compiled.present(), compiled.MANIFEST.exists()) == before
 
 
