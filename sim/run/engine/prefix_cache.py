@@ -27,22 +27,18 @@ from sim.policies.router import RequestView
 
 
 class Stamp:
-    """An entry's recency: when a sequence last released it (or cached it) and that request's index, ordered as the
-    tuple (t, idx). One object per release, shared by the entries it released, so that an entry's eviction-heap item
+    """An entry's recency: when a sequence last released it (or cached it) and that request's index, its `key`
+    (t, idx). One object per release, shared by the entries it released, so that an entry's eviction-heap item
     is stale when `stamp[id]` is no longer that very object (re-released, or evicted and cached again). A class, not
     a tuple: the compiled build keeps a tuple of known shape unboxed, a new object each time it is boxed again."""
 
-    __slots__ = ("idx", "t")
+    __slots__ = ("key",)
 
     def __init__(self, t: float, idx: int) -> None:
-        self.t = t
-        self.idx = idx
-
-    def __gt__(self, other: Stamp) -> bool:
-        return (self.t, self.idx) > (other.t, other.idx)
+        self.key = (t, idx)  # (compared as a tuple: no Python-level comparison method on the release path)
 
     def __repr__(self) -> str:
-        return f"Stamp({self.t!r}, {self.idx!r})"
+        return f"Stamp{self.key!r}"
 
 
 # The eviction heap holds groups: the entries one release left unpinned, in chain order, evicted from the tail.
@@ -116,7 +112,7 @@ class PrefixCache:
 
     def _push(self, stamp: Stamp, ids: list[int], positions: list[int]) -> None:
         self._serial += 1
-        heapq.heappush(self._heap, (stamp.t, stamp.idx, -positions[-1], self._serial, stamp, ids, positions))
+        heapq.heappush(self._heap, (*stamp.key, -positions[-1], self._serial, stamp, ids, positions))
 
     def unpin(self, ids: Sequence[int], released: Stamp | None = None) -> None:
         """Release the pins on `ids` (a chain's leading entries, in order); `released` (a sequence's release: a new
@@ -139,7 +135,7 @@ class PrefixCache:
             rc = entries[h] - 1
             entries[h] = rc
             stamp = stamps[h]
-            if released > stamp:
+            if released.key > stamp.key:
                 stamps[h] = released
                 if not rc:
                     group.append(h)
