@@ -137,3 +137,12 @@ def three_request_trace(folder: Path) -> Path:
         trace, index=False
     )
     return trace
+
+
+@pytest.fixture(params=["sorted", "bisection"])
+def gap_search(request, monkeypatch):
+    """Both ways `GapDistribution` finds an order statistic: its gaps sorted whole (a record of at most
+    `GATHER_LIMIT` values), or bisection on the value (a larger one; forced here by a limit of 0)."""
+    if request.param == "bisection":
+        monkeypatch.setattr("sim.results.metrics.GATHER_LIMIT", 0)
+    return request.param

@@ -6,9 +6,10 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sim.results import metrics
 from sim.results.cost import ReplicaLife, fleet_bill
 from sim.results.metrics import GapDistribution, summarize
 from sim.states import STATUS_LABELS, RequestStatus
@@ -22,13 +23,13 @@ PIECE = st.tuples(
 )
 
 
-@settings(deadline=None)
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])  # (gap_search: per test)
 @given(
     singles=st.lists(st.floats(0.0001, 2.0), max_size=30),
     pieces=st.lists(PIECE, max_size=8),
     grouped=st.lists(st.tuples(st.floats(0.0001, 2.0), st.integers(1, 6)), max_size=8),
 )
-def test_gap_distribution_equals_numpy_on_the_expanded_gaps(singles, pieces, grouped):
+def test_gap_distribution_equals_numpy_on_the_expanded_gaps(gap_search, singles, pieces, grouped):
     rows = [(a, b, j0, j0 + n, w) for a, b, j0, n, w in pieces]
     gaps = GapDistribution.from_lists(singles, rows, grouped)
     expanded = np.array(
@@ -46,6 +47,41 @@ def test_gap_distribution_equals_numpy_on_the_expanded_gaps(singles, pieces, gro
         assert gaps.percentile(q) == pytest.approx(np.percentile(expanded, q), rel=1e-9, abs=1e-12), q
     again = GapDistribution.from_frame(gaps.to_frame())
     assert again.count == gaps.count and again.percentile(50) == gaps.percentile(50)
+
+
+@settings(deadline=None)
+@given(
+    singles=st.lists(st.floats(0.0001, 2.0), max_size=30),
+    pieces=st.lists(PIECE, max_size=8),
+    grouped=st.lists(st.tuples(st.floats(0.0001, 2.0), st.integers(1, 6)), max_size=8),
+    ranks=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=6),
+)
+def test_sorted_order_statistics_are_the_gaps_themselves_and_bisection_agrees_to_rounding(singles, pieces, grouped, ranks):
+    """A record sorted whole gives the k-th smallest of its gaps a + b*j exactly as computed; bisection on the value
+    (a record of more than GATHER_LIMIT values) finds the same gap to within a rounding (a gap lying within a rounding
+    of a bracket's end counts on either side of it)."""
+    rows = [(a, b, j0, j0 + n, w) for a, b, j0, n, w in pieces]
+    expanded = np.sort(
+        np.array(
+            singles
+            + [v for v, w in grouped for _ in range(w)]
+            + [a + b * j for a, b, j0, j1, w in rows for j in range(j0, j1) for _ in range(w)]
+        )
+    )
+    if expanded.size == 0:
+        return
+    sorted_whole = GapDistribution.from_lists(singles, rows, grouped)
+    old = metrics.GATHER_LIMIT
+    try:
+        metrics.GATHER_LIMIT = 0
+        bisected = GapDistribution.from_lists(singles, rows, grouped)
+        bisected.order_statistic(0)  # (the record decides how it searches on its first statistic)
+    finally:
+        metrics.GATHER_LIMIT = old
+    for r in ranks:
+        k = min(int(r * expanded.size), expanded.size - 1)
+        assert sorted_whole.order_statistic(k) == expanded[k], k
+        assert bisected.order_statistic(k) == pytest.approx(expanded[k], rel=1e-14, abs=1e-15), k
 
 
 def frame(statuses, arrival, first, completed, prompt, output):

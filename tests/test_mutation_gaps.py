@@ -614,7 +614,7 @@ def test_a_class_with_nothing_completed_has_zero_rates_and_its_keys():
     assert inter["p99_tpot_ms"] == pytest.approx(np.percentile([90.0, 180.0], 99))
 
 
-def test_gap_percentiles_are_numpys_over_the_expanded_gaps():
+def test_gap_percentiles_are_numpys_over_the_expanded_gaps(gap_search):
     """`GapDistribution.percentile`: numpy's percentile (linear interpolation) of every gap the record holds —
     weighted singles and rising, falling and flat pieces, some wholly above or below the others, some sharing
     values with them."""

@@ -88,7 +88,7 @@ def test_mean_and_spread_of_a_record_longer_than_one_block_count_each_piece_once
     assert gaps.std() == pytest.approx(float(np.sqrt(np.sum(weights * (values - mean) ** 2) / weights.sum())), rel=1e-6)
 
 
-def test_percentiles_of_flat_pieces_at_the_queried_value_are_exact_and_warn_nothing() -> None:
+def test_percentiles_of_flat_pieces_at_the_queried_value_are_exact_and_warn_nothing(gap_search: str) -> None:
     """Flat pieces (a constant step time's decode runs: b = 0) whose value is the one a count is taken at — the
     smallest gap, where every percentile's search starts — count whole, and the summary's statistics raise no
     floating-point warning (numpy's 0/0 for them is handled, not reported)."""

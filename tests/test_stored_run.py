@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sim.results.streamed as streamed
@@ -166,9 +166,9 @@ def test_value_statistics_in_passes_are_numpys(values, rows, small):
             assert got[key] == value, key
 
 
-@settings(deadline=None, max_examples=40)
+@settings(deadline=None, max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.integers(0, 2**32), st.integers(1, 400), st.booleans())
-def test_gap_order_statistics_in_passes_are_the_gap_records(seed, rows, small):
+def test_gap_order_statistics_in_passes_are_the_gap_records(gap_search, seed, rows, small):
     rng = np.random.default_rng(seed)
     p = int(rng.integers(0, 60))
     pieces = list(

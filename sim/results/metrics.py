@@ -5,8 +5,8 @@
   token (vLLM's "excl. 1st token"); a 1-token request counts as TPOT 0 for goodput, as in vLLM.
 - ITL = every inter-token gap, pooled over all requests and tokens. Computed exactly from the run's
   compact gap record (`GapDistribution`): single gaps plus weighted linear pieces of decode-run step times;
-  order statistics by bisection on the value, so percentiles use numpy's linear interpolation
-  between the exact neighbouring gaps.
+  order statistics from the gaps sorted once (up to GATHER_LIMIT values), else by bisection on the value, so
+  percentiles use numpy's linear interpolation between the exact neighbouring gaps.
 - duration = the last completion (the trace starts at 0); throughputs divide by it.
 - request_goodput = completed requests meeting every given SLO, per second (vLLM's --goodput).
 - slo_attainment = the share of all requests (rejected and unfinished ones count as misses) meeting every SLO.
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,9 @@ class GapDistribution:
     j1: np.ndarray
     w: np.ndarray
     cum: np.ndarray | None = None  # the singles' weights as a running sum: gaps <= singles[i] is cum[i] (None: each 1)
+    # every gap value sorted, with the running sum of their weights (`_gathered`): built on the first order statistic
+    # of a record of at most GATHER_LIMIT values; False for a larger one (bisection)
+    _sorted: tuple[np.ndarray, np.ndarray] | bool | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.cum is None:
@@ -204,11 +207,34 @@ class GapDistribution:
             hi.append(high.max())
         return float(min(lo)), float(max(hi))
 
+    def _gathered(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(values, running weights): every gap of a record of at most GATHER_LIMIT values (singles plus the pieces'
+        steps, before weights), each piece's computed as a + b*j, sorted; None for a larger record."""
+        if self._sorted is None:
+            steps = (self.j1 - self.j0).astype(np.int64)
+            gathered: tuple[np.ndarray, np.ndarray] | bool = False
+            if self.singles.size + int(steps.sum()) <= GATHER_LIMIT:
+                idx = np.repeat(np.arange(self.a.size), steps)
+                first = np.cumsum(steps) - steps
+                j = self.j0[idx] + (np.arange(idx.size) - first[idx])
+                values = np.concatenate((self.singles, self.a[idx] + self.b[idx] * j))
+                weights = np.concatenate((self._weights(0, self.singles.size), np.asarray(self.w[idx], dtype=np.float64)))
+                order = np.argsort(values, kind="stable")
+                gathered = (values[order], np.cumsum(weights[order]))
+            object.__setattr__(self, "_sorted", gathered)
+        return self._sorted if isinstance(self._sorted, tuple) else None
+
     def order_statistic(self, k: int) -> float:
-        """The k-th smallest gap (0-based): bisection on the value. Each round first sets aside the pieces
+        """The k-th smallest gap (0-based). A record of at most GATHER_LIMIT values is sorted whole once
+        (`_gathered`: the k-th is where the running weight first reaches k + 1). A larger one bisects on the
+        value: each round first sets aside the pieces
         that lie wholly at or below the bracket (all their gaps count) or wholly above it (none do), so a
         round costs O(pieces that straddle the bracket), which shrink with it, not O(all pieces); pieces
         are handled by index, a block at a time, so memory stays O(block) beyond the record itself."""
+        gathered = self._gathered()
+        if gathered is not None:
+            values, cum = gathered
+            return float(values[min(int(np.searchsorted(cum, k + 1)), values.size - 1)])
         lo, hi = self._bounds()
         if self._count_le(lo) >= k + 1:
             return lo
@@ -243,10 +269,14 @@ class GapDistribution:
         if h == k:
             return lower
         # the next gap is the same value when at least k + 2 gaps are <= it (weighted gaps: usually)
-        upper = lower if self._count_le(lower) >= k + 2 else self.order_statistic(k + 1)
+        if self._gathered() is not None:
+            upper = self.order_statistic(k + 1)
+        else:
+            upper = lower if self._count_le(lower) >= k + 2 else self.order_statistic(k + 1)
         return lower + (h - k) * (upper - lower)
 
 
+GATHER_LIMIT = 1 << 21  # gap values (before weights) a record's order statistics sort whole (32 MiB with weights)
 _BLOCK = 1 << 18  # pieces evaluated at a time (bounds the temporaries of a pass to a few MB)
 
 
