@@ -169,19 +169,23 @@ def scenario(draw: dict, fast_forward: bool) -> dict:
     if draw.get("sleep"):  # sleep mode: scaled-down replicas sleep (their weights out at 8 GB/s), launches wake them
         fleet["lifecycle"]["sleep"] = {"level": draw["sleep"], "host_to_gpu_gb_per_s": 8.0, "max_sleeping": 1}
     capacity = None
+
+    def groups(n: int | None) -> int | None:  # an MoE fleet's caps hold whole DP groups (`check_whole_group_caps`)
+        return None if n is None else n * dp
+
     if draw["hazards"] != "none":
         at = draw["hazard_at_s"]
         spot = draw["hazards"] in ("reclaim", "both")
         capacity = {
             "failures": {"fail_at_s": at, "gpu_mtbf_hours": 0.01} if draw["hazards"] in ("failure", "both") else None,
-            "spot": {"reclaim_at_s": at, "notice_s": 1.0, "max_replicas": draw["spot_max"]} if spot else None,
+            "spot": {"reclaim_at_s": at, "notice_s": 1.0, "max_replicas": groups(draw["spot_max"])} if spot else None,
             "launch_order": (["on_demand", "spot"] if draw["on_demand_first"] else ["spot", "on_demand"]) if spot else None,
-            "on_demand": {"launch_failure_probability": draw["launch_failure"], "max_replicas": draw["on_demand_max"]},
+            "on_demand": {"launch_failure_probability": draw["launch_failure"], "max_replicas": groups(draw["on_demand_max"])},
             "backoff": {"initial_s": 2.0, "max_s": 8.0},
             # another GPU type when every class of the fleet's own is out (its own step times and price)
-            "fallback": [{"gpu": draw["fallback"], "max_replicas": 1, "usd_per_gpu_hour": 1.1}] if draw["fallback"] else [],
+            "fallback": [{"gpu": draw["fallback"], "max_replicas": dp, "usd_per_gpu_hour": 1.1}] if draw["fallback"] else [],
         }
-        fleet["reserved_replicas"] = draw["reserved"]
+        fleet["reserved_replicas"] = groups(draw["reserved"])
     # the two pools' blocks (used when disaggregated; said either way: on a platform a deployment's fleet block merges
     # over the first one's, whose pools may be another model's, counted in another group size)
     fleet["prefill"] = {"autoscaler": auto(draw["autoscaler"]), "router": draw["router"]}
@@ -192,8 +196,9 @@ def scenario(draw: dict, fast_forward: bool) -> dict:
         if capacity is not None and draw["capacity_of"] != "fleet":  # one pool's own capacity block
             fleet[draw["capacity_of"]]["capacity"] = capacity
             capacity = None
-    if capacity is not None:
-        fleet["capacity"] = capacity
+    # (said either way: on a platform a deployment's fleet block merges over the first one's, whose caps may be counted
+    # in another group size)
+    fleet["capacity"] = capacity if capacity is not None else {}
     # an MoE model's DP ranks with expert parallelism: each group of two steps in lock-step (said either way: on a
     # platform a deployment's fleet block merges over the first one's)
     fleet["dp"], fleet["expert_parallel"] = (2, True) if draw.get("moe") else (1, False)

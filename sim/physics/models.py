@@ -331,7 +331,9 @@ def model_from_hf_config(cfg: Any, *, name: str, hf_repo: str = "", where: str =
     moe_ff = _opt(cfg, "moe_intermediate_size", where)
     intermediate = _opt(cfg, "intermediate_size", where)
     if not intermediate and not (n_experts and moe_ff):
-        raise FleetsimError(f"{where}: missing required field 'intermediate_size'")
+        if cfg.get("intermediate_size") is None:
+            raise FleetsimError(f"{where}: missing required field 'intermediate_size'")
+        raise FleetsimError(f"{where}: field 'intermediate_size' must be >= 1 (got {cfg['intermediate_size']!r})")
     model_type = str(cfg.get("model_type", ""))
     mla = None
     if cfg.get("kv_lora_rank"):

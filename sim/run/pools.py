@@ -236,8 +236,16 @@ def _resolved_spec(psc: Scenario, name: str, role: str, *, base_dir: Path, prefi
             f"on {setup.tp}x {setup.gpu.name} holds {n_blocks:,} ({n_blocks * engine.block_size:,} tokens): lower it to "
             f"at most {n_blocks * engine.block_size:,} or give the KV cache more memory (vLLM refuses to start too)"
         )
+    if engine.speculative is not None and budget < 1 + engine.speculative.num_speculative_tokens:
+        # a decoding sequence verifies its token and its drafts in one step: with less budget none is ever scheduled
+        k = engine.speculative.num_speculative_tokens
+        raise FleetsimError(
+            f"engine.max_num_batched_tokens: with speculative decoding a decoding sequence puts 1 + "
+            f"num_speculative_tokens = {1 + k} tokens through each step; give at least {1 + k} (got {budget})"
+        )
     limits = engine_limits(engine, n_blocks, budget)
     check_whole_groups(psc.fleet.autoscaler, setup.dp_group)
+    check_whole_group_caps(psc.fleet, setup.dp_group)
     return PoolSpec(name, role, psc, setup, draft, n_blocks, budget, limits, prefix_ids and engine.prefix_caching, lora=lora)
 
 
@@ -255,6 +263,27 @@ def check_whole_groups(autoscaler: Any, dp: int) -> None:
                 f"fleet.autoscaler.{name}: an MoE model's DP ranks share its experts, so a fleet holds whole groups of "
                 f"fleet.dp = {dp} ranks; give a multiple of {dp} (got {n})"
             )
+
+
+def check_whole_group_caps(fleet: Any, dp: int) -> None:
+    """The replicas a fleet of an MoE model's DP ranks may hold at once (`FleetConfig.replica_cap`: the autoscaler's
+    maximum within the GPU quota and the capacity classes' caps) are whole groups of `dp` too: a cap short of a group
+    launched part of one (ranks that step together, priced as if all were there)."""
+    if dp <= 1:
+        return
+    cap = fleet.replica_cap
+    if cap % dp == 0:
+        return
+    if fleet.max_gpus is not None and fleet.max_gpus // fleet.tp == cap:
+        raise FleetsimError(
+            f"fleet.max_gpus: an MoE model's DP ranks share its experts, so a fleet holds whole groups of fleet.dp = {dp} "
+            f"ranks of fleet.tp = {fleet.tp} GPUs; give a multiple of {dp * fleet.tp} GPUs (got {fleet.max_gpus})"
+        )
+    raise FleetsimError(
+        f"fleet.capacity: its classes' max_replicas and fleet.reserved_replicas hold at most {cap} replicas at once, "
+        f"part of a group of fleet.dp = {dp} ranks (an MoE model's DP ranks share its experts); give them room for a "
+        f"multiple of {dp}"
+    )
 
 
 def fallback_scenario(psc: Scenario, i: int) -> Scenario:
@@ -778,7 +807,7 @@ def _batch_lane(
     if backfill:
         fed = pools[0]
     else:
-        size, ceiling = _dedicated_size(cfg, rate, trace)
+        size, ceiling = _dedicated_size(cfg, rate, trace, fed_spec.setup.dp_group)
         fed = make_pool(env, fed_spec, log, streams, replicas, rejected=rejections(log, [fed_spec]), max_replicas=ceiling)
         pools.append(fed)
     lane = BatchLane(
@@ -827,11 +856,18 @@ def _batch_lane(
     return lane, [lane.replicas_needed, decode_floor], None
 
 
-def _dedicated_size(cfg: BatchConfig, rate: float | None, trace: pd.DataFrame) -> tuple[int, int]:
+def _dedicated_size(cfg: BatchConfig, rate: float | None, trace: pd.DataFrame, dp: int = 1) -> tuple[int, int]:
     """The dedicated pool's size at launch and its ceiling. `auto`: the batch tokens over one replica's saturated
     throughput for the batch mix times the time from the first submission to `deadline_margin_s` before the
-    earliest deadline."""
+    earliest deadline (an MoE model's DP ranks: whole groups of `dp`, as given or rounded up)."""
     ceiling = cfg.dedicated.max_replicas
+    if dp > 1:
+        for key, n in (("replicas", cfg.dedicated.replicas), ("max_replicas", ceiling)):
+            if isinstance(n, int) and n % dp:
+                raise FleetsimError(
+                    f"batch.dedicated.{key}: an MoE model's DP ranks share its experts, so a pool holds whole groups of "
+                    f"fleet.dp = {dp} ranks; give a multiple of {dp} (got {n})"
+                )
     if cfg.dedicated.replicas != "auto":
         size = int(cfg.dedicated.replicas)
         return size, max(size, ceiling or size)
@@ -847,6 +883,7 @@ def _dedicated_size(cfg: BatchConfig, rate: float | None, trace: pd.DataFrame) -
     if not rate:
         raise FleetsimError("batch.dedicated.replicas: auto: no request of the batch mix can be served; give a replica count")
     size = max(1, math.ceil(tokens / (rate * window)))
+    size = -(-size // dp) * dp
     if ceiling is not None:
         size = min(size, ceiling)
     return size, max(size, ceiling or size)

@@ -724,14 +724,17 @@ class Scenario(Frozen):
 
     @model_validator(mode="after")
     def _platform(self) -> Scenario:
+        seen: set[str] = set()
+        for i, d in enumerate(self.deployments):
+            if d.name in seen:
+                raise ValueError(f"deployments.{i}.name: each deployment needs a name of its own ({d.name!r} is taken)")
+            seen.add(d.name)
         names: dict[str, str] = {}
         for d in self.deployments:
             for served in d.names:
                 if served in names:
                     raise ValueError(f"deployments: the model name {served!r} is served by both {names[served]!r} and {d.name!r}")
                 names[served] = d.name
-        if len({d.name for d in self.deployments}) < len(self.deployments):
-            raise ValueError("deployments: each deployment needs a name of its own")
         shares = [d.share is not None for d in self.deployments]
         if any(shares) and not all(shares):
             raise ValueError("deployments: give every deployment a share, or none (then the trace's `model` column decides)")

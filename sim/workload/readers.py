@@ -372,6 +372,9 @@ def _read_csv(path: Path, layout: CsvLayout, format: str) -> pd.DataFrame:
         frame.attrs["dropped_failed"] = n_failed
         frame.attrs["dropped_other_models"] = int(offset - keep_all.sum() - frame.attrs["dropped_failed"])
     if len(frame) and extra_cols:
+        # checked in the file's own times: validate_frame re-bases arrivals and deadlines alike (given the re-based
+        # arrivals, it would take a deadline as already re-based)
+        frame["arrival_at_s"] = np.asarray(columns[0], dtype=np.float64)
         return validate_frame(frame, source=str(path), where=Where(str(path)))
     return frame
 

@@ -154,7 +154,8 @@ def validate_frame(frame: pd.DataFrame, *, source: str = "<trace>", where: Where
         bad = first_bad(deadline < out["arrival_at_s"].to_numpy())
         if bad is not None:
             raise FleetsimError(
-                f"{where.at(bad)}: deadline_at_s must be >= arrival_at_s (got {frame['deadline_at_s'].iloc[bad]!r})"
+                f"{where.at(bad)}: deadline_at_s must be >= arrival_at_s (got {_show(frame['deadline_at_s'].iloc[bad])} "
+                f"with arrival_at_s {_show(t[bad])})"
             )
         bad = first_bad(deadline > MAX_TIME_S)  # (as an arrival: a deadline of 1e300 s is a 300-digit CSV field)
         if bad is not None:
