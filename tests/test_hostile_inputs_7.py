@@ -164,3 +164,143 @@ def test_two_deployments_of_one_name_are_named_as_such(tmp_path):
         ["run", str(path), "--out", str(tmp_path / "run"), "--no-progress"],
         "deployments.1.name: each deployment needs a name of its own ('a' is taken)",
     )
+
+
+# --- run logs (`fleetsim validate`, `fleetsim calibrate`) ------------------------------------------------------------
+RUN = Path(__file__).resolve().parents[1] / "benchmarks" / "e2e" / "rtx4090-llama-3.1-8b"
+
+
+def _run_copy(tmp_path: Path, *, n: int = 40, lines=None, meta=None, series: bool = True) -> Path:
+    """The shared RTX 4090 run's first `n` requests (each line edited by `lines(i, row)`), its meta.json (edited by
+    `meta`) and time series."""
+    folder = tmp_path / "run"
+    folder.mkdir(parents=True)
+    rows = [json.loads(s) for s in (RUN / "requests.jsonl").read_text().splitlines()[:n]]
+    if lines is not None:
+        rows = [lines(i, r) or r for i, r in enumerate(rows)]
+    (folder / "requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    m = json.loads((RUN / "meta.json").read_text())
+    if meta is not None:
+        meta(m)
+    (folder / "meta.json").write_text(json.dumps(m))
+    if series:
+        (folder / "timeseries.csv").write_text((RUN / "timeseries.csv").read_text())
+    return folder
+
+
+def test_a_run_shorter_than_a_tick_is_compared_without_its_time_series(tmp_path):
+    """One request served in 10 ms: the replay's timeline had no sample and the comparison indexed it (IndexError)."""
+    one = {"input_toks": 5, "output_toks": 1, "queued_ts": 1.0, "first_token_ts": 1.01, "last_token_ts": 1.01}
+    folder = _run_copy(tmp_path, n=1, lines=lambda i, r: one)
+    res = runner.invoke(app, ["validate", str(folder)])
+    assert res.exit_code == 0 and "Traceback" not in res.output and "TTFT" in res.output, res.output
+
+
+@pytest.mark.parametrize(
+    ("meta", "says"),
+    [
+        (lambda m: m.update(tick_seconds=10**400), "meta.json tick_seconds: must be in (0, 3600] seconds"),
+        (lambda m: m.update(tick_seconds=5000), "meta.json tick_seconds: must be in (0, 3600] seconds (got 5000)"),
+        (
+            lambda m: m["engine_kwargs"].update(max_num_batched_tokens=1),
+            "meta.json: max_num_batched_tokens must be >= max_num_seqs, as vLLM requires (got 1 and 256)",
+        ),
+    ],
+)
+def test_a_meta_json_vllm_would_not_have_run_is_refused(tmp_path, meta, says):
+    one_line_error(["validate", str(_run_copy(tmp_path, meta=meta))], says)
+
+
+def test_integers_no_float_holds_are_refused_in_one_line(tmp_path):
+    """A 401-digit token count or timestamp raised OverflowError (math.isfinite, pandas' to_numeric) with a traceback."""
+    big = 10**400
+    folder = _run_copy(tmp_path, lines=lambda i, r: r | {"input_toks": big} if i == 3 else r)
+    one_line_error(["validate", str(folder)], "line 4 input_toks: must be a finite number")
+    csv = tmp_path / "big.csv"
+    csv.write_text(f"arrival,prompt,output,ttft,e2e\n0,10,5,0.1,0.5\n1,{big},5,0.1,0.5\n")
+    one_line_error(
+        ["validate", str(csv), "--scenario", str(_scenario(tmp_path))], "line 3 column 'prompt': must be a whole number >= 1"
+    )
+    folder2 = tmp_path / "ts"
+    folder2.mkdir()
+    for f in ("requests.jsonl", "meta.json"):
+        (folder2 / f).write_text((folder / f).read_text().replace(str(big), "10"))
+    (folder2 / "timeseries.csv").write_text(f"t,prompt_throughput,gen_throughput,running,waiting,kv_cache_pct\n1,0,0,{big},0,0\n")
+    one_line_error(["validate", str(folder2)], "line 2 column 'running': must be a number")
+
+
+def test_a_csv_row_longer_than_its_header_is_refused_not_shifted(tmp_path):
+    """pandas took a long row's extra leading fields as an index and shifted the rest: `1,2,3,1,5,6,7` under five
+    columns was replayed as TTFT 6 s and E2E 7 s."""
+    sc = str(_scenario(tmp_path))
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("arrival,prompt,output,ttft,e2e\n1,2,3,1,5,6,7\n2,20,5,0.1,0.5\n")
+    one_line_error(["validate", str(ragged), "--scenario", sc], "a row has more fields than the header's 5")
+    (tmp_path / "later.csv").write_text("arrival,prompt,output,ttft,e2e\n0,20,5,0.1,0.5\n1,2,3,1,5,6,7\n")  # (pandas: its own)
+    one_line_error(["validate", str(tmp_path / "later.csv"), "--scenario", sc], "Expected 5 fields in line 3, saw 7")
+    trailing = tmp_path / "trailing.csv"  # (a comma after every row's last field is read as the row)
+    trailing.write_text("arrival,prompt,output,ttft,e2e,\n0,20,5,0.1,0.5,\n1,30,10,0.1,0.9,\n")
+    assert runner.invoke(app, ["validate", str(trailing), "--scenario", sc]).exit_code == 0
+
+
+def test_a_replay_that_completes_nothing_is_an_error_not_an_empty_table(tmp_path):
+    """vLLM's logged block count of 1 held no request: the comparison printed no row and exited 0, --plot drew it."""
+    folder = _run_copy(tmp_path, meta=lambda m: m["kv_cache"].update(num_gpu_blocks=1))
+    plot = tmp_path / "p.png"
+    one_line_error(
+        ["validate", str(folder), "--kv-blocks", "logged", "--plot", str(plot)],
+        "no request completed in the replay, so there is nothing to compare",
+    )
+    assert not plot.exists()
+
+
+def test_one_request_on_another_clock_names_the_log(tmp_path):
+    """A queued_ts on the epoch's clock stretched the replay to decades; the error blamed fleet.timeline_interval_s."""
+
+    def epoch(i: int, r: dict) -> dict:
+        return {k: v + 9e11 if k.endswith("_ts") else v for k, v in r.items()} if i == 39 else r
+
+    folder = _run_copy(tmp_path, lines=epoch)
+    one_line_error(["validate", str(folder)], "requests.jsonl: its requests' arrivals span")
+
+
+def test_validate_and_calibrate_options_name_themselves(tmp_path):
+    folder = str(_run_copy(tmp_path))
+    one_line_error(["validate", folder, "--set", "fleet.tp=abc"], "--set (over meta.json's scenario): fleet.tp")
+    one_line_error(["validate", folder, "--columns", "arrival=a"], "--columns: for the csv layout only")
+    csv = tmp_path / "x.csv"
+    csv.write_text("a,b,output,ttft,e2e\n0,20,5,0.1,0.5\n")
+    one_line_error(["validate", str(csv), "--columns", "arrival=a,prompt=b,arrival=b"], "--columns: field 'arrival' given twice")
+    one_line_error(["calibrate", folder, "--layout", "zzz"], "--layout: must be one of")
+    one_line_error(
+        ["calibrate", folder, "--gpu", "h100-sxm"], "--gpu: a run log's model, GPU and TP come from its meta.json or --scenario"
+    )
+    one_line_error(["calibrate", folder, "--tp", "-5"], "--tp: a run log's model")
+
+
+def test_a_bench_results_gaps_summing_past_the_time_bound_are_refused(tmp_path):
+    bench = {
+        "input_lens": [100, 120],
+        "output_lens": [5, 6],
+        "ttfts": [0.05, 0.06],
+        "itls": [[0.01] * 4, [9e11, 9e11]],
+        "start_times": [0.0, 0.5],
+    }
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(bench))
+    one_line_error(
+        ["validate", str(path), "--scenario", str(_scenario(tmp_path))], "itls[1]: must sum with ttfts[1] to an E2E within"
+    )
+
+
+def test_calibrate_out_writes_a_held_out_error_it_cannot_define_as_a_dash(tmp_path):
+    """Held-out requests of one output token have no TPOT: `--out` formatted None and crashed (TypeError)."""
+    folder = _run_copy(
+        tmp_path, n=24, lines=lambda i, r: r | {"output_toks": 1, "last_token_ts": r["first_token_ts"]} if i >= 12 else r
+    )
+    out = tmp_path / "fit.yaml"
+    res = runner.invoke(app, ["calibrate", str(folder), "--out", str(out)])
+    assert res.exit_code == 0 and "Traceback" not in res.output, res.output
+    assert "tpot -" in out.read_text()
+    no_tpot = _run_copy(tmp_path / "b", n=24, lines=lambda i, r: r | {"output_toks": 1, "last_token_ts": r["first_token_ts"]})
+    one_line_error(["calibrate", str(no_tpot)], "has more than one output token: no TPOT to fit on")

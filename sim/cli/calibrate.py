@@ -49,11 +49,21 @@ def calibrate(
 
     from sim.studies.calibrate import is_kernel_profile
 
+    layouts = ("auto", "steps", "vllm-latency", "kernels", *RUN_LOG_LAYOUTS)
+    if layout not in layouts:
+        raise FleetsimError(f"--layout: must be one of {', '.join(layouts)} (got {layout!r})")
     kernels = layout == "kernels" or (layout == "auto" and is_kernel_profile(steptimes))
     run_folder = steptimes.is_dir() and not kernels and ((steptimes / "requests.jsonl").is_file() or model is None)
     if layout in RUN_LOG_LAYOUTS or (layout == "auto" and (run_folder or steptimes.suffix.lower() in (".jsonl", ".json"))):
         if fix.strip():
             raise FleetsimError(f"--fix {fix}: a run log's calibration fits mfu and mbu only (--fix holds step-time parameters)")
+        given = [name for name, v in (("--model", model), ("--gpu", gpu), ("--gpu-catalog", gpu_catalog)) if v is not None]
+        if tp != 1:
+            given.append("--tp")
+        if given:  # (a run log's setup is its meta.json's, or --scenario's)
+            raise FleetsimError(
+                f"{given[0]}: a run log's model, GPU and TP come from its meta.json or --scenario (the option is for step times)"
+            )
         _calibrate_run_log(steptimes, layout, scenario, fit_share, out, force, as_json)
         return
     if model is None or gpu is None:
@@ -204,7 +214,8 @@ def _calibrate_run_log(
         "roofline": block["roofline"],
     }
     if out is not None:
-        held = ", ".join(f"{m} {cal.error('held_out', 'after', m):+.1%}" for m in ("ttft", "tpot", "e2e"))
+        errors = {m: cal.error("held_out", "after", m) for m in ("ttft", "tpot", "e2e")}
+        held = ", ".join(f"{m} {'-' if e is None else f'{e:+.1%}'}" for m, e in errors.items())
         header = (
             f"{HEADER}{path.name}: {cal.fit_requests} requests fitted, {cal.held_out_requests} held out;\n"
             f"# held-out mean errors after the fit: {held}.\n"

@@ -17,6 +17,8 @@ def _columns(text: str) -> dict[str, str]:
         field, sep, name = item.partition("=")
         if not sep or not field.strip() or not name.strip():
             raise FleetsimError(f"--columns: each entry must be FIELD=COLUMN (got {item!r})")
+        if field.strip() in out:
+            raise FleetsimError(f"--columns: field {field.strip()!r} given twice (got {text!r})")
         out[field.strip()] = name.strip()
     return out
 
@@ -51,6 +53,9 @@ def validate(
     if plot is not None:
         check_out_file(plot, "--plot")
     log = read_run_log(run_log, layout=layout, columns=_columns(columns), time_unit=time_unit)
+    for option, value, default in (("--columns", columns, ""), ("--time-unit", time_unit, "s")):
+        if value != default and log.layout != "csv":
+            raise FleetsimError(f"{option}: for the csv layout only ({log.source} reads as {log.layout}; got {value!r})")
     raw: dict[str, Any] | None = None
     base_dir = None
     if scenario is not None:
@@ -67,7 +72,8 @@ def validate(
                 raise FleetsimError(f"{log.source}: --set needs --scenario or a meta.json beside the log")
             raw = scenario_from_meta(log.meta)[0]
         raw = apply_sets(raw, set_)
-    cmp = run_validation(log, raw, kv_blocks=kv_blocks, base_dir=base_dir)
+    where = "--scenario" if scenario is not None else "--set (over meta.json's scenario)"
+    cmp = run_validation(log, raw, kv_blocks=kv_blocks, base_dir=base_dir, where=where)
     series = cmp.series
     drift = None
     if series is not None:

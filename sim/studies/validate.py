@@ -27,6 +27,7 @@ import pandas as pd
 from sim.errors import FleetsimError, _short
 from sim.physics.hardware import load_gpu_catalog
 from sim.results.result import SimResult
+from sim.run.fleet.control import MAX_TIMELINE_SAMPLES
 from sim.run.simulate import simulate
 from sim.scenario.config import Scenario, parse_config
 from sim.scenario.importer import model_from_name
@@ -35,6 +36,7 @@ from sim.scenario.vllm_args import KV_DTYPES_KNOWN, kv_bits_of, weight_bits_of
 from sim.workload.runlog import RunLog
 
 STATS = ("mean", "p50", "p90", "p99")
+MAX_TICK_S = 3600.0  # a run's time series samples every tick_seconds: more than an hour a tick is no time series
 METRICS = ("ttft", "tpot", "itl", "e2e")
 
 
@@ -80,7 +82,8 @@ def gpu_name_of_device(device: str) -> str:
         except FleetsimError:
             continue
     raise FleetsimError(
-        f"meta.json hardware.device_name: no catalog GPU is named {device!r}; add it (--gpus FILE) or pass --scenario"
+        f"meta.json hardware.device_name: no catalog GPU is named {device!r}; pass --scenario with the fleet's GPU (a "
+        "catalog name, or one its gpu_catalog file adds)"
     )
 
 
@@ -180,6 +183,11 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
         sched, "max_num_batched_tokens", "resolved_config.scheduler_config.", None
     )
     if mnbt:
+        if mnbt < engine["max_num_seqs"]:  # (vLLM's SchedulerConfig refuses to start so: a run never had it)
+            raise FleetsimError(
+                f"meta.json: max_num_batched_tokens must be >= max_num_seqs, as vLLM requires (got {mnbt} and "
+                f"{engine['max_num_seqs']})"
+            )
         engine["max_num_batched_tokens"] = mnbt
     # async scheduling: as the run set it, else vLLM's default (on since 0.14: PR #27614)
     asynchronous = _flag(sched, "async_scheduling", "resolved_config.scheduler_config.")
@@ -199,8 +207,8 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
     if _flag(cache, "enable_prefix_caching", cache_where):
         notes.append("prefix caching: on in the run; replayed without shared prefixes (the log has no prompt hashes)")
     tick = meta.get("tick_seconds")
-    if tick is not None and (isinstance(tick, bool) or not isinstance(tick, int | float) or not 0 < tick < math.inf):
-        raise FleetsimError(f"meta.json tick_seconds: must be a positive number of seconds (got {_short(tick)})")
+    if tick is not None and (isinstance(tick, bool) or not isinstance(tick, int | float) or not 0 < tick <= MAX_TICK_S):
+        raise FleetsimError(f"meta.json tick_seconds: must be in (0, {MAX_TICK_S:g}] seconds (got {_short(tick)})")
     gmu = cache.get("gpu_memory_utilization")
     if gmu is not None and (isinstance(gmu, bool) or not isinstance(gmu, int | float) or not 0 < gmu <= 1):
         raise FleetsimError(f"meta.json {cache_where}gpu_memory_utilization: must be in (0, 1] (got {_short(gmu)})")
@@ -240,7 +248,12 @@ def logged_blocks(meta: dict[str, Any] | None) -> int | None:
 
 
 def replay_scenario(
-    log: RunLog, scenario: dict[str, Any] | None, *, kv_blocks: str = "computed", base_dir: Path | None = None
+    log: RunLog,
+    scenario: dict[str, Any] | None,
+    *,
+    kv_blocks: str = "computed",
+    base_dir: Path | None = None,
+    given_as: str = "--scenario",
 ) -> tuple[Scenario, list[str]]:
     """The scenario to replay: the given one (a scenario dict, paths in it relative to `base_dir`) or the run's
     meta.json's, as one fixed warm replica, with vLLM's logged KV block count when `kv_blocks` is "logged"."""
@@ -256,7 +269,7 @@ def replay_scenario(
     else:
         raw = dict(scenario)
         raw.pop("trace", None)
-        parse_config(raw, where="--scenario", base_dir=base_dir)  # checked as given (its fleet is replaced below)
+        parse_config(raw, where=given_as, base_dir=base_dir)  # checked as given (its fleet is replaced below)
     fleet = dict(raw.get("fleet") or {})
     auto = fleet.get("autoscaler") or {}
     fixed = auto.get("replicas") if auto.get("policy") == "fixed" else auto.get("initial_replicas", auto.get("min_replicas"))
@@ -317,14 +330,37 @@ def compare_rows(real: dict[str, np.ndarray], sim: dict[str, np.ndarray], mask: 
     return rows
 
 
+def check_span(log: RunLog, interval_s: float) -> None:
+    """A log whose arrivals span more than the replay's timeline samples (at the log's tick) is refused naming the
+    log: one request stamped on another clock (the epoch's, say) stretches a minute's run to decades."""
+    span = float(log.trace["arrival_at_s"].max())
+    if span / interval_s > MAX_TIMELINE_SAMPLES // 2:
+        raise FleetsimError(
+            f"{log.source}: its requests' arrivals span {span:,.0f} s, more than a replay samples at a tick of "
+            f"{interval_s:g} s ({MAX_TIMELINE_SAMPLES // 2:,} ticks); is a timestamp on another clock?"
+        )
+
+
 def validate(
-    log: RunLog, scenario: dict[str, Any] | None = None, *, kv_blocks: str = "computed", base_dir: Path | None = None
+    log: RunLog,
+    scenario: dict[str, Any] | None = None,
+    *,
+    kv_blocks: str = "computed",
+    base_dir: Path | None = None,
+    where: str = "--scenario",
 ) -> Comparison:
-    """Replay `log` on `scenario` (default: its meta.json's) and compare; see the module docstring."""
-    sc, notes = replay_scenario(log, scenario, kv_blocks=kv_blocks, base_dir=base_dir)
+    """Replay `log` on `scenario` (default: its meta.json's) and compare; see the module docstring. `where`: what
+    errors in the given scenario name (the file, or the --set overrides)."""
+    sc, notes = replay_scenario(log, scenario, kv_blocks=kv_blocks, base_dir=base_dir, given_as=where)
+    check_span(log, sc.fleet.timeline_interval_s)
     result = simulate(sc, log.trace, measure_capacity=False)
     req = result.requests
     status = req["status"].astype(str).to_numpy()
+    if not (status == "completed").any():  # nothing to compare: the replay's setup cannot serve the run
+        raise FleetsimError(
+            f"{log.source}: no request completed in the replay, so there is nothing to compare (the first refused: "
+            f"{req['reject_reason'].dropna().iloc[0]}); check the replayed setup (--scenario, --set, --kv-blocks)"
+        )
     if not (status == "completed").all():
         n = int((status != "completed").sum())
         notes.append(f"{n} requests were not completed in the replay (first reason: {req['reject_reason'].dropna().iloc[0]})")
@@ -420,6 +456,15 @@ def calibrate_from_log(
             s._base_dir = base_dir
         return per_request(simulate(s, log.trace, measure_capacity=False))
 
+    if np.isnan(real["tpot"][fit_mask]).all():
+        raise FleetsimError(
+            f"{log.source}: no request of the first {n_fit} (the fitted share) has more than one output token: no TPOT to fit on"
+        )
+    if np.isnan(run(before)["e2e"]).all():
+        raise FleetsimError(
+            f"{log.source}: no request completed in the replay, so there is nothing to fit (check the replayed setup: "
+            "--scenario, --set, --kv-blocks)"
+        )
     floor = {m: max(float(np.nanmedian(v[fit_mask])) * 0.05, 1e-6) for m, v in real.items()}
 
     def residuals(x: np.ndarray) -> np.ndarray:
@@ -456,11 +501,12 @@ def calibrate_from_log(
 
 
 def _series(log: RunLog, result: SimResult) -> pd.DataFrame | None:
-    """The run's time series next to the replay's timeline, on the log's ticks (a tick at t covers (t - 1, t])."""
+    """The run's time series next to the replay's timeline, on the log's ticks (a tick at t covers (t - 1, t]); None
+    without one, or when the replay ended before its first sample."""
     ts = log.timeseries
-    if ts is None:
-        return None
     tl = result.timeline
+    if ts is None or not len(tl):
+        return None
     t = ts["t"].to_numpy(dtype=np.float64)
     idx = np.clip(np.searchsorted(tl["t_s"].to_numpy(), t, side="right") - 1, 0, len(tl) - 1)
     return pd.DataFrame(

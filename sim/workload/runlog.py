@@ -123,6 +123,8 @@ def _fail(p: Path, where: str, rule: str, value: Any) -> FleetsimError:
 
 
 def _number(p: Path, where: str, value: Any, *, integer: bool = False, minimum: float = 0.0) -> float:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**63:  # (no float holds it: refused so)
+        raise _fail(p, where, "must be a finite number", value)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise _fail(p, where, "must be a finite number", value)
     if integer and value != int(value):
@@ -211,8 +213,11 @@ def _read_bench(p: Path) -> Any:
                 f"the first (got {len(itl)} gaps)"
             )
         g = np.array([_number(p, f"itls[{i}][{j}]", v) for j, v in enumerate(itl)], dtype=np.float64)
+        e2e = ttft + float(g.sum())
+        if e2e > MAX_TIME_S:  # (each gap was bounded, their sum not: an E2E past it compares as inf)
+            raise _fail(p, f"itls[{i}]", f"must sum with ttfts[{i}] to an E2E within {MAX_TIME_S:g} s", e2e)
         gaps.append(g)
-        keep.append((start, prompt, output, ttft, ttft + float(g.sum())))
+        keep.append((start, prompt, output, ttft, e2e))
     if not keep:
         raise FleetsimError(f"{p}: no successful request in the result")
     a = np.array(keep)
@@ -224,16 +229,13 @@ def _read_csv(p: Path, columns: Mapping[str, str] | None, unit: float) -> Any:
     unknown = sorted(set(names) - set(CSV_FIELDS))
     if unknown:
         raise FleetsimError(f"column mapping: unknown field {unknown[0]!r}; fields: {', '.join(CSV_FIELDS)}")
-    try:
-        df = pd.read_csv(p)
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise FleetsimError(f"{p}: cannot read as CSV ({str(err).splitlines()[0]})") from None
+    df = _csv_frame(p)
     missing = [f"{f} (column {names[f]!r})" for f in CSV_FIELDS if names[f] not in df.columns]
     if missing:
         raise FleetsimError(f"{p}: missing {', '.join(missing)}; columns are {', '.join(map(str, df.columns))}")
     cols = {}
     for f in CSV_FIELDS:
-        v = pd.to_numeric(df[names[f]], errors="coerce").to_numpy(dtype=np.float64)
+        v = _floats(df[names[f]])
         bad = ~np.isfinite(v) | (v < 0 if f != "arrival" else np.zeros(v.size, dtype=bool))
         if f in ("prompt", "output"):
             bad |= (v < 1) | (v != np.floor(v))
@@ -275,17 +277,46 @@ def _read_json_object(p: Path, what: str = "a JSON object") -> dict[str, Any]:
     return data
 
 
-def _read_timeseries(p: Path) -> pd.DataFrame:
+def _csv_frame(p: Path) -> pd.DataFrame:
+    """A CSV file as read, its columns those of its header line: a row with more fields than the header is refused
+    (pandas would take the extra leading fields as an index and shift the rest), one with a trailing comma read."""
+    import warnings
+
     try:
-        df = pd.read_csv(p)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", pd.errors.ParserWarning)
+            df = pd.read_csv(p, index_col=False)
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise FleetsimError(f"{p}: cannot read as CSV ({str(err).splitlines()[0]})") from None
+    if any(issubclass(w.category, pd.errors.ParserWarning) for w in caught):
+        raise FleetsimError(f"{p}: a row has more fields than the header's {len(df.columns)} ({', '.join(map(str, df.columns))})")
+    return df
+
+
+def _floats(column: pd.Series) -> np.ndarray:
+    """A column as float64, NaN where a cell is no number (or an integer no float holds: pandas raised on it)."""
+    try:
+        values: np.ndarray = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+        return values
+    except (OverflowError, ValueError, TypeError):
+        return np.array([_float_or_nan(x) for x in column], dtype=np.float64)
+
+
+def _float_or_nan(x: Any) -> float:
+    try:
+        return float(x)
+    except (OverflowError, ValueError, TypeError):
+        return math.nan
+
+
+def _read_timeseries(p: Path) -> pd.DataFrame:
+    df = _csv_frame(p)
     missing = [c for c in TIMESERIES_COLUMNS if c not in df.columns]
     if missing:
         raise FleetsimError(
             f"{p}: missing column {', '.join(missing)}; a run's time series needs {', '.join(TIMESERIES_COLUMNS)}"
         )
-    out = df[list(TIMESERIES_COLUMNS)].apply(pd.to_numeric, errors="coerce")
+    out = pd.DataFrame({c: _floats(df[c]) for c in TIMESERIES_COLUMNS})
     if out.isna().any().any():
         col = next(c for c in TIMESERIES_COLUMNS if out[c].isna().any())
         i = int(np.argmax(out[col].isna().to_numpy()))
