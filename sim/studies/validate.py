@@ -133,7 +133,7 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
     kw = _section(meta, "engine_kwargs", "")
     resolved = _section(meta, "resolved_config", "")
     sched = _section(resolved, "scheduler_config", "resolved_config.")
-    cache_where = "kv_cache." if meta.get("kv_cache") is not None else "resolved_config.cache_config."
+    cache_where = "kv_cache." if meta.get("kv_cache") else "resolved_config.cache_config."  # (the section read below)
     cache = _section(meta, "kv_cache", "") or _section(resolved, "cache_config", "resolved_config.")
     hardware = _section(meta, "hardware", "")
     model_config = _section(resolved, "model_config", "resolved_config.")

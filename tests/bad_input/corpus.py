@@ -760,7 +760,7 @@ BAD_PLATFORMS = [
     ),
     scenario(
         _PLATFORM.replace("{name: b,", "{name: a,"),
-        "the model name 'a' is served by both 'a' and 'a'",
+        "deployments.1.name: each deployment needs a name of its own ('a' is taken)",
         "platform-duplicate-name",
         _MODELS,
     ),
