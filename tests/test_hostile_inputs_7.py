@@ -304,3 +304,44 @@ def test_calibrate_out_writes_a_held_out_error_it_cannot_define_as_a_dash(tmp_pa
     assert "tpot -" in out.read_text()
     no_tpot = _run_copy(tmp_path / "b", n=24, lines=lambda i, r: r | {"output_toks": 1, "last_token_ts": r["first_token_ts"]})
     one_line_error(["calibrate", str(no_tpot)], "has more than one output token: no TPOT to fit on")
+
+
+def test_a_platform_budget_must_hold_what_each_deployment_needs_to_serve_at_all(tmp_path):
+    """The budget check let a deployment count its decode replica as "one replica": a disaggregated deployment whose
+    prefill pool scales from zero could hold its decode replica and never a prefill one while another held the rest,
+    so its requests waited until the loop guard blamed the step times (found by the random platform combinations:
+    an MoE deployment's fixed groups held 8 of 13 GPUs). Each pool needs a replica, an MoE model's DP ranks a group."""
+    trace = tmp_path / "t.csv"
+    trace.write_text("arrival_at_s,prompt_tokens,output_tokens,model\n0,100,10,a\n1,100,10,b\n")
+    hpa = {"policy": "hpa", "metric": "outstanding_per_replica", "target": 4, "min_replicas": 0, "max_replicas": 2}
+    a = {
+        "name": "a",
+        "model": "llama-3.1-8b",
+        "fleet": {
+            "mode": "disaggregated",
+            "prefill": {"autoscaler": hpa},
+            "decode": {"autoscaler": {"policy": "fixed", "replicas": 1}},
+        },
+    }
+    b = {"name": "b", "model": "llama-3.1-8b", "priority": 1, "fleet": {"autoscaler": {"policy": "fixed", "replicas": 3}}}
+    raw = {"trace": str(trace), "fleet": {"gpu": "a100-80gb"}, "gpu_budget": {"a100-80gb": 4}, "deployments": [a, b]}
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "run"
+    one_line_error(
+        ["run", str(path), "--out", str(out), "--no-progress", "--no-capacity"],
+        "gpu_budget.a100-80gb: 4 GPUs cannot hold deployment 'a''s 2 while the others hold their minimum 3",
+    )
+    assert not out.exists()
+    path.write_text(yaml.safe_dump(raw | {"gpu_budget": {"a100-80gb": 5}}))
+    assert runner.invoke(app, ["run", str(path), "--out", str(out), "--no-progress", "--no-capacity"]).exit_code == 0
+    moe = {
+        "name": "a",
+        "model": "qwen3-30b-a3b",
+        "fleet": {"dp": 2, "autoscaler": hpa | {"max_replicas": 4}},
+    }  # (a group: 2 GPUs)
+    path.write_text(yaml.safe_dump(raw | {"deployments": [moe, b]}))
+    one_line_error(
+        ["run", str(path), "--out", str(tmp_path / "moe"), "--no-progress", "--no-capacity"],
+        "gpu_budget.a100-80gb: 4 GPUs cannot hold deployment 'a''s 2 while the others hold their minimum 3",
+    )

@@ -85,8 +85,10 @@ def assign(scenario: Scenario, trace: pd.DataFrame) -> np.ndarray:
 
 
 def budget_limits(scenario: Scenario, deployments: list[Deployment], base_dir: Path) -> dict[str, int]:
-    """`gpu_budget` by the GPU catalog's names, checked: every deployment can hold one replica (or its minimum) while
-    the others hold their minimum (else a deployment could wait for GPUs forever) — those it may preempt aside."""
+    """`gpu_budget` by the GPU catalog's names, checked: every deployment can hold what it needs to serve at all (each
+    of its pools its minimum, or one replica: a disaggregated deployment's prefill and decode pools both, an MoE
+    model's DP ranks a whole group) while the others hold their minimum (else a deployment could wait for GPUs
+    forever) — those it may preempt aside."""
     extra = _relative(scenario.gpu_catalog, base_dir) if scenario.gpu_catalog else None
     catalog = load_gpu_catalog(extra)
     limits: dict[str, int] = {}
@@ -97,16 +99,20 @@ def budget_limits(scenario: Scenario, deployments: list[Deployment], base_dir: P
             raise FleetsimError(f"gpu_budget.{given}: {err}") from None
         limits[name] = limits.get(name, 0) + n
 
-    def floor(d: Deployment) -> dict[str, int]:
-        """GPUs a deployment holds at its fewest (its pools' minimum replicas, reserved ones included), by type."""
+    def floor(d: Deployment, serving: bool = False) -> dict[str, int]:
+        """GPUs a deployment holds at its fewest (its pools' minimum replicas, reserved ones included), by type;
+        `serving`: at least what serves a request (each pool one replica, an MoE model's DP group whole)."""
         out: dict[str, int] = {}
         for spec in d.specs:
             auto = spec.fleet.autoscaler
             least = max(auto.replicas if isinstance(auto, FixedConfig) else auto.min_replicas, spec.fleet.reserved_replicas)
+            if serving:
+                least = max(least, spec.setup.dp_group)
             out[spec.setup.gpu.name] = out.get(spec.setup.gpu.name, 0) + least * spec.setup.tp
         return out
 
     floors = [floor(d) for d in deployments]
+    needs = [floor(d, serving=True) for d in deployments]
     for i, d in enumerate(deployments):
         preempts = d.config.preemption == "lower_priority"  # (it takes lower-priority deployments' GPUs when it must)
         for spec in d.specs:
@@ -118,7 +124,7 @@ def budget_limits(scenario: Scenario, deployments: list[Deployment], base_dir: P
                 for j, f in enumerate(floors)
                 if j != i and not (preempts and deployments[j].config.priority < d.config.priority)
             )
-            own = max(floors[i].get(gpu, 0), spec.setup.tp)
+            own = needs[i].get(gpu, 0)
             if others + own > limits[gpu]:
                 raise FleetsimError(
                     f"gpu_budget.{gpu}: {limits[gpu]} GPUs cannot hold deployment {d.config.name!r}'s "
