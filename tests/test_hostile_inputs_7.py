@@ -345,3 +345,79 @@ def test_a_platform_budget_must_hold_what_each_deployment_needs_to_serve_at_all(
         ["run", str(path), "--out", str(tmp_path / "moe"), "--no-progress", "--no-capacity"],
         "gpu_budget.a100-80gb: 4 GPUs cannot hold deployment 'a''s 2 while the others hold their minimum 3",
     )
+
+
+# --- studies and reports (`sweep`, `plan`, `report`, `roofline`) ------------------------------------------------------
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _sweep(tmp_path: Path, **change: object) -> Path:
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"base": str(CONFIGS / "default.yaml"), "set": {"trace.end_s": 20}} | change))
+    return path
+
+
+def test_a_stored_point_that_cannot_be_read_names_itself_on_resume(tmp_path):
+    """A corrupt row file in points/ raised pyarrow's ArrowInvalid with a traceback when the sweep resumed."""
+    sweep, out = _sweep(tmp_path), tmp_path / "out"
+    assert runner.invoke(app, ["sweep", str(sweep), "--out", str(out), "--no-progress"]).exit_code == 0
+    point = next((out / "points").glob("*.parquet"))
+    point.write_text("garbage")
+    one_line_error(["sweep", str(sweep), "--out", str(out), "--no-progress"], f"{point}: a stored point that cannot be read")
+
+
+def test_an_output_folder_the_file_system_refuses_ends_in_one_line(tmp_path):
+    """/proc/x passes the permission check and fails at mkdir: a FileNotFoundError traceback in run, sweep and plan."""
+    one_line_error(["run", str(CONFIGS / "default.yaml"), "--out", "/proc/x", "--no-progress"], "/proc/x: cannot write there")
+    one_line_error(["sweep", str(_sweep(tmp_path)), "--out", "/proc/x", "--no-progress"], "--out /proc/x: cannot write there")
+
+
+def test_a_study_name_is_a_name_not_a_path(tmp_path):
+    """`name: ../../evil` wrote the sweep's results two folders above sweeps/ (an absolute name: anywhere)."""
+    one_line_error(["sweep", str(_sweep(tmp_path, name="../../evil")), "--no-progress"], "name: must be a plain name")
+
+
+def test_plan_manifests_do_not_replace_the_plans_own_files(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text((CONFIGS / "default.yaml").read_text().replace("../traces/", str(CONFIGS.parent / "traces") + "/"))
+    plan = tmp_path / "p.yaml"
+    plan.write_text(
+        yaml.safe_dump(
+            {
+                "base": "base.yaml",
+                "scale": {"path": "fleet.autoscaler.replicas", "from": 1, "to": 2},
+                "slo": {"p99_ttft_ms": 2000},
+            }
+        )
+    )
+    for target in (base, plan):
+        one_line_error(["plan", str(plan), "--out", str(tmp_path / "out"), "--manifests", str(target)], "--manifests")
+        assert "apiVersion" not in target.read_text()
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (lambda m: m.update(tp=0), "tp: Input should be greater than or equal to 1 (got 0)"),
+        (lambda m: m.update(tp="2"), "tp: Input should be a valid integer"),
+        (lambda m: m.update(usd_per_gpu_hour=-1), "usd_per_gpu_hour: Input should be greater than or equal to 0"),
+        (lambda m: m.update(horizon_s=float("nan")), "horizon_s: Input should be a finite number"),
+        (lambda m: m["scenario"]["fleet"].update(reserved_replicas=-1), "scenario.fleet.reserved_replicas"),
+        (lambda m: m["scenario"]["pricing"].update(billing_granularity_s=-1), "scenario.pricing.billing_granularity_s"),
+    ],
+)
+def test_a_run_folders_impossible_meta_figures_are_refused_by_the_report(tmp_path, edit, says):
+    """`report` checked meta.json's types, not its ranges: tp 0 billed 0 GPU-hours, a price of -1 cost -1.95 USD, a
+    NaN horizon printed nan, and the text "2" for tp passed (the checked copy was thrown away)."""
+    run = tmp_path / "run"
+    assert runner.invoke(app, ["run", str(CONFIGS / "default.yaml"), "--out", str(run), "--no-progress"]).exit_code == 0
+    meta = json.loads((run / "meta.json").read_text())
+    edit(meta)
+    (run / "meta.json").write_text(json.dumps(meta))
+    one_line_error(["report", str(run)], says)
+
+
+def test_roofline_tables_bound_their_lengths_and_batches():
+    args = ["roofline", "--model", "llama-2-70b", "--gpu", "a100-80gb", "--tp", "2"]
+    one_line_error([*args, "--prefill-lengths", "99999999999999999999999"], "--prefill-lengths values must be <= 10,000,000,000")
+    one_line_error([*args, "--batches", "1,99999999999999999999999999"], "--batches values must be <= 10,000,000,000")

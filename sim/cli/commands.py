@@ -123,8 +123,8 @@ def roofline(
     ):
         if tokens is not None and tokens > MAX_TOKENS:
             raise FleetsimError(f"{option} must be <= {MAX_TOKENS:,} (got {tokens:,})")
-    lengths = int_list("--prefill-lengths", prefill_lengths)
-    batch_sizes = int_list("--batches", batches)
+    lengths = int_list("--prefill-lengths", prefill_lengths, MAX_TOKENS)
+    batch_sizes = int_list("--batches", batches, MAX_TOKENS)  # (a batch of sequences holds at least as many tokens)
 
     base_dir = Path(".")
     scale_out = "infiniband_400g"

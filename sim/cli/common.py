@@ -50,7 +50,7 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def int_list(option: str, text: str) -> list[int]:
+def int_list(option: str, text: str, maximum: int | None = None) -> list[int]:
     values = []
     for part in text.split(","):
         try:
@@ -59,6 +59,8 @@ def int_list(option: str, text: str) -> list[int]:
             raise FleetsimError(f"{option} must be comma-separated integers (got {part.strip()!r})") from None
         if value < 1:
             raise FleetsimError(f"{option} values must be >= 1 (got {value})")
+        if maximum is not None and value > maximum:
+            raise FleetsimError(f"{option} values must be <= {maximum:,} (got {value:,})")
         values.append(value)
     return values
 

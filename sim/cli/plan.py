@@ -60,7 +60,8 @@ def plan(
     if plot is not None:
         check_plot_path(plot)
     if manifests is not None:
-        check_out_file(manifests, "--manifests")
+        sources = [plan_file, plan_file.parent / p.spec.base, *([trace] if trace is not None else [])]
+        check_out_file(manifests, "--manifests", inputs=sources)
     if p.sweep.trace_note is not None:
         typer.echo(f"note: {p.sweep.trace_note}", err=True)
     note = None if as_json else (lambda msg: typer.echo(f"  {msg}", err=True))

@@ -156,7 +156,10 @@ def write_atomically(out_dir: Path, write: Callable[[Path], None], *, force: boo
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise FleetsimError(f"{out_dir}: cannot create folder {parent} ({err.strerror})") from None
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".part", dir=parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".part", dir=parent))
+    except OSError as err:
+        raise FleetsimError(f"{out_dir}: cannot write there ({err.strerror or err})") from None
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)

@@ -10,11 +10,17 @@ Nothing here imports the config, the engine or the fleet (a result is read witho
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sim.errors import FleetsimError, _short
+
+# figures a report computes with: finite, in range, numbers as numbers (a "2" for tp was read as the text it is)
+Count = Annotated[int, Field(ge=0, strict=True)]
+Positive = Annotated[int, Field(ge=1, strict=True)]
+Rate = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Amount = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 class _Open(BaseModel):
@@ -37,10 +43,10 @@ class WallSeconds(_Open):
 
 class Pool(_Open):
     gpu: str
-    tp: int
-    usd_per_gpu_hour: float | None
-    peak_flops_per_s_per_gpu: float
-    hbm_bw_bytes_per_s_per_gpu: float
+    tp: Positive
+    usd_per_gpu_hour: Amount | None
+    peak_flops_per_s_per_gpu: Rate
+    hbm_bw_bytes_per_s_per_gpu: Rate
 
 
 class PrefixCache(_Open):
@@ -50,9 +56,9 @@ class PrefixCache(_Open):
 
 class Autoscaler(_Open):
     policy: str
-    replicas: int | None = None
-    min_replicas: int | None = None
-    max_replicas: int | None = None
+    replicas: Count | None = None
+    min_replicas: Count | None = None
+    max_replicas: Count | None = None
 
     @model_validator(mode="after")
     def _counts(self) -> Autoscaler:
@@ -70,7 +76,7 @@ class PoolFleet(_Open):
 class Fleet(_Open):
     mode: str = "colocated"
     router: str
-    reserved_replicas: int
+    reserved_replicas: Count
     autoscaler: Autoscaler | None = None
     prefill: PoolFleet | None = None
     decode: PoolFleet | None = None
@@ -85,9 +91,9 @@ class Fleet(_Open):
 
 
 class Pricing(_Open):
-    reserved_usd_per_gpu_hour: float | None
-    billing_granularity_s: float
-    billing_minimum_s: float
+    reserved_usd_per_gpu_hour: Amount | None
+    billing_granularity_s: Amount
+    billing_minimum_s: Amount
     compare_api: str
 
 
@@ -108,15 +114,15 @@ class RunMeta(_Open):
     scenario: ScenarioRead
     model: str
     gpu: str
-    tp: int
+    tp: Positive
     engine_policy: str
     step_time: str
-    usd_per_gpu_hour: float | None
-    peak_flops_per_s_per_gpu: float
-    hbm_bw_bytes_per_s_per_gpu: float
+    usd_per_gpu_hour: Amount | None
+    peak_flops_per_s_per_gpu: Rate
+    hbm_bw_bytes_per_s_per_gpu: Rate
     resolved: dict[str, Any]
-    horizon_s: float
-    n_events: int
+    horizon_s: Amount
+    n_events: Count
     capacity: Capacity
     wall_s: WallSeconds
     pools: dict[str, Pool] | None = None

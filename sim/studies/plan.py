@@ -75,6 +75,7 @@ from sim.studies.sweep import (
     cluster,
     execute,
     jobs_for,
+    plain_name,
     read_base,
     read_spec,
     seed_stats,
@@ -122,6 +123,7 @@ class PlanSlo(Frozen):
 
 class PlanSpec(Frozen):
     name: str | None = Field(default=None, min_length=1, max_length=200)
+    plain_name_check = field_validator("name")(plain_name)
     base: str = Field(min_length=1)
     set: dict[str, Any] = Field(default_factory=dict)
     search: dict[str, AxisValues] = Field(default_factory=dict)
@@ -535,7 +537,6 @@ def plan_fleet(
     if (out / MARKER).exists():
         check_owner(out, plan.sweep.owner("plan"), force=force)
     with cluster(scheduler) as client:  # connected before anything is created
-        (out / "points").mkdir(parents=True, exist_ok=True)
         claim(out, plan.sweep.owner("plan"))
         return _plan(plan, out, Evaluator(plan, out, workers=workers, client=client, progress=progress))
 

@@ -67,8 +67,13 @@ def check_owner(folder: Path, owner: dict[str, Any] | None, *, force: bool = Fal
 
 
 def claim(folder: Path, owner: dict[str, Any] | None) -> None:
-    """Write the marker: the folder now belongs to `owner` (a bare marker when the study is not named)."""
-    (folder / MARKER).write_text(json.dumps(owner, indent=2) + "\n" if owner is not None else "")
+    """Create the folder (and its `points/`) and write the marker: the folder now belongs to `owner` (a bare marker
+    when the study is not named). A folder the file system refuses ends in one line."""
+    try:
+        (folder / "points").mkdir(parents=True, exist_ok=True)
+        (folder / MARKER).write_text(json.dumps(owner, indent=2) + "\n" if owner is not None else "")
+    except OSError as err:
+        raise FleetsimError(f"--out {folder}: cannot write there ({err.strerror or err})") from None
 
 
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:

@@ -102,8 +102,16 @@ def check_seeds(v: int | list[int]) -> int | list[int]:
     return v
 
 
+def plain_name(v: str | None) -> str | None:
+    """A study's name, which names its default --out folder (sweeps/NAME, plans/NAME): a name, not a path."""
+    if v is not None and ("/" in v or "\\" in v or v.strip() in (".", "..")):
+        raise ValueError("must be a plain name: it names the default output folder")
+    return v
+
+
 class SweepSpec(Frozen):
     name: str | None = Field(default=None, min_length=1, max_length=200)
+    plain_name_check = field_validator("name")(plain_name)
     base: str = Field(min_length=1)
     set: dict[str, Any] = Field(default_factory=dict)
     cross: dict[str, AxisValues] = Field(default_factory=dict)
@@ -468,7 +476,13 @@ def execute(
 def _read_row(job: Job) -> pd.DataFrame:
     """A run's stored row, labelled as this job: the file is named by the run's content, so an earlier sweep or
     plan (another enumeration, other axis names) may have written it; its figures hold, its labels are ours."""
-    row = pd.read_parquet(job.out_file)
+    try:
+        row = pd.read_parquet(job.out_file)
+    except Exception as err:  # (pyarrow's errors are not OSError alone: ArrowInvalid for a file that is no Parquet)
+        raise FleetsimError(
+            f"{job.out_file}: a stored point that cannot be read ({str(err).splitlines()[0][:120]}); delete it and rerun "
+            "(the point is simulated again)"
+        ) from None
     labels = json.loads(row["labels"].iloc[0]) if "labels" in row else []
     row = row.drop(columns=[c for c in {*labels, *job.row, "labels"} if c in row.columns])
     front = {k: [json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v] for k, v in job.row.items()}
@@ -490,7 +504,6 @@ def run_sweep(
     if (out / MARKER).exists():
         check_owner(out, sweep.owner(), force=force)
     with cluster(scheduler) as client:  # connected before anything is created
-        (out / "points").mkdir(parents=True, exist_ok=True)
         claim(out, sweep.owner())
         rows = execute(jobs_for(sweep, out), workers=workers, progress=progress, task=task, client=client)
     rows = rows.sort_values(["point", "seed"], kind="stable").reset_index(drop=True)
