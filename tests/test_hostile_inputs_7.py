@@ -421,3 +421,23 @@ def test_roofline_tables_bound_their_lengths_and_batches():
     args = ["roofline", "--model", "llama-2-70b", "--gpu", "a100-80gb", "--tp", "2"]
     one_line_error([*args, "--prefill-lengths", "99999999999999999999999"], "--prefill-lengths values must be <= 10,000,000,000")
     one_line_error([*args, "--batches", "1,99999999999999999999999999"], "--batches values must be <= 10,000,000,000")
+
+
+GPU = "  bf16_tflops: 99\n  hbm_gb: 80\n  hbm_bw_gb_per_s: 2000\n  interconnect: NVLink\n  interconnect_gb_per_s: 600\n"
+
+
+def test_a_user_gpu_catalog_names_and_aliases_are_unambiguous(tmp_path):
+    """A user GPU named as a bundled alias (`a100`) was listed but unreachable (the alias won); two user GPUs sharing an
+    alias resolved it to the last; an empty catalog was "not a mapping (got dict)"."""
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("a100:\n" + GPU.replace("99", "999"))
+    res = runner.invoke(
+        app, ["roofline", "--model", "llama-2-70b", "--gpu", "a100", "--tp", "2", "--gpu-catalog", str(mine), "--json"]
+    )
+    assert res.exit_code == 0 and json.loads(res.stdout)["gpu"] == "a100", res.output
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("g1:\n" + GPU + "  aliases: [zz]\ng2:\n" + GPU + "  aliases: [zz]\n")
+    one_line_error(["gpus", "--gpu-catalog", str(twice)], "g2.aliases: 'zz' is already g1's alias")
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("{}\n")
+    one_line_error(["gpus", "--gpu-catalog", str(empty)], "a GPU catalog must name at least one GPU")

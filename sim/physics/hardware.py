@@ -173,8 +173,10 @@ class GpuCatalog:
 
 
 def parse_gpu_entries(raw: Any, *, where: str) -> tuple[dict[str, GpuSpec], dict[str, str]]:
-    if not isinstance(raw, dict) or not raw:
+    if not isinstance(raw, dict):
         raise FleetsimError(f"{where}: a GPU catalog must be a mapping of name -> spec (got {type(raw).__name__})")
+    if not raw:
+        raise FleetsimError(f"{where}: a GPU catalog must name at least one GPU (got an empty mapping)")
     gpus: dict[str, GpuSpec] = {}
     aliases: dict[str, str] = {}
     for name, body in raw.items():
@@ -185,6 +187,9 @@ def parse_gpu_entries(raw: Any, *, where: str) -> tuple[dict[str, GpuSpec], dict
             raise from_validation_error(err, where=where, prefix=key, data=body) from None
         gpus[key] = entry.to_spec(key)
         for alias in entry.aliases:
+            other = aliases.get(alias.lower())
+            if other is not None and other != key:  # (the later would silently take the name from the earlier)
+                raise FleetsimError(f"{where}: {key}.aliases: {alias!r} is already {other}'s alias; an alias names one GPU")
             aliases[alias.lower()] = key
     return gpus, aliases
 
@@ -204,6 +209,8 @@ def load_gpu_catalog(extra: Path | None = None) -> GpuCatalog:
         for alias, key in more_aliases.items():  # an alias that names another GPU would take that GPU's name over
             if alias != key and (alias in gpus or alias in more_gpus):
                 raise FleetsimError(f"{extra}: {key}.aliases: {alias!r} is another GPU's name; an alias must not shadow it")
+        for key in more_gpus:  # a GPU named as a bundled alias is that name's GPU now (overriding by name, as the rest)
+            aliases.pop(key, None)
         gpus.update(more_gpus)
         aliases.update(more_aliases)
     return GpuCatalog(gpus=gpus, aliases=aliases)
