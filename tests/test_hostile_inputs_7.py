@@ -441,3 +441,43 @@ def test_a_user_gpu_catalog_names_and_aliases_are_unambiguous(tmp_path):
     empty = tmp_path / "empty.yaml"
     empty.write_text("{}\n")
     one_line_error(["gpus", "--gpu-catalog", str(empty)], "a GPU catalog must name at least one GPU")
+
+
+def test_a_study_with_a_missing_trace_says_so_before_running(tmp_path):
+    """`sweep --trace /missing` printed the trace note, made the folder and failed every point (two lines)."""
+    out = tmp_path / "out"
+    one_line_error(
+        ["sweep", str(_sweep(tmp_path)), "--trace", str(tmp_path / "missing.csv"), "--out", str(out), "--no-progress"],
+        "missing.csv: no such trace file",
+    )
+    assert not out.exists()
+
+
+def test_a_plan_scales_a_count_not_a_replicas_shape(tmp_path):
+    """`scale.path: fleet.tp` was accepted; screening judged fit from tp 1 and ruled every group out."""
+    plan = tmp_path / "p.yaml"
+    plan.write_text(
+        yaml.safe_dump(
+            {
+                "base": str(CONFIGS / "default.yaml"),
+                "scale": {"path": "fleet.tp", "from": 1, "to": 4},
+                "slo": {"p99_ttft_ms": 2000},
+            }
+        )
+    )
+    one_line_error(["plan", str(plan), "--out", str(tmp_path / "out")], "scale.path: fleet.tp changes what a replica is")
+
+
+def test_a_disaggregated_pools_autoscaler_is_named_with_its_pool(tmp_path):
+    """The pool's error read "fleet.prefill: fleet.autoscaler.replicas: ..." where the field is fleet.prefill.autoscaler."""
+    fixed = {"policy": "fixed", "replicas": 3}
+    raw = MOE | {
+        "fleet": MOE["fleet"]
+        | {"mode": "disaggregated", "prefill": {"autoscaler": fixed}, "decode": {"autoscaler": fixed | {"replicas": 2}}}
+    }
+    path = tmp_path / "d.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    one_line_error(
+        ["run", str(path), "--out", str(tmp_path / "out"), "--no-progress"],
+        "fleet.prefill.autoscaler.replicas: an MoE model's DP ranks",
+    )

@@ -208,7 +208,10 @@ def pool_spec(scenario: Scenario, name: str, role: str, *, base_dir: Path, prefi
         spec = _resolved_spec(psc, name, role, base_dir=base_dir, prefix_ids=prefix_ids)
     except FleetsimError as err:
         if scenario.fleet.mode == "disaggregated" and name in (PREFILL_POOL, DECODE_POOL):
-            raise FleetsimError(f"fleet.{name}: {err}") from None
+            text = str(err)
+            if text.startswith("fleet.autoscaler."):  # (a pool's autoscaler is always its own block's)
+                raise FleetsimError(f"fleet.{name}.{text.removeprefix('fleet.')}") from None
+            raise FleetsimError(f"fleet.{name}: {text}") from None
         raise
     fallback = tuple(
         _fallback_spec(scenario, psc, name, role, i, base_dir=base_dir, prefix_ids=prefix_ids)

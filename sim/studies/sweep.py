@@ -221,6 +221,8 @@ def swap_base_trace(
     the new base and a line on the trace as run once the study's `overrides` (its `set:`, and a plan's --set) apply."""
     if trace is None:
         return base_raw, None
+    if not Path(trace).is_file():  # (as `fleetsim run --trace` says it, before a point is run or a folder made)
+        raise FleetsimError(f"--trace {trace}: no such trace file")
     from sim.scenario.config import set_path, with_trace_file
     from sim.workload.transforms import trace_note
 
