@@ -453,21 +453,6 @@ def test_a_study_with_a_missing_trace_says_so_before_running(tmp_path):
     assert not out.exists()
 
 
-def test_a_plan_scales_a_count_not_a_replicas_shape(tmp_path):
-    """`scale.path: fleet.tp` was accepted; screening judged fit from tp 1 and ruled every group out."""
-    plan = tmp_path / "p.yaml"
-    plan.write_text(
-        yaml.safe_dump(
-            {
-                "base": str(CONFIGS / "default.yaml"),
-                "scale": {"path": "fleet.tp", "from": 1, "to": 4},
-                "slo": {"p99_ttft_ms": 2000},
-            }
-        )
-    )
-    one_line_error(["plan", str(plan), "--out", str(tmp_path / "out")], "scale.path: fleet.tp changes what a replica is")
-
-
 def test_a_disaggregated_pools_autoscaler_is_named_with_its_pool(tmp_path):
     """The pool's error read "fleet.prefill: fleet.autoscaler.replicas: ..." where the field is fleet.prefill.autoscaler."""
     fixed = {"policy": "fixed", "replicas": 3}

@@ -178,12 +178,6 @@ def load_plan(path: str | Path, sets: Sequence[str] = (), *, trace: str | Path |
     check_axes(path, {"set": spec.set, "search": spec.search, "scale": {spec.scale.path: None}}, valued=("search",))
     if spec.scale.path in spec.search:
         raise FleetsimError(f"{path}: scale.path must not be a search axis")
-    if spec.scale.path == "model" or spec.scale.path.rsplit(".", 1)[-1] in ("tp", "dp", "gpu", "gpus_per_node"):
-        # (screening judges a group's fit and capacity from its smallest scale value: the scale adds capacity)
-        raise FleetsimError(
-            f"{path}: scale.path: {spec.scale.path} changes what a replica is, not how many there are; search it "
-            f"(search: {{{spec.scale.path}: [...]}}) and scale a count (fleet.autoscaler.replicas)"
-        )
     base_raw, base_dir = read_base(path, spec.base)
     if isinstance(base_raw, dict) and base_raw.get("deployments"):
         raise FleetsimError(
