@@ -72,8 +72,8 @@ def validate(
                 raise FleetsimError(f"{log.source}: --set needs --scenario or a meta.json beside the log")
             raw = scenario_from_meta(log.meta)[0]
         raw = apply_sets(raw, set_)
-    where = "--scenario" if scenario is not None else "--set (over meta.json's scenario)"
-    cmp = run_validation(log, raw, kv_blocks=kv_blocks, base_dir=base_dir, where=where)
+    given_as = "--scenario" if scenario is not None else "--set (over meta.json's scenario)"
+    cmp = run_validation(log, raw, kv_blocks=kv_blocks, base_dir=base_dir, given_as=given_as)
     series = cmp.series
     drift = None
     if series is not None:

@@ -247,17 +247,19 @@ def _resolved_spec(psc: Scenario, name: str, role: str, *, base_dir: Path, prefi
             f"num_speculative_tokens = {1 + k} tokens through each step; give at least {1 + k} (got {budget})"
         )
     limits = engine_limits(engine, n_blocks, budget)
-    check_whole_groups(psc.fleet.autoscaler, setup.dp_group)
-    check_whole_group_caps(psc.fleet, setup.dp_group)
+    check_whole_groups(psc.fleet, setup.dp_group)
     return PoolSpec(name, role, psc, setup, draft, n_blocks, budget, limits, prefix_ids and engine.prefix_caching, lora=lora)
 
 
-def check_whole_groups(autoscaler: Any, dp: int) -> None:
+def check_whole_groups(fleet: Any, dp: int) -> None:
     """An MoE model's DP ranks share its experts, each holding its share of them: a fleet of such ranks holds whole
     groups of `dp` (as a vLLM server of `--data-parallel-size` dp runs every rank or none), so the autoscaler's counts
-    are multiples of it (between them it scales by whole groups: `Pool.scale_to`)."""
+    are multiples of it (between them it scales by whole groups: `Pool.scale_to`), and so are the replicas it may hold
+    at once (`FleetConfig.replica_cap`: within the GPU quota and the capacity classes' caps; a cap short of a group
+    launched part of one, ranks that step together priced as if all were there)."""
     if dp <= 1:
         return
+    autoscaler = fleet.autoscaler
     counts = {name: getattr(autoscaler, name, None) for name in ("replicas", "min_replicas", "max_replicas", "initial_replicas")}
     counts |= {f"table.{i}.replicas": e.replicas for i, e in enumerate(getattr(autoscaler, "table", None) or [])}
     for name, n in counts.items():
@@ -266,14 +268,6 @@ def check_whole_groups(autoscaler: Any, dp: int) -> None:
                 f"fleet.autoscaler.{name}: an MoE model's DP ranks share its experts, so a fleet holds whole groups of "
                 f"fleet.dp = {dp} ranks; give a multiple of {dp} (got {n})"
             )
-
-
-def check_whole_group_caps(fleet: Any, dp: int) -> None:
-    """The replicas a fleet of an MoE model's DP ranks may hold at once (`FleetConfig.replica_cap`: the autoscaler's
-    maximum within the GPU quota and the capacity classes' caps) are whole groups of `dp` too: a cap short of a group
-    launched part of one (ranks that step together, priced as if all were there)."""
-    if dp <= 1:
-        return
     cap = fleet.replica_cap
     if cap % dp == 0:
         return

@@ -347,11 +347,11 @@ def validate(
     *,
     kv_blocks: str = "computed",
     base_dir: Path | None = None,
-    where: str = "--scenario",
+    given_as: str = "--scenario",
 ) -> Comparison:
-    """Replay `log` on `scenario` (default: its meta.json's) and compare; see the module docstring. `where`: what
-    errors in the given scenario name (the file, or the --set overrides)."""
-    sc, notes = replay_scenario(log, scenario, kv_blocks=kv_blocks, base_dir=base_dir, given_as=where)
+    """Replay `log` on `scenario` (default: its meta.json's) and compare; see the module docstring. `given_as`:
+    what errors in the given scenario name (the file, or the --set overrides)."""
+    sc, notes = replay_scenario(log, scenario, kv_blocks=kv_blocks, base_dir=base_dir, given_as=given_as)
     check_span(log, sc.fleet.timeline_interval_s)
     result = simulate(sc, log.trace, measure_capacity=False)
     req = result.requests

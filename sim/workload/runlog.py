@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -280,8 +281,6 @@ def _read_json_object(p: Path, what: str = "a JSON object") -> dict[str, Any]:
 def _csv_frame(p: Path) -> pd.DataFrame:
     """A CSV file as read, its columns those of its header line: a row with more fields than the header is refused
     (pandas would take the extra leading fields as an index and shift the rest), one with a trailing comma read."""
-    import warnings
-
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", pd.errors.ParserWarning)
