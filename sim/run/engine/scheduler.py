@@ -96,21 +96,39 @@ class Limits:
         return self.never_reason(pending, recompute=seq.generated > 0, chunks=chunks)
 
 
-@dataclass(slots=True)
 class Batch:
-    """A step's plan: (seq, tokens to process) in order, newly admitted ones, preempted ones."""
+    """A step's plan: (seq, tokens to process) in order, newly admitted ones, preempted ones. (A plain class, not a
+    dataclass: one is made for every step planned, and the compiled build compiles a written `__init__`, not the one
+    `dataclasses` generates at import.)"""
 
-    work: list[tuple[Seq, int]] = field(default_factory=list)
-    admitted: list[Seq] = field(default_factory=list)
-    preempted: list[Seq] = field(default_factory=list)
-    dropped: list[tuple[Seq, str]] = field(default_factory=list)  # waiting sequences that can never be scheduled, why
-    group: bool = False  # the decode group takes its step too (one token each)
-    stall_s: float = 0.0  # seconds the step waits before it runs (LoRA: adapters loaded for it)
-    reordered: bool = False  # admitted sequences are not the waiting queue's head (LoRA skipped some before them)
-    # filled while planning, for the fast-forward: do all work items decode, and the decoders' figures
-    decodes_only: bool = True
-    min_tokens_left: int = 1 << 62  # fewest output tokens any decoder still has to produce
-    context_sum: int = 0  # decoders' cached tokens
+    __slots__ = (
+        "admitted",
+        "context_sum",
+        "decodes_only",
+        "dropped",
+        "group",
+        "min_tokens_left",
+        "preempted",
+        "reordered",
+        "stall_s",
+        "work",
+    )
+
+    def __init__(self, work: list[tuple[Seq, int]] | None = None, group: bool = False) -> None:
+        self.work: list[tuple[Seq, int]] = [] if work is None else work
+        self.admitted: list[Seq] = []
+        self.preempted: list[Seq] = []
+        self.dropped: list[tuple[Seq, str]] = []  # waiting sequences that can never be scheduled, why
+        self.group = group  # the decode group takes its step too (one token each)
+        self.stall_s = 0.0  # seconds the step waits before it runs (LoRA: adapters loaded for it)
+        self.reordered = False  # admitted sequences are not the waiting queue's head (LoRA skipped some before them)
+        # filled while planning, for the fast-forward: do all work items decode, and the decoders' figures
+        self.decodes_only = True
+        self.min_tokens_left = 1 << 62  # fewest output tokens any decoder still has to produce
+        self.context_sum = 0  # decoders' cached tokens
+
+    def __repr__(self) -> str:
+        return f"Batch(work={self.work!r}, admitted={self.admitted!r}, preempted={self.preempted!r}, group={self.group})"
 
     def note(self, seq: Seq, computed: int, n: int, pending: int) -> None:
         """Account for `seq` taking n of its `pending` tokens with `computed` cached: a decode (one token,
