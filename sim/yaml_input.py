@@ -9,6 +9,7 @@ aliases expand to more than `MAX_NODES` values (an "alias bomb").
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,29 @@ def read_text(path: Path, *, max_bytes: int = MAX_BYTES, what: str = "file") -> 
         raise FleetsimError(
             f"{path}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); save it as UTF-8"
         ) from None
+
+
+def read_json(path: Path, *, what: str = "JSON file") -> Any:
+    """A small UTF-8 JSON file (`read_text`'s rules), or one line naming it and the problem: invalid JSON, a key given
+    twice in one object (JSON parsers keep the last silently), nesting too deep for the parser, a number too long."""
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                raise FleetsimError(f"{path}: key {key!r} is given twice in one object")
+            out[key] = value
+        return out
+
+    text = read_text(Path(path), what=what)
+    try:
+        return json.loads(text, object_pairs_hook=unique)
+    except FleetsimError:
+        raise
+    except json.JSONDecodeError as err:
+        raise FleetsimError(f"{path} line {err.lineno}: invalid JSON ({err.msg})") from None
+    except (RecursionError, ValueError) as err:  # nested too deep; an integer of thousands of digits
+        raise FleetsimError(f"{path}: unreadable JSON: nested too deep or a number too long ({str(err)[:80]})") from None
 
 
 def read_yaml(path: Path, *, what: str = "YAML file") -> Any:

@@ -43,7 +43,10 @@ def import_(
     values = scenario_values(imp, model=model, gpu=gpu)
     text = render(imp, values, [str(s) for s in sources], trace=trace)
     raw = parse_yaml(text, where="the imported scenario")
-    imported = parse_config(raw, where="the imported scenario")
+    try:
+        imported = parse_config(raw, where="the imported scenario")
+    except FleetsimError as err:  # name the manifest field the refused value came from, not the generated scenario
+        raise FleetsimError(_from_manifest(str(err), imp.sources, sources)) from None
     _resolvable(imported, f"the scenario imported from {', '.join(map(str, sources))}")
     if out is None:
         typer.echo(text, nl=False)
@@ -53,6 +56,16 @@ def import_(
     typer.echo(
         f"wrote {out}: {len(imp.sources)} values from {len(sources)} source(s), {len(imp.notes)} not mapped (listed in it)"
     )
+
+
+def _from_manifest(message: str, sources: dict[str, str], files: list[Path]) -> str:
+    """A refusal of the imported scenario (`the imported scenario: KEY: problem`) told against the source of KEY
+    (`Imported.sources`: the file, document and field it was read from), else against the files given."""
+    rest = message.removeprefix("the imported scenario: ")
+    for key in sorted(sources, key=len, reverse=True):
+        if rest.startswith(f"{key}:") or rest.startswith(f"{key}."):
+            return f"{sources[key]}: {rest}"
+    return f"the scenario imported from {', '.join(map(str, files))}: {rest}"
 
 
 def export(

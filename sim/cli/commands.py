@@ -176,6 +176,14 @@ def roofline(
         scale_out=scale_out,
         **layout,
     )
+    limit = setup.context_tokens  # (the engine's max_model_len with --config, else the model's context)
+    for option, values in (("--prefill-lengths", lengths), ("--context-tokens", [context_tokens])):
+        longer = [n for n in values if n > limit]
+        if longer:
+            raise FleetsimError(
+                f"{option}: {longer[0]:,} tokens do not fit {setup.model.name}'s context of {limit:,} tokens "
+                "(a prompt, or a sequence's KV, is at most that long)"
+            )
     spec = None
     if speculative is not None:
         method, alphas, draft_name = parse_speculative(speculative)

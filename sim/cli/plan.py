@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from sim.cli.common import Interrupted, check_out_file, check_plot_path, emit_json, positive, stopped, table
+from sim.errors import FleetsimError
 from sim.studies.determinism import seed_note
 
 
@@ -62,6 +63,11 @@ def plan(
     if manifests is not None:
         sources = [plan_file, plan_file.parent / p.spec.base, *([trace] if trace is not None else [])]
         check_out_file(manifests, "--manifests", inputs=sources)
+        where = manifests.resolve()
+        if where == out_dir.resolve() or out_dir.resolve() in where.parents:
+            raise FleetsimError(f"--manifests {manifests}: inside the plan's folder it writes; give a path outside {out_dir}")
+        if plot is not None and where == plot.resolve():
+            raise FleetsimError(f"--manifests {manifests}: is also --plot; write them to two files")
     if p.sweep.trace_note is not None:
         typer.echo(f"note: {p.sweep.trace_note}", err=True)
     note = None if as_json else (lambda msg: typer.echo(f"  {msg}", err=True))

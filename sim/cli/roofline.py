@@ -143,7 +143,9 @@ def _vs(ours: float | None, theirs: float) -> str:
         return ""
     if ours <= 0:
         return "free at the price given"
-    return f"{theirs / ours:.1f}x cheaper than the API" if ours <= theirs else f"{ours / theirs:.1f}x the API's price"
+    ratio = theirs / ours if ours <= theirs else ours / theirs
+    times = f"{ratio:.1f}x" if ratio < 1e6 else f"{ratio:.2g}x"  # (a price of 1e-300 $/h: not a 300-digit figure)
+    return f"{times} cheaper than the API" if ours <= theirs else f"{times} the API's price"
 
 
 def _no_room(r: dict[str, Any], b: str) -> str:

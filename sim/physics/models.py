@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -270,7 +269,8 @@ class ModelSpec:
 
 
 def _divisors(n: int) -> list[int]:
-    return [t for t in range(1, n + 1) if n % t == 0 and t <= 64]
+    """The TP degrees up to 64 that divide `n` (not a scan to n: a config's head count may be in the billions)."""
+    return [t for t in range(1, min(n, 64) + 1) if n % t == 0]
 
 
 # --- Hugging Face config.json ------------------------------------------------------------------
@@ -404,6 +404,11 @@ def shipped_precision(qc: Any, where: str) -> tuple[str, float, float | None] | 
         return method, float(_positive_int(bits, "quantization_config.bits", where)), None
     if method == "compressed-tensors":
         groups = qc.get("config_groups") or {}
+        if not isinstance(groups, dict):
+            raise FleetsimError(
+                f"{where}: quantization_config.config_groups must be a mapping of group name to scheme "
+                f"(got {type(groups).__name__})"
+            )
         weights = [g.get("weights") or {} for g in groups.values() if isinstance(g, dict)]
         bits = [w.get("num_bits") for w in weights if isinstance(w, dict) and w.get("num_bits")]
         if bits:
@@ -420,13 +425,10 @@ def shipped_precision(qc: Any, where: str) -> tuple[str, float, float | None] | 
 
 def load_hf_config(path: Path) -> ModelSpec:
     """Import a model from a local `config.json` (or a folder that holds one)."""
+    from sim.yaml_input import read_json
+
     file = path / "config.json" if path.is_dir() else path
-    try:
-        cfg = json.loads(file.read_text())
-    except OSError as err:
-        raise FleetsimError(f"{file}: cannot read ({err.strerror})") from None
-    except json.JSONDecodeError as err:
-        raise FleetsimError(f"{file} line {err.lineno}: invalid JSON ({err.msg})") from None
+    cfg = read_json(file, what="model config.json")
     name = file.parent.name if file.name == "config.json" else file.stem
     return model_from_hf_config(cfg, name=name.lower(), where=str(file))
 

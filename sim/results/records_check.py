@@ -10,6 +10,7 @@ folder costs a few array passes.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,7 @@ from sim.errors import FleetsimError
 from sim.schema import REPLICA_COLUMNS, REQUEST_COLUMNS, STATUS_LABELS, TIMELINE_COLUMNS
 from sim.spec import MAX_TIME_S, MAX_TOKENS
 
+CAPACITY_CLASSES = ("reserved", "on_demand", "spot")  # (`sim.results.cost.CLASSES`; not imported: it loads the bill)
 TOLERANCE_S = 1e-6  # instants are written as float64 seconds; an order may only be off by rounding
 REPLICA_SECONDS = ("provisioning_s", "loading_s", "busy_s", "idle_s", "draining_s", "prefill_busy_s", "decode_busy_s")
 ITL_COLUMNS = ("a", "b", "j0", "j1", "weight")
@@ -117,6 +119,103 @@ def check_replicas(path: Path, replicas: pd.DataFrame) -> None:
         v = _numbers(path, replicas, column)
         rule = f"{column} must not exceed the replica's life, end_at_s - provision_at_s"
         _fail(path, replicas, v > life * (1 + 1e-9) + TOLERANCE_S, rule, column, "replica_id")
+    for column in ("lost_s", "lora_load_s", "sleep_s"):
+        v = _numbers(path, replicas, column)
+        ok = np.isfinite(v) & (v >= -TOLERANCE_S) & (v <= MAX_TIME_S)
+        _fail(path, replicas, ~ok, f"seconds must be finite, >= 0 and <= {MAX_TIME_S:g}", column, "replica_id")
+    # the instants it reached each state (NaN: never), none before its provisioning
+    for column in ("loading_at_s", "ready_at_s", "drain_at_s", "released_at_s"):
+        t = _numbers(path, replicas, column)
+        with np.errstate(invalid="ignore"):
+            bad = np.isinf(t) | (t < start - TOLERANCE_S) | (t > MAX_TIME_S)
+        rule = f"instants must be NaN (never) or within provision_at_s..{MAX_TIME_S:g} s"
+        _fail(path, replicas, bad, rule, column, "replica_id")
+    busy, before = _numbers(path, replicas, "busy_s"), _numbers(path, replicas, "busy_before_drain_s")
+    ok = np.isfinite(before) & (before >= -TOLERANCE_S) & (before <= busy + TOLERANCE_S)
+    _fail(path, replicas, ~ok, "busy_before_drain_s must be within 0..busy_s", "busy_before_drain_s", "replica_id")
+    # the GPU-seconds by state the bill adds up (`sim.results.cost.state_seconds`), each >= 0: a replica busy before
+    # it was ready, or drained before it was, has none to give
+    loading, ready, drain = (
+        np.fmin(np.where(np.isnan(t), end, t), end)
+        for t in (_numbers(path, replicas, c) for c in ("loading_at_s", "ready_at_s", "drain_at_s"))
+    )
+    slack = TOLERANCE_S + 1e-9 * np.abs(life)
+    states = {
+        "loading_at_s": loading - start,
+        "ready_at_s": ready - loading,
+        "drain_at_s": (drain - ready) - before,
+        "end_at_s": (end - drain) - (busy - before),
+    }
+    rules = {
+        "loading_at_s": "the replica loads after it is provisioned",
+        "ready_at_s": "the replica is ready after it loads",
+        "drain_at_s": "its busy seconds before draining fit between ready_at_s and drain_at_s",
+        "end_at_s": "its busy seconds while draining fit between drain_at_s and end_at_s",
+    }
+    for column, seconds in states.items():
+        _fail(path, replicas, seconds < -slack, rules[column], column, "replica_id")
+
+
+def check_replica_kinds(path: Path, replicas: pd.DataFrame, meta: dict[str, Any]) -> None:
+    """replicas.parquet against meta.json's pools: each replica's pool is one of the run's, its GPU type and tp that
+    pool's own or one of its fallbacks' (the bill prices it by them), its capacity class a known one."""
+    pools = meta.get("pools")
+    _work_within_peaks(path, replicas, meta)
+    if "capacity" in replicas.columns:
+        klass = replicas["capacity"].astype(str).to_numpy()
+        bad = ~np.isin(klass, CAPACITY_CLASSES)
+        _fail(path, replicas, bad, f"capacity must be one of {', '.join(CAPACITY_CLASSES)}", "capacity", "replica_id")
+    if not isinstance(pools, dict) or "pool" not in replicas.columns:
+        return
+    names = replicas["pool"].astype(str).to_numpy()
+    _fail(
+        path,
+        replicas,
+        ~np.isin(names, list(pools)),
+        f"pool must be one of meta.json's pools ({', '.join(pools)})",
+        "pool",
+        "replica_id",
+    )
+    if "gpu" not in replicas.columns:
+        return
+    kinds: dict[str, set[tuple[str, Any]]] = {}
+    for name, own in pools.items():
+        own = own if isinstance(own, dict) else {}
+        kinds[name] = {
+            (str(own.get("gpu")), own.get("tp")),
+            *((str(fb.get("gpu")), fb.get("tp")) for fb in own.get("fallback") or [] if isinstance(fb, dict)),
+        }
+    gpus, tps = replicas["gpu"].astype(str).to_numpy(), _numbers(path, replicas, "tp")
+    bad = np.array([bool(g) and (g, int(t)) not in kinds[n] for n, g, t in zip(names, gpus, tps, strict=True)], dtype=bool)
+    _fail(
+        path, replicas, bad, "gpu and tp must be its pool's, as meta.json's pools give them, or a fallback's", "gpu", "replica_id"
+    )
+
+
+def _peaks(meta: Any, key: str) -> list[float]:
+    """Every `key` figure in meta.json (the run's GPU, each pool's, each fallback's)."""
+    if isinstance(meta, dict):
+        own = [float(v) for k, v in meta.items() if k == key and isinstance(v, int | float)]
+        return own + [p for k, v in meta.items() if k != "scenario" for p in _peaks(v, key)]
+    if isinstance(meta, list):
+        return [p for v in meta for p in _peaks(v, key)]
+    return []
+
+
+def _work_within_peaks(path: Path, replicas: pd.DataFrame, meta: dict[str, Any]) -> None:
+    """The run's FLOPs and bytes fit its busy GPU-seconds at the fastest GPU's peaks (a step's time is at least its
+    work at the peak: MFU and MBU are at most 1). Summed over the run: a DP rank's step counts the group's work."""
+    gpu_busy = float((_numbers(path, replicas, "tp") * _numbers(path, replicas, "busy_s")).sum())
+    for column, key in (("flops", "peak_flops_per_s_per_gpu"), ("bytes", "hbm_bw_bytes_per_s_per_gpu")):
+        peaks = _peaks(meta, key)
+        if not peaks:
+            continue
+        work = _numbers(path, replicas, column)
+        if float(work.sum()) > max(peaks) * gpu_busy * 1.01 + 1.0:
+            raise FleetsimError(
+                f"{path}: the replicas' {column} ({float(work.sum()):.4g}) exceed their busy GPU-seconds at the GPU's "
+                f"peak ({max(peaks):.4g}/s x {gpu_busy:.4g} s): more than 100% of the peak; was the folder edited? nothing written"
+            )
 
 
 def check_links(path: Path, requests: pd.DataFrame, replicas: pd.DataFrame) -> None:

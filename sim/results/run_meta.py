@@ -15,12 +15,20 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sim.errors import FleetsimError, _short
+from sim.spec import MAX_BILLING_S, MAX_HW_RATE, MAX_TIME_S, MAX_USD_PER_GPU_HOUR, MIN_HW_RATE
 
 # figures a report computes with: finite, in range, numbers as numbers (a "2" for tp was read as the text it is)
 Count = Annotated[int, Field(ge=0, strict=True)]
 Positive = Annotated[int, Field(ge=1, strict=True)]
-Rate = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Amount = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+# the bounds the scenario and the GPU catalog hold a run to: a figure past them was edited in, and reports would print
+# 300-digit costs or an MFU of infinity from it
+Price = Annotated[float, Field(ge=0, le=MAX_USD_PER_GPU_HOUR, allow_inf_nan=False)]
+BillingS = Annotated[float, Field(ge=0, le=MAX_BILLING_S, allow_inf_nan=False)]
+Seconds = Annotated[float, Field(ge=0, le=MAX_TIME_S, allow_inf_nan=False)]
+PeakFlops = Annotated[float, Field(ge=MIN_HW_RATE * 1e12, le=MAX_HW_RATE * 1e12, allow_inf_nan=False)]
+PeakBytes = Annotated[float, Field(ge=MIN_HW_RATE * 1e9, le=MAX_HW_RATE * 1e9, allow_inf_nan=False)]
+SloMs = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
 class _Open(BaseModel):
@@ -31,22 +39,22 @@ class _Open(BaseModel):
 
 class Capacity(_Open):
     measured: bool
-    max_tokens_per_s_per_replica: float | None
-    rel_se: float | None = None
+    max_tokens_per_s_per_replica: Amount | None
+    rel_se: Amount | None = None
 
 
 class WallSeconds(_Open):
-    build: float
-    simulate: float
-    capacity: float | None = None
+    build: Seconds
+    simulate: Seconds
+    capacity: Seconds | None = None
 
 
 class Pool(_Open):
     gpu: str
     tp: Positive
-    usd_per_gpu_hour: Amount | None
-    peak_flops_per_s_per_gpu: Rate
-    hbm_bw_bytes_per_s_per_gpu: Rate
+    usd_per_gpu_hour: Price | None
+    peak_flops_per_s_per_gpu: PeakFlops
+    hbm_bw_bytes_per_s_per_gpu: PeakBytes
 
 
 class PrefixCache(_Open):
@@ -91,16 +99,16 @@ class Fleet(_Open):
 
 
 class Pricing(_Open):
-    reserved_usd_per_gpu_hour: Amount | None
-    billing_granularity_s: Amount
-    billing_minimum_s: Amount
+    reserved_usd_per_gpu_hour: Price | None
+    billing_granularity_s: BillingS
+    billing_minimum_s: BillingS
     compare_api: str
 
 
 class ScenarioRead(_Open):
     """The scenario as run, as far as the summary and the reports read it."""
 
-    slo: dict[str, float | None]
+    slo: dict[str, SloMs | None]
     pricing: Pricing
     fleet: Fleet
 
@@ -117,16 +125,17 @@ class RunMeta(_Open):
     tp: Positive
     engine_policy: str
     step_time: str
-    usd_per_gpu_hour: Amount | None
-    peak_flops_per_s_per_gpu: Rate
-    hbm_bw_bytes_per_s_per_gpu: Rate
+    usd_per_gpu_hour: Price | None
+    peak_flops_per_s_per_gpu: PeakFlops
+    hbm_bw_bytes_per_s_per_gpu: PeakBytes
     resolved: dict[str, Any]
-    horizon_s: Amount
+    horizon_s: Seconds
     n_events: Count
     capacity: Capacity
     wall_s: WallSeconds
     pools: dict[str, Pool] | None = None
     prefix_cache: PrefixCache | None = None
+    without_losses: dict[str, Any] | None = None  # the same run's headline figures without losses (spot, failures)
 
 
 def this_version() -> str:

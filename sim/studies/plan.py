@@ -310,14 +310,51 @@ def screen(plan: Plan) -> None:
         point = Point(0, {**g.values, plan.spec.scale.path: n})
         return parse_config(plan.sweep.scenario_raw(point, plan.sweep.seeds[0]), base_dir=base_dir)
 
-    for g in plan.groups:
-        scenario = scenario_at(g, plan.spec.scale.start)
+    def trace_of(scenario: Scenario) -> pd.DataFrame:
         key = repr(scenario.trace)
         if key not in traces:
             traces[key] = scenario_trace(scenario, base_dir=base_dir)
-        trace = traces[key]
+        return traces[key]
+
+    def slo_verdict(specs: list[Any], trace: pd.DataFrame) -> str | None:
+        """Why one request alone already misses the SLO on these pools (None: it does not)."""
+        prefill, decode = specs[0].setup, specs[min(1, len(specs) - 1)].setup if specs[0].role != "colocated" else specs[0].setup
+        prompts = trace["prompt_tokens"].to_numpy()
+        p99_prompt = int(min(np.percentile(prompts, 99), prefill.context_tokens))
+        if slo.p99_ttft_ms is not None:
+            alone = prefill_time_s(prefill, prompt_tokens=max(1, p99_prompt)) * 1e3
+            if alone > slo.p99_ttft_ms:
+                return f"one p99-length prompt ({p99_prompt} tokens) alone takes {alone:,.0f} ms to prefill (SLO {slo.p99_ttft_ms:g} ms)"
+        if slo.p99_tpot_ms is not None:
+            step = decode_step_time_s(decode, batch=1, context_tokens=int(np.median(prompts))) * 1e3
+            if step > slo.p99_tpot_ms:
+                return f"one decode step at batch 1 takes {step:,.1f} ms (SLO {slo.p99_tpot_ms:g} ms)"
+        return None
+
+    def value_verdict(g: Group, n: int) -> str | None:
+        """A scale that shapes the replica (fleet.tp, say): why this value alone cannot serve (None: it may)."""
         try:
-            group = resolve_scenario(scenario, base_dir=base_dir).dp_group if plan.spec.scale.path.endswith("replicas") else 1
+            scenario = scenario_at(g, n)
+            trace = trace_of(scenario)
+            specs = pool_specs(scenario, trace, base_dir=base_dir)
+        except FleetsimError as err:
+            return str(err)
+        return slo_verdict(specs, trace)
+
+    for g in plan.groups:
+        if not plan.spec.scale.path.endswith("replicas"):
+            # each value is its own replica (it may fit where a smaller one does not): the group is out when none can
+            # serve; a value that cannot stays in the search, its runs reporting why (the bisection reads it as a miss)
+            verdicts = [value_verdict(g, n) for n in g.scales]
+            if all(v is not None for v in verdicts):
+                g.ruled_out = verdicts[0]
+            else:
+                g.lo, g.hi = 0, len(g.scales) - 1
+            continue
+        scenario = scenario_at(g, plan.spec.scale.start)
+        trace = trace_of(scenario)
+        try:
+            group = resolve_scenario(scenario, base_dir=base_dir).dp_group
             if group > 1:  # an MoE model's DP ranks come in whole groups (`sim.run.pools.check_whole_groups`)
                 g.scales = [n for n in g.scales if n % group == 0]
                 if not g.scales:
@@ -330,22 +367,10 @@ def screen(plan: Plan) -> None:
         except FleetsimError as err:
             g.ruled_out = str(err)
             continue
-        prefill, decode = specs[0].setup, specs[min(1, len(specs) - 1)].setup if specs[0].role != "colocated" else specs[0].setup
-        prompts = trace["prompt_tokens"].to_numpy()
-        p99_prompt = int(min(np.percentile(prompts, 99), prefill.context_tokens))
-        if slo.p99_ttft_ms is not None:
-            alone = prefill_time_s(prefill, prompt_tokens=max(1, p99_prompt)) * 1e3
-            if alone > slo.p99_ttft_ms:
-                g.ruled_out = f"one p99-length prompt ({p99_prompt} tokens) alone takes {alone:,.0f} ms to prefill (SLO {slo.p99_ttft_ms:g} ms)"
-                continue
-        if slo.p99_tpot_ms is not None:
-            step = decode_step_time_s(decode, batch=1, context_tokens=int(np.median(prompts))) * 1e3
-            if step > slo.p99_tpot_ms:
-                g.ruled_out = f"one decode step at batch 1 takes {step:,.1f} ms (SLO {slo.p99_tpot_ms:g} ms)"
-                continue
-        if not plan.spec.scale.path.endswith("replicas"):
-            g.lo, g.hi = 0, len(g.scales) - 1
-            continue  # the capacity bound speaks of replica counts only
+        why = slo_verdict(specs, trace)
+        if why is not None:
+            g.ruled_out = why
+            continue
         per_gpu_s = fleet_capacity(scenario, specs, trace).tokens_per_gpu_s
         span = float(trace["arrival_at_s"].iloc[-1] - trace["arrival_at_s"].iloc[0]) if len(trace) > 1 else 0.0
         if per_gpu_s and span > 0:

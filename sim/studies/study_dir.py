@@ -33,18 +33,37 @@ def study_owner(kind: str, name: str, source: str | Path | None, overrides: Sequ
 
 
 def read_owner(folder: Path) -> dict[str, Any] | None:
-    """The owner a folder's marker names; None when it has no marker or an old one that names nobody."""
+    """The owner a folder's marker names; None when it has no marker or an old one that names nobody (empty); a marker
+    that is neither is refused, naming it."""
     try:
         text = (folder / MARKER).read_text()
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return None
     except OSError as err:
         raise FleetsimError(f"{folder}: cannot read {MARKER} ({err.strerror})") from None
-    try:
-        owner = json.loads(text) if text.strip() else None
-    except json.JSONDecodeError:
+    if not text.strip():
         return None
-    return owner if isinstance(owner, dict) and "kind" in owner else None
+    try:
+        owner = json.loads(text)
+    except json.JSONDecodeError:
+        owner = None
+    if not _is_owner(owner):
+        raise FleetsimError(
+            f"{folder / MARKER}: not a marker fleetsim wrote (a JSON object with kind sweep or plan, a name, the study's "
+            f"file and its overrides; got {text.strip()[:80]!r}); delete the file to let a study take the folder over"
+        )
+    return owner  # type: ignore[no-any-return]
+
+
+def _is_owner(owner: Any) -> bool:
+    return (
+        isinstance(owner, dict)
+        and owner.get("kind") in ("sweep", "plan")
+        and isinstance(owner.get("name"), str)
+        and (owner.get("file") is None or isinstance(owner.get("file"), str))
+        and isinstance(owner.get("overrides", []), list)
+        and all(isinstance(x, str) for x in owner.get("overrides", []))
+    )
 
 
 def describe_owner(owner: dict[str, Any]) -> str:

@@ -106,6 +106,8 @@ def plain_name(v: str | None) -> str | None:
     """A study's name, which names its default --out folder (sweeps/NAME, plans/NAME): a name, not a path."""
     if v is not None and ("/" in v or "\\" in v or v.strip() in (".", "..")):
         raise ValueError("must be a plain name: it names the default output folder")
+    if v is not None and any(not c.isprintable() for c in v):  # a NUL, a newline, a tab: not a folder name to type
+        raise ValueError("must be a plain name of printable characters: it names the default output folder")
     return v
 
 
@@ -248,6 +250,13 @@ def check_axes(path: Path, blocks: Mapping[str, Mapping[str, Any]], *, valued: S
                 raise FleetsimError(f"{path}: seed is not an axis; give the seeds as `seeds:` (a count or a list)")
             if name in valued and not _values(vals):
                 raise FleetsimError(f"{path}: {name}.{key}: no values")
+            if name in valued and name != "zip":  # (a value twice runs its points twice; a zip pairs values by position)
+                seen: set[str] = set()
+                for v in _values(vals):
+                    text = json.dumps(v, sort_keys=True, default=str)
+                    if text in seen:
+                        raise FleetsimError(f"{path}: {name}.{key}: the value {v!r} is given twice")
+                    seen.add(text)
 
 
 def check_point(sweep: Sweep, point: Point, path: Path, where: str) -> Point:
@@ -485,10 +494,56 @@ def _read_row(job: Job) -> pd.DataFrame:
             f"{job.out_file}: a stored point that cannot be read ({str(err).splitlines()[0][:120]}); delete it and rerun "
             "(the point is simulated again)"
         ) from None
-    labels = json.loads(row["labels"].iloc[0]) if "labels" in row else []
+    labels = _check_row(row, job)
     row = row.drop(columns=[c for c in {*labels, *job.row, "labels"} if c in row.columns])
     front = {k: [json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v] for k, v in job.row.items()}
     return pd.concat([pd.DataFrame(front), row.reset_index(drop=True)], axis=1)
+
+
+def _json_collection(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict | list)
+    except json.JSONDecodeError:
+        return False
+
+
+def _check_row(row: pd.DataFrame, job: Job) -> list[str]:
+    """A stored point as `run_one` writes it, or one line naming the file, the column and the value (a file edited, or
+    left by another program, would otherwise end in a traceback or print its figures as results): one row; `labels`
+    a JSON list of column names; every figure a number, finite and not negative (a summary's figures are counts,
+    times, rates, shares and dollars), or missing; the text columns text. Returns the labels."""
+
+    def bad(what: str) -> FleetsimError:
+        return FleetsimError(f"{job.out_file}: a stored point {what}; delete it and rerun (the point is simulated again)")
+
+    if len(row) != 1:
+        raise bad(f"holds {len(row)} rows, not 1")
+    labels: Any = []
+    if "labels" in row:
+        text = row["labels"].iloc[0]
+        try:
+            labels = json.loads(text) if isinstance(text, str) else None
+        except json.JSONDecodeError:
+            labels = None
+        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+            raise bad(f"whose labels are not a JSON list of column names (got {str(text)[:60]!r})")
+    named = {*labels, *job.row, "labels"}
+    for column in row.columns:
+        if column in named:
+            continue
+        value = row[column].iloc[0]
+        value = value.item() if isinstance(value, np.generic) else value
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        if str(column).rsplit(".", 1)[-1] in STRING_KEYS:  # (a platform's deployments: `<name>.<key>`)
+            if not isinstance(value, str):
+                raise bad(f"whose {column} is not text (got {value!r})")
+            continue
+        if isinstance(value, bool | np.bool_) or (isinstance(value, str) and _json_collection(value)):
+            continue  # (a figure that is a mapping or a list, a pool's bill say, is stored as its JSON text)
+        if not isinstance(value, int | float | np.integer | np.floating) or not math.isfinite(value) or value < 0:
+            raise bad(f"whose {column} is not a finite number >= 0 (got {value!r})")
+    return [str(x) for x in labels]
 
 
 def run_sweep(

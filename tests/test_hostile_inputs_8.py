@@ -1,0 +1,266 @@
+"""Hostile inputs from an eighth fuzzing pass, over studies, catalogs, imports, reports and model files: a model file
+whose head count is a huge prime (the valid-TP list scanned to it: a hang), stored sweep points and study markers
+edited into shapes no run writes (tracebacks, or negative costs printed as results), run folders whose replica instants
+or work were edited (negative GPU-hours, an MFU of 1e283), meta.json figures past the scenario's own bounds,
+config.json files that are not UTF-8, nest too deep or repeat a key, and plans whose outputs or scale values clash.
+Each now ends in one line naming the file or field, the rule and the value, exit code 2, and writes nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from sim.cli import app
+from tests.conftest import one_line_error
+
+runner = CliRunner()
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+LLAMA = {
+    "hidden_size": 4096,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "intermediate_size": 14336,
+    "vocab_size": 128256,
+    "max_position_embeddings": 8192,
+}
+
+
+def _model(tmp_path: Path, text: str | bytes, name: str = "m.json") -> Path:
+    path = tmp_path / name
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+def _roofline(model: Path, *extra: str) -> list[str]:
+    return ["roofline", "--model", str(model), "--gpu", "h100-sxm", "--tp", "2", *extra]
+
+
+# --- model config.json files ------------------------------------------------------------------------------------------
+def test_a_huge_prime_head_count_is_refused_at_once_not_scanned_to(tmp_path):
+    """The valid-TP list in the message was every divisor of the head count found by trial up to it: 10^10 steps."""
+    heads = 9_999_999_967
+    model = _model(tmp_path, json.dumps(LLAMA | {"num_attention_heads": heads, "num_key_value_heads": heads, "head_dim": 128}))
+    one_line_error(_roofline(model), f"tp=2 must divide num_attention_heads={heads}")
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (json.dumps(LLAMA)[:-1] + ', "hidden_size": 8}', "key 'hidden_size' is given twice"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deep"),
+        (json.dumps(LLAMA | {"model_type": "caf\u00e9"}, ensure_ascii=False).encode("latin-1"), "not UTF-8 text"),
+        (
+            json.dumps(LLAMA | {"quantization_config": {"quant_method": "compressed-tensors", "config_groups": [1]}}),
+            "quantization_config.config_groups must be a mapping",
+        ),
+    ],
+)
+def test_a_config_json_is_held_to_the_input_file_rules(tmp_path, text, says):
+    """A key given twice was kept silently (the last), deep nesting and Latin-1 bytes ended in RecursionError and
+    UnicodeDecodeError tracebacks, a list of compressed-tensors groups in an AttributeError."""
+    one_line_error(_roofline(_model(tmp_path, text)), says)
+
+
+# --- sweep points and study markers --------------------------------------------------------------------------------------
+def _sweep(tmp_path: Path, **change: object) -> Path:
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"base": str(CONFIGS / "default.yaml"), "set": {"trace.end_s": 20}} | change))
+    return path
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory) -> tuple[Path, Path]:
+    tmp = tmp_path_factory.mktemp("swept")
+    sweep, out = _sweep(tmp), tmp / "out"
+    res = runner.invoke(app, ["sweep", str(sweep), "--out", str(out), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    return sweep, out
+
+
+def _copy(swept: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
+    sweep, out = swept
+    mine = tmp_path / "out"
+    shutil.copytree(out, mine)
+    return sweep, mine
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (lambda row: row.iloc[:0], "holds 0 rows, not 1"),
+        (lambda row: row.assign(labels="{{"), "whose labels are not a JSON list of column names"),
+        (lambda row: row.assign(labels="5"), "whose labels are not a JSON list of column names"),
+        (lambda row: row.assign(p99_ttft_ms="abc"), "whose p99_ttft_ms is not a finite number >= 0 (got 'abc')"),
+        (lambda row: row.assign(usd_per_1k_tokens=-1.0), "whose usd_per_1k_tokens is not a finite number >= 0 (got -1.0)"),
+        (lambda row: row.assign(wall_s="x"), "whose wall_s is not a finite number >= 0"),
+    ],
+)
+def test_a_stored_point_holding_what_no_run_writes_is_refused_on_resume(swept, tmp_path, edit, says):
+    """Read back as the sweep resumed: IndexError, JSONDecodeError and TypeError tracebacks, or a cost of -499 $/1M
+    tokens printed with exit 0."""
+    sweep, out = _copy(swept, tmp_path)
+    point = next((out / "points").glob("*.parquet"))
+    edit(pd.read_parquet(point)).to_parquet(point, index=False)
+    one_line_error(["sweep", str(sweep), "--out", str(out), "--no-progress"], f"{point}: a stored point {says}")
+
+
+def test_a_stored_point_replaced_by_a_folder_is_refused_not_dropped(swept, tmp_path):
+    """The seed silently vanished from the results, which still said "0 could not run"."""
+    sweep, out = _copy(swept, tmp_path)
+    point = next((out / "points").glob("*.parquet"))
+    point.unlink()
+    point.mkdir()
+    one_line_error(["sweep", str(sweep), "--out", str(out), "--no-progress"], "holds 0 rows, not 1")
+
+
+@pytest.mark.parametrize(
+    "marker",
+    ['{"kind": "plan"}', '{"kind": "sweep", "name": "zz", "overrides": 5}', '{"kind": null}', "{garbage"],
+)
+def test_a_study_marker_fleetsim_did_not_write_is_refused(swept, tmp_path, marker):
+    """KeyError, TypeError and AttributeError tracebacks in sweep and report; invalid JSON let any study take over."""
+    sweep, out = _copy(swept, tmp_path)
+    (out / ".fleetsim-sweep").write_text(marker)
+    one_line_error(["sweep", str(sweep), "--out", str(out), "--no-progress"], "not a marker fleetsim wrote")
+    one_line_error(["report", str(out)], "not a marker fleetsim wrote")
+
+
+@pytest.mark.parametrize("name", ["a\x00b", "a\nb"])
+def test_a_study_name_is_printable(tmp_path, name):
+    """A NUL ended in "ValueError: embedded null byte"; a newline made a folder named over two lines."""
+    one_line_error(["sweep", str(_sweep(tmp_path, name=name)), "--no-progress"], "must be a plain name of printable characters")
+
+
+def test_an_axis_value_given_twice_is_refused(tmp_path):
+    """Two identical points, run and ranked against each other."""
+    one_line_error(
+        ["sweep", str(_sweep(tmp_path, cross={"fleet.gpu": ["h100-sxm", "h100-sxm"]})), "--no-progress"],
+        "cross.fleet.gpu: the value 'h100-sxm' is given twice",
+    )
+
+
+# --- plans -------------------------------------------------------------------------------------------------------------
+def _plan(tmp_path: Path, **change: object) -> Path:
+    base = tmp_path / "base.yaml"
+    base.write_text((CONFIGS / "default.yaml").read_text().replace("../traces/", str(CONFIGS.parent / "traces") + "/"))
+    plan = tmp_path / "p.yaml"
+    spec = {"base": "base.yaml", "set": {"trace.end_s": 30}, "scale": {"path": "fleet.autoscaler.replicas", "from": 1, "to": 2}}
+    plan.write_text(yaml.safe_dump(spec | {"slo": {"p99_ttft_ms": 20000}, "seeds": 1} | change))
+    return plan
+
+
+def test_plan_manifests_stay_out_of_the_plans_folder_and_off_its_plot(tmp_path):
+    """`--manifests out/ranking.parquet` wrote YAML over the ranking (exit 0), `--manifests out/.fleetsim-sweep` over
+    the marker, and `--manifests x.png --plot x.png` left YAML in the picture."""
+    plan, out = _plan(tmp_path), tmp_path / "out"
+    out.mkdir()  # (a plan's folder from an earlier run)
+    one_line_error(
+        ["plan", str(plan), "--out", str(out), "--manifests", str(out / "ranking.parquet")], "inside the plan's folder"
+    )
+    picture = tmp_path / "x.png"
+    one_line_error(["plan", str(plan), "--out", str(out), "--manifests", str(picture), "--plot", str(picture)], "is also --plot")
+    assert not any(out.iterdir()) and not picture.exists()
+
+
+@pytest.mark.slow
+def test_a_plan_over_tp_judges_each_value_not_the_smallest(tmp_path):
+    """`scale: {path: fleet.tp, from: 1, to: 2}` with a 70B model: TP 1 does not fit an H100, so the screen ruled the
+    whole group out ("no configuration meets the SLO") without trying TP 2."""
+    plan = _plan(
+        tmp_path,
+        set={"trace.end_s": 20, "model": "llama-3.1-70b", "fleet.gpu": "h100-sxm"},
+        scale={"path": "fleet.tp", "from": 1, "to": 2},
+    )
+    res = runner.invoke(app, ["plan", str(plan), "--out", str(tmp_path / "out"), "--json"])
+    assert res.exit_code == 0, res.output
+    pick = json.loads(res.output)["pick"]
+    assert pick is not None and pick["fleet.tp"] == 2
+
+
+# --- run folders ----------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("run") / "r"
+    res = runner.invoke(
+        app, ["run", str(CONFIGS / "default.yaml"), "--set", "trace.end_s=60", "--out", str(run), "--no-progress"]
+    )
+    assert res.exit_code == 0, res.output
+    return run
+
+
+def _edited(run_dir: Path, tmp_path: Path, name: str, edit) -> Path:
+    edited = tmp_path / "edited"
+    shutil.copytree(run_dir, edited)
+    if name == "meta.json":
+        meta = json.loads((edited / name).read_text())
+        edit(meta)
+        (edited / name).write_text(json.dumps(meta))
+    else:
+        edit(pd.read_parquet(edited / name)).to_parquet(edited / name, index=False)
+    return edited
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (lambda r: r.assign(drain_at_s=-10.0), "drain_at_s = -10.0"),
+        (lambda r: r.assign(ready_at_s=float("nan")), "its busy seconds before draining fit between ready_at_s and drain_at_s"),
+        (lambda r: r.assign(busy_before_drain_s=r["busy_s"] + 10), "busy_before_drain_s must be within 0..busy_s"),
+        (lambda r: r.assign(lost_s=-10.0), "lost_s = -10.0"),
+        (lambda r: r.assign(flops=1e300), "more than 100% of the peak"),
+        (lambda r: r.assign(gpu="zzz"), "gpu and tp must be its pool's"),
+        (lambda r: r.assign(pool="zzz"), "pool must be one of meta.json's pools"),
+        (lambda r: r.assign(capacity="zzz"), "capacity must be one of reserved, on_demand, spot"),
+    ],
+)
+def test_replica_records_no_run_writes_are_refused_by_the_report(run_dir, tmp_path, edit, says):
+    """Printed with exit 0: idle GPU-seconds of -148, lost GPU-seconds of -20, an MFU of 2.3e283; or refused with
+    "its records do not add up (StopIteration: '')", naming no field."""
+    one_line_error(["report", str(_edited(run_dir, tmp_path, "replicas.parquet", edit))], says)
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (lambda m: m["scenario"]["pricing"].update(billing_granularity_s=1e300), "scenario.pricing.billing_granularity_s"),
+        (lambda m: m.update(usd_per_gpu_hour=1e300), "usd_per_gpu_hour: Input should be less than or equal to 1000000"),
+        (lambda m: m.update(peak_flops_per_s_per_gpu=1e-300), "peak_flops_per_s_per_gpu"),
+        (lambda m: m["scenario"].update(slo={"ttft_ms": -5}), "scenario.slo.ttft_ms: Input should be greater than 0"),
+        (lambda m: m["capacity"].update(rel_se=-1), "capacity.rel_se"),
+        (lambda m: m["wall_s"].update(build=-5), "wall_s.build"),
+        (lambda m: m.update(without_losses=5), "without_losses"),
+    ],
+)
+def test_meta_figures_past_the_scenarios_bounds_are_refused_by_the_report(run_dir, tmp_path, edit, says):
+    """A billing period of 1e300 s read as ZeroDivisionError in text and -136.9 rounding seconds in JSON, a price of
+    1e300 $/h as a cost of 3.8e298 USD, a peak of 1e-300 FLOP/s as an MFU of inf, an SLO of -5 ms as 0% within it."""
+    one_line_error(["report", str(_edited(run_dir, tmp_path, "meta.json", edit))], says)
+
+
+# --- import and roofline ----------------------------------------------------------------------------------------------------
+def test_an_imported_value_refused_names_its_manifest_field(tmp_path):
+    """`--max-num-seqs 0` in a Deployment's args: "the imported scenario: engine.max_num_seqs: ..." named no file."""
+    manifest = tmp_path / "d.yaml"
+    manifest.write_text(
+        (CONFIGS / "cluster" / "deployment-hpa.yaml").read_text().replace("--max-num-seqs 128", "--max-num-seqs 0")
+    )
+    one_line_error(
+        ["import", str(manifest)],
+        f"{manifest} (document 2) spec.template.spec.containers[0].args: --max-num-seqs: engine.max_num_seqs",
+    )
+
+
+def test_roofline_lengths_past_the_context_and_tiny_prices_are_told_plainly(tmp_path):
+    """A 10^10-token prefill was priced (46 billion seconds) on a 131,072-token model; a price of 1e-300 $/h printed a
+    300-digit "x cheaper than the API"."""
+    args = ["roofline", "--model", "llama-3.1-70b", "--gpu", "h100-sxm", "--tp", "4"]
+    one_line_error([*args, "--prefill-lengths", "200000"], "--prefill-lengths: 200,000 tokens do not fit llama-3.1-70b's context")
+    res = runner.invoke(app, [*args, "--price-per-gpu-hour", "1e-300"])
+    assert res.exit_code == 0 and max(len(w) for w in res.output.split()) < 40, res.output
