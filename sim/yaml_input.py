@@ -134,6 +134,8 @@ def read_text(path: Path, *, max_bytes: int = MAX_BYTES, what: str = "file") -> 
     """A small UTF-8 text file (a BOM is allowed), or one line saying why not."""
     if path.is_dir():
         raise FleetsimError(f"{path}: is a folder, not a {what}")
+    if path.exists() and not path.is_file():  # a device, a pipe or a socket: a read may never end
+        raise FleetsimError(f"{path}: not a regular file (a device, pipe or socket); give a {what}")
     try:
         with path.open("rb") as f:
             data = f.read(max_bytes + 1)

@@ -264,3 +264,120 @@ def test_roofline_lengths_past_the_context_and_tiny_prices_are_told_plainly(tmp_
     one_line_error([*args, "--prefill-lengths", "200000"], "--prefill-lengths: 200,000 tokens do not fit llama-3.1-70b's context")
     res = runner.invoke(app, [*args, "--price-per-gpu-hour", "1e-300"])
     assert res.exit_code == 0 and max(len(w) for w in res.output.split()) < 40, res.output
+
+
+# --- devices, outputs, traces and run logs (a second pass over scenarios and traces) ---------------------------------------
+def test_a_device_given_as_a_model_file_is_refused_not_read(tmp_path):
+    """`model: /dev/zero` read until 24 GB of memory; a FIFO blocked forever."""
+    one_line_error(["roofline", "--model", "/dev/zero", "--gpu", "h100-sxm"], "/dev/zero: not a regular file")
+
+
+def test_a_rate_table_that_is_a_device_is_refused(tmp_path):
+    """`trace.arrivals.rate_table: /dev/zero` hung in pandas' CSV reader."""
+    from sim.workload.synthetic import load_rate_table
+
+    with pytest.raises(Exception, match="not a regular file; a rate table is a CSV file"):
+        load_rate_table("/dev/zero")
+
+
+def test_run_outputs_do_not_overlap(tmp_path):
+    """`--out D --html D` simulated, wrote the page at D, then failed on "--out D: exists and is not a folder" (the
+    page left behind); `--plot x --html x` kept one of the two silently."""
+    base = ["run", str(CONFIGS / "default.yaml"), "--set", "trace.end_s=10", "--no-progress"]
+    out = tmp_path / "o"
+    one_line_error([*base, "--out", str(out), "--html", str(out)], "is the --out folder")
+    page = tmp_path / "p.png"
+    one_line_error([*base, "--out", str(out), "--plot", str(page), "--html", str(page)], "is also --plot")
+    assert not out.exists() and not page.exists()
+
+
+def test_a_deeply_nested_json_lines_trace_is_refused_before_pyarrow(tmp_path):
+    """20,000 brackets on one line crashed the process in pyarrow's reader (SIGSEGV); 1,000 on a line the exact
+    reader re-read ended in a RecursionError traceback."""
+    deep = tmp_path / "d.jsonl"
+    row = '{"timestamp": 0, "input_length": 10, "output_length": 5}\n'
+    deep.write_text(row + '{"timestamp": 1, "input_length": 10, "output_length": 5, "x": ' + "[" * 20000 + "]" * 20000 + "}\n")
+    one_line_error(["trace", "inspect", str(deep)], f"{deep} line 2: JSON nested more than 64 levels deep")
+
+
+@pytest.mark.parametrize(
+    ("values", "unit", "says"),
+    [
+        ([True, False, True], "s", "column 't' holds booleans, not numbers of s"),
+        ([True, False, True], "datetime", "column 't' holds bool, not date-times"),
+        ([1, 2, 3], "datetime", "column 't' holds int64, not date-times"),
+        (["0", "abc", "2"], "s", "row 2: column 't' must be a number of s (got 'abc')"),
+        (["2024-01-01", "x", "2024-01-02"], "datetime", "row 2: column 't' must be a date-time (got 'x')"),
+    ],
+)
+def test_a_generic_parquet_time_column_is_type_checked(tmp_path, values, unit, says):
+    """Booleans read as 0/1 s, integers as nanoseconds, text as "arrival_at_s is missing", and a bool column under
+    --time-unit datetime ended in a TypeError traceback."""
+    path = tmp_path / "g.parquet"
+    pd.DataFrame({"t": values, "in": [10, 20, 30], "out": [5, 6, 7]}).to_parquet(path)
+    columns = "arrival_at_s=t,prompt_tokens=in,output_tokens=out"
+    one_line_error(["trace", "inspect", str(path), "--columns", columns, "--time-unit", unit], says)
+
+
+def test_a_column_mapping_reads_each_field_from_its_own_column(tmp_path):
+    """Two fields mapped to one column, or one field mapped twice, ended in pyarrow's KeyError traceback."""
+    path = tmp_path / "g.csv"
+    path.write_text("t,in,out\n0,10,5\n")
+    one_line_error(
+        ["trace", "inspect", str(path), "--columns", "arrival_at_s=t,prompt_tokens=in,output_tokens=in"],
+        "column 'in' is mapped to two fields",
+    )
+    one_line_error(
+        ["trace", "inspect", str(path), "--columns", "arrival_at_s=t,prompt_tokens=in,output_tokens=out,arrival_at_s=in"],
+        "'arrival_at_s' is given twice",
+    )
+
+
+def test_an_onoff_process_of_billions_of_periods_is_refused_before_allocating(tmp_path):
+    """A 715 GiB allocation (numpy's MemoryError traceback)."""
+    one_line_error(
+        ["trace", "gen", "--process", "onoff", "--rate", "1e-6", "--mean-on-s", "0.001", "--mean-off-s", "1e6", "--requests", "10",
+         "--out", str(tmp_path / "g.csv")],
+        "on/off periods",
+    )  # fmt: skip
+    assert not (tmp_path / "g.csv").exists()
+
+
+def test_a_run_log_with_no_time_between_tokens_is_refused(tmp_path):
+    """Every request's tokens at its arrival: validate printed a table of 0.0 ms and calibrate fitted mfu = mbu = 1."""
+    rows = [
+        {"input_toks": 100, "output_toks": 50, "queued_ts": t, "scheduled_ts": t, "first_token_ts": t, "last_token_ts": t}
+        for t in (0.0, 1.0, 2.0)
+    ]
+    (tmp_path / "requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(yaml.safe_dump({"model": "llama-3.1-8b", "fleet": {"gpu": "h100-sxm", "tp": 1}}))
+    one_line_error(["validate", str(tmp_path), "--scenario", str(scenario)], "every request's latency is 0")
+    for r in rows:
+        r["first_token_ts"] = r["last_token_ts"] = r["queued_ts"] + 0.5
+    (tmp_path / "requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    one_line_error(["validate", str(tmp_path), "--scenario", str(scenario)], "no request's tokens are spread in time")
+
+
+def test_a_batch_job_that_stretches_the_run_is_named(tmp_path):
+    """A job submitted at 1e12 s was refused as "fleet.timeline_interval_s=60 over a trace of 1e12 s", naming the
+    timeline rather than the job."""
+    job = {
+        "job_id": "j", "requests": 10, "submit_at_s": 1e12, "deadline_s": 3600,
+        "prompt_tokens": {"dist": "fixed", "tokens": 500}, "output_tokens": {"dist": "fixed", "tokens": 50},
+    }  # fmt: skip
+    one_line_error(
+        ["run", str(CONFIGS / "batch-backfill.yaml"), "--set", "trace.duration_s=120", "--set", f"batch.jobs=[{json.dumps(job)}]",
+         "--out", str(tmp_path / "o"), "--no-progress"],
+        "the last request is batch job 'j''s: batch.jobs submit_at_s",
+    )  # fmt: skip
+
+
+def test_a_state_with_no_time_reads_zero_not_a_float_residue():
+    """A dedicated batch pool's idle GPU-seconds read -2.5e-14 in summary.json (differences of float sums)."""
+    from sim.results.cost import ReplicaLife, state_seconds
+
+    busy = 0.1 + 0.2  # (0.30000000000000004)
+    life = ReplicaLife(0.0, 0.0, 0.0, 0.3, 0.3, busy, busy)
+    seconds = state_seconds(life)
+    assert seconds["idle"] == 0.0 and seconds["draining"] == 0.0 and min(seconds.values()) >= 0.0

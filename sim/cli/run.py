@@ -232,6 +232,24 @@ def parse_goodput(text: str) -> SloConfig:
     return SloConfig(**values)
 
 
+def _distinct_outputs(out_dir: Path, plot: Path | None, html_file: Path | None) -> None:
+    """--plot and --html name files of their own, not the --out folder, nor its records, nor each other (the run
+    would write one over the other, or end after simulating with an error about a file it wrote itself)."""
+    from sim.results.report import RUN_FILES, RUN_MARKER
+
+    folder = out_dir.resolve()
+    seen: dict[Path, str] = {}
+    for option, path in (("--plot", plot), ("--html", html_file)):
+        if path is None:
+            continue
+        where = path.resolve()
+        if where == folder or (where.parent == folder and where.name in (*RUN_FILES, RUN_MARKER)):
+            raise FleetsimError(f"{option} {path}: is the --out folder {out_dir} or one of its records; give another path")
+        if where in seen:
+            raise FleetsimError(f"{option} {path}: is also {seen[where]}; write them to two files")
+        seen[where] = option
+
+
 def run(
     config: Annotated[Path, typer.Argument(help="Scenario YAML.", metavar="CONFIG")],
     trace: Annotated[
@@ -295,6 +313,7 @@ def run(
         check_plot_path(plot)
     if html_file is not None:
         check_out_file(html_file, "--html", inputs=[config] if trace is None else [config, trace])
+    _distinct_outputs(out_dir, plot, html_file)
     console = Console(stderr=True)
     show = progress and not as_json and console.is_terminal
     if stored:

@@ -52,6 +52,8 @@ def _columns(text: str | None) -> dict[str, str] | None:
         key, sep, value = part.partition("=")
         if not sep or not key.strip() or not value.strip():
             raise FleetsimError(f"--columns must be CANONICAL=SOURCE pairs separated by commas (got {part!r})")
+        if key.strip() in mapping:
+            raise FleetsimError(f"--columns: {key.strip()!r} is given twice (got {text!r})")
         mapping[key.strip()] = value.strip()
     return mapping
 

@@ -48,7 +48,8 @@ def state_seconds(life: ReplicaLife) -> dict[str, float]:
         "idle": (drain_at - ready_at) - life.busy_before_drain_s,
         "draining": (end - drain_at) - (life.busy_s - life.busy_before_drain_s),
     }
-    return out
+    # (differences of float sums: a state with no time can come out at -2e-14 s; a report prints no negative time)
+    return {state: 0.0 if -1e-6 < seconds < 0.0 else seconds for state, seconds in out.items()}
 
 
 def seat_classes(lives: list[ReplicaLife], reserved_replicas: int) -> list[str]:

@@ -394,10 +394,13 @@ def check_bounds(scenario: Scenario, specs: Sequence[PoolSpec], trace: pd.DataFr
     span = float(trace["arrival_at_s"].iloc[-1]) if len(trace) else 0.0
     fleet = scenario.fleet
     samples = span / fleet.timeline_interval_s
+    # (a batch job submitted late stretches the run: say so, for its submit_at_s may be the typo)
+    job = trace["job_id"].iloc[-1] if len(trace) and "job_id" in trace.columns else None
+    last = "" if job is None or pd.isna(job) else f" (the last request is batch job {job!r}'s: batch.jobs submit_at_s)"
     if samples > MAX_TIMELINE_SAMPLES:
         raise FleetsimError(
-            f"fleet.timeline_interval_s={fleet.timeline_interval_s:g} over a trace of {span:,.0f} s is {samples:,.0f} samples, "
-            f"more than {MAX_TIMELINE_SAMPLES:,}; raise it to at least {span / MAX_TIMELINE_SAMPLES:.3g}"
+            f"fleet.timeline_interval_s={fleet.timeline_interval_s:g} over a trace of {span:,.0f} s{last} is {samples:,.0f} "
+            f"samples, more than {MAX_TIMELINE_SAMPLES:,}; raise it to at least {span / MAX_TIMELINE_SAMPLES:.3g}"
         )
     for spec in specs:
         auto = spec.fleet.autoscaler
@@ -407,7 +410,7 @@ def check_bounds(scenario: Scenario, specs: Sequence[PoolSpec], trace: pd.DataFr
         if ticks > MAX_AUTOSCALER_TICKS:
             where = "fleet.autoscaler" if spec.name in (ENTRY, BATCH) else f"fleet.{spec.name}.autoscaler"
             raise FleetsimError(
-                f"{where}.interval_s={auto.interval_s:g} over a trace of {span:,.0f} s is {ticks:,.0f} ticks, "
+                f"{where}.interval_s={auto.interval_s:g} over a trace of {span:,.0f} s{last} is {ticks:,.0f} ticks, "
                 f"more than {MAX_AUTOSCALER_TICKS:,}; raise it to at least {span / MAX_AUTOSCALER_TICKS:.3g}"
             )
 

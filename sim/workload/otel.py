@@ -75,6 +75,8 @@ def _read_otel(path: Path, *, model: str | None) -> pd.DataFrame:
             objects = [(n, json.loads(line)) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
     except json.JSONDecodeError as err:
         raise FleetsimError(f"{path}: invalid JSON ({err.msg}, line {err.lineno})") from None
+    except (RecursionError, ValueError) as err:  # nested too deep; an integer of thousands of digits
+        raise FleetsimError(f"{path}: unreadable JSON: nested too deep or a number too long ({str(err)[:80]})") from None
     spans: list[tuple[str, int, int, int, int, str | None]] = []  # trace id, start ns, end ns, in, out, model
     for line, obj in objects:
         if not isinstance(obj, dict) or not isinstance(obj.get("resourceSpans"), list):

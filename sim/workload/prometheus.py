@@ -40,6 +40,8 @@ def _load(path: Path) -> list[dict[str, Any]]:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise FleetsimError(f"{path}: invalid JSON ({err.msg}, line {err.lineno})") from None
+    except (RecursionError, ValueError) as err:  # nested too deep; an integer of thousands of digits
+        raise FleetsimError(f"{path}: unreadable JSON: nested too deep or a number too long ({str(err)[:80]})") from None
     if not isinstance(data, dict) or data.get("status") != "success" or not isinstance(data.get("data"), dict):
         raise FleetsimError(f"{path}: not a Prometheus API answer (status: success, data: ...)")
     result = data["data"].get("result")

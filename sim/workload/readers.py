@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -268,6 +269,10 @@ def _generic_layout(columns: Mapping[str, str] | None, time_unit: str, path: Pat
     unknown = [c for c in columns if c not in REQUIRED]
     if unknown:
         raise FleetsimError(f"column mapping: unknown canonical column {unknown[0]!r} (map {', '.join(REQUIRED)})")
+    sources = [columns[c] for c in REQUIRED]
+    shared = next((c for c in sources if sources.count(c) > 1), None)
+    if shared is not None:
+        raise FleetsimError(f"column mapping: column {shared!r} is mapped to two fields; each field reads its own column")
     return CsvLayout(columns["arrival_at_s"], columns["prompt_tokens"], columns["output_tokens"], time_unit=time_unit)
 
 
@@ -524,8 +529,31 @@ def _first_unparsable(chunks: Any, layout: CsvLayout, where: Where) -> FleetsimE
 MOONCAKE_FIELDS = ("timestamp", "input_length", "output_length")
 
 
+MAX_JSON_DEPTH = 64  # a trace row nests a list or two; pyarrow's JSON reader crashes (SIGSEGV) on ~20,000 levels
+
+
+def _check_json_depth(path: Path, chunk: int = 1 << 24) -> None:
+    """Refuse a JSON-lines file nesting brackets deeper than MAX_JSON_DEPTH, before pyarrow's reader, which recurses
+    into it (a 40 KB line of 20,000 brackets crashes the process; 14,000 take minutes). Counted in chunks with numpy,
+    brackets in strings included: a trace's text fields do not open sixty-four brackets in a row."""
+    lut = np.zeros(256, dtype=np.int32)
+    lut[[ord("["), ord("{")]], lut[[ord("]"), ord("}")]] = 1, -1
+    depth, line = 0, 1
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            b = np.frombuffer(block, dtype=np.uint8)
+            running = np.cumsum(lut[b]) + depth
+            deep = np.flatnonzero(running > MAX_JSON_DEPTH)
+            if deep.size:
+                at = line + int(np.count_nonzero(b[: deep[0]] == ord("\n")))
+                raise FleetsimError(f"{path} line {at}: JSON nested more than {MAX_JSON_DEPTH} levels deep")
+            depth = int(running[-1]) if running.size else depth
+            line += int(np.count_nonzero(b == ord("\n")))
+
+
 def _read_mooncake(path: Path) -> pd.DataFrame:
     """Vectorized through pyarrow's JSON reader; a line-by-line scan only finds what it rejected."""
+    _check_json_depth(path)
     try:
         table = pa_json.read_json(path, read_options=pa_json.ReadOptions(block_size=BLOCK_BYTES))
     except pa.ArrowInvalid as err:
@@ -579,6 +607,8 @@ def _locate_bad_json(path: Path, err: pa.ArrowInvalid | None, *, hash_ids_only: 
                 return FleetsimError(f"{where.at(i)}: invalid JSON ({e.msg})")
             except _RepeatedKey as e:
                 return FleetsimError(f"{where.at(i)}: field {e.args[0]} is given twice")
+            except (RecursionError, ValueError):  # nested too deep; an integer of thousands of digits
+                return FleetsimError(f"{where.at(i)}: unreadable JSON: nested too deep or a number too long")
             if not isinstance(row, dict):
                 return FleetsimError(f"{where.at(i)}: each line must be a JSON object (got {type(row).__name__})")
             for key in () if hash_ids_only else MOONCAKE_FIELDS:
@@ -712,6 +742,35 @@ def _parquet_problem(path: Path) -> FleetsimError | None:
     return None
 
 
+def _parquet_seconds(path: Path, name: str, t: pd.Series, time_unit: str) -> pd.Series:
+    """A generic Parquet file's time column as seconds from its first row: date-times (`datetime`: a timestamp column,
+    or ISO 8601 text), or numbers in `time_unit`; anything else (booleans, integers read as date-times, text that is
+    no number) names the column and the first such value."""
+    if time_unit == "datetime":
+        if t.dtype.kind != "M":
+            if t.dtype.kind in "biuf":
+                raise FleetsimError(f"{path}: column {name!r} holds {t.dtype}, not date-times; give the unit of its numbers")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # (pandas' "could not infer format" note: the error below says it)
+                parsed = pd.to_datetime(t.astype(str).where(t.notna()), errors="coerce", format="ISO8601")
+            bad = np.flatnonzero(parsed.isna().to_numpy() & t.notna().to_numpy())
+            if bad.size:
+                raise FleetsimError(
+                    f"{path}: row {int(bad[0]) + 1}: column {name!r} must be a date-time (got {t.iloc[int(bad[0])]!r})"
+                )
+            t = parsed
+        return (t - t.iloc[0]).dt.total_seconds()
+    if t.dtype.kind == "b":
+        raise FleetsimError(f"{path}: column {name!r} holds booleans, not numbers of {time_unit}")
+    numbers = pd.to_numeric(t, errors="coerce") if t.dtype.kind in "iuf" else pd.to_numeric(t.astype(object), errors="coerce")
+    bad = np.flatnonzero(numbers.isna().to_numpy() & t.notna().to_numpy())
+    if bad.size:
+        raise FleetsimError(
+            f"{path}: row {int(bad[0]) + 1}: column {name!r} must be a number of {time_unit} (got {t.iloc[int(bad[0])]!r})"
+        )
+    return numbers * TIME_UNITS[time_unit]
+
+
 def _read_parquet(path: Path, *, columns: Mapping[str, str] | None, time_unit: str) -> pd.DataFrame:
     try:
         table = pq.read_table(path)
@@ -729,11 +788,7 @@ def _read_parquet(path: Path, *, columns: Mapping[str, str] | None, time_unit: s
             wanted = "date-times" if time_unit == "datetime" else f"numbers of {time_unit}"
             hint = "; give the time unit as datetime" if t.dtype.kind == "M" else ""
             raise FleetsimError(f"{path}: column {layout.time!r} holds {held}, not {wanted}{hint}")
-        seconds = (
-            (pd.to_datetime(t) - pd.to_datetime(t).iloc[0]).dt.total_seconds()
-            if time_unit == "datetime"
-            else pd.to_numeric(t, errors="coerce") * TIME_UNITS[time_unit]
-        )
+        seconds = _parquet_seconds(path, layout.time, t, time_unit)
         frame = pd.DataFrame(
             {"arrival_at_s": seconds, "prompt_tokens": frame[layout.prompt], "output_tokens": frame[layout.output]}
         )

@@ -99,6 +99,17 @@ def read_run_log(
         itl = None
     if arrival.size == 0:
         raise FleetsimError(f"{p}: no completed request in the log")
+    if not (e2e > 0).any():
+        raise FleetsimError(
+            f"{p}: every request's latency is 0 (first and last token at its arrival): no serving run is timed so; "
+            "check the timestamps' columns and unit"
+        )
+    multi = output > 1
+    if multi.any() and not (e2e[multi] > ttft[multi]).any():
+        raise FleetsimError(
+            f"{p}: no request's tokens are spread in time (the last token at the first, for all {int(multi.sum()):,} "
+            "requests of more than one token): a log of streamed tokens is needed to compare TPOT"
+        )
     order = np.argsort(arrival, kind="stable")
     t0 = float(arrival[order[0]])
     frame = pd.DataFrame({"arrival_at_s": arrival[order] - t0, "prompt_tokens": prompt[order], "output_tokens": output[order]})

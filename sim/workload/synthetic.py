@@ -206,6 +206,9 @@ def _piecewise_poisson(starts: np.ndarray, rates: np.ndarray, end_s: float, rng:
     return np.sort(t, kind="stable")
 
 
+MAX_ONOFF_PERIODS = 10_000_000  # an on/off process's periods over its horizon (drawn at once: 160 MB)
+
+
 def _until(t: np.ndarray, n: int | None, what: str) -> np.ndarray:
     if n is not None:
         if t.size < n:
@@ -228,6 +231,11 @@ def arrival_times(spec: Arrivals, rng: np.random.Generator, *, duration_s: float
         )
         horizon = duration_s if duration_s is not None else 4.0 * (n or 1) / mean_rate + 10 * (spec.mean_on_s + spec.mean_off_s)
         cycle = spec.mean_on_s + spec.mean_off_s
+        if horizon / cycle > MAX_ONOFF_PERIODS:  # (drawn up front: 16 bytes a period)
+            raise FleetsimError(
+                f"onoff: a horizon of {horizon:.3g} s holds about {horizon / cycle:.3g} on/off periods of {cycle:.3g} s, more "
+                f"than {MAX_ONOFF_PERIODS:,}; give longer mean_on_s / mean_off_s, a higher rate or a shorter duration_s"
+            )
         blocks = []
         covered = 0.0
         while covered < horizon:  # alternate on, off, on, ... until the horizon is covered
@@ -269,6 +277,8 @@ def _spike_horizon(spec: Spikes, n: int) -> float:
 def load_rate_table(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """A two-column CSV: window start (s, increasing) and the rate in that window."""
     path = Path(path)
+    if path.exists() and not path.is_file():  # a folder, a device or a pipe: a read may never end
+        raise FleetsimError(f"{path}: not a regular file; a rate table is a CSV file")
     try:
         table = pd.read_csv(path)
     except UnicodeDecodeError as err:
