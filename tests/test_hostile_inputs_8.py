@@ -381,3 +381,21 @@ def test_a_state_with_no_time_reads_zero_not_a_float_residue():
     life = ReplicaLife(0.0, 0.0, 0.0, 0.3, 0.3, busy, busy)
     seconds = state_seconds(life)
     assert seconds["idle"] == 0.0 and seconds["draining"] == 0.0 and min(seconds.values()) >= 0.0
+
+
+def test_roofline_config_reads_the_scenarios_speculation_and_refuses_a_platform(tmp_path):
+    """`roofline --config configs/speculative.yaml` printed the report without speculation (a draft larger than its
+    target accepted); `--config configs/platform.yaml` priced the first deployment's model on the scenario's own fleet
+    ("does not fit on 1x h100-sxm"), naming neither file nor field."""
+    res = runner.invoke(app, ["roofline", "--config", str(CONFIGS / "speculative.yaml"), "--json"])
+    assert res.exit_code == 0, res.output
+    spec = json.loads(res.output)["speculative"]
+    assert spec["method"] == "draft" and spec["num_speculative_tokens"] == 4 and spec["draft_model"] == "llama-3.1-8b"
+    big = "engine.speculative={method: draft, num_speculative_tokens: 4, acceptance_rate: 0.7, draft_model: llama-3.1-405b}"
+    one_line_error(["roofline", "--config", str(CONFIGS / "speculative.yaml"), "--set", big], "engine.speculative:")
+    one_line_error(["roofline", "--config", str(CONFIGS / "platform.yaml")], "a platform of 2 deployments (chat, assistant)")
+    moe = ["--set", "model=qwen3-30b-a3b", "--set", "fleet.gpu=h100-sxm", "--set", "fleet.tp=1", "--set", "fleet.dp=3"]
+    one_line_error(
+        ["roofline", "--config", str(CONFIGS / "default.yaml"), *moe, "--set", "fleet.expert_parallel=true"],
+        f"{CONFIGS / 'default.yaml'} (with --set): fleet.expert_parallel: 128 experts",
+    )

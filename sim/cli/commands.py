@@ -133,8 +133,16 @@ def roofline(
     overrides: dict[str, Any] = {"weight_bits": weight_bits, "kv_bits": kv_bits, "gpu_memory_utilization": gpu_memory_utilization}
     layout: dict[str, Any] = {}  # with --config: the replica as `run` builds it (its engine, its DP group's layout)
     provider = None
+    scenario_spec = None  # the scenario's speculative decoding, priced unless --speculative replaces it
     if config is not None:
         scenario = load_config(config, sets=set_ or ())
+        if scenario.deployments:  # (it read the first deployment's model with the scenario's own fleet)
+            raise FleetsimError(
+                f"{config}: a platform of {len(scenario.deployments)} deployments "
+                f"({', '.join(d.name for d in scenario.deployments)}); roofline analyses one replica: give that "
+                "deployment's --model, --gpu and --tp, or a scenario of one fleet"
+            )
+        scenario_spec = scenario.engine.speculative
         fleet = scenario.fleet
         layout = {
             "engine": scenario.engine,
@@ -166,16 +174,21 @@ def roofline(
         model = str(base_dir / model) if config is not None else model
     gpu_spec = gpus.get(gpu)
     alias_note(gpu, gpu_spec.name)
-    setup = build_setup(
-        resolve_model(model, models),
-        gpu_spec,
-        tp=tp or 1,
-        roofline=rcfg,
-        usd_per_gpu_hour=on_demand_price(price_per_gpu_hour, provider, gpu_spec.name),
-        gpus_per_node=gpus_per_node or 8,
-        scale_out=scale_out,
-        **layout,
-    )
+    try:
+        setup = build_setup(
+            resolve_model(model, models),
+            gpu_spec,
+            tp=tp or 1,
+            roofline=rcfg,
+            usd_per_gpu_hour=on_demand_price(price_per_gpu_hour, provider, gpu_spec.name),
+            gpus_per_node=gpus_per_node or 8,
+            scale_out=scale_out,
+            **layout,
+        )
+    except FleetsimError as err:  # (with --config: name the file the replica was read from, as `run` does)
+        if config is None or str(err).startswith(str(config)):
+            raise
+        raise FleetsimError(f"{config}{' (with --set)' if set_ else ''}: {err}") from None
     limit = setup.context_tokens  # (the engine's max_model_len with --config, else the model's context)
     for option, values in (("--prefill-lengths", lengths), ("--context-tokens", [context_tokens])):
         longer = [n for n in values if n > limit]
@@ -185,19 +198,26 @@ def roofline(
                 "(a prompt, or a sequence's KV, is at most that long)"
             )
     spec = None
+    draft_cost = None
+    chosen, label = None, "--speculative"
     if speculative is not None:
-        method, alphas, draft_name = parse_speculative(speculative)
+        chosen = parse_speculative(speculative)
+    elif scenario_spec is not None:  # (--config's engine.speculative, as `run` decodes with it)
+        chosen, label = (scenario_spec.method, scenario_spec.alphas, scenario_spec.draft_model), "engine.speculative"
+        draft_cost = scenario_spec.draft_cost
+    if chosen is not None:
+        method, alphas, draft_name = chosen
         draft = None
         if draft_name is not None:
             if draft_name.strip().lower() not in models.models and not Path(draft_name).is_absolute():
                 draft_name = str(base_dir / draft_name) if config is not None else draft_name
-            draft = build_setup(
-                resolve_model(draft_name, models), gpu_spec, tp=tp or 1, roofline=rcfg, usd_per_gpu_hour=price_per_gpu_hour
-            )
             try:
+                draft = build_setup(
+                    resolve_model(draft_name, models), gpu_spec, tp=tp or 1, roofline=rcfg, usd_per_gpu_hour=price_per_gpu_hour
+                )
                 check_draft(draft.model, setup.model)
             except FleetsimError as err:
-                raise FleetsimError(f"--speculative: {err}") from None
+                raise FleetsimError(f"{label}: {err}") from None
         spec = (method, alphas, draft)
     report = roofline_report(
         setup,
@@ -209,6 +229,7 @@ def roofline(
         fit_context_tokens=fit_context_tokens,
         preset=rcfg.preset,
         speculative=spec,
+        draft_cost=draft_cost,
     )
     if as_json:
         emit_json(report)

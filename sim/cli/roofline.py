@@ -36,6 +36,7 @@ def roofline_report(
     fit_context_tokens: int | None = None,
     preset: str | None = None,
     speculative: tuple[str, Sequence[float], RooflineSetup | None] | None = None,
+    draft_cost: float | None = None,  # mtp: a draft token's share of a target decode step (None: the default)
 ) -> dict[str, Any]:
     model, gpu = setup.model, setup.gpu
     fit_ctx = fit_context_tokens or min(4096, model.max_context_tokens)
@@ -53,7 +54,7 @@ def roofline_report(
         method, alphas, draft = speculative
         rates = {
             b: speculative_decode_tokens_per_s(
-                setup, method=method, alphas=alphas, batch=b, context_tokens=context_tokens, draft=draft
+                setup, method=method, alphas=alphas, batch=b, context_tokens=context_tokens, draft=draft, draft_cost=draft_cost
             )
             for b in batches
         }
