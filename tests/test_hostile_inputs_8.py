@@ -399,3 +399,30 @@ def test_roofline_config_reads_the_scenarios_speculation_and_refuses_a_platform(
         ["roofline", "--config", str(CONFIGS / "default.yaml"), *moe, "--set", "fleet.expert_parallel=true"],
         f"{CONFIGS / 'default.yaml'} (with --set): fleet.expert_parallel: 128 experts",
     )
+
+
+def test_a_validate_csv_names_each_column_once_and_holds_numbers(tmp_path):
+    """A header naming `arrival` twice was read (pandas renamed the second `arrival.1`); `true` read as 1 token."""
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(yaml.safe_dump({"model": "llama-3.1-8b", "fleet": {"gpu": "h100-sxm", "tp": 1}}))
+    twice = tmp_path / "d.csv"
+    twice.write_text("arrival,prompt,output,ttft,e2e,arrival\n0,100,10,0.05,0.5,1\n")
+    one_line_error(["validate", str(twice), "--scenario", str(scenario)], "column 'arrival' is named twice in the header")
+    flags = tmp_path / "b.csv"
+    flags.write_text("arrival,prompt,output,ttft,e2e\n0,true,10,0.05,0.5\n1,false,10,0.05,0.5\n")
+    one_line_error(["validate", str(flags), "--scenario", str(scenario)], "column 'prompt': must be a whole number >= 1")
+
+
+def test_time_series_ticks_past_the_replay_are_left_out_with_a_note(tmp_path):
+    """A tick at 1e11 s was compared with the replay's last sample (searchsorted clipped), silently."""
+    from sim.studies.validate import validate
+    from sim.workload.runlog import read_run_log
+
+    run = tmp_path / "run"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "benchmarks" / "e2e" / "rtx4090-llama-3.1-8b", run)
+    series = pd.read_csv(run / "timeseries.csv")
+    far = series.iloc[[-1]].assign(t=1e11)
+    pd.concat([series, far]).to_csv(run / "timeseries.csv", index=False)
+    cmp = validate(read_run_log(run))
+    assert cmp.series is not None and len(cmp.series) == len(series) and cmp.series["t_s"].max() < 1e11
+    assert any("1 of the time series'" in note for note in cmp.notes)

@@ -371,6 +371,10 @@ def validate(
             sv = result.itl.mean() if stat == "mean" else result.itl.percentile({"p50": 50, "p90": 90, "p99": 99}[stat])
             rows.append({"metric": "itl", "stat": stat, "real_s": r, "sim_s": sv, "error": sv / r - 1 if r else None})
     series = _series(log, result)
+    if series is not None and log.timeseries is not None and len(series) < len(log.timeseries):
+        gone = len(log.timeseries) - len(series)
+        notes.append(f"{gone} of the time series' {len(log.timeseries)} ticks fall outside the replay's span: not compared")
+        series = series if len(series) else None
     blocks = {"simulated": int(result.replicas["kv_blocks"].iloc[0]), "logged": logged_blocks(log.meta)}
     return Comparison(rows, series, blocks, notes, result)
 
@@ -507,16 +511,20 @@ def _series(log: RunLog, result: SimResult) -> pd.DataFrame | None:
     tl = result.timeline
     if ts is None or not len(tl):
         return None
+    samples = tl["t_s"].to_numpy()
+    step = float(samples[1] - samples[0]) if len(samples) > 1 else float(samples[0])
     t = ts["t"].to_numpy(dtype=np.float64)
-    idx = np.clip(np.searchsorted(tl["t_s"].to_numpy(), t, side="right") - 1, 0, len(tl) - 1)
+    within = (t >= 0) & (t <= samples[-1] + step)  # (a tick past the replay's last sample has nothing to meet)
+    t = t[within]
+    idx = np.clip(np.searchsorted(samples, t, side="right") - 1, 0, len(tl) - 1)
     return pd.DataFrame(
         {
             "t_s": t,
-            "real_running": ts["running"].to_numpy(),
+            "real_running": ts["running"].to_numpy()[within],
             "sim_running": tl["running"].to_numpy()[idx],
-            "real_waiting": ts["waiting"].to_numpy(),
+            "real_waiting": ts["waiting"].to_numpy()[within],
             "sim_waiting": tl["waiting"].to_numpy()[idx],
-            "real_kv_use": ts["kv_cache_pct"].to_numpy() / 100.0,
+            "real_kv_use": ts["kv_cache_pct"].to_numpy()[within] / 100.0,
             "sim_kv_use": tl["kv_use"].to_numpy()[idx],
         }
     )

@@ -20,6 +20,7 @@ Every problem is a one-line `FleetsimError` naming the file, the line or field, 
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import warnings
@@ -300,11 +301,18 @@ def _csv_frame(p: Path) -> pd.DataFrame:
         raise FleetsimError(f"{p}: cannot read as CSV ({str(err).splitlines()[0]})") from None
     if any(issubclass(w.category, pd.errors.ParserWarning) for w in caught):
         raise FleetsimError(f"{p}: a row has more fields than the header's {len(df.columns)} ({', '.join(map(str, df.columns))})")
+    with p.open(newline="", encoding="utf-8-sig") as f:  # (pandas renames a repeated column `name.1`: which is meant?)
+        header = next(csv.reader(f), [])
+    twice = next((name for name in header if header.count(name) > 1), None)
+    if twice is not None:
+        raise FleetsimError(f"{p}: column {twice!r} is named twice in the header")
     return df
 
 
 def _floats(column: pd.Series) -> np.ndarray:
     """A column as float64, NaN where a cell is no number (or an integer no float holds: pandas raised on it)."""
+    if column.dtype == bool:  # (`true` where a number is meant: not 1)
+        return np.full(len(column), np.nan)
     try:
         values: np.ndarray = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
         return values
