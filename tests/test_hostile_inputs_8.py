@@ -426,3 +426,17 @@ def test_time_series_ticks_past_the_replay_are_left_out_with_a_note(tmp_path):
     cmp = validate(read_run_log(run))
     assert cmp.series is not None and len(cmp.series) == len(series) and cmp.series["t_s"].max() < 1e11
     assert any("1 of the time series'" in note for note in cmp.notes)
+
+
+def test_a_slow_replicas_capacity_probe_is_not_stopped_by_the_timeline_bound(tmp_path):
+    """A GPU of 0.001 TFLOP/s: the run itself took seconds, but the capacity probe's saturated run sampled its timeline
+    every 10 s for 20 million simulated seconds, then failed the whole run ("the run went on for 2,000,000 timeline
+    samples") after 84 s."""
+    slow = "roofline.gpu_overrides={a100-80gb: {bf16_tflops: 0.001}}"
+    res = runner.invoke(
+        app,
+        ["run", str(CONFIGS / "default.yaml"), "--set", "trace.end_s=60", "--set", slow, "--json", "--out", str(tmp_path / "o")],
+    )
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output)
+    assert summary["max_tokens_per_s_per_replica"] > 0 and summary["throughput_utilization"] is not None

@@ -351,6 +351,9 @@ def _without_batch(
 
 
 # --- one replica (or one prefill:decode pair) saturated: the capacity probes (`sim.run.capacity`) -------------------
+PROBE_TIMELINE_S = 1e7  # a capacity probe's timeline interval (2,000,000 samples of it: 630,000 years simulated)
+
+
 def _probe_records(
     scenario: Scenario, specs: Sequence[PoolSpec], frame: pd.DataFrame, concurrency: int | None
 ) -> tuple[pd.DataFrame, float]:
@@ -379,7 +382,12 @@ def _probe_records(
         for spec in specs
     ]
     fleet = scenario.fleet.model_copy(
-        update={"link": LinkConfig.model_construct(preset="nvlink", gb_per_s_per_gpu=1e12, latency_s=0.0)}
+        update={
+            "link": LinkConfig.model_construct(preset="nvlink", gb_per_s_per_gpu=1e12, latency_s=0.0),
+            # the probe reads request records, not the timeline: sampled rarely, so that a slow replica's long
+            # saturated run is not stopped by the sampler's bound (it would blame the scenario's own run)
+            "timeline_interval_s": PROBE_TIMELINE_S,
+        }
     )
     sc = scenario.model_copy(update={"batch": None, "fleet": fleet})
     loop = ClosedLoop(concurrency) if concurrency is not None else None
