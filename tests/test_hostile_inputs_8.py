@@ -440,3 +440,27 @@ def test_a_slow_replicas_capacity_probe_is_not_stopped_by_the_timeline_bound(tmp
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output)
     assert summary["max_tokens_per_s_per_replica"] > 0 and summary["throughput_utilization"] is not None
+
+
+def test_repeating_a_trace_millions_of_times_is_one_take_of_its_rows():
+    """`trace convert one.csv out.csv --repeat 5000000` (a copy and a column write per repeat) ran past 90 s: the cap
+    of 100 million rows allowed hours. Now one take; the copies as before, each shifted by its start."""
+    import numpy as np
+
+    from sim.workload.transforms import repeat
+
+    one = pd.DataFrame({"arrival_at_s": [0.0], "prompt_tokens": [10], "output_tokens": [5], "request_id": ["a"]})
+    out = repeat(one, 1_000_000, shift_s=0.5)
+    assert len(out) == 1_000_000 and out["arrival_at_s"].iloc[-1] == 999_999 * 0.5
+    assert out["request_id"].iloc[-1] == "a#999999" and (np.diff(out["arrival_at_s"].to_numpy()) > 0).all()
+    three = pd.DataFrame(
+        {
+            "arrival_at_s": [0.0, 0.3, 1.7],
+            "prompt_tokens": [1, 2, 3],
+            "output_tokens": [4, 5, 6],
+            "deadline_at_s": [np.nan, 5.0, 9.1],
+        }
+    )
+    twice = repeat(three, 2, shift_s=2.5)
+    assert twice["arrival_at_s"].tolist() == [0.0, 0.3, 1.7, 2.5, 0.3 + 2.5, 1.7 + 2.5]
+    assert twice["deadline_at_s"].iloc[3:].tolist()[1:] == [7.5, 9.1 + 2.5] and np.isnan(twice["deadline_at_s"].iloc[3])
