@@ -464,3 +464,12 @@ def test_repeating_a_trace_millions_of_times_is_one_take_of_its_rows():
     twice = repeat(three, 2, shift_s=2.5)
     assert twice["arrival_at_s"].tolist() == [0.0, 0.3, 1.7, 2.5, 0.3 + 2.5, 1.7 + 2.5]
     assert twice["deadline_at_s"].iloc[3:].tolist()[1:] == [7.5, 9.1 + 2.5] and np.isnan(twice["deadline_at_s"].iloc[3])
+
+
+@pytest.mark.parametrize(("entry", "says"), [({"": {}}, "got ''"), ({"x": {"aliases": [" "]}}, "an alias must be printable")])
+def test_a_gpu_catalogs_names_are_names(tmp_path, entry, says):
+    """A GPU named '' was accepted, and the unknown-GPU message listed "valid names: , a100-40gb, ..."."""
+    spec = {"bf16_tflops": 900, "hbm_gb": 80, "hbm_bw_gb_per_s": 3000, "interconnect_gb_per_s": 900}
+    catalog = tmp_path / "gpus.yaml"
+    catalog.write_text(yaml.safe_dump({name: spec | body for name, body in entry.items()}))
+    one_line_error(["roofline", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--gpu-catalog", str(catalog)], says)

@@ -181,12 +181,16 @@ def parse_gpu_entries(raw: Any, *, where: str) -> tuple[dict[str, GpuSpec], dict
     aliases: dict[str, str] = {}
     for name, body in raw.items():
         key = str(name).lower()
+        if not key.strip() or key != key.strip() or not key.isprintable():  # (listed, it printed "valid names: , a100")
+            raise FleetsimError(f"{where}: a GPU's name must be printable text without surrounding spaces (got {name!r})")
         try:
             entry = _GpuEntry.model_validate(body)
         except ValidationError as err:
             raise from_validation_error(err, where=where, prefix=key, data=body) from None
         gpus[key] = entry.to_spec(key)
         for alias in entry.aliases:
+            if not alias.strip() or not alias.isprintable():
+                raise FleetsimError(f"{where}: {key}.aliases: an alias must be printable text (got {alias!r})")
             other = aliases.get(alias.lower())
             if other is not None and other != key:  # (the later would silently take the name from the earlier)
                 raise FleetsimError(f"{where}: {key}.aliases: {alias!r} is already {other}'s alias; an alias names one GPU")
