@@ -473,3 +473,21 @@ def test_a_gpu_catalogs_names_are_names(tmp_path, entry, says):
     catalog = tmp_path / "gpus.yaml"
     catalog.write_text(yaml.safe_dump({name: spec | body for name, body in entry.items()}))
     one_line_error(["roofline", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--gpu-catalog", str(catalog)], says)
+
+
+@pytest.mark.parametrize(
+    ("head", "rows"),
+    [
+        ("arrival_at_s,prompt_tokens,output_tokens,klass,deadline_at_s", ["0,10,5,batch,", "1,10,5,batch,nan"]),
+        ("arrival_at_s,prompt_tokens,output_tokens,priority", ["0,10,5,", "1,10,5,nan"]),
+    ],
+)
+def test_the_text_nan_in_an_optional_column_is_refused_an_empty_cell_is_none(tmp_path, head, rows):
+    """`deadline_at_s` = nan on a batch row read as "no deadline" (and `priority` = nan as none): the README refuses NaN
+    anywhere; an empty cell is how a row says it has none."""
+    column = head.rsplit(",", 1)[-1]
+    path = tmp_path / "t.csv"
+    path.write_text("\n".join([head, *rows]) + "\n")
+    one_line_error(["trace", "inspect", str(path)], f"{path} line 3: {column} is NaN; leave the cell empty for none")
+    path.write_text(path.read_text().replace("nan", "7"))
+    assert runner.invoke(app, ["trace", "inspect", str(path)]).exit_code == 0

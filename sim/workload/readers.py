@@ -334,6 +334,12 @@ def _csv_pieces(path: Path, layout: CsvLayout, format: str) -> Iterator[_CsvPiec
                 for col, value in layout.filters.items():
                     keep &= batch.column(col).to_numpy(zero_copy_only=False) == value
             check_tokens(np.where(keep, o, 1), column=layout.output, where=where, offset=offset)
+            for col in layout.extra:  # an empty cell is "none"; the text NaN is no value (a deadline of NaN: no deadline?)
+                column = batch.column(col)
+                if pa.types.is_floating(column.type):
+                    nan = pc.fill_null(pc.is_nan(column), False).to_numpy(zero_copy_only=False)
+                    if nan.any():
+                        raise FleetsimError(f"{where.at(offset + int(np.argmax(nan)))}: {col} is NaN; leave the cell empty for none")
             extras = {col: batch.column(col).to_numpy(zero_copy_only=False) for col in layout.extra}
             previous = t[-1] if len(t) else previous
             offset += batch.num_rows
