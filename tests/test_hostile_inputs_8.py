@@ -491,3 +491,10 @@ def test_the_text_nan_in_an_optional_column_is_refused_an_empty_cell_is_none(tmp
     one_line_error(["trace", "inspect", str(path)], f"{path} line 3: {column} is NaN; leave the cell empty for none")
     path.write_text(path.read_text().replace("nan", "7"))
     assert runner.invoke(app, ["trace", "inspect", str(path)]).exit_code == 0
+
+
+def test_validate_draws_its_plot_to_a_png_name(tmp_path):
+    """`validate --plot p.txt` wrote a PNG under a .txt name (run --plot checks the extension)."""
+    run = Path(__file__).resolve().parents[1] / "benchmarks" / "e2e" / "rtx4090-llama-3.1-8b"
+    one_line_error(["validate", str(run), "--plot", str(tmp_path / "p.txt")], "the file name must end in .png")
+    assert not (tmp_path / "p.txt").exists()

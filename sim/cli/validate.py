@@ -51,6 +51,8 @@ def validate(
     from sim.yaml_input import check_kind, read_yaml
 
     if plot is not None:
+        if plot.suffix.lower() != ".png":  # (it is drawn as a PNG, whatever the name says)
+            raise FleetsimError(f"--plot {plot}: the file name must end in .png (the CDFs are drawn as a PNG)")
         check_out_file(plot, "--plot")
     log = read_run_log(run_log, layout=layout, columns=_columns(columns), time_unit=time_unit)
     for option, value, default in (("--columns", columns, ""), ("--time-unit", time_unit, "s")):
