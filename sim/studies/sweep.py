@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from sim.physics.hardware import GpuCatalog
 
 STAT_METRICS = ("p99_ttft_ms", "p99_tpot_ms", "usd_per_1k_tokens", "throughput_utilization", "slo_attainment")
-STRING_KEYS = frozenset({"api", "scenario", "fleet", "error"})
+STRING_KEYS = frozenset({"api", "scenario", "fleet", "error", "batch_cost_method"})  # a summary's text figures
 RETRIES = 2
 
 

@@ -339,7 +339,9 @@ def _csv_pieces(path: Path, layout: CsvLayout, format: str) -> Iterator[_CsvPiec
                 if pa.types.is_floating(column.type):
                     nan = pc.fill_null(pc.is_nan(column), False).to_numpy(zero_copy_only=False)
                     if nan.any():
-                        raise FleetsimError(f"{where.at(offset + int(np.argmax(nan)))}: {col} is NaN; leave the cell empty for none")
+                        raise FleetsimError(
+                            f"{where.at(offset + int(np.argmax(nan)))}: {col} is NaN; leave the cell empty for none"
+                        )
             extras = {col: batch.column(col).to_numpy(zero_copy_only=False) for col in layout.extra}
             previous = t[-1] if len(t) else previous
             offset += batch.num_rows
@@ -541,20 +543,24 @@ MAX_JSON_DEPTH = 64  # a trace row nests a list or two; pyarrow's JSON reader cr
 def _check_json_depth(path: Path, chunk: int = 1 << 24) -> None:
     """Refuse a JSON-lines file nesting brackets deeper than MAX_JSON_DEPTH, before pyarrow's reader, which recurses
     into it (a 40 KB line of 20,000 brackets crashes the process; 14,000 take minutes). Counted in chunks with numpy,
-    brackets in strings included: a trace's text fields do not open sixty-four brackets in a row."""
+    each line counted from its start (brackets in a line's strings included: a text field does not open sixty-four)."""
     lut = np.zeros(256, dtype=np.int32)
     lut[[ord("["), ord("{")]], lut[[ord("]"), ord("}")]] = 1, -1
-    depth, line = 0, 1
+    carry, line = 0, 1  # carry: the depth reached so far on the line a chunk starts within
     with path.open("rb") as f:
         while block := f.read(chunk):
             b = np.frombuffer(block, dtype=np.uint8)
-            running = np.cumsum(lut[b]) + depth
-            deep = np.flatnonzero(running > MAX_JSON_DEPTH)
+            running = np.cumsum(lut[b])
+            newline = b == ord("\n")
+            # each position's depth on its own line: the running sum less its value at the line's newline
+            last = np.maximum.accumulate(np.where(newline, np.arange(b.size), -1))
+            depth = np.where(last >= 0, running - running[np.maximum(last, 0)], running + carry)
+            deep = np.flatnonzero(depth > MAX_JSON_DEPTH)
             if deep.size:
-                at = line + int(np.count_nonzero(b[: deep[0]] == ord("\n")))
+                at = line + int(np.count_nonzero(newline[: deep[0]]))
                 raise FleetsimError(f"{path} line {at}: JSON nested more than {MAX_JSON_DEPTH} levels deep")
-            depth = int(running[-1]) if running.size else depth
-            line += int(np.count_nonzero(b == ord("\n")))
+            carry = int(depth[-1])
+            line += int(np.count_nonzero(newline))
 
 
 def _read_mooncake(path: Path) -> pd.DataFrame:

@@ -20,7 +20,6 @@ Every problem is a one-line `FleetsimError` naming the file, the line or field, 
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import warnings
@@ -301,9 +300,10 @@ def _csv_frame(p: Path) -> pd.DataFrame:
         raise FleetsimError(f"{p}: cannot read as CSV ({str(err).splitlines()[0]})") from None
     if any(issubclass(w.category, pd.errors.ParserWarning) for w in caught):
         raise FleetsimError(f"{p}: a row has more fields than the header's {len(df.columns)} ({', '.join(map(str, df.columns))})")
-    with p.open(newline="", encoding="utf-8-sig") as f:  # (pandas renames a repeated column `name.1`: which is meant?)
-        header = next(csv.reader(f), [])
-    twice = next((name for name in header if header.count(name) > 1), None)
+    # (pandas renames a repeated column `name.1`: which is meant? The header read as a row, compressed or not; empty
+    # names, from trailing commas, are no columns anyone maps)
+    header = [str(h) for h in pd.read_csv(p, nrows=1, header=None, dtype=str, keep_default_na=False).iloc[0]]
+    twice = next((name for name in header if name and header.count(name) > 1), None)
     if twice is not None:
         raise FleetsimError(f"{p}: column {twice!r} is named twice in the header")
     return df
