@@ -112,7 +112,7 @@ def repeat(frame: pd.DataFrame, times: int, *, shift_s: float | None = None) -> 
     out = frame.iloc[np.tile(np.arange(n), times)].reset_index(drop=True)
     out["arrival_at_s"] = np.tile(t, times) + k * shift_s
     if "deadline_at_s" in out.columns:
-        out["deadline_at_s"] = np.tile(frame["deadline_at_s"].to_numpy(dtype=np.float64), times) + k * shift_s
+        out["deadline_at_s"] = out["deadline_at_s"] + k * shift_s  # (the taken column: its dtype kept, as each copy's was)
     if "request_id" in out.columns:
         out["request_id"] = out["request_id"].astype(str) + "#" + pd.Series(k).astype(str)
     return out
