@@ -18,19 +18,10 @@ from typer.testing import CliRunner
 
 from sim.cli import app
 from tests.conftest import one_line_error
+from tests.test_hostile_inputs_7 import SMALL  # (a small scenario: 20 s of Poisson arrivals on one H100)
 
 runner = CliRunner()
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-SMALL = {
-    "model": "llama-3.1-8b",
-    "trace": {
-        "arrivals": {"process": "poisson", "rate_per_s": 2},
-        "duration_s": 20,
-        "prompt_tokens": {"dist": "fixed", "tokens": 200},
-        "output_tokens": {"dist": "fixed", "tokens": 20},
-    },
-    "fleet": {"gpu": "h100-sxm", "tp": 1},
-}
 LLAMA = {
     "hidden_size": 4096,
     "num_hidden_layers": 32,
