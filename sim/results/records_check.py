@@ -156,9 +156,10 @@ def check_replicas(path: Path, replicas: pd.DataFrame) -> None:
         _fail(path, replicas, seconds < -slack, rules[column], column, "replica_id")
 
 
-def check_replica_kinds(path: Path, replicas: pd.DataFrame, meta: dict[str, Any]) -> None:
-    """replicas.parquet against meta.json's pools: each replica's pool is one of the run's, its GPU type and tp that
-    pool's own or one of its fallbacks' (the bill prices it by them), its capacity class a known one."""
+def check_replicas_against_meta(path: Path, replicas: pd.DataFrame, meta: dict[str, Any]) -> None:
+    """replicas.parquet against meta.json: the run's work within its GPUs' peaks; each replica's pool one of the run's,
+    its GPU type and tp that pool's own or one of its fallbacks' (the bill prices it by them), its capacity class a
+    known one."""
     pools = meta.get("pools")
     _work_within_peaks(path, replicas, meta)
     if "capacity" in replicas.columns:

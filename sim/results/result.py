@@ -40,8 +40,8 @@ from sim.results.metrics import (
 from sim.results.records_check import (
     check_itl,
     check_links,
-    check_replica_kinds,
     check_replicas,
+    check_replicas_against_meta,
     check_requests,
     check_timeline,
 )
@@ -416,7 +416,7 @@ class SimResult:
             requests["status"] = pd.Categorical(requests["status"].astype(str), categories=STATUS_LABELS)
             replicas = pd.read_parquet(run_dir / "replicas.parquet")
             check_replicas(run_dir / "replicas.parquet", replicas)
-            check_replica_kinds(run_dir / "replicas.parquet", replicas, meta)
+            check_replicas_against_meta(run_dir / "replicas.parquet", replicas, meta)
             check_links(run_dir / "replicas.parquet", requests, replicas)
             itl = pd.read_parquet(run_dir / "itl.parquet")
             check_itl(run_dir / "itl.parquet", itl, replicas)
