@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import re
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -299,7 +300,10 @@ def _csv_pieces(path: Path, layout: CsvLayout, format: str) -> Iterator[_CsvPiec
             raise FleetsimError(f"{path}: missing column {col!r} for format {format} (found: {', '.join(header)})")
         if header.count(col) > 1:  # (which of the two is the trace's? neither is read silently)
             raise FleetsimError(f"{path}: column {col!r} appears {header.count(col)} times in the header; keep one")
-    time_type = pa.timestamp("ns") if layout.time_unit == "datetime" else pa.float64()
+    # date-times as the file writes them: naive (Azure 2023), or with a zone offset (Azure 2024's `+00:00`), read in UTC;
+    # the first row decides, and a row that differs is an error (`_first_unparsable`)
+    zoned = layout.time_unit == "datetime" and _zoned_times(path, layout.time)
+    time_type = pa.timestamp("ns", tz="UTC" if zoned else None) if layout.time_unit == "datetime" else pa.float64()
     # token counts as text, checked decimal before the cast: pyarrow's int64 parser reads `0x10` as 16 (and
     # `0xFFFFFFFFFFFFFFFF` as -1)
     types = {layout.time: time_type, layout.prompt: pa.string(), layout.output: pa.string()}
@@ -351,7 +355,7 @@ def _csv_pieces(path: Path, layout: CsvLayout, format: str) -> Iterator[_CsvPiec
             raise FleetsimError(
                 f"{path}: a line is longer than {BLOCK_BYTES:,} bytes (the reader's block); a trace's rows are short"
             ) from None
-        raise _locate_bad_value(path, layout, err) from None
+        raise _locate_bad_value(path, layout, err, zoned=zoned) from None
     if offset == 0:
         raise FleetsimError(f"{path}: the trace has no requests (header only)")
 
@@ -467,11 +471,32 @@ def _int_column(batch: pa.RecordBatch, name: str, where: Where, offset: int) -> 
         return np.asarray(pc.cast(pc.utf8_trim(col, " \t"), pa.int64()).to_numpy())
 
 
-def _locate_bad_value(path: Path, layout: CsvLayout, err: pa.ArrowInvalid) -> FleetsimError:
+ZONE_OFFSET = r"(?:Z|[+-]\d\d:?\d\d)$"  # an ISO 8601 date-time's zone designator, at its end
+
+
+def _zoned_times(path: Path, column: str) -> bool:
+    """Whether the first data row's `column` is a date-time with a zone offset (read from the file's first lines)."""
+    header = read_header(path)
+    with path.open("rb") as f:
+        f.readline(MAX_HEADER_BYTES + 1)  # (the header)
+        for _ in range(1000):  # (blank lines skipped, as the CSV reader skips them)
+            line = f.readline(BLOCK_BYTES + 1)
+            if not line:
+                return False
+            row = next(csv.reader([line.decode("utf-8", errors="replace")]), [])
+            if row:
+                break
+        else:
+            return False
+    i = header.index(column)
+    return i < len(row) and re.search(ZONE_OFFSET, row[i].strip()) is not None
+
+
+def _locate_bad_value(path: Path, layout: CsvLayout, err: pa.ArrowInvalid, *, zoned: bool = False) -> FleetsimError:
     """pyarrow says a value did not parse but not where: scan as text (the error path only)."""
     columns = [layout.time, layout.prompt, layout.output]
     with pd.read_csv(path, usecols=columns, dtype=str, chunksize=1_000_000, keep_default_na=False) as chunks:
-        found = _first_unparsable(chunks, layout, Where(str(path)))
+        found = _first_unparsable(chunks, layout, Where(str(path)), zoned=zoned)
     if found is not None:
         return found
     if "Expected" in str(err) and "columns, got" in str(err):  # (pyarrow: a row of more or fewer fields, no line)
@@ -494,14 +519,17 @@ def _first_ragged_row(path: Path) -> FleetsimError | None:
     return None
 
 
-def _first_unparsable(chunks: Any, layout: CsvLayout, where: Where) -> FleetsimError | None:
+def _first_unparsable(chunks: Any, layout: CsvLayout, where: Where, *, zoned: bool = False) -> FleetsimError | None:
+    """The first value pyarrow could not read, located (`zoned`: the file's date-times carry a zone offset)."""
     offset = 0
     for chunk in chunks:
         for col, kind in ((layout.time, layout.time_unit), (layout.prompt, "int"), (layout.output, "int")):
             text = chunk[col].str.strip()
-            if kind == "datetime":  # (as pyarrow reads timestamp[ns]: no zone offset, within int64 nanoseconds)
-                zoned = text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True).to_numpy(dtype=bool)
-                parsed = pd.to_datetime(text.where(~zoned), errors="coerce", format="ISO8601")
+            if kind == "datetime":  # (as pyarrow reads timestamp[ns]: a zone offset on every row or none, within int64 ns)
+                has_zone = text.str.contains(ZONE_OFFSET, regex=True).to_numpy(dtype=bool)
+                parsed = pd.to_datetime(text.where(has_zone == zoned), errors="coerce", format="ISO8601", utc=zoned)
+                if zoned:
+                    parsed = parsed.dt.tz_convert(None)
                 ok = (parsed.notna() & (parsed >= pd.Timestamp.min) & (parsed <= pd.Timestamp.max)).to_numpy(dtype=bool)
                 rule = "must be a date-time"
             elif kind == "int":  # (as pyarrow reads int64: no leading +, and at most 18 digits past leading zeros)
@@ -518,8 +546,8 @@ def _first_unparsable(chunks: Any, layout: CsvLayout, where: Where) -> FleetsimE
                 value = text.iloc[i]
                 if value == "":
                     return FleetsimError(f"{where.at(offset + i)}: {col} is missing")
-                if kind == "datetime" and zoned[i]:
-                    rule = "must be a date-time without a zone offset"
+                if kind == "datetime" and has_zone[i] != zoned:
+                    rule = f"must be a date-time {'with' if zoned else 'without'} a zone offset, as the first row's"
                 elif kind == "datetime" and pd.notna(parsed.iloc[i]):
                     rule = f"must be a date-time within {pd.Timestamp.min:%Y-%m-%d}..{pd.Timestamp.max:%Y-%m-%d}"
                 if kind == "int" and value.startswith("+"):
