@@ -80,3 +80,30 @@ def test_a_run_replays_a_2024_trace(tmp_path):
     )
     assert r.exit_code == 0, r.output
     assert '"completed": 4' in r.output
+
+
+def test_a_generic_parquet_of_zoned_text_reads_in_utc_and_names_a_row_that_differs(tmp_path):
+    import pandas as pd
+
+    cols = {"arrival_at_s": "ts", "prompt_tokens": "i", "output_tokens": "o"}
+    frame = pd.DataFrame({"ts": ["2024-05-10 00:00:00+02:00", "2024-05-09 22:00:01.5Z"], "i": [10, 20], "o": [1, 2]})
+    frame.to_parquet(tmp_path / "zoned.parquet")
+    read = load_trace(tmp_path / "zoned.parquet", format="generic", columns=cols, time_unit="datetime")
+    assert read["arrival_at_s"].tolist() == [0.0, 1.5]
+    frame.assign(ts=["2024-05-10 00:00:00", "2024-05-10 00:00:01Z"]).to_parquet(tmp_path / "mixed.parquet")
+    r = CliRunner().invoke(
+        app,
+        [
+            "trace",
+            "inspect",
+            str(tmp_path / "mixed.parquet"),
+            "--format",
+            "generic",
+            "--time-unit",
+            "datetime",
+            "--columns",
+            "arrival_at_s=ts,prompt_tokens=i,output_tokens=o",
+        ],
+    )
+    assert r.exit_code == 2, r.output
+    assert "row 2: column 'ts' must be a date-time without a zone offset, as the first row's" in r.output

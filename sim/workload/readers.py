@@ -790,14 +790,23 @@ def _parquet_seconds(path: Path, name: str, t: pd.Series, time_unit: str) -> pd.
         if t.dtype.kind != "M":
             if t.dtype.kind in "biuf":
                 raise FleetsimError(f"{path}: column {name!r} holds {t.dtype}, not date-times; give the unit of its numbers")
+            text = t.astype(str).str.strip().where(t.notna())
+            # naive, or with a zone offset (read in UTC), as the first value is; a row that differs is named
+            has_zone = text.str.contains(ZONE_OFFSET, regex=True, na=False).to_numpy(dtype=bool)
+            first = np.flatnonzero(t.notna().to_numpy())
+            zoned = bool(first.size and has_zone[first[0]])
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # (pandas' "could not infer format" note: the error below says it)
-                parsed = pd.to_datetime(t.astype(str).where(t.notna()), errors="coerce", format="ISO8601")
+                parsed = pd.to_datetime(text.where(has_zone == zoned), errors="coerce", format="ISO8601", utc=zoned)
             bad = np.flatnonzero(parsed.isna().to_numpy() & t.notna().to_numpy())
             if bad.size:
-                raise FleetsimError(
-                    f"{path}: row {int(bad[0]) + 1}: column {name!r} must be a date-time (got {t.iloc[int(bad[0])]!r})"
+                i = int(bad[0])
+                rule = (
+                    f"must be a date-time {'with' if zoned else 'without'} a zone offset, as the first row's"
+                    if has_zone[i] != zoned
+                    else "must be a date-time"
                 )
+                raise FleetsimError(f"{path}: row {i + 1}: column {name!r} {rule} (got {t.iloc[i]!r})")
             t = parsed
         return (t - t.iloc[0]).dt.total_seconds()
     if t.dtype.kind == "b":
