@@ -30,7 +30,8 @@ trace_app = typer.Typer(help="Inspect, generate, convert and merge request trace
 FormatOpt = Annotated[
     str | None,
     typer.Option(
-        "--format", help="azure | burstgpt | mooncake | vidur | canonical | generic | vllm-bench | otel (default: detect)."
+        "--format",
+        help="azure | burstgpt | mooncake | bailian | vidur | canonical | generic | vllm-bench | otel (default: detect).",
     ),
 ]
 ColumnsOpt = Annotated[str | None, typer.Option(help="Generic format: arrival_at_s=COL,prompt_tokens=COL,output_tokens=COL.")]

@@ -345,7 +345,37 @@ def pool_specs(scenario: Scenario, trace: pd.DataFrame, *, base_dir: Path) -> li
     cfg = scenario.batch or BatchConfig()
     if has_batch(trace) and cfg.fleet == "dedicated":
         specs.append(pool_spec(scenario, BATCH, COLOCATED, base_dir=base_dir, prefix_ids=prefix_ids))
+    for hash_tokens in sorted({spec.scenario.engine.prefix_hash_block_tokens for spec in specs if spec.caching}):
+        check_hash_blocks(trace, hash_tokens)
     return specs
+
+
+HASH_CHECK_ROWS = 100_000  # (a trace's hash block size shows in its first rows: the check reads no more)
+
+
+def check_hash_blocks(trace: pd.DataFrame, hash_tokens: int) -> None:
+    """A trace's prefix hash ids each stand for `hash_tokens` prompt tokens (`engine.prefix_hash_block_tokens`): the
+    size the trace's format declares (`frame.attrs["hash_block_tokens"]`: Mooncake's 512, Qwen Bailian's 16) must be
+    it, and no request may carry more ids than its prompt has blocks of that size (one more allowed, for a partial
+    block): read in blocks too large, a trace hashed in small blocks would match a handful of huge entries, silently."""
+    declared = trace.attrs.get("hash_block_tokens")
+    fix = "set engine.prefix_hash_block_tokens to the trace's block size"
+    if declared is not None and declared != hash_tokens:
+        raise FleetsimError(
+            f"trace: its {trace.attrs.get('format', '')} hash ids stand for {declared} tokens each, not "
+            f"engine.prefix_hash_block_tokens ({hash_tokens}); {fix}"
+        )
+    head = trace["prefix_hash_ids"].iloc[:HASH_CHECK_ROWS]
+    counts = head.map(lambda h: 0 if h is None else len(h)).to_numpy(dtype=np.int64)
+    prompts = trace["prompt_tokens"].to_numpy(dtype=np.int64)[: len(counts)]
+    bad = np.flatnonzero(counts > -(-prompts // hash_tokens) + 1)
+    if bad.size:
+        i = int(bad[0])
+        raise FleetsimError(
+            f"trace row {i}: {counts[i]} prefix hash ids for {prompts[i]} prompt tokens, more than one per "
+            f"engine.prefix_hash_block_tokens ({hash_tokens}) tokens: its ids stand for about "
+            f"{prompts[i] / counts[i]:.0f} tokens each (Qwen Bailian traces: 16; Mooncake's: 512); {fix}"
+        )
 
 
 def rejections(log: RequestLog, specs: Sequence[PoolSpec]) -> dict[int, str]:

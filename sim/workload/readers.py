@@ -4,7 +4,9 @@ Formats, detected from the extension and the CSV header unless forced:
   azure      Azure LLM inference 2023/2024 CSV: TIMESTAMP (wall clock), ContextTokens, GeneratedTokens
   burstgpt   BurstGPT CSV: Timestamp (s), Model, Request tokens, Response tokens, Total tokens, Log Type;
              optionally one Model; failed requests (0 response tokens) are dropped and counted
-  mooncake   Mooncake JSONL: timestamp (ms), input_length, output_length, hash_ids
+  mooncake   Mooncake JSONL: timestamp (ms), input_length, output_length, hash_ids (512 tokens each)
+  bailian    Qwen Bailian JSONL (Alibaba's anonymized traces): timestamp (s), input_length, output_length, hash_ids
+             (16 tokens each), chat_id, parent_chat_id, type, turn
   vidur      Vidur trace CSV: arrived_at (s), num_prefill_tokens, num_decode_tokens
   canonical  CSV or Parquet with the canonical columns
   generic    CSV or Parquet with a column mapping and a time unit
@@ -64,7 +66,12 @@ from sim.workload.schema import (
     validate_frame,
 )
 
-FORMATS = ("azure", "burstgpt", "mooncake", "vidur", "canonical", "generic", "vllm-bench", "otel")
+FORMATS = ("azure", "burstgpt", "mooncake", "bailian", "vidur", "canonical", "generic", "vllm-bench", "otel")
+# JSON-lines formats of the Mooncake kind: arrival time, input and output lengths, prefix-chained block hashes. Their
+# time unit and the tokens each hash id stands for (`engine.prefix_hash_block_tokens` must match for prefix caching):
+# Mooncake (kvcache-ai/Mooncake FAST'25 traces) ms and 512; Qwen Bailian (alibaba-edu/qwen-bailian-usagetraces-anon,
+# ATC'25) s and 16, with chat_id, parent_chat_id, type and turn besides
+JSONL_FORMATS = {"mooncake": (1e-3, 512), "bailian": (1.0, 16)}
 TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 BLOCK_BYTES = 16 << 20  # a CSV line may not be longer (the reader reads and parses a block of this at a time)
 MAX_HEADER_BYTES = 1 << 20
@@ -133,13 +140,13 @@ def trace_windows(
     """The trace `load_trace` reads, a window at a time (a CSV block, a Parquet row group), for a run larger than
     memory (`sim.run.store.stored_trace`): frames of the canonical columns whose concatenation is `load_trace`'s
     frame, value for value, each checked as it is read (the same checks and errors, one line naming the file, the
-    line or row and the value). None for a file read whole: a format of whole documents (mooncake, vllm-bench, otel),
+    line or row and the value). None for a file read whole: a format of whole documents (mooncake, bailian, vllm-bench, otel),
     and a file with columns beyond the canonical three (BurstGPT's model; canonical optional columns), which a stored
     trace does not hold. The file's own checks (found, not empty, its format) run on this call."""
     path = Path(path)
     with _reading(path):
         format, suffix = _checked_format(path, format=format, columns=columns, time_unit=time_unit)
-        if format in ("mooncake", "vllm-bench", "otel", "burstgpt"):
+        if format in (*JSONL_FORMATS, "vllm-bench", "otel", "burstgpt"):
             return None
         if suffix == ".parquet":
             if format != "canonical" or set(pq.ParquetFile(path).schema_arrow.names) != set(REQUIRED):
@@ -175,7 +182,7 @@ def _checked_format(path: Path, *, format: str | None, columns: Mapping[str, str
         format = "generic"
     if format is None:
         format = _detect(path, suffix)
-    if suffix == ".parquet" and format not in ("canonical", "generic", "mooncake", "vllm-bench", "otel"):
+    if suffix == ".parquet" and format not in ("canonical", "generic", *JSONL_FORMATS, "vllm-bench", "otel"):
         raise FleetsimError(f"{path}: format {format} is a CSV format; Parquet traces are canonical or generic")
     return format, suffix
 
@@ -184,8 +191,8 @@ def _load_trace(
     path: Path, *, format: str | None, columns: Mapping[str, str] | None, time_unit: str, model: str | None
 ) -> pd.DataFrame:
     format, suffix = _checked_format(path, format=format, columns=columns, time_unit=time_unit)
-    if format == "mooncake":
-        return _read_mooncake(path)
+    if format in JSONL_FORMATS:
+        return _read_mooncake(path, format)
     if format == "vllm-bench":
         from sim.workload.runlog import read_run_log
 
@@ -228,6 +235,8 @@ def _detect(path: Path, suffix: str) -> str:
             return "otel"
         if '"input_lens"' in head or '"ttfts"' in head:  # (the first of a bench result's per-request lists)
             return "vllm-bench"
+        if '"parent_chat_id"' in head:  # (a Qwen Bailian record's session link)
+            return "bailian"
         return "mooncake"
     if suffix == ".parquet":
         names = set(pq.ParquetFile(path).schema_arrow.names)
@@ -591,8 +600,9 @@ def _check_json_depth(path: Path, chunk: int = 1 << 24) -> None:
             line += int(np.count_nonzero(newline))
 
 
-def _read_mooncake(path: Path) -> pd.DataFrame:
-    """Vectorized through pyarrow's JSON reader; a line-by-line scan only finds what it rejected."""
+def _read_mooncake(path: Path, format: str = "mooncake") -> pd.DataFrame:
+    """A JSON-lines trace of the Mooncake kind (`JSONL_FORMATS`: Mooncake's or Qwen Bailian's), vectorized through
+    pyarrow's JSON reader; a line-by-line scan only finds what it rejected."""
     _check_json_depth(path)
     try:
         table = pa_json.read_json(path, read_options=pa_json.ReadOptions(block_size=BLOCK_BYTES))
@@ -608,7 +618,8 @@ def _read_mooncake(path: Path) -> pd.DataFrame:
     if table.num_rows == 0:
         raise FleetsimError(f"{path}: the trace has no requests")
     columns = {key: table[key].to_numpy().astype(np.float64) for key in MOONCAKE_FIELDS}  # nulls -> NaN
-    t = columns["timestamp"] * 1e-3
+    seconds, hash_tokens = JSONL_FORMATS[format]
+    t = columns["timestamp"] * seconds if seconds != 1.0 else columns["timestamp"]
     check_times(t, column="timestamp", where=lines)
     check_tokens(columns["input_length"], column="input_length", where=lines)
     check_tokens(columns["output_length"], column="output_length", where=lines)
@@ -623,8 +634,10 @@ def _read_mooncake(path: Path) -> pd.DataFrame:
                 raise located
         extra["prefix_hash_ids"] = as_column(check_hash_ids(ids, column="hash_ids", where=lines))
     frame = canonical_frame(t, columns["input_length"], columns["output_length"], source=str(path), extra=extra)
-    frame.attrs["format"] = "mooncake"
+    frame.attrs["format"] = format
     frame.attrs["rows_read"] = len(frame)
+    if "prefix_hash_ids" in extra:
+        frame.attrs["hash_block_tokens"] = hash_tokens
     return frame
 
 
