@@ -373,8 +373,8 @@ def screen(plan: Plan) -> None:
             continue
         per_gpu_s = fleet_capacity(scenario, specs, trace).tokens_per_gpu_s
         span = float(trace["arrival_at_s"].iloc[-1] - trace["arrival_at_s"].iloc[0]) if len(trace) > 1 else 0.0
-        if per_gpu_s and span > 0:
-            rate = float((trace["prompt_tokens"] + trace["output_tokens"]).sum()) / span
+        rate = float((trace["prompt_tokens"] + trace["output_tokens"]).sum()) / span if span > 0 else 0.0
+        if per_gpu_s and 0 < rate < math.inf:  # (arrivals 5e-324 s apart: a burst at one instant, as equal ones)
             # a fleet can beat the capacity figure a little (it is measured on a sample, and a finite window can end
             # with a queue that a p99 does not see): rule out only what CAPACITY_MARGIN more would still not carry
             need_gpus = rate / (per_gpu_s * (1 + CAPACITY_MARGIN))

@@ -326,8 +326,17 @@ def compare_rows(real: dict[str, np.ndarray], sim: dict[str, np.ndarray], mask: 
             continue
         for stat in STATS:
             r, sv = _stat(r_v, stat), _stat(s_v, stat)
-            rows.append({"metric": metric, "stat": stat, "real_s": r, "sim_s": sv, "error": sv / r - 1 if r else None})
+            rows.append({"metric": metric, "stat": stat, "real_s": r, "sim_s": sv, "error": _relative(sv, r)})
     return rows
+
+
+def _relative(sim: float, real: float) -> float | None:
+    """sim / real - 1; None where it is no number (a real figure of 0, or one so small the ratio overflows)."""
+    if not real > 0:
+        return None
+    with np.errstate(over="ignore"):
+        ratio = float(np.float64(sim) / np.float64(real))
+    return ratio - 1 if math.isfinite(ratio) else None
 
 
 def check_span(log: RunLog, interval_s: float) -> None:

@@ -32,8 +32,8 @@ def describe(frame: pd.DataFrame) -> dict[str, Any]:
     out: dict[str, Any] = {
         "requests": n,
         "duration_s": duration,
-        "mean_rate_per_s": n / duration if duration > 0 else None,
-        "iat_cv": float(gaps.std() / gaps.mean()) if gaps.size and gaps.mean() > 0 else None,
+        "mean_rate_per_s": _ratio(n, duration),
+        "iat_cv": _ratio(gaps.std(), gaps.mean()) if gaps.size else None,
         "peak_to_mean_per_min": float(counts.max() / (n / n_minutes)) if n else 0.0,
     }
     for col, short in (("prompt_tokens", "prompt"), ("output_tokens", "output")):
@@ -44,6 +44,16 @@ def describe(frame: pd.DataFrame) -> dict[str, Any]:
     out["total_prompt_tokens"] = int(frame["prompt_tokens"].sum())
     out["total_output_tokens"] = int(frame["output_tokens"].sum())
     return out
+
+
+def _ratio(num: float, den: float) -> float | None:
+    """num / den; None where it is no figure: a span of no time, or one so short (arrivals 5e-324 s apart) that the
+    ratio overflows to inf."""
+    if not den > 0:
+        return None
+    with np.errstate(over="ignore"):
+        value = float(np.float64(num) / np.float64(den))
+    return value if np.isfinite(value) else None
 
 
 def arrivals_per_minute(frame: pd.DataFrame, *, max_bins: int = 100_000) -> tuple[np.ndarray, float]:

@@ -1,0 +1,77 @@
+"""Hostile inputs from a ninth fuzzing pass over the files fleetsim reads (traces, run logs, run folders): arrivals
+5e-324 s apart (a rate of inf printed, a plan's screen crashed on it), run logs timed in picoseconds (errors of 1e15 %
+or +inf%). Each now ends in one line naming the file, the rule and the value, exit code 2, or in a figure left out
+where it is no number."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from sim.cli import app
+from tests.conftest import one_line_error
+
+runner = CliRunner()
+
+
+def _scenario(tmp_path: Path) -> Path:
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(yaml.safe_dump({"model": "llama-3.1-8b", "fleet": {"gpu": "h100-sxm", "tp": 1}}))
+    return scenario
+
+
+def _log(tmp_path: Path, rows: list[dict[str, float]]) -> Path:
+    (tmp_path / "requests.jsonl").write_text("".join(json.dumps({"input_toks": 100, "output_toks": 10} | r) + "\n" for r in rows))
+    return tmp_path
+
+
+# --- run logs ----------------------------------------------------------------------------------------------------
+def test_a_run_log_timed_under_a_millisecond_is_refused(tmp_path):
+    """Latencies of 2e-12 s passed the "every latency is 0" check: validate printed errors of +1e15 % and calibrate
+    fitted mfu = mbu = 1 to them."""
+    rows = [{"queued_ts": t, "first_token_ts": t + 1e-12, "last_token_ts": t + 2e-12} for t in (0.0, 1.0, 2.0)]
+    log, scenario = _log(tmp_path, rows), _scenario(tmp_path)
+    one_line_error(["validate", str(log), "--scenario", str(scenario)], "every request's latency is under 1 ms")
+    rows = [{"queued_ts": t, "first_token_ts": t + 0.5, "last_token_ts": t + 0.5 + 1e-9} for t in (0.0, 1.0, 2.0)]
+    one_line_error(["validate", str(_log(tmp_path, rows)), "--scenario", str(scenario)], "no request's tokens are spread in time")
+
+
+def test_a_real_figure_too_small_to_divide_by_has_no_error_not_inf(tmp_path):
+    """Most requests of 5e-324 s: the p50 and p90 errors printed as +inf% (sim / 5e-324 overflows)."""
+    rows = [{"queued_ts": 0.0, "first_token_ts": 0.0, "last_token_ts": 5e-324}] * 20
+    rows.append({"queued_ts": 10.0, "first_token_ts": 10.5, "last_token_ts": 12.0})
+    res = runner.invoke(app, ["validate", str(_log(tmp_path, rows)), "--scenario", str(_scenario(tmp_path))])
+    assert res.exit_code == 0, res.output
+    assert "inf" not in res.output.lower() and "E2E    p99" in res.output
+
+
+# --- traces -----------------------------------------------------------------------------------------------------
+def _tiny_span_trace(tmp_path: Path) -> Path:
+    trace = tmp_path / "t.csv"
+    trace.write_text("arrival_at_s,prompt_tokens,output_tokens\n" + "0,200,20\n" * 5 + "5e-324,200,20\n" * 5)
+    return trace
+
+
+def test_arrivals_a_subnormal_apart_have_no_rate_not_inf(tmp_path):
+    """trace inspect printed mean_rate_per_s inf (10 requests over 5e-324 s)."""
+    res = runner.invoke(app, ["trace", "inspect", str(_tiny_span_trace(tmp_path))])
+    assert res.exit_code == 0 and "inf" not in res.output, res.output
+    assert (
+        json.loads(runner.invoke(app, ["trace", "inspect", "--json", str(tmp_path / "t.csv")]).output)["mean_rate_per_s"] is None
+    )
+
+
+def test_a_plan_over_a_trace_of_no_span_is_not_screened_on_an_infinite_rate(tmp_path):
+    """The plan's capacity screen divided the trace's tokens by a span of 5e-324 s: OverflowError in math.ceil(inf)."""
+    _tiny_span_trace(tmp_path)
+    (tmp_path / "base.yaml").write_text(
+        yaml.safe_dump({"model": "llama-3.1-8b", "trace": {"file": "t.csv"}, "fleet": {"gpu": "h100-sxm", "tp": 1}})
+    )
+    plan = tmp_path / "p.yaml"
+    scale = {"path": "fleet.autoscaler.replicas", "from": 1, "to": 2}
+    plan.write_text(yaml.safe_dump({"base": "base.yaml", "scale": scale, "slo": {"p99_ttft_ms": 20000}, "seeds": 1}))
+    res = runner.invoke(app, ["plan", str(plan), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0 and "Traceback" not in res.output, res.output
