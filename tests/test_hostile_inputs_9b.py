@@ -1,4 +1,4 @@
-"""Hostile inputs from a ninth fuzzing pass over the files fleetsim reads (traces, run logs, run folders): arrivals
+"""Hostile inputs from a ninth fuzzing pass over the files fleetsim reads (traces, run logs, calibration tables): arrivals
 5e-324 s apart (a rate of inf printed, a plan's screen crashed on it), run logs timed in picoseconds (errors of 1e15 %
 or +inf%). Each now ends in one line naming the file, the rule and the value, exit code 2, or in a figure left out
 where it is no number."""
@@ -6,6 +6,7 @@ where it is no number."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import yaml
@@ -75,3 +76,37 @@ def test_a_plan_over_a_trace_of_no_span_is_not_screened_on_an_infinite_rate(tmp_
     plan.write_text(yaml.safe_dump({"base": "base.yaml", "scale": scale, "slo": {"p99_ttft_ms": 20000}, "seeds": 1}))
     res = runner.invoke(app, ["plan", str(plan), "--out", str(tmp_path / "out")])
     assert res.exit_code == 0 and "Traceback" not in res.output, res.output
+
+
+# --- calibration tables ------------------------------------------------------------------------------------------
+KERNELS = Path(__file__).resolve().parents[1] / "benchmarks" / "kernels" / "rtx4090_llama-3.1-8b_tp1"
+STEPS = Path(__file__).resolve().parents[1] / "benchmarks" / "steptimes" / "aisimulate-vllm0.24_h100-sxm_llama-3.1-8b_tp1.csv"
+
+
+def _kernels(tmp_path: Path, file: str, edit) -> Path:
+    folder = tmp_path / "k"
+    shutil.copytree(KERNELS, folder)
+    lines = (folder / file).read_text().splitlines()
+    (folder / file).write_text("\n".join(edit(lines)) + "\n")
+    return folder
+
+
+def test_a_calibration_column_named_twice_is_refused(tmp_path):
+    """`time_us, time_us` (stripped: one name twice) made pandas hand a table where a column was meant: a traceback;
+    `total_ms,total_ms` silently read the first."""
+    folder = _kernels(tmp_path, "attention.csv", lambda ls: [ls[0] + ", time_us", *(r + ",1" for r in ls[1:])])
+    one_line_error(["calibrate", str(folder), "--model", "llama-3.1-8b", "--gpu", "rtx-4090"], "'time_us' is named twice")
+    lines = STEPS.read_text().splitlines()
+    steps = tmp_path / "s.csv"
+    steps.write_text("\n".join([lines[0] + ",total_ms", *(r + ",5" for r in lines[1:])]) + "\n")
+    one_line_error(["calibrate", str(steps), "--model", "llama-3.1-8b", "--gpu", "h100-sxm"], "'total_ms' is named twice")
+
+
+def test_a_kernel_operator_missing_from_the_grid_is_named(tmp_path):
+    """One stray operator row (a misspelt name) dropped every other token count: the error said "2 distinct shapes for 4
+    free parameters", naming neither the row nor the operator."""
+    folder = _kernels(tmp_path, "dense.csv", lambda ls: [*ls, "qkv_projj,1,5"])
+    one_line_error(
+        ["calibrate", str(folder), "--model", "llama-3.1-8b", "--gpu", "rtx-4090"],
+        "operator 'qkv_projj' has no row at tokens = 8",
+    )

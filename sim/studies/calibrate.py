@@ -111,11 +111,26 @@ def _pos_col(df: pd.DataFrame, col: str, path: str, *, low: float, high: float, 
     return out
 
 
+def _csv_table(path: Path, max_rows: int) -> pd.DataFrame:
+    """A calibration table's first `max_rows` + 1 rows, its column names stripped. A name given twice (`time_us` and
+    ` time_us` too: stripped, they are one) is refused: pandas kept both and a column read as a table (a traceback)."""
+    from sim.workload.readers import read_header
+
+    try:
+        header = read_header(path)  # a first line of unbounded length is refused before pandas holds it
+        df = pd.read_csv(path, nrows=max_rows + 1)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, csv.Error, UnicodeDecodeError, OSError) as err:
+        raise FleetsimError(f"{path}: not a readable CSV ({' '.join(str(err).split())[:120]})") from None
+    twice = next((c for c in header if c and header.count(c) > 1), None)
+    if twice is not None:
+        raise FleetsimError(f"{path}: column {twice!r} is named twice in the header")
+    df.columns = [str(c).strip() for c in df.columns]
+    return df
+
+
 def read_shapes(path: str | Path, layout: str = "auto", *, max_rows: int = MAX_ROWS) -> list[Shape]:
     """Read a step-time CSV (see the module docstring) into shapes; one-line errors name the row. At most
     `max_rows` rows are read: a longer file is refused, not truncated."""
-    from sim.workload.readers import read_header
-
     name = str(path)
     path = Path(path)
     if layout == "kernels" or (layout == "auto" and is_kernel_profile(path)):
@@ -129,17 +144,12 @@ def read_shapes(path: str | Path, layout: str = "auto", *, max_rows: int = MAX_R
         )
     if not path.is_file():
         raise FleetsimError(f"{name}: no such file")
-    try:
-        read_header(path)  # a first line of unbounded length is refused before pandas holds it
-        df = pd.read_csv(path, nrows=max_rows + 1)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, csv.Error, UnicodeDecodeError, OSError) as err:
-        raise FleetsimError(f"{name}: not a readable CSV ({' '.join(str(err).split())[:120]})") from None
+    df = _csv_table(path, max_rows)
     if len(df) > max_rows:
         raise FleetsimError(
             f"{name}: more than {max_rows:,} rows; a step-time table holds one row per measured shape "
             "(aggregate or sample a per-step log first)"
         )
-    df.columns = [str(c).strip() for c in df.columns]
     if layout == "auto":
         layout = "vllm-latency" if set(VLLM_COLUMNS) <= set(df.columns) else "steps"
     if layout not in ("steps", "vllm-latency"):
@@ -221,20 +231,13 @@ def is_kernel_profile(path: Path) -> bool:
 
 
 def _kernel_table(folder: Path, file: str, max_rows: int) -> pd.DataFrame:
-    from sim.workload.readers import read_header
-
     path = folder / file
     name = str(path)
     if not path.is_file():
         raise FleetsimError(f"{name}: missing (a kernel profile folder holds {', '.join(KERNEL_FILES)})")
-    try:
-        read_header(path)
-        df = pd.read_csv(path, nrows=max_rows + 1)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, csv.Error, UnicodeDecodeError, OSError) as err:
-        raise FleetsimError(f"{name}: not a readable CSV ({' '.join(str(err).split())[:120]})") from None
+    df = _csv_table(path, max_rows)
     if len(df) > max_rows:
         raise FleetsimError(f"{name}: more than {max_rows:,} rows; a kernel profile's table is a grid of shapes")
-    df.columns = [str(c).strip() for c in df.columns]
     missing = [c for c in KERNEL_COLUMNS[file] if c not in df.columns]
     if missing:
         raise FleetsimError(f"{name}: missing column(s) {', '.join(missing)} (has: {', '.join(df.columns)})")
@@ -302,8 +305,12 @@ def read_kernel_profile(folder: str | Path, model: ModelSpec, *, max_rows: int =
     by_tokens: dict[int, tuple[float, float]] = {}
     for tokens in sorted(set(dense["tokens"])):
         got = {layer: ops.get((layer, tokens)) for layer in [*layers, *ONCE]}
-        if any(v is None for v in got.values()):
-            continue  # (an operator not profiled at this count)
+        hole = next((layer for layer, v in got.items() if v is None), None)
+        if hole is not None:  # (dropped, a stray or misspelt operator's row left too few shapes, a fit error naming none)
+            raise FleetsimError(
+                f"{folder / 'dense.csv'}: operator {hole!r} has no row at tokens = {tokens}, which other operators have "
+                "(a step's time needs each operator at its token count: the profiler times every one on one grid)"
+            )
         per_layer = sum(float(got[layer]) * (2 if layer in TWICE else 1) for layer in layers)
         by_tokens[int(tokens)] = (per_layer, sum(float(got[layer]) for layer in ONCE))
     seq = per_seq.groupby(["layer", "sequences"], sort=True)["time_us"].median()
