@@ -9,6 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -110,3 +111,11 @@ def test_a_kernel_operator_missing_from_the_grid_is_named(tmp_path):
         ["calibrate", str(folder), "--model", "llama-3.1-8b", "--gpu", "rtx-4090"],
         "operator 'qkv_projj' has no row at tokens = 8",
     )
+
+
+@pytest.mark.parametrize("name", ["timeseries.csv", "meta.json"])
+def test_a_run_folders_side_file_that_is_a_folder_is_refused(tmp_path, name):
+    """A folder named timeseries.csv was passed over: validate compared no time series and said nothing."""
+    log = _log(tmp_path, [{"queued_ts": t, "first_token_ts": t + 0.1, "last_token_ts": t + 1.0} for t in (0.0, 1.0, 2.0)])
+    (log / name).mkdir()
+    one_line_error(["validate", str(log), "--scenario", str(_scenario(tmp_path))], f"{name}: is a folder")

@@ -90,9 +90,14 @@ def read_run_log(
     if layout == "requests":
         arrival, prompt, output, ttft, e2e, dropped = _read_requests(p)
         itl = None
-        meta = _read_json_object(p.parent / "meta.json") if (p.parent / "meta.json").is_file() else None
-        ts = p.parent / "timeseries.csv"
-        timeseries = _read_timeseries(ts) if ts.is_file() else None
+        # (each read when there at all: a folder of the name was passed over, its time series silently not compared)
+        meta_path, ts = p.parent / "meta.json", p.parent / "timeseries.csv"
+        for beside in (meta_path, ts):
+            if beside.exists() and not beside.is_file():
+                what = "a folder" if beside.is_dir() else "not a regular file"
+                raise FleetsimError(f"{beside}: is {what}; a run folder's {beside.name} is a file (or absent)")
+        meta = _read_json_object(meta_path) if meta_path.exists() else None
+        timeseries = _read_timeseries(ts) if ts.exists() else None
     elif layout == "vllm-bench":
         arrival, prompt, output, ttft, e2e, itl, dropped = _read_bench(p)
     else:
