@@ -119,3 +119,53 @@ def test_a_run_folders_side_file_that_is_a_folder_is_refused(tmp_path, name):
     log = _log(tmp_path, [{"queued_ts": t, "first_token_ts": t + 0.1, "last_token_ts": t + 1.0} for t in (0.0, 1.0, 2.0)])
     (log / name).mkdir()
     one_line_error(["validate", str(log), "--scenario", str(_scenario(tmp_path))], f"{name}: is a folder")
+
+
+# --- model config.json ---------------------------------------------------------------------------------------------
+LLAMA = {
+    "hidden_size": 4096,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "intermediate_size": 14336,
+    "vocab_size": 128256,
+}
+QWEN_MOE = {
+    "hidden_size": 2048,
+    "num_hidden_layers": 48,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 4,
+    "head_dim": 128,
+    "moe_intermediate_size": 768,
+    "num_experts": 128,
+    "num_experts_per_tok": 8,
+    "vocab_size": 151936,
+}
+
+
+@pytest.mark.parametrize(
+    ("config", "says"),
+    [
+        (
+            LLAMA | {"quantization_config": {"quant_method": "gptq", "bits": 1000}},
+            "'quantization_config.bits' must be bits per weight",
+        ),
+        (
+            LLAMA
+            | {
+                "quantization_config": {
+                    "quant_method": "compressed-tensors",
+                    "config_groups": {"g": {"weights": {"num_bits": 99}}},
+                }
+            },
+            "num_bits' must be bits per weight",
+        ),
+        (QWEN_MOE | {"first_k_dense_replace": 3}, "missing required field 'intermediate_size' (the first 3 layers"),
+    ],
+)
+def test_a_config_jsons_quantization_and_dense_layers_are_checked(tmp_path, config, says):
+    """A `bits` of 1000 weighed each weight at 1000 bits; an MoE config's leading dense layers without an
+    intermediate_size were counted with MLPs of 0 parameters and 0 FLOPs."""
+    model = tmp_path / "config.json"
+    model.write_text(json.dumps(config))
+    one_line_error(["roofline", "--model", str(model), "--gpu", "h100-sxm"], says)

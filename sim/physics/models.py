@@ -344,6 +344,12 @@ def model_from_hf_config(cfg: Any, *, name: str, hf_repo: str = "", where: str =
             qk_rope_head_dim=_need(cfg, "qk_rope_head_dim", where),
             v_head_dim=_need(cfg, "v_head_dim", where),
         )
+    dense_first = min(_opt(cfg, "first_k_dense_replace", where), layers) if n_experts else 0
+    if dense_first and not intermediate:  # (their MLPs were counted at 0 parameters and 0 FLOPs)
+        raise FleetsimError(
+            f"{where}: missing required field 'intermediate_size' (the first {dense_first} layers, first_k_dense_replace, "
+            "have a dense MLP of that size)"
+        )
     per_tok = _opt(cfg, "num_experts_per_tok", where)
     if n_experts and not 1 <= per_tok <= n_experts:
         raise FleetsimError(f"{where}: field 'num_experts_per_tok' must be in 1..{n_experts} (got {per_tok})")
@@ -367,7 +373,7 @@ def model_from_hf_config(cfg: Any, *, name: str, hf_repo: str = "", where: str =
         moe_intermediate_size=moe_ff if n_experts else 0,
         n_shared_experts=_opt(cfg, "n_shared_experts", where) if n_experts else 0,
         shared_expert_intermediate_size=_opt(cfg, "shared_expert_intermediate_size", where) if n_experts else 0,
-        n_dense_layers=min(_opt(cfg, "first_k_dense_replace", where), layers) if n_experts else 0,
+        n_dense_layers=dense_first,
         mla=mla,
     )
     if heads % kv_heads:
@@ -400,8 +406,7 @@ def shipped_precision(qc: Any, where: str) -> tuple[str, float, float | None] | 
     if method == "mxfp4":
         return "mxfp4", 16.0, MXFP4_BITS
     if method in ("awq", "gptq", "awq_marlin", "gptq_marlin", "bitsandbytes"):
-        bits = qc.get("bits", 4)
-        return method, float(_positive_int(bits, "quantization_config.bits", where)), None
+        return method, _weight_bits(qc.get("bits", 4), "quantization_config.bits", where), None
     if method == "compressed-tensors":
         groups = qc.get("config_groups") or {}
         if not isinstance(groups, dict):
@@ -412,7 +417,7 @@ def shipped_precision(qc: Any, where: str) -> tuple[str, float, float | None] | 
         weights = [g.get("weights") or {} for g in groups.values() if isinstance(g, dict)]
         bits = [w.get("num_bits") for w in weights if isinstance(w, dict) and w.get("num_bits")]
         if bits:
-            return "compressed-tensors", float(_positive_int(bits[0], "quantization_config num_bits", where)), None
+            return "compressed-tensors", _weight_bits(bits[0], "quantization_config num_bits", where), None
         return None
     if method == "modelopt":  # NVIDIA ModelOpt: FP8, or NVFP4 (4-bit values, an FP8 scale per 16: 4.5 bits)
         algo = str(qc.get("quant_algo", "")).upper()
@@ -421,6 +426,17 @@ def shipped_precision(qc: Any, where: str) -> tuple[str, float, float | None] | 
         if algo == "NVFP4":
             return "nvfp4", 4.5, None
     return f"{method or 'unnamed'} (not known: counted as 16-bit; set roofline.weight_bits)", 16.0, None
+
+
+MAX_WEIGHT_BITS = 32  # (a float32 weight; a quantized one holds fewer)
+
+
+def _weight_bits(value: Any, key: str, where: str) -> float:
+    """A quantization's bits per weight: 1..32 (a `bits` of 1000 weighed the weights at 1000 bits each)."""
+    bits = _positive_int(value, key, where)
+    if bits > MAX_WEIGHT_BITS:
+        raise FleetsimError(f"{where}: field {key!r} must be bits per weight, at most {MAX_WEIGHT_BITS} (got {value!r})")
+    return float(bits)
 
 
 def load_hf_config(path: Path) -> ModelSpec:
