@@ -80,6 +80,7 @@ def test_a_plan_over_a_trace_of_no_span_is_not_screened_on_an_infinite_rate(tmp_
 
 
 # --- calibration tables ------------------------------------------------------------------------------------------
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 KERNELS = Path(__file__).resolve().parents[1] / "benchmarks" / "kernels" / "rtx4090_llama-3.1-8b_tp1"
 STEPS = Path(__file__).resolve().parents[1] / "benchmarks" / "steptimes" / "aisimulate-vllm0.24_h100-sxm_llama-3.1-8b_tp1.csv"
 
@@ -169,3 +170,22 @@ def test_a_config_jsons_quantization_and_dense_layers_are_checked(tmp_path, conf
     model = tmp_path / "config.json"
     model.write_text(json.dumps(config))
     one_line_error(["roofline", "--model", str(model), "--gpu", "h100-sxm"], says)
+
+
+# --- Prometheus answers ------------------------------------------------------------------------------------------------
+def test_a_prometheus_series_giving_one_time_twice_is_refused(tmp_path):
+    """Every sample of a series stamped at one time: their rates were added up into one window (a curve of 120 samples
+    read as one burst) and a spec written."""
+    prom = CONFIGS / "cluster" / "prometheus"
+    answer = json.loads((prom / "requests.json").read_text())
+    values = answer["data"]["result"][0]["values"]
+    for pair in values:
+        pair[0] = values[0][0]
+    requests = tmp_path / "r.json"
+    requests.write_text(json.dumps(answer))
+    one_line_error(
+        ["trace", "from-metrics", "--requests", str(requests), "--prompt-buckets", str(prom / "prompt_buckets.json"),
+         "--output-buckets", str(prom / "output_buckets.json"), "--out", str(tmp_path / "spec.yaml")],
+        "is given twice in one series",
+    )  # fmt: skip
+    assert not (tmp_path / "spec.yaml").exists()

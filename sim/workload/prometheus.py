@@ -86,6 +86,7 @@ def read_series(path: Path) -> tuple[np.ndarray, np.ndarray]:
         values = series.get("values")
         if not isinstance(values, list):
             raise FleetsimError(f"{path}: data.result[{i}] has no values (a range query, /api/v1/query_range, is needed)")
+        seen: set[float] = set()  # (series add up at a time; within one, a time given twice added its rates up too)
         for j, pair in enumerate(values):
             if not isinstance(pair, list) or len(pair) != 2:
                 raise FleetsimError(f"{path}: data.result[{i}].values[{j}] must be [time, value]")
@@ -93,6 +94,12 @@ def read_series(path: Path) -> tuple[np.ndarray, np.ndarray]:
             v = _number(path, f"data.result[{i}].values[{j}][1]", pair[1])
             if v < 0:
                 raise FleetsimError(f"{path}: data.result[{i}].values[{j}]: a rate must be >= 0 (got {v:g})")
+            if at in seen:
+                raise FleetsimError(
+                    f"{path}: data.result[{i}].values[{j}]: time {pair[0]!r} is given twice in one series (a range query "
+                    "has one sample a step)"
+                )
+            seen.add(at)
             sums[at] = sums.get(at, 0.0) + v
     times = sorted(sums)
     if len(times) < 2:
