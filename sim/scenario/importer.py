@@ -22,10 +22,12 @@ autoscaling annotations (knative.dev/docs/serving/autoscaling), KServe v1beta1 I
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -131,27 +133,65 @@ def gpu_from_label(key: str, value: str) -> str | None:
     return None
 
 
+# suffixes a Hugging Face repo adds to a model's name without changing its architecture: the tuning (instruct, chat),
+# the packaging (hf) and the quantized releases (`weight_bits_from_name` reads their precision)
+_NAME_SUFFIXES = (
+    "-instruct", "-chat", "-hf", "-it", "-base", "-turbo",
+    "-fp8-dynamic", "-fp8", "-dynamic", "-int8", "-int4", "-w8a8", "-w8a16", "-w4a16", "-awq", "-gptq",
+    "-nvfp4", "-mxfp4", "-fp4", "-bnb-4bit", "-4bit", "-8bit", "-quantized",
+)  # fmt: skip
+_QUANT_BITS = (("fp8", 8), ("int8", 8), ("w8a8", 8), ("w8a16", 8), ("8bit", 8), ("int4", 4), ("w4a16", 4), ("awq", 4),
+               ("gptq", 4), ("nvfp4", 4), ("mxfp4", 4), ("fp4", 4), ("4bit", 4))  # fmt: skip
+
+
+def _name_stem(text: str) -> str:
+    """A repo id's model name without its organisation, its `meta-` prefix (Meta-Llama-3.1-8B), its version
+    (-v0.3) and the suffixes of `_NAME_SUFFIXES`, repeatedly (Llama-2-7b-chat-hf, Llama-3.3-70B-Instruct-FP8-dynamic)."""
+    tail = text.strip().rstrip("/").lower().split("/")[-1].removeprefix("meta-")
+    while True:
+        before = tail
+        tail = re.sub(r"-v\d+(\.\d+)*$", "", tail)
+        for suffix in _NAME_SUFFIXES:
+            tail = tail.removesuffix(suffix)
+        if tail == before:
+            return tail
+
+
+def weight_bits_from_name(name: str) -> int | None:
+    """The weight precision a quantized release's name says (`-FP8`, `-AWQ`, `-W4A16`, ...), None for none."""
+    tokens = re.split(r"[-_.]", name.strip().lower().split("/")[-1])
+    for tag, bits in _QUANT_BITS:
+        if tag in tokens:
+            return bits
+    return None
+
+
 def model_from_name(name: str) -> str | None:
     """The catalog model a vLLM model argument (a Hugging Face repo id or a local path) denotes, or None: by name,
-    by repo id, or by the repo's last part with an -Instruct/-Chat/-hf suffix dropped."""
+    by repo id or an alias (a repo of the same architecture, models.yaml), or by the name stripped of its
+    organisation, tuning, packaging and quantization suffixes (`_name_stem`)."""
     catalog = load_model_catalog()
     key = name.strip().rstrip("/").lower()
     if key in catalog.models:
         return key
-
-    def stem(text: str) -> str:
-        tail = text.split("/")[-1]
-        for suffix in ("-instruct", "-chat", "-hf", "-it", "-base"):
-            tail = tail.removesuffix(suffix)
-        return tail
-
+    aliases = model_aliases()
     for k, spec in catalog.models.items():
-        if spec.hf_repo.lower() == key:
+        if key in (spec.hf_repo.lower(), *aliases.get(k, ())):
             return k
+    stem = _name_stem(key)
+    if not stem:
+        return None
     for k, spec in catalog.models.items():
-        if stem(spec.hf_repo.lower()) == stem(key) or k == stem(key):
+        if stem in (_name_stem(spec.hf_repo), _name_stem(k), *(_name_stem(a) for a in aliases.get(k, ()))):
             return k
     return None
+
+
+@functools.cache
+def model_aliases() -> dict[str, tuple[str, ...]]:
+    """Each catalog model's `aliases` (models.yaml: repos of the same architecture), lower-cased."""
+    raw = yaml.safe_load(resources.files("sim.data").joinpath("models.yaml").read_text())
+    return {name: tuple(str(a).lower() for a in body.get("aliases", ())) for name, body in raw.items()}
 
 
 # --- the import --------------------------------------------------------------------------------------------
@@ -1179,6 +1219,10 @@ def scenario_values(imp: Imported, *, model: str | None = None, gpu: str | None 
             raise FleetsimError(
                 f"{imp.sources['model']} {values['model']}: not in the model catalog (fleetsim models); pass --model NAME or a config.json"
             )
+        bits = weight_bits_from_name(str(values["model"]))
+        if bits is not None and "roofline.weight_bits" not in values:  # (vLLM reads a quantized checkpoint's config)
+            values["roofline.weight_bits"] = bits
+            imp.sources["roofline.weight_bits"] = f"the model's name, {values['model']} ({bits}-bit weights)"
         values["model"] = name
     else:
         raise FleetsimError("the vLLM arguments name no model; pass --model")

@@ -30,7 +30,7 @@ from sim.results.result import SimResult
 from sim.run.fleet.control import MAX_TIMELINE_SAMPLES
 from sim.run.simulate import simulate
 from sim.scenario.config import Scenario, parse_config
-from sim.scenario.importer import model_from_name
+from sim.scenario.importer import model_from_name, weight_bits_from_name
 from sim.scenario.resolve import resolve_scenario
 from sim.scenario.vllm_args import KV_DTYPES_KNOWN, kv_bits_of, weight_bits_of
 from sim.workload.runlog import RunLog
@@ -165,6 +165,9 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
             )
         else:
             weight_bits = bits
+    elif (named := weight_bits_from_name(model)) is not None:  # (vLLM reads a quantized checkpoint's own config)
+        weight_bits = named
+        notes.append(f"weights: {named}-bit, as the model's name says (no quantization in meta.json)")
     kv_field = "engine_kwargs.kv_cache_dtype"
     kv_dtype = _text(kw, "kv_cache_dtype", "engine_kwargs.")
     if kv_dtype is None:
