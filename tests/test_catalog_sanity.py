@@ -290,14 +290,20 @@ def run_cases() -> list[tuple[str, str, dict]]:
     the smallest catalog TP that fits, shipped precision; plus 4-bit weights and 8-bit KV, a TP group spanning two nodes,
     and the MoE models as two expert-parallel DP ranks."""
     gpus, models = GPUS.names(), MODELS.names()
-    pairs = [(m, gpus[i % len(gpus)]) for i, m in enumerate(models)] + [(models[i % len(models)], g) for i, g in enumerate(gpus)]
-    cases = []
-    for model, gpu in pairs:
+
+    def fitting(model: str, gpu: str) -> tuple[str, str, dict] | None:
         for precision in ({}, {"weight_bits": 4, "kv_bits": 8}):
             for tp in TPS:
                 if not isinstance(setup_or_refusal(model, gpu, tp, **precision), str):
-                    cases.append((model, gpu, {"tp": tp, "roofline": precision}))
-                    break
+                    return (model, gpu, {"tp": tp, "roofline": precision})
+        return None
+
+    cases = []
+    # each model on the GPUs in turn from its own (the first it fits on), each GPU with the models in turn likewise
+    for i, model in enumerate(models):
+        cases.append(next(c for j in range(len(gpus)) if (c := fitting(model, gpus[(i + j) % len(gpus)]))))
+    for i, gpu in enumerate(gpus):
+        cases.append(next(c for j in range(len(models)) if (c := fitting(models[(i + j) % len(models)], gpu))))
     cases.append(("llama-3.1-70b", "rtx-4090", {"tp": 16, "roofline": {"weight_bits": 4}}))
     for model in (m for m in models if MODELS.get(m).is_moe):
         tp = next(t for t in TPS if not isinstance(setup_or_refusal(model, "h200", t, dp=2, expert_parallel=True), str))
