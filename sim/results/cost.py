@@ -17,8 +17,9 @@ def billed_seconds(duration_s: float, *, granularity_s: float, minimum_s: float)
     if duration_s <= 0 and minimum_s <= 0:
         return 0.0
     billed = max(duration_s, minimum_s)
-    if granularity_s > 0:
-        billed = math.ceil(billed / granularity_s - 1e-12) * granularity_s
+    steps = billed / granularity_s if granularity_s > 0 else math.inf
+    if math.isfinite(steps):  # (a granularity of 1e-300 s and a life of years: the count overflows, nothing to round)
+        billed = math.ceil(steps - 1e-12) * granularity_s
     return billed
 
 
