@@ -34,6 +34,7 @@ import hashlib
 import itertools
 import json
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -59,11 +60,19 @@ RETRIES = 2
 
 
 class Range(Frozen):
-    """An inclusive arithmetic range of axis values."""
+    """An inclusive arithmetic range of axis values. Whole `from` and `step` give integers, counted exactly (a seed of
+    15 digits was rounded to 12: `{from: 123456789012345, to: 123456789012347}` gave 123456789012000 three times)."""
 
-    start: float = Field(alias="from")
-    to: float
-    step: float = 1
+    start: int | float = Field(alias="from")
+    to: int | float
+    step: int | float = 1
+
+    @field_validator("start", "to", "step")
+    @classmethod
+    def _a_float(cls, v: int | float) -> int | float:
+        if isinstance(v, int) and abs(v) > sys.float_info.max:
+            raise ValueError(f"must be within +-{sys.float_info.max:.4g}")
+        return v
 
     @model_validator(mode="after")
     def _sane(self) -> Range:
@@ -71,16 +80,30 @@ class Range(Frozen):
             raise ValueError("step must be > 0")
         if self.to < self.start:
             raise ValueError("to must be >= from")
-        if (self.to - self.start) / self.step > 10_000:
+        if self._whole:
+            too_many = (self._last - int(self.start)) // int(self.step) > 10_000
+        else:
+            too_many = (float(self.to) - float(self.start)) / self.step > 10_000
+        if too_many:
             raise ValueError("more than 10,000 values")
         return self
 
+    @property
+    def _whole(self) -> bool:
+        return all(float(x).is_integer() for x in (self.start, self.step))
+
+    @property
+    def _last(self) -> int:
+        """The last whole value a whole range may reach (a float `to` a billionth short of it reaches it)."""
+        return self.to if isinstance(self.to, int) else math.floor(self.to + 1e-9 * max(1.0, abs(self.to)))
+
     def values(self) -> list[Any]:
+        if self._whole:  # (exact: integers past 2**53 or 12 digits are not rounded)
+            start, step = int(self.start), int(self.step)
+            return list(range(start, self._last + 1, step))
         n = round((self.to - self.start) / self.step) + 1
         vals = [float(f"{self.start + i * self.step:.12g}") for i in range(n)]
-        vals = [v for v in vals if v <= self.to + 1e-9 * max(1.0, abs(self.to))]
-        whole = all(float(x).is_integer() for x in (self.start, self.step))
-        return [int(v) for v in vals] if whole else vals
+        return [v for v in vals if v <= self.to + 1e-9 * max(1.0, abs(self.to))]
 
 
 AxisValues = list[Any] | Range

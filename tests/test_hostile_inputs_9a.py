@@ -1,0 +1,72 @@
+"""Hostile inputs from a ninth fuzzing pass, over scenario configs and the CLI options of run, sweep, plan and roofline:
+extreme numbers in fields that had no bound on one side, ranges of large integers, and unusual but valid combinations
+of features. Each now ends in one line naming the field, the rule and the value, exit code 2, and writes nothing, or
+runs as asked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from sim.cli import app
+from sim.studies.sweep import Range
+from tests.test_hostile_inputs_7 import SMALL  # (a small scenario: 20 s of Poisson arrivals on one H100)
+
+runner = CliRunner()
+
+
+def _scenario(tmp_path: Path, data: dict | None = None, name: str = "s.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data or SMALL))
+    return path
+
+
+def _run_json(args: list[str]) -> dict:
+    res = runner.invoke(app, [*args, "--no-progress", "--json"])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.output[res.output.index("{") :])
+
+
+def test_a_billing_granularity_far_below_a_long_lifes_resolution_bills_the_life(tmp_path):
+    """`pricing.billing_granularity_s: 1e-300` on a replica living years: the count of granules overflowed to inf and
+    math.ceil raised OverflowError (a traceback)."""
+    path = _scenario(tmp_path)
+    sets = ["trace.arrivals.rate_per_s=1e-8", "trace.duration_s=4e8", "fleet.timeline_interval_s=1e9"]
+    args = ["run", str(path), "--out", str(tmp_path / "run"), "--no-capacity"]
+    fine = _run_json([*args, *(f"--set={s}" for s in [*sets, "pricing.billing_granularity_s=1e-300"])])
+    plain = _run_json([*args, "--force", *(f"--set={s}" for s in [*sets, "pricing.billing_granularity_s=0"])])
+    assert fine["billed_gpu_seconds"] == plain["billed_gpu_seconds"] > 1.8e8  # (past 1.8e8 s the count overflowed)
+
+
+def test_a_range_of_large_integers_is_counted_exactly():
+    """`{from: 123456789012345, to: 123456789012347}` was rounded to 12 digits: 123456789012000 three times (and the
+    sweep said the user had given that value twice)."""
+    assert Range.model_validate({"from": 123456789012345, "to": 123456789012347}).values() == [
+        123456789012345,
+        123456789012346,
+        123456789012347,
+    ]
+    assert Range.model_validate({"from": 2**63 - 3, "to": 2**63 - 1, "step": 2}).values() == [2**63 - 3, 2**63 - 1]
+    # (unchanged: whole ranges with a float end, fractional ranges)
+    assert Range.model_validate({"from": 1, "to": 2.9999999999}).values() == [1, 2, 3]
+    assert Range.model_validate({"from": 0.1, "to": 0.3, "step": 0.1}).values() == [0.1, 0.2, 0.3]
+
+
+def test_a_sweep_over_a_range_of_large_seeds_runs_each_and_a_range_past_floats_is_refused(tmp_path):
+    base = _scenario(tmp_path)
+    sweep = tmp_path / "sw.yaml"
+    sweep.write_text(
+        yaml.safe_dump(
+            {"base": str(base), "set": {"trace.duration_s": 2}, "cross": {"trace.seed": {"from": 10**14, "to": 10**14 + 1}}}
+        )
+    )
+    res = runner.invoke(app, ["sweep", str(sweep), "--out", str(tmp_path / "out"), "--no-progress", "--json"])
+    assert res.exit_code == 0, res.output
+    assert [p["trace.seed"] for p in json.loads(res.output)] == [10**14, 10**14 + 1]
+    sweep.write_text(yaml.safe_dump({"base": str(base), "cross": {"trace.seed": {"from": 0, "to": 10**400}}}))
+    res = runner.invoke(app, ["sweep", str(sweep), "--out", str(tmp_path / "out2"), "--no-progress"])
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and "must be within" in res.output, res.output
+    assert not (tmp_path / "out2").exists()
