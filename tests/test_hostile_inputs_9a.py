@@ -70,3 +70,16 @@ def test_a_sweep_over_a_range_of_large_seeds_runs_each_and_a_range_past_floats_i
     res = runner.invoke(app, ["sweep", str(sweep), "--out", str(tmp_path / "out2"), "--no-progress"])
     assert res.exit_code == 2 and res.output.count("\n") == 1 and "must be within" in res.output, res.output
     assert not (tmp_path / "out2").exists()
+
+
+def test_a_plan_over_a_scale_that_is_not_a_replica_count_names_it(tmp_path):
+    """`scale: {path: engine.max_num_seqs}` with no search axes: "pick: , 1 replicas at ...", "new seeds,  x1", and a
+    `replicas` column holding max_num_seqs values."""
+    _scenario(tmp_path, name="base.yaml")
+    plan = tmp_path / "p.yaml"
+    spec = {"base": "base.yaml", "set": {"trace.duration_s": 5}, "scale": {"path": "engine.max_num_seqs", "from": 1, "to": 2}}
+    plan.write_text(yaml.safe_dump(spec | {"slo": {"p99_ttft_ms": 20000}, "seeds": 1}))
+    res = runner.invoke(app, ["plan", str(plan), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert "pick: engine.max_num_seqs=1 at $" in res.output and "new seeds, engine.max_num_seqs=1: should meet" in res.output
+    assert "replicas" not in res.output and ", ," not in res.output

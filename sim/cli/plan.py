@@ -21,6 +21,20 @@ def _num(x: Any, fmt: str = "{:,.0f}") -> str:
     return fmt.format(x)
 
 
+def _configuration(pairs: list[tuple[str, Any]], scale: str, n: Any) -> str:
+    """A configuration in words: its search values, then its scale value, as `n replicas` when the scale counts
+    replicas, else as `PATH=n` (a plan over engine.max_num_seqs was told as "pick: , 4 replicas")."""
+    count = _num(n) if isinstance(n, int | float) else str(n)
+    last = f"{count} replicas" if scale.endswith("replicas") else f"{scale}={count}"
+    return ", ".join([*(f"{k}={v}" for k, v in pairs), last])
+
+
+def _short_configuration(values: list[str], scale: str, n: Any) -> str:
+    """A verified configuration, tersely: its search values, then `xN` replicas, or `PATH=n` for another scale."""
+    last = f"x{n}" if scale.endswith("replicas") else f"{scale}={n}"
+    return " ".join([", ".join(values), last]) if values else last
+
+
 def _ci(r: dict[str, Any], key: str, fmt: str) -> str:
     mean, lo, hi = r.get(f"{key}_mean"), r.get(f"{key}_ci_low"), r.get(f"{key}_ci_high")
     text = _num(mean, fmt)
@@ -108,7 +122,8 @@ def plan(
     say(f"fleetsim plan {p.name}: the cheapest configuration by {p.spec.objective} meeting {targets}")
     say(f"  {_confidence(p)}")
     axes = list(p.spec.search)
-    head = ["rank", *axes, "replicas", "$/1K tokens", "$/hour", "p99 TTFT (ms)", "p99 TPOT (ms)", "status"]
+    unit = "replicas" if scale.endswith("replicas") else scale
+    head = ["rank", *axes, unit, "$/1K tokens", "$/hour", "p99 TTFT (ms)", "p99 TPOT (ms)", "status"]
     rows, reasons, rank = [], [], 0
     for r in outcome.ranking.to_dict(orient="records"):
         if r["status"] == "meets":
@@ -139,12 +154,12 @@ def plan(
             [*(str(f[a]) for a in axes), _num(f[scale]), fmt.format(f[f"{p.spec.objective}_mean"]), _num(f["p99_ttft_ms_mean"])]
             for f in outcome.frontier.to_dict(orient="records")
         ]
-        for line in table([*axes, "replicas", cost, "p99 TTFT (ms)"], front, keys=len(axes) + 3, width=10_000):
+        for line in table([*axes, unit, cost, "p99 TTFT (ms)"], front, keys=len(axes) + 3, width=10_000):
             typer.echo(line)
     if outcome.pick is not None:
         pk = outcome.pick
         say(
-            f"pick: {', '.join(f'{a}={pk[a]}' for a in axes)}, {_num(pk[scale])} replicas at "
+            f"pick: {_configuration([(a, pk[a]) for a in axes], scale, pk[scale])} at "
             f"${pk[f'{p.spec.objective}_mean']:.3g} ({p.spec.objective})"
         )
         if p.groups[int(pk["group"])].deterministic:
@@ -154,14 +169,15 @@ def plan(
             g = p.groups[sv["group"]]
             say(
                 f"  saves {sv['saving']:.1%} against the cheapest all-on-demand configuration meeting the SLO "
-                f"({', '.join(f'{k}={v}' for k, v in g.values.items())}, {sv[scale]} replicas at "
+                f"({_configuration(list(g.values.items()), scale, sv[scale])} at "
                 f"${sv[f'{p.spec.objective}_mean']:.3g})"
             )
         for v in outcome.verification:
             mark = "confirmed" if v["confirmed"] else "NOT confirmed"
             how = "new seeds" if v["seeds"] == "new" else "cheaper neighbour"
             say(
-                f"  {how}, {', '.join(str(v[a]) for a in axes)} x{v[scale]}: should {v['expected'].removesuffix('s')}, "
+                f"  {how}, {_short_configuration([str(v[a]) for a in axes], scale, v[scale])}: "
+                f"should {v['expected'].removesuffix('s')}, "
                 f"{v['observed']} ({mark}; {v['why']})"
             )
     else:
@@ -172,7 +188,7 @@ def plan(
         else:
             g = p.groups[int(cm["group"])]
             say(
-                f"closest miss: {', '.join(f'{k}={v}' for k, v in g.values.items())}, {_num(cm[scale])} replicas: "
+                f"closest miss: {_configuration(list(g.values.items()), scale, cm[scale])}: "
                 f"{cm['why']} ({cm['shortfall']:.2f}x the target)"
             )
     typer.echo(f"wrote {out_dir}/ (ranking, evaluated, frontier, runs .parquet)" + (f" and {plot}" if plot else ""))
