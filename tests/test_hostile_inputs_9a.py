@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from sim.cli import app
 from sim.studies.sweep import Range
+from tests.conftest import one_line_error
 from tests.test_hostile_inputs_7 import SMALL  # (a small scenario: 20 s of Poisson arrivals on one H100)
 
 runner = CliRunner()
@@ -83,3 +84,19 @@ def test_a_plan_over_a_scale_that_is_not_a_replica_count_names_it(tmp_path):
     assert res.exit_code == 0, res.output
     assert "pick: engine.max_num_seqs=1 at $" in res.output and "new seeds, engine.max_num_seqs=1: should meet" in res.output
     assert "replicas" not in res.output and ", ," not in res.output
+
+
+def test_memory_refusals_name_what_took_the_memory(tmp_path):
+    """A million batched tokens was "does not fit ...; raise tp or lower weight_bits" (the profiling run's activations
+    took 42 GB, the weights 16), and 256 LoRA slots of rank 512 "the KV cache holds no block of 16 tokens" without a
+    word on the 687 GB of slots."""
+    path = _scenario(tmp_path)
+    one_line_error(
+        ["run", str(path), "--set", "engine.max_num_batched_tokens=1000000"],
+        "lower engine.max_num_batched_tokens (the profiling run's 1,000,000 tokens take",
+    )
+    one_line_error(
+        ["run", str(path), "--set", "engine.lora={max_loras: 256, max_lora_rank: 512}"],
+        "holds no block of 16 tokens on 1x h100-sxm after 256 LoRA slots of rank 512 (687.2 GB; lower engine.lora.max_loras",
+    )
+    one_line_error(["run", str(path), "--set", "model=llama-3.1-70b"], "before any KV cache); raise tp or lower weight_bits")

@@ -465,12 +465,20 @@ def check_fits(setup: RooflineSetup) -> None:
     engine = engine_overhead_bytes(setup)
     need = setup.weight_bytes + engine + setup.memory_reserve_bytes
     have = memory_budget_bytes(setup)
+    # the profiling run's activations grow with max_num_batched_tokens: past the weights, they are what to lower
+    activations = setup.tp * activation_peak_bytes(setup) if engine else 0.0
+    hint = (
+        f"lower engine.max_num_batched_tokens (the profiling run's {setup.profile_tokens:,} tokens take "
+        f"{activations / GIGA:.1f} GB of activations), raise tp or lower weight_bits"
+        if activations > setup.weight_bytes
+        else "raise tp or lower weight_bits"
+    )
     raise FleetsimError(
         f"{setup.model.name} does not fit on {setup.tp}x {setup.gpu.name}: weights at {setup.weight_words}"
         f"{' + the engine (activations, CUDA graphs)' if engine else ''}"
         f"{' + reserve' if setup.memory_reserve_bytes else ''} need {need / GIGA:.1f} GB, the GPUs offer "
         f"{have / GIGA:.1f} GB at gpu_memory_utilization={setup.gpu_memory_utilization:g} "
-        f"(short by {(need - have) / GIGA:.1f} GB, before any KV cache); raise tp or lower weight_bits"
+        f"(short by {(need - have) / GIGA:.1f} GB, before any KV cache); {hint}"
     )
 
 

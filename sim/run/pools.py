@@ -228,8 +228,19 @@ def _resolved_spec(psc: Scenario, name: str, role: str, *, base_dir: Path, prefi
     draft = draft_setup(psc, base_dir)
     lora = lora_costs(engine, setup)
     n_blocks = kv_blocks(psc, setup, draft, lora)
-    if n_blocks < 1:  # a replica that can hold no KV block can serve nothing
-        raise FleetsimError(f"engine: the KV cache holds no block of {engine.block_size} tokens on {setup.tp}x {setup.gpu.name}")
+    if n_blocks < 1:  # a replica that can hold no KV block can serve nothing: say what else took the memory
+        taken = []
+        if draft is not None:
+            taken.append(f"the draft model's weights ({draft.weight_bytes / 1e9:.1f} GB)")
+        if lora is not None and engine.lora is not None:
+            taken.append(
+                f"{lora.max_loras} LoRA slots of rank {engine.lora.max_lora_rank} ({lora.max_loras * lora.slot_bytes / 1e9:.1f} GB;"
+                f" lower engine.lora.max_loras or max_lora_rank)"
+            )
+        after = f" after {' and '.join(taken)}" if taken else ""
+        raise FleetsimError(
+            f"engine: the KV cache holds no block of {engine.block_size} tokens on {setup.tp}x {setup.gpu.name}{after}"
+        )
     if engine.max_model_len is not None and blocks_for(engine.max_model_len, engine.block_size) > n_blocks:
         # vLLM refuses to start unless its KV cache holds one request of max_model_len (kv_cache_utils.py,
         # `check_enough_kv_cache_memory`), and says the longest that would fit
