@@ -100,3 +100,19 @@ def test_memory_refusals_name_what_took_the_memory(tmp_path):
         "holds no block of 16 tokens on 1x h100-sxm after 256 LoRA slots of rank 512 (687.2 GB; lower engine.lora.max_loras",
     )
     one_line_error(["run", str(path), "--set", "model=llama-3.1-70b"], "before any KV cache); raise tp or lower weight_bits")
+
+
+def test_seeds_needed_neither_overflows_nor_divides_by_an_underflowed_mean(tmp_path):
+    """`--precision 1e-300` overflowed (z s / (precision mean))^2 (OverflowError), and a price of 1e-316 $/h made the
+    mean cost so small that precision x mean was 0 (ZeroDivisionError): tracebacks after every run had finished."""
+    base = _scenario(tmp_path)
+    sweep = tmp_path / "sw.yaml"
+    body = {"base": str(base), "set": {"trace.duration_s": 3}, "seeds": 3, "cross": {"engine.max_num_seqs": [4]}}
+    sweep.write_text(yaml.safe_dump(body))
+    one_line_error(["sweep", str(sweep), "--precision", "1e-300"], "--precision must be in [1e-06, 1) (got 1e-300)")
+    sweep.write_text(yaml.safe_dump(body | {"set": {"trace.duration_s": 3, "pricing.usd_per_gpu_hour": 1e-316}}))
+    res = runner.invoke(
+        app, ["sweep", str(sweep), "--out", str(tmp_path / "o"), "--no-progress", "--precision", "1e-5", "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)[0]["usd_per_1k_tokens_seeds_needed"] >= 2

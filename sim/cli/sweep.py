@@ -99,11 +99,11 @@ def sweep(
     from rich.console import Console
 
     from sim.studies.study_dir import MARKER
-    from sim.studies.sweep import check_sweep_dir, jobs_for, load_sweep, seed_stats
+    from sim.studies.sweep import MIN_PRECISION, check_sweep_dir, jobs_for, load_sweep, seed_stats
 
     positive("--workers", workers)
-    if not (math.isfinite(precision) and 0 < precision < 1):
-        raise FleetsimError(f"--precision must be in (0, 1) (got {precision})")
+    if not (math.isfinite(precision) and MIN_PRECISION <= precision < 1):
+        raise FleetsimError(f"--precision must be in [{MIN_PRECISION:g}, 1) (got {precision})")
     spec = load_sweep(sweep_file, trace=trace)
     out_dir = out if out is not None else Path("sweeps") / spec.name
     check_sweep_dir(out_dir, force=force, owner=spec.owner())

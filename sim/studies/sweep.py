@@ -57,6 +57,9 @@ if TYPE_CHECKING:
 STAT_METRICS = ("p99_ttft_ms", "p99_tpot_ms", "usd_per_1k_tokens", "throughput_utilization", "slo_attainment")
 STRING_KEYS = frozenset({"api", "scenario", "fleet", "error", "batch_cost_method"})  # a summary's text figures
 RETRIES = 2
+# The finest relative precision a seeds-needed figure aims at: past a millionth, (z s / (precision mean))^2 counts more
+# seeds than any sweep runs, and at 1e-300 it overflowed a float
+MIN_PRECISION = 1e-6
 
 
 class Range(Frozen):
@@ -788,7 +791,10 @@ def seed_stats(
             n_need = math.nan
             if x.size >= 2 and mean != 0:
                 sd = float(x.std(ddof=1))
-                n_need = max(2.0, math.ceil((z * sd / (precision * abs(mean))) ** 2))
+                den = precision * abs(mean)
+                # (where the product underflows, a mean of 1e-319 $ at a precision of 1e-5: the spread over the mean first)
+                ratio = z * sd / den if den > 0 else z * sd / abs(mean) / precision
+                n_need = max(2.0, math.ceil(ratio**2))
                 needed.append(n_need)
             rec |= {f"{m}_mean": mean, f"{m}_ci_low": lo, f"{m}_ci_high": hi, f"{m}_seeds_needed": n_need}
         rec["seeds_needed"] = max(needed) if needed else math.nan
