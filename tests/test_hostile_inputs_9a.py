@@ -116,3 +116,12 @@ def test_seeds_needed_neither_overflows_nor_divides_by_an_underflowed_mean(tmp_p
     )
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)[0]["usd_per_1k_tokens_seeds_needed"] >= 2
+
+
+def test_report_writes_its_page_and_its_metrics_to_two_files(tmp_path):
+    """`report RUN --html x --openmetrics x` wrote the page over the metrics (exit 0)."""
+    run = tmp_path / "run"
+    _run_json(["run", str(_scenario(tmp_path)), "--out", str(run), "--no-capacity", "--set", "trace.duration_s=2"])
+    both = tmp_path / "x.txt"
+    one_line_error(["report", str(run), "--html", str(both), "--openmetrics", str(both)], "is also --openmetrics")
+    assert not both.exists()

@@ -589,6 +589,9 @@ def report(
     for option, out in (("--openmetrics", openmetrics), ("--html", html_file)):
         if out is not None and run_dir.resolve() in out.resolve().parents:
             raise FleetsimError(f"{option} {out}: inside the run folder it reads; give a path outside {run_dir}")
+    if openmetrics is not None and html_file is not None and openmetrics.resolve() == html_file.resolve():
+        # (the page was written over the metrics, exit 0)
+        raise FleetsimError(f"--html {html_file}: is also --openmetrics; write them to two files")
     from sim.results.platform import PlatformResult, is_platform_folder
 
     if is_platform_folder(run_dir):
