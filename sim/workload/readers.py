@@ -480,7 +480,14 @@ def _int_column(batch: pa.RecordBatch, name: str, where: Where, offset: int) -> 
         return np.asarray(pc.cast(pc.utf8_trim(col, " \t"), pa.int64()).to_numpy())
 
 
-ZONE_OFFSET = r"(?:Z|[+-]\d\d:?\d\d)$"  # an ISO 8601 date-time's zone designator, at its end
+# a date-time's zone designator, at its end after a time of day: every form pandas' ISO 8601 parser reads as one
+# (`+00`, `+0000`, `+00:00`, `Z`, a space before it, one-digit fields), so that a value read as naive never parses as
+# zoned (pandas then refuses the mix, with a hint about utc=True); a date alone (`2024-05-10`) has none
+ZONE_OFFSET = r"[T ]\d{1,2}(?::?\d{1,2}){0,2}(?:[.,]\d*)?\s*(?:Z|[+-]\d{1,2}(?::?\d{1,2})?)$"
+# the date-times pyarrow's CSV reader reads as timestamp[ns] (naive) and timestamp[ns, UTC] (zoned), the whole cell:
+# no surrounding spaces, at most nine fractional digits, a zone only after a time of day
+_ARROW_NAIVE = r"\d{4}-\d\d-\d\d(?:[T ]\d\d(?::\d\d(?::\d\d(?:\.\d{1,9})?)?)?)?"
+_ARROW_ZONED = r"\d{4}-\d\d-\d\d[T ]\d\d(?::\d\d(?::\d\d(?:\.\d{1,9})?)?)?(?:Z|[+-]\d\d(?::?\d\d)?)"
 
 
 def _zoned_times(path: Path, column: str) -> bool:
@@ -536,7 +543,10 @@ def _first_unparsable(chunks: Any, layout: CsvLayout, where: Where, *, zoned: bo
             text = chunk[col].str.strip()
             if kind == "datetime":  # (as pyarrow reads timestamp[ns]: a zone offset on every row or none, within int64 ns)
                 has_zone = text.str.contains(ZONE_OFFSET, regex=True).to_numpy(dtype=bool)
-                parsed = pd.to_datetime(text.where(has_zone == zoned), errors="coerce", format="ISO8601", utc=zoned)
+                # pandas judges only what pyarrow's grammar admits (it reads `00:00:00 +00:00` and twelve digits too)
+                arrow = chunk[col].str.fullmatch(_ARROW_ZONED if zoned else _ARROW_NAIVE).to_numpy(dtype=bool)
+                readable = text.where(arrow & (has_zone == zoned))
+                parsed = pd.to_datetime(readable, errors="coerce", format="ISO8601", utc=zoned)
                 if zoned:
                     parsed = parsed.dt.tz_convert(None)
                 ok = (parsed.notna() & (parsed >= pd.Timestamp.min) & (parsed <= pd.Timestamp.max)).to_numpy(dtype=bool)
@@ -555,6 +565,8 @@ def _first_unparsable(chunks: Any, layout: CsvLayout, where: Where, *, zoned: bo
                 value = text.iloc[i]
                 if value == "":
                     return FleetsimError(f"{where.at(offset + i)}: {col} is missing")
+                if kind == "datetime":  # (as written: pyarrow reads no spaces around a date-time)
+                    value = chunk[col].iloc[i]
                 if kind == "datetime" and has_zone[i] != zoned:
                     rule = f"must be a date-time {'with' if zoned else 'without'} a zone offset, as the first row's"
                 elif kind == "datetime" and pd.notna(parsed.iloc[i]):
