@@ -52,3 +52,21 @@ def test_a_date_time_pyarrow_cannot_read_is_located(tmp_path, value):
     path.write_text(AZURE + f"2024-05-10 00:00:00+00:00,10,5\n{value},10,5\n")
     with pytest.raises(FleetsimError, match=re.escape(f"line 3: TIMESTAMP must be a date-time (got '{value}')")):
         load_trace(path, format="azure")
+
+
+# --- prefix hash block sizes ---------------------------------------------------------------------------------
+def test_a_mooncake_trace_cut_to_a_context_keeps_its_block_size_check_quiet():
+    """`max_context` cuts prompts but not their ids (the engine reads those within the prompt): a valid run of the
+    Mooncake sample at a 4,096-token context was refused, its 512-token ids 'standing for about 89 tokens each'."""
+    from sim.run.pools import check_hash_blocks
+    from sim.workload.transforms import clip_tokens
+
+    frame = load_trace("traces/mooncake_synthetic.jsonl").iloc[:50]
+    clipped = clip_tokens(frame, 4096)
+    check_hash_blocks(clipped, 512)
+    with pytest.raises(FleetsimError, match="its mooncake hash ids stand for 512 tokens each"):
+        check_hash_blocks(clipped, 16)  # (the declared size still checked)
+    finer = clipped.copy()
+    finer["prompt_tokens"] = 1000  # (under the cap: its ids are counted)
+    with pytest.raises(FleetsimError, match=r"trace row 0: \d+ prefix hash ids for 1000 prompt tokens"):
+        check_hash_blocks(finer, 512)

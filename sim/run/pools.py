@@ -379,7 +379,11 @@ def check_hash_blocks(trace: pd.DataFrame, hash_tokens: int) -> None:
     head = trace["prefix_hash_ids"].iloc[:HASH_CHECK_ROWS]
     counts = head.map(lambda h: 0 if h is None else len(h)).to_numpy(dtype=np.int64)
     prompts = trace["prompt_tokens"].to_numpy(dtype=np.int64)[: len(counts)]
-    bad = np.flatnonzero(counts > -(-prompts // hash_tokens) + 1)
+    too_many = counts > -(-prompts // hash_tokens) + 1
+    cap = trace.attrs.get("prompt_cap_tokens")  # (`max_context`: prompts cut to it keep the ids of the whole)
+    if cap is not None:
+        too_many &= prompts < cap
+    bad = np.flatnonzero(too_many)
     if bad.size:
         i = int(bad[0])
         raise FleetsimError(
