@@ -70,3 +70,40 @@ def test_a_mooncake_trace_cut_to_a_context_keeps_its_block_size_check_quiet():
     finer["prompt_tokens"] = 1000  # (under the cap: its ids are counted)
     with pytest.raises(FleetsimError, match=r"trace row 0: \d+ prefix hash ids for 1000 prompt tokens"):
         check_hash_blocks(finer, 512)
+
+
+# --- model names -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "name", ["deepseek-ai/DeepSeek-V2", "deepseek-ai/DeepSeek-V2.5-1210", "deepseek-ai/DeepSeek-V2.5", "deepseek"]
+)
+def test_a_deepseek_generation_is_not_stripped_as_a_version(name):
+    """`-V3` was stripped like Mistral's `-v0.3`, so DeepSeek-V2 (another architecture) stemmed to `deepseek`, as
+    DeepSeek-V3 did, and replayed as V3 without a word."""
+    from sim.scenario.importer import model_from_name
+
+    assert model_from_name(name) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "model"),
+    [
+        ("deepseek-ai/DeepSeek-V3-Base", "deepseek-v3"),
+        ("deepseek-ai/DeepSeek-V3.1", "deepseek-v3"),
+        ("mistralai/Mistral-7B-Instruct-v0.3", "mistral-7b"),
+        ("mistralai/Mixtral-8x7B-Instruct-v0.1", "mixtral-8x7b"),
+    ],
+)
+def test_versions_after_a_size_still_stem(name, model):
+    from sim.scenario.importer import model_from_name
+
+    assert model_from_name(name) == model
+
+
+def test_a_local_path_with_a_trailing_slash_keeps_its_quantization():
+    """model_from_name drops the trailing slash; weight_bits_from_name read the empty part after it: an FP8
+    checkpoint's folder replayed at 16-bit weights."""
+    from sim.scenario.importer import model_from_name, weight_bits_from_name
+
+    name = "/models/Llama-3.1-8B-Instruct-FP8/"
+    assert model_from_name(name) == "llama-3.1-8b"
+    assert weight_bits_from_name(name) == 8

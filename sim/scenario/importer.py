@@ -145,12 +145,15 @@ _QUANT_BITS = (("fp8", 8), ("int8", 8), ("w8a8", 8), ("w8a16", 8), ("8bit", 8), 
 
 
 def _name_stem(text: str) -> str:
-    """A repo id's model name without its organisation, its `meta-` prefix (Meta-Llama-3.1-8B), its version
-    (-v0.3) and the suffixes of `_NAME_SUFFIXES`, repeatedly (Llama-2-7b-chat-hf, Llama-3.3-70B-Instruct-FP8-dynamic)."""
+    """A repo id's model name without its organisation, its `meta-` prefix (Meta-Llama-3.1-8B), its version after
+    a size (Mistral-7B-v0.3; DeepSeek-V3's V3 is the model: DeepSeek-V2 is another) and the suffixes of
+    `_NAME_SUFFIXES`, repeatedly (Llama-2-7b-chat-hf, Llama-3.3-70B-Instruct-FP8-dynamic)."""
     tail = text.strip().rstrip("/").lower().split("/")[-1].removeprefix("meta-")
     while True:
         before = tail
-        tail = re.sub(r"-v\d+(\.\d+)*$", "", tail)
+        version = re.search(r"-v\d+(\.\d+)*$", tail)
+        if version and re.search(r"\d+(\.\d+)?[bm](-|$)", tail[: version.start()]):
+            tail = tail[: version.start()]
         for suffix in _NAME_SUFFIXES:
             tail = tail.removesuffix(suffix)
         if tail == before:
@@ -159,7 +162,7 @@ def _name_stem(text: str) -> str:
 
 def weight_bits_from_name(name: str) -> int | None:
     """The weight precision a quantized release's name says (`-FP8`, `-AWQ`, `-W4A16`, ...), None for none."""
-    tokens = re.split(r"[-_.]", name.strip().lower().split("/")[-1])
+    tokens = re.split(r"[-_.]", name.strip().rstrip("/").lower().split("/")[-1])  # (the name model_from_name reads)
     for tag, bits in _QUANT_BITS:
         if tag in tokens:
             return bits
