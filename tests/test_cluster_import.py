@@ -80,7 +80,8 @@ def test_vllm_arguments_parse_as_vllm_reads_them():
         ("node.kubernetes.io/instance-type", "p5.48xlarge", "h100-sxm"),
         ("node.kubernetes.io/instance-type", "g6e.12xlarge", "l40s"),
         ("node.kubernetes.io/instance-type", "m5.large", None),
-        ("nvidia.com/gpu.product", "Tesla-V100-SXM2-16GB", None),
+        ("nvidia.com/gpu.product", "Tesla-V100-SXM2-16GB", "v100-16gb"),
+        ("nvidia.com/gpu.product", "Tesla-K80", None),
     ],
 )
 def test_gpu_labels_name_catalog_gpus(key, value, gpu):
