@@ -52,6 +52,7 @@ else:  # loaded when a trace is read
 
 from sim.errors import FleetsimError, _short
 from sim.spec import MAX_TOKENS
+from sim.workload.compressed import decompressed, is_gzip_name
 from sim.workload.hash_ids import RULE as HASH_RULE
 from sim.workload.hash_ids import as_column, check_hash_ids, hash_id_problem
 from sim.workload.schema import (
@@ -108,8 +109,10 @@ def load_trace(
     that cannot be read (not UTF-8, compressed, truncated or corrupt Parquet, not a table) is one line
     naming the file."""
     path = Path(path)
-    with _reading(path):
-        frame = _load_trace(path, format=format, columns=columns, time_unit=time_unit, model=model)
+    with _reading(path), decompressed(path) as plain:  # (a `*.gz` file: its content, the file named without .gz)
+        frame = _load_trace(plain, format=format, columns=columns, time_unit=time_unit, model=model)
+    if plain != path:
+        frame.attrs["source"] = str(path)
     return frame
 
 
@@ -142,8 +145,11 @@ def trace_windows(
     frame, value for value, each checked as it is read (the same checks and errors, one line naming the file, the
     line or row and the value). None for a file read whole: a format of whole documents (mooncake, bailian, vllm-bench, otel),
     and a file with columns beyond the canonical three (BurstGPT's model; canonical optional columns), which a stored
-    trace does not hold. The file's own checks (found, not empty, its format) run on this call."""
+    trace does not hold. The file's own checks (found, not empty, its format) run on this call. None for a `*.gz`
+    file too (read whole, decompressed: `load_trace`)."""
     path = Path(path)
+    if is_gzip_name(path) and path.is_file():
+        return None
     with _reading(path):
         format, suffix = _checked_format(path, format=format, columns=columns, time_unit=time_unit)
         if format in (*JSONL_FORMATS, "vllm-bench", "otel", "burstgpt"):

@@ -20,6 +20,7 @@ Every problem is a one-line `FleetsimError` naming the file, the line or field, 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import warnings
@@ -33,6 +34,7 @@ import pandas as pd
 
 from sim.errors import FleetsimError, _short
 from sim.spec import MAX_TIME_S, MAX_TOKENS
+from sim.workload.compressed import decompressed, is_gzip_name
 from sim.workload.schema import validate_frame
 
 LAYOUTS = ("requests", "vllm-bench", "csv")
@@ -81,6 +83,10 @@ def read_run_log(
         folder, p = p, p / "requests.jsonl"
         if not p.is_file():
             raise FleetsimError(f"{folder}: a run folder must hold requests.jsonl (per-request timestamps)")
+    if is_gzip_name(p) and p.is_file():  # (its content, named without .gz: the layout detected as the plain file's)
+        with decompressed(p) as plain:
+            log = read_run_log(plain, layout=layout, columns=columns, time_unit=time_unit)
+        return dataclasses.replace(log, source=str(p))
     if layout == "auto":
         layout = _detect(p)
     if layout not in LAYOUTS:
