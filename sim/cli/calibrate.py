@@ -73,7 +73,7 @@ def calibrate(
     from sim.physics.models import load_model_catalog, resolve_model
     from sim.scenario.config import roofline_config
     from sim.scenario.resolve import build_setup
-    from sim.studies.calibrate import PARAMS, overrides_block, read_kernel_profile, read_shapes
+    from sim.studies.calibrate import PARAMS, check_kernel_folder, overrides_block, read_kernel_profile, read_shapes
     from sim.studies.calibrate import calibrate as run_calibration
 
     positive("--tp", tp)
@@ -89,9 +89,11 @@ def calibrate(
                 "or pass --force to replace it"
             )
     spec = resolve_model(model, load_model_catalog())
-    shapes = read_kernel_profile(steptimes, spec) if kernels else read_shapes(steptimes, layout)
     gpus = load_gpu_catalog(gpu_catalog)
     gpu_spec = gpus.get(gpu)
+    if kernels:
+        check_kernel_folder(steptimes, spec, gpu_spec, tp)
+    shapes = read_kernel_profile(steptimes, spec) if kernels else read_shapes(steptimes, layout)
     alias_note(gpu, gpu_spec.name)
     setup = build_setup(spec, gpu_spec, tp=tp, roofline=roofline_config())
     if kernels:  # per-rank kernels, no all-reduce: the fit prices none

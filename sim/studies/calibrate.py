@@ -278,6 +278,44 @@ def _moe_table(path: Path, model: ModelSpec, max_rows: int) -> dict[int, float]:
     return out
 
 
+def check_kernel_folder(folder: str | Path, model: ModelSpec, gpu: GpuSpec, tp: int) -> None:
+    """A kernel profile folder says what it profiled: its name the TP degree (LLMServingSim's `tp2/`, or a copy's
+    `..._tp2`), its `meta.yaml` (in the folder, or above its `tpN/`) the model and the GPU. Calibrating it as another
+    (`--tp`, `--model`, `--gpu`) would fit that one's efficiencies to this one's kernel times: refused, naming both."""
+    import re
+
+    from sim.physics.models import load_model_catalog
+    from sim.scenario.importer import model_from_name
+    from sim.studies.validate import gpu_name_of_device
+    from sim.yaml_input import read_yaml
+
+    folder = Path(folder)
+    m = re.search(r"(?:^|_)tp(\d+)$", folder.name.lower())
+    if m and int(m.group(1)) != tp:
+        raise FleetsimError(
+            f"{folder}: a TP {int(m.group(1))} profile (its name), calibrated with --tp {tp}; give --tp {m.group(1)}"
+        )
+    meta_path = next((p for p in (folder / "meta.yaml", folder.parent / "meta.yaml") if p.is_file()), None)
+    if meta_path is None:
+        return
+    meta = read_yaml(meta_path, what="kernel profile meta.yaml")
+    if not isinstance(meta, dict):
+        return
+    named = meta.get("model")
+    if isinstance(named, str) and (found := model_from_name(named)) is not None:
+        profiled = load_model_catalog().get(found)  # (compared by architecture: --model may be a config.json of it)
+        if profiled.n_layers != model.n_layers or abs(profiled.n_params - model.n_params) > 0.01 * profiled.n_params:
+            raise FleetsimError(f"{meta_path} model: {named} (the catalog's {found}), calibrated as --model {model.name}")
+    device = meta.get("gpu")
+    if isinstance(device, str):
+        try:
+            card = gpu_name_of_device(device)
+        except FleetsimError:  # (a GPU the catalog lacks: --gpu says which entry stands for it)
+            return
+        if card != gpu.name:
+            raise FleetsimError(f"{meta_path} gpu: {device} (the catalog's {card}), calibrated as --gpu {gpu.name}")
+
+
 def read_kernel_profile(folder: str | Path, model: ModelSpec, *, max_rows: int = MAX_ROWS) -> list[Shape]:
     """The shapes of a kernel profile folder (the `kernels` layout, see the module docstring) of `model`: every
     attention row of a step that only prefills or only decodes whose token and sequence counts the other tables hold
