@@ -80,3 +80,15 @@ def test_a_run_replays_a_compressed_trace(tmp_path):
     b = CliRunner().invoke(app, [*args, "--set", f"trace={{file: {tmp_path / 'code.csv'}, end_s: 300}}"])
     assert a.exit_code == 0 and b.exit_code == 0, a.output + b.output
     assert json.loads(a.stdout)["completed"] == json.loads(b.stdout)["completed"] > 0
+
+
+@pytest.mark.parametrize(("column", "meant"), [("deadline_s", "deadline_at_s"), ("adaptor", "adapter"), ("class", "klass")])
+def test_a_canonical_column_spelt_nearly_right_is_refused_not_dropped(tmp_path, column, meant):
+    """(Beside the compressed inputs: another way a trace's values were lost without a word.) A canonical CSV's extra
+    columns are not read; one spelt like a schema column the file lacks is a typo whose values would vanish."""
+    path = tmp_path / "t.csv"
+    path.write_text(f"arrival_at_s,prompt_tokens,output_tokens,{column}\n0,10,5,1\n")
+    with pytest.raises(FleetsimError, match=f"column '{column}' is not a canonical column; did you mean '{meant}'"):
+        load_trace(path)
+    path.write_text("arrival_at_s,prompt_tokens,output_tokens,user_id,request\n0,10,5,7,x\n")
+    assert len(load_trace(path)) == 1  # (columns of other names are still passed over)

@@ -229,8 +229,28 @@ def _csv_layout(path: Path, format: str, *, columns: Mapping[str, str] | None, t
         )
     elif format == "canonical":
         header = read_header(path)
+        _check_near_miss(path, header)
         layout = CsvLayout(CANONICAL.time, CANONICAL.prompt, CANONICAL.output, extra=tuple(c for c in OPTIONAL if c in header))
     return layout
+
+
+def _check_near_miss(path: Path, header: list[str]) -> None:
+    """A canonical CSV's columns beyond the schema's are not read (an index, a user id): one spelt like a schema
+    column it lacks (`deadline_s` for `deadline_at_s`, `adaptor` for `adapter`) is a typo whose values would be
+    lost without a word (deadlines defaulted, adapters dropped): refused, naming the column meant."""
+    import difflib
+
+    known = (*REQUIRED, *OPTIONAL)
+    missing = [c for c in known if c not in header and c != "request_id"]  # (an id lost changes no figure)
+    for name in header:
+        if name in known or not name:
+            continue
+        near = difflib.get_close_matches(name.lower(), missing, n=1, cutoff=0.8)
+        if near:
+            raise FleetsimError(
+                f"{path}: column {name!r} is not a canonical column; did you mean {near[0]!r}? (rename it, or drop it: "
+                f"columns beyond {', '.join(known)} are not read)"
+            )
 
 
 def _detect(path: Path, suffix: str) -> str:
