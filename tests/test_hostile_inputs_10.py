@@ -107,3 +107,32 @@ def test_a_local_path_with_a_trailing_slash_keeps_its_quantization():
     name = "/models/Llama-3.1-8B-Instruct-FP8/"
     assert model_from_name(name) == "llama-3.1-8b"
     assert weight_bits_from_name(name) == 8
+
+
+def test_report_epoch_without_openmetrics_and_a_huge_gpus_per_node_are_refused(tmp_path):
+    """`report --epoch` stamps OpenMetrics samples only (without --openmetrics it was ignored, and looked applied);
+    `roofline --gpus-per-node` had no upper bound where the scenario's is 1024."""
+    from typer.testing import CliRunner
+
+    from sim.cli import app
+
+    run = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "configs/default.yaml",
+            "--set",
+            "trace.end_s=60",
+            "--no-capacity",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
+    assert run.exit_code == 0, run.output
+    r = CliRunner().invoke(app, ["report", str(tmp_path / "r"), "--epoch", "1700000000"])
+    assert r.exit_code == 2 and "--epoch stamps the --openmetrics samples" in r.output, r.output
+    r = CliRunner().invoke(
+        app, ["roofline", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--tp", "1", "--gpus-per-node", "100000"]
+    )
+    assert r.exit_code == 2 and "--gpus-per-node must be at most 1024 (got 100000)" in r.output, r.output

@@ -110,6 +110,8 @@ def roofline(
     positive("--fit-context-tokens", fit_context_tokens)
     positive("--tp", tp)
     positive("--gpus-per-node", gpus_per_node)
+    if gpus_per_node is not None and gpus_per_node > 1024:  # (the scenario's fleet.gpus_per_node bound)
+        raise FleetsimError(f"--gpus-per-node must be at most 1024 (got {gpus_per_node})")
     if price_per_gpu_hour is not None and not (0 <= price_per_gpu_hour <= MAX_USD_PER_GPU_HOUR):
         raise FleetsimError(f"--price-per-gpu-hour must be between 0 and {MAX_USD_PER_GPU_HOUR:,.0f} (got {price_per_gpu_hour})")
     if gpu_memory_utilization is not None and not 0 < gpu_memory_utilization <= 1:

@@ -585,6 +585,8 @@ def report(
         check_out_file(html_file, "--html")
     if not (math.isfinite(epoch) and 0 <= epoch <= 1e10):  # (1e300 + t is 1e300: every sample at one instant)
         raise FleetsimError(f"--epoch must be Unix seconds within 0..1e10, before the year 2286 (got {epoch:g})")
+    if epoch and openmetrics is None:  # (it stamps the OpenMetrics samples only: ignored, it looked applied)
+        raise FleetsimError("--epoch stamps the --openmetrics samples: give --openmetrics FILE too")
     check_not_a_study_folder(run_dir)
     for option, out in (("--openmetrics", openmetrics), ("--html", html_file)):
         if out is not None and run_dir.resolve() in out.resolve().parents:
