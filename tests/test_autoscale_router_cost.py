@@ -137,3 +137,19 @@ def test_queue_policy_counts_starting_replicas_and_never_cancels_them_to_scale_u
     assert q.decide(obs(0, ready=2, starting=3, waiting=20)) == 5  # 2 ready + 3 for the excess: the 3 starting suffice
     assert q.decide(obs(15, ready=2, starting=5, waiting=9)) == 7  # more than enough starting: keep them
     assert q.decide(obs(30, ready=0, starting=0, waiting=1)) == 1  # from zero
+
+
+def test_a_schedule_runs_its_own_counts_and_refuses_bounds_that_would_clamp_it():
+    """Bounds not given are the table's (the common default max_replicas of 1 ran a table of 6 on one replica without a
+    word); bounds given must hold every entry, and each entry must fall within the period (it wrapped silently)."""
+    auto = {"policy": "scheduled", "table": [{"at_s": 28800, "replicas": 6}, {"at_s": 72000, "replicas": 2}]}
+    cfg = parse_config({"model": "llama-3.1-8b", "fleet": {"gpu": "h100-sxm", "autoscaler": auto}}).fleet.autoscaler
+    assert (cfg.min_replicas, cfg.max_replicas) == (2, 6)
+    assert Scheduled(cfg).decide(obs(30_000)) == 6
+    for extra, says in (
+        ({"max_replicas": 4}, r"table\[0\].replicas must be within \[min_replicas, max_replicas\] = \[2, 4\] \(got 6\)"),
+        ({"min_replicas": 3}, r"table\[1\].replicas must be within \[min_replicas, max_replicas\] = \[3, 6\] \(got 2\)"),
+        ({"period_s": 3600}, r"table\[0\].at_s must be below period_s \(3600\) \(got 28800\)"),
+    ):
+        with pytest.raises(FleetsimError, match=says):
+            parse_config({"model": "llama-3.1-8b", "fleet": {"gpu": "h100-sxm", "autoscaler": {**auto, **extra}}})

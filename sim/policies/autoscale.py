@@ -156,10 +156,39 @@ class ScheduleEntry(Frozen):
 
 
 class ScheduledConfig(_Common):
+    """A time-of-day table. Its counts are what it runs: `min_replicas`/`max_replicas` not given are the table's
+    lowest and highest (the common default, 1 and 1, clamped a table of 6 to one replica without a word); given,
+    they must hold every entry, and each entry's `at_s` must fall within the period (it wrapped silently)."""
+
     policy: Literal["scheduled"] = "scheduled"
     table: list[ScheduleEntry] = Field(min_length=1)
     period_s: float = Field(default=86_400.0, gt=0)
     interval_s: IntervalS = 60.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bounds_from_table(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("table"), list):
+            given = [e.get("replicas") if isinstance(e, dict) else getattr(e, "replicas", None) for e in data["table"]]
+            counts: list[int] = [c for c in given if isinstance(c, int) and not isinstance(c, bool)]
+            if counts and len(counts) == len(given):
+                data = dict(data)
+                data.setdefault("max_replicas", max(1, *counts))
+                top = data["max_replicas"]
+                data.setdefault("min_replicas", min(*counts, top) if isinstance(top, int) else min(counts))
+        return data
+
+    @model_validator(mode="after")
+    def _table_within(self) -> ScheduledConfig:
+        for i, e in enumerate(self.table):
+            if not self.min_replicas <= e.replicas <= self.max_replicas:
+                raise ValueError(
+                    f"table[{i}].replicas must be within [min_replicas, max_replicas] = [{self.min_replicas}, "
+                    f"{self.max_replicas}] (got {e.replicas}): the schedule would be clamped without a word"
+                )
+            if e.at_s >= self.period_s:
+                raise ValueError(f"table[{i}].at_s must be below period_s ({self.period_s:g}) (got {e.at_s:g})")
+        return self
 
 
 class PredictiveConfig(_Common):
