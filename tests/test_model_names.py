@@ -76,3 +76,11 @@ def test_a_run_log_of_an_fp8_release_replays_its_weights_at_8_bits():
     assert any("8-bit, as the model's name says" in n for n in notes)
     meta["resolved_config"] = {"model_config": {"quantization": "fp8"}}  # the log's own word wins
     assert scenario_from_meta(meta)[0]["roofline"]["weight_bits"] == 8
+
+
+def test_a_quantized_name_does_not_override_a_catalog_entry_that_ships_quantized():
+    """gpt-oss ships MXFP4 experts beside 16-bit attention, DeepSeek-V3 FP8: a `-mxfp4`/`-FP8` name is what they
+    ship, not an order to put every weight at that precision."""
+    for repo in ("openai/gpt-oss-120b-mxfp4", "deepseek-ai/DeepSeek-V3-FP8"):
+        meta = {"model": repo, "engine_kwargs": {"tensor_parallel_size": 8}, "hardware": {"device_name": "NVIDIA H200"}}
+        assert scenario_from_meta(meta)[0]["roofline"]["weight_bits"] is None

@@ -1223,6 +1223,8 @@ def scenario_values(imp: Imported, *, model: str | None = None, gpu: str | None 
                 f"{imp.sources['model']} {values['model']}: not in the model catalog (fleetsim models); pass --model NAME or a config.json"
             )
         bits = weight_bits_from_name(str(values["model"]))
+        if load_model_catalog().get(name).shipped_quant:  # (a catalog entry shipped quantized knows its own precision)
+            bits = None
         if bits is not None and "roofline.weight_bits" not in values:  # (vLLM reads a quantized checkpoint's config)
             values["roofline.weight_bits"] = bits
             imp.sources["roofline.weight_bits"] = f"the model's name, {values['model']} ({bits}-bit weights)"

@@ -26,6 +26,7 @@ import pandas as pd
 
 from sim.errors import FleetsimError, _short
 from sim.physics.hardware import load_gpu_catalog
+from sim.physics.models import load_model_catalog
 from sim.results.result import SimResult
 from sim.run.fleet.control import MAX_TIMELINE_SAMPLES
 from sim.run.simulate import simulate
@@ -70,6 +71,12 @@ def _lookup_model(name: str) -> str:
             f"meta.json model: {name!r} is not in the model catalog; pass --scenario with the model (a catalog name or a config.json)"
         )
     return found
+
+
+def _ships_quantized(model: str) -> bool:
+    """Whether the catalog entry a run's model names ships quantized (gpt-oss's MXFP4 experts, DeepSeek's FP8)."""
+    found = model_from_name(model)
+    return found is not None and bool(load_model_catalog().get(found).shipped_quant)
 
 
 def gpu_name_of_device(device: str) -> str:
@@ -165,7 +172,8 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
             )
         else:
             weight_bits = bits
-    elif (named := weight_bits_from_name(model)) is not None:  # (vLLM reads a quantized checkpoint's own config)
+    elif (named := weight_bits_from_name(model)) is not None and not _ships_quantized(model):
+        # (vLLM reads a quantized checkpoint's own config; a catalog entry shipped quantized knows its precision)
         weight_bits = named
         notes.append(f"weights: {named}-bit, as the model's name says (no quantization in meta.json)")
     kv_field = "engine_kwargs.kv_cache_dtype"
