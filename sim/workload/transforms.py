@@ -127,8 +127,11 @@ def merge(frames: Mapping[str, pd.DataFrame], *, klass: Mapping[str, str] | None
     if not frames:
         raise FleetsimError("merge needs at least one trace")
     parts = []
+    hashed = any("prefix_hash_ids" in f.columns for f in frames.values())
     for rank, (name, frame) in enumerate(frames.items()):
         part = frame.copy()
+        if hashed and "prefix_hash_ids" not in part.columns:  # its requests have none (not NaN: a float is no list)
+            part["prefix_hash_ids"] = pd.Series([None] * len(part), index=part.index, dtype=object)
         if klass is not None:
             if name not in klass:
                 raise FleetsimError(f"merge: no klass given for trace {name!r}")
