@@ -48,13 +48,16 @@ def calibrate(
     import yaml
 
     from sim.studies.calibrate import is_kernel_profile
+    from sim.workload.compressed import plain_name
 
     layouts = ("auto", "steps", "vllm-latency", "kernels", *RUN_LOG_LAYOUTS)
     if layout not in layouts:
         raise FleetsimError(f"--layout: must be one of {', '.join(layouts)} (got {layout!r})")
     kernels = layout == "kernels" or (layout == "auto" and is_kernel_profile(steptimes))
-    run_folder = steptimes.is_dir() and not kernels and ((steptimes / "requests.jsonl").is_file() or model is None)
-    if layout in RUN_LOG_LAYOUTS or (layout == "auto" and (run_folder or steptimes.suffix.lower() in (".jsonl", ".json"))):
+    logged = (steptimes / "requests.jsonl").is_file() or (steptimes / "requests.jsonl.gz").is_file()
+    run_folder = steptimes.is_dir() and not kernels and (logged or model is None)
+    suffix = plain_name(steptimes).suffix.lower()  # (a run log compressed: bench.json.gz is a vllm bench JSON)
+    if layout in RUN_LOG_LAYOUTS or (layout == "auto" and (run_folder or suffix in (".jsonl", ".ndjson", ".json"))):
         if fix.strip():
             raise FleetsimError(f"--fix {fix}: a run log's calibration fits mfu and mbu only (--fix holds step-time parameters)")
         given = [name for name, v in (("--model", model), ("--gpu", gpu), ("--gpu-catalog", gpu_catalog)) if v is not None]

@@ -19,6 +19,7 @@ from sim.errors import FleetsimError
 from sim.streams import RunStreams
 from sim.workload import load_trace
 from sim.workload import transforms as tf
+from sim.workload.compressed import plain_name
 from sim.workload.jobs import label
 from sim.workload.stats import describe
 from sim.workload.synthetic import generate, parse_lengths, parse_spec
@@ -249,7 +250,7 @@ def merge(
                 klass="batch",
                 priority=priority if "priority" not in frame.columns and priority is not None else None,
                 deadline_s=deadline_s if "deadline_at_s" not in frame.columns else None,
-                job_id=(Path(path).stem if job_id is None else job_id) if "job_id" not in frame.columns else None,
+                job_id=(plain_name(Path(path)).stem if job_id is None else job_id) if "job_id" not in frame.columns else None,
                 source=path,
             )
         key = path if path not in frames else f"{path} (input {len(frames) + 1})"

@@ -52,7 +52,7 @@ else:  # loaded when a trace is read
 
 from sim.errors import FleetsimError, _short
 from sim.spec import MAX_TOKENS
-from sim.workload.compressed import decompressed, is_gzip_name
+from sim.workload.compressed import decompressed, is_gzip
 from sim.workload.hash_ids import RULE as HASH_RULE
 from sim.workload.hash_ids import as_column, check_hash_ids, hash_id_problem
 from sim.workload.schema import (
@@ -145,10 +145,10 @@ def trace_windows(
     frame, value for value, each checked as it is read (the same checks and errors, one line naming the file, the
     line or row and the value). None for a file read whole: a format of whole documents (mooncake, bailian, vllm-bench, otel),
     and a file with columns beyond the canonical three (BurstGPT's model; canonical optional columns), which a stored
-    trace does not hold. The file's own checks (found, not empty, its format) run on this call. None for a `*.gz`
-    file too (read whole, decompressed: `load_trace`)."""
+    trace does not hold. The file's own checks (found, not empty, its format) run on this call. None for a compressed
+    file too (`*.gz`, or gzip content: read whole, decompressed: `load_trace`)."""
     path = Path(path)
-    if is_gzip_name(path) and path.is_file():
+    if is_gzip(path):
         return None
     with _reading(path):
         format, suffix = _checked_format(path, format=format, columns=columns, time_unit=time_unit)
@@ -276,8 +276,14 @@ def _detect(path: Path, suffix: str) -> str:
         if {layout.time, layout.prompt, layout.output} <= header:
             return name
     raise FleetsimError(
-        f"{path}: cannot tell the trace format from its header {sorted(header)}; give the format ({', '.join(FORMATS)}): --format on trace commands, `trace: {{file, format}}` in a scenario"
+        f"{path}: cannot tell the trace format from its header {_names(sorted(header))}; give the format ({', '.join(FORMATS)}): --format on trace commands, `trace: {{file, format}}` in a scenario"
     )
+
+
+def _names(names: list[str], most: int = 8) -> str:
+    """A header's names for a message, bounded (a first line may be a megabyte of one field, or of thousands)."""
+    shown = ", ".join(_short(n) for n in names[:most])
+    return f"[{shown}{f', ... (+{len(names) - most:,} more)' if len(names) > most else ''}]"
 
 
 def read_header(path: Path) -> list[str]:

@@ -34,7 +34,7 @@ import pandas as pd
 
 from sim.errors import FleetsimError, _short
 from sim.spec import MAX_TIME_S, MAX_TOKENS
-from sim.workload.compressed import decompressed, is_gzip_name
+from sim.workload.compressed import decompressed, is_gzip
 from sim.workload.schema import validate_frame
 
 LAYOUTS = ("requests", "vllm-bench", "csv")
@@ -78,15 +78,23 @@ def read_run_log(
     p = Path(path)
     if not p.exists():
         raise FleetsimError(f"{p}: no such file or folder (a run log: requests.jsonl, a vllm bench JSON or a CSV)")
-    meta = timeseries = None
     if p.is_dir():
         folder, p = p, p / "requests.jsonl"
+        if not p.is_file() and (folder / "requests.jsonl.gz").is_file():
+            p = folder / "requests.jsonl.gz"
         if not p.is_file():
             raise FleetsimError(f"{folder}: a run folder must hold requests.jsonl (per-request timestamps)")
-    if is_gzip_name(p) and p.is_file():  # (its content, named without .gz: the layout detected as the plain file's)
+    if is_gzip(p):  # (its content, named without .gz: the layout detected as the plain file's; meta.json beside p)
         with decompressed(p) as plain:
-            log = read_run_log(plain, layout=layout, columns=columns, time_unit=time_unit)
+            log = _read_run_log(plain, layout, columns, time_unit, beside=p.parent)
         return dataclasses.replace(log, source=str(p))
+    return _read_run_log(p, layout, columns, time_unit, beside=p.parent)
+
+
+def _read_run_log(p: Path, layout: str, columns: Mapping[str, str] | None, time_unit: str, *, beside: Path) -> RunLog:
+    """`read_run_log` of a file; a requests log's meta.json and timeseries.csv are read from the folder `beside`
+    (a compressed log is read from a temporary copy: its companions are beside the .gz)."""
+    meta = timeseries = None
     if layout == "auto":
         layout = _detect(p)
     if layout not in LAYOUTS:
@@ -97,7 +105,7 @@ def read_run_log(
         arrival, prompt, output, ttft, e2e, dropped = _read_requests(p)
         itl = None
         # (each read when there at all: a folder of the name was passed over, its time series silently not compared)
-        meta_path, ts = p.parent / "meta.json", p.parent / "timeseries.csv"
+        meta_path, ts = beside / "meta.json", beside / "timeseries.csv"
         for beside in (meta_path, ts):
             if beside.exists() and not beside.is_file():
                 what = "a folder" if beside.is_dir() else "not a regular file"
