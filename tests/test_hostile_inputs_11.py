@@ -100,3 +100,49 @@ def test_merge_of_a_trace_with_prefix_ids_and_one_without_writes_csv(tmp_path):
     back = load_trace(out)
     assert back["prefix_hash_ids"].map(lambda h: 0 if h is None else len(h)).tolist() == [0, 2, 0]  # (ties: the order given)
     assert set(back["job_id"].dropna()) == {"code"}  # (the name without .csv.gz, not "code.csv")
+
+
+def _run_with_meta(tmp_path: Path, **kwargs: object) -> Path:
+    folder = tmp_path / "run"
+    folder.mkdir()
+    shutil.copy(RUN / "requests.jsonl", folder / "requests.jsonl")
+    meta = json.loads((RUN / "meta.json").read_text())
+    for key, value in kwargs.items():
+        meta["engine_kwargs"][key] = value
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return folder
+
+
+def test_expert_parallel_on_a_dense_model_is_replayed_without_it(tmp_path):
+    # (vLLM runs a dense model with --enable-expert-parallel, ignoring it; the replay was refused, its message keyed
+    # twice: "fleet.gpu, fleet.tp: fleet.expert_parallel: llama-3.1-8b is not a mixture-of-experts model")
+    from sim.studies.validate import scenario_from_meta
+
+    folder = _run_with_meta(tmp_path, enable_expert_parallel=True, all2all_backend="deepep_low_latency")
+    scenario, notes = scenario_from_meta(json.loads((folder / "meta.json").read_text()))
+    assert scenario["fleet"]["expert_parallel"] is False and "all2all_backend" not in scenario["fleet"]
+    assert any("has no experts (vLLM ignores them" in n for n in notes)
+
+
+def test_a_scenario_key_checked_while_resolving_is_named_once(tmp_path):
+    code, out = cli(
+        "run",
+        str(REPO / "configs" / "default.yaml"),
+        "--no-capacity",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "o"),
+        "--set",
+        "fleet.expert_parallel=true",
+    )
+    assert code == 2 and "fleet.gpu, fleet.tp" not in out and ": fleet.expert_parallel: llama-2-70b is not a" in out, out
+
+
+def test_a_tick_the_replay_cannot_sample_at_names_meta_json(tmp_path):
+    # (tick_seconds=0.0001 passed meta.json's check, then the replayed scenario's fleet.timeline_interval_s refused it)
+    folder = _run_with_meta(tmp_path)
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["tick_seconds"] = 0.0001
+    (folder / "meta.json").write_text(json.dumps(meta))
+    code, out = cli("validate", str(folder))
+    assert code == 2 and "meta.json tick_seconds: must be in [0.001, 3600] seconds (got 0.0001)" in out, out

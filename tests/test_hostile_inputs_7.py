@@ -199,8 +199,8 @@ def test_a_run_shorter_than_a_tick_is_compared_without_its_time_series(tmp_path)
 @pytest.mark.parametrize(
     ("meta", "says"),
     [
-        (lambda m: m.update(tick_seconds=10**400), "meta.json tick_seconds: must be in (0, 3600] seconds"),
-        (lambda m: m.update(tick_seconds=5000), "meta.json tick_seconds: must be in (0, 3600] seconds (got 5000)"),
+        (lambda m: m.update(tick_seconds=10**400), "meta.json tick_seconds: must be in [0.001, 3600] seconds"),
+        (lambda m: m.update(tick_seconds=5000), "meta.json tick_seconds: must be in [0.001, 3600] seconds (got 5000)"),
         (
             lambda m: m["engine_kwargs"].update(max_num_batched_tokens=1),
             "meta.json: max_num_batched_tokens must be >= max_num_seqs, as vLLM requires (got 1 and 256)",

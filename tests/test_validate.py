@@ -373,7 +373,7 @@ def _set(path: str, value):
         (_set("kv_cache.block_size", 0), r"kv_cache.block_size: must be a whole number >= 1 \(got 0\)"),
         (_set("engine_kwargs.enable_expert_parallel", "false"), r"enable_expert_parallel: must be true or false \(got 'false'\)"),
         (_set("engine_kwargs.async_scheduling", "false"), r"engine_kwargs.async_scheduling: must be true or false"),
-        (_set("tick_seconds", "x"), r"meta.json tick_seconds: must be in \(0, 3600\] seconds \(got 'x'\)"),
+        (_set("tick_seconds", "x"), r"meta.json tick_seconds: must be in \[0.001, 3600\] seconds \(got 'x'\)"),
         (
             _set("engine_kwargs.kv_cache_dtype", "fp3"),
             r"meta.json engine_kwargs.kv_cache_dtype: not a KV cache type .* \(got 'fp3'\)",

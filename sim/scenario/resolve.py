@@ -7,6 +7,7 @@ module is where a valid scenario can still turn out impossible (one-line errors,
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -265,8 +266,14 @@ T = TypeVar("T")
 
 
 def _keyed(key: str, step: Callable[[], T]) -> T:
-    """Run one resolution step; its error names the scenario key it came from."""
+    """Run one resolution step; its error names the scenario key it came from (unless it names its own key: a check
+    of `fleet.expert_parallel` in the step was `fleet.gpu, fleet.tp: fleet.expert_parallel: ...`)."""
     try:
         return step()
     except FleetsimError as err:
+        if _OWN_KEY.match(str(err)):
+            raise
         raise FleetsimError(f"{key}: {err}") from None
+
+
+_OWN_KEY = re.compile(r"(fleet|engine|roofline|pricing|model)(\.[a-z0-9_]+)*: ")

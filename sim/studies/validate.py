@@ -26,7 +26,7 @@ import pandas as pd
 
 from sim.errors import FleetsimError, _short
 from sim.physics.hardware import load_gpu_catalog
-from sim.physics.models import load_model_catalog
+from sim.physics.models import load_model_catalog, resolve_model
 from sim.results.result import SimResult
 from sim.run.fleet.control import MAX_TIMELINE_SAMPLES
 from sim.run.simulate import simulate
@@ -34,6 +34,7 @@ from sim.scenario.config import Scenario, parse_config
 from sim.scenario.importer import model_from_name, weight_bits_from_name
 from sim.scenario.resolve import resolve_scenario
 from sim.scenario.vllm_args import KV_DTYPES_KNOWN, kv_bits_of, weight_bits_of
+from sim.spec import MIN_INTERVAL_S
 from sim.workload.runlog import RunLog
 
 STATS = ("mean", "p50", "p90", "p99")
@@ -218,20 +219,33 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
     if _flag(cache, "enable_prefix_caching", cache_where):
         notes.append("prefix caching: on in the run; replayed without shared prefixes (the log has no prompt hashes)")
     tick = meta.get("tick_seconds")
-    if tick is not None and (isinstance(tick, bool) or not isinstance(tick, int | float) or not 0 < tick <= MAX_TICK_S):
-        raise FleetsimError(f"meta.json tick_seconds: must be in (0, {MAX_TICK_S:g}] seconds (got {_short(tick)})")
+    # (the replay samples its time series every tick: as often as a scenario's timeline may, fleet.timeline_interval_s)
+    if tick is not None and (
+        isinstance(tick, bool) or not isinstance(tick, int | float) or not MIN_INTERVAL_S <= tick <= MAX_TICK_S
+    ):
+        raise FleetsimError(
+            f"meta.json tick_seconds: must be in [{MIN_INTERVAL_S:g}, {MAX_TICK_S:g}] seconds (got {_short(tick)})"
+        )
     gmu = cache.get("gpu_memory_utilization")
     if gmu is not None and (isinstance(gmu, bool) or not isinstance(gmu, int | float) or not 0 < gmu <= 1):
         raise FleetsimError(f"meta.json {cache_where}gpu_memory_utilization: must be in (0, 1] (got {_short(gmu)})")
     a2a = _text(kw, "all2all_backend", "engine_kwargs.")
+    catalog_model = _lookup_model(model)
+    expert_parallel = bool(_flag(kw, "enable_expert_parallel", "engine_kwargs."))
+    if (expert_parallel or a2a) and not resolve_model(catalog_model).is_moe:  # (vLLM runs a dense model so: no experts)
+        flags = " and ".join(f for f, v in (("enable_expert_parallel", expert_parallel), (f"all2all_backend={a2a}", a2a)) if v)
+        notes.append(
+            f"{flags}: {catalog_model} has no experts (vLLM ignores {'them' if ' and ' in flags else 'it'}; replayed without)"
+        )
+        expert_parallel, a2a = False, None
     scenario = {
-        "model": _lookup_model(model),
+        "model": catalog_model,
         "fleet": {
             "gpu": gpu_name_of_device(device),
             "tp": tp,
             "autoscaler": {"policy": "fixed", "replicas": dp},
             "dp": dp,
-            "expert_parallel": bool(_flag(kw, "enable_expert_parallel", "engine_kwargs.")),
+            "expert_parallel": expert_parallel,
             **({"all2all_backend": a2a} if a2a else {}),
             "router": "least_outstanding",
             "timeline_interval_s": float(tick or 1.0),
