@@ -50,11 +50,12 @@ def test_a_compressed_run_log_folder_file_and_its_errors_name_the_gz(tmp_path):
 
 @pytest.mark.parametrize(
     ("payload", "says"),
-    [
-        (gzip.compress(b"TIMESTAMP,ContextTokens,GeneratedTokens\n")[:12], "not a readable gzip file"),
+    [  # (mtime=0 and named cases: pytest-xdist's workers must collect the same test ids)
+        (gzip.compress(b"TIMESTAMP,ContextTokens,GeneratedTokens\n", mtime=0)[:12], "not a readable gzip file"),
         (b"plain text, not gzip\n", "not a readable gzip file (Not a gzipped file"),
-        (gzip.compress(b"TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,-1,5\n"), "line 2: ContextTokens"),
+        (gzip.compress(b"TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,-1,5\n", mtime=0), "line 2: ContextTokens"),
     ],
+    ids=["truncated", "not-gzip", "bad-row"],
 )
 def test_a_bad_compressed_trace_is_one_line_naming_the_gz(tmp_path, payload, says):
     path = tmp_path / "t.csv.gz"
