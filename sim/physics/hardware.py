@@ -218,3 +218,14 @@ def load_gpu_catalog(extra: Path | None = None) -> GpuCatalog:
         gpus.update(more_gpus)
         aliases.update(more_aliases)
     return GpuCatalog(gpus=gpus, aliases=aliases)
+
+
+def gpu_of_device(device: str) -> str | None:
+    """The catalog GPU a CUDA device name denotes ("NVIDIA GeForce RTX 4090" -> rtx-4090), via the catalog's aliases;
+    None for a device the catalog does not know."""
+    catalog = load_gpu_catalog()
+    key = device.strip().lower()
+    for candidate in (key, key.removeprefix("nvidia ").strip(), key.removeprefix("nvidia ").replace(" ", "-")):
+        if candidate in catalog.gpus or candidate in catalog.aliases:
+            return catalog.get(candidate).name
+    return None

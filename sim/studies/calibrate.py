@@ -284,9 +284,9 @@ def check_kernel_folder(folder: str | Path, model: ModelSpec, gpu: GpuSpec, tp: 
     (`--tp`, `--model`, `--gpu`) would fit that one's efficiencies to this one's kernel times: refused, naming both."""
     import re
 
+    from sim.physics.hardware import gpu_of_device
     from sim.physics.models import load_model_catalog
     from sim.scenario.importer import model_from_name
-    from sim.studies.validate import gpu_name_of_device
     from sim.yaml_input import read_yaml
 
     folder = Path(folder)
@@ -308,11 +308,8 @@ def check_kernel_folder(folder: str | Path, model: ModelSpec, gpu: GpuSpec, tp: 
             raise FleetsimError(f"{meta_path} model: {named} (the catalog's {found}), calibrated as --model {model.name}")
     device = meta.get("gpu")
     if isinstance(device, str):
-        try:
-            card = gpu_name_of_device(device)
-        except FleetsimError:  # (a GPU the catalog lacks: --gpu says which entry stands for it)
-            return
-        if card != gpu.name:
+        card = gpu_of_device(device)  # (None: a GPU the catalog lacks; --gpu says which entry stands for it)
+        if card is not None and card != gpu.name:
             raise FleetsimError(f"{meta_path} gpu: {device} (the catalog's {card}), calibrated as --gpu {gpu.name}")
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from sim.errors import FleetsimError, _short
-from sim.physics.hardware import load_gpu_catalog
+from sim.physics.hardware import gpu_of_device
 from sim.physics.models import load_model_catalog, resolve_model
 from sim.results.result import SimResult
 from sim.run.fleet.control import MAX_TIMELINE_SAMPLES
@@ -81,14 +81,10 @@ def _ships_quantized(model: str) -> bool:
 
 
 def gpu_name_of_device(device: str) -> str:
-    """The catalog GPU a CUDA device name denotes ("NVIDIA GeForce RTX 4090" -> rtx-4090), via the catalog's aliases."""
-    catalog = load_gpu_catalog()
-    key = device.strip().lower()
-    for candidate in (key, key.removeprefix("nvidia ").strip(), key.removeprefix("nvidia ").replace(" ", "-")):
-        try:
-            return catalog.get(candidate).name
-        except FleetsimError:
-            continue
+    """The catalog GPU a CUDA device name denotes (`sim.physics.hardware.gpu_of_device`), or a one-line refusal."""
+    found = gpu_of_device(device)
+    if found is not None:
+        return found
     raise FleetsimError(
         f"meta.json hardware.device_name: no catalog GPU is named {device!r}; pass --scenario with the fleet's GPU (a "
         "catalog name, or one its gpu_catalog file adds)"
