@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from sim.cli import app
 from tests.conftest import one_line_error
+from tests.test_hostile_inputs_8 import LLAMA  # (a Llama-3.1-8B config.json)
 
 runner = CliRunner()
 
@@ -123,14 +124,6 @@ def test_a_run_folders_side_file_that_is_a_folder_is_refused(tmp_path, name):
 
 
 # --- model config.json ---------------------------------------------------------------------------------------------
-LLAMA = {
-    "hidden_size": 4096,
-    "num_hidden_layers": 32,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 8,
-    "intermediate_size": 14336,
-    "vocab_size": 128256,
-}
 QWEN_MOE = {
     "hidden_size": 2048,
     "num_hidden_layers": 48,

@@ -404,7 +404,7 @@ def _warn(scenario: Scenario, meta: dict[str, Any], *, adapters_named: bool) -> 
     alias_note(scenario.fleet.gpu, meta["gpu"])
     if uncached_prefix_caching(scenario, meta):
         typer.echo(
-            "warning: engine.prefix_caching is on, but the trace has no prefix_hash_ids (the Mooncake reader gives "
+            "warning: engine.prefix_caching is on, but the trace has no prefix_hash_ids (the Mooncake and Bailian readers give "
             "them; others do not), so nothing was cached",
             err=True,
         )

@@ -161,7 +161,12 @@ def _name_stem(text: str) -> str:
 
 
 def weight_bits_from_name(name: str) -> int | None:
-    """The weight precision a quantized release's name says (`-FP8`, `-AWQ`, `-W4A16`, ...), None for none."""
+    """The weight precision a quantized release's name says (`-FP8`, `-AWQ`, `-W4A16`, ...), None for none; None too
+    when the catalog entry it names ships quantized (gpt-oss's MXFP4 experts beside 16-bit attention, DeepSeek's FP8):
+    the name says what the entry already knows, not that every weight is at that precision."""
+    found = model_from_name(name)
+    if found is not None and load_model_catalog().get(found).shipped_quant:
+        return None
     tokens = re.split(r"[-_.]", name.strip().rstrip("/").lower().split("/")[-1])  # (the name model_from_name reads)
     for tag, bits in _QUANT_BITS:
         if tag in tokens:
@@ -1223,8 +1228,6 @@ def scenario_values(imp: Imported, *, model: str | None = None, gpu: str | None 
                 f"{imp.sources['model']} {values['model']}: not in the model catalog (fleetsim models); pass --model NAME or a config.json"
             )
         bits = weight_bits_from_name(str(values["model"]))
-        if load_model_catalog().get(name).shipped_quant:  # (a catalog entry shipped quantized knows its own precision)
-            bits = None
         if bits is not None and "roofline.weight_bits" not in values:  # (vLLM reads a quantized checkpoint's config)
             values["roofline.weight_bits"] = bits
             imp.sources["roofline.weight_bits"] = f"the model's name, {values['model']} ({bits}-bit weights)"

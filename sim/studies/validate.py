@@ -26,7 +26,7 @@ import pandas as pd
 
 from sim.errors import FleetsimError, _short
 from sim.physics.hardware import gpu_of_device
-from sim.physics.models import load_model_catalog, resolve_model
+from sim.physics.models import resolve_model
 from sim.results.result import SimResult
 from sim.run.fleet.control import MAX_TIMELINE_SAMPLES
 from sim.run.simulate import simulate
@@ -72,12 +72,6 @@ def _lookup_model(name: str) -> str:
             f"meta.json model: {name!r} is not in the model catalog; pass --scenario with the model (a catalog name or a config.json)"
         )
     return found
-
-
-def _ships_quantized(model: str) -> bool:
-    """Whether the catalog entry a run's model names ships quantized (gpt-oss's MXFP4 experts, DeepSeek's FP8)."""
-    found = model_from_name(model)
-    return found is not None and bool(load_model_catalog().get(found).shipped_quant)
 
 
 def gpu_name_of_device(device: str) -> str:
@@ -169,8 +163,7 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
             )
         else:
             weight_bits = bits
-    elif (named := weight_bits_from_name(model)) is not None and not _ships_quantized(model):
-        # (vLLM reads a quantized checkpoint's own config; a catalog entry shipped quantized knows its precision)
+    elif (named := weight_bits_from_name(model)) is not None:  # (vLLM reads a quantized checkpoint's own config)
         weight_bits = named
         notes.append(f"weights: {named}-bit, as the model's name says (no quantization in meta.json)")
     kv_field = "engine_kwargs.kv_cache_dtype"
@@ -399,7 +392,7 @@ def validate(
         for stat in STATS:
             r = _stat(log.itl_s, stat)
             sv = result.itl.mean() if stat == "mean" else result.itl.percentile({"p50": 50, "p90": 90, "p99": 99}[stat])
-            rows.append({"metric": "itl", "stat": stat, "real_s": r, "sim_s": sv, "error": sv / r - 1 if r else None})
+            rows.append({"metric": "itl", "stat": stat, "real_s": r, "sim_s": sv, "error": _relative(sv, r)})
     series = _series(log, result)
     if series is not None and log.timeseries is not None and len(series) < len(log.timeseries):
         gone = len(log.timeseries) - len(series)

@@ -522,6 +522,11 @@ _ARROW_NAIVE = r"\d{4}-\d\d-\d\d(?:[T ]\d\d(?::\d\d(?::\d\d(?:\.\d{1,9})?)?)?)?"
 _ARROW_ZONED = r"\d{4}-\d\d-\d\d[T ]\d\d(?::\d\d(?::\d\d(?:\.\d{1,9})?)?)?(?:Z|[+-]\d\d(?::?\d\d)?)"
 
 
+def _zone_rule(zoned: bool) -> str:
+    """A date-time column is naive or zoned as its first value is: the rule a row that differs breaks."""
+    return f"must be a date-time {'with' if zoned else 'without'} a zone offset, as the first row's"
+
+
 def _zoned_times(path: Path, column: str) -> bool:
     """Whether the first data row's `column` is a date-time with a zone offset (read from the file's first lines)."""
     header = read_header(path)
@@ -600,7 +605,7 @@ def _first_unparsable(chunks: Any, layout: CsvLayout, where: Where, *, zoned: bo
                 if kind == "datetime":  # (as written: pyarrow reads no spaces around a date-time)
                     value = chunk[col].iloc[i]
                 if kind == "datetime" and has_zone[i] != zoned:
-                    rule = f"must be a date-time {'with' if zoned else 'without'} a zone offset, as the first row's"
+                    rule = _zone_rule(zoned)
                 elif kind == "datetime" and pd.notna(parsed.iloc[i]):
                     rule = f"must be a date-time within {pd.Timestamp.min:%Y-%m-%d}..{pd.Timestamp.max:%Y-%m-%d}"
                 if kind == "int" and value.startswith("+"):
@@ -663,7 +668,7 @@ def _read_mooncake(path: Path, format: str = "mooncake") -> pd.DataFrame:
         raise FleetsimError(f"{path}: the trace has no requests")
     columns = {key: table[key].to_numpy().astype(np.float64) for key in MOONCAKE_FIELDS}  # nulls -> NaN
     seconds, hash_tokens = JSONL_FORMATS[format]
-    t = columns["timestamp"] * seconds if seconds != 1.0 else columns["timestamp"]
+    t = columns["timestamp"] * seconds
     check_times(t, column="timestamp", where=lines)
     check_tokens(columns["input_length"], column="input_length", where=lines)
     check_tokens(columns["output_length"], column="output_length", where=lines)
@@ -858,11 +863,7 @@ def _parquet_seconds(path: Path, name: str, t: pd.Series, time_unit: str) -> pd.
             bad = np.flatnonzero(parsed.isna().to_numpy() & t.notna().to_numpy())
             if bad.size:
                 i = int(bad[0])
-                rule = (
-                    f"must be a date-time {'with' if zoned else 'without'} a zone offset, as the first row's"
-                    if has_zone[i] != zoned
-                    else "must be a date-time"
-                )
+                rule = _zone_rule(zoned) if has_zone[i] != zoned else "must be a date-time"
                 raise FleetsimError(f"{path}: row {i + 1}: column {name!r} {rule} (got {t.iloc[i]!r})")
             t = parsed
         return (t - t.iloc[0]).dt.total_seconds()

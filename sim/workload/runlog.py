@@ -106,10 +106,10 @@ def _read_run_log(p: Path, layout: str, columns: Mapping[str, str] | None, time_
         itl = None
         # (each read when there at all: a folder of the name was passed over, its time series silently not compared)
         meta_path, ts = beside / "meta.json", beside / "timeseries.csv"
-        for beside in (meta_path, ts):
-            if beside.exists() and not beside.is_file():
-                what = "a folder" if beside.is_dir() else "not a regular file"
-                raise FleetsimError(f"{beside}: is {what}; a run folder's {beside.name} is a file (or absent)")
+        for companion in (meta_path, ts):
+            if companion.exists() and not companion.is_file():
+                what = "a folder" if companion.is_dir() else "not a regular file"
+                raise FleetsimError(f"{companion}: is {what}; a run folder's {companion.name} is a file (or absent)")
         meta = _read_json_object(meta_path) if meta_path.exists() else None
         timeseries = _read_timeseries(ts) if ts.exists() else None
     elif layout == "vllm-bench":
