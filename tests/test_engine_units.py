@@ -220,7 +220,7 @@ def test_a_prefix_caching_pool_lends_cached_blocks_nobody_pins():
 
     kv = PrefixCachingKv(100, 16, hash_tokens=64, log=None)
     a = Seq(0, 0.0, 200, 5)
-    a.hashes, a.pins = [11, 12, 13], []
+    a.hashes, a.pins = [11, 12, 13], kv.cache.root
     kv.grow(a, 200)
     kv.prompt_computed(a, 1.0)
     assert (kv.used, a.blocks, a.shared, kv.available()) == (13, 13, 12, 87)

@@ -365,7 +365,7 @@ def test_a_prefix_match_stays_within_full_hash_blocks_and_short_of_the_last_toke
     block is never a hit, even for a recompute whose generated tokens fill it) and short of its last known token."""
     cache = PrefixCache(hash_tokens=512, block_size=16)
     hashes = [1, 2, 3]
-    assert cache.insert(hashes, 0, 3, Stamp(0.0, 0)) == 3
+    assert cache.insert(cache.root, hashes, 3, Stamp(0.0, 0))[0] == 3
 
     def match(prompt, generated=0):
         return cache.match_seq(Seq(0, 0.0, prompt, 10, generated=generated), hashes)

@@ -190,8 +190,9 @@ def test_a_release_evicts_the_tail_of_its_chain_first():
 
     cache = PrefixCache(hash_tokens=64, block_size=16)
     chain = [7, 3, 9]  # ids in chain order, not in numeric order
-    assert cache.insert(chain, 0, 3, Stamp(0.0, 0)) == 3
-    cache.unpin(chain, Stamp(1.0, 0))
+    n, node = cache.insert(cache.root, chain, 3, Stamp(0.0, 0))
+    assert n == 3
+    cache.unpin(node, Stamp(1.0, 0))
     assert cache.evict(4) == 4 and set(cache.entries) == {7, 3}
     assert cache.match(chain, 3) == 2
     assert cache.evict(5) == 8 and cache.entries == {} and cache.n_unpinned == 0
@@ -243,23 +244,26 @@ def test_the_group_heap_evicts_as_the_entry_by_entry_rule(data):
         now += data.draw(st.sampled_from([0.0, 1.0]))  # releases in one instant too
         if op in ("admit", "tentative"):
             ids = chain(int(rng.integers(0, 40)))
-            m = cache.match(ids, len(ids))
-            assert m == next((i for i, h in enumerate(ids) if h not in ref.rc), len(ids))
-            pins = ids[:m]
-            cache.pin(pins)
-            for h in pins:
+            limit = data.draw(st.integers(0, len(ids)))  # (a match may end inside a cached run: it is split there)
+            pinned_only = data.draw(st.booleans())
+            hit = next((i for i, h in enumerate(ids) if h not in ref.rc or (pinned_only and ref.rc[h] == 0)), len(ids))
+            assert cache.match(ids, limit, pinned_only=pinned_only) == min(hit, limit)
+            m, node = cache.pin_match(ids, limit, pinned_only=pinned_only)
+            assert m == min(hit, limit) and node.end == m
+            for h in ids[:m]:
                 ref.rc[h] += 1
             if op == "tentative":
-                cache.unpin(pins)
-                ref.release(pins)
+                cache.unpin(node)
+                ref.release(ids[:m])
                 continue
-            n = cache.insert(ids, m, len(ids), Stamp(now, step))
+            n, node = cache.insert(node, ids, len(ids), Stamp(now, step))
+            assert n == (0 if m < len(ids) and ids[m] in ref.rc else len(ids) - m)  # (cached already: it stops)
             for pos in range(m, m + n):
                 ref.rc[ids[pos]], ref.key[ids[pos]] = 1, (now, step, -pos)
-            active.append((step, ids[: m + n]))
+            active.append((step, ids[: m + n], node))
         elif op == "release" and active:
-            idx, pins = active.pop(int(rng.integers(0, len(active))))
-            cache.unpin(pins, Stamp(now, idx))
+            idx, pins, node = active.pop(int(rng.integers(0, len(active))))
+            cache.unpin(node, Stamp(now, idx))
             ref.release(pins, now, idx)
         elif op == "evict":
             k = data.draw(st.integers(1, 6))
@@ -269,16 +273,25 @@ def test_the_group_heap_evicts_as_the_entry_by_entry_rule(data):
         assert cache.n_unpinned == sum(rc == 0 for rc in ref.rc.values())
 
 
-def test_insert_caches_a_chain_up_to_the_first_id_cached_already_and_says_how_many():
-    """Ids that are not prefix-chained (a malformed trace) can meet a cached id mid-chain: the ids before it are
-    cached (and counted, so the caller pins them), the rest stay the caller's own."""
+def test_an_id_is_an_entry_at_its_place_in_the_chain_and_a_continuation_cached_already_stays_private():
+    """Ids stand for their whole prefix (vLLM's block hashes chain their parent's): the same id under another prefix
+    (a trace whose ids are not prefix-chained) is another entry. A sequence whose continuation another cached
+    meanwhile caches nothing (its blocks stay its own) and its pins end where they were."""
     from sim.run.engine.prefix_cache import PrefixCache, Stamp
 
     cache = PrefixCache(hash_tokens=64, block_size=16)
-    assert cache.insert([5], 0, 1, Stamp(0.0, 0)) == 1
-    assert cache.insert([1, 2, 5, 6], 0, 4, Stamp(1.0, 1)) == 2
-    assert cache.entries == {5: 1, 1: 1, 2: 1}
-    assert cache.insert([1, 2, 7], 2, 3, Stamp(2.0, 2)) == 1 and cache.entries[7] == 1
+    assert cache.insert(cache.root, [5], 1, Stamp(0.0, 0))[0] == 1
+    n, node = cache.insert(cache.root, [1, 2, 5, 6], 4, Stamp(1.0, 1))
+    assert n == 4 and node.ids == [1, 2, 5, 6] and node.end == 4
+    assert cache.match([5, 6], 2) == 1 and cache.match([1, 2, 5, 7], 4) == 3
+    m, head = cache.pin_match([1, 2, 5, 7], 4)  # ends inside the run [1, 2, 5, 6]: split after 5
+    assert m == 3 and head.ids == [1, 2, 5] and node.ids == [6] and node.parent is head
+    assert cache.insert(head, [1, 2, 5, 6, 8], 5, Stamp(2.0, 2)) == (0, head)  # 6 is cached under it already
+    n, tail = cache.insert(head, [1, 2, 5, 7], 4, Stamp(2.0, 2))
+    assert (n, tail.ids, tail.end) == (1, [7], 4)
+    assert cache.insert(tail, [1, 2, 5, 7], 9, Stamp(2.0, 2)) == (0, tail)  # no ids past the chain's: nothing
+    runs = sorted((node.ids, node.rc) for node in cache.nodes())
+    assert runs == [([1, 2, 5], 2), ([5], 1), ([6], 1), ([7], 1)] and cache.pinned() == 9  # (5 twice: two entries)
 
 
 def test_kv_use_read_mid_run_counts_the_evictions_the_growth_makes():
@@ -300,3 +313,16 @@ def test_kv_use_read_mid_run_counts_the_evictions_the_growth_makes():
     assert np.nanmax(kv[True]) <= 1.0
     assert np.array_equal(kv[True], kv[False], equal_nan=True)
     assert np.nanmax(kv[True]) > 0.99  # (the cache does fill: the case is exercised)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 3)), min_size=1, max_size=6), st.integers(0, 4))
+def test_the_prefix_choice_is_the_least_key_within_the_slack(rows, slack):
+    """`prefix_choice` (a loop) picks what its rule says: among replicas within `slack` of the least outstanding, the
+    least (-matched, outstanding, index)."""
+    from sim.policies.router import prefix_choice
+
+    outstanding, matched = [o for o, _ in rows], [m for _, m in rows]
+    bound = min(outstanding) + slack
+    want = min((i for i in range(len(rows)) if outstanding[i] <= bound), key=lambda i: (-matched[i], outstanding[i], i))
+    assert prefix_choice(outstanding, matched, slack) == want

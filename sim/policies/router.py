@@ -151,7 +151,13 @@ class LoraAware:
 def prefix_choice(outstanding: Sequence[int], matched: Sequence[int], slack: int) -> int:
     """`PrefixAware`'s rule on plain numbers."""
     bound = min(outstanding) + slack
-    return min((i for i in range(len(outstanding)) if outstanding[i] <= bound), key=lambda i: (-matched[i], outstanding[i], i))
+    best = -1
+    for i, load in enumerate(outstanding):  # (the least (-matched, outstanding, index) within the bound)
+        if load <= bound and (
+            best < 0 or matched[i] > matched[best] or (matched[i] == matched[best] and load < outstanding[best])
+        ):
+            best = i
+    return best
 
 
 def least_kv_with_room(kv_used: Sequence[float], room: Sequence[bool]) -> int | None:

@@ -231,10 +231,7 @@ class PrefixCachingKv(BlockKv):
             if seq.pins is not None or hashes is None:
                 budget -= min(seq.prompt_tokens + seq.generated - seq.computed, cap)
                 continue
-            m = cache.match_seq(seq, hashes, pinned_only=seq is not waiting[0])
-            ids = hashes[:m]
-            cache.pin(ids)
-            seq.pins = ids
+            m, seq.pins = cache.pin_match(hashes, cache.limit(seq), pinned_only=seq is not waiting[0])
             seq.computed = m * t
             seq.blocks = seq.shared = m * epb
             budget -= min(seq.prompt_tokens + seq.generated - seq.computed, cap)
@@ -277,7 +274,7 @@ class PrefixCachingKv(BlockKv):
         seq.pins = None  # matched again when next planned (its own blocks, if still cached)
 
     def dropped(self, seq: Seq) -> None:
-        if seq.pins:
+        if seq.pins is not None:
             self.cache.unpin(seq.pins)  # a tentative match given back
         seq.pins, seq.blocks, seq.shared = None, 0, 0
 
@@ -286,10 +283,8 @@ class PrefixCachingKv(BlockKv):
         cache = self.cache
         hashes, pins = seq.hashes, seq.pins
         assert hashes is not None and pins is not None
-        first = len(pins)
-        n = cache.insert(hashes, first, seq.prompt_tokens // cache.hash_tokens, Stamp(now, seq.idx))
+        n, seq.pins = cache.insert(pins, hashes, seq.prompt_tokens // cache.hash_tokens, Stamp(now, seq.idx))
         if n:
-            pins += hashes[first : first + n]
             seq.shared += n * cache.blocks_per_entry
 
     def match(self, seq: RequestView) -> int:

@@ -1,7 +1,8 @@
 """Automatic prefix caching (vLLM's APC, SGLang's radix cache) over a replica's KV blocks.
 
 Requests carry `prefix_hash_ids`: one id per `hash_tokens` tokens of the prompt (Mooncake's `hash_ids`: 512
-tokens; prefix-chained, so equal ids mean equal prefixes). A cached id holds `hash_tokens / block_size` KV blocks.
+tokens; prefix-chained, as vLLM's block hashes chain their parent's: an id stands for its whole prefix). A cached id
+holds `hash_tokens / block_size` KV blocks.
 
 - **Match** (before a step is planned): the longest run of leading ids that are cached, within the prompt's full
   hash blocks and short of its last token (one token is always computed, to produce the first output). The
@@ -10,27 +11,35 @@ tokens; prefix-chained, so equal ids mean equal prefixes). A cached id holds `ha
   step could also admit hit only entries already pinned (prefixes in use), so matching never takes evictable room
   the head needs. Those not admitted give their pins back once the step is planned.
 - **Insert** (at the end of a prompt's prefill): the prompt's full hash blocks that are not cached become cached
-  entries pinned by the sequence (its blocks turn from private into shared; an id already cached by another
-  sequence leaves this one's copy private, and the chain stops there).
+  entries pinned by the sequence (its blocks turn from private into shared; where another sequence cached the same
+  continuation meanwhile, this one's copy stays private, and the chain stops there).
 - **Release** (a sequence finishes or is preempted): its private blocks are freed and its entries unpinned; an
   entry pinned by no one stays cached, counted as used, and is evictable: allocations that find too few free
   blocks evict such entries least recently used first (of one release, its chain's tail first). A preempted
   sequence matches again when it is next planned, so it hits its own blocks unless they were evicted meanwhile.
+
+The entries form a radix tree (as SGLang's cache): a node holds a run of consecutive ids of one chain that were
+cached together and have been pinned by the same sequences since, so the run shares one pin count and one recency.
+Inserting a prompt's blocks adds one node, a release walks the nodes of its path (not its ids), and eviction takes
+whole runs off the leaves' tails; a match compares runs (list slices, compared in C) and splits a node where a pin
+ends inside it. Only a match's last node is compared id by id. An id is an entry at its place in the tree: the same
+id under another prefix (a trace whose ids are not prefix-chained) is another entry, as vLLM's chained block hashes
+would make it.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Sequence
 
 from sim.policies.router import RequestView
 
 
 class Stamp:
-    """An entry's recency: when a sequence last released it (or cached it) and that request's index, its `key`
-    (t, idx). One object per release, shared by the entries it released, so that an entry's eviction-heap item
-    is stale when `stamp[id]` is no longer that very object (re-released, or evicted and cached again). A class, not
-    a tuple: the compiled build keeps a tuple of known shape unboxed, a new object each time it is boxed again."""
+    """A release's recency: when a sequence released its entries (or cached them) and that request's index, its `key`
+    (t, idx), compared as a tuple. A class, not a tuple: the compiled build keeps a tuple of known shape unboxed, a new
+    object each time it is boxed again."""
 
     __slots__ = ("key",)
 
@@ -41,40 +50,62 @@ class Stamp:
         return f"Stamp{self.key!r}"
 
 
-# The eviction heap holds groups: the entries one release left unpinned, in chain order, evicted from the tail.
-# (time, index, -position of the group's tail, serial, stamp, ids, positions): least recent release first; of one
-# release, the chain's tail first (vLLM frees a request's blocks in reverse order "so that the tail blocks are
-# evicted first"; SGLang's radix cache evicts leaves): evicting a prefix's head would leave the rest unreachable.
-# The serial only orders two items for the same entry (either evicts it; the other is then stale). With
-# prefix-chained ids the entries one release leaves unpinned are a suffix of its chain (whoever pins an entry pins
-# its prefix), so a group is evicted tail first without another item's entries coming between its own; ids that are
-# not prefix-chained (a malformed trace) are still evicted deterministically, a group at a time.
-Group = tuple[float, int, int, int, Stamp, list[int], list[int]]
+class Node:
+    """A run of consecutive cached ids of one chain (`ids`, the first at chain position `start`), under the node that
+    holds the ids before them (`parent`; None: the root, which holds none, or a node evicted). Every id of a run has
+    the same pins (`rc`: sequences pinning it, or anything below it) and the same recency (`stamp`: the latest
+    release among them). `serial` names the eviction-heap item that stands for it while it is an unpinned leaf."""
+
+    __slots__ = ("children", "ids", "parent", "rc", "serial", "stamp", "start")
+
+    def __init__(self, ids: list[int], start: int, parent: Node | None, rc: int, stamp: Stamp) -> None:
+        self.ids = ids
+        self.start = start
+        self.parent = parent
+        self.children: dict[int, Node] = {}  # keyed by each child's first id
+        self.rc = rc
+        self.stamp = stamp
+        self.serial = 0
+
+    @property
+    def end(self) -> int:
+        """The chain position after its last id: how many leading ids a sequence pinning down to it holds."""
+        return self.start + len(self.ids)
+
+    def __repr__(self) -> str:
+        return f"Node({self.ids!r} at {self.start}, rc={self.rc})"
+
+
+# The eviction heap holds unpinned leaves: (time, index, -position of the leaf's tail, serial, node), least recent
+# release first; of one release, the chain's tail first (vLLM frees a request's blocks in reverse order "so that the
+# tail blocks are evicted first"; SGLang's radix cache evicts leaves): evicting a prefix's head would leave the rest
+# unreachable. The unpinned entry with the least (time, index, -position) is always at a leaf's tail: whoever
+# released an entry released its whole prefix, so a node's recency is never older than its children's. An item is
+# stale once its node is pinned again, gains children, is evicted or is pushed anew (its `serial` moves on).
+Item = tuple[float, int, int, int, Node]
+ROOT_STAMP = Stamp(-math.inf, -1)
 
 
 class PrefixCache:
-    """Cached ids with their pin counts; unpinned ones are evicted least recently released first (see `Group`).
-    Recency is the instant a sequence released the entry (ties: the request's index, then the tail of its chain),
-    so it does not depend on the order in which the events of one instant are processed, nor on how often steps
-    are planned (a tentative match, given back after planning, leaves recency as it was). One heap item per
-    release rather than per entry: a request's chain is pushed and popped once."""
+    """The cached ids as a radix tree (see `Node`) with their pin counts; unpinned ones are evicted least recently
+    released first (see `Item`). Recency is the instant a sequence released the entry (ties: the request's index, then
+    the tail of its chain), so it does not depend on the order in which the events of one instant are processed, nor
+    on how often steps are planned (a tentative match, given back after planning, leaves recency as it was)."""
 
-    __slots__ = ("_heap", "_serial", "blocks_per_entry", "entries", "evicted", "hash_tokens", "n_unpinned", "stamp")
+    __slots__ = ("_heap", "_serial", "blocks_per_entry", "evicted", "hash_tokens", "n_unpinned", "root")
 
     def __init__(self, *, hash_tokens: int, block_size: int) -> None:
         self.hash_tokens = hash_tokens
         self.blocks_per_entry = hash_tokens // block_size
-        self.entries: dict[int, int] = {}  # cached id -> sequences pinning it
-        self.stamp: dict[int, Stamp] = {}  # cached id -> its last release
-        self._heap: list[Group] = []  # groups of unpinned entries, lazily pruned
+        self.root = Node([], 0, None, 0, ROOT_STAMP)
+        self._heap: list[Item] = []  # unpinned leaves, lazily pruned
         self._serial = 0
-        self.n_unpinned = 0
+        self.n_unpinned = 0  # cached ids no one pins
         self.evicted = 0  # entries evicted so far
 
     def clear(self) -> None:
-        """Every entry gone (the replica's memory lost)."""
-        self.entries.clear()
-        self.stamp.clear()
+        """Every entry gone (the replica's memory lost; its sequences hold no pins)."""
+        self.root = Node([], 0, None, 0, ROOT_STAMP)
         self._heap.clear()
         self.n_unpinned = 0
 
@@ -82,117 +113,154 @@ class PrefixCache:
     def evictable_blocks(self) -> int:
         return self.n_unpinned * self.blocks_per_entry
 
+    def _walk(self, hashes: Sequence[int], limit: int, pinned_only: bool) -> tuple[int, Node, int]:
+        """The leading ids cached (at most `limit`; `pinned_only`: pinned by someone), the deepest node they reach and
+        how many of its ids they cover (the root: 0)."""
+        node, m, k = self.root, 0, 0
+        n = min(limit, len(hashes))
+        while m < n:
+            child = node.children.get(hashes[m])
+            if child is None or (pinned_only and child.rc == 0):
+                break
+            ids = child.ids
+            size = len(ids)
+            end = m + size
+            if end <= n and hashes[m:end] == ids:
+                node, m, k = child, end, size
+                continue
+            j, stop = 1, min(size, n - m)  # (its first id matched: the child's key)
+            while j < stop and ids[j] == hashes[m + j]:
+                j += 1
+            return m + j, child, j
+        return m, node, k
+
     def match(self, hashes: Sequence[int], limit: int, *, pinned_only: bool = False) -> int:
         """How many of the leading ids (at most `limit`) are cached (`pinned_only`: and pinned by someone)."""
-        entries = self.entries
-        n = 0
-        for h in hashes:
-            if n >= limit:
-                break
-            rc = entries.get(h)
-            if rc is None or (pinned_only and rc == 0):
-                break
-            n += 1
-        return n
+        return self._walk(hashes, limit, pinned_only)[0]
+
+    def limit(self, seq: RequestView) -> int:
+        """The most leading ids `seq` may hit: within its prompt's full hash blocks, and short of its last known token
+        (one token is always computed, to produce the next output)."""
+        t = self.hash_tokens
+        return min(seq.prompt_tokens // t, (seq.prompt_tokens + seq.generated - 1) // t)
 
     def match_seq(self, seq: RequestView, hashes: Sequence[int], *, pinned_only: bool = False) -> int:
-        """`match` of `seq`'s `hashes`: within its prompt's full hash blocks, and short of its last known token (one
-        token is always computed, to produce the next output)."""
-        t = self.hash_tokens
-        limit = min(seq.prompt_tokens // t, (seq.prompt_tokens + seq.generated - 1) // t)
-        return self.match(hashes, limit, pinned_only=pinned_only)
+        """`match` of `seq`'s `hashes` within `limit(seq)`."""
+        return self._walk(hashes, self.limit(seq), pinned_only)[0]
 
-    def pin(self, ids: Sequence[int]) -> None:
-        entries = self.entries
-        for h in ids:
-            rc = entries[h]
+    def pin_match(self, hashes: Sequence[int], limit: int, *, pinned_only: bool = False) -> tuple[int, Node]:
+        """`match`, and pin what it matched: the count, and the node the pins end at (the root for none), which
+        `unpin` and `insert` take."""
+        m, node, k = self._walk(hashes, limit, pinned_only)
+        if k < len(node.ids):  # the match ends inside a run: split it there
+            node = self._split(node, k)
+        self.pin(node)
+        return m, node
+
+    def _split(self, node: Node, k: int) -> Node:
+        """Cut `node` after its first k ids into a new parent holding them; the new parent. (`node` keeps the tail,
+        its pins, recency and heap item: a sequence pinning down to it still ends there.)"""
+        parent = node.parent
+        assert parent is not None
+        head = Node(node.ids[:k], node.start, parent, node.rc, node.stamp)
+        del node.ids[:k]
+        node.start += k
+        parent.children[head.ids[0]] = head  # (in node's place: same first id)
+        head.children[node.ids[0]] = node
+        node.parent = head
+        return head
+
+    def pin(self, node: Node) -> None:
+        """Pin the ids from the root down to `node`'s last."""
+        while node.parent is not None:
+            rc = node.rc
             if rc == 0:
-                self.n_unpinned -= 1
-            entries[h] = rc + 1
+                self.n_unpinned -= len(node.ids)
+            node.rc = rc + 1
+            node = node.parent
 
-    def _push(self, stamp: Stamp, ids: list[int], positions: list[int]) -> None:
+    def _push(self, node: Node) -> None:
         self._serial += 1
-        heapq.heappush(self._heap, (*stamp.key, -positions[-1], self._serial, stamp, ids, positions))
+        node.serial = self._serial
+        t, idx = node.stamp.key
+        heapq.heappush(self._heap, (t, idx, 1 - node.start - len(node.ids), self._serial, node))
 
-    def unpin(self, ids: Sequence[int], released: Stamp | None = None) -> None:
-        """Release the pins on `ids` (a chain's leading entries, in order); `released` (a sequence's release: a new
-        `Stamp(now, its index)`) makes them recently used, None (a tentative match given back) leaves their recency
-        as it was."""
-        entries, stamps = self.entries, self.stamp
-        freed = 0
-        if released is None:  # a tentative match given back: recency as it was
-            for pos, h in enumerate(ids):
-                rc = entries[h] - 1
-                entries[h] = rc
-                if not rc:
-                    freed += 1
-                    self._push(stamps[h], [h], [pos])
-            self.n_unpinned += freed
-            return
-        group: list[int] = []
-        positions: list[int] = []
-        for pos, h in enumerate(ids):
-            rc = entries[h] - 1
-            entries[h] = rc
-            stamp = stamps[h]
-            if released.key > stamp.key:
-                stamps[h] = released
-                if not rc:
-                    group.append(h)
-                    positions.append(pos)
-            elif not rc:
-                if stamp is released:  # (an id twice in the chain: already stamped by this release)
-                    group.append(h)
-                    positions.append(pos)
-                else:  # an entry keeping a later release's recency (released in the same instant)
-                    freed += 1
-                    self._push(stamp, [h], [pos])
-        if group:
-            freed += len(group)
-            self._push(released, group, positions)
+    def unpin(self, node: Node, released: Stamp | None = None) -> None:
+        """Release the pins from the root down to `node` (as `pin_match` or `insert` gave it); `released` (a
+        sequence's release: a new `Stamp(now, its index)`) makes them recently used, None (a tentative match given
+        back) leaves their recency as it was."""
+        leaf, freed = node, 0
+        while node.parent is not None:
+            rc = node.rc - 1
+            node.rc = rc
+            if released is not None and released.key > node.stamp.key:
+                node.stamp = released
+            if not rc:
+                freed += len(node.ids)
+            node = node.parent
         self.n_unpinned += freed
+        if leaf.rc == 0 and not leaf.children and leaf.parent is not None:  # (only the path's end can be a leaf)
+            self._push(leaf)
 
-    def insert(self, hashes: Sequence[int], first: int, stop: int, released: Stamp) -> int:
-        """Cache the chain's ids `hashes[first:stop]`, each pinned once (the caller's blocks become theirs), up to the
-        first one already cached (another sequence's copy: the caller keeps its own, and the rest, private); how many
-        it cached. `released`: a new `Stamp(now, the caller's index)`, the new entries' recency."""
-        entries, stamps = self.entries, self.stamp
-        n = 0
-        for h in hashes[first:stop]:
-            if h in entries:
-                break
-            entries[h] = 1
-            stamps[h] = released
-            n += 1
-        return n
+    def insert(self, node: Node, hashes: Sequence[int], stop: int, released: Stamp) -> tuple[int, Node]:
+        """Cache the chain's ids after `node`'s, `hashes[node.end:stop]`, as one run pinned once (the caller's blocks
+        become theirs), unless another sequence cached that continuation already (the caller keeps its own, and the
+        rest, private): how many it cached, and the node the caller's pins now end at. `released`: a new
+        `Stamp(now, the caller's index)`, the new entries' recency."""
+        first, stop = node.end, min(stop, len(hashes))
+        if first >= stop or hashes[first] in node.children:
+            return 0, node
+        child = Node(list(hashes[first:stop]), first, node, 1, released)
+        node.children[child.ids[0]] = child
+        return stop - first, child
 
     def evict(self, blocks: int) -> int:
         """Evict unpinned entries, least recently released first, until `blocks` blocks are freed (or none is
         left); the blocks freed."""
         n = 0
         need = -(-blocks // self.blocks_per_entry)
-        heap, entries, stamps = self._heap, self.entries, self.stamp
+        heap = self._heap
         while n < need and heap:
-            group = heap[0]  # (the least recent: evicted from its tail)
-            stamp, ids = group[4], group[5]
-            j = len(ids)
-            while j and n < need:
-                j -= 1
-                h = ids[j]
-                if entries.get(h) == 0 and stamps[h] is stamp:
-                    del entries[h], stamps[h]
-                    n += 1
-                # else stale: pinned again, re-released or evicted since the group was pushed
-            if j:  # the rest of the group stays, keyed by its new tail (keys are distinct: the same order of evictions)
-                positions = group[6]
-                del ids[j:], positions[j:]
-                heapq.heapreplace(heap, (group[0], group[1], -positions[-1], group[3], stamp, ids, positions))
-            else:
-                heapq.heappop(heap)
+            item = heap[0]
+            node = item[4]
+            parent = node.parent
+            if node.serial != item[3] or node.rc or node.children or parent is None:
+                heapq.heappop(heap)  # stale
+                continue
+            ids = node.ids
+            size = len(ids)
+            take = min(size, need - n)
+            n += take
+            if take < size:  # the rest of the run stays, keyed by its new tail (the same order of evictions)
+                del ids[size - take :]
+                self._serial += 1
+                node.serial = self._serial
+                heapq.heapreplace(heap, (item[0], item[1], 1 - node.start - len(ids), self._serial, node))
+                continue
+            heapq.heappop(heap)
+            del parent.children[ids[0]]
+            node.parent = None  # (evicted: any item left for it is stale)
+            if parent.rc == 0 and not parent.children and parent.parent is not None:
+                self._push(parent)  # its tail is now a leaf's
         self.n_unpinned -= n
         self.evicted += n
         return n * self.blocks_per_entry
 
+    def nodes(self) -> list[Node]:
+        """Every cached run (not the root), parents before children."""
+        out: list[Node] = []
+        stack = list(self.root.children.values())
+        while stack:
+            node = stack.pop()
+            out.append(node)
+            stack.extend(node.children.values())
+        return out
+
     def pinned(self) -> int:
-        """Pins held (0 once every sequence is released)."""
-        return sum(self.entries.values())
+        """Pins held, an entry's counted once per sequence pinning it (0 once every sequence is released)."""
+        return sum(node.rc * len(node.ids) for node in self.nodes())
+
+    @property
+    def entries(self) -> dict[int, int]:
+        """The cached ids and their pins (a snapshot, for checks: ids are prefix-chained, so each is one entry)."""
+        return {h: node.rc for node in self.nodes() for h in node.ids}

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sim.run.engine.prefix_cache import Node
+
 
 @dataclass(slots=True, eq=False)
 class Seq:
@@ -33,7 +35,7 @@ class Seq:
     adapter: int = -1  # LoRA: the adapter it runs with (-1: the base model)
     hashes: list[int] | None = None  # prefix caching: its prompt's hash-block ids, if any (`hash_list`)
     shared: int = 0  # prefix caching: of `blocks`, those of cached entries it pins (not its own to free)
-    pins: list[int] | None = None  # prefix caching: the cached ids it pins (None: not matched since last planned)
+    pins: Node | None = None  # prefix caching: where its pins end in the cache (None: not matched since last planned)
     # speculative decoding: the tokens it emits at each verify step (its own and the drafts accepted: drawn at its
     # first), their running sum, and the verify steps it has taken
     traj: np.ndarray | None = None
