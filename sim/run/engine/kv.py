@@ -196,8 +196,10 @@ class PrefixCachingKv(BlockKv):
         blocks (the head's hits reserved for running work), give tentative matches back, record the hits of those
         admitted."""
         cache = self.cache
-        before = cache.evictable_blocks
+        before = cache.n_unpinned * cache.blocks_per_entry  # (evictable)
         waiting = replica.waiting
+        if not waiting:  # nothing to match, nothing admitted
+            return plan(self.n_blocks - self.used + before, 0)
         matched = self._match_waiting(waiting, replica.n_running, replica.limits)
         reserve = before - cache.evictable_blocks  # cached entries the head hit: evictable for running work only
         batch = plan(self.n_blocks - self.used + before, reserve)

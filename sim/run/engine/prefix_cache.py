@@ -141,8 +141,8 @@ class PrefixCache:
     def limit(self, seq: RequestView) -> int:
         """The most leading ids `seq` may hit: within its prompt's full hash blocks, and short of its last known token
         (one token is always computed, to produce the next output)."""
-        t = self.hash_tokens
-        return min(seq.prompt_tokens // t, (seq.prompt_tokens + seq.generated - 1) // t)
+        p = seq.prompt_tokens  # (a recompute knows a token past its prompt: all its full blocks may hit)
+        return p // self.hash_tokens if seq.generated else (p - 1) // self.hash_tokens
 
     def match_seq(self, seq: RequestView, hashes: Sequence[int], *, pinned_only: bool = False) -> int:
         """`match` of `seq`'s `hashes` within `limit(seq)`."""
