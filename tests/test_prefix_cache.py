@@ -326,3 +326,25 @@ def test_the_prefix_choice_is_the_least_key_within_the_slack(rows, slack):
     bound = min(outstanding) + slack
     want = min((i for i in range(len(rows)) if outstanding[i] <= bound), key=lambda i: (-matched[i], outstanding[i], i))
     assert prefix_choice(outstanding, matched, slack) == want
+
+
+def test_the_benchmark_recut_keeps_the_prefixes_in_finer_blocks():
+    """`benchmarks/prefix_cache.py --recut N` cuts each 512-token id into 512 / N chained ids: as many as the prompt has
+    blocks of N tokens, and two requests that shared k leading ids share at least k x 512 / N of the new ones."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    bench_dir = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(bench_dir))
+    spec = importlib.util.spec_from_file_location("prefix_cache_bench", bench_dir / "prefix_cache.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    trace = pd.DataFrame({"prompt_tokens": [1100, 1030], "prefix_hash_ids": [np.array([7, 8, 9]), np.array([7, 8, 4])]})
+    out = bench.recut(trace, 512, 16)
+    a, b = (ids.tolist() for ids in out["prefix_hash_ids"])
+    assert (len(a), len(b)) == (69, 65) and out.attrs["hash_block_tokens"] == 16
+    assert a[:64] == b[:64] and a[64] != b[64] and a[:3] == [224, 225, 226]

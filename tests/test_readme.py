@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sim.cli import app
-from sim.run.simulate import simulate
+from sim.run.simulate import scenario_trace, simulate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -122,7 +122,9 @@ def test_readme_prefix_cache_table_matches_the_benchmark():
         cells = bench.row(name, result.summary(), 0.0).split(" | ")[:-1]
         line = next(line for line in readme.splitlines() if line.startswith(f"| {name} |"))
         assert line.split(" | ")[:-1] == cells, name
-    assert f"{bench.reuse_bound():.1%} of the sample's" in readme or f"blocks, {bench.reuse_bound():.1%} carry" in readme
+    sc = load_config(bench.CONFIG)
+    bound = bench.reuse_bound(scenario_trace(sc, base_dir=sc.base_dir))
+    assert f"{bound:.1%} of the sample's" in readme or f"blocks, {bound:.1%} carry" in readme
 
 
 @pytest.mark.slow
