@@ -348,3 +348,20 @@ def test_the_benchmark_recut_keeps_the_prefixes_in_finer_blocks():
     a, b = (ids.tolist() for ids in out["prefix_hash_ids"])
     assert (len(a), len(b)) == (69, 65) and out.attrs["hash_block_tokens"] == 16
     assert a[:64] == b[:64] and a[64] != b[64] and a[:3] == [224, 225, 226]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 300), st.integers(0, 300), st.integers(0, 320))
+def test_a_match_that_leaves_a_long_run_midway_counts_the_ids_it_shares(size, diverge, limit):
+    """A run of `size` ids cached at once; a chain equal to it up to `diverge` (then other ids) matches the shared ids,
+    within `limit` (the first difference found by bisection on slices)."""
+    from sim.run.engine.prefix_cache import PrefixCache, Stamp
+
+    cache = PrefixCache(hash_tokens=16, block_size=16)
+    run = list(range(1000, 1000 + size))
+    cache.insert(cache.root, run, size, Stamp(0.0, 0))
+    chain = run[:diverge] + list(range(5000, 5000 + max(0, size + 5 - diverge)))
+    want = min(diverge, size, limit)
+    assert cache.match(chain, limit) == want
+    m, node = cache.pin_match(chain, limit)
+    assert m == want and node.end == want and cache.pinned() == size + want

@@ -21,8 +21,8 @@ holds `hash_tokens / block_size` KV blocks.
 The entries form a radix tree (as SGLang's cache): a node holds a run of consecutive ids of one chain that were
 cached together and have been pinned by the same sequences since, so the run shares one pin count and one recency.
 Inserting a prompt's blocks adds one node, a release walks the nodes of its path (not its ids), and eviction takes
-whole runs off the leaves' tails; a match compares runs (list slices, compared in C) and splits a node where a pin
-ends inside it. Only a match's last node is compared id by id. An id is an entry at its place in the tree: the same
+whole runs off the leaves' tails; a match compares runs (list slices, compared in C; where one differs, the first
+difference found by bisection) and splits a node where a pin ends inside it. An id is an entry at its place in the tree: the same
 id under another prefix (a trace whose ids are not prefix-chained) is another entry, as vLLM's chained block hashes
 would make it.
 """
@@ -128,9 +128,16 @@ class PrefixCache:
             if end <= n and hashes[m:end] == ids:
                 node, m, k = child, end, size
                 continue
-            j, stop = 1, min(size, n - m)  # (its first id matched: the child's key)
-            while j < stop and ids[j] == hashes[m + j]:
-                j += 1
+            stop = min(size, n - m)
+            if hashes[m : m + stop] == ids[:stop]:
+                return m + stop, child, stop
+            j, miss = 1, stop  # its first `j` ids match (the first: the child's key), its first `miss` do not
+            while miss - j > 1:  # (bisection on the matching prefix: slices compared in C, not id by id)
+                mid = (j + miss) // 2
+                if hashes[m : m + mid] == ids[:mid]:
+                    j = mid
+                else:
+                    miss = mid
             return m + j, child, j
         return m, node, k
 
