@@ -517,13 +517,24 @@ def replica_factory(
                 replica_time = LoraStepTime(step_time, lora)
             kv = (
                 LoraPrefixCachingKv(
-                    spec.n_blocks, engine.block_size, hash_tokens=engine.prefix_hash_block_tokens, log=log, lora=lora
+                    spec.n_blocks,
+                    engine.block_size,
+                    hash_tokens=engine.prefix_hash_block_tokens,
+                    log=log,
+                    lora=lora,
+                    chunks=policy.chunks_prefill,
                 )
                 if spec.caching
                 else LoraKv(spec.n_blocks, engine.block_size, lora=lora)
             )
         elif spec.caching:
-            kv = PrefixCachingKv(spec.n_blocks, engine.block_size, hash_tokens=engine.prefix_hash_block_tokens, log=log)
+            kv = PrefixCachingKv(
+                spec.n_blocks,
+                engine.block_size,
+                hash_tokens=engine.prefix_hash_block_tokens,
+                log=log,
+                chunks=policy.chunks_prefill,
+            )
         else:
             kv = BlockKv(spec.n_blocks, engine.block_size)
         acceptance = None if alphas is None else Acceptance(alphas, streams.sub_generator("speculative", replica_id))

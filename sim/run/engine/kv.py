@@ -6,7 +6,8 @@
 - `PrefixCachingKv`: the same pool with automatic prefix caching (`sim.run.engine.prefix_cache`): before a step is
   planned the queue's head pins what it finds cached, allocations evict unpinned cached entries (LRU) when too
   few blocks are free, a computed prompt's full hash blocks become cached entries, and a released sequence
-  unpins its entries instead of freeing them.
+  unpins its entries instead of freeing them. A sequence longer than the room above the watermark hits no more than
+  leaves its first admission room there (`PrefixCachingKv.hit_cap`): a longer hit would keep it out for ever.
 
 The replica talks to either through the same methods, so its step loop reads the same whichever is chosen.
 """
@@ -144,6 +145,10 @@ class BlockKv:
         """Leading prefix hash blocks of `seq` cached here (for a prefix-aware router)."""
         return 0
 
+    def evict_for(self, blocks: int) -> None:
+        """Make the evictions an allocation of `blocks` more blocks will make (a decode run's growth so far, read
+        mid-run: the allocation itself comes at the run's end; nothing without caching)."""
+
     def pins(self) -> int:
         """Cached entries' pins still held (0 once every sequence is released; 0 without caching)."""
         return 0
@@ -161,12 +166,13 @@ class PrefixCachingKv(BlockKv):
     """The pool with automatic prefix caching over the trace's prefix hash ids (see the module docstring and
     `sim.run.engine.prefix_cache` for the rules)."""
 
-    __slots__ = ("cache", "log")
+    __slots__ = ("cache", "chunks", "log")
 
-    def __init__(self, n_blocks: int, block_size: int, *, hash_tokens: int, log: RequestLog) -> None:
+    def __init__(self, n_blocks: int, block_size: int, *, hash_tokens: int, log: RequestLog, chunks: bool = True) -> None:
         super().__init__(n_blocks, block_size)
         self.cache = PrefixCache(hash_tokens=hash_tokens, block_size=block_size)
         self.log = log
+        self.chunks = chunks  # the policy prefills in chunks (`chunked`), else whole (`prefill_first`): see `hit_cap`
 
     def available(self) -> int:
         return self.n_blocks - self.used + self.cache.evictable_blocks
@@ -224,6 +230,7 @@ class PrefixCachingKv(BlockKv):
         slots = limits.max_num_seqs - (0 if limits.preempt_for_priority else n_running)
         budget = limits.max_num_batched_tokens
         cap = limits.chunk_cap  # (a request's chunk is at most this: long_prefill_token_threshold)
+        room = (limits.n_blocks - limits.watermark_blocks) * limits.block_size  # (tokens an empty cache admits)
         matched: list[Seq] = []
         for seq in waiting:
             if slots <= 0 or budget <= 0:  # pragma: no mutate (budget < 0: one more matched, not admitted, given back)
@@ -233,12 +240,27 @@ class PrefixCachingKv(BlockKv):
             if seq.pins is not None or hashes is None:
                 budget -= min(seq.prompt_tokens + seq.generated - seq.computed, cap)
                 continue
-            m, seq.pins = cache.pin_match(hashes, cache.limit(seq), pinned_only=seq is not waiting[0])
+            limit = cache.limit(seq)
+            if seq.prompt_tokens + seq.generated > room:  # (rare: longer than the room above the watermark)
+                limit = min(limit, self.hit_cap(limits))
+            m, seq.pins = cache.pin_match(hashes, limit, pinned_only=seq is not waiting[0])
             seq.computed = m * t
             seq.blocks = seq.shared = m * epb
             budget -= min(seq.prompt_tokens + seq.generated - seq.computed, cap)
             matched.append(seq)
         return matched
+
+    def hit_cap(self, limits: Limits) -> int:
+        """The most entries a sequence longer than the room above the watermark may hit. Its hit's blocks are taken
+        with its first admission, which must leave the watermark free; it reaches its full length only by growing as it
+        runs (into the watermark, as running work may). A longer hit would keep it from ever being admitted, even into
+        an otherwise empty cache (the replica idle, the queue stuck behind it), where with no hit it would be: so its
+        hit leaves its first chunk room above the watermark (`chunked`), or is none (a prompt prefilled whole, or with
+        `whole_prompt`: it cannot be admitted with any hit, and is dropped as without caching)."""
+        if not self.chunks or limits.whole_prompt:
+            return 0
+        first = -(-min(limits.max_num_batched_tokens, limits.chunk_cap) // limits.block_size)  # (its first chunk's blocks)
+        return max(0, (limits.n_blocks - limits.watermark_blocks - first) // self.cache.blocks_per_entry)
 
     def _unmatch(self, batch: Batch, matched: list[Seq]) -> None:
         """Sequences matched for this step and not admitted give their pins back (matched again next time), so a
@@ -291,6 +313,11 @@ class PrefixCachingKv(BlockKv):
 
     def match(self, seq: RequestView) -> int:
         return 0 if seq.hashes is None else self.cache.match_seq(seq, seq.hashes)
+
+    def evict_for(self, blocks: int) -> None:
+        """Evict as `grow` will: ceil(short / blocks per entry) entries however the growth is split, so evicting
+        part of it early changes neither which entries go nor how many (nor `used_after`)."""
+        self._make_room(blocks)
 
     def pins(self) -> int:
         return self.cache.pinned()

@@ -223,8 +223,10 @@ class LoraKv(BlockKv):
 class LoraPrefixCachingKv(LoraKv, PrefixCachingKv):
     """LoRA over the prefix-caching pool: `LoraKv`'s methods first, each then the prefix cache's."""
 
-    def __init__(self, n_blocks: int, block_size: int, *, hash_tokens: int, log: RequestLog, lora: LoraState) -> None:
-        PrefixCachingKv.__init__(self, n_blocks, block_size, hash_tokens=hash_tokens, log=log)
+    def __init__(
+        self, n_blocks: int, block_size: int, *, hash_tokens: int, log: RequestLog, lora: LoraState, chunks: bool = True
+    ) -> None:
+        PrefixCachingKv.__init__(self, n_blocks, block_size, hash_tokens=hash_tokens, log=log, chunks=chunks)
         self.lora = lora
 
 

@@ -403,15 +403,20 @@ class Replica:
         start, line, _, k_max = self._run
         return line.steps_done_by(now - start, k_max)
 
-    def kv_blocks_used_at(self, now: float) -> int:
-        """Blocks in use at `now`, counting the growth of a decode run in progress."""
+    def run_growth_at(self, now: float) -> int:
+        """Blocks a decode run in progress has grown by at `now` (the step under way holds its slots): the per-step
+        engine has allocated them by then, a run allocates them at its end (0 without a run)."""
         if self._run is None:
-            return self.kv.used
+            return 0
         _, _, seqs, k_max = self._run
         slots_ahead = min(self.steps_done_in_run(now) + 1, k_max)  # the step in progress holds its slot
         bs = self.kv.block_size
         explicit = sum(max(0, blocks_for(s.computed + slots_ahead, bs) - s.blocks) for s in seqs)
-        return self.kv.used_after(self.group.blocks_needed(slots_ahead) + explicit)
+        return self.group.blocks_needed(slots_ahead) + explicit
+
+    def kv_blocks_used_at(self, now: float) -> int:
+        """Blocks in use at `now`, counting the growth of a decode run in progress."""
+        return self.kv.used_after(self.run_growth_at(now))
 
     def kv_use_at(self, now: float) -> float:
         """The share of its KV blocks in use at `now`."""
@@ -431,7 +436,12 @@ class Replica:
         return self.busy_s + (now - self._work_start if self._work_start is not None else 0.0)
 
     def prefix_match(self, seq: RequestView) -> int:
-        """Leading prefix hash blocks of `seq` its KV cache holds (0 without prefix caching)."""
+        """Leading prefix hash blocks of `seq` its KV cache holds (0 without prefix caching). Mid-run, the cached
+        entries the run's growth so far evicted are gone first, as the per-step engine evicted them step by step (the
+        same entries, the same count: a run that evicts them at its end would show a router entries already gone)."""
+        growth = self.run_growth_at(self.env._now)
+        if growth:
+            self.kv.evict_for(growth)
         return self.kv.match(seq)
 
     def holds_adapter(self, adapter: int) -> bool:

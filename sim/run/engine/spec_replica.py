@@ -175,13 +175,13 @@ class SpecReplica(Replica):
         self._spec_run = None
         self._run_end_event = None
 
-    def kv_blocks_used_at(self, now: float) -> int:
-        """Blocks in use at `now`, counting the growth of a run in progress (the step under way holds its slots)."""
+    def run_growth_at(self, now: float) -> int:
+        """Blocks a run in progress has grown by at `now` (the step under way holds its slots; 0 without a run)."""
         if self._spec_run is None:
-            return self.kv.used
+            return 0
         start, run = self._spec_run
         done = run.steps_done_by(now - start, self._run_steps)
-        return self.kv.used_after(run.extra_blocks(min(done + 1, self._run_steps)))
+        return run.extra_blocks(min(done + 1, self._run_steps))
 
 
 def _admit_no(seq: Seq) -> int:
