@@ -264,8 +264,9 @@ def test_trajectories_consume_the_acceptance_stream_in_order(buffer, alphas):
     for i, left in enumerate(lefts):
         seq = Seq(i, 0.0, 10, left + 4, generated=4)
         acc.trajectory(seq)
-        assert seq.traj_pos == 0 and np.array_equal(seq.traj_cum, np.cumsum(seq.traj))
-        assert seq.traj_cum[-1] >= left and (len(seq.traj) == 1 or seq.traj_cum[-2] < left)
+        emitted = seq.traj_cum - seq.traj_cum[0]  # (the stream's running sum: the tokens by each step's start, and after)
+        assert seq.traj_pos == 0 and np.array_equal(emitted, np.cumsum([0, *seq.traj]))
+        assert emitted[-1] >= left and emitted[-2] < left
         taken.extend(seq.traj.tolist())
     expected = []
     for _ in taken:  # the stream one row at a time: 1 + the drafts accepted before the first rejection

@@ -38,20 +38,16 @@ MAX_RUN_STEPS = 64  # a run plans at most this many steps (the next run takes ov
 class Member:
     """A sequence in the group, as it was when its trajectory entered the group's sums at group step `d0`."""
 
-    __slots__ = ("b0", "blocks", "c0", "d0", "emitted", "g0", "left", "p0", "seq")
+    __slots__ = ("b0", "blocks", "c0", "d0", "e0", "emitted", "g0", "left", "p0", "seq")
 
-    def __init__(self, seq: Seq, d0: int, emitted: np.ndarray, blocks: np.ndarray, left: int) -> None:
+    def __init__(self, seq: Seq, d0: int, emitted: np.ndarray, e0: int, blocks: np.ndarray, left: int) -> None:
         self.seq = seq
         self.d0 = d0  # the group step of its first verify step here
         self.c0, self.g0, self.b0, self.p0 = seq.computed, seq.generated, seq.blocks, seq.traj_pos  # as it was then
-        self.emitted = emitted  # tokens emitted through each of its steps from d0 (cumulative; the last: min with left)
+        self.emitted = emitted  # the stream's running sum at each of its steps' starts from d0 and after its last:
+        self.e0 = e0  # its first entry (less e0: the tokens emitted from d0 by each step; the last: min with left)
         self.blocks = blocks  # blocks held at each of its steps' starts (nondecreasing, from b0)
         self.left = left  # the tokens it had left then
-
-    @property
-    def finish(self) -> int:
-        """The group step after its last: it has all its tokens from then on."""
-        return self.d0 + len(self.emitted)
 
 
 class SpecRun:
@@ -161,19 +157,21 @@ class SpecGroup:
         assert seq.traj is not None and seq.traj_cum is not None
         left = seq.output_tokens - seq.generated
         p = seq.traj_pos
-        tokens, emitted = seq.traj, seq.traj_cum
-        f = len(tokens)
-        if p or (f > 1 and emitted[-2] >= left):  # not as drawn for the tokens it has left (a recompute emitted some)
-            tokens = tokens[p:]  # tokens per step (its last one clipped at its end)
-            emitted = emitted[p:] - emitted[p - 1] if p else emitted
-            f = int(emitted.searchsorted(left)) + 1  # the steps it takes
-            tokens, emitted = tokens[:f], emitted[:f]
+        tokens, emitted = seq.traj, seq.traj_cum  # (emitted: the stream's running sum at each step's start and after)
+        e0 = int(emitted[p])
+        if p or emitted[-2] - e0 >= left:  # not as drawn for the tokens it has left (a recompute emitted some)
+            tokens, emitted = tokens[p:], emitted[p:]  # tokens per step (its last one clipped at its end)
+            f = int(emitted.searchsorted(e0 + left))  # the steps it takes
+            tokens, emitted = tokens[:f], emitted[: f + 1]
+        else:
+            f = len(tokens)
         # blocks held at each step's start: its context then, its next token and the drafts' slots (never fewer
         # than it holds; nondecreasing as the context is)
-        blocks = emitted - tokens
-        blocks += seq.computed + self.la + self.block_size
-        blocks //= self.block_size
-        if blocks[0] < seq.blocks:
+        bs = self.block_size
+        c = seq.computed + self.la + bs
+        blocks = emitted[:-1] + (c - e0)
+        blocks //= bs
+        if c // bs < seq.blocks:  # (its first step's)
             np.maximum(blocks, seq.blocks, out=blocks)
         lo = self.d - self.base
         hi = lo + f
@@ -181,19 +179,20 @@ class SpecGroup:
             size = max(2 * len(self.inc), hi)
             self.inc = np.concatenate([self.inc, np.zeros(size - len(self.inc), dtype=np.int64)])
             self.held = np.concatenate([self.held, np.zeros(size - len(self.held), dtype=np.int64)])
-        inc = self.inc
-        inc[lo:hi] += tokens
-        inc[hi - 1] -= int(emitted[-1]) - left  # its last step emits what it has left
-        self.held[lo:hi] += blocks
+        inc = self.inc[lo:hi]
+        inc += tokens
+        inc[-1] -= int(emitted[-1]) - e0 - left  # its last step emits what it has left
+        held = self.held[lo:hi]
+        held += blocks
         self.holding += seq.blocks
-        member = Member(seq, self.d, emitted, blocks, left)
+        member = Member(seq, self.d, emitted, e0, blocks, left)
         self.members[seq.idx] = member
         heapq.heappush(self.heap, (self.d + f, seq.admit_no, member))
 
     def _sync(self, member: Member, steps: int) -> Seq:
         """The member's fields after `steps` of its steps (its last token at `t_last`)."""
         seq = member.seq
-        done = min(int(member.emitted[steps - 1]), member.left) if steps else 0
+        done = min(int(member.emitted[steps]) - member.e0, member.left)
         seq.computed, seq.generated = member.c0 + done, member.g0 + done
         seq.blocks = int(member.blocks[steps - 1]) if steps else member.b0
         seq.traj_pos = member.p0 + steps
@@ -228,9 +227,9 @@ class SpecGroup:
     def min_tokens_left(self) -> int:
         """The fewest output tokens a member has left."""
         left = [s.output_tokens - s.generated for s in self.pending]
+        d = self.d
         for m in self.members.values():
-            steps = self.d - m.d0
-            left.append(m.left - (min(int(m.emitted[steps - 1]), m.left) if steps else 0))
+            left.append(m.left - min(int(m.emitted[d - m.d0]) - m.e0, m.left))
         return min(left) if left else 1 << 62
 
     def blocks_needed(self, k: int) -> int:
@@ -258,7 +257,7 @@ class SpecGroup:
         heap = self.heap
         while heap and heap[0][0] <= self.d:
             member = heapq.heappop(heap)[2]
-            seq = self._sync(member, len(member.emitted))
+            seq = self._sync(member, len(member.blocks))
             done.append(seq)
             del self.members[seq.idx]
             self.ctx -= seq.computed

@@ -13,6 +13,7 @@ from sim.run.engine.step_time import RooflineStepTime, StepTimeModel, linear_run
 
 Run = tuple[list[float], list[float], list[float]]  # a priced run: its steps' ends, FLOPs and bytes
 _ONE_STEP = (0,)
+_ZERO = np.zeros(1, dtype=np.int64)
 
 
 class Acceptance:
@@ -27,7 +28,9 @@ class Acceptance:
         self.alphas = alphas
         self.rng = rng
         self._buffer: np.ndarray = np.zeros(0, dtype=np.int64)  # tokens per step, from `_at` on not yet used
+        self._cum: np.ndarray = np.zeros(1, dtype=np.int64)  # their running sum: `_cum[j]` the tokens of `_buffer[:j]`
         self._at = 0
+        self._base = 0  # `_cum[_at]`
 
     @property
     def k(self) -> int:
@@ -48,17 +51,20 @@ class Acceptance:
     def trajectory(self, seq: Seq) -> None:
         """Draw `seq`'s trajectory: the tokens it emits at each verify step it will take (its own and the drafts
         accepted, clipped at its end by whoever reads it), as many steps as its tokens left need; only those draws are
-        used. (`traj` and `traj_cum` are views of the stream's buffer, which is replaced, never written.)"""
+        used. `traj_cum`: the stream's running sum of tokens at each of its steps' starts and after its last (one entry
+        more than `traj`: what it has emitted by step j is `traj_cum[j] - traj_cum[0]`). (Both are views of the
+        stream's buffer and its running sum, taken once per draw; they are replaced, never written.)"""
         left = seq.output_tokens - seq.generated
-        buf, at = self._buffer, self._at
+        buf, cum, at, base = self._buffer, self._cum, self._at, self._base
         if at + left > len(buf):
-            buf = np.concatenate([buf[at:], self._draw(max(self.BUFFER, left))])
-            self._buffer, at = buf, 0
-        tokens = buf[at : at + left]
-        cum = tokens.cumsum()
-        steps = int(cum.searchsorted(left)) + 1
-        seq.traj, seq.traj_cum, seq.traj_pos = tokens[:steps], cum[:steps], 0
-        self._at = at + steps
+            ext = np.concatenate([_ZERO, buf[at:], self._draw(max(self.BUFFER, left))])
+            buf, cum = ext[1:], ext.cumsum()
+            self._buffer, self._cum = buf, cum
+            at = base = 0
+        end = int(cum.searchsorted(base + left))  # the first step through which it has all its tokens, plus one
+        seq.traj, seq.traj_cum, seq.traj_pos = buf[at:end], cum[at : end + 1], 0
+        self._at = end
+        self._base = int(cum[end])
 
 
 class SpeculativeStepTime:
