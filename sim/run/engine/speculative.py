@@ -4,7 +4,9 @@ what speculation buys (expected tokens per step, a verify step's cost) is `sim.p
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from fractions import Fraction
 
 import numpy as np
 
@@ -14,6 +16,24 @@ from sim.run.engine.step_time import RooflineStepTime, StepTimeModel, linear_run
 Run = tuple[list[float], list[float], list[float]]  # a priced run: its steps' ends, FLOPs and bytes
 _ONE_STEP = (0,)
 _ZERO = np.zeros(1, dtype=np.int64)
+_MAX_EXACT = 1 << 53  # (contexts below it are exact as floats)
+_EPS = Fraction(1, 10**12)  # a relative gap no rounding of (m + a x) / f (3 roundings: < 4e-16 relative) can close
+
+
+def surely_bound(m: float, a: float, f: float, w: float, kv: float, b: float, compute: bool) -> tuple[int, int]:
+    """The integers x (in [0, 2^53)) at which `(m + a * x) / f >= (w + kv * x) / b` is surely `compute` in floats
+    (m, a, w, kv >= 0; f, b > 0): those where the exact sides differ by more than a 1e-12 relative gap, which no
+    rounding of either side closes. (lo, hi), empty when lo > hi. Lets a run skip evaluating a compute/memory
+    comparison whose outcome is already certain; where it is not, the run evaluates it as it always did."""
+    fm, fa, fw, fk = Fraction(m) / Fraction(f), Fraction(a) / Fraction(f), Fraction(w) / Fraction(b), Fraction(kv) / Fraction(b)
+    sign = 1 if compute else -1
+    c0 = sign * (fm - fw) - _EPS * (fm + fw)  # sign * (difference) - eps * (sum) > 0: surely, as c0 + c1 x > 0
+    c1 = sign * (fa - fk) - _EPS * (fa + fk)
+    if c1 > 0:
+        return max(math.floor(-c0 / c1) + 1, 0), _MAX_EXACT - 1
+    if c1 < 0:
+        return 0, min(math.ceil(-c0 / c1) - 1, _MAX_EXACT - 1)
+    return (0, _MAX_EXACT - 1) if c0 > 0 else (1, 0)
 
 
 class Acceptance:
@@ -162,15 +182,22 @@ class SpeculativeStepTime:
         overlap, g, overhead = target._overlap, target._g, target._overhead
         extra = n * self._extra_pairs
         share = self.draft_cost
+        n_first, n_last, n_all = n, n * k, n * (k * (k + 1) // 2)  # the drafts' contexts over the sum's: first, last, all
         if lines is None:
             steps: tuple[int, ...] = ()
             mm = wb = dfixed = attn = dkv = f = b = dg = 0.0
+            c_lo = m_lo = 0
+            c_hi = m_hi = -1
         else:
             mm, wb, dfixed = lines._batch_terms(n)
             attn, dkv, f, b, dg = lines._attn, lines._kv, lines._flops_per_s, lines._bytes_per_s, lines._g
             steps = tuple(n * (j + 1) for j in range(k))  # draft step j's context: the sum's plus n (j + 1)
+            # the context sums s at which the first and the last draft step are surely both compute-bound (both
+            # memory-bound): their draws' comparisons need not be evaluated there
+            c_lo, c_hi = surely_bound(mm, attn, f, wb, dkv, b, True)
+            m_lo, m_hi = surely_bound(mm, attn, f, wb, dkv, b, False)
+            c_lo, c_hi, m_lo, m_hi = c_lo - n_first, c_hi - n_last, m_lo - n_first, m_hi - n_last
         draft_method = self.method == "draft"
-        n_first, n_last, n_all = n, n * k, n * (k * (k + 1) // 2)  # the drafts' contexts over the sum's: first, last, all
         k_mm, k_wb, k_fixed = k * mm, k * wb, k * dfixed
 
         def priced(context_sum: int, tokens: Sequence[int]) -> Run:
@@ -190,9 +217,16 @@ class SpeculativeStepTime:
                     core = compute_s + g * memory_s if compute_s >= memory_s else memory_s + g * compute_s
                 dt = core + comm + overhead
                 if steps:  # `draft_s`: `decode_sum` of the drafter's line, operation for operation
-                    lo, hi = s + n_first, s + n_last
-                    first = (mm + attn * lo) / f >= (wb + dkv * lo) / b
-                    if first == ((mm + attn * hi) / f >= (wb + dkv * hi) / b):
+                    if m_lo <= s <= m_hi:
+                        first = False
+                        same = True
+                    elif c_lo <= s <= c_hi:
+                        first = same = True
+                    else:
+                        lo, hi = s + n_first, s + n_last
+                        first = (mm + attn * lo) / f >= (wb + dkv * lo) / b
+                        same = first == ((mm + attn * hi) / f >= (wb + dkv * hi) / b)
+                    if same:
                         ctx = k * s + n_all
                         c_s, m_s = (k_mm + attn * ctx) / f, (k_wb + dkv * ctx) / b
                         total = (c_s + dg * m_s if first else m_s + dg * c_s) + k_fixed
