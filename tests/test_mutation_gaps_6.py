@@ -174,5 +174,6 @@ def test_a_priced_verify_run_drafts_step_by_step_across_the_drafters_crossover()
         for s in range(0, 3_000_000 * n // 512, 61):
             lo, hi = lines.decode_line(n_seqs=n, context_sum=s + n), lines.decode_line(n_seqs=n, context_sum=s + n * 4)
             crossed += (lo.a1 >= lo.a2) != (hi.a1 >= hi.a2)
-            assert price(s, [0])[0][0] == model.step(0, n, s + n, s, s)[0], (n, s)
+            dt = model.step(0, n, s + n, s, s)[0]
+            assert price(s, [0])[0][0] == dt and model.verify_s(n, s) == dt, (n, s)
     assert crossed > 0  # (the sweep did cross)

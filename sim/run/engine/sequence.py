@@ -41,6 +41,10 @@ class Seq:
     traj: np.ndarray | None = None
     traj_cum: np.ndarray | None = None
     traj_pos: int = 0
+    # when it drew it: the tokens it had left, `traj_cum`'s first and last entries (as Python ints)
+    traj_left: int = 0
+    traj_e0: int = 0
+    traj_end: int = 0
     # async scheduling: the step boundary after which the replica's scheduler sees it (it arrived mid-step)
     visible_after_s: float = -math.inf
 

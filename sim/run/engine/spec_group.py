@@ -52,13 +52,14 @@ class Member:
 
 class SpecRun:
     """A planned run of `k_max` verify steps: each step's end (seconds from the start), FLOPs and bytes; the blocks the
-    group takes at each step's start (cumulative) and its tokens through each step (cumulative)."""
+    group holds at each step's start and at the run's (the blocks it takes: the difference) and its tokens through
+    each step (cumulative)."""
 
-    __slots__ = ("blocks", "bytes", "ends", "flops", "k_max", "tokens")
+    __slots__ = ("bytes", "ends", "flops", "held", "holding", "k_max", "tokens")
 
-    def __init__(self, priced: Run, blocks: list[int], tokens: list[int]) -> None:
+    def __init__(self, priced: Run, held: list[int], holding: int, tokens: list[int]) -> None:
         self.ends, self.flops, self.bytes = priced
-        self.blocks, self.tokens = blocks, tokens
+        self.held, self.holding, self.tokens = held, holding, tokens
         self.k_max = len(tokens)
 
     def total(self, k: int) -> float:
@@ -78,7 +79,7 @@ class SpecRun:
 
     def extra_blocks(self, started: int) -> int:
         """Blocks the group holds beyond its blocks at the start once `started` steps have begun."""
-        return self.blocks[started - 1] if started > 0 else 0
+        return self.held[started - 1] - self.holding if started > 0 else 0
 
     def gaps(self, k: int) -> list[float]:
         """The durations of steps 1..k-1 (the gaps between their tokens)."""
@@ -158,13 +159,18 @@ class SpecGroup:
         left = seq.output_tokens - seq.generated
         p = seq.traj_pos
         tokens, emitted = seq.traj, seq.traj_cum  # (emitted: the stream's running sum at each step's start and after)
-        e0 = int(emitted[p])
-        if p or emitted[-2] - e0 >= left:  # not as drawn for the tokens it has left (a recompute emitted some)
-            tokens, emitted = tokens[p:], emitted[p:]  # tokens per step (its last one clipped at its end)
-            f = int(emitted.searchsorted(e0 + left))  # the steps it takes
-            tokens, emitted = tokens[:f], emitted[: f + 1]
-        else:
+        if p == 0 and left == seq.traj_left:  # as drawn
             f = len(tokens)
+            e0, end = seq.traj_e0, seq.traj_end
+        else:
+            e0 = int(emitted[p])
+            if p or emitted[-2] - e0 >= left:  # not as drawn for the tokens it has left (a recompute emitted some)
+                tokens, emitted = tokens[p:], emitted[p:]  # tokens per step (its last one clipped at its end)
+                f = int(emitted.searchsorted(e0 + left))  # the steps it takes
+                tokens, emitted = tokens[:f], emitted[: f + 1]
+            else:
+                f = len(tokens)
+            end = int(emitted[-1])
         # blocks held at each step's start: its context then, its next token and the drafts' slots (never fewer
         # than it holds; nondecreasing as the context is)
         bs = self.block_size
@@ -181,7 +187,9 @@ class SpecGroup:
             self.held = np.concatenate([self.held, np.zeros(size - len(self.held), dtype=np.int64)])
         inc = self.inc[lo:hi]
         inc += tokens
-        inc[-1] -= int(emitted[-1]) - e0 - left  # its last step emits what it has left
+        over = end - e0 - left
+        if over:
+            inc[-1] -= over  # its last step emits what it has left
         held = self.held[lo:hi]
         held += blocks
         self.holding += seq.blocks
@@ -238,14 +246,16 @@ class SpecGroup:
         return int(self.held[i + k - 1]) - self.holding + self.pending_need if k > 0 else 0
 
     # --- steps and runs ---------------------------------------------------------------------------------------
-    def advance(self, k: int, t: float, tokens: int = -1) -> list[Seq]:
+    def advance(self, k: int, t: float, tokens: int = -1, held: int = -1) -> list[Seq]:
         """k verify steps ending at `t` (their blocks already granted) in which the members emit `tokens` (if known):
         record the zero gaps of the accepted drafts, move the context on; return the members that finished, synced and
-        removed. (The step's first gaps are the replica's to record.)"""
+        removed. (The step's first gaps are the replica's to record; `held`: the sums' blocks at the last step's start,
+        if known.)"""
         i = self.d - self.base
         if tokens < 0:
             tokens = int(self.inc[i]) if k == 1 else int(self.inc[i : i + k].sum())
-        self.holding = int(self.held[i + k - 1])  # what they held at the last step's start: they hold it now
+        # what they held at the last step's start: they hold it now
+        self.holding = int(self.held[i + k - 1]) if held < 0 else held
         self.ctx += tokens
         self.verifies += self.n * k
         self.verify_tokens += tokens
@@ -285,7 +295,7 @@ class SpecGroup:
             del held[k_max:]
         tokens = list(itertools.accumulate(self.inc[i : i + k_max].tolist()))
         priced = self.model.run_fn(self.n)(self.ctx, tokens)  # each step by its context sum
-        return SpecRun(priced, [h - holding for h in held], tokens)
+        return SpecRun(priced, held, holding, tokens)
 
     def take_run(self, run: SpecRun, k: int, start: float) -> tuple[list[Seq], int]:
         """Apply the first k steps of `run` (started at `start`): record the gaps, move on; the members that finished
@@ -296,7 +306,8 @@ class SpecGroup:
         itl.add_grouped(start + ends[0] - self.t_last, n)  # every member's first gap of the run
         if k > 1:
             itl.add_grouped_many(run.gaps(k), n)
-        return self.advance(k, start + ends[k - 1], run.tokens[k - 1]), run.blocks[k - 1]
+        held = run.held[k - 1]
+        return self.advance(k, start + ends[k - 1], run.tokens[k - 1], held), held - run.holding
 
 
 def _admit_no(seq: Seq) -> int:
