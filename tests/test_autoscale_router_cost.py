@@ -62,6 +62,18 @@ def test_queue_policy_adds_for_excess_waiting_and_removes_after_calm():
     assert q.decide(obs(75, ready=5, waiting=0, busy=0.2)) == 4
 
 
+def test_the_queue_policy_steps_down_a_whole_dp_group():
+    """A pool of DP ranks scales in whole groups (`Pool.scale_to` rounds a count up to them): a step of one rank fewer
+    rounded back up, so an idle grouped pool never shrank (and, on a GPU budget, starved a lower-priority deployment
+    for ever: the platform combination test found it). A step is a group."""
+    import dataclasses
+
+    q = Queue(QueueConfig(target_waiting=2, min_replicas=1, max_replicas=6, scale_down_delay_s=6))
+    calm = dataclasses.replace(obs(0, ready=4, waiting=0, busy=0.0), group=2)
+    assert q.decide(calm) == 4
+    assert q.decide(dataclasses.replace(calm, now=6.0)) == 2
+
+
 def test_scheduled_follows_the_time_of_day_table():
     s = Scheduled(
         ScheduledConfig(min_replicas=0, max_replicas=9, table=[{"at_s": 3600, "replicas": 5}, {"at_s": 7200, "replicas": 2}])

@@ -445,6 +445,15 @@ def platform(draws: list[dict], fast_forward: bool, budget: int, preempt: bool =
     extra=0,
     preempt=True,
 )  # fmt: skip
+@example(  # an idle DP-group deployment (queue policy) stepped down a rank at a time, rounded back up to its group:
+    # it never shrank, and the lower-priority deployment waited for its GPUs for ever
+    draws=[
+        {'n': 30, 'hazards': 'none', 'moe': False, 'n_batch': 5, 'on_demand_first': False, 'blocks': 100, 'speculation': 'off', 'fallback': None, 'seed': 479001599, 'link': 'fast', 'gap': 0.0, 'on_demand_max': None, 'a2a': 'deepep_low_latency', 'preempt_for_priority': True, 'logits': 'sampled', 'cap': 2, 'lora': 0, 'prefix': False, 'engine_policy': 'chunked', 'async': True, 'kv_memory': 'reserve', 'hazard_at_s': [5.80865145338984], 'eager': False, 'guard': True, 'sleep': 1, 'max_model_len': None, 'long_prefill': 0, 'autoscaler': 'hpa', 'mode': 'colocated', 'rate': 13.440691473238733, 'router': 'least_prompt_tokens', 'capacity_of': 'decode', 'spot_max': 2, 'reserved': 1, 'launch_failure': 1.0, 'batch': 'dedicated', 'imbalance': 1.0, 'submit_at_s': 3.3715992766134613},
+        {'engine_policy': 'prefill_first', 'mode': 'colocated', 'guard': True, 'preempt_for_priority': True, 'max_model_len': 300, 'kv_memory': 'vllm', 'sleep': 2, 'prefix': False, 'fallback': None, 'hazards': 'both', 'capacity_of': 'decode', 'blocks': 100, 'cap': 2, 'imbalance': 1.5, 'n_batch': 7, 'seed': 1866620, 'rate': 5.472777870267828, 'on_demand_first': True, 'async': True, 'link': 'slow', 'launch_failure': 0.5, 'autoscaler': 'queue', 'hazard_at_s': [1.099262396192023, 6.664053450234487, 2.9520436869816984], 'submit_at_s': 4.0580162334390115, 'reserved': 0, 'speculation': 'off', 'on_demand_max': None, 'n': 11, 'a2a': 'deepep_low_latency', 'batch': 'backfill', 'gap': 40.0, 'moe': True, 'logits': 'every_token', 'spot_max': None, 'lora': 3, 'router': 'round_robin', 'long_prefill': 48, 'eager': False},
+    ],
+    extra=0,
+    preempt=True,
+)  # fmt: skip
 def test_platforms_of_any_combination_conserve_keep_the_budget_and_match_the_reference(draws, extra, preempt):
     """A platform of 1-3 deployments, each any combination above, on a shared budget (what their minimums need plus
     0-3 GPUs), with or without preemption by priority: every request of the trace in exactly one deployment and resolved, the budget never passed (from the

@@ -18,8 +18,8 @@ unit-testable without simpy; the control loop that applies them every `interval_
   of the current scale (then no scale-down); scale to zero only after `scale_to_zero_grace_s` of no
   traffic. Default target: Knative's `container-concurrency-target-default` of 100.
 - `queue`: one more replica per `target_waiting` requests waiting to be scheduled beyond what the ready
-  replicas hold; one fewer after `scale_down_delay_s` with nothing waiting and the fleet's busy fraction
-  below `scale_down_busy`.
+  replicas hold; one fewer (a DP group's ranks fewer, where the fleet scales in whole groups) after
+  `scale_down_delay_s` with nothing waiting and the fleet's busy fraction below `scale_down_busy`.
 - `scheduled`: a time-of-day table of replica counts (period 1 day by default).
 - `predictive` (NVIDIA Dynamo's SLA planner, its load-based form): every interval, predict the arrival rate
   `lead_s` ahead (the fleet's expected cold start by default: capacity ordered now is ready then) — `constant` (the
@@ -64,6 +64,7 @@ class Observation:
     # that scales on one; None otherwise, or with none completed)
     latency: dict[str, float] | None = None
     arrivals: int = 0  # requests delivered to the pool so far (its arrival rate, for a predictive policy)
+    group: int = 1  # replicas one scaling step moves (a pool of DP ranks scales in whole groups: `Pool.scale_to`)
 
     @property
     def current(self) -> int:
@@ -321,7 +322,7 @@ class Queue:
             self._calm_since = obs.now
         if obs.now - self._calm_since >= cfg.scale_down_delay_s:
             self._calm_since = obs.now
-            return cfg.clamp(current - 1)
+            return cfg.clamp(current - obs.group)  # (one step: a rank fewer would round back up to a whole group)
         return cfg.clamp(current)
 
 

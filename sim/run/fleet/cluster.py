@@ -683,6 +683,7 @@ class Pool:
             kv_use=float(np.mean(kv)) if kv else None,
             latency=None if self.latency_watch is None else self.latency_watch.quantiles(now),
             arrivals=self.n_arrivals,
+            group=self.group,
         )
 
 
