@@ -403,6 +403,14 @@ class Replica:
         start, line, _, k_max = self._run
         return line.steps_done_by(now - start, k_max)
 
+    def run_growth_bound(self) -> int:
+        """At least the blocks a decode run in progress grows by to its end (0 without a run): each of its sequences
+        ceil(steps / block size) at most, as `_start_run` bounds it."""
+        if self._run is None:
+            return 0
+        _, _, seqs, k_max = self._run
+        return (len(seqs) + self.group.n) * -(-k_max // self.kv.block_size)
+
     def run_growth_at(self, now: float) -> int:
         """Blocks a decode run in progress has grown by at `now` (the step under way holds its slots): the per-step
         engine has allocated them by then, a run allocates them at its end (0 without a run)."""
@@ -439,10 +447,12 @@ class Replica:
         """Leading prefix hash blocks of `seq` its KV cache holds (0 without prefix caching). Mid-run, the cached
         entries the run's growth so far evicted are gone first, as the per-step engine evicted them step by step (the
         same entries, the same count: a run that evicts them at its end would show a router entries already gone)."""
-        growth = self.run_growth_at(self.env._now)
-        if growth:
-            self.kv.evict_for(growth)
-        return self.kv.match(seq)
+        kv = self.kv
+        if self.run_growth_bound() > kv.n_blocks - kv.used:  # (else the run's growth fits the free blocks: no eviction)
+            growth = self.run_growth_at(self.env._now)
+            if growth:
+                kv.evict_for(growth)
+        return kv.match(seq)
 
     def holds_adapter(self, adapter: int) -> bool:
         """Whether the LoRA adapter is in one of its GPU slots (False without LoRA)."""

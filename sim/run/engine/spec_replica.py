@@ -175,6 +175,10 @@ class SpecReplica(Replica):
         self._spec_run = None
         self._run_end_event = None
 
+    def run_growth_bound(self) -> int:
+        """The blocks the run in progress grows by to its end (0 without a run)."""
+        return 0 if self._spec_run is None else self._spec_run[1].extra_blocks(self._run_steps)
+
     def run_growth_at(self, now: float) -> int:
         """Blocks a run in progress has grown by at `now` (the step under way holds its slots; 0 without a run)."""
         if self._spec_run is None:
