@@ -14,6 +14,7 @@ from sim.run.engine.sequence import Seq
 from sim.run.engine.step_time import RooflineStepTime, StepTimeModel, linear_runs
 
 Run = tuple[list[float], list[float], list[float]]  # a priced run: its steps' ends, FLOPs and bytes
+_ONE_STEP = (0,)
 _ZERO = np.zeros(1, dtype=np.int64)
 _MAX_EXACT = 1 << 53  # (contexts below it are exact as floats)
 _EPS = Fraction(1, 10**12)  # a relative gap no rounding of (m + a x) / f (3 roundings: < 4e-16 relative) can close
@@ -111,7 +112,6 @@ class SpeculativeStepTime:
         assert drafter is None or self._lines is not None, "a draft model without decode lines"
         self._extra_pairs = (k + 1) * (k + 2) // 2 - 1  # a verify's pairs beyond a decode's, per sequence (besides k x context)
         self._run_fns: dict[int, Callable[[int, Sequence[int]], Run]] = {}
-        self._one_fns: dict[int, Callable[[int], float]] = {}  # a single verify step's seconds, by batch size
 
     def step(
         self,
@@ -145,12 +145,8 @@ class SpeculativeStepTime:
         return self.step(0, n_seqs, context_sum + n_seqs, context_sum, context_sum, n_seqs)
 
     def verify_s(self, n_seqs: int, context_sum: int) -> float:
-        """The seconds of `verify` (the same float: a run's first step, without the run's lists)."""
-        fn = self._one_fns.get(n_seqs)
-        if fn is None:
-            self.run_fn(n_seqs)
-            fn = self._one_fns[n_seqs]
-        return fn(context_sum)
+        """The seconds of `verify` (the same float: a run of one step)."""
+        return self.run_fn(n_seqs)(context_sum, _ONE_STEP)[0][0]
 
     def run_fn(self, n_seqs: int) -> Callable[[int, Sequence[int]], Run]:
         """A run of verify steps by `n_seqs` decoders whose contexts sum to `context_sum` at its start, priced: given
@@ -159,12 +155,10 @@ class SpeculativeStepTime:
         per-batch terms bound once: the same arithmetic as `step`, operation for operation, so the same floats."""
         fn = self._run_fns.get(n_seqs)
         if fn is None:
-            fn, self._one_fns[n_seqs] = self._make_run_fn(n_seqs)
-            self._run_fns[n_seqs] = fn
+            fn = self._run_fns[n_seqs] = self._make_run_fn(n_seqs)
         return fn
 
-    def _make_run_fn(self, n: int) -> tuple[Callable[[int, Sequence[int]], Run], Callable[[int], float]]:
-        """`run_fn`'s run, and its first step's seconds alone (`verify_s`)."""
+    def _make_run_fn(self, n: int) -> Callable[[int, Sequence[int]], Run]:
         target, lines = self.target, self._lines
         if not isinstance(target, RooflineStepTime) or not isinstance(lines, RooflineStepTime | None):
 
@@ -178,10 +172,7 @@ class SpeculativeStepTime:
                     n_bytes.append(by)
                 return ends, flops, n_bytes
 
-            def per_step_one(context_sum: int) -> float:
-                return self.verify(n, context_sum)[0]
-
-            return per_step, per_step_one
+            return per_step
         k = self.k
         n_tok = n * k + n
         target.step(n * k, n, 0, 0)  # (fills the memo of this token count's terms)
@@ -254,41 +245,7 @@ class SpeculativeStepTime:
                 s = context_sum + x  # the next step's
             return ends, all_flops, all_bytes
 
-        def one(s: int) -> float:  # `priced`'s first step's seconds, operation for operation
-            pairs = s + n + k * s + extra
-            flops = flops0 + pairs * per_pair if per_pair else flops0
-            if decode_extra:
-                flops += pairs * decode_extra
-            compute_s, memory_s = (flops + hot) / fps, (weight_bytes + kv * (s + n_tok)) / bps
-            if overlap == 1.0:
-                core = max(compute_s, memory_s)
-            else:
-                core = compute_s + g * memory_s if compute_s >= memory_s else memory_s + g * compute_s
-            dt = core + comm + overhead
-            if steps:
-                if m_lo <= s <= m_hi:
-                    first = False
-                    same = True
-                elif c_lo <= s <= c_hi:
-                    first = same = True
-                else:
-                    lo, hi = s + n_first, s + n_last
-                    first = (mm + attn * lo) / f >= (wb + dkv * lo) / b
-                    same = first == ((mm + attn * hi) / f >= (wb + dkv * hi) / b)
-                if same:
-                    ctx = k * s + n_all
-                    c_s, m_s = (k_mm + attn * ctx) / f, (k_wb + dkv * ctx) / b
-                    total = (c_s + dg * m_s if first else m_s + dg * c_s) + k_fixed
-                else:
-                    total = 0.0
-                    for nj in steps:
-                        ctx = s + nj
-                        c_s, m_s = (mm + attn * ctx) / f, (wb + dkv * ctx) / b
-                        total += (c_s + dg * m_s if c_s >= m_s else m_s + dg * c_s) + dfixed
-                dt += total if draft_method else share * total
-            return 0.0 + dt  # (as a run's first end)
-
-        return priced, one
+        return priced
 
     def draft_s(self, n_seqs: int, context_sum: int) -> float:
         """Drafting k tokens for `n_seqs` sequences whose cached contexts sum to `context_sum`: k decode steps, their
