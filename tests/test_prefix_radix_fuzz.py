@@ -176,3 +176,20 @@ def test_hostile_ids_on_the_mooncake_sample_finish_with_no_pins_and_as_the_per_s
         out.append(r)
     assert_same_requests(*out)
     assert out[0].requests["cached_tokens"].equals(out[1].requests["cached_tokens"])
+
+
+def test_a_prefix_aware_routers_match_is_the_hit_an_admission_would_take():
+    """The router's view of a replica's cache (`kv.match`) caps a long prompt's hit as its admission does
+    (`PrefixCachingKv.hit_limit`): it counted hits the admission could not take, and sent the request for them."""
+    from sim.run.engine.kv import PrefixCachingKv
+    from sim.run.engine.scheduler import Limits
+    from sim.run.engine.sequence import Seq
+
+    kv = PrefixCachingKv(40, 16, hash_tokens=T, log=None)
+    kv.cache.insert(kv.cache.root, list(range(1, 10)), 9, Stamp(0.0, 0))
+    limits = Limits(max_num_seqs=4, max_num_batched_tokens=T, block_size=16, n_blocks=40, watermark_blocks=10)
+    long, short = Seq(1, 0.0, 9 * T, 2), Seq(2, 0.0, 7 * T + 1, 2)
+    long.hashes, short.hashes = list(range(1, 10)), list(range(1, 8))
+    # the long one: 8 ids short of its last token, but (30 - 4) // 4 = 6 leave its first chunk room; the short one fits
+    assert (kv.match(long, limits), kv.match(short, limits)) == (6, 7)
+    assert kv.hit_limit(long, limits) == 6 and kv.hit_limit(short, limits) == kv.cache.limit(short) == 7

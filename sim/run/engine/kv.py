@@ -141,8 +141,9 @@ class BlockKv:
         """LoRA adapters loaded, and the seconds their loads took ((0, 0.0) without LoRA)."""
         return 0, 0.0
 
-    def match(self, seq: RequestView) -> int:
-        """Leading prefix hash blocks of `seq` cached here (for a prefix-aware router)."""
+    def match(self, seq: RequestView, limits: Limits) -> int:
+        """Leading prefix hash blocks of `seq` cached here that its admission under `limits` would hit (for a
+        prefix-aware router)."""
         return 0
 
     def evict_for(self, blocks: int) -> None:
@@ -230,7 +231,6 @@ class PrefixCachingKv(BlockKv):
         slots = limits.max_num_seqs - (0 if limits.preempt_for_priority else n_running)
         budget = limits.max_num_batched_tokens
         cap = limits.chunk_cap  # (a request's chunk is at most this: long_prefill_token_threshold)
-        room = (limits.n_blocks - limits.watermark_blocks) * limits.block_size  # (tokens an empty cache admits)
         matched: list[Seq] = []
         for seq in waiting:
             if slots <= 0 or budget <= 0:  # pragma: no mutate (budget < 0: one more matched, not admitted, given back)
@@ -240,15 +240,20 @@ class PrefixCachingKv(BlockKv):
             if seq.pins is not None or hashes is None:
                 budget -= min(seq.prompt_tokens + seq.generated - seq.computed, cap)
                 continue
-            limit = cache.limit(seq)
-            if seq.prompt_tokens + seq.generated > room:  # (rare: longer than the room above the watermark)
-                limit = min(limit, self.hit_cap(limits))
-            m, seq.pins = cache.pin_match(hashes, limit, pinned_only=seq is not waiting[0])
+            m, seq.pins = cache.pin_match(hashes, self.hit_limit(seq, limits), pinned_only=seq is not waiting[0])
             seq.computed = m * t
             seq.blocks = seq.shared = m * epb
             budget -= min(seq.prompt_tokens + seq.generated - seq.computed, cap)
             matched.append(seq)
         return matched
+
+    def hit_limit(self, seq: RequestView, limits: Limits) -> int:
+        """The most leading entries `seq` may hit here: `PrefixCache.limit`, and `hit_cap` for a sequence longer than
+        the room above the watermark."""
+        limit = self.cache.limit(seq)
+        if (seq.prompt_tokens + seq.generated) > (limits.n_blocks - limits.watermark_blocks) * limits.block_size:
+            return min(limit, self.hit_cap(limits))  # (rare)
+        return limit
 
     def hit_cap(self, limits: Limits) -> int:
         """The most entries a sequence longer than the room above the watermark may hit. Its hit's blocks are taken
@@ -311,8 +316,8 @@ class PrefixCachingKv(BlockKv):
         if n:
             seq.shared += n * cache.blocks_per_entry
 
-    def match(self, seq: RequestView) -> int:
-        return 0 if seq.hashes is None else self.cache.match_seq(seq, seq.hashes)
+    def match(self, seq: RequestView, limits: Limits) -> int:
+        return 0 if seq.hashes is None else self.cache.match(seq.hashes, self.hit_limit(seq, limits))
 
     def evict_for(self, blocks: int) -> None:
         """Evict as `grow` will: ceil(short / blocks per entry) entries however the growth is split, so evicting

@@ -452,7 +452,7 @@ class Replica:
             growth = self.run_growth_at(self.env._now)
             if growth:
                 kv.evict_for(growth)
-        return kv.match(seq)
+        return kv.match(seq, self.limits)
 
     def holds_adapter(self, adapter: int) -> bool:
         """Whether the LoRA adapter is in one of its GPU slots (False without LoRA)."""
