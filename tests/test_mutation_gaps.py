@@ -362,14 +362,14 @@ def test_an_arrival_cuts_a_two_step_speculative_run_at_its_first_boundary():
 
 
 def test_a_prefix_match_stays_within_full_hash_blocks_and_short_of_the_last_token():
-    """`match_seq`: the leading cached ids a sequence may use lie within its prompt's full hash blocks (a partial last
+    """`PrefixCache.limit`: the leading cached ids a sequence may use lie within its prompt's full hash blocks (a partial last
     block is never a hit, even for a recompute whose generated tokens fill it) and short of its last known token."""
     cache = PrefixCache(hash_tokens=512, block_size=16)
     hashes = [1, 2, 3]
     assert cache.insert(cache.root, hashes, 3, Stamp(0.0, 0))[0] == 3
 
     def match(prompt, generated=0):
-        return cache.match_seq(Seq(0, 0.0, prompt, 10, generated=generated), hashes)
+        return cache.match(hashes, cache.limit(Seq(0, 0.0, prompt, 10, generated=generated)))
 
     assert match(1024) == 1  # two full blocks, but the last token of the second must be computed
     assert match(1025) == 2

@@ -28,6 +28,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import simpy
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sim.run.engine.sequence import Seq
 from sim.run.simulate import _build, _resolve, simulate
@@ -177,3 +179,26 @@ def test_a_priced_verify_run_drafts_step_by_step_across_the_drafters_crossover()
             dt = model.step(0, n, s + n, s, s)[0]
             assert price(s, [0])[0][0] == dt and model.verify_s(n, s) == dt, (n, s)
     assert crossed > 0  # (the sweep did cross)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.floats(0.0, 1e15),
+    st.floats(0.0, 1e9),
+    st.floats(1e9, 1e16),
+    st.floats(0.0, 1e12),
+    st.floats(0.0, 1e7),
+    st.floats(1e9, 1e13),
+    st.booleans(),
+    st.integers(0, 2**40),
+)
+def test_surely_bound_holds_only_where_the_float_comparison_says_so(m, a, f, w, kv, b, compute, probe):
+    """`surely_bound`'s range lets a priced run skip a compute/memory comparison: at its ends, just inside them and at
+    any probe within it, the float comparison gives the outcome the range claims."""
+    from sim.run.engine.speculative import surely_bound
+
+    lo, hi = surely_bound(m, a, f, w, kv, b, compute)
+    if lo > hi:
+        return
+    for x in {lo, min(lo + 1, hi), max(hi - 1, lo), hi, min(max(probe, lo), hi)}:
+        assert ((m + a * x) / f >= (w + kv * x) / b) == compute, (x, lo, hi)

@@ -203,7 +203,7 @@ class PrefixCachingKv(BlockKv):
         blocks (the head's hits reserved for running work), give tentative matches back, record the hits of those
         admitted."""
         cache = self.cache
-        before = cache.n_unpinned * cache.blocks_per_entry  # (evictable)
+        before = cache.evictable_blocks
         waiting = replica.waiting
         if not waiting:  # nothing to match, nothing admitted
             return plan(self.n_blocks - self.used + before, 0)

@@ -124,12 +124,11 @@ class PrefixCache:
                 break
             ids = child.ids
             size = len(ids)
-            end = m + size
-            if end <= n and hashes[m:end] == ids:
-                node, m, k = child, end, size
-                continue
             stop = min(size, n - m)
-            if hashes[m : m + stop] == ids[:stop]:
+            if hashes[m : m + stop] == (ids if stop == size else ids[:stop]):
+                if stop == size:  # the whole run: on to its children
+                    node, m, k = child, m + size, size
+                    continue
                 return m + stop, child, stop
             j, miss = 1, stop  # its first `j` ids match (the first: the child's key), its first `miss` do not
             while miss - j > 1:  # (bisection on the matching prefix: slices compared in C, not id by id)
@@ -150,10 +149,6 @@ class PrefixCache:
         (one token is always computed, to produce the next output)."""
         p = seq.prompt_tokens  # (a recompute knows a token past its prompt: all its full blocks may hit)
         return p // self.hash_tokens if seq.generated else (p - 1) // self.hash_tokens
-
-    def match_seq(self, seq: RequestView, hashes: Sequence[int], *, pinned_only: bool = False) -> int:
-        """`match` of `seq`'s `hashes` within `limit(seq)`."""
-        return self._walk(hashes, self.limit(seq), pinned_only)[0]
 
     def pin_match(self, hashes: Sequence[int], limit: int, *, pinned_only: bool = False) -> tuple[int, Node]:
         """`match`, and pin what it matched: the count, and the node the pins end at (the root for none), which
