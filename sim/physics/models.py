@@ -59,7 +59,7 @@ class ModelSpec:
     moe_intermediate_size: int = 0
     n_shared_experts: int = 0
     shared_expert_intermediate_size: int = 0
-    n_dense_layers: int = 0  # leading layers with a dense MLP in an MoE model
+    n_dense_layers: int = 0  # layers with a dense MLP in an MoE model (DeepSeek's leading ones, Llama 4's interleaved)
     mla: MlaSpec | None = None
     # the precision the checkpoint ships in (config.json's quantization_config): bits per weight of the linear layers,
     # and of the routed experts when they differ (gpt-oss: MXFP4 experts); embeddings and the LM head stay 16-bit
@@ -350,6 +350,25 @@ def model_from_hf_config(cfg: Any, *, name: str, hf_repo: str = "", where: str =
             f"{where}: missing required field 'intermediate_size' (the first {dense_first} layers, first_k_dense_replace, "
             "have a dense MLP of that size)"
         )
+    llama4 = model_type.startswith("llama4")
+    n_moe = moe_layer_count(cfg, layers, dense_first, where) if n_experts else 0
+    dense_ff = intermediate
+    if llama4 and n_experts:  # Llama 4: `intermediate_size` is an expert's (and the shared expert's) FFN width, the
+        # dense layers' is `intermediate_size_mlp` (transformers' Llama4TextConfig)
+        moe_ff = moe_ff or intermediate
+        dense_ff = _opt(cfg, "intermediate_size_mlp", where)
+        if n_moe < layers and not dense_ff:
+            raise FleetsimError(
+                f"{where}: missing required field 'intermediate_size_mlp' (the dense MLP of the {layers - n_moe} layers "
+                "interleave_moe_layer_step leaves without experts)"
+            )
+    elif n_experts and n_moe < layers - dense_first and not intermediate:
+        raise FleetsimError(
+            f"{where}: missing required field 'intermediate_size' ({layers - n_moe} layers have a dense MLP of that size: "
+            "decoder_sparse_step, mlp_only_layers or moe_layer_freq)"
+        )
+    if n_experts and not n_moe:  # (experts in no layer: the model is dense)
+        n_experts = 0
     per_tok = _opt(cfg, "num_experts_per_tok", where)
     if n_experts and not 1 <= per_tok <= n_experts:
         raise FleetsimError(f"{where}: field 'num_experts_per_tok' must be in 1..{n_experts} (got {per_tok})")
@@ -362,7 +381,7 @@ def model_from_hf_config(cfg: Any, *, name: str, hf_repo: str = "", where: str =
         n_heads=heads,
         n_kv_heads=kv_heads,
         head_dim=head_dim,
-        intermediate_size=intermediate,
+        intermediate_size=dense_ff,
         vocab_size=vocab,
         max_context_tokens=_given(cfg, "max_position_embeddings", where, 4096),
         tie_embeddings=_flag(cfg, "tie_word_embeddings", where, False),
@@ -371,9 +390,10 @@ def model_from_hf_config(cfg: Any, *, name: str, hf_repo: str = "", where: str =
         n_experts=n_experts,
         n_experts_per_tok=per_tok if n_experts else 0,
         moe_intermediate_size=moe_ff if n_experts else 0,
-        n_shared_experts=_opt(cfg, "n_shared_experts", where) if n_experts else 0,
+        # (Llama 4's MoE layers each have one shared expert of an expert's width: Llama4TextMoe.shared_expert)
+        n_shared_experts=(1 if llama4 else _opt(cfg, "n_shared_experts", where)) if n_experts else 0,
         shared_expert_intermediate_size=_opt(cfg, "shared_expert_intermediate_size", where) if n_experts else 0,
-        n_dense_layers=dense_first,
+        n_dense_layers=layers - n_moe if n_experts else 0,
         mla=mla,
     )
     if heads % kv_heads:
@@ -385,6 +405,38 @@ def model_from_hf_config(cfg: Any, *, name: str, hf_repo: str = "", where: str =
             bits, expert_bits = expert_bits, None
         spec = dataclasses.replace(spec, shipped_quant=method, shipped_bits=bits, shipped_expert_bits=expert_bits)
     return spec
+
+
+def moe_layer_count(cfg: dict[str, Any], layers: int, dense_first: int, where: str) -> int:
+    """How many of an MoE model's `layers` have experts, as each family's config.json places them (the others have a
+    dense MLP; where they sit does not change a step's cost):
+    - `moe_layers` (Llama 4, newer transformers): the listed layers;
+    - `interleave_moe_layer_step` s (Llama 4): layers s-1, 2s-1, ... (Maverick: 2, every other layer; 0: none);
+    - `decoder_sparse_step` d and `mlp_only_layers` (Qwen2-MoE, Qwen3-MoE): layer i unless listed, when d divides i+1;
+    - `first_k_dense_replace` k and `moe_layer_freq` f (DeepSeek-V2/V3, Kimi K2): layer i >= k when f divides i;
+    - otherwise every layer (Mixtral, gpt-oss)."""
+    listed = cfg.get("moe_layers")
+    if listed is not None:
+        return len(_layer_list(listed, "moe_layers", layers, where))
+    if cfg.get("interleave_moe_layer_step") is not None:
+        step = _opt(cfg, "interleave_moe_layer_step", where)
+        return len(range(step - 1, layers, step)) if step else 0
+    sparse = _given(cfg, "decoder_sparse_step", where, 1)
+    dense = set(_layer_list(cfg.get("mlp_only_layers") or [], "mlp_only_layers", layers, where))
+    freq = _given(cfg, "moe_layer_freq", where, 1)
+    return sum(1 for i in range(dense_first, layers) if i not in dense and (i + 1) % sparse == 0 and i % freq == 0)
+
+
+def _layer_list(value: Any, key: str, layers: int, where: str) -> list[int]:
+    """A config.json list of layer indices, each in [0, layers), without repeats."""
+    if not isinstance(value, list):
+        raise FleetsimError(f"{where}: field {key!r} must be a list of layer indices (got {value!r})")
+    for i in value:
+        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < layers:
+            raise FleetsimError(f"{where}: field {key!r} must list layer indices in 0..{layers - 1} (got {i!r})")
+    if len(set(value)) != len(value):
+        raise FleetsimError(f"{where}: field {key!r} lists a layer twice (got {value!r})")
+    return list(value)
 
 
 MXFP4_BITS = 4.25  # 4-bit E2M1 values plus one 8-bit E8M0 scale per block of 32 (OCP Microscaling spec v1.0)
