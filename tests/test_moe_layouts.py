@@ -109,6 +109,10 @@ def test_deepseek_places_experts_after_its_dense_layers_every_moe_layer_freq():
     assert m.n_params == by_hand(6, 2, FF_DENSE, shared=0)
 
 
+def without(cfg: dict, key: str) -> dict:
+    return {k: v for k, v in cfg.items() if k != key}
+
+
 @pytest.mark.parametrize(
     ("cfg", "message"),
     [
@@ -119,12 +123,11 @@ def test_deepseek_places_experts_after_its_dense_layers_every_moe_layer_freq():
         (llama4(4, moe_layers=[True]), "field 'moe_layers' must list layer indices in 0..3 (got True)"),
         (llama4(4, interleave_moe_layer_step=-1), "field 'interleave_moe_layer_step' must be an integer >= 0"),
         (
-            {**llama4(4, interleave_moe_layer_step=2)}
-            | {"text_config": {k: v for k, v in llama4(4, interleave_moe_layer_step=2)["text_config"].items() if k != "intermediate_size_mlp"}},
+            {"text_config": without(llama4(4, interleave_moe_layer_step=2)["text_config"], "intermediate_size_mlp")},
             "missing required field 'intermediate_size_mlp' (the dense MLP of the 2 layers",
         ),
         (
-            {k: v for k, v in qwen_moe(decoder_sparse_step=2).items() if k != "intermediate_size"},
+            without(qwen_moe(decoder_sparse_step=2), "intermediate_size"),
             "missing required field 'intermediate_size' (3 layers have a dense MLP of that size",
         ),
     ],
