@@ -207,7 +207,8 @@ def scenario(draw: dict, fast_forward: bool) -> dict:
     fleet["all2all_backend"] = draw.get("a2a", "allgather_reducescatter") if moe else "allgather_reducescatter"
     fleet["expert_load_imbalance"] = draw.get("imbalance", 1.0) if moe else 1.0
     raw = {
-        "model": "qwen3-30b-a3b" if draw.get("moe") else "llama-3.1-8b",
+        # gpt-oss-20b: sliding-window layers (and vLLM's hybrid KV cache), an MoE model with DP ranks or without
+        "model": "gpt-oss-20b" if draw.get("window") else "qwen3-30b-a3b" if draw.get("moe") else "llama-3.1-8b",
         "seed": draw["seed"] % 1000,
         "fleet": fleet,
         "engine": engine,
@@ -302,6 +303,7 @@ DRAW = st.fixed_dictionaries(
         "sleep": st.sampled_from([0, 1, 2]),  # sleep mode's level (0: off)
         "gap": st.sampled_from([0.0, 40.0]),  # a lull mid-trace (s)
         "moe": st.booleans(),  # Qwen3-30B-A3B as DP 2 + EP (lock-step ranks) instead of Llama-3.1-8B
+        "window": st.booleans(),  # gpt-oss-20b (half its layers attend to 128 tokens) instead of either
         "a2a": st.sampled_from(["allgather_reducescatter", "deepep_low_latency"]),  # (moe: its token exchange)
         "imbalance": st.sampled_from([1.0, 1.5]),  # (moe: the hottest GPU's routed tokens over the mean)
         "async": st.booleans(),  # vLLM's async scheduling: an arrival mid-step joins the step after the next

@@ -61,6 +61,9 @@ class ModelSpec:
     shared_expert_intermediate_size: int = 0
     n_dense_layers: int = 0  # layers with a dense MLP in an MoE model (DeepSeek's leading ones, Llama 4's interleaved)
     mla: MlaSpec | None = None
+    # sliding-window attention: `n_sliding_layers` of the layers attend to the last `sliding_window` tokens only
+    sliding_window: int = 0
+    n_sliding_layers: int = 0
     # the precision the checkpoint ships in (config.json's quantization_config): bits per weight of the linear layers,
     # and of the routed experts when they differ (gpt-oss: MXFP4 experts); embeddings and the LM head stay 16-bit
     shipped_bits: float = 16.0
@@ -80,6 +83,12 @@ class ModelSpec:
         if self.n_kv_heads == self.n_heads:
             return "MHA"
         return "MQA" if self.n_kv_heads == 1 else "GQA"
+
+    @functools.cached_property
+    def sliding_share(self) -> float:
+        """The share of the layers that attend to a sliding window (their attention FLOPs and KV reads a token stop
+        growing past the window); 0 without one."""
+        return self.n_sliding_layers / self.n_layers if self.sliding_window else 0.0
 
     @functools.cached_property
     def n_moe_layers(self) -> int:
@@ -372,6 +381,7 @@ def model_from_hf_config(cfg: Any, *, name: str, hf_repo: str = "", where: str =
     per_tok = _opt(cfg, "num_experts_per_tok", where)
     if n_experts and not 1 <= per_tok <= n_experts:
         raise FleetsimError(f"{where}: field 'num_experts_per_tok' must be in 1..{n_experts} (got {per_tok})")
+    window, n_sliding = sliding_layers(cfg, layers, model_type, mla is not None, where)
     spec = ModelSpec(
         name=name,
         hf_repo=hf_repo or str(cfg.get("_name_or_path", "")),
@@ -395,6 +405,8 @@ def model_from_hf_config(cfg: Any, *, name: str, hf_repo: str = "", where: str =
         shared_expert_intermediate_size=_opt(cfg, "shared_expert_intermediate_size", where) if n_experts else 0,
         n_dense_layers=layers - n_moe if n_experts else 0,
         mla=mla,
+        sliding_window=window,
+        n_sliding_layers=n_sliding,
     )
     if heads % kv_heads:
         raise FleetsimError(f"{where}: num_attention_heads={heads} must be a multiple of num_key_value_heads={kv_heads}")
@@ -405,6 +417,34 @@ def model_from_hf_config(cfg: Any, *, name: str, hf_repo: str = "", where: str =
             bits, expert_bits = expert_bits, None
         spec = dataclasses.replace(spec, shipped_quant=method, shipped_bits=bits, shipped_expert_bits=expert_bits)
     return spec
+
+
+def sliding_layers(cfg: dict[str, Any], layers: int, model_type: str, mla: bool, where: str) -> tuple[int, int]:
+    """The layers that attend to a sliding window (`sliding_window` tokens, the query's own included) and its size,
+    as config.json places them: `layer_types` ("sliding_attention"; gpt-oss, Gemma 3 and newer configs), else each
+    family's fixed pattern (gpt-oss and Gemma 2: every other layer from the first; Gemma 3: all but every
+    `sliding_window_pattern`-th; Mistral and Mixtral: every layer): (window, layers). (0, 0) where
+    `use_sliding_window` is false (Qwen2 ships a window it does not use), for MLA, or for a family whose pattern is not
+    known here."""
+    window = cfg.get("sliding_window")
+    if window is None or mla or cfg.get("use_sliding_window") is False:
+        return 0, 0
+    w = _positive_int(window, "sliding_window", where)
+    types = cfg.get("layer_types")
+    if types is not None:
+        if not isinstance(types, list) or len(types) != layers or not all(isinstance(t, str) for t in types):
+            raise FleetsimError(f"{where}: field 'layer_types' must list {layers} attention types, one a layer (got {types!r})")
+        n = sum(t == "sliding_attention" for t in types)
+    elif model_type in ("gpt_oss", "gemma2"):
+        n = len(range(0, layers, 2))
+    elif model_type in ("gemma3", "gemma3_text"):
+        pattern = _given(cfg, "sliding_window_pattern", where, 6)
+        n = sum(1 for i in range(layers) if (i + 1) % pattern)
+    elif model_type in ("mistral", "mixtral"):
+        n = layers
+    else:
+        n = 0
+    return (w, n) if n else (0, 0)
 
 
 def moe_layer_count(cfg: dict[str, Any], layers: int, dense_first: int, where: str) -> int:

@@ -226,6 +226,42 @@ class RooflineSetup:
         return self.model.kv_bytes_per_token(self.kv_bits) * self.model.kv_replication(self.tp)
 
     @property
+    def kv_groups(self) -> tuple[int, int, int]:
+        """vLLM's hybrid KV cache manager (vllm/v1/core/kv_cache_utils.py, `_get_kv_cache_groups_uniform_page_size`)
+        for a model with full- and sliding-window attention layers: (layers a group, full-attention groups, sliding
+        groups). The group size is the smaller layer count (the larger when it is under 1.5x the smaller: gpt-oss's
+        equal halves, one group each); each group's block table is its own, its blocks from one shared pool, a block
+        one page per layer of a group. One attention type (sliding-window layers alone counted as full here): one
+        group of every layer."""
+        m = self.model
+        sliding = m.n_sliding_layers if m.sliding_window else 0
+        full = m.n_layers - sliding
+        if not sliding or not full:
+            return m.n_layers, 1, 0
+        lo, hi = min(full, sliding), max(full, sliding)
+        size = hi if hi < lo * 1.5 else lo
+        return size, -(-full // size), -(-sliding // size)
+
+    @property
+    def kv_pool_bytes_per_token(self) -> float:
+        """Bytes of the KV cache's blocks per token slot, a block counted as the engine counts one: a sequence holds
+        ceil(tokens / block size) of them for its full-attention layers (the full groups' pages together), plus its
+        window's (`window_blocks`). Without sliding-window layers, `kv_bytes_per_token`."""
+        size, full, _ = self.kv_groups
+        return self.kv_bytes_per_token * size * full / self.model.n_layers
+
+    def window_blocks(self, block_size: int) -> int:
+        """Blocks (of `kv_pool_bytes_per_token`) a sequence's sliding-window groups hold: each the blocks that
+        cover its last `sliding_window` tokens, at most ceil((window - 1) / block size) + 1 (vLLM's
+        SlidingWindowManager frees those wholly before them); counted whatever its length, so an upper bound for a
+        sequence shorter than the window. 0 without sliding-window layers."""
+        _, full, sliding = self.kv_groups
+        if not sliding:
+            return 0
+        per_group = -(-(self.model.sliding_window - 1) // block_size) + 1
+        return -(-sliding * per_group // full)
+
+    @property
     def usd_per_replica_s(self) -> float | None:
         if self.usd_per_gpu_hour is None:
             return None
@@ -307,6 +343,28 @@ def unsampled_logit_flops(setup: RooflineSetup, n_tokens: int, logit_tokens: int
     return (n_tokens - logit_tokens) * setup.model.logit_flops_per_token
 
 
+def windowed(
+    model: ModelSpec, n_tokens: int, pairs: float, kv_read: float, decode_seqs: int, decode_context: float
+) -> tuple[float, float]:
+    """A step's attention pairs and KV tokens read, as the layers count them on average, with sliding-window layers
+    (`ModelSpec.sliding_share` of them): a query there attends to at most `sliding_window` keys, and a decoding
+    sequence reads at most that many cached tokens. Counted on the step's sums (the pairs against `n_tokens` x window,
+    the decoders' cached tokens against `decode_seqs` x window), so exact when every query is past the window (or
+    none is), an upper bound otherwise; the prompt chunks' cached tokens are read whole (a prefill step is bound by
+    its compute). The sums unchanged without a window."""
+    share = model.sliding_share
+    if not share:
+        return pairs, kv_read
+    w = model.sliding_window
+    cap = n_tokens * w
+    if pairs > cap:
+        pairs -= share * (pairs - cap)
+    cap = decode_seqs * w
+    if decode_context > cap:
+        kv_read -= share * (decode_context - cap)
+    return pairs, kv_read
+
+
 def step_cost(
     setup: RooflineSetup,
     *,
@@ -317,12 +375,18 @@ def step_cost(
     decode_pairs: float = 0.0,
     context_tokens: float = 0.0,
     group_tokens: int | None = None,
+    decode_seqs: int = 0,
+    decode_context_tokens: float = 0.0,
 ) -> StepCost:
     """Cost of one forward step; see the module docstring for the terms. `logit_tokens`: the positions the LM head
     runs on (one per scheduled sequence; None: every token). Of the `attention_pairs`, `decode_pairs` are decoding
     queries' (`ModelSpec.decode_attention_flops_per_pair`); `context_tokens`: the cached tokens prefill chunks attend
-    to (`ModelSpec.context_flops_per_token`). Both matter only with MLA."""
+    to (`ModelSpec.context_flops_per_token`). Both matter only with MLA. `decode_seqs` decoders, whose cached tokens
+    (`decode_context_tokens`, of the `kv_read_tokens`) sliding-window layers read up to their window (`windowed`)."""
     model, tp = setup.model, setup.tp
+    attention_pairs, kv_read_tokens = windowed(
+        model, n_tokens, attention_pairs, kv_read_tokens, decode_seqs, decode_context_tokens
+    )
     flops = n_tokens * model.flops_per_token - unsampled_logit_flops(setup, n_tokens, logit_tokens)
     if setup.attention:
         flops += attention_pairs * model.attention_flops_per_pair
@@ -378,6 +442,8 @@ def decode_cost(setup: RooflineSetup, *, batch: int, context_tokens: int) -> Ste
         kv_read_tokens=batch * context_tokens,
         logit_tokens=batch,
         decode_pairs=batch * (context_tokens + 1),
+        decode_seqs=batch,
+        decode_context_tokens=batch * context_tokens,
     )
 
 
@@ -449,13 +515,18 @@ def kv_capacity_bytes(setup: RooflineSetup) -> float:
 
 
 def kv_capacity_tokens(setup: RooflineSetup) -> int:
-    return max(0, math.floor(kv_capacity_bytes(setup) / setup.kv_bytes_per_token))
+    """Token slots the KV cache holds (with sliding-window layers: of the full-attention layers, each sequence's
+    window held besides: `RooflineSetup.kv_pool_bytes_per_token`)."""
+    return max(0, math.floor(kv_capacity_bytes(setup) / setup.kv_pool_bytes_per_token))
 
 
 def max_batch(setup: RooflineSetup, *, context_tokens: int) -> int:
-    """Most sequences of `context_tokens` each whose KV fits at once."""
+    """Most sequences of `context_tokens` each whose KV fits at once (with sliding-window layers, each also holding
+    its window: `sliding_window` tokens a sliding group, in the full groups' units)."""
     _positive("context_tokens", context_tokens)
-    return kv_capacity_tokens(setup) // context_tokens
+    _, full, sliding = setup.kv_groups
+    window = -(-sliding * setup.model.sliding_window // full) if sliding else 0
+    return kv_capacity_tokens(setup) // (context_tokens + window)
 
 
 def check_fits(setup: RooflineSetup) -> None:

@@ -40,6 +40,8 @@ def verify_cost(setup: RooflineSetup, *, batch: int, k: int, context_tokens: int
         kv_read_tokens=batch * context_tokens,
         logit_tokens=batch * (k + 1),
         decode_pairs=batch * ((k + 1) * context_tokens + (k + 1) * (k + 2) / 2),  # a verify decodes its k + 1 tokens
+        decode_seqs=batch,
+        decode_context_tokens=batch * context_tokens,
     )
 
 
@@ -72,6 +74,8 @@ def _decode_s(setup: RooflineSetup, batch: int, context_tokens: float) -> float:
         kv_read_tokens=batch * context_tokens,
         logit_tokens=batch,
         decode_pairs=batch * (context_tokens + 1),
+        decode_seqs=batch,
+        decode_context_tokens=batch * context_tokens,
     )
     return float(cost.time_s)
 

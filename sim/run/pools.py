@@ -96,8 +96,9 @@ def watermark_blocks(engine: EngineConfig, n_blocks: int) -> int:
     return int(engine.watermark * n_blocks)
 
 
-def engine_limits(engine: EngineConfig, n_blocks: int, budget: int) -> Limits:
-    """A replica's batching and admission limits, as its engine block and KV cache set them."""
+def engine_limits(engine: EngineConfig, n_blocks: int, budget: int, window_blocks: int = 0) -> Limits:
+    """A replica's batching and admission limits, as its engine block and KV cache set them (`window_blocks`: each
+    sequence's sliding-window layers', `RooflineSetup.window_blocks`)."""
     return Limits(
         max_num_seqs=engine.max_num_seqs,
         max_num_batched_tokens=budget,
@@ -109,6 +110,7 @@ def engine_limits(engine: EngineConfig, n_blocks: int, budget: int) -> Limits:
         lookahead=engine.speculative.num_speculative_tokens if engine.speculative is not None else 0,
         long_prefill=engine.long_prefill_token_threshold if engine.policy == "chunked" else 0,
         async_scheduling=engine.async_scheduling,
+        window_blocks=window_blocks,
     )
 
 
@@ -137,9 +139,9 @@ def kv_blocks(scenario: Scenario, setup: RooflineSetup, draft: RooflineSetup | N
         return engine.num_gpu_blocks_override
     tokens = kv_capacity_tokens(setup)
     if draft is not None:
-        tokens -= math.ceil(draft.weight_bytes / setup.kv_bytes_per_token)
+        tokens -= math.ceil(draft.weight_bytes / setup.kv_pool_bytes_per_token)
     if lora is not None:
-        tokens -= math.ceil(lora.max_loras * lora.slot_bytes / setup.kv_bytes_per_token)
+        tokens -= math.ceil(lora.max_loras * lora.slot_bytes / setup.kv_pool_bytes_per_token)
     return max(0, tokens) // engine.block_size
 
 
@@ -241,12 +243,13 @@ def _resolved_spec(psc: Scenario, name: str, role: str, *, base_dir: Path, prefi
         raise FleetsimError(
             f"engine: the KV cache holds no block of {engine.block_size} tokens on {setup.tp}x {setup.gpu.name}{after}"
         )
-    if engine.max_model_len is not None and blocks_for(engine.max_model_len, engine.block_size) > n_blocks:
+    window = setup.window_blocks(engine.block_size)
+    if engine.max_model_len is not None and blocks_for(engine.max_model_len, engine.block_size) + window > n_blocks:
         # vLLM refuses to start unless its KV cache holds one request of max_model_len (kv_cache_utils.py,
         # `check_enough_kv_cache_memory`), and says the longest that would fit
         raise FleetsimError(
             f"engine.max_model_len: one request of {engine.max_model_len:,} tokens needs "
-            f"{blocks_for(engine.max_model_len, engine.block_size):,} KV blocks of {engine.block_size}, and the KV cache "
+            f"{blocks_for(engine.max_model_len, engine.block_size) + window:,} KV blocks of {engine.block_size}, and the KV cache "
             f"on {setup.tp}x {setup.gpu.name} holds {n_blocks:,} ({n_blocks * engine.block_size:,} tokens): lower it to "
             f"at most {n_blocks * engine.block_size:,} or give the KV cache more memory (vLLM refuses to start too)"
         )
@@ -257,7 +260,7 @@ def _resolved_spec(psc: Scenario, name: str, role: str, *, base_dir: Path, prefi
             f"engine.max_num_batched_tokens: with speculative decoding a decoding sequence puts 1 + "
             f"num_speculative_tokens = {1 + k} tokens through each step; give at least {1 + k} (got {budget})"
         )
-    limits = engine_limits(engine, n_blocks, budget)
+    limits = engine_limits(engine, n_blocks, budget, window)
     check_whole_groups(psc.fleet, setup.dp_group)
     return PoolSpec(name, role, psc, setup, draft, n_blocks, budget, limits, prefix_ids and engine.prefix_caching, lora=lora)
 
@@ -415,12 +418,12 @@ def rejections(log: RequestLog, specs: Sequence[PoolSpec]) -> dict[int, str]:
     bad = [
         i + lo
         for lo, (pp, oo) in blocks(1 << 20, p, o)  # (bounded temporaries; a stored trace's pages handed back)
-        for i in np.flatnonzero((-(-(pp + 1) // lim.block_size) > room) & (oo > 1)).tolist()
+        for i in np.flatnonzero((-(-(pp + 1) // lim.block_size) + lim.window_blocks > room) & (oo > 1)).tolist()
     ]
     for i in bad:
         out.setdefault(
             i,
-            f"decode pool: its prompt's KV and next token need {-(-(int(p[i]) + 1) // lim.block_size)} KV blocks, more than "
+            f"decode pool: its prompt's KV and next token need {-(-(int(p[i]) + 1) // lim.block_size) + lim.window_blocks} KV blocks, more than "
             f"the {lim.n_blocks} - {lim.watermark_blocks} (engine.watermark) a decode replica offers",
         )
     for i, why in inadmissible(p, o, max_context_tokens=ctx, limits=lim, chunks=dec.chunks, context_name=named).items():
@@ -537,13 +540,15 @@ def replica_factory(
             )
         else:
             kv = BlockKv(spec.n_blocks, engine.block_size)
+        kv.window_blocks = spec.limits.window_blocks  # (each sequence's sliding-window layers' blocks)
         acceptance = None if alphas is None else Acceptance(alphas, streams.sub_generator("speculative", replica_id))
         kind: Callable[..., Replica] = Replica
         if locksteps is not None:  # a DP rank of an MoE model: stepped with its group, step by step
             kind = functools.partial(LockStepReplica, lockstep=locksteps.group_for_new_rank())
         elif acceptance is not None and engine.fast_forward:  # speculative decoding, fast-forwarded: its own seam
             assert isinstance(step_time, SpeculativeStepTime)
-            kind = functools.partial(SpecReplica, group=SpecGroup(engine.block_size, acceptance, step_time, log.itl))
+            group = SpecGroup(engine.block_size, acceptance, step_time, log.itl, spec.limits.window_blocks)
+            kind = functools.partial(SpecReplica, group=group)
         return kind(
             env,
             replica_id=replica_id,

@@ -27,10 +27,11 @@ from sim.run.engine.sequence import Seq
 
 
 class DecodeGroup:
-    __slots__ = ("block_size", "count", "ctx", "d", "heap", "n", "t_last")
+    __slots__ = ("block_size", "count", "ctx", "d", "heap", "n", "pad", "t_last")
 
-    def __init__(self, block_size: int) -> None:
+    def __init__(self, block_size: int, pad: int = 0) -> None:
         self.block_size = block_size
+        self.pad = pad  # blocks a member also holds for its sliding-window layers (`Limits.window_blocks`)
         self.d = 0  # steps the group has taken
         self.n = 0
         self.ctx = 0  # the members' cached tokens
@@ -54,7 +55,7 @@ class DecodeGroup:
         if k:
             seq.generated += k
             seq.computed += k
-            seq.blocks = -(-seq.computed // self.block_size)
+            seq.blocks = -(-seq.computed // self.block_size) + self.pad
         seq.last_token_at_s = self.t_last
 
     def _drop(self, seq: Seq) -> None:

@@ -48,13 +48,15 @@ class Planning(Protocol):
 class BlockKv:
     """The plain paged pool (no caching)."""
 
-    __slots__ = ("block_size", "n_blocks", "peak_used", "used")
+    __slots__ = ("block_size", "n_blocks", "peak_used", "used", "window_blocks")
 
     def __init__(self, n_blocks: int, block_size: int) -> None:
         self.n_blocks = n_blocks
         self.block_size = block_size
         self.used = 0
         self.peak_used = 0
+        # blocks a sequence holding KV also holds for its sliding-window layers (`Limits.window_blocks`; set by the pool)
+        self.window_blocks = 0
 
     @property
     def free(self) -> int:
@@ -82,8 +84,8 @@ class BlockKv:
         return self.used + blocks
 
     def grow(self, seq: Seq, n_slots: int) -> None:
-        """Make `seq` hold enough blocks for `n_slots` tokens."""
-        need = -(-n_slots // self.block_size) - seq.blocks
+        """Make `seq` hold enough blocks for `n_slots` tokens (and its sliding-window layers' window)."""
+        need = -(-n_slots // self.block_size) + self.window_blocks - seq.blocks
         if need > 0:
             self.used += need
             seq.blocks += need
@@ -251,7 +253,8 @@ class PrefixCachingKv(BlockKv):
         """The most leading entries `seq` may hit here: `PrefixCache.limit`, and `hit_cap` for a sequence longer than
         the room above the watermark."""
         limit = self.cache.limit(seq)
-        if (seq.prompt_tokens + seq.generated) > (limits.n_blocks - limits.watermark_blocks) * limits.block_size:
+        room = limits.n_blocks - limits.watermark_blocks - limits.window_blocks
+        if (seq.prompt_tokens + seq.generated) > room * limits.block_size:
             return min(limit, self.hit_cap(limits))  # (rare)
         return limit
 
@@ -264,7 +267,8 @@ class PrefixCachingKv(BlockKv):
         `whole_prompt`: it cannot be admitted with any hit, and is dropped as without caching)."""
         if not self.chunks or limits.whole_prompt:
             return 0
-        first = -(-min(limits.max_num_batched_tokens, limits.chunk_cap) // limits.block_size)  # (its first chunk's blocks)
+        # (its first chunk's blocks, and its window's)
+        first = -(-min(limits.max_num_batched_tokens, limits.chunk_cap) // limits.block_size) + limits.window_blocks
         return max(0, (limits.n_blocks - limits.watermark_blocks - first) // self.cache.blocks_per_entry)
 
     def _unmatch(self, batch: Batch, matched: list[Seq]) -> None:
@@ -279,7 +283,7 @@ class PrefixCachingKv(BlockKv):
                 seq.pins, seq.computed, seq.blocks, seq.shared = None, 0, 0, 0  # pragma: no mutate (set again when matched)
 
     def grow(self, seq: Seq, n_slots: int) -> None:
-        need = -(-n_slots // self.block_size) - seq.blocks
+        need = -(-n_slots // self.block_size) + self.window_blocks - seq.blocks
         if need > 0:
             self._make_room(need)
             BlockKv.grow(self, seq, n_slots)

@@ -209,6 +209,10 @@ class GroupPricing(LinearWrapper):
         assert self._lines is not None
         return self._lines.decode_sum(n_seqs, context_sum, k)
 
+    def line_steps(self, n_seqs: int, context_sum: int) -> int:
+        assert self._lines is not None
+        return self._lines.line_steps(n_seqs, context_sum)
+
 
 class LockStep:
     """One DP group: its ranks, and the step or run they are in."""
@@ -473,6 +477,8 @@ class LockStepReplica(Replica):
         k_max = min(group.min_tokens_left, min_tokens_left)
         if k_max > 1 and n_seqs * -(-k_max // self.kv.block_size) > self.kv.run_room(bool(self.waiting)):
             k_max = self._kv_steps(seqs, k_max)
+        assert self._lines is not None
+        k_max = min(k_max, self._lines.line_steps(n_seqs, context_sum))  # (sliding-window layers: up to the window)
         self._run_work = (n_seqs, context_sum)
         self._wants_run = (seqs, k_max, None)
 

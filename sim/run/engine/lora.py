@@ -285,3 +285,7 @@ class LoraStepTime(LinearWrapper):
     def decode_sum(self, n_seqs: int, context_sum: int, k: int) -> float:
         assert self._lines is not None
         return self._lines.decode_sum(n_seqs, context_sum, k) + k * self.state.extra(n_seqs)[0]
+
+    def line_steps(self, n_seqs: int, context_sum: int) -> int:
+        assert self._lines is not None
+        return self._lines.line_steps(n_seqs, context_sum)

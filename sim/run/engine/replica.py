@@ -69,7 +69,7 @@ def inadmissible(
     p, o = np.asarray(prompt_tokens, dtype=np.int64), np.asarray(output_tokens, dtype=np.int64)
     found = []
     for lo, (pp, oo) in blocks(_ROWS, p, o):  # a block at a time: bounded temporaries (a stored trace's pages handed back)
-        bad = (pp + oo > max_context_tokens) | (-(-(pp + oo - 1) // limits.block_size) > limits.n_blocks)
+        bad = (pp + oo > max_context_tokens) | (-(-(pp + oo - 1) // limits.block_size) + limits.window_blocks > limits.n_blocks)
         bad |= pp > limits.never_above[chunks]
         found.extend((np.flatnonzero(bad) + lo).tolist())
     out = {}
@@ -97,8 +97,9 @@ def admission_reason(
     if prompt_tokens + output_tokens > max_context_tokens:
         return f"prompt + output = {prompt_tokens + output_tokens} tokens exceeds {context_name} {max_context_tokens}"
     slots = prompt_tokens + output_tokens - 1
-    if blocks_for(slots, limits.block_size) > limits.n_blocks:
-        return f"needs {slots} KV slots, more than the replica's KV cache holds ({limits.n_blocks * limits.block_size})"
+    if blocks_for(slots, limits.block_size) + limits.window_blocks > limits.n_blocks:
+        room = (limits.n_blocks - limits.window_blocks) * limits.block_size
+        return f"needs {slots} KV slots, more than the replica's KV cache holds ({room})"
     return limits.never_reason(prompt_tokens, recompute=False, chunks=chunks)
 
 
@@ -235,7 +236,7 @@ class Replica:
         self.waiting: list[Seq] = []
         self.running: list[Seq] = []  # explicit running sequences, in admission order
         # lock-step decoders (fast-forward mode only); a speculating replica keeps a SpecGroup here
-        self.group: DecodeGroup | SpecGroup = DecodeGroup(limits.block_size)
+        self.group: DecodeGroup | SpecGroup = DecodeGroup(limits.block_size, limits.window_blocks)
         self._n_admitted = 0
         self.n_outstanding = 0  # requests routed here and not yet resolved (or handed off)
         self.pending_prompt_tokens = 0  # prompt tokens of requests routed here and not yet prefilled
@@ -418,8 +419,8 @@ class Replica:
             return 0
         _, _, seqs, k_max = self._run
         slots_ahead = min(self.steps_done_in_run(now) + 1, k_max)  # the step in progress holds its slot
-        bs = self.kv.block_size
-        explicit = sum(max(0, blocks_for(s.computed + slots_ahead, bs) - s.blocks) for s in seqs)
+        bs, pad = self.kv.block_size, self.kv.window_blocks
+        explicit = sum(max(0, blocks_for(s.computed + slots_ahead, bs) + pad - s.blocks) for s in seqs)
         return self.group.blocks_needed(slots_ahead) + explicit
 
     def kv_blocks_used_at(self, now: float) -> int:
@@ -775,7 +776,7 @@ class Replica:
             return None
         if not self.kv.takes_adapter(seq.adapter):  # (LoRA: its adapter would pass max_loras)
             return None
-        need = blocks_for(seq.computed + 1, limits.block_size)  # its KV and the slot of its next token
+        need = blocks_for(seq.computed + 1, limits.block_size) + limits.window_blocks  # its KV and next token's slot
         used = self.kv_blocks_used_at(self.env._now)  # mid-run: as a step-by-step engine sees it
         return (need, used) if need <= self.kv.n_blocks - used - limits.watermark_blocks else None
 
@@ -863,11 +864,12 @@ class Replica:
     def _kv_steps(self, seqs: list[Seq], k_max: int) -> int:
         """Most steps (<= k_max) the free blocks can feed without preempting anyone."""
         bs, free, group = self.kv.block_size, self.kv.run_room(bool(self.waiting)), self.group
+        pad = self.kv.window_blocks
 
         def need(k: int) -> int:
             total = group.blocks_needed(k)
             for s in seqs:
-                extra = -(-(s.computed + k) // bs) - s.blocks
+                extra = -(-(s.computed + k) // bs) + pad - s.blocks
                 if extra > 0:
                     total += extra
             return total
@@ -898,6 +900,7 @@ class Replica:
         if k_max > 1 and n_seqs * -(-k_max // self.kv.block_size) > self.kv.run_room(bool(self.waiting)):  # pragma: no mutate
             k_max = self._kv_steps(seqs, k_max)
         assert self._lines is not None
+        k_max = min(k_max, self._lines.line_steps(n_seqs, context_sum))  # (sliding-window layers: up to the window)
         line = self._lines.decode_line(n_seqs=n_seqs, context_sum=context_sum)
         self._run = (start, line, seqs, k_max)
         self._run_steps = k_max
@@ -1043,14 +1046,14 @@ class Replica:
         self.n_runs += 1
         self.busy_s += total
         self.decode_busy_s += total
-        bs = self.kv.block_size
+        bs, pad = self.kv.block_size, self.kv.window_blocks
         grown = group.blocks_needed(k)
         finished = []
         singles = self.log.itl.singles
         for seq in seqs:
             singles.append(first - seq.last_token_at_s)
             seq.computed += k
-            extra = -(-seq.computed // bs) - seq.blocks
+            extra = -(-seq.computed // bs) + pad - seq.blocks
             if extra > 0:
                 seq.blocks += extra
                 grown += extra

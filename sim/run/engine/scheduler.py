@@ -56,12 +56,15 @@ class Limits:
     lookahead: int = 0  # speculative decoding: draft tokens a decoding sequence also verifies (slots and budget)
     long_prefill: int = 0  # chunked: vLLM's long_prefill_token_threshold, a request's most tokens in one step (0: none)
     async_scheduling: bool = False  # vLLM's async scheduling: an arrival mid-step is seen at the boundary after the next
+    # blocks a sequence holding KV also holds for its sliding-window layers' window (vLLM's hybrid KV cache manager:
+    # `sim.physics.roofline.kv_layout`), whatever its length: its blocks are ceil(slots / block_size) + these
+    window_blocks: int = 0
     # derived: a waiting sequence with more pending tokens than this can never be admitted (prefill_first, chunked)
     never_above: tuple[int, int] = field(init=False, default=(0, 0))
     chunk_cap: int = field(init=False, default=1 << 62)  # derived: the most tokens one request takes in a step
 
     def __post_init__(self) -> None:
-        room = (self.n_blocks - self.watermark_blocks) * self.block_size  # tokens an empty cache admits
+        room = (self.n_blocks - self.watermark_blocks - self.window_blocks) * self.block_size  # tokens an empty cache admits
         cap = self.long_prefill if self.long_prefill > 0 else 1 << 62
         chunk = min(self.max_num_batched_tokens, cap)  # a request's largest chunk
         chunked = room if self.whole_prompt or chunk > room else 1 << 62  # a first chunk that fits an empty cache
@@ -82,7 +85,7 @@ class Limits:
                 f"max_num_batched_tokens={budget} (prefill_first prefills it whole; vLLM v0 ignores such a request)"
             )
         n = pending if not chunks or self.whole_prompt else min(pending, budget, self.chunk_cap)
-        need = blocks_for(n, self.block_size)
+        need = blocks_for(n, self.block_size) + self.window_blocks
         return (
             f"its {what} needs {need} KV blocks to be admitted, more than the {self.n_blocks} - "
             f"{self.watermark_blocks} (engine.watermark) an empty cache offers"
@@ -181,14 +184,14 @@ def _serve_all(running: list[Seq], batch: Batch, limits: Limits) -> tuple[int, i
     blocks) that costs."""
     demand = need = 0
     work = batch.work
-    bs, la, cap = limits.block_size, limits.lookahead, limits.chunk_cap
+    bs, la, cap, pad = limits.block_size, limits.lookahead, limits.chunk_cap, limits.window_blocks
     for seq in running:
         c = seq.computed
         pending = seq.prompt_tokens + seq.generated - c
         n = pending if pending <= cap else cap  # (a long prefill's chunk: long_prefill_token_threshold)
         extra = la if la and pending == 1 and seq.generated >= 1 else 0
         demand += n + extra
-        need += -(-(c + n + extra) // bs) - seq.blocks
+        need += -(-(c + n + extra) // bs) + pad - seq.blocks
         work.append((seq, n))
         batch.note(seq, c, n, pending)
     return demand, need
@@ -202,6 +205,7 @@ def _decode_with_preemption(
     bs = limits.block_size
     la = limits.lookahead
     cap = limits.chunk_cap
+    pad = limits.window_blocks
     work = batch.work
     i = 0
     while i < len(queue):
@@ -219,7 +223,7 @@ def _decode_with_preemption(
             n_slots = c + 1 + la
         else:
             n_slots = c + n
-        need = -(-n_slots // bs) - seq.blocks
+        need = -(-n_slots // bs) + pad - seq.blocks
         if need > free:
             preempted_self = False
             while need > free:
@@ -257,7 +261,7 @@ def _admit_whole(waiting: list[Seq], batch: Batch, n_seqs: int, free: int, limit
     free -= limits.watermark_blocks
     for seq in waiting:
         n = seq.pending
-        need = blocks_for(n, limits.block_size)
+        need = blocks_for(n, limits.block_size) + limits.window_blocks
         if n > budget or n_seqs + 1 > limits.max_num_seqs or need > free:
             break
         batch.work.append((seq, n))
@@ -278,7 +282,7 @@ def _admit_chunks(waiting: list[Seq], batch: Batch, budget: int, n_running: int,
         if budget <= 0 or n_running >= limits.max_num_seqs:
             break
         n = min(seq.pending, budget, limits.chunk_cap)
-        need = blocks_for(seq.pending if limits.whole_prompt else n, bs)
+        need = blocks_for(seq.pending if limits.whole_prompt else n, bs) + limits.window_blocks
         if need > free:
             break
         batch.work.append((seq, n))

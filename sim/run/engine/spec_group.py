@@ -103,6 +103,7 @@ class SpecGroup:
         "members",
         "model",
         "n",
+        "pad",
         "pending",
         "pending_need",
         "t_last",
@@ -110,8 +111,9 @@ class SpecGroup:
         "verify_tokens",
     )
 
-    def __init__(self, block_size: int, acceptance: Acceptance, model: SpeculativeStepTime, itl: ItlLog) -> None:
+    def __init__(self, block_size: int, acceptance: Acceptance, model: SpeculativeStepTime, itl: ItlLog, pad: int = 0) -> None:
         self.block_size = block_size
+        self.pad = pad  # blocks a member also holds for its sliding-window layers (`Limits.window_blocks`)
         self.acceptance = acceptance
         self.la = acceptance.k  # lookahead slots (drafts) each member holds
         self.model = model
@@ -138,7 +140,7 @@ class SpecGroup:
         self.pending.append(seq)
         self.n += 1
         self.ctx += seq.computed
-        self.pending_need += max(0, -(-(seq.computed + 1 + self.la) // self.block_size) - seq.blocks)
+        self.pending_need += max(0, -(-(seq.computed + 1 + self.la) // self.block_size) + self.pad - seq.blocks)
 
     def activate(self) -> None:
         """The members joined since the last step verify for the first time in the group: each takes its trajectory
@@ -174,7 +176,7 @@ class SpecGroup:
         # blocks held at each step's start: its context then, its next token and the drafts' slots (never fewer
         # than it holds; nondecreasing as the context is)
         bs = self.block_size
-        c = seq.computed + self.la + bs
+        c = seq.computed + self.la + bs * (1 + self.pad)
         blocks = emitted[:-1] + (c - e0)
         blocks //= bs
         if c // bs < seq.blocks:  # (its first step's)

@@ -160,7 +160,13 @@ class SpeculativeStepTime:
 
     def _make_run_fn(self, n: int) -> Callable[[int, Sequence[int]], Run]:
         target, lines = self.target, self._lines
-        if not isinstance(target, RooflineStepTime) or not isinstance(lines, RooflineStepTime | None):
+        # (sliding-window layers, in the target or the drafter: priced a step at a time, `step` itself)
+        if (
+            not isinstance(target, RooflineStepTime)
+            or not isinstance(lines, RooflineStepTime | None)
+            or target._share
+            or (lines is not None and lines._share)
+        ):
 
             def per_step(context_sum: int, tokens: Sequence[int]) -> Run:
                 ends, flops, n_bytes, end = [], [], [], 0.0

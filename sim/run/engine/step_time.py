@@ -24,9 +24,10 @@ from typing import Protocol
 
 from mypy_extensions import mypyc_attr
 
-from sim.physics.roofline import RooflineSetup, fixed_overhead_s, weight_bytes_read
+from sim.physics.roofline import RooflineSetup, fixed_overhead_s, weight_bytes_read, windowed
 
 _NEVER = 1e15  # steps: a crossing further away than this is treated as never reached
+UNBOUNDED = 1 << 62  # steps: a decode line that holds for ever (`LinearRuns.line_steps`)
 GROUP_MEMO = 1 << 16  # memoized DP-group step terms, at most (then the memo starts again)
 
 
@@ -210,6 +211,10 @@ class LinearRuns(Protocol):
         cheaper for a few steps)."""
         ...
 
+    def line_steps(self, n_seqs: int, context_sum: int) -> int:
+        """How many steps from its start that run's `decode_line` holds (`UNBOUNDED`: all): a run plans no more."""
+        ...
+
 
 @mypyc_attr(allow_interpreted_subclasses=True)
 class LinearWrapper:
@@ -226,6 +231,11 @@ class LinearWrapper:
 
     def decode_sum(self, n_seqs: int, context_sum: int, k: int) -> float:
         raise NotImplementedError
+
+    def line_steps(self, n_seqs: int, context_sum: int) -> int:
+        lines = linear_runs(self.inner)
+        assert lines is not None
+        return lines.line_steps(n_seqs, context_sum)
 
 
 def linear_runs(model: StepTimeModel) -> LinearRuns | None:
@@ -261,6 +271,10 @@ class RooflineStepTime:
         self._g = 1.0 - s.overlap
         self._flops_per_token = m.flops_per_token
         self._moe_group = s.moe_group > 1 and m.is_moe  # (its time may count FLOPs beyond its tokens' own)
+        self._model = m
+        # sliding-window layers (`windowed`): their share, and a decoder's most keys there
+        self._share = m.sliding_share
+        self._window = m.sliding_window
         self._per_batch: dict[int, tuple[float, float, float]] = {}
         self._step_terms: dict[int, tuple[float, float, float, float]] = {}
         # a DP group's steps, by (tokens, the group's tokens): bounded (`GROUP_MEMO`), as a long run meets ever more pairs
@@ -295,6 +309,10 @@ class RooflineStepTime:
                     self._group_terms.clear()
                 self._group_terms[key] = terms
         flops, weight_bytes, comm, hot = terms
+        if self._share:
+            attention_pairs, kv_read_tokens = windowed(
+                self._model, n, attention_pairs, kv_read_tokens, n_decode_seqs, decode_context_tokens
+            )
         if logit_tokens is not None and self._logits_sampled and logit_tokens < n:
             flops -= (n - logit_tokens) * self._logit_flops
         if self._attention:
@@ -336,6 +354,14 @@ class RooflineStepTime:
         speculative step's drafts)."""
         matmul_flops, weight_bytes, fixed = self._batch_terms(n_seqs)
         attn, kv, f, b, g = self._attn, self._kv, self._flops_per_s, self._bytes_per_s, self._g
+        if self._share:  # sliding-window layers: step by step (their keys stop growing past the window)
+            total = 0.0
+            for j in range(max(k, 0)):
+                c = context_sum + n_seqs * j
+                pairs, kv_read = windowed(self._model, n_seqs, c + n_seqs, c, n_seqs, c)
+                compute_s, memory_s = (matmul_flops + attn * pairs) / f, (weight_bytes + kv * (kv_read + n_seqs)) / b
+                total += (compute_s + g * memory_s if compute_s >= memory_s else memory_s + g * compute_s) + fixed
+            return total
         if k <= 1:  # (one step: the plain engine's decode alone, every step of it)
             if k <= 0:
                 return 0.0
@@ -362,9 +388,37 @@ class RooflineStepTime:
         matmul_flops, weight_bytes, _ = self._batch_terms(n_seqs, group_tokens)
         if self._moe_group:  # (the tokens' own FLOPs: not those only the time counts)
             matmul_flops = n_seqs * self._flops_per_token
-        pairs = k * (context_sum + n_seqs) + n_seqs * k * (k - 1) / 2  # sum over j < k of S + n (j + 1)
-        kv_tokens = k * (context_sum + n_seqs) + n_seqs * k * (k - 1) / 2  # reads S + n j plus n writes
+        pairs0, pairs_slope, kv0, kv_slope = self._line_terms(n_seqs, context_sum)
+        pairs = k * pairs0 + pairs_slope * (k * (k - 1) / 2)  # sum over j < k of step j's pairs
+        kv_tokens = k * (kv0 + n_seqs) + kv_slope * (k * (k - 1) / 2)  # its reads plus n writes
         return k * matmul_flops + self._attn * pairs, k * weight_bytes + self._kv * kv_tokens
+
+    def _line_terms(self, n_seqs: int, context_sum: int) -> tuple[float, float, float, float]:
+        """A decode run's step 0 attention pairs and KV tokens read and their growth a step: context_sum + n and
+        context_sum, n each, as sliding-window layers count them (`windowed`) on the run's side of the window
+        (`line_steps` ends a run where it crosses)."""
+        pairs0, kv0 = context_sum + n_seqs, context_sum
+        if not self._share:
+            return pairs0, n_seqs, kv0, n_seqs
+        share, cap = self._share, n_seqs * self._window
+        if kv0 >= cap:  # every step past the window: (1 - share) of the growth counts
+            slope = (1.0 - share) * n_seqs
+            return pairs0 - share * (pairs0 - cap), slope, kv0 - share * (kv0 - cap), slope
+        if pairs0 > cap:  # (the pairs past it, the KV read not yet: a run of one step)
+            return pairs0 - share * (pairs0 - cap), (1.0 - share) * n_seqs, kv0, n_seqs
+        return pairs0, n_seqs, kv0, n_seqs
+
+    def line_steps(self, n_seqs: int, context_sum: int) -> int:
+        """How many steps from its start `decode_line(n_seqs, context_sum)` holds: for ever, unless sliding-window
+        layers' keys stop growing within the run (then up to the step that crosses; see `_line_terms`)."""
+        if not self._share:
+            return UNBOUNDED
+        cap = n_seqs * self._window
+        if context_sum >= cap:
+            return UNBOUNDED
+        if context_sum + n_seqs > cap:
+            return 1
+        return (cap - context_sum) // n_seqs
 
     def _batch_terms(self, n_seqs: int, group_tokens: int | None = None) -> tuple[float, float, float]:
         """Matmul FLOPs (as the step's time counts them: `RooflineSetup.moe_time_flops` included), weight bytes read
@@ -394,12 +448,14 @@ class RooflineStepTime:
     def decode_line(self, *, n_seqs: int, context_sum: int, group_tokens: int | None = None) -> StepLine:
         """`n_seqs` decodes whose cached contexts sum to `context_sum` at step 0 (+n_seqs per step)."""
         matmul_flops, weight_bytes, fixed = self._batch_terms(n_seqs, group_tokens)
-        # step j: pairs = context_sum + n (j + 1); KV read = context_sum + n j; KV written = n
+        # step j: pairs = context_sum + n (j + 1); KV read = context_sum + n j; KV written = n (sliding-window layers
+        # counted as `_line_terms` says)
+        pairs0, pairs_slope, kv0, kv_slope = self._line_terms(n_seqs, context_sum)
         return StepLine(
-            (matmul_flops + self._attn * (context_sum + n_seqs)) / self._flops_per_s,
-            self._attn * n_seqs / self._flops_per_s,
-            (weight_bytes + self._kv * (context_sum + n_seqs)) / self._bytes_per_s,
-            self._kv * n_seqs / self._bytes_per_s,
+            (matmul_flops + self._attn * pairs0) / self._flops_per_s,
+            self._attn * pairs_slope / self._flops_per_s,
+            (weight_bytes + self._kv * (kv0 + n_seqs)) / self._bytes_per_s,
+            self._kv * kv_slope / self._bytes_per_s,
             fixed,
             self._g,
         )
@@ -433,3 +489,6 @@ class ConstantStepTime:
 
     def run_work(self, n_seqs: int, context_sum: int, k: int, group_tokens: int | None = None) -> tuple[float, float]:
         return 0.0, 0.0
+
+    def line_steps(self, n_seqs: int, context_sum: int) -> int:
+        return UNBOUNDED
