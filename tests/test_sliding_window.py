@@ -230,3 +230,12 @@ def test_the_window_holds_a_sequences_blocks_besides_its_context():
     assert req["status"].tolist() == ["completed", "completed", "rejected"]
     # the second waited for the first: 11 blocks hold one sequence and its window at a time
     assert req["scheduled_at_s"].iloc[1] >= req["completed_at_s"].iloc[0]
+
+
+def test_a_window_as_long_as_the_context_holds_no_more_than_the_context():
+    """A window no shorter than the longest context (Qwen2-style configs that turn it on at the full length) holds no
+    more blocks than a sequence of that context would."""
+    s = setup_of("gpt-oss-20b")
+    long_window = dataclasses.replace(s.model, sliding_window=10 * s.model.max_context_tokens)
+    t = dataclasses.replace(s, model=long_window, max_model_len=4096)
+    assert t.window_blocks(16) == 4096 // 16

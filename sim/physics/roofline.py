@@ -253,12 +253,13 @@ class RooflineSetup:
     def window_blocks(self, block_size: int) -> int:
         """Blocks (of `kv_pool_bytes_per_token`) a sequence's sliding-window groups hold: each the blocks that
         cover its last `sliding_window` tokens, at most ceil((window - 1) / block size) + 1 (vLLM's
-        SlidingWindowManager frees those wholly before them); counted whatever its length, so an upper bound for a
-        sequence shorter than the window. 0 without sliding-window layers."""
+        SlidingWindowManager frees those wholly before them), and no more than its longest context's. Counted
+        whatever its length: an upper bound for a sequence shorter than the window (by its blocks short of it, a
+        sliding group). 0 without sliding-window layers."""
         _, full, sliding = self.kv_groups
         if not sliding:
             return 0
-        per_group = -(-(self.model.sliding_window - 1) // block_size) + 1
+        per_group = min(-(-(self.model.sliding_window - 1) // block_size) + 1, -(-self.context_tokens // block_size))
         return -(-sliding * per_group // full)
 
     @property
