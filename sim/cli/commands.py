@@ -272,6 +272,8 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
                 "n_heads": m.n_heads,
                 "n_kv_heads": m.n_kv_heads,
                 "attention": m.attention_kind,
+                "sliding_window": m.sliding_window or None,  # (tokens its sliding-window layers attend to)
+                "n_sliding_layers": m.n_sliding_layers,
                 "kv_bytes_per_token": m.kv_bytes_per_token(16),
                 "max_context_tokens": m.max_context_tokens,
                 "n_experts": m.n_experts,
@@ -285,15 +287,24 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
         return
     typer.echo(
         f"{'name':<20}{'params':>9}{'active':>9}{'experts':>10}  {'weights':<14}{'GB':>7}{'layers':>7}{'heads':>7}{'kv':>5}"
-        f"  {'attn':<5}{'KV B/token':>12}{'max ctx':>9}  hf repo"
+        f"  {'attn':<7}{'KV B/token':>12}{'max ctx':>9}  hf repo"
     )
     for r in rows:
         experts = f"{r['n_experts']} top-{r['n_experts_per_tok']}" if r["n_experts"] else "-"
+        if r["sliding_window"]:  # (its sliding-window layers: "GQA/SW" and a note after the table)
+            r["attention"] = f"{r['attention']}/SW"
         typer.echo(
             f"{r['name']:<20}{r['n_params'] / 1e9:>8.2f}B{r['n_active_params'] / 1e9:>8.2f}B{experts:>10}  {r['precision']:<14}"
             f"{r['weight_bytes'] / 1e9:>7.1f}{r['n_layers']:>7}{r['n_heads']:>7}"
-            f"{r['n_kv_heads']:>5}  {r['attention']:<5}{r['kv_bytes_per_token']:>12,.0f}{r['max_context_tokens']:>9}  {r['hf_repo']}"
+            f"{r['n_kv_heads']:>5}  {r['attention']:<7}{r['kv_bytes_per_token']:>12,.0f}{r['max_context_tokens']:>9}  {r['hf_repo']}"
         )
+    windows = [
+        f"{r['name']} {r['n_sliding_layers']} of {r['n_layers']} layers, {r['sliding_window']} tokens"
+        for r in rows
+        if r["sliding_window"]
+    ]
+    if windows:
+        typer.echo("/SW: sliding-window layers (" + "; ".join(windows) + ")")
 
 
 @app.command()
