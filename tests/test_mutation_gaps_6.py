@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import simpy
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from sim.run.engine.sequence import Seq
@@ -181,6 +181,7 @@ def test_a_priced_verify_run_drafts_step_by_step_across_the_drafters_crossover()
     assert crossed > 0  # (the sweep did cross)
 
 
+@example(0.0, 0.0, 1e9, 2.2250738585e-313, 0.0, 90071992548.0, False, 0)  # a subnormal w: w / b rounds to 0.0
 @settings(max_examples=300, deadline=None)
 @given(
     st.floats(0.0, 1e15),

@@ -18,6 +18,7 @@ _ONE_STEP = (0,)
 _ZERO = np.zeros(1, dtype=np.int64)
 _MAX_EXACT = 1 << 53  # (contexts below it are exact as floats)
 _EPS = Fraction(1, 10**12)  # a relative gap no rounding of (m + a x) / f (3 roundings: < 4e-16 relative) can close
+_TINY = Fraction(1, 2**1000)  # (well above the subnormal floats, 2^-1022 and below)
 
 
 def surely_bound(m: float, a: float, f: float, w: float, kv: float, b: float, compute: bool) -> tuple[int, int]:
@@ -26,6 +27,8 @@ def surely_bound(m: float, a: float, f: float, w: float, kv: float, b: float, co
     rounding of either side closes. (lo, hi), empty when lo > hi. Lets a run skip evaluating a compute/memory
     comparison whose outcome is already certain; where it is not, the run evaluates it as it always did."""
     fm, fa, fw, fk = Fraction(m) / Fraction(f), Fraction(a) / Fraction(f), Fraction(w) / Fraction(b), Fraction(kv) / Fraction(b)
+    if any(0 < v < _TINY for v in (fm, fa, fw, fk, Fraction(m), Fraction(a), Fraction(w), Fraction(kv))):
+        return 1, 0  # (near the subnormal floats a rounding's relative error is unbounded: the margin proves nothing)
     sign = 1 if compute else -1
     c0 = sign * (fm - fw) - _EPS * (fm + fw)  # sign * (difference) - eps * (sum) > 0: surely, as c0 + c1 x > 0
     c1 = sign * (fa - fk) - _EPS * (fa + fk)
