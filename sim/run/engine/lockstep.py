@@ -477,8 +477,9 @@ class LockStepReplica(Replica):
         k_max = min(group.min_tokens_left, min_tokens_left)
         if k_max > 1 and n_seqs * -(-k_max // self.kv.block_size) > self.kv.run_room(bool(self.waiting)):
             k_max = self._kv_steps(seqs, k_max)
-        assert self._lines is not None
-        k_max = min(k_max, self._lines.line_steps(n_seqs, context_sum))  # (sliding-window layers: up to the window)
+        if self._windowed:  # (sliding-window layers: up to where the run's sums cross the window)
+            assert self._lines is not None
+            k_max = min(k_max, self._lines.line_steps(n_seqs, context_sum))
         self._run_work = (n_seqs, context_sum)
         self._wants_run = (seqs, k_max, None)
 

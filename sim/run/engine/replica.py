@@ -40,7 +40,7 @@ from sim.run.engine.scheduler import Batch, BatchPolicy, Limits, PriorityCount
 from sim.run.engine.sequence import Seq, blocks_for
 from sim.run.engine.spec_group import SpecGroup, SpecRun
 from sim.run.engine.speculative import Acceptance
-from sim.run.engine.step_time import RunLine, StepLine, StepTimeModel, linear_runs
+from sim.run.engine.step_time import UNBOUNDED, RunLine, StepLine, StepTimeModel, linear_runs
 from sim.run.store import blocks
 
 COLOCATED, PREFILL, DECODE = "colocated", "prefill", "decode"
@@ -171,6 +171,7 @@ class Replica:
         "_stopped",
         "_unseen",
         "_verifying",
+        "_windowed",
         "_work_start",
         "busy_s",
         "bytes",
@@ -225,6 +226,8 @@ class Replica:
         self.replica_id = replica_id
         self.step_time = step_time
         self._lines = linear_runs(step_time)  # the decode-run closed form, when the model has one
+        # sliding-window layers: a decode line holds only up to where its sums cross the window (`line_steps`)
+        self._windowed = self._lines is not None and self._lines.line_steps(1, 0) < UNBOUNDED
         self.policy = policy
         self.limits = limits
         self.kv = kv  # the KV cache: plain blocks or prefix caching (`sim.run.engine.kv`), chosen at build
@@ -900,7 +903,8 @@ class Replica:
         if k_max > 1 and n_seqs * -(-k_max // self.kv.block_size) > self.kv.run_room(bool(self.waiting)):  # pragma: no mutate
             k_max = self._kv_steps(seqs, k_max)
         assert self._lines is not None
-        k_max = min(k_max, self._lines.line_steps(n_seqs, context_sum))  # (sliding-window layers: up to the window)
+        if self._windowed:
+            k_max = min(k_max, self._lines.line_steps(n_seqs, context_sum))
         line = self._lines.decode_line(n_seqs=n_seqs, context_sum=context_sum)
         self._run = (start, line, seqs, k_max)
         self._run_steps = k_max

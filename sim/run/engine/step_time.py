@@ -388,7 +388,10 @@ class RooflineStepTime:
         matmul_flops, weight_bytes, _ = self._batch_terms(n_seqs, group_tokens)
         if self._moe_group:  # (the tokens' own FLOPs: not those only the time counts)
             matmul_flops = n_seqs * self._flops_per_token
-        pairs0, pairs_slope, kv0, kv_slope = self._line_terms(n_seqs, context_sum)
+        if self._share:
+            pairs0, pairs_slope, kv0, kv_slope = self._line_terms(n_seqs, context_sum)
+        else:
+            pairs0, pairs_slope, kv0, kv_slope = context_sum + n_seqs, n_seqs, context_sum, n_seqs
         pairs = k * pairs0 + pairs_slope * (k * (k - 1) / 2)  # sum over j < k of step j's pairs
         kv_tokens = k * (kv0 + n_seqs) + kv_slope * (k * (k - 1) / 2)  # its reads plus n writes
         return k * matmul_flops + self._attn * pairs, k * weight_bytes + self._kv * kv_tokens
@@ -450,7 +453,10 @@ class RooflineStepTime:
         matmul_flops, weight_bytes, fixed = self._batch_terms(n_seqs, group_tokens)
         # step j: pairs = context_sum + n (j + 1); KV read = context_sum + n j; KV written = n (sliding-window layers
         # counted as `_line_terms` says)
-        pairs0, pairs_slope, kv0, kv_slope = self._line_terms(n_seqs, context_sum)
+        if self._share:
+            pairs0, pairs_slope, kv0, kv_slope = self._line_terms(n_seqs, context_sum)
+        else:
+            pairs0, pairs_slope, kv0, kv_slope = context_sum + n_seqs, n_seqs, context_sum, n_seqs
         return StepLine(
             (matmul_flops + self._attn * pairs0) / self._flops_per_s,
             self._attn * pairs_slope / self._flops_per_s,
