@@ -165,14 +165,14 @@ class SpecGroup:
             f = len(tokens)
             e0, end = seq.traj_e0, seq.traj_end
         else:
-            e0 = int(emitted[p])
+            e0 = emitted.item(p)
             if p or emitted[-2] - e0 >= left:  # not as drawn for the tokens it has left (a recompute emitted some)
                 tokens, emitted = tokens[p:], emitted[p:]  # tokens per step (its last one clipped at its end)
                 f = int(emitted.searchsorted(e0 + left))  # the steps it takes
                 tokens, emitted = tokens[:f], emitted[: f + 1]
             else:
                 f = len(tokens)
-            end = int(emitted[-1])
+            end = emitted.item(-1)
         # blocks held at each step's start: its context then, its next token and the drafts' slots (never fewer
         # than it holds; nondecreasing as the context is)
         bs = self.block_size
@@ -202,9 +202,9 @@ class SpecGroup:
     def _sync(self, member: Member, steps: int) -> Seq:
         """The member's fields after `steps` of its steps (its last token at `t_last`)."""
         seq = member.seq
-        done = min(int(member.emitted[steps]) - member.e0, member.left)
+        done = min(member.emitted.item(steps) - member.e0, member.left)
         seq.computed, seq.generated = member.c0 + done, member.g0 + done
-        seq.blocks = int(member.blocks[steps - 1]) if steps else member.b0
+        seq.blocks = member.blocks.item(steps - 1) if steps else member.b0
         seq.traj_pos = member.p0 + steps
         seq.last_token_at_s = self.t_last
         return seq
@@ -231,7 +231,7 @@ class SpecGroup:
     @property
     def next_step_blocks(self) -> int:
         """New blocks the members need for the next step: their context, their next token and the drafts' slots."""
-        return int(self.held[self.d - self.base]) - self.holding + self.pending_need
+        return self.held.item(self.d - self.base) - self.holding + self.pending_need
 
     @property
     def min_tokens_left(self) -> int:
@@ -239,13 +239,13 @@ class SpecGroup:
         left = [s.output_tokens - s.generated for s in self.pending]
         d = self.d
         for m in self.members.values():
-            left.append(m.left - min(int(m.emitted[d - m.d0]) - m.e0, m.left))
+            left.append(m.left - min(m.emitted.item(d - m.d0) - m.e0, m.left))
         return min(left) if left else 1 << 62
 
     def blocks_needed(self, k: int) -> int:
         """New blocks the members in the sums need over the next k steps, and those joined since for their first."""
         i = self.d - self.base
-        return int(self.held[i + k - 1]) - self.holding + self.pending_need if k > 0 else 0
+        return self.held.item(i + k - 1) - self.holding + self.pending_need if k > 0 else 0
 
     # --- steps and runs ---------------------------------------------------------------------------------------
     def advance(self, k: int, t: float, tokens: int = -1, held: int = -1) -> list[Seq]:
@@ -253,21 +253,25 @@ class SpecGroup:
         record the zero gaps of the accepted drafts, move the context on; return the members that finished, synced and
         removed. (The step's first gaps are the replica's to record; `held`: the sums' blocks at the last step's start,
         if known.)"""
-        i = self.d - self.base
+        d = self.d
+        i = d - self.base
         if tokens < 0:
-            tokens = int(self.inc[i]) if k == 1 else int(self.inc[i : i + k].sum())
+            tokens = self.inc.item(i) if k == 1 else int(self.inc[i : i + k].sum())
         # what they held at the last step's start: they hold it now
-        self.holding = int(self.held[i + k - 1]) if held < 0 else held
+        self.holding = self.held.item(i + k - 1) if held < 0 else held
         self.ctx += tokens
-        self.verifies += self.n * k
+        nk = self.n * k
+        self.verifies += nk
         self.verify_tokens += tokens
-        if tokens > self.n * k:  # accepted drafts come with the verified token: a gap of 0 each
-            self.itl.add_grouped(0.0, tokens - self.n * k)
-        self.d += k
+        if tokens > nk:  # accepted drafts come with the verified token: a gap of 0 each
+            itl = self.itl
+            itl.grouped_v.append(0.0)  # (`add_grouped`, inlined: once or twice a request)
+            itl.grouped_w.append(tokens - nk)
+        d = self.d = d + k
         self.t_last = t
-        done = []
         heap = self.heap
-        while heap and heap[0][0] <= self.d:
+        done: list[Seq] = []
+        while heap and heap[0][0] <= d:
             member = heapq.heappop(heap)[2]
             seq = self._sync(member, len(member.blocks))
             done.append(seq)
@@ -275,12 +279,16 @@ class SpecGroup:
             self.ctx -= seq.computed
             self.holding -= seq.blocks
             self.n -= 1
-        if self.d - self.base > len(self.inc) // 2:  # move the window on
-            j = self.d - self.base
-            self.inc = np.concatenate([self.inc[j:], np.zeros(j, dtype=np.int64)])
-            self.held = np.concatenate([self.held[j:], np.zeros(j, dtype=np.int64)])
-            self.base = self.d
+        if i + k > len(self.inc) // 2:  # move the window on (i + k: the step now, from `base`)
+            self._move_window()
         return done
+
+    def _move_window(self) -> None:
+        """Move the sums' window on to start at the current step (past steps are never read again)."""
+        j = self.d - self.base
+        self.inc = np.concatenate([self.inc[j:], np.zeros(j, dtype=np.int64)])
+        self.held = np.concatenate([self.held[j:], np.zeros(j, dtype=np.int64)])
+        self.base = self.d
 
     def plan_run(self, free_blocks: int) -> SpecRun | None:
         """The run from now (see the module docstring; one step at least), or None when the KV cache cannot feed even

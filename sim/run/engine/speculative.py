@@ -87,7 +87,7 @@ class Acceptance:
         end = int(cum.searchsorted(base + left))  # the first step through which it has all its tokens, plus one
         seq.traj, seq.traj_cum, seq.traj_pos = buf[at:end], cum[at : end + 1], 0
         self._at = end
-        seq.traj_left, seq.traj_e0, seq.traj_end = left, base, int(cum[end])
+        seq.traj_left, seq.traj_e0, seq.traj_end = left, base, cum.item(end)  # (`item`: a Python int, cheaper than int())
         self._base = seq.traj_end
 
 
@@ -209,24 +209,30 @@ class SpeculativeStepTime:
             c_lo, c_hi, m_lo, m_hi = c_lo - n_first, c_hi - n_last, m_lo - n_first, m_hi - n_last
         draft_method = self.method == "draft"
         k_mm, k_wb, k_fixed = k * mm, k * wb, k * dfixed
+        # (the loop's constants and branch conditions once a run, not once a step: the pairs, integers, regrouped
+        # exactly — `s + n + k * s + extra` is `k1 * s + n_extra` — and the per-run flags as plain bools)
+        k1, n_extra = k + 1, n + extra
+        has_pairs, has_extra, full_overlap, drafts = bool(per_pair), bool(decode_extra), overlap == 1.0, bool(steps)
 
         def priced(context_sum: int, tokens: Sequence[int]) -> Run:
-            ends, all_flops, all_bytes = [], [], []
+            ends: list[float] = []
+            all_flops: list[float] = []
+            all_bytes: list[float] = []
             end = 0.0
             s = context_sum
             for x in tokens:
-                pairs = s + n + k * s + extra
-                flops = flops0 + pairs * per_pair if per_pair else flops0
-                if decode_extra:
+                pairs = k1 * s + n_extra
+                flops = flops0 + pairs * per_pair if has_pairs else flops0
+                if has_extra:
                     flops += pairs * decode_extra
                 n_bytes = weight_bytes + kv * (s + n_tok)
                 compute_s, memory_s = (flops + hot) / fps, n_bytes / bps
-                if overlap == 1.0:
+                if full_overlap:
                     core = max(compute_s, memory_s)
                 else:
                     core = compute_s + g * memory_s if compute_s >= memory_s else memory_s + g * compute_s
                 dt = core + comm + overhead
-                if steps:  # `draft_s`: `decode_sum` of the drafter's line, operation for operation
+                if drafts:  # `draft_s`: `decode_sum` of the drafter's line, operation for operation
                     if m_lo <= s <= m_hi:
                         first = False
                         same = True
