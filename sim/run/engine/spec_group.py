@@ -301,9 +301,11 @@ class SpecGroup:
     def plan_run(self, free_blocks: int) -> SpecRun | None:
         """The run from now (see the module docstring; one step at least), or None when the KV cache cannot feed even
         the first step (the per-sequence planner then preempts)."""
-        self.activate()
-        k_max = min(self.heap[0][0] - self.d, MAX_RUN_STEPS) if self.heap else MAX_RUN_STEPS
-        i = self.d - self.base
+        if self.pending:
+            self.activate()
+        d = self.d
+        k_max = min(self.heap[0][0] - d, MAX_RUN_STEPS) if self.heap else MAX_RUN_STEPS
+        i = d - self.base
         held = self.held[i : i + k_max].tolist()  # (nondecreasing: no member leaves before the run's end)
         holding = self.holding
         if held[-1] - holding > free_blocks:  # the KV cache binds first
@@ -312,7 +314,11 @@ class SpecGroup:
                 return None
             del held[k_max:]
         tokens = list(itertools.accumulate(self.inc[i : i + k_max].tolist()))
-        priced = self.model.run_fn(self.n)(self.ctx, tokens)  # each step by its context sum
+        model, n = self.model, self.n
+        price = model._run_fns.get(n)  # (`run_fn`, its common case inlined: once per run)
+        if price is None:
+            price = model.run_fn(n)
+        priced = price(self.ctx, tokens)  # each step by its context sum
         return SpecRun(priced, held, holding, tokens)
 
     def take_run(self, run: SpecRun, k: int, start: float) -> tuple[list[Seq], int]:
@@ -321,9 +327,12 @@ class SpecGroup:
         n = self.n
         itl = self.itl
         ends = run.ends
-        itl.add_grouped(start + ends[0] - self.t_last, n)  # every member's first gap of the run
+        grouped_v, grouped_w = itl.grouped_v, itl.grouped_w  # (`add_grouped` and `add_grouped_many`, inlined: once a run)
+        grouped_v.append(start + ends[0] - self.t_last)  # every member's first gap of the run
+        grouped_w.append(n)
         if k > 1:
-            itl.add_grouped_many(run.gaps(k), n)
+            grouped_v.extend(run.gaps(k))
+            grouped_w.extend([n] * (k - 1))
         held = run.held[k - 1]
         return self.advance(k, start + ends[k - 1], run.tokens[k - 1], held), held - run.holding
 

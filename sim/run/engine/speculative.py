@@ -149,7 +149,10 @@ class SpeculativeStepTime:
 
     def verify_s(self, n_seqs: int, context_sum: int) -> float:
         """The seconds of `verify` (the same float: a run of one step)."""
-        return self.run_fn(n_seqs)(context_sum, _ONE_STEP)[0][0]
+        fn = self._run_fns.get(n_seqs)  # (`run_fn`, its common case inlined: once per mixed step)
+        if fn is None:
+            fn = self.run_fn(n_seqs)
+        return fn(context_sum, _ONE_STEP)[0][0]
 
     def run_fn(self, n_seqs: int) -> Callable[[int, Sequence[int]], Run]:
         """A run of verify steps by `n_seqs` decoders whose contexts sum to `context_sum` at its start, priced: given
