@@ -102,7 +102,6 @@ class SpecGroup:
         "inc",
         "itl",
         "la",
-        "members",
         "model",
         "n",
         "pad",
@@ -125,8 +124,9 @@ class SpecGroup:
         self.inc = np.zeros(256, dtype=np.int64)  # tokens the members emit at each step (from `base`)
         self.held = np.zeros(256, dtype=np.int64)  # blocks they hold at each step's start (those still members then)
         self.holding = 0  # blocks the members in the sums hold now
-        self.heap: list[tuple[int, int, Member]] = []  # (finish step, admission number, member)
-        self.members: dict[int, Member] = {}  # request index -> member (its trajectory in the sums)
+        # (finish step, admission number, member): every member whose trajectory is in the sums (no other index of
+        # them is kept: what reads them all reads them in any order)
+        self.heap: list[tuple[int, int, Member]] = []
         self.pending: list[Seq] = []  # joined, not yet verified here (their trajectory is drawn when they first do)
         self.pending_need = 0  # blocks those need at their first step
         self.n = 0
@@ -204,7 +204,6 @@ class SpecGroup:
         held += blocks
         self.holding += seq.blocks
         member = Member(seq, self.d, emitted, e0, blocks, left)
-        self.members[seq.idx] = member
         heapq.heappush(self.heap, (self.d + f, seq.admit_no, member))
 
     def _sync(self, member: Member, steps: int) -> Seq:
@@ -220,11 +219,10 @@ class SpecGroup:
     def release_all(self) -> list[Seq]:
         """Empty the group: every member synced (its future taken out of the sums), in admission order."""
         out = list(self.pending)
-        for member in self.members.values():
+        for _, _, member in self.heap:
             steps = self.d - member.d0
             out.append(self._sync(member, steps))
         out.sort(key=_admit_no)
-        self.members.clear()
         self.heap.clear()
         self.pending = []
         self.pending_need = 0
@@ -246,7 +244,7 @@ class SpecGroup:
         """The fewest output tokens a member has left."""
         left = [s.output_tokens - s.generated for s in self.pending]
         d = self.d
-        for m in self.members.values():
+        for _, _, m in self.heap:
             left.append(m.left - min(m.emitted.item(d - m.d0) - m.e0, m.left))
         return min(left) if left else 1 << 62
 
@@ -283,7 +281,6 @@ class SpecGroup:
             member = heapq.heappop(heap)[2]
             seq = self._sync(member, len(member.blocks))
             done.append(seq)
-            del self.members[seq.idx]
             self.ctx -= seq.computed
             self.holding -= seq.blocks
             self.n -= 1

@@ -90,7 +90,7 @@ class SpecReplica(Replica):
         assert acceptance is not None
         for seq in first:
             acceptance.trajectory(seq)
-        if batch.group:
+        if batch.group and group.pending:
             group.activate()
         super()._start_step(batch)
 
