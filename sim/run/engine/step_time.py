@@ -388,12 +388,13 @@ class RooflineStepTime:
         matmul_flops, weight_bytes, _ = self._batch_terms(n_seqs, group_tokens)
         if self._moe_group:  # (the tokens' own FLOPs: not those only the time counts)
             matmul_flops = n_seqs * self._flops_per_token
-        if self._share:
+        if self._share:  # (sliding-window layers: their terms on the run's side of the window)
             pairs0, pairs_slope, kv0, kv_slope = self._line_terms(n_seqs, context_sum)
+            pairs = k * pairs0 + pairs_slope * (k * (k - 1) / 2)  # sum over j < k of step j's pairs
+            kv_tokens = k * (kv0 + n_seqs) + kv_slope * (k * (k - 1) / 2)  # its reads plus n writes
         else:
-            pairs0, pairs_slope, kv0, kv_slope = context_sum + n_seqs, n_seqs, context_sum, n_seqs
-        pairs = k * pairs0 + pairs_slope * (k * (k - 1) / 2)  # sum over j < k of step j's pairs
-        kv_tokens = k * (kv0 + n_seqs) + kv_slope * (k * (k - 1) / 2)  # its reads plus n writes
+            pairs = k * (context_sum + n_seqs) + n_seqs * k * (k - 1) / 2  # sum over j < k of S + n (j + 1)
+            kv_tokens = k * (context_sum + n_seqs) + n_seqs * k * (k - 1) / 2  # reads S + n j plus n writes
         return k * matmul_flops + self._attn * pairs, k * weight_bytes + self._kv * kv_tokens
 
     def _line_terms(self, n_seqs: int, context_sum: int) -> tuple[float, float, float, float]:
@@ -451,12 +452,18 @@ class RooflineStepTime:
     def decode_line(self, *, n_seqs: int, context_sum: int, group_tokens: int | None = None) -> StepLine:
         """`n_seqs` decodes whose cached contexts sum to `context_sum` at step 0 (+n_seqs per step)."""
         matmul_flops, weight_bytes, fixed = self._batch_terms(n_seqs, group_tokens)
-        # step j: pairs = context_sum + n (j + 1); KV read = context_sum + n j; KV written = n (sliding-window layers
-        # counted as `_line_terms` says)
-        if self._share:
-            pairs0, pairs_slope, kv0, kv_slope = self._line_terms(n_seqs, context_sum)
-        else:
-            pairs0, pairs_slope, kv0, kv_slope = context_sum + n_seqs, n_seqs, context_sum, n_seqs
+        # step j: pairs = context_sum + n (j + 1); KV read = context_sum + n j; KV written = n
+        if not self._share:
+            return StepLine(
+                (matmul_flops + self._attn * (context_sum + n_seqs)) / self._flops_per_s,
+                self._attn * n_seqs / self._flops_per_s,
+                (weight_bytes + self._kv * (context_sum + n_seqs)) / self._bytes_per_s,
+                self._kv * n_seqs / self._bytes_per_s,
+                fixed,
+                self._g,
+            )
+        # (sliding-window layers: as `_line_terms` counts them on the run's side of the window)
+        pairs0, pairs_slope, kv0, kv_slope = self._line_terms(n_seqs, context_sum)
         return StepLine(
             (matmul_flops + self._attn * pairs0) / self._flops_per_s,
             self._attn * pairs_slope / self._flops_per_s,
