@@ -239,3 +239,22 @@ def test_a_window_as_long_as_the_context_holds_no_more_than_the_context():
     long_window = dataclasses.replace(s.model, sliding_window=10 * s.model.max_context_tokens)
     t = dataclasses.replace(s, model=long_window, max_model_len=4096)
     assert t.window_blocks(16) == 4096 // 16
+
+
+def test_fleetsim_roofline_says_which_layers_slide_and_counts_the_cache_in_the_others_tokens():
+    import json
+
+    from typer.testing import CliRunner
+
+    from sim.cli import app
+
+    r = CliRunner().invoke(app, ["roofline", "--model", "gpt-oss-120b", "--gpu", "h100-sxm", "--json"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    assert (data["sliding_window"], data["n_sliding_layers"]) == (128, 18)
+    s = setup_of("gpt-oss-120b")
+    assert data["kv_capacity_tokens"] == kv_capacity_tokens(s) == int(kv_capacity_bytes(s) // (s.kv_bytes_per_token / 2))
+    text = CliRunner().invoke(app, ["roofline", "--model", "gpt-oss-120b", "--gpu", "h100-sxm"]).output
+    assert "18 of the layers attend to 128 tokens, their KV held apart (vLLM's hybrid KV cache)" in text
+    plain = json.loads(CliRunner().invoke(app, ["roofline", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--json"]).output)
+    assert plain["sliding_window"] is None and plain["n_sliding_layers"] == 0

@@ -110,6 +110,9 @@ def roofline_report(
         "kv_bytes_per_token_replica": setup.kv_bytes_per_token,
         "kv_capacity_bytes": kv_capacity_bytes(setup),
         "kv_capacity_tokens": kv_capacity_tokens(setup),
+        # sliding-window layers: how many attend to how many tokens (their KV held apart: `RooflineSetup.kv_groups`)
+        "sliding_window": model.sliding_window or None,
+        "n_sliding_layers": model.n_sliding_layers,
         "crossover_prompt_tokens": crossover_prompt_tokens(setup, peak=True),
         "crossover_prompt_tokens_effective": crossover_prompt_tokens(setup, peak=False),
         "usd_per_replica_hour": None if setup.usd_per_gpu_hour is None else setup.usd_per_gpu_hour * setup.tp,
@@ -196,7 +199,13 @@ def render_text(r: dict[str, Any]) -> str:
             else ""
         ),
         f"  HBM left for KV cache      {r['kv_capacity_bytes'] / GIGA:.2f} GB = {r['kv_capacity_tokens']:,} tokens"
-        f" (gpu_memory_utilization {a['gpu_memory_utilization']:g})",
+        f" (gpu_memory_utilization {a['gpu_memory_utilization']:g})"
+        + (
+            f"; {r['n_sliding_layers']} of the layers attend to {r['sliding_window']:,} tokens, their KV held apart "
+            "(vLLM's hybrid KV cache): tokens of the others"
+            if r["sliding_window"]
+            else ""
+        ),
         f"  compute-bound above        {r['crossover_prompt_tokens']:.0f} prompt tokens at peak rates"
         f" ({r['crossover_prompt_tokens_effective']:.0f} at effective rates)",
         "",

@@ -251,7 +251,7 @@ def _resolved_spec(psc: Scenario, name: str, role: str, *, base_dir: Path, prefi
             f"engine.max_model_len: one request of {engine.max_model_len:,} tokens needs "
             f"{blocks_for(engine.max_model_len, engine.block_size) + window:,} KV blocks of {engine.block_size}, and the KV cache "
             f"on {setup.tp}x {setup.gpu.name} holds {n_blocks:,} ({n_blocks * engine.block_size:,} tokens): lower it to "
-            f"at most {n_blocks * engine.block_size:,} or give the KV cache more memory (vLLM refuses to start too)"
+            f"at most {(n_blocks - window) * engine.block_size:,} or give the KV cache more memory (vLLM refuses to start too)"
         )
     if engine.speculative is not None and budget < 1 + engine.speculative.num_speculative_tokens:
         # a decoding sequence verifies its token and its drafts in one step: with less budget none is ever scheduled
