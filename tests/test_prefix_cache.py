@@ -198,6 +198,16 @@ def test_a_release_evicts_the_tail_of_its_chain_first():
     assert cache.evict(5) == 8 and cache.entries == {} and cache.n_unpinned == 0
 
 
+def chain_ids(parent: list[int], leaf: int) -> list[int]:
+    """The prefix-chained ids of a random tree's node `leaf` (`parent[i]` its parent, -1 the root's): its ancestors'
+    ids from the root down, then its own (node i's id i + 100)."""
+    out = []
+    while leaf >= 0:
+        out.append(leaf + 100)
+        leaf = parent[leaf]
+    return out[::-1]
+
+
 class _ReferenceCache:
     """The eviction rule, entry by entry: evict the unpinned entry with the least (release time, request index,
     -position in its chain)."""
@@ -230,20 +240,13 @@ def test_the_group_heap_evicts_as_the_entry_by_entry_rule(data):
     rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
     parent = [-1] + [int(rng.integers(0, i)) for i in range(1, 40)]  # a tree of ids 0..39, 0 the root
 
-    def chain(leaf):
-        out = []
-        while leaf >= 0:
-            out.append(leaf + 100)
-            leaf = parent[leaf]
-        return out[::-1]
-
     cache, ref = PrefixCache(hash_tokens=64, block_size=16), _ReferenceCache()
     active, now = [], 0.0
     for step in range(data.draw(st.integers(5, 60))):
         op = data.draw(st.sampled_from(["admit", "admit", "release", "tentative", "evict"]))
         now += data.draw(st.sampled_from([0.0, 1.0]))  # releases in one instant too
         if op in ("admit", "tentative"):
-            ids = chain(int(rng.integers(0, 40)))
+            ids = chain_ids(parent, int(rng.integers(0, 40)))
             limit = data.draw(st.integers(0, len(ids)))  # (a match may end inside a cached run: it is split there)
             pinned_only = data.draw(st.booleans())
             hit = next((i for i, h in enumerate(ids) if h not in ref.rc or (pinned_only and ref.rc[h] == 0)), len(ids))

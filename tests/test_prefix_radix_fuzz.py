@@ -13,7 +13,7 @@ from sim.run.engine.prefix_cache import PrefixCache, Stamp
 from sim.run.simulate import scenario_trace, simulate
 from sim.scenario.config import load_config
 from tests.test_engine_equivalence import assert_same_requests
-from tests.test_prefix_cache import T, _ReferenceCache, scenario, trace
+from tests.test_prefix_cache import T, _ReferenceCache, chain_ids, scenario, trace
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "prefix-cache.yaml"
 
@@ -57,11 +57,7 @@ def test_random_operations_keep_the_tree_whole_and_evict_as_the_entry_by_entry_r
     def ids_of(leaf):
         if not chained:  # ids from a small pool, repeated within a request too
             return [int(h) for h in rng.integers(0, 5, int(rng.integers(0, 7)))]
-        out = []
-        while leaf >= 0:
-            out.append(leaf + 100)
-            leaf = parent[leaf]
-        return out[::-1]
+        return chain_ids(parent, leaf)
 
     cache, ref = PrefixCache(hash_tokens=64, block_size=16), _ReferenceCache()
     active: dict[int, tuple[list[int], object]] = {}
