@@ -258,3 +258,15 @@ def test_fleetsim_roofline_says_which_layers_slide_and_counts_the_cache_in_the_o
     assert "18 of the layers attend to 128 tokens, their KV held apart (vLLM's hybrid KV cache)" in text
     plain = json.loads(CliRunner().invoke(app, ["roofline", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--json"]).output)
     assert plain["sliding_window"] is None and plain["n_sliding_layers"] == 0
+
+
+def test_the_largest_batch_counts_each_sequences_window_as_long_as_its_context_allows():
+    """gpt-oss-120b: a sequence of c tokens also holds min(c, 128) tokens in its one sliding group (one full group)."""
+    from sim.physics.roofline import max_batch
+
+    s = setup_of("gpt-oss-120b")
+    tokens = kv_capacity_tokens(s)
+    assert max_batch(s, context_tokens=4096) == tokens // (4096 + 128)
+    assert max_batch(s, context_tokens=64) == tokens // (64 + 64)
+    llama = setup_of("llama-3.1-8b")
+    assert max_batch(llama, context_tokens=4096) == kv_capacity_tokens(llama) // 4096

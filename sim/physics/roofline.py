@@ -523,10 +523,10 @@ def kv_capacity_tokens(setup: RooflineSetup) -> int:
 
 def max_batch(setup: RooflineSetup, *, context_tokens: int) -> int:
     """Most sequences of `context_tokens` each whose KV fits at once (with sliding-window layers, each also holding
-    its window: `sliding_window` tokens a sliding group, in the full groups' units)."""
+    its last min(context, window) tokens in each sliding group, counted in the full groups' units)."""
     _positive("context_tokens", context_tokens)
     _, full, sliding = setup.kv_groups
-    window = -(-sliding * setup.model.sliding_window // full) if sliding else 0
+    window = -(-sliding * min(setup.model.sliding_window, context_tokens) // full) if sliding else 0
     return kv_capacity_tokens(setup) // (context_tokens + window)
 
 

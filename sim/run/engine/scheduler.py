@@ -57,7 +57,7 @@ class Limits:
     long_prefill: int = 0  # chunked: vLLM's long_prefill_token_threshold, a request's most tokens in one step (0: none)
     async_scheduling: bool = False  # vLLM's async scheduling: an arrival mid-step is seen at the boundary after the next
     # blocks a sequence holding KV also holds for its sliding-window layers' window (vLLM's hybrid KV cache manager:
-    # `sim.physics.roofline.kv_layout`), whatever its length: its blocks are ceil(slots / block_size) + these
+    # `RooflineSetup.window_blocks`), whatever its length: its blocks are ceil(slots / block_size) + these
     window_blocks: int = 0
     # derived: a waiting sequence with more pending tokens than this can never be admitted (prefill_first, chunked)
     never_above: tuple[int, int] = field(init=False, default=(0, 0))

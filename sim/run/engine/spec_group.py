@@ -270,9 +270,7 @@ class SpecGroup:
         self.verifies += nk
         self.verify_tokens += tokens
         if tokens > nk:  # accepted drafts come with the verified token: a gap of 0 each
-            itl = self.itl
-            itl.grouped_v.append(0.0)  # (`add_grouped`, inlined: once or twice a request)
-            itl.grouped_w.append(tokens - nk)
+            self.itl.add_grouped(0.0, tokens - nk)
         d = self.d = d + k
         self.t_last = t
         heap = self.heap
@@ -311,11 +309,7 @@ class SpecGroup:
                 return None
             del held[k_max:]
         tokens = list(itertools.accumulate(self.inc[i : i + k_max].tolist()))
-        model, n = self.model, self.n
-        price = model._run_fns.get(n)  # (`run_fn`, its common case inlined: once per run)
-        if price is None:
-            price = model.run_fn(n)
-        priced = price(self.ctx, tokens)  # each step by its context sum
+        priced = self.model.run_fn(self.n)(self.ctx, tokens)  # each step by its context sum
         return SpecRun(priced, held, holding, tokens)
 
     def take_run(self, run: SpecRun, k: int, start: float) -> tuple[list[Seq], int]:
@@ -324,12 +318,9 @@ class SpecGroup:
         n = self.n
         itl = self.itl
         ends = run.ends
-        grouped_v, grouped_w = itl.grouped_v, itl.grouped_w  # (`add_grouped` and `add_grouped_many`, inlined: once a run)
-        grouped_v.append(start + ends[0] - self.t_last)  # every member's first gap of the run
-        grouped_w.append(n)
+        itl.add_grouped(start + ends[0] - self.t_last, n)  # every member's first gap of the run
         if k > 1:
-            grouped_v.extend(run.gaps(k))
-            grouped_w.extend([n] * (k - 1))
+            itl.add_grouped_many(run.gaps(k), n)
         held = run.held[k - 1]
         return self.advance(k, start + ends[k - 1], run.tokens[k - 1], held), held - run.holding
 

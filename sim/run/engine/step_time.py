@@ -233,9 +233,7 @@ class LinearWrapper:
         raise NotImplementedError
 
     def line_steps(self, n_seqs: int, context_sum: int) -> int:
-        lines = linear_runs(self.inner)
-        assert lines is not None
-        return lines.line_steps(n_seqs, context_sum)
+        raise NotImplementedError
 
 
 def linear_runs(model: StepTimeModel) -> LinearRuns | None:
@@ -400,10 +398,8 @@ class RooflineStepTime:
     def _line_terms(self, n_seqs: int, context_sum: int) -> tuple[float, float, float, float]:
         """A decode run's step 0 attention pairs and KV tokens read and their growth a step: context_sum + n and
         context_sum, n each, as sliding-window layers count them (`windowed`) on the run's side of the window
-        (`line_steps` ends a run where it crosses)."""
+        (`line_steps` ends a run where it crosses). Read only with such layers."""
         pairs0, kv0 = context_sum + n_seqs, context_sum
-        if not self._share:
-            return pairs0, n_seqs, kv0, n_seqs
         share, cap = self._share, n_seqs * self._window
         if kv0 >= cap:  # every step past the window: (1 - share) of the growth counts
             slope = (1.0 - share) * n_seqs
