@@ -73,6 +73,48 @@ def test_the_runs_meta_describes_its_scenario():
     assert mapped.values["fleet.all2all_backend"] == "pplx" and mapped.values["fleet.expert_parallel"] is True
 
 
+def test_engine_arguments_stand_in_for_a_resolved_config_the_run_did_not_log():
+    """A meta.json with only `engine_kwargs` (the arguments the run passed) is read as vLLM would have started:
+    chunked prefill off, block size, memory share, eager mode, the block override and the long-prefill threshold all
+    come from the arguments; a resolved value wins where both are there; speculative decoding and 32-bit activations
+    are said to be left out."""
+    meta = {
+        "engine_kwargs": {
+            "model": "meta-llama/Llama-3.1-8B", "enable_chunked_prefill": False, "block_size": 32,
+            "gpu_memory_utilization": 0.85, "enforce_eager": True, "num_gpu_blocks_override": 4000,
+            "long_prefill_token_threshold": 512, "speculative_config": {"method": "eagle3", "num_speculative_tokens": 3},
+            "dtype": "float32",
+        },
+        "hardware": {"device_name": "NVIDIA H100 80GB HBM3"},
+    }  # fmt: skip
+    raw, notes = scenario_from_meta(meta)
+    engine = raw["engine"]
+    assert engine["policy"] == "prefill_first" and engine["block_size"] == 32
+    assert engine["enforce_eager"] is True and engine["num_gpu_blocks_override"] == 4000
+    assert engine["long_prefill_token_threshold"] == 512
+    assert raw["roofline"]["gpu_memory_utilization"] == 0.85
+    assert any(n.startswith("speculative_config") for n in notes) and any(n.startswith("dtype=float32") for n in notes)
+    assert any(n.startswith("enforce_eager") for n in notes)
+    parse_config(raw)  # (a scenario fleetsim accepts)
+    # what vLLM resolved wins over what it was given
+    meta["resolved_config"] = {
+        "scheduler_config": {"enable_chunked_prefill": True, "long_prefill_token_threshold": 0},
+        "cache_config": {"block_size": 16, "gpu_memory_utilization": 0.9},
+        "model_config": {"enforce_eager": False},
+    }
+    raw, _ = scenario_from_meta(meta)
+    assert raw["engine"]["policy"] == "chunked" and raw["engine"]["block_size"] == 16
+    assert "enforce_eager" not in raw["engine"] and "long_prefill_token_threshold" not in raw["engine"]
+    assert raw["roofline"]["gpu_memory_utilization"] == 0.9
+    # a bad argument is named where it sits
+    with pytest.raises(FleetsimError, match=r"meta.json engine_kwargs.enforce_eager: must be true or false \(got 'yes'\)"):
+        scenario_from_meta({**meta, "resolved_config": {}, "engine_kwargs": {**meta["engine_kwargs"], "enforce_eager": "yes"}})
+    with pytest.raises(FleetsimError, match=r"meta.json engine_kwargs.gpu_memory_utilization: must be in \(0, 1\]"):
+        scenario_from_meta(
+            {**meta, "resolved_config": {}, "engine_kwargs": {**meta["engine_kwargs"], "gpu_memory_utilization": 2}}
+        )
+
+
 @pytest.mark.slow
 def test_the_real_rtx_4090_run_is_replayed_within_ten_percent():
     """Uncalibrated (datasheets and published microbenchmarks): mean TTFT, TPOT and E2E within 10% of the real run,

@@ -6,9 +6,11 @@ TTFT, TPOT, ITL (when the log has per-token times) and E2E: mean, median, p90, p
 when the log has a time series, the running and waiting requests and the KV-cache use over time.
 
 `scenario_from_meta(meta)` writes the scenario a run's `meta.json` describes (vLLM's engine arguments and resolved
-configuration, the hardware): model, GPU, TP, `max_num_seqs`, `max_num_batched_tokens`, block size,
-`gpu_memory_utilization`, weights and KV-cache dtypes; each value says where it came from, and what cannot be mapped
-is listed. The KV cache is sized by fleetsim (`kv_blocks="computed"`, the prediction being judged) or taken from the
+configuration, the hardware): model, GPU, TP, DP and expert parallelism, `max_num_seqs`, `max_num_batched_tokens`,
+chunked prefill and `long_prefill_token_threshold`, block size, `gpu_memory_utilization`, `num_gpu_blocks_override`,
+`enforce_eager`, async scheduling, weights and KV-cache dtypes. A value vLLM resolved (`resolved_config`, `kv_cache`)
+wins over the argument it was given (`engine_kwargs`), which wins over vLLM's default; what cannot be mapped is
+listed. The KV cache is sized by fleetsim (`kv_blocks="computed"`, the prediction being judged) or taken from the
 run's log (`"logged"`: vLLM's own count, to judge the step times alone).
 """
 
@@ -173,13 +175,44 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
     kv_bits = kv_bits_of(kv_dtype)
     if kv_bits is None:
         raise FleetsimError(f"meta.json {kv_field}: not a KV cache type fleetsim knows ({KV_DTYPES_KNOWN}) (got {kv_dtype!r})")
+    # (a setting vLLM resolved wins over the argument it was given; the argument, over vLLM's default)
     chunked = _flag(sched, "enable_chunked_prefill", "resolved_config.scheduler_config.")
+    if chunked is None:
+        chunked = _flag(kw, "enable_chunked_prefill", "engine_kwargs.")
     engine: dict[str, Any] = {
         "policy": "chunked" if chunked is None or chunked else "prefill_first",
         "max_num_seqs": _int(kw, "max_num_seqs", "engine_kwargs.", None)
         or _int(sched, "max_num_seqs", "resolved_config.scheduler_config.", 256),
-        "block_size": _int(cache, "block_size", cache_where, 16),
+        "block_size": _int(cache, "block_size", cache_where, None) or _int(kw, "block_size", "engine_kwargs.", 16),
     }
+    eager = _flag(model_config, "enforce_eager", "resolved_config.model_config.")
+    if eager is None:
+        eager = _flag(kw, "enforce_eager", "engine_kwargs.")
+    if eager:
+        engine["enforce_eager"] = True
+        notes.append(
+            "enforce_eager: no CUDA graphs, so no graph memory taken from the KV cache; the steps are still priced as "
+            "with graphs (eager mode's kernel-launch time is not modelled)"
+        )
+    override = _int(cache, "num_gpu_blocks_override", cache_where, None) or _int(
+        kw, "num_gpu_blocks_override", "engine_kwargs.", None
+    )
+    if override:
+        engine["num_gpu_blocks_override"] = override
+    threshold = _int(sched, "long_prefill_token_threshold", "resolved_config.scheduler_config.", None, minimum=0)
+    if threshold is None:
+        threshold = _int(kw, "long_prefill_token_threshold", "engine_kwargs.", None, minimum=0)
+    if threshold:  # (0: vLLM's "no threshold")
+        engine["long_prefill_token_threshold"] = threshold
+    spec = kw.get("speculative_config") or resolved.get("speculative_config")
+    if spec:
+        notes.append(
+            "speculative_config: the run decoded speculatively; replayed without (the log says nothing of the "
+            "acceptance rate: set engine.speculative with --scenario)"
+        )
+    dtype = _text(kw, "dtype", "engine_kwargs.") or _text(model_config, "dtype", "resolved_config.model_config.")
+    if dtype and dtype.strip().lower().removeprefix("torch.") in ("float32", "float", "fp32"):
+        notes.append(f"dtype={dtype}: 32-bit activations are not modelled (replayed with 16-bit)")
     mnbt = _int(kw, "max_num_batched_tokens", "engine_kwargs.", None) or _int(
         sched, "max_num_batched_tokens", "resolved_config.scheduler_config.", None
     )
@@ -215,9 +248,11 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
         raise FleetsimError(
             f"meta.json tick_seconds: must be in [{MIN_INTERVAL_S:g}, {MAX_TICK_S:g}] seconds (got {_short(tick)})"
         )
-    gmu = cache.get("gpu_memory_utilization")
+    gmu_where, gmu = cache_where, cache.get("gpu_memory_utilization")
+    if gmu is None:
+        gmu_where, gmu = "engine_kwargs.", kw.get("gpu_memory_utilization")
     if gmu is not None and (isinstance(gmu, bool) or not isinstance(gmu, int | float) or not 0 < gmu <= 1):
-        raise FleetsimError(f"meta.json {cache_where}gpu_memory_utilization: must be in (0, 1] (got {_short(gmu)})")
+        raise FleetsimError(f"meta.json {gmu_where}gpu_memory_utilization: must be in (0, 1] (got {_short(gmu)})")
     a2a = _text(kw, "all2all_backend", "engine_kwargs.")
     catalog_model = _lookup_model(model)
     expert_parallel = bool(_flag(kw, "enable_expert_parallel", "engine_kwargs."))
