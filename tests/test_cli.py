@@ -100,6 +100,10 @@ def test_models_and_gpus_listings():
     assert r.exit_code == 0 and "deepseek-v3" in r.stdout and "MLA" in r.stdout
     rows = json.loads(run("gpus", "--json").stdout)
     assert {row["name"] for row in rows} >= {"a100-80gb", "mi300x"}
+    lines = run("gpus").stdout.splitlines()  # the table's columns line up, however long a name or link is
+    starts = {line.index(" 1597 ") for line in lines if line.startswith("rtx-pro-6000-server ")}
+    starts |= {line.index(" 1555 ") for line in lines if line.startswith("a100-40gb ")}
+    assert len(starts) == 1 and lines[0].index("GB/s") + 4 == next(iter(starts)) + 5
     assert "seed" in run("presets").stdout
 
 

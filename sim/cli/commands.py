@@ -341,17 +341,20 @@ def gpus(
     if as_json:
         emit_json(rows)
         return
+    links = [f"{r['interconnect']} {r['interconnect_gb_per_s']:.0f}" for r in rows]
+    w_name = max([len("name"), *(len(r["name"]) for r in rows)]) + 1  # (columns as wide as their longest entry)
+    w_link = max([len("interconnect"), *map(len, links)]) + 1
     typer.echo(
-        f"{'name':<11}{'bf16 TF':>8}{'fp8 TF':>8}{'fp4 TF':>8}{'HBM GB':>8}{'GB/s':>7}  {'interconnect':<20}{'$/GPU-h':>8}  price source"
+        f"{'name':<{w_name}}{'bf16 TF':>8}{'fp8 TF':>8}{'fp4 TF':>8}{'HBM GB':>8}{'GB/s':>7}  {'interconnect':<{w_link}}"
+        f"{'$/GPU-h':>8}  price source"
     )
-    for r in rows:
+    for r, link in zip(rows, links, strict=True):
         fp8 = "-" if r["fp8_tflops"] is None else f"{r['fp8_tflops']:.0f}"
         fp4 = "-" if r["fp4_tflops"] is None else f"{r['fp4_tflops']:.0f}"
         price = "-" if r["usd_per_gpu_hour"] is None else f"{r['usd_per_gpu_hour']:.2f}"
-        link = f"{r['interconnect']} {r['interconnect_gb_per_s']:.0f}"
         typer.echo(
-            f"{r['name']:<11}{r['bf16_tflops']:>8.0f}{fp8:>8}{fp4:>8}{r['hbm_gb']:>8.0f}{r['hbm_bw_gb_per_s']:>7.0f}  {link:<20}{price:>8}"
-            f"  {r['price_source']} ({r['price_as_of']})"
+            f"{r['name']:<{w_name}}{r['bf16_tflops']:>8.0f}{fp8:>8}{fp4:>8}{r['hbm_gb']:>8.0f}{r['hbm_bw_gb_per_s']:>7.0f}  "
+            f"{link:<{w_link}}{price:>8}  {r['price_source']} ({r['price_as_of']})"
         )
 
 
