@@ -33,6 +33,9 @@ DATASHEET = {
     "a40": (149.7, None, 48, 696, 64, 84),
     "rtx-3090": (142 / 2, None, 24, 936, 64, 82),
     "rtx-6000-ada": (364.2, 1457 / 2, 48, 960, 64, 142),
+    "a100-40gb-pcie": (312, None, 40, 1555, 600, 108),
+    "h200-nvl": (1671 / 2, 3341 / 2, 141, 4800, 900, 132),
+    "gh200": (989, 1979, 96, 4000, 900, 132),
 }
 
 
@@ -62,15 +65,16 @@ def test_efficiencies_follow_the_catalogs_rule_for_gpus_without_a_reference(name
     g = GPUS.get(name)
     like = {"h100-nvl": "h100-sxm", "b300": "b200", "a100-80gb-pcie": "a100-80gb", "mi325x": "mi300x"}
     like |= {"a40": "a10g", "rtx-3090": "rtx-a6000", "rtx-6000-ada": "l40"}
+    like |= {"a100-40gb-pcie": "a100-40gb", "h200-nvl": "h200", "gh200": "h200"}
     ref = GPUS.get(like[name])
     assert (g.mfu, g.mbu, g.layer_overhead_s, g.overlap) == (ref.mfu, ref.mbu, ref.layer_overhead_s, ref.overlap)
     assert g.usd_per_gpu_hour > 0 and g.price_source and g.price_as_of
 
 
 def test_pcie_parts_take_the_pcie_all_reduce_latency_and_nvlink_parts_the_nvlink_one():
-    for name in ("h100-nvl", "a100-80gb-pcie", "a40", "rtx-6000-ada"):
+    for name in ("h100-nvl", "a100-80gb-pcie", "a40", "rtx-6000-ada", "a100-40gb-pcie", "h200-nvl"):
         assert GPUS.get(name).allreduce_latency_s == GPUS.get("h100-pcie").allreduce_latency_s == 2.5e-5, name
-    for name in ("b300", "mi325x"):
+    for name in ("b300", "mi325x", "gh200"):
         assert GPUS.get(name).allreduce_latency_s == 1e-5, name
     assert GPUS.get("rtx-3090").allreduce_latency_s == GPUS.get("rtx-4090").allreduce_latency_s  # host-staged NCCL
 
@@ -84,6 +88,9 @@ def test_pcie_parts_take_the_pcie_all_reduce_latency_and_nvlink_parts_the_nvlink
         ("NVIDIA B300 SXM6 AC", "b300"),
         ("AMD Instinct MI325X", "mi325x"),
         ("A100", "a100-80gb"),
+        ("NVIDIA A100-PCIE-40GB", "a100-40gb-pcie"),
+        ("NVIDIA H200 NVL", "h200-nvl"),
+        ("NVIDIA GH200 480GB", "gh200"),  # (CUDA names the 96 GB superchip by its 480 GB of CPU memory)
     ],
 )
 def test_cuda_device_names_resolve_to_the_new_entries(device, name):
@@ -98,6 +105,9 @@ def test_cuda_device_names_resolve_to_the_new_entries(device, name):
         ("nvidia.com/gpu.product", "NVIDIA-A100-SXM4-80GB", "a100-80gb"),
         ("nvidia.com/gpu.product", "NVIDIA-GeForce-RTX-3090", "rtx-3090"),
         ("nvidia.com/gpu.product", "NVIDIA-B300-SXM6-AC", "b300"),
+        ("nvidia.com/gpu.product", "NVIDIA-A100-PCIE-40GB", "a100-40gb-pcie"),
+        ("nvidia.com/gpu.product", "NVIDIA-H200-NVL", "h200-nvl"),
+        ("nvidia.com/gpu.product", "NVIDIA-GH200-480GB", "gh200"),
     ],
 )
 def test_node_labels_name_the_new_gpus(key, value, gpu):
@@ -113,6 +123,12 @@ def test_node_labels_name_the_new_gpus(key, value, gpu):
         ("llama-3.1-70b", "b300", 1, True),
         ("llama-3.1-70b", "rtx-3090", 4, False),
         ("llama-3.1-8b", "rtx-3090", 1, True),  # 16.1 GB < 0.9 x 25.29 GB the driver reports
+        ("llama-3.1-70b", "h200-nvl", 1, False),  # 141.1 GB of weights > 0.9 x 141 GB
+        ("llama-3.1-70b", "h200-nvl", 2, True),
+        ("llama-3.1-70b", "gh200", 1, False),  # 141 GB > 0.9 x 96 GB
+        ("llama-3.1-70b", "gh200", 2, True),
+        ("llama-3.1-70b", "a100-40gb-pcie", 2, False),  # 141 GB > 0.9 x 80 GB
+        ("llama-3.1-8b", "a100-40gb-pcie", 1, True),  # 16.1 GB < 0.9 x 40 GB
     ],
 )
 def test_models_fit_as_the_memory_arithmetic_says(model, gpu, tp, fits):

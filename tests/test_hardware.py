@@ -6,7 +6,7 @@ EXPECTED = {
     "a100-40gb", "a100-80gb", "h100-sxm", "h100-pcie", "h200", "b200", "l4", "l40s", "mi300x",
     "rtx-4090", "rtx-5090", "rtx-pro-6000", "rtx-pro-6000-server", "rtx-a6000", "a10g", "l40",
     "a100-80gb-pcie", "h100-nvl", "b300", "mi325x", "rtx-3090", "rtx-6000-ada", "a40", "a10", "t4", "v100-16gb",
-    "v100-32gb",
+    "v100-32gb", "a100-40gb-pcie", "h200-nvl", "gh200",
 }  # fmt: skip
 
 
@@ -37,6 +37,7 @@ def test_aliases_and_case(gpus):
 
 def test_unknown_gpu_lists_valid_names(gpus):
     with pytest.raises(
-        FleetsimError, match=r"unknown gpu 'p100'; valid names: a10, a100-40gb, a100-80gb, a100-80gb-pcie, a10g, a40, b200"
+        FleetsimError,
+        match=r"unknown gpu 'p100'; valid names: a10, a100-40gb, a100-40gb-pcie, a100-80gb, a100-80gb-pcie, a10g, a40, b200",
     ):
         gpus.get("p100")

@@ -327,7 +327,7 @@ def test_a_gpu_name_typo_is_one_line_with_the_valid_names(tmp_path, where):
     (tmp_path / "sweep.yaml").write_text(f"base: base.yaml\n{axis}")
     r = runner.invoke(app, ["sweep", str(tmp_path / "sweep.yaml"), "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
-    assert "fleet.gpu: unknown gpu" in r.output and "valid names: a10, a100-40gb, a100-80gb" in r.output
+    assert "fleet.gpu: unknown gpu" in r.output and "valid names: a10, a100-40gb, a100-40gb-pcie, a100-80gb" in r.output
     assert not (tmp_path / "o").exists()
 
 
