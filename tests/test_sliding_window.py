@@ -270,3 +270,72 @@ def test_the_largest_batch_counts_each_sequences_window_as_long_as_its_context_a
     assert max_batch(s, context_tokens=64) == tokens // (64 + 64)
     llama = setup_of("llama-3.1-8b")
     assert max_batch(llama, context_tokens=4096) == kv_capacity_tokens(llama) // 4096
+
+
+def _pools(fleet: dict, engine: dict) -> list:
+    from sim.run.pools import pool_specs
+
+    sc = parse_config(
+        {
+            "model": "gpt-oss-20b",
+            "fleet": {"gpu": "h100-sxm", "autoscaler": {"policy": "fixed", "replicas": 1}, **fleet},
+            "engine": engine,
+        }
+    )
+    return pool_specs(sc, trace(1), base_dir=Path("."))
+
+
+def test_a_kv_connector_turns_the_hybrid_kv_cache_off_as_vllm_does():
+    """vLLM turns its hybrid KV cache manager off when a KV connector is set ("Turning off hybrid kv cache manager
+    because `--kv-transfer-config` is set"), so a disaggregated fleet's prefill and decode replicas keep every layer's
+    KV for every token: gpt-oss-20b's 12 sliding layers as its 12 full ones, half the token slots of a colocated
+    replica and no window blocks. `engine.disable_hybrid_kv_cache_manager` says otherwise either way; the sliding
+    layers' compute stays windowed."""
+    (colocated,) = _pools({}, {})
+    prefill, decode = _pools({"mode": "disaggregated"}, {})
+    assert colocated.setup.hybrid_kv and colocated.limits.window_blocks == 9
+    for p in (prefill, decode):
+        assert not p.setup.hybrid_kv and p.limits.window_blocks == 0
+        assert p.setup.kv_groups == (24, 1, 0) and p.setup.kv_pool_bytes_per_token == p.setup.kv_bytes_per_token
+        assert p.n_blocks == colocated.n_blocks // 2  # (the same memory, pages of 24 layers instead of 12)
+    opted_in = _pools({"mode": "disaggregated"}, {"disable_hybrid_kv_cache_manager": False})
+    assert [(p.n_blocks, p.limits.window_blocks) for p in opted_in] == [(colocated.n_blocks, 9)] * 2
+    (off,) = _pools({}, {"disable_hybrid_kv_cache_manager": True})
+    assert (off.n_blocks, off.limits.window_blocks) == (prefill.n_blocks, 0)
+    # the step times do not change: a sliding layer reads its window either way
+    step = colocated.setup, off.setup
+    assert decode_cost(step[0], batch=8, context_tokens=4096) == decode_cost(step[1], batch=8, context_tokens=4096)
+
+
+def test_the_hybrid_switch_reads_and_writes_as_vllms_flag():
+    from sim.scenario.vllm_args import engine_args, map_options, parse_args
+    from sim.studies.validate import scenario_from_meta
+
+    mapped = map_options(parse_args(["--disable-hybrid-kv-cache-manager"], "cmd"), "cmd")
+    assert mapped.values["engine.disable_hybrid_kv_cache_manager"] is True
+    args = engine_args({"engine.disable_hybrid_kv_cache_manager": False}, hf_repo="openai/gpt-oss-20b")
+    assert "--no-disable-hybrid-kv-cache-manager" in args
+    assert not any("hybrid" in a for a in engine_args({}, hf_repo="openai/gpt-oss-20b"))
+    meta = {"engine_kwargs": {"model": "openai/gpt-oss-20b"}, "hardware": {"device_name": "NVIDIA H100 80GB HBM3"}}
+    assert "disable_hybrid_kv_cache_manager" not in scenario_from_meta(meta)[0]["engine"]
+    meta["engine_kwargs"]["kv_transfer_config"] = {"kv_connector": "NixlConnector", "kv_role": "kv_both"}
+    assert scenario_from_meta(meta)[0]["engine"]["disable_hybrid_kv_cache_manager"] is True
+
+
+def test_fleetsim_roofline_says_when_the_sliding_layers_kv_is_kept_whole(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from sim.cli import app
+
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text("model: gpt-oss-120b\nfleet: {gpu: h100-sxm}\nengine: {disable_hybrid_kv_cache_manager: true}\n")
+    r = CliRunner().invoke(app, ["roofline", "--config", str(cfg), "--json"])
+    assert r.exit_code == 0, r.output
+    whole = json.loads(r.output)
+    hybrid = json.loads(CliRunner().invoke(app, ["roofline", "--model", "gpt-oss-120b", "--gpu", "h100-sxm", "--json"]).output)
+    assert (whole["hybrid_kv_cache"], hybrid["hybrid_kv_cache"]) == (False, True)
+    assert whole["kv_capacity_tokens"] == hybrid["kv_capacity_tokens"] // 2
+    text = CliRunner().invoke(app, ["roofline", "--config", str(cfg)]).output
+    assert "18 of the layers attend to 128 tokens, their KV kept whole (the hybrid KV cache manager off)" in text

@@ -42,6 +42,7 @@ def test_the_runs_meta_describes_its_scenario():
         "block_size": 16,
         "max_num_batched_tokens": 2048,
         "async_scheduling": True,  # (the run's resolved config)
+        "disable_hybrid_kv_cache_manager": False,  # (likewise)
     }
     assert raw["roofline"] == {
         "gpu_memory_utilization": 0.9,

@@ -342,7 +342,7 @@ def gpus(
         emit_json(rows)
         return
     links = [f"{r['interconnect']} {r['interconnect_gb_per_s']:.0f}" for r in rows]
-    w_name = max([len("name"), *(len(r["name"]) for r in rows)]) + 1  # (columns as wide as their longest entry)
+    w_name = max([len("name"), *(len(str(r["name"])) for r in rows)]) + 1  # (columns as wide as their longest entry)
     w_link = max([len("interconnect"), *map(len, links)]) + 1
     typer.echo(
         f"{'name':<{w_name}}{'bf16 TF':>8}{'fp8 TF':>8}{'fp4 TF':>8}{'HBM GB':>8}{'GB/s':>7}  {'interconnect':<{w_link}}"

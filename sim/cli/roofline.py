@@ -113,6 +113,7 @@ def roofline_report(
         # sliding-window layers: how many attend to how many tokens (their KV held apart: `RooflineSetup.kv_groups`)
         "sliding_window": model.sliding_window or None,
         "n_sliding_layers": model.n_sliding_layers,
+        "hybrid_kv_cache": setup.hybrid_kv,  # (False: engine.disable_hybrid_kv_cache_manager, their KV kept whole)
         "crossover_prompt_tokens": crossover_prompt_tokens(setup, peak=True),
         "crossover_prompt_tokens_effective": crossover_prompt_tokens(setup, peak=False),
         "usd_per_replica_hour": None if setup.usd_per_gpu_hour is None else setup.usd_per_gpu_hour * setup.tp,
@@ -201,8 +202,13 @@ def render_text(r: dict[str, Any]) -> str:
         f"  HBM left for KV cache      {r['kv_capacity_bytes'] / GIGA:.2f} GB = {r['kv_capacity_tokens']:,} tokens"
         f" (gpu_memory_utilization {a['gpu_memory_utilization']:g})"
         + (
-            f"; {r['n_sliding_layers']} of the layers attend to {r['sliding_window']:,} tokens, their KV held apart "
-            "(vLLM's hybrid KV cache): tokens of the others"
+            (
+                f"; {r['n_sliding_layers']} of the layers attend to {r['sliding_window']:,} tokens, their KV held apart "
+                "(vLLM's hybrid KV cache): tokens of the others"
+                if r["hybrid_kv_cache"]
+                else f"; {r['n_sliding_layers']} of the layers attend to {r['sliding_window']:,} tokens, their KV kept "
+                "whole (the hybrid KV cache manager off)"
+            )
             if r["sliding_window"]
             else ""
         ),

@@ -58,6 +58,7 @@ class RooflineSetup:
     overlap: float = 1.0
     gpu_memory_utilization: float = 0.9
     memory_reserve_bytes: float = 0.0
+    hybrid_kv: bool = True  # vLLM's hybrid KV cache manager (False: every layer's KV kept for every token: `kv_groups`)
     usd_per_gpu_hour: float | None = None
     kv_memory: str = "vllm"  # how the KV cache is sized: "vllm" (its memory profiling) or "reserve" (a flat share)
     profile_tokens: int = 8192  # the engine's max_num_batched_tokens (vLLM profiles a forward of this many tokens)
@@ -231,10 +232,11 @@ class RooflineSetup:
         for a model with full- and sliding-window attention layers: (layers a group, full-attention groups, sliding
         groups). The group size is the smaller layer count (the larger when it is under 1.5x the smaller: gpt-oss's
         equal halves, one group each); each group's block table is its own, its blocks from one shared pool, a block
-        one page per layer of a group. One attention type (sliding-window layers alone counted as full here): one
-        group of every layer."""
+        one page per layer of a group. One attention type (sliding-window layers alone counted as full here), or the
+        manager turned off (`hybrid_kv`: vLLM then keeps a sliding layer's KV as a full-attention one's): one group of
+        every layer."""
         m = self.model
-        sliding = m.n_sliding_layers if m.sliding_window else 0
+        sliding = m.n_sliding_layers if m.sliding_window and self.hybrid_kv else 0
         full = m.n_layers - sliding
         if not sliding or not full:
             return m.n_layers, 1, 0

@@ -197,7 +197,10 @@ def pool_scenario(scenario: Scenario, name: str) -> Scenario:
             "reserved_replicas": f.reserved_of(name),
         }
     )
-    update: dict[str, Any] = {"fleet": fleet, "engine": pool.engine or scenario.engine}
+    engine = pool.engine or scenario.engine
+    if engine.disable_hybrid_kv_cache_manager is None:  # vLLM's default with a KV connector (`EngineConfig`)
+        engine = engine.model_copy(update={"disable_hybrid_kv_cache_manager": True})
+    update: dict[str, Any] = {"fleet": fleet, "engine": engine}
     if pool.usd_per_gpu_hour is not None:
         update["pricing"] = scenario.pricing.model_copy(update={"usd_per_gpu_hour": pool.usd_per_gpu_hour})
     return scenario.model_copy(update=update)

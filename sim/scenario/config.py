@@ -225,6 +225,11 @@ class EngineConfig(Frozen):
     prefix_caching: bool = False  # reuse cached KV of shared prompt prefixes (the trace's prefix_hash_ids)
     prefix_hash_block_tokens: int = Field(default=512, ge=1, le=1_048_576)  # tokens per hash id (Mooncake: 512)
     enforce_eager: bool = False  # vLLM's --enforce-eager: no CUDA graphs (their memory is not taken from the KV cache)
+    # vLLM's --disable-hybrid-kv-cache-manager: a model with sliding-window layers keeps every layer's KV for every token,
+    # as full attention does (their compute still windowed). None: vLLM's default, off in a replica with a KV connector
+    # (a disaggregated fleet's prefill and decode pools: "Turning off hybrid kv cache manager because
+    # `--kv-transfer-config` is set"), on elsewhere
+    disable_hybrid_kv_cache_manager: bool | None = None
     lora: LoraConfig | None = None  # LoRA adapters (requests name theirs in the trace's `adapter` column)
 
     @model_validator(mode="after")

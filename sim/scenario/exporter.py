@@ -98,6 +98,7 @@ def scenario_keys(sc: Scenario) -> dict[str, Any]:
         "engine.prefix_caching": e.prefix_caching,
         "engine.async_scheduling": e.async_scheduling,
         "engine.enforce_eager": e.enforce_eager,
+        "engine.disable_hybrid_kv_cache_manager": e.disable_hybrid_kv_cache_manager,
         "engine.preempt_for_priority": e.preempt_for_priority,
         "engine.long_prefill_token_threshold": e.long_prefill_token_threshold or None,
         "engine.max_model_len": e.max_model_len,

@@ -112,6 +112,7 @@ def build_setup(
         profile_seqs=engine.max_num_seqs,
         max_model_len=engine.max_model_len,
         cuda_graphs=not engine.enforce_eager,
+        hybrid_kv=not engine.disable_hybrid_kv_cache_manager,
         gpus_per_node=gpus_per_node,
         scale_out_bytes_per_s=LINK_PRESETS[scale_out][0] * GIGA,
         scale_out_latency_s=LINK_PRESETS[scale_out][1],

@@ -49,6 +49,7 @@ FLAGS = {
     "enable_request_id_headers",
     "enable_eplb",
     "enable_dbo",
+    "disable_hybrid_kv_cache_manager",
 }
 # options that take a value (the ones the mapping reads, and common ones): written without one, an error
 VALUED = {
@@ -353,6 +354,7 @@ def map_options(options: dict[str, Any], where: str) -> Mapped:
     handlers["num_gpu_blocks_override"] = direct("engine.num_gpu_blocks_override", _int)
     handlers["gpu_memory_utilization"] = direct("roofline.gpu_memory_utilization", _float)
     handlers["enforce_eager"] = direct("engine.enforce_eager", _bool)
+    handlers["disable_hybrid_kv_cache_manager"] = direct("engine.disable_hybrid_kv_cache_manager", _bool)
     handlers["enable_prefix_caching"] = direct("engine.prefix_caching", _bool)
     handlers["async_scheduling"] = direct("engine.async_scheduling", _bool)
     handlers["long_prefill_token_threshold"] = direct("engine.long_prefill_token_threshold", _int)
@@ -503,6 +505,9 @@ def engine_args(values: dict[str, Any], *, hf_repo: str) -> list[str]:
         args.append("--async-scheduling" if values["engine.async_scheduling"] else "--no-async-scheduling")
     if values.get("engine.enforce_eager"):
         args.append("--enforce-eager")
+    if values.get("engine.disable_hybrid_kv_cache_manager") is not None:  # (None: vLLM's own default)
+        hybrid = values["engine.disable_hybrid_kv_cache_manager"]
+        args.append("--disable-hybrid-kv-cache-manager" if hybrid else "--no-disable-hybrid-kv-cache-manager")
     if values.get("engine.preempt_for_priority"):
         args += ["--scheduling-policy", "priority"]
     if values.get("roofline.kv_bits") == 8:

@@ -204,6 +204,13 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
         threshold = _int(kw, "long_prefill_token_threshold", "engine_kwargs.", None, minimum=0)
     if threshold:  # (0: vLLM's "no threshold")
         engine["long_prefill_token_threshold"] = threshold
+    no_hybrid = _flag(sched, "disable_hybrid_kv_cache_manager", "resolved_config.scheduler_config.")
+    if no_hybrid is None:
+        no_hybrid = _flag(kw, "disable_hybrid_kv_cache_manager", "engine_kwargs.")
+    if no_hybrid is None and (kw.get("kv_transfer_config") or resolved.get("kv_transfer_config")):
+        no_hybrid = True  # (vLLM turns the hybrid KV cache manager off when a KV connector is set)
+    if no_hybrid is not None:
+        engine["disable_hybrid_kv_cache_manager"] = no_hybrid
     spec = kw.get("speculative_config") or resolved.get("speculative_config")
     if spec:
         notes.append(
