@@ -105,6 +105,9 @@ def test_models_and_gpus_listings():
     starts |= {line.index(" 1555 ") for line in lines if line.startswith("a100-40gb ")}
     assert len(starts) == 1 and lines[0].index("GB/s") + 4 == next(iter(starts)) + 5
     assert "seed" in run("presets").stdout
+    header, *table = run("models").stdout.splitlines()
+    col = header.index("hf repo")  # every row's repository starts under its header, the longest name included
+    assert all(line[col - 2 : col] == "  " and line[col] != " " for line in table if not line.startswith("/SW"))
 
 
 @pytest.mark.parametrize(

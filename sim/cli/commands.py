@@ -285,8 +285,9 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
     if as_json:
         emit_json(rows)
         return
+    w = max([len("name"), *(len(str(r["name"])) for r in rows)]) + 1  # (the name column as wide as its longest)
     typer.echo(
-        f"{'name':<20}{'params':>9}{'active':>9}{'experts':>10}  {'weights':<14}{'GB':>7}{'layers':>7}{'heads':>7}{'kv':>5}"
+        f"{'name':<{w}}{'params':>9}{'active':>9}{'experts':>10}  {'weights':<14}{'GB':>7}{'layers':>7}{'heads':>7}{'kv':>5}"
         f"  {'attn':<7}{'KV B/token':>12}{'max ctx':>9}  hf repo"
     )
     for r in rows:
@@ -294,7 +295,7 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
         if r["sliding_window"]:  # (its sliding-window layers: "GQA/SW" and a note after the table)
             r["attention"] = f"{r['attention']}/SW"
         typer.echo(
-            f"{r['name']:<20}{r['n_params'] / 1e9:>8.2f}B{r['n_active_params'] / 1e9:>8.2f}B{experts:>10}  {r['precision']:<14}"
+            f"{r['name']:<{w}}{r['n_params'] / 1e9:>8.2f}B{r['n_active_params'] / 1e9:>8.2f}B{experts:>10}  {r['precision']:<14}"
             f"{r['weight_bytes'] / 1e9:>7.1f}{r['n_layers']:>7}{r['n_heads']:>7}"
             f"{r['n_kv_heads']:>5}  {r['attention']:<7}{r['kv_bytes_per_token']:>12,.0f}{r['max_context_tokens']:>9}  {r['hf_repo']}"
         )
