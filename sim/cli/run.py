@@ -378,16 +378,24 @@ def _run_stored(
     adapters_named = frame is not None and "adapter" in frame.columns and bool((frame["adapter"].to_numpy() >= 0).any())
     parent = out_dir.resolve().parent
     beside = next(p for p in (parent, *parent.parents) if p.exists())  # (no folder made for a run that may fail)
-    folder = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.trace.", dir=beside))
     try:
-        if windows is not None:  # a trace file read a window at a time: never whole in memory
-            trace = stored_trace(windows, folder)
-        elif frame is not None and list(frame.columns) == list(REQUIRED) and len(frame):
-            rows = 1 << 20  # (a trace with more columns stays in memory)
-            trace = stored_trace((frame.iloc[lo : lo + rows] for lo in range(0, len(frame), rows)), folder)
-            del frame
-        else:
-            trace = frame
+        folder = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.trace.", dir=beside))
+    except OSError as err:
+        raise FleetsimError(f"--out {out_dir}: cannot write the trace's files in {beside} ({err.strerror or err})") from None
+    try:
+        try:
+            if windows is not None:  # a trace file read a window at a time: never whole in memory
+                trace = stored_trace(windows, folder)
+            elif frame is not None and list(frame.columns) == list(REQUIRED) and len(frame):
+                rows = 1 << 20  # (a trace with more columns stays in memory)
+                trace = stored_trace((frame.iloc[lo : lo + rows] for lo in range(0, len(frame), rows)), folder)
+                del frame
+            else:
+                trace = frame
+        except OSError as err:  # (a full disk: the trace's files are written beside the run folder first)
+            raise FleetsimError(
+                f"--out {out_dir}: cannot write the trace's files in {beside} ({err.strerror or err}); nothing written"
+            ) from None
         with progress_bar(console) as tick:
             summary = simulate_stored(
                 scenario, out_dir, trace, base_dir=config.parent, progress=tick, measure_capacity=capacity, force=force

@@ -169,10 +169,16 @@ def write_atomically(out_dir: Path, write: Callable[[Path], None], *, force: boo
             old = parent / f".{out_dir.name}.old"
             shutil.rmtree(old, ignore_errors=True)
             os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
+            try:
+                os.replace(tmp, out_dir)
+            except OSError:
+                os.replace(old, out_dir)  # (the earlier run folder back in place)
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, out_dir)
+    except OSError as err:  # a full disk, a quota, a folder gone read-only: one line, the partial folder removed
+        raise FleetsimError(f"--out {out_dir}: cannot write the run folder ({err.strerror or err}); nothing written") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir

@@ -11,7 +11,9 @@ the requests in flight, not with the run.
 
 from __future__ import annotations
 
+import errno
 import mmap
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -39,6 +41,7 @@ class FileColumns:
         size = max(n * dt.itemsize, 1)  # (mmap cannot map an empty file)
         with open(self.folder / f"{name}.bin", "w+b") as f:
             f.truncate(size)  # zeros, without touching a page
+            _reserve(f.fileno(), size)
             mm = mmap.mmap(f.fileno(), size)
         self._maps.append(mm)
         values: np.ndarray = np.frombuffer(mm, dtype=dt, count=n)
@@ -66,6 +69,22 @@ class FileColumns:
         """Hand the columns' resident pages back (their data stays in the files)."""
         for mm in self._maps:
             self._release(mm, 0, len(mm))
+
+
+def _reserve(fd: int, size: int) -> None:
+    """Claim the disk blocks of a mapped file before any page is written: a write through the mapping to a sparse
+    file on a full disk is a SIGBUS that kills the process (no message, the temporary folders left behind); claimed
+    here, a full disk is an OSError (the run folder's writer turns it into one line). Nothing is written: the
+    blocks are allocated unwritten, reading as zeros. Where the file system cannot (no fallocate), the file stays
+    sparse, as before."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as err:
+        if err.errno in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            return
+        raise
 
 
 def _mapping(values: np.ndarray) -> mmap.mmap | None:
