@@ -232,7 +232,7 @@ def _confidence(p: Any) -> str:
 
 
 def _plot(outcome: Any, p: Any, path: Path) -> None:
-    from sim.results.plots import pyplot
+    from sim.results.plots import pyplot, save
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
@@ -265,5 +265,4 @@ def _plot(outcome: Any, p: Any, path: Path) -> None:
     )
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save(fig, path)  # (through a temporary file: a full disk is one line and no half image)

@@ -98,6 +98,7 @@ def sweep(
     """Run a scenario over axes and seeds; write results.parquet and stats.parquet (95% CIs across seeds)."""
     from rich.console import Console
 
+    from sim.atomic import atomic_file
     from sim.studies.study_dir import MARKER
     from sim.studies.sweep import MIN_PRECISION, check_sweep_dir, jobs_for, load_sweep, seed_stats
 
@@ -122,8 +123,9 @@ def sweep(
         done = sum(Path(j.out_file).exists() for j in jobs_for(spec, out_dir))
         raise stopped(err, f"{done} of {n_runs} runs are kept in {out_dir}/points: rerun the same command to resume") from None
     stats = seed_stats(rows, spec.axes, precision=precision)
-    if precision != 0.05:
-        stats.to_parquet(out_dir / "stats.parquet", index=False)
+    if precision != 0.05:  # (replaced whole or not at all: a half-written stats.parquet would not read)
+        with atomic_file(out_dir / "stats.parquet") as tmp:
+            stats.to_parquet(tmp, index=False)
     if as_json:
         emit_json(stats.to_dict(orient="records"))
         return
