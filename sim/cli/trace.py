@@ -110,6 +110,7 @@ def inspect(
 @trace_app.command()
 @user_errors
 def gen(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Output file (.csv or .parquet).")],
     spec: Annotated[
         Path | None, typer.Option(help="YAML spec: arrivals, prompt_tokens, output_tokens, duration_s | n_requests, seed.")
@@ -137,6 +138,7 @@ def gen(
     job_id: JobOpt = None,
 ) -> None:
     """Write a seeded synthetic trace (same spec and seed => the same file)."""
+    _check_gen_options(ctx, spec=spec is not None, process=process)
     check_trace_path(out, "--out")  # before any work
     base_dir = Path(".")
     if spec is not None:
@@ -175,6 +177,48 @@ def gen(
         f"wrote {out}: {stats['requests']:,} requests over {stats['duration_s']:,.1f} s, rate {_fmt(stats['mean_rate_per_s'])}/s, "
         f"IAT CV {_fmt(stats['iat_cv'])}, per-minute peak/mean {_fmt(stats['peak_to_mean_per_min'])}"
     )
+
+
+# trace gen's options that describe the arrivals, lengths and seed (a --spec gives them all), and the processes that
+# read each arrival option
+_GEN_SPEC_OPTIONS = (
+    "process", "rate", "cv", "off_rate", "mean_on_s", "mean_off_s", "amplitude", "period_s", "rate_table", "time_scale",
+    "duration_s", "requests", "prompt", "output", "seed",
+)  # fmt: skip
+_GEN_PROCESS_OPTIONS = {
+    "cv": ("gamma",),
+    "off_rate": ("onoff",),
+    "mean_on_s": ("onoff",),
+    "mean_off_s": ("onoff",),
+    "amplitude": ("diurnal",),
+    "period_s": ("diurnal",),
+    "rate_table": ("diurnal",),
+    "time_scale": ("diurnal",),
+}
+
+
+def _check_gen_options(ctx: typer.Context, *, spec: bool, process: str) -> None:
+    """An option trace gen would not read is refused, not ignored: every arrival and length option beside --spec
+    (the spec gives them), and another process's options (--cv with poisson: the trace looked like one of CV 3)."""
+
+    def given(name: str) -> bool:
+        source = ctx.get_parameter_source(name)
+        return source is not None and source.name != "DEFAULT"
+
+    def flag(name: str) -> str:
+        return "--" + name.replace("_", "-")
+
+    if spec:
+        extra = next((name for name in _GEN_SPEC_OPTIONS if given(name)), None)
+        if extra is not None:
+            raise FleetsimError(
+                f"{flag(extra)}: not read with --spec (the spec gives the arrivals, lengths, duration and seed); set it in "
+                "the spec instead"
+            )
+        return
+    for name, processes in _GEN_PROCESS_OPTIONS.items():
+        if given(name) and process not in processes:
+            raise FleetsimError(f"{flag(name)}: only --process {' or '.join(processes)} reads it (got --process {process})")
 
 
 @trace_app.command()
