@@ -548,7 +548,9 @@ def _check_row(row: pd.DataFrame, job: Job) -> list[str]:
     # columns was read as a point whose figures are all missing, and its columns joined the results)
     if "error" not in row:
         names = ", ".join(map(str, row.columns))
-        raise bad(f"has no error column: not a point fleetsim wrote (its columns: {names[:80]}{'...' if len(names) > 80 else ''})")
+        raise bad(
+            f"has no error column: not a point fleetsim wrote (its columns: {names[:80]}{'...' if len(names) > 80 else ''})"
+        )
     failed = row["error"].iloc[0]
     if (failed is None or (isinstance(failed, float) and math.isnan(failed))) and "completed" not in row:
         raise bad("has neither an error nor a run's summary (no completed column)")
