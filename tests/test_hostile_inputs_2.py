@@ -1,0 +1,253 @@
+"""Hostile inputs, round 2 of the second series: a full disk under every writer (the run folder, a stored run's mapped
+columns, plan --plot, sweep --precision's statistics), files in a study's points/ that fleetsim did not write, and
+trace gen's options that it would not read."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from sim.cli import app
+
+runner = CliRunner()
+SCENARIO = "model: llama-2-7b\nfleet: {gpu: a100-80gb}\ntrace: t.csv\n"
+CSV = "arrival_at_s,prompt_tokens,output_tokens\n0,10,5\n0.5,20,3\n1.0,30,2\n"
+FULL = "No space left on device"
+
+
+def _disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, FULL)
+
+
+def _inputs(folder: Path) -> None:
+    (folder / "s.yaml").write_text(SCENARIO)
+    (folder / "t.csv").write_text(CSV)
+
+
+def _only(folder: Path, *names: str) -> None:
+    """Nothing beside the inputs: no output, no temporary .part or .old, no stored trace's folder."""
+    assert sorted(p.name for p in folder.iterdir()) == sorted(names)
+
+
+def _run(*args: str):
+    return runner.invoke(app, ["run", "s.yaml", "--no-capacity", "--no-progress", *args])
+
+
+def test_a_full_disk_while_the_run_folder_is_written_is_one_line_and_nothing(tmp_path, monkeypatch):
+    # (the OSError escaped write_atomically: a traceback, exit 1)
+    import sim.results.report as report
+
+    monkeypatch.chdir(tmp_path)
+    _inputs(tmp_path)
+    real = report.write_chunks
+
+    def half(chunks, path):
+        real(chunks, path)  # a file written, then the disk is full
+        _disk_full()
+
+    monkeypatch.setattr(report, "write_chunks", half)
+    r = _run("--out", "out")
+    assert r.exit_code == 2, r.output
+    assert r.stderr == f"error: --out out: cannot write the run folder ({FULL}); nothing written\n"
+    _only(tmp_path, "s.yaml", "t.csv")
+
+
+def test_a_failed_final_rename_puts_the_earlier_run_folder_back(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _inputs(tmp_path)
+    assert _run("--out", "out").exit_code == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    real = os.replace
+
+    def refused(src, dst):
+        if str(src).endswith(".part"):  # the new folder into place: refused
+            _disk_full()
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", refused)
+    r = _run("--out", "out", "--seed", "1")
+    assert r.exit_code == 2 and r.stderr.endswith("nothing written\n") and r.stderr.count("\n") == 1, r.output
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+    _only(tmp_path, "s.yaml", "t.csv", "out")
+
+
+def test_a_stored_run_claims_its_columns_disk_blocks_before_writing_them(tmp_path, monkeypatch):
+    # (the columns were sparse files written through a mapping: on a full disk the kernel killed the process with
+    # SIGBUS, no message, exit 135, the .part and .trace folders left behind)
+    if not hasattr(os, "posix_fallocate"):
+        pytest.skip("no posix_fallocate here")
+    monkeypatch.chdir(tmp_path)
+    _inputs(tmp_path)
+    real = os.posix_fallocate
+    reserved: list[int] = []
+
+    def counted(fd, offset, size):
+        reserved.append(size)
+        return real(fd, offset, size)
+
+    monkeypatch.setattr(os, "posix_fallocate", counted)
+    assert _run("--stored", "--out", "kept").exit_code == 0
+    assert reserved and all(size >= 1 for size in reserved)
+    monkeypatch.setattr(os, "posix_fallocate", _disk_full)
+    r = _run("--stored", "--out", "out")
+    assert r.exit_code == 2, r.output
+    assert r.stderr == f"error: --out out: cannot write the run folder ({FULL}); nothing written\n"
+    _only(tmp_path, "s.yaml", "t.csv", "kept")
+
+
+def test_a_file_system_without_fallocate_keeps_the_columns_sparse(tmp_path, monkeypatch):
+    if not hasattr(os, "posix_fallocate"):
+        pytest.skip("no posix_fallocate here")
+
+    def unsupported(*args):
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+    monkeypatch.chdir(tmp_path)
+    _inputs(tmp_path)
+    monkeypatch.setattr(os, "posix_fallocate", unsupported)
+    assert _run("--stored", "--out", "out").exit_code == 0
+    assert (tmp_path / "out" / "requests.parquet").is_file()
+
+
+def test_a_full_disk_under_the_stored_trace_is_one_line(tmp_path, monkeypatch):
+    import sim.run.store as store
+
+    monkeypatch.chdir(tmp_path)
+    _inputs(tmp_path)
+    monkeypatch.setattr(store.np, "ascontiguousarray", _disk_full)  # (the trace's columns written to their files)
+    r = _run("--stored", "--out", "out")
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1, r.output
+    assert r.stderr.startswith("error: --out out: cannot write the trace's files in ") and FULL in r.stderr
+    _only(tmp_path, "s.yaml", "t.csv")
+
+
+STUDY_BASE = "name: {name}\nbase: s.yaml\n"
+SWEEP = STUDY_BASE.format(name="sw") + "cross:\n  engine.max_num_seqs: [8, 16]\nseeds: 1\n"
+PLAN = (
+    STUDY_BASE.format(name="pl")
+    + "search:\n  fleet.gpu: [a100-80gb]\nscale: {path: fleet.autoscaler.replicas, from: 1, to: 2}\n"
+    + "slo: {p99_ttft_ms: 2000}\nseeds: 1\nset:\n  fleet.autoscaler: {policy: fixed, replicas: 1}\n"
+)
+
+
+def test_plan_plot_on_a_full_disk_is_one_line_and_no_half_image(tmp_path, monkeypatch):
+    # (fig.savefig straight to the path: a traceback, and whatever the write had reached left as the image)
+    from matplotlib.figure import Figure
+
+    monkeypatch.chdir(tmp_path)
+    _inputs(tmp_path)
+    (tmp_path / "p.yaml").write_text(PLAN)
+
+    def half(self, fname, *args, **kwargs):
+        Path(fname).write_bytes(b"\x89PNG half")
+        _disk_full()
+
+    monkeypatch.setattr(Figure, "savefig", half)
+    r = runner.invoke(app, ["plan", "p.yaml", "--out", "plan", "--plot", "p.png"])
+    assert r.exit_code == 2, r.output
+    assert r.stderr.splitlines()[-1] == f"error: --plot p.png: cannot write it ({FULL}); nothing written"
+    assert "Traceback" not in r.output
+    assert not (tmp_path / "p.png").exists() and not list(tmp_path.glob(".p.png*"))
+
+
+def _sweep(*args: str):
+    return runner.invoke(app, ["sweep", "sw.yaml", "--out", "out", "--no-progress", *args])
+
+
+def test_sweep_precision_statistics_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    # (stats.parquet was rewritten in place: a full disk left half a file over the whole one, and a traceback)
+    monkeypatch.chdir(tmp_path)
+    _inputs(tmp_path)
+    (tmp_path / "sw.yaml").write_text(SWEEP)
+    assert _sweep().exit_code == 0
+    stats = tmp_path / "out" / "stats.parquet"
+    before = stats.read_bytes()
+    real = pd.DataFrame.to_parquet
+    writes: list[str] = []
+
+    def half(self, path, *args, **kwargs):
+        if "stats.parquet" in str(path):
+            writes.append(str(path))
+            if len(writes) == 2:  # (the first: the sweep's, at 5%; the second: the command's, at --precision)
+                Path(path).write_bytes(b"PAR1 half")
+                _disk_full()
+        return real(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", half)
+    r = _sweep("--precision", "0.1")
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and FULL in r.stderr, r.output
+    assert len(writes) == 2 and stats.read_bytes() == before  # (the sweep's own, at 5% as before)
+    assert sorted(p.name for p in stats.parent.iterdir() if p.name.startswith(".stats")) == []
+
+
+@pytest.mark.parametrize(
+    ("frame", "says"),
+    [
+        ({"x": [1]}, "a stored point has no error column: not a point fleetsim wrote (its columns: x)"),
+        ({"error": [None], "wall_s": [1.0]}, "a stored point has neither an error nor a run's summary (no completed column)"),
+    ],
+    ids=["other-columns", "no-summary"],
+)
+def test_a_point_file_fleetsim_did_not_write_is_refused(tmp_path, monkeypatch, frame, says):
+    # (a Parquet file of other columns was read as a point whose figures were all missing: exit 0, its columns in
+    # results.parquet)
+    monkeypatch.chdir(tmp_path)
+    _inputs(tmp_path)
+    (tmp_path / "sw.yaml").write_text(SWEEP)
+    assert _sweep().exit_code == 0
+    point = sorted((tmp_path / "out" / "points").iterdir())[0]
+    pd.DataFrame(frame).to_parquet(point, index=False)
+    r = _sweep()
+    assert r.exit_code == 2, r.output
+    assert r.stderr == f"error: {point.relative_to(tmp_path)}: {says}; delete it and rerun (the point is simulated again)\n"
+    point.unlink()
+    assert _sweep().exit_code == 0  # (as it says: simulated again)
+
+
+GEN = ["trace", "gen", "--out", "g.csv"]
+SPEC = "arrivals: {process: poisson, rate_per_s: 1}\nprompt_tokens: {dist: fixed, tokens: 10}\n"
+SPEC += "output_tokens: {dist: fixed, tokens: 5}\nduration_s: 10\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--rate", "1", "--duration-s", "9", "--cv", "3"], "--cv: only --process gamma reads it (got --process poisson)"),
+        (
+            ["--process", "gamma", "--cv", "2", "--rate", "1", "--duration-s", "9", "--amplitude", "0.9"],
+            "--amplitude: only --process diurnal reads it (got --process gamma)",
+        ),
+        (["--rate", "1", "--duration-s", "9", "--mean-on-s", "1"], "--mean-on-s: only --process onoff reads it"),
+        (["--rate", "1", "--duration-s", "9", "--rate-table", "r.csv"], "--rate-table: only --process diurnal reads it"),
+        (["--spec", "spec.yaml", "--duration-s", "100"], "--duration-s: not read with --spec"),
+        (["--spec", "spec.yaml", "--seed", "3"], "--seed: not read with --spec"),
+        (["--spec", "spec.yaml", "--prompt", "fixed:3"], "--prompt: not read with --spec"),
+    ],
+    ids=["cv-poisson", "amplitude-gamma", "onoff-poisson", "table-poisson", "spec-duration", "spec-seed", "spec-prompt"],
+)
+def test_trace_gen_refuses_an_option_it_would_not_read(tmp_path, monkeypatch, argv, says):
+    # (each was ignored without a word: --process poisson --cv 3 wrote a Poisson trace, --spec with --duration-s
+    # 100 the spec's 10 s)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    r = runner.invoke(app, [*GEN, *argv])
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and says in r.stderr, r.output
+    assert not (tmp_path / "g.csv").exists()
+
+
+def test_trace_gen_still_takes_each_process_options_and_a_spec_with_labels(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    for argv in (
+        ["--process", "gamma", "--rate", "1", "--cv", "2", "--duration-s", "9", "--seed", "1"],
+        ["--process", "onoff", "--rate", "1", "--mean-on-s", "1", "--mean-off-s", "2", "--off-rate", "0.1", "--requests", "5"],
+        ["--process", "diurnal", "--rate", "1", "--amplitude", "0.3", "--period-s", "100", "--duration-s", "9"],
+        ["--spec", "spec.yaml", "--klass", "batch", "--job-id", "nightly"],
+    ):
+        r = runner.invoke(app, [*GEN, *argv])
+        assert r.exit_code == 0, (argv, r.output)
