@@ -251,3 +251,48 @@ def test_trace_gen_still_takes_each_process_options_and_a_spec_with_labels(tmp_p
     ):
         r = runner.invoke(app, [*GEN, *argv])
         assert r.exit_code == 0, (argv, r.output)
+
+
+HF = {
+    "model_type": "mistral",
+    "hidden_size": 4096,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "intermediate_size": 14336,
+    "vocab_size": 32000,
+    "sliding_window": 4096,
+}
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        ({"model_type": ["mistral"]}, "field 'model_type' must be a string such as 'llama' (got ['mistral'])"),
+        ({"model_type": 7}, "field 'model_type' must be a string such as 'llama' (got 7)"),
+        ({"use_sliding_window": "false"}, "field 'use_sliding_window' must be true or false (got 'false')"),
+    ],
+    ids=["type-list", "type-number", "window-flag-text"],
+)
+def test_config_json_fields_of_the_wrong_type_are_named(tmp_path, edit, says):
+    # (model_type was str()-ed: "['mistral']" named no family, so its sliding layers went unread; the string "false"
+    # is not False, so the window it turns off was used)
+    import json
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({**HF, **edit}))
+    r = runner.invoke(app, ["roofline", "--model", str(config), "--gpu", "h100-sxm"])
+    assert r.exit_code == 2 and r.stderr == f"error: {config}: {says}\n", r.output
+
+
+def test_config_json_null_model_type_and_window_flag_read_as_absent(tmp_path):
+    import json
+
+    from sim.physics.models import model_from_hf_config
+
+    spec = model_from_hf_config({**HF, "use_sliding_window": None}, name="m")
+    assert (spec.sliding_window, spec.n_sliding_layers) == (4096, 32)
+    assert model_from_hf_config({**HF, "use_sliding_window": False}, name="m").sliding_window == 0
+    assert model_from_hf_config({**HF, "model_type": None}, name="m").model_type == ""
+    (tmp_path / "config.json").write_text(json.dumps({**HF, "model_type": None}))
+    assert runner.invoke(app, ["roofline", "--model", str(tmp_path / "config.json"), "--gpu", "h100-sxm"]).exit_code == 0

@@ -343,7 +343,10 @@ def model_from_hf_config(cfg: Any, *, name: str, hf_repo: str = "", where: str =
         if cfg.get("intermediate_size") is None:
             raise FleetsimError(f"{where}: missing required field 'intermediate_size'")
         raise FleetsimError(f"{where}: field 'intermediate_size' must be >= 1 (got {cfg['intermediate_size']!r})")
-    model_type = str(cfg.get("model_type", ""))
+    model_type = cfg.get("model_type", "")
+    model_type = "" if model_type is None else model_type
+    if not isinstance(model_type, str):  # (str() of a list named no family: its sliding layers, biases, MoE layout unread)
+        raise FleetsimError(f"{where}: field 'model_type' must be a string such as 'llama' (got {model_type!r})")
     mla = None
     if cfg.get("kv_lora_rank"):
         mla = MlaSpec(
@@ -427,7 +430,7 @@ def sliding_layers(cfg: dict[str, Any], layers: int, model_type: str, mla: bool,
     `use_sliding_window` is false (Qwen2 ships a window it does not use), for MLA, or for a family whose pattern is not
     known here."""
     window = cfg.get("sliding_window")
-    if window is None or mla or cfg.get("use_sliding_window") is False:
+    if window is None or mla or not _flag(cfg, "use_sliding_window", where, True):  # ("false" as a string: the window used)
         return 0, 0
     w = _positive_int(window, "sliding_window", where)
     types = cfg.get("layer_types")
