@@ -296,3 +296,32 @@ def test_config_json_null_model_type_and_window_flag_read_as_absent(tmp_path):
     assert model_from_hf_config({**HF, "model_type": None}, name="m").model_type == ""
     (tmp_path / "config.json").write_text(json.dumps({**HF, "model_type": None}))
     assert runner.invoke(app, ["roofline", "--model", str(tmp_path / "config.json"), "--gpu", "h100-sxm"]).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "label"),
+    [
+        (["trace", "convert", "t.csv", "t.csv", "--sample", "0.5"], ""),
+        (["trace", "merge", "t.csv", "u.csv=interactive", "t.csv=batch"], ""),
+        ([*GEN, "--rate", "1", "--duration-s", "5", "--prompt", "empirical:g.csv:prompt_tokens"], "--out "),
+        ([*GEN, "--process", "diurnal", "--rate", "1", "--rate-table", "g.csv", "--duration-s", "5"], "--out "),
+        ([*GEN, "--spec", "reads-g.yaml"], "--out "),
+    ],
+    ids=["convert", "merge", "gen-empirical", "gen-rate-table", "gen-spec-empirical"],
+)
+def test_a_trace_command_never_writes_over_a_file_it_reads(tmp_path, monkeypatch, argv, label):
+    # (each replaced its input with its output: a convert with --sample 0.5 kept half the trace and lost the rest)
+    monkeypatch.chdir(tmp_path)
+    table = "window_start_s,rate\n0,1\n1,2\n"
+    (tmp_path / "t.csv").write_text(CSV)
+    (tmp_path / "u.csv").write_text(CSV)
+    (tmp_path / "g.csv").write_text(table if "--rate-table" in argv else CSV)
+    (tmp_path / "reads-g.yaml").write_text(
+        SPEC.replace("{dist: fixed, tokens: 10}", "{dist: empirical, trace: g.csv, column: prompt_tokens}")
+    )
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    written = "g.csv" if argv[:2] == ["trace", "gen"] else "t.csv"
+    r = runner.invoke(app, argv)
+    assert r.exit_code == 2, r.output
+    assert r.stderr == f"error: {label}{written}: is a file this command reads ({written}); write the output to another file\n"
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

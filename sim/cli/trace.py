@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -169,6 +170,11 @@ def gen(
             "seed": seed,
         }
         parsed = parse_spec(raw, where="trace gen")
+    read = [spec] if spec is not None else []
+    read += [base_dir / x.trace for x in (parsed.prompt_tokens, parsed.output_tokens) if x.dist == "empirical"]
+    rate_table_file = getattr(parsed.arrivals, "rate_table", None)
+    read += [base_dir / rate_table_file] if rate_table_file is not None else []
+    _not_read(out, read, "--out")
     frame = generate(parsed, base_dir=base_dir)
     frame = label(frame, klass=klass, priority=priority, deadline_s=deadline_s, job_id=job_id, source="trace gen")
     write_trace(frame, out, "--out")
@@ -177,6 +183,17 @@ def gen(
         f"wrote {out}: {stats['requests']:,} requests over {stats['duration_s']:,.1f} s, rate {_fmt(stats['mean_rate_per_s'])}/s, "
         f"IAT CV {_fmt(stats['iat_cv'])}, per-minute peak/mean {_fmt(stats['peak_to_mean_per_min'])}"
     )
+
+
+def _not_read(dst: Path, sources: Iterable[str | Path], label: str = "") -> None:
+    """The trace written is none of the files the command reads: written over its input (convert a.csv a.csv
+    --sample 0.1, merge a.csv a.csv=batch, gen --prompt empirical:a.csv:prompt_tokens --out a.csv), the input was
+    replaced by the output, and what the output left out was lost."""
+    for source in sources:
+        given = Path(source)
+        if dst.exists() and given.exists() and dst.samefile(given):
+            head = f"{label} {dst}" if label else str(dst)
+            raise FleetsimError(f"{head}: is a file this command reads ({source}); write the output to another file")
 
 
 # trace gen's options that describe the arrivals, lengths and seed (a --spec gives them all), and the processes that
@@ -241,6 +258,7 @@ def convert(
     """Read any supported format, apply transforms (window, rate, sample, clip, repeat), write canonical CSV/Parquet."""
     check_seed(seed)
     check_trace_path(dst)
+    _not_read(dst, [src])
     frame = _load(src, fmt, columns, time_unit, model)
     if start_s is not None or end_s is not None:
         frame = tf.window(frame, start_s=start_s or 0.0, end_s=end_s)
@@ -287,6 +305,7 @@ def merge(
                 raise FleetsimError(f"merge inputs are FILE=KLASS, or FILE with --klass (got {item!r})")
         if not path:
             raise FleetsimError(f"merge inputs are FILE=KLASS (got {item!r})")
+        _not_read(dst, [path])
         frame = load_trace(path)
         if name == "batch":
             frame = label(
