@@ -325,3 +325,30 @@ def test_a_trace_command_never_writes_over_a_file_it_reads(tmp_path, monkeypatch
     assert r.exit_code == 2, r.output
     assert r.stderr == f"error: {label}{written}: is a file this command reads ({written}); write the output to another file\n"
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+TIME_UNIT = (
+    "time unit 'ms' is read by the generic format only (with its column mapping); a canonical trace's times have their "
+    "format's unit"
+)
+MODEL = "model 'GPT-4': only BurstGPT and OpenTelemetry traces are filtered by model, not a canonical trace"
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"), [(["--time-unit", "ms"], TIME_UNIT), (["--model", "GPT-4"], MODEL)], ids=["time-unit", "model"]
+)
+def test_a_reader_setting_the_format_does_not_read_is_refused(tmp_path, monkeypatch, argv, says):
+    # (both were ignored: a canonical trace's seconds read as seconds under --time-unit ms, its `model` column not
+    # filtered by --model, exit 0)
+    monkeypatch.chdir(tmp_path)
+    _inputs(tmp_path)
+    r = runner.invoke(app, ["trace", "inspect", "t.csv", *argv])
+    assert r.exit_code == 2 and r.stderr == f"error: t.csv: {says}\n", r.output
+    key = {"--time-unit": "time_unit", "--model": "model"}[argv[0]]
+    (tmp_path / "s.yaml").write_text(SCENARIO.replace("trace: t.csv", f"trace: {{file: t.csv, {key}: {argv[1]}}}"))
+    for stored in ([], ["--stored"]):
+        r = _run("--out", "out", *stored)
+        assert r.exit_code == 2 and r.stderr.count("\n") == 1 and says in r.stderr, r.output
+    _only(tmp_path, "s.yaml", "t.csv")
+    generic = ["--columns", "arrival_at_s=arrival_at_s,prompt_tokens=prompt_tokens,output_tokens=output_tokens"]
+    assert runner.invoke(app, ["trace", "inspect", "t.csv", *generic, "--time-unit", "ms"]).exit_code == 0

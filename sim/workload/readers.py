@@ -151,7 +151,7 @@ def trace_windows(
     if is_gzip(path):
         return None
     with _reading(path):
-        format, suffix = _checked_format(path, format=format, columns=columns, time_unit=time_unit)
+        format, suffix = _checked_format(path, format=format, columns=columns, time_unit=time_unit, model=model)
         if format in (*JSONL_FORMATS, "vllm-bench", "otel", "burstgpt"):
             return None
         if suffix == ".parquet":
@@ -169,7 +169,9 @@ def _windowed(path: Path, windows: Iterator[pd.DataFrame]) -> Iterator[pd.DataFr
         yield from windows
 
 
-def _checked_format(path: Path, *, format: str | None, columns: Mapping[str, str] | None, time_unit: str) -> tuple[str, str]:
+def _checked_format(
+    path: Path, *, format: str | None, columns: Mapping[str, str] | None, time_unit: str, model: str | None = None
+) -> tuple[str, str]:
     """The file's checks before any row is read, and its format (given or detected) and suffix."""
     if format is not None and format not in FORMATS:
         raise FleetsimError(f"unknown trace format {format!r}; valid formats: {', '.join(FORMATS)}")
@@ -190,13 +192,24 @@ def _checked_format(path: Path, *, format: str | None, columns: Mapping[str, str
         format = _detect(path, suffix)
     if suffix == ".parquet" and format not in ("canonical", "generic", *JSONL_FORMATS, "vllm-bench", "otel"):
         raise FleetsimError(f"{path}: format {format} is a CSV format; Parquet traces are canonical or generic")
+    # (settings only some formats read are refused elsewhere, not ignored: a canonical trace's seconds read as given
+    # under --time-unit ms, a canonical trace's `model` column not filtered by --model GPT-4, without a word)
+    if time_unit != "s" and format != "generic":
+        raise FleetsimError(
+            f"{path}: time unit {time_unit!r} is read by the generic format only (with its column mapping); "
+            f"a {format} trace's times have their format's unit"
+        )
+    if model is not None and format not in ("burstgpt", "otel"):
+        raise FleetsimError(
+            f"{path}: model {model!r}: only BurstGPT and OpenTelemetry traces are filtered by model, not a {format} trace"
+        )
     return format, suffix
 
 
 def _load_trace(
     path: Path, *, format: str | None, columns: Mapping[str, str] | None, time_unit: str, model: str | None
 ) -> pd.DataFrame:
-    format, suffix = _checked_format(path, format=format, columns=columns, time_unit=time_unit)
+    format, suffix = _checked_format(path, format=format, columns=columns, time_unit=time_unit, model=model)
     if format in JSONL_FORMATS:
         return _read_mooncake(path, format)
     if format == "vllm-bench":
