@@ -352,3 +352,60 @@ def test_a_reader_setting_the_format_does_not_read_is_refused(tmp_path, monkeypa
     _only(tmp_path, "s.yaml", "t.csv")
     generic = ["--columns", "arrival_at_s=arrival_at_s,prompt_tokens=prompt_tokens,output_tokens=output_tokens"]
     assert runner.invoke(app, ["trace", "inspect", "t.csv", *generic, "--time-unit", "ms"]).exit_code == 0
+
+
+RICH = """model: llama-3.1-8b
+fleet:
+  gpu: h100-sxm
+  autoscaler: {policy: fixed, replicas: 3}
+  capacity:
+    on_demand: {max_replicas: 1}
+    spot: {interruptions_per_hour: 30, notice_s: 30, max_replicas: 1}
+    launch_order: [spot, on_demand]
+    fallback: [{gpu: a100-80gb, max_replicas: 2}]
+pricing: {provider: aws}
+trace: {arrivals: {process: poisson, rate_per_s: 5}, prompt_tokens: {dist: fixed, tokens: 200},
+        output_tokens: {dist: fixed, tokens: 50}, duration_s: 300}
+"""
+
+
+@pytest.fixture(scope="module")
+def rich_run(tmp_path_factory):
+    """A run folder whose meta.json has a fallback GPU type, capacity classes' supply and a measured fallback."""
+    folder = tmp_path_factory.mktemp("rich")
+    (folder / "s.yaml").write_text(RICH)
+    r = runner.invoke(app, ["run", str(folder / "s.yaml"), "--out", str(folder / "run"), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    return folder / "run"
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "says"),
+    [
+        (("pools", "online", "fallback"), "x", "pools.online.fallback"),
+        (("pools", "online", "fallback", 0, "tp"), "2", "pools.online.fallback.0.tp"),
+        (("pools", "online", "supply"), 7, "pools.online.supply"),
+        (("pools", "online", "supply", "launches_failed"), None, "pools.online.supply.launches_failed"),
+        (("pools", "online", "fallback", 0, "supply", "launches_failed"), [], "pools.online.fallback.0.supply.launches_failed"),
+        (("pools", "online", "supply", "prices", "spot", "usd_per_gpu_hour"), "x", "pools.online.supply.prices.spot"),
+        (("capacity", "fallback"), 1e308, "capacity.fallback"),
+    ],
+    ids=["fallback", "fallback-tp", "supply", "launches-failed", "fallback-supply", "class-price", "capacity-fallback"],
+)
+def test_meta_json_pools_fallback_and_supply_are_checked_on_load(tmp_path, rich_run, path, value, says):
+    # (they were read unchecked: a fallback or a supply of another shape was an AttributeError or a TypeError from
+    # `fleetsim report`, exit 1)
+    import json
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(rich_run, folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    node = meta
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    (folder / "meta.json").write_text(json.dumps(meta))
+    r = runner.invoke(app, ["report", str(folder)])
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and says in r.stderr, r.output
+    assert runner.invoke(app, ["report", str(rich_run)]).exit_code == 0

@@ -41,6 +41,7 @@ class Capacity(_Open):
     measured: bool
     max_tokens_per_s_per_replica: Amount | None
     rel_se: Amount | None = None
+    fallback: dict[str, Amount | None] | None = None  # each fallback GPU type's measured tokens per GPU-second
 
 
 class WallSeconds(_Open):
@@ -49,12 +50,32 @@ class WallSeconds(_Open):
     capacity: Seconds | None = None
 
 
-class Pool(_Open):
+class ClassPrice(_Open):
+    usd_per_gpu_hour: Price | None
+
+
+class Supply(_Open):
+    """A pool's capacity classes as the run resolved them (`sim.run.fleet.supply.supply_meta`): the bill reads their
+    prices, the summary counts the launches that found no capacity."""
+
+    prices: dict[str, ClassPrice]
+    launches_failed: dict[str, Count]
+
+
+class FallbackPool(_Open):
+    """A pool's other GPU type (`fleet.capacity.fallback`): its line is a pool's."""
+
     gpu: str
     tp: Positive
     usd_per_gpu_hour: Price | None
     peak_flops_per_s_per_gpu: PeakFlops
     hbm_bw_bytes_per_s_per_gpu: PeakBytes
+    supply: Supply | None = None
+
+
+class Pool(FallbackPool):
+    # (the report walks them: a fallback of another shape was an AttributeError or a TypeError from the report)
+    fallback: list[FallbackPool] | None = None
 
 
 class PrefixCache(_Open):
@@ -134,6 +155,7 @@ class RunMeta(_Open):
     capacity: Capacity
     wall_s: WallSeconds
     pools: dict[str, Pool] | None = None
+    supply: Supply | None = None
     prefix_cache: PrefixCache | None = None
     without_losses: dict[str, Any] | None = None  # the same run's headline figures without losses (spot, failures)
 
