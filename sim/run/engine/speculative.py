@@ -4,9 +4,7 @@ what speculation buys (expected tokens per step, a verify step's cost) is `sim.p
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
-from fractions import Fraction
 
 import numpy as np
 
@@ -17,25 +15,41 @@ Run = tuple[list[float], list[float], list[float]]  # a priced run: its steps' e
 _ONE_STEP = (0,)
 _ZERO = np.zeros(1, dtype=np.int64)
 _MAX_EXACT = 1 << 53  # (contexts below it are exact as floats)
-_EPS = Fraction(1, 10**12)  # a relative gap no rounding of (m + a x) / f (3 roundings: < 4e-16 relative) can close
-_TINY = Fraction(1, 2**1000)  # (well above the subnormal floats, 2^-1022 and below)
+_EPS_INV = 10**12  # 1 / the relative gap no rounding of (m + a x) / f (3 roundings: < 4e-16 relative) can close
+_TINY_BITS = 1000  # 2^-1000: well above the subnormal floats, 2^-1022 and below
+
+
+def _quotient(x: float, y: float) -> tuple[int, int]:
+    """x / y (y > 0) exactly, as (numerator, denominator > 0): floats are integers times powers of two."""
+    xp, xq = x.as_integer_ratio()
+    yp, yq = y.as_integer_ratio()
+    return xp * yq, xq * yp
+
+
+def _tiny(p: int, q: int) -> bool:
+    """0 < p / q < 2^-1000 (q > 0)."""
+    return p > 0 and p << _TINY_BITS < q
 
 
 def surely_bound(m: float, a: float, f: float, w: float, kv: float, b: float, compute: bool) -> tuple[int, int]:
     """The integers x (in [0, 2^53)) at which `(m + a * x) / f >= (w + kv * x) / b` is surely `compute` in floats
     (m, a, w, kv >= 0; f, b > 0): those where the exact sides differ by more than a 1e-12 relative gap, which no
     rounding of either side closes. (lo, hi), empty when lo > hi. Lets a run skip evaluating a compute/memory
-    comparison whose outcome is already certain; where it is not, the run evaluates it as it always did."""
-    fm, fa, fw, fk = Fraction(m) / Fraction(f), Fraction(a) / Fraction(f), Fraction(w) / Fraction(b), Fraction(kv) / Fraction(b)
-    if any(0 < v < _TINY for v in (fm, fa, fw, fk, Fraction(m), Fraction(a), Fraction(w), Fraction(kv))):
+    comparison whose outcome is already certain; where it is not, the run evaluates it as it always did. (Exact
+    rational arithmetic in Python ints: every float is an integer times a power of two.)"""
+    fm, fa, fw, fk = _quotient(m, f), _quotient(a, f), _quotient(w, b), _quotient(kv, b)
+    if any(_tiny(p, q) for p, q in (fm, fa, fw, fk, *(v.as_integer_ratio() for v in (m, a, w, kv)))):
         return 1, 0  # (near the subnormal floats a rounding's relative error is unbounded: the margin proves nothing)
     sign = 1 if compute else -1
-    c0 = sign * (fm - fw) - _EPS * (fm + fw)  # sign * (difference) - eps * (sum) > 0: surely, as c0 + c1 x > 0
-    c1 = sign * (fa - fk) - _EPS * (fa + fk)
-    if c1 > 0:
-        return max(math.floor(-c0 / c1) + 1, 0), _MAX_EXACT - 1
-    if c1 < 0:
-        return 0, min(math.ceil(-c0 / c1) - 1, _MAX_EXACT - 1)
+    # sign * (difference) - 1e-12 * (sum) > 0: surely, as c0 + c1 x > 0; c0 = C0 / (D0 10^12), c1 = C1 / (D1 10^12)
+    (mp, mq), (wp, wq), (ap, aq), (kp, kq) = fm, fw, fa, fk
+    d0, d1 = mq * wq, aq * kq
+    c0 = sign * (mp * wq - wp * mq) * _EPS_INV - (mp * wq + wp * mq)
+    c1 = sign * (ap * kq - kp * aq) * _EPS_INV - (ap * kq + kp * aq)
+    if c1 > 0:  # x > -c0 / c1 = -(C0 D1) / (C1 D0)
+        return max((-c0 * d1) // (c1 * d0) + 1, 0), _MAX_EXACT - 1
+    if c1 < 0:  # x < (C0 D1) / (-C1 D0)
+        return 0, min(-((-c0 * d1) // (-c1 * d0)) - 1, _MAX_EXACT - 1)
     return (0, _MAX_EXACT - 1) if c0 > 0 else (1, 0)
 
 
