@@ -91,6 +91,7 @@ class SpecGroup:
     __slots__ = (
         "_bs",
         "_off",
+        "_slack",
         "acceptance",
         "base",
         "block_size",
@@ -136,6 +137,7 @@ class SpecGroup:
         self.verify_tokens = 0  # and the tokens they emitted
         self._bs = np.array(block_size, dtype=np.int64)  # (0-d: see `_enter`)
         self._off = np.zeros((), dtype=np.int64)  # (scratch: a member's offset, see `_enter`)
+        self._slack = self.la + block_size * (1 + pad)  # (`_enter`: blocks held, (context + this) // block_size)
 
     # --- membership ------------------------------------------------------------------------------------
     def join(self, seq: Seq) -> None:
@@ -151,7 +153,9 @@ class SpecGroup:
         (drawn now if it has none yet, in admission order) and adds it to the sums from this step on."""
         if not self.pending:
             return
-        pending = sorted(self.pending, key=_admit_no)
+        pending = self.pending
+        if len(pending) > 1:
+            pending.sort(key=_admit_no)
         self.pending = []
         self.pending_need = 0
         for seq in pending:
@@ -179,32 +183,33 @@ class SpecGroup:
             end = emitted.item(-1)
         # blocks held at each step's start: its context then, its next token and the drafts' slots (never fewer
         # than it holds; nondecreasing as the context is)
-        bs = self.block_size
-        c = seq.computed + self.la + bs * (1 + self.pad)
+        c = seq.computed + self._slack
         # (the scalars as 0-d int64 arrays: numpy's arithmetic with a Python int resolves its type first, ~0.2 us an
         # operation here; the same int64 arithmetic)
         off = self._off
         off[()] = c - e0
         blocks = emitted[:-1] + off
         blocks //= self._bs
-        if c // bs < seq.blocks:  # (its first step's)
-            np.maximum(blocks, seq.blocks, out=blocks)
-        lo = self.d - self.base
+        b0 = seq.blocks
+        if c // self.block_size < b0:  # (its first step's)
+            np.maximum(blocks, b0, out=blocks)
+        d = self.d
+        lo = d - self.base
         hi = lo + f
-        if hi > len(self.inc):
-            size = max(2 * len(self.inc), hi)
-            self.inc = np.concatenate([self.inc, np.zeros(size - len(self.inc), dtype=np.int64)])
-            self.held = np.concatenate([self.held, np.zeros(size - len(self.held), dtype=np.int64)])
-        inc = self.inc[lo:hi]
-        inc += tokens
+        inc, held = self.inc, self.held
+        if hi > len(inc):
+            size = max(2 * len(inc), hi)
+            inc = self.inc = np.concatenate([inc, np.zeros(size - len(inc), dtype=np.int64)])
+            held = self.held = np.concatenate([held, np.zeros(size - len(held), dtype=np.int64)])
+        window = inc[lo:hi]
+        window += tokens
         over = end - e0 - left
         if over:
-            self.inc[hi - 1] -= over  # its last step emits what it has left
-        held = self.held[lo:hi]
-        held += blocks
-        self.holding += seq.blocks
-        member = Member(seq, self.d, emitted, e0, blocks, left)
-        heapq.heappush(self.heap, (self.d + f, seq.admit_no, member))
+            inc[hi - 1] -= over  # its last step emits what it has left
+        window = held[lo:hi]
+        window += blocks
+        self.holding += b0
+        heapq.heappush(self.heap, (d + f, seq.admit_no, Member(seq, d, emitted, e0, blocks, left)))
 
     def _sync(self, member: Member, steps: int) -> Seq:
         """The member's fields after `steps` of its steps (its last token at `t_last`)."""

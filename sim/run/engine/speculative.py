@@ -230,6 +230,10 @@ class SpeculativeStepTime:
         # exactly — `s + n + k * s + extra` is `k1 * s + n_extra` — and the per-run flags as plain bools)
         k1, n_extra = k + 1, n + extra
         has_pairs, has_extra, full_overlap, drafts = bool(per_pair), bool(decode_extra), overlap == 1.0, bool(steps)
+        # the common case, a loop of its own without the flags: attention pairs, no MLA term, partial overlap, and a
+        # drafter whose steps are surely memory-bound all through the run (its contexts grow with the run's: its first
+        # step's and its last's in range)
+        plain_target = has_pairs and not has_extra and not full_overlap and drafts
 
         def priced(context_sum: int, tokens: Sequence[int]) -> Run:
             ends: list[float] = []
@@ -237,6 +241,20 @@ class SpeculativeStepTime:
             all_bytes: list[float] = []
             end = 0.0
             s = context_sum
+            if plain_target and m_lo <= s and s + tokens[-1] <= m_hi:
+                for x in tokens:  # (the loop below, its branches taken)
+                    flops = flops0 + (k1 * s + n_extra) * per_pair
+                    n_bytes = weight_bytes + kv * (s + n_tok)
+                    compute_s, memory_s = (flops + hot) / fps, n_bytes / bps
+                    dt = (compute_s + g * memory_s if compute_s >= memory_s else memory_s + g * compute_s) + comm + overhead
+                    ctx = k * s + n_all
+                    total = (k_wb + dkv * ctx) / b + dg * ((k_mm + attn * ctx) / f) + k_fixed
+                    end += dt + total if draft_method else dt + share * total
+                    ends.append(end)
+                    all_flops.append(flops)
+                    all_bytes.append(n_bytes)
+                    s = context_sum + x
+                return ends, all_flops, all_bytes
             for x in tokens:
                 pairs = k1 * s + n_extra
                 flops = flops0 + pairs * per_pair if has_pairs else flops0
