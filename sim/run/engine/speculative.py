@@ -129,6 +129,7 @@ class SpeculativeStepTime:
         assert drafter is None or self._lines is not None, "a draft model without decode lines"
         self._extra_pairs = (k + 1) * (k + 2) // 2 - 1  # a verify's pairs beyond a decode's, per sequence (besides k x context)
         self._run_fns: dict[int, Callable[[int, Sequence[int]], Run]] = {}
+        self._draft_fns: dict[int, Callable[[int], float]] = {}  # (`draft_s` by batch size: made with `run_fn`'s)
 
     def step(
         self,
@@ -198,6 +199,7 @@ class SpeculativeStepTime:
                     n_bytes.append(by)
                 return ends, flops, n_bytes
 
+            self._draft_fns[n] = lambda context_sum: self._decode_drafts_s(n, context_sum)
             return per_step
         k = self.k
         n_tok = n * k + n
@@ -235,6 +237,34 @@ class SpeculativeStepTime:
         # step's and its last's in range)
         plain_target = has_pairs and not has_extra and not full_overlap and drafts
 
+        def draft(s: int) -> float:
+            """`draft_s` at context sum s: `decode_sum` of the drafter's line, operation for operation (its
+            compute/memory comparisons not evaluated where `surely_bound` says how they come out)."""
+            if not drafts:
+                return 0.0
+            if m_lo <= s <= m_hi:
+                first = False
+                same = True
+            elif c_lo <= s <= c_hi:
+                first = same = True
+            else:
+                lo, hi = s + n_first, s + n_last
+                first = (mm + attn * lo) / f >= (wb + dkv * lo) / b
+                same = first == ((mm + attn * hi) / f >= (wb + dkv * hi) / b)
+            if same:
+                ctx = k * s + n_all
+                c_s, m_s = (k_mm + attn * ctx) / f, (k_wb + dkv * ctx) / b
+                total = (c_s + dg * m_s if first else m_s + dg * c_s) + k_fixed
+            else:
+                total = 0.0
+                for nj in steps:
+                    ctx = s + nj
+                    c_s, m_s = (mm + attn * ctx) / f, (wb + dkv * ctx) / b
+                    total += (c_s + dg * m_s if c_s >= m_s else m_s + dg * c_s) + dfixed
+            return total if draft_method else share * total
+
+        self._draft_fns[n] = draft
+
         def priced(context_sum: int, tokens: Sequence[int]) -> Run:
             ends: list[float] = []
             all_flops: list[float] = []
@@ -267,27 +297,8 @@ class SpeculativeStepTime:
                 else:
                     core = compute_s + g * memory_s if compute_s >= memory_s else memory_s + g * compute_s
                 dt = core + comm + overhead
-                if drafts:  # `draft_s`: `decode_sum` of the drafter's line, operation for operation
-                    if m_lo <= s <= m_hi:
-                        first = False
-                        same = True
-                    elif c_lo <= s <= c_hi:
-                        first = same = True
-                    else:
-                        lo, hi = s + n_first, s + n_last
-                        first = (mm + attn * lo) / f >= (wb + dkv * lo) / b
-                        same = first == ((mm + attn * hi) / f >= (wb + dkv * hi) / b)
-                    if same:
-                        ctx = k * s + n_all
-                        c_s, m_s = (k_mm + attn * ctx) / f, (k_wb + dkv * ctx) / b
-                        total = (c_s + dg * m_s if first else m_s + dg * c_s) + k_fixed
-                    else:
-                        total = 0.0
-                        for nj in steps:
-                            ctx = s + nj
-                            c_s, m_s = (mm + attn * ctx) / f, (wb + dkv * ctx) / b
-                            total += (c_s + dg * m_s if c_s >= m_s else m_s + dg * c_s) + dfixed
-                    dt += total if draft_method else share * total
+                if drafts:
+                    dt += draft(s)
                 end += dt
                 ends.append(end)
                 all_flops.append(flops)
@@ -299,8 +310,18 @@ class SpeculativeStepTime:
 
     def draft_s(self, n_seqs: int, context_sum: int) -> float:
         """Drafting k tokens for `n_seqs` sequences whose cached contexts sum to `context_sum`: k decode steps, their
-        contexts growing a token a step (a decode line's steps, summed)."""
-        if self._lines is None or n_seqs == 0:
+        contexts growing a token a step (a decode line's steps, summed: `_decode_drafts_s`, the same float)."""
+        if n_seqs == 0:
+            return 0.0
+        fn = self._draft_fns.get(n_seqs)
+        if fn is None:
+            self.run_fn(n_seqs)
+            fn = self._draft_fns[n_seqs]
+        return fn(context_sum)
+
+    def _decode_drafts_s(self, n_seqs: int, context_sum: int) -> float:
+        """`draft_s` from the drafter's `decode_sum`."""
+        if self._lines is None:
             return 0.0
         total = self._lines.decode_sum(n_seqs, context_sum, self.k)
         return total if self.method == "draft" else self.draft_cost * total
