@@ -409,3 +409,38 @@ def test_meta_json_pools_fallback_and_supply_are_checked_on_load(tmp_path, rich_
     r = runner.invoke(app, ["report", str(folder)])
     assert r.exit_code == 2 and r.stderr.count("\n") == 1 and says in r.stderr, r.output
     assert runner.invoke(app, ["report", str(rich_run)]).exit_code == 0
+
+
+def test_a_run_log_written_with_a_byte_order_mark_reads_as_without(tmp_path):
+    """Windows tools start UTF-8 files with a byte-order mark: requests.jsonl and meta.json read as without one."""
+    import shutil
+
+    from sim.workload.runlog import read_run_log
+
+    src = Path(__file__).resolve().parents[1] / "benchmarks" / "e2e" / "rtx4090-llama-3.1-8b"
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    for name in ("requests.jsonl", "meta.json"):
+        (run / name).write_bytes(b"\xef\xbb\xbf" + (src / name).read_bytes())
+    plain, marked = read_run_log(src), read_run_log(run)
+    assert marked.trace.equals(plain.trace) and marked.meta == plain.meta
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("[1]", "--speculative-config must be a JSON object (got [1])"),
+        ('{"num_speculative_tokens": -1}', "num_speculative_tokens must be a whole number >= 1 (got -1)"),
+        ('{"num_speculative_tokens": "3"}', "num_speculative_tokens must be a whole number >= 1 (got '3')"),
+    ],
+)
+def test_an_impossible_speculative_config_is_refused_not_noted(value, message):
+    from sim.errors import FleetsimError
+    from sim.scenario.vllm_args import map_options, parse_args
+
+    with pytest.raises(
+        FleetsimError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(").replace(")", r"\)")
+    ):
+        map_options(parse_args(["--speculative-config", value], "cmd"), "cmd")
+    ok = map_options(parse_args(["--speculative-config", '{"method": "eagle3", "num_speculative_tokens": 3}'], "cmd"), "cmd")
+    assert any("method eagle3, 3 tokens" in n for n in ok.notes)

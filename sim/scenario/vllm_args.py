@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sim.errors import FleetsimError
+from sim.errors import FleetsimError, _short
 
 # short options vLLM's parser knows (vllm/engine/arg_utils.py)
 SHORT = {"-tp": "tensor_parallel_size", "-pp": "pipeline_parallel_size", "-dp": "data_parallel_size", "-q": "quantization"}
@@ -432,8 +432,14 @@ def map_options(options: dict[str, Any], where: str) -> Mapped:
             cfg = value if isinstance(value, dict) else json.loads(str(value))
         except json.JSONDecodeError:
             raise FleetsimError(f"{where}: vLLM option --speculative-config must be JSON (got {value!r})") from None
-        n = cfg.get("num_speculative_tokens") if isinstance(cfg, dict) else None
-        method = cfg.get("method") or ("draft_model" if cfg.get("model") else None) if isinstance(cfg, dict) else None
+        if not isinstance(cfg, dict):  # (vLLM's SpeculativeConfig is built from an object's keys)
+            raise FleetsimError(f"{where}: vLLM option --speculative-config must be a JSON object (got {_short(cfg)})")
+        n = cfg.get("num_speculative_tokens")
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise FleetsimError(
+                f"{where}: vLLM option --speculative-config num_speculative_tokens must be a whole number >= 1 (got {_short(n)})"
+            )
+        method = cfg.get("method") or ("draft_model" if cfg.get("model") else None)
         m.notes.append(
             f"{src(name)} (method {method}, {n} tokens): not mapped, since it says nothing of the acceptance rate; "
             "set engine.speculative (method, num_speculative_tokens, acceptance_rate measured on your traffic)"

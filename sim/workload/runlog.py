@@ -178,7 +178,7 @@ def _read_requests(p: Path) -> Any:
     rows: list[tuple[float, float, float, float, float]] = []
     dropped = 0
     try:
-        lines = p.read_text().splitlines()
+        lines = p.read_text(encoding="utf-8-sig").splitlines()  # (a byte-order mark, as Windows tools write one, is skipped)
     except (OSError, UnicodeDecodeError) as err:
         raise FleetsimError(f"{p}: cannot read ({err})") from None
     for n, line in enumerate(lines, start=1):
@@ -301,7 +301,7 @@ def _read_csv(p: Path, columns: Mapping[str, str] | None, unit: float) -> Any:
 def _read_json_object(p: Path, what: str = "a JSON object") -> dict[str, Any]:
     """A JSON file holding one object (a vllm bench result, a run's meta.json)."""
     try:
-        data = json.loads(p.read_text())
+        data = json.loads(p.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError) as err:
         raise FleetsimError(f"{p}: cannot read ({err})") from None
     except json.JSONDecodeError as err:
