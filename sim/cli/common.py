@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -109,9 +109,17 @@ def check_out_file(path: Path, option: str, *, inputs: Sequence[Path] = ()) -> N
     from sim.atomic import check_writable
 
     check_writable(path, option)
+    source = input_at(path, inputs)
+    if source is not None:
+        raise FleetsimError(f"{option} {path}: is the file read ({source}); write the output to another file")
+
+
+def input_at(path: Path, inputs: Iterable[str | Path]) -> str | Path | None:
+    """The one of `inputs` that is the file at `path` (an output written there would replace it), if any."""
     for source in inputs:
-        if path.exists() and source.exists() and path.samefile(source):
-            raise FleetsimError(f"{option} {path}: is the file read ({source}); write the output to another file")
+        if path.exists() and Path(source).exists() and path.samefile(source):
+            return source
+    return None
 
 
 def write_text_atomically(path: Path, text: str, option: str = "") -> None:

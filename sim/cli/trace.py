@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 else:
     pd = LazyModule("pandas")
 
-from sim.cli.common import check_plot_path, check_seed, emit_json, user_errors
+from sim.cli.common import check_plot_path, check_seed, emit_json, input_at, user_errors
 from sim.errors import FleetsimError
 from sim.streams import RunStreams
 from sim.workload import load_trace
@@ -189,11 +189,10 @@ def _not_read(dst: Path, sources: Iterable[str | Path], label: str = "") -> None
     """The trace written is none of the files the command reads: written over its input (convert a.csv a.csv
     --sample 0.1, merge a.csv a.csv=batch, gen --prompt empirical:a.csv:prompt_tokens --out a.csv), the input was
     replaced by the output, and what the output left out was lost."""
-    for source in sources:
-        given = Path(source)
-        if dst.exists() and given.exists() and dst.samefile(given):
-            head = f"{label} {dst}" if label else str(dst)
-            raise FleetsimError(f"{head}: is a file this command reads ({source}); write the output to another file")
+    source = input_at(dst, sources)
+    if source is not None:
+        head = f"{label} {dst}" if label else str(dst)
+        raise FleetsimError(f"{head}: is a file this command reads ({source}); write the output to another file")
 
 
 # trace gen's options that describe the arrivals, lengths and seed (a --spec gives them all), and the processes that

@@ -164,7 +164,7 @@ class SpeculativeStepTime:
 
     def verify_s(self, n_seqs: int, context_sum: int) -> float:
         """The seconds of `verify` (the same float: a run of one step)."""
-        fn = self._run_fns.get(n_seqs)  # (`run_fn`, its common case inlined: once per mixed step)
+        fn = self._run_fns.get(n_seqs)  # (`run_fn`'s lookup, inlined: once per mixed step)
         if fn is None:
             fn = self.run_fn(n_seqs)
         return fn(context_sum, _ONE_STEP)[0][0]
