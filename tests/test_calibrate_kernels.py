@@ -196,10 +196,11 @@ def test_the_accuracy_benchmark_scores_every_bundled_kernel_profile(capsys):
     assert "rtxpro6000_llama-3.1-8b_tp1 (llama-3.1-8b, rtx-pro-6000-server, TP 1) | 20 | 15.4% / 27.3% |" in out
 
 
-def test_the_moe_profile_shows_long_prefills_priced_fast_and_decodes_slow():
-    """The finding `docs/steptime.md` records (the experts' reads and math do not overlap): on Qwen3-30B-A3B's own
-    kernels the generic defaults price 2,048-token prefills fast and decodes slow, and a fit closes both with a low
-    overlap. A model change that prices the experts apart should flip the first assertion's sign."""
+def test_the_moe_profile_prices_long_prefills_with_the_experts_apart():
+    """The finding `docs/steptime.md` records: the experts' fused kernel is bound on its own. With the routed experts a
+    roofline of their own (`step_cost`), Qwen3-30B-A3B's 2,048-token prefills come within 10% of its kernels (16-26%
+    fast when one max took the whole step), decodes stay slow as on the dense profiles (served steps pay more than the
+    summed eager kernels), and a fit closes both with an overlap near the dense profiles' 0.46-0.55 (0.24 before)."""
     folder = REPO / "benchmarks" / "kernels" / "rtxpro6000_qwen3-30b-a3b-instruct-2507_tp1"
     res = runner.invoke(
         app,
@@ -210,9 +211,9 @@ def test_the_moe_profile_shows_long_prefills_priced_fast_and_decodes_slow():
 
     out = json.loads(res.output)
     err = {r["shape"]: r["default_error"] for r in out["shapes"]}
-    assert all(err[f"prefill n=2048 ctx={c}"] < -0.1 for c in (0, 1024, 4096))
+    assert all(abs(err[f"prefill n=2048 ctx={c}"]) < 0.1 for c in (0, 1024, 4096))
     assert all(err[f"decode b={b} ctx=1024"] > 0.1 for b in (1, 8, 32, 128))
-    assert out["mean_abs_error"]["fitted"] < 0.04 and out["fitted"]["overlap"] < 0.4
+    assert out["mean_abs_error"]["fitted"] < 0.04 and 0.3 < out["fitted"]["overlap"] < 0.6
 
 
 def test_the_written_block_leaves_the_eager_per_layer_overhead_out(tmp_path):

@@ -8,6 +8,7 @@ For one step of a replica of `tp` GPUs that processes `n_tokens` new tokens:
               + KV bytes/token * (kv_read_tokens + n_tokens)        [reads + writes]
     C, M    = flops / (tp * F), bytes / (tp * B)
     time    = max(C, M) + (1 - overlap) * min(C, M) + comm + n_layers * layer_overhead_s + step_overhead_s
+              [MoE: C, M without the routed experts, whose own max(Ce, Me) + (1 - overlap) min(Ce, Me) is added]
 
 with F, B the per-GPU *effective* FLOP/s and bytes/s (peak x mfu, peak x mbu). `attention_pairs`
 counts (query token, context token) pairs: a decode token at context c has c + 1, a causal prefill
@@ -24,6 +25,14 @@ The LM head (the hidden -> vocabulary matmul) runs only for the positions whose 
 logits at each scheduled request's last position (`logits_indices`), so a prefill chunk of n tokens pays for one row,
 a decode for one, a speculative verify for its k + 1. `logit_tokens` says how many a step has (None: every token, the
 seed article's 2 x parameters per token, which the `seed` preset keeps with `logits: every_token`).
+
+An MoE model's routed experts are a roofline of their own: vLLM runs each MoE layer's experts as one fused kernel
+(`fused_moe`: the tokens grouped by expert, each touched expert's weights read once), bound by its own FLOPs or bytes
+whatever the rest of the layer is bound by, and the kernels of a layer run one after another. A large prefill chunk
+of Qwen3-30B-A3B (2,048 tokens: each expert multiplies 128 of them) reads 1.2 GB of expert weights a layer, memory-bound,
+while its attention and projections are compute-bound; one max over the step's sums let either hide under the other, a
+fifth too fast against the model's measured kernels (`docs/steptime.md`). A dense model has no such part: its time
+is the same either way.
 """
 
 from __future__ import annotations
@@ -92,6 +101,8 @@ class RooflineSetup:
     # uniform): (G-1) (1 - C(E - E/G, k) / C(E, k)). Two GPUs and top-8 of 128: 0.996, not the 4 that k copies
     # (G-1)/G would count
     remote_expert_gpus: float = field(init=False, repr=False, compare=False)
+    # the routed experts' matmul FLOPs a token (all MoE layers, its top-k experts): their own roofline (`expert_costs`)
+    routed_flops_per_token: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         m = self.model
@@ -112,6 +123,8 @@ class RooflineSetup:
                 miss *= max(0, e - per - i) / (e - i)
             remote = (g - 1) * (1.0 - miss)
         object.__setattr__(self, "remote_expert_gpus", remote)
+        routed = 2.0 * m.n_moe_layers * m.n_experts_per_tok * m.expert_params if m.is_moe else 0.0
+        object.__setattr__(self, "routed_flops_per_token", routed)
 
     def group_tokens(self, n_tokens: int, group_tokens: int | None) -> int:
         """The tokens a step of a DP group sharing the MoE layers puts through them: as given (the group's ranks'
@@ -280,10 +293,18 @@ class StepCost:
     comm_s: float
     overhead_s: float  # fixed: per step plus per layer
     overlap: float = 1.0
+    # an MoE model's routed experts, a roofline of their own (`compute_s` and `memory_s` are then the rest's)
+    expert_compute_s: float = 0.0
+    expert_memory_s: float = 0.0
+
+    @property
+    def experts_s(self) -> float:
+        return combine(self.expert_compute_s, self.expert_memory_s, self.overlap)
 
     @property
     def time_s(self) -> float:
-        return combine(self.compute_s, self.memory_s, self.overlap) + self.comm_s + self.overhead_s
+        # (the experts' seconds with the communication's: the engine's memoized terms hold them so, the same floats)
+        return combine(self.compute_s, self.memory_s, self.overlap) + (self.comm_s + self.experts_s) + self.overhead_s
 
     @property
     def compute_bound(self) -> bool:
@@ -315,17 +336,49 @@ def expected_experts_touched(model: ModelSpec, n_tokens: int) -> float:
 def weight_bytes_read(setup: RooflineSetup, n_tokens: int, group_tokens: int | None = None) -> float:
     """Weight bytes a step reads: all of them for a dense model; MoE reads only touched experts (in a DP group, its
     share of those the group's step touches: `group_tokens`, default dp times this rank's)."""
+    if not setup.model.is_moe:
+        return setup.weight_bytes
+    return resident_bytes_read(setup) + expert_bytes_read(setup, n_tokens, group_tokens)
+
+
+def resident_bytes_read(setup: RooflineSetup) -> float:
+    """Weight bytes every step reads whatever its tokens: all but the routed experts (a dense model's all)."""
     model = setup.model
     if not model.is_moe:
         return setup.weight_bytes
     expert_bits = model.part_bits(setup.weight_bits)[2]
-    always = setup.weight_bytes - model.routed_expert_params * expert_bits / 8 * setup.expert_share
+    return setup.weight_bytes - model.routed_expert_params * expert_bits / 8 * setup.expert_share
+
+
+def expert_bytes_read(setup: RooflineSetup, n_tokens: int, group_tokens: int | None = None) -> float:
+    """The routed experts' weight bytes a step reads: those its tokens touch (in a DP group, this replica's share of
+    those the group's step touches: `group_tokens`, default dp times this rank's); 0 for a dense model."""
+    model = setup.model
+    if not model.is_moe:
+        return 0.0
+    expert_bytes = model.expert_params * model.part_bits(setup.weight_bits)[2] / 8
     if setup.moe_group == setup.tp:
-        touched = model.n_moe_layers * expected_experts_touched(model, n_tokens) * model.expert_params * expert_bits / 8
-        return always + touched
-    # a DP group: the experts its ranks' tokens touch, this replica's share of them
+        return model.n_moe_layers * expected_experts_touched(model, n_tokens) * expert_bytes
     group_touched = expected_experts_touched(model, setup.group_tokens(n_tokens, group_tokens))
-    return always + model.n_moe_layers * group_touched * model.expert_params * expert_bits / 8 * setup.expert_share
+    return model.n_moe_layers * group_touched * expert_bytes * setup.expert_share
+
+
+def expert_costs(setup: RooflineSetup, n_tokens: int, group_tokens: int | None = None) -> tuple[float, float, float]:
+    """An MoE step's routed experts as their own roofline: (compute seconds, memory seconds, FLOPs as the time counts
+    them). The FLOPs are the tokens' own (`routed_flops_per_token`) plus, in a DP group or with a hot GPU, what
+    `RooflineSetup.moe_time_flops` adds; the bytes `expert_bytes_read`. (0, 0, 0) for a dense model."""
+    if not setup.model.is_moe or n_tokens <= 0:
+        return 0.0, 0.0, 0.0
+    flops = n_tokens * setup.routed_flops_per_token + setup.moe_time_flops(n_tokens, group_tokens)
+    n_bytes = expert_bytes_read(setup, n_tokens, group_tokens)
+    return flops / (setup.tp * setup.effective_flops_per_s), n_bytes / (setup.tp * setup.effective_hbm_bw_bytes_per_s), flops
+
+
+def experts_s(setup: RooflineSetup, n_tokens: int, group_tokens: int | None = None) -> float:
+    """Seconds of an MoE step's routed experts (`expert_costs`, combined with the setup's overlap); 0 for a dense
+    model."""
+    c, m, _ = expert_costs(setup, n_tokens, group_tokens)
+    return combine(c, m, setup.overlap) if c or m else 0.0
 
 
 def allreduce_time_s(gpu: GpuSpec, *, tp: int, n_bytes: float) -> float:
@@ -396,16 +449,23 @@ def step_cost(
         if model.mla is not None:
             flops += decode_pairs * (model.decode_attention_flops_per_pair - model.attention_flops_per_pair)
             flops += context_tokens * model.context_flops_per_token
-    n_bytes = weight_bytes_read(setup, n_tokens, group_tokens) + setup.kv_bytes_per_token * (kv_read_tokens + n_tokens)
+    kv_bytes = setup.kv_bytes_per_token * (kv_read_tokens + n_tokens)
+    n_bytes = weight_bytes_read(setup, n_tokens, group_tokens) + kv_bytes
     comm_s = setup.comm_s(n_tokens, group_tokens)
+    # the routed experts on their own (module docstring): the rest's FLOPs and bytes without them
+    expert_c, expert_m, _ = expert_costs(setup, n_tokens, group_tokens)
+    rest_flops = flops - n_tokens * setup.routed_flops_per_token if model.is_moe else flops
+    rest_bytes = resident_bytes_read(setup) + kv_bytes if model.is_moe else n_bytes
     return StepCost(
         flops=flops,
         bytes=n_bytes,
-        compute_s=(flops + setup.moe_time_flops(n_tokens, group_tokens)) / (tp * setup.effective_flops_per_s),
-        memory_s=n_bytes / (tp * setup.effective_hbm_bw_bytes_per_s),
+        compute_s=rest_flops / (tp * setup.effective_flops_per_s),
+        memory_s=rest_bytes / (tp * setup.effective_hbm_bw_bytes_per_s),
         comm_s=comm_s,
         overhead_s=fixed_overhead_s(setup),
         overlap=setup.overlap,
+        expert_compute_s=expert_c,
+        expert_memory_s=expert_m,
     )
 
 

@@ -26,7 +26,8 @@ Input: a CSV of step shapes and their times. Two layouts are read:
   step's tokens touch under uniform routing.
 
 The model (`sim.physics.roofline.step_cost`): t = max(C, M) + (1 - overlap) min(C, M) + 2 L (latency + ring bytes
-/ link) + L layer_overhead_s + step_overhead_s, with C = FLOPs / (tp peak mfu), M = bytes / (tp HBM mbu).
+/ link) + L layer_overhead_s + step_overhead_s, with C = FLOPs / (tp peak mfu), M = bytes / (tp HBM mbu) (an MoE
+model's routed experts a second such max of their own, at the same mfu, mbu and overlap).
 Free parameters: mfu, mbu, layer_overhead_s, allreduce_latency_s (only when tp > 1: at tp 1 there is no
 all-reduce to see) and overlap. They are fitted by least squares on the relative error (scipy's
 trust-region reflective method, inside physical bounds), so a 10 ms step and a 1 s step weigh alike.
@@ -391,6 +392,8 @@ class _Terms:
 
     compute_at_peak: np.ndarray  # seconds at mfu 1
     memory_at_peak: np.ndarray  # seconds at mbu 1
+    expert_compute_at_peak: np.ndarray  # an MoE model's routed experts, their own roofline (0 for a dense model)
+    expert_memory_at_peak: np.ndarray
     ar_bytes_s: np.ndarray  # the all-reduces' bandwidth seconds (latency 0)
     row: np.ndarray
     n_rows: int
@@ -412,18 +415,22 @@ def _terms(setup: RooflineSetup, shapes: Sequence[Shape]) -> _Terms:
     )
     gpu0 = replace(setup.gpu, allreduce_latency_s=0.0)
     model = setup.model
-    c, m, ar, row = [], [], [], []
+    c, m, ec, em, ar, row = [], [], [], [], [], []
     for i, shape in enumerate(shapes):
         for n, pairs, kv, logits in shape.steps:
             cost = step_cost(base, n_tokens=n, attention_pairs=pairs, kv_read_tokens=kv, logit_tokens=logits)
             c.append(cost.compute_s)
             m.append(cost.memory_s)
+            ec.append(cost.expert_compute_s)
+            em.append(cost.expert_memory_s)
             act = n * model.hidden_size * setup.activation_bits / 8
             ar.append(2 * model.n_layers * allreduce_time_s(gpu0, tp=setup.tp, n_bytes=act) if setup.tp > 1 else 0.0)
             row.append(i)
     return _Terms(
         np.array(c),
         np.array(m),
+        np.array(ec),
+        np.array(em),
         np.array(ar),
         np.array(row),
         len(shapes),
@@ -438,6 +445,9 @@ def _predict(t: _Terms, p: Mapping[str, float]) -> np.ndarray:
     cmp, mem = t.compute_at_peak / p["mfu"], t.memory_at_peak / p["mbu"]
     hi, lo = np.maximum(cmp, mem), np.minimum(cmp, mem)
     step = hi + (1.0 - p["overlap"]) * lo + t.n_layers * p["layer_overhead_s"] + t.step_overhead_s
+    if t.expert_compute_at_peak.any():  # (an MoE model's routed experts: their own roofline, `step_cost`)
+        cmp, mem = t.expert_compute_at_peak / p["mfu"], t.expert_memory_at_peak / p["mbu"]
+        step = step + np.maximum(cmp, mem) + (1.0 - p["overlap"]) * np.minimum(cmp, mem)
     if t.comm and t.tp > 1:
         step = step + t.ar_bytes_s + 2 * t.n_layers * p["allreduce_latency_s"]
     return np.bincount(t.row, weights=step, minlength=t.n_rows)

@@ -204,7 +204,8 @@ class SpeculativeStepTime:
         k = self.k
         n_tok = n * k + n
         target.step(n * k, n, 0, 0)  # (fills the memo of this token count's terms)
-        flops0, weight_bytes, comm, hot = target._step_terms[n_tok]
+        # (tw: the weight bytes the time counts: an MoE model's without its routed experts, priced in `comm`)
+        flops0, weight_bytes, comm, hot, tw = target._step_terms[n_tok]
         per_pair = target._attn_per_pair if target._attention else 0.0
         decode_extra = target._decode_extra if target._mla else 0.0  # MLA: a verify's pairs all decode (absorbed form)
         kv, fps, bps = target._kv, target._flops_per_s, target._bytes_per_s
@@ -274,8 +275,9 @@ class SpeculativeStepTime:
             if plain_target and m_lo <= s and s + tokens[-1] <= m_hi:
                 for x in tokens:  # (the loop below, its branches taken)
                     flops = flops0 + (k1 * s + n_extra) * per_pair
-                    n_bytes = weight_bytes + kv * (s + n_tok)
-                    compute_s, memory_s = (flops + hot) / fps, n_bytes / bps
+                    kv_bytes = kv * (s + n_tok)
+                    n_bytes = weight_bytes + kv_bytes
+                    compute_s, memory_s = (flops + hot) / fps, (tw + kv_bytes) / bps
                     dt = (compute_s + g * memory_s if compute_s >= memory_s else memory_s + g * compute_s) + comm + overhead
                     ctx = k * s + n_all
                     total = (k_wb + dkv * ctx) / b + dg * ((k_mm + attn * ctx) / f) + k_fixed
@@ -290,8 +292,9 @@ class SpeculativeStepTime:
                 flops = flops0 + pairs * per_pair if has_pairs else flops0
                 if has_extra:
                     flops += pairs * decode_extra
-                n_bytes = weight_bytes + kv * (s + n_tok)
-                compute_s, memory_s = (flops + hot) / fps, n_bytes / bps
+                kv_bytes = kv * (s + n_tok)
+                n_bytes = weight_bytes + kv_bytes
+                compute_s, memory_s = (flops + hot) / fps, (tw + kv_bytes) / bps
                 if full_overlap:
                     core = max(compute_s, memory_s)
                 else:

@@ -10,7 +10,8 @@ grow by one token per step. Step j of such a run takes
 which the replica sums and inverts in O(1)/O(log n) to fast-forward a whole run in one event.
 
 - `RooflineStepTime`: the roofline (`sim.physics.roofline.step_cost`); the two lines are its compute and
-  memory terms, g = 1 - overlap, `e` its communication and fixed overheads. The step time stays linear in
+  memory terms, g = 1 - overlap, `e` its communication and fixed overheads (and an MoE model's routed experts, a
+  roofline of their own whose terms a run's steps share: `sim.physics.roofline.experts_s`). The step time stays linear in
   j on either side of the lines' crossing, so a run's total is still a sum of two arithmetic series.
 - `ConstantStepTime`: fixed seconds per prompt token and per decode step (a test double whose
   queueing behaviour has closed forms: M/D/1, M/G/1).
@@ -24,7 +25,14 @@ from typing import Protocol
 
 from mypy_extensions import mypyc_attr
 
-from sim.physics.roofline import RooflineSetup, fixed_overhead_s, weight_bytes_read, windowed
+from sim.physics.roofline import (
+    RooflineSetup,
+    experts_s,
+    fixed_overhead_s,
+    resident_bytes_read,
+    weight_bytes_read,
+    windowed,
+)
 
 _NEVER = 1e15  # steps: a crossing further away than this is treated as never reached
 UNBOUNDED = 1 << 62  # steps: a decode line that holds for ever (`LinearRuns.line_steps`)
@@ -268,17 +276,21 @@ class RooflineStepTime:
         self._overlap = s.overlap
         self._g = 1.0 - s.overlap
         self._flops_per_token = m.flops_per_token
-        self._moe_group = s.moe_group > 1 and m.is_moe  # (its time may count FLOPs beyond its tokens' own)
+        # an MoE model's routed experts: priced on their own (`experts_s`), their FLOPs and bytes reported with the rest's
+        self._moe = m.is_moe
+        self._routed_flops = s.routed_flops_per_token
+        self._resident = resident_bytes_read(s)  # the weight bytes every step reads (a dense model's all)
         self._model = m
         # sliding-window layers (`windowed`): their share, and a decoder's most keys there
         self._share = m.sliding_share
         self._window = m.sliding_window
         self._per_batch: dict[int, tuple[float, float, float]] = {}
-        self._step_terms: dict[int, tuple[float, float, float, float]] = {}
+        self._step_terms: dict[int, tuple[float, float, float, float, float]] = {}
         # a DP group's steps, by (tokens, the group's tokens): bounded (`GROUP_MEMO`), as a long run meets ever more pairs
-        self._group_terms: dict[tuple[int, int], tuple[float, float, float, float]] = {}
+        self._group_terms: dict[tuple[int, int], tuple[float, float, float, float, float]] = {}
         self._group_batch: dict[tuple[int, int], tuple[float, float, float]] = {}
         self._group_weights: dict[int, float] = {}  # a DP group's tokens -> weight bytes a rank reads
+        self._solo_weights: dict[int, float] = {}  # an MoE step's tokens -> weight bytes read (reported)
 
     def step(
         self,
@@ -306,7 +318,7 @@ class RooflineStepTime:
                 if len(self._group_terms) >= GROUP_MEMO:  # (pure values: a bounded memo, however long the run)
                     self._group_terms.clear()
                 self._group_terms[key] = terms
-        flops, weight_bytes, comm, hot = terms
+        flops, weight_bytes, comm, hot, time_weight_bytes = terms
         if self._share:
             attention_pairs, kv_read_tokens = windowed(
                 self._model, n, attention_pairs, kv_read_tokens, n_decode_seqs, decode_context_tokens
@@ -320,28 +332,44 @@ class RooflineStepTime:
                     decode_pairs = decode_context_tokens + n_decode_seqs
                 flops += decode_pairs * self._decode_extra
                 flops += (kv_read_tokens - decode_context_tokens) * self._context_flops
-        n_bytes = weight_bytes + self._kv * (kv_read_tokens + n)
-        compute_s, memory_s = (flops + hot) / self._flops_per_s, n_bytes / self._bytes_per_s
+        kv_bytes = self._kv * (kv_read_tokens + n)
+        n_bytes = weight_bytes + kv_bytes
+        compute_s, memory_s = (flops + hot) / self._flops_per_s, (time_weight_bytes + kv_bytes) / self._bytes_per_s
         if self._overlap == 1.0:
             core = max(compute_s, memory_s)
         else:
             core = compute_s + self._g * memory_s if compute_s >= memory_s else memory_s + self._g * compute_s
         return core + comm + self._overhead, flops, n_bytes
 
-    def _terms(self, n: int, group_tokens: int | None) -> tuple[float, float, float, float]:
-        """An n-token step's matmul FLOPs, weight bytes, communication and the FLOPs only its time counts."""
+    def _terms(self, n: int, group_tokens: int | None) -> tuple[float, float, float, float, float]:
+        """An n-token step's matmul FLOPs, weight bytes read, communication (and an MoE model's routed experts:
+        `experts_s`), the FLOPs its time counts beyond its own (an MoE model's: less the routed experts', priced with
+        them) and the weight bytes its time counts (an MoE model's: those every step reads, the experts' priced
+        apart)."""
         s = self.setup
+        flops = n * s.model.flops_per_token
+        weight_bytes = self._weight_bytes(n, group_tokens)
+        if not self._moe:
+            return flops, weight_bytes, s.comm_s(n, group_tokens), s.moe_time_flops(n, group_tokens), weight_bytes
         return (
-            n * s.model.flops_per_token,
-            self._weight_bytes(n, group_tokens),
-            s.comm_s(n, group_tokens),
-            s.moe_time_flops(n, group_tokens),
+            flops,
+            weight_bytes,
+            s.comm_s(n, group_tokens) + experts_s(s, n, group_tokens),
+            -(n * self._routed_flops),
+            self._resident,
         )
 
     def _weight_bytes(self, n: int, group_tokens: int | None) -> float:
         """`weight_bytes_read`; a DP group's step (its experts touched by the group's tokens alone) memoized."""
         if group_tokens is None:
-            return weight_bytes_read(self.setup, n)
+            if not self._moe:
+                return weight_bytes_read(self.setup, n)
+            w = self._solo_weights.get(n)
+            if w is None:
+                if len(self._solo_weights) >= GROUP_MEMO:
+                    self._solo_weights.clear()
+                w = self._solo_weights[n] = weight_bytes_read(self.setup, n)
+            return w
         w = self._group_weights.get(group_tokens)
         if w is None:
             w = self._group_weights[group_tokens] = weight_bytes_read(self.setup, n, group_tokens)
@@ -384,8 +412,9 @@ class RooflineStepTime:
 
     def run_work(self, n_seqs: int, context_sum: int, k: int, group_tokens: int | None = None) -> tuple[float, float]:
         matmul_flops, weight_bytes, _ = self._batch_terms(n_seqs, group_tokens)
-        if self._moe_group:  # (the tokens' own FLOPs: not those only the time counts)
+        if self._moe:  # (the tokens' own FLOPs and every weight byte read: the routed experts' too, priced apart)
             matmul_flops = n_seqs * self._flops_per_token
+            weight_bytes = self._weight_bytes(n_seqs, group_tokens)
         if self._share:  # (sliding-window layers: their terms on the run's side of the window)
             pairs0, pairs_slope, kv0, kv_slope = self._line_terms(n_seqs, context_sum)
             pairs = k * pairs0 + pairs_slope * (k * (k - 1) / 2)  # sum over j < k of step j's pairs
@@ -421,8 +450,8 @@ class RooflineStepTime:
         return (cap - context_sum) // n_seqs
 
     def _batch_terms(self, n_seqs: int, group_tokens: int | None = None) -> tuple[float, float, float]:
-        """Matmul FLOPs (as the step's time counts them: `RooflineSetup.moe_time_flops` included), weight bytes read
-        and fixed seconds (comm + overhead) of an n-token step."""
+        """Matmul FLOPs and weight bytes read as the step's time counts them, and its fixed seconds (comm + overhead):
+        an MoE model's without its routed experts, whose seconds (`experts_s`) the fixed ones hold."""
         if group_tokens is None:
             terms = self._per_batch.get(n_seqs)
             if terms is None:
@@ -439,6 +468,12 @@ class RooflineStepTime:
 
     def _batch(self, n_seqs: int, group_tokens: int | None) -> tuple[float, float, float]:
         s, m = self.setup, self.setup.model
+        if self._moe:  # the routed experts a roofline of their own, the same every step of a run: in the fixed seconds
+            return (
+                n_seqs * m.flops_per_token - n_seqs * self._routed_flops,
+                self._resident,
+                s.comm_s(n_seqs, group_tokens) + experts_s(s, n_seqs, group_tokens) + self._overhead,
+            )
         flops = n_seqs * m.flops_per_token
         extra = s.moe_time_flops(n_seqs, group_tokens)
         if extra:
