@@ -366,10 +366,15 @@ def expert_bytes_read(setup: RooflineSetup, n_tokens: int, group_tokens: int | N
 def expert_costs(setup: RooflineSetup, n_tokens: int, group_tokens: int | None = None) -> tuple[float, float, float]:
     """An MoE step's routed experts as their own roofline: (compute seconds, memory seconds, FLOPs as the time counts
     them). The FLOPs are the tokens' own (`routed_flops_per_token`) plus, in a DP group or with a hot GPU, what
-    `RooflineSetup.moe_time_flops` adds; the bytes `expert_bytes_read`. (0, 0, 0) for a dense model."""
+    `RooflineSetup.moe_time_flops` adds (in a DP group: the group's mean share, so the part depends on the group's
+    tokens alone); the bytes `expert_bytes_read`. (0, 0, 0) for a dense model."""
     if not setup.model.is_moe or n_tokens <= 0:
         return 0.0, 0.0, 0.0
-    flops = n_tokens * setup.routed_flops_per_token + setup.moe_time_flops(n_tokens, group_tokens)
+    if setup.moe_group == setup.tp:
+        flops = n_tokens * setup.routed_flops_per_token + setup.moe_time_flops(n_tokens, group_tokens)
+    else:  # a DP group: the group's mean share, the hottest GPU's excess on it (a function of the group's tokens alone)
+        mean = setup.group_tokens(n_tokens, group_tokens) / setup.dp
+        flops = mean * setup.routed_flops_per_token + mean * setup.hot_expert_flops_per_token
     n_bytes = expert_bytes_read(setup, n_tokens, group_tokens)
     return flops / (setup.tp * setup.effective_flops_per_s), n_bytes / (setup.tp * setup.effective_hbm_bw_bytes_per_s), flops
 

@@ -291,6 +291,7 @@ class RooflineStepTime:
         self._group_batch: dict[tuple[int, int], tuple[float, float, float]] = {}
         self._group_weights: dict[int, float] = {}  # a DP group's tokens -> weight bytes a rank reads
         self._solo_weights: dict[int, float] = {}  # an MoE step's tokens -> weight bytes read (reported)
+        self._group_experts: dict[int, float] = {}  # a DP group's tokens -> its routed experts' seconds (`experts_s`)
 
     def step(
         self,
@@ -354,10 +355,21 @@ class RooflineStepTime:
         return (
             flops,
             weight_bytes,
-            s.comm_s(n, group_tokens) + experts_s(s, n, group_tokens),
+            s.comm_s(n, group_tokens) + self._experts_s(n, group_tokens),
             -(n * self._routed_flops),
             self._resident,
         )
+
+    def _experts_s(self, n: int, group_tokens: int | None) -> float:
+        """`experts_s`; a DP group's (a function of the group's tokens alone: `expert_costs`) memoized."""
+        if group_tokens is None or self.setup.moe_group == self.setup.tp:
+            return experts_s(self.setup, n, group_tokens)
+        t = self._group_experts.get(group_tokens)
+        if t is None:
+            if len(self._group_experts) >= GROUP_MEMO:
+                self._group_experts.clear()
+            t = self._group_experts[group_tokens] = experts_s(self.setup, n, group_tokens)
+        return t
 
     def _weight_bytes(self, n: int, group_tokens: int | None) -> float:
         """`weight_bytes_read`; a DP group's step (its experts touched by the group's tokens alone) memoized."""
@@ -472,7 +484,7 @@ class RooflineStepTime:
             return (
                 n_seqs * m.flops_per_token - n_seqs * self._routed_flops,
                 self._resident,
-                s.comm_s(n_seqs, group_tokens) + experts_s(s, n_seqs, group_tokens) + self._overhead,
+                s.comm_s(n_seqs, group_tokens) + self._experts_s(n_seqs, group_tokens) + self._overhead,
             )
         flops = n_seqs * m.flops_per_token
         extra = s.moe_time_flops(n_seqs, group_tokens)
