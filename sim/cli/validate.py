@@ -40,6 +40,9 @@ def validate(
         str, typer.Option(help="computed (fleetsim sizes the KV cache) or logged (vLLM's count from meta.json).")
     ] = "computed",
     plot: Annotated[Path | None, typer.Option(help="Write the CDFs and time series side by side to this PNG.")] = None,
+    by_arrival: Annotated[
+        int, typer.Option(help="Also compare mean TTFT, TPOT and E2E over this many groups of requests in arrival order.")
+    ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
     """Replay a real run's requests on its setup and compare TTFT, TPOT, ITL and E2E with the measured ones."""
@@ -54,7 +57,13 @@ def validate(
         if plot.suffix.lower() != ".png":  # (it is drawn as a PNG, whatever the name says)
             raise FleetsimError(f"--plot {plot}: the file name must end in .png (the CDFs are drawn as a PNG)")
         check_out_file(plot, "--plot")
+    if by_arrival < 0:
+        raise FleetsimError(f"--by-arrival: groups must be >= 1, or 0 for none (got {by_arrival})")
     log = read_run_log(run_log, layout=layout, columns=_columns(columns), time_unit=time_unit)
+    if by_arrival > len(log.trace):
+        raise FleetsimError(
+            f"--by-arrival: {by_arrival} groups of {len(log.trace)} requests ({log.source}); at most one group a request"
+        )
     for option, value, default in (("--columns", columns, ""), ("--time-unit", time_unit, "s")):
         if value != default and log.layout != "csv":
             raise FleetsimError(f"{option}: for the csv layout only ({log.source} reads as {log.layout}; got {value!r})")
@@ -87,6 +96,12 @@ def validate(
             }
             for c in ("running", "waiting", "kv_use")
         }
+    groups = None
+    if by_arrival:
+        from sim.studies.validate import by_arrival as arrival_groups
+
+        assert cmp.result is not None
+        groups = arrival_groups(log, cmp.result, by_arrival)
     if plot is not None:
         _write_plot(plot, log, cmp)
     summary = {
@@ -100,6 +115,8 @@ def validate(
         "time_series": drift,
         "notes": cmp.notes,
     }
+    if groups is not None:
+        summary["by_arrival"] = groups
     if as_json:
         emit_json(summary)
         return
@@ -115,6 +132,23 @@ def validate(
         typer.echo("  over time (the run's ticks)   real mean   fleetsim mean   mean |diff|")
         for c, d in drift.items():
             typer.echo(f"    {c:<26}{d['real_mean']:>10.2f}{d['sim_mean']:>16.2f}{d['mean_abs_diff']:>14.2f}")
+    if groups is not None:
+        head = f"    {'by arrival (mean)':<20}{'requests':>8}   {'TTFT real / fleetsim / error':<36}  {'TPOT real / fleetsim / error':<36}  E2E error"
+        typer.echo(head)
+        for g in groups:
+            cells = []
+            for m in ("ttft", "tpot"):
+                got = g.get(m)
+                cells.append(
+                    "-"
+                    if got is None
+                    else f"{_ms(got['real_s'])} / {_ms(got['sim_s'])} / "
+                    + ("-" if got["error"] is None else f"{got['error']:+.1%}")
+                )
+            e2e = g.get("e2e")
+            e2e_err = "-" if e2e is None or e2e["error"] is None else f"{e2e['error']:+.1%}"
+            span = f"{g['from_s']:.1f}-{g['to_s']:.1f} s"
+            typer.echo(f"    {span:<20}{g['requests']:>8}   {cells[0]:<36}  {cells[1]:<36}  {e2e_err:>9}")
     for note in cmp.notes:
         typer.echo(f"  note: {note}")
     if plot is not None:

@@ -386,6 +386,26 @@ def compare_rows(real: dict[str, np.ndarray], sim: dict[str, np.ndarray], mask: 
     return rows
 
 
+def by_arrival(log: RunLog, result: SimResult, bins: int) -> list[dict[str, Any]]:
+    """Mean TTFT, TPOT and E2E, measured and replayed, over `bins` groups of the requests in arrival order (as equal
+    in size as they split): where in the run an error sits (a queue's ramp, its saturation, its drain)."""
+    n = len(log.trace)
+    if not 1 <= bins <= n:
+        raise FleetsimError(f"by arrival: {bins} groups of {n} requests (1 to one a request)")
+    real, sim = measured(log), per_request(result)
+    arrival = log.trace["arrival_at_s"].to_numpy(dtype=np.float64)
+    out = []
+    for idx in np.array_split(np.arange(n), bins):
+        mask = np.zeros(n, dtype=bool)
+        mask[idx] = True
+        row: dict[str, Any] = {"from_s": float(arrival[idx[0]]), "to_s": float(arrival[idx[-1]]), "requests": int(idx.size)}
+        for r in compare_rows(real, sim, mask):
+            if r["stat"] == "mean":
+                row[r["metric"]] = {"real_s": r["real_s"], "sim_s": r["sim_s"], "error": r["error"]}
+        out.append(row)
+    return out
+
+
 def _relative(sim: float, real: float) -> float | None:
     """sim / real - 1; None where it is no number (a real figure of 0, or one so small the ratio overflows)."""
     if not real > 0:
