@@ -363,27 +363,26 @@ def expert_bytes_read(setup: RooflineSetup, n_tokens: int, group_tokens: int | N
     return model.n_moe_layers * group_touched * expert_bytes * setup.expert_share
 
 
-def expert_costs(setup: RooflineSetup, n_tokens: int, group_tokens: int | None = None) -> tuple[float, float, float]:
-    """An MoE step's routed experts as their own roofline: (compute seconds, memory seconds, FLOPs as the time counts
-    them). The FLOPs are the tokens' own (`routed_flops_per_token`) plus, in a DP group or with a hot GPU, what
-    `RooflineSetup.moe_time_flops` adds (in a DP group: the group's mean share, so the part depends on the group's
-    tokens alone); the bytes `expert_bytes_read`. (0, 0, 0) for a dense model."""
+def expert_costs(setup: RooflineSetup, n_tokens: int, group_tokens: int | None = None) -> tuple[float, float]:
+    """An MoE step's routed experts as their own roofline: (compute seconds, memory seconds). The FLOPs are the tokens'
+    own (`routed_flops_per_token`) plus, in a DP group or with a hot GPU, what `RooflineSetup.moe_time_flops` adds (in
+    a DP group: the group's mean share, so the part depends on the group's tokens alone); the bytes
+    `expert_bytes_read`. (0, 0) for a dense model."""
     if not setup.model.is_moe or n_tokens <= 0:
-        return 0.0, 0.0, 0.0
+        return 0.0, 0.0
     if setup.moe_group == setup.tp:
         flops = n_tokens * setup.routed_flops_per_token + setup.moe_time_flops(n_tokens, group_tokens)
     else:  # a DP group: the group's mean share, the hottest GPU's excess on it (a function of the group's tokens alone)
         mean = setup.group_tokens(n_tokens, group_tokens) / setup.dp
         flops = mean * setup.routed_flops_per_token + mean * setup.hot_expert_flops_per_token
     n_bytes = expert_bytes_read(setup, n_tokens, group_tokens)
-    return flops / (setup.tp * setup.effective_flops_per_s), n_bytes / (setup.tp * setup.effective_hbm_bw_bytes_per_s), flops
+    return flops / (setup.tp * setup.effective_flops_per_s), n_bytes / (setup.tp * setup.effective_hbm_bw_bytes_per_s)
 
 
 def experts_s(setup: RooflineSetup, n_tokens: int, group_tokens: int | None = None) -> float:
     """Seconds of an MoE step's routed experts (`expert_costs`, combined with the setup's overlap); 0 for a dense
     model."""
-    c, m, _ = expert_costs(setup, n_tokens, group_tokens)
-    return combine(c, m, setup.overlap) if c or m else 0.0
+    return combine(*expert_costs(setup, n_tokens, group_tokens), setup.overlap)
 
 
 def allreduce_time_s(gpu: GpuSpec, *, tp: int, n_bytes: float) -> float:
@@ -457,15 +456,13 @@ def step_cost(
     kv_bytes = setup.kv_bytes_per_token * (kv_read_tokens + n_tokens)
     n_bytes = weight_bytes_read(setup, n_tokens, group_tokens) + kv_bytes
     comm_s = setup.comm_s(n_tokens, group_tokens)
-    # the routed experts on their own (module docstring): the rest's FLOPs and bytes without them
-    expert_c, expert_m, _ = expert_costs(setup, n_tokens, group_tokens)
-    rest_flops = flops - n_tokens * setup.routed_flops_per_token if model.is_moe else flops
-    rest_bytes = resident_bytes_read(setup) + kv_bytes if model.is_moe else n_bytes
+    # the routed experts on their own (module docstring): the rest's FLOPs and bytes without them (a dense model's all)
+    expert_c, expert_m = expert_costs(setup, n_tokens, group_tokens)
     return StepCost(
         flops=flops,
         bytes=n_bytes,
-        compute_s=rest_flops / (tp * setup.effective_flops_per_s),
-        memory_s=rest_bytes / (tp * setup.effective_hbm_bw_bytes_per_s),
+        compute_s=(flops - n_tokens * setup.routed_flops_per_token) / (tp * setup.effective_flops_per_s),
+        memory_s=(resident_bytes_read(setup) + kv_bytes) / (tp * setup.effective_hbm_bw_bytes_per_s),
         comm_s=comm_s,
         overhead_s=fixed_overhead_s(setup),
         overlap=setup.overlap,

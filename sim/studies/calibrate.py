@@ -442,12 +442,13 @@ def _terms(setup: RooflineSetup, shapes: Sequence[Shape]) -> _Terms:
 
 
 def _predict(t: _Terms, p: Mapping[str, float]) -> np.ndarray:
-    cmp, mem = t.compute_at_peak / p["mfu"], t.memory_at_peak / p["mbu"]
-    hi, lo = np.maximum(cmp, mem), np.minimum(cmp, mem)
-    step = hi + (1.0 - p["overlap"]) * lo + t.n_layers * p["layer_overhead_s"] + t.step_overhead_s
-    if t.expert_compute_at_peak.any():  # (an MoE model's routed experts: their own roofline, `step_cost`)
-        cmp, mem = t.expert_compute_at_peak / p["mfu"], t.expert_memory_at_peak / p["mbu"]
-        step = step + np.maximum(cmp, mem) + (1.0 - p["overlap"]) * np.minimum(cmp, mem)
+    def roof(compute_at_peak: np.ndarray, memory_at_peak: np.ndarray) -> np.ndarray:
+        cmp, mem = compute_at_peak / p["mfu"], memory_at_peak / p["mbu"]
+        return np.maximum(cmp, mem) + (1.0 - p["overlap"]) * np.minimum(cmp, mem)
+
+    # (an MoE model's routed experts a roofline of their own, `step_cost`; a dense model's are zeros)
+    step = roof(t.compute_at_peak, t.memory_at_peak) + t.n_layers * p["layer_overhead_s"] + t.step_overhead_s
+    step = step + roof(t.expert_compute_at_peak, t.expert_memory_at_peak)
     if t.comm and t.tp > 1:
         step = step + t.ar_bytes_s + 2 * t.n_layers * p["allreduce_latency_s"]
     return np.bincount(t.row, weights=step, minlength=t.n_rows)

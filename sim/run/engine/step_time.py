@@ -277,6 +277,7 @@ class RooflineStepTime:
         self._g = 1.0 - s.overlap
         self._flops_per_token = m.flops_per_token
         # an MoE model's routed experts: priced on their own (`experts_s`), their FLOPs and bytes reported with the rest's
+        # (a dense model's: none, its FLOPs, weight bytes and seconds the same floats either way)
         self._moe = m.is_moe
         self._routed_flops = s.routed_flops_per_token
         self._resident = resident_bytes_read(s)  # the weight bytes every step reads (a dense model's all)
@@ -343,18 +344,13 @@ class RooflineStepTime:
         return core + comm + self._overhead, flops, n_bytes
 
     def _terms(self, n: int, group_tokens: int | None) -> tuple[float, float, float, float, float]:
-        """An n-token step's matmul FLOPs, weight bytes read, communication (and an MoE model's routed experts:
-        `experts_s`), the FLOPs its time counts beyond its own (an MoE model's: less the routed experts', priced with
-        them) and the weight bytes its time counts (an MoE model's: those every step reads, the experts' priced
-        apart)."""
+        """An n-token step's matmul FLOPs, weight bytes read, communication plus an MoE model's routed experts
+        (`experts_s`), the FLOPs its time counts beyond its own (less the routed experts', priced apart) and the weight
+        bytes its time counts (those every step reads)."""
         s = self.setup
-        flops = n * s.model.flops_per_token
-        weight_bytes = self._weight_bytes(n, group_tokens)
-        if not self._moe:
-            return flops, weight_bytes, s.comm_s(n, group_tokens), s.moe_time_flops(n, group_tokens), weight_bytes
         return (
-            flops,
-            weight_bytes,
+            n * s.model.flops_per_token,
+            self._weight_bytes(n, group_tokens),
             s.comm_s(n, group_tokens) + self._experts_s(n, group_tokens),
             -(n * self._routed_flops),
             self._resident,
@@ -423,10 +419,9 @@ class RooflineStepTime:
         return total
 
     def run_work(self, n_seqs: int, context_sum: int, k: int, group_tokens: int | None = None) -> tuple[float, float]:
-        matmul_flops, weight_bytes, _ = self._batch_terms(n_seqs, group_tokens)
-        if self._moe:  # (the tokens' own FLOPs and every weight byte read: the routed experts' too, priced apart)
-            matmul_flops = n_seqs * self._flops_per_token
-            weight_bytes = self._weight_bytes(n_seqs, group_tokens)
+        # (the tokens' own FLOPs and every weight byte read: an MoE model's routed experts' too, priced apart)
+        matmul_flops = n_seqs * self._flops_per_token
+        weight_bytes = self._weight_bytes(n_seqs, group_tokens)
         if self._share:  # (sliding-window layers: their terms on the run's side of the window)
             pairs0, pairs_slope, kv0, kv_slope = self._line_terms(n_seqs, context_sum)
             pairs = k * pairs0 + pairs_slope * (k * (k - 1) / 2)  # sum over j < k of step j's pairs
@@ -479,18 +474,13 @@ class RooflineStepTime:
         return terms
 
     def _batch(self, n_seqs: int, group_tokens: int | None) -> tuple[float, float, float]:
-        s, m = self.setup, self.setup.model
-        if self._moe:  # the routed experts a roofline of their own, the same every step of a run: in the fixed seconds
-            return (
-                n_seqs * m.flops_per_token - n_seqs * self._routed_flops,
-                self._resident,
-                s.comm_s(n_seqs, group_tokens) + self._experts_s(n_seqs, group_tokens) + self._overhead,
-            )
-        flops = n_seqs * m.flops_per_token
-        extra = s.moe_time_flops(n_seqs, group_tokens)
-        if extra:
-            flops += extra
-        return flops, self._weight_bytes(n_seqs, group_tokens), s.comm_s(n_seqs, group_tokens) + self._overhead
+        s = self.setup
+        # (an MoE model's routed experts a roofline of their own, the same every step of a run: in the fixed seconds)
+        return (
+            n_seqs * s.model.flops_per_token - n_seqs * self._routed_flops,
+            self._resident,
+            s.comm_s(n_seqs, group_tokens) + self._experts_s(n_seqs, group_tokens) + self._overhead,
+        )
 
     def decode_line(self, *, n_seqs: int, context_sum: int, group_tokens: int | None = None) -> StepLine:
         """`n_seqs` decodes whose cached contexts sum to `context_sum` at step 0 (+n_seqs per step)."""
