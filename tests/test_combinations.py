@@ -151,6 +151,7 @@ def scenario(draw: dict, fast_forward: bool) -> dict:
         "long_prefill_token_threshold": draw["long_prefill"],
         "async_scheduling": draw.get("async", False),
         "max_model_len": draw.get("max_model_len"),
+        "disable_hybrid_kv_cache_manager": draw.get("hybrid_off"),
     }
     dp = 2 if draw.get("moe") else 1
 
@@ -308,6 +309,9 @@ DRAW = st.fixed_dictionaries(
         "imbalance": st.sampled_from([1.0, 1.5]),  # (moe: the hottest GPU's routed tokens over the mean)
         "async": st.booleans(),  # vLLM's async scheduling: an arrival mid-step joins the step after the next
         "max_model_len": st.sampled_from([None, 300]),  # vLLM's --max-model-len: longer requests refused at the door
+        # vLLM's --disable-hybrid-kv-cache-manager (None: its default, off in disaggregated pools; with gpt-oss: a
+        # sliding-window layer's KV kept whole or held apart)
+        "hybrid_off": st.sampled_from([None, False, True]),
     }
 )
 
