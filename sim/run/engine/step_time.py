@@ -419,9 +419,10 @@ class RooflineStepTime:
         return total
 
     def run_work(self, n_seqs: int, context_sum: int, k: int, group_tokens: int | None = None) -> tuple[float, float]:
-        # (the tokens' own FLOPs and every weight byte read: an MoE model's routed experts' too, priced apart)
-        matmul_flops = n_seqs * self._flops_per_token
-        weight_bytes = self._weight_bytes(n_seqs, group_tokens)
+        matmul_flops, weight_bytes, _ = self._batch_terms(n_seqs, group_tokens)  # (a dense model's, as reported)
+        if self._moe:  # (the tokens' own FLOPs and every weight byte read: the routed experts' too, priced apart)
+            matmul_flops = n_seqs * self._flops_per_token
+            weight_bytes = self._weight_bytes(n_seqs, group_tokens)
         if self._share:  # (sliding-window layers: their terms on the run's side of the window)
             pairs0, pairs_slope, kv0, kv_slope = self._line_terms(n_seqs, context_sum)
             pairs = k * pairs0 + pairs_slope * (k * (k - 1) / 2)  # sum over j < k of step j's pairs
