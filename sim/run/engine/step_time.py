@@ -358,6 +358,8 @@ class RooflineStepTime:
 
     def _experts_s(self, n: int, group_tokens: int | None) -> float:
         """`experts_s`; a DP group's (a function of the group's tokens alone: `expert_costs`) memoized."""
+        if not self._moe:
+            return 0.0
         if group_tokens is None or self.setup.moe_group == self.setup.tp:
             return experts_s(self.setup, n, group_tokens)
         t = self._group_experts.get(group_tokens)
