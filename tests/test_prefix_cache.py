@@ -110,6 +110,35 @@ def test_lru_eviction_order_on_a_small_cache():
     assert result.meta["prefix_cache"]["evicted_entries"] == 6
 
 
+def test_a_burst_behind_the_head_hits_entries_no_one_pins():
+    """vLLM's scheduler matches each waiting request in turn (`get_computed_blocks` before `allocate_slots`), so
+    every request a step admits hits the cached blocks of prompts served earlier, not only the queue's head: a
+    benchmark rerun at an unbounded rate (all prompts at once, the cache warm) prefills only each prompt's last
+    token. Two prompts served and done, then both again and a new one at one instant: all three admitted in one
+    step, the two cached ones hitting two ids each."""
+    rows = [(0.0, 2 * T + 1, 2, [1, 2]), (1.0, 2 * T + 1, 2, [3, 4])]
+    rows += [(10.0, 2 * T + 1, 2, [1, 2]), (10.0, 2 * T + 1, 2, [3, 4]), (10.0, 2 * T + 1, 2, [5, 6])]
+    r = simulate(scenario(), trace(rows), measure_capacity=False).requests
+    assert r["cached_tokens"].tolist() == [0, 0, 128, 128, 0]
+    first = (r["first_token_at_s"] - 10.0).tolist()[2:]
+    assert first == pytest.approx([(1 + 1 + 2 * T + 1) * A] * 3)  # one step: 1 + 1 + 129 prompt tokens
+
+
+def test_behind_the_head_a_hit_on_evictable_blocks_waits_for_room_as_in_vllm():
+    """17 blocks: the two served prompts' ids hold 16 (cached, evictable), one is free. The head hits its two ids
+    and needs one new block; the request behind it would hit the other two ids, which vLLM counts against the free
+    blocks it allocates from (`num_evictable_computed_blocks`): none left, so it is admitted only a step later, when
+    its hit still stands. Here the free blocks cannot cover what the head may take, so it matches pinned entries
+    only this step (none), and hits them as the head of the next."""
+    rows = [(0.0, 2 * T + 1, 2, [1, 2]), (1.0, 2 * T + 1, 2, [3, 4])]
+    rows += [(10.0, 2 * T + 1, 2, [1, 2]), (10.0, 2 * T + 1, 2, [3, 4])]
+    r = simulate(scenario(blocks=17), trace(rows), measure_capacity=False).requests
+    assert r["cached_tokens"].tolist() == [0, 0, 128, 128]
+    head, behind = r["first_token_at_s"].tolist()[2:]
+    assert head == pytest.approx(10.0 + A)
+    assert behind > head
+
+
 def test_pins_are_released_and_no_block_leaks():
     rng = np.random.default_rng(3)
     rows = []

@@ -4,7 +4,7 @@
   blocks are taken when a step needs more slots and returned on completion or preemption. Usage never exceeds
   capacity (an internal invariant: a violation is a bug, not a user error).
 - `PrefixCachingKv`: the same pool with automatic prefix caching (`sim.run.engine.prefix_cache`): before a step is
-  planned the queue's head pins what it finds cached, allocations evict unpinned cached entries (LRU) when too
+  planned the queue's head (and those a step could admit behind it) pin what they find cached, allocations evict unpinned cached entries (LRU) when too
   few blocks are free, a computed prompt's full hash blocks become cached entries, and a released sequence
   unpins its entries instead of freeing them. A sequence longer than the room above the watermark hits no more than
   leaves its first admission room there (`PrefixCachingKv.hit_cap`): a longer hit would keep it out for ever.
@@ -202,7 +202,7 @@ class PrefixCachingKv(BlockKv):
 
     def plan(self, plan: Plan, replica: Planning) -> Batch:
         """Match the queue's head (and what a step could admit with it) first, plan over the free and evictable
-        blocks (the head's hits reserved for running work), give tentative matches back, record the hits of those
+        blocks (the hits on evictable entries reserved for running work), give tentative matches back, record the hits of those
         admitted."""
         cache = self.cache
         before = cache.evictable_blocks
@@ -210,7 +210,7 @@ class PrefixCachingKv(BlockKv):
         if not waiting:  # nothing to match, nothing admitted
             return plan(self.n_blocks - self.used + before, 0)
         matched = self._match_waiting(waiting, replica.n_running, replica.limits)
-        reserve = before - cache.evictable_blocks  # cached entries the head hit: evictable for running work only
+        reserve = before - cache.evictable_blocks  # cached entries the matches hit: evictable for running work only
         batch = plan(self.n_blocks - self.used + before, reserve)
         if matched:
             self._unmatch(batch, matched)
@@ -233,20 +233,28 @@ class PrefixCachingKv(BlockKv):
         slots = limits.max_num_seqs - (0 if limits.preempt_for_priority else n_running)
         budget = limits.max_num_batched_tokens
         cap = limits.chunk_cap  # (a request's chunk is at most this: long_prefill_token_threshold)
+        # Behind the head, a sequence may also hit entries no one pins (evictable ones: vLLM's scheduler matches each
+        # waiting request in turn, so every one it admits hits them) while the free blocks alone cover every block
+        # this step could allocate before it: the running work's (within the token budget, and one more block a
+        # sequence for a block boundary) and each earlier candidate's rest of its prompt after its hit. Its pins then
+        # take no room a request ahead of it needs; past that, it hits only entries already pinned (prefixes in use).
+        bs, pad = limits.block_size, limits.window_blocks
+        running = min(-(-budget // bs), n_running * -(-min(budget, cap) // bs)) + n_running * (1 + pad)
+        room = self.n_blocks - self.used - limits.watermark_blocks - running
         matched: list[Seq] = []
         for seq in waiting:
             if slots <= 0 or budget <= 0:  # pragma: no mutate (budget < 0: one more matched, not admitted, given back)
                 break
             slots -= 1
             hashes = seq.hashes
-            if seq.pins is not None or hashes is None:
-                budget -= min(seq.prompt_tokens + seq.generated - seq.computed, cap)
-                continue
-            m, seq.pins = cache.pin_match(hashes, self.hit_limit(seq, limits), pinned_only=seq is not waiting[0])
-            seq.computed = m * t
-            seq.blocks = seq.shared = m * epb
-            budget -= min(seq.prompt_tokens + seq.generated - seq.computed, cap)
-            matched.append(seq)
+            if seq.pins is None and hashes is not None:
+                m, seq.pins = cache.pin_match(hashes, self.hit_limit(seq, limits), pinned_only=room < 0 and seq is not waiting[0])
+                seq.computed = m * t
+                seq.blocks = seq.shared = m * epb
+                matched.append(seq)
+            pending = seq.prompt_tokens + seq.generated - seq.computed
+            budget -= min(pending, cap)
+            room -= -(-pending // bs) + 1 + pad
         return matched
 
     def hit_limit(self, seq: RequestView, limits: Limits) -> int:
