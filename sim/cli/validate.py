@@ -39,6 +39,14 @@ def validate(
     kv_blocks: Annotated[
         str, typer.Option(help="computed (fleetsim sizes the KV cache) or logged (vLLM's count from meta.json).")
     ] = "computed",
+    warm_prompts: Annotated[
+        bool | None,
+        typer.Option(
+            "--warm-prompts/--cold-prompts",
+            help="The server had served the same prompts just before (a benchmark rerun): their blocks start in the "
+            "prefix cache (default: meta.json's benchmark.prompts_served_before, else cold).",
+        ),
+    ] = None,
     plot: Annotated[Path | None, typer.Option(help="Write the CDFs and time series side by side to this PNG.")] = None,
     by_arrival: Annotated[
         int, typer.Option(help="Also compare mean TTFT, TPOT and E2E over this many groups of requests in arrival order.")
@@ -84,7 +92,7 @@ def validate(
             raw = scenario_from_meta(log.meta)[0]
         raw = apply_sets(raw, set_)
     given_as = "--scenario" if scenario is not None else "--set (over meta.json's scenario)"
-    cmp = run_validation(log, raw, kv_blocks=kv_blocks, base_dir=base_dir, given_as=given_as)
+    cmp = run_validation(log, raw, kv_blocks=kv_blocks, base_dir=base_dir, given_as=given_as, warm_prompts=warm_prompts)
     series = cmp.series
     drift = None
     if series is not None:

@@ -16,6 +16,7 @@ run's log (`"logged"`: vLLM's own count, to judge the step times alone).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import re
@@ -37,6 +38,7 @@ from sim.scenario.importer import model_from_name, weight_bits_from_name
 from sim.scenario.resolve import resolve_scenario
 from sim.scenario.vllm_args import KV_DTYPES_KNOWN, kv_bits_of, weight_bits_of
 from sim.spec import MIN_INTERVAL_S
+from sim.workload.hash_ids import as_column
 from sim.workload.runlog import RunLog
 
 STATS = ("mean", "p50", "p90", "p99")
@@ -426,6 +428,76 @@ def check_span(log: RunLog, interval_s: float) -> None:
         )
 
 
+def prompts_served_before(meta: dict[str, Any] | None) -> bool:
+    """meta.json's `benchmark.prompts_served_before`: the server had served these same prompts just before the run
+    (a benchmark sweeping request rates on one server sends one prompt set at each), so their KV sat in its prefix
+    cache when the run began. False when absent."""
+    if not meta or "benchmark" not in meta:
+        return False
+    got = _flag(_section(meta, "benchmark", ""), "prompts_served_before", "benchmark.")
+    return bool(got)
+
+
+def _run_prefix_caching(meta: dict[str, Any]) -> tuple[bool | None, str]:
+    """Whether the run had prefix caching on (None: not said), and where meta.json says it."""
+    where = "kv_cache." if meta.get("kv_cache") else "resolved_config.cache_config."
+    cache = _section(meta, "kv_cache", "") or _section(_section(meta, "resolved_config", ""), "cache_config", "resolved_config.")
+    got = _flag(cache, "enable_prefix_caching", where)
+    if got is None:
+        where = "engine_kwargs."
+        got = _flag(_section(meta, "engine_kwargs", ""), "enable_prefix_caching", where)
+    return got, where
+
+
+WARM_GAP_S = 1.0  # idle seconds between the warm-up's last request and the run's first
+
+
+def replay(sc: Scenario, log: RunLog, *, warm_prompts: bool = False) -> SimResult:
+    """The log's requests replayed on `sc`. With `warm_prompts`, the prefix cache starts holding every prompt's full
+    blocks, as a server that had just served the same prompts (a benchmark rerun) holds them: each request gets one
+    prefix hash id per `block_size` tokens of its prompt (its own: the log has no prompt text, so two requests
+    share nothing), the prompts are first served once (at t = 0, one output token each; what the cache cannot
+    hold is evicted as it would be), and the run follows after an idle second; the result is the run's alone, on
+    its own clock (requests and timeline shifted back; the warm-up emits no inter-token gaps)."""
+    if not warm_prompts:
+        return simulate(sc, log.trace, measure_capacity=False)
+    caching, where = _run_prefix_caching(log.meta or {})
+    if caching is False:
+        raise FleetsimError(
+            f"{log.source}: warm prompts need the prefix cache, and meta.json says the run had it off "
+            f"({where}enable_prefix_caching: false)"
+        )
+    bs = sc.engine.block_size  # (a warm cache is a prefix cache: on, an id per block)
+    update = {"prefix_caching": True, "prefix_hash_block_tokens": bs}
+    sc = sc.model_copy(update={"engine": sc.engine.model_copy(update=update)})
+    trace = log.trace
+    n = len(trace)
+    prompts = trace["prompt_tokens"].to_numpy(dtype=np.int64)
+    ends = np.cumsum(prompts // bs)
+    ids = as_column([np.arange(e - k, e, dtype=np.int64) for e, k in zip(ends.tolist(), (prompts // bs).tolist(), strict=True)])
+    warm = trace.assign(arrival_at_s=0.0, output_tokens=1, prefix_hash_ids=ids)
+    served = simulate(sc, warm, measure_capacity=False).requests["completed_at_s"].to_numpy(dtype=np.float64)
+    if np.isnan(served).any():
+        raise FleetsimError(
+            f"{log.source}: the warm-up (each prompt served once before the run) did not complete every prompt in the "
+            "replayed setup; check it (--scenario, --set, --kv-blocks)"
+        )
+    tick = sc.fleet.timeline_interval_s
+    shift = tick * math.ceil((float(served.max()) + WARM_GAP_S) / tick)  # (the timeline's ticks stay the run's)
+    run = trace.assign(arrival_at_s=trace["arrival_at_s"].to_numpy(dtype=np.float64) + shift, prefix_hash_ids=ids)
+    both = pd.concat([warm, run], ignore_index=True)
+    both.attrs = dict(trace.attrs)
+    result = simulate(sc, both, measure_capacity=False)
+    req = result.requests.iloc[n:].reset_index(drop=True).copy()
+    for col in req.columns:
+        if col.endswith("_at_s"):
+            req[col] = req[col] - shift
+    tl = result.timeline
+    tl = tl[tl["t_s"].to_numpy() >= shift].reset_index(drop=True).copy()
+    tl["t_s"] = tl["t_s"] - shift
+    return dataclasses.replace(result, requests=req, timeline=tl)
+
+
 def validate(
     log: RunLog,
     scenario: dict[str, Any] | None = None,
@@ -433,12 +505,18 @@ def validate(
     kv_blocks: str = "computed",
     base_dir: Path | None = None,
     given_as: str = "--scenario",
+    warm_prompts: bool | None = None,
 ) -> Comparison:
     """Replay `log` on `scenario` (default: its meta.json's) and compare; see the module docstring. `given_as`:
-    what errors in the given scenario name (the file, or the --set overrides)."""
+    what errors in the given scenario name (the file, or the --set overrides); `warm_prompts` (default: meta.json's
+    `benchmark.prompts_served_before`): the prompts' blocks are in the prefix cache when the run starts (`replay`)."""
     sc, notes = replay_scenario(log, scenario, kv_blocks=kv_blocks, base_dir=base_dir, given_as=given_as)
     check_span(log, sc.fleet.timeline_interval_s)
-    result = simulate(sc, log.trace, measure_capacity=False)
+    warm = prompts_served_before(log.meta) if warm_prompts is None else warm_prompts
+    result = replay(sc, log, warm_prompts=warm)
+    if warm:
+        notes = [n for n in notes if not n.startswith("prefix caching: on in the run")]
+        notes.append("warm prompts: the run's prompts were served once before it, so their full blocks start in the prefix cache")
     req = result.requests
     status = req["status"].astype(str).to_numpy()
     if not (status == "completed").any():  # nothing to compare: the replay's setup cannot serve the run
@@ -509,6 +587,7 @@ def calibrate_from_log(
     kv_blocks: str = "computed",
     base_dir: Path | None = None,
     fit_share: float = 0.5,
+    warm_prompts: bool | None = None,
 ) -> LogCalibration:
     """Fit mfu and mbu so that the replay reproduces the TTFT, TPOT and E2E of the run's first `fit_share` requests
     (by arrival): least squares on the log of simulated over measured, request by request, every request's arrival
@@ -527,6 +606,7 @@ def calibrate_from_log(
             f"{log.source}: {n} requests are too few to fit on {n_fit} and hold out {n - n_fit} (10 each at least)"
         )
     sc, _ = replay_scenario(log, scenario, kv_blocks=kv_blocks, base_dir=base_dir)
+    warm = prompts_served_before(log.meta) if warm_prompts is None else warm_prompts
     raw = sc.model_dump(mode="json")
     raw.pop("trace", None)
     setup = resolve_scenario(sc, base_dir=base_dir)
@@ -543,7 +623,7 @@ def calibrate_from_log(
         s = parse_config(_with_params(raw, gpu, p), where="the calibrated scenario", base_dir=base_dir)
         if base_dir is not None:
             s._base_dir = base_dir
-        return per_request(simulate(s, log.trace, measure_capacity=False))
+        return per_request(replay(s, log, warm_prompts=warm))
 
     if np.isnan(real["tpot"][fit_mask]).all():
         raise FleetsimError(

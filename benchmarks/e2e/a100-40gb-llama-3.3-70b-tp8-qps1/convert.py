@@ -2,8 +2,8 @@
 
 Each request's send time is rebuilt as vLLM 0.8.3's benchmark drew it: `main()` seeds `np.random` with `--seed` (0), the
 ShareGPT sampler draws from Python's `random` only, and `get_request()` sends request i, then sleeps
-`np.random.gamma(burstiness, 1 / (rate * burstiness))` before request i + 1 (request order = the JSON's order). The
-first send is t = 0. TTFT and the end of the stream are the client's (`ttfts`, `ttfts + sum(itls)`).
+`np.random.gamma(burstiness, 1 / (rate * burstiness))` before request i + 1 (request order = the JSON's order; at
+rate inf, none: all are sent at once). The first send is t = 0. TTFT and the end of the stream are the client's (`ttfts`, `ttfts + sum(itls)`).
     python benchmarks/e2e/a100-40gb-llama-3.3-70b-tp8-qps1/convert.py
 """
 
@@ -24,7 +24,10 @@ def main() -> None:
     n = len(data["input_lens"])
     rate, burstiness = float(data["request_rate"]), float(data["burstiness"])
     np.random.seed(SEED)
-    gaps = [np.random.gamma(shape=burstiness, scale=1.0 / (rate * burstiness)) for _ in range(n)]
+    if rate == float("inf"):  # (all sent at once: the benchmark draws no gaps)
+        gaps = [0.0] * n
+    else:
+        gaps = [np.random.gamma(shape=burstiness, scale=1.0 / (rate * burstiness)) for _ in range(n)]
     sent = np.concatenate([[0.0], np.cumsum(gaps[:-1])])
     end = np.array([t + sum(g) for t, g in zip(data["ttfts"], data["itls"], strict=True)])
     # the check: the benchmark's duration runs from the first send to the last stream's end
