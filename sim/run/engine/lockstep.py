@@ -53,8 +53,13 @@ class GroupLine:
 
     def __init__(self, lines: list[tuple[float, float]], k: int) -> None:
         self.k = k
-        # the upper envelope over j >= 0: from the line on top at 0, step to the line that overtakes it first
-        cur = max(lines, key=lambda ab: (ab[0], ab[1]))
+        if len(lines) == 1:  # (one line, a group step's constant among them: its own envelope, the loop below's result)
+            a0, b0 = lines[0]
+            self.starts, self.a, self.b, self.cum = [0], [a0], [b0], [0.0]
+            return
+        # the upper envelope over j >= 0: from the line on top at 0, step to the line that overtakes it first (the
+        # largest (a, b): tuples compare so)
+        cur = max(lines)
         starts, a, b = [0], [cur[0]], [cur[1]]
         j = 0
         while True:
@@ -355,7 +360,11 @@ class LockStep:
             for rank in working:
                 rank._start_group_run(line, k, total)
         else:  # one step, as long as the slowest rank's (a planned run: its first step)
-            total = max(rank._priced_step(tokens) for rank in working)
+            total = 0.0
+            for rank in working:
+                dt = rank._priced_step(tokens)
+                if dt > total:
+                    total = dt
             if idle:
                 total = max(total, dummy)
             line = GroupLine.constant(total)
@@ -371,8 +380,10 @@ class LockStep:
         for rank in working:
             if rank._run is not None:
                 rank._run_end_event = event
-        if any(rank._unseen or rank._held_plan for rank in working):  # async scheduling: arrivals, or seats and blocks
-            self.cut()  # given back, seen at the first boundary: it ends there
+        for rank in working:
+            if rank._unseen or rank._held_plan:  # async scheduling: arrivals, or seats and blocks given back, seen at
+                self.cut()  # the first boundary: it ends there
+                break
 
     def _end(self, event: simpy.Event) -> None:
         """The group's step or run ends: each rank's ends at this instant (in join order), then the next one starts."""

@@ -293,6 +293,10 @@ class RooflineStepTime:
         self._group_weights: dict[int, float] = {}  # a DP group's tokens -> weight bytes a rank reads
         self._solo_weights: dict[int, float] = {}  # an MoE step's tokens -> weight bytes read (reported)
         self._group_experts: dict[int, float] = {}  # a DP group's tokens -> its routed experts' seconds (`experts_s`)
+        self._group_comm: dict[int, float] = {}  # a DP group's tokens -> a rank's communication, where only they set it
+        # (`comm_s`: one GPU a rank, and an exchange that moves the group's tokens whoever sends them)
+        per_destination = s.expert_parallel and s.all2all != "allgather_reducescatter"
+        self._comm_by_group = s.moe_group != s.tp and s.tp == 1 and not per_destination
 
     def step(
         self,
@@ -351,10 +355,22 @@ class RooflineStepTime:
         return (
             n * s.model.flops_per_token,
             self._weight_bytes(n, group_tokens),
-            s.comm_s(n, group_tokens) + self._experts_s(n, group_tokens),
+            self._comm_s(n, group_tokens) + self._experts_s(n, group_tokens),
             -(n * self._routed_flops),
             self._resident,
         )
+
+    def _comm_s(self, n: int, group_tokens: int | None) -> float:
+        """`comm_s`; a DP group's memoized by the group's tokens where they alone set it (no TP all-reduce, an exchange of
+        the group's tokens: the same float whatever this rank's share)."""
+        if group_tokens is None or not self._comm_by_group or n <= 0:
+            return self.setup.comm_s(n, group_tokens)
+        c = self._group_comm.get(group_tokens)
+        if c is None:
+            if len(self._group_comm) >= GROUP_MEMO:
+                self._group_comm.clear()
+            c = self._group_comm[group_tokens] = self.setup.comm_s(n, group_tokens)
+        return c
 
     def _experts_s(self, n: int, group_tokens: int | None) -> float:
         """`experts_s`; a DP group's (a function of the group's tokens alone: `expert_costs`) memoized."""
@@ -482,7 +498,7 @@ class RooflineStepTime:
         return (
             n_seqs * s.model.flops_per_token - n_seqs * self._routed_flops,
             self._resident,
-            s.comm_s(n_seqs, group_tokens) + self._experts_s(n_seqs, group_tokens) + self._overhead,
+            self._comm_s(n_seqs, group_tokens) + self._experts_s(n_seqs, group_tokens) + self._overhead,
         )
 
     def decode_line(self, *, n_seqs: int, context_sum: int, group_tokens: int | None = None) -> StepLine:
