@@ -3,6 +3,10 @@ and `gpus_per_node` below a node of eight) found wrong, each checked over the wh
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
+
 from sim.physics import roofline as rl
 from sim.physics.hardware import load_gpu_catalog
 from sim.physics.models import load_model_catalog
@@ -40,3 +44,25 @@ def test_an_nvlink_bridge_reaches_no_more_of_its_link_than_nccl_does_over_nvswit
             assert rl.prefill_time_s(nvl, prompt_tokens=p) >= rl.prefill_time_s(sxm, prompt_tokens=p), (model, tp, p)
         for b, c in ((1, 0), (64, 2000)):
             assert rl.decode_step_time_s(nvl, batch=b, context_tokens=c) >= rl.decode_step_time_s(sxm, batch=b, context_tokens=c)
+
+
+@pytest.mark.parametrize("gpu", GPUS.names())
+def test_fewer_gpus_a_node_never_make_a_group_communicate_faster(gpu):
+    """A TP group (or an MoE group) split over more, smaller nodes crosses the network more, never less: its collectives
+    never get cheaper as `gpus_per_node` falls. A bridged card reaches the network over its PCIe link: nodes of one bridged
+    pair of A100 PCIe cards each (gpus_per_node 2) rang at the network's 50 GB/s, faster than four cards in one node over
+    their 32 GB/s of PCIe, so TP 4 of them cost a third less per 4,096-token step spread over two nodes."""
+    g = GPUS.get(gpu)  # (the collectives do not depend on the weights fitting: setups built on a large GPU, then this one)
+    base = dataclasses.replace(build_setup(MODELS.get("llama-3.2-1b"), GPUS.get("h200"), tp=1, roofline=roofline_config()), gpu=g)
+    moe = dataclasses.replace(build_setup(MODELS.get("qwen3-30b-a3b"), GPUS.get("h200"), tp=1, roofline=roofline_config()), gpu=g)
+    for tp in (2, 4, 8, 16):
+        previous: list[float] | None = None
+        for gpn in (16, 8, 4, 2, 1):
+            s = dataclasses.replace(base, tp=tp, gpus_per_node=gpn)
+            group = dataclasses.replace(moe, dp=tp, expert_parallel=True, gpus_per_node=gpn)
+            costs = [s.allreduce_s(n) for n in (8, 1e6, 64e6)] + [s.comm_s(n) for n in (1, 4096)]
+            costs += [group.moe_exchange_s(n) for n in (1, 4096)]
+            assert all(c > 0 for c in costs), (tp, gpn, costs)
+            if previous is not None:
+                assert all(c >= p * (1 - REL) for c, p in zip(costs, previous, strict=True)), (tp, gpn, previous, costs)
+            previous = costs

@@ -191,12 +191,15 @@ class RooflineSetup:
         the lower of the scale-out network's bandwidth and the node's own collective bandwidth (for the node's share of
         the group), and the higher of their latencies
         (the ring still crosses each node's link: over a host-staged PCIe box, 14.5 GB/s and 42 us, the network's
-        50 GB/s and 20 us would otherwise make a group spanning two nodes faster than one inside a node)."""
+        50 GB/s and 20 us would otherwise make a group spanning two nodes faster than one inside a node). A card whose
+        catalog entry gives its PCIe link past a bridge (`pcie_bw_bytes_per_s`) reaches the network over that link, one
+        direction of it: nodes of one bridged pair of A100 PCIe cards each would otherwise ring at the network's 50 GB/s,
+        faster than four cards in one node over their 32 GB/s of PCIe."""
         gpu = self.gpu
-        return (
-            min(self.scale_out_bytes_per_s, gpu.group_collective_bw_bytes_per_s(min(n_gpus, self.gpus_per_node))),
-            max(self.scale_out_latency_s, gpu.allreduce_latency_s),
-        )
+        bw = min(self.scale_out_bytes_per_s, gpu.group_collective_bw_bytes_per_s(min(n_gpus, self.gpus_per_node)))
+        if gpu.pcie_bw_bytes_per_s is not None:
+            bw = min(bw, gpu.pcie_bw_bytes_per_s / 2)
+        return bw, max(self.scale_out_latency_s, gpu.allreduce_latency_s)
 
     def allreduce_s(self, n_bytes: float) -> float:
         """One all-reduce of `n_bytes` over the replica's TP group: within a node over its interconnect
