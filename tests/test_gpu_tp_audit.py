@@ -66,3 +66,29 @@ def test_fewer_gpus_a_node_never_make_a_group_communicate_faster(gpu):
             if previous is not None:
                 assert all(c >= p * (1 - REL) for c, p in zip(costs, previous, strict=True)), (tp, gpn, previous, costs)
             previous = costs
+
+
+@pytest.mark.parametrize(
+    ("gpu", "tp"), [("rtx-4090", 16), ("h100-sxm", 16), ("a100-80gb-pcie", 16), ("h100-sxm", 4), ("l40s", 2)]
+)
+def test_roofline_reports_the_all_reduce_its_step_times_are_priced_at(gpu, tp):
+    """`fleetsim roofline` states the all-reduce latency and bus bandwidth the replica's TP all-reduces are priced at. Past
+    a node (TP 16) it gave the node's link and the network's figures, neither the ring's: for RTX 4090s, 50 GB/s and 20 us
+    where the steps were priced at 14.5 GB/s and 42 us; for H100s, 280 GB/s and 10 us where they were at 50 and 20."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from sim.cli.commands import app
+
+    args = ["roofline", "--model", "llama-3.1-70b", "--gpu", gpu, "--tp", str(tp), "--weight-bits", "4"]
+    out = CliRunner().invoke(app, [*args, "--json"])
+    assert out.exit_code == 0, out.output
+    a = json.loads(out.output)["assumptions"]
+    setup = build_setup(MODELS.get("llama-3.1-70b"), GPUS.get(gpu), tp=tp, roofline=roofline_config(None, weight_bits=4))
+    n_bytes = 4096 * setup.model.hidden_size * 2
+    assert setup.allreduce_s(n_bytes) == pytest.approx(
+        a["allreduce_latency_s"] + 2 * (tp - 1) / tp * n_bytes / (a["allreduce_gb_per_s"] * 1e9)
+    )
+    text = CliRunner().invoke(app, args).output
+    assert f"all-reduce latency {a['allreduce_latency_s'] * 1e6:g} us, bus {a['allreduce_gb_per_s']:g} GB/s" in text

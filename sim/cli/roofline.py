@@ -39,6 +39,11 @@ def roofline_report(
     draft_cost: float | None = None,  # mtp: a draft token's share of a target decode step (None: the default)
 ) -> dict[str, Any]:
     model, gpu = setup.model, setup.gpu
+    ring = (
+        setup.across_nodes(setup.tp)
+        if setup.tp > setup.gpus_per_node
+        else (gpu.group_collective_bw_bytes_per_s(setup.tp), gpu.allreduce_latency_s)
+    )
     fit_ctx = fit_context_tokens or min(4096, model.max_context_tokens)
     prompt_rate = prompt_tokens_per_s(setup, prompt_tokens=prompt_tokens)
     decode_rate = {b: decode_tokens_per_s(setup, batch=b, context_tokens=context_tokens) for b in batches}
@@ -93,8 +98,9 @@ def roofline_report(
             "step_overhead_s": setup.step_overhead_s,
             "layer_overhead_s": setup.layer_overhead_s,
             "overlap": setup.overlap,
-            "allreduce_latency_s": gpu.allreduce_latency_s,
-            "allreduce_gb_per_s": gpu.group_collective_bw_bytes_per_s(min(setup.tp, setup.gpus_per_node)) / 1e9,
+            # what the replica's all-reduce is priced at: the node's link, or across nodes its ring's slowest link
+            "allreduce_latency_s": ring[1],
+            "allreduce_gb_per_s": ring[0] / 1e9,
             "gpu_memory_utilization": setup.gpu_memory_utilization,
             "memory_reserve_bytes": setup.memory_reserve_bytes,
             "usd_per_gpu_hour": setup.usd_per_gpu_hour,
@@ -178,7 +184,8 @@ def render_text(r: dict[str, Any]) -> str:
         )
         + (
             f" (across {-(-r['tp'] // a['gpus_per_node'])} nodes of {a['gpus_per_node']} GPUs: over the scale-out network, "
-            f"{a['scale_out_bytes_per_s'] / 1e9:g} GB/s per GPU, {a['scale_out_latency_s'] * 1e6:g} us)"
+            f"{a['scale_out_bytes_per_s'] / 1e9:g} GB/s per GPU, {a['scale_out_latency_s'] * 1e6:g} us; the ring at its "
+            f"slowest link: all-reduce latency {a['allreduce_latency_s'] * 1e6:g} us, bus {a['allreduce_gb_per_s']:g} GB/s)"
             if a["comm"] and r["tp"] > a["gpus_per_node"]
             else ""
         )
