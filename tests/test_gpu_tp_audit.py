@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 
+from sim.errors import FleetsimError
 from sim.physics import roofline as rl
 from sim.physics.hardware import load_gpu_catalog
 from sim.physics.models import load_model_catalog
@@ -92,3 +93,23 @@ def test_roofline_reports_the_all_reduce_its_step_times_are_priced_at(gpu, tp):
     )
     text = CliRunner().invoke(app, args).output
     assert f"all-reduce latency {a['allreduce_latency_s'] * 1e6:g} us, bus {a['allreduce_gb_per_s']:g} GB/s" in text
+
+
+@pytest.mark.parametrize("model", [name for name in MODELS.names() if MODELS.get(name).is_moe])
+def test_experts_sharded_without_expert_parallelism_need_dp_x_tp_to_divide_their_width(model):
+    """Without expert parallelism vLLM shards each expert over the DP group's dp x tp GPUs (FusedMoE's tensor-parallel
+    group is them, flattened) and asserts that they divide its intermediate size; DeepSeek-V3 (2,048) at dp 3, or
+    Mixtral (14,336) at dp 3 x tp 2, was priced as if they did. With expert parallelism experts are placed whole."""
+    m, b300 = MODELS.get(model), GPUS.get("b300")
+    width = m.moe_intermediate_size or m.intermediate_size
+    for dp, tp in ((3, 1), (3, 2), (3, 8), (16, 8), (6, 4)):
+        if width % (dp * tp):
+            with pytest.raises(FleetsimError, match=rf"fleet.dp x fleet.tp = {dp * tp} GPUs must divide .* size {width} of"):
+                build_setup(m, b300, tp=tp, dp=dp, roofline=roofline_config(None, weight_bits=4))
+        elif m.n_heads % tp == 0:
+            try:
+                build_setup(m, b300, tp=tp, dp=dp, roofline=roofline_config(None, weight_bits=4))
+            except FleetsimError as err:
+                assert "does not fit" in str(err) or "must divide num_attention_heads" in str(err), str(err)
+    for dp in (2, 4):  # dense models: DP ranks are plain replicas, whatever their MLP's width
+        assert build_setup(MODELS.get("llama-3.1-8b"), b300, tp=1, dp=dp, roofline=roofline_config()).dp_group == 1

@@ -127,13 +127,22 @@ def build_setup(
 
 
 def check_moe_layout(model: ModelSpec, *, tp: int, dp: int, expert_parallel: bool, imbalance: float = 1.0) -> None:
-    """Expert parallelism needs an MoE model whose routed experts divide evenly over the group's GPUs; a load imbalance
-    is the hottest GPU's share over the mean, so it needs expert parallelism and is at most the group's GPU count."""
+    """Expert parallelism needs an MoE model whose routed experts divide evenly over the group's GPUs; without it each
+    expert is sharded over the dp x tp GPUs, which must divide its intermediate size (vLLM's FusedMoE asserts so: its
+    MoE layers' tensor-parallel group is the DP group's GPUs flattened); a load imbalance is the hottest GPU's share over
+    the mean, so it needs expert parallelism and is at most the group's GPU count."""
     if not expert_parallel:
         if imbalance != 1.0:
             raise FleetsimError(
                 f"fleet.expert_load_imbalance: the hottest GPU's routed tokens over the mean apply with "
                 f"fleet.expert_parallel (got {imbalance:g} without it)"
+            )
+        width, group = model.moe_intermediate_size or model.intermediate_size, dp * tp
+        if model.is_moe and width % group:
+            raise FleetsimError(
+                f"fleet.dp x fleet.tp = {group} GPUs must divide the experts' intermediate size {width} of {model.name} "
+                "(without fleet.expert_parallel each expert is sharded over them); set fleet.expert_parallel or pick "
+                f"dp x tp among {', '.join(str(g) for g in range(1, 129) if width % g == 0)}"
             )
         return
     if not model.is_moe:
