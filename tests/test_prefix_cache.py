@@ -124,19 +124,42 @@ def test_a_burst_behind_the_head_hits_entries_no_one_pins():
     assert first == pytest.approx([(1 + 1 + 2 * T + 1) * A] * 3)  # one step: 1 + 1 + 129 prompt tokens
 
 
-def test_behind_the_head_a_hit_on_evictable_blocks_waits_for_room_as_in_vllm():
-    """17 blocks: the two served prompts' ids hold 16 (cached, evictable), one is free. The head hits its two ids
-    and needs one new block; the request behind it would hit the other two ids, which vLLM counts against the free
-    blocks it allocates from (`num_evictable_computed_blocks`): none left, so it is admitted only a step later, when
-    its hit still stands. Here the free blocks cannot cover what the head may take, so it matches pinned entries
-    only this step (none), and hits them as the head of the next."""
+def test_behind_the_head_hits_on_evictable_entries_count_against_the_room_as_in_vllm():
+    """vLLM counts the evictable blocks a request hits against the free blocks it allocates from
+    (`num_evictable_computed_blocks`), so a full cache of unpinned entries is room too: 57 blocks, seven 2-id prompts
+    served (the cache full of their entries), then two of them again at once behind each other, both hit. With 17
+    blocks and a new 160-token prompt at the head (10 blocks, evicting entries), the warm prompt behind it would take
+    the head's room with its hit: it pins nothing this step, the head's allocation evicts (least recently used) the
+    other prompt and the tail of this one, and it is admitted a step later with what is left (one id)."""
+    junk = [(0.1 * i, 2 * T + 1, 2, [100 + 2 * i, 101 + 2 * i]) for i in range(5)]
+    rows = [*junk, (1.0, 2 * T + 1, 2, [1, 2]), (1.1, 2 * T + 1, 2, [3, 4])]
+    rows += [(10.0, 2 * T + 1, 2, [1, 2]), (10.0, 2 * T + 1, 2, [3, 4]), (10.0, 2 * T + 1, 2, [5, 6])]
+    r = simulate(scenario(blocks=57), trace(rows), measure_capacity=False).requests
+    assert r["cached_tokens"].tolist()[-3:] == [128, 128, 0]
     rows = [(0.0, 2 * T + 1, 2, [1, 2]), (1.0, 2 * T + 1, 2, [3, 4])]
-    rows += [(10.0, 2 * T + 1, 2, [1, 2]), (10.0, 2 * T + 1, 2, [3, 4])]
+    rows += [(10.0, 160, 2, [7, 8]), (10.0, 2 * T + 1, 2, [3, 4])]
     r = simulate(scenario(blocks=17), trace(rows), measure_capacity=False).requests
-    assert r["cached_tokens"].tolist() == [0, 0, 128, 128]
+    assert r["cached_tokens"].tolist() == [0, 0, 0, 64]  # the head's allocation evicted the tail of its prefix
     head, behind = r["first_token_at_s"].tolist()[2:]
-    assert head == pytest.approx(10.0 + A)
+    assert head == pytest.approx(10.0 + 160 * A)
     assert behind > head
+
+
+def test_under_async_scheduling_the_blocks_given_back_this_instant_are_not_room_for_hits():
+    """Async scheduling hides the seats and blocks a finishing request gives back at this instant from the step being
+    planned (`Replica._plan`). The room a hit behind the head may take counts without them: here a 320-token request
+    finishes (21 blocks held back) as two warm prompts become visible; the head is admitted at once with its hit, where
+    counting the held blocks let the request behind it pin the evictable entries the head's room needed, and the head
+    waited a step (the fast-forward and the per-step engine alike)."""
+    rows = [(0.0, 2 * T + 1, 2, [1, 2]), (0.001, 2 * T + 1, 2, [3, 4]), (1.0, 16, 200, [900]), (1.0, 320, 5, [])]
+    rows += [(1.461, 2 * T + 1, 2, [1, 2]), (1.461, 2 * T + 1, 2, [3, 4])]
+    engine = {"async_scheduling": True, "max_num_batched_tokens": 32, "max_num_seqs": 8}
+    runs = [simulate(scenario(blocks=39, fast_forward=ff, **engine), trace(rows), measure_capacity=False) for ff in (True, False)]
+    assert_same_requests(*runs)
+    r = runs[0].requests
+    done_320 = r["completed_at_s"].iloc[3]
+    assert r["scheduled_at_s"].iloc[4] == pytest.approx(done_320)  # the head, at the boundary the 320-token one ends
+    assert r["cached_tokens"].iloc[4] == 128
 
 
 def test_pins_are_released_and_no_block_leaks():

@@ -43,6 +43,12 @@ class Planning(Protocol):
     @property
     def limits(self) -> Limits: ...
 
+    @property
+    def held_for_plan(self) -> tuple[int, int]:
+        """Seats and blocks given back at this instant that the step being planned cannot use yet (async scheduling:
+        `Replica._plan` hides them); (0, 0) otherwise."""
+        ...
+
 
 @mypyc_attr(allow_interpreted_subclasses=True)
 class BlockKv:
@@ -209,7 +215,7 @@ class PrefixCachingKv(BlockKv):
         waiting = replica.waiting
         if not waiting:  # nothing to match, nothing admitted
             return plan(self.n_blocks - self.used + before, 0)
-        matched = self._match_waiting(waiting, replica.n_running, replica.limits)
+        matched = self._match_waiting(waiting, replica.n_running, replica.limits, replica.held_for_plan)
         reserve = before - cache.evictable_blocks  # cached entries the matches hit: evictable for running work only
         batch = plan(self.n_blocks - self.used + before, reserve)
         if matched:
@@ -222,25 +228,28 @@ class PrefixCachingKv(BlockKv):
                 log.prefill_saved_tokens += seq.computed
         return batch
 
-    def _match_waiting(self, waiting: list[Seq], n_running: int, limits: Limits) -> list[Seq]:
+    def _match_waiting(self, waiting: list[Seq], n_running: int, limits: Limits, held: tuple[int, int]) -> list[Seq]:
         """Match the sequences a step may admit (the head of the queue, within the free sequence slots, or all the
         slots with priority preemption, and the token budget) against the cache, pinning what they hit (until the
-        step is planned: see `_unmatch`); those it matched."""
+        step is planned: see `_unmatch`); those it matched. `held`: seats and blocks the step cannot use yet."""
         cache = self.cache
         t, epb = cache.hash_tokens, cache.blocks_per_entry
         # only as far down the queue as one step could admit: with priority preemption, as many as the batch holds
         # (running work may make way for them)
-        slots = limits.max_num_seqs - (0 if limits.preempt_for_priority else n_running)
+        slots = limits.max_num_seqs - (0 if limits.preempt_for_priority else n_running) - held[0]
         budget = limits.max_num_batched_tokens
         cap = limits.chunk_cap  # (a request's chunk is at most this: long_prefill_token_threshold)
-        # Behind the head, a sequence may also hit entries no one pins (evictable ones: vLLM's scheduler matches each
-        # waiting request in turn, so every one it admits hits them) while the free blocks alone cover every block
-        # this step could allocate before it: the running work's (within the token budget, and one more block a
-        # sequence for a block boundary) and each earlier candidate's rest of its prompt after its hit. Its pins then
-        # take no room a request ahead of it needs; past that, it hits only entries already pinned (prefixes in use).
+        # vLLM's scheduler matches each waiting request in turn and allocates its blocks, counting the evictable
+        # blocks it hits against the free ones (`allocate_slots`), so every request it admits hits cached entries no
+        # one pins. Here the head always may; a request behind it may too while the blocks an allocation can take
+        # (free and evictable, less those held back and the watermark) still cover, after its own hits, what the
+        # running work (at most the token budget's blocks and one more a sequence for a block boundary) and every
+        # request ahead of it (the rest of its prompt) could take this step; else it hits only entries already
+        # pinned (prefixes in use), so its pins never take room a request ahead needs.
         bs, pad = limits.block_size, limits.window_blocks
-        running = min(-(-budget // bs), n_running * -(-min(budget, cap) // bs)) + n_running * (1 + pad)
-        room = self.n_blocks - self.used - limits.watermark_blocks - running
+        running = min(-(-budget // bs), n_running * -(-min(budget, cap) // bs)) + n_running
+        room = self.n_blocks - self.used + cache.evictable_blocks - held[1] - limits.watermark_blocks - running
+        head = waiting[0] if waiting else None
         matched: list[Seq] = []
         for seq in waiting:
             if slots <= 0 or budget <= 0:  # pragma: no mutate (budget < 0: one more matched, not admitted, given back)
@@ -248,7 +257,15 @@ class PrefixCachingKv(BlockKv):
             slots -= 1
             hashes = seq.hashes
             if seq.pins is None and hashes is not None:
-                m, seq.pins = cache.pin_match(hashes, self.hit_limit(seq, limits), pinned_only=room < 0 and seq is not waiting[0])
+                limit = self.hit_limit(seq, limits)
+                before = cache.evictable_blocks
+                m, seq.pins = cache.pin_match(hashes, limit, pinned_only=room < 0 and seq is not head)
+                took = before - cache.evictable_blocks  # evictable blocks its pins took out of the pool
+                if took and seq is not head and room - took < 0:  # its hits would take room a request ahead needs
+                    cache.unpin(seq.pins)
+                    m, seq.pins = cache.pin_match(hashes, limit, pinned_only=True)
+                    took = 0
+                room -= took
                 seq.computed = m * t
                 seq.blocks = seq.shared = m * epb
                 matched.append(seq)

@@ -8,8 +8,9 @@ holds `hash_tokens / block_size` KV blocks.
   hash blocks and short of its last token (one token is always computed, to produce the first output). The
   matched entries are pinned (reference-counted) and the sequence starts with those tokens cached: its prefill
   computes only the suffix. The head of the waiting queue may pin any cached entry; so may the sequences behind it
-  that a step could also admit (vLLM matches each waiting request in turn) while the free blocks alone cover what
-  the running work and the sequences ahead could allocate this step, and past that only entries already pinned
+  that a step could also admit (vLLM matches each waiting request in turn) while the free and evictable blocks left
+  after its hits cover what the running work and the sequences ahead could allocate this step, and past that only
+  entries already pinned
   (prefixes in use), so matching never takes evictable room a sequence ahead needs (`PrefixCachingKv._match_waiting`).
   Those not admitted give their pins back once the step is planned.
 - **Insert** (at the end of a prompt's prefill): the prompt's full hash blocks that are not cached become cached

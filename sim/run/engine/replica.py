@@ -439,6 +439,14 @@ class Replica:
         return len(self.running) + self.group.n
 
     @property
+    def held_for_plan(self) -> tuple[int, int]:
+        """Seats and blocks given back at this instant that `_plan` hides from the step (async scheduling)."""
+        hold = self._holding
+        if hold is not None and (self.running or self.group.n):
+            return (hold[0] if self.waiting else 0), hold[1]
+        return 0, 0
+
+    @property
     def settled(self) -> bool:
         """No KV transfer in flight to or from it (a draining replica is released only then)."""
         return self.held_blocks == 0 and self.n_incoming == 0
