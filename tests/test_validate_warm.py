@@ -34,15 +34,15 @@ RAW = {
 E2E = Path(__file__).resolve().parents[1] / "benchmarks" / "e2e"
 
 
-def made_run(tmp_path: Path, meta: dict) -> tuple[Path, pd.DataFrame]:
-    """Eight requests far apart (each alone on the replica), logged in the requests layout with `meta`."""
+def made_run(tmp_path: Path, meta: dict, n: int = 8) -> tuple[Path, pd.DataFrame]:
+    """n requests far apart (each alone on the replica), logged in the requests layout with `meta`."""
     rng = np.random.default_rng(5)
     trace = validate_frame(
         pd.DataFrame(
             {
-                "arrival_at_s": np.arange(8) * 30.0,
-                "prompt_tokens": rng.integers(20, 900, 8),
-                "output_tokens": rng.integers(2, 50, 8),
+                "arrival_at_s": np.arange(n) * 30.0,
+                "prompt_tokens": rng.integers(20, 900, n),
+                "output_tokens": rng.integers(2, 50, n),
             }
         )
     )
@@ -75,7 +75,7 @@ def test_the_cli_flag_overrides_meta_and_a_run_without_prefix_caching_cannot_be_
         validate(read_run_log(folder), RAW, warm_prompts=True)
     out = CliRunner().invoke(app, ["validate", str(folder), "--scenario", str(tmp_path / "s.yaml"), "--warm-prompts"])
     assert out.exit_code == 2 and "Traceback" not in out.output
-    assert "warm prompts need the prefix cache" in out.output
+    assert "need the prefix cache" in out.output and "--cold-prompts" in out.output
     out = CliRunner().invoke(app, ["validate", str(folder), "--scenario", str(tmp_path / "s.yaml"), "--cold-prompts"])
     assert out.exit_code == 0, out.output
 
@@ -100,3 +100,30 @@ def test_the_a100_rate_sweep_rerun_at_once_is_replayed_warm():
     assert -0.6 < warm.error("ttft") < 0.0, warm.error("ttft")
     for metric in ("tpot", "e2e"):
         assert abs(warm.error(metric)) < 0.20, (metric, warm.error(metric))
+
+
+def test_a_prompt_the_setup_cannot_serve_stays_uncached_and_the_rest_are_compared(tmp_path):
+    """A replayed setup that refuses some prompts (max_model_len below them) refuses them in the warm-up and in the run
+    alike: the others are still warm and compared, the refusals noted; one that refuses every prompt is one line."""
+    folder, trace = made_run(tmp_path, {"benchmark": {"prompts_served_before": True}})
+    prompts = trace["prompt_tokens"].to_numpy()
+    total = prompts + trace["output_tokens"].to_numpy()
+    limit = int(np.sort(total)[-3])  # the two longest requests do not fit
+    raw = {**RAW, "engine": {**RAW["engine"], "max_model_len": limit}}
+    cmp = validate(read_run_log(folder), raw)
+    r = cmp.result.requests
+    served = (r["status"].astype(str) == "completed").to_numpy()
+    assert served.tolist() == (total <= limit).tolist() and served.sum() == 6
+    assert any("not completed" in n for n in cmp.notes)
+    hit = (prompts - 1) // BS * BS
+    assert r["cached_tokens"].to_numpy()[served].tolist() == hit[served].tolist()
+    tiny = {**RAW, "engine": {**RAW["engine"], "max_model_len": 10}}
+    with pytest.raises(FleetsimError, match=r"the warm-up .* served no prompt .*the first refused"):
+        validate(read_run_log(folder), tiny)
+
+
+def test_calibrate_takes_the_same_flag(tmp_path):
+    folder, _ = made_run(tmp_path, {"resolved_config": {"cache_config": {"enable_prefix_caching": False}}}, n=24)
+    (tmp_path / "s.yaml").write_text(json.dumps(RAW))
+    out = CliRunner().invoke(app, ["calibrate", str(folder), "--scenario", str(tmp_path / "s.yaml"), "--warm-prompts"])
+    assert out.exit_code == 2 and "warm prompts" in out.output and "--cold-prompts" in out.output

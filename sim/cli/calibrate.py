@@ -33,6 +33,14 @@ def calibrate(
         Path | None, typer.Option(help="A run log's scenario (model, GPU, TP, engine); default: the run's meta.json.")
     ] = None,
     fit_share: Annotated[float, typer.Option(help="A run log: the share of its requests (by arrival) fitted.")] = 0.5,
+    warm_prompts: Annotated[
+        bool | None,
+        typer.Option(
+            "--warm-prompts/--cold-prompts",
+            help="A run log: the server had served the same prompts just before (default: meta.json's "
+            "benchmark.prompts_served_before, else cold); see `fleetsim validate`.",
+        ),
+    ] = None,
     fix: Annotated[
         str, typer.Option(help="Parameters to hold at their defaults, comma-separated (mfu, mbu, layer_overhead_s, ...).")
     ] = "",
@@ -67,7 +75,7 @@ def calibrate(
             raise FleetsimError(
                 f"{given[0]}: a run log's model, GPU and TP come from its meta.json or --scenario (the option is for step times)"
             )
-        _calibrate_run_log(steptimes, layout, scenario, fit_share, out, force, as_json)
+        _calibrate_run_log(steptimes, layout, scenario, fit_share, out, force, as_json, warm_prompts)
         return
     if model is None or gpu is None:
         raise FleetsimError("--model and --gpu are required to calibrate on step times (a run log's come from its meta.json)")
@@ -182,7 +190,14 @@ HEADER = "# fleetsim calibrate "  # the first line of every --out file this comm
 
 
 def _calibrate_run_log(
-    path: Path, layout: str, scenario: Path | None, fit_share: float, out: Path | None, force: bool, as_json: bool
+    path: Path,
+    layout: str,
+    scenario: Path | None,
+    fit_share: float,
+    out: Path | None,
+    force: bool,
+    as_json: bool,
+    warm_prompts: bool | None = None,
 ) -> None:
     import yaml
 
@@ -205,7 +220,7 @@ def _calibrate_run_log(
         if not isinstance(raw, dict):
             raise FleetsimError(f"{scenario}: a scenario must be a YAML mapping")
         base_dir = scenario.parent
-    cal = calibrate_from_log(log, raw, base_dir=base_dir, fit_share=fit_share)
+    cal = calibrate_from_log(log, raw, base_dir=base_dir, fit_share=fit_share, warm_prompts=warm_prompts)
     block = overrides_block(cal.gpu, cal.after, list(cal.after))
     summary = {
         "file": log.source,

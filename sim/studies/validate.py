@@ -438,6 +438,12 @@ def prompts_served_before(meta: dict[str, Any] | None) -> bool:
     return bool(got)
 
 
+def series_of_kv(log: RunLog) -> bool:
+    """Whether the log's time series has a KV use that says something (some tick above 0)."""
+    ts = log.timeseries
+    return ts is not None and "kv_cache_pct" in ts.columns and bool((ts["kv_cache_pct"].to_numpy() > 0).any())
+
+
 def _run_prefix_caching(meta: dict[str, Any]) -> tuple[bool | None, str]:
     """Whether the run had prefix caching on (None: not said), and where meta.json says it."""
     where = "kv_cache." if meta.get("kv_cache") else "resolved_config.cache_config."
@@ -457,15 +463,17 @@ def replay(sc: Scenario, log: RunLog, *, warm_prompts: bool = False) -> SimResul
     blocks, as a server that had just served the same prompts (a benchmark rerun) holds them: each request gets one
     prefix hash id per `block_size` tokens of its prompt (its own: the log has no prompt text, so two requests
     share nothing), the prompts are first served once (at t = 0, one output token each; what the cache cannot
-    hold is evicted as it would be), and the run follows after an idle second; the result is the run's alone, on
-    its own clock (requests and timeline shifted back; the warm-up emits no inter-token gaps)."""
+    hold is evicted as it would be, a prompt the setup cannot serve stays uncached), and the run follows after an
+    idle gap. The result's requests and timeline are the run's alone, on its own clock (shifted back; the warm-up
+    emits no inter-token gaps); its summary, replicas and meta count the warm-up too. On several replicas or DP
+    ranks a prompt is cached where the warm-up's routing sent it, which the run's may not (vLLM's would not either)."""
     if not warm_prompts:
         return simulate(sc, log.trace, measure_capacity=False)
     caching, where = _run_prefix_caching(log.meta or {})
     if caching is False:
         raise FleetsimError(
-            f"{log.source}: warm prompts need the prefix cache, and meta.json says the run had it off "
-            f"({where}enable_prefix_caching: false)"
+            f"{log.source}: warm prompts (--warm-prompts, or meta.json's benchmark.prompts_served_before) need the "
+            f"prefix cache, and meta.json says the run had it off ({where}enable_prefix_caching: false); pass --cold-prompts"
         )
     bs = sc.engine.block_size  # (a warm cache is a prefix cache: on, an id per block)
     update = {"prefix_caching": True, "prefix_hash_block_tokens": bs}
@@ -476,14 +484,16 @@ def replay(sc: Scenario, log: RunLog, *, warm_prompts: bool = False) -> SimResul
     ends = np.cumsum(prompts // bs)
     ids = as_column([np.arange(e - k, e, dtype=np.int64) for e, k in zip(ends.tolist(), (prompts // bs).tolist(), strict=True)])
     warm = trace.assign(arrival_at_s=0.0, output_tokens=1, prefix_hash_ids=ids)
-    served = simulate(sc, warm, measure_capacity=False).requests["completed_at_s"].to_numpy(dtype=np.float64)
-    if np.isnan(served).any():
+    first = simulate(sc, warm, measure_capacity=False).requests
+    served = first["completed_at_s"].to_numpy(dtype=np.float64)
+    if np.isnan(served).all():
         raise FleetsimError(
-            f"{log.source}: the warm-up (each prompt served once before the run) did not complete every prompt in the "
-            "replayed setup; check it (--scenario, --set, --kv-blocks)"
+            f"{log.source}: the warm-up (each prompt served once before the run) served no prompt in the replayed setup "
+            f"(the first refused: {first['reject_reason'].dropna().iloc[0]}); check it (--scenario, --set, --kv-blocks)"
         )
     tick = sc.fleet.timeline_interval_s
-    shift = tick * math.ceil((float(served.max()) + WARM_GAP_S) / tick)  # (the timeline's ticks stay the run's)
+    gap = max(WARM_GAP_S, tick)  # (a tick's interval holds no warm-up work)
+    shift = tick * math.ceil((float(np.nanmax(served)) + gap) / tick)  # (the timeline's ticks stay the run's)
     run = trace.assign(arrival_at_s=trace["arrival_at_s"].to_numpy(dtype=np.float64) + shift, prefix_hash_ids=ids)
     both = pd.concat([warm, run], ignore_index=True)
     both.attrs = dict(trace.attrs)
@@ -492,6 +502,8 @@ def replay(sc: Scenario, log: RunLog, *, warm_prompts: bool = False) -> SimResul
     for col in req.columns:
         if col.endswith("_at_s"):
             req[col] = req[col] - shift
+    if "request_id" in req.columns:
+        req["request_id"] = req["request_id"] - n
     tl = result.timeline
     tl = tl[tl["t_s"].to_numpy() >= shift].reset_index(drop=True).copy()
     tl["t_s"] = tl["t_s"] - shift
@@ -517,6 +529,11 @@ def validate(
     if warm:
         notes = [n for n in notes if not n.startswith("prefix caching: on in the run")]
         notes.append("warm prompts: the run's prompts were served once before it, so their full blocks start in the prefix cache")
+        if series_of_kv(log):
+            notes.append(
+                "KV use: the replay's counts cached blocks no request holds; vLLM's (1 - free / total) does not, as its "
+                "free queue holds them"
+            )
     req = result.requests
     status = req["status"].astype(str).to_numpy()
     if not (status == "completed").any():  # nothing to compare: the replay's setup cannot serve the run
