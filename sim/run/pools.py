@@ -720,6 +720,7 @@ def build(
         entry.on_lost.append(link.prefill_lost)
         decode.on_lost.append(link.decode_lost)
         decode.on_exhausted.append(link.reject_waiting)
+        decode.held_elsewhere.append(link.n_waiting)
     for spec, pool in zip(specs, pools, strict=False):  # other GPU types the pool falls back to
         if feed and spec.fallback:
             check_fallback(log, specs, spec, rejected if pool is entry else {})

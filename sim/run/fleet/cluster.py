@@ -203,6 +203,10 @@ class Pool:
         self._retry_at: float | None = None  # when the waiting launches are next tried
         self.listeners: list[ReplicaListener] = []
         self.feeders: list[Feeder] = []  # lanes holding requests for this pool (registered at build)
+        # requests held for this pool elsewhere, counted as waiting for it (a disaggregated fleet's prefilled requests
+        # waiting for a decode replica: unseen, a decode pool scaled to zero by KPA cancelled each launch the link's
+        # activator made, the run never resolving)
+        self.held_elsewhere: list[Callable[[], int]] = []
         self._pump_due = False
         # this pool's slots not yet released, by id (in id order): a release is O(1), not a scan of a list (scaling a
         # pool of 100,000 replicas down was quadratic: minutes)
@@ -669,7 +673,7 @@ class Pool:
             for s in self._live.values()
             if s.state in (ReplicaState.READY, ReplicaState.DRAINING) and s.engine is not None
         ]
-        held_back = len(self.queue) + sum(f.n_queued for f in self.feeders)  # waiting for a replica (with room)
+        held_back = len(self.queue) + sum(f.n_queued for f in self.feeders) + sum(n() for n in self.held_elsewhere)
         in_flight = held_back + sum(e.n_outstanding for e in engines)
         waiting = held_back + sum(len(e.waiting) for e in engines)
         return Observation(

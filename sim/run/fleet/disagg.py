@@ -98,6 +98,10 @@ class Transfers:
             self.peak_waiting = len(self.waiting)
         self.pump_soon()
 
+    def n_waiting(self) -> int:
+        """Prefilled requests waiting for a decode replica with room (demand the decode pool's autoscaler sees)."""
+        return len(self.waiting)
+
     # --- dispatch ----------------------------------------------------------------------------------------------
     def freed(self, engine: Replica) -> None:
         """A decode replica may have more room (a resolution, a preemption, or it just became ready)."""

@@ -1,0 +1,31 @@
+"""Hostile inputs, round 12: a decode pool scaled from zero, a platform's GPU budget, calibrate's --out."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from sim.run.simulate import simulate
+from sim.scenario.config import parse_config
+from sim.workload import validate_frame
+
+
+def test_a_decode_pool_scaled_to_zero_by_kpa_sees_the_requests_waiting_for_it():
+    # (the prefilled requests waiting on the link were not the decode pool's demand: KPA cancelled each replica the
+    # link's activator launched, and the run went on for 2,000,000 autoscaler ticks, half a minute, before an error
+    # blaming the cold starts)
+    scenario = parse_config(
+        {
+            "model": "llama-3.1-8b",
+            "fleet": {
+                "gpu": "h100-sxm",
+                "mode": "disaggregated",
+                "decode": {"autoscaler": {"policy": "kpa", "min_replicas": 0, "max_replicas": 2, "initial_replicas": 0}},
+            },
+            "engine": {"step_time": {"kind": "constant", "prefill_s_per_token": 1e-4, "decode_step_s": 0.02}},
+        }
+    )
+    trace = validate_frame(
+        pd.DataFrame({"arrival_at_s": [0.0, 0.5, 1.0], "prompt_tokens": [50, 60, 70], "output_tokens": [5, 6, 7]})
+    )
+    requests = simulate(scenario, trace, measure_capacity=False).requests
+    assert (requests["status"] == "completed").all()
