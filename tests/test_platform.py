@@ -239,6 +239,10 @@ def test_a_deployment_no_request_is_for_is_billed_all_the_same():
         ({"gpu_budget": {"h100": 2}}, "gpu_budget.h100-sxm: 2 GPUs cannot hold deployment 'chat'"),
         ({"gpu_budget": {"h200x": 4}}, "gpu_budget.h200x: unknown gpu 'h200x'"),
         ({"gpu_budget": {"h100": 0}}, "gpu_budget.h100: must be an integer in [1,"),
+        # (the two counts were added up: a budget of 6, not 4 or 2)
+        ({"gpu_budget": {"h100": 4, "H100-SXM": 2}}, "GPU 'h100-sxm' is given twice (as 'H100-SXM' and 'h100')"),
+        # (a budget of a GPU nobody runs on was ignored: the deployments ran without one)
+        ({"gpu_budget": {"a100-80gb": 8}}, "gpu_budget.a100-80gb: no deployment runs on a100-80gb (they run on h100-sxm)"),
         (
             {"deployments": [{"name": "a", "model": "llama-3.1-8b"}, {"name": "b", "model": "qwen2.5-7b", "serves": ["a"]}]},
             "the model name 'a' is served by both 'a' and 'b'",

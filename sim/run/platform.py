@@ -92,12 +92,22 @@ def budget_limits(scenario: Scenario, deployments: list[Deployment], base_dir: P
     extra = _relative(scenario.gpu_catalog, base_dir) if scenario.gpu_catalog else None
     catalog = load_gpu_catalog(extra)
     limits: dict[str, int] = {}
+    given_as: dict[str, str] = {}
     for given, n in scenario.gpu_budget.items():
         try:
             name = catalog.get(given).name
         except FleetsimError as err:
             raise FleetsimError(f"gpu_budget.{given}: {err}") from None
-        limits[name] = limits.get(name, 0) + n
+        if name in limits:  # (an alias and the catalog name, or two cases of it: their counts were added up)
+            raise FleetsimError(f"gpu_budget.{given}: GPU {name!r} is given twice (as {given_as[name]!r} and {given!r})")
+        limits[name], given_as[name] = n, given
+    used = {gpu.setup.gpu.name for d in deployments for spec in d.specs for gpu in (spec, *spec.fallback)}
+    for name, given in given_as.items():
+        if name not in used:  # (a typo for the GPU the deployments run on: they ran without a budget, silently)
+            raise FleetsimError(
+                f"gpu_budget.{given}: no deployment runs on {name} (they run on {', '.join(sorted(used))}); a budget "
+                "limits the GPUs of the deployments' fleets (fleet.gpu, fleet.capacity.fallback)"
+            )
 
     def floor(d: Deployment, serving: bool = False) -> dict[str, int]:
         """GPUs a deployment holds at its fewest (its pools' minimum replicas, reserved ones included), by type;
