@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
+import pytest
 
 from sim.run.simulate import simulate
 from sim.scenario.config import parse_config
 from sim.workload import validate_frame
+from tests.conftest import one_line_error
+
+STEPS = Path(__file__).resolve().parents[1] / "benchmarks" / "steptimes" / "aisimulate-vllm0.24_h100-sxm_llama-3.1-8b_tp1.csv"
 
 
 def test_a_decode_pool_scaled_to_zero_by_kpa_sees_the_requests_waiting_for_it():
@@ -29,3 +35,15 @@ def test_a_decode_pool_scaled_to_zero_by_kpa_sees_the_requests_waiting_for_it():
     )
     requests = simulate(scenario, trace, measure_capacity=False).requests
     assert (requests["status"] == "completed").all()
+
+
+@pytest.mark.parametrize("name", ["fit.json", "fit"])
+def test_calibrate_out_is_a_yaml_file_a_scenario_can_name(tmp_path, name):
+    # (`--out fit.json` wrote the block and said "use it as `roofline: {preset: fit.json}`", which a scenario then refused
+    # as an unknown bundled preset: a preset file is told from a preset's name by its .yaml or .yml)
+    out = tmp_path / name
+    one_line_error(
+        ["calibrate", str(STEPS), "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--out", str(out)],
+        f"--out {out}: the file name must end in .yaml or .yml",
+    )
+    assert not out.exists()

@@ -93,12 +93,7 @@ def calibrate(
     if unknown:
         raise FleetsimError(f"--fix: unknown parameter {unknown[0]!r}; valid: {', '.join(PARAMS)}")
     if out is not None:
-        check_out_file(out, "--out")
-        if out.exists() and not force and not _written_by_calibrate(out):
-            raise FleetsimError(
-                f"--out {out}: the file exists and fleetsim calibrate did not write it; pick another name, "
-                "or pass --force to replace it"
-            )
+        _check_out(out, force)
     spec = resolve_model(model, load_model_catalog())
     gpus = load_gpu_catalog(gpu_catalog)
     gpu_spec = gpus.get(gpu)
@@ -189,6 +184,21 @@ def calibrate(
 HEADER = "# fleetsim calibrate "  # the first line of every --out file this command writes
 
 
+def _check_out(out: Path, force: bool) -> None:
+    """--out: a YAML file name (the block is used as `roofline: {preset: NAME}`, and a preset file is told from a
+    bundled preset's name by its .yaml or .yml: `x.json` was written, then refused as an unknown preset), in a folder
+    that can be written, not a file calibrate did not write (unless --force)."""
+    check_out_file(out, "--out")
+    if out.suffix.lower() not in (".yaml", ".yml"):
+        raise FleetsimError(
+            f"--out {out}: the file name must end in .yaml or .yml (a scenario reads it as roofline: {{preset: {out.stem}.yaml}})"
+        )
+    if out.exists() and not force and not _written_by_calibrate(out):
+        raise FleetsimError(
+            f"--out {out}: the file exists and fleetsim calibrate did not write it; pick another name, or pass --force to replace it"
+        )
+
+
 def _calibrate_run_log(
     path: Path,
     layout: str,
@@ -207,11 +217,7 @@ def _calibrate_run_log(
     from sim.yaml_input import check_kind, read_yaml
 
     if out is not None:
-        check_out_file(out, "--out")
-        if out.exists() and not force and not _written_by_calibrate(out):
-            raise FleetsimError(
-                f"--out {out}: the file exists and fleetsim calibrate did not write it; pick another name, or pass --force to replace it"
-            )
+        _check_out(out, force)
     log = read_run_log(path, layout="auto" if layout == "auto" else layout)
     raw, base_dir = None, None
     if scenario is not None:
