@@ -47,3 +47,18 @@ def test_calibrate_out_is_a_yaml_file_a_scenario_can_name(tmp_path, name):
         f"--out {out}: the file name must end in .yaml or .yml",
     )
     assert not out.exists()
+
+
+def test_a_generated_trace_cannot_span_past_what_a_trace_may_hold(tmp_path):
+    # (`trace gen --rate 1e-300 --requests 10` wrote arrivals 1e300 s apart, with a numpy overflow warning, a file every
+    # reader then refused; in a scenario the run was refused for the timeline samples it needed, a 300-digit number)
+    out = tmp_path / "g.csv"
+    one_line_error(
+        ["trace", "gen", "--rate", "1e-300", "--requests", "10", "--out", str(out)],
+        "n_requests=10 at 1e-300 requests/s (the process's peak) span at least 1e+301 s, past the 1e+12 s a trace may",
+    )
+    one_line_error(
+        ["trace", "gen", "--rate", "1e-12", "--duration-s", "1e13", "--out", str(out)],
+        "duration_s: Input should be less than or equal to 1000000000000",
+    )
+    assert not out.exists()

@@ -133,7 +133,7 @@ class SyntheticSpec(Frozen):
     arrivals: Arrivals
     prompt_tokens: Lengths
     output_tokens: Lengths
-    duration_s: float | None = Field(default=None, gt=0)
+    duration_s: float | None = Field(default=None, gt=0, le=MAX_TIME_S)
     n_requests: int | None = Field(default=None, ge=1)
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)  # None: 0, or the scenario's seed inside a scenario
     max_context: int | None = Field(default=None, ge=2, le=MAX_TOKENS)  # clip each request into this context
@@ -146,6 +146,14 @@ class SyntheticSpec(Frozen):
         if self.n_requests is not None and self.n_requests > MAX_REQUESTS:
             raise ValueError(f"n_requests must be <= {MAX_REQUESTS:,} (got {self.n_requests:,})")
         arrivals = self.arrivals
+        if self.n_requests is not None and self.n_requests / peak_rate_per_s(arrivals) > MAX_TIME_S:
+            # (a rate of 1e-300: arrivals 1e300 s apart, written by `trace gen` and refused by every reader, or a run
+            # refused for the timeline samples its span needs, a 300-digit number)
+            span = self.n_requests / peak_rate_per_s(arrivals)
+            raise ValueError(
+                f"n_requests={self.n_requests:,} at {peak_rate_per_s(arrivals):.3g} requests/s (the process's peak) span at "
+                f"least {span:.3g} s, past the {MAX_TIME_S:g} s a trace may; raise the rate or lower n_requests"
+            )
         if self.n_requests is not None and isinstance(arrivals, Diurnal) and arrivals.rate_table is None:
             # (the sinusoid's horizon is 4 n / rate + a period: a period of 1e300 s asks numpy for 1e300 draws)
             expected = peak_rate_per_s(arrivals) * (4.0 * self.n_requests / arrivals.mean_rate_per_s + arrivals.period_s)
