@@ -291,10 +291,11 @@ def scenarios(draw):
     fleet: dict[str, Any] = {"gpu": draw(st.sampled_from(GPUS)), "tp": draw(st.sampled_from([1, 2, 4, 8])), "autoscaler": auto}
     if auto["policy"] == "kpa" and draw(st.booleans()):
         fleet["max_outstanding_per_replica"] = draw(st.integers(1, 512))
+    seqs = draw(st.integers(1, 1024))
     engine = {
         "policy": draw(st.sampled_from(["chunked", "prefill_first"])),
-        "max_num_seqs": draw(st.integers(1, 1024)),
-        "max_num_batched_tokens": draw(st.none() | st.integers(16, 65_536)),
+        "max_num_seqs": seqs,
+        "max_num_batched_tokens": draw(st.none() | st.integers(max(16, seqs), 65_536)),  # (vLLM: >= max_num_seqs)
         "block_size": draw(st.sampled_from([8, 16, 32])),
         "num_gpu_blocks_override": draw(st.none() | st.integers(1, 100_000)),
         "prefix_caching": draw(st.booleans()),
@@ -362,6 +363,9 @@ def test_export_refuses_what_it_cannot_write(tmp_path):
         export_manifests(sched)
     with pytest.raises(FleetsimError, match="no Kubernetes node label"):
         export_manifests(parse_config({**base, "fleet": {"gpu": "nonexistent"}}))
+    small = parse_config({**base, "engine": {"max_num_seqs": 256, "max_num_batched_tokens": 128}})
+    with pytest.raises(FleetsimError, match=r"max_num_batched_tokens 128 is below engine\.max_num_seqs 256: vLLM refuses"):
+        export_manifests(small)  # (simulated as given; the manifest would not start)
     src = tmp_path / "s.yaml"
     src.write_text(yaml.safe_dump(base))
     r = runner.invoke(app, ["export", str(src), "--name", "Bad_Name", "--out", str(tmp_path / "o.yaml")])

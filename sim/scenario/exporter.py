@@ -193,7 +193,12 @@ def export_manifests(sc: Scenario, *, name: str = "llm") -> tuple[list[dict[str,
         raise FleetsimError(f"fleet.gpu {fleet.gpu!r}: no Kubernetes node label is known for it")
     values = {k: v for k, v in scenario_keys(sc).items() if v is not None}
     # the batched-token budget fleetsim runs with (its default differs from vLLM's): always written
-    values["engine.max_num_batched_tokens"] = sc.engine.batched_tokens(spec.max_context_tokens)
+    values["engine.max_num_batched_tokens"] = budget = sc.engine.batched_tokens(spec.max_context_tokens)
+    if budget < sc.engine.max_num_seqs:  # (vLLM's SchedulerConfig refuses it: the server would not start)
+        raise FleetsimError(
+            f"engine.max_num_batched_tokens {budget} is below engine.max_num_seqs {sc.engine.max_num_seqs}: vLLM refuses "
+            "to start with a token budget smaller than its batch (it must be >= max_num_seqs); raise it or lower max_num_seqs"
+        )
     container = {
         "name": "vllm",
         "image": IMAGE,
