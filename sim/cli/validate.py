@@ -51,6 +51,13 @@ def validate(
     by_arrival: Annotated[
         int, typer.Option(help="Also compare mean TTFT, TPOT and E2E over this many groups of requests in arrival order.")
     ] = 0,
+    by_batch: Annotated[
+        int,
+        typer.Option(
+            help="Also compare mean TPOT over this many groups of the requests by the batch they decoded in, with the "
+            "difference a running request a step."
+        ),
+    ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
     """Replay a real run's requests on its setup and compare TTFT, TPOT, ITL and E2E with the measured ones."""
@@ -67,6 +74,8 @@ def validate(
         check_out_file(plot, "--plot")
     if by_arrival < 0:
         raise FleetsimError(f"--by-arrival: groups must be >= 1, or 0 for none (got {by_arrival})")
+    if by_batch < 0:
+        raise FleetsimError(f"--by-batch: groups must be >= 1, or 0 for none (got {by_batch})")
     log = read_run_log(run_log, layout=layout, columns=_columns(columns), time_unit=time_unit)
     if by_arrival > len(log.trace):
         raise FleetsimError(
@@ -110,6 +119,15 @@ def validate(
 
         assert cmp.result is not None
         groups = arrival_groups(log, cmp.result, by_arrival)
+    batches = None
+    if by_batch:
+        from sim.studies.validate import by_batch as batch_groups
+
+        assert cmp.result is not None
+        try:
+            batches = batch_groups(log, cmp.result, by_batch)
+        except FleetsimError as refused:
+            raise FleetsimError(f"--by-batch: {str(refused).removeprefix('by batch: ')} ({log.source})") from None
     if plot is not None:
         _write_plot(plot, log, cmp)
     summary = {
@@ -125,6 +143,8 @@ def validate(
     }
     if groups is not None:
         summary["by_arrival"] = groups
+    if batches is not None:
+        summary["by_batch"] = batches
     if as_json:
         emit_json(summary)
         return
@@ -157,6 +177,19 @@ def validate(
             e2e_err = "-" if e2e is None or e2e["error"] is None else f"{e2e['error']:+.1%}"
             span = f"{g['from_s']:.1f}-{g['to_s']:.1f} s"
             typer.echo(f"    {span:<20}{g['requests']:>8}   {cells[0]:<36}  {cells[1]:<36}  {e2e_err:>9}")
+    if batches is not None:
+        typer.echo(
+            f"    {'by decode batch':<20}{'requests':>8}   {'batch real / fleetsim':<22}  {'TPOT real / fleetsim / error':<36}  a running request a step"
+        )
+        for g in batches:
+            span = f"{g['from_batch']:.1f}-{g['to_batch']:.1f}"
+            sim_b = "-" if g["batch"]["sim"] is None else f"{g['batch']['sim']:.1f}"
+            t = g["tpot"]
+            err = "-" if t["error"] is None else f"{t['error']:+.1%}"
+            cell = f"{_ms(t['real_s'])} / {_ms(t['sim_s'])} / {err}"
+            batch = f"{g['batch']['real']:.1f} / {sim_b}"
+            gap = f"{g['gap_per_running_s'] * 1e6:+,.0f} µs"
+            typer.echo(f"    {span:<20}{g['requests']:>8}   {batch:<22}  {cell:<36}  {gap:>10}")
     for note in cmp.notes:
         typer.echo(f"  note: {note}")
     if plot is not None:

@@ -408,6 +408,66 @@ def by_arrival(log: RunLog, result: SimResult, bins: int) -> list[dict[str, Any]
     return out
 
 
+def decode_concurrency(arrival: np.ndarray, ttft: np.ndarray, e2e: np.ndarray) -> np.ndarray:
+    """Each request's time-weighted mean count of requests decoding (between their first and last tokens, itself
+    included) over its own decode, from the requests' instants alone (a log without per-step batch sizes has them);
+    NaN where it has no decode (one output token, or not completed)."""
+    first, last = arrival + ttft, arrival + e2e
+    ok = np.isfinite(first) & np.isfinite(last) & (last > first)
+    out = np.full(len(arrival), np.nan)
+    if not ok.any():
+        return out
+    a, b = first[ok], last[ok]
+    times = np.concatenate([a, b])
+    order = np.argsort(times, kind="stable")
+    t = times[order]
+    count = np.cumsum(np.concatenate([np.ones(a.size), -np.ones(b.size)])[order])  # decoding just after each instant
+    area = np.concatenate([[0.0], np.cumsum(np.diff(t) * count[:-1])])  # its integral from the first instant to each
+
+    def integral(x: np.ndarray) -> np.ndarray:
+        k = np.searchsorted(t, x, side="right") - 1  # (the last instant at or before x: every event there counted)
+        got: np.ndarray = area[k] + count[k] * (x - t[k])
+        return got
+
+    out[ok] = (integral(b) - integral(a)) / (b - a)
+    return out
+
+
+def by_batch(log: RunLog, result: SimResult, bins: int) -> list[dict[str, Any]]:
+    """Mean TPOT, measured and replayed, over `bins` groups of the requests by the batch they decoded in (the mean
+    count of requests decoding alongside each, measured: `decode_concurrency`; as equal in size as they split), and
+    the difference a running request a step: (measured - replayed TPOT) / the group's mean batch. A cost the replay
+    misses for each running request (host work, say) reads as a steady figure there, a fixed one per step as a
+    falling one."""
+    real, sim = measured(log), per_request(result)
+    arrival = log.trace["arrival_at_s"].to_numpy(dtype=np.float64)
+    batch_real = decode_concurrency(arrival, real["ttft"], real["e2e"])
+    sim_arrival = result.requests["arrival_at_s"].to_numpy(dtype=np.float64)
+    batch_sim = decode_concurrency(sim_arrival, sim["ttft"], sim["e2e"])
+    eligible = np.flatnonzero(np.isfinite(batch_real) & np.isfinite(real["tpot"]) & np.isfinite(sim["tpot"]))
+    if not 1 <= bins <= eligible.size:
+        raise FleetsimError(
+            f"by batch: {bins} groups of {eligible.size} requests that decoded in the run and the replay (1 to one a request)"
+        )
+    order = eligible[np.argsort(batch_real[eligible], kind="stable")]
+    out = []
+    for idx in np.array_split(order, bins):
+        r_tpot, s_tpot = float(np.mean(real["tpot"][idx])), float(np.mean(sim["tpot"][idx]))
+        b_real = float(np.mean(batch_real[idx]))
+        s_batch = batch_sim[idx]
+        out.append(
+            {
+                "from_batch": float(batch_real[idx[0]]),
+                "to_batch": float(batch_real[idx[-1]]),
+                "requests": int(idx.size),
+                "batch": {"real": b_real, "sim": float(np.nanmean(s_batch)) if np.isfinite(s_batch).any() else None},
+                "tpot": {"real_s": r_tpot, "sim_s": s_tpot, "error": _relative(s_tpot, r_tpot)},
+                "gap_per_running_s": (r_tpot - s_tpot) / b_real,
+            }
+        )
+    return out
+
+
 def _relative(sim: float, real: float) -> float | None:
     """sim / real - 1; None where it is no number (a real figure of 0, or one so small the ratio overflows)."""
     if not real > 0:
