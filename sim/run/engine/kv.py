@@ -249,7 +249,7 @@ class PrefixCachingKv(BlockKv):
         bs, pad = limits.block_size, limits.window_blocks
         running = min(-(-budget // bs), n_running * -(-min(budget, cap) // bs)) + n_running
         room = self.n_blocks - self.used + cache.evictable_blocks - held[1] - limits.watermark_blocks - running
-        head = waiting[0] if waiting else None
+        head = waiting[0]  # (`plan` matches only a non-empty queue)
         matched: list[Seq] = []
         for seq in waiting:
             if slots <= 0 or budget <= 0:  # pragma: no mutate (budget < 0: one more matched, not admitted, given back)

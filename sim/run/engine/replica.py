@@ -504,11 +504,11 @@ class Replica:
     def _plan(self, free: int, reserve: int = 0) -> Batch:
         """The next step's batch, given `free` blocks, `reserve` of them not for admissions."""
         group, limits = self.group, self.limits
-        hold = self._holding
-        if hold is not None and (self.running or group.n):  # async scheduling: seats and blocks given back this instant
-            if self.waiting:
-                limits = replace(limits, max_num_seqs=limits.max_num_seqs - hold[0])
-            free = max(0, free - hold[1])
+        if self._holding is not None:  # async scheduling: seats and blocks given back this instant (`held_for_plan`)
+            seats, blocks = self.held_for_plan
+            if seats:
+                limits = replace(limits, max_num_seqs=limits.max_num_seqs - seats)
+            free = max(0, free - blocks)
         if group.n:
             waiting = self.waiting
             batch = self.policy.plan(waiting, self.running, group.n, group.next_step_blocks, free, limits, reserve)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from mypy_extensions import mypyc_attr
 
@@ -253,6 +253,15 @@ def linear_runs(model: StepTimeModel) -> LinearRuns | None:
     return None
 
 
+def _remember(memo: dict[Any, Any], key: Any, value: Any) -> Any:
+    """Store `value` under `key` in a bounded memo of pure values (emptied when it holds `GROUP_MEMO`: a long run meets
+    ever more DP-group token counts) and return it."""
+    if len(memo) >= GROUP_MEMO:
+        memo.clear()
+    memo[key] = value
+    return value
+
+
 class RooflineStepTime:
     """The roofline as a step-time model; decode-run coefficients are memoized per batch size."""
 
@@ -320,10 +329,7 @@ class RooflineStepTime:
             key = (n, group_tokens)
             terms = self._group_terms.get(key)
             if terms is None:
-                terms = self._terms(n, group_tokens)
-                if len(self._group_terms) >= GROUP_MEMO:  # (pure values: a bounded memo, however long the run)
-                    self._group_terms.clear()
-                self._group_terms[key] = terms
+                terms = _remember(self._group_terms, key, self._terms(n, group_tokens))
         flops, weight_bytes, comm, hot, time_weight_bytes = terms
         if self._share:
             attention_pairs, kv_read_tokens = windowed(
@@ -367,9 +373,7 @@ class RooflineStepTime:
             return self.setup.comm_s(n, group_tokens)
         c = self._group_comm.get(group_tokens)
         if c is None:
-            if len(self._group_comm) >= GROUP_MEMO:
-                self._group_comm.clear()
-            c = self._group_comm[group_tokens] = self.setup.comm_s(n, group_tokens)
+            c = _remember(self._group_comm, group_tokens, self.setup.comm_s(n, group_tokens))
         return c
 
     def _experts_s(self, n: int, group_tokens: int | None) -> float:
@@ -380,9 +384,7 @@ class RooflineStepTime:
             return experts_s(self.setup, n, group_tokens)
         t = self._group_experts.get(group_tokens)
         if t is None:
-            if len(self._group_experts) >= GROUP_MEMO:
-                self._group_experts.clear()
-            t = self._group_experts[group_tokens] = experts_s(self.setup, n, group_tokens)
+            t = _remember(self._group_experts, group_tokens, experts_s(self.setup, n, group_tokens))
         return t
 
     def _weight_bytes(self, n: int, group_tokens: int | None) -> float:
@@ -392,9 +394,7 @@ class RooflineStepTime:
                 return weight_bytes_read(self.setup, n)
             w = self._solo_weights.get(n)
             if w is None:
-                if len(self._solo_weights) >= GROUP_MEMO:
-                    self._solo_weights.clear()
-                w = self._solo_weights[n] = weight_bytes_read(self.setup, n)
+                w = _remember(self._solo_weights, n, weight_bytes_read(self.setup, n))
             return w
         w = self._group_weights.get(group_tokens)
         if w is None:
@@ -486,10 +486,7 @@ class RooflineStepTime:
         key = (n_seqs, group_tokens)
         terms = self._group_batch.get(key)
         if terms is None:
-            terms = self._batch(n_seqs, group_tokens)
-            if len(self._group_batch) >= GROUP_MEMO:  # (see `step`)
-                self._group_batch.clear()
-            self._group_batch[key] = terms
+            terms = _remember(self._group_batch, key, self._batch(n_seqs, group_tokens))
         return terms
 
     def _batch(self, n_seqs: int, group_tokens: int | None) -> tuple[float, float, float]:
