@@ -129,14 +129,20 @@ def _text(d: dict[str, Any], key: str, where: str) -> str | None:
     return v
 
 
+def _cache_section(meta: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """meta.json's cache configuration (`kv_cache`, else `resolved_config.cache_config`) and where it was read."""
+    if meta.get("kv_cache"):
+        return _section(meta, "kv_cache", ""), "kv_cache."
+    return _section(_section(meta, "resolved_config", ""), "cache_config", "resolved_config."), "resolved_config.cache_config."
+
+
 def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """A scenario dict for one replica of the run's setup, and notes on what was not mapped. Each field it reads is
     checked for its type (a bad one is named, as `meta.json engine_kwargs.tensor_parallel_size`)."""
     kw = _section(meta, "engine_kwargs", "")
     resolved = _section(meta, "resolved_config", "")
     sched = _section(resolved, "scheduler_config", "resolved_config.")
-    cache_where = "kv_cache." if meta.get("kv_cache") else "resolved_config.cache_config."  # (the section read below)
-    cache = _section(meta, "kv_cache", "") or _section(resolved, "cache_config", "resolved_config.")
+    cache, cache_where = _cache_section(meta)
     hardware = _section(meta, "hardware", "")
     model_config = _section(resolved, "model_config", "resolved_config.")
     notes: list[str] = []
@@ -492,10 +498,7 @@ def prompts_served_before(meta: dict[str, Any] | None) -> bool:
     """meta.json's `benchmark.prompts_served_before`: the server had served these same prompts just before the run
     (a benchmark sweeping request rates on one server sends one prompt set at each), so their KV sat in its prefix
     cache when the run began. False when absent."""
-    if not meta or "benchmark" not in meta:
-        return False
-    got = _flag(_section(meta, "benchmark", ""), "prompts_served_before", "benchmark.")
-    return bool(got)
+    return bool(_flag(_section(meta or {}, "benchmark", ""), "prompts_served_before", "benchmark."))
 
 
 def series_of_kv(log: RunLog) -> bool:
@@ -506,8 +509,7 @@ def series_of_kv(log: RunLog) -> bool:
 
 def _run_prefix_caching(meta: dict[str, Any]) -> tuple[bool | None, str]:
     """Whether the run had prefix caching on (None: not said), and where meta.json says it."""
-    where = "kv_cache." if meta.get("kv_cache") else "resolved_config.cache_config."
-    cache = _section(meta, "kv_cache", "") or _section(_section(meta, "resolved_config", ""), "cache_config", "resolved_config.")
+    cache, where = _cache_section(meta)
     got = _flag(cache, "enable_prefix_caching", where)
     if got is None:
         where = "engine_kwargs."
