@@ -39,11 +39,7 @@ def roofline_report(
     draft_cost: float | None = None,  # mtp: a draft token's share of a target decode step (None: the default)
 ) -> dict[str, Any]:
     model, gpu = setup.model, setup.gpu
-    ring = (
-        setup.across_nodes(setup.tp)
-        if setup.tp > setup.gpus_per_node
-        else (gpu.group_collective_bw_bytes_per_s(setup.tp), gpu.allreduce_latency_s)
-    )
+    ring = setup.allreduce_link()
     fit_ctx = fit_context_tokens or min(4096, model.max_context_tokens)
     prompt_rate = prompt_tokens_per_s(setup, prompt_tokens=prompt_tokens)
     decode_rate = {b: decode_tokens_per_s(setup, batch=b, context_tokens=context_tokens) for b in batches}

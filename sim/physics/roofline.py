@@ -207,8 +207,15 @@ class RooflineSetup:
         NCCL's inter-node ring/tree, alpha-beta)."""
         if self.tp <= self.gpus_per_node:
             return allreduce_time_s(self.gpu, tp=self.tp, n_bytes=n_bytes)
-        bw, lat = self.across_nodes(self.tp)
+        bw, lat = self.allreduce_link()
         return lat + 2 * (self.tp - 1) / self.tp * n_bytes / bw
+
+    def allreduce_link(self) -> tuple[float, float]:
+        """(bus bytes/s, latency s) the TP group's all-reduces are priced at (`allreduce_s`): the node's link, or across
+        nodes the ring's slowest (`across_nodes`)."""
+        if self.tp <= self.gpus_per_node:
+            return self.gpu.group_collective_bw_bytes_per_s(self.tp), self.gpu.allreduce_latency_s
+        return self.across_nodes(self.tp)
 
     @property
     def peak_flops_per_s(self) -> float:
