@@ -247,9 +247,9 @@ class PrefixCachingKv(BlockKv):
         # request ahead of it (the rest of its prompt) could take this step; else it hits only entries already
         # pinned (prefixes in use), so its pins never take room a request ahead needs.
         bs, pad = limits.block_size, limits.window_blocks
-        running = min(-(-budget // bs), n_running * -(-min(budget, cap) // bs)) + n_running
-        room = self.n_blocks - self.used + cache.evictable_blocks - held[1] - limits.watermark_blocks - running
         head = waiting[0]  # (`plan` matches only a non-empty queue)
+        room: int | None = None  # (worked out once a candidate behind the head is matched, the head's hits out of it)
+        spent = 0  # blocks the candidates may take: the rest of their prompts, and the hits of those behind the head
         matched: list[Seq] = []
         for seq in waiting:
             if slots <= 0 or budget <= 0:  # pragma: no mutate (budget < 0: one more matched, not admitted, given back)
@@ -258,20 +258,26 @@ class PrefixCachingKv(BlockKv):
             hashes = seq.hashes
             if seq.pins is None and hashes is not None:
                 limit = self.hit_limit(seq, limits)
-                before = cache.evictable_blocks
-                m, seq.pins = cache.pin_match(hashes, limit, pinned_only=room < 0 and seq is not head)
-                took = before - cache.evictable_blocks  # evictable blocks its pins took out of the pool
-                if took and seq is not head and room - took < 0:  # its hits would take room a request ahead needs
-                    cache.unpin(seq.pins)
-                    m, seq.pins = cache.pin_match(hashes, limit, pinned_only=True)
-                    took = 0
-                room -= took
+                if seq is head:
+                    m, seq.pins = cache.pin_match(hashes, limit)
+                else:
+                    before = cache.evictable_blocks
+                    if room is None:
+                        full = limits.max_num_batched_tokens
+                        running = min(-(-full // bs), n_running * -(-min(full, cap) // bs)) + n_running
+                        room = self.n_blocks - self.used + before - held[1] - limits.watermark_blocks - running
+                    left = room - spent
+                    m, seq.pins = cache.pin_match(hashes, limit, pinned_only=left < 0)
+                    if left - (before - cache.evictable_blocks) < 0 <= left:  # its hits would take room one ahead needs
+                        cache.unpin(seq.pins)
+                        m, seq.pins = cache.pin_match(hashes, limit, pinned_only=True)
+                    spent += before - cache.evictable_blocks  # evictable blocks its pins took out of the pool
                 seq.computed = m * t
                 seq.blocks = seq.shared = m * epb
                 matched.append(seq)
             pending = seq.prompt_tokens + seq.generated - seq.computed
             budget -= min(pending, cap)
-            room -= -(-pending // bs) + 1 + pad
+            spent += -(-pending // bs) + 1 + pad
         return matched
 
     def hit_limit(self, seq: RequestView, limits: Limits) -> int:
