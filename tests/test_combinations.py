@@ -1,7 +1,7 @@
 """Every feature with every other (hypothesis): colocated or disaggregated x batch jobs (none, backfilled, a
 dedicated pool; with or without the guard) x prefix caching x speculative decoding x LoRA adapters (not with speculation:
 refused) x every router x every
-autoscaler x the router's cap x sleep mode x a max_model_len, on random traces; and platforms of 1-3 such deployments on one GPU budget. On each: requests conserved; every token the engine emitted
+autoscaler x the router's cap x sleep mode x a max_model_len x a host cost a scheduled sequence, on random traces; and platforms of 1-3 such deployments on one GPU budget. On each: requests conserved; every token the engine emitted
 accounted for (the gap record holds one gap per token after a request's first, counted by the engine, not copied
 from the trace); every replica's KV blocks back to zero (or to its cache's unpinned entries) and nothing held for a
 transfer; GPU-seconds billed = the replicas' lives recomputed from their instants; and the fast-forwarded engine
@@ -218,6 +218,7 @@ def scenario(draw: dict, fast_forward: bool) -> dict:
         "roofline": {
             "logits": draw["logits"],
             "kv_memory": draw["kv_memory"],
+            "seq_overhead_s": draw.get("host", 0.0),
         },  # (the blocks are given: sizing is built, not used)
     }
     if draw["batch"] != "none":
@@ -312,6 +313,7 @@ DRAW = st.fixed_dictionaries(
         # vLLM's --disable-hybrid-kv-cache-manager (None: its default, off in disaggregated pools; with gpt-oss: a
         # sliding-window layer's KV kept whole or held apart)
         "hybrid_off": st.sampled_from([None, False, True]),
+        "host": st.sampled_from([0.0, 2e-4]),  # host seconds a scheduled sequence a step (`roofline.seq_overhead_s`)
     }
 )
 

@@ -256,6 +256,7 @@ def test_a_verify_step_asks_the_target_for_k_more_tokens_and_their_attention_pai
             decode_context_tokens=0,
             logit_tokens=None,
             decode_pairs=None,
+            seqs=None,
         ):
             calls.append(
                 (
@@ -266,14 +267,16 @@ def test_a_verify_step_asks_the_target_for_k_more_tokens_and_their_attention_pai
                     decode_context_tokens,
                     logit_tokens,
                     decode_pairs,
+                    seqs,
                 )
             )
             return 0.25, 1.0, 2.0
 
     model = SpeculativeStepTime(Target(), None, method="ngram", k=4, draft_cost=0.0)
-    # 7 prompt tokens of one prompt (pairs 30) and two decoders with contexts 100 and 200 (decode pairs 302)
+    # 7 prompt tokens of one prompt (pairs 30) and two decoders with contexts 100 and 200 (decode pairs 302); the step
+    # schedules 3 sequences (a host cost a sequence counts them, not the verify's 11 logit positions)
     assert model.step(7, 2, 30 + 302, 300, 300, 1 + 2) == (0.25, 1.0, 2.0)
-    assert calls == [(7 + 2 * 4, 2, 30 + 5 * 300 + 2 * 15, 300, 300, 1 + 2 * 5, 5 * 300 + 2 * 15)]
+    assert calls == [(7 + 2 * 4, 2, 30 + 5 * 300 + 2 * 15, 300, 300, 1 + 2 * 5, 5 * 300 + 2 * 15, 3)]
 
 
 def test_the_replica_record_counts_each_fast_forwarded_run(monkeypatch):

@@ -92,6 +92,7 @@ def roofline_report(
             "attention": setup.attention,
             "comm": setup.comm,
             "step_overhead_s": setup.step_overhead_s,
+            "seq_overhead_s": setup.seq_overhead_s,
             "layer_overhead_s": setup.layer_overhead_s,
             "overlap": setup.overlap,
             # what the replica's all-reduce is priced at: the node's link, or across nodes its ring's slowest link
@@ -185,8 +186,9 @@ def render_text(r: dict[str, Any]) -> str:
             if a["comm"] and r["tp"] > a["gpus_per_node"]
             else ""
         )
-        + f"; overhead {a['layer_overhead_s'] * 1e6:g} us per layer + {a['step_overhead_s'] * 1e3:g} ms per step;"
-        f" compute/memory overlap {a['overlap']:g}",
+        + f"; overhead {a['layer_overhead_s'] * 1e6:g} us per layer + {a['step_overhead_s'] * 1e3:g} ms per step"
+        + (f" + {a['seq_overhead_s'] * 1e6:g} us per scheduled sequence (host)" if a["seq_overhead_s"] else "")
+        + f"; compute/memory overlap {a['overlap']:g}",
         f"  price ${r['usd_per_replica_hour']:.2f}/h for the replica (${a['usd_per_gpu_hour']:g}/GPU-h: {a['price_source']}"
         + (f", {a['price_as_of']})" if a["price_as_of"] else ")")
         if r["usd_per_replica_hour"] is not None

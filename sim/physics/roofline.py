@@ -8,6 +8,7 @@ For one step of a replica of `tp` GPUs that processes `n_tokens` new tokens:
               + KV bytes/token * (kv_read_tokens + n_tokens)        [reads + writes]
     C, M    = flops / (tp * F), bytes / (tp * B)
     time    = max(C, M) + (1 - overlap) * min(C, M) + comm + n_layers * layer_overhead_s + step_overhead_s
+              + scheduled sequences * seq_overhead_s
               [MoE: C, M without the routed experts, whose own max(Ce, Me) + (1 - overlap) min(Ce, Me) is added]
 
 with F, B the per-GPU *effective* FLOP/s and bytes/s (peak x mfu, peak x mbu). `attention_pairs`
@@ -18,6 +19,8 @@ bytes over the link). `overlap` is the share of the shorter of compute and memor
 the longer: 1 is a perfect roofline (the max), 0 runs them back to back; real kernels sit between (near
 the crossover a decode step is a third slower than the max). `layer_overhead_s` is the floor a roofline of
 FLOPs and bytes does not see: kernel launches, norms, rotary embedding, the KV-cache write, sampling.
+`step_overhead_s` and `seq_overhead_s` are host time the GPU waits for, a step's and each scheduled sequence's
+(a synchronous engine loop's scheduling, input preparation and output processing; docs/steptime.md).
 With attention, comm and both overheads off and overlap 1 this is exactly the seed article's arithmetic
 (see SEED.md and tests). Where the defaults come from and how accurate they are: docs/steptime.md.
 
@@ -63,6 +66,9 @@ class RooflineSetup:
     comm: bool = True
     logits_sampled_only: bool = True  # the LM head only at sampled positions (False: every token, the seed's arithmetic)
     step_overhead_s: float = 0.0
+    # host seconds a step per sequence it schedules, which the GPU waits for (vLLM's engine loop without async
+    # scheduling: scheduling, input preparation and output processing each walk the scheduled requests)
+    seq_overhead_s: float = 0.0
     layer_overhead_s: float = 0.0
     overlap: float = 1.0
     gpu_memory_utilization: float = 0.9
@@ -335,6 +341,11 @@ def fixed_overhead_s(setup: RooflineSetup) -> float:
     return setup.model.n_layers * setup.layer_overhead_s + setup.step_overhead_s
 
 
+def host_overhead_s(setup: RooflineSetup, seqs: int) -> float:
+    """Host seconds a step of `seqs` scheduled sequences adds beyond `fixed_overhead_s` (0.0 without a per-sequence cost)."""
+    return setup.seq_overhead_s * seqs if setup.seq_overhead_s else 0.0
+
+
 def expected_experts_touched(model: ModelSpec, n_tokens: int) -> float:
     """Mean number of distinct routed experts per MoE layer hit by `n_tokens` tokens (uniform routing)."""
     if not model.is_moe or n_tokens <= 0:
@@ -474,7 +485,7 @@ def step_cost(
         compute_s=(flops - n_tokens * setup.routed_flops_per_token) / (tp * setup.effective_flops_per_s),
         memory_s=(resident_bytes_read(setup) + kv_bytes) / (tp * setup.effective_hbm_bw_bytes_per_s),
         comm_s=comm_s,
-        overhead_s=fixed_overhead_s(setup),
+        overhead_s=fixed_overhead_s(setup) + host_overhead_s(setup, n_tokens if logit_tokens is None else logit_tokens),
         overlap=setup.overlap,
         expert_compute_s=expert_c,
         expert_memory_s=expert_m,

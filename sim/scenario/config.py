@@ -85,6 +85,8 @@ class RooflineConfig(Frozen):
     step_overhead_s: float = Field(
         default=0.0, ge=0, le=MAX_STEP_OVERHEAD_S
     )  # fixed seconds per step (scheduler, sampling on the host)
+    # host seconds per sequence a step schedules that the GPU waits for (an engine loop without async scheduling)
+    seq_overhead_s: float = Field(default=0.0, ge=0, le=MAX_OVERHEAD_S)
     layer_overhead_s: float | None = Field(default=None, ge=0, le=MAX_OVERHEAD_S)  # fixed seconds per layer per step
     overlap: float | None = Field(default=None, ge=0, le=1)  # 1: max(compute, memory); 0: their sum
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)

@@ -102,6 +102,7 @@ def build_setup(
         comm=roofline.comm,
         logits_sampled_only=roofline.logits == "sampled",
         step_overhead_s=roofline.step_overhead_s,
+        seq_overhead_s=roofline.seq_overhead_s,
         layer_overhead_s=pick("layer_overhead_s"),
         overlap=pick("overlap"),
         gpu_memory_utilization=roofline.gpu_memory_utilization,

@@ -166,6 +166,7 @@ class GroupPricing(LinearWrapper):
         self.group_tokens: int | None = None  # the run in progress's group tokens (its work is priced with them)
         self.deferred = False  # the group is planning: a step is recorded, and priced once the group's tokens are known
         self._planned: tuple[int, int, float, float, int, int | None, float | None] | None = None  # that step's arguments
+        self._planned_seqs: int | None = None  # and its scheduled sequences, when given
 
     def step(
         self,
@@ -177,6 +178,7 @@ class GroupPricing(LinearWrapper):
         logit_tokens: int | None = None,
         decode_pairs: float | None = None,
         group_tokens: int | None = None,
+        seqs: int | None = None,
     ) -> tuple[float, float, float]:
         args = (
             n_prefill_tokens,
@@ -189,8 +191,9 @@ class GroupPricing(LinearWrapper):
         )
         if self.deferred:  # (`price` prices it: its seconds, FLOPs and bytes are counted then)
             self._planned = args
+            self._planned_seqs = seqs
             return 0.0, 0.0, 0.0
-        return self.inner.step(*args, group_tokens)
+        return self.inner.step(*args, group_tokens, seqs)
 
     def tokens(self) -> int:
         """The planned step's tokens."""
@@ -200,7 +203,7 @@ class GroupPricing(LinearWrapper):
     def price(self, group_tokens: int) -> tuple[float, float, float]:
         """The planned step in a group step of `group_tokens`: its seconds, FLOPs and bytes."""
         assert self._planned is not None
-        return self.inner.step(*self._planned, group_tokens)
+        return self.inner.step(*self._planned, group_tokens, self._planned_seqs)
 
     def decode_line(self, *, n_seqs: int, context_sum: int, group_tokens: int | None = None) -> StepLine:
         assert self._lines is not None

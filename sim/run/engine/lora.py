@@ -252,6 +252,7 @@ class LoraStepTime(LinearWrapper):
         logit_tokens: int | None = None,
         decode_pairs: float | None = None,
         group_tokens: int | None = None,
+        seqs: int | None = None,
     ) -> tuple[float, float, float]:
         dt, flops, n_bytes = self.inner.step(
             n_prefill_tokens,
@@ -262,6 +263,7 @@ class LoraStepTime(LinearWrapper):
             logit_tokens,
             decode_pairs,
             group_tokens,
+            seqs,
         )
         s, f, b = self.state.extra(n_prefill_tokens + n_decode_seqs)
         return dt + s, flops + f, n_bytes + b

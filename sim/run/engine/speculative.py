@@ -141,8 +141,11 @@ class SpeculativeStepTime:
         logit_tokens: int | None = None,
         decode_pairs: float | None = None,
         group_tokens: int | None = None,  # (a speculating DP rank is priced as if its group's ranks were alike)
+        seqs: int | None = None,
     ) -> tuple[float, float, float]:
         k = self.k
+        if seqs is None:  # (the sequences scheduled, for a host cost a sequence: fewer than a verify's logit positions)
+            seqs = logit_tokens if logit_tokens is not None else n_decode_seqs + (1 if n_prefill_tokens else 0)
         extra = k * decode_context_tokens + n_decode_seqs * self._extra_pairs  # the drafts' pairs (decoding queries)
         if decode_pairs is None:
             decode_pairs = decode_context_tokens + n_decode_seqs
@@ -154,6 +157,7 @@ class SpeculativeStepTime:
             decode_context_tokens,
             None if logit_tokens is None else logit_tokens + n_decode_seqs * k,  # a verify's k + 1 positions each
             decode_pairs + extra,
+            seqs=seqs,
         )
         return dt + self.draft_s(n_decode_seqs, decode_context_tokens), flops, n_bytes
 
@@ -210,6 +214,8 @@ class SpeculativeStepTime:
         decode_extra = target._decode_extra if target._mla else 0.0  # MLA: a verify's pairs all decode (absorbed form)
         kv, fps, bps = target._kv, target._flops_per_s, target._bytes_per_s
         overlap, g, overhead = target._overlap, target._g, target._overhead
+        if target._seq_overhead:  # (a verify step's host time: its n sequences, with the fixed overheads as `step` adds them)
+            overhead = overhead + target._seq_overhead * n
         extra = n * self._extra_pairs
         share = self.draft_cost
         n_first, n_last, n_all = n, n * k, n * (k * (k + 1) // 2)  # the drafts' contexts over the sum's: first, last, all
@@ -326,5 +332,11 @@ class SpeculativeStepTime:
         """`draft_s` from the drafter's `decode_sum`."""
         if self._lines is None:
             return 0.0
-        total = self._lines.decode_sum(n_seqs, context_sum, self.k)
+        lines = self._lines
+        # (the drafts run inside the verify step, whose host time the target counts once)
+        total = (
+            lines.decode_sum(n_seqs, context_sum, self.k, False)
+            if isinstance(lines, RooflineStepTime)
+            else lines.decode_sum(n_seqs, context_sum, self.k)
+        )
         return total if self.method == "draft" else self.draft_cost * total

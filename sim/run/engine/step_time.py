@@ -191,6 +191,7 @@ class StepTimeModel(Protocol):
         logit_tokens: int | None = None,
         decode_pairs: float | None = None,
         group_tokens: int | None = None,
+        seqs: int | None = None,
     ) -> tuple[float, float, float]:
         """(seconds, FLOPs, bytes) of one step (FLOPs and bytes 0 when the model does not know them): it processes
         `n_prefill_tokens` prompt (or recompute) tokens and one token for each of `n_decode_seqs` decoding
@@ -198,7 +199,9 @@ class StepTimeModel(Protocol):
         and `kv_read_tokens` cached tokens read over the whole batch; `logit_tokens` positions get logits (one per
         scheduled sequence; None: every token). Of the pairs, `decode_pairs` are decoding queries' (None: one per
         decoder and cached token, `decode_context_tokens + n_decode_seqs`; a speculative verify has more). `group_tokens`: a DP group's step, the tokens all its ranks put through the MoE
-        layers they share (None: dp times this step's; models with no such layers ignore it)."""
+        layers they share (None: dp times this step's; models with no such layers ignore it). `seqs`: the sequences the
+        step schedules, which a host cost a sequence counts (None: `logit_tokens`, one a scheduled sequence, else
+        the decoders plus one for any prefill; a speculative verify gives it, its logit positions being more)."""
         ...
 
 
@@ -280,6 +283,7 @@ class RooflineStepTime:
         self._decode_extra = m.decode_attention_flops_per_pair - m.attention_flops_per_pair
         self._context_flops = m.context_flops_per_token
         self._overhead = fixed_overhead_s(s)
+        self._seq_overhead = s.seq_overhead_s  # host seconds a scheduled sequence (`host_s`)
         self._logits_sampled = s.logits_sampled_only
         self._logit_flops = m.logit_flops_per_token
         self._overlap = s.overlap
@@ -317,6 +321,7 @@ class RooflineStepTime:
         logit_tokens: int | None = None,
         decode_pairs: float | None = None,
         group_tokens: int | None = None,
+        seqs: int | None = None,
     ) -> tuple[float, float, float]:
         """`step_cost`'s arithmetic, operation for operation (so the same floats), with its per-token-count
         terms memoized."""
@@ -351,7 +356,15 @@ class RooflineStepTime:
             core = max(compute_s, memory_s)
         else:
             core = compute_s + self._g * memory_s if compute_s >= memory_s else memory_s + self._g * compute_s
+        if self._seq_overhead:  # (host time a scheduled sequence: with the fixed overheads, as `step_cost` adds them)
+            if seqs is None:
+                seqs = logit_tokens if logit_tokens is not None else n_decode_seqs + (1 if n_prefill_tokens else 0)
+            return core + comm + (self._overhead + self._seq_overhead * seqs), flops, n_bytes
         return core + comm + self._overhead, flops, n_bytes
+
+    def host_s(self, n_seqs: int) -> float:
+        """Host seconds a step of `n_seqs` scheduled sequences adds to the fixed overheads (`seq_overhead_s` each)."""
+        return self._seq_overhead * n_seqs
 
     def _terms(self, n: int, group_tokens: int | None) -> tuple[float, float, float, float, float]:
         """An n-token step's matmul FLOPs, weight bytes read, communication plus an MoE model's routed experts
@@ -401,9 +414,12 @@ class RooflineStepTime:
             w = self._group_weights[group_tokens] = weight_bytes_read(self.setup, n, group_tokens)
         return w
 
-    def decode_sum(self, n_seqs: int, context_sum: int, k: int) -> float:
+    def decode_sum(self, n_seqs: int, context_sum: int, k: int, host: bool = True) -> float:
         """Seconds of the first k steps of `decode_line(n_seqs, context_sum)`, step by step (for short runs: a
-        speculative step's drafts)."""
+        speculative step's drafts, which run inside a step whose host time is counted once: `host` False leaves the
+        host seconds a sequence out)."""
+        if host and self._seq_overhead:
+            return self.decode_sum(n_seqs, context_sum, k, False) + k * self.host_s(n_seqs)
         matmul_flops, weight_bytes, fixed = self._batch_terms(n_seqs)
         attn, kv, f, b, g = self._attn, self._kv, self._flops_per_s, self._bytes_per_s, self._g
         if self._share:  # sliding-window layers: step by step (their keys stop growing past the window)
@@ -501,6 +517,8 @@ class RooflineStepTime:
     def decode_line(self, *, n_seqs: int, context_sum: int, group_tokens: int | None = None) -> StepLine:
         """`n_seqs` decodes whose cached contexts sum to `context_sum` at step 0 (+n_seqs per step)."""
         matmul_flops, weight_bytes, fixed = self._batch_terms(n_seqs, group_tokens)
+        if self._seq_overhead:  # (host time: each step schedules the run's n_seqs)
+            fixed = fixed + self.host_s(n_seqs)
         # step j: pairs = context_sum + n (j + 1); KV read = context_sum + n j; KV written = n
         if not self._share:
             return StepLine(
@@ -540,6 +558,7 @@ class ConstantStepTime:
         logit_tokens: int | None = None,
         decode_pairs: float | None = None,
         group_tokens: int | None = None,
+        seqs: int | None = None,
     ) -> tuple[float, float, float]:
         return n_prefill_tokens * self.prefill_s_per_token + (self.decode_step_s if n_decode_seqs else 0.0), 0.0, 0.0
 

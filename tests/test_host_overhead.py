@@ -1,0 +1,140 @@
+"""Host time a scheduled sequence a step (`roofline.seq_overhead_s`): the engine loop's scheduling, input preparation
+and output processing, which walk the scheduled requests, priced where the GPU waits for them. Each check by hand on a
+small case: the roofline's reference arithmetic, the engine's step model and its closed-form decode runs, a speculative
+verify (its sequences, not its logit positions), and whole runs fast-forwarded against the per-step reference."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sim.physics.roofline import decode_cost, prefill_cost
+from sim.run.engine.speculative import SpeculativeStepTime
+from sim.run.engine.step_time import RooflineStepTime
+from sim.run.simulate import simulate
+from sim.scenario.config import parse_config
+from sim.scenario.resolve import resolve_scenario
+from sim.workload import validate_frame
+from tests.test_engine_equivalence import assert_same_requests
+
+H = 5e-5  # 50 µs a sequence: the size the multi-GPU runs' residual reads (docs/steptime.md)
+
+
+def setup_with(h: float, model: str = "llama-3.1-8b", **fleet):
+    raw = {"model": model, "fleet": {"gpu": "a100-80gb", "tp": 1, **fleet}, "roofline": {"seq_overhead_s": h}}
+    return resolve_scenario(parse_config(raw))
+
+
+def test_the_reference_adds_the_host_seconds_of_each_scheduled_sequence():
+    base, host = setup_with(0.0), setup_with(H)
+    for batch in (1, 7, 64):
+        d0, d1 = decode_cost(base, batch=batch, context_tokens=500), decode_cost(host, batch=batch, context_tokens=500)
+        assert d1.time_s - d0.time_s == pytest.approx(batch * H, rel=1e-9)
+        assert (d1.flops, d1.bytes) == (d0.flops, d0.bytes)  # host time does no GPU work
+    # a prefill step of 3 prompts schedules 3 sequences, whatever their tokens
+    p0, p1 = prefill_cost(base, prompt_tokens=400, batch=3), prefill_cost(host, prompt_tokens=400, batch=3)
+    assert p1.time_s - p0.time_s == pytest.approx(3 * H, rel=1e-9)
+
+
+def test_the_engine_prices_a_step_as_the_reference_and_its_decode_runs_in_closed_form():
+    s = setup_with(H)
+    model = RooflineStepTime(s)
+    n, ctx = 12, 12 * 300
+    # a decode step of n sequences: the reference's time
+    dt = model.step(0, n, ctx + n, ctx, ctx, n)[0]
+    assert dt == pytest.approx(decode_cost(s, batch=n, context_tokens=300).time_s, rel=1e-12)
+    # a mixed step: 2 prompts' chunks (200 tokens) and 5 decoders schedule 7 sequences
+    mixed = model.step(200, 5, 5 * 101 + 20_100, 500, 500, 7)[0]
+    plain = RooflineStepTime(setup_with(0.0)).step(200, 5, 5 * 101 + 20_100, 500, 500, 7)[0]
+    assert mixed - plain == pytest.approx(7 * H, rel=1e-9)
+    # `seqs` wins over the logit positions when given
+    assert model.step(200, 5, 5 * 101 + 20_100, 500, 500, 7, seqs=2)[0] - plain == pytest.approx(2 * H, rel=1e-9)
+    # a decode run's steps: the line, the step-by-step sum, and each step alike
+    line = model.decode_line(n_seqs=n, context_sum=ctx)
+    for j in range(5):
+        c = ctx + n * j
+        assert line.at(j) == pytest.approx(model.step(0, n, c + n, c, c, n)[0], rel=1e-12)
+    assert model.decode_sum(n, ctx, 5) == pytest.approx(line.total(5), rel=1e-12)
+    # without the host part (a speculative step's drafts): n * H less a step
+    assert model.decode_sum(n, ctx, 5) - model.decode_sum(n, ctx, 5, False) == pytest.approx(5 * n * H, rel=1e-9)
+
+
+def test_a_speculative_verify_counts_its_sequences_once_and_its_drafts_none():
+    s = setup_with(H)
+    k, n, ctx = 3, 6, 6 * 400
+    spec = SpeculativeStepTime(RooflineStepTime(s), None, method="mtp", k=k, draft_cost=0.1)
+    plain = SpeculativeStepTime(RooflineStepTime(setup_with(0.0)), None, method="mtp", k=k, draft_cost=0.1)
+    # n sequences verify k drafts each: n host costs (not n (k + 1)); the drafts (k target decode steps at 0.1 each)
+    # add none
+    assert spec.verify(n, ctx)[0] - plain.verify(n, ctx)[0] == pytest.approx(n * H, rel=1e-9)
+    # the fast-forward's priced run: the same floats as the step-by-step verify
+    ends, _, _ = spec.run_fn(n)(ctx, [n * 2, n * 4, n * 6])
+    c = ctx
+    t = 0.0
+    for j, through in enumerate([n * 2, n * 4, n * 6]):
+        t += spec.verify(n, c)[0]
+        assert ends[j] == pytest.approx(t, rel=1e-12)
+        c = ctx + through
+
+
+def trace(seed: int, n: int, rate: float) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return validate_frame(
+        pd.DataFrame(
+            {
+                "arrival_at_s": np.cumsum(rng.exponential(1 / rate, n)),
+                "prompt_tokens": rng.integers(1, 600, n),
+                "output_tokens": rng.integers(1, 120, n),
+            }
+        )
+    )
+
+
+def run(h: float, *, fast_forward: bool, frame: pd.DataFrame, **extra):
+    engine = {"max_num_seqs": 16, "max_num_batched_tokens": 512, "fast_forward": fast_forward, **extra.pop("engine", {})}
+    fleet = {"gpu": "a100-80gb", "tp": 1, "autoscaler": {"policy": "fixed", "replicas": 1}, **extra.pop("fleet", {})}
+    raw = {"model": extra.pop("model", "llama-3.1-8b"), "fleet": fleet, "engine": engine, "roofline": {"seq_overhead_s": h}}
+    return simulate(parse_config(raw), frame, measure_capacity=False)
+
+
+def test_one_request_alone_decodes_each_token_one_host_cost_later():
+    frame = validate_frame(pd.DataFrame({"arrival_at_s": [0.0], "prompt_tokens": [100], "output_tokens": [50]}))
+    r0 = run(0.0, fast_forward=True, frame=frame).requests.iloc[0]
+    r1 = run(H, fast_forward=True, frame=frame).requests.iloc[0]
+    tpot0 = (r0["completed_at_s"] - r0["first_token_at_s"]) / 49
+    tpot1 = (r1["completed_at_s"] - r1["first_token_at_s"]) / 49
+    assert tpot1 - tpot0 == pytest.approx(H, rel=1e-6)
+    assert r1["first_token_at_s"] - r0["first_token_at_s"] == pytest.approx(H, rel=1e-6)  # its prefill step: one sequence
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"engine": {"speculative": {"method": "mtp", "num_speculative_tokens": 2, "acceptance_rate": 0.7}}},
+        {"model": "qwen3-30b-a3b", "fleet": {"dp": 2, "expert_parallel": True, "autoscaler": {"policy": "fixed", "replicas": 2}}},
+        {"engine": {"prefix_caching": True}},
+    ],
+    ids=["plain", "speculative", "dp2-ep", "prefix-caching"],
+)
+def test_fast_forward_matches_the_per_step_reference_with_host_time(extra):
+    frame = trace(7, 120, 12.0)
+    fast = run(H, fast_forward=True, frame=frame, **dict(extra))
+    slow = run(H, fast_forward=False, frame=frame, **dict(extra))
+    assert_same_requests(fast, slow)
+    base = run(0.0, fast_forward=True, frame=frame, **dict(extra))
+    # the host time is paid: the run's mean TPOT and E2E grow (not every request's: batches form differently)
+    assert fast.summary()["mean_tpot_ms"] > base.summary()["mean_tpot_ms"]
+    assert fast.summary()["mean_e2el_ms"] > base.summary()["mean_e2el_ms"]
+
+
+def test_the_knob_is_checked():
+    from sim.errors import FleetsimError
+
+    with pytest.raises((FleetsimError, ValueError), match="seq_overhead_s"):
+        parse_config({"model": "llama-3.1-8b", "fleet": {"gpu": "a100-80gb"}, "roofline": {"seq_overhead_s": -1e-6}})
+    assert dataclasses.fields(setup_with(H))  # (resolves)
+    assert setup_with(H).seq_overhead_s == H
