@@ -1,7 +1,7 @@
 """Every feature with every other (hypothesis): colocated or disaggregated x batch jobs (none, backfilled, a
 dedicated pool; with or without the guard) x prefix caching x speculative decoding x LoRA adapters (not with speculation:
 refused) x every router x every
-autoscaler x the router's cap x sleep mode x a max_model_len x a host cost a scheduled sequence, on random traces; and platforms of 1-3 such deployments on one GPU budget. On each: requests conserved; every token the engine emitted
+autoscaler x the router's cap x sleep mode x a max_model_len x a host cost a scheduled sequence x pipeline stages, on random traces; and platforms of 1-3 such deployments on one GPU budget. On each: requests conserved; every token the engine emitted
 accounted for (the gap record holds one gap per token after a request's first, counted by the engine, not copied
 from the trace); every replica's KV blocks back to zero (or to its cache's unpinned entries) and nothing held for a
 transfer; GPU-seconds billed = the replicas' lives recomputed from their instants; and the fast-forwarded engine
@@ -203,6 +203,17 @@ def scenario(draw: dict, fast_forward: bool) -> dict:
     # an MoE model's DP ranks with expert parallelism: each group of two steps in lock-step (said either way: on a
     # platform a deployment's fleet block merges over the first one's)
     fleet["dp"], fleet["expert_parallel"] = (2, True) if draw.get("moe") else (1, False)
+    # pipeline stages: a fixed colocated fleet of whole servers (what would split a server is refused: test_pipeline)
+    if (
+        draw.get("pp")
+        and draw["mode"] == "colocated"
+        and draw["autoscaler"] == "fixed"
+        and draw["hazards"] == "none"
+        and draw["speculation"] == "off"
+        and draw["batch"] != "dedicated"
+        and not draw.get("moe")
+    ):
+        fleet["pp"] = 2
     # its exchange (vLLM's default or a per-destination dispatch) and a hot GPU's share; said either way, as above
     moe = bool(draw.get("moe"))
     fleet["all2all_backend"] = draw.get("a2a", "allgather_reducescatter") if moe else "allgather_reducescatter"
@@ -313,6 +324,7 @@ DRAW = st.fixed_dictionaries(
         # vLLM's --disable-hybrid-kv-cache-manager (None: its default, off in disaggregated pools; with gpt-oss: a
         # sliding-window layer's KV kept whole or held apart)
         "hybrid_off": st.sampled_from([None, False, True]),
+        "pp": st.booleans(),  # two pipeline stages a server (where the fleet allows them), each replica an engine
         "host": st.sampled_from([0.0, 2e-4]),  # host seconds a scheduled sequence a step (`roofline.seq_overhead_s`)
     }
 )
@@ -349,6 +361,10 @@ DRAW = st.fixed_dictionaries(
 @example(  # a decode replica's run priced its LoRA adapters at its end, after a transfer had started another
     draw={**FOUND, "seed": 0, "mode": "disaggregated", "prefix": False, "speculation": "off", "n": 4, "rate": 1.0,
           "hazards": "none", "hazard_at_s": [0.0], "lora": 3, "long_prefill": 0}
+)  # fmt: skip
+@example(  # pipeline stages (each replica one of a server's two virtual engines) with a host cost a sequence
+    draw={**FOUND, "seed": 5, "speculation": "off", "n": 20, "rate": 5.0, "hazards": "none", "hazard_at_s": [0.0],
+          "pp": True, "host": 2e-4, "lora": 1}
 )  # fmt: skip
 def test_every_combination_conserves_and_matches_the_reference(draw):
     frame = trace(draw["seed"], draw["n"], draw["rate"], prefixes=draw["prefix"], adapters=draw["lora"] > 0, gap=draw["gap"])

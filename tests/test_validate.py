@@ -128,7 +128,7 @@ def test_the_real_rtx_4090_run_is_replayed_within_ten_percent():
         s = cmp.series
         assert abs(s["sim_waiting"].mean() / s["real_waiting"].mean() - 1) < 0.10
         assert abs(s["sim_running"].mean() / s["real_running"].mean() - 1) < 0.10
-    assert cmp.kv_blocks == {"simulated": 2588, "logged": 2588}
+    assert cmp.kv_blocks == {"simulated": 2588, "logged": 2588, "logged_server": 2588}
 
 
 def write_requests_log(folder: Path, result, meta: dict) -> None:

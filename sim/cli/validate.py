@@ -149,7 +149,9 @@ def validate(
         emit_json(summary)
         return
     blocks = cmp.kv_blocks
-    logged = f", vLLM logged {blocks['logged']:,}" if blocks["logged"] is not None else ""
+    logged = f", vLLM logged {blocks['logged_server']:,}" if blocks["logged_server"] is not None else ""
+    if blocks["logged_server"] is not None and blocks["logged"] != blocks["logged_server"]:
+        logged += f" ({blocks['logged']:,} a virtual engine)"
     typer.echo(f"fleetsim validate: {len(log.trace)} requests from {log.source} ({log.layout})")
     typer.echo(f"  KV cache: {blocks['simulated']:,} blocks simulated ({kv_blocks}){logged}")
     typer.echo(f"  {'metric':<7}{'stat':<6}{'real':>14}{'fleetsim':>14}{'error':>9}")

@@ -81,6 +81,10 @@ class RooflineSetup:
     max_model_len: int | None = None  # the engine's context limit (vLLM's --max-model-len; None: the model's)
     cuda_graphs: bool = True  # vLLM captures CUDA graphs (not --enforce-eager)
     gpus_per_node: int = 8  # GPUs one node's interconnect (NVLink) joins; a larger TP group spans nodes
+    # pipeline stages of tp GPUs each (vLLM's pipeline_parallel_size): this replica is one of the server's pp virtual
+    # engines, holding 1/pp of what its GPUs hold; its step passes every stage (the whole model at tp, plus the stages'
+    # activation sends: `stage_transfer_s`)
+    pp: int = 1
     dp: int = 1  # data-parallel ranks sharing the MoE layers (this replica is one of them: its own batch and KV)
     expert_parallel: bool = False  # experts placed whole over the DP group's GPUs, tokens exchanged all-to-all
     scale_out_bytes_per_s: float = 50e9  # per GPU, one direction, between nodes (default: 400 Gb/s InfiniBand per GPU)
@@ -158,9 +162,31 @@ class RooflineSetup:
             return 0.0
         m = self.model
         ar = self.allreduce_s(n_tokens * m.hidden_size * self.activation_bits / 8) if self.tp > 1 else 0.0
+        stages = self.stage_transfer_s(n_tokens) if self.pp > 1 else 0.0
         if self.moe_group == self.tp:
-            return 2 * m.n_layers * ar
-        return (2 * m.n_layers - m.n_moe_layers) * ar + m.n_moe_layers * self.moe_exchange_s(n_tokens, group_tokens)
+            return 2 * m.n_layers * ar + stages
+        return (2 * m.n_layers - m.n_moe_layers) * ar + m.n_moe_layers * self.moe_exchange_s(n_tokens, group_tokens) + stages
+
+    def stage_links(self) -> tuple[int, int]:
+        """(in-node, across-node) boundaries between the pipeline's pp stages: stages of tp GPUs packed onto nodes of
+        `gpus_per_node` (a stage spanning nodes is its own TP group's matter, `allreduce_s`)."""
+        per_node = max(1, self.gpus_per_node // self.tp)
+        across = -(-self.pp // per_node) - 1
+        return self.pp - 1 - across, across
+
+    def stage_transfer_s(self, n_tokens: int) -> float:
+        """A step's sends between pipeline stages: each boundary sends the step's hidden states (n x hidden at the
+        activations' precision) from each GPU of a stage to its peer in the next, a point-to-point send at the node's
+        link (latency as a collective's) or across nodes at the slowest link on the way (`across_nodes`)."""
+        inside, across = self.stage_links()
+        n_bytes = n_tokens * self.model.hidden_size * self.activation_bits / 8
+        t = 0.0
+        if inside:
+            t += inside * (self.gpu.allreduce_latency_s + n_bytes / self.gpu.group_collective_bw_bytes_per_s(2))
+        if across:
+            bw, lat = self.across_nodes(self.tp * self.pp)
+            t += across * (lat + n_bytes / bw)
+        return t
 
     def moe_exchange_s(self, n_tokens: int, group_tokens: int | None = None) -> float:
         """One MoE layer's token exchange across the DP group's G = dp x tp GPUs (alpha-beta, over the node's
@@ -235,6 +261,12 @@ class RooflineSetup:
             return whole
         expert_bits = self.model.part_bits(self.weight_bits)[2]
         return whole - self.model.routed_expert_params * expert_bits / 8 * (1 - self.expert_share)
+
+    @property
+    def held_weight_bytes(self) -> float:
+        """Weight bytes this replica's GPUs hold: `weight_bytes`, a pipeline's virtual engine its 1/pp share of the
+        server's (its step still reads every stage's: `weight_bytes`)."""
+        return self.weight_bytes / self.pp if self.pp > 1 else self.weight_bytes
 
     @property
     def context_tokens(self) -> int:
@@ -597,7 +629,7 @@ def engine_overhead_bytes(setup: RooflineSetup) -> float:
 def kv_capacity_bytes(setup: RooflineSetup) -> float:
     """Memory left for the KV cache: the usable share of all TP GPUs minus the weights, the engine's own memory
     (vLLM's accounting, see above) and the reserve."""
-    return memory_budget_bytes(setup) - setup.weight_bytes - engine_overhead_bytes(setup) - setup.memory_reserve_bytes
+    return memory_budget_bytes(setup) - setup.held_weight_bytes - engine_overhead_bytes(setup) - setup.memory_reserve_bytes
 
 
 def kv_capacity_tokens(setup: RooflineSetup) -> int:
@@ -620,18 +652,19 @@ def check_fits(setup: RooflineSetup) -> None:
     if kv_capacity_tokens(setup) >= 1:
         return
     engine = engine_overhead_bytes(setup)
-    need = setup.weight_bytes + engine + setup.memory_reserve_bytes
+    need = setup.held_weight_bytes + engine + setup.memory_reserve_bytes
     have = memory_budget_bytes(setup)
     # the profiling run's activations grow with max_num_batched_tokens: past the weights, they are what to lower
     activations = setup.tp * activation_peak_bytes(setup) if engine else 0.0
     hint = (
         f"lower engine.max_num_batched_tokens (the profiling run's {setup.profile_tokens:,} tokens take "
         f"{activations / GIGA:.1f} GB of activations), raise tp or lower weight_bits"
-        if activations > setup.weight_bytes
+        if activations > setup.held_weight_bytes
         else "raise tp or lower weight_bits"
     )
+    where = f"{setup.tp}x {setup.gpu.name}" + (f" (a virtual engine's share of {setup.pp} stages)" if setup.pp > 1 else "")
     raise FleetsimError(
-        f"{setup.model.name} does not fit on {setup.tp}x {setup.gpu.name}: weights at {setup.weight_words}"
+        f"{setup.model.name} does not fit on {where}: weights at {setup.weight_words}"
         f"{' + the engine (activations, CUDA graphs)' if engine else ''}"
         f"{' + reserve' if setup.memory_reserve_bytes else ''} need {need / GIGA:.1f} GB, the GPUs offer "
         f"{have / GIGA:.1f} GB at gpu_memory_utilization={setup.gpu_memory_utilization:g} "

@@ -265,7 +265,43 @@ def _resolved_spec(psc: Scenario, name: str, role: str, *, base_dir: Path, prefi
         )
     limits = engine_limits(engine, n_blocks, budget, window)
     check_whole_groups(psc.fleet, setup.dp_group)
+    check_pipeline(psc, setup.pp)
     return PoolSpec(name, role, psc, setup, draft, n_blocks, budget, limits, prefix_ids and engine.prefix_caching, lora=lora)
+
+
+def check_pipeline(psc: Scenario, pp: int) -> None:
+    """Pipeline stages (`fleet.pp`): a server's pp virtual engines are replicas that come and go together, which only
+    a fixed fleet of whole servers keeps so far; what would launch, drain or lose part of a server is refused."""
+    if pp <= 1:
+        return
+    fleet = psc.fleet
+
+    def refuse(field: str, why: str) -> FleetsimError:
+        return FleetsimError(f"{field}: with fleet.pp = {pp} pipeline stages {why}")
+
+    if fleet.mode != "colocated":
+        raise refuse("fleet.mode", "the fleet is colocated (a disaggregated pool of pipelines is not modelled)")
+    auto = fleet.autoscaler
+    if not isinstance(auto, FixedConfig):
+        raise refuse(
+            "fleet.autoscaler", f"a server's {pp} virtual engines come and go together: use policy fixed (got {auto.policy})"
+        )
+    if auto.replicas % pp:
+        raise refuse(
+            "fleet.autoscaler.replicas",
+            f"each replica is one of a server's {pp} virtual engines: give a multiple of {pp} (got {auto.replicas})",
+        )
+    cap = fleet.capacity_of("online")
+    if cap.failures is not None or cap.spot is not None or cap.fallback:
+        raise refuse(
+            "fleet.capacity", "GPU failures, spot reclaims and fallback GPUs (each would take part of a server) are not modelled"
+        )
+    if fleet.max_gpus is not None and fleet.max_gpus < auto.replicas * fleet.tp:
+        raise refuse("fleet.max_gpus", f"the fixed fleet's {auto.replicas // pp} servers need {auto.replicas * fleet.tp} GPUs")
+    if psc.engine.speculative is not None:
+        raise refuse(
+            "engine.speculative", "speculative decoding is not modelled (vLLM's V0 engine, which runs PP, has no PP with it)"
+        )
 
 
 def check_whole_groups(fleet: Any, dp: int) -> None:
@@ -598,7 +634,7 @@ def make_pool(
         inadmissible=rejected,
         router=ROUTERS[fcfg.router](rng("router"), fcfg.prefix_routing_slack),
         lifecycle=fcfg.lifecycle,
-        weight_bytes=spec.setup.weight_bytes,
+        weight_bytes=spec.setup.held_weight_bytes,
         log=log,
         rng=rng("lifecycle"),
         max_replicas=fcfg.replica_cap if max_replicas is None else max_replicas,
@@ -726,7 +762,7 @@ def build(
             check_fallback(log, specs, spec, rejected if pool is entry else {})
             for fb in spec.fallback:
                 supply, said[f"{spec.name}.fallback.{len(pool.flavors) - 1}"] = pool_supply(fb, streams, rng=pool.supply.rng)
-                pool.flavors.append(Flavor(replica_factory(env, fb, log, streams), fb.setup.weight_bytes, supply))
+                pool.flavors.append(Flavor(replica_factory(env, fb, log, streams), fb.setup.held_weight_bytes, supply))
     if budget is not None:  # every replica type of every pool counts against the platform's GPU budget
         for spec, pool in zip(specs, pools, strict=False):
             gpus = [spec.setup.gpu.name, *(fb.setup.gpu.name for fb in spec.fallback)]
@@ -889,7 +925,7 @@ def _batch_lane(
         guard_step=cfg.guard.step if cfg.guard is not None else 1,
         deadline_margin_s=cfg.deadline_margin_s,
         replica_tokens_per_s=rate,
-        cold_start_s=fed_spec.fleet.lifecycle.expected_cold_start_s(fed_spec.setup.weight_bytes),
+        cold_start_s=fed_spec.fleet.lifecycle.expected_cold_start_s(fed_spec.setup.held_weight_bytes),
     )
     fed.feeders.append(lane)
     if guard is not None:

@@ -283,6 +283,11 @@ class SloConfig(Frozen):
 LINK_PRESETS: dict[str, tuple[float, float, str]] = {  # GB/s per GPU (one direction), per-transfer latency s, source
     "nvlink": (450.0, 1e-5, "NVLink4 within an HGX H100 node: 900 GB/s per GPU both directions"),
     "infiniband_400g": (50.0, 2e-5, "NDR InfiniBand / ConnectX-7, 400 Gb/s per GPU (one NIC per GPU, as DGX H100)"),
+    "infiniband_200g": (
+        25.0,
+        2e-5,
+        "HDR InfiniBand / ConnectX-6, 200 Gb/s per GPU (one NIC per GPU, as DGX A100, Azure ND A100 v4)",
+    ),
     "roce_200g": (25.0, 3e-5, "RoCE v2 at 200 Gb/s per GPU (ConnectX-6 Dx class)"),
     "ethernet_100g": (12.5, 1e-4, "100 GbE per GPU over TCP"),
 }
@@ -555,6 +560,10 @@ class FleetConfig(Frozen):
     all2all_backend: Literal["allgather_reducescatter", "deepep_high_throughput", "deepep_low_latency", "pplx"] = (
         "allgather_reducescatter"
     )
+    # vLLM's pipeline_parallel_size: a server's layers in pp stages of tp GPUs each, run as pp virtual engines (vLLM
+    # 0.8's V0 engine, which serves PP): each replica is one of them (its own scheduler, batch and 1/pp of the KV cache,
+    # tp GPUs' share of the server), a step passing through every stage; the replicas of a server come pp together
+    pp: int = Field(default=1, ge=1, le=64)
     gpus_per_node: int = Field(default=8, ge=1, le=1024)  # GPUs a node's NVLink joins: a larger TP group spans nodes
     scale_out: LinkPreset = "infiniband_400g"  # the network between nodes, for TP and expert groups spanning nodes
 
@@ -562,6 +571,10 @@ class FleetConfig(Frozen):
     def _gpu_cap(self) -> FleetConfig:
         if self.max_gpus is not None and self.max_gpus < self.tp:
             raise ValueError(f"max_gpus must be >= tp (got {self.max_gpus} < {self.tp})")
+        if self.pp > 1 and self.mode != "colocated":
+            raise ValueError(
+                f"pp: with {self.pp} pipeline stages the fleet is colocated (a disaggregated pool of pipelines is not modelled)"
+            )
         return self
 
     def capacity_of(self, pool: str) -> CapacityConfig:

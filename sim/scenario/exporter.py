@@ -168,6 +168,11 @@ def export_manifests(sc: Scenario, *, name: str = "llm") -> tuple[list[dict[str,
     fleet = sc.fleet
     if fleet.mode != "colocated":
         raise FleetsimError("fleet.mode disaggregated: export writes colocated fleets only (one Deployment of vLLM)")
+    if fleet.pp > 1:
+        raise FleetsimError(
+            f"fleet.pp {fleet.pp}: export writes one pod a server, and a pipeline of {fleet.pp} stages across nodes needs a "
+            "multi-pod group (a LeaderWorkerSet with Ray) that it has no form for yet"
+        )
     auto = fleet.autoscaler
     extra: list[str] = []  # what the manifests say only approximately
     if auto.policy == "scheduled":

@@ -213,6 +213,7 @@ class Imported:
     replicas: tuple[int, str] | None = None  # the workload's replica count and where it was read
     gpus_per_pod: tuple[int, str] | None = None
     data_parallel: int = 1
+    pipeline_parallel: int = 1
     workload: str | None = None  # the Deployment/Service name an autoscaler should target
     autoscaler_from: str | None = None
 
@@ -226,6 +227,10 @@ class Imported:
                 self.data_parallel = int(value)
                 if int(value) > 1:
                     self.set("fleet.dp", int(value), mapped.sources[key])
+            elif key == "pipeline_parallel_size":
+                self.pipeline_parallel = int(value)
+                if int(value) > 1:
+                    self.set("fleet.pp", int(value), mapped.sources[key])
             else:
                 self.set(key, value, mapped.sources[key])
         self.notes.extend(mapped.notes)
@@ -1261,12 +1266,14 @@ def scenario_values(imp: Imported, *, model: str | None = None, gpu: str | None 
     tp = int(values.get("fleet.tp", 1))
     if imp.gpus_per_pod is not None:
         n, where = imp.gpus_per_pod
-        if n != tp * imp.data_parallel:
+        layout = tp * imp.data_parallel * imp.pipeline_parallel
+        if n != layout:
+            pp = f" x pp {imp.pipeline_parallel}" if imp.pipeline_parallel > 1 else ""
             imp.notes.append(
-                f"{where}: {n} GPUs per pod, the vLLM layout uses {tp * imp.data_parallel} (tp {tp} x dp {imp.data_parallel}); fleetsim bills the layout's"
+                f"{where}: {n} GPUs per pod, the vLLM layout uses {layout} (tp {tp} x dp {imp.data_parallel}{pp}); fleetsim bills the layout's"
             )
     auto = values.get("fleet.autoscaler")
-    dp = imp.data_parallel
+    dp = imp.data_parallel * imp.pipeline_parallel  # (each DP rank's each virtual engine is a fleetsim replica)
     if auto is None:
         n, where = imp.replicas if imp.replicas is not None else (1, "the workload (no replica count: 1)")
         if n < 1:
@@ -1288,7 +1295,8 @@ def scenario_values(imp: Imported, *, model: str | None = None, gpu: str | None 
                 if key != "target" or auto.get("metric") == "outstanding_per_replica":
                     auto[key] = auto[key] / dp
             imp.notes.append(
-                f"replica bounds x data_parallel_size {dp}, per-pod request targets / {dp}: each DP rank is a fleetsim replica"
+                f"replica bounds x {dp} (data_parallel_size x pipeline_parallel_size), per-pod request targets / {dp}: each DP "
+                "rank's each virtual engine is a fleetsim replica"
             )
     if dp > 1 and values.get("fleet.max_outstanding_per_replica") is not None:
         values["fleet.max_outstanding_per_replica"] = max(1, int(values["fleet.max_outstanding_per_replica"]) // dp)

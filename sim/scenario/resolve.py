@@ -59,6 +59,7 @@ def build_setup(
     expert_parallel: bool = False,
     expert_load_imbalance: float = 1.0,
     all2all_backend: str = "allgather_reducescatter",
+    pp: int = 1,
 ) -> RooflineSetup:
     """Check that the model can run on `tp` GPUs and fits, then resolve the roofline's numbers. `engine`: the
     replica's engine, whose batch limits vLLM's memory profiling uses (default: the engine defaults)."""
@@ -70,6 +71,13 @@ def build_setup(
             f"{model.max_context_tokens:,} (its max_position_embeddings; vLLM refuses a longer max_model_len too)"
         )
     check_moe_layout(model, tp=tp, dp=dp, expert_parallel=expert_parallel, imbalance=expert_load_imbalance)
+    if pp > 1 and pp > model.n_layers:
+        raise FleetsimError(f"fleet.pp: {pp} pipeline stages for {model.name}'s {model.n_layers} layers (at most one a layer)")
+    if pp > 1 and model.is_moe and dp > 1:
+        raise FleetsimError(
+            f"fleet.pp: pipeline stages with an MoE model's DP group (fleet.dp = {dp}) are not modelled; give fleet.pp 1 "
+            "or fleet.dp 1"
+        )
     if all2all_backend != "allgather_reducescatter" and not expert_parallel:
         raise FleetsimError(
             f"fleet.all2all_backend: {all2all_backend} dispatches tokens to whole experts and needs "
@@ -121,6 +129,7 @@ def build_setup(
         expert_parallel=expert_parallel,
         expert_load_imbalance=expert_load_imbalance,
         all2all=all2all_backend,
+        pp=pp,
     )
     check_fits(setup)
     check_step_time(setup)
@@ -223,6 +232,7 @@ def resolve_scenario(
             expert_parallel=scenario.fleet.expert_parallel,
             expert_load_imbalance=scenario.fleet.expert_load_imbalance,
             all2all_backend=scenario.fleet.all2all_backend,
+            pp=scenario.fleet.pp,
         ),
     )
 

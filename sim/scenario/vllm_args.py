@@ -122,7 +122,6 @@ NO_BEARING = {
 }
 # options that change serving behaviour in ways fleetsim does not model (each says so in the import's notes)
 NOT_MODELLED = {
-    "pipeline_parallel_size": "pipeline parallelism",
     "enable_eplb": "expert-parallel load balancing",
     "swap_space": "CPU swap space for preempted sequences (fleetsim recomputes)",
     "cpu_offload_gb": "weight offload to CPU memory",
@@ -395,6 +394,18 @@ def map_options(options: dict[str, Any], where: str) -> Mapped:
                 "an MoE model's ranks share its experts (fleet.dp) and step in lock-step, in groups of dp"
             )
 
+    def pipeline_parallel(name: str, value: Any) -> None:
+        pp = _int(name, value, where)
+        if pp < 1:  # (vLLM's own check: the importer multiplies the replicas by it)
+            raise FleetsimError(f"{where}: vLLM option {name} must be >= 1 (got {pp})")
+        m.set("pipeline_parallel_size", pp, src(name))  # (the importer multiplies the replicas by it)
+        if pp > 1:
+            m.notes.append(
+                f"{src(name)} {pp}: the server's layers in {pp} stages, run as {pp} virtual engines (vLLM's V0 engine, which "
+                "serves PP before 0.9), each a fleetsim replica with its own scheduler, batch and share of the KV cache (fleet.pp)"
+            )
+
+    handlers["pipeline_parallel_size"] = pipeline_parallel
     handlers["enable_expert_parallel"] = direct("fleet.expert_parallel", _bool)
     handlers["all2all_backend"] = lambda name, value: m.set("fleet.all2all_backend", str(value), src(name))
 
@@ -469,8 +480,6 @@ def map_options(options: dict[str, Any], where: str) -> Mapped:
         if name in handlers:
             handlers[name](name, value)
         elif name in NOT_MODELLED:
-            if name == "pipeline_parallel_size" and _int(name, value, where) == 1:
-                continue
             m.notes.append(f"{src(name)} {value}: not modelled ({NOT_MODELLED[name]})")
         elif name in NO_BEARING:
             m.notes.append(f"{src(name)}: no bearing on the simulation")
@@ -491,6 +500,8 @@ def engine_args(values: dict[str, Any], *, hf_repo: str) -> list[str]:
     tp = values.get("fleet.tp", 1)
     if tp != 1:
         args += ["--tensor-parallel-size", str(tp)]
+    if values.get("fleet.pp", 1) != 1:
+        args += ["--pipeline-parallel-size", str(values["fleet.pp"])]
     for key, option in (
         ("engine.max_num_seqs", "--max-num-seqs"),
         ("engine.max_num_batched_tokens", "--max-num-batched-tokens"),

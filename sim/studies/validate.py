@@ -33,7 +33,7 @@ from sim.physics.models import resolve_model
 from sim.results.result import SimResult
 from sim.run.fleet.control import MAX_TIMELINE_SAMPLES
 from sim.run.simulate import simulate
-from sim.scenario.config import Scenario, parse_config
+from sim.scenario.config import LINK_PRESETS, Scenario, parse_config
 from sim.scenario.importer import model_from_name, weight_bits_from_name
 from sim.scenario.resolve import resolve_scenario
 from sim.scenario.vllm_args import KV_DTYPES_KNOWN, kv_bits_of, weight_bits_of
@@ -52,7 +52,9 @@ class Comparison:
 
     rows: list[dict[str, Any]]  # metric, stat, real_s, sim_s, error (sim / real - 1)
     series: pd.DataFrame | None  # t_s, real/sim running, waiting, kv_use (a share) on the log's ticks
-    kv_blocks: dict[str, int | None]  # the simulated replica's blocks, and vLLM's logged count
+    kv_blocks: dict[
+        str, int | None
+    ]  # the simulated replica's blocks, vLLM's logged count for one (a pipeline's engine: 1/pp) and the server's
     notes: list[str] = field(default_factory=list)
     result: SimResult | None = None
 
@@ -156,8 +158,14 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
     dp = _int(kw, "data_parallel_size", "engine_kwargs.", 1)
     assert tp is not None and dp is not None
     pp = _int(kw, "pipeline_parallel_size", "engine_kwargs.", 1)
-    if pp != 1:
-        notes.append(f"pipeline_parallel_size={pp} is not modelled")
+    assert pp is not None
+    if pp > 1:
+        version = vllm_version(meta.get("vllm_version"))
+        v0 = " (vLLM before 0.9 runs PP on its V0 engine so)" if version is not None and version < (0, 9) else ""
+        notes.append(
+            f"pipeline_parallel_size={pp}: replayed as the server's {pp} virtual engines{v0}, each its own scheduler, batch "
+            f"and 1/{pp} of the KV cache, its steps through all {pp} stages of {tp} GPUs (fleet.pp)"
+        )
     if dp > 1:  # each DP rank has its own scheduler, batch and KV cache; the coordinator balances requests
         notes.append(
             f"data_parallel_size={dp}: each rank replayed as a replica of its own behind a least-outstanding router "
@@ -269,6 +277,10 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
     if gmu is not None and (isinstance(gmu, bool) or not isinstance(gmu, int | float) or not 0 < gmu <= 1):
         raise FleetsimError(f"meta.json {gmu_where}gpu_memory_utilization: must be in (0, 1] (got {_short(gmu)})")
     a2a = _text(kw, "all2all_backend", "engine_kwargs.")
+    nodes = _int(hardware, "gpus_per_node", "hardware.", None)  # (a server across nodes: its stages' and TP's links)
+    network = _text(hardware, "scale_out", "hardware.")  # the network between them (a LINK_PRESETS name)
+    if network is not None and network not in LINK_PRESETS:
+        raise FleetsimError(f"meta.json hardware.scale_out: one of {', '.join(LINK_PRESETS)} (got {network!r})")
     catalog_model = _lookup_model(model)
     expert_parallel = bool(_flag(kw, "enable_expert_parallel", "engine_kwargs."))
     if (expert_parallel or a2a) and not resolve_model(catalog_model).is_moe:  # (vLLM runs a dense model so: no experts)
@@ -282,8 +294,11 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
         "fleet": {
             "gpu": gpu_name_of_device(device),
             "tp": tp,
-            "autoscaler": {"policy": "fixed", "replicas": dp},
+            "autoscaler": {"policy": "fixed", "replicas": dp * pp},
             "dp": dp,
+            "pp": pp,
+            **({"gpus_per_node": nodes} if nodes else {}),
+            **({"scale_out": network} if network else {}),
             "expert_parallel": expert_parallel,
             **({"all2all_backend": a2a} if a2a else {}),
             "router": "least_outstanding",
@@ -346,7 +361,8 @@ def replay_scenario(
         n = logged_blocks(log.meta)
         if n is None:
             raise FleetsimError(f"{log.source}: --kv-blocks logged needs meta.json's kv_cache.num_gpu_blocks")
-        raw["engine"] = {**(raw.get("engine") or {}), "num_gpu_blocks_override": n}
+        pp = int((raw.get("fleet") or {}).get("pp") or 1)  # (a pipeline's virtual engines split the server's blocks)
+        raw["engine"] = {**(raw.get("engine") or {}), "num_gpu_blocks_override": n // pp}
     sc = parse_config(raw, where=where, base_dir=base_dir)
     if base_dir is not None:
         sc._base_dir = base_dir
@@ -617,7 +633,13 @@ def validate(
         gone = len(log.timeseries) - len(series)
         notes.append(f"{gone} of the time series' {len(log.timeseries)} ticks fall outside the replay's span: not compared")
         series = series if len(series) else None
-    blocks = {"simulated": int(result.replicas["kv_blocks"].iloc[0]), "logged": logged_blocks(log.meta)}
+    logged, pp = logged_blocks(log.meta), sc.fleet.pp
+    # (a pipeline's server logs its blocks, which its pp virtual engines split: the simulated count is one engine's)
+    blocks = {
+        "simulated": int(result.replicas["kv_blocks"].iloc[0]),
+        "logged": logged // pp if logged is not None else None,
+        "logged_server": logged,
+    }
     return Comparison(rows, series, blocks, notes, result)
 
 
