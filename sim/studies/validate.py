@@ -261,6 +261,13 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
         else:
             notes.append(f"async scheduling: {'on' if asynchronous else 'off'}, vLLM {version[0]}.{version[1]}'s default")
     engine["async_scheduling"] = bool(asynchronous)
+    host = host_loop(vllm_version(meta.get("vllm_version")), asynchronous=bool(asynchronous), v0=pp > 1)
+    if host is not None:
+        (step_s, seq_s), measured_on = host
+        notes.append(
+            f"host loop: {step_s * 1e6:g} us a step + {seq_s * 1e6:g} us a scheduled request the GPU waits for (no async "
+            f"scheduling; {measured_on}'s V1 engine core measured on one 2.6 GHz Zen 4 core: benchmarks/host/)"
+        )
     if _flag(cache, "enable_prefix_caching", cache_where):
         notes.append("prefix caching: on in the run; replayed without shared prefixes (the log has no prompt hashes)")
     tick = meta.get("tick_seconds")
@@ -309,9 +316,32 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
             "gpu_memory_utilization": float(gmu or 0.9),
             "weight_bits": weight_bits,
             "kv_bits": kv_bits,
+            **({"step_overhead_s": host[0][0], "seq_overhead_s": host[0][1]} if host is not None else {}),
         },
     }
     return scenario, notes
+
+
+# vLLM's V1 engine core per step, measured (benchmarks/host/measure_host.py: the real Scheduler, the shared-memory
+# broadcast to 8 TP workers and their replies, update_from_output and the output encoding, fed a fabricated model
+# output, on a 2.6 GHz Zen 4 core): seconds a step and a running request, by the first version each applies from
+HOST_LOOP: tuple[tuple[tuple[int, int], str, float, float], ...] = (
+    ((0, 8), "vLLM 0.8.3", 60e-6, 5.9e-6),
+    ((0, 11), "vLLM 0.11.0", 13e-6, 9.3e-6),
+)
+
+
+def host_loop(version: tuple[int, int] | None, *, asynchronous: bool, v0: bool) -> tuple[tuple[float, float], str] | None:
+    """The engine loop's host time the GPU waits for, (seconds a step, a scheduled request) and the version measured: the
+    latest measurement at or before the run's vLLM version; None with async scheduling (the loop runs under the GPU's
+    step), on the V0 engine (not measured), or for a version older than any measured."""
+    if asynchronous or v0 or version is None:
+        return None
+    found = None
+    for since, name, step_s, seq_s in HOST_LOOP:
+        if version >= since:
+            found = ((step_s, seq_s), name)
+    return found
 
 
 def vllm_version(text: object) -> tuple[int, int] | None:
