@@ -144,3 +144,23 @@ def test_the_real_tp4_pp2_run_is_replayed_within_five_percent_on_decode_at_light
         assert abs(cmp.error(metric)) < 0.05, (metric, cmp.error(metric))
     assert cmp.kv_blocks["logged"] == 25_588 // 2 and cmp.kv_blocks["logged_server"] == 25_588
     assert abs(cmp.kv_blocks["simulated"] / cmp.kv_blocks["logged"] - 1) < 0.03
+
+
+def test_a_pipeline_server_imports_as_its_virtual_engines_and_export_refuses_it(tmp_path):
+    from sim.scenario.exporter import export_manifests
+    from sim.scenario.importer import import_files, nest, scenario_values
+
+    script = tmp_path / "serve.sh"
+    script.write_text(
+        "vllm serve meta-llama/Llama-3.1-70B-Instruct --tensor-parallel-size 4 --pipeline-parallel-size 2 "
+        "--enable-prefix-caching\n"
+    )
+    imp = import_files([script])
+    sc = nest(scenario_values(imp, gpu="a100-80gb"))
+    assert sc["fleet"]["tp"] == 4 and sc["fleet"]["pp"] == 2
+    assert sc["fleet"]["autoscaler"] == {"policy": "fixed", "replicas": 2}  # one server: its two engines
+    assert any("virtual engines" in n for n in imp.notes)
+    scenario = parse_config({"model": "llama-3.1-70b", **sc})
+    resolve_scenario(scenario)  # (it resolves: each GPU holds a stage's weights)
+    with pytest.raises(FleetsimError, match=r"fleet\.pp 2: export"):
+        export_manifests(scenario)
