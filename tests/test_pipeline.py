@@ -164,3 +164,21 @@ def test_a_pipeline_server_imports_as_its_virtual_engines_and_export_refuses_it(
     resolve_scenario(scenario)  # (it resolves: each GPU holds a stage's weights)
     with pytest.raises(FleetsimError, match=r"fleet\.pp 2: export"):
         export_manifests(scenario)
+
+
+def test_the_roofline_command_prices_one_virtual_engine():
+    import json
+
+    from typer.testing import CliRunner
+
+    from sim.cli import app
+
+    args = ["roofline", "--model", "llama-3.1-70b", "--gpu", "a100-80gb", "--tp", "4", "--pp", "2", "--batches", "32"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "one of 2 virtual engines" in r.output and "(8 GPUs;" in r.output
+    data = json.loads(CliRunner().invoke(app, [*args, "--json"]).output)
+    expected = 32 / decode_cost(setup(4, 2), batch=32, context_tokens=0).time_s
+    assert data["pp"] == 2 and data["decode_tokens_per_s"]["32"] == pytest.approx(expected)
+    bad = CliRunner().invoke(app, [*args[:-2], "--pp", "0"])
+    assert bad.exit_code == 2 and "--pp" in bad.output

@@ -75,6 +75,12 @@ def roofline(
     gpus_per_node: Annotated[
         int | None, typer.Option(help="GPUs one node's NVLink joins (default 8): a larger TP spans nodes.")
     ] = None,
+    pp: Annotated[
+        int | None,
+        typer.Option(
+            help="Pipeline stages of --tp GPUs each (vLLM's --pipeline-parallel-size): figures for one of its virtual engines."
+        ),
+    ] = None,
     config: Annotated[
         Path | None, typer.Option(help="Scenario YAML giving model, fleet.gpu/tp (and its DP layout), engine, roofline, pricing.")
     ] = None,
@@ -110,6 +116,9 @@ def roofline(
     positive("--fit-context-tokens", fit_context_tokens)
     positive("--tp", tp)
     positive("--gpus-per-node", gpus_per_node)
+    positive("--pp", pp)
+    if pp is not None and pp > 64:  # (the scenario's fleet.pp bound)
+        raise FleetsimError(f"--pp must be at most 64 (got {pp})")
     if gpus_per_node is not None and gpus_per_node > 1024:  # (the scenario's fleet.gpus_per_node bound)
         raise FleetsimError(f"--gpus-per-node must be at most 1024 (got {gpus_per_node})")
     if price_per_gpu_hour is not None and not (0 <= price_per_gpu_hour <= MAX_USD_PER_GPU_HOUR):
@@ -158,6 +167,7 @@ def roofline(
         model = model or scenario.model
         gpu = gpu or scenario.fleet.gpu
         tp = tp or scenario.fleet.tp
+        pp = pp or scenario.fleet.pp
         gpus_per_node = gpus_per_node or scenario.fleet.gpus_per_node
         scale_out = scenario.fleet.scale_out
         price_per_gpu_hour = price_per_gpu_hour if price_per_gpu_hour is not None else scenario.pricing.usd_per_gpu_hour
@@ -185,6 +195,7 @@ def roofline(
             usd_per_gpu_hour=on_demand_price(price_per_gpu_hour, provider, gpu_spec.name),
             gpus_per_node=gpus_per_node or 8,
             scale_out=scale_out,
+            pp=pp or 1,
             **layout,
         )
     except FleetsimError as err:  # (with --config: name the file the replica was read from, as `run` does)

@@ -75,6 +75,7 @@ def roofline_report(
         "model": model.name,
         "gpu": gpu.name,
         "tp": setup.tp,
+        "pp": setup.pp,  # pipeline stages: this replica is one of the server's pp virtual engines
         "dp": setup.dp_group,  # DP ranks sharing the MoE layers (this replica is one; weights and KV are its own)
         "preset": preset,
         "assumptions": {
@@ -170,6 +171,12 @@ def render_text(r: dict[str, Any]) -> str:
     lines = [
         f"fleetsim roofline: {r['model']} on {r['tp']}x {r['gpu']}"
         + (f", one of {r['dp']} data-parallel ranks sharing the experts" if r.get("dp", 1) > 1 else "")
+        + (
+            f", one of {r['pp']} virtual engines of a server of {r['pp']} pipeline stages ({r['pp'] * r['tp']} GPUs; each "
+            "engine's step through every stage, its share of the weights and KV cache; figures an engine)"
+            if r.get("pp", 1) > 1
+            else ""
+        )
         + (f" (preset: {r['preset']})" if r["preset"] else ""),
         f"  {a['weights']} weights, {a['kv_bits']}-bit KV; per GPU {a['effective_flops_per_s_per_gpu'] / 1e12:.1f} TFLOP/s"
         f" and {a['effective_hbm_bw_bytes_per_s_per_gpu'] / 1e12:.2f} TB/s effective (mfu {a['mfu']:.3f}, mbu {a['mbu']:.3f});"
