@@ -440,9 +440,10 @@ def test_every_combination_conserves_and_matches_the_reference(draw):
 
 
 def platform(draws: list[dict], fast_forward: bool, budget: int, preempt: bool = False) -> dict:
-    """Each draw a deployment (no batch jobs: a platform refuses them), on one a100-80gb budget; with `preempt`, the
-    higher-priority ones preempt the others' replicas."""
+    """Each draw a deployment (no batch jobs, no pipeline stages: a platform refuses them), on one a100-80gb budget;
+    with `preempt`, the higher-priority ones preempt the others' replicas."""
     deployments = []
+    draws = [{**d, "pp": False} for d in draws]
     for i, draw in enumerate(draws):
         raw = scenario({**draw, "batch": "none"}, fast_forward)
         deployments.append(

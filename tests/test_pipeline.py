@@ -182,3 +182,21 @@ def test_the_roofline_command_prices_one_virtual_engine():
     assert data["pp"] == 2 and data["decode_tokens_per_s"]["32"] == pytest.approx(expected)
     bad = CliRunner().invoke(app, [*args[:-2], "--pp", "0"])
     assert bad.exit_code == 2 and "--pp" in bad.output
+
+
+def test_a_platform_deployment_with_pipeline_stages_is_refused():
+    from sim.run.platform import simulate_platform
+
+    fleet = {"gpu": "a100-80gb", "tp": 1, "autoscaler": {"policy": "fixed", "replicas": 2}}
+    raw = {
+        "model": "llama-3.1-8b",
+        "fleet": fleet,
+        "deployments": [
+            {"name": "a", "model": "llama-3.1-8b", "fleet": {**fleet, "pp": 2}},
+            {"name": "b", "model": "llama-3.1-8b", "fleet": fleet},
+        ],
+        "gpu_budget": {"a100-80gb": 8},
+    }
+    frame = validate_frame(pd.DataFrame({"arrival_at_s": [0.0], "prompt_tokens": [10], "output_tokens": [5], "model": ["a"]}))
+    with pytest.raises(FleetsimError, match=r"deployments\.0 \(a\): fleet\.pp: 2 pipeline stages"):
+        simulate_platform(parse_config(raw), frame, measure_capacity=False)

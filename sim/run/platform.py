@@ -167,6 +167,11 @@ def _deployments(scenario: Scenario, trace: pd.DataFrame, base_dir: Path) -> lis
         rows = np.flatnonzero(which == i)
         part = trace.iloc[rows].reset_index(drop=True)
         try:
+            if sub.fleet.pp > 1:  # (a deployment's replicas may be preempted or put to sleep one at a time)
+                raise FleetsimError(
+                    f"fleet.pp: {sub.fleet.pp} pipeline stages in a platform's deployment are not modelled (preemption "
+                    "and sleep would take part of a server); give the deployment fleet.pp 1, or run it as a scenario of its own"
+                )
             setup = resolve_scenario(sub, base_dir=base_dir)
             specs = pool_specs(sub, part, base_dir=base_dir)
         except FleetsimError as err:
