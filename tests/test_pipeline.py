@@ -200,3 +200,15 @@ def test_a_platform_deployment_with_pipeline_stages_is_refused():
     frame = validate_frame(pd.DataFrame({"arrival_at_s": [0.0], "prompt_tokens": [10], "output_tokens": [5], "model": ["a"]}))
     with pytest.raises(FleetsimError, match=r"deployments\.0 \(a\): fleet\.pp: 2 pipeline stages"):
         simulate_platform(parse_config(raw), frame, measure_capacity=False)
+
+
+def test_a_plan_over_pipeline_stages_counts_whole_servers(tmp_path):
+    from sim.studies.plan import load_plan, plan_fleet
+    from tests.test_plan import plan_file
+
+    out = plan_fleet(load_plan(plan_file(tmp_path, search="fleet.pp: [1, 2]")), tmp_path / "o", workers=1)
+    rows = {r["fleet.pp"]: r for r in out.ranking.to_dict(orient="records")}
+    assert rows[1]["status"] == rows[2]["status"] == "meets"
+    assert rows[2]["fleet.autoscaler.replicas"] % 2 == 0 and rows[2]["min_replicas"] % 2 == 0
+    tried = out.evaluated[out.evaluated["group"] == rows[2]["group"]]["fleet.autoscaler.replicas"]
+    assert len(tried) and (tried % 2 == 0).all()  # (only whole servers simulated)

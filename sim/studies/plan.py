@@ -354,13 +354,21 @@ def screen(plan: Plan) -> None:
         scenario = scenario_at(g, plan.spec.scale.start)
         trace = trace_of(scenario)
         try:
-            group = resolve_scenario(scenario, base_dir=base_dir).dp_group
-            if group > 1:  # an MoE model's DP ranks come in whole groups (`sim.run.pools.check_whole_groups`)
+            resolved = resolve_scenario(scenario, base_dir=base_dir)
+            # an MoE model's DP ranks come in whole groups (`sim.run.pools.check_whole_groups`), a pipeline's virtual
+            # engines in whole servers (`check_pipeline`)
+            group = resolved.dp_group * resolved.pp
+            if group > 1:
+                what = (
+                    f"an MoE model's DP ranks come in whole groups of fleet.dp = {group}"
+                    if resolved.pp == 1
+                    else f"a server of fleet.pp = {resolved.pp} pipeline stages runs {group} replicas (its virtual engines)"
+                )
                 g.scales = [n for n in g.scales if n % group == 0]
                 if not g.scales:
                     raise FleetsimError(
-                        f"{plan.spec.scale.path}: an MoE model's DP ranks come in whole groups of fleet.dp = {group}, and no "
-                        f"value from {plan.spec.scale.start} to {plan.spec.scale.to} is a multiple of it"
+                        f"{plan.spec.scale.path}: {what}, and no value from {plan.spec.scale.start} to "
+                        f"{plan.spec.scale.to} is a multiple of it"
                     )
                 scenario = scenario_at(g, g.scales[0])
             specs = pool_specs(scenario, trace, base_dir=base_dir)
