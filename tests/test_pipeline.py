@@ -212,3 +212,16 @@ def test_a_plan_over_pipeline_stages_counts_whole_servers(tmp_path):
     assert rows[2]["fleet.autoscaler.replicas"] % 2 == 0 and rows[2]["min_replicas"] % 2 == 0
     tried = out.evaluated[out.evaluated["group"] == rows[2]["group"]]["fleet.autoscaler.replicas"]
     assert len(tried) and (tried % 2 == 0).all()  # (only whole servers simulated)
+
+
+def test_a_logged_block_count_too_small_to_split_is_named(tmp_path):
+    import json
+    import shutil
+
+    run = E2E / "a100-40gb-llama-3.3-70b-tp4-pp2-qps1"
+    shutil.copy(run / "requests.jsonl", tmp_path / "requests.jsonl")
+    meta = json.loads((run / "meta.json").read_text())
+    meta["kv_cache"]["num_gpu_blocks"] = 1
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(FleetsimError, match=r"num_gpu_blocks: 1 blocks for the server's 2 virtual engines"):
+        validate(read_run_log(tmp_path), kv_blocks="logged")

@@ -392,6 +392,11 @@ def replay_scenario(
         if n is None:
             raise FleetsimError(f"{log.source}: --kv-blocks logged needs meta.json's kv_cache.num_gpu_blocks")
         pp = int((raw.get("fleet") or {}).get("pp") or 1)  # (a pipeline's virtual engines split the server's blocks)
+        if n < pp:
+            raise FleetsimError(
+                f"{log.source}: meta.json kv_cache.num_gpu_blocks: {n} blocks for the server's {pp} virtual engines (at "
+                "least one each)"
+            )
         raw["engine"] = {**(raw.get("engine") or {}), "num_gpu_blocks_override": n // pp}
     sc = parse_config(raw, where=where, base_dir=base_dir)
     if base_dir is not None:
