@@ -163,3 +163,23 @@ def test_validate_prices_the_measured_engine_loop_of_a_synchronous_vllm():
     for run in ("rtx4090-llama-3.1-8b", "a100-40gb-llama-3.3-70b-tp4-pp2-qps1"):  # async scheduling; the V0 engine
         raw, notes = scenario_from_meta(json.loads((e2e / run / "meta.json").read_text()))
         assert "seq_overhead_s" not in raw["roofline"] and not any(n.startswith("host loop") for n in notes)
+
+
+def test_the_roofline_report_counts_a_speculating_steps_host_time_as_the_engine_does():
+    """`fleetsim roofline`'s speculative figures (sim.physics.speculative) charge a verify's host time once a sequence
+    and a draft step none, as the engine's step model does: the host cost adds n h to a step on both paths."""
+    from sim.physics.speculative import draft_time_s, verify_cost
+
+    k, n, c = 3, 32, 400
+
+    def physics(h: float) -> float:
+        s = setup_with(h)
+        return verify_cost(s, batch=n, k=k, context_tokens=c).time_s + draft_time_s(
+            "mtp", k=k, batch=n, context_tokens=c, target=s, draft=None, draft_cost=0.1
+        )
+
+    def engine(h: float) -> float:
+        return SpeculativeStepTime(RooflineStepTime(setup_with(h)), None, method="mtp", k=k, draft_cost=0.1).verify(n, n * c)[0]
+
+    assert physics(H) - physics(0.0) == pytest.approx(n * H, rel=1e-9)
+    assert engine(H) - engine(0.0) == pytest.approx(n * H, rel=1e-9)

@@ -81,15 +81,38 @@ def test_a_step_is_the_whole_model_at_tp_plus_the_stages_sends():
         ({"mode": "disaggregated"}, {}, "colocated"),
         ({"capacity": {"failures": {"gpu_mtbf_hours": 1000}}}, {}, "failures"),
         ({}, {"speculative": {"method": "ngram", "num_speculative_tokens": 2, "acceptance_rate": 0.5}}, "speculative"),
+        ({"capacity": {"spot": {"reclaim_at_s": [5.0], "notice_s": 1.0}}}, {}, "spot reclaims"),
+        ({"capacity": {"fallback": [{"gpu": "h100-sxm", "max_replicas": 2}]}}, {}, "fallback GPUs"),
+        ({"max_gpus": 1}, {}, "fleet.max_gpus"),
+        ({}, {"batch": True}, "dedicated batch pool"),
     ],
-    ids=["autoscaled", "part-of-a-server", "disaggregated", "failures", "speculative"],
+    ids=[
+        "autoscaled",
+        "part-of-a-server",
+        "disaggregated",
+        "failures",
+        "speculative",
+        "spot",
+        "fallback",
+        "max-gpus",
+        "dedicated-batch",
+    ],
 )
 def test_what_would_split_a_server_is_refused_in_one_line(fleet, engine, message):
+    engine = dict(engine)
+    batch = engine.pop("batch", None)
     raw = {
         "model": "llama-3.1-8b",
         "fleet": {"gpu": "a100-80gb", "tp": 1, "pp": 2, "autoscaler": {"policy": "fixed", "replicas": 2}, **fleet},
         "engine": engine,
     }
+    if batch:
+        raw["batch"] = {
+            "fleet": "dedicated",
+            "dedicated": {"replicas": 3},
+            "jobs": [{"job_id": "j", "requests": 2, "prompt_tokens": {"dist": "fixed", "tokens": 10},
+                      "output_tokens": {"dist": "fixed", "tokens": 5}, "submit_at_s": 0.0, "deadline_s": 60}],
+        }  # fmt: skip
     frame = validate_frame(pd.DataFrame({"arrival_at_s": [0.0], "prompt_tokens": [10], "output_tokens": [5]}))
     with pytest.raises(FleetsimError, match=message) as err:
         simulate(parse_config(raw), frame, measure_capacity=False)
@@ -225,3 +248,18 @@ def test_a_logged_block_count_too_small_to_split_is_named(tmp_path):
     (tmp_path / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(FleetsimError, match=r"num_gpu_blocks: 1 blocks for the server's 2 virtual engines"):
         validate(read_run_log(tmp_path), kv_blocks="logged")
+
+
+def test_an_autoscaled_pipeline_deployment_imports_as_a_fixed_fleet_of_whole_servers(tmp_path):
+    from sim.scenario.importer import import_files, nest, scenario_values
+
+    text = (Path(__file__).resolve().parents[1] / "configs" / "cluster" / "deployment-hpa.yaml").read_text()
+    text = text.replace("--tensor-parallel-size 1", "--tensor-parallel-size 1 --pipeline-parallel-size 2")
+    (tmp_path / "d.yaml").write_text(text)
+    imp = import_files([tmp_path / "d.yaml"])
+    sc = nest(scenario_values(imp))
+    auto = sc["fleet"]["autoscaler"]
+    assert auto["policy"] == "fixed" and auto["replicas"] % 2 == 0 and auto["replicas"] >= 2
+    assert any("autoscaler is not written" in n for n in imp.notes)
+    frame = validate_frame(pd.DataFrame({"arrival_at_s": [0.0], "prompt_tokens": [10], "output_tokens": [5]}))
+    simulate(parse_config({**sc, "model": sc.get("model", "llama-3.1-8b")}), frame, measure_capacity=False)  # (it runs)

@@ -109,6 +109,7 @@ def roofline_report(
         "n_params": model.n_params,
         "n_active_params": model.n_active_params,
         "weight_bytes": setup.weight_bytes,
+        "held_weight_bytes": setup.held_weight_bytes,  # on this replica's GPUs (a pipeline's engine: its 1/pp share)
         "flops_per_token": model.flops_per_token,
         "kv_bytes_per_token": model.kv_bytes_per_token(setup.kv_bits),
         "kv_bytes_per_token_replica": setup.kv_bytes_per_token,
@@ -203,7 +204,12 @@ def render_text(r: dict[str, Any]) -> str:
         "",
         "model",
         f"  parameters                 {r['n_params'] / 1e9:.2f} B (active per token {r['n_active_params'] / 1e9:.2f} B)",
-        f"  weights                    {r['weight_bytes'] / GIGA:.2f} GB",
+        f"  weights                    {r['weight_bytes'] / GIGA:.2f} GB"
+        + (
+            f" ({r['held_weight_bytes'] / GIGA:.2f} GB held by this engine's GPUs)"
+            if r.get("held_weight_bytes", r["weight_bytes"]) != r["weight_bytes"]
+            else ""
+        ),
         f"  FLOPs per token            {r['flops_per_token'] / 1e9:.1f} GFLOP (2 x active matmul params)",
         f"  KV cache per token         {r['kv_bytes_per_token']:,.0f} B ({r['kv_bytes_per_token'] / 1024:.1f} KiB)"
         + (

@@ -490,12 +490,16 @@ def step_cost(
     group_tokens: int | None = None,
     decode_seqs: int = 0,
     decode_context_tokens: float = 0.0,
+    seqs: int | None = None,
 ) -> StepCost:
     """Cost of one forward step; see the module docstring for the terms. `logit_tokens`: the positions the LM head
     runs on (one per scheduled sequence; None: every token). Of the `attention_pairs`, `decode_pairs` are decoding
     queries' (`ModelSpec.decode_attention_flops_per_pair`); `context_tokens`: the cached tokens prefill chunks attend
     to (`ModelSpec.context_flops_per_token`). Both matter only with MLA. `decode_seqs` decoders, whose cached tokens
-    (`decode_context_tokens`, of the `kv_read_tokens`) sliding-window layers read up to their window (`windowed`)."""
+    (`decode_context_tokens`, of the `kv_read_tokens`) sliding-window layers read up to their window (`windowed`).
+    `seqs`: the sequences scheduled, which the host cost a sequence counts (None: `logit_tokens`, else every token; a
+    speculative verify gives its sequences, its logit positions being k + 1 each; a draft step 0: it runs in the
+    verify's step)."""
     model, tp = setup.model, setup.tp
     attention_pairs, kv_read_tokens = windowed(
         model, n_tokens, attention_pairs, kv_read_tokens, decode_seqs, decode_context_tokens
@@ -517,7 +521,8 @@ def step_cost(
         compute_s=(flops - n_tokens * setup.routed_flops_per_token) / (tp * setup.effective_flops_per_s),
         memory_s=(resident_bytes_read(setup) + kv_bytes) / (tp * setup.effective_hbm_bw_bytes_per_s),
         comm_s=comm_s,
-        overhead_s=fixed_overhead_s(setup) + host_overhead_s(setup, n_tokens if logit_tokens is None else logit_tokens),
+        overhead_s=fixed_overhead_s(setup)
+        + host_overhead_s(setup, seqs if seqs is not None else n_tokens if logit_tokens is None else logit_tokens),
         overlap=setup.overlap,
         expert_compute_s=expert_c,
         expert_memory_s=expert_m,

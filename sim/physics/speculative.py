@@ -42,6 +42,7 @@ def verify_cost(setup: RooflineSetup, *, batch: int, k: int, context_tokens: int
         decode_pairs=batch * ((k + 1) * context_tokens + (k + 1) * (k + 2) / 2),  # a verify decodes its k + 1 tokens
         decode_seqs=batch,
         decode_context_tokens=batch * context_tokens,
+        seqs=batch,  # (the host's work a request: once a step, not at each of its k + 1 positions)
     )
 
 
@@ -76,6 +77,7 @@ def _decode_s(setup: RooflineSetup, batch: int, context_tokens: float) -> float:
         decode_pairs=batch * (context_tokens + 1),
         decode_seqs=batch,
         decode_context_tokens=batch * context_tokens,
+        seqs=0,  # (a draft step runs inside the verify's engine step, whose host time the verify counts)
     )
     return float(cost.time_s)
 

@@ -250,7 +250,8 @@ def run_meta(
         "hbm_bw_bytes_per_s_per_gpu": setup.gpu.hbm_bw_bytes_per_s,
         "resolved": {
             "model_params": setup.model.n_params,
-            "weight_bytes": setup.held_weight_bytes,
+            "weight_bytes": setup.weight_bytes,
+            "held_weight_bytes": setup.held_weight_bytes,  # on a replica's GPUs (a pipeline's engine: its 1/pp share)
             "kv_bytes_per_token_replica": setup.kv_bytes_per_token,
             "kv_blocks_per_replica": entry.n_blocks,
             "max_num_batched_tokens": entry.budget,

@@ -302,6 +302,11 @@ def check_pipeline(psc: Scenario, pp: int) -> None:
         raise refuse(
             "engine.speculative", "speculative decoding is not modelled (vLLM's V0 engine, which runs PP, has no PP with it)"
         )
+    if psc.batch is not None and psc.batch.fleet == "dedicated":
+        raise refuse(
+            "batch.fleet",
+            "a dedicated batch pool (launched and released as the backlog needs, an engine at a time) is not modelled; use backfill",
+        )
 
 
 def check_whole_groups(fleet: Any, dp: int) -> None:

@@ -1298,6 +1298,17 @@ def scenario_values(imp: Imported, *, model: str | None = None, gpu: str | None 
                 f"replica bounds x {dp} (data_parallel_size x pipeline_parallel_size), per-pod request targets / {dp}: each DP "
                 "rank's each virtual engine is a fleetsim replica"
             )
+    auto = values.get("fleet.autoscaler")
+    if imp.pipeline_parallel > 1 and auto is not None and auto.get("policy") != "fixed":
+        # (a pipeline's virtual engines are modelled on a fixed fleet of whole servers: `sim.run.pools.check_pipeline`)
+        held = auto.get("initial_replicas") or auto.get("min_replicas") or dp
+        held = max(dp, -(-int(held) // dp) * dp)
+        values["fleet.autoscaler"] = {"policy": "fixed", "replicas": held}
+        imp.notes.append(
+            f"fleet.autoscaler: the {auto.get('policy')} autoscaler is not written: fleetsim models a pipeline-parallel "
+            f"server (pipeline_parallel_size {imp.pipeline_parallel}) on a fixed fleet of whole servers only; held at "
+            f"{held // dp} server(s), {held} replicas"
+        )
     if dp > 1 and values.get("fleet.max_outstanding_per_replica") is not None:
         values["fleet.max_outstanding_per_replica"] = max(1, int(values["fleet.max_outstanding_per_replica"]) // dp)
     return values

@@ -159,11 +159,18 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
     assert tp is not None and dp is not None
     pp = _int(kw, "pipeline_parallel_size", "engine_kwargs.", 1)
     assert pp is not None
+    on_v0 = False  # (vLLM before 0.9 serves PP on its V0 engine: its host loop is not measured)
     if pp > 1:
         version = vllm_version(meta.get("vllm_version"))
-        v0 = " (vLLM before 0.9 runs PP on its V0 engine so)" if version is not None and version < (0, 9) else ""
+        on_v0 = version is not None and version < (0, 9)
+        how = (
+            " (vLLM before 0.9 runs PP on its V0 engine so)"
+            if on_v0
+            else " as V0 ran them (vLLM 0.9+ runs PP on its V1 engine with one scheduler over the whole KV cache and pp "
+            "batches in flight, which this approximates)"
+        )
         notes.append(
-            f"pipeline_parallel_size={pp}: replayed as the server's {pp} virtual engines{v0}, each its own scheduler, batch "
+            f"pipeline_parallel_size={pp}: replayed as the server's {pp} virtual engines{how}, each its own scheduler, batch "
             f"and 1/{pp} of the KV cache, its steps through all {pp} stages of {tp} GPUs (fleet.pp)"
         )
     if dp > 1:  # each DP rank has its own scheduler, batch and KV cache; the coordinator balances requests
@@ -261,7 +268,7 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
         else:
             notes.append(f"async scheduling: {'on' if asynchronous else 'off'}, vLLM {version[0]}.{version[1]}'s default")
     engine["async_scheduling"] = bool(asynchronous)
-    host = host_loop(vllm_version(meta.get("vllm_version")), asynchronous=bool(asynchronous), v0=pp > 1)
+    host = host_loop(vllm_version(meta.get("vllm_version")), asynchronous=bool(asynchronous), v0=on_v0)
     if host is not None:
         (step_s, seq_s), measured_on = host
         notes.append(

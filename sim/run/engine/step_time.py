@@ -418,7 +418,7 @@ class RooflineStepTime:
         """Seconds of the first k steps of `decode_line(n_seqs, context_sum)`, step by step (for short runs: a
         speculative step's drafts, which run inside a step whose host time is counted once: `host` False leaves the
         host seconds a sequence out)."""
-        if host and self._seq_overhead:
+        if host and self._seq_overhead and k > 0:
             return self.decode_sum(n_seqs, context_sum, k, False) + k * self.host_s(n_seqs)
         matmul_flops, weight_bytes, fixed = self._batch_terms(n_seqs)
         attn, kv, f, b, g = self._attn, self._kv, self._flops_per_s, self._bytes_per_s, self._g
