@@ -113,7 +113,10 @@ def test_models_and_gpus_listings():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--model", "llama-9", "--gpu", "a100-80gb"], "unknown model 'llama-9'; valid names: deepseek-r1, deepseek-v2, deepseek-v3, "),
+        (
+            ["--model", "llama-9", "--gpu", "a100-80gb"],
+            "unknown model 'llama-9'; valid names: deepseek-r1, deepseek-v2, deepseek-v3, ",
+        ),
         (["--model", "llama-2-70b", "--gpu", "p100", "--tp", "2"], "unknown gpu 'p100'; valid names: a10, a100-40gb"),
         (["--model", "llama-2-70b", "--gpu", "a100-80gb", "--tp", "3"], "tp=3 must divide num_attention_heads=64"),
         (["--model", "llama-2-70b", "--gpu", "a100-80gb", "--tp", "1"], "short by 63.8 GB"),
