@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -18,7 +17,7 @@ from sim.run.simulate import simulate
 from sim.scenario.config import parse_config
 from sim.scenario.resolve import resolve_scenario
 from sim.workload import validate_frame
-from tests.test_engine_equivalence import assert_same_requests
+from tests.test_engine_equivalence import assert_same_requests, random_trace
 
 H = 5e-5  # 50 µs a sequence: the size the multi-GPU runs' residual reads (docs/steptime.md)
 
@@ -80,19 +79,6 @@ def test_a_speculative_verify_counts_its_sequences_once_and_its_drafts_none():
         c = ctx + through
 
 
-def trace(seed: int, n: int, rate: float) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    return validate_frame(
-        pd.DataFrame(
-            {
-                "arrival_at_s": np.cumsum(rng.exponential(1 / rate, n)),
-                "prompt_tokens": rng.integers(1, 600, n),
-                "output_tokens": rng.integers(1, 120, n),
-            }
-        )
-    )
-
-
 def run(h: float, *, fast_forward: bool, frame: pd.DataFrame, **extra):
     engine = {"max_num_seqs": 16, "max_num_batched_tokens": 512, "fast_forward": fast_forward, **extra.pop("engine", {})}
     fleet = {"gpu": "a100-80gb", "tp": 1, "autoscaler": {"policy": "fixed", "replicas": 1}, **extra.pop("fleet", {})}
@@ -121,7 +107,7 @@ def test_one_request_alone_decodes_each_token_one_host_cost_later():
     ids=["plain", "speculative", "dp2-ep", "prefix-caching"],
 )
 def test_fast_forward_matches_the_per_step_reference_with_host_time(extra):
-    frame = trace(7, 120, 12.0)
+    frame = random_trace(7, 120, 12.0, max_prompt=599, max_output=119)
     fast = run(H, fast_forward=True, frame=frame, **dict(extra))
     slow = run(H, fast_forward=False, frame=frame, **dict(extra))
     assert_same_requests(fast, slow)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -20,7 +19,7 @@ from sim.scenario.vllm_args import map_options
 from sim.studies.validate import validate
 from sim.workload import validate_frame
 from sim.workload.runlog import read_run_log
-from tests.test_engine_equivalence import assert_same_requests
+from tests.test_engine_equivalence import assert_same_requests, random_trace
 
 E2E = Path(__file__).resolve().parents[1] / "benchmarks" / "e2e"
 
@@ -126,17 +125,7 @@ def test_an_moe_dp_group_with_stages_is_refused():
 
 
 def test_fast_forward_matches_the_per_step_reference_on_a_pipeline_fleet():
-    rng = np.random.default_rng(3)
-    n = 150
-    frame = validate_frame(
-        pd.DataFrame(
-            {
-                "arrival_at_s": np.cumsum(rng.exponential(1 / 20.0, n)),
-                "prompt_tokens": rng.integers(1, 800, n),
-                "output_tokens": rng.integers(1, 150, n),
-            }
-        )
-    )
+    frame = random_trace(3, 150, 20.0, max_prompt=799, max_output=149)
 
     def run(ff: bool):
         raw = {

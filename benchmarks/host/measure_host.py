@@ -183,27 +183,16 @@ def make_request(i, rng, tag, vc):
     prompt = [rng.randrange(1000, 128000) for _ in range(plen)]
     sp = SamplingParams(max_tokens=60000, temperature=0.8, top_p=0.95)
     params = inspect.signature(Request.__init__).parameters
-    if "pooling_params" in params:  # vLLM >= 0.10
-        return Request(
-            request_id=f"cmpl-{tag}-{i:05d}-0",
-            prompt_token_ids=prompt,
-            sampling_params=sp,
-            pooling_params=None,
-            eos_token_id=EOS,
-            arrival_time=time.time(),
-            block_hasher=block_hasher(vc),
-        )
-    return Request(
+    common = dict(
         request_id=f"cmpl-{tag}-{i:05d}-0",
-        prompt=None,
         prompt_token_ids=prompt,
-        multi_modal_inputs=None,
-        multi_modal_hashes=None,
-        multi_modal_placeholders=None,
         sampling_params=sp,
         eos_token_id=EOS,
         arrival_time=time.time(),
     )
+    if "pooling_params" in params:  # vLLM >= 0.10
+        return Request(**common, pooling_params=None, block_hasher=block_hasher(vc))
+    return Request(**common, prompt=None, multi_modal_inputs=None, multi_modal_hashes=None, multi_modal_placeholders=None)
 
 
 class Queues:

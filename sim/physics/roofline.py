@@ -373,6 +373,14 @@ def fixed_overhead_s(setup: RooflineSetup) -> float:
     return setup.model.n_layers * setup.layer_overhead_s + setup.step_overhead_s
 
 
+def scheduled_seqs(logit_tokens: int | None, n_decode_seqs: int, n_prefill_tokens: int) -> int:
+    """The sequences a step schedules, as a host cost a sequence counts them when the caller does not say: one per
+    logit position (one per scheduled sequence), else the decoders plus one for any prefill tokens."""
+    if logit_tokens is not None:
+        return logit_tokens
+    return n_decode_seqs + (1 if n_prefill_tokens else 0)
+
+
 def host_overhead_s(setup: RooflineSetup, seqs: int) -> float:
     """Host seconds a step of `seqs` scheduled sequences adds beyond `fixed_overhead_s` (0.0 without a per-sequence cost)."""
     return setup.seq_overhead_s * seqs if setup.seq_overhead_s else 0.0
@@ -497,7 +505,7 @@ def step_cost(
     queries' (`ModelSpec.decode_attention_flops_per_pair`); `context_tokens`: the cached tokens prefill chunks attend
     to (`ModelSpec.context_flops_per_token`). Both matter only with MLA. `decode_seqs` decoders, whose cached tokens
     (`decode_context_tokens`, of the `kv_read_tokens`) sliding-window layers read up to their window (`windowed`).
-    `seqs`: the sequences scheduled, which the host cost a sequence counts (None: `logit_tokens`, else every token; a
+    `seqs`: the sequences scheduled, which the host cost a sequence counts (None: `scheduled_seqs`; a
     speculative verify gives its sequences, its logit positions being k + 1 each; a draft step 0: it runs in the
     verify's step)."""
     model, tp = setup.model, setup.tp
@@ -522,7 +530,7 @@ def step_cost(
         memory_s=(resident_bytes_read(setup) + kv_bytes) / (tp * setup.effective_hbm_bw_bytes_per_s),
         comm_s=comm_s,
         overhead_s=fixed_overhead_s(setup)
-        + host_overhead_s(setup, seqs if seqs is not None else n_tokens if logit_tokens is None else logit_tokens),
+        + host_overhead_s(setup, seqs if seqs is not None else scheduled_seqs(logit_tokens, decode_seqs, n_tokens - decode_seqs)),
         overlap=setup.overlap,
         expert_compute_s=expert_c,
         expert_memory_s=expert_m,

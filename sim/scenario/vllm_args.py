@@ -383,29 +383,31 @@ def map_options(options: dict[str, Any], where: str) -> Mapped:
     def chunked(name: str, value: Any) -> None:
         m.set("engine.policy", "chunked" if _bool(name, value, where) else "prefill_first", src(name))
 
-    def data_parallel(name: str, value: Any) -> None:
-        dp = _int(name, value, where)
-        if dp < 1:  # (vLLM's own check: the importer would multiply the replicas by it)
-            raise FleetsimError(f"{where}: vLLM option {name} must be >= 1 (got {dp})")
-        m.set("data_parallel_size", dp, src(name))  # (the importer multiplies the replicas by it)
-        if dp > 1:
-            m.notes.append(
-                f"{src(name)} {dp}: each DP rank is a replica of its own (its scheduler, batch and KV cache) behind the router; "
-                "an MoE model's ranks share its experts (fleet.dp) and step in lock-step, in groups of dp"
-            )
+    def layout_size(note: Callable[[str, int], str]) -> Callable[[str, Any], None]:
+        """A degree the importer multiplies the replicas by (each DP rank, each pipeline's virtual engine, a replica)."""
 
-    def pipeline_parallel(name: str, value: Any) -> None:
-        pp = _int(name, value, where)
-        if pp < 1:  # (vLLM's own check: the importer multiplies the replicas by it)
-            raise FleetsimError(f"{where}: vLLM option {name} must be >= 1 (got {pp})")
-        m.set("pipeline_parallel_size", pp, src(name))  # (the importer multiplies the replicas by it)
-        if pp > 1:
-            m.notes.append(
-                f"{src(name)} {pp}: the server's layers in {pp} stages, run as {pp} virtual engines (vLLM's V0 engine, which "
-                "serves PP before 0.9), each a fleetsim replica with its own scheduler, batch and share of the KV cache (fleet.pp)"
-            )
+        def handle(name: str, value: Any) -> None:
+            n = _int(name, value, where)
+            if n < 1:  # (vLLM's own check: the importer would multiply the replicas by it)
+                raise FleetsimError(f"{where}: vLLM option {name} must be >= 1 (got {n})")
+            m.set(name, n, src(name))
+            if n > 1:
+                m.notes.append(f"{src(name)} {n}: {note(name, n)}")
 
-    handlers["pipeline_parallel_size"] = pipeline_parallel
+        return handle
+
+    handlers["data_parallel_size"] = layout_size(
+        lambda name, n: (
+            "each DP rank is a replica of its own (its scheduler, batch and KV cache) behind the router; "
+            "an MoE model's ranks share its experts (fleet.dp) and step in lock-step, in groups of dp"
+        )
+    )
+    handlers["pipeline_parallel_size"] = layout_size(
+        lambda name, n: (
+            f"the server's layers in {n} stages, run as {n} virtual engines (vLLM's V0 engine, which "
+            "serves PP before 0.9), each a fleetsim replica with its own scheduler, batch and share of the KV cache (fleet.pp)"
+        )
+    )
     handlers["enable_expert_parallel"] = direct("fleet.expert_parallel", _bool)
     handlers["all2all_backend"] = lambda name, value: m.set("fleet.all2all_backend", str(value), src(name))
 
@@ -468,7 +470,6 @@ def map_options(options: dict[str, Any], where: str) -> Mapped:
             "max_lora_rank": lora_option,
             "max_cpu_loras": lora_option,
             "enable_chunked_prefill": chunked,
-            "data_parallel_size": data_parallel,
             "quantization": quantization,
             "kv_cache_dtype": kv_dtype,
             "scheduling_policy": scheduling,

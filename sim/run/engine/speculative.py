@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from sim.physics.roofline import scheduled_seqs
 from sim.run.engine.sequence import Seq
 from sim.run.engine.step_time import RooflineStepTime, StepTimeModel, linear_runs
 
@@ -145,7 +146,7 @@ class SpeculativeStepTime:
     ) -> tuple[float, float, float]:
         k = self.k
         if seqs is None:  # (the sequences scheduled, for a host cost a sequence: fewer than a verify's logit positions)
-            seqs = logit_tokens if logit_tokens is not None else n_decode_seqs + (1 if n_prefill_tokens else 0)
+            seqs = scheduled_seqs(logit_tokens, n_decode_seqs, n_prefill_tokens)
         extra = k * decode_context_tokens + n_decode_seqs * self._extra_pairs  # the drafts' pairs (decoding queries)
         if decode_pairs is None:
             decode_pairs = decode_context_tokens + n_decode_seqs

@@ -30,6 +30,7 @@ from sim.physics.roofline import (
     experts_s,
     fixed_overhead_s,
     resident_bytes_read,
+    scheduled_seqs,
     weight_bytes_read,
     windowed,
 )
@@ -358,7 +359,7 @@ class RooflineStepTime:
             core = compute_s + self._g * memory_s if compute_s >= memory_s else memory_s + self._g * compute_s
         if self._seq_overhead:  # (host time a scheduled sequence: with the fixed overheads, as `step_cost` adds them)
             if seqs is None:
-                seqs = logit_tokens if logit_tokens is not None else n_decode_seqs + (1 if n_prefill_tokens else 0)
+                seqs = scheduled_seqs(logit_tokens, n_decode_seqs, n_prefill_tokens)
             return core + comm + (self._overhead + self._seq_overhead * seqs), flops, n_bytes
         return core + comm + self._overhead, flops, n_bytes
 
