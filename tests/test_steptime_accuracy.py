@@ -2,6 +2,7 @@
 `fleetsim calibrate`'s recovery of known parameters, its goal, and its input errors."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,26 @@ def test_predict_is_step_cost(tables):
             for s in t.shapes
         ]
         assert predict(t.setup, t.shapes) == pytest.approx(direct, rel=1e-12)
+
+
+def test_predict_counts_the_host_terms_as_step_cost_does(tables):
+    """A setup with host time a step and a scheduled sequence: the calibration's model adds both, as `step_cost` does
+    (a shape's steps schedule one sequence a logit row), and leaves them out of the fitted parameters."""
+    for t in tables:
+        host = replace(t.setup, step_overhead_s=2e-4, seq_overhead_s=1e-5)
+        direct = [
+            sum(
+                step_cost(host, n_tokens=n, attention_pairs=p, kv_read_tokens=kv, logit_tokens=g).time_s
+                for n, p, kv, g in s.steps
+            )
+            for s in t.shapes
+        ]
+        got = predict(host, t.shapes)
+        assert got == pytest.approx(direct, rel=1e-12)
+        seqs = [sum(g if g is not None else 1 for _, _, _, g in s.steps) for s in t.shapes]
+        added = got - predict(t.setup, t.shapes)
+        assert added == pytest.approx([len(s.steps) * 2e-4 + q * 1e-5 for s, q in zip(t.shapes, seqs, strict=True)], rel=1e-9)
+        assert "seq_overhead_s" not in params_of(host)
 
 
 def test_the_step_model_by_hand():

@@ -26,13 +26,14 @@ Input: a CSV of step shapes and their times. Two layouts are read:
   step's tokens touch under uniform routing.
 
 The model (`sim.physics.roofline.step_cost`): t = max(C, M) + (1 - overlap) min(C, M) + 2 L (latency + ring bytes
-/ link) + L layer_overhead_s + step_overhead_s, with C = FLOPs / (tp peak mfu), M = bytes / (tp HBM mbu) (an MoE
-model's routed experts a second such max of their own, at the same mfu, mbu and overlap).
-Free parameters: mfu, mbu, layer_overhead_s, allreduce_latency_s (only when tp > 1: at tp 1 there is no
-all-reduce to see) and overlap. They are fitted by least squares on the relative error (scipy's
-trust-region reflective method, inside physical bounds), so a 10 ms step and a 1 s step weigh alike.
-The leave-one-out error (refit without each shape, predict it) says how well the fit generalizes to a
-shape it has not seen; a leave-one-out error far above the in-sample one is overfitting.
+/ link) + L layer_overhead_s + step_overhead_s + scheduled sequences x seq_overhead_s, with C = FLOPs / (tp peak
+mfu), M = bytes / (tp HBM mbu) (an MoE model's routed experts a second such max of their own, at the same mfu, mbu
+and overlap). Free parameters: mfu, mbu, layer_overhead_s, allreduce_latency_s (only when tp > 1: at tp 1 there is
+no all-reduce to see) and overlap; the host terms (step_overhead_s, seq_overhead_s) are the scenario's, not fitted.
+They are fitted by least squares on the relative error (scipy's trust-region reflective method, inside physical
+bounds), so a 10 ms step and a 1 s step weigh alike. The leave-one-out error (refit without each shape, predict it)
+says how well the fit generalizes to a shape it has not seen; a leave-one-out error far above the in-sample one is
+overfitting.
 """
 
 from __future__ import annotations
@@ -49,7 +50,14 @@ import pandas as pd
 from sim.errors import FleetsimError
 from sim.physics.hardware import GpuSpec
 from sim.physics.models import ModelSpec
-from sim.physics.roofline import RooflineSetup, allreduce_time_s, expected_experts_touched, step_cost
+from sim.physics.roofline import (
+    RooflineSetup,
+    allreduce_time_s,
+    expected_experts_touched,
+    host_overhead_s,
+    scheduled_seqs,
+    step_cost,
+)
 from sim.spec import MAX_STEP_OVERHEAD_S
 
 PARAMS = ("mfu", "mbu", "layer_overhead_s", "allreduce_latency_s", "overlap")
@@ -400,6 +408,7 @@ class _Terms:
     n_layers: int
     tp: int
     step_overhead_s: float
+    host_s: np.ndarray  # host seconds each step's scheduled sequences add (`seq_overhead_s`; not fitted)
     comm: bool
 
 
@@ -415,10 +424,11 @@ def _terms(setup: RooflineSetup, shapes: Sequence[Shape]) -> _Terms:
     )
     gpu0 = replace(setup.gpu, allreduce_latency_s=0.0)
     model = setup.model
-    c, m, ec, em, ar, row = [], [], [], [], [], []
+    c, m, ec, em, ar, host, row = [], [], [], [], [], [], []
     for i, shape in enumerate(shapes):
         for n, pairs, kv, logits in shape.steps:
             cost = step_cost(base, n_tokens=n, attention_pairs=pairs, kv_read_tokens=kv, logit_tokens=logits)
+            host.append(host_overhead_s(setup, scheduled_seqs(logits, 0, n)))  # (as `step_cost` counts them)
             c.append(cost.compute_s)
             m.append(cost.memory_s)
             ec.append(cost.expert_compute_s)
@@ -437,6 +447,7 @@ def _terms(setup: RooflineSetup, shapes: Sequence[Shape]) -> _Terms:
         model.n_layers,
         setup.tp,
         setup.step_overhead_s,
+        np.array(host),
         setup.comm,
     )
 
@@ -447,7 +458,7 @@ def _predict(t: _Terms, p: Mapping[str, float]) -> np.ndarray:
         return np.maximum(cmp, mem) + (1.0 - p["overlap"]) * np.minimum(cmp, mem)
 
     # (an MoE model's routed experts a roofline of their own, `step_cost`; a dense model's are zeros)
-    step = roof(t.compute_at_peak, t.memory_at_peak) + t.n_layers * p["layer_overhead_s"] + t.step_overhead_s
+    step = roof(t.compute_at_peak, t.memory_at_peak) + t.n_layers * p["layer_overhead_s"] + t.step_overhead_s + t.host_s
     step = step + roof(t.expert_compute_at_peak, t.expert_memory_at_peak)
     if t.comm and t.tp > 1:
         step = step + t.ar_bytes_s + 2 * t.n_layers * p["allreduce_latency_s"]
