@@ -159,7 +159,7 @@ def scenario(draw: dict, fast_forward: bool) -> dict:
         return groups_of(AUTOSCALERS[name], dp)
 
     fleet = {
-        "gpu": "a100-80gb",
+        "gpu": "h100-sxm" if draw.get("fp8") else "a100-80gb",  # (FP8 GEMMs: a GPU with FP8 tensor cores)
         "tp": 1,
         "router": draw["router"],
         "autoscaler": auto(draw["autoscaler"]),
@@ -230,6 +230,8 @@ def scenario(draw: dict, fast_forward: bool) -> dict:
             "logits": draw["logits"],
             "kv_memory": draw["kv_memory"],
             "seq_overhead_s": draw.get("host", 0.0),
+            # FP8 GEMMs, attention at BF16 (`attention_time_factor`)
+            **({"compute_dtype": "fp8"} if draw.get("fp8") else {}),
         },  # (the blocks are given: sizing is built, not used)
     }
     if draw["batch"] != "none":
@@ -326,6 +328,7 @@ DRAW = st.fixed_dictionaries(
         "hybrid_off": st.sampled_from([None, False, True]),
         "pp": st.booleans(),  # two pipeline stages a server (where the fleet allows them), each replica an engine
         "host": st.sampled_from([0.0, 2e-4]),  # host seconds a scheduled sequence a step (`roofline.seq_overhead_s`)
+        "fp8": st.booleans(),  # FP8 GEMMs on an H100 (attention at BF16) instead of BF16 on an A100
     }
 )
 
@@ -365,6 +368,10 @@ DRAW = st.fixed_dictionaries(
 @example(  # pipeline stages (each replica one of a server's two virtual engines) with a host cost a sequence
     draw={**FOUND, "seed": 5, "speculation": "off", "n": 20, "rate": 5.0, "hazards": "none", "hazard_at_s": [0.0],
           "pp": True, "host": 2e-4, "lora": 1}
+)  # fmt: skip
+@example(  # FP8 GEMMs with attention at BF16: a speculating MoE DP group with prefix caching and hazards
+    draw={**FOUND, "seed": 3, "speculation": "mtp", "n": 24, "rate": 4.0, "hazards": "both", "hazard_at_s": [1.0],
+          "moe": True, "fp8": True}
 )  # fmt: skip
 def test_every_combination_conserves_and_matches_the_reference(draw):
     frame = trace(draw["seed"], draw["n"], draw["rate"], prefixes=draw["prefix"], adapters=draw["lora"] > 0, gap=draw["gap"])
@@ -440,10 +447,10 @@ def test_every_combination_conserves_and_matches_the_reference(draw):
 
 
 def platform(draws: list[dict], fast_forward: bool, budget: int, preempt: bool = False) -> dict:
-    """Each draw a deployment (no batch jobs, no pipeline stages: a platform refuses them), on one a100-80gb budget;
-    with `preempt`, the higher-priority ones preempt the others' replicas."""
+    """Each draw a deployment (no batch jobs, no pipeline stages: a platform refuses them), on one a100-80gb budget
+    (so BF16 GEMMs); with `preempt`, the higher-priority ones preempt the others' replicas."""
     deployments = []
-    draws = [{**d, "pp": False} for d in draws]
+    draws = [{**d, "pp": False, "fp8": False} for d in draws]
     for i, draw in enumerate(draws):
         raw = scenario({**draw, "batch": "none"}, fast_forward)
         deployments.append(

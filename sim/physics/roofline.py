@@ -113,6 +113,10 @@ class RooflineSetup:
     remote_expert_gpus: float = field(init=False, repr=False, compare=False)
     # the routed experts' matmul FLOPs a token (all MoE layers, its top-k experts): their own roofline (`expert_costs`)
     routed_flops_per_token: float = field(init=False, repr=False, compare=False)
+    # how many times the GEMMs' peak the attention's FLOPs take: attention runs in BF16 (FP8 with an FP8 KV cache, as
+    # FlashAttention 3 takes it) whatever the GEMMs' precision, so an FP8 model on Hopper pays 2x for them, an FP4 one
+    # on Blackwell 4x (2x with an FP8 KV cache); 1 when the GEMMs run in BF16. Time only: the FLOPs counted stay theirs
+    attention_time_factor: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         m = self.model
@@ -135,6 +139,7 @@ class RooflineSetup:
         object.__setattr__(self, "remote_expert_gpus", remote)
         routed = 2.0 * m.n_moe_layers * m.n_experts_per_tok * m.expert_params if m.is_moe else 0.0
         object.__setattr__(self, "routed_flops_per_token", routed)
+        object.__setattr__(self, "attention_time_factor", attention_time_factor(self.gpu, self.compute_dtype, self.kv_bits))
 
     def group_tokens(self, n_tokens: int, group_tokens: int | None) -> int:
         """The tokens a step of a DP group sharing the MoE layers puts through them: as given (the group's ranks'
@@ -368,6 +373,24 @@ def combine(compute_s: float, memory_s: float, overlap: float) -> float:
     return memory_s + (1.0 - overlap) * compute_s
 
 
+def attention_dtype(gpu: GpuSpec, compute_dtype: str, kv_bits: int) -> str:
+    """The precision attention's matmuls run in: FP8 where the GEMMs run below BF16 and the KV cache is FP8 on a GPU
+    with FP8 tensor cores (vLLM quantizes the query to FP8 for FlashAttention 3 with an FP8 KV cache), else BF16
+    (vLLM's attention backends take BF16 queries and keys whatever the checkpoint's GEMMs run in)."""
+    if compute_dtype != "bf16" and kv_bits == 8 and gpu.fp8_flops_per_s is not None:
+        return "fp8"
+    return "bf16"
+
+
+def attention_time_factor(gpu: GpuSpec, compute_dtype: str, kv_bits: int) -> float:
+    """The GEMMs' peak over attention's (`attention_dtype`): how many times their time at the GEMMs' rate attention's
+    FLOPs take (1.0 when both run in the same precision)."""
+    attn = attention_dtype(gpu, compute_dtype, kv_bits)
+    if attn == compute_dtype:
+        return 1.0
+    return gpu.peak_flops_per_s(compute_dtype) / gpu.peak_flops_per_s(attn)
+
+
 def fixed_overhead_s(setup: RooflineSetup) -> float:
     """Seconds every step costs whatever its size: per layer plus per step."""
     return setup.model.n_layers * setup.layer_overhead_s + setup.step_overhead_s
@@ -513,20 +536,28 @@ def step_cost(
         model, n_tokens, attention_pairs, kv_read_tokens, decode_seqs, decode_context_tokens
     )
     flops = n_tokens * model.flops_per_token - unsampled_logit_flops(setup, n_tokens, logit_tokens)
+    time_flops = 0.0  # FLOPs the compute time counts beyond the step's own: attention's below the GEMMs' precision
     if setup.attention:
-        flops += attention_pairs * model.attention_flops_per_pair
+        attn = attention_pairs * model.attention_flops_per_pair
+        flops += attn
         if model.mla is not None:
-            flops += decode_pairs * (model.decode_attention_flops_per_pair - model.attention_flops_per_pair)
-            flops += context_tokens * model.context_flops_per_token
+            decode = decode_pairs * (model.decode_attention_flops_per_pair - model.attention_flops_per_pair)
+            context = context_tokens * model.context_flops_per_token
+            flops += decode
+            flops += context
+            attn = attn + decode  # (the cached context's up-projection is kv_b_proj, a GEMM at the GEMMs' rate)
+        if setup.attention_time_factor != 1.0:
+            time_flops = (setup.attention_time_factor - 1.0) * attn
     kv_bytes = setup.kv_bytes_per_token * (kv_read_tokens + n_tokens)
     n_bytes = weight_bytes_read(setup, n_tokens, group_tokens) + kv_bytes
     comm_s = setup.comm_s(n_tokens, group_tokens)
     # the routed experts on their own (module docstring): the rest's FLOPs and bytes without them (a dense model's all)
     expert_c, expert_m = expert_costs(setup, n_tokens, group_tokens)
+    own = flops - n_tokens * setup.routed_flops_per_token
     return StepCost(
         flops=flops,
         bytes=n_bytes,
-        compute_s=(flops - n_tokens * setup.routed_flops_per_token) / (tp * setup.effective_flops_per_s),
+        compute_s=(own + time_flops if time_flops else own) / (tp * setup.effective_flops_per_s),
         memory_s=(resident_bytes_read(setup) + kv_bytes) / (tp * setup.effective_hbm_bw_bytes_per_s),
         comm_s=comm_s,
         overhead_s=fixed_overhead_s(setup)

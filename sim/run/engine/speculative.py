@@ -186,11 +186,13 @@ class SpeculativeStepTime:
 
     def _make_run_fn(self, n: int) -> Callable[[int, Sequence[int]], Run]:
         target, lines = self.target, self._lines
-        # (sliding-window layers, in the target or the drafter: priced a step at a time, `step` itself)
+        # (sliding-window layers, in the target or the drafter, or a target whose attention runs below its GEMMs'
+        # precision: priced a step at a time, `step` itself)
         if (
             not isinstance(target, RooflineStepTime)
             or not isinstance(lines, RooflineStepTime | None)
             or target._share
+            or target._attn_factor != 1.0
             or (lines is not None and lines._share)
         ):
 

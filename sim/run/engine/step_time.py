@@ -274,8 +274,11 @@ class RooflineStepTime:
         s, m = setup, setup.model
         self._flops_per_s = s.tp * s.effective_flops_per_s
         self._bytes_per_s = s.tp * s.effective_hbm_bw_bytes_per_s
-        # a decode run's attention FLOPs a pair (MLA decodes in its absorbed form: `decode_attention_flops_per_pair`)
-        self._attn = m.decode_attention_flops_per_pair if s.attention else 0.0
+        # a decode run's attention FLOPs a pair (MLA decodes in its absorbed form: `decode_attention_flops_per_pair`),
+        # as counted and as its time counts them (below the GEMMs' precision: `attention_time_factor` times)
+        self._attn_flops = m.decode_attention_flops_per_pair if s.attention else 0.0
+        self._attn_factor = s.attention_time_factor
+        self._attn = self._attn_flops * self._attn_factor if self._attn_factor != 1.0 else self._attn_flops
         self._kv = s.kv_bytes_per_token
         self._attention = s.attention
         self._attn_per_pair = m.attention_flops_per_pair
@@ -337,6 +340,7 @@ class RooflineStepTime:
             if terms is None:
                 terms = _remember(self._group_terms, key, self._terms(n, group_tokens))
         flops, weight_bytes, comm, hot, time_weight_bytes = terms
+        hot_attn = 0.0  # (attention's time-only FLOPs below the GEMMs' precision)
         if self._share:
             attention_pairs, kv_read_tokens = windowed(
                 self._model, n, attention_pairs, kv_read_tokens, n_decode_seqs, decode_context_tokens
@@ -344,15 +348,23 @@ class RooflineStepTime:
         if logit_tokens is not None and self._logits_sampled and logit_tokens < n:
             flops -= (n - logit_tokens) * self._logit_flops
         if self._attention:
-            flops += attention_pairs * self._attn_per_pair
+            attn = attention_pairs * self._attn_per_pair
+            flops += attn
             if self._mla:
                 if decode_pairs is None:
                     decode_pairs = decode_context_tokens + n_decode_seqs
-                flops += decode_pairs * self._decode_extra
-                flops += (kv_read_tokens - decode_context_tokens) * self._context_flops
+                decode = decode_pairs * self._decode_extra
+                context = (kv_read_tokens - decode_context_tokens) * self._context_flops
+                flops += decode
+                flops += context
+                attn = attn + decode  # (the context's up-projection: a GEMM, `step_cost`)
+            if self._attn_factor != 1.0:  # (`step_cost`'s time-only FLOPs: attention below the GEMMs' precision)
+                hot_attn = (self._attn_factor - 1.0) * attn
         kv_bytes = self._kv * (kv_read_tokens + n)
         n_bytes = weight_bytes + kv_bytes
-        compute_s, memory_s = (flops + hot) / self._flops_per_s, (time_weight_bytes + kv_bytes) / self._bytes_per_s
+        own = flops + hot
+        compute_s = (own + hot_attn if hot_attn else own) / self._flops_per_s
+        memory_s = (time_weight_bytes + kv_bytes) / self._bytes_per_s
         if self._overlap == 1.0:
             core = max(compute_s, memory_s)
         else:
@@ -465,7 +477,7 @@ class RooflineStepTime:
         else:
             pairs = k * (context_sum + n_seqs) + n_seqs * k * (k - 1) / 2  # sum over j < k of S + n (j + 1)
             kv_tokens = k * (context_sum + n_seqs) + n_seqs * k * (k - 1) / 2  # reads S + n j plus n writes
-        return k * matmul_flops + self._attn * pairs, k * weight_bytes + self._kv * kv_tokens
+        return k * matmul_flops + self._attn_flops * pairs, k * weight_bytes + self._kv * kv_tokens
 
     def _line_terms(self, n_seqs: int, context_sum: int) -> tuple[float, float, float, float]:
         """A decode run's step 0 attention pairs and KV tokens read and their growth a step: context_sum + n and
