@@ -84,6 +84,9 @@ def test_a_step_is_the_whole_model_at_tp_plus_the_stages_sends():
         ({"capacity": {"fallback": [{"gpu": "h100-sxm", "max_replicas": 2}]}}, {}, "fallback GPUs"),
         ({"max_gpus": 1}, {}, "fleet.max_gpus"),
         ({}, {"batch": True}, "dedicated batch pool"),
+        ({"capacity": {"on_demand": {"max_replicas": 1}}}, {}, "plain on-demand capacity"),
+        ({"capacity": {"on_demand": {"launch_failure_probability": 0.5}}}, {}, "launch failures"),
+        ({"reserved_replicas": 1}, {}, "reserved seats hold whole servers"),
     ],
     ids=[
         "autoscaled",
@@ -95,6 +98,9 @@ def test_a_step_is_the_whole_model_at_tp_plus_the_stages_sends():
         "fallback",
         "max-gpus",
         "dedicated-batch",
+        "capacity-cap",
+        "launch-failures",
+        "reserved-seat",
     ],
 )
 def test_what_would_split_a_server_is_refused_in_one_line(fleet, engine, message):
@@ -226,6 +232,35 @@ def test_a_plan_over_pipeline_stages_counts_whole_servers(tmp_path):
     assert len(tried) and (tried % 2 == 0).all()  # (only whole servers simulated)
 
 
+def test_a_plan_that_would_write_manifests_of_pipeline_servers_is_refused_before_any_run(tmp_path):
+    from typer.testing import CliRunner
+
+    from sim.cli import app
+    from tests.test_plan import plan_file
+
+    plan = plan_file(tmp_path, search="fleet.pp: [1, 2]")
+    r = CliRunner().invoke(app, ["plan", str(plan), "--out", str(tmp_path / "o"), "--manifests", str(tmp_path / "m.yaml")])
+    assert r.exit_code == 2 and r.output.count("\n") == 1, r.output
+    assert "--manifests" in r.output and "fleet.pp 2" in r.output and str(plan) in r.output
+    assert not (tmp_path / "o").exists() and not (tmp_path / "m.yaml").exists()
+
+
+def test_a_logged_kv_cache_too_small_for_the_runs_requests_is_refused(tmp_path):
+    """vLLM does not start with a KV cache smaller than a request it serves: a replay that would refuse requests the
+    run served compares other requests, and says so in one line."""
+    import json
+    import shutil
+
+    run = E2E / "a100-40gb-llama-3.3-70b-tp4-pp2-qps1"
+    shutil.copy(run / "requests.jsonl", tmp_path / "requests.jsonl")
+    meta = json.loads((run / "meta.json").read_text())
+    meta["kv_cache"]["num_gpu_blocks"] = 2
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(FleetsimError, match=r"refuses 198 of the run's 200 requests, which the run served") as err:
+        validate(read_run_log(tmp_path), kv_blocks="logged")
+    assert "\n" not in str(err.value) and "KV cache holds (16)" in str(err.value)
+
+
 def test_a_logged_block_count_too_small_to_split_is_named(tmp_path):
     import json
     import shutil
@@ -252,3 +287,48 @@ def test_an_autoscaled_pipeline_deployment_imports_as_a_fixed_fleet_of_whole_ser
     assert any("autoscaler is not written" in n for n in imp.notes)
     frame = validate_frame(pd.DataFrame({"arrival_at_s": [0.0], "prompt_tokens": [10], "output_tokens": [5]}))
     simulate(parse_config({**sc, "model": sc.get("model", "llama-3.1-8b")}), frame, measure_capacity=False)  # (it runs)
+
+
+def test_the_commands_refuse_impossible_pipelines_naming_the_option_or_file(tmp_path):
+    """Each in one line, exit 2: the option or file that gave the value."""
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from sim.cli import app
+
+    def refused(args, *says):
+        r = CliRunner().invoke(app, [str(a) for a in args])
+        assert r.exit_code == 2 and r.output.strip().count("\n") <= 1, r.output  # (a note on the GPU's alias may come first)
+        for s in says:
+            assert s in r.output, r.output
+
+    refused(["roofline", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--pp", "33"], "--pp: 33 pipeline stages")
+    refused(
+        ["roofline", "--model", "llama-3.1-70b", "--gpu", "a100-40gb", "--tp", "4", "--pp", "2", "--speculative", "3:0.5"],
+        "--speculative: with 2 pipeline stages",
+    )
+    refused(
+        ["roofline", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--fit-context-tokens", "200000"], "--fit-context-tokens"
+    )
+    cmd = tmp_path / "serve.sh"
+    cmd.write_text("vllm serve meta-llama/Llama-3.1-70B --tensor-parallel-size 4 --pipeline-parallel-size 99999\n")
+    refused(["import", cmd, "--out", tmp_path / "i.yaml"], str(cmd), "pipeline_parallel_size must be at most 64")
+    scenario = tmp_path / "pp.yaml"
+    scenario.write_text("model: llama-3.1-8b\nfleet: {gpu: a100-80gb, tp: 1, pp: 2, autoscaler: {policy: fixed, replicas: 2}}\n")
+    refused(["export", scenario], str(scenario), "fleet.pp 2")
+    run = E2E / "a100-40gb-llama-3.3-70b-tp4-pp2-qps1"
+    bad = tmp_path / "run"
+    bad.mkdir()
+    shutil.copy(run / "requests.jsonl", bad / "requests.jsonl")
+    meta = json.loads((run / "meta.json").read_text())
+    meta["hardware"]["device_count"] = 4  # (a TP 4 x PP 2 server on 4 GPUs)
+    (bad / "meta.json").write_text(json.dumps(meta))
+    refused(["validate", bad], "hardware.device_count: 4 GPUs, fewer than the layout takes", "4 x 2 x 1 = 8")
+    three = tmp_path / "three.yaml"
+    three.write_text(
+        "model: llama-3.1-70b\nfleet: {gpu: a100-40gb, tp: 4, pp: 2, gpus_per_node: 4, "
+        "autoscaler: {policy: fixed, replicas: 3}}\n"
+    )
+    refused(["validate", run, "--scenario", three], str(three), "multiple of 2")

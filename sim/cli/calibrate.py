@@ -226,7 +226,8 @@ def _calibrate_run_log(
         if not isinstance(raw, dict):
             raise FleetsimError(f"{scenario}: a scenario must be a YAML mapping")
         base_dir = scenario.parent
-    cal = calibrate_from_log(log, raw, base_dir=base_dir, fit_share=fit_share, warm_prompts=warm_prompts)
+    given_as = str(scenario) if scenario is not None else "--scenario"
+    cal = calibrate_from_log(log, raw, base_dir=base_dir, fit_share=fit_share, warm_prompts=warm_prompts, given_as=given_as)
     block = overrides_block(cal.gpu, cal.after, list(cal.after))
     summary = {
         "file": log.source,

@@ -95,8 +95,12 @@ def export(
             f"{scenario}: a platform of {len(sc.deployments)} deployments; export writes one fleet's manifests "
             "(export a scenario per deployment)"
         )
-    _resolvable(sc, f"{scenario}{' (with --set)' if set_ else ''}")
-    docs, notes = export_manifests(sc, name=name)
+    source = f"{scenario}{' (with --set)' if set_ else ''}"
+    _resolvable(sc, source)
+    try:
+        docs, notes = export_manifests(sc, name=name)
+    except FleetsimError as err:  # (the field named, and the file it came from)
+        raise FleetsimError(f"{source}: {err}") from None
     text = render_manifests(docs, notes, str(scenario))
     if out is None:
         typer.echo(text, nl=False)

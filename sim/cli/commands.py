@@ -199,11 +199,14 @@ def roofline(
             **layout,
         )
     except FleetsimError as err:  # (with --config: name the file the replica was read from, as `run` does)
+        if config is None and str(err).startswith("fleet.pp:"):  # (the option that gave it)
+            raise FleetsimError(f"--pp{str(err)[len('fleet.pp') :]}") from None
         if config is None or str(err).startswith(str(config)):
             raise
         raise FleetsimError(f"{config}{' (with --set)' if set_ else ''}: {err}") from None
     limit = setup.context_tokens  # (the engine's max_model_len with --config, else the model's context)
-    for option, values in (("--prefill-lengths", lengths), ("--context-tokens", [context_tokens])):
+    fit = [fit_context_tokens] if fit_context_tokens is not None else []
+    for option, values in (("--prefill-lengths", lengths), ("--context-tokens", [context_tokens]), ("--fit-context-tokens", fit)):
         longer = [n for n in values if n > limit]
         if longer:
             raise FleetsimError(
@@ -218,6 +221,11 @@ def roofline(
     elif scenario_spec is not None:  # (--config's engine.speculative, as `run` decodes with it)
         chosen, label = (scenario_spec.method, scenario_spec.alphas, scenario_spec.draft_model), "engine.speculative"
         draft_cost = scenario_spec.draft_cost
+    if chosen is not None and setup.pp > 1:  # (as `run` refuses it: `sim.run.pools.check_pipeline`)
+        raise FleetsimError(
+            f"{label}: with {setup.pp} pipeline stages speculative decoding is not modelled (vLLM's V0 engine, which "
+            "runs PP, has no PP with it)"
+        )
     if chosen is not None:
         method, alphas, draft_name = chosen
         draft = None

@@ -64,7 +64,7 @@ def plan(
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
 ) -> None:
     """Find the cheapest GPU / TP / replica count that meets an SLO: screened, bisected, ranked and verified."""
-    from sim.studies.plan import load_plan, plan_fleet
+    from sim.studies.plan import load_plan, plan_fleet, unexportable
     from sim.studies.study_dir import MARKER
     from sim.studies.sweep import check_sweep_dir
 
@@ -82,6 +82,9 @@ def plan(
             raise FleetsimError(f"--manifests {manifests}: inside the plan's folder it writes; give a path outside {out_dir}")
         if plot is not None and where == plot.resolve():
             raise FleetsimError(f"--manifests {manifests}: is also --plot; write them to two files")
+        why = unexportable(p)  # (before any run: the search would be wasted)
+        if why is not None:
+            raise FleetsimError(f"--manifests {manifests}: {plan_file}: {why}")
     if p.sweep.trace_note is not None:
         typer.echo(f"note: {p.sweep.trace_note}", err=True)
     note = None if as_json else (lambda msg: typer.echo(f"  {msg}", err=True))

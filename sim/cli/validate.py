@@ -100,7 +100,7 @@ def validate(
                 raise FleetsimError(f"{log.source}: --set needs --scenario or a meta.json beside the log")
             raw = scenario_from_meta(log.meta)[0]
         raw = apply_sets(raw, set_)
-    given_as = "--scenario" if scenario is not None else "--set (over meta.json's scenario)"
+    given_as = f"{scenario}{' (with --set)' if set_ else ''}" if scenario is not None else "--set (over meta.json's scenario)"
     cmp = run_validation(log, raw, kv_blocks=kv_blocks, base_dir=base_dir, given_as=given_as, warm_prompts=warm_prompts)
     series = cmp.series
     drift = None

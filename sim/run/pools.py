@@ -296,6 +296,18 @@ def check_pipeline(psc: Scenario, pp: int) -> None:
         raise refuse(
             "fleet.capacity", "GPU failures, spot reclaims and fallback GPUs (each would take part of a server) are not modelled"
         )
+    if cap.shapes_supply:  # (a class's cap, launch failures, an obtainable-GPU schedule: each could launch part of one)
+        raise refuse(
+            "fleet.capacity",
+            "the fleet's replicas launch as whole servers only on plain on-demand capacity: a capacity class's "
+            "max_replicas, launch failures and obtainable-GPU schedules (each could launch part of a server) are not "
+            "modelled",
+        )
+    if fleet.reserved_replicas % pp:
+        raise refuse(
+            "fleet.reserved_replicas",
+            f"reserved seats hold whole servers: give a multiple of {pp} (got {fleet.reserved_replicas})",
+        )
     if fleet.max_gpus is not None and fleet.max_gpus < auto.replicas * fleet.tp:
         raise refuse("fleet.max_gpus", f"the fixed fleet's {auto.replicas // pp} servers need {auto.replicas * fleet.tp} GPUs")
     if psc.engine.speculative is not None:

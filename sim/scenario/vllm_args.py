@@ -383,13 +383,16 @@ def map_options(options: dict[str, Any], where: str) -> Mapped:
     def chunked(name: str, value: Any) -> None:
         m.set("engine.policy", "chunked" if _bool(name, value, where) else "prefill_first", src(name))
 
-    def layout_size(note: Callable[[str, int], str]) -> Callable[[str, Any], None]:
-        """A degree the importer multiplies the replicas by (each DP rank, each pipeline's virtual engine, a replica)."""
+    def layout_size(note: Callable[[str, int], str], most: int) -> Callable[[str, Any], None]:
+        """A degree the importer multiplies the replicas by (each DP rank, each pipeline's virtual engine, a replica),
+        at most `most` (the scenario key's bound)."""
 
         def handle(name: str, value: Any) -> None:
             n = _int(name, value, where)
             if n < 1:  # (vLLM's own check: the importer would multiply the replicas by it)
                 raise FleetsimError(f"{where}: vLLM option {name} must be >= 1 (got {n})")
+            if n > most:
+                raise FleetsimError(f"{where}: vLLM option {name} must be at most {most} here (got {n:,})")
             m.set(name, n, src(name))
             if n > 1:
                 m.notes.append(f"{src(name)} {n}: {note(name, n)}")
@@ -400,13 +403,15 @@ def map_options(options: dict[str, Any], where: str) -> Mapped:
         lambda name, n: (
             "each DP rank is a replica of its own (its scheduler, batch and KV cache) behind the router; "
             "an MoE model's ranks share its experts (fleet.dp) and step in lock-step, in groups of dp"
-        )
+        ),
+        1024,
     )
     handlers["pipeline_parallel_size"] = layout_size(
         lambda name, n: (
             f"the server's layers in {n} stages, run as {n} virtual engines (vLLM's V0 engine, which "
             "serves PP before 0.9), each a fleetsim replica with its own scheduler, batch and share of the KV cache (fleet.pp)"
-        )
+        ),
+        64,
     )
     handlers["enable_expert_parallel"] = direct("fleet.expert_parallel", _bool)
     handlers["all2all_backend"] = lambda name, value: m.set("fleet.all2all_backend", str(value), src(name))

@@ -151,6 +151,7 @@ class Group:
     hi: int = 0
     best: int | None = None  # index of the smallest passing count found so far
     consumers: tuple[str, ...] | None = None  # what in its scenarios draws from the seed (`sim.studies.determinism`)
+    unit: int = 1  # its replica counts are multiples of this (whole DP groups, whole pipeline servers)
 
     @property
     def deterministic(self) -> bool:
@@ -364,6 +365,7 @@ def screen(plan: Plan) -> None:
                     if resolved.pp == 1
                     else f"a server of fleet.pp = {resolved.pp} pipeline stages runs {group} replicas (its virtual engines)"
                 )
+                g.unit = group
                 g.scales = [n for n in g.scales if n % group == 0]
                 if not g.scales:
                     raise FleetsimError(
@@ -545,6 +547,25 @@ class Outcome:
     saving: dict[str, Any] | None = None  # the pick against the cheapest passing all-on-demand configuration
 
 
+def unexportable(plan: Plan) -> str | None:
+    """Why a pick of this plan could not be written as manifests (`fleetsim export`'s refusals that the plan's base
+    and search fix before any run: pipeline stages, a disaggregated fleet), or None."""
+    for g in plan.groups:
+        raw = plan.sweep.scenario_raw(Point(0, dict(g.values)), plan.sweep.seeds[0])
+        got = raw.get("fleet")
+        fleet: dict[str, Any] = got if isinstance(got, dict) else {}
+        where = "".join(f", {k} = {v}" for k, v in g.values.items())
+        pp = fleet.get("pp", 1)
+        if isinstance(pp, int) and not isinstance(pp, bool) and pp > 1:
+            return (
+                f"fleet.pp {pp}{where}: export writes one pod a server, and a pipeline of {pp} stages across nodes "
+                "needs a multi-pod group (a LeaderWorkerSet with Ray) that it has no form for yet"
+            )
+        if fleet.get("mode") == "disaggregated":
+            return f"fleet.mode disaggregated{where}: export writes colocated fleets only (one Deployment of vLLM)"
+    return None
+
+
 def pick_scenario(plan: Plan, pick: dict[str, Any]) -> Scenario:
     """The scenario of a plan's pick: its base with the pick's search-axis values and replica count set."""
     from sim.scenario.config import parse_config
@@ -611,7 +632,8 @@ def _plan(plan: Plan, out: Path, ev: Evaluator) -> Outcome:
         # new seeds for what the seed changes; a deterministic configuration would replay the same requests, so the
         # pick stands as simulated and its neighbours are checked under the same seed
         checks: list[tuple[Group, int, bool]] = [] if g.deterministic else [(g, int(pick[scale]), True)]
-        counts = plan.spec.scale.values()  # the count below, even where the capacity bound ruled it out
+        # the count below, even where the capacity bound ruled it out (of whole DP groups or pipeline servers)
+        counts = [n for n in plan.spec.scale.values() if n % g.unit == 0]
         idx = counts.index(int(pick[scale]))
         below = counts[idx - 1] if idx > 0 else None
         if below is not None:

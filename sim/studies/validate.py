@@ -32,6 +32,7 @@ from sim.physics.hardware import gpu_of_device
 from sim.physics.models import resolve_model
 from sim.results.result import SimResult
 from sim.run.fleet.control import MAX_TIMELINE_SAMPLES
+from sim.run.pools import check_pipeline
 from sim.run.simulate import simulate
 from sim.scenario.config import LINK_PRESETS, Scenario, parse_config
 from sim.scenario.importer import model_from_name, weight_bits_from_name
@@ -159,6 +160,12 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
     assert tp is not None and dp is not None
     pp = _int(kw, "pipeline_parallel_size", "engine_kwargs.", 1)
     assert pp is not None
+    devices = _int(hardware, "device_count", "hardware.", None)
+    if devices is not None and devices < tp * pp * dp:  # (a server cannot run on fewer GPUs than its layout takes)
+        raise FleetsimError(
+            f"meta.json hardware.device_count: {devices} GPUs, fewer than the layout takes (tensor_parallel_size x "
+            f"pipeline_parallel_size x data_parallel_size = {tp} x {pp} x {dp} = {tp * pp * dp})"
+        )
     on_v0 = False  # (vLLM before 0.9 serves PP on its V0 engine: its host loop is not measured)
     if pp > 1:
         version = vllm_version(meta.get("vllm_version"))
@@ -172,6 +179,11 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
         notes.append(
             f"pipeline_parallel_size={pp}: replayed as the server's {pp} virtual engines{how}, each its own scheduler, batch "
             f"and 1/{pp} of the KV cache, its steps through all {pp} stages of {tp} GPUs (fleet.pp)"
+        )
+    if devices is not None and devices > tp * pp * dp:
+        notes.append(
+            f"hardware.device_count={devices}: more GPUs than the server's layout takes ({tp * pp * dp}); replayed as "
+            "that one server"
         )
     if dp > 1:  # each DP rank has its own scheduler, batch and KV cache; the coordinator balances requests
         notes.append(
@@ -374,7 +386,7 @@ def replay_scenario(
     """The scenario to replay: the given one (a scenario dict, paths in it relative to `base_dir`) or the run's
     meta.json's, as one fixed warm replica, with vLLM's logged KV block count when `kv_blocks` is "logged"."""
     notes: list[str] = []
-    where = "the replayed scenario"
+    where = given_as
     if scenario is None:
         where = f"the scenario replayed from {Path(log.source).parent / 'meta.json'}"
         if log.meta is None:
@@ -393,7 +405,7 @@ def replay_scenario(
     fleet["lifecycle"] = {"start": "warm"}
     raw["fleet"] = fleet
     if kv_blocks not in ("computed", "logged"):
-        raise FleetsimError(f"kv blocks must be 'computed' or 'logged' (got {kv_blocks!r})")
+        raise FleetsimError(f"--kv-blocks must be 'computed' or 'logged' (got {kv_blocks!r})")
     if kv_blocks == "logged":
         n = logged_blocks(log.meta)
         if n is None:
@@ -409,7 +421,8 @@ def replay_scenario(
     if base_dir is not None:
         sc._base_dir = base_dir
     try:  # the model on the run's GPU and layout (named here: the fields are the run's, not a scenario file's)
-        resolve_scenario(sc, base_dir=base_dir)
+        setup = resolve_scenario(sc, base_dir=base_dir)
+        check_pipeline(sc, setup.pp)  # (what `simulate` would refuse of a pipeline's fleet, said here with its source)
     except FleetsimError as err:
         raise FleetsimError(f"{where}: {err}") from None
     return sc, notes
@@ -630,6 +643,26 @@ def replay(sc: Scenario, log: RunLog, *, warm_prompts: bool = False) -> SimResul
     return dataclasses.replace(result, requests=req, timeline=tl)
 
 
+def check_all_served(log: RunLog, result: SimResult) -> None:
+    """Every request the run served is served in the replay: one it refuses (a KV cache too small for it, a context
+    too short) means the replayed setup is not the run's, and the comparison would cover other requests."""
+    req = result.requests
+    status = req["status"].astype(str).to_numpy()
+    refused = np.flatnonzero(status != "completed")
+    if not refused.size:
+        return
+    i = int(refused[0])
+    row = log.trace.iloc[i]
+    reason = req["reject_reason"].iloc[i]
+    raise FleetsimError(
+        f"{log.source}: the replayed setup refuses {refused.size} of the run's {len(req)} requests, which the run served "
+        f"(the earliest, sent at {float(row['arrival_at_s']):.3f} s with {int(row['prompt_tokens']):,} prompt + "
+        f"{int(row['output_tokens']):,} output tokens: {reason}), so the comparison would cover other requests; check "
+        "the replayed setup (--scenario, --set, --kv-blocks: vLLM does not start with a KV cache smaller than its "
+        "longest request) or the log"
+    )
+
+
 def validate(
     log: RunLog,
     scenario: dict[str, Any] | None = None,
@@ -661,9 +694,7 @@ def validate(
             f"{log.source}: no request completed in the replay, so there is nothing to compare (the first refused: "
             f"{req['reject_reason'].dropna().iloc[0]}); check the replayed setup (--scenario, --set, --kv-blocks)"
         )
-    if not (status == "completed").all():
-        n = int((status != "completed").sum())
-        notes.append(f"{n} requests were not completed in the replay (first reason: {req['reject_reason'].dropna().iloc[0]})")
+    check_all_served(log, result)
     rows = compare_rows(measured(log), per_request(result))
     if log.itl_s is not None and log.itl_s.size and result.itl.count:
         for stat in STATS:
@@ -731,6 +762,7 @@ def calibrate_from_log(
     base_dir: Path | None = None,
     fit_share: float = 0.5,
     warm_prompts: bool | None = None,
+    given_as: str = "--scenario",
 ) -> LogCalibration:
     """Fit mfu and mbu so that the replay reproduces the TTFT, TPOT and E2E of the run's first `fit_share` requests
     (by arrival): least squares on the log of simulated over measured, request by request, every request's arrival
@@ -741,14 +773,14 @@ def calibrate_from_log(
     from sim.studies.calibrate import params_of
 
     if not 0 < fit_share < 1:
-        raise FleetsimError(f"fit share must be in (0, 1) (got {fit_share})")
+        raise FleetsimError(f"--fit-share must be in (0, 1) (got {fit_share})")
     n = len(log.trace)
     n_fit = int(n * fit_share)
     if n_fit < 10 or n - n_fit < 10:
         raise FleetsimError(
             f"{log.source}: {n} requests are too few to fit on {n_fit} and hold out {n - n_fit} (10 each at least)"
         )
-    sc, _ = replay_scenario(log, scenario, kv_blocks=kv_blocks, base_dir=base_dir)
+    sc, _ = replay_scenario(log, scenario, kv_blocks=kv_blocks, base_dir=base_dir, given_as=given_as)
     warm = prompts_served_before(log.meta) if warm_prompts is None else warm_prompts
     raw = sc.model_dump(mode="json")
     raw.pop("trace", None)
@@ -758,6 +790,7 @@ def calibrate_from_log(
     real = measured(log)
     fit_mask = np.arange(n) < n_fit
     replays = 0
+    last: list[SimResult] = []  # (the latest replay)
 
     def run(p: dict[str, float]) -> dict[str, np.ndarray]:
         """The whole run replayed (every arrival is an input; only the first requests' latencies are fitted)."""
@@ -766,7 +799,9 @@ def calibrate_from_log(
         s = parse_config(_with_params(raw, gpu, p), where="the calibrated scenario", base_dir=base_dir)
         if base_dir is not None:
             s._base_dir = base_dir
-        return per_request(replay(s, log, warm_prompts=warm))
+        result = replay(s, log, warm_prompts=warm)
+        last[:] = [result]
+        return per_request(result)
 
     if np.isnan(real["tpot"][fit_mask]).all():
         raise FleetsimError(
@@ -777,6 +812,7 @@ def calibrate_from_log(
             f"{log.source}: no request completed in the replay, so there is nothing to fit (check the replayed setup: "
             "--scenario, --set, --kv-blocks)"
         )
+    check_all_served(log, last[0])  # (a refusal is at the door: the fitted parameters do not move it)
     floor = {m: max(float(np.nanmedian(v[fit_mask])) * 0.05, 1e-6) for m, v in real.items()}
 
     def residuals(x: np.ndarray) -> np.ndarray:
