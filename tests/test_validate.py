@@ -422,7 +422,14 @@ def _set(path: str, value):
             _set("engine_kwargs.kv_cache_dtype", "fp3"),
             r"meta.json engine_kwargs.kv_cache_dtype: not a KV cache type .* \(got 'fp3'\)",
         ),
-        (_set("engine_kwargs.tensor_parallel_size", 3), r"the scenario replayed from .*meta.json: fleet.tp: tp=3 must divide"),
+        (
+            lambda meta: (_set("engine_kwargs.tensor_parallel_size", 3)(meta), _set("hardware.device_count", 3)(meta)),
+            r"the scenario replayed from .*meta.json: fleet.tp: tp=3 must divide",
+        ),
+        (
+            _set("engine_kwargs.tensor_parallel_size", 2),
+            r"meta.json hardware.device_count: 1 GPUs, fewer than the layout takes \(.* = 2 x 1 x 1 = 2\)",
+        ),
     ],
 )
 def test_a_badly_typed_meta_json_field_is_named_in_one_line(tmp_path, edit, message):
@@ -449,7 +456,7 @@ def test_a_scenario_given_to_validate_is_checked_before_its_fleet_is_replaced(tm
         "model: llama-3.1-8b\nfleet: {gpu: rtx-4090, autoscaler: {policy: hpa, min_replicas: 5, max_replicas: 2}}\n"
     )
     res = CliRunner().invoke(app, ["validate", str(RUN), "--scenario", str(tmp_path / "s.yaml")])
-    assert res.exit_code == 2 and "--scenario: fleet.autoscaler.hpa: min_replicas must be <= max_replicas" in res.output
+    assert res.exit_code == 2 and f"{tmp_path / 's.yaml'}: fleet.autoscaler.hpa: min_replicas must be <= max_replicas" in res.output
 
 
 def test_calibrating_a_run_log_refuses_fix():
