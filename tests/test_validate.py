@@ -456,7 +456,9 @@ def test_a_scenario_given_to_validate_is_checked_before_its_fleet_is_replaced(tm
         "model: llama-3.1-8b\nfleet: {gpu: rtx-4090, autoscaler: {policy: hpa, min_replicas: 5, max_replicas: 2}}\n"
     )
     res = CliRunner().invoke(app, ["validate", str(RUN), "--scenario", str(tmp_path / "s.yaml")])
-    assert res.exit_code == 2 and f"{tmp_path / 's.yaml'}: fleet.autoscaler.hpa: min_replicas must be <= max_replicas" in res.output
+    assert (
+        res.exit_code == 2 and f"{tmp_path / 's.yaml'}: fleet.autoscaler.hpa: min_replicas must be <= max_replicas" in res.output
+    )
 
 
 def test_calibrating_a_run_log_refuses_fix():
