@@ -332,3 +332,46 @@ def test_the_commands_refuse_impossible_pipelines_naming_the_option_or_file(tmp_
         "autoscaler: {policy: fixed, replicas: 3}}\n"
     )
     refused(["validate", run, "--scenario", three], str(three), "multiple of 2")
+
+
+def test_the_stages_split_the_layers_as_vllm_does_and_hold_their_own_weights():
+    """vLLM's default split (`get_pp_indices`: its own test's goldens), each stage's weights where its layers are, and
+    the KV cache the stage with the least memory left allows."""
+    from sim.physics.models import load_model_catalog
+    from sim.physics.roofline import pp_stage_layers, stage_weight_bytes
+
+    assert [pp_stage_layers(n, pp) for n, pp in ((2, 2), (3, 2), (3, 3), (4, 3), (5, 3))] == [
+        (1, 1),
+        (2, 1),
+        (1, 1, 1),
+        (1, 2, 1),
+        (2, 2, 1),
+    ]
+    assert pp_stage_layers(61, 2) == (31, 30) and sum(pp_stage_layers(126, 16)) == 126
+    models = load_model_catalog()
+    for name in ("llama-3.1-70b", "deepseek-v3", "qwen3-30b-a3b", "llama-4-maverick"):
+        m = models.get(name)
+        assert sum(stage_weight_bytes(m, None, 2)) == pytest.approx(m.weight_bytes(None), rel=1e-12)
+        assert stage_weight_bytes(m, None, 1) == pytest.approx((m.weight_bytes(None),), rel=1e-12)
+    # DeepSeek-V2.5 (V2's shape, BF16) at TP 8 x PP 2: 60 layers, the first dense; stage 0 holds the embedding, 29 MoE
+    # layers and the dense one, stage 1 30 MoE layers, the final norm and the LM head: one MoE layer less one dense one.
+    # vLLM 0.8.3 logged 27.63 and 28.48 GiB of weights a GPU (surajssd/llm-k8s, deepseek-v2.5/02_tp8_pp2_ib/lws.sh)
+    v2 = models.get("deepseek-v2")
+    s0, s1 = stage_weight_bytes(v2, None, 2)
+    moe_linear, experts = v2.layer_params(True)
+    dense_linear, _ = v2.layer_params(False)
+    assert s1 - s0 == pytest.approx((moe_linear + experts - dense_linear + v2.hidden_size) * 2, rel=1e-12)  # (+ final norm)
+    assert (s1 - s0) / 8 / 2**30 == pytest.approx(28.48 - 27.63, abs=0.05)
+    # a tied embedding: the last stage holds a copy as its LM head
+    tied = models.get("llama-3.2-1b")
+    assert tied.tie_embeddings
+    one, two = stage_weight_bytes(tied, None, 1)[0], stage_weight_bytes(tied, None, 2)
+    assert sum(two) - one == pytest.approx(tied.embedding_params * 2, rel=1e-12)
+    # an uneven split: the engine's cache is what the binding stage leaves, over its own layers' KV
+    s = setup(1, 3)  # Llama-3.1-70B's 80 layers in 27, 27, 26
+    assert pp_stage_layers(80, 3) == (27, 27, 26)
+    assert s.held_weight_bytes == max(s.stage_weights)
+    budget, rest = memory_budget_bytes(s), engine_overhead_bytes(s)
+    each = [(budget - w - rest) * 80 / (n * 3) for w, n in zip(s.stage_weights, (27, 27, 26), strict=True)]
+    assert kv_capacity_bytes(s) == min(each)
+    assert min(each) < (budget - s.weight_bytes / 3 - rest)  # (less than an even third of the weights would leave)

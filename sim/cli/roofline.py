@@ -109,7 +109,7 @@ def roofline_report(
         "n_params": model.n_params,
         "n_active_params": model.n_active_params,
         "weight_bytes": setup.weight_bytes,
-        "held_weight_bytes": setup.held_weight_bytes,  # on this replica's GPUs (a pipeline's engine: its 1/pp share)
+        "held_weight_bytes": setup.held_weight_bytes,  # on this replica's GPUs (a pipeline's engine: its heaviest stage's)
         "flops_per_token": model.flops_per_token,
         "kv_bytes_per_token": model.kv_bytes_per_token(setup.kv_bits),
         "kv_bytes_per_token_replica": setup.kv_bytes_per_token,

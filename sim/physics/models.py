@@ -60,6 +60,9 @@ class ModelSpec:
     n_shared_experts: int = 0
     shared_expert_intermediate_size: int = 0
     n_dense_layers: int = 0  # layers with a dense MLP in an MoE model (DeepSeek's leading ones, Llama 4's interleaved)
+    # which layers have experts (0-based; empty: the last n_layers - n_dense_layers, a dense model's none): where a
+    # pipeline's stages split the weights (`sim.physics.roofline.stage_weight_bytes`)
+    moe_layer_ids: tuple[int, ...] = ()
     mla: MlaSpec | None = None
     # sliding-window attention: `n_sliding_layers` of the layers attend to the last `sliding_window` tokens only
     sliding_window: int = 0
@@ -93,6 +96,23 @@ class ModelSpec:
     @functools.cached_property
     def n_moe_layers(self) -> int:
         return self.n_layers - self.n_dense_layers if self.is_moe else 0
+
+    @functools.cached_property
+    def moe_layer_set(self) -> frozenset[int]:
+        """The layers with experts (`moe_layer_ids`, by default the last `n_moe_layers`)."""
+        if not self.is_moe:
+            return frozenset()
+        if self.moe_layer_ids:
+            return frozenset(self.moe_layer_ids)
+        return frozenset(range(self.n_layers - self.n_moe_layers, self.n_layers))
+
+    def layer_params(self, moe: bool) -> tuple[int, int]:
+        """(linear parameters, routed-expert parameters) of one decoder layer: its attention, two norms and dense MLP,
+        or its MoE block's shared experts, router and routed experts."""
+        common = self.attention_params_per_layer + 2 * self.hidden_size
+        if moe:
+            return common + self._shared_params_per_moe_layer, self.n_experts * self.expert_params
+        return common + self._mlp_params(self.intermediate_size), 0
 
     @property
     def attention_params_per_layer(self) -> int:
@@ -363,7 +383,8 @@ def model_from_hf_config(cfg: Any, *, name: str, hf_repo: str = "", where: str =
             "have a dense MLP of that size)"
         )
     llama4 = model_type.startswith("llama4")
-    n_moe = moe_layer_count(cfg, layers, dense_first, where) if n_experts else 0
+    moe_ids = moe_layer_ids(cfg, layers, dense_first, where) if n_experts else ()
+    n_moe = len(moe_ids)
     dense_ff = intermediate
     if llama4 and n_experts:  # Llama 4: `intermediate_size` is an expert's (and the shared expert's) FFN width, the
         # dense layers' is `intermediate_size_mlp` (transformers' Llama4TextConfig)
@@ -407,6 +428,7 @@ def model_from_hf_config(cfg: Any, *, name: str, hf_repo: str = "", where: str =
         n_shared_experts=(1 if llama4 else _opt(cfg, "n_shared_experts", where)) if n_experts else 0,
         shared_expert_intermediate_size=_opt(cfg, "shared_expert_intermediate_size", where) if n_experts else 0,
         n_dense_layers=layers - n_moe if n_experts else 0,
+        moe_layer_ids=moe_ids if n_experts else (),
         mla=mla,
         sliding_window=window,
         n_sliding_layers=n_sliding,
@@ -450,9 +472,9 @@ def sliding_layers(cfg: dict[str, Any], layers: int, model_type: str, mla: bool,
     return (w, n) if n else (0, 0)
 
 
-def moe_layer_count(cfg: dict[str, Any], layers: int, dense_first: int, where: str) -> int:
-    """How many of an MoE model's `layers` have experts, as each family's config.json places them (the others have a
-    dense MLP; where they sit does not change a step's cost):
+def moe_layer_ids(cfg: dict[str, Any], layers: int, dense_first: int, where: str) -> tuple[int, ...]:
+    """Which of an MoE model's `layers` have experts, as each family's config.json places them (the others have a
+    dense MLP; where they sit does not change a step's cost, but does a pipeline stage's weights):
     - `moe_layers` (Llama 4, newer transformers): the listed layers;
     - `interleave_moe_layer_step` s (Llama 4): layers s-1, 2s-1, ... (Maverick: 2, every other layer; 0: none);
     - `decoder_sparse_step` d and `mlp_only_layers` (Qwen2-MoE, Qwen3-MoE): layer i unless listed, when d divides i+1;
@@ -460,14 +482,14 @@ def moe_layer_count(cfg: dict[str, Any], layers: int, dense_first: int, where: s
     - otherwise every layer (Mixtral, gpt-oss)."""
     listed = cfg.get("moe_layers")
     if listed is not None:
-        return len(_layer_list(listed, "moe_layers", layers, where))
+        return tuple(sorted(_layer_list(listed, "moe_layers", layers, where)))
     if cfg.get("interleave_moe_layer_step") is not None:
         step = _opt(cfg, "interleave_moe_layer_step", where)
-        return len(range(step - 1, layers, step)) if step else 0
+        return tuple(range(step - 1, layers, step)) if step else ()
     sparse = _given(cfg, "decoder_sparse_step", where, 1)
     dense = set(_layer_list(cfg.get("mlp_only_layers") or [], "mlp_only_layers", layers, where))
     freq = _given(cfg, "moe_layer_freq", where, 1)
-    return sum(1 for i in range(dense_first, layers) if i not in dense and (i + 1) % sparse == 0 and i % freq == 0)
+    return tuple(i for i in range(dense_first, layers) if i not in dense and (i + 1) % sparse == 0 and i % freq == 0)
 
 
 def _layer_list(value: Any, key: str, layers: int, where: str) -> list[int]:

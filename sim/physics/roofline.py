@@ -82,8 +82,9 @@ class RooflineSetup:
     cuda_graphs: bool = True  # vLLM captures CUDA graphs (not --enforce-eager)
     gpus_per_node: int = 8  # GPUs one node's interconnect (NVLink) joins; a larger TP group spans nodes
     # pipeline stages of tp GPUs each (vLLM's pipeline_parallel_size): this replica is one of the server's pp virtual
-    # engines, holding 1/pp of what its GPUs hold; its step passes every stage (the whole model at tp, plus the stages'
-    # activation sends: `stage_transfer_s`)
+    # engines, on tp GPUs' share of the server (each stage's GPUs hold its weights: `stage_weights`) with 1/pp of the
+    # server's KV blocks; its step passes every stage (the whole model at tp, plus the stages' activation sends:
+    # `stage_transfer_s`)
     pp: int = 1
     dp: int = 1  # data-parallel ranks sharing the MoE layers (this replica is one of them: its own batch and KV)
     expert_parallel: bool = False  # experts placed whole over the DP group's GPUs, tokens exchanged all-to-all
@@ -117,6 +118,8 @@ class RooflineSetup:
     # FlashAttention 3 takes it) whatever the GEMMs' precision, so an FP8 model on Hopper pays 2x for them, an FP4 one
     # on Blackwell 4x (2x with an FP8 KV cache); 1 when the GEMMs run in BF16. Time only: the FLOPs counted stay theirs
     attention_time_factor: float = field(init=False, repr=False, compare=False)
+    # each pipeline stage's weight bytes (`stage_weight_bytes`; one stage: `weight_bytes`)
+    stage_weights: tuple[float, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         m = self.model
@@ -140,6 +143,8 @@ class RooflineSetup:
         routed = 2.0 * m.n_moe_layers * m.n_experts_per_tok * m.expert_params if m.is_moe else 0.0
         object.__setattr__(self, "routed_flops_per_token", routed)
         object.__setattr__(self, "attention_time_factor", attention_time_factor(self.gpu, self.compute_dtype, self.kv_bits))
+        stages = stage_weight_bytes(m, self.weight_bits, self.pp) if self.pp > 1 else (self.weight_bytes,)
+        object.__setattr__(self, "stage_weights", stages)
 
     def group_tokens(self, n_tokens: int, group_tokens: int | None) -> int:
         """The tokens a step of a DP group sharing the MoE layers puts through them: as given (the group's ranks'
@@ -269,9 +274,9 @@ class RooflineSetup:
 
     @property
     def held_weight_bytes(self) -> float:
-        """Weight bytes this replica's GPUs hold: `weight_bytes`, a pipeline's virtual engine its 1/pp share of the
-        server's (its step still reads every stage's: `weight_bytes`)."""
-        return self.weight_bytes / self.pp if self.pp > 1 else self.weight_bytes
+        """Weight bytes this replica's GPUs hold: `weight_bytes`; a pipeline's virtual engine, the heaviest stage's (the
+        stage whose GPUs have the least memory left: `stage_weight_bytes`; its step still reads every stage's)."""
+        return max(self.stage_weights) if self.pp > 1 else self.weight_bytes
 
     @property
     def context_tokens(self) -> int:
@@ -672,8 +677,50 @@ def engine_overhead_bytes(setup: RooflineSetup) -> float:
 
 def kv_capacity_bytes(setup: RooflineSetup) -> float:
     """Memory left for the KV cache: the usable share of all TP GPUs minus the weights, the engine's own memory
-    (vLLM's accounting, see above) and the reserve."""
-    return memory_budget_bytes(setup) - setup.held_weight_bytes - engine_overhead_bytes(setup) - setup.memory_reserve_bytes
+    (vLLM's accounting, see above) and the reserve. A pipeline's virtual engine: its share of the server's cache, in
+    bytes of the whole model's KV. vLLM gives every stage the same number of blocks, the fewest any stage's GPUs hold
+    (each stage's memory left over its own layers' KV a block), and its pp engines split them."""
+    rest = engine_overhead_bytes(setup) + setup.memory_reserve_bytes
+    if setup.pp == 1:
+        return memory_budget_bytes(setup) - setup.held_weight_bytes - rest
+    layers, budget = setup.model.n_layers, memory_budget_bytes(setup)
+    return min(
+        (budget - w - rest) * layers / (n * setup.pp)
+        for w, n in zip(setup.stage_weights, pp_stage_layers(layers, setup.pp), strict=True)
+    )
+
+
+def pp_stage_layers(n_layers: int, pp: int) -> tuple[int, ...]:
+    """The decoder layers of each of pp stages as vLLM splits them by default (`vllm.distributed.utils.get_pp_indices`):
+    n // pp each, the remainder one each to the stages before the last, from the second-to-last back (5 layers in 3
+    stages: 2, 2, 1)."""
+    base, extra = divmod(n_layers, pp)
+    parts = [base] * pp
+    for i in range(2, extra + 2):
+        parts[-i] += 1
+    return tuple(parts)
+
+
+def stage_weight_bytes(model: ModelSpec, weight_bits: float | None, pp: int) -> tuple[float, ...]:
+    """Each pipeline stage's weight bytes: its layers (`pp_stage_layers`; an MoE model's dense and expert layers where
+    they sit: `ModelSpec.moe_layer_set`), the input embedding on the first stage, the final norm and the LM head on the
+    last (a tied embedding there too once the stages are two or more: vLLM loads the last stage's head from it)."""
+    embed, linear, experts = model.part_bits(weight_bits)
+    moe = model.moe_layer_set
+    dense_linear, _ = model.layer_params(False)
+    moe_linear, moe_experts = model.layer_params(True) if model.is_moe else (0, 0)
+    head = model.vocab_size * model.hidden_size if (not model.tie_embeddings or pp > 1) else 0
+    out, start = [], 0
+    for s, n in enumerate(pp_stage_layers(model.n_layers, pp)):
+        k = sum(1 for i in range(start, start + n) if i in moe)
+        b = ((n - k) * dense_linear + k * moe_linear) * linear / 8 + k * moe_experts * experts / 8
+        if s == 0:
+            b += model.embedding_params * embed / 8
+        if s == pp - 1:
+            b += model.hidden_size * linear / 8 + head * embed / 8
+        out.append(b)
+        start += n
+    return tuple(out)
 
 
 def kv_capacity_tokens(setup: RooflineSetup) -> int:

@@ -251,7 +251,7 @@ def run_meta(
         "resolved": {
             "model_params": setup.model.n_params,
             "weight_bytes": setup.weight_bytes,
-            "held_weight_bytes": setup.held_weight_bytes,  # on a replica's GPUs (a pipeline's engine: its 1/pp share)
+            "held_weight_bytes": setup.held_weight_bytes,  # on a replica's GPUs (a pipeline's engine: its heaviest stage's)
             "kv_bytes_per_token_replica": setup.kv_bytes_per_token,
             "kv_blocks_per_replica": entry.n_blocks,
             "max_num_batched_tokens": entry.budget,
