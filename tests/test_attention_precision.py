@@ -13,12 +13,14 @@ import pandas as pd
 import pytest
 
 from sim.physics.hardware import load_gpu_catalog
-from sim.physics.roofline import attention_dtype, attention_time_factor, decode_cost, prefill_cost, step_cost
+from sim.physics.roofline import attention_dtype, attention_time_factor, decode_cost, prefill_cost
 from sim.run.engine.step_time import RooflineStepTime
 from sim.run.simulate import simulate
 from sim.scenario.config import parse_config
 from tests.conftest import make_setup
 from tests.test_engine_equivalence import assert_same_requests, random_trace
+from tests.test_host_overhead import FLEETS
+from tests.test_mla import DCTX, N_DEC, mixed_step
 
 GPUS = load_gpu_catalog()
 
@@ -61,21 +63,9 @@ def test_a_prefills_compute_counts_attention_at_bf16():
 def test_the_engines_step_is_step_cost_float_for_float(model):
     setup = make_setup(model, "h200", tp=8, compute_dtype="fp8")
     assert setup.attention_time_factor != 1.0
-    st = RooflineStepTime(setup)
-    chunk, cached, n_dec, dctx = 256, 1024, 12, 12 * 3000
-    pairs = chunk * cached + chunk * (chunk + 1) // 2 + dctx + n_dec
-    kv_read = cached + dctx
-    dt, flops, n_bytes = st.step(chunk, n_dec, pairs, kv_read, dctx, n_dec + 1)
-    cost = step_cost(
-        setup,
-        n_tokens=chunk + n_dec,
-        attention_pairs=pairs,
-        kv_read_tokens=kv_read,
-        logit_tokens=n_dec + 1,
-        decode_pairs=dctx + n_dec,
-        context_tokens=cached,
-    )
-    assert (dt, flops, n_bytes) == (cost.time_s, cost.flops, cost.bytes)
+    st, engine, cost = mixed_step(setup)
+    assert engine == (cost.time_s, cost.flops, cost.bytes)
+    n_dec, dctx = N_DEC, DCTX
     # a decode run: each step as `step` prices it, and the FLOPs it reports the steps' own
     line = st.decode_line(n_seqs=n_dec, context_sum=dctx)
     total = 0.0
@@ -96,16 +86,7 @@ def run(*, fast_forward: bool, frame: pd.DataFrame, **extra):
     return simulate(parse_config(raw), frame, measure_capacity=False)
 
 
-@pytest.mark.parametrize(
-    "extra",
-    [
-        {},
-        {"engine": {"speculative": {"method": "mtp", "num_speculative_tokens": 2, "acceptance_rate": 0.7}}},
-        {"model": "qwen3-30b-a3b", "fleet": {"dp": 2, "expert_parallel": True, "autoscaler": {"policy": "fixed", "replicas": 2}}},
-        {"engine": {"prefix_caching": True}},
-    ],
-    ids=["plain", "speculative", "dp2-ep", "prefix-caching"],
-)
+@pytest.mark.parametrize("extra", FLEETS[0], ids=FLEETS[1])
 def test_fast_forward_matches_the_per_step_reference_with_attention_at_bf16(extra):
     frame = random_trace(11, 120, 12.0, max_prompt=1999, max_output=119)
     fast = run(fast_forward=True, frame=frame, **dict(extra))

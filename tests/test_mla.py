@@ -51,25 +51,35 @@ def test_a_decode_step_pays_the_absorbed_form_and_a_prefill_chunk_its_context_up
     assert d == step_cost(dense, n_tokens=b, attention_pairs=b * (c + 1), kv_read_tokens=b * c, logit_tokens=b).flops
 
 
+N_DEC, DCTX = 12, 12 * 3000  # (`mixed_step`'s decoders and their contexts' sum)
+
+
+def mixed_step(setup):
+    """A mixed step (a 256-token prompt chunk after 1,024 cached tokens, 12 decoders at 3,000 tokens each), priced by
+    the engine's step model and by `step_cost`: (its step model, (seconds, FLOPs, bytes), the StepCost)."""
+    st = RooflineStepTime(setup)
+    chunk, cached = 256, 1024
+    pairs = chunk * cached + chunk * (chunk + 1) // 2 + DCTX + N_DEC
+    kv_read = cached + DCTX
+    engine = st.step(chunk, N_DEC, pairs, kv_read, DCTX, N_DEC + 1)
+    cost = step_cost(
+        setup,
+        n_tokens=chunk + N_DEC,
+        attention_pairs=pairs,
+        kv_read_tokens=kv_read,
+        logit_tokens=N_DEC + 1,
+        decode_pairs=DCTX + N_DEC,
+        context_tokens=cached,
+    )
+    return st, engine, cost
+
+
 @pytest.mark.parametrize("model", ["deepseek-v3", "llama-3.1-70b"])
 def test_the_engines_step_is_the_physics_step_float_for_float(model):
     """A mixed step (a prompt chunk after cached context, decoders): the engine's memoized step model and `step_cost`
     with the step's decode pairs and the prompt's cached context give the same seconds, FLOPs and bytes."""
-    setup = make_setup(model, "h200", tp=8, weight_bits=8)
-    st = RooflineStepTime(setup)
-    chunk, cached, n_dec, dctx = 256, 1024, 12, 12 * 3000
-    pairs = chunk * cached + chunk * (chunk + 1) // 2 + dctx + n_dec
-    kv_read = cached + dctx
-    dt, flops, n_bytes = st.step(chunk, n_dec, pairs, kv_read, dctx, n_dec + 1)
-    cost = step_cost(
-        setup,
-        n_tokens=chunk + n_dec,
-        attention_pairs=pairs,
-        kv_read_tokens=kv_read,
-        logit_tokens=n_dec + 1,
-        decode_pairs=dctx + n_dec,
-        context_tokens=cached,
-    )
+    st, (dt, flops, n_bytes), cost = mixed_step(make_setup(model, "h200", tp=8, weight_bits=8))
+    n_dec, dctx = N_DEC, DCTX
     assert (flops, n_bytes) == (cost.flops, cost.bytes)
     assert dt == pytest.approx(cost.time_s, rel=1e-12)
     line = st.decode_line(n_seqs=n_dec, context_sum=dctx)  # a decode run prices its steps in the absorbed form too
