@@ -276,7 +276,7 @@ class RooflineSetup:
     def held_weight_bytes(self) -> float:
         """Weight bytes this replica's GPUs hold: `weight_bytes`; a pipeline's virtual engine, the heaviest stage's (the
         stage whose GPUs have the least memory left: `stage_weight_bytes`; its step still reads every stage's)."""
-        return max(self.stage_weights) if self.pp > 1 else self.weight_bytes
+        return max(self.stage_weights)
 
     @property
     def context_tokens(self) -> int:

@@ -279,9 +279,7 @@ def check_pipeline(psc: Scenario, pp: int) -> None:
     def refuse(field: str, why: str) -> FleetsimError:
         return FleetsimError(f"{field}: with fleet.pp = {pp} pipeline stages {why}")
 
-    if fleet.mode != "colocated":
-        raise refuse("fleet.mode", "the fleet is colocated (a disaggregated pool of pipelines is not modelled)")
-    auto = fleet.autoscaler
+    auto = fleet.autoscaler  # (a disaggregated fleet with stages is refused with the fleet's keys: `FleetConfig`)
     if not isinstance(auto, FixedConfig):
         raise refuse(
             "fleet.autoscaler", f"a server's {pp} virtual engines come and go together: use policy fixed (got {auto.policy})"
@@ -291,17 +289,12 @@ def check_pipeline(psc: Scenario, pp: int) -> None:
             "fleet.autoscaler.replicas",
             f"each replica is one of a server's {pp} virtual engines: give a multiple of {pp} (got {auto.replicas})",
         )
-    cap = fleet.capacity_of("online")
-    if cap.failures is not None or cap.spot is not None or cap.fallback:
-        raise refuse(
-            "fleet.capacity", "GPU failures, spot reclaims and fallback GPUs (each would take part of a server) are not modelled"
-        )
-    if cap.shapes_supply:  # (a class's cap, launch failures, an obtainable-GPU schedule: each could launch part of one)
+    if fleet.capacity_of("online").shapes_supply:
         raise refuse(
             "fleet.capacity",
-            "the fleet's replicas launch as whole servers only on plain on-demand capacity: a capacity class's "
-            "max_replicas, launch failures and obtainable-GPU schedules (each could launch part of a server) are not "
-            "modelled",
+            "the fleet's replicas launch as whole servers only on plain on-demand capacity: GPU failures, spot reclaims, "
+            "fallback GPUs, a capacity class's max_replicas, launch failures and obtainable-GPU schedules (each could "
+            "take or launch part of a server) are not modelled",
         )
     if fleet.reserved_replicas % pp:
         raise refuse(

@@ -548,21 +548,22 @@ class Outcome:
 
 
 def unexportable(plan: Plan) -> str | None:
-    """Why a pick of this plan could not be written as manifests (`fleetsim export`'s refusals that the plan's base
-    and search fix before any run: pipeline stages, a disaggregated fleet), or None."""
+    """Why a pick of this plan could not be written as manifests, or None: `fleetsim export`'s own refusal of a search
+    group's scenario (pipeline stages, a disaggregated fleet, an autoscaler it has no form for), which the base and
+    the search axes fix before any run. (A group whose scenario does not even parse is the search's to report.)"""
+    from sim.scenario.config import parse_config
+    from sim.scenario.exporter import export_manifests
+
     for g in plan.groups:
         raw = plan.sweep.scenario_raw(Point(0, dict(g.values)), plan.sweep.seeds[0])
-        got = raw.get("fleet")
-        fleet: dict[str, Any] = got if isinstance(got, dict) else {}
-        where = "".join(f", {k} = {v}" for k, v in g.values.items())
-        pp = fleet.get("pp", 1)
-        if isinstance(pp, int) and not isinstance(pp, bool) and pp > 1:
-            return (
-                f"fleet.pp {pp}{where}: export writes one pod a server, and a pipeline of {pp} stages across nodes "
-                "needs a multi-pod group (a LeaderWorkerSet with Ray) that it has no form for yet"
-            )
-        if fleet.get("mode") == "disaggregated":
-            return f"fleet.mode disaggregated{where}: export writes colocated fleets only (one Deployment of vLLM)"
+        try:
+            sc = parse_config(raw, where="the plan's base", base_dir=plan.sweep.base_dir)
+        except FleetsimError:
+            continue
+        try:
+            export_manifests(sc)
+        except FleetsimError as err:
+            return f"{err}" + "".join(f", {k} = {v}" for k, v in g.values.items())
     return None
 
 

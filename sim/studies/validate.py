@@ -166,9 +166,9 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
             f"meta.json hardware.device_count: {devices} GPUs, fewer than the layout takes (tensor_parallel_size x "
             f"pipeline_parallel_size x data_parallel_size = {tp} x {pp} x {dp} = {tp * pp * dp})"
         )
+    version = vllm_version(meta.get("vllm_version"))
     on_v0 = False  # (vLLM before 0.9 serves PP on its V0 engine: its host loop is not measured)
     if pp > 1:
-        version = vllm_version(meta.get("vllm_version"))
         on_v0 = version is not None and version < (0, 9)
         how = (
             " (vLLM before 0.9 runs PP on its V0 engine so)"
@@ -273,14 +273,13 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
     if asynchronous is not None:
         notes.append(f"async scheduling: {'on' if asynchronous else 'off'}, as the run set it")
     else:
-        version = vllm_version(meta.get("vllm_version"))
         asynchronous = version is not None and version >= (0, 14)
         if version is None:
             notes.append("async scheduling: the run's vLLM version is not known (replayed without)")
         else:
             notes.append(f"async scheduling: {'on' if asynchronous else 'off'}, vLLM {version[0]}.{version[1]}'s default")
     engine["async_scheduling"] = bool(asynchronous)
-    host = host_loop(vllm_version(meta.get("vllm_version")), asynchronous=bool(asynchronous), v0=on_v0)
+    host = host_loop(version, asynchronous=bool(asynchronous), v0=on_v0)
     if host is not None:
         (step_s, seq_s), measured_on = host
         notes.append(

@@ -213,9 +213,9 @@ class GroupPricing(LinearWrapper):
         assert self._lines is not None
         return self._lines.run_work(n_seqs, context_sum, k, group_tokens if group_tokens is not None else self.group_tokens)
 
-    def decode_sum(self, n_seqs: int, context_sum: int, k: int) -> float:
+    def decode_sum(self, n_seqs: int, context_sum: int, k: int, host: bool = True) -> float:
         assert self._lines is not None
-        return self._lines.decode_sum(n_seqs, context_sum, k)
+        return self._lines.decode_sum(n_seqs, context_sum, k, host)
 
     def line_steps(self, n_seqs: int, context_sum: int) -> int:
         assert self._lines is not None

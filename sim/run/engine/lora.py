@@ -284,9 +284,9 @@ class LoraStepTime(LinearWrapper):
         _, f, b = run[2] if run is not None and run[:2] == (n_seqs, context_sum) else self.state.extra(n_seqs)
         return flops + k * f, n_bytes + k * b
 
-    def decode_sum(self, n_seqs: int, context_sum: int, k: int) -> float:
+    def decode_sum(self, n_seqs: int, context_sum: int, k: int, host: bool = True) -> float:
         assert self._lines is not None
-        return self._lines.decode_sum(n_seqs, context_sum, k) + k * self.state.extra(n_seqs)[0]
+        return self._lines.decode_sum(n_seqs, context_sum, k, host) + k * self.state.extra(n_seqs)[0]
 
     def line_steps(self, n_seqs: int, context_sum: int) -> int:
         assert self._lines is not None

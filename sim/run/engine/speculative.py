@@ -335,11 +335,6 @@ class SpeculativeStepTime:
         """`draft_s` from the drafter's `decode_sum`."""
         if self._lines is None:
             return 0.0
-        lines = self._lines
         # (the drafts run inside the verify step, whose host time the target counts once)
-        total = (
-            lines.decode_sum(n_seqs, context_sum, self.k, False)
-            if isinstance(lines, RooflineStepTime)
-            else lines.decode_sum(n_seqs, context_sum, self.k)
-        )
+        total = self._lines.decode_sum(n_seqs, context_sum, self.k, False)
         return total if self.method == "draft" else self.draft_cost * total

@@ -218,9 +218,10 @@ class LinearRuns(Protocol):
         """(FLOPs, bytes) of the first k steps of that run."""
         ...
 
-    def decode_sum(self, n_seqs: int, context_sum: int, k: int) -> float:
+    def decode_sum(self, n_seqs: int, context_sum: int, k: int, host: bool = True) -> float:
         """Seconds of the first k steps of that run, summed step by step (`decode_line(...).total(k)` up to rounding,
-        cheaper for a few steps)."""
+        cheaper for a few steps); `host` False leaves out the host seconds a sequence (a speculative step's drafts,
+        which run inside a step whose host time is counted once)."""
         ...
 
     def line_steps(self, n_seqs: int, context_sum: int) -> int:
@@ -241,7 +242,7 @@ class LinearWrapper:
     def run_work(self, n_seqs: int, context_sum: int, k: int, group_tokens: int | None = None) -> tuple[float, float]:
         raise NotImplementedError
 
-    def decode_sum(self, n_seqs: int, context_sum: int, k: int) -> float:
+    def decode_sum(self, n_seqs: int, context_sum: int, k: int, host: bool = True) -> float:
         raise NotImplementedError
 
     def line_steps(self, n_seqs: int, context_sum: int) -> int:
@@ -578,7 +579,7 @@ class ConstantStepTime:
     def decode_line(self, *, n_seqs: int, context_sum: int, group_tokens: int | None = None) -> StepLine:
         return StepLine(a1=self.decode_step_s, b1=0.0, a2=0.0, b2=0.0, e=0.0)
 
-    def decode_sum(self, n_seqs: int, context_sum: int, k: int) -> float:
+    def decode_sum(self, n_seqs: int, context_sum: int, k: int, host: bool = True) -> float:
         return k * self.decode_step_s
 
     def run_work(self, n_seqs: int, context_sum: int, k: int, group_tokens: int | None = None) -> tuple[float, float]:
