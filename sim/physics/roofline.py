@@ -541,7 +541,9 @@ def step_cost(
         model, n_tokens, attention_pairs, kv_read_tokens, decode_seqs, decode_context_tokens
     )
     flops = n_tokens * model.flops_per_token - unsampled_logit_flops(setup, n_tokens, logit_tokens)
-    time_flops = 0.0  # FLOPs the compute time counts beyond the step's own: attention's below the GEMMs' precision
+    # FLOPs the compute time counts beyond the step's own: less the routed experts' (priced apart), plus attention's
+    # share again where it runs below the GEMMs' precision (the engine's `RooflineStepTime.step` adds them alike)
+    hot = -(n_tokens * setup.routed_flops_per_token)
     if setup.attention:
         attn = attention_pairs * model.attention_flops_per_pair
         flops += attn
@@ -552,17 +554,16 @@ def step_cost(
             flops += context
             attn = attn + decode  # (the cached context's up-projection is kv_b_proj, a GEMM at the GEMMs' rate)
         if setup.attention_time_factor != 1.0:
-            time_flops = (setup.attention_time_factor - 1.0) * attn
+            hot = hot + (setup.attention_time_factor - 1.0) * attn
     kv_bytes = setup.kv_bytes_per_token * (kv_read_tokens + n_tokens)
     n_bytes = weight_bytes_read(setup, n_tokens, group_tokens) + kv_bytes
     comm_s = setup.comm_s(n_tokens, group_tokens)
     # the routed experts on their own (module docstring): the rest's FLOPs and bytes without them (a dense model's all)
     expert_c, expert_m = expert_costs(setup, n_tokens, group_tokens)
-    own = flops - n_tokens * setup.routed_flops_per_token
     return StepCost(
         flops=flops,
         bytes=n_bytes,
-        compute_s=(own + time_flops if time_flops else own) / (tp * setup.effective_flops_per_s),
+        compute_s=(flops + hot) / (tp * setup.effective_flops_per_s),
         memory_s=(resident_bytes_read(setup) + kv_bytes) / (tp * setup.effective_hbm_bw_bytes_per_s),
         comm_s=comm_s,
         overhead_s=fixed_overhead_s(setup)

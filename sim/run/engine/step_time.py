@@ -341,7 +341,6 @@ class RooflineStepTime:
             if terms is None:
                 terms = _remember(self._group_terms, key, self._terms(n, group_tokens))
         flops, weight_bytes, comm, hot, time_weight_bytes = terms
-        hot_attn = 0.0  # (attention's time-only FLOPs below the GEMMs' precision)
         if self._share:
             attention_pairs, kv_read_tokens = windowed(
                 self._model, n, attention_pairs, kv_read_tokens, n_decode_seqs, decode_context_tokens
@@ -360,12 +359,10 @@ class RooflineStepTime:
                 flops += context
                 attn = attn + decode  # (the context's up-projection: a GEMM, `step_cost`)
             if self._attn_factor != 1.0:  # (`step_cost`'s time-only FLOPs: attention below the GEMMs' precision)
-                hot_attn = (self._attn_factor - 1.0) * attn
+                hot = hot + (self._attn_factor - 1.0) * attn
         kv_bytes = self._kv * (kv_read_tokens + n)
         n_bytes = weight_bytes + kv_bytes
-        own = flops + hot
-        compute_s = (own + hot_attn if hot_attn else own) / self._flops_per_s
-        memory_s = (time_weight_bytes + kv_bytes) / self._bytes_per_s
+        compute_s, memory_s = (flops + hot) / self._flops_per_s, (time_weight_bytes + kv_bytes) / self._bytes_per_s
         if self._overlap == 1.0:
             core = max(compute_s, memory_s)
         else:
