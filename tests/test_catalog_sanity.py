@@ -103,12 +103,15 @@ def check_step_times(s: RooflineSetup, where: str) -> None:
 
 
 def same_shapes_never_slower(fast: RooflineSetup, slow: RooflineSetup, where: str) -> None:
+    """`fast` never takes longer on the same shapes, beyond the per-layer overhead of any kernels it launches more
+    (FP8 GEMMs quantize their inputs: `ModelSpec.layer_kernels`), which at a few tokens can outweigh what they save."""
+    extra = max(0.0, (fast.layer_units - slow.layer_units) * fast.layer_overhead_s)
     for b, c in ((1, 0), (8, 2000), (256, 500)):
-        assert rl.decode_step_time_s(fast, batch=b, context_tokens=c) <= rl.decode_step_time_s(
+        assert rl.decode_step_time_s(fast, batch=b, context_tokens=c) - extra <= rl.decode_step_time_s(
             slow, batch=b, context_tokens=c
         ) * (1 + REL), f"{where}: decode batch {b} context {c}"
     for p in (16, 4096):
-        assert rl.prefill_time_s(fast, prompt_tokens=p) <= rl.prefill_time_s(slow, prompt_tokens=p) * (1 + REL), (
+        assert rl.prefill_time_s(fast, prompt_tokens=p) - extra <= rl.prefill_time_s(slow, prompt_tokens=p) * (1 + REL), (
             f"{where}: prefill {p}"
         )
 

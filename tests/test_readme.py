@@ -265,3 +265,50 @@ def test_readme_swap_table_matches_cli_output(tmp_path):
         woken = f"{sum(x['replicas_woken'] for x in d)} / {sum(x['replicas_launched'] for x in d)}"
         row = f"| {window} | {label} | {s['slo_attainment']:.3f} | {p99} | {woken} | {s['billed_gpu_seconds'] / 3600:.3f} | {s['cost_usd']:.2f} |"
         assert row in readme, row
+
+
+def test_readme_moe_table_comes_from_the_committed_notebook_run():
+    """Every cell of the README's MoE cost table is notebooks/moe_cost.ipynb's committed full run: the $ per 1K tokens
+    (to the digits the README shows) and the GPUs of the smallest fleet meeting the SLO."""
+    import nbformat
+
+    nb = nbformat.read(REPO / "notebooks" / "moe_cost.ipynb", as_version=4)
+    plain = [
+        "".join(o["data"]["text/plain"])
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if "text/plain" in o.get("data", {})
+    ]
+
+    def pivot(text: str) -> dict[tuple[str, float], float]:
+        """A pandas pivot printed in column blocks: {(deployment, load): value}."""
+        out: dict[tuple[str, float], float] = {}
+        blocks = text.split("\n\n")
+        for block in blocks:
+            lines = [line for line in block.splitlines() if line.strip()]
+            names = re.split(r"\s{2,}", lines[0].replace("deployment", "").rstrip(" \\").strip())
+            for line in lines[2:]:
+                load, *values = line.split()
+                for name, v in zip(names, values, strict=True):
+                    out[(name, float(load))] = float(v)
+        return out
+
+    cost, gpus = pivot(plain[0]), pivot(plain[1])
+    columns = [
+        "Llama-3.1-70B dense, 2x H200",
+        "Qwen3-235B-A22B MoE, 4x H200",
+        "DeepSeek-V3 MoE, 8x H200",
+        "gpt-oss-120b MoE, 1x H200",
+    ]
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("| load (req/s) | Llama-3.1-70B dense, FP8") :].split("\n\n")[0].splitlines()[2:]
+    assert len(table) == 5
+    for row in table:
+        load, *cells = [c.strip() for c in row.strip("|").split("|")]
+        for name, cell in zip(columns, cells, strict=True):
+            dollars, n = re.match(r"\$([\d.]+)(?: per 1K)? \((\d+)(?: GPUs?)?\)", cell).groups()
+            shown = len(dollars.split(".")[1])
+            # (the notebook prints 6 decimals: within half a unit of the README's last digit and of its own)
+            assert abs(float(dollars) - cost[(name, float(load))]) <= 0.5 * 10**-shown + 0.5e-6, (load, name)
+            assert int(n) == gpus[(name, float(load))], (load, name)

@@ -95,6 +95,9 @@ def roofline_report(
             "step_overhead_s": setup.step_overhead_s,
             "seq_overhead_s": setup.seq_overhead_s,
             "layer_overhead_s": setup.layer_overhead_s,
+            # the model's layers in units of the Llama layer the per-layer overhead is for (by their kernels)
+            "layer_units": setup.layer_units,
+            "n_layers": model.n_layers,
             "overlap": setup.overlap,
             # what the replica's all-reduce is priced at: the node's link, or across nodes its ring's slowest link
             "allreduce_latency_s": ring[1],
@@ -194,7 +197,13 @@ def render_text(r: dict[str, Any]) -> str:
             if a["comm"] and r["tp"] > a["gpus_per_node"]
             else ""
         )
-        + f"; overhead {a['layer_overhead_s'] * 1e6:g} us per layer + {a['step_overhead_s'] * 1e3:g} ms per step"
+        + f"; overhead {a['layer_overhead_s'] * 1e6:g} us per layer"
+        + (
+            f" (by kernels: this model's {a['n_layers']} layers count as {a['layer_units']:.4g} Llama layers)"
+            if a["layer_units"] != a["n_layers"]
+            else ""
+        )
+        + f" + {a['step_overhead_s'] * 1e3:g} ms per step"
         + (f" + {a['seq_overhead_s'] * 1e6:g} us per scheduled sequence (host)" if a["seq_overhead_s"] else "")
         + f"; compute/memory overlap {a['overlap']:g}",
         f"  price ${r['usd_per_replica_hour']:.2f}/h for the replica (${a['usd_per_gpu_hour']:g}/GPU-h: {a['price_source']}"

@@ -25,6 +25,16 @@ from sim.spec import MAX_TOKENS
 _UNGATED_MLP = {"gpt2", "gpt_neox", "opt", "bloom", "falcon", "gpt_bigcode", "phi"}
 # Architectures with q/k/v projection biases even though config.json has no `attention_bias` key.
 _QKV_BIAS = {"qwen2", "qwen2_moe"}
+# Architectures that normalize each head's queries and keys before rotary embedding (vLLM's Qwen3, Gemma 3, OLMo 2 and
+# OLMoE `q_norm` / `k_norm`; Llama 4's `use_qk_norm`, on in Scout and Maverick): one more kernel a layer (compiled,
+# the two norms share one).
+_QK_NORM = {"qwen3", "qwen3_moe", "gemma3", "gemma3_text", "olmo2", "olmoe", "llama4", "llama4_text"}
+# Architectures whose router adds a score-correction bias before a grouped top-k (two kernels: vLLM's noaux_tc).
+_BIASED_TOPK = {"deepseek_v3", "kimi_k2"}
+# Architectures with four norms a layer (before and after attention and the MLP), not two.
+_FOUR_NORMS = {"gemma2", "gemma3", "gemma3_text"}
+# The kernels of the layer the per-layer overhead is fitted on (`layer_kernels`): a Llama layer's ten.
+REF_LAYER_KERNELS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +106,52 @@ class ModelSpec:
     @functools.cached_property
     def n_moe_layers(self) -> int:
         return self.n_layers - self.n_dense_layers if self.is_moe else 0
+
+    def layer_kernels(self, moe: bool, quantized_activations: bool = False) -> int:
+        """Kernels one decoder layer launches in vLLM's forward (V1, CUDA graphs, its default compilation), its
+        all-reduces and MoE token exchanges aside (priced as communication), counted from vLLM 0.19's model and layer
+        code (`docs/steptime.md`):
+        - norms: 2 (input and post-attention, each fused with the residual add; Gemma 2/3: 4);
+        - attention: qkv projection, rotary embedding, KV-cache write, attention, o projection (5); per-head q/k norms
+          (Qwen3, Gemma 3, Llama 4) 1 more (compiled, they share a kernel); MLA (DeepSeek-V2/V3, Kimi K2, decoding in
+          the absorbed form) the fused q_a/kv_a projection, q_a norm and q_b projection (without a q LoRA: q and kv_a
+          projections), kv_a norm, rotary, the W_UK product, the latent cache write, attention, the W_UV product, o
+          projection (10; 9);
+        - a dense MLP: gate_up, activation, down (3; an ungated MLP's up, activation, down);
+        - an MoE block (vLLM's Triton experts): router, top-k, the tokens' alignment by expert, the experts' two grouped
+          GEMMs with the activation between them, the top-k sum and the copy out of the workspace (8); the alignment
+          takes a second kernel past 64 experts, the top-k one with a score-correction bias (DeepSeek-V3's grouped
+          top-k, Kimi K2's) or an expert count that is not a power of two up to 256; shared experts: gate_up,
+          activation, down (3; their scaling and add fuse into the next norm);
+        - `quantized_activations` (W8A8 / W4A4 GEMMs): the quantizations of linear inputs that no norm's kernel
+          absorbs (vLLM fuses an input's quantization into the norm before it): the o projection's and the down
+          projection's (1 each), the experts' two and the shared experts' two.
+        A Llama layer is `REF_LAYER_KERNELS` (10); `layer_overhead_s` is fitted on such layers, so a layer costs
+        layer_overhead_s x its kernels / 10 (the small kernels each take about the same: 1.9-2.7 us a norm, rotary
+        embedding or activation at a few tokens in LLMServingSim's vLLM 0.19 profiles, `benchmarks/kernels/`)."""
+        norms = 4 if self.model_type in _FOUR_NORMS else 2
+        mla = self.mla
+        attn = (10 if mla.q_lora_rank else 9) if mla is not None else 5 + (1 if self.model_type in _QK_NORM else 0)
+        quant = 1  # the o projection's input
+        if moe:
+            e = self.n_experts
+            biased_topk = self.model_type in _BIASED_TOPK
+            mlp = 8 + (1 if e > 64 else 0) + (1 if biased_topk or (e & (e - 1) and e <= 256) else 0)
+            mlp += 3 if self.n_shared_experts else 0
+            quant += 2 + (2 if self.n_shared_experts else 0)
+        else:
+            mlp = 3
+            quant += 1
+        return norms + attn + mlp + (quant if quantized_activations else 0)
+
+    def layer_units(self, quantized_activations: bool = False) -> float:
+        """The model's layers in units of the reference layer's kernels (`layer_kernels`): what the per-layer
+        overhead multiplies (a Llama model's: exactly its layer count)."""
+        n_moe = self.n_moe_layers
+        total = (self.n_layers - n_moe) * self.layer_kernels(False, quantized_activations)
+        if n_moe:
+            total += n_moe * self.layer_kernels(True, quantized_activations)
+        return total / REF_LAYER_KERNELS
 
     @functools.cached_property
     def moe_layer_set(self) -> frozenset[int]:

@@ -7,7 +7,7 @@ For one step of a replica of `tp` GPUs that processes `n_tokens` new tokens:
     bytes   = weights read (all of them; MoE: the experts the step's tokens touch)
               + KV bytes/token * (kv_read_tokens + n_tokens)        [reads + writes]
     C, M    = flops / (tp * F), bytes / (tp * B)
-    time    = max(C, M) + (1 - overlap) * min(C, M) + comm + n_layers * layer_overhead_s + step_overhead_s
+    time    = max(C, M) + (1 - overlap) * min(C, M) + comm + layer_units * layer_overhead_s + step_overhead_s
               + scheduled sequences * seq_overhead_s
               [MoE: C, M without the routed experts, whose own max(Ce, Me) + (1 - overlap) min(Ce, Me) is added]
 
@@ -120,6 +120,9 @@ class RooflineSetup:
     attention_time_factor: float = field(init=False, repr=False, compare=False)
     # each pipeline stage's weight bytes (`stage_weight_bytes`; one stage: `weight_bytes`)
     stage_weights: tuple[float, ...] = field(init=False, repr=False, compare=False)
+    # the model's layers in units of the layer `layer_overhead_s` is fitted on (`ModelSpec.layer_units`: its kernels
+    # over a Llama layer's ten; W8A8/W4A4 GEMMs add each input's quantization): what the per-layer overhead multiplies
+    layer_units: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         m = self.model
@@ -145,6 +148,7 @@ class RooflineSetup:
         object.__setattr__(self, "attention_time_factor", attention_time_factor(self.gpu, self.compute_dtype, self.kv_bits))
         stages = stage_weight_bytes(m, self.weight_bits, self.pp) if self.pp > 1 else (self.weight_bytes,)
         object.__setattr__(self, "stage_weights", stages)
+        object.__setattr__(self, "layer_units", m.layer_units(self.compute_dtype != "bf16"))
 
     def group_tokens(self, n_tokens: int, group_tokens: int | None) -> int:
         """The tokens a step of a DP group sharing the MoE layers puts through them: as given (the group's ranks'
@@ -397,8 +401,9 @@ def attention_time_factor(gpu: GpuSpec, compute_dtype: str, kv_bits: int) -> flo
 
 
 def fixed_overhead_s(setup: RooflineSetup) -> float:
-    """Seconds every step costs whatever its size: per layer plus per step."""
-    return setup.model.n_layers * setup.layer_overhead_s + setup.step_overhead_s
+    """Seconds every step costs whatever its size: per layer (by its kernels, `RooflineSetup.layer_units`) plus per
+    step."""
+    return setup.layer_units * setup.layer_overhead_s + setup.step_overhead_s
 
 
 def scheduled_seqs(logit_tokens: int | None, n_decode_seqs: int, n_prefill_tokens: int) -> int:

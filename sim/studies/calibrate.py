@@ -26,9 +26,9 @@ Input: a CSV of step shapes and their times. Two layouts are read:
   step's tokens touch under uniform routing.
 
 The model (`sim.physics.roofline.step_cost`): t = max(C, M) + (1 - overlap) min(C, M) + 2 L (latency + ring bytes
-/ link) + L layer_overhead_s + step_overhead_s + scheduled sequences x seq_overhead_s, with C = FLOPs / (tp peak
+/ link) + U layer_overhead_s + step_overhead_s + scheduled sequences x seq_overhead_s, with C = FLOPs / (tp peak
 mfu), M = bytes / (tp HBM mbu) (an MoE model's routed experts a second such max of their own, at the same mfu, mbu
-and overlap). Free parameters: mfu, mbu, layer_overhead_s, allreduce_latency_s (only when tp > 1: at tp 1 there is
+and overlap; U the layers in units of a Llama layer's kernels, `ModelSpec.layer_units`). Free parameters: mfu, mbu, layer_overhead_s, allreduce_latency_s (only when tp > 1: at tp 1 there is
 no all-reduce to see) and overlap; the host terms (step_overhead_s, seq_overhead_s) are the scenario's, not fitted.
 They are fitted by least squares on the relative error (scipy's trust-region reflective method, inside physical
 bounds), so a 10 ms step and a 1 s step weigh alike. The leave-one-out error (refit without each shape, predict it)
@@ -406,6 +406,7 @@ class _Terms:
     row: np.ndarray
     n_rows: int
     n_layers: int
+    layer_units: float  # what the per-layer overhead multiplies (`RooflineSetup.layer_units`)
     tp: int
     step_overhead_s: float
     host_s: np.ndarray  # host seconds each step's scheduled sequences add (`seq_overhead_s`; not fitted)
@@ -445,6 +446,7 @@ def _terms(setup: RooflineSetup, shapes: Sequence[Shape]) -> _Terms:
         np.array(row),
         len(shapes),
         model.n_layers,
+        setup.layer_units,
         setup.tp,
         setup.step_overhead_s,
         np.array(host),
@@ -458,7 +460,7 @@ def _predict(t: _Terms, p: Mapping[str, float]) -> np.ndarray:
         return np.maximum(cmp, mem) + (1.0 - p["overlap"]) * np.minimum(cmp, mem)
 
     # (an MoE model's routed experts a roofline of their own, `step_cost`; a dense model's are zeros)
-    step = roof(t.compute_at_peak, t.memory_at_peak) + t.n_layers * p["layer_overhead_s"] + t.step_overhead_s + t.host_s
+    step = roof(t.compute_at_peak, t.memory_at_peak) + t.layer_units * p["layer_overhead_s"] + t.step_overhead_s + t.host_s
     step = step + roof(t.expert_compute_at_peak, t.expert_memory_at_peak)
     if t.comm and t.tp > 1:
         step = step + t.ar_bytes_s + 2 * t.n_layers * p["allreduce_latency_s"]
