@@ -19,7 +19,7 @@ CATALOG = load_model_catalog()
 @pytest.mark.parametrize("name", ["llama-3.1-8b", "llama-3.1-70b", "llama-2-70b", "mistral-7b"])
 def test_a_llama_layer_is_the_unit(name):
     """A Llama (or Mistral) layer: 2 norms, qkv, rotary, KV write, attention, o, gate_up, activation, down: the
-    overhead's own unit, so the model's units are its layer count exactly and every dense Llama figure is as before."""
+    overhead's own unit, so the model's units are its layer count exactly and every BF16 Llama figure is as before."""
     m = CATALOG.get(name)
     assert m.layer_kernels(False) == REF_LAYER_KERNELS == 10
     assert m.layer_units() == m.n_layers
@@ -111,3 +111,31 @@ def test_deepseek_v3_decode_against_a_published_server():
             context_tokens=1500,
         ).time_s
         assert flat / measured_s - 1 < -0.2, (batch, flat)
+
+
+def test_family_kernels_by_model_type():
+    """Gemma 2/3's four norms, Llama 4's q/k norm, Kimi K2's biased grouped top-k, an expert count past 256 (one top-k
+    kernel whatever it is), Qwen2-MoE's gated shared expert sized by `shared_expert_intermediate_size` alone, and a
+    model_type spelt in capitals."""
+    llama = CATALOG.get("llama-3.1-8b")
+    assert dataclasses.replace(llama, model_type="gemma2").layer_kernels(False) == 12
+    assert dataclasses.replace(llama, model_type="gemma3_text").layer_kernels(False) == 12 + 1  # and q/k norms
+    scout = CATALOG.get("llama-4-scout")  # 16 experts, one shared: one top-k and one alignment kernel
+    assert scout.model_type.startswith("llama4") and scout.layer_kernels(True) == 2 + 6 + 8 + 3
+    kimi = CATALOG.get("kimi-k2")  # 384 experts: biased grouped top-k (2), alignment past 64 (2)
+    assert kimi.layer_kernels(True) == 2 + 10 + 10 + 3
+    assert dataclasses.replace(kimi, model_type="deepseek_v2").layer_kernels(True) == 2 + 10 + 9 + 3  # 384 > 256: 1
+    qm = CATALOG.get("qwen3-30b-a3b")
+    qwen2 = dataclasses.replace(qm, model_type="qwen2_moe", n_experts=60, shared_expert_intermediate_size=5632)
+    assert qwen2.n_shared_experts == 0
+    # router, top-k (60: two), alignment, w13, act, w2, sum, copy = 9; shared 3 and its gate 1
+    assert qwen2.layer_kernels(True) == 2 + 5 + 9 + 4
+    assert qwen2.layer_kernels(True, True) == qwen2.layer_kernels(True) + 1 + 2 + 2
+    assert dataclasses.replace(qm, model_type="Qwen3_MoE").layer_kernels(True) == qm.layer_kernels(True)
+
+
+def test_fp4_gemms_quantize_their_inputs_too():
+    """W4A4 (FP4 GEMMs on a Blackwell part, `weight_bits: 4`) quantizes as W8A8 does."""
+    fp4 = make_setup("llama-3.1-8b", "b200", tp=1, weight_bits=4)
+    assert fp4.compute_dtype == "fp4"
+    assert fp4.layer_units == pytest.approx(1.2 * 32)

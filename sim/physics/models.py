@@ -122,23 +122,28 @@ class ModelSpec:
           GEMMs with the activation between them, the top-k sum and the copy out of the workspace (8); the alignment
           takes a second kernel past 64 experts, the top-k one with a score-correction bias (DeepSeek-V3's grouped
           top-k, Kimi K2's) or an expert count that is not a power of two up to 256; shared experts: gate_up,
-          activation, down (3; their scaling and add fuse into the next norm);
+          activation, down (3; their scaling and add fuse into the next norm), and Qwen2-MoE's sigmoid gate on them
+          (1);
         - `quantized_activations` (W8A8 / W4A4 GEMMs): the quantizations of linear inputs that no norm's kernel
           absorbs (vLLM fuses an input's quantization into the norm before it): the o projection's and the down
           projection's (1 each), the experts' two and the shared experts' two.
         A Llama layer is `REF_LAYER_KERNELS` (10); `layer_overhead_s` is fitted on such layers, so a layer costs
         layer_overhead_s x its kernels / 10 (the small kernels each take about the same: 1.9-2.7 us a norm, rotary
         embedding or activation at a few tokens in LLMServingSim's vLLM 0.19 profiles, `benchmarks/kernels/`)."""
-        norms = 4 if self.model_type in _FOUR_NORMS else 2
+        family = self.model_type.lower()
+        norms = 4 if family in _FOUR_NORMS else 2
         mla = self.mla
-        attn = (10 if mla.q_lora_rank else 9) if mla is not None else 5 + (1 if self.model_type in _QK_NORM else 0)
+        attn = (10 if mla.q_lora_rank else 9) if mla is not None else 5 + (1 if family in _QK_NORM else 0)
         quant = 1  # the o projection's input
         if moe:
             e = self.n_experts
-            biased_topk = self.model_type in _BIASED_TOPK
-            mlp = 8 + (1 if e > 64 else 0) + (1 if biased_topk or (e & (e - 1) and e <= 256) else 0)
-            mlp += 3 if self.n_shared_experts else 0
-            quant += 2 + (2 if self.n_shared_experts else 0)
+            mlp = 8 + (1 if e > 64 else 0) + (1 if family in _BIASED_TOPK or (e & (e - 1) and e <= 256) else 0)
+            # shared experts: counted (`n_shared_experts`) or sized (`shared_expert_intermediate_size`, Qwen2-MoE's,
+            # whose output a sigmoid gate of its own scales: one GEMV more, as `_shared_params_per_moe_layer` counts it)
+            if self.n_shared_experts or self.shared_expert_intermediate_size:
+                mlp += 3 + (1 if self.shared_expert_intermediate_size else 0)
+                quant += 2
+            quant += 2
         else:
             mlp = 3
             quant += 1
