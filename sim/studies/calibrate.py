@@ -28,8 +28,9 @@ Input: a CSV of step shapes and their times. Two layouts are read:
 The model (`sim.physics.roofline.step_cost`): t = max(C, M) + (1 - overlap) min(C, M) + 2 L (latency + ring bytes
 / link) + U layer_overhead_s + step_overhead_s + scheduled sequences x seq_overhead_s, with C = FLOPs / (tp peak
 mfu), M = bytes / (tp HBM mbu) (an MoE model's routed experts a second such max of their own, at the same mfu, mbu
-and overlap; U the layers in units of a Llama layer's kernels, `ModelSpec.layer_units`). Free parameters: mfu, mbu, layer_overhead_s, allreduce_latency_s (only when tp > 1: at tp 1 there is
-no all-reduce to see) and overlap; the host terms (step_overhead_s, seq_overhead_s) are the scenario's, not fitted.
+and overlap) and U the L layers in units of a Llama layer's kernels (`ModelSpec.layer_units`). Free parameters:
+mfu, mbu, layer_overhead_s, allreduce_latency_s (only when tp > 1: at tp 1 there is no all-reduce to see) and
+overlap; the host terms (step_overhead_s, seq_overhead_s) are the scenario's, not fitted.
 They are fitted by least squares on the relative error (scipy's trust-region reflective method, inside physical
 bounds), so a 10 ms step and a 1 s step weigh alike. The leave-one-out error (refit without each shape, predict it)
 says how well the fit generalizes to a shape it has not seen; a leave-one-out error far above the in-sample one is
