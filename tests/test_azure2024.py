@@ -76,7 +76,17 @@ def test_a_run_replays_a_2024_trace(tmp_path):
     path.write_text(HEADER + ROWS_2024)
     r = CliRunner().invoke(
         app,
-        ["run", "configs/default.yaml", "--set", f"trace={{file: {path}}}", "--no-capacity", "--no-progress", "--json"],
+        [
+            "run",
+            "configs/default.yaml",
+            "--set",
+            f"trace={{file: {path}}}",
+            "--no-capacity",
+            "--no-progress",
+            "--json",
+            "--out",
+            str(tmp_path / "run"),  # (not the main job's runs/default)
+        ],
     )
     assert r.exit_code == 0, r.output
     assert '"completed": 4' in r.output

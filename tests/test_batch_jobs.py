@@ -438,7 +438,7 @@ def test_trace_gen_and_merge_label_jobs(tmp_path):
     assert out.exit_code == 0, out.output
     merged = load_trace(mixed)
     assert (merged["klass"] == "batch").sum() == 50 and merged.loc[merged["klass"] == "interactive", "job_id"].isna().all()
-    bad = runner.invoke(app, [*args, "--job-id", "x"])
+    bad = runner.invoke(app, [*args[:-1], str(tmp_path / "bad.csv"), "--job-id", "x"])
     assert bad.exit_code == 2 and "--klass batch" in bad.output
     result = simulate(scenario(), merged, measure_capacity=False)  # a labelled trace runs through the batch lane
     assert result.summary()["by_job"]["nightly"]["completed"] == 50

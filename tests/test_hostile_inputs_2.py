@@ -249,7 +249,7 @@ def test_trace_gen_still_takes_each_process_options_and_a_spec_with_labels(tmp_p
         ["--process", "diurnal", "--rate", "1", "--amplitude", "0.3", "--period-s", "100", "--duration-s", "9"],
         ["--spec", "spec.yaml", "--klass", "batch", "--job-id", "nightly"],
     ):
-        r = runner.invoke(app, [*GEN, *argv])
+        r = runner.invoke(app, [*GEN, *argv, "--force"])  # (each over the last one's g.csv)
         assert r.exit_code == 0, (argv, r.output)
 
 

@@ -157,3 +157,59 @@ def test_a_really_read_only_folder_is_refused(tmp_path, monkeypatch):
         assert not list(locked.iterdir())
     finally:
         locked.chmod(0o755)
+
+
+def test_a_run_folder_holding_other_files_is_kept_unless_forced(tmp_path):
+    """Rerunning into a run folder replaced it whole, with the notes and the trace a user had put in it (the rerun read
+    that trace, then deleted it, and its config.resolved.yaml named a file gone)."""
+    short = ["--set", "trace.end_s=10"]
+    out = tmp_path / "R"
+    assert run("--out", str(out), *short).exit_code == 0
+    assert run("--out", str(out), *short).exit_code == 0  # a run folder of run files alone: replaced
+    (out / "notes.txt").write_text("precious")
+    r = run("--out", str(out), *short)
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1
+    assert "also holds 'notes.txt'" in r.stderr and "--force" in r.stderr, r.stderr
+    assert (out / "notes.txt").read_text() == "precious"
+    trace = out / "mine.csv"
+    trace.write_text("arrival_at_s,prompt_tokens,output_tokens\n0,10,5\n0.5,20,3\n")
+    for extra in ([], ["--force"]):  # a folder holding what the run reads: never, forced or not
+        r = run("--out", str(out), "--trace", str(trace), *extra)
+        assert r.exit_code == 2 and f"holds {trace}, which this run reads" in r.stderr, r.stderr
+        assert trace.is_file()
+    assert run("--out", str(out), *short, "--force").exit_code == 0
+    assert not (out / "notes.txt").exists() and (out / "summary.json").is_file()
+    r = run("--out", str(out), *short, "--html", str(out / "page.html"))
+    assert r.exit_code == 2 and "is in the --out folder" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["trace", "gen", "--rate", "5", "--requests", "3", "--out", "{f}"],
+        ["trace", "convert", str(REPO / "traces" / "azure2023_conv.csv"), "{f}", "--end-s", "5"],
+        ["export", str(REPO / "configs" / "default.yaml"), "--out", "{f}"],
+    ],
+    ids=["trace-gen", "trace-convert", "export"],
+)
+def test_an_output_file_is_replaced_only_when_forced(tmp_path, argv):
+    """`trace gen --out x.csv` (and convert, export, import, report --html, validate --plot) wrote over any file there."""
+    name = tmp_path / ("m.yaml" if argv[0] == "export" else "x.csv")
+    name.write_text("precious\n")
+    args = [a.replace("{f}", str(name)) for a in argv]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1, r.output
+    assert "the file exists; pick another name, or pass --force to replace it" in r.stderr
+    assert name.read_text() == "precious\n"
+    assert runner.invoke(app, [*args, "--force"]).exit_code == 0
+    assert name.read_text() != "precious\n"
+
+
+def test_report_on_a_file_and_a_run_nothing_could_be_measured_on_say_why(tmp_path):
+    afile = tmp_path / "summary.json"
+    afile.write_text("{}")
+    r = runner.invoke(app, ["report", str(afile)])
+    assert r.exit_code == 2 and r.stderr == f"error: {afile}: not a run folder (a file, not a folder)\n"
+    r = run("--out", str(tmp_path / "R"), "--set", "trace.end_s=10", "--set", "engine.max_model_len=10", "--capacity")
+    assert r.exit_code == 0, r.output  # every request refused (longer than the context): nothing to measure, not --no-capacity
+    assert "capacity not measured (no request the replicas can serve to measure it with)" in r.stdout

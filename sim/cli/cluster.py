@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sim.cli.common import check_out_file
+from sim.cli.common import ForceOpt, check_new_file, check_out_file
 from sim.errors import FleetsimError
 
 
@@ -26,6 +26,7 @@ def import_(
     ] = None,
     gpu: Annotated[str | None, typer.Option(help="The GPU (catalog name), if no node selector says.")] = None,
     trace: Annotated[str | None, typer.Option(help="A trace file for the scenario's trace key.")] = None,
+    force: ForceOpt = False,
 ) -> None:
     """Write a scenario from what the cluster runs: every value commented with its source, what was not mapped listed."""
     from sim.atomic import atomic_file
@@ -35,6 +36,7 @@ def import_(
 
     if out is not None:
         check_out_file(out, "--out", inputs=[f for s in sources if s.exists() for f in source_files(s)])
+        check_new_file(out, "--out", force)
     if gpu is not None:
         from sim.physics.hardware import load_gpu_catalog
 
@@ -75,6 +77,7 @@ def export(
         list[str] | None, typer.Option("--set", help="Override a scenario key first: PATH=VALUE (a plan's pick).")
     ] = None,
     name: Annotated[str, typer.Option(help="The Deployment's (and autoscaler's) name.")] = "llm",
+    force: ForceOpt = False,
 ) -> None:
     """Write the Deployment (or Knative Service) and autoscaler manifests that run the scenario's fleet."""
     import re
@@ -89,6 +92,7 @@ def export(
         )
     if out is not None:
         check_out_file(out, "--out", inputs=[scenario])
+        check_new_file(out, "--out", force)
     sc = load_config(scenario, set_ or [])
     if sc.deployments:
         raise FleetsimError(

@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -89,7 +89,18 @@ def emit_json(data: Any) -> None:
 PLOT_FORMATS = {".png", ".svg", ".pdf", ".jpg", ".jpeg", ".webp"}
 
 
-def check_plot_path(path: Path) -> None:
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the output file if one is there already.")]
+
+
+def check_new_file(path: Path | None, option: str, force: bool) -> None:
+    """An output file is written over an existing one only when asked (--force): a mistyped name would otherwise
+    replace a file fleetsim never wrote."""
+    if path is not None and not force and (path.exists() or path.is_symlink()) and not path.is_dir():
+        raise FleetsimError(f"{option} {path}: the file exists; pick another name, or pass --force to replace it")
+
+
+def check_plot_path(path: Path, force: bool) -> None:
+    check_new_file(path, "--plot", force)
     if path.is_dir():
         raise FleetsimError(f"--plot {path}: is a folder; give a file name such as run.png")
     if path.suffix.lower() not in PLOT_FORMATS:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sim.cli.common import Interrupted, check_out_file, check_plot_path, emit_json, positive, stopped, table
+from sim.cli.common import Interrupted, check_new_file, check_out_file, check_plot_path, emit_json, positive, stopped, table
 from sim.errors import FleetsimError
 from sim.studies.determinism import seed_note
 
@@ -57,7 +57,9 @@ def plan(
         typer.Option(help="Replay this trace file instead of the base scenario's, with its transforms (as fleetsim run)."),
     ] = None,
     plot: Annotated[Path | None, typer.Option(help="Also write the cost vs p99 TTFT plot (PNG, SVG, ...).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Write into --out even if it holds other files.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Write into --out even if it holds other files; replace --plot and --manifests.")
+    ] = False,
     manifests: Annotated[
         Path | None, typer.Option(help="Also write the pick as Kubernetes manifests (as fleetsim export) to this file.")
     ] = None,
@@ -73,10 +75,11 @@ def plan(
     out_dir = out if out is not None else Path("plans") / p.name
     check_sweep_dir(out_dir, force=force, owner=p.sweep.owner("plan"))
     if plot is not None:
-        check_plot_path(plot)
+        check_plot_path(plot, force)
     if manifests is not None:
         sources = [plan_file, plan_file.parent / p.spec.base, *([trace] if trace is not None else [])]
         check_out_file(manifests, "--manifests", inputs=sources)
+        check_new_file(manifests, "--manifests", force)
         where = manifests.resolve()
         if where == out_dir.resolve() or out_dir.resolve() in where.parents:
             raise FleetsimError(f"--manifests {manifests}: inside the plan's folder it writes; give a path outside {out_dir}")

@@ -11,7 +11,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from sim.cli.common import alias_note, check_out_file, check_plot_path, check_seed, emit_json, write_text_atomically
+from sim.cli.common import (
+    ForceOpt,
+    alias_note,
+    check_new_file,
+    check_out_file,
+    check_plot_path,
+    check_seed,
+    emit_json,
+    write_text_atomically,
+)
 from sim.errors import FleetsimError, _short
 from sim.scenario.config import Scenario, SloConfig, load_config
 
@@ -235,16 +244,19 @@ def parse_goodput(text: str) -> SloConfig:
 def _distinct_outputs(out_dir: Path, plot: Path | None, html_file: Path | None) -> None:
     """--plot and --html name files of their own, not the --out folder, nor its records, nor each other (the run
     would write one over the other, or end after simulating with an error about a file it wrote itself)."""
-    from sim.results.report import RUN_FILES, RUN_MARKER
-
     folder = out_dir.resolve()
     seen: dict[Path, str] = {}
     for option, path in (("--plot", plot), ("--html", html_file)):
         if path is None:
             continue
         where = path.resolve()
-        if where == folder or (where.parent == folder and where.name in (*RUN_FILES, RUN_MARKER)):
-            raise FleetsimError(f"{option} {path}: is the --out folder {out_dir} or one of its records; give another path")
+        if where == folder:
+            raise FleetsimError(f"{option} {path}: is the --out folder {out_dir}; give a file beside it")
+        if folder in where.parents:
+            raise FleetsimError(
+                f"{option} {path}: is in the --out folder {out_dir}, which the run replaces whole once written; write it "
+                "beside the folder"
+            )
         if where in seen:
             raise FleetsimError(f"{option} {path}: is also {seen[where]}; write them to two files")
         seen[where] = option
@@ -277,7 +289,11 @@ def run(
         typer.Option(help="SLOs in ms, as vLLM's --goodput: \"ttft:2000 tpot:200 e2el:30000\" (overrides the scenario's slo)."),
     ] = None,
     force: Annotated[
-        bool, typer.Option("--force", help="Replace --out even if it holds files and is not a fleetsim run folder.")
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace --out even if it holds files and is not a fleetsim run folder, and --plot or --html if there.",
+        ),
     ] = False,
     capacity: Annotated[
         bool,
@@ -308,11 +324,16 @@ def run(
     if goodput is not None:
         scenario = scenario.model_copy(update={"slo": parse_goodput(goodput)})
     out_dir = out if out is not None else Path("runs") / config.stem
-    check_out_dir(out_dir, force=force)  # every output path is checked before anything is simulated
+    reads: list[Path] = [config] if trace is None else [config, trace]
+    named = scenario.trace if isinstance(scenario.trace, str) else getattr(scenario.trace, "file", None)
+    if named:  # (the trace file the scenario names, relative to it)
+        reads.append(config.parent / named)
+    check_out_dir(out_dir, force=force, inputs=reads)  # every output path is checked before anything is simulated
     if plot is not None:
-        check_plot_path(plot)
+        check_plot_path(plot, force)
     if html_file is not None:
         check_out_file(html_file, "--html", inputs=[config] if trace is None else [config, trace])
+        check_new_file(html_file, "--html", force)
     _distinct_outputs(out_dir, plot, html_file)
     console = Console(stderr=True)
     show = progress and not as_json and console.is_terminal
@@ -582,6 +603,7 @@ def report(
     epoch: Annotated[
         float, typer.Option(help="With --openmetrics: the Unix time of the trace's start (samples are stamped epoch + t).")
     ] = 0.0,
+    force: ForceOpt = False,
 ) -> None:
     """Reprint a run's summary from its run folder (recomputed from its records)."""
     from sim.results.result import SimResult
@@ -602,6 +624,8 @@ def report(
     if openmetrics is not None and html_file is not None and openmetrics.resolve() == html_file.resolve():
         # (the page was written over the metrics, exit 0)
         raise FleetsimError(f"--html {html_file}: is also --openmetrics; write them to two files")
+    check_new_file(openmetrics, "--openmetrics", force)
+    check_new_file(html_file, "--html", force)
     from sim.results.platform import PlatformResult, is_platform_folder
 
     if is_platform_folder(run_dir):

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 else:
     pd = LazyModule("pandas")
 
-from sim.cli.common import check_plot_path, check_seed, emit_json, input_at, user_errors
+from sim.cli.common import ForceOpt, check_new_file, check_plot_path, check_seed, emit_json, input_at, user_errors
 from sim.errors import FleetsimError
 from sim.streams import RunStreams
 from sim.workload import load_trace
@@ -85,10 +85,11 @@ def inspect(
     model: ModelOpt = None,
     plot: Annotated[Path | None, typer.Option(help="Write a PNG: arrivals per minute and token histograms.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    force: ForceOpt = False,
 ) -> None:
     """Requests, duration, rate, burstiness (inter-arrival CV, per-minute peak/mean) and token statistics."""
     if plot is not None:
-        check_plot_path(plot)
+        check_plot_path(plot, force)
     frame = _load(file, fmt, columns, time_unit, model)
     stats = describe(frame)
     stats["format"] = frame.attrs.get("format")
@@ -137,6 +138,7 @@ def gen(
     priority: PriorityOpt = None,
     deadline_s: DeadlineOpt = None,
     job_id: JobOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Write a seeded synthetic trace (same spec and seed => the same file)."""
     _check_gen_options(ctx, spec=spec is not None, process=process)
@@ -175,6 +177,7 @@ def gen(
     rate_table_file = getattr(parsed.arrivals, "rate_table", None)
     read += [base_dir / rate_table_file] if rate_table_file is not None else []
     _not_read(out, read, "--out")
+    check_new_file(out, "--out", force)
     frame = generate(parsed, base_dir=base_dir)
     frame = label(frame, klass=klass, priority=priority, deadline_s=deadline_s, job_id=job_id, source="trace gen")
     write_trace(frame, out, "--out")
@@ -253,11 +256,13 @@ def convert(
     max_context: Annotated[int | None, typer.Option(help="Clip prompt + output to this many tokens.")] = None,
     repeat: Annotated[int | None, typer.Option(help="Concatenate this many copies back to back.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for --sample.")] = 0,
+    force: ForceOpt = False,
 ) -> None:
     """Read any supported format, apply transforms (window, rate, sample, clip, repeat), write canonical CSV/Parquet."""
     check_seed(seed)
     check_trace_path(dst)
     _not_read(dst, [src])
+    check_new_file(dst, "DST", force)
     frame = _load(src, fmt, columns, time_unit, model)
     if start_s is not None or end_s is not None:
         frame = tf.window(frame, start_s=start_s or 0.0, end_s=end_s)
@@ -291,6 +296,7 @@ def merge(
     job_id: Annotated[
         str | None, typer.Option(help="Job id of batch inputs that carry none (default: the file's name without suffix).")
     ] = None,
+    force: ForceOpt = False,
 ) -> None:
     """Interleave traces by arrival time, labelling each request's klass by its source (batch inputs: job, priority, deadline)."""
     check_trace_path(dst)
@@ -318,6 +324,7 @@ def merge(
         key = path if path not in frames else f"{path} (input {len(frames) + 1})"
         frames[key] = frame
         klasses[key] = name
+    check_new_file(dst, "DST", force)
     write_trace(tf.merge(frames, klass=klasses), dst)
     typer.echo(f"wrote {dst}: {sum(len(f) for f in frames.values()):,} requests")
 
@@ -332,6 +339,7 @@ def from_metrics(
     prompt_tokens: Annotated[Path | None, typer.Option(help="Range query: sum(rate(vllm:prompt_tokens_total[1m])).")] = None,
     output_tokens: Annotated[Path | None, typer.Option(help="Range query: sum(rate(vllm:generation_tokens_total[1m])).")] = None,
     seed: Annotated[int, typer.Option(help="The spec's seed.")] = 0,
+    force: ForceOpt = False,
 ) -> None:
     """A generator spec with Prometheus's observed request-rate curve and length distributions (then: trace gen --spec)."""
     import yaml
@@ -341,6 +349,8 @@ def from_metrics(
     from sim.workload.prometheus import spec_from_metrics
 
     check_out_file(out, "--out")
+    check_new_file(out, "--out", force)
+    check_new_file(out.with_name(out.stem + ".rates.csv"), "--out (its rate table)", force)
     if out.suffix not in (".yaml", ".yml"):
         raise FleetsimError(f"--out {out}: a generator spec is a .yaml file")
     spec, starts, rates, notes = spec_from_metrics(

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sim.cli.common import check_out_file, emit_json
+from sim.cli.common import ForceOpt, check_new_file, check_out_file, emit_json
 from sim.errors import FleetsimError
 
 
@@ -59,6 +59,7 @@ def validate(
         ),
     ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    force: ForceOpt = False,
 ) -> None:
     """Replay a real run's requests on its setup and compare TTFT, TPOT, ITL and E2E with the measured ones."""
     import numpy as np
@@ -72,6 +73,7 @@ def validate(
         if plot.suffix.lower() != ".png":  # (it is drawn as a PNG, whatever the name says)
             raise FleetsimError(f"--plot {plot}: the file name must end in .png (the CDFs are drawn as a PNG)")
         check_out_file(plot, "--plot")
+        check_new_file(plot, "--plot", force)
     if by_arrival < 0:
         raise FleetsimError(f"--by-arrival: groups must be >= 1, or 0 for none (got {by_arrival})")
     if by_batch < 0:
@@ -94,11 +96,11 @@ def validate(
         raw, base_dir = loaded, scenario.parent
     if set_:
         if raw is None:
-            from sim.studies.validate import scenario_from_meta
+            from sim.studies.validate import log_scenario
 
             if log.meta is None:
                 raise FleetsimError(f"{log.source}: --set needs --scenario or a meta.json beside the log")
-            raw = scenario_from_meta(log.meta)[0]
+            raw = log_scenario(log)[0]
         raw = apply_sets(raw, set_)
     given_as = f"{scenario}{' (with --set)' if set_ else ''}" if scenario is not None else "--set (over meta.json's scenario)"
     cmp = run_validation(log, raw, kv_blocks=kv_blocks, base_dir=base_dir, given_as=given_as, warm_prompts=warm_prompts)
@@ -152,7 +154,8 @@ def validate(
     logged = f", vLLM logged {blocks['logged_server']:,}" if blocks["logged_server"] is not None else ""
     if blocks["logged_server"] is not None and blocks["logged"] != blocks["logged_server"]:
         logged += f" ({blocks['logged']:,} a virtual engine)"
-    typer.echo(f"fleetsim validate: {len(log.trace)} requests from {log.source} ({log.layout})")
+    left_out = f"; {log.dropped:,} left out: no token (failed or aborted)" if log.dropped else ""
+    typer.echo(f"fleetsim validate: {len(log.trace)} requests from {log.source} ({log.layout}{left_out})")
     typer.echo(f"  KV cache: {blocks['simulated']:,} blocks simulated ({kv_blocks}){logged}")
     typer.echo(f"  {'metric':<7}{'stat':<6}{'real':>14}{'fleetsim':>14}{'error':>9}")
     for r in cmp.rows:

@@ -69,8 +69,13 @@ def _row_chunks(frame: pd.DataFrame) -> Iterator[pd.DataFrame]:
         yield frame.iloc[lo : lo + CHUNK_ROWS]
 
 
-def check_out_dir(out_dir: Path, *, force: bool = False) -> None:
-    """Refuse, before anything is simulated, a run folder that would destroy data or cannot be written."""
+FLEETSIM_ENTRIES = frozenset({*RUN_FILES, RUN_MARKER, PLATFORM_FILE, DEPLOYMENTS_DIR})  # what a run folder holds
+
+
+def check_out_dir(out_dir: Path, *, force: bool = False, inputs: Iterable[str | Path] = ()) -> None:
+    """Refuse, before anything is simulated, a run folder that would destroy data or cannot be written: a folder that
+    is not a run folder, or a run folder holding files a run does not write (replacing it would delete them), unless
+    `force`; a folder holding one of the `inputs` the run reads, always (it would be gone once the run is written)."""
     resolved = Path(out_dir).resolve()
     cwd, home = Path.cwd().resolve(), Path.home().resolve()
     protected = {cwd, home, *cwd.parents, *home.parents}
@@ -83,6 +88,13 @@ def check_out_dir(out_dir: Path, *, force: bool = False) -> None:
             else "a parent of the working or home folder"
         )
         raise FleetsimError(f"--out {out_dir}: is {what}; a run needs a folder of its own, e.g. runs/NAME")
+    for source in inputs:
+        where = Path(source).resolve()
+        if where == resolved or resolved in where.parents:
+            raise FleetsimError(
+                f"--out {out_dir}: holds {source}, which this run reads, and a run replaces its folder whole; write the "
+                "run to another folder"
+            )
     if resolved.exists():
         if not resolved.is_dir():
             raise FleetsimError(f"--out {out_dir}: exists and is not a folder")
@@ -96,6 +108,13 @@ def check_out_dir(out_dir: Path, *, force: bool = False) -> None:
             raise FleetsimError(
                 f"--out {out_dir}: the folder holds files and is not a fleetsim run folder (no {RUN_MARKER}); "
                 "pick another folder, or pass --force to replace it"
+            )
+        foreign = sorted(names - FLEETSIM_ENTRIES)
+        if foreign and not force:
+            more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+            raise FleetsimError(
+                f"--out {out_dir}: a fleetsim run folder, but it also holds {foreign[0]!r}{more}, which a run does not "
+                "write and replacing the folder would delete; move it out, pick another folder, or pass --force"
             )
     existing = next(p for p in (resolved, *resolved.parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):

@@ -139,6 +139,18 @@ def _cache_section(meta: dict[str, Any]) -> tuple[dict[str, Any], str]:
     return _section(_section(meta, "resolved_config", ""), "cache_config", "resolved_config."), "resolved_config.cache_config."
 
 
+def log_scenario(log: RunLog) -> tuple[dict[str, Any], list[str]]:
+    """`scenario_from_meta` of the log's meta.json, its errors naming the file by its path."""
+    assert log.meta is not None
+    try:
+        return scenario_from_meta(log.meta)
+    except FleetsimError as err:
+        text = str(err)
+        if text.startswith("meta.json "):
+            text = f"{Path(log.source).parent / 'meta.json'}{text.removeprefix('meta.json')}"
+        raise FleetsimError(text) from None
+
+
 def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """A scenario dict for one replica of the run's setup, and notes on what was not mapped. Each field it reads is
     checked for its type (a bad one is named, as `meta.json engine_kwargs.tensor_parallel_size`)."""
@@ -392,7 +404,7 @@ def replay_scenario(
             raise FleetsimError(
                 f"{log.source}: no meta.json beside the log; pass --scenario with the run's model, GPU and engine"
             )
-        raw, notes = scenario_from_meta(log.meta)
+        raw, notes = log_scenario(log)
     else:
         raw = dict(scenario)
         raw.pop("trace", None)
