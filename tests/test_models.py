@@ -118,6 +118,12 @@ def test_check_tp_rejects_kv_mismatch():
     )
     with pytest.raises(FleetsimError, match=r"tp=6 and num_key_value_heads=4 .* must divide one another"):
         m.check_tp(6)
+    # the TP degrees an error offers are the ones it accepts: 3, 6 and 12 divide the 12 heads, not the 4 KV heads
+    assert m.valid_tps() == [1, 2, 4, 12]
+    for tp in m.valid_tps():
+        m.check_tp(tp)
+    with pytest.raises(FleetsimError, match=r"tp=24 must divide num_attention_heads=12 .*; valid tp: 1, 2, 4, 12$"):
+        m.check_tp(24)
 
 
 def _write(tmp_path, cfg):

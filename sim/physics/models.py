@@ -348,14 +348,24 @@ class ModelSpec:
         if self.n_heads % tp:
             raise FleetsimError(
                 f"tp={tp} must divide num_attention_heads={self.n_heads} of {self.name}; "
-                f"valid tp: {', '.join(str(t) for t in _divisors(self.n_heads))}"
+                f"valid tp: {', '.join(str(t) for t in self.valid_tps())}"
             )
-        kv = self.n_kv_heads
-        if self.mla is None and (kv % tp if tp <= kv else tp % kv):
+        if not self._shards_kv_heads(tp):
+            kv = self.n_kv_heads
             raise FleetsimError(
                 f"tp={tp} and num_key_value_heads={kv} of {self.name} must divide one another "
-                f"(KV heads are split when tp <= {kv}, replicated when tp > {kv})"
+                f"(KV heads are split when tp <= {kv}, replicated when tp > {kv}); valid tp: "
+                f"{', '.join(str(t) for t in self.valid_tps())}"
             )
+
+    def _shards_kv_heads(self, tp: int) -> bool:
+        kv = self.n_kv_heads
+        return self.mla is not None or not (kv % tp if tp <= kv else tp % kv)
+
+    def valid_tps(self) -> list[int]:
+        """The TP degrees up to 64 `check_tp` accepts: dividing the attention heads, and dividing the KV heads or
+        divided by them."""
+        return [t for t in _divisors(self.n_heads) if self._shards_kv_heads(t)]
 
 
 def _divisors(n: int) -> list[int]:
