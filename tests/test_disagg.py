@@ -291,3 +291,24 @@ def test_backpressure_on_a_ready_decode_pool_waits_instead_of_launching():
     result = simulate(sc, frame([(0.01 * i, 1000, 100) for i in range(12)]), measure_capacity=False)
     assert result.summary()["completed"] == 12 and result.meta["link"]["peak_transfers_waiting"] > 1
     assert (result.replicas["pool"] == "decode").sum() == 1
+
+
+def test_pools_with_their_own_gpus_need_not_fit_the_top_level_pair():
+    """`fleet.gpu: l4, tp: 1` cannot hold Llama-3.1-70B, and no pool uses it when both give their own GPU and TP: the run
+    goes on their setups; a pool that takes the pair is refused, named."""
+    pools = {"prefill": {"gpu": "h100-sxm", "tp": 4}, "decode": {"gpu": "h100-sxm", "tp": 4}}
+    raw = {
+        "model": "llama-3.1-70b",
+        "fleet": {"mode": "disaggregated", "gpu": "l4", "tp": 1, **pools},
+        "trace": {
+            "arrivals": {"process": "poisson", "rate_per_s": 2},
+            "n_requests": 20,
+            "prompt_tokens": {"dist": "uniform", "low": 16, "high": 2000},
+            "output_tokens": {"dist": "uniform", "low": 1, "high": 64},
+        },
+    }
+    result = simulate(parse_config(raw), measure_capacity=False)
+    assert result.summary()["completed"] == 20
+    raw["fleet"]["decode"] = {"router": "least_kv"}  # (the decode pool now takes fleet.gpu and fleet.tp)
+    with pytest.raises(FleetsimError, match=r"fleet\.decode: fleet\.gpu, fleet\.tp: llama-3\.1-70b does not fit on 1x l4"):
+        simulate(parse_config(raw), measure_capacity=False)

@@ -114,13 +114,21 @@ def _resolve(
     """The build phase's checks: names -> specs, the trace (the scenario's own, or a checked frame) with its batch
     jobs, the pools. Errors name the scenario file, when there is one."""
     try:
-        setup = resolve_scenario(scenario, base_dir=base_dir)
+        try:
+            setup: RooflineSetup | None = resolve_scenario(scenario, base_dir=base_dir)
+        except FleetsimError:
+            # a disaggregated fleet whose pools each give their own GPU and TP need not fit the top-level pair: the
+            # pools are checked below, and one that uses the pair fails there with the same error
+            if scenario.fleet.mode != "disaggregated":
+                raise
+            setup = None
         if trace is None:
             trace = scenario_trace(scenario, base_dir=base_dir)
         else:
             _check_frame(trace)
         trace = with_batch_jobs(scenario, trace, base_dir=base_dir)
-        return setup, trace, pool_specs(scenario, trace, base_dir=base_dir)
+        specs = pool_specs(scenario, trace, base_dir=base_dir)
+        return (setup if setup is not None else specs[0].setup), trace, specs
     except FleetsimError as err:
         source = scenario.source
         if source is None or str(err).startswith(source):
