@@ -130,3 +130,24 @@ def test_a_count_beyond_any_engine_step_is_refused_not_cast_to_garbage(tmp_path,
     path.write_text(STEPS + f"decode,{value},1,0,3\n")
     with pytest.raises(FleetsimError, match=rf"row 2: batch must be at most 1,000,000,000 \(got '{value}'\)"):
         read_shapes(path)
+
+
+def test_a_fit_that_failed_is_not_written_as_a_preset(tmp_path):
+    """The reference table in seconds where the layout says ms: mfu and mbu pinned at 0.05, the per-layer overhead at
+    its 1 ms cap, 98% mean error, and the fit was written as a usable preset. Now nothing is written (exit 2), and
+    without --out the table prints with a warning; the same table in ms still fits and is written."""
+    lines = TABLE.read_text().splitlines()
+    col = lines[0].split(",").index("total_ms")
+    rows = [line.split(",") for line in lines[1:]]
+    for r in rows:
+        r[col] = str(float(r[col]) * 1000)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join([lines[0], *(",".join(r) for r in rows)]) + "\n")
+    out = tmp_path / "fit.yaml"
+    r = runner.invoke(app, ["calibrate", str(bad), *ARGS, "--tp", "1", "--out", str(out)])
+    one_line_exit_2(r, "the fit failed: mean |error| 98%")
+    assert "mfu 0.05 (bounds 0.05-1)" in r.stderr and "not written" in r.stderr and not out.exists()
+    warned = runner.invoke(app, ["calibrate", str(bad), *ARGS, "--tp", "1"])
+    assert warned.exit_code == 0 and warned.stderr.startswith("warning: the fit failed"), warned.output
+    good = runner.invoke(app, ["calibrate", str(TABLE), *ARGS, "--tp", "1", "--out", str(out)])
+    assert good.exit_code == 0 and out.is_file() and "warning" not in good.stderr

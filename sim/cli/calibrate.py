@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -84,7 +85,7 @@ def calibrate(
     from sim.physics.models import load_model_catalog, resolve_model
     from sim.scenario.config import roofline_config
     from sim.scenario.resolve import build_setup
-    from sim.studies.calibrate import PARAMS, check_kernel_folder, overrides_block, read_kernel_profile, read_shapes
+    from sim.studies.calibrate import BOUNDS, PARAMS, check_kernel_folder, overrides_block, read_kernel_profile, read_shapes
     from sim.studies.calibrate import calibrate as run_calibration
 
     positive("--tp", tp)
@@ -137,6 +138,11 @@ def calibrate(
         "fitted": {p: cal.after[p] for p in cal.fitted},
         "roofline": block["roofline"],
     }
+    failed = _failed_fit(cal.after, cal.fitted, float(abs(after).mean()), BOUNDS)
+    if failed is not None and out is not None:  # (a preset that reads as usable and is not: nothing written)
+        raise FleetsimError(f"{steptimes}: {failed}; --out {out} not written")
+    if failed is not None:
+        typer.echo(f"warning: {failed}", err=True)
     if out is not None:
         header = (
             f"{HEADER}{steptimes.name}: {setup.model.name} on {tp}x {gpu_spec.name}, {len(shapes)} shapes;\n"
@@ -182,6 +188,28 @@ def calibrate(
 
 
 HEADER = "# fleetsim calibrate "  # the first line of every --out file this command writes
+FAILED_FIT_ERROR = 0.5  # a fit this far off the table on average, with parameters pinned at their bounds, has failed
+
+
+def _failed_fit(
+    fitted: dict[str, float], names: Sequence[str], mean_error: float, bounds: dict[str, tuple[float, float]]
+) -> str | None:
+    """Why the fit failed, if it did: its mean |error| stays above `FAILED_FIT_ERROR` with fitted parameters pinned
+    at their bounds (a table in another unit, or of another setup, drives them there); else None."""
+    if mean_error <= FAILED_FIT_ERROR:
+        return None
+    pinned = []
+    for p in names:
+        lo, hi = bounds[p]
+        tol = 1e-6 * (hi - lo)
+        if fitted[p] <= lo + tol or fitted[p] >= hi - tol:
+            pinned.append(f"{p} {fitted[p]:.3g} (bounds {lo:g}-{hi:g})")
+    if not pinned:
+        return None
+    return (
+        f"the fit failed: mean |error| {mean_error:.0%} with {', '.join(pinned)} at a bound; the times are likely in "
+        "another unit than the layout's, or from another model, GPU or TP"
+    )
 
 
 def _check_out(out: Path, force: bool) -> None:
