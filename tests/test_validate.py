@@ -464,3 +464,37 @@ def test_a_scenario_given_to_validate_is_checked_before_its_fleet_is_replaced(tm
 def test_calibrating_a_run_log_refuses_fix():
     res = CliRunner().invoke(app, ["calibrate", str(RUN), "--fix", "mfu"])
     assert res.exit_code == 2 and "a run log's calibration fits mfu and mbu only" in res.output
+
+
+def test_a_request_logged_twice_is_refused_and_failed_ones_are_counted_aloud(tmp_path):
+    """An id on two lines is one request counted twice (refused, both lines named); a request with no token (failed or
+    aborted) is left out, and the first line says how many were."""
+    rows = (RUN / "requests.jsonl").read_text().splitlines()
+    twice = tmp_path / "twice"
+    twice.mkdir()
+    (twice / "requests.jsonl").write_text("\n".join([rows[0], rows[1], rows[0]]) + "\n")
+    with pytest.raises(FleetsimError, match=r"requests\.jsonl line 3 request_id: 'bench-0' is also on line 1"):
+        read_run_log(twice)
+    failed = tmp_path / "failed"
+    failed.mkdir()
+    rec = json.loads(rows[1]) | {"first_token_ts": None, "last_token_ts": None}
+    (failed / "requests.jsonl").write_text("\n".join([rows[0], json.dumps(rec), *rows[2:]]) + "\n")
+    (failed / "meta.json").write_text((RUN / "meta.json").read_text())
+    r = CliRunner().invoke(app, ["validate", str(failed)])
+    assert r.exit_code == 0, r.output
+    assert f"fleetsim validate: {len(rows) - 1} requests from" in r.stdout
+    assert "(requests; 1 left out: no token (failed or aborted))" in r.stdout.splitlines()[0]
+
+
+def test_a_bad_meta_json_is_named_by_its_path(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "requests.jsonl").write_text((RUN / "requests.jsonl").read_text())
+    meta = json.loads((RUN / "meta.json").read_text())
+    meta["kv_cache"]["block_size"] = "x"
+    (run / "meta.json").write_text(json.dumps(meta))
+    r = CliRunner().invoke(app, ["validate", str(run)])
+    assert (
+        r.exit_code == 2
+        and r.stderr == f"error: {run / 'meta.json'} kv_cache.block_size: must be a whole number >= 1 (got 'x')\n"
+    )

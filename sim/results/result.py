@@ -405,7 +405,8 @@ class SimResult:
         """Rebuild a result from a run folder written by `fleetsim run` (or `report.write_run`)."""
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
-            raise FleetsimError(f"{run_dir}: not a run folder (no such folder)")
+            what = "a file, not a folder" if run_dir.exists() else "no such folder"
+            raise FleetsimError(f"{run_dir}: not a run folder ({what})")
         missing = [name for name in RECORD_FILES if not (run_dir / name).is_file()]
         if missing:
             raise FleetsimError(f"{run_dir}: not a complete run folder (missing {', '.join(missing)})")

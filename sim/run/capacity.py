@@ -78,7 +78,11 @@ class Capacity:
     cached: bool = False
 
     def as_meta(self) -> dict[str, Any]:
+        unmeasured = (
+            {} if self.tokens_per_gpu_s is not None else {"reason": "no request the replicas can serve to measure it with"}
+        )
         return {
+            **unmeasured,
             "measured": self.tokens_per_gpu_s is not None,
             "max_tokens_per_s_per_replica": self.max_tokens_per_s_per_replica,
             "tokens_per_gpu_s": self.tokens_per_gpu_s,

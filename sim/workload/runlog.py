@@ -177,6 +177,7 @@ def _number(p: Path, where: str, value: Any, *, integer: bool = False, minimum: 
 def _read_requests(p: Path) -> Any:
     rows: list[tuple[float, float, float, float, float]] = []
     dropped = 0
+    ids: dict[str, int] = {}  # request_id -> its line (an id logged twice is one request counted twice)
     try:
         lines = p.read_text(encoding="utf-8-sig").splitlines()  # (a byte-order mark, as Windows tools write one, is skipped)
     except (OSError, UnicodeDecodeError) as err:
@@ -199,6 +200,12 @@ def _read_requests(p: Path) -> Any:
         missing = [k for k in REQUEST_KEYS if k not in rec]
         if missing:
             raise FleetsimError(f"{p} line {n}: missing {', '.join(missing)} (each request needs {', '.join(REQUEST_KEYS)})")
+        rid = rec.get("request_id")
+        if rid is not None:
+            key = str(rid)
+            if key in ids:
+                raise FleetsimError(f"{p} line {n} request_id: {_short(rid)} is also on line {ids[key]}; each request once")
+            ids[key] = n
         if rec["first_token_ts"] is None or rec["last_token_ts"] is None:
             dropped += 1  # a request that never produced a token (failed or aborted)
             continue
