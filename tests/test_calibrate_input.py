@@ -151,3 +151,14 @@ def test_a_fit_that_failed_is_not_written_as_a_preset(tmp_path):
     assert warned.exit_code == 0 and warned.stderr.startswith("warning: the fit failed"), warned.output
     good = runner.invoke(app, ["calibrate", str(TABLE), *ARGS, "--tp", "1", "--out", str(out)])
     assert good.exit_code == 0 and out.is_file() and "warning" not in good.stderr
+
+
+def test_a_row_past_the_models_context_is_refused(tmp_path):
+    """A decode at 10,000,000 cached tokens on a 131,072-token model fitted with a 15,000% error, exit 0."""
+    table = tmp_path / "long.csv"
+    table.write_text(STEPS + "decode,8,1,1024,20.0\ndecode,8,1,10000000,25.0\nprefill,1,512,0,12.0\n")
+    r = runner.invoke(app, ["calibrate", str(table), *ARGS, "--tp", "1"])
+    one_line_exit_2(
+        r,
+        f"{table}: row 3: context_tokens + new_tokens_per_seq must be at most the model's context of 131,072 tokens (got 10,000,001)",
+    )

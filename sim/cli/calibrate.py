@@ -100,7 +100,9 @@ def calibrate(
     gpu_spec = gpus.get(gpu)
     if kernels:
         check_kernel_folder(steptimes, spec, gpu_spec, tp)
-    shapes = read_kernel_profile(steptimes, spec) if kernels else read_shapes(steptimes, layout)
+    shapes = (
+        read_kernel_profile(steptimes, spec) if kernels else read_shapes(steptimes, layout, max_context=spec.max_context_tokens)
+    )
     alias_note(gpu, gpu_spec.name)
     setup = build_setup(spec, gpu_spec, tp=tp, roofline=roofline_config())
     if kernels:  # per-rank kernels, no all-reduce: the fit prices none

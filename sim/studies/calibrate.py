@@ -138,9 +138,12 @@ def _csv_table(path: Path, max_rows: int) -> pd.DataFrame:
     return df
 
 
-def read_shapes(path: str | Path, layout: str = "auto", *, max_rows: int = MAX_ROWS) -> list[Shape]:
+def read_shapes(
+    path: str | Path, layout: str = "auto", *, max_rows: int = MAX_ROWS, max_context: int | None = None
+) -> list[Shape]:
     """Read a step-time CSV (see the module docstring) into shapes; one-line errors name the row. At most
-    `max_rows` rows are read: a longer file is refused, not truncated."""
+    `max_rows` rows are read: a longer file is refused, not truncated. `max_context`: the model's context, which no
+    row's sequence may pass (its cached and new tokens, or a run's input and output)."""
     name = str(path)
     path = Path(path)
     if layout == "kernels" or (layout == "auto" and is_kernel_profile(path)):
@@ -172,7 +175,23 @@ def read_shapes(path: str | Path, layout: str = "auto", *, max_rows: int = MAX_R
         )
     if df.empty:
         raise FleetsimError(f"{name}: no rows")
-    return _steps_layout(df, name) if layout == "steps" else _vllm_layout(df, name)
+    shapes = _steps_layout(df, name) if layout == "steps" else _vllm_layout(df, name)
+    if max_context is not None:
+        if layout == "steps":
+            longest = pd.to_numeric(df["context_tokens"]) + pd.to_numeric(df["new_tokens_per_seq"])
+            what = "context_tokens + new_tokens_per_seq"
+        else:
+            longest = pd.to_numeric(df["input_len"]) + pd.to_numeric(df["output_len"])
+            what = "input_len + output_len"
+        over = np.flatnonzero((longest > max_context).to_numpy())
+        if over.size:
+            i = int(over[0])
+            raise _fail(
+                name,
+                i + 2,
+                f"{what} must be at most the model's context of {max_context:,} tokens (got {int(longest.iloc[i]):,})",
+            )
+    return shapes
 
 
 def _steps_layout(df: pd.DataFrame, path: str) -> list[Shape]:
