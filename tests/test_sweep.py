@@ -109,6 +109,26 @@ def test_an_interrupted_sweep_computes_only_what_is_missing(tmp_path):
     assert len(calls) == 12
 
 
+def test_an_interrupted_rerun_of_an_edited_sweep_leaves_no_results_that_look_complete(tmp_path):
+    """The earlier run's results.parquet and stats.parquet stayed beside the edited sweep's first new points when its
+    rerun was interrupted: a finished-looking sweep of the old settings."""
+    run_sweep(make(tmp_path), tmp_path / "o")
+    assert (tmp_path / "o" / "results.parquet").is_file()
+    (tmp_path / "base.yaml").write_text(BASE.replace("rate_per_s: 3", "rate_per_s: 4"))
+    done = []
+
+    def interrupted(raw, base_dir, row, out_file):
+        if done:
+            raise KeyboardInterrupt
+        done.append(run_one(raw, base_dir, row, out_file))
+        return done[-1]
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(load_sweep(tmp_path / "sweep.yaml"), tmp_path / "o", task=interrupted)
+    assert not (tmp_path / "o" / "results.parquet").exists() and not (tmp_path / "o" / "stats.parquet").exists()
+    assert len(run_sweep(load_sweep(tmp_path / "sweep.yaml"), tmp_path / "o")) == 12  # the rerun finishes it
+
+
 def dies_once(raw, base_dir, row, out_file):
     marker = Path(out_file).parent.parent / f"died-{row['run_id']}"
     if row["point"] == 1 and row["seed"] == 0 and not marker.exists():

@@ -593,7 +593,14 @@ def plan_fleet(
         check_owner(out, plan.sweep.owner("plan"), force=force)
     with cluster(scheduler) as client:  # connected before anything is created
         claim(out, plan.sweep.owner("plan"))
+        # an earlier run's tables (of this plan as it was, perhaps edited since) until these are whole: an interrupted
+        # rerun, or one with a table left empty, would otherwise leave them, looking complete
+        for name in PLAN_TABLES:
+            (out / f"{name}.parquet").unlink(missing_ok=True)
         return _plan(plan, out, Evaluator(plan, out, workers=workers, client=client, progress=progress))
+
+
+PLAN_TABLES = ("runs", "ranking", "evaluated", "frontier")  # a plan folder's tables, written last
 
 
 def _plan(plan: Plan, out: Path, ev: Evaluator) -> Outcome:
@@ -666,7 +673,7 @@ def _plan(plan: Plan, out: Path, ev: Evaluator) -> Outcome:
         if len(tried):
             closest = _closest_miss(tried, plan.spec.slo)
     all_rows = pd.concat(ev.rows, ignore_index=True) if ev.rows else pd.DataFrame()
-    for frame, name in ((all_rows, "runs"), (table, "ranking"), (evaluated, "evaluated"), (frontier, "frontier")):
+    for frame, name in zip((all_rows, table, evaluated, frontier), PLAN_TABLES, strict=True):
         if len(frame):
             _to_parquet(frame, out / f"{name}.parquet")
     return Outcome(table, evaluated, frontier, pick, verification, closest, _saving(plan, feasible, pick))

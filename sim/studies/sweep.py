@@ -598,6 +598,10 @@ def run_sweep(
         check_owner(out, sweep.owner(), force=force)
     with cluster(scheduler) as client:  # connected before anything is created
         claim(out, sweep.owner())
+        # an earlier run's results (of this sweep as it was, perhaps edited since) until these are whole: an
+        # interrupted rerun would otherwise leave them beside the new points, looking complete
+        for name in ("results.parquet", "stats.parquet"):
+            (out / name).unlink(missing_ok=True)
         rows = execute(jobs_for(sweep, out), workers=workers, progress=progress, task=task, client=client)
     rows = rows.sort_values(["point", "seed"], kind="stable").reset_index(drop=True)
     if "error" in rows and len(rows) and rows["error"].notna().all():
