@@ -85,3 +85,26 @@ def test_trace_file_spec_passes_reader_options(tmp_path):
         seed=0,
     )
     assert g["arrival_at_s"].tolist() == [0.0, 2.0]
+
+
+def test_a_cut_prompt_keeps_only_the_hash_ids_of_the_blocks_it_still_holds():
+    """Mooncake ids stand for 512 tokens: a 2,000-token prompt cut to 999 keeps 2 of its 4 ids (the block hit rate
+    counted the other two as blocks never matched, 1.4% against a 30.5% token hit rate), and `trace convert
+    --max-context` wrote them into a file that was then refused. A prompt left whole keeps its ids; a format that does
+    not say what an id stands for keeps them all."""
+    from sim.workload.hash_ids import as_column
+
+    frame = pd.DataFrame(
+        {
+            "arrival_at_s": [0.0, 1.0],
+            "prompt_tokens": [2000, 600],
+            "output_tokens": [10, 10],
+            "prefix_hash_ids": as_column([np.arange(4), np.arange(10, 12)]),
+        }
+    )
+    frame.attrs["hash_block_tokens"] = 512
+    cut = tf.clip_tokens(frame, 1000)
+    assert cut["prompt_tokens"].tolist() == [999, 600]
+    assert [list(h) for h in cut["prefix_hash_ids"]] == [[0, 1], [10, 11]]
+    frame.attrs.pop("hash_block_tokens")
+    assert [len(h) for h in tf.clip_tokens(frame, 1000)["prefix_hash_ids"]] == [4, 2]

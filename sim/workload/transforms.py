@@ -85,6 +85,18 @@ def clip_tokens(frame: pd.DataFrame, max_context_tokens: int) -> pd.DataFrame:
     prompt = np.minimum(frame["prompt_tokens"].to_numpy(), max_context_tokens - 1)
     output = np.minimum(frame["output_tokens"].to_numpy(), max_context_tokens - prompt)
     out["prompt_tokens"], out["output_tokens"] = prompt, output
+    block = frame.attrs.get("hash_block_tokens")  # (the tokens each prefix hash id stands for, where the format says)
+    if block and "prefix_hash_ids" in out.columns:
+        # a cut prompt keeps the ids of the blocks it still holds (one for a partial last block): the ids past it
+        # stood for tokens no longer sent, and counted in the block hit rate as blocks never matched
+        cut = np.flatnonzero(prompt != frame["prompt_tokens"].to_numpy())
+        if cut.size:
+            ids = out["prefix_hash_ids"].to_numpy(dtype=object).copy()
+            keep = -(-prompt // int(block))
+            for i in cut.tolist():
+                if ids[i] is not None and len(ids[i]) > keep[i]:
+                    ids[i] = ids[i][: keep[i]]
+            out["prefix_hash_ids"] = ids
     out.attrs["clipped_requests"] = int(
         np.sum((prompt != frame["prompt_tokens"].to_numpy()) | (output != frame["output_tokens"].to_numpy()))
     )
