@@ -17,8 +17,11 @@ def main(argv: list[str] | None = None) -> None:
 
         print(f"fleetsim {version('fleetsim')}")
         sys.exit(0)
-    from sim.cli.commands import main as app_main
-
+    try:  # (the handlers `app_main` installs are not in place while its imports run: a Ctrl-C there ends the same way)
+        from sim.cli.commands import main as app_main
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing written", file=sys.stderr)
+        sys.exit(130)
     app_main(argv)
 
 

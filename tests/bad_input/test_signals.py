@@ -189,3 +189,22 @@ def test_ctrl_c_on_a_local_sweep_is_one_line_and_keeps_the_finished_runs(tmp_pat
     again = subprocess.run([*command, "--json"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
     assert again.returncode == 0, again.stderr
     assert len(list((tmp_path / "o" / "points").glob("*.parquet"))) == 12
+
+
+def test_a_ctrl_c_while_the_cli_loads_is_one_line_and_130(monkeypatch, capsys):
+    """`main` installs its handlers once the commands are imported; a Ctrl-C during that import (the first half second
+    of a run) printed a KeyboardInterrupt traceback."""
+    import builtins
+
+    real = builtins.__import__
+
+    def interrupting(name, *args, **kwargs):
+        if name == "sim.cli.commands":
+            raise KeyboardInterrupt
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", interrupting)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "s.yaml"])
+    assert exit_info.value.code == 130
+    assert capsys.readouterr().err == "error: interrupted; nothing written\n"
