@@ -570,3 +570,16 @@ def test_a_manifest_of_the_wrong_shape_is_named_by_the_field_that_is_wrong(tmp_p
     (tmp_path / "x.yaml").write_text("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n" + body)
     res = CliRunner().invoke(app, ["import", str(tmp_path / "x.yaml")])
     assert res.exit_code == 2 and res.output.count("\n") == 1 and says in res.output, res.output
+
+
+def test_a_second_vllm_server_in_the_pod_is_named_not_dropped_silently(tmp_path):
+    """A pod running two vLLM containers is two servers; the import maps the first as the pod's replica and said nothing
+    of the second."""
+    doc = next(d for d in yaml.safe_load_all((DATA / "deployment-hpa.yaml").read_text()) if d["kind"] == "Deployment")
+    containers = doc["spec"]["template"]["spec"]["containers"]
+    second = {**containers[0], "name": "vllm2"}
+    doc["spec"]["template"]["spec"]["containers"] = [containers[0], second]
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    notes = "\n".join(import_files([path]).notes)
+    assert "spec.template.spec.containers[1] (vllm2): a second vLLM server in the pod; only" in notes, notes

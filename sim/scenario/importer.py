@@ -422,6 +422,16 @@ def _pod_spec(imp: Imported, doc: Doc, spec_path: str) -> None:
         )
     i, container, args = found
     cpath = f"{spec_path}.containers[{i}]"
+    for j in range(i + 1, len(containers)):  # a second server in the pod is a second replica nobody mapped: say so
+        other = containers[j]
+        if not isinstance(other, dict):
+            raise FleetsimError(f"{doc.where}: {spec_path}.containers[{j}] must be a mapping")
+        env = {str(e.get("name")): str(e.get("value", "")) for e in other.get("env") or [] if isinstance(e, dict)}
+        if _container_args(other, f"{doc.where}: {spec_path}.containers[{j}]", env) is not None:
+            imp.notes.append(
+                f"{doc.src(f'{spec_path}.containers[{j}]')} ({other.get('name', 'unnamed')}): a second vLLM server in the "
+                f"pod; only {cpath} ({container.get('name', 'unnamed')}) is mapped, as one replica a pod"
+            )
     imp.merge(map_options(parse_args(args, doc.src(cpath)), doc.src(f"{cpath}.args")))
     env_vars = {str(e.get("name")): str(e.get("value", "")) for e in container.get("env") or [] if isinstance(e, dict)}
     for name in env_vars:
