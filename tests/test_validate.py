@@ -498,3 +498,21 @@ def test_a_bad_meta_json_is_named_by_its_path(tmp_path):
         r.exit_code == 2
         and r.stderr == f"error: {run / 'meta.json'} kv_cache.block_size: must be a whole number >= 1 (got 'x')\n"
     )
+
+
+def test_a_bench_list_of_the_wrong_length_says_its_length(tmp_path):
+    bench = tmp_path / "bench.json"
+    n = 4
+    data = {
+        "input_lens": [10] * n,
+        "output_lens": [5] * 6,
+        "ttfts": [0.1] * n,
+        "itls": [[0.01] * 4] * n,
+        "start_times": [0.0, 0.1, 0.2, 0.3],
+    }
+    bench.write_text(json.dumps(data))
+    with pytest.raises(
+        FleetsimError,
+        match=r"bench\.json output_lens: must be a list of 4 entries, one per request like input_lens \(got '6 entries'\)",
+    ):
+        read_run_log(bench)

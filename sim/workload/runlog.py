@@ -232,7 +232,8 @@ def _read_bench(p: Path) -> Any:
         if k == "input_lens" and not isinstance(data[k], list):
             raise _fail(p, k, "must be a list, one entry per request", type(data[k]).__name__)
         if not isinstance(data[k], list) or len(data[k]) != n:
-            raise _fail(p, k, f"must be a list of {n} entries, one per request like input_lens", type(data[k]).__name__)
+            got = f"{len(data[k])} entries" if isinstance(data[k], list) else type(data[k]).__name__
+            raise _fail(p, k, f"must be a list of {n} entries, one per request like input_lens", got)
     errors = data.get("errors") or [""] * n
     if not isinstance(errors, list) or len(errors) != n or not all(e is None or isinstance(e, str) for e in errors):
         raise _fail(p, "errors", f"must be a list of {n} strings (empty where the request succeeded)", errors)
