@@ -215,6 +215,15 @@ def test_the_bootstrap_interval_covers_the_mean_about_95_percent_of_the_time():
         ),
         ("base: base.yaml\nzip:\n  engine.max_num_seqs: [1, 2]\n  engine.block_size: [16]\n", "zip axes must have equal lengths"),
         ("base: base.yaml\ncross:\n  seed: [1, 2]\n", "seed is not an axis"),
+        (
+            "base: base.yaml\ncross:\n  fleet.autoscaler: [{policy: fixed, replicas: 1}]\n  fleet.autoscaler.replicas: [1, 2]\n",
+            "the axes fleet.autoscaler (cross) and fleet.autoscaler.replicas (cross) overlap",
+        ),
+        (
+            "base: base.yaml\nset: {engine.max_num_seqs: 4}\ncross:\n  engine.max_num_seqs: [2, 8]\n",
+            "engine.max_num_seqs is both in set and in cross",
+        ),
+        ("base: base.yaml\nzip:\n  engine.max_num_seqs: [2, 2]\n  engine.block_size: [16, 16]\n", "zip row 1 repeats row 0"),
         ("base: base.yaml\ncross:\n  fleet..gpu: [a]\n", "cross.fleet..gpu: a path is field names joined by dots"),
         ("base: base.yaml\ncross:\n  model.x: [1]\n", "model is a value ('llama-3.1-8b'), not a block"),
         ("base: base.yaml\ncross:\n  fleet.tp: {from: 1, to: 1e9}\n", "cross.fleet.tp: more than 10,000 values"),

@@ -283,6 +283,32 @@ def check_axes(path: Path, blocks: Mapping[str, Mapping[str, Any]], *, valued: S
                     if text in seen:
                         raise FleetsimError(f"{path}: {name}.{key}: the value {v!r} is given twice")
                     seen.add(text)
+    # a path given twice, or an axis inside another axis, runs with one of them silently winning
+    where: dict[str, str] = {}
+    for name, block in blocks.items():
+        for key in block:
+            if str(key) in where:
+                raise FleetsimError(
+                    f"{path}: {key} is both in {where[str(key)]} and in {name}; one would silently override the other"
+                )
+            where[str(key)] = name
+    axes = sorted(str(k) for name, block in blocks.items() if name != "set" for k in block)
+    for a in axes:
+        for b in axes:
+            if b.startswith(a + "."):
+                raise FleetsimError(
+                    f"{path}: the axes {a} ({where[a]}) and {b} ({where[b]}) overlap: {b}'s value would silently replace "
+                    f"part of {a}'s; vary one of them"
+                )
+    zipped = blocks.get("zip") or {}
+    if zipped and all(_values(v) for v in zipped.values()):
+        rows = list(zip(*(_values(v) for v in zipped.values()), strict=False))
+        seen_rows: dict[str, int] = {}
+        for i, row in enumerate(rows):
+            text = json.dumps(row, sort_keys=True, default=str)
+            if text in seen_rows:
+                raise FleetsimError(f"{path}: zip row {i} repeats row {seen_rows[text]} (its points would run twice)")
+            seen_rows[text] = i
 
 
 def check_point(sweep: Sweep, point: Point, path: Path, where: str) -> Point:
