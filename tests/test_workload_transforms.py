@@ -108,3 +108,25 @@ def test_a_cut_prompt_keeps_only_the_hash_ids_of_the_blocks_it_still_holds():
     assert [list(h) for h in cut["prefix_hash_ids"]] == [[0, 1], [10, 11]]
     frame.attrs.pop("hash_block_tokens")
     assert [len(h) for h in tf.clip_tokens(frame, 1000)["prefix_hash_ids"]] == [4, 2]
+
+
+def test_traces_hashed_in_different_block_sizes_are_not_merged():
+    """Mooncake's ids (512 tokens each) and Bailian's (16) put in one column collide: unrelated prefixes would hit."""
+    from sim.workload.hash_ids import as_column
+
+    def hashed(block, t0):
+        f = pd.DataFrame(
+            {
+                "arrival_at_s": [t0],
+                "prompt_tokens": [1024],
+                "output_tokens": [4],
+                "prefix_hash_ids": as_column([np.arange(2)]),
+            }
+        )
+        f.attrs["hash_block_tokens"] = block
+        return f
+
+    with pytest.raises(FleetsimError, match=r"merge: .*blocks of different sizes \(a: 512, b: 16 tokens\)"):
+        tf.merge({"a": hashed(512, 0.0), "b": hashed(16, 1.0)})
+    same = tf.merge({"a": hashed(512, 0.0), "b": hashed(512, 1.0)})
+    assert len(same) == 2 and same.attrs["hash_block_tokens"] == 512

@@ -140,6 +140,14 @@ def merge(frames: Mapping[str, pd.DataFrame], *, klass: Mapping[str, str] | None
         raise FleetsimError("merge needs at least one trace")
     parts = []
     hashed = any("prefix_hash_ids" in f.columns for f in frames.values())
+    blocks = {name: f.attrs.get("hash_block_tokens") for name, f in frames.items() if "prefix_hash_ids" in f.columns}
+    declared = sorted({b for b in blocks.values() if b is not None})
+    if len(declared) > 1:  # (Mooncake's ids stand for 512 tokens, Bailian's for 16: as one column they collide)
+        sizes = ", ".join(f"{name}: {b}" for name, b in blocks.items() if b is not None)
+        raise FleetsimError(
+            f"merge: the traces' prefix hash ids stand for blocks of different sizes ({sizes} tokens); in one column "
+            "they would match unrelated prefixes: merge traces hashed alike"
+        )
     for rank, (name, frame) in enumerate(frames.items()):
         part = frame.copy()
         if hashed and "prefix_hash_ids" not in part.columns:  # its requests have none (not NaN: a float is no list)
@@ -155,7 +163,10 @@ def merge(frames: Mapping[str, pd.DataFrame], *, klass: Mapping[str, str] | None
         parts.append(part)
     merged = pd.concat(parts, ignore_index=True).sort_values(["arrival_at_s", "_rank", "_row"], kind="stable")
     _check_merged_ids(merged, list(frames))
-    return _rebase(merged.drop(columns=["_rank", "_row"]), "merge")
+    out = _rebase(merged.drop(columns=["_rank", "_row"]), "merge")
+    if declared:
+        out.attrs["hash_block_tokens"] = declared[0]
+    return out
 
 
 def _check_merged_ids(merged: pd.DataFrame, names: list[str]) -> None:
