@@ -432,7 +432,8 @@ def check_hash_blocks(trace: pd.DataFrame, hash_tokens: int) -> None:
     counts = head.map(lambda h: 0 if h is None else len(h)).to_numpy(dtype=np.int64)
     prompts = trace["prompt_tokens"].to_numpy(dtype=np.int64)[: len(counts)]
     too_many = counts > -(-prompts // hash_tokens) + 1
-    cap = trace.attrs.get("prompt_cap_tokens")  # (`max_context`: prompts cut to it keep the ids of the whole)
+    cap = trace.attrs.get("prompt_cap_tokens")  # (`max_context`: a cut prompt keeps the whole's ids where the format
+    # does not say what an id stands for: `transforms.clip_tokens`)
     if cap is not None:
         too_many &= prompts < cap
     bad = np.flatnonzero(too_many)

@@ -176,9 +176,9 @@ def load_plan(path: str | Path, sets: Sequence[str] = (), *, trace: str | Path |
 
     path = Path(path)
     spec: PlanSpec = read_spec(path, PlanSpec, "plan")
-    check_axes(path, {"set": spec.set, "search": spec.search, "scale": {spec.scale.path: None}}, valued=("search",))
     if spec.scale.path in spec.search:
         raise FleetsimError(f"{path}: scale.path must not be a search axis")
+    check_axes(path, {"set": spec.set, "search": spec.search, "scale": {spec.scale.path: None}}, valued=("search",))
     base_raw, base_dir = read_base(path, spec.base)
     if isinstance(base_raw, dict) and base_raw.get("deployments"):
         raise FleetsimError(

@@ -100,8 +100,8 @@ def clip_tokens(frame: pd.DataFrame, max_context_tokens: int) -> pd.DataFrame:
     out.attrs["clipped_requests"] = int(
         np.sum((prompt != frame["prompt_tokens"].to_numpy()) | (output != frame["output_tokens"].to_numpy()))
     )
-    # a prompt at the cap may have been cut short of its prefix hash ids (the engine reads those within the prompt):
-    # `sim.run.pools.check_hash_blocks` does not count them against its blocks
+    # a prompt at the cap of a trace whose ids' size is not declared keeps them all (the engine reads those within the
+    # prompt): `sim.run.pools.check_hash_blocks` does not count them against its blocks
     out.attrs["prompt_cap_tokens"] = min(max_context_tokens - 1, frame.attrs.get("prompt_cap_tokens", MAX_TOKENS))
     return out
 
