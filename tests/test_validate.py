@@ -516,3 +516,31 @@ def test_a_bench_list_of_the_wrong_length_says_its_length(tmp_path):
         match=r"bench\.json output_lens: must be a list of 4 entries, one per request like input_lens \(got '6 entries'\)",
     ):
         read_run_log(bench)
+
+
+def test_a_bench_request_ending_after_the_benchmark_is_refused(tmp_path):
+    """A TTFT of 10^6 s in a 4.6 s benchmark was compared as if real."""
+    bench = tmp_path / "bench.json"
+    data = {
+        "duration": 4.6,
+        "input_lens": [10, 10],
+        "output_lens": [3, 3],
+        "ttfts": [0.1, 1e6],
+        "itls": [[0.01, 0.01], [0.01, 0.01]],
+        "start_times": [100.0, 101.0],
+    }
+    bench.write_text(json.dumps(data))
+    with pytest.raises(FleetsimError, match=r"bench\.json ttfts\[1\]: the request ends 1,000,001\.020 s after the first send"):
+        read_run_log(bench)
+    data["ttfts"][1] = 0.2
+    bench.write_text(json.dumps(data))
+    assert len(read_run_log(bench).trace) == 2
+
+
+def test_a_scenario_of_another_model_is_noted_as_a_what_if():
+    """The 8B run replayed on the 70B default scenario reported +260% TTFT with no word that the models differ."""
+    r = CliRunner().invoke(app, ["validate", str(RUN), "--scenario", str(RUN.parents[2] / "configs" / "default.yaml")])
+    assert r.exit_code == 0, r.output
+    assert "note: model: the scenario replays llama-2-70b, the run served meta-llama/Llama-3.1-8B (meta.json)" in r.stdout
+    same = CliRunner().invoke(app, ["validate", str(RUN)])
+    assert "note: model:" not in same.stdout

@@ -409,6 +409,15 @@ def replay_scenario(
         raw = dict(scenario)
         raw.pop("trace", None)
         parse_config(raw, where=given_as, base_dir=base_dir)  # checked as given (its fleet is replaced below)
+        logged = (log.meta or {}).get("model")
+        if isinstance(logged, str) and isinstance(raw.get("model"), str):
+            ran = model_from_name(logged)  # (a name the catalog does not know is left to the user's scenario)
+            given = model_from_name(raw["model"])
+            if ran is not None and given is not None and ran != given:
+                notes.append(
+                    f"model: the scenario replays {given}, the run served {logged} (meta.json): a what-if, not the "
+                    "run's own setup"
+                )
     fleet = dict(raw.get("fleet") or {})
     auto = fleet.get("autoscaler") or {}
     fixed = auto.get("replicas") if auto.get("policy") == "fixed" else auto.get("initial_replicas", auto.get("min_replicas"))

@@ -238,6 +238,7 @@ def _read_bench(p: Path) -> Any:
     if not isinstance(errors, list) or len(errors) != n or not all(e is None or isinstance(e, str) for e in errors):
         raise _fail(p, "errors", f"must be a list of {n} strings (empty where the request succeeded)", errors)
     keep, gaps = [], []
+    kept: list[int] = []  # (their indices in the lists)
     dropped = 0
     for i in range(n):
         t = data["ttfts"][i]
@@ -262,9 +263,20 @@ def _read_bench(p: Path) -> Any:
             raise _fail(p, f"itls[{i}]", f"must sum with ttfts[{i}] to an E2E within {MAX_TIME_S:g} s", e2e)
         gaps.append(g)
         keep.append((start, prompt, output, ttft, e2e))
+        kept.append(i)
     if not keep:
         raise FleetsimError(f"{p}: no successful request in the result")
     a = np.array(keep)
+    duration = data.get("duration")  # (the benchmark's wall seconds: every request was sent and answered within it)
+    if isinstance(duration, int | float) and not isinstance(duration, bool) and math.isfinite(duration) and duration > 0:
+        ends = a[:, 0] - a[:, 0].min() + a[:, 4]
+        late = np.flatnonzero(ends > duration * 1.01 + 1.0)
+        if late.size:
+            j = int(late[0])
+            raise FleetsimError(
+                f"{p} ttfts[{kept[j]}]: the request ends {ends[j]:,.3f} s after the first send (TTFT {a[j, 3]:,.3f} s "
+                f"and its gaps), past the benchmark's duration of {duration:,.3f} s: its times are not this run's"
+            )
     return a[:, 0], a[:, 1].astype(np.int64), a[:, 2].astype(np.int64), a[:, 3], a[:, 4], np.concatenate(gaps), dropped
 
 
