@@ -145,6 +145,11 @@ def test_cli_prints_ranking_frontier_and_pick_and_resumes(tmp_path):
             "scale.path must not be a search axis",
         ),
         (
+            "base: base.yaml\nsearch: {fleet.prefill_share: [0.25, 0.5]}\nscale: {path: fleet.autoscaler.replicas, from: 1, to: 4}\n"
+            "slo: {p99_ttft_ms: 100}\n",
+            "search.fleet.prefill_share splits disaggregated fleets, and this plan searches none (fleet.mode is colocated)",
+        ),
+        (
             "base: base.yaml\nsearch: {fleet.gpuu: [h100-sxm]}\nscale: {path: fleet.autoscaler.replicas, from: 1, to: 4}\n"
             "slo: {p99_ttft_ms: 100}\n",
             "fleet.gpuu: unknown key",

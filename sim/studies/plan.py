@@ -206,6 +206,11 @@ def load_plan(path: str | Path, sets: Sequence[str] = (), *, trace: str | Path |
             f"fleet's replica count, split between the pools by {SHARE}; got {spec.scale.path})"
         )
     if SHARE in spec.search:
+        if "disaggregated" not in modes:  # (colocated groups take no share: the axis would only multiply nothing)
+            raise FleetsimError(
+                f"{path}: search.{SHARE} splits disaggregated fleets, and this plan searches none (fleet.mode is "
+                f"{', '.join(sorted(modes))}); search fleet.mode: [disaggregated] too, or drop it"
+            )
         shares = _values(spec.search[SHARE])
         bad = [s for s in shares if not (isinstance(s, int | float) and 0 < s < 1)]
         if bad:
