@@ -254,6 +254,8 @@ def test_cli_prints_the_table_resumes_and_guards_its_folder(tmp_path):
     assert_readable_table(r.stdout)
     j = json.loads(runner.invoke(app, ["sweep", str(tmp_path / "sweep.yaml"), "--out", str(out), "--json"]).stdout)
     assert len(j) == 4 and {"p99_ttft_ms_ci_low", "seeds_needed"} <= set(j[0])
+    again = runner.invoke(app, ["sweep", str(tmp_path / "sweep.yaml"), "--out", str(out)])
+    assert f"12 runs (0 could not run; 12 resumed from {out}/points)" in again.stdout  # (a rerun says what it reused)
     other = tmp_path / "other"
     other.mkdir()
     (other / "keep.txt").write_text("mine")

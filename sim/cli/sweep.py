@@ -112,6 +112,8 @@ def sweep(
         typer.echo(f"note: {spec.trace_note}", err=True)
     console = Console(stderr=True)
     n_runs = spec.n_runs
+    # a rerun: the runs it takes from the folder (said with the table, not before it: an error stays one line)
+    kept = sum(Path(j.out_file).exists() for j in jobs_for(spec, out_dir)) if (out_dir / MARKER).exists() else 0
     bar = progress and not as_json and console.is_terminal and not log_progress
     try:
         rows = _run(
@@ -130,8 +132,10 @@ def sweep(
         emit_json(stats.to_dict(orient="records"))
         return
     errors = rows["error"].notna().sum() if "error" in rows else 0
+    resumed = f"; {kept} resumed from {out_dir}/points" if kept else ""
     typer.echo(
-        f"fleetsim sweep {spec.name}: {len(spec.points)} points x {len(spec.seeds)} seeds: {n_runs} runs ({errors} could not run)"
+        f"fleetsim sweep {spec.name}: {len(spec.points)} points x {len(spec.seeds)} seeds: {n_runs} runs ({errors} could not "
+        f"run{resumed})"
     )
     fixed = [pt.index for pt in spec.points if pt.deterministic]
     if fixed and len(spec.seeds) > 1:
