@@ -407,33 +407,26 @@ def _pod_spec(imp: Imported, doc: Doc, spec_path: str) -> None:
             f"{doc.where}: {spec_path}.containers must be a list of containers (got {type(containers).__name__} "
             f"{_short(containers)})"
         )
-    found = None
+    servers = []  # the containers that run vLLM: (index, container, its arguments, its environment)
     for i, c in enumerate(containers):
         if not isinstance(c, dict):
             raise FleetsimError(f"{doc.where}: {spec_path}.containers[{i}] must be a mapping")
         env = {str(e.get("name")): str(e.get("value", "")) for e in c.get("env") or [] if isinstance(e, dict)}
         args = _container_args(c, f"{doc.where}: {spec_path}.containers[{i}]", env)
         if args is not None:
-            found = (i, c, args)
-            break
-    if found is None:
+            servers.append((i, c, args, env))
+    if not servers:
         raise FleetsimError(
             f"{doc.where}: no container of {spec_path}.containers runs vLLM (vllm serve, or python -m vllm.entrypoints.openai.api_server)"
         )
-    i, container, args = found
+    i, container, args, env_vars = servers[0]
     cpath = f"{spec_path}.containers[{i}]"
-    for j in range(i + 1, len(containers)):  # a second server in the pod is a second replica nobody mapped: say so
-        other = containers[j]
-        if not isinstance(other, dict):
-            raise FleetsimError(f"{doc.where}: {spec_path}.containers[{j}] must be a mapping")
-        env = {str(e.get("name")): str(e.get("value", "")) for e in other.get("env") or [] if isinstance(e, dict)}
-        if _container_args(other, f"{doc.where}: {spec_path}.containers[{j}]", env) is not None:
-            imp.notes.append(
-                f"{doc.src(f'{spec_path}.containers[{j}]')} ({other.get('name', 'unnamed')}): a second vLLM server in the "
-                f"pod; only {cpath} ({container.get('name', 'unnamed')}) is mapped, as one replica a pod"
-            )
+    for j, other, _, _ in servers[1:]:  # a second server in the pod is a second replica nobody mapped: say so
+        imp.notes.append(
+            f"{doc.src(f'{spec_path}.containers[{j}]')} ({other.get('name', 'unnamed')}): a second vLLM server in the "
+            f"pod; only {cpath} ({container.get('name', 'unnamed')}) is mapped, as one replica a pod"
+        )
     imp.merge(map_options(parse_args(args, doc.src(cpath)), doc.src(f"{cpath}.args")))
-    env_vars = {str(e.get("name")): str(e.get("value", "")) for e in container.get("env") or [] if isinstance(e, dict)}
     for name in env_vars:
         if name.startswith("VLLM_"):
             imp.notes.append(f"{doc.src(cpath)}.env {name}: vLLM environment settings are not mapped")

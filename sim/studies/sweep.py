@@ -631,9 +631,8 @@ def run_sweep(
         rows = execute(jobs_for(sweep, out), workers=workers, progress=progress, task=task, client=client)
     rows = rows.sort_values(["point", "seed"], kind="stable").reset_index(drop=True)
     if "error" in rows and len(rows) and rows["error"].notna().all():
-        # results made only of error rows would read as a finished sweep: refuse it, and leave no results behind
-        for name in ("results.parquet", "stats.parquet"):
-            (out / name).unlink(missing_ok=True)
+        # results made only of error rows would read as a finished sweep: refuse it (no results are left behind: the
+        # earlier run's were removed before these ran)
         first = rows.iloc[0]
         raise FleetsimError(
             f"sweep {sweep.name}: all {len(sweep.points)} points failed ({len(rows)} runs); "
