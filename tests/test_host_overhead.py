@@ -131,27 +131,33 @@ def test_the_knob_is_checked():
 
 def test_validate_prices_the_measured_engine_loop_of_a_synchronous_vllm():
     """`fleetsim validate` adds vLLM's engine-core host time (benchmarks/host/: measured, not fitted) where the run's
-    vLLM schedules synchronously: the latest measurement at or before its version; none with async scheduling, on the
-    V0 engine, or before any measured version."""
+    vLLM schedules synchronously: the latest measurement at or before its version, of the V1 engine core or, for a
+    pipeline that vLLM before 0.9 served on its V0 engine, of that engine's loop; none with async scheduling or before
+    any measured version."""
     import json
     from pathlib import Path
 
-    from sim.studies.validate import HOST_LOOP, host_loop, scenario_from_meta
+    from sim.studies.validate import HOST_LOOP, HOST_LOOP_V0, host_loop, scenario_from_meta
 
     (_, v083, a083, b083), (_, v011, a011, b011) = HOST_LOOP
+    ((_, v0, a0, b0),) = HOST_LOOP_V0
+    assert b0 > 10 * b083  # V0 walks Python objects a request at every stage (its own measurement, not V1's)
     assert host_loop((0, 8), asynchronous=False, v0=False) == ((a083, b083), v083)
     assert host_loop((0, 10), asynchronous=False, v0=False) == ((a083, b083), v083)
     assert host_loop((0, 13), asynchronous=False, v0=False) == ((a011, b011), v011)
     assert host_loop((0, 19), asynchronous=True, v0=False) is None
-    assert host_loop((0, 8), asynchronous=False, v0=True) is None
+    assert host_loop((0, 8), asynchronous=False, v0=True) == ((a0, b0), v0)
+    assert host_loop((0, 7), asynchronous=False, v0=True) is None
     assert host_loop((0, 7), asynchronous=False, v0=False) is None
     assert host_loop(None, asynchronous=False, v0=False) is None
     e2e = Path(__file__).resolve().parents[1] / "benchmarks" / "e2e"
     sync, _ = scenario_from_meta(json.loads((e2e / "a100-40gb-llama-3.3-70b-tp8-qps1" / "meta.json").read_text()))
     assert (sync["roofline"]["step_overhead_s"], sync["roofline"]["seq_overhead_s"]) == (a083, b083)
-    for run in ("rtx4090-llama-3.1-8b", "a100-40gb-llama-3.3-70b-tp4-pp2-qps1"):  # async scheduling; the V0 engine
-        raw, notes = scenario_from_meta(json.loads((e2e / run / "meta.json").read_text()))
-        assert "seq_overhead_s" not in raw["roofline"] and not any(n.startswith("host loop") for n in notes)
+    raw, notes = scenario_from_meta(json.loads((e2e / "rtx4090-llama-3.1-8b" / "meta.json").read_text()))
+    assert "seq_overhead_s" not in raw["roofline"] and not any(n.startswith("host loop") for n in notes)  # async
+    pipe, notes = scenario_from_meta(json.loads((e2e / "a100-40gb-llama-3.3-70b-tp4-pp2-qps1" / "meta.json").read_text()))
+    assert (pipe["roofline"]["step_overhead_s"], pipe["roofline"]["seq_overhead_s"]) == (a0, b0)  # vLLM 0.8.3's V0
+    assert any(n.startswith("host loop") and "V0 engine loop" in n for n in notes)
 
 
 def test_the_roofline_report_counts_a_speculating_steps_host_time_as_the_engine_does():

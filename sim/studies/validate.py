@@ -179,7 +179,7 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
             f"pipeline_parallel_size x data_parallel_size = {tp} x {pp} x {dp} = {tp * pp * dp})"
         )
     version = vllm_version(meta.get("vllm_version"))
-    on_v0 = False  # (vLLM before 0.9 serves PP on its V0 engine: its host loop is not measured)
+    on_v0 = False  # (vLLM before 0.9 serves PP on its V0 engine: its host loop is V0's)
     if pp > 1:
         on_v0 = version is not None and version < (0, 9)
         how = (
@@ -296,7 +296,7 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
         (step_s, seq_s), measured_on = host
         notes.append(
             f"host loop: {step_s * 1e6:g} us a step + {seq_s * 1e6:g} us a scheduled request the GPU waits for (no async "
-            f"scheduling; {measured_on}'s V1 engine core measured on one 2.6 GHz Zen 4 core: benchmarks/host/)"
+            f"scheduling; {measured_on} measured on one 2.6 GHz Zen 4 core: benchmarks/host/)"
         )
     if _flag(cache, "enable_prefix_caching", cache_where):
         notes.append("prefix caching: on in the run; replayed without shared prefixes (the log has no prompt hashes)")
@@ -356,19 +356,27 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
 # broadcast to 8 TP workers and their replies, update_from_output and the output encoding, fed a fabricated model
 # output, on a 2.6 GHz Zen 4 core): seconds a step and a running request, by the first version each applies from
 HOST_LOOP: tuple[tuple[tuple[int, int], str, float, float], ...] = (
-    ((0, 8), "vLLM 0.8.3", 60e-6, 5.9e-6),
-    ((0, 11), "vLLM 0.11.0", 13e-6, 9.3e-6),
+    ((0, 8), "vLLM 0.8.3's V1 engine core", 60e-6, 5.9e-6),
+    ((0, 11), "vLLM 0.11.0's V1 engine core", 13e-6, 9.3e-6),
+)
+# vLLM's V0 engine loop for one virtual engine of a pipeline (async output processing off, as V0 runs pipeline
+# parallelism), measured the same way (benchmarks/host/measure_host_v0.py: the real LLMEngine.step, its V0 scheduler,
+# output processing and incremental detokenization, with the step's request pickled to the later stages' driver
+# worker and the sampler's output built and pickled back as the Ray executor does)
+HOST_LOOP_V0: tuple[tuple[tuple[int, int], str, float, float], ...] = (
+    ((0, 8), "vLLM 0.8.3's V0 engine loop (a pipeline's virtual engine)", 200e-6, 156e-6),
 )
 
 
 def host_loop(version: tuple[int, int] | None, *, asynchronous: bool, v0: bool) -> tuple[tuple[float, float], str] | None:
-    """The engine loop's host time the GPU waits for, (seconds a step, a scheduled request) and the version measured: the
-    latest measurement at or before the run's vLLM version; None with async scheduling (the loop runs under the GPU's
-    step), on the V0 engine (not measured), or for a version older than any measured."""
-    if asynchronous or v0 or version is None:
+    """The engine loop's host time the GPU waits for, (seconds a step, a scheduled request) and what was measured: the
+    latest measurement at or before the run's vLLM version, of its V1 engine core or (`v0`: a pipeline served by vLLM
+    before 0.9) of its V0 engine loop; None with async scheduling (the loop runs under the GPU's step) or for a version
+    older than any measured."""
+    if asynchronous or version is None:
         return None
     found = None
-    for since, name, step_s, seq_s in HOST_LOOP:
+    for since, name, step_s, seq_s in HOST_LOOP_V0 if v0 else HOST_LOOP:
         if version >= since:
             found = ((step_s, seq_s), name)
     return found
