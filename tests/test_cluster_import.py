@@ -354,6 +354,65 @@ def test_import_of_export_is_the_scenario(tmp_path, sc):
     assert expressed(back) == expressed(sc)
 
 
+@pytest.mark.parametrize(
+    "dp, auto",
+    [
+        (2, {"policy": "fixed", "replicas": 4}),
+        (
+            2,
+            {
+                "policy": "hpa",
+                "metric": "outstanding_per_replica",
+                "target": 6.5,
+                "min_replicas": 2,
+                "max_replicas": 8,
+                "initial_replicas": 4,
+            },
+        ),
+        (4, {"policy": "hpa", "metric": "kv_use", "target": 0.7, "min_replicas": 4, "max_replicas": 16}),
+        (2, {"policy": "queue", "target_waiting": 3.0, "min_replicas": 0, "max_replicas": 6}),
+        (4, {"policy": "kpa", "target_concurrency": 5.0, "min_replicas": 0, "max_replicas": 8}),
+    ],
+)
+def test_an_moe_fleet_of_dp_ranks_exports_as_pods_of_dp_ranks_and_imports_back(tmp_path, dp, auto):
+    """An MoE fleet of DP ranks (fleet.dp, expert parallel, a DeepEP backend) is written as pods of one vLLM server of
+    --data-parallel-size dp each (tp x dp GPUs, the replica counts and a pod's request targets in pods), and `import`
+    reads it back as the same fleet."""
+    fleet: dict[str, Any] = {"gpu": "h100-sxm", "tp": 1, "dp": dp, "expert_parallel": True, "autoscaler": auto}
+    fleet["all2all_backend"] = "deepep_low_latency"
+    if auto["policy"] == "kpa":
+        fleet["max_outstanding_per_replica"] = 16
+    sc = parse_config({"model": "qwen3-30b-a3b", "fleet": fleet})
+    docs, notes = export_manifests(sc, name="moe")
+    pod = docs[0]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    args = container["args"]
+    assert args[args.index("--data-parallel-size") + 1] == str(dp) and "--enable-expert-parallel" in args
+    assert args[args.index("--all2all-backend") + 1] == "deepep_low_latency"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == dp
+    if auto["policy"] == "fixed":
+        assert docs[0]["spec"]["replicas"] == 4 // dp
+    elif auto["policy"] == "kpa":
+        ann = docs[0]["spec"]["template"]["metadata"]["annotations"]
+        assert ann["autoscaling.knative.dev/max-scale"] == str(8 // dp) and pod["containerConcurrency"] == 16 * dp
+        assert float(ann["autoscaling.knative.dev/target"]) == 5.0 * dp
+    else:
+        spec = docs[1]["spec"]
+        assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (auto["min_replicas"] // dp, auto["max_replicas"] // dp)
+        trigger = spec["triggers"][0]["metadata"]
+        if auto.get("metric") == "kv_use":  # one rank's mean KV use: the pod's dp ranks' sum, divided
+            assert trigger["query"].endswith(f" / {dp}") and float(trigger["threshold"]) == 0.7
+        else:
+            assert float(trigger["threshold"]) == (auto.get("target") or auto.get("target_waiting")) * dp
+    assert not any("fleet.dp" in n for n in notes)
+    path = tmp_path / "m.yaml"
+    path.write_text(render_manifests(docs, notes, "a scenario"))
+    back = parse_config(nest(scenario_values(import_files([path]))))
+    assert expressed(back) == expressed(sc)
+    assert (back.fleet.dp, back.fleet.expert_parallel, back.fleet.all2all_backend) == (dp, True, "deepep_low_latency")
+    assert back.fleet.max_outstanding_per_replica == sc.fleet.max_outstanding_per_replica
+
+
 def test_export_refuses_what_it_cannot_write(tmp_path):
     base = {"model": "llama-3.1-8b", "fleet": {"gpu": "h100-sxm"}}
     sched = parse_config(
@@ -366,6 +425,9 @@ def test_export_refuses_what_it_cannot_write(tmp_path):
     small = parse_config({**base, "engine": {"max_num_seqs": 256, "max_num_batched_tokens": 128}})
     with pytest.raises(FleetsimError, match=r"max_num_batched_tokens 128 is below engine\.max_num_seqs 256: vLLM refuses"):
         export_manifests(small)  # (simulated as given; the manifest would not start)
+    odd = parse_config({**base, "fleet": {"gpu": "h100-sxm", "dp": 2, "autoscaler": {"policy": "fixed", "replicas": 3}}})
+    with pytest.raises(FleetsimError, match=r"fleet.autoscaler.replicas 3: not a multiple of fleet.dp 2"):
+        export_manifests(odd)  # (a dense model's ranks need not come in groups; a pod of dp ranks does)
     src = tmp_path / "s.yaml"
     src.write_text(yaml.safe_dump(base))
     r = runner.invoke(app, ["export", str(src), "--name", "Bad_Name", "--out", str(tmp_path / "o.yaml")])

@@ -66,11 +66,13 @@ def _duration(x: float, field: str) -> str:
     return f"{f'{x:.9f}'.rstrip('0').rstrip('.') if 'e' in text else text}s"
 
 
-def _queries(name: str, repo: str) -> dict[str, str]:
+def _queries(name: str, repo: str, dp: int = 1) -> dict[str, str]:
     sel = f'{{model_name="{repo}"}}'
+    # (vLLM reports each DP rank's KV use: a pod of dp ranks reports dp of them, and the target is one rank's mean)
+    per_rank = "" if dp == 1 else f" / {dp}"
     return {
         "outstanding_per_replica": f"sum(vllm:num_requests_running{sel}) + sum(vllm:num_requests_waiting{sel})",
-        "kv_use": f"sum(vllm:kv_cache_usage_perc{sel})",
+        "kv_use": f"sum(vllm:kv_cache_usage_perc{sel}){per_rank}",
         "busy_fraction": f'sum(avg by (pod) (DCGM_FI_PROF_GR_ENGINE_ACTIVE{{pod=~"{name}-.*"}}))',
         "waiting": f"sum(vllm:num_requests_waiting{sel})",
     }
@@ -89,6 +91,10 @@ def scenario_keys(sc: Scenario) -> dict[str, Any]:
     e, r = sc.engine, sc.roofline
     return {
         "fleet.tp": sc.fleet.tp,
+        "fleet.dp": sc.fleet.dp if sc.fleet.dp > 1 else None,
+        "fleet.expert_parallel": sc.fleet.expert_parallel or None,
+        # (vLLM's default backend is not written: a server of another version keeps its own default)
+        "fleet.all2all_backend": None if sc.fleet.all2all_backend == "allgather_reducescatter" else sc.fleet.all2all_backend,
         "engine.max_num_seqs": e.max_num_seqs,
         "engine.max_num_batched_tokens": e.max_num_batched_tokens,
         "engine.block_size": e.block_size,
@@ -121,11 +127,10 @@ def not_expressed(sc: Scenario) -> list[str]:
     ]
     if sc.fleet.reserved_replicas:
         out.append(f"fleet.reserved_replicas {sc.fleet.reserved_replicas} (a billing commitment)")
-    if sc.fleet.dp > 1 or sc.fleet.expert_parallel:
+    if sc.fleet.expert_load_imbalance != 1:
         out.append(
-            f"fleet.dp {sc.fleet.dp}, fleet.expert_parallel {sc.fleet.expert_parallel}, fleet.all2all_backend "
-            f"{sc.fleet.all2all_backend} (each fleetsim replica is one DP rank; run them as pods of dp ranks with "
-            "--data-parallel-size, --enable-expert-parallel and --all2all-backend, the replica counts divided by dp)"
+            f"fleet.expert_load_imbalance {sc.fleet.expert_load_imbalance:g} (how unevenly the router spreads tokens over "
+            "the experts: the model's and the traffic's, not a flag)"
         )
     if any(c.shapes_supply for c in sc.fleet.capacities):
         out.append(
@@ -196,6 +201,16 @@ def export_manifests(sc: Scenario, *, name: str = "llm") -> tuple[list[dict[str,
         label, product, resource = "amd.com/gpu.product-name", AMD_PRODUCT[gpu], "amd.com/gpu"
     else:
         raise FleetsimError(f"fleet.gpu {fleet.gpu!r}: no Kubernetes node label is known for it")
+    dp = fleet.dp  # (a pod is one vLLM server of --data-parallel-size dp: dp fleetsim replicas, tp x dp GPUs)
+    if dp > 1:
+        counts = {name: getattr(auto, name, None) for name in ("replicas", "min_replicas", "max_replicas", "initial_replicas")}
+        for key, n in counts.items():
+            if n is not None and n % dp:
+                raise FleetsimError(
+                    f"fleet.autoscaler.{key} {n}: not a multiple of fleet.dp {dp}, and export writes a pod a server of "
+                    f"--data-parallel-size {dp} ({dp} replicas a pod; a dense model's ranks share nothing, so fleet.dp 1 "
+                    "exports the same fleet a pod a rank)"
+                )
     values = {k: v for k, v in scenario_keys(sc).items() if v is not None}
     # the batched-token budget fleetsim runs with (its default differs from vLLM's): always written
     values["engine.max_num_batched_tokens"] = budget = sc.engine.batched_tokens(spec.max_context_tokens)
@@ -210,7 +225,7 @@ def export_manifests(sc: Scenario, *, name: str = "llm") -> tuple[list[dict[str,
         "command": ["vllm"],
         "args": engine_args(values, hf_repo=repo),
         "ports": [{"containerPort": 8000, "name": "http1" if auto.policy == "kpa" else "http"}],  # (Knative: http1 or h2c)
-        "resources": {"limits": {resource: fleet.tp}, "requests": {resource: fleet.tp}},
+        "resources": {"limits": {resource: fleet.tp * dp}, "requests": {resource: fleet.tp * dp}},
     }
     pod: dict[str, Any] = {"nodeSelector": {label: product}, "containers": [container]}
     labels = {"app": name}
@@ -221,10 +236,10 @@ def export_manifests(sc: Scenario, *, name: str = "llm") -> tuple[list[dict[str,
         ann = {
             "autoscaling.knative.dev/class": "kpa.autoscaling.knative.dev",
             "autoscaling.knative.dev/metric": "concurrency",
-            "autoscaling.knative.dev/target": str(auto.target_concurrency),
+            "autoscaling.knative.dev/target": str(auto.target_concurrency * dp),  # (a pod's: its dp ranks')
             "autoscaling.knative.dev/target-utilization-percentage": "100",
-            "autoscaling.knative.dev/min-scale": str(auto.min_replicas),
-            "autoscaling.knative.dev/max-scale": str(auto.max_replicas),
+            "autoscaling.knative.dev/min-scale": str(auto.min_replicas // dp),
+            "autoscaling.knative.dev/max-scale": str(auto.max_replicas // dp),
             "autoscaling.knative.dev/window": f"{window}s",
             "autoscaling.knative.dev/panic-window-percentage": str(auto.panic_window_percentage),
             "autoscaling.knative.dev/panic-threshold-percentage": str(auto.panic_threshold_percentage),
@@ -233,10 +248,13 @@ def export_manifests(sc: Scenario, *, name: str = "llm") -> tuple[list[dict[str,
             ),
         }
         if auto.initial_replicas is not None:
-            ann["autoscaling.knative.dev/initial-scale"] = str(auto.initial_replicas)
-        pod["containerConcurrency"] = cc = fleet.max_outstanding_per_replica or 0
-        if cc and auto.target_concurrency > cc:
-            extra.append(f"target_concurrency {auto.target_concurrency:g} above containerConcurrency {cc}: Knative targets {cc}")
+            ann["autoscaling.knative.dev/initial-scale"] = str(auto.initial_replicas // dp)
+        pod["containerConcurrency"] = cc = (fleet.max_outstanding_per_replica or 0) * dp
+        if cc and auto.target_concurrency * dp > cc:
+            extra.append(
+                f"target_concurrency {auto.target_concurrency:g} above max_outstanding_per_replica "
+                f"{fleet.max_outstanding_per_replica}: Knative targets the pod's containerConcurrency {cc}"
+            )
         service = {
             "apiVersion": "serving.knative.dev/v1",
             "kind": "Service",
@@ -253,7 +271,7 @@ def export_manifests(sc: Scenario, *, name: str = "llm") -> tuple[list[dict[str,
         "kind": "Deployment",
         "metadata": {"name": name, "labels": labels},
         "spec": {
-            "replicas": auto.start_replicas,
+            "replicas": auto.start_replicas // dp,
             "selector": {"matchLabels": labels},
             "template": {"metadata": {"labels": labels}, "spec": pod},
         },
@@ -262,6 +280,8 @@ def export_manifests(sc: Scenario, *, name: str = "llm") -> tuple[list[dict[str,
         return [deployment], not_expressed(sc) + extra
     metric = auto.metric if auto.policy == "hpa" else "waiting"
     threshold = auto.target if auto.policy == "hpa" else auto.target_waiting
+    if metric in ("outstanding_per_replica", "waiting"):  # (a pod's requests: its dp ranks')
+        threshold *= dp
     period = _whole(
         auto.interval_s,
         "fleet.autoscaler.interval_s (the policies' periodSeconds)",
@@ -315,8 +335,8 @@ def export_manifests(sc: Scenario, *, name: str = "llm") -> tuple[list[dict[str,
         "metadata": {"name": name},
         "spec": {
             "scaleTargetRef": {"name": name},
-            "minReplicaCount": auto.min_replicas,
-            "maxReplicaCount": auto.max_replicas,
+            "minReplicaCount": auto.min_replicas // dp,
+            "maxReplicaCount": auto.max_replicas // dp,
             "advanced": {"horizontalPodAutoscalerConfig": {"behavior": behavior}},
             "triggers": [
                 {
@@ -326,7 +346,7 @@ def export_manifests(sc: Scenario, *, name: str = "llm") -> tuple[list[dict[str,
                         "serverAddress": PROMETHEUS,
                         "query": latency_query(metric, repo, getattr(auto, "latency_window_s", 60.0))
                         if metric in LATENCY_METRICS
-                        else _queries(name, repo)[metric],
+                        else _queries(name, repo, dp)[metric],
                         "threshold": str(threshold),
                     },
                 }

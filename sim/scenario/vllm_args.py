@@ -508,6 +508,12 @@ def engine_args(values: dict[str, Any], *, hf_repo: str) -> list[str]:
         args += ["--tensor-parallel-size", str(tp)]
     if values.get("fleet.pp", 1) != 1:
         args += ["--pipeline-parallel-size", str(values["fleet.pp"])]
+    if values.get("fleet.dp", 1) != 1:
+        args += ["--data-parallel-size", str(values["fleet.dp"])]
+    if values.get("fleet.expert_parallel"):
+        args.append("--enable-expert-parallel")
+    if values.get("fleet.all2all_backend") is not None:
+        args += ["--all2all-backend", str(values["fleet.all2all_backend"])]
     for key, option in (
         ("engine.max_num_seqs", "--max-num-seqs"),
         ("engine.max_num_batched_tokens", "--max-num-batched-tokens"),
