@@ -235,17 +235,17 @@ def test_roofline_decode_rows_whose_kv_does_not_fit_say_so():
     """A decode row is the roofline's figure for that batch; where the batch's KV (context + the decoded token, at least
     one token a sequence) exceeds the replica's cache the row says so, so that 10^9 sequences do not read as a rate."""
     args = ["roofline", "--model", "llama-3.1-70b", "--gpu", "a100-80gb", "--tp", "2", "--context-tokens", "4096"]
-    res = run(*args, "--json", "--batches", "1,6,7,1000000000")
+    res = run(*args, "--json", "--batches", "1,5,6,1000000000")
     assert res.exit_code == 0, res.output
     r = json.loads(res.stdout)
     fit = r["max_batch"]["batch"]
-    assert fit == r["kv_capacity_tokens"] // 4096 == 6
-    assert r["decode_kv_fits"] == {"1": True, "6": True, "7": False, "1000000000": False}
-    text = run(*args, "--batches", "6,7").stdout
-    rows = {line.split()[0]: line for line in text.splitlines() if line.strip().startswith(("6 ", "7 "))}
+    assert fit == r["kv_capacity_tokens"] // 4096 == 5
+    assert r["decode_kv_fits"] == {"1": True, "5": True, "6": False, "1000000000": False}
+    text = run(*args, "--batches", "5,6").stdout
+    rows = {line.split()[0]: line for line in text.splitlines() if line.strip().startswith(("5 ", "6 "))}
     assert (
-        "does not fit" not in rows["6"]
-        and f"KV does not fit: 28,672 tokens, the cache holds {r['kv_capacity_tokens']:,}" in rows["7"]
+        "does not fit" not in rows["5"]
+        and f"KV does not fit: 24,576 tokens, the cache holds {r['kv_capacity_tokens']:,}" in rows["6"]
     )
     # at no context every sequence still holds the token it decodes
     zero = json.loads(run("roofline", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--json", "--batches", "1,10000000").stdout)

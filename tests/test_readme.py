@@ -57,7 +57,7 @@ def test_readme_study_figures_come_from_the_committed_notebook_run():
     readme = (REPO / "README.md").read_text()
     for figure in re.findall(r"(\d+%)", answer):
         assert figure in readme, figure
-    assert "serves 13% of what its billed GPUs could" in answer and "it reaches 22%" in answer
+    assert "serves 13% of what its billed GPUs could" in answer and "it reaches 43%" in answer
 
 
 def test_readme_batch_table_comes_from_the_committed_notebook_run():

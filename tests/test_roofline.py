@@ -228,3 +228,39 @@ def test_the_profiled_peak_follows_the_engines_batch_limits():
     assert peak(2, max_num_batched_tokens=32_768, max_num_seqs=16) > big
     many = peak(4, max_num_batched_tokens=8192, max_num_seqs=1024)
     assert many == 14 * 1024 * 128_256 + 4 * 132 * 128_256 + 8192 * 8192 * 2  # a row per SM: 132 (fewer than 256)
+
+
+def test_non_torch_memory_grows_with_the_group_a_gpu_talks_in():
+    """vLLM counts memory outside torch against the KV cache: one GPU's workspaces (0.14 GiB logged at TP 1), plus a
+    group's communicator buffers inside a node (0.55 GiB logged at TP 2), more where the group spans nodes (2.11-2.24
+    GiB logged by a pipeline's later stage across two nodes); each case by hand."""
+    from sim.physics.roofline import (
+        NON_TORCH_BYTES,
+        NON_TORCH_CROSS_NODE_BYTES,
+        NON_TORCH_GROUP_BYTES,
+        kv_capacity_bytes,
+        non_torch_bytes,
+    )
+    from sim.scenario.config import parse_config
+    from sim.scenario.resolve import resolve_scenario
+
+    def setup(model: str = "llama-3.1-70b", **fleet):
+        return resolve_scenario(parse_config({"model": model, "fleet": {"gpu": "h100-sxm", **fleet}}))
+
+    gib = 2**30
+    assert (0.14 * gib, 0.55 * gib, 2.24 * gib) == (NON_TORCH_BYTES, NON_TORCH_GROUP_BYTES, NON_TORCH_CROSS_NODE_BYTES)
+    assert non_torch_bytes(setup("llama-3.1-8b", tp=1)) == NON_TORCH_BYTES
+    assert non_torch_bytes(setup("llama-3.1-8b", tp=1, dp=2)) == NON_TORCH_BYTES  # a dense model's ranks share nothing
+    assert non_torch_bytes(setup(tp=2)) == non_torch_bytes(setup(tp=8)) == NON_TORCH_GROUP_BYTES
+    assert non_torch_bytes(setup(tp=4, pp=2)) == NON_TORCH_GROUP_BYTES  # both stages in one node of 8
+    assert non_torch_bytes(setup(tp=4, pp=2, gpus_per_node=4)) == NON_TORCH_CROSS_NODE_BYTES  # a stage a node
+    assert non_torch_bytes(setup(tp=16)) == NON_TORCH_CROSS_NODE_BYTES  # TP past a node
+    moe = "qwen3-30b-a3b"
+    assert non_torch_bytes(setup(moe, tp=1, dp=2, expert_parallel=True)) == NON_TORCH_GROUP_BYTES  # its ranks' experts
+    assert non_torch_bytes(setup(moe, tp=4, dp=4, expert_parallel=True)) == NON_TORCH_CROSS_NODE_BYTES  # 16 GPUs
+    # each of the replica's GPUs gives the difference up to the KV cache
+    a, b = setup(tp=4, pp=2), setup(tp=4, pp=2, gpus_per_node=4)
+    per_layer = b.model.n_layers / (b.pp * max(b.model.n_layers // b.pp, 1))  # (an engine's share, bytes of all layers)
+    assert kv_capacity_bytes(a) - kv_capacity_bytes(b) == pytest.approx(
+        4 * (NON_TORCH_CROSS_NODE_BYTES - NON_TORCH_GROUP_BYTES) * per_layer, rel=1e-9
+    )

@@ -643,6 +643,14 @@ def usd_per_1k_tokens(setup: RooflineSetup, tokens_per_s: float) -> float | None
 # measured while it profiles one forward pass of max_num_batched_tokens tokens and one sampler run:
 NON_TORCH_BYTES = 0.14 * 2**30  # cuBLAS workspaces, kernel modules: 0.13-0.14 GiB logged at TP 1 on H100 (vLLM
 # 0.11, llm-d-benchmark's empirical-vllm-memory-results) and ~0.15 GiB implied on an RTX 3090 (0.17.1)
+# A GPU in a group (TP, a pipeline's stages, an MoE model's DP ranks) holds its communicators' buffers besides, outside
+# torch: NCCL's (and vLLM's custom all-reduce's) inside a node, 0.55 GiB logged at TP 2 on H100 (the same results;
+# llm-d's capacity planner takes 0.6 for any TP of 2 or more); NCCL's network transport's too where the group spans
+# nodes, 2.11-2.24 GiB logged by the workers of a pipeline's later stage across two A100 nodes over InfiniBand (vLLM
+# 0.8.3: Llama-3.3-70B TP 4 x PP 2 and DeepSeek-V2.5 TP 8 x PP 2, surajssd/llm-k8s lws-run-1.sh and lws.sh), against
+# 0.89-1.07 on the first stage's; vLLM gives every worker the blocks the one with the least memory allows
+NON_TORCH_GROUP_BYTES = 0.55 * 2**30
+NON_TORCH_CROSS_NODE_BYTES = 2.24 * 2**30
 CUDA_GRAPH_BYTES = 0.45 * 2**30  # CUDA graphs captured inside the profiled window (0.18+: profile_cudagraph_memory
 # runs there): 0.45 GiB logged for Llama-3.1-8B's graphs on H100 (vLLM 0.11, the same results)
 SAMPLER_BYTES_PER_ROW = 14  # per vocabulary entry per sampled row: the logits' fp32 copy, probabilities, top-k/p
@@ -671,13 +679,23 @@ def activation_peak_bytes(setup: RooflineSetup) -> float:
     return max(forward, n * m.hidden_size * act + sampler)
 
 
+def non_torch_bytes(setup: RooflineSetup) -> float:
+    """Per GPU, the memory outside torch that vLLM's profiling counts against the KV cache (see above): one GPU's
+    runtime workspaces, plus its communicators' buffers in a group of GPUs, more where the group spans nodes (a TP or
+    MoE group larger than a node, or pipeline stages on different nodes)."""
+    if setup.tp * setup.pp * setup.dp_group == 1:
+        return NON_TORCH_BYTES
+    spans = setup.tp > setup.gpus_per_node or setup.moe_group > setup.gpus_per_node or setup.stage_links()[1] > 0
+    return NON_TORCH_CROSS_NODE_BYTES if spans else NON_TORCH_GROUP_BYTES
+
+
 def engine_overhead_bytes(setup: RooflineSetup) -> float:
     """All GPUs' memory the engine takes besides weights and KV cache: vLLM's profiled activation peak, non-torch
     memory and CUDA graphs (0 in the flat model, which has only `memory_reserve_bytes`)."""
     if setup.kv_memory != "vllm":
         return 0.0
     rope = setup.model.max_context_tokens * setup.model.head_dim * 2  # the rotary cos/sin cache, a model buffer
-    per_gpu = activation_peak_bytes(setup) + NON_TORCH_BYTES + (CUDA_GRAPH_BYTES if setup.cuda_graphs else 0.0) + rope
+    per_gpu = activation_peak_bytes(setup) + non_torch_bytes(setup) + (CUDA_GRAPH_BYTES if setup.cuda_graphs else 0.0) + rope
     return setup.tp * per_gpu
 
 
