@@ -29,7 +29,6 @@ import gc
 import json
 import os
 import pickle
-import platform
 import random
 import statistics
 import sys
@@ -173,25 +172,18 @@ def build_engine():
         enable_chunked_prefill=True,
     )
     pc = ParallelConfig(tensor_parallel_size=1)
+    parts = dict(
+        model_config=mc,
+        cache_config=cc,
+        scheduler_config=sc,
+        parallel_config=pc,
+        load_config=LoadConfig(),
+        observability_config=ObservabilityConfig(),
+    )
     try:
-        vc = VllmConfig(
-            model_config=mc,
-            cache_config=cc,
-            scheduler_config=sc,
-            parallel_config=pc,
-            load_config=LoadConfig(),
-            observability_config=ObservabilityConfig(),
-        )
-    except RuntimeError:
-        vc = VllmConfig(
-            model_config=mc,
-            cache_config=cc,
-            scheduler_config=sc,
-            parallel_config=pc,
-            load_config=LoadConfig(),
-            observability_config=ObservabilityConfig(),
-            device_config=DeviceConfig(device="cpu"),
-        )
+        vc = VllmConfig(**parts)
+    except RuntimeError:  # (no device to infer without a GPU)
+        vc = VllmConfig(**parts, device_config=DeviceConfig(device="cpu"))
     vc.model_config.use_async_output_proc = False  # a pipeline-parallel server runs without it (as the run logged)
 
     class RayLikeExecutor(ExecutorBase):
@@ -315,26 +307,9 @@ def run_point(n, steps, warmup, seed, prompt_range=(200, 1000)):
 COMPS = ["sched", "engine", "req", "req_load", "sample", "resp", "total"]
 
 
-def fit(xs, ys):
-    n = len(xs)
-    mx, my = sum(xs) / n, sum(ys) / n
-    sxx = sum((x - mx) ** 2 for x in xs)
-    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=False)) / sxx
-    return my - b * mx, b
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def main():
+    from measure_host import cpu_model, fit  # (its sibling: the same fit and CPU name as the V1 figures)
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--ns", default="1,8,16,32,64,128")
     ap.add_argument("--reps", type=int, default=7)
