@@ -153,15 +153,20 @@ def test_a_vllm_command_with_pipeline_stages_maps_to_fleet_pp():
     assert any("virtual engines" in n for n in m.notes)
 
 
-def test_the_real_tp4_pp2_run_is_replayed_within_five_percent_on_decode_at_light_load():
+def test_the_real_tp4_pp2_run_is_replayed_within_five_percent_at_light_load_and_bounded_under_load():
     """Llama-3.3-70B at TP 4 x PP 2 on two A100-40GB nodes over InfiniBand (vLLM 0.8.3's V0 engine; benchmarks/e2e/README.md),
-    1 req/s: TPOT and E2E within 5% (-3% today); vLLM's logged 25,588 blocks (12,794 an engine) within 3% of fleetsim's
-    sizing. At higher rates the two engines contend for the stages, which is not modelled (docs/steptime.md)."""
+    1 req/s: TPOT and E2E within 5% (-1% today, with V0's engine loop priced); vLLM's logged 25,588 blocks (12,794 an
+    engine) within 3% of fleetsim's sizing (1.7%, the later stage's cross-node buffers counted). At 16 req/s the two
+    engines also contend for the stages, which is not modelled (docs/steptime.md): a regression bound there, TPOT and
+    E2E within 22% (-18% today; -27% before V0's loop was priced)."""
     cmp = validate(read_run_log(E2E / "a100-40gb-llama-3.3-70b-tp4-pp2-qps1"), kv_blocks="computed")
     for metric in ("tpot", "e2e"):
         assert abs(cmp.error(metric)) < 0.05, (metric, cmp.error(metric))
     assert cmp.kv_blocks["logged"] == 25_588 // 2 and cmp.kv_blocks["logged_server"] == 25_588
     assert abs(cmp.kv_blocks["simulated"] / cmp.kv_blocks["logged"] - 1) < 0.03
+    loaded = validate(read_run_log(E2E / "a100-40gb-llama-3.3-70b-tp4-pp2-qps16"), kv_blocks="computed")
+    for metric in ("tpot", "e2e"):
+        assert abs(loaded.error(metric)) < 0.22, (metric, loaded.error(metric))
 
 
 def test_a_pipeline_server_imports_as_its_virtual_engines_and_export_refuses_it(tmp_path):
