@@ -332,7 +332,7 @@ def run(
     if plot is not None:
         check_plot_path(plot, force)
     if html_file is not None:
-        check_out_file(html_file, "--html", inputs=[config] if trace is None else [config, trace])
+        check_out_file(html_file, "--html", inputs=reads)
         check_new_file(html_file, "--html", force)
     _distinct_outputs(out_dir, plot, html_file)
     console = Console(stderr=True)

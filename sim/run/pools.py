@@ -314,6 +314,13 @@ def check_pipeline(psc: Scenario, pp: int) -> None:
         )
 
 
+def autoscaler_counts(autoscaler: Any) -> dict[str, int | None]:
+    """The replica counts an autoscaler gives, by key (`replicas`, `min_replicas`, ..., a schedule's `table.I.replicas`;
+    None where its policy has no such key)."""
+    counts = {name: getattr(autoscaler, name, None) for name in ("replicas", "min_replicas", "max_replicas", "initial_replicas")}
+    return counts | {f"table.{i}.replicas": e.replicas for i, e in enumerate(getattr(autoscaler, "table", None) or [])}
+
+
 def check_whole_groups(fleet: Any, dp: int) -> None:
     """An MoE model's DP ranks share its experts, each holding its share of them: a fleet of such ranks holds whole
     groups of `dp` (as a vLLM server of `--data-parallel-size` dp runs every rank or none), so the autoscaler's counts
@@ -322,10 +329,7 @@ def check_whole_groups(fleet: Any, dp: int) -> None:
     launched part of one, ranks that step together priced as if all were there)."""
     if dp <= 1:
         return
-    autoscaler = fleet.autoscaler
-    counts = {name: getattr(autoscaler, name, None) for name in ("replicas", "min_replicas", "max_replicas", "initial_replicas")}
-    counts |= {f"table.{i}.replicas": e.replicas for i, e in enumerate(getattr(autoscaler, "table", None) or [])}
-    for name, n in counts.items():
+    for name, n in autoscaler_counts(fleet.autoscaler).items():
         if n is not None and n % dp:
             raise FleetsimError(
                 f"fleet.autoscaler.{name}: an MoE model's DP ranks share its experts, so a fleet holds whole groups of "

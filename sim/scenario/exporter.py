@@ -203,8 +203,9 @@ def export_manifests(sc: Scenario, *, name: str = "llm") -> tuple[list[dict[str,
         raise FleetsimError(f"fleet.gpu {fleet.gpu!r}: no Kubernetes node label is known for it")
     dp = fleet.dp  # (a pod is one vLLM server of --data-parallel-size dp: dp fleetsim replicas, tp x dp GPUs)
     if dp > 1:
-        counts = {name: getattr(auto, name, None) for name in ("replicas", "min_replicas", "max_replicas", "initial_replicas")}
-        for key, n in counts.items():
+        from sim.run.pools import autoscaler_counts
+
+        for key, n in autoscaler_counts(auto).items():
             if n is not None and n % dp:
                 raise FleetsimError(
                     f"fleet.autoscaler.{key} {n}: not a multiple of fleet.dp {dp}, and export writes a pod a server of "
