@@ -419,3 +419,10 @@ def make_policy(
     policies: dict[str, Any] = {"fixed": Fixed, "hpa": Hpa, "kpa": Kpa, "queue": Queue, "scheduled": Scheduled}
     policy: Policy = policies[cfg.policy](cfg)
     return policy
+
+
+def autoscaler_counts(autoscaler: Any) -> dict[str, int | None]:
+    """The replica counts an autoscaler gives, by key (`replicas`, `min_replicas`, ..., a schedule's `table.I.replicas`;
+    None where its policy has no such key)."""
+    counts = {name: getattr(autoscaler, name, None) for name in ("replicas", "min_replicas", "max_replicas", "initial_replicas")}
+    return counts | {f"table.{i}.replicas": e.replicas for i, e in enumerate(getattr(autoscaler, "table", None) or [])}

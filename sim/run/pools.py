@@ -26,7 +26,7 @@ import simpy
 
 from sim.errors import FleetsimError
 from sim.physics.roofline import RooflineSetup, kv_capacity_tokens
-from sim.policies.autoscale import LATENCY_METRICS, FixedConfig, HpaConfig, make_policy
+from sim.policies.autoscale import LATENCY_METRICS, FixedConfig, HpaConfig, autoscaler_counts, make_policy
 from sim.policies.router import ROUTERS
 from sim.run.clock import CountingEnvironment
 from sim.run.engine.kv import BlockKv, PrefixCachingKv
@@ -312,13 +312,6 @@ def check_pipeline(psc: Scenario, pp: int) -> None:
             "batch.fleet",
             "a dedicated batch pool (launched and released as the backlog needs, an engine at a time) is not modelled; use backfill",
         )
-
-
-def autoscaler_counts(autoscaler: Any) -> dict[str, int | None]:
-    """The replica counts an autoscaler gives, by key (`replicas`, `min_replicas`, ..., a schedule's `table.I.replicas`;
-    None where its policy has no such key)."""
-    counts = {name: getattr(autoscaler, name, None) for name in ("replicas", "min_replicas", "max_replicas", "initial_replicas")}
-    return counts | {f"table.{i}.replicas": e.replicas for i, e in enumerate(getattr(autoscaler, "table", None) or [])}
 
 
 def check_whole_groups(fleet: Any, dp: int) -> None:

@@ -24,7 +24,7 @@ import yaml
 from sim.errors import FleetsimError
 from sim.physics.hardware import load_gpu_catalog
 from sim.physics.models import load_model_catalog
-from sim.policies.autoscale import LATENCY_METRICS
+from sim.policies.autoscale import LATENCY_METRICS, autoscaler_counts
 from sim.scenario.config import Scenario
 from sim.scenario.importer import AMD_PRODUCT, GFD_PRODUCT
 from sim.scenario.vllm_args import engine_args
@@ -203,8 +203,6 @@ def export_manifests(sc: Scenario, *, name: str = "llm") -> tuple[list[dict[str,
         raise FleetsimError(f"fleet.gpu {fleet.gpu!r}: no Kubernetes node label is known for it")
     dp = fleet.dp  # (a pod is one vLLM server of --data-parallel-size dp: dp fleetsim replicas, tp x dp GPUs)
     if dp > 1:
-        from sim.run.pools import autoscaler_counts
-
         for key, n in autoscaler_counts(auto).items():
             if n is not None and n % dp:
                 raise FleetsimError(
