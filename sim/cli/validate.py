@@ -58,6 +58,13 @@ def validate(
             "difference a running request a step."
         ),
     ] = 0,
+    by_prompt: Annotated[
+        int,
+        typer.Option(
+            help="Also compare mean TTFT over this many groups of the requests by prompt length, with a line TTFT = a + "
+            "b x prompt tokens fitted to each side (b: the prefill's price; a: what every request pays)."
+        ),
+    ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
     force: ForceOpt = False,
 ) -> None:
@@ -78,6 +85,8 @@ def validate(
         raise FleetsimError(f"--by-arrival: groups must be >= 1, or 0 for none (got {by_arrival})")
     if by_batch < 0:
         raise FleetsimError(f"--by-batch: groups must be >= 1, or 0 for none (got {by_batch})")
+    if by_prompt < 0:
+        raise FleetsimError(f"--by-prompt: groups must be >= 1, or 0 for none (got {by_prompt})")
     log = read_run_log(run_log, layout=layout, columns=_columns(columns), time_unit=time_unit)
     if by_arrival > len(log.trace):
         raise FleetsimError(
@@ -130,6 +139,15 @@ def validate(
             batches = batch_groups(log, cmp.result, by_batch)
         except FleetsimError as refused:
             raise FleetsimError(f"--by-batch: {str(refused).removeprefix('by batch: ')} ({log.source})") from None
+    prompts = None
+    if by_prompt:
+        from sim.studies.validate import by_prompt as prompt_groups
+
+        assert cmp.result is not None
+        try:
+            prompts = prompt_groups(log, cmp.result, by_prompt)
+        except FleetsimError as refused:
+            raise FleetsimError(f"--by-prompt: {str(refused).removeprefix('by prompt: ')} ({log.source})") from None
     if plot is not None:
         _write_plot(plot, log, cmp)
     summary = {
@@ -147,6 +165,8 @@ def validate(
         summary["by_arrival"] = groups
     if batches is not None:
         summary["by_batch"] = batches
+    if prompts is not None:
+        summary["by_prompt"] = prompts
     if as_json:
         emit_json(summary)
         return
@@ -195,6 +215,19 @@ def validate(
             batch = f"{g['batch']['real']:.1f} / {sim_b}"
             gap = f"{g['gap_per_running_s'] * 1e6:+,.0f} µs"
             typer.echo(f"    {span:<20}{g['requests']:>8}   {batch:<22}  {cell:<36}  {gap:>10}")
+    if prompts is not None:
+        typer.echo(f"    {'by prompt (tokens)':<20}{'requests':>8}   TTFT real / fleetsim / error")
+        for g in prompts["groups"]:
+            t = g["ttft"]
+            err = "-" if t["error"] is None else f"{t['error']:+.1%}"
+            span = f"{g['from_tokens']:,}-{g['to_tokens']:,}"
+            typer.echo(f"    {span:<20}{g['requests']:>8}   {_ms(t['real_s'])} / {_ms(t['sim_s'])} / {err}")
+        for side, name in (("real", "real"), ("sim", "fleetsim")):
+            line = prompts["line"][side]
+            if line is not None:
+                typer.echo(
+                    f"    TTFT line, {name:<8} {line['intercept_s'] * 1e3:,.1f} ms + {line['s_per_token'] * 1e6:,.1f} µs a prompt token"
+                )
     for note in cmp.notes:
         typer.echo(f"  note: {note}")
     if plot is not None:

@@ -513,6 +513,41 @@ def by_arrival(log: RunLog, result: SimResult, bins: int) -> list[dict[str, Any]
     return out
 
 
+def by_prompt(log: RunLog, result: SimResult, bins: int) -> dict[str, Any]:
+    """Mean TTFT, measured and replayed, over `bins` groups of the completed requests by prompt length (as equal in
+    size as they split), and a least-squares line TTFT = a + b x prompt tokens through each side's requests: an error
+    in the prefill's price shows in the slope b, one a request pays whatever its prompt (the wait for the step under
+    way, queueing, the server's front end, the client) in the intercept a."""
+    real, sim = measured(log), per_request(result)
+    prompt = log.trace["prompt_tokens"].to_numpy(dtype=np.float64)
+    eligible = np.flatnonzero(np.isfinite(real["ttft"]) & np.isfinite(sim["ttft"]))
+    if not 1 <= bins <= eligible.size:
+        raise FleetsimError(
+            f"by prompt: {bins} groups of {eligible.size} requests completed in the run and the replay (1 to one a request)"
+        )
+    order = eligible[np.argsort(prompt[eligible], kind="stable")]
+    groups = []
+    for idx in np.array_split(order, bins):
+        r, s = float(np.mean(real["ttft"][idx])), float(np.mean(sim["ttft"][idx]))
+        groups.append(
+            {
+                "from_tokens": int(prompt[idx[0]]),
+                "to_tokens": int(prompt[idx[-1]]),
+                "requests": int(idx.size),
+                "ttft": {"real_s": r, "sim_s": s, "error": _relative(s, r)},
+            }
+        )
+    x = prompt[eligible]
+    lines: dict[str, Any] = {}
+    for side, y in (("real", real["ttft"][eligible]), ("sim", sim["ttft"][eligible])):
+        if eligible.size >= 2 and np.ptp(x) > 0:  # (one prompt length: no slope to fit)
+            slope, intercept = np.polyfit(x, y, 1)
+            lines[side] = {"intercept_s": float(intercept), "s_per_token": float(slope)}
+        else:
+            lines[side] = None
+    return {"groups": groups, "line": lines}
+
+
 def decode_concurrency(arrival: np.ndarray, ttft: np.ndarray, e2e: np.ndarray) -> np.ndarray:
     """Each request's time-weighted mean count of requests decoding (between their first and last tokens, itself
     included) over its own decode, from the requests' instants alone (a log without per-step batch sizes has them);
