@@ -137,14 +137,18 @@ def test_validate_prices_the_measured_engine_loop_of_a_synchronous_vllm():
     import json
     from pathlib import Path
 
-    from sim.studies.validate import HOST_LOOP, HOST_LOOP_V0, host_loop, scenario_from_meta
+    from sim.studies.validate import HOST_LOOP, HOST_LOOP_V0, HOST_WORKER, host_loop, scenario_from_meta
 
     (_, v083, a083, b083), (_, v011, a011, b011) = HOST_LOOP
     ((_, v0, a0, b0),) = HOST_LOOP_V0
+    ((worker_since, w011, aw, bw),) = HOST_WORKER
     assert b0 > 10 * b083  # V0 walks Python objects a request at every stage (its own measurement, not V1's)
+    assert worker_since == (0, 11)
     assert host_loop((0, 8), asynchronous=False, v0=False) == ((a083, b083), v083)
-    assert host_loop((0, 10), asynchronous=False, v0=False) == ((a083, b083), v083)
-    assert host_loop((0, 13), asynchronous=False, v0=False) == ((a011, b011), v011)
+    assert host_loop((0, 10), asynchronous=False, v0=False) == ((a083, b083), v083)  # (no model runner measured then)
+    # from 0.11 on the model runner's own host time adds to the engine core's: both wait for the GPU in turn
+    assert host_loop((0, 11), asynchronous=False, v0=False) == ((a011 + aw, b011 + bw), f"{v011} and {w011}")
+    assert host_loop((0, 13), asynchronous=False, v0=False) == ((a011 + aw, b011 + bw), f"{v011} and {w011}")
     assert host_loop((0, 19), asynchronous=True, v0=False) is None
     assert host_loop((0, 8), asynchronous=False, v0=True) == ((a0, b0), v0)
     assert host_loop((0, 7), asynchronous=False, v0=True) is None
@@ -158,6 +162,9 @@ def test_validate_prices_the_measured_engine_loop_of_a_synchronous_vllm():
     pipe, notes = scenario_from_meta(json.loads((e2e / "a100-40gb-llama-3.3-70b-tp4-pp2-qps1" / "meta.json").read_text()))
     assert (pipe["roofline"]["step_overhead_s"], pipe["roofline"]["seq_overhead_s"]) == (a0, b0)  # vLLM 0.8.3's V0
     assert any(n.startswith("host loop") and "V0 engine loop" in n for n in notes)
+    h100, notes = scenario_from_meta(json.loads((e2e / "h100-sxm-llama-2-7b-guidellm-sweep" / "meta.json").read_text()))
+    assert (h100["roofline"]["step_overhead_s"], h100["roofline"]["seq_overhead_s"]) == (a011 + aw, b011 + bw)  # 0.11, sync
+    assert any(n.startswith("host loop") and "model runner" in n for n in notes)
 
 
 def test_the_roofline_report_counts_a_speculating_steps_host_time_as_the_engine_does():

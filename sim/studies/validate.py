@@ -366,19 +366,31 @@ HOST_LOOP: tuple[tuple[tuple[int, int], str, float, float], ...] = (
 HOST_LOOP_V0: tuple[tuple[tuple[int, int], str, float, float], ...] = (
     ((0, 8), "vLLM 0.8.3's V0 engine loop (a pipeline's virtual engine)", 200e-6, 156e-6),
 )
+# vLLM's V1 model runner on the host per step, synchronous scheduling (benchmarks/host/measure_worker.py: the real
+# GPUModelRunner.execute_model through its CPU subclass, which shares it: _update_states, _prepare_inputs with the
+# attention metadata, _preprocess, the logits' rows, _bookkeeping_sync; the forward pass and the sampler stubbed, as
+# on a GPU they are device work), added to the engine core's where a measurement is at or before the run's version
+HOST_WORKER: tuple[tuple[tuple[int, int], str, float, float], ...] = (((0, 11), "vLLM 0.11.0's V1 model runner", 254e-6, 6.3e-6),)
 
 
 def host_loop(version: tuple[int, int] | None, *, asynchronous: bool, v0: bool) -> tuple[tuple[float, float], str] | None:
     """The engine loop's host time the GPU waits for, (seconds a step, a scheduled request) and what was measured: the
     latest measurement at or before the run's vLLM version, of its V1 engine core or (`v0`: a pipeline served by vLLM
-    before 0.9) of its V0 engine loop; None with async scheduling (the loop runs under the GPU's step) or for a version
-    older than any measured."""
+    before 0.9) of its V0 engine loop, plus, on V1, its model runner's (`HOST_WORKER`) where one was measured at or
+    before the version; None with async scheduling (the loop runs under the GPU's step) or for a version older than
+    any measured."""
     if asynchronous or version is None:
         return None
     found = None
     for since, name, step_s, seq_s in HOST_LOOP_V0 if v0 else HOST_LOOP:
         if version >= since:
             found = ((step_s, seq_s), name)
+    if found is None or v0:
+        return found
+    for since, name, step_s, seq_s in HOST_WORKER:  # (V1's workers prepare each step's inputs while the GPU waits)
+        if version >= since:
+            (core_s, core_seq_s), core = found
+            found = ((core_s + step_s, core_seq_s + seq_s), f"{core} and {name}")
     return found
 
 
