@@ -1,64 +1,84 @@
-"""Hostile inputs, round 12: a decode pool scaled from zero, a platform's GPU budget, calibrate's --out."""
+"""Hostile inputs, round 12: errors name the file's own line where it holds blank lines the readers skip, and an
+imported manifest's unknown GPU label is named as the one that stopped the import."""
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
-import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
-from sim.run.simulate import simulate
-from sim.scenario.config import parse_config
-from sim.workload import validate_frame
-from tests.conftest import one_line_error
+from sim.cli import app
+from sim.errors import FleetsimError
+from sim.workload.readers import load_trace
+from sim.workload.runlog import read_run_log
+from sim.workload.schema import blank_line, empty_line, file_line
 
-STEPS = Path(__file__).resolve().parents[1] / "benchmarks" / "steptimes" / "aisimulate-vllm0.24_h100-sxm_llama-3.1-8b_tp1.csv"
-
-
-def test_a_decode_pool_scaled_to_zero_by_kpa_sees_the_requests_waiting_for_it():
-    # (the prefilled requests waiting on the link were not the decode pool's demand: KPA cancelled each replica the
-    # link's activator launched, and the run went on for 2,000,000 autoscaler ticks, half a minute, before an error
-    # blaming the cold starts)
-    scenario = parse_config(
-        {
-            "model": "llama-3.1-8b",
-            "fleet": {
-                "gpu": "h100-sxm",
-                "mode": "disaggregated",
-                "decode": {"autoscaler": {"policy": "kpa", "min_replicas": 0, "max_replicas": 2, "initial_replicas": 0}},
-            },
-            "engine": {"step_time": {"kind": "constant", "prefill_s_per_token": 1e-4, "decode_step_s": 0.02}},
-        }
-    )
-    trace = validate_frame(
-        pd.DataFrame({"arrival_at_s": [0.0, 0.5, 1.0], "prompt_tokens": [50, 60, 70], "output_tokens": [5, 6, 7]})
-    )
-    requests = simulate(scenario, trace, measure_capacity=False).requests
-    assert (requests["status"] == "completed").all()
+REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", ["fit.json", "fit"])
-def test_calibrate_out_is_a_yaml_file_a_scenario_can_name(tmp_path, name):
-    # (`--out fit.json` wrote the block and said "use it as `roofline: {preset: fit.json}`", which a scenario then refused
-    # as an unknown bundled preset: a preset file is told from a preset's name by its .yaml or .yml)
-    out = tmp_path / name
-    one_line_error(
-        ["calibrate", str(STEPS), "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--out", str(out)],
-        f"--out {out}: the file name must end in .yaml or .yml",
-    )
-    assert not out.exists()
+def cli(*args: str) -> tuple[int, str]:
+    r = CliRunner().invoke(app, list(args))
+    return r.exit_code, r.output
 
 
-def test_a_generated_trace_cannot_span_past_what_a_trace_may_hold(tmp_path):
-    # (`trace gen --rate 1e-300 --requests 10` wrote arrivals 1e300 s apart, with a numpy overflow warning, a file every
-    # reader then refused; in a scenario the run was refused for the timeline samples it needed, a 300-digit number)
-    out = tmp_path / "g.csv"
-    one_line_error(
-        ["trace", "gen", "--rate", "1e-300", "--requests", "10", "--out", str(out)],
-        "n_requests=10 at 1e-300 requests/s (the process's peak) span at least 1e+301 s, past the 1e+12 s a trace may",
-    )
-    one_line_error(
-        ["trace", "gen", "--rate", "1e-12", "--duration-s", "1e13", "--out", str(out)],
-        "duration_s: Input should be less than or equal to 1000000000000",
-    )
-    assert not out.exists()
+def test_file_line_counts_the_lines_a_reader_skips(tmp_path):
+    path = tmp_path / "probe.csv"
+    path.write_bytes(b"".join([b"a,b\n", b"1,2\n", b"\n", b"\r\n", b"  \n", b"3,4\n"]))
+    # CSV (pyarrow skips empty lines only: the whitespace line is a row of its own)
+    assert [file_line(path, i, header=True, blank=empty_line) for i in range(3)] == [2, 5, 6]
+    # JSON lines and pandas skip whitespace-only lines too; no header
+    assert [file_line(path, i, header=False, blank=blank_line) for i in range(3)] == [1, 2, 6]
+
+
+@pytest.mark.parametrize("blanks", [0, 1, 3])
+def test_a_trace_csv_with_blank_lines_names_the_bad_rows_own_line(tmp_path, blanks):
+    path = tmp_path / "t.csv"
+    path.write_text("arrival_at_s,prompt_tokens,output_tokens\n0,10,5\n" + "\n" * blanks + "1,10,-5\n")
+    with pytest.raises(FleetsimError, match=rf"t\.csv line {3 + blanks}: output_tokens must be >= 1 \(got -5\)"):
+        load_trace(path)
+
+
+def test_a_trace_csv_with_blank_lines_names_unsorted_times_at_their_line(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("arrival_at_s,prompt_tokens,output_tokens\n5,10,5\n\n\n1,10,5\n")
+    with pytest.raises(FleetsimError, match=r"t\.csv line 5: arrival_at_s must be non-decreasing"):
+        load_trace(path)
+
+
+def test_a_jsonl_trace_with_blank_lines_names_the_bad_rows_own_line(tmp_path):
+    path = tmp_path / "t.jsonl"
+    row = '{{"timestamp": {t}, "input_length": 10, "output_length": {o}}}\n'
+    path.write_text(row.format(t=0, o=5) + "\n   \n" + row.format(t=1, o=-5))
+    with pytest.raises(FleetsimError, match=r"t\.jsonl line 4: output_length must be >= 1 \(got -5\)"):
+        load_trace(path, format="mooncake")
+
+
+def test_a_run_log_csv_with_blank_lines_names_the_bad_rows_own_line(tmp_path):
+    path = tmp_path / "run.csv"
+    path.write_text("arrival,prompt,output,ttft,e2e\n0,100,10,0.1,1.0\n\n\n0.5,abc,10,0.1,1.0\n")
+    with pytest.raises(FleetsimError, match=r"run\.csv line 5 column 'prompt': must be a whole number >= 1"):
+        read_run_log(path, layout="csv")
+    code, out = cli("validate", str(path), "--layout", "csv", "--scenario", str(REPO / "configs" / "default.yaml"))
+    assert code == 2 and "run.csv line 5 column 'prompt'" in out and "Traceback" not in out
+
+
+def test_a_gzipped_trace_with_blank_lines_names_the_line_of_its_content(tmp_path):
+    path = tmp_path / "t.csv.gz"
+    path.write_bytes(gzip.compress(b"arrival_at_s,prompt_tokens,output_tokens\n0,10,5\n\n\n1,0,5\n"))
+    with pytest.raises(FleetsimError, match=r"line 5: prompt_tokens must be >= 1 \(got 0\)"):
+        load_trace(path)
+
+
+def test_an_unknown_gpu_label_is_named_when_it_leaves_the_import_without_a_gpu(tmp_path):
+    text = (REPO / "configs" / "cluster" / "deployment-hpa.yaml").read_text()
+    assert "NVIDIA-H100-80GB-HBM3" in text
+    path = tmp_path / "unknown-gpu.yaml"
+    path.write_text(text.replace("NVIDIA-H100-80GB-HBM3", "NVIDIA-Frobnicator"))
+    code, out = cli("import", str(path))
+    assert code == 2 and "Traceback" not in out
+    assert "nodeSelector.nvidia.com/gpu.product NVIDIA-Frobnicator: no catalog GPU is known by this label value" in out
+    assert len(out.strip().splitlines()) == 1
+    code, out = cli("import", str(path), "--gpu", "h100-sxm")  # (--gpu still answers it)
+    assert code == 0, out

@@ -51,12 +51,94 @@ CONFIG = {
 }
 
 
+def old_vllm():
+    """vLLM before 0.10: its V1 has no CPU model runner (and no CPU V1 platform), so the GPU runner itself is built on
+    CPU tensors, with FlashAttention's own metadata builder (its kernels are imported only on CUDA)."""
+    import vllm
+
+    major, minor = (int(x) for x in vllm.__version__.split(".")[:2])
+    return (major, minor) < (0, 10)
+
+
+def init_groups(vc):
+    """One process, one rank: the TP/PP groups the runner asks for (gloo)."""
+    from vllm.config import set_current_vllm_config
+    from vllm.distributed import init_distributed_environment, initialize_model_parallel
+
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(29500 + random.randrange(1000)))
+    with set_current_vllm_config(vc):
+        init_distributed_environment(world_size=1, rank=0, local_rank=0, backend="gloo")
+        initialize_model_parallel(1, 1)
+
+
+def build_old():
+    """vLLM 0.8-0.9: the V1 `GPUModelRunner` on CPU tensors (no model loaded: the stubs stand in for it), its
+    FlashAttention metadata builder, the V1 `Scheduler` with the same blocks."""
+    import types
+
+    import vllm.v1.worker.gpu_model_runner as runner_module
+    from vllm.config import CacheConfig, DeviceConfig, ModelConfig, ParallelConfig, SchedulerConfig, VllmConfig
+    from vllm.v1.attention.backends.flash_attn import FlashAttentionBackend
+    from vllm.v1.core.sched.scheduler import Scheduler
+    from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec
+    from vllm.v1.structured_output import StructuredOutputManager
+
+    os.makedirs(MODEL_DIR, exist_ok=True)
+    with open(os.path.join(MODEL_DIR, "config.json"), "w") as f:
+        json.dump(CONFIG, f)
+    mc = ModelConfig(
+        model=MODEL_DIR,
+        task="generate",
+        tokenizer=MODEL_DIR,
+        tokenizer_mode="auto",
+        trust_remote_code=False,
+        dtype="float16",
+        seed=0,
+        skip_tokenizer_init=True,
+        max_model_len=4096,
+    )
+    cc = CacheConfig(
+        block_size=BLOCK_SIZE, gpu_memory_utilization=0.9, swap_space=0, cache_dtype="auto", enable_prefix_caching=True
+    )
+    cc.num_gpu_blocks = NUM_BLOCKS
+    sc = SchedulerConfig(
+        runner_type="generate", max_num_batched_tokens=4096, max_num_seqs=256, max_model_len=4096, enable_chunked_prefill=True
+    )
+    vc = VllmConfig(
+        model_config=mc,
+        cache_config=cc,
+        scheduler_config=sc,
+        parallel_config=ParallelConfig(),
+        device_config=DeviceConfig(device="cpu"),
+    )
+    init_groups(vc)
+    runner_module.get_attn_backend = lambda *a, **k: FlashAttentionBackend  # (the CPU platform names a V0 backend)
+    torch.cuda.get_device_properties = lambda device=None: types.SimpleNamespace(multi_processor_count=108)
+    runner = runner_module.GPUModelRunner(vc, torch.device("cpu"))
+    spec = FullAttentionSpec(block_size=BLOCK_SIZE, num_kv_heads=2, head_size=32, dtype=torch.float16, use_mla=False)
+    names = [f"model.layers.{i}.self_attn.attn" for i in range(CONFIG["num_hidden_layers"])]
+    kv = KVCacheConfig(num_blocks=NUM_BLOCKS, tensors={}, kv_cache_groups=[KVCacheGroupSpec(names, spec)])
+    sched = Scheduler(
+        scheduler_config=sc,
+        model_config=mc,
+        cache_config=cc,
+        lora_config=None,
+        kv_cache_config=kv,
+        structured_output_manager=StructuredOutputManager(vc),
+        include_finished_set=False,
+        log_stats=True,
+    )
+    return vc, runner, sched
+
+
 def build():
     import vllm.platforms as platforms
     from vllm.platforms.cpu import CpuPlatform
 
     platforms._current_platform = CpuPlatform()  # (no GPU here: the CPU platform, which runs the same model runner)
-    import torch
+    if old_vllm():
+        return build_old()
     from vllm.engine.arg_utils import EngineArgs
 
     os.makedirs(MODEL_DIR, exist_ok=True)
@@ -76,15 +158,8 @@ def build():
     )
     vc = args.create_engine_config()
     vc.cache_config.num_gpu_blocks = NUM_BLOCKS
-    from vllm.distributed import init_distributed_environment, initialize_model_parallel
-
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(29500 + random.randrange(1000)))
+    init_groups(vc)
     from vllm.config import set_current_vllm_config
-
-    with set_current_vllm_config(vc):
-        init_distributed_environment(world_size=1, rank=0, local_rank=0, backend="gloo")
-        initialize_model_parallel(1, 1)
     from vllm.v1.core.sched.scheduler import Scheduler
     from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec, KVCacheTensor
     from vllm.v1.structured_output import StructuredOutputManager
@@ -127,6 +202,9 @@ class StubModel(torch.nn.Module):
     def compute_logits(self, hidden_states, *a, **kw):
         return self.logits[: hidden_states.shape[0]]
 
+    def sample(self, logits, sampling_metadata):  # (vLLM before 0.10 samples through the model)
+        return self.sampler(logits=logits, sampling_metadata=sampling_metadata)
+
 
 class StubSampler:
     def __init__(self, rng):
@@ -141,33 +219,50 @@ class StubSampler:
         return SamplerOutput(sampled_token_ids=ids, logprobs_tensors=None)
 
 
-def run_point(vc, runner, sched, n, steps, seed):
-    from vllm.sampling_params import SamplingParams
+def make_request(request_id, prompt, sp):
+    from vllm.v1.request import Request
+
+    if old_vllm():
+        return Request(
+            request_id=request_id,
+            prompt=None,
+            prompt_token_ids=prompt,
+            multi_modal_inputs=None,
+            multi_modal_hashes=None,
+            multi_modal_placeholders=None,
+            sampling_params=sp,
+            eos_token_id=2,
+            arrival_time=time.time(),
+        )
     from vllm.utils import sha256
     from vllm.v1.core.kv_cache_utils import get_request_block_hasher, init_none_hash
-    from vllm.v1.request import Request, RequestStatus
+
+    init_none_hash(sha256)
+    return Request(
+        request_id=request_id,
+        prompt_token_ids=prompt,
+        sampling_params=sp,
+        pooling_params=None,
+        eos_token_id=2,
+        arrival_time=time.time(),
+        block_hasher=get_request_block_hasher(BLOCK_SIZE, sha256),
+    )
+
+
+def run_point(vc, runner, sched, n, steps, seed):
+    from vllm.sampling_params import SamplingParams
+    from vllm.v1.request import RequestStatus
 
     rng = random.Random(seed)
-    init_none_hash(sha256)
-    hasher = get_request_block_hasher(BLOCK_SIZE, sha256)
     runner.model = StubModel(64, 32000, 4096)
-    runner.sampler = StubSampler(rng)
+    runner.model.sampler = runner.sampler = StubSampler(rng)
     tag = f"{seed}-{n}-{time.monotonic_ns()}"
     for i in range(n):
         prompt = [rng.randrange(3, 31999) for _ in range(rng.randint(200, 1000))]
         sp = SamplingParams(max_tokens=100000, temperature=0.6, top_p=0.9, ignore_eos=True)
-        sched.add_request(
-            Request(
-                request_id=f"r-{tag}-{i}",
-                prompt_token_ids=prompt,
-                sampling_params=sp,
-                pooling_params=None,
-                eos_token_id=2,
-                arrival_time=time.time(),
-                block_hasher=hasher,
-            )
-        )
-    parts = {"_update_states": 0.0, "_prepare_inputs": 0.0, "_preprocess": 0.0, "_bookkeeping_sync": 0.0}
+        sched.add_request(make_request(f"r-{tag}-{i}", prompt, sp))
+    names = ("_update_states", "_prepare_inputs", "_preprocess", "_bookkeeping_sync")  # (the last two from vLLM 0.10)
+    parts = {name: 0.0 for name in names if hasattr(type(runner), name)}
     timing = [False]
 
     def timed(name, fn):

@@ -216,6 +216,7 @@ class Imported:
     pipeline_parallel: int = 1
     workload: str | None = None  # the Deployment/Service name an autoscaler should target
     autoscaler_from: str | None = None
+    unknown_gpus: list[str] = field(default_factory=list)  # GPU labels read whose values no catalog GPU answers to
 
     def set(self, key: str, value: Any, source: str) -> None:
         self.values[key] = value
@@ -468,6 +469,7 @@ def _pod_spec(imp: Imported, doc: Doc, spec_path: str) -> None:
             imp.set("fleet.gpu", gpu, doc.src(f"{path} {value}"))
             break
         imp.notes.append(f"{doc.src(path)} {value}: no catalog GPU is known by this label value")
+        imp.unknown_gpus.append(f"{doc.src(path)} {value}")
 
 
 def volume_tier(volume: dict[str, Any]) -> tuple[str, str] | None:
@@ -970,6 +972,8 @@ def _kserve(imp: Imported, doc: Doc) -> None:
             gpu = gpu_from_label(k, str(v)) if k in GPU_LABELS else None
             if gpu is not None:
                 imp.set("fleet.gpu", gpu, doc.src(f"spec.predictor.nodeSelector.{k} {v}"))
+            elif k in GPU_LABELS:
+                imp.unknown_gpus.append(f"{doc.src(f'spec.predictor.nodeSelector.{k}')} {v}")
     else:
         raise FleetsimError(f"{doc.where}: spec.predictor needs containers or model")
     annotations = doc.get("metadata.annotations") or {}
@@ -1246,6 +1250,10 @@ def scenario_values(imp: Imported, *, model: str | None = None, gpu: str | None 
         values["fleet.gpu"] = gpu
         imp.sources["fleet.gpu"] = "--gpu"
     elif "fleet.gpu" not in values:
+        if imp.unknown_gpus:
+            raise FleetsimError(
+                f"{imp.unknown_gpus[0]}: no catalog GPU is known by this label value (fleetsim gpus lists them); pass --gpu NAME"
+            )
         raise FleetsimError(
             f"no GPU type found (a node selector or required affinity on {', '.join(GPU_LABELS[:3])}, ...); pass --gpu NAME"
         )

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import json
 import re
 import warnings
@@ -59,10 +60,13 @@ from sim.workload.schema import (
     OPTIONAL,
     REQUIRED,
     Where,
+    blank_line,
     canonical_frame,
     check_times,
     check_tokens,
     checked_arrivals,
+    empty_line,
+    file_line,
     numeric_column,
     validate_frame,
 )
@@ -363,7 +367,7 @@ def _csv_pieces(path: Path, layout: CsvLayout, format: str) -> Iterator[_CsvPiec
     types = {layout.time: time_type, layout.prompt: pa.string(), layout.output: pa.string()}
     if "prefix_hash_ids" in layout.extra:  # as text: an inferred type would read big ids as float64 (collisions)
         types["prefix_hash_ids"] = pa.string()
-    where = Where(str(path))
+    where = Where(str(path), line_of=functools.partial(file_line, path, header=True, blank=empty_line))
     offset, previous, origin = 0, -np.inf, None
     try:
         for batch in _csv_batches(path, needed, types):
@@ -676,7 +680,7 @@ def _read_mooncake(path: Path, format: str = "mooncake") -> pd.DataFrame:
             raise FleetsimError(f"{path}: missing field {key!r} (found: {', '.join(sorted(names))})")
         if not (pa.types.is_integer(table[key].type) or pa.types.is_floating(table[key].type)):
             raise _locate_bad_json(path, None)
-    lines = Where(str(path), first_row_number=1)
+    lines = Where(str(path), line_of=functools.partial(file_line, path, header=False, blank=blank_line))
     if table.num_rows == 0:
         raise FleetsimError(f"{path}: the trace has no requests")
     columns = {key: table[key].to_numpy().astype(np.float64) for key in MOONCAKE_FIELDS}  # nulls -> NaN

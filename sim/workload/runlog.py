@@ -35,7 +35,7 @@ import pandas as pd
 from sim.errors import FleetsimError, _short
 from sim.spec import MAX_TIME_S, MAX_TOKENS
 from sim.workload.compressed import decompressed, is_gzip
-from sim.workload.schema import validate_frame
+from sim.workload.schema import blank_line, file_line, validate_frame
 
 LAYOUTS = ("requests", "vllm-bench", "csv")
 TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
@@ -280,6 +280,11 @@ def _read_bench(p: Path) -> Any:
     return a[:, 0], a[:, 1].astype(np.int64), a[:, 2].astype(np.int64), a[:, 3], a[:, 4], np.concatenate(gaps), dropped
 
 
+def _line(p: Path, i: int) -> int:
+    """The file line of the CSV's data row i (pandas skips blank lines; the error path only)."""
+    return file_line(p, i, header=True, blank=blank_line)
+
+
 def _read_csv(p: Path, columns: Mapping[str, str] | None, unit: float) -> Any:
     names = {f: f for f in CSV_FIELDS} | dict(columns or {})
     unknown = sorted(set(names) - set(CSV_FIELDS))
@@ -302,12 +307,12 @@ def _read_csv(p: Path, columns: Mapping[str, str] | None, unit: float) -> Any:
         for wrong, said in ((bad, rule), (far, limit)):
             if wrong.any():
                 i = int(np.argmax(wrong))
-                raise _fail(p, f"line {i + 2} column {names[f]!r}", f"must be {said}", df[names[f]].iloc[i])
+                raise _fail(p, f"line {_line(p, i)} column {names[f]!r}", f"must be {said}", df[names[f]].iloc[i])
         cols[f] = v
     late = cols["e2e"] < cols["ttft"]
     if late.any():
         i = int(np.argmax(late))
-        raise _fail(p, f"line {i + 2} column {names['e2e']!r}", "must be >= the TTFT", df[names["e2e"]].iloc[i])
+        raise _fail(p, f"line {_line(p, i)} column {names['e2e']!r}", "must be >= the TTFT", df[names["e2e"]].iloc[i])
     return (
         cols["arrival"] * unit,
         cols["prompt"].astype(np.int64),
@@ -382,7 +387,7 @@ def _read_timeseries(p: Path) -> pd.DataFrame:
     if out.isna().any().any():
         col = next(c for c in TIMESERIES_COLUMNS if out[c].isna().any())
         i = int(np.argmax(out[col].isna().to_numpy()))
-        raise _fail(p, f"line {i + 2} column {col!r}", "must be a number", df[col].iloc[i])
+        raise _fail(p, f"line {_line(p, i)} column {col!r}", "must be a number", df[col].iloc[i])
     if out.empty:
         raise FleetsimError(f"{p}: no tick (a run's time series holds one row per tick)")
     v = {c: out[c].to_numpy(dtype=np.float64) for c in TIMESERIES_COLUMNS}
@@ -401,5 +406,5 @@ def _read_timeseries(p: Path) -> pd.DataFrame:
     for col, ok in rules.items():
         if not ok.all():
             i = int(np.argmin(ok))
-            raise _fail(p, f"line {i + 2} column {col!r}", said[col], df[col].iloc[i])
+            raise _fail(p, f"line {_line(p, i)} column {col!r}", said[col], df[col].iloc[i])
     return out

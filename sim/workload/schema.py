@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -52,14 +53,42 @@ MAX_REQUESTS = 100_000_000  # the most requests a generated or transformed trace
 
 @dataclass(frozen=True, slots=True)
 class Where:
-    """How to name a row of a source in an error: `file line N` or `file row N`."""
+    """How to name a row of a source in an error: `file line N` or `file row N`. `line_of`: the file line of data row
+    `index`, where the file may hold lines its reader skips (blank ones: `file_line`)."""
 
     source: str
     first_row_number: int = 2  # the line of the first data row (after a CSV header)
     unit: str = "line"
+    line_of: Callable[[int], int] | None = None
 
     def at(self, index: int) -> str:
+        if self.line_of is not None:
+            return f"{self.source} line {self.line_of(index)}"
         return f"{self.source} {self.unit} {self.first_row_number + index}"
+
+
+def file_line(path: str | Path, index: int, *, header: bool, blank: Callable[[bytes], bool]) -> int:
+    """The line (from 1) of data row `index` (from 0) of a line-per-row file whose reader skips the lines `blank` says
+    are blank (and the first, a header, with `header`): the file read again up to it, on the error path only."""
+    row = -1
+    with Path(path).open("rb") as f:
+        for number, line in enumerate(f, start=1):
+            if (header and number == 1) or blank(line):
+                continue
+            row += 1
+            if row == index:
+                return number
+    return number + 1 if row >= 0 or header else index + 1  # (past the end: the line after the last)
+
+
+def empty_line(line: bytes) -> bool:
+    """A line with nothing before its end (CSV readers skip it: pyarrow's `ignore_empty_lines`)."""
+    return not line.rstrip(b"\r\n")
+
+
+def blank_line(line: bytes) -> bool:
+    """A line of whitespace alone (JSON-lines readers and pandas' `skip_blank_lines` skip it)."""
+    return not line.strip()
 
 
 def first_bad(mask: np.ndarray) -> int | None:
