@@ -141,12 +141,14 @@ def test_validate_prices_the_measured_engine_loop_of_a_synchronous_vllm():
 
     (_, v083, a083, b083), (_, v011, a011, b011) = HOST_LOOP
     ((_, v0, a0, b0),) = HOST_LOOP_V0
-    ((worker_since, w011, aw, bw),) = HOST_WORKER
+    (w083_since, w083, aw083, bw083), (w011_since, w011, aw, bw) = HOST_WORKER
     assert b0 > 10 * b083  # V0 walks Python objects a request at every stage (its own measurement, not V1's)
-    assert worker_since == (0, 11)
-    assert host_loop((0, 8), asynchronous=False, v0=False) == ((a083, b083), v083)
-    assert host_loop((0, 10), asynchronous=False, v0=False) == ((a083, b083), v083)  # (no model runner measured then)
-    # from 0.11 on the model runner's own host time adds to the engine core's: both wait for the GPU in turn
+    assert (w083_since, w011_since) == ((0, 8), (0, 11))
+    # the model runner's own host time adds to the engine core's (both wait for the GPU in turn), each the latest
+    # measured at or before the version
+    both083 = ((a083 + aw083, b083 + bw083), f"{v083} and {w083}")
+    assert host_loop((0, 8), asynchronous=False, v0=False) == both083
+    assert host_loop((0, 10), asynchronous=False, v0=False) == both083
     assert host_loop((0, 11), asynchronous=False, v0=False) == ((a011 + aw, b011 + bw), f"{v011} and {w011}")
     assert host_loop((0, 13), asynchronous=False, v0=False) == ((a011 + aw, b011 + bw), f"{v011} and {w011}")
     assert host_loop((0, 19), asynchronous=True, v0=False) is None
@@ -156,7 +158,7 @@ def test_validate_prices_the_measured_engine_loop_of_a_synchronous_vllm():
     assert host_loop(None, asynchronous=False, v0=False) is None
     e2e = Path(__file__).resolve().parents[1] / "benchmarks" / "e2e"
     sync, _ = scenario_from_meta(json.loads((e2e / "a100-40gb-llama-3.3-70b-tp8-qps1" / "meta.json").read_text()))
-    assert (sync["roofline"]["step_overhead_s"], sync["roofline"]["seq_overhead_s"]) == (a083, b083)
+    assert (sync["roofline"]["step_overhead_s"], sync["roofline"]["seq_overhead_s"]) == (a083 + aw083, b083 + bw083)
     raw, notes = scenario_from_meta(json.loads((e2e / "rtx4090-llama-3.1-8b" / "meta.json").read_text()))
     assert "seq_overhead_s" not in raw["roofline"] and not any(n.startswith("host loop") for n in notes)  # async
     pipe, notes = scenario_from_meta(json.loads((e2e / "a100-40gb-llama-3.3-70b-tp4-pp2-qps1" / "meta.json").read_text()))

@@ -370,7 +370,10 @@ HOST_LOOP_V0: tuple[tuple[tuple[int, int], str, float, float], ...] = (
 # GPUModelRunner.execute_model through its CPU subclass, which shares it: _update_states, _prepare_inputs with the
 # attention metadata, _preprocess, the logits' rows, _bookkeeping_sync; the forward pass and the sampler stubbed, as
 # on a GPU they are device work), added to the engine core's where a measurement is at or before the run's version
-HOST_WORKER: tuple[tuple[tuple[int, int], str, float, float], ...] = (((0, 11), "vLLM 0.11.0's V1 model runner", 254e-6, 6.3e-6),)
+HOST_WORKER: tuple[tuple[tuple[int, int], str, float, float], ...] = (
+    ((0, 8), "vLLM 0.8.3's V1 model runner", 154e-6, 2.36e-6),
+    ((0, 11), "vLLM 0.11.0's V1 model runner", 254e-6, 6.3e-6),
+)
 
 
 def host_loop(version: tuple[int, int] | None, *, asynchronous: bool, v0: bool) -> tuple[tuple[float, float], str] | None:
@@ -387,10 +390,13 @@ def host_loop(version: tuple[int, int] | None, *, asynchronous: bool, v0: bool) 
             found = ((step_s, seq_s), name)
     if found is None or v0:
         return found
+    worker = None
     for since, name, step_s, seq_s in HOST_WORKER:  # (V1's workers prepare each step's inputs while the GPU waits)
         if version >= since:
-            (core_s, core_seq_s), core = found
-            found = ((core_s + step_s, core_seq_s + seq_s), f"{core} and {name}")
+            worker = (step_s, seq_s, name)
+    if worker is not None:
+        (core_s, core_seq_s), core = found
+        found = ((core_s + worker[0], core_seq_s + worker[1]), f"{core} and {worker[2]}")
     return found
 
 
