@@ -137,7 +137,7 @@ def test_validate_prices_the_measured_engine_loop_of_a_synchronous_vllm():
     import json
     from pathlib import Path
 
-    from sim.studies.validate import HOST_LOOP, HOST_LOOP_V0, HOST_WORKER, host_loop, scenario_from_meta
+    from sim.studies.validate import HOST_LOOP, HOST_LOOP_V0, HOST_WORKER, HOST_WORKER_V0, host_loop, scenario_from_meta
 
     (_, v083, a083, b083), (_, v011, a011, b011) = HOST_LOOP
     ((_, v0, a0, b0),) = HOST_LOOP_V0
@@ -152,7 +152,9 @@ def test_validate_prices_the_measured_engine_loop_of_a_synchronous_vllm():
     assert host_loop((0, 11), asynchronous=False, v0=False) == ((a011 + aw, b011 + bw), f"{v011} and {w011}")
     assert host_loop((0, 13), asynchronous=False, v0=False) == ((a011 + aw, b011 + bw), f"{v011} and {w011}")
     assert host_loop((0, 19), asynchronous=True, v0=False) is None
-    assert host_loop((0, 8), asynchronous=False, v0=True) == ((a0, b0), v0)
+    ((_, wv0, awv0, bwv0),) = HOST_WORKER_V0
+    both_v0 = ((a0 + awv0, b0 + bwv0), f"{v0} and {wv0}")
+    assert host_loop((0, 8), asynchronous=False, v0=True) == both_v0
     assert host_loop((0, 7), asynchronous=False, v0=True) is None
     assert host_loop((0, 7), asynchronous=False, v0=False) is None
     assert host_loop(None, asynchronous=False, v0=False) is None
@@ -162,7 +164,7 @@ def test_validate_prices_the_measured_engine_loop_of_a_synchronous_vllm():
     raw, notes = scenario_from_meta(json.loads((e2e / "rtx4090-llama-3.1-8b" / "meta.json").read_text()))
     assert "seq_overhead_s" not in raw["roofline"] and not any(n.startswith("host loop") for n in notes)  # async
     pipe, notes = scenario_from_meta(json.loads((e2e / "a100-40gb-llama-3.3-70b-tp4-pp2-qps1" / "meta.json").read_text()))
-    assert (pipe["roofline"]["step_overhead_s"], pipe["roofline"]["seq_overhead_s"]) == (a0, b0)  # vLLM 0.8.3's V0
+    assert (pipe["roofline"]["step_overhead_s"], pipe["roofline"]["seq_overhead_s"]) == both_v0[0]  # vLLM 0.8.3's V0
     assert any(n.startswith("host loop") and "V0 engine loop" in n for n in notes)
     h100, notes = scenario_from_meta(json.loads((e2e / "h100-sxm-llama-2-7b-guidellm-sweep" / "meta.json").read_text()))
     assert (h100["roofline"]["step_overhead_s"], h100["roofline"]["seq_overhead_s"]) == (a011 + aw, b011 + bw)  # 0.11, sync

@@ -13,7 +13,7 @@ executor that does, in this process, what a Ray-distributed V0 server's executor
   total   : what the GPUs wait for a step: all of the above but req_load
   sched   : of which `Scheduler.schedule()`
 
-Not measured (so not priced): the driver workers' `prepare_model_input` (it needs a GPU model runner), the tensor
+Not measured here: the driver workers' `prepare_model_input` (`measure_worker_v0.py` measures it), the tensor
 broadcast to their TP peers, Ray's own task dispatch, the asyncio loop of `AsyncLLMEngine` and the API server's
 streaming, and the GIL contention between a pipeline's virtual engines (one process runs both).
 

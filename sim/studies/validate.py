@@ -370,6 +370,12 @@ HOST_LOOP_V0: tuple[tuple[tuple[int, int], str, float, float], ...] = (
 # GPUModelRunner.execute_model through its CPU subclass, which shares it: _update_states, _prepare_inputs with the
 # attention metadata, _preprocess, the logits' rows, _bookkeeping_sync; the forward pass and the sampler stubbed, as
 # on a GPU they are device work), added to the engine core's where a measurement is at or before the run's version
+# and on V0 (a pipeline before vLLM 0.9), its first stage's driver worker preparing the step's input tensors on the
+# engine's own thread (benchmarks/host/measure_worker_v0.py: the real ModelRunner._prepare_model_input_tensors with
+# FlashAttention's V0 metadata builder, on CPU tensors; the last stage's sampling metadata overlaps the first's GPU work)
+HOST_WORKER_V0: tuple[tuple[tuple[int, int], str, float, float], ...] = (
+    ((0, 8), "vLLM 0.8.3's V0 driver worker (the first stage's input tensors)", 112e-6, 16.5e-6),
+)
 HOST_WORKER: tuple[tuple[tuple[int, int], str, float, float], ...] = (
     ((0, 8), "vLLM 0.8.3's V1 model runner", 154e-6, 2.36e-6),
     ((0, 11), "vLLM 0.11.0's V1 model runner", 254e-6, 6.3e-6),
@@ -379,8 +385,8 @@ HOST_WORKER: tuple[tuple[tuple[int, int], str, float, float], ...] = (
 def host_loop(version: tuple[int, int] | None, *, asynchronous: bool, v0: bool) -> tuple[tuple[float, float], str] | None:
     """The engine loop's host time the GPU waits for, (seconds a step, a scheduled request) and what was measured: the
     latest measurement at or before the run's vLLM version, of its V1 engine core or (`v0`: a pipeline served by vLLM
-    before 0.9) of its V0 engine loop, plus, on V1, its model runner's (`HOST_WORKER`) where one was measured at or
-    before the version; None with async scheduling (the loop runs under the GPU's step) or for a version older than
+    before 0.9) of its V0 engine loop, plus its model runner's (`HOST_WORKER`, `HOST_WORKER_V0`) where one was measured
+    at or before the version; None with async scheduling (the loop runs under the GPU's step) or for a version older than
     any measured."""
     if asynchronous or version is None:
         return None
@@ -388,10 +394,12 @@ def host_loop(version: tuple[int, int] | None, *, asynchronous: bool, v0: bool) 
     for since, name, step_s, seq_s in HOST_LOOP_V0 if v0 else HOST_LOOP:
         if version >= since:
             found = ((step_s, seq_s), name)
-    if found is None or v0:
+    if found is None:
         return found
     worker = None
-    for since, name, step_s, seq_s in HOST_WORKER:  # (V1's workers prepare each step's inputs while the GPU waits)
+    for since, name, step_s, seq_s in (
+        HOST_WORKER_V0 if v0 else HOST_WORKER
+    ):  # (the workers prepare each step's inputs while the GPU waits)
         if version >= since:
             worker = (step_s, seq_s, name)
     if worker is not None:
