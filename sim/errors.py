@@ -102,7 +102,9 @@ def from_validation_error(err: ValidationError, *, where: str = "", prefix: str 
             msg = f"{tag} must be one of {ctx.get('expected_tags')}"
             e = {**e, "input": ctx.get("tag")}
     value: Any = e.get("input")
-    shown = "" if e["type"] == "missing" else f" (got {_short(value)})"
+    # (a model validator's message names the values it compared, "(got 5 > 2)": the block's whole dict after it says
+    # nothing more)
+    shown = "" if e["type"] == "missing" or (e["type"] == "value_error" and "(got " in msg) else f" (got {_short(value)})"
     head = f"{where}: " if where else ""
     more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
     return FleetsimError(f"{head}{loc or '<top>'}: {msg}{shown}{more}")

@@ -82,3 +82,67 @@ def test_an_unknown_gpu_label_is_named_when_it_leaves_the_import_without_a_gpu(t
     assert len(out.strip().splitlines()) == 1
     code, out = cli("import", str(path), "--gpu", "h100-sxm")  # (--gpu still answers it)
     assert code == 0, out
+
+
+def test_a_model_validators_message_names_its_values_once(tmp_path):
+    code, out = cli(
+        "run",
+        str(REPO / "configs" / "startup-autoscale.yaml"),
+        "--set",
+        "fleet.autoscaler.min_replicas=5",
+        "--set",
+        "fleet.autoscaler.max_replicas=2",
+        "--out",
+        str(tmp_path / "out"),
+    )
+    assert code == 2 and "min_replicas must be <= max_replicas (got 5 > 2)" in out
+    assert out.count("(got ") == 1 and "{" not in out  # (not the block's whole dict after it)
+    assert not (tmp_path / "out").exists()
+
+
+def test_html_output_must_be_named_as_html(tmp_path):
+    code, out = cli(
+        "run", str(REPO / "configs" / "default.yaml"), "--out", str(tmp_path / "out"), "--html", str(tmp_path / "page.png")
+    )
+    assert code == 2 and "--html" in out and "must end in .html" in out and "Traceback" not in out
+    assert not (tmp_path / "out").exists() and not (tmp_path / "page.png").exists()
+
+
+def test_a_meta_json_error_names_the_file_by_its_path(tmp_path):
+    import json
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(REPO / "benchmarks" / "e2e" / "rtx4090-llama-3.1-8b", run)
+    meta = json.loads((run / "meta.json").read_text())
+    meta["kv_cache"]["num_gpu_blocks"] = -3
+    (run / "meta.json").write_text(json.dumps(meta))
+    code, out = cli("validate", str(run), "--kv-blocks", "logged")
+    assert code == 2 and f"{run / 'meta.json'}" in out.replace("\n", "") and "Traceback" not in out
+
+
+def test_by_prompt_says_why_there_is_no_line_when_every_prompt_is_one_length(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from sim.run.simulate import simulate
+    from sim.scenario.config import parse_config
+    from sim.workload import validate_frame
+    from tests.test_validate import write_requests_log
+    from tests.test_validate_by_arrival import RAW
+
+    n = 30
+    rng = np.random.default_rng(3)
+    trace = validate_frame(
+        pd.DataFrame(
+            {"arrival_at_s": np.sort(rng.uniform(0, 10, n)), "prompt_tokens": [500] * n, "output_tokens": rng.integers(2, 50, n)}
+        )
+    )
+    write_requests_log(tmp_path, simulate(parse_config(RAW), trace, measure_capacity=False), {})
+    scenario = tmp_path / "s.yaml"
+    import yaml
+
+    scenario.write_text(yaml.safe_dump(RAW))
+    code, out = cli("validate", str(tmp_path), "--scenario", str(scenario), "--by-prompt", "2")
+    assert code == 0, out
+    assert "TTFT line: none (the requests' prompts are all one length" in out

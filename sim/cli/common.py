@@ -108,6 +108,12 @@ def check_plot_path(path: Path, force: bool) -> None:
     check_out_file(path, "--plot")
 
 
+def check_html_name(path: Path | None) -> None:
+    """--html writes an HTML page: a name that says another format (run.png) would hold it under a false name."""
+    if path is not None and path.suffix.lower() not in (".html", ".htm"):
+        raise FleetsimError(f"--html {path}: the file name must end in .html (the page is written as HTML)")
+
+
 def alias_note(asked: str, resolved: str) -> None:
     """Say once, on stderr, when a GPU name the user gave is the catalog's alias for another."""
     if asked.strip().lower() != resolved.lower():

@@ -14,6 +14,7 @@ import typer
 from sim.cli.common import (
     ForceOpt,
     alias_note,
+    check_html_name,
     check_new_file,
     check_out_file,
     check_plot_path,
@@ -335,6 +336,7 @@ def run(
         check_out_file(html_file, "--html", inputs=reads)
         check_new_file(html_file, "--html", force)
     _distinct_outputs(out_dir, plot, html_file)
+    check_html_name(html_file)
     console = Console(stderr=True)
     show = progress and not as_json and console.is_terminal
     if stored:
@@ -626,6 +628,7 @@ def report(
         raise FleetsimError(f"--html {html_file}: is also --openmetrics; write them to two files")
     check_new_file(openmetrics, "--openmetrics", force)
     check_new_file(html_file, "--html", force)
+    check_html_name(html_file)
     from sim.results.platform import PlatformResult, is_platform_folder
 
     if is_platform_folder(run_dir):

@@ -222,6 +222,8 @@ def validate(
             err = "-" if t["error"] is None else f"{t['error']:+.1%}"
             span = f"{g['from_tokens']:,}-{g['to_tokens']:,}"
             typer.echo(f"    {span:<20}{g['requests']:>8}   {_ms(t['real_s'])} / {_ms(t['sim_s'])} / {err}")
+        if prompts["line"]["real"] is None:
+            typer.echo("    TTFT line: none (the requests' prompts are all one length: no slope to fit)")
         for side, name in (("real", "real"), ("sim", "fleetsim")):
             line = prompts["line"][side]
             if line is not None:

@@ -16,10 +16,12 @@ run's log (`"logged"`: vLLM's own count, to judge the step times alone).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,16 +141,23 @@ def _cache_section(meta: dict[str, Any]) -> tuple[dict[str, Any], str]:
     return _section(_section(meta, "resolved_config", ""), "cache_config", "resolved_config."), "resolved_config.cache_config."
 
 
+@contextlib.contextmanager
+def meta_named(log: RunLog) -> Iterator[None]:
+    """Errors in the log's meta.json (raised as `meta.json FIELD: ...`) name the file by its path."""
+    try:
+        yield
+    except FleetsimError as err:
+        text = str(err)
+        if not text.startswith(("meta.json ", "meta.json:")):
+            raise
+        raise FleetsimError(f"{Path(log.source).parent / 'meta.json'}{text.removeprefix('meta.json')}") from None
+
+
 def log_scenario(log: RunLog) -> tuple[dict[str, Any], list[str]]:
     """`scenario_from_meta` of the log's meta.json, its errors naming the file by its path."""
     assert log.meta is not None
-    try:
+    with meta_named(log):
         return scenario_from_meta(log.meta)
-    except FleetsimError as err:
-        text = str(err)
-        if text.startswith("meta.json "):
-            text = f"{Path(log.source).parent / 'meta.json'}{text.removeprefix('meta.json')}"
-        raise FleetsimError(text) from None
 
 
 def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -765,6 +774,19 @@ def validate(
     """Replay `log` on `scenario` (default: its meta.json's) and compare; see the module docstring. `given_as`:
     what errors in the given scenario name (the file, or the --set overrides); `warm_prompts` (default: meta.json's
     `benchmark.prompts_served_before`): the prompts' blocks are in the prefix cache when the run starts (`replay`)."""
+    with meta_named(log):
+        return _validate(log, scenario, kv_blocks=kv_blocks, base_dir=base_dir, given_as=given_as, warm_prompts=warm_prompts)
+
+
+def _validate(
+    log: RunLog,
+    scenario: dict[str, Any] | None,
+    *,
+    kv_blocks: str,
+    base_dir: Path | None,
+    given_as: str,
+    warm_prompts: bool | None,
+) -> Comparison:
     sc, notes = replay_scenario(log, scenario, kv_blocks=kv_blocks, base_dir=base_dir, given_as=given_as)
     check_span(log, sc.fleet.timeline_interval_s)
     warm = prompts_served_before(log.meta) if warm_prompts is None else warm_prompts
@@ -872,10 +894,12 @@ def calibrate_from_log(
     n_fit = int(n * fit_share)
     if n_fit < 10 or n - n_fit < 10:
         raise FleetsimError(
-            f"{log.source}: {n} requests are too few to fit on {n_fit} and hold out {n - n_fit} (10 each at least)"
+            f"{log.source}: {n} requests are too few to fit on {n_fit} and hold out {n - n_fit} (10 each at least: "
+            f"--fit-share {fit_share:g} of {n} leaves {min(n_fit, n - n_fit)})"
         )
-    sc, _ = replay_scenario(log, scenario, kv_blocks=kv_blocks, base_dir=base_dir, given_as=given_as)
-    warm = prompts_served_before(log.meta) if warm_prompts is None else warm_prompts
+    with meta_named(log):
+        sc, _ = replay_scenario(log, scenario, kv_blocks=kv_blocks, base_dir=base_dir, given_as=given_as)
+        warm = prompts_served_before(log.meta) if warm_prompts is None else warm_prompts
     raw = sc.model_dump(mode="json")
     raw.pop("trace", None)
     setup = resolve_scenario(sc, base_dir=base_dir)
