@@ -146,3 +146,26 @@ def test_by_prompt_says_why_there_is_no_line_when_every_prompt_is_one_length(tmp
     code, out = cli("validate", str(tmp_path), "--scenario", str(scenario), "--by-prompt", "2")
     assert code == 0, out
     assert "TTFT line: none (the requests' prompts are all one length" in out
+
+
+def test_a_one_token_request_whose_last_token_is_seconds_after_its_first_is_refused(tmp_path):
+    """One output token is the request's first and its last: a log with 17 s between them has another row's count or
+    time (replayed, its E2E read -99%)."""
+    lines = [
+        '{"request_id": 0, "input_toks": 10, "output_toks": 5, "queued_ts": 0.0, "first_token_ts": 0.1, "last_token_ts": 0.5}',
+        '{"request_id": 1, "input_toks": 10, "output_toks": 1, "queued_ts": 0.2, "first_token_ts": 0.3, "last_token_ts": 17.3}',
+    ]
+    (tmp_path / "requests.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(
+        FleetsimError, match=r"requests\.jsonl line 2 last_token_ts: is 17 s after first_token_ts for output_toks 1"
+    ):
+        read_run_log(tmp_path / "requests.jsonl")
+    ok = lines[1].replace("17.3", "0.3005")  # (the same instant, as a log stamps it, within a millisecond)
+    (tmp_path / "requests.jsonl").write_text("\n".join([lines[0], ok]) + "\n")
+    assert len(read_run_log(tmp_path / "requests.jsonl").trace) == 2
+    csv = tmp_path / "run.csv"
+    csv.write_text("arrival,prompt,output,ttft,e2e\n0,100,10,0.1,1.0\n\n0.5,100,1,0.2,17.0\n")
+    with pytest.raises(FleetsimError, match=r"run\.csv line 4 column 'e2e': must be within 1 s of the TTFT for one output token"):
+        read_run_log(csv, layout="csv")
+    csv.write_text("arrival,prompt,output,ttft,e2e\n0,100,10,100,1000\n500,100,1,200,700\n")  # ms: 0.5 s apart
+    assert len(read_run_log(csv, layout="csv", time_unit="ms").trace) == 2

@@ -45,6 +45,9 @@ CSV_FIELDS = ("arrival", "prompt", "output", "ttft", "e2e")
 TIMESERIES_COLUMNS = ("t", "running", "waiting", "kv_cache_pct")
 MAX_REQUESTS = 10_000_000
 MIN_STEP_S = 1e-3  # no engine step of a real model is shorter: a whole log timed under it is on another unit
+# a request of one output token has its first token for its last: a log that puts them further apart than this has
+# another request's count or time on the row (its E2E compared against a one-token replay: -99%)
+ONE_TOKEN_SPAN_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +217,13 @@ def _read_requests(p: Path) -> Any:
         queued = _number(p, f"line {n} queued_ts", rec["queued_ts"], minimum=-math.inf)
         first = _number(p, f"line {n} first_token_ts", rec["first_token_ts"], minimum=queued)
         last = _number(p, f"line {n} last_token_ts", rec["last_token_ts"], minimum=first)
+        if output == 1 and last - first > ONE_TOKEN_SPAN_S:
+            raise _fail(
+                p,
+                f"line {n} last_token_ts",
+                f"is {last - first:.3g} s after first_token_ts for output_toks 1 (one token is its first and its last)",
+                rec["last_token_ts"],
+            )
         rows.append((queued, prompt, output, first - queued, last - queued))
     if not rows:
         raise FleetsimError(f"{p}: no request in the log")
@@ -313,6 +323,15 @@ def _read_csv(p: Path, columns: Mapping[str, str] | None, unit: float) -> Any:
     if late.any():
         i = int(np.argmax(late))
         raise _fail(p, f"line {_line(p, i)} column {names['e2e']!r}", "must be >= the TTFT", df[names["e2e"]].iloc[i])
+    spread = (cols["output"] == 1) & ((cols["e2e"] - cols["ttft"]) * unit > ONE_TOKEN_SPAN_S)
+    if spread.any():
+        i = int(np.argmax(spread))
+        raise _fail(
+            p,
+            f"line {_line(p, i)} column {names['e2e']!r}",
+            f"must be within {ONE_TOKEN_SPAN_S:g} s of the TTFT for one output token (its first token is its last)",
+            df[names["e2e"]].iloc[i],
+        )
     return (
         cols["arrival"] * unit,
         cols["prompt"].astype(np.int64),
