@@ -27,6 +27,7 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("VLLM_USE_V1", "1")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from measure_host import fit  # noqa: E402
 from measure_host_v0 import MODEL_DIR, VOCAB, write_model_dir  # noqa: E402
 
 EOS = 128001
@@ -121,9 +122,8 @@ def main():
             f"{statistics.median(tot):8.1f} [{min(tot):7.1f}]"
         )
     xs, ys = [r[0] for r in rows], [r[1] for r in rows]
-    mx, my = statistics.mean(xs), statistics.mean(ys)
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
-    print(f"fit: {my - slope * mx:.1f} us a step + {slope:.2f} us a running request")
+    a, b = fit(xs, ys)  # (measure_host.py's least squares, as the engine-loop figures are fitted)
+    print(f"fit: {a:.1f} us a step + {b:.2f} us a running request")
 
 
 if __name__ == "__main__":

@@ -23,10 +23,14 @@ import os
 import platform
 import random
 import statistics
+import sys
 import time
 import warnings
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from measure_host import fit
 
 warnings.filterwarnings("ignore")
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
@@ -330,9 +334,8 @@ def main():
         cells = ", ".join(f"{k.strip('_')} {v:.1f}" for k, v in mean.items())
         print(f"{n:4d}  {statistics.median(got[n]):8.1f} [{min(got[n]):7.1f}]   of which (mean): {cells}")
     xs, ys = [r[0] for r in rows], [r[1] for r in rows]
-    mx, my = statistics.mean(xs), statistics.mean(ys)
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
-    print(f"fit: {my - slope * mx:.1f} us a step + {slope:.2f} us a running request")
+    a, b = fit(xs, ys)  # (measure_host.py's least squares, as the engine-loop figures are fitted)
+    print(f"fit: {a:.1f} us a step + {b:.2f} us a running request")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 os.environ["VLLM_USE_V1"] = "0"
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from measure_host import fit  # noqa: E402
+
 
 def stub_flash_attn():
     """FlashAttention's compiled kernels need CUDA; its V0 backend module imports them at the top."""
@@ -144,9 +146,8 @@ def main():
         print(f"{n:5d} {t:10.1f} {s:10.1f}")
     for i, name in ((1, "input tensors"), (2, "sampling metadata")):
         xs, ys = [r[0] for r in rows], [r[i] for r in rows]
-        mx, my = statistics.mean(xs), statistics.mean(ys)
-        b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
-        print(f"fit, {name}: {my - b * mx:.1f} us a step + {b:.2f} us a running request")
+        a, b = fit(xs, ys)
+        print(f"fit, {name}: {a:.1f} us a step + {b:.2f} us a running request")
 
 
 if __name__ == "__main__":
