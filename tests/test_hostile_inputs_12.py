@@ -169,3 +169,17 @@ def test_a_one_token_request_whose_last_token_is_seconds_after_its_first_is_refu
         read_run_log(csv, layout="csv")
     csv.write_text("arrival,prompt,output,ttft,e2e\n0,100,10,100,1000\n500,100,1,200,700\n")  # ms: 0.5 s apart
     assert len(read_run_log(csv, layout="csv", time_unit="ms").trace) == 2
+
+
+def test_a_csv_log_whose_every_first_token_takes_minutes_gets_a_unit_note(tmp_path):
+    """Milliseconds read as seconds: every TTFT minutes long (a run's fastest first token is never so slow)."""
+    from sim.studies.validate import validate
+    from tests.test_validate_by_arrival import RAW
+
+    csv = tmp_path / "run.csv"
+    rows = [f"{i * 500},{100 + i},{20},{150 + i},{2000 + 10 * i}" for i in range(12)]
+    csv.write_text("arrival,prompt,output,ttft,e2e\n" + "\n".join(rows) + "\n")
+    as_seconds = validate(read_run_log(csv, layout="csv"), RAW)
+    assert any("pass --time-unit ms" in n for n in as_seconds.notes)
+    as_ms = validate(read_run_log(csv, layout="csv", time_unit="ms"), RAW)
+    assert not any("--time-unit" in n for n in as_ms.notes)

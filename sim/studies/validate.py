@@ -45,6 +45,8 @@ from sim.workload.hash_ids import as_column
 from sim.workload.runlog import RunLog
 
 STATS = ("mean", "p50", "p90", "p99")
+# no run's fastest first token takes longer: a CSV log whose every TTFT does is likely on another time unit (a note)
+SLOWEST_FIRST_TOKEN_S = 60.0
 MAX_TICK_S = 3600.0  # a run's time series samples every tick_seconds: more than an hour a tick is no time series
 METRICS = ("ttft", "tpot", "itl", "e2e")
 
@@ -812,6 +814,12 @@ def _validate(
         n = int((status != "completed").sum())
         notes.append(f"{n} requests were not completed in the replay (first reason: {req['reject_reason'].dropna().iloc[0]})")
     rows = compare_rows(measured(log), per_request(result))
+    shortest = float(np.min(log.ttft_s))
+    if log.layout == "csv" and shortest > SLOWEST_FIRST_TOKEN_S:  # (a unit read 1,000 times too large reads so)
+        notes.append(
+            f"every request waited over {SLOWEST_FIRST_TOKEN_S:g} s for its first token (the shortest: {shortest:,.4g} s): "
+            "if the log's times are in milliseconds, pass --time-unit ms"
+        )
     if log.itl_s is not None and log.itl_s.size and result.itl.count:
         for stat in STATS:
             r = _stat(log.itl_s, stat)
