@@ -124,30 +124,13 @@ def validate(
             }
             for c in ("running", "waiting", "kv_use")
         }
-    groups = None
-    if by_arrival:
-        from sim.studies.validate import by_arrival as arrival_groups
+    from sim.studies.validate import by_arrival as arrival_groups
+    from sim.studies.validate import by_batch as batch_groups
+    from sim.studies.validate import by_prompt as prompt_groups
 
-        assert cmp.result is not None
-        groups = arrival_groups(log, cmp.result, by_arrival)
-    batches = None
-    if by_batch:
-        from sim.studies.validate import by_batch as batch_groups
-
-        assert cmp.result is not None
-        try:
-            batches = batch_groups(log, cmp.result, by_batch)
-        except FleetsimError as refused:
-            raise FleetsimError(f"--by-batch: {str(refused).removeprefix('by batch: ')} ({log.source})") from None
-    prompts = None
-    if by_prompt:
-        from sim.studies.validate import by_prompt as prompt_groups
-
-        assert cmp.result is not None
-        try:
-            prompts = prompt_groups(log, cmp.result, by_prompt)
-        except FleetsimError as refused:
-            raise FleetsimError(f"--by-prompt: {str(refused).removeprefix('by prompt: ')} ({log.source})") from None
+    groups = _grouped("--by-arrival", arrival_groups, log, cmp, by_arrival)
+    batches = _grouped("--by-batch", batch_groups, log, cmp, by_batch)
+    prompts = _grouped("--by-prompt", prompt_groups, log, cmp, by_prompt)
     if plot is not None:
         _write_plot(plot, log, cmp)
     summary = {
@@ -234,6 +217,18 @@ def validate(
         typer.echo(f"  note: {note}")
     if plot is not None:
         typer.echo(f"wrote {plot}")
+
+
+def _grouped(option: str, groups: Any, log: Any, cmp: Any, bins: int) -> Any:
+    """`--by-batch N` / `--by-prompt N`: the replay's groups (None for 0), a refusal named by the option."""
+    if not bins:
+        return None
+    assert cmp.result is not None
+    try:
+        return groups(log, cmp.result, bins)
+    except FleetsimError as refused:
+        said = f"{option.removeprefix('--').replace('-', ' ')}: "  # ("by batch: ...")
+        raise FleetsimError(f"{option}: {str(refused).removeprefix(said)} ({log.source})") from None
 
 
 def _ms(seconds: float) -> str:

@@ -378,19 +378,30 @@ HOST_LOOP_V0: tuple[tuple[tuple[int, int], str, float, float], ...] = (
     ((0, 8), "vLLM 0.8.3's V0 engine loop (a pipeline's virtual engine)", 200e-6, 156e-6),
 )
 # vLLM's V1 model runner on the host per step, synchronous scheduling (benchmarks/host/measure_worker.py: the real
-# GPUModelRunner.execute_model through its CPU subclass, which shares it: _update_states, _prepare_inputs with the
-# attention metadata, _preprocess, the logits' rows, _bookkeeping_sync; the forward pass and the sampler stubbed, as
-# on a GPU they are device work), added to the engine core's where a measurement is at or before the run's version
-# and on V0 (a pipeline before vLLM 0.9), its first stage's driver worker preparing the step's input tensors on the
-# engine's own thread (benchmarks/host/measure_worker_v0.py: the real ModelRunner._prepare_model_input_tensors with
-# FlashAttention's V0 metadata builder, on CPU tensors; the last stage's sampling metadata overlaps the first's GPU work)
-HOST_WORKER_V0: tuple[tuple[tuple[int, int], str, float, float], ...] = (
-    ((0, 8), "vLLM 0.8.3's V0 driver worker (the first stage's input tensors)", 112e-6, 16.5e-6),
-)
+# GPUModelRunner.execute_model on CPU tensors, the forward pass and the sampler stubbed, as on a GPU they are device
+# work), added to the engine core's
 HOST_WORKER: tuple[tuple[tuple[int, int], str, float, float], ...] = (
     ((0, 8), "vLLM 0.8.3's V1 model runner", 154e-6, 2.36e-6),
     ((0, 11), "vLLM 0.11.0's V1 model runner", 254e-6, 6.3e-6),
 )
+# V0's first pipeline stage's driver worker preparing the step's input tensors on the engine's own thread
+# (benchmarks/host/measure_worker_v0.py: the real ModelRunner._prepare_model_input_tensors with FlashAttention's V0
+# metadata builder, on CPU tensors; the last stage's sampling metadata overlaps the first stage's GPU work), added to
+# V0's loop
+HOST_WORKER_V0: tuple[tuple[tuple[int, int], str, float, float], ...] = (
+    ((0, 8), "vLLM 0.8.3's V0 driver worker (the first stage's input tensors)", 112e-6, 16.5e-6),
+)
+
+
+def _latest(
+    table: tuple[tuple[tuple[int, int], str, float, float], ...], version: tuple[int, int]
+) -> tuple[float, float, str] | None:
+    """The last measurement in `table` at or before `version`: (seconds a step, a request, what was measured)."""
+    found = None
+    for since, name, step_s, seq_s in table:
+        if version >= since:
+            found = (step_s, seq_s, name)
+    return found
 
 
 def host_loop(version: tuple[int, int] | None, *, asynchronous: bool, v0: bool) -> tuple[tuple[float, float], str] | None:
@@ -401,22 +412,13 @@ def host_loop(version: tuple[int, int] | None, *, asynchronous: bool, v0: bool) 
     any measured."""
     if asynchronous or version is None:
         return None
-    found = None
-    for since, name, step_s, seq_s in HOST_LOOP_V0 if v0 else HOST_LOOP:
-        if version >= since:
-            found = ((step_s, seq_s), name)
-    if found is None:
-        return found
-    worker = None
-    for since, name, step_s, seq_s in (
-        HOST_WORKER_V0 if v0 else HOST_WORKER
-    ):  # (the workers prepare each step's inputs while the GPU waits)
-        if version >= since:
-            worker = (step_s, seq_s, name)
-    if worker is not None:
-        (core_s, core_seq_s), core = found
-        found = ((core_s + worker[0], core_seq_s + worker[1]), f"{core} and {worker[2]}")
-    return found
+    core = _latest(HOST_LOOP_V0 if v0 else HOST_LOOP, version)
+    if core is None:
+        return None
+    worker = _latest(HOST_WORKER_V0 if v0 else HOST_WORKER, version)  # (its inputs prepared while the GPU waits)
+    if worker is None:
+        return (core[0], core[1]), core[2]
+    return (core[0] + worker[0], core[1] + worker[1]), f"{core[2]} and {worker[2]}"
 
 
 def vllm_version(text: object) -> tuple[int, int] | None:
@@ -575,13 +577,11 @@ def by_prompt(log: RunLog, result: SimResult, bins: int) -> dict[str, Any]:
             }
         )
     x = prompt[eligible]
-    lines: dict[str, Any] = {}
-    for side, y in (("real", real["ttft"][eligible]), ("sim", sim["ttft"][eligible])):
-        if eligible.size >= 2 and np.ptp(x) > 0:  # (one prompt length: no slope to fit)
+    lines: dict[str, Any] = {"real": None, "sim": None}
+    if np.ptp(x) > 0:  # (one prompt length: no slope to fit)
+        for side, y in (("real", real["ttft"][eligible]), ("sim", sim["ttft"][eligible])):
             slope, intercept = np.polyfit(x, y, 1)
             lines[side] = {"intercept_s": float(intercept), "s_per_token": float(slope)}
-        else:
-            lines[side] = None
     return {"groups": groups, "line": lines}
 
 
@@ -814,8 +814,8 @@ def _validate(
         n = int((status != "completed").sum())
         notes.append(f"{n} requests were not completed in the replay (first reason: {req['reject_reason'].dropna().iloc[0]})")
     rows = compare_rows(measured(log), per_request(result))
-    shortest = float(np.min(log.ttft_s))
-    if log.layout == "csv" and shortest > SLOWEST_FIRST_TOKEN_S:  # (a unit read 1,000 times too large reads so)
+    shortest = float(np.min(log.ttft_s)) if log.layout == "csv" else 0.0
+    if shortest > SLOWEST_FIRST_TOKEN_S:  # (a unit read 1,000 times too large reads so)
         notes.append(
             f"every request waited over {SLOWEST_FIRST_TOKEN_S:g} s for its first token (the shortest: {shortest:,.4g} s): "
             "if the log's times are in milliseconds, pass --time-unit ms"

@@ -70,7 +70,7 @@ class Where:
 def file_line(path: str | Path, index: int, *, header: bool, blank: Callable[[bytes], bool]) -> int:
     """The line (from 1) of data row `index` (from 0) of a line-per-row file whose reader skips the lines `blank` says
     are blank (and the first, a header, with `header`): the file read again up to it, on the error path only."""
-    row = -1
+    row, number = -1, 0
     with Path(path).open("rb") as f:
         for number, line in enumerate(f, start=1):
             if (header and number == 1) or blank(line):
@@ -78,7 +78,7 @@ def file_line(path: str | Path, index: int, *, header: bool, blank: Callable[[by
             row += 1
             if row == index:
                 return number
-    return number + 1 if row >= 0 or header else index + 1  # (past the end: the line after the last)
+    return number + 1  # (past the end: the line after the last)
 
 
 def empty_line(line: bytes) -> bool:
