@@ -1,7 +1,7 @@
 """Every feature with every other (hypothesis): colocated or disaggregated x batch jobs (none, backfilled, a
 dedicated pool; with or without the guard) x prefix caching x speculative decoding x LoRA adapters (not with speculation:
 refused) x every router x every
-autoscaler x the router's cap x sleep mode x a max_model_len x a host cost a scheduled sequence x pipeline stages, on random traces; and platforms of 1-3 such deployments on one GPU budget. On each: requests conserved; every token the engine emitted
+autoscaler x the router's cap x sleep mode x a max_model_len x a host cost a scheduled sequence x pipeline stages x a frontend latency, on random traces; and platforms of 1-3 such deployments on one GPU budget. On each: requests conserved; every token the engine emitted
 accounted for (the gap record holds one gap per token after a request's first, counted by the engine, not copied
 from the trace); every replica's KV blocks back to zero (or to its cache's unpinned entries) and nothing held for a
 transfer; GPU-seconds billed = the replicas' lives recomputed from their instants; and the fast-forwarded engine
@@ -230,6 +230,7 @@ def scenario(draw: dict, fast_forward: bool) -> dict:
             "logits": draw["logits"],
             "kv_memory": draw["kv_memory"],
             "seq_overhead_s": draw.get("host", 0.0),
+            "frontend_latency_s": draw.get("frontend", 0.0),
             # FP8 GEMMs, attention at BF16 (`attention_time_factor`)
             **({"compute_dtype": "fp8"} if draw.get("fp8") else {}),
         },  # (the blocks are given: sizing is built, not used)
@@ -329,6 +330,7 @@ DRAW = st.fixed_dictionaries(
         "pp": st.booleans(),  # two pipeline stages a server (where the fleet allows them), each replica an engine
         "host": st.sampled_from([0.0, 2e-4]),  # host seconds a scheduled sequence a step (`roofline.seq_overhead_s`)
         "fp8": st.booleans(),  # FP8 GEMMs on an H100 (attention at BF16) instead of BF16 on an A100
+        "frontend": st.sampled_from([0.0, 0.004]),  # each request's delay before the engine (`roofline.frontend_latency_s`)
     }
 )
 

@@ -296,14 +296,17 @@ def test_calibration_from_a_run_log_recovers_the_parameters_it_was_made_with(tmp
 def test_calibrated_on_the_real_runs_first_half_its_second_half_is_within_six_percent(tmp_path):
     """The issue's goal is 3%. It held (+2.1% each) until the replay held back, under async scheduling, the seats and
     blocks finishing requests give back for a step (as vLLM's scheduler does): now +3.6 / +5.2 / +3.8% (TTFT / TPOT /
-    E2E), where the uncalibrated defaults read +2.8 / +3.8 / +2.9%. This bounds the regression, not the goal."""
+    E2E), where the uncalibrated defaults read +2.8 / +3.8 / +2.9%; with the frontend latency fitted too (89 ms here,
+    against a minute's queueing) +2.9 / +4.4 / +3.1%. This bounds the regression, not the goal."""
     res = CliRunner().invoke(app, ["calibrate", str(RUN), "--json", "--out", str(tmp_path / "cal.yaml")])
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
     assert data["fit_requests"] == 150 and data["held_out_requests"] == 150
     held = {r["metric"]: r["error"] for r in data["errors"]["held_out"]["after"] if r["stat"] == "mean"}
     assert all(abs(held[m]) < 0.06 for m in ("ttft", "tpot", "e2e")), held
-    assert "rtx-4090" in (tmp_path / "cal.yaml").read_text() and set(data["fitted"]) == {"mfu", "mbu"}
+    assert "rtx-4090" in (tmp_path / "cal.yaml").read_text() and set(data["fitted"]) == {"mfu", "mbu", "frontend_latency_s"}
+    # (a run queued for a minute leaves the frontend latency barely identifiable: whatever it is, it is in the block)
+    assert data["roofline"]["frontend_latency_s"] == pytest.approx(data["fitted"]["frontend_latency_s"], rel=1e-5)
 
 
 def test_the_cli_replays_a_csv_log_on_a_scenario_file(tmp_path):

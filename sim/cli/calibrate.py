@@ -286,9 +286,9 @@ def _calibrate_run_log(
         f"fleetsim calibrate: {cal.gpu}, fitted on the first {cal.fit_requests} requests of {log.source}, "
         f"{cal.held_out_requests} held out ({cal.replays} replays)"
     )
-    typer.echo("parameters    default    fitted")
+    typer.echo("parameters              default    fitted")
     for p in cal.after:
-        typer.echo(f"  {p:<10}{cal.before[p]:>9.4g}{cal.after[p]:>10.4g}")
+        typer.echo(f"  {p:<20}{cal.before[p]:>9.4g}{cal.after[p]:>10.4g}")
     typer.echo("mean error        fitted requests       held-out requests")
     typer.echo("                  default    fitted     default    fitted")
     for m in ("ttft", "tpot", "e2e"):

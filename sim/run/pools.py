@@ -827,7 +827,9 @@ def build(
         launch_dedicated()
     if feed:
         adapters = specs[0].lora is not None and "adapter" in trace.columns
-        Feed(env, trace, log, entry.deliver, lane.add if lane is not None else None, hashes=specs[0].caching, adapters=adapters)
+        lane_add = lane.add if lane is not None else None
+        delay = scenario.roofline.frontend_latency_s
+        Feed(env, trace, log, entry.deliver, lane_add, hashes=specs[0].caching, adapters=adapters, delay_s=delay)
     rows: list[tuple[Any, ...]] = []
     waiting = None if link is None else (lambda: len(link.waiting))
     env.process(sample_timeline(env, pools, lanes, scenario.fleet.timeline_interval_s, rows, transfers_waiting=waiting))

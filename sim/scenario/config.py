@@ -87,6 +87,10 @@ class RooflineConfig(Frozen):
     )  # fixed seconds per step (scheduler, sampling on the host)
     # host seconds per sequence a step schedules that the GPU waits for (an engine loop without async scheduling)
     seq_overhead_s: float = Field(default=0.0, ge=0, le=MAX_OVERHEAD_S)
+    # seconds a request spends in the serving stack outside the engine: the HTTP server, tokenization, the hop to the
+    # engine and its first token's way back to the client (vLLM's API server process, the network). Each request
+    # reaches the engine this much after its arrival: TTFT and E2E grow by it, TPOT does not
+    frontend_latency_s: float = Field(default=0.0, ge=0, le=MAX_OVERHEAD_S)
     layer_overhead_s: float | None = Field(default=None, ge=0, le=MAX_OVERHEAD_S)  # fixed seconds per layer per step
     overlap: float | None = Field(default=None, ge=0, le=1)  # 1: max(compute, memory); 0: their sum
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)

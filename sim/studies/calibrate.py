@@ -664,9 +664,13 @@ def calibrate(
 
 
 def overrides_block(gpu: str, params: Mapping[str, float], fitted: Sequence[str]) -> dict[str, Any]:
-    """The `roofline:` block a scenario can use (directly, or as `roofline: {preset: FILE}`)."""
+    """The `roofline:` block a scenario can use (directly, or as `roofline: {preset: FILE}`): the GPU's fitted
+    parameters, and a fitted frontend latency (`frontend_latency_s`, not the GPU's) beside them."""
     body = {p: float(f"{params[p]:.6g}") for p in PARAMS if p in fitted}
-    return {"roofline": {"gpu_overrides": {gpu: body}}}
+    roofline: dict[str, Any] = {"gpu_overrides": {gpu: body}}
+    if "frontend_latency_s" in fitted:
+        roofline = {"frontend_latency_s": float(f"{params['frontend_latency_s']:.6g}"), **roofline}
+    return {"roofline": roofline}
 
 
 def reference_tables(folder: str | Path, roofline: Any = None) -> list[Table]:

@@ -841,7 +841,10 @@ def _validate(
 
 
 # --- calibration from a run's own logs ---------------------------------------------------------------------------------
-CAL_PARAMS = ("mfu", "mbu")
+CAL_PARAMS = ("mfu", "mbu")  # replayed (GPU overrides)
+# profiled out of each replay (`roofline.frontend_latency_s`: a request's delay before the engine)
+FRONTEND = "frontend_latency_s"
+FRONTEND_MAX_S = 1.0  # (its config bound)
 CAL_BOUNDS = {"mfu": (0.05, 1.0), "mbu": (0.05, 1.0), "layer_overhead_s": (0.0, 1e-3)}
 GRID_FACTORS = (0.5, 0.63, 0.79, 1.0, 1.26, 1.59, 2.0)
 
@@ -872,10 +875,43 @@ class LogCalibration:
 
 def _with_params(raw: dict[str, Any], gpu: str, p: dict[str, float]) -> dict[str, Any]:
     roofline = dict(raw.get("roofline") or {})
+    p = dict(p)
+    if FRONTEND in p:
+        roofline[FRONTEND] = p.pop(FRONTEND)
     overrides = {k: dict(v) for k, v in (roofline.get("gpu_overrides") or {}).items()}
     overrides[gpu] = {**overrides.get(gpu, {}), **p}
     roofline["gpu_overrides"] = overrides
     return {**raw, "roofline": roofline}
+
+
+def _log_residuals(real: dict[str, np.ndarray], sim: dict[str, np.ndarray], mask: np.ndarray, floor: dict[str, float],
+                   shift: float = 0.0) -> np.ndarray:  # fmt: skip
+    """Per request of `mask`, the log of simulated over measured TTFT, TPOT and E2E (a floor keeps ~0 TTFTs sane), each
+    metric's weighted by 1 / sqrt(its count); `shift` seconds added to the simulated TTFT and E2E (a frontend latency)."""
+    out = []
+    for m in ("ttft", "tpot", "e2e"):
+        r, sv = real[m][mask], sim[m][mask]
+        ok = ~np.isnan(r)
+        add = shift if m != "tpot" else 0.0
+        d = np.log((np.nan_to_num(sv[ok], nan=1e6) + add + floor[m]) / (r[ok] + floor[m]))
+        out.append(d / math.sqrt(max(1, d.size)))
+    return np.concatenate(out)
+
+
+def best_shift(real: dict[str, np.ndarray], sim: dict[str, np.ndarray], mask: np.ndarray, floor: dict[str, float]) -> float:
+    """The frontend latency (seconds, in [0, FRONTEND_MAX_S]) that fits the simulated TTFT and E2E of `mask`'s requests
+    best, as `_log_residuals` scores them: a replay's requests reach the engine that much later, and with every arrival
+    delayed alike a fixed fleet's replay is the same run shifted, so its TTFT and E2E grow by it exactly."""
+    from scipy.optimize import minimize_scalar
+
+    fit = minimize_scalar(
+        lambda d: float(np.sum(_log_residuals(real, sim, mask, floor, d) ** 2)),
+        bounds=(0.0, FRONTEND_MAX_S),
+        method="bounded",
+        options={"xatol": 1e-5},
+    )
+    at_zero = float(np.sum(_log_residuals(real, sim, mask, floor) ** 2))
+    return float(fit.x) if fit.fun < at_zero else 0.0
 
 
 def calibrate_from_log(
@@ -890,7 +926,10 @@ def calibrate_from_log(
 ) -> LogCalibration:
     """Fit mfu and mbu so that the replay reproduces the TTFT, TPOT and E2E of the run's first `fit_share` requests
     (by arrival): least squares on the log of simulated over measured, request by request, every request's arrival
-    replayed (they load the engine) but only the first ones' latencies fitted; the rest are the hold-out."""
+    replayed (they load the engine) but only the first ones' latencies fitted; the rest are the hold-out. With them the
+    frontend latency (`roofline.frontend_latency_s`, a fixed delay each request spends before the engine), fitted to
+    each replay's TTFT and E2E without replaying (`best_shift`): the time a run's first tokens take beyond what the
+    engine explains, which mfu and mbu would otherwise absorb by mispricing the steps."""
     from scipy.optimize import minimize
 
     from sim.scenario.resolve import resolve_scenario
@@ -913,6 +952,7 @@ def calibrate_from_log(
     setup = resolve_scenario(sc, base_dir=base_dir)
     gpu = setup.gpu.name
     before = {k: float(v) for k, v in params_of(setup).items() if k in CAL_PARAMS}
+    before[FRONTEND] = float(sc.roofline.frontend_latency_s)
     real = measured(log)
     fit_mask = np.arange(n) < n_fit
     replays = 0
@@ -942,14 +982,9 @@ def calibrate_from_log(
     floor = {m: max(float(np.nanmedian(v[fit_mask])) * 0.05, 1e-6) for m, v in real.items()}
 
     def residuals(x: np.ndarray) -> np.ndarray:
-        sim = run(dict(zip(CAL_PARAMS, map(float, np.exp(x)), strict=True)))
-        out = []
-        for m in ("ttft", "tpot", "e2e"):  # per fitted request, the log of simulated over measured (a floor keeps ~0 TTFTs sane)
-            r, sv = real[m][fit_mask], sim[m][fit_mask]
-            ok = ~np.isnan(r)
-            d = np.log((np.nan_to_num(sv[ok], nan=1e6) + floor[m]) / (r[ok] + floor[m]))
-            out.append(d / math.sqrt(max(1, d.size)))
-        return np.concatenate(out)
+        # replayed without a frontend latency (the shift is fitted on top: `best_shift`)
+        sim = run({**dict(zip(CAL_PARAMS, map(float, np.exp(x)), strict=True)), FRONTEND: 0.0})
+        return _log_residuals(real, sim, fit_mask, floor, best_shift(real, sim, fit_mask, floor))
 
     lo = np.log([max(CAL_BOUNDS[k][0], 1e-7) for k in CAL_PARAMS])
     hi = np.log([CAL_BOUNDS[k][1] for k in CAL_PARAMS])
@@ -966,7 +1001,8 @@ def calibrate_from_log(
     fit = minimize(cost, best, method="Nelder-Mead", options={"xatol": 2e-3, "fatol": 1e-9, "maxfev": 80,
                                                                "initial_simplex": _simplex(best, 0.1)})  # fmt: skip
     after = dict(zip(CAL_PARAMS, map(float, np.exp(np.clip(fit.x, lo, hi))), strict=True))
-    sim_before, sim_after = run(before), run(after)
+    after[FRONTEND] = round(best_shift(real, run({**after, FRONTEND: 0.0}), fit_mask, floor), 6)
+    sim_before, sim_after = run(before), run(after)  # (each a replay of its own: the latency delays the arrivals)
     rows = {
         "fit": {"before": compare_rows(real, sim_before, fit_mask), "after": compare_rows(real, sim_after, fit_mask)},
         "held_out": {"before": compare_rows(real, sim_before, ~fit_mask), "after": compare_rows(real, sim_after, ~fit_mask)},

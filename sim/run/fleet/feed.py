@@ -21,7 +21,9 @@ class Feed:
     """Delivers the trace's requests at their arrival times, all requests of one instant together: one
     `ARRIVAL` event per distinct instant, each scheduling the next (a callback, not a process). The
     columns are turned into Python numbers a window at a time (a whole 1 M-request trace as lists would
-    hold ~100 MB). Batch-job requests go to the batch lane (`deliver_batch(index)`) when there is one."""
+    hold ~100 MB). Batch-job requests go to the batch lane (`deliver_batch(index)`) when there is one. `delay_s`: each
+    instant's requests are delivered that long after it (`roofline.frontend_latency_s`: the serving stack's path
+    before the engine), their arrival unchanged."""
 
     WINDOW = 4096
 
@@ -35,8 +37,10 @@ class Feed:
         *,
         hashes: bool = False,
         adapters: bool = False,
+        delay_s: float = 0.0,
     ) -> None:
         self.env, self.deliver, self.deliver_batch = env, deliver, deliver_batch
+        self.delay_s = delay_s
         self.hashes = trace["prefix_hash_ids"].to_numpy() if hashes else None  # prefix caching: each request's ids
         self.adapters = trace["adapter"].to_numpy(dtype=np.int64) if adapters else None  # LoRA: each request's adapter
         self.decorated = self.hashes is not None or self.adapters is not None
@@ -65,10 +69,10 @@ class Feed:
 
     def _schedule(self, _event: simpy.Event | None = None) -> None:
         j = self._column(self.i)  # (before reading the window: it may move)
-        self._wake_at(self.window[0][j])
+        self._wake_at(self.window[0][j] + self.delay_s)
 
     def _wake_at(self, at: float) -> None:
-        """Deliver the requests of instant `at` then (now, if it is now)."""
+        """Deliver the next instant's requests at `at` (now, if it is now)."""
         env = self.env
         now = env.now
         delay = at - now
@@ -110,4 +114,4 @@ class Feed:
                 break
         self.i = i
         if i < n:
-            self._wake_at(times[j])
+            self._wake_at(times[j] + self.delay_s)
