@@ -551,10 +551,13 @@ def replica_factory(
     alphas = np.asarray(sp.alphas, dtype=np.float64) if sp is not None else None
     policy = POLICIES[engine.policy]
     setup = spec.setup
-    # an MoE model's DP ranks share its MoE layers and step together (`sim.run.engine.lockstep`)
+    # an MoE model's DP ranks share its MoE layers and step together; a pipeline's virtual engines share its stages'
+    # GPUs and step at the pace of the slowest busy one (`sim.run.engine.lockstep`)
     locksteps = (
         LockSteps(env, dp=setup.dp, step_time=step_time, graph_tokens=engine.cuda_graph_tokens(setup.model.max_context_tokens))
         if setup.dp_group > 1
+        else LockSteps(env, dp=setup.pp, step_time=step_time, pipeline=True)
+        if setup.pp > 1
         else None
     )
 
@@ -590,7 +593,7 @@ def replica_factory(
         kv.window_blocks = spec.limits.window_blocks  # (each sequence's sliding-window layers' blocks)
         acceptance = None if alphas is None else Acceptance(alphas, streams.sub_generator("speculative", replica_id))
         kind: Callable[..., Replica] = Replica
-        if locksteps is not None:  # a DP rank of an MoE model: stepped with its group, step by step
+        if locksteps is not None:  # a DP rank of an MoE model, or a pipeline's virtual engine: stepped with its group
             kind = functools.partial(LockStepReplica, lockstep=locksteps.group_for_new_rank())
         elif acceptance is not None and engine.fast_forward:  # speculative decoding, fast-forwarded: its own seam
             assert isinstance(step_time, SpeculativeStepTime)

@@ -22,6 +22,15 @@ captured CUDA graph, every rank padded to the largest, as vLLM's `coordinate_bat
   the group's next boundary, as one replica's run is cut.
 - Otherwise the group takes one step, as long as the slowest rank's (a rank that planned a run takes one step of it).
 - `engine.fast_forward: false` (and speculative decoding) steps every rank every step: the reference.
+
+The same seam holds a pipeline-parallel server's virtual engines (`fleet.pp`, vLLM V0's one scheduler per pipeline
+stage, `pipeline`). Each stage's GPUs run the engines' microbatches one after another, so while several engines are
+busy each steps once per cycle of the pipeline: with engines whose whole-model steps take T_v (p stages, t_v = T_v / p
+each), a stage is busy sum_v t_v a cycle and an engine's step needs its p stages in turn, so the cycle lasts
+max(sum_v t_v, p max_v t_v) = max_v T_v: every busy engine steps at the pace of the slowest, as a DP group does. An
+idle engine puts no microbatch through the stages (no dummy batch), and each engine's step is priced on its own
+tokens (no layer is shared across engines). What the cycle leaves out: the engines' steps are offset by a stage, so
+an arrival at an idle engine could start when the first stage frees, not at the group's boundary.
 """
 
 from __future__ import annotations
@@ -200,7 +209,7 @@ class GroupPricing(LinearWrapper):
         assert self._planned is not None
         return self._planned[0] + self._planned[1]
 
-    def price(self, group_tokens: int) -> tuple[float, float, float]:
+    def price(self, group_tokens: int | None) -> tuple[float, float, float]:
         """The planned step in a group step of `group_tokens`: its seconds, FLOPs and bytes."""
         assert self._planned is not None
         return self.inner.step(*self._planned, group_tokens, self._planned_seqs)
@@ -241,14 +250,18 @@ class LockStep:
         "graph_tokens",
         "in_step",
         "n_steps",
+        "pipeline",
         "ranks",
         "step_time",
         "wait_s",
     )
 
-    def __init__(self, env: simpy.Environment, *, dp: int, step_time: StepTimeModel, graph_tokens: int = 0) -> None:
+    def __init__(
+        self, env: simpy.Environment, *, dp: int, step_time: StepTimeModel, graph_tokens: int = 0, pipeline: bool = False
+    ) -> None:
         self.env = env
         self.dp = dp  # ranks a full group holds
+        self.pipeline = pipeline  # a server's virtual engines: no dummy batches, each step priced on its own tokens
         self.graph_tokens = graph_tokens  # the largest step vLLM runs as a captured CUDA graph (0: eager)
         self.step_time = step_time  # the ranks' model (an idle rank's dummy batch is priced by it)
         self._dummy: dict[int, float] = {}
@@ -334,7 +347,8 @@ class LockStep:
                 elif rank._wants_run is not None:  # a decode run: each step's tokens
                     working.append(rank)
                     sizes.append(rank._run_work[0])
-        idle = len(self.ranks) - len(working)  # the members left that run dummy batches
+        # the members left that run dummy batches (a pipeline's idle engine runs none)
+        idle = len(self.ranks) - len(working) if not self.pipeline else 0
         if not working:
             return  # every rank idle: the next arrival starts a step
         self.in_step = True
@@ -344,11 +358,14 @@ class LockStep:
         # the tokens the group's step puts through the MoE layers: each rank's and an idle rank's dummy token; when
         # every rank's step fits a captured CUDA graph, vLLM pads every rank to the largest (`coordinate_batch_across_dp`)
         most = max(sizes)
-        if most <= self.graph_tokens:
+        tokens: int | None
+        if self.pipeline:  # (each engine's microbatch through the layers alone)
+            tokens, self._tokens = None, sum(sizes)
+        elif most <= self.graph_tokens:
             tokens = self._tokens = most * (len(working) + idle)
         else:
             tokens = self._tokens = idle + sum(sizes)
-        dummy = self._dummy_s(tokens) if idle else 0.0
+        dummy = self._dummy_s(self._tokens) if idle else 0.0
         if not steps:  # every working rank decodes only: a run together
             lines: list[tuple[float, float]] = []
             k = NO_LIMIT
@@ -396,7 +413,7 @@ class LockStep:
         assert line is not None
         self._line = None  # (`cut` has nothing to cut while the ranks' steps end)
         total = line.total(steps)
-        idle = len(self.ranks) - len(working)
+        idle = len(self.ranks) - len(working) if not self.pipeline else 0
         self.n_steps += steps
         self.dummy_steps += idle * steps
         if idle:
@@ -503,7 +520,7 @@ class LockStepReplica(Replica):
     def _cut_later(self, start: float, line: RunLine | SpecRun, k: int) -> None:
         self.lockstep.cut(later=True)
 
-    def _priced_step(self, group_tokens: int) -> float:
+    def _priced_step(self, group_tokens: int | None) -> float:
         """Its planned step (a run: its first step) in a group step of `group_tokens`, its counters and `_dt` with it."""
         if self._dt is None:
             return self._planned_line(group_tokens).at(0)
@@ -515,7 +532,7 @@ class LockStepReplica(Replica):
         self._dt = dt + stepping[0].stall_s
         return self._dt
 
-    def _planned_line(self, group_tokens: int) -> StepLine:
+    def _planned_line(self, group_tokens: int | None) -> StepLine:
         """Its planned run's line in a group of `group_tokens` a step (the run's work priced with them too)."""
         assert self._wants_run is not None and self._lines is not None
         self._pricing.group_tokens = group_tokens
@@ -555,15 +572,19 @@ class LockStepReplica(Replica):
 
 
 class LockSteps:
-    """A pool's replica type's DP groups: a new rank joins the oldest group with room, else starts one."""
+    """A pool's replica type's DP groups (or pipelines' virtual engines, `pipeline`): a new rank joins the oldest group
+    with room, else starts one."""
 
-    __slots__ = ("dp", "env", "graph_tokens", "groups", "step_time")
+    __slots__ = ("dp", "env", "graph_tokens", "groups", "pipeline", "step_time")
 
-    def __init__(self, env: simpy.Environment, *, dp: int, step_time: StepTimeModel, graph_tokens: int = 0) -> None:
+    def __init__(
+        self, env: simpy.Environment, *, dp: int, step_time: StepTimeModel, graph_tokens: int = 0, pipeline: bool = False
+    ) -> None:
         self.env = env
         self.dp = dp
         self.step_time = step_time
         self.graph_tokens = graph_tokens
+        self.pipeline = pipeline
         self.groups: list[LockStep] = []
 
     def group_for_new_rank(self) -> LockStep:
@@ -571,6 +592,6 @@ class LockSteps:
         for group in self.groups:
             if not group.full:
                 return group
-        group = LockStep(self.env, dp=self.dp, step_time=self.step_time, graph_tokens=self.graph_tokens)
+        group = LockStep(self.env, dp=self.dp, step_time=self.step_time, graph_tokens=self.graph_tokens, pipeline=self.pipeline)
         self.groups.append(group)
         return group
