@@ -22,6 +22,7 @@ MAX_USD_PER_GPU_HOUR = 1e6
 MAX_HW_RATE = 1e6  # TFLOP/s, GB, GB/s
 MIN_HW_RATE = 1e-3  # TFLOP/s, GB/s (a thousandth: slower is a typo, and prices become 300-digit numbers)
 MAX_OVERHEAD_S = 1.0  # per layer or per all-reduce
+MAX_FRONTEND_S = 60.0  # a request's path outside the engine (`roofline.frontend_latency_s`): a minute is a typo's
 MAX_STEP_OVERHEAD_S = 3600.0
 MAX_BILLING_S = 366 * 86_400.0
 MAX_TIME_S = 1e12  # an instant or a span, in seconds (31,700 years): past it a trace, log or record holds a typo or an edit

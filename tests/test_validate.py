@@ -464,9 +464,11 @@ def test_a_scenario_given_to_validate_is_checked_before_its_fleet_is_replaced(tm
     )
 
 
-def test_calibrating_a_run_log_refuses_fix():
+def test_calibrating_a_run_log_refuses_fix_but_of_the_frontend_latency():
     res = CliRunner().invoke(app, ["calibrate", str(RUN), "--fix", "mfu"])
-    assert res.exit_code == 2 and "a run log's calibration fits mfu and mbu only" in res.output
+    assert res.exit_code == 2 and "a run log's calibration fits mfu, mbu and frontend_latency_s" in res.output
+    res = CliRunner().invoke(app, ["calibrate", str(RUN), "--fix", "frontend_latency_s,mbu"])
+    assert res.exit_code == 2 and "--fix holds only the last" in res.output
 
 
 def test_a_request_logged_twice_is_refused_and_failed_ones_are_counted_aloud(tmp_path):

@@ -52,8 +52,8 @@ def calibrate(
     gpu_catalog: Annotated[Path | None, typer.Option(help="YAML file with extra GPUs (catalog format).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
-    """Fit the step-time model (mfu, mbu, overheads, all-reduce latency, overlap) to measured step times, or (mfu,
-    mbu) to a real run's per-request latencies, scored on the requests it did not fit."""
+    """Fit the step-time model (mfu, mbu, overheads, all-reduce latency, overlap) to measured step times, or mfu, mbu
+    and the frontend latency to a real run's per-request latencies, scored on the requests it did not fit."""
     import yaml
 
     from sim.studies.calibrate import is_kernel_profile
@@ -67,8 +67,12 @@ def calibrate(
     run_folder = steptimes.is_dir() and not kernels and (logged or model is None)
     suffix = plain_name(steptimes).suffix.lower()  # (a run log compressed: bench.json.gz is a vllm bench JSON)
     if layout in RUN_LOG_LAYOUTS or (layout == "auto" and (run_folder or suffix in (".jsonl", ".ndjson", ".json"))):
-        if fix.strip():
-            raise FleetsimError(f"--fix {fix}: a run log's calibration fits mfu and mbu only (--fix holds step-time parameters)")
+        held = [p.strip() for p in fix.split(",") if p.strip()]
+        if any(p != "frontend_latency_s" for p in held):
+            raise FleetsimError(
+                f"--fix {fix}: a run log's calibration fits mfu, mbu and frontend_latency_s; --fix holds only the last "
+                "(at the scenario's value) there"
+            )
         given = [name for name, v in (("--model", model), ("--gpu", gpu), ("--gpu-catalog", gpu_catalog)) if v is not None]
         if tp != 1:
             given.append("--tp")
@@ -76,7 +80,7 @@ def calibrate(
             raise FleetsimError(
                 f"{given[0]}: a run log's model, GPU and TP come from its meta.json or --scenario (the option is for step times)"
             )
-        _calibrate_run_log(steptimes, layout, scenario, fit_share, out, force, as_json, warm_prompts)
+        _calibrate_run_log(steptimes, layout, scenario, fit_share, out, force, as_json, warm_prompts, bool(held))
         return
     if model is None or gpu is None:
         raise FleetsimError("--model and --gpu are required to calibrate on step times (a run log's come from its meta.json)")
@@ -238,6 +242,7 @@ def _calibrate_run_log(
     force: bool,
     as_json: bool,
     warm_prompts: bool | None = None,
+    hold_frontend: bool = False,
 ) -> None:
     import yaml
 
@@ -257,7 +262,15 @@ def _calibrate_run_log(
             raise FleetsimError(f"{scenario}: a scenario must be a YAML mapping")
         base_dir = scenario.parent
     given_as = str(scenario) if scenario is not None else "--scenario"
-    cal = calibrate_from_log(log, raw, base_dir=base_dir, fit_share=fit_share, warm_prompts=warm_prompts, given_as=given_as)
+    cal = calibrate_from_log(
+        log,
+        raw,
+        base_dir=base_dir,
+        fit_share=fit_share,
+        warm_prompts=warm_prompts,
+        given_as=given_as,
+        fit_frontend=not hold_frontend,
+    )
     block = overrides_block(cal.gpu, cal.after, list(cal.after))
     summary = {
         "file": log.source,
@@ -269,6 +282,7 @@ def _calibrate_run_log(
         "fitted": cal.after,
         "errors": cal.rows,
         "roofline": block["roofline"],
+        "notes": list(cal.notes),
     }
     if out is not None:
         errors = {m: cal.error("held_out", "after", m) for m in ("ttft", "tpot", "e2e")}
@@ -276,7 +290,8 @@ def _calibrate_run_log(
         header = (
             f"{HEADER}{path.name}: {cal.fit_requests} requests fitted, {cal.held_out_requests} held out;\n"
             f"# held-out mean errors after the fit: {held}.\n"
-            f"# Use it in a scenario as `roofline: {{preset: {out.name}}}` (a path relative to the scenario), or paste the block.\n"
+            + "".join(f"# note: {n}\n" for n in cal.notes)
+            + f"# Use it in a scenario as `roofline: {{preset: {out.name}}}` (a path relative to the scenario), or paste the block.\n"
         )
         write_text_atomically(out, header + yaml.safe_dump(block, sort_keys=False))
     if as_json:
@@ -294,6 +309,8 @@ def _calibrate_run_log(
     for m in ("ttft", "tpot", "e2e"):
         cells = [cal.error(part, when, m) for part in ("fit", "held_out") for when in ("before", "after")]
         typer.echo(f"  {m.upper():<14}" + "".join(f"{c:>+10.1%}" if c is not None else f"{'-':>10}" for c in cells))
+    for n in cal.notes:
+        typer.echo(f"note: {n}")
     if out is not None:
         typer.echo(f"wrote {out}: use it as `roofline: {{preset: {out.name}}}` in a scenario beside it")
 

@@ -125,6 +125,8 @@ def check_out_file(path: Path, option: str, *, inputs: Sequence[Path] = ()) -> N
     `inputs` the command reads (which it would replace)."""
     from sim.atomic import check_writable
 
+    if any(ord(c) < 32 or ord(c) == 127 for c in path.name):  # (a newline in a name ends up in headers and tables)
+        raise FleetsimError(f"{option} {path.name!r}: a file name must not hold control characters (a newline, a tab)")
     check_writable(path, option)
     source = input_at(path, inputs)
     if source is not None:

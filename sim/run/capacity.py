@@ -17,8 +17,8 @@ own, a saturated run being one more sample of the same rate — not above it (te
 holds this over random scenarios).
 
 - **Colocated**: one replica of the entry pool, under its own engine: `tokens_per_gpu_s` is its saturated tokens/s
-  (`max_tokens_per_s_per_replica`) over its TP. An MoE model's DP ranks are measured as a whole group of dp
-  (`group_size`: they step together), each replica's share of it.
+  (`max_tokens_per_s_per_replica`) over its TP. An MoE model's DP ranks are measured as a whole group of dp, and a
+  pipeline server's virtual engines as its pp (`group_size`: they step together), each replica's share of it.
 - **Disaggregated**: the best split of GPUs between the two pools. A prefill replica's rate `r_p` (requests/s of
   the mix, each prefilled to its first token) and a decode replica's `r_d` (requests/s of the mix's multi-token
   requests, each arriving prefilled over an instant link) are measured as above; a request then costs
@@ -219,9 +219,12 @@ def saturated_rate(requests: pd.DataFrame, cut: float, regime: str, *, count: np
 
 
 def group_size(spec: PoolSpec) -> int:
-    """Replicas a probe runs of the pool: one, or an MoE model's whole DP group (its ranks step together and share
-    the MoE layers, `sim.run.engine.lockstep`: one rank alone would price those layers for its tokens only)."""
-    return spec.setup.dp_group
+    """Replicas a probe runs of the pool: one, an MoE model's whole DP group (its ranks step together and share
+    the MoE layers, `sim.run.engine.lockstep`: one rank alone would price those layers for its tokens only), or a
+    pipeline server's pp virtual engines (they share its stages' GPUs and step at the slowest busy one's pace: one
+    engine alone would run unhindered)."""
+    setup = spec.setup
+    return setup.dp_group if setup.dp_group > 1 else setup.pp
 
 
 def first_concurrency(spec: PoolSpec, pick: np.ndarray) -> int:

@@ -312,6 +312,16 @@ def check_pipeline(psc: Scenario, pp: int) -> None:
             "batch.fleet",
             "a dedicated batch pool (launched and released as the backlog needs, an engine at a time) is not modelled; use backfill",
         )
+    life = fleet.lifecycle
+    if life.start == "cold":  # (each engine draws its own cold start: a random one would start a server's engines apart)
+        for key in ("cold_start_s", "provision_s", "image_pull_s", "warmup_s"):
+            value = getattr(life, key)
+            if value is not None and not isinstance(value, int | float):
+                raise refuse(
+                    f"fleet.lifecycle.{key}",
+                    f"a server's {pp} virtual engines start together, which a random cold start (one draw an engine) would "
+                    f"not keep: give a fixed duration (got {value.dist})",
+                )
 
 
 def check_whole_groups(fleet: Any, dp: int) -> None:

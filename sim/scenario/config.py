@@ -30,6 +30,7 @@ from sim.policies.lifecycle import LifecycleConfig
 from sim.spec import (
     MAX_BILLING_S,
     MAX_COUNT,
+    MAX_FRONTEND_S,
     MAX_HW_RATE,
     MAX_OVERHEAD_S,
     MAX_REPLICAS,
@@ -90,7 +91,7 @@ class RooflineConfig(Frozen):
     # seconds a request spends in the serving stack outside the engine: the HTTP server, tokenization, the hop to the
     # engine and its first token's way back to the client (vLLM's API server process, the network). Each request
     # reaches the engine this much after its arrival: TTFT and E2E grow by it, TPOT does not
-    frontend_latency_s: float = Field(default=0.0, ge=0, le=MAX_OVERHEAD_S)
+    frontend_latency_s: float = Field(default=0.0, ge=0, le=MAX_FRONTEND_S)
     layer_overhead_s: float | None = Field(default=None, ge=0, le=MAX_OVERHEAD_S)  # fixed seconds per layer per step
     overlap: float | None = Field(default=None, ge=0, le=1)  # 1: max(compute, memory); 0: their sum
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
@@ -817,6 +818,10 @@ def load_preset_file(path: Path) -> dict[str, Any]:
         raise FleetsimError(f"roofline.preset {path}: a preset file must hold a roofline block (a mapping)")
     if data.get("preset") is not None:
         raise FleetsimError(f"roofline.preset {path}: a preset file cannot name another preset (preset: {data['preset']!r})")
+    try:  # (checked here, so that a bad value is named in the file that holds it, not in the scenario using it)
+        RooflineConfig.model_validate(data)
+    except ValidationError as err:
+        raise from_validation_error(err, where=str(path), prefix="roofline", data=data) from None
     return dict(data)
 
 

@@ -456,6 +456,9 @@ def replay_scenario(
         raw = dict(scenario)
         raw.pop("trace", None)
         parse_config(raw, where=given_as, base_dir=base_dir)  # checked as given (its fleet is replaced below)
+        if raw.get("batch") is not None:  # (its jobs would add requests the log does not hold)
+            raw.pop("batch")
+            notes.append("batch: the scenario's batch jobs are not replayed (a replay serves the log's requests only)")
         logged = (log.meta or {}).get("model")
         if isinstance(logged, str) and isinstance(raw.get("model"), str):
             ran = model_from_name(logged)  # (a name the catalog does not know is left to the user's scenario)
@@ -844,7 +847,7 @@ def _validate(
 CAL_PARAMS = ("mfu", "mbu")  # replayed (GPU overrides)
 # profiled out of each replay (`roofline.frontend_latency_s`: a request's delay before the engine)
 FRONTEND = "frontend_latency_s"
-FRONTEND_MAX_S = 1.0  # (its config bound)
+FRONTEND_MAX_S = 10.0  # the fit's bound (a fit that stops there is noted: the log's clocks, not a frontend)
 CAL_BOUNDS = {"mfu": (0.05, 1.0), "mbu": (0.05, 1.0), "layer_overhead_s": (0.0, 1e-3)}
 GRID_FACTORS = (0.5, 0.63, 0.79, 1.0, 1.26, 1.59, 2.0)
 
@@ -865,6 +868,7 @@ class LogCalibration:
     held_out_requests: int
     rows: dict[str, dict[str, list[dict[str, Any]]]]  # {"fit" | "held_out": {"before" | "after": rows}}
     replays: int
+    notes: tuple[str, ...] = ()  # fitted values that stopped at a bound of the search
 
     def error(self, part: str, when: str, metric: str, stat: str = "mean") -> float | None:
         for r in self.rows[part][when]:
@@ -923,6 +927,7 @@ def calibrate_from_log(
     fit_share: float = 0.5,
     warm_prompts: bool | None = None,
     given_as: str = "--scenario",
+    fit_frontend: bool = True,
 ) -> LogCalibration:
     """Fit mfu and mbu so that the replay reproduces the TTFT, TPOT and E2E of the run's first `fit_share` requests
     (by arrival): least squares on the log of simulated over measured, request by request, every request's arrival
@@ -983,7 +988,10 @@ def calibrate_from_log(
 
     def residuals(x: np.ndarray) -> np.ndarray:
         # replayed without a frontend latency (the shift is fitted on top: `best_shift`)
-        sim = run({**dict(zip(CAL_PARAMS, map(float, np.exp(x)), strict=True)), FRONTEND: 0.0})
+        p = dict(zip(CAL_PARAMS, map(float, np.exp(x)), strict=True))
+        if not fit_frontend:  # (held at the scenario's value: replayed with it)
+            return _log_residuals(real, run({**p, FRONTEND: before[FRONTEND]}), fit_mask, floor)
+        sim = run({**p, FRONTEND: 0.0})
         return _log_residuals(real, sim, fit_mask, floor, best_shift(real, sim, fit_mask, floor))
 
     lo = np.log([max(CAL_BOUNDS[k][0], 1e-7) for k in CAL_PARAMS])
@@ -1001,13 +1009,25 @@ def calibrate_from_log(
     fit = minimize(cost, best, method="Nelder-Mead", options={"xatol": 2e-3, "fatol": 1e-9, "maxfev": 80,
                                                                "initial_simplex": _simplex(best, 0.1)})  # fmt: skip
     after = dict(zip(CAL_PARAMS, map(float, np.exp(np.clip(fit.x, lo, hi))), strict=True))
-    after[FRONTEND] = round(best_shift(real, run({**after, FRONTEND: 0.0}), fit_mask, floor), 6)
+    after[FRONTEND] = (
+        round(best_shift(real, run({**after, FRONTEND: 0.0}), fit_mask, floor), 6) if fit_frontend else before[FRONTEND]
+    )
     sim_before, sim_after = run(before), run(after)  # (each a replay of its own: the latency delays the arrivals)
     rows = {
         "fit": {"before": compare_rows(real, sim_before, fit_mask), "after": compare_rows(real, sim_after, fit_mask)},
         "held_out": {"before": compare_rows(real, sim_before, ~fit_mask), "after": compare_rows(real, sim_after, ~fit_mask)},
     }
-    return LogCalibration(gpu, before, after, n_fit, n - n_fit, rows, replays)
+    notes = [
+        f"{p} stopped at its bound {bound:g}: the fit wanted it further, so the run holds something it does not model"
+        for p, bound in ((k, CAL_BOUNDS[k][i]) for k in CAL_PARAMS for i in (0, 1))
+        if abs(after[p] - bound) <= 1e-3 * bound
+    ]
+    if fit_frontend and after[FRONTEND] >= FRONTEND_MAX_S * (1 - 1e-3):
+        notes.append(
+            f"{FRONTEND} stopped at the fit's bound of {FRONTEND_MAX_S:g} s: the run's first tokens come that much later "
+            "than the replay's, which is more likely the log's clocks than a serving stack"
+        )
+    return LogCalibration(gpu, before, after, n_fit, n - n_fit, rows, replays, tuple(notes))
 
 
 def _series(log: RunLog, result: SimResult) -> pd.DataFrame | None:
