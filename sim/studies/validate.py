@@ -888,8 +888,9 @@ def _with_params(raw: dict[str, Any], gpu: str, p: dict[str, float]) -> dict[str
     return {**raw, "roofline": roofline}
 
 
-def _log_residuals(real: dict[str, np.ndarray], sim: dict[str, np.ndarray], mask: np.ndarray, floor: dict[str, float],
-                   shift: float = 0.0) -> np.ndarray:  # fmt: skip
+def _log_residuals(
+    real: dict[str, np.ndarray], sim: dict[str, np.ndarray], mask: np.ndarray, floor: dict[str, float], shift: float = 0.0
+) -> np.ndarray:
     """Per request of `mask`, the log of simulated over measured TTFT, TPOT and E2E (a floor keeps ~0 TTFTs sane), each
     metric's weighted by 1 / sqrt(its count); `shift` seconds added to the simulated TTFT and E2E (a frontend latency)."""
     out = []

@@ -286,6 +286,10 @@ class LockStep:
             dt = self._dummy[group_tokens] = self.step_time.step(0, 1, 1, 0, 0, 1, group_tokens=group_tokens)[0]
         return dt
 
+    def _dummies(self, working: list[LockStepReplica]) -> int:
+        """The members not in `working` that run dummy batches (a pipeline's idle engine runs none)."""
+        return 0 if self.pipeline else len(self.ranks) - len(working)
+
     @property
     def full(self) -> bool:
         return len(self.ranks) >= self.dp
@@ -347,8 +351,7 @@ class LockStep:
                 elif rank._wants_run is not None:  # a decode run: each step's tokens
                     working.append(rank)
                     sizes.append(rank._run_work[0])
-        # the members left that run dummy batches (a pipeline's idle engine runs none)
-        idle = len(self.ranks) - len(working) if not self.pipeline else 0
+        idle = self._dummies(working)
         if not working:
             return  # every rank idle: the next arrival starts a step
         self.in_step = True
@@ -359,8 +362,8 @@ class LockStep:
         # every rank's step fits a captured CUDA graph, vLLM pads every rank to the largest (`coordinate_batch_across_dp`)
         most = max(sizes)
         tokens: int | None
-        if self.pipeline:  # (each engine's microbatch through the layers alone)
-            tokens, self._tokens = None, sum(sizes)
+        if self.pipeline:  # (each engine's microbatch through the layers alone; no dummy batch to price)
+            tokens = None
         elif most <= self.graph_tokens:
             tokens = self._tokens = most * (len(working) + idle)
         else:
@@ -413,7 +416,7 @@ class LockStep:
         assert line is not None
         self._line = None  # (`cut` has nothing to cut while the ranks' steps end)
         total = line.total(steps)
-        idle = len(self.ranks) - len(working) if not self.pipeline else 0
+        idle = self._dummies(working)
         self.n_steps += steps
         self.dummy_steps += idle * steps
         if idle:
