@@ -194,6 +194,8 @@ def test_the_accuracy_benchmark_scores_every_bundled_kernel_profile(capsys):
     out = capsys.readouterr().out
     assert "rtx4090_llama-3.1-8b_tp1 (llama-3.1-8b, rtx-4090, TP 1) | 20 |" in out
     assert "rtxpro6000_llama-3.1-8b_tp1 (llama-3.1-8b, rtx-pro-6000-server, TP 1) | 20 | 15.4% / 27.3% |" in out
+    assert "rtxpro6000_qwen3-32b_tp1 (qwen3-32b, rtx-pro-6000-server, TP 1) | 20 | 14.6% / 24.5% |" in out
+    assert "rtxpro6000_qwen3-32b_tp2 (qwen3-32b, rtx-pro-6000-server, TP 2) | 20 | 10.8% / 17.8% |" in out
 
 
 def test_the_moe_profile_prices_long_prefills_with_the_experts_apart():
