@@ -189,7 +189,8 @@ def test_an_alias_that_is_another_gpus_name_is_refused(tmp_path):
 
 def test_an_all_reduce_runs_at_nccls_measured_bus_bandwidth_and_an_overridden_link_drops_it(tmp_path):
     """The catalog's `allreduce_gb_per_s` (NCCL measured, one direction) prices a TP all-reduce; a GPU without one runs
-    at half its datasheet link; a scenario that overrides the link alone drops the figure measured on the old link."""
+    at the measured links' share of one direction of its datasheet link; a scenario that overrides the link alone drops the figure measured on the old link."""
+    from sim.physics.hardware import UNMEASURED_LINK_SHARE
     from sim.physics.roofline import allreduce_time_s
 
     a100 = GPUS.get("a100-80gb")
@@ -201,11 +202,12 @@ def test_an_all_reduce_runs_at_nccls_measured_bus_bandwidth_and_an_overridden_li
     m = MODELS.get("llama-3.1-70b")
     base = build_setup(m, a100, tp=8, roofline=roofline_config())
     link_only = build_setup(m, a100, tp=8, roofline=roofline_config(gpu_overrides={"a100-80gb": {"interconnect_gb_per_s": 900}}))
-    assert link_only.gpu.collective_bw_bytes_per_s == 450e9  # half the overridden link: the measurement was not of it
+    # the measured links' share of the overridden link's direction: the measurement was not of it
+    assert link_only.gpu.collective_bw_bytes_per_s == pytest.approx(450e9 * UNMEASURED_LINK_SHARE)
     both = roofline_config(gpu_overrides={"a100-80gb": {"interconnect_gb_per_s": 900, "allreduce_gb_per_s": 200}})
     assert build_setup(m, a100, tp=8, roofline=both).gpu.collective_bw_bytes_per_s == 200e9
     assert link_only.comm_s(2048) < base.comm_s(2048)
-    # a user catalog entry may give its own measurement; without one, half its link
+    # a user catalog entry may give its own measurement; without one, the share of one direction of its link
     entry = (
         "my-gpu:\n  bf16_tflops: 100\n  hbm_gb: 80\n  hbm_bw_gb_per_s: 2000\n  interconnect_gb_per_s: 128\n{extra}"
         "  usd_per_gpu_hour: 1.0\n"
@@ -213,7 +215,9 @@ def test_an_all_reduce_runs_at_nccls_measured_bus_bandwidth_and_an_overridden_li
     (tmp_path / "g.yaml").write_text(entry.format(extra="  allreduce_gb_per_s: 20\n"))
     assert load_gpu_catalog(tmp_path / "g.yaml").get("my-gpu").collective_bw_bytes_per_s == 20e9
     (tmp_path / "g.yaml").write_text(entry.format(extra=""))
-    assert load_gpu_catalog(tmp_path / "g.yaml").get("my-gpu").collective_bw_bytes_per_s == 64e9
+    assert load_gpu_catalog(tmp_path / "g.yaml").get("my-gpu").collective_bw_bytes_per_s == pytest.approx(
+        64e9 * UNMEASURED_LINK_SHARE
+    )
     (tmp_path / "g.yaml").write_text(entry.format(extra="  allreduce_gb_per_s: -1\n"))
     with pytest.raises(FleetsimError, match="allreduce_gb_per_s"):
         load_gpu_catalog(tmp_path / "g.yaml")

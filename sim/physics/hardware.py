@@ -9,6 +9,7 @@ format (`load_gpu_catalog(extra=...)`).
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -30,6 +31,23 @@ GENERIC_MFU = 0.685
 GENERIC_MBU = 0.76
 GENERIC_LAYER_OVERHEAD_S = 2.2e-5
 GENERIC_OVERLAP = 0.71
+
+# A GPU's total memory as the driver reports it (cudaMemGetInfo, the total vLLM's gpu_memory_utilization is a share of)
+# where no log gives it: the datasheet's "N GB" is N GiB of memory (HBM stacks and GDDR chips come in powers of two),
+# of which the driver keeps about 1.1% (logged totals over datasheet GiB: A100 40 GB 0.987, A100 80 GB 0.989, H100 SXM
+# 0.990, an 8x H200 node's vLLM log 0.992 with nvidia-smi's 143,771 MiB beside it; the logged GDDR cards 0.980-0.996),
+# and a data-center GDDR card, which ships with ECC on, keeps 1/16 more for its check bits (the L40S logs 44.52 GiB of
+# 48: 0.927 = 15/16 x 0.989). Reading "N GB" as N x 10^9 bytes instead put these cards 6-7% short (H100 PCIe 74.5 GiB
+# where the SXM card logs 79.2).
+DRIVER_SHARE = 0.989
+ECC_SHARE = 15 / 16
+GIB = 2**30
+
+# The bus bandwidth a collective reaches on a link the catalog has no measured figure for, as a share of one direction
+# of its datasheet rate: the median of the shares NCCL reaches on the links measured (sim/data/gpus.yaml: NVLink3 0.50,
+# NVLink4 0.62, PCIe 5.0 0.62 and 0.35, host-staged PCIe 4.0 and 5.0 0.45 and 0.44). The full line rate, which an
+# unmeasured link used to get, is what none of them reaches.
+UNMEASURED_LINK_SHARE = 0.475
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,21 +78,46 @@ class GpuSpec:
     link_gpus: int | None = None
     pcie_bw_bytes_per_s: float | None = None
     fp4_flops_per_s: float | None = None  # dense FP4 tensor-core FLOP/s (Blackwell: NVFP4/MXFP4 GEMMs), if it has them
+    # a fully connected mesh's point-to-point link, usable bytes/s one direction (MI300X xGMI: each GPU a link to each
+    # other one), so that a group of n GPUs has n - 1 links each
+    mesh_link_bw_bytes_per_s: float | None = None
 
     @property
     def collective_bw_bytes_per_s(self) -> float:
         """The bus bandwidth the in-node collectives (TP all-reduces, MoE exchanges) run at: NCCL's measured figure
-        where the catalog has one, else one direction of the datasheet's link."""
+        where the catalog has one, else the measured links' share of one direction of the datasheet's link
+        (`UNMEASURED_LINK_SHARE`)."""
         if self.allreduce_bw_bytes_per_s is not None:
             return self.allreduce_bw_bytes_per_s
-        return self.interconnect_bw_bytes_per_s / 2
+        return self.interconnect_bw_bytes_per_s / 2 * UNMEASURED_LINK_SHARE
+
+    @property
+    def past_bridge_bw_bytes_per_s(self) -> float:
+        """What a collective reaches over the PCIe link past the GPUs a bridge joins (unmeasured: the share of one
+        direction of it); infinite for a card with no such link."""
+        if self.pcie_bw_bytes_per_s is None:
+            return math.inf
+        return self.pcie_bw_bytes_per_s / 2 * UNMEASURED_LINK_SHARE
 
     def group_collective_bw_bytes_per_s(self, n_gpus: int) -> float:
-        """`collective_bw_bytes_per_s` for a group of `n_gpus` in one node: past the GPUs the interconnect joins
-        (`link_gpus`: bridged pairs) the ring crosses PCIe between them, one direction of its datasheet rate."""
+        """`collective_bw_bytes_per_s` for a group of `n_gpus` in one node: over a full mesh, at most its n - 1 links
+        a GPU; past the GPUs the interconnect joins (`link_gpus`: bridged pairs) the ring crosses PCIe between them."""
+        bw = self.collective_bw_bytes_per_s
+        if self.mesh_link_bw_bytes_per_s is not None:
+            bw = min(bw, max(1, n_gpus - 1) * self.mesh_link_bw_bytes_per_s)
         if self.link_gpus is not None and self.pcie_bw_bytes_per_s is not None and n_gpus > self.link_gpus:
-            return min(self.collective_bw_bytes_per_s, self.pcie_bw_bytes_per_s / 2)
-        return self.collective_bw_bytes_per_s
+            bw = min(bw, self.past_bridge_bw_bytes_per_s)
+        return bw
+
+    def p2p_bw_bytes_per_s(self, a: int, b: int) -> float:
+        """A point-to-point send from GPU `a` to GPU `b` of one node (a pipeline boundary's): over the one mesh link
+        between them, past a bridge (GPUs in different bridged groups of `link_gpus`) over PCIe, else the node's link."""
+        bw = self.collective_bw_bytes_per_s
+        if self.mesh_link_bw_bytes_per_s is not None:
+            bw = min(bw, self.mesh_link_bw_bytes_per_s)
+        if self.link_gpus is not None and self.pcie_bw_bytes_per_s is not None and a // self.link_gpus != b // self.link_gpus:
+            bw = min(bw, self.past_bridge_bw_bytes_per_s)
+        return bw
 
     @property
     def total_memory_bytes(self) -> float:
@@ -120,12 +163,18 @@ class _GpuEntry(Frozen):
     sm_count: int = Field(default=128, ge=1, le=100_000)
     link_gpus: int | None = Field(default=None, ge=1, le=100_000)  # GPUs the interconnect joins (a bridge: 2)
     pcie_gb_per_s: float | None = Field(default=None, ge=MIN_HW_RATE, le=MAX_HW_RATE)  # the PCIe link past them
+    ecc_reserve: bool = False  # GDDR with ECC on as shipped (data-center cards): 1/16 of it holds check bits
+    mesh_link_gb_per_s: float | None = Field(default=None, ge=MIN_HW_RATE, le=MAX_HW_RATE)  # a full mesh's link
 
     @model_validator(mode="after")
     def _link_group_needs_pcie(self) -> _GpuEntry:
         if self.link_gpus is not None and self.pcie_gb_per_s is None:
             raise ValueError("link_gpus needs pcie_gb_per_s (the link a larger group crosses)")
         return self
+
+    def driver_total(self) -> float:
+        """The total the driver would report, from the datasheet's figure (`DRIVER_SHARE`), where no log gives it."""
+        return self.hbm_gb * GIB * DRIVER_SHARE * (ECC_SHARE if self.ecc_reserve else 1.0)
 
     def to_spec(self, name: str) -> GpuSpec:
         return GpuSpec(
@@ -146,11 +195,12 @@ class _GpuEntry(Frozen):
             usd_per_gpu_hour=self.usd_per_gpu_hour,
             price_source=self.price_source,
             price_as_of=self.price_as_of,
-            device_memory_bytes=None if self.device_memory_bytes is None else float(self.device_memory_bytes),
+            device_memory_bytes=float(self.device_memory_bytes) if self.device_memory_bytes is not None else self.driver_total(),
             sm_count=self.sm_count,
             allreduce_bw_bytes_per_s=None if self.allreduce_gb_per_s is None else self.allreduce_gb_per_s * GIGA,
             link_gpus=self.link_gpus,
             pcie_bw_bytes_per_s=None if self.pcie_gb_per_s is None else self.pcie_gb_per_s * GIGA,
+            mesh_link_bw_bytes_per_s=None if self.mesh_link_gb_per_s is None else self.mesh_link_gb_per_s * GIGA,
         )
 
 

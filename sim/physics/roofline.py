@@ -188,6 +188,18 @@ class RooflineSetup:
         across = -(-self.pp // per_node) - 1
         return self.pp - 1 - across, across
 
+    def stage_seconds_per_byte(self) -> float:
+        """The in-node pipeline boundaries' seconds per byte sent, summed: stage s on GPUs s x tp ... of its node (stages
+        packed as `stage_links` packs them) sends to the next stage's GPUs over the link between them
+        (`GpuSpec.p2p_bw_bytes_per_s`: a bridged pair's NVLink, or PCIe past it)."""
+        per_node = max(1, self.gpus_per_node // self.tp)
+        total = 0.0
+        for b in range(self.pp - 1):
+            s = b % per_node
+            if s + 1 < per_node:  # (the last stage of a node sends across nodes: `across_nodes`)
+                total += 1.0 / self.gpu.p2p_bw_bytes_per_s(s * self.tp, (s + 1) * self.tp)
+        return total
+
     def stage_transfer_s(self, n_tokens: int) -> float:
         """A step's sends between pipeline stages: each boundary sends the step's hidden states (n x hidden at the
         activations' precision) from each GPU of a stage to its peer in the next, a point-to-point send at the node's
@@ -196,7 +208,7 @@ class RooflineSetup:
         n_bytes = n_tokens * self.model.hidden_size * self.activation_bits / 8
         t = 0.0
         if inside:
-            t += inside * (self.gpu.allreduce_latency_s + n_bytes / self.gpu.group_collective_bw_bytes_per_s(2))
+            t += inside * self.gpu.allreduce_latency_s + n_bytes * self.stage_seconds_per_byte()
         if across:
             bw, lat = self.across_nodes(self.tp * self.pp)
             t += across * (lat + n_bytes / bw)
@@ -238,13 +250,12 @@ class RooflineSetup:
         the group), and the higher of their latencies
         (the ring still crosses each node's link: over a host-staged PCIe box, 14.5 GB/s and 42 us, the network's
         50 GB/s and 20 us would otherwise make a group spanning two nodes faster than one inside a node). A card whose
-        catalog entry gives its PCIe link past a bridge (`pcie_bw_bytes_per_s`) reaches the network over that link, one
-        direction of it: nodes of one bridged pair of A100 PCIe cards each would otherwise ring at the network's 50 GB/s,
+        catalog entry gives its PCIe link past a bridge (`pcie_bw_bytes_per_s`) reaches the network over that link, at what a
+        ring reaches over it in the node (`GpuSpec.past_bridge_bw_bytes_per_s`): nodes of one bridged pair of A100 PCIe cards each would otherwise ring at the network's 50 GB/s,
         faster than four cards in one node over their 32 GB/s of PCIe."""
         gpu = self.gpu
         bw = min(self.scale_out_bytes_per_s, gpu.group_collective_bw_bytes_per_s(min(n_gpus, self.gpus_per_node)))
-        if gpu.pcie_bw_bytes_per_s is not None:
-            bw = min(bw, gpu.pcie_bw_bytes_per_s / 2)
+        bw = min(bw, gpu.past_bridge_bw_bytes_per_s)  # (what a ring reaches over that PCIe link, as inside the node)
         return bw, max(self.scale_out_latency_s, gpu.allreduce_latency_s)
 
     def allreduce_s(self, n_bytes: float) -> float:
