@@ -44,6 +44,25 @@ def _mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+# YAML 1.2's numbers, not 1.1's: PyYAML reads `1:30` as 90 (base 60) and `010` as 8 (octal), which no one writing a
+# scenario means; under 1.2 (and here) `1:30` is a string the schema refuses and `010` the decimal 10. The 1.1 int and
+# float resolvers are replaced by theirs less those two forms (0x and 0b stay).
+_INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_UniqueKeyLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_INT, _FLOAT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_UniqueKeyLoader.add_implicit_resolver(
+    _INT, re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0x[0-9a-fA-F_]+|[-+]?0|[-+]?[1-9][0-9_]*)$"), list("-+0123456789")
+)
+_UniqueKeyLoader.add_implicit_resolver(
+    _FLOAT,
+    re.compile(
+        r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
 # YAML 1.2 reads `1e-5` and `3E4` as numbers; PyYAML's YAML 1.1 rules need a dot and a signed exponent
 # (`1.0e-5`) and would hand the scenario the string "1e-5". Accept the 1.2 forms too.
 _UniqueKeyLoader.add_implicit_resolver(

@@ -43,8 +43,9 @@ def test_a_run_log_timed_under_a_millisecond_is_refused(tmp_path):
 
 
 def test_a_real_figure_too_small_to_divide_by_has_no_error_not_inf(tmp_path):
-    """Most requests of 5e-324 s: the p50 and p90 errors printed as +inf% (sim / 5e-324 overflows)."""
-    rows = [{"queued_ts": 0.0, "first_token_ts": 0.0, "last_token_ts": 5e-324}] * 20
+    """Most requests' first tokens 5e-324 s after arrival: the p50 and p90 errors printed as +inf% (sim / 5e-324
+    overflows). (A log whose requests all last that long is refused: its tokens come faster than any engine streams.)"""
+    rows = [{"queued_ts": 0.0, "first_token_ts": 5e-324, "last_token_ts": 1.0}] * 20
     rows.append({"queued_ts": 10.0, "first_token_ts": 10.5, "last_token_ts": 12.0})
     res = runner.invoke(app, ["validate", str(_log(tmp_path, rows)), "--scenario", str(_scenario(tmp_path))])
     assert res.exit_code == 0, res.output

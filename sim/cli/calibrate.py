@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -284,6 +285,19 @@ def _calibrate_run_log(
         "roofline": block["roofline"],
         "notes": list(cal.notes),
     }
+    fitted_errors = [cal.error("fit", "after", m) for m in ("ttft", "tpot", "e2e")]
+    known = [abs(e) for e in fitted_errors if e is not None]
+    mean_error = sum(known) / len(known) if known else math.inf
+    failed = None
+    if mean_error > FAILED_FIT_ERROR and cal.notes:  # (the notes name the parameters that stopped at a bound)
+        failed = (
+            f"the fit failed: the fitted requests' mean |error| stays {mean_error:.0%} with "
+            f"{'; '.join(cal.notes)}; the log's times are likely in another unit, or from another model, GPU or TP"
+        )
+    if failed is not None and out is not None:  # (a preset that reads as usable and is not: nothing written)
+        raise FleetsimError(f"{path}: {failed}; --out {out} not written")
+    if failed is not None:
+        typer.echo(f"warning: {failed}", err=True)
     if out is not None:
         errors = {m: cal.error("held_out", "after", m) for m in ("ttft", "tpot", "e2e")}
         held = ", ".join(f"{m} {'-' if e is None else f'{e:+.1%}'}" for m, e in errors.items())

@@ -13,7 +13,7 @@ import typer
 from sim.cli.calibrate import calibrate as calibrate_command
 from sim.cli.cluster import export as export_command
 from sim.cli.cluster import import_ as import_command
-from sim.cli.common import Interrupted, Stopped, alias_note, emit_json, int_list, positive, user_errors
+from sim.cli.common import Interrupted, Stopped, alias_note, emit_json, int_list, name_too_long, positive, user_errors
 from sim.cli.plan import plan as plan_command
 from sim.cli.roofline import render_text, roofline_report
 from sim.cli.run import report as report_command
@@ -455,6 +455,12 @@ def main(argv: list[str] | None = None) -> None:
         code = 2
     except FleetsimError as err:  # raised outside a command (should not happen)
         typer.echo(f"error: {err}", err=True)
+        code = 2
+    except OSError as err:  # a path too long for the system, met outside a command's own handling
+        line = name_too_long(err)
+        if line is None:
+            raise
+        typer.echo(f"error: {line}", err=True)
         code = 2
     except Stopped as err:  # a study interrupted: its finished runs are kept, and the line says so
         typer.echo(f"error: {err}", err=True)

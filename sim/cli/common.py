@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -36,8 +37,18 @@ def stopped(err: BaseException, kept: str) -> Stopped:
     return Stopped(f"{'interrupted' if ctrl_c else 'terminated'}; {kept}", 130 if ctrl_c else 143)
 
 
+def name_too_long(err: OSError) -> str | None:
+    """The one line for a path the system refuses as too long (a part over 255 bytes, or the whole over its limit),
+    which any command's first look at a file or folder raises; None for any other OSError."""
+    if err.errno != errno.ENAMETOOLONG:
+        return None
+    name = "a path" if err.filename is None else str(err.filename)
+    shown = name if len(name) <= 80 else f"{name[:56]}...{name[-16:]} ({len(name):,} characters)"
+    return f"{shown}: a name longer than the system allows (each part of a path at most 255 bytes); use a shorter one"
+
+
 def user_errors(fn: F) -> F:
-    """Turn a FleetsimError into `error: <one line>` on stderr and exit status 2."""
+    """Turn a FleetsimError (or a path too long for the system) into `error: <one line>` on stderr and exit status 2."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -45,6 +56,12 @@ def user_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except FleetsimError as err:
             typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(code=2) from None
+        except OSError as err:
+            line = name_too_long(err)
+            if line is None:
+                raise
+            typer.echo(f"error: {line}", err=True)
             raise typer.Exit(code=2) from None
 
     return wrapper  # type: ignore[return-value]

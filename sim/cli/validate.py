@@ -160,10 +160,15 @@ def validate(
     left_out = f"; {log.dropped:,} left out: no token (failed or aborted)" if log.dropped else ""
     typer.echo(f"fleetsim validate: {len(log.trace)} requests from {log.source} ({log.layout}{left_out})")
     typer.echo(f"  KV cache: {blocks['simulated']:,} blocks simulated ({kv_blocks}){logged}")
-    typer.echo(f"  {'metric':<7}{'stat':<6}{'real':>14}{'fleetsim':>14}{'error':>9}")
-    for r in cmp.rows:
-        err = "" if r["error"] is None else f"{r['error']:+.1%}"
-        typer.echo(f"  {r['metric'].upper():<7}{r['stat']:<6}{_ms(r['real_s']):>14}{_ms(r['sim_s']):>14}{err:>9}")
+    figures = [
+        (r["metric"].upper(), r["stat"], _ms(r["real_s"]), _ms(r["sim_s"]), "" if r["error"] is None else f"{r['error']:+.1%}")
+        for r in cmp.rows
+    ]
+    wide = max([14] + [len(c[k]) + 2 for c in figures for k in (2, 3)])  # (a column as wide as its widest figure)
+    werr = max([9] + [len(c[4]) + 2 for c in figures])
+    typer.echo(f"  {'metric':<7}{'stat':<6}{'real':>{wide}}{'fleetsim':>{wide}}{'error':>{werr}}")
+    for metric, stat, real, simulated, err in figures:
+        typer.echo(f"  {metric:<7}{stat:<6}{real:>{wide}}{simulated:>{wide}}{err:>{werr}}")
     if drift is not None:
         typer.echo("  over time (the run's ticks)   real mean   fleetsim mean   mean |diff|")
         for c, d in drift.items():

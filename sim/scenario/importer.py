@@ -1274,6 +1274,22 @@ def scenario_values(imp: Imported, *, model: str | None = None, gpu: str | None 
             imp.sources[key] = (
                 f"vLLM's default on {spec.name} ({'70 GiB or more, not an A100' if big else 'under 70 GiB, or an A100'})"
             )
+    mnbt, mns = values.get("engine.max_num_batched_tokens"), values.get("engine.max_num_seqs")
+    if (
+        mnbt is not None
+        and mns is not None
+        and int(mnbt) < int(mns)
+        and str(imp.sources.get("engine.max_num_seqs", "")).startswith("vLLM's default")
+    ):
+        # (vLLM caps its default sequence count at the token budget given: EngineArgs' defaults)
+        values["engine.max_num_seqs"] = mns = int(mnbt)
+        imp.sources["engine.max_num_seqs"] = "vLLM's default, capped at max_num_batched_tokens as vLLM caps it"
+    if mnbt is not None and mns is not None and int(mnbt) < int(mns):  # (vLLM's SchedulerConfig refuses to start so)
+        raise FleetsimError(
+            f"max_num_batched_tokens {mnbt} ({imp.sources.get('engine.max_num_batched_tokens', 'given')}) is under "
+            f"max_num_seqs {mns} ({imp.sources.get('engine.max_num_seqs', 'given')}): vLLM refuses to start so "
+            "(max_num_batched_tokens must be >= max_num_seqs); raise --max-num-batched-tokens or lower --max-num-seqs"
+        )
     tp = int(values.get("fleet.tp", 1))
     if imp.gpus_per_pod is not None:
         n, where = imp.gpus_per_pod

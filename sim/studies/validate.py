@@ -486,6 +486,13 @@ def replay_scenario(
                 f"{log.source}: meta.json kv_cache.num_gpu_blocks: {n} blocks for the server's {pp} virtual engines (at "
                 "least one each)"
             )
+        given = (raw.get("engine") or {}).get("num_gpu_blocks_override")
+        if given is not None and given != n // pp:  # (the user's count and the log's: which one is meant is unsaid)
+            raise FleetsimError(
+                f"{where}: engine.num_gpu_blocks_override is {_short(given)}, and --kv-blocks logged takes the run's "
+                f"logged count ({n // pp} blocks{'' if pp == 1 else ' an engine'}, meta.json kv_cache.num_gpu_blocks): "
+                "give one of them"
+            )
         raw["engine"] = {**(raw.get("engine") or {}), "num_gpu_blocks_override": n // pp}
     sc = parse_config(raw, where=where, base_dir=base_dir)
     if base_dir is not None:
@@ -817,11 +824,15 @@ def _validate(
         n = int((status != "completed").sum())
         notes.append(f"{n} requests were not completed in the replay (first reason: {req['reject_reason'].dropna().iloc[0]})")
     rows = compare_rows(measured(log), per_request(result))
-    shortest = float(np.min(log.ttft_s)) if log.layout == "csv" else 0.0
+    shortest = float(np.min(log.ttft_s))
     if shortest > SLOWEST_FIRST_TOKEN_S:  # (a unit read 1,000 times too large reads so)
-        notes.append(
-            f"every request waited over {SLOWEST_FIRST_TOKEN_S:g} s for its first token (the shortest: {shortest:,.4g} s): "
+        hint = (
             "if the log's times are in milliseconds, pass --time-unit ms"
+            if log.layout == "csv"
+            else "check the log's timestamps: this layout's are in seconds, and a clock in milliseconds reads so"
+        )
+        notes.append(
+            f"every request waited over {SLOWEST_FIRST_TOKEN_S:g} s for its first token (the shortest: {shortest:,.4g} s): {hint}"
         )
     if log.itl_s is not None and log.itl_s.size and result.itl.count:
         for stat in STATS:

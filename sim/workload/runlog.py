@@ -26,6 +26,7 @@ import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,9 @@ CSV_FIELDS = ("arrival", "prompt", "output", "ttft", "e2e")
 TIMESERIES_COLUMNS = ("t", "running", "waiting", "kv_cache_pct")
 MAX_REQUESTS = 10_000_000
 MIN_STEP_S = 1e-3  # no engine step of a real model is shorter: a whole log timed under it is on another unit
+# one request's tokens never stream faster than this apart (10,000 a second; the fastest served models, speculating,
+# stream a few thousand): a log whose typical request does holds copied stamps or a truncated stream
+MIN_TOKEN_GAP_S = 1e-4
 # a request of one output token has its first token for its last: a log that puts them further apart than this has
 # another request's count or time on the row (its E2E compared against a one-token replay: -99%)
 ONE_TOKEN_SPAN_S = 1.0
@@ -115,6 +119,7 @@ def _read_run_log(p: Path, layout: str, columns: Mapping[str, str] | None, time_
                 raise FleetsimError(f"{companion}: is {what}; a run folder's {companion.name} is a file (or absent)")
         meta = _read_json_object(meta_path) if meta_path.exists() else None
         timeseries = _read_timeseries(ts) if ts.exists() else None
+        _check_within_run(p, meta_path, meta, arrival, e2e)
     elif layout == "vllm-bench":
         arrival, prompt, output, ttft, e2e, itl, dropped = _read_bench(p)
     else:
@@ -131,12 +136,26 @@ def _read_run_log(p: Path, layout: str, columns: Mapping[str, str] | None, time_
         raise FleetsimError(
             f"{p}: every request's latency is {said}: no serving run is timed so; check the timestamps' columns and unit"
         )
+    if not float(ttft.max()) >= MIN_STEP_S:
+        raise FleetsimError(
+            f"{p}: every request's first token comes within 1 ms of its arrival (the latest: {float(ttft.max()):.3g} s): "
+            "no engine's prefill is that quick; check the timestamps' columns and unit"
+        )
     multi = output > 1
     if multi.any() and not (e2e[multi] - ttft[multi] >= MIN_STEP_S).any():
         raise FleetsimError(
             f"{p}: no request's tokens are spread in time (the last token within 1 ms of the first, for all "
             f"{int(multi.sum()):,} requests of more than one token): a log of streamed tokens is needed to compare TPOT"
         )
+    if multi.any():
+        gap = float(np.median((e2e[multi] - ttft[multi]) / (output[multi] - 1)))
+        if gap < MIN_TOKEN_GAP_S:
+            raise FleetsimError(
+                f"{p}: the requests' tokens come {gap * 1e6:.3g} us apart (the median over {int(multi.sum()):,} requests "
+                f"of more than one token), over {round(MIN_TOKEN_GAP_S**-1):,} a second for one request, which no "
+                "engine streams; check the timestamps' columns and unit, and that each request's last token is its "
+                "stream's end"
+            )
     order = np.argsort(arrival, kind="stable")
     t0 = float(arrival[order[0]])
     frame = pd.DataFrame({"arrival_at_s": arrival[order] - t0, "prompt_tokens": prompt[order], "output_tokens": output[order]})
@@ -191,7 +210,11 @@ def _read_requests(p: Path) -> Any:
         if len(rows) >= MAX_REQUESTS:
             raise FleetsimError(f"{p}: more than {MAX_REQUESTS:,} requests; split the log")
         try:
-            rec = json.loads(line)
+            rec = json.loads(line, object_pairs_hook=_unique_keys)
+        except _RepeatedKey as err:
+            raise FleetsimError(
+                f"{p} line {n}: field {err.args[0]!r} is given twice (a JSON reader keeps one of them silently)"
+            ) from None
         except json.JSONDecodeError as err:
             raise FleetsimError(f"{p} line {n}: invalid JSON ({err.msg})") from None
         except (RecursionError, ValueError) as err:  # nested too deep; an integer of thousands of digits
@@ -342,10 +365,59 @@ def _read_csv(p: Path, columns: Mapping[str, str] | None, unit: float) -> Any:
     )
 
 
+def _run_seconds(meta: dict[str, Any] | None) -> float | None:
+    """The run's wall seconds from its meta.json's `started_at` and `finished_at` (ISO times), where both read so."""
+    if meta is None:
+        return None
+    start, end = meta.get("started_at"), meta.get("finished_at")
+    if not isinstance(start, str) or not isinstance(end, str):
+        return None
+    try:
+        seconds = (
+            datetime.fromisoformat(end.replace("Z", "+00:00")) - datetime.fromisoformat(start.replace("Z", "+00:00"))
+        ).total_seconds()
+    except (ValueError, TypeError):  # (not ISO times, or one with a zone and one without)
+        return None
+    return seconds if seconds > 0 else None
+
+
+def _check_within_run(p: Path, meta_path: Path, meta: dict[str, Any] | None, arrival: np.ndarray, e2e: np.ndarray) -> None:
+    """Every request was sent and answered within the run meta.json times (as a vllm bench result's `duration`
+    bounds its requests): one that ends later holds another run's or a corrupted stamp."""
+    seconds = _run_seconds(meta)
+    if seconds is None or not arrival.size:
+        return
+    ends = arrival - float(arrival.min()) + e2e
+    late = np.flatnonzero(ends > seconds * 1.01 + 1.0)
+    if late.size:
+        i = int(late[0])
+        raise FleetsimError(
+            f"{p}: request {i + 1} (of {arrival.size:,}) ends {float(ends[i]):,.3f} s after the first request's arrival, past "
+            f"the run's {seconds:,.3f} s ({meta_path.name}: started_at to finished_at): its times are not this run's"
+        )
+
+
+class _RepeatedKey(Exception):
+    """A key given twice in one JSON object (its name the argument)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _RepeatedKey(key)
+        out[key] = value
+    return out
+
+
 def _read_json_object(p: Path, what: str = "a JSON object") -> dict[str, Any]:
     """A JSON file holding one object (a vllm bench result, a run's meta.json)."""
     try:
-        data = json.loads(p.read_text(encoding="utf-8-sig"))
+        data = json.loads(p.read_text(encoding="utf-8-sig"), object_pairs_hook=_unique_keys)
+    except _RepeatedKey as err:
+        raise FleetsimError(
+            f"{p}: key {err.args[0]!r} is given twice in one object (a JSON reader keeps one of them silently)"
+        ) from None
     except (OSError, UnicodeDecodeError) as err:
         raise FleetsimError(f"{p}: cannot read ({err})") from None
     except json.JSONDecodeError as err:
