@@ -122,3 +122,15 @@ def test_the_fitted_block_carries_the_latency_into_a_scenario(tmp_path):
     sc = load_config(tmp_path / "s.yaml")
     assert sc.roofline.frontend_latency_s == 0.0075
     assert sc.roofline.gpu_overrides["l40s"].mfu == 0.5
+
+
+def test_the_html_report_says_its_latencies_hold_the_frontend_latency():
+    """A report of a run with a frontend latency says so beside the scenario (its TTFTs are not the engine's alone);
+    one without says nothing of it."""
+    from sim.results.html_report import render_html
+
+    trace = _trace(40, 3, span_s=10.0)
+    with_it = simulate(parse_config({**RAW, "roofline": {"frontend_latency_s": 0.012}}), trace, measure_capacity=False)
+    assert "reaches the engine 12 ms after it arrives" in render_html(with_it)
+    without = simulate(parse_config(RAW), trace, measure_capacity=False)
+    assert "reaches the engine" not in render_html(without)

@@ -72,7 +72,19 @@ def scenario_words(result: SimResult, summary: dict[str, Any]) -> str:
         f"{_e(meta['engine_policy'])}); trace {_e(source)}: {trace['requests']:,} requests at {_num(trace['mean_rate_per_s'])} req/s "
         f"(inter-arrival CV {_num(trace['iat_cv'])}, busiest minute {trace['peak_to_mean_per_min']:.2f}x the mean), mean "
         f"prompt {trace['prompt_tokens_mean']:,.0f} and output {trace['output_tokens_mean']:,.0f} tokens; SLOs: "
-        f"{_e(slo_words)}; seed {meta['seed']}."
+        f"{_e(slo_words)}; seed {meta['seed']}.{_frontend_words(sc)}"
+    )
+
+
+def _frontend_words(sc: dict[str, Any]) -> str:
+    """The serving stack's fixed latency, where the scenario sets one (`roofline.frontend_latency_s`): every TTFT and
+    E2E in the report holds it."""
+    latency = (sc.get("roofline") or {}).get("frontend_latency_s") or 0.0
+    if not latency:
+        return ""
+    return (
+        f" Each request reaches the engine {latency * 1000:,.4g} ms after it arrives (roofline.frontend_latency_s: the "
+        "serving stack's HTTP server, tokenizer and network), so every TTFT and E2E below holds it."
     )
 
 
