@@ -45,8 +45,9 @@ def _mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
 # YAML 1.2's numbers, not 1.1's: PyYAML reads `1:30` as 90 (base 60) and `010` as 8 (octal), which no one writing a
-# scenario means; under 1.2 (and here) `1:30` is a string the schema refuses and `010` the decimal 10. The 1.1 int and
-# float resolvers are replaced by theirs less those two forms (0x and 0b stay).
+# scenario means; here both are strings, which the schema refuses with the field named (YAML 1.2 reads `010` as 10:
+# a leading zero is refused rather than guessed). The 1.1 int and float resolvers are replaced by theirs less those
+# two forms (0x and 0b stay).
 _INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
 _UniqueKeyLoader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag not in (_INT, _FLOAT)]

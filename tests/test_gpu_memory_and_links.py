@@ -99,3 +99,21 @@ def test_a_pipeline_boundary_sends_over_the_link_between_its_gpus(tp, pp, past_b
     bridge, pcie = gpu.collective_bw_bytes_per_s, 64e9 * UNMEASURED_LINK_SHARE
     expect = (pp - 1 - past_bridge) / bridge + past_bridge / pcie
     assert setup.stage_seconds_per_byte() == pytest.approx(expect)
+
+
+def test_a_memory_override_keeps_the_catalogs_proportion_and_a_link_override_drops_the_mesh():
+    """`gpu_overrides: {h100-pcie: {hbm_gb: 80}}` (the catalog's own figure) changed nothing before the estimate and must
+    change nothing after it (it read 80 x 10^9 bytes, and Llama-3.1-70B at TP 2 no longer fit); a replaced link or a
+    measured all-reduce figure is not capped by MI300X's xGMI links."""
+    from sim.scenario.config import GpuOverride
+    from sim.scenario.resolve import apply_override
+
+    pcie = CATALOG.get("h100-pcie")
+    assert apply_override(GpuOverride(hbm_gb=80), pcie).total_memory_bytes == pytest.approx(pcie.total_memory_bytes)
+    assert apply_override(GpuOverride(hbm_gb=40), pcie).total_memory_bytes == pytest.approx(pcie.total_memory_bytes / 2)
+    a100 = CATALOG.get("a100-80gb")  # (a logged total scales alike)
+    assert apply_override(GpuOverride(hbm_gb=40), a100).total_memory_bytes == pytest.approx(a100.total_memory_bytes / 2)
+    mi = CATALOG.get("mi300x")
+    assert apply_override(GpuOverride(allreduce_gb_per_s=300), mi).group_collective_bw_bytes_per_s(2) == pytest.approx(300e9)
+    wider = apply_override(GpuOverride(interconnect_gb_per_s=4000), mi)
+    assert wider.group_collective_bw_bytes_per_s(2) == pytest.approx(2000e9 * UNMEASURED_LINK_SHARE)

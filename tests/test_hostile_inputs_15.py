@@ -190,3 +190,16 @@ def test_the_validate_table_widens_for_wide_figures(tmp_path):
     for ln in rows:
         # each figure ends in "ms" and is followed by at least two spaces before the next
         assert " ms " in ln.replace(" ms  ", " ms ") and "ms+" not in ln and "ms-" not in ln
+
+
+def test_kv_blocks_logged_accepts_a_pipeline_runs_own_override(tmp_path):
+    """A pipeline run's meta.json override is the server's count: --kv-blocks logged splits it over the engines, and the
+    run is not in conflict with itself."""
+    src = REPO / "benchmarks" / "e2e" / "a100-40gb-llama-3.3-70b-tp4-pp2-qps16"
+    folder = tmp_path / "pp"
+    shutil.copytree(src, folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["engine_kwargs"]["num_gpu_blocks_override"] = meta["kv_cache"]["num_gpu_blocks"]
+    (folder / "meta.json").write_text(json.dumps(meta))
+    code, out = cli("validate", str(folder), "--kv-blocks", "logged")
+    assert code == 0, out

@@ -298,6 +298,7 @@ def _calibrate_run_log(
         raise FleetsimError(f"{path}: {failed}; --out {out} not written")
     if failed is not None:
         typer.echo(f"warning: {failed}", err=True)
+    summary["fit_failed"] = failed  # (None, or why: a --json reader sees it too)
     if out is not None:
         errors = {m: cal.error("held_out", "after", m) for m in ("ttft", "tpot", "e2e")}
         held = ", ".join(f"{m} {'-' if e is None else f'{e:+.1%}'}" for m, e in errors.items())

@@ -36,12 +36,17 @@ def apply_override(override: GpuOverride, gpu: GpuSpec) -> GpuSpec:
     for key, value in override.model_dump(exclude_none=True).items():
         field, factor = scaled.get(key, (key, 1.0))
         changes[field] = value * factor
-    if "hbm_bytes" in changes:
-        changes["device_memory_bytes"] = None  # the corrected size is the memory, as the driver would report it
+    if "hbm_bytes" in changes:  # the driver's total in the same proportion to the datasheet's as the catalog's (a
+        # logged total, or the datasheet's GiB less what the driver keeps): the catalog's own figure changes nothing
+        total = gpu.device_memory_bytes if gpu.device_memory_bytes is not None else gpu.hbm_bytes
+        changes["device_memory_bytes"] = total * changes["hbm_bytes"] / gpu.hbm_bytes
     if "interconnect_bw_bytes_per_s" in changes:
         changes["link_gpus"] = None  # the link replaced may have joined only a pair (a bridge): the new one, the node
+        changes["mesh_link_bw_bytes_per_s"] = None  # (and a mesh's links with it)
         if "allreduce_bw_bytes_per_s" not in changes:
             changes["allreduce_bw_bytes_per_s"] = None  # the catalog's NCCL figure was measured on the link replaced
+    if "allreduce_bw_bytes_per_s" in changes:
+        changes["mesh_link_bw_bytes_per_s"] = None  # a measured figure is the group's own, not capped by a mesh's links
     return replace(gpu, **changes)
 
 

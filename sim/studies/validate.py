@@ -487,7 +487,9 @@ def replay_scenario(
                 "least one each)"
             )
         given = (raw.get("engine") or {}).get("num_gpu_blocks_override")
-        if given is not None and given != n // pp:  # (the user's count and the log's: which one is meant is unsaid)
+        # (the user's count and the log's: which one is meant is unsaid; the run's own override, copied from its
+        # meta.json, is the server's count, its engines' share, or the logged one)
+        if given is not None and given not in (n, n // pp):
             raise FleetsimError(
                 f"{where}: engine.num_gpu_blocks_override is {_short(given)}, and --kv-blocks logged takes the run's "
                 f"logged count ({n // pp} blocks{'' if pp == 1 else ' an engine'}, meta.json kv_cache.num_gpu_blocks): "
