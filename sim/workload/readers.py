@@ -721,10 +721,10 @@ def _locate_bad_json(path: Path, err: pa.ArrowInvalid | None, *, hash_ids_only: 
             if not line.strip():
                 continue
             try:
-                row = json.loads(line, object_pairs_hook=_no_repeated_key)
+                row = json.loads(line, object_pairs_hook=no_repeated_key)
             except json.JSONDecodeError as e:
                 return FleetsimError(f"{where.at(i)}: invalid JSON ({e.msg})")
-            except _RepeatedKey as e:
+            except RepeatedKey as e:
                 return FleetsimError(f"{where.at(i)}: field {e.args[0]} is given twice")
             except (RecursionError, ValueError):  # nested too deep; an integer of thousands of digits
                 return FleetsimError(f"{where.at(i)}: unreadable JSON: nested too deep or a number too long")
@@ -747,15 +747,15 @@ def _locate_bad_json(path: Path, err: pa.ArrowInvalid | None, *, hash_ids_only: 
     return FleetsimError(f"{path}: cannot parse as JSON lines ({detail})")
 
 
-class _RepeatedKey(ValueError):
-    pass
+class RepeatedKey(ValueError):
+    """A key given twice in one JSON object (its name the argument)."""
 
 
-def _no_repeated_key(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def no_repeated_key(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     for key, value in pairs:
         if key in seen:
-            raise _RepeatedKey(key)
+            raise RepeatedKey(key)
         seen[key] = value
     return seen
 

@@ -36,6 +36,7 @@ import pandas as pd
 from sim.errors import FleetsimError, _short
 from sim.spec import MAX_TIME_S, MAX_TOKENS
 from sim.workload.compressed import decompressed, is_gzip
+from sim.workload.readers import RepeatedKey, no_repeated_key
 from sim.workload.schema import blank_line, file_line, validate_frame
 
 LAYOUTS = ("requests", "vllm-bench", "csv")
@@ -210,8 +211,8 @@ def _read_requests(p: Path) -> Any:
         if len(rows) >= MAX_REQUESTS:
             raise FleetsimError(f"{p}: more than {MAX_REQUESTS:,} requests; split the log")
         try:
-            rec = json.loads(line, object_pairs_hook=_unique_keys)
-        except _RepeatedKey as err:
+            rec = json.loads(line, object_pairs_hook=no_repeated_key)
+        except RepeatedKey as err:
             raise FleetsimError(
                 f"{p} line {n}: field {err.args[0]!r} is given twice (a JSON reader keeps one of them silently)"
             ) from None
@@ -303,9 +304,8 @@ def _read_bench(p: Path) -> Any:
     duration = data.get("duration")  # (the benchmark's wall seconds: every request was sent and answered within it)
     if isinstance(duration, int | float) and not isinstance(duration, bool) and math.isfinite(duration) and duration > 0:
         ends = a[:, 0] - a[:, 0].min() + a[:, 4]
-        late = np.flatnonzero(ends > duration * 1.01 + 1.0)
-        if late.size:
-            j = int(late[0])
+        j = _first_past(ends, duration * 1.01 + 1.0)
+        if j is not None:
             raise FleetsimError(
                 f"{p} ttfts[{kept[j]}]: the request ends {ends[j]:,.3f} s after the first send (TTFT {a[j, 3]:,.3f} s "
                 f"and its gaps), past the benchmark's duration of {duration:,.3f} s: its times are not this run's"
@@ -365,6 +365,12 @@ def _read_csv(p: Path, columns: Mapping[str, str] | None, unit: float) -> Any:
     )
 
 
+def _first_past(ends: np.ndarray, limit_s: float) -> int | None:
+    """The first request whose end (seconds from the first arrival) is past `limit_s`, or None."""
+    late = np.flatnonzero(ends > limit_s)
+    return int(late[0]) if late.size else None
+
+
 def _run_seconds(meta: dict[str, Any] | None) -> float | None:
     """The run's wall seconds from its meta.json's `started_at` and `finished_at` (ISO times), where both read so."""
     if meta is None:
@@ -390,33 +396,19 @@ def _check_within_run(p: Path, meta_path: Path, meta: dict[str, Any] | None, arr
     ends = arrival - float(arrival.min()) + e2e
     # (a generous margin: a recorder's start and end stamps may leave out its warm-up or its last flush; a request
     # on another clock or a corrupted stamp is off by orders of magnitude)
-    late = np.flatnonzero(ends > seconds * 1.5 + 60.0)
-    if late.size:
-        i = int(late[0])
+    i = _first_past(ends, seconds * 1.5 + 60.0)
+    if i is not None:
         raise FleetsimError(
             f"{p}: request {i + 1} (of {arrival.size:,}) ends {float(ends[i]):,.3f} s after the first request's arrival, past "
             f"the run's {seconds:,.3f} s ({meta_path.name}: started_at to finished_at): its times are not this run's"
         )
 
 
-class _RepeatedKey(Exception):
-    """A key given twice in one JSON object (its name the argument)."""
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _RepeatedKey(key)
-        out[key] = value
-    return out
-
-
 def _read_json_object(p: Path, what: str = "a JSON object") -> dict[str, Any]:
     """A JSON file holding one object (a vllm bench result, a run's meta.json)."""
     try:
-        data = json.loads(p.read_text(encoding="utf-8-sig"), object_pairs_hook=_unique_keys)
-    except _RepeatedKey as err:
+        data = json.loads(p.read_text(encoding="utf-8-sig"), object_pairs_hook=no_repeated_key)
+    except RepeatedKey as err:
         raise FleetsimError(
             f"{p}: key {err.args[0]!r} is given twice in one object (a JSON reader keeps one of them silently)"
         ) from None
