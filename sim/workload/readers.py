@@ -59,6 +59,7 @@ from sim.workload.hash_ids import as_column, check_hash_ids, hash_id_problem
 from sim.workload.schema import (
     OPTIONAL,
     REQUIRED,
+    RepeatedKey,
     Where,
     blank_line,
     canonical_frame,
@@ -67,6 +68,7 @@ from sim.workload.schema import (
     checked_arrivals,
     empty_line,
     file_line,
+    no_repeated_key,
     numeric_column,
     validate_frame,
 )
@@ -745,19 +747,6 @@ def _locate_bad_json(path: Path, err: pa.ArrowInvalid | None, *, hash_ids_only: 
         return None
     detail = str(err).splitlines()[0] if err is not None else "inconsistent field types"
     return FleetsimError(f"{path}: cannot parse as JSON lines ({detail})")
-
-
-class RepeatedKey(ValueError):
-    """A key given twice in one JSON object (its name the argument)."""
-
-
-def no_repeated_key(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in seen:
-            raise RepeatedKey(key)
-        seen[key] = value
-    return seen
 
 
 def _json_kind(value: Any) -> str | None:

@@ -36,8 +36,7 @@ import pandas as pd
 from sim.errors import FleetsimError, _short
 from sim.spec import MAX_TIME_S, MAX_TOKENS
 from sim.workload.compressed import decompressed, is_gzip
-from sim.workload.readers import RepeatedKey, no_repeated_key
-from sim.workload.schema import blank_line, file_line, validate_frame
+from sim.workload.schema import RepeatedKey, blank_line, file_line, no_repeated_key, validate_frame
 
 LAYOUTS = ("requests", "vllm-bench", "csv")
 TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -307,3 +307,16 @@ def adapter_column(series: pd.Series, where: Where) -> np.ndarray:
     if bad is not None:
         raise FleetsimError(f"{where.at(bad)}: adapter {rule} (got {_show(series.iloc[bad])})")
     return np.where(present, np.nan_to_num(values, nan=BASE_MODEL), BASE_MODEL).astype(np.int64)
+
+
+class RepeatedKey(ValueError):
+    """A key given twice in one JSON object (its name the argument)."""
+
+
+def no_repeated_key(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise RepeatedKey(key)
+        seen[key] = value
+    return seen
