@@ -309,6 +309,12 @@ def scenario_from_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
             f"host loop: {step_s * 1e6:g} us a step + {seq_s * 1e6:g} us a scheduled request the GPU waits for (no async "
             f"scheduling; {measured_on} measured on one 2.6 GHz Zen 4 core: benchmarks/host/)"
         )
+    elif not asynchronous and version is not None:  # (older than any measurement: said, not guessed)
+        notes.append(
+            f"host loop: none measured for vLLM {version[0]}.{version[1]} (the earliest measured is 0.8.3: "
+            "benchmarks/host/); replayed without the host time a synchronous engine's GPU waits for, which grows with "
+            "the running requests (vLLM 0.8.3's V0 loop took 156 us a request a step)"
+        )
     if _flag(cache, "enable_prefix_caching", cache_where):
         notes.append("prefix caching: on in the run; replayed without shared prefixes (the log has no prompt hashes)")
     tick = meta.get("tick_seconds")
@@ -802,6 +808,8 @@ def _validate(
     warm_prompts: bool | None,
 ) -> Comparison:
     sc, notes = replay_scenario(log, scenario, kv_blocks=kv_blocks, base_dir=base_dir, given_as=given_as)
+    if log.sends_rebuilt:
+        notes.append(log.sends_rebuilt)
     check_span(log, sc.fleet.timeline_interval_s)
     warm = prompts_served_before(log.meta) if warm_prompts is None else warm_prompts
     result = replay(sc, log, warm_prompts=warm)

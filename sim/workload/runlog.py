@@ -9,7 +9,12 @@ Layouts, detected from the file (or forced with `layout`):
   vllm-bench  `vllm bench serve --save-result` JSON: per request `input_lens`, `output_lens`, `ttfts` (s), `itls`
               (s, the gaps after the first token) and `start_times` (s; the client's send time: needs a vLLM recent
               enough to save it), `errors` (a request with an error is left out). Client-side times: they include the
-              HTTP and tokenizer overheads the engine-side layout does not.
+              HTTP and tokenizer overheads the engine-side layout does not. Without `start_times`, the send times of a
+              benchmark at `request_rate` inf are what it did (`sends_rebuilt`): all at 0 without `max_concurrency`;
+              with it, a closed loop, rebuilt from the measured latencies (the first `max_concurrency` requests sent
+              at 0, each later one, in the result's order, the moment a request in flight ended: the benchmark's
+              semaphore wakes its waiters in order; a failed request, whose time is not saved, frees its slot at
+              once). At a finite rate the sends were random draws the result does not keep: refused.
   csv         a CSV with a column mapping (`columns`: arrival, prompt, output, ttft, e2e -> the file's names) and a
               time unit: per request its arrival, prompt and output tokens, TTFT and end-to-end latency.
 
@@ -21,6 +26,7 @@ Every problem is a one-line `FleetsimError` naming the file, the line or field, 
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import json
 import math
 import warnings
@@ -69,6 +75,7 @@ class RunLog:
     meta: dict[str, Any] | None
     timeseries: pd.DataFrame | None
     dropped: int = 0  # requests the log marks failed (left out)
+    sends_rebuilt: str = ""  # how the send times were rebuilt where the log has none ("": as logged)
 
     @property
     def tpot_s(self) -> np.ndarray:
@@ -102,6 +109,7 @@ def _read_run_log(p: Path, layout: str, columns: Mapping[str, str] | None, time_
     """`read_run_log` of a file; a requests log's meta.json and timeseries.csv are read from the folder `beside`
     (a compressed log is read from a temporary copy: its companions are beside the .gz)."""
     meta = timeseries = None
+    rebuilt = ""
     if layout == "auto":
         layout = _detect(p)
     if layout not in LAYOUTS:
@@ -121,7 +129,7 @@ def _read_run_log(p: Path, layout: str, columns: Mapping[str, str] | None, time_
         timeseries = _read_timeseries(ts) if ts.exists() else None
         _check_within_run(p, meta_path, meta, arrival, e2e)
     elif layout == "vllm-bench":
-        arrival, prompt, output, ttft, e2e, itl, dropped = _read_bench(p)
+        arrival, prompt, output, ttft, e2e, itl, dropped, rebuilt = _read_bench(p)
     else:
         arrival, prompt, output, ttft, e2e, dropped = _read_csv(p, columns, TIME_UNITS[time_unit])
         itl = None
@@ -160,7 +168,7 @@ def _read_run_log(p: Path, layout: str, columns: Mapping[str, str] | None, time_
     t0 = float(arrival[order[0]])
     frame = pd.DataFrame({"arrival_at_s": arrival[order] - t0, "prompt_tokens": prompt[order], "output_tokens": output[order]})
     trace = validate_frame(frame, source=str(p))
-    return RunLog(str(p), layout, trace, ttft[order], e2e[order], itl, meta, timeseries, dropped)
+    return RunLog(str(p), layout, trace, ttft[order], e2e[order], itl, meta, timeseries, dropped, rebuilt)
 
 
 def _detect(p: Path) -> str:
@@ -257,11 +265,20 @@ def _read_requests(p: Path) -> Any:
 def _read_bench(p: Path) -> Any:
     data = _read_json_object(p, "a JSON object (vllm bench serve --save-result)")
     missing = [k for k in BENCH_KEYS if k not in data]
-    if missing:
-        hint = " (start_times: a vLLM recent enough to save the send times)" if missing == ["start_times"] else ""
-        raise FleetsimError(f"{p}: missing {', '.join(missing)}{hint}; a vllm bench serve result needs {', '.join(BENCH_KEYS)}")
+    closed: int | None = None  # the closed loop's concurrency, where the send times are rebuilt so
+    if missing == ["start_times"]:
+        closed, why = _unsaved_sends(data)
+        if why:
+            raise FleetsimError(
+                f"{p}: missing start_times (the send times, saved by recent vLLM versions), and they cannot be rebuilt: "
+                f"{why}; a vllm bench serve result needs {', '.join(BENCH_KEYS)}"
+            )
+    elif missing:
+        raise FleetsimError(f"{p}: missing {', '.join(missing)}; a vllm bench serve result needs {', '.join(BENCH_KEYS)}")
+    rebuild = "start_times" not in data
+    keys = [k for k in BENCH_KEYS if k in data]
     n = len(data["input_lens"]) if isinstance(data["input_lens"], list) else 0
-    for k in BENCH_KEYS:
+    for k in keys:
         if k == "input_lens" and not isinstance(data[k], list):
             raise _fail(p, k, "must be a list, one entry per request", type(data[k]).__name__)
         if not isinstance(data[k], list) or len(data[k]) != n:
@@ -278,7 +295,7 @@ def _read_bench(p: Path) -> Any:
         if (i < len(errors) and errors[i]) or t is None or (type(t) in (int, float) and t == 0):
             dropped += 1  # (a failed request: vLLM saves its TTFT as 0; `false` is no TTFT, and is refused below)
             continue
-        start = _number(p, f"start_times[{i}]", data["start_times"][i], minimum=-math.inf)
+        start = 0.0 if rebuild else _number(p, f"start_times[{i}]", data["start_times"][i], minimum=-math.inf)
         prompt = _number(p, f"input_lens[{i}]", data["input_lens"][i], integer=True, minimum=1)
         output = _number(p, f"output_lens[{i}]", data["output_lens"][i], integer=True, minimum=1)
         ttft = _number(p, f"ttfts[{i}]", data["ttfts"][i])
@@ -300,6 +317,19 @@ def _read_bench(p: Path) -> Any:
     if not keep:
         raise FleetsimError(f"{p}: no successful request in the result")
     a = np.array(keep)
+    rebuilt = ""
+    if rebuild:
+        if closed is None:
+            rebuilt = "send times: none in the result; at request_rate inf every request was sent at once (t = 0)"
+        else:
+            held = np.zeros(n)  # (each request's time in flight: its E2E, 0 for a failed one)
+            held[kept] = a[:, 4]
+            a[:, 0] = closed_loop_sends(held, closed)[kept]
+            failed = f"; its {n - len(kept)} failed requests freed their slots at once" if len(kept) < n else ""
+            rebuilt = (
+                f"send times: none in the result; rebuilt as its closed loop of max_concurrency {closed} sent them (each "
+                f"request the moment one in flight ended, from the measured latencies){failed}"
+            )
     duration = data.get("duration")  # (the benchmark's wall seconds: every request was sent and answered within it)
     if isinstance(duration, int | float) and not isinstance(duration, bool) and math.isfinite(duration) and duration > 0:
         ends = a[:, 0] - a[:, 0].min() + a[:, 4]
@@ -309,7 +339,38 @@ def _read_bench(p: Path) -> Any:
                 f"{p} ttfts[{kept[j]}]: the request ends {ends[j]:,.3f} s after the first send (TTFT {a[j, 3]:,.3f} s "
                 f"and its gaps), past the benchmark's duration of {duration:,.3f} s: its times are not this run's"
             )
-    return a[:, 0], a[:, 1].astype(np.int64), a[:, 2].astype(np.int64), a[:, 3], a[:, 4], np.concatenate(gaps), dropped
+    return a[:, 0], a[:, 1].astype(np.int64), a[:, 2].astype(np.int64), a[:, 3], a[:, 4], np.concatenate(gaps), dropped, rebuilt
+
+
+def _unsaved_sends(data: dict[str, Any]) -> tuple[int | None, str]:
+    """Whether a vllm bench result without `start_times` says when it sent its requests: (the closed loop's
+    concurrency or None, "") where it does (`request_rate` inf: all at once, or a closed loop of `max_concurrency`),
+    else (None, why not)."""
+    rate = data.get("request_rate")
+    infinite = rate == "inf" or (isinstance(rate, float) and rate == math.inf)
+    if not infinite:
+        return None, f"its request_rate is {_short(rate)}, not inf (the benchmark drew its send times at random)"
+    ramp = data.get("ramp_up_strategy")
+    if ramp is not None:
+        return None, f"it ramped its rate up (ramp_up_strategy {_short(ramp)})"
+    conc = data.get("max_concurrency")
+    if conc is None:
+        return None, ""
+    if isinstance(conc, bool) or not isinstance(conc, int) or conc < 1:
+        return None, f"its max_concurrency must be a whole number >= 1 or null (got {_short(conc)})"
+    return conc, ""
+
+
+def closed_loop_sends(held_s: np.ndarray, concurrency: int) -> np.ndarray:
+    """The send times of a closed loop of `concurrency` over requests in order, each in flight for `held_s`: the
+    first `concurrency` at 0, each later one when the earliest in flight ends."""
+    sends = np.zeros(len(held_s))
+    ends: list[float] = []
+    for i, held in enumerate(held_s.tolist()):
+        t = heapq.heappop(ends) if len(ends) >= concurrency else 0.0
+        sends[i] = t
+        heapq.heappush(ends, t + held)
+    return sends
 
 
 def _line(p: Path, i: int) -> int:
