@@ -59,6 +59,9 @@ def test_send_times_are_rebuilt_from_the_run_and_said_so(tmp_path):
     log = read_run_log(tmp_path / "f.json")
     assert log.dropped == 1 and log.trace["arrival_at_s"].tolist() == pytest.approx([0.0, 0.0, 2.0, 3.0])
     assert "its 1 failed requests freed their slots at once" in log.sends_rebuilt
+    # send times saved as null are not saved
+    (tmp_path / "n.json").write_text(json.dumps(data | {"start_times": None}))
+    assert read_run_log(tmp_path / "n.json").trace.equals(log.trace)
     # no concurrency cap: all sent at once (a JSON Infinity reads as inf too)
     text = json.dumps(bench([3.0, 1.0], [0.2] * 2, [100] * 2, [11] * 2)).replace('"inf"', "Infinity")
     (tmp_path / "a.json").write_text(text)

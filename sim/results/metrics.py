@@ -344,7 +344,12 @@ def class_summary(requests: pd.DataFrame, *, slo: dict[str, float] | None = None
     class's own duration is its first arrival to its last completion. Inter-token gaps are pooled for the
     whole run (the compact gap record keeps no request identity), so they are not split. None when every request is
     interactive."""
-    klass = requests["klass"].astype("string").fillna("interactive").to_numpy()
+    column = requests["klass"]
+    if isinstance(column.dtype, pd.CategoricalDtype):  # (the records' own: read its codes, not a string per request)
+        codes = np.unique(column.cat.codes.to_numpy())
+        if {column.cat.categories[c] for c in codes.tolist() if c >= 0} <= {"interactive"}:
+            return None
+    klass = column.astype("string").fillna("interactive").to_numpy()
     if not (klass != "interactive").any():
         return None
     out: dict[str, dict[str, Any]] = {}
@@ -388,9 +393,9 @@ def job_summary(requests: pd.DataFrame) -> dict[str, dict[str, Any]] | None:
     its requests'), when it finished (its last completion; null while any request is unfinished or rejected),
     whether it met the deadline (every request completed by then), how late it was, and its tokens. None without
     jobs."""
-    job = requests["job_id"].astype("string")
-    if not job.notna().any():
+    if not requests["job_id"].notna().any():  # (before the string copy: most runs have no jobs)
         return None
+    job = requests["job_id"].astype("string")
     status = status_codes(requests)
     out: dict[str, dict[str, Any]] = {}
     arrival = requests["arrival_at_s"].to_numpy()

@@ -264,6 +264,8 @@ def _read_requests(p: Path) -> Any:
 
 def _read_bench(p: Path) -> Any:
     data = _read_json_object(p, "a JSON object (vllm bench serve --save-result)")
+    if "start_times" in data and data["start_times"] is None:  # (saved as null: not saved)
+        del data["start_times"]
     missing = [k for k in BENCH_KEYS if k not in data]
     closed: int | None = None  # the closed loop's concurrency, where the send times are rebuilt so
     if missing == ["start_times"]:
