@@ -125,6 +125,10 @@ def _load(text: str, where: str, many: bool) -> Any:
         value = list(yaml.load_all(text, Loader=_UniqueKeyLoader)) if many else yaml.load(text, Loader=_UniqueKeyLoader)
     except FleetsimError as err:
         raise FleetsimError(f"{where} {err}") from None
+    except yaml.reader.ReaderError as err:  # (a character YAML does not allow: where it is, and which)
+        at = text[: max(0, err.position)].count("\n") + 1
+        code = ord(err.character) if isinstance(err.character, str) else err.character
+        raise FleetsimError(f"{where} line {at}: invalid YAML (character #x{code:04x} is not allowed)") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""

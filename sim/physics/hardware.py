@@ -170,6 +170,12 @@ class _GpuEntry(Frozen):
     def _link_group_needs_pcie(self) -> _GpuEntry:
         if self.link_gpus is not None and self.pcie_gb_per_s is None:
             raise ValueError("link_gpus needs pcie_gb_per_s (the link a larger group crosses)")
+        # the driver reports less than the datasheet's "N GB" read as N GiB (`DRIVER_SHARE`): more is another card's
+        if self.device_memory_bytes is not None and self.device_memory_bytes > self.hbm_gb * GIB:
+            raise ValueError(
+                f"device_memory_bytes {self.device_memory_bytes:,} is more than hbm_gb {self.hbm_gb:g} GiB "
+                f"({self.hbm_gb * GIB:,.0f} bytes): a driver reports less than the datasheet's memory, never more"
+            )
         return self
 
     def driver_total(self) -> float:

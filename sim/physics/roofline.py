@@ -805,7 +805,8 @@ def check_step_time(setup: RooflineSetup) -> None:
     t = decode_step_time_s(setup, batch=1, context_tokens=0)
     if t > MAX_STEP_OVERHEAD_S:
         raise FleetsimError(
-            f"one decode step of one request of {setup.model.name} on {setup.tp}x {setup.gpu.name} takes {t:,.0f} s "
+            f"one decode step of one request of {setup.model.name} on {setup.tp}x {setup.gpu.name} takes "
+            f"{f'{t:,.0f}' if t < 1e15 else f'{t:.3g}'} s "
             f"(effective {setup.effective_flops_per_s / 1e12:g} TFLOP/s, {setup.effective_hbm_bw_bytes_per_s / GIGA:g} "
             f"GB/s per GPU), more than {MAX_STEP_OVERHEAD_S:,.0f} s; check the GPU's figures (roofline.gpu_overrides, "
             "mfu, mbu, overheads)"

@@ -262,6 +262,38 @@ def check_itl(path: Path, itl: pd.DataFrame, replicas: pd.DataFrame) -> None:
     _fail(path, itl.assign(gap=high), high > horizon * (1 + 1e-9) + TOLERANCE_S, rule, "gap", None)
 
 
+def check_against_requests(run_dir: Path, requests: pd.DataFrame, replicas: pd.DataFrame, itl: pd.DataFrame) -> None:
+    """The records against each other: a request completes while the run's replicas are up (by replicas.parquet's
+    last `end_at_s`), and the gap record holds a gap for each token after a request's first: at least the completed
+    requests' (output_tokens - 1), at most every request's tokens, again for each requeue (a request a lost replica
+    held may emit its tokens anew)."""
+    status = requests["status"].astype(str).to_numpy()
+    done = status == "completed"
+    end = _numbers(run_dir / "replicas.parquet", replicas, "end_at_s")
+    if end.size and done.any():
+        horizon = float(np.nanmax(end))
+        completed = _numbers(run_dir / "requests.parquet", requests, "completed_at_s")
+        late = done & (completed > horizon + max(1.0, horizon) * 1e-9 + TOLERANCE_S)
+        rule = f"a request completes while the run's replicas are up (completed_at_s <= replicas.parquet's last end_at_s, {horizon:g} s)"
+        _fail(run_dir / "requests.parquet", requests, late, rule, "completed_at_s", "request_id")
+    output = _numbers(run_dir / "requests.parquet", requests, "output_tokens")
+    weight, j0, j1 = (_numbers(run_dir / "itl.parquet", itl, c) for c in ("weight", "j0", "j1"))
+    gaps = float(np.sum(weight * (j1 - j0)))
+    least = float(np.sum(output[done] - 1))
+    requeued = float(_numbers(run_dir / "replicas.parquet", replicas, "requeued").sum()) if "requeued" in replicas else 0.0
+    most = float(output.sum()) * (1.0 + requeued)
+    if not least - 0.5 <= gaps <= most + 0.5:
+        said = (
+            f"fewer than the {least:,.0f} tokens the completed requests emitted after their first"
+            if gaps < least
+            else f"more than the {most:,.0f} tokens the requests hold (again for each of the {requeued:,.0f} requeues)"
+        )
+        raise FleetsimError(
+            f"{run_dir / 'itl.parquet'}: holds {gaps:,.0f} inter-token gaps, {said} (requests.parquet's output_tokens); "
+            "was the folder edited? nothing written"
+        )
+
+
 def check_timeline(path: Path, timeline: pd.DataFrame) -> None:
     """timeline.parquet: every column; sample instants finite, >= 0 and in order; counts >= 0; rates finite and >= 0;
     the busy fraction within 0..1 and KV use >= 0 (NaN: no replica to sample)."""

@@ -102,8 +102,7 @@ def check_out_dir(out_dir: Path, *, force: bool = False, inputs: Iterable[str | 
             names = {p.name for p in resolved.iterdir()}
         except OSError as err:
             raise FleetsimError(f"--out {out_dir}: cannot read the folder ({err.strerror})") from None
-        # a run folder: it has the marker, or holds nothing but run files (one written before the marker)
-        run_folder = RUN_MARKER in names or names <= {*RUN_FILES, RUN_MARKER}  # (a platform's has the marker)
+        run_folder = _is_run_folder(resolved, names)
         if names and not run_folder and not force:
             raise FleetsimError(
                 f"--out {out_dir}: the folder holds files and is not a fleetsim run folder (no {RUN_MARKER}); "
@@ -119,6 +118,27 @@ def check_out_dir(out_dir: Path, *, force: bool = False, inputs: Iterable[str | 
     existing = next(p for p in (resolved, *resolved.parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise FleetsimError(f"--out {out_dir}: cannot write in {existing}")
+
+
+MARKER_TEXTS = ("A fleetsim run folder", "A fleetsim platform run folder")  # how a marker fleetsim wrote begins
+
+
+def _is_run_folder(folder: Path, names: set[str]) -> bool:
+    """A folder a run wrote: its marker says so (as fleetsim writes it: a file named so holding anything else is not
+    one), or, without one (written before the marker was), it holds nothing but run files, among them a meta.json
+    that names the fleetsim version which wrote it (a user's own files of those names are not a run)."""
+    if RUN_MARKER in names:
+        try:
+            return (folder / RUN_MARKER).read_text(encoding="utf-8", errors="replace").startswith(MARKER_TEXTS)
+        except OSError:  # (a folder of that name, an unreadable file)
+            return False
+    if not names <= set(RUN_FILES) or "meta.json" not in names:
+        return False
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and isinstance(meta.get("fleetsim_version"), str)
 
 
 def _write_files(result: SimResult, folder: Path, summary: dict[str, Any] | None, start: float, *, records: bool = True) -> None:
@@ -170,6 +190,9 @@ def write_atomically(out_dir: Path, write: Callable[[Path], None], *, force: boo
     """`write(tmp)` fills a temporary sibling folder, renamed into place once whole (see the module docstring)."""
     out_dir = Path(out_dir)
     check_out_dir(out_dir, force=force)
+    given = out_dir
+    if out_dir.is_symlink():  # (written through: the folder it names is replaced, the link kept; renaming the link
+        out_dir = out_dir.resolve()  # itself would leave it beside the new folder as .NAME.old)
     parent = out_dir.parent if str(out_dir.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -197,7 +220,7 @@ def write_atomically(out_dir: Path, write: Callable[[Path], None], *, force: boo
         else:
             os.replace(tmp, out_dir)
     except OSError as err:  # a full disk, a quota, a folder gone read-only: one line, the partial folder removed
-        raise FleetsimError(f"--out {out_dir}: cannot write the run folder ({err.strerror or err}); nothing written") from None
+        raise FleetsimError(f"--out {given}: cannot write the run folder ({err.strerror or err}); nothing written") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+    return given

@@ -38,6 +38,7 @@ from sim.results.metrics import (
     transfer_summary,
 )
 from sim.results.records_check import (
+    check_against_requests,
     check_itl,
     check_links,
     check_replicas,
@@ -421,6 +422,7 @@ class SimResult:
             check_links(run_dir / "replicas.parquet", requests, replicas)
             itl = pd.read_parquet(run_dir / "itl.parquet")
             check_itl(run_dir / "itl.parquet", itl, replicas)
+            check_against_requests(run_dir, requests, replicas, itl)
             timeline = pd.read_parquet(run_dir / "timeline.parquet")
             check_timeline(run_dir / "timeline.parquet", timeline)
             return cls(

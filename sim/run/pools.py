@@ -693,6 +693,21 @@ def start_pool(
         env.process(control_loop(env, pool, policy, fcfg.autoscaler.interval_s, floor=floor))
 
 
+def _check_failures_outlast_start(gpu_mtbf_hours: float, spec: PoolSpec, weight_bytes: float) -> None:
+    """A replica must be expected to outlast its own cold start: one that fails (a GPU of its tp, each at 1 /
+    `gpu_mtbf_hours`) sooner on average than it starts rarely comes up, and a run of such replicas goes on until its
+    horizon with the requests unserved."""
+    mtbf_s = gpu_mtbf_hours * 3600 / spec.setup.tp
+    start_s = spec.fleet.lifecycle.expected_cold_start_s(weight_bytes)
+    if mtbf_s < start_s:
+        gpus = f"{spec.setup.tp} GPUs" if spec.setup.tp > 1 else "1 GPU"
+        raise FleetsimError(
+            f"fleet.capacity.failures.gpu_mtbf_hours: {gpu_mtbf_hours:g} h fails a replica of {gpus} every {mtbf_s:,.4g} s "
+            f"on average, sooner than its cold start ({start_s:,.4g} s expected): its replicas would rarely come up; "
+            "give a longer mean time between failures"
+        )
+
+
 @dataclass
 class Built:
     """The build phase's product: a ready-to-run SimPy model."""
@@ -797,6 +812,8 @@ def build(
     for spec, pool in zip(specs, pools, strict=False):
         capacity = spec.fleet.capacity
         if feed and spec.name != BATCH and capacity.any:  # (not in a capacity probe: it measures the replica)
+            if capacity.failures is not None:
+                _check_failures_outlast_start(capacity.failures.gpu_mtbf_hours, spec, pool.weight_bytes)
             spot_rate = 0.0
             if capacity.spot is not None:
                 spot_rate = spot_rate_per_s(capacity.spot, spec.scenario.pricing, spec.setup.gpu.name)[0]

@@ -733,7 +733,9 @@ class Scenario(Frozen):
     model: str = Field(min_length=1)  # a catalog name or a path to a Hugging Face config.json
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
     gpu_catalog: str | None = None  # extra GPUs (YAML, catalog format)
-    trace: str | TraceFile | SyntheticSpec | None = None  # a file (relative to the scenario), a file + transforms, or a generator
+    trace: Annotated[str, Field(min_length=1)] | TraceFile | SyntheticSpec | None = (
+        None  # a file (relative to the scenario), a file + transforms, or a generator
+    )
     fleet: FleetConfig
     engine: EngineConfig = EngineConfig()
     roofline: RooflineConfig = RooflineConfig()

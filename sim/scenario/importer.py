@@ -1275,6 +1275,8 @@ def scenario_values(imp: Imported, *, model: str | None = None, gpu: str | None 
                 f"vLLM's default on {spec.name} ({'70 GiB or more, not an A100' if big else 'under 70 GiB, or an A100'})"
             )
     mnbt, mns = values.get("engine.max_num_batched_tokens"), values.get("engine.max_num_seqs")
+    if mnbt is not None and int(mnbt) < 1:  # (refused by the schema where it was given, not capped at nor compared)
+        mnbt = None
     if (
         mnbt is not None
         and mns is not None

@@ -212,9 +212,53 @@ class Sweep:
         return raw
 
     def run_id(self, point: Point, seed: int) -> str:
-        """What determines the run, digested: the scenario it runs (base, overrides, seed)."""
-        text = json.dumps(self.scenario_raw(point, seed), sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:20]
+        """What determines the run, digested: the scenario it runs (base, overrides, seed) and the content of every file
+        it names (a trace, a model's config.json, a GPU catalog, a preset: a file edited since a point was stored is
+        another run, and a resumed study runs it again)."""
+        raw = self.scenario_raw(point, seed)
+        text = json.dumps(raw, sort_keys=True, default=str)
+        h = hashlib.sha256(text.encode())
+        for name, digest in sorted(named_files(raw, self.base_dir).items()):
+            h.update(f"\0{name}\0{digest}".encode())
+        return h.hexdigest()[:20]
+
+
+_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> its content's digest, once a process
+
+
+def named_files(raw: Any, base_dir: Path) -> dict[str, str]:
+    """Every string in a scenario's raw data that names a file (from `base_dir`, as the scenario reads its paths, or
+    absolute) -> a digest of its content. A catalog name names no file (unless a file of that name is there: its
+    content then counts too, harmlessly)."""
+    out: dict[str, str] = {}
+    stack = [raw]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list | tuple):
+            stack.extend(node)
+        elif isinstance(node, str) and node and len(node) < 4096 and "\0" not in node:
+            path = Path(node) if Path(node).is_absolute() else base_dir / node
+            try:
+                if not path.is_file():
+                    continue
+                st = path.stat()
+            except (OSError, ValueError):  # (a name too long for a path, a value no file system takes)
+                continue
+            key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+            digest = _FILE_DIGESTS.get(key)
+            if digest is None:
+                h = hashlib.sha256()
+                try:
+                    with path.open("rb") as f:
+                        while chunk := f.read(1 << 20):
+                            h.update(chunk)
+                except OSError:  # (unreadable: the run itself says so, naming it)
+                    continue
+                digest = _FILE_DIGESTS[key] = h.hexdigest()
+            out[node] = digest
+    return out
 
 
 def _values(v: AxisValues) -> list[Any]:
@@ -279,7 +323,7 @@ def check_axes(path: Path, blocks: Mapping[str, Mapping[str, Any]], *, valued: S
             if name in valued and name != "zip":  # (a value twice runs its points twice; a zip pairs values by position)
                 seen: set[str] = set()
                 for v in _values(vals):
-                    text = json.dumps(v, sort_keys=True, default=str)
+                    text = json.dumps(_same_value(v), sort_keys=True, default=str)
                     if text in seen:
                         raise FleetsimError(f"{path}: {name}.{key}: the value {v!r} is given twice")
                     seen.add(text)
@@ -305,10 +349,22 @@ def check_axes(path: Path, blocks: Mapping[str, Mapping[str, Any]], *, valued: S
         rows = list(zip(*(_values(v) for v in zipped.values()), strict=False))
         seen_rows: dict[str, int] = {}
         for i, row in enumerate(rows):
-            text = json.dumps(row, sort_keys=True, default=str)
+            text = json.dumps(_same_value(list(row)), sort_keys=True, default=str)
             if text in seen_rows:
                 raise FleetsimError(f"{path}: zip row {i} repeats row {seen_rows[text]} (its points would run twice)")
             seen_rows[text] = i
+
+
+def _same_value(v: Any) -> Any:
+    """A value in the form that makes equal values compare equal as text: a whole float as the integer it equals (1.0
+    is 1), -0.0 as 0 (a scenario reads them alike)."""
+    if isinstance(v, float) and not isinstance(v, bool) and math.isfinite(v) and v.is_integer() and abs(v) < 2**53:
+        return int(v)
+    if isinstance(v, dict):
+        return {k: _same_value(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_same_value(x) for x in v]
+    return v
 
 
 def check_point(sweep: Sweep, point: Point, path: Path, where: str) -> Point:

@@ -42,26 +42,26 @@ MAX_RATE_PER_S = float(MAX_COUNT)  # a rate table's rate (requests/s): 10 millio
 
 class Poisson(Frozen):
     process: Literal["poisson"] = "poisson"
-    rate_per_s: float = Field(gt=0)
+    rate_per_s: float = Field(gt=0, le=MAX_RATE_PER_S)
 
 
 class GammaRenewal(Frozen):
     process: Literal["gamma"] = "gamma"
-    rate_per_s: float = Field(gt=0)
+    rate_per_s: float = Field(gt=0, le=MAX_RATE_PER_S)
     cv: float = Field(ge=0.01, le=1000)  # (real traces: 1 to ~15; beyond these the gamma draws lose precision)
 
 
 class OnOff(Frozen):
     process: Literal["onoff"] = "onoff"
-    on_rate_per_s: float = Field(gt=0)
-    off_rate_per_s: float = Field(default=0.0, ge=0)
+    on_rate_per_s: float = Field(gt=0, le=MAX_RATE_PER_S)
+    off_rate_per_s: float = Field(default=0.0, ge=0, le=MAX_RATE_PER_S)
     mean_on_s: float = Field(ge=0.001)  # (phases shorter than a millisecond: a phase per microsecond of trace)
     mean_off_s: float = Field(ge=0.001)
 
 
 class Diurnal(Frozen):
     process: Literal["diurnal"] = "diurnal"
-    mean_rate_per_s: float = Field(gt=0)
+    mean_rate_per_s: float = Field(gt=0, le=MAX_RATE_PER_S)
     period_s: float = Field(default=86_400.0, gt=0)
     amplitude: float = Field(default=0.5, ge=0, le=1)  # rate = mean * (1 + a sin(2 pi (t - phase)/period))
     phase_s: float = 0.0
@@ -77,7 +77,7 @@ class Spike(Frozen):
 
 class Spikes(Frozen):
     process: Literal["spikes"] = "spikes"
-    rate_per_s: float = Field(gt=0)
+    rate_per_s: float = Field(gt=0, le=MAX_RATE_PER_S)
     spikes: list[Spike] = Field(min_length=1)
 
 

@@ -20,7 +20,7 @@ else:
 
 from sim.errors import FleetsimError
 from sim.schema import KLASSES
-from sim.spec import MAX_TOKENS, Frozen
+from sim.spec import MAX_TIME_S, MAX_TOKENS, Frozen
 from sim.streams import RunStreams
 from sim.workload.adapters import AdapterMix, assign_adapters
 from sim.workload.schema import MAX_REQUESTS
@@ -66,7 +66,21 @@ def scale_rate(frame: pd.DataFrame, factor: float) -> pd.DataFrame:
     out["arrival_at_s"] = frame["arrival_at_s"] / factor
     if "deadline_at_s" in out.columns:
         out["deadline_at_s"] = out["arrival_at_s"] + (frame["deadline_at_s"] - frame["arrival_at_s"])
+    _within_horizon(out, f"rate scale {factor:g}")
     return out
+
+
+def _within_horizon(frame: pd.DataFrame, what: str) -> None:
+    """Arrivals (and deadlines) a transform produced stay within the span any trace may hold (`MAX_TIME_S`, as a
+    trace file's are checked when read): past it the run's records would be refused by its own report."""
+    for column in ("arrival_at_s", "deadline_at_s"):
+        if column in frame.columns and len(frame):
+            last = float(np.nanmax(np.abs(frame[column].to_numpy(dtype=np.float64)), initial=0.0))
+            if not last <= MAX_TIME_S:
+                raise FleetsimError(
+                    f"{what} puts the trace's {column} at {last:.4g} s, past the {MAX_TIME_S:g} s any trace may span; "
+                    "scale or repeat it less"
+                )
 
 
 def subsample(frame: pd.DataFrame, fraction: float, rng: np.random.Generator) -> pd.DataFrame:
@@ -130,6 +144,7 @@ def repeat(frame: pd.DataFrame, times: int, *, shift_s: float | None = None) -> 
         out["deadline_at_s"] = out["deadline_at_s"] + k * shift_s  # (the taken column: its dtype kept, as each copy's was)
     if "request_id" in out.columns:
         out["request_id"] = out["request_id"].astype(str) + "#" + pd.Series(k).astype(str)
+    _within_horizon(out, f"repeat {times:,}")
     return out
 
 
@@ -194,7 +209,7 @@ def _check_merged_ids(merged: pd.DataFrame, names: list[str]) -> None:
 class TraceFile(Frozen):
     """A trace file plus the transforms to apply, in this order: window, rate, sample, clip, repeat."""
 
-    file: str
+    file: str = Field(min_length=1)
     format: str | None = None
     columns: dict[str, str] | None = None  # generic format: canonical name -> column in the file
     time_unit: str = "s"  # generic format: s | ms | us | ns | datetime

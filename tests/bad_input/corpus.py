@@ -490,7 +490,7 @@ BAD_CLI = [
         "gen-rate-times-duration",
         "cli",
         {},
-        ["trace", "gen", "--rate", "1e9", "--duration-s", "3600", "--out", "g.csv"],
+        ["trace", "gen", "--rate", "1e6", "--duration-s", "3600", "--out", "g.csv"],
         "more than 100,000,000",
     ),
     Case(
