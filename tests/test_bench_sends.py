@@ -58,7 +58,12 @@ def test_send_times_are_rebuilt_from_the_run_and_said_so(tmp_path):
     (tmp_path / "f.json").write_text(json.dumps(data))
     log = read_run_log(tmp_path / "f.json")
     assert log.dropped == 1 and log.trace["arrival_at_s"].tolist() == pytest.approx([0.0, 0.0, 2.0, 3.0])
-    assert "its 1 failed requests freed their slots at once" in log.sends_rebuilt
+    assert "its 1 failed requests held their slots while they streamed" in log.sends_rebuilt
+    # one that failed mid-stream (vLLM keeps its TTFT and gaps) held its slot while it streamed
+    mid = bench([2.0, 10.0, 2.0], [0.2, 1.0, 0.2], [100] * 3, [11] * 3, max_concurrency=1)
+    mid["itls"][1], mid["errors"][1] = [1.0] * 9, "ClientPayloadError"
+    (tmp_path / "m.json").write_text(json.dumps(mid))
+    assert read_run_log(tmp_path / "m.json").trace["arrival_at_s"].tolist() == pytest.approx([0.0, 12.0])
     # send times saved as null are not saved
     (tmp_path / "n.json").write_text(json.dumps(data | {"start_times": None}))
     assert read_run_log(tmp_path / "n.json").trace.equals(log.trace)
@@ -109,21 +114,24 @@ def test_a_closed_loop_run_fleetsim_made_replays_exactly_from_its_latencies(tmp_
     raw = {"model": "llama-3.1-8b", "fleet": {"gpu": "h100-sxm", "tp": 1, "autoscaler": {"policy": "fixed", "replicas": 1}}}
     sc = parse_config(raw)
     rng = np.random.default_rng(1)
-    n, conc = 12, 3
+    n, conc = 24, 3
     prompt, output = rng.integers(50, 400, n), rng.integers(5, 60, n)
     sends = np.zeros(n)
     for _ in range(50):
         frame = validate_frame(pd.DataFrame({"arrival_at_s": sends, "prompt_tokens": prompt, "output_tokens": output}))
         req = simulate(sc, frame, measure_capacity=False).requests
-        e2e = (req["completed_at_s"] - req["arrival_at_s"]).to_numpy()
+        ttft = (req["first_token_at_s"] - req["arrival_at_s"]).to_numpy()
+        data = bench((req["completed_at_s"] - req["arrival_at_s"]).to_numpy(), ttft, prompt, output, max_concurrency=conc)
+        # (each E2E as the reader sums it from the saved gaps: the client's sends follow those to the last bit, and a
+        # send at the instant a step ends joins that step or the next by it)
+        e2e = np.array([t + float(np.array(g).sum()) for t, g in zip(ttft.tolist(), data["itls"], strict=True)])
         again = closed_loop_sends(e2e, conc)
         if np.array_equal(again, sends):
             break
         sends = again
     else:
         pytest.fail("the closed loop's sends did not settle")
-    ttft = (req["first_token_at_s"] - req["arrival_at_s"]).to_numpy()
-    data = bench(e2e, ttft, prompt, output, max_concurrency=conc, duration=float((sends + e2e).max()))
+    data["duration"] = float((sends + e2e).max())
     (tmp_path / "run.json").write_text(json.dumps(data))
     log = read_run_log(tmp_path / "run.json")
     assert log.trace["arrival_at_s"].to_numpy() == pytest.approx(sends, abs=1e-9)
@@ -132,6 +140,11 @@ def test_a_closed_loop_run_fleetsim_made_replays_exactly_from_its_latencies(tmp_
     for row in cmp.rows:
         if row["metric"] in ("ttft", "tpot", "e2e"):
             assert row["error"] == pytest.approx(0.0, abs=1e-6), row
+    # calibrating from it says so too
+    (tmp_path / "sc.yaml").write_text(json.dumps(raw))
+    res = CliRunner().invoke(app, ["calibrate", str(tmp_path / "run.json"), "--scenario", str(tmp_path / "sc.yaml")])
+    assert res.exit_code == 0, res.output
+    assert "note: send times: none in the result; rebuilt as its closed loop of max_concurrency 3" in res.output
 
 
 def test_the_a100_all_at_once_result_replays_as_its_folder_does(tmp_path):

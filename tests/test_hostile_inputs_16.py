@@ -135,16 +135,16 @@ def test_gpu_failures_faster_than_a_cold_start_are_refused_naming_the_field(tmp_
         *cli(
             "run", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "o"), "--no-capacity",
             "--set", "fleet.capacity={failures: {gpu_mtbf_hours: 0.01}}",
-            "--set", "fleet.lifecycle={start: cold, cold_start_s: 120}",
+            "--set", "fleet.lifecycle={start: cold, cold_start_s: 600}",
         )
     )  # fmt: skip
     assert "fleet.capacity.failures.gpu_mtbf_hours: 0.01 h fails a replica of 1 GPU every 36 s" in line
-    assert "cold start (120 s expected)" in line
+    assert "cold start (600 s expected): 5.8e-08 of its replicas would come up" in line
     code, text = cli(
         "run", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "o"), "--no-capacity",
-        "--set", "fleet.capacity={failures: {gpu_mtbf_hours: 0.1}}", "--set", "fleet.lifecycle={start: cold, cold_start_s: 120}",
+        "--set", "fleet.capacity={failures: {gpu_mtbf_hours: 0.01}}", "--set", "fleet.lifecycle={start: cold, cold_start_s: 120}",
     )  # fmt: skip
-    assert code == 0, text  # (a replica that outlasts its start on average runs)
+    assert code == 0, text  # (a few of them come up, 4%: it runs)
 
 
 def test_a_user_gpu_reporting_more_memory_than_it_has_is_refused(tmp_path):

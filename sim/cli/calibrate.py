@@ -283,7 +283,7 @@ def _calibrate_run_log(
         "fitted": cal.after,
         "errors": cal.rows,
         "roofline": block["roofline"],
-        "notes": list(cal.notes),
+        "notes": list(cal.notes) + ([log.sends_rebuilt] if log.sends_rebuilt else []),
     }
     fitted_errors = [cal.error("fit", "after", m) for m in ("ttft", "tpot", "e2e")]
     known = [abs(e) for e in fitted_errors if e is not None]
@@ -324,7 +324,7 @@ def _calibrate_run_log(
     for m in ("ttft", "tpot", "e2e"):
         cells = [cal.error(part, when, m) for part in ("fit", "held_out") for when in ("before", "after")]
         typer.echo(f"  {m.upper():<14}" + "".join(f"{c:>+10.1%}" if c is not None else f"{'-':>10}" for c in cells))
-    for n in cal.notes:
+    for n in (*cal.notes, *([log.sends_rebuilt] if log.sends_rebuilt else [])):
         typer.echo(f"note: {n}")
     if out is not None:
         typer.echo(f"wrote {out}: use it as `roofline: {{preset: {out.name}}}` in a scenario beside it")

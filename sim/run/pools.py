@@ -693,18 +693,21 @@ def start_pool(
         env.process(control_loop(env, pool, policy, fcfg.autoscaler.interval_s, floor=floor))
 
 
+FEW_COME_UP = math.log(100)  # a cold start this many mean failure intervals long: under 1% of launches come up
+
+
 def _check_failures_outlast_start(gpu_mtbf_hours: float, spec: PoolSpec, weight_bytes: float) -> None:
-    """A replica must be expected to outlast its own cold start: one that fails (a GPU of its tp, each at 1 /
-    `gpu_mtbf_hours`) sooner on average than it starts rarely comes up, and a run of such replicas goes on until its
-    horizon with the requests unserved."""
+    """A replica must stand a chance of outlasting its own cold start: where failures (a GPU of its tp, each at 1 /
+    `gpu_mtbf_hours`) leave under 1% of launches coming up, a run goes on to its horizon with the requests unserved."""
     mtbf_s = gpu_mtbf_hours * 3600 / spec.setup.tp
     start_s = spec.fleet.lifecycle.expected_cold_start_s(weight_bytes)
-    if mtbf_s < start_s:
+    # (failures strike from launch: a share exp(-start / MTBF) of the replicas launched come up)
+    if start_s > FEW_COME_UP * mtbf_s:
         gpus = f"{spec.setup.tp} GPUs" if spec.setup.tp > 1 else "1 GPU"
         raise FleetsimError(
             f"fleet.capacity.failures.gpu_mtbf_hours: {gpu_mtbf_hours:g} h fails a replica of {gpus} every {mtbf_s:,.4g} s "
-            f"on average, sooner than its cold start ({start_s:,.4g} s expected): its replicas would rarely come up; "
-            "give a longer mean time between failures"
+            f"on average, far sooner than its cold start ({start_s:,.4g} s expected): {math.exp(-start_s / mtbf_s):.2g} "
+            "of its replicas would come up; give a longer mean time between failures"
         )
 
 

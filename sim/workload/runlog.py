@@ -13,8 +13,8 @@ Layouts, detected from the file (or forced with `layout`):
               benchmark at `request_rate` inf are what it did (`sends_rebuilt`): all at 0 without `max_concurrency`;
               with it, a closed loop, rebuilt from the measured latencies (the first `max_concurrency` requests sent
               at 0, each later one, in the result's order, the moment a request in flight ended: the benchmark's
-              semaphore wakes its waiters in order; a failed request, whose time is not saved, frees its slot at
-              once). At a finite rate the sends were random draws the result does not keep: refused.
+              semaphore wakes its waiters in order; a failed request holds its slot while it streamed, at once
+              without a first token). At a finite rate the sends were random draws the result does not keep: refused.
   csv         a CSV with a column mapping (`columns`: arrival, prompt, output, ttft, e2e -> the file's names) and a
               time unit: per request its arrival, prompt and output tokens, TTFT and end-to-end latency.
 
@@ -292,10 +292,12 @@ def _read_bench(p: Path) -> Any:
     keep, gaps = [], []
     kept: list[int] = []  # (their indices in the lists)
     dropped = 0
+    streamed = np.zeros(n)  # (a failed request's time in flight, where it streamed before failing: its slot's)
     for i in range(n):
         t = data["ttfts"][i]
         if (i < len(errors) and errors[i]) or t is None or (type(t) in (int, float) and t == 0):
             dropped += 1  # (a failed request: vLLM saves its TTFT as 0; `false` is no TTFT, and is refused below)
+            streamed[i] = _partial_stream_s(t, data["itls"][i])
             continue
         start = 0.0 if rebuild else _number(p, f"start_times[{i}]", data["start_times"][i], minimum=-math.inf)
         prompt = _number(p, f"input_lens[{i}]", data["input_lens"][i], integer=True, minimum=1)
@@ -324,10 +326,14 @@ def _read_bench(p: Path) -> Any:
         if closed is None:
             rebuilt = "send times: none in the result; at request_rate inf every request was sent at once (t = 0)"
         else:
-            held = np.zeros(n)  # (each request's time in flight: its E2E, 0 for a failed one)
+            held = streamed  # (each request's time in flight: its E2E; a failed one's, what it streamed before failing)
             held[kept] = a[:, 4]
             a[:, 0] = closed_loop_sends(held, closed)[kept]
-            failed = f"; its {n - len(kept)} failed requests freed their slots at once" if len(kept) < n else ""
+            failed = (
+                f"; its {n - len(kept)} failed requests held their slots while they streamed (at once without a first token)"
+                if len(kept) < n
+                else ""
+            )
             rebuilt = (
                 f"send times: none in the result; rebuilt as its closed loop of max_concurrency {closed} sent them (each "
                 f"request the moment one in flight ended, from the measured latencies){failed}"
@@ -342,6 +348,20 @@ def _read_bench(p: Path) -> Any:
                 f"and its gaps), past the benchmark's duration of {duration:,.3f} s: its times are not this run's"
             )
     return a[:, 0], a[:, 1].astype(np.int64), a[:, 2].astype(np.int64), a[:, 3], a[:, 4], np.concatenate(gaps), dropped, rebuilt
+
+
+def _partial_stream_s(ttft: Any, itls: Any) -> float:
+    """How long a failed request of a vllm bench result streamed before it failed (vLLM keeps the TTFT and gaps of a
+    stream cut short, and 0 for a request that failed before its first token): its TTFT and gaps where they are
+    finite numbers >= 0, else 0."""
+
+    def number(v: Any) -> bool:
+        return type(v) in (int, float) and math.isfinite(v) and 0 <= v <= MAX_TIME_S
+
+    if not number(ttft) or ttft == 0:
+        return 0.0
+    gaps = [g for g in itls if number(g)] if isinstance(itls, list) else []
+    return float(ttft) + float(sum(gaps))
 
 
 def _unsaved_sends(data: dict[str, Any]) -> tuple[int | None, str]:
