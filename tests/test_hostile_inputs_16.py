@@ -197,3 +197,15 @@ def test_an_empty_trace_path_is_named_as_empty(tmp_path):
     (tmp_path / "s.yaml").write_text('model: llama-3.1-8b\ntrace: {file: ""}\nfleet: {gpu: h100-sxm, tp: 1}\n')
     line = one_line_error(*cli("run", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "o")))
     assert "at least 1 character" in line
+
+
+@pytest.mark.parametrize(
+    ("option", "says"),
+    [
+        (("--speculative", "4:0.5:"), "--speculative: DRAFT after the second ':' is empty"),
+        (("--compare-api", ""), "--compare-api: an API price sheet's name is empty"),
+    ],
+)
+def test_roofline_options_given_empty_are_not_their_defaults(option, says):
+    line = one_line_error(*cli("roofline", "--model", "llama-3.2-1b", "--gpu", "h100-sxm", "--tp", "1", *option))
+    assert says in line

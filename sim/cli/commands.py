@@ -140,6 +140,8 @@ def roofline(
     base_dir = Path(".")
     scale_out = "infiniband_400g"
     rcfg: RooflineConfig
+    if compare_api is not None and not compare_api.strip():  # (an empty name is not the default sheet)
+        raise FleetsimError("--compare-api: an API price sheet's name is empty; leave the option out for the default")
     api_name = compare_api
     overrides: dict[str, Any] = {"weight_bits": weight_bits, "kv_bits": kv_bits, "gpu_memory_utilization": gpu_memory_utilization}
     layout: dict[str, Any] = {}  # with --config: the replica as `run` builds it (its engine, its DP group's layout)
@@ -269,6 +271,8 @@ def parse_speculative(text: str) -> tuple[str, list[float], str | None]:
         raise FleetsimError(f"--speculative: K must be within [1, 32] (got {k})")
     if not (math.isfinite(alpha) and 0 <= alpha <= 1):
         raise FleetsimError(f"--speculative: ALPHA must be within [0, 1] (got {parts[1]})")
+    if len(parts) > 2 and not ":".join(parts[2:]).strip():  # (a trailing ':' names no draft: not the default's mtp)
+        raise FleetsimError(f"--speculative: DRAFT after the second ':' is empty (got {text!r}); leave it out for mtp")
     rest = ":".join(parts[2:]) or "mtp"
     if rest in ("mtp", "ngram"):
         return rest, [alpha] * k, None
