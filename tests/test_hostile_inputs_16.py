@@ -209,3 +209,17 @@ def test_an_empty_trace_path_is_named_as_empty(tmp_path):
 def test_roofline_options_given_empty_are_not_their_defaults(option, says):
     line = one_line_error(*cli("roofline", "--model", "llama-3.2-1b", "--gpu", "h100-sxm", "--tp", "1", *option))
     assert says in line
+
+
+def test_a_price_given_as_minus_zero_bills_zero_unsigned(tmp_path):
+    import json
+
+    (tmp_path / "s.yaml").write_text(SMALL)
+    out = tmp_path / "o"
+    code, text = cli(
+        "run", str(tmp_path / "s.yaml"), "--out", str(out), "--no-capacity", "--set", "pricing.usd_per_gpu_hour=-0.0"
+    )
+    assert code == 0, text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["cost_usd"] == 0.0 and str(summary["cost_usd"]) == "0.0"
+    assert "-0" not in json.dumps(summary.get("cost_by_capacity"))

@@ -50,6 +50,14 @@ from sim.yaml_input import check_kind, load_value, read_yaml
 DEFAULT_API = "gpt-3.5-turbo-2023-07"
 
 
+def _unsigned_zero(v: float) -> float:
+    return v + 0.0  # (-0.0 -> 0.0: a price given as -0.0 billed as "$-0")
+
+
+# a price in USD per GPU-hour: within [0, MAX_USD_PER_GPU_HOUR], a zero unsigned
+Price = Annotated[float, Field(ge=0, le=MAX_USD_PER_GPU_HOUR), AfterValidator(_unsigned_zero)]
+
+
 class GpuOverride(Frozen):
     """Per-GPU corrections to the catalog, in the catalog's units."""
 
@@ -65,7 +73,7 @@ class GpuOverride(Frozen):
     mbu: float | None = Field(default=None, gt=0, le=1)
     layer_overhead_s: float | None = Field(default=None, ge=0, le=MAX_OVERHEAD_S)
     overlap: float | None = Field(default=None, ge=0, le=1)
-    usd_per_gpu_hour: float | None = Field(default=None, ge=0, le=MAX_USD_PER_GPU_HOUR)
+    usd_per_gpu_hour: Price | None = None
 
 
 class RooflineConfig(Frozen):
@@ -418,7 +426,7 @@ class FallbackConfig(ClassConfig):
     gpu: str = Field(min_length=1)
     tp: int | None = Field(default=None, ge=1, le=1024)
     capacity: Literal["on_demand", "spot"] = "on_demand"
-    usd_per_gpu_hour: float | None = Field(default=None, ge=0, le=MAX_USD_PER_GPU_HOUR)
+    usd_per_gpu_hour: Price | None = None
 
 
 class FailureConfig(Frozen):
@@ -525,7 +533,7 @@ class PoolConfig(Frozen):
     autoscaler: AutoscalerConfig = FixedConfig()
     lifecycle: LifecycleConfig | None = None
     engine: EngineConfig | None = None
-    usd_per_gpu_hour: float | None = Field(default=None, ge=0, le=MAX_USD_PER_GPU_HOUR)
+    usd_per_gpu_hour: Price | None = None
     capacity: CapacityConfig | None = None  # its capacity classes, spot, failures (None: the fleet's `capacity`)
     reserved_replicas: int | None = Field(default=None, ge=0, le=MAX_REPLICAS)  # None: the fleet's (prefill), 0 (decode)
 
@@ -667,13 +675,9 @@ class BatchConfig(Frozen):
 
 
 class PricingConfig(Frozen):
-    usd_per_gpu_hour: float | None = Field(
-        default=None, ge=0, le=MAX_USD_PER_GPU_HOUR
-    )  # on demand; None: the GPU catalog's price
-    reserved_usd_per_gpu_hour: float | None = Field(
-        default=None, ge=0, le=MAX_USD_PER_GPU_HOUR
-    )  # None: the sheet's (provider), else on-demand
-    spot_usd_per_gpu_hour: float | None = Field(default=None, ge=0, le=MAX_USD_PER_GPU_HOUR)  # None: the price sheet's (provider)
+    usd_per_gpu_hour: Price | None = None  # on demand; None: the GPU catalog's price
+    reserved_usd_per_gpu_hour: Price | None = None  # None: the sheet's (provider), else on-demand
+    spot_usd_per_gpu_hour: Price | None = None  # None: the price sheet's (provider)
     provider: str | None = None  # a provider of the capacity price sheet: unset prices come from it
     billing_granularity_s: float = Field(default=1.0, ge=0, le=MAX_BILLING_S)
     billing_minimum_s: float = Field(default=0.0, ge=0, le=MAX_BILLING_S)
