@@ -11,9 +11,9 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
-from sim.cli import app
+from tests.test_hostile_inputs_15 import _one_line_error as one_line_error
+from tests.test_hostile_inputs_15 import cli
 
 SMALL = (
     "model: llama-3.1-8b\n"
@@ -21,18 +21,6 @@ SMALL = (
     "output_tokens: {dist: fixed, tokens: 20}}\n"
     "fleet: {gpu: h100-sxm, tp: 1}\n"
 )
-
-
-def cli(*args: str) -> tuple[int, str]:
-    r = CliRunner().invoke(app, list(args))
-    return r.exit_code, r.output
-
-
-def one_line_error(code: int, out: str) -> str:
-    assert code == 2, out
-    lines = [ln for ln in out.splitlines() if ln.strip() and not ln.startswith("fleetsim: running the pure-Python")]
-    assert len(lines) == 1 and lines[0].startswith("error: "), out
-    return lines[0]
 
 
 def test_a_resumed_sweep_runs_again_what_an_edited_trace_file_changed(tmp_path):

@@ -265,8 +265,7 @@ def check_itl(path: Path, itl: pd.DataFrame, replicas: pd.DataFrame) -> None:
 def check_against_requests(run_dir: Path, requests: pd.DataFrame, replicas: pd.DataFrame, itl: pd.DataFrame) -> None:
     """The records against each other: a request completes while the run's replicas are up (by replicas.parquet's
     last `end_at_s`), and the gap record holds a gap for each token after a request's first: at least the completed
-    requests' (output_tokens - 1), at most every request's tokens, again for each requeue (a request a lost replica
-    held may emit its tokens anew)."""
+    requests' (output_tokens - 1), at most every request's tokens (a requeued request's tokens are not recorded again)."""
     status = requests["status"].astype(str).to_numpy()
     done = status == "completed"
     end = _numbers(run_dir / "replicas.parquet", replicas, "end_at_s")
@@ -280,13 +279,12 @@ def check_against_requests(run_dir: Path, requests: pd.DataFrame, replicas: pd.D
     weight, j0, j1 = (_numbers(run_dir / "itl.parquet", itl, c) for c in ("weight", "j0", "j1"))
     gaps = float(np.sum(weight * (j1 - j0)))
     least = float(np.sum(output[done] - 1))
-    requeued = float(_numbers(run_dir / "replicas.parquet", replicas, "requeued").sum()) if "requeued" in replicas else 0.0
-    most = float(output.sum()) * (1.0 + requeued)
+    most = float(output.sum())
     if not least - 0.5 <= gaps <= most + 0.5:
         said = (
             f"fewer than the {least:,.0f} tokens the completed requests emitted after their first"
             if gaps < least
-            else f"more than the {most:,.0f} tokens the requests hold (again for each of the {requeued:,.0f} requeues)"
+            else f"more than the {most:,.0f} tokens the requests hold"
         )
         raise FleetsimError(
             f"{run_dir / 'itl.parquet'}: holds {gaps:,.0f} inter-token gaps, {said} (requests.parquet's output_tokens); "

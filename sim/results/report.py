@@ -120,7 +120,9 @@ def check_out_dir(out_dir: Path, *, force: bool = False, inputs: Iterable[str | 
         raise FleetsimError(f"--out {out_dir}: cannot write in {existing}")
 
 
-MARKER_TEXTS = ("A fleetsim run folder", "A fleetsim platform run folder")  # how a marker fleetsim wrote begins
+# what a run folder's marker says (then the fleetsim version): a marker that does not begin so, fleetsim did not write
+RUN_MARKER_TEXT = "A fleetsim run folder: `fleetsim run --out` may replace it."
+PLATFORM_MARKER_TEXT = "A fleetsim platform run folder: `fleetsim run --out` may replace it."
 
 
 def _is_run_folder(folder: Path, names: set[str]) -> bool:
@@ -129,7 +131,11 @@ def _is_run_folder(folder: Path, names: set[str]) -> bool:
     that names the fleetsim version which wrote it (a user's own files of those names are not a run)."""
     if RUN_MARKER in names:
         try:
-            return (folder / RUN_MARKER).read_text(encoding="utf-8", errors="replace").startswith(MARKER_TEXTS)
+            return (
+                (folder / RUN_MARKER)
+                .read_text(encoding="utf-8", errors="replace")
+                .startswith((RUN_MARKER_TEXT, PLATFORM_MARKER_TEXT))
+            )
         except OSError:  # (a folder of that name, an unreadable file)
             return False
     if not names <= set(RUN_FILES) or "meta.json" not in names:
@@ -145,9 +151,7 @@ def _write_files(result: SimResult, folder: Path, summary: dict[str, Any] | None
     """A run's files into `folder` (the marker, the records, the summary, the scenario as run, meta.json last).
     `records` False: requests.parquet and itl.parquet are there already (a stored run writes them as it goes)."""
     full = summary_with_resolved(result, summary)
-    (folder / RUN_MARKER).write_text(
-        f"A fleetsim run folder: `fleetsim run --out` may replace it. {result.meta['fleetsim_version']}\n"
-    )
+    (folder / RUN_MARKER).write_text(f"{RUN_MARKER_TEXT} {result.meta['fleetsim_version']}\n")
     (folder / "summary.json").write_text(json.dumps(json_safe(full), indent=2) + "\n")
     if records:
         write_chunks(_row_chunks(result.requests), folder / "requests.parquet")
@@ -174,7 +178,7 @@ def write_platform(result: PlatformResult, out_dir: Path, *, summary: dict[str, 
 
     def write(tmp: Path) -> None:
         version = next(iter(result.deployments.values())).meta["fleetsim_version"]
-        (tmp / RUN_MARKER).write_text(f"A fleetsim platform run folder: `fleetsim run --out` may replace it. {version}\n")
+        (tmp / RUN_MARKER).write_text(f"{PLATFORM_MARKER_TEXT} {version}\n")
         for name, run in result.deployments.items():
             folder = tmp / DEPLOYMENTS_DIR / name
             folder.mkdir(parents=True)
